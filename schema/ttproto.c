@@ -1,0 +1,233 @@
+/*
+ * ttproto: shared wire rules. See ttproto.h.
+ *
+ * Validation is strict on purpose: the broker trusts nothing that comes
+ * from a socket, and a request that passes tt_request_validate() can be
+ * used without any further range checks on its fields.
+ */
+#include "ttproto.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static const char *s_status_names[] = {
+    "OK",           "BAD_REQUEST",   "NOT_FOUND", "ALREADY_EXISTS",  "NO_CAPACITY",
+    "TOO_SOON",     "INVALID_STATE", "FORBIDDEN", "IN_PROGRESS",     "WORKER_FAILED",
+    "TIMEOUT",      "INTERNAL",      "UNKNOWN_SERVICE", "UNAVAILABLE", "TOO_LARGE",
+};
+
+const char *tt_status_name(int status)
+{
+    if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
+        return "UNKNOWN";
+    return s_status_names[status];
+}
+
+static const char *s_state_names[] = {"absent", "running", "stopped", "paused",
+                                      "dead",   "pending", "lost"};
+
+const char *tt_vm_state_name(int state)
+{
+    if (state < 0 || (size_t)state >= sizeof s_state_names / sizeof *s_state_names)
+        return "unknown";
+    return s_state_names[state];
+}
+
+int tt_vm_state_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof s_state_names / sizeof *s_state_names; i++)
+        if (name && strcmp(name, s_state_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+bool tt_name_valid(const char *s)
+{
+    if (!s || !*s || *s == '.')
+        return false;
+    size_t n = 0;
+    for (const char *p = s; *p; p++, n++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok || n >= TT_MAX_NAME)
+            return false;
+    }
+    return true;
+}
+
+bool tt_request_id_valid(const char *s)
+{
+    if (!s || !*s)
+        return false;
+    size_t n = 0;
+    for (const char *p = s; *p; p++, n++)
+        if (*p <= ' ' || *p > '~' || n >= TT_MAX_REQUEST_ID)
+            return false;
+    return true;
+}
+
+void tt_vm_ip(uint32_t vm_id, char *buf, size_t len)
+{
+    snprintf(buf, len, "10.10.%u.%u", (vm_id >> 8) & 0xff, vm_id & 0xff);
+}
+
+int64_t tt_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+int64_t tt_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define FAIL(...)                                                                              \
+    do {                                                                                       \
+        snprintf(err, errlen, __VA_ARGS__);                                                    \
+        return -1;                                                                             \
+    } while (0)
+
+static int s_ports_valid(size_t n, const uint32_t *ports, char *err, size_t errlen)
+{
+    if (n > TT_MAX_PORTS_PER_VM)
+        FAIL("too many ports: %zu (at most %d)", n, TT_MAX_PORTS_PER_VM);
+    for (size_t i = 0; i < n; i++) {
+        if (ports[i] == 0 || ports[i] > 65535)
+            FAIL("port %u out of range 1..65535", ports[i]);
+        for (size_t j = 0; j < i; j++)
+            if (ports[j] == ports[i])
+                FAIL("port %u given twice", ports[i]);
+    }
+    return 0;
+}
+
+static int s_env_name_valid(const char *name, char *err, size_t errlen)
+{
+    if (!tt_name_valid(name))
+        FAIL("invalid env name '%.80s': use 1..64 of [A-Za-z0-9._-], not starting with '.'",
+             name ? name : "");
+    return 0;
+}
+
+static int s_hw_valid(uint32_t cpu, uint32_t mem, uint32_t disk, char *err, size_t errlen)
+{
+    if (cpu > TT_MAX_CPU)
+        FAIL("cpu %u out of range 1..%d", cpu, TT_MAX_CPU);
+    if (mem > TT_MAX_MEM_MIB)
+        FAIL("mem %u MiB out of range 1..%u", mem, TT_MAX_MEM_MIB);
+    if (disk > TT_MAX_DISK_MIB)
+        FAIL("disk %u MiB out of range 1..%u", disk, TT_MAX_DISK_MIB);
+    return 0;
+}
+
+static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
+{
+    if (s_env_name_valid(c->name, err, errlen))
+        return -1;
+    if (c->n_images == 0)
+        FAIL("at least one image is required");
+    if (c->n_images > TT_MAX_IMAGES_PER_ENV)
+        FAIL("too many images: %zu (at most %d)", c->n_images, TT_MAX_IMAGES_PER_ENV);
+    uint64_t total = 0;
+    for (size_t i = 0; i < c->n_images; i++) {
+        const Ttfleet__ImageCount *ic = c->images[i];
+        if (!tt_name_valid(ic->image))
+            FAIL("invalid image name '%.80s'", ic->image ? ic->image : "");
+        total += ic->dup ? ic->dup : 1;
+        if (total > TT_MAX_VMS_PER_ENV)
+            FAIL("too many VMs: more than %d in one env", TT_MAX_VMS_PER_ENV);
+    }
+    if (c->engine && *c->engine && !tt_name_valid(c->engine))
+        FAIL("invalid engine name '%.80s'", c->engine);
+    if (s_hw_valid(c->cpu, c->mem_mib, c->disk_mib, err, errlen))
+        return -1;
+    if (s_ports_valid(c->n_ports, c->ports, err, errlen))
+        return -1;
+    if (c->lifetime > (uint64_t)TT_MAX_LIFETIME_ADMIN)
+        FAIL("lifetime %llu s is over the limit of %lld s", (unsigned long long)c->lifetime,
+             TT_MAX_LIFETIME_ADMIN);
+    return 0;
+}
+
+int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
+{
+    if (!tt_request_id_valid(req->request_id))
+        FAIL("invalid request id: 1..64 printable characters without spaces");
+    if (!tt_name_valid(req->tenant))
+        FAIL("invalid tenant '%.80s': use 1..64 of [A-Za-z0-9._-]", req->tenant ? req->tenant : "");
+    switch (req->op_case) {
+    case TTFLEET__REQUEST__OP_ENV_CREATE:
+        return s_create_valid(req->env_create, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_SHOW:
+        return s_env_name_valid(req->env_show->name, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_STOP:
+        return s_env_name_valid(req->env_stop->name, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_START:
+        return s_env_name_valid(req->env_start->name, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_PAUSE:
+        return s_env_name_valid(req->env_pause->name, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_RESUME:
+        return s_env_name_valid(req->env_resume->name, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_DELETE:
+        return s_env_name_valid(req->env_delete->name, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_LIST:
+    case TTFLEET__REQUEST__OP_HOST_LIST:
+    case TTFLEET__REQUEST__OP_POOL_STATUS:
+        return 0;
+    case TTFLEET__REQUEST__OP_ENV_EXTEND:
+        if (s_env_name_valid(req->env_extend->name, err, errlen))
+            return -1;
+        if (req->env_extend->lifetime == 0 ||
+            req->env_extend->lifetime > (uint64_t)TT_MAX_LIFETIME_ADMIN)
+            FAIL("lifetime %llu s out of range 1..%lld",
+                 (unsigned long long)req->env_extend->lifetime, TT_MAX_LIFETIME_ADMIN);
+        return 0;
+    case TTFLEET__REQUEST__OP_ENV_UPDATE: {
+        const Ttfleet__EnvUpdate *u = req->env_update;
+        if (s_env_name_valid(u->name, err, errlen))
+            return -1;
+        if (s_hw_valid(u->cpu, u->mem_mib, u->disk_mib, err, errlen))
+            return -1;
+        if (!u->set_ports && u->n_ports)
+            FAIL("ports given without set_ports");
+        if (s_ports_valid(u->n_ports, u->ports, err, errlen))
+            return -1;
+        if (u->outgoing != TTFLEET__OUTGOING_MODE__OUTGOING_UNCHANGED &&
+            u->outgoing != TTFLEET__OUTGOING_MODE__OUTGOING_DENY &&
+            u->outgoing != TTFLEET__OUTGOING_MODE__OUTGOING_ALLOW)
+            FAIL("unknown outgoing mode %d", (int)u->outgoing);
+        if (!u->cpu && !u->mem_mib && !u->disk_mib && !u->set_ports &&
+            u->outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_UNCHANGED)
+            FAIL("nothing to update");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_ENV_RM_VM: {
+        const Ttfleet__EnvRmVm *r = req->env_rm_vm;
+        if (s_env_name_valid(r->name, err, errlen))
+            return -1;
+        bool by_prefix = r->image_prefix && *r->image_prefix;
+        if (by_prefix == (r->n_vm_ids > 0))
+            FAIL("give either VM ids or an image prefix");
+        if (r->n_vm_ids > TT_MAX_VMS_PER_ENV)
+            FAIL("too many VM ids");
+        for (size_t i = 0; i < r->n_vm_ids; i++)
+            if (r->vm_ids[i] < TT_VMID_MIN || r->vm_ids[i] > TT_VMID_MAX)
+                FAIL("VM id %u out of range", r->vm_ids[i]);
+        if (by_prefix && strlen(r->image_prefix) > TT_MAX_NAME)
+            FAIL("image prefix too long");
+        if (r->host && *r->host && !tt_name_valid(r->host))
+            FAIL("invalid host id");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_HOST_SHOW:
+        if (!tt_name_valid(req->host_show->id))
+            FAIL("invalid host id '%.80s'", req->host_show->id ? req->host_show->id : "");
+        return 0;
+    default:
+        FAIL("request has no known operation");
+    }
+}

@@ -1,0 +1,84 @@
+/*
+ * ttproto: the rules of the wire that every ttfleet part shares.
+ *
+ * Frame constants of the client side (7/MDP, MDPC01) and of our worker
+ * protocol (TTW01), size limits, the names of status codes and VM states,
+ * and the validators for names that come from outside. Everything here is
+ * pure: no sockets, no allocation beyond what protobuf-c does, so the
+ * broker, the worker, the client library and the fuzzers share one copy.
+ */
+#ifndef TTPROTO_H
+#define TTPROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ttfleet.pb-c.h"
+
+#define TT_MDP_CLIENT "MDPC01"
+#define TT_WORKER_PROTO "TTW01"
+
+/* Worker protocol commands: the single byte of the third frame. */
+#define TT_W_READY 0x01
+#define TT_W_COMMAND 0x02
+#define TT_W_REPLY 0x03
+#define TT_W_HEARTBEAT 0x04
+#define TT_W_DISCONNECT 0x05
+#define TT_W_EVENT 0x06
+
+#define TT_SERVICE_ENV "tt.env"
+#define TT_SERVICE_ADMIN "tt.admin"
+#define TT_SERVICE_MMI "mmi.service"
+
+/* Limits on what comes from outside. */
+#define TT_MAX_FRAMES 8           /* frames in one client message (after routing) */
+#define TT_MAX_BODY (256 * 1024)  /* bytes of one protobuf body */
+#define TT_MAX_WORKER_BODY (8 * 1024 * 1024) /* READY with a big inventory */
+#define TT_MAX_NAME 64
+#define TT_MAX_REQUEST_ID 64
+#define TT_MAX_VMS_PER_ENV 500
+#define TT_MAX_PORTS_PER_VM 32
+#define TT_MAX_IMAGES_PER_ENV 32
+#define TT_MAX_CPU 256
+#define TT_MAX_MEM_MIB (1024u * 1024u)       /* 1 TiB */
+#define TT_MAX_DISK_MIB (64u * 1024u * 1024u) /* 64 TiB */
+
+#define TT_DEFAULT_CPU 2
+#define TT_DEFAULT_MEM_MIB 1024
+#define TT_DEFAULT_DISK_MIB 40960
+#define TT_DEFAULT_LIFETIME 3600
+#define TT_MAX_LIFETIME_USER (6 * 3600)
+#define TT_MAX_LIFETIME_ADMIN (30LL * 24 * 3600)
+
+#define TT_PORT_MIN 40000
+#define TT_PORT_MAX 59999
+#define TT_VMID_MIN 2       /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
+#define TT_VMID_MAX 65534   /* 10.10.255.255 is broadcast */
+
+/* Name of a status code ("NOT_FOUND"), "UNKNOWN" for values out of range. */
+const char *tt_status_name(int status);
+/* Name of a VM state in lower case ("running"). */
+const char *tt_vm_state_name(int state);
+/* Parse a VM state name; returns -1 if unknown. */
+int tt_vm_state_parse(const char *name);
+
+/* True if s is a valid env / tenant / image / host name:
+ * [A-Za-z0-9._-], 1..64 chars, no leading dot. */
+bool tt_name_valid(const char *s);
+/* True if s is a valid request id: printable ASCII without spaces, 1..64. */
+bool tt_request_id_valid(const char *s);
+
+/* IP address of VM id on a host: 10.10.(id/256).(id%256). buf >= 16. */
+void tt_vm_ip(uint32_t vm_id, char *buf, size_t len);
+
+/* Validate a decoded Request fully (every field, every range, the op set).
+ * Returns 0 or -1 with a human reason in err. It does not check permissions
+ * or state: that is the broker's job. */
+int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen);
+
+/* Current wall clock in unix seconds and monotonic milliseconds. */
+int64_t tt_now(void);
+int64_t tt_mono_ms(void);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * The schemas of broker.db and worker.db as migration lists.
+ *
+ * Append only: a released migration is never edited, a change is a new
+ * entry. Uniqueness that protects allocations (VM id, IP, MAC, public port,
+ * env name) lives here as constraints, so a bug elsewhere fails a commit
+ * instead of handing out something twice.
+ */
+#include "store.h"
+
+const char *const store_broker_migrations[] = {
+    /* 1: the initial schema */
+    "CREATE TABLE hosts ("
+    "  id TEXT PRIMARY KEY,"
+    "  cpu_total INTEGER NOT NULL,"
+    "  mem_total INTEGER NOT NULL,"
+    "  disk_total INTEGER NOT NULL,"
+    "  engines TEXT NOT NULL DEFAULT '',"
+    "  images TEXT NOT NULL DEFAULT '',"
+    "  draining INTEGER NOT NULL DEFAULT 0,"
+    "  last_seen INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE envs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  tenant TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  lifetime INTEGER NOT NULL,"
+    "  deny_outgoing INTEGER NOT NULL,"
+    "  ports TEXT NOT NULL,"
+    "  last_mgmt INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (tenant, name));"
+    "CREATE TABLE vms ("
+    "  uid INTEGER PRIMARY KEY,"
+    "  env_id INTEGER NOT NULL REFERENCES envs(id) ON DELETE CASCADE,"
+    "  host TEXT NOT NULL REFERENCES hosts(id),"
+    "  vm_id INTEGER NOT NULL CHECK (vm_id BETWEEN 2 AND 65534),"
+    "  ip TEXT NOT NULL,"
+    "  mac TEXT NOT NULL UNIQUE,"
+    "  image TEXT NOT NULL,"
+    "  engine TEXT NOT NULL,"
+    "  cpu INTEGER NOT NULL,"
+    "  mem INTEGER NOT NULL,"
+    "  disk INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  phase TEXT NOT NULL CHECK (phase IN ('pending', 'active')),"
+    "  UNIQUE (host, vm_id),"
+    "  UNIQUE (host, ip));"
+    "CREATE INDEX vms_env ON vms(env_id);"
+    "CREATE TABLE ports ("
+    "  host TEXT NOT NULL,"
+    "  public_port INTEGER NOT NULL CHECK (public_port BETWEEN 40000 AND 59999),"
+    "  vm_uid INTEGER NOT NULL REFERENCES vms(uid) ON DELETE CASCADE,"
+    "  guest_port INTEGER NOT NULL CHECK (guest_port BETWEEN 1 AND 65535),"
+    "  UNIQUE (host, public_port),"
+    "  UNIQUE (vm_uid, guest_port));"
+    "CREATE INDEX ports_vm ON ports(vm_uid);"
+    "CREATE TABLE requests ("
+    "  tenant TEXT NOT NULL,"
+    "  request_id TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  reply BLOB,"
+    "  PRIMARY KEY (tenant, request_id));"
+    "CREATE INDEX requests_age ON requests(created_at);"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+};
+const int store_broker_migrations_n =
+    (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);
+
+const char *const store_worker_migrations[] = {
+    /* 1: the initial schema */
+    "CREATE TABLE vms ("
+    "  vm_id INTEGER PRIMARY KEY CHECK (vm_id BETWEEN 2 AND 65534),"
+    "  env TEXT NOT NULL,"
+    "  image TEXT NOT NULL,"
+    "  engine TEXT NOT NULL,"
+    "  cpu INTEGER NOT NULL,"
+    "  mem INTEGER NOT NULL,"
+    "  disk INTEGER NOT NULL,"
+    "  ip TEXT NOT NULL UNIQUE,"
+    "  mac TEXT NOT NULL UNIQUE,"
+    "  ports TEXT NOT NULL DEFAULT '',"
+    "  deny_outgoing INTEGER NOT NULL DEFAULT 0,"
+    "  expires_at INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  pid INTEGER NOT NULL DEFAULT 0,"
+    "  start_time INTEGER NOT NULL DEFAULT 0,"
+    "  updated_at INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+};
+const int store_worker_migrations_n =
+    (int)(sizeof store_worker_migrations / sizeof *store_worker_migrations);

@@ -1,0 +1,59 @@
+/*
+ * store: the SQLite layer of ttbroker and ttworker.
+ *
+ * One file per daemon, opened in WAL mode with synchronous=FULL and foreign
+ * keys on. The schema is a list of migrations; PRAGMA user_version records
+ * how many have been applied, and store_open() applies the rest in one
+ * transaction, so a crash mid-migration leaves the old version intact.
+ *
+ * Prepared statements are cached by their SQL text pointer (callers pass
+ * string literals), so hot paths never re-parse SQL. Transactions are
+ * explicit: the broker groups every change of one loop iteration in one
+ * store_begin() .. store_commit() pair (group commit) and sends its
+ * replies only after the commit returned.
+ *
+ * Depends on SQLite only.
+ */
+#ifndef TT_STORE_H
+#define TT_STORE_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store_t store_t;
+
+/* The migrations of each daemon; index i moves user_version i -> i+1. */
+extern const char *const store_broker_migrations[];
+extern const int store_broker_migrations_n;
+extern const char *const store_worker_migrations[];
+extern const int store_worker_migrations_n;
+
+/* Open (creating if needed) the database at path and migrate it.
+ * Returns NULL with a reason in err on failure. */
+store_t *store_open(const char *path, const char *const *migrations, int n_migrations, char *err,
+                    size_t errlen);
+void store_destroy(store_t **self_p);
+
+sqlite3 *store_db(store_t *self);
+/* user_version after migration. */
+int store_version(store_t *self);
+
+/* Run SQL without results. 0 / -1 (the error is logged and kept for store_errmsg). */
+int store_exec(store_t *self, const char *sql);
+/* A cached, reset statement for sql (which must outlive the store: a literal).
+ * NULL on a prepare error. */
+sqlite3_stmt *store_stmt(store_t *self, const char *sql);
+/* Step a statement that returns no rows (INSERT/UPDATE/DELETE) and reset it.
+ * 0 / -1. */
+int store_step_done(store_t *self, sqlite3_stmt *st);
+
+int store_begin(store_t *self);
+int store_commit(store_t *self);
+int store_rollback(store_t *self);
+int store_in_tx(store_t *self);
+
+/* Last error text. */
+const char *store_errmsg(store_t *self);
+
+#endif
