@@ -1,0 +1,521 @@
+/*
+ * ttclient: the 7/MDP client side of ttfleet. See ttclient.h.
+ *
+ * The shape follows the Majordomo "reliable client": one DEALER socket, one
+ * request in flight, a deadline per attempt. When an attempt times out the
+ * socket is thrown away with linger 0 and a new one connects, because a
+ * reply that arrives late on the old socket would otherwise be read as the
+ * answer to whatever is asked next. The request keeps its id across
+ * attempts; the broker answers a repeated id with the stored outcome of the
+ * first attempt (or IN_PROGRESS while it still runs), so retries are safe
+ * for every operation, create included. Replies are still matched by
+ * request id, which catches the one case socket replacement cannot: a
+ * duplicate reply to an earlier resend on the same socket.
+ *
+ * Everything that comes back is checked before it is believed: frame count,
+ * the empty delimiter, the MDPC01 header, the service name, the body size and
+ * that the body decodes. A frame that fails is dropped and remembered for the
+ * error message; it does not end the wait, since it may be noise.
+ */
+#include "ttclient.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "ttproto.h"
+
+/* Pause before asking again about a request the broker says still runs. */
+#define TTCLIENT_IN_PROGRESS_PAUSE 200
+
+struct _ttclient_t {
+    char *endpoint;
+    char *tenant;
+    int timeout;   /* ms per attempt */
+    int retries;   /* attempts in all */
+    zsock_t *sock; /* NULL until the first call, and after a timeout */
+    zpoller_t *poller;
+    char request_id[TT_MAX_REQUEST_ID + 1];
+    char dropped[160]; /* why the last dropped reply was dropped */
+    char error[512];
+};
+
+/* What waiting for one reply can end in. */
+typedef enum {
+    S_GOT_REPLY,
+    S_IN_PROGRESS,
+    S_TIMED_OUT,
+    S_FAILED,
+} s_wait_t;
+
+static void s_set_error(ttclient_t *self, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void s_set_error(ttclient_t *self, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(self->error, sizeof self->error, fmt, ap);
+    va_end(ap);
+}
+
+ttclient_t *ttclient_new(const char *endpoint, const char *tenant)
+{
+    if (!endpoint || !*endpoint)
+        endpoint = TTCLIENT_DEFAULT_ENDPOINT;
+    if (!tenant)
+        tenant = TTCLIENT_DEFAULT_TENANT;
+    if (!tt_name_valid(tenant))
+        return NULL;
+    ttclient_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->endpoint = strdup(endpoint);
+    self->tenant = strdup(tenant);
+    if (!self->endpoint || !self->tenant) {
+        ttclient_destroy(&self);
+        return NULL;
+    }
+    self->timeout = TTCLIENT_DEFAULT_TIMEOUT;
+    self->retries = TTCLIENT_DEFAULT_RETRIES;
+    return self;
+}
+
+static void s_disconnect(ttclient_t *self)
+{
+    zpoller_destroy(&self->poller);
+    zsock_destroy(&self->sock);
+}
+
+void ttclient_destroy(ttclient_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ttclient_t *self = *self_p;
+    s_disconnect(self);
+    free(self->endpoint);
+    free(self->tenant);
+    free(self);
+    *self_p = NULL;
+}
+
+void ttclient_set_timeout(ttclient_t *self, int timeout_ms)
+{
+    self->timeout = timeout_ms > 0 ? timeout_ms : 1;
+}
+
+void ttclient_set_retries(ttclient_t *self, int retries)
+{
+    self->retries = retries > 0 ? retries : 1;
+}
+
+const char *ttclient_error(ttclient_t *self)
+{
+    return self->error;
+}
+
+const char *ttclient_request_id(ttclient_t *self)
+{
+    return self->request_id;
+}
+
+void ttclient_reply_destroy(Ttfleet__Reply **reply_p)
+{
+    if (!reply_p || !*reply_p)
+        return;
+    ttfleet__reply__free_unpacked(*reply_p, NULL);
+    *reply_p = NULL;
+}
+
+static int s_connect(ttclient_t *self)
+{
+    s_disconnect(self);
+    self->sock = zsock_new(ZMQ_DEALER);
+    if (!self->sock) {
+        s_set_error(self, "cannot create a socket: %s", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    zsock_set_linger(self->sock, 0);
+    zsock_set_sndtimeo(self->sock, self->timeout);
+    if (zsock_connect(self->sock, "%s", self->endpoint) != 0) {
+        s_set_error(self, "cannot connect to '%s': %s", self->endpoint, zmq_strerror(zmq_errno()));
+        s_disconnect(self);
+        return -1;
+    }
+    self->poller = zpoller_new(self->sock, NULL);
+    if (!self->poller) {
+        s_set_error(self, "cannot create a poller");
+        s_disconnect(self);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_send(ttclient_t *self, const char *service, const void *body, size_t size)
+{
+    zmsg_t *msg = zmsg_new();
+    zmsg_addmem(msg, NULL, 0);
+    zmsg_addstr(msg, TT_MDP_CLIENT);
+    zmsg_addstr(msg, service);
+    zmsg_addmem(msg, body, size);
+    if (zmsg_send(&msg, self->sock) != 0) {
+        zmsg_destroy(&msg);
+        return -1;
+    }
+    return 0;
+}
+
+static bool s_frame_is(zframe_t *frame, const char *s)
+{
+    size_t n = strlen(s);
+    return zframe_size(frame) == n && memcmp(zframe_data(frame), s, n) == 0;
+}
+
+/* Checks the envelope of one reply and takes its body out: NULL (with the
+ * reason in self->dropped) when it is not a well-formed reply for service. */
+static zframe_t *s_reply_body(ttclient_t *self, zmsg_t *msg, const char *service)
+{
+    if (zmsg_size(msg) != 4) {
+        snprintf(self->dropped, sizeof self->dropped, "a reply of %zu frames instead of 4",
+                 zmsg_size(msg));
+        return NULL;
+    }
+    zframe_t *empty = zmsg_first(msg);
+    zframe_t *header = zmsg_next(msg);
+    zframe_t *svc = zmsg_next(msg);
+    if (zframe_size(empty) != 0) {
+        snprintf(self->dropped, sizeof self->dropped, "a reply without the empty delimiter");
+        return NULL;
+    }
+    if (!s_frame_is(header, TT_MDP_CLIENT)) {
+        snprintf(self->dropped, sizeof self->dropped,
+                 "a reply with a protocol header other "
+                 "than " TT_MDP_CLIENT);
+        return NULL;
+    }
+    if (!s_frame_is(svc, service)) {
+        snprintf(self->dropped, sizeof self->dropped, "a reply from a service other than %s",
+                 service);
+        return NULL;
+    }
+    zframe_t *body = zmsg_next(msg);
+    if (zframe_size(body) > TT_MAX_BODY) {
+        snprintf(self->dropped, sizeof self->dropped, "a reply body of %zu bytes (limit %d)",
+                 zframe_size(body), TT_MAX_BODY);
+        return NULL;
+    }
+    zmsg_remove(msg, body);
+    return body;
+}
+
+/* Waits until deadline for a reply to the request in flight. want_id is the
+ * request id to match, or NULL for an MMI request, whose body is a bare code
+ * that goes to code/len. */
+static s_wait_t s_wait(ttclient_t *self, const char *service, const char *want_id, int64_t deadline,
+                       Ttfleet__Reply **reply_p, char *code, size_t len)
+{
+    for (;;) {
+        int64_t remaining = deadline - tt_mono_ms();
+        if (remaining <= 0)
+            return S_TIMED_OUT;
+        void *which = zpoller_wait(self->poller, (int)remaining);
+        if (!which) {
+            if (zpoller_terminated(self->poller)) {
+                s_set_error(self, "interrupted while waiting for %s", self->endpoint);
+                return S_FAILED;
+            }
+            continue;
+        }
+        zmsg_t *msg = zmsg_recv(self->sock);
+        if (!msg) {
+            s_set_error(self, "receive failed: %s", zmq_strerror(zmq_errno()));
+            return S_FAILED;
+        }
+        zframe_t *body = s_reply_body(self, msg, service);
+        zmsg_destroy(&msg);
+        if (!body)
+            continue;
+        if (!want_id) {
+            size_t n = zframe_size(body);
+            if (n == 0 || n > 16) {
+                snprintf(self->dropped, sizeof self->dropped, "an MMI reply of %zu bytes", n);
+                zframe_destroy(&body);
+                continue;
+            }
+            if (len) {
+                size_t copy = n < len - 1 ? n : len - 1;
+                memcpy(code, zframe_data(body), copy);
+                code[copy] = '\0';
+            }
+            zframe_destroy(&body);
+            return S_GOT_REPLY;
+        }
+        Ttfleet__Reply *reply = ttfleet__reply__unpack(NULL, zframe_size(body), zframe_data(body));
+        zframe_destroy(&body);
+        if (!reply) {
+            snprintf(self->dropped, sizeof self->dropped, "a reply body that does not decode");
+            continue;
+        }
+        if (!reply->request_id || strcmp(reply->request_id, want_id) != 0) {
+            /* A late answer to an earlier request: not ours. */
+            snprintf(self->dropped, sizeof self->dropped, "a reply to request '%.64s'",
+                     reply->request_id ? reply->request_id : "");
+            ttfleet__reply__free_unpacked(reply, NULL);
+            continue;
+        }
+        if (reply->status == TTFLEET__STATUS__IN_PROGRESS) {
+            ttfleet__reply__free_unpacked(reply, NULL);
+            return S_IN_PROGRESS;
+        }
+        *reply_p = reply;
+        return S_GOT_REPLY;
+    }
+}
+
+/* Sends body to service and waits for the answer, retrying as the header
+ * says. Returns 0 with the reply, -1 with self->error set. */
+static int s_exchange(ttclient_t *self, const char *service, const void *body, size_t size,
+                      const char *want_id, Ttfleet__Reply **reply_p, char *code, size_t len)
+{
+    self->dropped[0] = '\0';
+    bool in_progress = false;
+    for (int attempt = 1; attempt <= self->retries; attempt++) {
+        if (!self->sock && s_connect(self) != 0)
+            return -1;
+        int64_t deadline = tt_mono_ms() + self->timeout;
+        bool sent = s_send(self, service, body, size) == 0;
+        while (sent) {
+            s_wait_t rc = s_wait(self, service, want_id, deadline, reply_p, code, len);
+            if (rc == S_GOT_REPLY)
+                return 0;
+            if (rc == S_FAILED)
+                return -1;
+            if (rc == S_TIMED_OUT)
+                break;
+            /* IN_PROGRESS: the broker is alive and the first attempt still
+             * runs; ask again shortly on the same socket. */
+            in_progress = true;
+            int64_t remaining = deadline - tt_mono_ms();
+            if (remaining <= 0)
+                break;
+            zclock_sleep((int)(remaining < TTCLIENT_IN_PROGRESS_PAUSE
+                                   ? remaining
+                                   : TTCLIENT_IN_PROGRESS_PAUSE));
+            sent = s_send(self, service, body, size) == 0;
+        }
+        /* No answer on this socket: a fresh one, so nothing late on the old
+         * one can be mistaken for the answer to the next attempt. */
+        s_disconnect(self);
+    }
+    s_set_error(self, "no reply from %s after %d attempt%s of %d ms%s%s%s", self->endpoint,
+                self->retries, self->retries == 1 ? "" : "s", self->timeout,
+                in_progress ? " (the broker said the request was still in progress)" : "",
+                self->dropped[0] ? "; dropped " : "", self->dropped);
+    return -1;
+}
+
+static int s_new_request_id(ttclient_t *self)
+{
+    uint8_t bytes[8];
+    if (getrandom(bytes, sizeof bytes, 0) != (ssize_t)sizeof bytes) {
+        s_set_error(self, "cannot make a request id: %s", strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof bytes; i++)
+        snprintf(self->request_id + 2 * i, 3, "%02x", bytes[i]);
+    return 0;
+}
+
+int ttclient_call(ttclient_t *self, const char *service, Ttfleet__Request *req,
+                  Ttfleet__Reply **reply_p)
+{
+    self->error[0] = '\0';
+    if (!service || !*service || !req || !reply_p) {
+        s_set_error(self, "ttclient_call: service, request and reply are required");
+        return -1;
+    }
+    *reply_p = NULL;
+    char *caller_id = req->request_id;
+    char *caller_tenant = req->tenant;
+    if (caller_id && *caller_id) {
+        if (!tt_request_id_valid(caller_id)) {
+            s_set_error(self, "invalid request id: 1..%d printable characters without spaces",
+                        TT_MAX_REQUEST_ID);
+            return -1;
+        }
+        snprintf(self->request_id, sizeof self->request_id, "%s", caller_id);
+    } else if (s_new_request_id(self) != 0)
+        return -1;
+    req->request_id = self->request_id;
+    if (!caller_tenant || !*caller_tenant)
+        req->tenant = self->tenant;
+
+    size_t size = ttfleet__request__get_packed_size(req);
+    uint8_t *body = size <= TT_MAX_BODY ? malloc(size ? size : 1) : NULL;
+    if (body)
+        ttfleet__request__pack(req, body);
+    req->request_id = caller_id;
+    req->tenant = caller_tenant;
+    if (!body) {
+        if (size > TT_MAX_BODY)
+            s_set_error(self, "request of %zu bytes is over the limit of %d", size, TT_MAX_BODY);
+        else
+            s_set_error(self, "out of memory");
+        return -1;
+    }
+    int rc = s_exchange(self, service, body, size, self->request_id, reply_p, NULL, 0);
+    free(body);
+    return rc;
+}
+
+int ttclient_mmi(ttclient_t *self, const char *service, char *code, size_t len)
+{
+    self->error[0] = '\0';
+    self->request_id[0] = '\0';
+    if (!service || !code || len == 0) {
+        s_set_error(self, "ttclient_mmi: service and a code buffer are required");
+        return -1;
+    }
+    code[0] = '\0';
+    return s_exchange(self, TT_SERVICE_MMI, service, strlen(service), NULL, NULL, code, len);
+}
+
+int ttclient_env_create(ttclient_t *self, Ttfleet__EnvCreate *create, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = create;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+/* The operations whose argument is just an env name. */
+static int s_env_ref_call(ttclient_t *self, Ttfleet__Request__OpCase op, const char *name,
+                          Ttfleet__Reply **reply_p)
+{
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = (char *)(name ? name : "");
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = op;
+    switch (op) {
+    case TTFLEET__REQUEST__OP_ENV_SHOW:
+        req.env_show = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_STOP:
+        req.env_stop = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_START:
+        req.env_start = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_PAUSE:
+        req.env_pause = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_RESUME:
+        req.env_resume = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_DELETE:
+        req.env_delete = &ref;
+        break;
+    default:
+        assert(!"not an env-ref operation");
+        return -1;
+    }
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_env_show(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
+{
+    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_SHOW, name, reply_p);
+}
+
+int ttclient_env_stop(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
+{
+    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_STOP, name, reply_p);
+}
+
+int ttclient_env_start(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
+{
+    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_START, name, reply_p);
+}
+
+int ttclient_env_pause(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
+{
+    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_PAUSE, name, reply_p);
+}
+
+int ttclient_env_resume(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
+{
+    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_RESUME, name, reply_p);
+}
+
+int ttclient_env_delete(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
+{
+    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_DELETE, name, reply_p);
+}
+
+int ttclient_env_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__EnvList list = TTFLEET__ENV_LIST__INIT;
+    list.all = all;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_LIST;
+    req.env_list = &list;
+    return ttclient_call(self, all ? TT_SERVICE_ADMIN : TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_env_extend(ttclient_t *self, const char *name, uint64_t lifetime,
+                        Ttfleet__Reply **reply_p)
+{
+    Ttfleet__EnvExtend extend = TTFLEET__ENV_EXTEND__INIT;
+    extend.name = (char *)(name ? name : "");
+    extend.lifetime = lifetime;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_EXTEND;
+    req.env_extend = &extend;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_env_update(ttclient_t *self, Ttfleet__EnvUpdate *update, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_UPDATE;
+    req.env_update = update;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_env_rm_vm(ttclient_t *self, Ttfleet__EnvRmVm *rm, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_RM_VM;
+    req.env_rm_vm = rm;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_host_list(ttclient_t *self, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_LIST;
+    req.host_list = &empty;
+    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+}
+
+int ttclient_host_show(ttclient_t *self, const char *id, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__HostRef ref = TTFLEET__HOST_REF__INIT;
+    ref.id = (char *)(id ? id : "");
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_SHOW;
+    req.host_show = &ref;
+    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+}
+
+int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_POOL_STATUS;
+    req.pool_status = &empty;
+    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+}

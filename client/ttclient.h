@@ -1,0 +1,100 @@
+/*
+ * ttclient: the C API for producer applications.
+ *
+ * A ttclient_t is one connection to a ttbroker's clients endpoint. It speaks
+ * the client side of 7/MDP (MDPC01) on a DEALER socket: one request at a
+ * time, each with a request id, a per-attempt timeout and automatic retries
+ * that reuse the request id, so the broker's idempotency records turn a retry
+ * into the first attempt's outcome instead of a second env.
+ *
+ * Every call that talks to the broker returns 0 when a Reply arrived (the
+ * caller then reads reply->status: TTFLEET__STATUS__OK or an error with
+ * reply->message) and -1 on a transport failure (no reply after every
+ * attempt, a broken frame, an interrupt); ttclient_error() says why. A Reply
+ * handed out belongs to the caller, who frees it with ttclient_reply_destroy().
+ *
+ * A ttclient_t is not thread-safe: use one per thread.
+ */
+#ifndef TTCLIENT_H
+#define TTCLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ttfleet.pb-c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TTCLIENT_DEFAULT_ENDPOINT "tcp://127.0.0.1:5555"
+#define TTCLIENT_DEFAULT_TENANT "default"
+#define TTCLIENT_DEFAULT_TIMEOUT 10000 /* ms per attempt */
+#define TTCLIENT_DEFAULT_RETRIES 3     /* attempts in all */
+
+typedef struct _ttclient_t ttclient_t;
+
+/* Creates a client for the broker at endpoint (a ZeroMQ endpoint such as
+ * "tcp://127.0.0.1:5555") acting as tenant. NULL for either picks the
+ * default. Returns NULL if the tenant is not a valid name. The socket is
+ * connected on the first call, so a bad endpoint shows in ttclient_error(). */
+ttclient_t *ttclient_new(const char *endpoint, const char *tenant);
+
+/* Destroys the client and its socket; sets *self_p to NULL. */
+void ttclient_destroy(ttclient_t **self_p);
+
+/* Time to wait for the reply of one attempt, in ms (at least 1). */
+void ttclient_set_timeout(ttclient_t *self, int timeout_ms);
+
+/* Attempts in all before a call fails (at least 1). */
+void ttclient_set_retries(ttclient_t *self, int retries);
+
+/* Why the last call returned -1; "" after a call that succeeded. */
+const char *ttclient_error(ttclient_t *self);
+
+/* The request id of the last call (16 hex characters unless the caller set
+ * one in the Request). */
+const char *ttclient_request_id(ttclient_t *self);
+
+/* Sends req to service and waits for its Reply. Fills req->request_id and
+ * req->tenant when they are empty (and puts the caller's values back before
+ * returning, so req keeps no pointer into the client). On a timeout the
+ * socket is replaced, so a late reply to the old one cannot be confused with
+ * the next, and the same request is sent again. Replies whose request id is
+ * not ours are dropped. A Reply with status IN_PROGRESS makes the client ask
+ * again after a short pause, within the same time budget. */
+int ttclient_call(ttclient_t *self, const char *service, Ttfleet__Request *req,
+                  Ttfleet__Reply **reply_p);
+
+/* Frees a Reply from one of the calls below; sets *reply_p to NULL. */
+void ttclient_reply_destroy(Ttfleet__Reply **reply_p);
+
+/* One call per operation. Env operations go to service tt.env, pool
+ * operations and the list of every tenant's envs go to tt.admin. */
+int ttclient_env_create(ttclient_t *self, Ttfleet__EnvCreate *create, Ttfleet__Reply **reply_p);
+int ttclient_env_show(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p);
+int ttclient_env_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
+int ttclient_env_stop(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p);
+int ttclient_env_start(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p);
+int ttclient_env_pause(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p);
+int ttclient_env_resume(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p);
+int ttclient_env_delete(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p);
+int ttclient_env_extend(ttclient_t *self, const char *name, uint64_t lifetime,
+                        Ttfleet__Reply **reply_p);
+int ttclient_env_update(ttclient_t *self, Ttfleet__EnvUpdate *update, Ttfleet__Reply **reply_p);
+int ttclient_env_rm_vm(ttclient_t *self, Ttfleet__EnvRmVm *rm, Ttfleet__Reply **reply_p);
+int ttclient_host_list(ttclient_t *self, Ttfleet__Reply **reply_p);
+int ttclient_host_show(ttclient_t *self, const char *id, Ttfleet__Reply **reply_p);
+int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p);
+
+/* Asks mmi.service whether the broker serves service. Copies the reply code
+ * ("200", "404" or "501") into code (NUL-terminated, truncated to len).
+ * Returns 0 when an answer arrived, -1 on a transport failure. */
+int ttclient_mmi(ttclient_t *self, const char *service, char *code, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

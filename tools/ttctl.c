@@ -1,0 +1,723 @@
+/*
+ * ttctl: the command-line client of ttfleet, for producers and admins.
+ *
+ *   ttctl [--broker EP] [--tenant T] [--json] [--timeout MS] GROUP VERB ARGS...
+ *
+ * Every command is parsed and validated completely before anything is sent:
+ * numbers are parsed whole with their ranges, names are checked with the
+ * same tt_name_valid() the broker uses, and any mistake is a usage error
+ * (exit 2) that names the argument. Then one request goes out through
+ * libttclient, and the reply is printed by ttctl_print as a table or, with
+ * --json, as JSON for scripts.
+ *
+ * Exit codes are a contract with scripts: 0 only when the broker said OK,
+ * 1 when it answered with an error status (printed on stderr as
+ * "ttctl: NOT_FOUND: <message>"), 2 for a usage error, 3 when no valid reply
+ * came back (transport failure). The global options may also be given after
+ * the command words.
+ */
+#include <czmq.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ttclient.h"
+#include "ttctl_print.h"
+#include "ttproto.h"
+
+#define EXIT_STATUS 1
+#define EXIT_USAGE 2
+#define EXIT_TRANSPORT 3
+
+#define TTCTL_MAX_TIMEOUT 3600000
+
+typedef struct command_s command_t;
+
+/* What the global options and the command line as a whole say. */
+typedef struct {
+    const char *broker;
+    const char *tenant;
+    bool json;
+    int timeout;
+    const command_t *cmd;
+} ctl_t;
+
+/* Walks the arguments of one command: options (with "--opt=value" or
+ * "--opt value"), positionals, and "--" to end the options. */
+typedef struct {
+    int argc;
+    char **argv;
+    int i;
+    bool no_more_options;
+    char name[48]; /* the current option, without "=value" */
+    const char *inline_value;
+} scan_t;
+
+/* The libttclient call of a command whose only argument is an env name. */
+typedef int (*env_ref_fn)(ttclient_t *, const char *, Ttfleet__Reply **);
+
+struct command_s {
+    const char *group; /* "env", "host", or NULL for a top-level verb */
+    const char *verb;
+    const char *synopsis;
+    const char *help;
+    int (*run)(ctl_t *ctl, scan_t *scan); /* NULL: an env-name command, below */
+    env_ref_fn ref;
+    const char *done; /* what ref did, for the OK line without a result */
+};
+
+static const char *s_global_help =
+    "global options (before or after the command words):\n"
+    "  --broker EP     broker clients endpoint (env TTFLEET_BROKER, "
+    "default " TTCLIENT_DEFAULT_ENDPOINT ")\n"
+    "  --tenant T      tenant to act as (env TTFLEET_TENANT, default " TTCLIENT_DEFAULT_TENANT ")\n"
+    "  --json          print results as JSON\n"
+    "  --timeout MS    wait per attempt, 1..3600000 (default 10000; 3 attempts)\n"
+    "  --help          this help; 'ttctl GROUP VERB --help' for one command\n"
+    "exit codes: 0 OK, 1 error status from the broker, 2 usage error, 3 no reply\n";
+
+static void s_print_command_help(FILE *out, const command_t *cmd)
+{
+    fprintf(out, "usage: ttctl [global options] %s\n\n%s\n%s", cmd->synopsis, cmd->help,
+            s_global_help);
+}
+
+static void s_usage_error(ctl_t *ctl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+
+static void s_usage_error(ctl_t *ctl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ttctl: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (ctl->cmd)
+        fprintf(stderr, "usage: ttctl [global options] %s\n(see 'ttctl %s%s%s --help')\n",
+                ctl->cmd->synopsis, ctl->cmd->group ? ctl->cmd->group : "",
+                ctl->cmd->group ? " " : "", ctl->cmd->verb);
+    else
+        fprintf(stderr, "(see 'ttctl --help')\n");
+    exit(EXIT_USAGE);
+}
+
+/* Parses all of text as a decimal number in min..max. */
+static uint64_t s_number(ctl_t *ctl, const char *what, const char *text, uint64_t min, uint64_t max)
+{
+    const char *p = text;
+    bool ok = *p >= '0' && *p <= '9';
+    uint64_t value = 0;
+    for (; ok && *p; p++) {
+        if (*p < '0' || *p > '9') {
+            ok = false;
+            break;
+        }
+        unsigned digit = (unsigned)(*p - '0');
+        if (value > (UINT64_MAX - digit) / 10) {
+            ok = false;
+            break;
+        }
+        value = value * 10 + digit;
+    }
+    if (!ok || value < min || value > max)
+        s_usage_error(ctl, "%s: '%s' is not a whole number in %llu..%llu", what, text,
+                      (unsigned long long)min, (unsigned long long)max);
+    return value;
+}
+
+static const char *s_name(ctl_t *ctl, const char *what, const char *text)
+{
+    if (!tt_name_valid(text))
+        s_usage_error(ctl,
+                      "%s: invalid name '%s': use 1..%d of [A-Za-z0-9._-], not starting "
+                      "with '.'",
+                      what, text, TT_MAX_NAME);
+    return text;
+}
+
+/* Moves to the next argument. Returns 1 for an option (name in scan->name),
+ * 0 for a positional (in *pos), -1 at the end. */
+static int s_scan(ctl_t *ctl, scan_t *s, const char **pos)
+{
+    if (s->i >= s->argc)
+        return -1;
+    const char *arg = s->argv[s->i++];
+    if (!s->no_more_options && strcmp(arg, "--") == 0) {
+        s->no_more_options = true;
+        return s_scan(ctl, s, pos);
+    }
+    if (s->no_more_options || arg[0] != '-' || arg[1] == '\0') {
+        *pos = arg;
+        return 0;
+    }
+    if (strcmp(arg, "-h") == 0)
+        arg = "--help";
+    if (arg[1] != '-')
+        s_usage_error(ctl, "unknown option '%s' (options are spelled --name)", arg);
+    const char *eq = strchr(arg, '=');
+    size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (n >= sizeof s->name)
+        s_usage_error(ctl, "unknown option '%.60s'", arg);
+    memcpy(s->name, arg, n);
+    s->name[n] = '\0';
+    s->inline_value = eq ? eq + 1 : NULL;
+    return 1;
+}
+
+static bool s_is(scan_t *s, const char *name)
+{
+    return strcmp(s->name, name) == 0;
+}
+
+/* The value of the current option. */
+static const char *s_value(ctl_t *ctl, scan_t *s)
+{
+    if (s->inline_value)
+        return s->inline_value;
+    if (s->i >= s->argc)
+        s_usage_error(ctl, "%s needs a value", s->name);
+    return s->argv[s->i++];
+}
+
+/* An option without a value must not be given one. */
+static void s_flag(ctl_t *ctl, scan_t *s)
+{
+    if (s->inline_value)
+        s_usage_error(ctl, "%s takes no value", s->name);
+}
+
+/* Handles the global options wherever they appear. Returns true if the
+ * current option was one. */
+static bool s_global_option(ctl_t *ctl, scan_t *s)
+{
+    if (s_is(s, "--broker")) {
+        ctl->broker = s_value(ctl, s);
+    } else if (s_is(s, "--tenant")) {
+        ctl->tenant = s_name(ctl, "--tenant", s_value(ctl, s));
+    } else if (s_is(s, "--json")) {
+        s_flag(ctl, s);
+        ctl->json = true;
+    } else if (s_is(s, "--timeout")) {
+        ctl->timeout = (int)s_number(ctl, "--timeout", s_value(ctl, s), 1, TTCTL_MAX_TIMEOUT);
+    } else if (s_is(s, "--help")) {
+        if (ctl->cmd)
+            s_print_command_help(stdout, ctl->cmd);
+        else
+            return false;
+        exit(0);
+    } else
+        return false;
+    return true;
+}
+
+static void s_unknown_option(ctl_t *ctl, scan_t *s)
+{
+    s_usage_error(ctl, "unknown option '%s'", s->name);
+}
+
+/* For commands whose only arguments are positionals: collects up to max of
+ * them into pos[] and returns how many there were. */
+static int s_positionals(ctl_t *ctl, scan_t *s, const char **pos, int max)
+{
+    int n = 0;
+    const char *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 1) {
+            if (!s_global_option(ctl, s))
+                s_unknown_option(ctl, s);
+            continue;
+        }
+        if (n == max)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        pos[n++] = arg;
+    }
+    return n;
+}
+
+static const char *s_one_name(ctl_t *ctl, scan_t *s, const char *what)
+{
+    const char *pos[1];
+    if (s_positionals(ctl, s, pos, 1) != 1)
+        s_usage_error(ctl, "%s is required", what);
+    return s_name(ctl, what, pos[0]);
+}
+
+static ttclient_t *s_client(ctl_t *ctl)
+{
+    if (!ctl->broker || !strstr(ctl->broker, "://"))
+        s_usage_error(ctl, "broker endpoint '%s' is not a ZeroMQ endpoint such as %s",
+                      ctl->broker ? ctl->broker : "", TTCLIENT_DEFAULT_ENDPOINT);
+    ttclient_t *client = ttclient_new(ctl->broker, ctl->tenant);
+    if (!client) {
+        fprintf(stderr, "ttctl: cannot create a client\n");
+        exit(EXIT_TRANSPORT);
+    }
+    ttclient_set_timeout(client, ctl->timeout);
+    return client;
+}
+
+/* Reports the outcome of one call, prints its result, frees both, and
+ * returns the exit code. done_text is what is printed for an OK reply
+ * without a result. */
+static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **reply_p,
+                    const char *done_text, bool list_all)
+{
+    int code = 0;
+    Ttfleet__Reply *reply = *reply_p;
+    if (rc != 0) {
+        fprintf(stderr, "ttctl: %s\n", ttclient_error(*client_p));
+        code = EXIT_TRANSPORT;
+    } else if (reply->status != TTFLEET__STATUS__OK) {
+        fprintf(stderr, "ttctl: %s: %s\n", tt_status_name(reply->status),
+                reply->message && *reply->message ? reply->message : "(no message)");
+        code = EXIT_STATUS;
+    } else {
+        switch (reply->result_case) {
+        case TTFLEET__REPLY__RESULT_ENV:
+            print_env(stdout, reply->env, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_ENVS:
+            print_env_list(stdout, reply->envs, list_all, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_HOSTS:
+            print_host_list(stdout, reply->hosts, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_HOST:
+            print_host(stdout, reply->host, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_POOL:
+            print_pool(stdout, reply->pool, ctl->json);
+            break;
+        default:
+            print_done(stdout, done_text, ctl->json);
+            break;
+        }
+        if (fflush(stdout) != 0)
+            code = EXIT_STATUS;
+    }
+    ttclient_reply_destroy(reply_p);
+    ttclient_destroy(client_p);
+    return code;
+}
+
+/* ---- env ---- */
+
+static int s_env_create(ctl_t *ctl, scan_t *s)
+{
+    Ttfleet__ImageCount images[TT_MAX_IMAGES_PER_ENV];
+    Ttfleet__ImageCount *image_ptrs[TT_MAX_IMAGES_PER_ENV];
+    bool dup_given[TT_MAX_IMAGES_PER_ENV] = {false};
+    uint32_t ports[TT_MAX_PORTS_PER_VM];
+    Ttfleet__EnvCreate create = TTFLEET__ENV_CREATE__INIT;
+    create.images = image_ptrs;
+    create.ports = ports;
+    const char *name = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (name)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            name = s_name(ctl, "env name", arg);
+        } else if (s_is(s, "--image")) {
+            if (create.n_images == TT_MAX_IMAGES_PER_ENV)
+                s_usage_error(ctl, "at most %d --image", TT_MAX_IMAGES_PER_ENV);
+            Ttfleet__ImageCount *ic = &images[create.n_images];
+            ttfleet__image_count__init(ic);
+            ic->image = (char *)s_name(ctl, "--image", s_value(ctl, s));
+            image_ptrs[create.n_images++] = ic;
+        } else if (s_is(s, "--dup")) {
+            if (create.n_images == 0)
+                s_usage_error(ctl, "--dup must follow the --image it counts");
+            size_t last = create.n_images - 1;
+            if (dup_given[last])
+                s_usage_error(ctl, "--dup given twice for image '%s'", images[last].image);
+            dup_given[last] = true;
+            images[last].dup =
+                (uint32_t)s_number(ctl, "--dup", s_value(ctl, s), 1, TT_MAX_VMS_PER_ENV);
+        } else if (s_is(s, "--engine")) {
+            create.engine = (char *)s_name(ctl, "--engine", s_value(ctl, s));
+        } else if (s_is(s, "--cpu")) {
+            create.cpu = (uint32_t)s_number(ctl, "--cpu", s_value(ctl, s), 1, TT_MAX_CPU);
+        } else if (s_is(s, "--mem")) {
+            create.mem_mib = (uint32_t)s_number(ctl, "--mem", s_value(ctl, s), 1, TT_MAX_MEM_MIB);
+        } else if (s_is(s, "--disk")) {
+            create.disk_mib =
+                (uint32_t)s_number(ctl, "--disk", s_value(ctl, s), 1, TT_MAX_DISK_MIB);
+        } else if (s_is(s, "--port")) {
+            if (create.n_ports == TT_MAX_PORTS_PER_VM)
+                s_usage_error(ctl, "at most %d --port", TT_MAX_PORTS_PER_VM);
+            uint32_t port = (uint32_t)s_number(ctl, "--port", s_value(ctl, s), 1, 65535);
+            for (size_t i = 0; i < create.n_ports; i++)
+                if (ports[i] == port)
+                    s_usage_error(ctl, "--port %u given twice", port);
+            ports[create.n_ports++] = port;
+        } else if (s_is(s, "--lifetime")) {
+            create.lifetime =
+                s_number(ctl, "--lifetime", s_value(ctl, s), 1, TT_MAX_LIFETIME_ADMIN);
+        } else if (s_is(s, "--deny-outgoing")) {
+            s_flag(ctl, s);
+            create.deny_outgoing = true;
+        } else if (s_is(s, "--spread")) {
+            s_flag(ctl, s);
+            create.spread = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!name)
+        s_usage_error(ctl, "env name is required");
+    if (create.n_images == 0)
+        s_usage_error(ctl, "at least one --image is required");
+    uint64_t vms = 0;
+    for (size_t i = 0; i < create.n_images; i++)
+        vms += images[i].dup ? images[i].dup : 1;
+    if (vms > TT_MAX_VMS_PER_ENV)
+        s_usage_error(ctl, "%llu VMs asked for; at most %d in one env", (unsigned long long)vms,
+                      TT_MAX_VMS_PER_ENV);
+    create.name = (char *)name;
+
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_env_create(client, &create, &reply);
+    return s_finish(ctl, &client, rc, &reply, "env created", false);
+}
+
+static int s_env_list(ctl_t *ctl, scan_t *s)
+{
+    bool all = false;
+    const char *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--all")) {
+            s_flag(ctl, s);
+            all = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_env_list(client, all, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no envs", all);
+}
+
+/* show, stop, start, pause, resume, delete: one env name, nothing else. */
+static int s_env_ref(ctl_t *ctl, scan_t *s)
+{
+    const char *name = s_one_name(ctl, s, "env name");
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ctl->cmd->ref(client, name, &reply);
+    char text[128];
+    snprintf(text, sizeof text, "env %s %s", name, ctl->cmd->done);
+    return s_finish(ctl, &client, rc, &reply, text, false);
+}
+
+static int s_env_extend(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[2];
+    if (s_positionals(ctl, s, pos, 2) != 2)
+        s_usage_error(ctl, "env name and lifetime in seconds are required");
+    const char *name = s_name(ctl, "env name", pos[0]);
+    uint64_t lifetime = s_number(ctl, "lifetime", pos[1], 1, TT_MAX_LIFETIME_ADMIN);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_env_extend(client, name, lifetime, &reply);
+    return s_finish(ctl, &client, rc, &reply, "lifetime changed", false);
+}
+
+static int s_env_update(ctl_t *ctl, scan_t *s)
+{
+    uint32_t ports[TT_MAX_PORTS_PER_VM];
+    Ttfleet__EnvUpdate update = TTFLEET__ENV_UPDATE__INIT;
+    update.ports = ports;
+    const char *name = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (name)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            name = s_name(ctl, "env name", arg);
+        } else if (s_is(s, "--cpu")) {
+            update.cpu = (uint32_t)s_number(ctl, "--cpu", s_value(ctl, s), 1, TT_MAX_CPU);
+        } else if (s_is(s, "--mem")) {
+            update.mem_mib = (uint32_t)s_number(ctl, "--mem", s_value(ctl, s), 1, TT_MAX_MEM_MIB);
+        } else if (s_is(s, "--disk")) {
+            update.disk_mib =
+                (uint32_t)s_number(ctl, "--disk", s_value(ctl, s), 1, TT_MAX_DISK_MIB);
+        } else if (s_is(s, "--port")) {
+            if (update.n_ports == TT_MAX_PORTS_PER_VM)
+                s_usage_error(ctl, "at most %d --port", TT_MAX_PORTS_PER_VM);
+            uint32_t port = (uint32_t)s_number(ctl, "--port", s_value(ctl, s), 1, 65535);
+            for (size_t i = 0; i < update.n_ports; i++)
+                if (ports[i] == port)
+                    s_usage_error(ctl, "--port %u given twice", port);
+            ports[update.n_ports++] = port;
+            update.set_ports = true;
+        } else if (s_is(s, "--deny-outgoing") || s_is(s, "--allow-outgoing")) {
+            s_flag(ctl, s);
+            Ttfleet__OutgoingMode mode = s_is(s, "--deny-outgoing")
+                                             ? TTFLEET__OUTGOING_MODE__OUTGOING_DENY
+                                             : TTFLEET__OUTGOING_MODE__OUTGOING_ALLOW;
+            if (update.outgoing != TTFLEET__OUTGOING_MODE__OUTGOING_UNCHANGED &&
+                update.outgoing != mode)
+                s_usage_error(ctl, "--deny-outgoing and --allow-outgoing exclude each other");
+            update.outgoing = mode;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!name)
+        s_usage_error(ctl, "env name is required");
+    if (!update.cpu && !update.mem_mib && !update.disk_mib && !update.set_ports &&
+        update.outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_UNCHANGED)
+        s_usage_error(ctl, "nothing to update: give --cpu, --mem, --disk, --port or "
+                           "--deny-outgoing/--allow-outgoing");
+    update.name = (char *)name;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_env_update(client, &update, &reply);
+    return s_finish(ctl, &client, rc, &reply, "env updated", false);
+}
+
+static int s_env_rm_vm(ctl_t *ctl, scan_t *s)
+{
+    uint32_t ids[TT_MAX_VMS_PER_ENV];
+    Ttfleet__EnvRmVm rm = TTFLEET__ENV_RM_VM__INIT;
+    rm.vm_ids = ids;
+    const char *name = NULL, *prefix = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (!name) {
+                name = s_name(ctl, "env name", arg);
+                continue;
+            }
+            if (rm.n_vm_ids == TT_MAX_VMS_PER_ENV)
+                s_usage_error(ctl, "at most %d VM ids", TT_MAX_VMS_PER_ENV);
+            uint32_t id = (uint32_t)s_number(ctl, "VM id", arg, TT_VMID_MIN, TT_VMID_MAX);
+            for (size_t i = 0; i < rm.n_vm_ids; i++)
+                if (ids[i] == id)
+                    s_usage_error(ctl, "VM id %u given twice", id);
+            ids[rm.n_vm_ids++] = id;
+        } else if (s_is(s, "--image")) {
+            if (prefix)
+                s_usage_error(ctl, "--image given twice");
+            prefix = s_name(ctl, "--image", s_value(ctl, s));
+        } else if (s_is(s, "--host")) {
+            rm.host = (char *)s_name(ctl, "--host", s_value(ctl, s));
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!name)
+        s_usage_error(ctl, "env name is required");
+    if (!prefix == !rm.n_vm_ids)
+        s_usage_error(ctl, "give either VM ids or --image PREFIX");
+    if (prefix)
+        rm.image_prefix = (char *)prefix;
+    rm.name = (char *)name;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_env_rm_vm(client, &rm, &reply);
+    return s_finish(ctl, &client, rc, &reply, "VMs removed", false);
+}
+
+/* ---- host, status, mmi ---- */
+
+static int s_host_list(ctl_t *ctl, scan_t *s)
+{
+    s_positionals(ctl, s, NULL, 0);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_host_list(client, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no hosts", false);
+}
+
+static int s_host_show(ctl_t *ctl, scan_t *s)
+{
+    const char *id = s_one_name(ctl, s, "host id");
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_host_show(client, id, &reply);
+    return s_finish(ctl, &client, rc, &reply, "host shown", false);
+}
+
+static int s_status(ctl_t *ctl, scan_t *s)
+{
+    s_positionals(ctl, s, NULL, 0);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_pool_status(client, &reply);
+    return s_finish(ctl, &client, rc, &reply, "status", false);
+}
+
+static int s_mmi(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[1];
+    if (s_positionals(ctl, s, pos, 1) != 1)
+        s_usage_error(ctl, "service name is required");
+    const char *service = pos[0];
+    size_t n = strlen(service);
+    if (n == 0 || n > 255)
+        s_usage_error(ctl, "service name must be 1..255 characters");
+    for (const char *p = service; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            s_usage_error(ctl, "service name must be printable ASCII without spaces");
+    ttclient_t *client = s_client(ctl);
+    char code[16];
+    int code_rc = 0;
+    if (ttclient_mmi(client, service, code, sizeof code) != 0) {
+        fprintf(stderr, "ttctl: %s\n", ttclient_error(client));
+        code_rc = EXIT_TRANSPORT;
+    } else {
+        print_mmi(stdout, service, code, ctl->json);
+        if (strcmp(code, "200") != 0) {
+            fprintf(stderr, "ttctl: %s: service '%s' is %s\n", code, service,
+                    strcmp(code, "404") == 0 ? "not served" : "not implemented");
+            code_rc = EXIT_STATUS;
+        }
+    }
+    ttclient_destroy(&client);
+    return code_rc;
+}
+
+static const command_t s_commands[] = {
+    {"env", "create",
+     "env create NAME --image IMG [--dup N] [--image IMG [--dup N]]... [--engine E] [--cpu N] "
+     "[--mem MIB] [--disk MIB] [--port P]... [--lifetime SECS] [--deny-outgoing] [--spread]",
+     "Creates env NAME. Each --image adds VMs of that image, one or --dup N of them.\n"
+     "  --engine E        process, hollow, qemu (default: the broker's, process)\n"
+     "  --cpu N           cpus per VM, 1..256 (default 2)\n"
+     "  --mem MIB         memory per VM in MiB (default 1024)\n"
+     "  --disk MIB        disk per VM in MiB (default 40960)\n"
+     "  --port P          guest port to expose on a public port (22 always is); repeat\n"
+     "  --lifetime SECS   lease from creation (default 3600; at most 21600 unless admin)\n"
+     "  --deny-outgoing   VMs may not open connections out\n"
+     "  --spread          place VMs on as many hosts as possible instead of best fit\n",
+     s_env_create, NULL, NULL},
+    {"env", "list", "env list [--all]",
+     "Lists your envs; --all lists every tenant's (admin only).\n", s_env_list, NULL, NULL},
+    {"env", "show", "env show NAME", "Shows env NAME with its VMs and port maps.\n", NULL,
+     ttclient_env_show, "shown"},
+    {"env", "stop", "env stop NAME",
+     "Powers off the VMs of NAME, keeping disks, addresses and ports.\n", NULL, ttclient_env_stop,
+     "stopped"},
+    {"env", "start", "env start NAME", "Boots the VMs of a stopped env again.\n", NULL,
+     ttclient_env_start, "started"},
+    {"env", "pause", "env pause NAME", "Freezes the VMs of NAME (resources stay held).\n", NULL,
+     ttclient_env_pause, "paused"},
+    {"env", "resume", "env resume NAME", "Thaws the VMs of a paused env.\n", NULL,
+     ttclient_env_resume, "resumed"},
+    {"env", "extend", "env extend NAME SECS",
+     "Sets the lifetime of NAME to SECS counted from its creation.\n", s_env_extend, NULL, NULL},
+    {"env", "update",
+     "env update NAME [--cpu N] [--mem MIB] [--disk MIB] [--port P]... "
+     "[--deny-outgoing|--allow-outgoing]",
+     "Changes NAME. cpu, mem and disk only while the env is stopped; --port replaces the\n"
+     "list of exposed guest ports (22 stays); outgoing access changes live.\n",
+     s_env_update, NULL, NULL},
+    {"env", "rm-vm", "env rm-vm NAME (VMID... | --image PREFIX) [--host ID]",
+     "Removes VMs from NAME by id (with --host on an env that spans hosts) or all VMs\n"
+     "whose image starts with PREFIX.\n",
+     s_env_rm_vm, NULL, NULL},
+    {"env", "delete", "env delete NAME", "Deletes env NAME and all its VMs.\n", NULL,
+     ttclient_env_delete, "deleted"},
+    {"host", "list", "host list", "Lists the hosts of the pool (admin only).\n", s_host_list, NULL,
+     NULL},
+    {"host", "show", "host show ID", "Shows host ID (admin only).\n", s_host_show, NULL, NULL},
+    {NULL, "status", "status", "Shows the pool's totals (admin only).\n", s_status, NULL, NULL},
+    {NULL, "mmi", "mmi SERVICE",
+     "Asks the broker (8/MMI) whether it serves SERVICE; exit 0 only for 200.\n", s_mmi, NULL,
+     NULL},
+};
+
+#define S_NCOMMANDS (sizeof s_commands / sizeof *s_commands)
+
+static void s_print_usage(FILE *out)
+{
+    fprintf(out, "usage: ttctl [global options] COMMAND ...\n\ncommands:\n");
+    for (size_t i = 0; i < S_NCOMMANDS; i++)
+        fprintf(out, "  %s\n", s_commands[i].synopsis);
+    fprintf(out, "\n%s", s_global_help);
+}
+
+/* Finds the command named by the words at s->argv[s->i...], handling the
+ * global options in front of and between them. */
+static const command_t *s_find_command(ctl_t *ctl, scan_t *s)
+{
+    const char *words[2] = {NULL, NULL};
+    int nwords = 0;
+    bool help = false;
+    while (nwords < 2) {
+        const char *arg;
+        int kind = s_scan(ctl, s, &arg);
+        if (kind < 0)
+            break;
+        if (kind == 1) {
+            if (s_is(s, "--help")) {
+                if (nwords == 0) {
+                    s_print_usage(stdout);
+                    exit(0);
+                }
+                help = true; /* "ttctl env --help": the group's commands */
+                break;
+            }
+            if (!s_global_option(ctl, s))
+                s_unknown_option(ctl, s);
+            continue;
+        }
+        words[nwords++] = arg;
+        for (size_t i = 0; i < S_NCOMMANDS; i++) {
+            const command_t *c = &s_commands[i];
+            if (nwords == 1 && !c->group && strcmp(c->verb, words[0]) == 0)
+                return c;
+            if (nwords == 2 && c->group && strcmp(c->group, words[0]) == 0 &&
+                strcmp(c->verb, words[1]) == 0)
+                return c;
+        }
+        if (nwords == 1 && strcmp(words[0], "help") == 0) {
+            s_print_usage(stdout);
+            exit(0);
+        }
+    }
+    if (!words[0]) {
+        s_print_usage(stderr);
+        exit(EXIT_USAGE);
+    }
+    bool group = false;
+    for (size_t i = 0; i < S_NCOMMANDS; i++)
+        group |= s_commands[i].group && strcmp(s_commands[i].group, words[0]) == 0;
+    if (!group)
+        s_usage_error(ctl, "unknown command '%s'", words[0]);
+    FILE *out = help && !words[1] ? stdout : stderr;
+    if (words[1])
+        fprintf(out, "ttctl: unknown command '%s %s'\n", words[0], words[1]);
+    else if (!help)
+        fprintf(out, "ttctl: '%s' needs a command\n", words[0]);
+    fprintf(out, "usage:\n");
+    for (size_t i = 0; i < S_NCOMMANDS; i++)
+        if (s_commands[i].group && strcmp(s_commands[i].group, words[0]) == 0)
+            fprintf(out, "  ttctl %s\n", s_commands[i].synopsis);
+    exit(out == stdout ? 0 : EXIT_USAGE);
+}
+
+int main(int argc, char **argv)
+{
+    /* ttctl is short-lived: Ctrl-C should end it at once, not set a flag. */
+    zsys_handler_set(NULL);
+    const char *tenant = getenv("TTFLEET_TENANT");
+    ctl_t ctl = {
+        .broker = getenv("TTFLEET_BROKER"),
+        .tenant = tenant && *tenant ? tenant : TTCLIENT_DEFAULT_TENANT,
+        .timeout = TTCLIENT_DEFAULT_TIMEOUT,
+    };
+    if (!ctl.broker || !*ctl.broker)
+        ctl.broker = TTCLIENT_DEFAULT_ENDPOINT;
+    if (!tt_name_valid(ctl.tenant))
+        s_usage_error(&ctl, "TTFLEET_TENANT: invalid tenant '%s'", ctl.tenant);
+    scan_t scan = {.argc = argc, .argv = argv, .i = 1};
+    ctl.cmd = s_find_command(&ctl, &scan);
+    return ctl.cmd->run ? ctl.cmd->run(&ctl, &scan) : s_env_ref(&ctl, &scan);
+}

@@ -1,0 +1,360 @@
+/*
+ * ttctl_print: human tables and JSON for ttctl. See ttctl_print.h.
+ *
+ * Tables are built whole before printing so that each column is as wide as
+ * its widest cell: a row is an array of strings owned by the table.
+ */
+#include "ttctl_print.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ttproto.h"
+
+#define TABLE_MAX_COLS 12
+
+typedef struct {
+    size_t cols;
+    size_t rows;
+    size_t alloc;
+    char **cells; /* rows * cols strings */
+} table_t;
+
+static void s_table_init(table_t *t, size_t cols)
+{
+    memset(t, 0, sizeof *t);
+    t->cols = cols;
+}
+
+/* Adds one row of t->cols cells given as printf-formatted strings. */
+static void s_table_row(table_t *t, ...)
+{
+    if (t->rows == t->alloc) {
+        t->alloc = t->alloc ? t->alloc * 2 : 16;
+        char **cells = realloc(t->cells, t->alloc * t->cols * sizeof *cells);
+        if (!cells) {
+            fprintf(stderr, "ttctl: out of memory\n");
+            exit(3);
+        }
+        t->cells = cells;
+    }
+    va_list ap;
+    va_start(ap, t);
+    for (size_t c = 0; c < t->cols; c++) {
+        const char *cell = va_arg(ap, const char *);
+        t->cells[t->rows * t->cols + c] = strdup(cell ? cell : "");
+    }
+    va_end(ap);
+    t->rows++;
+}
+
+static void s_table_print(FILE *out, table_t *t)
+{
+    size_t width[TABLE_MAX_COLS] = {0};
+    for (size_t r = 0; r < t->rows; r++)
+        for (size_t c = 0; c < t->cols && c < TABLE_MAX_COLS; c++) {
+            size_t n = strlen(t->cells[r * t->cols + c]);
+            if (n > width[c])
+                width[c] = n;
+        }
+    for (size_t r = 0; r < t->rows; r++) {
+        for (size_t c = 0; c < t->cols; c++) {
+            const char *cell = t->cells[r * t->cols + c];
+            if (c + 1 == t->cols)
+                fprintf(out, "%s\n", cell);
+            else
+                fprintf(out, "%-*s  ", (int)width[c], cell);
+        }
+    }
+    for (size_t i = 0; i < t->rows * t->cols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    memset(t, 0, sizeof *t);
+}
+
+/* ISO 8601 in UTC, "-" for 0 (never set). */
+static const char *s_iso(int64_t t, char *buf, size_t len)
+{
+    if (t <= 0) {
+        snprintf(buf, len, "-");
+        return buf;
+    }
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm) || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, len, "%lld", (long long)t);
+    return buf;
+}
+
+static int s_json_print(FILE *out, json_t *obj)
+{
+    if (!obj) {
+        fprintf(stderr, "ttctl: out of memory building JSON\n");
+        return -1;
+    }
+    int rc = json_dumpf(obj, out, JSON_INDENT(2));
+    fputc('\n', out);
+    json_decref(obj);
+    return rc;
+}
+
+static json_t *s_json_ports(size_t n, uint32_t *ports)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_integer(ports[i]));
+    return arr;
+}
+
+static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
+{
+    json_t *ports = json_array();
+    for (size_t i = 0; i < vm->n_ports; i++)
+        json_array_append_new(ports,
+                              json_pack("{s:I, s:I}", "guest", (json_int_t)vm->ports[i]->guest,
+                                        "public", (json_int_t)vm->ports[i]->public_));
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o}", "vm_id",
+                     (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image, "engine",
+                     vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu, "mem",
+                     (json_int_t)vm->mem_mib, "disk", (json_int_t)vm->disk_mib, "state",
+                     tt_vm_state_name(vm->state), "ports", ports);
+}
+
+static json_t *s_json_env(const Ttfleet__EnvInfo *env)
+{
+    char created[32], expires[32];
+    json_t *vms = json_array();
+    for (size_t i = 0; i < env->n_vms; i++)
+        json_array_append_new(vms, s_json_vm(env->vms[i]));
+    return json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:I, s:s, s:I, s:b, s:I, s:o, s:o}", "name", env->name, "tenant",
+        env->tenant, "state", env->state, "created_at", (json_int_t)env->created_at, "created",
+        s_iso(env->created_at, created, sizeof created), "expires_at", (json_int_t)env->expires_at,
+        "expires", s_iso(env->expires_at, expires, sizeof expires), "lifetime",
+        (json_int_t)env->lifetime, "deny_outgoing", (int)env->deny_outgoing, "vm_count",
+        (json_int_t)env->vm_count, "ports", s_json_ports(env->n_ports, env->ports), "vms", vms);
+}
+
+/* "22,80" from a port list; "-" when empty. */
+static void s_port_list(size_t n, const uint32_t *ports, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%u", i ? "," : "", ports[i]);
+    if (n == 0)
+        snprintf(buf, len, "-");
+}
+
+/* "22->40000 80->40001" from a VM's port map. */
+static void s_port_map(const Ttfleet__VmInfo *vm, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < vm->n_ports && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%u->%u", i ? " " : "", vm->ports[i]->guest,
+                                vm->ports[i]->public_);
+    if (vm->n_ports == 0)
+        snprintf(buf, len, "-");
+}
+
+int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
+{
+    if (json)
+        return s_json_print(out, s_json_env(env));
+    char created[32], expires[32], ports[512];
+    s_port_list(env->n_ports, env->ports, ports, sizeof ports);
+    fprintf(out, "env       %s (tenant %s)\n", env->name, env->tenant);
+    fprintf(out, "state     %s\n", env->state);
+    fprintf(out, "created   %s\n", s_iso(env->created_at, created, sizeof created));
+    fprintf(out, "expires   %s (lifetime %llu s)\n",
+            s_iso(env->expires_at, expires, sizeof expires), (unsigned long long)env->lifetime);
+    fprintf(out, "outgoing  %s\n", env->deny_outgoing ? "denied" : "allowed");
+    fprintf(out, "ports     %s\n", ports);
+    fprintf(out, "vms       %u\n", env->vm_count);
+    if (env->n_vms == 0)
+        return 0;
+    fputc('\n', out);
+    table_t t;
+    s_table_init(&t, 11);
+    s_table_row(&t, "VMID", "HOST", "IMAGE", "ENGINE", "IP", "MAC", "CPU", "MEM", "DISK", "STATE",
+                "PORTS");
+    for (size_t i = 0; i < env->n_vms; i++) {
+        const Ttfleet__VmInfo *vm = env->vms[i];
+        char id[16], cpu[16], mem[16], disk[16], map[1024];
+        snprintf(id, sizeof id, "%u", vm->vm_id);
+        snprintf(cpu, sizeof cpu, "%u", vm->cpu);
+        snprintf(mem, sizeof mem, "%u", vm->mem_mib);
+        snprintf(disk, sizeof disk, "%u", vm->disk_mib);
+        s_port_map(vm, map, sizeof map);
+        s_table_row(&t, id, vm->host, vm->image, vm->engine, vm->ip, vm->mac, cpu, mem, disk,
+                    tt_vm_state_name(vm->state), map);
+    }
+    s_table_print(out, &t);
+    return 0;
+}
+
+int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant, bool json)
+{
+    if (json) {
+        json_t *envs = json_array();
+        for (size_t i = 0; i < list->n_envs; i++)
+            json_array_append_new(envs, s_json_env(list->envs[i]));
+        return s_json_print(out, json_pack("{s:o}", "envs", envs));
+    }
+    if (list->n_envs == 0) {
+        fprintf(out, "no envs\n");
+        return 0;
+    }
+    table_t t;
+    s_table_init(&t, with_tenant ? 6 : 5);
+    if (with_tenant)
+        s_table_row(&t, "NAME", "TENANT", "STATE", "VMS", "CREATED", "EXPIRES");
+    else
+        s_table_row(&t, "NAME", "STATE", "VMS", "CREATED", "EXPIRES");
+    for (size_t i = 0; i < list->n_envs; i++) {
+        const Ttfleet__EnvInfo *env = list->envs[i];
+        char vms[16], created[32], expires[32];
+        snprintf(vms, sizeof vms, "%u", env->vm_count);
+        s_iso(env->created_at, created, sizeof created);
+        s_iso(env->expires_at, expires, sizeof expires);
+        if (with_tenant)
+            s_table_row(&t, env->name, env->tenant, env->state, vms, created, expires);
+        else
+            s_table_row(&t, env->name, env->state, vms, created, expires);
+    }
+    s_table_print(out, &t);
+    return 0;
+}
+
+static json_t *s_json_strings(size_t n, char **s)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_string(s[i]));
+    return arr;
+}
+
+static json_t *s_json_host(const Ttfleet__HostInfo *h)
+{
+    char seen[32];
+    return json_pack("{s:s, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "id",
+                     h->id, "state", h->state, "draining", (int)h->draining, "engines",
+                     s_json_strings(h->n_engines, h->engines), "images",
+                     s_json_strings(h->n_images, h->images), "cpu_total", (json_int_t)h->cpu_total,
+                     "cpu_used", (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total,
+                     "mem_used", (json_int_t)h->mem_used, "disk_total", (json_int_t)h->disk_total,
+                     "disk_used", (json_int_t)h->disk_used, "vm_count", (json_int_t)h->vm_count,
+                     "last_seen_at", (json_int_t)h->last_seen, "last_seen",
+                     s_iso(h->last_seen, seen, sizeof seen));
+}
+
+static void s_join(size_t n, char **s, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "," : "", s[i]);
+    if (n == 0)
+        snprintf(buf, len, "-");
+}
+
+int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
+{
+    if (json)
+        return s_json_print(out, s_json_host(h));
+    char engines[256], images[2048], seen[32];
+    s_join(h->n_engines, h->engines, engines, sizeof engines);
+    s_join(h->n_images, h->images, images, sizeof images);
+    fprintf(out, "host      %s\n", h->id);
+    fprintf(out, "state     %s%s\n", h->state, h->draining ? " (draining)" : "");
+    fprintf(out, "engines   %s\n", engines);
+    fprintf(out, "images    %s\n", images);
+    fprintf(out, "cpu       %u / %u\n", h->cpu_used, h->cpu_total);
+    fprintf(out, "mem       %llu / %llu MiB\n", (unsigned long long)h->mem_used,
+            (unsigned long long)h->mem_total);
+    fprintf(out, "disk      %llu / %llu MiB\n", (unsigned long long)h->disk_used,
+            (unsigned long long)h->disk_total);
+    fprintf(out, "vms       %u\n", h->vm_count);
+    fprintf(out, "last seen %s\n", s_iso(h->last_seen, seen, sizeof seen));
+    return 0;
+}
+
+int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json)
+{
+    if (json) {
+        json_t *hosts = json_array();
+        for (size_t i = 0; i < list->n_hosts; i++)
+            json_array_append_new(hosts, s_json_host(list->hosts[i]));
+        return s_json_print(out, json_pack("{s:o}", "hosts", hosts));
+    }
+    if (list->n_hosts == 0) {
+        fprintf(out, "no hosts\n");
+        return 0;
+    }
+    table_t t;
+    s_table_init(&t, 8);
+    s_table_row(&t, "ID", "STATE", "ENGINES", "CPU", "MEM MiB", "DISK MiB", "VMS", "LAST SEEN");
+    for (size_t i = 0; i < list->n_hosts; i++) {
+        const Ttfleet__HostInfo *h = list->hosts[i];
+        char state[32], engines[256], cpu[32], mem[64], disk[64], vms[16], seen[32];
+        snprintf(state, sizeof state, "%s%s", h->state, h->draining ? ",draining" : "");
+        s_join(h->n_engines, h->engines, engines, sizeof engines);
+        snprintf(cpu, sizeof cpu, "%u/%u", h->cpu_used, h->cpu_total);
+        snprintf(mem, sizeof mem, "%llu/%llu", (unsigned long long)h->mem_used,
+                 (unsigned long long)h->mem_total);
+        snprintf(disk, sizeof disk, "%llu/%llu", (unsigned long long)h->disk_used,
+                 (unsigned long long)h->disk_total);
+        snprintf(vms, sizeof vms, "%u", h->vm_count);
+        s_table_row(&t, h->id, state, engines, cpu, mem, disk, vms,
+                    s_iso(h->last_seen, seen, sizeof seen));
+    }
+    s_table_print(out, &t);
+    return 0;
+}
+
+int print_pool(FILE *out, const Ttfleet__PoolStatus *p, bool json)
+{
+    char started[32];
+    if (json)
+        return s_json_print(
+            out,
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "hosts_total",
+                      (json_int_t)p->hosts_total, "hosts_online", (json_int_t)p->hosts_online,
+                      "envs", (json_int_t)p->envs, "vms", (json_int_t)p->vms, "cpu_total",
+                      (json_int_t)p->cpu_total, "cpu_used", (json_int_t)p->cpu_used, "mem_total",
+                      (json_int_t)p->mem_total, "mem_used", (json_int_t)p->mem_used, "disk_total",
+                      (json_int_t)p->disk_total, "disk_used", (json_int_t)p->disk_used,
+                      "started_at", (json_int_t)p->started_at, "started",
+                      s_iso(p->started_at, started, sizeof started)));
+    fprintf(out, "hosts     %u online of %u\n", p->hosts_online, p->hosts_total);
+    fprintf(out, "envs      %u\n", p->envs);
+    fprintf(out, "vms       %u\n", p->vms);
+    fprintf(out, "cpu       %u / %u\n", p->cpu_used, p->cpu_total);
+    fprintf(out, "mem       %llu / %llu MiB\n", (unsigned long long)p->mem_used,
+            (unsigned long long)p->mem_total);
+    fprintf(out, "disk      %llu / %llu MiB\n", (unsigned long long)p->disk_used,
+            (unsigned long long)p->disk_total);
+    fprintf(out, "started   %s\n", s_iso(p->started_at, started, sizeof started));
+    return 0;
+}
+
+int print_mmi(FILE *out, const char *service, const char *code, bool json)
+{
+    if (json)
+        return s_json_print(out, json_pack("{s:s, s:s}", "service", service, "code", code));
+    fprintf(out, "%s %s\n", service, code);
+    return 0;
+}
+
+int print_done(FILE *out, const char *message, bool json)
+{
+    if (json)
+        return s_json_print(out, json_pack("{s:b, s:s}", "ok", 1, "message", message));
+    fprintf(out, "%s\n", message);
+    return 0;
+}

@@ -1,0 +1,33 @@
+/*
+ * ttctl_print: how ttctl shows what the broker answered.
+ *
+ * Two forms of every result: a human one (aligned tables, ISO times) and a
+ * JSON one for scripts, built with jansson so quoting is never hand-made.
+ * The JSON shapes are a contract with scripts and the integration tests:
+ * an env is an object with name, tenant, state, created_at / expires_at
+ * (unix seconds) and created / expires (ISO 8601 UTC), lifetime,
+ * deny_outgoing, vm_count, ports and vms; lists are objects holding one
+ * array ({"envs": [...]}, {"hosts": [...]}).
+ */
+#ifndef TTCTL_PRINT_H
+#define TTCTL_PRINT_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "ttfleet.pb-c.h"
+
+/* Prints an env in detail: header lines and one table row per VM. */
+int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json);
+/* Prints a list of envs; with_tenant adds the tenant column. */
+int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant, bool json);
+int print_host(FILE *out, const Ttfleet__HostInfo *host, bool json);
+int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json);
+int print_pool(FILE *out, const Ttfleet__PoolStatus *pool, bool json);
+/* Prints the answer of an MMI query. */
+int print_mmi(FILE *out, const char *service, const char *code, bool json);
+/* Prints a one-line outcome of an operation without a result ("deleted env
+ * x"); as JSON {"ok": true, "message": ...}. */
+int print_done(FILE *out, const char *message, bool json);
+
+#endif
