@@ -1,0 +1,567 @@
+/*
+ * broker: the loop, the sockets and the group commit.
+ *
+ * One iteration:
+ *   1. wait (bounded by the next timer) until a socket is readable;
+ *   2. read up to BATCH messages from clients and workers, without
+ *      blocking; each handler changes the model and stages rows into one
+ *      transaction, and queues what it wants to send;
+ *   3. run the timers (heartbeats, liveness, op deadlines, the reaper,
+ *      pruning of old request records);
+ *   4. COMMIT once for the whole batch;
+ *   5. send the queue: replies, worker commands, events.
+ * If the commit (or any statement) fails, nothing queued is sent except an
+ * INTERNAL error to each client of the batch, and the model is reloaded
+ * from the file: memory never holds what the disk does not.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BATCH 512
+
+typedef struct {
+    zsock_t *sock;
+    zmsg_t *msg;
+} out_t;
+
+void broker_config_defaults(broker_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->state_dir, sizeof cfg->state_dir, "ttfleet-state/broker");
+    snprintf(cfg->clients_ep, sizeof cfg->clients_ep, "tcp://127.0.0.1:5555");
+    snprintf(cfg->workers_ep, sizeof cfg->workers_ep, "tcp://127.0.0.1:5556");
+    snprintf(cfg->events_ep, sizeof cfg->events_ep, "tcp://127.0.0.1:5557");
+    snprintf(cfg->admin_tenant, sizeof cfg->admin_tenant, "admin");
+    snprintf(cfg->default_engine, sizeof cfg->default_engine, "process");
+    cfg->heartbeat_ms = 1000;
+    cfg->liveness = 5;
+    cfg->min_stop_interval = 20;
+    cfg->worker_timeout_ms = 60000;
+    cfg->request_ttl = 24 * 3600;
+    cfg->lease_grace = 300;
+    cfg->reap_per_tick = 50;
+    cfg->cpu_ratio = 1.0;
+    cfg->mem_ratio = 1.0;
+    cfg->disk_ratio = 1.0;
+}
+
+void broker_queue(broker_t *self, zsock_t *sock, zmsg_t **msg_p)
+{
+    out_t *o = malloc(sizeof *o);
+    if (!o) {
+        zmsg_destroy(msg_p);
+        return;
+    }
+    o->sock = sock;
+    o->msg = *msg_p;
+    *msg_p = NULL;
+    zlistx_add_end(self->outq, o);
+}
+
+void broker_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
+                  const char *state, const char *message)
+{
+    if (!self->events)
+        return;
+    Ttfleet__Event ev = TTFLEET__EVENT__INIT;
+    ev.kind = (char *)kind;
+    ev.time = tt_now();
+    ev.tenant = env ? env->tenant : "";
+    ev.env = env ? env->name : "";
+    ev.host = host ? host->id : vm ? vm->host->id : "";
+    ev.vm_id = vm ? vm->vm_id : 0;
+    ev.state = (char *)(state ? state : "");
+    ev.message = (char *)(message ? message : "");
+    size_t len = ttfleet__event__get_packed_size(&ev);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return;
+    ttfleet__event__pack(&ev, buf);
+    zmsg_t *msg = zmsg_new();
+    zmsg_addstr(msg, kind);
+    zmsg_addmem(msg, buf, len);
+    free(buf);
+    broker_queue(self, self->events, &msg);
+}
+
+/* Send every frame without blocking: a slow or vanished peer costs a
+ * dropped message (retries and heartbeats recover), never a stalled loop. */
+static void s_send(zsock_t *sock, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    size_t n = zmsg_size(msg);
+    size_t i = 0;
+    zframe_t *f;
+    while ((f = zmsg_pop(msg))) {
+        int flags = ZFRAME_DONTWAIT | (++i < n ? ZFRAME_MORE : 0);
+        if (zframe_send(&f, sock, flags) != 0) {
+            zframe_destroy(&f);
+            break;
+        }
+    }
+    zmsg_destroy(msg_p);
+}
+
+static void s_flush(broker_t *self)
+{
+    out_t *o;
+    while ((o = zlistx_detach(self->outq, NULL))) {
+        s_send(o->sock, &o->msg);
+        free(o);
+    }
+}
+
+static void s_drop_queue(broker_t *self)
+{
+    out_t *o;
+    while ((o = zlistx_detach(self->outq, NULL))) {
+        zmsg_destroy(&o->msg);
+        free(o);
+    }
+}
+
+/* ---- clients: 7/MDP ---- */
+
+static void s_client_error(broker_t *self, zmsg_t *envelope, const char *service, int status,
+                           const char *message)
+{
+    ops_reply(self, envelope, service, NULL, NULL, status, message, NULL, false);
+}
+
+void broker_handle_client(broker_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    *msg_p = NULL;
+    /* envelope: routing frames up to the empty delimiter */
+    zmsg_t *envelope = zmsg_new();
+    zframe_t *f;
+    int env_frames = 0;
+    bool delim = false;
+    while ((f = zmsg_pop(msg))) {
+        if (zframe_size(f) == 0) {
+            zframe_destroy(&f);
+            delim = true;
+            break;
+        }
+        zmsg_append(envelope, &f);
+        if (++env_frames > 4)
+            break;
+    }
+    if (!delim || env_frames == 0) {
+        if (self->cfg.verbose)
+            zsys_warning("client message without an envelope; dropped");
+        goto out;
+    }
+    size_t rest = zmsg_size(msg);
+    zframe_t *proto = zmsg_first(msg);
+    zframe_t *service_f = zmsg_next(msg);
+    zframe_t *body = zmsg_next(msg);
+    if (!proto || !zframe_streq(proto, TT_MDP_CLIENT)) {
+        if (self->cfg.verbose)
+            zsys_warning("client message without the MDPC01 header; dropped");
+        goto out;
+    }
+    char service[33] = "";
+    if (service_f && zframe_size(service_f) < sizeof service)
+        memcpy(service, zframe_data(service_f), zframe_size(service_f));
+    if (!service_f || zframe_size(service_f) == 0 || zframe_size(service_f) >= sizeof service) {
+        s_client_error(self, envelope, "?", TTFLEET__STATUS__BAD_REQUEST,
+                       "missing or too long service name");
+        goto out;
+    }
+    if (rest + (size_t)env_frames + 1 > TT_MAX_FRAMES || rest != 3) {
+        s_client_error(self, envelope, service, TTFLEET__STATUS__BAD_REQUEST,
+                       "a request is exactly [empty][MDPC01][service][body]");
+        goto out;
+    }
+    if (strcmp(service, TT_SERVICE_MMI) == 0) {
+        char name[64] = "";
+        if (zframe_size(body) < sizeof name)
+            memcpy(name, zframe_data(body), zframe_size(body));
+        const char *code = strcmp(name, TT_SERVICE_ENV) == 0 ||
+                                   strcmp(name, TT_SERVICE_ADMIN) == 0 ||
+                                   strcmp(name, TT_SERVICE_MMI) == 0
+                               ? "200"
+                               : "404";
+        zmsg_t *rep = zmsg_dup(envelope);
+        zmsg_addmem(rep, "", 0);
+        zmsg_addstr(rep, TT_MDP_CLIENT);
+        zmsg_addstr(rep, service);
+        zmsg_addstr(rep, code);
+        broker_queue(self, self->clients, &rep);
+        goto out;
+    }
+    if (strncmp(service, "mmi.", 4) == 0) {
+        zmsg_t *rep = zmsg_dup(envelope);
+        zmsg_addmem(rep, "", 0);
+        zmsg_addstr(rep, TT_MDP_CLIENT);
+        zmsg_addstr(rep, service);
+        zmsg_addstr(rep, "501");
+        broker_queue(self, self->clients, &rep);
+        goto out;
+    }
+    if (strcmp(service, TT_SERVICE_ENV) != 0 && strcmp(service, TT_SERVICE_ADMIN) != 0) {
+        char m[96];
+        snprintf(m, sizeof m, "unknown service '%s': use tt.env, tt.admin or mmi.service",
+                 service);
+        s_client_error(self, envelope, service, TTFLEET__STATUS__UNKNOWN_SERVICE, m);
+        goto out;
+    }
+    if (zframe_size(body) > TT_MAX_BODY) {
+        s_client_error(self, envelope, service, TTFLEET__STATUS__TOO_LARGE,
+                       "request body over 256 KiB");
+        goto out;
+    }
+    Ttfleet__Request *req =
+        ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body));
+    if (!req) {
+        s_client_error(self, envelope, service, TTFLEET__STATUS__BAD_REQUEST,
+                       "body is not a valid ttfleet.Request protobuf");
+        goto out;
+    }
+    char err[256];
+    if (tt_request_validate(req, err, sizeof err)) {
+        ops_reply(self, envelope, service, NULL,
+                  tt_request_id_valid(req->request_id) ? req->request_id : NULL,
+                  TTFLEET__STATUS__BAD_REQUEST, err, NULL, false);
+    } else
+        ops_handle_request(self, envelope, service, req);
+    ttfleet__request__free_unpacked(req, NULL);
+out:
+    zmsg_destroy(&envelope);
+    zmsg_destroy(&msg);
+}
+
+/* ---- life cycle ---- */
+
+static void s_host_free(void **item)
+{
+    host_t *h = *item;
+    if (!h)
+        return;
+    for (int i = 0; i < h->n_engines; i++)
+        free(h->engines[i]);
+    for (int i = 0; i < h->n_images; i++)
+        free(h->images[i]);
+    zframe_destroy(&h->routing);
+    free(h);
+    *item = NULL;
+}
+
+static void s_model_clear(broker_t *self)
+{
+    op_t *op;
+    while ((op = zlistx_first(self->all_ops))) {
+        if (op->envelope)
+            ops_reply(self, op->envelope, op->service, NULL, op->request_id,
+                      TTFLEET__STATUS__INTERNAL,
+                      "the broker could not persist its state; the request was interrupted",
+                      NULL, false);
+        ops_free(self, &op);
+    }
+    zlistx_t *envs = zhashx_values(self->envs);
+    for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
+        model_env_free(self, &e);
+    zlistx_destroy(&envs);
+    zhashx_purge(self->hosts);
+    zhashx_purge(self->routes);
+    zhashx_purge(self->ops);
+    zhashx_purge(self->requests);
+    zhashx_purge(self->vm_index);
+    memset(self->mac_used, 0, (1u << 24) / 8);
+}
+
+/* After a load: finish what a crash interrupted. Envs caught mid-create are
+ * rolled back and envs caught mid-delete finished (their VMs become unknown
+ * to us, so each host's READY destroys them); requests without a reply get
+ * one that says the attempt was interrupted. */
+static void s_recover(broker_t *self)
+{
+    zlistx_t *envs = zhashx_values(self->envs);
+    for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
+        if (e->target == TARGET_CREATING || e->target == TARGET_DELETING) {
+            zsys_info("env %s/%s was %s when the broker stopped: removing it", e->tenant, e->name,
+                      model_target_name(e->target));
+            persist_env_delete(self, e);
+            model_env_free(self, &e);
+        }
+    zlistx_destroy(&envs);
+    zlistx_t *keys = zhashx_keys(self->requests);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        request_rec_t *rec = zhashx_lookup(self->requests, k);
+        if (rec->done)
+            continue;
+        const char *sep = strchr(k, '\x1f');
+        if (!sep)
+            continue;
+        char tenant[TT_MAX_NAME + 1];
+        snprintf(tenant, sizeof tenant, "%.*s", (int)(sep - k), k);
+        ops_reply(self, NULL, NULL, tenant, sep + 1, TTFLEET__STATUS__INTERNAL,
+                  "interrupted by a broker restart: a create was rolled back; other changes "
+                  "may be partly applied, see env show",
+                  NULL, true);
+    }
+    zlistx_destroy(&keys);
+    /* every host is down until it says READY again */
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+        h->state = HOST_DOWN;
+}
+
+int broker_reload(broker_t *self)
+{
+    s_model_clear(self);
+    self->failed = false;
+    self->dirty = false;
+    if (persist_load(self))
+        return -1;
+    s_recover(self);
+    if (self->dirty && (store_commit(self->store) || self->failed))
+        return -1;
+    self->dirty = false;
+    return 0;
+}
+
+static int s_mkdirs(const char *path)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0700) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    if (mkdir(buf, 0700) && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
+{
+    broker_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->hosts = zhashx_new();
+    zhashx_set_destructor(self->hosts, s_host_free);
+    self->envs = zhashx_new();
+    self->routes = zhashx_new();
+    self->ops = zhashx_new();
+    self->requests = zhashx_new();
+    self->vm_index = zhashx_new();
+    self->outq = zlistx_new();
+    self->all_ops = zlistx_new();
+    self->mac_used = calloc(1, (1u << 24) / 8);
+    self->mac_cursor = (uint32_t)(tt_now() & 0xffff) + 1;
+    self->started_at = tt_now();
+    if (!self->mac_used) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (s_mkdirs(cfg->state_dir)) {
+        snprintf(err, errlen, "cannot create state dir %s: %s", cfg->state_dir, strerror(errno));
+        goto fail;
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/broker.db", cfg->state_dir);
+    self->store = store_open(path, store_broker_migrations, store_broker_migrations_n, err,
+                             errlen);
+    if (!self->store)
+        goto fail;
+    if (persist_load(self)) {
+        snprintf(err, errlen, "cannot load %s: %s", path, store_errmsg(self->store));
+        goto fail;
+    }
+    s_recover(self);
+    if (store_commit(self->store) || self->failed) {
+        snprintf(err, errlen, "cannot write %s: %s", path, store_errmsg(self->store));
+        goto fail;
+    }
+    self->dirty = false;
+    s_drop_queue(self); /* nothing to send at start */
+
+    self->clients = zsock_new(ZMQ_ROUTER);
+    self->workers = zsock_new(ZMQ_ROUTER);
+    self->events = zsock_new(ZMQ_PUB);
+    if (!self->clients || !self->workers || !self->events) {
+        snprintf(err, errlen, "cannot create sockets");
+        goto fail;
+    }
+    zsock_set_sndhwm(self->clients, 100000);
+    zsock_set_rcvhwm(self->clients, 100000);
+    zsock_set_sndhwm(self->workers, 100000);
+    zsock_set_rcvhwm(self->workers, 100000);
+    zsock_set_maxmsgsize(self->clients, TT_MAX_BODY + 4096);
+    zsock_set_maxmsgsize(self->workers, TT_MAX_WORKER_BODY + 4096);
+    zsock_set_linger(self->clients, 0);
+    zsock_set_linger(self->workers, 0);
+    zsock_set_linger(self->events, 0);
+    if (zsock_bind(self->clients, "%s", cfg->clients_ep) < 0) {
+        snprintf(err, errlen, "cannot bind clients endpoint %s: %s", cfg->clients_ep,
+                 zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (zsock_bind(self->workers, "%s", cfg->workers_ep) < 0) {
+        snprintf(err, errlen, "cannot bind workers endpoint %s: %s", cfg->workers_ep,
+                 zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (zsock_bind(self->events, "%s", cfg->events_ep) < 0) {
+        snprintf(err, errlen, "cannot bind events endpoint %s: %s", cfg->events_ep,
+                 zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    return self;
+fail:
+    broker_destroy(&self);
+    return NULL;
+}
+
+void broker_destroy(broker_t **self_p)
+{
+    broker_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->store && self->all_ops)
+        s_model_clear(self);
+    if (self->outq) {
+        if (self->clients)
+            s_flush(self);
+        else
+            s_drop_queue(self);
+    }
+    zsock_destroy(&self->clients);
+    zsock_destroy(&self->workers);
+    zsock_destroy(&self->events);
+    zhashx_destroy(&self->hosts);
+    zhashx_destroy(&self->envs);
+    zhashx_destroy(&self->routes);
+    zhashx_destroy(&self->ops);
+    zhashx_destroy(&self->requests);
+    zhashx_destroy(&self->vm_index);
+    zlistx_destroy(&self->outq);
+    zlistx_destroy(&self->all_ops);
+    if (self->store)
+        store_rollback(self->store);
+    store_destroy(&self->store);
+    free(self->mac_used);
+    free(self);
+    *self_p = NULL;
+}
+
+/* Keep only INTERNAL errors for clients when a batch could not commit. */
+static void s_fail_batch(broker_t *self, zlistx_t *client_envelopes)
+{
+    s_drop_queue(self);
+    store_rollback(self->store);
+    zsys_error("commit failed: %s; reloading state from disk", store_errmsg(self->store));
+    for (zmsg_t *e = zlistx_first(client_envelopes); e; e = zlistx_next(client_envelopes))
+        s_client_error(self, e, TT_SERVICE_ENV, TTFLEET__STATUS__INTERNAL,
+                       "the broker could not persist the change (disk full or I/O error); "
+                       "nothing was changed");
+    zlistx_t *keep = zlistx_new();
+    out_t *o;
+    while ((o = zlistx_detach(self->outq, NULL)))
+        zlistx_add_end(keep, o);
+    if (broker_reload(self))
+        zsys_error("reload failed: the broker keeps running on what it could load");
+    s_drop_queue(self); /* commands from the reload are re-sent at READY */
+    while ((o = zlistx_detach(keep, NULL)))
+        zlistx_add_end(self->outq, o);
+    zlistx_destroy(&keep);
+}
+
+static void s_timers(broker_t *self)
+{
+    int64_t now_ms = tt_mono_ms();
+    if (now_ms >= self->next_beat_ms) {
+        workers_tick(self, now_ms);
+        ops_tick(self, now_ms);
+        self->next_beat_ms = now_ms + (self->cfg.heartbeat_ms < 250 ? self->cfg.heartbeat_ms : 250);
+    }
+    if (now_ms >= self->next_reap_ms) {
+        ops_reap(self, tt_now());
+        self->next_reap_ms = now_ms + 1000;
+    }
+    if (now_ms >= self->next_prune_ms) {
+        int64_t cutoff = tt_now() - self->cfg.request_ttl;
+        zlistx_t *keys = zhashx_keys(self->requests);
+        for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+            request_rec_t *rec = zhashx_lookup(self->requests, k);
+            if (rec->done && rec->created_at < cutoff)
+                zhashx_delete(self->requests, k);
+        }
+        zlistx_destroy(&keys);
+        persist_requests_prune(self, cutoff);
+        self->next_prune_ms = now_ms + 60000;
+    }
+}
+
+int broker_run(broker_t *self)
+{
+    zpoller_t *poller = zpoller_new(self->clients, self->workers, NULL);
+    if (!poller)
+        return -1;
+    zlistx_t *envelopes = zlistx_new();
+    zlistx_set_destructor(envelopes, (zlistx_destructor_fn *)zmsg_destroy);
+    while (!zsys_interrupted && !(self->interrupted && *self->interrupted)) {
+        int64_t now = tt_mono_ms();
+        int64_t wait = self->next_beat_ms - now;
+        if (wait < 0)
+            wait = 0;
+        if (wait > 250)
+            wait = 250;
+        void *which = zpoller_wait(poller, (int)wait);
+        if (zpoller_terminated(poller))
+            break;
+        (void)which;
+        /* drain both sockets, alternating, up to BATCH messages */
+        int got = 0;
+        bool more = true;
+        while (more && got < BATCH) {
+            more = false;
+            zsock_t *socks[2] = {self->workers, self->clients};
+            for (int s = 0; s < 2; s++) {
+                if (!(zsock_events(socks[s]) & ZMQ_POLLIN))
+                    continue;
+                zmsg_t *msg = zmsg_recv_nowait(socks[s]);
+                if (!msg)
+                    continue;
+                more = true;
+                got++;
+                if (socks[s] == self->clients) {
+                    /* remember the envelope in case the batch fails */
+                    zframe_t *first = zmsg_first(msg);
+                    if (first) {
+                        zmsg_t *e = zmsg_new();
+                        zmsg_append(e, &(zframe_t *){zframe_dup(first)});
+                        zlistx_add_end(envelopes, e);
+                    }
+                    broker_handle_client(self, &msg);
+                } else
+                    broker_handle_worker(self, &msg);
+                zmsg_destroy(&msg);
+            }
+        }
+        s_timers(self);
+        if (self->dirty || self->failed) {
+            if (self->failed || store_commit(self->store))
+                s_fail_batch(self, envelopes);
+            self->dirty = false;
+            self->failed = false;
+        }
+        zlistx_purge(envelopes);
+        s_flush(self);
+    }
+    zlistx_destroy(&envelopes);
+    zpoller_destroy(&poller);
+    return 0;
+}

@@ -1,0 +1,204 @@
+/*
+ * ttbroker: the pool's broker. Parses flags, builds a broker_t and runs
+ * its loop until SIGINT/SIGTERM. Everything else lives in the modules.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ttbroker [options]\n"
+            "\n"
+            "The ttfleet broker: routes producers' env requests (7/MDP) to per-host workers,\n"
+            "keeps envs, leases and allocations in <state>/broker.db.\n"
+            "\n"
+            "  --state DIR              state directory (default ttfleet-state/broker)\n"
+            "  --clients EP             clients endpoint, 7/MDP (default tcp://127.0.0.1:5555)\n"
+            "  --workers EP             workers endpoint (default tcp://127.0.0.1:5556)\n"
+            "  --events EP              events PUB endpoint (default tcp://127.0.0.1:5557)\n"
+            "  --admin-tenant NAME      tenant with the admin role (default admin)\n"
+            "  --default-engine NAME    engine when a request names none (default process)\n"
+            "  --min-stop-interval SECS seconds between stop/start of one env (default 20)\n"
+            "  --heartbeat-ms N         heartbeat interval (default 1000)\n"
+            "  --liveness N             heartbeats missed before a host is down (default 5)\n"
+            "  --worker-timeout-ms N    how long an op waits for workers (default 60000)\n"
+            "  --request-ttl SECS       how long request ids are remembered (default 86400)\n"
+            "  --lease-grace SECS       grace for leases that ran out while the broker was\n"
+            "                           down (default 300)\n"
+            "  --reap-per-tick N        envs expired per second at most (default 50)\n"
+            "  --cpu-overcommit R       cpu overcommit ratio (default 1.0)\n"
+            "  --mem-overcommit R       mem overcommit ratio (default 1.0)\n"
+            "  --disk-overcommit R      disk overcommit ratio (default 1.0)\n"
+            "  --spread                 spread placement instead of best-fit\n"
+            "  --verbose                log every error reply and dropped message\n"
+            "  --help                   this text\n");
+}
+
+static int s_int(const char *flag, const char *v, long long min, long long max, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max) {
+        fprintf(stderr, "ttbroker: %s wants an integer in %lld..%lld, not '%s'\n", flag, min, max,
+                v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int s_ratio(const char *flag, const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= 0.1 && x <= 100.0)) {
+        fprintf(stderr, "ttbroker: %s wants a ratio in 0.1..100, not '%s'\n", flag, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int s_str(const char *flag, const char *v, char *dst, size_t len)
+{
+    if (!*v || strlen(v) >= len) {
+        fprintf(stderr, "ttbroker: %s value is empty or too long\n", flag);
+        return -1;
+    }
+    snprintf(dst, len, "%s", v);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    broker_config_t cfg;
+    broker_config_defaults(&cfg);
+    enum {
+        O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
+        O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP
+    };
+    static const struct option opts[] = {
+        {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
+        {"workers", 1, 0, O_WORKERS},       {"events", 1, 0, O_EVENTS},
+        {"admin-tenant", 1, 0, O_ADMIN},    {"default-engine", 1, 0, O_ENGINE},
+        {"min-stop-interval", 1, 0, O_MINSTOP}, {"heartbeat-ms", 1, 0, O_HB},
+        {"liveness", 1, 0, O_LIVE},         {"worker-timeout-ms", 1, 0, O_WTO},
+        {"request-ttl", 1, 0, O_TTL},       {"lease-grace", 1, 0, O_GRACE},
+        {"reap-per-tick", 1, 0, O_REAP},    {"cpu-overcommit", 1, 0, O_CPU},
+        {"mem-overcommit", 1, 0, O_MEM},    {"disk-overcommit", 1, 0, O_DISK},
+        {"spread", 0, 0, O_SPREAD},         {"verbose", 0, 0, O_VERBOSE},
+        {"help", 0, 0, O_HELP},             {0, 0, 0, 0}};
+    int c;
+    long long v;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case O_STATE:
+            bad = s_str("--state", optarg, cfg.state_dir, sizeof cfg.state_dir - 16);
+            break;
+        case O_CLIENTS:
+            bad = s_str("--clients", optarg, cfg.clients_ep, sizeof cfg.clients_ep);
+            break;
+        case O_WORKERS:
+            bad = s_str("--workers", optarg, cfg.workers_ep, sizeof cfg.workers_ep);
+            break;
+        case O_EVENTS:
+            bad = s_str("--events", optarg, cfg.events_ep, sizeof cfg.events_ep);
+            break;
+        case O_ADMIN:
+            if (!tt_name_valid(optarg)) {
+                fprintf(stderr, "ttbroker: --admin-tenant '%s' is not a valid name\n", optarg);
+                bad = 1;
+            } else
+                snprintf(cfg.admin_tenant, sizeof cfg.admin_tenant, "%s", optarg);
+            break;
+        case O_ENGINE:
+            if (!tt_name_valid(optarg)) {
+                fprintf(stderr, "ttbroker: --default-engine '%s' is not a valid name\n", optarg);
+                bad = 1;
+            } else
+                snprintf(cfg.default_engine, sizeof cfg.default_engine, "%s", optarg);
+            break;
+        case O_MINSTOP:
+            bad = s_int("--min-stop-interval", optarg, 0, 86400, &v);
+            cfg.min_stop_interval = (int)v;
+            break;
+        case O_HB:
+            bad = s_int("--heartbeat-ms", optarg, 10, 60000, &v);
+            cfg.heartbeat_ms = (int)v;
+            break;
+        case O_LIVE:
+            bad = s_int("--liveness", optarg, 2, 100, &v);
+            cfg.liveness = (int)v;
+            break;
+        case O_WTO:
+            bad = s_int("--worker-timeout-ms", optarg, 100, 3600000, &v);
+            cfg.worker_timeout_ms = (int)v;
+            break;
+        case O_TTL:
+            bad = s_int("--request-ttl", optarg, 1, 30LL * 86400, &v);
+            cfg.request_ttl = v;
+            break;
+        case O_GRACE:
+            bad = s_int("--lease-grace", optarg, 0, 86400, &v);
+            cfg.lease_grace = v;
+            break;
+        case O_REAP:
+            bad = s_int("--reap-per-tick", optarg, 1, 100000, &v);
+            cfg.reap_per_tick = (int)v;
+            break;
+        case O_CPU:
+            bad = s_ratio("--cpu-overcommit", optarg, &cfg.cpu_ratio);
+            break;
+        case O_MEM:
+            bad = s_ratio("--mem-overcommit", optarg, &cfg.mem_ratio);
+            break;
+        case O_DISK:
+            bad = s_ratio("--disk-overcommit", optarg, &cfg.disk_ratio);
+            break;
+        case O_SPREAD:
+            cfg.spread = true;
+            break;
+        case O_VERBOSE:
+            cfg.verbose = true;
+            break;
+        case O_HELP:
+            s_usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "ttbroker: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            s_usage(stderr);
+            return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ttbroker: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    zsys_init();
+    zsys_set_logident("ttbroker");
+    zsys_catch_interrupts();
+    char err[512];
+    broker_t *broker = broker_new(&cfg, err, sizeof err);
+    if (!broker) {
+        fprintf(stderr, "ttbroker: %s\n", err);
+        return 1;
+    }
+    zsys_info("ttbroker ready: clients %s, workers %s, events %s, state %s", cfg.clients_ep,
+              cfg.workers_ep, cfg.events_ep, cfg.state_dir);
+    int rc = broker_run(broker);
+    broker_destroy(&broker);
+    zsys_info("ttbroker stopped");
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,359 @@
+/*
+ * model: hosts, envs and VMs in memory, their accounting and allocations.
+ *
+ * Allocation bitmaps are per host (VM ids 2..65534, public ports
+ * 40000..59999) and pool-wide for MACs (52:54:00 + 24 bits). Cursors move
+ * round-robin so an id freed a moment ago is the last to be handed out
+ * again: a late packet or a slow worker never meets a new owner at once.
+ * The schema's UNIQUE constraints are the second line of defence.
+ */
+#include "broker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BIT_GET(map, i) (((map)[(i) >> 3] >> ((i)&7)) & 1)
+#define BIT_SET(map, i) ((map)[(i) >> 3] |= (uint8_t)(1u << ((i)&7)))
+#define BIT_CLR(map, i) ((map)[(i) >> 3] &= (uint8_t) ~(1u << ((i)&7)))
+
+host_t *model_host_get(broker_t *self, const char *id)
+{
+    return zhashx_lookup(self->hosts, id);
+}
+
+host_t *model_host_ensure(broker_t *self, const char *id)
+{
+    host_t *host = zhashx_lookup(self->hosts, id);
+    if (host)
+        return host;
+    host = calloc(1, sizeof *host);
+    if (!host)
+        return NULL;
+    snprintf(host->id, sizeof host->id, "%s", id);
+    host->state = HOST_DOWN;
+    host->vmid_cursor = TT_VMID_MIN;
+    zhashx_insert(self->hosts, id, host);
+    return host;
+}
+
+bool model_host_has(const host_t *host, const char *engine, const char *image)
+{
+    bool eng = false, img = false;
+    for (int i = 0; i < host->n_engines && !eng; i++)
+        eng = strcmp(host->engines[i], engine) == 0;
+    for (int i = 0; i < host->n_images && !img; i++)
+        img = strcmp(host->images[i], image) == 0;
+    return eng && img;
+}
+
+static void s_env_key(const char *tenant, const char *name, char *key, size_t len)
+{
+    snprintf(key, len, "%s/%s", tenant, name);
+}
+
+env_t *model_env_get(broker_t *self, const char *tenant, const char *name)
+{
+    char key[2 * TT_MAX_NAME + 2];
+    s_env_key(tenant, name, key, sizeof key);
+    return zhashx_lookup(self->envs, key);
+}
+
+env_t *model_env_new(broker_t *self, const char *tenant, const char *name)
+{
+    env_t *env = calloc(1, sizeof *env);
+    if (!env)
+        return NULL;
+    snprintf(env->tenant, sizeof env->tenant, "%s", tenant);
+    snprintf(env->name, sizeof env->name, "%s", name);
+    char key[2 * TT_MAX_NAME + 2];
+    s_env_key(tenant, name, key, sizeof key);
+    zhashx_insert(self->envs, key, env);
+    return env;
+}
+
+void model_env_free(broker_t *self, env_t **env_p)
+{
+    env_t *env = *env_p;
+    if (!env)
+        return;
+    while (env->n_vms > 0)
+        model_vm_remove(self, env->vms[env->n_vms - 1]);
+    char key[2 * TT_MAX_NAME + 2];
+    s_env_key(env->tenant, env->name, key, sizeof key);
+    zhashx_delete(self->envs, key);
+    free(env->vms);
+    free(env);
+    *env_p = NULL;
+}
+
+bool model_vm_holds_cpu(const vm_t *vm)
+{
+    return vm->state != TTFLEET__VM_STATE__VM_STOPPED;
+}
+
+static void s_account(vm_t *vm, int sign, bool cpu_mem, bool disk)
+{
+    host_t *h = vm->host;
+    if (cpu_mem) {
+        h->cpu_used += (uint32_t)(sign * (int64_t)vm->cpu);
+        h->mem_used += (uint64_t)(sign * (int64_t)vm->mem);
+    }
+    if (disk)
+        h->disk_used += (uint64_t)(sign * (int64_t)vm->disk);
+}
+
+vm_t *model_vm_add(broker_t *self, env_t *env, host_t *host, uint32_t vm_id, uint64_t mac)
+{
+    if (env->n_vms == env->cap_vms) {
+        int cap = env->cap_vms ? env->cap_vms * 2 : 4;
+        vm_t **vms = realloc(env->vms, (size_t)cap * sizeof *vms);
+        if (!vms)
+            return NULL;
+        env->vms = vms;
+        env->cap_vms = cap;
+    }
+    vm_t *vm = calloc(1, sizeof *vm);
+    if (!vm)
+        return NULL;
+    vm->env = env;
+    vm->host = host;
+    vm->vm_id = vm_id;
+    vm->state = TTFLEET__VM_STATE__VM_STOPPED; /* holds nothing until set */
+    tt_vm_ip(vm_id, vm->ip, sizeof vm->ip);
+    alloc_mac_format(mac, vm->mac, sizeof vm->mac);
+    alloc_vm_id_mark(host, vm_id, true);
+    alloc_mac_mark(self, mac, true);
+    host->vm_count++;
+    env->vms[env->n_vms++] = vm;
+    char key[TT_MAX_NAME + 16];
+    snprintf(key, sizeof key, "%s/%u", host->id, vm_id);
+    zhashx_update(self->vm_index, key, vm);
+    return vm;
+}
+
+vm_t *model_vm_find(broker_t *self, const char *host, uint32_t vm_id)
+{
+    char key[TT_MAX_NAME + 16];
+    snprintf(key, sizeof key, "%s/%u", host, vm_id);
+    return zhashx_lookup(self->vm_index, key);
+}
+
+void model_vm_remove(broker_t *self, vm_t *vm)
+{
+    env_t *env = vm->env;
+    char key[TT_MAX_NAME + 16];
+    snprintf(key, sizeof key, "%s/%u", vm->host->id, vm->vm_id);
+    if (zhashx_lookup(self->vm_index, key) == vm)
+        zhashx_delete(self->vm_index, key);
+    s_account(vm, -1, model_vm_holds_cpu(vm), true);
+    alloc_vm_ports_release(vm);
+    alloc_vm_id_mark(vm->host, vm->vm_id, false);
+    uint64_t mac;
+    if (alloc_mac_parse(vm->mac, &mac) == 0)
+        alloc_mac_mark(self, mac, false);
+    vm->host->vm_count--;
+    for (int i = 0; i < env->n_vms; i++)
+        if (env->vms[i] == vm) {
+            memmove(&env->vms[i], &env->vms[i + 1], (size_t)(env->n_vms - i - 1) * sizeof vm);
+            env->n_vms--;
+            break;
+        }
+    free(vm);
+}
+
+void model_vm_set_state(vm_t *vm, int state)
+{
+    bool before = model_vm_holds_cpu(vm);
+    vm->state = state;
+    bool after = model_vm_holds_cpu(vm);
+    if (before != after)
+        s_account(vm, after ? 1 : -1, true, false);
+}
+
+void model_vm_set_hw(vm_t *vm, uint32_t cpu, uint32_t mem, uint32_t disk)
+{
+    bool holds = model_vm_holds_cpu(vm);
+    s_account(vm, -1, holds, true);
+    vm->cpu = cpu;
+    vm->mem = mem;
+    vm->disk = disk;
+    s_account(vm, 1, holds, true);
+}
+
+int model_vm_desired(const vm_t *vm)
+{
+    if (vm->doomed)
+        return TTFLEET__VM_STATE__VM_ABSENT;
+    switch (vm->env->target) {
+    case TARGET_STOPPED:
+        return TTFLEET__VM_STATE__VM_STOPPED;
+    case TARGET_PAUSED:
+        return TTFLEET__VM_STATE__VM_PAUSED;
+    case TARGET_DELETING:
+        return TTFLEET__VM_STATE__VM_ABSENT;
+    default:
+        return TTFLEET__VM_STATE__VM_RUNNING;
+    }
+}
+
+static const char *s_target_names[] = {"creating", "running", "stopped", "paused", "deleting"};
+
+const char *model_target_name(env_target_t t)
+{
+    return (unsigned)t < 5 ? s_target_names[t] : "unknown";
+}
+
+int model_target_parse(const char *s)
+{
+    for (int i = 0; i < 5; i++)
+        if (strcmp(s, s_target_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *model_env_state(const env_t *env)
+{
+    if (env->busy) {
+        switch (env->busy->kind) {
+        case OP_CREATE:
+            return "creating";
+        case OP_STOP:
+            return "stopping";
+        case OP_START:
+            return "starting";
+        case OP_PAUSE:
+            return "pausing";
+        case OP_RESUME:
+            return "resuming";
+        case OP_DELETE:
+        case OP_EXPIRE:
+            return "deleting";
+        default:
+            break;
+        }
+    }
+    if (env->target == TARGET_CREATING || env->target == TARGET_DELETING)
+        return model_target_name(env->target);
+    for (int i = 0; i < env->n_vms; i++)
+        if (env->vms[i]->state != model_vm_desired(env->vms[i]))
+            return "degraded";
+    return model_target_name(env->target);
+}
+
+/* ---- allocations ---- */
+
+void alloc_vm_id_mark(host_t *host, uint32_t vm_id, bool used)
+{
+    if (vm_id > 65535)
+        return;
+    if (used)
+        BIT_SET(host->vmid_used, vm_id);
+    else
+        BIT_CLR(host->vmid_used, vm_id);
+}
+
+int alloc_vm_id(host_t *host, uint32_t *vm_id)
+{
+    uint32_t span = TT_VMID_MAX - TT_VMID_MIN + 1;
+    for (uint32_t i = 0; i < span; i++) {
+        uint32_t c = host->vmid_cursor;
+        if (c < TT_VMID_MIN || c > TT_VMID_MAX)
+            c = TT_VMID_MIN;
+        host->vmid_cursor = c + 1;
+        if (!BIT_GET(host->vmid_used, c)) {
+            *vm_id = c;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void alloc_port_mark(host_t *host, uint32_t port, bool used)
+{
+    if (port < TT_PORT_MIN || port > TT_PORT_MAX)
+        return;
+    uint32_t i = port - TT_PORT_MIN;
+    if (used)
+        BIT_SET(host->port_used, i);
+    else
+        BIT_CLR(host->port_used, i);
+}
+
+int alloc_port(host_t *host, uint32_t *port)
+{
+    for (uint32_t n = 0; n < BROKER_NPORTS; n++) {
+        uint32_t i = host->port_cursor % BROKER_NPORTS;
+        host->port_cursor = i + 1;
+        if (!BIT_GET(host->port_used, i)) {
+            BIT_SET(host->port_used, i);
+            *port = TT_PORT_MIN + i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int alloc_vm_ports(vm_t *vm, const uint32_t *gports, int n)
+{
+    alloc_vm_ports_release(vm);
+    for (int i = 0; i < n; i++) {
+        uint32_t p;
+        if (alloc_port(vm->host, &p)) {
+            alloc_vm_ports_release(vm);
+            return -1;
+        }
+        vm->ports[i].guest = gports[i];
+        vm->ports[i].public_port = p;
+        vm->n_ports = i + 1;
+    }
+    return 0;
+}
+
+void alloc_vm_ports_release(vm_t *vm)
+{
+    for (int i = 0; i < vm->n_ports; i++)
+        alloc_port_mark(vm->host, vm->ports[i].public_port, false);
+    vm->n_ports = 0;
+}
+
+#define MAC_SPACE (1u << 24)
+
+void alloc_mac_mark(broker_t *self, uint64_t mac, bool used)
+{
+    uint32_t i = (uint32_t)(mac & (MAC_SPACE - 1));
+    if (used)
+        BIT_SET(self->mac_used, i);
+    else
+        BIT_CLR(self->mac_used, i);
+}
+
+int alloc_mac(broker_t *self, uint64_t *mac)
+{
+    for (uint32_t n = 0; n < MAC_SPACE; n++) {
+        uint32_t i = self->mac_cursor % MAC_SPACE;
+        self->mac_cursor = i + 1;
+        if (i == 0)
+            continue;
+        if (!BIT_GET(self->mac_used, i)) {
+            *mac = i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void alloc_mac_format(uint64_t mac, char *buf, size_t len)
+{
+    snprintf(buf, len, "52:54:00:%02x:%02x:%02x", (unsigned)(mac >> 16) & 0xff,
+             (unsigned)(mac >> 8) & 0xff, (unsigned)mac & 0xff);
+}
+
+int alloc_mac_parse(const char *s, uint64_t *mac)
+{
+    unsigned a, b, c;
+    if (sscanf(s, "52:54:00:%2x:%2x:%2x", &a, &b, &c) != 3)
+        return -1;
+    *mac = ((uint64_t)a << 16) | ((uint64_t)b << 8) | c;
+    return 0;
+}

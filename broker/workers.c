@@ -1,0 +1,349 @@
+/*
+ * workers: the broker's side of the TTW01 worker protocol.
+ *
+ * A host is known by the host id in its READY, not by the connection: a
+ * worker that reconnects (after its own restart, a network cut or the
+ * broker's restart) replaces its old routing id and is the same host.
+ *
+ * READY starts reconciliation. The worker's inventory is the truth about
+ * what runs; the broker's rows are the truth about what should. The broker
+ * takes each VM's actual state from the inventory, then sends one COMMAND
+ * with the desired spec of every VM it has on the host (the worker starts
+ * what died, re-creates what it lost and applies changed ports, leases and
+ * hardware) plus ABSENT for every VM it does not know (left over from a
+ * create that was rolled back, an env deleted while the host was away, or
+ * a broker crash between commit and send).
+ *
+ * Liveness: a host that sends nothing for two heartbeats is `suspect`; for
+ * `liveness` heartbeats it is `down`, its VMs are `lost` and every op that
+ * waits for it fails at once.
+ */
+#include "broker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void workers_send(broker_t *self, host_t *host, int cmd, const void *body, size_t len)
+{
+    if (!host->routing)
+        return;
+    zmsg_t *msg = zmsg_new();
+    zmsg_append(msg, &(zframe_t *){zframe_dup(host->routing)});
+    zmsg_addmem(msg, "", 0);
+    zmsg_addstr(msg, TT_WORKER_PROTO);
+    uint8_t c = (uint8_t)cmd;
+    zmsg_addmem(msg, &c, 1);
+    if (body)
+        zmsg_addmem(msg, body, len);
+    broker_queue(self, self->workers, &msg);
+    host->last_sent_ms = tt_mono_ms();
+}
+
+static void s_send_raw(broker_t *self, zframe_t *routing, int cmd)
+{
+    zmsg_t *msg = zmsg_new();
+    zmsg_append(msg, &(zframe_t *){zframe_dup(routing)});
+    zmsg_addmem(msg, "", 0);
+    zmsg_addstr(msg, TT_WORKER_PROTO);
+    uint8_t c = (uint8_t)cmd;
+    zmsg_addmem(msg, &c, 1);
+    broker_queue(self, self->workers, &msg);
+}
+
+static void s_forget_route(broker_t *self, host_t *host)
+{
+    if (!host->routing)
+        return;
+    char *hex = zframe_strhex(host->routing);
+    if (hex && zhashx_lookup(self->routes, hex) == host)
+        zhashx_delete(self->routes, hex);
+    free(hex);
+    zframe_destroy(&host->routing);
+}
+
+static void s_free_names(char **names, int *n)
+{
+    for (int i = 0; i < *n; i++)
+        free(names[i]);
+    *n = 0;
+}
+
+static void s_copy_names(char **dst, int *n, int max, char **src, size_t n_src, const char *what,
+                         const char *host)
+{
+    s_free_names(dst, n);
+    for (size_t i = 0; i < n_src && *n < max; i++) {
+        if (!tt_name_valid(src[i])) {
+            zsys_warning("host %s: ignoring invalid %s name", host, what);
+            continue;
+        }
+        dst[(*n)++] = strdup(src[i]);
+    }
+}
+
+/* Mark every VM of host lost and tell the watchers. */
+static void s_host_lost(broker_t *self, host_t *host)
+{
+    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs)) {
+        bool hit = false;
+        for (int i = 0; i < e->n_vms; i++) {
+            vm_t *vm = e->vms[i];
+            if (vm->host != host || vm->state == TTFLEET__VM_STATE__VM_LOST)
+                continue;
+            model_vm_set_state(vm, TTFLEET__VM_STATE__VM_LOST);
+            persist_vm_update(self, vm);
+            broker_event(self, "vm.state", e, vm, host, "lost", "host down");
+            hit = true;
+        }
+        if (hit)
+            broker_event(self, "env.state", e, NULL, NULL, model_env_state(e), "host down");
+    }
+}
+
+static void s_host_down(broker_t *self, host_t *host, const char *why)
+{
+    zsys_warning("host %s is down: %s", host->id, why);
+    host->state = HOST_DOWN;
+    s_forget_route(self, host);
+    broker_event(self, "host.down", NULL, NULL, host, "down", why);
+    ops_host_down(self, host);
+    s_host_lost(self, host);
+}
+
+static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hello)
+{
+    /* unknown VMs: destroy */
+    size_t n_unknown = 0;
+    Ttfleet__VmSpec *absent = calloc(hello->n_inventory + 1, sizeof *absent);
+    Ttfleet__VmSpec **absent_p = calloc(hello->n_inventory + 1, sizeof *absent_p);
+    char (*ips)[16] = calloc(hello->n_inventory + 1, sizeof *ips);
+    if (!absent || !absent_p || !ips)
+        goto done;
+    for (size_t i = 0; i < hello->n_inventory; i++) {
+        Ttfleet__VmActual *va = hello->inventory[i];
+        if (va->vm_id < TT_VMID_MIN || va->vm_id > TT_VMID_MAX)
+            continue;
+        vm_t *vm = model_vm_find(self, host->id, va->vm_id);
+        if (vm && !vm->doomed) {
+            int st = va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST
+                                                               : (int)va->state;
+            if (st >= 0 && st <= TTFLEET__VM_STATE__VM_LOST && st != vm->state) {
+                model_vm_set_state(vm, st);
+                persist_vm_update(self, vm);
+                broker_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st),
+                             "reconciled");
+            }
+            continue;
+        }
+        if (va->state == TTFLEET__VM_STATE__VM_ABSENT)
+            continue;
+        Ttfleet__VmSpec *s = &absent[n_unknown];
+        ttfleet__vm_spec__init(s);
+        s->vm_id = va->vm_id;
+        s->env = va->env && tt_name_valid(va->env) ? va->env : "unknown";
+        s->image = "unknown";
+        s->engine = "unknown";
+        tt_vm_ip(va->vm_id, ips[n_unknown], sizeof ips[n_unknown]);
+        s->ip = ips[n_unknown];
+        s->mac = "52:54:00:00:00:00";
+        s->desired = TTFLEET__VM_STATE__VM_ABSENT;
+        absent_p[n_unknown++] = s;
+        zsys_info("host %s: VM %u is not ours any more; destroying it", host->id, va->vm_id);
+    }
+    if (n_unknown) {
+        Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+        cmd.op_id = ++self->next_op_id;
+        cmd.n_vms = n_unknown;
+        cmd.vms = absent_p;
+        size_t len = ttfleet__worker_command__get_packed_size(&cmd);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf) {
+            ttfleet__worker_command__pack(&cmd, buf);
+            workers_send(self, host, TT_W_COMMAND, buf, len);
+            free(buf);
+        }
+    }
+    /* known VMs: send the desired state of each (idempotent on the worker) */
+    size_t n_known = 0;
+    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
+        for (int i = 0; i < e->n_vms; i++)
+            if (e->vms[i]->host == host)
+                n_known++;
+    if (n_known) {
+        vm_t **vms = calloc(n_known, sizeof *vms);
+        size_t k = 0;
+        for (env_t *e = zhashx_first(self->envs); vms && e; e = zhashx_next(self->envs))
+            for (int i = 0; i < e->n_vms; i++)
+                if (e->vms[i]->host == host && !e->vms[i]->doomed)
+                    vms[k++] = e->vms[i];
+        /* in chunks, to keep each command well under the size limit */
+        for (size_t off = 0; vms && off < k; off += 500)
+            ops_send_command(self, host, vms + off, NULL, (int)(k - off > 500 ? 500 : k - off));
+        free(vms);
+    }
+done:
+    free(absent);
+    free(absent_p);
+    free(ips);
+}
+
+static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t *body)
+{
+    if (!body) {
+        zsys_warning("worker READY without a body; ignored");
+        return;
+    }
+    Ttfleet__WorkerHello *hello =
+        ttfleet__worker_hello__unpack(NULL, zframe_size(body), zframe_data(body));
+    if (!hello) {
+        zsys_warning("worker READY with an undecodable body; ignored");
+        return;
+    }
+    if (!tt_name_valid(hello->host_id) || hello->cpu_total == 0 || hello->mem_total == 0) {
+        zsys_warning("worker READY with an invalid host id or no capacity; disconnecting it");
+        s_send_raw(self, routing, TT_W_DISCONNECT);
+        ttfleet__worker_hello__free_unpacked(hello, NULL);
+        return;
+    }
+    host_t *host = model_host_ensure(self, hello->host_id);
+    if (!host) {
+        ttfleet__worker_hello__free_unpacked(hello, NULL);
+        return;
+    }
+    bool was_up = host->routing != NULL;
+    if (was_up) {
+        /* the same host on a new connection: the old one is dead */
+        ops_host_down(self, host);
+        s_forget_route(self, host);
+    }
+    host->routing = zframe_dup(routing);
+    zhashx_update(self->routes, hex, host);
+    host->state = HOST_ONLINE;
+    host->cpu_total = hello->cpu_total;
+    host->mem_total = hello->mem_total;
+    host->disk_total = hello->disk_total;
+    s_copy_names(host->engines, &host->n_engines, BROKER_MAX_ENGINES, hello->engines,
+                 hello->n_engines, "engine", host->id);
+    s_copy_names(host->images, &host->n_images, BROKER_MAX_IMAGES, hello->images,
+                 hello->n_images, "image", host->id);
+    host->last_seen = tt_now();
+    host->last_recv_ms = tt_mono_ms();
+    persist_host(self, host);
+    zsys_info("host %s is up: %u cpu, %llu MiB mem, %llu MiB disk, %d engines, %d images, %zu "
+              "VMs held",
+              host->id, host->cpu_total, (unsigned long long)host->mem_total,
+              (unsigned long long)host->disk_total, host->n_engines, host->n_images,
+              hello->n_inventory);
+    broker_event(self, "host.up", NULL, NULL, host, "online", NULL);
+    s_reconcile(self, host, hello);
+    ttfleet__worker_hello__free_unpacked(hello, NULL);
+}
+
+static void s_event(broker_t *self, host_t *host, zframe_t *body)
+{
+    Ttfleet__WorkerEvent *ev =
+        body ? ttfleet__worker_event__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
+    if (!ev) {
+        zsys_warning("host %s: undecodable EVENT; ignored", host->id);
+        return;
+    }
+    for (size_t i = 0; i < ev->n_vms; i++) {
+        Ttfleet__VmActual *va = ev->vms[i];
+        vm_t *vm = model_vm_find(self, host->id, va->vm_id);
+        if (!vm || vm->doomed)
+            continue;
+        int st = va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST
+                                                           : (int)va->state;
+        if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST || st == vm->state)
+            continue;
+        model_vm_set_state(vm, st);
+        persist_vm_update(self, vm);
+        broker_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st), va->message);
+        broker_event(self, "env.state", vm->env, NULL, NULL, model_env_state(vm->env),
+                     va->message);
+    }
+    ttfleet__worker_event__free_unpacked(ev, NULL);
+}
+
+void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    size_t n = zmsg_size(msg);
+    zframe_t *routing = zmsg_first(msg);
+    zframe_t *empty = zmsg_next(msg);
+    zframe_t *proto = zmsg_next(msg);
+    zframe_t *cmdf = zmsg_next(msg);
+    zframe_t *body = zmsg_next(msg);
+    if (n < 4 || n > 5 || zframe_size(empty) != 0 || !zframe_streq(proto, TT_WORKER_PROTO) ||
+        zframe_size(cmdf) != 1 || (body && zframe_size(body) > TT_MAX_WORKER_BODY)) {
+        if (self->cfg.verbose)
+            zsys_warning("malformed worker message (%zu frames); dropped", n);
+        zmsg_destroy(msg_p);
+        return;
+    }
+    int cmd = zframe_data(cmdf)[0];
+    char *hex = zframe_strhex(routing);
+    host_t *host = hex ? zhashx_lookup(self->routes, hex) : NULL;
+    if (cmd == TT_W_READY) {
+        s_ready(self, routing, hex, body);
+    } else if (!host) {
+        /* not READY'd (or forgotten after a restart / timeout): ask it to start over */
+        if (cmd != TT_W_DISCONNECT)
+            s_send_raw(self, routing, TT_W_DISCONNECT);
+    } else {
+        host->last_recv_ms = tt_mono_ms();
+        host->last_seen = tt_now();
+        if (host->state == HOST_SUSPECT)
+            host->state = HOST_ONLINE;
+        switch (cmd) {
+        case TT_W_HEARTBEAT:
+            break;
+        case TT_W_REPLY: {
+            Ttfleet__WorkerReply *rep =
+                body ? ttfleet__worker_reply__unpack(NULL, zframe_size(body), zframe_data(body))
+                     : NULL;
+            if (rep) {
+                ops_worker_reply(self, host, rep);
+                ttfleet__worker_reply__free_unpacked(rep, NULL);
+            } else
+                zsys_warning("host %s: undecodable REPLY; ignored", host->id);
+            break;
+        }
+        case TT_W_EVENT:
+            s_event(self, host, body);
+            break;
+        case TT_W_DISCONNECT:
+            s_host_down(self, host, "worker disconnected");
+            break;
+        default:
+            zsys_warning("host %s: unknown command 0x%02x; ignored", host->id, cmd);
+        }
+    }
+    free(hex);
+    zmsg_destroy(msg_p);
+}
+
+void workers_tick(broker_t *self, int64_t now_ms)
+{
+    int64_t hb = self->cfg.heartbeat_ms;
+    zlistx_t *dead = zlistx_new();
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts)) {
+        if (!h->routing)
+            continue;
+        int64_t silent = now_ms - h->last_recv_ms;
+        if (silent > hb * self->cfg.liveness) {
+            zlistx_add_end(dead, h);
+            continue;
+        }
+        if (silent > 2 * hb && h->state == HOST_ONLINE) {
+            h->state = HOST_SUSPECT;
+            broker_event(self, "host.suspect", NULL, NULL, h, "suspect", NULL);
+        }
+        if (now_ms - h->last_sent_ms >= hb)
+            workers_send(self, h, TT_W_HEARTBEAT, NULL, 0);
+    }
+    for (host_t *h = zlistx_first(dead); h; h = zlistx_next(dead))
+        s_host_down(self, h, "missed heartbeats");
+    zlistx_destroy(&dead);
+}
