@@ -479,6 +479,30 @@ static void s_fail_batch(broker_t *self, zlistx_t *client_envelopes)
     zlistx_destroy(&keep);
 }
 
+void broker_end_batch(broker_t *self)
+{
+    zlistx_t *none = zlistx_new();
+    if (self->dirty || self->failed) {
+        if (self->failed || store_commit(self->store))
+            s_fail_batch(self, none);
+        self->dirty = false;
+        self->failed = false;
+    }
+    zlistx_destroy(&none);
+}
+
+zmsg_t *broker_pop_output(broker_t *self, zsock_t **sock)
+{
+    out_t *o = zlistx_detach(self->outq, NULL);
+    if (!o)
+        return NULL;
+    zmsg_t *msg = o->msg;
+    if (sock)
+        *sock = o->sock;
+    free(o);
+    return msg;
+}
+
 static void s_timers(broker_t *self)
 {
     int64_t now_ms = tt_mono_ms();

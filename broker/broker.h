@@ -198,6 +198,11 @@ void broker_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t
 /* Handle every message in one frame list; exposed for fuzzing. */
 void broker_handle_client(broker_t *self, zmsg_t **msg_p);
 void broker_handle_worker(broker_t *self, zmsg_t **msg_p);
+/* End a batch as the loop does: commit (or roll back and reload). For tests
+ * and fuzzers that drive the handlers directly. */
+void broker_end_batch(broker_t *self);
+/* Take the next queued output message (sent after commit by the loop). */
+zmsg_t *broker_pop_output(broker_t *self, zsock_t **sock);
 /* Reload the whole model from broker.db (after a failed commit). */
 int broker_reload(broker_t *self);
 

@@ -1,0 +1,491 @@
+/*
+ * Unit tests of the broker core without sockets in the way: the handlers
+ * are fed crafted client and worker messages, the queued output is read
+ * back, and batches are ended (committed) as the loop would. Covers the
+ * scheduler (best-fit / spread), allocations, accounting, the env rules,
+ * idempotency, hostile frames and reload from broker.db.
+ */
+#include "broker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
+            failures++;                                                                        \
+        }                                                                                      \
+    } while (0)
+
+static broker_t *g_b;
+static int g_rid;
+
+/* ---- fake worker ---- */
+
+static void s_worker_send(const char *routing, int cmd, const void *body, size_t len)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, routing);
+    zmsg_addmem(m, "", 0);
+    zmsg_addstr(m, TT_WORKER_PROTO);
+    uint8_t c = (uint8_t)cmd;
+    zmsg_addmem(m, &c, 1);
+    if (body)
+        zmsg_addmem(m, body, len);
+    broker_handle_worker(g_b, &m);
+}
+
+static void s_ready(const char *routing, const char *host, uint32_t cpu, uint64_t mem,
+                    uint64_t disk)
+{
+    Ttfleet__WorkerHello h = TTFLEET__WORKER_HELLO__INIT;
+    h.host_id = (char *)host;
+    h.cpu_total = cpu;
+    h.mem_total = mem;
+    h.disk_total = disk;
+    char *engines[] = {"process", "hollow"};
+    char *images[] = {"img", "other"};
+    h.n_engines = 2;
+    h.engines = engines;
+    h.n_images = 2;
+    h.images = images;
+    uint8_t buf[1024];
+    size_t len = ttfleet__worker_hello__pack(&h, buf);
+    s_worker_send(routing, TT_W_READY, buf, len);
+}
+
+/* Answer every queued COMMAND as a worker that does what it is told,
+ * or refuses with status `refuse`. Returns the number of commands seen. */
+static int s_answer_commands(int refuse)
+{
+    int n = 0;
+    zsock_t *sock;
+    zmsg_t *m;
+    zlistx_t *keep = zlistx_new();
+    while ((m = broker_pop_output(g_b, &sock))) {
+        if (sock != g_b->workers || zmsg_size(m) != 5) {
+            zlistx_add_end(keep, m);
+            continue;
+        }
+        char *routing = zmsg_popstr(m);
+        zframe_t *f = zmsg_first(m);
+        f = zmsg_next(m);
+        f = zmsg_next(m);
+        zframe_t *body = zmsg_next(m);
+        Ttfleet__WorkerCommand *cmd =
+            ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
+        if (cmd && zframe_data(f)[0] == TT_W_COMMAND) {
+            n++;
+            Ttfleet__WorkerReply rep = TTFLEET__WORKER_REPLY__INIT;
+            rep.op_id = cmd->op_id;
+            rep.status = refuse;
+            rep.message = refuse ? "refused by test" : "";
+            Ttfleet__VmActual va[600];
+            Ttfleet__VmActual *vap[600];
+            for (size_t i = 0; i < cmd->n_vms && i < 600; i++) {
+                ttfleet__vm_actual__init(&va[i]);
+                va[i].vm_id = cmd->vms[i]->vm_id;
+                va[i].state = refuse ? TTFLEET__VM_STATE__VM_ABSENT : cmd->vms[i]->desired;
+                vap[i] = &va[i];
+            }
+            rep.n_vms = cmd->n_vms;
+            rep.vms = vap;
+            size_t len = ttfleet__worker_reply__get_packed_size(&rep);
+            uint8_t *buf = malloc(len + 1);
+            ttfleet__worker_reply__pack(&rep, buf);
+            s_worker_send(routing, TT_W_REPLY, buf, len);
+            free(buf);
+        }
+        if (cmd)
+            ttfleet__worker_command__free_unpacked(cmd, NULL);
+        free(routing);
+        zmsg_destroy(&m);
+    }
+    /* put back what was not a command */
+    for (m = zlistx_first(keep); m; m = zlistx_next(keep))
+        broker_queue(g_b, g_b->clients, &(zmsg_t *){m});
+    zlistx_destroy(&keep);
+    return n;
+}
+
+/* ---- fake client ---- */
+
+static void s_client_send(const char *service, Ttfleet__Request *req)
+{
+    size_t len = ttfleet__request__get_packed_size(req);
+    uint8_t *buf = malloc(len + 1);
+    ttfleet__request__pack(req, buf);
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, "client-1");
+    zmsg_addmem(m, "", 0);
+    zmsg_addstr(m, TT_MDP_CLIENT);
+    zmsg_addstr(m, service);
+    zmsg_addmem(m, buf, len);
+    free(buf);
+    broker_handle_client(g_b, &m);
+}
+
+/* Pop the first client reply in the queue (others stay). */
+static Ttfleet__Reply *s_client_reply(void)
+{
+    zsock_t *sock;
+    zmsg_t *m;
+    Ttfleet__Reply *rep = NULL;
+    zlistx_t *keep = zlistx_new();
+    while (!rep && (m = broker_pop_output(g_b, &sock))) {
+        if (sock != g_b->clients || zmsg_size(m) != 5) {
+            zlistx_add_end(keep, m);
+            continue;
+        }
+        zframe_t *body = zmsg_last(m);
+        rep = ttfleet__reply__unpack(NULL, zframe_size(body), zframe_data(body));
+        zmsg_destroy(&m);
+    }
+    for (m = zlistx_first(keep); m; m = zlistx_next(keep))
+        broker_queue(g_b, g_b->workers, &(zmsg_t *){m});
+    zlistx_destroy(&keep);
+    return rep;
+}
+
+static void s_drain(void)
+{
+    zmsg_t *m;
+    while ((m = broker_pop_output(g_b, NULL)))
+        zmsg_destroy(&m);
+}
+
+static Ttfleet__Reply *s_call(const char *tenant, Ttfleet__Request *req, const char *rid)
+{
+    char id[32];
+    snprintf(id, sizeof id, "r%d", ++g_rid);
+    req->request_id = (char *)(rid ? rid : id);
+    req->tenant = (char *)tenant;
+    s_client_send(TT_SERVICE_ENV, req);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    return s_client_reply();
+}
+
+static Ttfleet__Reply *s_create(const char *tenant, const char *name, const char *image,
+                                uint32_t dup, uint32_t cpu, uint32_t mem, bool spread,
+                                const char *rid)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT;
+    Ttfleet__ImageCount *icp = &ic;
+    uint32_t ports[] = {80};
+    ic.image = (char *)image;
+    ic.dup = dup;
+    cr.name = (char *)name;
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = cpu;
+    cr.mem_mib = mem;
+    cr.disk_mib = 1000;
+    cr.n_ports = 1;
+    cr.ports = ports;
+    cr.spread = spread;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    return s_call(tenant, &req, rid);
+}
+
+static Ttfleet__Reply *s_simple(const char *tenant, int op, const char *name)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = (char *)name;
+    req.op_case = op;
+    switch (op) {
+    case TTFLEET__REQUEST__OP_ENV_SHOW:
+        req.env_show = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_STOP:
+        req.env_stop = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_START:
+        req.env_start = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_DELETE:
+        req.env_delete = &ref;
+        break;
+    case TTFLEET__REQUEST__OP_ENV_PAUSE:
+        req.env_pause = &ref;
+        break;
+    default:
+        break;
+    }
+    return s_call(tenant, &req, NULL);
+}
+
+static int s_status(Ttfleet__Reply *r)
+{
+    int st = r ? (int)r->status : -1;
+    if (r && st != 0)
+        printf("  (reply %s: %s)\n", tt_status_name(st), r->message);
+    if (r)
+        ttfleet__reply__free_unpacked(r, NULL);
+    return st;
+}
+
+static broker_t *s_open(const char *dir, int min_stop)
+{
+    broker_config_t cfg;
+    broker_config_defaults(&cfg);
+    snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", dir);
+    snprintf(cfg.clients_ep, sizeof cfg.clients_ep, "tcp://127.0.0.1:*");
+    snprintf(cfg.workers_ep, sizeof cfg.workers_ep, "tcp://127.0.0.1:*");
+    snprintf(cfg.events_ep, sizeof cfg.events_ep, "tcp://127.0.0.1:*");
+    cfg.min_stop_interval = min_stop;
+    char err[256];
+    broker_t *b = broker_new(&cfg, err, sizeof err);
+    if (!b)
+        fprintf(stderr, "broker_new: %s\n", err);
+    return b;
+}
+
+int main(void)
+{
+    zsys_init();
+    zsys_set_logstream(NULL);
+    char dir[] = "/tmp/ttbroker-test-XXXXXX";
+    if (!mkdtemp(dir))
+        return 1;
+    g_b = s_open(dir, 20);
+    CHECK(g_b != NULL);
+    if (!g_b)
+        return 1;
+
+    /* two hosts: a small one and a big one */
+    s_ready("w-small", "small", 4, 8192, 100000);
+    s_ready("w-big", "big", 16, 65536, 1000000);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    CHECK(zhashx_size(g_b->hosts) == 2);
+
+    /* best-fit puts a 2-cpu VM on the small host (least left after) */
+    Ttfleet__Reply *r = s_create("t1", "bf", "img", 1, 2, 1024, false, NULL);
+    CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1);
+    if (r && r->env && r->env->n_vms == 1) {
+        Ttfleet__VmInfo *vm = r->env->vms[0];
+        CHECK(strcmp(vm->host, "small") == 0);
+        CHECK(strcmp(r->env->state, "running") == 0);
+        CHECK(vm->n_ports == 2); /* 22 always added, plus 80 */
+        CHECK(vm->ports[0]->guest == 22 && vm->ports[0]->public_ >= TT_PORT_MIN &&
+              vm->ports[0]->public_ <= TT_PORT_MAX);
+        CHECK(vm->vm_id >= TT_VMID_MIN && strncmp(vm->ip, "10.10.", 6) == 0);
+        CHECK(strncmp(vm->mac, "52:54:00:", 9) == 0);
+        CHECK(vm->cpu == 2 && vm->mem_mib == 1024 && vm->disk_mib == 1000);
+    }
+    s_status(r);
+    /* spread puts it on the big host */
+    r = s_create("t1", "sp", "img", 1, 2, 1024, true, NULL);
+    CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
+          strcmp(r->env->vms[0]->host, "big") == 0);
+    s_status(r);
+
+    /* duplicate name for the same tenant; same name for another tenant is fine */
+    CHECK(s_status(s_create("t1", "bf", "img", 1, 1, 512, false, NULL)) ==
+          TTFLEET__STATUS__ALREADY_EXISTS);
+    CHECK(s_status(s_create("t2", "bf", "img", 1, 1, 512, false, NULL)) == 0);
+
+    /* capacity: 40 cpu more does not fit; the message says total/used/wanted;
+     * nothing changes */
+    host_t *small = model_host_get(g_b, "small"), *big = model_host_get(g_b, "big");
+    uint32_t used_small = small->cpu_used, used_big = big->cpu_used;
+    size_t envs = zhashx_size(g_b->envs);
+    r = s_create("t1", "huge", "img", 10, 4, 1024, false, NULL);
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY);
+    CHECK(r && strstr(r->message, "cpu") && strstr(r->message, "total") &&
+          strstr(r->message, "used") && strstr(r->message, "wanted"));
+    s_status(r);
+    CHECK(small->cpu_used == used_small && big->cpu_used == used_big);
+    CHECK(zhashx_size(g_b->envs) == envs);
+
+    /* unknown image / engine */
+    CHECK(s_status(s_create("t1", "noimg", "missing", 1, 1, 512, false, NULL)) ==
+          TTFLEET__STATUS__UNAVAILABLE);
+
+    /* idempotency: the same request id gets the same outcome, not a second env */
+    r = s_create("t1", "idem", "img", 1, 1, 512, false, "fixed-id-1");
+    uint32_t first_vm = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+    CHECK(s_status(r) == 0);
+    r = s_create("t1", "idem", "img", 1, 1, 512, false, "fixed-id-1");
+    CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
+          r->env->vms[0]->vm_id == first_vm);
+    s_status(r);
+    /* the same id from another tenant is another request */
+    CHECK(s_status(s_create("t3", "idem", "img", 1, 1, 512, false, "fixed-id-1")) == 0);
+
+    /* a worker that refuses: the create fails cleanly and undoes everything */
+    {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+        Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+        ic.image = "img";
+        ic.dup = 3;
+        cr.name = "refused";
+        cr.n_images = 1;
+        cr.images = &icp;
+        cr.cpu = 1;
+        cr.mem_mib = 256;
+        cr.disk_mib = 100;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+        req.env_create = &cr;
+        req.request_id = "refuse-1";
+        req.tenant = "t1";
+        uint32_t before = small->cpu_used + big->cpu_used;
+        uint32_t vms_before = small->vm_count + big->vm_count;
+        s_client_send(TT_SERVICE_ENV, &req);
+        broker_end_batch(g_b);
+        CHECK(s_answer_commands(TTFLEET__STATUS__NO_CAPACITY) >= 1);
+        broker_end_batch(g_b);
+        r = s_client_reply();
+        CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY && strstr(r->message, "undone"));
+        s_status(r);
+        CHECK(small->cpu_used + big->cpu_used == before);
+        CHECK(small->vm_count + big->vm_count == vms_before);
+        CHECK(model_env_get(g_b, "t1", "refused") == NULL);
+        s_drain();
+    }
+
+    /* stop too soon (20 s rule), update while running */
+    used_small = small->cpu_used;
+    uint64_t disk_small = small->disk_used;
+    CHECK(s_status(s_simple("t1", TTFLEET__REQUEST__OP_ENV_STOP, "bf")) == 0);
+    CHECK(small->cpu_used == used_small - 2); /* stop releases cpu and mem ... */
+    CHECK(small->disk_used == disk_small);   /* ... and keeps the disk */
+    CHECK(s_status(s_simple("t1", TTFLEET__REQUEST__OP_ENV_START, "bf")) ==
+          TTFLEET__STATUS__TOO_SOON);
+    {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvUpdate up = TTFLEET__ENV_UPDATE__INIT;
+        up.name = "sp";
+        up.cpu = 4;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_UPDATE;
+        req.env_update = &up;
+        CHECK(s_status(s_call("t1", &req, NULL)) == TTFLEET__STATUS__INVALID_STATE);
+        up.name = "bf"; /* stopped: allowed */
+        r = s_call("t1", &req, NULL);
+        CHECK(r && r->status == 0 && r->env && r->env->vms[0]->cpu == 4);
+        s_status(r);
+    }
+
+    /* tenant isolation: another tenant's env is "not found" */
+    CHECK(s_status(s_simple("t2", TTFLEET__REQUEST__OP_ENV_SHOW, "sp")) ==
+          TTFLEET__STATUS__NOT_FOUND);
+    CHECK(s_status(s_simple("t2", TTFLEET__REQUEST__OP_ENV_DELETE, "sp")) ==
+          TTFLEET__STATUS__NOT_FOUND);
+
+    /* lifetime over 6 h: forbidden for users, fine for the admin tenant */
+    {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvExtend x = TTFLEET__ENV_EXTEND__INIT;
+        x.name = "sp";
+        x.lifetime = 7 * 3600;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_EXTEND;
+        req.env_extend = &x;
+        CHECK(s_status(s_call("t1", &req, NULL)) == TTFLEET__STATUS__FORBIDDEN);
+        x.lifetime = 2 * 3600;
+        r = s_call("t1", &req, NULL);
+        CHECK(r && r->status == 0 && r->env && r->env->expires_at == r->env->created_at + 7200);
+        s_status(r);
+    }
+
+    /* hostile frames: nothing crashes, bad requests get BAD_REQUEST */
+    {
+        zmsg_t *m = zmsg_new();
+        zmsg_addstr(m, "evil");
+        zmsg_addmem(m, "", 0);
+        zmsg_addstr(m, TT_MDP_CLIENT);
+        zmsg_addstr(m, TT_SERVICE_ENV);
+        zmsg_addmem(m, "\x0a\xff\xff\xff\xff\x0f", 6);
+        broker_handle_client(g_b, &m);
+        r = s_client_reply();
+        CHECK(r && r->status == TTFLEET__STATUS__BAD_REQUEST);
+        s_status(r);
+        m = zmsg_new();
+        zmsg_addstr(m, "evil");
+        broker_handle_client(g_b, &m);
+        m = zmsg_new();
+        zmsg_addstr(m, "evil-worker");
+        zmsg_addmem(m, "", 0);
+        zmsg_addstr(m, TT_WORKER_PROTO);
+        zmsg_addmem(m, "\x03", 1);
+        zmsg_addmem(m, "\xff\xff", 2);
+        broker_handle_worker(g_b, &m);
+        s_drain();
+        /* bad name */
+        CHECK(s_status(s_create("t1", ".hidden", "img", 1, 1, 1, false, NULL)) ==
+              TTFLEET__STATUS__BAD_REQUEST);
+        CHECK(s_status(s_create("t1", "a/b", "img", 1, 1, 1, false, NULL)) ==
+              TTFLEET__STATUS__BAD_REQUEST);
+    }
+
+    /* delete frees everything of the env */
+    {
+        uint32_t before = big->vm_count;
+        CHECK(s_status(s_simple("t1", TTFLEET__REQUEST__OP_ENV_DELETE, "sp")) == 0);
+        CHECK(big->vm_count == before - 1);
+        CHECK(s_status(s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "sp")) ==
+              TTFLEET__STATUS__NOT_FOUND);
+    }
+
+    /* reload from disk: the same envs, VMs, ports */
+    r = s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "bf");
+    CHECK(r && r->env && r->env->n_vms == 1);
+    uint32_t port22 = r && r->env && r->env->n_vms ? r->env->vms[0]->ports[0]->public_ : 0;
+    char mac[20] = "";
+    if (r && r->env && r->env->n_vms)
+        snprintf(mac, sizeof mac, "%s", r->env->vms[0]->mac);
+    s_status(r);
+    broker_end_batch(g_b);
+    size_t n_envs = zhashx_size(g_b->envs);
+    broker_destroy(&g_b);
+    g_b = s_open(dir, 20);
+    CHECK(g_b && zhashx_size(g_b->envs) == n_envs);
+    s_ready("w-small2", "small", 4, 8192, 100000);
+    s_ready("w-big2", "big", 16, 65536, 1000000);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    r = s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "bf");
+    CHECK(r && r->env && r->env->n_vms == 1 && r->env->vms[0]->ports[0]->public_ == port22 &&
+          strcmp(r->env->vms[0]->mac, mac) == 0 && strcmp(r->env->state, "stopped") == 0);
+    s_status(r);
+    /* the retry of a request made before the restart still gets its outcome */
+    r = s_create("t1", "idem", "img", 1, 1, 512, false, "fixed-id-1");
+    CHECK(r && r->status == 0 && r->env && r->env->vms[0]->vm_id == first_vm);
+    s_status(r);
+    /* accounting after reload equals the sum of the VMs */
+    small = model_host_get(g_b, "small");
+    uint32_t sum = 0;
+    for (env_t *e = zhashx_first(g_b->envs); e; e = zhashx_next(g_b->envs))
+        for (int i = 0; i < e->n_vms; i++)
+            if (e->vms[i]->host == small && model_vm_holds_cpu(e->vms[i]))
+                sum += e->vms[i]->cpu;
+    CHECK(small->cpu_used == sum);
+
+    broker_destroy(&g_b);
+    const char *files[] = {"broker.db", "broker.db-wal", "broker.db-shm"};
+    char path[300];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    if (failures)
+        fprintf(stderr, "%d check(s) failed\n", failures);
+    else
+        printf("test_broker: all checks passed\n");
+    return failures ? 1 : 0;
+}
