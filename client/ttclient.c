@@ -10,7 +10,9 @@
  * first attempt (or IN_PROGRESS while it still runs), so retries are safe
  * for every operation, create included. Replies are still matched by
  * request id, which catches the one case socket replacement cannot: a
- * duplicate reply to an earlier resend on the same socket.
+ * duplicate reply to an earlier resend on the same socket. The exception is
+ * an error reply without any request id, which the broker sends when it
+ * could not decode the request: it can only be the answer to ours.
  *
  * Everything that comes back is checked before it is believed: frame count,
  * the empty delimiter, the MDPC01 header, the service name, the body size and
@@ -258,7 +260,13 @@ static s_wait_t s_wait(ttclient_t *self, const char *service, const char *want_i
             snprintf(self->dropped, sizeof self->dropped, "a reply body that does not decode");
             continue;
         }
-        if (!reply->request_id || strcmp(reply->request_id, want_id) != 0) {
+        /* An error reply without a request id answers a request the broker
+         * could not read far enough to learn its id (an unknown service, a
+         * broken body): with one request in flight per socket, it is ours. */
+        bool anonymous_error = (!reply->request_id || !*reply->request_id) &&
+                               reply->status != TTFLEET__STATUS__OK &&
+                               reply->status != TTFLEET__STATUS__IN_PROGRESS;
+        if (!anonymous_error && (!reply->request_id || strcmp(reply->request_id, want_id) != 0)) {
             /* A late answer to an earlier request: not ours. */
             snprintf(self->dropped, sizeof self->dropped, "a reply to request '%.64s'",
                      reply->request_id ? reply->request_id : "");

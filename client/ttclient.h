@@ -62,7 +62,8 @@ const char *ttclient_request_id(ttclient_t *self);
  * returning, so req keeps no pointer into the client). On a timeout the
  * socket is replaced, so a late reply to the old one cannot be confused with
  * the next, and the same request is sent again. Replies whose request id is
- * not ours are dropped. A Reply with status IN_PROGRESS makes the client ask
+ * not ours are dropped (an error reply with no request id at all is taken:
+ * the broker could not read ours). A Reply with status IN_PROGRESS makes the client ask
  * again after a short pause, within the same time budget. */
 int ttclient_call(ttclient_t *self, const char *service, Ttfleet__Request *req,
                   Ttfleet__Reply **reply_p);

@@ -627,7 +627,7 @@ static const command_t s_commands[] = {
     {"host", "list", "host list", "Lists the hosts of the pool (admin only).\n", s_host_list, NULL,
      NULL},
     {"host", "show", "host show ID", "Shows host ID (admin only).\n", s_host_show, NULL, NULL},
-    {NULL, "status", "status", "Shows the pool's totals (admin only).\n", s_status, NULL, NULL},
+    {NULL, "status", "status", "Shows the pool's totals.\n", s_status, NULL, NULL},
     {NULL, "mmi", "mmi SERVICE",
      "Asks the broker (8/MMI) whether it serves SERVICE; exit 0 only for 200.\n", s_mmi, NULL,
      NULL},

@@ -103,7 +103,11 @@ class Client:
         except Exception:  # protobuf raises DecodeError, but be broad on input
             print("producer: dropped an undecodable reply", file=sys.stderr)
             return None
-        if reply.request_id != request_id:
+        # An error without a request id answers a request the broker could
+        # not decode (e.g. an unknown service): with one request in flight,
+        # it is ours. Anything else with another id is a late reply.
+        anonymous_error = not reply.request_id and reply.status not in (pb.OK, pb.IN_PROGRESS)
+        if reply.request_id != request_id and not anonymous_error:
             print("producer: dropped a stale reply", file=sys.stderr)
             return None
         return reply

@@ -416,7 +416,6 @@ class EnvLifecycle(PoolTest):
         self.assertEqual(self.host("h1")["id"], "h1")
         self.fails("FORBIDDEN", "host", "list")
         self.fails("FORBIDDEN", "host", "show", "h1")
-        self.fails("FORBIDDEN", "status")
 
         self.create("st", "--dup", 2)
         st = self.ok("status", tenant=ADMIN)

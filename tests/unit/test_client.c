@@ -8,7 +8,7 @@
  * replies are ignored, and that a silent broker ends in an error within the
  * time budget. Every wait is bounded by the client's own timeout.
  *
- * Usage: test_client CASE   (retry, stale, in_progress, timeout, bad_frames,
+ * Usage: test_client CASE   (retry, stale, anon_error, in_progress, timeout, bad_frames,
  *                             mmi, ops)
  */
 #include <czmq.h>
@@ -106,6 +106,11 @@ static void s_fake_handle(fake_t *self, zmsg_t *msg)
                          "still running");
         else
             s_send_reply(self->router, routing, service, id, TTFLEET__STATUS__OK, "done");
+    } else if (streq(self->mode, "anon_error")) {
+        /* An OK without an id is not ours; an error without one is. */
+        s_send_reply(self->router, routing, service, "", TTFLEET__STATUS__OK, "anon ok");
+        s_send_reply(self->router, routing, service, "", TTFLEET__STATUS__UNKNOWN_SERVICE,
+                     "anon error");
     } else if (streq(self->mode, "bad_frames")) {
         s_send_raw(self->router, routing, "MDPW01", service, "", 0);
     } else if (streq(self->mode, "ops")) {
@@ -225,6 +230,21 @@ static void s_test_stale(void)
     CHECK(reply->status == TTFLEET__STATUS__NOT_FOUND);
     CHECK(streq(reply->message, "right"));
     CHECK(streq(reply->request_id, ttclient_request_id(c)));
+    ttclient_reply_destroy(&reply);
+    ttclient_destroy(&c);
+    zactor_destroy(&fake);
+}
+
+/* The broker answers a request it cannot decode without a request id. */
+static void s_test_anon_error(void)
+{
+    fake_args_t args;
+    zactor_t *fake = s_fake_new(&args, "anon_error");
+    ttclient_t *c = s_client(&args, 2000, 1);
+    Ttfleet__Reply *reply = NULL;
+    CHECK(ttclient_pool_status(c, &reply) == 0);
+    CHECK(reply->status == TTFLEET__STATUS__UNKNOWN_SERVICE);
+    CHECK(streq(reply->message, "anon error"));
     ttclient_reply_destroy(&reply);
     ttclient_destroy(&c);
     zactor_destroy(&fake);
@@ -412,6 +432,8 @@ int main(int argc, char **argv)
         s_test_retry();
     else if (streq(name, "stale"))
         s_test_stale();
+    else if (streq(name, "anon_error"))
+        s_test_anon_error();
     else if (streq(name, "in_progress"))
         s_test_in_progress();
     else if (streq(name, "timeout"))
