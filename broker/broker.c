@@ -15,6 +15,7 @@
  * from the file: memory never holds what the disk does not.
  */
 #include "broker.h"
+#include "ttcrash.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -577,13 +578,19 @@ int broker_run(broker_t *self)
         }
         s_timers(self);
         if (self->dirty || self->failed) {
+            tt_crash_point("broker.before_commit");
             if (self->failed || store_commit(self->store))
                 s_fail_batch(self, envelopes);
+            else
+                tt_crash_point("broker.after_commit");
             self->dirty = false;
             self->failed = false;
         }
         zlistx_purge(envelopes);
+        bool had_output = zlistx_size(self->outq) > 0;
         s_flush(self);
+        if (had_output)
+            tt_crash_point("broker.after_send");
     }
     zlistx_destroy(&envelopes);
     zpoller_destroy(&poller);

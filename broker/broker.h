@@ -254,6 +254,7 @@ bool sched_fits(broker_t *self, const host_t *host, uint32_t cpu, uint64_t mem, 
 /* persist.c: rows of broker.db; every call stages into the open transaction. */
 int persist_load(broker_t *self);
 void persist_host(broker_t *self, host_t *host);
+void persist_host_delete(broker_t *self, host_t *host);
 void persist_env_insert(broker_t *self, env_t *env);
 void persist_env_update(broker_t *self, env_t *env);
 void persist_env_delete(broker_t *self, env_t *env);

@@ -19,6 +19,7 @@
  * deleted, and the client hears why.
  */
 #include "broker.h"
+#include "ttcrash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -797,6 +798,7 @@ static void s_power(ctx_t *c, op_kind_t kind, const char *name)
 
 static void s_delete(broker_t *self, env_t *env, const char *kind)
 {
+    tt_crash_point(strcmp(kind, "env.expired") == 0 ? "broker.mid_reap" : "broker.mid_delete");
     broker_event(self, kind, env, NULL, NULL, "deleted", NULL);
     s_env_drop(self, env);
 }
@@ -1121,6 +1123,160 @@ static void s_status(ctx_t *c)
               false);
 }
 
+/* Re-create every VM of `from` on other hosts with the same spec. The old
+ * VM is destroyed (or, if its host is gone, destroyed when it comes back);
+ * the new one gets a new VM id, IP, MAC and public ports, announced as an
+ * event. Envs with an op in flight are left alone and reported. */
+static void s_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
+{
+    int moved = 0, failed = 0, busy = 0;
+    char why[256] = "";
+    zlistx_t *envs = zhashx_values(self->envs);
+    for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs)) {
+        bool has = false;
+        for (int i = 0; i < e->n_vms && !has; i++)
+            has = e->vms[i]->host == from;
+        if (!has)
+            continue;
+        if (e->busy || e->target == TARGET_CREATING || e->target == TARGET_DELETING) {
+            busy++;
+            continue;
+        }
+        for (int i = 0; i < e->n_vms; i++) {
+            vm_t *old = e->vms[i];
+            if (old->host != from || old->doomed)
+                continue;
+            sched_want_t want = {old->engine, old->image, old->cpu, old->mem, old->disk,
+                                 self->cfg.spread};
+            int status;
+            host_t *to = sched_place(self, &want, &status, why, sizeof why);
+            uint32_t vm_id;
+            uint64_t mac;
+            if (!to || alloc_vm_id(to, &vm_id) || alloc_mac(self, &mac)) {
+                failed++;
+                continue;
+            }
+            vm_t *nvm = model_vm_add(self, e, to, vm_id, mac);
+            if (!nvm) {
+                failed++;
+                continue;
+            }
+            nvm->uid = self->next_vm_uid++;
+            snprintf(nvm->image, sizeof nvm->image, "%s", old->image);
+            snprintf(nvm->engine, sizeof nvm->engine, "%s", old->engine);
+            model_vm_set_hw(nvm, old->cpu, old->mem, old->disk);
+            model_vm_set_state(nvm, e->target == TARGET_STOPPED ? TTFLEET__VM_STATE__VM_STOPPED
+                                                                : TTFLEET__VM_STATE__VM_PENDING);
+            if (alloc_vm_ports(nvm, e->gports, e->n_gports)) {
+                model_vm_remove(self, nvm);
+                snprintf(why, sizeof why, "no free public port on host %s", to->id);
+                failed++;
+                continue;
+            }
+            nvm->active = true;
+            persist_vm_insert(self, nvm);
+            old->doomed = true;
+            s_send_specs(self, &old, 1);
+            persist_vm_delete(self, old);
+            model_vm_remove(self, old);
+            i--; /* the array shifted */
+            s_send_specs(self, &nvm, 1);
+            char note[160];
+            snprintf(note, sizeof note, "moved from host %s: ip %s, mac %s", from->id, nvm->ip,
+                     nvm->mac);
+            broker_event(self, "vm.moved", e, nvm, to, tt_vm_state_name(nvm->state), note);
+            moved++;
+        }
+        broker_event(self, "env.state", e, NULL, NULL, model_env_state(e), "evacuated");
+    }
+    zlistx_destroy(&envs);
+    snprintf(msg, len, "host %s is draining; %d VM(s) moved, %d could not be placed%s%s%s, %d "
+                       "env(s) busy (try again)",
+             from->id, moved, failed, failed ? " (" : "", failed ? why : "", failed ? ")" : "",
+             busy);
+}
+
+static void s_host_admin(ctx_t *c)
+{
+    broker_t *self = c->self;
+    if (!s_is_admin(self, c->tenant)) {
+        s_err(c, TTFLEET__STATUS__FORBIDDEN, "host operations need the admin role", true);
+        return;
+    }
+    const char *id = c->req->op_case == TTFLEET__REQUEST__OP_HOST_DRAIN ? c->req->host_drain->id
+                                                                         : c->req->host_remove->id;
+    host_t *h = model_host_get(self, id);
+    char msg[600];
+    if (!h) {
+        snprintf(msg, sizeof msg, "no host '%s'", id);
+        s_err(c, TTFLEET__STATUS__NOT_FOUND, msg, true);
+        return;
+    }
+    arena_t a = a_make();
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    if (c->req->op_case == TTFLEET__REQUEST__OP_HOST_DRAIN) {
+        const Ttfleet__HostDrain *d = c->req->host_drain;
+        h->draining = !d->undo;
+        persist_host(self, h);
+        broker_event(self, d->undo ? "host.undrain" : "host.drain", NULL, NULL, h,
+                     d->undo ? "online" : "draining", NULL);
+        if (d->evacuate)
+            s_evacuate(self, h, msg, sizeof msg);
+        else
+            snprintf(msg, sizeof msg, "host %s %s", h->id,
+                     d->undo ? "takes placements again" : "is draining: no new placements");
+    } else {
+        const Ttfleet__HostRemove *r = c->req->host_remove;
+        int busy = 0;
+        for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
+            for (int i = 0; i < e->n_vms; i++)
+                if (e->vms[i]->host == h && e->busy)
+                    busy++;
+        if ((h->vm_count > 0 && !r->force) || busy) {
+            snprintf(msg, sizeof msg,
+                     busy ? "host %s holds VMs of envs with an operation in flight; try again"
+                          : "host %s still holds VMs; evacuate it (host drain --evacuate) or "
+                            "use --force to drop them",
+                     h->id);
+            a_free(&a);
+            s_err(c, TTFLEET__STATUS__INVALID_STATE, msg, true);
+            return;
+        }
+        int dropped = 0;
+        zlistx_t *envs = zhashx_values(self->envs);
+        for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
+            for (int i = e->n_vms - 1; i >= 0; i--)
+                if (e->vms[i]->host == h) {
+                    broker_event(self, "vm.state", e, e->vms[i], h, "absent", "host removed");
+                    persist_vm_delete(self, e->vms[i]);
+                    model_vm_remove(self, e->vms[i]);
+                    dropped++;
+                }
+        zlistx_destroy(&envs);
+        if (h->routing) {
+            workers_send(self, h, TT_W_DISCONNECT, NULL, 0);
+            char *hex = zframe_strhex(h->routing);
+            if (hex)
+                zhashx_delete(self->routes, hex);
+            free(hex);
+        }
+        persist_host_delete(self, h);
+        broker_event(self, "host.removed", NULL, NULL, h, "removed", NULL);
+        snprintf(msg, sizeof msg, "host %s removed (%d VM(s) dropped); a worker still running "
+                                  "there joins again when it reconnects",
+                 id, dropped);
+        zhashx_delete(self->hosts, id);
+        h = NULL;
+    }
+    if (h) {
+        rep.result_case = TTFLEET__REPLY__RESULT_HOST;
+        rep.host = s_host_info(&a, h);
+    }
+    ops_reply(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
+              true);
+    a_free(&a);
+}
+
 static bool s_changes(int op_case)
 {
     switch (op_case) {
@@ -1215,6 +1371,10 @@ void ops_handle_request(broker_t *self, zmsg_t *envelope, const char *service,
         break;
     case TTFLEET__REQUEST__OP_POOL_STATUS:
         s_status(&c);
+        break;
+    case TTFLEET__REQUEST__OP_HOST_DRAIN:
+    case TTFLEET__REQUEST__OP_HOST_REMOVE:
+        s_host_admin(&c);
         break;
     default:
         s_err(&c, TTFLEET__STATUS__BAD_REQUEST, "request has no known operation", false);

@@ -104,6 +104,15 @@ void persist_host(broker_t *self, host_t *h)
     free(images);
 }
 
+void persist_host_delete(broker_t *self, host_t *h)
+{
+    sqlite3_stmt *st = s_stmt(self, "DELETE FROM hosts WHERE id = ?1");
+    if (!st)
+        return;
+    s_text(st, 1, h->id);
+    s_done(self, st, "delete host");
+}
+
 static void s_ports_text(const uint32_t *p, int n, char *buf, size_t len)
 {
     size_t off = 0;

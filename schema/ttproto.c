@@ -223,6 +223,16 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("invalid host id");
         return 0;
     }
+    case TTFLEET__REQUEST__OP_HOST_DRAIN:
+        if (!tt_name_valid(req->host_drain->id))
+            FAIL("invalid host id '%.80s'", req->host_drain->id ? req->host_drain->id : "");
+        if (req->host_drain->undo && req->host_drain->evacuate)
+            FAIL("undo and evacuate exclude each other");
+        return 0;
+    case TTFLEET__REQUEST__OP_HOST_REMOVE:
+        if (!tt_name_valid(req->host_remove->id))
+            FAIL("invalid host id '%.80s'", req->host_remove->id ? req->host_remove->id : "");
+        return 0;
     case TTFLEET__REQUEST__OP_HOST_SHOW:
         if (!tt_name_valid(req->host_show->id))
             FAIL("invalid host id '%.80s'", req->host_show->id ? req->host_show->id : "");
