@@ -1,0 +1,186 @@
+/*
+ * The process engine for real: spawn a VM from the sample images into a
+ * temp state dir, check it runs in its own namespaces with its console
+ * and environment, pause/resume it, stop it (gone, disk kept), start it
+ * again, destroy it (dir gone). Needs root (namespaces). Every wait is
+ * bounded, and an exit handler kills the VM and removes the temp dir even
+ * when a check fails. Prints how long a spawn takes.
+ */
+#include "test_worker_util.h"
+
+#include <czmq.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "proc.h"
+
+static vm_t s_vm;
+
+static void s_kill_leftover(void)
+{
+    if (s_vm.pid && proc_alive(s_vm.pid, s_vm.start_time)) {
+        kill(s_vm.pid, SIGKILL);
+        waitpid(s_vm.pid, NULL, 0);
+    }
+}
+
+static bool s_file_has(const char *path, const char *text, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            char buf[4096];
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = 0;
+            if (strstr(buf, text))
+                return true;
+        }
+        usleep(20000);
+    }
+    return false;
+}
+
+static bool s_ns_differs(pid_t pid, const char *ns)
+{
+    char a[64], b[64], pa[64], pb[64];
+    snprintf(pa, sizeof pa, "/proc/%d/ns/%s", (int)pid, ns);
+    snprintf(pb, sizeof pb, "/proc/self/ns/%s", ns);
+    ssize_t na = readlink(pa, a, sizeof a - 1), nb = readlink(pb, b, sizeof b - 1);
+    if (na <= 0 || nb <= 0)
+        return false;
+    a[na] = 0;
+    b[nb] = 0;
+    return strcmp(a, b) != 0;
+}
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        printf("unit.worker.engine: skipped (needs root)\n");
+        return 0;
+    }
+    const char *images = getenv("TTFLEET_IMAGES");
+    if (!images) {
+        fprintf(stderr, "TTFLEET_IMAGES is not set\n");
+        return 1;
+    }
+    char images_abs[4096];
+    if (!realpath(images, images_abs)) {
+        perror(images);
+        return 1;
+    }
+    const char *state = s_tmpdir_make("engine");
+    atexit(s_kill_leftover); /* runs before the dir removal (LIFO) */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+    engine_ctx_t ctx = {state, images_abs, 2000};
+    const engine_t *eng = engine_find("process");
+    CHECK(eng == &engine_process);
+    char err[256] = "";
+
+    s_vm.vm_id = 77;
+    strcpy(s_vm.env, "t/e");
+    strcpy(s_vm.image, "ticker");
+    strcpy(s_vm.engine, "process");
+    strcpy(s_vm.ip, "10.10.0.77");
+    strcpy(s_vm.mac, "52:54:00:00:00:4d");
+    s_vm.n_ports = 2;
+    s_vm.ports[0].guest = 22;
+    s_vm.ports[1].guest = 80;
+
+    CHECK(eng->prepare_disk(&ctx, &s_vm, err, sizeof err) == 0);
+    int64_t t0 = zclock_usecs();
+    int rc = eng->start(&ctx, &s_vm, err, sizeof err);
+    int64_t spawn_us = zclock_usecs() - t0;
+    if (rc) {
+        fprintf(stderr, "start: %s\n", err);
+        CHECK(rc == 0);
+        return s_report("unit.worker.engine");
+    }
+    printf("process VM spawn took %lld us\n", (long long)spawn_us);
+    CHECK(s_vm.pid > 0);
+    CHECK(eng->is_alive(&ctx, &s_vm));
+    CHECK(s_ns_differs(s_vm.pid, "pid"));
+    CHECK(s_ns_differs(s_vm.pid, "net"));
+    CHECK(s_ns_differs(s_vm.pid, "mnt"));
+    CHECK(s_ns_differs(s_vm.pid, "uts"));
+
+    char path[4096], pidfile[4096];
+    snprintf(path, sizeof path, "%s/vms/77/console.log", state);
+    CHECK(s_file_has(path, "vm 77 ticker up", 3000));
+    snprintf(pidfile, sizeof pidfile, "%s/vms/77/pid", state);
+    pid_t fpid;
+    uint64_t fst;
+    CHECK(proc_pidfile_read(pidfile, &fpid, &fst) == 0 && fpid == s_vm.pid &&
+          fst == s_vm.start_time);
+    char envp[64];
+    snprintf(envp, sizeof envp, "/proc/%d/environ", (int)s_vm.pid);
+    FILE *f = fopen(envp, "r");
+    char envbuf[4096] = "";
+    size_t n = f ? fread(envbuf, 1, sizeof envbuf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (!envbuf[i])
+            envbuf[i] = '\n';
+    CHECK(strstr(envbuf, "TTFLEET_VM_ID=77\n") && strstr(envbuf, "TTFLEET_VM_PORTS=22,80\n") &&
+          strstr(envbuf, "TTFLEET_VM_MAC=52:54:00:00:00:4d\n"));
+
+    /* Pause: pid 1 shows state T; resume: running again. */
+    CHECK(eng->pause(&ctx, &s_vm, err, sizeof err) == 0);
+    char st;
+    uint64_t stime;
+    CHECK(proc_stat_read(s_vm.pid, &st, &stime) == 0 && st == 'T');
+    CHECK(eng->is_alive(&ctx, &s_vm));
+    CHECK(eng->resume(&ctx, &s_vm, err, sizeof err) == 0);
+    CHECK(proc_stat_read(s_vm.pid, &st, &stime) == 0 && st != 'T');
+
+    /* Stop: gone, disk kept, pidfile removed. */
+    pid_t old = s_vm.pid;
+    uint64_t old_st = s_vm.start_time;
+    t0 = zclock_usecs();
+    CHECK(eng->stop(&ctx, &s_vm, err, sizeof err) == 0);
+    printf("process VM stop took %lld us\n", (long long)(zclock_usecs() - t0));
+    CHECK(!proc_alive(old, old_st));
+    CHECK(s_vm.pid == 0);
+    CHECK(access(pidfile, F_OK) != 0);
+    snprintf(path, sizeof path, "%s/vms/77/disk/ticks", state);
+    CHECK(access(path, F_OK) == 0);
+    CHECK(!eng->is_alive(&ctx, &s_vm));
+
+    /* Start again from the kept disk, then adopt as after a restart. */
+    CHECK(eng->start(&ctx, &s_vm, err, sizeof err) == 0);
+    vm_t copy = s_vm;
+    CHECK(eng->adopt(&ctx, &copy) == 0 && copy.pid == s_vm.pid);
+    vm_t wrong = s_vm;
+    wrong.start_time++;
+    /* A row that does not match the live process: that process is a stray
+     * (pidfile proves it ours) and gets killed; the row is dead. */
+    CHECK(eng->adopt(&ctx, &wrong) == -1);
+    CHECK(!proc_alive(s_vm.pid, s_vm.start_time));
+    CHECK(eng->start(&ctx, &s_vm, err, sizeof err) == 0);
+
+    /* A missing image fails cleanly. */
+    vm_t bad = s_vm;
+    bad.vm_id = 78;
+    bad.pid = 0;
+    strcpy(bad.image, "no-such-image");
+    CHECK(eng->prepare_disk(&ctx, &bad, err, sizeof err) == 0);
+    CHECK(eng->start(&ctx, &bad, err, sizeof err) == -1 && strstr(err, "not present"));
+    CHECK(eng->destroy(&ctx, &bad, err, sizeof err) == 0);
+
+    /* Destroy: process gone, directory gone. */
+    old = s_vm.pid;
+    old_st = s_vm.start_time;
+    CHECK(eng->destroy(&ctx, &s_vm, err, sizeof err) == 0);
+    CHECK(!proc_alive(old, old_st));
+    snprintf(path, sizeof path, "%s/vms/77", state);
+    struct stat sb;
+    CHECK(lstat(path, &sb) != 0);
+    return s_report("unit.worker.engine");
+}

@@ -1,0 +1,293 @@
+/*
+ * The converge logic (worker/fleet.c) driven with packed WorkerCommands,
+ * on the hollow engine (bookkeeping only) plus one real process VM for
+ * adoption after a "restart" (fleet destroyed and created again on the
+ * same state dir) and death detection.
+ */
+#include "test_worker_util.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fleet.h"
+#include "ttproto.h"
+
+static fleet_config_t s_cfg;
+
+typedef struct {
+    Ttfleet__VmSpec spec;
+    Ttfleet__PortMap port;
+    Ttfleet__PortMap *ports[1];
+    char ip[16], mac[18];
+} s_spec_t;
+
+static void s_spec(s_spec_t *s, uint32_t id, const char *engine, int desired)
+{
+    Ttfleet__VmSpec init = TTFLEET__VM_SPEC__INIT;
+    Ttfleet__PortMap pinit = TTFLEET__PORT_MAP__INIT;
+    s->spec = init;
+    s->port = pinit;
+    s->port.guest = 22;
+    s->port.public_ = 40000 + id;
+    s->ports[0] = &s->port;
+    snprintf(s->ip, sizeof s->ip, "10.10.%u.%u", id / 256, id % 256);
+    snprintf(s->mac, sizeof s->mac, "52:54:00:00:%02x:%02x", id / 256, id % 256);
+    s->spec.vm_id = id;
+    s->spec.env = "alice/ci";
+    s->spec.image = "sleeper";
+    s->spec.engine = (char *)engine;
+    s->spec.cpu = 2;
+    s->spec.mem_mib = 1024;
+    s->spec.disk_mib = 1000;
+    s->spec.ip = s->ip;
+    s->spec.mac = s->mac;
+    s->spec.n_ports = 1;
+    s->spec.ports = s->ports;
+    s->spec.expires_at = tt_now() + 3600;
+    s->spec.desired = (Ttfleet__VmState)desired;
+}
+
+/* Send one command of n specs; returns the unpacked reply (caller frees). */
+static Ttfleet__WorkerReply *s_cmd(fleet_t *fleet, uint64_t op, s_spec_t *specs, size_t n)
+{
+    Ttfleet__WorkerCommand c = TTFLEET__WORKER_COMMAND__INIT;
+    Ttfleet__VmSpec *pp[16];
+    for (size_t i = 0; i < n; i++)
+        pp[i] = &specs[i].spec;
+    c.op_id = op;
+    c.n_vms = n;
+    c.vms = pp;
+    size_t len = ttfleet__worker_command__get_packed_size(&c);
+    uint8_t *buf = malloc(len + 1);
+    ttfleet__worker_command__pack(&c, buf);
+    zframe_t *f = fleet_command(fleet, buf, len);
+    free(buf);
+    if (!f)
+        return NULL;
+    Ttfleet__WorkerReply *r = ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f));
+    zframe_destroy(&f);
+    if (r && r->status)
+        printf("  op %llu: %s: %s\n", (unsigned long long)op, tt_status_name(r->status),
+               r->message);
+    return r;
+}
+
+static int s_one(fleet_t *fleet, uint64_t op, s_spec_t *s, int *state)
+{
+    Ttfleet__WorkerReply *r = s_cmd(fleet, op, s, 1);
+    if (!r)
+        return -1;
+    int status = r->status;
+    if (state)
+        *state = r->n_vms == 1 ? (int)r->vms[0]->state : -1;
+    CHECK(r->op_id == op);
+    ttfleet__worker_reply__free_unpacked(r, NULL);
+    return status;
+}
+
+static Ttfleet__WorkerHello *s_hello(fleet_t *fleet)
+{
+    zframe_t *f = fleet_hello(fleet);
+    Ttfleet__WorkerHello *h = ttfleet__worker_hello__unpack(NULL, zframe_size(f), zframe_data(f));
+    zframe_destroy(&f);
+    return h;
+}
+
+static int s_inventory_state(fleet_t *fleet, uint32_t id)
+{
+    Ttfleet__WorkerHello *h = s_hello(fleet);
+    int state = -1;
+    for (size_t i = 0; h && i < h->n_inventory; i++)
+        if (h->inventory[i]->vm_id == id)
+            state = h->inventory[i]->state;
+    ttfleet__worker_hello__free_unpacked(h, NULL);
+    return state;
+}
+
+static pid_t s_vm_pid(uint32_t id)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/vms/%u/pid", s_cfg.state_dir, id);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return pid;
+}
+
+static void s_kill_vm10(void)
+{
+    pid_t pid = s_vm_pid(10);
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
+
+int main(void)
+{
+    const char *images = getenv("TTFLEET_IMAGES");
+    char images_abs[4096];
+    if (!images || !realpath(images, images_abs)) {
+        fprintf(stderr, "TTFLEET_IMAGES is not set or missing\n");
+        return 1;
+    }
+    const char *state = s_tmpdir_make("fleet");
+    atexit(s_kill_vm10);
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    s_cfg = (fleet_config_t){
+        .state_dir = state,
+        .images_dir = images_abs,
+        .host_id = "h1",
+        .cap = {{4, 4096, 10000}, 1.0, 1.0, 1.0},
+        .engines = {"hollow", "process"},
+        .n_engines = 2,
+        .expiry_grace = 10,
+        .stop_timeout_ms = 2000,
+    };
+    char err[256];
+    fleet_t *fleet = fleet_new(&s_cfg, err, sizeof err);
+    CHECK(fleet != NULL);
+    if (!fleet)
+        return s_report("unit.worker.fleet");
+
+    Ttfleet__WorkerHello *h = s_hello(fleet);
+    CHECK(h && strcmp(h->host_id, "h1") == 0 && h->cpu_total == 4 && h->n_engines == 2);
+    bool has_sleeper = false, has_ticker = false;
+    for (size_t i = 0; h && i < h->n_images; i++) {
+        has_sleeper |= strcmp(h->images[i], "sleeper") == 0;
+        has_ticker |= strcmp(h->images[i], "ticker") == 0;
+    }
+    CHECK(has_sleeper && has_ticker && h->n_inventory == 0);
+    ttfleet__worker_hello__free_unpacked(h, NULL);
+
+    /* Two hollow VMs fit (2+2 cpu of 4); a third does not. */
+    s_spec_t s[3];
+    int st;
+    s_spec(&s[0], 2, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    s_spec(&s[1], 3, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    Ttfleet__WorkerReply *r = s_cmd(fleet, 1, s, 2);
+    CHECK(r && r->status == TTFLEET__STATUS__OK && r->n_vms == 2);
+    CHECK(r && r->vms[0]->state == TTFLEET__VM_STATE__VM_RUNNING &&
+          strcmp(r->vms[0]->env, "alice/ci") == 0);
+    ttfleet__worker_reply__free_unpacked(r, NULL);
+    /* Idempotent: the same command again changes nothing. */
+    CHECK(s_one(fleet, 2, &s[0], &st) == TTFLEET__STATUS__OK &&
+          st == TTFLEET__VM_STATE__VM_RUNNING);
+    s_spec(&s[2], 4, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    CHECK(s_one(fleet, 3, &s[2], &st) == TTFLEET__STATUS__NO_CAPACITY &&
+          st == TTFLEET__VM_STATE__VM_ABSENT);
+    /* Stopped VMs hold only disk: the third can be created stopped, and
+     * started once another stops. */
+    s[2].spec.desired = TTFLEET__VM_STATE__VM_STOPPED;
+    CHECK(s_one(fleet, 4, &s[2], &st) == 0 && st == TTFLEET__VM_STATE__VM_STOPPED);
+    s[2].spec.desired = TTFLEET__VM_STATE__VM_RUNNING;
+    CHECK(s_one(fleet, 5, &s[2], &st) == TTFLEET__STATUS__NO_CAPACITY &&
+          st == TTFLEET__VM_STATE__VM_STOPPED);
+    s[1].spec.desired = TTFLEET__VM_STATE__VM_PAUSED;
+    CHECK(s_one(fleet, 6, &s[1], &st) == 0 && st == TTFLEET__VM_STATE__VM_PAUSED);
+    CHECK(s_one(fleet, 7, &s[2], &st) == TTFLEET__STATUS__NO_CAPACITY); /* paused holds cpu */
+    s[1].spec.desired = TTFLEET__VM_STATE__VM_STOPPED;
+    CHECK(s_one(fleet, 8, &s[1], &st) == 0 && st == TTFLEET__VM_STATE__VM_STOPPED);
+    CHECK(s_one(fleet, 9, &s[2], &st) == 0 && st == TTFLEET__VM_STATE__VM_RUNNING);
+    /* Disk: 3 x 1000 of 10000; a VM of 8000 does not fit. */
+    s_spec_t big;
+    s_spec(&big, 9, "hollow", TTFLEET__VM_STATE__VM_STOPPED);
+    big.spec.disk_mib = 8000;
+    CHECK(s_one(fleet, 10, &big, &st) == TTFLEET__STATUS__NO_CAPACITY);
+
+    /* Bad input: reported, never applied. */
+    s_spec_t bad;
+    s_spec(&bad, 5, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    bad.spec.image = "../../bin/sh";
+    CHECK(s_one(fleet, 11, &bad, &st) == TTFLEET__STATUS__BAD_REQUEST);
+    s_spec(&bad, 5, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    bad.spec.image = "nope";
+    CHECK(s_one(fleet, 12, &bad, &st) == TTFLEET__STATUS__BAD_REQUEST);
+    s_spec(&bad, 5, "qemu", TTFLEET__VM_STATE__VM_RUNNING);
+    CHECK(s_one(fleet, 13, &bad, &st) == TTFLEET__STATUS__BAD_REQUEST);
+    s_spec(&bad, 5, "hollow", 42);
+    CHECK(s_one(fleet, 14, &bad, &st) == TTFLEET__STATUS__BAD_REQUEST);
+    s_spec(&bad, 2, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    bad.spec.image = "ticker"; /* another VM under an existing id */
+    CHECK(s_one(fleet, 15, &bad, &st) == TTFLEET__STATUS__BAD_REQUEST &&
+          st == TTFLEET__VM_STATE__VM_RUNNING);
+    s_spec(&bad, 6, "hollow", TTFLEET__VM_STATE__VM_STOPPED);
+    strcpy(bad.ip, "10.10.0.2"); /* held by vm 2 */
+    CHECK(s_one(fleet, 16, &bad, &st) == TTFLEET__STATUS__WORKER_FAILED);
+    s_spec_t dup[2];
+    s_spec(&dup[0], 7, "hollow", TTFLEET__VM_STATE__VM_STOPPED);
+    s_spec(&dup[1], 7, "hollow", TTFLEET__VM_STATE__VM_STOPPED);
+    r = s_cmd(fleet, 17, dup, 2);
+    CHECK(r && r->status == TTFLEET__STATUS__BAD_REQUEST && r->n_vms == 2);
+    ttfleet__worker_reply__free_unpacked(r, NULL);
+    CHECK(fleet_command(fleet, (const byte *)"\xff\xff\xff", 3) == NULL);
+
+    /* ABSENT destroys; ABSENT of an unknown VM is fine. */
+    s_spec(&s[0], 2, "hollow", TTFLEET__VM_STATE__VM_ABSENT);
+    CHECK(s_one(fleet, 18, &s[0], &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
+    CHECK(s_one(fleet, 19, &s[0], &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
+    s_spec(&dup[0], 7, "hollow", TTFLEET__VM_STATE__VM_ABSENT);
+    CHECK(s_one(fleet, 20, &dup[0], &st) == 0);
+
+    /* Expiry: vm 3 expired long ago -> destroyed by the tick with an event. */
+    s_spec(&s[1], 3, "hollow", TTFLEET__VM_STATE__VM_STOPPED);
+    s[1].spec.expires_at = tt_now() - 100;
+    CHECK(s_one(fleet, 21, &s[1], &st) == 0);
+    zframe_t *ev = fleet_tick(fleet, tt_now());
+    CHECK(ev != NULL);
+    if (ev) {
+        Ttfleet__WorkerEvent *e =
+            ttfleet__worker_event__unpack(NULL, zframe_size(ev), zframe_data(ev));
+        CHECK(e && e->n_vms == 1 && e->vms[0]->vm_id == 3 &&
+              e->vms[0]->state == TTFLEET__VM_STATE__VM_ABSENT &&
+              strcmp(e->vms[0]->env, "alice/ci") == 0);
+        ttfleet__worker_event__free_unpacked(e, NULL);
+        zframe_destroy(&ev);
+    }
+    CHECK(s_inventory_state(fleet, 3) == -1);
+    CHECK(fleet_tick(fleet, tt_now()) == NULL);
+
+    /* A real process VM: survives a fleet "restart", then dies. */
+    s_spec_t pv;
+    s_spec(&pv, 10, "process", TTFLEET__VM_STATE__VM_RUNNING);
+    pv.spec.cpu = 1;
+    CHECK(s_one(fleet, 22, &pv, &st) == 0 && st == TTFLEET__VM_STATE__VM_RUNNING);
+    pid_t pid = s_vm_pid(10);
+    CHECK(pid > 0);
+    fleet_destroy(&fleet);
+    CHECK(pid > 0 && kill(pid, 0) == 0); /* the VM outlives its worker */
+    fleet = fleet_new(&s_cfg, err, sizeof err);
+    CHECK(fleet != NULL);
+    if (!fleet)
+        return s_report("unit.worker.fleet");
+    CHECK(fleet_count(fleet) == 2);
+    CHECK(s_inventory_state(fleet, 10) == TTFLEET__VM_STATE__VM_RUNNING);
+    CHECK(s_inventory_state(fleet, 4) == TTFLEET__VM_STATE__VM_RUNNING); /* hollow */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ev = fleet_tick(fleet, tt_now());
+    CHECK(ev != NULL);
+    if (ev) {
+        Ttfleet__WorkerEvent *e =
+            ttfleet__worker_event__unpack(NULL, zframe_size(ev), zframe_data(ev));
+        CHECK(e && e->n_vms == 1 && e->vms[0]->vm_id == 10 &&
+              e->vms[0]->state == TTFLEET__VM_STATE__VM_DEAD);
+        ttfleet__worker_event__free_unpacked(e, NULL);
+        zframe_destroy(&ev);
+    }
+    /* The broker re-sends the spec: it starts again from its kept disk. */
+    CHECK(s_one(fleet, 23, &pv, &st) == 0 && st == TTFLEET__VM_STATE__VM_RUNNING);
+    pv.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    CHECK(s_one(fleet, 24, &pv, &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
+    char path[512];
+    snprintf(path, sizeof path, "%s/vms/10", state);
+    CHECK(access(path, F_OK) != 0);
+    fleet_destroy(&fleet);
+    return s_report("unit.worker.fleet");
+}

@@ -1,0 +1,555 @@
+/*
+ * engine_process: a VM is a process tree in its own Linux namespaces.
+ *
+ * A light container: the image's program runs as pid 1 of a new pid
+ * namespace, with its own mount, UTS (hostname vm-<id>) and network
+ * namespaces (network backend `none`: only lo, brought up), its working
+ * directory on the VM's disk (<state>/vms/<id>/disk, kept across
+ * stop/start), its output appended to <state>/vms/<id>/console.log.
+ *
+ * Spawn, so the VM outlives the worker:
+ *   worker --fork--> intermediate: setsid, unshare(NS|UTS|NET|PID)
+ *                    --fork--> VM pid 1: private mounts, fresh /proc,
+ *                                        hostname, lo up, chdir, execve
+ *                    writes <vm>/pid ("PID STARTTIME") and reports the pid
+ *                    on a pipe, then exits; the worker reaps it.
+ * The pidfile is written by the intermediate, not the worker, so even a
+ * worker killed mid-spawn leaves proof of what it started: the next start
+ * finds it and kills it instead of leaking an orphan VM. The pipe is
+ * close-on-exec in pid 1, so EOF after the pid means "exec succeeded" and
+ * an errno record means "exec failed".
+ *
+ * Stop: SIGTERM (and SIGCONT, in case it was paused) to every process of
+ * the VM's pid namespace, found by comparing /proc/PID/ns/pid inodes, then
+ * up to stop_timeout_ms for pid 1 to go, then SIGKILL to pid 1 (which
+ * kills the whole namespace: from an ancestor namespace SIGKILL is always
+ * delivered, while SIGTERM reaches pid 1 only if it installed a handler).
+ * Pause/resume: SIGSTOP/SIGCONT to every process of the namespace. The
+ * host here has only cgroup v1 mounts, so the freezer is not relied on;
+ * the namespace scan is exact and needs nothing set up.
+ *
+ * A process is ours only if pid *and* start time match what we recorded;
+ * we never signal a namespace that is the worker's own.
+ */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "images.h"
+#include "proc.h"
+
+#define S_SPAWN_TIMEOUT_MS 5000
+#define S_KILL_TIMEOUT_MS 2000
+
+/* Records on the spawn pipe. */
+enum { S_MSG_PID = 1, S_MSG_ERR = 2 };
+typedef struct {
+    int32_t kind;
+    int32_t value; /* pid, or errno */
+    int32_t step;  /* which step failed */
+    int32_t pad;
+    uint64_t start_time;
+} s_msg_t;
+
+static const char *s_step_names[] = {
+    "ok",          "setsid",     "unshare", "fork",   "mount private",  "mount /proc",
+    "sethostname", "chdir disk", "stdio",   "execve", "read start time"};
+
+static void s_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int s_mkdir(const char *path)
+{
+    if (mkdir(path, 0750) && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int s_prepare_disk(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+{
+    char vms[4096], dir[4096], disk[4096];
+    snprintf(vms, sizeof vms, "%s/vms", ctx->state_dir);
+    if (engine_vm_path(ctx, vm->vm_id, NULL, dir, sizeof dir) ||
+        engine_vm_path(ctx, vm->vm_id, "disk", disk, sizeof disk)) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    if (s_mkdir(vms) || s_mkdir(dir) || s_mkdir(disk)) {
+        snprintf(err, errlen, "create %s: %s", disk, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Everything the children need, built before fork: after fork only
+ * async-signal-safe calls are allowed (the worker has ZeroMQ threads). */
+typedef struct {
+    char prog[4096];
+    char disk[4096];
+    char pidfile[4096];
+    char hostname[32];
+    char env_id[48], env_ip[48], env_mac[48], env_name[200];
+    char env_ports[TT_MAX_PORTS_PER_VM * 6 + 32];
+    char *argv[2];
+    char *envp[10];
+    int console_fd;
+    int null_fd;
+} s_spawn_t;
+
+static void s_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void s_report(int fd, int kind, int value, int step, uint64_t start_time)
+{
+    s_msg_t m = {.kind = kind, .value = value, .step = step, .start_time = start_time};
+    s_write_all(fd, &m, sizeof m);
+}
+
+/* Best effort: a network namespace starts with lo down. */
+static void s_lo_up(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    close(fd);
+}
+
+/* pid 1 of the VM. Never returns. */
+static void s_vm_init(const s_spawn_t *sp, int wfd)
+{
+    int step = 4;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+        goto fail;
+    step = 5;
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL))
+        goto fail;
+    step = 6;
+    if (sethostname(sp->hostname, strlen(sp->hostname)))
+        goto fail;
+    s_lo_up();
+    step = 7;
+    if (chdir(sp->disk))
+        goto fail;
+    step = 8;
+    /* The pipe goes to fd 3 (close-on-exec), stdio to /dev/null and the
+     * console; nothing else of the worker leaks into the VM. */
+    /* Any of them may sit on 0..3 (a worker started with closed stdio),
+     * so lift them above first, then place them. */
+    int w = fcntl(wfd, F_DUPFD_CLOEXEC, 10);
+    int con = fcntl(sp->console_fd, F_DUPFD_CLOEXEC, 10);
+    int nul = fcntl(sp->null_fd, F_DUPFD_CLOEXEC, 10);
+    if (w < 0 || con < 0 || nul < 0)
+        goto fail;
+    wfd = w;
+    if (dup2(nul, 0) < 0 || dup2(con, 1) < 0 || dup2(con, 2) < 0 || dup3(w, 3, O_CLOEXEC) < 0)
+        goto fail;
+    wfd = 3;
+    closefrom(4);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    step = 9;
+    execve(sp->prog, sp->argv, sp->envp);
+fail:
+    s_report(wfd, S_MSG_ERR, errno, step, 0);
+    _exit(127);
+}
+
+/* The intermediate: new namespaces, fork pid 1, pidfile, report. */
+static void s_intermediate(const s_spawn_t *sp, int wfd)
+{
+    int step = 1;
+    if (setsid() < 0)
+        goto fail;
+    step = 2;
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID))
+        goto fail;
+    step = 3;
+    pid_t pid = fork();
+    if (pid < 0)
+        goto fail;
+    if (pid == 0)
+        s_vm_init(sp, wfd);
+    char state;
+    uint64_t start_time;
+    step = 10;
+    if (proc_stat_read(pid, &state, &start_time)) {
+        kill(pid, SIGKILL);
+        goto fail;
+    }
+    char line[64];
+    size_t n = proc_utoa((uint64_t)pid, line);
+    line[n++] = ' ';
+    n += proc_utoa(start_time, line + n);
+    line[n++] = '\n';
+    int fd = open(sp->pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd >= 0) {
+        s_write_all(fd, line, n);
+        close(fd);
+    }
+    s_report(wfd, S_MSG_PID, pid, 0, start_time);
+    _exit(0);
+fail:
+    s_report(wfd, S_MSG_ERR, errno, step, 0);
+    _exit(1);
+}
+
+/* Read one record, waiting at most until deadline (monotonic ms).
+ * 1 = got a record, 0 = EOF, -1 = timeout or error. */
+static int s_read_msg(int fd, s_msg_t *m, int64_t deadline)
+{
+    size_t got = 0;
+    while (got < sizeof *m) {
+        int64_t left = deadline - tt_mono_ms();
+        if (left <= 0)
+            return -1;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int rc = poll(&pfd, 1, (int)left);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            return -1;
+        ssize_t n = read(fd, (char *)m + got, sizeof *m - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return got ? -1 : 0;
+        got += (size_t)n;
+    }
+    return 1;
+}
+
+static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char *err, size_t errlen)
+{
+    if (images_resolve(ctx->images_dir, vm->image, sp->prog, sizeof sp->prog, err, errlen))
+        return -1;
+    char console[4096];
+    if (engine_vm_path(ctx, vm->vm_id, "disk", sp->disk, sizeof sp->disk) ||
+        engine_vm_path(ctx, vm->vm_id, "pid", sp->pidfile, sizeof sp->pidfile) ||
+        engine_vm_path(ctx, vm->vm_id, "console.log", console, sizeof console)) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    snprintf(sp->hostname, sizeof sp->hostname, "vm-%u", vm->vm_id);
+    snprintf(sp->env_id, sizeof sp->env_id, "TTFLEET_VM_ID=%u", vm->vm_id);
+    snprintf(sp->env_ip, sizeof sp->env_ip, "TTFLEET_VM_IP=%s", vm->ip);
+    snprintf(sp->env_mac, sizeof sp->env_mac, "TTFLEET_VM_MAC=%s", vm->mac);
+    snprintf(sp->env_name, sizeof sp->env_name, "TTFLEET_VM_ENV=%s", vm->env);
+    size_t off = (size_t)snprintf(sp->env_ports, sizeof sp->env_ports, "TTFLEET_VM_PORTS=");
+    for (uint32_t i = 0; i < vm->n_ports && off < sizeof sp->env_ports; i++)
+        off += (size_t)snprintf(sp->env_ports + off, sizeof sp->env_ports - off, "%s%u",
+                                i ? "," : "", vm->ports[i].guest);
+    sp->argv[0] = sp->prog;
+    sp->argv[1] = NULL;
+    int e = 0;
+    sp->envp[e++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    sp->envp[e++] = "HOME=/";
+    sp->envp[e++] = sp->env_id;
+    sp->envp[e++] = sp->env_ip;
+    sp->envp[e++] = sp->env_mac;
+    sp->envp[e++] = sp->env_ports;
+    sp->envp[e++] = sp->env_name;
+    sp->envp[e] = NULL;
+    sp->console_fd = open(console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (sp->console_fd < 0) {
+        snprintf(err, errlen, "open %s: %s", console, strerror(errno));
+        return -1;
+    }
+    sp->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (sp->null_fd < 0) {
+        snprintf(err, errlen, "open /dev/null: %s", strerror(errno));
+        close(sp->console_fd);
+        return -1;
+    }
+    return 0;
+}
+
+/* Wait (bounded) until the VM's pid 1 is gone or a zombie; reap it if it
+ * is our child (the worker is a subreaper). 0 if gone. */
+static int s_wait_gone(pid_t pid, uint64_t start_time, int timeout_ms)
+{
+    int64_t deadline = tt_mono_ms() + timeout_ms;
+    for (;;) {
+        waitpid(pid, NULL, WNOHANG);
+        if (!proc_alive(pid, start_time))
+            return 0;
+        if (tt_mono_ms() >= deadline)
+            return -1;
+        s_sleep_ms(10);
+    }
+}
+
+/* The VM's pid namespace, or 0 if it is unknown or is the worker's own
+ * (then only pid itself may be signalled). */
+static uint64_t s_vm_ns(pid_t pid)
+{
+    uint64_t ns = proc_pidns(pid);
+    return ns && ns != proc_pidns(getpid()) ? ns : 0;
+}
+
+static void s_signal_vm(pid_t pid, int sig)
+{
+    uint64_t ns = s_vm_ns(pid);
+    if (ns)
+        proc_signal_ns(ns, sig);
+    else
+        kill(pid, sig);
+}
+
+/* Stop the process pid/start_time: TERM, bounded wait, KILL. */
+static int s_kill_vm(const engine_ctx_t *ctx, pid_t pid, uint64_t start_time, char *err,
+                     size_t errlen)
+{
+    if (!proc_alive(pid, start_time)) {
+        waitpid(pid, NULL, WNOHANG);
+        return 0;
+    }
+    /* pid 1 gets SIGTERM only if it has a handler at the moment it is
+     * sent; a VM stopped right after its start may not have installed
+     * one yet, so the wait re-sends it once pid 1 catches it. */
+    bool caught = proc_catches(pid, SIGTERM);
+    s_signal_vm(pid, SIGTERM);
+    s_signal_vm(pid, SIGCONT);
+    int64_t deadline = tt_mono_ms() + ctx->stop_timeout_ms;
+    for (;;) {
+        waitpid(pid, NULL, WNOHANG);
+        if (!proc_alive(pid, start_time))
+            return 0;
+        if (tt_mono_ms() >= deadline)
+            break;
+        if (!caught && proc_catches(pid, SIGTERM)) {
+            caught = true;
+            kill(pid, SIGTERM);
+        }
+        s_sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    if (s_wait_gone(pid, start_time, S_KILL_TIMEOUT_MS) == 0)
+        return 0;
+    snprintf(err, errlen, "VM process %d did not exit after SIGKILL", (int)pid);
+    return -1;
+}
+
+static void s_forget(const engine_ctx_t *ctx, vm_t *vm)
+{
+    char pidfile[4096];
+    if (engine_vm_path(ctx, vm->vm_id, "pid", pidfile, sizeof pidfile) == 0)
+        unlink(pidfile);
+    vm->pid = 0;
+    vm->start_time = 0;
+}
+
+static int s_stop(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+{
+    if (vm->pid && s_kill_vm(ctx, vm->pid, vm->start_time, err, errlen))
+        return -1;
+    s_forget(ctx, vm);
+    return 0;
+}
+
+static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+{
+    if (vm->pid && proc_alive(vm->pid, vm->start_time))
+        return 0; /* already running: starting is idempotent */
+    s_spawn_t *sp = calloc(1, sizeof *sp);
+    if (!sp) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = -1;
+    if (s_build(ctx, vm, sp, err, errlen)) {
+        free(sp);
+        return -1;
+    }
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC)) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    pid_t mid = fork();
+    if (mid < 0) {
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        close(pfd[0]);
+        close(pfd[1]);
+        goto out;
+    }
+    if (mid == 0) {
+        close(pfd[0]);
+        s_intermediate(sp, pfd[1]);
+    }
+    close(pfd[1]);
+    int64_t deadline = tt_mono_ms() + S_SPAWN_TIMEOUT_MS;
+    s_msg_t m;
+    int got = s_read_msg(pfd[0], &m, deadline);
+    waitpid(mid, NULL, 0); /* it exits right after reporting */
+    if (got != 1 || m.kind != S_MSG_PID) {
+        int step = got == 1 && m.step >= 0 && m.step <= 10 ? m.step : 0;
+        snprintf(err, errlen, "spawn failed at %s: %s", got == 1 ? s_step_names[step] : "report",
+                 got == 1 ? strerror(m.value) : "no answer from the spawner");
+        close(pfd[0]);
+        goto out;
+    }
+    pid_t pid = m.value;
+    uint64_t start_time = m.start_time;
+    /* EOF: execve closed the pipe. A record: pid 1 failed before exec. */
+    got = s_read_msg(pfd[0], &m, deadline);
+    close(pfd[0]);
+    if (got != 0) {
+        if (got == 1 && m.kind == S_MSG_ERR && m.step >= 0 && m.step <= 10)
+            snprintf(err, errlen, "VM init failed at %s: %s", s_step_names[m.step],
+                     strerror(m.value));
+        else
+            snprintf(err, errlen, "VM init did not report");
+        char e2[64];
+        s_kill_vm(ctx, pid, start_time, e2, sizeof e2);
+        s_forget(ctx, vm);
+        goto out;
+    }
+    vm->pid = pid;
+    vm->start_time = start_time;
+    rc = 0;
+out:
+    close(sp->console_fd);
+    close(sp->null_fd);
+    free(sp);
+    return rc;
+}
+
+static int s_pause(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+{
+    if (!vm->pid || !proc_alive(vm->pid, vm->start_time)) {
+        snprintf(err, errlen, "VM process is not running");
+        return -1;
+    }
+    /* Twice: a process forked while the first pass ran is caught by the
+     * second (its parent is stopped by then). */
+    s_signal_vm(vm->pid, SIGSTOP);
+    s_signal_vm(vm->pid, SIGSTOP);
+    return 0;
+}
+
+static int s_resume(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+{
+    if (!vm->pid || !proc_alive(vm->pid, vm->start_time)) {
+        snprintf(err, errlen, "VM process is not running");
+        return -1;
+    }
+    s_signal_vm(vm->pid, SIGCONT);
+    return 0;
+}
+
+static bool s_is_alive(const engine_ctx_t *ctx, const vm_t *vm)
+{
+    return vm->pid && proc_alive(vm->pid, vm->start_time);
+}
+
+/* A process named by the pidfile that is alive but is not the one the
+ * row records was started by a worker that died before its commit: it is
+ * ours (pid and start time match the file we own), and no one knows it. */
+static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm)
+{
+    char pidfile[4096];
+    pid_t pid;
+    uint64_t st;
+    if (engine_vm_path(ctx, vm->vm_id, "pid", pidfile, sizeof pidfile) ||
+        proc_pidfile_read(pidfile, &pid, &st))
+        return;
+    if ((pid != vm->pid || st != vm->start_time) && proc_alive(pid, st)) {
+        char err[128];
+        s_kill_vm(ctx, pid, st, err, sizeof err);
+    }
+}
+
+static int s_adopt(const engine_ctx_t *ctx, vm_t *vm)
+{
+    s_kill_stray(ctx, vm);
+    if (vm->pid && proc_alive(vm->pid, vm->start_time))
+        return 0;
+    s_forget(ctx, vm);
+    return -1;
+}
+
+static int s_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    remove(path);
+    return 0;
+}
+
+static int s_destroy(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+{
+    s_kill_stray(ctx, vm);
+    if (s_stop(ctx, vm, err, errlen))
+        return -1;
+    char dir[4096];
+    if (engine_vm_path(ctx, vm->vm_id, NULL, dir, sizeof dir)) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    /* Depth first, no symlinks followed, never crossing a mount: the disk
+     * holds whatever the VM wrote. */
+    if (nftw(dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT) {
+        snprintf(err, errlen, "remove %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (lstat(dir, &sb) == 0) {
+        snprintf(err, errlen, "could not remove all of %s", dir);
+        return -1;
+    }
+    return 0;
+}
+
+const engine_t engine_process = {
+    .name = "process",
+    .prepare_disk = s_prepare_disk,
+    .start = s_start,
+    .stop = s_stop,
+    .pause = s_pause,
+    .resume = s_resume,
+    .is_alive = s_is_alive,
+    .adopt = s_adopt,
+    .destroy = s_destroy,
+};

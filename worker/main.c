@@ -1,0 +1,494 @@
+/*
+ * ttworker: the per-host daemon of ttfleet.
+ *
+ * It holds the actual state of this host's VMs (worker.db under --state),
+ * talks TTW01 to the broker (session.c), converges VMs to the specs the
+ * broker sends (fleet.c, through the engines), reports VMs that die or
+ * expire on their own, and destroys VMs whose lease plus a grace period
+ * ran out even when the broker is gone, so nothing lives forever.
+ *
+ * VMs outlive the worker: on SIGINT/SIGTERM it says DISCONNECT and exits,
+ * leaving them running; the next start adopts them by pid and start time.
+ * The worker is a child subreaper, so VM processes that die while it runs
+ * are reaped here and seen as dead within a second.
+ *
+ * One thread, one poll loop: broker messages, a 1 s tick (liveness,
+ * expiry, zombie reaping), a 10 s image rescan, heartbeats.
+ */
+#define _GNU_SOURCE
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "fleet.h"
+#include "host.h"
+#include "session.h"
+#include "ttproto.h"
+
+#define S_TICK_MS 1000
+#define S_SCAN_MS 10000
+
+static volatile sig_atomic_t s_stop = 0;
+static bool s_verbose = false;
+
+typedef struct {
+    char state[PATH_MAX];
+    char images[PATH_MAX];
+    char broker[256];
+    char host_id[TT_MAX_NAME + 1];
+    char engines_buf[256];
+    const char *engines[FLEET_MAX_ENGINES];
+    int n_engines;
+    long long cpu, mem, disk; /* 0 = detect */
+    double cpu_ratio, mem_ratio, disk_ratio;
+    long long heartbeat_ms, liveness, grace, stop_timeout_ms;
+} s_opts_t;
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ttworker [options]\n"
+            "\n"
+            "The ttfleet host daemon: runs this host's VMs for a ttbroker.\n"
+            "\n"
+            "  --state DIR           state directory: worker.db, VM dirs (default\n"
+            "                        ttfleet-state/worker)\n"
+            "  --broker EP           broker workers endpoint (default tcp://127.0.0.1:5556)\n"
+            "  --host-id ID          host name in the pool (default: the hostname)\n"
+            "  --images DIR          images directory (default <state>/images)\n"
+            "  --cpu N               cpus offered (default: online cpus)\n"
+            "  --mem MIB             memory offered (default: MemTotal)\n"
+            "  --disk MIB            disk offered (default: size of the state file system)\n"
+            "  --cpu-overcommit R    cpu overcommit ratio (default %.1f)\n"
+            "  --mem-overcommit R    memory overcommit ratio (default %.1f)\n"
+            "  --disk-overcommit R   disk overcommit ratio (default %.1f)\n"
+            "  --engines LIST        enabled engines, comma separated (default process,hollow)\n"
+            "  --heartbeat-ms N      heartbeat interval (default 1000)\n"
+            "  --liveness N          silent intervals before reconnecting (default 5)\n"
+            "  --expiry-grace SECS   destroy a VM this long after its expiry even without\n"
+            "                        the broker (default 300)\n"
+            "  --stop-timeout-ms N   SIGTERM grace of a VM before SIGKILL (default 2000)\n"
+            "  --verbose             log heartbeats and every message\n"
+            "  --version, --help\n",
+            RES_DEFAULT_CPU_RATIO, RES_DEFAULT_MEM_RATIO, RES_DEFAULT_DISK_RATIO);
+}
+
+static void s_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* A bad flag value: say which and why, exit 2. */
+static void s_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ttworker: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(see ttworker --help)\n");
+    va_end(ap);
+    exit(2);
+}
+
+static long long s_int(const char *flag, const char *v, long long lo, long long hi)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < lo || n > hi)
+        s_die("invalid %s value '%.40s' (want an integer %lld..%lld)", flag, v, lo, hi);
+    return n;
+}
+
+static double s_ratio(const char *flag, const char *v)
+{
+    char *end;
+    errno = 0;
+    double r = strtod(v, &end);
+    if (errno || end == v || *end || !(r >= 0.1 && r <= 100.0))
+        s_die("invalid %s value '%.40s' (want a number 0.1..100)", flag, v);
+    return r;
+}
+
+static void s_copy(const char *flag, char *dst, size_t len, const char *v)
+{
+    if (!*v || strlen(v) >= len)
+        s_die("invalid %s value '%.40s' (empty or too long)", flag, v);
+    strcpy(dst, v);
+}
+
+static void s_engines(s_opts_t *o, const char *v)
+{
+    s_copy("--engines", o->engines_buf, sizeof o->engines_buf, v);
+    o->n_engines = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(o->engines_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!engine_find(t))
+            s_die("invalid --engines: unknown engine '%.40s' (known: process, hollow)", t);
+        for (int i = 0; i < o->n_engines; i++)
+            if (strcmp(o->engines[i], t) == 0)
+                s_die("invalid --engines: engine '%.40s' given twice", t);
+        if (o->n_engines == FLEET_MAX_ENGINES)
+            s_die("invalid --engines value '%.40s': too many engines", v);
+        o->engines[o->n_engines++] = t;
+    }
+    if (!o->n_engines)
+        s_die("invalid --engines value '%.40s': no engine", v);
+}
+
+static void s_parse(int argc, char **argv, s_opts_t *o)
+{
+    enum {
+        O_STATE = 256,
+        O_BROKER,
+        O_HOST,
+        O_IMAGES,
+        O_CPU,
+        O_MEM,
+        O_DISK,
+        O_CPUR,
+        O_MEMR,
+        O_DISKR,
+        O_ENGINES,
+        O_HB,
+        O_LIVE,
+        O_GRACE,
+        O_STOPTO,
+        O_VERBOSE,
+        O_VERSION,
+        O_HELP
+    };
+    static const struct option opts[] = {
+        {"state", required_argument, NULL, O_STATE},
+        {"broker", required_argument, NULL, O_BROKER},
+        {"host-id", required_argument, NULL, O_HOST},
+        {"images", required_argument, NULL, O_IMAGES},
+        {"cpu", required_argument, NULL, O_CPU},
+        {"mem", required_argument, NULL, O_MEM},
+        {"disk", required_argument, NULL, O_DISK},
+        {"cpu-overcommit", required_argument, NULL, O_CPUR},
+        {"mem-overcommit", required_argument, NULL, O_MEMR},
+        {"disk-overcommit", required_argument, NULL, O_DISKR},
+        {"engines", required_argument, NULL, O_ENGINES},
+        {"heartbeat-ms", required_argument, NULL, O_HB},
+        {"liveness", required_argument, NULL, O_LIVE},
+        {"expiry-grace", required_argument, NULL, O_GRACE},
+        {"stop-timeout-ms", required_argument, NULL, O_STOPTO},
+        {"verbose", no_argument, NULL, O_VERBOSE},
+        {"version", no_argument, NULL, O_VERSION},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    strcpy(o->state, "ttfleet-state/worker");
+    strcpy(o->broker, "tcp://127.0.0.1:5556");
+    o->cpu_ratio = RES_DEFAULT_CPU_RATIO;
+    o->mem_ratio = RES_DEFAULT_MEM_RATIO;
+    o->disk_ratio = RES_DEFAULT_DISK_RATIO;
+    o->heartbeat_ms = 1000;
+    o->liveness = 5;
+    o->grace = 300;
+    o->stop_timeout_ms = 2000;
+    s_engines(o, "process,hollow");
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_STATE:
+            s_copy("--state", o->state, sizeof o->state, optarg);
+            break;
+        case O_BROKER:
+            s_copy("--broker", o->broker, sizeof o->broker, optarg);
+            if (strncmp(optarg, "tcp://", 6) && strncmp(optarg, "ipc://", 6) &&
+                strncmp(optarg, "inproc://", 9))
+                s_die("invalid --broker value '%.80s' (want tcp://, ipc:// or inproc://)", optarg);
+            break;
+        case O_HOST:
+            if (!tt_name_valid(optarg))
+                s_die("invalid --host-id value '%.80s' (1..64 of [A-Za-z0-9._-], no leading dot)",
+                      optarg);
+            strcpy(o->host_id, optarg);
+            break;
+        case O_IMAGES:
+            s_copy("--images", o->images, sizeof o->images, optarg);
+            break;
+        case O_CPU:
+            o->cpu = s_int("--cpu", optarg, 1, 1 << 20);
+            break;
+        case O_MEM:
+            o->mem = s_int("--mem", optarg, 1, 1LL << 40);
+            break;
+        case O_DISK:
+            o->disk = s_int("--disk", optarg, 1, 1LL << 50);
+            break;
+        case O_CPUR:
+            o->cpu_ratio = s_ratio("--cpu-overcommit", optarg);
+            break;
+        case O_MEMR:
+            o->mem_ratio = s_ratio("--mem-overcommit", optarg);
+            break;
+        case O_DISKR:
+            o->disk_ratio = s_ratio("--disk-overcommit", optarg);
+            break;
+        case O_ENGINES:
+            s_engines(o, optarg);
+            break;
+        case O_HB:
+            o->heartbeat_ms = s_int("--heartbeat-ms", optarg, 10, 60000);
+            break;
+        case O_LIVE:
+            o->liveness = s_int("--liveness", optarg, 1, 100);
+            break;
+        case O_GRACE:
+            o->grace = s_int("--expiry-grace", optarg, 0, 30LL * 24 * 3600);
+            break;
+        case O_STOPTO:
+            o->stop_timeout_ms = s_int("--stop-timeout-ms", optarg, 0, 60000);
+            break;
+        case O_VERBOSE:
+            s_verbose = true;
+            break;
+        case O_VERSION:
+            printf("ttworker %s\n", TTFLEET_VERSION);
+            exit(0);
+        case O_HELP:
+            s_usage(stdout);
+            exit(0);
+        default:
+            fprintf(stderr, "ttworker: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            s_usage(stderr);
+            exit(2);
+        }
+    }
+    if (optind < argc)
+        s_die("unexpected argument '%.80s'", argv[optind]);
+    if (!o->host_id[0]) {
+        char h[256] = "";
+        if (gethostname(h, sizeof h - 1) || !tt_name_valid(h))
+            s_die("the hostname '%.80s' is not a valid host id: give --host-id", h);
+        strcpy(o->host_id, h);
+    }
+}
+
+/* mkdir -p, then the absolute path (VM processes chdir, so paths given to
+ * them must not be relative). */
+static int s_make_dir(char *path, size_t len)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, 0750) && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0750) && errno != EEXIST)
+        return -1;
+    char abs[PATH_MAX];
+    if (!realpath(tmp, abs) || strlen(abs) >= len)
+        return -1;
+    strcpy(path, abs);
+    return 0;
+}
+
+static void s_on_signal(int sig)
+{
+    s_stop = 1;
+}
+
+/* Keep 0, 1 and 2 open so no file the worker opens lands on them (a VM's
+ * stdio is set up with dup2). */
+static void s_std_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0)
+            exit(1);
+}
+
+static void s_send_ready(session_t *session, fleet_t *fleet, const char *host_id)
+{
+    zframe_t *hello = fleet_hello(fleet);
+    if (!hello) {
+        zsys_error("could not build READY");
+        return;
+    }
+    size_t n = fleet_count(fleet);
+    if (session_send(session, TT_W_READY, &hello) == 0)
+        zsys_info("READY sent as host %s with %zu VM(s)", host_id, n);
+}
+
+static void s_handle(session_t *session, fleet_t *fleet, int cmd, zmsg_t *msg, bool *reconnect)
+{
+    switch (cmd) {
+    case TT_W_HEARTBEAT:
+        if (s_verbose)
+            zsys_debug("heartbeat from broker");
+        break;
+    case TT_W_DISCONNECT:
+        zsys_info("broker said DISCONNECT: reconnecting");
+        *reconnect = true;
+        break;
+    case TT_W_COMMAND: {
+        zframe_t *body = zmsg_last(msg);
+        int64_t t0 = zclock_usecs();
+        zframe_t *reply = fleet_command(fleet, zframe_data(body), zframe_size(body));
+        if (reply) {
+            if (s_verbose)
+                zsys_debug("COMMAND done in %lld us", (long long)(zclock_usecs() - t0));
+            session_send(session, TT_W_REPLY, &reply);
+        }
+        break;
+    }
+    default:
+        zsys_warning("ignored command 0x%02x from the broker (worker-bound only)", cmd);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    s_opts_t *o = calloc(1, sizeof *o);
+    if (!o)
+        return 1;
+    s_parse(argc, argv, o);
+    s_std_fds();
+    zsys_handler_set(NULL);
+    zsys_set_logident("ttworker");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (s_make_dir(o->state, sizeof o->state)) {
+        fprintf(stderr, "ttworker: cannot create state directory %s: %s\n", o->state,
+                strerror(errno));
+        return 1;
+    }
+    if (!o->images[0])
+        snprintf(o->images, sizeof o->images, "%s/images", o->state);
+    if (s_make_dir(o->images, sizeof o->images)) {
+        fprintf(stderr, "ttworker: cannot create images directory %s: %s\n", o->images,
+                strerror(errno));
+        return 1;
+    }
+    char err[512];
+    res_t total;
+    if (host_detect(o->state, &total, err, sizeof err)) {
+        fprintf(stderr, "ttworker: %s\n", err);
+        return 1;
+    }
+    if (o->cpu)
+        total.cpu = (uint64_t)o->cpu;
+    if (o->mem)
+        total.mem_mib = (uint64_t)o->mem;
+    if (o->disk)
+        total.disk_mib = (uint64_t)o->disk;
+    /* VM processes re-parent to us while we run, so we reap them and see
+     * their death at once; after we exit they re-parent to init. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+        zsys_warning("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+
+    fleet_config_t cfg = {
+        .state_dir = o->state,
+        .images_dir = o->images,
+        .host_id = o->host_id,
+        .cap = {total, o->cpu_ratio, o->mem_ratio, o->disk_ratio},
+        .n_engines = o->n_engines,
+        .expiry_grace = o->grace,
+        .stop_timeout_ms = (int)o->stop_timeout_ms,
+    };
+    for (int i = 0; i < o->n_engines; i++)
+        cfg.engines[i] = o->engines[i];
+    fleet_t *fleet = fleet_new(&cfg, err, sizeof err);
+    if (!fleet) {
+        fprintf(stderr, "ttworker: %s\n", err);
+        return 1;
+    }
+    zsys_info("host %s: %llu cpu, %llu MiB mem, %llu MiB disk; state %s, images %s; %zu VM(s)",
+              o->host_id, (unsigned long long)total.cpu, (unsigned long long)total.mem_mib,
+              (unsigned long long)total.disk_mib, o->state, o->images, fleet_count(fleet));
+
+    session_t *session = session_new(o->broker, (int)o->heartbeat_ms, (int)o->liveness);
+    zpoller_t *poller = NULL;
+    bool reconnect = true;
+    int64_t next_tick = zclock_mono() + S_TICK_MS;
+    int64_t next_scan = zclock_mono() + S_SCAN_MS;
+    int rc = 0;
+    while (!s_stop) {
+        if (reconnect) {
+            zpoller_destroy(&poller);
+            if (session_connect(session)) {
+                rc = 1;
+                break;
+            }
+            poller = zpoller_new(session_sock(session), NULL);
+            if (!poller) {
+                rc = 1;
+                break;
+            }
+            zsys_info("connecting to broker at %s", o->broker);
+            s_send_ready(session, fleet, o->host_id);
+            reconnect = false;
+        }
+        int64_t now = zclock_mono();
+        int64_t wait = session_next_ms(session, now);
+        if (next_tick - now < wait)
+            wait = next_tick - now;
+        if (wait < 0)
+            wait = 0;
+        zpoller_wait(poller, (int)wait);
+        if (s_stop)
+            break;
+        for (int k = 0; k < 100 && !reconnect; k++) {
+            int cmd;
+            zmsg_t *msg = NULL;
+            int got = session_recv(session, &cmd, &msg);
+            if (got == 0)
+                break;
+            if (got < 0)
+                continue;
+            s_handle(session, fleet, cmd, msg, &reconnect);
+            zmsg_destroy(&msg);
+        }
+        now = zclock_mono();
+        if (!reconnect && session_expired(session, now)) {
+            zsys_warning("broker silent for %lld ms: reconnecting",
+                         (long long)(o->heartbeat_ms * o->liveness));
+            reconnect = true;
+        }
+        if (now >= next_tick) {
+            while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+            zframe_t *ev = fleet_tick(fleet, tt_now());
+            if (ev)
+                session_send(session, TT_W_EVENT, &ev);
+            next_tick = now + S_TICK_MS;
+        }
+        if (now >= next_scan) {
+            fleet_rescan_images(fleet);
+            next_scan = now + S_SCAN_MS;
+        }
+        if (!reconnect)
+            session_heartbeat(session, now);
+    }
+    if (session_sock(session)) {
+        zsys_info("stopping: DISCONNECT sent, VMs left running");
+        session_send(session, TT_W_DISCONNECT, NULL);
+    }
+    zpoller_destroy(&poller);
+    session_destroy(&session);
+    fleet_destroy(&fleet);
+    free(o);
+    return rc;
+}
