@@ -218,6 +218,20 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
                        "request body over 256 KiB");
         goto out;
     }
+    /* who is asking: from the CURVE key when CURVE is on, else from the body */
+    char auth_tenant[TT_MAX_NAME + 1] = "";
+    bool admin = false;
+    if (self->curve) {
+        const char *user = zframe_meta(body, "User-Id");
+        const char *colon = user ? strchr(user, ':') : NULL;
+        if (!colon || !tt_name_valid(colon + 1)) {
+            s_client_error(self, envelope, service, TTFLEET__STATUS__FORBIDDEN,
+                           "no authenticated tenant on this connection");
+            goto out;
+        }
+        snprintf(auth_tenant, sizeof auth_tenant, "%s", colon + 1);
+        admin = strncmp(user, "admin:", 6) == 0;
+    }
     Ttfleet__Request *req =
         ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body));
     if (!req) {
@@ -225,13 +239,21 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
                        "body is not a valid ttfleet.Request protobuf");
         goto out;
     }
+    /* the body's tenant is ignored under CURVE; swap in the key's tenant
+     * for the request's life and put the original back before freeing */
+    char *body_tenant = req->tenant;
+    if (self->curve)
+        req->tenant = auth_tenant;
+    else
+        admin = req->tenant && strcmp(req->tenant, self->cfg.admin_tenant) == 0;
     char err[256];
     if (tt_request_validate(req, err, sizeof err)) {
         ops_reply(self, envelope, service, NULL,
                   tt_request_id_valid(req->request_id) ? req->request_id : NULL,
                   TTFLEET__STATUS__BAD_REQUEST, err, NULL, false);
     } else
-        ops_handle_request(self, envelope, service, req);
+        ops_handle_request(self, envelope, service, req, admin);
+    req->tenant = body_tenant;
     ttfleet__request__free_unpacked(req, NULL);
 out:
     zmsg_destroy(&envelope);
@@ -343,6 +365,70 @@ static int s_mkdirs(const char *path)
     return 0;
 }
 
+/* True for endpoints that only this machine can reach. */
+static bool s_local_endpoint(const char *ep)
+{
+    if (strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "inproc://", 9) == 0)
+        return true;
+    return strncmp(ep, "tcp://127.", 10) == 0 || strncmp(ep, "tcp://localhost:", 16) == 0 ||
+           strncmp(ep, "tcp://[::1]:", 12) == 0;
+}
+
+/* CURVE on the three sockets, or the loopback-only rule without it. */
+static int s_security(broker_t *self, const broker_config_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg->curve_secret[0]) {
+        const char *eps[] = {cfg->clients_ep, cfg->workers_ep, cfg->events_ep};
+        for (int i = 0; i < 3; i++)
+            if (!s_local_endpoint(eps[i])) {
+                if (!cfg->insecure) {
+                    snprintf(err, errlen,
+                             "endpoint %s is not loopback and CURVE is off: give --curve-secret "
+                             "(see docs/SECURITY.md) or --insecure",
+                             eps[i]);
+                    return -1;
+                }
+                zsys_warning("INSECURE: %s accepts anyone who can reach it, and tenants are "
+                             "taken on trust",
+                             eps[i]);
+            }
+        return 0;
+    }
+    if (!cfg->client_keys[0] || !cfg->worker_keys[0]) {
+        snprintf(err, errlen, "--curve-secret needs --client-keys DIR and --worker-keys DIR");
+        return -1;
+    }
+    zcert_t *cert = zcert_load(cfg->curve_secret);
+    if (!cert) {
+        snprintf(err, errlen, "cannot load the broker certificate %s (and %s_secret)",
+                 cfg->curve_secret, cfg->curve_secret);
+        return -1;
+    }
+    static const uint8_t zero[32];
+    if (memcmp(zcert_secret_key(cert), zero, 32) == 0) {
+        snprintf(err, errlen, "%s has no secret key: give the broker's own secret cert",
+                 cfg->curve_secret);
+        zcert_destroy(&cert);
+        return -1;
+    }
+    self->auth = zactor_new(auth_actor, &self->cfg);
+    if (!self->auth) {
+        zcert_destroy(&cert);
+        snprintf(err, errlen, "cannot start the ZAP handler");
+        return -1;
+    }
+    zsock_t *socks[3] = {self->clients, self->workers, self->events};
+    const char *domains[3] = {"clients", "workers", "clients"};
+    for (int i = 0; i < 3; i++) {
+        zcert_apply(cert, socks[i]);
+        zsock_set_curve_server(socks[i], 1);
+        zsock_set_zap_domain(socks[i], domains[i]);
+    }
+    zcert_destroy(&cert);
+    self->curve = true;
+    return 0;
+}
+
 broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
 {
     broker_t *self = calloc(1, sizeof *self);
@@ -396,6 +482,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create sockets");
         goto fail;
     }
+    if (s_security(self, cfg, err, errlen))
+        goto fail;
     zsock_set_sndhwm(self->clients, 100000);
     zsock_set_rcvhwm(self->clients, 100000);
     zsock_set_sndhwm(self->workers, 100000);
@@ -442,6 +530,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
+    zactor_destroy(&self->auth);
     zhashx_destroy(&self->hosts);
     zhashx_destroy(&self->envs);
     zhashx_destroy(&self->routes);

@@ -160,6 +160,10 @@ typedef struct {
     double cpu_ratio, mem_ratio, disk_ratio;
     bool spread;
     bool verbose;
+    char curve_secret[512]; /* broker cert (base name; NAME_secret holds the secret) */
+    char client_keys[512];  /* dir of client public certs (tenant, role metadata) */
+    char worker_keys[512];  /* dir of worker public certs */
+    bool insecure;          /* allow plain TCP on a non-loopback endpoint */
 } broker_config_t;
 
 struct broker_t {
@@ -183,6 +187,8 @@ struct broker_t {
     bool dirty; /* rows staged in the open transaction */
     bool failed; /* a statement failed in this batch: roll back and reload */
     volatile int *interrupted;
+    zactor_t *auth;     /* ZAP handler when CURVE is on */
+    bool curve;
 };
 
 /* broker.c */
@@ -205,6 +211,9 @@ void broker_end_batch(broker_t *self);
 zmsg_t *broker_pop_output(broker_t *self, zsock_t **sock);
 /* Reload the whole model from broker.db (after a failed commit). */
 int broker_reload(broker_t *self);
+
+/* auth.c: ZAP handler actor (args: the broker_config_t) */
+void auth_actor(zsock_t *pipe, void *args);
 
 /* model.c */
 host_t *model_host_get(broker_t *self, const char *id);
@@ -269,7 +278,7 @@ void persist_requests_prune(broker_t *self, int64_t cutoff);
 
 /* ops.c: env operations */
 void ops_handle_request(broker_t *self, zmsg_t *envelope, const char *service,
-                        Ttfleet__Request *req);
+                        Ttfleet__Request *req, bool admin);
 /* A worker answered command cmd_id for host. */
 void ops_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply);
 /* Host went down: fail what waits for it. */

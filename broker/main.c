@@ -36,6 +36,12 @@ static void s_usage(FILE *out)
             "  --mem-overcommit R       mem overcommit ratio (default 1.0)\n"
             "  --disk-overcommit R      disk overcommit ratio (default 1.0)\n"
             "  --spread                 spread placement instead of best-fit\n"
+            "  --curve-secret CERT      turn CURVE on with this broker certificate (CERT and\n"
+            "                           CERT_secret, as made by `ttctl keygen`)\n"
+            "  --client-keys DIR        client public certs; metadata tenant= and role=\n"
+            "                           (user|admin) say who each key is\n"
+            "  --worker-keys DIR        worker public certs allowed to join as hosts\n"
+            "  --insecure               allow plain TCP on a non-loopback endpoint\n"
             "  --verbose                log every error reply and dropped message\n"
             "  --help                   this text\n");
 }
@@ -83,7 +89,8 @@ int main(int argc, char **argv)
     broker_config_defaults(&cfg);
     enum {
         O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
-        O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP
+        O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
+        O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE
     };
     static const struct option opts[] = {
         {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -95,7 +102,9 @@ int main(int argc, char **argv)
         {"reap-per-tick", 1, 0, O_REAP},    {"cpu-overcommit", 1, 0, O_CPU},
         {"mem-overcommit", 1, 0, O_MEM},    {"disk-overcommit", 1, 0, O_DISK},
         {"spread", 0, 0, O_SPREAD},         {"verbose", 0, 0, O_VERBOSE},
-        {"help", 0, 0, O_HELP},             {0, 0, 0, 0}};
+        {"help", 0, 0, O_HELP},             {"curve-secret", 1, 0, O_CURVE},
+        {"client-keys", 1, 0, O_CKEYS},     {"worker-keys", 1, 0, O_WKEYS},
+        {"insecure", 0, 0, O_INSECURE},     {0, 0, 0, 0}};
     int c;
     long long v;
     opterr = 0;
@@ -170,6 +179,18 @@ int main(int argc, char **argv)
             break;
         case O_VERBOSE:
             cfg.verbose = true;
+            break;
+        case O_CURVE:
+            bad = s_str("--curve-secret", optarg, cfg.curve_secret, sizeof cfg.curve_secret);
+            break;
+        case O_CKEYS:
+            bad = s_str("--client-keys", optarg, cfg.client_keys, sizeof cfg.client_keys);
+            break;
+        case O_WKEYS:
+            bad = s_str("--worker-keys", optarg, cfg.worker_keys, sizeof cfg.worker_keys);
+            break;
+        case O_INSECURE:
+            cfg.insecure = true;
             break;
         case O_HELP:
             s_usage(stdout);

@@ -53,10 +53,6 @@ static arena_t a_make(void)
     return a;
 }
 
-static bool s_is_admin(broker_t *self, const char *tenant)
-{
-    return strcmp(tenant, self->cfg.admin_tenant) == 0;
-}
 
 /* ---- building results ---- */
 
@@ -598,6 +594,7 @@ typedef struct {
     const Ttfleet__Request *req;
     const char *tenant;
     const char *rid;
+    bool admin;
 } ctx_t;
 
 static void s_err(ctx_t *c, int status, const char *msg, bool record)
@@ -635,7 +632,7 @@ static void s_create(ctx_t *c)
         return;
     }
     int64_t lifetime = cr->lifetime ? (int64_t)cr->lifetime : TT_DEFAULT_LIFETIME;
-    if (lifetime > TT_MAX_LIFETIME_USER && !s_is_admin(self, c->tenant)) {
+    if (lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
         snprintf(msg, sizeof msg, "lifetime %lld s is over %d s (6 h); only admins may ask more",
                  (long long)lifetime, TT_MAX_LIFETIME_USER);
         s_err(c, TTFLEET__STATUS__FORBIDDEN, msg, true);
@@ -809,7 +806,7 @@ static void s_extend(ctx_t *c)
     env_t *env = s_env_or_err(c, x->name, true);
     if (!env)
         return;
-    if ((int64_t)x->lifetime > TT_MAX_LIFETIME_USER && !s_is_admin(c->self, c->tenant)) {
+    if ((int64_t)x->lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
         char msg[200];
         snprintf(msg, sizeof msg, "lifetime %llu s is over %d s (6 h); only admins may ask more",
                  (unsigned long long)x->lifetime, TT_MAX_LIFETIME_USER);
@@ -1017,7 +1014,7 @@ static int s_env_cmp(const void *a, const void *b)
 static void s_list(ctx_t *c, bool all)
 {
     broker_t *self = c->self;
-    if (all && !s_is_admin(self, c->tenant)) {
+    if (all && !c->admin) {
         s_err(c, TTFLEET__STATUS__FORBIDDEN, "listing every tenant's envs needs the admin role",
               false);
         return;
@@ -1054,7 +1051,7 @@ static void s_list(ctx_t *c, bool all)
 static void s_hosts(ctx_t *c, const char *id)
 {
     broker_t *self = c->self;
-    if (!s_is_admin(self, c->tenant)) {
+    if (!c->admin) {
         s_err(c, TTFLEET__STATUS__FORBIDDEN, "host operations need the admin role", false);
         return;
     }
@@ -1111,7 +1108,7 @@ static void s_status(ctx_t *c)
         ps.disk_used += h->disk_used;
         ps.vms += h->vm_count;
     }
-    bool admin = s_is_admin(self, c->tenant);
+    bool admin = c->admin;
     for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
         if (admin || strcmp(e->tenant, c->tenant) == 0)
             ps.envs++;
@@ -1199,7 +1196,7 @@ static void s_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
 static void s_host_admin(ctx_t *c)
 {
     broker_t *self = c->self;
-    if (!s_is_admin(self, c->tenant)) {
+    if (!c->admin) {
         s_err(c, TTFLEET__STATUS__FORBIDDEN, "host operations need the admin role", true);
         return;
     }
@@ -1292,9 +1289,9 @@ static bool s_changes(int op_case)
 }
 
 void ops_handle_request(broker_t *self, zmsg_t *envelope, const char *service,
-                        Ttfleet__Request *req)
+                        Ttfleet__Request *req, bool admin)
 {
-    ctx_t c = {self, envelope, service, req, req->tenant, req->request_id};
+    ctx_t c = {self, envelope, service, req, req->tenant, req->request_id, admin};
     if (s_changes(req->op_case)) {
         char key[2 * TT_MAX_REQUEST_ID + 2];
         s_req_key(c.tenant, c.rid, key, sizeof key);

@@ -206,6 +206,17 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         ttfleet__worker_hello__free_unpacked(hello, NULL);
         return;
     }
+    if (self->curve) {
+        const char *user = zframe_meta(body, "User-Id");
+        const char *bound = user && strncmp(user, "worker:", 7) == 0 ? user + 7 : NULL;
+        if (!bound || (strcmp(bound, "*") != 0 && strcmp(bound, hello->host_id) != 0)) {
+            zsys_warning("worker key is not allowed to act as host '%s'; disconnecting it",
+                         hello->host_id);
+            s_send_raw(self, routing, TT_W_DISCONNECT);
+            ttfleet__worker_hello__free_unpacked(hello, NULL);
+            return;
+        }
+    }
     host_t *host = model_host_ensure(self, hello->host_id);
     if (!host) {
         ttfleet__worker_hello__free_unpacked(hello, NULL);

@@ -1,0 +1,143 @@
+/*
+ * auth: the broker's ZAP handler (ZeroMQ RFC 27) for CURVE.
+ *
+ * Why not CZMQ's zauth: it keeps one certificate directory for every
+ * domain, and the broker needs two allow-lists with different meanings:
+ * client keys, whose certificate metadata names a tenant and a role, and
+ * worker keys. This actor answers ZAP requests on inproc://zeromq.zap.01:
+ *
+ *   domain "clients": the client's public key must be in the client key
+ *       directory; its cert's `tenant` (a valid name) and `role` (`user` or
+ *       `admin`) become the ZAP user id "role:tenant", which the broker
+ *       reads from every message (frame metadata "User-Id"). The tenant of a
+ *       request is taken from there, never from the body.
+ *   domain "workers": the key must be in the worker key directory; user id
+ *       "worker:<host>" where host is the cert's `host` metadata or "*".
+ *
+ * Anything else, an unknown key, or a cert with bad metadata gets 400.
+ * zcertstore re-reads a directory when it changes, so keys can be added or
+ * revoked without a restart.
+ */
+#include "broker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    zcertstore_t *clients;
+    zcertstore_t *workers;
+    bool verbose;
+} auth_t;
+
+static void s_reply(zsock_t *handler, const char *version, const char *request_id,
+                    const char *code, const char *text, const char *user)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, version);
+    zmsg_addstr(m, request_id);
+    zmsg_addstr(m, code);
+    zmsg_addstr(m, text);
+    zmsg_addstr(m, user);
+    zmsg_addmem(m, "", 0);
+    zmsg_send(&m, handler);
+}
+
+static void s_handle(auth_t *self, zsock_t *handler)
+{
+    zmsg_t *req = zmsg_recv(handler);
+    if (!req)
+        return;
+    char *version = zmsg_popstr(req);
+    char *request_id = zmsg_popstr(req);
+    char *domain = zmsg_popstr(req);
+    char *address = zmsg_popstr(req);
+    char *identity = zmsg_popstr(req);
+    char *mechanism = zmsg_popstr(req);
+    zframe_t *key = zmsg_pop(req);
+    const char *code = "400", *text = "denied";
+    char user[2 * TT_MAX_NAME + 16] = "";
+    if (!version || strcmp(version, "1.0") != 0 || !request_id) {
+        /* not a ZAP request we can answer properly */
+        goto out;
+    }
+    if (!mechanism || strcmp(mechanism, "CURVE") != 0 || !key || zframe_size(key) != 32) {
+        text = "CURVE required";
+        goto answer;
+    }
+    char txt[41];
+    zmq_z85_encode(txt, zframe_data(key), 32);
+    bool clients = domain && strcmp(domain, "clients") == 0;
+    bool workers = domain && strcmp(domain, "workers") == 0;
+    zcertstore_t *store = clients ? self->clients : workers ? self->workers : NULL;
+    zcert_t *cert = store ? zcertstore_lookup(store, txt) : NULL;
+    if (!cert) {
+        text = "unknown key";
+        goto answer;
+    }
+    if (clients) {
+        const char *tenant = zcert_meta(cert, "tenant");
+        const char *role = zcert_meta(cert, "role");
+        if (!tt_name_valid(tenant) || !role ||
+            (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0)) {
+            text = "client cert lacks valid tenant/role metadata";
+            goto answer;
+        }
+        snprintf(user, sizeof user, "%s:%s", role, tenant);
+    } else {
+        const char *host = zcert_meta(cert, "host");
+        snprintf(user, sizeof user, "worker:%s", host && tt_name_valid(host) ? host : "*");
+    }
+    code = "200";
+    text = "OK";
+answer:
+    if (self->verbose || strcmp(code, "200") != 0)
+        zsys_info("auth: %s %s from %s: %s %s", domain ? domain : "?", mechanism ? mechanism : "?",
+                  address ? address : "?", code, text);
+    s_reply(handler, version, request_id, code, text, user);
+out:
+    zstr_free(&version);
+    zstr_free(&request_id);
+    zstr_free(&domain);
+    zstr_free(&address);
+    zstr_free(&identity);
+    zstr_free(&mechanism);
+    zframe_destroy(&key);
+    zmsg_destroy(&req);
+}
+
+/* args: broker_config_t* */
+void auth_actor(zsock_t *pipe, void *args)
+{
+    const broker_config_t *cfg = args;
+    auth_t self = {0};
+    self.verbose = cfg->verbose;
+    self.clients = zcertstore_new(cfg->client_keys);
+    self.workers = zcertstore_new(cfg->worker_keys);
+    zsock_t *handler = zsock_new_rep("inproc://zeromq.zap.01");
+    if (!handler) {
+        zsys_error("auth: cannot bind the ZAP handler");
+        zcertstore_destroy(&self.clients);
+        zcertstore_destroy(&self.workers);
+        zsock_signal(pipe, 1);
+        return;
+    }
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = zpoller_new(pipe, handler, NULL);
+    while (true) {
+        void *which = zpoller_wait(poller, -1);
+        if (which == handler)
+            s_handle(&self, handler);
+        else if (which == pipe) {
+            char *cmd = zstr_recv(pipe);
+            bool term = !cmd || strcmp(cmd, "$TERM") == 0;
+            zstr_free(&cmd);
+            if (term)
+                break;
+        } else
+            break;
+    }
+    zpoller_destroy(&poller);
+    zsock_destroy(&handler);
+    zcertstore_destroy(&self.clients);
+    zcertstore_destroy(&self.workers);
+}
