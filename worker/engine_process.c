@@ -458,6 +458,28 @@ out:
     return rc;
 }
 
+/* kill() returns before a SIGSTOP/SIGCONT takes effect: report paused or
+ * running only once pid 1 really is (bounded wait). 0 / -1. */
+static int s_wait_stopped(const vm_t *vm, bool stopped, char *err, size_t errlen)
+{
+    int64_t deadline = tt_mono_ms() + S_KILL_TIMEOUT_MS;
+    for (;;) {
+        char state;
+        uint64_t st;
+        if (proc_stat_read(vm->pid, &state, &st) || st != vm->start_time || state == 'Z') {
+            snprintf(err, errlen, "VM process %d exited", (int)vm->pid);
+            return -1;
+        }
+        if ((state == 'T' || state == 't') == stopped)
+            return 0;
+        if (tt_mono_ms() >= deadline)
+            break;
+        s_sleep_ms(1);
+    }
+    snprintf(err, errlen, "VM process %d did not %s", (int)vm->pid, stopped ? "stop" : "continue");
+    return -1;
+}
+
 static int s_pause(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
     if (!vm->pid || !proc_alive(vm->pid, vm->start_time)) {
@@ -468,7 +490,10 @@ static int s_pause(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
      * second (its parent is stopped by then). */
     s_signal_vm(vm->pid, SIGSTOP);
     s_signal_vm(vm->pid, SIGSTOP);
-    return 0;
+    if (s_wait_stopped(vm, true, err, errlen) == 0)
+        return 0;
+    s_signal_vm(vm->pid, SIGCONT);
+    return -1;
 }
 
 static int s_resume(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
@@ -478,7 +503,7 @@ static int s_resume(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
         return -1;
     }
     s_signal_vm(vm->pid, SIGCONT);
-    return 0;
+    return s_wait_stopped(vm, false, err, errlen);
 }
 
 static bool s_is_alive(const engine_ctx_t *ctx, const vm_t *vm)
