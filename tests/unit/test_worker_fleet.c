@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "fleet.h"
+#include "proc.h"
 #include "ttproto.h"
 
 static fleet_config_t s_cfg;
@@ -287,6 +289,23 @@ int main(void)
     CHECK(s_one(fleet, 24, &pv, &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
     char path[512];
     snprintf(path, sizeof path, "%s/vms/10", state);
+    CHECK(access(path, F_OK) != 0);
+    fleet_destroy(&fleet);
+
+    /* A crash between spawn and commit leaves a VM dir with a pidfile and
+     * no row: the next start kills that process and removes the dir. */
+    engine_ctx_t ctx = {state, images_abs, 2000};
+    vm_t stray;
+    memset(&stray, 0, sizeof stray);
+    stray.vm_id = 20;
+    strcpy(stray.image, "sleeper");
+    CHECK(engine_process.prepare_disk(&ctx, &stray, err, sizeof err) == 0);
+    CHECK(engine_process.start(&ctx, &stray, err, sizeof err) == 0);
+    CHECK(proc_alive(stray.pid, stray.start_time));
+    fleet = fleet_new(&s_cfg, err, sizeof err);
+    CHECK(fleet != NULL);
+    CHECK(!proc_alive(stray.pid, stray.start_time));
+    snprintf(path, sizeof path, "%s/vms/20", state);
     CHECK(access(path, F_OK) != 0);
     fleet_destroy(&fleet);
     return s_report("unit.worker.fleet");
