@@ -239,7 +239,7 @@ static int s_positionals(ctl_t *ctl, scan_t *s, const char **pos, int max)
 
 static const char *s_one_name(ctl_t *ctl, scan_t *s, const char *what)
 {
-    const char *pos[1];
+    const char *pos[1] = {NULL};
     if (s_positionals(ctl, s, pos, 1) != 1)
         s_usage_error(ctl, "%s is required", what);
     return s_name(ctl, what, pos[0]);
@@ -418,7 +418,7 @@ static int s_env_ref(ctl_t *ctl, scan_t *s)
 
 static int s_env_extend(ctl_t *ctl, scan_t *s)
 {
-    const char *pos[2];
+    const char *pos[2] = {NULL, NULL};
     if (s_positionals(ctl, s, pos, 2) != 2)
         s_usage_error(ctl, "env name and lifetime in seconds are required");
     const char *name = s_name(ctl, "env name", pos[0]);
@@ -555,7 +555,7 @@ static int s_status(ctl_t *ctl, scan_t *s)
 
 static int s_mmi(ctl_t *ctl, scan_t *s)
 {
-    const char *pos[1];
+    const char *pos[1] = {NULL};
     if (s_positionals(ctl, s, pos, 1) != 1)
         s_usage_error(ctl, "service name is required");
     const char *service = pos[0];

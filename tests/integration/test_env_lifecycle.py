@@ -7,7 +7,6 @@ the daemons of its own pool and checks that nothing moved.
 """
 
 import os
-import time
 import unittest
 
 import harness
@@ -20,7 +19,7 @@ VM_KEYS = ("vm_id", "host", "image", "engine", "ip", "mac", "cpu", "mem", "disk"
 
 class PoolTest(unittest.TestCase):
     pool = None
-    min_stop_interval = 1
+    min_stop_interval = 0
     budget = 270  # seconds, below the ctest TIMEOUT
 
     @classmethod
@@ -67,10 +66,6 @@ class PoolTest(unittest.TestCase):
 
     def show(self, name, tenant=None):
         return self.ok("env", "show", name, tenant=tenant)
-
-    def settle(self):
-        """Waits out the broker's minimum interval between stop and start."""
-        time.sleep(self.min_stop_interval + 0.3)
 
     def host(self, host_id="h1"):
         return self.ok("host", "show", host_id, tenant=ADMIN)
@@ -298,10 +293,9 @@ class EnvLifecycle(PoolTest):
         self.fails("FORBIDDEN", "env", "extend", "ext", 6 * 3600 + 1)
         self.assertEqual(self.show("ext")["lifetime"], 300)
 
-    def test_stop_start_too_soon(self):
+    def test_stop_start(self):
         env = self.create("ss", "--dup", 2, "--port", 8080)
         host_running = self.host()
-        self.settle()
         self.ok("env", "stop", "ss")
         stopped = self.show("ss")
         self.assertEqual(stopped["state"], "stopped")
@@ -311,11 +305,8 @@ class EnvLifecycle(PoolTest):
         self.assertEqual(host_stopped["cpu_used"], host_running["cpu_used"] - 2)
         self.assertEqual(host_stopped["mem_used"], host_running["mem_used"] - 128)
         self.assertEqual(host_stopped["disk_used"], host_running["disk_used"])
-        # Too soon after the stop.
-        self.fails("TOO_SOON", "env", "start", "ss")
-        self.settle()
+        self.fails("INVALID_STATE", "env", "pause", "ss")
         self.ok("env", "start", "ss")
-        self.fails("TOO_SOON", "env", "stop", "ss")
         started = self.show("ss")
         self.assertEqual(started["state"], "running")
         # Disks, addresses and ports were kept.
@@ -354,13 +345,11 @@ class EnvLifecycle(PoolTest):
         self.assertFalse(self.show("upd")["deny_outgoing"])
         self.assertEqual(self.show("upd")["state"], "running")
         # Stopped: hardware may change, with a capacity check.
-        self.settle()
         self.ok("env", "stop", "upd")
         self.ok("env", "update", "upd", "--cpu", 2, "--mem", 128, "--disk", 256)
         vm = self.show("upd")["vms"][0]
         self.assertEqual((vm["cpu"], vm["mem"], vm["disk"]), (2, 128, 256))
         self.fails("NO_CAPACITY", "env", "update", "upd", "--cpu", 200)
-        self.settle()
         self.ok("env", "start", "upd")
         shown = self.show("upd")
         self.assertEqual(shown["state"], "running")
@@ -474,6 +463,24 @@ class EnvLifecycle(PoolTest):
         p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn('"tenant": "vars"', p.stdout)
+
+
+class TooSoon(PoolTest):
+    """The minimum interval between stop and start of one env (5 s here, so
+    that the window is wide even on a loaded machine: the broker counts in
+    whole seconds)."""
+    min_stop_interval = 5
+    budget = 50
+
+    def test_too_soon(self):
+        self.create("soon")
+        self.ok("env", "stop", "soon")  # the first stop is never too soon
+        err = self.fails("TOO_SOON", "env", "start", "soon")
+        self.assertIn("soon", err)
+        self.assertEqual(self.show("soon")["state"], "stopped")
+        # Other envs are not held back by this one.
+        self.create("other")
+        self.ok("env", "stop", "other")
 
 
 class Restart(PoolTest):
