@@ -5,7 +5,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config libczmq-dev libzmq3-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libsqlite3-dev sqlite3 python3 python3-zmq
-python3-protobuf iproute2 procps util-linux libjansson-dev"
+python3-protobuf iproute2 procps util-linux libjansson-dev clang"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi
 missing=""
 for p in $PKGS; do
