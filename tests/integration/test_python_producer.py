@@ -56,6 +56,29 @@ class PythonProducer(unittest.TestCase):
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("UNAVAILABLE", p.stderr)
 
+    def test_req_socket(self):
+        """A plain REQ socket works too: it adds the empty frame itself."""
+        import zmq
+        pb = harness.pb2()
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.pool.clients_ep)
+        try:
+            req = pb.Request(request_id="req-socket-1", tenant="py")
+            req.env_list.SetInParent()
+            sock.send_multipart([b"MDPC01", b"tt.env", req.SerializeToString()])
+            self.assertTrue(sock.poll(10000), "no reply to a REQ client")
+            frames = sock.recv_multipart()
+            self.assertEqual(frames[:2], [b"MDPC01", b"tt.env"])
+            reply = pb.Reply()
+            reply.ParseFromString(frames[2])
+            self.assertEqual((reply.request_id, reply.status), ("req-socket-1", pb.OK))
+            sock.send_multipart([b"MDPC01", b"mmi.service", b"tt.admin"])
+            self.assertTrue(sock.poll(10000))
+            self.assertEqual(sock.recv_multipart(), [b"MDPC01", b"mmi.service", b"200"])
+        finally:
+            sock.close(linger=0)
+
     def test_no_broker(self):
         dead = "tcp://127.0.0.1:%d" % harness.free_port()
         p = self.run_producer("--timeout", 100, broker=dead)
