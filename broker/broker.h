@@ -136,6 +136,10 @@ struct op_t {
     uint64_t *cmd_ids; /* per host command op id, parallel to hosts[] */
     host_t **hosts;
     int n_hosts;
+    /* create only: hosts that refused or failed, and re-placement rounds */
+    host_t *refused[8];
+    int n_refused;
+    int rounds;
 };
 
 typedef struct {
@@ -226,6 +230,10 @@ vm_t *model_vm_add(broker_t *self, env_t *env, host_t *host, uint32_t vm_id, uin
 void model_vm_remove(broker_t *self, vm_t *vm);
 vm_t *model_vm_find(broker_t *self, const char *host, uint32_t vm_id);
 void model_vm_set_state(vm_t *vm, int state);
+/* Move vm to another host with new allocations (re-placement). The old
+ * VM id, MAC and public ports are released. -1 if the new host ran out. */
+int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,
+                  const uint32_t *gports, int n_gports);
 void model_vm_set_hw(vm_t *vm, uint32_t cpu, uint32_t mem, uint32_t disk);
 bool model_vm_holds_cpu(const vm_t *vm);
 int model_vm_desired(const vm_t *vm);
@@ -251,6 +259,8 @@ typedef struct {
     const char *image;
     uint32_t cpu, mem, disk;
     bool spread;
+    host_t *const *exclude; /* hosts not to use (they refused this VM) */
+    int n_exclude;
 } sched_want_t;
 /* Choose a host for one VM. NULL with status (NO_CAPACITY / UNAVAILABLE)
  * and a message naming the resource, total, used and wanted. */

@@ -162,6 +162,35 @@ void model_vm_remove(broker_t *self, vm_t *vm)
     free(vm);
 }
 
+int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,
+                  const uint32_t *gports, int n_gports)
+{
+    char key[TT_MAX_NAME + 16];
+    snprintf(key, sizeof key, "%s/%u", vm->host->id, vm->vm_id);
+    if (zhashx_lookup(self->vm_index, key) == vm)
+        zhashx_delete(self->vm_index, key);
+    bool holds = model_vm_holds_cpu(vm);
+    s_account(vm, -1, holds, true);
+    alloc_vm_ports_release(vm);
+    alloc_vm_id_mark(vm->host, vm->vm_id, false);
+    uint64_t old_mac;
+    if (alloc_mac_parse(vm->mac, &old_mac) == 0)
+        alloc_mac_mark(self, old_mac, false);
+    vm->host->vm_count--;
+
+    vm->host = to;
+    vm->vm_id = vm_id;
+    tt_vm_ip(vm_id, vm->ip, sizeof vm->ip);
+    alloc_mac_format(mac, vm->mac, sizeof vm->mac);
+    alloc_vm_id_mark(to, vm_id, true);
+    alloc_mac_mark(self, mac, true);
+    to->vm_count++;
+    s_account(vm, 1, holds, true);
+    snprintf(key, sizeof key, "%s/%u", to->id, vm_id);
+    zhashx_update(self->vm_index, key, vm);
+    return alloc_vm_ports(vm, gports, n_gports);
+}
+
 void model_vm_set_state(vm_t *vm, int state)
 {
     bool before = model_vm_holds_cpu(vm);

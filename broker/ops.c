@@ -443,10 +443,76 @@ static int s_count_at_desired(const env_t *env)
     return n;
 }
 
+/* A create some of whose VMs a worker refused or lost: place those VMs on
+ * other hosts and try again, a few rounds at most. The refused copies are
+ * destroyed (fire and forget; READY reconciliation catches a lost one).
+ * Returns true when a new round was dispatched. */
+static bool s_create_replace(broker_t *self, op_t *op)
+{
+    env_t *env = op->env;
+    if (op->kind != OP_CREATE || op->rounds >= 3 || op->status == TTFLEET__STATUS__INTERNAL)
+        return false;
+    int n_bad = 0;
+    for (int i = 0; i < env->n_vms; i++) {
+        vm_t *vm = env->vms[i];
+        if (vm->state == TTFLEET__VM_STATE__VM_RUNNING)
+            continue;
+        n_bad++;
+        bool known = false;
+        for (int k = 0; k < op->n_refused; k++)
+            known |= op->refused[k] == vm->host;
+        if (!known && op->n_refused < 8)
+            op->refused[op->n_refused++] = vm->host;
+    }
+    if (n_bad == 0)
+        return false;
+    /* first check every failed VM can go somewhere, so a round that cannot
+     * succeed changes nothing */
+    int moved = 0;
+    char why[256] = "";
+    for (int i = 0; i < env->n_vms; i++) {
+        vm_t *vm = env->vms[i];
+        if (vm->state == TTFLEET__VM_STATE__VM_RUNNING)
+            continue;
+        sched_want_t want = {vm->engine, vm->image, vm->cpu, vm->mem, vm->disk,
+                             self->cfg.spread, op->refused, op->n_refused};
+        int status;
+        host_t *to = sched_place(self, &want, &status, why, sizeof why);
+        uint32_t vm_id;
+        uint64_t mac;
+        if (!to || alloc_vm_id(to, &vm_id) || alloc_mac(self, &mac))
+            break;
+        vm_t *copy = vm;
+        int desired = TTFLEET__VM_STATE__VM_ABSENT;
+        if (vm->host->routing && vm->host->state != HOST_DOWN)
+            ops_send_command(self, vm->host, &copy, &desired, 1);
+        if (model_vm_move(self, vm, to, vm_id, mac, env->gports, env->n_gports))
+            break;
+        model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);
+        persist_vm_update(self, vm);
+        persist_vm_ports(self, vm);
+        op->vms[moved++] = vm;
+    }
+    if (moved != n_bad)
+        return false; /* the caller fails the create; everything is undone */
+    zsys_info("env %s/%s: %d VM(s) re-placed after: %s", env->tenant, env->name, moved,
+              op->message);
+    op->rounds++;
+    op->n_vms = moved;
+    op->n_hosts = 0;
+    op->status = TTFLEET__STATUS__OK;
+    op->message[0] = 0;
+    op->deadline_ms = tt_mono_ms() + self->cfg.worker_timeout_ms;
+    s_op_dispatch(self, op);
+    return true;
+}
+
 static void s_op_finish(broker_t *self, op_t *op)
 {
     env_t *env = op->env;
     char msg[768];
+    if (op->status != TTFLEET__STATUS__OK && s_create_replace(self, op))
+        return;
     int at = s_count_at_desired(env);
     if (at != env->n_vms && op->status == TTFLEET__STATUS__OK) {
         op->status = TTFLEET__STATUS__WORKER_FAILED;
@@ -674,7 +740,7 @@ static void s_create(ctx_t *c)
         uint32_t dup = cr->images[i]->dup ? cr->images[i]->dup : 1;
         for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
             sched_want_t want = {engine, cr->images[i]->image, cpu, mem, disk,
-                                 cr->spread || self->cfg.spread};
+                                 cr->spread || self->cfg.spread, NULL, 0};
             host_t *host = sched_place(self, &want, &status, msg, sizeof msg);
             if (!host)
                 break;
@@ -1144,7 +1210,7 @@ static void s_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
             if (old->host != from || old->doomed)
                 continue;
             sched_want_t want = {old->engine, old->image, old->cpu, old->mem, old->disk,
-                                 self->cfg.spread};
+                                 self->cfg.spread, NULL, 0};
             int status;
             host_t *to = sched_place(self, &want, &status, why, sizeof why);
             uint32_t vm_id;

@@ -84,6 +84,11 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
             continue;
         if (!model_host_has(h, want->engine, want->image))
             continue;
+        bool excluded = false;
+        for (int i = 0; i < want->n_exclude && !excluded; i++)
+            excluded = want->exclude[i] == h;
+        if (excluded)
+            continue;
         candidates++;
         cpu_t += s_cap(h->cpu_total, self->cfg.cpu_ratio);
         cpu_u += h->cpu_used;

@@ -58,9 +58,11 @@ static void s_ready(const char *routing, const char *host, uint32_t cpu, uint64_
     s_worker_send(routing, TT_W_READY, buf, len);
 }
 
+static const char *g_refuse_only; /* refuse only on this routing id (NULL: all) */
+
 /* Answer every queued COMMAND as a worker that does what it is told,
  * or refuses with status `refuse`. Returns the number of commands seen. */
-static int s_answer_commands(int refuse)
+static int s_answer_commands(int refuse_status)
 {
     int n = 0;
     zsock_t *sock;
@@ -78,6 +80,9 @@ static int s_answer_commands(int refuse)
         zframe_t *body = zmsg_next(m);
         Ttfleet__WorkerCommand *cmd =
             ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
+        int refuse = refuse_status;
+        if (g_refuse_only && strcmp(routing, g_refuse_only) != 0)
+            refuse = 0;
         if (cmd && zframe_data(f)[0] == TT_W_COMMAND) {
             n++;
             Ttfleet__WorkerReply rep = TTFLEET__WORKER_REPLY__INIT;
@@ -354,6 +359,37 @@ int main(void)
         CHECK(small->cpu_used + big->cpu_used == before);
         CHECK(small->vm_count + big->vm_count == vms_before);
         CHECK(model_env_get(g_b, "t1", "refused") == NULL);
+        s_drain();
+    }
+
+    /* a host that refuses: its VMs are re-placed on the other host */
+    {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+        Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+        ic.image = "img";
+        cr.name = "replaced";
+        cr.n_images = 1;
+        cr.images = &icp;
+        cr.cpu = 1;
+        cr.mem_mib = 128;
+        cr.disk_mib = 100;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+        req.env_create = &cr;
+        req.request_id = "replace-1";
+        req.tenant = "t1";
+        s_client_send(TT_SERVICE_ENV, &req);
+        broker_end_batch(g_b);
+        g_refuse_only = "w-small"; /* best-fit picks small first; it refuses */
+        for (int round = 0; round < 4; round++) {
+            s_answer_commands(TTFLEET__STATUS__NO_CAPACITY);
+            broker_end_batch(g_b);
+        }
+        g_refuse_only = NULL;
+        r = s_client_reply();
+        CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
+              strcmp(r->env->vms[0]->host, "big") == 0);
+        s_status(r);
         s_drain();
     }
 
