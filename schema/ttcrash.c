@@ -1,5 +1,5 @@
 /*
- * ttcrash: see ttcrash.h. The variable is read once; a malformed value
+ * ttcrash: see ttcrash.h. The variables are read once; a malformed value
  * disables the switch (with a message) rather than crashing somewhere
  * unexpected.
  */
@@ -15,6 +15,7 @@ static int s_loaded;
 static char s_name[64];
 static long s_nth = 1;
 static long s_seen;
+static char s_arm[512];
 
 static void s_load(void)
 {
@@ -37,6 +38,13 @@ static void s_load(void)
         }
         s_nth = nth;
     }
+    const char *arm = getenv("TTFLEET_CRASH_ARM");
+    if (arm && strlen(arm) >= sizeof s_arm) {
+        fprintf(stderr, "TTFLEET_CRASH_ARM is too long; crash points disabled\n");
+        return;
+    }
+    if (arm)
+        memcpy(s_arm, arm, strlen(arm) + 1);
     memcpy(s_name, v, len);
     s_name[len] = 0;
 }
@@ -47,6 +55,8 @@ void tt_crash_point(const char *name)
         s_load();
     if (!s_name[0] || strcmp(name, s_name) != 0)
         return;
+    if (s_arm[0] && access(s_arm, F_OK) != 0)
+        return; /* not armed yet: the scenario is still being prepared */
     if (++s_seen < s_nth)
         return;
     fprintf(stderr, "crash point %s reached (#%ld): SIGKILL\n", name, s_seen);

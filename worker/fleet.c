@@ -29,6 +29,7 @@
 
 #include "engine.h"
 #include "images.h"
+#include "ttcrash.h"
 #include "vmdb.h"
 #include "wire.h"
 
@@ -272,6 +273,7 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
             s_put(self, vm);
             return TTFLEET__STATUS__WORKER_FAILED;
         }
+        tt_crash_point("worker.after_spawn"); /* started, not yet in worker.db */
         vm->state = TTFLEET__VM_STATE__VM_RUNNING;
         s_put(self, vm);
         zsys_info("vm %u (%s): running, pid %d", vm->vm_id, vm->env, (int)vm->pid);
@@ -411,6 +413,21 @@ static int s_commit(fleet_t *self)
     return -1;
 }
 
+/* The crash point between two VMs of a command that moves them to desired. */
+static const char *s_mid_point(int desired)
+{
+    switch (desired) {
+    case TTFLEET__VM_STATE__VM_STOPPED:
+        return "worker.mid_stop";
+    case TTFLEET__VM_STATE__VM_PAUSED:
+        return "worker.mid_pause";
+    case TTFLEET__VM_STATE__VM_ABSENT:
+        return "worker.mid_destroy";
+    default:
+        return "worker.mid_start";
+    }
+}
+
 zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
 {
     Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
@@ -446,6 +463,8 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
         } else {
             status = s_converge(self, spec, &state, msg);
         }
+        if (i + 1 < cmd->n_vms) /* between two VMs of one command */
+            tt_crash_point(s_mid_point(spec->desired));
         const vm_t *vm = spec->vm_id <= TT_VMID_MAX ? self->table[spec->vm_id] : NULL;
         char *m =
             s_actuals_add(&acts, spec->vm_id, state, vm ? vm->env : "", vm ? vm->expires_at : 0);
@@ -463,6 +482,7 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
         reply.status = TTFLEET__STATUS__WORKER_FAILED;
         snprintf(message, sizeof message, "host %s could not persist its state", self->cfg.host_id);
     }
+    tt_crash_point("worker.before_reply"); /* committed, the broker not told */
     reply.message = message;
     reply.n_vms = acts.n;
     reply.vms = acts.ptrs;
