@@ -152,10 +152,19 @@ static void s_lo_up(void)
     close(fd);
 }
 
-/* pid 1 of the VM. Never returns. */
-static void s_vm_init(const s_spawn_t *sp, int wfd)
+/* pid 1 of the VM. Never returns. It first waits until the intermediate
+ * has read its start time: the intermediate shares the new mount
+ * namespace, so once the fresh /proc is mounted over it, the host pid it
+ * must read is gone from its view. */
+static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd)
 {
     int step = 4;
+    char go;
+    ssize_t got;
+    do
+        got = read(go_fd, &go, 1);
+    while (got < 0 && errno == EINTR);
+    close(go_fd);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
         goto fail;
     step = 5;
@@ -206,11 +215,17 @@ static void s_intermediate(const s_spawn_t *sp, int wfd)
     if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID))
         goto fail;
     step = 3;
+    int go[2];
+    if (pipe2(go, O_CLOEXEC))
+        goto fail;
     pid_t pid = fork();
     if (pid < 0)
         goto fail;
-    if (pid == 0)
-        s_vm_init(sp, wfd);
+    if (pid == 0) {
+        close(go[1]);
+        s_vm_init(sp, wfd, go[0]);
+    }
+    close(go[0]);
     char state;
     uint64_t start_time;
     step = 10;
@@ -228,6 +243,7 @@ static void s_intermediate(const s_spawn_t *sp, int wfd)
         s_write_all(fd, line, n);
         close(fd);
     }
+    close(go[1]); /* pid 1 may mount its /proc now */
     s_report(wfd, S_MSG_PID, pid, 0, start_time);
     _exit(0);
 fail:
