@@ -106,6 +106,8 @@ void ttclient_destroy(ttclient_t **self_p)
 void ttclient_set_timeout(ttclient_t *self, int timeout_ms)
 {
     self->timeout = timeout_ms > 0 ? timeout_ms : 1;
+    if (self->sock)
+        zsock_set_sndtimeo(self->sock, self->timeout);
 }
 
 void ttclient_set_retries(ttclient_t *self, int retries)

@@ -14,6 +14,11 @@
  * handed out belongs to the caller, who frees it with ttclient_reply_destroy().
  *
  * A ttclient_t is not thread-safe: use one per thread.
+ *
+ * libttclient uses CZMQ, which installs SIGINT/SIGTERM handlers the first
+ * time a socket is made, unless the application called zsys_handler_set(NULL)
+ * before (or runs with ZSYS_SIGHANDLER=false). With CZMQ's handlers, a
+ * signal during a call ends it with -1 and the error "interrupted".
  */
 #ifndef TTCLIENT_H
 #define TTCLIENT_H
