@@ -54,6 +54,8 @@ typedef struct {
     long long cpu, mem, disk; /* 0 = detect */
     double cpu_ratio, mem_ratio, disk_ratio;
     long long heartbeat_ms, liveness, grace, stop_timeout_ms;
+    char curve_secret[PATH_MAX]; /* this worker's cert (CURVE), "" = plain */
+    char broker_key[PATH_MAX];   /* the broker's public cert */
 } s_opts_t;
 
 static void s_usage(FILE *f)
@@ -80,6 +82,9 @@ static void s_usage(FILE *f)
             "  --expiry-grace SECS   destroy a VM this long after its expiry even without\n"
             "                        the broker (default 300)\n"
             "  --stop-timeout-ms N   SIGTERM grace of a VM before SIGKILL (default 2000)\n"
+            "  --curve-secret CERT   talk CURVE with this worker certificate (CERT and\n"
+            "                        CERT_secret, made by `ttctl keygen --role worker`)\n"
+            "  --broker-key CERT     the broker's public certificate (with --curve-secret)\n"
             "  --verbose             log heartbeats and every message\n"
             "  --version, --help\n",
             RES_DEFAULT_CPU_RATIO, RES_DEFAULT_MEM_RATIO, RES_DEFAULT_DISK_RATIO);
@@ -165,7 +170,9 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         O_STOPTO,
         O_VERBOSE,
         O_VERSION,
-        O_HELP
+        O_HELP,
+        O_CURVE,
+        O_BKEY
     };
     static const struct option opts[] = {
         {"state", required_argument, NULL, O_STATE},
@@ -184,6 +191,8 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         {"expiry-grace", required_argument, NULL, O_GRACE},
         {"stop-timeout-ms", required_argument, NULL, O_STOPTO},
         {"verbose", no_argument, NULL, O_VERBOSE},
+        {"curve-secret", required_argument, NULL, O_CURVE},
+        {"broker-key", required_argument, NULL, O_BKEY},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -255,6 +264,12 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
             break;
         case O_VERBOSE:
             s_verbose = true;
+            break;
+        case O_CURVE:
+            s_copy("--curve-secret", o->curve_secret, sizeof o->curve_secret, optarg);
+            break;
+        case O_BKEY:
+            s_copy("--broker-key", o->broker_key, sizeof o->broker_key, optarg);
             break;
         case O_VERSION:
             printf("ttworker %s\n", TTFLEET_VERSION);
@@ -420,6 +435,31 @@ int main(int argc, char **argv)
               (unsigned long long)total.disk_mib, o->state, o->images, fleet_count(fleet));
 
     session_t *session = session_new(o->broker, (int)o->heartbeat_ms, (int)o->liveness);
+    if (!session) {
+        fprintf(stderr, "ttworker: out of memory\n");
+        fleet_destroy(&fleet);
+        return 1;
+    }
+    if (o->curve_secret[0] || o->broker_key[0]) {
+        zcert_t *own = o->curve_secret[0] ? zcert_load(o->curve_secret) : NULL;
+        zcert_t *broker = o->broker_key[0] ? zcert_load(o->broker_key) : NULL;
+        static const byte zero[32];
+        if (!own || !broker || memcmp(zcert_secret_key(own), zero, 32) == 0) {
+            fprintf(stderr,
+                    "ttworker: CURVE needs both --curve-secret (a cert with its _secret file) "
+                    "and --broker-key (the broker's public cert); cannot load %s\n",
+                    !own ? (o->curve_secret[0] ? o->curve_secret : "--curve-secret")
+                         : !broker ? (o->broker_key[0] ? o->broker_key : "--broker-key")
+                                   : o->curve_secret);
+            zcert_destroy(&own);
+            zcert_destroy(&broker);
+            session_destroy(&session);
+            fleet_destroy(&fleet);
+            return 2;
+        }
+        session_set_curve(session, &own, zcert_public_txt(broker));
+        zcert_destroy(&broker);
+    }
     zpoller_t *poller = NULL;
     bool reconnect = true;
     int64_t next_tick = zclock_mono() + S_TICK_MS;

@@ -13,7 +13,17 @@ struct session_t {
     int liveness;
     int64_t last_recv; /* monotonic ms */
     int64_t last_send;
+    zcert_t *cert;         /* CURVE: our certificate, NULL for plain TCP */
+    char server_key[41];   /* CURVE: the broker's public key */
 };
+
+void session_set_curve(session_t *self, zcert_t **own_p, const char *server_key)
+{
+    zcert_destroy(&self->cert);
+    self->cert = *own_p;
+    *own_p = NULL;
+    snprintf(self->server_key, sizeof self->server_key, "%s", server_key);
+}
 
 session_t *session_new(const char *endpoint, int heartbeat_ms, int liveness)
 {
@@ -36,6 +46,7 @@ void session_destroy(session_t **self_p)
         return;
     session_t *self = *self_p;
     zsock_destroy(&self->sock);
+    zcert_destroy(&self->cert);
     free(self->endpoint);
     free(self);
     *self_p = NULL;
@@ -54,6 +65,10 @@ int session_connect(session_t *self)
     zsock_set_sndtimeo(self->sock, 0);
     zsock_set_rcvtimeo(self->sock, 0);
     zsock_set_maxmsgsize(self->sock, (int64_t)TT_MAX_WORKER_BODY + 4096);
+    if (self->cert) {
+        zcert_apply(self->cert, self->sock);
+        zsock_set_curve_serverkey(self->sock, self->server_key);
+    }
     if (zsock_connect(self->sock, "%s", self->endpoint)) {
         zsys_error("connect %s failed: %s", self->endpoint, zmq_strerror(zmq_errno()));
         zsock_destroy(&self->sock);

@@ -19,6 +19,10 @@ session_t *session_new(const char *endpoint, int heartbeat_ms, int liveness);
 void session_destroy(session_t **self_p);
 
 /* (Re)create the socket and connect. 0 / -1. */
+/* Use CURVE: own is this worker's certificate (public + secret; the
+ * session takes ownership), server_key the broker's public key (Z85). */
+void session_set_curve(session_t *self, zcert_t **own_p, const char *server_key);
+
 int session_connect(session_t *self);
 zsock_t *session_sock(session_t *self);
 
