@@ -153,6 +153,10 @@ def producer():
     return _producer
 
 
+class PortTaken(Exception):
+    pass
+
+
 class Daemon:
     """One process we started, with its output in a log file."""
 
@@ -230,9 +234,7 @@ class Pool:
         self.min_stop_interval = min_stop_interval
         self.keep = keep or bool(os.environ.get("TTFLEET_KEEP"))
         self.dir = tempfile.mkdtemp(prefix="ttfleet-it-")
-        self.clients_ep = "tcp://127.0.0.1:%d" % free_port()
-        self.workers_ep = "tcp://127.0.0.1:%d" % free_port()
-        self.events_ep = "tcp://127.0.0.1:%d" % free_port()
+        self._pick_ports()
         self.images = os.path.join(self.dir, "images")
         self.broker = None
         self.workers = {}
@@ -240,6 +242,11 @@ class Pool:
         atexit.register(self.close)
         _pools.append(self)
         self._make_images()
+
+    def _pick_ports(self):
+        self.clients_ep = "tcp://127.0.0.1:%d" % free_port()
+        self.workers_ep = "tcp://127.0.0.1:%d" % free_port()
+        self.events_ep = "tcp://127.0.0.1:%d" % free_port()
 
     def _make_images(self):
         """Our own images dir: the repo's images plus extra names for the
@@ -260,7 +267,17 @@ class Pool:
     # ---- daemons ----
 
     def start(self, wait=True):
-        self.start_broker()
+        # A port found free may be taken before the broker binds it (by a
+        # test running in parallel, or as the ephemeral port of some
+        # connection): then take new ports and try again.
+        for attempt in range(5):
+            try:
+                self.start_broker()
+                break
+            except PortTaken:
+                if attempt == 4:
+                    raise
+                self._pick_ports()
         for host in self.hosts:
             self.start_worker(host)
         if wait:
@@ -279,7 +296,11 @@ class Pool:
         # Ready when it answers MMI: bounded, and fails fast if it died.
         def answers():
             if not self.broker.running():
-                raise AssertionError("ttbroker exited:\n" + self.broker.log())
+                log = self.broker.log()
+                self.broker.stop()
+                if "Address already in use" in log:
+                    raise PortTaken(log)
+                raise AssertionError("ttbroker exited:\n" + log)
             return self.ctl("mmi", "tt.env", timeout_ms=200).rc == 0
         wait_for("ttbroker to answer", answers, timeout=20)
 
