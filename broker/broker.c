@@ -134,6 +134,21 @@ static void s_client_error(broker_t *self, zmsg_t *envelope, const char *service
     ops_reply(self, envelope, service, NULL, NULL, status, message, NULL, false);
 }
 
+/* An error before the request is handled, echoing its request id when the
+ * body decodes and carries a valid one, so clients can match the reply. */
+static void s_client_error_body(broker_t *self, zmsg_t *envelope, const char *service,
+                                zframe_t *body, int status, const char *message)
+{
+    Ttfleet__Request *req =
+        body && zframe_size(body) <= TT_MAX_BODY
+            ? ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body))
+            : NULL;
+    const char *rid = req && tt_request_id_valid(req->request_id) ? req->request_id : NULL;
+    ops_reply(self, envelope, service, NULL, rid, status, message, NULL, false);
+    if (req)
+        ttfleet__request__free_unpacked(req, NULL);
+}
+
 void broker_handle_client(broker_t *self, zmsg_t **msg_p)
 {
     zmsg_t *msg = *msg_p;
@@ -176,8 +191,9 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         goto out;
     }
     if (rest + (size_t)env_frames + 1 > TT_MAX_FRAMES || rest != 3) {
-        s_client_error(self, envelope, service, TTFLEET__STATUS__BAD_REQUEST,
-                       "a request is exactly [empty][MDPC01][service][body]");
+        s_client_error_body(self, envelope, service, rest == 3 ? body : NULL,
+                            TTFLEET__STATUS__BAD_REQUEST,
+                            "a request is exactly [empty][MDPC01][service][body]");
         goto out;
     }
     if (strcmp(service, TT_SERVICE_MMI) == 0) {
@@ -210,7 +226,7 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         char m[96];
         snprintf(m, sizeof m, "unknown service '%s': use tt.env, tt.admin or mmi.service",
                  service);
-        s_client_error(self, envelope, service, TTFLEET__STATUS__UNKNOWN_SERVICE, m);
+        s_client_error_body(self, envelope, service, body, TTFLEET__STATUS__UNKNOWN_SERVICE, m);
         goto out;
     }
     if (zframe_size(body) > TT_MAX_BODY) {
