@@ -140,6 +140,7 @@ struct op_t {
     host_t *refused[8];
     int n_refused;
     int rounds;
+    void *handle; /* in all_ops, for O(1) removal */
 };
 
 typedef struct {

@@ -332,7 +332,7 @@ static op_t *s_op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelo
     for (int i = 0; i < env->n_vms; i++)
         op->vms[op->n_vms++] = env->vms[i];
     env->busy = op;
-    zlistx_add_end(self->all_ops, op);
+    op->handle = zlistx_add_end(self->all_ops, op);
     if (rid && *rid) {
         char key[2 * TT_MAX_REQUEST_ID + 2];
         s_req_key(tenant, rid, key, sizeof key);
@@ -359,9 +359,8 @@ void ops_free(broker_t *self, op_t **op_p)
         }
     if (op->env && op->env->busy == op)
         op->env->busy = NULL;
-    void *handle = zlistx_find(self->all_ops, op);
-    if (handle)
-        zlistx_detach(self->all_ops, handle);
+    if (op->handle)
+        zlistx_detach(self->all_ops, op->handle);
     zmsg_destroy(&op->envelope);
     free(op->vms);
     free(op->hosts);
