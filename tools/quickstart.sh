@@ -67,8 +67,8 @@ done
 # a demo env left over from an earlier run is replaced
 $CTL env delete demo >/dev/null 2>&1 || true
 $CTL env create demo --image sleeper --dup 2 --cpu 1 --mem 256 --disk 1024 --port 80 \
-    --lifetime 3600
-echo
+    --lifetime 3600 >/dev/null
+echo "created env demo (tenant demo):"
 $CTL env show demo
 echo
 echo "broker and worker are running (logs in $RUN). Try:"
