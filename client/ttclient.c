@@ -529,3 +529,27 @@ int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p)
     req.pool_status = &empty;
     return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
 }
+
+int ttclient_host_drain(ttclient_t *self, const char *id, bool undo, bool evacuate,
+                        Ttfleet__Reply **reply_p)
+{
+    Ttfleet__HostDrain drain = TTFLEET__HOST_DRAIN__INIT;
+    drain.id = (char *)(id ? id : "");
+    drain.undo = undo;
+    drain.evacuate = evacuate;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_DRAIN;
+    req.host_drain = &drain;
+    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+}
+
+int ttclient_host_remove(ttclient_t *self, const char *id, bool force, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__HostRemove rm = TTFLEET__HOST_REMOVE__INIT;
+    rm.id = (char *)(id ? id : "");
+    rm.force = force;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_REMOVE;
+    req.host_remove = &rm;
+    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+}

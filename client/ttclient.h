@@ -93,6 +93,12 @@ int ttclient_env_rm_vm(ttclient_t *self, Ttfleet__EnvRmVm *rm, Ttfleet__Reply **
 int ttclient_host_list(ttclient_t *self, Ttfleet__Reply **reply_p);
 int ttclient_host_show(ttclient_t *self, const char *id, Ttfleet__Reply **reply_p);
 int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p);
+/* Drains host id (no new placements) or, with undo, ends the drain; with
+ * evacuate also re-creates the host's VMs on other hosts. */
+int ttclient_host_drain(ttclient_t *self, const char *id, bool undo, bool evacuate,
+                        Ttfleet__Reply **reply_p);
+/* Removes host id from the pool; refused while it holds VMs unless force. */
+int ttclient_host_remove(ttclient_t *self, const char *id, bool force, Ttfleet__Reply **reply_p);
 
 /* Asks mmi.service whether the broker serves service. Copies the reply code
  * ("200", "404" or "501") into code (NUL-terminated, truncated to len).

@@ -18,9 +18,11 @@
  */
 #include <czmq.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ttclient.h"
 #include "ttctl_print.h"
@@ -31,6 +33,9 @@
 #define EXIT_TRANSPORT 3
 
 #define TTCTL_MAX_TIMEOUT 3600000
+#define TTCTL_DEFAULT_EVENTS "tcp://127.0.0.1:5557"
+#define TTCTL_DEFAULT_WAIT 300 /* seconds env create --wait waits */
+#define TTCTL_WAIT_POLL_MS 250
 
 typedef struct command_s command_t;
 
@@ -305,6 +310,61 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
 
 /* ---- env ---- */
 
+/* How many VMs of env are running, of how many. */
+static void s_count_running(const Ttfleet__EnvInfo *env, size_t *running, size_t *total)
+{
+    *running = 0;
+    *total = env->n_vms;
+    for (size_t i = 0; i < env->n_vms; i++)
+        if (env->vms[i]->state == TTFLEET__VM_STATE__VM_RUNNING)
+            (*running)++;
+}
+
+/* env create --wait: polls `env show` until every VM of name runs (the
+ * broker answers a create only when its workers confirmed, so this is
+ * usually at once; it matters when a VM died or its host went away), at
+ * most wait_secs. On a terminal a progress line on stderr counts the VMs;
+ * otherwise nothing is printed until the end. Prints the env as `env show`
+ * does; exit 1 if it did not get there in time. */
+static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, int wait_secs)
+{
+    bool tty = isatty(STDERR_FILENO);
+    int64_t start = zclock_mono(), deadline = start + (int64_t)wait_secs * 1000;
+    Ttfleet__Reply *reply = NULL;
+    size_t running = 0, total = 0;
+    for (;;) {
+        ttclient_reply_destroy(&reply);
+        int rc = ttclient_env_show(*client_p, name, &reply);
+        if (rc != 0 || reply->status != TTFLEET__STATUS__OK) {
+            if (tty)
+                fputc('\n', stderr);
+            return s_finish(ctl, client_p, rc, &reply, "", false);
+        }
+        s_count_running(reply->env, &running, &total);
+        bool done = running == total && strcmp(reply->env->state, "running") == 0;
+        int64_t now = zclock_mono();
+        if (tty) {
+            fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs running, env %s (%llds)   ",
+                    name, running, total, reply->env->state,
+                    (long long)((now - start) / 1000));
+            if (done)
+                fputc('\n', stderr);
+        }
+        if (done)
+            return s_finish(ctl, client_p, 0, &reply, "", false);
+        if (now >= deadline)
+            break;
+        zclock_sleep(TTCTL_WAIT_POLL_MS);
+    }
+    if (tty)
+        fputc('\n', stderr);
+    fprintf(stderr, "ttctl: env %s: %zu of %zu VMs running after %d s (env %s)\n", name, running,
+            total, wait_secs, reply->env->state);
+    ttclient_reply_destroy(&reply);
+    ttclient_destroy(client_p);
+    return EXIT_STATUS;
+}
+
 static int s_env_create(ctl_t *ctl, scan_t *s)
 {
     Ttfleet__ImageCount images[TT_MAX_IMAGES_PER_ENV];
@@ -316,6 +376,8 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
     create.ports = ports;
     const char *name = NULL, *arg;
     int kind;
+    bool wait = false;
+    int wait_secs = TTCTL_DEFAULT_WAIT;
     while ((kind = s_scan(ctl, s, &arg)) >= 0) {
         if (kind == 0) {
             if (name)
@@ -363,6 +425,12 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
         } else if (s_is(s, "--spread")) {
             s_flag(ctl, s);
             create.spread = true;
+        } else if (s_is(s, "--wait")) {
+            s_flag(ctl, s);
+            wait = true;
+        } else if (s_is(s, "--wait-timeout")) {
+            wait_secs = (int)s_number(ctl, "--wait-timeout", s_value(ctl, s), 1, 86400);
+            wait = true;
         } else if (!s_global_option(ctl, s))
             s_unknown_option(ctl, s);
     }
@@ -381,6 +449,10 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
     ttclient_t *client = s_client(ctl);
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_create(client, &create, &reply);
+    if (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK) {
+        ttclient_reply_destroy(&reply);
+        return s_wait_running(ctl, &client, name, wait_secs);
+    }
     return s_finish(ctl, &client, rc, &reply, "env created", false);
 }
 
@@ -544,6 +616,173 @@ static int s_host_show(ctl_t *ctl, scan_t *s)
     return s_finish(ctl, &client, rc, &reply, "host shown", false);
 }
 
+/* host drain / remove: the broker's message says what happened (how many
+ * VMs moved or were dropped), so it is printed with the host. */
+static int s_host_op_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Reply *reply = *reply_p;
+    if (rc != 0 || reply->status != TTFLEET__STATUS__OK)
+        return s_finish(ctl, client_p, rc, reply_p, "", false);
+    int code = 0;
+    print_host_op(stdout, reply->message,
+                  reply->result_case == TTFLEET__REPLY__RESULT_HOST ? reply->host : NULL,
+                  ctl->json);
+    if (fflush(stdout) != 0)
+        code = EXIT_STATUS;
+    ttclient_reply_destroy(reply_p);
+    ttclient_destroy(client_p);
+    return code;
+}
+
+/* "ID [--flag]...": the host id and which of the n flags were given. */
+static const char *s_host_args(ctl_t *ctl, scan_t *s, const char *const *flags, bool *given,
+                               int n)
+{
+    const char *id = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (id)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            id = s_name(ctl, "host id", arg);
+            continue;
+        }
+        int f = 0;
+        while (f < n && !s_is(s, flags[f]))
+            f++;
+        if (f < n) {
+            s_flag(ctl, s);
+            given[f] = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!id)
+        s_usage_error(ctl, "host id is required");
+    return id;
+}
+
+static int s_host_drain(ctl_t *ctl, scan_t *s)
+{
+    static const char *const flags[] = {"--undo", "--evacuate"};
+    bool given[2] = {false, false};
+    const char *id = s_host_args(ctl, s, flags, given, 2);
+    if (given[0] && given[1])
+        s_usage_error(ctl, "--undo and --evacuate exclude each other");
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_host_drain(client, id, given[0], given[1], &reply);
+    return s_host_op_finish(ctl, &client, rc, &reply);
+}
+
+static int s_host_remove(ctl_t *ctl, scan_t *s)
+{
+    static const char *const flags[] = {"--force"};
+    bool given[1] = {false};
+    const char *id = s_host_args(ctl, s, flags, given, 1);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_host_remove(client, id, given[0], &reply);
+    return s_host_op_finish(ctl, &client, rc, &reply);
+}
+
+/* ---- watch ---- */
+
+static volatile sig_atomic_t s_stop;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+/* Subscribes to the broker's events (PUB) and prints each one until
+ * SIGINT/SIGTERM, --count events, or --timeout ms (after the verb: here it
+ * bounds the whole watch). With --env only that env's events of the
+ * caller's tenant are shown. Exit 0, or 1 when --count was not reached
+ * before --timeout. The events socket is not CURVE-protected by ttctl yet:
+ * without CURVE the broker binds it on loopback only. */
+static int s_watch(ctl_t *ctl, scan_t *s)
+{
+    const char *events = getenv("TTFLEET_EVENTS"), *env = NULL, *topic = "", *arg;
+    if (!events || !*events)
+        events = TTCTL_DEFAULT_EVENTS;
+    long long count = 0, timeout = 0;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--events"))
+            events = s_value(ctl, s);
+        else if (s_is(s, "--env"))
+            env = s_name(ctl, "--env", s_value(ctl, s));
+        else if (s_is(s, "--topic"))
+            topic = s_value(ctl, s);
+        else if (s_is(s, "--count"))
+            count = (long long)s_number(ctl, "--count", s_value(ctl, s), 1, 1000000000);
+        else if (s_is(s, "--timeout"))
+            timeout = (long long)s_number(ctl, "--timeout", s_value(ctl, s), 1, 86400000LL * 30);
+        else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!strstr(events, "://"))
+        s_usage_error(ctl, "events endpoint '%s' is not a ZeroMQ endpoint such as %s", events,
+                      TTCTL_DEFAULT_EVENTS);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    zsock_t *sub = zsock_new(ZMQ_SUB);
+    if (!sub || zsock_connect(sub, "%s", events) != 0) {
+        fprintf(stderr, "ttctl: cannot connect to events endpoint %s\n", events);
+        zsock_destroy(&sub);
+        return EXIT_TRANSPORT;
+    }
+    zsock_set_subscribe(sub, topic);
+    int64_t deadline = timeout ? zclock_mono() + timeout : 0;
+    long long seen = 0;
+    int code = 0;
+    while (!s_stop && (!count || seen < count)) {
+        int wait = 1000;
+        if (deadline) {
+            int64_t left = deadline - zclock_mono();
+            if (left <= 0)
+                break;
+            if (left < wait)
+                wait = (int)left;
+        }
+        zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, wait);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (rc == 0)
+            continue;
+        zmsg_t *msg = zmsg_recv(sub);
+        if (!msg)
+            continue;
+        zframe_t *body = zmsg_size(msg) == 2 ? zmsg_last(msg) : NULL;
+        Ttfleet__Event *ev =
+            body ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
+        if (ev && (!env || (strcmp(ev->env, env) == 0 && strcmp(ev->tenant, ctl->tenant) == 0))) {
+            print_event(stdout, ev, ctl->json);
+            fflush(stdout);
+            seen++;
+        }
+        if (ev)
+            ttfleet__event__free_unpacked(ev, NULL);
+        zmsg_destroy(&msg);
+    }
+    if (count && seen < count && !s_stop) {
+        fprintf(stderr, "ttctl: %lld of %lld events before the timeout\n", seen, count);
+        code = EXIT_STATUS;
+    }
+    zsock_destroy(&sub);
+    return code;
+}
+
 static int s_status(ctl_t *ctl, scan_t *s)
 {
     s_positionals(ctl, s, NULL, 0);
@@ -586,7 +825,8 @@ static int s_mmi(ctl_t *ctl, scan_t *s)
 static const command_t s_commands[] = {
     {"env", "create",
      "env create NAME --image IMG [--dup N] [--image IMG [--dup N]]... [--engine E] [--cpu N] "
-     "[--mem MIB] [--disk MIB] [--port P]... [--lifetime SECS] [--deny-outgoing] [--spread]",
+     "[--mem MIB] [--disk MIB] [--port P]... [--lifetime SECS] [--deny-outgoing] [--spread] "
+     "[--wait [--wait-timeout SECS]]",
      "Creates env NAME. Each --image adds VMs of that image, one or --dup N of them.\n"
      "  --engine E        process, hollow, qemu (default: the broker's, process)\n"
      "  --cpu N           cpus per VM, 1..256 (default 2)\n"
@@ -595,7 +835,9 @@ static const command_t s_commands[] = {
      "  --port P          guest port to expose on a public port (22 always is); repeat\n"
      "  --lifetime SECS   lease from creation (default 3600; at most 21600 unless admin)\n"
      "  --deny-outgoing   VMs may not open connections out\n"
-     "  --spread          place VMs on as many hosts as possible instead of best fit\n",
+     "  --spread          place VMs on as many hosts as possible instead of best fit\n"
+     "  --wait            then wait until every VM runs (progress on a terminal); exit 1\n"
+     "                    if they do not within --wait-timeout SECS (default 300)\n",
      s_env_create, NULL, NULL},
     {"env", "list", "env list [--all]",
      "Lists your envs; --all lists every tenant's (admin only).\n", s_env_list, NULL, NULL},
@@ -627,6 +869,24 @@ static const command_t s_commands[] = {
     {"host", "list", "host list", "Lists the hosts of the pool (admin only).\n", s_host_list, NULL,
      NULL},
     {"host", "show", "host show ID", "Shows host ID (admin only).\n", s_host_show, NULL, NULL},
+    {"host", "drain", "host drain ID [--evacuate] [--undo]",
+     "Stops new placements on host ID (admin only). --evacuate also re-creates its VMs\n"
+     "on other hosts (new IPs, MACs and public ports, announced as vm.moved events);\n"
+     "--undo ends the drain.\n",
+     s_host_drain, NULL, NULL},
+    {"host", "remove", "host remove ID [--force]",
+     "Removes host ID from the pool (admin only); refused while it holds VMs unless\n"
+     "--force, which drops them.\n",
+     s_host_remove, NULL, NULL},
+    {NULL, "watch", "watch [--env NAME] [--topic PREFIX] [--events EP] [--count N] [--timeout MS]",
+     "Prints the broker's events as they happen, one per line (--json: one JSON object\n"
+     "per line), until Ctrl-C, N events, or MS milliseconds.\n"
+     "  --env NAME      only events of env NAME of your tenant\n"
+     "  --topic PREFIX  only topics starting with PREFIX (env., vm., host.)\n"
+     "  --events EP     events endpoint (env TTFLEET_EVENTS, default " TTCTL_DEFAULT_EVENTS ")\n"
+     "  --count N       stop after N events (exit 1 if --timeout comes first)\n"
+     "  --timeout MS    stop after MS milliseconds (here: the whole watch)\n",
+     s_watch, NULL, NULL},
     {NULL, "status", "status", "Shows the pool's totals.\n", s_status, NULL, NULL},
     {NULL, "mmi", "mmi SERVICE",
      "Asks the broker (8/MMI) whether it serves SERVICE; exit 0 only for 200.\n", s_mmi, NULL,

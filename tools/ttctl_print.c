@@ -284,6 +284,24 @@ int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
     return 0;
 }
 
+/* The images of a host for one table cell: the first few names, then how
+ * many more ("alpine,debian,+12"); `host show` lists them all. */
+static void s_images_short(const Ttfleet__HostInfo *h, char *buf, size_t len)
+{
+    size_t off = 0, i = 0;
+    buf[0] = '\0';
+    for (; i < h->n_images; i++) {
+        size_t need = strlen(h->images[i]) + 1;
+        if (off + need + 8 > len)
+            break;
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "," : "", h->images[i]);
+    }
+    if (i < h->n_images)
+        snprintf(buf + off, len - off, "%s+%zu", i ? "," : "", h->n_images - i);
+    if (h->n_images == 0)
+        snprintf(buf, len, "-");
+}
+
 int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json)
 {
     if (json) {
@@ -297,20 +315,22 @@ int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json)
         return 0;
     }
     table_t t;
-    s_table_init(&t, 8);
-    s_table_row(&t, "ID", "STATE", "ENGINES", "CPU", "MEM MiB", "DISK MiB", "VMS", "LAST SEEN");
+    s_table_init(&t, 9);
+    s_table_row(&t, "ID", "STATE", "ENGINES", "IMAGES", "CPU", "MEM MiB", "DISK MiB", "VMS",
+                "LAST SEEN");
     for (size_t i = 0; i < list->n_hosts; i++) {
         const Ttfleet__HostInfo *h = list->hosts[i];
-        char state[32], engines[256], cpu[32], mem[64], disk[64], vms[16], seen[32];
+        char state[32], engines[256], images[64], cpu[32], mem[64], disk[64], vms[16], seen[32];
         snprintf(state, sizeof state, "%s%s", h->state, h->draining ? ",draining" : "");
         s_join(h->n_engines, h->engines, engines, sizeof engines);
+        s_images_short(h, images, sizeof images);
         snprintf(cpu, sizeof cpu, "%u/%u", h->cpu_used, h->cpu_total);
         snprintf(mem, sizeof mem, "%llu/%llu", (unsigned long long)h->mem_used,
                  (unsigned long long)h->mem_total);
         snprintf(disk, sizeof disk, "%llu/%llu", (unsigned long long)h->disk_used,
                  (unsigned long long)h->disk_total);
         snprintf(vms, sizeof vms, "%u", h->vm_count);
-        s_table_row(&t, h->id, state, engines, cpu, mem, disk, vms,
+        s_table_row(&t, h->id, state, engines, images, cpu, mem, disk, vms,
                     s_iso(h->last_seen, seen, sizeof seen));
     }
     s_table_print(out, &t);
@@ -356,5 +376,51 @@ int print_done(FILE *out, const char *message, bool json)
     if (json)
         return s_json_print(out, json_pack("{s:b, s:s}", "ok", 1, "message", message));
     fprintf(out, "%s\n", message);
+    return 0;
+}
+
+int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host, bool json)
+{
+    if (json) {
+        json_t *obj = json_pack("{s:b, s:s}", "ok", 1, "message", message ? message : "");
+        if (obj && host)
+            json_object_set_new(obj, "host", s_json_host(host));
+        return s_json_print(out, obj);
+    }
+    fprintf(out, "%s\n", message && *message ? message : "done");
+    if (host) {
+        fputc('\n', out);
+        return print_host(out, host, false);
+    }
+    return 0;
+}
+
+int print_event(FILE *out, const Ttfleet__Event *ev, bool json)
+{
+    if (json) {
+        json_t *obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "kind", ev->kind,
+                                "time", (json_int_t)ev->time, "tenant", ev->tenant, "env",
+                                ev->env, "host", ev->host, "vm_id", (json_int_t)ev->vm_id,
+                                "state", ev->state, "message", ev->message);
+        if (!obj)
+            return -1;
+        int rc = json_dumpf(obj, out, JSON_COMPACT);
+        fputc('\n', out);
+        json_decref(obj);
+        return rc;
+    }
+    char when[32];
+    fprintf(out, "%s %-13s", s_iso(ev->time, when, sizeof when), ev->kind);
+    if (*ev->env)
+        fprintf(out, " env=%s/%s", ev->tenant, ev->env);
+    if (ev->vm_id)
+        fprintf(out, " vm=%u", ev->vm_id);
+    if (*ev->host)
+        fprintf(out, " host=%s", ev->host);
+    if (*ev->state)
+        fprintf(out, " state=%s", ev->state);
+    if (*ev->message)
+        fprintf(out, " (%s)", ev->message);
+    fputc('\n', out);
     return 0;
 }

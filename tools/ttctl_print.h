@@ -29,5 +29,12 @@ int print_mmi(FILE *out, const char *service, const char *code, bool json);
 /* Prints a one-line outcome of an operation without a result ("deleted env
  * x"); as JSON {"ok": true, "message": ...}. */
 int print_done(FILE *out, const char *message, bool json);
+/* Prints the outcome of a host drain / remove: the broker's message, then
+ * the host when there is one; as JSON {"ok": true, "message": ..., "host": {...}}. */
+int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host, bool json);
+/* Prints one event as one line: time, kind, tenant/env, vm, host, state and
+ * message; as JSON one compact object per line (kind, time, tenant, env,
+ * host, vm_id, state, message), so `ttctl watch --json` is JSON Lines. */
+int print_event(FILE *out, const Ttfleet__Event *ev, bool json);
 
 #endif
