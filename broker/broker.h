@@ -52,6 +52,7 @@ typedef struct host_t {
     int n_engines, n_images;
     char *engines[BROKER_MAX_ENGINES];
     char *images[BROKER_MAX_IMAGES];
+    char accel[8];        /* the worker's qemu acceleration ("kvm", "tcg", "") */
     int64_t last_seen;    /* wall clock, for display */
     int64_t last_recv_ms; /* monotonic */
     int64_t last_sent_ms;
@@ -115,6 +116,7 @@ typedef enum {
     OP_UPDATE,
     OP_RMVM,
     OP_EXTEND,
+    OP_CONSOLE, /* read-only: does not make the env busy */
 } op_kind_t;
 
 /* A request in flight: sent to workers, waiting for their replies. */

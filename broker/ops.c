@@ -142,6 +142,7 @@ static Ttfleet__HostInfo *s_host_info(arena_t *a, const host_t *h)
     hi->vm_count = h->vm_count;
     hi->last_seen = h->last_seen;
     hi->draining = h->draining;
+    hi->accel = (char *)h->accel;
     return hi;
 }
 

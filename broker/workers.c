@@ -238,6 +238,10 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
                  hello->n_engines, "engine", host->id);
     s_copy_names(host->images, &host->n_images, BROKER_MAX_IMAGES, hello->images,
                  hello->n_images, "image", host->id);
+    snprintf(host->accel, sizeof host->accel, "%s",
+             hello->accel && (strcmp(hello->accel, "kvm") == 0 || strcmp(hello->accel, "tcg") == 0)
+                 ? hello->accel
+                 : "");
     host->last_seen = tt_now();
     host->last_recv_ms = tt_mono_ms();
     persist_host(self, host);

@@ -25,7 +25,11 @@
 typedef struct {
     const char *state_dir;  /* absolute; VM dirs are <state_dir>/vms/<id> */
     const char *images_dir; /* absolute */
-    int stop_timeout_ms;    /* SIGTERM grace before SIGKILL */
+    int stop_timeout_ms;    /* SIGTERM / ACPI power-off grace before the hard stop */
+    const char *qemu;       /* qemu-system-x86_64, absolute; NULL if none */
+    const char *qemu_img;   /* qemu-img, absolute; NULL if none */
+    const char *accel;      /* "kvm" or "tcg" (engine_qemu_probe chose) */
+    int net;                /* net_kind_t of the worker's network backend */
 } engine_ctx_t;
 
 typedef struct {
@@ -40,10 +44,15 @@ typedef struct {
      * runs (and is ours), -1 if it is dead. Cleans up a crash leftover. */
     int (*adopt)(const engine_ctx_t *ctx, vm_t *vm);
     int (*destroy)(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen);
+    /* Optional (NULL = nothing to do): the VM's ports or deny-outgoing
+     * changed from old while it runs or is paused; apply what the engine
+     * itself carries (QEMU user-mode host forwards). */
+    int (*update)(const engine_ctx_t *ctx, const vm_t *old, vm_t *vm, char *err, size_t errlen);
 } engine_t;
 
 extern const engine_t engine_process;
 extern const engine_t engine_hollow;
+extern const engine_t engine_qemu;
 
 /* The engine called name, or NULL. */
 const engine_t *engine_find(const char *name);
@@ -52,5 +61,24 @@ const engine_t *engine_find(const char *name);
  * not fit. */
 int engine_vm_path(const engine_ctx_t *ctx, uint32_t vm_id, const char *leaf, char *buf,
                    size_t len);
+
+/* Remove <state>/vms/<id> and everything under it (no symlink followed,
+ * no mount crossed). 0 / -1 with a reason. */
+int engine_vm_rmdir(const engine_ctx_t *ctx, uint32_t vm_id, char *err, size_t errlen);
+
+/* A process named by the VM's pidfile that is alive but is not the one vm
+ * records: started by a worker that died before its commit. 0 and its
+ * pid and start time if there is one, else -1. */
+int engine_pidfile_stray(const engine_ctx_t *ctx, const vm_t *vm, pid_t *pid, uint64_t *start_time);
+
+/* Decide how QEMU accelerates: mode "kvm" or "tcg" is taken as given;
+ * "auto" is KVM only if /dev/kvm opens *and* probe guests run under KVM
+ * within timeout_ms each: a boot sector that enters long mode and writes
+ * to the serial port, then (if kernel is not NULL) a Linux kernel that
+ * must print its banner on an early console. Else TCG. The probe's files
+ * go in work_dir. The choice into accel. 0, or -1 with a reason if qemu
+ * cannot run at all. */
+int engine_qemu_probe(const char *qemu, const char *mode, const char *work_dir, const char *kernel,
+                      int timeout_ms, char *accel, size_t len, char *err, size_t errlen);
 
 #endif

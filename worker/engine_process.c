@@ -36,7 +36,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -54,6 +53,7 @@
 
 #include "images.h"
 #include "proc.h"
+#include "spawn.h"
 
 #define S_SPAWN_TIMEOUT_MS 5000
 #define S_KILL_TIMEOUT_MS 2000
@@ -71,12 +71,6 @@ typedef struct {
 static const char *s_step_names[] = {
     "ok",          "setsid",     "unshare", "fork",   "mount private",  "mount /proc",
     "sethostname", "chdir disk", "stdio",   "execve", "read start time"};
-
-static void s_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int s_mkdir(const char *path)
 {
@@ -116,24 +110,10 @@ typedef struct {
     int null_fd;
 } s_spawn_t;
 
-static void s_write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
 static void s_report(int fd, int kind, int value, int step, uint64_t start_time)
 {
     s_msg_t m = {.kind = kind, .value = value, .step = step, .start_time = start_time};
-    s_write_all(fd, &m, sizeof m);
+    spawn_write_all(fd, &m, sizeof m);
 }
 
 /* Best effort: a network namespace starts with lo down. */
@@ -240,7 +220,7 @@ static void s_intermediate(const s_spawn_t *sp, int wfd)
     line[n++] = '\n';
     int fd = open(sp->pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd >= 0) {
-        s_write_all(fd, line, n);
+        spawn_write_all(fd, line, n);
         close(fd);
     }
     close(go[1]); /* pid 1 may mount its /proc now */
@@ -249,33 +229,6 @@ static void s_intermediate(const s_spawn_t *sp, int wfd)
 fail:
     s_report(wfd, S_MSG_ERR, errno, step, 0);
     _exit(1);
-}
-
-/* Read one record, waiting at most until deadline (monotonic ms).
- * 1 = got a record, 0 = EOF, -1 = timeout or error. */
-static int s_read_msg(int fd, s_msg_t *m, int64_t deadline)
-{
-    size_t got = 0;
-    while (got < sizeof *m) {
-        int64_t left = deadline - tt_mono_ms();
-        if (left <= 0)
-            return -1;
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int rc = poll(&pfd, 1, (int)left);
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0)
-            return -1;
-        ssize_t n = read(fd, (char *)m + got, sizeof *m - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            return got ? -1 : 0;
-        got += (size_t)n;
-    }
-    return 1;
 }
 
 static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char *err, size_t errlen)
@@ -323,21 +276,6 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char 
     return 0;
 }
 
-/* Wait (bounded) until the VM's pid 1 is gone or a zombie; reap it if it
- * is our child (the worker is a subreaper). 0 if gone. */
-static int s_wait_gone(pid_t pid, uint64_t start_time, int timeout_ms)
-{
-    int64_t deadline = tt_mono_ms() + timeout_ms;
-    for (;;) {
-        waitpid(pid, NULL, WNOHANG);
-        if (!proc_alive(pid, start_time))
-            return 0;
-        if (tt_mono_ms() >= deadline)
-            return -1;
-        s_sleep_ms(10);
-    }
-}
-
 /* The VM's pid namespace, or 0 if it is unknown or is the worker's own
  * (then only pid itself may be signalled). */
 static uint64_t s_vm_ns(pid_t pid)
@@ -380,10 +318,10 @@ static int s_kill_vm(const engine_ctx_t *ctx, pid_t pid, uint64_t start_time, ch
             caught = true;
             kill(pid, SIGTERM);
         }
-        s_sleep_ms(10);
+        spawn_sleep_ms(10);
     }
     kill(pid, SIGKILL);
-    if (s_wait_gone(pid, start_time, S_KILL_TIMEOUT_MS) == 0)
+    if (spawn_wait_gone(pid, start_time, S_KILL_TIMEOUT_MS) == 0)
         return 0;
     snprintf(err, errlen, "VM process %d did not exit after SIGKILL", (int)pid);
     return -1;
@@ -439,7 +377,7 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     close(pfd[1]);
     int64_t deadline = tt_mono_ms() + S_SPAWN_TIMEOUT_MS;
     s_msg_t m;
-    int got = s_read_msg(pfd[0], &m, deadline);
+    int got = spawn_read_full(pfd[0], &m, sizeof m, deadline);
     waitpid(mid, NULL, 0); /* it exits right after reporting */
     if (got != 1 || m.kind != S_MSG_PID) {
         int step = got == 1 && m.step >= 0 && m.step <= 10 ? m.step : 0;
@@ -451,7 +389,7 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     pid_t pid = m.value;
     uint64_t start_time = m.start_time;
     /* EOF: execve closed the pipe. A record: pid 1 failed before exec. */
-    got = s_read_msg(pfd[0], &m, deadline);
+    got = spawn_read_full(pfd[0], &m, sizeof m, deadline);
     close(pfd[0]);
     if (got != 0) {
         if (got == 1 && m.kind == S_MSG_ERR && m.step >= 0 && m.step <= 10)
@@ -490,7 +428,7 @@ static int s_wait_stopped(const vm_t *vm, bool stopped, char *err, size_t errlen
             return 0;
         if (tt_mono_ms() >= deadline)
             break;
-        s_sleep_ms(1);
+        spawn_sleep_ms(1);
     }
     snprintf(err, errlen, "VM process %d did not %s", (int)vm->pid, stopped ? "stop" : "continue");
     return -1;
@@ -532,13 +470,9 @@ static bool s_is_alive(const engine_ctx_t *ctx, const vm_t *vm)
  * ours (pid and start time match the file we own), and no one knows it. */
 static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm)
 {
-    char pidfile[4096];
     pid_t pid;
     uint64_t st;
-    if (engine_vm_path(ctx, vm->vm_id, "pid", pidfile, sizeof pidfile) ||
-        proc_pidfile_read(pidfile, &pid, &st))
-        return;
-    if ((pid != vm->pid || st != vm->start_time) && proc_alive(pid, st)) {
+    if (engine_pidfile_stray(ctx, vm, &pid, &st) == 0) {
         char err[128];
         s_kill_vm(ctx, pid, st, err, sizeof err);
     }
@@ -553,34 +487,12 @@ static int s_adopt(const engine_ctx_t *ctx, vm_t *vm)
     return -1;
 }
 
-static int s_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    remove(path);
-    return 0;
-}
-
 static int s_destroy(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
     s_kill_stray(ctx, vm);
     if (s_stop(ctx, vm, err, errlen))
         return -1;
-    char dir[4096];
-    if (engine_vm_path(ctx, vm->vm_id, NULL, dir, sizeof dir)) {
-        snprintf(err, errlen, "state path too long");
-        return -1;
-    }
-    /* Depth first, no symlinks followed, never crossing a mount: the disk
-     * holds whatever the VM wrote. */
-    if (nftw(dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT) {
-        snprintf(err, errlen, "remove %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    struct stat sb;
-    if (lstat(dir, &sb) == 0) {
-        snprintf(err, errlen, "could not remove all of %s", dir);
-        return -1;
-    }
-    return 0;
+    return engine_vm_rmdir(ctx, vm->vm_id, err, errlen);
 }
 
 const engine_t engine_process = {

@@ -39,10 +39,12 @@ struct fleet_t {
     fleet_config_t cfg;
     engine_ctx_t ctx;
     vmdb_t *db;
+    net_t *net;
     images_t *images;
     vm_t **table; /* [TT_VMID_MAX + 1] */
     size_t count;
-    bool dirty; /* a commit failed: rewrite every row */
+    bool dirty;      /* a commit failed: rewrite every row */
+    bool net_resync; /* an exact network change failed: rebuild it whole */
 };
 
 /* A list of VmActual being built for a reply or an event. */
@@ -224,6 +226,10 @@ static int s_destroy_vm(fleet_t *self, vm_t *vm, char *msg)
         s_put(self, vm); /* pid may have changed */
         return -1;
     }
+    if (net_vm_remove(self->net, vm, err, sizeof err)) {
+        zsys_warning("vm %u: network cleanup: %s; rebuilding the network state", vm->vm_id, err);
+        self->net_resync = true;
+    }
     zsys_info("vm %u (%s): destroyed", vm->vm_id, vm->env);
     s_remove(self, vm);
     return 0;
@@ -267,8 +273,17 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
         if (from == TTFLEET__VM_STATE__VM_DEAD)
             eng->stop(&self->ctx, vm, err, sizeof err); /* clear leftovers */
         if (eng->prepare_disk(&self->ctx, vm, err, sizeof err) ||
+            net_vm_before_start(self->net, vm, err, sizeof err) ||
             eng->start(&self->ctx, vm, err, sizeof err)) {
             snprintf(msg, S_MSG_LEN, "start vm %u: %s", vm->vm_id, err);
+            vm->state = TTFLEET__VM_STATE__VM_STOPPED;
+            s_put(self, vm);
+            return TTFLEET__STATUS__WORKER_FAILED;
+        }
+        if (net_vm_after_start(self->net, vm, err, sizeof err)) {
+            char e2[200];
+            snprintf(msg, S_MSG_LEN, "network of vm %u: %s", vm->vm_id, err);
+            eng->stop(&self->ctx, vm, e2, sizeof e2);
             vm->state = TTFLEET__VM_STATE__VM_STOPPED;
             s_put(self, vm);
             return TTFLEET__STATUS__WORKER_FAILED;
@@ -289,6 +304,44 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
     vm->state = TTFLEET__VM_STATE__VM_PAUSED;
     s_put(self, vm);
     return TTFLEET__STATUS__OK;
+}
+
+/* Every VM held, for a whole rebuild of the network state. */
+static int s_net_sync(fleet_t *self)
+{
+    vm_t **vms = calloc(self->count + 1, sizeof *vms);
+    if (!vms)
+        return -1;
+    size_t n = 0;
+    for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && n < self->count; id++)
+        if (self->table[id])
+            vms[n++] = self->table[id];
+    char err[300];
+    int rc = net_reconcile(self->net, vms, n, err, sizeof err);
+    if (rc)
+        zsys_error("network reconcile: %s", err);
+    else
+        self->net_resync = false;
+    free(vms);
+    return rc;
+}
+
+/* Ports or deny-outgoing of a VM changed: apply it live, exactly. */
+static void s_net_changed(fleet_t *self, const vm_t *old, vm_t *vm)
+{
+    bool ports = old->n_ports != vm->n_ports ||
+                 memcmp(old->ports, vm->ports, vm->n_ports * sizeof *vm->ports) != 0;
+    if (!ports && old->deny_outgoing == vm->deny_outgoing)
+        return;
+    char err[300];
+    if (net_vm_update(self->net, old, vm, err, sizeof err)) {
+        zsys_warning("vm %u: network update: %s; rebuilding the network state", vm->vm_id, err);
+        s_net_sync(self);
+    }
+    const engine_t *eng = s_engine(vm);
+    if (eng && eng->update && vm_holds_cpu(vm) && eng->update(&self->ctx, old, vm, err, sizeof err))
+        zsys_warning("vm %u: live update: %s", vm->vm_id, err);
+    zsys_info("vm %u (%s): ports/outgoing updated live", vm->vm_id, vm->env);
 }
 
 /* Apply one spec. Returns a status; fills *state with the VM's actual
@@ -348,8 +401,10 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
             if (s_check(self, vm->vm_id, &want, msg))
                 return TTFLEET__STATUS__NO_CAPACITY;
         }
+        vm_t old = *vm;
         s_from_spec(vm, spec);
         s_put(self, vm);
+        s_net_changed(self, &old, vm);
     } else {
         const vm_t *other = s_address_clash(self, spec);
         if (other) {
@@ -377,6 +432,10 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
         self->table[vm->vm_id] = vm;
         self->count++;
         s_put(self, vm);
+        if (net_vm_add(self->net, vm, err, sizeof err)) {
+            zsys_warning("vm %u: network: %s; rebuilding the network state", vm->vm_id, err);
+            self->net_resync = true;
+        }
         zsys_info("vm %u (%s): created (%s, %s)", vm->vm_id, vm->env, vm->engine, vm->image);
     }
     int status = s_transition(self, vm, spec->desired, checked, msg);
@@ -522,6 +581,7 @@ zframe_t *fleet_hello(fleet_t *self)
     hello.n_inventory = acts.n;
     hello.inventory = acts.ptrs;
     hello.version = (char *)"ttworker " TTFLEET_VERSION;
+    hello.accel = (char *)(self->cfg.accel ? self->cfg.accel : "");
     zframe_t *frame = wire_pack(&hello.base);
     s_actuals_free(&acts);
     return frame;
@@ -531,6 +591,8 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
 {
     if (self->dirty)
         s_flush_all(self);
+    if (self->net_resync)
+        s_net_sync(self);
     if (!self->count)
         return NULL;
     s_actuals_t acts = {0};
@@ -674,6 +736,10 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->ctx.state_dir = cfg->state_dir;
     self->ctx.images_dir = cfg->images_dir;
     self->ctx.stop_timeout_ms = cfg->stop_timeout_ms;
+    self->ctx.qemu = cfg->qemu;
+    self->ctx.qemu_img = cfg->qemu_img;
+    self->ctx.accel = cfg->accel;
+    self->ctx.net = cfg->net.kind;
     self->table = calloc(TT_VMID_MAX + 1, sizeof *self->table);
     self->images = images_new(cfg->images_dir);
     if (!self->table || !self->images) {
@@ -699,7 +765,14 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    self->net = net_new(&cfg->net, err, errlen);
+    if (!self->net) {
+        fleet_destroy(&self);
+        return NULL;
+    }
     s_reconcile(self);
+    if (s_net_sync(self))
+        self->net_resync = true; /* tried again every tick */
     return self;
 }
 
@@ -714,6 +787,7 @@ void fleet_destroy(fleet_t **self_p)
         free(self->table);
     }
     images_destroy(&self->images);
+    net_destroy(&self->net);
     vmdb_destroy(&self->db);
     free(self);
     *self_p = NULL;

@@ -19,6 +19,7 @@
 #include <czmq.h>
 #include <stdbool.h>
 
+#include "net.h"
 #include "resources.h"
 
 #define FLEET_MAX_ENGINES 8
@@ -32,6 +33,10 @@ typedef struct {
     int n_engines;
     int64_t expiry_grace; /* seconds after expires_at before the worker destroys */
     int stop_timeout_ms;
+    net_config_t net; /* the network backend (--net) */
+    const char *qemu; /* qemu-system-x86_64 and qemu-img (absolute), or NULL */
+    const char *qemu_img;
+    const char *accel; /* "kvm" or "tcg": advertised in READY */
 } fleet_config_t;
 
 typedef struct fleet_t fleet_t;

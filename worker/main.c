@@ -17,10 +17,12 @@
  */
 #define _GNU_SOURCE
 #include <czmq.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,7 +36,9 @@
 #include "engine.h"
 #include "fleet.h"
 #include "host.h"
+#include "net.h"
 #include "session.h"
+#include "spawn.h"
 #include "ttproto.h"
 
 #define S_TICK_MS 1000
@@ -56,6 +60,12 @@ typedef struct {
     long long heartbeat_ms, liveness, grace, stop_timeout_ms;
     char curve_secret[PATH_MAX]; /* this worker's cert (CURVE), "" = plain */
     char broker_key[PATH_MAX];   /* the broker's public cert */
+    int net;                     /* net_kind_t */
+    bool net_allow_host;
+    char netns[256];
+    char accel_mode[8];
+    char qemu[PATH_MAX];
+    char qemu_img[PATH_MAX];
 } s_opts_t;
 
 static void s_usage(FILE *f)
@@ -76,7 +86,20 @@ static void s_usage(FILE *f)
             "  --cpu-overcommit R    cpu overcommit ratio (default %.1f)\n"
             "  --mem-overcommit R    memory overcommit ratio (default %.1f)\n"
             "  --disk-overcommit R   disk overcommit ratio (default %.1f)\n"
-            "  --engines LIST        enabled engines, comma separated (default process,hollow)\n"
+            "  --engines LIST        enabled engines, comma separated: process, hollow, qemu\n"
+            "                        (default process,hollow)\n"
+            "  --net KIND            network backend: none, user (QEMU user-mode networking,\n"
+            "                        host forwards on 127.0.0.1) or nft (bridge ttbr0 with\n"
+            "                        10.10.0.1/16, taps/veths, nftables table ip ttfleet)\n"
+            "                        (default none)\n"
+            "  --netns NAME          run in the network namespace /run/netns/NAME (as made\n"
+            "                        by `ip netns add`); the broker endpoint must be\n"
+            "                        reachable from there (ipc:// or a routed address)\n"
+            "  --net-allow-host-netns  let --net nft change the machine's initial network\n"
+            "                        namespace (refused without it)\n"
+            "  --accel MODE          qemu acceleration: auto (KVM if a bounded probe guest\n"
+            "                        runs under it, else TCG), kvm or tcg (default auto)\n"
+            "  --qemu PATH           qemu-system-x86_64 to run (default: from PATH)\n"
             "  --heartbeat-ms N      heartbeat interval (default 1000)\n"
             "  --liveness N          silent intervals before reconnecting (default 5)\n"
             "  --expiry-grace SECS   destroy a VM this long after its expiry even without\n"
@@ -138,7 +161,7 @@ static void s_engines(s_opts_t *o, const char *v)
     char *save = NULL;
     for (char *t = strtok_r(o->engines_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         if (!engine_find(t))
-            s_die("invalid --engines: unknown engine '%.40s' (known: process, hollow)", t);
+            s_die("invalid --engines: unknown engine '%.40s' (known: process, hollow, qemu)", t);
         for (int i = 0; i < o->n_engines; i++)
             if (strcmp(o->engines[i], t) == 0)
                 s_die("invalid --engines: engine '%.40s' given twice", t);
@@ -169,6 +192,11 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         O_GRACE,
         O_STOPTO,
         O_VERBOSE,
+        O_NET,
+        O_NETNS,
+        O_NETHOST,
+        O_ACCEL,
+        O_QEMU,
         O_VERSION,
         O_HELP,
         O_CURVE,
@@ -191,6 +219,11 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         {"expiry-grace", required_argument, NULL, O_GRACE},
         {"stop-timeout-ms", required_argument, NULL, O_STOPTO},
         {"verbose", no_argument, NULL, O_VERBOSE},
+        {"net", required_argument, NULL, O_NET},
+        {"netns", required_argument, NULL, O_NETNS},
+        {"net-allow-host-netns", no_argument, NULL, O_NETHOST},
+        {"accel", required_argument, NULL, O_ACCEL},
+        {"qemu", required_argument, NULL, O_QEMU},
         {"curve-secret", required_argument, NULL, O_CURVE},
         {"broker-key", required_argument, NULL, O_BKEY},
         {"version", no_argument, NULL, O_VERSION},
@@ -207,6 +240,7 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
     o->grace = 300;
     o->stop_timeout_ms = 2000;
     s_engines(o, "process,hollow");
+    strcpy(o->accel_mode, "auto");
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -265,6 +299,27 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         case O_VERBOSE:
             s_verbose = true;
             break;
+        case O_NET:
+            o->net = net_kind_parse(optarg);
+            if (o->net < 0)
+                s_die("invalid --net value '%.40s' (want none, user or nft)", optarg);
+            break;
+        case O_NETNS:
+            if (!tt_name_valid(optarg))
+                s_die("invalid --netns value '%.80s' (a name under /run/netns)", optarg);
+            strcpy(o->netns, optarg);
+            break;
+        case O_NETHOST:
+            o->net_allow_host = true;
+            break;
+        case O_ACCEL:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "kvm") && strcmp(optarg, "tcg"))
+                s_die("invalid --accel value '%.40s' (want auto, kvm or tcg)", optarg);
+            strcpy(o->accel_mode, optarg);
+            break;
+        case O_QEMU:
+            s_copy("--qemu", o->qemu, sizeof o->qemu, optarg);
+            break;
         case O_CURVE:
             s_copy("--curve-secret", o->curve_secret, sizeof o->curve_secret, optarg);
             break;
@@ -313,6 +368,83 @@ static int s_make_dir(char *path, size_t len)
     if (!realpath(tmp, abs) || strlen(abs) >= len)
         return -1;
     strcpy(path, abs);
+    return 0;
+}
+
+static int s_enter_netns(const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "/run/netns/%s", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET)) {
+        fprintf(stderr, "ttworker: cannot enter network namespace %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* A Linux kernel for the acceleration probe: the first image that has
+ * one, else the newest readable /boot/vmlinuz-*. 0 / -1. */
+static int s_probe_kernel(const char *images, char *buf, size_t len)
+{
+    const char *dirs[] = {images, "/boot"};
+    for (int d = 0; d < 2; d++) {
+        DIR *dir = opendir(dirs[d]);
+        if (!dir)
+            continue;
+        struct dirent *de;
+        buf[0] = 0;
+        while ((de = readdir(dir))) {
+            char path[PATH_MAX];
+            if (d == 0 ? !tt_name_valid(de->d_name) : strncmp(de->d_name, "vmlinuz-", 8) != 0)
+                continue;
+            if (snprintf(path, sizeof path, d == 0 ? "%s/%s/kernel" : "%s/%s", dirs[d],
+                         de->d_name) >= (int)sizeof path ||
+                access(path, R_OK))
+                continue;
+            if (strlen(path) < len && (!buf[0] || strcmp(path, buf) > 0))
+                strcpy(buf, path);
+        }
+        closedir(dir);
+        if (buf[0])
+            return 0;
+    }
+    return -1;
+}
+
+/* With the qemu engine: find qemu and qemu-img, decide the acceleration.
+ * 0 / -1 (said on stderr). */
+static int s_qemu_setup(s_opts_t *o, char *accel, size_t len)
+{
+    bool want = false;
+    for (int i = 0; i < o->n_engines; i++)
+        want |= strcmp(o->engines[i], "qemu") == 0;
+    if (!want)
+        return 0;
+    char path[PATH_MAX];
+    if (spawn_which(o->qemu[0] ? o->qemu : "qemu-system-x86_64", path, sizeof path)) {
+        fprintf(stderr, "ttworker: the qemu engine needs qemu-system-x86_64 (Debian package "
+                        "qemu-system-x86) or --qemu PATH\n");
+        return -1;
+    }
+    strcpy(o->qemu, path);
+    if (spawn_which("qemu-img", o->qemu_img, sizeof o->qemu_img)) {
+        fprintf(stderr, "ttworker: the qemu engine needs qemu-img (Debian package qemu-utils)\n");
+        return -1;
+    }
+    char err[512], kernel[PATH_MAX];
+    int64_t t0 = zclock_mono();
+    bool have_kernel = s_probe_kernel(o->images, kernel, sizeof kernel) == 0;
+    if (engine_qemu_probe(o->qemu, o->accel_mode, o->state, have_kernel ? kernel : NULL, 4000,
+                          accel, len, err, sizeof err)) {
+        fprintf(stderr, "ttworker: %s\n", err);
+        return -1;
+    }
+    zsys_info("qemu: %s, acceleration %s (%s, decided in %lld ms)", o->qemu, accel, o->accel_mode,
+              (long long)(zclock_mono() - t0));
     return 0;
 }
 
@@ -376,6 +508,10 @@ int main(int argc, char **argv)
         return 1;
     s_parse(argc, argv, o);
     s_std_fds();
+    /* Before any thread exists (ZeroMQ's come later), so the whole worker,
+     * its sockets and the VMs it starts live in that namespace. */
+    if (o->netns[0] && s_enter_netns(o->netns))
+        return 1;
     zsys_handler_set(NULL);
     zsys_set_logident("ttworker");
     struct sigaction sa;
@@ -411,6 +547,9 @@ int main(int argc, char **argv)
         total.disk_mib = (uint64_t)o->disk;
     /* VM processes re-parent to us while we run, so we reap them and see
      * their death at once; after we exit they re-parent to init. */
+    char accel[8] = "";
+    if (s_qemu_setup(o, accel, sizeof accel))
+        return 1;
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
         zsys_warning("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
 
@@ -422,6 +561,10 @@ int main(int argc, char **argv)
         .n_engines = o->n_engines,
         .expiry_grace = o->grace,
         .stop_timeout_ms = (int)o->stop_timeout_ms,
+        .net = {(net_kind_t)o->net, o->net_allow_host},
+        .qemu = o->qemu[0] ? o->qemu : NULL,
+        .qemu_img = o->qemu_img[0] ? o->qemu_img : NULL,
+        .accel = accel[0] ? accel : NULL,
     };
     for (int i = 0; i < o->n_engines; i++)
         cfg.engines[i] = o->engines[i];
@@ -430,9 +573,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "ttworker: %s\n", err);
         return 1;
     }
-    zsys_info("host %s: %llu cpu, %llu MiB mem, %llu MiB disk; state %s, images %s; %zu VM(s)",
+    zsys_info("host %s: %llu cpu, %llu MiB mem, %llu MiB disk; state %s, images %s; network %s; "
+              "%zu VM(s)",
               o->host_id, (unsigned long long)total.cpu, (unsigned long long)total.mem_mib,
-              (unsigned long long)total.disk_mib, o->state, o->images, fleet_count(fleet));
+              (unsigned long long)total.disk_mib, o->state, o->images,
+              net_kind_name((net_kind_t)o->net), fleet_count(fleet));
 
     session_t *session = session_new(o->broker, (int)o->heartbeat_ms, (int)o->liveness);
     if (!session) {

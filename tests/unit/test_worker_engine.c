@@ -78,7 +78,7 @@ int main(void)
     atexit(s_kill_leftover); /* runs before the dir removal (LIFO) */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 
-    engine_ctx_t ctx = {state, images_abs, 2000};
+    engine_ctx_t ctx = {.state_dir = state, .images_dir = images_abs, .stop_timeout_ms = 2000};
     const engine_t *eng = engine_find("process");
     CHECK(eng == &engine_process);
     char err[256] = "";

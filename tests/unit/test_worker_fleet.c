@@ -294,7 +294,7 @@ int main(void)
 
     /* A crash between spawn and commit leaves a VM dir with a pidfile and
      * no row: the next start kills that process and removes the dir. */
-    engine_ctx_t ctx = {state, images_abs, 2000};
+    engine_ctx_t ctx = {.state_dir = state, .images_dir = images_abs, .stop_timeout_ms = 2000};
     vm_t stray;
     memset(&stray, 0, sizeof stray);
     stray.vm_id = 20;
