@@ -332,9 +332,10 @@ static op_t *s_op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelo
     }
     for (int i = 0; i < env->n_vms; i++)
         op->vms[op->n_vms++] = env->vms[i];
-    env->busy = op;
+    if (kind != OP_CONSOLE)
+        env->busy = op;
     op->handle = zlistx_add_end(self->all_ops, op);
-    if (rid && *rid) {
+    if (rid && *rid && kind != OP_CONSOLE) {
         char key[2 * TT_MAX_REQUEST_ID + 2];
         s_req_key(tenant, rid, key, sizeof key);
         request_rec_t *rec = calloc(1, sizeof *rec);
@@ -380,6 +381,7 @@ static void s_op_fail(op_t *op, int status, const char *text)
 }
 
 static void s_op_finish(broker_t *self, op_t *op);
+static void s_console_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply *reply);
 
 /* Send the op's VMs to their hosts, grouped by host, and wait for replies. */
 static void s_op_dispatch(broker_t *self, op_t *op)
@@ -509,6 +511,10 @@ static bool s_create_replace(broker_t *self, op_t *op)
 
 static void s_op_finish(broker_t *self, op_t *op)
 {
+    if (op->kind == OP_CONSOLE) {
+        s_console_done(self, op, NULL, NULL);
+        return;
+    }
     env_t *env = op->env;
     char msg[768];
     if (op->status != TTFLEET__STATUS__OK && s_create_replace(self, op))
@@ -557,6 +563,35 @@ static void s_op_finish(broker_t *self, op_t *op)
     ops_free(self, &op);
 }
 
+/* The reply to a console op: the worker's tail of the VM's console log. */
+static void s_console_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply *reply)
+{
+    vm_t *vm = op->n_vms ? op->vms[0] : NULL;
+    if (!reply || reply->status != TTFLEET__STATUS__OK) {
+        char msg[900];
+        snprintf(msg, sizeof msg, "host %s could not read the console of VM %u: %s",
+                 host ? host->id : "?", vm ? vm->vm_id : 0,
+                 reply && reply->message && *reply->message ? reply->message
+                                                            : op->message[0] ? op->message
+                                                                             : "no answer");
+        ops_reply(self, op->envelope, op->service, op->tenant, op->request_id,
+                  reply ? TTFLEET__STATUS__WORKER_FAILED : op->status, msg, NULL, false);
+    } else {
+        Ttfleet__ConsoleText ct = TTFLEET__CONSOLE_TEXT__INIT;
+        ct.host = host->id;
+        ct.vm_id = vm ? vm->vm_id : 0;
+        ct.text = reply->console;
+        ct.truncated = reply->console_truncated;
+        Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+        rep.result_case = TTFLEET__REPLY__RESULT_CONSOLE;
+        rep.console = &ct;
+        ops_reply(self, op->envelope, op->service, op->tenant, op->request_id,
+                  TTFLEET__STATUS__OK, "", &rep, false);
+    }
+    op->env = NULL;
+    ops_free(self, &op);
+}
+
 void ops_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
 {
     /* The states are truth whatever op they belong to. */
@@ -589,6 +624,10 @@ void ops_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
             op->cmd_ids[i] = 0;
         }
     zhashx_delete(self->ops, k);
+    if (op->kind == OP_CONSOLE) {
+        s_console_done(self, op, host, reply);
+        return;
+    }
     if (reply->status != TTFLEET__STATUS__OK) {
         char why[400];
         snprintf(why, sizeof why, "host %s: %s", host->id,
@@ -1070,6 +1109,66 @@ static void s_rm_vm(ctx_t *c)
                 true);
 }
 
+static void s_console(ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__EnvConsole *q = c->req->env_console;
+    env_t *env = model_env_get(self, c->tenant, q->name);
+    char msg[200];
+    if (!env || env->target == TARGET_DELETING) {
+        snprintf(msg, sizeof msg, "no env named '%s'", q->name);
+        s_err(c, TTFLEET__STATUS__NOT_FOUND, msg, false);
+        return;
+    }
+    vm_t *vm = NULL;
+    int found = 0;
+    for (int i = 0; i < env->n_vms; i++)
+        if (env->vms[i]->vm_id == q->vm_id &&
+            (!q->host || !*q->host || strcmp(q->host, env->vms[i]->host->id) == 0)) {
+            vm = env->vms[i];
+            found++;
+        }
+    if (found != 1) {
+        if (found)
+            snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host", q->vm_id);
+        else
+            snprintf(msg, sizeof msg, "env '%s' has no VM %u", q->name, q->vm_id);
+        s_err(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND, msg, false);
+        return;
+    }
+    host_t *h = vm->host;
+    if (!h->routing || h->state == HOST_DOWN) {
+        snprintf(msg, sizeof msg, "host %s of VM %u is down", h->id, vm->vm_id);
+        s_err(c, TTFLEET__STATUS__UNAVAILABLE, msg, false);
+        return;
+    }
+    op_t *op = s_op_new(self, OP_CONSOLE, env, c->envelope, c->service, c->tenant, c->rid);
+    if (!op) {
+        s_err(c, TTFLEET__STATUS__INTERNAL, "out of memory", false);
+        return;
+    }
+    op->vms[0] = vm;
+    op->n_vms = 1;
+    op->deadline_ms = tt_mono_ms() + 10000;
+    Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+    cmd.op_id = ++self->next_op_id;
+    cmd.console_vm_id = vm->vm_id;
+    cmd.console_max = q->max_bytes ? q->max_bytes : TT_CONSOLE_DEFAULT;
+    size_t len = ttfleet__worker_command__get_packed_size(&cmd);
+    uint8_t buf[64];
+    if (len <= sizeof buf) {
+        ttfleet__worker_command__pack(&cmd, buf);
+        workers_send(self, h, TT_W_COMMAND, buf, len);
+    }
+    op->hosts[0] = h;
+    op->cmd_ids[0] = cmd.op_id;
+    op->n_hosts = 1;
+    op->waiting = 1;
+    char k[32];
+    snprintf(k, sizeof k, "%llu", (unsigned long long)cmd.op_id);
+    zhashx_insert(self->ops, k, op);
+}
+
 static int s_env_cmp(const void *a, const void *b)
 {
     const env_t *x = *(env_t *const *)a, *y = *(env_t *const *)b;
@@ -1344,6 +1443,7 @@ static bool s_changes(int op_case)
 {
     switch (op_case) {
     case TTFLEET__REQUEST__OP_ENV_SHOW:
+    case TTFLEET__REQUEST__OP_ENV_CONSOLE:
     case TTFLEET__REQUEST__OP_ENV_LIST:
     case TTFLEET__REQUEST__OP_HOST_LIST:
     case TTFLEET__REQUEST__OP_HOST_SHOW:
@@ -1425,6 +1525,9 @@ void ops_handle_request(broker_t *self, zmsg_t *envelope, const char *service,
         break;
     case TTFLEET__REQUEST__OP_ENV_RM_VM:
         s_rm_vm(&c);
+        break;
+    case TTFLEET__REQUEST__OP_ENV_CONSOLE:
+        s_console(&c);
         break;
     case TTFLEET__REQUEST__OP_HOST_LIST:
         s_hosts(&c, NULL);

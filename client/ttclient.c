@@ -26,6 +26,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "ttproto.h"
 
@@ -39,6 +40,8 @@ struct _ttclient_t {
     int retries;   /* attempts in all */
     zsock_t *sock; /* NULL until the first call, and after a timeout */
     zpoller_t *poller;
+    zcert_t *cert;        /* CURVE: our certificate, NULL for plain TCP */
+    char server_key[41];  /* CURVE: the broker's public key (Z85) */
     char request_id[TT_MAX_REQUEST_ID + 1];
     char dropped[160]; /* why the last dropped reply was dropped */
     char error[512];
@@ -97,6 +100,7 @@ void ttclient_destroy(ttclient_t **self_p)
         return;
     ttclient_t *self = *self_p;
     s_disconnect(self);
+    zcert_destroy(&self->cert);
     free(self->endpoint);
     free(self->tenant);
     free(self);
@@ -113,6 +117,73 @@ void ttclient_set_timeout(ttclient_t *self, int timeout_ms)
 void ttclient_set_retries(ttclient_t *self, int retries)
 {
     self->retries = retries > 0 ? retries : 1;
+}
+
+/* Loads one certificate for ttclient_set_curve(), saying what is wrong with
+ * it in self->error. zcert_load() reads PATH_secret when it exists (it holds
+ * both keys), else PATH; it cannot tell a missing file from a broken one,
+ * so look first. */
+static zcert_t *s_load_cert(ttclient_t *self, const char *what, const char *path, bool secret)
+{
+    if (!path || !*path) {
+        s_set_error(self, "CURVE needs %s", what);
+        return NULL;
+    }
+    if (strlen(path) > 200) { /* zcert_load truncates longer names */
+        s_set_error(self, "%s: path longer than 200 characters: %s", what, path);
+        return NULL;
+    }
+    char secret_path[256];
+    snprintf(secret_path, sizeof secret_path, "%s_secret", path);
+    if (access(path, R_OK) != 0 && (!secret || access(secret_path, R_OK) != 0)) {
+        s_set_error(self, "%s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    zcert_t *cert = zcert_load(path);
+    if (!cert) {
+        s_set_error(self, "%s %s is not a CURVE certificate (make one with 'ttctl keygen')",
+                    what, path);
+        return NULL;
+    }
+    static const byte zero[32];
+    if (secret && memcmp(zcert_secret_key(cert), zero, sizeof zero) == 0) {
+        s_set_error(self, "%s %s has no secret key: %s is missing or unreadable", what, path,
+                    secret_path);
+        zcert_destroy(&cert);
+        return NULL;
+    }
+    return cert;
+}
+
+int ttclient_set_curve(ttclient_t *self, const char *cert_path, const char *broker_cert_path)
+{
+    self->error[0] = '\0';
+    if (!zsys_has_curve()) {
+        s_set_error(self, "this libzmq was built without CURVE");
+        return -1;
+    }
+    zcert_t *own = s_load_cert(self, "client certificate", cert_path, true);
+    if (!own)
+        return -1;
+    zcert_t *broker = s_load_cert(self, "broker certificate", broker_cert_path, false);
+    if (!broker) {
+        zcert_destroy(&own);
+        return -1;
+    }
+    zcert_destroy(&self->cert);
+    self->cert = own;
+    snprintf(self->server_key, sizeof self->server_key, "%s", zcert_public_txt(broker));
+    zcert_destroy(&broker);
+    s_disconnect(self); /* the next call connects with the keys */
+    return 0;
+}
+
+void ttclient_curve_apply(ttclient_t *self, void *socket)
+{
+    if (!self->cert || !socket)
+        return;
+    zcert_apply(self->cert, socket);
+    zsock_set_curve_serverkey(socket, self->server_key);
 }
 
 const char *ttclient_error(ttclient_t *self)
@@ -143,6 +214,7 @@ static int s_connect(ttclient_t *self)
     }
     zsock_set_linger(self->sock, 0);
     zsock_set_sndtimeo(self->sock, self->timeout);
+    ttclient_curve_apply(self, self->sock);
     if (zsock_connect(self->sock, "%s", self->endpoint) != 0) {
         s_set_error(self, "cannot connect to '%s': %s", self->endpoint, zmq_strerror(zmq_errno()));
         s_disconnect(self);
@@ -499,6 +571,14 @@ int ttclient_env_rm_vm(ttclient_t *self, Ttfleet__EnvRmVm *rm, Ttfleet__Reply **
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
     req.op_case = TTFLEET__REQUEST__OP_ENV_RM_VM;
     req.env_rm_vm = rm;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_env_console(ttclient_t *self, Ttfleet__EnvConsole *q, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CONSOLE;
+    req.env_console = q;
     return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
 }
 

@@ -55,6 +55,20 @@ void ttclient_set_timeout(ttclient_t *self, int timeout_ms);
 /* Attempts in all before a call fails (at least 1). */
 void ttclient_set_retries(ttclient_t *self, int retries);
 
+/* Turns CURVE on for every socket the client makes from now on. cert_path
+ * names this client's certificate as `ttctl keygen` writes it: cert_path
+ * (public, with the tenant and role metadata the broker checks) and
+ * cert_path_secret (the secret key); broker_cert_path is the broker's public
+ * certificate. Returns 0, or -1 with ttclient_error() naming the file that is
+ * missing or unusable (then nothing changes). The broker answers an unknown
+ * key with silence, so a refused key shows as "no reply". */
+int ttclient_set_curve(ttclient_t *self, const char *cert_path, const char *broker_cert_path);
+
+/* Makes socket (a zsock_t* or a libzmq socket, not yet connected) talk
+ * CURVE with the keys given to ttclient_set_curve(), for example a SUB
+ * socket on the broker's events endpoint. Does nothing without CURVE. */
+void ttclient_curve_apply(ttclient_t *self, void *socket);
+
 /* Why the last call returned -1; "" after a call that succeeded. */
 const char *ttclient_error(ttclient_t *self);
 
@@ -90,6 +104,8 @@ int ttclient_env_extend(ttclient_t *self, const char *name, uint64_t lifetime,
                         Ttfleet__Reply **reply_p);
 int ttclient_env_update(ttclient_t *self, Ttfleet__EnvUpdate *update, Ttfleet__Reply **reply_p);
 int ttclient_env_rm_vm(ttclient_t *self, Ttfleet__EnvRmVm *rm, Ttfleet__Reply **reply_p);
+/* The tail of a VM's console log (reply->console). */
+int ttclient_env_console(ttclient_t *self, Ttfleet__EnvConsole *q, Ttfleet__Reply **reply_p);
 int ttclient_host_list(ttclient_t *self, Ttfleet__Reply **reply_p);
 int ttclient_host_show(ttclient_t *self, const char *id, Ttfleet__Reply **reply_p);
 int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p);

@@ -223,6 +223,18 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("invalid host id");
         return 0;
     }
+    case TTFLEET__REQUEST__OP_ENV_CONSOLE: {
+        const Ttfleet__EnvConsole *c = req->env_console;
+        if (s_env_name_valid(c->name, err, errlen))
+            return -1;
+        if (c->vm_id < TT_VMID_MIN || c->vm_id > TT_VMID_MAX)
+            FAIL("VM id %u out of range", c->vm_id);
+        if (c->host && *c->host && !tt_name_valid(c->host))
+            FAIL("invalid host id");
+        if (c->max_bytes > TT_CONSOLE_MAX)
+            FAIL("max_bytes %u over %d", c->max_bytes, TT_CONSOLE_MAX);
+        return 0;
+    }
     case TTFLEET__REQUEST__OP_HOST_DRAIN:
         if (!tt_name_valid(req->host_drain->id))
             FAIL("invalid host id '%.80s'", req->host_drain->id ? req->host_drain->id : "");

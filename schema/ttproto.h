@@ -44,6 +44,9 @@
 #define TT_MAX_MEM_MIB (1024u * 1024u)       /* 1 TiB */
 #define TT_MAX_DISK_MIB (64u * 1024u * 1024u) /* 64 TiB */
 
+#define TT_CONSOLE_DEFAULT (16 * 1024)
+#define TT_CONSOLE_MAX (256 * 1024)
+
 #define TT_DEFAULT_CPU 2
 #define TT_DEFAULT_MEM_MIB 1024
 #define TT_DEFAULT_DISK_MIB 40960

@@ -15,13 +15,22 @@
  * "ttctl: NOT_FOUND: <message>"), 2 for a usage error, 3 when no valid reply
  * came back (transport failure). The global options may also be given after
  * the command words.
+ *
+ * Where the broker, the tenant and the CURVE keys come from, strongest
+ * first: the flags (--broker, --tenant, --key, --broker-key), the
+ * environment (TTFLEET_BROKER, TTFLEET_TENANT, TTFLEET_KEY,
+ * TTFLEET_BROKER_KEY, TTFLEET_EVENTS), then the config file
+ * ($TTFLEET_CONFIG, else ~/.config/ttfleet/ttctl.conf if it exists) of
+ * "name = value" lines (s_config_load). `ttctl keygen` makes the keys.
  */
 #include <czmq.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ttclient.h"
@@ -43,6 +52,9 @@ typedef struct command_s command_t;
 typedef struct {
     const char *broker;
     const char *tenant;
+    const char *key;        /* CURVE: this client's cert (and key_secret), or NULL */
+    const char *broker_key; /* CURVE: the broker's public cert, or NULL */
+    const char *events;     /* the broker's events endpoint, for watch */
     bool json;
     int timeout;
     const command_t *cmd;
@@ -77,9 +89,14 @@ static const char *s_global_help =
     "  --broker EP     broker clients endpoint (env TTFLEET_BROKER, "
     "default " TTCLIENT_DEFAULT_ENDPOINT ")\n"
     "  --tenant T      tenant to act as (env TTFLEET_TENANT, default " TTCLIENT_DEFAULT_TENANT ")\n"
+    "  --key CERT      CURVE: this client's certificate, CERT and CERT_secret as\n"
+    "                  'ttctl keygen' writes them (env TTFLEET_KEY)\n"
+    "  --broker-key CERT  CURVE: the broker's public certificate (env TTFLEET_BROKER_KEY)\n"
     "  --json          print results as JSON\n"
     "  --timeout MS    wait per attempt, 1..3600000 (default 10000; 3 attempts)\n"
     "  --help          this help; 'ttctl GROUP VERB --help' for one command\n"
+    "config file: $TTFLEET_CONFIG or ~/.config/ttfleet/ttctl.conf, lines 'name = value'\n"
+    "  with names broker, tenant, key, broker_key, events; flags and env vars override it\n"
     "exit codes: 0 OK, 1 error status from the broker, 2 usage error, 3 no reply\n";
 
 static void s_print_command_help(FILE *out, const command_t *cmd)
@@ -201,6 +218,10 @@ static bool s_global_option(ctl_t *ctl, scan_t *s)
         ctl->broker = s_value(ctl, s);
     } else if (s_is(s, "--tenant")) {
         ctl->tenant = s_name(ctl, "--tenant", s_value(ctl, s));
+    } else if (s_is(s, "--key")) {
+        ctl->key = s_value(ctl, s);
+    } else if (s_is(s, "--broker-key")) {
+        ctl->broker_key = s_value(ctl, s);
     } else if (s_is(s, "--json")) {
         s_flag(ctl, s);
         ctl->json = true;
@@ -255,12 +276,18 @@ static ttclient_t *s_client(ctl_t *ctl)
     if (!ctl->broker || !strstr(ctl->broker, "://"))
         s_usage_error(ctl, "broker endpoint '%s' is not a ZeroMQ endpoint such as %s",
                       ctl->broker ? ctl->broker : "", TTCLIENT_DEFAULT_ENDPOINT);
+    bool key = ctl->key && *ctl->key, broker_key = ctl->broker_key && *ctl->broker_key;
+    if (key != broker_key)
+        s_usage_error(ctl, "CURVE needs both --key (this client's certificate) and --broker-key "
+                           "(the broker's public certificate)");
     ttclient_t *client = ttclient_new(ctl->broker, ctl->tenant);
     if (!client) {
         fprintf(stderr, "ttctl: cannot create a client\n");
         exit(EXIT_TRANSPORT);
     }
     ttclient_set_timeout(client, ctl->timeout);
+    if (key && ttclient_set_curve(client, ctl->key, ctl->broker_key) != 0)
+        s_usage_error(ctl, "%s", ttclient_error(client));
     return client;
 }
 
@@ -295,6 +322,9 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
             break;
         case TTFLEET__REPLY__RESULT_POOL:
             print_pool(stdout, reply->pool, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_CONSOLE:
+            print_console(stdout, reply->console, ctl->json);
             break;
         default:
             print_done(stdout, done_text, ctl->json);
@@ -596,6 +626,35 @@ static int s_env_rm_vm(ctl_t *ctl, scan_t *s)
     return s_finish(ctl, &client, rc, &reply, "VMs removed", false);
 }
 
+static int s_env_console(ctl_t *ctl, scan_t *s)
+{
+    Ttfleet__EnvConsole q = TTFLEET__ENV_CONSOLE__INIT;
+    const char *name = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (!name)
+                name = s_name(ctl, "env name", arg);
+            else if (!q.vm_id)
+                q.vm_id = (uint32_t)s_number(ctl, "VM id", arg, TT_VMID_MIN, TT_VMID_MAX);
+            else
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+        } else if (s_is(s, "--host")) {
+            q.host = (char *)s_name(ctl, "--host", s_value(ctl, s));
+        } else if (s_is(s, "--bytes")) {
+            q.max_bytes = (uint32_t)s_number(ctl, "--bytes", s_value(ctl, s), 1, TT_CONSOLE_MAX);
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!name || !q.vm_id)
+        s_usage_error(ctl, "env name and VM id are required");
+    q.name = (char *)name;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_env_console(client, &q, &reply);
+    return s_finish(ctl, &client, rc, &reply, "(empty console)", false);
+}
+
 /* ---- host, status, mmi ---- */
 
 static int s_host_list(ctl_t *ctl, scan_t *s)
@@ -699,11 +758,11 @@ static void s_on_signal(int sig)
  * SIGINT/SIGTERM, --count events, or --timeout ms (after the verb: here it
  * bounds the whole watch). With --env only that env's events of the
  * caller's tenant are shown. Exit 0, or 1 when --count was not reached
- * before --timeout. The events socket is not CURVE-protected by ttctl yet:
- * without CURVE the broker binds it on loopback only. */
+ * before --timeout. With --key/--broker-key the SUB socket talks CURVE
+ * like the request socket (the broker's events endpoint takes client keys). */
 static int s_watch(ctl_t *ctl, scan_t *s)
 {
-    const char *events = getenv("TTFLEET_EVENTS"), *env = NULL, *topic = "", *arg;
+    const char *events = ctl->events, *env = NULL, *topic = "", *arg;
     if (!events || !*events)
         events = TTCTL_DEFAULT_EVENTS;
     long long count = 0, timeout = 0;
@@ -733,6 +792,12 @@ static int s_watch(ctl_t *ctl, scan_t *s)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     zsock_t *sub = zsock_new(ZMQ_SUB);
+    if (sub && ctl->key && *ctl->key) {
+        /* the events socket takes the same client keys as the clients one */
+        ttclient_t *keys = s_client(ctl);
+        ttclient_curve_apply(keys, sub);
+        ttclient_destroy(&keys);
+    }
     if (!sub || zsock_connect(sub, "%s", events) != 0) {
         fprintf(stderr, "ttctl: cannot connect to events endpoint %s\n", events);
         zsock_destroy(&sub);
@@ -822,6 +887,241 @@ static int s_mmi(ctl_t *ctl, scan_t *s)
     return code_rc;
 }
 
+/* ---- keys and the config file ---- */
+
+/* Makes a CURVE keypair with the metadata the broker checks: PATH (public,
+ * for the broker's --client-keys or --worker-keys directory, or for the
+ * clients and workers when it is the broker's) and PATH_secret (mode 0600,
+ * stays with its owner). Both files are created with O_EXCL first, so an
+ * existing key is never overwritten, not even by a race; zcert_save then
+ * fills them in. */
+static int s_keygen(ctl_t *ctl, scan_t *s)
+{
+    const char *out = NULL, *tenant = NULL, *role = NULL, *host = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--out"))
+            out = s_value(ctl, s);
+        else if (s_is(s, "--tenant")) /* here: the tenant written into the cert */
+            tenant = s_name(ctl, "--tenant", s_value(ctl, s));
+        else if (s_is(s, "--role"))
+            role = s_value(ctl, s);
+        else if (s_is(s, "--host"))
+            host = s_name(ctl, "--host", s_value(ctl, s));
+        else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!out || !*out)
+        s_usage_error(ctl, "--out PATH is required");
+    if (strlen(out) > 200)
+        s_usage_error(ctl, "--out: path longer than 200 characters");
+    if (!role)
+        s_usage_error(ctl, "--role is required: user, admin, worker or broker");
+    bool client = strcmp(role, "user") == 0 || strcmp(role, "admin") == 0;
+    bool worker = strcmp(role, "worker") == 0;
+    if (!client && !worker && strcmp(role, "broker") != 0)
+        s_usage_error(ctl, "--role: '%s' is not user, admin, worker or broker", role);
+    if (client && !tenant)
+        s_usage_error(ctl, "--role %s needs --tenant T", role);
+    if (!client && tenant)
+        s_usage_error(ctl, "--tenant goes with --role user or admin only");
+    if (!worker && host)
+        s_usage_error(ctl, "--host goes with --role worker only");
+
+    char secret[256];
+    snprintf(secret, sizeof secret, "%s_secret", out);
+    const char *paths[2] = {out, secret};
+    const mode_t modes[2] = {0644, 0600};
+    int created = 0;
+    for (; created < 2; created++) {
+        int fd = open(paths[created], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, modes[created]);
+        if (fd < 0) {
+            fprintf(stderr, "ttctl: cannot create %s: %s%s\n", paths[created], strerror(errno),
+                    errno == EEXIST ? " (keygen never overwrites a key)" : "");
+            break;
+        }
+        close(fd);
+    }
+    zcert_t *cert = created == 2 ? zcert_new() : NULL;
+    int rc = cert ? 0 : -1;
+    if (cert) {
+        zcert_set_meta(cert, "role", "%s", role);
+        if (tenant)
+            zcert_set_meta(cert, "tenant", "%s", tenant);
+        if (host)
+            zcert_set_meta(cert, "host", "%s", host);
+        rc = zcert_save(cert, out);
+        /* zcert_save rewrites the files in place, so the modes above hold;
+         * make sure of the secret one anyway */
+        if (rc == 0)
+            rc = chmod(secret, 0600);
+        if (rc != 0)
+            fprintf(stderr, "ttctl: cannot write %s and %s: %s\n", out, secret, strerror(errno));
+    }
+    if (rc != 0) {
+        for (int i = 0; i < created; i++)
+            unlink(paths[i]);
+        zcert_destroy(&cert);
+        return EXIT_STATUS;
+    }
+    if (ctl->json) /* Z85 and the role need no JSON escaping; the paths are the caller's */
+        printf("{\"key\": \"%s\", \"role\": \"%s\"}\n", zcert_public_txt(cert), role);
+    else
+        printf("wrote %s (public key %s, role %s%s%s%s%s)\n"
+               "  and %s (secret key, mode 0600: keep it with its owner)\n"
+               "%s\n",
+               out, zcert_public_txt(cert), role, tenant ? ", tenant " : "", tenant ? tenant : "",
+               host ? ", host " : "", host ? host : "", secret,
+               client   ? "copy the public file into the broker's --client-keys directory"
+               : worker ? "copy the public file into the broker's --worker-keys directory"
+                        : "give the public file to clients (--broker-key) and workers");
+    zcert_destroy(&cert);
+    return fflush(stdout) == 0 ? 0 : EXIT_STATUS;
+}
+
+/* Values read from the config file; they live as long as ttctl. */
+static struct {
+    char broker[512];
+    char tenant[TT_MAX_NAME + 1];
+    char key[512];
+    char broker_key[512];
+    char events[512];
+} s_config;
+
+static void s_config_error(const char *path, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+
+static void s_config_error(const char *path, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (line)
+        fprintf(stderr, "ttctl: %s:%d: ", path, line);
+    else
+        fprintf(stderr, "ttctl: %s: ", path);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(EXIT_USAGE);
+}
+
+static char *s_trim(char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t n = strlen(p);
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        p[--n] = '\0';
+    return p;
+}
+
+/* Reads the config file: $TTFLEET_CONFIG (which must exist) or else
+ * ~/.config/ttfleet/ttctl.conf (if it exists). The format is deliberately
+ * small: one "name = value" per line, blank lines and lines starting with
+ * '#' ignored, the value optionally in double quotes. Names: broker, tenant,
+ * key, broker_key, events. An unknown name, a name given twice, an empty
+ * value or a line without '=' is an error naming the file and line. A key
+ * path starting with "~/" is under $HOME; other relative key paths are
+ * relative to the config file's directory. */
+static void s_config_load(void)
+{
+    const char *env = getenv("TTFLEET_CONFIG");
+    char path[512];
+    bool required = env && *env;
+    if (required)
+        snprintf(path, sizeof path, "%s", env);
+    else {
+        const char *home = getenv("HOME");
+        if (!home || !*home)
+            return;
+        snprintf(path, sizeof path, "%s/.config/ttfleet/ttctl.conf", home);
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (!required && errno == ENOENT)
+            return;
+        s_config_error(path, 0, "%s", strerror(errno));
+    }
+    struct {
+        const char *name;
+        char *value;
+        size_t size;
+        bool is_path;
+        bool seen;
+    } fields[] = {
+        {"broker", s_config.broker, sizeof s_config.broker, false, false},
+        {"tenant", s_config.tenant, sizeof s_config.tenant, false, false},
+        {"key", s_config.key, sizeof s_config.key, true, false},
+        {"broker_key", s_config.broker_key, sizeof s_config.broker_key, true, false},
+        {"events", s_config.events, sizeof s_config.events, false, false},
+    };
+    char buf[1024];
+    int line = 0;
+    while (fgets(buf, sizeof buf, f)) {
+        line++;
+        size_t n = strlen(buf);
+        if (n == sizeof buf - 1 && buf[n - 1] != '\n')
+            s_config_error(path, line, "line longer than %zu characters", sizeof buf - 2);
+        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            buf[--n] = '\0';
+        char *p = s_trim(buf);
+        if (!*p || *p == '#')
+            continue;
+        char *eq = strchr(p, '=');
+        if (!eq)
+            s_config_error(path, line, "expected 'name = value', got '%.60s'", p);
+        *eq = '\0';
+        char *name = s_trim(p), *value = s_trim(eq + 1);
+        size_t vn = strlen(value);
+        if (vn >= 2 && value[0] == '"' && value[vn - 1] == '"') {
+            value[vn - 1] = '\0';
+            value++;
+        }
+        if (!*value)
+            s_config_error(path, line, "%s has an empty value", name);
+        if (strchr(value, '"'))
+            s_config_error(path, line, "%s: stray '\"' in the value", name);
+        size_t i = 0;
+        while (i < sizeof fields / sizeof *fields && strcmp(fields[i].name, name) != 0)
+            i++;
+        if (i == sizeof fields / sizeof *fields)
+            s_config_error(path, line,
+                           "unknown name '%.40s' (known: broker, tenant, key, broker_key, events)",
+                           name);
+        if (fields[i].seen)
+            s_config_error(path, line, "%s given twice", name);
+        fields[i].seen = true;
+        int w;
+        if (fields[i].is_path && strncmp(value, "~/", 2) == 0) {
+            const char *home = getenv("HOME");
+            if (!home || !*home)
+                s_config_error(path, line, "%s: '~/' but HOME is not set", name);
+            w = snprintf(fields[i].value, fields[i].size, "%s/%s", home, value + 2);
+        } else if (fields[i].is_path && value[0] != '/' && strchr(path, '/')) {
+            int dir = (int)(strrchr(path, '/') - path);
+            w = snprintf(fields[i].value, fields[i].size, "%.*s/%s", dir, path, value);
+        } else
+            w = snprintf(fields[i].value, fields[i].size, "%s", value);
+        if (w < 0 || (size_t)w >= fields[i].size)
+            s_config_error(path, line, "%s: value too long", name);
+        if (strcmp(name, "tenant") == 0 && !tt_name_valid(value))
+            s_config_error(path, line,
+                           "invalid tenant '%s': use 1..%d of [A-Za-z0-9._-], not starting "
+                           "with '.'",
+                           value, TT_MAX_NAME);
+        if ((strcmp(name, "broker") == 0 || strcmp(name, "events") == 0) &&
+            !strstr(value, "://"))
+            s_config_error(path, line, "%s '%s' is not a ZeroMQ endpoint such as %s", name,
+                           value, TTCLIENT_DEFAULT_ENDPOINT);
+    }
+    bool failed = ferror(f);
+    fclose(f);
+    if (failed)
+        s_config_error(path, 0, "read error");
+}
+
 static const command_t s_commands[] = {
     {"env", "create",
      "env create NAME --image IMG [--dup N] [--image IMG [--dup N]]... [--engine E] [--cpu N] "
@@ -864,6 +1164,9 @@ static const command_t s_commands[] = {
      "Removes VMs from NAME by id (with --host on an env that spans hosts) or all VMs\n"
      "whose image starts with PREFIX.\n",
      s_env_rm_vm, NULL, NULL},
+    {"env", "console", "env console NAME VMID [--host ID] [--bytes N]",
+     "Prints the tail of a VM's console log (default the last 16 KiB, at most 256 KiB).\n",
+     s_env_console, NULL, NULL},
     {"env", "delete", "env delete NAME", "Deletes env NAME and all its VMs.\n", NULL,
      ttclient_env_delete, "deleted"},
     {"host", "list", "host list", "Lists the hosts of the pool (admin only).\n", s_host_list, NULL,
@@ -891,6 +1194,17 @@ static const command_t s_commands[] = {
     {NULL, "mmi", "mmi SERVICE",
      "Asks the broker (8/MMI) whether it serves SERVICE; exit 0 only for 200.\n", s_mmi, NULL,
      NULL},
+    {NULL, "keygen",
+     "keygen --out PATH (--role user|admin --tenant T | --role worker [--host ID] | --role broker)",
+     "Makes a CURVE keypair: PATH (the public certificate, with the role, tenant or host\n"
+     "the broker checks) and PATH_secret (mode 0600). Never overwrites an existing file.\n"
+     "  --role user|admin  a client key of tenant T; PATH goes in the broker's --client-keys dir\n"
+     "  --role worker      a worker key; --host binds it to that host id; PATH goes in the\n"
+     "                     broker's --worker-keys dir\n"
+     "  --role broker      the broker's key (ttbroker --curve-secret PATH); give PATH to\n"
+     "                     clients (--broker-key) and workers (ttworker --broker-key)\n"
+     "exit 1 if a file exists or cannot be written.\n",
+     s_keygen, NULL, NULL},
 };
 
 #define S_NCOMMANDS (sizeof s_commands / sizeof *s_commands)
@@ -967,14 +1281,23 @@ int main(int argc, char **argv)
 {
     /* ttctl is short-lived: Ctrl-C should end it at once, not set a flag. */
     zsys_handler_set(NULL);
+    /* config file, then the environment over it; the flags come last */
+    s_config_load();
     const char *tenant = getenv("TTFLEET_TENANT");
+    const char *key = getenv("TTFLEET_KEY"), *broker_key = getenv("TTFLEET_BROKER_KEY");
+    const char *events = getenv("TTFLEET_EVENTS");
     ctl_t ctl = {
         .broker = getenv("TTFLEET_BROKER"),
-        .tenant = tenant && *tenant ? tenant : TTCLIENT_DEFAULT_TENANT,
+        .tenant = tenant && *tenant ? tenant
+                  : *s_config.tenant ? s_config.tenant
+                                     : TTCLIENT_DEFAULT_TENANT,
+        .key = key && *key ? key : s_config.key,
+        .broker_key = broker_key && *broker_key ? broker_key : s_config.broker_key,
+        .events = events && *events ? events : s_config.events,
         .timeout = TTCLIENT_DEFAULT_TIMEOUT,
     };
     if (!ctl.broker || !*ctl.broker)
-        ctl.broker = TTCLIENT_DEFAULT_ENDPOINT;
+        ctl.broker = *s_config.broker ? s_config.broker : TTCLIENT_DEFAULT_ENDPOINT;
     if (!tt_name_valid(ctl.tenant))
         s_usage_error(&ctl, "TTFLEET_TENANT: invalid tenant '%s'", ctl.tenant);
     scan_t scan = {.argc = argc, .argv = argv, .i = 1};

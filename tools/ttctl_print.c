@@ -363,6 +363,21 @@ int print_pool(FILE *out, const Ttfleet__PoolStatus *p, bool json)
     return 0;
 }
 
+int print_console(FILE *out, const Ttfleet__ConsoleText *c, bool json)
+{
+    if (json)
+        return s_json_print(out, json_pack("{s:s, s:I, s:s%, s:b}", "host", c->host,
+                                           "vm_id", (json_int_t)c->vm_id, "text",
+                                           (const char *)c->text.data, c->text.len, "truncated",
+                                           c->truncated));
+    if (c->truncated)
+        fprintf(out, "[... console of VM %u on %s, last %zu bytes ...]\n", c->vm_id, c->host,
+                c->text.len);
+    if (c->text.len)
+        fwrite(c->text.data, 1, c->text.len, out);
+    return 0;
+}
+
 int print_mmi(FILE *out, const char *service, const char *code, bool json)
 {
     if (json)

@@ -24,6 +24,8 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
 int print_host(FILE *out, const Ttfleet__HostInfo *host, bool json);
 int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json);
 int print_pool(FILE *out, const Ttfleet__PoolStatus *pool, bool json);
+/* Console text as it is (JSON: text as a string; invalid UTF-8 makes jansson fail). */
+int print_console(FILE *out, const Ttfleet__ConsoleText *c, bool json);
 /* Prints the answer of an MMI query. */
 int print_mmi(FILE *out, const char *service, const char *code, bool json);
 /* Prints a one-line outcome of an operation without a result ("deleted env

@@ -22,10 +22,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "images.h"
@@ -487,6 +489,52 @@ static const char *s_mid_point(int desired)
     }
 }
 
+/* The last `max` bytes of a VM's console log (engines write it to
+ * <state>/vms/<id>/console.log). The path comes from the VM id only, so
+ * nothing from outside can point it elsewhere. */
+static int s_console_tail(fleet_t *self, uint32_t vm_id, uint32_t max, uint8_t **out,
+                          size_t *got, bool *truncated, char *err, size_t errlen)
+{
+    char path[4096];
+    if (vm_id < TT_VMID_MIN || vm_id > TT_VMID_MAX || !self->table[vm_id]) {
+        snprintf(err, errlen, "no VM %u on host %s", vm_id, self->cfg.host_id);
+        return -1;
+    }
+    if (max == 0 || max > TT_CONSOLE_MAX)
+        max = TT_CONSOLE_DEFAULT;
+    if (engine_vm_path(&self->ctx, vm_id, "console.log", path, sizeof path)) {
+        snprintf(err, errlen, "VM %u: console path too long", vm_id);
+        return -1;
+    }
+    *out = malloc(max);
+    if (!*out) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *got = 0;
+    *truncated = false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0; /* nothing printed yet */
+        snprintf(err, errlen, "open console of VM %u: %s", vm_id, strerror(errno));
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    off_t size = lseek(fd, 0, SEEK_END);
+    off_t from = size > (off_t)max ? size - (off_t)max : 0;
+    *truncated = from > 0;
+    while (from + (off_t)*got < size) {
+        ssize_t n = pread(fd, *out + *got, max - *got, from + (off_t)*got);
+        if (n <= 0)
+            break;
+        *got += (size_t)n;
+    }
+    close(fd);
+    return 0;
+}
+
 zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
 {
     Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
@@ -542,10 +590,23 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
         snprintf(message, sizeof message, "host %s could not persist its state", self->cfg.host_id);
     }
     tt_crash_point("worker.before_reply"); /* committed, the broker not told */
+    uint8_t *console = NULL;
+    if (cmd->console_vm_id) {
+        size_t got = 0;
+        bool truncated = false;
+        if (s_console_tail(self, cmd->console_vm_id, cmd->console_max, &console, &got,
+                           &truncated, message, sizeof message) == 0) {
+            reply.console.data = console;
+            reply.console.len = got;
+            reply.console_truncated = truncated;
+        } else if (reply.status == TTFLEET__STATUS__OK)
+            reply.status = TTFLEET__STATUS__NOT_FOUND;
+    }
     reply.message = message;
     reply.n_vms = acts.n;
     reply.vms = acts.ptrs;
     zframe_t *frame = wire_pack(&reply.base);
+    free(console);
     s_actuals_free(&acts);
     ttfleet__worker_command__free_unpacked(cmd, NULL);
     return frame;
