@@ -292,17 +292,15 @@ static void s_host_free(void **item)
     *item = NULL;
 }
 
+/* Forget the model. Clients waiting on an op get no answer here: their
+ * request row has no reply yet, so the reload (or the next start) records
+ * the one outcome, "interrupted", and their retry gets exactly that. An
+ * answer now would be a second, different outcome for the same id. */
 static void s_model_clear(broker_t *self)
 {
     op_t *op;
-    while ((op = zlistx_first(self->all_ops))) {
-        if (op->envelope)
-            ops_reply(self, op->envelope, op->service, NULL, op->request_id,
-                      TTFLEET__STATUS__INTERNAL,
-                      "the broker could not persist its state; the request was interrupted",
-                      NULL, false);
+    while ((op = zlistx_first(self->all_ops)))
         ops_free(self, &op);
-    }
     zlistx_t *envs = zhashx_values(self->envs);
     for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
         model_env_free(self, &e);

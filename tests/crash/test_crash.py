@@ -177,6 +177,21 @@ class Outages(unittest.TestCase):
         self.assertEqual(again.status, rep.status)
         pool.wait_clean()
         self.assertEqual(env_state(pool, ENV), "stopped")
+        # the same with a graceful stop (SIGTERM) of the broker
+        os.kill(pool.workers["h1"].proc.pid, signal.SIGSTOP)
+        bg = Background(lambda: call(pool, request("start", ENV, rid="wait-3")))
+        time.sleep(0.5)
+        pool.stop_broker(signal.SIGTERM)
+        pool.start_broker()
+        os.kill(pool.workers["h1"].proc.pid, signal.SIGCONT)
+        pool.wait_online(["h1"])
+        rep = bg.result(60)
+        self.assertIn(rep.status, (pb.OK,) + FAILURES, rep.message)
+        again = call(pool, request("start", ENV, rid="wait-3"))
+        self.assertEqual(again.SerializeToString(), rep.SerializeToString(),
+                         "two outcomes: %r / %r" % (rep.message, again.message))
+        pool.wait_clean()
+        self.assertEqual(env_state(pool, ENV), "running")
 
     def test_worker_sigstop_past_down_timeout(self):
         """A frozen worker is declared down (its VMs lost, ops on them fail
