@@ -1,0 +1,1154 @@
+/*
+ * ttbench: load and scale benchmark of a ttfleet broker.
+ *
+ *   ttbench [--hosts N] [--producers M] [--seconds S] [--rate R] [--json] ...
+ *
+ * One run has four parts:
+ *   1. a real ttbroker (started here on loopback with a temporary state
+ *      dir, or an existing one given by --broker-clients/--broker-workers);
+ *   2. N hollow hosts. They share this process (split over --host-threads
+ *      threads) but each has its own DEALER socket and speaks the real TTW01
+ *      worker protocol: READY with its capacity, engines and inventory,
+ *      HEARTBEAT both ways, COMMAND answered with each VM at its desired
+ *      state, re-READY after DISCONNECT or broker silence. Each host keeps
+ *      its VMs in its own worker.db (worker/vmdb.c, store_worker_migrations:
+ *      WAL, synchronous=FULL) and answers only after the commit. Commits are
+ *      grouped per host and per poll iteration, as the broker groups its
+ *      own: a host that got ten COMMANDs in one iteration pays one fsync.
+ *      (fleet_command() of worker/fleet.c commits once per command, which
+ *      on one disk shared by a thousand simulated hosts would measure the
+ *      disk, not the broker; the hollow engine does no other work, so the
+ *      row writes and the fsync are what a real hollow worker costs.)
+ *   3. the idle broker's CPU with N hosts heartbeating (/proc/PID/stat
+ *      utime+stime over --idle-seconds), when ttbench started the broker;
+ *   4. M concurrent producers (DEALER, 7/MDP client) driving, for S seconds,
+ *      first a bare ZeroMQ ROUTER that echoes every MDP request without
+ *      work (the ceiling of this transport on this machine), then the broker:
+ *      by default cycles of create (one hollow VM) / show / delete, or with
+ *      --mix create creates only. --rate R starts R cycles (creates) per
+ *      second in all; 0 runs every producer flat out (closed loop).
+ *
+ * Latency is measured per request from send to reply, in microseconds;
+ * throughput is completed requests per second of the measured window.
+ * Exit status: 0 when the run completed and at least one create succeeded,
+ * 1 otherwise, 2 for a usage error.
+ */
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ttclient.h"
+#include "ttproto.h"
+#include "vm.h"
+#include "vmdb.h"
+
+#define BENCH_MAX_HOSTS 5000
+#define BENCH_MAX_PRODUCERS 1000
+#define BENCH_IMAGE "bench"
+#define BENCH_ENGINE "hollow"
+#define BENCH_TENANT "bench"
+#define BENCH_DRAIN_MS 10000 /* how long outstanding requests may finish */
+
+typedef struct {
+    int hosts, producers, seconds, rate;
+    bool json, create_only, spread, keep;
+    int host_threads, io_threads;
+    int relay_seconds, idle_seconds;
+    int heartbeat_ms, liveness;
+    int request_ttl;
+    uint32_t host_cpu;
+    const char *clients_ep, *workers_ep; /* external broker */
+    const char *admin_tenant;
+    char ttbroker[PATH_MAX];
+} bench_cfg_t;
+
+static volatile sig_atomic_t s_interrupted;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_interrupted = 1;
+}
+
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- latency samples ---- */
+
+typedef struct {
+    uint32_t *us;
+    size_t n, alloc;
+    uint64_t errors;
+    char first_error[160];
+} samples_t;
+
+static void s_sample(samples_t *s, int64_t us)
+{
+    if (s->n == s->alloc) {
+        size_t alloc = s->alloc ? s->alloc * 2 : 4096;
+        uint32_t *p = realloc(s->us, alloc * sizeof *p);
+        if (!p)
+            return;
+        s->us = p;
+        s->alloc = alloc;
+    }
+    s->us[s->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static void s_sample_error(samples_t *s, const char *what)
+{
+    if (s->errors++ == 0)
+        snprintf(s->first_error, sizeof s->first_error, "%s", what);
+}
+
+static int s_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The q-quantile in ms of sorted samples (nearest rank). */
+static double s_quantile(const samples_t *s, double q)
+{
+    if (!s->n)
+        return 0;
+    size_t i = (size_t)(q * (double)s->n);
+    if (i >= s->n)
+        i = s->n - 1;
+    return s->us[i] / 1000.0;
+}
+
+/* ---- hollow hosts ---- */
+
+typedef struct {
+    char id[32];
+    zsock_t *sock;
+    vmdb_t *db;
+    zhashx_t *vms;    /* vm_id as "%u" -> vm_t* */
+    zlistx_t *replies; /* packed WorkerReply frames waiting for the commit */
+    bool in_tx;
+    int64_t last_sent_ms, last_recv_ms;
+    uint64_t commands;
+} shost_t;
+
+typedef struct {
+    const bench_cfg_t *cfg;
+    const char *endpoint;
+    const char *state_dir;
+    shost_t *hosts;
+    int first, n;
+    volatile int *stop;
+    int ready; /* hosts opened (for the error path) */
+    char error[256];
+} hthread_t;
+
+static void s_host_send(shost_t *h, int cmd, zframe_t **body_p)
+{
+    zmsg_t *msg = zmsg_new();
+    zmsg_addmem(msg, "", 0);
+    zmsg_addstr(msg, TT_WORKER_PROTO);
+    uint8_t c = (uint8_t)cmd;
+    zmsg_addmem(msg, &c, 1);
+    if (body_p && *body_p)
+        zmsg_append(msg, body_p);
+    if (zmsg_send(&msg, h->sock) != 0)
+        zmsg_destroy(&msg);
+    h->last_sent_ms = tt_mono_ms();
+}
+
+static zframe_t *s_pack(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    zframe_t *f = zframe_new(NULL, len);
+    if (f)
+        protobuf_c_message_pack(m, zframe_data(f));
+    return f;
+}
+
+static void s_host_ready(hthread_t *t, shost_t *h)
+{
+    size_t n = zhashx_size(h->vms), k = 0;
+    Ttfleet__VmActual *acts = calloc(n + 1, sizeof *acts);
+    Ttfleet__VmActual **ptrs = calloc(n + 1, sizeof *ptrs);
+    for (vm_t *vm = zhashx_first(h->vms); vm && acts && ptrs; vm = zhashx_next(h->vms)) {
+        ttfleet__vm_actual__init(&acts[k]);
+        acts[k].vm_id = vm->vm_id;
+        acts[k].state = vm->state;
+        acts[k].env = vm->env;
+        acts[k].expires_at = vm->expires_at;
+        ptrs[k] = &acts[k];
+        k++;
+    }
+    char *engines[] = {BENCH_ENGINE}, *images[] = {BENCH_IMAGE};
+    Ttfleet__WorkerHello hello = TTFLEET__WORKER_HELLO__INIT;
+    hello.host_id = h->id;
+    hello.cpu_total = t->cfg->host_cpu;
+    hello.mem_total = (uint64_t)t->cfg->host_cpu * 1024;
+    hello.disk_total = (uint64_t)t->cfg->host_cpu * 1024;
+    hello.n_engines = 1;
+    hello.engines = engines;
+    hello.n_images = 1;
+    hello.images = images;
+    hello.n_inventory = k;
+    hello.inventory = ptrs;
+    hello.version = "ttbench";
+    zframe_t *body = s_pack(&hello.base);
+    s_host_send(h, TT_W_READY, &body);
+    free(acts);
+    free(ptrs);
+}
+
+static int s_host_connect(hthread_t *t, shost_t *h)
+{
+    zsock_destroy(&h->sock);
+    h->sock = zsock_new(ZMQ_DEALER);
+    if (!h->sock)
+        return -1;
+    zsock_set_linger(h->sock, 0);
+    zsock_set_sndhwm(h->sock, 10000);
+    zsock_set_rcvhwm(h->sock, 10000);
+    if (zsock_connect(h->sock, "%s", t->endpoint) != 0)
+        return -1;
+    h->last_recv_ms = tt_mono_ms();
+    s_host_ready(t, h);
+    return 0;
+}
+
+/* Converge one VM: hollow VMs are rows, so the actual state is the desired
+ * one as soon as the row is staged. Returns the VM's state. */
+static int s_host_apply(shost_t *h, const Ttfleet__VmSpec *spec, int *status, char *msg,
+                        size_t msglen)
+{
+    char key[16];
+    snprintf(key, sizeof key, "%u", spec->vm_id);
+    vm_t *vm = zhashx_lookup(h->vms, key);
+    if (spec->desired == TTFLEET__VM_STATE__VM_ABSENT) {
+        if (vm) {
+            if (vmdb_delete(h->db, spec->vm_id))
+                goto db_failed;
+            zhashx_delete(h->vms, key);
+        }
+        return TTFLEET__VM_STATE__VM_ABSENT;
+    }
+    if (spec->vm_id < TT_VMID_MIN || spec->vm_id > TT_VMID_MAX ||
+        strcmp(spec->engine, BENCH_ENGINE) != 0 || strcmp(spec->image, BENCH_IMAGE) != 0 ||
+        spec->n_ports > TT_MAX_PORTS_PER_VM) {
+        *status = TTFLEET__STATUS__BAD_REQUEST;
+        snprintf(msg, msglen, "vm %u: this host has only engine %s and image %s", spec->vm_id,
+                 BENCH_ENGINE, BENCH_IMAGE);
+        return vm ? vm->state : TTFLEET__VM_STATE__VM_ABSENT;
+    }
+    bool fresh = !vm;
+    if (fresh && !(vm = calloc(1, sizeof *vm))) {
+        *status = TTFLEET__STATUS__WORKER_FAILED;
+        snprintf(msg, msglen, "out of memory");
+        return TTFLEET__VM_STATE__VM_ABSENT;
+    }
+    vm->vm_id = spec->vm_id;
+    snprintf(vm->env, sizeof vm->env, "%s", spec->env);
+    snprintf(vm->image, sizeof vm->image, "%s", spec->image);
+    snprintf(vm->engine, sizeof vm->engine, "%s", spec->engine);
+    vm->cpu = spec->cpu;
+    vm->mem_mib = spec->mem_mib;
+    vm->disk_mib = spec->disk_mib;
+    snprintf(vm->ip, sizeof vm->ip, "%s", spec->ip);
+    snprintf(vm->mac, sizeof vm->mac, "%s", spec->mac);
+    vm->n_ports = (uint32_t)spec->n_ports;
+    for (size_t i = 0; i < spec->n_ports; i++) {
+        vm->ports[i].guest = spec->ports[i]->guest;
+        vm->ports[i].public_port = spec->ports[i]->public_;
+    }
+    vm->deny_outgoing = spec->deny_outgoing;
+    vm->expires_at = spec->expires_at;
+    vm->state = spec->desired;
+    if (vmdb_put(h->db, vm)) {
+        if (fresh)
+            free(vm);
+        goto db_failed;
+    }
+    if (fresh)
+        zhashx_insert(h->vms, key, vm);
+    return vm->state;
+db_failed:
+    *status = TTFLEET__STATUS__WORKER_FAILED;
+    snprintf(msg, msglen, "worker.db: %s", vmdb_errmsg(h->db));
+    return vm ? vm->state : TTFLEET__VM_STATE__VM_ABSENT;
+}
+
+static void s_host_command(shost_t *h, zframe_t *body)
+{
+    Ttfleet__WorkerCommand *cmd =
+        body ? ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
+    if (!cmd)
+        return;
+    h->commands++;
+    if (!h->in_tx && vmdb_begin(h->db) == 0)
+        h->in_tx = true;
+    Ttfleet__WorkerReply rep = TTFLEET__WORKER_REPLY__INIT;
+    rep.op_id = cmd->op_id;
+    char message[160] = "";
+    Ttfleet__VmActual *acts = calloc(cmd->n_vms + 1, sizeof *acts);
+    Ttfleet__VmActual **ptrs = calloc(cmd->n_vms + 1, sizeof *ptrs);
+    for (size_t i = 0; i < cmd->n_vms && acts && ptrs; i++) {
+        int status = TTFLEET__STATUS__OK;
+        char msg[160] = "";
+        ttfleet__vm_actual__init(&acts[i]);
+        acts[i].vm_id = cmd->vms[i]->vm_id;
+        acts[i].state = s_host_apply(h, cmd->vms[i], &status, msg, sizeof msg);
+        acts[i].env = cmd->vms[i]->env;
+        acts[i].expires_at = cmd->vms[i]->expires_at;
+        ptrs[i] = &acts[i];
+        rep.n_vms++;
+        if (status != TTFLEET__STATUS__OK && rep.status == TTFLEET__STATUS__OK) {
+            rep.status = status;
+            snprintf(message, sizeof message, "%s", msg);
+        }
+    }
+    rep.vms = ptrs;
+    rep.message = message;
+    zframe_t *f = s_pack(&rep.base);
+    if (f)
+        zlistx_add_end(h->replies, f);
+    free(acts);
+    free(ptrs);
+    ttfleet__worker_command__free_unpacked(cmd, NULL);
+}
+
+static void s_host_recv(hthread_t *t, shost_t *h)
+{
+    zmsg_t *msg;
+    while (h->sock && (msg = zmsg_recv_nowait(zsock_resolve(h->sock)))) {
+        h->last_recv_ms = tt_mono_ms();
+        zframe_t *empty = zmsg_first(msg), *proto = zmsg_next(msg), *cmdf = zmsg_next(msg);
+        zframe_t *body = zmsg_next(msg);
+        if (empty && zframe_size(empty) == 0 && proto && zframe_streq(proto, TT_WORKER_PROTO) &&
+            cmdf && zframe_size(cmdf) == 1) {
+            int cmd = zframe_data(cmdf)[0];
+            if (cmd == TT_W_COMMAND)
+                s_host_command(h, body);
+            else if (cmd == TT_W_DISCONNECT) {
+                zmsg_destroy(&msg);
+                s_host_connect(t, h);
+                return;
+            }
+        }
+        zmsg_destroy(&msg);
+    }
+}
+
+/* Commit what this iteration staged, then send its replies: a reply never
+ * leaves before the rows it reports are durable. */
+static void s_host_flush(shost_t *h)
+{
+    if (h->in_tx) {
+        if (vmdb_commit(h->db)) {
+            vmdb_rollback(h->db);
+            fprintf(stderr, "ttbench: %s: commit failed: %s\n", h->id, vmdb_errmsg(h->db));
+        }
+        h->in_tx = false;
+    }
+    zframe_t *f;
+    while ((f = zlistx_detach(h->replies, NULL)))
+        s_host_send(h, TT_W_REPLY, &f);
+}
+
+static void s_vm_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static void *s_host_thread(void *arg)
+{
+    hthread_t *t = arg;
+    const bench_cfg_t *cfg = t->cfg;
+    for (int i = 0; i < t->n; i++) {
+        shost_t *h = &t->hosts[i];
+        snprintf(h->id, sizeof h->id, "bench-%04d", t->first + i);
+        char path[PATH_MAX], err[256];
+        snprintf(path, sizeof path, "%s/%s", t->state_dir, h->id);
+        if (mkdir(path, 0700) && errno != EEXIST) {
+            snprintf(t->error, sizeof t->error, "mkdir %.120s: %.100s", path, strerror(errno));
+            return NULL;
+        }
+        snprintf(path, sizeof path, "%s/%s/worker.db", t->state_dir, h->id);
+        h->db = vmdb_open(path, err, sizeof err);
+        if (!h->db) {
+            snprintf(t->error, sizeof t->error, "%s", err);
+            return NULL;
+        }
+        h->vms = zhashx_new();
+        zhashx_set_destructor(h->vms, s_vm_free);
+        h->replies = zlistx_new();
+        zlistx_set_destructor(h->replies, (zlistx_destructor_fn *)zframe_destroy);
+        if (s_host_connect(t, h)) {
+            snprintf(t->error, sizeof t->error, "cannot connect %s to %s", h->id, t->endpoint);
+            return NULL;
+        }
+        t->ready++;
+    }
+    zmq_pollitem_t *items = calloc((size_t)t->n, sizeof *items);
+    int64_t next_beat = 0;
+    while (items && !*t->stop) {
+        for (int i = 0; i < t->n; i++)
+            items[i] = (zmq_pollitem_t){zsock_resolve(t->hosts[i].sock), 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(items, t->n, 50);
+        if (rc < 0 && errno != EINTR)
+            break;
+        for (int i = 0; rc > 0 && i < t->n; i++)
+            if (items[i].revents & ZMQ_POLLIN)
+                s_host_recv(t, &t->hosts[i]);
+        for (int i = 0; rc > 0 && i < t->n; i++)
+            s_host_flush(&t->hosts[i]);
+        int64_t now = tt_mono_ms();
+        if (now >= next_beat) {
+            for (int i = 0; i < t->n; i++) {
+                shost_t *h = &t->hosts[i];
+                if (now - h->last_recv_ms > (int64_t)cfg->heartbeat_ms * cfg->liveness)
+                    s_host_connect(t, h); /* the broker went silent: start over */
+                else if (now - h->last_sent_ms >= cfg->heartbeat_ms)
+                    s_host_send(h, TT_W_HEARTBEAT, NULL);
+            }
+            next_beat = now + cfg->heartbeat_ms / 4;
+        }
+    }
+    free(items);
+    for (int i = 0; i < t->n; i++)
+        if (t->hosts[i].sock)
+            s_host_send(&t->hosts[i], TT_W_DISCONNECT, NULL);
+    return NULL;
+}
+
+static void s_hosts_free(shost_t *hosts, int n)
+{
+    for (int i = 0; i < n; i++) {
+        zsock_destroy(&hosts[i].sock);
+        vmdb_destroy(&hosts[i].db);
+        zhashx_destroy(&hosts[i].vms);
+        zlistx_destroy(&hosts[i].replies);
+    }
+    free(hosts);
+}
+
+/* ---- the bare relay: the ceiling ---- */
+
+typedef struct {
+    zsock_t *router;
+    volatile int *stop;
+} relay_t;
+
+static void *s_relay_thread(void *arg)
+{
+    relay_t *r = arg;
+    zmq_pollitem_t item = {zsock_resolve(r->router), 0, ZMQ_POLLIN, 0};
+    while (!*r->stop) {
+        if (zmq_poll(&item, 1, 50) <= 0)
+            continue;
+        zmsg_t *msg;
+        while ((msg = zmsg_recv_nowait(zsock_resolve(r->router))))
+            if (zmsg_send(&msg, r->router) != 0)
+                zmsg_destroy(&msg);
+    }
+    return NULL;
+}
+
+/* ---- producers ---- */
+
+enum { OP_CREATE, OP_SHOW, OP_DELETE, OP_RELAY, OP_N };
+static const char *const s_op_names[OP_N] = {"create", "show", "delete", "relay"};
+
+typedef struct {
+    zsock_t *sock;
+    int waiting;     /* op waited for, or -1 when idle */
+    int64_t sent_us;
+    char env[48];
+    char rid[40];
+    uint64_t seq;
+} prod_t;
+
+typedef struct {
+    const bench_cfg_t *cfg;
+    bool relay;
+    const char *endpoint;
+    int seconds;
+    samples_t ops[OP_N];
+    double elapsed_s;
+    uint64_t late_starts, unfinished, sent;
+} run_t;
+
+static int s_prod_send(run_t *run, prod_t *p, int op, int index)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate create = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    snprintf(p->rid, sizeof p->rid, "%d-%d-%llu-%d", (int)getpid(), index,
+             (unsigned long long)p->seq, op);
+    req.request_id = p->rid;
+    req.tenant = BENCH_TENANT;
+    ref.name = p->env;
+    if (op == OP_CREATE) {
+        ic.image = BENCH_IMAGE;
+        ic.dup = 1;
+        create.name = p->env;
+        create.n_images = 1;
+        create.images = &icp;
+        create.engine = BENCH_ENGINE;
+        create.cpu = 1;
+        create.mem_mib = 1;
+        create.disk_mib = 1;
+        create.spread = run->cfg->spread;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+        req.env_create = &create;
+    } else if (op == OP_DELETE) {
+        req.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+        req.env_delete = &ref;
+    } else {
+        req.op_case = TTFLEET__REQUEST__OP_ENV_SHOW;
+        req.env_show = &ref;
+    }
+    zframe_t *body = s_pack(&req.base);
+    if (!body)
+        return -1;
+    zmsg_t *msg = zmsg_new();
+    zmsg_addmem(msg, "", 0);
+    zmsg_addstr(msg, TT_MDP_CLIENT);
+    zmsg_addstr(msg, TT_SERVICE_ENV);
+    zmsg_append(msg, &body);
+    p->sent_us = s_now_us();
+    if (zmsg_send(&msg, p->sock) != 0) {
+        zmsg_destroy(&msg);
+        return -1;
+    }
+    p->waiting = run->relay ? OP_RELAY : op;
+    run->sent++;
+    return 0;
+}
+
+/* Start a cycle (or a lone create) on an idle producer. */
+static void s_prod_start(run_t *run, prod_t *p, int index)
+{
+    p->seq++;
+    snprintf(p->env, sizeof p->env, "b%d-%d-%llu", (int)getpid() % 100000, index,
+             (unsigned long long)p->seq);
+    s_prod_send(run, p, OP_CREATE, index);
+}
+
+/* A reply arrived for p: record it and send the next op of its cycle.
+ * Returns true when the producer became idle. */
+static bool s_prod_reply(run_t *run, prod_t *p, int index, zmsg_t *msg, bool running)
+{
+    int64_t lat = s_now_us() - p->sent_us;
+    int op = p->waiting;
+    samples_t *s = &run->ops[op];
+    zframe_t *body = zmsg_size(msg) == 4 ? zmsg_last(msg) : NULL;
+    if (op == OP_RELAY) {
+        s_sample(s, lat);
+    } else {
+        Ttfleet__Reply *rep =
+            body ? ttfleet__reply__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
+        if (!rep) {
+            s_sample_error(s, "undecodable reply");
+            return false; /* keep waiting for ours */
+        }
+        if (strcmp(rep->request_id, p->rid) != 0 && *rep->request_id) {
+            ttfleet__reply__free_unpacked(rep, NULL);
+            return false; /* a stale reply */
+        }
+        if (rep->status == TTFLEET__STATUS__OK)
+            s_sample(s, lat);
+        else {
+            char what[160];
+            snprintf(what, sizeof what, "%s: %s", tt_status_name(rep->status), rep->message);
+            s_sample_error(s, what);
+        }
+        bool ok = rep->status == TTFLEET__STATUS__OK;
+        ttfleet__reply__free_unpacked(rep, NULL);
+        /* next op of the cycle; a failed create ends the cycle, and the
+         * delete always runs once the create succeeded (even after the
+         * window, so the broker is left clean) */
+        if (op == OP_CREATE && ok && !run->cfg->create_only) {
+            if (running)
+                return s_prod_send(run, p, OP_SHOW, index) != 0;
+            return s_prod_send(run, p, OP_DELETE, index) != 0;
+        }
+        if (op == OP_SHOW)
+            return s_prod_send(run, p, OP_DELETE, index) != 0;
+    }
+    p->waiting = -1;
+    return true;
+}
+
+static void s_run(run_t *run)
+{
+    const bench_cfg_t *cfg = run->cfg;
+    int m = cfg->producers;
+    prod_t *prods = calloc((size_t)m, sizeof *prods);
+    zmq_pollitem_t *items = calloc((size_t)m, sizeof *items);
+    if (!prods || !items)
+        goto done;
+    for (int i = 0; i < m; i++) {
+        prods[i].sock = zsock_new(ZMQ_DEALER);
+        zsock_set_linger(prods[i].sock, 0);
+        if (zsock_connect(prods[i].sock, "%s", run->endpoint) != 0)
+            goto done;
+        prods[i].waiting = -1;
+        items[i] = (zmq_pollitem_t){zsock_resolve(prods[i].sock), 0, ZMQ_POLLIN, 0};
+    }
+    zclock_sleep(200); /* let the connections come up before the clock starts */
+    int64_t start = s_now_us(), end = start + (int64_t)run->seconds * 1000000;
+    int64_t interval = cfg->rate > 0 ? 1000000 / cfg->rate : 0, next_due = start;
+    int64_t drain_end = end + (int64_t)BENCH_DRAIN_MS * 1000;
+    int busy = 0;
+    for (;;) {
+        int64_t now = s_now_us();
+        bool running = now < end && !s_interrupted;
+        if (!running && (busy == 0 || now >= drain_end))
+            break;
+        if (running) {
+            /* start cycles: every idle producer (rate 0), or on schedule */
+            for (int i = 0; i < m && (interval == 0 || next_due <= now); i++) {
+                if (prods[i].waiting >= 0)
+                    continue;
+                if (run->relay) {
+                    prods[i].seq++;
+                    snprintf(prods[i].env, sizeof prods[i].env, "relay-%d", i);
+                    if (s_prod_send(run, &prods[i], OP_SHOW, i) == 0)
+                        busy++;
+                } else {
+                    s_prod_start(run, &prods[i], i);
+                    busy++;
+                }
+                if (interval)
+                    next_due += interval;
+            }
+            if (interval && next_due <= now - 1000 * 100) {
+                /* every producer busy and 100 ms behind: count it, do not
+                 * build an unbounded backlog */
+                run->late_starts += (uint64_t)((now - next_due) / interval);
+                next_due = now;
+            }
+        }
+        int wait_ms = 10;
+        if (interval && running) {
+            int64_t until = (next_due - now) / 1000;
+            wait_ms = until < 0 ? 0 : until < 10 ? (int)until : 10;
+        }
+        int rc = zmq_poll(items, m, wait_ms);
+        if (rc < 0 && errno != EINTR)
+            break;
+        for (int i = 0; rc > 0 && i < m; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            zmsg_t *msg;
+            while ((msg = zmsg_recv_nowait(zsock_resolve(prods[i].sock)))) {
+                if (prods[i].waiting >= 0 &&
+                    s_prod_reply(run, &prods[i], i, msg, s_now_us() < end && !s_interrupted))
+                    busy--;
+                zmsg_destroy(&msg);
+            }
+        }
+    }
+    run->elapsed_s = (double)(s_now_us() - start) / 1e6;
+    if (run->elapsed_s > run->seconds)
+        run->elapsed_s = run->seconds; /* the window; the drain is not counted */
+    run->unfinished = (uint64_t)busy;
+done:
+    for (int i = 0; prods && i < m; i++)
+        zsock_destroy(&prods[i].sock);
+    free(prods);
+    free(items);
+    for (int op = 0; op < OP_N; op++)
+        if (run->ops[op].n)
+            qsort(run->ops[op].us, run->ops[op].n, sizeof(uint32_t), s_cmp_u32);
+}
+
+/* ---- the broker process ---- */
+
+static int s_free_port(void)
+{
+    zsock_t *s = zsock_new(ZMQ_ROUTER);
+    int port = s ? zsock_bind(s, "tcp://127.0.0.1:*") : -1;
+    zsock_destroy(&s);
+    return port;
+}
+
+static pid_t s_start_broker(const bench_cfg_t *cfg, const char *dir, char *clients, char *workers,
+                            size_t eplen)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        int pc = s_free_port(), pw = s_free_port(), pe = s_free_port();
+        if (pc < 0 || pw < 0 || pe < 0)
+            return -1;
+        snprintf(clients, eplen, "tcp://127.0.0.1:%d", pc);
+        snprintf(workers, eplen, "tcp://127.0.0.1:%d", pw);
+        char events[64], state[PATH_MAX], log[PATH_MAX], hb[16], live[16], ttl[16];
+        snprintf(events, sizeof events, "tcp://127.0.0.1:%d", pe);
+        snprintf(state, sizeof state, "%s/broker", dir);
+        snprintf(log, sizeof log, "%s/broker.log", dir);
+        snprintf(hb, sizeof hb, "%d", cfg->heartbeat_ms);
+        snprintf(live, sizeof live, "%d", cfg->liveness);
+        snprintf(ttl, sizeof ttl, "%d", cfg->request_ttl);
+        char *argv[] = {(char *)cfg->ttbroker, "--state", state, "--clients", clients, "--workers",
+                        workers, "--events", events, "--heartbeat-ms", hb, "--liveness", live,
+                        "--request-ttl", ttl, "--admin-tenant", (char *)cfg->admin_tenant,
+                        cfg->spread ? "--spread" : NULL, NULL};
+        pid_t pid = fork();
+        if (pid < 0)
+            return -1;
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+            execv(argv[0], argv);
+            _exit(127);
+        }
+        /* it answers MMI when it is up; a port taken meanwhile makes it exit */
+        ttclient_t *c = ttclient_new(clients, cfg->admin_tenant);
+        ttclient_set_timeout(c, 200);
+        ttclient_set_retries(c, 1);
+        bool up = false, exited = false;
+        for (int i = 0; i < 50 && !up && !exited; i++) {
+            char code[8];
+            up = ttclient_mmi(c, TT_SERVICE_ENV, code, sizeof code) == 0;
+            exited = waitpid(pid, NULL, WNOHANG) == pid;
+        }
+        ttclient_destroy(&c);
+        if (up)
+            return pid;
+        if (!exited) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+    }
+    return -1;
+}
+
+/* utime + stime of pid in clock ticks, -1 if unreadable. */
+static long long s_cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    /* after ")": state(3) ... utime is field 14, stime 15 */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
+static double s_cpu_percent(long long ticks, double seconds)
+{
+    return seconds > 0 ? 100.0 * (double)ticks / (double)sysconf(_SC_CLK_TCK) / seconds : 0;
+}
+
+/* Wait until the broker lists n hosts online. */
+static int s_wait_online(const bench_cfg_t *cfg, const char *clients, int n, int timeout_s)
+{
+    ttclient_t *c = ttclient_new(clients, cfg->admin_tenant);
+    if (!c)
+        return -1;
+    ttclient_set_timeout(c, 2000);
+    ttclient_set_retries(c, 1);
+    int64_t deadline = tt_mono_ms() + (int64_t)timeout_s * 1000;
+    int online = -1;
+    while (tt_mono_ms() < deadline && !s_interrupted) {
+        Ttfleet__Reply *rep = NULL;
+        if (ttclient_pool_status(c, &rep) == 0 && rep->status == TTFLEET__STATUS__OK &&
+            rep->pool)
+            online = (int)rep->pool->hosts_online;
+        ttclient_reply_destroy(&rep);
+        if (online >= n)
+            break;
+        zclock_sleep(200);
+    }
+    ttclient_destroy(&c);
+    return online >= n ? 0 : -1;
+}
+
+/* ---- report ---- */
+
+static json_t *s_json_op(const samples_t *s, double secs)
+{
+    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:s}", "ok", (json_int_t)s->n, "errors",
+                     (json_int_t)s->errors, "per_s", secs > 0 ? s->n / secs : 0.0, "p50_ms",
+                     s_quantile(s, 0.5), "p99_ms", s_quantile(s, 0.99), "p999_ms",
+                     s_quantile(s, 0.999), "max_ms", s->n ? s->us[s->n - 1] / 1000.0 : 0.0,
+                     "first_error", s->first_error);
+}
+
+static void s_print_op(const char *name, const samples_t *s, double secs)
+{
+    printf("  %-7s %9zu ok %6llu err %10.0f/s   p50 %7.2f ms  p99 %7.2f ms  p999 %7.2f ms  max "
+           "%7.2f ms\n",
+           name, s->n, (unsigned long long)s->errors, secs > 0 ? s->n / secs : 0.0,
+           s_quantile(s, 0.5), s_quantile(s, 0.99), s_quantile(s, 0.999),
+           s->n ? s->us[s->n - 1] / 1000.0 : 0.0);
+    if (s->errors)
+        printf("          first error: %s\n", s->first_error);
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ttbench [options]\n"
+            "\n"
+            "Benchmarks a ttbroker with N simulated hollow hosts (real TTW01, one DEALER and\n"
+            "one worker.db each) and M producers doing env create/show/delete, against a bare\n"
+            "ZeroMQ request/reply relay as the ceiling. See docs/BENCHMARKS.md.\n"
+            "\n"
+            "  --hosts N              simulated hosts, 1..%d (default 100)\n"
+            "  --producers M          concurrent producers, 1..%d (default 16)\n"
+            "  --seconds S            measured window of each run (default 10)\n"
+            "  --rate R               creates (cycles) per second in all; 0 = flat out (default)\n"
+            "  --mix cycle|create     create+show+delete cycles (default) or creates only\n"
+            "  --spread               ask for spread placement instead of best-fit\n"
+            "  --relay-seconds S      window of the relay run (default: --seconds; 0 skips it)\n"
+            "  --idle-seconds S       idle broker CPU window (default 5; 0 skips it)\n"
+            "  --host-threads T       threads sharing the hosts (default 2)\n"
+            "  --io-threads T         ZeroMQ I/O threads of ttbench (default 1)\n"
+            "  --host-cpu N           cpus of each host; mem and disk are N GiB (default 1000)\n"
+            "  --heartbeat-ms N       heartbeat interval, as the broker's (default 1000)\n"
+            "  --liveness N           missed heartbeats before a reconnect (default 5)\n"
+            "  --request-ttl SECS     the started broker's --request-ttl (default 600)\n"
+            "  --ttbroker PATH        broker binary (default: ../broker/ttbroker from ttbench)\n"
+            "  --broker-clients EP    use a running broker: its clients endpoint ...\n"
+            "  --broker-workers EP    ... and its workers endpoint (no idle CPU figure)\n"
+            "  --admin-tenant NAME    the broker's admin tenant (default admin)\n"
+            "  --keep                 keep the temporary directory (state, broker.log)\n"
+            "  --json                 print the results as one JSON object\n",
+            BENCH_MAX_HOSTS, BENCH_MAX_PRODUCERS);
+}
+
+static int s_opt_int(const char *flag, const char *v, long min, long max, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max) {
+        fprintf(stderr, "ttbench: %s wants an integer in %ld..%ld, not '%s'\n", flag, min, max, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int s_rm_rf(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0
+                                                                                            : -1;
+}
+
+int main(int argc, char **argv)
+{
+    bench_cfg_t cfg = {.hosts = 100, .producers = 16, .seconds = 10, .host_threads = 2,
+                       .io_threads = 1, .relay_seconds = -1, .idle_seconds = 5,
+                       .heartbeat_ms = 1000, .liveness = 5, .request_ttl = 600,
+                       .host_cpu = 1000, .admin_tenant = "admin"};
+    enum {
+        O_HOSTS = 256, O_PRODS, O_SECS, O_RATE, O_JSON, O_MIX, O_SPREAD, O_RELAY, O_IDLE,
+        O_HTHREADS, O_IOTHREADS, O_HOSTCPU, O_HB, O_LIVE, O_TTL, O_BROKER, O_BCLIENTS,
+        O_BWORKERS, O_ADMIN, O_KEEP, O_HELP
+    };
+    static const struct option opts[] = {
+        {"hosts", 1, 0, O_HOSTS},          {"producers", 1, 0, O_PRODS},
+        {"seconds", 1, 0, O_SECS},         {"rate", 1, 0, O_RATE},
+        {"json", 0, 0, O_JSON},            {"mix", 1, 0, O_MIX},
+        {"spread", 0, 0, O_SPREAD},        {"relay-seconds", 1, 0, O_RELAY},
+        {"idle-seconds", 1, 0, O_IDLE},    {"host-threads", 1, 0, O_HTHREADS},
+        {"io-threads", 1, 0, O_IOTHREADS}, {"host-cpu", 1, 0, O_HOSTCPU},
+        {"heartbeat-ms", 1, 0, O_HB},      {"liveness", 1, 0, O_LIVE},
+        {"request-ttl", 1, 0, O_TTL},      {"ttbroker", 1, 0, O_BROKER},
+        {"broker-clients", 1, 0, O_BCLIENTS}, {"broker-workers", 1, 0, O_BWORKERS},
+        {"admin-tenant", 1, 0, O_ADMIN},   {"keep", 0, 0, O_KEEP},
+        {"help", 0, 0, O_HELP},            {0, 0, 0, 0}};
+    int c, bad = 0, host_cpu = (int)cfg.host_cpu;
+    cfg.ttbroker[0] = '\0';
+    opterr = 0;
+    while (!bad && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_HOSTS: bad = s_opt_int("--hosts", optarg, 1, BENCH_MAX_HOSTS, &cfg.hosts); break;
+        case O_PRODS:
+            bad = s_opt_int("--producers", optarg, 1, BENCH_MAX_PRODUCERS, &cfg.producers);
+            break;
+        case O_SECS: bad = s_opt_int("--seconds", optarg, 1, 3600, &cfg.seconds); break;
+        case O_RATE: bad = s_opt_int("--rate", optarg, 0, 1000000, &cfg.rate); break;
+        case O_JSON: cfg.json = true; break;
+        case O_MIX:
+            if (strcmp(optarg, "create") == 0)
+                cfg.create_only = true;
+            else if (strcmp(optarg, "cycle") != 0) {
+                fprintf(stderr, "ttbench: --mix is cycle or create, not '%s'\n", optarg);
+                bad = 1;
+            }
+            break;
+        case O_SPREAD: cfg.spread = true; break;
+        case O_RELAY: bad = s_opt_int("--relay-seconds", optarg, 0, 3600, &cfg.relay_seconds); break;
+        case O_IDLE: bad = s_opt_int("--idle-seconds", optarg, 0, 3600, &cfg.idle_seconds); break;
+        case O_HTHREADS: bad = s_opt_int("--host-threads", optarg, 1, 64, &cfg.host_threads); break;
+        case O_IOTHREADS: bad = s_opt_int("--io-threads", optarg, 1, 16, &cfg.io_threads); break;
+        case O_HOSTCPU: bad = s_opt_int("--host-cpu", optarg, 1, 100000, &host_cpu); break;
+        case O_HB: bad = s_opt_int("--heartbeat-ms", optarg, 10, 60000, &cfg.heartbeat_ms); break;
+        case O_LIVE: bad = s_opt_int("--liveness", optarg, 2, 100, &cfg.liveness); break;
+        case O_TTL: bad = s_opt_int("--request-ttl", optarg, 1, 30 * 86400, &cfg.request_ttl); break;
+        case O_BROKER: snprintf(cfg.ttbroker, sizeof cfg.ttbroker, "%s", optarg); break;
+        case O_BCLIENTS: cfg.clients_ep = optarg; break;
+        case O_BWORKERS: cfg.workers_ep = optarg; break;
+        case O_ADMIN: cfg.admin_tenant = optarg; break;
+        case O_KEEP: cfg.keep = true; break;
+        case O_HELP: s_usage(stdout); return 0;
+        default:
+            fprintf(stderr, "ttbench: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            bad = 1;
+        }
+    }
+    if (!bad && optind < argc) {
+        fprintf(stderr, "ttbench: unexpected argument '%s'\n", argv[optind]);
+        bad = 1;
+    }
+    if (!bad && !cfg.clients_ep != !cfg.workers_ep) {
+        fprintf(stderr, "ttbench: give both --broker-clients and --broker-workers, or neither\n");
+        bad = 1;
+    }
+    if (bad) {
+        s_usage(stderr);
+        return 2;
+    }
+    cfg.host_cpu = (uint32_t)host_cpu;
+    if (cfg.relay_seconds < 0)
+        cfg.relay_seconds = cfg.seconds;
+    if (cfg.host_threads > cfg.hosts)
+        cfg.host_threads = cfg.hosts;
+    if (!cfg.ttbroker[0]) {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        self[n > 0 ? n : 0] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(cfg.ttbroker, sizeof cfg.ttbroker, "%.*s/../broker/ttbroker", PATH_MAX - 32,
+                 self);
+    }
+
+    /* a thousand hosts need a thousand sockets, connections and databases */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    zsys_handler_set(NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    zsys_set_max_sockets((size_t)(cfg.hosts + 2 * cfg.producers + 64));
+    zsys_set_io_threads((size_t)cfg.io_threads);
+    zsys_set_logstream(stderr);
+    zsys_init();
+
+    int code = 1;
+    char dir[] = "/tmp/ttbench-XXXXXX";
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "ttbench: mkdtemp: %s\n", strerror(errno));
+        return 1;
+    }
+    char hosts_dir[PATH_MAX];
+    snprintf(hosts_dir, sizeof hosts_dir, "%s/hosts", dir);
+    mkdir(hosts_dir, 0700);
+
+    pid_t broker = -1;
+    char clients[64], workers[64];
+    if (cfg.clients_ep) {
+        snprintf(clients, sizeof clients, "%s", cfg.clients_ep);
+        snprintf(workers, sizeof workers, "%s", cfg.workers_ep);
+    } else if ((broker = s_start_broker(&cfg, dir, clients, workers, sizeof clients)) < 0) {
+        fprintf(stderr, "ttbench: cannot start %s (see %s/broker.log)\n", cfg.ttbroker, dir);
+        cfg.keep = true;
+        goto cleanup_dir;
+    }
+
+    volatile int stop_hosts = 0, stop_relay = 0;
+    shost_t *hosts = calloc((size_t)cfg.hosts, sizeof *hosts);
+    hthread_t *threads = calloc((size_t)cfg.host_threads, sizeof *threads);
+    pthread_t *tids = calloc((size_t)cfg.host_threads, sizeof *tids);
+    int started = 0;
+    if (!hosts || !threads || !tids)
+        goto stop;
+    int64_t t0 = tt_mono_ms();
+    for (int i = 0, first = 0; i < cfg.host_threads; i++) {
+        int n = cfg.hosts / cfg.host_threads + (i < cfg.hosts % cfg.host_threads);
+        threads[i] = (hthread_t){.cfg = &cfg, .endpoint = workers, .state_dir = hosts_dir,
+                                 .hosts = hosts + first, .first = first + 1, .n = n,
+                                 .stop = &stop_hosts};
+        first += n;
+        if (pthread_create(&tids[i], NULL, s_host_thread, &threads[i]) != 0)
+            goto stop;
+        started++;
+    }
+    if (s_wait_online(&cfg, clients, cfg.hosts, 60 + cfg.hosts / 10)) {
+        fprintf(stderr, "ttbench: the broker did not list %d hosts online in time\n", cfg.hosts);
+        for (int i = 0; i < started; i++)
+            if (threads[i].error[0])
+                fprintf(stderr, "ttbench: %s\n", threads[i].error);
+        goto stop;
+    }
+    double join_s = (tt_mono_ms() - t0) / 1000.0;
+    if (!cfg.json)
+        printf("ttbench: %d hosts online in %.1f s (broker %s)\n", cfg.hosts, join_s, clients);
+
+    /* idle broker CPU with every host heartbeating */
+    double idle_cpu = -1;
+    if (broker > 0 && cfg.idle_seconds > 0) {
+        zclock_sleep(cfg.heartbeat_ms * 2); /* past the READY burst */
+        long long a = s_cpu_ticks(broker);
+        int64_t ta = tt_mono_ms();
+        for (int i = 0; i < cfg.idle_seconds * 10 && !s_interrupted; i++)
+            zclock_sleep(100);
+        long long b = s_cpu_ticks(broker);
+        if (a >= 0 && b >= 0)
+            idle_cpu = s_cpu_percent(b - a, (tt_mono_ms() - ta) / 1000.0);
+        if (!cfg.json)
+            printf("ttbench: idle broker CPU with %d hosts: %.1f%% of one core\n", cfg.hosts,
+                   idle_cpu);
+    }
+
+    /* the ceiling: a bare ROUTER echo over the same transport */
+    run_t relay = {.cfg = &cfg, .relay = true, .seconds = cfg.relay_seconds};
+    if (cfg.relay_seconds > 0 && !s_interrupted) {
+        relay_t r = {zsock_new(ZMQ_ROUTER), &stop_relay};
+        int port = r.router ? zsock_bind(r.router, "tcp://127.0.0.1:*") : -1;
+        char ep[64];
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+        pthread_t rt;
+        if (port > 0 && pthread_create(&rt, NULL, s_relay_thread, &r) == 0) {
+            zsock_set_sndhwm(r.router, 100000);
+            zsock_set_rcvhwm(r.router, 100000);
+            relay.endpoint = ep;
+            s_run(&relay);
+            stop_relay = 1;
+            pthread_join(rt, NULL);
+        }
+        zsock_destroy(&r.router);
+    }
+
+    /* the broker under load */
+    run_t load = {.cfg = &cfg, .endpoint = clients, .seconds = cfg.seconds};
+    long long cpu_a = broker > 0 ? s_cpu_ticks(broker) : -1;
+    int64_t cpu_ta = tt_mono_ms();
+    if (!s_interrupted)
+        s_run(&load);
+    long long cpu_b = broker > 0 ? s_cpu_ticks(broker) : -1;
+    double load_cpu = cpu_a >= 0 && cpu_b >= 0
+                          ? s_cpu_percent(cpu_b - cpu_a, (tt_mono_ms() - cpu_ta) / 1000.0)
+                          : -1;
+
+    double relay_rate = relay.elapsed_s > 0 ? relay.ops[OP_RELAY].n / relay.elapsed_s : 0;
+    double create_rate = load.elapsed_s > 0 ? load.ops[OP_CREATE].n / load.elapsed_s : 0;
+    uint64_t all_ops = load.ops[OP_CREATE].n + load.ops[OP_SHOW].n + load.ops[OP_DELETE].n;
+    double all_rate = load.elapsed_s > 0 ? all_ops / load.elapsed_s : 0;
+    if (cfg.json) {
+        json_t *ops = json_object();
+        for (int op = OP_CREATE; op <= OP_DELETE; op++)
+            json_object_set_new(ops, s_op_names[op], s_json_op(&load.ops[op], load.elapsed_s));
+        json_t *out = json_pack(
+            "{s:i, s:i, s:i, s:i, s:s, s:b, s:f, s:f, s:o, s:f, s:f, s:I, s:I, s:o, s:f, s:f, "
+            "s:f}",
+            "hosts", cfg.hosts, "producers", cfg.producers, "seconds", cfg.seconds, "rate",
+            cfg.rate, "mix", cfg.create_only ? "create" : "cycle", "spread", (int)cfg.spread,
+            "hosts_join_s", join_s, "idle_broker_cpu_pct", idle_cpu, "ops", ops,
+            "requests_per_s", all_rate, "creates_per_s", create_rate, "late_starts",
+            (json_int_t)load.late_starts, "unfinished", (json_int_t)load.unfinished, "relay",
+            s_json_op(&relay.ops[OP_RELAY], relay.elapsed_s), "relay_per_s", relay_rate,
+            "create_vs_relay", relay_rate > 0 ? create_rate / relay_rate : 0.0,
+            "load_broker_cpu_pct", load_cpu);
+        json_dumpf(out, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(out);
+    } else {
+        printf("ttbench: %d producers, %d s, rate %s, mix %s, %s placement\n", cfg.producers,
+               cfg.seconds, cfg.rate ? "limited" : "max", cfg.create_only ? "create" : "cycle",
+               cfg.spread ? "spread" : "best-fit");
+        if (cfg.rate)
+            printf("  target  %d creates/s; cycles that could not start on time: %llu\n",
+                   cfg.rate, (unsigned long long)load.late_starts);
+        for (int op = OP_CREATE; op <= OP_DELETE; op++)
+            if (load.ops[op].n || load.ops[op].errors)
+                s_print_op(s_op_names[op], &load.ops[op], load.elapsed_s);
+        printf("  all     %9llu requests %10.0f/s, broker CPU %.0f%% of one core\n",
+               (unsigned long long)all_ops, all_rate, load_cpu);
+        if (relay.elapsed_s > 0) {
+            s_print_op("relay", &relay.ops[OP_RELAY], relay.elapsed_s);
+            printf("  creates/s vs relay requests/s: %.1f%%\n",
+                   relay_rate > 0 ? 100.0 * create_rate / relay_rate : 0.0);
+        }
+        if (load.unfinished)
+            printf("  %llu requests had no reply %d s after the window\n",
+                   (unsigned long long)load.unfinished, BENCH_DRAIN_MS / 1000);
+    }
+    code = load.ops[OP_CREATE].n > 0 && !s_interrupted ? 0 : 1;
+    for (int op = 0; op < OP_N; op++) {
+        free(load.ops[op].us);
+        free(relay.ops[op].us);
+    }
+
+stop:
+    stop_hosts = 1;
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    if (hosts)
+        s_hosts_free(hosts, cfg.hosts);
+    free(threads);
+    free(tids);
+    if (broker > 0) {
+        kill(broker, SIGTERM);
+        int st;
+        int64_t deadline = tt_mono_ms() + 10000;
+        while (waitpid(broker, &st, WNOHANG) == 0 && tt_mono_ms() < deadline)
+            zclock_sleep(50);
+        if (waitpid(broker, &st, WNOHANG) == 0) {
+            kill(broker, SIGKILL);
+            waitpid(broker, &st, 0);
+        }
+    }
+cleanup_dir:
+    if (cfg.keep)
+        fprintf(stderr, "ttbench: kept %s\n", dir);
+    else
+        s_rm_rf(dir);
+    return code;
+}
