@@ -514,8 +514,9 @@ static int s_update(const engine_ctx_t *ctx, const vm_t *old, vm_t *vm, char *er
                              proto, from->ports[i].public_port, S_USER_IP, from->ports[i].guest);
                 if (s_qmp(ctx, vm, cmd, S_QMP_MS, ans, sizeof ans, err, errlen))
                     return -1;
-                /* HMP answers {"return": ""} on success, its message otherwise */
-                if (!strstr(ans, "\"return\": \"\"")) {
+                /* HMP answers with its own text: "" or "...removed" on
+                 * success, "Could not ...", "invalid ..." or "...not found" */
+                if (strstr(ans, "Could not") || strstr(ans, "nvalid") || strstr(ans, "not found")) {
                     snprintf(err, errlen, "hostfwd %s %u: %.200s", pass ? "add" : "remove",
                              from->ports[i].public_port, ans);
                     return -1;

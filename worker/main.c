@@ -561,7 +561,7 @@ int main(int argc, char **argv)
         .n_engines = o->n_engines,
         .expiry_grace = o->grace,
         .stop_timeout_ms = (int)o->stop_timeout_ms,
-        .net = {(net_kind_t)o->net, o->net_allow_host},
+        .net = {(net_kind_t)o->net, o->net_allow_host, o->netns[0] != 0},
         .qemu = o->qemu[0] ? o->qemu : NULL,
         .qemu_img = o->qemu_img[0] ? o->qemu_img : NULL,
         .accel = accel[0] ? accel : NULL,

@@ -105,12 +105,20 @@ void net_ifname(uint32_t vm_id, char *buf, size_t len)
     snprintf(buf, len, "tt%u", vm_id);
 }
 
+/* Kernels since 6.x give the initial network namespace a fixed inode
+ * (PROC_NET_INIT_INO); older ones allocate it at boot. */
+#define S_NET_INIT_INO 0xEFFFFFF9u
+
 bool net_in_host_netns(void)
 {
     struct stat a, b;
-    if (stat("/proc/self/ns/net", &a) || stat("/proc/1/ns/net", &b))
+    if (stat("/proc/self/ns/net", &a))
         return true; /* cannot tell: assume the worst */
-    return a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+    if (a.st_ino == S_NET_INIT_INO)
+        return true;
+    if (stat("/proc/1/ns/net", &b) == 0)
+        return a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+    return true; /* pid 1 hidden (a sandbox) and an older kernel: cannot tell */
 }
 
 static bool s_is_qemu(const vm_t *vm)
@@ -337,7 +345,7 @@ net_t *net_new(const net_config_t *cfg, char *err, size_t errlen)
     self->nl = -1;
     if (cfg->kind != NET_NFT)
         return self;
-    if (net_in_host_netns() && !cfg->allow_host_netns) {
+    if (!cfg->entered_netns && net_in_host_netns() && !cfg->allow_host_netns) {
         snprintf(err, errlen,
                  "--net nft changes the network of the namespace it runs in and this is the "
                  "machine's initial network namespace: run the worker in a namespace made "

@@ -45,6 +45,7 @@ typedef enum { NET_NONE = 0, NET_USER = 1, NET_NFT = 2 } net_kind_t;
 typedef struct {
     net_kind_t kind;
     bool allow_host_netns;
+    bool entered_netns; /* the worker moved itself into a named namespace (--netns) */
 } net_config_t;
 
 typedef struct net_t net_t;
@@ -60,8 +61,8 @@ const char *net_kind_name(net_kind_t kind);
 /* "none", "user", "nft" -> kind; -1 if unknown. */
 int net_kind_parse(const char *name);
 
-/* True if this process runs in the machine's initial network namespace
- * (the one of pid 1). */
+/* True if this process runs in the machine's initial network namespace,
+ * or if that cannot be told (then the caller must be told otherwise). */
 bool net_in_host_netns(void);
 
 /* The interface of a VM on the bridge: "tt<id>". buf >= 16. */

@@ -1,0 +1,22 @@
+# Real VMs and real packets (issue 5): the qemu engine with the nft backend
+# inside network namespaces the test makes, and with the user backend.
+# They boot the test guest (tools/mkguest.sh) under QEMU, TCG when KVM does
+# not work, so each takes about a minute. Exit 77 = skipped, only when
+# impossible here (no root or no network namespaces; no QEMU installed):
+# the reason is on stdout.
+foreach(spec "qemu_nft:test_qemu_nft_net:300"
+             "qemu_user:test_qemu_user_net:300")
+  string(REPLACE ":" ";" parts "${spec}")
+  list(GET parts 0 name)
+  list(GET parts 1 target)
+  list(GET parts 2 timeout)
+  add_test(NAME integration.net.${name}
+           COMMAND ${Python3_EXECUTABLE} -m unittest -v ${target}
+           WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+  set_tests_properties(integration.net.${name} PROPERTIES
+                       TIMEOUT ${timeout}
+                       ENVIRONMENT "${TT_IT_ENV}"
+                       SKIP_RETURN_CODE 77
+                       PROCESSORS 2
+                       LABELS "integration;net")
+endforeach()

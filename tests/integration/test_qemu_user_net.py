@@ -1,0 +1,130 @@
+"""End to end with real packets: the qemu engine on the `user` network
+backend (QEMU user-mode networking), no namespaces, no root needed.
+
+Each public port is a QEMU host forward on 127.0.0.1; the guest's outbound
+try goes to 10.0.2.2, which slirp maps to the host's loopback, where the
+test listens. Checks: the guest answers on its public ports; outbound
+works, and is blocked by deny-outgoing (restrict=on, applied at the next
+start: slirp cannot change it live) while inbound still works;
+`env update --port` changes the forwards live over QMP; stop/start keeps
+IP, MAC and ports; a worker restart keeps the VM running and reachable;
+delete stops QEMU and its forwards.
+"""
+
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import unittest
+
+import harness
+import netlib
+
+T = "usertest"
+
+
+class QemuUser(unittest.TestCase):
+    def setUp(self):
+        netlib.need_qemu()
+        harness.watchdog(280)
+        self.addCleanup(harness.watchdog, 0)
+        guest = netlib.build_guest()
+        # the target of the guest's outbound tries, on loopback
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listen_port = self.listener.getsockname()[1]
+        self.addCleanup(self.listener.close)
+        threading.Thread(target=self._serve, daemon=True).start()
+        self.pool = harness.Pool(hosts={"h1": {
+            "engines": "qemu", "cpu": 4, "mem": 4096,
+            "args": ["--net", "user", "--stop-timeout-ms", "300"]}})
+        self.addCleanup(self.pool.close)
+        shutil.copytree(guest, os.path.join(self.pool.images, "ttguest"))
+        self.pool.start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                c.sendall(b"hello-from-host\n")
+            except OSError:
+                pass
+            c.close()
+
+    def ok(self, *args):
+        r = self.pool.ctl(*args, tenant=T, timeout_ms=20000)
+        self.assertEqual(r.rc, 0, "%r\n%s" % (r, self.pool.logs()))
+        return r.data
+
+    def vm(self):
+        return self.ok("env", "show", "u")["vms"][0]
+
+    def get(self, port, path="/"):
+        return netlib.fetch("127.0.0.1", port, path)
+
+    def outbound(self, port):
+        return self.get(port, "/cgi-bin/connect?10.0.2.2:%d" % self.listen_port) or ""
+
+    def test_flow(self):
+        print("host h1 accel (host show): %s" % netlib.host_accel(self.pool, "h1"))
+        t0 = time.monotonic()
+        vm = self.ok("env", "create", "u", "--image", "ttguest", "--engine", "qemu", "--cpu", 1,
+                     "--mem", 256, "--disk", 1024, "--port", 80, "--lifetime", 900)["vms"][0]
+        t1 = time.monotonic()
+        ports = {p["guest"]: p["public"] for p in vm["ports"]}
+        _, boot = netlib.wait_answer("guest http", "127.0.0.1", ports[80],
+                                     "ttguest vm %d " % vm["vm_id"])
+        print("env create round trip %.0f ms; request -> guest answers HTTP: %.1f s"
+              % ((t1 - t0) * 1000, time.monotonic() - t0))
+        self.assertIn("SSH-2.0-ttguest vm %d " % vm["vm_id"], self.get(ports[22], "-") or "")
+        self.assertIn("ok: hello-from-host", self.outbound(ports[80]))
+
+        # forwards change live
+        self.ok("env", "update", "u", "--port", 8080)
+        vm2 = self.vm()
+        ports2 = {p["guest"]: p["public"] for p in vm2["ports"]}
+        self.assertEqual(sorted(ports2), [22, 8080])
+        netlib.wait_answer("guest on 8080", "127.0.0.1", ports2[8080], "port 8080", timeout=10)
+        self.assertIsNone(self.get(ports[80]), "old forward still open")
+
+        # deny-outgoing: restrict=on from the next start; inbound still works
+        self.ok("env", "update", "u", "--deny-outgoing")
+        time.sleep(1.2)
+        self.ok("env", "stop", "u")
+        self.assertIsNone(self.get(ports2[8080]))
+        time.sleep(1.2)
+        self.ok("env", "start", "u")
+        vm3 = self.vm()
+        for k in ("ip", "mac", "ports"):
+            self.assertEqual(vm3[k], vm2[k], k)
+        netlib.wait_answer("guest after start", "127.0.0.1", ports2[8080], "ttguest vm")
+        self.assertIn("failed", self.outbound(ports2[8080]))
+
+        # worker restart: the VM keeps running and answering
+        before = {v: (r["pid"], r["start_time"]) for v, r in self.pool.worker_vms("h1").items()}
+        self.assertEqual(self.pool.stop_worker("h1"), 0)
+        self.assertIn("ttguest vm", self.get(ports2[8080]) or "")
+        self.pool.start_worker("h1")
+        self.pool.wait_online(["h1"])
+        time.sleep(1.5)
+        after = {v: (r["pid"], r["start_time"]) for v, r in self.pool.worker_vms("h1").items()}
+        self.assertEqual(after, before)
+        self.assertIn("ttguest vm", self.get(ports2[8080]) or "")
+
+        self.ok("env", "delete", "u")
+        harness.wait_for("qemu gone", lambda: not any(
+            harness.proc_alive(p, s) for p, s in before.values()), timeout=15)
+        self.assertIsNone(self.get(ports2[8080]))
+        self.assertFalse(os.path.exists(os.path.join(self.pool.worker_state("h1"), "vms",
+                                                     str(vm["vm_id"]))))
+
+
+if __name__ == "__main__":
+    unittest.main()
