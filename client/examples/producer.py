@@ -14,8 +14,13 @@ request id (the broker then answers with the first attempt's outcome) on a
 fresh socket, so a late reply to the old one can never be taken for the
 new answer.
 
+With CURVE on the broker, give this client's certificate and the broker's
+public one (as `ttctl keygen` writes them): --key CERT (CERT_secret is read
+too) and --broker-key CERT, or TTFLEET_KEY / TTFLEET_BROKER_KEY. The tenant
+then comes from the key and --tenant is ignored by the broker.
+
 Exit status: 0 when every step succeeded, 1 when the broker answered with an
-error, 3 when it did not answer.
+error, 2 when a key file cannot be read, 3 when the broker did not answer.
 """
 
 import argparse
@@ -39,22 +44,47 @@ class TransportError(Exception):
     pass
 
 
+def load_curve(key, broker_key):
+    """(public, secret, broker public) from a client cert (CERT and
+    CERT_secret, as `ttctl keygen` writes them) and the broker's public cert.
+    Raises ValueError naming the file that is missing or unusable."""
+    import zmq.auth  # only CURVE users need it
+    if not key or not broker_key:
+        raise ValueError("CURVE needs both a client key and the broker's key")
+    secret_path = key if key.endswith("_secret") else key + "_secret"
+    try:
+        public, secret = zmq.auth.load_certificate(secret_path)
+        server, _ = zmq.auth.load_certificate(broker_key)
+    except (OSError, ValueError) as e:
+        raise ValueError("cannot load a CURVE certificate: %s" % e) from e
+    if not secret:
+        raise ValueError("%s has no secret key" % secret_path)
+    return public, secret, server
+
+
 class Client:
     """A minimal 7/MDP client: one request at a time, retries, id matching."""
 
-    def __init__(self, endpoint, tenant, timeout_ms=10000, retries=3):
+    def __init__(self, endpoint, tenant, timeout_ms=10000, retries=3, key=None,
+                 broker_key=None):
         self.endpoint = endpoint
         self.tenant = tenant
         self.timeout_ms = timeout_ms
         self.retries = retries
         self.ctx = zmq.Context.instance()
         self.sock = None
+        self.curve = load_curve(key, broker_key) if key or broker_key else None
 
     def _connect(self):
         if self.sock is not None:
             self.sock.close(linger=0)
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if self.curve:
+            public, secret, server = self.curve
+            self.sock.curve_publickey = public
+            self.sock.curve_secretkey = secret
+            self.sock.curve_serverkey = server
         self.sock.connect(self.endpoint)
 
     def close(self):
@@ -143,9 +173,18 @@ def main():
     ap.add_argument("--dup", type=int, default=1)
     ap.add_argument("--engine", default="")
     ap.add_argument("--timeout", type=int, default=10000, help="ms per attempt")
+    ap.add_argument("--key", default=os.environ.get("TTFLEET_KEY"),
+                    help="CURVE: this client's certificate (CERT and CERT_secret)")
+    ap.add_argument("--broker-key", default=os.environ.get("TTFLEET_BROKER_KEY"),
+                    help="CURVE: the broker's public certificate")
     args = ap.parse_args()
 
-    client = Client(args.broker, args.tenant, timeout_ms=args.timeout)
+    try:
+        client = Client(args.broker, args.tenant, timeout_ms=args.timeout, key=args.key,
+                        broker_key=args.broker_key)
+    except ValueError as e:
+        print("producer: %s" % e, file=sys.stderr)
+        return 2
     try:
         req = pb.Request()
         req.env_create.name = args.name

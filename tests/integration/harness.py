@@ -17,6 +17,12 @@ cleans up and exits well before ctest's own timeout would SIGKILL it.
 Binaries: TTFLEET_BUILD (the CMake build dir, default <repo>/build) with
 broker/ttbroker, worker/ttworker and tools/ttctl under it; each can be
 overridden by TTFLEET_TTBROKER, TTFLEET_TTWORKER, TTFLEET_TTCTL.
+
+TTFLEET_VALGRIND=1 runs ttbroker and ttworker under valgrind memcheck
+(definite leaks and memory errors make valgrind exit 99); a daemon that
+stops with 99 fails the pool's close() with its log. ttctl always runs with
+TTFLEET_CONFIG=/dev/null and no TTFLEET_KEY/BROKER_KEY/EVENTS from the
+caller's environment, so a developer's own ttctl.conf cannot leak in.
 """
 
 import atexit
@@ -40,6 +46,13 @@ ADMIN = "admin"
 
 # Exit codes of ttctl.
 EXIT_OK, EXIT_STATUS, EXIT_USAGE, EXIT_TRANSPORT = 0, 1, 2, 3
+
+VALGRIND = os.environ.get("TTFLEET_VALGRIND", "") not in ("", "0")
+VALGRIND_ARGV = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                 "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
+                 "--trace-children=no", "--child-silent-after-fork=yes", "--num-callers=30"]
+VALGRIND_FAILED = 99
+_valgrind_failures = []  # (daemon name, log) of daemons valgrind failed
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -115,7 +128,10 @@ def watchdog(seconds):
               file=sys.stderr)
         for pool in list(_pools):
             print(pool.logs(), file=sys.stderr)
-            pool.close()
+            try:
+                pool.close()
+            except AssertionError as e:  # valgrind's findings: say them, still exit
+                print(e, file=sys.stderr)
         os._exit(124)
     signal.signal(signal.SIGALRM, fire)
     signal.alarm(seconds)
@@ -167,10 +183,11 @@ class Daemon:
         self.proc = None
 
     def start(self):
+        argv = VALGRIND_ARGV + self.argv if VALGRIND else self.argv
         log = open(self.log_path, "ab")
-        log.write(("--- start: %s\n" % " ".join(self.argv)).encode())
+        log.write(("--- start: %s\n" % " ".join(argv)).encode())
         log.flush()
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         log.close()
 
@@ -191,6 +208,8 @@ class Daemon:
                 self.proc.wait(10)
         rc = self.proc.returncode
         self.proc = None
+        if VALGRIND and rc == VALGRIND_FAILED:
+            _valgrind_failures.append((self.name, self.log()))
         return rc
 
     def log(self):
@@ -352,8 +371,10 @@ class Pool:
             argv.append("--json")
         argv += [str(a) for a in args]
         run_env = dict(os.environ)
-        run_env.pop("TTFLEET_TENANT", None)
-        run_env.pop("TTFLEET_BROKER", None)
+        for name in ("TTFLEET_TENANT", "TTFLEET_BROKER", "TTFLEET_KEY", "TTFLEET_BROKER_KEY",
+                     "TTFLEET_EVENTS"):
+            run_env.pop(name, None)
+        run_env["TTFLEET_CONFIG"] = os.devnull
         run_env.update(env or {})
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=4 * timeout_ms / 1000.0 + 10, env=run_env)
@@ -420,6 +441,12 @@ class Pool:
             print("harness: kept %s" % self.dir, file=sys.stderr)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if _valgrind_failures:
+            failed = list(_valgrind_failures)
+            del _valgrind_failures[:]
+            raise AssertionError("valgrind found errors in %s:\n%s" % (
+                ", ".join(name for name, _ in failed),
+                "\n".join("==== %s ====\n%s" % (name, log[-20000:]) for name, log in failed)))
 
 
 def _on_sigterm(_sig, _frame):

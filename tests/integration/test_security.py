@@ -1,0 +1,452 @@
+"""Security end to end: CURVE keys made by `ttctl keygen`, tenant isolation,
+roles, the loopback rule, and hostile input over the real socket.
+
+Curve shares one pool whose broker runs with --curve-secret, --client-keys
+and --worker-keys, and one worker "h1" whose key is bound to host h1. Keys
+(all in the pool's temporary directory, secrets never in the broker's key
+directories):
+
+    alice, bob   role user, tenants alice and bob (installed)
+    admin        role admin, tenant ops (installed)
+    stranger     role user, tenant alice (NOT installed)
+    h1, hA       workers bound to hosts h1 and hA (installed)
+    rogue        a worker key (NOT installed)
+
+ttctl gets its keys through TTFLEET_KEY / TTFLEET_BROKER_KEY here, and
+through --key / --broker-key and a config file in test_key_sources.
+Loopback covers the plain-TCP rules with brokers of its own. Every wait is
+bounded; every process is one the test started.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+import zmq
+import zmq.auth
+
+import harness
+import test_env_lifecycle as lifecycle
+from harness import EXIT_OK, EXIT_STATUS, EXIT_TRANSPORT, EXIT_USAGE
+
+SMALL = ["--cpu", "1", "--mem", "64", "--disk", "64"]
+MDP = b"MDPC01"
+
+
+def keygen(path, *args):
+    r = subprocess.run([harness.binary("ttctl"), "keygen", "--out", path] + list(args),
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise AssertionError("ttctl keygen %s failed: %s%s" % (args, r.stdout, r.stderr))
+    return path
+
+
+class CurvePool(harness.Pool):
+    """A pool whose broker and workers talk CURVE. ctl() uses the key
+    named key=, else the one named like tenant= (alice, bob, admin), else
+    "admin"; key=False sends no key at all (plain TCP)."""
+
+    def __init__(self, hosts=None, **kw):
+        super().__init__(hosts=hosts, **kw)
+        self.keys = os.path.join(self.dir, "keys")
+        self.client_keys = os.path.join(self.dir, "client-keys")
+        self.worker_keys = os.path.join(self.dir, "worker-keys")
+        for d in (self.keys, self.client_keys, self.worker_keys):
+            os.makedirs(d)
+        self.broker_cert = keygen(self.key("broker"), "--role", "broker")
+        for name, role, tenant, installed in (("alice", "user", "alice", True),
+                                              ("bob", "user", "bob", True),
+                                              ("admin", "admin", "ops", True),
+                                              ("stranger", "user", "alice", False)):
+            keygen(self.key(name), "--role", role, "--tenant", tenant)
+            if installed:
+                shutil.copy(self.key(name), self.client_keys)
+        for name, installed in (("h1", True), ("hA", True), ("rogue", False)):
+            args = ["--role", "worker"] + (["--host", name] if name != "rogue" else [])
+            keygen(self.key(name), *args)
+            if installed:
+                shutil.copy(self.key(name), self.worker_keys)
+        self.broker_args += ["--curve-secret", self.broker_cert, "--client-keys",
+                             self.client_keys, "--worker-keys", self.worker_keys]
+        for host, spec in self.hosts.items():
+            spec.setdefault("args", [])
+            spec["args"] += self.worker_curve_args(spec.get("key", host))
+
+    def key(self, name):
+        return os.path.join(self.keys, name)
+
+    def worker_curve_args(self, key):
+        return ["--curve-secret", self.key(key), "--broker-key", self.broker_cert]
+
+    def ctl(self, *args, key=None, tenant=None, env=None, **kw):
+        run_env = dict(env or {})
+        if key is not False:
+            run_env.update(TTFLEET_KEY=self.key(key or tenant or "admin"),
+                           TTFLEET_BROKER_KEY=self.broker_cert)
+        return super().ctl(*args, tenant=tenant, env=run_env, **kw)
+
+    def raw(self, key="alice", curve=True):
+        """A DEALER socket on the clients endpoint, CURVE with key or plain."""
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve:
+            pub, sec = zmq.auth.load_certificate(self.key(key) + "_secret")
+            server, _ = zmq.auth.load_certificate(self.broker_cert)
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, server
+        sock.connect(self.clients_ep)
+        return sock
+
+
+def recv_reply(sock, timeout_ms=5000):
+    """The Reply of one answer on sock, or None if none came in time."""
+    if not sock.poll(timeout_ms):
+        return None
+    frames = sock.recv_multipart()
+    assert len(frames) == 4 and frames[0] == b"" and frames[1] == MDP, frames
+    reply = harness.pb2().Reply()
+    reply.ParseFromString(frames[3])
+    return reply
+
+
+class Curve(lifecycle.PoolTest):
+    """PoolTest's helpers (ok, fails, create) on a CURVE pool: their tenant=
+    picks the key of that name."""
+    budget = 230
+
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(cls.budget)
+        cls.pool = CurvePool(min_stop_interval=0).start()
+
+    def status(self, r):
+        """The status name of a failed ttctl run ("NOT_FOUND"...)."""
+        self.assertEqual(r.rc, EXIT_STATUS, repr(r))
+        self.assertTrue(r.err.startswith("ttctl: "), repr(r))
+        return r.err.split(":")[1].strip()
+
+    def wait_log(self, daemon, text, timeout=15):
+        harness.wait_for("%r in the %s log" % (text, daemon.name),
+                         lambda: text in daemon.log(), timeout=timeout)
+
+    # ---- who may connect ----
+
+    def test_known_keys_work(self):
+        self.ok("mmi", "tt.env", key="alice")
+        hosts = self.ok("host", "list", key="admin")["hosts"]
+        self.assertEqual([h["id"] for h in hosts if h["state"] == "online"], ["h1"])
+
+    def test_unknown_client_key_refused(self):
+        t0 = time.monotonic()
+        r = self.ctl("env", "list", key="stranger", timeout_ms=700)
+        self.assertEqual(r.rc, EXIT_TRANSPORT, repr(r))
+        self.assertIn("no reply", r.err)
+        self.assertLess(time.monotonic() - t0, 15)
+        self.wait_log(self.pool.broker, "clients CURVE from 127.0.0.1: 400 unknown key")
+        # a raw socket with the same key: silence, no Reply
+        sock = self.pool.raw("stranger")
+        try:
+            req = harness.pb2().Request(request_id="r1")
+            req.env_list.SetInParent()
+            sock.send_multipart([b"", MDP, b"tt.env", req.SerializeToString()])
+            self.assertIsNone(recv_reply(sock, 1500))
+        finally:
+            sock.close(0)
+
+    def test_plain_client_refused(self):
+        r = self.ctl("env", "list", key=False, tenant="alice", timeout_ms=700)
+        self.assertEqual(r.rc, EXIT_TRANSPORT, repr(r))
+        sock = self.pool.raw(curve=False)
+        try:
+            sock.send_multipart([b"", MDP, b"mmi.service", b"tt.env"])
+            self.assertIsNone(recv_reply(sock, 1500))
+        finally:
+            sock.close(0)
+        self.ok("mmi", "tt.env", key="alice")  # and the broker still serves
+
+    def test_unknown_worker_key_refused(self):
+        pool = self.pool
+        pool.hosts["rogue"] = {"args": pool.worker_curve_args("rogue")}
+        pool.start_worker("rogue")
+        self.addCleanup(pool.stop_worker, "rogue")
+        self.wait_log(pool.broker, "workers CURVE from 127.0.0.1: 400 unknown key")
+        time.sleep(1.5)  # a few heartbeat intervals
+        ids = [h["id"] for h in self.ok("host", "list")["hosts"]]
+        self.assertNotIn("rogue", ids)
+
+    def test_worker_key_bound_to_its_host(self):
+        pool = self.pool
+        # hA's key is installed but bound to host hA: it cannot be hB
+        pool.hosts["hB"] = {"args": pool.worker_curve_args("hA")}
+        pool.start_worker("hB")
+        self.addCleanup(pool.stop_worker, "hB")
+        self.wait_log(pool.broker, "worker key is not allowed to act as host 'hB'")
+        time.sleep(1.5)
+        ids = [h["id"] for h in self.ok("host", "list")["hosts"]]
+        self.assertNotIn("hB", ids)
+        self.assertNotIn("hA", ids)
+
+    # ---- tenants ----
+
+    def test_tenant_isolation(self):
+        self.create("iso-a", tenant="alice")
+        self.assertEqual(self.ok("env", "show", "iso-a", key="alice")["tenant"], "alice")
+        # bob sees none of it, and cannot tell it from a missing env
+        names = [e["name"] for e in self.ok("env", "list", key="bob")["envs"]]
+        self.assertNotIn("iso-a", names)
+        ops = [("env", "show"), ("env", "stop"), ("env", "start"), ("env", "pause"),
+               ("env", "resume"), ("env", "delete"), ("env", "extend", 900),
+               ("env", "update", "--deny-outgoing"), ("env", "rm-vm", "--image", "sle")]
+        for op in ops:
+            cmd = list(op[:2]) + ["iso-a"] + list(op[2:])
+            missing = list(op[:2]) + ["iso-none"] + list(op[2:])
+            got, want = self.ctl(*cmd, key="bob"), self.ctl(*missing, key="bob")
+            self.assertEqual(self.status(got), "NOT_FOUND", repr(got))
+            self.assertEqual(got.rc, want.rc)
+            self.assertEqual(got.err.replace("iso-a", "X"), want.err.replace("iso-none", "X"),
+                             "%r\n%r" % (got, want))
+            self.assertEqual(got.out, want.out)
+        # a body tenant does not help: bob's key with --tenant alice is still bob
+        r = self.pool.ctl("env", "show", "iso-a", key="bob", env={"TTFLEET_TENANT": "alice"})
+        self.assertEqual(self.status(r), "NOT_FOUND", repr(r))
+        # alice's env is untouched
+        env = self.ok("env", "show", "iso-a", key="alice")
+        self.assertEqual(env["state"], "running")
+        self.assertEqual(env["lifetime"], 600)
+
+    def test_tenant_comes_from_key(self):
+        # the body says bob; the key says alice, and the key wins
+        pool = self.pool
+        argv_env = {"TTFLEET_TENANT": "bob"}
+        r = pool.ctl("env", "create", "from-key", "--image", "sleeper", *SMALL, "--lifetime",
+                     600, key="alice", env=argv_env)
+        self.assertEqual(r.rc, EXIT_OK, repr(r))
+        self.addCleanup(self.ctl, "env", "delete", "from-key", key="alice")
+        self.assertEqual(r.data["tenant"], "alice")
+        self.assertEqual(self.status(self.ctl("env", "show", "from-key", key="bob")),
+                         "NOT_FOUND")
+
+    def test_roles(self):
+        self.create("role-a", tenant="alice")
+        for args in (("host", "list"), ("host", "show", "h1"), ("env", "list", "--all"),
+                     ("host", "drain", "h1")):
+            r = self.ctl(*args, key="alice")
+            self.assertEqual(self.status(r), "FORBIDDEN", repr(r))
+        r = self.ctl("env", "create", "role-long", "--image", "sleeper", *SMALL, "--lifetime",
+                     6 * 3600 + 1, key="alice")
+        self.assertEqual(self.status(r), "FORBIDDEN", repr(r))
+        r = self.ctl("env", "extend", "role-a", 6 * 3600 + 1, key="alice")
+        self.assertEqual(self.status(r), "FORBIDDEN", repr(r))
+        # the admin key may
+        self.assertIn("h1", [h["id"] for h in self.ok("host", "list", key="admin")["hosts"]])
+        self.ok("host", "show", "h1", key="admin")
+        envs = self.ok("env", "list", "--all", key="admin")["envs"]
+        self.assertIn(("alice", "role-a"), [(e["tenant"], e["name"]) for e in envs])
+        env = self.create("role-long", "--lifetime", 6 * 3600 + 1, tenant="admin")
+        self.assertEqual(env["tenant"], "ops")
+
+    # ---- key sources ----
+
+    def test_key_sources(self):
+        pool = self.pool
+        base = [harness.binary("ttctl"), "--broker", pool.clients_ep, "--timeout", "3000",
+                "--json"]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TTFLEET_")}
+
+        def run(args, **env):
+            return subprocess.run(base + args, capture_output=True, text=True, timeout=60,
+                                  env=dict(clean, **env))
+        # flags
+        r = run(["--key", pool.key("alice"), "--broker-key", pool.broker_cert, "mmi", "tt.env"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # config file (relative key paths are relative to it); flags override it
+        conf = os.path.join(pool.keys, "ttctl.conf")
+        with open(conf, "w") as f:
+            f.write("# test\nbroker = %s\nkey = alice\nbroker_key = \"broker\"\n\n"
+                    % pool.clients_ep)
+        r = run(["env", "list"], TTFLEET_CONFIG=conf)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run(["--key", pool.key("stranger"), "--timeout", "500", "env", "list"],
+                TTFLEET_CONFIG=conf)
+        self.assertEqual(r.returncode, EXIT_TRANSPORT, r.stderr)
+        # env vars override the config file
+        r = run(["--timeout", "500", "env", "list"], TTFLEET_CONFIG=conf,
+                TTFLEET_KEY=pool.key("stranger"))
+        self.assertEqual(r.returncode, EXIT_TRANSPORT, r.stderr)
+        # strict parsing, with the file and line
+        for text, what in (("broker tcp://x:1\n", ":1: expected 'name = value'"),
+                           ("key = a\nkey = b\n", ":2: key given twice"),
+                           ("colour = blue\n", ":1: unknown name 'colour'"),
+                           ("tenant = ../x\n", ":1: invalid tenant"),
+                           ("key =\n", ":1: key has an empty value")):
+            with open(conf, "w") as f:
+                f.write(text)
+            r = run(["env", "list"], TTFLEET_CONFIG=conf)
+            self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+            self.assertIn(conf + what, r.stderr)
+        r = run(["env", "list"], TTFLEET_CONFIG=os.path.join(pool.keys, "nope.conf"))
+        self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+        self.assertIn("No such file", r.stderr)
+        # missing key files and half a key pair are usage errors, said plainly
+        r = run(["--key", pool.key("nope"), "--broker-key", pool.broker_cert, "env", "list"])
+        self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+        self.assertIn("client certificate %s: No such file" % pool.key("nope"), r.stderr)
+        r = run(["--key", pool.key("alice"), "env", "list"])
+        self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+        self.assertIn("--broker-key", r.stderr)
+
+    def test_keygen(self):
+        d = os.path.join(self.pool.dir, "kg")
+        os.makedirs(d)
+        path = keygen(os.path.join(d, "k"), "--role", "worker", "--host", "h9")
+        self.assertEqual(os.stat(path + "_secret").st_mode & 0o777, 0o600)
+        with open(path) as f:
+            public = f.read()
+        self.assertIn('host = "h9"', public)
+        self.assertNotIn("secret-key", public)
+        with open(path + "_secret") as f:
+            before = f.read()
+        r = subprocess.run([harness.binary("ttctl"), "keygen", "--out", path, "--role",
+                            "broker"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, EXIT_STATUS, r.stderr)
+        self.assertIn("File exists", r.stderr)
+        with open(path + "_secret") as f:
+            self.assertEqual(f.read(), before)
+        for args in (["--role", "user"], ["--role", "root", "--tenant", "t"],
+                     ["--role", "broker", "--tenant", "t"], ["--role", "user", "--tenant", "a/b"]):
+            r = subprocess.run([harness.binary("ttctl"), "keygen", "--out",
+                                os.path.join(d, "x")] + args,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, EXIT_USAGE, "%s: %s" % (args, r.stderr))
+            self.assertFalse(os.path.exists(os.path.join(d, "x")))
+
+    # ---- hostile input over the real socket ----
+
+    def test_hostile_input(self):
+        pb = harness.pb2()
+        sock = self.pool.raw("alice")
+        self.addCleanup(sock.close, 0)
+
+        def ask(body, service=b"tt.env", extra=()):
+            sock.send_multipart([b"", MDP, service, body] + list(extra))
+            reply = recv_reply(sock)
+            self.assertIsNotNone(reply, "no reply\n" + self.pool.logs())
+            return reply
+
+        def request():
+            return pb.Request(request_id="hostile-%d" % time.monotonic_ns())
+
+        # a body over 256 KiB (but under the socket's hard limit)
+        r = ask(b"\x0a" + b"x" * (256 * 1024 + 100))
+        self.assertEqual(r.status, pb.TOO_LARGE, r)
+        # too many frames
+        r = ask(b"", extra=[b"x"] * 8)
+        self.assertIn(r.status, (pb.BAD_REQUEST, pb.TOO_LARGE), r)
+        # garbage that is not a Request
+        for junk in (b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x05ab"):
+            r = ask(junk)
+            self.assertEqual(r.status, pb.BAD_REQUEST, (junk, r))
+
+        def create(name, images, ports=()):
+            req = request()
+            req.env_create.name = name
+            for image, dup in images:
+                req.env_create.images.add(image=image, dup=dup)
+            req.env_create.ports.extend(ports)
+            req.env_create.cpu, req.env_create.mem_mib, req.env_create.disk_mib = 1, 64, 64
+            return ask(req.SerializeToString())
+
+        r = create("h-501", [("sleeper", 501)])
+        self.assertEqual(r.status, pb.BAD_REQUEST, r)
+        self.assertIn("500", r.message)
+        r = create("h-501b", [("sleeper", 250), ("bravo-sleeper", 251)])
+        self.assertEqual(r.status, pb.BAD_REQUEST, r)
+        r = create("h-33", [("sleeper", 1)], ports=range(1000, 1033))
+        self.assertEqual(r.status, pb.BAD_REQUEST, r)
+        for image in ("../sleeper", "a/b", "..", "/bin/sh", ".hidden", "x" * 65, "sl eeper"):
+            r = create("h-img", [(image, 1)])
+            self.assertEqual(r.status, pb.BAD_REQUEST, (image, r))
+        for name in ("", "..", "a/b", "x" * 65, "-\n"):
+            r = create(name, [("sleeper", 1)])
+            self.assertEqual(r.status, pb.BAD_REQUEST, (name, r))
+        # an enum value the schema does not have
+        # (by hand: EnvUpdate field 7 = 7, as Request field 19)
+        upd = pb.EnvUpdate(name="h-none").SerializeToString() + b"\x38\x07"
+        body = request().SerializeToString() + b"\x9a\x01" + bytes([len(upd)]) + upd
+        r = ask(body)
+        self.assertEqual(r.status, pb.BAD_REQUEST, r)
+        # out-of-range numbers
+        req = request()
+        req.env_create.name = "h-cpu"
+        req.env_create.images.add(image="sleeper", dup=1)
+        req.env_create.cpu = 100000
+        self.assertEqual(ask(req.SerializeToString()).status, pb.BAD_REQUEST)
+        # unknown fields are skipped, not fatal
+        req = request()
+        req.env_list.SetInParent()
+        r = ask(req.SerializeToString() + b"\xf8\x3f\x01")  # field 1023 = 1
+        self.assertEqual(r.status, pb.OK, r)
+        # unknown service, bad header: an error, never a crash
+        r = ask(b"", service=b"tt.nope")
+        self.assertEqual(r.status, pb.UNKNOWN_SERVICE, r)
+        # nothing was made, and the broker still serves
+        self.assertFalse([e for e in self.ok("env", "list", "--all")["envs"]
+                          if e["name"].startswith("h-")])
+        self.ok("mmi", "tt.env", key="bob")
+        self.assertTrue(self.pool.broker.running())
+
+
+class Loopback(unittest.TestCase):
+    """Without CURVE the broker only listens on loopback unless --insecure."""
+
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(100)
+
+    @classmethod
+    def tearDownClass(cls):
+        harness.watchdog(0)
+
+    def run_broker(self, pool, *extra, timeout=10):
+        argv = [harness.binary("ttbroker"), "--state", os.path.join(pool.dir, "b"),
+                "--admin-tenant", harness.ADMIN] + list(extra)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+    def listening(self, port):
+        with socket.socket() as s:
+            s.settimeout(1)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def test_non_loopback_needs_curve_or_insecure(self):
+        pool = harness.Pool()
+        self.addCleanup(pool.close)
+        port = harness.free_port()
+        wild = "tcp://0.0.0.0:%d" % port
+        loop = ["--workers", pool.workers_ep, "--events", pool.events_ep]
+        r = self.run_broker(pool, "--clients", wild, *loop)
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("is not loopback and CURVE is off", r.stdout + r.stderr)
+        self.assertIn("--insecure", r.stdout + r.stderr)
+        self.assertFalse(self.listening(port))
+        # CURVE half-configured refuses too
+        r = self.run_broker(pool, "--clients", pool.clients_ep, *loop, "--curve-secret",
+                            os.path.join(pool.dir, "no-such-cert"))
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        # --insecure starts, and says so loudly; stop it at once
+        argv = [harness.binary("ttbroker"), "--state", os.path.join(pool.dir, "b2"),
+                "--clients", wild, "--insecure"] + loop
+        d = harness.Daemon("ttbroker", argv, os.path.join(pool.dir, "insecure.log"))
+        pool.broker = d
+        d.start()
+        harness.wait_for("the INSECURE warning", lambda: "INSECURE" in d.log() or not
+                         d.running(), timeout=15)
+        self.assertTrue(d.running(), d.log())
+        self.assertIn("INSECURE: %s accepts anyone" % wild, d.log())
+        self.assertEqual(d.stop(signal.SIGTERM), 0, d.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
