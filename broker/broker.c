@@ -463,6 +463,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     self->mac_used = calloc(1, (1u << 24) / 8);
     self->mac_cursor = (uint32_t)(tt_now() & 0xffff) + 1;
     self->started_at = tt_now();
+    self->started_ms = tt_mono_ms();
     if (!self->mac_used) {
         snprintf(err, errlen, "out of memory");
         goto fail;

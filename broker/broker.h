@@ -190,6 +190,7 @@ struct broker_t {
     uint64_t next_op_id;
     int64_t next_env_id, next_vm_uid;
     int64_t started_at;
+    int64_t started_ms; /* monotonic */
     int64_t next_reap_ms, next_beat_ms, next_prune_ms;
     bool dirty; /* rows staged in the open transaction */
     bool failed; /* a statement failed in this batch: roll back and reload */

@@ -810,7 +810,16 @@ static void s_create(ctx_t *c)
     }
     if (status != TTFLEET__STATUS__OK) {
         model_env_free(self, &env);
-        s_err(c, status, msg, true);
+        /* Just after a broker start the hosts are still saying READY: "no
+         * host" then is not a decision, so it is not recorded and the
+         * client's retry (same id) gets the real outcome. */
+        bool settling = status == TTFLEET__STATUS__UNAVAILABLE &&
+                        tt_mono_ms() < self->started_ms + (int64_t)self->cfg.heartbeat_ms *
+                                                              (self->cfg.liveness + 1);
+        if (settling)
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg),
+                     " (the broker just started and hosts are still reconnecting: retry)");
+        s_err(c, status, msg, !settling);
         return;
     }
     persist_env_insert(self, env);
