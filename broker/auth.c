@@ -84,8 +84,14 @@ static void s_handle(auth_t *self, zsock_t *handler)
         }
         snprintf(user, sizeof user, "%s:%s", role, tenant);
     } else {
+        /* a cert without `host` may be any host; one whose `host` is not a
+         * valid name is refused, not widened to "any host" */
         const char *host = zcert_meta(cert, "host");
-        snprintf(user, sizeof user, "worker:%s", host && tt_name_valid(host) ? host : "*");
+        if (host && !tt_name_valid(host)) {
+            text = "worker cert has an invalid host metadata";
+            goto answer;
+        }
+        snprintf(user, sizeof user, "worker:%s", host ? host : "*");
     }
     code = "200";
     text = "OK";

@@ -189,6 +189,22 @@ class Curve(lifecycle.PoolTest):
         self.assertNotIn("hB", ids)
         self.assertNotIn("hA", ids)
 
+    def test_worker_key_with_bad_host_refused(self):
+        """A worker cert whose host metadata is not a valid name is refused,
+        not taken as "any host"; and a key added at run time is seen."""
+        pool = self.pool
+        keygen(pool.key("badhost"), "--role", "worker", "--host", "placeholder")
+        with open(pool.key("badhost")) as f:
+            text = f.read().replace('host = "placeholder"', 'host = "../h1"')
+        with open(os.path.join(pool.worker_keys, "badhost"), "w") as f:
+            f.write(text)
+        pool.hosts["hC"] = {"args": pool.worker_curve_args("badhost")}
+        pool.start_worker("hC")
+        self.addCleanup(pool.stop_worker, "hC")
+        self.wait_log(pool.broker, "400 worker cert has an invalid host metadata")
+        ids = [h["id"] for h in self.ok("host", "list")["hosts"]]
+        self.assertNotIn("hC", ids)
+
     # ---- tenants ----
 
     def test_tenant_isolation(self):
