@@ -38,12 +38,15 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -136,6 +139,78 @@ static double s_quantile(const samples_t *s, double q)
     return s->us[i] / 1000.0;
 }
 
+/* ---- a set of ZeroMQ sockets on epoll ----
+ *
+ * zmq_poll() walks every socket on every call, and with a thousand hosts in
+ * two threads that walk cost ttbench more CPU than the broker spends: on a
+ * 2-core machine it would be measured as the broker's slowness. ZMQ_FD is
+ * a notification fd per socket: when it turns readable, the socket may have
+ * messages; a send can consume the notification, so a socket we sent on is
+ * checked again on the next wait without one. Members are indices into the
+ * caller's arrays. */
+typedef struct {
+    int epfd;
+    int n;
+    uint8_t *pending; /* check without a notification */
+    int *ready;       /* indices returned by zset_wait */
+} zset_t;
+
+static int zset_init(zset_t *z, int n)
+{
+    z->epfd = epoll_create1(EPOLL_CLOEXEC);
+    z->n = n;
+    z->pending = calloc((size_t)n, 1);
+    z->ready = calloc((size_t)n + 1, sizeof *z->ready);
+    return z->epfd >= 0 && z->pending && z->ready ? 0 : -1;
+}
+
+static void zset_fini(zset_t *z)
+{
+    if (z->epfd >= 0)
+        close(z->epfd);
+    free(z->pending);
+    free(z->ready);
+}
+
+/* Watch sock as member i (again, after the caller replaced its socket). */
+static void zset_watch(zset_t *z, int i, zsock_t *sock)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    int fd = zsock_fd(sock);
+    if (epoll_ctl(z->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+        epoll_ctl(z->epfd, EPOLL_CTL_MOD, fd, &ev);
+    z->pending[i] = 1;
+}
+
+static void zset_touch(zset_t *z, int i)
+{
+    z->pending[i] = 1;
+}
+
+/* Waits up to timeout_ms; returns how many members to read, in z->ready. */
+static int zset_wait(zset_t *z, int timeout_ms)
+{
+    int k = 0;
+    for (int i = 0; i < z->n; i++)
+        if (z->pending[i]) {
+            z->pending[i] = 0;
+            z->ready[k++] = i;
+            timeout_ms = 0;
+        }
+    struct epoll_event evs[256];
+    int n = epoll_wait(z->epfd, evs, 256, timeout_ms);
+    for (int e = 0; e < n; e++) {
+        int i = (int)evs[e].data.u32;
+        if (i < z->n && k < z->n && !z->pending[i]) {
+            z->pending[i] = 2; /* dedupe within this call */
+            z->ready[k++] = i;
+        }
+    }
+    for (int j = 0; j < k; j++)
+        z->pending[z->ready[j]] = 0;
+    return k;
+}
+
 /* ---- hollow hosts ---- */
 
 typedef struct {
@@ -145,6 +220,7 @@ typedef struct {
     zhashx_t *vms;    /* vm_id as "%u" -> vm_t* */
     zlistx_t *replies; /* packed WorkerReply frames waiting for the commit */
     bool in_tx;
+    unsigned connects; /* sockets made so far: a new one must be watched */
     int64_t last_sent_ms, last_recv_ms;
     uint64_t commands;
 } shost_t;
@@ -220,6 +296,7 @@ static int s_host_connect(hthread_t *t, shost_t *h)
 {
     zsock_destroy(&h->sock);
     h->sock = zsock_new(ZMQ_DEALER);
+    h->connects++;
     if (!h->sock)
         return -1;
     zsock_set_linger(h->sock, 0);
@@ -405,32 +482,44 @@ static void *s_host_thread(void *arg)
         }
         t->ready++;
     }
-    zmq_pollitem_t *items = calloc((size_t)t->n, sizeof *items);
+    zset_t set;
+    bool ok = zset_init(&set, t->n) == 0;
+    for (int i = 0; ok && i < t->n; i++)
+        zset_watch(&set, i, t->hosts[i].sock);
     int64_t next_beat = 0;
-    while (items && !*t->stop) {
-        for (int i = 0; i < t->n; i++)
-            items[i] = (zmq_pollitem_t){zsock_resolve(t->hosts[i].sock), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(items, t->n, 50);
-        if (rc < 0 && errno != EINTR)
-            break;
-        for (int i = 0; rc > 0 && i < t->n; i++)
-            if (items[i].revents & ZMQ_POLLIN)
-                s_host_recv(t, &t->hosts[i]);
-        for (int i = 0; rc > 0 && i < t->n; i++)
-            s_host_flush(&t->hosts[i]);
+    while (ok && !*t->stop) {
+        int k = zset_wait(&set, 50);
+        /* read everything, then one commit per host, then the replies */
+        for (int j = 0; j < k; j++) {
+            shost_t *h = &t->hosts[set.ready[j]];
+            unsigned before = h->connects; /* a new socket may reuse the address */
+            s_host_recv(t, h);
+            if (h->connects != before)
+                zset_watch(&set, set.ready[j], h->sock);
+        }
+        for (int j = 0; j < k; j++) {
+            shost_t *h = &t->hosts[set.ready[j]];
+            if (h->in_tx || zlistx_size(h->replies)) {
+                s_host_flush(h);
+                zset_touch(&set, set.ready[j]);
+            }
+        }
         int64_t now = tt_mono_ms();
         if (now >= next_beat) {
             for (int i = 0; i < t->n; i++) {
                 shost_t *h = &t->hosts[i];
-                if (now - h->last_recv_ms > (int64_t)cfg->heartbeat_ms * cfg->liveness)
+                if (now - h->last_recv_ms > (int64_t)cfg->heartbeat_ms * cfg->liveness) {
                     s_host_connect(t, h); /* the broker went silent: start over */
-                else if (now - h->last_sent_ms >= cfg->heartbeat_ms)
+                    zset_watch(&set, i, h->sock);
+                } else if (now - h->last_sent_ms >= cfg->heartbeat_ms) {
                     s_host_send(h, TT_W_HEARTBEAT, NULL);
+                    zset_touch(&set, i);
+                }
             }
             next_beat = now + cfg->heartbeat_ms / 4;
         }
     }
-    free(items);
+    zset_fini(&set);
     for (int i = 0; i < t->n; i++)
         if (t->hosts[i].sock)
             s_host_send(&t->hosts[i], TT_W_DISCONNECT, NULL);
@@ -602,8 +691,8 @@ static void s_run(run_t *run)
     const bench_cfg_t *cfg = run->cfg;
     int m = cfg->producers;
     prod_t *prods = calloc((size_t)m, sizeof *prods);
-    zmq_pollitem_t *items = calloc((size_t)m, sizeof *items);
-    if (!prods || !items)
+    zset_t set;
+    if (zset_init(&set, m) || !prods)
         goto done;
     for (int i = 0; i < m; i++) {
         prods[i].sock = zsock_new(ZMQ_DEALER);
@@ -611,9 +700,32 @@ static void s_run(run_t *run)
         if (zsock_connect(prods[i].sock, "%s", run->endpoint) != 0)
             goto done;
         prods[i].waiting = -1;
-        items[i] = (zmq_pollitem_t){zsock_resolve(prods[i].sock), 0, ZMQ_POLLIN, 0};
+        zset_watch(&set, i, prods[i].sock);
     }
-    zclock_sleep(200); /* let the connections come up before the clock starts */
+    /* every connection up before the clock starts: 256 connects at once
+     * overflow a listen backlog, and a SYN retried after 1 s is not the
+     * broker's latency. One MMI request per producer, answered. */
+    int warm = 0;
+    for (int i = 0; i < m; i++) {
+        zmsg_t *msg = zmsg_new();
+        zmsg_addmem(msg, "", 0);
+        zmsg_addstr(msg, TT_MDP_CLIENT);
+        zmsg_addstr(msg, TT_SERVICE_MMI);
+        zmsg_addstr(msg, TT_SERVICE_ENV);
+        if (zmsg_send(&msg, prods[i].sock) != 0)
+            zmsg_destroy(&msg);
+        zset_touch(&set, i);
+    }
+    for (int64_t until = s_now_us() + 10000000; warm < m && s_now_us() < until;) {
+        int k = zset_wait(&set, 100);
+        for (int j = 0; j < k; j++) {
+            zmsg_t *msg;
+            while ((msg = zmsg_recv_nowait(zsock_resolve(prods[set.ready[j]].sock)))) {
+                warm++;
+                zmsg_destroy(&msg);
+            }
+        }
+    }
     int64_t start = s_now_us(), end = start + (int64_t)run->seconds * 1000000;
     int64_t interval = cfg->rate > 0 ? 1000000 / cfg->rate : 0, next_due = start;
     int64_t drain_end = end + (int64_t)BENCH_DRAIN_MS * 1000;
@@ -637,6 +749,7 @@ static void s_run(run_t *run)
                     s_prod_start(run, &prods[i], i);
                     busy++;
                 }
+                zset_touch(&set, i);
                 if (interval)
                     next_due += interval;
             }
@@ -652,12 +765,10 @@ static void s_run(run_t *run)
             int64_t until = (next_due - now) / 1000;
             wait_ms = until < 0 ? 0 : until < 10 ? (int)until : 10;
         }
-        int rc = zmq_poll(items, m, wait_ms);
-        if (rc < 0 && errno != EINTR)
-            break;
-        for (int i = 0; rc > 0 && i < m; i++) {
-            if (!(items[i].revents & ZMQ_POLLIN))
-                continue;
+        int k = zset_wait(&set, wait_ms);
+        for (int j = 0; j < k; j++) {
+            int i = set.ready[j];
+            uint64_t sent = run->sent;
             zmsg_t *msg;
             while ((msg = zmsg_recv_nowait(zsock_resolve(prods[i].sock)))) {
                 if (prods[i].waiting >= 0 &&
@@ -665,6 +776,8 @@ static void s_run(run_t *run)
                     busy--;
                 zmsg_destroy(&msg);
             }
+            if (run->sent != sent)
+                zset_touch(&set, i); /* the next request of the cycle went out */
         }
     }
     run->elapsed_s = (double)(s_now_us() - start) / 1e6;
@@ -675,7 +788,7 @@ done:
     for (int i = 0; prods && i < m; i++)
         zsock_destroy(&prods[i].sock);
     free(prods);
-    free(items);
+    zset_fini(&set);
     for (int op = 0; op < OP_N; op++)
         if (run->ops[op].n)
             qsort(run->ops[op].us, run->ops[op].n, sizeof(uint32_t), s_cmp_u32);
@@ -683,21 +796,35 @@ done:
 
 /* ---- the broker process ---- */
 
-static int s_free_port(void)
+/* n loopback TCP ports that are free now, each different: the sockets that
+ * found them stay open until all are found. (ZeroMQ's "tcp://...:*" takes
+ * the lowest free port of its range, so it would find the same one again.) */
+static int s_free_ports(int *ports, int n)
 {
-    zsock_t *s = zsock_new(ZMQ_ROUTER);
-    int port = s ? zsock_bind(s, "tcp://127.0.0.1:*") : -1;
-    zsock_destroy(&s);
-    return port;
+    int fds[8], rc = 0;
+    for (int i = 0; i < n && i < 8; i++) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&a, sizeof a) ||
+            getsockname(fds[i], (struct sockaddr *)&a, &len))
+            rc = -1;
+        ports[i] = ntohs(a.sin_port);
+    }
+    for (int i = 0; i < n && i < 8; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return rc;
 }
 
 static pid_t s_start_broker(const bench_cfg_t *cfg, const char *dir, char *clients, char *workers,
                             size_t eplen)
 {
     for (int attempt = 0; attempt < 5; attempt++) {
-        int pc = s_free_port(), pw = s_free_port(), pe = s_free_port();
-        if (pc < 0 || pw < 0 || pe < 0)
+        int ports[3];
+        if (s_free_ports(ports, 3))
             return -1;
+        int pc = ports[0], pw = ports[1], pe = ports[2];
         snprintf(clients, eplen, "tcp://127.0.0.1:%d", pc);
         snprintf(workers, eplen, "tcp://127.0.0.1:%d", pw);
         char events[64], state[PATH_MAX], log[PATH_MAX], hb[16], live[16], ttl[16];
