@@ -306,6 +306,7 @@ static void s_model_clear(broker_t *self)
         model_env_free(self, &e);
     zlistx_destroy(&envs);
     zhashx_purge(self->hosts);
+    sched_invalidate(self);
     zhashx_purge(self->routes);
     zhashx_purge(self->ops);
     zhashx_purge(self->requests);
@@ -547,6 +548,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->events);
     zactor_destroy(&self->auth);
     zhashx_destroy(&self->hosts);
+    zhashx_destroy(&self->offers);
     zhashx_destroy(&self->envs);
     zhashx_destroy(&self->routes);
     zhashx_destroy(&self->ops);

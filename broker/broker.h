@@ -196,6 +196,8 @@ struct broker_t {
     bool failed; /* a statement failed in this batch: roll back and reload */
     volatile int *interrupted;
     zactor_t *auth;     /* ZAP handler when CURVE is on */
+    zhashx_t *offers;   /* sched.c: (engine, image) -> hosts offering it */
+    uint64_t hosts_gen; /* bumped when the host registry changes */
     bool curve;
 };
 
@@ -270,6 +272,8 @@ typedef struct {
  * and a message naming the resource, total, used and wanted. */
 host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char *msg,
                     size_t msglen);
+/* The host registry changed (a host joined, changed its offer, went). */
+void sched_invalidate(broker_t *self);
 /* Would host take cpu/mem more (for start)? */
 bool sched_fits(broker_t *self, const host_t *host, uint32_t cpu, uint64_t mem, uint64_t disk,
                 char *msg, size_t msglen);

@@ -1437,6 +1437,7 @@ static void s_host_admin(ctx_t *c)
                                   "there joins again when it reconnects",
                  id, dropped);
         zhashx_delete(self->hosts, id);
+        sched_invalidate(self);
         h = NULL;
     }
     if (h) {

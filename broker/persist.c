@@ -183,6 +183,8 @@ void persist_env_delete(broker_t *self, env_t *env)
     s_done(self, st, "delete env");
 }
 
+static void s_ports_insert(broker_t *self, vm_t *vm);
+
 static void s_vm_bind(sqlite3_stmt *st, vm_t *vm)
 {
     sqlite3_bind_int64(st, 1, vm->uid);
@@ -210,7 +212,7 @@ void persist_vm_insert(broker_t *self, vm_t *vm)
         return;
     s_vm_bind(st, vm);
     s_done(self, st, "insert vm");
-    persist_vm_ports(self, vm);
+    s_ports_insert(self, vm); /* a new VM has no port rows to delete */
 }
 
 void persist_vm_update(broker_t *self, vm_t *vm)
@@ -240,6 +242,12 @@ void persist_vm_ports(broker_t *self, vm_t *vm)
         return;
     sqlite3_bind_int64(st, 1, vm->uid);
     s_done(self, st, "delete ports");
+    s_ports_insert(self, vm);
+}
+
+static void s_ports_insert(broker_t *self, vm_t *vm)
+{
+    sqlite3_stmt *st;
     for (int i = 0; i < vm->n_ports; i++) {
         st = s_stmt(self, "INSERT INTO ports (host, public_port, vm_uid, guest_port) "
                           "VALUES (?1, ?2, ?3, ?4)");

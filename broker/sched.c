@@ -69,6 +69,64 @@ static double s_free_share(broker_t *self, const host_t *h, const sched_want_t *
     return fc + fm + fd;
 }
 
+/* Hosts that offer an (engine, image) pair, cached per pair: matching
+ * names is the costly part of a scan over 1,000 hosts. The cache is valid
+ * for one generation of the host registry; sched_invalidate() starts a new
+ * one whenever a host joins, changes its offer or goes away. */
+typedef struct {
+    uint64_t gen;
+    size_t n;
+    host_t **hosts;
+} s_offer_t;
+
+static void s_offer_free(void **item)
+{
+    s_offer_t *o = *item;
+    if (o) {
+        free(o->hosts);
+        free(o);
+        *item = NULL;
+    }
+}
+
+void sched_invalidate(broker_t *self)
+{
+    self->hosts_gen++;
+}
+
+static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
+{
+    if (!self->offers) {
+        self->offers = zhashx_new();
+        zhashx_set_destructor(self->offers, s_offer_free);
+    }
+    char key[2 * TT_MAX_NAME + 2];
+    snprintf(key, sizeof key, "%s\x1f%s", engine, image);
+    s_offer_t *o = zhashx_lookup(self->offers, key);
+    if (o && o->gen == self->hosts_gen)
+        return o;
+    if (!o) {
+        if (zhashx_size(self->offers) > 4096)
+            zhashx_purge(self->offers); /* bounded: names come from clients */
+        o = calloc(1, sizeof *o);
+        if (!o)
+            return NULL;
+        zhashx_insert(self->offers, key, o);
+    }
+    free(o->hosts);
+    o->n = 0;
+    o->hosts = calloc(zhashx_size(self->hosts) + 1, sizeof *o->hosts);
+    if (!o->hosts) {
+        zhashx_delete(self->offers, key);
+        return NULL;
+    }
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+        if (model_host_has(h, engine, image))
+            o->hosts[o->n++] = h;
+    o->gen = self->hosts_gen;
+    return o;
+}
+
 host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char *msg,
                     size_t msglen)
 {
@@ -79,10 +137,10 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
     uint64_t cpu_t = 0, cpu_u = 0, mem_t = 0, mem_u = 0, disk_t = 0, disk_u = 0;
     int short_of = 0;
 
-    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts)) {
+    s_offer_t *offer = s_offer(self, want->engine, want->image);
+    for (size_t k = 0; offer && k < offer->n; k++) {
+        host_t *h = offer->hosts[k];
         if (h->state != HOST_ONLINE || h->draining || !h->routing)
-            continue;
-        if (!model_host_has(h, want->engine, want->image))
             continue;
         bool excluded = false;
         for (int i = 0; i < want->n_exclude && !excluded; i++)

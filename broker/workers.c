@@ -244,6 +244,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
                  : "");
     host->last_seen = tt_now();
     host->last_recv_ms = tt_mono_ms();
+    sched_invalidate(self);
     persist_host(self, host);
     zsys_info("host %s is up: %u cpu, %llu MiB mem, %llu MiB disk, %d engines, %d images, %zu "
               "VMs held",
