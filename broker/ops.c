@@ -606,10 +606,14 @@ void ops_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
         if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST)
             continue;
         if (vm->state != st) {
+            const char *env_before = model_env_state(vm->env);
             model_vm_set_state(vm, st);
             if (!vm->env->busy)
                 persist_vm_update(self, vm);
             broker_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st), va->message);
+            const char *env_after = model_env_state(vm->env);
+            if (!vm->env->busy && strcmp(env_before, env_after) != 0)
+                broker_event(self, "env.state", vm->env, NULL, NULL, env_after, NULL);
         }
     }
     char k[32];
