@@ -48,6 +48,10 @@ typedef struct {
      * changed from old while it runs or is paused; apply what the engine
      * itself carries (QEMU user-mode host forwards). */
     int (*update)(const engine_ctx_t *ctx, const vm_t *old, vm_t *vm, char *err, size_t errlen);
+    /* Optional: ask a running VM to shut down without waiting (sets
+     * vm->stop_asked_ms). A command that stops several VMs asks them all
+     * first, so their grace periods run together, not one after another. */
+    void (*stop_begin)(const engine_ctx_t *ctx, vm_t *vm);
 } engine_t;
 
 extern const engine_t engine_process;

@@ -380,8 +380,21 @@ static void s_forget(const engine_ctx_t *ctx, vm_t *vm)
     vm->start_time = 0;
 }
 
-/* power off -> quit -> SIGKILL, each wait bounded. */
-static int s_halt(const engine_ctx_t *ctx, const vm_t *vm, pid_t pid, uint64_t st, char *err,
+static void s_stop_begin(const engine_ctx_t *ctx, vm_t *vm)
+{
+    char e2[256];
+    if (ctx->stop_timeout_ms <= 0 || !vm->pid || !proc_alive(vm->pid, vm->start_time))
+        return;
+    /* a paused guest cannot see the power button */
+    s_qmp(ctx, vm, "{\"execute\":\"cont\"}", S_QMP_MS, NULL, 0, e2, sizeof e2);
+    if (s_qmp(ctx, vm, "{\"execute\":\"system_powerdown\"}", S_QMP_MS, NULL, 0, e2, sizeof e2) == 0)
+        vm->stop_asked_ms = tt_mono_ms();
+}
+
+/* power off -> quit -> SIGKILL, each wait bounded. The power-off grace
+ * counts from when it was asked (s_stop_begin), so VMs asked together
+ * wait together. */
+static int s_halt(const engine_ctx_t *ctx, vm_t *vm, pid_t pid, uint64_t st, char *err,
                   size_t errlen)
 {
     char e2[256];
@@ -389,12 +402,12 @@ static int s_halt(const engine_ctx_t *ctx, const vm_t *vm, pid_t pid, uint64_t s
         waitpid(pid, NULL, WNOHANG);
         return 0;
     }
-    if (ctx->stop_timeout_ms > 0) {
-        /* a paused guest cannot see the power button */
-        s_qmp(ctx, vm, "{\"execute\":\"cont\"}", S_QMP_MS, NULL, 0, e2, sizeof e2);
-        if (s_qmp(ctx, vm, "{\"execute\":\"system_powerdown\"}", S_QMP_MS, NULL, 0, e2,
-                  sizeof e2) == 0 &&
-            spawn_wait_gone(pid, st, ctx->stop_timeout_ms) == 0)
+    if (!vm->stop_asked_ms)
+        s_stop_begin(ctx, vm);
+    if (vm->stop_asked_ms) {
+        int64_t left = vm->stop_asked_ms + ctx->stop_timeout_ms - tt_mono_ms();
+        vm->stop_asked_ms = 0;
+        if (spawn_wait_gone(pid, st, left > 0 ? (int)left : 0) == 0)
             return 0;
     }
     if (s_qmp(ctx, vm, "{\"execute\":\"quit\"}", S_QMP_MS, NULL, 0, e2, sizeof e2) == 0 &&
@@ -667,4 +680,5 @@ const engine_t engine_qemu = {
     .adopt = s_adopt,
     .destroy = s_destroy,
     .update = s_update,
+    .stop_begin = s_stop_begin,
 };

@@ -492,8 +492,8 @@ static const char *s_mid_point(int desired)
 /* The last `max` bytes of a VM's console log (engines write it to
  * <state>/vms/<id>/console.log). The path comes from the VM id only, so
  * nothing from outside can point it elsewhere. */
-static int s_console_tail(fleet_t *self, uint32_t vm_id, uint32_t max, uint8_t **out,
-                          size_t *got, bool *truncated, char *err, size_t errlen)
+static int s_console_tail(fleet_t *self, uint32_t vm_id, uint32_t max, uint8_t **out, size_t *got,
+                          bool *truncated, char *err, size_t errlen)
 {
     char path[4096];
     if (vm_id < TT_VMID_MIN || vm_id > TT_VMID_MAX || !self->table[vm_id]) {
@@ -535,6 +535,24 @@ static int s_console_tail(fleet_t *self, uint32_t vm_id, uint32_t max, uint8_t *
     return 0;
 }
 
+/* Ask every running VM this command stops or destroys to shut down, so
+ * their graceful waits overlap: a command stopping N VMs waits about one
+ * stop timeout, not N. */
+static void s_stops_begin(fleet_t *self, const Ttfleet__WorkerCommand *cmd)
+{
+    for (size_t i = 0; i < cmd->n_vms; i++) {
+        const Ttfleet__VmSpec *spec = cmd->vms[i];
+        vm_t *vm = spec->vm_id >= TT_VMID_MIN && spec->vm_id <= TT_VMID_MAX
+                       ? self->table[spec->vm_id]
+                       : NULL;
+        const engine_t *eng = vm ? s_engine(vm) : NULL;
+        if (eng && eng->stop_begin && vm_holds_cpu(vm) &&
+            (spec->desired == TTFLEET__VM_STATE__VM_STOPPED ||
+             spec->desired == TTFLEET__VM_STATE__VM_ABSENT))
+            eng->stop_begin(&self->ctx, vm);
+    }
+}
+
 zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
 {
     Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
@@ -555,6 +573,7 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
     bool in_tx = vmdb_begin(self->db) == 0;
     if (!in_tx)
         self->dirty = true;
+    s_stops_begin(self, cmd);
     for (size_t i = 0; i < cmd->n_vms; i++) {
         const Ttfleet__VmSpec *spec = cmd->vms[i];
         int state = TTFLEET__VM_STATE__VM_ABSENT, status;
@@ -594,8 +613,8 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
     if (cmd->console_vm_id) {
         size_t got = 0;
         bool truncated = false;
-        if (s_console_tail(self, cmd->console_vm_id, cmd->console_max, &console, &got,
-                           &truncated, message, sizeof message) == 0) {
+        if (s_console_tail(self, cmd->console_vm_id, cmd->console_max, &console, &got, &truncated,
+                           message, sizeof message) == 0) {
             reply.console.data = console;
             reply.console.len = got;
             reply.console_truncated = truncated;

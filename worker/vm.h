@@ -36,9 +36,10 @@ typedef struct {
     vm_port_t ports[TT_MAX_PORTS_PER_VM];
     bool deny_outgoing;
     int64_t expires_at;
-    int state;           /* Ttfleet__VmState: actual state */
-    pid_t pid;           /* process engines: pid 1 of the VM, 0 if none */
-    uint64_t start_time; /* its /proc start time */
+    int state;             /* Ttfleet__VmState: actual state */
+    pid_t pid;             /* process engines: pid 1 of the VM, 0 if none */
+    uint64_t start_time;   /* its /proc start time */
+    int64_t stop_asked_ms; /* monotonic time a graceful stop began (not stored; 0 = none) */
 } vm_t;
 
 /* True if the VM holds cpu and memory (the resource check counts it). */

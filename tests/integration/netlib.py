@@ -253,3 +253,18 @@ def host_accel(pool, host):
         raise AssertionError("host show %s: status %d, accel %r" % (host, rep.status,
                                                                      rep.host.accel))
     return rep.host.accel
+
+
+def diagnostics(pool):
+    """The daemons' logs and the tail of every VM console, for a failure."""
+    out = [pool.logs()]
+    for host in pool.hosts:
+        vms = os.path.join(pool.worker_state(host), "vms")
+        for vm in sorted(os.listdir(vms)) if os.path.isdir(vms) else []:
+            path = os.path.join(vms, vm, "console.log")
+            try:
+                with open(path, errors="replace") as f:
+                    out.append("==== %s vm %s console ====\n%s" % (host, vm, f.read()[-3000:]))
+            except OSError:
+                pass
+    return "\n".join(out)

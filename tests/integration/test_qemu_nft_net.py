@@ -89,6 +89,13 @@ class QemuNft(unittest.TestCase):
     # ---- the flow ----
 
     def test_flow(self):
+        try:
+            self.flow()
+        except BaseException:
+            print(netlib.diagnostics(self.pool))
+            raise
+
+    def flow(self):
         print("host h1 accel (host show): %s" % netlib.host_accel(self.pool, "h1"))
 
         t_req = time.monotonic()
@@ -153,7 +160,10 @@ class QemuNft(unittest.TestCase):
 
         # stop/start keeps ip, mac and ports
         time.sleep(1.2)
+        t0 = time.monotonic()
         self.ok("env", "stop", "q")
+        print("env stop of the QEMU VM (power-off grace 300 ms, then QMP quit): %.0f ms"
+              % ((time.monotonic() - t0) * 1000))
         self.assertIsNone(self.get(qp2[8080]))
         time.sleep(1.2)
         self.ok("env", "start", "q")

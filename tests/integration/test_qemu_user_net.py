@@ -73,6 +73,13 @@ class QemuUser(unittest.TestCase):
         return self.get(port, "/cgi-bin/connect?10.0.2.2:%d" % self.listen_port) or ""
 
     def test_flow(self):
+        try:
+            self.flow()
+        except BaseException:
+            print(netlib.diagnostics(self.pool))
+            raise
+
+    def flow(self):
         print("host h1 accel (host show): %s" % netlib.host_accel(self.pool, "h1"))
         t0 = time.monotonic()
         vm = self.ok("env", "create", "u", "--image", "ttguest", "--engine", "qemu", "--cpu", 1,
