@@ -179,6 +179,12 @@ class QemuNft(unittest.TestCase):
         for pid, st in before.values():
             self.assertTrue(harness.proc_alive(pid, st), "VM died with its worker")
         self.assertIn("ttguest vm", self.get(qp2[8080]) or "")
+        # while it is down, damage what it owns: a stray tap on its bridge,
+        # a stray map element, a lost element of a live VM
+        netlib.sh("ip", "-n", self.hns, "tuntap", "add", "tt999", "mode", "tap")
+        netlib.sh("ip", "-n", self.hns, "link", "set", "tt999", "master", "ttbr0")
+        self.ns.run(self.hns, "nft", "add element ip ttfleet tcp_pub { 45999 : 10.10.3.231 . 80 }")
+        self.ns.run(self.hns, "nft", "delete element ip ttfleet tcp_pub { %d }" % pp[80])
         self.pool.start_worker("h1")
         self.pool.wait_online(["h1"])
         time.sleep(1.5)  # a reconcile round
@@ -187,6 +193,11 @@ class QemuNft(unittest.TestCase):
         self.assertIn("ttguest vm", self.get(qp2[8080]) or "")
         self.assertIn("process vm", self.get(pp[80]) or "")
         self.assertEqual(self.qemu_vm()["state"], "running")
+        # start reconciled the table and the bridge with worker.db
+        want = sorted("%d : %s . %d" % (x["public"], vm["ip"], x["guest"])
+                      for vm in (q2, p) for x in vm["ports"])
+        self.assertEqual(netlib.nft_elements(self.hns, "tcp_pub"), want)
+        self.assertNotIn("tt999", netlib.links(self.hns))
 
         # delete leaves nothing behind
         self.ok("env", "delete", "q")
