@@ -113,6 +113,10 @@ int main(void)
     char path[4096], pidfile[4096];
     snprintf(path, sizeof path, "%s/vms/77/console.log", state);
     CHECK(s_file_has(path, "vm 77 ticker up", 3000));
+    /* the first tick reaches the disk a moment after "up": the stop below
+     * checks the disk kept it, so wait for it (else the test races) */
+    snprintf(path, sizeof path, "%s/vms/77/disk/ticks", state);
+    CHECK(s_file_has(path, "1", 3000));
     snprintf(pidfile, sizeof pidfile, "%s/vms/77/pid", state);
     pid_t fpid;
     uint64_t fst;
