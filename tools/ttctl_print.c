@@ -242,8 +242,9 @@ static json_t *s_json_strings(size_t n, char **s)
 static json_t *s_json_host(const Ttfleet__HostInfo *h)
 {
     char seen[32];
-    return json_pack("{s:s, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "id",
-                     h->id, "state", h->state, "draining", (int)h->draining, "engines",
+    return json_pack("{s:s, s:s, s:b, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+                     "id", h->id, "state", h->state, "draining", (int)h->draining, "accel",
+                     h->accel ? h->accel : "", "engines",
                      s_json_strings(h->n_engines, h->engines), "images",
                      s_json_strings(h->n_images, h->images), "cpu_total", (json_int_t)h->cpu_total,
                      "cpu_used", (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total,
@@ -273,6 +274,7 @@ int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
     fprintf(out, "host      %s\n", h->id);
     fprintf(out, "state     %s%s\n", h->state, h->draining ? " (draining)" : "");
     fprintf(out, "engines   %s\n", engines);
+    fprintf(out, "accel     %s\n", h->accel && *h->accel ? h->accel : "-");
     fprintf(out, "images    %s\n", images);
     fprintf(out, "cpu       %u / %u\n", h->cpu_used, h->cpu_total);
     fprintf(out, "mem       %llu / %llu MiB\n", (unsigned long long)h->mem_used,
