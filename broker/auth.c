@@ -15,17 +15,113 @@
  *       "worker:<host>" where host is the cert's `host` metadata or "*".
  *
  * Anything else, an unknown key, or a cert with bad metadata gets 400.
- * zcertstore re-reads a directory when it changes, so keys can be added or
+ * Each key directory is re-read when its modification time changes (checked
+ * at most once a second), so keys can be added or
  * revoked without a restart.
  */
 #include "broker.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+
+/* A directory of public certificates, by public key. CZMQ's zcertstore
+ * asserts when two files hold the same key (a copy such as alice.bak);
+ * here a duplicate is skipped with a warning and the broker keeps running. */
+typedef struct {
+    char *dir;
+    zhashx_t *certs; /* public key (Z85) -> zcert_t* */
+    struct timespec mtime;
+    int64_t checked_ms;
+} keydir_t;
+
+static void s_cert_free(void **item)
+{
+    zcert_destroy((zcert_t **)item);
+}
+
+static void s_keydir_load(keydir_t *kd)
+{
+    zhashx_purge(kd->certs);
+    DIR *d = opendir(kd->dir);
+    if (!d) {
+        zsys_warning("auth: cannot read key directory %s", kd->dir);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' || (len > 7 && strcmp(e->d_name + len - 7, "_secret") == 0))
+            continue;
+        char path[1024];
+        if (snprintf(path, sizeof path, "%s/%s", kd->dir, e->d_name) >= (int)sizeof path)
+            continue;
+        struct stat st;
+        if (stat(path, &st) || !S_ISREG(st.st_mode))
+            continue;
+        zcert_t *cert = zcert_load(path);
+        if (!cert) {
+            zsys_warning("auth: %s is not a certificate; ignored", path);
+            continue;
+        }
+        const char *key = zcert_public_txt(cert);
+        if (zhashx_lookup(kd->certs, key)) {
+            zsys_warning("auth: %s repeats a key already loaded from this directory; ignored",
+                         path);
+            zcert_destroy(&cert);
+            continue;
+        }
+        zhashx_insert(kd->certs, key, cert);
+    }
+    closedir(d);
+}
+
+static keydir_t *s_keydir_new(const char *dir)
+{
+    keydir_t *kd = calloc(1, sizeof *kd);
+    if (!kd)
+        return NULL;
+    kd->dir = strdup(dir);
+    kd->certs = zhashx_new();
+    zhashx_set_destructor(kd->certs, s_cert_free);
+    struct stat st;
+    if (stat(dir, &st) == 0)
+        kd->mtime = st.st_mtim;
+    s_keydir_load(kd);
+    kd->checked_ms = zclock_mono();
+    return kd;
+}
+
+static void s_keydir_destroy(keydir_t **kd_p)
+{
+    keydir_t *kd = *kd_p;
+    if (!kd)
+        return;
+    zhashx_destroy(&kd->certs);
+    free(kd->dir);
+    free(kd);
+    *kd_p = NULL;
+}
+
+static zcert_t *s_keydir_lookup(keydir_t *kd, const char *key)
+{
+    int64_t now = zclock_mono();
+    if (now - kd->checked_ms >= 1000) {
+        kd->checked_ms = now;
+        struct stat st;
+        if (stat(kd->dir, &st) == 0 && (st.st_mtim.tv_sec != kd->mtime.tv_sec ||
+                                         st.st_mtim.tv_nsec != kd->mtime.tv_nsec)) {
+            kd->mtime = st.st_mtim;
+            s_keydir_load(kd);
+        }
+    }
+    return zhashx_lookup(kd->certs, key);
+}
 
 typedef struct {
-    zcertstore_t *clients;
-    zcertstore_t *workers;
+    keydir_t *clients;
+    keydir_t *workers;
     bool verbose;
 } auth_t;
 
@@ -68,8 +164,8 @@ static void s_handle(auth_t *self, zsock_t *handler)
     zmq_z85_encode(txt, zframe_data(key), 32);
     bool clients = domain && strcmp(domain, "clients") == 0;
     bool workers = domain && strcmp(domain, "workers") == 0;
-    zcertstore_t *store = clients ? self->clients : workers ? self->workers : NULL;
-    zcert_t *cert = store ? zcertstore_lookup(store, txt) : NULL;
+    keydir_t *store = clients ? self->clients : workers ? self->workers : NULL;
+    zcert_t *cert = store ? s_keydir_lookup(store, txt) : NULL;
     if (!cert) {
         text = "unknown key";
         goto answer;
@@ -117,13 +213,13 @@ void auth_actor(zsock_t *pipe, void *args)
     const broker_config_t *cfg = args;
     auth_t self = {0};
     self.verbose = cfg->verbose;
-    self.clients = zcertstore_new(cfg->client_keys);
-    self.workers = zcertstore_new(cfg->worker_keys);
+    self.clients = s_keydir_new(cfg->client_keys);
+    self.workers = s_keydir_new(cfg->worker_keys);
     zsock_t *handler = zsock_new_rep("inproc://zeromq.zap.01");
     if (!handler) {
         zsys_error("auth: cannot bind the ZAP handler");
-        zcertstore_destroy(&self.clients);
-        zcertstore_destroy(&self.workers);
+        s_keydir_destroy(&self.clients);
+        s_keydir_destroy(&self.workers);
         zsock_signal(pipe, 1);
         return;
     }
@@ -144,6 +240,6 @@ void auth_actor(zsock_t *pipe, void *args)
     }
     zpoller_destroy(&poller);
     zsock_destroy(&handler);
-    zcertstore_destroy(&self.clients);
-    zcertstore_destroy(&self.workers);
+    s_keydir_destroy(&self.clients);
+    s_keydir_destroy(&self.workers);
 }

@@ -65,6 +65,9 @@ class CurvePool(harness.Pool):
             keygen(self.key(name), "--role", role, "--tenant", tenant)
             if installed:
                 shutil.copy(self.key(name), self.client_keys)
+        # a second copy of one key (a backup left in place) must not take
+        # the broker down; it is skipped with a warning
+        shutil.copy(self.key("alice"), os.path.join(self.client_keys, "alice.bak"))
         for name, installed in (("h1", True), ("hA", True), ("rogue", False)):
             args = ["--role", "worker"] + (["--host", name] if name != "rogue" else [])
             keygen(self.key(name), *args)
@@ -138,6 +141,10 @@ class Curve(lifecycle.PoolTest):
         self.ok("mmi", "tt.env", key="alice")
         hosts = self.ok("host", "list", key="admin")["hosts"]
         self.assertEqual([h["id"] for h in hosts if h["state"] == "online"], ["h1"])
+
+    def test_duplicate_key_file_tolerated(self):
+        self.ok("mmi", "tt.env", key="alice")
+        self.wait_log(self.pool.broker, "repeats a key")
 
     def test_unknown_client_key_refused(self):
         t0 = time.monotonic()
