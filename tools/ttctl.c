@@ -792,11 +792,21 @@ static int s_watch(ctl_t *ctl, scan_t *s)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     zsock_t *sub = zsock_new(ZMQ_SUB);
+    const char *tenant = ctl->tenant;
+    char key_tenant[TT_MAX_NAME + 1] = "";
     if (sub && ctl->key && *ctl->key) {
         /* the events socket takes the same client keys as the clients one */
         ttclient_t *keys = s_client(ctl);
         ttclient_curve_apply(keys, sub);
         ttclient_destroy(&keys);
+        /* under CURVE the broker knows us by the key's tenant, not --tenant */
+        zcert_t *cert = zcert_load(ctl->key);
+        const char *t = cert ? zcert_meta(cert, "tenant") : NULL;
+        if (t && tt_name_valid(t)) {
+            snprintf(key_tenant, sizeof key_tenant, "%s", t);
+            tenant = key_tenant;
+        }
+        zcert_destroy(&cert);
     }
     if (!sub || zsock_connect(sub, "%s", events) != 0) {
         fprintf(stderr, "ttctl: cannot connect to events endpoint %s\n", events);
@@ -831,7 +841,7 @@ static int s_watch(ctl_t *ctl, scan_t *s)
         zframe_t *body = zmsg_size(msg) == 2 ? zmsg_last(msg) : NULL;
         Ttfleet__Event *ev =
             body ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
-        if (ev && (!env || (strcmp(ev->env, env) == 0 && strcmp(ev->tenant, ctl->tenant) == 0))) {
+        if (ev && (!env || (strcmp(ev->env, env) == 0 && strcmp(ev->tenant, tenant) == 0))) {
             print_event(stdout, ev, ctl->json);
             fflush(stdout);
             seen++;
