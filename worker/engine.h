@@ -17,6 +17,7 @@
 #define TT_WORKER_ENGINE_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stddef.h>
 
 #include "vm.h"
@@ -30,6 +31,9 @@ typedef struct {
     const char *qemu_img;   /* qemu-img, absolute; NULL if none */
     const char *accel;      /* "kvm" or "tcg" (engine_qemu_probe chose) */
     int net;                /* net_kind_t of the worker's network backend */
+    const char *vm_user;    /* run VMs as this user (NULL: as the worker, root) */
+    uid_t vm_uid;
+    gid_t vm_gid;
 } engine_ctx_t;
 
 typedef struct {

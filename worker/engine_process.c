@@ -36,6 +36,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -43,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -70,7 +72,7 @@ typedef struct {
 
 static const char *s_step_names[] = {
     "ok",          "setsid",     "unshare", "fork",   "mount private",  "mount /proc",
-    "sethostname", "chdir disk", "stdio",   "execve", "read start time"};
+    "sethostname", "chdir disk", "stdio",   "execve", "read start time", "drop privileges"};
 
 static int s_mkdir(const char *path)
 {
@@ -92,6 +94,11 @@ static int s_prepare_disk(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t e
         snprintf(err, errlen, "create %s: %s", disk, strerror(errno));
         return -1;
     }
+    /* the VM's own working directory belongs to the user it runs as */
+    if (ctx->vm_user && chown(disk, ctx->vm_uid, ctx->vm_gid)) {
+        snprintf(err, errlen, "chown %s to %s: %s", disk, ctx->vm_user, strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
@@ -108,6 +115,9 @@ typedef struct {
     char *envp[10];
     int console_fd;
     int null_fd;
+    bool drop; /* become uid/gid before exec */
+    uid_t uid;
+    gid_t gid;
 } s_spawn_t;
 
 static void s_report(int fd, int kind, int value, int step, uint64_t start_time)
@@ -178,6 +188,13 @@ static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd)
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
+    if (sp->drop) {
+        /* last, after everything that needs root (mounts, hostname, lo) */
+        step = 11;
+        if (setgroups(0, NULL) || setgid(sp->gid) || setuid(sp->uid) ||
+            prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || setuid(0) != -1)
+            goto fail;
+    }
     step = 9;
     execve(sp->prog, sp->argv, sp->envp);
 fail:
@@ -252,6 +269,9 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char 
         off += (size_t)snprintf(sp->env_ports + off, sizeof sp->env_ports - off, "%s%u",
                                 i ? "," : "", vm->ports[i].guest);
     sp->argv[0] = sp->prog;
+    sp->drop = ctx->vm_user != NULL;
+    sp->uid = ctx->vm_uid;
+    sp->gid = ctx->vm_gid;
     sp->argv[1] = NULL;
     int e = 0;
     sp->envp[e++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

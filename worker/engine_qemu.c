@@ -266,6 +266,11 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     s_arg(a, "none");
     s_arg(a, "-sandbox");
     s_arg(a, "on");
+    if (ctx->vm_user) {
+        /* QEMU opens its files and tap as root, then becomes this user */
+        s_arg(a, "-runas");
+        s_arg(a, "%s", ctx->vm_user);
+    }
     s_arg(a, "-qmp");
     s_arg(a, "unix:%s/qmp.sock,server=on,wait=off", dir);
     s_arg(a, "-chardev");

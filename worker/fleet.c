@@ -820,6 +820,9 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->ctx.qemu_img = cfg->qemu_img;
     self->ctx.accel = cfg->accel;
     self->ctx.net = cfg->net.kind;
+    self->ctx.vm_user = cfg->vm_user;
+    self->ctx.vm_uid = cfg->vm_uid;
+    self->ctx.vm_gid = cfg->vm_gid;
     self->table = calloc(TT_VMID_MAX + 1, sizeof *self->table);
     self->images = images_new(cfg->images_dir);
     if (!self->table || !self->images) {

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -58,6 +59,9 @@ typedef struct {
     long long cpu, mem, disk; /* 0 = detect */
     double cpu_ratio, mem_ratio, disk_ratio;
     long long heartbeat_ms, liveness, grace, stop_timeout_ms;
+    char vm_user[64]; /* --vm-user, "" = VMs run as the worker */
+    uid_t vm_uid;
+    gid_t vm_gid;
     char curve_secret[PATH_MAX]; /* this worker's cert (CURVE), "" = plain */
     char broker_key[PATH_MAX];   /* the broker's public cert */
     int net;                     /* net_kind_t */
@@ -105,6 +109,8 @@ static void s_usage(FILE *f)
             "  --expiry-grace SECS   destroy a VM this long after its expiry even without\n"
             "                        the broker (default 300)\n"
             "  --stop-timeout-ms N   SIGTERM grace of a VM before SIGKILL (default 2000)\n"
+            "  --vm-user NAME        run VM programs and QEMU as this unprivileged user\n"
+            "                        (default: as the worker); images must be readable by it\n"
             "  --curve-secret CERT   talk CURVE with this worker certificate (CERT and\n"
             "                        CERT_secret, made by `ttctl keygen --role worker`)\n"
             "  --broker-key CERT     the broker's public certificate (with --curve-secret)\n"
@@ -191,6 +197,7 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         O_LIVE,
         O_GRACE,
         O_STOPTO,
+        O_VMUSER,
         O_VERBOSE,
         O_NET,
         O_NETNS,
@@ -218,6 +225,7 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         {"liveness", required_argument, NULL, O_LIVE},
         {"expiry-grace", required_argument, NULL, O_GRACE},
         {"stop-timeout-ms", required_argument, NULL, O_STOPTO},
+        {"vm-user", required_argument, NULL, O_VMUSER},
         {"verbose", no_argument, NULL, O_VERBOSE},
         {"net", required_argument, NULL, O_NET},
         {"netns", required_argument, NULL, O_NETNS},
@@ -293,6 +301,17 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
         case O_GRACE:
             o->grace = s_int("--expiry-grace", optarg, 0, 30LL * 24 * 3600);
             break;
+        case O_VMUSER: {
+            struct passwd *pw = getpwnam(optarg);
+            if (!pw || strlen(optarg) >= sizeof o->vm_user)
+                s_die("invalid --vm-user '%.40s': no such user", optarg);
+            if (pw->pw_uid == 0)
+                s_die("--vm-user '%.40s' is root: give an unprivileged user", optarg);
+            snprintf(o->vm_user, sizeof o->vm_user, "%s", optarg);
+            o->vm_uid = pw->pw_uid;
+            o->vm_gid = pw->pw_gid;
+            break;
+        }
         case O_STOPTO:
             o->stop_timeout_ms = s_int("--stop-timeout-ms", optarg, 0, 60000);
             break;
@@ -565,6 +584,9 @@ int main(int argc, char **argv)
         .qemu = o->qemu[0] ? o->qemu : NULL,
         .qemu_img = o->qemu_img[0] ? o->qemu_img : NULL,
         .accel = accel[0] ? accel : NULL,
+        .vm_user = o->vm_user[0] ? o->vm_user : NULL,
+        .vm_uid = o->vm_uid,
+        .vm_gid = o->vm_gid,
     };
     for (int i = 0; i < o->n_engines; i++)
         cfg.engines[i] = o->engines[i];
