@@ -536,6 +536,7 @@ static int s_env_update(ctl_t *ctl, scan_t *s)
     uint32_t ports[TT_MAX_PORTS_PER_VM];
     Ttfleet__EnvUpdate update = TTFLEET__ENV_UPDATE__INIT;
     update.ports = ports;
+    bool only_ssh = false;
     const char *name = NULL, *arg;
     int kind;
     while ((kind = s_scan(ctl, s, &arg)) >= 0) {
@@ -559,6 +560,10 @@ static int s_env_update(ctl_t *ctl, scan_t *s)
                     s_usage_error(ctl, "--port %u given twice", port);
             ports[update.n_ports++] = port;
             update.set_ports = true;
+        } else if (s_is(s, "--only-ssh")) {
+            /* expose nothing but 22 (always there): an empty port list */
+            update.set_ports = true;
+            only_ssh = true;
         } else if (s_is(s, "--deny-outgoing") || s_is(s, "--allow-outgoing")) {
             s_flag(ctl, s);
             Ttfleet__OutgoingMode mode = s_is(s, "--deny-outgoing")
@@ -573,6 +578,8 @@ static int s_env_update(ctl_t *ctl, scan_t *s)
     }
     if (!name)
         s_usage_error(ctl, "env name is required");
+    if (only_ssh && update.n_ports)
+        s_usage_error(ctl, "--only-ssh and --port exclude each other");
     if (!update.cpu && !update.mem_mib && !update.disk_mib && !update.set_ports &&
         update.outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_UNCHANGED)
         s_usage_error(ctl, "nothing to update: give --cpu, --mem, --disk, --port or "
@@ -1165,10 +1172,11 @@ static const command_t s_commands[] = {
     {"env", "extend", "env extend NAME SECS",
      "Sets the lifetime of NAME to SECS counted from its creation.\n", s_env_extend, NULL, NULL},
     {"env", "update",
-     "env update NAME [--cpu N] [--mem MIB] [--disk MIB] [--port P]... "
+     "env update NAME [--cpu N] [--mem MIB] [--disk MIB] [--port P]... [--only-ssh] "
      "[--deny-outgoing|--allow-outgoing]",
      "Changes NAME. cpu, mem and disk only while the env is stopped; --port replaces the\n"
-     "list of exposed guest ports (22 stays); outgoing access changes live.\n",
+     "list of exposed guest ports (22 stays), --only-ssh leaves only 22; outgoing access\n"
+     "changes live.\n",
      s_env_update, NULL, NULL},
     {"env", "rm-vm", "env rm-vm NAME (VMID... | --image PREFIX) [--host ID]",
      "Removes VMs from NAME by id (with --host on an env that spans hosts) or all VMs\n"
