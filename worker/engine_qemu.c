@@ -456,9 +456,25 @@ static int s_resume(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     return s_qmp(ctx, vm, "{\"execute\":\"cont\"}", S_QMP_MS, NULL, 0, err, errlen);
 }
 
+/* Alive = the QEMU process (pid + start time) runs and, when QMP answers
+ * quickly, the machine is not in a terminal state (a crashed or panicked
+ * guest keeps its QEMU process). A QMP that does not answer within a short
+ * bound does not count as dead: QEMU may be busy, and killing a live VM on
+ * a slow answer would be worse than noticing a dead one a tick later. */
 static bool s_is_alive(const engine_ctx_t *ctx, const vm_t *vm)
 {
-    return vm->pid && proc_alive(vm->pid, vm->start_time);
+    if (!vm->pid || !proc_alive(vm->pid, vm->start_time))
+        return false;
+    char sock[4096], status[32], err[256];
+    if (engine_vm_path(ctx, vm->vm_id, "qmp.sock", sock, sizeof sock) ||
+        qmp_status(sock, 200, status, sizeof status, err, sizeof err))
+        return true;
+    if (strcmp(status, "internal-error") == 0 || strcmp(status, "guest-panicked") == 0 ||
+        strcmp(status, "shutdown") == 0) {
+        zsys_warning("vm %u: qemu %d runs but the machine is %s", vm->vm_id, (int)vm->pid, status);
+        return false;
+    }
+    return true;
 }
 
 static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm)
