@@ -10,6 +10,7 @@
  * committed and its output discarded, as the loop would send it.
  * A worker host is registered first so that creates reach the scheduler.
  */
+#define _GNU_SOURCE /* nftw() in fuzz_frames.h */
 #include "broker.h"
 #include "fuzz_frames.h"
 
@@ -61,6 +62,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     static char dir[] = "/tmp/ttfuzz-broker-XXXXXX";
     if (!mkdtemp(dir))
         abort();
+    fuzz_tmpdir_own(dir);
     broker_config_t cfg;
     broker_config_defaults(&cfg);
     snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", dir);

@@ -7,8 +7,36 @@
 #define FUZZ_FRAMES_H
 
 #include <czmq.h>
+#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The fuzz targets work in a temporary directory; libFuzzer ends with
+ * exit(), so an atexit handler removes it (its files and the VM dirs). */
+static char fuzz_tmpdir[256];
+
+static int fuzz_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void fuzz_tmpdir_remove(void)
+{
+    if (fuzz_tmpdir[0])
+        nftw(fuzz_tmpdir, fuzz_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Remember dir for removal at exit. */
+static inline void fuzz_tmpdir_own(const char *dir)
+{
+    snprintf(fuzz_tmpdir, sizeof fuzz_tmpdir, "%s", dir);
+    atexit(fuzz_tmpdir_remove);
+}
 
 static inline zmsg_t *fuzz_frames(const uint8_t *data, size_t size)
 {

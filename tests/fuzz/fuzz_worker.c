@@ -8,6 +8,7 @@
  * never spawns processes; everything up to the engine call is the real
  * code (validation, resource check, state machine, persistence).
  */
+#define _GNU_SOURCE /* nftw() in fuzz_frames.h */
 #include "fleet.h"
 #include "fuzz_frames.h"
 #include "wire.h"
@@ -30,6 +31,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     static char dir[] = "/tmp/ttfuzz-worker-XXXXXX";
     if (!mkdtemp(dir))
         abort();
+    fuzz_tmpdir_own(dir);
     static char images[300];
     snprintf(images, sizeof images, "%s/images", dir);
     char path[400];
