@@ -39,12 +39,14 @@
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -237,6 +239,38 @@ static void s_hostfwds(const vm_t *vm, char *buf, size_t len)
                                     vm->ports[i].guest);
 }
 
+/* The user backend binds every public port on the host's 127.0.0.1 (tcp
+ * and udp). QEMU only says so on its console and exits, so check first and
+ * fail the start with a reason: a port the broker handed out may be held
+ * by another program (often an outgoing connection's ephemeral port: the
+ * public range 40000..59999 lies inside Linux's default ephemeral range;
+ * reserve it with net.ipv4.ip_local_reserved_ports). */
+static int s_ports_free(const vm_t *vm, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < vm->n_ports; i++)
+        for (int u = 0; u < 2; u++) {
+            int fd = socket(AF_INET, (u ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+            if (fd < 0)
+                continue;
+            int one = 1;
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            struct sockaddr_in sa = {.sin_family = AF_INET,
+                                     .sin_port = htons((uint16_t)vm->ports[i].public_port),
+                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+            int e = errno;
+            close(fd);
+            if (rc) {
+                snprintf(err, errlen,
+                         "public port %u (%s) on 127.0.0.1 is taken on this host: %s (reserve "
+                         "40000-59999 with net.ipv4.ip_local_reserved_ports)",
+                         vm->ports[i].public_port, u ? "udp" : "tcp", strerror(e));
+                return -1;
+            }
+        }
+    return 0;
+}
+
 static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *err, size_t errlen)
 {
     s_image_t im;
@@ -335,6 +369,8 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
                  "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)");
         return -1;
     }
+    if (ctx->net == NET_USER && s_ports_free(vm, err, errlen))
+        return -1;
     s_args_t *a = malloc(sizeof *a);
     if (!a) {
         snprintf(err, errlen, "out of memory");

@@ -67,10 +67,16 @@ def binary(name):
 
 
 def free_port():
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port that nothing listens on right now, outside the
+    public port range 40000..59999 (the user network backend binds public
+    ports on the host's loopback: our own endpoints must not take them)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 40000 <= port <= 59999:
+            return port
+    raise RuntimeError("no free loopback port outside 40000..59999")
 
 
 def _die_with_parent():

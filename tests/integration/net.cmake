@@ -20,3 +20,6 @@ foreach(spec "qemu_nft:test_qemu_nft_net:300"
                        PROCESSORS 2
                        LABELS "integration;net")
 endforeach()
+# The user backend binds public ports (40000..59999) on the host's loopback,
+# which other tests' connections may hold as ephemeral ports: run it alone.
+set_tests_properties(integration.net.qemu_user PROPERTIES RUN_SERIAL TRUE)
