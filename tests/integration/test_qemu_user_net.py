@@ -32,9 +32,14 @@ class QemuUser(unittest.TestCase):
         self.addCleanup(harness.watchdog, 0)
         guest = netlib.build_guest()
         # the target of the guest's outbound tries, on loopback
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        # (outside 40000..59999: the worker binds the VM's public ports there)
+        for _ in range(200):
+            self.listener = socket.socket()
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind(("127.0.0.1", 0))
+            if not 40000 <= self.listener.getsockname()[1] <= 59999:
+                break
+            self.listener.close()
         self.listener.listen(16)
         self.listen_port = self.listener.getsockname()[1]
         self.addCleanup(self.listener.close)
