@@ -28,7 +28,25 @@
 typedef struct {
     zsock_t *sock;
     zmsg_t *msg;
+    bool durable; /* valid even if this batch fails: sent anyway */
 } out_t;
+
+/* A client of this batch, remembered so a failed commit can answer it. */
+typedef struct {
+    zmsg_t *envelope; /* routing frames */
+    char service[33];
+    bool answered;    /* got a durable answer (a replay): leave it alone */
+} batch_client_t;
+
+static void s_batch_client_free(void **item)
+{
+    batch_client_t *bc = *item;
+    if (bc) {
+        zmsg_destroy(&bc->envelope);
+        free(bc);
+        *item = NULL;
+    }
+}
 
 void broker_config_defaults(broker_config_t *cfg)
 {
@@ -60,8 +78,50 @@ void broker_queue(broker_t *self, zsock_t *sock, zmsg_t **msg_p)
     }
     o->sock = sock;
     o->msg = *msg_p;
+    o->durable = false;
     *msg_p = NULL;
     zlistx_add_end(self->outq, o);
+}
+
+void broker_queue_durable(broker_t *self, zsock_t *sock, zmsg_t **msg_p)
+{
+    broker_queue(self, sock, msg_p);
+    out_t *o = zlistx_last(self->outq);
+    if (o)
+        o->durable = true;
+    batch_client_t *bc = self->cur_client;
+    if (bc)
+        bc->answered = true;
+}
+
+void broker_request_begin(broker_t *self)
+{
+    self->req_active = true;
+    self->req_savepoint = false;
+    self->req_outq_mark = zlistx_size(self->outq);
+}
+
+void broker_request_end(broker_t *self, bool keep)
+{
+    if (self->req_savepoint) {
+        int rc = keep ? store_release(self->store, "req")
+                      : store_rollback_to(self->store, "req");
+        if (rc) {
+            zsys_error("broker.db: savepoint: %s", store_errmsg(self->store));
+            self->failed = true;
+        }
+    }
+    if (!keep) {
+        /* what the request queued before it failed goes with it */
+        while (zlistx_size(self->outq) > self->req_outq_mark) {
+            out_t *o = zlistx_last(self->outq);
+            zlistx_detach_cur(self->outq);
+            zmsg_destroy(&o->msg);
+            free(o);
+        }
+    }
+    self->req_active = false;
+    self->req_savepoint = false;
 }
 
 void broker_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
@@ -185,6 +245,14 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     char service[33] = "";
     if (service_f && zframe_size(service_f) < sizeof service)
         memcpy(service, zframe_data(service_f), zframe_size(service_f));
+    /* remember the client in case the batch fails */
+    batch_client_t *bc = calloc(1, sizeof *bc);
+    if (bc) {
+        bc->envelope = zmsg_dup(envelope);
+        snprintf(bc->service, sizeof bc->service, "%s", *service ? service : "?");
+        zlistx_add_end(self->batch_clients, bc);
+        self->cur_client = bc;
+    }
     if (!service_f || zframe_size(service_f) == 0 || zframe_size(service_f) >= sizeof service) {
         s_client_error(self, envelope, "?", TTFLEET__STATUS__BAD_REQUEST,
                        "missing or too long service name");
@@ -272,6 +340,7 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     req->tenant = body_tenant;
     ttfleet__request__free_unpacked(req, NULL);
 out:
+    self->cur_client = NULL;
     zmsg_destroy(&envelope);
     zmsg_destroy(&msg);
 }
@@ -322,7 +391,7 @@ static void s_recover(broker_t *self)
 {
     zlistx_t *envs = zhashx_values(self->envs);
     for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
-        if (e->target == TARGET_CREATING || e->target == TARGET_DELETING) {
+        if (e->target == TARGET_CREATING) {
             zsys_info("env %s/%s was %s when the broker stopped: removing it", e->tenant, e->name,
                       model_target_name(e->target));
             persist_env_delete(self, e);
@@ -461,6 +530,9 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     self->vm_index = zhashx_new();
     self->outq = zlistx_new();
     self->all_ops = zlistx_new();
+    self->batch_clients = zlistx_new();
+    zlistx_set_destructor(self->batch_clients, s_batch_client_free);
+    self->batch_no = 1;
     self->mac_used = calloc(1, (1u << 24) / 8);
     self->mac_cursor = (uint32_t)(tt_now() & 0xffff) + 1;
     self->started_at = tt_now();
@@ -556,6 +628,7 @@ void broker_destroy(broker_t **self_p)
     zhashx_destroy(&self->vm_index);
     zlistx_destroy(&self->outq);
     zlistx_destroy(&self->all_ops);
+    zlistx_destroy(&self->batch_clients);
     if (self->store)
         store_rollback(self->store);
     store_destroy(&self->store);
@@ -564,18 +637,31 @@ void broker_destroy(broker_t **self_p)
     *self_p = NULL;
 }
 
-/* Keep only INTERNAL errors for clients when a batch could not commit. */
-static void s_fail_batch(broker_t *self, zlistx_t *client_envelopes)
+/* A batch could not commit: roll it back, reload the model from the file
+ * and answer each client of the batch with INTERNAL on the service it
+ * called (tt.env or tt.admin), except those that already hold a durable
+ * answer: a retry answered from a record of an earlier, committed batch
+ * keeps that answer, since its change did happen. */
+static void s_fail_batch(broker_t *self)
 {
-    s_drop_queue(self);
     store_rollback(self->store);
     zsys_error("commit failed: %s; reloading state from disk", store_errmsg(self->store));
-    for (zmsg_t *e = zlistx_first(client_envelopes); e; e = zlistx_next(client_envelopes))
-        s_client_error(self, e, TT_SERVICE_ENV, TTFLEET__STATUS__INTERNAL,
-                       "the broker could not persist the change (disk full or I/O error); "
-                       "nothing was changed");
     zlistx_t *keep = zlistx_new();
     out_t *o;
+    while ((o = zlistx_detach(self->outq, NULL))) {
+        if (o->durable)
+            zlistx_add_end(keep, o);
+        else {
+            zmsg_destroy(&o->msg);
+            free(o);
+        }
+    }
+    for (batch_client_t *bc = zlistx_first(self->batch_clients); bc;
+         bc = zlistx_next(self->batch_clients))
+        if (!bc->answered)
+            s_client_error(self, bc->envelope, bc->service, TTFLEET__STATUS__INTERNAL,
+                           "the broker could not persist the change (disk full or I/O error); "
+                           "nothing was changed");
     while ((o = zlistx_detach(self->outq, NULL)))
         zlistx_add_end(keep, o);
     if (broker_reload(self))
@@ -586,16 +672,23 @@ static void s_fail_batch(broker_t *self, zlistx_t *client_envelopes)
     zlistx_destroy(&keep);
 }
 
-void broker_end_batch(broker_t *self)
+bool broker_end_batch(broker_t *self)
 {
-    zlistx_t *none = zlistx_new();
+    bool committed = false;
     if (self->dirty || self->failed) {
+        tt_crash_point("broker.before_commit");
         if (self->failed || store_commit(self->store))
-            s_fail_batch(self, none);
+            s_fail_batch(self);
+        else {
+            tt_crash_point("broker.after_commit");
+            committed = true;
+        }
         self->dirty = false;
         self->failed = false;
     }
-    zlistx_destroy(&none);
+    zlistx_purge(self->batch_clients);
+    self->batch_no++;
+    return committed;
 }
 
 zmsg_t *broker_pop_output(broker_t *self, zsock_t **sock)
@@ -641,9 +734,7 @@ int broker_run(broker_t *self)
     zpoller_t *poller = zpoller_new(self->clients, self->workers, NULL);
     if (!poller)
         return -1;
-    zlistx_t *envelopes = zlistx_new();
-    zlistx_set_destructor(envelopes, (zlistx_destructor_fn *)zmsg_destroy);
-    while (!zsys_interrupted && !(self->interrupted && *self->interrupted)) {
+    while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
         if (wait < 0)
@@ -668,34 +759,15 @@ int broker_run(broker_t *self)
                     continue;
                 more = true;
                 got++;
-                if (socks[s] == self->clients) {
-                    /* remember the envelope in case the batch fails */
-                    zframe_t *first = zmsg_first(msg);
-                    if (first) {
-                        zmsg_t *e = zmsg_new();
-                        zmsg_append(e, &(zframe_t *){zframe_dup(first)});
-                        zlistx_add_end(envelopes, e);
-                    }
+                if (socks[s] == self->clients)
                     broker_handle_client(self, &msg);
-                } else
+                else
                     broker_handle_worker(self, &msg);
                 zmsg_destroy(&msg);
             }
         }
         s_timers(self);
-        bool committed = false;
-        if (self->dirty || self->failed) {
-            tt_crash_point("broker.before_commit");
-            if (self->failed || store_commit(self->store))
-                s_fail_batch(self, envelopes);
-            else {
-                tt_crash_point("broker.after_commit");
-                committed = true;
-            }
-            self->dirty = false;
-            self->failed = false;
-        }
-        zlistx_purge(envelopes);
+        bool committed = broker_end_batch(self);
         bool had_output = zlistx_size(self->outq) > 0;
         s_flush(self);
         /* only after a batch that changed something: heartbeats and reads
@@ -703,7 +775,6 @@ int broker_run(broker_t *self)
         if (had_output && committed)
             tt_crash_point("broker.after_send");
     }
-    zlistx_destroy(&envelopes);
     zpoller_destroy(&poller);
     return 0;
 }

@@ -86,8 +86,7 @@ typedef enum {
     TARGET_CREATING = 0,
     TARGET_RUNNING,
     TARGET_STOPPED,
-    TARGET_PAUSED,
-    TARGET_DELETING
+    TARGET_PAUSED
 } env_target_t;
 
 struct env_t {
@@ -102,7 +101,6 @@ struct env_t {
     int n_vms, cap_vms;
     vm_t **vms;
     op_t *busy; /* the op running on this env, if any */
-    bool expired;
 };
 
 typedef enum {
@@ -111,11 +109,6 @@ typedef enum {
     OP_START,
     OP_PAUSE,
     OP_RESUME,
-    OP_DELETE,
-    OP_EXPIRE,
-    OP_UPDATE,
-    OP_RMVM,
-    OP_EXTEND,
     OP_CONSOLE, /* read-only: does not make the env busy */
 } op_kind_t;
 
@@ -147,6 +140,7 @@ struct op_t {
 
 typedef struct {
     int64_t created_at;
+    uint64_t batch; /* broker_t.batch_no when recorded: durable once it is past */
     bool done;
     size_t len;
     uint8_t *reply; /* packed Reply, NULL while in progress */
@@ -194,7 +188,12 @@ struct broker_t {
     int64_t next_reap_ms, next_beat_ms, next_prune_ms;
     bool dirty; /* rows staged in the open transaction */
     bool failed; /* a statement failed in this batch: roll back and reload */
-    volatile int *interrupted;
+    uint64_t batch_no;     /* the batch being staged; earlier ones are durable */
+    zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
+    void *cur_client;      /* the batch_client_t being handled, or NULL */
+    bool req_active;       /* inside broker_request_begin .. _end */
+    bool req_savepoint;    /* the request's savepoint is open */
+    size_t req_outq_mark;  /* outq length when the request began */
     zactor_t *auth;     /* ZAP handler when CURVE is on */
     zhashx_t *offers;   /* sched.c: (engine, image) -> hosts offering it */
     uint64_t hosts_gen; /* bumped when the host registry changes */
@@ -214,9 +213,18 @@ void broker_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t
 /* Handle every message in one frame list; exposed for fuzzing. */
 void broker_handle_client(broker_t *self, zmsg_t **msg_p);
 void broker_handle_worker(broker_t *self, zmsg_t **msg_p);
-/* End a batch as the loop does: commit (or roll back and reload). For tests
- * and fuzzers that drive the handlers directly. */
-void broker_end_batch(broker_t *self);
+/* End a batch: commit it, or (a statement or the commit failed) roll it
+ * back, reload the model and queue INTERNAL to its clients. The loop calls
+ * it once per iteration and then sends the queue; tests and fuzzers call it
+ * the same way. The ONE place a batch becomes durable. true if committed. */
+bool broker_end_batch(broker_t *self);
+/* Bracket one client request: its rows go under one savepoint and its
+ * queued output is remembered; _end(false) takes both back. */
+void broker_request_begin(broker_t *self);
+void broker_request_end(broker_t *self, bool keep);
+/* Queue a reply that stays valid even if this batch fails (a replay of an
+ * outcome committed in an earlier batch). */
+void broker_queue_durable(broker_t *self, zsock_t *sock, zmsg_t **msg_p);
 /* Take the next queued output message (sent after commit by the loop). */
 zmsg_t *broker_pop_output(broker_t *self, zsock_t **sock);
 /* Reload the whole model from broker.db (after a failed commit). */

@@ -219,23 +219,21 @@ int model_vm_desired(const vm_t *vm)
         return TTFLEET__VM_STATE__VM_STOPPED;
     case TARGET_PAUSED:
         return TTFLEET__VM_STATE__VM_PAUSED;
-    case TARGET_DELETING:
-        return TTFLEET__VM_STATE__VM_ABSENT;
     default:
         return TTFLEET__VM_STATE__VM_RUNNING;
     }
 }
 
-static const char *s_target_names[] = {"creating", "running", "stopped", "paused", "deleting"};
+static const char *s_target_names[] = {"creating", "running", "stopped", "paused"};
 
 const char *model_target_name(env_target_t t)
 {
-    return (unsigned)t < 5 ? s_target_names[t] : "unknown";
+    return (unsigned)t < 4 ? s_target_names[t] : "unknown";
 }
 
 int model_target_parse(const char *s)
 {
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 4; i++)
         if (strcmp(s, s_target_names[i]) == 0)
             return i;
     return -1;
@@ -255,14 +253,11 @@ const char *model_env_state(const env_t *env)
             return "pausing";
         case OP_RESUME:
             return "resuming";
-        case OP_DELETE:
-        case OP_EXPIRE:
-            return "deleting";
         default:
             break;
         }
     }
-    if (env->target == TARGET_CREATING || env->target == TARGET_DELETING)
+    if (env->target == TARGET_CREATING)
         return model_target_name(env->target);
     for (int i = 0; i < env->n_vms; i++)
         if (env->vms[i]->state != model_vm_desired(env->vms[i]))

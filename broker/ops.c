@@ -153,6 +153,29 @@ static void s_req_key(const char *tenant, const char *rid, char *key, size_t len
     snprintf(key, len, "%s\x1f%s", tenant, rid);
 }
 
+static request_rec_t *reply_record_find(broker_t *self, const char *tenant, const char *rid)
+{
+    char key[2 * TT_MAX_REQUEST_ID + 2];
+    s_req_key(tenant, rid, key, sizeof key);
+    return zhashx_lookup(self->requests, key);
+}
+
+/* Answer a retry with the recorded reply. A record of an earlier batch is
+ * durable, so the answer survives a failure of this batch. */
+static void reply_replay(broker_t *self, zmsg_t *envelope, const char *service,
+                         const request_rec_t *rec)
+{
+    zmsg_t *msg = zmsg_dup(envelope);
+    zmsg_addmem(msg, "", 0);
+    zmsg_addstr(msg, TT_MDP_CLIENT);
+    zmsg_addstr(msg, service);
+    zmsg_addmem(msg, rec->reply, rec->len);
+    if (rec->batch < self->batch_no)
+        broker_queue_durable(self, self->clients, &msg);
+    else
+        broker_queue(self, self->clients, &msg);
+}
+
 void ops_reply(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
                const char *rid, int status, const char *message, Ttfleet__Reply *result,
                bool record)
@@ -188,6 +211,7 @@ void ops_reply(broker_t *self, zmsg_t *envelope, const char *service, const char
                 memcpy(rec->reply, buf, len);
             rec->len = len;
             rec->done = true;
+            rec->batch = self->batch_no;
         }
         persist_request_done(self, tenant, rid, buf, len);
     }
@@ -341,6 +365,7 @@ static op_t *s_op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelo
         request_rec_t *rec = calloc(1, sizeof *rec);
         if (rec) {
             rec->created_at = tt_now();
+            rec->batch = self->batch_no;
             zhashx_update(self->requests, key, rec);
         }
         persist_request_begin(self, tenant, rid);
@@ -696,6 +721,11 @@ void ops_tick(broker_t *self, int64_t now_ms)
 
 /* ---- the operations ---- */
 
+/* What a handler sees. A handler returns 0 when it queued its own reply
+ * (or opened an op that will), or a Ttfleet status with the reason in
+ * msg: then it changed nothing the dispatcher cannot undo (its rows are
+ * rolled back to the request's savepoint, its queued output dropped) and
+ * the dispatcher sends the error. */
 typedef struct {
     broker_t *self;
     zmsg_t *envelope;
@@ -704,48 +734,56 @@ typedef struct {
     const char *tenant;
     const char *rid;
     bool admin;
+    bool no_record; /* this error is not an outcome: a retry decides again */
+    char msg[768];
 } ctx_t;
 
-static void s_err(ctx_t *c, int status, const char *msg, bool record)
+static int s_fail(ctx_t *c, int status, const char *msg)
 {
-    ops_reply(c->self, c->envelope, c->service, c->tenant, c->rid, status, msg, NULL, record);
+    snprintf(c->msg, sizeof c->msg, "%s", msg);
+    return status;
 }
 
-static env_t *s_env_or_err(ctx_t *c, const char *name, bool record)
+static int s_fail_norec(ctx_t *c, int status, const char *msg)
+{
+    c->no_record = true;
+    return s_fail(c, status, msg);
+}
+
+/* The caller's env by name, if it is there and idle; else NULL with the
+ * status in *status and the reason in c->msg. */
+static env_t *s_env_idle(ctx_t *c, const char *name, int *status)
 {
     env_t *env = model_env_get(c->self, c->tenant, name);
-    if (!env || env->target == TARGET_DELETING) {
-        char msg[160];
+    char msg[200];
+    if (!env) {
         snprintf(msg, sizeof msg, "no env named '%s'", name);
-        s_err(c, TTFLEET__STATUS__NOT_FOUND, msg, record);
+        *status = s_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
         return NULL;
     }
     if (env->busy) {
-        char msg[200];
         snprintf(msg, sizeof msg, "env '%s' is busy (%s); try again when it is done", name,
                  model_env_state(env));
-        s_err(c, TTFLEET__STATUS__INVALID_STATE, msg, record);
+        *status = s_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
         return NULL;
     }
     return env;
 }
 
-static void s_create(ctx_t *c)
+static int s_create(ctx_t *c)
 {
     broker_t *self = c->self;
     const Ttfleet__EnvCreate *cr = c->req->env_create;
     char msg[512];
     if (model_env_get(self, c->tenant, cr->name)) {
         snprintf(msg, sizeof msg, "env '%s' already exists", cr->name);
-        s_err(c, TTFLEET__STATUS__ALREADY_EXISTS, msg, true);
-        return;
+        return s_fail(c, TTFLEET__STATUS__ALREADY_EXISTS, msg);
     }
     int64_t lifetime = cr->lifetime ? (int64_t)cr->lifetime : TT_DEFAULT_LIFETIME;
     if (lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
         snprintf(msg, sizeof msg, "lifetime %lld s is over %d s (6 h); only admins may ask more",
                  (long long)lifetime, TT_MAX_LIFETIME_USER);
-        s_err(c, TTFLEET__STATUS__FORBIDDEN, msg, true);
-        return;
+        return s_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
     }
     const char *engine = cr->engine && *cr->engine ? cr->engine : self->cfg.default_engine;
     uint32_t cpu = cr->cpu ? cr->cpu : TT_DEFAULT_CPU;
@@ -758,16 +796,14 @@ static void s_create(ctx_t *c)
         if (cr->ports[i] == 22)
             continue;
         if (n_gports == TT_MAX_PORTS_PER_VM) {
-            s_err(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)", true);
-            return;
+            return s_fail(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)");
         }
         gports[n_gports++] = cr->ports[i];
     }
 
     env_t *env = model_env_new(self, c->tenant, cr->name);
     if (!env) {
-        s_err(c, TTFLEET__STATUS__INTERNAL, "out of memory", false);
-        return;
+        return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
     env->id = self->next_env_id++;
     env->target = TARGET_CREATING;
@@ -823,27 +859,38 @@ static void s_create(ctx_t *c)
         if (settling)
             snprintf(msg + strlen(msg), sizeof msg - strlen(msg),
                      " (the broker just started and hosts are still reconnecting: retry)");
-        s_err(c, status, msg, !settling);
-        return;
+        c->no_record = settling;
+        return s_fail(c, status, msg);
     }
     persist_env_insert(self, env);
     for (int i = 0; i < env->n_vms; i++)
         persist_vm_insert(self, env->vms[i]);
     op_t *op = s_op_new(self, OP_CREATE, env, c->envelope, c->service, c->tenant, c->rid);
     if (!op) {
-        self->failed = true; /* roll the batch back: nothing of this env stays */
-        return;
+        /* the savepoint takes the rows back; this takes the model back */
+        model_env_free(self, &env);
+        return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
     s_op_dispatch(self, op);
+    return 0;
+}
+
+/* Give back the cpu and mem a failed start reserved. */
+static void s_unreserve(env_t *env, const bool *reserved)
+{
+    for (int i = 0; i < env->n_vms; i++)
+        if (reserved[i])
+            model_vm_set_state(env->vms[i], TTFLEET__VM_STATE__VM_STOPPED);
 }
 
 /* stop, start, pause, resume: move every VM of the env to a new target. */
-static void s_power(ctx_t *c, op_kind_t kind, const char *name)
+static int s_power(ctx_t *c, op_kind_t kind, const char *name)
 {
     broker_t *self = c->self;
-    env_t *env = s_env_or_err(c, name, true);
+    int status;
+    env_t *env = s_env_idle(c, name, &status);
     if (!env)
-        return;
+        return status;
     char msg[512];
     env_target_t from_ok1, from_ok2, to;
     const char *verb;
@@ -867,8 +914,7 @@ static void s_power(ctx_t *c, op_kind_t kind, const char *name)
     if (env->target != from_ok1 && env->target != from_ok2 && !retry) {
         snprintf(msg, sizeof msg, "cannot %s env '%s': it is %s", verb, name,
                  model_env_state(env));
-        s_err(c, TTFLEET__STATUS__INVALID_STATE, msg, true);
-        return;
+        return s_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
     }
     int64_t now = tt_now();
     if ((kind == OP_STOP || kind == OP_START) && env->last_mgmt &&
@@ -879,36 +925,38 @@ static void s_power(ctx_t *c, op_kind_t kind, const char *name)
                  name, (long long)(now - env->last_mgmt),
                  (long long)(self->cfg.min_stop_interval - (now - env->last_mgmt)),
                  self->cfg.min_stop_interval);
-        s_err(c, TTFLEET__STATUS__TOO_SOON, msg, true);
-        return;
+        return s_fail(c, TTFLEET__STATUS__TOO_SOON, msg);
     }
-    if (kind == OP_START) {
-        /* capacity check on every VM's own host (its disk lives there) */
-        for (int i = 0; i < env->n_vms; i++) {
-            vm_t *vm = env->vms[i];
-            if (model_vm_holds_cpu(vm))
-                continue;
-            if (!sched_fits(self, vm->host, vm->cpu, vm->mem, 0, msg, sizeof msg)) {
-                /* undo the reservations made so far */
-                for (int j = 0; j < i; j++)
-                    if (env->vms[j]->state == TTFLEET__VM_STATE__VM_PENDING)
-                        model_vm_set_state(env->vms[j], TTFLEET__VM_STATE__VM_STOPPED);
-                s_err(c, TTFLEET__STATUS__NO_CAPACITY, msg, true);
-                return;
-            }
-            model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);
+    /* start reserves cpu and mem on every VM's own host (its disk lives
+     * there); reserved[] remembers which, so a failure gives them back */
+    bool *reserved = calloc((size_t)env->n_vms + 1, sizeof *reserved);
+    if (!reserved)
+        return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    for (int i = 0; kind == OP_START && i < env->n_vms; i++) {
+        vm_t *vm = env->vms[i];
+        if (model_vm_holds_cpu(vm))
+            continue;
+        if (!sched_fits(self, vm->host, vm->cpu, vm->mem, 0, msg, sizeof msg)) {
+            s_unreserve(env, reserved);
+            free(reserved);
+            return s_fail(c, TTFLEET__STATUS__NO_CAPACITY, msg);
         }
+        model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);
+        reserved[i] = true;
     }
+    op_t *op = s_op_new(self, kind, env, c->envelope, c->service, c->tenant, c->rid);
+    if (!op) {
+        s_unreserve(env, reserved);
+        free(reserved);
+        return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    }
+    free(reserved);
     if (kind == OP_STOP || kind == OP_START)
         env->last_mgmt = now;
     env->target = to;
     persist_env_update(self, env);
-    op_t *op = s_op_new(self, kind, env, c->envelope, c->service, c->tenant, c->rid);
-    if (!op) {
-        self->failed = true;
-        return;
-    }
     s_op_dispatch(self, op);
+    return 0;
 }
 
 static void s_delete(broker_t *self, env_t *env, const char *kind)
@@ -918,36 +966,37 @@ static void s_delete(broker_t *self, env_t *env, const char *kind)
     s_env_drop(self, env);
 }
 
-static void s_extend(ctx_t *c)
+static int s_extend(ctx_t *c)
 {
     const Ttfleet__EnvExtend *x = c->req->env_extend;
-    env_t *env = s_env_or_err(c, x->name, true);
+    int status;
+    env_t *env = s_env_idle(c, x->name, &status);
     if (!env)
-        return;
+        return status;
     if ((int64_t)x->lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
         char msg[200];
         snprintf(msg, sizeof msg, "lifetime %llu s is over %d s (6 h); only admins may ask more",
                  (unsigned long long)x->lifetime, TT_MAX_LIFETIME_USER);
-        s_err(c, TTFLEET__STATUS__FORBIDDEN, msg, true);
-        return;
+        return s_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
     }
     env->lifetime = (int64_t)x->lifetime;
     env->expires_at = env->created_at + env->lifetime;
-    env->expired = false;
     persist_env_update(c->self, env);
     s_send_specs(c->self, env->vms, env->n_vms);
     broker_event(c->self, "env.state", env, NULL, NULL, model_env_state(env), "lease changed");
     s_reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
                 env, true);
+    return 0;
 }
 
-static void s_update(ctx_t *c)
+static int s_update(ctx_t *c)
 {
     broker_t *self = c->self;
     const Ttfleet__EnvUpdate *u = c->req->env_update;
-    env_t *env = s_env_or_err(c, u->name, true);
+    int status;
+    env_t *env = s_env_idle(c, u->name, &status);
     if (!env)
-        return;
+        return status;
     char msg[512];
     bool hw = u->cpu || u->mem_mib || u->disk_mib;
     if (hw) {
@@ -959,8 +1008,7 @@ static void s_update(ctx_t *c)
                      "cpu, mem and disk of env '%s' can change only while it is stopped (it is "
                      "%s)",
                      u->name, model_env_state(env));
-            s_err(c, TTFLEET__STATUS__INVALID_STATE, msg, true);
-            return;
+            return s_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
         }
         /* disk is held while stopped: check the growth on each host */
         for (int i = 0; i < env->n_vms; i++) {
@@ -977,8 +1025,7 @@ static void s_update(ctx_t *c)
                              "%llu MiB",
                              vm->host->id, cpu, mem, vm->host->cpu_total,
                              (unsigned long long)vm->host->mem_total);
-                s_err(c, TTFLEET__STATUS__NO_CAPACITY, msg, true);
-                return;
+                return s_fail(c, TTFLEET__STATUS__NO_CAPACITY, msg);
             }
         }
     }
@@ -992,47 +1039,79 @@ static void s_update(ctx_t *c)
             if (u->ports[i] == 22)
                 continue;
             if (n_gports == TT_MAX_PORTS_PER_VM) {
-                s_err(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)",
-                      true);
-                return;
+                return s_fail(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)");
             }
             gports[n_gports++] = u->ports[i];
         }
-        /* keep the public port of every guest port that stays; new ones get new */
-        for (int i = 0; i < env->n_vms; i++) {
+        /* Keep the public port of every guest port that stays; new ones get
+         * new ports. All VMs are planned first (next[], fresh[]) and only
+         * then changed, so running out of ports on any host gives every
+         * port back and fails this request alone. */
+        size_t slots = (size_t)env->n_vms * TT_MAX_PORTS_PER_VM + 1;
+        portmap_t *next = calloc(slots, sizeof *next);
+        bool *fresh = calloc(slots, sizeof *fresh);
+        if (!next || !fresh) {
+            free(next);
+            free(fresh);
+            return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+        }
+        int planned = 0;
+        bool ok = true;
+        for (int i = 0; i < env->n_vms && ok; i++, planned++) {
             vm_t *vm = env->vms[i];
-            portmap_t old[TT_MAX_PORTS_PER_VM];
-            int n_old = vm->n_ports;
-            memcpy(old, vm->ports, sizeof old);
-            portmap_t next[TT_MAX_PORTS_PER_VM];
-            int ok = 1;
+            portmap_t *nx = next + (size_t)i * TT_MAX_PORTS_PER_VM;
+            bool *fr = fresh + (size_t)i * TT_MAX_PORTS_PER_VM;
             for (int g = 0; g < n_gports; g++) {
-                next[g].guest = gports[g];
-                next[g].public_port = 0;
-                for (int o = 0; o < n_old; o++)
-                    if (old[o].guest == gports[g])
-                        next[g].public_port = old[o].public_port;
+                nx[g].guest = gports[g];
+                nx[g].public_port = 0;
+                for (int o = 0; o < vm->n_ports; o++)
+                    if (vm->ports[o].guest == gports[g])
+                        nx[g].public_port = vm->ports[o].public_port;
             }
             /* free the dropped ones, then take new ones */
-            for (int o = 0; o < n_old; o++) {
+            for (int o = 0; o < vm->n_ports; o++) {
                 bool kept = false;
                 for (int g = 0; g < n_gports; g++)
-                    kept |= next[g].public_port == old[o].public_port;
+                    kept |= nx[g].public_port == vm->ports[o].public_port;
                 if (!kept)
-                    alloc_port_mark(vm->host, old[o].public_port, false);
+                    alloc_port_mark(vm->host, vm->ports[o].public_port, false);
             }
             for (int g = 0; g < n_gports && ok; g++)
-                if (!next[g].public_port && alloc_port(vm->host, &next[g].public_port))
-                    ok = 0;
-            if (!ok) {
-                /* ports ran out: a rare case; fail the batch so nothing half-changes */
-                self->failed = true;
-                return;
-            }
-            memcpy(vm->ports, next, sizeof next);
+                if (!nx[g].public_port) {
+                    if (alloc_port(vm->host, &nx[g].public_port)) {
+                        snprintf(msg, sizeof msg,
+                                 "no free public port left on host %s (%d..%d) for env '%s'; "
+                                 "nothing was changed",
+                                 vm->host->id, TT_PORT_MIN, TT_PORT_MAX, env->name);
+                        ok = false;
+                    } else
+                        fr[g] = true;
+                }
+        }
+        if (!ok) {
+            /* give back what the plan took, then take back what it freed */
+            for (int i = 0; i < planned; i++)
+                for (int g = 0; g < n_gports; g++)
+                    if (fresh[(size_t)i * TT_MAX_PORTS_PER_VM + g])
+                        alloc_port_mark(env->vms[i]->host,
+                                        next[(size_t)i * TT_MAX_PORTS_PER_VM + g].public_port,
+                                        false);
+            for (int i = 0; i < planned; i++)
+                for (int o = 0; o < env->vms[i]->n_ports; o++)
+                    alloc_port_mark(env->vms[i]->host, env->vms[i]->ports[o].public_port, true);
+            free(next);
+            free(fresh);
+            return s_fail(c, TTFLEET__STATUS__NO_CAPACITY, msg);
+        }
+        for (int i = 0; i < env->n_vms; i++) {
+            vm_t *vm = env->vms[i];
+            memcpy(vm->ports, next + (size_t)i * TT_MAX_PORTS_PER_VM,
+                   sizeof(portmap_t) * TT_MAX_PORTS_PER_VM);
             vm->n_ports = n_gports;
             persist_vm_ports(self, vm);
         }
+        free(next);
+        free(fresh);
         env->n_gports = n_gports;
         memcpy(env->gports, gports, sizeof gports);
     }
@@ -1052,20 +1131,21 @@ static void s_update(ctx_t *c)
     broker_event(self, "env.state", env, NULL, NULL, model_env_state(env), "updated");
     s_reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
                 true);
+    return 0;
 }
 
-static void s_rm_vm(ctx_t *c)
+static int s_rm_vm(ctx_t *c)
 {
     broker_t *self = c->self;
     const Ttfleet__EnvRmVm *r = c->req->env_rm_vm;
-    env_t *env = s_env_or_err(c, r->name, true);
+    int status;
+    env_t *env = s_env_idle(c, r->name, &status);
     if (!env)
-        return;
+        return status;
     char msg[256];
     vm_t **doomed = calloc((size_t)env->n_vms + 1, sizeof *doomed);
     if (!doomed) {
-        s_err(c, TTFLEET__STATUS__INTERNAL, "out of memory", false);
-        return;
+        return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
     int n = 0;
     if (r->n_vm_ids) {
@@ -1091,9 +1171,8 @@ static void s_rm_vm(ctx_t *c)
                 else
                     snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host",
                              r->vm_ids[k]);
-                s_err(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND,
-                      msg, true);
-                return;
+                return s_fail(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND,
+                      msg);
             }
         }
     } else {
@@ -1107,8 +1186,7 @@ static void s_rm_vm(ctx_t *c)
             free(doomed);
             snprintf(msg, sizeof msg, "env '%s' has no VM whose image starts with '%s'", r->name,
                      r->image_prefix);
-            s_err(c, TTFLEET__STATUS__NOT_FOUND, msg, true);
-            return;
+            return s_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
         }
     }
     s_send_specs(self, doomed, n);
@@ -1120,18 +1198,18 @@ static void s_rm_vm(ctx_t *c)
     free(doomed);
     s_reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
                 true);
+    return 0;
 }
 
-static void s_console(ctx_t *c)
+static int s_console(ctx_t *c)
 {
     broker_t *self = c->self;
     const Ttfleet__EnvConsole *q = c->req->env_console;
     env_t *env = model_env_get(self, c->tenant, q->name);
     char msg[200];
-    if (!env || env->target == TARGET_DELETING) {
+    if (!env) {
         snprintf(msg, sizeof msg, "no env named '%s'", q->name);
-        s_err(c, TTFLEET__STATUS__NOT_FOUND, msg, false);
-        return;
+        return s_fail_norec(c, TTFLEET__STATUS__NOT_FOUND, msg);
     }
     vm_t *vm = NULL;
     int found = 0;
@@ -1146,19 +1224,16 @@ static void s_console(ctx_t *c)
             snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host", q->vm_id);
         else
             snprintf(msg, sizeof msg, "env '%s' has no VM %u", q->name, q->vm_id);
-        s_err(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND, msg, false);
-        return;
+        return s_fail_norec(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND, msg);
     }
     host_t *h = vm->host;
     if (!h->routing || h->state == HOST_DOWN) {
         snprintf(msg, sizeof msg, "host %s of VM %u is down", h->id, vm->vm_id);
-        s_err(c, TTFLEET__STATUS__UNAVAILABLE, msg, false);
-        return;
+        return s_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE, msg);
     }
     op_t *op = s_op_new(self, OP_CONSOLE, env, c->envelope, c->service, c->tenant, c->rid);
     if (!op) {
-        s_err(c, TTFLEET__STATUS__INTERNAL, "out of memory", false);
-        return;
+        return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
     op->vms[0] = vm;
     op->n_vms = 1;
@@ -1180,6 +1255,7 @@ static void s_console(ctx_t *c)
     char k[32];
     snprintf(k, sizeof k, "%llu", (unsigned long long)cmd.op_id);
     zhashx_insert(self->ops, k, op);
+    return 0;
 }
 
 static int s_env_cmp(const void *a, const void *b)
@@ -1189,13 +1265,12 @@ static int s_env_cmp(const void *a, const void *b)
     return r ? r : strcmp(x->name, y->name);
 }
 
-static void s_list(ctx_t *c, bool all)
+static int s_env_list(ctx_t *c)
 {
     broker_t *self = c->self;
+    bool all = c->req->env_list->all;
     if (all && !c->admin) {
-        s_err(c, TTFLEET__STATUS__FORBIDDEN, "listing every tenant's envs needs the admin role",
-              false);
-        return;
+        return s_fail_norec(c, TTFLEET__STATUS__FORBIDDEN, "listing every tenant's envs needs the admin role");
     }
     size_t n = zhashx_size(self->envs);
     env_t **list = calloc(n + 1, sizeof *list);
@@ -1204,12 +1279,11 @@ static void s_list(ctx_t *c, bool all)
     if (!list || !el) {
         free(list);
         a_free(&a);
-        s_err(c, TTFLEET__STATUS__INTERNAL, "out of memory", false);
-        return;
+        return s_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
     size_t k = 0;
     for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
-        if ((all || strcmp(e->tenant, c->tenant) == 0) && e->target != TARGET_DELETING)
+        if (all || strcmp(e->tenant, c->tenant) == 0)
             list[k++] = e;
     qsort(list, k, sizeof *list, s_env_cmp);
     ttfleet__env_info_list__init(el);
@@ -1224,15 +1298,12 @@ static void s_list(ctx_t *c, bool all)
               false);
     a_free(&a);
     free(list);
+    return 0;
 }
 
-static void s_hosts(ctx_t *c, const char *id)
+static int s_hosts(ctx_t *c, const char *id)
 {
     broker_t *self = c->self;
-    if (!c->admin) {
-        s_err(c, TTFLEET__STATUS__FORBIDDEN, "host operations need the admin role", false);
-        return;
-    }
     arena_t a = a_make();
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     if (id) {
@@ -1241,8 +1312,7 @@ static void s_hosts(ctx_t *c, const char *id)
             a_free(&a);
             char msg[128];
             snprintf(msg, sizeof msg, "no host '%s'", id);
-            s_err(c, TTFLEET__STATUS__NOT_FOUND, msg, false);
-            return;
+            return s_fail_norec(c, TTFLEET__STATUS__NOT_FOUND, msg);
         }
         rep.result_case = TTFLEET__REPLY__RESULT_HOST;
         rep.host = s_host_info(&a, h);
@@ -1268,9 +1338,10 @@ static void s_hosts(ctx_t *c, const char *id)
     ops_reply(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
               false);
     a_free(&a);
+    return 0;
 }
 
-static void s_status(ctx_t *c)
+static int s_status(ctx_t *c)
 {
     broker_t *self = c->self;
     Ttfleet__PoolStatus ps = TTFLEET__POOL_STATUS__INIT;
@@ -1296,6 +1367,7 @@ static void s_status(ctx_t *c)
     rep.pool = &ps;
     ops_reply(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
               false);
+    return 0;
 }
 
 /* Re-create every VM of `from` on other hosts with the same spec. The old
@@ -1313,7 +1385,7 @@ static void s_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
             has = e->vms[i]->host == from;
         if (!has)
             continue;
-        if (e->busy || e->target == TARGET_CREATING || e->target == TARGET_DELETING) {
+        if (e->busy || e->target == TARGET_CREATING) {
             busy++;
             continue;
         }
@@ -1371,21 +1443,16 @@ static void s_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
              busy);
 }
 
-static void s_host_admin(ctx_t *c)
+static int s_host_admin(ctx_t *c)
 {
     broker_t *self = c->self;
-    if (!c->admin) {
-        s_err(c, TTFLEET__STATUS__FORBIDDEN, "host operations need the admin role", true);
-        return;
-    }
     const char *id = c->req->op_case == TTFLEET__REQUEST__OP_HOST_DRAIN ? c->req->host_drain->id
                                                                          : c->req->host_remove->id;
     host_t *h = model_host_get(self, id);
     char msg[600];
     if (!h) {
         snprintf(msg, sizeof msg, "no host '%s'", id);
-        s_err(c, TTFLEET__STATUS__NOT_FOUND, msg, true);
-        return;
+        return s_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
     }
     arena_t a = a_make();
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
@@ -1414,8 +1481,7 @@ static void s_host_admin(ctx_t *c)
                             "use --force to drop them",
                      h->id);
             a_free(&a);
-            s_err(c, TTFLEET__STATUS__INVALID_STATE, msg, true);
-            return;
+            return s_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
         }
         int dropped = 0;
         zlistx_t *envs = zhashx_values(self->envs);
@@ -1451,115 +1517,152 @@ static void s_host_admin(ctx_t *c)
     ops_reply(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
               true);
     a_free(&a);
+    return 0;
 }
 
-static bool s_changes(int op_case)
+static int s_env_show(ctx_t *c)
 {
-    switch (op_case) {
-    case TTFLEET__REQUEST__OP_ENV_SHOW:
-    case TTFLEET__REQUEST__OP_ENV_CONSOLE:
-    case TTFLEET__REQUEST__OP_ENV_LIST:
-    case TTFLEET__REQUEST__OP_HOST_LIST:
-    case TTFLEET__REQUEST__OP_HOST_SHOW:
-    case TTFLEET__REQUEST__OP_POOL_STATUS:
-        return false;
-    default:
-        return true;
+    env_t *env = model_env_get(c->self, c->tenant, c->req->env_show->name);
+    if (!env) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no env named '%s'", c->req->env_show->name);
+        return s_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
     }
+    s_reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
+                false);
+    return 0;
+}
+
+static int s_env_delete(ctx_t *c)
+{
+    int status;
+    env_t *env = s_env_idle(c, c->req->env_delete->name, &status);
+    if (!env)
+        return status;
+    s_delete(c->self, env, "env.deleted");
+    ops_reply(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", NULL,
+              true);
+    return 0;
+}
+
+static int s_env_stop(ctx_t *c)
+{
+    return s_power(c, OP_STOP, c->req->env_stop->name);
+}
+
+static int s_env_start(ctx_t *c)
+{
+    return s_power(c, OP_START, c->req->env_start->name);
+}
+
+static int s_env_pause(ctx_t *c)
+{
+    return s_power(c, OP_PAUSE, c->req->env_pause->name);
+}
+
+static int s_env_resume(ctx_t *c)
+{
+    return s_power(c, OP_RESUME, c->req->env_resume->name);
+}
+
+static int s_host_list(ctx_t *c)
+{
+    return s_hosts(c, NULL);
+}
+
+static int s_host_show(ctx_t *c)
+{
+    return s_hosts(c, c->req->host_show->id);
+}
+
+/* ---- the table of handlers ----
+ *
+ * One row per Request.op case, in the shape of Redis's commands.def. The
+ * dispatcher does what every handler would otherwise repeat:
+ *   H_ADMIN  - the caller must hold the admin role (FORBIDDEN otherwise);
+ *   H_RECORD - the request changes state: it is idempotent under
+ *              (tenant, request id), a retry gets the recorded reply, and
+ *              its refusals are recorded too;
+ *   H_OP     - it may open an op_t that answers later (informational: the
+ *              handler opens it; the flag documents which rows can).
+ * A new operation is a handler `static int s_x(ctx_t *c)` above and one row
+ * here; nothing else dispatches on op_case. */
+enum { H_ADMIN = 1, H_RECORD = 2, H_OP = 4 };
+
+typedef struct {
+    int op_case;
+    int (*handler)(ctx_t *c);
+    unsigned flags;
+} handler_def_t;
+
+static const handler_def_t s_handlers[] = {
+    {TTFLEET__REQUEST__OP_ENV_CREATE, s_create, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_SHOW, s_env_show, 0},
+    {TTFLEET__REQUEST__OP_ENV_LIST, s_env_list, 0},
+    {TTFLEET__REQUEST__OP_ENV_STOP, s_env_stop, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_START, s_env_start, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_PAUSE, s_env_pause, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_RESUME, s_env_resume, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_DELETE, s_env_delete, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_EXTEND, s_extend, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_UPDATE, s_update, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_RM_VM, s_rm_vm, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_CONSOLE, s_console, H_OP},
+    {TTFLEET__REQUEST__OP_HOST_LIST, s_host_list, H_ADMIN},
+    {TTFLEET__REQUEST__OP_HOST_SHOW, s_host_show, H_ADMIN},
+    {TTFLEET__REQUEST__OP_POOL_STATUS, s_status, 0},
+    {TTFLEET__REQUEST__OP_HOST_DRAIN, s_host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_HOST_REMOVE, s_host_admin, H_ADMIN | H_RECORD},
+};
+
+static const handler_def_t *s_handler_find(int op_case)
+{
+    for (size_t i = 0; i < sizeof s_handlers / sizeof s_handlers[0]; i++)
+        if (s_handlers[i].op_case == op_case)
+            return &s_handlers[i];
+    return NULL;
 }
 
 void ops_handle_request(broker_t *self, zmsg_t *envelope, const char *service,
                         Ttfleet__Request *req, bool admin)
 {
-    ctx_t c = {self, envelope, service, req, req->tenant, req->request_id, admin};
-    if (s_changes(req->op_case)) {
-        char key[2 * TT_MAX_REQUEST_ID + 2];
-        s_req_key(c.tenant, c.rid, key, sizeof key);
-        request_rec_t *rec = zhashx_lookup(self->requests, key);
+    ctx_t c = {self, envelope, service, req, req->tenant, req->request_id, admin, false, ""};
+    const handler_def_t *def = s_handler_find(req->op_case);
+    if (!def) {
+        ops_reply(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__BAD_REQUEST,
+                  "request has no known operation", NULL, false);
+        return;
+    }
+    bool record = def->flags & H_RECORD;
+    if (record) {
+        request_rec_t *rec = reply_record_find(self, c.tenant, c.rid);
         if (rec && rec->done && rec->reply) {
             /* a retry: the first outcome, byte for byte */
-            zmsg_t *msg = zmsg_dup(envelope);
-            zmsg_addmem(msg, "", 0);
-            zmsg_addstr(msg, TT_MDP_CLIENT);
-            zmsg_addstr(msg, service);
-            zmsg_addmem(msg, rec->reply, rec->len);
-            broker_queue(self, self->clients, &msg);
+            reply_replay(self, envelope, service, rec);
             return;
         }
         if (rec) {
-            s_err(&c, TTFLEET__STATUS__IN_PROGRESS, "a request with this id is still running",
-                  false);
+            ops_reply(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__IN_PROGRESS,
+                      "a request with this id is still running", NULL, false);
             return;
         }
     }
-    env_t *env;
-    switch (req->op_case) {
-    case TTFLEET__REQUEST__OP_ENV_CREATE:
-        s_create(&c);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_SHOW: {
-        env = model_env_get(self, c.tenant, req->env_show->name);
-        if (!env || env->target == TARGET_DELETING) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "no env named '%s'", req->env_show->name);
-            s_err(&c, TTFLEET__STATUS__NOT_FOUND, msg, false);
-        } else
-            s_reply_env(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__OK, "", env,
-                        false);
-        break;
+    if ((def->flags & H_ADMIN) && !admin) {
+        ops_reply(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
+                  "host operations need the admin role", NULL, record);
+        return;
     }
-    case TTFLEET__REQUEST__OP_ENV_LIST:
-        s_list(&c, req->env_list->all);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_STOP:
-        s_power(&c, OP_STOP, req->env_stop->name);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_START:
-        s_power(&c, OP_START, req->env_start->name);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_PAUSE:
-        s_power(&c, OP_PAUSE, req->env_pause->name);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_RESUME:
-        s_power(&c, OP_RESUME, req->env_resume->name);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_DELETE:
-        env = s_env_or_err(&c, req->env_delete->name, true);
-        if (env) {
-            s_delete(self, env, "env.deleted");
-            ops_reply(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__OK, "", NULL,
-                      true);
-        }
-        break;
-    case TTFLEET__REQUEST__OP_ENV_EXTEND:
-        s_extend(&c);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_UPDATE:
-        s_update(&c);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_RM_VM:
-        s_rm_vm(&c);
-        break;
-    case TTFLEET__REQUEST__OP_ENV_CONSOLE:
-        s_console(&c);
-        break;
-    case TTFLEET__REQUEST__OP_HOST_LIST:
-        s_hosts(&c, NULL);
-        break;
-    case TTFLEET__REQUEST__OP_HOST_SHOW:
-        s_hosts(&c, req->host_show->id);
-        break;
-    case TTFLEET__REQUEST__OP_POOL_STATUS:
-        s_status(&c);
-        break;
-    case TTFLEET__REQUEST__OP_HOST_DRAIN:
-    case TTFLEET__REQUEST__OP_HOST_REMOVE:
-        s_host_admin(&c);
-        break;
-    default:
-        s_err(&c, TTFLEET__STATUS__BAD_REQUEST, "request has no known operation", false);
-        break;
+    /* One request, one savepoint: a refusal takes back its own rows and
+     * queued output, never another request's. */
+    broker_request_begin(self);
+    int status = def->handler(&c);
+    if (status == 0) {
+        broker_request_end(self, true);
+        return;
     }
+    broker_request_end(self, false);
+    ops_reply(self, envelope, service, c.tenant, c.rid, status, c.msg, NULL,
+              record && !c.no_record);
 }
 
 /* The reaper: delete envs whose lease ran out, a bounded number per tick.
@@ -1570,7 +1673,7 @@ void ops_reap(broker_t *self, int64_t now)
     int budget = self->cfg.reap_per_tick;
     zlistx_t *due = zlistx_new();
     for (env_t *e = zhashx_first(self->envs); e && budget > 0; e = zhashx_next(self->envs)) {
-        if (e->busy || e->target == TARGET_CREATING || e->target == TARGET_DELETING)
+        if (e->busy || e->target == TARGET_CREATING)
             continue;
         int64_t deadline = e->expires_at;
         if (deadline < self->started_at + self->cfg.lease_grace &&

@@ -32,6 +32,14 @@ static sqlite3_stmt *s_stmt(broker_t *self, const char *sql)
         s_fail(self, "begin");
         return NULL;
     }
+    /* the first row of a request opens its savepoint (broker_request_begin) */
+    if (self->req_active && !self->req_savepoint) {
+        if (store_savepoint(self->store, "req")) {
+            s_fail(self, "savepoint");
+            return NULL;
+        }
+        self->req_savepoint = true;
+    }
     sqlite3_stmt *st = store_stmt(self->store, sql);
     if (!st)
         s_fail(self, "prepare");

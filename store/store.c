@@ -227,3 +227,24 @@ int store_in_tx(store_t *self)
 {
     return self->in_tx;
 }
+
+int store_savepoint(store_t *self, const char *name)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "SAVEPOINT %s", name);
+    return self->in_tx ? store_exec(self, sql) : -1;
+}
+
+int store_release(store_t *self, const char *name)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "RELEASE %s", name);
+    return self->in_tx ? store_exec(self, sql) : -1;
+}
+
+int store_rollback_to(store_t *self, const char *name)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "ROLLBACK TO %s; RELEASE %s", name, name);
+    return self->in_tx ? store_exec(self, sql) : -1;
+}

@@ -52,6 +52,15 @@ int store_begin(store_t *self);
 int store_commit(store_t *self);
 int store_rollback(store_t *self);
 int store_in_tx(store_t *self);
+/* Savepoints inside the open transaction (store_begin first): the broker
+ * takes one per request, so a request that fails takes back its own rows
+ * and nothing of the others in the batch. name must be an SQL identifier.
+ * 0 / -1. */
+int store_savepoint(store_t *self, const char *name);
+/* Keep what was staged since the savepoint (it joins the transaction). */
+int store_release(store_t *self, const char *name);
+/* Take back what was staged since the savepoint and forget it. */
+int store_rollback_to(store_t *self, const char *name);
 
 /* Last error text. */
 const char *store_errmsg(store_t *self);
