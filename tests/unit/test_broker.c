@@ -255,6 +255,148 @@ static broker_t *s_open(const char *dir, int min_stop)
     return b;
 }
 
+/* Pop the client reply with request id rid; its service frame into service. */
+static Ttfleet__Reply *s_reply_for(const char *rid, char *service, size_t slen)
+{
+    zsock_t *sock;
+    zmsg_t *m;
+    Ttfleet__Reply *rep = NULL;
+    zlistx_t *keep = zlistx_new();
+    while (!rep && (m = broker_pop_output(g_b, &sock))) {
+        Ttfleet__Reply *r = NULL;
+        if (sock == g_b->clients && zmsg_size(m) == 5) {
+            zframe_t *body = zmsg_last(m);
+            r = ttfleet__reply__unpack(NULL, zframe_size(body), zframe_data(body));
+        }
+        if (r && strcmp(r->request_id, rid) == 0) {
+            zframe_t *f = zmsg_first(m);
+            f = zmsg_next(m);
+            f = zmsg_next(m);
+            f = zmsg_next(m);
+            snprintf(service, slen, "%.*s", (int)zframe_size(f), (char *)zframe_data(f));
+            rep = r;
+            zmsg_destroy(&m);
+            continue;
+        }
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        zlistx_add_end(keep, m);
+    }
+    for (m = zlistx_first(keep); m; m = zlistx_next(keep))
+        broker_queue(g_b, sock == g_b->clients ? g_b->clients : g_b->workers, &(zmsg_t *){m});
+    zlistx_destroy(&keep);
+    return rep;
+}
+
+/* One batch in which a greedy tenant's `env update` runs out of public
+ * ports and another tenant creates an env: the create succeeds, only the
+ * update fails, nothing of it stays, and the batch is not rolled back. */
+static void s_test_one_request_fails_alone(void)
+{
+    CHECK(s_status(s_create("greedy", "g", "img", 1, 1, 256, false, NULL)) == 0);
+    env_t *g = model_env_get(g_b, "greedy", "g");
+    CHECK(g && g->n_vms == 1);
+    if (!g || g->n_vms != 1)
+        return;
+    host_t *h = g->vms[0]->host;
+    portmap_t before[TT_MAX_PORTS_PER_VM];
+    int n_before = g->vms[0]->n_ports;
+    memcpy(before, g->vms[0]->ports, sizeof before);
+    /* the greedy host is full of ports and takes no new VMs */
+    uint32_t *taken = calloc(BROKER_NPORTS + 1, sizeof *taken);
+    int n_taken = 0;
+    while (alloc_port(h, &taken[n_taken]) == 0)
+        n_taken++;
+    h->draining = true;
+
+    Ttfleet__Request up = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvUpdate u = TTFLEET__ENV_UPDATE__INIT;
+    uint32_t ports[] = {80, 81, 82};
+    u.name = "g";
+    u.set_ports = true;
+    u.n_ports = 3;
+    u.ports = ports;
+    up.op_case = TTFLEET__REQUEST__OP_ENV_UPDATE;
+    up.env_update = &u;
+    up.tenant = "greedy";
+    up.request_id = "greedy-up-1";
+
+    Ttfleet__Request cr = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate c = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT;
+    Ttfleet__ImageCount *icp = &ic;
+    ic.image = "img";
+    ic.dup = 1;
+    c.name = "polite";
+    c.n_images = 1;
+    c.images = &icp;
+    c.cpu = 1;
+    c.mem_mib = 256;
+    cr.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    cr.env_create = &c;
+    cr.tenant = "polite";
+    cr.request_id = "polite-create-1";
+
+    s_client_send(TT_SERVICE_ENV, &up);
+    s_client_send(TT_SERVICE_ENV, &cr);
+    CHECK(broker_end_batch(g_b)); /* the batch commits */
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    char service[40];
+    Ttfleet__Reply *r = s_reply_for("greedy-up-1", service, sizeof service);
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY);
+    s_status(r);
+    r = s_reply_for("polite-create-1", service, sizeof service);
+    CHECK(r && r->status == TTFLEET__STATUS__OK);
+    s_status(r);
+    /* the refused update left the env and the host's ports as they were */
+    g = model_env_get(g_b, "greedy", "g");
+    CHECK(g && g->n_vms == 1 && g->n_gports == 2 && g->vms[0]->n_ports == n_before &&
+          memcmp(g->vms[0]->ports, before, sizeof(portmap_t) * (size_t)n_before) == 0);
+    uint32_t spare;
+    CHECK(alloc_port(h, &spare) != 0); /* nothing freed or leaked */
+    CHECK(h->state == HOST_ONLINE);     /* no reload marked the hosts down */
+    /* its retry gets the recorded refusal */
+    s_client_send(TT_SERVICE_ENV, &up);
+    broker_end_batch(g_b);
+    r = s_reply_for("greedy-up-1", service, sizeof service);
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY);
+    s_status(r);
+    for (int i = 0; i < n_taken; i++)
+        alloc_port_mark(h, taken[i], false);
+    free(taken);
+    h->draining = false;
+    s_drain();
+
+    /* A batch that fails: the retry of a request committed in an earlier
+     * batch keeps its real outcome; a tt.admin caller hears INTERNAL on
+     * tt.admin. */
+    s_client_send(TT_SERVICE_ENV, &cr); /* retry of polite-create-1 */
+    Ttfleet__Request hl = TTFLEET__REQUEST__INIT;
+    hl.op_case = TTFLEET__REQUEST__OP_HOST_LIST;
+    Ttfleet__Empty hlm = TTFLEET__EMPTY__INIT;
+    hl.host_list = &hlm;
+    hl.tenant = "admin";
+    hl.request_id = "admin-list-1";
+    s_client_send(TT_SERVICE_ADMIN, &hl);
+    g_b->failed = true; /* as if a statement of the batch had failed */
+    CHECK(!broker_end_batch(g_b));
+    r = s_reply_for("polite-create-1", service, sizeof service);
+    CHECK(r && r->status == TTFLEET__STATUS__OK && strcmp(service, TT_SERVICE_ENV) == 0);
+    s_status(r);
+    r = s_reply_for("", service, sizeof service); /* INTERNAL errors carry no id */
+    CHECK(r && r->status == TTFLEET__STATUS__INTERNAL && strcmp(service, TT_SERVICE_ADMIN) == 0);
+    s_status(r);
+    s_drain();
+    /* the reload brought the hosts back as down: say READY again */
+    s_ready("w-small", "small", 4, 8192, 100000);
+    s_ready("w-big", "big", 16, 65536, 1000000);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+}
+
 int main(void)
 {
     zsys_init();
@@ -474,6 +616,9 @@ int main(void)
         CHECK(s_status(s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "sp")) ==
               TTFLEET__STATUS__NOT_FOUND);
     }
+
+    /* host pointers held above are not valid after this (it reloads) */
+    s_test_one_request_fails_alone();
 
     /* reload from disk: the same envs, VMs, ports */
     r = s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "bf");
