@@ -19,7 +19,7 @@
  * at most once a second), so keys can be added or
  * revoked without a restart.
  */
-#include "broker.h"
+#include "auth.h"
 
 #include <dirent.h>
 #include <stdio.h>

@@ -15,7 +15,16 @@
  * from the file: memory never holds what the disk does not.
  */
 #include "broker.h"
+#include "auth.h"
+#include "dispatch.h"
+#include "op.h"
+#include "outq.h"
+#include "persist.h"
+#include "reaper.h"
+#include "reply.h"
+#include "scheduler.h"
 #include "ttcrash.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,12 +33,6 @@
 #include <sys/stat.h>
 
 #define BATCH 512
-
-typedef struct {
-    zsock_t *sock;
-    zmsg_t *msg;
-    bool durable; /* valid even if this batch fails: sent anyway */
-} out_t;
 
 /* A client of this batch, remembered so a failed commit can answer it. */
 typedef struct {
@@ -69,129 +72,13 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->disk_ratio = 1.0;
 }
 
-void broker_queue(broker_t *self, zsock_t *sock, zmsg_t **msg_p)
-{
-    out_t *o = malloc(sizeof *o);
-    if (!o) {
-        zmsg_destroy(msg_p);
-        return;
-    }
-    o->sock = sock;
-    o->msg = *msg_p;
-    o->durable = false;
-    *msg_p = NULL;
-    zlistx_add_end(self->outq, o);
-}
-
-void broker_queue_durable(broker_t *self, zsock_t *sock, zmsg_t **msg_p)
-{
-    broker_queue(self, sock, msg_p);
-    out_t *o = zlistx_last(self->outq);
-    if (o)
-        o->durable = true;
-    batch_client_t *bc = self->cur_client;
-    if (bc)
-        bc->answered = true;
-}
-
-void broker_request_begin(broker_t *self)
-{
-    self->req_active = true;
-    self->req_savepoint = false;
-    self->req_outq_mark = zlistx_size(self->outq);
-}
-
-void broker_request_end(broker_t *self, bool keep)
-{
-    if (self->req_savepoint) {
-        int rc = keep ? store_release(self->store, "req")
-                      : store_rollback_to(self->store, "req");
-        if (rc) {
-            zsys_error("broker.db: savepoint: %s", store_errmsg(self->store));
-            self->failed = true;
-        }
-    }
-    if (!keep) {
-        /* what the request queued before it failed goes with it */
-        while (zlistx_size(self->outq) > self->req_outq_mark) {
-            out_t *o = zlistx_last(self->outq);
-            zlistx_detach_cur(self->outq);
-            zmsg_destroy(&o->msg);
-            free(o);
-        }
-    }
-    self->req_active = false;
-    self->req_savepoint = false;
-}
-
-void broker_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
-                  const char *state, const char *message)
-{
-    if (!self->events)
-        return;
-    Ttfleet__Event ev = TTFLEET__EVENT__INIT;
-    ev.kind = (char *)kind;
-    ev.time = tt_now();
-    ev.tenant = env ? env->tenant : "";
-    ev.env = env ? env->name : "";
-    ev.host = host ? host->id : vm ? vm->host->id : "";
-    ev.vm_id = vm ? vm->vm_id : 0;
-    ev.state = (char *)(state ? state : "");
-    ev.message = (char *)(message ? message : "");
-    size_t len = ttfleet__event__get_packed_size(&ev);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return;
-    ttfleet__event__pack(&ev, buf);
-    zmsg_t *msg = zmsg_new();
-    zmsg_addstr(msg, kind);
-    zmsg_addmem(msg, buf, len);
-    free(buf);
-    broker_queue(self, self->events, &msg);
-}
-
-/* Send every frame without blocking: a slow or vanished peer costs a
- * dropped message (retries and heartbeats recover), never a stalled loop. */
-static void s_send(zsock_t *sock, zmsg_t **msg_p)
-{
-    zmsg_t *msg = *msg_p;
-    size_t n = zmsg_size(msg);
-    size_t i = 0;
-    zframe_t *f;
-    while ((f = zmsg_pop(msg))) {
-        int flags = ZFRAME_DONTWAIT | (++i < n ? ZFRAME_MORE : 0);
-        if (zframe_send(&f, sock, flags) != 0) {
-            zframe_destroy(&f);
-            break;
-        }
-    }
-    zmsg_destroy(msg_p);
-}
-
-static void s_flush(broker_t *self)
-{
-    out_t *o;
-    while ((o = zlistx_detach(self->outq, NULL))) {
-        s_send(o->sock, &o->msg);
-        free(o);
-    }
-}
-
-static void s_drop_queue(broker_t *self)
-{
-    out_t *o;
-    while ((o = zlistx_detach(self->outq, NULL))) {
-        zmsg_destroy(&o->msg);
-        free(o);
-    }
-}
 
 /* ---- clients: 7/MDP ---- */
 
 static void s_client_error(broker_t *self, zmsg_t *envelope, const char *service, int status,
                            const char *message)
 {
-    ops_reply(self, envelope, service, NULL, NULL, status, message, NULL, false);
+    reply_send(self, envelope, service, NULL, NULL, status, message, NULL, false);
 }
 
 /* An error before the request is handled, echoing its request id when the
@@ -204,13 +91,14 @@ static void s_client_error_body(broker_t *self, zmsg_t *envelope, const char *se
             ? ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body))
             : NULL;
     const char *rid = req && tt_request_id_valid(req->request_id) ? req->request_id : NULL;
-    ops_reply(self, envelope, service, NULL, rid, status, message, NULL, false);
+    reply_send(self, envelope, service, NULL, rid, status, message, NULL, false);
     if (req)
         ttfleet__request__free_unpacked(req, NULL);
 }
 
 void broker_handle_client(broker_t *self, zmsg_t **msg_p)
 {
+    batch_client_t *bc = NULL;
     zmsg_t *msg = *msg_p;
     *msg_p = NULL;
     /* envelope: routing frames up to the empty delimiter */
@@ -246,13 +134,13 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     if (service_f && zframe_size(service_f) < sizeof service)
         memcpy(service, zframe_data(service_f), zframe_size(service_f));
     /* remember the client in case the batch fails */
-    batch_client_t *bc = calloc(1, sizeof *bc);
+    bc = calloc(1, sizeof *bc);
     if (bc) {
         bc->envelope = zmsg_dup(envelope);
         snprintf(bc->service, sizeof bc->service, "%s", *service ? service : "?");
         zlistx_add_end(self->batch_clients, bc);
-        self->cur_client = bc;
     }
+    self->cur_answered = false;
     if (!service_f || zframe_size(service_f) == 0 || zframe_size(service_f) >= sizeof service) {
         s_client_error(self, envelope, "?", TTFLEET__STATUS__BAD_REQUEST,
                        "missing or too long service name");
@@ -273,21 +161,11 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
                                    strcmp(name, TT_SERVICE_MMI) == 0
                                ? "200"
                                : "404";
-        zmsg_t *rep = zmsg_dup(envelope);
-        zmsg_addmem(rep, "", 0);
-        zmsg_addstr(rep, TT_MDP_CLIENT);
-        zmsg_addstr(rep, service);
-        zmsg_addstr(rep, code);
-        broker_queue(self, self->clients, &rep);
+        outq_client(self, envelope, service, code, strlen(code), false);
         goto out;
     }
     if (strncmp(service, "mmi.", 4) == 0) {
-        zmsg_t *rep = zmsg_dup(envelope);
-        zmsg_addmem(rep, "", 0);
-        zmsg_addstr(rep, TT_MDP_CLIENT);
-        zmsg_addstr(rep, service);
-        zmsg_addstr(rep, "501");
-        broker_queue(self, self->clients, &rep);
+        outq_client(self, envelope, service, "501", 3, false);
         goto out;
     }
     if (strcmp(service, TT_SERVICE_ENV) != 0 && strcmp(service, TT_SERVICE_ADMIN) != 0) {
@@ -332,15 +210,17 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         admin = req->tenant && strcmp(req->tenant, self->cfg.admin_tenant) == 0;
     char err[256];
     if (tt_request_validate(req, err, sizeof err)) {
-        ops_reply(self, envelope, service, NULL,
+        reply_send(self, envelope, service, NULL,
                   tt_request_id_valid(req->request_id) ? req->request_id : NULL,
                   TTFLEET__STATUS__BAD_REQUEST, err, NULL, false);
     } else
-        ops_handle_request(self, envelope, service, req, admin);
+        dispatch_request(self, envelope, service, req, admin);
     req->tenant = body_tenant;
     ttfleet__request__free_unpacked(req, NULL);
 out:
-    self->cur_client = NULL;
+    if (bc && self->cur_answered)
+        bc->answered = true;
+    self->cur_answered = false;
     zmsg_destroy(&envelope);
     zmsg_destroy(&msg);
 }
@@ -369,7 +249,7 @@ static void s_model_clear(broker_t *self)
 {
     op_t *op;
     while ((op = zlistx_first(self->all_ops)))
-        ops_free(self, &op);
+        op_free(self, &op);
     zlistx_t *envs = zhashx_values(self->envs);
     for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
         model_env_free(self, &e);
@@ -408,7 +288,7 @@ static void s_recover(broker_t *self)
             continue;
         char tenant[TT_MAX_NAME + 1];
         snprintf(tenant, sizeof tenant, "%.*s", (int)(sep - k), k);
-        ops_reply(self, NULL, NULL, tenant, sep + 1, TTFLEET__STATUS__INTERNAL,
+        reply_send(self, NULL, NULL, tenant, sep + 1, TTFLEET__STATUS__INTERNAL,
                   "interrupted by a broker restart: a create was rolled back; other changes "
                   "may be partly applied, see env show",
                   NULL, true);
@@ -419,7 +299,7 @@ static void s_recover(broker_t *self)
         h->state = HOST_DOWN;
 }
 
-int broker_reload(broker_t *self)
+static int s_reload(broker_t *self)
 {
     s_model_clear(self);
     self->failed = false;
@@ -561,7 +441,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
         goto fail;
     }
     self->dirty = false;
-    s_drop_queue(self); /* nothing to send at start */
+    outq_drop(self); /* nothing to send at start */
 
     self->clients = zsock_new(ZMQ_ROUTER);
     self->workers = zsock_new(ZMQ_ROUTER);
@@ -611,9 +491,9 @@ void broker_destroy(broker_t **self_p)
         s_model_clear(self);
     if (self->outq) {
         if (self->clients)
-            s_flush(self);
+            outq_flush(self);
         else
-            s_drop_queue(self);
+            outq_drop(self);
     }
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
@@ -646,30 +526,24 @@ static void s_fail_batch(broker_t *self)
 {
     store_rollback(self->store);
     zsys_error("commit failed: %s; reloading state from disk", store_errmsg(self->store));
-    zlistx_t *keep = zlistx_new();
-    out_t *o;
-    while ((o = zlistx_detach(self->outq, NULL))) {
-        if (o->durable)
-            zlistx_add_end(keep, o);
-        else {
-            zmsg_destroy(&o->msg);
-            free(o);
-        }
-    }
+    outq_keep_durable(self);
     for (batch_client_t *bc = zlistx_first(self->batch_clients); bc;
          bc = zlistx_next(self->batch_clients))
         if (!bc->answered)
             s_client_error(self, bc->envelope, bc->service, TTFLEET__STATUS__INTERNAL,
                            "the broker could not persist the change (disk full or I/O error); "
                            "nothing was changed");
-    while ((o = zlistx_detach(self->outq, NULL)))
-        zlistx_add_end(keep, o);
-    if (broker_reload(self))
+    zlistx_t *keep = outq_detach_all(self);
+    if (s_reload(self))
         zsys_error("reload failed: the broker keeps running on what it could load");
-    s_drop_queue(self); /* commands from the reload are re-sent at READY */
-    while ((o = zlistx_detach(keep, NULL)))
-        zlistx_add_end(self->outq, o);
-    zlistx_destroy(&keep);
+    outq_drop(self); /* commands from the reload are re-sent at READY */
+    outq_attach(self, &keep);
+}
+
+void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
+{
+    workers_handle(self, *msg_p);
+    zmsg_destroy(msg_p);
 }
 
 bool broker_end_batch(broker_t *self)
@@ -691,28 +565,17 @@ bool broker_end_batch(broker_t *self)
     return committed;
 }
 
-zmsg_t *broker_pop_output(broker_t *self, zsock_t **sock)
-{
-    out_t *o = zlistx_detach(self->outq, NULL);
-    if (!o)
-        return NULL;
-    zmsg_t *msg = o->msg;
-    if (sock)
-        *sock = o->sock;
-    free(o);
-    return msg;
-}
 
 static void s_timers(broker_t *self)
 {
     int64_t now_ms = tt_mono_ms();
     if (now_ms >= self->next_beat_ms) {
         workers_tick(self, now_ms);
-        ops_tick(self, now_ms);
+        op_tick(self, now_ms);
         self->next_beat_ms = now_ms + (self->cfg.heartbeat_ms < 250 ? self->cfg.heartbeat_ms : 250);
     }
     if (now_ms >= self->next_reap_ms) {
-        ops_reap(self, tt_now());
+        reaper_run(self, tt_now());
         self->next_reap_ms = now_ms + 1000;
     }
     if (now_ms >= self->next_prune_ms) {
@@ -769,7 +632,7 @@ int broker_run(broker_t *self)
         s_timers(self);
         bool committed = broker_end_batch(self);
         bool had_output = zlistx_size(self->outq) > 0;
-        s_flush(self);
+        outq_flush(self);
         /* only after a batch that changed something: heartbeats and reads
          * are not worth a crash scenario */
         if (had_output && committed)

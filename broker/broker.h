@@ -1,329 +1,37 @@
 /*
- * ttbroker internals: the in-memory model and the modules that work on it.
+ * broker: ttbroker's loop, its sockets and the group commit; the API that
+ * main.c, the unit tests and the fuzzer use.
  *
- * The broker is one thread. Its loop (broker.c) reads a batch of messages
- * from the clients and workers sockets, lets the modules change the model
- * and stage rows in one open SQLite transaction, commits that transaction,
- * and only then sends what the modules queued: replies to clients, commands
- * to workers, events. A crash before the commit loses nothing a client was
- * told; a crash after it loses only unsent messages, which retries and
- * reconciliation recover.
+ * The broker is one thread. Its loop reads a batch of messages from the
+ * clients and workers sockets; the handlers change the model and stage rows
+ * in one open SQLite transaction (one savepoint per client request);
+ * broker_end_batch commits it; only then does outq send what the handlers
+ * queued: replies to clients, commands to workers, events. A crash before
+ * the commit loses nothing a client was told; a crash after it loses only
+ * unsent messages, which retries and reconciliation recover.
  *
- * The model is authoritative in memory and mirrored to broker.db:
- *   host  - a worker's host, known by its host id, with capacity, usage and
- *           allocation bitmaps (VM ids, public ports);
- *   env   - a tenant's named group of VMs with a lease and a target state;
- *   vm    - one VM on one host with its allocations and last known state;
- *   op    - a request in flight that waits for workers.
- * Accounting is a pure function of VM state: a VM holds cpu and mem unless
- * it is STOPPED, and disk while it exists (model_vm_set_state keeps the
- * host's sums right).
+ * The file layout and who may include whom: docs/DESIGN.md "Broker layout".
+ * broker.c is the top: it includes every module, none includes it.
  */
 #ifndef TT_BROKER_H
 #define TT_BROKER_H
 
-#include <czmq.h>
-#include <stdbool.h>
-#include <stdint.h>
+#include "model.h"
+#include "outq.h"
 
-#include "store.h"
-#include "ttproto.h"
-
-#define BROKER_MAX_ENGINES 8
-#define BROKER_MAX_IMAGES 256
-#define BROKER_NPORTS (TT_PORT_MAX - TT_PORT_MIN + 1)
-
-typedef struct broker_t broker_t;
-typedef struct env_t env_t;
-typedef struct op_t op_t;
-
-typedef enum { HOST_DOWN = 0, HOST_ONLINE = 1, HOST_SUSPECT = 2 } host_state_t;
-
-typedef struct host_t {
-    char id[TT_MAX_NAME + 1];
-    zframe_t *routing; /* routing id of the live connection, NULL if none */
-    host_state_t state;
-    bool draining;
-    uint32_t cpu_total;
-    uint64_t mem_total, disk_total;
-    uint32_t cpu_used;
-    uint64_t mem_used, disk_used;
-    uint32_t vm_count;
-    int n_engines, n_images;
-    char *engines[BROKER_MAX_ENGINES];
-    char *images[BROKER_MAX_IMAGES];
-    char accel[8];        /* the worker's qemu acceleration ("kvm", "tcg", "") */
-    int64_t last_seen;    /* wall clock, for display */
-    int64_t last_recv_ms; /* monotonic */
-    int64_t last_sent_ms;
-    uint8_t vmid_used[65536 / 8];
-    uint8_t port_used[(BROKER_NPORTS + 7) / 8];
-    uint32_t vmid_cursor, port_cursor;
-} host_t;
-
-typedef struct {
-    uint32_t guest, public_port;
-} portmap_t;
-
-typedef struct vm_t {
-    int64_t uid;
-    env_t *env;
-    host_t *host;
-    uint32_t vm_id;
-    char ip[16];
-    char mac[18];
-    char image[TT_MAX_NAME + 1];
-    char engine[TT_MAX_NAME + 1];
-    uint32_t cpu, mem, disk;
-    int state;  /* Ttfleet__VmState as the broker knows it */
-    bool active; /* phase: confirmed by its worker once */
-    int n_ports;
-    portmap_t ports[TT_MAX_PORTS_PER_VM];
-    bool doomed; /* being removed (rm-vm / delete) */
-} vm_t;
-
-typedef enum {
-    TARGET_CREATING = 0,
-    TARGET_RUNNING,
-    TARGET_STOPPED,
-    TARGET_PAUSED
-} env_target_t;
-
-struct env_t {
-    int64_t id;
-    char tenant[TT_MAX_NAME + 1];
-    char name[TT_MAX_NAME + 1];
-    env_target_t target;
-    int64_t created_at, expires_at, lifetime, last_mgmt;
-    bool deny_outgoing;
-    int n_gports;
-    uint32_t gports[TT_MAX_PORTS_PER_VM];
-    int n_vms, cap_vms;
-    vm_t **vms;
-    op_t *busy; /* the op running on this env, if any */
-};
-
-typedef enum {
-    OP_CREATE = 1,
-    OP_STOP,
-    OP_START,
-    OP_PAUSE,
-    OP_RESUME,
-    OP_CONSOLE, /* read-only: does not make the env busy */
-} op_kind_t;
-
-/* A request in flight: sent to workers, waiting for their replies. */
-struct op_t {
-    uint64_t id;
-    op_kind_t kind;
-    env_t *env;
-    zmsg_t *envelope; /* client routing frames, NULL for internal ops */
-    char service[32];
-    char tenant[TT_MAX_NAME + 1];
-    char request_id[TT_MAX_REQUEST_ID + 1];
-    int waiting;     /* worker commands not yet answered */
-    int64_t deadline_ms;
-    int status;      /* worst status seen so far */
-    char message[512];
-    /* VMs the op commands, with the state each should reach */
-    int n_vms;
-    vm_t **vms;
-    uint64_t *cmd_ids; /* per host command op id, parallel to hosts[] */
-    host_t **hosts;
-    int n_hosts;
-    /* create only: hosts that refused or failed, and re-placement rounds */
-    host_t *refused[8];
-    int n_refused;
-    int rounds;
-    void *handle; /* in all_ops, for O(1) removal */
-};
-
-typedef struct {
-    int64_t created_at;
-    uint64_t batch; /* broker_t.batch_no when recorded: durable once it is past */
-    bool done;
-    size_t len;
-    uint8_t *reply; /* packed Reply, NULL while in progress */
-} request_rec_t;
-
-typedef struct {
-    char state_dir[512];
-    char clients_ep[256], workers_ep[256], events_ep[256];
-    char admin_tenant[TT_MAX_NAME + 1];
-    char default_engine[TT_MAX_NAME + 1];
-    int heartbeat_ms;
-    int liveness;
-    int min_stop_interval;
-    int worker_timeout_ms;
-    int64_t request_ttl;
-    int64_t lease_grace;
-    int reap_per_tick;
-    double cpu_ratio, mem_ratio, disk_ratio;
-    bool spread;
-    bool verbose;
-    char curve_secret[512]; /* broker cert (base name; NAME_secret holds the secret) */
-    char client_keys[512];  /* dir of client public certs (tenant, role metadata) */
-    char worker_keys[512];  /* dir of worker public certs */
-    bool insecure;          /* allow plain TCP on a non-loopback endpoint */
-} broker_config_t;
-
-struct broker_t {
-    broker_config_t cfg;
-    store_t *store;
-    zsock_t *clients, *workers, *events;
-    zhashx_t *hosts;    /* host id -> host_t* */
-    zhashx_t *envs;     /* "tenant/name" -> env_t* */
-    zhashx_t *routes;   /* routing id hex -> host_t* (not owned) */
-    zhashx_t *vm_index; /* "host/vm_id" -> vm_t* (not owned) */
-    zhashx_t *ops;      /* command op id (string) -> op_t* (not owned) */
-    zhashx_t *requests; /* "tenant\x1frequest id" -> request_rec_t* */
-    zlistx_t *outq;     /* queued (socket, zmsg) pairs, sent after commit */
-    zlistx_t *all_ops;  /* every op_t in flight (owned) */
-    uint8_t *mac_used;  /* 2^24 bits */
-    uint32_t mac_cursor;
-    uint64_t next_op_id;
-    int64_t next_env_id, next_vm_uid;
-    int64_t started_at;
-    int64_t started_ms; /* monotonic */
-    int64_t next_reap_ms, next_beat_ms, next_prune_ms;
-    bool dirty; /* rows staged in the open transaction */
-    bool failed; /* a statement failed in this batch: roll back and reload */
-    uint64_t batch_no;     /* the batch being staged; earlier ones are durable */
-    zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
-    void *cur_client;      /* the batch_client_t being handled, or NULL */
-    bool req_active;       /* inside broker_request_begin .. _end */
-    bool req_savepoint;    /* the request's savepoint is open */
-    size_t req_outq_mark;  /* outq length when the request began */
-    zactor_t *auth;     /* ZAP handler when CURVE is on */
-    zhashx_t *offers;   /* sched.c: (engine, image) -> hosts offering it */
-    uint64_t hosts_gen; /* bumped when the host registry changes */
-    bool curve;
-};
-
-/* broker.c */
 broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen);
 void broker_destroy(broker_t **self_p);
 int broker_run(broker_t *self);
 void broker_config_defaults(broker_config_t *cfg);
-/* Queue msg (taking ownership) to be sent on sock after the next commit. */
-void broker_queue(broker_t *self, zsock_t *sock, zmsg_t **msg_p);
-/* Queue an event for the PUB socket. */
-void broker_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
-                  const char *state, const char *message);
-/* Handle every message in one frame list; exposed for fuzzing. */
+/* Handle one message from the clients / workers socket (taking it);
+ * exposed for tests and fuzzing. */
 void broker_handle_client(broker_t *self, zmsg_t **msg_p);
 void broker_handle_worker(broker_t *self, zmsg_t **msg_p);
 /* End a batch: commit it, or (a statement or the commit failed) roll it
  * back, reload the model and queue INTERNAL to its clients. The loop calls
  * it once per iteration and then sends the queue; tests and fuzzers call it
- * the same way. The ONE place a batch becomes durable. true if committed. */
+ * the same way. The ONE place a batch becomes durable (the pipelined
+ * commit replaces its body). true if it committed. */
 bool broker_end_batch(broker_t *self);
-/* Bracket one client request: its rows go under one savepoint and its
- * queued output is remembered; _end(false) takes both back. */
-void broker_request_begin(broker_t *self);
-void broker_request_end(broker_t *self, bool keep);
-/* Queue a reply that stays valid even if this batch fails (a replay of an
- * outcome committed in an earlier batch). */
-void broker_queue_durable(broker_t *self, zsock_t *sock, zmsg_t **msg_p);
-/* Take the next queued output message (sent after commit by the loop). */
-zmsg_t *broker_pop_output(broker_t *self, zsock_t **sock);
-/* Reload the whole model from broker.db (after a failed commit). */
-int broker_reload(broker_t *self);
-
-/* auth.c: ZAP handler actor (args: the broker_config_t) */
-void auth_actor(zsock_t *pipe, void *args);
-
-/* model.c */
-host_t *model_host_get(broker_t *self, const char *id);
-host_t *model_host_ensure(broker_t *self, const char *id);
-bool model_host_has(const host_t *host, const char *engine, const char *image);
-env_t *model_env_get(broker_t *self, const char *tenant, const char *name);
-env_t *model_env_new(broker_t *self, const char *tenant, const char *name);
-void model_env_free(broker_t *self, env_t **env_p);
-vm_t *model_vm_add(broker_t *self, env_t *env, host_t *host, uint32_t vm_id, uint64_t mac);
-void model_vm_remove(broker_t *self, vm_t *vm);
-vm_t *model_vm_find(broker_t *self, const char *host, uint32_t vm_id);
-void model_vm_set_state(vm_t *vm, int state);
-/* Move vm to another host with new allocations (re-placement). The old
- * VM id, MAC and public ports are released. -1 if the new host ran out. */
-int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,
-                  const uint32_t *gports, int n_gports);
-void model_vm_set_hw(vm_t *vm, uint32_t cpu, uint32_t mem, uint32_t disk);
-bool model_vm_holds_cpu(const vm_t *vm);
-int model_vm_desired(const vm_t *vm);
-const char *model_env_state(const env_t *env);
-const char *model_target_name(env_target_t t);
-int model_target_parse(const char *s);
-/* allocations */
-int alloc_vm_id(host_t *host, uint32_t *vm_id);
-void alloc_vm_id_mark(host_t *host, uint32_t vm_id, bool used);
-int alloc_port(host_t *host, uint32_t *port);
-void alloc_port_mark(host_t *host, uint32_t port, bool used);
-int alloc_mac(broker_t *self, uint64_t *mac);
-void alloc_mac_mark(broker_t *self, uint64_t mac, bool used);
-void alloc_mac_format(uint64_t mac, char *buf, size_t len);
-int alloc_mac_parse(const char *s, uint64_t *mac);
-/* Give vm public ports for every guest port of its env. -1 when the host ran out. */
-int alloc_vm_ports(vm_t *vm, const uint32_t *gports, int n);
-void alloc_vm_ports_release(vm_t *vm);
-
-/* sched.c */
-typedef struct {
-    const char *engine;
-    const char *image;
-    uint32_t cpu, mem, disk;
-    bool spread;
-    host_t *const *exclude; /* hosts not to use (they refused this VM) */
-    int n_exclude;
-} sched_want_t;
-/* Choose a host for one VM. NULL with status (NO_CAPACITY / UNAVAILABLE)
- * and a message naming the resource, total, used and wanted. */
-host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char *msg,
-                    size_t msglen);
-/* The host registry changed (a host joined, changed its offer, went). */
-void sched_invalidate(broker_t *self);
-/* Would host take cpu/mem more (for start)? */
-bool sched_fits(broker_t *self, const host_t *host, uint32_t cpu, uint64_t mem, uint64_t disk,
-                char *msg, size_t msglen);
-
-/* persist.c: rows of broker.db; every call stages into the open transaction. */
-int persist_load(broker_t *self);
-void persist_host(broker_t *self, host_t *host);
-void persist_host_delete(broker_t *self, host_t *host);
-void persist_env_insert(broker_t *self, env_t *env);
-void persist_env_update(broker_t *self, env_t *env);
-void persist_env_delete(broker_t *self, env_t *env);
-void persist_vm_insert(broker_t *self, vm_t *vm);
-void persist_vm_update(broker_t *self, vm_t *vm);
-void persist_vm_delete(broker_t *self, vm_t *vm);
-void persist_vm_ports(broker_t *self, vm_t *vm);
-void persist_request_begin(broker_t *self, const char *tenant, const char *rid);
-void persist_request_done(broker_t *self, const char *tenant, const char *rid,
-                          const uint8_t *reply, size_t len);
-void persist_requests_prune(broker_t *self, int64_t cutoff);
-
-/* ops.c: env operations */
-void ops_handle_request(broker_t *self, zmsg_t *envelope, const char *service,
-                        Ttfleet__Request *req, bool admin);
-/* A worker answered command cmd_id for host. */
-void ops_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply);
-/* Host went down: fail what waits for it. */
-void ops_host_down(broker_t *self, host_t *host);
-void ops_tick(broker_t *self, int64_t now_ms);
-void ops_reap(broker_t *self, int64_t now);
-void ops_free(broker_t *self, op_t **op_p);
-/* Send a reply for a request (records it when it changes state). */
-void ops_reply(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
-               const char *rid, int status, const char *message, Ttfleet__Reply *result,
-               bool record);
-/* Fill a VmSpec for vm with the given desired state (strings borrowed). */
-void ops_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec,
-                 Ttfleet__PortMap *pm_store, Ttfleet__PortMap **pm_ptrs);
-/* Queue a COMMAND with specs for vms[] on host; returns the command op id. */
-uint64_t ops_send_command(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n);
-
-/* workers.c */
-void workers_send(broker_t *self, host_t *host, int cmd, const void *body, size_t len);
-void workers_tick(broker_t *self, int64_t now_ms);
 
 #endif

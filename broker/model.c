@@ -7,7 +7,7 @@
  * again: a late packet or a slow worker never meets a new owner at once.
  * The schema's UNIQUE constraints are the second line of defence.
  */
-#include "broker.h"
+#include "model.h"
 
 #include <stdio.h>
 #include <stdlib.h>

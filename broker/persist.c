@@ -12,7 +12,7 @@
  * caught mid-delete are finished: their VMs are no longer known, so the
  * READY reconciliation of each host destroys whatever the worker made.
  */
-#include "broker.h"
+#include "persist.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +32,7 @@ static sqlite3_stmt *s_stmt(broker_t *self, const char *sql)
         s_fail(self, "begin");
         return NULL;
     }
-    /* the first row of a request opens its savepoint (broker_request_begin) */
+    /* the first row of a request opens its savepoint (persist_savepoint_begin) */
     if (self->req_active && !self->req_savepoint) {
         if (store_savepoint(self->store, "req")) {
             s_fail(self, "savepoint");
@@ -503,4 +503,21 @@ int persist_load(broker_t *self)
     if (s_load_hosts(self) || s_load_envs(self) || s_load_vms(self) || s_load_requests(self))
         return -1;
     return 0;
+}
+
+void persist_savepoint_begin(broker_t *self)
+{
+    self->req_active = true;
+    self->req_savepoint = false;
+}
+
+void persist_savepoint_end(broker_t *self, bool keep)
+{
+    if (self->req_savepoint) {
+        int rc = keep ? store_release(self->store, "req") : store_rollback_to(self->store, "req");
+        if (rc)
+            s_fail(self, "savepoint");
+    }
+    self->req_active = false;
+    self->req_savepoint = false;
 }

@@ -18,38 +18,17 @@
  * `liveness` heartbeats it is `down`, its VMs are `lost` and every op that
  * waits for it fails at once.
  */
-#include "broker.h"
+#include "workers.h"
+#include "op.h"
+#include "outq.h"
+#include "persist.h"
+#include "scheduler.h"
+#include "ttframe.h"
+#include "wcmd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void workers_send(broker_t *self, host_t *host, int cmd, const void *body, size_t len)
-{
-    if (!host->routing)
-        return;
-    zmsg_t *msg = zmsg_new();
-    zmsg_append(msg, &(zframe_t *){zframe_dup(host->routing)});
-    zmsg_addmem(msg, "", 0);
-    zmsg_addstr(msg, TT_WORKER_PROTO);
-    uint8_t c = (uint8_t)cmd;
-    zmsg_addmem(msg, &c, 1);
-    if (body)
-        zmsg_addmem(msg, body, len);
-    broker_queue(self, self->workers, &msg);
-    host->last_sent_ms = tt_mono_ms();
-}
-
-static void s_send_raw(broker_t *self, zframe_t *routing, int cmd)
-{
-    zmsg_t *msg = zmsg_new();
-    zmsg_append(msg, &(zframe_t *){zframe_dup(routing)});
-    zmsg_addmem(msg, "", 0);
-    zmsg_addstr(msg, TT_WORKER_PROTO);
-    uint8_t c = (uint8_t)cmd;
-    zmsg_addmem(msg, &c, 1);
-    broker_queue(self, self->workers, &msg);
-}
 
 static void s_forget_route(broker_t *self, host_t *host)
 {
@@ -93,11 +72,11 @@ static void s_host_lost(broker_t *self, host_t *host)
                 continue;
             model_vm_set_state(vm, TTFLEET__VM_STATE__VM_LOST);
             persist_vm_update(self, vm);
-            broker_event(self, "vm.state", e, vm, host, "lost", "host down");
+            outq_event(self, "vm.state", e, vm, host, "lost", "host down");
             hit = true;
         }
         if (hit)
-            broker_event(self, "env.state", e, NULL, NULL, model_env_state(e), "host down");
+            outq_event(self, "env.state", e, NULL, NULL, model_env_state(e), "host down");
     }
 }
 
@@ -106,8 +85,8 @@ static void s_host_down(broker_t *self, host_t *host, const char *why)
     zsys_warning("host %s is down: %s", host->id, why);
     host->state = HOST_DOWN;
     s_forget_route(self, host);
-    broker_event(self, "host.down", NULL, NULL, host, "down", why);
-    ops_host_down(self, host);
+    outq_event(self, "host.down", NULL, NULL, host, "down", why);
+    op_host_down(self, host);
     s_host_lost(self, host);
 }
 
@@ -131,7 +110,7 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
             if (st >= 0 && st <= TTFLEET__VM_STATE__VM_LOST && st != vm->state) {
                 model_vm_set_state(vm, st);
                 persist_vm_update(self, vm);
-                broker_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st),
+                outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st),
                              "reconciled");
             }
             continue;
@@ -156,13 +135,7 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
         cmd.op_id = ++self->next_op_id;
         cmd.n_vms = n_unknown;
         cmd.vms = absent_p;
-        size_t len = ttfleet__worker_command__get_packed_size(&cmd);
-        uint8_t *buf = malloc(len ? len : 1);
-        if (buf) {
-            ttfleet__worker_command__pack(&cmd, buf);
-            workers_send(self, host, TT_W_COMMAND, buf, len);
-            free(buf);
-        }
+        wcmd_send_raw(self, host, &cmd);
     }
     /* known VMs: send the desired state of each (idempotent on the worker) */
     size_t n_known = 0;
@@ -179,7 +152,7 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
                     vms[k++] = e->vms[i];
         /* in chunks, to keep each command well under the size limit */
         for (size_t off = 0; vms && off < k; off += 500)
-            ops_send_command(self, host, vms + off, NULL, (int)(k - off > 500 ? 500 : k - off));
+            wcmd_send(self, host, vms + off, NULL, (int)(k - off > 500 ? 500 : k - off));
         free(vms);
     }
 done:
@@ -202,7 +175,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
     }
     if (!tt_name_valid(hello->host_id) || hello->cpu_total == 0 || hello->mem_total == 0) {
         zsys_warning("worker READY with an invalid host id or no capacity; disconnecting it");
-        s_send_raw(self, routing, TT_W_DISCONNECT);
+        outq_worker_raw(self, routing, TT_W_DISCONNECT);
         ttfleet__worker_hello__free_unpacked(hello, NULL);
         return;
     }
@@ -212,7 +185,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         if (!bound || (strcmp(bound, "*") != 0 && strcmp(bound, hello->host_id) != 0)) {
             zsys_warning("worker key is not allowed to act as host '%s'; disconnecting it",
                          hello->host_id);
-            s_send_raw(self, routing, TT_W_DISCONNECT);
+            outq_worker_raw(self, routing, TT_W_DISCONNECT);
             ttfleet__worker_hello__free_unpacked(hello, NULL);
             return;
         }
@@ -225,7 +198,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
     bool was_up = host->routing != NULL;
     if (was_up) {
         /* the same host on a new connection: the old one is dead */
-        ops_host_down(self, host);
+        op_host_down(self, host);
         s_forget_route(self, host);
     }
     host->routing = zframe_dup(routing);
@@ -251,7 +224,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
               host->id, host->cpu_total, (unsigned long long)host->mem_total,
               (unsigned long long)host->disk_total, host->n_engines, host->n_images,
               hello->n_inventory);
-    broker_event(self, "host.up", NULL, NULL, host, "online", NULL);
+    outq_event(self, "host.up", NULL, NULL, host, "online", NULL);
     s_reconcile(self, host, hello);
     ttfleet__worker_hello__free_unpacked(hello, NULL);
 }
@@ -275,30 +248,23 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
             continue;
         model_vm_set_state(vm, st);
         persist_vm_update(self, vm);
-        broker_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st), va->message);
-        broker_event(self, "env.state", vm->env, NULL, NULL, model_env_state(vm->env),
+        outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st), va->message);
+        outq_event(self, "env.state", vm->env, NULL, NULL, model_env_state(vm->env),
                      va->message);
     }
     ttfleet__worker_event__free_unpacked(ev, NULL);
 }
 
-void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
+void workers_handle(broker_t *self, zmsg_t *msg)
 {
-    zmsg_t *msg = *msg_p;
-    size_t n = zmsg_size(msg);
-    zframe_t *routing = zmsg_first(msg);
-    zframe_t *empty = zmsg_next(msg);
-    zframe_t *proto = zmsg_next(msg);
-    zframe_t *cmdf = zmsg_next(msg);
-    zframe_t *body = zmsg_next(msg);
-    if (n < 4 || n > 5 || zframe_size(empty) != 0 || !zframe_streq(proto, TT_WORKER_PROTO) ||
-        zframe_size(cmdf) != 1 || (body && zframe_size(body) > TT_MAX_WORKER_BODY)) {
+    ttframe_worker_t w;
+    if (ttframe_worker_parse(msg, true, TT_MAX_WORKER_BODY, &w)) {
         if (self->cfg.verbose)
-            zsys_warning("malformed worker message (%zu frames); dropped", n);
-        zmsg_destroy(msg_p);
+            zsys_warning("malformed worker message (%zu frames); dropped", zmsg_size(msg));
         return;
     }
-    int cmd = zframe_data(cmdf)[0];
+    zframe_t *routing = w.routing, *body = w.body;
+    int cmd = w.cmd;
     char *hex = zframe_strhex(routing);
     host_t *host = hex ? zhashx_lookup(self->routes, hex) : NULL;
     if (cmd == TT_W_READY) {
@@ -306,7 +272,7 @@ void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
     } else if (!host) {
         /* not READY'd (or forgotten after a restart / timeout): ask it to start over */
         if (cmd != TT_W_DISCONNECT)
-            s_send_raw(self, routing, TT_W_DISCONNECT);
+            outq_worker_raw(self, routing, TT_W_DISCONNECT);
     } else {
         host->last_recv_ms = tt_mono_ms();
         host->last_seen = tt_now();
@@ -320,7 +286,7 @@ void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
                 body ? ttfleet__worker_reply__unpack(NULL, zframe_size(body), zframe_data(body))
                      : NULL;
             if (rep) {
-                ops_worker_reply(self, host, rep);
+                op_worker_reply(self, host, rep);
                 ttfleet__worker_reply__free_unpacked(rep, NULL);
             } else
                 zsys_warning("host %s: undecodable REPLY; ignored", host->id);
@@ -337,7 +303,6 @@ void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
         }
     }
     free(hex);
-    zmsg_destroy(msg_p);
 }
 
 void workers_tick(broker_t *self, int64_t now_ms)
@@ -354,10 +319,10 @@ void workers_tick(broker_t *self, int64_t now_ms)
         }
         if (silent > 2 * hb && h->state == HOST_ONLINE) {
             h->state = HOST_SUSPECT;
-            broker_event(self, "host.suspect", NULL, NULL, h, "suspect", NULL);
+            outq_event(self, "host.suspect", NULL, NULL, h, "suspect", NULL);
         }
         if (now_ms - h->last_sent_ms >= hb)
-            workers_send(self, h, TT_W_HEARTBEAT, NULL, 0);
+            outq_worker(self, h, TT_W_HEARTBEAT, NULL, 0);
     }
     for (host_t *h = zlistx_first(dead); h; h = zlistx_next(dead))
         s_host_down(self, h, "missed heartbeats");

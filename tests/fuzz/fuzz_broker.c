@@ -48,7 +48,7 @@ static void s_ready(broker_t *b)
 static void s_drain(broker_t *b)
 {
     zmsg_t *m;
-    while ((m = broker_pop_output(b, NULL)))
+    while ((m = outq_pop(b, NULL)))
         zmsg_destroy(&m);
 }
 

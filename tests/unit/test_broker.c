@@ -68,7 +68,7 @@ static int s_answer_commands(int refuse_status)
     zsock_t *sock;
     zmsg_t *m;
     zlistx_t *keep = zlistx_new();
-    while ((m = broker_pop_output(g_b, &sock))) {
+    while ((m = outq_pop(g_b, &sock))) {
         if (sock != g_b->workers || zmsg_size(m) != 5) {
             zlistx_add_end(keep, m);
             continue;
@@ -112,7 +112,7 @@ static int s_answer_commands(int refuse_status)
     }
     /* put back what was not a command */
     for (m = zlistx_first(keep); m; m = zlistx_next(keep))
-        broker_queue(g_b, g_b->clients, &(zmsg_t *){m});
+        outq_push(g_b, g_b->clients, &(zmsg_t *){m});
     zlistx_destroy(&keep);
     return n;
 }
@@ -141,7 +141,7 @@ static Ttfleet__Reply *s_client_reply(void)
     zmsg_t *m;
     Ttfleet__Reply *rep = NULL;
     zlistx_t *keep = zlistx_new();
-    while (!rep && (m = broker_pop_output(g_b, &sock))) {
+    while (!rep && (m = outq_pop(g_b, &sock))) {
         if (sock != g_b->clients || zmsg_size(m) != 5) {
             zlistx_add_end(keep, m);
             continue;
@@ -151,7 +151,7 @@ static Ttfleet__Reply *s_client_reply(void)
         zmsg_destroy(&m);
     }
     for (m = zlistx_first(keep); m; m = zlistx_next(keep))
-        broker_queue(g_b, g_b->workers, &(zmsg_t *){m});
+        outq_push(g_b, g_b->workers, &(zmsg_t *){m});
     zlistx_destroy(&keep);
     return rep;
 }
@@ -159,7 +159,7 @@ static Ttfleet__Reply *s_client_reply(void)
 static void s_drain(void)
 {
     zmsg_t *m;
-    while ((m = broker_pop_output(g_b, NULL)))
+    while ((m = outq_pop(g_b, NULL)))
         zmsg_destroy(&m);
 }
 
@@ -262,7 +262,7 @@ static Ttfleet__Reply *s_reply_for(const char *rid, char *service, size_t slen)
     zmsg_t *m;
     Ttfleet__Reply *rep = NULL;
     zlistx_t *keep = zlistx_new();
-    while (!rep && (m = broker_pop_output(g_b, &sock))) {
+    while (!rep && (m = outq_pop(g_b, &sock))) {
         Ttfleet__Reply *r = NULL;
         if (sock == g_b->clients && zmsg_size(m) == 5) {
             zframe_t *body = zmsg_last(m);
@@ -283,7 +283,7 @@ static Ttfleet__Reply *s_reply_for(const char *rid, char *service, size_t slen)
         zlistx_add_end(keep, m);
     }
     for (m = zlistx_first(keep); m; m = zlistx_next(keep))
-        broker_queue(g_b, sock == g_b->clients ? g_b->clients : g_b->workers, &(zmsg_t *){m});
+        outq_push(g_b, sock == g_b->clients ? g_b->clients : g_b->workers, &(zmsg_t *){m});
     zlistx_destroy(&keep);
     return rep;
 }

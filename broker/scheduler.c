@@ -11,7 +11,7 @@
  * The scan is linear in hosts: 1,000 hosts cost a few microseconds per VM,
  * which is below the cost of decoding the request.
  */
-#include "broker.h"
+#include "scheduler.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,0 +1,103 @@
+/*
+ * dispatch: the table of handlers and the request path. See dispatch.h.
+ */
+#include "dispatch.h"
+#include "env_ops.h"
+#include "host_ops.h"
+#include "outq.h"
+#include "persist.h"
+#include "reply.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the table of handlers ----
+ *
+ * One row per Request.op case, in the shape of Redis's commands.def. The
+ * dispatcher does what every handler would otherwise repeat:
+ *   H_ADMIN  - the caller must hold the admin role (FORBIDDEN otherwise);
+ *   H_RECORD - the request changes state: it is idempotent under
+ *              (tenant, request id), a retry gets the recorded reply, and
+ *              its refusals are recorded too;
+ *   H_OP     - it may open an op_t that answers later (informational: the
+ *              handler opens it; the flag documents which rows can).
+ * A new operation is a handler `static int s_x(handler_ctx_t *c)` above and one row
+ * here; nothing else dispatches on op_case. */
+enum { H_ADMIN = 1, H_RECORD = 2, H_OP = 4 };
+
+typedef struct {
+    int op_case;
+    handler_fn *handler;
+    unsigned flags;
+} handler_def_t;
+
+static const handler_def_t s_handlers[] = {
+    {TTFLEET__REQUEST__OP_ENV_CREATE, env_create, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_SHOW, env_show, 0},
+    {TTFLEET__REQUEST__OP_ENV_LIST, env_list, 0},
+    {TTFLEET__REQUEST__OP_ENV_STOP, env_stop, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_START, env_start, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_PAUSE, env_pause, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_RESUME, env_resume, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_DELETE, env_delete, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_EXTEND, env_extend, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_UPDATE, env_update, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_RM_VM, env_rm_vm, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_CONSOLE, env_console, H_OP},
+    {TTFLEET__REQUEST__OP_HOST_LIST, host_list, H_ADMIN},
+    {TTFLEET__REQUEST__OP_HOST_SHOW, host_show, H_ADMIN},
+    {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
+    {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+};
+
+static const handler_def_t *s_handler_find(int op_case)
+{
+    for (size_t i = 0; i < sizeof s_handlers / sizeof s_handlers[0]; i++)
+        if (s_handlers[i].op_case == op_case)
+            return &s_handlers[i];
+    return NULL;
+}
+
+void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service,
+                        Ttfleet__Request *req, bool admin)
+{
+    handler_ctx_t c = {self, envelope, service, req, req->tenant, req->request_id, admin, false, ""};
+    const handler_def_t *def = s_handler_find(req->op_case);
+    if (!def) {
+        reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__BAD_REQUEST,
+                  "request has no known operation", NULL, false);
+        return;
+    }
+    bool record = def->flags & H_RECORD;
+    if (record) {
+        request_rec_t *rec = reply_record_find(self, c.tenant, c.rid);
+        if (rec && rec->done && rec->reply) {
+            /* a retry: the first outcome, byte for byte */
+            reply_replay(self, envelope, service, rec);
+            return;
+        }
+        if (rec) {
+            reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__IN_PROGRESS,
+                      "a request with this id is still running", NULL, false);
+            return;
+        }
+    }
+    if ((def->flags & H_ADMIN) && !admin) {
+        reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
+                  "host operations need the admin role", NULL, record);
+        return;
+    }
+    /* One request, one savepoint: a refusal takes back its own rows and
+     * queued output, never another request's. */
+    persist_savepoint_begin(self);
+    size_t mark = outq_mark(self);
+    int status = def->handler(&c);
+    persist_savepoint_end(self, status == 0);
+    if (status == 0)
+        return;
+    outq_truncate(self, mark);
+    reply_send(self, envelope, service, c.tenant, c.rid, status, c.msg, NULL,
+              record && !c.no_record);
+}

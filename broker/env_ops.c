@@ -1,0 +1,606 @@
+/*
+ * env_ops: what each env request does to the model. See env_ops.h.
+ *
+ * Reads (show, list) are answered from memory at once. Changes follow one
+ * pattern: check the rules and take every allocation first, then change
+ * the model, stage the rows, and either reply at once (delete, rm-vm,
+ * extend, update: the worker commands they need are declarative and
+ * re-sent at every READY, so the broker's commit is the point of no
+ * return) or open an op_t that waits for the workers (create, stop, start,
+ * pause, resume: the client must learn whether the VMs really reached the
+ * state). Either way the reply is queued and leaves only after the batch's
+ * commit. A refusal returns a status and leaves nothing changed.
+ */
+#include "env_ops.h"
+#include "op.h"
+#include "outq.h"
+#include "persist.h"
+#include "reply.h"
+#include "scheduler.h"
+#include "wcmd.h"
+#include "ttcrash.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The caller's env by name, if it is there and idle; else NULL with the
+ * status in *status and the reason in c->msg. */
+static env_t *s_env_idle(handler_ctx_t *c, const char *name, int *status)
+{
+    env_t *env = model_env_get(c->self, c->tenant, name);
+    char msg[200];
+    if (!env) {
+        snprintf(msg, sizeof msg, "no env named '%s'", name);
+        *status = handler_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
+        return NULL;
+    }
+    if (env->busy) {
+        snprintf(msg, sizeof msg, "env '%s' is busy (%s); try again when it is done", name,
+                 model_env_state(env));
+        *status = handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
+        return NULL;
+    }
+    return env;
+}
+
+int env_create(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__EnvCreate *cr = c->req->env_create;
+    char msg[512];
+    if (model_env_get(self, c->tenant, cr->name)) {
+        snprintf(msg, sizeof msg, "env '%s' already exists", cr->name);
+        return handler_fail(c, TTFLEET__STATUS__ALREADY_EXISTS, msg);
+    }
+    int64_t lifetime = cr->lifetime ? (int64_t)cr->lifetime : TT_DEFAULT_LIFETIME;
+    if (lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
+        snprintf(msg, sizeof msg, "lifetime %lld s is over %d s (6 h); only admins may ask more",
+                 (long long)lifetime, TT_MAX_LIFETIME_USER);
+        return handler_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
+    }
+    const char *engine = cr->engine && *cr->engine ? cr->engine : self->cfg.default_engine;
+    uint32_t cpu = cr->cpu ? cr->cpu : TT_DEFAULT_CPU;
+    uint32_t mem = cr->mem_mib ? cr->mem_mib : TT_DEFAULT_MEM_MIB;
+    uint32_t disk = cr->disk_mib ? cr->disk_mib : TT_DEFAULT_DISK_MIB;
+    uint32_t gports[TT_MAX_PORTS_PER_VM];
+    int n_gports = 0;
+    gports[n_gports++] = 22;
+    for (size_t i = 0; i < cr->n_ports; i++) {
+        if (cr->ports[i] == 22)
+            continue;
+        if (n_gports == TT_MAX_PORTS_PER_VM) {
+            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)");
+        }
+        gports[n_gports++] = cr->ports[i];
+    }
+
+    env_t *env = model_env_new(self, c->tenant, cr->name);
+    if (!env) {
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    }
+    env->id = self->next_env_id++;
+    env->target = TARGET_CREATING;
+    env->created_at = tt_now();
+    env->lifetime = lifetime;
+    env->expires_at = env->created_at + lifetime;
+    env->deny_outgoing = cr->deny_outgoing;
+    env->n_gports = n_gports;
+    memcpy(env->gports, gports, sizeof gports);
+
+    int status = TTFLEET__STATUS__OK;
+    for (size_t i = 0; i < cr->n_images && status == TTFLEET__STATUS__OK; i++) {
+        uint32_t dup = cr->images[i]->dup ? cr->images[i]->dup : 1;
+        for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
+            sched_want_t want = {engine, cr->images[i]->image, cpu, mem, disk,
+                                 cr->spread || self->cfg.spread, NULL, 0};
+            host_t *host = sched_place(self, &want, &status, msg, sizeof msg);
+            if (!host)
+                break;
+            uint32_t vm_id;
+            uint64_t mac;
+            if (alloc_vm_id(host, &vm_id) || alloc_mac(self, &mac)) {
+                status = TTFLEET__STATUS__NO_CAPACITY;
+                snprintf(msg, sizeof msg, "no free VM id or MAC left on host %s", host->id);
+                break;
+            }
+            vm_t *vm = model_vm_add(self, env, host, vm_id, mac);
+            if (!vm) {
+                status = TTFLEET__STATUS__INTERNAL;
+                snprintf(msg, sizeof msg, "out of memory");
+                break;
+            }
+            vm->uid = self->next_vm_uid++;
+            snprintf(vm->image, sizeof vm->image, "%s", want.image);
+            snprintf(vm->engine, sizeof vm->engine, "%s", engine);
+            model_vm_set_hw(vm, cpu, mem, disk);
+            model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);
+            if (alloc_vm_ports(vm, env->gports, env->n_gports)) {
+                status = TTFLEET__STATUS__NO_CAPACITY;
+                snprintf(msg, sizeof msg, "no free public port left on host %s (%d..%d)",
+                         host->id, TT_PORT_MIN, TT_PORT_MAX);
+            }
+        }
+    }
+    if (status != TTFLEET__STATUS__OK) {
+        model_env_free(self, &env);
+        /* Just after a broker start the hosts are still saying READY: "no
+         * host" then is not a decision, so it is not recorded and the
+         * client's retry (same id) gets the real outcome. */
+        bool settling = status == TTFLEET__STATUS__UNAVAILABLE &&
+                        tt_mono_ms() < self->started_ms + (int64_t)self->cfg.heartbeat_ms *
+                                                              (self->cfg.liveness + 1);
+        if (settling)
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg),
+                     " (the broker just started and hosts are still reconnecting: retry)");
+        c->no_record = settling;
+        return handler_fail(c, status, msg);
+    }
+    persist_env_insert(self, env);
+    for (int i = 0; i < env->n_vms; i++)
+        persist_vm_insert(self, env->vms[i]);
+    op_t *op = op_new(self, OP_CREATE, env, c->envelope, c->service, c->tenant, c->rid);
+    if (!op) {
+        /* the savepoint takes the rows back; this takes the model back */
+        model_env_free(self, &env);
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    }
+    op_dispatch(self, op);
+    return 0;
+}
+
+/* Give back the cpu and mem a failed start reserved. */
+static void s_unreserve(env_t *env, const bool *reserved)
+{
+    for (int i = 0; i < env->n_vms; i++)
+        if (reserved[i])
+            model_vm_set_state(env->vms[i], TTFLEET__VM_STATE__VM_STOPPED);
+}
+
+/* stop, start, pause, resume: move every VM of the env to a new target. */
+static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
+{
+    broker_t *self = c->self;
+    int status;
+    env_t *env = s_env_idle(c, name, &status);
+    if (!env)
+        return status;
+    char msg[512];
+    env_target_t from_ok1, from_ok2, to;
+    const char *verb;
+    switch (kind) {
+    case OP_STOP:
+        from_ok1 = TARGET_RUNNING, from_ok2 = TARGET_PAUSED, to = TARGET_STOPPED, verb = "stop";
+        break;
+    case OP_START:
+        from_ok1 = TARGET_STOPPED, from_ok2 = TARGET_STOPPED, to = TARGET_RUNNING, verb = "start";
+        break;
+    case OP_PAUSE:
+        from_ok1 = TARGET_RUNNING, from_ok2 = TARGET_RUNNING, to = TARGET_PAUSED, verb = "pause";
+        break;
+    default:
+        from_ok1 = TARGET_PAUSED, from_ok2 = TARGET_PAUSED, to = TARGET_RUNNING, verb = "resume";
+        break;
+    }
+    /* A degraded env may be driven again to the target it already has,
+     * which retries the VMs that did not get there. */
+    bool retry = env->target == to && strcmp(model_env_state(env), "degraded") == 0;
+    if (env->target != from_ok1 && env->target != from_ok2 && !retry) {
+        snprintf(msg, sizeof msg, "cannot %s env '%s': it is %s", verb, name,
+                 model_env_state(env));
+        return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
+    }
+    int64_t now = tt_now();
+    if ((kind == OP_STOP || kind == OP_START) && env->last_mgmt &&
+        now - env->last_mgmt < self->cfg.min_stop_interval) {
+        snprintf(msg, sizeof msg,
+                 "env '%s' was stopped or started %lld s ago; wait %lld s more (at least %d s "
+                 "between stop and start)",
+                 name, (long long)(now - env->last_mgmt),
+                 (long long)(self->cfg.min_stop_interval - (now - env->last_mgmt)),
+                 self->cfg.min_stop_interval);
+        return handler_fail(c, TTFLEET__STATUS__TOO_SOON, msg);
+    }
+    /* start reserves cpu and mem on every VM's own host (its disk lives
+     * there); reserved[] remembers which, so a failure gives them back */
+    bool *reserved = calloc((size_t)env->n_vms + 1, sizeof *reserved);
+    if (!reserved)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    for (int i = 0; kind == OP_START && i < env->n_vms; i++) {
+        vm_t *vm = env->vms[i];
+        if (model_vm_holds_cpu(vm))
+            continue;
+        if (!sched_fits(self, vm->host, vm->cpu, vm->mem, 0, msg, sizeof msg)) {
+            s_unreserve(env, reserved);
+            free(reserved);
+            return handler_fail(c, TTFLEET__STATUS__NO_CAPACITY, msg);
+        }
+        model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);
+        reserved[i] = true;
+    }
+    op_t *op = op_new(self, kind, env, c->envelope, c->service, c->tenant, c->rid);
+    if (!op) {
+        s_unreserve(env, reserved);
+        free(reserved);
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    }
+    free(reserved);
+    if (kind == OP_STOP || kind == OP_START)
+        env->last_mgmt = now;
+    env->target = to;
+    persist_env_update(self, env);
+    op_dispatch(self, op);
+    return 0;
+}
+
+void env_ops_delete(broker_t *self, env_t *env, const char *kind)
+{
+    tt_crash_point(strcmp(kind, "env.expired") == 0 ? "broker.mid_reap" : "broker.mid_delete");
+    outq_event(self, kind, env, NULL, NULL, "deleted", NULL);
+    op_env_drop(self, env);
+}
+
+int env_extend(handler_ctx_t *c)
+{
+    const Ttfleet__EnvExtend *x = c->req->env_extend;
+    int status;
+    env_t *env = s_env_idle(c, x->name, &status);
+    if (!env)
+        return status;
+    if ((int64_t)x->lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "lifetime %llu s is over %d s (6 h); only admins may ask more",
+                 (unsigned long long)x->lifetime, TT_MAX_LIFETIME_USER);
+        return handler_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
+    }
+    env->lifetime = (int64_t)x->lifetime;
+    env->expires_at = env->created_at + env->lifetime;
+    persist_env_update(c->self, env);
+    wcmd_send_specs(c->self, env->vms, env->n_vms);
+    outq_event(c->self, "env.state", env, NULL, NULL, model_env_state(env), "lease changed");
+    reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
+                env, true);
+    return 0;
+}
+
+int env_update(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__EnvUpdate *u = c->req->env_update;
+    int status;
+    env_t *env = s_env_idle(c, u->name, &status);
+    if (!env)
+        return status;
+    char msg[512];
+    bool hw = u->cpu || u->mem_mib || u->disk_mib;
+    if (hw) {
+        bool stopped = env->target == TARGET_STOPPED;
+        for (int i = 0; i < env->n_vms && stopped; i++)
+            stopped = env->vms[i]->state == TTFLEET__VM_STATE__VM_STOPPED;
+        if (!stopped) {
+            snprintf(msg, sizeof msg,
+                     "cpu, mem and disk of env '%s' can change only while it is stopped (it is "
+                     "%s)",
+                     u->name, model_env_state(env));
+            return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
+        }
+        /* disk is held while stopped: check the growth on each host */
+        for (int i = 0; i < env->n_vms; i++) {
+            vm_t *vm = env->vms[i];
+            uint32_t disk = u->disk_mib ? u->disk_mib : vm->disk;
+            uint64_t more = disk > vm->disk ? disk - vm->disk : 0;
+            uint32_t cpu = u->cpu ? u->cpu : vm->cpu;
+            uint32_t mem = u->mem_mib ? u->mem_mib : vm->mem;
+            if (cpu > vm->host->cpu_total || mem > vm->host->mem_total ||
+                !sched_fits(self, vm->host, 0, 0, more, msg, sizeof msg)) {
+                if (cpu > vm->host->cpu_total || mem > vm->host->mem_total)
+                    snprintf(msg, sizeof msg,
+                             "host %s can never run a VM of %u cpu / %u MiB: it has %u cpu / "
+                             "%llu MiB",
+                             vm->host->id, cpu, mem, vm->host->cpu_total,
+                             (unsigned long long)vm->host->mem_total);
+                return handler_fail(c, TTFLEET__STATUS__NO_CAPACITY, msg);
+            }
+        }
+    }
+    uint32_t gports[TT_MAX_PORTS_PER_VM];
+    int n_gports = env->n_gports;
+    memcpy(gports, env->gports, sizeof gports);
+    if (u->set_ports) {
+        n_gports = 0;
+        gports[n_gports++] = 22;
+        for (size_t i = 0; i < u->n_ports; i++) {
+            if (u->ports[i] == 22)
+                continue;
+            if (n_gports == TT_MAX_PORTS_PER_VM) {
+                return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)");
+            }
+            gports[n_gports++] = u->ports[i];
+        }
+        /* Keep the public port of every guest port that stays; new ones get
+         * new ports. All VMs are planned first (next[], fresh[]) and only
+         * then changed, so running out of ports on any host gives every
+         * port back and fails this request alone. */
+        size_t slots = (size_t)env->n_vms * TT_MAX_PORTS_PER_VM + 1;
+        portmap_t *next = calloc(slots, sizeof *next);
+        bool *fresh = calloc(slots, sizeof *fresh);
+        if (!next || !fresh) {
+            free(next);
+            free(fresh);
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+        }
+        int planned = 0;
+        bool ok = true;
+        for (int i = 0; i < env->n_vms && ok; i++, planned++) {
+            vm_t *vm = env->vms[i];
+            portmap_t *nx = next + (size_t)i * TT_MAX_PORTS_PER_VM;
+            bool *fr = fresh + (size_t)i * TT_MAX_PORTS_PER_VM;
+            for (int g = 0; g < n_gports; g++) {
+                nx[g].guest = gports[g];
+                nx[g].public_port = 0;
+                for (int o = 0; o < vm->n_ports; o++)
+                    if (vm->ports[o].guest == gports[g])
+                        nx[g].public_port = vm->ports[o].public_port;
+            }
+            /* free the dropped ones, then take new ones */
+            for (int o = 0; o < vm->n_ports; o++) {
+                bool kept = false;
+                for (int g = 0; g < n_gports; g++)
+                    kept |= nx[g].public_port == vm->ports[o].public_port;
+                if (!kept)
+                    alloc_port_mark(vm->host, vm->ports[o].public_port, false);
+            }
+            for (int g = 0; g < n_gports && ok; g++)
+                if (!nx[g].public_port) {
+                    if (alloc_port(vm->host, &nx[g].public_port)) {
+                        snprintf(msg, sizeof msg,
+                                 "no free public port left on host %s (%d..%d) for env '%s'; "
+                                 "nothing was changed",
+                                 vm->host->id, TT_PORT_MIN, TT_PORT_MAX, env->name);
+                        ok = false;
+                    } else
+                        fr[g] = true;
+                }
+        }
+        if (!ok) {
+            /* give back what the plan took, then take back what it freed */
+            for (int i = 0; i < planned; i++)
+                for (int g = 0; g < n_gports; g++)
+                    if (fresh[(size_t)i * TT_MAX_PORTS_PER_VM + g])
+                        alloc_port_mark(env->vms[i]->host,
+                                        next[(size_t)i * TT_MAX_PORTS_PER_VM + g].public_port,
+                                        false);
+            for (int i = 0; i < planned; i++)
+                for (int o = 0; o < env->vms[i]->n_ports; o++)
+                    alloc_port_mark(env->vms[i]->host, env->vms[i]->ports[o].public_port, true);
+            free(next);
+            free(fresh);
+            return handler_fail(c, TTFLEET__STATUS__NO_CAPACITY, msg);
+        }
+        for (int i = 0; i < env->n_vms; i++) {
+            vm_t *vm = env->vms[i];
+            memcpy(vm->ports, next + (size_t)i * TT_MAX_PORTS_PER_VM,
+                   sizeof(portmap_t) * TT_MAX_PORTS_PER_VM);
+            vm->n_ports = n_gports;
+            persist_vm_ports(self, vm);
+        }
+        free(next);
+        free(fresh);
+        env->n_gports = n_gports;
+        memcpy(env->gports, gports, sizeof gports);
+    }
+    if (hw)
+        for (int i = 0; i < env->n_vms; i++) {
+            vm_t *vm = env->vms[i];
+            model_vm_set_hw(vm, u->cpu ? u->cpu : vm->cpu, u->mem_mib ? u->mem_mib : vm->mem,
+                            u->disk_mib ? u->disk_mib : vm->disk);
+            persist_vm_update(self, vm);
+        }
+    if (u->outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_DENY)
+        env->deny_outgoing = true;
+    else if (u->outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_ALLOW)
+        env->deny_outgoing = false;
+    persist_env_update(self, env);
+    wcmd_send_specs(self, env->vms, env->n_vms);
+    outq_event(self, "env.state", env, NULL, NULL, model_env_state(env), "updated");
+    reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
+                true);
+    return 0;
+}
+
+int env_rm_vm(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__EnvRmVm *r = c->req->env_rm_vm;
+    int status;
+    env_t *env = s_env_idle(c, r->name, &status);
+    if (!env)
+        return status;
+    char msg[256];
+    vm_t **doomed = calloc((size_t)env->n_vms + 1, sizeof *doomed);
+    if (!doomed) {
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    }
+    int n = 0;
+    if (r->n_vm_ids) {
+        for (size_t k = 0; k < r->n_vm_ids; k++) {
+            int found = 0;
+            for (int i = 0; i < env->n_vms; i++) {
+                vm_t *vm = env->vms[i];
+                if (vm->vm_id == r->vm_ids[k] &&
+                    (!r->host || !*r->host || strcmp(r->host, vm->host->id) == 0)) {
+                    if (!vm->doomed) {
+                        vm->doomed = true;
+                        doomed[n++] = vm;
+                    }
+                    found++;
+                }
+            }
+            if (found == 0 || (found > 1 && (!r->host || !*r->host))) {
+                for (int i = 0; i < n; i++)
+                    doomed[i]->doomed = false;
+                free(doomed);
+                if (found == 0)
+                    snprintf(msg, sizeof msg, "env '%s' has no VM %u", r->name, r->vm_ids[k]);
+                else
+                    snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host",
+                             r->vm_ids[k]);
+                return handler_fail(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND,
+                      msg);
+            }
+        }
+    } else {
+        size_t plen = strlen(r->image_prefix);
+        for (int i = 0; i < env->n_vms; i++)
+            if (strncmp(env->vms[i]->image, r->image_prefix, plen) == 0) {
+                env->vms[i]->doomed = true;
+                doomed[n++] = env->vms[i];
+            }
+        if (n == 0) {
+            free(doomed);
+            snprintf(msg, sizeof msg, "env '%s' has no VM whose image starts with '%s'", r->name,
+                     r->image_prefix);
+            return handler_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
+        }
+    }
+    wcmd_send_specs(self, doomed, n);
+    for (int i = 0; i < n; i++) {
+        outq_event(self, "vm.state", env, doomed[i], doomed[i]->host, "absent", "removed");
+        persist_vm_delete(self, doomed[i]);
+        model_vm_remove(self, doomed[i]);
+    }
+    free(doomed);
+    reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
+                true);
+    return 0;
+}
+
+int env_console(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__EnvConsole *q = c->req->env_console;
+    env_t *env = model_env_get(self, c->tenant, q->name);
+    char msg[200];
+    if (!env) {
+        snprintf(msg, sizeof msg, "no env named '%s'", q->name);
+        return handler_fail_norec(c, TTFLEET__STATUS__NOT_FOUND, msg);
+    }
+    vm_t *vm = NULL;
+    int found = 0;
+    for (int i = 0; i < env->n_vms; i++)
+        if (env->vms[i]->vm_id == q->vm_id &&
+            (!q->host || !*q->host || strcmp(q->host, env->vms[i]->host->id) == 0)) {
+            vm = env->vms[i];
+            found++;
+        }
+    if (found != 1) {
+        if (found)
+            snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host", q->vm_id);
+        else
+            snprintf(msg, sizeof msg, "env '%s' has no VM %u", q->name, q->vm_id);
+        return handler_fail_norec(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND, msg);
+    }
+    host_t *h = vm->host;
+    if (!h->routing || h->state == HOST_DOWN) {
+        snprintf(msg, sizeof msg, "host %s of VM %u is down", h->id, vm->vm_id);
+        return handler_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE, msg);
+    }
+    op_t *op = op_new(self, OP_CONSOLE, env, c->envelope, c->service, c->tenant, c->rid);
+    if (!op) {
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    }
+    op->vms[0] = vm;
+    op->n_vms = 1;
+    op->deadline_ms = tt_mono_ms() + 10000;
+    op_wait(self, op, h,
+            wcmd_console(self, h, vm->vm_id, q->max_bytes ? q->max_bytes : TT_CONSOLE_DEFAULT));
+    return 0;
+}
+
+static int s_env_cmp(const void *a, const void *b)
+{
+    const env_t *x = *(env_t *const *)a, *y = *(env_t *const *)b;
+    int r = strcmp(x->tenant, y->tenant);
+    return r ? r : strcmp(x->name, y->name);
+}
+
+int env_list(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    bool all = c->req->env_list->all;
+    if (all && !c->admin) {
+        return handler_fail_norec(c, TTFLEET__STATUS__FORBIDDEN, "listing every tenant's envs needs the admin role");
+    }
+    size_t n = zhashx_size(self->envs);
+    env_t **list = calloc(n + 1, sizeof *list);
+    reply_arena_t a = reply_arena();
+    Ttfleet__EnvInfoList *el = reply_alloc(&a, sizeof *el);
+    if (!list || !el) {
+        free(list);
+        reply_arena_free(&a);
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    }
+    size_t k = 0;
+    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
+        if (all || strcmp(e->tenant, c->tenant) == 0)
+            list[k++] = e;
+    qsort(list, k, sizeof *list, s_env_cmp);
+    ttfleet__env_info_list__init(el);
+    el->envs = reply_alloc(&a, sizeof(Ttfleet__EnvInfo *) * (k + 1));
+    for (size_t i = 0; el->envs && i < k; i++)
+        if ((el->envs[el->n_envs] = reply_env_info(&a, list[i], false)))
+            el->n_envs++;
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_ENVS;
+    rep.envs = el;
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
+              false);
+    reply_arena_free(&a);
+    free(list);
+    return 0;
+}
+
+int env_show(handler_ctx_t *c)
+{
+    env_t *env = model_env_get(c->self, c->tenant, c->req->env_show->name);
+    if (!env) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no env named '%s'", c->req->env_show->name);
+        return handler_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
+    }
+    reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
+                false);
+    return 0;
+}
+
+int env_delete(handler_ctx_t *c)
+{
+    int status;
+    env_t *env = s_env_idle(c, c->req->env_delete->name, &status);
+    if (!env)
+        return status;
+    env_ops_delete(c->self, env, "env.deleted");
+    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", NULL,
+              true);
+    return 0;
+}
+
+int env_stop(handler_ctx_t *c)
+{
+    return s_power(c, OP_STOP, c->req->env_stop->name);
+}
+
+int env_start(handler_ctx_t *c)
+{
+    return s_power(c, OP_START, c->req->env_start->name);
+}
+
+int env_pause(handler_ctx_t *c)
+{
+    return s_power(c, OP_PAUSE, c->req->env_pause->name);
+}
+
+int env_resume(handler_ctx_t *c)
+{
+    return s_power(c, OP_RESUME, c->req->env_resume->name);
+}

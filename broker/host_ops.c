@@ -1,0 +1,169 @@
+/*
+ * host_ops: host and pool requests. See host_ops.h.
+ */
+#include "host_ops.h"
+#include "outq.h"
+#include "persist.h"
+#include "replace.h"
+#include "reply.h"
+#include "scheduler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int s_hosts(handler_ctx_t *c, const char *id)
+{
+    broker_t *self = c->self;
+    reply_arena_t a = reply_arena();
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    if (id) {
+        host_t *h = model_host_get(self, id);
+        if (!h) {
+            reply_arena_free(&a);
+            char msg[128];
+            snprintf(msg, sizeof msg, "no host '%s'", id);
+            return handler_fail_norec(c, TTFLEET__STATUS__NOT_FOUND, msg);
+        }
+        rep.result_case = TTFLEET__REPLY__RESULT_HOST;
+        rep.host = reply_host_info(&a, h);
+    } else {
+        Ttfleet__HostInfoList *hl = reply_alloc(&a, sizeof *hl);
+        size_t n = zhashx_size(self->hosts);
+        if (hl) {
+            ttfleet__host_info_list__init(hl);
+            hl->hosts = reply_alloc(&a, sizeof(Ttfleet__HostInfo *) * (n + 1));
+            zlistx_t *keys = zhashx_keys(self->hosts);
+            zlistx_set_comparator(keys, (zlistx_comparator_fn *)strcmp);
+            zlistx_sort(keys);
+            for (const char *k = zlistx_first(keys); k && hl->hosts; k = zlistx_next(keys)) {
+                host_t *h = model_host_get(self, k);
+                if (h && (hl->hosts[hl->n_hosts] = reply_host_info(&a, h)))
+                    hl->n_hosts++;
+            }
+            zlistx_destroy(&keys);
+        }
+        rep.result_case = TTFLEET__REPLY__RESULT_HOSTS;
+        rep.hosts = hl;
+    }
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
+              false);
+    reply_arena_free(&a);
+    return 0;
+}
+
+int host_pool_status(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    Ttfleet__PoolStatus ps = TTFLEET__POOL_STATUS__INIT;
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts)) {
+        ps.hosts_total++;
+        if (h->state == HOST_ONLINE)
+            ps.hosts_online++;
+        ps.cpu_total += h->cpu_total;
+        ps.cpu_used += h->cpu_used;
+        ps.mem_total += h->mem_total;
+        ps.mem_used += h->mem_used;
+        ps.disk_total += h->disk_total;
+        ps.disk_used += h->disk_used;
+        ps.vms += h->vm_count;
+    }
+    bool admin = c->admin;
+    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
+        if (admin || strcmp(e->tenant, c->tenant) == 0)
+            ps.envs++;
+    ps.started_at = self->started_at;
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_POOL;
+    rep.pool = &ps;
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
+              false);
+    return 0;
+}
+
+int host_admin(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const char *id = c->req->op_case == TTFLEET__REQUEST__OP_HOST_DRAIN ? c->req->host_drain->id
+                                                                         : c->req->host_remove->id;
+    host_t *h = model_host_get(self, id);
+    char msg[600];
+    if (!h) {
+        snprintf(msg, sizeof msg, "no host '%s'", id);
+        return handler_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
+    }
+    reply_arena_t a = reply_arena();
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    if (c->req->op_case == TTFLEET__REQUEST__OP_HOST_DRAIN) {
+        const Ttfleet__HostDrain *d = c->req->host_drain;
+        h->draining = !d->undo;
+        persist_host(self, h);
+        outq_event(self, d->undo ? "host.undrain" : "host.drain", NULL, NULL, h,
+                     d->undo ? "online" : "draining", NULL);
+        if (d->evacuate)
+            replace_evacuate(self, h, msg, sizeof msg);
+        else
+            snprintf(msg, sizeof msg, "host %s %s", h->id,
+                     d->undo ? "takes placements again" : "is draining: no new placements");
+    } else {
+        const Ttfleet__HostRemove *r = c->req->host_remove;
+        int busy = 0;
+        for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
+            for (int i = 0; i < e->n_vms; i++)
+                if (e->vms[i]->host == h && e->busy)
+                    busy++;
+        if ((h->vm_count > 0 && !r->force) || busy) {
+            snprintf(msg, sizeof msg,
+                     busy ? "host %s holds VMs of envs with an operation in flight; try again"
+                          : "host %s still holds VMs; evacuate it (host drain --evacuate) or "
+                            "use --force to drop them",
+                     h->id);
+            reply_arena_free(&a);
+            return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
+        }
+        int dropped = 0;
+        zlistx_t *envs = zhashx_values(self->envs);
+        for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
+            for (int i = e->n_vms - 1; i >= 0; i--)
+                if (e->vms[i]->host == h) {
+                    outq_event(self, "vm.state", e, e->vms[i], h, "absent", "host removed");
+                    persist_vm_delete(self, e->vms[i]);
+                    model_vm_remove(self, e->vms[i]);
+                    dropped++;
+                }
+        zlistx_destroy(&envs);
+        if (h->routing) {
+            outq_worker(self, h, TT_W_DISCONNECT, NULL, 0);
+            char *hex = zframe_strhex(h->routing);
+            if (hex)
+                zhashx_delete(self->routes, hex);
+            free(hex);
+        }
+        persist_host_delete(self, h);
+        outq_event(self, "host.removed", NULL, NULL, h, "removed", NULL);
+        snprintf(msg, sizeof msg, "host %s removed (%d VM(s) dropped); a worker still running "
+                                  "there joins again when it reconnects",
+                 id, dropped);
+        zhashx_delete(self->hosts, id);
+        sched_invalidate(self);
+        h = NULL;
+    }
+    if (h) {
+        rep.result_case = TTFLEET__REPLY__RESULT_HOST;
+        rep.host = reply_host_info(&a, h);
+    }
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
+              true);
+    reply_arena_free(&a);
+    return 0;
+}
+
+int host_list(handler_ctx_t *c)
+{
+    return s_hosts(c, NULL);
+}
+
+int host_show(handler_ctx_t *c)
+{
+    return s_hosts(c, c->req->host_show->id);
+}

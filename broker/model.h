@@ -1,0 +1,242 @@
+/*
+ * model: the broker's state in memory, and the functions that keep it
+ * consistent (accounting, allocations, per-host VM lists).
+ *
+ * This is the bottom of the broker: every module includes it, it includes
+ * nothing of the broker. broker_t is the one state object (like Redis's
+ * server struct): each module owns the fields its comment names.
+ *
+ * The broker is one thread. Its loop (broker.c) reads a batch of messages
+ * from the clients and workers sockets, lets the modules change the model
+ * and stage rows in one open SQLite transaction, commits that transaction,
+ * and only then sends what the modules queued: replies to clients, commands
+ * to workers, events. A crash before the commit loses nothing a client was
+ * told; a crash after it loses only unsent messages, which retries and
+ * reconciliation recover.
+ *
+ * The model is authoritative in memory and mirrored to broker.db:
+ *   host  - a worker's host, known by its host id, with capacity, usage and
+ *           allocation bitmaps (VM ids, public ports);
+ *   env   - a tenant's named group of VMs with a lease and a target state;
+ *   vm    - one VM on one host with its allocations and last known state;
+ *   op    - a request in flight that waits for workers.
+ * Accounting is a pure function of VM state: a VM holds cpu and mem unless
+ * it is STOPPED, and disk while it exists (model_vm_set_state keeps the
+ * host's sums right).
+ */
+#ifndef TT_BROKER_MODEL_H
+#define TT_BROKER_MODEL_H
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+#include "ttproto.h"
+
+#define BROKER_MAX_ENGINES 8
+#define BROKER_MAX_IMAGES 256
+#define BROKER_NPORTS (TT_PORT_MAX - TT_PORT_MIN + 1)
+
+typedef struct broker_t broker_t;
+typedef struct env_t env_t;
+typedef struct op_t op_t;
+
+typedef enum { HOST_DOWN = 0, HOST_ONLINE = 1, HOST_SUSPECT = 2 } host_state_t;
+
+typedef struct host_t {
+    char id[TT_MAX_NAME + 1];
+    zframe_t *routing; /* routing id of the live connection, NULL if none */
+    host_state_t state;
+    bool draining;
+    uint32_t cpu_total;
+    uint64_t mem_total, disk_total;
+    uint32_t cpu_used;
+    uint64_t mem_used, disk_used;
+    uint32_t vm_count;
+    int n_engines, n_images;
+    char *engines[BROKER_MAX_ENGINES];
+    char *images[BROKER_MAX_IMAGES];
+    char accel[8];        /* the worker's qemu acceleration ("kvm", "tcg", "") */
+    int64_t last_seen;    /* wall clock, for display */
+    int64_t last_recv_ms; /* monotonic */
+    int64_t last_sent_ms;
+    uint8_t vmid_used[65536 / 8];
+    uint8_t port_used[(BROKER_NPORTS + 7) / 8];
+    uint32_t vmid_cursor, port_cursor;
+} host_t;
+
+typedef struct {
+    uint32_t guest, public_port;
+} portmap_t;
+
+typedef struct vm_t {
+    int64_t uid;
+    env_t *env;
+    host_t *host;
+    uint32_t vm_id;
+    char ip[16];
+    char mac[18];
+    char image[TT_MAX_NAME + 1];
+    char engine[TT_MAX_NAME + 1];
+    uint32_t cpu, mem, disk;
+    int state;  /* Ttfleet__VmState as the broker knows it */
+    bool active; /* phase: confirmed by its worker once */
+    int n_ports;
+    portmap_t ports[TT_MAX_PORTS_PER_VM];
+    bool doomed; /* being removed (rm-vm / delete) */
+} vm_t;
+
+typedef enum {
+    TARGET_CREATING = 0,
+    TARGET_RUNNING,
+    TARGET_STOPPED,
+    TARGET_PAUSED
+} env_target_t;
+
+struct env_t {
+    int64_t id;
+    char tenant[TT_MAX_NAME + 1];
+    char name[TT_MAX_NAME + 1];
+    env_target_t target;
+    int64_t created_at, expires_at, lifetime, last_mgmt;
+    bool deny_outgoing;
+    int n_gports;
+    uint32_t gports[TT_MAX_PORTS_PER_VM];
+    int n_vms, cap_vms;
+    vm_t **vms;
+    op_t *busy; /* the op running on this env, if any */
+};
+
+typedef enum {
+    OP_CREATE = 1,
+    OP_STOP,
+    OP_START,
+    OP_PAUSE,
+    OP_RESUME,
+    OP_CONSOLE, /* read-only: does not make the env busy */
+} op_kind_t;
+
+/* A request in flight: sent to workers, waiting for their replies. */
+struct op_t {
+    uint64_t id;
+    op_kind_t kind;
+    env_t *env;
+    zmsg_t *envelope; /* client routing frames, NULL for internal ops */
+    char service[32];
+    char tenant[TT_MAX_NAME + 1];
+    char request_id[TT_MAX_REQUEST_ID + 1];
+    int waiting;     /* worker commands not yet answered */
+    int64_t deadline_ms;
+    int status;      /* worst status seen so far */
+    char message[512];
+    /* VMs the op commands, with the state each should reach */
+    int n_vms;
+    vm_t **vms;
+    uint64_t *cmd_ids; /* per host command op id, parallel to hosts[] */
+    host_t **hosts;
+    int n_hosts;
+    /* create only: hosts that refused or failed, and re-placement rounds */
+    host_t *refused[8];
+    int n_refused;
+    int rounds;
+    void *handle; /* in all_ops, for O(1) removal */
+};
+
+typedef struct {
+    int64_t created_at;
+    uint64_t batch; /* broker_t.batch_no when recorded: durable once it is past */
+    bool done;
+    size_t len;
+    uint8_t *reply; /* packed Reply, NULL while in progress */
+} request_rec_t;
+
+typedef struct {
+    char state_dir[512];
+    char clients_ep[256], workers_ep[256], events_ep[256];
+    char admin_tenant[TT_MAX_NAME + 1];
+    char default_engine[TT_MAX_NAME + 1];
+    int heartbeat_ms;
+    int liveness;
+    int min_stop_interval;
+    int worker_timeout_ms;
+    int64_t request_ttl;
+    int64_t lease_grace;
+    int reap_per_tick;
+    double cpu_ratio, mem_ratio, disk_ratio;
+    bool spread;
+    bool verbose;
+    char curve_secret[512]; /* broker cert (base name; NAME_secret holds the secret) */
+    char client_keys[512];  /* dir of client public certs (tenant, role metadata) */
+    char worker_keys[512];  /* dir of worker public certs */
+    bool insecure;          /* allow plain TCP on a non-loopback endpoint */
+} broker_config_t;
+
+struct broker_t {
+    broker_config_t cfg;
+    store_t *store;
+    zsock_t *clients, *workers, *events;
+    zhashx_t *hosts;    /* host id -> host_t* */
+    zhashx_t *envs;     /* "tenant/name" -> env_t* */
+    zhashx_t *routes;   /* routing id hex -> host_t* (not owned) */
+    zhashx_t *vm_index; /* "host/vm_id" -> vm_t* (not owned) */
+    zhashx_t *ops;      /* command op id (string) -> op_t* (not owned) */
+    zhashx_t *requests; /* "tenant\x1frequest id" -> request_rec_t* */
+    zlistx_t *outq;     /* queued (socket, zmsg) pairs, sent after commit */
+    zlistx_t *all_ops;  /* every op_t in flight (owned) */
+    uint8_t *mac_used;  /* 2^24 bits */
+    uint32_t mac_cursor;
+    uint64_t next_op_id;
+    int64_t next_env_id, next_vm_uid;
+    int64_t started_at;
+    int64_t started_ms; /* monotonic */
+    int64_t next_reap_ms, next_beat_ms, next_prune_ms;
+    bool dirty; /* rows staged in the open transaction */
+    bool failed; /* a statement failed in this batch: roll back and reload */
+    uint64_t batch_no;     /* the batch being staged; earlier ones are durable */
+    zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
+    bool cur_answered;     /* outq: the request being handled got a durable answer */
+    bool req_active;       /* inside broker_request_begin .. _end */
+    bool req_savepoint;    /* the request's savepoint is open */
+    size_t req_outq_mark;  /* outq length when the request began */
+    zactor_t *auth;     /* ZAP handler when CURVE is on */
+    zhashx_t *offers;   /* sched.c: (engine, image) -> hosts offering it */
+    uint64_t hosts_gen; /* bumped when the host registry changes */
+    bool curve;
+};
+
+/* ---- model.c ---- */
+host_t *model_host_get(broker_t *self, const char *id);
+host_t *model_host_ensure(broker_t *self, const char *id);
+bool model_host_has(const host_t *host, const char *engine, const char *image);
+env_t *model_env_get(broker_t *self, const char *tenant, const char *name);
+env_t *model_env_new(broker_t *self, const char *tenant, const char *name);
+void model_env_free(broker_t *self, env_t **env_p);
+vm_t *model_vm_add(broker_t *self, env_t *env, host_t *host, uint32_t vm_id, uint64_t mac);
+void model_vm_remove(broker_t *self, vm_t *vm);
+vm_t *model_vm_find(broker_t *self, const char *host, uint32_t vm_id);
+void model_vm_set_state(vm_t *vm, int state);
+/* Move vm to another host with new allocations (re-placement). The old
+ * VM id, MAC and public ports are released. -1 if the new host ran out. */
+int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,
+                  const uint32_t *gports, int n_gports);
+void model_vm_set_hw(vm_t *vm, uint32_t cpu, uint32_t mem, uint32_t disk);
+bool model_vm_holds_cpu(const vm_t *vm);
+int model_vm_desired(const vm_t *vm);
+const char *model_env_state(const env_t *env);
+const char *model_target_name(env_target_t t);
+int model_target_parse(const char *s);
+/* allocations */
+int alloc_vm_id(host_t *host, uint32_t *vm_id);
+void alloc_vm_id_mark(host_t *host, uint32_t vm_id, bool used);
+int alloc_port(host_t *host, uint32_t *port);
+void alloc_port_mark(host_t *host, uint32_t port, bool used);
+int alloc_mac(broker_t *self, uint64_t *mac);
+void alloc_mac_mark(broker_t *self, uint64_t mac, bool used);
+void alloc_mac_format(uint64_t mac, char *buf, size_t len);
+int alloc_mac_parse(const char *s, uint64_t *mac);
+/* Give vm public ports for every guest port of its env. -1 when the host ran out. */
+int alloc_vm_ports(vm_t *vm, const uint32_t *gports, int n);
+void alloc_vm_ports_release(vm_t *vm);
+
+#endif

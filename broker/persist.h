@@ -1,0 +1,31 @@
+/*
+ * persist: the broker's rows in broker.db. Every call stages into the
+ * batch's open transaction (inside the current request's savepoint, if
+ * one is open); nothing here commits. Depends on the model and store.
+ */
+#ifndef TT_BROKER_PERSIST_H
+#define TT_BROKER_PERSIST_H
+
+#include "model.h"
+
+int persist_load(broker_t *self);
+void persist_host(broker_t *self, host_t *host);
+void persist_host_delete(broker_t *self, host_t *host);
+void persist_env_insert(broker_t *self, env_t *env);
+void persist_env_update(broker_t *self, env_t *env);
+void persist_env_delete(broker_t *self, env_t *env);
+void persist_vm_insert(broker_t *self, vm_t *vm);
+void persist_vm_update(broker_t *self, vm_t *vm);
+void persist_vm_delete(broker_t *self, vm_t *vm);
+void persist_vm_ports(broker_t *self, vm_t *vm);
+void persist_request_begin(broker_t *self, const char *tenant, const char *rid);
+void persist_request_done(broker_t *self, const char *tenant, const char *rid,
+                          const uint8_t *reply, size_t len);
+void persist_requests_prune(broker_t *self, int64_t cutoff);
+
+/* One savepoint per client request: _begin remembers that the next row
+ * opens it; _end(keep) releases it, or rolls the request's rows back. */
+void persist_savepoint_begin(broker_t *self);
+void persist_savepoint_end(broker_t *self, bool keep);
+
+#endif

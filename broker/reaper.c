@@ -1,0 +1,36 @@
+/*
+ * reaper: lease expiry. See reaper.h.
+ */
+#include "reaper.h"
+#include "env_ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The reaper: delete envs whose lease ran out, a bounded number per tick.
+ * Leases that ran out while the broker was down get a grace period from
+ * the broker's start instead of being deleted all at once. */
+void reaper_run(broker_t *self, int64_t now)
+{
+    int budget = self->cfg.reap_per_tick;
+    zlistx_t *due = zlistx_new();
+    for (env_t *e = zhashx_first(self->envs); e && budget > 0; e = zhashx_next(self->envs)) {
+        if (e->busy || e->target == TARGET_CREATING)
+            continue;
+        int64_t deadline = e->expires_at;
+        if (deadline < self->started_at + self->cfg.lease_grace &&
+            e->expires_at < self->started_at)
+            deadline = self->started_at + self->cfg.lease_grace;
+        if (now >= deadline) {
+            zlistx_add_end(due, e);
+            budget--;
+        }
+    }
+    for (env_t *e = zlistx_first(due); e; e = zlistx_next(due)) {
+        zsys_info("env %s/%s expired (lease ended at %lld)", e->tenant, e->name,
+                  (long long)e->expires_at);
+        env_ops_delete(self, e, "env.expired");
+    }
+    zlistx_destroy(&due);
+}

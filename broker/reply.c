@@ -1,0 +1,226 @@
+/*
+ * reply: result trees, replies and idempotency records. See reply.h.
+ *
+ * Idempotency: a changing request is recorded under (tenant, request id)
+ * with its packed reply. A retry gets that reply again, byte for byte, or
+ * IN_PROGRESS while the first attempt runs. A record carries the batch
+ * that wrote it: once that batch committed, a replay is durable and
+ * survives the failure of a later batch.
+ */
+#include "reply.h"
+#include "outq.h"
+#include "persist.h"
+#include "ttframe.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- a tiny arena for building reply trees ---- */
+
+void *reply_alloc(reply_arena_t *a, size_t size)
+{
+    void *p = calloc(1, size);
+    if (!p)
+        return NULL; /* callers treat NULL as out of memory */
+    zlistx_add_end(a->blocks, p);
+    return p;
+}
+
+void reply_arena_free(reply_arena_t *a)
+{
+    for (void *p = zlistx_first(a->blocks); p; p = zlistx_next(a->blocks))
+        free(p);
+    zlistx_destroy(&a->blocks);
+}
+
+reply_arena_t reply_arena(void)
+{
+    reply_arena_t a = {zlistx_new()};
+    return a;
+}
+
+/* ---- building results ---- */
+
+static Ttfleet__VmInfo *s_vm_info(reply_arena_t *a, const vm_t *vm)
+{
+    Ttfleet__VmInfo *vi = reply_alloc(a, sizeof *vi);
+    if (!vi)
+        return NULL;
+    ttfleet__vm_info__init(vi);
+    vi->vm_id = vm->vm_id;
+    vi->host = (char *)vm->host->id;
+    vi->image = (char *)vm->image;
+    vi->engine = (char *)vm->engine;
+    vi->ip = (char *)vm->ip;
+    vi->mac = (char *)vm->mac;
+    vi->cpu = vm->cpu;
+    vi->mem_mib = vm->mem;
+    vi->disk_mib = vm->disk;
+    vi->state = (Ttfleet__VmState)vm->state;
+    vi->n_ports = (size_t)vm->n_ports;
+    vi->ports = reply_alloc(a, sizeof(Ttfleet__PortMap *) * (size_t)(vm->n_ports + 1));
+    Ttfleet__PortMap *pm = reply_alloc(a, sizeof *pm * (size_t)(vm->n_ports + 1));
+    if (!vi->ports || !pm)
+        return NULL;
+    for (int i = 0; i < vm->n_ports; i++) {
+        ttfleet__port_map__init(&pm[i]);
+        pm[i].guest = vm->ports[i].guest;
+        pm[i].public_ = vm->ports[i].public_port;
+        vi->ports[i] = &pm[i];
+    }
+    return vi;
+}
+
+Ttfleet__EnvInfo *reply_env_info(reply_arena_t *a, const env_t *env, bool with_vms)
+{
+    Ttfleet__EnvInfo *ei = reply_alloc(a, sizeof *ei);
+    if (!ei)
+        return NULL;
+    ttfleet__env_info__init(ei);
+    ei->name = (char *)env->name;
+    ei->tenant = (char *)env->tenant;
+    ei->state = (char *)model_env_state(env);
+    ei->created_at = env->created_at;
+    ei->expires_at = env->expires_at;
+    ei->lifetime = (uint64_t)env->lifetime;
+    ei->deny_outgoing = env->deny_outgoing;
+    ei->vm_count = (uint32_t)env->n_vms;
+    ei->n_ports = (size_t)env->n_gports;
+    ei->ports = (uint32_t *)env->gports;
+    if (with_vms && env->n_vms) {
+        ei->vms = reply_alloc(a, sizeof(Ttfleet__VmInfo *) * (size_t)env->n_vms);
+        if (!ei->vms)
+            return NULL;
+        for (int i = 0; i < env->n_vms; i++) {
+            ei->vms[i] = s_vm_info(a, env->vms[i]);
+            if (!ei->vms[i])
+                return NULL;
+        }
+        ei->n_vms = (size_t)env->n_vms;
+    }
+    return ei;
+}
+
+static const char *s_host_state(const host_t *h)
+{
+    return h->state == HOST_ONLINE ? "online" : h->state == HOST_SUSPECT ? "suspect" : "down";
+}
+
+Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h)
+{
+    Ttfleet__HostInfo *hi = reply_alloc(a, sizeof *hi);
+    if (!hi)
+        return NULL;
+    ttfleet__host_info__init(hi);
+    hi->id = (char *)h->id;
+    hi->state = (char *)s_host_state(h);
+    hi->n_engines = (size_t)h->n_engines;
+    hi->engines = (char **)h->engines;
+    hi->n_images = (size_t)h->n_images;
+    hi->images = (char **)h->images;
+    hi->cpu_total = h->cpu_total;
+    hi->cpu_used = h->cpu_used;
+    hi->mem_total = h->mem_total;
+    hi->mem_used = h->mem_used;
+    hi->disk_total = h->disk_total;
+    hi->disk_used = h->disk_used;
+    hi->vm_count = h->vm_count;
+    hi->last_seen = h->last_seen;
+    hi->draining = h->draining;
+    hi->accel = (char *)h->accel;
+    return hi;
+}
+
+/* ---- replies and idempotency records ---- */
+
+static void s_req_key(const char *tenant, const char *rid, char *key, size_t len)
+{
+    snprintf(key, len, "%s\x1f%s", tenant, rid);
+}
+
+request_rec_t *reply_record_find(broker_t *self, const char *tenant, const char *rid)
+{
+    char key[2 * TT_MAX_REQUEST_ID + 2];
+    s_req_key(tenant, rid, key, sizeof key);
+    return zhashx_lookup(self->requests, key);
+}
+
+/* Answer a retry with the recorded reply. A record of an earlier batch is
+ * durable, so the answer survives a failure of this batch. */
+void reply_replay(broker_t *self, zmsg_t *envelope, const char *service,
+                         const request_rec_t *rec)
+{
+    outq_client(self, envelope, service, rec->reply, rec->len, rec->batch < self->batch_no);
+}
+
+void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
+{
+    char key[2 * TT_MAX_REQUEST_ID + 2];
+    s_req_key(tenant, rid, key, sizeof key);
+    request_rec_t *rec = calloc(1, sizeof *rec);
+    if (rec) {
+        rec->created_at = tt_now();
+        rec->batch = self->batch_no;
+        zhashx_update(self->requests, key, rec);
+    }
+    persist_request_begin(self, tenant, rid);
+}
+
+void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
+               const char *rid, int status, const char *message, Ttfleet__Reply *result,
+               bool record)
+{
+    Ttfleet__Reply local = TTFLEET__REPLY__INIT;
+    Ttfleet__Reply *rep = result ? result : &local;
+    rep->request_id = (char *)(rid ? rid : "");
+    rep->status = (Ttfleet__Status)status;
+    rep->message = (char *)(message ? message : "");
+    size_t len;
+    uint8_t *buf = ttframe_pack_buf(&rep->base, &len);
+    if (!buf)
+        return;
+    if (self->cfg.verbose && status != TTFLEET__STATUS__OK)
+        zsys_info("reply %s/%s: %s %s", tenant ? tenant : "-", rid ? rid : "-",
+                  tt_status_name(status), message ? message : "");
+    if (record && tenant && rid && *rid) {
+        char key[2 * TT_MAX_REQUEST_ID + 2];
+        s_req_key(tenant, rid, key, sizeof key);
+        request_rec_t *rec = zhashx_lookup(self->requests, key);
+        if (!rec) {
+            rec = calloc(1, sizeof *rec);
+            if (rec) {
+                rec->created_at = tt_now();
+                zhashx_insert(self->requests, key, rec);
+            }
+        }
+        if (rec) {
+            free(rec->reply);
+            rec->reply = malloc(len ? len : 1);
+            if (rec->reply)
+                memcpy(rec->reply, buf, len);
+            rec->len = len;
+            rec->done = true;
+            rec->batch = self->batch_no;
+        }
+        persist_request_done(self, tenant, rid, buf, len);
+    }
+    outq_client(self, envelope, service, buf, len, false);
+    free(buf);
+}
+
+/* Reply with an env (and its VMs) as the result. */
+void reply_env(broker_t *self, zmsg_t *envelope, const char *service,
+                        const char *tenant, const char *rid, int status, const char *msg,
+                        const env_t *env, bool record)
+{
+    reply_arena_t a = reply_arena();
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    if (env) {
+        rep.env = reply_env_info(&a, env, true);
+        if (rep.env)
+            rep.result_case = TTFLEET__REPLY__RESULT_ENV;
+    }
+    reply_send(self, envelope, service, tenant, rid, status, msg, &rep, record);
+    reply_arena_free(&a);
+}

@@ -1,0 +1,117 @@
+/*
+ * wcmd: worker commands. See wcmd.h.
+ *
+ * Commands are declarative: each VmSpec carries the full desired state of
+ * one VM, so re-sending is harmless and every READY re-sends them all.
+ */
+#include "wcmd.h"
+#include "outq.h"
+#include "ttframe.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- worker commands ---- */
+
+void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__PortMap *pm_store,
+                 Ttfleet__PortMap **pm_ptrs)
+{
+    char env_key[2 * TT_MAX_NAME + 2];
+    ttfleet__vm_spec__init(spec);
+    spec->vm_id = vm->vm_id;
+    snprintf(env_key, sizeof env_key, "%s/%s", vm->env->tenant, vm->env->name);
+    spec->env = strdup(env_key); /* freed by wcmd_send */
+    spec->image = (char *)vm->image;
+    spec->engine = (char *)vm->engine;
+    spec->cpu = vm->cpu;
+    spec->mem_mib = vm->mem;
+    spec->disk_mib = vm->disk;
+    spec->ip = (char *)vm->ip;
+    spec->mac = (char *)vm->mac;
+    spec->deny_outgoing = vm->env->deny_outgoing;
+    spec->expires_at = vm->env->expires_at;
+    spec->desired = (Ttfleet__VmState)desired;
+    for (int i = 0; i < vm->n_ports; i++) {
+        ttfleet__port_map__init(&pm_store[i]);
+        pm_store[i].guest = vm->ports[i].guest;
+        pm_store[i].public_ = vm->ports[i].public_port;
+        pm_ptrs[i] = &pm_store[i];
+    }
+    spec->n_ports = (size_t)vm->n_ports;
+    spec->ports = pm_ptrs;
+}
+
+void wcmd_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd)
+{
+    size_t len;
+    uint8_t *buf = ttframe_pack_buf(&cmd->base, &len);
+    if (buf) {
+        outq_worker(self, host, TT_W_COMMAND, buf, len);
+        free(buf);
+    }
+}
+
+uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n)
+{
+    Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+    cmd.op_id = ++self->next_op_id;
+    cmd.n_vms = (size_t)n;
+    cmd.vms = calloc((size_t)n + 1, sizeof *cmd.vms);
+    Ttfleet__VmSpec *specs = calloc((size_t)n + 1, sizeof *specs);
+    Ttfleet__PortMap *pms = calloc((size_t)n * TT_MAX_PORTS_PER_VM + 1, sizeof *pms);
+    Ttfleet__PortMap **pmp = calloc((size_t)n * TT_MAX_PORTS_PER_VM + 1, sizeof *pmp);
+    if (cmd.vms && specs && pms && pmp) {
+        for (int i = 0; i < n; i++) {
+            wcmd_vm_spec(vms[i], desired ? desired[i] : model_vm_desired(vms[i]), &specs[i],
+                        &pms[i * TT_MAX_PORTS_PER_VM], &pmp[i * TT_MAX_PORTS_PER_VM]);
+            cmd.vms[i] = &specs[i];
+        }
+        wcmd_send_raw(self, host, &cmd);
+        for (int i = 0; i < n; i++)
+            free(specs[i].env);
+    }
+    free(cmd.vms);
+    free(specs);
+    free(pms);
+    free(pmp);
+    return cmd.op_id;
+}
+
+/* Send the desired state of vms[] to their hosts, one command per host,
+ * without waiting for the answers (they update VM states as they come). */
+void wcmd_send_specs(broker_t *self, vm_t **vms, int n)
+{
+    bool *sent = calloc((size_t)n + 1, sizeof *sent);
+    vm_t **group = calloc((size_t)n + 1, sizeof *group);
+    if (!sent || !group) {
+        free(sent);
+        free(group);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (sent[i])
+            continue;
+        host_t *h = vms[i]->host;
+        int g = 0;
+        for (int j = i; j < n; j++)
+            if (!sent[j] && vms[j]->host == h) {
+                group[g++] = vms[j];
+                sent[j] = true;
+            }
+        if (h->routing && h->state != HOST_DOWN)
+            wcmd_send(self, h, group, NULL, g);
+    }
+    free(sent);
+    free(group);
+}
+
+uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max_bytes)
+{
+    Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+    cmd.op_id = ++self->next_op_id;
+    cmd.console_vm_id = vm_id;
+    cmd.console_max = max_bytes;
+    wcmd_send_raw(self, host, &cmd);
+    return cmd.op_id;
+}
