@@ -108,10 +108,9 @@ int host_admin(handler_ctx_t *c)
     } else {
         const Ttfleet__HostRemove *r = c->req->host_remove;
         int busy = 0;
-        for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
-            for (int i = 0; i < e->n_vms; i++)
-                if (e->vms[i]->host == h && e->busy)
-                    busy++;
+        for (vm_t *vm = h->vms; vm; vm = vm->host_next)
+            if (vm->env->busy)
+                busy++;
         if ((h->vm_count > 0 && !r->force) || busy) {
             snprintf(msg, sizeof msg,
                      busy ? "host %s holds VMs of envs with an operation in flight; try again"
@@ -122,16 +121,13 @@ int host_admin(handler_ctx_t *c)
             return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
         }
         int dropped = 0;
-        zlistx_t *envs = zhashx_values(self->envs);
-        for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs))
-            for (int i = e->n_vms - 1; i >= 0; i--)
-                if (e->vms[i]->host == h) {
-                    outq_event(self, "vm.state", e, e->vms[i], h, "absent", "host removed");
-                    persist_vm_delete(self, e->vms[i]);
-                    model_vm_remove(self, e->vms[i]);
-                    dropped++;
-                }
-        zlistx_destroy(&envs);
+        while (h->vms) {
+            vm_t *vm = h->vms;
+            outq_event(self, "vm.state", vm->env, vm, h, "absent", "host removed");
+            persist_vm_delete(self, vm);
+            model_vm_remove(self, vm);
+            dropped++;
+        }
         if (h->routing) {
             outq_worker(self, h, TT_W_DISCONNECT, NULL, 0);
             char *hex = zframe_strhex(h->routing);

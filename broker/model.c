@@ -89,7 +89,7 @@ void model_env_free(broker_t *self, env_t **env_p)
 
 bool model_vm_holds_cpu(const vm_t *vm)
 {
-    return vm->state != TTFLEET__VM_STATE__VM_STOPPED;
+    return tt_vm_state_reserves_cpu(vm->state); /* the rule lives in schema/ttproto.h */
 }
 
 static void s_account(vm_t *vm, int sign, bool cpu_mem, bool disk)
@@ -101,6 +101,28 @@ static void s_account(vm_t *vm, int sign, bool cpu_mem, bool disk)
     }
     if (disk)
         h->disk_used += (uint64_t)(sign * (int64_t)vm->disk);
+}
+
+/* Each host keeps the list of its VMs (host->vms, linked through
+ * vm->host_next / host_prev), so "this host's VMs" never scans every env. */
+static void s_host_link(host_t *host, vm_t *vm)
+{
+    vm->host_prev = NULL;
+    vm->host_next = host->vms;
+    if (host->vms)
+        host->vms->host_prev = vm;
+    host->vms = vm;
+}
+
+static void s_host_unlink(vm_t *vm)
+{
+    if (vm->host_prev)
+        vm->host_prev->host_next = vm->host_next;
+    else if (vm->host->vms == vm)
+        vm->host->vms = vm->host_next;
+    if (vm->host_next)
+        vm->host_next->host_prev = vm->host_prev;
+    vm->host_prev = vm->host_next = NULL;
 }
 
 vm_t *model_vm_add(broker_t *self, env_t *env, host_t *host, uint32_t vm_id, uint64_t mac)
@@ -125,11 +147,26 @@ vm_t *model_vm_add(broker_t *self, env_t *env, host_t *host, uint32_t vm_id, uin
     alloc_vm_id_mark(host, vm_id, true);
     alloc_mac_mark(self, mac, true);
     host->vm_count++;
+    s_host_link(host, vm);
     env->vms[env->n_vms++] = vm;
     char key[TT_MAX_NAME + 16];
     snprintf(key, sizeof key, "%s/%u", host->id, vm_id);
     zhashx_update(self->vm_index, key, vm);
     return vm;
+}
+
+zlistx_t *model_host_envs(const host_t *host)
+{
+    zlistx_t *envs = zlistx_new();
+    zhashx_t *seen = zhashx_new();
+    for (vm_t *vm = host->vms; envs && seen && vm; vm = vm->host_next) {
+        char key[32];
+        snprintf(key, sizeof key, "%p", (void *)vm->env);
+        if (zhashx_insert(seen, key, vm->env) == 0)
+            zlistx_add_end(envs, vm->env);
+    }
+    zhashx_destroy(&seen);
+    return envs;
 }
 
 vm_t *model_vm_find(broker_t *self, const char *host, uint32_t vm_id)
@@ -153,6 +190,7 @@ void model_vm_remove(broker_t *self, vm_t *vm)
     if (alloc_mac_parse(vm->mac, &mac) == 0)
         alloc_mac_mark(self, mac, false);
     vm->host->vm_count--;
+    s_host_unlink(vm);
     for (int i = 0; i < env->n_vms; i++)
         if (env->vms[i] == vm) {
             memmove(&env->vms[i], &env->vms[i + 1], (size_t)(env->n_vms - i - 1) * sizeof vm);
@@ -177,8 +215,10 @@ int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t
     if (alloc_mac_parse(vm->mac, &old_mac) == 0)
         alloc_mac_mark(self, old_mac, false);
     vm->host->vm_count--;
+    s_host_unlink(vm);
 
     vm->host = to;
+    s_host_link(to, vm);
     vm->vm_id = vm_id;
     tt_vm_ip(vm_id, vm->ip, sizeof vm->ip);
     alloc_mac_format(mac, vm->mac, sizeof vm->mac);

@@ -44,6 +44,8 @@ typedef struct op_t op_t;
 
 typedef enum { HOST_DOWN = 0, HOST_ONLINE = 1, HOST_SUSPECT = 2 } host_state_t;
 
+typedef struct vm_t vm_t;
+
 typedef struct host_t {
     char id[TT_MAX_NAME + 1];
     zframe_t *routing; /* routing id of the live connection, NULL if none */
@@ -64,13 +66,14 @@ typedef struct host_t {
     uint8_t vmid_used[65536 / 8];
     uint8_t port_used[(BROKER_NPORTS + 7) / 8];
     uint32_t vmid_cursor, port_cursor;
+    vm_t *vms; /* this host's VMs (vm->host_next), kept by model.c */
 } host_t;
 
 typedef struct {
     uint32_t guest, public_port;
 } portmap_t;
 
-typedef struct vm_t {
+struct vm_t {
     int64_t uid;
     env_t *env;
     host_t *host;
@@ -85,7 +88,8 @@ typedef struct vm_t {
     int n_ports;
     portmap_t ports[TT_MAX_PORTS_PER_VM];
     bool doomed; /* being removed (rm-vm / delete) */
-} vm_t;
+    vm_t *host_prev, *host_next; /* the host's list of VMs */
+};
 
 typedef enum {
     TARGET_CREATING = 0,
@@ -215,6 +219,9 @@ void model_env_free(broker_t *self, env_t **env_p);
 vm_t *model_vm_add(broker_t *self, env_t *env, host_t *host, uint32_t vm_id, uint64_t mac);
 void model_vm_remove(broker_t *self, vm_t *vm);
 vm_t *model_vm_find(broker_t *self, const char *host, uint32_t vm_id);
+/* The envs with a VM on host, each once (the caller destroys the list).
+ * A host's VMs themselves: for (vm = host->vms; vm; vm = vm->host_next). */
+zlistx_t *model_host_envs(const host_t *host);
 void model_vm_set_state(vm_t *vm, int state);
 /* Move vm to another host with new allocations (re-placement). The old
  * VM id, MAC and public ports are released. -1 if the new host ran out. */

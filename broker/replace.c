@@ -82,13 +82,8 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
 {
     int moved = 0, failed = 0, busy = 0;
     char why[256] = "";
-    zlistx_t *envs = zhashx_values(self->envs);
+    zlistx_t *envs = model_host_envs(from);
     for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs)) {
-        bool has = false;
-        for (int i = 0; i < e->n_vms && !has; i++)
-            has = e->vms[i]->host == from;
-        if (!has)
-            continue;
         if (e->busy || e->target == TARGET_CREATING) {
             busy++;
             continue;

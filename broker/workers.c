@@ -64,7 +64,8 @@ static void s_copy_names(char **dst, int *n, int max, char **src, size_t n_src, 
 /* Mark every VM of host lost and tell the watchers. */
 static void s_host_lost(broker_t *self, host_t *host)
 {
-    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs)) {
+    zlistx_t *envs = model_host_envs(host);
+    for (env_t *e = zlistx_first(envs); e; e = zlistx_next(envs)) {
         bool hit = false;
         for (int i = 0; i < e->n_vms; i++) {
             vm_t *vm = e->vms[i];
@@ -78,6 +79,7 @@ static void s_host_lost(broker_t *self, host_t *host)
         if (hit)
             outq_event(self, "env.state", e, NULL, NULL, model_env_state(e), "host down");
     }
+    zlistx_destroy(&envs);
 }
 
 static void s_host_down(broker_t *self, host_t *host, const char *why)
@@ -138,18 +140,13 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
         wcmd_send_raw(self, host, &cmd);
     }
     /* known VMs: send the desired state of each (idempotent on the worker) */
-    size_t n_known = 0;
-    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
-        for (int i = 0; i < e->n_vms; i++)
-            if (e->vms[i]->host == host)
-                n_known++;
+    size_t n_known = host->vm_count;
     if (n_known) {
         vm_t **vms = calloc(n_known, sizeof *vms);
         size_t k = 0;
-        for (env_t *e = zhashx_first(self->envs); vms && e; e = zhashx_next(self->envs))
-            for (int i = 0; i < e->n_vms; i++)
-                if (e->vms[i]->host == host && !e->vms[i]->doomed)
-                    vms[k++] = e->vms[i];
+        for (vm_t *vm = host->vms; vms && vm && k < n_known; vm = vm->host_next)
+            if (!vm->doomed)
+                vms[k++] = vm;
         /* in chunks, to keep each command well under the size limit */
         for (size_t off = 0; vms && off < k; off += 500)
             wcmd_send(self, host, vms + off, NULL, (int)(k - off > 500 ? 500 : k - off));

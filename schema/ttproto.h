@@ -63,6 +63,22 @@
 const char *tt_status_name(int status);
 /* Name of a VM state in lower case ("running"). */
 const char *tt_vm_state_name(int state);
+/* The two "holds cpu" rules, written once, on purpose different:
+ * - reserves: the broker's accounting. A VM reserves cpu and mem on its host
+ *   unless it is STOPPED: PENDING (being started), DEAD and LOST included,
+ *   so a VM that comes back (a worker reconnects, a restart) never finds its
+ *   room given away. Disk is reserved while the VM exists.
+ * - uses: the worker's, about what runs right now. Only a RUNNING or PAUSED
+ *   VM has a process that uses cpu and mem on the host.
+ * A VM that uses cpu always reserves it, never the other way round. */
+static inline bool tt_vm_state_reserves_cpu(int state)
+{
+    return state != TTFLEET__VM_STATE__VM_STOPPED;
+}
+static inline bool tt_vm_state_uses_cpu(int state)
+{
+    return state == TTFLEET__VM_STATE__VM_RUNNING || state == TTFLEET__VM_STATE__VM_PAUSED;
+}
 /* Parse a VM state name; returns -1 if unknown. */
 int tt_vm_state_parse(const char *name);
 

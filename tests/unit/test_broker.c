@@ -655,6 +655,13 @@ int main(void)
             if (e->vms[i]->host == small && model_vm_holds_cpu(e->vms[i]))
                 sum += e->vms[i]->cpu;
     CHECK(small->cpu_used == sum);
+    /* each host's VM list holds exactly its VMs */
+    for (host_t *h = zhashx_first(g_b->hosts); h; h = zhashx_next(g_b->hosts)) {
+        uint32_t listed = 0;
+        for (vm_t *vm = h->vms; vm; vm = vm->host_next)
+            listed += vm->host == h;
+        CHECK(listed == h->vm_count);
+    }
 
     broker_destroy(&g_b);
     const char *files[] = {"broker.db", "broker.db-wal", "broker.db-shm"};
