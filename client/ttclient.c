@@ -20,6 +20,7 @@
  * error message; it does not end the wait, since it may be noise.
  */
 #include "ttclient.h"
+#include "ttframe.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -231,12 +232,8 @@ static int s_connect(ttclient_t *self)
 
 static int s_send(ttclient_t *self, const char *service, const void *body, size_t size)
 {
-    zmsg_t *msg = zmsg_new();
-    zmsg_addmem(msg, NULL, 0);
-    zmsg_addstr(msg, TT_MDP_CLIENT);
-    zmsg_addstr(msg, service);
-    zmsg_addmem(msg, body, size);
-    if (zmsg_send(&msg, self->sock) != 0) {
+    zmsg_t *msg = ttframe_mdp_request(service, body, size);
+    if (!msg || zmsg_send(&msg, self->sock) != 0) {
         zmsg_destroy(&msg);
         return -1;
     }

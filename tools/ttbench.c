@@ -54,6 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ttframe.h"
 #include "ttclient.h"
 #include "ttproto.h"
 #include "vm.h"
@@ -238,25 +239,19 @@ typedef struct {
 
 static void s_host_send(shost_t *h, int cmd, zframe_t **body_p)
 {
-    zmsg_t *msg = zmsg_new();
-    zmsg_addmem(msg, "", 0);
-    zmsg_addstr(msg, TT_WORKER_PROTO);
-    uint8_t c = (uint8_t)cmd;
-    zmsg_addmem(msg, &c, 1);
-    if (body_p && *body_p)
+    zmsg_t *msg = ttframe_worker_to(NULL, cmd, NULL, 0);
+    if (msg && body_p && *body_p)
         zmsg_append(msg, body_p);
-    if (zmsg_send(&msg, h->sock) != 0)
+    if (body_p)
+        zframe_destroy(body_p);
+    if (msg && zmsg_send(&msg, h->sock) != 0)
         zmsg_destroy(&msg);
     h->last_sent_ms = tt_mono_ms();
 }
 
 static zframe_t *s_pack(const ProtobufCMessage *m)
 {
-    size_t len = protobuf_c_message_get_packed_size(m);
-    zframe_t *f = zframe_new(NULL, len);
-    if (f)
-        protobuf_c_message_pack(m, zframe_data(f));
-    return f;
+    return ttframe_pack(m);
 }
 
 static void s_host_ready(hthread_t *t, shost_t *h)
@@ -414,11 +409,10 @@ static void s_host_recv(hthread_t *t, shost_t *h)
     zmsg_t *msg;
     while (h->sock && (msg = zmsg_recv_nowait(zsock_resolve(h->sock)))) {
         h->last_recv_ms = tt_mono_ms();
-        zframe_t *empty = zmsg_first(msg), *proto = zmsg_next(msg), *cmdf = zmsg_next(msg);
-        zframe_t *body = zmsg_next(msg);
-        if (empty && zframe_size(empty) == 0 && proto && zframe_streq(proto, TT_WORKER_PROTO) &&
-            cmdf && zframe_size(cmdf) == 1) {
-            int cmd = zframe_data(cmdf)[0];
+        ttframe_worker_t w;
+        if (ttframe_worker_parse(msg, false, TT_MAX_WORKER_BODY, &w) == 0) {
+            int cmd = w.cmd;
+            zframe_t *body = w.body;
             if (cmd == TT_W_COMMAND)
                 s_host_command(h, body);
             else if (cmd == TT_W_DISCONNECT) {
@@ -617,13 +611,10 @@ static int s_prod_send(run_t *run, prod_t *p, int op, int index)
     zframe_t *body = s_pack(&req.base);
     if (!body)
         return -1;
-    zmsg_t *msg = zmsg_new();
-    zmsg_addmem(msg, "", 0);
-    zmsg_addstr(msg, TT_MDP_CLIENT);
-    zmsg_addstr(msg, TT_SERVICE_ENV);
-    zmsg_append(msg, &body);
+    zmsg_t *msg = ttframe_mdp_request(TT_SERVICE_ENV, zframe_data(body), zframe_size(body));
+    zframe_destroy(&body);
     p->sent_us = s_now_us();
-    if (zmsg_send(&msg, p->sock) != 0) {
+    if (!msg || zmsg_send(&msg, p->sock) != 0) {
         zmsg_destroy(&msg);
         return -1;
     }
@@ -707,12 +698,8 @@ static void s_run(run_t *run)
      * broker's latency. One MMI request per producer, answered. */
     int warm = 0;
     for (int i = 0; i < m; i++) {
-        zmsg_t *msg = zmsg_new();
-        zmsg_addmem(msg, "", 0);
-        zmsg_addstr(msg, TT_MDP_CLIENT);
-        zmsg_addstr(msg, TT_SERVICE_MMI);
-        zmsg_addstr(msg, TT_SERVICE_ENV);
-        if (zmsg_send(&msg, prods[i].sock) != 0)
+        zmsg_t *msg = ttframe_mdp_request(TT_SERVICE_MMI, TT_SERVICE_ENV, strlen(TT_SERVICE_ENV));
+        if (msg && zmsg_send(&msg, prods[i].sock) != 0)
             zmsg_destroy(&msg);
         zset_touch(&set, i);
     }

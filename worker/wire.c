@@ -1,7 +1,12 @@
 /*
  * wire: TTW01 frames and VmSpec validation. See wire.h.
+ *
+ * The frame shapes themselves live in schema/ttframe.c (shared with the
+ * broker and ttbench); this file adds the worker's reading of them: which
+ * commands a worker accepts, with a reason a human can act on.
  */
 #include "wire.h"
+#include "ttframe.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -39,18 +44,18 @@ int wire_parse(zmsg_t *msg, int *cmd, zframe_t **body, char *err, size_t errlen)
         FAIL("COMMAND without a body");
     if ((c == TT_W_HEARTBEAT || c == TT_W_DISCONNECT) && b)
         FAIL("command 0x%02x carries a body", c);
-    *cmd = c;
-    *body = b;
+    ttframe_worker_t w; /* the shared shape check agrees with the reasons above */
+    if (ttframe_worker_parse(msg, false, TT_MAX_WORKER_BODY, &w))
+        FAIL("not a TTW01 frame");
+    *cmd = w.cmd;
+    *body = w.body;
     return 0;
 }
 
 zmsg_t *wire_msg(int cmd, zframe_t **body_p)
 {
-    zmsg_t *msg = zmsg_new();
-    byte c = (byte)cmd;
-    if (!msg || zmsg_addmem(msg, NULL, 0) || zmsg_addstr(msg, TT_WORKER_PROTO) ||
-        zmsg_addmem(msg, &c, 1)) {
-        zmsg_destroy(&msg);
+    zmsg_t *msg = ttframe_worker_to(NULL, cmd, NULL, 0);
+    if (!msg) {
         if (body_p)
             zframe_destroy(body_p);
         return NULL;
@@ -62,11 +67,7 @@ zmsg_t *wire_msg(int cmd, zframe_t **body_p)
 
 zframe_t *wire_pack(const ProtobufCMessage *m)
 {
-    size_t len = protobuf_c_message_get_packed_size(m);
-    zframe_t *f = zframe_new(NULL, len);
-    if (f && len)
-        protobuf_c_message_pack(m, zframe_data(f));
-    return f;
+    return ttframe_pack(m);
 }
 
 bool wire_ip_valid(const char *s)
