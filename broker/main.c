@@ -1,6 +1,15 @@
 /*
- * ttbroker: the pool's broker. Parses flags, builds a broker_t and runs
- * its loop until SIGINT/SIGTERM. Everything else lives in the modules.
+ * ttbroker: the pool's broker. Reads the config file (--config, CZMQ
+ * zconfig format) and the flags, builds a broker_t and runs its loop until
+ * SIGINT/SIGTERM. Everything else lives in the modules.
+ *
+ * A config file key is a flag's long name without the dashes, at the top
+ * level or in a `broker` section; flags on the command line override it:
+ *     broker
+ *         clients = "tcp://127.0.0.1:5555"
+ *         min-stop-interval = 20
+ *         spread = true
+ * Both go through s_apply, so a value is checked the same way either way.
  */
 #include "broker.h"
 
@@ -43,6 +52,9 @@ static void s_usage(FILE *out)
             "  --worker-keys DIR        worker public certs allowed to join as hosts\n"
             "  --insecure               allow plain TCP on a non-loopback endpoint\n"
             "  --verbose                log every error reply and dropped message\n"
+            "  --config FILE            read these options from FILE (zconfig: `key = value`\n"
+            "                           lines, top level or in a `broker` section; a key is a\n"
+            "                           flag without the dashes); flags override the file\n"
             "  --help                   this text\n");
 }
 
@@ -83,124 +95,200 @@ static int s_str(const char *flag, const char *v, char *dst, size_t len)
     return 0;
 }
 
+enum {
+    O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
+    O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
+    O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_CONFIG
+};
+static const struct option s_opts[] = {
+    {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
+    {"workers", 1, 0, O_WORKERS},       {"events", 1, 0, O_EVENTS},
+    {"admin-tenant", 1, 0, O_ADMIN},    {"default-engine", 1, 0, O_ENGINE},
+    {"min-stop-interval", 1, 0, O_MINSTOP}, {"heartbeat-ms", 1, 0, O_HB},
+    {"liveness", 1, 0, O_LIVE},         {"worker-timeout-ms", 1, 0, O_WTO},
+    {"request-ttl", 1, 0, O_TTL},       {"lease-grace", 1, 0, O_GRACE},
+    {"reap-per-tick", 1, 0, O_REAP},    {"cpu-overcommit", 1, 0, O_CPU},
+    {"mem-overcommit", 1, 0, O_MEM},    {"disk-overcommit", 1, 0, O_DISK},
+    {"spread", 0, 0, O_SPREAD},         {"verbose", 0, 0, O_VERBOSE},
+    {"help", 0, 0, O_HELP},             {"curve-secret", 1, 0, O_CURVE},
+    {"client-keys", 1, 0, O_CKEYS},     {"worker-keys", 1, 0, O_WKEYS},
+    {"insecure", 0, 0, O_INSECURE},     {"config", 1, 0, O_CONFIG},
+    {0, 0, 0, 0}};
+
+static int s_bool(const char *flag, const char *v, bool *out)
+{
+    if (!v || !*v || strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "yes") == 0)
+        *out = true;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcmp(v, "no") == 0)
+        *out = false;
+    else {
+        fprintf(stderr, "ttbroker: %s wants true or false, not '%s'\n", flag, v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Apply one option (from a flag or the config file) to cfg. 0 / -1 (said why). */
+static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *val)
+{
+    int bad = 0;
+    long long v;
+    switch (c) {
+    case O_STATE:
+        bad = s_str(flag, val, cfg->state_dir, sizeof cfg->state_dir - 16);
+        break;
+    case O_CLIENTS:
+        bad = s_str(flag, val, cfg->clients_ep, sizeof cfg->clients_ep);
+        break;
+    case O_WORKERS:
+        bad = s_str(flag, val, cfg->workers_ep, sizeof cfg->workers_ep);
+        break;
+    case O_EVENTS:
+        bad = s_str(flag, val, cfg->events_ep, sizeof cfg->events_ep);
+        break;
+    case O_ADMIN:
+        if (!tt_name_valid(val)) {
+            fprintf(stderr, "ttbroker: %s '%s' is not a valid name\n", flag, val);
+            bad = 1;
+        } else
+            snprintf(cfg->admin_tenant, sizeof cfg->admin_tenant, "%s", val);
+        break;
+    case O_ENGINE:
+        if (!tt_name_valid(val)) {
+            fprintf(stderr, "ttbroker: %s '%s' is not a valid name\n", flag, val);
+            bad = 1;
+        } else
+            snprintf(cfg->default_engine, sizeof cfg->default_engine, "%s", val);
+        break;
+    case O_MINSTOP:
+        bad = s_int(flag, val, 0, 86400, &v);
+        cfg->min_stop_interval = (int)v;
+        break;
+    case O_HB:
+        bad = s_int(flag, val, 10, 60000, &v);
+        cfg->heartbeat_ms = (int)v;
+        break;
+    case O_LIVE:
+        bad = s_int(flag, val, 2, 100, &v);
+        cfg->liveness = (int)v;
+        break;
+    case O_WTO:
+        bad = s_int(flag, val, 100, 3600000, &v);
+        cfg->worker_timeout_ms = (int)v;
+        break;
+    case O_TTL:
+        bad = s_int(flag, val, 1, 30LL * 86400, &v);
+        cfg->request_ttl = v;
+        break;
+    case O_GRACE:
+        bad = s_int(flag, val, 0, 86400, &v);
+        cfg->lease_grace = v;
+        break;
+    case O_REAP:
+        bad = s_int(flag, val, 1, 100000, &v);
+        cfg->reap_per_tick = (int)v;
+        break;
+    case O_CPU:
+        bad = s_ratio(flag, val, &cfg->cpu_ratio);
+        break;
+    case O_MEM:
+        bad = s_ratio(flag, val, &cfg->mem_ratio);
+        break;
+    case O_DISK:
+        bad = s_ratio(flag, val, &cfg->disk_ratio);
+        break;
+    case O_SPREAD:
+        bad = s_bool(flag, val, &cfg->spread);
+        break;
+    case O_VERBOSE:
+        bad = s_bool(flag, val, &cfg->verbose);
+        break;
+    case O_CURVE:
+        bad = s_str(flag, val, cfg->curve_secret, sizeof cfg->curve_secret);
+        break;
+    case O_CKEYS:
+        bad = s_str(flag, val, cfg->client_keys, sizeof cfg->client_keys);
+        break;
+    case O_WKEYS:
+        bad = s_str(flag, val, cfg->worker_keys, sizeof cfg->worker_keys);
+        break;
+    case O_INSECURE:
+        bad = s_bool(flag, val, &cfg->insecure);
+        break;
+    default:
+        return -1;
+    }
+    return bad ? -1 : 0;
+}
+
+/* Read FILE (zconfig) into cfg: keys at the top level or under `broker`. */
+static int s_config_file(broker_config_t *cfg, const char *path)
+{
+    zconfig_t *root = zconfig_load(path);
+    if (!root) {
+        fprintf(stderr, "ttbroker: cannot read config file %s (zconfig format)\n", path);
+        return -1;
+    }
+    int rc = 0;
+    zconfig_t *sections[2] = {root, zconfig_locate(root, "broker")};
+    for (int s = 0; s < 2 && rc == 0; s++)
+        for (zconfig_t *k = sections[s] ? zconfig_child(sections[s]) : NULL; k && rc == 0;
+             k = zconfig_next(k)) {
+            const char *name = zconfig_name(k);
+            if (s == 0 && strcmp(name, "broker") == 0)
+                continue;
+            const struct option *o = s_opts;
+            while (o->name && strcmp(o->name, name) != 0)
+                o++;
+            char flag[600];
+            snprintf(flag, sizeof flag, "%s: %s", path, name);
+            if (!o->name || o->val == O_CONFIG || o->val == O_HELP) {
+                fprintf(stderr, "ttbroker: %s is not a ttbroker option\n", flag);
+                rc = -1;
+                break;
+            }
+            const char *val = zconfig_value(k);
+            if (s_apply(cfg, o->val, flag, val ? val : ""))
+                rc = -1;
+        }
+    zconfig_destroy(&root);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     broker_config_t cfg;
     broker_config_defaults(&cfg);
-    enum {
-        O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
-        O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
-        O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE
-    };
-    static const struct option opts[] = {
-        {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
-        {"workers", 1, 0, O_WORKERS},       {"events", 1, 0, O_EVENTS},
-        {"admin-tenant", 1, 0, O_ADMIN},    {"default-engine", 1, 0, O_ENGINE},
-        {"min-stop-interval", 1, 0, O_MINSTOP}, {"heartbeat-ms", 1, 0, O_HB},
-        {"liveness", 1, 0, O_LIVE},         {"worker-timeout-ms", 1, 0, O_WTO},
-        {"request-ttl", 1, 0, O_TTL},       {"lease-grace", 1, 0, O_GRACE},
-        {"reap-per-tick", 1, 0, O_REAP},    {"cpu-overcommit", 1, 0, O_CPU},
-        {"mem-overcommit", 1, 0, O_MEM},    {"disk-overcommit", 1, 0, O_DISK},
-        {"spread", 0, 0, O_SPREAD},         {"verbose", 0, 0, O_VERBOSE},
-        {"help", 0, 0, O_HELP},             {"curve-secret", 1, 0, O_CURVE},
-        {"client-keys", 1, 0, O_CKEYS},     {"worker-keys", 1, 0, O_WKEYS},
-        {"insecure", 0, 0, O_INSECURE},     {0, 0, 0, 0}};
+    /* the file first, so the flags override it */
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+        if (path && s_config_file(&cfg, path))
+            return 2;
+    }
     int c;
-    long long v;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case O_STATE:
-            bad = s_str("--state", optarg, cfg.state_dir, sizeof cfg.state_dir - 16);
-            break;
-        case O_CLIENTS:
-            bad = s_str("--clients", optarg, cfg.clients_ep, sizeof cfg.clients_ep);
-            break;
-        case O_WORKERS:
-            bad = s_str("--workers", optarg, cfg.workers_ep, sizeof cfg.workers_ep);
-            break;
-        case O_EVENTS:
-            bad = s_str("--events", optarg, cfg.events_ep, sizeof cfg.events_ep);
-            break;
-        case O_ADMIN:
-            if (!tt_name_valid(optarg)) {
-                fprintf(stderr, "ttbroker: --admin-tenant '%s' is not a valid name\n", optarg);
-                bad = 1;
-            } else
-                snprintf(cfg.admin_tenant, sizeof cfg.admin_tenant, "%s", optarg);
-            break;
-        case O_ENGINE:
-            if (!tt_name_valid(optarg)) {
-                fprintf(stderr, "ttbroker: --default-engine '%s' is not a valid name\n", optarg);
-                bad = 1;
-            } else
-                snprintf(cfg.default_engine, sizeof cfg.default_engine, "%s", optarg);
-            break;
-        case O_MINSTOP:
-            bad = s_int("--min-stop-interval", optarg, 0, 86400, &v);
-            cfg.min_stop_interval = (int)v;
-            break;
-        case O_HB:
-            bad = s_int("--heartbeat-ms", optarg, 10, 60000, &v);
-            cfg.heartbeat_ms = (int)v;
-            break;
-        case O_LIVE:
-            bad = s_int("--liveness", optarg, 2, 100, &v);
-            cfg.liveness = (int)v;
-            break;
-        case O_WTO:
-            bad = s_int("--worker-timeout-ms", optarg, 100, 3600000, &v);
-            cfg.worker_timeout_ms = (int)v;
-            break;
-        case O_TTL:
-            bad = s_int("--request-ttl", optarg, 1, 30LL * 86400, &v);
-            cfg.request_ttl = v;
-            break;
-        case O_GRACE:
-            bad = s_int("--lease-grace", optarg, 0, 86400, &v);
-            cfg.lease_grace = v;
-            break;
-        case O_REAP:
-            bad = s_int("--reap-per-tick", optarg, 1, 100000, &v);
-            cfg.reap_per_tick = (int)v;
-            break;
-        case O_CPU:
-            bad = s_ratio("--cpu-overcommit", optarg, &cfg.cpu_ratio);
-            break;
-        case O_MEM:
-            bad = s_ratio("--mem-overcommit", optarg, &cfg.mem_ratio);
-            break;
-        case O_DISK:
-            bad = s_ratio("--disk-overcommit", optarg, &cfg.disk_ratio);
-            break;
-        case O_SPREAD:
-            cfg.spread = true;
-            break;
-        case O_VERBOSE:
-            cfg.verbose = true;
-            break;
-        case O_CURVE:
-            bad = s_str("--curve-secret", optarg, cfg.curve_secret, sizeof cfg.curve_secret);
-            break;
-        case O_CKEYS:
-            bad = s_str("--client-keys", optarg, cfg.client_keys, sizeof cfg.client_keys);
-            break;
-        case O_WKEYS:
-            bad = s_str("--worker-keys", optarg, cfg.worker_keys, sizeof cfg.worker_keys);
-            break;
-        case O_INSECURE:
-            cfg.insecure = true;
-            break;
-        case O_HELP:
+    while ((c = getopt_long(argc, argv, "", s_opts, NULL)) != -1) {
+        if (c == O_CONFIG)
+            continue;
+        if (c == O_HELP) {
             s_usage(stdout);
             return 0;
-        default:
+        }
+        const struct option *o = s_opts;
+        while (o->name && o->val != c)
+            o++;
+        if (!o->name) {
             fprintf(stderr, "ttbroker: unknown or incomplete option '%s'\n", argv[optind - 1]);
             s_usage(stderr);
             return 2;
         }
-        if (bad)
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", o->name);
+        if (s_apply(&cfg, c, flag, optarg))
             return 2;
     }
     if (optind < argc) {
