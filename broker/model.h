@@ -200,9 +200,8 @@ struct broker_t {
     uint64_t batch_no;     /* the batch being staged; earlier ones are durable */
     zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
     bool cur_answered;     /* outq: the request being handled got a durable answer */
-    bool req_active;       /* inside broker_request_begin .. _end */
+    bool req_active;       /* persist: inside persist_savepoint_begin .. _end */
     bool req_savepoint;    /* the request's savepoint is open */
-    size_t req_outq_mark;  /* outq length when the request began */
     zactor_t *auth;     /* ZAP handler when CURVE is on */
     zhashx_t *offers;   /* sched.c: (engine, image) -> hosts offering it */
     uint64_t hosts_gen; /* bumped when the host registry changes */
