@@ -85,10 +85,11 @@ void outq_client(broker_t *self, zmsg_t *envelope, const char *service, const vo
                  size_t len, bool durable)
 {
     zmsg_t *msg = ttframe_mdp_reply(envelope, service, body, len);
-    if (msg)
-        s_push(self, self->clients, &msg, durable);
-    if (msg == NULL && durable)
-        self->cur_answered = true;
+    if (!msg)
+        return;
+    s_push(self, self->clients, &msg, durable);
+    if (durable)
+        self->cur_answered = true; /* a failed batch leaves this client alone */
 }
 
 size_t outq_mark(broker_t *self)

@@ -387,6 +387,10 @@ static void s_test_one_request_fails_alone(void)
     r = s_reply_for("", service, sizeof service); /* INTERNAL errors carry no id */
     CHECK(r && r->status == TTFLEET__STATUS__INTERNAL && strcmp(service, TT_SERVICE_ADMIN) == 0);
     s_status(r);
+    r = s_reply_for("", service, sizeof service); /* and nobody else got one */
+    CHECK(r == NULL);
+    if (r)
+        ttfleet__reply__free_unpacked(r, NULL);
     s_drain();
     /* the reload brought the hosts back as down: say READY again */
     s_ready("w-small", "small", 4, 8192, 100000);
