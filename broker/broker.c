@@ -264,9 +264,10 @@ static void s_model_clear(broker_t *self)
 }
 
 /* After a load: finish what a crash interrupted. Envs caught mid-create are
- * rolled back and envs caught mid-delete finished (their VMs become unknown
- * to us, so each host's READY destroys them); requests without a reply get
- * one that says the attempt was interrupted. */
+ * rolled back (their VMs become unknown to us, so each host's READY
+ * destroys them; a delete needs nothing: its rows go in the batch that
+ * answers it); requests without a reply get one that says the attempt was
+ * interrupted. */
 static void s_recover(broker_t *self)
 {
     zlistx_t *envs = zhashx_values(self->envs);

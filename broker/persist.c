@@ -8,9 +8,10 @@
  *
  * persist_load() rebuilds the model at start: hosts (all down until they
  * say READY), envs, VMs with their allocations and ports, and the
- * idempotency records. Envs caught mid-create are rolled back and envs
- * caught mid-delete are finished: their VMs are no longer known, so the
- * READY reconciliation of each host destroys whatever the worker made.
+ * idempotency records. Envs caught mid-create are rolled back (broker.c
+ * s_recover): their VMs are no longer known, so the READY reconciliation
+ * of each host destroys whatever the worker made. A delete removes its
+ * rows in the batch that answers it, so there is no "deleting" to finish.
  */
 #include "persist.h"
 
