@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* nftw() in fuzz_frames.h */
 #include "broker.h"
+#include "persist.h"
 #include "fuzz_frames.h"
 
 #include <stdio.h>
