@@ -240,45 +240,14 @@ static int s_send(ttclient_t *self, const char *service, const void *body, size_
     return 0;
 }
 
-static bool s_frame_is(zframe_t *frame, const char *s)
-{
-    size_t n = strlen(s);
-    return zframe_size(frame) == n && memcmp(zframe_data(frame), s, n) == 0;
-}
-
 /* Checks the envelope of one reply and takes its body out: NULL (with the
  * reason in self->dropped) when it is not a well-formed reply for service. */
 static zframe_t *s_reply_body(ttclient_t *self, zmsg_t *msg, const char *service)
 {
-    if (zmsg_size(msg) != 4) {
-        snprintf(self->dropped, sizeof self->dropped, "a reply of %zu frames instead of 4",
-                 zmsg_size(msg));
+    zframe_t *body;
+    if (ttframe_mdp_reply_parse(msg, service, TT_MAX_BODY, &body, self->dropped,
+                                sizeof self->dropped))
         return NULL;
-    }
-    zframe_t *empty = zmsg_first(msg);
-    zframe_t *header = zmsg_next(msg);
-    zframe_t *svc = zmsg_next(msg);
-    if (zframe_size(empty) != 0) {
-        snprintf(self->dropped, sizeof self->dropped, "a reply without the empty delimiter");
-        return NULL;
-    }
-    if (!s_frame_is(header, TT_MDP_CLIENT)) {
-        snprintf(self->dropped, sizeof self->dropped,
-                 "a reply with a protocol header other "
-                 "than " TT_MDP_CLIENT);
-        return NULL;
-    }
-    if (!s_frame_is(svc, service)) {
-        snprintf(self->dropped, sizeof self->dropped, "a reply from a service other than %s",
-                 service);
-        return NULL;
-    }
-    zframe_t *body = zmsg_next(msg);
-    if (zframe_size(body) > TT_MAX_BODY) {
-        snprintf(self->dropped, sizeof self->dropped, "a reply body of %zu bytes (limit %d)",
-                 zframe_size(body), TT_MAX_BODY);
-        return NULL;
-    }
     zmsg_remove(msg, body);
     return body;
 }

@@ -50,17 +50,33 @@ zmsg_t *ttframe_mdp_reply(zmsg_t *envelope, const char *service, const void *bod
     return msg;
 }
 
-int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, zframe_t **body)
+int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, size_t max_body,
+                            zframe_t **body, char *why, size_t whylen)
 {
-    zframe_t *f = zmsg_first(msg);
-    if (f && zframe_size(f) == 0)
-        f = zmsg_next(msg);
-    if (!f || !zframe_streq(f, TT_MDP_CLIENT))
+    if (zmsg_size(msg) != 4) {
+        snprintf(why, whylen, "a reply of %zu frames instead of 4", zmsg_size(msg));
         return -1;
+    }
+    zframe_t *empty = zmsg_first(msg);
+    zframe_t *header = zmsg_next(msg);
     zframe_t *service = zmsg_next(msg);
     zframe_t *b = zmsg_next(msg);
-    if (!service || !b || zmsg_next(msg) || (want_service && !zframe_streq(service, want_service)))
+    if (zframe_size(empty) != 0) {
+        snprintf(why, whylen, "a reply without the empty delimiter");
         return -1;
+    }
+    if (!zframe_streq(header, TT_MDP_CLIENT)) {
+        snprintf(why, whylen, "a reply with a protocol header other than " TT_MDP_CLIENT);
+        return -1;
+    }
+    if (!zframe_streq(service, want_service)) {
+        snprintf(why, whylen, "a reply from a service other than %s", want_service);
+        return -1;
+    }
+    if (zframe_size(b) > max_body) {
+        snprintf(why, whylen, "a reply body of %zu bytes (limit %zu)", zframe_size(b), max_body);
+        return -1;
+    }
     *body = b;
     return 0;
 }

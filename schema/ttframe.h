@@ -32,9 +32,11 @@ zmsg_t *ttframe_mdp_request(const char *service, const void *body, size_t len);
 /* A reply to a client: a copy of envelope (routing frames), then
  * [""][MDPC01][service][body]. NULL if envelope is NULL. */
 zmsg_t *ttframe_mdp_reply(zmsg_t *envelope, const char *service, const void *body, size_t len);
-/* Check a reply as a client receives it ([""]?[MDPC01][service][body]):
- * 0 with the body frame (borrowed) and service, -1 if the shape is wrong. */
-int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, zframe_t **body);
+/* Check a reply as a DEALER client receives it, [""][MDPC01][service][body]
+ * from want_service with a body of at most max_body bytes: 0 with the body
+ * frame (borrowed), or -1 with the reason in why. */
+int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, size_t max_body,
+                            zframe_t **body, char *why, size_t whylen);
 
 /* A TTW01 frame; routing NULL for the worker's (DEALER) side. */
 zmsg_t *ttframe_worker_to(zframe_t *routing, int cmd, const void *body, size_t len);
