@@ -330,58 +330,29 @@ int env_update(handler_ctx_t *c)
             return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
         }
         int planned = 0;
-        bool ok = true;
-        for (int i = 0; i < env->n_vms && ok; i++, planned++) {
-            vm_t *vm = env->vms[i];
-            portmap_t *nx = next + (size_t)i * TT_MAX_PORTS_PER_VM;
-            bool *fr = fresh + (size_t)i * TT_MAX_PORTS_PER_VM;
-            for (int g = 0; g < n_gports; g++) {
-                nx[g].guest = gports[g];
-                nx[g].public_port = 0;
-                for (int o = 0; o < vm->n_ports; o++)
-                    if (vm->ports[o].guest == gports[g])
-                        nx[g].public_port = vm->ports[o].public_port;
+        for (; planned < env->n_vms; planned++) {
+            vm_t *vm = env->vms[planned];
+            size_t at = (size_t)planned * TT_MAX_PORTS_PER_VM;
+            if (alloc_vm_ports_plan(vm, gports, n_gports, next + at, fresh + at)) {
+                snprintf(msg, sizeof msg,
+                         "no free public port left on host %s (%d..%d) for env '%s'; nothing "
+                         "was changed",
+                         vm->host->id, TT_PORT_MIN, TT_PORT_MAX, env->name);
+                break;
             }
-            /* free the dropped ones, then take new ones */
-            for (int o = 0; o < vm->n_ports; o++) {
-                bool kept = false;
-                for (int g = 0; g < n_gports; g++)
-                    kept |= nx[g].public_port == vm->ports[o].public_port;
-                if (!kept)
-                    alloc_port_mark(vm->host, vm->ports[o].public_port, false);
-            }
-            for (int g = 0; g < n_gports && ok; g++)
-                if (!nx[g].public_port) {
-                    if (alloc_port(vm->host, &nx[g].public_port)) {
-                        snprintf(msg, sizeof msg,
-                                 "no free public port left on host %s (%d..%d) for env '%s'; "
-                                 "nothing was changed",
-                                 vm->host->id, TT_PORT_MIN, TT_PORT_MAX, env->name);
-                        ok = false;
-                    } else
-                        fr[g] = true;
-                }
         }
-        if (!ok) {
-            /* give back what the plan took, then take back what it freed */
-            for (int i = 0; i < planned; i++)
-                for (int g = 0; g < n_gports; g++)
-                    if (fresh[(size_t)i * TT_MAX_PORTS_PER_VM + g])
-                        alloc_port_mark(env->vms[i]->host,
-                                        next[(size_t)i * TT_MAX_PORTS_PER_VM + g].public_port,
-                                        false);
-            for (int i = 0; i < planned; i++)
-                for (int o = 0; o < env->vms[i]->n_ports; o++)
-                    alloc_port_mark(env->vms[i]->host, env->vms[i]->ports[o].public_port, true);
+        if (planned < env->n_vms) {
+            /* give back what the plans took, latest first */
+            for (int i = planned - 1; i >= 0; i--)
+                alloc_vm_ports_unplan(env->vms[i], next + (size_t)i * TT_MAX_PORTS_PER_VM,
+                                      fresh + (size_t)i * TT_MAX_PORTS_PER_VM, n_gports);
             free(next);
             free(fresh);
             return handler_fail(c, TTFLEET__STATUS__NO_CAPACITY, msg);
         }
         for (int i = 0; i < env->n_vms; i++) {
             vm_t *vm = env->vms[i];
-            memcpy(vm->ports, next + (size_t)i * TT_MAX_PORTS_PER_VM,
-                   sizeof(portmap_t) * TT_MAX_PORTS_PER_VM);
-            vm->n_ports = n_gports;
+            alloc_vm_ports_apply(vm, next + (size_t)i * TT_MAX_PORTS_PER_VM, n_gports);
             persist_vm_ports(self, vm);
         }
         free(next);

@@ -374,6 +374,52 @@ int alloc_vm_ports(vm_t *vm, const uint32_t *gports, int n)
     return 0;
 }
 
+int alloc_vm_ports_plan(vm_t *vm, const uint32_t *gports, int n, portmap_t *next, bool *fresh)
+{
+    for (int g = 0; g < n; g++) {
+        next[g].guest = gports[g];
+        next[g].public_port = 0;
+        fresh[g] = false;
+        for (int o = 0; o < vm->n_ports; o++)
+            if (vm->ports[o].guest == gports[g])
+                next[g].public_port = vm->ports[o].public_port;
+    }
+    /* free the dropped ones first, so a full host can still swap ports */
+    for (int o = 0; o < vm->n_ports; o++) {
+        bool kept = false;
+        for (int g = 0; g < n; g++)
+            kept |= next[g].public_port == vm->ports[o].public_port;
+        if (!kept)
+            alloc_port_mark(vm->host, vm->ports[o].public_port, false);
+    }
+    for (int g = 0; g < n; g++)
+        if (!next[g].public_port) {
+            if (alloc_port(vm->host, &next[g].public_port)) {
+                next[g].public_port = 0;
+                alloc_vm_ports_unplan(vm, next, fresh, n);
+                return -1;
+            }
+            fresh[g] = true;
+        }
+    return 0;
+}
+
+void alloc_vm_ports_unplan(vm_t *vm, const portmap_t *next, const bool *fresh, int n)
+{
+    for (int g = 0; g < n; g++)
+        if (fresh[g])
+            alloc_port_mark(vm->host, next[g].public_port, false);
+    for (int o = 0; o < vm->n_ports; o++)
+        alloc_port_mark(vm->host, vm->ports[o].public_port, true);
+}
+
+void alloc_vm_ports_apply(vm_t *vm, const portmap_t *next, int n)
+{
+    for (int g = 0; g < n; g++)
+        vm->ports[g] = next[g];
+    vm->n_ports = n;
+}
+
 void alloc_vm_ports_release(vm_t *vm)
 {
     for (int i = 0; i < vm->n_ports; i++)

@@ -244,5 +244,16 @@ int alloc_mac_parse(const char *s, uint64_t *mac);
 /* Give vm public ports for every guest port of its env. -1 when the host ran out. */
 int alloc_vm_ports(vm_t *vm, const uint32_t *gports, int n);
 void alloc_vm_ports_release(vm_t *vm);
+/* The port-set diff, written once: plan vm's public ports for a new set
+ * of guest ports. A guest port that stays keeps its public port, a dropped
+ * one is freed, a new one is allocated; next[] gets the map and fresh[g]
+ * says which were allocated. Nothing in vm changes. -1 when the host ran
+ * out (then this call gave back what it took and freed). */
+int alloc_vm_ports_plan(vm_t *vm, const uint32_t *gports, int n, portmap_t *next, bool *fresh);
+/* Undo a plan: give back its fresh ports and take vm's old ones again.
+ * Undo several plans in the reverse order of planning. */
+void alloc_vm_ports_unplan(vm_t *vm, const portmap_t *next, const bool *fresh, int n);
+/* Make a plan vm's ports. */
+void alloc_vm_ports_apply(vm_t *vm, const portmap_t *next, int n);
 
 #endif

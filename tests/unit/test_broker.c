@@ -288,6 +288,59 @@ static Ttfleet__Reply *s_reply_for(const char *rid, char *service, size_t slen)
     return rep;
 }
 
+static int s_free_ports(const host_t *h)
+{
+    int n = 0;
+    for (int i = 0; i < BROKER_NPORTS; i++)
+        n += !((h->port_used[i >> 3] >> (i & 7)) & 1);
+    return n;
+}
+
+/* An update over two hosts whose second host is out of ports gives back
+ * what it planned on the first: ports and maps as before on both. */
+static void s_test_update_undo_two_hosts(void)
+{
+    /* best-fit fills what "small" has left with the first VM; the second
+     * must go to "big" */
+    host_t *small = model_host_get(g_b, "small");
+    uint32_t left = small ? small->cpu_total - small->cpu_used : 0;
+    CHECK(left >= 1);
+    if (left < 1)
+        return;
+    CHECK(s_status(s_create("greedy", "g2", "img", 2, left, 256, false, NULL)) == 0);
+    env_t *g = model_env_get(g_b, "greedy", "g2");
+    CHECK(g && g->n_vms == 2 && g->vms[0]->host != g->vms[1]->host);
+    if (!g || g->n_vms != 2 || g->vms[0]->host == g->vms[1]->host)
+        return;
+    host_t *h0 = g->vms[0]->host, *h1 = g->vms[1]->host;
+    portmap_t before0[TT_MAX_PORTS_PER_VM];
+    memcpy(before0, g->vms[0]->ports, sizeof before0);
+    uint32_t *taken = calloc(BROKER_NPORTS + 1, sizeof *taken);
+    int n_taken = 0;
+    while (alloc_port(h1, &taken[n_taken]) == 0)
+        n_taken++;
+    int free0 = s_free_ports(h0);
+    Ttfleet__Request up = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvUpdate u = TTFLEET__ENV_UPDATE__INIT;
+    uint32_t ports[] = {8080, 8081}; /* drops 80, adds two */
+    u.name = "g2";
+    u.set_ports = true;
+    u.n_ports = 2;
+    u.ports = ports;
+    up.op_case = TTFLEET__REQUEST__OP_ENV_UPDATE;
+    up.env_update = &u;
+    Ttfleet__Reply *r = s_call("greedy", &up, NULL);
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY);
+    s_status(r);
+    CHECK(s_free_ports(h0) == free0);
+    CHECK(g->vms[0]->n_ports == 2 &&
+          memcmp(g->vms[0]->ports, before0, sizeof(portmap_t) * 2) == 0);
+    for (int i = 0; i < n_taken; i++)
+        alloc_port_mark(h1, taken[i], false);
+    free(taken);
+    CHECK(s_status(s_simple("greedy", TTFLEET__REQUEST__OP_ENV_DELETE, "g2")) == 0);
+}
+
 /* One batch in which a greedy tenant's `env update` runs out of public
  * ports and another tenant creates an env: the create succeeds, only the
  * update fails, nothing of it stays, and the batch is not rolled back. */
@@ -622,6 +675,7 @@ int main(void)
     }
 
     /* host pointers held above are not valid after this (it reloads) */
+    s_test_update_undo_two_hosts();
     s_test_one_request_fails_alone();
 
     /* reload from disk: the same envs, VMs, ports */
