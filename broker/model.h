@@ -198,7 +198,7 @@ struct broker_t {
     bool req_active;         /* persist: inside persist_savepoint_begin .. _end */
     bool req_savepoint;      /* the request's savepoint is open */
     zactor_t *auth;          /* ZAP handler when CURVE is on */
-    zhashx_t *offers;        /* sched.c: (engine, image) -> hosts offering it */
+    zhashx_t *offers;        /* scheduler.c: (engine, image) -> hosts offering it */
     uint64_t hosts_gen;      /* bumped when the host registry changes */
     bool curve;
 };
