@@ -395,8 +395,10 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     ProtobufCMessage *op = arena ? pbjson_decode(desc, obj, arena, bad, sizeof bad) : NULL;
     json_decref(obj);
     if (!op) {
+        if (!arena)
+            snprintf(bad, sizeof bad, "out of memory");
         pbjson_arena_destroy(&arena);
-        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", arena ? bad : "out of memory");
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
     }
 
     /* who the broker sees */
