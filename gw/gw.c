@@ -951,9 +951,15 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         else
             return MHD_YES;
     }
-    if (*upload_data_size > 0 && !st->too_large) {
-        if (st->len + *upload_data_size > gw->cfg.max_body) {
+    if (*upload_data_size > 0) {
+        /* a body that grows past the limit is read and dropped to its end,
+         * then refused: answering mid-upload would make the kernel reset
+         * the connection over the unread bytes, losing the answer */
+        if (st->too_large || st->len + *upload_data_size > gw->cfg.max_body) {
             st->too_large = true;
+            free(st->body);
+            st->body = NULL;
+            st->len = 0;
         } else {
             char *grown = realloc(st->body, st->len + *upload_data_size + 1);
             if (!grown)
@@ -964,8 +970,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
             st->body[st->len] = 0;
         }
         *upload_data_size = 0;
-        if (!st->too_large)
-            return MHD_YES;
+        return MHD_YES;
     }
     *upload_data_size = 0;
     s_request_t r = {.conn = conn, .state = st};
