@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian 12 packages ttfleet needs to build and test.
-# The last line is the qemu engine and nft backend: libnftables, QEMU,
+# The fourth line is the qemu engine and nft backend: libnftables, QEMU,
 # and what tools/mkguest.sh builds the test guest from (the distribution
 # kernel and busybox-static). The one after is ttgw and what its tests use:
 # libmicrohttpd, pytest, the OpenAPI checker (yaml, jsonschema), the

@@ -21,7 +21,8 @@ def ttgw_binary():
 
 
 class Gateway:
-    def __init__(self, pool, tokens, args=()):
+    def __init__(self, pool, tokens, args=(), scheme="http"):
+        self.scheme = scheme
         self.pool = pool
         self.tokens_path = os.path.join(pool.dir, "tokens")
         self.write_tokens(tokens)
@@ -32,12 +33,12 @@ class Gateway:
         self.daemon = harness.Daemon("ttgw", argv, os.path.join(pool.dir, "ttgw.log"))
         self.daemon.start()
         self.port = harness.wait_for("ttgw to listen", self._port, timeout=20)
-        self.base = "http://127.0.0.1:%d" % self.port
+        self.base = "%s://127.0.0.1:%d" % (scheme, self.port)
 
     def _port(self):
         if not self.daemon.running():
             raise AssertionError("ttgw exited:\n" + self.daemon.log())
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.daemon.log())
+        m = re.search(r"listening on %s://127\.0\.0\.1:(\d+)" % self.scheme, self.daemon.log())
         return int(m.group(1)) if m else None
 
     def write_tokens(self, tokens):

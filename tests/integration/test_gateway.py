@@ -10,7 +10,11 @@ serve the whole class; each test uses its own env names.
 import http.client
 import json
 import os
+import shutil
 import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -360,6 +364,49 @@ class Gateway(unittest.TestCase):
                              get("ttgw_request_duration_seconds_count", route="env_create"))
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
+
+
+class ListenPolicy(unittest.TestCase):
+    """Plain HTTP only on loopback; TLS (gnutls through libmicrohttpd) works."""
+
+    def test_non_loopback_needs_tls(self):
+        tmp = tempfile.mkdtemp(prefix="ttfleet-gw-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        tokens = os.path.join(tmp, "tokens")
+        with open(tokens, "w") as f:
+            f.write("%s alice user\n" % USER)
+        p = subprocess.run([gwlib.ttgw_binary(), "--tokens", tokens, "--listen", "0.0.0.0:0"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("refusing plain HTTP", p.stderr)
+        p = subprocess.run([gwlib.ttgw_binary(), "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--tokens", p.stderr)
+        p = subprocess.run([gwlib.ttgw_binary(), "--tokens", tokens, "--tls-cert", tokens],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("both --tls-cert and --tls-key", p.stderr)
+
+    def test_tls(self):
+        harness.watchdog(100)
+        pool = harness.Pool().start()
+        self.addCleanup(pool.close)
+        cert, key = os.path.join(pool.dir, "cert.pem"), os.path.join(pool.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=60)
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user")],
+                           args=["--tls-cert", cert, "--tls-key", key], scheme="https")
+        self.addCleanup(gw.stop)
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=20, context=ctx)
+        conn.request("GET", "/v1/status", headers={"Authorization": "Bearer " + USER})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        self.assertIn("hosts_total", json.loads(resp.read()))
+        conn.close()
 
 
 class BrokerDown(unittest.TestCase):
