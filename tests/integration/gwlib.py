@@ -72,7 +72,12 @@ class Gateway:
             conn.close()
 
     def stop(self):
-        return self.daemon.stop()
+        """Stops ttgw with SIGTERM; fails unless it exits 0 (a sanitizer
+        build exits non-zero on a leak or a memory error)."""
+        rc = self.daemon.stop()
+        if rc not in (0, None):
+            raise AssertionError("ttgw exited with %s:\n%s" % (rc, self.daemon.log()[-8000:]))
+        return rc
 
     def log(self):
         return self.daemon.log()
