@@ -5,7 +5,8 @@ The test makes a pool, a gateway and an env, opens /?token=T, and checks:
 no console errors or exceptions; the host and the env appear; an env made
 afterwards appears without a reload (through the event stream, since the
 page does not poll); the delete action removes an env; a screenshot goes to
-docs/dashboard.png (TTFLEET_SCREENSHOT overrides the path).
+docs/dashboard.png when run by hand (under ctest: TTFLEET_SCREENSHOT, in the
+build directory, so test runs leave the source tree alone).
 Chromium runs in its own session with a fresh profile dir and is killed by
 its process group (which we created) on every exit path.
 """
