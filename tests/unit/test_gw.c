@@ -115,6 +115,8 @@ static void test_hostile(void)
         {"{\"cpu\":-1}", "cpu"},
         {"{\"cpu\":4294967296}", "out of range"},
         {"{\"cpu\":1.5}", "integer"},
+        {"{\"lifetime\":3.3e92}", "out of range"},  /* a fuzzer finding: UB cast */
+        {"{\"lifetime\":-1e300}", "out of range"},
         {"{\"cpu\":\"12x\"}", "cpu"},
         {"{\"cpu\":\"-3\"}", "cpu"},
         {"{\"cpu\":true}", "cpu"},
