@@ -898,7 +898,9 @@ static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, con
             continue;
         if (rt->fn == s_static && r->n_segments == 1 && !s_static_known(r->segments[0]))
             continue;
-        bool get_like = strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0;
+        /* HEAD only where a GET is cheap and ends: static files, metrics */
+        bool get_like = strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0 &&
+                        (rt->flags & S_PUBLIC);
         if (strcmp(rt->method, method) != 0 && !get_like) {
             if (!strstr(allow, rt->method))
                 snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",

@@ -409,6 +409,49 @@ class ListenPolicy(unittest.TestCase):
         conn.close()
 
 
+class Limits(unittest.TestCase):
+    """A greedy client: event streams and connections are bounded, the
+    gateway answers the others and recovers when the greedy one leaves."""
+
+    def test_streams_and_connections(self):
+        harness.watchdog(100)
+        pool = harness.Pool().start()
+        self.addCleanup(pool.close)
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user")],
+                           args=["--max-streams", "2", "--max-conns", "8"])
+        self.addCleanup(gw.stop)
+        streams = [SseReader(gw, USER) for _ in range(2)]
+        try:
+            self.assertEqual([s.status for s in streams], [200, 200])
+            status, _, data = gw.request("GET", "/v1/events", token=USER)
+            self.assertEqual(status, 503)
+            self.assertEqual(data["error"]["status"], "TOO_MANY_STREAMS")
+            openapi_check.check("GET", "/v1/events", status, data)
+            self.assertEqual(gw.request("GET", "/v1/status", token=USER)[0], 200)
+        finally:
+            for s in streams:
+                s.close()
+        # a closed stream frees its slot (noticed at the next keepalive, 1 s here)
+        def third():
+            s = SseReader(gw, USER)
+            s.close()
+            return s.status == 200
+        harness.wait_for("a stream slot again", third, timeout=15, interval=0.5)
+        # idle connections up to the limit (4 per address: half of --max-conns)
+        idle = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(8)]
+        try:
+            try:
+                status = gw.request("GET", "/v1/status", token=USER, timeout=5)[0]
+            except (OSError, http.client.HTTPException):
+                status = None  # refused or closed at once: the limit holds
+            self.assertNotEqual(status, 200)
+        finally:
+            for c in idle:
+                c.close()
+        harness.wait_for("service after the idle connections left", lambda: gw.request(
+            "GET", "/v1/status", token=USER)[0] == 200, timeout=15, interval=0.3)
+
+
 class BrokerDown(unittest.TestCase):
     """A broker that does not answer: 504 with a JSON body, quickly."""
 
