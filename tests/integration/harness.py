@@ -180,7 +180,8 @@ def ttfleet_package():
         shutil.copytree(os.path.join(SOURCE, "client", "python"), src,
                         ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
         env = dict(os.environ, TTFLEET_PROTO=os.path.join(SOURCE, "schema", "ttfleet.proto"),
-                   PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+                   PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+                   PIP_ROOT_USER_ACTION="ignore")
         subprocess.run(["/usr/bin/python3", "-m", "pip", "install", "-q", "--no-build-isolation",
                         "--no-deps", "--target", out, src], check=True, env=env,
                        stdout=subprocess.DEVNULL, timeout=300)
