@@ -40,6 +40,7 @@
 #include "dashboard_files.h"
 #include "metrics.h"
 #include "pbjson.h"
+#include "quota.h"
 #include "ttclient.h"
 #include "ttproto.h"
 
@@ -416,9 +417,18 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     if (strcmp(rt->op, "pool_status") == 0 && admin)
         tenant = gw->cfg.admin_tenant;
 
+    /* per-tenant requests in flight: the token's tenant, whatever tenant
+     * the broker sees, so admin-role tokens are bounded too */
+    if (quota_take(QUOTA_REQUESTS, r->tenant, gw->cfg.max_inflight) != 0) {
+        pbjson_arena_destroy(&arena);
+        return s_error(r, 429, "TOO_MANY_REQUESTS", NULL,
+                       "tenant %s has %u requests in flight already", r->tenant,
+                       gw->cfg.max_inflight);
+    }
     Ttfleet__Reply *reply = NULL;
     char err[600];
     int rc = s_call(gw, tenant, rt->service, rt->op, op, idem, &reply, err, sizeof err);
+    quota_give(QUOTA_REQUESTS, r->tenant);
     pbjson_arena_destroy(&arena);
     if (rc != 0)
         return s_error(r, 504, "BROKER_TIMEOUT", idem, "%s", err);
@@ -531,6 +541,7 @@ static void s_stream_free(void *cls)
 {
     s_stream_t *st = cls;
     zsock_destroy(&st->sub);
+    quota_give(QUOTA_STREAMS, st->tenant);
     free(st);
     atomic_fetch_sub(&s_streams, 1);
 }
@@ -557,14 +568,21 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
         return s_error(r, 400, "BAD_REQUEST", NULL, "topic must be a prefix such as env. or vm.state");
     if (env && !tt_name_valid(env))
         return s_error(r, 400, "BAD_REQUEST", NULL, "env must be an env name");
+    if (quota_take(QUOTA_STREAMS, r->tenant, gw->cfg.max_tenant_streams) != 0)
+        return s_error(r, 429, "TOO_MANY_STREAMS", NULL,
+                       "tenant %s has %u event streams open already", r->tenant,
+                       gw->cfg.max_tenant_streams);
     if (atomic_fetch_add(&s_streams, 1) >= gw->cfg.max_streams) {
         atomic_fetch_sub(&s_streams, 1);
+        quota_give(QUOTA_STREAMS, r->tenant);
         return s_error(r, 503, "TOO_MANY_STREAMS", NULL, "%u event streams are open already",
                        gw->cfg.max_streams);
     }
     s_stream_t *st = calloc(1, sizeof *st);
     char err[300] = "out of memory";
     ttclient_t *keys = st ? s_client(gw, r->tenant, err, sizeof err) : NULL;
+    if (st)
+        snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);
     if (keys) {
         st->gw = gw;
         st->sub = zsock_new(ZMQ_SUB);
@@ -582,6 +600,7 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
             snprintf(err, sizeof err, "cannot connect to the broker's events endpoint");
         free(st);
         atomic_fetch_sub(&s_streams, 1);
+        quota_give(QUOTA_STREAMS, r->tenant);
         return s_error(r, 502, "EVENTS_UNAVAILABLE", NULL, "%s", err);
     }
     snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);

@@ -28,6 +28,8 @@ typedef struct {
     size_t max_body;           /* bytes of one request body */
     unsigned max_conns;
     unsigned max_streams;      /* concurrent /v1/events streams */
+    unsigned max_tenant_streams; /* ... of one tenant */
+    unsigned max_inflight;     /* API requests of one tenant waiting on the broker */
     int sse_keepalive_ms;
     tokens_t *tokens;
 } gw_config_t;

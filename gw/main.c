@@ -55,6 +55,9 @@ static void s_usage(FILE *out)
 "  --max-body BYTES   largest request body (default 1048576)\n"
 "  --max-conns N      concurrent HTTP connections (default 64)\n"
 "  --max-streams N    concurrent /v1/events streams (default 16)\n"
+"  --max-tenant-streams N  event streams of one tenant (default 4)\n"
+"  --max-inflight N   API requests of one tenant waiting on the broker\n"
+"                     (default 16; more get 429)\n"
 "  --keepalive-ms MS  comment line on idle event streams (default 15000)\n"
 "  --tls-cert PEM     serve HTTPS with this certificate (chain) ...\n"
 "  --tls-key PEM      ... and this private key\n"
@@ -118,6 +121,8 @@ int main(int argc, char **argv)
         .max_body = 1024 * 1024,
         .max_conns = 64,
         .max_streams = 16,
+        .max_tenant_streams = 4,
+        .max_inflight = 16,
         .sse_keepalive_ms = 15000,
     };
     const char *listen = "127.0.0.1:8080", *tokens_path = NULL, *tls_cert = NULL, *tls_key = NULL;
@@ -158,6 +163,10 @@ int main(int argc, char **argv)
             cfg.max_conns = (unsigned)s_number(a, v, 2, 10000);
         } else if (S_OPT("--max-streams")) {
             cfg.max_streams = (unsigned)s_number(a, v, 1, 10000);
+        } else if (S_OPT("--max-tenant-streams")) {
+            cfg.max_tenant_streams = (unsigned)s_number(a, v, 1, 10000);
+        } else if (S_OPT("--max-inflight")) {
+            cfg.max_inflight = (unsigned)s_number(a, v, 1, 10000);
         } else if (S_OPT("--keepalive-ms")) {
             cfg.sse_keepalive_ms = (int)s_number(a, v, 500, 3600000);
         } else if (S_OPT("--tls-cert")) {

@@ -497,6 +497,48 @@ class Curve(unittest.TestCase):
                 plain.pool_status()
 
 
+class GreedyTenant(unittest.TestCase):
+    """One tenant's requests in flight and event streams are bounded per
+    tenant: past its share it gets 429, and another tenant is unaffected."""
+
+    def test_inflight_and_streams(self):
+        harness.watchdog(100)
+        pool = harness.Pool()  # never started: requests wait the whole timeout
+        self.addCleanup(pool.close)
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (OTHER, "bob", "user")],
+                           args=["--timeout", "3000", "--retries", "1", "--max-inflight", "2",
+                                 "--max-tenant-streams", "1"])
+        self.addCleanup(gw.stop)
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            gw.request("GET", "/v1/envs", token=USER)[0])) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.8)  # both are waiting on the (absent) broker now
+        status, _, data = gw.request("GET", "/v1/envs", token=USER)
+        self.assertEqual(status, 429)
+        self.assertEqual(data["error"]["status"], "TOO_MANY_REQUESTS")
+        openapi_check.check("GET", "/v1/envs", status, data)
+        # bob is not held back by alice: his request goes to the broker (and
+        # times out there, since there is none)
+        status, _, data = gw.request("GET", "/v1/envs", token=OTHER)
+        self.assertEqual((status, data["error"]["status"]), (504, "BROKER_TIMEOUT"))
+        for t in threads:
+            t.join(20)
+        self.assertEqual(results, [504, 504])
+        # alice's slots are free again
+        self.assertEqual(gw.request("GET", "/v1/envs", token=USER)[0], 504)
+        # streams: one per tenant here
+        first = SseReader(gw, USER)
+        self.addCleanup(first.close)
+        self.assertEqual(first.status, 200)
+        status, _, data = gw.request("GET", "/v1/events", token=USER)
+        self.assertEqual((status, data["error"]["status"]), (429, "TOO_MANY_STREAMS"))
+        other = SseReader(gw, OTHER)
+        self.addCleanup(other.close)
+        self.assertEqual(other.status, 200)
+
+
 class BrokerDown(unittest.TestCase):
     """A broker that does not answer: 504 with a JSON body, quickly."""
 
