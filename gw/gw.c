@@ -100,6 +100,7 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_events(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_static(gw_t *gw, s_request_t *r);
+static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r);
 
 static s_route_t s_routes[] = {
     {"POST", "/v1/envs", "env_create", "env_create", "tt.env", S_BODY | S_NEED_BODY, {0}, {0}, 201, s_api, 0},
@@ -117,6 +118,7 @@ static s_route_t s_routes[] = {
     {"GET", "/v1/hosts/*", "host_show", "host_show", "tt.admin", S_ADMIN, {"id"}, {0}, 200, s_api, 0},
     {"POST", "/v1/hosts/*/drain", "host_drain", "host_drain", "tt.admin", S_ADMIN | S_BODY, {"id"}, {0}, 200, s_api, 0},
     {"GET", "/v1/status", "pool_status", "pool_status", "tt.admin", 0, {0}, {0}, 200, s_api, 0},
+    {"GET", "/v1/whoami", "whoami", NULL, NULL, 0, {0}, {0}, 200, s_whoami, 0},
     {"GET", "/v1/events", "events", NULL, NULL, 0, {0}, {"topic", "env"}, 200, s_events, 0},
     {"GET", "/metrics", "metrics", NULL, NULL, S_PUBLIC, {0}, {0}, 200, s_metrics, 0},
     {"GET", "/", "dashboard", NULL, NULL, S_PUBLIC, {0}, {"token"}, 200, s_static, 0},
@@ -457,6 +459,17 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     }
     ttclient_reply_destroy(&reply);
     return ret;
+}
+
+/* The token's tenant and role, so a client (the dashboard) knows what it
+ * may do without trying and failing. */
+static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r)
+{
+    char bad[200];
+    if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    return s_send_json(r, 200, json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role),
+                       NULL);
 }
 
 /* ---- Server-Sent Events ---- */

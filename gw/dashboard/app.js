@@ -120,11 +120,17 @@ async function refresh() {
         el("div", {}, el("b", {}, p.vms), "VMs"),
         el("div", {}, el("b", {}, p.cpu_used + "/" + p.cpu_total), "cpu used"));
     }
-    const hosts = await api("GET", "/v1/hosts");
-    isAdmin = hosts.ok;
-    $("pool-note").hidden = hosts.ok;
-    $("hosts").hidden = !hosts.ok;
-    if (hosts.ok) renderHosts(hosts.data.hosts || []);
+    const me = await api("GET", "/v1/whoami");
+    if (me.ok) {
+      isAdmin = me.data.role === "admin";
+      $("who").textContent = me.data.tenant + " (" + me.data.role + ")";
+    }
+    $("pool-note").hidden = isAdmin;
+    $("hosts").hidden = !isAdmin;
+    if (isAdmin) {  // users would get 403: the pool is admin-only
+      const hosts = await api("GET", "/v1/hosts");
+      if (hosts.ok) renderHosts(hosts.data.hosts || []);
+    }
     const list = await api("GET", "/v1/envs");
     if (!list.ok) { showError(list.data && list.data.error ? list.data.error.message : "cannot list envs"); return; }
     const shown = await Promise.all((list.data.envs || []).map(async e => {

@@ -30,6 +30,7 @@ import harness
 
 CHROMIUM = os.environ.get("TTFLEET_CHROMIUM", "/usr/bin/chromium")
 ADMIN_TOKEN = "d" * 32
+USER_TOKEN = "e" * 32
 
 
 class DevTools:
@@ -96,7 +97,8 @@ class Dashboard(unittest.TestCase):
         harness.watchdog(170)
         self.pool = harness.Pool(hosts={"h1": {"cpu": 8}, "h2": {"cpu": 4}}).start()
         self.addCleanup(self.pool.close)
-        self.gw = gwlib.Gateway(self.pool, [(ADMIN_TOKEN, harness.ADMIN, "admin")])
+        self.gw = gwlib.Gateway(self.pool, [(ADMIN_TOKEN, harness.ADMIN, "admin"),
+                                            (USER_TOKEN, "carol", "user")])
         self.addCleanup(self.gw.stop)
         self.profile = tempfile.mkdtemp(prefix="ttfleet-chromium-")
         self.addCleanup(shutil.rmtree, self.profile, True)
@@ -195,6 +197,19 @@ class Dashboard(unittest.TestCase):
         dt.eval("document.querySelector('button.drain[data-host=\"h2\"]').click()")
         harness.wait_for("h2 draining", lambda: self.api("GET", "/v1/hosts/h2")["draining"],
                          timeout=20)
+
+        # a user token: no pool, no drain buttons, and no failed request on the way
+        status, _, _ = self.gw.request("POST", "/v1/envs", {"name": "mine", "images": [
+            {"image": "sleeper"}], "cpu": 1, "mem_mib": 64}, token=USER_TOKEN)
+        self.assertEqual(status, 201)
+        dt.eval("sessionStorage.clear()")
+        dt.call("Page.navigate", url="%s/?token=%s" % (self.gw.base, USER_TOKEN))
+        harness.wait_for("carol's env", shows('.env[data-env="mine"]'), timeout=30)
+        self.assertEqual(dt.eval("document.getElementById('who').textContent"), "carol (user)")
+        self.assertFalse(dt.eval("document.getElementById('pool-note').hidden"))
+        self.assertTrue(dt.eval("document.getElementById('hosts').hidden"))
+        self.assertFalse(dt.eval("!!document.querySelector('.env[data-env=\"second\"]')"))
+        self.assertEqual(dt.eval("document.querySelectorAll('button.drain').length"), 0)
 
         dt.pump()
         self.assertEqual(dt.errors(), [])

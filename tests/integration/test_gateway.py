@@ -295,6 +295,13 @@ class Gateway(unittest.TestCase):
         self.gw.write_tokens(self.tokens)
         self.call("GET", "/v1/envs", token=GONE, expect=200)
 
+    def test_whoami(self):
+        _, _, me = self.call("GET", "/v1/whoami", expect=200)
+        self.assertEqual(me, {"tenant": "alice", "role": "user"})
+        _, _, me = self.call("GET", "/v1/whoami", token=ADMIN, expect=200)
+        self.assertEqual(me["role"], "admin")
+        self.err("GET", "/v1/whoami", 401, "UNAUTHENTICATED", token=None)
+
     def test_drain(self):
         _, _, h = self.call("POST", "/v1/hosts/h1/drain", {}, token=ADMIN, expect=200)
         _, _, shown = self.call("GET", "/v1/hosts/h1", token=ADMIN, expect=200)
