@@ -1030,6 +1030,8 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+static void s_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void s_log(void *cls, const char *fmt, va_list ap)
 {
     fputs("ttgw: http: ", stderr);
