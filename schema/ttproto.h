@@ -59,6 +59,17 @@
 #define TT_VMID_MIN 2       /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
 #define TT_VMID_MAX 65534   /* 10.10.255.255 is broadcast */
 
+/* Admission (broker/admq.h, quota.h): the bounds of what a client may ask. */
+#define TT_PRIO_MAX 99                       /* EnvCreate.priority 0..99 */
+#define TT_QUEUE_WAIT_MAX (7LL * 24 * 3600)  /* EnvCreate.max_wait on the wire */
+#define TT_QUOTA_MAX_ENVS 100000LL
+#define TT_QUOTA_MAX_VMS 1000000LL
+#define TT_QUOTA_MAX_CPU 10000000LL
+#define TT_QUOTA_MAX_MEM_MIB (1LL << 40)     /* 1 EiB in MiB: far above any pool */
+#define TT_QUOTA_MAX_DISK_MIB (1LL << 40)
+#define TT_AUDIT_LIMIT_DEFAULT 100
+#define TT_AUDIT_LIMIT_MAX 1000
+
 /* Name of a status code ("NOT_FOUND"), "UNKNOWN" for values out of range. */
 const char *tt_status_name(int status);
 /* Name of a VM state in lower case ("running"). */
