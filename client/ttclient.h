@@ -116,6 +116,16 @@ int ttclient_host_drain(ttclient_t *self, const char *id, bool undo, bool evacua
 /* Removes host id from the pool; refused while it holds VMs unless force. */
 int ttclient_host_remove(ttclient_t *self, const char *id, bool force, Ttfleet__Reply **reply_p);
 
+/* Admission. quota_set: change some limits of tenant (admin); absent
+ * limits stay. quota_show: tenant "" or NULL = the caller's own; all = every
+ * tenant with a quota (admin). queue_list: the caller's queued creates, all =
+ * every tenant's (admin). audit: the audit log, filtered (reply->audit). */
+int ttclient_quota_set(ttclient_t *self, Ttfleet__QuotaSet *set, Ttfleet__Reply **reply_p);
+int ttclient_quota_show(ttclient_t *self, const char *tenant, bool all,
+                        Ttfleet__Reply **reply_p);
+int ttclient_queue_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
+int ttclient_audit(ttclient_t *self, Ttfleet__AuditQuery *query, Ttfleet__Reply **reply_p);
+
 /* Asks mmi.service whether the broker serves service. Copies the reply code
  * ("200", "404" or "501") into code (NUL-terminated, truncated to len).
  * Returns 0 when an answer arrived, -1 on a transport failure. */
