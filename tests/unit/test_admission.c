@@ -505,6 +505,74 @@ static void test_audit(void)
     store_destroy(&s);
 }
 
+/* The wire validator (schema/ttproto.c) for the admission ops and fields. */
+static void test_wire(void)
+{
+    char err[256];
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.request_id = "r1";
+    req.tenant = "ci";
+    Ttfleet__QuotaLimit lim = TTFLEET__QUOTA_LIMIT__INIT;
+    Ttfleet__QuotaSet qs = TTFLEET__QUOTA_SET__INIT;
+    qs.tenant = "newcomer"; /* unknown tenants are allowed */
+    req.op_case = TTFLEET__REQUEST__OP_QUOTA_SET;
+    req.quota_set = &qs;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1 && strstr(err, "nothing"));
+    qs.cpu = &lim;
+    lim.value = -1;
+    CHECK(tt_request_validate(&req, err, sizeof err) == 0);
+    lim.value = -2;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1 && strstr(err, "cpu"));
+    lim.value = TT_QUOTA_MAX_CPU + 1;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1);
+    qs.cpu = NULL;
+    qs.max_lifetime = &lim;
+    lim.value = 0;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1 && strstr(err, "max-lifetime"));
+    qs.max_lifetime = NULL;
+    qs.max_priority = &lim;
+    lim.value = 100;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1 && strstr(err, "max-priority"));
+    qs.tenant = "bad tenant";
+    lim.value = 5;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1);
+
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT;
+    ic.image = "img";
+    Ttfleet__ImageCount *ics[] = {&ic};
+    Ttfleet__EnvCreate c = TTFLEET__ENV_CREATE__INIT;
+    c.name = "e";
+    c.images = ics;
+    c.n_images = 1;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &c;
+    c.priority = 3;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1 && strstr(err, "queue"));
+    c.queue = true;
+    CHECK(tt_request_validate(&req, err, sizeof err) == 0);
+    c.priority = 100;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1 && strstr(err, "priority"));
+    c.priority = 0;
+    c.max_wait = (uint32_t)TT_QUEUE_WAIT_MAX + 1;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1 && strstr(err, "max-wait"));
+
+    Ttfleet__AuditQuery aq = TTFLEET__AUDIT_QUERY__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_AUDIT_QUERY;
+    req.audit_query = &aq;
+    CHECK(tt_request_validate(&req, err, sizeof err) == 0);
+    aq.limit = TT_AUDIT_LIMIT_MAX + 1;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1);
+    aq.limit = 0;
+    aq.since = -1;
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1);
+    aq.since = 0;
+    aq.env = "../x";
+    CHECK(tt_request_validate(&req, err, sizeof err) == -1);
+    CHECK(strcmp(tt_status_name(TTFLEET__STATUS__QUOTA_EXCEEDED), "QUOTA_EXCEEDED") == 0);
+    CHECK(strcmp(tt_status_name(TTFLEET__STATUS__QUEUE_CANCELLED), "QUEUE_CANCELLED") == 0);
+    CHECK(strcmp(tt_status_name(20), "UNKNOWN") == 0);
+}
+
 int main(void)
 {
     snprintf(s_dir, sizeof s_dir, "/tmp/tt-admission-%d", (int)getpid());
@@ -519,6 +587,7 @@ int main(void)
     test_skip();
     test_quota();
     test_audit();
+    test_wire();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
     if (system(cmd) != 0)
