@@ -50,12 +50,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define TT_EVENTS_PROTO "TTE01"
-#define TT_E_SUBSCRIBE 0x01
-#define TT_E_SUBSCRIBED 0x02
-#define TT_E_EVENT 0x03
-#define TT_E_HEARTBEAT 0x04
-#define TT_E_UNSUBSCRIBE 0x05
+#include "ttproto.h" /* TT_EVENTS_PROTO, TT_E_* */
 
 #define EVSTREAM_MAX_TOPICS 16
 

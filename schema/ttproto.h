@@ -27,6 +27,15 @@
 #define TT_W_DISCONNECT 0x05
 #define TT_W_EVENT 0x06
 
+/* Private event stream (broker/evstream.h, client ttevents): the second
+ * frame of every message is TT_EVENTS_PROTO, the third one command byte. */
+#define TT_EVENTS_PROTO "TTE01"
+#define TT_E_SUBSCRIBE 0x01
+#define TT_E_SUBSCRIBED 0x02
+#define TT_E_EVENT 0x03
+#define TT_E_HEARTBEAT 0x04
+#define TT_E_UNSUBSCRIBE 0x05
+
 #define TT_SERVICE_ENV "tt.env"
 #define TT_SERVICE_ADMIN "tt.admin"
 #define TT_SERVICE_MMI "mmi.service"

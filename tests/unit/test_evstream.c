@@ -12,6 +12,7 @@
 
 #include "broker.h"
 #include "evstream.h"
+#include "ttclient.h"
 #include "ttproto.h"
 
 static int failures;
@@ -391,12 +392,169 @@ static void test_curve(void)
         fprintf(stderr, "cleanup of %s failed\n", dir);
 }
 
+/* ---- libttclient's ttevents against evstream in a broker-side actor ---- */
+
+typedef struct {
+    zcert_t *server; /* CURVE when set */
+} side_args_t;
+
+/* The broker side: a ROUTER with evstream; the pipe says
+ * "PUB" tenant env topic  -> publish one event and flush. */
+static void s_side(zsock_t *pipe, void *argp)
+{
+    side_args_t *args = argp;
+    zsock_t *router = zsock_new(ZMQ_ROUTER);
+    evstream_config_t cfg;
+    evstream_config_defaults(&cfg);
+    if (args->server) {
+        zcert_apply(args->server, router);
+        zsock_set_curve_server(router, 1);
+        zsock_set_zap_domain(router, "clients");
+        cfg.curve = true;
+    }
+    evstream_t *es = evstream_new(router, &cfg);
+    int port = zsock_bind(router, "tcp://127.0.0.1:*");
+    zsock_signal(pipe, 0);
+    zsock_send(pipe, "i", port);
+    zpoller_t *poller = zpoller_new(pipe, router, NULL);
+    while (1) {
+        void *which = zpoller_wait(poller, 100);
+        if (which == router) {
+            zmsg_t *m = zmsg_recv(router);
+            evstream_handle(es, &m, zclock_mono());
+        } else if (which == pipe) {
+            zmsg_t *m = zmsg_recv(pipe);
+            char *cmd = zmsg_popstr(m);
+            bool term = !cmd || strcmp(cmd, "$TERM") == 0;
+            if (cmd && strcmp(cmd, "PUB") == 0) {
+                char *t = zmsg_popstr(m), *e = zmsg_popstr(m), *k = zmsg_popstr(m);
+                s_publish(es, *t ? t : NULL, e, k);
+                evstream_flush(es, zclock_mono());
+                zstr_free(&t);
+                zstr_free(&e);
+                zstr_free(&k);
+                zsock_signal(pipe, 0);
+            }
+            zstr_free(&cmd);
+            zmsg_destroy(&m);
+            if (term)
+                break;
+        } else if (zpoller_terminated(poller))
+            break;
+        evstream_tick(es, zclock_mono());
+    }
+    zpoller_destroy(&poller);
+    evstream_destroy(&es);
+    zsock_destroy(&router);
+}
+
+static void s_side_pub(zactor_t *side, const char *tenant, const char *env, const char *topic)
+{
+    zstr_sendx(side, "PUB", tenant, env, topic, NULL);
+    zsock_wait(side);
+}
+
+static void test_client_plain(void)
+{
+    side_args_t args = {NULL};
+    zactor_t *side = zactor_new(s_side, &args);
+    int port = 0;
+    zsock_recv(side, "i", &port);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    ttevents_t *a = ttevents_new(NULL, ep, "a");
+    ttevents_t *b = ttevents_new(NULL, ep, "b");
+    CHECK(ttevents_new(NULL, ep, "bad tenant") == NULL);
+    const char *topics[] = {"env."};
+    CHECK(ttevents_subscribe(a, topics, 1, NULL, WAIT_MS) == 0);
+    CHECK(ttevents_subscribe(b, NULL, 0, NULL, WAIT_MS) == 0);
+    bool admin = true;
+    CHECK(strcmp(ttevents_tenant(a, &admin), "a") == 0 && !admin);
+    s_side_pub(side, "a", "web", "vm.state");   /* a filters it out */
+    s_side_pub(side, "b", "x", "env.created");  /* not a's */
+    s_side_pub(side, "a", "web", "env.created");
+    Ttfleet__Event *ev = ttevents_recv(a, WAIT_MS);
+    CHECK(ev && strcmp(ev->kind, "env.created") == 0 && strcmp(ev->tenant, "a") == 0);
+    if (ev)
+        ttfleet__event__free_unpacked(ev, NULL);
+    ev = ttevents_recv(b, WAIT_MS);
+    CHECK(ev && strcmp(ev->tenant, "b") == 0);
+    if (ev)
+        ttfleet__event__free_unpacked(ev, NULL);
+    /* a plain timeout: NULL with an empty error */
+    ev = ttevents_recv(b, 200);
+    CHECK(ev == NULL && strcmp(ttevents_error(b), "") == 0);
+    ttevents_destroy(&a);
+    ttevents_destroy(&b);
+    zactor_destroy(&side);
+}
+
+static void test_client_curve(void)
+{
+    char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/tt-ttevents-%d-XXXXXX", (int)getpid());
+    if (!mkdtemp(dir)) {
+        CHECK(0);
+        return;
+    }
+    char ck[256], wk[256], path[512], spath[512];
+    snprintf(ck, sizeof ck, "%s/clients", dir);
+    snprintf(wk, sizeof wk, "%s/workers", dir);
+    zsys_dir_create("%s", ck);
+    zsys_dir_create("%s", wk);
+    zcert_t *server = zcert_new(), *cb = zcert_new();
+    zcert_set_meta(cb, "tenant", "b");
+    zcert_set_meta(cb, "role", "user");
+    snprintf(path, sizeof path, "%s/b.cert", ck);
+    zcert_save_public(cb, path);
+    snprintf(path, sizeof path, "%s/b-client.cert", dir);
+    zcert_save(cb, path);
+    snprintf(spath, sizeof spath, "%s/broker.cert", dir);
+    zcert_save_public(server, spath);
+    broker_config_t bcfg;
+    broker_config_defaults(&bcfg);
+    snprintf(bcfg.client_keys, sizeof bcfg.client_keys, "%s", ck);
+    snprintf(bcfg.worker_keys, sizeof bcfg.worker_keys, "%s", wk);
+    zactor_t *auth = zactor_new(auth_actor, &bcfg);
+    side_args_t args = {server};
+    zactor_t *side = zactor_new(s_side, &args);
+    int port = 0;
+    zsock_recv(side, "i", &port);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+
+    ttclient_t *client = ttclient_new(ep, "b");
+    CHECK(ttclient_set_curve(client, path, spath) == 0);
+    /* b claims to be a: the broker takes b from the key */
+    ttevents_t *ev_b = ttevents_new(client, ep, "a");
+    CHECK(ttevents_subscribe(ev_b, NULL, 0, NULL, WAIT_MS) == 0);
+    CHECK(strcmp(ttevents_tenant(ev_b, NULL), "b") == 0);
+    s_side_pub(side, "a", "secret", "env.created");
+    s_side_pub(side, "b", "mine", "env.created");
+    Ttfleet__Event *ev = ttevents_recv(ev_b, WAIT_MS);
+    CHECK(ev && strcmp(ev->env, "mine") == 0);
+    if (ev)
+        ttfleet__event__free_unpacked(ev, NULL);
+    ttevents_destroy(&ev_b);
+    ttclient_destroy(&client);
+    zactor_destroy(&side);
+    zactor_destroy(&auth);
+    zcert_destroy(&server);
+    zcert_destroy(&cb);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", dir);
+}
+
 int main(void)
 {
     zsys_init();
     zsys_set_linger(0);
     test_plain();
     test_curve();
+    test_client_plain();
+    test_client_curve();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
