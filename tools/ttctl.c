@@ -971,8 +971,60 @@ static void s_on_signal(int sig)
  * caller's tenant are shown. Exit 0, or 1 when --count was not reached
  * before --timeout. With --key/--broker-key the SUB socket talks CURVE
  * like the request socket (the broker's events endpoint takes client keys). */
+/* watch --private: the tenant-private ROUTER stream (TTE01) through
+ * libttclient's ttevents; the broker filters by the key's tenant. */
+static int s_watch_private(ctl_t *ctl, const char *events, const char *env, const char *topic,
+                           long long count, long long timeout)
+{
+    ttclient_t *keys = s_client(ctl);
+    ttevents_t *ev_sock = ttevents_new(keys, events, ctl->tenant);
+    const char *topics[1] = {topic};
+    int code = 0;
+    if (!ev_sock ||
+        ttevents_subscribe(ev_sock, topics, *topic ? 1 : 0, env, ctl->timeout) != 0) {
+        fprintf(stderr, "ttctl: %s\n",
+                ev_sock ? ttevents_error(ev_sock) : "cannot make the events socket");
+        ttevents_destroy(&ev_sock);
+        ttclient_destroy(&keys);
+        return EXIT_TRANSPORT;
+    }
+    int64_t deadline = timeout ? zclock_mono() + timeout : 0;
+    long long seen = 0;
+    while (!s_stop && (!count || seen < count)) {
+        int wait = 1000;
+        if (deadline) {
+            int64_t left = deadline - zclock_mono();
+            if (left <= 0)
+                break;
+            if (left < wait)
+                wait = (int)left;
+        }
+        Ttfleet__Event *ev = ttevents_recv(ev_sock, wait);
+        if (!ev) {
+            if (*ttevents_error(ev_sock)) {
+                fprintf(stderr, "ttctl: %s\n", ttevents_error(ev_sock));
+                code = EXIT_TRANSPORT;
+                break;
+            }
+            continue;
+        }
+        print_event(stdout, ev, ctl->json);
+        fflush(stdout);
+        seen++;
+        ttfleet__event__free_unpacked(ev, NULL);
+    }
+    if (!code && count && seen < count && !s_stop) {
+        fprintf(stderr, "ttctl: %lld of %lld events before the timeout\n", seen, count);
+        code = EXIT_STATUS;
+    }
+    ttevents_destroy(&ev_sock);
+    ttclient_destroy(&keys);
+    return code;
+}
+
 static int s_watch(ctl_t *ctl, scan_t *s)
 {
+    bool private_stream = false;
     const char *events = ctl->events, *env = NULL, *topic = "", *arg;
     if (!events || !*events)
         events = TTCTL_DEFAULT_EVENTS;
@@ -991,17 +1043,24 @@ static int s_watch(ctl_t *ctl, scan_t *s)
             count = (long long)s_number(ctl, "--count", s_value(ctl, s), 1, 1000000000);
         else if (s_is(s, "--timeout"))
             timeout = (long long)s_number(ctl, "--timeout", s_value(ctl, s), 1, 86400000LL * 30);
-        else if (!s_global_option(ctl, s))
+        else if (s_is(s, "--private")) {
+            s_flag(ctl, s);
+            private_stream = true;
+        } else if (!s_global_option(ctl, s))
             s_unknown_option(ctl, s);
     }
     if (!strstr(events, "://"))
         s_usage_error(ctl, "events endpoint '%s' is not a ZeroMQ endpoint such as %s", events,
                       TTCTL_DEFAULT_EVENTS);
+    if (strlen(topic) > TT_MAX_NAME)
+        s_usage_error(ctl, "--topic: at most %d characters", TT_MAX_NAME);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = s_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (private_stream)
+        return s_watch_private(ctl, events, env, topic, count, timeout);
     zsock_t *sub = zsock_new(ZMQ_SUB);
     const char *tenant = ctl->tenant;
     char key_tenant[TT_MAX_NAME + 1] = "";
@@ -1430,14 +1489,17 @@ static const command_t s_commands[] = {
      "  --since TIME   unix seconds, 2026-12-01T20:00:00Z, 2026-12-01, or an age: 30m, 2h, 7d\n"
      "  --limit N      at most N rows (default 100, at most 1000)\n",
      s_audit, NULL, NULL},
-    {NULL, "watch", "watch [--env NAME] [--topic PREFIX] [--events EP] [--count N] [--timeout MS]",
+    {NULL, "watch",
+     "watch [--env NAME] [--topic PREFIX] [--events EP] [--count N] [--timeout MS] [--private]",
      "Prints the broker's events as they happen, one per line (--json: one JSON object\n"
      "per line), until Ctrl-C, N events, or MS milliseconds.\n"
      "  --env NAME      only events of env NAME of your tenant\n"
      "  --topic PREFIX  only topics starting with PREFIX (env., vm., host.)\n"
      "  --events EP     events endpoint (env TTFLEET_EVENTS, default " TTCTL_DEFAULT_EVENTS ")\n"
      "  --count N       stop after N events (exit 1 if --timeout comes first)\n"
-     "  --timeout MS    stop after MS milliseconds (here: the whole watch)\n",
+     "  --timeout MS    stop after MS milliseconds (here: the whole watch)\n"
+     "  --private       use the tenant-private stream (TTE01): the broker sends only your\n"
+     "                  tenant's events (an admin all), filtered on the broker side\n",
      s_watch, NULL, NULL},
     {NULL, "status", "status", "Shows the pool's totals.\n", s_status, NULL, NULL},
     {NULL, "mmi", "mmi SERVICE",
