@@ -290,8 +290,8 @@ static sqlite3_stmt *s_stmt(admq_t *self, const char *sql)
 
 int admq_push(admq_t *self, const char *tenant, const char *env, const char *request_id,
               int priority, int64_t now, int64_t max_wait, const admq_res_t *res,
-              const uint8_t *request, size_t request_len, int *position, int *status,
-              char *err, size_t errlen)
+              const uint8_t *request, size_t request_len, int *position, int *status, char *err,
+              size_t errlen)
 {
     *status = TTFLEET__STATUS__BAD_REQUEST;
     if (!tt_name_valid(tenant) || !tt_name_valid(env)) {
@@ -310,8 +310,7 @@ int admq_push(admq_t *self, const char *tenant, const char *env, const char *req
         max_wait = self->cfg.default_wait;
     if (max_wait < self->cfg.min_wait || max_wait > self->cfg.max_wait) {
         snprintf(err, errlen, "queue: max-wait %lld s out of range %lld..%lld s",
-                 (long long)max_wait, (long long)self->cfg.min_wait,
-                 (long long)self->cfg.max_wait);
+                 (long long)max_wait, (long long)self->cfg.min_wait, (long long)self->cfg.max_wait);
         return -1;
     }
     if (!request || request_len == 0 || request_len > ADMQ_MAX_REQUEST) {

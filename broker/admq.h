@@ -87,13 +87,13 @@ typedef struct admq_entry_t {
 } admq_entry_t;
 
 typedef struct {
-    int max_total;      /* entries overall (default 10000) */
-    int max_per_tenant; /* entries per tenant (default 1000) */
-    int64_t min_wait;   /* seconds (default 10) */
-    int64_t max_wait;   /* seconds (default 24 h) */
+    int max_total;        /* entries overall (default 10000) */
+    int max_per_tenant;   /* entries per tenant (default 1000) */
+    int64_t min_wait;     /* seconds (default 10) */
+    int64_t max_wait;     /* seconds (default 24 h) */
     int64_t default_wait; /* when the request gives 0 (default 1 h) */
-    int64_t backfill_s; /* seconds a blocked head tolerates backfill (default 60) */
-    int max_scan;       /* entries looked at per admission call (default 256) */
+    int64_t backfill_s;   /* seconds a blocked head tolerates backfill (default 60) */
+    int max_scan;         /* entries looked at per admission call (default 256) */
 } admq_config_t;
 
 void admq_config_defaults(admq_config_t *cfg);
@@ -112,8 +112,8 @@ int admq_load(admq_t *self, char *err, size_t errlen);
  * status to answer with (BAD_REQUEST, QUEUE_FULL, ALREADY_EXISTS, INTERNAL). */
 int admq_push(admq_t *self, const char *tenant, const char *env, const char *request_id,
               int priority, int64_t now, int64_t max_wait, const admq_res_t *res,
-              const uint8_t *request, size_t request_len, int *position, int *status,
-              char *err, size_t errlen);
+              const uint8_t *request, size_t request_len, int *position, int *status, char *err,
+              size_t errlen);
 
 /* The queued entry of (tenant, env), NULL if none. */
 const admq_entry_t *admq_find(admq_t *self, const char *tenant, const char *env);

@@ -37,7 +37,7 @@ typedef struct {
     const char *op;     /* "env.create", "quota.set", "host.drain", ... */
     const char *target; /* env name, host id, tenant of a quota */
     const char *request_id;
-    int status;         /* Ttfleet status of the outcome */
+    int status; /* Ttfleet status of the outcome */
     const char *message;
 } audit_rec_t;
 

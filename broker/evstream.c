@@ -33,8 +33,8 @@ typedef struct {
 struct evstream_t {
     zsock_t *router;
     evstream_config_t cfg;
-    zhashx_t *subs;     /* routing id hex -> sub_t* (owned) */
-    zlistx_t *pending;  /* pending_t* (owned) */
+    zhashx_t *subs;    /* routing id hex -> sub_t* (owned) */
+    zlistx_t *pending; /* pending_t* (owned) */
     evstream_stats_t stats;
 };
 
@@ -108,8 +108,7 @@ void evstream_destroy(evstream_t **self_p)
 
 /* Send frames to one subscriber without blocking. 0 sent, 1 dropped (its
  * queue is full), -1 gone. */
-static int s_send(evstream_t *self, sub_t *sub, const void *const *parts, const size_t *lens,
-                  int n)
+static int s_send(evstream_t *self, sub_t *sub, const void *const *parts, const size_t *lens, int n)
 {
     void *h = zsock_resolve(self->router);
     if (zmq_send(h, zframe_data(sub->routing), zframe_size(sub->routing),
@@ -121,8 +120,8 @@ static int s_send(evstream_t *self, sub_t *sub, const void *const *parts, const 
     return 0;
 }
 
-static int s_send_ctl(evstream_t *self, sub_t *sub, uint8_t cmd, const uint8_t *body,
-                      size_t len, int64_t now_ms)
+static int s_send_ctl(evstream_t *self, sub_t *sub, uint8_t cmd, const uint8_t *body, size_t len,
+                      int64_t now_ms)
 {
     const void *parts[3] = {TT_EVENTS_PROTO, &cmd, body};
     size_t lens[3] = {strlen(TT_EVENTS_PROTO), 1, len};
@@ -222,8 +221,7 @@ static int s_subscribe(evstream_t *self, zframe_t *routing, const char *key, zfr
     if (!sub) {
         if ((int)zhashx_size(self->subs) >= self->cfg.max_subscribers) {
             status = TTFLEET__STATUS__UNAVAILABLE;
-            snprintf(err, sizeof err, "too many event subscribers (%d)",
-                     self->cfg.max_subscribers);
+            snprintf(err, sizeof err, "too many event subscribers (%d)", self->cfg.max_subscribers);
             goto refuse;
         }
         sub = calloc(1, sizeof *sub);
@@ -267,9 +265,8 @@ int evstream_handle(evstream_t *self, zmsg_t **msg_p, int64_t now_ms)
     zframe_t *routing = zmsg_first(msg);
     zframe_t *proto = zmsg_next(msg);
     zframe_t *cmd = zmsg_next(msg);
-    if (n < 3 || n > 4 || !routing || zframe_size(routing) == 0 ||
-        zframe_size(routing) > 255 || !zframe_streq(proto, TT_EVENTS_PROTO) ||
-        zframe_size(cmd) != 1)
+    if (n < 3 || n > 4 || !routing || zframe_size(routing) == 0 || zframe_size(routing) > 255 ||
+        !zframe_streq(proto, TT_EVENTS_PROTO) || zframe_size(cmd) != 1)
         goto done;
     char *key = zframe_strhex(routing);
     if (!key)

@@ -57,13 +57,13 @@
 typedef struct evstream_t evstream_t;
 
 typedef struct {
-    bool curve;               /* tenant from User-Id metadata */
-    char admin_tenant[65];    /* without CURVE: this tenant is admin */
-    int max_subscribers;      /* default 1024 */
-    int queue_max;            /* messages per subscriber (SNDHWM), default 1000 */
-    int heartbeat_ms;         /* default 1000 */
-    int expiry_ms;            /* default 10000 */
-    int pending_max;          /* events staged before a flush, default 10000 */
+    bool curve;            /* tenant from User-Id metadata */
+    char admin_tenant[65]; /* without CURVE: this tenant is admin */
+    int max_subscribers;   /* default 1024 */
+    int queue_max;         /* messages per subscriber (SNDHWM), default 1000 */
+    int heartbeat_ms;      /* default 1000 */
+    int expiry_ms;         /* default 10000 */
+    int pending_max;       /* events staged before a flush, default 10000 */
 } evstream_config_t;
 
 typedef struct {

@@ -78,7 +78,8 @@ int quotas_load(quotas_t *self, char *err, size_t errlen)
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
-        snprintf(err, errlen, "quotas: %s", rc == SQLITE_ROW ? "out of memory" : sqlite3_errmsg(db));
+        snprintf(err, errlen, "quotas: %s",
+                 rc == SQLITE_ROW ? "out of memory" : sqlite3_errmsg(db));
         return -1;
     }
     return 0;
@@ -210,17 +211,16 @@ static int s_refuse(const char *tenant, const char *resource, int64_t used, int6
         why->wanted = wanted;
     }
     const char *unit = strcmp(resource, "mem") == 0 || strcmp(resource, "disk") == 0 ? " MiB"
-                       : strcmp(resource, "lifetime") == 0                          ? " s"
-                                                                                    : "";
+                       : strcmp(resource, "lifetime") == 0                           ? " s"
+                                                                                     : "";
     if (strcmp(resource, "lifetime") == 0)
-        snprintf(msg, msglen,
-                 "quota exceeded for tenant %s: lifetime wanted %lld%s > limit %lld%s", tenant,
-                 (long long)wanted, unit, (long long)limit, unit);
+        snprintf(msg, msglen, "quota exceeded for tenant %s: lifetime wanted %lld%s > limit %lld%s",
+                 tenant, (long long)wanted, unit, (long long)limit, unit);
     else
         snprintf(msg, msglen,
                  "quota exceeded for tenant %s: %s used %lld%s + wanted %lld%s > limit %lld%s",
-                 tenant, resource, (long long)used, unit, (long long)wanted, unit,
-                 (long long)limit, unit);
+                 tenant, resource, (long long)used, unit, (long long)wanted, unit, (long long)limit,
+                 unit);
     return -1;
 }
 
@@ -240,8 +240,8 @@ int quota_check(const quota_t *q, const char *tenant, const quota_usage_t *used,
             continue; /* no limit, or asks for nothing of it (a shrink never fails) */
         /* used may already be over a lowered limit: any growth is refused */
         if (dims[i].used > dims[i].limit || dims[i].wanted > dims[i].limit - dims[i].used)
-            return s_refuse(tenant, dims[i].name, dims[i].used, dims[i].limit, dims[i].wanted,
-                            why, msg, msglen);
+            return s_refuse(tenant, dims[i].name, dims[i].used, dims[i].limit, dims[i].wanted, why,
+                            msg, msglen);
     }
     return 0;
 }

@@ -56,8 +56,8 @@ int main(void)
     if (!mkdtemp(dir))
         return 1;
     snprintf(path, sizeof path, "%s/broker.db", dir);
-    store_t *s = store_open(path, store_broker_migrations, store_broker_migrations_n, err,
-                            sizeof err);
+    store_t *s =
+        store_open(path, store_broker_migrations, store_broker_migrations_n, err, sizeof err);
     if (!s) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -138,8 +138,7 @@ int main(void)
     int64_t a = s_us();
     if (admq_load(q, err, sizeof err) || admq_size(q) != QUEUED)
         failures++;
-    printf("load of %zu entries at start: %lld ms\n", admq_size(q),
-           (long long)(s_us() - a) / 1000);
+    printf("load of %zu entries at start: %lld ms\n", admq_size(q), (long long)(s_us() - a) / 1000);
     admq_destroy(&q);
     store_destroy(&s);
     char cmd[300];

@@ -15,12 +15,12 @@
 #include "ttproto.h"
 
 static int failures;
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-            failures++;                                                                        \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 static char s_dir[256];
@@ -29,8 +29,8 @@ static store_t *s_open(const char *name)
 {
     char path[512], err[256];
     snprintf(path, sizeof path, "%s/%s", s_dir, name);
-    store_t *s = store_open(path, store_broker_migrations, store_broker_migrations_n, err,
-                            sizeof err);
+    store_t *s =
+        store_open(path, store_broker_migrations, store_broker_migrations_n, err, sizeof err);
     if (!s)
         fprintf(stderr, "store_open: %s\n", err);
     return s;
@@ -45,8 +45,8 @@ static int s_push(admq_t *q, const char *tenant, const char *env, int prio, int6
     char err[256];
     char rid[80];
     snprintf(rid, sizeof rid, "rid-%s-%s", tenant, env);
-    if (admq_push(q, tenant, env, rid, prio, now, 0, &res, body, sizeof body, &pos, &status,
-                  err, sizeof err)) {
+    if (admq_push(q, tenant, env, rid, prio, now, 0, &res, body, sizeof body, &pos, &status, err,
+                  sizeof err)) {
         fprintf(stderr, "push %s/%s: %s\n", tenant, env, err);
         return -1;
     }
@@ -171,34 +171,34 @@ static void test_bounds(void)
     uint8_t body[1] = {0};
     int pos, status;
     /* bad input: priority, max-wait, names, empty body, duplicate */
-    CHECK(admq_push(q, "A", "x", "r", 100, 0, 0, &res, body, 1, &pos, &status, err,
-                    sizeof err) == -1 &&
+    CHECK(admq_push(q, "A", "x", "r", 100, 0, 0, &res, body, 1, &pos, &status, err, sizeof err) ==
+              -1 &&
           status == TTFLEET__STATUS__BAD_REQUEST && strstr(err, "priority"));
-    CHECK(admq_push(q, "A", "x", "r", 0, 0, 5, &res, body, 1, &pos, &status, err,
-                    sizeof err) == -1 &&
+    CHECK(admq_push(q, "A", "x", "r", 0, 0, 5, &res, body, 1, &pos, &status, err, sizeof err) ==
+              -1 &&
           strstr(err, "max-wait"));
     CHECK(admq_push(q, "A", "x", "r", 0, 0, 999999999, &res, body, 1, &pos, &status, err,
                     sizeof err) == -1 &&
           strstr(err, "max-wait"));
     CHECK(admq_push(q, "A", "bad name", "r", 0, 0, 0, &res, body, 1, &pos, &status, err,
                     sizeof err) == -1);
-    CHECK(admq_push(q, "A", "x", "r", 0, 0, 0, &res, body, 0, &pos, &status, err,
-                    sizeof err) == -1);
+    CHECK(admq_push(q, "A", "x", "r", 0, 0, 0, &res, body, 0, &pos, &status, err, sizeof err) ==
+          -1);
     CHECK(s_push(q, "A", "a1", 0, 0, 1) == 1);
-    CHECK(admq_push(q, "A", "a1", "r2", 0, 0, 0, &res, body, 1, &pos, &status, err,
-                    sizeof err) == -1 &&
+    CHECK(admq_push(q, "A", "a1", "r2", 0, 0, 0, &res, body, 1, &pos, &status, err, sizeof err) ==
+              -1 &&
           status == TTFLEET__STATUS__ALREADY_EXISTS);
     CHECK(s_push(q, "A", "a2", 0, 0, 1) > 0);
     CHECK(s_push(q, "A", "a3", 0, 0, 1) > 0);
     /* per-tenant cap */
-    CHECK(admq_push(q, "A", "a4", "r", 0, 0, 0, &res, body, 1, &pos, &status, err,
-                    sizeof err) == -1 &&
+    CHECK(admq_push(q, "A", "a4", "r", 0, 0, 0, &res, body, 1, &pos, &status, err, sizeof err) ==
+              -1 &&
           status == TTFLEET__STATUS__QUEUE_FULL);
     CHECK(s_push(q, "B", "b1", 0, 0, 1) > 0);
     CHECK(s_push(q, "B", "b2", 0, 0, 1) > 0);
     /* total cap */
-    CHECK(admq_push(q, "C", "c1", "r", 0, 0, 0, &res, body, 1, &pos, &status, err,
-                    sizeof err) == -1 &&
+    CHECK(admq_push(q, "C", "c1", "r", 0, 0, 0, &res, body, 1, &pos, &status, err, sizeof err) ==
+              -1 &&
           status == TTFLEET__STATUS__QUEUE_FULL && strstr(err, "full"));
     CHECK(admq_size(q) == 5);
     CHECK(store_commit(s) == 0);
@@ -351,8 +351,7 @@ static void test_quota(void)
 
     /* bad values: nothing changed */
     quota_t v = {.envs = -2};
-    CHECK(quotas_set(qs, "ci", &v, QUOTA_F_ENVS, 1, err, sizeof err) == -1 &&
-          strstr(err, "envs"));
+    CHECK(quotas_set(qs, "ci", &v, QUOTA_F_ENVS, 1, err, sizeof err) == -1 && strstr(err, "envs"));
     v.cpu = TT_QUOTA_MAX_CPU + 1;
     CHECK(quotas_set(qs, "ci", &v, QUOTA_F_CPU, 1, err, sizeof err) == -1);
     v.max_lifetime = 0;
@@ -366,8 +365,13 @@ static void test_quota(void)
 
     /* set each dimension on an unknown tenant (allowed) */
     CHECK(store_begin(s) == 0);
-    quota_t set = {.envs = 2, .vms = 4, .cpu = 8, .mem = 8192, .disk = 100000,
-                   .max_lifetime = 7200, .max_priority = 20};
+    quota_t set = {.envs = 2,
+                   .vms = 4,
+                   .cpu = 8,
+                   .mem = 8192,
+                   .disk = 100000,
+                   .max_lifetime = 7200,
+                   .max_priority = 20};
     CHECK(quotas_set(qs, "ci", &set, 0x7f, 1, err, sizeof err) == 0);
     CHECK(store_commit(s) == 0);
     CHECK(quotas_priority_cap(qs, "ci", false) == 20);
@@ -398,8 +402,7 @@ static void test_quota(void)
         CHECK(quotas_set(qs, "ci", &raise, 1u << i, 2, err, sizeof err) == 0);
         CHECK(store_commit(s) == 0);
         quotas_get(qs, "ci", &q);
-        CHECK(quota_check(&q, "ci", &cases[i].used, &cases[i].want, &why, msg, sizeof msg) ==
-              0);
+        CHECK(quota_check(&q, "ci", &cases[i].used, &cases[i].want, &why, msg, sizeof msg) == 0);
         /* back to the tight limit for the next case */
         CHECK(store_begin(s) == 0);
         CHECK(quotas_set(qs, "ci", &set, 1u << i, 3, err, sizeof err) == 0);
@@ -409,8 +412,7 @@ static void test_quota(void)
     quota_usage_t zero = {0}, huge = {1, 1, 9, 0, 0};
     quotas_get(qs, "ci", &q);
     CHECK(quota_check(&q, "ci", &zero, &huge, &why, msg, sizeof msg) == -1 &&
-          strcmp(why.resource, "cpu") == 0 && why.used == 0 && why.limit == 8 &&
-          why.wanted == 9);
+          strcmp(why.resource, "cpu") == 0 && why.used == 0 && why.limit == 8 && why.wanted == 9);
     CHECK(quota_check_lifetime(&q, "ci", 7201, &why, msg, sizeof msg) == -1 &&
           strstr(msg, "lifetime"));
     CHECK(quota_check_lifetime(&q, "ci", 7200, &why, msg, sizeof msg) == 0);
@@ -451,9 +453,15 @@ static void test_audit(void)
     quotas_t *qs = quotas_new(s);
     char err[256];
     CHECK(quotas_load(qs, err, sizeof err) == 0);
-    audit_rec_t rec = {.time = 1000, .tenant = "ci", .role = "admin", .key = "",
-                       .op = "quota.set", .target = "ci", .request_id = "r1",
-                       .status = 0, .message = ""};
+    audit_rec_t rec = {.time = 1000,
+                       .tenant = "ci",
+                       .role = "admin",
+                       .key = "",
+                       .op = "quota.set",
+                       .target = "ci",
+                       .request_id = "r1",
+                       .status = 0,
+                       .message = ""};
     /* refused outside a transaction */
     CHECK(audit_write(s, &rec, err, sizeof err) == -1 && strstr(err, "transaction"));
     /* change + audit in one transaction, rolled back: neither remains */

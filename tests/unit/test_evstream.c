@@ -16,12 +16,12 @@
 #include "ttproto.h"
 
 static int failures;
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-            failures++;                                                                        \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* Every wait is bounded: 5 s per message. */
@@ -84,8 +84,8 @@ static int s_subscribed(zsock_t *d, char *tenant, size_t len)
     return status;
 }
 
-static void s_publish_msg(evstream_t *es, const char *tenant, const char *env,
-                          const char *topic, const char *message)
+static void s_publish_msg(evstream_t *es, const char *tenant, const char *env, const char *topic,
+                          const char *message)
 {
     Ttfleet__Event ev = TTFLEET__EVENT__INIT;
     ev.kind = (char *)topic;
@@ -142,8 +142,7 @@ static int s_collect(zsock_t *d, const char *who, char *log, size_t len)
         bool end = strcmp(ev->message, mine) == 0;
         if (!marker) {
             size_t l = strlen(log);
-            snprintf(log + l, len - l, "%s%s/%s:%s", l ? " " : "", ev->tenant, ev->env,
-                     ev->kind);
+            snprintf(log + l, len - l, "%s%s/%s:%s", l ? " " : "", ev->tenant, ev->env, ev->kind);
             n++;
         }
         ttfleet__event__free_unpacked(ev, NULL);
@@ -470,8 +469,8 @@ static void test_client_plain(void)
     CHECK(ttevents_subscribe(b, NULL, 0, NULL, WAIT_MS) == 0);
     bool admin = true;
     CHECK(strcmp(ttevents_tenant(a, &admin), "a") == 0 && !admin);
-    s_side_pub(side, "a", "web", "vm.state");   /* a filters it out */
-    s_side_pub(side, "b", "x", "env.created");  /* not a's */
+    s_side_pub(side, "a", "web", "vm.state");  /* a filters it out */
+    s_side_pub(side, "b", "x", "env.created"); /* not a's */
     s_side_pub(side, "a", "web", "env.created");
     Ttfleet__Event *ev = ttevents_recv(a, WAIT_MS);
     CHECK(ev && strcmp(ev->kind, "env.created") == 0 && strcmp(ev->tenant, "a") == 0);
