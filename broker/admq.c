@@ -417,6 +417,18 @@ int admq_position(admq_t *self, const char *tenant, const char *env)
     return pos;
 }
 
+void admq_each(admq_t *self, const char *tenant, admq_each_fn *fn, void *arg)
+{
+    if (tenant && !admq_tenant_size(self, tenant))
+        return;
+    int pos = 0;
+    for (const admq_entry_t *e = self->head; e; e = e->next) {
+        pos++;
+        if (!tenant || strcmp(e->tenant, tenant) == 0)
+            fn(e, pos, arg);
+    }
+}
+
 size_t admq_size(admq_t *self)
 {
     return self->size;

@@ -119,6 +119,10 @@ int admq_push(admq_t *self, const char *tenant, const char *env, const char *req
 const admq_entry_t *admq_find(admq_t *self, const char *tenant, const char *env);
 /* 1-based position of (tenant, env) in admission order, 0 if not queued. */
 int admq_position(admq_t *self, const char *tenant, const char *env);
+/* Every entry of tenant (all when NULL) with its position, in order, in
+ * one walk (env list / queue list: O(n) for the whole answer, not per env). */
+typedef void(admq_each_fn)(const admq_entry_t *entry, int position, void *arg);
+void admq_each(admq_t *self, const char *tenant, admq_each_fn *fn, void *arg);
 /* Remove (tenant, env) (env delete cancels a queued create). 0 removed,
  * 1 not queued, -1 store error. */
 int admq_cancel(admq_t *self, const char *tenant, const char *env);

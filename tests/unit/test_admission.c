@@ -88,6 +88,12 @@ static int s_admit(admq_t *q, pool_t *p, int64_t now)
     return admq_admit(q, now, &free, s_fit, p);
 }
 
+static void s_each_sum(const admq_entry_t *e, int position, void *arg)
+{
+    (void)e;
+    *(int *)arg += position;
+}
+
 static void test_order(void)
 {
     store_t *s = s_open("order.db");
@@ -108,6 +114,9 @@ static void test_order(void)
     if (strcmp(buf, "C/c1 A/a1 B/b1 A/a2 B/b2 A/a3"))
         fprintf(stderr, "order: %s\n", buf);
     CHECK(admq_position(q, "A", "a3") == 6);
+    int each_sum = 0;
+    admq_each(q, "A", s_each_sum, &each_sum);
+    CHECK(each_sum == 2 + 4 + 6);
     CHECK(admq_position(q, "A", "zz") == 0);
     CHECK(admq_size(q) == 6 && admq_tenant_size(q, "A") == 3);
 
@@ -306,6 +315,89 @@ static void test_no_starvation(void)
     frag.cpu_free = 7;
     CHECK(admq_admit(q, 1040, &free10, s_fit, &frag) == 0); /* window passed: none */
     CHECK(store_commit(s) == 0);
+    admq_destroy(&q);
+    store_destroy(&s);
+}
+
+/* A pool of 4 hosts of 8 cpus full of 1-cpu envs with leases up to 100 s;
+ * a request for a whole host (8 cpus on one host) arrives, then two 1-cpu
+ * requests every second. Placement is per host (fragmentation is real):
+ * the big one must still be admitted within backfill_s + the longest lease. */
+#define SIM_HOSTS 4
+#define SIM_CPU 8
+#define SIM_LEASE 100
+typedef struct {
+    int free[SIM_HOSTS];
+    int64_t ends[SIM_HOSTS][SIM_CPU]; /* per cpu slot: when its env ends, 0 = free */
+    int64_t now;
+    unsigned seed;
+    int64_t big_at;
+    int small_admitted;
+} sim_t;
+
+static admq_fit_t s_sim_fit(const admq_entry_t *e, void *arg)
+{
+    sim_t *sim = arg;
+    int want = (int)e->res.cpu, best = -1;
+    for (int h = 0; h < SIM_HOSTS; h++) /* best fit */
+        if (sim->free[h] >= want && (best < 0 || sim->free[h] < sim->free[best]))
+            best = h;
+    if (best < 0)
+        return ADMQ_NOFIT;
+    int64_t end = sim->now + 1 + (int64_t)(rand_r(&sim->seed) % SIM_LEASE);
+    for (int c = 0, placed = 0; c < SIM_CPU && placed < want; c++)
+        if (!sim->ends[best][c]) {
+            sim->ends[best][c] = end;
+            placed++;
+        }
+    sim->free[best] -= want;
+    if (strcmp(e->env, "big") == 0)
+        sim->big_at = sim->now;
+    else
+        sim->small_admitted++;
+    return ADMQ_FIT;
+}
+
+static void test_starvation_sim(void)
+{
+    store_t *s = s_open("sim.db");
+    admq_config_t cfg;
+    admq_config_defaults(&cfg);
+    cfg.backfill_s = 30;
+    cfg.max_per_tenant = 5000;
+    admq_t *q = admq_new(s, &cfg);
+    char err[256];
+    CHECK(admq_load(q, err, sizeof err) == 0);
+    sim_t sim = {.seed = 42, .big_at = -1};
+    for (int h = 0; h < SIM_HOSTS; h++)
+        for (int c = 0; c < SIM_CPU; c++)
+            sim.ends[h][c] = 1 + rand_r(&sim.seed) % SIM_LEASE;
+    CHECK(store_begin(s) == 0);
+    CHECK(s_push(q, "big", "big", 0, 0, SIM_CPU) == 1);
+    int n_small = 0;
+    for (sim.now = 1; sim.now < 400 && sim.big_at < 0; sim.now++) {
+        for (int i = 0; i < 2; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "s%d", n_small++);
+            s_push(q, i ? "small2" : "small1", name, 0, sim.now, 1);
+        }
+        admq_res_t free = {0, 0, 0, 1000};
+        for (int h = 0; h < SIM_HOSTS; h++) {
+            for (int c = 0; c < SIM_CPU; c++)
+                if (sim.ends[h][c] && sim.ends[h][c] <= sim.now) {
+                    sim.ends[h][c] = 0;
+                    sim.free[h]++;
+                }
+            free.cpu += (uint64_t)sim.free[h];
+        }
+        free.mem = free.disk = free.cpu * 1024;
+        CHECK(admq_admit(q, sim.now, &free, s_sim_fit, &sim) >= 0);
+    }
+    CHECK(store_commit(s) == 0);
+    CHECK(sim.big_at > 0);
+    CHECK(sim.big_at <= cfg.backfill_s + SIM_LEASE + 1);
+    printf("starvation sim: big admitted after %lld s (bound %lld), %d small admitted meanwhile\n",
+           (long long)sim.big_at, (long long)(cfg.backfill_s + SIM_LEASE + 1), sim.small_admitted);
     admq_destroy(&q);
     store_destroy(&s);
 }
@@ -593,6 +685,7 @@ int main(void)
     test_expiry();
     test_no_starvation();
     test_skip();
+    test_starvation_sim();
     test_quota();
     test_audit();
     test_wire();
