@@ -29,10 +29,13 @@ struct admq_t {
     zhashx_t *tenants; /* tenant -> (void*)(uintptr_t)count */
     zhashx_t *rounds;  /* "prio/tenant" -> int64_t* (owned) */
     int64_t level_round[ADMQ_PRIO_MAX + 1];
+    admq_entry_t *level_tail[ADMQ_PRIO_MAX + 1]; /* last entry of each priority */
     int64_t next_seq;
     int64_t next_deadline; /* earliest deadline in the queue, INT64_MAX if empty */
     const admq_entry_t *blocked;
     int64_t blocked_since;
+    uint64_t gen;     /* bumped by every link / unlink */
+    uint64_t pos_gen; /* generation the cached positions belong to */
 };
 
 void admq_config_defaults(admq_config_t *cfg)
@@ -93,10 +96,12 @@ static void s_clear(admq_t *self)
     self->size = 0;
     self->blocked = NULL;
     self->next_deadline = INT64_MAX;
+    self->gen++;
     zhashx_purge(self->index);
     zhashx_purge(self->tenants);
     zhashx_purge(self->rounds);
     memset(self->level_round, 0, sizeof self->level_round);
+    memset(self->level_tail, 0, sizeof self->level_tail);
 }
 
 void admq_destroy(admq_t **self_p)
@@ -149,10 +154,15 @@ static int64_t *s_round_slot(admq_t *self, int prio, const char *tenant)
     return r;
 }
 
-/* Link e in order, searching from the tail: new entries belong near it. */
+/* Link e in order. The search starts at the last entry of e's priority
+ * (or of the nearest higher one) and walks back only over entries of e's
+ * priority with a later round: O(entries of that level behind e), not
+ * O(queue) - a high-priority push does not walk past every low one. */
 static void s_link(admq_t *self, admq_entry_t *e)
 {
-    admq_entry_t *after = self->tail;
+    admq_entry_t *after = self->level_tail[e->priority];
+    for (int p = e->priority + 1; !after && p <= ADMQ_PRIO_MAX; p++)
+        after = self->level_tail[p];
     while (after && s_before(e, after))
         after = after->prev;
     e->prev = after;
@@ -165,7 +175,11 @@ static void s_link(admq_t *self, admq_entry_t *e)
         after->next = e;
     else
         self->head = e;
+    admq_entry_t **lt = &self->level_tail[e->priority];
+    if (!*lt || s_before(*lt, e))
+        *lt = e;
     self->size++;
+    self->gen++;
     char key[2 * ADMQ_NAME_MAX + 2];
     s_key(key, sizeof key, e->tenant, e->env);
     zhashx_insert(self->index, key, e);
@@ -176,6 +190,9 @@ static void s_link(admq_t *self, admq_entry_t *e)
 
 static void s_unlink_free(admq_t *self, admq_entry_t *e)
 {
+    if (self->level_tail[e->priority] == e)
+        self->level_tail[e->priority] =
+            e->prev && e->prev->priority == e->priority ? e->prev : NULL;
     if (e->prev)
         e->prev->next = e->next;
     else
@@ -185,6 +202,7 @@ static void s_unlink_free(admq_t *self, admq_entry_t *e)
     else
         self->tail = e->prev;
     self->size--;
+    self->gen++;
     char key[2 * ADMQ_NAME_MAX + 2];
     s_key(key, sizeof key, e->tenant, e->env);
     zhashx_delete(self->index, key);
@@ -230,6 +248,9 @@ int admq_load(admq_t *self, char *err, size_t errlen)
         snprintf(e->request_id, sizeof e->request_id, "%s",
                  (const char *)sqlite3_column_text(st, 3));
         e->priority = sqlite3_column_int(st, 4);
+        if (e->priority < 0 || e->priority > ADMQ_PRIO_MAX)
+            e->priority = 0; /* the table's CHECK forbids it; a hand-edited file must not
+                                index out of bounds */
         e->round = sqlite3_column_int64(st, 5);
         e->enqueued_at = sqlite3_column_int64(st, 6);
         e->deadline = sqlite3_column_int64(st, 7);
@@ -254,7 +275,9 @@ int admq_load(admq_t *self, char *err, size_t errlen)
         else
             self->head = e;
         self->tail = e;
+        self->level_tail[e->priority] = e;
         self->size++;
+        self->gen++;
         char key[2 * ADMQ_NAME_MAX + 2];
         s_key(key, sizeof key, e->tenant, e->env);
         zhashx_insert(self->index, key, e);
@@ -411,10 +434,23 @@ int admq_position(admq_t *self, const char *tenant, const char *env)
     const admq_entry_t *want = admq_find(self, tenant, env);
     if (!want)
         return 0;
-    int pos = 1;
-    for (const admq_entry_t *e = self->head; e && e != want; e = e->next)
-        pos++;
-    return pos;
+    if (self->pos_gen != self->gen || want->pos_gen != self->gen) {
+        int pos = 0;
+        for (admq_entry_t *e = self->head; e; e = e->next) {
+            e->pos = ++pos;
+            e->pos_gen = self->gen;
+        }
+        self->pos_gen = self->gen;
+    }
+    return want->pos;
+}
+
+void admq_expiry_message(const admq_entry_t *e, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "env %s waited %lld s in the admission queue (its max-wait) and no capacity "
+             "freed for it; nothing was created",
+             e->env, (long long)(e->deadline - e->enqueued_at));
 }
 
 void admq_each(admq_t *self, const char *tenant, admq_each_fn *fn, void *arg)

@@ -82,8 +82,10 @@ typedef struct admq_entry_t {
     admq_res_t res;
     uint8_t *request; /* the packed EnvCreate (owned) */
     size_t request_len;
-    /* private links */
+    /* private: links, and the position cached for generation pos_gen */
     struct admq_entry_t *prev, *next;
+    int pos;
+    uint64_t pos_gen;
 } admq_entry_t;
 
 typedef struct {
@@ -117,7 +119,9 @@ int admq_push(admq_t *self, const char *tenant, const char *env, const char *req
 
 /* The queued entry of (tenant, env), NULL if none. */
 const admq_entry_t *admq_find(admq_t *self, const char *tenant, const char *env);
-/* 1-based position of (tenant, env) in admission order, 0 if not queued. */
+/* 1-based position of (tenant, env) in admission order, 0 if not queued.
+ * Positions are numbered in one walk after a change and cached until the
+ * next one, so many shows between two changes cost O(1) each. */
 int admq_position(admq_t *self, const char *tenant, const char *env);
 /* Every entry of tenant (all when NULL) with its position, in order, in
  * one walk (env list / queue list: O(n) for the whole answer, not per env). */
@@ -156,6 +160,9 @@ const admq_entry_t *admq_blocked_head(admq_t *self, int64_t *since);
 /* Called with each entry whose max-wait passed, before it is removed: the
  * broker answers it (QUEUE_EXPIRED with the reason) and emits an event. */
 typedef void(admq_expire_fn)(const admq_entry_t *entry, void *arg);
+/* The reason a request ends with when its max-wait passed (one wording for
+ * the reply, the event and the audit row). */
+void admq_expiry_message(const admq_entry_t *entry, char *buf, size_t len);
 /* Remove every entry with deadline <= now. Returns how many, -1 on a
  * store error. Cheap when nothing is due (one compare). */
 int admq_expired(admq_t *self, int64_t now, admq_expire_fn *fn, void *arg);

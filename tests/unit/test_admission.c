@@ -241,6 +241,9 @@ static void test_expiry(void)
     CHECK(admq_expired(q, 1030, s_on_expire, NULL) == 1);
     CHECK(s_expired_n == 1);
     CHECK(admq_find(q, "A", "short") == NULL && admq_find(q, "A", "long") != NULL);
+    char why[256];
+    admq_expiry_message(admq_find(q, "A", "long"), why, sizeof why);
+    CHECK(strstr(why, "env long waited 600 s") && strstr(why, "max-wait"));
     CHECK(store_commit(s) == 0);
     /* the removal is durable */
     admq_destroy(&q);
@@ -398,6 +401,85 @@ static void test_starvation_sim(void)
     CHECK(sim.big_at <= cfg.backfill_s + SIM_LEASE + 1);
     printf("starvation sim: big admitted after %lld s (bound %lld), %d small admitted meanwhile\n",
            (long long)sim.big_at, (long long)(cfg.backfill_s + SIM_LEASE + 1), sim.small_admitted);
+    admq_destroy(&q);
+    store_destroy(&s);
+}
+
+/* The list stays sorted (priority desc, round asc, seq asc) and FIFO per
+ * tenant and priority through random pushes, cancels and admissions, and a
+ * reload gives the same order. */
+static bool s_sorted(admq_t *q, size_t *n)
+{
+    *n = 0;
+    const admq_entry_t *prev = NULL;
+    for (const admq_entry_t *e = admq_first(q); e; prev = e, e = admq_next(q, e)) {
+        (*n)++;
+        if (!prev)
+            continue;
+        if (prev->priority < e->priority ||
+            (prev->priority == e->priority &&
+             (prev->round > e->round || (prev->round == e->round && prev->seq > e->seq))))
+            return false;
+    }
+    return true;
+}
+
+static unsigned s_rand_seed = 7;
+static admq_fit_t s_fit_random(const admq_entry_t *e, void *arg)
+{
+    (void)e;
+    (void)arg;
+    return rand_r(&s_rand_seed) % 3 == 0 ? ADMQ_FIT : ADMQ_NOFIT;
+}
+
+static void test_random_ops(void)
+{
+    store_t *s = s_open("random.db");
+    admq_t *q = admq_new(s, NULL);
+    char err[256], a[8192], b[8192];
+    CHECK(admq_load(q, err, sizeof err) == 0);
+    CHECK(store_begin(s) == 0);
+    int next = 0;
+    for (int step = 0; step < 3000; step++) {
+        int op = rand_r(&s_rand_seed) % 10;
+        if (op < 6) {
+            char tenant[8], env[16];
+            snprintf(tenant, sizeof tenant, "t%d", rand_r(&s_rand_seed) % 5);
+            snprintf(env, sizeof env, "e%d", next++);
+            s_push(q, tenant, env, rand_r(&s_rand_seed) % 4, step, 1);
+        } else if (op < 8 && admq_size(q)) {
+            int k = rand_r(&s_rand_seed) % (int)admq_size(q);
+            const admq_entry_t *e = admq_first(q);
+            while (k-- > 0)
+                e = admq_next(q, e);
+            char t[ADMQ_NAME_MAX + 1], n[ADMQ_NAME_MAX + 1];
+            snprintf(t, sizeof t, "%s", e->tenant);
+            snprintf(n, sizeof n, "%s", e->env);
+            CHECK(admq_cancel(q, t, n) == 0);
+        } else {
+            admq_res_t free = {1000, 1000000, 1000000, 1000};
+            CHECK(admq_admit(q, step, &free, s_fit_random, NULL) >= 0);
+        }
+        size_t n;
+        if (!s_sorted(q, &n) || n != admq_size(q)) {
+            CHECK(!"queue out of order");
+            break;
+        }
+    }
+    CHECK(store_commit(s) == 0);
+    s_order(q, a, sizeof a);
+    admq_destroy(&q);
+    q = admq_new(s, NULL);
+    CHECK(admq_load(q, err, sizeof err) == 0);
+    s_order(q, b, sizeof b);
+    CHECK(strcmp(a, b) == 0);
+    /* positions agree with the walk */
+    int pos = 0;
+    for (const admq_entry_t *e = admq_first(q); e; e = admq_next(q, e))
+        if (admq_position(q, e->tenant, e->env) != ++pos) {
+            CHECK(!"position mismatch");
+            break;
+        }
     admq_destroy(&q);
     store_destroy(&s);
 }
@@ -686,6 +768,7 @@ int main(void)
     test_no_starvation();
     test_skip();
     test_starvation_sim();
+    test_random_ops();
     test_quota();
     test_audit();
     test_wire();
