@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "broker.h"
 #include "evstream.h"
 #include "ttclient.h"
