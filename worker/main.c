@@ -13,7 +13,12 @@
  * are reaped here and seen as dead within a second.
  *
  * One thread, one poll loop: broker messages, a 1 s tick (liveness,
- * expiry, zombie reaping), a 10 s image rescan, heartbeats.
+ * expiry, zombie reaping), a 10 s image rescan, heartbeats, and the timer
+ * of the VM stops in flight (fleet.h): a command is submitted when it
+ * arrives, every batch of messages ends with one worker.db commit, and a
+ * reply leaves when its command finished and was committed. No wait for
+ * a VM ever holds the loop, so heartbeats and other commands go on while
+ * VMs take their grace to stop.
  */
 #define _GNU_SOURCE
 #include <czmq.h>
@@ -505,19 +510,29 @@ static void s_handle(session_t *session, fleet_t *fleet, int cmd, zmsg_t *msg, b
         *reconnect = true;
         break;
     case TT_W_COMMAND: {
+        /* queued and started; its reply goes out from s_send_replies once
+         * it finished and was committed */
         zframe_t *body = zmsg_last(msg);
         int64_t t0 = zclock_usecs();
-        zframe_t *reply = fleet_command(fleet, zframe_data(body), zframe_size(body));
-        if (reply) {
-            if (s_verbose)
-                zsys_debug("COMMAND done in %lld us", (long long)(zclock_usecs() - t0));
-            session_send(session, TT_W_REPLY, &reply);
-        }
+        fleet_submit(fleet, zframe_data(body), zframe_size(body));
+        if (s_verbose)
+            zsys_debug("COMMAND submitted in %lld us", (long long)(zclock_usecs() - t0));
         break;
     }
     default:
         zsys_warning("ignored command 0x%02x from the broker (worker-bound only)", cmd);
     }
+}
+
+/* Advance the ops in flight, commit once, send every reply that is ready
+ * (a reply made while the broker is away is dropped: it re-sends after
+ * READY). */
+static void s_send_replies(session_t *session, fleet_t *fleet)
+{
+    fleet_flush(fleet);
+    zframe_t *reply;
+    while ((reply = fleet_pop(fleet)))
+        session_send(session, TT_W_REPLY, &reply);
 }
 
 int main(int argc, char **argv)
@@ -652,6 +667,9 @@ int main(int argc, char **argv)
         int64_t wait = session_next_ms(session, now);
         if (next_tick - now < wait)
             wait = next_tick - now;
+        int ops = fleet_next_ms(fleet);
+        if (ops >= 0 && ops < wait)
+            wait = ops;
         if (wait < 0)
             wait = 0;
         zpoller_wait(poller, (int)wait);
@@ -668,6 +686,8 @@ int main(int argc, char **argv)
             s_handle(session, fleet, cmd, msg, &reconnect);
             zmsg_destroy(&msg);
         }
+        /* one commit for the whole batch, then its replies */
+        s_send_replies(session, fleet);
         now = zclock_mono();
         if (!reconnect && session_expired(session, now)) {
             zsys_warning("broker silent for %lld ms: reconnecting",
@@ -680,6 +700,7 @@ int main(int argc, char **argv)
             zframe_t *ev = fleet_tick(fleet, tt_now());
             if (ev)
                 session_send(session, TT_W_EVENT, &ev);
+            s_send_replies(session, fleet);
             next_tick = now + S_TICK_MS;
         }
         if (now >= next_scan) {
