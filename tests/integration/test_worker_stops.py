@@ -130,5 +130,59 @@ class TermIgnoringStops(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 60)
 
 
+class ConfigFile(unittest.TestCase):
+    """ttworker --config FILE (zconfig): keys are the long option names;
+    flags on the command line override the file."""
+
+    def setUp(self):
+        self.pool = harness.Pool(hosts={})
+        self.addCleanup(self.pool.close)
+        self.pool.start()
+
+    def start(self, name, *flags):
+        path = os.path.join(self.pool.dir, name + ".cfg")
+        with open(path, "w") as f:
+            f.write("# ttworker options\nworker\n    state = %s\n    broker = %s\n"
+                    "    host-id = %s\n    images = %s\n    cpu = 3\n    mem = 4096\n"
+                    "    disk = 9000\n    verbose = 1\n"
+                    % (os.path.join(self.pool.dir, "w-" + name), self.pool.workers_ep, name,
+                       self.pool.images))
+        d = harness.Daemon("ttworker-" + name, [harness.binary("ttworker"), "--config", path]
+                           + list(flags), os.path.join(self.pool.dir, "w-%s.log" % name))
+        self.pool.workers[name] = d
+        d.start()
+        return path
+
+    def host(self, name):
+        def shown():
+            r = self.pool.ctl("host", "list", tenant=ADMIN, timeout_ms=1000)
+            hosts = {h["id"]: h for h in r.data["hosts"]} if r.rc == 0 else {}
+            return hosts.get(name) if hosts.get(name, {}).get("state") == "online" else None
+        return wait_for("host %s online" % name, shown, timeout=20)
+
+    def test_file_and_override(self):
+        self.assertEqual(self.host_of("fromfile")["cpu_total"], 3)
+        self.start("flagged", "--cpu", "5")
+        self.assertEqual(self.host("flagged")["cpu_total"], 5)  # the flag wins
+
+    def host_of(self, name):
+        self.start(name)
+        return self.host(name)
+
+    def test_bad_file(self):
+        path = os.path.join(self.pool.dir, "bad.cfg")
+        with open(path, "w") as f:
+            f.write("worker\n    stop-timout-ms = 10\n")
+        import subprocess
+        p = subprocess.run([harness.binary("ttworker"), "--config", path], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("unknown key 'stop-timout-ms'", p.stderr)
+        p = subprocess.run([harness.binary("ttworker"), "--config", path + ".missing"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot read --config", p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
