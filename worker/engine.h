@@ -8,6 +8,12 @@
  * seconds), they update vm->pid / vm->start_time but never vm->state: the
  * caller owns the state machine and the database row.
  *
+ * The one wait a guest controls, the graceful stop, can also be driven
+ * without blocking (stop_begin / stop_poll / stop_force, all optional):
+ * the worker's loop asks every VM to stop, looks at them on a timer and
+ * kills the stragglers at the grace, then calls stop, which finds them
+ * gone (fleet.h has the state machine).
+ *
  * Lifecycle: prepare_disk (creates the VM's disk, kept across stop/start)
  * -> start -> [pause <-> resume] -> stop -> start ... -> destroy (stops if
  * needed, deletes the disk). is_alive answers for a VM the caller thinks is

@@ -1005,6 +1005,8 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
             zlist_remove(self->out, mine);
             return mine;
         }
+        if (!self->n_ops && !self->done)
+            return NULL; /* its reply could not be built (out of memory) */
         spawn_sleep_ms(fleet_next_ms(self) > 0 ? 10 : 1);
     }
 }

@@ -203,7 +203,7 @@ class Soak(unittest.TestCase):
 
 
 STORM_ROUNDS = int(os.environ.get("TTFLEET_STORM_ROUNDS", "12"))
-SPAWN_DELAY_MS = "300"
+SPAWN_DELAY_MS = "600"
 
 
 def _with_spawn_delay(test, ms=SPAWN_DELAY_MS):
@@ -269,8 +269,10 @@ class KillStorm(unittest.TestCase):
             try:
                 while not stop.is_set():
                     n += 1
-                    name = "st%d-%d" % (k, n % 4)
-                    op = "create" if n % 2 else "delete"
+                    # each name: create, stop, start, delete (a start
+                    # spawns into a VM that has a row: the other window)
+                    name = "st%d-%d" % (k, (n // 4) % 3)
+                    op = ("create", "stop", "start", "delete")[n % 4]
                     try:
                         call(pool, request(op, name, rid="storm-%d-%d-%d" % (seed, k, n), dup=2),
                              timeout_ms=700, retries=3)
