@@ -29,7 +29,7 @@ static char s_db[1024];
 
 typedef struct {
     Ttfleet__VmSpec spec;
-    char ip[16], mac[18];
+    char ip[32], mac[32];
 } s_spec_t;
 
 static void s_spec(s_spec_t *s, uint32_t id, const char *engine, const char *image, int desired)
