@@ -269,7 +269,9 @@ int main(void)
     v[3].spec.desired = TTFLEET__VM_STATE__VM_STOPPED; /* the polite one */
     s_submit(fleet, 14, &v[3], 1);
     fleet_flush(fleet);
-    CHECK(fleet_in_flight(fleet) == 3);
+    /* the stubborn stop and the start queued behind it (the polite stop
+     * may be over already) */
+    CHECK(fleet_in_flight(fleet) == 2 || fleet_in_flight(fleet) == 3);
     Ttfleet__WorkerReply *r = s_pop(fleet);
     CHECK(r && r->op_id == 13 && r->status == TTFLEET__STATUS__OK);
     ttfleet__worker_reply__free_unpacked(r, NULL);
