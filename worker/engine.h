@@ -23,8 +23,8 @@
 #define TT_WORKER_ENGINE_H
 
 #include <stdbool.h>
-#include <sys/types.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "vm.h"
 

@@ -38,7 +38,7 @@
 #include "wire.h"
 
 #define S_MSG_LEN 256
-#define S_POLL_MS 50       /* how often a VM being stopped is looked at */
+#define S_POLL_MS 50        /* how often a VM being stopped is looked at */
 #define S_KILL_WAIT_MS 2000 /* after SIGKILL, before the blocking stop says why */
 
 /* Where one VM of an op is. */
@@ -49,7 +49,7 @@ typedef struct {
     int64_t kill_deadline_ms; /* S_KILLING: monotonic */
     int status, state;        /* outcome, once S_DONE */
     char msg[S_MSG_LEN];
-    char env[VM_ENV_MAX];     /* the VM's env and lease for the reply */
+    char env[VM_ENV_MAX]; /* the VM's env and lease for the reply */
     int64_t expires_at;
 } s_vmop_t;
 
@@ -58,7 +58,7 @@ typedef struct s_op_s {
     Ttfleet__WorkerCommand *cmd; /* owned */
     bool internal;               /* expiry: an event, no reply */
     bool started;
-    size_t left; /* specs not done */
+    size_t left;  /* specs not done */
     s_vmop_t *vs; /* [cmd->n_vms] */
     struct s_op_s *next;
 } s_op_t;
@@ -88,7 +88,7 @@ struct fleet_t {
     s_op_t **owner; /* [TT_VMID_MAX + 1]: the started op that holds a VM id */
     uint32_t *mark; /* [TT_VMID_MAX + 1]: scheduling pass that saw it wanted */
     uint32_t gen;
-    zlist_t *out;   /* packed replies ready to send */
+    zlist_t *out;         /* packed replies ready to send */
     s_expired_t *expired; /* expiry destroys committed, for the next event */
     size_t n_expired, cap_expired;
 };
@@ -618,8 +618,7 @@ static void s_op_free(s_op_t **op_p)
 }
 
 /* Spec i of op is done: note its outcome and the VM as it is now. */
-static void s_spec_done(fleet_t *self, s_op_t *op, size_t i, int status, int state,
-                        const char *msg)
+static void s_spec_done(fleet_t *self, s_op_t *op, size_t i, int status, int state, const char *msg)
 {
     const Ttfleet__VmSpec *spec = op->cmd->vms[i];
     s_vmop_t *v = &op->vs[i];
@@ -665,7 +664,8 @@ static int s_wants_timed_stop(fleet_t *self, const Ttfleet__VmSpec *spec, int *s
             *status = TTFLEET__STATUS__BAD_REQUEST;
             return -1;
         }
-        if (vm->cpu != spec->cpu || vm->mem_mib != spec->mem_mib || vm->disk_mib != spec->disk_mib) {
+        if (vm->cpu != spec->cpu || vm->mem_mib != spec->mem_mib ||
+            vm->disk_mib != spec->disk_mib) {
             snprintf(msg, S_MSG_LEN, "vm %u: cpu, memory and disk change only while stopped",
                      vm->vm_id);
             *status = TTFLEET__STATUS__BAD_REQUEST;
@@ -1124,8 +1124,8 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
             continue;
         bool expired = now > vm->expires_at + self->cfg.expiry_grace;
         if (expired) {
-            zsys_info("vm %u (%s): expired at %lld (+%llds grace), destroying", vm->vm_id,
-                      vm->env, (long long)vm->expires_at, (long long)self->cfg.expiry_grace);
+            zsys_info("vm %u (%s): expired at %lld (+%llds grace), destroying", vm->vm_id, vm->env,
+                      (long long)vm->expires_at, (long long)self->cfg.expiry_grace);
             ids[n_ids++] = id;
             continue;
         }

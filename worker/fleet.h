@@ -57,7 +57,7 @@ typedef struct {
     net_config_t net; /* the network backend (--net) */
     const char *qemu; /* qemu-system-x86_64 and qemu-img (absolute), or NULL */
     const char *qemu_img;
-    const char *accel; /* "kvm" or "tcg": advertised in READY */
+    const char *accel;   /* "kvm" or "tcg": advertised in READY */
     const char *vm_user; /* unprivileged user the VMs run as, NULL: root */
     uid_t vm_uid;
     gid_t vm_gid;

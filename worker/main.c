@@ -695,9 +695,9 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "ttworker: CURVE needs both --curve-secret (a cert with its _secret file) "
                     "and --broker-key (the broker's public cert); cannot load %s\n",
-                    !own ? (o->curve_secret[0] ? o->curve_secret : "--curve-secret")
-                         : !broker ? (o->broker_key[0] ? o->broker_key : "--broker-key")
-                                   : o->curve_secret);
+                    !own      ? (o->curve_secret[0] ? o->curve_secret : "--curve-secret")
+                    : !broker ? (o->broker_key[0] ? o->broker_key : "--broker-key")
+                              : o->curve_secret);
             zcert_destroy(&own);
             zcert_destroy(&broker);
             session_destroy(&session);

@@ -306,8 +306,8 @@ int main(void)
     printf("  polite stop %lld ms, 3 TERM-ignoring stops %lld ms (grace %d), queued start %lld "
            "ms\n",
            (long long)polite_ms, (long long)stubborn_ms, GRACE_MS, (long long)again_ms);
-    CHECK(polite_ms >= 0 && polite_ms < GRACE_MS);           /* TERM obeyed: no grace */
-    CHECK(stubborn_ms >= GRACE_MS * 9 / 10);                /* they got their grace */
+    CHECK(polite_ms >= 0 && polite_ms < GRACE_MS);               /* TERM obeyed: no grace */
+    CHECK(stubborn_ms >= GRACE_MS * 9 / 10);                     /* they got their grace */
     CHECK(stubborn_ms >= 0 && stubborn_ms < 2 * GRACE_MS + 500); /* together, not 3 x */
     CHECK(again_ms >= stubborn_ms);
     CHECK(fleet_in_flight(fleet) == 0 && fleet_next_ms(fleet) == -1);
