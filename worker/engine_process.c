@@ -28,12 +28,26 @@
  * host here has only cgroup v1 mounts, so the freezer is not relied on;
  * the namespace scan is exact and needs nothing set up.
  *
+ * The worker's loop never waits out a grace (fleet.c): stop_begin sends
+ * the SIGTERM and notes the time, stop_poll (on the loop's timer) says
+ * when pid 1 is gone and re-sends SIGTERM once if pid 1 installed its
+ * handler late, stop_force sends the SIGKILL at the deadline, and the
+ * blocking stop that follows finds the VM gone. The blocking stop alone
+ * (no stop_begin) keeps its old bounded wait.
+ *
+ * The spawn lock (engine.h) is taken before the intermediate is forked and
+ * inherited by it, so a worker restarted while an intermediate of its dead
+ * predecessor still runs waits for the pidfile instead of missing it.
+ * TTFLEET_SPAWN_DELAY_MS (tests only) makes the intermediate sleep before
+ * it writes the pidfile, to hold that window open.
+ *
  * A process is ours only if pid *and* start time match what we recorded;
  * we never signal a namespace that is the worker's own.
  */
 #define _GNU_SOURCE
 #include "engine.h"
 
+#include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -56,6 +70,7 @@
 #include "images.h"
 #include "proc.h"
 #include "spawn.h"
+#include "ttcrash.h"
 
 #define S_SPAWN_TIMEOUT_MS 5000
 #define S_KILL_TIMEOUT_MS 2000
@@ -118,6 +133,7 @@ typedef struct {
     bool drop; /* become uid/gid before exec */
     uid_t uid;
     gid_t gid;
+    int delay_ms; /* TTFLEET_SPAWN_DELAY_MS: tests hold the pidfile window open */
 } s_spawn_t;
 
 static void s_report(int fd, int kind, int value, int step, uint64_t start_time)
@@ -230,6 +246,8 @@ static void s_intermediate(const s_spawn_t *sp, int wfd)
         kill(pid, SIGKILL);
         goto fail;
     }
+    if (sp->delay_ms > 0)
+        spawn_sleep_ms(sp->delay_ms);
     char line[64];
     size_t n = proc_utoa((uint64_t)pid, line);
     line[n++] = ' ';
@@ -273,6 +291,10 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char 
     sp->uid = ctx->vm_uid;
     sp->gid = ctx->vm_gid;
     sp->argv[1] = NULL;
+    const char *delay = getenv("TTFLEET_SPAWN_DELAY_MS");
+    sp->delay_ms = delay ? atoi(delay) : 0;
+    if (sp->delay_ms < 0 || sp->delay_ms > 10000)
+        sp->delay_ms = 0;
     int e = 0;
     sp->envp[e++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     sp->envp[e++] = "HOME=/";
@@ -313,9 +335,11 @@ static void s_signal_vm(pid_t pid, int sig)
         kill(pid, sig);
 }
 
-/* Stop the process pid/start_time: TERM, bounded wait, KILL. */
-static int s_kill_vm(const engine_ctx_t *ctx, pid_t pid, uint64_t start_time, char *err,
-                     size_t errlen)
+/* Stop the process pid/start_time: TERM, bounded wait, KILL. asked_ms:
+ * when stop_begin already sent the TERM (0 = not yet); the grace counts
+ * from then. */
+static int s_kill_vm(const engine_ctx_t *ctx, pid_t pid, uint64_t start_time, int64_t asked_ms,
+                     char *err, size_t errlen)
 {
     if (!proc_alive(pid, start_time)) {
         waitpid(pid, NULL, WNOHANG);
@@ -324,10 +348,12 @@ static int s_kill_vm(const engine_ctx_t *ctx, pid_t pid, uint64_t start_time, ch
     /* pid 1 gets SIGTERM only if it has a handler at the moment it is
      * sent; a VM stopped right after its start may not have installed
      * one yet, so the wait re-sends it once pid 1 catches it. */
-    bool caught = proc_catches(pid, SIGTERM);
-    s_signal_vm(pid, SIGTERM);
-    s_signal_vm(pid, SIGCONT);
-    int64_t deadline = tt_mono_ms() + ctx->stop_timeout_ms;
+    bool caught = asked_ms ? true : proc_catches(pid, SIGTERM);
+    if (!asked_ms) {
+        s_signal_vm(pid, SIGTERM);
+        s_signal_vm(pid, SIGCONT);
+    }
+    int64_t deadline = (asked_ms ? asked_ms : tt_mono_ms()) + ctx->stop_timeout_ms;
     for (;;) {
         waitpid(pid, NULL, WNOHANG);
         if (!proc_alive(pid, start_time))
@@ -358,24 +384,72 @@ static void s_forget(const engine_ctx_t *ctx, vm_t *vm)
 
 static int s_stop(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
-    if (vm->pid && s_kill_vm(ctx, vm->pid, vm->start_time, err, errlen))
+    int64_t asked = vm->stop_asked_ms;
+    vm->stop_asked_ms = 0;
+    vm->stop_flags = 0;
+    if (vm->pid && s_kill_vm(ctx, vm->pid, vm->start_time, asked, err, errlen))
         return -1;
     s_forget(ctx, vm);
     return 0;
 }
 
+/* The non-blocking stop (see the top of the file). stop_flags bit 0: pid 1
+ * had a SIGTERM handler when it was sent, so it got it. */
+static void s_stop_begin(const engine_ctx_t *ctx, vm_t *vm)
+{
+    if (ctx->stop_timeout_ms <= 0 || !vm->pid || !proc_alive(vm->pid, vm->start_time))
+        return;
+    vm->stop_flags = proc_catches(vm->pid, SIGTERM) ? 1 : 0;
+    s_signal_vm(vm->pid, SIGTERM);
+    s_signal_vm(vm->pid, SIGCONT);
+    vm->stop_asked_ms = tt_mono_ms();
+}
+
+static bool s_stop_poll(const engine_ctx_t *ctx, vm_t *vm)
+{
+    if (!vm->pid)
+        return true;
+    waitpid(vm->pid, NULL, WNOHANG);
+    if (!proc_alive(vm->pid, vm->start_time))
+        return true;
+    if (!(vm->stop_flags & 1) && proc_catches(vm->pid, SIGTERM)) {
+        vm->stop_flags |= 1;
+        kill(vm->pid, SIGTERM);
+    }
+    return false;
+}
+
+/* SIGKILL to pid 1 ends the whole pid namespace. */
+static void s_stop_force(const engine_ctx_t *ctx, vm_t *vm)
+{
+    if (vm->pid && proc_alive(vm->pid, vm->start_time))
+        kill(vm->pid, SIGKILL);
+}
+
+static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm);
+
 static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
     if (vm->pid && proc_alive(vm->pid, vm->start_time))
         return 0; /* already running: starting is idempotent */
+    /* never two trees for one VM: a live process its pidfile names (from a
+     * start no row recorded) goes first */
+    s_kill_stray(ctx, vm);
+    int lock = engine_spawn_lock(ctx, vm->vm_id, ENGINE_SPAWN_LOCK_MS, err, errlen);
+    if (lock == -2)
+        snprintf(err, errlen, "vm %u has no directory (prepare its disk first)", vm->vm_id);
+    if (lock < 0)
+        return -1;
     s_spawn_t *sp = calloc(1, sizeof *sp);
     if (!sp) {
         snprintf(err, errlen, "out of memory");
+        close(lock);
         return -1;
     }
     int rc = -1;
     if (s_build(ctx, vm, sp, err, errlen)) {
         free(sp);
+        close(lock);
         return -1;
     }
     int pfd[2];
@@ -395,7 +469,8 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
         s_intermediate(sp, pfd[1]);
     }
     close(pfd[1]);
-    int64_t deadline = tt_mono_ms() + S_SPAWN_TIMEOUT_MS;
+    tt_crash_point("worker.mid_spawn"); /* the spawner runs, nothing recorded */
+    int64_t deadline = tt_mono_ms() + S_SPAWN_TIMEOUT_MS + sp->delay_ms;
     s_msg_t m;
     int got = spawn_read_full(pfd[0], &m, sizeof m, deadline);
     waitpid(mid, NULL, 0); /* it exits right after reporting */
@@ -418,7 +493,7 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
         else
             snprintf(err, errlen, "VM init did not report");
         char e2[64];
-        s_kill_vm(ctx, pid, start_time, e2, sizeof e2);
+        s_kill_vm(ctx, pid, start_time, 0, e2, sizeof e2);
         s_forget(ctx, vm);
         goto out;
     }
@@ -428,6 +503,7 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 out:
     close(sp->console_fd);
     close(sp->null_fd);
+    close(lock); /* the spawner has exited: nothing holds it now */
     free(sp);
     return rc;
 }
@@ -494,7 +570,9 @@ static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm)
     uint64_t st;
     if (engine_pidfile_stray(ctx, vm, &pid, &st) == 0) {
         char err[128];
-        s_kill_vm(ctx, pid, st, err, sizeof err);
+        zsys_warning("vm %u: process %d from an uncommitted start: stopping it", vm->vm_id,
+                     (int)pid);
+        s_kill_vm(ctx, pid, st, 0, err, sizeof err);
     }
 }
 
@@ -525,4 +603,7 @@ const engine_t engine_process = {
     .is_alive = s_is_alive,
     .adopt = s_adopt,
     .destroy = s_destroy,
+    .stop_begin = s_stop_begin,
+    .stop_poll = s_stop_poll,
+    .stop_force = s_stop_force,
 };

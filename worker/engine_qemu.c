@@ -360,6 +360,8 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     return 0;
 }
 
+static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm);
+
 static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
     if (vm->pid && proc_alive(vm->pid, vm->start_time))
@@ -391,7 +393,13 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
         goto out;
     }
     int64_t t0 = tt_mono_ms();
-    rc = spawn_detached(a->argv, pidfile, log, &vm->pid, &vm->start_time, err, errlen);
+    /* held by the spawner until the pidfile is written (engine.h) */
+    s_kill_stray(ctx, vm);
+    int lock = engine_spawn_lock(ctx, vm->vm_id, ENGINE_SPAWN_LOCK_MS, err, errlen);
+    rc = lock < 0 ? -1
+                  : spawn_detached(a->argv, pidfile, log, &vm->pid, &vm->start_time, err, errlen);
+    if (lock >= 0)
+        close(lock);
     close(log);
     if (rc == 0)
         zsys_info("vm %u: qemu (%s) exec'd as pid %d in %lld ms", vm->vm_id,
@@ -459,6 +467,14 @@ static int s_halt(const engine_ctx_t *ctx, vm_t *vm, pid_t pid, uint64_t st, cha
         return 0;
     snprintf(err, errlen, "qemu %d did not exit after SIGKILL", (int)pid);
     return -1;
+}
+
+/* The timer-driven stop's deadline (fleet.c): the guest ignored the
+ * power button for the whole grace. */
+static void s_stop_force(const engine_ctx_t *ctx, vm_t *vm)
+{
+    if (vm->pid && proc_alive(vm->pid, vm->start_time))
+        kill(vm->pid, SIGKILL);
 }
 
 static int s_stop(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
@@ -738,4 +754,5 @@ const engine_t engine_qemu = {
     .destroy = s_destroy,
     .update = s_update,
     .stop_begin = s_stop_begin,
+    .stop_force = s_stop_force,
 };
