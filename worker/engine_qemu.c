@@ -29,7 +29,10 @@
  * Network, by the worker's backend: nft -> a tap tt<id> (made by net.c)
  * and an e1000 NIC with the VM's MAC; user -> slirp with a host forward
  * 127.0.0.1:public -> guest port per port (tcp and udp), restrict=on for
- * deny-outgoing, forwards changed live over QMP (hostfwd_add/remove);
+ * every VM (slirp with restrict=off maps 10.0.2.2 to the host's loopback:
+ * a guest would reach host-local services), so no outgoing network and
+ * deny-outgoing has nothing to add; forwards changed live over QMP
+ * (hostfwd_add/remove);
  * the guest is 10.0.2.15/24 via 10.0.2.2 there, as each VM has its own
  * slirp; none -> no NIC.
  */
@@ -321,8 +324,12 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
         prefix = 24;
         char fwd[TT_MAX_PORTS_PER_VM * 2 * 64];
         s_hostfwds(vm, fwd, sizeof fwd);
+        /* restrict=on for every VM, whatever deny-outgoing says: with
+         * restrict=off slirp maps 10.0.2.2 to the host's 127.0.0.1, so a
+         * guest would reach every host-local service (the broker's own
+         * endpoints among them). The host forwards still work. */
         s_arg(a, "-netdev");
-        s_arg(a, "user,id=n0,restrict=%s%s", vm->deny_outgoing ? "on" : "off", fwd);
+        s_arg(a, "user,id=n0,restrict=on%s", fwd);
     } else if (ctx->net == NET_NFT) {
         char ifname[16];
         net_ifname(vm->vm_id, ifname, sizeof ifname);
@@ -552,14 +559,12 @@ static int s_destroy(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen
 }
 
 /* User-mode networking carries the host forwards inside QEMU: change them
- * live. Deny-outgoing (restrict=on) cannot change in a running slirp; it
- * applies from the next start. */
+ * live. Deny-outgoing changes nothing there: every user-backend VM runs
+ * with restrict=on (no outgoing network at all). */
 static int s_update(const engine_ctx_t *ctx, const vm_t *old, vm_t *vm, char *err, size_t errlen)
 {
     if (ctx->net != NET_USER || !vm->pid || !proc_alive(vm->pid, vm->start_time))
         return 0;
-    if (old->deny_outgoing != vm->deny_outgoing)
-        zsys_warning("vm %u: deny-outgoing changes at its next start (user networking)", vm->vm_id);
     char cmd[512], ans[512];
     for (int pass = 0; pass < 2; pass++) {
         const vm_t *from = pass ? vm : old, *to = pass ? old : vm;

@@ -5,8 +5,10 @@
  *
  *  - none: a process VM has only lo; a QEMU VM has no NIC.
  *  - user: QEMU user-mode networking (slirp), built by the qemu engine:
- *    each public port is a host forward on 127.0.0.1, deny-outgoing is
- *    `restrict=on`. Needs no root and no namespace. Process VMs get no
+ *    each public port is a host forward on 127.0.0.1, and every VM runs
+ *    with `restrict=on`: no outgoing network at all (with restrict=off
+ *    slirp maps 10.0.2.2 to the host's loopback, which would let a guest
+ *    reach host-local services). Needs no root and no namespace. Process VMs get no
  *    network (as with none). Nothing to do here: every call is a no-op.
  *  - nft: one bridge `ttbr0` (10.10.0.1/16), a persistent tap `tt<id>` per
  *    QEMU VM and a veth `tt<id>` per process VM (its peer is `eth0` inside
