@@ -86,6 +86,10 @@ int net_vm_update(net_t *self, const vm_t *old, const vm_t *vm, char *err, size_
 /* It is destroyed: its elements, tap or veth. */
 int net_vm_remove(net_t *self, const vm_t *vm, char *err, size_t errlen);
 
+/* The network group of an env ("tenant/name"): a VM reaches only VMs of
+ * its group (exposed for unit tests). Never 0, bit 31 clear. */
+uint32_t net_group(const char *env);
+
 /* The nft text of the whole table for vms (exposed for unit tests).
  * Returns a malloc'd string or NULL. */
 char *net_table_text(vm_t *const *vms, size_t n);
