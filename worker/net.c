@@ -385,6 +385,25 @@ static int s_bridge(net_t *self, char *err, size_t errlen)
         return -1;
     }
     close(fd);
+    /* Frames between two VM ports are judged by the bridge table only: with
+     * br_netfilter (often built in, and on by default in every namespace)
+     * they would also run through the ip hooks meant for routed traffic.
+     * Per namespace; absent without br_netfilter. */
+    static const char *calls[] = {"iptables", "ip6tables", "arptables"};
+    for (size_t i = 0; i < sizeof calls / sizeof *calls; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/proc/sys/net/bridge/bridge-nf-call-%s", calls[i]);
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+            continue;
+        if (fd < 0 || write(fd, "0\n", 2) != 2) {
+            snprintf(err, errlen, "turn off %s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        close(fd);
+    }
     return 0;
 }
 

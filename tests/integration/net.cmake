@@ -5,6 +5,7 @@
 # impossible here (no root or no network namespaces; no QEMU installed):
 # the reason is on stdout.
 foreach(spec "qemu_nft:test_qemu_nft_net:300"
+             "nft_isolation:test_nft_isolation:300"
              "qemu_user:test_qemu_user_net:300")
   string(REPLACE ":" ";" parts "${spec}")
   list(GET parts 0 name)

@@ -83,6 +83,15 @@ class QemuNft(unittest.TestCase):
     def qemu_vm(self):
         return self.ok("env", "show", "q")["vms"][0]
 
+    def denied(self):
+        """Ports whose mark carries the deny-outgoing bit (bit 31)."""
+        out = []
+        for e in netlib.nft_elements(self.hns, "port_grp", "map", "bridge"):
+            port, _, mark = e.partition(" : ")
+            if int(mark, 16) & 0x80000000:
+                out.append(port.strip('"'))
+        return sorted(out)
+
     def worker_row(self, vm_id):
         return self.pool.worker_vms("h1")[vm_id]
 
@@ -137,13 +146,12 @@ class QemuNft(unittest.TestCase):
         self.assertIn("ok: hello-from-client", self.outbound(pp[80]))
         self.ok("env", "update", "q", "--deny-outgoing")
         self.ok("env", "update", "p", "--deny-outgoing")
-        self.assertEqual(netlib.nft_elements(self.hns, "deny", "set"),
-                         sorted([q["ip"], p["ip"]]))
+        self.assertEqual(self.denied(), sorted(["tt%d" % q["vm_id"], "tt%d" % p["vm_id"]]))
         self.assertIn("connect %s:%d failed" % (CLIENT_IP, LISTEN_PORT), self.outbound(qp[80]))
         self.assertIn("failed", self.outbound(pp[80]))
         self.assertIn("ttguest vm", self.get(qp[80]) or "")
         self.ok("env", "update", "p", "--allow-outgoing")
-        self.assertEqual(netlib.nft_elements(self.hns, "deny", "set"), [q["ip"]])
+        self.assertEqual(self.denied(), ["tt%d" % q["vm_id"]])
         self.assertIn("ok: hello-from-client", self.outbound(pp[80]))
 
         # ports change live: 80 goes, 8080 comes
@@ -206,7 +214,9 @@ class QemuNft(unittest.TestCase):
             harness.proc_alive(pid, st) for pid, st in before.values()), timeout=15)
         self.assertEqual(netlib.nft_elements(self.hns, "tcp_pub"), [])
         self.assertEqual(netlib.nft_elements(self.hns, "udp_pub"), [])
-        self.assertEqual(netlib.nft_elements(self.hns, "deny", "set"), [])
+        self.assertEqual(netlib.nft_elements(self.hns, "port_grp", "map", "bridge"), [])
+        self.assertEqual(netlib.nft_elements(self.hns, "port_ip", "set", "bridge"), [])
+        self.assertEqual(netlib.nft_elements(self.hns, "member", "set"), [])
         names = netlib.links(self.hns)
         self.assertNotIn(tq, names)
         self.assertNotIn(tp, names)
