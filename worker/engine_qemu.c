@@ -13,7 +13,8 @@
  * Per VM, under <state>/vms/<id>/: disk.qcow2 (a qcow2 overlay on the
  * base, or a blank qcow2, sized to the VM's disk with qemu-img; kept
  * across stop/start), disk.size (the MiB it was made or grown to),
- * console.log (the serial console), qmp.sock (QMP), pid.
+ * console.log (+ console.log.1: the serial console, QEMU's stdout, written
+ * by the bounded logger of console.h), qmp.sock (QMP), pid.
  *
  * QEMU runs with -sandbox on, -display none, -nodefaults: no VNC, no
  * monitor but the QMP unix socket, no listener at all except the host
@@ -55,6 +56,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "console.h"
 #include "images.h"
 #include "net.h"
 #include "proc.h"
@@ -310,8 +312,10 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     }
     s_arg(a, "-qmp");
     s_arg(a, "unix:%s/qmp.sock,server=on,wait=off", dir);
+    /* the serial console is QEMU's stdout: a pipe to the bounded logger of
+     * console.c (a chardev file would grow without end) */
     s_arg(a, "-chardev");
-    s_arg(a, "file,id=con0,path=%s/console.log,append=on", dir);
+    s_arg(a, "stdio,id=con0,signal=off");
     s_arg(a, "-serial");
     s_arg(a, "chardev:con0");
     s_arg(a, "-drive");
@@ -391,12 +395,11 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
         s_build(ctx, vm, a, err, errlen))
         goto out;
     unlink(sock);
-    /* QEMU's own messages (not the guest's) go to the console log too */
-    int log = open(console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (log < 0) {
-        snprintf(err, errlen, "open %s: %s", console, strerror(errno));
+    /* the guest's serial console and QEMU's own messages, through the
+     * bounded logger (console.h) */
+    int log = console_open(console, err, errlen);
+    if (log < 0)
         goto out;
-    }
     int64_t t0 = tt_mono_ms();
     rc = spawn_detached(a->argv, pidfile, log, &vm->pid, &vm->start_time, err, errlen);
     close(log);
