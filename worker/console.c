@@ -23,6 +23,7 @@
 typedef struct {
     char path[4096];
     char old[4104]; /* path + ".1" */
+    char tmp[4104]; /* path + ".n" */
     size_t cap;
     char buf[S_CHUNK];
 } s_logger_t;
@@ -47,8 +48,16 @@ static void s_logger(s_logger_t *lg, int rfd)
         if (fd < 0 || size + (size_t)n > lg->cap) {
             if (fd >= 0)
                 close(fd);
-            rename(lg->path, lg->old); /* the older half goes */
-            fd = s_open_log(lg->path, O_TRUNC);
+            /* console.log never goes missing (a reader may open it any
+             * time): the full file becomes console.log.1 by a second
+             * name, then a fresh one replaces console.log in one rename */
+            unlink(lg->old);
+            link(lg->path, lg->old);
+            fd = s_open_log(lg->tmp, O_TRUNC);
+            if (fd >= 0 && rename(lg->tmp, lg->path)) {
+                close(fd);
+                fd = -1;
+            }
             size = 0;
         }
         if (fd < 0)
@@ -81,6 +90,7 @@ int console_open_capped(const char *path, size_t cap, char *err, size_t errlen)
         return -1;
     }
     snprintf(lg->old, sizeof lg->old, "%s.1", path);
+    snprintf(lg->tmp, sizeof lg->tmp, "%s.n", path);
     lg->cap = cap;
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC)) {

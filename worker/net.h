@@ -13,15 +13,30 @@
  *  - nft: one bridge `ttbr0` (10.10.0.1/16), a persistent tap `tt<id>` per
  *    QEMU VM and a veth `tt<id>` per process VM (its peer is `eth0` inside
  *    the VM's network namespace, with the VM's IP, MAC and a default route
- *    via 10.10.0.1), and one nftables table `ip ttfleet` that we own:
+ *    via 10.10.0.1), and two nftables tables that we own:
+ *    `bridge ttfleet`, for the frames a VM port (tt*) sends, before the
+ *    bridge learns from them:
+ *      sets port_mac (port . MAC), port_ip (port . IPv4): a frame must
+ *          carry its port's MAC, an ARP its MAC and IP as sender, an IPv4
+ *          packet its IP as source; anything else (IPv6...) is dropped;
+ *      map port_grp: port -> mark = the env's group (net_group) | bit 31
+ *          if deny-outgoing: every accepted frame is marked by its port;
+ *      set port_in (port . mark): a frame leaves by a VM port only if the
+ *          port is of the sender's group;
+ *    `ip ttfleet`, for routed traffic:
  *      map tcp_pub, udp_pub: public port -> VM ip . guest port (DNAT on
  *          prerouting and local output, for local destination addresses);
- *      set deny: VM addresses whose new outgoing connections are dropped
- *          (forward and input hooks), after `ct state established,related
- *          accept`, so inbound connections to a denied VM still work;
+ *      set member (VM ip . mark): a routed packet from a VM to 10.10/16
+ *          must go to a VM of its group;
+ *      forward: after `ct state established,related accept`, new
+ *          connections from a port marked deny-outgoing are dropped, so
+ *          inbound connections to a denied VM still work;
+ *      input: nothing new from the bridge (no host service for VMs);
  *      masquerade of 10.10.0.0/16 towards anything else.
+ *    bridge-nf-call-* are off in our namespace: bridged frames are judged
+ *    by the bridge table only.
  *    Per-VM elements are added and deleted exactly by their keys, in one
- *    libnftables batch per change. Worker start rebuilds the table from
+ *    libnftables batch per change. Worker start rebuilds both tables from
  *    worker.db in one atomic batch and removes stray `tt*` bridge ports.
  *
  * The nft backend changes the network of the namespace it runs in: it

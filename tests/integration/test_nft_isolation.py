@@ -154,6 +154,7 @@ class NftIsolation(unittest.TestCase):
         # delete leaves no element of the bridge table
         self.ok("env", "delete", "a")
         self.ok("env", "delete", "b")
+        harness.wait_for("VMs destroyed", lambda: not self.pool.worker_vms("h1"), timeout=20)
         for name, kind in (("port_mac", "set"), ("port_ip", "set"), ("port_grp", "map"),
                            ("port_in", "set")):
             self.assertEqual(netlib.nft_elements(self.hns, name, kind, "bridge"), [], name)
