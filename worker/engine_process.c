@@ -62,6 +62,7 @@
 #define S_SPAWN_TIMEOUT_MS 5000
 #define S_KILL_TIMEOUT_MS 2000
 #define S_MKFS_MS 30000
+#define S_MIN_DISK_MIB 8
 #define S_LOOP_TRIES 8
 
 /* Records on the spawn pipe. */
@@ -138,7 +139,9 @@ static int s_prepare_disk(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t e
         snprintf(err, errlen, "create %s: %s", disk, strerror(errno));
         return -1;
     }
-    off_t want = (off_t)vm->disk_mib * 1024 * 1024;
+    /* ext4 needs some room for itself: a tiny disk gets S_MIN_DISK_MIB */
+    uint32_t mib = vm->disk_mib < S_MIN_DISK_MIB ? S_MIN_DISK_MIB : vm->disk_mib;
+    off_t want = (off_t)mib * 1024 * 1024;
     struct stat sb;
     if (stat(img, &sb) == 0) {
         if (sb.st_size >= want)
