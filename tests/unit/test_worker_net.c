@@ -120,6 +120,16 @@ static void test_table(void)
     CHECK(t && s_count(t, "add element") == 18); /* 2 VMs x (2 ports x tcp/udp + 5 port) */
     /* `fwd` is an nft keyword: never a name of ours */
     CHECK(t && !strstr(t, " fwd"));
+    /* two envs whose groups collide: the later VM gets no element at all
+     * (no network) rather than a group shared with a stranger */
+    vm_t c = s_vm(7, "qemu", false), d = s_vm(8, "qemu", false);
+    snprintf(c.env, sizeof c.env, "t/e368724");
+    snprintf(d.env, sizeof d.env, "t/e798200");
+    CHECK(net_group(c.env) == net_group(d.env));
+    vm_t *clash[] = {&c, &d};
+    char *t2 = net_table_text(clash, 2);
+    CHECK(t2 && strstr(t2, "\"tt7\"") && !strstr(t2, "\"tt8\"") && !strstr(t2, "10.10.0.8"));
+    free(t2);
     const char *dump = getenv("TT_NET_TABLE_DUMP");
     if (dump) {
         FILE *f = fopen(dump, "w");
