@@ -718,7 +718,10 @@ int net_vm_remove(net_t *self, const vm_t *vm, char *err, size_t errlen)
     if (self->cfg.kind != NET_NFT || !s_has_nic(vm))
         return 0;
     s_del_link(self, vm->vm_id);
+    bool had = s_member(self, vm->vm_id) != NULL;
     s_member_del(self, vm->vm_id);
+    if (!had)
+        return 0; /* it never got elements (group collision) */
     char *text = net_elements_text(vm, NULL);
     int rc = s_nft(self, text, err, errlen);
     free(text);

@@ -193,6 +193,8 @@ class QemuNft(unittest.TestCase):
         netlib.sh("ip", "-n", self.hns, "link", "set", "tt999", "master", "ttbr0")
         self.ns.run(self.hns, "nft", "add element ip ttfleet tcp_pub { 45999 : 10.10.3.231 . 80 }")
         self.ns.run(self.hns, "nft", "delete element ip ttfleet tcp_pub { %d }" % pp[80])
+        self.ns.run(self.hns, "nft", 'delete element bridge ttfleet port_ip { "%s" . %s }'
+                    % (tp, p["ip"]))
         self.pool.start_worker("h1")
         self.pool.wait_online(["h1"])
         time.sleep(1.5)  # a reconcile round
@@ -206,6 +208,8 @@ class QemuNft(unittest.TestCase):
                       for vm in (q2, p) for x in vm["ports"])
         self.assertEqual(netlib.nft_elements(self.hns, "tcp_pub"), want)
         self.assertNotIn("tt999", netlib.links(self.hns))
+        self.assertEqual(netlib.nft_elements(self.hns, "port_ip", "set", "bridge"),
+                         sorted('"tt%d" . %s' % (vm["vm_id"], vm["ip"]) for vm in (q2, p)))
 
         # delete leaves nothing behind
         self.ok("env", "delete", "q")
