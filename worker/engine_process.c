@@ -45,9 +45,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -76,7 +76,7 @@ typedef struct {
 } s_msg_t;
 
 static const char *s_step_names[] = {
-    "ok",          "setsid",     "unshare", "fork",   "mount private",  "mount /proc",
+    "ok",          "setsid",     "unshare", "fork",   "mount private",   "mount /proc",
     "sethostname", "chdir disk", "stdio",   "execve", "read start time", "drop privileges",
     "mount disk"};
 #define S_STEPS ((int)(sizeof s_step_names / sizeof *s_step_names))
@@ -264,15 +264,14 @@ static int s_mount_disk(const s_spawn_t *sp)
         if (rc)
             goto out;
     }
-out:
-    {
-        int e = errno;
-        if (img >= 0)
-            close(img);
-        if (ctl >= 0)
-            close(ctl);
-        errno = e;
-    }
+out : {
+    int e = errno;
+    if (img >= 0)
+        close(img);
+    if (ctl >= 0)
+        close(ctl);
+    errno = e;
+}
     return rc;
 }
 

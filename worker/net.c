@@ -11,9 +11,9 @@
 #define _GNU_SOURCE
 #include "net.h"
 
+#include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <czmq.h>
 #include <nftables/libnftables.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,6 +27,7 @@
 
 /* The deny-outgoing bit of a port's mark (the rest is its group). */
 #define S_DENY_BIT 0x80000000u
+#define S_DENY_HEX "0x80000000"
 
 /* A VM with a NIC this backend gave elements to: the group check of
  * net_vm_add needs to know who holds which group. */
@@ -256,77 +257,77 @@ char *net_table_text(vm_t *const *vms, size_t n)
 {
     s_buf_t b = {0};
     /* add + delete: the delete never fails, so the batch replaces whole */
-    s_add(&b, "add table ip " NET_TABLE "\n"
-              "delete table ip " NET_TABLE "\n"
-              "add table bridge " NET_TABLE "\n"
-              "delete table bridge " NET_TABLE "\n"
-              "table ip " NET_TABLE " {\n"
-              "  map tcp_pub { type inet_service : ipv4_addr . inet_service; }\n"
-              "  map udp_pub { type inet_service : ipv4_addr . inet_service; }\n"
-              "  set member { type ipv4_addr . mark; }\n"
-              "  chain pre {\n"
-              "    type nat hook prerouting priority dstnat; policy accept;\n"
-              "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
-              "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
-              "  }\n"
-              "  chain out {\n"
-              "    type nat hook output priority -100; policy accept;\n"
-              "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
-              "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
-              "  }\n"
-              "  chain post {\n"
-              "    type nat hook postrouting priority srcnat; policy accept;\n"
-              "    ip saddr 10.10.0.0/16 ip daddr != 10.10.0.0/16 masquerade;\n"
-              "  }\n"
-              /* `fwd` is an nft keyword: the filter chains have longer names.
-               * The mark was set by the bridge from the port a packet came
-               * in by (never from its addresses). */
-              "  chain filter_forward {\n"
-              "    type filter hook forward priority filter; policy accept;\n"
-              "    iifname \"" NET_BRIDGE "\" ip daddr 10.10.0.0/16 ip daddr . meta mark != "
-              "@member drop;\n"
-              "    ct state established,related accept\n"
-              "    iifname \"" NET_BRIDGE "\" meta mark and 0x%08x == 0x%08x drop;\n"
-              "  }\n"
-              /* nothing of this host is a service for its VMs: the bridge
-               * address, other local addresses and the namespace's own
-               * services are closed to them (public ports are DNAT'ed in
-               * prerouting and go through forward) */
-              "  chain filter_input {\n"
-              "    type filter hook input priority filter; policy accept;\n"
-              "    ct state established,related accept\n"
-              "    iifname \"" NET_BRIDGE "\" drop;\n"
-              "  }\n"
-              "}\n"
-              /* Every frame a VM port sends: its own MAC, its own IP (and
-               * ARP sender), IPv4 or ARP only; a port without elements
-               * sends nothing. Between ports, a frame goes only to a port
-               * of the sender's group. */
-              "table bridge " NET_TABLE " {\n"
-              "  set port_mac { type ifname . ether_addr; }\n"
-              "  set port_ip { type ifname . ipv4_addr; }\n"
-              "  map port_grp { type ifname : mark; }\n"
-              "  set port_in { type ifname . mark; }\n"
-              "  chain pre {\n"
-              "    type filter hook prerouting priority -300; policy accept;\n"
-              "    iifname \"tt*\" jump vm_port\n"
-              "  }\n"
-              "  chain vm_port {\n"
-              "    iifname . ether saddr != @port_mac drop\n"
-              "    meta mark set iifname map @port_grp\n"
-              "    ether type arp iifname . arp saddr ether != @port_mac drop\n"
-              "    ether type arp iifname . arp saddr ip != @port_ip drop\n"
-              "    ether type arp accept\n"
-              "    ether type ip iifname . ip saddr != @port_ip drop\n"
-              "    ether type ip accept\n"
-              "    drop\n"
-              "  }\n"
-              "  chain filter_forward {\n"
-              "    type filter hook forward priority filter; policy accept;\n"
-              "    oifname \"tt*\" oifname . meta mark != @port_in drop\n"
-              "  }\n"
-              "}\n",
-          S_DENY_BIT, S_DENY_BIT);
+    s_add(&b,
+          "add table ip " NET_TABLE "\n"
+          "delete table ip " NET_TABLE "\n"
+          "add table bridge " NET_TABLE "\n"
+          "delete table bridge " NET_TABLE "\n"
+          "table ip " NET_TABLE " {\n"
+          "  map tcp_pub { type inet_service : ipv4_addr . inet_service; }\n"
+          "  map udp_pub { type inet_service : ipv4_addr . inet_service; }\n"
+          "  set member { type ipv4_addr . mark; }\n"
+          "  chain pre {\n"
+          "    type nat hook prerouting priority dstnat; policy accept;\n"
+          "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
+          "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
+          "  }\n"
+          "  chain out {\n"
+          "    type nat hook output priority -100; policy accept;\n"
+          "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
+          "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
+          "  }\n"
+          "  chain post {\n"
+          "    type nat hook postrouting priority srcnat; policy accept;\n"
+          "    ip saddr 10.10.0.0/16 ip daddr != 10.10.0.0/16 masquerade;\n"
+          "  }\n"
+          /* `fwd` is an nft keyword: the filter chains have longer names.
+           * The mark was set by the bridge from the port a packet came
+           * in by (never from its addresses). */
+          "  chain filter_forward {\n"
+          "    type filter hook forward priority filter; policy accept;\n"
+          "    iifname \"" NET_BRIDGE "\" ip daddr 10.10.0.0/16 ip daddr . meta mark != "
+          "@member drop;\n"
+          "    ct state established,related accept\n"
+          "    iifname \"" NET_BRIDGE "\" meta mark and " S_DENY_HEX " == " S_DENY_HEX " drop;\n"
+          "  }\n"
+          /* nothing of this host is a service for its VMs: the bridge
+           * address, other local addresses and the namespace's own
+           * services are closed to them (public ports are DNAT'ed in
+           * prerouting and go through forward) */
+          "  chain filter_input {\n"
+          "    type filter hook input priority filter; policy accept;\n"
+          "    ct state established,related accept\n"
+          "    iifname \"" NET_BRIDGE "\" drop;\n"
+          "  }\n"
+          "}\n"
+          /* Every frame a VM port sends: its own MAC, its own IP (and
+           * ARP sender), IPv4 or ARP only; a port without elements
+           * sends nothing. Between ports, a frame goes only to a port
+           * of the sender's group. */
+          "table bridge " NET_TABLE " {\n"
+          "  set port_mac { type ifname . ether_addr; }\n"
+          "  set port_ip { type ifname . ipv4_addr; }\n"
+          "  map port_grp { type ifname : mark; }\n"
+          "  set port_in { type ifname . mark; }\n"
+          "  chain pre {\n"
+          "    type filter hook prerouting priority -300; policy accept;\n"
+          "    iifname \"tt*\" jump vm_port\n"
+          "  }\n"
+          "  chain vm_port {\n"
+          "    iifname . ether saddr != @port_mac drop\n"
+          "    meta mark set iifname map @port_grp\n"
+          "    ether type arp iifname . arp saddr ether != @port_mac drop\n"
+          "    ether type arp iifname . arp saddr ip != @port_ip drop\n"
+          "    ether type arp accept\n"
+          "    ether type ip iifname . ip saddr != @port_ip drop\n"
+          "    ether type ip accept\n"
+          "    drop\n"
+          "  }\n"
+          "  chain filter_forward {\n"
+          "    type filter hook forward priority filter; policy accept;\n"
+          "    oifname \"tt*\" oifname . meta mark != @port_in drop\n"
+          "  }\n"
+          "}\n");
     for (size_t i = 0; i < n; i++) {
         if (s_collision(vms, n, i, NULL))
             continue;
@@ -608,7 +609,8 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
             continue;
         if (s_collision(vms, n, i, &with))
             zsys_warning("vm %u: env %s has the network group of env %s on this host: "
-                         "it gets no network", vms[i]->vm_id, vms[i]->env, with);
+                         "it gets no network",
+                         vms[i]->vm_id, vms[i]->env, with);
         else if (s_member_add(self, vms[i])) {
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -663,8 +665,7 @@ int net_vm_add(net_t *self, const vm_t *vm, char *err, size_t errlen)
         return 0;
     const char *with = s_group_taken(self, vm);
     if (with) {
-        snprintf(err, errlen, "env %s has the network group of env %s on this host", vm->env,
-                 with);
+        snprintf(err, errlen, "env %s has the network group of env %s on this host", vm->env, with);
         return -1;
     }
     if (s_member_add(self, vm)) {
@@ -684,8 +685,10 @@ int net_vm_before_start(net_t *self, const vm_t *vm, char *err, size_t errlen)
     if (!s_member(self, vm->vm_id)) {
         const char *with = s_group_taken(self, vm);
         if (with)
-            snprintf(err, errlen, "env %s has the network group of env %s on this host: no "
-                     "network for vm %u", vm->env, with, vm->vm_id);
+            snprintf(err, errlen,
+                     "env %s has the network group of env %s on this host: no "
+                     "network for vm %u",
+                     vm->env, with, vm->vm_id);
         else
             snprintf(err, errlen, "vm %u has no network elements yet (a rebuild is pending)",
                      vm->vm_id);

@@ -50,10 +50,20 @@ int main(void)
     CHECK("osc title", "\x1b]0;pwned\x07", "^[]0;pwned^G");
     CHECK("osc 52 clipboard", "\x1b]52;c;cm0gLXJmIH4=\x1b\\", "^[]52;c;cm0gLXJmIH4=^[\\");
     CHECK("bare cr overwrite", "rm -rf /\rls      ", "rm -rf /^Mls      ");
-    CHECK("backspace, del, nul", "a\bb\x7f" "c\0d", "a^Hb^?c^@d");
-    CHECK("c1 csi", "x\xc2\x9b" "31my", "x\\xC2\\x9B31my");
-    CHECK("8-bit csi", "x\x9b" "31m", "x\\x9B31m");
-    CHECK("utf-8 kept", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    CHECK("backspace, del, nul",
+          "a\bb\x7f"
+          "c\0d",
+          "a^Hb^?c^@d");
+    CHECK("c1 csi",
+          "x\xc2\x9b"
+          "31my",
+          "x\\xC2\\x9B31my");
+    CHECK("8-bit csi",
+          "x\x9b"
+          "31m",
+          "x\\x9B31m");
+    CHECK("utf-8 kept", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+          "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
     CHECK("overlong", "\xc0\xaf\xe0\x80\xaf", "\\xC0\\xAF\\xE0\\x80\\xAF");
     CHECK("truncated utf-8", "ok\xe2\x82", "ok\\xE2\\x82");
     CHECK("surrogate", "\xed\xa0\x80", "\\xED\\xA0\\x80");

@@ -53,8 +53,9 @@ static void test_elements(void)
     CHECK(t && strstr(t, "add element bridge ttfleet port_ip { \"tt5\" . 10.10.0.5 }\n"));
     snprintf(want, sizeof want, "add element bridge ttfleet port_grp { \"tt5\" : 0x%08x }\n", g);
     CHECK(t && strstr(t, want));
-    snprintf(want, sizeof want, "add element ip ttfleet member { 10.10.0.5 . 0x%08x, 10.10.0.5 . 0x%08x }\n",
-             g, g | 0x80000000u);
+    snprintf(want, sizeof want,
+             "add element ip ttfleet member { 10.10.0.5 . 0x%08x, 10.10.0.5 . 0x%08x }\n", g,
+             g | 0x80000000u);
     CHECK(t && strstr(t, want));
     CHECK(t && s_count(t, "add element") == 9 && !strstr(t, "delete"));
     free(t);
