@@ -126,6 +126,8 @@ int console_open_capped(const char *path, size_t cap, char *err, size_t errlen)
         for (int sig = 1; sig < NSIG; sig++)
             if (sig != SIGKILL && sig != SIGSTOP)
                 signal(sig, SIG_DFL);
+        if (lg->path[0] == '/' && chdir("/")) /* hold no directory of the worker's */
+            _exit(1);
         signal(SIGHUP, SIG_IGN);
         signal(SIGINT, SIG_IGN);
         s_logger(lg, 3);
