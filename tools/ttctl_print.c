@@ -4,6 +4,7 @@
  * Tables are built whole before printing so that each column is as wide as
  * its widest cell: a row is an array of strings owned by the table.
  */
+#define _GNU_SOURCE
 #include "ttctl_print.h"
 
 #include <jansson.h>
@@ -367,11 +368,25 @@ int print_pool(FILE *out, const Ttfleet__PoolStatus *p, bool json)
 
 int print_console(FILE *out, const Ttfleet__ConsoleText *c, bool json)
 {
-    if (json)
-        return s_json_print(out, json_pack("{s:s, s:I, s:s%, s:b}", "host", c->host,
-                                           "vm_id", (json_int_t)c->vm_id, "text",
-                                           (const char *)c->text.data, c->text.len, "truncated",
+    if (json) {
+        /* JSON strings are UTF-8: a console that is not (a guest's binary
+         * output) is given filtered, never dropped */
+        json_t *text = json_stringn((const char *)c->text.data, c->text.len);
+        if (!text) {
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *mem = open_memstream(&buf, &len);
+            if (mem) {
+                print_console_text(mem, c->text.data, c->text.len);
+                fclose(mem);
+                text = json_stringn(buf, len);
+            }
+            free(buf);
+        }
+        return s_json_print(out, json_pack("{s:s, s:I, s:o, s:b}", "host", c->host, "vm_id",
+                                           (json_int_t)c->vm_id, "text", text, "truncated",
                                            c->truncated));
+    }
     if (c->truncated)
         fprintf(out, "[... console of VM %u on %s, last %zu bytes ...]\n", c->vm_id, c->host,
                 c->text.len);

@@ -27,7 +27,7 @@ int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json);
 int print_pool(FILE *out, const Ttfleet__PoolStatus *pool, bool json);
 /* Console text: human form through print_console_text (a guest cannot drive
  * the terminal); JSON: text as a string (jansson escapes control bytes;
- * invalid UTF-8 makes jansson fail). */
+ * a text that is not UTF-8 is given through print_console_text). */
 int print_console(FILE *out, const Ttfleet__ConsoleText *c, bool json);
 /* A guest's console bytes made safe for a terminal: printable ASCII,
  * newlines, tabs and well-formed printable UTF-8 pass; CR LF becomes LF;

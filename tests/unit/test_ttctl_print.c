@@ -67,6 +67,25 @@ int main(void)
     CHECK("overlong", "\xc0\xaf\xe0\x80\xaf", "\\xC0\\xAF\\xE0\\x80\\xAF");
     CHECK("truncated utf-8", "ok\xe2\x82", "ok\\xE2\\x82");
     CHECK("surrogate", "\xed\xa0\x80", "\\xED\\xA0\\x80");
+    /* --json: a console that is not UTF-8 still gives a JSON answer */
+    {
+        Ttfleet__ConsoleText c = TTFLEET__CONSOLE_TEXT__INIT;
+        c.host = "h1";
+        c.vm_id = 7;
+        c.text.data = (uint8_t *)"ok\xff\x1b[2J";
+        c.text.len = 7;
+        char *buf = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&buf, &n);
+        int rc = f ? print_console(f, &c, true) : -1;
+        if (f)
+            fclose(f);
+        if (rc != 0 || !buf || !strstr(buf, "\"text\": \"ok\\\\xFF^[[2J\"")) {
+            fprintf(stderr, "FAIL json of a non-UTF-8 console: rc %d, [%s]\n", rc, buf ? buf : "");
+            s_failed++;
+        }
+        free(buf);
+    }
     if (s_failed) {
         fprintf(stderr, "%d failures\n", s_failed);
         return 1;
