@@ -26,11 +26,33 @@ typedef struct {
     char tmp[4104]; /* path + ".n" */
     size_t cap;
     char buf[S_CHUNK];
+    char copy[S_CHUNK];
 } s_logger_t;
 
 static int s_open_log(const char *path, int flags)
 {
-    return open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | flags, 0640);
+    return open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | flags, 0640);
+}
+
+/* Copy the last `carry` bytes of the file `from` (of size `size`) to `to`;
+ * the bytes copied. */
+static size_t s_carry(s_logger_t *lg, int from, size_t size, int to)
+{
+    size_t carry = lg->cap / 4 < CONSOLE_CARRY ? lg->cap / 4 : CONSOLE_CARRY;
+    off_t at = size > carry ? (off_t)(size - carry) : 0;
+    size_t done = 0;
+    for (;;) {
+        ssize_t r = pread(from, lg->copy, sizeof lg->copy, at);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (write(to, lg->copy, (size_t)r) != r)
+            break;
+        at += r;
+        done += (size_t)r;
+    }
+    return done;
 }
 
 /* The logger's loop: never returns. */
@@ -46,19 +68,25 @@ static void s_logger(s_logger_t *lg, int rfd)
         if (n <= 0)
             break;
         if (fd < 0 || size + (size_t)n > lg->cap) {
-            if (fd >= 0)
-                close(fd);
             /* console.log never goes missing (a reader may open it any
-             * time): the full file becomes console.log.1 by a second
-             * name, then a fresh one replaces console.log in one rename */
+             * time) and never starts empty (a reader wants its tail): the
+             * full file becomes console.log.1 by a second name, a fresh one
+             * gets the old tail, then replaces console.log in one rename */
             unlink(lg->old);
-            link(lg->path, lg->old);
-            fd = s_open_log(lg->tmp, O_TRUNC);
+            int nfd = s_open_log(lg->tmp, O_TRUNC | O_APPEND);
+            size_t carried = 0;
+            if (fd >= 0) {
+                link(lg->path, lg->old);
+                if (nfd >= 0)
+                    carried = s_carry(lg, fd, size, nfd);
+                close(fd);
+            }
+            fd = nfd;
             if (fd >= 0 && rename(lg->tmp, lg->path)) {
                 close(fd);
                 fd = -1;
             }
-            size = 0;
+            size = carried;
         }
         if (fd < 0)
             continue; /* nowhere to write: drop, but keep the VM's pipe drained */

@@ -6,8 +6,10 @@
  * pipe and a small detached logger process (double fork, own session, so
  * it outlives the worker like the VM does) that reads the pipe and appends
  * to <vm>/console.log; when the file would pass CONSOLE_CAP bytes it is
- * renamed to console.log.1 (replacing the older one) and a new one starts.
- * A VM's console thus never holds more than 2 * CONSOLE_CAP bytes on disk.
+ * renamed to console.log.1 (replacing the older one) and a new one starts
+ * with the last CONSOLE_CARRY bytes of the old (so the tail a reader asks
+ * for, at most 256 KiB, is always in console.log). A VM's console thus
+ * never holds more than 2 * CONSOLE_CAP bytes on disk.
  * The engine gives the write end to the VM (QEMU's stdout and stderr, a
  * process VM's fd 1 and 2) and closes its own copy: the logger exits when
  * the last writer (the VM and everything it started) is gone. The worker's
@@ -20,6 +22,7 @@
 #include <stddef.h>
 
 #define CONSOLE_CAP (1024 * 1024)
+#define CONSOLE_CARRY (256 * 1024)
 
 /* Starts a logger appending to path with the default cap. Returns the write
  * end of its pipe (close-on-exec; the caller owns it), or -1 with a reason. */
