@@ -13,7 +13,8 @@
  * Per VM, under <state>/vms/<id>/: disk.qcow2 (a qcow2 overlay on the
  * base, or a blank qcow2, sized to the VM's disk with qemu-img; kept
  * across stop/start), disk.size (the MiB it was made or grown to),
- * console.log (the serial console), qmp.sock (QMP), pid.
+ * console.log (+ console.log.1: the serial console, QEMU's stdout, written
+ * by the bounded logger of console.h), qmp.sock (QMP), pid.
  *
  * QEMU runs with -sandbox on, -display none, -nodefaults: no VNC, no
  * monitor but the QMP unix socket, no listener at all except the host
@@ -29,7 +30,10 @@
  * Network, by the worker's backend: nft -> a tap tt<id> (made by net.c)
  * and an e1000 NIC with the VM's MAC; user -> slirp with a host forward
  * 127.0.0.1:public -> guest port per port (tcp and udp), restrict=on for
- * deny-outgoing, forwards changed live over QMP (hostfwd_add/remove);
+ * every VM (slirp with restrict=off maps 10.0.2.2 to the host's loopback:
+ * a guest would reach host-local services), so no outgoing network and
+ * deny-outgoing has nothing to add; forwards changed live over QMP
+ * (hostfwd_add/remove);
  * the guest is 10.0.2.15/24 via 10.0.2.2 there, as each VM has its own
  * slirp; none -> no NIC.
  */
@@ -52,6 +56,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "console.h"
 #include "images.h"
 #include "net.h"
 #include "proc.h"
@@ -307,8 +312,10 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     }
     s_arg(a, "-qmp");
     s_arg(a, "unix:%s/qmp.sock,server=on,wait=off", dir);
+    /* the serial console is QEMU's stdout: a pipe to the bounded logger of
+     * console.c (a chardev file would grow without end) */
     s_arg(a, "-chardev");
-    s_arg(a, "file,id=con0,path=%s/console.log,append=on", dir);
+    s_arg(a, "stdio,id=con0,signal=off");
     s_arg(a, "-serial");
     s_arg(a, "chardev:con0");
     s_arg(a, "-drive");
@@ -321,8 +328,12 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
         prefix = 24;
         char fwd[TT_MAX_PORTS_PER_VM * 2 * 64];
         s_hostfwds(vm, fwd, sizeof fwd);
+        /* restrict=on for every VM, whatever deny-outgoing says: with
+         * restrict=off slirp maps 10.0.2.2 to the host's 127.0.0.1, so a
+         * guest would reach every host-local service (the broker's own
+         * endpoints among them). The host forwards still work. */
         s_arg(a, "-netdev");
-        s_arg(a, "user,id=n0,restrict=%s%s", vm->deny_outgoing ? "on" : "off", fwd);
+        s_arg(a, "user,id=n0,restrict=on%s", fwd);
     } else if (ctx->net == NET_NFT) {
         char ifname[16];
         net_ifname(vm->vm_id, ifname, sizeof ifname);
@@ -386,12 +397,11 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
         s_build(ctx, vm, a, err, errlen))
         goto out;
     unlink(sock);
-    /* QEMU's own messages (not the guest's) go to the console log too */
-    int log = open(console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (log < 0) {
-        snprintf(err, errlen, "open %s: %s", console, strerror(errno));
+    /* the guest's serial console and QEMU's own messages, through the
+     * bounded logger (console.h) */
+    int log = console_open(console, err, errlen);
+    if (log < 0)
         goto out;
-    }
     int64_t t0 = tt_mono_ms();
     /* held by the spawner until the pidfile is written (engine.h) */
     s_kill_stray(ctx, vm);
@@ -568,14 +578,12 @@ static int s_destroy(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen
 }
 
 /* User-mode networking carries the host forwards inside QEMU: change them
- * live. Deny-outgoing (restrict=on) cannot change in a running slirp; it
- * applies from the next start. */
+ * live. Deny-outgoing changes nothing there: every user-backend VM runs
+ * with restrict=on (no outgoing network at all). */
 static int s_update(const engine_ctx_t *ctx, const vm_t *old, vm_t *vm, char *err, size_t errlen)
 {
     if (ctx->net != NET_USER || !vm->pid || !proc_alive(vm->pid, vm->start_time))
         return 0;
-    if (old->deny_outgoing != vm->deny_outgoing)
-        zsys_warning("vm %u: deny-outgoing changes at its next start (user networking)", vm->vm_id);
     char cmd[512], ans[512];
     for (int pass = 0; pass < 2; pass++) {
         const vm_t *from = pass ? vm : old, *to = pass ? old : vm;
