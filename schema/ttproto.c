@@ -19,6 +19,13 @@ static const char *s_status_names[] = {
 
 const char *tt_status_name(int status)
 {
+    /* the guest area's codes (20-24) */
+    if (status == TTFLEET__STATUS__GUEST_UNREACHABLE)
+        return "GUEST_UNREACHABLE";
+    if (status == TTFLEET__STATUS__GUEST_FAILED)
+        return "GUEST_FAILED";
+    if (status == TTFLEET__STATUS__CHECKSUM_MISMATCH)
+        return "CHECKSUM_MISMATCH";
     if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
         return "UNKNOWN";
     return s_status_names[status];

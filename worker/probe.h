@@ -30,30 +30,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROBE_SPEC_MAX 300
+#include "ttguest.h"
+
+#define PROBE_SPEC_MAX TT_READY_MAX
 #define PROBE_ATTEMPT_MS 3000
 #define PROBE_RETRY_MS 1000
 #define PROBE_CONSOLE_TAIL 65536
 #define PROBE_MAP_MAX 16
 
-typedef enum {
-    PROBE_NONE = 0,
-    PROBE_SSH,
-    PROBE_TCP,
-    PROBE_HTTP,
-    PROBE_CONSOLE,
-    PROBE_AGENT,
-    PROBE_CLOUD_INIT
-} probe_kind_t;
+/* The spec is schema/ttguest.h's, parsed there (ttctl and the broker check
+ * the same way). */
+typedef tt_ready_t probe_spec_t;
+#define PROBE_NONE TT_READY_NONE
+#define PROBE_SSH TT_READY_SSH
+#define PROBE_TCP TT_READY_TCP
+#define PROBE_HTTP TT_READY_HTTP
+#define PROBE_CONSOLE TT_READY_CONSOLE
+#define PROBE_AGENT TT_READY_AGENT
+#define PROBE_CLOUD_INIT TT_READY_CLOUD_INIT
 
-typedef struct {
-    probe_kind_t kind;
-    uint16_t port;   /* ssh (22), tcp, http */
-    char arg[PROBE_SPEC_MAX + 1]; /* http: path (starts with '/'); console: regex */
-} probe_spec_t;
-
-/* Parse and check a spec (a regex must compile). 0 / -1 with a reason. */
-int probe_spec_parse(const char *text, probe_spec_t *spec, char *err, size_t errlen);
+static inline int probe_spec_parse(const char *text, probe_spec_t *spec, char *err, size_t errlen)
+{
+    return tt_ready_parse(text, spec, err, errlen);
+}
 
 typedef struct {
     char host[64]; /* IPv4 address network probes dial */

@@ -22,90 +22,18 @@
 #include <unistd.h>
 
 #include "spawn.h"
+#include "ttguest.h"
 
 #define S_ISO_MS 20000
 
-static const char *s_key_types[] = {"ssh-ed25519",
-                                    "ssh-rsa",
-                                    "ecdsa-sha2-nistp256",
-                                    "ecdsa-sha2-nistp384",
-                                    "ecdsa-sha2-nistp521",
-                                    "sk-ssh-ed25519@openssh.com",
-                                    "sk-ecdsa-sha2-nistp256@openssh.com",
-                                    NULL};
-
 int seed_key_valid(const char *key, char *err, size_t errlen)
 {
-    size_t len = key ? strlen(key) : 0;
-    if (len == 0 || len > SEED_KEY_MAX) {
-        snprintf(err, errlen, "SSH public key is empty or longer than %d bytes", SEED_KEY_MAX);
-        return -1;
-    }
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) {
-            snprintf(err, errlen, "SSH public key has a control character or newline");
-            return -1;
-        }
-    const char *sp = strchr(key, ' ');
-    size_t tlen = sp ? (size_t)(sp - key) : len;
-    int known = 0;
-    for (int i = 0; s_key_types[i]; i++)
-        if (strlen(s_key_types[i]) == tlen && memcmp(s_key_types[i], key, tlen) == 0)
-            known = 1;
-    if (!known || !sp) {
-        snprintf(err, errlen,
-                 "not an SSH public key: expected 'TYPE BASE64 [COMMENT]' with TYPE one of "
-                 "ssh-ed25519, ssh-rsa, ecdsa-sha2-*, sk-*");
-        return -1;
-    }
-    const char *b = sp + 1, *be = strchr(b, ' ');
-    size_t blen = be ? (size_t)(be - b) : strlen(b);
-    if (blen < 16 || blen % 4) {
-        snprintf(err, errlen, "SSH public key: the key data is not base64");
-        return -1;
-    }
-    for (size_t i = 0; i < blen; i++)
-        if (!isalnum((unsigned char)b[i]) && b[i] != '+' && b[i] != '/' &&
-            !(b[i] == '=' && i >= blen - 2)) {
-            snprintf(err, errlen, "SSH public key: the key data is not base64");
-            return -1;
-        }
-    unsigned char *raw = malloc(blen);
-    if (!raw) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int n = EVP_DecodeBlock(raw, (const unsigned char *)b, (int)blen);
-    /* the blob is string(type) ...: a 4-byte big-endian length, the type */
-    uint32_t tl = n >= 4 ? ((uint32_t)raw[0] << 24 | (uint32_t)raw[1] << 16 |
-                            (uint32_t)raw[2] << 8 | raw[3])
-                         : 0;
-    int ok = n >= 4 && tl == tlen && (size_t)n >= 4 + tl && memcmp(raw + 4, key, tlen) == 0;
-    free(raw);
-    if (!ok) {
-        snprintf(err, errlen, "SSH public key: the key data does not hold a %.*s key", (int)tlen,
-                 key);
-        return -1;
-    }
-    return 0;
+    return tt_ssh_key_valid(key, err, errlen);
 }
 
 int seed_user_data_valid(const char *data, size_t len, char *err, size_t errlen)
 {
-    if (len > SEED_USER_DATA_MAX) {
-        snprintf(err, errlen, "user-data is %zu bytes; at most %d", len, SEED_USER_DATA_MAX);
-        return -1;
-    }
-    if (!data || memchr(data, 0, len)) {
-        snprintf(err, errlen, "user-data holds a NUL byte");
-        return -1;
-    }
-    if (!(len >= 13 && memcmp(data, "#cloud-config", 13) == 0) &&
-        !(len >= 2 && memcmp(data, "#!", 2) == 0)) {
-        snprintf(err, errlen, "user-data must start with '#cloud-config' or '#!' (a script)");
-        return -1;
-    }
-    return 0;
+    return tt_user_data_valid(data, len, err, errlen);
 }
 
 void seed_hostname(const char *env, uint32_t vm_id, char *buf, size_t len)

@@ -32,9 +32,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SEED_USER_DATA_MAX (64 * 1024)
-#define SEED_KEY_MAX 8192 /* one public key line */
-#define SEED_KEYS_MAX 32
+#include "ttguest.h"
+
+#define SEED_USER_DATA_MAX TT_USER_DATA_MAX
+#define SEED_KEY_MAX TT_SSH_KEY_MAX
+#define SEED_KEYS_MAX TT_SSH_KEYS_MAX
 
 typedef struct {
     const char *instance_id; /* [A-Za-z0-9._-], see seed_instance_id */
@@ -50,7 +52,8 @@ typedef struct {
     size_t user_data_len;
 } seed_spec_t;
 
-/* An SSH public key line: "TYPE BASE64 [COMMENT]", a known type whose
+/* schema's tt_ssh_key_valid / tt_user_data_valid (kept here so the seed's
+ * own API reads whole). An SSH public key line: "TYPE BASE64 [COMMENT]", a known type whose
  * base64 blob decodes and names the same type, no options, no control
  * characters or newline, at most SEED_KEY_MAX bytes. 0 / -1 with a reason. */
 int seed_key_valid(const char *key, char *err, size_t errlen);
