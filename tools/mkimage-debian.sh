@@ -19,13 +19,14 @@
 # privileges beyond what mmdebstrap needs). Nothing binary is kept in the
 # repository. Needs mmdebstrap, e2fsprogs and qemu-utils; as root, or where
 # mmdebstrap's unshare mode works. Takes about 70 s and ~780 MB on a warm
-# network.
+# network. e2fsprogs lets cloud-init grow the root filesystem to a bigger VM
+# disk; sudo serves the default user (debian) that gets the keys.
 set -eu
 OUT=${1:?usage: tools/mkimage-debian.sh OUTDIR}
 SUITE=${TTFLEET_DEBIAN_SUITE:-bookworm}
 MIRROR=${TTFLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DISK_MIB=${TTFLEET_IMAGE_DISK_MIB:-2048}
-PKGS="systemd-sysv,openssh-server,cloud-init,qemu-guest-agent,linux-image-amd64,udev,dbus,ca-certificates,python3-netifaces"
+PKGS="systemd-sysv,openssh-server,cloud-init,qemu-guest-agent,linux-image-amd64,udev,dbus,ca-certificates,e2fsprogs,sudo"
 
 for tool in mmdebstrap mke2fs qemu-img sha256sum; do
     if ! command -v "$tool" >/dev/null 2>&1; then
