@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include "ttguest.h"
 
+#include "ttfleet.pb-c.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <regex.h>
@@ -208,3 +210,30 @@ int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen)
     return -1;
 }
 
+
+int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t errlen)
+{
+    char why[256];
+    if (c->n_ssh_keys > TT_SSH_KEYS_MAX) {
+        snprintf(err, errlen, "%zu SSH keys; at most %d", c->n_ssh_keys, TT_SSH_KEYS_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < c->n_ssh_keys; i++)
+        if (tt_ssh_key_valid(c->ssh_keys[i], why, sizeof why)) {
+            snprintf(err, errlen, "ssh key %zu: %s", i + 1, why);
+            return -1;
+        }
+    if (c->user_data.len &&
+        tt_user_data_valid((const char *)c->user_data.data, c->user_data.len, err, errlen))
+        return -1;
+    tt_ready_t r;
+    if (c->ready && *c->ready && tt_ready_parse(c->ready, &r, err, errlen))
+        return -1;
+    for (size_t i = 0; i < c->n_images; i++)
+        if (c->images[i]->ready && *c->images[i]->ready &&
+            tt_ready_parse(c->images[i]->ready, &r, why, sizeof why)) {
+            snprintf(err, errlen, "image %s: %s", c->images[i]->image, why);
+            return -1;
+        }
+    return 0;
+}

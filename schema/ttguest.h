@@ -43,4 +43,9 @@ typedef struct {
  * must compile) | agent | cloud-init. */
 int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen);
 
+/* The guest fields of an EnvCreate (ssh_keys, user_data, ready, each
+ * ImageCount's ready), for tt_request_validate. */
+struct Ttfleet__EnvCreate;
+int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t errlen);
+
 #endif

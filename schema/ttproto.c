@@ -7,6 +7,8 @@
  */
 #include "ttproto.h"
 
+#include "ttguest.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -157,7 +159,7 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
     if (c->lifetime > (uint64_t)TT_MAX_LIFETIME_ADMIN)
         FAIL("lifetime %llu s is over the limit of %lld s", (unsigned long long)c->lifetime,
              TT_MAX_LIFETIME_ADMIN);
-    return 0;
+    return tt_guest_create_valid(c, err, errlen);
 }
 
 int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
