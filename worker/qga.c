@@ -64,9 +64,11 @@ int qga_feed(qga_t *self, const void *data, size_t len, char *err, size_t errlen
         len -= (size_t)(ff + 1 - p);
         p = ff + 1;
     }
+    if (len == 0)
+        return 0;
     if (self->len + len > QGA_LINE_MAX + 2) {
         /* only fail if no newline in what we hold would shorten it */
-        if (!memchr(self->buf, '\n', self->len) && !memchr(p, '\n', len)) {
+        if ((!self->len || !memchr(self->buf, '\n', self->len)) && !memchr(p, '\n', len)) {
             self->failed = true;
             snprintf(err, errlen, "guest agent: a reply is longer than %u bytes", QGA_LINE_MAX);
             return -1;

@@ -197,7 +197,8 @@ int qmp_status_parse(const char *line, size_t n, char *status, size_t len, char 
         snprintf(status, len, "%s", s);
         rc = 0;
     } else
-        snprintf(err, errlen, "QMP query-status: unexpected answer %.200s", line);
+        snprintf(err, errlen, "QMP query-status: unexpected answer %.*s", (int)(n < 200 ? n : 200),
+                 line);
     json_decref(j);
     return rc;
 }

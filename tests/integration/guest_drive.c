@@ -78,7 +78,7 @@ static void s_vm(vm_t *vm, const char *image, const char *id, const char *pubpor
     snprintf(vm->engine, sizeof vm->engine, "qemu");
     vm->cpu = 1;
     vm->mem_mib = 1024;
-    vm->disk_mib = 2048;
+    vm->disk_mib = 3072; /* over the image's 2048: cloud-init grows the root fs */
     tt_vm_ip(vm->vm_id, vm->ip, sizeof vm->ip);
     snprintf(vm->mac, sizeof vm->mac, "52:54:00:10:%02x:%02x", (vm->vm_id >> 8) & 0xff,
              vm->vm_id & 0xff);

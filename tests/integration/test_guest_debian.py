@@ -129,6 +129,11 @@ class GuestDebian(unittest.TestCase):
                      "-o", "ConnectTimeout=20", "debian@127.0.0.1"] + list(cmd),
                     timeout=120, check=False)
 
+    def _wait(self, spec, secs):
+        return _run([DRIVE, "wait", spec, "127.0.0.1", str(self.port),
+                     os.path.join(self.vmdir, "qga.sock"), os.path.join(self.vmdir, "console.log"),
+                     str(secs)], timeout=secs + 30, check=False)
+
     def _agent_ready(self):
         w = _run([DRIVE, "wait", "agent", "127.0.0.1", "0", os.path.join(self.vmdir, "qga.sock"),
                   os.path.join(self.vmdir, "console.log"), "120"], timeout=150, check=False)
@@ -157,6 +162,18 @@ class GuestDebian(unittest.TestCase):
         self.assertEqual(hn.stdout.strip(), "ci-job-" + VMID)
 
         self._agent_ready()
+        # the other probes, on the same guest: cloud-init done (read through
+        # the agent), a console regex; one that can never succeed times out
+        for spec in ("cloud-init", "console:ci-job-%s login:" % VMID):
+            w = self._wait(spec, 120)
+            self.assertEqual(w.returncode, 0, spec + ": " + w.stdout)
+        w = self._wait("tcp:9", 5)
+        self.assertEqual(w.returncode, 1)
+        self.assertIn("timeout", w.stdout)
+        # the default user has sudo; the root filesystem grew to the VM's disk
+        self.assertEqual(self._ssh("sudo", "-n", "true").returncode, 0)
+        df = self._ssh("df", "-m", "--output=size", "/").stdout.split()
+        self.assertGreater(int(df[-1]), 2600, df)
         uname = self._exec("/bin/uname", "-r")
         self.assertEqual(uname["exit"], 0)
         self.assertRegex(uname["stdout"].strip(), r"^\d+\.\d+\.\d+-\d+-amd64$")
