@@ -171,11 +171,13 @@ static char *s_dump(json_t *j)
     return s;
 }
 
-static char *s_join(const char *head, const char *body)
+/* head + body + "\n"; takes (frees) body. */
+static char *s_join(const char *head, char *body)
 {
     char *out = NULL;
     if (!body || asprintf(&out, "%s%s\n", head, body) < 0)
         out = NULL;
+    free(body);
     return out;
 }
 
