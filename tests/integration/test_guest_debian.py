@@ -129,8 +129,8 @@ class GuestDebian(unittest.TestCase):
                      "-o", "ConnectTimeout=20", "debian@127.0.0.1"] + list(cmd),
                     timeout=120, check=False)
 
-    def _wait(self, spec, secs):
-        return _run([DRIVE, "wait", spec, "127.0.0.1", str(self.port),
+    def _wait(self, spec, secs, port=None):
+        return _run([DRIVE, "wait", spec, "127.0.0.1", str(port or self.port),
                      os.path.join(self.vmdir, "qga.sock"), os.path.join(self.vmdir, "console.log"),
                      str(secs)], timeout=secs + 30, check=False)
 
@@ -167,7 +167,7 @@ class GuestDebian(unittest.TestCase):
         for spec in ("cloud-init", "console:ci-job-%s login:" % VMID):
             w = self._wait(spec, 120)
             self.assertEqual(w.returncode, 0, spec + ": " + w.stdout)
-        w = self._wait("tcp:9", 5)
+        w = self._wait("tcp:9", 5, port=harness.free_port())  # nothing listens there
         self.assertEqual(w.returncode, 1)
         self.assertIn("timeout", w.stdout)
         # the default user has sudo; the root filesystem grew to the VM's disk
