@@ -99,9 +99,9 @@ int tt_ssh_key_valid(const char *key, char *err, size_t errlen)
     }
     int n = s_b64decode(b, blen, raw);
     /* the blob is string(type) ...: a 4-byte big-endian length, the type */
-    uint32_t tl = n >= 4 ? ((uint32_t)raw[0] << 24 | (uint32_t)raw[1] << 16 |
-                            (uint32_t)raw[2] << 8 | raw[3])
-                         : 0;
+    uint32_t tl =
+        n >= 4 ? ((uint32_t)raw[0] << 24 | (uint32_t)raw[1] << 16 | (uint32_t)raw[2] << 8 | raw[3])
+               : 0;
     int ok = n >= 4 && tl == tlen && (size_t)n >= 4 + tl && memcmp(raw + 4, key, tlen) == 0;
     free(raw);
     if (!ok) {
@@ -167,9 +167,9 @@ int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen)
         long port = (*p >= '0' && *p <= '9') ? strtol(p, &end, 10) : -1;
         if (port < 1 || port > 65535 || errno || (spec->kind == TT_READY_TCP && *end) ||
             (spec->kind == TT_READY_HTTP && *end && *end != '/')) {
-            snprintf(err, errlen, "ready spec: expected %s", spec->kind == TT_READY_TCP
-                                                                  ? "tcp:PORT (1-65535)"
-                                                                  : "http:PORT[/PATH] (1-65535)");
+            snprintf(err, errlen, "ready spec: expected %s",
+                     spec->kind == TT_READY_TCP ? "tcp:PORT (1-65535)"
+                                                : "http:PORT[/PATH] (1-65535)");
             return -1;
         }
         spec->port = (uint16_t)port;
@@ -209,7 +209,6 @@ int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen)
              text);
     return -1;
 }
-
 
 int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t errlen)
 {

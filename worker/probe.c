@@ -219,8 +219,9 @@ static int s_connected(probe_t *self, int64_t now)
         return 0;
     case PROBE_HTTP: {
         char req[PROBE_SPEC_MAX + 128];
-        int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                         self->spec.arg, self->target.host);
+        int n =
+            snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                     self->spec.arg, self->target.host);
         if (s_send(self, req, (size_t)n))
             s_end_attempt(self, now, "http: send failed");
         return 0;
@@ -268,16 +269,17 @@ static int s_agent_reply(probe_t *self, json_t *reply, int64_t now)
         }
         self->handle = json_integer_value(ret);
         self->stage = 2;
-        if (s_agent_send(self, "guest-file-read",
-                         json_pack("{s:I,s:i}", "handle", (json_int_t)self->handle, "count",
-                                   65536)))
+        if (s_agent_send(
+                self, "guest-file-read",
+                json_pack("{s:I,s:i}", "handle", (json_int_t)self->handle, "count", 65536)))
             s_end_attempt(self, now, "guest agent: send failed");
         return 0;
     case 2: {
         unsigned char *buf = malloc(65537);
         size_t len = 0;
         bool eof;
-        int good = buf && ok && qga_file_read_parse(ret, buf, &len, 65536, &eof, err, sizeof err) == 0;
+        int good =
+            buf && ok && qga_file_read_parse(ret, buf, &len, 65536, &eof, err, sizeof err) == 0;
         json_t *res = good ? json_loadb((const char *)buf, len, 0, NULL) : NULL;
         free(buf);
         s_agent_send(self, "guest-file-close",

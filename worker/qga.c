@@ -234,8 +234,7 @@ int qga_exec_status_parse(json_t *ret, qga_exec_t *res, char *err, size_t errlen
     res->exit_code = c < -1 || c > 255 ? -1 : (int)c;
     res->signal = s < 0 || s > 128 ? 0 : (int)s;
     if (s_b64field(ret, "out-data", &res->out, &res->out_len, &res->out_truncated, err, errlen) ||
-        s_b64field(ret, "err-data", &res->errb, &res->err_len, &res->err_truncated, err,
-                   errlen)) {
+        s_b64field(ret, "err-data", &res->errb, &res->err_len, &res->err_truncated, err, errlen)) {
         qga_exec_free(res);
         return -1;
     }
@@ -489,8 +488,8 @@ int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t i
             snprintf(err, errlen, "exec: the command did not end within %d ms", timeout_ms);
             return -1;
         }
-        if (qga_call(self, "guest-exec-status", json_pack("{s:I}", "pid", p), (int)left, &ret,
-                     err, errlen))
+        if (qga_call(self, "guest-exec-status", json_pack("{s:I}", "pid", p), (int)left, &ret, err,
+                     errlen))
             return -1;
         int rc = qga_exec_status_parse(ret, res, err, errlen);
         json_decref(ret);
@@ -554,8 +553,8 @@ int qga_file_put(qga_conn_t *self, const char *guest_path, const void *data, siz
             snprintf(err, errlen, "copy: timed out after %zu bytes", off);
             rc = -1;
         } else if (qga_call(self, "guest-file-write",
-                            json_pack("{s:I,s:s}", "handle", h, "buf-b64", b), (int)left, &ret,
-                            err, errlen))
+                            json_pack("{s:I,s:s}", "handle", h, "buf-b64", b), (int)left, &ret, err,
+                            errlen))
             rc = -1;
         else if (!json_is_integer(json_object_get(ret, "count")) ||
                  json_integer_value(json_object_get(ret, "count")) != (json_int_t)k) {

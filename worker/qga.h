@@ -28,10 +28,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QGA_LINE_MAX (24u << 20)   /* one reply; 16 MiB of exec output in base64 */
-#define QGA_OUTPUT_MAX (1u << 20)  /* stdout / stderr kept per exec */
-#define QGA_FILE_MAX (64u << 20)   /* a copied file */
-#define QGA_CHUNK (256u << 10)     /* bytes per guest-file-read/write */
+#define QGA_LINE_MAX (24u << 20)  /* one reply; 16 MiB of exec output in base64 */
+#define QGA_OUTPUT_MAX (1u << 20) /* stdout / stderr kept per exec */
+#define QGA_FILE_MAX (64u << 20)  /* a copied file */
+#define QGA_CHUNK (256u << 10)    /* bytes per guest-file-read/write */
 
 typedef struct qga_t qga_t;
 
@@ -57,8 +57,8 @@ int qga_reply(json_t *reply, json_t **ret, char *err, size_t errlen);
 
 typedef struct {
     bool exited;
-    int exit_code; /* when exited normally */
-    int signal;    /* >0 if killed by a signal */
+    int exit_code;             /* when exited normally */
+    int signal;                /* >0 if killed by a signal */
     unsigned char *out, *errb; /* decoded, at most QGA_OUTPUT_MAX each (malloc'd) */
     size_t out_len, err_len;
     bool out_truncated, err_truncated;

@@ -150,8 +150,8 @@ int seed_instance_id(const char *vm_dir, uint32_t vm_id, char *buf, size_t len, 
         return -1;
     }
     char id[64];
-    snprintf(id, sizeof id, "tt-%u-%02x%02x%02x%02x%02x%02x%02x%02x", vm_id, r[0], r[1], r[2],
-             r[3], r[4], r[5], r[6], r[7]);
+    snprintf(id, sizeof id, "tt-%u-%02x%02x%02x%02x%02x%02x%02x%02x", vm_id, r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7]);
     char line[80];
     int ln = snprintf(line, sizeof line, "%s\n", id);
     if (s_write_file(path, line, (size_t)ln, err, errlen))
@@ -241,8 +241,8 @@ static char *s_user_data(const seed_spec_t *spec, char *err, size_t errlen)
         memset(r, 0x5a, sizeof r);
     char boundary[64];
     snprintf(boundary, sizeof boundary,
-             "==ttfleet-%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x==", r[0], r[1], r[2],
-             r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]);
+             "==ttfleet-%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x==", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]);
     const char *type =
         memcmp(spec->user_data, "#!", 2) == 0 ? "text/x-shellscript" : "text/cloud-config";
     char *out = NULL;
@@ -285,7 +285,7 @@ int seed_render(const seed_spec_t *spec, char **meta_data, char **user_data, cha
     if (spec->user_data && seed_user_data_valid(spec->user_data, spec->user_data_len, err, errlen))
         return -1;
     *meta_data = s_join("", s_dump(json_pack("{s:s,s:s}", "instance-id", spec->instance_id,
-                                            "local-hostname", spec->hostname)));
+                                             "local-hostname", spec->hostname)));
     json_t *nic = json_pack("{s:{s:s}}", "match", "macaddress", spec->mac);
     if (spec->dhcp)
         json_object_set_new(nic, "dhcp4", json_true());
@@ -294,8 +294,8 @@ int seed_render(const seed_spec_t *spec, char **meta_data, char **user_data, cha
         snprintf(addr, sizeof addr, "%s/%d", spec->ip, spec->prefix);
         json_object_set_new(nic, "dhcp4", json_false());
         json_object_set_new(nic, "addresses", json_pack("[s]", addr));
-        json_object_set_new(nic, "routes", json_pack("[{s:s,s:s}]", "to", "0.0.0.0/0", "via",
-                                                     spec->gateway));
+        json_object_set_new(nic, "routes",
+                            json_pack("[{s:s,s:s}]", "to", "0.0.0.0/0", "via", spec->gateway));
     }
     *network_config =
         s_join("", s_dump(json_pack("{s:i,s:{s:o}}", "version", 2, "ethernets", "nic0", nic)));
@@ -341,10 +341,10 @@ int seed_build(const seed_spec_t *spec, const char *work_dir, const char *iso_pa
             s_write_file(paths[i], files[i], strlen(files[i]), err, errlen))
             goto out;
     unlink(tmp);
-    char *geniso[] = {tool,   "-quiet",  "-output", tmp,     "-volid",  "cidata", "-joliet",
-                      "-rock", paths[0], paths[1],  paths[2], NULL};
-    char *xorr[] = {tool, "-as", "mkisofs", "-quiet", "-o",     tmp,      "-V",
-                    "cidata", "-J", "-R",   paths[0], paths[1], paths[2], NULL};
+    char *geniso[] = {tool,      "-quiet", "-output", tmp,      "-volid", "cidata",
+                      "-joliet", "-rock",  paths[0],  paths[1], paths[2], NULL};
+    char *xorr[] = {tool,     "-as", "mkisofs", "-quiet", "-o",     tmp,      "-V",
+                    "cidata", "-J",  "-R",      paths[0], paths[1], paths[2], NULL};
     if (spawn_run(xorriso ? xorr : geniso, S_ISO_MS, err, errlen)) {
         unlink(tmp);
         goto out;

@@ -128,8 +128,7 @@ int main(int argc, char **argv)
         snprintf(vms, sizeof vms, "%s/vms", argv[2]);
         mkdir(vms, 0750);
         mkdir(dir, 0750);
-        if (seed_inputs_save(dir, (const char *const *)keys, n_keys, ud, ud_len, err,
-                             sizeof err) ||
+        if (seed_inputs_save(dir, (const char *const *)keys, n_keys, ud, ud_len, err, sizeof err) ||
             engine_qemu.prepare_disk(&ctx, &vm, err, sizeof err) ||
             engine_qemu.start(&ctx, &vm, err, sizeof err)) {
             fprintf(stderr, "start: %s\n", err);
@@ -207,11 +206,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s\n", err);
             return 1;
         }
-        json_t *o = json_pack("{s:i,s:i,s:s%,s:s%,s:b,s:b,s:I}", "exit", r.exit_code, "signal",
-                              r.signal, "stdout", r.out ? (char *)r.out : "", r.out_len,
-                              "stderr", r.errb ? (char *)r.errb : "", r.err_len, "out_truncated",
-                              r.out_truncated, "err_truncated", r.err_truncated, "ms",
-                              (json_int_t)(tt_mono_ms() - t0));
+        json_t *o =
+            json_pack("{s:i,s:i,s:s%,s:s%,s:b,s:b,s:I}", "exit", r.exit_code, "signal", r.signal,
+                      "stdout", r.out ? (char *)r.out : "", r.out_len, "stderr",
+                      r.errb ? (char *)r.errb : "", r.err_len, "out_truncated", r.out_truncated,
+                      "err_truncated", r.err_truncated, "ms", (json_int_t)(tt_mono_ms() - t0));
         char *s = json_dumps(o, JSON_COMPACT);
         printf("%s\n", s ? s : "{}");
         return 0;

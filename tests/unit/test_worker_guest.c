@@ -20,17 +20,20 @@
 #include "seed.h"
 #include "ttproto.h"
 
-#define KEY_ED "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3 me@x"
+#define KEY_ED                                                                                     \
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3 me@x"
 
 static void test_keys(void)
 {
     char err[256];
     CHECK(seed_key_valid(KEY_ED, err, sizeof err) == 0);
-    CHECK(seed_key_valid("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3",
-                         err, sizeof err) == 0);
+    CHECK(seed_key_valid(
+              "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3",
+              err, sizeof err) == 0);
     /* the blob names another type */
-    CHECK(seed_key_valid("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3",
-                         err, sizeof err) == -1);
+    CHECK(seed_key_valid(
+              "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3", err,
+              sizeof err) == -1);
     CHECK(seed_key_valid("-----BEGIN OPENSSH PRIVATE KEY-----", err, sizeof err) == -1);
     CHECK(strstr(err, "not an SSH public key"));
     CHECK(seed_key_valid("command=\"x\" " KEY_ED, err, sizeof err) == -1);
@@ -92,9 +95,9 @@ static void test_render(void)
     /* keys only: a cloud-config whose body is JSON */
     CHECK(strncmp(ud, "#cloud-config\n", 14) == 0);
     j = json_loads(ud + 14, 0, NULL);
-    CHECK(j && strcmp(json_string_value(json_array_get(json_object_get(j, "ssh_authorized_keys"),
-                                                       0)),
-                      KEY_ED) == 0);
+    CHECK(j &&
+          strcmp(json_string_value(json_array_get(json_object_get(j, "ssh_authorized_keys"), 0)),
+                 KEY_ED) == 0);
     json_decref(j);
     free(md);
     free(ud);
@@ -214,10 +217,11 @@ static void test_probe_specs(void)
           s.kind == PROBE_CONSOLE);
     CHECK(probe_spec_parse("agent", &s, err, sizeof err) == 0 && s.kind == PROBE_AGENT);
     CHECK(probe_spec_parse("cloud-init", &s, err, sizeof err) == 0 && s.kind == PROBE_CLOUD_INIT);
-    const char *bad[] = {"",        "ssh:22",   "tcp",        "tcp:0",    "tcp:65536",
-                         "tcp:80x", "http:x",   "http:80 /",  "console:", "console:(",
-                         "carrier", "SSH",      "tcp:-1",     "agent:1",  "http:80/\x01",
-                         "tcp:99999999999999999999", NULL};
+    const char *bad[] = {"",          "ssh:22",    "tcp",          "tcp:0",
+                         "tcp:65536", "tcp:80x",   "http:x",       "http:80 /",
+                         "console:",  "console:(", "carrier",      "SSH",
+                         "tcp:-1",    "agent:1",   "http:80/\x01", "tcp:99999999999999999999",
+                         NULL};
     for (int i = 0; bad[i]; i++) {
         err[0] = 0;
         CHECK(probe_spec_parse(bad[i], &s, err, sizeof err) == -1);
@@ -338,8 +342,9 @@ static void test_qga_parser(void)
     json_decref(r);
     CHECK(qga_next(q) == NULL);
     /* split across feeds, junk lines skipped, errors read */
-    const char *parts[] = {"not json\n[1,2]\n{\"err", "or\": {\"class\": \"GenericError\", \"desc\":",
-                           " \"no such file\"}}\n"};
+    const char *parts[] = {
+        "not json\n[1,2]\n{\"err",
+        "or\": {\"class\": \"GenericError\", \"desc\":", " \"no such file\"}}\n"};
     for (int i = 0; i < 3; i++)
         CHECK(qga_feed(q, parts[i], strlen(parts[i]), err, sizeof err) == 0);
     r = qga_next(q);
@@ -388,9 +393,13 @@ static void test_qga_replies(void)
     CHECK(qga_exec_status_parse(ret, &e, err, sizeof err) == 0 && !e.exited);
     qga_exec_free(&e);
     json_decref(ret);
-    const char *bad[] = {"{}", "{\"exited\": 1}", "{\"exited\": true, \"exitcode\": \"3\"}",
+    const char *bad[] = {"{}",
+                         "{\"exited\": 1}",
+                         "{\"exited\": true, \"exitcode\": \"3\"}",
                          "{\"exited\": true, \"out-data\": \"***\"}",
-                         "{\"exited\": true, \"out-data\": 5}", "[]", NULL};
+                         "{\"exited\": true, \"out-data\": 5}",
+                         "[]",
+                         NULL};
     for (int i = 0; bad[i]; i++) {
         ret = json_loads(bad[i], 0, NULL);
         CHECK(qga_exec_status_parse(ret, &e, err, sizeof err) == -1);
