@@ -105,8 +105,8 @@ static int s_image_cmdline(const char *dir, char *buf, size_t len, char *err, si
     for (ssize_t i = 0; i < n; i++)
         if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=/._,:- ",
                     buf[i])) {
-            snprintf(err, errlen, "image %s: cmdline holds a character other than [A-Za-z0-9=/._,:-]",
-                     dir);
+            snprintf(err, errlen,
+                     "image %s: cmdline holds a character other than [A-Za-z0-9=/._,:-]", dir);
             return -1;
         }
     return 0;

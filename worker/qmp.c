@@ -187,8 +187,7 @@ int qmp_status(const char *path, int timeout_ms, char *status, size_t len, char 
     return qmp_status_parse(ans, strlen(ans), status, len, err, errlen);
 }
 
-int qmp_status_parse(const char *line, size_t n, char *status, size_t len, char *err,
-                     size_t errlen)
+int qmp_status_parse(const char *line, size_t n, char *status, size_t len, char *err, size_t errlen)
 {
     json_t *j = json_loadb(line, n, JSON_REJECT_DUPLICATES, NULL);
     const char *s = json_string_value(json_object_get(json_object_get(j, "return"), "status"));
