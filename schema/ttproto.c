@@ -7,6 +7,8 @@
  */
 #include "ttproto.h"
 
+#include "ttguest.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +35,13 @@ const char *tt_status_name(int status)
     default:
         break;
     }
+    /* the guest area's codes (20-24) */
+    if (status == TTFLEET__STATUS__GUEST_UNREACHABLE)
+        return "GUEST_UNREACHABLE";
+    if (status == TTFLEET__STATUS__GUEST_FAILED)
+        return "GUEST_FAILED";
+    if (status == TTFLEET__STATUS__CHECKSUM_MISMATCH)
+        return "CHECKSUM_MISMATCH";
     if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
         return "UNKNOWN";
     return s_status_names[status];
@@ -170,7 +179,7 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
         FAIL("max-wait %u s out of range 0..%lld s", c->max_wait, TT_QUEUE_WAIT_MAX);
     if (!c->queue && (c->max_wait || c->priority))
         FAIL("max-wait and priority need queue");
-    return 0;
+    return tt_guest_create_valid(c, err, errlen);
 }
 
 /* One optional quota limit: absent, -1 (no limit) or 0..max. */

@@ -36,6 +36,7 @@
 
 #include "ttclient.h"
 #include "ttctl_print.h"
+#include "ttguest.h"
 #include "ttproto.h"
 
 #define EXIT_STATUS 1
@@ -405,8 +406,88 @@ static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, i
     return EXIT_STATUS;
 }
 
+/* A whole small file (at most max bytes) into a malloc'd buffer; a usage
+ * error (exit) if it cannot be read or is larger. */
+static char *s_read_small(ctl_t *ctl, const char *what, const char *path, size_t max, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        s_usage_error(ctl, "%s %s: %s", what, path, strerror(errno));
+    char *buf = malloc(max + 2);
+    size_t n = 0;
+    while (buf && n <= max) {
+        ssize_t r = read(fd, buf + n, max + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!buf)
+        s_usage_error(ctl, "out of memory");
+    if (n > max)
+        s_usage_error(ctl, "%s %s is larger than %zu bytes", what, path, max);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* The bootstrap inputs of env create (--ssh-key, --ssh-key-text,
+ * --user-data), checked here with the rules the broker applies. */
+typedef struct {
+    char *keys[TT_SSH_KEYS_MAX];
+    size_t n_keys;
+    char *files[TT_SSH_KEYS_MAX + 1]; /* buffers to free */
+    size_t n_files;
+} s_boot_t;
+
+static void s_boot_key(ctl_t *ctl, s_boot_t *b, char *key, const char *from, size_t line)
+{
+    char err[256];
+    size_t n = strlen(key);
+    while (n && (key[n - 1] == '\r' || key[n - 1] == ' '))
+        key[--n] = 0;
+    if (tt_ssh_key_valid(key, err, sizeof err)) {
+        if (line)
+            s_usage_error(ctl, "--ssh-key %s line %zu: %s", from, line, err);
+        s_usage_error(ctl, "--ssh-key-text: %s", err);
+    }
+    if (b->n_keys == TT_SSH_KEYS_MAX)
+        s_usage_error(ctl, "at most %d SSH keys", TT_SSH_KEYS_MAX);
+    b->keys[b->n_keys++] = key;
+}
+
+/* --ssh-key FILE: every line that is not blank or a # comment is a key
+ * (an authorized_keys-like file of public keys; a private key fails). */
+static void s_boot_key_file(ctl_t *ctl, s_boot_t *b, const char *path)
+{
+    size_t len;
+    char *text = s_read_small(ctl, "--ssh-key", path, TT_SSH_KEYS_MAX * (TT_SSH_KEY_MAX + 2), &len);
+    if (memchr(text, 0, len))
+        s_usage_error(ctl, "--ssh-key %s: not an SSH public key file (binary)", path);
+    b->files[b->n_files++] = text;
+    size_t line = 0, found = 0;
+    for (char *p = text; p && *p;) {
+        char *nl = strchr(p, '\n');
+        if (nl)
+            *nl = 0;
+        line++;
+        if (*p && *p != '#') {
+            s_boot_key(ctl, b, p, path, line);
+            found++;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    if (!found)
+        s_usage_error(ctl, "--ssh-key %s holds no SSH public key", path);
+}
+
 static int s_env_create(ctl_t *ctl, scan_t *s)
 {
+    s_boot_t boot = {.n_keys = 0};
+    char *user_data = NULL;
+    size_t user_data_len = 0;
     Ttfleet__ImageCount images[TT_MAX_IMAGES_PER_ENV];
     Ttfleet__ImageCount *image_ptrs[TT_MAX_IMAGES_PER_ENV];
     bool dup_given[TT_MAX_IMAGES_PER_ENV] = {false};
@@ -465,6 +546,37 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
         } else if (s_is(s, "--spread")) {
             s_flag(ctl, s);
             create.spread = true;
+        } else if (s_is(s, "--ssh-key")) {
+            if (boot.n_files == TT_SSH_KEYS_MAX)
+                s_usage_error(ctl, "at most %d --ssh-key", TT_SSH_KEYS_MAX);
+            s_boot_key_file(ctl, &boot, s_value(ctl, s));
+        } else if (s_is(s, "--ssh-key-text")) {
+            char *k = strdup(s_value(ctl, s));
+            if (!k)
+                s_usage_error(ctl, "out of memory");
+            boot.files[boot.n_files++] = k;
+            s_boot_key(ctl, &boot, k, NULL, 0);
+        } else if (s_is(s, "--user-data")) {
+            if (user_data)
+                s_usage_error(ctl, "--user-data given twice");
+            const char *path = s_value(ctl, s);
+            char err[256];
+            user_data = s_read_small(ctl, "--user-data", path, TT_USER_DATA_MAX, &user_data_len);
+            if (tt_user_data_valid(user_data, user_data_len, err, sizeof err))
+                s_usage_error(ctl, "--user-data %s: %s", path, err);
+        } else if (s_is(s, "--ready") || s_is(s, "--image-ready")) {
+            bool group = s_is(s, "--image-ready");
+            const char *spec = s_value(ctl, s);
+            tt_ready_t r;
+            char err[256];
+            if (tt_ready_parse(spec, &r, err, sizeof err))
+                s_usage_error(ctl, "%s: %s", group ? "--image-ready" : "--ready", err);
+            if (group) {
+                if (create.n_images == 0)
+                    s_usage_error(ctl, "--image-ready must follow the --image it applies to");
+                images[create.n_images - 1].ready = (char *)spec;
+            } else
+                create.ready = (char *)spec;
         } else if (s_is(s, "--wait")) {
             s_flag(ctl, s);
             wait = true;
@@ -495,10 +607,17 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
         s_usage_error(ctl, "%llu VMs asked for; at most %d in one env", (unsigned long long)vms,
                       TT_MAX_VMS_PER_ENV);
     create.name = (char *)name;
+    create.ssh_keys = boot.keys;
+    create.n_ssh_keys = boot.n_keys;
+    create.user_data.data = (uint8_t *)user_data;
+    create.user_data.len = user_data_len;
 
     ttclient_t *client = s_client(ctl);
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_create(client, &create, &reply);
+    for (size_t i = 0; i < boot.n_files; i++)
+        free(boot.files[i]);
+    free(user_data);
     if (!wait && rc == 0 && reply->status == TTFLEET__STATUS__QUEUED) {
         /* accepted, not yet placed: success for the caller, with the position */
         uint32_t pos = reply->result_case == TTFLEET__REPLY__RESULT_ENV && reply->env
@@ -1406,7 +1525,8 @@ static const command_t s_commands[] = {
     {"env", "create",
      "env create NAME --image IMG [--dup N] [--image IMG [--dup N]]... [--engine E] [--cpu N] "
      "[--mem MIB] [--disk MIB] [--port P]... [--lifetime SECS] [--deny-outgoing] [--spread] "
-     "[--wait [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
+     "[--ssh-key FILE]... [--ssh-key-text KEY]... [--user-data FILE] [--ready SPEC] "
+     "[--image-ready SPEC] [--wait [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
      "Creates env NAME. Each --image adds VMs of that image, one or --dup N of them.\n"
      "  --engine E        process, hollow, qemu (default: the broker's, process)\n"
      "  --cpu N           cpus per VM, 1..256 (default 2)\n"
@@ -1416,6 +1536,13 @@ static const command_t s_commands[] = {
      "  --lifetime SECS   lease from creation (default 3600; at most 21600 unless admin)\n"
      "  --deny-outgoing   VMs may not open connections out\n"
      "  --spread          place VMs on as many hosts as possible instead of best fit\n"
+     "  --ssh-key FILE    OpenSSH public key(s), one per line, for the guests (qemu engine\n"
+     "                    with a cloud-init image); repeat\n"
+     "  --ssh-key-text KEY  one public key given inline; repeat\n"
+     "  --user-data FILE  cloud-init user-data: #cloud-config or a #! script, <= 64 KiB\n"
+     "  --ready SPEC      when a VM counts as ready: none, ssh, tcp:PORT, http:PORT[/PATH],\n"
+     "                    console:REGEX, agent, cloud-init (default: the image's)\n"
+     "  --image-ready SPEC  the same for the --image it follows\n"
      "  --wait            then wait until every VM runs (progress on a terminal); exit 1\n"
      "                    if they do not within --wait-timeout SECS (default 300)\n"
      "  --queue           if the pool cannot take it now, wait in the admission queue\n"
