@@ -8,7 +8,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config libczmq-dev libzmq3-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libsqlite3-dev sqlite3 python3 python3-zmq
-python3-protobuf iproute2 procps util-linux libjansson-dev clang
+python3-protobuf iproute2 procps util-linux libjansson-dev clang libssl-dev
 libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi
 missing=""
