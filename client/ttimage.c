@@ -78,7 +78,7 @@ int ttimage_inspect(const char *path, ttimage_info_t *info, char *err, size_t er
         if (!s_regular(f))
             continue;
         if (i == 0 && (s_head(f, head, 4) || !tt_qcow2_is(head, 4)))
-            FAIL("%s is not a qcow2 file", f);
+            FAIL("%.2000s is not an image: its disk.qcow2 is not a qcow2 file", path);
         tt_manifest_file_t *mf = &m->files[m->n];
         snprintf(mf->name, sizeof mf->name, "%s", names[i]);
         if (tt_sha256_file(f, mf->digest, &mf->size, err, errlen))
