@@ -243,6 +243,8 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
                         rate_base = v;
                         rate_t0 = last_reply;
                         credit = c >= 1 && c < o.credit ? c : o.credit;
+                        if (o.progress)
+                            o.progress(o.arg, digest, v, src->size);
                     }
                 } else if (strcmp(cmd, TT_B_ACK) == 0 && tt_u64_parse(a, &v)) {
                     if (v > acked && v <= src->size)

@@ -296,11 +296,38 @@ int imgcache_materialize(imgcache_t *self, const char *image_digest, const tt_ma
     snprintf(dir, sizeof dir, "%.4000s/%s", self->img, tt_digest_hex(image_digest));
     if (snprintf(out, outlen, "%s", dir) >= (int)outlen)
         FAIL("path too long");
-    struct stat sb;
-    if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return 0;
-    snprintf(tmp, sizeof tmp, "%s.new", dir);
+    tt_manifest_t one = {.n = 1};
+    if (!manifest) {
+        snprintf(one.files[0].name, sizeof one.files[0].name, "disk.qcow2");
+        memcpy(one.files[0].digest, image_digest, TT_DIGEST_LEN + 1);
+        manifest = &one;
+    }
+    /* An existing directory is kept only if every link is still the
+     * blob's inode: a blob deleted as corrupted and fetched again is a new
+     * inode, and the old link must not boot the corrupted bytes. */
     static const char *files[] = {"disk.qcow2", "kernel", "initrd"};
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        bool same = true;
+        for (size_t i = 0; i < manifest->n && same; i++) {
+            char src[4200], dst[4400];
+            struct stat a, b;
+            same = imgcache_path(self, manifest->files[i].digest, false, src, sizeof src) == 0 &&
+                   snprintf(dst, sizeof dst, "%s/%s", dir, manifest->files[i].name) > 0 &&
+                   stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_ino == b.st_ino &&
+                   a.st_dev == b.st_dev;
+        }
+        if (same)
+            return 0;
+        for (int k = 0; k < 3; k++) {
+            char f[4400];
+            snprintf(f, sizeof f, "%s/%s", dir, files[k]);
+            unlink(f);
+        }
+        if (rmdir(dir))
+            FAIL("cannot replace %s: %s", dir, strerror(errno));
+    }
+    snprintf(tmp, sizeof tmp, "%s.new", dir);
     for (int k = 0; k < 3; k++) {
         char f[4400];
         snprintf(f, sizeof f, "%s/%s", tmp, files[k]);
@@ -309,12 +336,6 @@ int imgcache_materialize(imgcache_t *self, const char *image_digest, const tt_ma
     rmdir(tmp);
     if (mkdir(tmp, 0750))
         FAIL("mkdir %s: %s", tmp, strerror(errno));
-    tt_manifest_t one = {.n = 1};
-    if (!manifest) {
-        snprintf(one.files[0].name, sizeof one.files[0].name, "disk.qcow2");
-        memcpy(one.files[0].digest, image_digest, TT_DIGEST_LEN + 1);
-        manifest = &one;
-    }
     for (size_t i = 0; i < manifest->n; i++) {
         char src[4200], dst[4400];
         if (!imgcache_has(self, manifest->files[i].digest) ||

@@ -67,7 +67,9 @@ uint64_t imgcache_limit(const imgcache_t *self);
 /* Makes img/<image hex>/ with a hard link per file: for a qcow2 image
  * (manifest NULL) disk.qcow2 -> blobs/<image hex>; for a directory image
  * each manifest file -> its blob. Every blob must be held. The directory
- * appears by rename, whole. out gets its path. 0 / -1 with a reason. */
+ * appears by rename, whole; an existing one is rebuilt when a link is no
+ * longer the blob's inode (the blob was found corrupted and fetched
+ * again). out gets its path. 0 / -1 with a reason. */
 int imgcache_materialize(imgcache_t *self, const char *image_digest, const tt_manifest_t *manifest,
                          char *out, size_t outlen, char *err, size_t errlen);
 
