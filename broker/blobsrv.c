@@ -469,6 +469,7 @@ static void s_actor(zsock_t *pipe, void *args_)
 blobsrv_t *blobsrv_new(const char *endpoint, const char *dir, const blobsrv_limits_t *limits,
                        char *err, size_t errlen)
 {
+    tt_blob_init();
     blobsrv_t *self = calloc(1, sizeof *self);
     s_args_t *args = calloc(1, sizeof *args);
     if (!self || !args) {

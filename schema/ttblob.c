@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,14 @@ bool tt_u64_parse(const char *s, uint64_t *out)
     }
     *out = v;
     return true;
+}
+
+void tt_blob_init(void)
+{
+    OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_ADD_ALL_DIGESTS, NULL);
+    /* the first digest in this thread does the rest of the lazy setup */
+    tt_sha256_t *h = tt_sha256_new();
+    tt_sha256_destroy(&h);
 }
 
 struct tt_sha256_t {

@@ -72,6 +72,12 @@ const char *tt_digest_hex(const char *s);
 /* A strict unsigned decimal (no sign, no spaces, no overflow). */
 bool tt_u64_parse(const char *s, uint64_t *out);
 
+/* Loads libcrypto's configuration once, in the calling thread. Called by
+ * the modules that start transfer threads (blobsrv_new, imgfetch_new),
+ * so that per-thread state of the one-time load is not left in an actor
+ * thread. Safe to call more than once. */
+void tt_blob_init(void);
+
 /* Incremental sha256. */
 typedef struct tt_sha256_t tt_sha256_t;
 tt_sha256_t *tt_sha256_new(void);

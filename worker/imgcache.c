@@ -117,7 +117,8 @@ imgcache_t *imgcache_new(const char *dir, uint64_t limit, char *err, size_t errl
     if (d)
         closedir(d);
     /* mtime order becomes tick order 1..n */
-    qsort(self->e, self->n, sizeof *self->e, s_cmp_tick);
+    if (self->n)
+        qsort(self->e, self->n, sizeof *self->e, s_cmp_tick);
     for (size_t i = 0; i < self->n; i++)
         self->e[i].tick = ++self->tick;
     /* a limit lowered across a restart: evict down to it */

@@ -487,6 +487,7 @@ static void s_actor(zsock_t *pipe, void *args)
 
 imgfetch_t *imgfetch_new(const imgfetch_opts_t *opts, char *err, size_t errlen)
 {
+    tt_blob_init();
     imgfetch_opts_t *o = malloc(sizeof *o);
     imgfetch_t *self = calloc(1, sizeof *self);
     if (!o || !self) {

@@ -187,15 +187,13 @@ static int s_fetch(int argc, char **argv)
     o.rate_bps = s_num(argc, argv, "--rate-kib", 0) * 1024;
     o.timeout_ms = (uint32_t)s_num(argc, argv, "--timeout-ms", 1000);
     o.give_up_ms = (uint32_t)s_num(argc, argv, "--give-up-ms", 30000);
-    imgfetch_t *f = imgfetch_new(&o, err, sizeof err);
-    if (!f) {
-        printf("error %s\n", err);
-        return 1;
-    }
     uint64_t size = s_num(argc, argv, "--size", 0);
     uint64_t times = s_num(argc, argv, "--times", 1);
-    if (size && imgcache_reserve(cache, size, err, sizeof err)) {
+    imgfetch_t *f = imgfetch_new(&o, err, sizeof err);
+    if (!f || (size && imgcache_reserve(cache, size, err, sizeof err))) {
         printf("error %s\n", err);
+        imgfetch_destroy(&f);
+        imgcache_destroy(&cache);
         return 1;
     }
     for (uint64_t i = 0; i < times; i++)

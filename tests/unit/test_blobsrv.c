@@ -252,6 +252,44 @@ int main(void)
     CHECK(blobsrv_stat(srv, dinfo.digest, &size) == 1 && size == (uint64_t)dinfo.manifest_len);
 
     imgfetch_destroy(&f);
+
+    /* CURVE: encrypted push and fetch; a peer without the server key gets nothing */
+    char scert[160], ccert[160];
+    snprintf(scert, sizeof scert, "%s/server.cert", s_dir);
+    snprintf(ccert, sizeof ccert, "%s/client.cert", s_dir);
+    zcert_t *sc = zcert_new(), *cc = zcert_new();
+    CHECK(zcert_save(sc, scert) == 0 && zcert_save(cc, ccert) == 0);
+    blobsrv_limits_t clim;
+    blobsrv_limits_defaults(&clim);
+    snprintf(clim.curve_secret, sizeof clim.curve_secret, "%s_secret", scert);
+    char csrvdir[160];
+    snprintf(csrvdir, sizeof csrvdir, "%s/csrv", s_dir);
+    blobsrv_t *csrv = blobsrv_new("tcp://127.0.0.1:*", csrvdir, &clim, err, sizeof err);
+    CHECK(csrv);
+    ttimage_opts_t cpo = po;
+    snprintf(cpo.server_key, sizeof cpo.server_key, "%s", zcert_public_txt(sc));
+    snprintf(cpo.client_cert, sizeof cpo.client_cert, "%s_secret", ccert);
+    CHECK(csrv && ttimage_push(&cpo, blobsrv_endpoint(csrv), file, &info, err, sizeof err) == 0);
+    ttimage_opts_t plain = po;
+    plain.timeout_ms = 300;
+    plain.give_up_ms = 1500;
+    CHECK(csrv && ttimage_push(&plain, blobsrv_endpoint(csrv), big, &binfo, err, sizeof err) == -1 &&
+          strstr(err, "did not answer"));
+    imgfetch_opts_t cfo = fo;
+    snprintf(cfo.endpoint, sizeof cfo.endpoint, "%s", csrv ? blobsrv_endpoint(csrv) : "");
+    snprintf(cfo.server_key, sizeof cfo.server_key, "%s", zcert_public_txt(sc));
+    snprintf(cfo.client_cert, sizeof cfo.client_cert, "%s_secret", ccert);
+    imgcache_forget(cache, good);
+    f = imgfetch_new(&cfo, err, sizeof err);
+    CHECK(f);
+    imgfetch_ensure(f, good, 0);
+    CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_DONE && ev.got == 3u << 20);
+    CHECK(imgcache_verify(path, good, err, sizeof err) == 0);
+    imgfetch_destroy(&f);
+    blobsrv_destroy(&csrv);
+    zcert_destroy(&sc);
+    zcert_destroy(&cc);
+
     imgcache_destroy(&cache);
     zpoller_destroy(&sp);
     blobsrv_destroy(&srv);
