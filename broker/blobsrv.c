@@ -5,7 +5,9 @@
  * One iteration of the actor: wait up to 1 s for the pipe or the ROUTER;
  * handle up to 256 peer messages without blocking (each answered at most
  * once, never with more than one chunk); close uploads idle past
- * limits.idle_ms (their .part stays, so the uploader resumes). Every frame
+ * limits.idle_ms (their .part stays, so the uploader resumes), and every
+ * 10 minutes delete the .part files no upload touched for limits.part_ttl
+ * (an abandoned push does not hold disk forever). Every frame
  * from a peer is checked before use: frame count, protocol, command,
  * digest format, decimal numbers, chunk bounds, the declared size against
  * max_blob and the grant. An upload's state lives in one table keyed by
@@ -53,6 +55,7 @@ typedef struct {
     zhashx_t *uploads; /* digest -> s_upload_t */
     zhashx_t *grants;  /* digest -> uint64_t max size */
     zhashx_t *fds;     /* digest -> int fd (+1) of complete blobs being read */
+    int64_t next_part_sweep;
 } s_server_t;
 
 void blobsrv_limits_defaults(blobsrv_limits_t *limits)
@@ -63,6 +66,7 @@ void blobsrv_limits_defaults(blobsrv_limits_t *limits)
     limits->credit = TT_BLOB_CREDIT_DEFAULT;
     limits->max_uploads = 32;
     limits->idle_ms = 60000;
+    limits->part_ttl = 24 * 3600;
     snprintf(limits->zap_domain, sizeof limits->zap_domain, "blobs");
 }
 
@@ -385,9 +389,20 @@ static bool s_pipe(s_server_t *self)
     return go;
 }
 
+static bool s_open_upload(const char *digest, void *arg)
+{
+    return zhashx_lookup(((s_server_t *)arg)->uploads, digest) != NULL;
+}
+
 static void s_sweep(s_server_t *self)
 {
     int64_t now = zclock_mono();
+    if (now >= self->next_part_sweep) {
+        int n = blobstore_sweep_parts(self->store, self->limits.part_ttl, s_open_upload, self);
+        if (n)
+            zsys_info("blobsrv: deleted %d abandoned partial uploads", n);
+        self->next_part_sweep = now + 600 * 1000;
+    }
     zlistx_t *keys = zhashx_keys(self->uploads);
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
         s_upload_t *up = zhashx_lookup(self->uploads, k);

@@ -33,6 +33,7 @@ typedef struct {
     uint32_t credit;       /* DATA frames an uploader may have unacked (16) */
     uint32_t max_uploads;  /* uploads open at once (32) */
     uint32_t idle_ms;      /* an upload silent this long is closed, .part kept (60 s) */
+    uint32_t part_ttl;     /* an abandoned .part is deleted after this many s (24 h) */
     bool require_grant;    /* PUT only for digests the owner granted */
     char curve_secret[4096]; /* the server certificate, "" for no CURVE */
     char zap_domain[64];   /* ZAP domain with CURVE ("blobs") */

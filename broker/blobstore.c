@@ -4,12 +4,14 @@
  */
 #include "blobstore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FAIL(...)                                                                                  \
@@ -118,6 +120,32 @@ int blobstore_remove(blobstore_t *self, const char *digest, char *err, size_t er
     if (unlink(part) && errno != ENOENT)
         FAIL("%s: %s", part, strerror(errno));
     return 0;
+}
+
+int blobstore_sweep_parts(blobstore_t *self, int64_t max_age, bool (*keep)(const char *, void *),
+                          void *arg)
+{
+    DIR *d = opendir(self->dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    time_t now = time(NULL);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        char digest[TT_DIGEST_LEN + 1], path[4200];
+        if (len != TT_HEX_LEN + 5 || strcmp(de->d_name + TT_HEX_LEN, ".part") != 0)
+            continue;
+        snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
+        struct stat sb;
+        if (!tt_digest_valid(digest) || blobstore_path(self, digest, true, path, sizeof path) ||
+            lstat(path, &sb) || (int64_t)(now - sb.st_mtime) < max_age || (keep && keep(digest, arg)))
+            continue;
+        if (unlink(path) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
 }
 
 blobstore_upload_t *blobstore_upload_begin(blobstore_t *self, const char *digest, uint64_t size,

@@ -43,6 +43,12 @@ int blobstore_open(const blobstore_t *self, const char *digest, uint64_t *size, 
 /* Deletes a complete blob and its .part. 0 / -1. */
 int blobstore_remove(blobstore_t *self, const char *digest, char *err, size_t errlen);
 
+/* Deletes .part files not modified for max_age seconds (abandoned
+ * uploads), except those for which keep(digest, arg) is true (open
+ * uploads). Returns how many were deleted. */
+int blobstore_sweep_parts(blobstore_t *self, int64_t max_age, bool (*keep)(const char *, void *),
+                          void *arg);
+
 /* Starts or resumes the upload of digest (size bytes in all): opens its
  * .part, keeps what is there when it is not longer than size, re-hashes
  * it, and returns the upload at that offset. NULL with a reason. */

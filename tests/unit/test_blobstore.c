@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int s_failed;
@@ -44,6 +46,13 @@ static void test_digest(void)
     CHECK(tt_u64_parse("18446744073709551615", &v) && v == UINT64_MAX);
     CHECK(!tt_u64_parse("18446744073709551616", &v));
     CHECK(!tt_u64_parse("-1", &v) && !tt_u64_parse("", &v) && !tt_u64_parse("1 ", &v));
+}
+
+static bool s_keep_all(const char *digest, void *arg)
+{
+    (void)digest;
+    (void)arg;
+    return true;
 }
 
 static void test_upload(const char *dir)
@@ -103,6 +112,17 @@ static void test_upload(const char *dir)
     CHECK(blobstore_upload_commit(&u, err, sizeof err) == -1 && strstr(err, "incomplete"));
     u = blobstore_upload_begin(bs, wrong, 10, err, sizeof err);
     blobstore_upload_abort(&u);
+    CHECK(access(path, F_OK) != 0);
+
+    /* abandoned parts are swept, open or fresh ones kept */
+    u = blobstore_upload_begin(bs, wrong, 10, err, sizeof err);
+    CHECK(u && blobstore_upload_write(u, 0, data, 5, err, sizeof err) == 0);
+    blobstore_upload_close(&u);
+    CHECK(blobstore_sweep_parts(bs, 3600, NULL, NULL) == 0); /* fresh */
+    struct timespec old[2] = {{.tv_sec = 1000}, {.tv_sec = 1000}};
+    utimensat(AT_FDCWD, path, old, 0);
+    CHECK(blobstore_sweep_parts(bs, 3600, s_keep_all, NULL) == 0); /* open */
+    CHECK(blobstore_sweep_parts(bs, 3600, NULL, NULL) == 1);
     CHECK(access(path, F_OK) != 0);
 
     /* path safety: only validated digests name files */
