@@ -43,6 +43,11 @@ typedef struct {
 } s_args_t;
 
 typedef struct {
+    uint64_t max;
+    char user[128]; /* "" = any peer */
+} s_grant_t;
+
+typedef struct {
     blobstore_upload_t *u;
     zframe_t *owner;
     int64_t last;
@@ -53,7 +58,7 @@ typedef struct {
     blobstore_t *store;
     blobsrv_limits_t limits;
     zhashx_t *uploads; /* digest -> s_upload_t */
-    zhashx_t *grants;  /* digest -> uint64_t max size */
+    zhashx_t *grants;  /* digest -> s_grant_t */
     zhashx_t *fds;     /* digest -> int fd (+1) of complete blobs being read */
     int64_t next_part_sweep;
 } s_server_t;
@@ -157,7 +162,8 @@ static void s_commit(s_server_t *self, zframe_t *id, const char *digest)
     zstr_sendx(self->pipe, "COMPLETE", digest, sz, NULL);
 }
 
-static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char *sizes)
+static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char *sizes,
+                  const char *user)
 {
     uint64_t size = 0, have = 0;
     char err[256];
@@ -177,10 +183,10 @@ static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char
         return s_reply(self, id, TT_B_HAVE, digest, sz, NULL, NULL);
     }
     if (self->limits.require_grant) {
-        uint64_t *grant = zhashx_lookup(self->grants, digest);
-        if (!grant)
+        s_grant_t *grant = zhashx_lookup(self->grants, digest);
+        if (!grant || (grant->user[0] && strcmp(grant->user, user) != 0))
             return s_error(self, id, digest, TT_BE_FORBIDDEN, "no push of this digest was granted");
-        if (size > *grant)
+        if (size > grant->max)
             return s_error(self, id, digest, TT_BE_TOO_LARGE, "size over the granted size");
     }
     s_upload_t *up = zhashx_lookup(self->uploads, digest);
@@ -307,6 +313,11 @@ static void s_peer(s_server_t *self, zmsg_t *msg)
 {
     zframe_t *id = zmsg_pop(msg);
     size_t n = zmsg_size(msg);
+    /* who the ZAP handler said the peer is (CURVE); "" without CURVE */
+    zframe_t *first = zmsg_first(msg);
+    const char *uid = first ? zframe_meta(first, "User-Id") : NULL;
+    char user[128];
+    snprintf(user, sizeof user, "%s", uid ? uid : "");
     char *proto = zmsg_popstr(msg);
     char *cmd = zmsg_popstr(msg);
     char *digest = zmsg_popstr(msg);
@@ -317,6 +328,12 @@ static void s_peer(s_server_t *self, zmsg_t *msg)
     }
     if (!tt_digest_valid(digest)) {
         s_error(self, id, "", TT_BE_BAD_REQUEST, "invalid digest: want sha256:<64 lowercase hex>");
+        goto out;
+    }
+    bool fetch = strcmp(cmd, TT_B_STAT) == 0 || strcmp(cmd, TT_B_GET) == 0;
+    const char *pre = self->limits.fetch_user_prefix;
+    if (fetch && pre[0] && strncmp(user, pre, strlen(pre)) != 0) {
+        s_error(self, id, digest, TT_BE_FORBIDDEN, "this key may not fetch blobs");
         goto out;
     }
     if (strcmp(cmd, TT_B_STAT) == 0 && n == 3) {
@@ -338,7 +355,7 @@ static void s_peer(s_server_t *self, zmsg_t *msg)
         zstr_free(&len);
     } else if (strcmp(cmd, TT_B_PUT) == 0 && n == 4) {
         char *size = zmsg_popstr(msg);
-        s_put(self, id, digest, size);
+        s_put(self, id, digest, size, user);
         zstr_free(&size);
     } else if (strcmp(cmd, TT_B_DATA) == 0 && n == 5) {
         char *off = zmsg_popstr(msg);
@@ -369,15 +386,18 @@ static bool s_pipe(s_server_t *self)
     if (!cmd || strcmp(cmd, "$TERM") == 0) {
         go = false;
     } else if (strcmp(cmd, "GRANT") == 0) {
-        char *digest = zmsg_popstr(msg), *size = zmsg_popstr(msg);
+        char *digest = zmsg_popstr(msg), *size = zmsg_popstr(msg), *user = zmsg_popstr(msg);
         uint64_t v = 0;
-        uint64_t *p = tt_digest_valid(digest) && tt_u64_parse(size, &v) ? malloc(sizeof *p) : NULL;
-        if (p) {
-            *p = v;
-            zhashx_update(self->grants, digest, p);
+        s_grant_t *g =
+            tt_digest_valid(digest) && tt_u64_parse(size, &v) ? calloc(1, sizeof *g) : NULL;
+        if (g) {
+            g->max = v;
+            snprintf(g->user, sizeof g->user, "%s", user ? user : "");
+            zhashx_update(self->grants, digest, g);
         }
         zstr_free(&digest);
         zstr_free(&size);
+        zstr_free(&user);
     } else if (strcmp(cmd, "REVOKE") == 0) {
         char *digest = zmsg_popstr(msg);
         if (digest)
@@ -569,13 +589,13 @@ int blobsrv_stat(blobsrv_t *self, const char *digest, uint64_t *size)
     return blobstore_stat(self->store, digest, size, err, sizeof err);
 }
 
-int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size)
+int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user)
 {
-    if (!tt_digest_valid(digest))
+    if (!tt_digest_valid(digest) || (user && strlen(user) >= 128))
         return -1;
     char sz[24];
     s_u64(sz, max_size);
-    return zstr_sendx(self->actor, "GRANT", digest, sz, NULL);
+    return zstr_sendx(self->actor, "GRANT", digest, sz, user ? user : "", NULL);
 }
 
 int blobsrv_revoke(blobsrv_t *self, const char *digest)

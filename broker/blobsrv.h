@@ -16,8 +16,9 @@
  * (OFFSET tells it the credit), and each ACK returns one. High-water marks
  * on the socket bound what one greedy peer can queue.
  *
- * Pipe, owner -> actor: "GRANT" digest max_size (needed before a PUT when
- * limits.require_grant), "REVOKE" digest, "$TERM".
+ * Pipe, owner -> actor: "GRANT" digest max_size user (needed before a PUT
+ * when limits.require_grant; user "" = any peer, else only the peer whose
+ * ZAP User-Id is user may push it), "REVOKE" digest, "$TERM".
  * Pipe, actor -> owner: "COMPLETE" digest size, once per verified upload.
  */
 #ifndef TT_BROKER_BLOBSRV_H
@@ -37,6 +38,9 @@ typedef struct {
     bool require_grant;    /* PUT only for digests the owner granted */
     char curve_secret[4096]; /* the server certificate, "" for no CURVE */
     char zap_domain[64];   /* ZAP domain with CURVE ("blobs") */
+    /* With CURVE: STAT and GET only from peers whose ZAP User-Id starts
+     * with this (e.g. "worker:"), "" for any authenticated peer. */
+    char fetch_user_prefix[32];
 } blobsrv_limits_t;
 
 typedef struct blobsrv_t blobsrv_t;
@@ -57,8 +61,9 @@ int blobsrv_recv(blobsrv_t *self, char *digest, uint64_t *size);
 /* 1 and *size if digest is complete, 0 if not, -1 on a bad digest. Any
  * thread; no round trip to the actor. */
 int blobsrv_stat(blobsrv_t *self, const char *digest, uint64_t *size);
-/* Allows one upload of digest of at most max_size bytes. 0 / -1. */
-int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size);
+/* Allows one upload of digest of at most max_size bytes, by the peer
+ * whose ZAP User-Id is user (NULL or "": any peer). 0 / -1. */
+int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user);
 int blobsrv_revoke(blobsrv_t *self, const char *digest);
 
 #endif

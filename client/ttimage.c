@@ -124,8 +124,10 @@ static int s_read(const s_src_t *src, uint64_t off, void *buf, size_t len)
     return 0;
 }
 
-static void s_send(zsock_t *s, const char *cmd, const char *digest, const char *a,
-                   zframe_t **data, const char *b)
+/* Never blocks (the socket's send timeout is 0): 0, or -1 when the queue
+ * is full or no connection takes it, and the caller tries later. */
+static int s_send(zsock_t *s, const char *cmd, const char *digest, const char *a,
+                  zframe_t **data, const char *b)
 {
     zmsg_t *msg = zmsg_new();
     zmsg_addstr(msg, TT_BLOB_PROTO);
@@ -137,8 +139,9 @@ static void s_send(zsock_t *s, const char *cmd, const char *digest, const char *
         zmsg_append(msg, data);
     else if (b)
         zmsg_addstr(msg, b);
-    zmsg_send(&msg, s);
+    int rc = zmsg_send(&msg, s);
     zmsg_destroy(&msg);
+    return rc;
 }
 
 static void s_put(zsock_t *s, const char *digest, uint64_t size)
@@ -172,6 +175,7 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
     if (!s)
         FAIL("cannot make a socket");
     zsock_set_linger(s, 0);
+    zsock_set_sndtimeo(s, 0);
     zsock_set_sndhwm(s, 4 * TT_BLOB_CREDIT_MAX);
     zsock_set_maxmsgsize(s, 64 * 1024);
     zsock_set_reconnect_ivl(s, 100);
@@ -217,7 +221,8 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
             zframe_t *f = zframe_new(buf, len);
             char off[24];
             snprintf(off, sizeof off, "%llu", (unsigned long long)sent);
-            s_send(s, TT_B_DATA, digest, off, &f, NULL);
+            if (s_send(s, TT_B_DATA, digest, off, &f, NULL))
+                break; /* full: the next turn sends it */
             sent += len;
         }
         zpoller_t *p = zpoller_new(s, NULL);

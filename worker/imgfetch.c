@@ -463,7 +463,10 @@ static void s_actor(zsock_t *pipe, void *args)
             void *which = zpoller_wait(poller, wait);
             if (zpoller_terminated(poller))
                 break;
-            if (which == pipe)
+            /* every waiting request before any work: ensures of one
+             * digest that arrive together become one job */
+            (void)which;
+            while (go && (zsock_events(pipe) & ZMQ_POLLIN))
                 go = s_pipe(&self);
             for (int i = 0; go && i < BATCH; i++) {
                 zmsg_t *msg = zmsg_recv_nowait(self.dealer);

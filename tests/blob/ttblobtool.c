@@ -81,7 +81,7 @@ static int s_serve(int argc, char **argv)
     for (int i = 0; i + 2 < argc; i++)
         if (strcmp(argv[i], "--grant") == 0) {
             uint64_t sz = 0;
-            if (!tt_u64_parse(argv[i + 2], &sz) || blobsrv_grant(srv, argv[i + 1], sz)) {
+            if (!tt_u64_parse(argv[i + 2], &sz) || blobsrv_grant(srv, argv[i + 1], sz, NULL)) {
                 fprintf(stderr, "serve: bad --grant\n");
                 return 2;
             }

@@ -80,6 +80,44 @@ static int s_event(imgfetch_t *f, imgfetch_event_t *ev, int ms)
     return rc;
 }
 
+/* A ZAP handler for the test: CURVE keys of s_users get their user id. */
+static const char *s_users[3][2];
+
+static void s_zap(zsock_t *pipe, void *arg)
+{
+    (void)arg;
+    zsock_t *rep = zsock_new_rep("inproc://zeromq.zap.01");
+    zsock_signal(pipe, 0);
+    zpoller_t *p = zpoller_new(pipe, rep, NULL);
+    while (true) {
+        void *which = zpoller_wait(p, -1);
+        if (which != rep)
+            break;
+        zmsg_t *req = zmsg_recv(rep);
+        char *version = zmsg_popstr(req), *id = zmsg_popstr(req);
+        for (int i = 0; i < 3; i++)
+            free(zmsg_popstr(req)); /* domain, address, identity */
+        char *mech = zmsg_popstr(req);
+        zframe_t *key = zmsg_pop(req);
+        char txt[41] = "";
+        if (key && zframe_size(key) == 32)
+            zmq_z85_encode(txt, zframe_data(key), 32);
+        const char *user = NULL;
+        for (int i = 0; i < 3; i++)
+            if (s_users[i][0] && strcmp(s_users[i][0], txt) == 0)
+                user = s_users[i][1];
+        zstr_sendx(rep, version, id, user ? "200" : "400", user ? "OK" : "unknown", user ? user : "",
+                   "", NULL);
+        free(version);
+        free(id);
+        free(mech);
+        zframe_destroy(&key);
+        zmsg_destroy(&req);
+    }
+    zpoller_destroy(&p);
+    zsock_destroy(&rep);
+}
+
 int main(void)
 {
     zsys_init();
@@ -118,7 +156,7 @@ int main(void)
     /* no grant: refused */
     CHECK(ttimage_push(&po, ep, file, &info, err, sizeof err) == -1 && strstr(err, "FORBIDDEN"));
     /* granted */
-    blobsrv_grant(srv, info.digest, 3u << 20);
+    blobsrv_grant(srv, info.digest, 3u << 20, NULL);
     CHECK(ttimage_push(&po, ep, file, &info, err, sizeof err) == 0);
     char d[TT_DIGEST_LEN + 1];
     uint64_t size = 0;
@@ -137,12 +175,12 @@ int main(void)
     s_file(big, 9u << 20, 2, true);
     ttimage_info_t binfo;
     CHECK(ttimage_inspect(big, &binfo, err, sizeof err) == 0);
-    blobsrv_grant(srv, binfo.digest, 100u << 20);
+    blobsrv_grant(srv, binfo.digest, 100u << 20, NULL);
     CHECK(ttimage_push(&po, ep, big, &binfo, err, sizeof err) == -1 && strstr(err, "TOO_LARGE"));
 
     /* a claimed digest the data does not match */
     const char *liar = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    blobsrv_grant(srv, liar, 3u << 20);
+    blobsrv_grant(srv, liar, 3u << 20, NULL);
     CHECK(ttimage_push_file(&po, ep, file, liar, err, sizeof err) == -1 &&
           strstr(err, "DIGEST_MISMATCH"));
     CHECK(blobsrv_stat(srv, liar, &size) == 0);
@@ -246,49 +284,76 @@ int main(void)
     ttimage_info_t dinfo;
     CHECK(ttimage_inspect(img, &dinfo, err, sizeof err) == 0 && strcmp(dinfo.kind, "dir") == 0);
     for (size_t i = 0; i < dinfo.manifest.n; i++)
-        blobsrv_grant(srv, dinfo.manifest.files[i].digest, dinfo.manifest.files[i].size);
-    blobsrv_grant(srv, dinfo.digest, TT_MANIFEST_MAX);
+        blobsrv_grant(srv, dinfo.manifest.files[i].digest, dinfo.manifest.files[i].size, NULL);
+    blobsrv_grant(srv, dinfo.digest, TT_MANIFEST_MAX, NULL);
     CHECK(ttimage_push(&po, ep, img, &dinfo, err, sizeof err) == 0);
     CHECK(blobsrv_stat(srv, dinfo.digest, &size) == 1 && size == (uint64_t)dinfo.manifest_len);
 
     imgfetch_destroy(&f);
 
-    /* CURVE: encrypted push and fetch; a peer without the server key gets nothing */
-    char scert[160], ccert[160];
+    /* CURVE with a ZAP handler that names peers: encrypted push and fetch,
+     * pushes only by the granted user, fetches only by workers, and a peer
+     * without the server key gets nothing */
+    zcert_t *sc = zcert_new(), *wc = zcert_new(), *ua = zcert_new(), *ub = zcert_new();
+    char scert[160], wcert[160], acert[160], bcert[160];
     snprintf(scert, sizeof scert, "%s/server.cert", s_dir);
-    snprintf(ccert, sizeof ccert, "%s/client.cert", s_dir);
-    zcert_t *sc = zcert_new(), *cc = zcert_new();
-    CHECK(zcert_save(sc, scert) == 0 && zcert_save(cc, ccert) == 0);
+    snprintf(wcert, sizeof wcert, "%s/worker.cert", s_dir);
+    snprintf(acert, sizeof acert, "%s/a.cert", s_dir);
+    snprintf(bcert, sizeof bcert, "%s/b.cert", s_dir);
+    CHECK(zcert_save(sc, scert) == 0 && zcert_save(wc, wcert) == 0 && zcert_save(ua, acert) == 0 &&
+          zcert_save(ub, bcert) == 0);
+    s_users[0][0] = zcert_public_txt(wc);
+    s_users[0][1] = "worker:h1";
+    s_users[1][0] = zcert_public_txt(ua);
+    s_users[1][1] = "user:a";
+    s_users[2][0] = zcert_public_txt(ub);
+    s_users[2][1] = "user:b";
+    zactor_t *zap = zactor_new(s_zap, NULL);
     blobsrv_limits_t clim;
     blobsrv_limits_defaults(&clim);
+    clim.require_grant = true;
+    snprintf(clim.fetch_user_prefix, sizeof clim.fetch_user_prefix, "worker:");
     snprintf(clim.curve_secret, sizeof clim.curve_secret, "%s_secret", scert);
     char csrvdir[160];
     snprintf(csrvdir, sizeof csrvdir, "%s/csrv", s_dir);
     blobsrv_t *csrv = blobsrv_new("tcp://127.0.0.1:*", csrvdir, &clim, err, sizeof err);
     CHECK(csrv);
-    ttimage_opts_t cpo = po;
-    snprintf(cpo.server_key, sizeof cpo.server_key, "%s", zcert_public_txt(sc));
-    snprintf(cpo.client_cert, sizeof cpo.client_cert, "%s_secret", ccert);
-    CHECK(csrv && ttimage_push(&cpo, blobsrv_endpoint(csrv), file, &info, err, sizeof err) == 0);
-    ttimage_opts_t plain = po;
+    const char *cep = csrv ? blobsrv_endpoint(csrv) : "";
+    ttimage_opts_t apo = po, bpo = po, plain = po;
+    snprintf(apo.server_key, sizeof apo.server_key, "%s", zcert_public_txt(sc));
+    snprintf(apo.client_cert, sizeof apo.client_cert, "%s_secret", acert);
+    bpo = apo;
+    snprintf(bpo.client_cert, sizeof bpo.client_cert, "%s_secret", bcert);
+    blobsrv_grant(csrv, good, 3u << 20, "user:a");
+    CHECK(ttimage_push(&bpo, cep, file, &info, err, sizeof err) == -1 && strstr(err, "FORBIDDEN"));
+    CHECK(ttimage_push(&apo, cep, file, &info, err, sizeof err) == 0);
     plain.timeout_ms = 300;
     plain.give_up_ms = 1500;
-    CHECK(csrv && ttimage_push(&plain, blobsrv_endpoint(csrv), big, &binfo, err, sizeof err) == -1 &&
+    CHECK(ttimage_push(&plain, cep, big, &binfo, err, sizeof err) == -1 &&
           strstr(err, "did not answer"));
     imgfetch_opts_t cfo = fo;
-    snprintf(cfo.endpoint, sizeof cfo.endpoint, "%s", csrv ? blobsrv_endpoint(csrv) : "");
+    snprintf(cfo.endpoint, sizeof cfo.endpoint, "%s", cep);
     snprintf(cfo.server_key, sizeof cfo.server_key, "%s", zcert_public_txt(sc));
-    snprintf(cfo.client_cert, sizeof cfo.client_cert, "%s_secret", ccert);
+    snprintf(cfo.client_cert, sizeof cfo.client_cert, "%s_secret", bcert);
     imgcache_forget(cache, good);
-    f = imgfetch_new(&cfo, err, sizeof err);
+    f = imgfetch_new(&cfo, err, sizeof err); /* a tenant's key: no fetch */
+    CHECK(f);
+    imgfetch_ensure(f, good, 0);
+    CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_FAILED && strstr(ev.reason, "FORBIDDEN"));
+    imgfetch_destroy(&f);
+    snprintf(cfo.client_cert, sizeof cfo.client_cert, "%s_secret", wcert);
+    f = imgfetch_new(&cfo, err, sizeof err); /* the worker's key */
     CHECK(f);
     imgfetch_ensure(f, good, 0);
     CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_DONE && ev.got == 3u << 20);
     CHECK(imgcache_verify(path, good, err, sizeof err) == 0);
     imgfetch_destroy(&f);
     blobsrv_destroy(&csrv);
+    zactor_destroy(&zap);
     zcert_destroy(&sc);
-    zcert_destroy(&cc);
+    zcert_destroy(&wc);
+    zcert_destroy(&ua);
+    zcert_destroy(&ub);
 
     imgcache_destroy(&cache);
     zpoller_destroy(&sp);
