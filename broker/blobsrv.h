@@ -31,7 +31,7 @@
 typedef struct {
     uint64_t max_blob;     /* largest blob accepted, bytes (default 64 GiB) */
     uint32_t max_chunk;    /* largest chunk sent or accepted (default 1 MiB) */
-    uint32_t credit;       /* DATA frames an uploader may have unacked (16) */
+    uint32_t credit;       /* DATA frames an uploader may have unacked (8) */
     uint32_t max_uploads;  /* uploads open at once (32) */
     uint32_t idle_ms;      /* an upload silent this long is closed, .part kept (60 s) */
     uint32_t part_ttl;     /* an abandoned .part is deleted after this many s (24 h) */

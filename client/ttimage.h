@@ -20,8 +20,8 @@
 #include "ttblob.h"
 
 typedef struct {
-    uint32_t chunk;       /* bytes per DATA (256 KiB) */
-    uint32_t credit;      /* DATA in flight, at most what the server grants (16) */
+    uint32_t chunk;       /* bytes per DATA (1 MiB) */
+    uint32_t credit;      /* DATA in flight, at most what the server grants (8) */
     uint32_t timeout_ms;  /* silence before PUT is sent again (3 s) */
     uint32_t give_up_ms;  /* silence before the push fails (60 s) */
     uint64_t rate_bps;    /* bytes per second, 0 = unlimited */

@@ -35,8 +35,8 @@
 /* Chunk sizes a peer may ask for or send. */
 #define TT_BLOB_CHUNK_MIN 1
 #define TT_BLOB_CHUNK_MAX (1024 * 1024)
-#define TT_BLOB_CHUNK_DEFAULT (256 * 1024)
-#define TT_BLOB_CREDIT_DEFAULT 16 /* chunks in flight per transfer */
+#define TT_BLOB_CHUNK_DEFAULT (1024 * 1024)
+#define TT_BLOB_CREDIT_DEFAULT 8 /* chunks in flight per transfer (measured best here) */
 #define TT_BLOB_CREDIT_MAX 64
 
 /* Commands (frame 1 after "TTB01"). Peer -> server: */

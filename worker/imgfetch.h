@@ -35,8 +35,8 @@
 typedef struct {
     char endpoint[256];      /* the broker's blob endpoint */
     char dir[4096];          /* where blobs land (imgcache_blob_dir) */
-    uint32_t chunk;          /* bytes per GET (256 KiB) */
-    uint32_t credit;         /* GETs in flight per fetch (16) */
+    uint32_t chunk;          /* bytes per GET (1 MiB) */
+    uint32_t credit;         /* GETs in flight per fetch (8) */
     uint32_t timeout_ms;     /* ask again after this silence (3 s) */
     uint32_t give_up_ms;     /* FAILED after this long without progress (60 s) */
     uint32_t max_active;     /* fetches at once; more wait in line (4) */

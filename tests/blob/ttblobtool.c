@@ -3,9 +3,10 @@
  * measurements. Each subcommand runs the real module in this process:
  *   serve EP DIR [--max-mib N] [--require-grant] [--grant DIGEST SIZE]
  *         blobsrv; prints "listening EP", then "complete DIGEST SIZE" per upload
- *   push EP PATH [--digest D] [--rate-kib N] [--chunk B] [--timeout-ms N]
+ *   push EP PATH [--digest D] [--rate-kib N] [--chunk B] [--credit N] [--timeout-ms N]
  *         ttimage_push (or, with --digest, the file as that blob)
  *   fetch EP CACHE DIGEST [--size N] [--rate-kib N] [--limit-mib N] [--times K]
+ *         [--chunk B] [--credit N] [--timeout-ms N] [--give-up-ms N]
  *         imgcache + imgfetch: ensures DIGEST K times at once; a directory
  *         image's manifest is followed and the image materialized
  *   inspect PATH
@@ -128,6 +129,7 @@ static int s_push(int argc, char **argv)
     ttimage_opts_defaults(&o);
     o.rate_bps = s_num(argc, argv, "--rate-kib", 0) * 1024;
     o.chunk = (uint32_t)s_num(argc, argv, "--chunk", o.chunk);
+    o.credit = (uint32_t)s_num(argc, argv, "--credit", o.credit);
     o.timeout_ms = (uint32_t)s_num(argc, argv, "--timeout-ms", o.timeout_ms);
     o.give_up_ms = (uint32_t)s_num(argc, argv, "--give-up-ms", o.give_up_ms);
     o.progress = s_progress;
@@ -185,6 +187,8 @@ static int s_fetch(int argc, char **argv)
     snprintf(o.endpoint, sizeof o.endpoint, "%s", argv[2]);
     snprintf(o.dir, sizeof o.dir, "%s", imgcache_blob_dir(cache));
     o.rate_bps = s_num(argc, argv, "--rate-kib", 0) * 1024;
+    o.chunk = (uint32_t)s_num(argc, argv, "--chunk", o.chunk);
+    o.credit = (uint32_t)s_num(argc, argv, "--credit", o.credit);
     o.timeout_ms = (uint32_t)s_num(argc, argv, "--timeout-ms", 1000);
     o.give_up_ms = (uint32_t)s_num(argc, argv, "--give-up-ms", 30000);
     uint64_t size = s_num(argc, argv, "--size", 0);
