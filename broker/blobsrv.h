@@ -29,15 +29,15 @@
 #include <stdint.h>
 
 typedef struct {
-    uint64_t max_blob;     /* largest blob accepted, bytes (default 64 GiB) */
-    uint32_t max_chunk;    /* largest chunk sent or accepted (default 1 MiB) */
-    uint32_t credit;       /* DATA frames an uploader may have unacked (8) */
-    uint32_t max_uploads;  /* uploads open at once (32) */
-    uint32_t idle_ms;      /* an upload silent this long is closed, .part kept (60 s) */
-    uint32_t part_ttl;     /* an abandoned .part is deleted after this many s (24 h) */
-    bool require_grant;    /* PUT only for digests the owner granted */
+    uint64_t max_blob;       /* largest blob accepted, bytes (default 64 GiB) */
+    uint32_t max_chunk;      /* largest chunk sent or accepted (default 1 MiB) */
+    uint32_t credit;         /* DATA frames an uploader may have unacked (8) */
+    uint32_t max_uploads;    /* uploads open at once (32) */
+    uint32_t idle_ms;        /* an upload silent this long is closed, .part kept (60 s) */
+    uint32_t part_ttl;       /* an abandoned .part is deleted after this many s (24 h) */
+    bool require_grant;      /* PUT only for digests the owner granted */
     char curve_secret[4096]; /* the server certificate, "" for no CURVE */
-    char zap_domain[64];   /* ZAP domain with CURVE ("blobs") */
+    char zap_domain[64];     /* ZAP domain with CURVE ("blobs") */
     /* With CURVE: STAT and GET only from peers whose ZAP User-Id starts
      * with this (e.g. "worker:"), "" for any authenticated peer. */
     char fetch_user_prefix[32];

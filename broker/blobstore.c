@@ -139,7 +139,8 @@ int blobstore_sweep_parts(blobstore_t *self, int64_t max_age, bool (*keep)(const
         snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
         struct stat sb;
         if (!tt_digest_valid(digest) || blobstore_path(self, digest, true, path, sizeof path) ||
-            lstat(path, &sb) || (int64_t)(now - sb.st_mtime) < max_age || (keep && keep(digest, arg)))
+            lstat(path, &sb) || (int64_t)(now - sb.st_mtime) < max_age ||
+            (keep && keep(digest, arg)))
             continue;
         if (unlink(path) == 0)
             n++;

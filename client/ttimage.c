@@ -126,8 +126,8 @@ static int s_read(const s_src_t *src, uint64_t off, void *buf, size_t len)
 
 /* Never blocks (the socket's send timeout is 0): 0, or -1 when the queue
  * is full or no connection takes it, and the caller tries later. */
-static int s_send(zsock_t *s, const char *cmd, const char *digest, const char *a,
-                  zframe_t **data, const char *b)
+static int s_send(zsock_t *s, const char *cmd, const char *digest, const char *a, zframe_t **data,
+                  const char *b)
 {
     zmsg_t *msg = zmsg_new();
     zmsg_addstr(msg, TT_BLOB_PROTO);
@@ -258,8 +258,8 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
                         o.progress(o.arg, digest, acked, src->size);
                 } else if (strcmp(cmd, TT_B_DONE) == 0 || strcmp(cmd, TT_B_HAVE) == 0) {
                     if (!tt_u64_parse(a, &v) || v != src->size) {
-                        snprintf(err, errlen, "the server holds %s with %s bytes, not %llu",
-                                 digest, a ? a : "?", (unsigned long long)src->size);
+                        snprintf(err, errlen, "the server holds %s with %s bytes, not %llu", digest,
+                                 a ? a : "?", (unsigned long long)src->size);
                     } else {
                         if (o.progress)
                             o.progress(o.arg, digest, src->size, src->size);

@@ -20,12 +20,12 @@
 #include "ttblob.h"
 
 typedef struct {
-    uint32_t chunk;       /* bytes per DATA (1 MiB) */
-    uint32_t credit;      /* DATA in flight, at most what the server grants (8) */
-    uint32_t timeout_ms;  /* silence before PUT is sent again (3 s) */
-    uint32_t give_up_ms;  /* silence before the push fails (60 s) */
-    uint64_t rate_bps;    /* bytes per second, 0 = unlimited */
-    char server_key[41];  /* CURVE: the server's public key (Z85), "" = none */
+    uint32_t chunk;         /* bytes per DATA (1 MiB) */
+    uint32_t credit;        /* DATA in flight, at most what the server grants (8) */
+    uint32_t timeout_ms;    /* silence before PUT is sent again (3 s) */
+    uint32_t give_up_ms;    /* silence before the push fails (60 s) */
+    uint64_t rate_bps;      /* bytes per second, 0 = unlimited */
+    char server_key[41];    /* CURVE: the server's public key (Z85), "" = none */
     char client_cert[4096]; /* CURVE: the client's certificate */
     /* called as bytes are acknowledged; may be NULL */
     void (*progress)(void *arg, const char *digest, uint64_t done, uint64_t total);

@@ -156,8 +156,7 @@ bool imgcache_has(const imgcache_t *self, const char *digest)
     return tt_digest_valid(digest) && s_find(self, digest) != NULL;
 }
 
-int imgcache_add(imgcache_t *self, const char *digest, uint64_t reserved, char *err,
-                 size_t errlen)
+int imgcache_add(imgcache_t *self, const char *digest, uint64_t reserved, char *err, size_t errlen)
 {
     imgcache_unreserve(self, reserved);
     char path[4200];
@@ -206,7 +205,8 @@ int imgcache_reserve(imgcache_t *self, uint64_t size, char *err, size_t errlen)
     while (self->limit && self->used + self->reserved + size > self->limit) {
         size_t victim = self->n;
         for (size_t i = 0; i < self->n; i++)
-            if (self->e[i].users == 0 && (victim == self->n || self->e[i].tick < self->e[victim].tick))
+            if (self->e[i].users == 0 &&
+                (victim == self->n || self->e[i].tick < self->e[victim].tick))
                 victim = i;
         if (victim == self->n) {
             uint64_t busy = 0;

@@ -43,8 +43,7 @@ int imgcache_path(const imgcache_t *self, const char *digest, bool part, char *b
 bool imgcache_has(const imgcache_t *self, const char *digest);
 /* Indexes a blob a fetch has just completed (its file is in place) and
  * releases `reserved` bytes of the reservation made for it. 0 / -1. */
-int imgcache_add(imgcache_t *self, const char *digest, uint64_t reserved, char *err,
-                 size_t errlen);
+int imgcache_add(imgcache_t *self, const char *digest, uint64_t reserved, char *err, size_t errlen);
 /* Makes room for size more bytes, evicting unused blobs least recently
  * used first, and holds it until imgcache_add or imgcache_unreserve.
  * -1 with a reason when blobs in use leave no room. */

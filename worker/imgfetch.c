@@ -207,8 +207,7 @@ static void s_hash_step(s_fetcher_t *self, s_job_t *job)
     if (job->phase == P_VERIFY) {
         char got[TT_DIGEST_LEN + 1];
         tt_sha256_final(job->sha, got);
-        if (strcmp(got, job->digest) == 0 &&
-            (job->expect == 0 || job->expect == job->total))
+        if (strcmp(got, job->digest) == 0 && (job->expect == 0 || job->expect == job->total))
             return s_done(self, job);
         char path[4200];
         s_path(self, job->digest, false, path, sizeof path);

@@ -33,16 +33,16 @@
 #include "ttblob.h"
 
 typedef struct {
-    char endpoint[256];      /* the broker's blob endpoint */
-    char dir[4096];          /* where blobs land (imgcache_blob_dir) */
-    uint32_t chunk;          /* bytes per GET (1 MiB) */
-    uint32_t credit;         /* GETs in flight per fetch (8) */
-    uint32_t timeout_ms;     /* ask again after this silence (3 s) */
-    uint32_t give_up_ms;     /* FAILED after this long without progress (60 s) */
-    uint32_t max_active;     /* fetches at once; more wait in line (4) */
-    uint64_t rate_bps;       /* bytes per second per fetch, 0 = unlimited */
-    char server_key[41];     /* CURVE: the blob server's public key (Z85) */
-    char client_cert[4096];  /* CURVE: this host's certificate */
+    char endpoint[256];     /* the broker's blob endpoint */
+    char dir[4096];         /* where blobs land (imgcache_blob_dir) */
+    uint32_t chunk;         /* bytes per GET (1 MiB) */
+    uint32_t credit;        /* GETs in flight per fetch (8) */
+    uint32_t timeout_ms;    /* ask again after this silence (3 s) */
+    uint32_t give_up_ms;    /* FAILED after this long without progress (60 s) */
+    uint32_t max_active;    /* fetches at once; more wait in line (4) */
+    uint64_t rate_bps;      /* bytes per second per fetch, 0 = unlimited */
+    char server_key[41];    /* CURVE: the blob server's public key (Z85) */
+    char client_cert[4096]; /* CURVE: this host's certificate */
 } imgfetch_opts_t;
 
 typedef enum { IMGFETCH_PROGRESS, IMGFETCH_DONE, IMGFETCH_FAILED } imgfetch_kind_t;

@@ -106,8 +106,8 @@ static void s_zap(zsock_t *pipe, void *arg)
         for (int i = 0; i < 3; i++)
             if (s_users[i][0] && strcmp(s_users[i][0], txt) == 0)
                 user = s_users[i][1];
-        zstr_sendx(rep, version, id, user ? "200" : "400", user ? "OK" : "unknown", user ? user : "",
-                   "", NULL);
+        zstr_sendx(rep, version, id, user ? "200" : "400", user ? "OK" : "unknown",
+                   user ? user : "", "", NULL);
         free(version);
         free(id);
         free(mech);
@@ -198,7 +198,8 @@ int main(void)
     } bad[] = {
         {{"TTB02", "STAT", good}, 3, "BAD_REQUEST"},
         {{"TTB01", "STAT", "sha256:../../../etc/passwd"}, 3, "BAD_REQUEST"},
-        {{"TTB01", "STAT", "sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+        {{"TTB01", "STAT",
+          "sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
          3,
          "BAD_REQUEST"},
         {{"TTB01", "GET", good, "0", "0"}, 5, "BAD_REQUEST"},
@@ -210,7 +211,8 @@ int main(void)
         {{"TTB01", "PUT", liar, "abc"}, 4, "BAD_REQUEST"},
         {{"TTB01", "PUT", liar, "0"}, 4, "BAD_REQUEST"},
         {{"TTB01", "PUT", liar, "99999999999999999999999"}, 4, "BAD_REQUEST"},
-        {{"TTB01", "PUT", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "5"},
+        {{"TTB01", "PUT", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+          "5"},
          4,
          "FORBIDDEN"},
         {{"TTB01", "FROB", good}, 3, "BAD_REQUEST"},
@@ -339,7 +341,8 @@ int main(void)
     f = imgfetch_new(&cfo, err, sizeof err); /* a tenant's key: no fetch */
     CHECK(f);
     imgfetch_ensure(f, good, 0);
-    CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_FAILED && strstr(ev.reason, "FORBIDDEN"));
+    CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_FAILED &&
+          strstr(ev.reason, "FORBIDDEN"));
     imgfetch_destroy(&f);
     snprintf(cfo.client_cert, sizeof cfo.client_cert, "%s_secret", wcert);
     f = imgfetch_new(&cfo, err, sizeof err); /* the worker's key */

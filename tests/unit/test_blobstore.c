@@ -6,10 +6,10 @@
 #include "blobstore.h"
 #include "ttblob.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,12 +35,15 @@ static void test_digest(void)
 {
     char d[TT_DIGEST_LEN + 1];
     s_digest_of("abc", 3, d);
-    CHECK(strcmp(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+    CHECK(strcmp(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") ==
+          0);
     CHECK(tt_digest_valid(d));
-    CHECK(!tt_digest_valid("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+    CHECK(!tt_digest_valid(
+        "sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
     CHECK(!tt_digest_valid("sha256:../../../../etc/passwd"));
     CHECK(!tt_digest_valid("md5:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
-    CHECK(!tt_digest_valid("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015a"));
+    CHECK(
+        !tt_digest_valid("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015a"));
     CHECK(!tt_digest_valid(NULL));
     uint64_t v;
     CHECK(tt_u64_parse("18446744073709551615", &v) && v == UINT64_MAX);
@@ -155,13 +158,18 @@ static void test_manifest(void)
     CHECK(strcmp(back.files[1].name, "kernel") == 0 && back.files[1].size == 10);
     const char *bad[] = {
         "ttimage 2\n",
-        "ttimage 1\n",                                              /* nothing */
-        "ttimage 1\ninitrd sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 5\n",
-        "ttimage 1\n../kernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 5\n",
+        "ttimage 1\n", /* nothing */
+        "ttimage 1\ninitrd sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad "
+        "5\n",
+        "ttimage 1\n../kernel "
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 5\n",
         "ttimage 1\nkernel sha256:xyz 5\n",
-        "ttimage 1\nkernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad -5\n",
-        "ttimage 1\nkernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 5",
-        "ttimage 1\nkernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 5\n"
+        "ttimage 1\nkernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad "
+        "-5\n",
+        "ttimage 1\nkernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad "
+        "5",
+        "ttimage 1\nkernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad "
+        "5\n"
         "kernel sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 5\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
@@ -173,13 +181,14 @@ static void test_ref(void)
     char err[256];
     tt_image_ref_t r;
     CHECK(tt_image_ref_parse("debian", &r, err, sizeof err) == 0 && strcmp(r.tag, "latest") == 0);
-    CHECK(tt_image_ref_parse("debian:12.5", &r, err, sizeof err) == 0 && strcmp(r.tag, "12.5") == 0);
+    CHECK(tt_image_ref_parse("debian:12.5", &r, err, sizeof err) == 0 &&
+          strcmp(r.tag, "12.5") == 0);
     CHECK(tt_image_ref_parse(
-              "deb@sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &r, err,
-              sizeof err) == 0 &&
+              "deb@sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &r,
+              err, sizeof err) == 0 &&
           r.digest[0]);
-    const char *bad[] = {"", "Debian", "../x", "a/b", ".hidden", "a:", "a:-x", "a@sha256:12",
-                         "a:b:c", "a b"};
+    const char *bad[] = {"",   "Debian", "../x",        "a/b",   ".hidden",
+                         "a:", "a:-x",   "a@sha256:12", "a:b:c", "a b"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(tt_image_ref_parse(bad[i], &r, err, sizeof err) == -1);
 }

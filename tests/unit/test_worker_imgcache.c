@@ -40,7 +40,8 @@ static void s_blob(imgcache_t *c, int seed, size_t size, char *digest)
     CHECK(imgcache_path(c, digest, false, path, sizeof path) == 0);
     FILE *f = fopen(path, "wb");
     CHECK(f && fwrite(data, 1, size, f) == size);
-    fclose(f);
+    if (f)
+        fclose(f);
     free(data);
 }
 
@@ -60,8 +61,7 @@ int main(void)
     char err[256];
     imgcache_t *c = imgcache_new(dir, 10 * MIB, err, sizeof err);
     CHECK(c);
-    char a[TT_DIGEST_LEN + 1], b[TT_DIGEST_LEN + 1], d3[TT_DIGEST_LEN + 1],
-        d4[TT_DIGEST_LEN + 1];
+    char a[TT_DIGEST_LEN + 1], b[TT_DIGEST_LEN + 1], d3[TT_DIGEST_LEN + 1], d4[TT_DIGEST_LEN + 1];
     s_add(c, 1, 4 * MIB, a);
     s_add(c, 2, 4 * MIB, b);
     CHECK(imgcache_used(c) == 8 * MIB);
@@ -160,7 +160,8 @@ int main(void)
     imgcache_destroy(&c);
     c = imgcache_new(dir, 1 * MIB, err, sizeof err);
     CHECK(c && imgcache_used(c) <= 1 * MIB);
-    CHECK(!imgcache_has(c, "sha256:1111111111111111111111111111111111111111111111111111111111111111"));
+    CHECK(!imgcache_has(c,
+                        "sha256:1111111111111111111111111111111111111111111111111111111111111111"));
     imgcache_destroy(&c);
 
     char cmd[128];
