@@ -11,9 +11,12 @@
  * from a peer is checked before use: frame count, protocol, command,
  * digest format, decimal numbers, chunk bounds, the declared size against
  * max_blob and the grant. An upload's state lives in one table keyed by
- * digest; a PUT from another peer for the same digest takes it over at
- * the stored offset (a client that restarted comes back with a new
- * routing id), and the previous peer's DATA is then refused with BUSY.
+ * digest; a PUT from another peer for the same digest is answered BUSY
+ * while the owner is active, and takes the upload over at the stored
+ * offset once the owner has been silent for limits.takeover_ms (a client
+ * that restarted comes back with a new routing id); the previous peer's
+ * DATA is then refused with BUSY. A BUSY peer asks again later and, once
+ * the blob is complete, gets HAVE: two pushes of one image both succeed.
  */
 #include "blobsrv.h"
 
@@ -72,6 +75,7 @@ void blobsrv_limits_defaults(blobsrv_limits_t *limits)
     limits->max_uploads = 32;
     limits->idle_ms = 60000;
     limits->part_ttl = 24 * 3600;
+    limits->takeover_ms = 2000;
     snprintf(limits->zap_domain, sizeof limits->zap_domain, "blobs");
 }
 
@@ -208,6 +212,10 @@ static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char
         up->u = u;
         zhashx_insert(self->uploads, digest, up);
     }
+    if (up->owner && !zframe_eq(up->owner, id) &&
+        zclock_mono() - up->last < (int64_t)self->limits.takeover_ms)
+        return s_error(self, id, digest, TT_BE_BUSY,
+                       "another peer is uploading this blob; ask again later");
     zframe_destroy(&up->owner);
     up->owner = zframe_dup(id);
     up->last = zclock_mono();

@@ -34,6 +34,7 @@ typedef struct {
     uint32_t credit;         /* DATA frames an uploader may have unacked (8) */
     uint32_t max_uploads;    /* uploads open at once (32) */
     uint32_t idle_ms;        /* an upload silent this long is closed, .part kept (60 s) */
+    uint32_t takeover_ms;    /* another peer may take an upload over after this silence (2 s) */
     uint32_t part_ttl;       /* an abandoned .part is deleted after this many s (24 h) */
     bool require_grant;      /* PUT only for digests the owner granted */
     char curve_secret[4096]; /* the server certificate, "" for no CURVE */

@@ -9,6 +9,8 @@
  *            the session) sends PUT again; an OFFSET above the last one
  *            rewinds to it (the server missed a chunk), an older or equal
  *            one is a duplicate and is ignored.
+ *   ERROR BUSY (another peer pushes this blob, or the server is full):
+ *            PUT again every timeout_ms / 2, for up to give_up_ms.
  *   any state: timeout_ms of silence sends PUT again; give_up_ms fails.
  */
 #include "ttimage.h"
@@ -198,7 +200,7 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
     enum { WAIT, SENDING } state = WAIT;
     uint64_t sent = 0, acked = 0, rewound = UINT64_MAX, credit = o.credit;
     uint64_t rate_base = 0;
-    int64_t now = zclock_mono(), last_reply = now, last_put = now, rate_t0 = now;
+    int64_t now = zclock_mono(), last_reply = now, last_put = now, rate_t0 = now, busy_since = 0;
     int rc = -1;
     bool finished = false;
     if (!buf) {
@@ -248,6 +250,7 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
                         rate_base = v;
                         rate_t0 = last_reply;
                         credit = c >= 1 && c < o.credit ? c : o.credit;
+                        busy_since = 0;
                         if (o.progress)
                             o.progress(o.arg, digest, v, src->size);
                     }
@@ -274,6 +277,15 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
                             state = WAIT;
                             rewound = UINT64_MAX;
                         }
+                    } else if (a && strcmp(a, TT_BE_BUSY) == 0 &&
+                               (busy_since == 0 ||
+                                last_reply - busy_since < (int64_t)o.give_up_ms)) {
+                        /* another push of this blob, or a full server: ask
+                         * again soon (HAVE once the other is done) */
+                        if (busy_since == 0)
+                            busy_since = last_reply;
+                        state = WAIT;
+                        rewound = UINT64_MAX;
                     } else {
                         snprintf(err, errlen, "%s: %s", a ? a : "ERROR", b ? b : "");
                         finished = true;
@@ -293,8 +305,9 @@ static int s_push(const ttimage_opts_t *opts_in, const char *endpoint, const s_s
                      o.give_up_ms);
             goto out;
         }
-        if (!finished && now - last_reply > (int64_t)o.timeout_ms &&
-            now - last_put > (int64_t)o.timeout_ms) {
+        bool busy_wait = state == WAIT && busy_since && now - last_put > (int64_t)o.timeout_ms / 2;
+        if (!finished && (busy_wait || (now - last_reply > (int64_t)o.timeout_ms &&
+                                        now - last_put > (int64_t)o.timeout_ms))) {
             s_put(s, digest, src->size);
             last_put = now;
             state = WAIT;

@@ -248,6 +248,16 @@ class Blobs(unittest.TestCase):
         self.assertTrue(srv.wait_line(lambda l: l.startswith("complete " + self.digest), 30))
         self.assertTrue(filecmp.cmp(self.srv_blob(), self.image, shallow=False))
 
+    def test_two_pushers_one_blob(self):
+        srv = self.serve()
+        pushers = [self.tool("push", self.ep, self.image, "--rate-kib", "16384",
+                             "--timeout-ms", "500") for _ in range(2)]
+        for p in pushers:
+            self.assertEqual(p.finish(), 0, p.lines)
+        self.assertTrue(srv.wait_line(lambda l: l.startswith("complete " + self.digest), 30))
+        self.assertEqual(len([l for l in srv.lines if l.startswith("complete")]), 1)
+        self.assertTrue(filecmp.cmp(self.srv_blob(), self.image, shallow=False))
+
     def test_corrupted_cache_fetched_again(self):
         self.serve()
         self.push()

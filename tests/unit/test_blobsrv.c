@@ -274,6 +274,18 @@ int main(void)
     CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_FAILED &&
           strstr(ev.reason, "NOT_FOUND"));
     CHECK(imgfetch_ensure(f, "sha256:zz", 0) == -1);
+    /* a server that never answers: FAILED after give_up_ms, nothing visible */
+    imgfetch_opts_t dead = fo;
+    snprintf(dead.endpoint, sizeof dead.endpoint, "tcp://127.0.0.1:1");
+    dead.timeout_ms = 200;
+    dead.give_up_ms = 1000;
+    imgfetch_t *df = imgfetch_new(&dead, err, sizeof err);
+    CHECK(df);
+    imgfetch_ensure(df, good, 0);
+    CHECK(s_event(df, &ev, 10000) == 0 && ev.kind == IMGFETCH_FAILED &&
+          strstr(ev.reason, "did not answer"));
+    CHECK(access(path, F_OK) != 0);
+    imgfetch_destroy(&df);
 
     /* a directory image: kernel + initrd, pushed as two blobs + manifest */
     char img[128], k[160];
