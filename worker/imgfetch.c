@@ -35,7 +35,7 @@ typedef struct {
     tt_sha256_t *sha;
     uint64_t expect, total, written, requested, hashed, hash_end, fetched;
     uint64_t rate_base;
-    int64_t rate_t0, last_reply, last_progress, last_event;
+    int64_t rate_t0, last_reply, last_ask, last_progress, last_event;
     int attempts;
 } s_job_t;
 
@@ -400,9 +400,10 @@ static int s_tick(s_fetcher_t *self)
             if (now - job->last_progress > (int64_t)self->o.give_up_ms &&
                 now - job->last_reply > (int64_t)self->o.give_up_ms) {
                 s_failed(self, job, "the blob server did not answer");
-            } else if (now - job->last_reply > (int64_t)self->o.timeout_ms) {
+            } else if (now - job->last_reply > (int64_t)self->o.timeout_ms &&
+                       now - job->last_ask > (int64_t)self->o.timeout_ms) {
                 /* ask again from what is verified */
-                job->last_reply = now;
+                job->last_ask = now;
                 if (job->phase == P_STAT) {
                     s_send(self, TT_B_STAT, job->digest, NULL, NULL);
                 } else {
