@@ -64,6 +64,13 @@ const char *const store_broker_migrations[] = {
     "  PRIMARY KEY (tenant, request_id));"
     "CREATE INDEX requests_age ON requests(created_at);"
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 2: client keys bound by the operator (broker/keys.c) */
+    "CREATE TABLE keys ("
+    "  public TEXT PRIMARY KEY CHECK (length(public) = 40),"
+    "  tenant TEXT NOT NULL,"
+    "  role TEXT NOT NULL CHECK (role IN ('user', 'admin', 'gateway')),"
+    "  added_at INTEGER NOT NULL,"
+    "  added_by TEXT NOT NULL);",
 };
 const int store_broker_migrations_n =
     (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);
