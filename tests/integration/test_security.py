@@ -642,6 +642,32 @@ class Keys(lifecycle.PoolTest):
         pool.wait_online(["hw"], timeout=20)
         self.assertTrue(pool.broker.running())
 
+    def test_import_client_keys(self):
+        """The migration path: --import-client-keys binds the certs of an old
+        --client-keys directory by their own metadata, on the operator's word;
+        without it they stay unbound."""
+        pool = self.pool
+        keygen(pool.key("gina"), "--role", "user", "--tenant", "gina")
+        shutil.copy(pool.key("gina"), pool.client_keys)
+        self.assertEqual(self.ctl("env", "list", key="gina", timeout_ms=700).rc, EXIT_TRANSPORT)
+        args = list(pool.broker_args)
+        pool.stop_broker()
+        pool.broker_args = args + ["--import-client-keys"]
+        try:
+            pool.start_broker()
+        finally:
+            pool.broker_args = args
+        self.assertIn("keys: import: bound %s" % pool.public("gina"), pool.broker.log())
+        self.assertEqual(self.ok("env", "list", key="gina")["envs"], [])
+        self.assertEqual(self.status(self.ctl("host", "list", key="gina")), "FORBIDDEN")
+        keys = {k["public_key"]: k for k in self.ok("key", "list")["keys"]}
+        self.assertEqual((keys[pool.public("gina")]["tenant"], keys[pool.public("gina")]["role"],
+                          keys[pool.public("gina")]["added_by"]), ("gina", "user", "import"))
+        pool.stop_broker()
+        pool.start_broker()
+        self.ok("key", "rm", pool.public("gina"))
+        os.unlink(os.path.join(pool.client_keys, "gina"))
+
     def test_bindings_survive_restart(self):
         pool = self.pool
         keygen(pool.key("dave"), "--role", "user", "--tenant", "dave")
