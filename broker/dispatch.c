@@ -64,14 +64,15 @@ static const handler_def_t *s_handler_find(int op_case)
     return NULL;
 }
 
-void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service,
-                        Ttfleet__Request *req, bool admin)
+void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttfleet__Request *req,
+                      bool admin)
 {
-    handler_ctx_t c = {self, envelope, service, req, req->tenant, req->request_id, admin, false, ""};
+    handler_ctx_t c = {self,  envelope, service, req, req->tenant, req->request_id,
+                       admin, false,    ""};
     const handler_def_t *def = s_handler_find(req->op_case);
     if (!def) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__BAD_REQUEST,
-                  "request has no known operation", NULL, false);
+                   "request has no known operation", NULL, false);
         return;
     }
     bool record = def->flags & H_RECORD;
@@ -84,13 +85,13 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service,
         }
         if (rec) {
             reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__IN_PROGRESS,
-                      "a request with this id is still running", NULL, false);
+                       "a request with this id is still running", NULL, false);
             return;
         }
     }
     if ((def->flags & H_ADMIN) && !admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
-                  "host and key operations need the admin role", NULL, record);
+                   "host and key operations need the admin role", NULL, record);
         return;
     }
     /* One request, one savepoint: a refusal takes back its own rows and
@@ -103,5 +104,5 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service,
         return;
     outq_truncate(self, mark);
     reply_send(self, envelope, service, c.tenant, c.rid, status, c.msg, NULL,
-              record && !c.no_record);
+               record && !c.no_record);
 }

@@ -9,7 +9,7 @@
 
 #include "model.h"
 
-void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service,
-                      Ttfleet__Request *req, bool admin);
+void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttfleet__Request *req,
+                      bool admin);
 
 #endif

@@ -17,8 +17,8 @@
 #include "persist.h"
 #include "reply.h"
 #include "scheduler.h"
-#include "wcmd.h"
 #include "ttcrash.h"
+#include "wcmd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +70,8 @@ int env_create(handler_ctx_t *c)
         if (cr->ports[i] == 22)
             continue;
         if (n_gports == TT_MAX_PORTS_PER_VM) {
-            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)");
+            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                                "too many ports (22 is always added)");
         }
         gports[n_gports++] = cr->ports[i];
     }
@@ -92,8 +93,8 @@ int env_create(handler_ctx_t *c)
     for (size_t i = 0; i < cr->n_images && status == TTFLEET__STATUS__OK; i++) {
         uint32_t dup = cr->images[i]->dup ? cr->images[i]->dup : 1;
         for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
-            sched_want_t want = {engine, cr->images[i]->image, cpu, mem, disk,
-                                 cr->spread || self->cfg.spread, NULL, 0};
+            sched_want_t want = {engine, cr->images[i]->image,           cpu,  mem,
+                                 disk,   cr->spread || self->cfg.spread, NULL, 0};
             host_t *host = sched_place(self, &want, &status, msg, sizeof msg);
             if (!host)
                 break;
@@ -117,8 +118,8 @@ int env_create(handler_ctx_t *c)
             model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);
             if (alloc_vm_ports(vm, env->gports, env->n_gports)) {
                 status = TTFLEET__STATUS__NO_CAPACITY;
-                snprintf(msg, sizeof msg, "no free public port left on host %s (%d..%d)",
-                         host->id, TT_PORT_MIN, TT_PORT_MAX);
+                snprintf(msg, sizeof msg, "no free public port left on host %s (%d..%d)", host->id,
+                         TT_PORT_MIN, TT_PORT_MAX);
             }
         }
     }
@@ -186,8 +187,7 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
      * which retries the VMs that did not get there. */
     bool retry = env->target == to && strcmp(model_env_state(env), "degraded") == 0;
     if (env->target != from_ok1 && env->target != from_ok2 && !retry) {
-        snprintf(msg, sizeof msg, "cannot %s env '%s': it is %s", verb, name,
-                 model_env_state(env));
+        snprintf(msg, sizeof msg, "cannot %s env '%s': it is %s", verb, name, model_env_state(env));
         return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
     }
     int64_t now = tt_now();
@@ -258,8 +258,8 @@ int env_extend(handler_ctx_t *c)
     persist_env_update(c->self, env);
     wcmd_send_specs(c->self, env->vms, env->n_vms);
     outq_event(c->self, "env.state", env, NULL, NULL, model_env_state(env), "lease changed");
-    reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
-                env, true);
+    reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
+              true);
     return 0;
 }
 
@@ -313,7 +313,8 @@ int env_update(handler_ctx_t *c)
             if (u->ports[i] == 22)
                 continue;
             if (n_gports == TT_MAX_PORTS_PER_VM) {
-                return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "too many ports (22 is always added)");
+                return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                                    "too many ports (22 is always added)");
             }
             gports[n_gports++] = u->ports[i];
         }
@@ -374,8 +375,7 @@ int env_update(handler_ctx_t *c)
     persist_env_update(self, env);
     wcmd_send_specs(self, env->vms, env->n_vms);
     outq_event(self, "env.state", env, NULL, NULL, model_env_state(env), "updated");
-    reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
-                true);
+    reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env, true);
     return 0;
 }
 
@@ -416,8 +416,8 @@ int env_rm_vm(handler_ctx_t *c)
                 else
                     snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host",
                              r->vm_ids[k]);
-                return handler_fail(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND,
-                      msg);
+                return handler_fail(
+                    c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND, msg);
             }
         }
     } else {
@@ -441,8 +441,7 @@ int env_rm_vm(handler_ctx_t *c)
         model_vm_remove(self, doomed[i]);
     }
     free(doomed);
-    reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
-                true);
+    reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env, true);
     return 0;
 }
 
@@ -469,7 +468,8 @@ int env_console(handler_ctx_t *c)
             snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host", q->vm_id);
         else
             snprintf(msg, sizeof msg, "env '%s' has no VM %u", q->name, q->vm_id);
-        return handler_fail_norec(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND, msg);
+        return handler_fail_norec(
+            c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND, msg);
     }
     host_t *h = vm->host;
     if (!h->routing || h->state == HOST_DOWN) {
@@ -500,7 +500,8 @@ int env_list(handler_ctx_t *c)
     broker_t *self = c->self;
     bool all = c->req->env_list->all;
     if (all && !c->admin) {
-        return handler_fail_norec(c, TTFLEET__STATUS__FORBIDDEN, "listing every tenant's envs needs the admin role");
+        return handler_fail_norec(c, TTFLEET__STATUS__FORBIDDEN,
+                                  "listing every tenant's envs needs the admin role");
     }
     size_t n = zhashx_size(self->envs);
     env_t **list = calloc(n + 1, sizeof *list);
@@ -525,7 +526,7 @@ int env_list(handler_ctx_t *c)
     rep.result_case = TTFLEET__REPLY__RESULT_ENVS;
     rep.envs = el;
     reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-              false);
+               false);
     reply_arena_free(&a);
     free(list);
     return 0;
@@ -540,7 +541,7 @@ int env_show(handler_ctx_t *c)
         return handler_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
     }
     reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
-                false);
+              false);
     return 0;
 }
 
@@ -552,7 +553,7 @@ int env_delete(handler_ctx_t *c)
         return status;
     env_ops_delete(c->self, env, "env.deleted");
     reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", NULL,
-              true);
+               true);
     return 0;
 }
 

@@ -9,8 +9,8 @@
 
 #include "handler.h"
 
-handler_fn env_create, env_show, env_list, env_stop, env_start, env_pause, env_resume,
-    env_delete, env_extend, env_update, env_rm_vm, env_console;
+handler_fn env_create, env_show, env_list, env_stop, env_start, env_pause, env_resume, env_delete,
+    env_extend, env_update, env_rm_vm, env_console;
 /* Delete env now (client delete or the reaper); kind is the event. */
 void env_ops_delete(broker_t *self, env_t *env, const char *kind);
 

@@ -47,7 +47,7 @@ static int s_hosts(handler_ctx_t *c, const char *id)
         rep.hosts = hl;
     }
     reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-              false);
+               false);
     reply_arena_free(&a);
     return 0;
 }
@@ -77,7 +77,7 @@ int host_pool_status(handler_ctx_t *c)
     rep.result_case = TTFLEET__REPLY__RESULT_POOL;
     rep.pool = &ps;
     reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-              false);
+               false);
     return 0;
 }
 
@@ -85,7 +85,7 @@ int host_admin(handler_ctx_t *c)
 {
     broker_t *self = c->self;
     const char *id = c->req->op_case == TTFLEET__REQUEST__OP_HOST_DRAIN ? c->req->host_drain->id
-                                                                         : c->req->host_remove->id;
+                                                                        : c->req->host_remove->id;
     host_t *h = model_host_get(self, id);
     char msg[600];
     if (!h) {
@@ -99,7 +99,7 @@ int host_admin(handler_ctx_t *c)
         h->draining = !d->undo;
         persist_host(self, h);
         outq_event(self, d->undo ? "host.undrain" : "host.drain", NULL, NULL, h,
-                     d->undo ? "online" : "draining", NULL);
+                   d->undo ? "online" : "draining", NULL);
         if (d->evacuate)
             replace_evacuate(self, h, msg, sizeof msg);
         else
@@ -137,8 +137,9 @@ int host_admin(handler_ctx_t *c)
         }
         persist_host_delete(self, h);
         outq_event(self, "host.removed", NULL, NULL, h, "removed", NULL);
-        snprintf(msg, sizeof msg, "host %s removed (%d VM(s) dropped); a worker still running "
-                                  "there joins again when it reconnects",
+        snprintf(msg, sizeof msg,
+                 "host %s removed (%d VM(s) dropped); a worker still running "
+                 "there joins again when it reconnects",
                  id, dropped);
         zhashx_delete(self->hosts, id);
         sched_invalidate(self);
@@ -149,7 +150,7 @@ int host_admin(handler_ctx_t *c)
         rep.host = reply_host_info(&a, h);
     }
     reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
-              true);
+               true);
     reply_arena_free(&a);
     return 0;
 }

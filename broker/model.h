@@ -83,20 +83,15 @@ struct vm_t {
     char image[TT_MAX_NAME + 1];
     char engine[TT_MAX_NAME + 1];
     uint32_t cpu, mem, disk;
-    int state;  /* Ttfleet__VmState as the broker knows it */
+    int state;   /* Ttfleet__VmState as the broker knows it */
     bool active; /* phase: confirmed by its worker once */
     int n_ports;
     portmap_t ports[TT_MAX_PORTS_PER_VM];
-    bool doomed; /* being removed (rm-vm / delete) */
+    bool doomed;                 /* being removed (rm-vm / delete) */
     vm_t *host_prev, *host_next; /* the host's list of VMs */
 };
 
-typedef enum {
-    TARGET_CREATING = 0,
-    TARGET_RUNNING,
-    TARGET_STOPPED,
-    TARGET_PAUSED
-} env_target_t;
+typedef enum { TARGET_CREATING = 0, TARGET_RUNNING, TARGET_STOPPED, TARGET_PAUSED } env_target_t;
 
 struct env_t {
     int64_t id;
@@ -130,9 +125,9 @@ struct op_t {
     char service[32];
     char tenant[TT_MAX_NAME + 1];
     char request_id[TT_MAX_REQUEST_ID + 1];
-    int waiting;     /* worker commands not yet answered */
+    int waiting; /* worker commands not yet answered */
     int64_t deadline_ms;
-    int status;      /* worst status seen so far */
+    int status; /* worst status seen so far */
     char message[512];
     /* VMs the op commands, with the state each should reach */
     int n_vms;
@@ -197,16 +192,16 @@ struct broker_t {
     int64_t started_at;
     int64_t started_ms; /* monotonic */
     int64_t next_reap_ms, next_beat_ms, next_prune_ms;
-    bool dirty; /* rows staged in the open transaction */
-    bool failed; /* a statement failed in this batch: roll back and reload */
-    uint64_t batch_no;     /* the batch being staged; earlier ones are durable */
+    bool dirty;              /* rows staged in the open transaction */
+    bool failed;             /* a statement failed in this batch: roll back and reload */
+    uint64_t batch_no;       /* the batch being staged; earlier ones are durable */
     zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
-    bool cur_answered;     /* outq: the request being handled got a durable answer */
-    bool req_active;       /* persist: inside persist_savepoint_begin .. _end */
-    bool req_savepoint;    /* the request's savepoint is open */
-    zactor_t *auth;     /* ZAP handler when CURVE is on */
-    zhashx_t *offers;   /* sched.c: (engine, image) -> hosts offering it */
-    uint64_t hosts_gen; /* bumped when the host registry changes */
+    bool cur_answered;       /* outq: the request being handled got a durable answer */
+    bool req_active;         /* persist: inside persist_savepoint_begin .. _end */
+    bool req_savepoint;      /* the request's savepoint is open */
+    zactor_t *auth;          /* ZAP handler when CURVE is on */
+    zhashx_t *offers;        /* scheduler.c: (engine, image) -> hosts offering it */
+    uint64_t hosts_gen;      /* bumped when the host registry changes */
     bool curve;
     zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */
     bool events_cut;    /* keys.c: a key was removed; drop every events subscriber */

@@ -20,8 +20,8 @@
 
 /* ---- ops in flight ---- */
 
-op_t *op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelope,
-                      const char *service, const char *tenant, const char *rid)
+op_t *op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelope, const char *service,
+             const char *tenant, const char *rid)
 {
     op_t *op = calloc(1, sizeof *op);
     if (!op)
@@ -181,13 +181,15 @@ static void s_op_finish(broker_t *self, op_t *op)
             }
             outq_event(self, "env.created", env, NULL, NULL, "running", NULL);
             reply_env(self, op->envelope, op->service, op->tenant, op->request_id,
-                        TTFLEET__STATUS__OK, "", env, true);
+                      TTFLEET__STATUS__OK, "", env, true);
         } else {
-            snprintf(msg, sizeof msg, "create of env '%s' failed: %s; everything made for it "
-                                      "was undone", env->name, op->message);
+            snprintf(msg, sizeof msg,
+                     "create of env '%s' failed: %s; everything made for it "
+                     "was undone",
+                     env->name, op->message);
             op_env_drop(self, env);
-            reply_send(self, op->envelope, op->service, op->tenant, op->request_id, op->status,
-                      msg, NULL, true);
+            reply_send(self, op->envelope, op->service, op->tenant, op->request_id, op->status, msg,
+                       NULL, true);
         }
     } else {
         persist_env_update(self, env);
@@ -197,11 +199,11 @@ static void s_op_finish(broker_t *self, op_t *op)
         outq_event(self, "env.state", env, NULL, NULL, state, NULL);
         if (op->status == TTFLEET__STATUS__OK) {
             reply_env(self, op->envelope, op->service, op->tenant, op->request_id,
-                        TTFLEET__STATUS__OK, "", env, true);
+                      TTFLEET__STATUS__OK, "", env, true);
         } else {
             snprintf(msg, sizeof msg, "env '%s' is %s: %s", env->name, state, op->message);
-            reply_env(self, op->envelope, op->service, op->tenant, op->request_id,
-                        op->status, msg, env, true);
+            reply_env(self, op->envelope, op->service, op->tenant, op->request_id, op->status, msg,
+                      env, true);
         }
     }
     op->env = NULL;
@@ -217,10 +219,10 @@ static void s_console_done(broker_t *self, op_t *op, host_t *host, Ttfleet__Work
         snprintf(msg, sizeof msg, "host %s could not read the console of VM %u: %s",
                  host ? host->id : "?", vm ? vm->vm_id : 0,
                  reply && reply->message && *reply->message ? reply->message
-                                                            : op->message[0] ? op->message
-                                                                             : "no answer");
+                 : op->message[0]                           ? op->message
+                                                            : "no answer");
         reply_send(self, op->envelope, op->service, op->tenant, op->request_id,
-                  reply ? TTFLEET__STATUS__WORKER_FAILED : op->status, msg, NULL, false);
+                   reply ? TTFLEET__STATUS__WORKER_FAILED : op->status, msg, NULL, false);
     } else {
         Ttfleet__ConsoleText ct = TTFLEET__CONSOLE_TEXT__INIT;
         ct.host = host->id;
@@ -230,8 +232,8 @@ static void s_console_done(broker_t *self, op_t *op, host_t *host, Ttfleet__Work
         Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
         rep.result_case = TTFLEET__REPLY__RESULT_CONSOLE;
         rep.console = &ct;
-        reply_send(self, op->envelope, op->service, op->tenant, op->request_id,
-                  TTFLEET__STATUS__OK, "", &rep, false);
+        reply_send(self, op->envelope, op->service, op->tenant, op->request_id, TTFLEET__STATUS__OK,
+                   "", &rep, false);
     }
     op->env = NULL;
     op_free(self, &op);

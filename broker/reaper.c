@@ -19,8 +19,7 @@ void reaper_run(broker_t *self, int64_t now)
         if (e->busy || e->target == TARGET_CREATING)
             continue;
         int64_t deadline = e->expires_at;
-        if (deadline < self->started_at + self->cfg.lease_grace &&
-            e->expires_at < self->started_at)
+        if (deadline < self->started_at + self->cfg.lease_grace && e->expires_at < self->started_at)
             deadline = self->started_at + self->cfg.lease_grace;
         if (now >= deadline) {
             zlistx_add_end(due, e);

@@ -42,8 +42,8 @@ bool replace_create_round(broker_t *self, op_t *op)
         vm_t *vm = env->vms[i];
         if (vm->state == TTFLEET__VM_STATE__VM_RUNNING)
             continue;
-        sched_want_t want = {vm->engine, vm->image, vm->cpu, vm->mem, vm->disk,
-                             self->cfg.spread, op->refused, op->n_refused};
+        sched_want_t want = {vm->engine, vm->image,        vm->cpu,     vm->mem,
+                             vm->disk,   self->cfg.spread, op->refused, op->n_refused};
         int status;
         host_t *to = sched_place(self, &want, &status, why, sizeof why);
         uint32_t vm_id;
@@ -92,8 +92,8 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
             vm_t *old = e->vms[i];
             if (old->host != from || old->doomed)
                 continue;
-            sched_want_t want = {old->engine, old->image, old->cpu, old->mem, old->disk,
-                                 self->cfg.spread, NULL, 0};
+            sched_want_t want = {old->engine, old->image,       old->cpu, old->mem,
+                                 old->disk,   self->cfg.spread, NULL,     0};
             int status;
             host_t *to = sched_place(self, &want, &status, why, sizeof why);
             uint32_t vm_id;
@@ -136,8 +136,9 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
         outq_event(self, "env.state", e, NULL, NULL, model_env_state(e), "evacuated");
     }
     zlistx_destroy(&envs);
-    snprintf(msg, len, "host %s is draining; %d VM(s) moved, %d could not be placed%s%s%s, %d "
-                       "env(s) busy (try again)",
+    snprintf(msg, len,
+             "host %s is draining; %d VM(s) moved, %d could not be placed%s%s%s, %d "
+             "env(s) busy (try again)",
              from->id, moved, failed, failed ? " (" : "", failed ? why : "", failed ? ")" : "",
              busy);
 }

@@ -148,8 +148,7 @@ request_rec_t *reply_record_find(broker_t *self, const char *tenant, const char 
 
 /* Answer a retry with the recorded reply. A record of an earlier batch is
  * durable, so the answer survives a failure of this batch. */
-void reply_replay(broker_t *self, zmsg_t *envelope, const char *service,
-                         const request_rec_t *rec)
+void reply_replay(broker_t *self, zmsg_t *envelope, const char *service, const request_rec_t *rec)
 {
     outq_client(self, envelope, service, rec->reply, rec->len, rec->batch < self->batch_no);
 }
@@ -168,8 +167,8 @@ void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
 }
 
 void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
-               const char *rid, int status, const char *message, Ttfleet__Reply *result,
-               bool record)
+                const char *rid, int status, const char *message, Ttfleet__Reply *result,
+                bool record)
 {
     Ttfleet__Reply local = TTFLEET__REPLY__INIT;
     Ttfleet__Reply *rep = result ? result : &local;
@@ -210,9 +209,8 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
 }
 
 /* Reply with an env (and its VMs) as the result. */
-void reply_env(broker_t *self, zmsg_t *envelope, const char *service,
-                        const char *tenant, const char *rid, int status, const char *msg,
-                        const env_t *env, bool record)
+void reply_env(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
+               const char *rid, int status, const char *msg, const env_t *env, bool record)
 {
     reply_arena_t a = reply_arena();
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;

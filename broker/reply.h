@@ -35,7 +35,6 @@ request_rec_t *reply_record_find(broker_t *self, const char *tenant, const char 
 void reply_record_begin(broker_t *self, const char *tenant, const char *rid);
 /* Answer a retry with the recorded reply (durable if an earlier batch
  * committed it). */
-void reply_replay(broker_t *self, zmsg_t *envelope, const char *service,
-                  const request_rec_t *rec);
+void reply_replay(broker_t *self, zmsg_t *envelope, const char *service, const request_rec_t *rec);
 
 #endif

@@ -15,7 +15,7 @@
 /* ---- worker commands ---- */
 
 void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__PortMap *pm_store,
-                 Ttfleet__PortMap **pm_ptrs)
+                  Ttfleet__PortMap **pm_ptrs)
 {
     char env_key[2 * TT_MAX_NAME + 2];
     ttfleet__vm_spec__init(spec);
@@ -64,7 +64,7 @@ uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired,
     if (cmd.vms && specs && pms && pmp) {
         for (int i = 0; i < n; i++) {
             wcmd_vm_spec(vms[i], desired ? desired[i] : model_vm_desired(vms[i]), &specs[i],
-                        &pms[i * TT_MAX_PORTS_PER_VM], &pmp[i * TT_MAX_PORTS_PER_VM]);
+                         &pms[i * TT_MAX_PORTS_PER_VM], &pmp[i * TT_MAX_PORTS_PER_VM]);
             cmd.vms[i] = &specs[i];
         }
         wcmd_send_raw(self, host, &cmd);

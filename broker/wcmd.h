@@ -10,8 +10,8 @@
 
 /* Fill a VmSpec for vm with the given desired state (strings borrowed,
  * except spec->env, which the caller frees). */
-void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec,
-                  Ttfleet__PortMap *pm_store, Ttfleet__PortMap **pm_ptrs);
+void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__PortMap *pm_store,
+                  Ttfleet__PortMap **pm_ptrs);
 /* Queue a COMMAND with specs for vms[] on host (desired NULL: each VM's
  * own desired state); returns the command op id. */
 uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n);

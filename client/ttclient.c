@@ -599,3 +599,41 @@ int ttclient_host_remove(ttclient_t *self, const char *id, bool force, Ttfleet__
     req.host_remove = &rm;
     return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
 }
+
+int ttclient_quota_set(ttclient_t *self, Ttfleet__QuotaSet *set, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_QUOTA_SET;
+    req.quota_set = set;
+    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+}
+
+int ttclient_quota_show(ttclient_t *self, const char *tenant, bool all,
+                        Ttfleet__Reply **reply_p)
+{
+    Ttfleet__QuotaShow show = TTFLEET__QUOTA_SHOW__INIT;
+    show.tenant = (char *)(tenant ? tenant : "");
+    show.all = all;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_QUOTA_SHOW;
+    req.quota_show = &show;
+    return ttclient_call(self, all ? TT_SERVICE_ADMIN : TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_queue_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__QueueList list = TTFLEET__QUEUE_LIST__INIT;
+    list.all = all;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_QUEUE_LIST;
+    req.queue_list = &list;
+    return ttclient_call(self, all ? TT_SERVICE_ADMIN : TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_audit(ttclient_t *self, Ttfleet__AuditQuery *query, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_AUDIT_QUERY;
+    req.audit_query = query;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}

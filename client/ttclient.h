@@ -116,6 +116,37 @@ int ttclient_host_drain(ttclient_t *self, const char *id, bool undo, bool evacua
 /* Removes host id from the pool; refused while it holds VMs unless force. */
 int ttclient_host_remove(ttclient_t *self, const char *id, bool force, Ttfleet__Reply **reply_p);
 
+/* Admission. quota_set: change some limits of tenant (admin); absent
+ * limits stay. quota_show: tenant "" or NULL = the caller's own; all = every
+ * tenant with a quota (admin). queue_list: the caller's queued creates, all =
+ * every tenant's (admin). audit: the audit log, filtered (reply->audit). */
+int ttclient_quota_set(ttclient_t *self, Ttfleet__QuotaSet *set, Ttfleet__Reply **reply_p);
+int ttclient_quota_show(ttclient_t *self, const char *tenant, bool all,
+                        Ttfleet__Reply **reply_p);
+int ttclient_queue_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
+int ttclient_audit(ttclient_t *self, Ttfleet__AuditQuery *query, Ttfleet__Reply **reply_p);
+
+/* Private event stream (schema/PROTOCOL.md "Events per tenant"): a DEALER
+ * on the broker's events endpoint that receives only the caller's tenant's
+ * events (every tenant's for an admin key). With CURVE the keys of client
+ * (may be NULL: plain TCP, then tenant is sent and taken on trust by a
+ * loopback broker) are used. ttevents_subscribe sends SUBSCRIBE with up to
+ * 16 topic prefixes and an optional env and waits (timeout_ms) for the
+ * answer: 0, or -1 with ttevents_error(). ttevents_recv waits up to
+ * timeout_ms for the next event, sends heartbeats meanwhile and subscribes
+ * again when the broker fell silent (a restart); NULL on timeout or error
+ * (ttevents_error() is "" on a plain timeout). The Event belongs to the
+ * caller: ttfleet__event__free_unpacked(ev, NULL). */
+typedef struct _ttevents_t ttevents_t;
+ttevents_t *ttevents_new(ttclient_t *client, const char *endpoint, const char *tenant);
+void ttevents_destroy(ttevents_t **self_p);
+int ttevents_subscribe(ttevents_t *self, const char *const *topics, size_t n_topics,
+                       const char *env, int timeout_ms);
+Ttfleet__Event *ttevents_recv(ttevents_t *self, int timeout_ms);
+/* The tenant the broker took for this subscriber, and whether it is admin. */
+const char *ttevents_tenant(ttevents_t *self, bool *admin);
+const char *ttevents_error(ttevents_t *self);
+
 /* Asks mmi.service whether the broker serves service. Copies the reply code
  * ("200", "404" or "501") into code (NUL-terminated, truncated to len).
  * Returns 0 when an answer arrived, -1 on a transport failure. */

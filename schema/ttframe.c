@@ -50,8 +50,8 @@ zmsg_t *ttframe_mdp_reply(zmsg_t *envelope, const char *service, const void *bod
     return msg;
 }
 
-int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, size_t max_body,
-                            zframe_t **body, char *why, size_t whylen)
+int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, size_t max_body, zframe_t **body,
+                            char *why, size_t whylen)
 {
     if (zmsg_size(msg) != 4) {
         snprintf(why, whylen, "a reply of %zu frames instead of 4", zmsg_size(msg));

@@ -35,15 +35,15 @@ zmsg_t *ttframe_mdp_reply(zmsg_t *envelope, const char *service, const void *bod
 /* Check a reply as a DEALER client receives it, [""][MDPC01][service][body]
  * from want_service with a body of at most max_body bytes: 0 with the body
  * frame (borrowed), or -1 with the reason in why. */
-int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, size_t max_body,
-                            zframe_t **body, char *why, size_t whylen);
+int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, size_t max_body, zframe_t **body,
+                            char *why, size_t whylen);
 
 /* A TTW01 frame; routing NULL for the worker's (DEALER) side. */
 zmsg_t *ttframe_worker_to(zframe_t *routing, int cmd, const void *body, size_t len);
 typedef struct {
     zframe_t *routing; /* borrowed; NULL when parsed without routing */
     int cmd;
-    zframe_t *body;    /* borrowed; NULL if the command has none */
+    zframe_t *body; /* borrowed; NULL if the command has none */
 } ttframe_worker_t;
 /* Check a TTW01 message; routed says a routing frame comes first. Bodies
  * over max_body are refused. 0 / -1. */

@@ -19,6 +19,20 @@ static const char *s_status_names[] = {
 
 const char *tt_status_name(int status)
 {
+    switch (status) { /* admission codes live at 30..34 */
+    case TTFLEET__STATUS__QUOTA_EXCEEDED:
+        return "QUOTA_EXCEEDED";
+    case TTFLEET__STATUS__QUEUED:
+        return "QUEUED";
+    case TTFLEET__STATUS__QUEUE_FULL:
+        return "QUEUE_FULL";
+    case TTFLEET__STATUS__QUEUE_EXPIRED:
+        return "QUEUE_EXPIRED";
+    case TTFLEET__STATUS__QUEUE_CANCELLED:
+        return "QUEUE_CANCELLED";
+    default:
+        break;
+    }
     if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
         return "UNKNOWN";
     return s_status_names[status];
@@ -175,6 +189,43 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
     if (c->lifetime > (uint64_t)TT_MAX_LIFETIME_ADMIN)
         FAIL("lifetime %llu s is over the limit of %lld s", (unsigned long long)c->lifetime,
              TT_MAX_LIFETIME_ADMIN);
+    if (c->priority > TT_PRIO_MAX)
+        FAIL("priority %u out of range 0..%d", c->priority, TT_PRIO_MAX);
+    if (c->max_wait > TT_QUEUE_WAIT_MAX)
+        FAIL("max-wait %u s out of range 0..%lld s", c->max_wait, TT_QUEUE_WAIT_MAX);
+    if (!c->queue && (c->max_wait || c->priority))
+        FAIL("max-wait and priority need queue");
+    return 0;
+}
+
+/* One optional quota limit: absent, -1 (no limit) or 0..max. */
+static int s_quota_value_valid(const Ttfleet__QuotaLimit *l, int64_t max, const char *what,
+                               char *err, size_t errlen)
+{
+    if (l && (l->value < -1 || l->value > max))
+        FAIL("quota %s %lld out of range: -1 (no limit) or 0..%lld", what, (long long)l->value,
+             (long long)max);
+    return 0;
+}
+
+static int s_quota_set_valid(const Ttfleet__QuotaSet *q, char *err, size_t errlen)
+{
+    if (!tt_name_valid(q->tenant))
+        FAIL("invalid tenant '%.80s'", q->tenant ? q->tenant : "");
+    if (s_quota_value_valid(q->envs, TT_QUOTA_MAX_ENVS, "envs", err, errlen) ||
+        s_quota_value_valid(q->vms, TT_QUOTA_MAX_VMS, "vms", err, errlen) ||
+        s_quota_value_valid(q->cpu, TT_QUOTA_MAX_CPU, "cpu", err, errlen) ||
+        s_quota_value_valid(q->mem_mib, TT_QUOTA_MAX_MEM_MIB, "mem", err, errlen) ||
+        s_quota_value_valid(q->disk_mib, TT_QUOTA_MAX_DISK_MIB, "disk", err, errlen) ||
+        s_quota_value_valid(q->max_lifetime, TT_MAX_LIFETIME_ADMIN, "max-lifetime", err,
+                            errlen) ||
+        s_quota_value_valid(q->max_priority, TT_PRIO_MAX, "max-priority", err, errlen))
+        return -1;
+    if (q->max_lifetime && q->max_lifetime->value == 0)
+        FAIL("quota max-lifetime 0 would refuse every env: give 1.. or -1");
+    if (!q->envs && !q->vms && !q->cpu && !q->mem_mib && !q->disk_mib && !q->max_lifetime &&
+        !q->max_priority)
+        FAIL("quota set changes nothing: give at least one limit");
     return 0;
 }
 
@@ -290,6 +341,27 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         if (!tt_name_valid(req->host_show->id))
             FAIL("invalid host id '%.80s'", req->host_show->id ? req->host_show->id : "");
         return 0;
+    case TTFLEET__REQUEST__OP_QUOTA_SET:
+        return s_quota_set_valid(req->quota_set, err, errlen);
+    case TTFLEET__REQUEST__OP_QUOTA_SHOW:
+        if (req->quota_show->tenant && *req->quota_show->tenant &&
+            !tt_name_valid(req->quota_show->tenant))
+            FAIL("invalid tenant '%.80s'", req->quota_show->tenant);
+        return 0;
+    case TTFLEET__REQUEST__OP_QUEUE_LIST:
+        return 0;
+    case TTFLEET__REQUEST__OP_AUDIT_QUERY: {
+        const Ttfleet__AuditQuery *a = req->audit_query;
+        if (a->tenant && *a->tenant && !tt_name_valid(a->tenant))
+            FAIL("invalid tenant '%.80s'", a->tenant);
+        if (a->env && *a->env && !tt_name_valid(a->env))
+            FAIL("invalid env name '%.80s'", a->env);
+        if (a->since < 0)
+            FAIL("since %lld is negative", (long long)a->since);
+        if (a->limit > TT_AUDIT_LIMIT_MAX)
+            FAIL("limit %u over %d", a->limit, TT_AUDIT_LIMIT_MAX);
+        return 0;
+    }
     default:
         FAIL("request has no known operation");
     }

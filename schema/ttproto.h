@@ -27,6 +27,15 @@
 #define TT_W_DISCONNECT 0x05
 #define TT_W_EVENT 0x06
 
+/* Private event stream (broker/evstream.h, client ttevents): the second
+ * frame of every message is TT_EVENTS_PROTO, the third one command byte. */
+#define TT_EVENTS_PROTO "TTE01"
+#define TT_E_SUBSCRIBE 0x01
+#define TT_E_SUBSCRIBED 0x02
+#define TT_E_EVENT 0x03
+#define TT_E_HEARTBEAT 0x04
+#define TT_E_UNSUBSCRIBE 0x05
+
 #define TT_SERVICE_ENV "tt.env"
 #define TT_SERVICE_ADMIN "tt.admin"
 #define TT_SERVICE_MMI "mmi.service"
@@ -58,6 +67,17 @@
 #define TT_PORT_MAX 59999
 #define TT_VMID_MIN 2       /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
 #define TT_VMID_MAX 65534   /* 10.10.255.255 is broadcast */
+
+/* Admission (broker/admq.h, quota.h): the bounds of what a client may ask. */
+#define TT_PRIO_MAX 99                       /* EnvCreate.priority 0..99 */
+#define TT_QUEUE_WAIT_MAX (7LL * 24 * 3600)  /* EnvCreate.max_wait on the wire */
+#define TT_QUOTA_MAX_ENVS 100000LL
+#define TT_QUOTA_MAX_VMS 1000000LL
+#define TT_QUOTA_MAX_CPU 10000000LL
+#define TT_QUOTA_MAX_MEM_MIB (1LL << 40)     /* 1 EiB in MiB: far above any pool */
+#define TT_QUOTA_MAX_DISK_MIB (1LL << 40)
+#define TT_AUDIT_LIMIT_DEFAULT 100
+#define TT_AUDIT_LIMIT_MAX 1000
 
 /* Name of a status code ("NOT_FOUND"), "UNKNOWN" for values out of range. */
 const char *tt_status_name(int status);

@@ -1,15 +1,20 @@
 #!/bin/sh
 # Installs the Debian 12 packages ttfleet needs to build and test.
-# The last line is the qemu engine and nft backend: libnftables, QEMU,
+# The fourth line is the qemu engine and nft backend: libnftables, QEMU,
 # and what tools/mkguest.sh builds the test guest from (the distribution
-# kernel and busybox-static).
+# kernel and busybox-static). The one after is ttgw and what its tests use:
+# libmicrohttpd, pytest, the OpenAPI checker (yaml, jsonschema), the
+# Prometheus text parser, Chromium and its DevTools client (websocket), scdoc
+# for the man pages, systemd-analyze and dpkg for the package tests.
 # Runs `apt-get update` once, and only when something is missing, so a second
 # run is fast.
 set -eu
 PKGS="build-essential cmake pkg-config libczmq-dev libzmq3-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libsqlite3-dev sqlite3 python3 python3-zmq
 python3-protobuf iproute2 procps util-linux libjansson-dev clang
-libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64"
+libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64
+libmicrohttpd-dev python3-pytest python3-setuptools python3-pip python3-yaml python3-jsonschema
+python3-prometheus-client python3-websocket chromium scdoc systemd dpkg"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi
 missing=""
 for p in $PKGS; do

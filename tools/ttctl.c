@@ -24,6 +24,7 @@
  * "name = value" lines (s_config_load). `ttctl keygen` makes the keys.
  */
 #include <czmq.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -329,6 +330,15 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
         case TTFLEET__REPLY__RESULT_KEYS:
             print_key_list(stdout, reply->keys, ctl->json);
             break;
+        case TTFLEET__REPLY__RESULT_QUOTAS:
+            print_quota_list(stdout, reply->quotas, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_QUEUE:
+            print_queue(stdout, reply->queue, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_AUDIT:
+            print_audit(stdout, reply->audit, ctl->json);
+            break;
         default:
             print_done(stdout, done_text, ctl->json);
             break;
@@ -464,11 +474,21 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
         } else if (s_is(s, "--wait-timeout")) {
             wait_secs = (int)s_number(ctl, "--wait-timeout", s_value(ctl, s), 1, 86400);
             wait = true;
+        } else if (s_is(s, "--queue")) {
+            s_flag(ctl, s);
+            create.queue = true;
+        } else if (s_is(s, "--max-wait")) {
+            create.max_wait =
+                (uint32_t)s_number(ctl, "--max-wait", s_value(ctl, s), 1, TT_QUEUE_WAIT_MAX);
+        } else if (s_is(s, "--priority")) {
+            create.priority = (uint32_t)s_number(ctl, "--priority", s_value(ctl, s), 0, TT_PRIO_MAX);
         } else if (!s_global_option(ctl, s))
             s_unknown_option(ctl, s);
     }
     if (!name)
         s_usage_error(ctl, "env name is required");
+    if (!create.queue && (create.max_wait || create.priority))
+        s_usage_error(ctl, "--max-wait and --priority need --queue");
     if (create.n_images == 0)
         s_usage_error(ctl, "at least one --image is required");
     uint64_t vms = 0;
@@ -482,6 +502,26 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
     ttclient_t *client = s_client(ctl);
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_create(client, &create, &reply);
+    if (!wait && rc == 0 && reply->status == TTFLEET__STATUS__QUEUED) {
+        /* accepted, not yet placed: success for the caller, with the position */
+        uint32_t pos = reply->result_case == TTFLEET__REPLY__RESULT_ENV && reply->env
+                           ? reply->env->queue_position
+                           : 0;
+        char text[128];
+        snprintf(text, sizeof text, "env %s queued at position %u", name, pos);
+        reply->status = TTFLEET__STATUS__OK;
+        if (reply->result_case == TTFLEET__REPLY__RESULT_ENV && ctl->json)
+            return s_finish(ctl, &client, rc, &reply, text, false);
+        ttclient_reply_destroy(&reply);
+        print_done(stdout, text, ctl->json);
+        ttclient_destroy(&client);
+        return 0;
+    }
+    if (wait && rc == 0 && reply->status == TTFLEET__STATUS__QUEUED) {
+        /* --wait: wait through the queue for the whole of wait-timeout */
+        ttclient_reply_destroy(&reply);
+        return s_wait_running(ctl, &client, name, wait_secs);
+    }
     if (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK) {
         ttclient_reply_destroy(&reply);
         return s_wait_running(ctl, &client, name, wait_secs);
@@ -848,6 +888,170 @@ static int s_key_rm(ctl_t *ctl, scan_t *s)
     return s_finish(ctl, &client, rc, &reply, "key removed", false);
 }
 
+/* ---- admission: quota, queue, audit ---- */
+
+/* A quota limit: a whole number in 0..max, or -1 / "none" for no limit. */
+static Ttfleet__QuotaLimit *s_limit(ctl_t *ctl, const char *what, const char *text,
+                                    uint64_t max, Ttfleet__QuotaLimit *slot)
+{
+    ttfleet__quota_limit__init(slot);
+    if (strcmp(text, "-1") == 0 || strcmp(text, "none") == 0)
+        slot->value = -1;
+    else
+        slot->value = (int64_t)s_number(ctl, what, text, 0, max);
+    return slot;
+}
+
+static int s_quota_set(ctl_t *ctl, scan_t *s)
+{
+    Ttfleet__QuotaSet set = TTFLEET__QUOTA_SET__INIT;
+    Ttfleet__QuotaLimit l[7];
+    const char *tenant = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (tenant)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            tenant = s_name(ctl, "tenant", arg);
+        } else if (s_is(s, "--envs")) {
+            set.envs = s_limit(ctl, "--envs", s_value(ctl, s), TT_QUOTA_MAX_ENVS, &l[0]);
+        } else if (s_is(s, "--vms")) {
+            set.vms = s_limit(ctl, "--vms", s_value(ctl, s), TT_QUOTA_MAX_VMS, &l[1]);
+        } else if (s_is(s, "--cpu")) {
+            set.cpu = s_limit(ctl, "--cpu", s_value(ctl, s), TT_QUOTA_MAX_CPU, &l[2]);
+        } else if (s_is(s, "--mem")) {
+            set.mem_mib = s_limit(ctl, "--mem", s_value(ctl, s), TT_QUOTA_MAX_MEM_MIB, &l[3]);
+        } else if (s_is(s, "--disk")) {
+            set.disk_mib = s_limit(ctl, "--disk", s_value(ctl, s), TT_QUOTA_MAX_DISK_MIB, &l[4]);
+        } else if (s_is(s, "--max-lifetime")) {
+            set.max_lifetime =
+                s_limit(ctl, "--max-lifetime", s_value(ctl, s), TT_MAX_LIFETIME_ADMIN, &l[5]);
+            if (set.max_lifetime->value == 0)
+                s_usage_error(ctl, "--max-lifetime 0 would refuse every env: give 1.. or none");
+        } else if (s_is(s, "--max-priority")) {
+            set.max_priority =
+                s_limit(ctl, "--max-priority", s_value(ctl, s), TT_PRIO_MAX, &l[6]);
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!tenant)
+        s_usage_error(ctl, "tenant is required");
+    if (!set.envs && !set.vms && !set.cpu && !set.mem_mib && !set.disk_mib && !set.max_lifetime &&
+        !set.max_priority)
+        s_usage_error(ctl, "give at least one limit");
+    set.tenant = (char *)tenant;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_quota_set(client, &set, &reply);
+    return s_finish(ctl, &client, rc, &reply, "quota set", false);
+}
+
+static int s_quota_show(ctl_t *ctl, scan_t *s)
+{
+    const char *tenant = NULL, *arg;
+    bool all = false;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (tenant)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            tenant = s_name(ctl, "tenant", arg);
+        } else if (s_is(s, "--all")) {
+            s_flag(ctl, s);
+            all = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (all && tenant)
+        s_usage_error(ctl, "give a tenant or --all, not both");
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_quota_show(client, tenant, all, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no quotas", false);
+}
+
+static int s_queue_list(ctl_t *ctl, scan_t *s)
+{
+    bool all = false;
+    const char *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--all")) {
+            s_flag(ctl, s);
+            all = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_queue_list(client, all, &reply);
+    return s_finish(ctl, &client, rc, &reply, "queue empty", false);
+}
+
+/* --since: unix seconds, an ISO 8601 UTC time (2026-12-01T20:00:00Z or
+ * 2026-12-01), or an age (90s, 30m, 2h, 7d) counted back from now. */
+static int64_t s_since(ctl_t *ctl, const char *text)
+{
+    size_t n = strlen(text);
+    if (n >= 2 && n <= 12 && strchr("smhd", text[n - 1])) {
+        char num[16];
+        memcpy(num, text, n - 1);
+        num[n - 1] = 0;
+        uint64_t v = s_number(ctl, "--since", num, 0, 100LL * 365 * 86400);
+        uint64_t unit = text[n - 1] == 's' ? 1 : text[n - 1] == 'm' ? 60
+                                               : text[n - 1] == 'h' ? 3600
+                                                                    : 86400;
+        if (v > (uint64_t)(100LL * 365 * 86400) / unit)
+            s_usage_error(ctl, "--since: '%s' is too far back", text);
+        int64_t t = (int64_t)time(NULL) - (int64_t)(v * unit);
+        return t > 0 ? t : 0;
+    }
+    int y, mo, d, h = 0, mi = 0, sec = 0, used = 0;
+    bool iso = false;
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) == 6 &&
+        (text[used] == 0 || strcmp(text + used, "Z") == 0))
+        iso = true;
+    else if (sscanf(text, "%4d-%2d-%2d%n", &y, &mo, &d, &used) == 3 && text[used] == 0)
+        iso = true;
+    if (iso) {
+        if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+            sec > 60 || h < 0 || mi < 0 || sec < 0)
+            s_usage_error(ctl, "--since: '%s' is not a valid UTC time", text);
+        struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                        .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+        return (int64_t)timegm(&tm);
+    }
+    return (int64_t)s_number(ctl, "--since (unix seconds, ISO time or age like 2h)", text, 0,
+                             INT64_MAX);
+}
+
+static int s_audit(ctl_t *ctl, scan_t *s)
+{
+    Ttfleet__AuditQuery q = TTFLEET__AUDIT_QUERY__INIT;
+    const char *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--tenant"))
+            q.tenant = (char *)s_name(ctl, "--tenant", s_value(ctl, s));
+        else if (s_is(s, "--env"))
+            q.env = (char *)s_name(ctl, "--env", s_value(ctl, s));
+        else if (s_is(s, "--since"))
+            q.since = s_since(ctl, s_value(ctl, s));
+        else if (s_is(s, "--limit"))
+            q.limit = (uint32_t)s_number(ctl, "--limit", s_value(ctl, s), 1, TT_AUDIT_LIMIT_MAX);
+        else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_audit(client, &q, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no audit records", false);
+}
+
 /* ---- watch ---- */
 
 static volatile sig_atomic_t s_stop;
@@ -864,8 +1068,60 @@ static void s_on_signal(int sig)
  * caller's tenant are shown. Exit 0, or 1 when --count was not reached
  * before --timeout. With --key/--broker-key the SUB socket talks CURVE
  * like the request socket (the broker's events endpoint takes client keys). */
+/* watch --private: the tenant-private ROUTER stream (TTE01) through
+ * libttclient's ttevents; the broker filters by the key's tenant. */
+static int s_watch_private(ctl_t *ctl, const char *events, const char *env, const char *topic,
+                           long long count, long long timeout)
+{
+    ttclient_t *keys = s_client(ctl);
+    ttevents_t *ev_sock = ttevents_new(keys, events, ctl->tenant);
+    const char *topics[1] = {topic};
+    int code = 0;
+    if (!ev_sock ||
+        ttevents_subscribe(ev_sock, topics, *topic ? 1 : 0, env, ctl->timeout) != 0) {
+        fprintf(stderr, "ttctl: %s\n",
+                ev_sock ? ttevents_error(ev_sock) : "cannot make the events socket");
+        ttevents_destroy(&ev_sock);
+        ttclient_destroy(&keys);
+        return EXIT_TRANSPORT;
+    }
+    int64_t deadline = timeout ? zclock_mono() + timeout : 0;
+    long long seen = 0;
+    while (!s_stop && (!count || seen < count)) {
+        int wait = 1000;
+        if (deadline) {
+            int64_t left = deadline - zclock_mono();
+            if (left <= 0)
+                break;
+            if (left < wait)
+                wait = (int)left;
+        }
+        Ttfleet__Event *ev = ttevents_recv(ev_sock, wait);
+        if (!ev) {
+            if (*ttevents_error(ev_sock)) {
+                fprintf(stderr, "ttctl: %s\n", ttevents_error(ev_sock));
+                code = EXIT_TRANSPORT;
+                break;
+            }
+            continue;
+        }
+        print_event(stdout, ev, ctl->json);
+        fflush(stdout);
+        seen++;
+        ttfleet__event__free_unpacked(ev, NULL);
+    }
+    if (!code && count && seen < count && !s_stop) {
+        fprintf(stderr, "ttctl: %lld of %lld events before the timeout\n", seen, count);
+        code = EXIT_STATUS;
+    }
+    ttevents_destroy(&ev_sock);
+    ttclient_destroy(&keys);
+    return code;
+}
+
 static int s_watch(ctl_t *ctl, scan_t *s)
 {
+    bool private_stream = false;
     const char *events = ctl->events, *env = NULL, *topic = "", *arg;
     if (!events || !*events)
         events = TTCTL_DEFAULT_EVENTS;
@@ -884,17 +1140,24 @@ static int s_watch(ctl_t *ctl, scan_t *s)
             count = (long long)s_number(ctl, "--count", s_value(ctl, s), 1, 1000000000);
         else if (s_is(s, "--timeout"))
             timeout = (long long)s_number(ctl, "--timeout", s_value(ctl, s), 1, 86400000LL * 30);
-        else if (!s_global_option(ctl, s))
+        else if (s_is(s, "--private")) {
+            s_flag(ctl, s);
+            private_stream = true;
+        } else if (!s_global_option(ctl, s))
             s_unknown_option(ctl, s);
     }
     if (!strstr(events, "://"))
         s_usage_error(ctl, "events endpoint '%s' is not a ZeroMQ endpoint such as %s", events,
                       TTCTL_DEFAULT_EVENTS);
+    if (strlen(topic) > TT_MAX_NAME)
+        s_usage_error(ctl, "--topic: at most %d characters", TT_MAX_NAME);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = s_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (private_stream)
+        return s_watch_private(ctl, events, env, topic, count, timeout);
     zsock_t *sub = zsock_new(ZMQ_SUB);
     const char *tenant = ctl->tenant;
     char key_tenant[TT_MAX_NAME + 1] = "";
@@ -1240,7 +1503,7 @@ static const command_t s_commands[] = {
     {"env", "create",
      "env create NAME --image IMG [--dup N] [--image IMG [--dup N]]... [--engine E] [--cpu N] "
      "[--mem MIB] [--disk MIB] [--port P]... [--lifetime SECS] [--deny-outgoing] [--spread] "
-     "[--wait [--wait-timeout SECS]]",
+     "[--wait [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
      "Creates env NAME. Each --image adds VMs of that image, one or --dup N of them.\n"
      "  --engine E        process, hollow, qemu (default: the broker's, process)\n"
      "  --cpu N           cpus per VM, 1..256 (default 2)\n"
@@ -1251,7 +1514,11 @@ static const command_t s_commands[] = {
      "  --deny-outgoing   VMs may not open connections out\n"
      "  --spread          place VMs on as many hosts as possible instead of best fit\n"
      "  --wait            then wait until every VM runs (progress on a terminal); exit 1\n"
-     "                    if they do not within --wait-timeout SECS (default 300)\n",
+     "                    if they do not within --wait-timeout SECS (default 300)\n"
+     "  --queue           if the pool cannot take it now, wait in the admission queue\n"
+     "                    (answer: queued at position N; env show gives the position)\n"
+     "  --max-wait SECS   give up after SECS in the queue (broker default 3600, 10..86400)\n"
+     "  --priority N      0..99, higher first; at most your tenant's cap (quota show)\n",
      s_env_create, NULL, NULL},
     {"env", "list", "env list [--all]",
      "Lists your envs; --all lists every tenant's (admin only).\n", s_env_list, NULL, NULL},
@@ -1307,14 +1574,40 @@ static const command_t s_commands[] = {
      "Removes a key's binding (admin only): its next request is refused\n"
      "(UNAUTHENTICATED), new handshakes with it fail, and its events stop.\n",
      s_key_rm, NULL, NULL},
-    {NULL, "watch", "watch [--env NAME] [--topic PREFIX] [--events EP] [--count N] [--timeout MS]",
+    {"quota", "set",
+     "quota set TENANT [--envs N] [--vms N] [--cpu N] [--mem MIB] [--disk MIB] "
+     "[--max-lifetime SECS] [--max-priority N]",
+     "Sets limits of TENANT (admin only); limits not given stay. N = none (or -1) removes\n"
+     "a limit. TENANT need not have made a request yet. Counted over all of the tenant's\n"
+     "envs: envs, VMs, cpus, memory and disk MiB; --max-lifetime bounds the lifetime an env\n"
+     "may ask for, --max-priority the --priority of a queued create (default cap 10).\n",
+     s_quota_set, NULL, NULL},
+    {"quota", "show", "quota show [TENANT | --all]",
+     "Shows the limits and usage of your tenant, of TENANT or of every tenant with a\n"
+     "quota (admin only for other tenants). USED/LIMIT; '-' means no limit.\n",
+     s_quota_show, NULL, NULL},
+    {"queue", "list", "queue list [--all]",
+     "Lists your queued creates in admission order (--all: every tenant's, admin only).\n"
+     "The entry marked * is the blocked head: freed capacity is kept for it.\n",
+     s_queue_list, NULL, NULL},
+    {NULL, "audit", "audit [--tenant T] [--env NAME] [--since TIME] [--limit N] [--json]",
+     "Prints the audit log, newest first: who changed what and the outcome. A user sees\n"
+     "its own tenant's rows; an admin every tenant's, or --tenant T.\n"
+     "  --env NAME     only rows whose target is NAME\n"
+     "  --since TIME   unix seconds, 2026-12-01T20:00:00Z, 2026-12-01, or an age: 30m, 2h, 7d\n"
+     "  --limit N      at most N rows (default 100, at most 1000)\n",
+     s_audit, NULL, NULL},
+    {NULL, "watch",
+     "watch [--env NAME] [--topic PREFIX] [--events EP] [--count N] [--timeout MS] [--private]",
      "Prints the broker's events as they happen, one per line (--json: one JSON object\n"
      "per line), until Ctrl-C, N events, or MS milliseconds.\n"
      "  --env NAME      only events of env NAME of your tenant\n"
      "  --topic PREFIX  only topics starting with PREFIX (env., vm., host.)\n"
      "  --events EP     events endpoint (env TTFLEET_EVENTS, default " TTCTL_DEFAULT_EVENTS ")\n"
      "  --count N       stop after N events (exit 1 if --timeout comes first)\n"
-     "  --timeout MS    stop after MS milliseconds (here: the whole watch)\n",
+     "  --timeout MS    stop after MS milliseconds (here: the whole watch)\n"
+     "  --private       use the tenant-private stream (TTE01): the broker sends only your\n"
+     "                  tenant's events (an admin all), filtered on the broker side\n",
      s_watch, NULL, NULL},
     {NULL, "status", "status", "Shows the pool's totals.\n", s_status, NULL, NULL},
     {NULL, "mmi", "mmi SERVICE",

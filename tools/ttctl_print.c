@@ -130,13 +130,19 @@ static json_t *s_json_env(const Ttfleet__EnvInfo *env)
     json_t *vms = json_array();
     for (size_t i = 0; i < env->n_vms; i++)
         json_array_append_new(vms, s_json_vm(env->vms[i]));
-    return json_pack(
+    json_t *obj = json_pack(
         "{s:s, s:s, s:s, s:I, s:s, s:I, s:s, s:I, s:b, s:I, s:o, s:o}", "name", env->name, "tenant",
         env->tenant, "state", env->state, "created_at", (json_int_t)env->created_at, "created",
         s_iso(env->created_at, created, sizeof created), "expires_at", (json_int_t)env->expires_at,
         "expires", s_iso(env->expires_at, expires, sizeof expires), "lifetime",
         (json_int_t)env->lifetime, "deny_outgoing", (int)env->deny_outgoing, "vm_count",
         (json_int_t)env->vm_count, "ports", s_json_ports(env->n_ports, env->ports), "vms", vms);
+    if (obj && env->queue_position) {
+        json_object_set_new(obj, "queue_position", json_integer(env->queue_position));
+        json_object_set_new(obj, "queue_deadline", json_integer(env->queue_deadline));
+        json_object_set_new(obj, "priority", json_integer(env->priority));
+    }
+    return obj;
 }
 
 /* "22,80" from a port list; "-" when empty. */
@@ -176,6 +182,11 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
     fprintf(out, "outgoing  %s\n", env->deny_outgoing ? "denied" : "allowed");
     fprintf(out, "ports     %s\n", ports);
     fprintf(out, "vms       %u\n", env->vm_count);
+    if (env->queue_position) {
+        char deadline[32];
+        fprintf(out, "queued    position %u, priority %u, gives up %s\n", env->queue_position,
+                env->priority, s_iso(env->queue_deadline, deadline, sizeof deadline));
+    }
     if (env->n_vms == 0)
         return 0;
     fputc('\n', out);
@@ -439,6 +450,147 @@ int print_event(FILE *out, const Ttfleet__Event *ev, bool json)
     if (*ev->message)
         fprintf(out, " (%s)", ev->message);
     fputc('\n', out);
+    return 0;
+}
+
+/* ---- admission ---- */
+
+static void s_limit(int64_t limit, char *buf, size_t len)
+{
+    if (limit < 0)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%lld", (long long)limit);
+}
+
+/* "used/limit" for one dimension; "used/-" without a limit. */
+static void s_used_of(int64_t used, int64_t limit, char *buf, size_t len)
+{
+    char l[32];
+    s_limit(limit, l, sizeof l);
+    snprintf(buf, len, "%lld/%s", (long long)used, l);
+}
+
+int print_quota_list(FILE *out, const Ttfleet__QuotaInfoList *list, bool json)
+{
+    if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < list->n_quotas; i++) {
+            const Ttfleet__QuotaInfo *q = list->quotas[i];
+            const Ttfleet__QuotaUsage *u = q->used;
+            json_t *used = u ? json_pack("{s:I, s:I, s:I, s:I, s:I}", "envs", (json_int_t)u->envs,
+                                         "vms", (json_int_t)u->vms, "cpu", (json_int_t)u->cpu,
+                                         "mem", (json_int_t)u->mem_mib, "disk",
+                                         (json_int_t)u->disk_mib)
+                             : json_null();
+            json_array_append_new(
+                arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "tenant",
+                               q->tenant, "envs", (json_int_t)q->envs, "vms", (json_int_t)q->vms,
+                               "cpu", (json_int_t)q->cpu, "mem", (json_int_t)q->mem_mib, "disk",
+                               (json_int_t)q->disk_mib, "max_lifetime",
+                               (json_int_t)q->max_lifetime, "max_priority",
+                               (json_int_t)q->max_priority, "used", used));
+        }
+        return s_json_print(out, json_pack("{s:o}", "quotas", arr));
+    }
+    if (list->n_quotas == 0) {
+        fprintf(out, "no quotas\n");
+        return 0;
+    }
+    table_t t;
+    s_table_init(&t, 8);
+    s_table_row(&t, "TENANT", "ENVS", "VMS", "CPU", "MEM", "DISK", "LIFETIME", "PRIO");
+    for (size_t i = 0; i < list->n_quotas; i++) {
+        const Ttfleet__QuotaInfo *q = list->quotas[i];
+        static const Ttfleet__QuotaUsage zero = TTFLEET__QUOTA_USAGE__INIT;
+        const Ttfleet__QuotaUsage *u = q->used ? q->used : &zero;
+        char envs[48], vms[48], cpu[48], mem[48], disk[48], life[32], prio[32];
+        s_used_of(u->envs, q->envs, envs, sizeof envs);
+        s_used_of(u->vms, q->vms, vms, sizeof vms);
+        s_used_of(u->cpu, q->cpu, cpu, sizeof cpu);
+        s_used_of(u->mem_mib, q->mem_mib, mem, sizeof mem);
+        s_used_of(u->disk_mib, q->disk_mib, disk, sizeof disk);
+        s_limit(q->max_lifetime, life, sizeof life);
+        s_limit(q->max_priority, prio, sizeof prio);
+        s_table_row(&t, q->tenant, envs, vms, cpu, mem, disk, life, prio);
+    }
+    s_table_print(out, &t);
+    return 0;
+}
+
+int print_queue(FILE *out, const Ttfleet__QueueEntryList *list, bool json)
+{
+    if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < list->n_entries; i++) {
+            const Ttfleet__QueueEntry *e = list->entries[i];
+            json_array_append_new(
+                arr, json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+                               "position", (json_int_t)e->position, "tenant", e->tenant, "env",
+                               e->env, "request_id", e->request_id, "priority",
+                               (json_int_t)e->priority, "enqueued_at",
+                               (json_int_t)e->enqueued_at, "deadline", (json_int_t)e->deadline,
+                               "cpu", (json_int_t)e->cpu, "mem", (json_int_t)e->mem_mib, "disk",
+                               (json_int_t)e->disk_mib, "vms", (json_int_t)e->vms,
+                               "blocked_head", e->blocked_head));
+        }
+        return s_json_print(out, json_pack("{s:o, s:I}", "entries", arr, "total",
+                                           (json_int_t)list->total));
+    }
+    if (list->n_entries == 0) {
+        fprintf(out, "queue empty (%u queued in all)\n", list->total);
+        return 0;
+    }
+    table_t t;
+    s_table_init(&t, 9);
+    s_table_row(&t, "POS", "TENANT", "ENV", "PRIO", "VMS", "CPU", "MEM", "QUEUED", "GIVES UP");
+    for (size_t i = 0; i < list->n_entries; i++) {
+        const Ttfleet__QueueEntry *e = list->entries[i];
+        char pos[24], prio[16], vms[16], cpu[16], mem[24], since[32], until[32];
+        snprintf(pos, sizeof pos, "%u%s", e->position, e->blocked_head ? "*" : "");
+        snprintf(prio, sizeof prio, "%u", e->priority);
+        snprintf(vms, sizeof vms, "%u", e->vms);
+        snprintf(cpu, sizeof cpu, "%u", e->cpu);
+        snprintf(mem, sizeof mem, "%llu", (unsigned long long)e->mem_mib);
+        s_iso(e->enqueued_at, since, sizeof since);
+        s_iso(e->deadline, until, sizeof until);
+        s_table_row(&t, pos, e->tenant, e->env, prio, vms, cpu, mem, since, until);
+    }
+    s_table_print(out, &t);
+    fprintf(out, "%u queued in all; * holds the capacity reservation\n", list->total);
+    return 0;
+}
+
+int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json)
+{
+    if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < list->n_records; i++) {
+            const Ttfleet__AuditRecord *r = list->records[i];
+            json_array_append_new(
+                arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
+                               (json_int_t)r->id, "time", (json_int_t)r->time, "tenant",
+                               r->tenant, "role", r->role, "key", r->key, "op", r->op, "target",
+                               r->target, "request_id", r->request_id, "status",
+                               tt_status_name(r->status), "message", r->message));
+        }
+        return s_json_print(out, json_pack("{s:o}", "audit", arr));
+    }
+    if (list->n_records == 0) {
+        fprintf(out, "no audit records\n");
+        return 0;
+    }
+    table_t t;
+    s_table_init(&t, 8);
+    s_table_row(&t, "TIME", "TENANT", "ROLE", "OP", "TARGET", "REQUEST", "STATUS", "MESSAGE");
+    for (size_t i = 0; i < list->n_records; i++) {
+        const Ttfleet__AuditRecord *r = list->records[i];
+        char when[32];
+        s_iso(r->time, when, sizeof when);
+        s_table_row(&t, when, r->tenant, r->role, r->op, r->target, r->request_id,
+                    tt_status_name(r->status), *r->message ? r->message : "-");
+    }
+    s_table_print(out, &t);
     return 0;
 }
 

@@ -40,4 +40,10 @@ int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host,
  * host, vm_id, state, message), so `ttctl watch --json` is JSON Lines. */
 int print_event(FILE *out, const Ttfleet__Event *ev, bool json);
 
+/* Admission: quotas (limits with what is used; -1 shows as "-"), the
+ * admission queue in order, and audit rows newest first. */
+int print_quota_list(FILE *out, const Ttfleet__QuotaInfoList *list, bool json);
+int print_queue(FILE *out, const Ttfleet__QueueEntryList *list, bool json);
+int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json);
+
 #endif

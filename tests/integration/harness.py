@@ -163,11 +163,39 @@ def pb2():
     return _pb2
 
 
+_ttfleet_dir = None
+
+
+def ttfleet_package():
+    """A directory with the ttfleet Python package (client/python) installed
+    by pip from this source tree, once per process; it is put on sys.path."""
+    global _ttfleet_dir
+    if _ttfleet_dir is None:
+        out = tempfile.mkdtemp(prefix="ttfleet-py-")
+        atexit.register(shutil.rmtree, out, True)
+        build = tempfile.mkdtemp(prefix="ttfleet-py-build-")
+        atexit.register(shutil.rmtree, build, True)
+        src = os.path.join(build, "src")
+        # build from a copy, so the source tree gets no build/ directory
+        shutil.copytree(os.path.join(SOURCE, "client", "python"), src,
+                        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        env = dict(os.environ, TTFLEET_PROTO=os.path.join(SOURCE, "schema", "ttfleet.proto"),
+                   PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+                   PIP_ROOT_USER_ACTION="ignore")
+        subprocess.run(["/usr/bin/python3", "-m", "pip", "install", "-q", "--no-build-isolation",
+                        "--no-deps", "--target", out, src], check=True, env=env,
+                       stdout=subprocess.DEVNULL, timeout=300)
+        sys.path.insert(0, out)
+        _ttfleet_dir = out
+    return _ttfleet_dir
+
+
 def producer():
-    """The example producer module (its Client is our raw 7/MDP client)."""
+    """The example producer module (its Client is ttfleet.Client)."""
     global _producer
     if _producer is None:
         pb2()
+        ttfleet_package()
         path = os.path.join(SOURCE, "client", "examples", "producer.py")
         spec = importlib.util.spec_from_file_location("ttfleet_producer", path)
         _producer = importlib.util.module_from_spec(spec)

@@ -25,7 +25,7 @@ class PythonProducer(unittest.TestCase):
         harness.watchdog(0)
 
     def run_producer(self, *args, broker=None):
-        env = dict(os.environ, PYTHONPATH=harness.pb2().generated_dir)
+        env = dict(os.environ, PYTHONPATH=harness.ttfleet_package())
         argv = [sys.executable, PRODUCER, "--broker", broker or self.pool.clients_ep] + [
             str(a) for a in args]
         return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)

@@ -393,6 +393,27 @@ static void s_test_ops(void)
     s_expect(c, ttclient_host_list(c, &r), &r, admin, TTFLEET__REQUEST__OP_HOST_LIST);
     s_expect(c, ttclient_host_show(c, "h1", &r), &r, admin, TTFLEET__REQUEST__OP_HOST_SHOW);
     s_expect(c, ttclient_pool_status(c, &r), &r, admin, TTFLEET__REQUEST__OP_POOL_STATUS);
+    /* admission */
+    create.queue = true;
+    create.max_wait = 60;
+    create.priority = 5;
+    s_expect(c, ttclient_env_create(c, &create, &r), &r, env, TTFLEET__REQUEST__OP_ENV_CREATE);
+    Ttfleet__QuotaLimit cpu = TTFLEET__QUOTA_LIMIT__INIT;
+    cpu.value = 8;
+    Ttfleet__QuotaSet qset = TTFLEET__QUOTA_SET__INIT;
+    qset.tenant = "t2";
+    qset.cpu = &cpu;
+    s_expect(c, ttclient_quota_set(c, &qset, &r), &r, admin, TTFLEET__REQUEST__OP_QUOTA_SET);
+    s_expect(c, ttclient_quota_show(c, NULL, false, &r), &r, env,
+             TTFLEET__REQUEST__OP_QUOTA_SHOW);
+    s_expect(c, ttclient_quota_show(c, NULL, true, &r), &r, admin,
+             TTFLEET__REQUEST__OP_QUOTA_SHOW);
+    s_expect(c, ttclient_queue_list(c, false, &r), &r, env, TTFLEET__REQUEST__OP_QUEUE_LIST);
+    s_expect(c, ttclient_queue_list(c, true, &r), &r, admin, TTFLEET__REQUEST__OP_QUEUE_LIST);
+    Ttfleet__AuditQuery aq = TTFLEET__AUDIT_QUERY__INIT;
+    aq.env = "e1";
+    aq.limit = 10;
+    s_expect(c, ttclient_audit(c, &aq, &r), &r, env, TTFLEET__REQUEST__OP_AUDIT_QUERY);
 
     /* The caller's request id and tenant are used when given, and the
      * request keeps no pointer into the client afterwards. */

@@ -1,0 +1,154 @@
+"""pytest: the ttfleet package against real daemons (a broker and a worker
+from tests/integration/harness.py). The package is installed by pip from
+this tree (harness.ttfleet_package), as a user would install it."""
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests",
+                                "integration"))
+import harness  # noqa: E402
+
+harness.ttfleet_package()
+import ttfleet  # noqa: E402
+from ttfleet import pb  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pool():
+    p = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}}).start()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def client(pool):
+    with ttfleet.Client(broker=pool.clients_ep, tenant="pyt", timeout_ms=5000,
+                        events=pool.events_ep) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(pool):
+    with ttfleet.Client(broker=pool.clients_ep, tenant=harness.ADMIN, timeout_ms=5000) as c:
+        yield c
+
+
+def test_installed_from_tree():
+    assert ttfleet.__file__.startswith(harness.ttfleet_package())
+    assert hasattr(ttfleet.pb, "EnvCreate")
+
+
+def test_env_lifecycle(client):
+    env = client.env_create("life", images=[("sleeper", 2)], cpu=1, mem_mib=128, ports=[80])
+    assert env.name == "life" and env.tenant == "pyt" and len(env.vms) == 2
+    assert all(vm.state == pb.VM_RUNNING for vm in env.vms)
+    assert "life" in [e.name for e in client.env_list()]
+    assert client.env_show("life").vm_count == 2
+    assert client.env_pause("life").state == "paused"
+    assert client.env_resume("life").state == "running"
+    assert client.env_extend("life", 7200).lifetime == 7200
+    assert 8080 in client.env_update("life", ports=[80, 8080]).ports
+    con = client.env_console("life", env.vms[0].vm_id)
+    assert con.vm_id == env.vms[0].vm_id and isinstance(con.text, bytes)
+    assert client.env_stop("life").state == "stopped"
+    client.env_delete("life")
+    with pytest.raises(ttfleet.NotFound) as e:
+        client.env_show("life")
+    assert e.value.status == "NOT_FOUND" and e.value.message
+
+
+def test_exceptions(client):
+    client.env_create("taken", images=["sleeper"], cpu=1, mem_mib=64)
+    try:
+        with pytest.raises(ttfleet.AlreadyExists):
+            client.env_create("taken", images=["sleeper"], cpu=1, mem_mib=64)
+        with pytest.raises(ttfleet.InvalidState):
+            client.env_update("taken", cpu=2)
+        with pytest.raises(ttfleet.Forbidden):
+            client.env_extend("taken", 86400)
+    finally:
+        client.env_delete("taken")
+    with pytest.raises(ttfleet.BadRequest):
+        client.env_create("bad name", images=["sleeper"])
+    with pytest.raises(ttfleet.NoCapacity):
+        client.env_create("huge", images=["sleeper"], cpu=64)
+    with pytest.raises(ttfleet.Unavailable):
+        client.env_create("noimg", images=["no-such-image"])
+    with pytest.raises(ttfleet.Forbidden):
+        client.host_list()
+    assert issubclass(ttfleet.NotFound, ttfleet.BrokerError)
+
+
+def test_admin(admin):
+    hosts = admin.host_list()
+    assert [h.id for h in hosts] == ["h1"]
+    assert admin.host_show("h1").state == "online"
+    admin.host_drain("h1")
+    assert admin.host_show("h1").draining
+    admin.host_drain("h1", undo=True)
+    assert not admin.host_show("h1").draining
+    assert admin.pool_status().hosts_online == 1
+    with pytest.raises(ttfleet.NotFound):
+        admin.host_show("nope")
+
+
+def test_same_request_id_is_one_env(client):
+    first = client.env_create("idem", images=["sleeper"], cpu=1, mem_mib=64, request_id="py-idem-1")
+    try:
+        again = client.env_create("idem", images=["sleeper"], cpu=1, mem_mib=64,
+                                  request_id="py-idem-1")
+        assert [v.vm_id for v in again.vms] == [v.vm_id for v in first.vms]
+    finally:
+        client.env_delete("idem")
+
+
+def test_timeout_and_retries():
+    dead = "tcp://127.0.0.1:%d" % harness.free_port()
+    c = ttfleet.Client(broker=dead, tenant="pyt", timeout_ms=100, retries=3)
+    t0 = time.monotonic()
+    with pytest.raises(ttfleet.TransportError) as e:
+        c.pool_status()
+    assert "3 attempts" in str(e.value)
+    assert time.monotonic() - t0 < 5
+    c.close()
+
+
+def test_retry_reaches_a_late_broker(pool):
+    """The first attempts go nowhere (the broker is stopped); a retry with
+    the same request id on a fresh socket reaches the broker once it is back."""
+    pool.stop_broker()
+    c = ttfleet.Client(broker=pool.clients_ep, tenant="pyt", timeout_ms=1500, retries=10)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("s", c.pool_status()))
+    t.start()
+    time.sleep(1.0)
+    pool.start_broker()
+    t.join(30)
+    assert out["s"].hosts_total >= 0
+    c.close()
+    pool.wait_online(["h1"])
+
+
+def test_watch(client, pool):
+    got = []
+    t = threading.Thread(target=lambda: got.extend(
+        client.watch(topic="env.", env="watched", timeout_ms=15000, count=2)))
+    t.start()
+    time.sleep(0.5)
+    c2 = ttfleet.Client(broker=pool.clients_ep, tenant="pyt", timeout_ms=5000)
+    c2.env_create("watched", images=["sleeper"], cpu=1, mem_mib=64)
+    c2.env_delete("watched")
+    c2.close()
+    t.join(20)
+    assert [e.kind for e in got] == ["env.created", "env.deleted"]
+
+
+def test_bad_key_file(tmp_path):
+    with pytest.raises(ttfleet.KeyFileError):
+        ttfleet.Client(broker="tcp://127.0.0.1:1", key=str(tmp_path / "nope"),
+                       broker_key=str(tmp_path / "nope2"))

@@ -1,0 +1,275 @@
+"""ttfleet.Client: the client side of 7/MDP (MDPC01) on a DEALER socket.
+
+One request in flight at a time. Each request has an id; an attempt that
+gets no reply within timeout_ms closes its socket (linger 0) and the same
+request, same id, goes out on a fresh socket, so a late reply to the old
+socket can never be read as the answer to the next request, and the
+broker's idempotency records turn the retry into the first attempt's
+outcome. IN_PROGRESS (the first attempt still runs) is asked again after a
+short pause within the same attempt. Replies are matched by request id; an
+error reply without any id is taken (the broker could not decode ours).
+
+A Client is not thread-safe: use one per thread.
+"""
+
+import time
+import uuid
+
+import zmq
+
+from . import errors
+from . import ttfleet_pb2 as pb
+
+MDP_CLIENT = b"MDPC01"
+IN_PROGRESS_PAUSE = 0.2
+
+
+def load_curve(key, broker_key):
+    """(public, secret, broker public) from a client certificate (KEY and
+    KEY_secret as `ttctl keygen` writes them) and the broker's public one."""
+    import zmq.auth
+    if not key or not broker_key:
+        raise errors.KeyFileError("CURVE needs both a client key and the broker's key")
+    secret_path = key if key.endswith("_secret") else key + "_secret"
+    try:
+        public, secret = zmq.auth.load_certificate(secret_path)
+        server, _ = zmq.auth.load_certificate(broker_key)
+    except (OSError, ValueError) as e:
+        raise errors.KeyFileError("cannot load a CURVE certificate: %s" % e) from e
+    if not secret:
+        raise errors.KeyFileError("%s has no secret key" % secret_path)
+    return public, secret, server
+
+
+class Client:
+    def __init__(self, broker="tcp://127.0.0.1:5555", tenant="default", key=None,
+                 broker_key=None, timeout_ms=10000, retries=3, events=None):
+        """broker: the clients endpoint; tenant: who asks (ignored by a
+        CURVE broker, which takes it from the key); key/broker_key: CURVE
+        certificates; timeout_ms per attempt; retries: attempts in all;
+        events: the broker's events endpoint for watch() (default: the
+        broker's host, port + 2)."""
+        if retries < 1 or timeout_ms < 1:
+            raise ValueError("timeout_ms and retries must be at least 1")
+        self.broker = broker
+        self.tenant = tenant
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.events = events
+        self.curve = load_curve(key, broker_key) if key or broker_key else None
+        self.ctx = zmq.Context.instance()
+        self.sock = None
+        self.last_request_id = ""
+
+    # ---- transport ----
+
+    def _apply_curve(self, sock):
+        if self.curve:
+            public, secret, server = self.curve
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+            sock.curve_serverkey = server
+
+    def _connect(self):
+        self.close()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self._apply_curve(self.sock)
+        self.sock.connect(self.broker)
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def call(self, service, request):
+        """Sends a Request (filling request_id and tenant when empty) and
+        returns the Reply, whatever its status; raises TransportError."""
+        request.request_id = request.request_id or uuid.uuid4().hex[:16]
+        request.tenant = request.tenant or self.tenant
+        self.last_request_id = request.request_id
+        body = request.SerializeToString()
+        for _attempt in range(self.retries):
+            if self.sock is None:
+                self._connect()
+            self.sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
+            deadline = time.monotonic() + self.timeout_ms / 1000.0
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                    break
+                reply = self._parse(self.sock.recv_multipart(), service, request.request_id)
+                if reply is None:
+                    continue
+                if reply.status == pb.IN_PROGRESS:
+                    time.sleep(IN_PROGRESS_PAUSE)
+                    self.sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
+                    continue
+                return reply
+            self.close()  # a fresh socket for the retry
+        raise errors.TransportError("no reply from %s after %d attempts of %d ms"
+                                    % (self.broker, self.retries, self.timeout_ms))
+
+    @staticmethod
+    def _parse(frames, service, request_id):
+        if len(frames) != 4 or frames[0] != b"" or frames[1] != MDP_CLIENT:
+            return None
+        if frames[2] != service.encode():
+            return None
+        reply = pb.Reply()
+        try:
+            reply.ParseFromString(frames[3])
+        except Exception:  # DecodeError, but input is never trusted
+            return None
+        anonymous_error = not reply.request_id and reply.status not in (pb.OK, pb.IN_PROGRESS)
+        if reply.request_id != request_id and not anonymous_error:
+            return None
+        return reply
+
+    def _op(self, op, fill, service="tt.env", request_id=None, result=None):
+        """Builds a Request with op set by fill(msg), sends it, raises the
+        status's exception, returns the named result (or the Reply)."""
+        req = pb.Request(request_id=request_id or "")
+        msg = getattr(req, op)
+        msg.SetInParent()
+        if fill:
+            fill(msg)
+        reply = self.call(service, req)
+        if reply.status != pb.OK:
+            name = pb.Status.Name(reply.status) if reply.status in pb.Status.values() else str(
+                reply.status)
+            raise errors.for_status(name)(reply.message or name, reply.request_id, op)
+        if result:
+            return getattr(reply, result)
+        return reply
+
+    # ---- one method per ttctl command ----
+
+    def env_create(self, name, images, engine="", cpu=0, mem_mib=0, disk_mib=0, ports=(),
+                   lifetime=0, deny_outgoing=False, spread=False, request_id=None):
+        """images: [("image", dup)] or ["image"]; returns the EnvInfo."""
+        def fill(m):
+            m.name = name
+            for item in images:
+                image, dup = (item, 1) if isinstance(item, str) else item
+                m.images.add(image=image, dup=dup)
+            m.engine, m.cpu, m.mem_mib, m.disk_mib = engine, cpu, mem_mib, disk_mib
+            m.ports.extend(ports)
+            m.lifetime, m.deny_outgoing, m.spread = lifetime, deny_outgoing, spread
+        return self._op("env_create", fill, request_id=request_id, result="env")
+
+    def env_show(self, name):
+        return self._op("env_show", lambda m: setattr(m, "name", name), result="env")
+
+    def env_list(self, all=False):
+        """The caller's envs (every tenant's with all=True, admin)."""
+        service = "tt.admin" if all else "tt.env"
+        return list(self._op("env_list", lambda m: setattr(m, "all", all), service,
+                             result="envs").envs)
+
+    def _env_ref(self, op, name, request_id=None):
+        return self._op(op, lambda m: setattr(m, "name", name), request_id=request_id,
+                        result="env")
+
+    def env_stop(self, name, request_id=None):
+        return self._env_ref("env_stop", name, request_id)
+
+    def env_start(self, name, request_id=None):
+        return self._env_ref("env_start", name, request_id)
+
+    def env_pause(self, name, request_id=None):
+        return self._env_ref("env_pause", name, request_id)
+
+    def env_resume(self, name, request_id=None):
+        return self._env_ref("env_resume", name, request_id)
+
+    def env_delete(self, name, request_id=None):
+        self._op("env_delete", lambda m: setattr(m, "name", name), request_id=request_id)
+
+    def env_extend(self, name, lifetime, request_id=None):
+        def fill(m):
+            m.name, m.lifetime = name, lifetime
+        return self._op("env_extend", fill, request_id=request_id, result="env")
+
+    def env_update(self, name, cpu=0, mem_mib=0, disk_mib=0, ports=None, outgoing=None,
+                   request_id=None):
+        """ports: a new guest port list (None: unchanged); outgoing: "deny",
+        "allow" or None."""
+        def fill(m):
+            m.name, m.cpu, m.mem_mib, m.disk_mib = name, cpu, mem_mib, disk_mib
+            if ports is not None:
+                m.set_ports = True
+                m.ports.extend(ports)
+            if outgoing is not None:
+                m.outgoing = {"deny": pb.OUTGOING_DENY, "allow": pb.OUTGOING_ALLOW}[outgoing]
+        return self._op("env_update", fill, request_id=request_id, result="env")
+
+    def env_rm_vm(self, name, vm_ids=(), image_prefix="", host=""):
+        def fill(m):
+            m.name, m.image_prefix, m.host = name, image_prefix, host
+            m.vm_ids.extend(vm_ids)
+        return self._op("env_rm_vm", fill, result="env")
+
+    def env_console(self, name, vm_id, host="", max_bytes=0):
+        """The ConsoleText (text is bytes)."""
+        def fill(m):
+            m.name, m.vm_id, m.host, m.max_bytes = name, vm_id, host, max_bytes
+        return self._op("env_console", fill, result="console")
+
+    def host_list(self):
+        return list(self._op("host_list", None, "tt.admin", result="hosts").hosts)
+
+    def host_show(self, host_id):
+        return self._op("host_show", lambda m: setattr(m, "id", host_id), "tt.admin",
+                        result="host")
+
+    def host_drain(self, host_id, undo=False, evacuate=False):
+        def fill(m):
+            m.id, m.undo, m.evacuate = host_id, undo, evacuate
+        return self._op("host_drain", fill, "tt.admin")
+
+    def host_remove(self, host_id, force=False):
+        def fill(m):
+            m.id, m.force = host_id, force
+        return self._op("host_remove", fill, "tt.admin")
+
+    def pool_status(self):
+        return self._op("pool_status", None, "tt.admin", result="pool")
+
+    def watch(self, topic="", env=None, timeout_ms=None, count=None):
+        """Yields Events from the broker's events socket (topic prefix; only
+        env's with env=), until count events or timeout_ms of silence."""
+        endpoint = self.events
+        if not endpoint:
+            host, port = self.broker.rsplit(":", 1)
+            endpoint = "%s:%d" % (host, int(port) + 2)
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        self._apply_curve(sub)
+        sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sub.connect(endpoint)
+        seen = 0
+        try:
+            while count is None or seen < count:
+                if not sub.poll(timeout_ms if timeout_ms is not None else -1):
+                    return
+                frames = sub.recv_multipart()
+                if len(frames) != 2:
+                    continue
+                ev = pb.Event()
+                try:
+                    ev.ParseFromString(frames[1])
+                except Exception:
+                    continue
+                if env is not None and ev.env != env:
+                    continue
+                seen += 1
+                yield ev
+        finally:
+            sub.close(linger=0)

@@ -1,0 +1,1104 @@
+/*
+ * gw: see gw.h.
+ *
+ * One request, step by step:
+ *  1. libmicrohttpd calls s_access first with the headers only. A declared
+ *     body over max_body is refused right there (413), before it is read.
+ *  2. Body chunks are appended to the connection's buffer, still bounded
+ *     (a chunked body without Content-Length is cut off the same way).
+ *  3. With the whole request in hand the route table (s_routes) is searched
+ *     by method and path; a path that no route has is 404, a path with
+ *     another method is 405 with Allow.
+ *  4. The bearer token is looked up (tokens.c); it names the tenant and the
+ *     role. Admin-only routes are refused with 403 for the user role.
+ *  5. The route's op (a field name of Request's oneof) is built from the
+ *     JSON body, the path's parameters and the query string through pbjson,
+ *     so the wire message and the JSON always agree on names and types.
+ *  6. A fresh libttclient connection sends it (Idempotency-Key header as
+ *     the request id), and the Reply's status picks the HTTP status.
+ *
+ * The tenant put in the Request is always the token's, never the caller's
+ * choice: the body cannot carry one (Request.tenant is not a field of any
+ * op message). Admin-only ops go out as the broker's admin tenant. Under
+ * CURVE the broker takes the tenant from the gateway's key instead; acting
+ * on behalf of the token's tenant then needs the broker-side gateway role
+ * described in docs/GATEWAY.md.
+ */
+#include "gw.h"
+
+#include <czmq.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "dashboard_files.h"
+#include "metrics.h"
+#include "pbjson.h"
+#include "quota.h"
+#include "ttclient.h"
+#include "ttproto.h"
+
+#define S_MAX_SEGMENTS 8
+#define S_MAX_QUERY 8
+#define S_SSE_BLOCK 8192
+#define S_SCRAPE_CACHE_MS 2000
+#define S_SCRAPE_MAX_ENVS 500
+
+/* route flags */
+#define S_ADMIN 1u        /* needs the admin role */
+#define S_BODY 2u         /* takes a JSON body (optional unless S_NEED_BODY) */
+#define S_NEED_BODY 4u
+#define S_PUBLIC 8u       /* no token needed */
+
+struct _gw_t {
+    gw_config_t cfg;
+    struct MHD_Daemon *daemon;
+};
+
+typedef struct {
+    char *body;
+    size_t len;
+    bool too_large;
+    int64_t start_ms;
+} s_conn_t;
+
+typedef struct s_request s_request_t;
+typedef enum MHD_Result (*s_handler_fn)(gw_t *gw, s_request_t *r);
+
+typedef struct {
+    const char *method;
+    const char *path;       /* segments; "*" matches one segment */
+    const char *name;       /* metrics label; also the op (Request field) */
+    const char *op;         /* NULL: a special handler */
+    const char *service;
+    unsigned flags;
+    const char *params[2];  /* op fields the "*" segments fill, in order */
+    const char *query[4];   /* op fields the query string may set */
+    int ok_status;
+    s_handler_fn fn;
+    int metric;             /* index from metrics_route() */
+} s_route_t;
+
+struct s_request {
+    struct MHD_Connection *conn;
+    s_conn_t *state;
+    const s_route_t *route;
+    char *segments[S_MAX_SEGMENTS];
+    int n_segments;
+    char tenant[TT_MAX_NAME + 1];
+    char role[16];
+    int status;             /* HTTP status sent */
+};
+
+static enum MHD_Result s_api(gw_t *gw, s_request_t *r);
+static enum MHD_Result s_events(gw_t *gw, s_request_t *r);
+static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r);
+static enum MHD_Result s_static(gw_t *gw, s_request_t *r);
+static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r);
+
+static s_route_t s_routes[] = {
+    {"POST", "/v1/envs", "env_create", "env_create", "tt.env", S_BODY | S_NEED_BODY, {0}, {0}, 201, s_api, 0},
+    {"GET", "/v1/envs", "env_list", "env_list", "tt.env", 0, {0}, {"all"}, 200, s_api, 0},
+    {"GET", "/v1/envs/*", "env_show", "env_show", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
+    {"DELETE", "/v1/envs/*", "env_delete", "env_delete", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
+    {"PATCH", "/v1/envs/*", "env_update", "env_update", "tt.env", S_BODY | S_NEED_BODY, {"name"}, {0}, 200, s_api, 0},
+    {"POST", "/v1/envs/*/stop", "env_stop", "env_stop", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
+    {"POST", "/v1/envs/*/start", "env_start", "env_start", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
+    {"POST", "/v1/envs/*/pause", "env_pause", "env_pause", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
+    {"POST", "/v1/envs/*/resume", "env_resume", "env_resume", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
+    {"POST", "/v1/envs/*/extend", "env_extend", "env_extend", "tt.env", S_BODY | S_NEED_BODY, {"name"}, {0}, 200, s_api, 0},
+    {"GET", "/v1/envs/*/vms/*/console", "env_console", "env_console", "tt.env", 0, {"name", "vm_id"}, {"host", "max_bytes"}, 200, s_api, 0},
+    {"GET", "/v1/hosts", "host_list", "host_list", "tt.admin", S_ADMIN, {0}, {0}, 200, s_api, 0},
+    {"GET", "/v1/hosts/*", "host_show", "host_show", "tt.admin", S_ADMIN, {"id"}, {0}, 200, s_api, 0},
+    {"POST", "/v1/hosts/*/drain", "host_drain", "host_drain", "tt.admin", S_ADMIN | S_BODY, {"id"}, {0}, 200, s_api, 0},
+    {"GET", "/v1/status", "pool_status", "pool_status", "tt.admin", 0, {0}, {0}, 200, s_api, 0},
+    {"GET", "/v1/whoami", "whoami", NULL, NULL, 0, {0}, {0}, 200, s_whoami, 0},
+    {"GET", "/v1/events", "events", NULL, NULL, 0, {0}, {"topic", "env"}, 200, s_events, 0},
+    {"GET", "/metrics", "metrics", NULL, NULL, S_PUBLIC, {0}, {0}, 200, s_metrics, 0},
+    {"GET", "/", "dashboard", NULL, NULL, S_PUBLIC, {0}, {"token"}, 200, s_static, 0},
+    {"GET", "/*", "dashboard", NULL, NULL, S_PUBLIC, {0}, {0}, 200, s_static, 0},
+};
+#define S_N_ROUTES (sizeof s_routes / sizeof s_routes[0])
+
+static int s_unmatched_metric = -1;
+static atomic_uint s_streams;
+static atomic_bool s_stopping;
+
+/* ---- responses ---- */
+
+static enum MHD_Result s_send(s_request_t *r, int status, const char *type, char *text, size_t len,
+                              enum MHD_ResponseMemoryMode mode, const char *allow)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, mode);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (strncmp(type, "application/json", 16) == 0)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (status == 401)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"ttgw\"");
+    if (status == 405 && allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (status == 409 || status == 429 || status == 503)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    r->status = status;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result s_send_json(s_request_t *r, int status, json_t *body, const char *allow)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text)
+        return MHD_NO;
+    return s_send(r, status, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE, allow);
+}
+
+/* Every error: {"error": {"status": NAME, "message": TEXT[, "request_id": ID]}}. */
+static enum MHD_Result s_error(s_request_t *r, int status, const char *name, const char *request_id,
+                               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result s_error(s_request_t *r, int status, const char *name, const char *request_id,
+                               const char *fmt, ...)
+{
+    char message[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    json_t *err = json_pack("{s:s,s:s}", "status", name, "message", message);
+    if (!err) /* the message was not UTF-8 (it quotes input): say so instead */
+        err = json_pack("{s:s,s:s}", "status", name, "message", "(message not UTF-8)");
+    if (request_id && *request_id)
+        json_object_set_new(err, "request_id", json_string(request_id));
+    return s_send_json(r, status, json_pack("{s:o}", "error", err), NULL);
+}
+
+/* HTTP status for a broker Status. */
+static int s_http_status(int status)
+{
+    switch (status) {
+    case TTFLEET__STATUS__OK: return 200;
+    case TTFLEET__STATUS__BAD_REQUEST: return 422;
+    case TTFLEET__STATUS__NOT_FOUND: return 404;
+    case TTFLEET__STATUS__ALREADY_EXISTS: return 409;
+    case TTFLEET__STATUS__NO_CAPACITY: return 503;
+    case TTFLEET__STATUS__TOO_SOON: return 429;
+    case TTFLEET__STATUS__INVALID_STATE: return 409;
+    case TTFLEET__STATUS__FORBIDDEN: return 403;
+    case TTFLEET__STATUS__IN_PROGRESS: return 409;
+    case TTFLEET__STATUS__WORKER_FAILED: return 502;
+    case TTFLEET__STATUS__TIMEOUT: return 504;
+    case TTFLEET__STATUS__INTERNAL: return 500;
+    case TTFLEET__STATUS__UNKNOWN_SERVICE: return 500;
+    case TTFLEET__STATUS__UNAVAILABLE: return 503;
+    case TTFLEET__STATUS__TOO_LARGE: return 413;
+    default: return 500;
+    }
+}
+
+/* ---- broker calls ---- */
+
+static ttclient_t *s_client(gw_t *gw, const char *tenant, char *err, size_t errlen)
+{
+    ttclient_t *c = ttclient_new(gw->cfg.broker, tenant);
+    if (!c) {
+        snprintf(err, errlen, "cannot create a broker client");
+        return NULL;
+    }
+    ttclient_set_timeout(c, gw->cfg.timeout_ms);
+    ttclient_set_retries(c, gw->cfg.retries);
+    if (gw->cfg.key && ttclient_set_curve(c, gw->cfg.key, gw->cfg.broker_key) != 0) {
+        snprintf(err, errlen, "%s", ttclient_error(c));
+        ttclient_destroy(&c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Sends op (the Request field named op_name, already filled) and returns
+ * 0 with *reply_p, or -1 with the transport error in err. */
+static int s_call(gw_t *gw, const char *tenant, const char *service, const char *op_name,
+                  ProtobufCMessage *op, const char *request_id, Ttfleet__Reply **reply_p,
+                  char *err, size_t errlen)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(&ttfleet__request__descriptor, op_name);
+    if (!f) {
+        snprintf(err, errlen, "no op %s", op_name);
+        return -1;
+    }
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    *(ProtobufCMessage **)((char *)&req + f->offset) = op;
+    *(uint32_t *)((char *)&req + f->quantifier_offset) = f->id;
+    char rid[TT_MAX_REQUEST_ID + 1] = "";
+    if (request_id) {
+        snprintf(rid, sizeof rid, "%s", request_id);
+        req.request_id = rid;
+    }
+    ttclient_t *c = s_client(gw, tenant, err, errlen);
+    if (!c)
+        return -1;
+    int64_t t0 = tt_mono_ms();
+    int rc = ttclient_call(c, service, &req, reply_p);
+    metrics_broker(metrics_op(op_name), rc, (double)(tt_mono_ms() - t0) / 1000.0);
+    if (rc != 0)
+        snprintf(err, errlen, "the broker did not answer: %s", ttclient_error(c));
+    ttclient_destroy(&c);
+    return rc;
+}
+
+/* ---- request building ---- */
+
+typedef struct {
+    const s_route_t *route;
+    json_t *obj;
+    const ProtobufCMessageDescriptor *desc;
+    char bad[128];
+    int n;
+} s_query_t;
+
+static enum MHD_Result s_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    s_query_t *q = cls;
+    if (++q->n > S_MAX_QUERY) {
+        snprintf(q->bad, sizeof q->bad, "too many query parameters");
+        return MHD_NO;
+    }
+    bool known = false;
+    for (int i = 0; i < 4 && q->route->query[i]; i++)
+        if (strcmp(q->route->query[i], key) == 0)
+            known = true;
+    if (!known) {
+        snprintf(q->bad, sizeof q->bad, "unknown query parameter '%.40s'", key);
+        return MHD_NO;
+    }
+    if (!q->obj || !q->desc)
+        return MHD_YES;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(q->desc, key);
+    json_t *v;
+    if (f && f->type == PROTOBUF_C_TYPE_BOOL) {
+        if (!value || strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
+            v = json_true();
+        else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
+            v = json_false();
+        else {
+            snprintf(q->bad, sizeof q->bad, "query parameter '%s' must be true or false", key);
+            return MHD_NO;
+        }
+    } else {
+        v = json_string(value ? value : "");
+        if (!v) {
+            snprintf(q->bad, sizeof q->bad, "query parameter '%s' is not UTF-8", key);
+            return MHD_NO;
+        }
+    }
+    json_object_set_new(q->obj, key, v);
+    return MHD_YES;
+}
+
+/* Checks the query string of r against its route, copying the values into
+ * obj (when given) as fields of desc. Returns 0, or -1 with a reason. */
+static int s_query(s_request_t *r, json_t *obj, const ProtobufCMessageDescriptor *desc, char *bad,
+                   size_t badlen)
+{
+    s_query_t q = {.route = r->route, .obj = obj, .desc = desc};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, s_query_arg, &q);
+    if (q.bad[0]) {
+        snprintf(bad, badlen, "%s", q.bad);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *s_header(s_request_t *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
+{
+    const s_route_t *rt = r->route;
+    const char *idem = s_header(r, "Idempotency-Key");
+    if (idem && !tt_request_id_valid(idem))
+        return s_error(r, 400, "BAD_REQUEST", NULL,
+                       "Idempotency-Key must be 1..%d printable characters", TT_MAX_REQUEST_ID);
+
+    const ProtobufCFieldDescriptor *opf =
+        protobuf_c_message_descriptor_get_field_by_name(&ttfleet__request__descriptor, rt->op);
+    const ProtobufCMessageDescriptor *desc = opf->descriptor;
+
+    /* the op's fields as JSON: body, then path parameters, then query */
+    json_t *obj;
+    if (r->state->len > 0) {
+        if (!(rt->flags & S_BODY))
+            return s_error(r, 400, "BAD_REQUEST", NULL, "%s %s takes no request body",
+                           rt->method, rt->path);
+        const char *type = s_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (type && strncasecmp(type, "application/json", 16) != 0)
+            return s_error(r, 415, "UNSUPPORTED_MEDIA_TYPE", NULL,
+                           "the body must be application/json, not %.60s", type);
+        json_error_t jerr;
+        obj = json_loadb(r->state->body, r->state->len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!obj)
+            return s_error(r, 400, "INVALID_JSON", NULL, "malformed JSON at line %d column %d: %s",
+                           jerr.line, jerr.column, jerr.text);
+        if (!json_is_object(obj)) {
+            json_decref(obj);
+            return s_error(r, 400, "INVALID_JSON", NULL, "the body must be a JSON object");
+        }
+    } else {
+        if (rt->flags & S_NEED_BODY)
+            return s_error(r, 400, "BAD_REQUEST", NULL, "%s %s needs a JSON body", rt->method,
+                           rt->path);
+        obj = json_object();
+    }
+    for (int i = 0; i < 2 && rt->params[i]; i++) {
+        const char *seg = NULL;
+        int k = 0;
+        /* the i-th "*" of the pattern */
+        const char *p = rt->path;
+        for (int s = 0; s < r->n_segments; s++) {
+            p = strchr(p, '/');
+            if (!p)
+                break;
+            p++;
+            if (*p == '*' && k++ == i)
+                seg = r->segments[s];
+        }
+        json_t *have = json_object_get(obj, rt->params[i]);
+        if (have && !(json_is_string(have) && seg && strcmp(json_string_value(have), seg) == 0)) {
+            json_decref(obj);
+            return s_error(r, 400, "BAD_REQUEST", NULL,
+                           "field '%s' comes from the path; leave it out of the body",
+                           rt->params[i]);
+        }
+        json_object_set_new(obj, rt->params[i], json_string(seg ? seg : ""));
+        if (!json_object_get(obj, rt->params[i])) {
+            json_decref(obj);
+            return s_error(r, 400, "BAD_REQUEST", NULL, "path segment is not UTF-8");
+        }
+    }
+    char bad[600];
+    if (s_query(r, obj, desc, bad, sizeof bad) != 0) {
+        json_decref(obj);
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    }
+    pbjson_arena_t *arena = pbjson_arena_new();
+    ProtobufCMessage *op = arena ? pbjson_decode(desc, obj, arena, bad, sizeof bad) : NULL;
+    json_decref(obj);
+    if (!op) {
+        if (!arena)
+            snprintf(bad, sizeof bad, "out of memory");
+        pbjson_arena_destroy(&arena);
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    }
+
+    /* who the broker sees */
+    bool admin = strcmp(r->role, "admin") == 0;
+    const char *tenant = r->tenant;
+    if (strcmp(rt->op, "env_list") == 0 && ((Ttfleet__EnvList *)op)->all) {
+        if (!admin) {
+            pbjson_arena_destroy(&arena);
+            return s_error(r, 403, "FORBIDDEN", NULL, "all=true needs the admin role");
+        }
+        tenant = gw->cfg.admin_tenant;
+    }
+    if (rt->flags & S_ADMIN)
+        tenant = gw->cfg.admin_tenant;
+    if (strcmp(rt->op, "pool_status") == 0 && admin)
+        tenant = gw->cfg.admin_tenant;
+
+    /* per-tenant requests in flight: the token's tenant, whatever tenant
+     * the broker sees, so admin-role tokens are bounded too */
+    if (quota_take(QUOTA_REQUESTS, r->tenant, gw->cfg.max_inflight) != 0) {
+        pbjson_arena_destroy(&arena);
+        return s_error(r, 429, "TOO_MANY_REQUESTS", NULL,
+                       "tenant %s has %u requests in flight already", r->tenant,
+                       gw->cfg.max_inflight);
+    }
+    Ttfleet__Reply *reply = NULL;
+    char err[600];
+    int rc = s_call(gw, tenant, rt->service, rt->op, op, idem, &reply, err, sizeof err);
+    quota_give(QUOTA_REQUESTS, r->tenant);
+    pbjson_arena_destroy(&arena);
+    if (rc != 0)
+        return s_error(r, 504, "BROKER_TIMEOUT", idem, "%s", err);
+    enum MHD_Result ret;
+    if (reply->status != TTFLEET__STATUS__OK) {
+        ret = s_error(r, s_http_status(reply->status), tt_status_name(reply->status),
+                      reply->request_id, "%s", reply->message && *reply->message ? reply->message
+                                                              : tt_status_name(reply->status));
+    } else {
+        json_t *body = NULL;
+        const ProtobufCMessageDescriptor *rd = &ttfleet__reply__descriptor;
+        for (unsigned i = 0; i < rd->n_fields; i++) {
+            const ProtobufCFieldDescriptor *f = &rd->fields[i];
+            if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+                *(uint32_t *)((char *)reply + f->quantifier_offset) == f->id) {
+                ProtobufCMessage *m = *(ProtobufCMessage **)((char *)reply + f->offset);
+                if (m)
+                    body = pbjson_encode(m);
+            }
+        }
+        if (!body)
+            body = json_object();
+        if (reply->message && *reply->message)
+            json_object_set_new(body, "message", json_string(reply->message));
+        ret = s_send_json(r, rt->ok_status, body, NULL);
+    }
+    ttclient_reply_destroy(&reply);
+    return ret;
+}
+
+/* The token's tenant and role, so a client (the dashboard) knows what it
+ * may do without trying and failing. */
+static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r)
+{
+    char bad[200];
+    if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    return s_send_json(r, 200, json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role),
+                       NULL);
+}
+
+/* ---- Server-Sent Events ---- */
+
+typedef struct {
+    gw_t *gw;
+    zsock_t *sub;
+    char tenant[TT_MAX_NAME + 1];
+    bool admin;
+    char env[TT_MAX_NAME + 1];
+    char buf[S_SSE_BLOCK];
+    size_t len, off;
+} s_stream_t;
+
+/* Formats the next event this stream may see into st->buf, or a comment
+ * line after the keepalive interval; returns false when the gateway stops. */
+static bool s_stream_next(s_stream_t *st)
+{
+    int waited = 0;
+    while (!atomic_load(&s_stopping)) {
+        zmq_pollitem_t item = {zsock_resolve(st->sub), 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&item, 1, 500);
+        if (n > 0) {
+            zmsg_t *msg = zmsg_recv(st->sub);
+            if (!msg)
+                continue;
+            zframe_t *topic = zmsg_first(msg), *body = zmsg_next(msg);
+            Ttfleet__Event *ev = body ? ttfleet__event__unpack(NULL, zframe_size(body),
+                                                               zframe_data(body))
+                                      : NULL;
+            bool show = ev && topic && (st->admin || (ev->tenant && strcmp(ev->tenant, st->tenant) == 0));
+            if (show && st->env[0] && (!ev->env || strcmp(ev->env, st->env) != 0))
+                show = false;
+            if (show) {
+                json_t *j = pbjson_encode(&ev->base);
+                char *text = json_dumps(j, JSON_COMPACT);
+                json_decref(j);
+                int len = text ? snprintf(st->buf, sizeof st->buf, "event: %s\ndata: %s\n\n",
+                                          ev->kind && *ev->kind ? ev->kind : "event", text)
+                               : -1;
+                free(text);
+                if (len > 0 && (size_t)len < sizeof st->buf) {
+                    st->len = (size_t)len;
+                    st->off = 0;
+                }
+            }
+            if (ev)
+                ttfleet__event__free_unpacked(ev, NULL);
+            zmsg_destroy(&msg);
+            if (st->len)
+                return true;
+            continue;
+        }
+        waited += 500;
+        if (waited >= st->gw->cfg.sse_keepalive_ms) {
+            st->len = (size_t)snprintf(st->buf, sizeof st->buf, ": keepalive %lld\n\n",
+                                       (long long)tt_now());
+            st->off = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+static ssize_t s_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    s_stream_t *st = cls;
+    if (st->off >= st->len) {
+        st->len = st->off = 0;
+        if (!s_stream_next(st))
+            return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = st->len - st->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, st->buf + st->off, n);
+    st->off += n;
+    return (ssize_t)n;
+}
+
+static void s_stream_free(void *cls)
+{
+    s_stream_t *st = cls;
+    zsock_destroy(&st->sub);
+    quota_give(QUOTA_STREAMS, st->tenant);
+    free(st);
+    atomic_fetch_sub(&s_streams, 1);
+}
+
+static bool s_topic_valid(const char *s)
+{
+    if (strlen(s) > TT_MAX_NAME)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
+static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
+{
+    char bad[200];
+    if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    const char *topic = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "topic");
+    const char *env = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "env");
+    if (topic && !s_topic_valid(topic))
+        return s_error(r, 400, "BAD_REQUEST", NULL, "topic must be a prefix such as env. or vm.state");
+    if (env && !tt_name_valid(env))
+        return s_error(r, 400, "BAD_REQUEST", NULL, "env must be an env name");
+    if (quota_take(QUOTA_STREAMS, r->tenant, gw->cfg.max_tenant_streams) != 0)
+        return s_error(r, 429, "TOO_MANY_STREAMS", NULL,
+                       "tenant %s has %u event streams open already", r->tenant,
+                       gw->cfg.max_tenant_streams);
+    if (atomic_fetch_add(&s_streams, 1) >= gw->cfg.max_streams) {
+        atomic_fetch_sub(&s_streams, 1);
+        quota_give(QUOTA_STREAMS, r->tenant);
+        return s_error(r, 503, "TOO_MANY_STREAMS", NULL, "%u event streams are open already",
+                       gw->cfg.max_streams);
+    }
+    s_stream_t *st = calloc(1, sizeof *st);
+    char err[300] = "out of memory";
+    ttclient_t *keys = st ? s_client(gw, r->tenant, err, sizeof err) : NULL;
+    if (st)
+        snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);
+    if (keys) {
+        st->gw = gw;
+        st->sub = zsock_new(ZMQ_SUB);
+        if (st->sub) {
+            ttclient_curve_apply(keys, st->sub);
+            zsock_set_subscribe(st->sub, topic ? topic : "");
+            zsock_set_rcvhwm(st->sub, 10000);
+            if (zsock_connect(st->sub, "%s", gw->cfg.events) != 0)
+                zsock_destroy(&st->sub);
+        }
+        ttclient_destroy(&keys);
+    }
+    if (!st || !st->sub) {
+        if (st && !st->sub)
+            snprintf(err, sizeof err, "cannot connect to the broker's events endpoint");
+        free(st);
+        atomic_fetch_sub(&s_streams, 1);
+        quota_give(QUOTA_STREAMS, r->tenant);
+        return s_error(r, 502, "EVENTS_UNAVAILABLE", NULL, "%s", err);
+    }
+    snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);
+    st->admin = strcmp(r->role, "admin") == 0;
+    snprintf(st->env, sizeof st->env, "%s", env ? env : "");
+    /* the first block goes out at once, so the client sees the headers */
+    st->len = (size_t)snprintf(st->buf, sizeof st->buf, "retry: 2000\n: connected\n\n");
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, S_SSE_BLOCK, s_stream_read, st,
+                                          s_stream_free);
+    if (!resp) {
+        s_stream_free(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    r->status = 200;
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- /metrics ---- */
+
+static pthread_mutex_t s_scrape_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *s_scrape_text;
+static size_t s_scrape_len;
+static int64_t s_scrape_at;
+
+static void s_label(FILE *f, const char *v)
+{
+    for (; v && *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fprintf(f, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+}
+
+/* The pool's series: asks the broker (as the admin tenant) for the pool
+ * status, the hosts and every env with its VMs. */
+static void s_write_pool(gw_t *gw, FILE *f)
+{
+    char err[300];
+    Ttfleet__Reply *pool = NULL, *hosts = NULL, *envs = NULL;
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__EnvList all = TTFLEET__ENV_LIST__INIT;
+    all.all = true;
+    const char *admin = gw->cfg.admin_tenant;
+    bool up = s_call(gw, admin, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
+                     sizeof err) == 0;
+    if (up)
+        s_call(gw, admin, "tt.admin", "host_list", &empty.base, NULL, &hosts, err, sizeof err);
+    if (up)
+        s_call(gw, admin, "tt.admin", "env_list", &all.base, NULL, &envs, err, sizeof err);
+    fprintf(f, "# HELP ttfleet_broker_up 1 if the broker answered this scrape.\n"
+               "# TYPE ttfleet_broker_up gauge\nttfleet_broker_up %d\n", up ? 1 : 0);
+    if (pool && pool->status == TTFLEET__STATUS__OK && pool->pool) {
+        Ttfleet__PoolStatus *p = pool->pool;
+        fprintf(f, "# HELP ttfleet_pool_cpu CPUs of online hosts, total and used.\n"
+                   "# TYPE ttfleet_pool_cpu gauge\n"
+                   "ttfleet_pool_cpu{kind=\"total\"} %u\nttfleet_pool_cpu{kind=\"used\"} %u\n"
+                   "# HELP ttfleet_pool_mem_mib Memory of online hosts in MiB.\n"
+                   "# TYPE ttfleet_pool_mem_mib gauge\n"
+                   "ttfleet_pool_mem_mib{kind=\"total\"} %llu\nttfleet_pool_mem_mib{kind=\"used\"} %llu\n"
+                   "# HELP ttfleet_pool_disk_mib Disk of online hosts in MiB.\n"
+                   "# TYPE ttfleet_pool_disk_mib gauge\n"
+                   "ttfleet_pool_disk_mib{kind=\"total\"} %llu\nttfleet_pool_disk_mib{kind=\"used\"} %llu\n"
+                   "# HELP ttfleet_broker_started_seconds When the broker started (unix time).\n"
+                   "# TYPE ttfleet_broker_started_seconds gauge\nttfleet_broker_started_seconds %lld\n",
+                p->cpu_total, p->cpu_used, (unsigned long long)p->mem_total,
+                (unsigned long long)p->mem_used, (unsigned long long)p->disk_total,
+                (unsigned long long)p->disk_used, (long long)p->started_at);
+    }
+    if (hosts && hosts->status == TTFLEET__STATUS__OK && hosts->hosts) {
+        Ttfleet__HostInfoList *l = hosts->hosts;
+        static const char *states[] = {"online", "suspect", "down"};
+        fprintf(f, "# HELP ttfleet_hosts Hosts by state.\n# TYPE ttfleet_hosts gauge\n");
+        for (size_t s = 0; s < 3; s++) {
+            unsigned n = 0;
+            for (size_t i = 0; i < l->n_hosts; i++)
+                n += strcmp(l->hosts[i]->state, states[s]) == 0;
+            fprintf(f, "ttfleet_hosts{state=\"%s\"} %u\n", states[s], n);
+        }
+        unsigned draining = 0;
+        for (size_t i = 0; i < l->n_hosts; i++)
+            draining += l->hosts[i]->draining;
+        fprintf(f, "# HELP ttfleet_hosts_draining Hosts that take no new placements.\n"
+                   "# TYPE ttfleet_hosts_draining gauge\nttfleet_hosts_draining %u\n", draining);
+        static const char *res[][2] = {{"cpu", "CPUs"}, {"mem_mib", "memory in MiB"},
+                                       {"disk_mib", "disk in MiB"}};
+        for (size_t k = 0; k < 3; k++)
+            for (size_t u = 0; u < 2; u++) {
+                const char *kind = u ? "used" : "total";
+                fprintf(f, "# HELP ttfleet_host_%s_%s %s of a host, %s.\n"
+                           "# TYPE ttfleet_host_%s_%s gauge\n",
+                        res[k][0], kind, res[k][1], kind, res[k][0], kind);
+                for (size_t i = 0; i < l->n_hosts; i++) {
+                    Ttfleet__HostInfo *h = l->hosts[i];
+                    unsigned long long v = k == 0 ? (u ? h->cpu_used : h->cpu_total)
+                                         : k == 1 ? (u ? h->mem_used : h->mem_total)
+                                                  : (u ? h->disk_used : h->disk_total);
+                    fprintf(f, "ttfleet_host_%s_%s{host=\"", res[k][0], kind);
+                    s_label(f, h->id);
+                    fprintf(f, "\"} %llu\n", v);
+                }
+            }
+        fprintf(f, "# HELP ttfleet_host_vms VMs placed on a host.\n# TYPE ttfleet_host_vms gauge\n");
+        for (size_t i = 0; i < l->n_hosts; i++) {
+            fputs("ttfleet_host_vms{host=\"", f);
+            s_label(f, l->hosts[i]->id);
+            fprintf(f, "\"} %u\n", l->hosts[i]->vm_count);
+        }
+        fprintf(f, "# HELP ttfleet_host_info A host's state, acceleration and drain flag.\n"
+                   "# TYPE ttfleet_host_info gauge\n");
+        for (size_t i = 0; i < l->n_hosts; i++) {
+            fputs("ttfleet_host_info{host=\"", f);
+            s_label(f, l->hosts[i]->id);
+            fputs("\",state=\"", f);
+            s_label(f, l->hosts[i]->state);
+            fputs("\",accel=\"", f);
+            s_label(f, l->hosts[i]->accel);
+            fprintf(f, "\",draining=\"%s\"} 1\n", l->hosts[i]->draining ? "true" : "false");
+        }
+    }
+    if (envs && envs->status == TTFLEET__STATUS__OK && envs->envs) {
+        Ttfleet__EnvInfoList *l = envs->envs;
+        static const char *states[] = {"creating", "running", "stopped", "paused", "degraded",
+                                       "deleting"};
+        fprintf(f, "# HELP ttfleet_envs Envs by state.\n# TYPE ttfleet_envs gauge\n");
+        for (size_t s = 0; s < 6; s++) {
+            unsigned n = 0;
+            for (size_t i = 0; i < l->n_envs; i++)
+                n += strcmp(l->envs[i]->state, states[s]) == 0;
+            fprintf(f, "ttfleet_envs{state=\"%s\"} %u\n", states[s], n);
+        }
+        /* VMs by state and engine: env_show of each env (bounded) */
+        typedef struct {
+            char engine[TT_MAX_NAME + 1];
+            int state;
+            unsigned n;
+        } s_count_t;
+        s_count_t counts[64];
+        size_t n_counts = 0;
+        size_t limit = l->n_envs < S_SCRAPE_MAX_ENVS ? l->n_envs : S_SCRAPE_MAX_ENVS;
+        for (size_t i = 0; i < limit; i++) {
+            Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+            ref.name = l->envs[i]->name;
+            Ttfleet__Reply *show = NULL;
+            if (s_call(gw, l->envs[i]->tenant, "tt.env", "env_show", &ref.base, NULL, &show, err,
+                       sizeof err) != 0)
+                continue;
+            if (show->status == TTFLEET__STATUS__OK && show->env)
+                for (size_t v = 0; v < show->env->n_vms; v++) {
+                    Ttfleet__VmInfo *vm = show->env->vms[v];
+                    size_t k;
+                    for (k = 0; k < n_counts; k++)
+                        if (counts[k].state == (int)vm->state &&
+                            strcmp(counts[k].engine, vm->engine) == 0)
+                            break;
+                    if (k == n_counts && n_counts < 64) {
+                        snprintf(counts[k].engine, sizeof counts[k].engine, "%s", vm->engine);
+                        counts[k].state = (int)vm->state;
+                        counts[k].n = 0;
+                        n_counts++;
+                    }
+                    if (k < 64)
+                        counts[k].n++;
+                }
+            ttclient_reply_destroy(&show);
+        }
+        fprintf(f, "# HELP ttfleet_vms VMs by state and engine.\n# TYPE ttfleet_vms gauge\n");
+        for (size_t k = 0; k < n_counts; k++) {
+            fprintf(f, "ttfleet_vms{state=\"%s\",engine=\"", tt_vm_state_name(counts[k].state));
+            s_label(f, counts[k].engine);
+            fprintf(f, "\"} %u\n", counts[k].n);
+        }
+    }
+    ttclient_reply_destroy(&pool);
+    ttclient_reply_destroy(&hosts);
+    ttclient_reply_destroy(&envs);
+}
+
+static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r)
+{
+    char bad[200];
+    if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    /* one scrape at a time reads the pool; the result serves every scrape
+     * for S_SCRAPE_CACHE_MS, so scrapers cannot load the broker */
+    pthread_mutex_lock(&s_scrape_lock);
+    if (!s_scrape_text || tt_mono_ms() - s_scrape_at > S_SCRAPE_CACHE_MS) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (f) {
+            s_write_pool(gw, f);
+            fclose(f);
+            free(s_scrape_text);
+            s_scrape_text = text;
+            s_scrape_len = len;
+            s_scrape_at = tt_mono_ms();
+        }
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        if (s_scrape_text)
+            fwrite(s_scrape_text, 1, s_scrape_len, f);
+        metrics_write_gateway(f);
+        fclose(f);
+    }
+    pthread_mutex_unlock(&s_scrape_lock);
+    if (!text)
+        return MHD_NO;
+    return s_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len,
+                  MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+/* ---- dashboard ---- */
+
+static bool s_static_known(const char *name)
+{
+    for (size_t i = 0; i < dashboard_n_files; i++)
+        if (strcmp(dashboard_files[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static enum MHD_Result s_static(gw_t *gw, s_request_t *r)
+{
+    const char *name = r->n_segments == 0 ? "index.html" : r->segments[0];
+    if (r->n_segments > 1)
+        name = "";
+    for (size_t i = 0; i < dashboard_n_files; i++)
+        if (strcmp(dashboard_files[i].name, name) == 0) {
+            struct MHD_Response *resp = MHD_create_response_from_buffer(
+                dashboard_files[i].len, (void *)dashboard_files[i].data, MHD_RESPMEM_PERSISTENT);
+            if (!resp)
+                return MHD_NO;
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, dashboard_files[i].type);
+            MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+            MHD_add_response_header(resp, "Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+            MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+            r->status = 200;
+            enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+            MHD_destroy_response(resp);
+            return ret;
+        }
+    return s_error(r, 404, "NOT_FOUND", NULL, "no such page or route");
+}
+
+/* ---- dispatch ---- */
+
+static bool s_match(const char *pattern, char **segments, int n)
+{
+    int k = 0;
+    const char *p = pattern;
+    if (strcmp(p, "/") == 0)
+        return n == 0;
+    while (*p == '/') {
+        p++;
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (k >= n)
+            return false;
+        if (!(len == 1 && *p == '*') && (strlen(segments[k]) != len || strncmp(p, segments[k], len) != 0))
+            return false;
+        k++;
+        p += len;
+    }
+    return k == n;
+}
+
+/* Splits url into r->segments (in place, in a copy); -1 if it has too many
+ * or empty segments. Percent-decoding was done by libmicrohttpd. */
+static int s_split(s_request_t *r, char *copy)
+{
+    r->n_segments = 0;
+    if (copy[0] != '/')
+        return -1;
+    if (copy[1] == 0)
+        return 0;
+    char *p = copy + 1;
+    while (p) {
+        char *slash = strchr(p, '/');
+        if (slash)
+            *slash = 0;
+        if (!*p || r->n_segments == S_MAX_SEGMENTS)
+            return -1;
+        r->segments[r->n_segments++] = p;
+        p = slash ? slash + 1 : NULL;
+    }
+    return 0;
+}
+
+static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, const char *method)
+{
+    char copy[1024];
+    if (strlen(url) >= sizeof copy)
+        return s_error(r, 414, "URI_TOO_LONG", NULL, "the path is over %zu bytes", sizeof copy - 1);
+    snprintf(copy, sizeof copy, "%s", url);
+    if (s_split(r, copy) != 0)
+        return s_error(r, 404, "NOT_FOUND", NULL, "no route for this path");
+    char allow[128] = "";
+    for (size_t i = 0; i < S_N_ROUTES; i++) {
+        const s_route_t *rt = &s_routes[i];
+        if (!s_match(rt->path, r->segments, r->n_segments))
+            continue;
+        if (rt->fn == s_static && r->n_segments == 1 && !s_static_known(r->segments[0]))
+            continue;
+        /* HEAD only where a GET is cheap and ends: static files, metrics */
+        bool get_like = strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0 &&
+                        (rt->flags & S_PUBLIC);
+        if (strcmp(rt->method, method) != 0 && !get_like) {
+            if (!strstr(allow, rt->method))
+                snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
+                         allow[0] ? ", " : "", rt->method);
+            continue;
+        }
+        r->route = rt;
+        if (!(rt->flags & S_PUBLIC)) {
+            const char *auth = s_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+            if (!auth)
+                return s_error(r, 401, "UNAUTHENTICATED", NULL,
+                               "missing Authorization: Bearer TOKEN header");
+            if (strncasecmp(auth, "Bearer ", 7) != 0)
+                return s_error(r, 401, "UNAUTHENTICATED", NULL,
+                               "the Authorization header must be Bearer TOKEN");
+            const char *token = auth + 7;
+            while (*token == ' ')
+                token++;
+            if (tokens_lookup(gw->cfg.tokens, token, r->tenant, r->role) != 0)
+                return s_error(r, 401, "UNAUTHENTICATED", NULL, "unknown or revoked token");
+            if ((rt->flags & S_ADMIN) && strcmp(r->role, "admin") != 0)
+                return s_error(r, 403, "FORBIDDEN", NULL, "%s needs the admin role", rt->name);
+        }
+        return rt->fn(gw, r);
+    }
+    if (allow[0])
+        return s_send_json(r, 405,
+                           json_pack("{s:{s:s,s:s}}", "error", "status", "METHOD_NOT_ALLOWED",
+                                     "message", "method not allowed on this path; see Allow"),
+                           allow);
+    return s_error(r, 404, "NOT_FOUND", NULL, "no route for this path");
+}
+
+static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                const char *method, const char *version, const char *upload_data,
+                                size_t *upload_data_size, void **con_cls)
+{
+    gw_t *gw = cls;
+    s_conn_t *st = *con_cls;
+    if (!st) {
+        st = calloc(1, sizeof *st);
+        if (!st)
+            return MHD_NO;
+        st->start_ms = tt_mono_ms();
+        *con_cls = st;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > gw->cfg.max_body)
+            st->too_large = true;
+        else
+            return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        /* a body that grows past the limit is read and dropped to its end,
+         * then refused: answering mid-upload would make the kernel reset
+         * the connection over the unread bytes, losing the answer */
+        if (st->too_large || st->len + *upload_data_size > gw->cfg.max_body) {
+            st->too_large = true;
+            free(st->body);
+            st->body = NULL;
+            st->len = 0;
+        } else {
+            char *grown = realloc(st->body, st->len + *upload_data_size + 1);
+            if (!grown)
+                return MHD_NO;
+            st->body = grown;
+            memcpy(st->body + st->len, upload_data, *upload_data_size);
+            st->len += *upload_data_size;
+            st->body[st->len] = 0;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    *upload_data_size = 0;
+    s_request_t r = {.conn = conn, .state = st};
+    enum MHD_Result ret;
+    if (st->too_large)
+        ret = s_error(&r, 413, "TOO_LARGE", NULL, "the request body is over %zu bytes",
+                      gw->cfg.max_body);
+    else
+        ret = s_dispatch(gw, &r, url, method);
+    metrics_request(r.route ? r.route->metric : s_unmatched_metric, r.status,
+                    (double)(tt_mono_ms() - st->start_ms) / 1000.0);
+    return ret;
+}
+
+static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                        enum MHD_RequestTerminationCode toe)
+{
+    s_conn_t *st = *con_cls;
+    if (st) {
+        free(st->body);
+        free(st);
+        *con_cls = NULL;
+    }
+}
+
+static void s_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+static void s_log(void *cls, const char *fmt, va_list ap)
+{
+    fputs("ttgw: http: ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
+gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *tls_cert,
+               const char *tls_key, char *err, size_t errlen)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        snprintf(err, errlen, "listen address '%s' is not an IPv4 address", host);
+        return NULL;
+    }
+    for (size_t i = 0; i < S_N_ROUTES; i++)
+        s_routes[i].metric = metrics_route(s_routes[i].name);
+    s_unmatched_metric = metrics_route("unmatched");
+    gw_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    atomic_store(&s_stopping, false);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG;
+    if (tls_cert)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &addr},
+        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_conns / 2 ? cfg->max_conns / 2 : 1, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)s_completed, NULL},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)s_log, NULL},
+        {tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)tls_cert},
+        {tls_cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    self->daemon = MHD_start_daemon(flags, 0, NULL, NULL, s_access, self, MHD_OPTION_ARRAY, opts,
+                                    MHD_OPTION_END);
+    if (!self->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or bad TLS files?)", host, port);
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+int gw_port(gw_t *self)
+{
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return info ? info->port : -1;
+}
+
+void gw_stop(gw_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    gw_t *self = *self_p;
+    atomic_store(&s_stopping, true);
+    MHD_stop_daemon(self->daemon);
+    pthread_mutex_lock(&s_scrape_lock);
+    free(s_scrape_text);
+    s_scrape_text = NULL;
+    pthread_mutex_unlock(&s_scrape_lock);
+    free(self);
+    *self_p = NULL;
+}

@@ -1,0 +1,219 @@
+"""The dashboard in a real headless Chromium (Debian's /usr/bin/chromium),
+driven through the DevTools protocol with python3-websocket.
+
+The test makes a pool, a gateway and an env, opens /?token=T, and checks:
+no console errors or exceptions; the host and the env appear; an env made
+afterwards appears without a reload (through the event stream, since the
+page does not poll); the delete action removes an env; a screenshot goes to
+docs/dashboard.png when run by hand (under ctest: TTFLEET_SCREENSHOT, in the
+build directory, so test runs leave the source tree alone).
+Chromium runs in its own session with a fresh profile dir and is killed by
+its process group (which we created) on every exit path.
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import websocket
+
+import gwlib
+import harness
+
+CHROMIUM = os.environ.get("TTFLEET_CHROMIUM", "/usr/bin/chromium")
+ADMIN_TOKEN = "d" * 32
+USER_TOKEN = "e" * 32
+
+
+class DevTools:
+    def __init__(self, ws_url):
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events = []
+
+    def call(self, method, **params):
+        self.next_id += 1
+        my = self.next_id
+        self.ws.send(json.dumps({"id": my, "method": method, "params": params}))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == my:
+                if "error" in msg:
+                    raise AssertionError("%s: %s" % (method, msg["error"]))
+                return msg.get("result", {})
+            if "method" in msg:
+                self.events.append(msg)
+        raise AssertionError("no answer to " + method)
+
+    def eval(self, expr):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            raise AssertionError("evaluate %s: %s" % (expr, r["exceptionDetails"]))
+        return r["result"].get("value")
+
+    def errors(self):
+        out = []
+        for e in self.events:
+            m, p = e["method"], e.get("params", {})
+            if m == "Runtime.exceptionThrown":
+                out.append(p["exceptionDetails"].get("text", "") + " " + json.dumps(
+                    p["exceptionDetails"].get("exception", {}).get("description", "")))
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                out.append("console.%s: %s" % (p["type"], [a.get("value") for a in p["args"]]))
+            elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
+                out.append("log: %s %s" % (p["entry"].get("text"), p["entry"].get("url", "")))
+        return out
+
+    def pump(self):
+        """Reads pending events without waiting long."""
+        self.ws.settimeout(0.05)
+        try:
+            while True:
+                msg = json.loads(self.ws.recv())
+                if "method" in msg:
+                    self.events.append(msg)
+        except (websocket.WebSocketTimeoutException, TimeoutError):
+            pass
+        finally:
+            self.ws.settimeout(30)
+
+    def close(self):
+        self.ws.close()
+
+
+class Dashboard(unittest.TestCase):
+    def setUp(self):
+        if not os.path.exists(CHROMIUM):
+            self.skipTest("no chromium at " + CHROMIUM)
+        harness.watchdog(170)
+        self.pool = harness.Pool(hosts={"h1": {"cpu": 8}, "h2": {"cpu": 4}}).start()
+        self.addCleanup(self.pool.close)
+        self.gw = gwlib.Gateway(self.pool, [(ADMIN_TOKEN, harness.ADMIN, "admin"),
+                                            (USER_TOKEN, "carol", "user")])
+        self.addCleanup(self.gw.stop)
+        self.profile = tempfile.mkdtemp(prefix="ttfleet-chromium-")
+        self.addCleanup(shutil.rmtree, self.profile, True)
+        self.browser = None
+        self.addCleanup(self._kill_browser)
+
+    def _kill_browser(self):
+        if self.browser and self.browser.poll() is None:
+            try:
+                os.killpg(self.browser.pid, signal.SIGKILL)  # our own session's group
+            except OSError:
+                pass
+            self.browser.wait(10)
+
+    def api(self, method, path, body=None, expect=200):
+        status, _, data = self.gw.request(method, path, body=body, token=ADMIN_TOKEN)
+        self.assertEqual(status, expect, data)
+        return data
+
+    def start_browser(self):
+        log_path = os.path.join(self.profile, "chromium.log")
+        log = open(log_path, "wb")
+        self.browser = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--no-default-browser-check", "--user-data-dir=" + self.profile,
+             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+             "--window-size=1280,900", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+
+        def port():
+            if self.browser.poll() is not None:
+                with open(log_path, errors="replace") as f:
+                    raise AssertionError("chromium exited:\n" + f.read())
+            with open(log_path, errors="replace") as f:
+                m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", f.read())
+            return int(m.group(1)) if m else None
+        devport = harness.wait_for("chromium's DevTools port", port, timeout=60)
+
+        def page():
+            with urllib.request.urlopen("http://127.0.0.1:%d/json/list" % devport, timeout=5) as r:
+                pages = [t for t in json.load(r) if t["type"] == "page"]
+            return pages[0]["webSocketDebuggerUrl"] if pages else None
+        return DevTools(harness.wait_for("a page target", page, timeout=30))
+
+    def test_dashboard(self):
+        self.api("POST", "/v1/envs", {"name": "first", "images": [{"image": "sleeper", "dup": 2}],
+                                      "cpu": 1, "mem_mib": 256}, expect=201)
+        dt = self.start_browser()
+        self.addCleanup(dt.close)
+        for domain in ("Runtime", "Log", "Page"):
+            dt.call(domain + ".enable")
+        dt.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                deviceScaleFactor=1, mobile=False)
+        dt.call("Page.navigate", url="%s/?token=%s" % (self.gw.base, ADMIN_TOKEN))
+
+        def shows(selector):
+            return lambda: dt.eval("!!document.querySelector(%s)" % json.dumps(selector))
+        harness.wait_for("host rows", shows('#hosts tr[data-host="h2"]'), timeout=30)
+        harness.wait_for("env first with its VMs", shows('.env[data-env="first"] tr[data-vm]'),
+                         timeout=30)
+        harness.wait_for("the live badge", lambda: dt.eval("document.getElementById('live').textContent") == "live", timeout=30)
+        # the token left the URL and stays in the session
+        self.assertEqual(dt.eval("location.search"), "")
+        self.assertEqual(dt.eval("sessionStorage.getItem('ttfleet.token')"), ADMIN_TOKEN)
+        self.assertEqual(dt.eval("document.querySelectorAll('.env[data-env=\"first\"] tr[data-vm]').length"), 2)
+
+        # live: an env made now shows up without a reload (the page does not poll)
+        self.api("POST", "/v1/envs", {"name": "second", "images": [{"image": "sleeper"}],
+                                      "cpu": 1, "mem_mib": 128}, expect=201)
+        harness.wait_for("env second, live", shows('.env[data-env="second"]'), timeout=30)
+        harness.wait_for("the event in the list", shows('#events li[data-kind="env.created"]'),
+                         timeout=30)
+
+        # the console of a VM
+        dt.eval("document.querySelector('.env[data-env=\"first\"] tr[data-vm] button').click()")
+        harness.wait_for("console title", lambda: "first" in dt.eval(
+            "document.getElementById('console-title').textContent"), timeout=20)
+
+        time.sleep(0.5)
+        shot = dt.call("Page.captureScreenshot", format="png")
+        path = os.environ.get("TTFLEET_SCREENSHOT") or os.path.join(harness.SOURCE, "docs",
+                                                                     "dashboard.png")
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+
+        # an action: delete (two clicks: the first arms the button)
+        dt.eval("(() => { const b = document.querySelector('button.delete[data-env=\"first\"]');"
+                " b.click(); b.click(); })()")
+        harness.wait_for("first deleted in the broker", lambda: self.gw.request(
+            "GET", "/v1/envs/first", token=ADMIN_TOKEN)[0] == 404, timeout=30)
+        harness.wait_for("first gone from the page", lambda: not dt.eval(
+            "!!document.querySelector('.env[data-env=\"first\"]')"), timeout=30)
+        # a drain action as admin
+        dt.eval("document.querySelector('button.drain[data-host=\"h2\"]').click()")
+        harness.wait_for("h2 draining", lambda: self.api("GET", "/v1/hosts/h2")["draining"],
+                         timeout=20)
+
+        # a user token: no pool, no drain buttons, and no failed request on the way
+        status, _, _ = self.gw.request("POST", "/v1/envs", {"name": "mine", "images": [
+            {"image": "sleeper"}], "cpu": 1, "mem_mib": 64}, token=USER_TOKEN)
+        self.assertEqual(status, 201)
+        dt.eval("sessionStorage.clear()")
+        dt.call("Page.navigate", url="%s/?token=%s" % (self.gw.base, USER_TOKEN))
+        harness.wait_for("carol's env", shows('.env[data-env="mine"]'), timeout=30)
+        self.assertEqual(dt.eval("document.getElementById('who').textContent"), "carol (user)")
+        self.assertFalse(dt.eval("document.getElementById('pool-note').hidden"))
+        self.assertTrue(dt.eval("document.getElementById('hosts').hidden"))
+        self.assertFalse(dt.eval("!!document.querySelector('.env[data-env=\"second\"]')"))
+        self.assertEqual(dt.eval("document.querySelectorAll('button.drain').length"), 0)
+
+        dt.pump()
+        self.assertEqual(dt.errors(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()

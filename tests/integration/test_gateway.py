@@ -1,0 +1,573 @@
+"""ttgw against real daemons: the REST API end to end, every error status,
+idempotent retries, tenancy, Server-Sent Events, /metrics through
+python3-prometheus-client's parser, and every answer checked against
+docs/openapi.yaml (openapi_check.py).
+
+One pool (a broker and one worker with the process engine) and one ttgw
+serve the whole class; each test uses its own env names.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from prometheus_client.parser import text_string_to_metric_families
+
+import gwlib
+import harness
+import openapi_check
+
+USER = "u" * 24
+OTHER = "o" * 24
+ADMIN = "a" * 24
+GONE = "g" * 24
+
+
+class SseReader(threading.Thread):
+    """Reads GET /v1/events into self.events [(kind, data)] until close()."""
+
+    def __init__(self, gw, token, query=""):
+        super().__init__(daemon=True)
+        self.conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        self.conn.request("GET", "/v1/events" + query,
+                          headers={"Authorization": "Bearer " + token})
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.ctype = self.resp.getheader("Content-Type")
+        self.events = []
+        self.comments = 0
+        self.start()
+
+    def run(self):
+        kind, data = None, ""
+        try:
+            while True:
+                line = self.resp.fp.readline()
+                if not line:
+                    return
+                line = line.decode().rstrip("\n")
+                if line.startswith(":"):
+                    self.comments += 1
+                elif line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    data += line[6:]
+                elif line == "" and kind:
+                    self.events.append((kind, json.loads(data)))
+                    kind, data = None, ""
+        except (OSError, ValueError, AttributeError):
+            return
+
+    def kinds(self, env=None):
+        return [k for k, d in self.events if env is None or d.get("env") == env]
+
+    def close(self):
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+        self.conn.close()
+
+
+class Gateway(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(280)
+        cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}}).start()
+        cls.tokens = [(USER, "alice", "user"), (OTHER, "bob", "user"),
+                      (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user")]
+        cls.gw = gwlib.Gateway(cls.pool, cls.tokens)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.stop()
+        cls.pool.close()
+
+    def call(self, method, path, body=None, token=USER, expect=None, documented=True, **kw):
+        status, headers, data = self.gw.request(method, path, body=body, token=token, **kw)
+        if documented:
+            openapi_check.check(method, path, status, data, headers.get("Content-Type", ""))
+        else:  # a path the API does not have: still the documented error body
+            openapi_check.check_schema("Error", data)
+        if expect is not None:
+            self.assertEqual(status, expect, "%s %s -> %d %r\n%s" % (
+                method, path, status, data, self.gw.log()[-3000:]))
+        if status >= 400 and headers.get("Content-Type", "").startswith("application/json"):
+            self.assertIn("error", data)
+        return status, headers, data
+
+    def err(self, method, path, status, name, **kw):
+        _, _, data = self.call(method, path, expect=status, **kw)
+        self.assertEqual(data["error"]["status"], name, data)
+        self.assertTrue(data["error"]["message"])
+        return data
+
+    # ---- the document and the server agree ----
+
+    def test_routes_documented(self):
+        for method, path in openapi_check.server_routes():
+            concrete = path.replace("*", "x") if path != "/*" else "/index.html"
+            openapi_check.operation(method, concrete)
+
+    # ---- end to end ----
+
+    def test_lifecycle(self):
+        sse = SseReader(self.gw, USER)
+        foreign = SseReader(self.gw, OTHER)
+        admin = SseReader(self.gw, ADMIN, "?topic=env.")
+        try:
+            self.assertEqual(sse.status, 200)
+            self.assertTrue(sse.ctype.startswith("text/event-stream"))
+            time.sleep(0.5)  # let the SUB sockets connect before the first event
+            body = {"name": "web", "images": [{"image": "sleeper", "dup": 2}], "cpu": 1,
+                    "memMib": 256}
+            _, h, env = self.call("POST", "/v1/envs", body, expect=201,
+                                  headers={"Idempotency-Key": "create-web-1"})
+            self.assertEqual(env["name"], "web")
+            self.assertEqual(env["tenant"], "alice")
+            self.assertEqual(len(env["vms"]), 2)
+            self.assertEqual({vm["mem_mib"] for vm in env["vms"]}, {256})
+            # the same key again: the first attempt's outcome, not a second env
+            _, _, again = self.call("POST", "/v1/envs", body, expect=201,
+                                    headers={"Idempotency-Key": "create-web-1"})
+            self.assertEqual([v["vm_id"] for v in again["vms"]], [v["vm_id"] for v in env["vms"]])
+            # a new key: the name is taken
+            self.err("POST", "/v1/envs", 409, "ALREADY_EXISTS", body=body)
+            _, _, shown = self.call("GET", "/v1/envs/web", expect=200)
+            self.assertEqual(shown["vm_count"], 2)
+            self.assertTrue(all(vm["state"] == "VM_RUNNING" for vm in shown["vms"]))
+            _, _, lst = self.call("GET", "/v1/envs", expect=200)
+            self.assertIn("web", [e["name"] for e in lst["envs"]])
+            # another tenant: exactly like a missing env
+            self.err("GET", "/v1/envs/web", 404, "NOT_FOUND", token=OTHER)
+            self.err("DELETE", "/v1/envs/web", 404, "NOT_FOUND", token=OTHER)
+            _, _, other = self.call("GET", "/v1/envs", token=OTHER, expect=200)
+            self.assertNotIn("web", [e["name"] for e in other["envs"]])
+            # admin sees every tenant's envs; a user may not ask
+            _, _, every = self.call("GET", "/v1/envs?all=true", token=ADMIN, expect=200)
+            self.assertIn(("alice", "web"), [(e["tenant"], e["name"]) for e in every["envs"]])
+            self.err("GET", "/v1/envs?all=true", 403, "FORBIDDEN")
+            # console, extend, pause/resume
+            vm = shown["vms"][0]
+            _, _, con = self.call("GET", "/v1/envs/web/vms/%d/console" % vm["vm_id"], expect=200)
+            self.assertEqual(con["vm_id"], vm["vm_id"])
+            _, _, ext = self.call("POST", "/v1/envs/web/extend", {"lifetime": 7200}, expect=200)
+            self.assertEqual(ext["lifetime"], 7200)
+            self.err("POST", "/v1/envs/web/extend", 403, "FORBIDDEN", body={"lifetime": 86400})
+            _, _, p = self.call("POST", "/v1/envs/web/pause", expect=200)
+            self.assertEqual(p["state"], "paused")
+            _, _, p = self.call("POST", "/v1/envs/web/resume", expect=200)
+            self.assertEqual(p["state"], "running")
+            self.err("PATCH", "/v1/envs/web", 409, "INVALID_STATE", body={"cpu": 2})
+            _, _, up = self.call("PATCH", "/v1/envs/web", {"set_ports": True, "ports": [80]},
+                                 expect=200)
+            self.assertIn(80, up["ports"])
+            harness.wait_for("env.created on the stream", lambda: "env.created" in sse.kinds("web"))
+            self.call("DELETE", "/v1/envs/web", expect=200)
+            self.err("GET", "/v1/envs/web", 404, "NOT_FOUND")
+            harness.wait_for("env.deleted on the stream", lambda: "env.deleted" in sse.kinds("web"))
+            harness.wait_for("admin stream sees alice's env", lambda: "env.deleted" in admin.kinds("web"))
+            for kind, data in sse.events + admin.events:
+                openapi_check.check_schema("Event", data)
+            self.assertTrue(all(k.startswith("env.") for k in admin.kinds()))
+            # bob's stream never saw alice's env
+            self.assertEqual(foreign.kinds("web"), [])
+            self.assertTrue(all(d.get("tenant") == "bob" for _, d in foreign.events))
+        finally:
+            for s in (sse, foreign, admin):
+                s.close()
+
+    def test_stop_start_too_soon(self):
+        self.call("POST", "/v1/envs", {"name": "cycle", "images": [{"image": "sleeper"}],
+                                       "cpu": 1, "mem_mib": 128}, expect=201)
+        _, _, s = self.call("POST", "/v1/envs/cycle/stop", expect=200)
+        self.assertEqual(s["state"], "stopped")
+        # min-stop-interval is 1 s in the harness: right away is too soon
+        status, _, data = self.call("POST", "/v1/envs/cycle/start")
+        if status == 429:
+            self.assertEqual(data["error"]["status"], "TOO_SOON")
+            time.sleep(1.2)
+            self.call("POST", "/v1/envs/cycle/start", expect=200)
+        else:
+            self.assertEqual(status, 200)
+        self.call("DELETE", "/v1/envs/cycle", expect=200)
+
+    # ---- bad input ----
+
+    def test_bad_input(self):
+        self.err("POST", "/v1/envs", 400, "INVALID_JSON", raw=b"{\"name\": ",
+                 headers={"Content-Type": "application/json"})
+        self.err("POST", "/v1/envs", 400, "INVALID_JSON", raw=b"[1,2]",
+                 headers={"Content-Type": "application/json"})
+        d = self.err("POST", "/v1/envs", 400, "BAD_REQUEST", body={"name": 5})
+        self.assertIn("name", d["error"]["message"])
+        d = self.err("POST", "/v1/envs", 400, "BAD_REQUEST", body={"name": "x", "cpu": -1})
+        self.assertIn("cpu", d["error"]["message"])
+        d = self.err("POST", "/v1/envs", 400, "BAD_REQUEST", body={"name": "x", "bogus": 1})
+        self.assertIn("bogus", d["error"]["message"])
+        self.err("POST", "/v1/envs", 400, "BAD_REQUEST", body={"name": "x", "cpu": 1, "images": "no"})
+        self.err("POST", "/v1/envs", 400, "BAD_REQUEST", body={"name": "x", "cpu": 5000000000})
+        self.err("POST", "/v1/envs", 400, "BAD_REQUEST", body={"name": "x", "mem_mib": 1, "memMib": 2})
+        self.err("POST", "/v1/envs", 400, "INVALID_JSON", raw=b'{"name":"a","name":"b"}',
+                 headers={"Content-Type": "application/json"})
+        self.err("POST", "/v1/envs", 400, "BAD_REQUEST")  # no body
+        self.err("POST", "/v1/envs", 415, "UNSUPPORTED_MEDIA_TYPE", raw=b"name=x",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.err("POST", "/v1/envs/x/stop", 400, "BAD_REQUEST", body={"name": "x"})
+        self.err("GET", "/v1/envs?nope=1", 400, "BAD_REQUEST")
+        self.err("GET", "/v1/envs?all=maybe", 400, "BAD_REQUEST")
+        self.err("POST", "/v1/envs", 400, "BAD_REQUEST", body={"name": "x"},
+                 headers={"Idempotency-Key": "k" * 65})
+        # the broker's own validation: 422
+        self.err("POST", "/v1/envs", 422, "BAD_REQUEST",
+                 body={"name": "bad name!", "images": [{"image": "sleeper"}]})
+        self.err("GET", "/v1/envs/web/vms/notanumber/console", 400, "BAD_REQUEST")
+        # no capacity, unavailable image
+        self.err("POST", "/v1/envs", 503, "NO_CAPACITY",
+                 body={"name": "big", "images": [{"image": "sleeper"}], "cpu": 64})
+        self.err("POST", "/v1/envs", 503, "UNAVAILABLE",
+                 body={"name": "noimg", "images": [{"image": "no-such-image"}]})
+        # huge body: refused from its Content-Length, before it is read
+        with socket.create_connection(("127.0.0.1", self.gw.port), timeout=20) as c:
+            c.sendall(b"POST /v1/envs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                      USER.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 2097152\r\n\r\n")
+            resp = http.client.HTTPResponse(c)
+            resp.begin()
+            data = json.loads(resp.read())
+            self.assertEqual(resp.status, 413)
+            self.assertEqual(data["error"]["status"], "TOO_LARGE")
+            openapi_check.check("POST", "/v1/envs", 413, data)
+        # ... and a chunked one (no Content-Length) is cut off at the limit
+        with socket.create_connection(("127.0.0.1", self.gw.port), timeout=20) as c:
+            c.sendall(b"POST /v1/envs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                      USER.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"x" * 65536
+            try:
+                for _ in range(20):
+                    c.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                c.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass  # the gateway may answer and close before the whole body went out
+            resp = http.client.HTTPResponse(c)
+            resp.begin()
+            self.assertEqual(resp.status, 413)
+        # routes and methods
+        self.err("GET", "/v1/nothing", 404, "NOT_FOUND", documented=False)
+        self.err("GET", "/v1/envs/a/b/c/d/e/f/g/h", 404, "NOT_FOUND", documented=False)
+        status, headers, data = self.gw.request("PUT", "/v1/envs", token=USER)
+        self.assertEqual(status, 405)
+        self.assertIn("POST", headers.get("Allow", ""))
+        self.assertEqual(data["error"]["status"], "METHOD_NOT_ALLOWED")
+        # the gateway and the broker are unaffected
+        self.call("GET", "/v1/status", expect=200)
+        self.assertEqual(self.pool.ctl("host", "list", tenant=harness.ADMIN).rc, 0)
+
+    def test_auth(self):
+        status, headers, data = self.gw.request("GET", "/v1/envs")
+        self.assertEqual(status, 401)
+        self.assertIn("Bearer", headers.get("WWW-Authenticate", ""))
+        self.assertEqual(data["error"]["status"], "UNAUTHENTICATED")
+        self.err("GET", "/v1/envs", 401, "UNAUTHENTICATED", token="x" * 24)
+        self.err("GET", "/v1/envs", 401, "UNAUTHENTICATED", token=USER[:-1])
+        self.err("GET", "/v1/envs", 401, "UNAUTHENTICATED", token=None,
+                 headers={"Authorization": "Basic dXNlcjpwdw=="})
+        self.err("GET", "/v1/hosts", 403, "FORBIDDEN")
+        self.err("POST", "/v1/hosts/h1/drain", 403, "FORBIDDEN")
+        _, _, hosts = self.call("GET", "/v1/hosts", token=ADMIN, expect=200)
+        self.assertEqual([h["id"] for h in hosts["hosts"]], ["h1"])
+        self.call("GET", "/v1/hosts/h1", token=ADMIN, expect=200)
+        self.err("GET", "/v1/hosts/h9", 404, "NOT_FOUND", token=ADMIN)
+        # a token removed from the file stops working at the next request
+        self.call("GET", "/v1/envs", token=GONE, expect=200)
+        self.gw.write_tokens([t for t in self.tokens if t[0] != GONE])
+        self.err("GET", "/v1/envs", 401, "UNAUTHENTICATED", token=GONE)
+        self.call("GET", "/v1/envs", token=USER, expect=200)
+        self.gw.write_tokens(self.tokens)
+        self.call("GET", "/v1/envs", token=GONE, expect=200)
+
+    def test_whoami(self):
+        _, _, me = self.call("GET", "/v1/whoami", expect=200)
+        self.assertEqual(me, {"tenant": "alice", "role": "user"})
+        _, _, me = self.call("GET", "/v1/whoami", token=ADMIN, expect=200)
+        self.assertEqual(me["role"], "admin")
+        self.err("GET", "/v1/whoami", 401, "UNAUTHENTICATED", token=None)
+
+    def test_drain(self):
+        _, _, h = self.call("POST", "/v1/hosts/h1/drain", {}, token=ADMIN, expect=200)
+        _, _, shown = self.call("GET", "/v1/hosts/h1", token=ADMIN, expect=200)
+        self.assertTrue(shown["draining"])
+        self.call("POST", "/v1/hosts/h1/drain", {"undo": True}, token=ADMIN, expect=200)
+        _, _, shown = self.call("GET", "/v1/hosts/h1", token=ADMIN, expect=200)
+        self.assertFalse(shown["draining"])
+
+    def test_slow_client_does_not_block(self):
+        """A connection that sends half a body and stalls, and an open
+        event stream, do not hold up other requests."""
+        stall = socket.create_connection(("127.0.0.1", self.gw.port))
+        try:
+            stall.sendall(b"POST /v1/envs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                          USER.encode() + b"\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"name\":")
+            sse = SseReader(self.gw, USER)
+            try:
+                t0 = time.monotonic()
+                for _ in range(5):
+                    self.call("GET", "/v1/status", expect=200)
+                self.assertLess(time.monotonic() - t0, 10)
+            finally:
+                sse.close()
+        finally:
+            stall.close()
+
+    def test_dashboard_files(self):
+        for path, ctype in (("/", "text/html"), ("/app.js", "text/javascript"),
+                            ("/style.css", "text/css")):
+            status, headers, body = self.gw.request("GET", path)
+            self.assertEqual(status, 200)
+            self.assertTrue(headers["Content-Type"].startswith(ctype))
+            self.assertIn("default-src 'self'", headers.get("Content-Security-Policy", ""))
+            openapi_check.check("GET", path, status, body, headers["Content-Type"])
+        self.err("GET", "/nothing.js", 404, "NOT_FOUND", token=None)
+
+    def test_metrics(self):
+        self.call("POST", "/v1/envs", {"name": "metered", "images": [{"image": "sleeper",
+                                       "dup": 3}], "cpu": 1, "mem_mib": 100}, expect=201)
+        try:
+            time.sleep(2.1)  # past the scrape cache
+            status, headers, text = self.gw.request("GET", "/metrics")
+            self.assertEqual(status, 200)
+            openapi_check.check("GET", "/metrics", status, text, headers["Content-Type"])
+            samples = {}
+            for fam in text_string_to_metric_families(text):
+                for s in fam.samples:
+                    samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            def get(name, **labels):
+                return samples.get((name, tuple(sorted(labels.items()))))
+            self.assertEqual(get("ttfleet_broker_up"), 1)
+            self.assertEqual(get("ttfleet_hosts", state="online"), 1)
+            self.assertEqual(get("ttfleet_hosts", state="down"), 0)
+            self.assertEqual(get("ttfleet_host_cpu_total", host="h1"), 8)
+            self.assertGreaterEqual(get("ttfleet_host_cpu_used", host="h1"), 3)
+            self.assertEqual(get("ttfleet_host_mem_mib_total", host="h1"), 8192)
+            self.assertGreaterEqual(get("ttfleet_envs", state="running"), 1)
+            self.assertGreaterEqual(get("ttfleet_vms", state="running", engine="process"), 3)
+            self.assertGreaterEqual(get("ttgw_requests_total", route="env_create", code="201"), 1)
+            self.assertGreaterEqual(
+                get("ttgw_request_duration_seconds_count", route="env_create"), 1)
+            self.assertGreaterEqual(
+                get("ttgw_broker_roundtrip_seconds_count", op="env_create"), 1)
+            self.assertEqual(get("ttgw_request_duration_seconds_bucket", route="env_create",
+                                 le="+Inf"),
+                             get("ttgw_request_duration_seconds_count", route="env_create"))
+        finally:
+            self.call("DELETE", "/v1/envs/metered", expect=200)
+
+
+class ListenPolicy(unittest.TestCase):
+    """Plain HTTP only on loopback; TLS (gnutls through libmicrohttpd) works."""
+
+    def test_non_loopback_needs_tls(self):
+        tmp = tempfile.mkdtemp(prefix="ttfleet-gw-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        tokens = os.path.join(tmp, "tokens")
+        with open(tokens, "w") as f:
+            f.write("%s alice user\n" % USER)
+        p = subprocess.run([gwlib.ttgw_binary(), "--tokens", tokens, "--listen", "0.0.0.0:0"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("refusing plain HTTP", p.stderr)
+        p = subprocess.run([gwlib.ttgw_binary(), "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--tokens", p.stderr)
+        p = subprocess.run([gwlib.ttgw_binary(), "--tokens", tokens, "--tls-cert", tokens],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("both --tls-cert and --tls-key", p.stderr)
+
+    def test_tls(self):
+        harness.watchdog(100)
+        pool = harness.Pool().start()
+        self.addCleanup(pool.close)
+        cert, key = os.path.join(pool.dir, "cert.pem"), os.path.join(pool.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=60)
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user")],
+                           args=["--tls-cert", cert, "--tls-key", key], scheme="https")
+        self.addCleanup(gw.stop)
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=20, context=ctx)
+        conn.request("GET", "/v1/status", headers={"Authorization": "Bearer " + USER})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        self.assertIn("hosts_total", json.loads(resp.read()))
+        conn.close()
+
+
+class Limits(unittest.TestCase):
+    """A greedy client: event streams and connections are bounded, the
+    gateway answers the others and recovers when the greedy one leaves."""
+
+    def test_streams_and_connections(self):
+        harness.watchdog(100)
+        pool = harness.Pool().start()
+        self.addCleanup(pool.close)
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user")],
+                           args=["--max-streams", "2", "--max-conns", "8"])
+        self.addCleanup(gw.stop)
+        streams = [SseReader(gw, USER) for _ in range(2)]
+        try:
+            self.assertEqual([s.status for s in streams], [200, 200])
+            status, _, data = gw.request("GET", "/v1/events", token=USER)
+            self.assertEqual(status, 503)
+            self.assertEqual(data["error"]["status"], "TOO_MANY_STREAMS")
+            openapi_check.check("GET", "/v1/events", status, data)
+            self.assertEqual(gw.request("GET", "/v1/status", token=USER)[0], 200)
+        finally:
+            for s in streams:
+                s.close()
+        # a closed stream frees its slot (noticed at the next keepalive, 1 s here)
+        def third():
+            s = SseReader(gw, USER)
+            s.close()
+            return s.status == 200
+        harness.wait_for("a stream slot again", third, timeout=15, interval=0.5)
+        # idle connections up to the limit (4 per address: half of --max-conns)
+        idle = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(8)]
+        try:
+            try:
+                status = gw.request("GET", "/v1/status", token=USER, timeout=5)[0]
+            except (OSError, http.client.HTTPException):
+                status = None  # refused or closed at once: the limit holds
+            self.assertNotEqual(status, 200)
+        finally:
+            for c in idle:
+                c.close()
+        def served():
+            try:  # until the gateway has seen the idle ones go, it may still refuse
+                return gw.request("GET", "/v1/status", token=USER, timeout=5)[0] == 200
+            except (OSError, http.client.HTTPException):
+                return False
+        harness.wait_for("service after the idle connections left", served, timeout=15,
+                         interval=0.3)
+
+
+class Curve(unittest.TestCase):
+    """ttgw and the Python client with CURVE keys (ttctl keygen), against a
+    broker with --curve-secret. The broker takes the tenant from the key
+    today, so every token acts as the gateway key's tenant: the reason the
+    broker needs the gateway role of docs/GATEWAY.md."""
+
+    def test_curve(self):
+        import test_security
+        harness.watchdog(120)
+        pool = test_security.CurvePool(hosts={"h1": {}})
+        self.addCleanup(pool.close)
+        pool.start()
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (OTHER, "bob", "user")],
+                           args=["--key", pool.key("alice"), "--broker-key", pool.broker_cert])
+        self.addCleanup(gw.stop)
+        sse = SseReader(gw, USER)
+        self.addCleanup(sse.close)
+        time.sleep(0.5)
+        status, _, env = gw.request("POST", "/v1/envs", {"name": "curved", "images": [
+            {"image": "sleeper"}], "cpu": 1, "mem_mib": 64}, token=USER)
+        self.assertEqual(status, 201, env)
+        self.assertEqual(env["tenant"], "alice")
+        harness.wait_for("env.created over CURVE", lambda: "env.created" in sse.kinds("curved"))
+        # bob's token reaches the broker as the key's tenant (alice) until the
+        # broker honours Request.tenant from a gateway key
+        status, _, shown = gw.request("GET", "/v1/envs/curved", token=OTHER)
+        self.assertEqual((status, shown.get("tenant")), (200, "alice"))
+        # the Python client with the same kind of keys
+        harness.ttfleet_package()
+        import ttfleet
+        with ttfleet.Client(broker=pool.clients_ep, key=pool.key("alice"),
+                            broker_key=pool.broker_cert, timeout_ms=5000) as c:
+            self.assertEqual(c.env_show("curved").tenant, "alice")
+            c.env_delete("curved")
+        with ttfleet.Client(broker=pool.clients_ep, tenant="alice", timeout_ms=300,
+                            retries=1) as plain:
+            with self.assertRaises(ttfleet.TransportError):  # no key: silence
+                plain.pool_status()
+
+
+class GreedyTenant(unittest.TestCase):
+    """One tenant's requests in flight and event streams are bounded per
+    tenant: past its share it gets 429, and another tenant is unaffected."""
+
+    def test_inflight_and_streams(self):
+        harness.watchdog(100)
+        pool = harness.Pool()  # never started: requests wait the whole timeout
+        self.addCleanup(pool.close)
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (OTHER, "bob", "user")],
+                           args=["--timeout", "3000", "--retries", "1", "--max-inflight", "2",
+                                 "--max-tenant-streams", "1"])
+        self.addCleanup(gw.stop)
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            gw.request("GET", "/v1/envs", token=USER)[0])) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.8)  # both are waiting on the (absent) broker now
+        status, _, data = gw.request("GET", "/v1/envs", token=USER)
+        self.assertEqual(status, 429)
+        self.assertEqual(data["error"]["status"], "TOO_MANY_REQUESTS")
+        openapi_check.check("GET", "/v1/envs", status, data)
+        # bob is not held back by alice: his request goes to the broker (and
+        # times out there, since there is none)
+        status, _, data = gw.request("GET", "/v1/envs", token=OTHER)
+        self.assertEqual((status, data["error"]["status"]), (504, "BROKER_TIMEOUT"))
+        for t in threads:
+            t.join(20)
+        self.assertEqual(results, [504, 504])
+        # alice's slots are free again
+        self.assertEqual(gw.request("GET", "/v1/envs", token=USER)[0], 504)
+        # streams: one per tenant here
+        first = SseReader(gw, USER)
+        self.addCleanup(first.close)
+        self.assertEqual(first.status, 200)
+        status, _, data = gw.request("GET", "/v1/events", token=USER)
+        self.assertEqual((status, data["error"]["status"]), (429, "TOO_MANY_STREAMS"))
+        other = SseReader(gw, OTHER)
+        self.addCleanup(other.close)
+        self.assertEqual(other.status, 200)
+
+
+class BrokerDown(unittest.TestCase):
+    """A broker that does not answer: 504 with a JSON body, quickly."""
+
+    def test_broker_timeout(self):
+        harness.watchdog(100)
+        pool = harness.Pool()  # never started: nothing listens on its endpoints
+        try:
+            gw = gwlib.Gateway(pool, [(USER, "alice", "user")],
+                               args=["--timeout", "300", "--retries", "1"])
+            try:
+                status, _, data = gw.request("GET", "/v1/envs", token=USER)
+                self.assertEqual(status, 504)
+                self.assertEqual(data["error"]["status"], "BROKER_TIMEOUT")
+                openapi_check.check("GET", "/v1/envs", status, data)
+                status, _, text = gw.request("GET", "/metrics")
+                self.assertEqual(status, 200)
+                self.assertIn("ttfleet_broker_up 0", text)
+            finally:
+                gw.stop()
+        finally:
+            pool.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

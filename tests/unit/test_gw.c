@@ -1,0 +1,228 @@
+/*
+ * Unit tests of ttgw's pure modules: pbjson (JSON <-> protobuf-c through
+ * the descriptors) and tokens (the token file). Run as `test_gw CASE`.
+ * Hostile input is the point: every bad document must come back as NULL
+ * with a reason, never a crash (run under ASan in CI's sanitizer pass).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pbjson.h"
+#include "tokens.h"
+#include "ttfleet.pb-c.h"
+
+static int s_failures;
+
+#define CHECK(cond)                                                         \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            s_failures++;                                                   \
+        }                                                                   \
+    } while (0)
+
+/* Decodes text as desc; returns the message (arena owns it) or NULL. */
+static ProtobufCMessage *s_decode(const ProtobufCMessageDescriptor *desc, const char *text,
+                                  pbjson_arena_t *arena, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    if (!j) {
+        snprintf(err, errlen, "json: %s", jerr.text);
+        return NULL;
+    }
+    ProtobufCMessage *m = pbjson_decode(desc, j, arena, err, errlen);
+    json_decref(j);
+    return m;
+}
+
+static void test_roundtrip(void)
+{
+    pbjson_arena_t *arena = pbjson_arena_new();
+    char err[256];
+    Ttfleet__EnvCreate *c = (Ttfleet__EnvCreate *)s_decode(
+        &ttfleet__env_create__descriptor,
+        "{\"name\":\"web\",\"images\":[{\"image\":\"sleeper\",\"dup\":2}],\"cpu\":1,"
+        "\"memMib\":256,\"lifetime\":\"7200\",\"ports\":[80,443],\"deny_outgoing\":true}",
+        arena, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(strcmp(c->name, "web") == 0);
+        CHECK(c->n_images == 1 && strcmp(c->images[0]->image, "sleeper") == 0 &&
+              c->images[0]->dup == 2);
+        CHECK(c->cpu == 1 && c->mem_mib == 256 && c->lifetime == 7200);
+        CHECK(c->n_ports == 2 && c->ports[1] == 443 && c->deny_outgoing);
+        CHECK(c->engine && c->engine[0] == 0);  /* missing string: "" */
+        /* the packed message is what the wire would carry */
+        size_t len = protobuf_c_message_get_packed_size(&c->base);
+        uint8_t *buf = malloc(len);
+        protobuf_c_message_pack(&c->base, buf);
+        Ttfleet__EnvCreate *back = ttfleet__env_create__unpack(NULL, len, buf);
+        CHECK(back && back->mem_mib == 256);
+        json_t *j = pbjson_encode(&back->base);
+        CHECK(json_integer_value(json_object_get(j, "mem_mib")) == 256);
+        CHECK(json_is_array(json_object_get(j, "images")));
+        CHECK(json_is_string(json_object_get(j, "engine")));
+        json_decref(j);
+        ttfleet__env_create__free_unpacked(back, NULL);
+        free(buf);
+    }
+    Ttfleet__EnvUpdate *u = (Ttfleet__EnvUpdate *)s_decode(
+        &ttfleet__env_update__descriptor, "{\"name\":\"a\",\"outgoing\":\"OUTGOING_DENY\"}", arena,
+        err, sizeof err);
+    CHECK(u && u->outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_DENY);
+    u = (Ttfleet__EnvUpdate *)s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":2}", arena,
+                                       err, sizeof err);
+    CHECK(u && u->outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_ALLOW);
+    /* enums and bytes out */
+    Ttfleet__ConsoleText ct = TTFLEET__CONSOLE_TEXT__INIT;
+    ct.text.data = (uint8_t *)"hi!\n";
+    ct.text.len = 4;
+    json_t *j = pbjson_encode(&ct.base);
+    CHECK(strcmp(json_string_value(json_object_get(j, "text")), "aGkhCg==") == 0);
+    json_decref(j);
+    Ttfleet__VmInfo vm = TTFLEET__VM_INFO__INIT;
+    vm.state = TTFLEET__VM_STATE__VM_RUNNING;
+    j = pbjson_encode(&vm.base);
+    CHECK(strcmp(json_string_value(json_object_get(j, "state")), "VM_RUNNING") == 0);
+    json_decref(j);
+    /* bytes in */
+    Ttfleet__ConsoleText *in = (Ttfleet__ConsoleText *)s_decode(
+        &ttfleet__console_text__descriptor, "{\"text\":\"aGkhCg==\"}", arena, err, sizeof err);
+    CHECK(in && in->text.len == 4 && memcmp(in->text.data, "hi!\n", 4) == 0);
+    /* oneofs: only the set member is written */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = "x";
+    req.op_case = TTFLEET__REQUEST__OP_ENV_SHOW;
+    req.env_show = &ref;
+    j = pbjson_encode(&req.base);
+    CHECK(json_object_get(j, "env_show") && !json_object_get(j, "env_create"));
+    json_decref(j);
+    pbjson_arena_destroy(&arena);
+    CHECK(arena == NULL);
+}
+
+static void test_hostile(void)
+{
+    static const struct {
+        const char *json;
+        const char *reason;  /* a part of the expected message */
+    } bad[] = {
+        {"{\"name\":5}", "name"},
+        {"{\"cpu\":-1}", "cpu"},
+        {"{\"cpu\":4294967296}", "out of range"},
+        {"{\"cpu\":1.5}", "integer"},
+        {"{\"lifetime\":3.3e92}", "out of range"},  /* a fuzzer finding: UB cast */
+        {"{\"lifetime\":-1e300}", "out of range"},
+        {"{\"cpu\":\"12x\"}", "cpu"},
+        {"{\"cpu\":\"-3\"}", "cpu"},
+        {"{\"cpu\":true}", "cpu"},
+        {"{\"lifetime\":\"99999999999999999999999\"}", "lifetime"},
+        {"{\"deny_outgoing\":\"yes\"}", "true or false"},
+        {"{\"images\":{}}", "array"},
+        {"{\"images\":[1]}", "object"},
+        {"{\"images\":[{\"image\":\"a\",\"extra\":1}]}", "extra"},
+        {"{\"ports\":[70000000000]}", "range"},
+        {"{\"mem_mib\":1,\"memMib\":2}", "twice"},
+        {"{\"bogus\":1}", "bogus"},
+        {"{\"name\":\"a\\u0000b\"}", "NUL"},
+        {"[]", "object"},
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pbjson_arena_t *arena = pbjson_arena_new();
+        json_error_t jerr;
+        json_t *j = json_loads(bad[i].json, JSON_ALLOW_NUL, &jerr);
+        CHECK(j != NULL);
+        ProtobufCMessage *m = j ? pbjson_decode(&ttfleet__env_create__descriptor, j, arena, err,
+                                                sizeof err)
+                                : NULL;
+        if (m || !strstr(err, bad[i].reason)) {
+            fprintf(stderr, "input %s: got %s, reason '%s'\n", bad[i].json, m ? "a message" : "NULL",
+                    err);
+            s_failures++;
+        }
+        json_decref(j);
+        pbjson_arena_destroy(&arena);
+    }
+    /* bytes that are not base64; an enum that does not exist */
+    pbjson_arena_t *arena = pbjson_arena_new();
+    CHECK(!s_decode(&ttfleet__console_text__descriptor, "{\"text\":\"!!!\"}", arena, err, sizeof err));
+    CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":\"SOMETIMES\"}", arena, err,
+                    sizeof err));
+    CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":99}", arena, err, sizeof err));
+    /* a long array is bounded */
+    char *big = malloc(5000 * 2 + 32);
+    strcpy(big, "{\"ports\":[");
+    for (int i = 0; i < 5000; i++)
+        strcat(big, i ? ",1" : "1");
+    strcat(big, "]}");
+    CHECK(!s_decode(&ttfleet__env_create__descriptor, big, arena, err, sizeof err));
+    CHECK(strstr(err, "too many") != NULL);
+    free(big);
+    /* a two-op Request (oneof) is refused */
+    CHECK(!s_decode(&ttfleet__request__descriptor,
+                    "{\"env_show\":{\"name\":\"a\"},\"env_delete\":{\"name\":\"a\"}}", arena, err,
+                    sizeof err));
+    pbjson_arena_destroy(&arena);
+}
+
+static void test_tokens(void)
+{
+    char path[] = "/tmp/ttgw-tokens-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    const char *text = "# comment\n"
+                       "aaaaaaaaaaaaaaaaaaaa alice user\n"
+                       "short bob user\n"                        /* too short: skipped */
+                       "bbbbbbbbbbbbbbbbbbbb bad/tenant user\n"  /* bad tenant */
+                       "cccccccccccccccccccc carol root\n"       /* bad role */
+                       "dddddddddddddddddddd dave admin # ops\n"
+                       "\n";
+    CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    char err[256], tenant[65], role[16];
+    tokens_t *t = tokens_new(path, err, sizeof err);
+    CHECK(t != NULL);
+    CHECK(tokens_count(t) == 2);
+    CHECK(tokens_lookup(t, "aaaaaaaaaaaaaaaaaaaa", tenant, role) == 0 &&
+          strcmp(tenant, "alice") == 0 && strcmp(role, "user") == 0);
+    CHECK(tokens_lookup(t, "dddddddddddddddddddd", tenant, role) == 0 &&
+          strcmp(role, "admin") == 0);
+    CHECK(tokens_lookup(t, "aaaaaaaaaaaaaaaaaaa", tenant, role) != 0);   /* prefix */
+    CHECK(tokens_lookup(t, "aaaaaaaaaaaaaaaaaaaaa", tenant, role) != 0); /* longer */
+    CHECK(tokens_lookup(t, "", tenant, role) != 0);
+    CHECK(tokens_lookup(t, "short", tenant, role) != 0);
+    /* rewritten: alice removed, erin added (a different size, so the change shows
+     * even within one mtime tick) */
+    FILE *f = fopen(path, "w");
+    fputs("eeeeeeeeeeeeeeeeeeeeeeee erin user\n", f);
+    fclose(f);
+    CHECK(tokens_lookup(t, "aaaaaaaaaaaaaaaaaaaa", tenant, role) != 0);
+    CHECK(tokens_lookup(t, "eeeeeeeeeeeeeeeeeeeeeeee", tenant, role) == 0 &&
+          strcmp(tenant, "erin") == 0);
+    /* removed file: the last table stays */
+    unlink(path);
+    CHECK(tokens_lookup(t, "eeeeeeeeeeeeeeeeeeeeeeee", tenant, role) == 0);
+    tokens_destroy(&t);
+    CHECK(t == NULL);
+    CHECK(tokens_new("/nonexistent/tokens", err, sizeof err) == NULL && strstr(err, "cannot read"));
+}
+
+int main(int argc, char **argv)
+{
+    const char *which = argc > 1 ? argv[1] : "all";
+    bool all = strcmp(which, "all") == 0;
+    if (all || strcmp(which, "roundtrip") == 0)
+        test_roundtrip();
+    if (all || strcmp(which, "hostile") == 0)
+        test_hostile();
+    if (all || strcmp(which, "tokens") == 0)
+        test_tokens();
+    if (s_failures)
+        fprintf(stderr, "%d checks failed\n", s_failures);
+    return s_failures ? 1 : 0;
+}
