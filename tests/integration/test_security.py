@@ -623,7 +623,14 @@ class Keys(lifecycle.PoolTest):
         keygen(pool.key("wb"), "--role", "worker", "--host", "hw")
         slot = os.path.join(pool.worker_keys, "slot")
         shutil.copy(pool.key("wa"), slot)
-        time.sleep(1.5)  # the broker has read the directory with wa in it
+        # the broker has read the directory with wa in it: hw joins with wa
+        pool.hosts["hw"] = {"args": pool.worker_curve_args("wa")}
+        pool.start_worker("hw")
+        self.addCleanup(pool.stop_worker, "hw")
+        pool.wait_online(["hw"], timeout=20)
+        pool.stop_worker("hw")
+        harness.wait_for("hw to be down", lambda: {h["id"]: h["state"] for h in pool.ctl(
+            "host", "list", key="admin").data["hosts"]}.get("hw") != "online", timeout=20)
         with open(pool.key("wb"), "rb") as f:
             new = f.read()
         before = os.stat(slot)
@@ -638,7 +645,6 @@ class Keys(lifecycle.PoolTest):
         self.assertEqual(os.stat(pool.worker_keys).st_mtime_ns, dir_before.st_mtime_ns)
         pool.hosts["hw"] = {"args": pool.worker_curve_args("wb")}
         pool.start_worker("hw")
-        self.addCleanup(pool.stop_worker, "hw")
         pool.wait_online(["hw"], timeout=20)
         self.assertTrue(pool.broker.running())
 
