@@ -80,6 +80,31 @@ bool tt_name_valid(const char *s)
     return true;
 }
 
+bool tt_key_valid(const char *s)
+{
+    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                              ".-:+=^!/*?&<>()[]{}@%$#";
+    if (!s || strlen(s) != TT_KEY_LEN)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!strchr(z85, *p))
+            return false;
+    /* each group of five encodes 32 bits: the largest is "%nSc0" */
+    for (int g = 0; g < TT_KEY_LEN; g += 5) {
+        uint64_t v = 0;
+        for (int i = 0; i < 5; i++)
+            v = v * 85 + (uint64_t)(strchr(z85, s[g + i]) - z85);
+        if (v > 0xffffffffu)
+            return false;
+    }
+    return true;
+}
+
+bool tt_key_role_valid(const char *s)
+{
+    return s && (strcmp(s, "user") == 0 || strcmp(s, "admin") == 0 || strcmp(s, "gateway") == 0);
+}
+
 bool tt_request_id_valid(const char *s)
 {
     if (!s || !*s)
@@ -304,6 +329,22 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     case TTFLEET__REQUEST__OP_HOST_REMOVE:
         if (!tt_name_valid(req->host_remove->id))
             FAIL("invalid host id '%.80s'", req->host_remove->id ? req->host_remove->id : "");
+        return 0;
+    case TTFLEET__REQUEST__OP_KEY_LIST:
+        return 0;
+    case TTFLEET__REQUEST__OP_KEY_ADD: {
+        const Ttfleet__KeyAdd *k = req->key_add;
+        if (!tt_key_valid(k->public_key))
+            FAIL("public key is not 40 characters of Z85 (a CURVE public key)");
+        if (!tt_name_valid(k->tenant))
+            FAIL("invalid tenant '%.80s': use 1..64 of [A-Za-z0-9._-]", k->tenant ? k->tenant : "");
+        if (!tt_key_role_valid(k->role))
+            FAIL("invalid role '%.16s': user, admin or gateway", k->role ? k->role : "");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_KEY_RM:
+        if (!tt_key_valid(req->key_rm->public_key))
+            FAIL("public key is not 40 characters of Z85 (a CURVE public key)");
         return 0;
     case TTFLEET__REQUEST__OP_HOST_SHOW:
         if (!tt_name_valid(req->host_show->id))

@@ -328,6 +328,9 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
         case TTFLEET__REPLY__RESULT_CONSOLE:
             print_console(stdout, reply->console, ctl->json);
             break;
+        case TTFLEET__REPLY__RESULT_KEYS:
+            print_key_list(stdout, reply->keys, ctl->json);
+            break;
         case TTFLEET__REPLY__RESULT_QUOTAS:
             print_quota_list(stdout, reply->quotas, ctl->json);
             break;
@@ -908,6 +911,100 @@ static int s_host_remove(ctl_t *ctl, scan_t *s)
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_host_remove(client, id, given[0], &reply);
     return s_host_op_finish(ctl, &client, rc, &reply);
+}
+
+/* ---- key: the operator binds client keys (admin only) ---- */
+
+/* A public key given as 40 characters of Z85 or as a certificate file
+ * (`ttctl keygen`'s PATH, or PATH_secret: only the public key is sent). */
+static void s_key_arg(ctl_t *ctl, const char *arg, char *pub)
+{
+    if (tt_key_valid(arg)) {
+        snprintf(pub, TT_KEY_LEN + 1, "%s", arg);
+        return;
+    }
+    struct stat st;
+    if (stat(arg, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024)
+        s_usage_error(ctl, "'%s' is neither a public key (40 characters of Z85) nor a "
+                           "certificate file", arg);
+    zcert_t *cert = zcert_load(arg);
+    if (!cert)
+        s_usage_error(ctl, "%s is not a CURVE certificate (ttctl keygen makes them)", arg);
+    snprintf(pub, TT_KEY_LEN + 1, "%s", zcert_public_txt(cert));
+    const char *role = zcert_meta(cert, "role"), *tenant = zcert_meta(cert, "tenant");
+    if (role || tenant)
+        fprintf(stderr, "ttctl: note: the tenant/role written in %s (%s/%s) are ignored; "
+                        "the broker uses what you bind\n", arg, tenant ? tenant : "-",
+                role ? role : "-");
+    zcert_destroy(&cert);
+}
+
+static int s_key_add(ctl_t *ctl, scan_t *s)
+{
+    const char *file = NULL, *tenant = NULL, *role = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (file)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            file = arg;
+        } else if (s_is(s, "--tenant"))
+            tenant = s_name(ctl, "--tenant", s_value(ctl, s));
+        else if (s_is(s, "--role")) {
+            role = s_value(ctl, s);
+            if (!tt_key_role_valid(role))
+                s_usage_error(ctl, "--role: '%s' is not user, admin or gateway", role);
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!file || !tenant || !role)
+        s_usage_error(ctl, "key add needs PUBLIC_KEY_OR_CERT_FILE, --tenant T and --role R");
+    char pub[TT_KEY_LEN + 1];
+    s_key_arg(ctl, file, pub);
+    /* --tenant here names the key's tenant; the caller's own tenant comes
+     * from its key, so ctl->tenant is not used for this request */
+    Ttfleet__KeyAdd add = TTFLEET__KEY_ADD__INIT;
+    add.public_key = pub;
+    add.tenant = (char *)tenant;
+    add.role = (char *)role;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_KEY_ADD;
+    req.key_add = &add;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_finish(ctl, &client, rc, &reply, "key bound", false);
+}
+
+static int s_key_list(ctl_t *ctl, scan_t *s)
+{
+    s_positionals(ctl, s, NULL, 0);
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_KEY_LIST;
+    req.key_list = &empty;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no keys", false);
+}
+
+static int s_key_rm(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[1] = {NULL};
+    if (s_positionals(ctl, s, pos, 1) != 1)
+        s_usage_error(ctl, "key rm needs PUBLIC_KEY_OR_CERT_FILE");
+    char pub[TT_KEY_LEN + 1];
+    s_key_arg(ctl, pos[0], pub);
+    Ttfleet__KeyRef ref = TTFLEET__KEY_REF__INIT;
+    ref.public_key = pub;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_KEY_RM;
+    req.key_rm = &ref;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_finish(ctl, &client, rc, &reply, "key removed", false);
 }
 
 /* ---- admission: quota, queue, audit ---- */
@@ -1593,6 +1690,17 @@ static const command_t s_commands[] = {
      "Removes host ID from the pool (admin only); refused while it holds VMs unless\n"
      "--force, which drops them.\n",
      s_host_remove, NULL, NULL},
+    {"key", "add", "key add PUBLIC_KEY_OR_CERT_FILE --tenant T --role user|admin|gateway",
+     "Binds a client key to tenant T and a role (admin only). The key's owner makes it\n"
+     "(ttctl keygen) and sends the public file; what that file says about its tenant\n"
+     "or role is ignored. Refused if the key is already bound (key rm it first).\n",
+     s_key_add, NULL, NULL},
+    {"key", "list", "key list", "Lists the bound client keys (admin only).\n", s_key_list, NULL,
+     NULL},
+    {"key", "rm", "key rm PUBLIC_KEY_OR_CERT_FILE",
+     "Removes a key's binding (admin only): its next request is refused\n"
+     "(UNAUTHENTICATED), new handshakes with it fail, and its events stop.\n",
+     s_key_rm, NULL, NULL},
     {"quota", "set",
      "quota set TENANT [--envs N] [--vms N] [--cpu N] [--mem MIB] [--disk MIB] "
      "[--max-lifetime SECS] [--max-priority N]",
@@ -1636,7 +1744,9 @@ static const command_t s_commands[] = {
      "keygen --out PATH (--role user|admin --tenant T | --role worker [--host ID] | --role broker)",
      "Makes a CURVE keypair: PATH (the public certificate, with the role, tenant or host\n"
      "the broker checks) and PATH_secret (mode 0600). Never overwrites an existing file.\n"
-     "  --role user|admin  a client key of tenant T; PATH goes in the broker's --client-keys dir\n"
+     "  --role user|admin  a client key; send PATH to an admin, who binds it with\n"
+     "                     'ttctl key add PATH --tenant T --role R' (the broker ignores\n"
+     "                     the tenant and role written here)\n"
      "  --role worker      a worker key; --host binds it to that host id; PATH goes in the\n"
      "                     broker's --worker-keys dir\n"
      "  --role broker      the broker's key (ttbroker --curve-secret PATH); give PATH to\n"

@@ -664,3 +664,28 @@ int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json)
     s_table_print(out, &t);
     return 0;
 }
+
+int print_key_list(FILE *out, const Ttfleet__KeyInfoList *list, bool json)
+{
+    if (json) {
+        json_t *keys = json_array();
+        for (size_t i = 0; i < list->n_keys; i++) {
+            const Ttfleet__KeyInfo *k = list->keys[i];
+            json_array_append_new(keys, json_pack("{s:s, s:s, s:s, s:I, s:s}", "public_key",
+                                                  k->public_key, "tenant", k->tenant, "role",
+                                                  k->role, "added_at", (json_int_t)k->added_at,
+                                                  "added_by", k->added_by));
+        }
+        return s_json_print(out, json_pack("{s:o}", "keys", keys));
+    }
+    if (list->n_keys == 0) {
+        fprintf(out, "no keys\n");
+        return 0;
+    }
+    fprintf(out, "%-40s  %-8s  %-20s  %s\n", "PUBLIC KEY", "ROLE", "TENANT", "ADDED BY");
+    for (size_t i = 0; i < list->n_keys; i++) {
+        const Ttfleet__KeyInfo *k = list->keys[i];
+        fprintf(out, "%-40s  %-8s  %-20s  %s\n", k->public_key, k->role, k->tenant, k->added_by);
+    }
+    return 0;
+}

@@ -24,6 +24,7 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json);
 int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant, bool json);
 int print_host(FILE *out, const Ttfleet__HostInfo *host, bool json);
 int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json);
+int print_key_list(FILE *out, const Ttfleet__KeyInfoList *list, bool json);
 int print_pool(FILE *out, const Ttfleet__PoolStatus *pool, bool json);
 /* Console text: human form through print_console_text (a guest cannot drive
  * the terminal); JSON: text as a string (jansson escapes control bytes;
