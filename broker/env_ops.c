@@ -44,6 +44,26 @@ static env_t *s_env_idle(handler_ctx_t *c, const char *name, int *status)
     return env;
 }
 
+/* The per image group readiness specs of a create as "IMAGE\tSPEC" lines
+ * (NULL when none; validated already: no control characters). */
+static char *s_group_ready(const Ttfleet__EnvCreate *cr)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < cr->n_images; i++)
+        if (cr->images[i]->ready && *cr->images[i]->ready)
+            len += strlen(cr->images[i]->image) + strlen(cr->images[i]->ready) + 2;
+    if (len == 1)
+        return NULL;
+    char *out = malloc(len), *p = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < cr->n_images; i++)
+        if (cr->images[i]->ready && *cr->images[i]->ready)
+            p += sprintf(p, "%s\t%s\n", cr->images[i]->image, cr->images[i]->ready);
+    *p = '\0';
+    return out;
+}
+
 int env_create(handler_ctx_t *c)
 {
     broker_t *self = c->self;
@@ -76,10 +96,23 @@ int env_create(handler_ctx_t *c)
         gports[n_gports++] = cr->ports[i];
     }
 
+    if ((cr->n_ssh_keys || cr->user_data.len) && !model_engine_bootstraps(engine)) {
+        snprintf(msg, sizeof msg,
+                 "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use the qemu "
+                 "engine with a cloud-init image",
+                 engine);
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, msg);
+    }
+    char *group_ready = s_group_ready(cr);
+
     env_t *env = model_env_new(self, c->tenant, cr->name);
-    if (!env) {
+    if (!env || model_env_set_guest(env, cr->ssh_keys, (int)cr->n_ssh_keys, cr->user_data.data,
+                                    cr->user_data.len, cr->ready, group_ready)) {
+        free(group_ready);
+        model_env_free(self, &env);
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
+    free(group_ready);
     env->id = self->next_env_id++;
     env->target = TARGET_CREATING;
     env->created_at = tt_now();

@@ -8,6 +8,7 @@
  * The schema's UNIQUE constraints are the second line of defence.
  */
 #include "model.h"
+#include "ttguest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,7 @@ void model_env_free(broker_t *self, env_t **env_p)
     char key[2 * TT_MAX_NAME + 2];
     s_env_key(env->tenant, env->name, key, sizeof key);
     zhashx_delete(self->envs, key);
+    model_env_set_guest(env, NULL, 0, NULL, 0, NULL, NULL);
     free(env->vms);
     free(env);
     *env_p = NULL;
@@ -235,6 +237,10 @@ void model_vm_set_state(vm_t *vm, int state)
 {
     bool before = model_vm_holds_cpu(vm);
     vm->state = state;
+    if (state != TTFLEET__VM_STATE__VM_RUNNING) {
+        vm->ready = false; /* probed again after start / resume */
+        vm->ready_at = 0;
+    }
     bool after = model_vm_holds_cpu(vm);
     if (before != after)
         s_account(vm, after ? 1 : -1, true, false);
@@ -466,4 +472,71 @@ int alloc_mac_parse(const char *s, uint64_t *mac)
         return -1;
     *mac = ((uint64_t)a << 16) | ((uint64_t)b << 8) | c;
     return 0;
+}
+
+/* ---- guest inputs (issue 11) ---- */
+
+int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
+                        size_t ud_len, const char *ready, const char *group_ready)
+{
+    for (int i = 0; i < env->n_ssh_keys; i++)
+        free(env->ssh_keys[i]);
+    free(env->ssh_keys);
+    free(env->user_data);
+    free(env->ready);
+    free(env->group_ready);
+    env->ssh_keys = NULL;
+    env->n_ssh_keys = 0;
+    env->user_data = NULL;
+    env->user_data_len = 0;
+    env->ready = env->group_ready = NULL;
+    if (n_keys > 0) {
+        env->ssh_keys = calloc((size_t)n_keys, sizeof *env->ssh_keys);
+        if (!env->ssh_keys)
+            return -1;
+        for (int i = 0; i < n_keys; i++) {
+            env->ssh_keys[i] = strdup(keys[i]);
+            if (!env->ssh_keys[i])
+                return -1;
+            env->n_ssh_keys = i + 1;
+        }
+    }
+    if (ud_len > 0) {
+        env->user_data = malloc(ud_len);
+        if (!env->user_data)
+            return -1;
+        memcpy(env->user_data, ud, ud_len);
+        env->user_data_len = ud_len;
+    }
+    if (ready && *ready && !(env->ready = strdup(ready)))
+        return -1;
+    if (group_ready && *group_ready && !(env->group_ready = strdup(group_ready)))
+        return -1;
+    return 0;
+}
+
+char *model_vm_ready_spec(const vm_t *vm)
+{
+    char spec[TT_READY_MAX + 1];
+    const char *g = vm->env->group_ready;
+    size_t il = strlen(vm->image);
+    while (g && *g) {
+        const char *nl = strchr(g, '\n');
+        size_t ll = nl ? (size_t)(nl - g) : strlen(g);
+        if (ll > il && strncmp(g, vm->image, il) == 0 && g[il] == '\t') {
+            size_t sl = ll - il - 1;
+            if (sl > TT_READY_MAX)
+                sl = TT_READY_MAX;
+            memcpy(spec, g + il + 1, sl);
+            spec[sl] = '\0';
+            return strdup(spec);
+        }
+        g = nl ? nl + 1 : NULL;
+    }
+    return strdup(vm->env->ready ? vm->env->ready : "");
+}
+
+bool model_engine_bootstraps(const char *engine)
+{
+    return engine && strcmp(engine, "qemu") == 0;
 }

@@ -89,6 +89,11 @@ struct vm_t {
     portmap_t ports[TT_MAX_PORTS_PER_VM];
     bool doomed;                 /* being removed (rm-vm / delete) */
     vm_t *host_prev, *host_next; /* the host's list of VMs */
+    /* readiness as its worker last reported it (not persisted: the
+     * worker's READY inventory carries it again) */
+    bool ready;
+    int64_t ready_at;
+    char ready_detail[128];
 };
 
 typedef enum { TARGET_CREATING = 0, TARGET_RUNNING, TARGET_STOPPED, TARGET_PAUSED } env_target_t;
@@ -105,6 +110,14 @@ struct env_t {
     int n_vms, cap_vms;
     vm_t **vms;
     op_t *busy; /* the op running on this env, if any */
+    /* guest bootstrap and readiness (issue 11), fixed at create, kept in
+     * env_guest, sent in every VmSpec */
+    int n_ssh_keys;
+    char **ssh_keys;
+    uint8_t *user_data;
+    size_t user_data_len;
+    char *ready;       /* the env's readiness spec ("" = each image's default) */
+    char *group_ready; /* per image group: lines "IMAGE\tSPEC\n" */
 };
 
 typedef enum {
@@ -223,6 +236,20 @@ vm_t *model_vm_find(broker_t *self, const char *host, uint32_t vm_id);
  * A host's VMs themselves: for (vm = host->vms; vm; vm = vm->host_next). */
 zlistx_t *model_host_envs(const host_t *host);
 void model_vm_set_state(vm_t *vm, int state);
+
+/* The readiness spec a VM's group resolves to: its image group's, else the
+ * env's, else "" (the worker then uses the image's default). Allocated
+ * (the caller frees it); NULL when out of memory. */
+char *model_vm_ready_spec(const vm_t *vm);
+
+/* Set an env's guest inputs (copies). 0, or -1 when out of memory. */
+int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
+                        size_t ud_len, const char *ready, const char *group_ready);
+
+/* True when the engine can bootstrap a guest (ssh keys, user-data). The
+ * broker's rule by engine name: only "qemu" does (worker/engine.c
+ * engine_bootstrap_check says the same on the worker). */
+bool model_engine_bootstraps(const char *engine);
 /* Move vm to another host with new allocations (re-placement). The old
  * VM id, MAC and public ports are released. -1 if the new host ran out. */
 int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,

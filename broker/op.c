@@ -262,6 +262,7 @@ void op_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
             if (!vm->env->busy && strcmp(env_before, env_after) != 0)
                 outq_event(self, "env.state", vm->env, NULL, NULL, env_after, NULL);
         }
+        op_vm_ready(self, vm, va);
     }
     char k[32];
     snprintf(k, sizeof k, "%llu", (unsigned long long)reply->op_id);
@@ -339,4 +340,25 @@ void op_tick(broker_t *self, int64_t now_ms)
         s_op_finish(self, op);
     }
     zlistx_destroy(&late);
+}
+
+/* ---- readiness (issue 11) ---- */
+
+void op_vm_ready(broker_t *self, vm_t *vm, const Ttfleet__VmActual *va)
+{
+    bool ready = va->ready && vm->state == TTFLEET__VM_STATE__VM_RUNNING;
+    if (va->ready_detail && strcmp(va->ready_detail, vm->ready_detail) != 0)
+        snprintf(vm->ready_detail, sizeof vm->ready_detail, "%s", va->ready_detail);
+    if (ready == vm->ready)
+        return;
+    vm->ready = ready;
+    vm->ready_at = ready ? (va->ready_at > 0 ? va->ready_at : tt_now()) : 0;
+    if (!ready)
+        return;
+    outq_event(self, "vm.ready", vm->env, vm, vm->host, "ready", vm->ready_detail);
+    env_t *env = vm->env;
+    for (int i = 0; i < env->n_vms; i++)
+        if (!env->vms[i]->ready)
+            return;
+    outq_event(self, "env.ready", env, NULL, NULL, "ready", NULL);
 }

@@ -30,4 +30,9 @@ void op_host_down(broker_t *self, host_t *host);
 /* Fail the ops past their deadline. */
 void op_tick(broker_t *self, int64_t now_ms);
 
+/* Take a VM's readiness from its worker's report (a reply, an event or the
+ * READY inventory); queues vm.ready, and env.ready when the env's last VM
+ * becomes ready. Ready is dropped when the VM leaves RUNNING. */
+void op_vm_ready(broker_t *self, vm_t *vm, const Ttfleet__VmActual *va);
+
 #endif

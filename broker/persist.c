@@ -14,6 +14,7 @@
  * rows in the batch that answers it, so there is no "deleting" to finish.
  */
 #include "persist.h"
+#include "ttguest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,37 @@ static void s_env_bind(sqlite3_stmt *st, env_t *env)
     sqlite3_bind_int64(st, 10, env->last_mgmt);
 }
 
+/* The env's guest inputs (issue 11), only when it has any. */
+static void s_env_guest_insert(broker_t *self, env_t *env)
+{
+    if (!env->n_ssh_keys && !env->user_data_len && !env->ready && !env->group_ready)
+        return;
+    sqlite3_stmt *st = s_stmt(self, "INSERT INTO env_guest (env_id, ssh_keys, user_data, "
+                                    "ready, group_ready) VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!st)
+        return;
+    size_t kl = 1;
+    for (int i = 0; i < env->n_ssh_keys; i++)
+        kl += strlen(env->ssh_keys[i]) + 1;
+    char *keys = malloc(kl);
+    if (!keys) {
+        sqlite3_reset(st);
+        s_fail(self, "insert env_guest: out of memory");
+        return;
+    }
+    keys[0] = '\0';
+    size_t off = 0;
+    for (int i = 0; i < env->n_ssh_keys; i++)
+        off += (size_t)snprintf(keys + off, kl - off, "%s\n", env->ssh_keys[i]);
+    sqlite3_bind_int64(st, 1, env->id);
+    sqlite3_bind_text(st, 2, keys, -1, free);
+    if (env->user_data_len)
+        sqlite3_bind_blob(st, 3, env->user_data, (int)env->user_data_len, SQLITE_TRANSIENT);
+    s_text(st, 4, env->ready ? env->ready : "");
+    s_text(st, 5, env->group_ready ? env->group_ready : "");
+    s_done(self, st, "insert env_guest");
+}
+
 void persist_env_insert(broker_t *self, env_t *env)
 {
     sqlite3_stmt *st = s_stmt(self, "INSERT INTO envs (id, tenant, name, state, created_at, "
@@ -169,6 +201,7 @@ void persist_env_insert(broker_t *self, env_t *env)
         return;
     s_env_bind(st, env);
     s_done(self, st, "insert env");
+    s_env_guest_insert(self, env);
 }
 
 void persist_env_update(broker_t *self, env_t *env)
@@ -380,6 +413,39 @@ static env_t *s_env_by_id(broker_t *self, int64_t id)
     return NULL;
 }
 
+static int s_load_env_guest(broker_t *self)
+{
+    sqlite3_stmt *st = store_stmt(self->store, "SELECT env_id, ssh_keys, user_data, ready, "
+                                               "group_ready FROM env_guest");
+    if (!st)
+        return -1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        env_t *env = s_env_by_id(self, sqlite3_column_int64(st, 0));
+        if (!env)
+            continue;
+        const char *text = (const char *)sqlite3_column_text(st, 1);
+        char *keys = strdup(text ? text : "");
+        char *argv[TT_SSH_KEYS_MAX];
+        int n = 0;
+        for (char *save = NULL, *k = keys ? strtok_r(keys, "\n", &save) : NULL;
+             k && n < TT_SSH_KEYS_MAX; k = strtok_r(NULL, "\n", &save))
+            argv[n++] = k;
+        const uint8_t *ud = sqlite3_column_blob(st, 2);
+        size_t ud_len = (size_t)sqlite3_column_bytes(st, 2);
+        int rc = keys ? model_env_set_guest(env, argv, n, ud, ud_len,
+                                            (const char *)sqlite3_column_text(st, 3),
+                                            (const char *)sqlite3_column_text(st, 4))
+                      : -1;
+        free(keys);
+        if (rc) {
+            sqlite3_reset(st);
+            return -1;
+        }
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
 static int s_load_vms(broker_t *self)
 {
     /* index envs by id for the join */
@@ -501,7 +567,8 @@ int persist_load(broker_t *self)
 {
     self->next_env_id = 1;
     self->next_vm_uid = 1;
-    if (s_load_hosts(self) || s_load_envs(self) || s_load_vms(self) || s_load_requests(self))
+    if (s_load_hosts(self) || s_load_envs(self) || s_load_env_guest(self) || s_load_vms(self) ||
+        s_load_requests(self))
         return -1;
     return 0;
 }

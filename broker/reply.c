@@ -58,6 +58,9 @@ static Ttfleet__VmInfo *s_vm_info(reply_arena_t *a, const vm_t *vm)
     vi->mem_mib = vm->mem;
     vi->disk_mib = vm->disk;
     vi->state = (Ttfleet__VmState)vm->state;
+    vi->ready = vm->ready;
+    vi->ready_at = vm->ready_at;
+    vi->ready_detail = (char *)vm->ready_detail;
     vi->n_ports = (size_t)vm->n_ports;
     vi->ports = reply_alloc(a, sizeof(Ttfleet__PortMap *) * (size_t)(vm->n_ports + 1));
     Ttfleet__PortMap *pm = reply_alloc(a, sizeof *pm * (size_t)(vm->n_ports + 1));

@@ -32,6 +32,11 @@ void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__P
     spec->deny_outgoing = vm->env->deny_outgoing;
     spec->expires_at = vm->env->expires_at;
     spec->desired = (Ttfleet__VmState)desired;
+    spec->n_ssh_keys = (size_t)vm->env->n_ssh_keys;
+    spec->ssh_keys = vm->env->ssh_keys;
+    spec->user_data.data = vm->env->user_data;
+    spec->user_data.len = vm->env->user_data_len;
+    spec->ready = model_vm_ready_spec(vm); /* freed by wcmd_send */
     for (int i = 0; i < vm->n_ports; i++) {
         ttfleet__port_map__init(&pm_store[i]);
         pm_store[i].guest = vm->ports[i].guest;
@@ -68,8 +73,10 @@ uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired,
             cmd.vms[i] = &specs[i];
         }
         wcmd_send_raw(self, host, &cmd);
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             free(specs[i].env);
+            free(specs[i].ready);
+        }
     }
     free(cmd.vms);
     free(specs);

@@ -115,6 +115,7 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
                 outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st),
                              "reconciled");
             }
+            op_vm_ready(self, vm, va);
             continue;
         }
         if (va->state == TTFLEET__VM_STATE__VM_ABSENT)
@@ -241,13 +242,18 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
             continue;
         int st = va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST
                                                            : (int)va->state;
-        if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST || st == vm->state)
+        if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST)
             continue;
+        if (st == vm->state) {
+            op_vm_ready(self, vm, va);
+            continue;
+        }
         model_vm_set_state(vm, st);
         persist_vm_update(self, vm);
         outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st), va->message);
         outq_event(self, "env.state", vm->env, NULL, NULL, model_env_state(vm->env),
                      va->message);
+        op_vm_ready(self, vm, va);
     }
     ttfleet__worker_event__free_unpacked(ev, NULL);
 }

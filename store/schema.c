@@ -115,6 +115,15 @@ const char *const store_broker_migrations[] = {
     "  role TEXT NOT NULL CHECK (role IN ('user', 'admin', 'gateway')),"
     "  added_at INTEGER NOT NULL,"
     "  added_by TEXT NOT NULL);",
+    /* 4: guest bootstrap and readiness (issue 11): an env's SSH keys (one
+     * a line), user-data, readiness spec and per image group specs
+     * ("IMAGE\tSPEC" lines), fixed at create */
+    "CREATE TABLE env_guest ("
+    "  env_id INTEGER PRIMARY KEY REFERENCES envs(id) ON DELETE CASCADE,"
+    "  ssh_keys TEXT NOT NULL DEFAULT '',"
+    "  user_data BLOB,"
+    "  ready TEXT NOT NULL DEFAULT '',"
+    "  group_ready TEXT NOT NULL DEFAULT '');",
 };
 const int store_broker_migrations_n =
     (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);
