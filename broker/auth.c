@@ -174,7 +174,8 @@ static void s_handle(auth_t *self, zsock_t *handler)
         const char *tenant = zcert_meta(cert, "tenant");
         const char *role = zcert_meta(cert, "role");
         if (!tt_name_valid(tenant) || !role ||
-            (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0)) {
+            (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0 &&
+             strcmp(role, "gateway") != 0)) {
             text = "client cert lacks valid tenant/role metadata";
             goto answer;
         }

@@ -20,6 +20,7 @@
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
+#include "rate.h"
 #include "reaper.h"
 #include "reply.h"
 #include "scheduler.h"
@@ -70,6 +71,8 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->cpu_ratio = 1.0;
     cfg->mem_ratio = 1.0;
     cfg->disk_ratio = 1.0;
+    cfg->rate = 200;
+    cfg->rate_burst = 2000;
 }
 
 
@@ -177,12 +180,12 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     }
     if (zframe_size(body) > TT_MAX_BODY) {
         s_client_error(self, envelope, service, TTFLEET__STATUS__TOO_LARGE,
-                       "request body over 256 KiB");
+                       "request body over 256 KiB (TT_MAX_BODY)");
         goto out;
     }
     /* who is asking: from the CURVE key when CURVE is on, else from the body */
     char auth_tenant[TT_MAX_NAME + 1] = "";
-    bool admin = false;
+    bool admin = false, gateway = false;
     if (self->curve) {
         const char *user = zframe_meta(body, "User-Id");
         const char *colon = user ? strchr(user, ':') : NULL;
@@ -193,6 +196,7 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         }
         snprintf(auth_tenant, sizeof auth_tenant, "%s", colon + 1);
         admin = strncmp(user, "admin:", 6) == 0;
+        gateway = strncmp(user, "gateway:", 8) == 0;
     }
     Ttfleet__Request *req =
         ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body));
@@ -204,7 +208,21 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     /* the body's tenant is ignored under CURVE; swap in the key's tenant
      * for the request's life and put the original back before freeing */
     char *body_tenant = req->tenant;
-    if (self->curve)
+    if (gateway) {
+        /* a gateway key acts on behalf of the tenant the request names
+         * (docs/GATEWAY.md), with the admin role only when it asks; only
+         * gateway keys may do this: for others the body is ignored */
+        if (!tt_name_valid(body_tenant)) {
+            reply_send(self, envelope, service, NULL,
+                       tt_request_id_valid(req->request_id) ? req->request_id : NULL,
+                       TTFLEET__STATUS__BAD_REQUEST,
+                       "a gateway key must name the acting tenant in Request.tenant", NULL,
+                       false);
+            ttfleet__request__free_unpacked(req, NULL);
+            goto out;
+        }
+        admin = req->on_behalf_admin;
+    } else if (self->curve)
         req->tenant = auth_tenant;
     else
         admin = req->tenant && strcmp(req->tenant, self->cfg.admin_tenant) == 0;
@@ -457,7 +475,9 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     zsock_set_rcvhwm(self->clients, 100000);
     zsock_set_sndhwm(self->workers, 100000);
     zsock_set_rcvhwm(self->workers, 100000);
-    zsock_set_maxmsgsize(self->clients, TT_MAX_BODY + 4096);
+    /* above the app's limit on purpose: a body between the two is read and
+     * answered TOO_LARGE (libzmq would drop it and the peer unheard) */
+    zsock_set_maxmsgsize(self->clients, TT_MAX_SOCKET_BODY);
     zsock_set_maxmsgsize(self->workers, TT_MAX_WORKER_BODY + 4096);
     zsock_set_linger(self->clients, 0);
     zsock_set_linger(self->workers, 0);
@@ -507,6 +527,7 @@ void broker_destroy(broker_t **self_p)
     zhashx_destroy(&self->ops);
     zhashx_destroy(&self->requests);
     zhashx_destroy(&self->vm_index);
+    rate_destroy(self);
     zlistx_destroy(&self->outq);
     zlistx_destroy(&self->all_ops);
     zlistx_destroy(&self->batch_clients);

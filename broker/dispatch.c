@@ -6,6 +6,7 @@
 #include "host_ops.h"
 #include "outq.h"
 #include "persist.h"
+#include "rate.h"
 #include "reply.h"
 
 #include <stdio.h>
@@ -50,6 +51,7 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_HOST_SET, host_set, H_ADMIN | H_RECORD},
 };
 
 static const handler_def_t *s_handler_find(int op_case)
@@ -88,6 +90,17 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
     if ((def->flags & H_ADMIN) && !admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
                    "host operations need the admin role", NULL, record);
+        return;
+    }
+    int64_t retry_ms = 0;
+    if (record && !admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
+        char m[160];
+        snprintf(m, sizeof m,
+                 "tenant '%s' sends changing requests faster than %g/s (burst %d); retry in "
+                 "%lld ms",
+                 c.tenant, self->cfg.rate, self->cfg.rate_burst, (long long)retry_ms);
+        reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__RATE_LIMITED, m,
+                   NULL, false);
         return;
     }
     /* One request, one savepoint: a refusal takes back its own rows and

@@ -824,6 +824,7 @@ static pid_t s_start_broker(const bench_cfg_t *cfg, const char *dir, char *clien
         char *argv[] = {(char *)cfg->ttbroker, "--state", state, "--clients", clients, "--workers",
                         workers, "--events", events, "--heartbeat-ms", hb, "--liveness", live,
                         "--request-ttl", ttl, "--admin-tenant", (char *)cfg->admin_tenant,
+                        "--rate", "0", /* the benchmark measures the loop, not the limit */
                         cfg->spread ? "--spread" : NULL, NULL};
         pid_t pid = fork();
         if (pid < 0)

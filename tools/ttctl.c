@@ -791,6 +791,46 @@ static int s_host_remove(ctl_t *ctl, scan_t *s)
     return s_host_op_finish(ctl, &client, rc, &reply);
 }
 
+/* host set ID --cpu N --mem MIB --disk MIB | --unpin: an admin's pin of
+ * the capacity placement may use on the host. */
+static int s_host_set(ctl_t *ctl, scan_t *s)
+{
+    Ttfleet__HostSet set = TTFLEET__HOST_SET__INIT;
+    const char *id = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (id)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            id = s_name(ctl, "host id", arg);
+        } else if (s_is(s, "--cpu")) {
+            set.cpu = (uint32_t)s_number(ctl, "--cpu", s_value(ctl, s), 1, TT_MAX_HOST_CPU);
+        } else if (s_is(s, "--mem")) {
+            set.mem_mib = s_number(ctl, "--mem", s_value(ctl, s), 1, TT_MAX_HOST_MEM_MIB);
+        } else if (s_is(s, "--disk")) {
+            set.disk_mib = s_number(ctl, "--disk", s_value(ctl, s), 1, TT_MAX_HOST_DISK_MIB);
+        } else if (s_is(s, "--unpin")) {
+            s_flag(ctl, s);
+            set.unpin = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!id)
+        s_usage_error(ctl, "host id is required");
+    if (set.unpin && (set.cpu || set.mem_mib || set.disk_mib))
+        s_usage_error(ctl, "--unpin takes no --cpu, --mem or --disk");
+    if (!set.unpin && !set.cpu && !set.mem_mib && !set.disk_mib)
+        s_usage_error(ctl, "give --cpu, --mem or --disk, or --unpin");
+    set.id = (char *)id;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_SET;
+    req.host_set = &set;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_host_op_finish(ctl, &client, rc, &reply);
+}
+
 /* ---- admission: quota, queue, audit ---- */
 
 /* A quota limit: a whole number in 0..max, or -1 / "none" for no limit. */
@@ -1466,6 +1506,11 @@ static const command_t s_commands[] = {
      "Removes host ID from the pool (admin only); refused while it holds VMs unless\n"
      "--force, which drops them.\n",
      s_host_remove, NULL, NULL},
+    {"host", "set", "host set ID [--cpu N] [--mem MIB] [--disk MIB] | --unpin",
+     "Pins the capacity placement may use on host ID (admin only; stored in broker.db):\n"
+     "the pin replaces what its worker advertises, so a compromised worker cannot draw\n"
+     "more VMs. --unpin goes back to the advertised capacity.\n",
+     s_host_set, NULL, NULL},
     {"quota", "set",
      "quota set TENANT [--envs N] [--vms N] [--cpu N] [--mem MIB] [--disk MIB] "
      "[--max-lifetime SECS] [--max-priority N]",
