@@ -1239,10 +1239,11 @@ static int s_keygen(ctl_t *ctl, scan_t *s)
         s_usage_error(ctl, "--out: path longer than 200 characters");
     if (!role)
         s_usage_error(ctl, "--role is required: user, admin, worker or broker");
-    bool client = strcmp(role, "user") == 0 || strcmp(role, "admin") == 0;
+    bool client = strcmp(role, "user") == 0 || strcmp(role, "admin") == 0 ||
+                  strcmp(role, "gateway") == 0;
     bool worker = strcmp(role, "worker") == 0;
     if (!client && !worker && strcmp(role, "broker") != 0)
-        s_usage_error(ctl, "--role: '%s' is not user, admin, worker or broker", role);
+        s_usage_error(ctl, "--role: '%s' is not user, admin, gateway, worker or broker", role);
     if (client && !tenant)
         s_usage_error(ctl, "--role %s needs --tenant T", role);
     if (!client && tenant)
@@ -1555,6 +1556,8 @@ static const command_t s_commands[] = {
      "Makes a CURVE keypair: PATH (the public certificate, with the role, tenant or host\n"
      "the broker checks) and PATH_secret (mode 0600). Never overwrites an existing file.\n"
      "  --role user|admin  a client key of tenant T; PATH goes in the broker's --client-keys dir\n"
+     "  --role gateway     ttgw's key (tenant T is its own): it acts for the tenant each request\n"
+     "                     names, with the admin role only when it sets on_behalf_admin\n"
      "  --role worker      a worker key; --host binds it to that host id; PATH goes in the\n"
      "                     broker's --worker-keys dir\n"
      "  --role broker      the broker's key (ttbroker --curve-secret PATH); give PATH to\n"
