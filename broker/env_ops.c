@@ -496,8 +496,14 @@ int env_console(handler_ctx_t *c)
     snprintf(op->console_host, sizeof op->console_host, "%s", h->id);
     op->console_vm_id = vm->vm_id;
     op->deadline_ms = tt_mono_ms() + 10000;
-    op_wait(self, op, h,
-            wcmd_console(self, h, vm->vm_id, q->max_bytes ? q->max_bytes : TT_CONSOLE_DEFAULT));
+    uint64_t cmd_id =
+        wcmd_console(self, h, vm->vm_id, q->max_bytes ? q->max_bytes : TT_CONSOLE_DEFAULT);
+    if (!cmd_id) {
+        op_free(self, &op);
+        snprintf(msg, sizeof msg, "host %s has too many commands queued; try again", h->id);
+        return handler_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE, msg);
+    }
+    op_wait(self, op, h, cmd_id);
     return 0;
 }
 

@@ -71,6 +71,10 @@ typedef struct host_t {
     uint8_t port_used[(BROKER_NPORTS + 7) / 8];
     uint32_t vmid_cursor, port_cursor;
     vm_t *vms; /* this host's VMs (vm->host_next), kept by model.c */
+    /* wcmd.c: the bound on what one batch queues to this host */
+    uint64_t cmd_batch;  /* batch_no the count is for */
+    size_t cmd_bytes;    /* command bytes queued in that batch */
+    bool resync;         /* commands were refused: send every spec again */
 } host_t;
 
 typedef struct {

@@ -129,7 +129,14 @@ void op_dispatch(broker_t *self, op_t *op)
             op_fail(op, TTFLEET__STATUS__WORKER_FAILED, why);
             continue;
         }
-        op_wait(self, op, h, wcmd_send(self, h, group, NULL, g));
+        uint64_t cmd_id = wcmd_send(self, h, group, NULL, g);
+        if (!cmd_id) {
+            char why[160];
+            snprintf(why, sizeof why, "host %s has too many commands queued; try again", h->id);
+            op_fail(op, TTFLEET__STATUS__UNAVAILABLE, why);
+            continue;
+        }
+        op_wait(self, op, h, cmd_id);
     }
     free(group);
     free(done);

@@ -204,24 +204,14 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
         cmd.op_id = ++self->next_op_id;
         cmd.n_vms = n_unknown - off > 500 ? 500 : n_unknown - off;
         cmd.vms = absent_p + off;
-        wcmd_send_raw(self, host, &cmd);
+        if (wcmd_send_raw(self, host, &cmd))
+            break; /* the next READY finds them again */
     }
     if (n_unknown)
         zsys_info("host %s: %zu VM(s) are not ours any more; destroying them", host->id,
                   n_unknown);
     /* known VMs: send the desired state of each (idempotent on the worker) */
-    size_t n_known = host->vm_count;
-    if (n_known) {
-        vm_t **vms = calloc(n_known, sizeof *vms);
-        size_t k = 0;
-        for (vm_t *vm = host->vms; vms && vm && k < n_known; vm = vm->host_next)
-            if (!vm->doomed)
-                vms[k++] = vm;
-        /* in chunks, to keep each command well under the size limit */
-        for (size_t off = 0; vms && off < k; off += 500)
-            wcmd_send(self, host, vms + off, NULL, (int)(k - off > 500 ? 500 : k - off));
-        free(vms);
-    }
+    wcmd_resync(self, host);
 done:
     free(absent);
     free(absent_p);
@@ -402,6 +392,8 @@ void workers_tick(broker_t *self, int64_t now_ms)
             h->state = HOST_SUSPECT;
             outq_event(self, "host.suspect", NULL, NULL, h, "suspect", NULL);
         }
+        if (h->resync)
+            wcmd_resync(self, h); /* commands were refused: one full resend */
         if (now_ms - h->last_sent_ms >= hb)
             outq_worker(self, h, TT_W_HEARTBEAT, NULL, 0);
     }

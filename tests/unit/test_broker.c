@@ -9,6 +9,8 @@
 #include "op.h"
 #include "reaper.h"
 #include "reply.h"
+#include "wcmd.h"
+#include "workers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -923,6 +925,29 @@ static void s_test_amplification(void)
     s_worker_bytes("w-c", &n);
     n_all += n;
     CHECK(n_all == 0);
+    broker_end_batch(g_b);
+    s_drain();
+
+    /* per-host bound: an extend storm in one batch queues at most
+     * WCMD_HOST_BATCH_BYTES to a host; the rest is refused and coalesced
+     * into one resync at the next tick */
+    g_b->cfg.rate = 0;
+    for (int i = 0; i < 700; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "storm-%d", i);
+        x.request_id = rid;
+        ex.lifetime = 4000 + (uint64_t)i;
+        s_client_send(TT_SERVICE_ENV, &x);
+    }
+    host_t *hc = model_host_get(g_b, "hc");
+    size_t qbytes = s_worker_bytes("w-c", &n);
+    CHECK(hc && hc->resync && qbytes <= WCMD_HOST_BATCH_BYTES + 64 * 1024);
+    printf("  extend storm: %zu bytes in %d commands queued to hc\n", qbytes, n);
+    broker_end_batch(g_b);
+    s_drain();
+    workers_tick(g_b, tt_mono_ms());
+    s_worker_bytes("w-c", &n);
+    CHECK(hc && !hc->resync && n >= 1 && n <= 2); /* the resync (and a heartbeat) */
     broker_end_batch(g_b);
     s_drain();
 
