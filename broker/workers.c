@@ -121,8 +121,8 @@ static bool s_inventory_valid(const Ttfleet__WorkerHello *hello, char *why, size
             snprintf(why, len, "inventory entry for VM %u has an oversized env or message",
                      va->vm_id);
             ok = false;
-        }
-        seen[va->vm_id >> 3] |= (uint8_t)(1u << (va->vm_id & 7));
+        } else
+            seen[va->vm_id >> 3] |= (uint8_t)(1u << (va->vm_id & 7));
     }
     free(seen);
     return ok;
