@@ -4,6 +4,7 @@
 #include "dispatch.h"
 #include "env_ops.h"
 #include "host_ops.h"
+#include "keys.h"
 #include "outq.h"
 #include "persist.h"
 #include "rate.h"
@@ -51,6 +52,9 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},
+    {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_SET, host_set, H_ADMIN | H_RECORD},
 };
 
@@ -89,7 +93,7 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
     }
     if ((def->flags & H_ADMIN) && !admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
-                   "host operations need the admin role", NULL, record);
+                   "host and key operations need the admin role", NULL, record);
         return;
     }
     int64_t retry_ms = 0;
