@@ -2,6 +2,7 @@
  * dispatch: the table of handlers and the request path. See dispatch.h.
  */
 #include "dispatch.h"
+#include "stats_ops.h"
 #include "env_ops.h"
 #include "host_ops.h"
 #include "outq.h"
@@ -50,6 +51,7 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
 };
 
 static const handler_def_t *s_handler_find(int op_case)

@@ -42,6 +42,16 @@ void outq_drop(broker_t *self);
 /* Move the whole queue out (to keep it across a reload) and back in. */
 zlistx_t *outq_detach_all(broker_t *self);
 void outq_attach(broker_t *self, zlistx_t **list_p);
+/* The commit pipeline (broker.c). _seal moves everything queued into a
+ * sealed batch that may leave once commit seq is durable (committed: this
+ * batch itself committed; t0_us: when its commit began). _unseal moves the
+ * oldest sealed batch back into the queue if durable >= its seq, in order,
+ * so the caller can flush it; false when none is ready. */
+void outq_seal(broker_t *self, uint64_t seq, bool committed, int64_t t0_us);
+bool outq_unseal(broker_t *self, uint64_t durable, bool *committed, int64_t *t0_us);
+size_t outq_sealed(broker_t *self);
+void outq_drop_sealed(broker_t *self);
+
 /* Take the next queued message (tests and fuzzers read the output this way). */
 zmsg_t *outq_pop(broker_t *self, zsock_t **sock);
 
