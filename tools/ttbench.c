@@ -35,6 +35,7 @@
  */
 #include <czmq.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -74,6 +75,7 @@ typedef struct {
     int relay_seconds, idle_seconds;
     int heartbeat_ms, liveness;
     int request_ttl;
+    int show_probes; /* --mix create: producers that only show envs */
     uint32_t host_cpu;
     const char *clients_ep, *workers_ep; /* external broker */
     const char *admin_tenant;
@@ -565,6 +567,9 @@ typedef struct {
     char env[48];
     char rid[40];
     uint64_t seq;
+    bool probe; /* shows an env another producer created, then idles */
+    char done_env[48]; /* the last env this producer created (OK) */
+    int64_t next_us;   /* probes: not before (50 shows/s each) */
 } prod_t;
 
 typedef struct {
@@ -662,6 +667,8 @@ static bool s_prod_reply(run_t *run, prod_t *p, int index, zmsg_t *msg, bool run
         }
         bool ok = rep->status == TTFLEET__STATUS__OK;
         ttfleet__reply__free_unpacked(rep, NULL);
+        if (op == OP_CREATE && ok)
+            snprintf(p->done_env, sizeof p->done_env, "%s", p->env);
         /* next op of the cycle; a failed create ends the cycle, and the
          * delete always runs once the create succeeded (even after the
          * window, so the broker is left clean) */
@@ -670,7 +677,7 @@ static bool s_prod_reply(run_t *run, prod_t *p, int index, zmsg_t *msg, bool run
                 return s_prod_send(run, p, OP_SHOW, index) != 0;
             return s_prod_send(run, p, OP_DELETE, index) != 0;
         }
-        if (op == OP_SHOW)
+        if (op == OP_SHOW && !p->probe)
             return s_prod_send(run, p, OP_DELETE, index) != 0;
     }
     p->waiting = -1;
@@ -681,11 +688,15 @@ static void s_run(run_t *run)
 {
     const bench_cfg_t *cfg = run->cfg;
     int m = cfg->producers;
-    prod_t *prods = calloc((size_t)m, sizeof *prods);
+    int probes = cfg->create_only && !run->relay ? cfg->show_probes : 0;
+    int all = m + probes;
+    uint64_t probe_next = 0;
+    prod_t *prods = calloc((size_t)all, sizeof *prods);
     zset_t set;
-    if (zset_init(&set, m) || !prods)
+    if (zset_init(&set, all) || !prods)
         goto done;
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < all; i++) {
+        prods[i].probe = i >= m;
         prods[i].sock = zsock_new(ZMQ_DEALER);
         zsock_set_linger(prods[i].sock, 0);
         if (zsock_connect(prods[i].sock, "%s", run->endpoint) != 0)
@@ -697,13 +708,13 @@ static void s_run(run_t *run)
      * overflow a listen backlog, and a SYN retried after 1 s is not the
      * broker's latency. One MMI request per producer, answered. */
     int warm = 0;
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < all; i++) {
         zmsg_t *msg = ttframe_mdp_request(TT_SERVICE_MMI, TT_SERVICE_ENV, strlen(TT_SERVICE_ENV));
         if (msg && zmsg_send(&msg, prods[i].sock) != 0)
             zmsg_destroy(&msg);
         zset_touch(&set, i);
     }
-    for (int64_t until = s_now_us() + 10000000; warm < m && s_now_us() < until;) {
+    for (int64_t until = s_now_us() + 10000000; warm < all && s_now_us() < until;) {
         int k = zset_wait(&set, 100);
         for (int j = 0; j < k; j++) {
             zmsg_t *msg;
@@ -740,6 +751,22 @@ static void s_run(run_t *run)
                 if (interval)
                     next_due += interval;
             }
+            /* show probes (--mix create): each shows an env some creator
+             * made, one request in flight each */
+            for (int i = m; i < all; i++) {
+                if (prods[i].waiting >= 0 || prods[i].next_us > now)
+                    continue;
+                const prod_t *src = &prods[probe_next++ % (uint64_t)m];
+                if (!src->done_env[0])
+                    continue;
+                prods[i].seq++;
+                prods[i].next_us = now + 20000;
+                snprintf(prods[i].env, sizeof prods[i].env, "%s", src->done_env);
+                if (s_prod_send(run, &prods[i], OP_SHOW, i) == 0) {
+                    busy++;
+                    zset_touch(&set, i);
+                }
+            }
             if (interval && next_due <= now - 1000 * 100) {
                 /* every producer busy and 100 ms behind: count it, do not
                  * build an unbounded backlog */
@@ -772,7 +799,7 @@ static void s_run(run_t *run)
         run->elapsed_s = run->seconds; /* the window; the drain is not counted */
     run->unfinished = (uint64_t)busy;
 done:
-    for (int i = 0; prods && i < m; i++)
+    for (int i = 0; prods && i < all; i++)
         zsock_destroy(&prods[i].sock);
     free(prods);
     zset_fini(&set);
@@ -908,6 +935,74 @@ static int s_wait_online(const bench_cfg_t *cfg, const char *clients, int n, int
     return online >= n ? 0 : -1;
 }
 
+/* The broker's own figures (admin op broker_stats), NULL if it has none. */
+static Ttfleet__Reply *s_broker_stats(const bench_cfg_t *cfg, const char *clients)
+{
+    ttclient_t *c = ttclient_new(clients, cfg->admin_tenant);
+    if (!c)
+        return NULL;
+    ttclient_set_timeout(c, 5000);
+    ttclient_set_retries(c, 1);
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_BROKER_STATS;
+    req.broker_stats = &empty;
+    Ttfleet__Reply *rep = NULL;
+    if (ttclient_call(c, TT_SERVICE_ADMIN, &req, &rep) || rep->status != TTFLEET__STATUS__OK ||
+        rep->result_case != TTFLEET__REPLY__RESULT_BROKER_STATS)
+        ttclient_reply_destroy(&rep);
+    ttclient_destroy(&c);
+    return rep;
+}
+
+/* The q quantile of a cumulative histogram: the upper bound of the bucket
+ * it falls in (what a bucketed histogram can say). */
+static double s_hist_quantile(Ttfleet__HistogramBucket **b, size_t n, uint64_t count, double q)
+{
+    uint64_t want = (uint64_t)(q * (double)count + 0.5);
+    for (size_t i = 0; i < n; i++)
+        if (b[i]->count >= want && count)
+            return b[i]->le;
+    return 0;
+}
+
+static void s_print_hist(const char *name, Ttfleet__HistogramBucket **b, size_t n,
+                         uint64_t count, double sum, double scale, const char *unit)
+{
+    printf("  %s: %llu, mean %.2f %s, p50 <= %g, p99 <= %g %s\n", name,
+           (unsigned long long)count, count ? sum * scale / (double)count : 0.0, unit,
+           s_hist_quantile(b, n, count, 0.5) * scale, s_hist_quantile(b, n, count, 0.99) * scale,
+           unit);
+    printf("   ");
+    uint64_t prev = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i]->count == prev)
+            continue;
+        if (isinf(b[i]->le))
+            printf(" >:%llu", (unsigned long long)(b[i]->count - prev));
+        else
+            printf(" <=%g:%llu", b[i]->le * scale, (unsigned long long)(b[i]->count - prev));
+        prev = b[i]->count;
+    }
+    printf("\n");
+}
+
+static void s_print_stats(const Ttfleet__BrokerStats *bs)
+{
+    printf("broker (broker_stats, whole run incl. warm-up):\n");
+    s_print_hist("commits (COMMIT began -> durable)", bs->commit_latency, bs->n_commit_latency,
+                 bs->commit_latency_count, bs->commit_latency_sum, 1000.0, "ms");
+    s_print_hist("batches (messages per loop batch)", bs->batch_size, bs->n_batch_size,
+                 bs->batch_size_count, bs->batch_size_sum, 1.0, "msgs");
+    for (size_t i = 0; i < bs->n_op_latency; i++) {
+        const Ttfleet__OpLatency *o = bs->op_latency[i];
+        printf("  op %-12s %9llu, in broker p50 <= %g ms, p99 <= %g ms\n", o->op,
+               (unsigned long long)o->count,
+               s_hist_quantile(o->buckets, o->n_buckets, o->count, 0.5) * 1000,
+               s_hist_quantile(o->buckets, o->n_buckets, o->count, 0.99) * 1000);
+    }
+}
+
 /* ---- report ---- */
 
 static json_t *s_json_op(const samples_t *s, double secs)
@@ -957,6 +1052,8 @@ static void s_usage(FILE *out)
             "  --broker-clients EP    use a running broker: its clients endpoint ...\n"
             "  --broker-workers EP    ... and its workers endpoint (no idle CPU figure)\n"
             "  --admin-tenant NAME    the broker's admin tenant (default admin)\n"
+            "  --show-probes N        with --mix create: N more producers that only show\n"
+            "                         envs the creators made, 50/s each (default 4: p99 of show under load)\n"
             "  --keep                 keep the temporary directory (state, broker.log)\n"
             "  --json                 print the results as one JSON object\n",
             BENCH_MAX_HOSTS, BENCH_MAX_PRODUCERS);
@@ -992,11 +1089,11 @@ int main(int argc, char **argv)
     bench_cfg_t cfg = {.hosts = 100, .producers = 16, .seconds = 10, .host_threads = 2,
                        .io_threads = 1, .relay_seconds = -1, .idle_seconds = 5,
                        .heartbeat_ms = 1000, .liveness = 5, .request_ttl = 600,
-                       .host_cpu = 1000, .admin_tenant = "admin"};
+                       .host_cpu = 1000, .admin_tenant = "admin", .show_probes = 4};
     enum {
         O_HOSTS = 256, O_PRODS, O_SECS, O_RATE, O_JSON, O_MIX, O_SPREAD, O_RELAY, O_IDLE,
         O_HTHREADS, O_IOTHREADS, O_HOSTCPU, O_HB, O_LIVE, O_TTL, O_BROKER, O_BCLIENTS,
-        O_BWORKERS, O_ADMIN, O_KEEP, O_HELP
+        O_BWORKERS, O_ADMIN, O_KEEP, O_PROBES, O_HELP
     };
     static const struct option opts[] = {
         {"hosts", 1, 0, O_HOSTS},          {"producers", 1, 0, O_PRODS},
@@ -1009,6 +1106,7 @@ int main(int argc, char **argv)
         {"request-ttl", 1, 0, O_TTL},      {"ttbroker", 1, 0, O_BROKER},
         {"broker-clients", 1, 0, O_BCLIENTS}, {"broker-workers", 1, 0, O_BWORKERS},
         {"admin-tenant", 1, 0, O_ADMIN},   {"keep", 0, 0, O_KEEP},
+        {"show-probes", 1, 0, O_PROBES},
         {"help", 0, 0, O_HELP},            {0, 0, 0, 0}};
     int c, bad = 0, host_cpu = (int)cfg.host_cpu;
     cfg.ttbroker[0] = '\0';
@@ -1043,6 +1141,7 @@ int main(int argc, char **argv)
         case O_BCLIENTS: cfg.clients_ep = optarg; break;
         case O_BWORKERS: cfg.workers_ep = optarg; break;
         case O_ADMIN: cfg.admin_tenant = optarg; break;
+        case O_PROBES: bad = s_opt_int("--show-probes", optarg, 0, 64, &cfg.show_probes); break;
         case O_KEEP: cfg.keep = true; break;
         case O_HELP: s_usage(stdout); return 0;
         default:
@@ -1233,6 +1332,12 @@ int main(int argc, char **argv)
         if (load.unfinished)
             printf("  %llu requests had no reply %d s after the window\n",
                    (unsigned long long)load.unfinished, BENCH_DRAIN_MS / 1000);
+        Ttfleet__Reply *st = s_interrupted ? NULL : s_broker_stats(&cfg, clients);
+        if (st)
+            s_print_stats(st->broker_stats);
+        else
+            printf("broker: no broker_stats (an older broker?)\n");
+        ttclient_reply_destroy(&st);
     }
     code = load.ops[OP_CREATE].n > 0 && !s_interrupted ? 0 : 1;
     for (int op = 0; op < OP_N; op++) {
