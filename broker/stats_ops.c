@@ -61,12 +61,11 @@ int broker_stats(handler_ctx_t *c)
     Ttfleet__HistogramBucket *olb = calloc(((size_t)n_ops + 1) * (STATS_N_LAT + 1), sizeof *olb);
     Ttfleet__RequestCount *rc = calloc((size_t)n_counts + 1, sizeof *rc);
     Ttfleet__RequestCount **rcp = calloc((size_t)n_counts + 1, sizeof *rcp);
-    int status = 0;
+    int status = 0, i = 0, j = 0;
     if (!ol || !olp || !olb || !rc || !rcp || !bs.commit_latency || !bs.batch_size) {
         status = handler_fail(c, TTFLEET__STATUS__INTERNAL, "out of memory");
         goto out;
     }
-    int i = 0, j = 0;
     for (int op = 1; op < STATS_OPS; op++) {
         const ProtobufCFieldDescriptor *fd =
             protobuf_c_message_descriptor_get_field(&ttfleet__request__descriptor, (unsigned)op);
@@ -101,7 +100,7 @@ int broker_stats(handler_ctx_t *c)
     reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
                false);
 out:
-    for (int k = 0; k < i; k++)
+    for (int k = 0; ol && k < i; k++)
         free(ol[k].buckets);
     free(ol);
     free(olp);
