@@ -32,6 +32,7 @@
  */
 #include "broker.h"
 #include "auth.h"
+#include "keys.h"
 #include "dispatch.h"
 #include "op.h"
 #include "outq.h"
@@ -202,15 +203,18 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     char auth_tenant[TT_MAX_NAME + 1] = "";
     bool admin = false;
     if (self->curve) {
-        const char *user = zframe_meta(body, "User-Id");
-        const char *colon = user ? strchr(user, ':') : NULL;
-        if (!colon || !tt_name_valid(colon + 1)) {
-            s_client_error(self, envelope, service, TTFLEET__STATUS__FORBIDDEN,
-                           "no authenticated tenant on this connection");
+        /* the ZAP user id is the key; its binding is looked up now, so a
+         * key removed since the handshake is refused at once (keys.c) */
+        const key_rec_t *key = keys_find(self, zframe_meta(body, "User-Id"));
+        if (!key) {
+            s_client_error_body(self, envelope, service, body,
+                                TTFLEET__STATUS__UNAUTHENTICATED,
+                                "this connection's key is not bound to a tenant (an admin "
+                                "removed it, or never added it: ttctl key add)");
             goto out;
         }
-        snprintf(auth_tenant, sizeof auth_tenant, "%s", colon + 1);
-        admin = strncmp(user, "admin:", 6) == 0;
+        snprintf(auth_tenant, sizeof auth_tenant, "%s", key->tenant);
+        admin = strcmp(key->role, "admin") == 0;
     }
     Ttfleet__Request *req =
         ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body));
@@ -327,7 +331,8 @@ static int s_reload(broker_t *self)
     s_model_clear(self);
     self->failed = false;
     self->dirty = false;
-    if (persist_load(self))
+    char kerr[256];
+    if (persist_load(self) || keys_load(self, kerr, sizeof kerr))
         return -1;
     s_recover(self);
     if (self->dirty && (store_commit(self->store) || self->failed))
@@ -383,8 +388,8 @@ static int s_security(broker_t *self, const broker_config_t *cfg, char *err, siz
             }
         return 0;
     }
-    if (!cfg->client_keys[0] || !cfg->worker_keys[0]) {
-        snprintf(err, errlen, "--curve-secret needs --client-keys DIR and --worker-keys DIR");
+    if (!cfg->worker_keys[0]) {
+        snprintf(err, errlen, "--curve-secret needs --worker-keys DIR");
         return -1;
     }
     zcert_t *cert = zcert_load(cfg->curve_secret);
@@ -406,6 +411,7 @@ static int s_security(broker_t *self, const broker_config_t *cfg, char *err, siz
         snprintf(err, errlen, "cannot start the ZAP handler");
         return -1;
     }
+    keys_auth_sync(self); /* before any socket is bound */
     zsock_t *socks[3] = {self->clients, self->workers, self->events};
     const char *domains[3] = {"clients", "workers", "clients"};
     for (int i = 0; i < 3; i++) {
@@ -461,6 +467,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load %s: %s", path, store_errmsg(self->store));
         goto fail;
     }
+    if (keys_load(self, err, errlen))
+        goto fail;
     s_recover(self);
     if (store_commit(self->store) || self->failed) {
         snprintf(err, errlen, "cannot write %s: %s", path, store_errmsg(self->store));
@@ -526,6 +534,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
     zactor_destroy(&self->auth);
+    keys_destroy(self);
     zhashx_destroy(&self->hosts);
     zhashx_destroy(&self->offers);
     zhashx_destroy(&self->envs);
@@ -677,6 +686,52 @@ static void s_pipeline_start(broker_t *self)
                  *err ? err : store_errmsg(self->store));
 }
 
+/* PUB cannot drop one subscriber, so after a key removal every events
+ * connection is dropped: unbinding ends the connections accepted on the
+ * endpoint. Subscribers reconnect and subscribe again on their own, each
+ * through a new CURVE handshake, which the removed key fails. Binding the
+ * port again is retried on the next iterations (the old listener closes in
+ * the background); events in that gap are lost, as events to a slow
+ * subscriber always may be. */
+static void s_events_rebind(broker_t *self)
+{
+    if (zsock_bind(self->events, "%s", self->events_bound) >= 0) {
+        self->events_down = false;
+        zsys_info("events: %s bound again", self->events_bound);
+    }
+}
+
+static void s_events_cut(broker_t *self)
+{
+    self->events_cut = false;
+    if (!self->events || self->events_down)
+        return;
+    char *ep = zsock_last_endpoint(self->events);
+    if (!ep)
+        return;
+    snprintf(self->events_bound, sizeof self->events_bound, "%s", ep);
+    zstr_free(&ep);
+    if (zsock_unbind(self->events, "%s", self->events_bound) != 0) {
+        zsys_warning("events: cannot unbind %s: %s", self->events_bound,
+                     zmq_strerror(zmq_errno()));
+        return;
+    }
+    zsys_info("events: a key was removed; every subscriber of %s is dropped and reconnects",
+              self->events_bound);
+    self->events_down = true;
+    s_events_rebind(self);
+}
+
+/* A key removal asked to drop every events subscriber (s_events_cut), or
+ * the events endpoint is waiting to be bound again. */
+static void s_events_check(broker_t *self)
+{
+    if (self->events_cut)
+        s_events_cut(self);
+    else if (self->events_down)
+        s_events_rebind(self);
+}
+
 int broker_run(broker_t *self)
 {
     s_pipeline_start(self);
@@ -733,10 +788,12 @@ int broker_run(broker_t *self)
                 rc = -1;
                 break;
             }
+            s_events_check(self);
             continue;
         }
         bool had_output = zlistx_size(self->outq) > 0;
         outq_flush(self);
+        s_events_check(self);
         /* only after a batch that changed something: heartbeats and reads
          * are not worth a crash scenario */
         if (had_output && committed)

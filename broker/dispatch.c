@@ -5,6 +5,7 @@
 #include "stats_ops.h"
 #include "env_ops.h"
 #include "host_ops.h"
+#include "keys.h"
 #include "outq.h"
 #include "persist.h"
 #include "reply.h"
@@ -52,6 +53,9 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
+    {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},
+    {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_RECORD},
 };
 
 static const handler_def_t *s_handler_find(int op_case)
@@ -89,7 +93,7 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
     }
     if ((def->flags & H_ADMIN) && !admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
-                   "host operations need the admin role", NULL, record);
+                   "host and key operations need the admin role", NULL, record);
         return;
     }
     /* One request, one savepoint: a refusal takes back its own rows and

@@ -170,6 +170,8 @@ typedef struct {
     char client_keys[512];  /* dir of client public certs (tenant, role metadata) */
     char worker_keys[512];  /* dir of worker public certs */
     bool insecure;          /* allow plain TCP on a non-loopback endpoint */
+    char admin_key[512];    /* keys.c: bind this cert as admin of admin_tenant at start */
+    bool import_client_keys; /* keys.c: bind the client_keys certs by their metadata once */
 } broker_config_t;
 
 struct broker_t {
@@ -207,6 +209,10 @@ struct broker_t {
     zhashx_t *offers;        /* scheduler.c: (engine, image) -> hosts offering it */
     uint64_t hosts_gen;      /* bumped when the host registry changes */
     bool curve;
+    zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */
+    bool events_cut;    /* keys.c: a key was removed; drop every events subscriber */
+    bool events_down;   /* broker.c: events endpoint unbound, to be bound again */
+    char events_bound[256]; /* broker.c: the events endpoint as bound (resolved) */
 };
 
 /* ---- model.c ---- */

@@ -522,3 +522,27 @@ void persist_savepoint_end(broker_t *self, bool keep)
     self->req_active = false;
     self->req_savepoint = false;
 }
+
+void persist_key_put(broker_t *self, const char *pub, const char *tenant, const char *role,
+                     int64_t added_at, const char *added_by)
+{
+    sqlite3_stmt *st = s_stmt(self, "INSERT OR REPLACE INTO keys (public, tenant, role, added_at, "
+                                    "added_by) VALUES (?, ?, ?, ?, ?)");
+    if (!st)
+        return;
+    s_text(st, 1, pub);
+    s_text(st, 2, tenant);
+    s_text(st, 3, role);
+    sqlite3_bind_int64(st, 4, added_at);
+    s_text(st, 5, added_by);
+    s_done(self, st, "insert key");
+}
+
+void persist_key_delete(broker_t *self, const char *pub)
+{
+    sqlite3_stmt *st = s_stmt(self, "DELETE FROM keys WHERE public = ?");
+    if (!st)
+        return;
+    s_text(st, 1, pub);
+    s_done(self, st, "delete key");
+}

@@ -23,6 +23,11 @@ void persist_request_done(broker_t *self, const char *tenant, const char *rid, c
                           size_t len);
 void persist_requests_prune(broker_t *self, int64_t cutoff);
 
+/* keys.c: a bound client key (insert or replace) and its removal. */
+void persist_key_put(broker_t *self, const char *pub, const char *tenant, const char *role,
+                     int64_t added_at, const char *added_by);
+void persist_key_delete(broker_t *self, const char *pub);
+
 /* One savepoint per client request: _begin remembers that the next row
  * opens it; _end(keep) releases it, or rolls the request's rows back. */
 void persist_savepoint_begin(broker_t *self);

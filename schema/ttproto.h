@@ -105,6 +105,11 @@ int tt_vm_state_parse(const char *name);
 /* True if s is a valid env / tenant / image / host name:
  * [A-Za-z0-9._-], 1..64 chars, no leading dot. */
 bool tt_name_valid(const char *s);
+/* True if s is a CURVE public key in Z85: 40 characters that decode. */
+#define TT_KEY_LEN 40
+bool tt_key_valid(const char *s);
+/* True for the roles an operator may bind a client key to: user, admin, gateway. */
+bool tt_key_role_valid(const char *s);
 /* True if s is a valid request id: printable ASCII without spaces, 1..64. */
 bool tt_request_id_valid(const char *s);
 

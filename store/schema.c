@@ -108,6 +108,13 @@ const char *const store_broker_migrations[] = {
     "  message TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX audit_time ON audit(time);"
     "CREATE INDEX audit_tenant ON audit(tenant, time);",
+    /* 3: client keys bound by the operator (broker/keys.c) */
+    "CREATE TABLE keys ("
+    "  public TEXT PRIMARY KEY CHECK (length(public) = 40),"
+    "  tenant TEXT NOT NULL,"
+    "  role TEXT NOT NULL CHECK (role IN ('user', 'admin', 'gateway')),"
+    "  added_at INTEGER NOT NULL,"
+    "  added_by TEXT NOT NULL);",
 };
 const int store_broker_migrations_n =
     (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);
