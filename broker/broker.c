@@ -613,8 +613,8 @@ bool broker_end_batch(broker_t *self)
     self->batch_no++;
     if (self->pipelined && (committed || zlistx_size(self->outq) > 0)) {
         outq_seal(self, self->commit_seq, committed, t0);
-        if (committed)
-            store_syncer_request(self->store, self->commit_seq);
+        /* also after a failed batch: its reload may have committed */
+        store_syncer_request(self->store, self->commit_seq);
     }
     return committed;
 }

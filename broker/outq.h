@@ -4,7 +4,8 @@
  * Nothing in the broker writes to a socket while it handles a message:
  * replies, worker commands and events are pushed here and leave only after
  * the batch that produced them committed (broker_end_batch, then
- * outq_flush). A failed batch drops what it queued, except messages pushed
+ * outq_flush; in the pipeline, once that commit is durable: outq_seal,
+ * outq_unseal). A failed batch drops what it queued, except messages pushed
  * durable (a replay of an outcome an earlier batch committed). A request
  * that fails takes back what it queued (outq_mark / outq_truncate).
  *

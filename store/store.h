@@ -10,7 +10,8 @@
  * string literals), so hot paths never re-parse SQL. Transactions are
  * explicit: the broker groups every change of one loop iteration in one
  * store_begin() .. store_commit() pair (group commit) and sends its
- * replies only after the commit returned.
+ * replies only after the commit is durable (inline, or through the
+ * deferred sync and syncer thread below).
  *
  * Depends on SQLite only.
  */
