@@ -16,9 +16,9 @@
 
 #define STATS_PENDING 65536
 
-const double stats_lat_le[STATS_N_LAT] = {50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3,
-                                          5e-3,  10e-3,  25e-3,  50e-3,  100e-3, 250e-3,
-                                          500e-3, 1.0,   2.5,    5.0,    10.0};
+const double stats_lat_le[STATS_N_LAT] = {50e-6,  100e-6, 250e-6, 500e-6, 1e-3,   2.5e-3,
+                                          5e-3,   10e-3,  25e-3,  50e-3,  100e-3, 250e-3,
+                                          500e-3, 1.0,    2.5,    5.0,    10.0};
 const double stats_batch_le[STATS_N_BATCH] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 
 typedef struct {
@@ -149,4 +149,3 @@ void stats_worker(broker_t *self, const host_t *host, int64_t us)
     (void)host;
     (void)us; /* not measured yet: needs the command's send time in the op */
 }
-

@@ -10,7 +10,6 @@
 
 #include <stdlib.h>
 
-
 /* Cumulative buckets of h into arena-backed arrays. */
 static Ttfleet__HistogramBucket **s_buckets(const stats_hist_t *h, const double *le, int n,
                                             Ttfleet__HistogramBucket *store, size_t *n_out)
@@ -38,7 +37,8 @@ int broker_stats(handler_ctx_t *c)
         return handler_fail(c, TTFLEET__STATUS__INTERNAL, "no stats (out of memory at start)");
     Ttfleet__BrokerStats bs = TTFLEET__BROKER_STATS__INIT;
     Ttfleet__HistogramBucket commit_b[STATS_N_LAT + 1], batch_b[STATS_N_BATCH + 1];
-    bs.commit_latency = s_buckets(&st->commit, stats_lat_le, STATS_N_LAT, commit_b, &bs.n_commit_latency);
+    bs.commit_latency =
+        s_buckets(&st->commit, stats_lat_le, STATS_N_LAT, commit_b, &bs.n_commit_latency);
     bs.commit_latency_sum = st->commit.sum;
     bs.commit_latency_count = st->commit.count;
     bs.batch_size = s_buckets(&st->batch, stats_batch_le, STATS_N_BATCH, batch_b, &bs.n_batch_size);
@@ -73,8 +73,8 @@ int broker_stats(handler_ctx_t *c)
         if (st->op[op].count) {
             ttfleet__op_latency__init(&ol[i]);
             ol[i].op = (char *)name;
-            ol[i].buckets = s_buckets(&st->op[op], stats_lat_le, STATS_N_LAT, olb + (size_t)i * (STATS_N_LAT + 1),
-                                      &ol[i].n_buckets);
+            ol[i].buckets = s_buckets(&st->op[op], stats_lat_le, STATS_N_LAT,
+                                      olb + (size_t)i * (STATS_N_LAT + 1), &ol[i].n_buckets);
             ol[i].sum = st->op[op].sum;
             ol[i].count = st->op[op].count;
             olp[i] = &ol[i];
