@@ -2,6 +2,7 @@
  * dispatch: the table of handlers and the request path. See dispatch.h.
  */
 #include "dispatch.h"
+#include "stats_ops.h"
 #include "env_ops.h"
 #include "host_ops.h"
 #include "keys.h"
@@ -52,6 +53,7 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
     {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},
     {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_RECORD},

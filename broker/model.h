@@ -39,6 +39,7 @@
 #define BROKER_NPORTS (TT_PORT_MAX - TT_PORT_MIN + 1)
 
 typedef struct broker_t broker_t;
+typedef struct broker_stats_t broker_stats_t;
 typedef struct env_t env_t;
 typedef struct op_t op_t;
 
@@ -210,7 +211,12 @@ struct broker_t {
     int64_t next_reap_ms, next_beat_ms, next_prune_ms;
     bool dirty;              /* rows staged in the open transaction */
     bool failed;             /* a statement failed in this batch: roll back and reload */
-    uint64_t batch_no;       /* the batch being staged; earlier ones are durable */
+    uint64_t batch_no;       /* the batch being staged; earlier ones are committed */
+    uint64_t commit_seq;     /* broker.c: COMMITs that returned */
+    bool pipelined;          /* broker_run: the store's syncer makes commits durable behind
+                                the loop; each batch's output waits in outq's sealed list */
+    zlistx_t *sealed;        /* outq.c: outputs of batches waiting for their commit's fsync */
+    struct broker_stats_t *stats; /* stats.c: counters and histograms (broker_stats op) */
     zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
     bool cur_answered;       /* outq: the request being handled got a durable answer */
     bool req_active;         /* persist: inside persist_savepoint_begin .. _end */

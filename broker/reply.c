@@ -8,6 +8,7 @@
  * survives the failure of a later batch.
  */
 #include "reply.h"
+#include "stats.h"
 #include "outq.h"
 #include "persist.h"
 #include "ttframe.h"
@@ -221,6 +222,7 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
     uint8_t *buf = ttframe_pack_buf(&rep->base, &len);
     if (!buf)
         return;
+    stats_reply(self, tenant, rid, status);
     if (self->cfg.verbose && status != TTFLEET__STATUS__OK)
         zsys_info("reply %s/%s: %s %s", tenant ? tenant : "-", rid ? rid : "-",
                   tt_status_name(status), message ? message : "");

@@ -377,6 +377,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("invalid tenant '%.80s'", req->quota_show->tenant);
         return 0;
     case TTFLEET__REQUEST__OP_QUEUE_LIST:
+    case TTFLEET__REQUEST__OP_BROKER_STATS:
         return 0;
     case TTFLEET__REQUEST__OP_AUDIT_QUERY: {
         const Ttfleet__AuditQuery *a = req->audit_query;

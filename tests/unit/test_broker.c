@@ -12,6 +12,7 @@
 #include "wcmd.h"
 #include "workers.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1251,6 +1252,33 @@ int main(void)
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
+
+    /* broker_stats: admin only; counts what this test did */
+    {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+        req.op_case = TTFLEET__REQUEST__OP_BROKER_STATS;
+        req.broker_stats = &empty;
+        CHECK(s_status(s_call("t1", &req, NULL)) == TTFLEET__STATUS__FORBIDDEN);
+        Ttfleet__Reply *st = s_call("admin", &req, NULL);
+        CHECK(st && st->status == TTFLEET__STATUS__OK && st->broker_stats);
+        if (st && st->broker_stats) {
+            const Ttfleet__BrokerStats *bs = st->broker_stats;
+            CHECK(bs->commit_latency_count > 0 && bs->n_commit_latency > 1);
+            CHECK(isinf(bs->commit_latency[bs->n_commit_latency - 1]->le));
+            CHECK(bs->commit_latency[bs->n_commit_latency - 1]->count == bs->commit_latency_count);
+            bool creates_ok = false, forbidden = false;
+            for (size_t i = 0; i < bs->n_requests_total; i++) {
+                const Ttfleet__RequestCount *rc = bs->requests_total[i];
+                if (!strcmp(rc->op, "env_create") && !strcmp(rc->status, "OK") && rc->count > 0)
+                    creates_ok = true;
+                if (!strcmp(rc->op, "broker_stats") && !strcmp(rc->status, "FORBIDDEN"))
+                    forbidden = rc->count == 1;
+            }
+            CHECK(creates_ok && forbidden);
+        }
+        s_status(st);
+    }
 
     /* reload from disk: the same envs, VMs, ports */
     r = s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "bf");
