@@ -32,6 +32,7 @@
 #include "engine.h"
 #include "images.h"
 #include "proc.h"
+#include "seed.h"
 #include "spawn.h"
 #include "ttcrash.h"
 #include "vmdb.h"
@@ -405,6 +406,41 @@ static void s_net_changed(fleet_t *self, const vm_t *old, vm_t *vm)
 
 /* Apply one spec. Returns a status; fills *state with the VM's actual
  * state after it and msg on failure. */
+/* Keep the spec's bootstrap inputs (issue 11) in the VM's directory before
+ * it is prepared or started, so the engine's seed is built from them on
+ * every start. 0, or -1 with the reason in msg (nothing written). */
+static int s_guest_save(fleet_t *self, const vm_t *vm, const Ttfleet__VmSpec *spec, char *msg)
+{
+    char err[200], dir[4096];
+    bool any = spec->n_ssh_keys || spec->user_data.len;
+    if (any && engine_bootstrap_check(engine_find(spec->engine), err, sizeof err)) {
+        snprintf(msg, S_MSG_LEN, "vm %u: %s", spec->vm_id, err);
+        return -1;
+    }
+    if (!any && !vm)
+        return 0; /* a new VM without inputs: nothing to keep or remove */
+    if (engine_vm_path(&self->ctx, spec->vm_id, NULL, dir, sizeof dir)) {
+        snprintf(msg, S_MSG_LEN, "vm %u: state path too long", spec->vm_id);
+        return -1;
+    }
+    char *slash = strrchr(dir, '/');
+    *slash = '\0';
+    int rc = mkdir(dir, 0700); /* <state>/vms */
+    *slash = '/';
+    if ((rc && errno != EEXIST) || (mkdir(dir, 0700) && errno != EEXIST)) {
+        snprintf(msg, S_MSG_LEN, "vm %u: cannot make its directory: %s", spec->vm_id,
+                 strerror(errno));
+        return -1;
+    }
+    if (seed_inputs_save(dir, (const char *const *)spec->ssh_keys, spec->n_ssh_keys,
+                         (const char *)spec->user_data.data, spec->user_data.len, err,
+                         sizeof err)) {
+        snprintf(msg, S_MSG_LEN, "vm %u: bootstrap inputs: %s", spec->vm_id, err);
+        return -1;
+    }
+    return 0;
+}
+
 static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, char *msg)
 {
     char err[200];
@@ -442,6 +478,8 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
             return TTFLEET__STATUS__BAD_REQUEST;
         }
     }
+    if (s_guest_save(self, vm, spec, msg))
+        return TTFLEET__STATUS__BAD_REQUEST;
     bool wants_cpu = spec->desired == TTFLEET__VM_STATE__VM_RUNNING ||
                      spec->desired == TTFLEET__VM_STATE__VM_PAUSED;
     bool checked = false;
