@@ -355,13 +355,41 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
 /* ---- env ---- */
 
 /* How many VMs of env are running, of how many. */
-static void s_count_running(const Ttfleet__EnvInfo *env, size_t *running, size_t *total)
+static void s_count_running(const Ttfleet__EnvInfo *env, bool ready, size_t *running,
+                            size_t *total)
 {
     *running = 0;
     *total = env->n_vms;
     for (size_t i = 0; i < env->n_vms; i++)
-        if (env->vms[i]->state == TTFLEET__VM_STATE__VM_RUNNING)
+        if (env->vms[i]->state == TTFLEET__VM_STATE__VM_RUNNING && (!ready || env->vms[i]->ready))
             (*running)++;
+}
+
+/* --wait ready timed out: the console tail of every VM not ready, on
+ * stderr, through env console. */
+static void s_not_ready_consoles(ttclient_t *client, const Ttfleet__EnvInfo *env)
+{
+    for (size_t i = 0; i < env->n_vms; i++) {
+        const Ttfleet__VmInfo *vm = env->vms[i];
+        if (vm->ready)
+            continue;
+        fprintf(stderr, "ttctl: vm %u on %s not ready (%s); its console tail:\n", vm->vm_id,
+                vm->host, vm->ready_detail && *vm->ready_detail ? vm->ready_detail : "no probe result");
+        Ttfleet__EnvConsole q = TTFLEET__ENV_CONSOLE__INIT;
+        q.name = env->name;
+        q.vm_id = vm->vm_id;
+        q.host = vm->host;
+        q.max_bytes = 4096;
+        Ttfleet__Reply *reply = NULL;
+        if (ttclient_env_console(client, &q, &reply) == 0 && reply->status == TTFLEET__STATUS__OK &&
+            reply->result_case == TTFLEET__REPLY__RESULT_CONSOLE && reply->console) {
+            fwrite(reply->console->text.data, 1, reply->console->text.len, stderr);
+            fputc('\n', stderr);
+        } else
+            fprintf(stderr, "ttctl: (console unavailable: %s)\n",
+                    reply && reply->message ? reply->message : ttclient_error(client));
+        ttclient_reply_destroy(&reply);
+    }
 }
 
 /* env create --wait: polls `env show` until every VM of name runs (the
@@ -370,7 +398,8 @@ static void s_count_running(const Ttfleet__EnvInfo *env, size_t *running, size_t
  * most wait_secs. On a terminal a progress line on stderr counts the VMs;
  * otherwise nothing is printed until the end. Prints the env as `env show`
  * does; exit 1 if it did not get there in time. */
-static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, int wait_secs)
+static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, int wait_secs,
+                          bool ready)
 {
     bool tty = isatty(STDERR_FILENO);
     int64_t start = zclock_mono(), deadline = start + (int64_t)wait_secs * 1000;
@@ -384,12 +413,12 @@ static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, i
                 fputc('\n', stderr);
             return s_finish(ctl, client_p, rc, &reply, "", false);
         }
-        s_count_running(reply->env, &running, &total);
+        s_count_running(reply->env, ready, &running, &total);
         bool done = running == total && strcmp(reply->env->state, "running") == 0;
         int64_t now = zclock_mono();
         if (tty) {
-            fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs running, env %s (%llds)   ",
-                    name, running, total, reply->env->state,
+            fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs %s, env %s (%llds)   ", name,
+                    running, total, ready ? "ready" : "running", reply->env->state,
                     (long long)((now - start) / 1000));
             if (done)
                 fputc('\n', stderr);
@@ -402,8 +431,10 @@ static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, i
     }
     if (tty)
         fputc('\n', stderr);
-    fprintf(stderr, "ttctl: env %s: %zu of %zu VMs running after %d s (env %s)\n", name, running,
-            total, wait_secs, reply->env->state);
+    fprintf(stderr, "ttctl: env %s: %zu of %zu VMs %s after %d s (env %s)\n", name, running,
+            total, ready ? "ready" : "running", wait_secs, reply->env->state);
+    if (ready)
+        s_not_ready_consoles(*client_p, reply->env);
     ttclient_reply_destroy(&reply);
     ttclient_destroy(client_p);
     return EXIT_STATUS;
@@ -500,7 +531,7 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
     create.ports = ports;
     const char *name = NULL, *arg;
     int kind;
-    bool wait = false;
+    bool wait = false, wait_ready = false;
     int wait_secs = TTCTL_DEFAULT_WAIT;
     while ((kind = s_scan(ctl, s, &arg)) >= 0) {
         if (kind == 0) {
@@ -581,8 +612,15 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
             } else
                 create.ready = (char *)spec;
         } else if (s_is(s, "--wait")) {
-            s_flag(ctl, s);
+            /* --wait [running|ready] (also --wait=ready) */
+            const char *what = s->inline_value;
+            if (!what && s->i < s->argc &&
+                (strcmp(s->argv[s->i], "ready") == 0 || strcmp(s->argv[s->i], "running") == 0))
+                what = s->argv[s->i++];
+            if (what && strcmp(what, "ready") && strcmp(what, "running"))
+                s_usage_error(ctl, "--wait takes 'running' or 'ready', not '%s'", what);
             wait = true;
+            wait_ready = wait_ready || (what && strcmp(what, "ready") == 0);
         } else if (s_is(s, "--wait-timeout")) {
             wait_secs = (int)s_number(ctl, "--wait-timeout", s_value(ctl, s), 1, 86400);
             wait = true;
@@ -639,11 +677,11 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
     if (wait && rc == 0 && reply->status == TTFLEET__STATUS__QUEUED) {
         /* --wait: wait through the queue for the whole of wait-timeout */
         ttclient_reply_destroy(&reply);
-        return s_wait_running(ctl, &client, name, wait_secs);
+        return s_wait_running(ctl, &client, name, wait_secs, wait_ready);
     }
     if (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK) {
         ttclient_reply_destroy(&reply);
-        return s_wait_running(ctl, &client, name, wait_secs);
+        return s_wait_running(ctl, &client, name, wait_secs, wait_ready);
     }
     return s_finish(ctl, &client, rc, &reply, "env created", false);
 }

@@ -118,11 +118,13 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
         json_array_append_new(ports,
                               json_pack("{s:I, s:I}", "guest", (json_int_t)vm->ports[i]->guest,
                                         "public", (json_int_t)vm->ports[i]->public_));
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o}", "vm_id",
-                     (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image, "engine",
-                     vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu, "mem",
-                     (json_int_t)vm->mem_mib, "disk", (json_int_t)vm->disk_mib, "state",
-                     tt_vm_state_name(vm->state), "ports", ports);
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s}",
+                     "vm_id", (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image,
+                     "engine", vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu,
+                     "mem", (json_int_t)vm->mem_mib, "disk", (json_int_t)vm->disk_mib, "state",
+                     tt_vm_state_name(vm->state), "ports", ports, "ready", (int)vm->ready,
+                     "ready_at", (json_int_t)vm->ready_at, "ready_detail",
+                     vm->ready_detail ? vm->ready_detail : "");
 }
 
 static json_t *s_json_env(const Ttfleet__EnvInfo *env)
@@ -192,9 +194,9 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
         return 0;
     fputc('\n', out);
     table_t t;
-    s_table_init(&t, 11);
+    s_table_init(&t, 12);
     s_table_row(&t, "VMID", "HOST", "IMAGE", "ENGINE", "IP", "MAC", "CPU", "MEM", "DISK", "STATE",
-                "PORTS");
+                "PORTS", "READY");
     for (size_t i = 0; i < env->n_vms; i++) {
         const Ttfleet__VmInfo *vm = env->vms[i];
         char id[16], cpu[16], mem[16], disk[16], map[1024];
@@ -204,7 +206,7 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
         snprintf(disk, sizeof disk, "%u", vm->disk_mib);
         s_port_map(vm, map, sizeof map);
         s_table_row(&t, id, vm->host, vm->image, vm->engine, vm->ip, vm->mac, cpu, mem, disk,
-                    tt_vm_state_name(vm->state), map);
+                    tt_vm_state_name(vm->state), map, vm->ready ? "yes" : "no");
     }
     s_table_print(out, &t);
     return 0;
