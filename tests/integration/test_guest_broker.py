@@ -1,0 +1,83 @@
+"""Guest bootstrap and readiness through the real daemons (issue 11, the
+broker's part), on the process engine: SSH keys and user-data are refused
+by an engine that cannot bootstrap and change nothing; the readiness spec
+is kept with the env in broker.db (env_guest) across a broker restart and
+goes with the env; env show carries ready / ready_at / ready_detail; and
+`env create --wait ready` on a VM that never becomes ready exits non-zero
+with the VM's console tail."""
+
+import os
+import sqlite3
+import subprocess
+import tempfile
+import unittest
+
+import harness
+from harness import EXIT_STATUS
+from test_env_lifecycle import SMALL, PoolTest
+
+
+def _guest_rows(pool):
+    db = sqlite3.connect(os.path.join(pool.dir, "broker", "broker.db"))
+    try:
+        return db.execute("SELECT e.name, g.ssh_keys, g.ready, g.group_ready FROM env_guest g "
+                          "JOIN envs e ON e.id = g.env_id ORDER BY e.name").fetchall()
+    finally:
+        db.close()
+
+
+class GuestBroker(PoolTest):
+    budget = 150
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ttfleet-guest-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", self.tmp])
+        key = os.path.join(self.tmp, "id")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True,
+                       timeout=30)
+        with open(key + ".pub") as f:
+            self.pub = f.read().strip()
+
+    def test_bootstrap_refused_on_process_engine(self):
+        err = self.fails("BAD_REQUEST", "env", "create", "boot", "--image", "sleeper", *SMALL,
+                         "--ssh-key-text", self.pub)
+        self.assertIn("cannot bootstrap", err)
+        err = self.fails("BAD_REQUEST", "env", "create", "boot2", "--image", "sleeper", *SMALL,
+                         "--ssh-key-text", self.pub, "--engine", "process")
+        names = [e["name"] for e in self.ok("env", "list")["envs"]]
+        self.assertNotIn("boot", names)
+        self.assertNotIn("boot2", names)
+
+    def test_ready_spec_kept_across_restart(self):
+        env = self.create("rdy", "--ready", "tcp:8080", "--image", "sleeper",
+                          "--image-ready", "http:80/health")
+        for vm in env["vms"]:
+            self.assertIn("ready", vm)
+            self.assertFalse(vm["ready"])
+            self.assertEqual(vm["ready_at"], 0)
+        rows = _guest_rows(self.pool)
+        self.assertEqual(rows, [("rdy", "", "tcp:8080", "sleeper\thttp:80/health\n")])
+        self.assertEqual(self.pool.stop_broker(), 0, self.pool.logs())
+        self.pool.start_broker()
+        self.pool.wait_online(["h1"])
+        self.assertEqual(_guest_rows(self.pool), rows)
+        self.ok("env", "delete", "rdy")
+        harness.wait_for("env_guest row gone", lambda: _guest_rows(self.pool) == [], timeout=20)
+
+    def test_wait_ready_times_out_with_console(self):
+        r = self.ctl("env", "create", "never", "--image", "sleeper", *SMALL, "--lifetime", 600,
+                     "--ready", "tcp:9", "--wait", "ready", "--wait-timeout", 3, json_out=False)
+        self.addCleanup(self.ctl, "env", "delete", "never")
+        self.assertEqual(r.rc, EXIT_STATUS, repr(r))
+        self.assertIn("0 of 1 VMs ready", r.err)
+        self.assertIn("not ready", r.err)
+        self.assertIn("console tail", r.err)
+
+    def test_wait_takes_only_running_or_ready(self):
+        r = self.ctl("env", "create", "w", "--image", "sleeper", *SMALL, "--wait=soon")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("--wait takes", r.err)
+
+
+if __name__ == "__main__":
+    unittest.main()
