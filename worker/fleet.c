@@ -33,6 +33,7 @@
 #include "images.h"
 #include "proc.h"
 #include "seed.h"
+#include "vmready.h"
 #include "spawn.h"
 #include "ttcrash.h"
 #include "vmdb.h"
@@ -90,6 +91,7 @@ struct fleet_t {
     uint32_t *mark; /* [TT_VMID_MAX + 1]: scheduling pass that saw it wanted */
     uint32_t gen;
     zlist_t *out;         /* packed replies ready to send */
+    vmready_t *rd;        /* readiness per VM (vmready.h) */
     s_expired_t *expired; /* expiry destroys committed, for the next event */
     size_t n_expired, cap_expired;
 };
@@ -100,6 +102,7 @@ typedef struct {
     Ttfleet__VmActual **ptrs;
     char (*msgs)[S_MSG_LEN];
     size_t n, cap;
+    const vmready_t *rd; /* readiness to fill in, if set */
 } s_actuals_t;
 
 static int s_actuals_init(s_actuals_t *a, size_t cap)
@@ -137,6 +140,7 @@ static char *s_actuals_add(s_actuals_t *a, uint32_t vm_id, int state, const char
     a->msgs[a->n][0] = 0;
     it->message = a->msgs[a->n];
     a->ptrs[a->n] = it;
+    vmready_fill(a->rd, vm_id, it);
     return a->msgs[a->n++];
 }
 
@@ -462,6 +466,7 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
             return TTFLEET__STATUS__OK;
         if (s_destroy_vm(self, vm, msg))
             return TTFLEET__STATUS__WORKER_FAILED;
+        vmready_forget(self->rd, spec->vm_id);
         *state = TTFLEET__VM_STATE__VM_ABSENT;
         return TTFLEET__STATUS__OK;
     }
@@ -480,6 +485,7 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
     }
     if (s_guest_save(self, vm, spec, msg))
         return TTFLEET__STATUS__BAD_REQUEST;
+    vmready_set_spec(self->rd, spec->vm_id, spec->ready);
     bool wants_cpu = spec->desired == TTFLEET__VM_STATE__VM_RUNNING ||
                      spec->desired == TTFLEET__VM_STATE__VM_PAUSED;
     bool checked = false;
@@ -868,7 +874,9 @@ static zframe_t *s_op_reply(fleet_t *self, s_op_t *op, bool persisted)
     reply.status = TTFLEET__STATUS__OK;
     char message[S_MSG_LEN + 32] = "";
     s_actuals_t acts;
-    if (s_actuals_init(&acts, cmd->n_vms)) {
+    int arc = s_actuals_init(&acts, cmd->n_vms);
+    acts.rd = self->rd;
+    if (arc) {
         zsys_error("op %llu: out of memory for its reply", (unsigned long long)cmd->op_id);
         return NULL;
     }
@@ -1055,6 +1063,7 @@ zframe_t *fleet_hello(fleet_t *self)
     s_actuals_t acts;
     if (s_actuals_init(&acts, self->count))
         return NULL;
+    acts.rd = self->rd;
     for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++) {
         vm_t *vm = self->table[id];
         if (!vm)
@@ -1137,6 +1146,28 @@ done:
     return out;
 }
 
+/* One readiness step for vm (see vmready.h): where to probe is the VM's
+ * address under nft, else 127.0.0.1 with its public ports. 1 when its
+ * ready changed. */
+static int s_ready_step(fleet_t *self, const vm_t *vm)
+{
+    probe_target_t t;
+    memset(&t, 0, sizeof t);
+    bool nft = self->ctx.net == NET_NFT;
+    snprintf(t.host, sizeof t.host, "%s", nft ? vm->ip : "127.0.0.1");
+    for (uint32_t i = 0; !nft && i < vm->n_ports && t.n_ports < PROBE_MAP_MAX; i++) {
+        t.ports[t.n_ports].guest = (uint16_t)vm->ports[i].guest;
+        t.ports[t.n_ports].dial = (uint16_t)vm->ports[i].public_port;
+        t.n_ports++;
+    }
+    engine_vm_path(&self->ctx, vm->vm_id, "console.log", t.console_log, sizeof t.console_log);
+    engine_vm_path(&self->ctx, vm->vm_id, "qga.sock", t.agent_sock, sizeof t.agent_sock);
+    char image_dir[4200];
+    snprintf(image_dir, sizeof image_dir, "%s/%s", self->ctx.images_dir, vm->image);
+    return vmready_step(self->rd, vm->vm_id, vm->state == TTFLEET__VM_STATE__VM_RUNNING, &t,
+                        image_dir, zclock_mono());
+}
+
 zframe_t *fleet_tick(fleet_t *self, int64_t now)
 {
     s_commit(self);
@@ -1150,6 +1181,7 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
     if (self->count || self->n_expired) {
         if (s_actuals_init(&acts, 2 * self->count + self->n_expired))
             return NULL;
+        acts.rd = self->rd;
         ids = calloc(self->count + 1, sizeof *ids);
         if (!ids) {
             s_actuals_free(&acts);
@@ -1167,11 +1199,15 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
             ids[n_ids++] = id;
             continue;
         }
-        if (vm_holds_cpu(vm) && !s_engine(vm)->is_alive(&self->ctx, vm)) {
+        bool died = vm_holds_cpu(vm) && !s_engine(vm)->is_alive(&self->ctx, vm);
+        if (died)
             s_refresh(self, vm);
+        int changed = s_ready_step(self, vm);
+        if (died) {
             char *m = s_actuals_add(&acts, vm->vm_id, vm->state, vm->env, vm->expires_at);
             snprintf(m, S_MSG_LEN, "vm process exited on its own");
-        }
+        } else if (changed)
+            s_actuals_add(&acts, vm->vm_id, vm->state, vm->env, vm->expires_at);
     }
     if (n_ids) {
         Ttfleet__WorkerCommand *cmd = s_destroy_cmd(self, ids, n_ids);
@@ -1299,7 +1335,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->tail = &self->ops;
     self->done_tail = &self->done;
     self->images = images_new(cfg->images_dir);
-    if (!self->table || !self->owner || !self->mark || !self->out || !self->images) {
+    self->rd = vmready_new();
+    if (!self->table || !self->owner || !self->mark || !self->out || !self->images || !self->rd) {
         snprintf(err, errlen, "out of memory");
         fleet_destroy(&self);
         return NULL;
@@ -1338,6 +1375,7 @@ void fleet_destroy(fleet_t **self_p)
     if (!self_p || !*self_p)
         return;
     fleet_t *self = *self_p;
+    vmready_destroy(&self->rd);
     /* ops in flight are dropped unanswered, as a crash would: the broker
      * re-sends after READY; the transaction is rolled back */
     while (self->ops) {

@@ -26,8 +26,21 @@ def _guest_rows(pool):
         db.close()
 
 
+TALKER = ("#!/bin/sh\ntrap 'exit 0' TERM INT\necho guest-is-up-now\n"
+          "while :; do sleep 1 & wait $!; done\n")
+
+
 class GuestBroker(PoolTest):
     budget = 150
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # an image that prints a line on its console, offered from READY on
+        harness._write_image(os.path.join(cls.pool.images, "talker"), TALKER)
+        cls.pool.stop_worker("h1")
+        cls.pool.start_worker("h1")
+        cls.pool.wait_online(["h1"])
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ttfleet-guest-")
@@ -72,6 +85,27 @@ class GuestBroker(PoolTest):
         self.assertIn("0 of 1 VMs ready", r.err)
         self.assertIn("not ready", r.err)
         self.assertIn("console tail", r.err)
+
+    def _ready(self, name):
+        return [v["ready"] for v in self.show(name)["vms"]]
+
+    def test_ready_none_and_console_probe(self):
+        self.create("none1", "--ready", "none")
+        harness.wait_for("ready with none", lambda: self._ready("none1") == [True], timeout=20)
+        vm = self.show("none1")["vms"][0]
+        self.assertGreater(vm["ready_at"], 0)
+        # console:REGEX, through --wait ready: returns 0 once the line is there
+        r = self.ctl("env", "create", "talk", "--image", "talker", *SMALL, "--lifetime", 600,
+                     "--dup", 2, "--ready", "console:guest-is-up", "--wait", "ready",
+                     "--wait-timeout", 30)
+        self.addCleanup(self.ctl, "env", "delete", "talk")
+        self.assertEqual(r.rc, 0, repr(r) + self.pool.logs())
+        self.assertEqual([v["ready"] for v in r.data["vms"]], [True, True])
+        # ready is dropped on stop and probed again on start
+        self.ok("env", "stop", "talk")
+        self.assertEqual(self._ready("talk"), [False, False])
+        self.ok("env", "start", "talk")
+        harness.wait_for("ready again", lambda: self._ready("talk") == [True, True], timeout=30)
 
     def test_wait_takes_only_running_or_ready(self):
         r = self.ctl("env", "create", "w", "--image", "sleeper", *SMALL, "--wait=soon")
