@@ -74,7 +74,10 @@ class GuestBroker(PoolTest):
         self.pool.start_broker()
         self.pool.wait_online(["h1"])
         self.assertEqual(_guest_rows(self.pool), rows)
+        ids = {v["vm_id"] for v in env["vms"]}
         self.ok("env", "delete", "rdy")
+        harness.wait_for("rdy's VMs gone from the worker",
+                         lambda: not (ids & set(self.pool.worker_vms("h1"))), timeout=30)
         harness.wait_for("env_guest row gone", lambda: _guest_rows(self.pool) == [], timeout=20)
 
     def test_wait_ready_times_out_with_console(self):
