@@ -1702,7 +1702,7 @@ static const command_t s_commands[] = {
      "env create NAME --image IMG [--dup N] [--image IMG [--dup N]]... [--engine E] [--cpu N] "
      "[--mem MIB] [--disk MIB] [--port P]... [--lifetime SECS] [--deny-outgoing] [--spread] "
      "[--ssh-key FILE]... [--ssh-key-text KEY]... [--user-data FILE] [--ready SPEC] "
-     "[--image-ready SPEC] [--wait [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
+     "[--image-ready SPEC] [--wait [ready] [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
      "Creates env NAME. Each --image adds VMs of that image, one or --dup N of them.\n"
      "  --engine E        process, hollow, qemu (default: the broker's, process)\n"
      "  --cpu N           cpus per VM, 1..256 (default 2)\n"
@@ -1721,6 +1721,8 @@ static const command_t s_commands[] = {
      "  --image-ready SPEC  the same for the --image it follows\n"
      "  --wait            then wait until every VM runs (progress on a terminal); exit 1\n"
      "                    if they do not within --wait-timeout SECS (default 300)\n"
+     "  --wait ready      wait until every VM is ready (its --ready probe succeeded); on\n"
+     "                    timeout exit 1 and print the console tail of each VM not ready\n"
      "  --queue           if the pool cannot take it now, wait in the admission queue\n"
      "                    (answer: queued at position N; env show gives the position)\n"
      "  --max-wait SECS   give up after SECS in the queue (broker default 3600, 10..86400)\n"
