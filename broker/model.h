@@ -65,6 +65,7 @@ typedef struct host_t {
     char *engines[BROKER_MAX_ENGINES];
     char *images[BROKER_MAX_IMAGES];
     char accel[8];        /* the worker's qemu acceleration ("kvm", "tcg", "") */
+    char public_address[16]; /* IPv4 that reaches its public ports ("" = unknown) */
     int64_t last_seen;    /* wall clock, for display */
     int64_t last_recv_ms; /* monotonic */
     int64_t last_sent_ms;

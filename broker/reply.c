@@ -62,6 +62,7 @@ static Ttfleet__VmInfo *s_vm_info(reply_arena_t *a, const vm_t *vm)
     vi->ready = vm->ready;
     vi->ready_at = vm->ready_at;
     vi->ready_detail = (char *)vm->ready_detail;
+    vi->public_address = vm->host ? (char *)vm->host->public_address : "";
     vi->n_ports = (size_t)vm->n_ports;
     vi->ports = reply_alloc(a, sizeof(Ttfleet__PortMap *) * (size_t)(vm->n_ports + 1));
     Ttfleet__PortMap *pm = reply_alloc(a, sizeof *pm * (size_t)(vm->n_ports + 1));
@@ -133,6 +134,7 @@ Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h)
     hi->last_seen = h->last_seen;
     hi->draining = h->draining;
     hi->accel = (char *)h->accel;
+    hi->public_address = (char *)h->public_address;
     hi->pin_cpu = h->pin_cpu;
     hi->pin_mem_mib = h->pin_mem;
     hi->pin_disk_mib = h->pin_disk;

@@ -26,6 +26,7 @@
 #include "ttframe.h"
 #include "wcmd.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,12 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
     snprintf(host->accel, sizeof host->accel, "%s",
              hello->accel && (strcmp(hello->accel, "kvm") == 0 || strcmp(hello->accel, "tcg") == 0)
                  ? hello->accel
+                 : "");
+    struct in_addr pa; /* only a dotted IPv4 address is kept */
+    snprintf(host->public_address, sizeof host->public_address, "%s",
+             hello->public_address && strlen(hello->public_address) < sizeof host->public_address &&
+                     inet_pton(AF_INET, hello->public_address, &pa) == 1
+                 ? hello->public_address
                  : "");
     host->last_seen = tt_now();
     host->last_recv_ms = tt_mono_ms();

@@ -178,6 +178,8 @@ static int s_scan(ctl_t *ctl, scan_t *s, const char **pos)
     }
     if (strcmp(arg, "-h") == 0)
         arg = "--help";
+    if (strcmp(arg, "-i") == 0) /* env ssh -i KEY, as ssh spells it */
+        arg = "--identity";
     if (arg[1] != '-')
         s_usage_error(ctl, "unknown option '%s' (options are spelled --name)", arg);
     const char *eq = strchr(arg, '=');
@@ -831,6 +833,108 @@ static int s_env_rm_vm(ctl_t *ctl, scan_t *s)
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_rm_vm(client, &rm, &reply);
     return s_finish(ctl, &client, rc, &reply, "VMs removed", false);
+}
+
+/* env ssh NAME VMID [-i KEY] [--print] [-- CMD...]: exec the system OpenSSH
+ * client to the VM's host's public address and the public port of guest
+ * port 22 (from env show). --print prints the command instead. */
+static int s_env_ssh(ctl_t *ctl, scan_t *s)
+{
+    const char *name = NULL, *key = NULL, *user = "root", *arg;
+    uint32_t vm_id = 0;
+    bool print = false;
+    const char **cmd = calloc((size_t)s->argc + 1, sizeof *cmd);
+    size_t n_cmd = 0;
+    int kind;
+    if (!cmd)
+        s_usage_error(ctl, "out of memory");
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (s->no_more_options && name && vm_id)
+                cmd[n_cmd++] = arg;
+            else if (!name)
+                name = s_name(ctl, "env name", arg);
+            else if (!vm_id)
+                vm_id = (uint32_t)s_number(ctl, "VM id", arg, TT_VMID_MIN, TT_VMID_MAX);
+            else
+                s_usage_error(ctl, "unexpected argument '%s' (a command goes after --)", arg);
+        } else if (s_is(s, "--identity")) {
+            key = s_value(ctl, s);
+        } else if (s_is(s, "--user")) {
+            user = s_name(ctl, "--user", s_value(ctl, s));
+        } else if (s_is(s, "--print")) {
+            s_flag(ctl, s);
+            print = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!name || !vm_id)
+        s_usage_error(ctl, "env name and VM id are required");
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_env_show(client, name, &reply);
+    if (rc != 0 || reply->status != TTFLEET__STATUS__OK)
+        return s_finish(ctl, &client, rc, &reply, "", false);
+    const Ttfleet__VmInfo *vm = NULL;
+    for (size_t i = 0; i < reply->env->n_vms; i++)
+        if (reply->env->vms[i]->vm_id == vm_id)
+            vm = reply->env->vms[i];
+    uint32_t port = 0;
+    for (size_t i = 0; vm && i < vm->n_ports; i++)
+        if (vm->ports[i]->guest == 22)
+            port = vm->ports[i]->public_;
+    char addr[64] = "", portbuf[16], target[128];
+    if (vm && vm->public_address)
+        snprintf(addr, sizeof addr, "%s", vm->public_address);
+    ttclient_reply_destroy(&reply);
+    ttclient_destroy(&client);
+    if (!vm) {
+        fprintf(stderr, "ttctl: NOT_FOUND: env %s has no VM %u\n", name, vm_id);
+        return EXIT_STATUS;
+    }
+    if (!port || !addr[0]) {
+        fprintf(stderr, "ttctl: UNAVAILABLE: VM %u has %s\n", vm_id,
+                !port ? "no public port for guest port 22"
+                      : "no public address (start its worker with --public-address)");
+        return EXIT_STATUS;
+    }
+    snprintf(portbuf, sizeof portbuf, "%u", port);
+    snprintf(target, sizeof target, "%s@%s", user, addr);
+    const char *argv[32 + 1024];
+    size_t n = 0;
+    argv[n++] = "ssh";
+    argv[n++] = "-p";
+    argv[n++] = portbuf;
+    if (key) {
+        argv[n++] = "-i";
+        argv[n++] = key;
+        argv[n++] = "-o";
+        argv[n++] = "IdentitiesOnly=yes";
+    }
+    argv[n++] = "-o";
+    argv[n++] = "StrictHostKeyChecking=no"; /* a fresh VM: its host key is new every time */
+    argv[n++] = "-o";
+    argv[n++] = "UserKnownHostsFile=/dev/null";
+    argv[n++] = "-o";
+    argv[n++] = "LogLevel=ERROR";
+    argv[n++] = target;
+    if (n_cmd) {
+        argv[n++] = "--";
+        for (size_t i = 0; i < n_cmd && n < sizeof argv / sizeof *argv - 1; i++)
+            argv[n++] = cmd[i];
+    }
+    argv[n] = NULL;
+    free(cmd);
+    if (print) {
+        for (size_t i = 0; i < n; i++)
+            printf("%s%s", i ? " " : "", argv[i]);
+        printf("\n");
+        return 0;
+    }
+    fflush(NULL);
+    execvp("ssh", (char *const *)argv);
+    fprintf(stderr, "ttctl: cannot run ssh: %s (Debian package openssh-client)\n", strerror(errno));
+    return EXIT_STATUS;
 }
 
 static int s_env_console(ctl_t *ctl, scan_t *s)
@@ -1754,6 +1858,11 @@ static const command_t s_commands[] = {
      "Removes VMs from NAME by id (with --host on an env that spans hosts) or all VMs\n"
      "whose image starts with PREFIX.\n",
      s_env_rm_vm, NULL, NULL},
+    {"env", "ssh", "env ssh NAME VMID [-i|--identity KEY] [--user USER] [--print] [-- CMD...]",
+     "Runs the system OpenSSH client (ssh) to VM VMID: its host's public address\n"
+     "(ttworker --public-address) and the public port of guest port 22, as USER\n"
+     "(default root). --print prints the command instead of running it.\n",
+     s_env_ssh, NULL, NULL},
     {"env", "console", "env console NAME VMID [--host ID] [--bytes N]",
      "Prints the tail of a VM's console log (default the last 16 KiB, at most 256 KiB).\n",
      s_env_console, NULL, NULL},

@@ -118,13 +118,14 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
         json_array_append_new(ports,
                               json_pack("{s:I, s:I}", "guest", (json_int_t)vm->ports[i]->guest,
                                         "public", (json_int_t)vm->ports[i]->public_));
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s}",
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}",
                      "vm_id", (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image,
                      "engine", vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu,
                      "mem", (json_int_t)vm->mem_mib, "disk", (json_int_t)vm->disk_mib, "state",
                      tt_vm_state_name(vm->state), "ports", ports, "ready", (int)vm->ready,
                      "ready_at", (json_int_t)vm->ready_at, "ready_detail",
-                     vm->ready_detail ? vm->ready_detail : "");
+                     vm->ready_detail ? vm->ready_detail : "", "public_address",
+                     vm->public_address ? vm->public_address : "");
 }
 
 static json_t *s_json_env(const Ttfleet__EnvInfo *env)
@@ -256,9 +257,11 @@ static json_t *s_json_strings(size_t n, char **s)
 static json_t *s_json_host(const Ttfleet__HostInfo *h)
 {
     char seen[32];
-    return json_pack("{s:s, s:s, s:b, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+    return json_pack("{s:s, s:s, s:b, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+                     "s:s}",
                      "id", h->id, "state", h->state, "draining", (int)h->draining, "accel",
-                     h->accel ? h->accel : "", "engines",
+                     h->accel ? h->accel : "", "public_address",
+                     h->public_address ? h->public_address : "", "engines",
                      s_json_strings(h->n_engines, h->engines), "images",
                      s_json_strings(h->n_images, h->images), "cpu_total", (json_int_t)h->cpu_total,
                      "cpu_used", (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total,
@@ -289,6 +292,7 @@ int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
     fprintf(out, "state     %s%s\n", h->state, h->draining ? " (draining)" : "");
     fprintf(out, "engines   %s\n", engines);
     fprintf(out, "accel     %s\n", h->accel && *h->accel ? h->accel : "-");
+    fprintf(out, "public    %s\n", h->public_address && *h->public_address ? h->public_address : "-");
     fprintf(out, "images    %s\n", images);
     fprintf(out, "cpu       %u / %u\n", h->cpu_used, h->cpu_total);
     fprintf(out, "mem       %llu / %llu MiB\n", (unsigned long long)h->mem_used,

@@ -1086,6 +1086,7 @@ zframe_t *fleet_hello(fleet_t *self)
     hello.inventory = acts.ptrs;
     hello.version = (char *)"ttworker " TTFLEET_VERSION;
     hello.accel = (char *)(self->cfg.accel ? self->cfg.accel : "");
+    hello.public_address = (char *)(self->cfg.public_address ? self->cfg.public_address : "");
     zframe_t *frame = wire_pack(&hello.base);
     s_actuals_free(&acts);
     return frame;

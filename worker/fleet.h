@@ -58,6 +58,7 @@ typedef struct {
     const char *qemu; /* qemu-system-x86_64 and qemu-img (absolute), or NULL */
     const char *qemu_img;
     const char *accel;   /* "kvm" or "tcg": advertised in READY */
+    const char *public_address; /* reaches the public ports: advertised in READY */
     const char *vm_user; /* unprivileged user the VMs run as, NULL: root */
     uid_t vm_uid;
     gid_t vm_gid;

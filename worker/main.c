@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <czmq.h>
 #include <dirent.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -73,6 +74,7 @@ typedef struct {
     bool net_allow_host;
     char netns[256];
     char accel_mode[8];
+    char public_address[16]; /* --public-address, "" = by backend */
     char qemu[PATH_MAX];
     char qemu_img[PATH_MAX];
 } s_opts_t;
@@ -106,6 +108,8 @@ static void s_usage(FILE *f)
             "                        reachable from there (ipc:// or a routed address)\n"
             "  --net-allow-host-netns  let --net nft change the machine's initial network\n"
             "                        namespace (refused without it)\n"
+            "  --public-address IP   the IPv4 address that reaches this host's public ports,\n"
+            "                        advertised in READY (default 127.0.0.1 under --net user)\n"
             "  --accel MODE          qemu acceleration: auto (KVM if a bounded probe guest\n"
             "                        runs under it, else TCG), kvm or tcg (default auto)\n"
             "  --qemu PATH           qemu-system-x86_64 to run (default: from PATH)\n"
@@ -210,6 +214,7 @@ enum {
     O_NETNS,
     O_NETHOST,
     O_ACCEL,
+    O_PUBADDR,
     O_QEMU,
     O_VERSION,
     O_HELP,
@@ -239,6 +244,7 @@ static const struct option s_options[] = {
     {"netns", required_argument, NULL, O_NETNS},
     {"net-allow-host-netns", no_argument, NULL, O_NETHOST},
     {"accel", required_argument, NULL, O_ACCEL},
+    {"public-address", required_argument, NULL, O_PUBADDR},
     {"qemu", required_argument, NULL, O_QEMU},
     {"curve-secret", required_argument, NULL, O_CURVE},
     {"broker-key", required_argument, NULL, O_BKEY},
@@ -330,6 +336,13 @@ static void s_apply(s_opts_t *o, int c, const char *optarg)
     case O_NETHOST:
         o->net_allow_host = true;
         break;
+    case O_PUBADDR: {
+        struct in_addr a;
+        if (strlen(optarg) >= sizeof o->public_address || inet_pton(AF_INET, optarg, &a) != 1)
+            s_die("invalid --public-address '%.40s' (want an IPv4 address)", optarg);
+        strcpy(o->public_address, optarg);
+        break;
+    }
     case O_ACCEL:
         if (strcmp(optarg, "auto") && strcmp(optarg, "kvm") && strcmp(optarg, "tcg"))
             s_die("invalid --accel value '%.40s' (want auto, kvm or tcg)", optarg);
@@ -664,6 +677,9 @@ int main(int argc, char **argv)
         .qemu = o->qemu[0] ? o->qemu : NULL,
         .qemu_img = o->qemu_img[0] ? o->qemu_img : NULL,
         .accel = accel[0] ? accel : NULL,
+        .public_address = o->public_address[0]       ? o->public_address
+                          : o->net == (int)NET_USER ? "127.0.0.1"
+                                                    : NULL,
         .vm_user = o->vm_user[0] ? o->vm_user : NULL,
         .vm_uid = o->vm_uid,
         .vm_gid = o->vm_gid,

@@ -39,6 +39,7 @@ class GuestBroker(PoolTest):
         # an image that prints a line on its console, offered from READY on
         harness._write_image(os.path.join(cls.pool.images, "talker"), TALKER)
         cls.pool.stop_worker("h1")
+        cls.pool.hosts["h1"]["args"] = ["--public-address", "127.0.0.2"]
         cls.pool.start_worker("h1")
         cls.pool.wait_online(["h1"])
 
@@ -109,6 +110,24 @@ class GuestBroker(PoolTest):
         self.assertEqual(self._ready("talk"), [False, False])
         self.ok("env", "start", "talk")
         harness.wait_for("ready again", lambda: self._ready("talk") == [True, True], timeout=30)
+
+    def test_ssh_helper_and_public_address(self):
+        env = self.create("sshy")
+        vm = env["vms"][0]
+        port = [p["public"] for p in vm["ports"] if p["guest"] == 22][0]
+        harness.wait_for("public address in host show",
+                         lambda: self.host().get("public_address") == "127.0.0.2", timeout=20)
+        r = self.ctl("env", "ssh", "sshy", vm["vm_id"], "-i", "/k", "--print", "--", "uname",
+                     "-r", json_out=False)
+        self.assertEqual(r.rc, 0, repr(r))
+        argv = r.out.split()
+        self.assertEqual(argv[:3], ["ssh", "-p", str(port)])
+        self.assertIn("root@127.0.0.2", argv)
+        self.assertEqual(argv[-3:], ["--", "uname", "-r"])
+        self.assertEqual(argv[argv.index("-i") + 1], "/k")
+        r = self.ctl("env", "ssh", "sshy", 65000, "--print", json_out=False)
+        self.assertEqual(r.rc, EXIT_STATUS, repr(r))
+        self.assertIn("no VM 65000", r.err)
 
     def test_wait_takes_only_running_or_ready(self):
         r = self.ctl("env", "create", "w", "--image", "sleeper", *SMALL, "--wait=soon")
