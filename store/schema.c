@@ -108,6 +108,22 @@ const char *const store_broker_migrations[] = {
     "  message TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX audit_time ON audit(time);"
     "CREATE INDEX audit_tenant ON audit(tenant, time);",
+    /* 3: the image catalog (broker/image_ops.c, issue 12): owner '' is a
+     * pool image; blobs is "digest size file" per line */
+    "CREATE TABLE images ("
+    "  owner TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  tag TEXT NOT NULL,"
+    "  digest TEXT NOT NULL CHECK (length(digest) = 71),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('qcow2', 'dir')),"
+    "  size INTEGER NOT NULL CHECK (size >= 0),"
+    "  blobs TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  readiness TEXT NOT NULL DEFAULT '',"
+    "  user TEXT NOT NULL DEFAULT '',"
+    "  min_disk_mib INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (owner, name, tag));"
+    "CREATE INDEX images_digest ON images(digest);",
     /* 3: client keys bound by the operator (broker/keys.c) */
     "CREATE TABLE keys ("
     "  public TEXT PRIMARY KEY CHECK (length(public) = 40),"
