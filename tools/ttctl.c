@@ -340,6 +340,12 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
         case TTFLEET__REPLY__RESULT_AUDIT:
             print_audit(stdout, reply->audit, ctl->json);
             break;
+        case TTFLEET__REPLY__RESULT_IMAGE:
+            print_image(stdout, reply->image, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_IMAGES:
+            print_image_list(stdout, reply->images, ctl->json);
+            break;
         default:
             print_done(stdout, done_text, ctl->json);
             break;
@@ -1109,6 +1115,87 @@ static int s_queue_list(ctl_t *ctl, scan_t *s)
     return s_finish(ctl, &client, rc, &reply, "queue empty", false);
 }
 
+/* ---- images (issue 12) ---- */
+
+static int s_image_push(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[2] = {NULL, NULL}, *arg;
+    int npos = 0, kind;
+    bool priv = false;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (npos == 2)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            pos[npos++] = arg;
+        } else if (s_is(s, "--private")) {
+            s_flag(ctl, s);
+            priv = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (npos != 2)
+        s_usage_error(ctl, "give NAME[:TAG] and PATH");
+    tt_image_ref_t ref;
+    char why[256];
+    if (tt_image_ref_parse(pos[0], &ref, why, sizeof why) || ref.digest[0])
+        s_usage_error(ctl, "invalid image name '%s': %s", pos[0],
+                      ref.digest[0] ? "push NAME[:TAG], the digest is the content's" : why);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_push(client, pos[0], pos[1], !priv, NULL, &reply);
+    return s_finish(ctl, &client, rc, &reply, "pushed", false);
+}
+
+static int s_image_list(ctl_t *ctl, scan_t *s)
+{
+    bool all = false;
+    const char *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--all")) {
+            s_flag(ctl, s);
+            all = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_list(client, all, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no images", false);
+}
+
+static const char *s_image_ref_arg(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[1] = {NULL};
+    if (s_positionals(ctl, s, pos, 1) != 1)
+        s_usage_error(ctl, "image NAME[:TAG] or NAME@sha256:... is required");
+    tt_image_ref_t ref;
+    char why[256];
+    if (tt_image_ref_parse(pos[0], &ref, why, sizeof why))
+        s_usage_error(ctl, "invalid image name '%s': %s", pos[0], why);
+    return pos[0];
+}
+
+static int s_image_show(ctl_t *ctl, scan_t *s)
+{
+    const char *ref = s_image_ref_arg(ctl, s);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_show(client, ref, &reply);
+    return s_finish(ctl, &client, rc, &reply, "shown", false);
+}
+
+static int s_image_rm(ctl_t *ctl, scan_t *s)
+{
+    const char *ref = s_image_ref_arg(ctl, s);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_rm(client, ref, &reply);
+    return s_finish(ctl, &client, rc, &reply, "removed", false);
+}
+
 /* --since: unix seconds, an ISO 8601 UTC time (2026-12-01T20:00:00Z or
  * 2026-12-01), or an age (90s, 30m, 2h, 7d) counted back from now. */
 static int64_t s_since(ctl_t *ctl, const char *text)
@@ -1701,6 +1788,22 @@ static const command_t s_commands[] = {
      "Removes a key's binding (admin only): its next request is refused\n"
      "(UNAUTHENTICATED), new handshakes with it fail, and its events stop.\n",
      s_key_rm, NULL, NULL},
+    {"image", "push", "image push NAME[:TAG] PATH [--private]",
+     "Pushes an image: a qcow2 file, or a directory with kernel [+ initrd] and/or\n"
+     "disk.qcow2. Only the blobs the broker lacks are sent; an interrupted push resumes\n"
+     "when run again, and nothing is registered until every blob is stored and verified.\n"
+     "A pool image (the default) needs the admin role; --private makes it your tenant's.\n",
+     s_image_push, NULL, NULL},
+    {"image", "list", "image list [--all]",
+     "Lists the pool's images and your tenant's private ones (--all: every tenant's,\n"
+     "admin only).\n",
+     s_image_list, NULL, NULL},
+    {"image", "show", "image show NAME[:TAG] | NAME@sha256:HEX",
+     "Shows an image: digest, kind, size, owner, blobs, VMs that use it.\n", s_image_show,
+     NULL, NULL},
+    {"image", "rm", "image rm NAME[:TAG] | NAME@sha256:HEX",
+     "Removes an image from the catalog; refused (IMAGE_IN_USE) while a VM uses it.\n",
+     s_image_rm, NULL, NULL},
     {"quota", "set",
      "quota set TENANT [--envs N] [--vms N] [--cpu N] [--mem MIB] [--disk MIB] "
      "[--max-lifetime SECS] [--max-priority N]",
