@@ -42,6 +42,13 @@ const char *tt_status_name(int status)
         return "GUEST_FAILED";
     if (status == TTFLEET__STATUS__CHECKSUM_MISMATCH)
         return "CHECKSUM_MISMATCH";
+    /* the images area's codes (25-29) */
+    if (status == TTFLEET__STATUS__IMAGE_IN_USE)
+        return "IMAGE_IN_USE";
+    if (status == TTFLEET__STATUS__DIGEST_MISMATCH)
+        return "DIGEST_MISMATCH";
+    if (status == TTFLEET__STATUS__INCOMPLETE)
+        return "INCOMPLETE";
     if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
         return "UNKNOWN";
     return s_status_names[status];
