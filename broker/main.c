@@ -44,6 +44,9 @@ static void s_usage(FILE *out)
             "  --lease-grace SECS       grace for leases that ran out while the broker was\n"
             "                           down (default 300)\n"
             "  --reap-per-tick N        envs expired per second at most (default 50)\n"
+            "  --rate N                 changing requests per second per tenant (default 200;\n"
+            "                           0 = no limit; admins are not limited): RATE_LIMITED beyond\n"
+            "  --rate-burst N           how many at once (default 2000)\n"
             "  --cpu-overcommit R       cpu overcommit ratio (default 1.0)\n"
             "  --mem-overcommit R       mem overcommit ratio (default 1.0)\n"
             "  --disk-overcommit R      disk overcommit ratio (default 1.0)\n"
@@ -105,7 +108,7 @@ static int s_str(const char *flag, const char *v, char *dst, size_t len)
 enum {
     O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
-    O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG,
+    O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
     O_BLOBS, O_MAXIMG
 };
 static const struct option s_opts[] = {
@@ -123,6 +126,7 @@ static const struct option s_opts[] = {
     {"insecure", 0, 0, O_INSECURE},     {"config", 1, 0, O_CONFIG},
     {"blobs", 1, 0, O_BLOBS},           {"max-image-mib", 1, 0, O_MAXIMG},
     {"admin-key", 1, 0, O_ADMINKEY},    {"import-client-keys", 0, 0, O_IMPORT},
+    {"rate", 1, 0, O_RATE},             {"rate-burst", 1, 0, O_BURST},
     {0, 0, 0, 0}};
 
 static int s_bool(const char *flag, const char *v, bool *out)
@@ -206,6 +210,14 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
     case O_REAP:
         bad = s_int(flag, val, 1, 100000, &v);
         cfg->reap_per_tick = (int)v;
+        break;
+    case O_RATE:
+        bad = s_int(flag, val, 0, 1000000, &v);
+        cfg->rate = (double)v;
+        break;
+    case O_BURST:
+        bad = s_int(flag, val, 0, 10000000, &v);
+        cfg->rate_burst = (int)v;
         break;
     case O_CPU:
         bad = s_ratio(flag, val, &cfg->cpu_ratio);

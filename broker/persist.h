@@ -10,6 +10,8 @@
 
 int persist_load(broker_t *self);
 void persist_host(broker_t *self, host_t *host);
+/* The host's pin row: written, or dropped (drop, or nothing pinned). */
+void persist_host_pin(broker_t *self, const host_t *h, bool drop);
 void persist_host_delete(broker_t *self, host_t *host);
 void persist_env_insert(broker_t *self, env_t *env);
 void persist_env_update(broker_t *self, env_t *env);

@@ -32,6 +32,8 @@ const char *tt_status_name(int status)
         return "QUEUE_EXPIRED";
     case TTFLEET__STATUS__QUEUE_CANCELLED:
         return "QUEUE_CANCELLED";
+    case TTFLEET__STATUS__RATE_LIMITED:
+        return "RATE_LIMITED";
     default:
         break;
     }
@@ -353,6 +355,23 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         if (!tt_key_valid(req->key_rm->public_key))
             FAIL("public key is not 40 characters of Z85 (a CURVE public key)");
         return 0;
+    case TTFLEET__REQUEST__OP_HOST_SET: {
+        const Ttfleet__HostSet *h = req->host_set;
+        if (!tt_name_valid(h->id))
+            FAIL("invalid host id '%.80s'", h->id ? h->id : "");
+        if (h->unpin && (h->cpu || h->mem_mib || h->disk_mib))
+            FAIL("unpin takes no cpu, mem or disk");
+        if (!h->unpin && !h->cpu && !h->mem_mib && !h->disk_mib)
+            FAIL("give cpu, mem or disk to pin, or unpin");
+        if (h->cpu > TT_MAX_HOST_CPU)
+            FAIL("cpu %u over %d", h->cpu, TT_MAX_HOST_CPU);
+        if (h->mem_mib > TT_MAX_HOST_MEM_MIB)
+            FAIL("mem %llu MiB over %llu", (unsigned long long)h->mem_mib, TT_MAX_HOST_MEM_MIB);
+        if (h->disk_mib > TT_MAX_HOST_DISK_MIB)
+            FAIL("disk %llu MiB over %llu", (unsigned long long)h->disk_mib,
+                 TT_MAX_HOST_DISK_MIB);
+        return 0;
+    }
     case TTFLEET__REQUEST__OP_HOST_SHOW:
         if (!tt_name_valid(req->host_show->id))
             FAIL("invalid host id '%.80s'", req->host_show->id ? req->host_show->id : "");
@@ -365,6 +384,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("invalid tenant '%.80s'", req->quota_show->tenant);
         return 0;
     case TTFLEET__REQUEST__OP_QUEUE_LIST:
+    case TTFLEET__REQUEST__OP_BROKER_STATS:
         return 0;
     case TTFLEET__REQUEST__OP_AUDIT_QUERY: {
         const Ttfleet__AuditQuery *a = req->audit_query;

@@ -43,6 +43,7 @@
 /* Limits on what comes from outside. */
 #define TT_MAX_FRAMES 8           /* frames in one client message (after routing) */
 #define TT_MAX_BODY (256 * 1024)  /* bytes of one protobuf body */
+#define TT_MAX_SOCKET_BODY (4 * TT_MAX_BODY) /* broker's ZMQ_MAXMSGSIZE: over it, no reply */
 #define TT_MAX_WORKER_BODY (8 * 1024 * 1024) /* READY with a big inventory */
 #define TT_MAX_NAME 64
 #define TT_MAX_REQUEST_ID 64
@@ -52,6 +53,14 @@
 #define TT_MAX_CPU 256
 #define TT_MAX_MEM_MIB (1024u * 1024u)       /* 1 TiB */
 #define TT_MAX_DISK_MIB (64u * 1024u * 1024u) /* 64 TiB */
+
+/* What a worker may say about its host (the broker clips or refuses
+ * beyond these; an admin pin can only be inside them too). */
+#define TT_MAX_HOST_CPU 4096
+#define TT_MAX_HOST_MEM_MIB (64ull * 1024 * 1024)    /* 64 TiB */
+#define TT_MAX_HOST_DISK_MIB (1024ull * 1024 * 1024) /* 1 PiB */
+#define TT_MAX_INVENTORY 65533                       /* VM ids 2..65534 */
+#define TT_MAX_WORKER_MESSAGE 1024 /* bytes of a VmActual message kept */
 
 #define TT_CONSOLE_DEFAULT (16 * 1024)
 #define TT_CONSOLE_MAX (256 * 1024)

@@ -131,6 +131,14 @@ const char *const store_broker_migrations[] = {
     "  role TEXT NOT NULL CHECK (role IN ('user', 'admin', 'gateway')),"
     "  added_at INTEGER NOT NULL,"
     "  added_by TEXT NOT NULL);",
+    /* 4 (broker hardening): an admin's pin of a host's capacity (ttctl host
+     * set); 0 = that part is not pinned. Its own table so the hosts row
+     * (rewritten at every READY) keeps its shape. */
+    "CREATE TABLE host_pins ("
+    "  host TEXT PRIMARY KEY,"
+    "  cpu INTEGER NOT NULL DEFAULT 0 CHECK (cpu >= 0),"
+    "  mem INTEGER NOT NULL DEFAULT 0 CHECK (mem >= 0),"
+    "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",
 };
 const int store_broker_migrations_n =
     (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);

@@ -919,6 +919,46 @@ static int s_host_remove(ctl_t *ctl, scan_t *s)
     return s_host_op_finish(ctl, &client, rc, &reply);
 }
 
+/* host set ID --cpu N --mem MIB --disk MIB | --unpin: an admin's pin of
+ * the capacity placement may use on the host. */
+static int s_host_set(ctl_t *ctl, scan_t *s)
+{
+    Ttfleet__HostSet set = TTFLEET__HOST_SET__INIT;
+    const char *id = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (id)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            id = s_name(ctl, "host id", arg);
+        } else if (s_is(s, "--cpu")) {
+            set.cpu = (uint32_t)s_number(ctl, "--cpu", s_value(ctl, s), 1, TT_MAX_HOST_CPU);
+        } else if (s_is(s, "--mem")) {
+            set.mem_mib = s_number(ctl, "--mem", s_value(ctl, s), 1, TT_MAX_HOST_MEM_MIB);
+        } else if (s_is(s, "--disk")) {
+            set.disk_mib = s_number(ctl, "--disk", s_value(ctl, s), 1, TT_MAX_HOST_DISK_MIB);
+        } else if (s_is(s, "--unpin")) {
+            s_flag(ctl, s);
+            set.unpin = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!id)
+        s_usage_error(ctl, "host id is required");
+    if (set.unpin && (set.cpu || set.mem_mib || set.disk_mib))
+        s_usage_error(ctl, "--unpin takes no --cpu, --mem or --disk");
+    if (!set.unpin && !set.cpu && !set.mem_mib && !set.disk_mib)
+        s_usage_error(ctl, "give --cpu, --mem or --disk, or --unpin");
+    set.id = (char *)id;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_SET;
+    req.host_set = &set;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_host_op_finish(ctl, &client, rc, &reply);
+}
+
 /* ---- key: the operator binds client keys (admin only) ---- */
 
 /* A public key given as 40 characters of Z85 or as a certificate file
@@ -1502,10 +1542,11 @@ static int s_keygen(ctl_t *ctl, scan_t *s)
         s_usage_error(ctl, "--out: path longer than 200 characters");
     if (!role)
         s_usage_error(ctl, "--role is required: user, admin, worker or broker");
-    bool client = strcmp(role, "user") == 0 || strcmp(role, "admin") == 0;
+    bool client = strcmp(role, "user") == 0 || strcmp(role, "admin") == 0 ||
+                  strcmp(role, "gateway") == 0;
     bool worker = strcmp(role, "worker") == 0;
     if (!client && !worker && strcmp(role, "broker") != 0)
-        s_usage_error(ctl, "--role: '%s' is not user, admin, worker or broker", role);
+        s_usage_error(ctl, "--role: '%s' is not user, admin, gateway, worker or broker", role);
     if (client && !tenant)
         s_usage_error(ctl, "--role %s needs --tenant T", role);
     if (!client && tenant)
@@ -1777,6 +1818,11 @@ static const command_t s_commands[] = {
      "Removes host ID from the pool (admin only); refused while it holds VMs unless\n"
      "--force, which drops them.\n",
      s_host_remove, NULL, NULL},
+    {"host", "set", "host set ID [--cpu N] [--mem MIB] [--disk MIB] | --unpin",
+     "Pins the capacity placement may use on host ID (admin only; stored in broker.db):\n"
+     "the pin replaces what its worker advertises, so a compromised worker cannot draw\n"
+     "more VMs. --unpin goes back to the advertised capacity.\n",
+     s_host_set, NULL, NULL},
     {"key", "add", "key add PUBLIC_KEY_OR_CERT_FILE --tenant T --role user|admin|gateway",
      "Binds a client key to tenant T and a role (admin only). The key's owner makes it\n"
      "(ttctl keygen) and sends the public file; what that file says about its tenant\n"
@@ -1847,7 +1893,7 @@ static const command_t s_commands[] = {
      "keygen --out PATH (--role user|admin --tenant T | --role worker [--host ID] | --role broker)",
      "Makes a CURVE keypair: PATH (the public certificate, with the role, tenant or host\n"
      "the broker checks) and PATH_secret (mode 0600). Never overwrites an existing file.\n"
-     "  --role user|admin  a client key; send PATH to an admin, who binds it with\n"
+     "  --role user|admin|gateway  a client key; send PATH to an admin, who binds it with\n"
      "                     'ttctl key add PATH --tenant T --role R' (the broker ignores\n"
      "                     the tenant and role written here)\n"
      "  --role worker      a worker key; --host binds it to that host id; PATH goes in the\n"

@@ -64,6 +64,7 @@ class CurvePool(harness.Pool):
         for name, role, tenant, installed in (("alice", "user", "alice", True),
                                               ("bob", "user", "bob", True),
                                               ("admin", "admin", "ops", True),
+                                              ("gateway", "gateway", "gw", True),
                                               ("stranger", "user", "alice", False)):
             keygen(self.key(name), "--role", role, "--tenant", tenant)
             if installed:
@@ -87,6 +88,7 @@ class CurvePool(harness.Pool):
         super().start(wait=wait)
         for name in ("alice", "bob"):
             self.bind(name, name, "user")
+        self.bind("gateway", "gw", "gateway")
         return self
 
     def bind(self, name, tenant, role, by="admin"):
@@ -271,6 +273,46 @@ class Curve(lifecycle.PoolTest):
         self.assertEqual(r.data["tenant"], "alice")
         self.assertEqual(self.status(self.ctl("env", "show", "from-key", key="bob")),
                          "NOT_FOUND")
+
+    def test_gateway_on_behalf(self):
+        """docs/GATEWAY.md: only a gateway key takes the tenant from the
+        body, and the admin role only with on_behalf_admin; an ordinary key
+        that sets either still acts as its own tenant and role."""
+        pb = harness.pb2()
+        self.create("gw-a", tenant="alice")
+        self.addCleanup(self.ctl, "env", "delete", "gw-a", key="alice")
+        gw = self.pool.raw("gateway")
+        bob = self.pool.raw("bob")
+        self.addCleanup(gw.close, 0)
+        self.addCleanup(bob.close, 0)
+
+        def ask(sock, tenant, op, admin=False, service=b"tt.env"):
+            req = pb.Request(request_id="gw-%d" % time.monotonic_ns(), tenant=tenant,
+                             on_behalf_admin=admin)
+            if op == "show":
+                req.env_show.name = "gw-a"
+            else:
+                req.host_list.SetInParent()
+            sock.send_multipart([b"", MDP, service, req.SerializeToString()])
+            reply = recv_reply(sock)
+            self.assertIsNotNone(reply, "no reply\n" + self.pool.logs())
+            return reply
+
+        # the gateway acts for alice and sees her env; for bob it does not
+        r = ask(gw, "alice", "show")
+        self.assertEqual(r.status, pb.OK, r)
+        self.assertEqual(r.env.tenant, "alice")
+        self.assertEqual(ask(gw, "bob", "show").status, pb.NOT_FOUND)
+        # an empty tenant from a gateway key is refused
+        self.assertEqual(ask(gw, "", "show").status, pb.BAD_REQUEST)
+        # admin only when it asks
+        self.assertEqual(ask(gw, "alice", "hosts", service=b"tt.admin").status, pb.FORBIDDEN)
+        self.assertEqual(ask(gw, "alice", "hosts", admin=True, service=b"tt.admin").status,
+                         pb.OK)
+        # an ordinary key cannot claim another tenant, nor the admin role
+        self.assertEqual(ask(bob, "alice", "show").status, pb.NOT_FOUND)
+        self.assertEqual(ask(bob, "alice", "hosts", admin=True, service=b"tt.admin").status,
+                         pb.FORBIDDEN)
 
     def test_roles(self):
         self.create("role-a", tenant="alice")
