@@ -122,7 +122,8 @@ const char *const store_broker_migrations[] = {
     "  host TEXT PRIMARY KEY,"
     "  cpu INTEGER NOT NULL DEFAULT 0 CHECK (cpu >= 0),"
     "  mem INTEGER NOT NULL DEFAULT 0 CHECK (mem >= 0),"
-    "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",    /* 5: the image catalog (broker/image_ops.c, issue 12): owner '' is a
+    "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",
+    /* 5: the image catalog (broker/image_ops.c, issue 12): owner '' is a
      * pool image; blobs is "digest size file" per line */
     "CREATE TABLE images ("
     "  owner TEXT NOT NULL,"
