@@ -21,7 +21,7 @@
  * environment (TTFLEET_BROKER, TTFLEET_TENANT, TTFLEET_KEY,
  * TTFLEET_BROKER_KEY, TTFLEET_EVENTS), then the config file
  * ($TTFLEET_CONFIG, else ~/.config/ttfleet/ttctl.conf if it exists) of
- * "name = value" lines (s_config_load). `ttctl keygen` makes the keys.
+ * "name = value" lines read with zconfig (s_config_load). `ttctl keygen` makes the keys.
  */
 #include <czmq.h>
 #include <time.h>
@@ -97,7 +97,7 @@ static const char *s_global_help =
     "  --json          print results as JSON\n"
     "  --timeout MS    wait per attempt, 1..3600000 (default 10000; 3 attempts)\n"
     "  --help          this help; 'ttctl GROUP VERB --help' for one command\n"
-    "config file: $TTFLEET_CONFIG or ~/.config/ttfleet/ttctl.conf, lines 'name = value'\n"
+    "config file: $TTFLEET_CONFIG or ~/.config/ttfleet/ttctl.conf, ZPL (zconfig) lines 'name = value'\n"
     "  with names broker, tenant, key, broker_key, events; flags and env vars override it\n"
     "exit codes: 0 OK, 1 error status from the broker, 2 usage error, 3 no reply\n";
 
@@ -1614,41 +1614,29 @@ static struct {
     char events[512];
 } s_config;
 
-static void s_config_error(const char *path, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
+static void s_config_error(const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 
-static void s_config_error(const char *path, int line, const char *fmt, ...)
+static void s_config_error(const char *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (line)
-        fprintf(stderr, "ttctl: %s:%d: ", path, line);
-    else
-        fprintf(stderr, "ttctl: %s: ", path);
+    fprintf(stderr, "ttctl: %s: ", path);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
     exit(EXIT_USAGE);
 }
 
-static char *s_trim(char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    size_t n = strlen(p);
-    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-        p[--n] = '\0';
-    return p;
-}
-
 /* Reads the config file: $TTFLEET_CONFIG (which must exist) or else
- * ~/.config/ttfleet/ttctl.conf (if it exists). The format is deliberately
- * small: one "name = value" per line, blank lines and lines starting with
- * '#' ignored, the value optionally in double quotes. Names: broker, tenant,
- * key, broker_key, events. An unknown name, a name given twice, an empty
- * value or a line without '=' is an error naming the file and line. A key
- * path starting with "~/" is under $HOME; other relative key paths are
- * relative to the config file's directory. */
+ * ~/.config/ttfleet/ttctl.conf (if it exists), with CZMQ's zconfig (ZPL, the
+ * format the daemons' --config files use too): one "name = value" per line,
+ * '#' comments, the value optionally in double quotes. Names: broker,
+ * tenant, key, broker_key, events, at the top level. A syntax error (zconfig
+ * names its line), an unknown or nested name, a name given twice or an
+ * empty value is an error naming the file. A key path starting with "~/" is
+ * under $HOME; other relative key paths are relative to the config file's
+ * directory. */
 static void s_config_load(void)
 {
     const char *env = getenv("TTFLEET_CONFIG");
@@ -1662,12 +1650,32 @@ static void s_config_load(void)
             return;
         snprintf(path, sizeof path, "%s/.config/ttfleet/ttctl.conf", home);
     }
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
         if (!required && errno == ENOENT)
             return;
-        s_config_error(path, 0, "%s", strerror(errno));
+        s_config_error(path, "%s", strerror(errno));
     }
+    if (S_ISDIR(st.st_mode))
+        s_config_error(path, "is a directory");
+    if (st.st_size > 64 * 1024)
+        s_config_error(path, "larger than 64 KiB: not a ttctl config file");
+    /* zconfig reports a syntax error (with its line) through CZMQ's log,
+     * which writes to stdout: point stdout at stderr meanwhile, so the
+     * message reaches the user and never mixes with --json output */
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    if (saved >= 0)
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+    zconfig_t *root = zconfig_load(path);
+    fflush(stdout);
+    if (saved >= 0) {
+        dup2(saved, STDOUT_FILENO);
+        close(saved);
+    }
+    if (!root)
+        s_config_error(path, "not a valid config file (ZPL 'name = value' lines; zconfig "
+                             "said why above)");
     struct {
         const char *name;
         char *value;
@@ -1681,47 +1689,28 @@ static void s_config_load(void)
         {"broker_key", s_config.broker_key, sizeof s_config.broker_key, true, false},
         {"events", s_config.events, sizeof s_config.events, false, false},
     };
-    char buf[1024];
-    int line = 0;
-    while (fgets(buf, sizeof buf, f)) {
-        line++;
-        size_t n = strlen(buf);
-        if (n == sizeof buf - 1 && buf[n - 1] != '\n')
-            s_config_error(path, line, "line longer than %zu characters", sizeof buf - 2);
-        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-            buf[--n] = '\0';
-        char *p = s_trim(buf);
-        if (!*p || *p == '#')
-            continue;
-        char *eq = strchr(p, '=');
-        if (!eq)
-            s_config_error(path, line, "expected 'name = value', got '%.60s'", p);
-        *eq = '\0';
-        char *name = s_trim(p), *value = s_trim(eq + 1);
-        size_t vn = strlen(value);
-        if (vn >= 2 && value[0] == '"' && value[vn - 1] == '"') {
-            value[vn - 1] = '\0';
-            value++;
-        }
-        if (!*value)
-            s_config_error(path, line, "%s has an empty value", name);
-        if (strchr(value, '"'))
-            s_config_error(path, line, "%s: stray '\"' in the value", name);
+    for (zconfig_t *item = zconfig_child(root); item; item = zconfig_next(item)) {
+        const char *name = zconfig_name(item);
+        const char *value = zconfig_value(item);
         size_t i = 0;
         while (i < sizeof fields / sizeof *fields && strcmp(fields[i].name, name) != 0)
             i++;
         if (i == sizeof fields / sizeof *fields)
-            s_config_error(path, line,
+            s_config_error(path,
                            "unknown name '%.40s' (known: broker, tenant, key, broker_key, events)",
                            name);
+        if (zconfig_child(item))
+            s_config_error(path, "%s: a value, not a section, is expected", name);
+        if (!value || !*value)
+            s_config_error(path, "%s has an empty value", name);
         if (fields[i].seen)
-            s_config_error(path, line, "%s given twice", name);
+            s_config_error(path, "%s given twice", name);
         fields[i].seen = true;
         int w;
         if (fields[i].is_path && strncmp(value, "~/", 2) == 0) {
             const char *home = getenv("HOME");
             if (!home || !*home)
-                s_config_error(path, line, "%s: '~/' but HOME is not set", name);
+                s_config_error(path, "%s: '~/' but HOME is not set", name);
             w = snprintf(fields[i].value, fields[i].size, "%s/%s", home, value + 2);
         } else if (fields[i].is_path && value[0] != '/' && strchr(path, '/')) {
             int dir = (int)(strrchr(path, '/') - path);
@@ -1729,21 +1718,18 @@ static void s_config_load(void)
         } else
             w = snprintf(fields[i].value, fields[i].size, "%s", value);
         if (w < 0 || (size_t)w >= fields[i].size)
-            s_config_error(path, line, "%s: value too long", name);
+            s_config_error(path, "%s: value too long", name);
         if (strcmp(name, "tenant") == 0 && !tt_name_valid(value))
-            s_config_error(path, line,
+            s_config_error(path,
                            "invalid tenant '%s': use 1..%d of [A-Za-z0-9._-], not starting "
                            "with '.'",
                            value, TT_MAX_NAME);
         if ((strcmp(name, "broker") == 0 || strcmp(name, "events") == 0) &&
             !strstr(value, "://"))
-            s_config_error(path, line, "%s '%s' is not a ZeroMQ endpoint such as %s", name,
-                           value, TTCLIENT_DEFAULT_ENDPOINT);
+            s_config_error(path, "%s '%s' is not a ZeroMQ endpoint such as %s", name, value,
+                           TTCLIENT_DEFAULT_ENDPOINT);
     }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed)
-        s_config_error(path, 0, "read error");
+    zconfig_destroy(&root);
 }
 
 static const command_t s_commands[] = {
