@@ -32,6 +32,7 @@
  */
 #include "broker.h"
 #include "auth.h"
+#include "image_ops.h"
 #include "keys.h"
 #include "dispatch.h"
 #include "op.h"
@@ -78,6 +79,8 @@ void broker_config_defaults(broker_config_t *cfg)
     snprintf(cfg->clients_ep, sizeof cfg->clients_ep, "tcp://127.0.0.1:5555");
     snprintf(cfg->workers_ep, sizeof cfg->workers_ep, "tcp://127.0.0.1:5556");
     snprintf(cfg->events_ep, sizeof cfg->events_ep, "tcp://127.0.0.1:5557");
+    snprintf(cfg->blobs_ep, sizeof cfg->blobs_ep, "tcp://127.0.0.1:*");
+    cfg->max_image = 64ULL << 30;
     snprintf(cfg->admin_tenant, sizeof cfg->admin_tenant, "admin");
     snprintf(cfg->default_engine, sizeof cfg->default_engine, "process");
     cfg->heartbeat_ms = 1000;
@@ -530,6 +533,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                  zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (image_ops_start(self, err, errlen))
+        goto fail;
     return self;
 fail:
     broker_destroy(&self);
@@ -553,6 +558,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
+    image_ops_stop(self);
     zactor_destroy(&self->auth);
     keys_destroy(self);
     zhashx_destroy(&self->hosts);
@@ -757,12 +763,15 @@ int broker_run(broker_t *self)
 {
     s_pipeline_start(self);
     int rc = 0;
-    zmq_pollitem_t items[3] = {
+    zmq_pollitem_t items[4] = {
         {zsock_resolve(self->workers), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->clients), 0, ZMQ_POLLIN, 0},
         {NULL, store_syncer_fd(self->store), ZMQ_POLLIN, 0},
+        {NULL, 0, ZMQ_POLLIN, 0},
     };
     int n_items = self->pipelined ? 3 : 2;
+    if (image_ops_sock(self)) /* the blob server's pipe (image_ops.c) */
+        items[n_items++].socket = zsock_resolve(image_ops_sock(self));
     while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
@@ -802,6 +811,8 @@ int broker_run(broker_t *self)
         }
         if (got)
             stats_batch(self, got);
+        while (image_ops_sock(self) && (zsock_events(image_ops_sock(self)) & ZMQ_POLLIN))
+            image_ops_on_blob(self);
         s_timers(self);
         bool committed = broker_end_batch(self);
         if (self->pipelined) {

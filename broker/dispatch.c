@@ -5,6 +5,7 @@
 #include "stats_ops.h"
 #include "env_ops.h"
 #include "host_ops.h"
+#include "image_ops.h"
 #include "keys.h"
 #include "outq.h"
 #include "persist.h"
@@ -53,6 +54,12 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_IMAGE_PUSH, image_push, 0},
+    {TTFLEET__REQUEST__OP_IMAGE_COMMIT, image_commit, H_RECORD},
+    {TTFLEET__REQUEST__OP_IMAGE_LIST, image_list, 0},
+    {TTFLEET__REQUEST__OP_IMAGE_SHOW, image_show, 0},
+    {TTFLEET__REQUEST__OP_IMAGE_RM, image_rm, H_RECORD},
+    {TTFLEET__REQUEST__OP_IMAGE_PULL, image_pull, H_ADMIN},
     {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
     {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},

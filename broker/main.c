@@ -31,6 +31,9 @@ static void s_usage(FILE *out)
             "  --clients EP             clients endpoint, 7/MDP (default tcp://127.0.0.1:5555)\n"
             "  --workers EP             workers endpoint (default tcp://127.0.0.1:5556)\n"
             "  --events EP              events PUB endpoint (default tcp://127.0.0.1:5557)\n"
+            "  --blobs EP               image blob server endpoint (default tcp://127.0.0.1:*,\n"
+            "                           a free loopback port; \"none\" for no image catalog)\n"
+            "  --max-image-mib N        largest image a push may register (default 65536)\n"
             "  --admin-tenant NAME      tenant with the admin role (default admin)\n"
             "  --default-engine NAME    engine when a request names none (default process)\n"
             "  --min-stop-interval SECS seconds between stop/start of one env (default 20)\n"
@@ -105,7 +108,8 @@ static int s_str(const char *flag, const char *v, char *dst, size_t len)
 enum {
     O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
-    O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST
+    O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
+    O_BLOBS, O_MAXIMG
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -120,6 +124,7 @@ static const struct option s_opts[] = {
     {"help", 0, 0, O_HELP},             {"curve-secret", 1, 0, O_CURVE},
     {"client-keys", 1, 0, O_CKEYS},     {"worker-keys", 1, 0, O_WKEYS},
     {"insecure", 0, 0, O_INSECURE},     {"config", 1, 0, O_CONFIG},
+    {"blobs", 1, 0, O_BLOBS},           {"max-image-mib", 1, 0, O_MAXIMG},
     {"admin-key", 1, 0, O_ADMINKEY},    {"import-client-keys", 0, 0, O_IMPORT},
     {"rate", 1, 0, O_RATE},             {"rate-burst", 1, 0, O_BURST},
     {0, 0, 0, 0}};
@@ -192,6 +197,15 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
     case O_GRACE:
         bad = s_int(flag, val, 0, 86400, &v);
         cfg->lease_grace = v;
+        break;
+    case O_BLOBS:
+        bad = s_str(flag, val, cfg->blobs_ep, sizeof cfg->blobs_ep);
+        if (!bad && strcmp(cfg->blobs_ep, "none") == 0)
+            cfg->blobs_ep[0] = 0;
+        break;
+    case O_MAXIMG:
+        bad = s_int(flag, val, 1, 1LL << 24, &v);
+        cfg->max_image = (uint64_t)v << 20;
         break;
     case O_REAP:
         bad = s_int(flag, val, 1, 100000, &v);

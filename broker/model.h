@@ -202,6 +202,8 @@ typedef struct {
     bool insecure;          /* allow plain TCP on a non-loopback endpoint */
     char admin_key[512];    /* keys.c: bind this cert as admin of admin_tenant at start */
     bool import_client_keys; /* keys.c: bind the client_keys certs by their metadata once */
+    char blobs_ep[256];      /* image_ops.c: the blob server's endpoint, "" = none */
+    uint64_t max_image;      /* image_ops.c: largest image (all blobs), bytes */
 } broker_config_t;
 
 struct broker_t {
@@ -244,6 +246,7 @@ struct broker_t {
     bool events_cut;    /* keys.c: a key was removed; drop every events subscriber */
     bool events_down;   /* broker.c: events endpoint unbound, to be bound again */
     char events_bound[256]; /* broker.c: the events endpoint as bound (resolved) */
+    struct blobsrv_t *blobsrv; /* image_ops.c: the blob server (its own thread) */
 };
 
 /* ---- model.c ---- */

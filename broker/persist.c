@@ -646,3 +646,38 @@ void persist_key_delete(broker_t *self, const char *pub)
     s_text(st, 1, pub);
     s_done(self, st, "delete key");
 }
+
+/* ---- images (image_ops.c) ---- */
+
+void persist_image_put(broker_t *self, const persist_image_t *im)
+{
+    sqlite3_stmt *st = s_stmt(self, "INSERT OR REPLACE INTO images (owner, name, tag, digest, "
+                                    "kind, size, blobs, created_at, readiness, user, "
+                                    "min_disk_mib) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                                    "?10, ?11)");
+    if (!st)
+        return;
+    s_text(st, 1, im->owner);
+    s_text(st, 2, im->name);
+    s_text(st, 3, im->tag);
+    s_text(st, 4, im->digest);
+    s_text(st, 5, im->kind);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)im->size);
+    s_text(st, 7, im->blobs);
+    sqlite3_bind_int64(st, 8, im->created_at);
+    s_text(st, 9, im->readiness);
+    s_text(st, 10, im->user);
+    sqlite3_bind_int64(st, 11, im->min_disk_mib);
+    s_done(self, st, "image put");
+}
+
+void persist_image_delete(broker_t *self, const char *owner, const char *name, const char *tag)
+{
+    sqlite3_stmt *st = s_stmt(self, "DELETE FROM images WHERE owner = ?1 AND name = ?2 AND tag = ?3");
+    if (!st)
+        return;
+    s_text(st, 1, owner);
+    s_text(st, 2, name);
+    s_text(st, 3, tag);
+    s_done(self, st, "image delete");
+}

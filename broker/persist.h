@@ -35,4 +35,14 @@ void persist_key_delete(broker_t *self, const char *pub);
 void persist_savepoint_begin(broker_t *self);
 void persist_savepoint_end(broker_t *self, bool keep);
 
+/* The image catalog (image_ops.c): one row per (owner, name, tag). */
+typedef struct {
+    const char *owner, *name, *tag, *digest, *kind, *blobs, *readiness, *user;
+    uint64_t size;
+    int64_t created_at;
+    uint32_t min_disk_mib;
+} persist_image_t;
+void persist_image_put(broker_t *self, const persist_image_t *im);
+void persist_image_delete(broker_t *self, const char *owner, const char *name, const char *tag);
+
 #endif

@@ -44,6 +44,13 @@ const char *tt_status_name(int status)
         return "GUEST_FAILED";
     if (status == TTFLEET__STATUS__CHECKSUM_MISMATCH)
         return "CHECKSUM_MISMATCH";
+    /* the images area's codes (25-29) */
+    if (status == TTFLEET__STATUS__IMAGE_IN_USE)
+        return "IMAGE_IN_USE";
+    if (status == TTFLEET__STATUS__DIGEST_MISMATCH)
+        return "DIGEST_MISMATCH";
+    if (status == TTFLEET__STATUS__INCOMPLETE)
+        return "INCOMPLETE";
     if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
         return "UNKNOWN";
     return s_status_names[status];
@@ -391,6 +398,37 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("limit %u over %d", a->limit, TT_AUDIT_LIMIT_MAX);
         return 0;
     }
+    /* images (issue 12): the shape here, the rules in broker/image_ops.c */
+    case TTFLEET__REQUEST__OP_IMAGE_PUSH:
+    case TTFLEET__REQUEST__OP_IMAGE_COMMIT: {
+        const Ttfleet__ImagePush *p = req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH
+                                          ? req->image_push
+                                          : req->image_commit;
+        if (!p->ref || strlen(p->ref) > 200 || !p->kind || strlen(p->kind) > 8 || !p->digest ||
+            strlen(p->digest) > 80 || p->n_blobs > 4)
+            FAIL("malformed image push (ref, kind, digest or blobs out of bounds)");
+        for (size_t i = 0; i < p->n_blobs; i++)
+            if (!p->blobs[i]->digest || strlen(p->blobs[i]->digest) > 80 ||
+                (p->blobs[i]->file && strlen(p->blobs[i]->file) > 15))
+                FAIL("malformed image blob");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_IMAGE_LIST:
+        return 0;
+    case TTFLEET__REQUEST__OP_IMAGE_SHOW:
+    case TTFLEET__REQUEST__OP_IMAGE_RM: {
+        const Ttfleet__ImageRef *r = req->op_case == TTFLEET__REQUEST__OP_IMAGE_SHOW
+                                         ? req->image_show
+                                         : req->image_rm;
+        if (!r->ref || strlen(r->ref) > 200)
+            FAIL("image reference missing or over 200 characters");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_IMAGE_PULL:
+        if (!req->image_pull->ref || strlen(req->image_pull->ref) > 200 ||
+            req->image_pull->n_hosts > 1024)
+            FAIL("malformed image pull");
+        return 0;
     default:
         FAIL("request has no known operation");
     }

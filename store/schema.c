@@ -123,7 +123,23 @@ const char *const store_broker_migrations[] = {
     "  cpu INTEGER NOT NULL DEFAULT 0 CHECK (cpu >= 0),"
     "  mem INTEGER NOT NULL DEFAULT 0 CHECK (mem >= 0),"
     "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",
-    /* 5: guest bootstrap and readiness (issue 11): an env's SSH keys (one
+    /* 5: the image catalog (broker/image_ops.c, issue 12): owner '' is a
+     * pool image; blobs is "digest size file" per line */
+    "CREATE TABLE images ("
+    "  owner TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  tag TEXT NOT NULL,"
+    "  digest TEXT NOT NULL CHECK (length(digest) = 71),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('qcow2', 'dir')),"
+    "  size INTEGER NOT NULL CHECK (size >= 0),"
+    "  blobs TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  readiness TEXT NOT NULL DEFAULT '',"
+    "  user TEXT NOT NULL DEFAULT '',"
+    "  min_disk_mib INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (owner, name, tag));"
+    "CREATE INDEX images_digest ON images(digest);",
+    /* 6: guest bootstrap and readiness (issue 11): an env's SSH keys (one
      * a line), user-data, readiness spec and per image group specs
      * ("IMAGE\tSPEC" lines), fixed at create */
     "CREATE TABLE env_guest ("

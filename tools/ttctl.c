@@ -21,7 +21,7 @@
  * environment (TTFLEET_BROKER, TTFLEET_TENANT, TTFLEET_KEY,
  * TTFLEET_BROKER_KEY, TTFLEET_EVENTS), then the config file
  * ($TTFLEET_CONFIG, else ~/.config/ttfleet/ttctl.conf if it exists) of
- * "name = value" lines (s_config_load). `ttctl keygen` makes the keys.
+ * "name = value" lines read with zconfig (s_config_load). `ttctl keygen` makes the keys.
  */
 #include <czmq.h>
 #include <time.h>
@@ -97,7 +97,7 @@ static const char *s_global_help =
     "  --json          print results as JSON\n"
     "  --timeout MS    wait per attempt, 1..3600000 (default 10000; 3 attempts)\n"
     "  --help          this help; 'ttctl GROUP VERB --help' for one command\n"
-    "config file: $TTFLEET_CONFIG or ~/.config/ttfleet/ttctl.conf, lines 'name = value'\n"
+    "config file: $TTFLEET_CONFIG or ~/.config/ttfleet/ttctl.conf, ZPL (zconfig) lines 'name = value'\n"
     "  with names broker, tenant, key, broker_key, events; flags and env vars override it\n"
     "exit codes: 0 OK, 1 error status from the broker, 2 usage error, 3 no reply\n";
 
@@ -341,6 +341,12 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
             break;
         case TTFLEET__REPLY__RESULT_AUDIT:
             print_audit(stdout, reply->audit, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_IMAGE:
+            print_image(stdout, reply->image, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_IMAGES:
+            print_image_list(stdout, reply->images, ctl->json);
             break;
         default:
             print_done(stdout, done_text, ctl->json);
@@ -1291,6 +1297,87 @@ static int s_queue_list(ctl_t *ctl, scan_t *s)
     return s_finish(ctl, &client, rc, &reply, "queue empty", false);
 }
 
+/* ---- images (issue 12) ---- */
+
+static int s_image_push(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[2] = {NULL, NULL}, *arg;
+    int npos = 0, kind;
+    bool priv = false;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (npos == 2)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            pos[npos++] = arg;
+        } else if (s_is(s, "--private")) {
+            s_flag(ctl, s);
+            priv = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (npos != 2)
+        s_usage_error(ctl, "give NAME[:TAG] and PATH");
+    tt_image_ref_t ref;
+    char why[256];
+    if (tt_image_ref_parse(pos[0], &ref, why, sizeof why) || ref.digest[0])
+        s_usage_error(ctl, "invalid image name '%s': %s", pos[0],
+                      ref.digest[0] ? "push NAME[:TAG], the digest is the content's" : why);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_push(client, pos[0], pos[1], !priv, NULL, &reply);
+    return s_finish(ctl, &client, rc, &reply, "pushed", false);
+}
+
+static int s_image_list(ctl_t *ctl, scan_t *s)
+{
+    bool all = false;
+    const char *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--all")) {
+            s_flag(ctl, s);
+            all = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_list(client, all, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no images", false);
+}
+
+static const char *s_image_ref_arg(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[1] = {NULL};
+    if (s_positionals(ctl, s, pos, 1) != 1)
+        s_usage_error(ctl, "image NAME[:TAG] or NAME@sha256:... is required");
+    tt_image_ref_t ref;
+    char why[256];
+    if (tt_image_ref_parse(pos[0], &ref, why, sizeof why))
+        s_usage_error(ctl, "invalid image name '%s': %s", pos[0], why);
+    return pos[0];
+}
+
+static int s_image_show(ctl_t *ctl, scan_t *s)
+{
+    const char *ref = s_image_ref_arg(ctl, s);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_show(client, ref, &reply);
+    return s_finish(ctl, &client, rc, &reply, "shown", false);
+}
+
+static int s_image_rm(ctl_t *ctl, scan_t *s)
+{
+    const char *ref = s_image_ref_arg(ctl, s);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_rm(client, ref, &reply);
+    return s_finish(ctl, &client, rc, &reply, "removed", false);
+}
+
 /* --since: unix seconds, an ISO 8601 UTC time (2026-12-01T20:00:00Z or
  * 2026-12-01), or an age (90s, 30m, 2h, 7d) counted back from now. */
 static int64_t s_since(ctl_t *ctl, const char *text)
@@ -1669,41 +1756,29 @@ static struct {
     char events[512];
 } s_config;
 
-static void s_config_error(const char *path, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
+static void s_config_error(const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 
-static void s_config_error(const char *path, int line, const char *fmt, ...)
+static void s_config_error(const char *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (line)
-        fprintf(stderr, "ttctl: %s:%d: ", path, line);
-    else
-        fprintf(stderr, "ttctl: %s: ", path);
+    fprintf(stderr, "ttctl: %s: ", path);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
     exit(EXIT_USAGE);
 }
 
-static char *s_trim(char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    size_t n = strlen(p);
-    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-        p[--n] = '\0';
-    return p;
-}
-
 /* Reads the config file: $TTFLEET_CONFIG (which must exist) or else
- * ~/.config/ttfleet/ttctl.conf (if it exists). The format is deliberately
- * small: one "name = value" per line, blank lines and lines starting with
- * '#' ignored, the value optionally in double quotes. Names: broker, tenant,
- * key, broker_key, events. An unknown name, a name given twice, an empty
- * value or a line without '=' is an error naming the file and line. A key
- * path starting with "~/" is under $HOME; other relative key paths are
- * relative to the config file's directory. */
+ * ~/.config/ttfleet/ttctl.conf (if it exists), with CZMQ's zconfig (ZPL, the
+ * format the daemons' --config files use too): one "name = value" per line,
+ * '#' comments, the value optionally in double quotes. Names: broker,
+ * tenant, key, broker_key, events, at the top level. A syntax error (zconfig
+ * names its line), an unknown or nested name, a name given twice or an
+ * empty value is an error naming the file. A key path starting with "~/" is
+ * under $HOME; other relative key paths are relative to the config file's
+ * directory. */
 static void s_config_load(void)
 {
     const char *env = getenv("TTFLEET_CONFIG");
@@ -1717,12 +1792,32 @@ static void s_config_load(void)
             return;
         snprintf(path, sizeof path, "%s/.config/ttfleet/ttctl.conf", home);
     }
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
         if (!required && errno == ENOENT)
             return;
-        s_config_error(path, 0, "%s", strerror(errno));
+        s_config_error(path, "%s", strerror(errno));
     }
+    if (S_ISDIR(st.st_mode))
+        s_config_error(path, "is a directory");
+    if (st.st_size > 64 * 1024)
+        s_config_error(path, "larger than 64 KiB: not a ttctl config file");
+    /* zconfig reports a syntax error (with its line) through CZMQ's log,
+     * which writes to stdout: point stdout at stderr meanwhile, so the
+     * message reaches the user and never mixes with --json output */
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    if (saved >= 0)
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+    zconfig_t *root = zconfig_load(path);
+    fflush(stdout);
+    if (saved >= 0) {
+        dup2(saved, STDOUT_FILENO);
+        close(saved);
+    }
+    if (!root)
+        s_config_error(path, "not a valid config file (ZPL 'name = value' lines; zconfig "
+                             "said why above)");
     struct {
         const char *name;
         char *value;
@@ -1736,47 +1831,28 @@ static void s_config_load(void)
         {"broker_key", s_config.broker_key, sizeof s_config.broker_key, true, false},
         {"events", s_config.events, sizeof s_config.events, false, false},
     };
-    char buf[1024];
-    int line = 0;
-    while (fgets(buf, sizeof buf, f)) {
-        line++;
-        size_t n = strlen(buf);
-        if (n == sizeof buf - 1 && buf[n - 1] != '\n')
-            s_config_error(path, line, "line longer than %zu characters", sizeof buf - 2);
-        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-            buf[--n] = '\0';
-        char *p = s_trim(buf);
-        if (!*p || *p == '#')
-            continue;
-        char *eq = strchr(p, '=');
-        if (!eq)
-            s_config_error(path, line, "expected 'name = value', got '%.60s'", p);
-        *eq = '\0';
-        char *name = s_trim(p), *value = s_trim(eq + 1);
-        size_t vn = strlen(value);
-        if (vn >= 2 && value[0] == '"' && value[vn - 1] == '"') {
-            value[vn - 1] = '\0';
-            value++;
-        }
-        if (!*value)
-            s_config_error(path, line, "%s has an empty value", name);
-        if (strchr(value, '"'))
-            s_config_error(path, line, "%s: stray '\"' in the value", name);
+    for (zconfig_t *item = zconfig_child(root); item; item = zconfig_next(item)) {
+        const char *name = zconfig_name(item);
+        const char *value = zconfig_value(item);
         size_t i = 0;
         while (i < sizeof fields / sizeof *fields && strcmp(fields[i].name, name) != 0)
             i++;
         if (i == sizeof fields / sizeof *fields)
-            s_config_error(path, line,
+            s_config_error(path,
                            "unknown name '%.40s' (known: broker, tenant, key, broker_key, events)",
                            name);
+        if (zconfig_child(item))
+            s_config_error(path, "%s: a value, not a section, is expected", name);
+        if (!value || !*value)
+            s_config_error(path, "%s has an empty value", name);
         if (fields[i].seen)
-            s_config_error(path, line, "%s given twice", name);
+            s_config_error(path, "%s given twice", name);
         fields[i].seen = true;
         int w;
         if (fields[i].is_path && strncmp(value, "~/", 2) == 0) {
             const char *home = getenv("HOME");
             if (!home || !*home)
-                s_config_error(path, line, "%s: '~/' but HOME is not set", name);
+                s_config_error(path, "%s: '~/' but HOME is not set", name);
             w = snprintf(fields[i].value, fields[i].size, "%s/%s", home, value + 2);
         } else if (fields[i].is_path && value[0] != '/' && strchr(path, '/')) {
             int dir = (int)(strrchr(path, '/') - path);
@@ -1784,21 +1860,18 @@ static void s_config_load(void)
         } else
             w = snprintf(fields[i].value, fields[i].size, "%s", value);
         if (w < 0 || (size_t)w >= fields[i].size)
-            s_config_error(path, line, "%s: value too long", name);
+            s_config_error(path, "%s: value too long", name);
         if (strcmp(name, "tenant") == 0 && !tt_name_valid(value))
-            s_config_error(path, line,
+            s_config_error(path,
                            "invalid tenant '%s': use 1..%d of [A-Za-z0-9._-], not starting "
                            "with '.'",
                            value, TT_MAX_NAME);
         if ((strcmp(name, "broker") == 0 || strcmp(name, "events") == 0) &&
             !strstr(value, "://"))
-            s_config_error(path, line, "%s '%s' is not a ZeroMQ endpoint such as %s", name,
-                           value, TTCLIENT_DEFAULT_ENDPOINT);
+            s_config_error(path, "%s '%s' is not a ZeroMQ endpoint such as %s", name, value,
+                           TTCLIENT_DEFAULT_ENDPOINT);
     }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed)
-        s_config_error(path, 0, "read error");
+    zconfig_destroy(&root);
 }
 
 static const command_t s_commands[] = {
@@ -1896,6 +1969,22 @@ static const command_t s_commands[] = {
      "Removes a key's binding (admin only): its next request is refused\n"
      "(UNAUTHENTICATED), new handshakes with it fail, and its events stop.\n",
      s_key_rm, NULL, NULL},
+    {"image", "push", "image push NAME[:TAG] PATH [--private]",
+     "Pushes an image: a qcow2 file, or a directory with kernel [+ initrd] and/or\n"
+     "disk.qcow2. Only the blobs the broker lacks are sent; an interrupted push resumes\n"
+     "when run again, and nothing is registered until every blob is stored and verified.\n"
+     "A pool image (the default) needs the admin role; --private makes it your tenant's.\n",
+     s_image_push, NULL, NULL},
+    {"image", "list", "image list [--all]",
+     "Lists the pool's images and your tenant's private ones (--all: every tenant's,\n"
+     "admin only).\n",
+     s_image_list, NULL, NULL},
+    {"image", "show", "image show NAME[:TAG] | NAME@sha256:HEX",
+     "Shows an image: digest, kind, size, owner, blobs, VMs that use it.\n", s_image_show,
+     NULL, NULL},
+    {"image", "rm", "image rm NAME[:TAG] | NAME@sha256:HEX",
+     "Removes an image from the catalog; refused (IMAGE_IN_USE) while a VM uses it.\n",
+     s_image_rm, NULL, NULL},
     {"quota", "set",
      "quota set TENANT [--envs N] [--vms N] [--cpu N] [--mem MIB] [--disk MIB] "
      "[--max-lifetime SECS] [--max-priority N]",

@@ -695,3 +695,64 @@ int print_key_list(FILE *out, const Ttfleet__KeyInfoList *list, bool json)
     }
     return 0;
 }
+
+/* ---- images (issue 12) ---- */
+
+static json_t *s_image_json(const Ttfleet__ImageInfo *im)
+{
+    json_t *blobs = json_array();
+    for (size_t i = 0; i < im->n_blobs; i++)
+        json_array_append_new(blobs, json_pack("{s:s, s:I, s:s}", "digest", im->blobs[i]->digest,
+                                               "size", (json_int_t)im->blobs[i]->size, "file",
+                                               im->blobs[i]->file));
+    json_t *hosts = json_array();
+    for (size_t i = 0; i < im->n_hosts; i++)
+        json_array_append_new(hosts, json_string(im->hosts[i]));
+    const Ttfleet__ImageDefaults *d = im->defaults;
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:I, s:o, s:o, s:i, s:{s:s, s:s, s:i}}",
+                     "name", im->name, "tag", im->tag, "digest", im->digest, "kind", im->kind,
+                     "size", (json_int_t)im->size, "owner", im->owner, "pool", !*im->owner,
+                     "created_at", (json_int_t)im->created_at, "blobs", blobs, "hosts", hosts,
+                     "users", (int)im->users, "defaults", "readiness",
+                     d && d->readiness ? d->readiness : "", "user", d && d->user ? d->user : "",
+                     "min_disk_mib", d ? (int)d->min_disk_mib : 0);
+}
+
+int print_image(FILE *out, const Ttfleet__ImageInfo *im, bool json)
+{
+    if (json)
+        return s_json_print(out, s_image_json(im));
+    fprintf(out, "image   %s:%s\n", im->name, im->tag);
+    fprintf(out, "digest  %s\n", im->digest);
+    fprintf(out, "kind    %s\n", im->kind);
+    fprintf(out, "size    %llu bytes\n", (unsigned long long)im->size);
+    fprintf(out, "owner   %s\n", *im->owner ? im->owner : "(pool)");
+    fprintf(out, "users   %u VM(s)\n", im->users);
+    for (size_t i = 0; i < im->n_blobs; i++)
+        fprintf(out, "blob    %s %12llu %s\n", im->blobs[i]->digest,
+                (unsigned long long)im->blobs[i]->size, im->blobs[i]->file);
+    return 0;
+}
+
+int print_image_list(FILE *out, const Ttfleet__ImageInfoList *list, bool json)
+{
+    if (json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < list->n_images; i++)
+            json_array_append_new(a, s_image_json(list->images[i]));
+        return s_json_print(out, json_pack("{s:o}", "images", a));
+    }
+    if (list->n_images == 0) {
+        fprintf(out, "no images\n");
+        return 0;
+    }
+    fprintf(out, "%-32s  %-5s  %12s  %-10s  %s\n", "NAME:TAG", "KIND", "SIZE", "OWNER", "DIGEST");
+    for (size_t i = 0; i < list->n_images; i++) {
+        const Ttfleet__ImageInfo *im = list->images[i];
+        char nt[140];
+        snprintf(nt, sizeof nt, "%s:%s", im->name, im->tag);
+        fprintf(out, "%-32s  %-5s  %12llu  %-10s  %.19s\n", nt, im->kind,
+                (unsigned long long)im->size, *im->owner ? im->owner : "(pool)", im->digest);
+    }
+    return 0;
+}

@@ -25,6 +25,8 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
 int print_host(FILE *out, const Ttfleet__HostInfo *host, bool json);
 int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json);
 int print_key_list(FILE *out, const Ttfleet__KeyInfoList *list, bool json);
+int print_image(FILE *out, const Ttfleet__ImageInfo *im, bool json);
+int print_image_list(FILE *out, const Ttfleet__ImageInfoList *list, bool json);
 int print_pool(FILE *out, const Ttfleet__PoolStatus *pool, bool json);
 /* Console text: human form through print_console_text (a guest cannot drive
  * the terminal); JSON: text as a string (jansson escapes control bytes;

@@ -361,17 +361,21 @@ class Curve(lifecycle.PoolTest):
         r = run(["--timeout", "500", "env", "list"], TTFLEET_CONFIG=conf,
                 TTFLEET_KEY=pool.key("stranger"))
         self.assertEqual(r.returncode, EXIT_TRANSPORT, r.stderr)
-        # strict parsing, with the file and line
-        for text, what in (("broker tcp://x:1\n", ":1: expected 'name = value'"),
-                           ("key = a\nkey = b\n", ":2: key given twice"),
-                           ("colour = blue\n", ":1: unknown name 'colour'"),
-                           ("tenant = ../x\n", ":1: invalid tenant"),
-                           ("key =\n", ":1: key has an empty value")):
+        # strict parsing (zconfig), with the file; zconfig names the line of
+        # a syntax error
+        for text, what in (("broker tcp://x:1\n", ": not a valid config file"),
+                           ("key = a\nkey = b\n", ": key given twice"),
+                           ("colour = blue\n", ": unknown name 'colour'"),
+                           ("tenant = ../x\n", ": invalid tenant"),
+                           ("key =\n", ": key has an empty value"),
+                           ("key\n    nested = 1\n", ": key: a value, not a section")):
             with open(conf, "w") as f:
                 f.write(text)
             r = run(["env", "list"], TTFLEET_CONFIG=conf)
             self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
             self.assertIn(conf + what, r.stderr)
+            if what.startswith(": not a valid"):
+                self.assertIn("(1) invalid syntax", r.stderr)
         r = run(["env", "list"], TTFLEET_CONFIG=os.path.join(pool.keys, "nope.conf"))
         self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
         self.assertIn("No such file", r.stderr)
