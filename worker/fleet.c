@@ -445,6 +445,8 @@ static int s_guest_save(fleet_t *self, const vm_t *vm, const Ttfleet__VmSpec *sp
     return 0;
 }
 
+static int s_ready_step(fleet_t *self, const vm_t *vm);
+
 static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, char *msg)
 {
     char err[200];
@@ -542,6 +544,7 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
         zsys_info("vm %u (%s): created (%s, %s)", vm->vm_id, vm->env, vm->engine, vm->image);
     }
     int status = s_transition(self, vm, spec->desired, checked, msg);
+    s_ready_step(self, vm); /* the reply carries ready (spec none) or its drop */
     *state = vm->state;
     return status;
 }

@@ -112,7 +112,7 @@ int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_targ
         e->ready_at = 0;
         if (was)
             snprintf(e->detail, sizeof e->detail, "not running");
-        return was ? 1 : 0;
+        return 0; /* the state change that caused it is reported already */
     }
     if (e->ready)
         return 0;
@@ -131,7 +131,7 @@ int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_targ
             e->ready = true;
             e->ready_at = (int64_t)time(NULL);
             snprintf(e->detail, sizeof e->detail, "ready (no probe)");
-            return 1;
+            return 0; /* the reply that started it carries it */
         }
         e->probe = probe_new(&spec, target, now_ms);
         if (!e->probe) {

@@ -28,8 +28,9 @@ void vmready_forget(vmready_t *self, uint32_t vm_id);
 
 /* One step for vm_id: running says whether it runs now; target says where
  * to probe; image_dir is the VM's image directory (for its `ready` file),
- * or NULL. Returns 1 when the VM became ready or stopped being ready in
- * this step (worth an event), else 0. */
+ * or NULL. Returns 1 when a probe succeeded in this step (worth an event),
+ * else 0: a VM with spec none is ready at once and a VM that stopped loses
+ * ready, both reported by the reply to the command that did it. */
 int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_target_t *target,
                  const char *image_dir, int64_t now_ms);
 
