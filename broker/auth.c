@@ -125,8 +125,11 @@ typedef struct {
     bool verbose;
 } auth_t;
 
+/* The ZAP reply. key (Z85, or "") goes into the metadata frame (RFC 27
+ * frame 7, ZMTP property format) as "X-Key", so the broker can read it
+ * next to User-Id with zframe_meta() and audit which key acted. */
 static void s_reply(zsock_t *handler, const char *version, const char *request_id,
-                    const char *code, const char *text, const char *user)
+                    const char *code, const char *text, const char *user, const char *key)
 {
     zmsg_t *m = zmsg_new();
     zmsg_addstr(m, version);
@@ -134,7 +137,16 @@ static void s_reply(zsock_t *handler, const char *version, const char *request_i
     zmsg_addstr(m, code);
     zmsg_addstr(m, text);
     zmsg_addstr(m, user);
-    zmsg_addmem(m, "", 0);
+    size_t klen = key ? strlen(key) : 0;
+    if (klen && strcmp(code, "200") == 0) {
+        uint8_t meta[1 + 5 + 4 + 64];
+        meta[0] = 5;
+        memcpy(meta + 1, "X-Key", 5);
+        meta[6] = 0, meta[7] = 0, meta[8] = 0, meta[9] = (uint8_t)klen;
+        memcpy(meta + 10, key, klen);
+        zmsg_addmem(m, meta, 10 + klen);
+    } else
+        zmsg_addmem(m, "", 0);
     zmsg_send(&m, handler);
 }
 
@@ -162,7 +174,10 @@ static void s_handle(auth_t *self, zsock_t *handler)
     }
     char txt[41];
     zmq_z85_encode(txt, zframe_data(key), 32);
-    bool clients = domain && strcmp(domain, "clients") == 0;
+    /* "events": the PUB events socket, admin client keys only (a PUB
+     * cannot filter per subscriber; tenants use the private stream) */
+    bool events = domain && strcmp(domain, "events") == 0;
+    bool clients = domain && (strcmp(domain, "clients") == 0 || events);
     bool workers = domain && strcmp(domain, "workers") == 0;
     keydir_t *store = clients ? self->clients : workers ? self->workers : NULL;
     zcert_t *cert = store ? s_keydir_lookup(store, txt) : NULL;
@@ -176,6 +191,10 @@ static void s_handle(auth_t *self, zsock_t *handler)
         if (!tt_name_valid(tenant) || !role ||
             (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0)) {
             text = "client cert lacks valid tenant/role metadata";
+            goto answer;
+        }
+        if (events && strcmp(role, "admin") != 0) {
+            text = "the PUB events socket is for admin keys under CURVE; use the private stream";
             goto answer;
         }
         snprintf(user, sizeof user, "%s:%s", role, tenant);
@@ -195,7 +214,7 @@ answer:
     if (self->verbose || strcmp(code, "200") != 0)
         zsys_info("auth: %s %s from %s: %s %s", domain ? domain : "?", mechanism ? mechanism : "?",
                   address ? address : "?", code, text);
-    s_reply(handler, version, request_id, code, text, user);
+    s_reply(handler, version, request_id, code, text, user, strcmp(code, "200") == 0 ? txt : "");
 out:
     zstr_free(&version);
     zstr_free(&request_id);

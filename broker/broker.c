@@ -15,7 +15,11 @@
  * from the file: memory never holds what the disk does not.
  */
 #include "broker.h"
+#include "admission.h"
+#include "admq.h"
 #include "auth.h"
+#include "evstream.h"
+#include "quota.h"
 #include "dispatch.h"
 #include "op.h"
 #include "outq.h"
@@ -70,6 +74,7 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->cpu_ratio = 1.0;
     cfg->mem_ratio = 1.0;
     cfg->disk_ratio = 1.0;
+    cfg->audit_days = 90;
 }
 
 
@@ -194,6 +199,9 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         snprintf(auth_tenant, sizeof auth_tenant, "%s", colon + 1);
         admin = strncmp(user, "admin:", 6) == 0;
     }
+    /* the key itself, for the audit (auth.c puts it in the ZAP metadata) */
+    const char *xkey = self->curve ? zframe_meta(body, "X-Key") : NULL;
+    snprintf(self->cur_key, sizeof self->cur_key, "%s", xkey && strlen(xkey) == 40 ? xkey : "");
     Ttfleet__Request *req =
         ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body));
     if (!req) {
@@ -279,11 +287,12 @@ static void s_recover(broker_t *self)
             model_env_free(self, &e);
         }
     zlistx_destroy(&envs);
+    zhashx_t *queued = admission_queued_requests(self);
     zlistx_t *keys = zhashx_keys(self->requests);
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
         request_rec_t *rec = zhashx_lookup(self->requests, k);
-        if (rec->done)
-            continue;
+        if (rec->done || (queued && zhashx_lookup(queued, k)))
+            continue; /* a queued create is still in progress, not interrupted */
         const char *sep = strchr(k, '\x1f');
         if (!sep)
             continue;
@@ -295,9 +304,18 @@ static void s_recover(broker_t *self)
                   NULL, true);
     }
     zlistx_destroy(&keys);
+    zhashx_destroy(&queued);
     /* every host is down until it says READY again */
     for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
         h->state = HOST_DOWN;
+}
+
+/* The admission modules' memory follows broker.db too. */
+static int s_admission_load(broker_t *self, char *err, size_t errlen)
+{
+    if (admq_load(self->admq, err, errlen))
+        return -1;
+    return quotas_load(self->quotas, err, errlen);
 }
 
 static int s_reload(broker_t *self)
@@ -305,6 +323,11 @@ static int s_reload(broker_t *self)
     s_model_clear(self);
     self->failed = false;
     self->dirty = false;
+    char err[256];
+    if (s_admission_load(self, err, sizeof err)) {
+        zsys_error("reload: %s", err);
+        return -1;
+    }
     if (persist_load(self))
         return -1;
     s_recover(self);
@@ -343,9 +366,10 @@ static bool s_local_endpoint(const char *ep)
 static int s_security(broker_t *self, const broker_config_t *cfg, char *err, size_t errlen)
 {
     if (!cfg->curve_secret[0]) {
-        const char *eps[] = {cfg->clients_ep, cfg->workers_ep, cfg->events_ep};
-        for (int i = 0; i < 3; i++)
-            if (!s_local_endpoint(eps[i])) {
+        const char *eps[] = {cfg->clients_ep, cfg->workers_ep, cfg->events_ep,
+                             cfg->events_private_ep};
+        for (int i = 0; i < 4; i++)
+            if (eps[i][0] && !s_local_endpoint(eps[i])) {
                 if (!cfg->insecure) {
                     snprintf(err, errlen,
                              "endpoint %s is not loopback and CURVE is off: give --curve-secret "
@@ -382,9 +406,13 @@ static int s_security(broker_t *self, const broker_config_t *cfg, char *err, siz
         snprintf(err, errlen, "cannot start the ZAP handler");
         return -1;
     }
-    zsock_t *socks[3] = {self->clients, self->workers, self->events};
-    const char *domains[3] = {"clients", "workers", "clients"};
-    for (int i = 0; i < 3; i++) {
+    /* the PUB cannot know who subscribed: under CURVE it takes admin keys
+     * only (ZAP domain "events"); tenants use the private stream */
+    zsock_t *socks[4] = {self->clients, self->workers, self->events, self->events_private};
+    const char *domains[4] = {"clients", "workers", "events", "clients"};
+    for (int i = 0; i < 4; i++) {
+        if (!socks[i])
+            continue;
         zcert_apply(cert, socks[i]);
         zsock_set_curve_server(socks[i], 1);
         zsock_set_zap_domain(socks[i], domains[i]);
@@ -432,6 +460,10 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                              errlen);
     if (!self->store)
         goto fail;
+    self->admq = admq_new(self->store, NULL);
+    self->quotas = quotas_new(self->store);
+    if (!self->admq || !self->quotas || s_admission_load(self, err, errlen))
+        goto fail;
     if (persist_load(self)) {
         snprintf(err, errlen, "cannot load %s: %s", path, store_errmsg(self->store));
         goto fail;
@@ -447,7 +479,10 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     self->clients = zsock_new(ZMQ_ROUTER);
     self->workers = zsock_new(ZMQ_ROUTER);
     self->events = zsock_new(ZMQ_PUB);
-    if (!self->clients || !self->workers || !self->events) {
+    if (cfg->events_private_ep[0])
+        self->events_private = zsock_new_router(NULL);
+    if (!self->clients || !self->workers || !self->events ||
+        (cfg->events_private_ep[0] && !self->events_private)) {
         snprintf(err, errlen, "cannot create sockets");
         goto fail;
     }
@@ -477,6 +512,21 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                  zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (self->events_private) {
+        /* tenant-private events (evstream.h): the stream sets its options
+         * before the bind; CURVE as on the clients endpoint */
+        evstream_config_t ecfg;
+        evstream_config_defaults(&ecfg);
+        ecfg.curve = self->curve;
+        snprintf(ecfg.admin_tenant, sizeof ecfg.admin_tenant, "%s", cfg->admin_tenant);
+        self->evs = evstream_new(self->events_private, &ecfg);
+        zsock_set_linger(self->events_private, 0);
+        if (!self->evs || zsock_bind(self->events_private, "%s", cfg->events_private_ep) < 0) {
+            snprintf(err, errlen, "cannot bind private events endpoint %s: %s",
+                     cfg->events_private_ep, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+    }
     return self;
 fail:
     broker_destroy(&self);
@@ -499,6 +549,10 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
+    evstream_destroy(&self->evs);
+    zsock_destroy(&self->events_private);
+    admq_destroy(&self->admq);
+    quotas_destroy(&self->quotas);
     zactor_destroy(&self->auth);
     zhashx_destroy(&self->hosts);
     zhashx_destroy(&self->offers);
@@ -598,6 +652,8 @@ int broker_run(broker_t *self)
     zpoller_t *poller = zpoller_new(self->clients, self->workers, NULL);
     if (!poller)
         return -1;
+    if (self->events_private)
+        zpoller_add(poller, self->events_private);
     while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
@@ -630,6 +686,18 @@ int broker_run(broker_t *self)
                 zmsg_destroy(&msg);
             }
         }
+        /* private event subscribers: bounded, nothing here changes state */
+        for (int i = 0; self->evs && i < BATCH; i++) {
+            if (!(zsock_events(self->events_private) & ZMQ_POLLIN))
+                break;
+            zmsg_t *emsg = zmsg_recv_nowait(self->events_private);
+            if (!emsg)
+                break;
+            evstream_handle(self->evs, &emsg, tt_mono_ms());
+            zmsg_destroy(&emsg);
+        }
+        if (self->evs)
+            evstream_tick(self->evs, tt_mono_ms());
         s_timers(self);
         bool committed = broker_end_batch(self);
         bool had_output = zlistx_size(self->outq) > 0;
