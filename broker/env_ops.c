@@ -764,8 +764,14 @@ int env_delete(handler_ctx_t *c)
             return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot cancel the queued create");
         char msg[200];
         snprintf(msg, sizeof msg, "the queued create of env '%s' was cancelled by env delete", name);
+        /* the waiter's outcome is the create's (its context is lost after a restart) */
+        const audit_ctx_t *saved = self->cur_audit;
+        audit_ctx_t actx = {"env.create", name, saved ? saved->role : "user",
+                            saved ? saved->key : ""};
+        self->cur_audit = &actx;
         reply_send(self, NULL, NULL, c->tenant, rid, TTFLEET__STATUS__QUEUE_CANCELLED, msg, NULL,
                    true);
+        self->cur_audit = saved;
         s_queue_event(self, "env.queue_cancelled", c->tenant, name, msg);
         reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg,
                    NULL, true);
