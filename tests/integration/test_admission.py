@@ -98,6 +98,41 @@ class Admission(unittest.TestCase):
         own = self.ok("audit", tenant="t2")["audit"]
         self.assertTrue(own and all(r["tenant"] == "t2" for r in own), own)
 
+    def test_4_big_head_not_starved_and_max_wait(self):
+        # fresh tenants: round-robin rounds are per tenant (admq.h)
+        self.ok("env", "create", "f1", *ONE, tenant="t0")
+        self.ok("env", "create", "f2", *ONE, tenant="t0")
+        harness.wait_for("f1 f2 running", lambda: self.state("f1", "t0") == "running"
+                         and self.state("f2", "t0") == "running")
+        self.ok("env", "create", "big", *TWO, "--queue", tenant="t5")  # head: needs both cpus
+        self.ok("env", "create", "s1", *ONE, "--queue", tenant="t6")  # small, behind it
+        self.ok("env", "create", "s2", *ONE, "--queue", tenant="t6")
+        # one cpu frees: it is kept for the head, the small ones do not take it
+        self.ok("env", "delete", "f1", tenant="t0")
+        harness.wait_for("the head blocked", lambda: any(
+            e["blocked_head"] and e["env"] == "big" for e in
+            self.ok("queue", "list", "--all", tenant=ADMIN)["entries"]), timeout=10)
+        self.assertEqual(self.queue(), [("t5", "big"), ("t6", "s1"), ("t6", "s2")],
+                         self.ok("audit", "--tenant", "t2", tenant=ADMIN))
+        # the second frees: the head goes first
+        self.ok("env", "delete", "f2", tenant="t0")
+        harness.wait_for("big running", lambda: self.state("big", "t5") == "running", timeout=30)
+        self.assertEqual(self.queue(), [("t6", "s1"), ("t6", "s2")])
+        # max-wait: s1 and s2 end with a clear reason, recorded and audited
+        self.ok("env", "delete", "s2", tenant="t6")
+        r = self.pool.ctl("env", "create", "w1", *ONE, "--queue", "--max-wait", "10",
+                          tenant="t6")
+        self.assertEqual(r.rc, 0, repr(r))
+        harness.wait_for("w1 expired", lambda: ("t6", "w1") not in self.queue(), timeout=30)
+        self.assertIsNone(self.state("w1", "t2"))
+        rows = self.ok("audit", "--env", "w1", tenant=ADMIN)["audit"]
+        exp = [x for x in rows if x["status"] == "QUEUE_EXPIRED"]
+        self.assertEqual(len(exp), 1, rows)
+        self.assertEqual(exp[0]["role"], "system")
+        self.assertIn("max-wait", exp[0]["message"])
+        self.ok("env", "delete", "s1", tenant="t6")
+        self.ok("env", "delete", "big", tenant="t5")
+
     def test_2_quota_each_dimension(self):
         cases = [("--envs", "0", "envs"), ("--vms", "0", "vms"), ("--cpu", "0", "cpu"),
                  ("--mem", "32", "mem"), ("--disk", "32", "disk")]
