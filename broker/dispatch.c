@@ -4,10 +4,13 @@
 #include "dispatch.h"
 #include "adm_ops.h"
 #include "admission.h"
+#include "stats_ops.h"
 #include "env_ops.h"
 #include "host_ops.h"
+#include "keys.h"
 #include "outq.h"
 #include "persist.h"
+#include "rate.h"
 #include "reply.h"
 
 #include <stdio.h>
@@ -58,6 +61,11 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_CHANGE},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_CHANGE},
+    {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
+    {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_CHANGE},
+    {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},
+    {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_CHANGE},
+    {TTFLEET__REQUEST__OP_HOST_SET, host_set, H_ADMIN | H_CHANGE},
     {TTFLEET__REQUEST__OP_QUOTA_SET, adm_quota_set, H_ADMIN | H_CHANGE},
     {TTFLEET__REQUEST__OP_QUOTA_SHOW, adm_quota_show, 0},
     {TTFLEET__REQUEST__OP_QUEUE_LIST, adm_queue_list, 0},
@@ -87,7 +95,7 @@ static void s_audit_names(const Ttfleet__Request *req, char *op, size_t oplen,
     const ProtobufCMessage *m = *(const ProtobufCMessage *const *)((const char *)req + f->offset);
     if (!m)
         return;
-    static const char *const fields[] = {"name", "id", "tenant", "image"};
+    static const char *const fields[] = {"name", "id", "tenant", "image", "public_key", "key"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         const ProtobufCFieldDescriptor *g =
             protobuf_c_message_descriptor_get_field_by_name(m->descriptor, fields[i]);
@@ -158,6 +166,17 @@ static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, b
     if ((def->flags & H_ADMIN) && !c.admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
                    "this operation needs the admin role", NULL, record);
+        return;
+    }
+    int64_t retry_ms = 0;
+    if (record && !c.admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
+        char m[160];
+        snprintf(m, sizeof m,
+                 "tenant '%s' sends changing requests faster than %g/s (burst %d); retry in "
+                 "%lld ms",
+                 c.tenant, self->cfg.rate, self->cfg.rate_burst, (long long)retry_ms);
+        reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__RATE_LIMITED, m,
+                   NULL, false);
         return;
     }
     /* One request, one savepoint: a refusal takes back its own rows and

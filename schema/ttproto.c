@@ -7,6 +7,8 @@
  */
 #include "ttproto.h"
 
+#include "ttguest.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -30,9 +32,18 @@ const char *tt_status_name(int status)
         return "QUEUE_EXPIRED";
     case TTFLEET__STATUS__QUEUE_CANCELLED:
         return "QUEUE_CANCELLED";
+    case TTFLEET__STATUS__RATE_LIMITED:
+        return "RATE_LIMITED";
     default:
         break;
     }
+    /* the guest area's codes (20-24) */
+    if (status == TTFLEET__STATUS__GUEST_UNREACHABLE)
+        return "GUEST_UNREACHABLE";
+    if (status == TTFLEET__STATUS__GUEST_FAILED)
+        return "GUEST_FAILED";
+    if (status == TTFLEET__STATUS__CHECKSUM_MISMATCH)
+        return "CHECKSUM_MISMATCH";
     if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
         return "UNKNOWN";
     return s_status_names[status];
@@ -69,6 +80,31 @@ bool tt_name_valid(const char *s)
             return false;
     }
     return true;
+}
+
+bool tt_key_valid(const char *s)
+{
+    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                              ".-:+=^!/*?&<>()[]{}@%$#";
+    if (!s || strlen(s) != TT_KEY_LEN)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!strchr(z85, *p))
+            return false;
+    /* each group of five encodes 32 bits: the largest is "%nSc0" */
+    for (int g = 0; g < TT_KEY_LEN; g += 5) {
+        uint64_t v = 0;
+        for (int i = 0; i < 5; i++)
+            v = v * 85 + (uint64_t)(strchr(z85, s[g + i]) - z85);
+        if (v > 0xffffffffu)
+            return false;
+    }
+    return true;
+}
+
+bool tt_key_role_valid(const char *s)
+{
+    return s && (strcmp(s, "user") == 0 || strcmp(s, "admin") == 0 || strcmp(s, "gateway") == 0);
 }
 
 bool tt_request_id_valid(const char *s)
@@ -170,7 +206,7 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
         FAIL("max-wait %u s out of range 0..%lld s", c->max_wait, TT_QUEUE_WAIT_MAX);
     if (!c->queue && (c->max_wait || c->priority))
         FAIL("max-wait and priority need queue");
-    return 0;
+    return tt_guest_create_valid(c, err, errlen);
 }
 
 /* One optional quota limit: absent, -1 (no limit) or 0..max. */
@@ -296,6 +332,39 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         if (!tt_name_valid(req->host_remove->id))
             FAIL("invalid host id '%.80s'", req->host_remove->id ? req->host_remove->id : "");
         return 0;
+    case TTFLEET__REQUEST__OP_KEY_LIST:
+        return 0;
+    case TTFLEET__REQUEST__OP_KEY_ADD: {
+        const Ttfleet__KeyAdd *k = req->key_add;
+        if (!tt_key_valid(k->public_key))
+            FAIL("public key is not 40 characters of Z85 (a CURVE public key)");
+        if (!tt_name_valid(k->tenant))
+            FAIL("invalid tenant '%.80s': use 1..64 of [A-Za-z0-9._-]", k->tenant ? k->tenant : "");
+        if (!tt_key_role_valid(k->role))
+            FAIL("invalid role '%.16s': user, admin or gateway", k->role ? k->role : "");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_KEY_RM:
+        if (!tt_key_valid(req->key_rm->public_key))
+            FAIL("public key is not 40 characters of Z85 (a CURVE public key)");
+        return 0;
+    case TTFLEET__REQUEST__OP_HOST_SET: {
+        const Ttfleet__HostSet *h = req->host_set;
+        if (!tt_name_valid(h->id))
+            FAIL("invalid host id '%.80s'", h->id ? h->id : "");
+        if (h->unpin && (h->cpu || h->mem_mib || h->disk_mib))
+            FAIL("unpin takes no cpu, mem or disk");
+        if (!h->unpin && !h->cpu && !h->mem_mib && !h->disk_mib)
+            FAIL("give cpu, mem or disk to pin, or unpin");
+        if (h->cpu > TT_MAX_HOST_CPU)
+            FAIL("cpu %u over %d", h->cpu, TT_MAX_HOST_CPU);
+        if (h->mem_mib > TT_MAX_HOST_MEM_MIB)
+            FAIL("mem %llu MiB over %llu", (unsigned long long)h->mem_mib, TT_MAX_HOST_MEM_MIB);
+        if (h->disk_mib > TT_MAX_HOST_DISK_MIB)
+            FAIL("disk %llu MiB over %llu", (unsigned long long)h->disk_mib,
+                 TT_MAX_HOST_DISK_MIB);
+        return 0;
+    }
     case TTFLEET__REQUEST__OP_HOST_SHOW:
         if (!tt_name_valid(req->host_show->id))
             FAIL("invalid host id '%.80s'", req->host_show->id ? req->host_show->id : "");
@@ -308,6 +377,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("invalid tenant '%.80s'", req->quota_show->tenant);
         return 0;
     case TTFLEET__REQUEST__OP_QUEUE_LIST:
+    case TTFLEET__REQUEST__OP_BROKER_STATS:
         return 0;
     case TTFLEET__REQUEST__OP_AUDIT_QUERY: {
         const Ttfleet__AuditQuery *a = req->audit_query;

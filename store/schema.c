@@ -108,6 +108,21 @@ const char *const store_broker_migrations[] = {
     "  message TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX audit_time ON audit(time);"
     "CREATE INDEX audit_tenant ON audit(tenant, time);",
+    /* 3: client keys bound by the operator (broker/keys.c) */
+    "CREATE TABLE keys ("
+    "  public TEXT PRIMARY KEY CHECK (length(public) = 40),"
+    "  tenant TEXT NOT NULL,"
+    "  role TEXT NOT NULL CHECK (role IN ('user', 'admin', 'gateway')),"
+    "  added_at INTEGER NOT NULL,"
+    "  added_by TEXT NOT NULL);",
+    /* 4 (broker hardening): an admin's pin of a host's capacity (ttctl host
+     * set); 0 = that part is not pinned. Its own table so the hosts row
+     * (rewritten at every READY) keeps its shape. */
+    "CREATE TABLE host_pins ("
+    "  host TEXT PRIMARY KEY,"
+    "  cpu INTEGER NOT NULL DEFAULT 0 CHECK (cpu >= 0),"
+    "  mem INTEGER NOT NULL DEFAULT 0 CHECK (mem >= 0),"
+    "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",
 };
 const int store_broker_migrations_n =
     (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);

@@ -5,17 +5,31 @@
  * startup scan uses the same rule to find directories left by a crash.
  * Engines that start a process record it in <state>/vms/<id>/pid as
  * "PID STARTTIME", written by the spawner before the worker commits.
+ *
+ * The pidfile alone left a window (issue 9 item 12): a worker killed
+ * right after it forked a spawner, and restarted before that spawner wrote
+ * the pidfile, found no pidfile, so it neither adopted nor killed the new
+ * process tree, and started a second tree for the same VM. The spawn lock
+ * (engine_spawn_lock) closes it: the spawner inherits the lock from the
+ * worker and holds it until the pidfile is written and it exits, and every
+ * reader of a pidfile takes the lock first.
  */
 #define _GNU_SOURCE
 #include "engine.h"
 
+#include <czmq.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "proc.h"
+#include "spawn.h"
+#include "ttproto.h"
 
 static const engine_t *const s_engines[] = {&engine_process, &engine_hollow, &engine_qemu};
 
@@ -25,6 +39,17 @@ const engine_t *engine_find(const char *name)
         if (name && strcmp(name, s_engines[i]->name) == 0)
             return s_engines[i];
     return NULL;
+}
+
+int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen)
+{
+    if (e && e->bootstraps)
+        return 0;
+    snprintf(err, errlen,
+             "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use the qemu engine "
+             "with a cloud-init image",
+             e ? e->name : "?");
+    return -1;
 }
 
 int engine_vm_path(const engine_ctx_t *ctx, uint32_t vm_id, const char *leaf, char *buf, size_t len)
@@ -61,9 +86,54 @@ int engine_vm_rmdir(const engine_ctx_t *ctx, uint32_t vm_id, char *err, size_t e
     return 0;
 }
 
+int engine_spawn_lock(const engine_ctx_t *ctx, uint32_t vm_id, int timeout_ms, char *err,
+                      size_t errlen)
+{
+    char path[4096];
+    if (engine_vm_path(ctx, vm_id, "spawn.lock", path, sizeof path)) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return -2;
+        snprintf(err, errlen, "open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int64_t deadline = tt_mono_ms() + timeout_ms;
+    bool said = false;
+    while (flock(fd, LOCK_EX | LOCK_NB)) {
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            snprintf(err, errlen, "lock %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (tt_mono_ms() >= deadline) {
+            snprintf(err, errlen, "a spawner of vm %u still holds %s after %d ms", vm_id, path,
+                     timeout_ms);
+            close(fd);
+            return -1;
+        }
+        if (!said) {
+            zsys_warning("vm %u: waiting for the spawner of an earlier worker to finish", vm_id);
+            said = true;
+        }
+        spawn_sleep_ms(10);
+    }
+    return fd;
+}
+
 int engine_pidfile_stray(const engine_ctx_t *ctx, const vm_t *vm, pid_t *pid, uint64_t *start_time)
 {
-    char pidfile[4096];
+    char pidfile[4096], err[256];
+    /* A spawner started by a worker that was killed may not have written
+     * the pidfile yet: wait for it, else its VM would run unseen. */
+    int lock = engine_spawn_lock(ctx, vm->vm_id, ENGINE_SPAWN_LOCK_MS, err, sizeof err);
+    if (lock == -1)
+        zsys_error("vm %u: %s", vm->vm_id, err);
+    if (lock >= 0)
+        close(lock);
     if (engine_vm_path(ctx, vm->vm_id, "pid", pidfile, sizeof pidfile) ||
         proc_pidfile_read(pidfile, pid, start_time))
         return -1;

@@ -8,6 +8,12 @@
  * seconds), they update vm->pid / vm->start_time but never vm->state: the
  * caller owns the state machine and the database row.
  *
+ * The one wait a guest controls, the graceful stop, can also be driven
+ * without blocking (stop_begin / stop_poll / stop_force, all optional):
+ * the worker's loop asks every VM to stop, looks at them on a timer and
+ * kills the stragglers at the grace, then calls stop, which finds them
+ * gone (fleet.h has the state machine).
+ *
  * Lifecycle: prepare_disk (creates the VM's disk, kept across stop/start)
  * -> start -> [pause <-> resume] -> stop -> start ... -> destroy (stops if
  * needed, deletes the disk). is_alive answers for a VM the caller thinks is
@@ -17,8 +23,8 @@
 #define TT_WORKER_ENGINE_H
 
 #include <stdbool.h>
-#include <sys/types.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "vm.h"
 
@@ -56,11 +62,26 @@ typedef struct {
      * vm->stop_asked_ms). A command that stops several VMs asks them all
      * first, so their grace periods run together, not one after another. */
     void (*stop_begin)(const engine_ctx_t *ctx, vm_t *vm);
+    /* Optional, for the worker's timer-driven stop (fleet.c): called about
+     * every 50 ms after stop_begin asked; true once the VM's process is
+     * gone (NULL: the fleet checks pid + start time itself). May re-send
+     * the polite signal (a pid 1 that installed its handler late). Never
+     * waits. */
+    bool (*stop_poll)(const engine_ctx_t *ctx, vm_t *vm);
+    /* Optional: the grace ran out; kill the VM's process without waiting
+     * (NULL: the blocking stop does it). */
+    void (*stop_force)(const engine_ctx_t *ctx, vm_t *vm);
+    /* The engine can hand a guest SSH keys and user-data (seed.h). */
+    bool bootstraps;
 } engine_t;
 
 extern const engine_t engine_process;
 extern const engine_t engine_hollow;
 extern const engine_t engine_qemu;
+
+/* 0 if engine e can bootstrap a guest (SSH keys, user-data), else -1 with
+ * a reason for the tenant (the broker answers BAD_REQUEST with it). */
+int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen);
 
 /* The engine called name, or NULL. */
 const engine_t *engine_find(const char *name);
@@ -78,6 +99,20 @@ int engine_vm_rmdir(const engine_ctx_t *ctx, uint32_t vm_id, char *err, size_t e
  * records: started by a worker that died before its commit. 0 and its
  * pid and start time if there is one, else -1. */
 int engine_pidfile_stray(const engine_ctx_t *ctx, const vm_t *vm, pid_t *pid, uint64_t *start_time);
+
+/* The spawn lock of a VM (<state>/vms/<id>/spawn.lock, flock). An engine
+ * takes it before it forks a spawner and closes the fd when the spawn
+ * returned; the spawner (a fork, it never execs) inherits the lock, so the
+ * lock is held as long as a spawner runs, even one whose worker was
+ * killed. engine_pidfile_stray() takes it first, so it never reads a
+ * pidfile a spawner is still about to write. Waits at most timeout_ms.
+ * Returns the fd (close it to release), -2 if the VM has no directory (no
+ * spawner can run there), -1 on timeout or error (with a reason). */
+int engine_spawn_lock(const engine_ctx_t *ctx, uint32_t vm_id, int timeout_ms, char *err,
+                      size_t errlen);
+
+/* How long engine_pidfile_stray waits for a spawner of a killed worker. */
+#define ENGINE_SPAWN_LOCK_MS 15000
 
 /* Decide how QEMU accelerates: mode "kvm" or "tcg" is taken as given;
  * "auto" is KVM only if /dev/kvm opens *and* probe guests run under KVM

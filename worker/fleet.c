@@ -31,11 +31,43 @@
 
 #include "engine.h"
 #include "images.h"
+#include "proc.h"
+#include "spawn.h"
 #include "ttcrash.h"
 #include "vmdb.h"
 #include "wire.h"
 
 #define S_MSG_LEN 256
+#define S_POLL_MS 50        /* how often a VM being stopped is looked at */
+#define S_KILL_WAIT_MS 2000 /* after SIGKILL, before the blocking stop says why */
+
+/* Where one VM of an op is. */
+enum { S_TODO = 0, S_STOPPING, S_KILLING, S_DONE };
+
+typedef struct {
+    int phase;
+    int64_t kill_deadline_ms; /* S_KILLING: monotonic */
+    int status, state;        /* outcome, once S_DONE */
+    char msg[S_MSG_LEN];
+    char env[VM_ENV_MAX]; /* the VM's env and lease for the reply */
+    int64_t expires_at;
+} s_vmop_t;
+
+/* One command in flight (or a destroy the expiry check made). */
+typedef struct s_op_s {
+    Ttfleet__WorkerCommand *cmd; /* owned */
+    bool internal;               /* expiry: an event, no reply */
+    bool started;
+    size_t left;  /* specs not done */
+    s_vmop_t *vs; /* [cmd->n_vms] */
+    struct s_op_s *next;
+} s_op_t;
+
+typedef struct {
+    uint32_t vm_id;
+    int64_t expires_at;
+    char env[VM_ENV_MAX];
+} s_expired_t;
 
 struct fleet_t {
     fleet_config_t cfg;
@@ -47,6 +79,18 @@ struct fleet_t {
     size_t count;
     bool dirty;      /* a commit failed: rewrite every row */
     bool net_resync; /* an exact network change failed: rebuild it whole */
+    bool in_tx;      /* a worker.db transaction is open (s_tx) */
+    s_op_t *ops;     /* in flight, in arrival order */
+    s_op_t **tail;
+    size_t n_ops;
+    s_op_t *done; /* finished, waiting for the commit */
+    s_op_t **done_tail;
+    s_op_t **owner; /* [TT_VMID_MAX + 1]: the started op that holds a VM id */
+    uint32_t *mark; /* [TT_VMID_MAX + 1]: scheduling pass that saw it wanted */
+    uint32_t gen;
+    zlist_t *out;         /* packed replies ready to send */
+    s_expired_t *expired; /* expiry destroys committed, for the next event */
+    size_t n_expired, cap_expired;
 };
 
 /* A list of VmActual being built for a reply or an event. */
@@ -126,8 +170,20 @@ static void s_usage(const fleet_t *self, uint32_t skip_id, res_t *used)
     }
 }
 
+/* Open the transaction every change until the next commit goes into. */
+static void s_tx(fleet_t *self)
+{
+    if (self->in_tx)
+        return;
+    if (vmdb_begin(self->db))
+        self->dirty = true;
+    else
+        self->in_tx = true;
+}
+
 static void s_put(fleet_t *self, const vm_t *vm)
 {
+    s_tx(self);
     if (vmdb_put(self->db, vm))
         self->dirty = true;
 }
@@ -207,6 +263,7 @@ static int s_check(fleet_t *self, uint32_t vm_id, const res_t *want, char *msg)
 
 static void s_remove(fleet_t *self, vm_t *vm)
 {
+    s_tx(self);
     if (vmdb_delete(self->db, vm->vm_id))
         self->dirty = true;
     self->table[vm->vm_id] = NULL;
@@ -445,7 +502,8 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
     return status;
 }
 
-/* Rewrite every row from the table, after a failed commit. */
+/* Rewrite every row from the table, after a failed commit (no
+ * transaction may be open). */
 static void s_flush_all(fleet_t *self)
 {
     if (vmdb_begin(self->db) || vmdb_clear(self->db))
@@ -461,17 +519,6 @@ static void s_flush_all(fleet_t *self)
 fail:
     vmdb_rollback(self->db);
     zsys_error("worker.db is still out of date: %s", vmdb_errmsg(self->db));
-}
-
-/* Commit the open transaction; on failure remember to rewrite. 0 / -1. */
-static int s_commit(fleet_t *self)
-{
-    if (!self->dirty && vmdb_commit(self->db) == 0)
-        return 0;
-    vmdb_rollback(self->db);
-    self->dirty = true;
-    zsys_error("worker.db commit failed: %s", vmdb_errmsg(self->db));
-    return -1;
 }
 
 /* The crash point between two VMs of a command that moves them to desired. */
@@ -535,76 +582,268 @@ static int s_console_tail(fleet_t *self, uint32_t vm_id, uint32_t max, uint8_t *
     return 0;
 }
 
-/* Ask every running VM this command stops or destroys to shut down, so
- * their graceful waits overlap: a command stopping N VMs waits about one
- * stop timeout, not N. */
-static void s_stops_begin(fleet_t *self, const Ttfleet__WorkerCommand *cmd)
+/* ---- operations in flight ---- */
+
+static bool s_in_range(uint32_t id)
 {
-    for (size_t i = 0; i < cmd->n_vms; i++) {
-        const Ttfleet__VmSpec *spec = cmd->vms[i];
-        vm_t *vm = spec->vm_id >= TT_VMID_MIN && spec->vm_id <= TT_VMID_MAX
-                       ? self->table[spec->vm_id]
-                       : NULL;
-        const engine_t *eng = vm ? s_engine(vm) : NULL;
-        if (eng && eng->stop_begin && vm_holds_cpu(vm) &&
-            (spec->desired == TTFLEET__VM_STATE__VM_STOPPED ||
-             spec->desired == TTFLEET__VM_STATE__VM_ABSENT))
-            eng->stop_begin(&self->ctx, vm);
-    }
+    return id >= TT_VMID_MIN && id <= TT_VMID_MAX;
 }
 
-zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
+static s_op_t *s_op_new(Ttfleet__WorkerCommand *cmd, bool internal)
 {
-    Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
-    if (!cmd) {
-        zsys_warning("COMMAND body does not decode (%zu bytes): dropped", len);
+    size_t n = cmd->n_vms ? cmd->n_vms : 1;
+    s_op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->cmd = cmd;
+    op->internal = internal;
+    op->left = cmd->n_vms;
+    op->vs = calloc(n, sizeof *op->vs);
+    if (!op->vs) {
+        free(op);
         return NULL;
     }
+    return op;
+}
+
+static void s_op_free(s_op_t **op_p)
+{
+    s_op_t *op = *op_p;
+    if (!op)
+        return;
+    ttfleet__worker_command__free_unpacked(op->cmd, NULL);
+    free(op->vs);
+    free(op);
+    *op_p = NULL;
+}
+
+/* Spec i of op is done: note its outcome and the VM as it is now. */
+static void s_spec_done(fleet_t *self, s_op_t *op, size_t i, int status, int state, const char *msg)
+{
+    const Ttfleet__VmSpec *spec = op->cmd->vms[i];
+    s_vmop_t *v = &op->vs[i];
+    v->phase = S_DONE;
+    v->status = status;
+    v->state = state;
+    snprintf(v->msg, sizeof v->msg, "%s", msg);
+    const vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
+    if (vm) {
+        snprintf(v->env, sizeof v->env, "%s", vm->env);
+        v->expires_at = vm->expires_at;
+    } else if (!op->internal) {
+        v->env[0] = 0; /* as the reply always said for a VM that is gone */
+    }
+    if (status != TTFLEET__STATUS__OK)
+        zsys_warning("op %llu: vm %u: %s: %s", (unsigned long long)op->cmd->op_id, spec->vm_id,
+                     tt_status_name(status), msg);
+    op->left--;
+    if (op->left) /* between two VMs of one command */
+        tt_crash_point(s_mid_point(spec->desired));
+}
+
+/* Does spec stop a VM whose process runs, with an engine that can stop
+ * without waiting? Then it is checked first (a spec that would be refused
+ * must not stop anything): 1 = stop it on the timer, 0 = apply it now,
+ * -1 = refused (*status, msg). */
+static int s_wants_timed_stop(fleet_t *self, const Ttfleet__VmSpec *spec, int *status, char *msg)
+{
+    if (spec->desired != TTFLEET__VM_STATE__VM_STOPPED &&
+        spec->desired != TTFLEET__VM_STATE__VM_ABSENT)
+        return 0;
+    vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
+    const engine_t *eng = vm ? s_engine(vm) : NULL;
+    if (!eng || !eng->stop_begin || self->cfg.stop_timeout_ms <= 0 || !vm_holds_cpu(vm))
+        return 0;
+    if (s_refresh(self, vm)) /* its process is gone already */
+        return 0;
+    char err[200];
+    if (wire_spec_validate(spec, err, sizeof err))
+        return 0; /* s_converge says why */
+    if (spec->desired == TTFLEET__VM_STATE__VM_STOPPED) {
+        if (s_immutable_ok(vm, spec, msg)) {
+            *status = TTFLEET__STATUS__BAD_REQUEST;
+            return -1;
+        }
+        if (vm->cpu != spec->cpu || vm->mem_mib != spec->mem_mib ||
+            vm->disk_mib != spec->disk_mib) {
+            snprintf(msg, S_MSG_LEN, "vm %u: cpu, memory and disk change only while stopped",
+                     vm->vm_id);
+            *status = TTFLEET__STATUS__BAD_REQUEST;
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Apply spec i now (no wait), or ask its VM to stop and leave it to the
+ * timer. */
+static void s_spec_begin(fleet_t *self, s_op_t *op, size_t i)
+{
+    const Ttfleet__VmSpec *spec = op->cmd->vms[i];
+    char msg[S_MSG_LEN] = "";
+    int status, state;
+    for (size_t j = 0; j < i; j++)
+        if (op->cmd->vms[j]->vm_id == spec->vm_id) {
+            snprintf(msg, sizeof msg, "vm %u appears twice in one command", spec->vm_id);
+            const vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
+            s_spec_done(self, op, i, TTFLEET__STATUS__BAD_REQUEST,
+                        vm ? vm->state : TTFLEET__VM_STATE__VM_ABSENT, msg);
+            return;
+        }
+    int timed = s_wants_timed_stop(self, spec, &status, msg);
+    vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
+    if (timed < 0) {
+        s_spec_done(self, op, i, status, vm->state, msg);
+        return;
+    }
+    if (timed > 0) {
+        s_engine(vm)->stop_begin(&self->ctx, vm);
+        if (vm->stop_asked_ms) {
+            op->vs[i].phase = S_STOPPING;
+            return;
+        }
+    }
+    status = s_converge(self, spec, &state, msg);
+    s_spec_done(self, op, i, status, state, msg);
+}
+
+/* The VM of spec i is off (or past its kill deadline): the blocking stop
+ * finds it gone, then the spec is applied as if it had been stopped. */
+static void s_spec_stopped(fleet_t *self, s_op_t *op, size_t i)
+{
+    const Ttfleet__VmSpec *spec = op->cmd->vms[i];
+    vm_t *vm = self->table[spec->vm_id];
+    char err[200] = "", msg[S_MSG_LEN] = "";
+    int state;
+    if (s_engine(vm)->stop(&self->ctx, vm, err, sizeof err)) {
+        snprintf(msg, sizeof msg, "stop vm %u: %s", vm->vm_id, err);
+        s_put(self, vm);
+        s_spec_done(self, op, i, TTFLEET__STATUS__WORKER_FAILED, vm->state, msg);
+        return;
+    }
+    vm->state = TTFLEET__VM_STATE__VM_STOPPED;
+    s_put(self, vm);
+    int status = s_converge(self, spec, &state, msg);
+    s_spec_done(self, op, i, status, state, msg);
+}
+
+/* One timer step of a VM being stopped. True if it finished. */
+static bool s_spec_poll(fleet_t *self, s_op_t *op, size_t i, int64_t now)
+{
+    s_vmop_t *v = &op->vs[i];
+    vm_t *vm = self->table[op->cmd->vms[i]->vm_id];
+    const engine_t *eng = s_engine(vm);
+    bool gone = eng->stop_poll ? eng->stop_poll(&self->ctx, vm)
+                               : !vm->pid || !proc_alive(vm->pid, vm->start_time);
+    if (!gone && v->phase == S_STOPPING && now >= vm->stop_asked_ms + self->cfg.stop_timeout_ms) {
+        if (!eng->stop_force) {
+            gone = true; /* the blocking stop kills it */
+        } else {
+            zsys_info("vm %u (%s): still running after %d ms, killing it", vm->vm_id, vm->env,
+                      self->cfg.stop_timeout_ms);
+            eng->stop_force(&self->ctx, vm);
+            v->phase = S_KILLING;
+            v->kill_deadline_ms = now + S_KILL_WAIT_MS;
+        }
+    } else if (!gone && v->phase == S_KILLING && now >= v->kill_deadline_ms) {
+        gone = true; /* the blocking stop tries once more and says why */
+    }
+    if (!gone)
+        return false;
+    s_spec_stopped(self, op, i);
+    return true;
+}
+
+/* Claim op's VMs and apply what needs no waiting. */
+static void s_op_begin(fleet_t *self, s_op_t *op)
+{
+    op->started = true;
+    for (size_t i = 0; i < op->cmd->n_vms; i++) {
+        uint32_t id = op->cmd->vms[i]->vm_id;
+        if (s_in_range(id)) {
+            self->owner[id] = op;
+            const vm_t *vm = self->table[id];
+            if (vm) {
+                snprintf(op->vs[i].env, sizeof op->vs[i].env, "%s", vm->env);
+                op->vs[i].expires_at = vm->expires_at;
+            }
+        }
+    }
+    for (size_t i = 0; i < op->cmd->n_vms; i++)
+        s_spec_begin(self, op, i);
+}
+
+/* Start every queued op none of whose VMs is held by a running op or
+ * wanted by an earlier queued one (operations on one VM run in order),
+ * and move finished ops to the list that waits for the commit. */
+static void s_schedule(fleet_t *self)
+{
+    bool progress = true;
+    while (progress) {
+        progress = false;
+        self->gen++;
+        for (s_op_t *op = self->ops; op; op = op->next) {
+            if (op->started)
+                continue;
+            bool blocked = false;
+            for (size_t i = 0; i < op->cmd->n_vms && !blocked; i++) {
+                uint32_t id = op->cmd->vms[i]->vm_id;
+                blocked = s_in_range(id) && (self->owner[id] || self->mark[id] == self->gen);
+            }
+            if (blocked) {
+                for (size_t i = 0; i < op->cmd->n_vms; i++)
+                    if (s_in_range(op->cmd->vms[i]->vm_id))
+                        self->mark[op->cmd->vms[i]->vm_id] = self->gen;
+                continue;
+            }
+            s_op_begin(self, op);
+        }
+        s_op_t **pp = &self->ops;
+        while (*pp) {
+            s_op_t *op = *pp;
+            if (!op->started || op->left) {
+                pp = &op->next;
+                continue;
+            }
+            *pp = op->next;
+            for (size_t i = 0; i < op->cmd->n_vms; i++)
+                if (s_in_range(op->cmd->vms[i]->vm_id))
+                    self->owner[op->cmd->vms[i]->vm_id] = NULL;
+            op->next = NULL;
+            *self->done_tail = op;
+            self->done_tail = &op->next;
+            self->n_ops--;
+            progress = true;
+        }
+    }
+    self->tail = &self->ops;
+    while (*self->tail)
+        self->tail = &(*self->tail)->next;
+}
+
+/* The packed reply of a finished command, after its commit. */
+static zframe_t *s_op_reply(fleet_t *self, s_op_t *op, bool persisted)
+{
+    const Ttfleet__WorkerCommand *cmd = op->cmd;
     Ttfleet__WorkerReply reply = TTFLEET__WORKER_REPLY__INIT;
     reply.op_id = cmd->op_id;
     reply.status = TTFLEET__STATUS__OK;
     char message[S_MSG_LEN + 32] = "";
     s_actuals_t acts;
     if (s_actuals_init(&acts, cmd->n_vms)) {
-        reply.status = TTFLEET__STATUS__WORKER_FAILED;
-        snprintf(message, sizeof message, "out of memory");
-        cmd->n_vms = 0;
+        zsys_error("op %llu: out of memory for its reply", (unsigned long long)cmd->op_id);
+        return NULL;
     }
-    bool in_tx = vmdb_begin(self->db) == 0;
-    if (!in_tx)
-        self->dirty = true;
-    s_stops_begin(self, cmd);
     for (size_t i = 0; i < cmd->n_vms; i++) {
-        const Ttfleet__VmSpec *spec = cmd->vms[i];
-        int state = TTFLEET__VM_STATE__VM_ABSENT, status;
-        char msg[S_MSG_LEN] = "";
-        bool dup = false;
-        for (size_t j = 0; j < i && !dup; j++)
-            dup = cmd->vms[j]->vm_id == spec->vm_id;
-        if (dup) {
-            snprintf(msg, sizeof msg, "vm %u appears twice in one command", spec->vm_id);
-            status = TTFLEET__STATUS__BAD_REQUEST;
-            const vm_t *vm = spec->vm_id <= TT_VMID_MAX ? self->table[spec->vm_id] : NULL;
-            state = vm ? vm->state : TTFLEET__VM_STATE__VM_ABSENT;
-        } else {
-            status = s_converge(self, spec, &state, msg);
-        }
-        if (i + 1 < cmd->n_vms) /* between two VMs of one command */
-            tt_crash_point(s_mid_point(spec->desired));
-        const vm_t *vm = spec->vm_id <= TT_VMID_MAX ? self->table[spec->vm_id] : NULL;
-        char *m =
-            s_actuals_add(&acts, spec->vm_id, state, vm ? vm->env : "", vm ? vm->expires_at : 0);
-        snprintf(m, S_MSG_LEN, "%s", msg);
-        if (status != TTFLEET__STATUS__OK) {
-            zsys_warning("op %llu: vm %u: %s: %s", (unsigned long long)cmd->op_id, spec->vm_id,
-                         tt_status_name(status), msg);
-            if (reply.status == TTFLEET__STATUS__OK) {
-                reply.status = (Ttfleet__Status)status;
-                snprintf(message, sizeof message, "%s", msg);
-            }
+        const s_vmop_t *v = &op->vs[i];
+        char *m = s_actuals_add(&acts, cmd->vms[i]->vm_id, v->state, v->env, v->expires_at);
+        snprintf(m, S_MSG_LEN, "%s", v->msg);
+        if (v->status != TTFLEET__STATUS__OK && reply.status == TTFLEET__STATUS__OK) {
+            reply.status = (Ttfleet__Status)v->status;
+            snprintf(message, sizeof message, "%s", v->msg);
         }
     }
-    if (in_tx && s_commit(self) && reply.status == TTFLEET__STATUS__OK) {
+    if (!persisted && reply.status == TTFLEET__STATUS__OK) {
         reply.status = TTFLEET__STATUS__WORKER_FAILED;
         snprintf(message, sizeof message, "host %s could not persist its state", self->cfg.host_id);
     }
@@ -627,25 +866,163 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
     zframe_t *frame = wire_pack(&reply.base);
     free(console);
     s_actuals_free(&acts);
-    ttfleet__worker_command__free_unpacked(cmd, NULL);
     return frame;
+}
+
+/* Commit what was applied since the last commit (one transaction for
+ * every command and tick in between), then release the finished ops:
+ * replies to the out queue, expiry destroys to the next tick's event.
+ * 0 / -1 (a failed commit: their replies say so, the rows are rewritten
+ * from the table by the next tick). */
+static int s_commit(fleet_t *self)
+{
+    int rc = 0;
+    if (self->in_tx) {
+        self->in_tx = false;
+        if (self->dirty || vmdb_commit(self->db)) {
+            vmdb_rollback(self->db);
+            self->dirty = true;
+            zsys_error("worker.db commit failed: %s", vmdb_errmsg(self->db));
+            rc = -1;
+        }
+    } else if (self->dirty) {
+        rc = -1;
+    }
+    while (self->done) {
+        s_op_t *op = self->done;
+        self->done = op->next;
+        if (op->internal) {
+            for (size_t i = 0; i < op->cmd->n_vms; i++) {
+                const s_vmop_t *v = &op->vs[i];
+                if (v->status != TTFLEET__STATUS__OK || v->state != TTFLEET__VM_STATE__VM_ABSENT)
+                    continue;
+                if (self->n_expired == self->cap_expired) {
+                    size_t cap = self->cap_expired ? 2 * self->cap_expired : 16;
+                    s_expired_t *grown = realloc(self->expired, cap * sizeof *grown);
+                    if (!grown)
+                        continue;
+                    self->expired = grown;
+                    self->cap_expired = cap;
+                }
+                s_expired_t *e = &self->expired[self->n_expired++];
+                e->vm_id = op->cmd->vms[i]->vm_id;
+                e->expires_at = v->expires_at;
+                snprintf(e->env, sizeof e->env, "%s", v->env);
+            }
+        } else {
+            zframe_t *f = s_op_reply(self, op, rc == 0);
+            if (f && zlist_append(self->out, f))
+                zframe_destroy(&f);
+        }
+        s_op_free(&op);
+    }
+    self->done_tail = &self->done;
+    return rc;
+}
+
+/* Queue an unpacked command (takes it); applies what can be now. */
+static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
+{
+    s_op_t *op = s_op_new(cmd, internal);
+    if (!op) {
+        zsys_error("op %llu: out of memory: dropped", (unsigned long long)cmd->op_id);
+        ttfleet__worker_command__free_unpacked(cmd, NULL);
+        return -1;
+    }
+    *self->tail = op;
+    self->tail = &op->next;
+    self->n_ops++;
+    s_schedule(self);
+    return 0;
+}
+
+int fleet_submit(fleet_t *self, const byte *body, size_t len)
+{
+    Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
+    if (!cmd) {
+        zsys_warning("COMMAND body does not decode (%zu bytes): dropped", len);
+        return -1;
+    }
+    return s_submit(self, cmd, false);
+}
+
+void fleet_flush(fleet_t *self)
+{
+    int64_t now = tt_mono_ms();
+    for (s_op_t *op = self->ops; op; op = op->next)
+        for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
+            if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
+                s_spec_poll(self, op, i, now);
+    s_schedule(self);
+    s_commit(self);
+}
+
+zframe_t *fleet_pop(fleet_t *self)
+{
+    return zlist_pop(self->out);
+}
+
+int fleet_next_ms(const fleet_t *self)
+{
+    for (const s_op_t *op = self->ops; op; op = op->next)
+        for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
+            if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
+                return S_POLL_MS;
+    return -1;
+}
+
+size_t fleet_in_flight(const fleet_t *self)
+{
+    return self->n_ops;
+}
+
+zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
+{
+    Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
+    if (!cmd) {
+        zsys_warning("COMMAND body does not decode (%zu bytes): dropped", len);
+        return NULL;
+    }
+    uint64_t op_id = cmd->op_id;
+    if (s_submit(self, cmd, false))
+        return NULL;
+    /* The blocking form: poll until this op's reply is out (other
+     * replies are kept for fleet_pop). */
+    for (;;) {
+        fleet_flush(self);
+        zframe_t *mine = NULL;
+        for (zframe_t *f = zlist_first(self->out); f; f = zlist_next(self->out)) {
+            Ttfleet__WorkerReply *r =
+                ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f));
+            bool match = r && r->op_id == op_id;
+            ttfleet__worker_reply__free_unpacked(r, NULL);
+            if (match) {
+                mine = f;
+                break;
+            }
+        }
+        if (mine) {
+            zlist_remove(self->out, mine);
+            return mine;
+        }
+        if (!self->n_ops && !self->done)
+            return NULL; /* its reply could not be built (out of memory) */
+        spawn_sleep_ms(fleet_next_ms(self) > 0 ? 10 : 1);
+    }
 }
 
 zframe_t *fleet_hello(fleet_t *self)
 {
     images_rescan(self->images);
-    if (vmdb_begin(self->db))
-        self->dirty = true;
     s_actuals_t acts;
-    if (s_actuals_init(&acts, self->count)) {
-        vmdb_rollback(self->db);
+    if (s_actuals_init(&acts, self->count))
         return NULL;
-    }
     for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++) {
         vm_t *vm = self->table[id];
         if (!vm)
             continue;
-        s_refresh(self, vm);
+        if (!self->owner[id]) /* a VM being stopped reports what it is now */
+            s_refresh(self, vm);
         s_actuals_add(&acts, vm->vm_id, vm->state, vm->env, vm->expires_at);
     }
     s_commit(self);
@@ -667,57 +1044,112 @@ zframe_t *fleet_hello(fleet_t *self)
     return frame;
 }
 
+/* A destroy command for the given VMs, built as the broker would send it
+ * (so it goes through the same queue, checks and stop timer). */
+static Ttfleet__WorkerCommand *s_destroy_cmd(fleet_t *self, const uint32_t *ids, size_t n)
+{
+    Ttfleet__WorkerCommand c = TTFLEET__WORKER_COMMAND__INIT;
+    Ttfleet__VmSpec *specs = calloc(n, sizeof *specs);
+    Ttfleet__VmSpec **pp = calloc(n, sizeof *pp);
+    Ttfleet__PortMap *maps = calloc(n * TT_MAX_PORTS_PER_VM + 1, sizeof *maps);
+    Ttfleet__PortMap **mp = calloc(n * TT_MAX_PORTS_PER_VM + 1, sizeof *mp);
+    Ttfleet__WorkerCommand *out = NULL;
+    if (!specs || !pp || !maps || !mp)
+        goto done;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const vm_t *vm = self->table[ids[i]];
+        Ttfleet__VmSpec init = TTFLEET__VM_SPEC__INIT;
+        Ttfleet__VmSpec *s = &specs[i];
+        *s = init;
+        s->vm_id = vm->vm_id;
+        s->env = (char *)vm->env;
+        s->image = (char *)vm->image;
+        s->engine = (char *)vm->engine;
+        s->cpu = vm->cpu;
+        s->mem_mib = vm->mem_mib;
+        s->disk_mib = vm->disk_mib;
+        s->ip = (char *)vm->ip;
+        s->mac = (char *)vm->mac;
+        s->deny_outgoing = vm->deny_outgoing;
+        s->expires_at = vm->expires_at;
+        s->desired = TTFLEET__VM_STATE__VM_ABSENT;
+        s->ports = &mp[m];
+        for (uint32_t k = 0; k < vm->n_ports; k++, m++) {
+            Ttfleet__PortMap pinit = TTFLEET__PORT_MAP__INIT;
+            maps[m] = pinit;
+            maps[m].guest = vm->ports[k].guest;
+            maps[m].public_ = vm->ports[k].public_port;
+            mp[m] = &maps[m];
+        }
+        s->n_ports = vm->n_ports;
+        pp[i] = s;
+    }
+    c.n_vms = n;
+    c.vms = pp;
+    zframe_t *f = wire_pack(&c.base);
+    if (f)
+        out = ttfleet__worker_command__unpack(NULL, zframe_size(f), zframe_data(f));
+    zframe_destroy(&f);
+done:
+    free(specs);
+    free(pp);
+    free(maps);
+    free(mp);
+    return out;
+}
+
 zframe_t *fleet_tick(fleet_t *self, int64_t now)
 {
+    s_commit(self);
     if (self->dirty)
         s_flush_all(self);
     if (self->net_resync)
         s_net_sync(self);
-    if (!self->count)
-        return NULL;
     s_actuals_t acts = {0};
-    bool in_tx = false;
-    for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX; id++) {
+    uint32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (self->count || self->n_expired) {
+        if (s_actuals_init(&acts, 2 * self->count + self->n_expired))
+            return NULL;
+        ids = calloc(self->count + 1, sizeof *ids);
+        if (!ids) {
+            s_actuals_free(&acts);
+            return NULL;
+        }
+    }
+    for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++) {
         vm_t *vm = self->table[id];
-        if (!vm)
+        if (!vm || self->owner[id]) /* an op in flight owns it */
             continue;
         bool expired = now > vm->expires_at + self->cfg.expiry_grace;
-        bool died = !expired && vm_holds_cpu(vm) && !s_engine(vm)->is_alive(&self->ctx, vm);
-        if (!expired && !died)
+        if (expired) {
+            zsys_info("vm %u (%s): expired at %lld (+%llds grace), destroying", vm->vm_id, vm->env,
+                      (long long)vm->expires_at, (long long)self->cfg.expiry_grace);
+            ids[n_ids++] = id;
             continue;
-        if (!in_tx) {
-            if (s_actuals_init(&acts, self->count))
-                return NULL;
-            if (vmdb_begin(self->db))
-                self->dirty = true;
-            in_tx = true;
         }
-        if (died) {
+        if (vm_holds_cpu(vm) && !s_engine(vm)->is_alive(&self->ctx, vm)) {
             s_refresh(self, vm);
             char *m = s_actuals_add(&acts, vm->vm_id, vm->state, vm->env, vm->expires_at);
             snprintf(m, S_MSG_LEN, "vm process exited on its own");
-            continue;
         }
-        char msg[S_MSG_LEN] = "";
-        zsys_info("vm %u (%s): expired at %lld (+%llds grace), destroying", vm->vm_id, vm->env,
-                  (long long)vm->expires_at, (long long)self->cfg.expiry_grace);
-        /* The event entry points at vm->env, which s_destroy_vm frees:
-         * keep a copy in the message slot's neighbour, the message text. */
-        uint32_t vm_id = vm->vm_id;
-        int64_t exp = vm->expires_at;
-        char env[VM_ENV_MAX];
-        snprintf(env, sizeof env, "%s", vm->env);
-        if (s_destroy_vm(self, vm, msg)) {
-            zsys_error("vm %u: %s", vm_id, msg);
-            continue;
-        }
-        char *m = s_actuals_add(&acts, vm_id, TTFLEET__VM_STATE__VM_ABSENT, "", exp);
-        snprintf(m, S_MSG_LEN, "%s", env);
+    }
+    if (n_ids) {
+        Ttfleet__WorkerCommand *cmd = s_destroy_cmd(self, ids, n_ids);
+        if (cmd)
+            s_submit(self, cmd, true);
+    }
+    free(ids);
+    s_commit(self);
+    /* Expiry destroys finished by now (this tick's, or earlier ones that
+     * waited for a stop); the message carries the env name too. */
+    for (size_t i = 0; i < self->n_expired; i++) {
+        s_expired_t *e = &self->expired[i];
+        char *m = s_actuals_add(&acts, e->vm_id, TTFLEET__VM_STATE__VM_ABSENT, "", e->expires_at);
+        snprintf(m, S_MSG_LEN, "%s", e->env);
         acts.items[acts.n - 1].env = m;
     }
-    if (!in_tx)
-        return NULL;
-    s_commit(self);
     zframe_t *frame = NULL;
     if (acts.n) {
         Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
@@ -725,6 +1157,7 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
         ev.vms = acts.ptrs;
         frame = wire_pack(&ev.base);
     }
+    self->n_expired = 0;
     s_actuals_free(&acts);
     return frame;
 }
@@ -780,8 +1213,6 @@ static void s_sweep_dirs(fleet_t *self)
 
 static void s_reconcile(fleet_t *self)
 {
-    if (vmdb_begin(self->db))
-        self->dirty = true;
     for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++) {
         vm_t *vm = self->table[id];
         if (!vm)
@@ -824,8 +1255,13 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->ctx.vm_uid = cfg->vm_uid;
     self->ctx.vm_gid = cfg->vm_gid;
     self->table = calloc(TT_VMID_MAX + 1, sizeof *self->table);
+    self->owner = calloc(TT_VMID_MAX + 1, sizeof *self->owner);
+    self->mark = calloc(TT_VMID_MAX + 1, sizeof *self->mark);
+    self->out = zlist_new();
+    self->tail = &self->ops;
+    self->done_tail = &self->done;
     self->images = images_new(cfg->images_dir);
-    if (!self->table || !self->images) {
+    if (!self->table || !self->owner || !self->mark || !self->out || !self->images) {
         snprintf(err, errlen, "out of memory");
         fleet_destroy(&self);
         return NULL;
@@ -864,6 +1300,27 @@ void fleet_destroy(fleet_t **self_p)
     if (!self_p || !*self_p)
         return;
     fleet_t *self = *self_p;
+    /* ops in flight are dropped unanswered, as a crash would: the broker
+     * re-sends after READY; the transaction is rolled back */
+    while (self->ops) {
+        s_op_t *op = self->ops;
+        self->ops = op->next;
+        s_op_free(&op);
+    }
+    while (self->done) {
+        s_op_t *op = self->done;
+        self->done = op->next;
+        s_op_free(&op);
+    }
+    if (self->in_tx && self->db && vmdb_commit(self->db)) /* reality, unannounced */
+        vmdb_rollback(self->db);
+    zframe_t *f;
+    while (self->out && (f = zlist_pop(self->out)))
+        zframe_destroy(&f);
+    zlist_destroy(&self->out);
+    free(self->owner);
+    free(self->mark);
+    free(self->expired);
     if (self->table) {
         for (uint32_t id = 0; id <= TT_VMID_MAX; id++)
             free(self->table[id]);

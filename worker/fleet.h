@@ -12,6 +12,27 @@
  * DEAD; a VM directory without a row (a crash mid-create or mid-destroy)
  * is destroyed, including a process its pidfile proves is ours. Nothing
  * that cannot be proven ours is touched.
+ *
+ * Commands never make the caller wait out a grace period. Each command
+ * becomes an op; an op starts when none of its VMs is held by another op
+ * (ops on one VM run in arrival order, ops on different VMs overlap). A
+ * spec that needs no waiting is applied when its op starts; a spec that
+ * stops a running VM walks a small state machine driven by fleet_flush()
+ * on the caller's timer (fleet_next_ms()):
+ *
+ *     TODO --stop_begin (SIGTERM / ACPI)--> STOPPING --gone--> DONE
+ *                                              | grace over
+ *                                              v
+ *                                           KILLING --gone or 2 s--> DONE
+ *     TODO --anything else, applied at once---------------------------^
+ *
+ * so 50 VMs that ignore SIGTERM stop in one grace, together, while the
+ * caller keeps heartbeating. An op whose specs are all DONE waits for the
+ * next commit; every change since the previous commit (any number of ops,
+ * ticks) goes into one worker.db transaction, and a reply is released
+ * (fleet_pop) only after the commit that made its changes durable: group
+ * commit, reply after commit. Expiry destroys are ops too (no reply; their
+ * VMs are reported in a later fleet_tick event).
  */
 #ifndef TT_WORKER_FLEET_H
 #define TT_WORKER_FLEET_H
@@ -36,7 +57,7 @@ typedef struct {
     net_config_t net; /* the network backend (--net) */
     const char *qemu; /* qemu-system-x86_64 and qemu-img (absolute), or NULL */
     const char *qemu_img;
-    const char *accel; /* "kvm" or "tcg": advertised in READY */
+    const char *accel;   /* "kvm" or "tcg": advertised in READY */
     const char *vm_user; /* unprivileged user the VMs run as, NULL: root */
     uid_t vm_uid;
     gid_t vm_gid;
@@ -52,13 +73,39 @@ void fleet_destroy(fleet_t **self_p);
  * Rescans images. */
 zframe_t *fleet_hello(fleet_t *self);
 
-/* Apply a packed WorkerCommand; returns the packed WorkerReply, or NULL
- * when the body does not decode (there is no op id to answer). */
+/* Queue a packed WorkerCommand and apply what needs no waiting. Nothing
+ * is committed or answered yet (see fleet_flush). 0, or -1 when the body
+ * does not decode (there is no op id to answer: dropped). */
+int fleet_submit(fleet_t *self, const byte *body, size_t len);
+
+/* Advance the stops in flight, start the ops they unblocked, commit
+ * everything applied since the last commit in one transaction, and make
+ * the replies of the ops that finished ready for fleet_pop. Never waits
+ * for a VM. Call after a batch of fleet_submit() and when fleet_next_ms()
+ * says. */
+void fleet_flush(fleet_t *self);
+
+/* The next packed WorkerReply that is ready (committed), or NULL. The
+ * caller owns it. */
+zframe_t *fleet_pop(fleet_t *self);
+
+/* Milliseconds until fleet_flush() has timer work (a stop to look at), or
+ * -1 if none. */
+int fleet_next_ms(const fleet_t *self);
+
+/* Ops queued or running (not yet finished). */
+size_t fleet_in_flight(const fleet_t *self);
+
+/* The blocking form for tests and fuzzing: submit, then flush until this
+ * command's reply is ready and return it (NULL when the body does not
+ * decode). Waits out stops: never call it from a loop that must stay
+ * live. */
 zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len);
 
 /* The periodic check (call about every second): VMs whose process died
- * become DEAD, VMs past expires_at + grace are destroyed. Returns a packed
- * WorkerEvent listing the changes, or NULL if there were none. */
+ * become DEAD, VMs past expires_at + grace get a destroy op. Returns a
+ * packed WorkerEvent listing the deaths and the expiry destroys finished
+ * (committed) since the last tick, or NULL if there were none. Commits. */
 zframe_t *fleet_tick(fleet_t *self, int64_t now);
 
 /* Rescan the images directory. */

@@ -13,7 +13,12 @@
  * are reaped here and seen as dead within a second.
  *
  * One thread, one poll loop: broker messages, a 1 s tick (liveness,
- * expiry, zombie reaping), a 10 s image rescan, heartbeats.
+ * expiry, zombie reaping), a 10 s image rescan, heartbeats, and the timer
+ * of the VM stops in flight (fleet.h): a command is submitted when it
+ * arrives, every batch of messages ends with one worker.db commit, and a
+ * reply leaves when its command finished and was committed. No wait for
+ * a VM ever holds the loop, so heartbeats and other commands go on while
+ * VMs take their grace to stop.
  */
 #define _GNU_SOURCE
 #include <czmq.h>
@@ -114,6 +119,10 @@ static void s_usage(FILE *f)
             "  --curve-secret CERT   talk CURVE with this worker certificate (CERT and\n"
             "                        CERT_secret, made by `ttctl keygen --role worker`)\n"
             "  --broker-key CERT     the broker's public certificate (with --curve-secret)\n"
+            "  --config FILE         read options from FILE first (zconfig/ZPL: the long\n"
+            "                        option names as keys, at the top or under `worker`,\n"
+            "                        e.g. `worker\\n    stop-timeout-ms = 5000`); flags\n"
+            "                        given on the command line override it\n"
             "  --verbose             log heartbeats and every message\n"
             "  --version, --help\n",
             RES_DEFAULT_CPU_RATIO, RES_DEFAULT_MEM_RATIO, RES_DEFAULT_DISK_RATIO);
@@ -179,65 +188,208 @@ static void s_engines(s_opts_t *o, const char *v)
         s_die("invalid --engines value '%.40s': no engine", v);
 }
 
+enum {
+    O_STATE = 256,
+    O_BROKER,
+    O_HOST,
+    O_IMAGES,
+    O_CPU,
+    O_MEM,
+    O_DISK,
+    O_CPUR,
+    O_MEMR,
+    O_DISKR,
+    O_ENGINES,
+    O_HB,
+    O_LIVE,
+    O_GRACE,
+    O_STOPTO,
+    O_VMUSER,
+    O_VERBOSE,
+    O_NET,
+    O_NETNS,
+    O_NETHOST,
+    O_ACCEL,
+    O_QEMU,
+    O_VERSION,
+    O_HELP,
+    O_CURVE,
+    O_BKEY,
+    O_CONFIG
+};
+static const struct option s_options[] = {
+    {"state", required_argument, NULL, O_STATE},
+    {"broker", required_argument, NULL, O_BROKER},
+    {"host-id", required_argument, NULL, O_HOST},
+    {"images", required_argument, NULL, O_IMAGES},
+    {"cpu", required_argument, NULL, O_CPU},
+    {"mem", required_argument, NULL, O_MEM},
+    {"disk", required_argument, NULL, O_DISK},
+    {"cpu-overcommit", required_argument, NULL, O_CPUR},
+    {"mem-overcommit", required_argument, NULL, O_MEMR},
+    {"disk-overcommit", required_argument, NULL, O_DISKR},
+    {"engines", required_argument, NULL, O_ENGINES},
+    {"heartbeat-ms", required_argument, NULL, O_HB},
+    {"liveness", required_argument, NULL, O_LIVE},
+    {"expiry-grace", required_argument, NULL, O_GRACE},
+    {"stop-timeout-ms", required_argument, NULL, O_STOPTO},
+    {"vm-user", required_argument, NULL, O_VMUSER},
+    {"verbose", no_argument, NULL, O_VERBOSE},
+    {"net", required_argument, NULL, O_NET},
+    {"netns", required_argument, NULL, O_NETNS},
+    {"net-allow-host-netns", no_argument, NULL, O_NETHOST},
+    {"accel", required_argument, NULL, O_ACCEL},
+    {"qemu", required_argument, NULL, O_QEMU},
+    {"curve-secret", required_argument, NULL, O_CURVE},
+    {"broker-key", required_argument, NULL, O_BKEY},
+    {"config", required_argument, NULL, O_CONFIG},
+    {"version", no_argument, NULL, O_VERSION},
+    {"help", no_argument, NULL, O_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option's value into o (from the command line or --config). */
+static void s_apply(s_opts_t *o, int c, const char *optarg)
+{
+    switch (c) {
+    case O_STATE:
+        s_copy("--state", o->state, sizeof o->state, optarg);
+        break;
+    case O_BROKER:
+        s_copy("--broker", o->broker, sizeof o->broker, optarg);
+        if (strncmp(optarg, "tcp://", 6) && strncmp(optarg, "ipc://", 6) &&
+            strncmp(optarg, "inproc://", 9))
+            s_die("invalid --broker value '%.80s' (want tcp://, ipc:// or inproc://)", optarg);
+        break;
+    case O_HOST:
+        if (!tt_name_valid(optarg))
+            s_die("invalid --host-id value '%.80s' (1..64 of [A-Za-z0-9._-], no leading dot)",
+                  optarg);
+        strcpy(o->host_id, optarg);
+        break;
+    case O_IMAGES:
+        s_copy("--images", o->images, sizeof o->images, optarg);
+        break;
+    case O_CPU:
+        o->cpu = s_int("--cpu", optarg, 1, 1 << 20);
+        break;
+    case O_MEM:
+        o->mem = s_int("--mem", optarg, 1, 1LL << 40);
+        break;
+    case O_DISK:
+        o->disk = s_int("--disk", optarg, 1, 1LL << 50);
+        break;
+    case O_CPUR:
+        o->cpu_ratio = s_ratio("--cpu-overcommit", optarg);
+        break;
+    case O_MEMR:
+        o->mem_ratio = s_ratio("--mem-overcommit", optarg);
+        break;
+    case O_DISKR:
+        o->disk_ratio = s_ratio("--disk-overcommit", optarg);
+        break;
+    case O_ENGINES:
+        s_engines(o, optarg);
+        break;
+    case O_HB:
+        o->heartbeat_ms = s_int("--heartbeat-ms", optarg, 10, 60000);
+        break;
+    case O_LIVE:
+        o->liveness = s_int("--liveness", optarg, 1, 100);
+        break;
+    case O_GRACE:
+        o->grace = s_int("--expiry-grace", optarg, 0, 30LL * 24 * 3600);
+        break;
+    case O_VMUSER: {
+        struct passwd *pw = getpwnam(optarg);
+        if (!pw || strlen(optarg) >= sizeof o->vm_user)
+            s_die("invalid --vm-user '%.40s': no such user", optarg);
+        if (pw->pw_uid == 0)
+            s_die("--vm-user '%.40s' is root: give an unprivileged user", optarg);
+        snprintf(o->vm_user, sizeof o->vm_user, "%s", optarg);
+        o->vm_uid = pw->pw_uid;
+        o->vm_gid = pw->pw_gid;
+        break;
+    }
+    case O_STOPTO:
+        o->stop_timeout_ms = s_int("--stop-timeout-ms", optarg, 0, 60000);
+        break;
+    case O_VERBOSE:
+        s_verbose = true;
+        break;
+    case O_NET:
+        o->net = net_kind_parse(optarg);
+        if (o->net < 0)
+            s_die("invalid --net value '%.40s' (want none, user or nft)", optarg);
+        break;
+    case O_NETNS:
+        if (!tt_name_valid(optarg))
+            s_die("invalid --netns value '%.80s' (a name under /run/netns)", optarg);
+        strcpy(o->netns, optarg);
+        break;
+    case O_NETHOST:
+        o->net_allow_host = true;
+        break;
+    case O_ACCEL:
+        if (strcmp(optarg, "auto") && strcmp(optarg, "kvm") && strcmp(optarg, "tcg"))
+            s_die("invalid --accel value '%.40s' (want auto, kvm or tcg)", optarg);
+        strcpy(o->accel_mode, optarg);
+        break;
+    case O_QEMU:
+        s_copy("--qemu", o->qemu, sizeof o->qemu, optarg);
+        break;
+    case O_CURVE:
+        s_copy("--curve-secret", o->curve_secret, sizeof o->curve_secret, optarg);
+        break;
+    case O_BKEY:
+        s_copy("--broker-key", o->broker_key, sizeof o->broker_key, optarg);
+        break;
+    default:
+        break;
+    }
+}
+
+/* --config FILE: zconfig (ZPL) text whose keys are the long option names,
+ * at the top level or under a `worker` section; flags without a value
+ * take 1/true/yes or 0/false/no. Read before the command line, so flags
+ * override the file. Unknown keys are refused (a typo must not be
+ * silently ignored). */
+static void s_config(s_opts_t *o, const char *path)
+{
+    zconfig_t *root = zconfig_load(path);
+    if (!root)
+        s_die("cannot read --config file '%.200s' (missing or not zconfig/ZPL text)", path);
+    zconfig_t *sect = zconfig_locate(root, "worker");
+    zconfig_t *first[2] = {zconfig_child(root), sect ? zconfig_child(sect) : NULL};
+    for (int pass = 0; pass < 2; pass++)
+        for (zconfig_t *k = first[pass]; k; k = zconfig_next(k)) {
+            const char *name = zconfig_name(k);
+            const char *value = zconfig_value(k);
+            if (pass == 0 && strcmp(name, "worker") == 0)
+                continue;
+            const struct option *opt = NULL;
+            for (const struct option *p = s_options; p->name; p++)
+                if (strcmp(p->name, name) == 0)
+                    opt = p;
+            if (!opt || opt->val == O_CONFIG || opt->val == O_HELP || opt->val == O_VERSION)
+                s_die("--config %.200s: unknown key '%.60s'", path, name);
+            if (opt->has_arg == no_argument) {
+                if (!value || !*value || !strcmp(value, "1") || !strcmp(value, "true") ||
+                    !strcmp(value, "yes"))
+                    s_apply(o, opt->val, NULL);
+                else if (strcmp(value, "0") && strcmp(value, "false") && strcmp(value, "no"))
+                    s_die("--config %.200s: '%.60s' wants 1/true/yes or 0/false/no", path, name);
+                continue;
+            }
+            if (!value || !*value)
+                s_die("--config %.200s: '%.60s' has no value", path, name);
+            s_apply(o, opt->val, value);
+        }
+    zconfig_destroy(&root);
+}
+
 static void s_parse(int argc, char **argv, s_opts_t *o)
 {
-    enum {
-        O_STATE = 256,
-        O_BROKER,
-        O_HOST,
-        O_IMAGES,
-        O_CPU,
-        O_MEM,
-        O_DISK,
-        O_CPUR,
-        O_MEMR,
-        O_DISKR,
-        O_ENGINES,
-        O_HB,
-        O_LIVE,
-        O_GRACE,
-        O_STOPTO,
-        O_VMUSER,
-        O_VERBOSE,
-        O_NET,
-        O_NETNS,
-        O_NETHOST,
-        O_ACCEL,
-        O_QEMU,
-        O_VERSION,
-        O_HELP,
-        O_CURVE,
-        O_BKEY
-    };
-    static const struct option opts[] = {
-        {"state", required_argument, NULL, O_STATE},
-        {"broker", required_argument, NULL, O_BROKER},
-        {"host-id", required_argument, NULL, O_HOST},
-        {"images", required_argument, NULL, O_IMAGES},
-        {"cpu", required_argument, NULL, O_CPU},
-        {"mem", required_argument, NULL, O_MEM},
-        {"disk", required_argument, NULL, O_DISK},
-        {"cpu-overcommit", required_argument, NULL, O_CPUR},
-        {"mem-overcommit", required_argument, NULL, O_MEMR},
-        {"disk-overcommit", required_argument, NULL, O_DISKR},
-        {"engines", required_argument, NULL, O_ENGINES},
-        {"heartbeat-ms", required_argument, NULL, O_HB},
-        {"liveness", required_argument, NULL, O_LIVE},
-        {"expiry-grace", required_argument, NULL, O_GRACE},
-        {"stop-timeout-ms", required_argument, NULL, O_STOPTO},
-        {"vm-user", required_argument, NULL, O_VMUSER},
-        {"verbose", no_argument, NULL, O_VERBOSE},
-        {"net", required_argument, NULL, O_NET},
-        {"netns", required_argument, NULL, O_NETNS},
-        {"net-allow-host-netns", no_argument, NULL, O_NETHOST},
-        {"accel", required_argument, NULL, O_ACCEL},
-        {"qemu", required_argument, NULL, O_QEMU},
-        {"curve-secret", required_argument, NULL, O_CURVE},
-        {"broker-key", required_argument, NULL, O_BKEY},
-        {"version", no_argument, NULL, O_VERSION},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
     strcpy(o->state, "ttfleet-state/worker");
     strcpy(o->broker, "tcp://127.0.0.1:5556");
     o->cpu_ratio = RES_DEFAULT_CPU_RATIO;
@@ -249,112 +401,30 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
     o->stop_timeout_ms = 2000;
     s_engines(o, "process,hollow");
     strcpy(o->accel_mode, "auto");
+    /* the file first, so every flag given overrides it */
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", s_options, NULL)) != -1)
+        if (c == O_CONFIG)
+            s_config(o, optarg);
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", s_options, NULL)) != -1) {
         switch (c) {
-        case O_STATE:
-            s_copy("--state", o->state, sizeof o->state, optarg);
-            break;
-        case O_BROKER:
-            s_copy("--broker", o->broker, sizeof o->broker, optarg);
-            if (strncmp(optarg, "tcp://", 6) && strncmp(optarg, "ipc://", 6) &&
-                strncmp(optarg, "inproc://", 9))
-                s_die("invalid --broker value '%.80s' (want tcp://, ipc:// or inproc://)", optarg);
-            break;
-        case O_HOST:
-            if (!tt_name_valid(optarg))
-                s_die("invalid --host-id value '%.80s' (1..64 of [A-Za-z0-9._-], no leading dot)",
-                      optarg);
-            strcpy(o->host_id, optarg);
-            break;
-        case O_IMAGES:
-            s_copy("--images", o->images, sizeof o->images, optarg);
-            break;
-        case O_CPU:
-            o->cpu = s_int("--cpu", optarg, 1, 1 << 20);
-            break;
-        case O_MEM:
-            o->mem = s_int("--mem", optarg, 1, 1LL << 40);
-            break;
-        case O_DISK:
-            o->disk = s_int("--disk", optarg, 1, 1LL << 50);
-            break;
-        case O_CPUR:
-            o->cpu_ratio = s_ratio("--cpu-overcommit", optarg);
-            break;
-        case O_MEMR:
-            o->mem_ratio = s_ratio("--mem-overcommit", optarg);
-            break;
-        case O_DISKR:
-            o->disk_ratio = s_ratio("--disk-overcommit", optarg);
-            break;
-        case O_ENGINES:
-            s_engines(o, optarg);
-            break;
-        case O_HB:
-            o->heartbeat_ms = s_int("--heartbeat-ms", optarg, 10, 60000);
-            break;
-        case O_LIVE:
-            o->liveness = s_int("--liveness", optarg, 1, 100);
-            break;
-        case O_GRACE:
-            o->grace = s_int("--expiry-grace", optarg, 0, 30LL * 24 * 3600);
-            break;
-        case O_VMUSER: {
-            struct passwd *pw = getpwnam(optarg);
-            if (!pw || strlen(optarg) >= sizeof o->vm_user)
-                s_die("invalid --vm-user '%.40s': no such user", optarg);
-            if (pw->pw_uid == 0)
-                s_die("--vm-user '%.40s' is root: give an unprivileged user", optarg);
-            snprintf(o->vm_user, sizeof o->vm_user, "%s", optarg);
-            o->vm_uid = pw->pw_uid;
-            o->vm_gid = pw->pw_gid;
-            break;
-        }
-        case O_STOPTO:
-            o->stop_timeout_ms = s_int("--stop-timeout-ms", optarg, 0, 60000);
-            break;
-        case O_VERBOSE:
-            s_verbose = true;
-            break;
-        case O_NET:
-            o->net = net_kind_parse(optarg);
-            if (o->net < 0)
-                s_die("invalid --net value '%.40s' (want none, user or nft)", optarg);
-            break;
-        case O_NETNS:
-            if (!tt_name_valid(optarg))
-                s_die("invalid --netns value '%.80s' (a name under /run/netns)", optarg);
-            strcpy(o->netns, optarg);
-            break;
-        case O_NETHOST:
-            o->net_allow_host = true;
-            break;
-        case O_ACCEL:
-            if (strcmp(optarg, "auto") && strcmp(optarg, "kvm") && strcmp(optarg, "tcg"))
-                s_die("invalid --accel value '%.40s' (want auto, kvm or tcg)", optarg);
-            strcpy(o->accel_mode, optarg);
-            break;
-        case O_QEMU:
-            s_copy("--qemu", o->qemu, sizeof o->qemu, optarg);
-            break;
-        case O_CURVE:
-            s_copy("--curve-secret", o->curve_secret, sizeof o->curve_secret, optarg);
-            break;
-        case O_BKEY:
-            s_copy("--broker-key", o->broker_key, sizeof o->broker_key, optarg);
-            break;
+        case O_CONFIG:
+            break; /* read first, above */
         case O_VERSION:
             printf("ttworker %s\n", TTFLEET_VERSION);
             exit(0);
         case O_HELP:
             s_usage(stdout);
             exit(0);
-        default:
+        case '?':
+        case ':':
             fprintf(stderr, "ttworker: unknown or incomplete option '%s'\n", argv[optind - 1]);
             s_usage(stderr);
             exit(2);
+        default:
+            s_apply(o, c, optarg);
         }
     }
     if (optind < argc)
@@ -505,19 +575,29 @@ static void s_handle(session_t *session, fleet_t *fleet, int cmd, zmsg_t *msg, b
         *reconnect = true;
         break;
     case TT_W_COMMAND: {
+        /* queued and started; its reply goes out from s_send_replies once
+         * it finished and was committed */
         zframe_t *body = zmsg_last(msg);
         int64_t t0 = zclock_usecs();
-        zframe_t *reply = fleet_command(fleet, zframe_data(body), zframe_size(body));
-        if (reply) {
-            if (s_verbose)
-                zsys_debug("COMMAND done in %lld us", (long long)(zclock_usecs() - t0));
-            session_send(session, TT_W_REPLY, &reply);
-        }
+        fleet_submit(fleet, zframe_data(body), zframe_size(body));
+        if (s_verbose)
+            zsys_debug("COMMAND submitted in %lld us", (long long)(zclock_usecs() - t0));
         break;
     }
     default:
         zsys_warning("ignored command 0x%02x from the broker (worker-bound only)", cmd);
     }
+}
+
+/* Advance the ops in flight, commit once, send every reply that is ready
+ * (a reply made while the broker is away is dropped: it re-sends after
+ * READY). */
+static void s_send_replies(session_t *session, fleet_t *fleet)
+{
+    fleet_flush(fleet);
+    zframe_t *reply;
+    while ((reply = fleet_pop(fleet)))
+        session_send(session, TT_W_REPLY, &reply);
 }
 
 int main(int argc, char **argv)
@@ -615,9 +695,9 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "ttworker: CURVE needs both --curve-secret (a cert with its _secret file) "
                     "and --broker-key (the broker's public cert); cannot load %s\n",
-                    !own ? (o->curve_secret[0] ? o->curve_secret : "--curve-secret")
-                         : !broker ? (o->broker_key[0] ? o->broker_key : "--broker-key")
-                                   : o->curve_secret);
+                    !own      ? (o->curve_secret[0] ? o->curve_secret : "--curve-secret")
+                    : !broker ? (o->broker_key[0] ? o->broker_key : "--broker-key")
+                              : o->curve_secret);
             zcert_destroy(&own);
             zcert_destroy(&broker);
             session_destroy(&session);
@@ -652,6 +732,9 @@ int main(int argc, char **argv)
         int64_t wait = session_next_ms(session, now);
         if (next_tick - now < wait)
             wait = next_tick - now;
+        int ops = fleet_next_ms(fleet);
+        if (ops >= 0 && ops < wait)
+            wait = ops;
         if (wait < 0)
             wait = 0;
         zpoller_wait(poller, (int)wait);
@@ -668,6 +751,8 @@ int main(int argc, char **argv)
             s_handle(session, fleet, cmd, msg, &reconnect);
             zmsg_destroy(&msg);
         }
+        /* one commit for the whole batch, then its replies */
+        s_send_replies(session, fleet);
         now = zclock_mono();
         if (!reconnect && session_expired(session, now)) {
             zsys_warning("broker silent for %lld ms: reconnecting",
@@ -680,6 +765,7 @@ int main(int argc, char **argv)
             zframe_t *ev = fleet_tick(fleet, tt_now());
             if (ev)
                 session_send(session, TT_W_EVENT, &ev);
+            s_send_replies(session, fleet);
             next_tick = now + S_TICK_MS;
         }
         if (now >= next_scan) {

@@ -40,6 +40,7 @@ typedef struct {
     pid_t pid;             /* process engines: pid 1 of the VM, 0 if none */
     uint64_t start_time;   /* its /proc start time */
     int64_t stop_asked_ms; /* monotonic time a graceful stop began (not stored; 0 = none) */
+    int stop_flags;        /* engine's notes on that stop (not stored) */
 } vm_t;
 
 /* True if the VM holds cpu and memory (the resource check counts it). */
