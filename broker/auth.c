@@ -15,7 +15,7 @@
  *       metadata is ignored with a warning (ttbroker --import-client-keys
  *       binds them once, on the operator's word).
  *   domain "events": the PUB events socket: a bound key whose role is
- *       admin (the loop sends it with KEY-SET); every other key is refused,
+ *       admin or gateway (the loop sends it with KEY-SET); every other key is refused,
  *       since a PUB cannot filter per subscriber (tenants use the private
  *       stream, evstream.h). The ZAP metadata carries the key as X-Key.
  *   domain "workers": the key must be in the worker key directory; user id
@@ -290,7 +290,12 @@ static bool s_pipe(auth_t *self, zsock_t *pipe)
         zhashx_purge(self->bound);
     else if (strcmp(cmd, "KEY-SET") == 0 && pub)
         /* the value is the key's role as far as the "events" domain cares */
-        zhashx_update(self->bound, pub, role && strcmp(role, "admin") == 0 ? "admin" : "");
+        /* admin and gateway keys may read the PUB (the gateway filters per
+         * tenant itself, GATEWAY.md) */
+        zhashx_update(self->bound, pub,
+                      role && (strcmp(role, "admin") == 0 || strcmp(role, "gateway") == 0)
+                          ? "admin"
+                          : "");
     else if (strcmp(cmd, "KEY-DEL") == 0 && pub)
         zhashx_delete(self->bound, pub);
     zstr_free(&cmd);

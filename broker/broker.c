@@ -354,6 +354,18 @@ static void s_recover(broker_t *self)
         h->state = HOST_DOWN;
 }
 
+/* evstream's identity of a CURVE subscriber: its key's binding (keys.c),
+ * looked up at SUBSCRIBE like a request's. */
+static int s_event_identify(void *arg, const char *user_id, char *tenant, bool *admin)
+{
+    const key_rec_t *k = keys_find((broker_t *)arg, user_id);
+    if (!k)
+        return -1;
+    snprintf(tenant, TT_MAX_NAME + 1, "%s", k->tenant);
+    *admin = strcmp(k->role, "admin") == 0;
+    return 0;
+}
+
 /* The admission modules' memory follows broker.db too. */
 static int s_admission_load(broker_t *self, char *err, size_t errlen)
 {
@@ -570,6 +582,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
         evstream_config_t ecfg;
         evstream_config_defaults(&ecfg);
         ecfg.curve = self->curve;
+        ecfg.identify = s_event_identify;
+        ecfg.identify_arg = self;
         snprintf(ecfg.admin_tenant, sizeof ecfg.admin_tenant, "%s", cfg->admin_tenant);
         self->evs = evstream_new(self->events_private, &ecfg);
         zsock_set_linger(self->events_private, 0);
