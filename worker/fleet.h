@@ -44,6 +44,8 @@
 #include "resources.h"
 
 #define FLEET_MAX_ENGINES 8
+#define FLEET_MAX_OPS 1024      /* unfinished commands; beyond: refused */
+#define FLEET_MAX_OPS_PER_VM 16 /* unfinished commands naming one VM; beyond: refused */
 
 typedef struct {
     const char *state_dir;  /* absolute, exists */
