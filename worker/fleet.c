@@ -870,7 +870,7 @@ static void s_ejob_done(fleet_t *self, s_ejob_t *j)
     s_op_t *op = j->op;
     size_t i = j->i;
     vm_t *vm = self->table[j->vm.vm_id]; /* held by op since the job began */
-    char msg[S_MSG_LEN] = "", err[300];
+    char msg[S_MSG_LEN] = "", err[200];
     int status = TTFLEET__STATUS__OK;
     self->cur_op = op;
     self->cur_i = i;
