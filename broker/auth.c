@@ -2,22 +2,28 @@
  * auth: the broker's ZAP handler (ZeroMQ RFC 27) for CURVE.
  *
  * Why not CZMQ's zauth: it keeps one certificate directory for every
- * domain, and the broker needs two allow-lists with different meanings:
- * client keys, whose certificate metadata names a tenant and a role, and
- * worker keys. This actor answers ZAP requests on inproc://zeromq.zap.01:
+ * domain, and the broker needs two allow-lists with different meanings.
+ * This actor answers ZAP requests on inproc://zeromq.zap.01:
  *
- *   domain "clients": the client's public key must be in the client key
- *       directory; its cert's `tenant` (a valid name) and `role` (`user` or
- *       `admin`) become the ZAP user id "role:tenant", which the broker
- *       reads from every message (frame metadata "User-Id"). The tenant of a
- *       request is taken from there, never from the body.
+ *   domain "clients": the client's public key must be bound by the
+ *       operator (keys.c, broker.db's keys table). The loop sends the bound
+ *       keys through this actor's pipe ("KEY-SET pub", "KEY-DEL pub",
+ *       "KEY-CLEAR"); the user id is the Z85 public key itself, and the loop
+ *       looks its tenant and role up for every message. A certificate's own
+ *       `tenant`/`role` metadata is never read for authorisation: a user
+ *       writes those. Files in --client-keys are not bindings; their
+ *       metadata is ignored with a warning (ttbroker --import-client-keys
+ *       binds them once, on the operator's word).
  *   domain "workers": the key must be in the worker key directory; user id
  *       "worker:<host>" where host is the cert's `host` metadata or "*".
  *
  * Anything else, an unknown key, or a cert with bad metadata gets 400.
- * Each key directory is re-read when its modification time changes (checked
- * at most once a second), so keys can be added or
- * revoked without a restart.
+ * Each key directory is re-read when any entry changes: every second its
+ * fingerprint (name, inode, size, mtime and ctime in nanoseconds of every
+ * file) is compared with the last one, so an in-place edit that keeps the
+ * size and the mtime is noticed too (ctime cannot be set back). The pipe is
+ * drained before each ZAP request, so a key removed by the loop is refused
+ * by the next handshake.
  */
 #include "auth.h"
 
@@ -32,13 +38,47 @@
 typedef struct {
     char *dir;
     zhashx_t *certs; /* public key (Z85) -> zcert_t* */
-    struct timespec mtime;
+    uint64_t fingerprint;
     int64_t checked_ms;
+    bool clients; /* warn that client cert metadata is ignored */
 } keydir_t;
 
 static void s_cert_free(void **item)
 {
     zcert_destroy((zcert_t **)item);
+}
+
+static uint64_t s_mix(uint64_t h, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        h = (h ^ (v & 0xff)) * 1099511628211ULL; /* FNV-1a */
+    return h;
+}
+
+/* A digest of every entry's name, inode, size, mtime and ctime. */
+static uint64_t s_keydir_fingerprint(const char *dir)
+{
+    uint64_t h = 1469598103934665603ULL;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[1024];
+        struct stat st;
+        if (e->d_name[0] == '.' ||
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path ||
+            stat(path, &st))
+            continue;
+        for (const char *p = e->d_name; *p; p++)
+            h = s_mix(h, (uint8_t)*p);
+        h = s_mix(h, (uint64_t)st.st_ino);
+        h = s_mix(h, (uint64_t)st.st_size);
+        h = s_mix(h, (uint64_t)st.st_mtim.tv_sec * 1000000000ULL + (uint64_t)st.st_mtim.tv_nsec);
+        h = s_mix(h, (uint64_t)st.st_ctim.tv_sec * 1000000000ULL + (uint64_t)st.st_ctim.tv_nsec);
+    }
+    closedir(d);
+    return h;
 }
 
 static void s_keydir_load(keydir_t *kd)
@@ -72,12 +112,16 @@ static void s_keydir_load(keydir_t *kd)
             zcert_destroy(&cert);
             continue;
         }
+        if (kd->clients && (zcert_meta(cert, "tenant") || zcert_meta(cert, "role")))
+            zsys_warning("auth: %s: the tenant/role written in a client cert are ignored; an "
+                         "admin binds the key (ttctl key add %s --tenant T --role R)",
+                         path, path);
         zhashx_insert(kd->certs, key, cert);
     }
     closedir(d);
 }
 
-static keydir_t *s_keydir_new(const char *dir)
+static keydir_t *s_keydir_new(const char *dir, bool clients)
 {
     keydir_t *kd = calloc(1, sizeof *kd);
     if (!kd)
@@ -85,9 +129,8 @@ static keydir_t *s_keydir_new(const char *dir)
     kd->dir = strdup(dir);
     kd->certs = zhashx_new();
     zhashx_set_destructor(kd->certs, s_cert_free);
-    struct stat st;
-    if (stat(dir, &st) == 0)
-        kd->mtime = st.st_mtim;
+    kd->clients = clients;
+    kd->fingerprint = s_keydir_fingerprint(dir);
     s_keydir_load(kd);
     kd->checked_ms = zclock_mono();
     return kd;
@@ -109,10 +152,10 @@ static zcert_t *s_keydir_lookup(keydir_t *kd, const char *key)
     int64_t now = zclock_mono();
     if (now - kd->checked_ms >= 1000) {
         kd->checked_ms = now;
-        struct stat st;
-        if (stat(kd->dir, &st) == 0 && (st.st_mtim.tv_sec != kd->mtime.tv_sec ||
-                                         st.st_mtim.tv_nsec != kd->mtime.tv_nsec)) {
-            kd->mtime = st.st_mtim;
+        uint64_t fp = s_keydir_fingerprint(kd->dir);
+        if (fp != kd->fingerprint) {
+            kd->fingerprint = fp;
+            zsys_info("auth: %s changed; re-reading it", kd->dir);
             s_keydir_load(kd);
         }
     }
@@ -120,8 +163,9 @@ static zcert_t *s_keydir_lookup(keydir_t *kd, const char *key)
 }
 
 typedef struct {
-    keydir_t *clients;
+    keydir_t *clients; /* NULL without --client-keys: only for warnings */
     keydir_t *workers;
+    zhashx_t *bound;   /* client keys the operator bound (keys.c), Z85 -> "" */
     bool verbose;
 } auth_t;
 
@@ -164,22 +208,20 @@ static void s_handle(auth_t *self, zsock_t *handler)
     zmq_z85_encode(txt, zframe_data(key), 32);
     bool clients = domain && strcmp(domain, "clients") == 0;
     bool workers = domain && strcmp(domain, "workers") == 0;
-    keydir_t *store = clients ? self->clients : workers ? self->workers : NULL;
-    zcert_t *cert = store ? s_keydir_lookup(store, txt) : NULL;
-    if (!cert) {
-        text = "unknown key";
-        goto answer;
-    }
     if (clients) {
-        const char *tenant = zcert_meta(cert, "tenant");
-        const char *role = zcert_meta(cert, "role");
-        if (!tt_name_valid(tenant) || !role ||
-            (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0)) {
-            text = "client cert lacks valid tenant/role metadata";
+        if (!zhashx_lookup(self->bound, txt)) {
+            text = self->clients && s_keydir_lookup(self->clients, txt)
+                       ? "unknown key: a file in --client-keys is not a binding (ttctl key add)"
+                       : "unknown key";
             goto answer;
         }
-        snprintf(user, sizeof user, "%s:%s", role, tenant);
-    } else {
+        snprintf(user, sizeof user, "%s", txt);
+    } else if (workers) {
+        zcert_t *cert = s_keydir_lookup(self->workers, txt);
+        if (!cert) {
+            text = "unknown key";
+            goto answer;
+        }
         /* a cert without `host` may be any host; one whose `host` is not a
          * valid name is refused, not widened to "any host" */
         const char *host = zcert_meta(cert, "host");
@@ -188,6 +230,9 @@ static void s_handle(auth_t *self, zsock_t *handler)
             goto answer;
         }
         snprintf(user, sizeof user, "worker:%s", host ? host : "*");
+    } else {
+        text = "unknown domain";
+        goto answer;
     }
     code = "200";
     text = "OK";
@@ -207,39 +252,61 @@ out:
     zmsg_destroy(&req);
 }
 
+/* A command from the loop: the bound client keys. false on $TERM. */
+static bool s_pipe(auth_t *self, zsock_t *pipe)
+{
+    char *cmd = NULL, *pub = NULL;
+    if (zstr_recvx(pipe, &cmd, &pub, NULL) < 1 || !cmd || strcmp(cmd, "$TERM") == 0) {
+        zstr_free(&cmd);
+        zstr_free(&pub);
+        return false;
+    }
+    if (strcmp(cmd, "KEY-CLEAR") == 0)
+        zhashx_purge(self->bound);
+    else if (strcmp(cmd, "KEY-SET") == 0 && pub)
+        zhashx_update(self->bound, pub, "");
+    else if (strcmp(cmd, "KEY-DEL") == 0 && pub)
+        zhashx_delete(self->bound, pub);
+    zstr_free(&cmd);
+    zstr_free(&pub);
+    return true;
+}
+
 /* args: broker_config_t* */
 void auth_actor(zsock_t *pipe, void *args)
 {
     const broker_config_t *cfg = args;
     auth_t self = {0};
     self.verbose = cfg->verbose;
-    self.clients = s_keydir_new(cfg->client_keys);
-    self.workers = s_keydir_new(cfg->worker_keys);
+    self.clients = cfg->client_keys[0] ? s_keydir_new(cfg->client_keys, true) : NULL;
+    self.workers = s_keydir_new(cfg->worker_keys, false);
+    self.bound = zhashx_new();
     zsock_t *handler = zsock_new_rep("inproc://zeromq.zap.01");
     if (!handler) {
         zsys_error("auth: cannot bind the ZAP handler");
         s_keydir_destroy(&self.clients);
         s_keydir_destroy(&self.workers);
+        zhashx_destroy(&self.bound);
         zsock_signal(pipe, 1);
         return;
     }
     zsock_signal(pipe, 0);
     zpoller_t *poller = zpoller_new(pipe, handler, NULL);
-    while (true) {
+    bool run = true;
+    while (run) {
         void *which = zpoller_wait(poller, -1);
-        if (which == handler)
-            s_handle(&self, handler);
-        else if (which == pipe) {
-            char *cmd = zstr_recv(pipe);
-            bool term = !cmd || strcmp(cmd, "$TERM") == 0;
-            zstr_free(&cmd);
-            if (term)
-                break;
-        } else
+        if (!which)
             break;
+        /* the loop's key changes first, so a removed key fails the next
+         * handshake even when both arrived together */
+        while (run && (zsock_events(pipe) & ZMQ_POLLIN))
+            run = s_pipe(&self, pipe);
+        if (run && (zsock_events(handler) & ZMQ_POLLIN))
+            s_handle(&self, handler);
     }
     zpoller_destroy(&poller);
     zsock_destroy(&handler);
     s_keydir_destroy(&self.clients);
     s_keydir_destroy(&self.workers);
+    zhashx_destroy(&self.bound);
 }

@@ -13,20 +13,41 @@
  * If the commit (or any statement) fails, nothing queued is sent except an
  * INTERNAL error to each client of the batch, and the model is reloaded
  * from the file: memory never holds what the disk does not.
+ *
+ * The commit pipeline (broker_run). COMMIT in step 4 only writes the WAL
+ * (synchronous=NORMAL); the store's syncer thread fdatasyncs it behind the
+ * loop. Step 5 becomes "seal": the batch's queue waits in outq's sealed
+ * list with the commit sequence it needs on disk, and the loop goes on
+ * reading batch N+1 while batch N syncs. When the syncer reports progress
+ * (a pipe in the poll set), every sealed batch whose sequence is durable
+ * leaves, oldest first; broker.after_commit and broker.after_send fire
+ * there, per committed batch, as they did inline. A batch that committed
+ * nothing (reads, heartbeats) still waits behind the batches before it:
+ * what it shows may depend on them. COMMIT errors keep the inline path's
+ * meaning (s_fail_batch); an fsync error stops the broker (the kernel may
+ * have dropped the pages: only a restart knows what is on disk), and the
+ * clients' retries meet the idempotency records that survived.
+ * Without broker_run (unit tests, fuzzers) each batch syncs inline, and the
+ * caller flushes the queue after broker_end_batch as before.
  */
 #include "broker.h"
 #include "auth.h"
+#include "image_ops.h"
+#include "keys.h"
 #include "dispatch.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
+#include "rate.h"
 #include "reaper.h"
 #include "reply.h"
 #include "scheduler.h"
+#include "stats.h"
 #include "ttcrash.h"
 #include "workers.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +79,8 @@ void broker_config_defaults(broker_config_t *cfg)
     snprintf(cfg->clients_ep, sizeof cfg->clients_ep, "tcp://127.0.0.1:5555");
     snprintf(cfg->workers_ep, sizeof cfg->workers_ep, "tcp://127.0.0.1:5556");
     snprintf(cfg->events_ep, sizeof cfg->events_ep, "tcp://127.0.0.1:5557");
+    snprintf(cfg->blobs_ep, sizeof cfg->blobs_ep, "tcp://127.0.0.1:*");
+    cfg->max_image = 64ULL << 30;
     snprintf(cfg->admin_tenant, sizeof cfg->admin_tenant, "admin");
     snprintf(cfg->default_engine, sizeof cfg->default_engine, "process");
     cfg->heartbeat_ms = 1000;
@@ -70,6 +93,8 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->cpu_ratio = 1.0;
     cfg->mem_ratio = 1.0;
     cfg->disk_ratio = 1.0;
+    cfg->rate = 200;
+    cfg->rate_burst = 2000;
 }
 
 
@@ -177,22 +202,26 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     }
     if (zframe_size(body) > TT_MAX_BODY) {
         s_client_error(self, envelope, service, TTFLEET__STATUS__TOO_LARGE,
-                       "request body over 256 KiB");
+                       "request body over 256 KiB (TT_MAX_BODY)");
         goto out;
     }
     /* who is asking: from the CURVE key when CURVE is on, else from the body */
     char auth_tenant[TT_MAX_NAME + 1] = "";
-    bool admin = false;
+    bool admin = false, gateway = false;
     if (self->curve) {
-        const char *user = zframe_meta(body, "User-Id");
-        const char *colon = user ? strchr(user, ':') : NULL;
-        if (!colon || !tt_name_valid(colon + 1)) {
-            s_client_error(self, envelope, service, TTFLEET__STATUS__FORBIDDEN,
-                           "no authenticated tenant on this connection");
+        /* the ZAP user id is the key; its binding is looked up now, so a
+         * key removed since the handshake is refused at once (keys.c) */
+        const key_rec_t *key = keys_find(self, zframe_meta(body, "User-Id"));
+        if (!key) {
+            s_client_error_body(self, envelope, service, body,
+                                TTFLEET__STATUS__UNAUTHENTICATED,
+                                "this connection's key is not bound to a tenant (an admin "
+                                "removed it, or never added it: ttctl key add)");
             goto out;
         }
-        snprintf(auth_tenant, sizeof auth_tenant, "%s", colon + 1);
-        admin = strncmp(user, "admin:", 6) == 0;
+        snprintf(auth_tenant, sizeof auth_tenant, "%s", key->tenant);
+        admin = strcmp(key->role, "admin") == 0;
+        gateway = strcmp(key->role, "gateway") == 0;
     }
     Ttfleet__Request *req =
         ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body));
@@ -204,7 +233,21 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     /* the body's tenant is ignored under CURVE; swap in the key's tenant
      * for the request's life and put the original back before freeing */
     char *body_tenant = req->tenant;
-    if (self->curve)
+    if (gateway) {
+        /* a gateway key acts on behalf of the tenant the request names
+         * (docs/GATEWAY.md), with the admin role only when it asks; only
+         * gateway keys may do this: for others the body is ignored */
+        if (!tt_name_valid(body_tenant)) {
+            reply_send(self, envelope, service, NULL,
+                       tt_request_id_valid(req->request_id) ? req->request_id : NULL,
+                       TTFLEET__STATUS__BAD_REQUEST,
+                       "a gateway key must name the acting tenant in Request.tenant", NULL,
+                       false);
+            ttfleet__request__free_unpacked(req, NULL);
+            goto out;
+        }
+        admin = req->on_behalf_admin;
+    } else if (self->curve)
         req->tenant = auth_tenant;
     else
         admin = req->tenant && strcmp(req->tenant, self->cfg.admin_tenant) == 0;
@@ -213,8 +256,11 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         reply_send(self, envelope, service, NULL,
                   tt_request_id_valid(req->request_id) ? req->request_id : NULL,
                   TTFLEET__STATUS__BAD_REQUEST, err, NULL, false);
-    } else
+    } else {
+        stats_request_begin(self, req);
         dispatch_request(self, envelope, service, req, admin);
+        stats_request_end(self, req);
+    }
     req->tenant = body_tenant;
     ttfleet__request__free_unpacked(req, NULL);
 out:
@@ -260,6 +306,7 @@ static void s_model_clear(broker_t *self)
     zhashx_purge(self->ops);
     zhashx_purge(self->requests);
     zhashx_purge(self->vm_index);
+    stats_forget_pending(self);
     memset(self->mac_used, 0, (1u << 24) / 8);
 }
 
@@ -305,11 +352,14 @@ static int s_reload(broker_t *self)
     s_model_clear(self);
     self->failed = false;
     self->dirty = false;
-    if (persist_load(self))
+    char kerr[256];
+    if (persist_load(self) || keys_load(self, kerr, sizeof kerr))
         return -1;
     s_recover(self);
     if (self->dirty && (store_commit(self->store) || self->failed))
         return -1;
+    if (self->dirty)
+        self->commit_seq++;
     self->dirty = false;
     return 0;
 }
@@ -359,8 +409,8 @@ static int s_security(broker_t *self, const broker_config_t *cfg, char *err, siz
             }
         return 0;
     }
-    if (!cfg->client_keys[0] || !cfg->worker_keys[0]) {
-        snprintf(err, errlen, "--curve-secret needs --client-keys DIR and --worker-keys DIR");
+    if (!cfg->worker_keys[0]) {
+        snprintf(err, errlen, "--curve-secret needs --worker-keys DIR");
         return -1;
     }
     zcert_t *cert = zcert_load(cfg->curve_secret);
@@ -382,6 +432,7 @@ static int s_security(broker_t *self, const broker_config_t *cfg, char *err, siz
         snprintf(err, errlen, "cannot start the ZAP handler");
         return -1;
     }
+    keys_auth_sync(self); /* before any socket is bound */
     zsock_t *socks[3] = {self->clients, self->workers, self->events};
     const char *domains[3] = {"clients", "workers", "clients"};
     for (int i = 0; i < 3; i++) {
@@ -414,11 +465,12 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     self->batch_clients = zlistx_new();
     zlistx_set_destructor(self->batch_clients, s_batch_client_free);
     self->batch_no = 1;
+    self->stats = stats_new();
     self->mac_used = calloc(1, (1u << 24) / 8);
     self->mac_cursor = (uint32_t)(tt_now() & 0xffff) + 1;
     self->started_at = tt_now();
     self->started_ms = tt_mono_ms();
-    if (!self->mac_used) {
+    if (!self->mac_used || !self->stats) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -436,6 +488,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load %s: %s", path, store_errmsg(self->store));
         goto fail;
     }
+    if (keys_load(self, err, errlen))
+        goto fail;
     s_recover(self);
     if (store_commit(self->store) || self->failed) {
         snprintf(err, errlen, "cannot write %s: %s", path, store_errmsg(self->store));
@@ -457,7 +511,9 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     zsock_set_rcvhwm(self->clients, 100000);
     zsock_set_sndhwm(self->workers, 100000);
     zsock_set_rcvhwm(self->workers, 100000);
-    zsock_set_maxmsgsize(self->clients, TT_MAX_BODY + 4096);
+    /* above the app's limit on purpose: a body between the two is read and
+     * answered TOO_LARGE (libzmq would drop it and the peer unheard) */
+    zsock_set_maxmsgsize(self->clients, TT_MAX_SOCKET_BODY);
     zsock_set_maxmsgsize(self->workers, TT_MAX_WORKER_BODY + 4096);
     zsock_set_linger(self->clients, 0);
     zsock_set_linger(self->workers, 0);
@@ -477,6 +533,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                  zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (image_ops_start(self, err, errlen))
+        goto fail;
     return self;
 fail:
     broker_destroy(&self);
@@ -490,6 +548,7 @@ void broker_destroy(broker_t **self_p)
         return;
     if (self->store && self->all_ops)
         s_model_clear(self);
+    outq_drop_sealed(self); /* broker_run waited for what it could */
     if (self->outq) {
         if (self->clients)
             outq_flush(self);
@@ -499,7 +558,9 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
+    image_ops_stop(self);
     zactor_destroy(&self->auth);
+    keys_destroy(self);
     zhashx_destroy(&self->hosts);
     zhashx_destroy(&self->offers);
     zhashx_destroy(&self->envs);
@@ -507,12 +568,14 @@ void broker_destroy(broker_t **self_p)
     zhashx_destroy(&self->ops);
     zhashx_destroy(&self->requests);
     zhashx_destroy(&self->vm_index);
+    rate_destroy(self);
     zlistx_destroy(&self->outq);
     zlistx_destroy(&self->all_ops);
     zlistx_destroy(&self->batch_clients);
     if (self->store)
         store_rollback(self->store);
     store_destroy(&self->store);
+    stats_destroy(&self->stats);
     free(self->mac_used);
     free(self);
     *self_p = NULL;
@@ -550,22 +613,65 @@ void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
 bool broker_end_batch(broker_t *self)
 {
     bool committed = false;
+    int64_t t0 = zclock_usecs();
     if (self->dirty || self->failed) {
         tt_crash_point("broker.before_commit");
         if (self->failed || store_commit(self->store))
             s_fail_batch(self);
         else {
-            tt_crash_point("broker.after_commit");
+            self->commit_seq++;
             committed = true;
+            if (!self->pipelined) {
+                /* inline: durable before the caller flushes */
+                if (store_sync(self->store)) {
+                    zsys_error("broker.db: %s", store_errmsg(self->store));
+                    s_fail_batch(self);
+                    committed = false;
+                } else {
+                    stats_commit(self, zclock_usecs() - t0);
+                    tt_crash_point("broker.after_commit");
+                }
+            }
         }
         self->dirty = false;
         self->failed = false;
     }
     zlistx_purge(self->batch_clients);
     self->batch_no++;
+    if (self->pipelined && (committed || zlistx_size(self->outq) > 0)) {
+        outq_seal(self, self->commit_seq, committed, t0);
+        /* also after a failed batch: its reload may have committed */
+        store_syncer_request(self->store, self->commit_seq);
+    }
     return committed;
 }
 
+/* Send every sealed batch whose commit is durable, oldest first. -1 when
+ * the syncer failed: the caller stops. */
+static int s_release(broker_t *self)
+{
+    uint64_t durable = 0;
+    if (store_syncer_poll(self->store, &durable)) {
+        zsys_error("broker.db: %s: stopping; a restart recovers what is on disk, and "
+                   "clients' retries meet the records that survived",
+                   store_errmsg(self->store));
+        outq_drop_sealed(self);
+        return -1;
+    }
+    bool committed;
+    int64_t t0;
+    while (outq_unseal(self, durable, &committed, &t0)) {
+        if (committed) {
+            stats_commit(self, zclock_usecs() - t0);
+            tt_crash_point("broker.after_commit");
+        }
+        bool had_output = zlistx_size(self->outq) > 0;
+        outq_flush(self);
+        if (had_output && committed)
+            tt_crash_point("broker.after_send");
+    }
+    return 0;
+}
 
 static void s_timers(broker_t *self)
 {
@@ -593,11 +699,79 @@ static void s_timers(broker_t *self)
     }
 }
 
+/* The pipeline needs the WAL synced behind the loop; without it (a store
+ * that cannot defer), each batch syncs inline as in the unit tests. */
+static void s_pipeline_start(broker_t *self)
+{
+    char err[256] = "";
+    if (store_defer_sync(self->store) == 0 &&
+        store_syncer_start(self->store, err, sizeof err) == 0) {
+        self->pipelined = true;
+        return;
+    }
+    zsys_warning("commit pipeline off (%s): each batch waits for its own fsync",
+                 *err ? err : store_errmsg(self->store));
+}
+
+/* PUB cannot drop one subscriber, so after a key removal every events
+ * connection is dropped: unbinding ends the connections accepted on the
+ * endpoint. Subscribers reconnect and subscribe again on their own, each
+ * through a new CURVE handshake, which the removed key fails. Binding the
+ * port again is retried on the next iterations (the old listener closes in
+ * the background); events in that gap are lost, as events to a slow
+ * subscriber always may be. */
+static void s_events_rebind(broker_t *self)
+{
+    if (zsock_bind(self->events, "%s", self->events_bound) >= 0) {
+        self->events_down = false;
+        zsys_info("events: %s bound again", self->events_bound);
+    }
+}
+
+static void s_events_cut(broker_t *self)
+{
+    self->events_cut = false;
+    if (!self->events || self->events_down)
+        return;
+    char *ep = zsock_last_endpoint(self->events);
+    if (!ep)
+        return;
+    snprintf(self->events_bound, sizeof self->events_bound, "%s", ep);
+    zstr_free(&ep);
+    if (zsock_unbind(self->events, "%s", self->events_bound) != 0) {
+        zsys_warning("events: cannot unbind %s: %s", self->events_bound,
+                     zmq_strerror(zmq_errno()));
+        return;
+    }
+    zsys_info("events: a key was removed; every subscriber of %s is dropped and reconnects",
+              self->events_bound);
+    self->events_down = true;
+    s_events_rebind(self);
+}
+
+/* A key removal asked to drop every events subscriber (s_events_cut), or
+ * the events endpoint is waiting to be bound again. */
+static void s_events_check(broker_t *self)
+{
+    if (self->events_cut)
+        s_events_cut(self);
+    else if (self->events_down)
+        s_events_rebind(self);
+}
+
 int broker_run(broker_t *self)
 {
-    zpoller_t *poller = zpoller_new(self->clients, self->workers, NULL);
-    if (!poller)
-        return -1;
+    s_pipeline_start(self);
+    int rc = 0;
+    zmq_pollitem_t items[4] = {
+        {zsock_resolve(self->workers), 0, ZMQ_POLLIN, 0},
+        {zsock_resolve(self->clients), 0, ZMQ_POLLIN, 0},
+        {NULL, store_syncer_fd(self->store), ZMQ_POLLIN, 0},
+        {NULL, 0, ZMQ_POLLIN, 0},
+    };
+    int n_items = self->pipelined ? 3 : 2;
+    if (image_ops_sock(self)) /* the blob server's pipe (image_ops.c) */
+        items[n_items++].socket = zsock_resolve(image_ops_sock(self));
     while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
@@ -605,10 +779,15 @@ int broker_run(broker_t *self)
             wait = 0;
         if (wait > 250)
             wait = 250;
-        void *which = zpoller_wait(poller, (int)wait);
-        if (zpoller_terminated(poller))
+        if (zmq_poll(items, n_items, (long)wait) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
             break;
-        (void)which;
+        }
+        if (self->pipelined && s_release(self)) {
+            rc = -1;
+            break;
+        }
         /* drain both sockets, alternating, up to BATCH messages */
         int got = 0;
         bool more = true;
@@ -630,15 +809,34 @@ int broker_run(broker_t *self)
                 zmsg_destroy(&msg);
             }
         }
+        if (got)
+            stats_batch(self, got);
+        while (image_ops_sock(self) && (zsock_events(image_ops_sock(self)) & ZMQ_POLLIN))
+            image_ops_on_blob(self);
         s_timers(self);
         bool committed = broker_end_batch(self);
+        if (self->pipelined) {
+            if (s_release(self)) {
+                rc = -1;
+                break;
+            }
+            s_events_check(self);
+            continue;
+        }
         bool had_output = zlistx_size(self->outq) > 0;
         outq_flush(self);
+        s_events_check(self);
         /* only after a batch that changed something: heartbeats and reads
          * are not worth a crash scenario */
         if (had_output && committed)
             tt_crash_point("broker.after_send");
     }
-    zpoller_destroy(&poller);
-    return 0;
+    if (self->pipelined) {
+        /* what committed may still leave once it is durable */
+        if (rc == 0 && store_syncer_wait(self->store, self->commit_seq, 5000) == 0)
+            s_release(self);
+        store_syncer_stop(self->store);
+        self->pipelined = false;
+    }
+    return rc;
 }

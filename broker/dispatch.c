@@ -2,10 +2,14 @@
  * dispatch: the table of handlers and the request path. See dispatch.h.
  */
 #include "dispatch.h"
+#include "stats_ops.h"
 #include "env_ops.h"
 #include "host_ops.h"
+#include "image_ops.h"
+#include "keys.h"
 #include "outq.h"
 #include "persist.h"
+#include "rate.h"
 #include "reply.h"
 
 #include <stdio.h>
@@ -50,6 +54,17 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
     {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
     {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_IMAGE_PUSH, image_push, 0},
+    {TTFLEET__REQUEST__OP_IMAGE_COMMIT, image_commit, H_RECORD},
+    {TTFLEET__REQUEST__OP_IMAGE_LIST, image_list, 0},
+    {TTFLEET__REQUEST__OP_IMAGE_SHOW, image_show, 0},
+    {TTFLEET__REQUEST__OP_IMAGE_RM, image_rm, H_RECORD},
+    {TTFLEET__REQUEST__OP_IMAGE_PULL, image_pull, H_ADMIN},
+    {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
+    {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},
+    {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_HOST_SET, host_set, H_ADMIN | H_RECORD},
 };
 
 static const handler_def_t *s_handler_find(int op_case)
@@ -87,7 +102,18 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
     }
     if ((def->flags & H_ADMIN) && !admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
-                   "host operations need the admin role", NULL, record);
+                   "host and key operations need the admin role", NULL, record);
+        return;
+    }
+    int64_t retry_ms = 0;
+    if (record && !admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
+        char m[160];
+        snprintf(m, sizeof m,
+                 "tenant '%s' sends changing requests faster than %g/s (burst %d); retry in "
+                 "%lld ms",
+                 c.tenant, self->cfg.rate, self->cfg.rate_burst, (long long)retry_ms);
+        reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__RATE_LIMITED, m,
+                   NULL, false);
         return;
     }
     /* One request, one savepoint: a refusal takes back its own rows and

@@ -253,10 +253,14 @@ int env_extend(handler_ctx_t *c)
                  (unsigned long long)x->lifetime, TT_MAX_LIFETIME_USER);
         return handler_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
     }
+    int64_t before = env->expires_at;
     env->lifetime = (int64_t)x->lifetime;
     env->expires_at = env->created_at + env->lifetime;
     persist_env_update(c->self, env);
-    wcmd_send_specs(c->self, env->vms, env->n_vms);
+    /* the specs carry the lease (the worker enforces it): send them only
+     * when it changed, so a repeated extend costs the workers nothing */
+    if (env->expires_at != before)
+        wcmd_send_specs(c->self, env->vms, env->n_vms);
     outq_event(c->self, "env.state", env, NULL, NULL, model_env_state(env), "lease changed");
     reply_env(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env,
               true);
@@ -284,11 +288,20 @@ int env_update(handler_ctx_t *c)
                      u->name, model_env_state(env));
             return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
         }
-        /* disk is held while stopped: check the growth on each host */
+        /* disk is held while stopped: check the growth of all the env's
+         * VMs on a host together (each alone may fit while the sum does
+         * not), once per host */
         for (int i = 0; i < env->n_vms; i++) {
             vm_t *vm = env->vms[i];
-            uint32_t disk = u->disk_mib ? u->disk_mib : vm->disk;
-            uint64_t more = disk > vm->disk ? disk - vm->disk : 0;
+            bool seen = false;
+            for (int j = 0; j < i && !seen; j++)
+                seen = env->vms[j]->host == vm->host;
+            uint64_t more = 0;
+            for (int j = i; j < env->n_vms && !seen; j++)
+                if (env->vms[j]->host == vm->host) {
+                    uint32_t disk = u->disk_mib ? u->disk_mib : env->vms[j]->disk;
+                    more += disk > env->vms[j]->disk ? disk - env->vms[j]->disk : 0;
+                }
             uint32_t cpu = u->cpu ? u->cpu : vm->cpu;
             uint32_t mem = u->mem_mib ? u->mem_mib : vm->mem;
             if (cpu > vm->host->cpu_total || mem > vm->host->mem_total ||
@@ -480,11 +493,17 @@ int env_console(handler_ctx_t *c)
     if (!op) {
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
-    op->vms[0] = vm;
-    op->n_vms = 1;
+    snprintf(op->console_host, sizeof op->console_host, "%s", h->id);
+    op->console_vm_id = vm->vm_id;
     op->deadline_ms = tt_mono_ms() + 10000;
-    op_wait(self, op, h,
-            wcmd_console(self, h, vm->vm_id, q->max_bytes ? q->max_bytes : TT_CONSOLE_DEFAULT));
+    uint64_t cmd_id =
+        wcmd_console(self, h, vm->vm_id, q->max_bytes ? q->max_bytes : TT_CONSOLE_DEFAULT);
+    if (!cmd_id) {
+        op_free(self, &op);
+        snprintf(msg, sizeof msg, "host %s has too many commands queued; try again", h->id);
+        return handler_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE, msg);
+    }
+    op_wait(self, op, h, cmd_id);
     return 0;
 }
 

@@ -150,27 +150,19 @@ static void s_subscribed(evstream_t *self, sub_t *sub, int status, const char *m
     s_send_ctl(self, sub, TT_E_SUBSCRIBED, buf, len, now_ms);
 }
 
-/* The caller's identity: under CURVE from the ZAP user id "role:tenant". */
+/* The caller's identity: under CURVE the binding of the ZAP user id (the
+ * client's public key), from cfg.identify. */
 static int s_identity(evstream_t *self, zframe_t *frame, const Ttfleet__EventSubscribe *req,
                       char *tenant, bool *admin, char *err, size_t errlen)
 {
     if (self->cfg.curve) {
         const char *user = zframe_meta(frame, "User-Id");
-        const char *colon = user ? strchr(user, ':') : NULL;
-        if (!colon || !tt_name_valid(colon + 1)) {
-            snprintf(err, errlen, "no client identity on this connection");
+        if (!user || !self->cfg.identify ||
+            self->cfg.identify(self->cfg.identify_arg, user, tenant, admin) != 0 ||
+            !tt_name_valid(tenant)) {
+            snprintf(err, errlen, "no client identity on this connection (key not bound)");
             return -1;
         }
-        size_t rl = (size_t)(colon - user);
-        if (rl == 5 && strncmp(user, "admin", 5) == 0)
-            *admin = true;
-        else if (rl == 4 && strncmp(user, "user", 4) == 0)
-            *admin = false;
-        else {
-            snprintf(err, errlen, "this key may not subscribe to events");
-            return -1;
-        }
-        snprintf(tenant, TT_MAX_NAME + 1, "%s", colon + 1);
         return 0;
     }
     if (!req || !tt_name_valid(req->tenant)) {

@@ -6,10 +6,12 @@
  * read every tenant's events. Here the broker owns a ROUTER socket, knows
  * each subscriber by its routing id, and takes its tenant from the key:
  *
- *   CURVE on:  the ZAP handler (auth.c, domain "clients") turns the
- *              client's certificate into the user id "role:tenant"; every
- *              message carries it (frame metadata "User-Id"). The tenant in
- *              the SUBSCRIBE body is ignored.
+ *   CURVE on:  the ZAP handler (auth.c, domain "clients") accepts only
+ *              keys the operator bound and gives the Z85 public key as the
+ *              user id; every message carries it (frame metadata
+ *              "User-Id"), and cfg.identify (the broker passes keys.c's
+ *              binding) turns it into a tenant and a role, at every
+ *              SUBSCRIBE. The tenant in the SUBSCRIBE body is ignored.
  *   CURVE off: the broker only runs so on loopback endpoints (or with
  *              --insecure), like the clients endpoint; the tenant is taken
  *              from the SUBSCRIBE body, admin when it is the admin tenant.
@@ -57,7 +59,12 @@
 typedef struct evstream_t evstream_t;
 
 typedef struct {
-    bool curve;            /* tenant from User-Id metadata */
+    bool curve;            /* tenant from User-Id metadata, through identify */
+    /* CURVE: the tenant and role bound to a ZAP user id (a Z85 public key):
+     * 0, or -1 when the key is not bound (refused FORBIDDEN). Required
+     * under CURVE; role "gateway" keys subscribe as users of their tenant. */
+    int (*identify)(void *arg, const char *user_id, char *tenant, bool *admin);
+    void *identify_arg;
     char admin_tenant[65]; /* without CURVE: this tenant is admin */
     int max_subscribers;   /* default 1024 */
     int queue_max;         /* messages per subscriber (SNDHWM), default 1000 */

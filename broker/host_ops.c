@@ -2,6 +2,7 @@
  * host_ops: host and pool requests. See host_ops.h.
  */
 #include "host_ops.h"
+#include "op.h"
 #include "outq.h"
 #include "persist.h"
 #include "replace.h"
@@ -120,6 +121,9 @@ int host_admin(handler_ctx_t *c)
             reply_arena_free(&a);
             return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
         }
+        /* what still waits on this host (console reads: they do not make an
+         * env busy) ends now, before the host is freed */
+        op_host_down(self, h);
         int dropped = 0;
         while (h->vms) {
             vm_t *vm = h->vms;
@@ -149,6 +153,48 @@ int host_admin(handler_ctx_t *c)
         rep.result_case = TTFLEET__REPLY__RESULT_HOST;
         rep.host = reply_host_info(&a, h);
     }
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
+               true);
+    reply_arena_free(&a);
+    return 0;
+}
+
+/* host set: pin (or unpin) a host's capacity. The pin replaces what the
+ * worker advertises for placement, so a compromised or misconfigured
+ * worker cannot draw more VMs than the admin allows. A pin below what the
+ * host already holds is allowed (nothing is moved); new placements wait
+ * until usage falls under it. */
+int host_set(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__HostSet *hs = c->req->host_set;
+    host_t *h = model_host_get(self, hs->id);
+    char msg[300];
+    if (!h) {
+        snprintf(msg, sizeof msg, "no host '%s'", hs->id);
+        return handler_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
+    }
+    if (hs->unpin) {
+        h->pin_cpu = 0, h->pin_mem = 0, h->pin_disk = 0;
+    } else {
+        if (hs->cpu)
+            h->pin_cpu = hs->cpu;
+        if (hs->mem_mib)
+            h->pin_mem = hs->mem_mib;
+        if (hs->disk_mib)
+            h->pin_disk = hs->disk_mib;
+    }
+    model_host_caps(h);
+    persist_host_pin(self, h, false);
+    sched_invalidate(self);
+    outq_event(self, "host.pinned", NULL, NULL, h, hs->unpin ? "unpinned" : "pinned", NULL);
+    snprintf(msg, sizeof msg, "host %s: placement capacity %u cpu, %llu MiB mem, %llu MiB disk%s",
+             h->id, h->cpu_total, (unsigned long long)h->mem_total,
+             (unsigned long long)h->disk_total, hs->unpin ? " (as advertised)" : " (pinned)");
+    reply_arena_t a = reply_arena();
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_HOST;
+    rep.host = reply_host_info(&a, h);
     reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
                true);
     reply_arena_free(&a);

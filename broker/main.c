@@ -31,6 +31,9 @@ static void s_usage(FILE *out)
             "  --clients EP             clients endpoint, 7/MDP (default tcp://127.0.0.1:5555)\n"
             "  --workers EP             workers endpoint (default tcp://127.0.0.1:5556)\n"
             "  --events EP              events PUB endpoint (default tcp://127.0.0.1:5557)\n"
+            "  --blobs EP               image blob server endpoint (default tcp://127.0.0.1:*,\n"
+            "                           a free loopback port; \"none\" for no image catalog)\n"
+            "  --max-image-mib N        largest image a push may register (default 65536)\n"
             "  --admin-tenant NAME      tenant with the admin role (default admin)\n"
             "  --default-engine NAME    engine when a request names none (default process)\n"
             "  --min-stop-interval SECS seconds between stop/start of one env (default 20)\n"
@@ -41,14 +44,21 @@ static void s_usage(FILE *out)
             "  --lease-grace SECS       grace for leases that ran out while the broker was\n"
             "                           down (default 300)\n"
             "  --reap-per-tick N        envs expired per second at most (default 50)\n"
+            "  --rate N                 changing requests per second per tenant (default 200;\n"
+            "                           0 = no limit; admins are not limited): RATE_LIMITED beyond\n"
+            "  --rate-burst N           how many at once (default 2000)\n"
             "  --cpu-overcommit R       cpu overcommit ratio (default 1.0)\n"
             "  --mem-overcommit R       mem overcommit ratio (default 1.0)\n"
             "  --disk-overcommit R      disk overcommit ratio (default 1.0)\n"
             "  --spread                 spread placement instead of best-fit\n"
             "  --curve-secret CERT      turn CURVE on with this broker certificate (CERT and\n"
             "                           CERT_secret, as made by `ttctl keygen`)\n"
-            "  --client-keys DIR        client public certs; metadata tenant= and role=\n"
-            "                           (user|admin) say who each key is\n"
+            "  --admin-key CERT         bind this client cert as admin of --admin-tenant at\n"
+            "                           start (the bootstrap; then `ttctl key add` binds keys)\n"
+            "  --client-keys DIR        old deployments: client certs are NOT bindings here;\n"
+            "                           their tenant/role metadata is ignored with a warning\n"
+            "  --import-client-keys     bind each cert of --client-keys not yet bound by its\n"
+            "                           own tenant/role metadata (once, after reading them)\n"
             "  --worker-keys DIR        worker public certs allowed to join as hosts\n"
             "  --insecure               allow plain TCP on a non-loopback endpoint\n"
             "  --verbose                log every error reply and dropped message\n"
@@ -98,7 +108,8 @@ static int s_str(const char *flag, const char *v, char *dst, size_t len)
 enum {
     O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
-    O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_CONFIG
+    O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
+    O_BLOBS, O_MAXIMG
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -113,6 +124,9 @@ static const struct option s_opts[] = {
     {"help", 0, 0, O_HELP},             {"curve-secret", 1, 0, O_CURVE},
     {"client-keys", 1, 0, O_CKEYS},     {"worker-keys", 1, 0, O_WKEYS},
     {"insecure", 0, 0, O_INSECURE},     {"config", 1, 0, O_CONFIG},
+    {"blobs", 1, 0, O_BLOBS},           {"max-image-mib", 1, 0, O_MAXIMG},
+    {"admin-key", 1, 0, O_ADMINKEY},    {"import-client-keys", 0, 0, O_IMPORT},
+    {"rate", 1, 0, O_RATE},             {"rate-burst", 1, 0, O_BURST},
     {0, 0, 0, 0}};
 
 static int s_bool(const char *flag, const char *v, bool *out)
@@ -184,9 +198,26 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
         bad = s_int(flag, val, 0, 86400, &v);
         cfg->lease_grace = v;
         break;
+    case O_BLOBS:
+        bad = s_str(flag, val, cfg->blobs_ep, sizeof cfg->blobs_ep);
+        if (!bad && strcmp(cfg->blobs_ep, "none") == 0)
+            cfg->blobs_ep[0] = 0;
+        break;
+    case O_MAXIMG:
+        bad = s_int(flag, val, 1, 1LL << 24, &v);
+        cfg->max_image = (uint64_t)v << 20;
+        break;
     case O_REAP:
         bad = s_int(flag, val, 1, 100000, &v);
         cfg->reap_per_tick = (int)v;
+        break;
+    case O_RATE:
+        bad = s_int(flag, val, 0, 1000000, &v);
+        cfg->rate = (double)v;
+        break;
+    case O_BURST:
+        bad = s_int(flag, val, 0, 10000000, &v);
+        cfg->rate_burst = (int)v;
         break;
     case O_CPU:
         bad = s_ratio(flag, val, &cfg->cpu_ratio);
@@ -214,6 +245,12 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
         break;
     case O_INSECURE:
         bad = s_bool(flag, val, &cfg->insecure);
+        break;
+    case O_ADMINKEY:
+        bad = s_str(flag, val, cfg->admin_key, sizeof cfg->admin_key);
+        break;
+    case O_IMPORT:
+        bad = s_bool(flag, val, &cfg->import_client_keys);
         break;
     default:
         return -1;

@@ -37,6 +37,13 @@ host_t *model_host_ensure(broker_t *self, const char *id)
     return host;
 }
 
+void model_host_caps(host_t *host)
+{
+    host->cpu_total = host->pin_cpu ? host->pin_cpu : host->adv_cpu;
+    host->mem_total = host->pin_mem ? host->pin_mem : host->adv_mem;
+    host->disk_total = host->pin_disk ? host->pin_disk : host->adv_disk;
+}
+
 bool model_host_has(const host_t *host, const char *engine, const char *image)
 {
     bool eng = false, img = false;

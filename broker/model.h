@@ -39,6 +39,7 @@
 #define BROKER_NPORTS (TT_PORT_MAX - TT_PORT_MIN + 1)
 
 typedef struct broker_t broker_t;
+typedef struct broker_stats_t broker_stats_t;
 typedef struct env_t env_t;
 typedef struct op_t op_t;
 
@@ -51,8 +52,12 @@ typedef struct host_t {
     zframe_t *routing; /* routing id of the live connection, NULL if none */
     host_state_t state;
     bool draining;
-    uint32_t cpu_total;
+    uint32_t cpu_total; /* what placement uses: the pin where set, else adv_* */
     uint64_t mem_total, disk_total;
+    uint32_t adv_cpu; /* what the worker advertised (range-checked) */
+    uint64_t adv_mem, adv_disk;
+    uint32_t pin_cpu; /* an admin's pin (host set), 0 = not pinned */
+    uint64_t pin_mem, pin_disk;
     uint32_t cpu_used;
     uint64_t mem_used, disk_used;
     uint32_t vm_count;
@@ -67,6 +72,10 @@ typedef struct host_t {
     uint8_t port_used[(BROKER_NPORTS + 7) / 8];
     uint32_t vmid_cursor, port_cursor;
     vm_t *vms; /* this host's VMs (vm->host_next), kept by model.c */
+    /* wcmd.c: the bound on what one batch queues to this host */
+    uint64_t cmd_batch;  /* batch_no the count is for */
+    size_t cmd_bytes;    /* command bytes queued in that batch */
+    bool resync;         /* commands were refused: send every spec again */
 } host_t;
 
 typedef struct {
@@ -139,6 +148,12 @@ struct op_t {
     host_t *refused[8];
     int n_refused;
     int rounds;
+    /* console only: the VM by value. A console op holds no env or VM
+     * pointer (it does not make the env busy, so delete, rm-vm, the reaper
+     * or evacuate may free them while it waits); its one host pointer is
+     * cleared by op_host_down before a host is freed. */
+    char console_host[TT_MAX_NAME + 1];
+    uint32_t console_vm_id;
     void *handle; /* in all_ops, for O(1) removal */
 };
 
@@ -165,10 +180,16 @@ typedef struct {
     double cpu_ratio, mem_ratio, disk_ratio;
     bool spread;
     bool verbose;
+    double rate;    /* rate.c: changing requests per second per tenant (0: no limit) */
+    int rate_burst; /* rate.c: bucket size (0: = rate) */
     char curve_secret[512]; /* broker cert (base name; NAME_secret holds the secret) */
     char client_keys[512];  /* dir of client public certs (tenant, role metadata) */
     char worker_keys[512];  /* dir of worker public certs */
     bool insecure;          /* allow plain TCP on a non-loopback endpoint */
+    char admin_key[512];    /* keys.c: bind this cert as admin of admin_tenant at start */
+    bool import_client_keys; /* keys.c: bind the client_keys certs by their metadata once */
+    char blobs_ep[256];      /* image_ops.c: the blob server's endpoint, "" = none */
+    uint64_t max_image;      /* image_ops.c: largest image (all blobs), bytes */
 } broker_config_t;
 
 struct broker_t {
@@ -192,7 +213,12 @@ struct broker_t {
     int64_t next_reap_ms, next_beat_ms, next_prune_ms;
     bool dirty;              /* rows staged in the open transaction */
     bool failed;             /* a statement failed in this batch: roll back and reload */
-    uint64_t batch_no;       /* the batch being staged; earlier ones are durable */
+    uint64_t batch_no;       /* the batch being staged; earlier ones are committed */
+    uint64_t commit_seq;     /* broker.c: COMMITs that returned */
+    bool pipelined;          /* broker_run: the store's syncer makes commits durable behind
+                                the loop; each batch's output waits in outq's sealed list */
+    zlistx_t *sealed;        /* outq.c: outputs of batches waiting for their commit's fsync */
+    struct broker_stats_t *stats; /* stats.c: counters and histograms (broker_stats op) */
     zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
     bool cur_answered;       /* outq: the request being handled got a durable answer */
     bool req_active;         /* persist: inside persist_savepoint_begin .. _end */
@@ -200,13 +226,21 @@ struct broker_t {
     zactor_t *auth;          /* ZAP handler when CURVE is on */
     zhashx_t *offers;        /* scheduler.c: (engine, image) -> hosts offering it */
     uint64_t hosts_gen;      /* bumped when the host registry changes */
+    zhashx_t *rates;         /* rate.c: tenant -> token bucket */
     bool curve;
+    zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */
+    bool events_cut;    /* keys.c: a key was removed; drop every events subscriber */
+    bool events_down;   /* broker.c: events endpoint unbound, to be bound again */
+    char events_bound[256]; /* broker.c: the events endpoint as bound (resolved) */
+    struct blobsrv_t *blobsrv; /* image_ops.c: the blob server (its own thread) */
 };
 
 /* ---- model.c ---- */
 host_t *model_host_get(broker_t *self, const char *id);
 host_t *model_host_ensure(broker_t *self, const char *id);
 bool model_host_has(const host_t *host, const char *engine, const char *image);
+/* Set the totals placement uses from the pin (where set) or adv_*. */
+void model_host_caps(host_t *host);
 env_t *model_env_get(broker_t *self, const char *tenant, const char *name);
 env_t *model_env_new(broker_t *self, const char *tenant, const char *name);
 void model_env_free(broker_t *self, env_t **env_p);

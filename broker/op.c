@@ -42,7 +42,11 @@ op_t *op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelope, const
     }
     for (int i = 0; i < env->n_vms; i++)
         op->vms[op->n_vms++] = env->vms[i];
-    if (kind != OP_CONSOLE)
+    if (kind == OP_CONSOLE) {
+        /* read-only: it keeps nothing that others may free (see op_t) */
+        op->n_vms = 0;
+        op->env = NULL;
+    } else
         env->busy = op;
     op->handle = zlistx_add_end(self->all_ops, op);
     if (rid && *rid && kind != OP_CONSOLE)
@@ -125,7 +129,14 @@ void op_dispatch(broker_t *self, op_t *op)
             op_fail(op, TTFLEET__STATUS__WORKER_FAILED, why);
             continue;
         }
-        op_wait(self, op, h, wcmd_send(self, h, group, NULL, g));
+        uint64_t cmd_id = wcmd_send(self, h, group, NULL, g);
+        if (!cmd_id) {
+            char why[160];
+            snprintf(why, sizeof why, "host %s has too many commands queued; try again", h->id);
+            op_fail(op, TTFLEET__STATUS__UNAVAILABLE, why);
+            continue;
+        }
+        op_wait(self, op, h, cmd_id);
     }
     free(group);
     free(done);
@@ -213,11 +224,10 @@ static void s_op_finish(broker_t *self, op_t *op)
 /* The reply to a console op: the worker's tail of the VM's console log. */
 static void s_console_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply *reply)
 {
-    vm_t *vm = op->n_vms ? op->vms[0] : NULL;
     if (!reply || reply->status != TTFLEET__STATUS__OK) {
         char msg[900];
         snprintf(msg, sizeof msg, "host %s could not read the console of VM %u: %s",
-                 host ? host->id : "?", vm ? vm->vm_id : 0,
+                 op->console_host, op->console_vm_id,
                  reply && reply->message && *reply->message ? reply->message
                  : op->message[0]                           ? op->message
                                                             : "no answer");
@@ -226,7 +236,7 @@ static void s_console_done(broker_t *self, op_t *op, host_t *host, Ttfleet__Work
     } else {
         Ttfleet__ConsoleText ct = TTFLEET__CONSOLE_TEXT__INIT;
         ct.host = host->id;
-        ct.vm_id = vm ? vm->vm_id : 0;
+        ct.vm_id = op->console_vm_id;
         ct.text = reply->console;
         ct.truncated = reply->console_truncated;
         Ttfleet__Reply rep = TTFLEET__REPLY__INIT;

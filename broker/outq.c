@@ -1,6 +1,10 @@
 /*
  * outq: the queue of what the broker sends after a commit. See outq.h.
  *
+ * With the commit pipeline (broker_run), a batch's queue is sealed at the
+ * end of the batch with the commit sequence it needs on disk, and leaves,
+ * oldest first, once the store's syncer reports that sequence durable.
+ *
  * Sending never blocks: a slow or vanished peer costs a dropped message
  * (retries, heartbeats and READY reconciliation recover), never a stalled
  * loop.
@@ -168,4 +172,61 @@ zmsg_t *outq_pop(broker_t *self, zsock_t **sock)
         *sock = o->sock;
     free(o);
     return msg;
+}
+
+typedef struct {
+    uint64_t seq;
+    bool committed;
+    int64_t t0_us;
+    zlistx_t *msgs; /* out_t */
+} sealed_t;
+
+void outq_seal(broker_t *self, uint64_t seq, bool committed, int64_t t0_us)
+{
+    if (!self->sealed)
+        self->sealed = zlistx_new();
+    sealed_t *b = calloc(1, sizeof *b);
+    if (!self->sealed || !b) {
+        free(b);
+        outq_drop(self); /* out of memory: like a lost message, retries recover */
+        return;
+    }
+    b->seq = seq;
+    b->committed = committed;
+    b->t0_us = t0_us;
+    b->msgs = outq_detach_all(self);
+    zlistx_add_end(self->sealed, b);
+}
+
+bool outq_unseal(broker_t *self, uint64_t durable, bool *committed, int64_t *t0_us)
+{
+    sealed_t *b = self->sealed ? zlistx_first(self->sealed) : NULL;
+    if (!b || b->seq > durable)
+        return false;
+    zlistx_detach_cur(self->sealed);
+    *committed = b->committed;
+    *t0_us = b->t0_us;
+    outq_attach(self, &b->msgs);
+    free(b);
+    return true;
+}
+
+size_t outq_sealed(broker_t *self)
+{
+    return self->sealed ? zlistx_size(self->sealed) : 0;
+}
+
+void outq_drop_sealed(broker_t *self)
+{
+    sealed_t *b;
+    while (self->sealed && (b = zlistx_detach(self->sealed, NULL))) {
+        out_t *o;
+        while ((o = zlistx_detach(b->msgs, NULL))) {
+            zmsg_destroy(&o->msg);
+            free(o);
+        }
+        zlistx_destroy(&b->msgs);
+        free(b);
+    }
+    zlistx_destroy(&self->sealed);
 }

@@ -4,7 +4,8 @@
  * Nothing in the broker writes to a socket while it handles a message:
  * replies, worker commands and events are pushed here and leave only after
  * the batch that produced them committed (broker_end_batch, then
- * outq_flush). A failed batch drops what it queued, except messages pushed
+ * outq_flush; in the pipeline, once that commit is durable: outq_seal,
+ * outq_unseal). A failed batch drops what it queued, except messages pushed
  * durable (a replay of an outcome an earlier batch committed). A request
  * that fails takes back what it queued (outq_mark / outq_truncate).
  *
@@ -42,6 +43,16 @@ void outq_drop(broker_t *self);
 /* Move the whole queue out (to keep it across a reload) and back in. */
 zlistx_t *outq_detach_all(broker_t *self);
 void outq_attach(broker_t *self, zlistx_t **list_p);
+/* The commit pipeline (broker.c). _seal moves everything queued into a
+ * sealed batch that may leave once commit seq is durable (committed: this
+ * batch itself committed; t0_us: when its commit began). _unseal moves the
+ * oldest sealed batch back into the queue if durable >= its seq, in order,
+ * so the caller can flush it; false when none is ready. */
+void outq_seal(broker_t *self, uint64_t seq, bool committed, int64_t t0_us);
+bool outq_unseal(broker_t *self, uint64_t durable, bool *committed, int64_t *t0_us);
+size_t outq_sealed(broker_t *self);
+void outq_drop_sealed(broker_t *self);
+
 /* Take the next queued message (tests and fuzzers read the output this way). */
 zmsg_t *outq_pop(broker_t *self, zsock_t **sock);
 

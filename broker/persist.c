@@ -101,9 +101,9 @@ void persist_host(broker_t *self, host_t *h)
     char *engines = s_join(h->engines, h->n_engines);
     char *images = s_join(h->images, h->n_images);
     s_text(st, 1, h->id);
-    sqlite3_bind_int64(st, 2, h->cpu_total);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)h->mem_total);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)h->disk_total);
+    sqlite3_bind_int64(st, 2, h->adv_cpu); /* the pin lives in host_pins */
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)h->adv_mem);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)h->adv_disk);
     s_text(st, 5, engines ? engines : "");
     s_text(st, 6, images ? images : "");
     sqlite3_bind_int(st, 7, h->draining);
@@ -120,6 +120,24 @@ void persist_host_delete(broker_t *self, host_t *h)
         return;
     s_text(st, 1, h->id);
     s_done(self, st, "delete host");
+    persist_host_pin(self, h, true);
+}
+
+void persist_host_pin(broker_t *self, const host_t *h, bool drop)
+{
+    sqlite3_stmt *st = s_stmt(self, drop || !(h->pin_cpu || h->pin_mem || h->pin_disk)
+                                        ? "DELETE FROM host_pins WHERE host = ?1"
+                                        : "INSERT OR REPLACE INTO host_pins (host, cpu, mem, disk) "
+                                          "VALUES (?1, ?2, ?3, ?4)");
+    if (!st)
+        return;
+    s_text(st, 1, h->id);
+    if (sqlite3_bind_parameter_count(st) == 4) {
+        sqlite3_bind_int64(st, 2, h->pin_cpu);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)h->pin_mem);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)h->pin_disk);
+    }
+    s_done(self, st, "host pin");
 }
 
 static void s_ports_text(const uint32_t *p, int n, char *buf, size_t len)
@@ -331,6 +349,21 @@ static int s_load_hosts(broker_t *self)
             s_split((const char *)sqlite3_column_text(st, 5), h->images, BROKER_MAX_IMAGES);
         h->draining = sqlite3_column_int(st, 6) != 0;
         h->last_seen = sqlite3_column_int64(st, 7);
+        h->adv_cpu = h->cpu_total, h->adv_mem = h->mem_total, h->adv_disk = h->disk_total;
+    }
+    sqlite3_reset(st);
+    st = store_stmt(self->store, "SELECT host, cpu, mem, disk FROM host_pins");
+    if (!st)
+        return -1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        host_t *h = id ? model_host_get(self, id) : NULL;
+        if (!h)
+            continue;
+        h->pin_cpu = (uint32_t)sqlite3_column_int64(st, 1);
+        h->pin_mem = (uint64_t)sqlite3_column_int64(st, 2);
+        h->pin_disk = (uint64_t)sqlite3_column_int64(st, 3);
+        model_host_caps(h);
     }
     sqlite3_reset(st);
     return 0;
@@ -521,4 +554,63 @@ void persist_savepoint_end(broker_t *self, bool keep)
     }
     self->req_active = false;
     self->req_savepoint = false;
+}
+
+void persist_key_put(broker_t *self, const char *pub, const char *tenant, const char *role,
+                     int64_t added_at, const char *added_by)
+{
+    sqlite3_stmt *st = s_stmt(self, "INSERT OR REPLACE INTO keys (public, tenant, role, added_at, "
+                                    "added_by) VALUES (?, ?, ?, ?, ?)");
+    if (!st)
+        return;
+    s_text(st, 1, pub);
+    s_text(st, 2, tenant);
+    s_text(st, 3, role);
+    sqlite3_bind_int64(st, 4, added_at);
+    s_text(st, 5, added_by);
+    s_done(self, st, "insert key");
+}
+
+void persist_key_delete(broker_t *self, const char *pub)
+{
+    sqlite3_stmt *st = s_stmt(self, "DELETE FROM keys WHERE public = ?");
+    if (!st)
+        return;
+    s_text(st, 1, pub);
+    s_done(self, st, "delete key");
+}
+
+/* ---- images (image_ops.c) ---- */
+
+void persist_image_put(broker_t *self, const persist_image_t *im)
+{
+    sqlite3_stmt *st = s_stmt(self, "INSERT OR REPLACE INTO images (owner, name, tag, digest, "
+                                    "kind, size, blobs, created_at, readiness, user, "
+                                    "min_disk_mib) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                                    "?10, ?11)");
+    if (!st)
+        return;
+    s_text(st, 1, im->owner);
+    s_text(st, 2, im->name);
+    s_text(st, 3, im->tag);
+    s_text(st, 4, im->digest);
+    s_text(st, 5, im->kind);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)im->size);
+    s_text(st, 7, im->blobs);
+    sqlite3_bind_int64(st, 8, im->created_at);
+    s_text(st, 9, im->readiness);
+    s_text(st, 10, im->user);
+    sqlite3_bind_int64(st, 11, im->min_disk_mib);
+    s_done(self, st, "image put");
+}
+
+void persist_image_delete(broker_t *self, const char *owner, const char *name, const char *tag)
+{
+    sqlite3_stmt *st = s_stmt(self, "DELETE FROM images WHERE owner = ?1 AND name = ?2 AND tag = ?3");
+    if (!st)
+        return;
+    s_text(st, 1, owner);
+    s_text(st, 2, name);
+    s_text(st, 3, tag);
+    s_done(self, st, "image delete");
 }

@@ -10,6 +10,8 @@
 
 int persist_load(broker_t *self);
 void persist_host(broker_t *self, host_t *host);
+/* The host's pin row: written, or dropped (drop, or nothing pinned). */
+void persist_host_pin(broker_t *self, const host_t *h, bool drop);
 void persist_host_delete(broker_t *self, host_t *host);
 void persist_env_insert(broker_t *self, env_t *env);
 void persist_env_update(broker_t *self, env_t *env);
@@ -23,9 +25,24 @@ void persist_request_done(broker_t *self, const char *tenant, const char *rid, c
                           size_t len);
 void persist_requests_prune(broker_t *self, int64_t cutoff);
 
+/* keys.c: a bound client key (insert or replace) and its removal. */
+void persist_key_put(broker_t *self, const char *pub, const char *tenant, const char *role,
+                     int64_t added_at, const char *added_by);
+void persist_key_delete(broker_t *self, const char *pub);
+
 /* One savepoint per client request: _begin remembers that the next row
  * opens it; _end(keep) releases it, or rolls the request's rows back. */
 void persist_savepoint_begin(broker_t *self);
 void persist_savepoint_end(broker_t *self, bool keep);
+
+/* The image catalog (image_ops.c): one row per (owner, name, tag). */
+typedef struct {
+    const char *owner, *name, *tag, *digest, *kind, *blobs, *readiness, *user;
+    uint64_t size;
+    int64_t created_at;
+    uint32_t min_disk_mib;
+} persist_image_t;
+void persist_image_put(broker_t *self, const persist_image_t *im);
+void persist_image_delete(broker_t *self, const char *owner, const char *name, const char *tag);
 
 #endif

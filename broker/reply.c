@@ -8,6 +8,7 @@
  * survives the failure of a later batch.
  */
 #include "reply.h"
+#include "stats.h"
 #include "outq.h"
 #include "persist.h"
 #include "ttframe.h"
@@ -129,6 +130,12 @@ Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h)
     hi->last_seen = h->last_seen;
     hi->draining = h->draining;
     hi->accel = (char *)h->accel;
+    hi->pin_cpu = h->pin_cpu;
+    hi->pin_mem_mib = h->pin_mem;
+    hi->pin_disk_mib = h->pin_disk;
+    hi->advertised_cpu = h->adv_cpu;
+    hi->advertised_mem_mib = h->adv_mem;
+    hi->advertised_disk_mib = h->adv_disk;
     return hi;
 }
 
@@ -166,6 +173,42 @@ void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
     persist_request_begin(self, tenant, rid);
 }
 
+/* The copy of a reply kept under its request id, bounded: a big result
+ * (an env of 500 VMs is ~175 KB) is stored without its VM list, or
+ * without a result at all, and says so in its message; the live reply
+ * keeps everything. A retry gets the outcome (status, message, env state),
+ * which is what idempotency promises; `env show` gives the details. */
+static uint8_t *s_stored_copy(Ttfleet__Reply *rep, uint8_t *full, size_t len, size_t *out_len)
+{
+    *out_len = len;
+    if (len <= REPLY_MAX_STORED)
+        return full;
+    char *message = rep->message;
+    char note[900];
+    snprintf(note, sizeof note, "%s%s(the stored copy of this reply omits the details: %zu bytes "
+             "over %d; see env show)",
+             message, *message ? " " : "", len, REPLY_MAX_STORED);
+    rep->message = note;
+    size_t n_vms = 0;
+    if (rep->result_case == TTFLEET__REPLY__RESULT_ENV && rep->env) {
+        n_vms = rep->env->n_vms;
+        rep->env->n_vms = 0;
+    }
+    uint8_t *buf = ttframe_pack_buf(&rep->base, out_len);
+    if (rep->result_case == TTFLEET__REPLY__RESULT_ENV && rep->env)
+        rep->env->n_vms = n_vms;
+    if (buf && *out_len > REPLY_MAX_STORED) {
+        free(buf);
+        Ttfleet__Reply bare = TTFLEET__REPLY__INIT;
+        bare.request_id = rep->request_id;
+        bare.status = rep->status;
+        bare.message = note;
+        buf = ttframe_pack_buf(&bare.base, out_len);
+    }
+    rep->message = message;
+    return buf;
+}
+
 void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
                 const char *rid, int status, const char *message, Ttfleet__Reply *result,
                 bool record)
@@ -179,10 +222,13 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
     uint8_t *buf = ttframe_pack_buf(&rep->base, &len);
     if (!buf)
         return;
+    stats_reply(self, tenant, rid, status);
     if (self->cfg.verbose && status != TTFLEET__STATUS__OK)
         zsys_info("reply %s/%s: %s %s", tenant ? tenant : "-", rid ? rid : "-",
                   tt_status_name(status), message ? message : "");
-    if (record && tenant && rid && *rid) {
+    size_t slen = 0;
+    uint8_t *stored = record && tenant && rid && *rid ? s_stored_copy(rep, buf, len, &slen) : NULL;
+    if (stored) {
         char key[2 * TT_MAX_REQUEST_ID + 2];
         s_req_key(tenant, rid, key, sizeof key);
         request_rec_t *rec = zhashx_lookup(self->requests, key);
@@ -195,14 +241,16 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
         }
         if (rec) {
             free(rec->reply);
-            rec->reply = malloc(len ? len : 1);
+            rec->reply = malloc(slen ? slen : 1);
             if (rec->reply)
-                memcpy(rec->reply, buf, len);
-            rec->len = len;
+                memcpy(rec->reply, stored, slen);
+            rec->len = slen;
             rec->done = true;
             rec->batch = self->batch_no;
         }
-        persist_request_done(self, tenant, rid, buf, len);
+        persist_request_done(self, tenant, rid, stored, slen);
+        if (stored != buf)
+            free(stored);
     }
     outq_client(self, envelope, service, buf, len, false);
     free(buf);

@@ -10,6 +10,10 @@
 
 #include "model.h"
 
+/* Bytes of a reply kept under its request id (24 h); bigger replies are
+ * stored as a summary (reply.c: s_stored_copy). */
+#define REPLY_MAX_STORED (16 * 1024)
+
 /* A tiny arena for building reply trees: everything is freed at once. */
 typedef struct {
     zlistx_t *blocks;

@@ -3,6 +3,9 @@
  *
  * Commands are declarative: each VmSpec carries the full desired state of
  * one VM, so re-sending is harmless and every READY re-sends them all.
+ * That also gives the per-host bound its defined behaviour: what one batch
+ * queues to a host is capped (WCMD_HOST_BATCH_BYTES); beyond it commands
+ * are refused and the host gets one full resync at the next tick instead.
  */
 #include "wcmd.h"
 #include "outq.h"
@@ -42,18 +45,66 @@ void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__P
     spec->ports = pm_ptrs;
 }
 
-void wcmd_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd)
+static int s_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd,
+                      bool bounded)
 {
     size_t len;
     uint8_t *buf = ttframe_pack_buf(&cmd->base, &len);
-    if (buf) {
-        outq_worker(self, host, TT_W_COMMAND, buf, len);
-        free(buf);
+    if (!buf)
+        return -1;
+    if (host->cmd_batch != self->batch_no) {
+        host->cmd_batch = self->batch_no;
+        host->cmd_bytes = 0;
     }
+    if (bounded && host->cmd_bytes + len > WCMD_HOST_BATCH_BYTES) {
+        if (!host->resync)
+            zsys_warning("host %s: over %u bytes of commands in one batch; refusing more and "
+                         "resending every spec at the next tick",
+                         host->id, WCMD_HOST_BATCH_BYTES);
+        host->resync = true;
+        free(buf);
+        return -1;
+    }
+    host->cmd_bytes += len;
+    outq_worker(self, host, TT_W_COMMAND, buf, len);
+    free(buf);
+    return 0;
+}
+
+int wcmd_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd)
+{
+    return s_send_raw(self, host, cmd, true);
+}
+
+static uint64_t s_send(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n,
+                       bool bounded);
+
+void wcmd_resync(broker_t *self, host_t *host)
+{
+    host->resync = false;
+    size_t n = host->vm_count;
+    if (!n)
+        return;
+    vm_t **vms = calloc(n, sizeof *vms);
+    size_t k = 0;
+    for (vm_t *vm = host->vms; vms && vm && k < n; vm = vm->host_next)
+        if (!vm->doomed)
+            vms[k++] = vm;
+    /* in chunks, to keep each command well under the size limit */
+    for (size_t off = 0; vms && off < k; off += 500)
+        s_send(self, host, vms + off, NULL, (int)(k - off > 500 ? 500 : k - off), false);
+    free(vms);
 }
 
 uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n)
 {
+    return s_send(self, host, vms, desired, n, true);
+}
+
+static uint64_t s_send(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n,
+                       bool bounded)
+{
+    int rc = -1;
     Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
     cmd.op_id = ++self->next_op_id;
     cmd.n_vms = (size_t)n;
@@ -67,7 +118,7 @@ uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired,
                          &pms[i * TT_MAX_PORTS_PER_VM], &pmp[i * TT_MAX_PORTS_PER_VM]);
             cmd.vms[i] = &specs[i];
         }
-        wcmd_send_raw(self, host, &cmd);
+        rc = s_send_raw(self, host, &cmd, bounded);
         for (int i = 0; i < n; i++)
             free(specs[i].env);
     }
@@ -75,7 +126,7 @@ uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired,
     free(specs);
     free(pms);
     free(pmp);
-    return cmd.op_id;
+    return rc == 0 ? cmd.op_id : 0;
 }
 
 /* Send the desired state of vms[] to their hosts, one command per host,
@@ -112,6 +163,5 @@ uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max
     cmd.op_id = ++self->next_op_id;
     cmd.console_vm_id = vm_id;
     cmd.console_max = max_bytes;
-    wcmd_send_raw(self, host, &cmd);
-    return cmd.op_id;
+    return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
 }

@@ -12,14 +12,25 @@
  * except spec->env, which the caller frees). */
 void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__PortMap *pm_store,
                   Ttfleet__PortMap **pm_ptrs);
+/* What one batch may queue to one host. Beyond it commands are refused
+ * (wcmd_send returns 0, the op that wanted it fails with UNAVAILABLE at
+ * once) and the host is marked for a resync: at the next tick the broker
+ * sends every spec it has for the host once (wcmd_resync), which
+ * coalesces whatever was refused, since specs are declarative. */
+#define WCMD_HOST_BATCH_BYTES (16u * 1024 * 1024)
+
 /* Queue a COMMAND with specs for vms[] on host (desired NULL: each VM's
- * own desired state); returns the command op id. */
+ * own desired state); returns the command op id, 0 if the host's queue
+ * for this batch is full. */
 uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n);
 /* Send the desired state of vms[] to their hosts, one command per host,
  * without waiting for answers. */
 void wcmd_send_specs(broker_t *self, vm_t **vms, int n);
-/* Queue cmd (already filled, op id included) to host. */
-void wcmd_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd);
+/* Queue cmd (already filled, op id included) to host; -1 if refused. */
+int wcmd_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd);
+/* Send every spec the broker has for host (in chunks, outside the bound);
+ * READY and the resync of a host whose commands were refused. */
+void wcmd_resync(broker_t *self, host_t *host);
 /* Queue a console read of vm_id on host; returns the command op id. */
 uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max_bytes);
 

@@ -48,17 +48,84 @@ static void s_free_names(char **names, int *n)
     *n = 0;
 }
 
+/* Copy a worker's engine or image names: valid names only, each once, at
+ * most max (the rest is dropped with a warning). */
 static void s_copy_names(char **dst, int *n, int max, char **src, size_t n_src, const char *what,
                          const char *host)
 {
     s_free_names(dst, n);
+    size_t bad = 0, dup = 0;
     for (size_t i = 0; i < n_src && *n < max; i++) {
         if (!tt_name_valid(src[i])) {
-            zsys_warning("host %s: ignoring invalid %s name", host, what);
+            bad++;
             continue;
         }
-        dst[(*n)++] = strdup(src[i]);
+        bool seen = false;
+        for (int k = 0; k < *n && !seen; k++)
+            seen = strcmp(dst[k], src[i]) == 0;
+        if (seen) {
+            dup++;
+            continue;
+        }
+        char *copy = strdup(src[i]);
+        if (copy)
+            dst[(*n)++] = copy;
     }
+    if (bad || dup)
+        zsys_warning("host %s: ignored %zu invalid and %zu repeated %s names", host, bad, dup,
+                     what);
+    if (n_src > (size_t)max)
+        zsys_warning("host %s: advertised %zu %ss; only the first %d are kept", host, n_src, what,
+                     max);
+}
+
+/* A capacity figure a worker advertised, clipped to a sane maximum (a
+ * compromised worker must not pull every placement onto its host by
+ * claiming a million cpus; an admin can pin lower with `host set`). */
+static uint64_t s_clip(const char *host, const char *what, uint64_t v, uint64_t max)
+{
+    if (v <= max)
+        return v;
+    zsys_warning("host %s: advertised %s %llu is over %llu; clipped", host, what,
+                 (unsigned long long)v, (unsigned long long)max);
+    return max;
+}
+
+/* Is a READY's inventory within bounds? Every entry must name a VM id of
+ * the host's range, at most once, with bounded strings; a worker that says
+ * otherwise is not trusted with any of it. */
+static bool s_inventory_valid(const Ttfleet__WorkerHello *hello, char *why, size_t len)
+{
+    if (hello->n_inventory > TT_MAX_INVENTORY) {
+        snprintf(why, len, "%zu VMs in the inventory (at most %d)", hello->n_inventory,
+                 TT_MAX_INVENTORY);
+        return false;
+    }
+    uint8_t *seen = calloc(65536 / 8, 1);
+    if (!seen) {
+        snprintf(why, len, "out of memory");
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < hello->n_inventory && ok; i++) {
+        const Ttfleet__VmActual *va = hello->inventory[i];
+        if (va->vm_id < TT_VMID_MIN || va->vm_id > TT_VMID_MAX) {
+            snprintf(why, len, "inventory entry %zu has VM id %u (outside %d..%d)", i, va->vm_id,
+                     TT_VMID_MIN, TT_VMID_MAX);
+            ok = false;
+        } else if (seen[va->vm_id >> 3] & (1u << (va->vm_id & 7))) {
+            snprintf(why, len, "VM id %u is in the inventory twice", va->vm_id);
+            ok = false;
+        } else if ((va->env && strlen(va->env) > 2 * TT_MAX_NAME + 1) ||
+                   (va->message && strlen(va->message) > TT_MAX_WORKER_MESSAGE)) {
+            snprintf(why, len, "inventory entry for VM %u has an oversized env or message",
+                     va->vm_id);
+            ok = false;
+        } else
+            seen[va->vm_id >> 3] |= (uint8_t)(1u << (va->vm_id & 7));
+    }
+    free(seen);
+    return ok;
 }
 
 /* Mark every VM of host lost and tell the watchers. */
@@ -130,28 +197,21 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
         s->mac = "52:54:00:00:00:00";
         s->desired = TTFLEET__VM_STATE__VM_ABSENT;
         absent_p[n_unknown++] = s;
-        zsys_info("host %s: VM %u is not ours any more; destroying it", host->id, va->vm_id);
     }
-    if (n_unknown) {
+    /* in chunks of 500, like the known VMs below */
+    for (size_t off = 0; off < n_unknown; off += 500) {
         Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
         cmd.op_id = ++self->next_op_id;
-        cmd.n_vms = n_unknown;
-        cmd.vms = absent_p;
-        wcmd_send_raw(self, host, &cmd);
+        cmd.n_vms = n_unknown - off > 500 ? 500 : n_unknown - off;
+        cmd.vms = absent_p + off;
+        if (wcmd_send_raw(self, host, &cmd))
+            break; /* the next READY finds them again */
     }
+    if (n_unknown)
+        zsys_info("host %s: %zu VM(s) are not ours any more; destroying them", host->id,
+                  n_unknown);
     /* known VMs: send the desired state of each (idempotent on the worker) */
-    size_t n_known = host->vm_count;
-    if (n_known) {
-        vm_t **vms = calloc(n_known, sizeof *vms);
-        size_t k = 0;
-        for (vm_t *vm = host->vms; vms && vm && k < n_known; vm = vm->host_next)
-            if (!vm->doomed)
-                vms[k++] = vm;
-        /* in chunks, to keep each command well under the size limit */
-        for (size_t off = 0; vms && off < k; off += 500)
-            wcmd_send(self, host, vms + off, NULL, (int)(k - off > 500 ? 500 : k - off));
-        free(vms);
-    }
+    wcmd_resync(self, host);
 done:
     free(absent);
     free(absent_p);
@@ -172,6 +232,14 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
     }
     if (!tt_name_valid(hello->host_id) || hello->cpu_total == 0 || hello->mem_total == 0) {
         zsys_warning("worker READY with an invalid host id or no capacity; disconnecting it");
+        outq_worker_raw(self, routing, TT_W_DISCONNECT);
+        ttfleet__worker_hello__free_unpacked(hello, NULL);
+        return;
+    }
+    char why[160];
+    if (!s_inventory_valid(hello, why, sizeof why)) {
+        zsys_warning("worker READY for host '%s' refused: %s; disconnecting it", hello->host_id,
+                     why);
         outq_worker_raw(self, routing, TT_W_DISCONNECT);
         ttfleet__worker_hello__free_unpacked(hello, NULL);
         return;
@@ -201,9 +269,15 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
     host->routing = zframe_dup(routing);
     zhashx_update(self->routes, hex, host);
     host->state = HOST_ONLINE;
-    host->cpu_total = hello->cpu_total;
-    host->mem_total = hello->mem_total;
-    host->disk_total = hello->disk_total;
+    host->adv_cpu = (uint32_t)s_clip(host->id, "cpu", hello->cpu_total, TT_MAX_HOST_CPU);
+    host->adv_mem = s_clip(host->id, "mem MiB", hello->mem_total, TT_MAX_HOST_MEM_MIB);
+    host->adv_disk = s_clip(host->id, "disk MiB", hello->disk_total, TT_MAX_HOST_DISK_MIB);
+    model_host_caps(host);
+    if (host->pin_cpu || host->pin_mem || host->pin_disk)
+        zsys_info("host %s: capacity pinned by an admin (cpu %u, mem %llu, disk %llu MiB; 0 = "
+                  "as advertised)",
+                  host->id, host->pin_cpu, (unsigned long long)host->pin_mem,
+                  (unsigned long long)host->pin_disk);
     s_copy_names(host->engines, &host->n_engines, BROKER_MAX_ENGINES, hello->engines,
                  hello->n_engines, "engine", host->id);
     s_copy_names(host->images, &host->n_images, BROKER_MAX_IMAGES, hello->images,
@@ -318,6 +392,8 @@ void workers_tick(broker_t *self, int64_t now_ms)
             h->state = HOST_SUSPECT;
             outq_event(self, "host.suspect", NULL, NULL, h, "suspect", NULL);
         }
+        if (h->resync)
+            wcmd_resync(self, h); /* commands were refused: one full resend */
         if (now_ms - h->last_sent_ms >= hb)
             outq_worker(self, h, TT_W_HEARTBEAT, NULL, 0);
     }

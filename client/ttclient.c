@@ -637,3 +637,139 @@ int ttclient_audit(ttclient_t *self, Ttfleet__AuditQuery *query, Ttfleet__Reply 
     req.audit_query = query;
     return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
 }
+
+/* ---- images (issue 12) ---- */
+
+static int s_image_ref_call(ttclient_t *self, int op, const char *ref, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__ImageRef r = TTFLEET__IMAGE_REF__INIT;
+    r.ref = (char *)(ref ? ref : "");
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = (Ttfleet__Request__OpCase)op;
+    if (op == TTFLEET__REQUEST__OP_IMAGE_SHOW)
+        req.image_show = &r;
+    else
+        req.image_rm = &r;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_image_show(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p)
+{
+    return s_image_ref_call(self, TTFLEET__REQUEST__OP_IMAGE_SHOW, ref, reply_p);
+}
+
+int ttclient_image_rm(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p)
+{
+    return s_image_ref_call(self, TTFLEET__REQUEST__OP_IMAGE_RM, ref, reply_p);
+}
+
+int ttclient_image_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__ImageList l = TTFLEET__IMAGE_LIST__INIT;
+    l.all = all;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_IMAGE_LIST;
+    req.image_list = &l;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_image_pull(ttclient_t *self, Ttfleet__ImagePull *pull, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_IMAGE_PULL;
+    req.image_pull = pull;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
+int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, bool pool,
+                        const ttimage_opts_t *opts, Ttfleet__Reply **reply_p)
+{
+    *reply_p = NULL;
+    ttimage_info_t *info = calloc(1, sizeof *info);
+    if (!info) {
+        s_set_error(self, "out of memory");
+        return -1;
+    }
+    char err[512];
+    if (ttimage_inspect(path, info, err, sizeof err)) {
+        s_set_error(self, "%s: %s", path, err);
+        free(info);
+        return -1;
+    }
+    /* the description: one blob for a qcow2, the manifest and its files for a dir */
+    Ttfleet__ImageBlob bs[TT_MANIFEST_FILES + 1];
+    Ttfleet__ImageBlob *bl[TT_MANIFEST_FILES + 1];
+    size_t n = 0;
+    ttfleet__image_blob__init(&bs[n]);
+    bs[n].digest = info->digest;
+    bs[n].size = strcmp(info->kind, "dir") == 0 ? (uint64_t)info->manifest_len : info->size;
+    bs[n].file = strcmp(info->kind, "dir") == 0 ? "manifest" : "";
+    bl[n] = &bs[n];
+    n++;
+    for (size_t i = 0; strcmp(info->kind, "dir") == 0 && i < info->manifest.n; i++, n++) {
+        ttfleet__image_blob__init(&bs[n]);
+        bs[n].digest = info->manifest.files[i].digest;
+        bs[n].size = info->manifest.files[i].size;
+        bs[n].file = info->manifest.files[i].name;
+        bl[n] = &bs[n];
+    }
+    Ttfleet__ImagePush p = TTFLEET__IMAGE_PUSH__INIT;
+    p.ref = (char *)ref;
+    p.kind = info->kind;
+    p.digest = info->digest;
+    p.size = info->size;
+    p.n_blobs = n;
+    p.blobs = bl;
+    p.pool = pool;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_IMAGE_PUSH;
+    req.image_push = &p;
+    Ttfleet__Reply *grant = NULL;
+    int rc = ttclient_call(self, TT_SERVICE_ENV, &req, &grant);
+    if (rc || grant->status != TTFLEET__STATUS__OK ||
+        grant->result_case != TTFLEET__REPLY__RESULT_PUSH_GRANT) {
+        if (!rc && grant->status == TTFLEET__STATUS__OK)
+            grant->status = TTFLEET__STATUS__INTERNAL; /* no grant in an OK reply */
+        *reply_p = grant;
+        free(info);
+        return rc;
+    }
+    ttimage_opts_t o;
+    if (opts)
+        o = *opts;
+    else
+        ttimage_opts_defaults(&o);
+    if (grant->push_grant->server_key && *grant->push_grant->server_key)
+        snprintf(o.server_key, sizeof o.server_key, "%s", grant->push_grant->server_key);
+    for (size_t m = 0; m < grant->push_grant->n_missing && rc == 0; m++) {
+        const char *d = grant->push_grant->missing[m];
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(bs[i].digest, d) != 0)
+                continue;
+            char file[4096];
+            if (strcmp(bs[i].file, "manifest") == 0)
+                rc = ttimage_push_mem(&o, grant->push_grant->endpoint, info->manifest_text,
+                                      (uint64_t)info->manifest_len, d, err, sizeof err);
+            else if (!*bs[i].file)
+                rc = ttimage_push_file(&o, grant->push_grant->endpoint, path, d, err, sizeof err);
+            else if (snprintf(file, sizeof file, "%s/%s", path, bs[i].file) >= (int)sizeof file) {
+                snprintf(err, sizeof err, "path too long");
+                rc = -1;
+            } else
+                rc = ttimage_push_file(&o, grant->push_grant->endpoint, file, d, err, sizeof err);
+            break;
+        }
+    }
+    ttclient_reply_destroy(&grant);
+    if (rc) {
+        s_set_error(self, "push of %s failed: %s (nothing was registered; push again to resume)",
+                    path, err);
+        free(info);
+        return -1;
+    }
+    req.op_case = TTFLEET__REQUEST__OP_IMAGE_COMMIT;
+    req.image_commit = &p;
+    rc = ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    free(info);
+    return rc;
+}

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "ttfleet.pb-c.h"
+#include "ttimage.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -125,6 +126,19 @@ int ttclient_quota_show(ttclient_t *self, const char *tenant, bool all,
                         Ttfleet__Reply **reply_p);
 int ttclient_queue_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
 int ttclient_audit(ttclient_t *self, Ttfleet__AuditQuery *query, Ttfleet__Reply **reply_p);
+
+/* Images (issue 12, docs/IMAGES.md). ttclient_image_push inspects path (a
+ * qcow2, or a directory with kernel [+ initrd] and/or disk.qcow2), asks
+ * the broker which blobs it lacks, sends them to the blob server (resumable,
+ * see ttimage.h; opts NULL for the defaults) and commits: the reply is the
+ * registered image, or the broker's refusal. -1 (ttclient_error) when the
+ * path is not an image or a transfer failed; nothing is registered then. */
+int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, bool pool,
+                        const ttimage_opts_t *opts, Ttfleet__Reply **reply_p);
+int ttclient_image_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
+int ttclient_image_show(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p);
+int ttclient_image_rm(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p);
+int ttclient_image_pull(ttclient_t *self, Ttfleet__ImagePull *pull, Ttfleet__Reply **reply_p);
 
 /* Private event stream (schema/PROTOCOL.md "Events per tenant"): a DEALER
  * on the broker's events endpoint that receives only the caller's tenant's

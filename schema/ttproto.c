@@ -7,6 +7,8 @@
  */
 #include "ttproto.h"
 
+#include "ttguest.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -30,9 +32,25 @@ const char *tt_status_name(int status)
         return "QUEUE_EXPIRED";
     case TTFLEET__STATUS__QUEUE_CANCELLED:
         return "QUEUE_CANCELLED";
+    case TTFLEET__STATUS__RATE_LIMITED:
+        return "RATE_LIMITED";
     default:
         break;
     }
+    /* the guest area's codes (20-24) */
+    if (status == TTFLEET__STATUS__GUEST_UNREACHABLE)
+        return "GUEST_UNREACHABLE";
+    if (status == TTFLEET__STATUS__GUEST_FAILED)
+        return "GUEST_FAILED";
+    if (status == TTFLEET__STATUS__CHECKSUM_MISMATCH)
+        return "CHECKSUM_MISMATCH";
+    /* the images area's codes (25-29) */
+    if (status == TTFLEET__STATUS__IMAGE_IN_USE)
+        return "IMAGE_IN_USE";
+    if (status == TTFLEET__STATUS__DIGEST_MISMATCH)
+        return "DIGEST_MISMATCH";
+    if (status == TTFLEET__STATUS__INCOMPLETE)
+        return "INCOMPLETE";
     if (status < 0 || (size_t)status >= sizeof s_status_names / sizeof *s_status_names)
         return "UNKNOWN";
     return s_status_names[status];
@@ -69,6 +87,31 @@ bool tt_name_valid(const char *s)
             return false;
     }
     return true;
+}
+
+bool tt_key_valid(const char *s)
+{
+    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                              ".-:+=^!/*?&<>()[]{}@%$#";
+    if (!s || strlen(s) != TT_KEY_LEN)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!strchr(z85, *p))
+            return false;
+    /* each group of five encodes 32 bits: the largest is "%nSc0" */
+    for (int g = 0; g < TT_KEY_LEN; g += 5) {
+        uint64_t v = 0;
+        for (int i = 0; i < 5; i++)
+            v = v * 85 + (uint64_t)(strchr(z85, s[g + i]) - z85);
+        if (v > 0xffffffffu)
+            return false;
+    }
+    return true;
+}
+
+bool tt_key_role_valid(const char *s)
+{
+    return s && (strcmp(s, "user") == 0 || strcmp(s, "admin") == 0 || strcmp(s, "gateway") == 0);
 }
 
 bool tt_request_id_valid(const char *s)
@@ -170,7 +213,7 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
         FAIL("max-wait %u s out of range 0..%lld s", c->max_wait, TT_QUEUE_WAIT_MAX);
     if (!c->queue && (c->max_wait || c->priority))
         FAIL("max-wait and priority need queue");
-    return 0;
+    return tt_guest_create_valid(c, err, errlen);
 }
 
 /* One optional quota limit: absent, -1 (no limit) or 0..max. */
@@ -296,6 +339,39 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         if (!tt_name_valid(req->host_remove->id))
             FAIL("invalid host id '%.80s'", req->host_remove->id ? req->host_remove->id : "");
         return 0;
+    case TTFLEET__REQUEST__OP_KEY_LIST:
+        return 0;
+    case TTFLEET__REQUEST__OP_KEY_ADD: {
+        const Ttfleet__KeyAdd *k = req->key_add;
+        if (!tt_key_valid(k->public_key))
+            FAIL("public key is not 40 characters of Z85 (a CURVE public key)");
+        if (!tt_name_valid(k->tenant))
+            FAIL("invalid tenant '%.80s': use 1..64 of [A-Za-z0-9._-]", k->tenant ? k->tenant : "");
+        if (!tt_key_role_valid(k->role))
+            FAIL("invalid role '%.16s': user, admin or gateway", k->role ? k->role : "");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_KEY_RM:
+        if (!tt_key_valid(req->key_rm->public_key))
+            FAIL("public key is not 40 characters of Z85 (a CURVE public key)");
+        return 0;
+    case TTFLEET__REQUEST__OP_HOST_SET: {
+        const Ttfleet__HostSet *h = req->host_set;
+        if (!tt_name_valid(h->id))
+            FAIL("invalid host id '%.80s'", h->id ? h->id : "");
+        if (h->unpin && (h->cpu || h->mem_mib || h->disk_mib))
+            FAIL("unpin takes no cpu, mem or disk");
+        if (!h->unpin && !h->cpu && !h->mem_mib && !h->disk_mib)
+            FAIL("give cpu, mem or disk to pin, or unpin");
+        if (h->cpu > TT_MAX_HOST_CPU)
+            FAIL("cpu %u over %d", h->cpu, TT_MAX_HOST_CPU);
+        if (h->mem_mib > TT_MAX_HOST_MEM_MIB)
+            FAIL("mem %llu MiB over %llu", (unsigned long long)h->mem_mib, TT_MAX_HOST_MEM_MIB);
+        if (h->disk_mib > TT_MAX_HOST_DISK_MIB)
+            FAIL("disk %llu MiB over %llu", (unsigned long long)h->disk_mib,
+                 TT_MAX_HOST_DISK_MIB);
+        return 0;
+    }
     case TTFLEET__REQUEST__OP_HOST_SHOW:
         if (!tt_name_valid(req->host_show->id))
             FAIL("invalid host id '%.80s'", req->host_show->id ? req->host_show->id : "");
@@ -308,6 +384,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("invalid tenant '%.80s'", req->quota_show->tenant);
         return 0;
     case TTFLEET__REQUEST__OP_QUEUE_LIST:
+    case TTFLEET__REQUEST__OP_BROKER_STATS:
         return 0;
     case TTFLEET__REQUEST__OP_AUDIT_QUERY: {
         const Ttfleet__AuditQuery *a = req->audit_query;
@@ -321,6 +398,37 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("limit %u over %d", a->limit, TT_AUDIT_LIMIT_MAX);
         return 0;
     }
+    /* images (issue 12): the shape here, the rules in broker/image_ops.c */
+    case TTFLEET__REQUEST__OP_IMAGE_PUSH:
+    case TTFLEET__REQUEST__OP_IMAGE_COMMIT: {
+        const Ttfleet__ImagePush *p = req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH
+                                          ? req->image_push
+                                          : req->image_commit;
+        if (!p->ref || strlen(p->ref) > 200 || !p->kind || strlen(p->kind) > 8 || !p->digest ||
+            strlen(p->digest) > 80 || p->n_blobs > 4)
+            FAIL("malformed image push (ref, kind, digest or blobs out of bounds)");
+        for (size_t i = 0; i < p->n_blobs; i++)
+            if (!p->blobs[i]->digest || strlen(p->blobs[i]->digest) > 80 ||
+                (p->blobs[i]->file && strlen(p->blobs[i]->file) > 15))
+                FAIL("malformed image blob");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_IMAGE_LIST:
+        return 0;
+    case TTFLEET__REQUEST__OP_IMAGE_SHOW:
+    case TTFLEET__REQUEST__OP_IMAGE_RM: {
+        const Ttfleet__ImageRef *r = req->op_case == TTFLEET__REQUEST__OP_IMAGE_SHOW
+                                         ? req->image_show
+                                         : req->image_rm;
+        if (!r->ref || strlen(r->ref) > 200)
+            FAIL("image reference missing or over 200 characters");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_IMAGE_PULL:
+        if (!req->image_pull->ref || strlen(req->image_pull->ref) > 200 ||
+            req->image_pull->n_hosts > 1024)
+            FAIL("malformed image pull");
+        return 0;
     default:
         FAIL("request has no known operation");
     }

@@ -43,6 +43,7 @@
 /* Limits on what comes from outside. */
 #define TT_MAX_FRAMES 8           /* frames in one client message (after routing) */
 #define TT_MAX_BODY (256 * 1024)  /* bytes of one protobuf body */
+#define TT_MAX_SOCKET_BODY (4 * TT_MAX_BODY) /* broker's ZMQ_MAXMSGSIZE: over it, no reply */
 #define TT_MAX_WORKER_BODY (8 * 1024 * 1024) /* READY with a big inventory */
 #define TT_MAX_NAME 64
 #define TT_MAX_REQUEST_ID 64
@@ -52,6 +53,14 @@
 #define TT_MAX_CPU 256
 #define TT_MAX_MEM_MIB (1024u * 1024u)       /* 1 TiB */
 #define TT_MAX_DISK_MIB (64u * 1024u * 1024u) /* 64 TiB */
+
+/* What a worker may say about its host (the broker clips or refuses
+ * beyond these; an admin pin can only be inside them too). */
+#define TT_MAX_HOST_CPU 4096
+#define TT_MAX_HOST_MEM_MIB (64ull * 1024 * 1024)    /* 64 TiB */
+#define TT_MAX_HOST_DISK_MIB (1024ull * 1024 * 1024) /* 1 PiB */
+#define TT_MAX_INVENTORY 65533                       /* VM ids 2..65534 */
+#define TT_MAX_WORKER_MESSAGE 1024 /* bytes of a VmActual message kept */
 
 #define TT_CONSOLE_DEFAULT (16 * 1024)
 #define TT_CONSOLE_MAX (256 * 1024)
@@ -105,6 +114,11 @@ int tt_vm_state_parse(const char *name);
 /* True if s is a valid env / tenant / image / host name:
  * [A-Za-z0-9._-], 1..64 chars, no leading dot. */
 bool tt_name_valid(const char *s);
+/* True if s is a CURVE public key in Z85: 40 characters that decode. */
+#define TT_KEY_LEN 40
+bool tt_key_valid(const char *s);
+/* True for the roles an operator may bind a client key to: user, admin, gateway. */
+bool tt_key_role_valid(const char *s);
 /* True if s is a valid request id: printable ASCII without spaces, 1..64. */
 bool tt_request_id_valid(const char *s);
 

@@ -108,6 +108,37 @@ const char *const store_broker_migrations[] = {
     "  message TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX audit_time ON audit(time);"
     "CREATE INDEX audit_tenant ON audit(tenant, time);",
+    /* 3: client keys bound by the operator (broker/keys.c) */
+    "CREATE TABLE keys ("
+    "  public TEXT PRIMARY KEY CHECK (length(public) = 40),"
+    "  tenant TEXT NOT NULL,"
+    "  role TEXT NOT NULL CHECK (role IN ('user', 'admin', 'gateway')),"
+    "  added_at INTEGER NOT NULL,"
+    "  added_by TEXT NOT NULL);",
+    /* 4 (broker hardening): an admin's pin of a host's capacity (ttctl host
+     * set); 0 = that part is not pinned. Its own table so the hosts row
+     * (rewritten at every READY) keeps its shape. */
+    "CREATE TABLE host_pins ("
+    "  host TEXT PRIMARY KEY,"
+    "  cpu INTEGER NOT NULL DEFAULT 0 CHECK (cpu >= 0),"
+    "  mem INTEGER NOT NULL DEFAULT 0 CHECK (mem >= 0),"
+    "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",
+    /* 5: the image catalog (broker/image_ops.c, issue 12): owner '' is a
+     * pool image; blobs is "digest size file" per line */
+    "CREATE TABLE images ("
+    "  owner TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  tag TEXT NOT NULL,"
+    "  digest TEXT NOT NULL CHECK (length(digest) = 71),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('qcow2', 'dir')),"
+    "  size INTEGER NOT NULL CHECK (size >= 0),"
+    "  blobs TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  readiness TEXT NOT NULL DEFAULT '',"
+    "  user TEXT NOT NULL DEFAULT '',"
+    "  min_disk_mib INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (owner, name, tag));"
+    "CREATE INDEX images_digest ON images(digest);",
 };
 const int store_broker_migrations_n =
     (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);

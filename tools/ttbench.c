@@ -10,15 +10,13 @@
  *      threads) but each has its own DEALER socket and speaks the real TTW01
  *      worker protocol: READY with its capacity, engines and inventory,
  *      HEARTBEAT both ways, COMMAND answered with each VM at its desired
- *      state, re-READY after DISCONNECT or broker silence. Each host keeps
- *      its VMs in its own worker.db (worker/vmdb.c, store_worker_migrations:
- *      WAL, synchronous=FULL) and answers only after the commit. Commits are
- *      grouped per host and per poll iteration, as the broker groups its
- *      own: a host that got ten COMMANDs in one iteration pays one fsync.
- *      (fleet_command() of worker/fleet.c commits once per command, which
- *      on one disk shared by a thousand simulated hosts would measure the
- *      disk, not the broker; the hollow engine does no other work, so the
- *      row writes and the fsync are what a real hollow worker costs.)
+ *      state, re-READY after DISCONNECT or broker silence. Each host is a
+ *      real fleet_t (worker/fleet.c, the worker's core) on the hollow
+ *      engine with its own worker.db (WAL, synchronous=FULL), driven the
+ *      way ttworker's session drives it: fleet_submit per COMMAND, one
+ *      fleet_flush (group commit) per poll iteration, replies by fleet_pop
+ *      only after that commit, fleet_tick every second. A host that got ten
+ *      COMMANDs in one iteration pays one fsync.
  *   3. the idle broker's CPU with N hosts heartbeating (/proc/PID/stat
  *      utime+stime over --idle-seconds), when ttbench started the broker;
  *   4. M concurrent producers (DEALER, 7/MDP client) driving, for S seconds,
@@ -35,6 +33,7 @@
  */
 #include <czmq.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -57,8 +56,7 @@
 #include "ttframe.h"
 #include "ttclient.h"
 #include "ttproto.h"
-#include "vm.h"
-#include "vmdb.h"
+#include "fleet.h"
 
 #define BENCH_MAX_HOSTS 5000
 #define BENCH_MAX_PRODUCERS 1000
@@ -74,6 +72,7 @@ typedef struct {
     int relay_seconds, idle_seconds;
     int heartbeat_ms, liveness;
     int request_ttl;
+    int show_probes; /* --mix create: producers that only show envs */
     uint32_t host_cpu;
     const char *clients_ep, *workers_ep; /* external broker */
     const char *admin_tenant;
@@ -212,17 +211,15 @@ static int zset_wait(zset_t *z, int timeout_ms)
     return k;
 }
 
-/* ---- hollow hosts ---- */
+/* ---- hollow hosts: real fleet_t objects ---- */
 
 typedef struct {
     char id[32];
     zsock_t *sock;
-    vmdb_t *db;
-    zhashx_t *vms;    /* vm_id as "%u" -> vm_t* */
-    zlistx_t *replies; /* packed WorkerReply frames waiting for the commit */
-    bool in_tx;
+    fleet_t *fleet;    /* worker/fleet.c on the hollow engine, its own worker.db */
+    bool submitted;    /* commands submitted since the last flush */
     unsigned connects; /* sockets made so far: a new one must be watched */
-    int64_t last_sent_ms, last_recv_ms;
+    int64_t last_sent_ms, last_recv_ms, last_tick_ms;
     uint64_t commands;
 } shost_t;
 
@@ -230,6 +227,7 @@ typedef struct {
     const bench_cfg_t *cfg;
     const char *endpoint;
     const char *state_dir;
+    const char *images_dir;
     shost_t *hosts;
     int first, n;
     volatile int *stop;
@@ -256,35 +254,10 @@ static zframe_t *s_pack(const ProtobufCMessage *m)
 
 static void s_host_ready(hthread_t *t, shost_t *h)
 {
-    size_t n = zhashx_size(h->vms), k = 0;
-    Ttfleet__VmActual *acts = calloc(n + 1, sizeof *acts);
-    Ttfleet__VmActual **ptrs = calloc(n + 1, sizeof *ptrs);
-    for (vm_t *vm = zhashx_first(h->vms); vm && acts && ptrs; vm = zhashx_next(h->vms)) {
-        ttfleet__vm_actual__init(&acts[k]);
-        acts[k].vm_id = vm->vm_id;
-        acts[k].state = vm->state;
-        acts[k].env = vm->env;
-        acts[k].expires_at = vm->expires_at;
-        ptrs[k] = &acts[k];
-        k++;
-    }
-    char *engines[] = {BENCH_ENGINE}, *images[] = {BENCH_IMAGE};
-    Ttfleet__WorkerHello hello = TTFLEET__WORKER_HELLO__INIT;
-    hello.host_id = h->id;
-    hello.cpu_total = t->cfg->host_cpu;
-    hello.mem_total = (uint64_t)t->cfg->host_cpu * 1024;
-    hello.disk_total = (uint64_t)t->cfg->host_cpu * 1024;
-    hello.n_engines = 1;
-    hello.engines = engines;
-    hello.n_images = 1;
-    hello.images = images;
-    hello.n_inventory = k;
-    hello.inventory = ptrs;
-    hello.version = "ttbench";
-    zframe_t *body = s_pack(&hello.base);
-    s_host_send(h, TT_W_READY, &body);
-    free(acts);
-    free(ptrs);
+    (void)t;
+    zframe_t *body = fleet_hello(h->fleet);
+    if (body)
+        s_host_send(h, TT_W_READY, &body);
 }
 
 static int s_host_connect(hthread_t *t, shost_t *h)
@@ -304,106 +277,6 @@ static int s_host_connect(hthread_t *t, shost_t *h)
     return 0;
 }
 
-/* Converge one VM: hollow VMs are rows, so the actual state is the desired
- * one as soon as the row is staged. Returns the VM's state. */
-static int s_host_apply(shost_t *h, const Ttfleet__VmSpec *spec, int *status, char *msg,
-                        size_t msglen)
-{
-    char key[16];
-    snprintf(key, sizeof key, "%u", spec->vm_id);
-    vm_t *vm = zhashx_lookup(h->vms, key);
-    if (spec->desired == TTFLEET__VM_STATE__VM_ABSENT) {
-        if (vm) {
-            if (vmdb_delete(h->db, spec->vm_id))
-                goto db_failed;
-            zhashx_delete(h->vms, key);
-        }
-        return TTFLEET__VM_STATE__VM_ABSENT;
-    }
-    if (spec->vm_id < TT_VMID_MIN || spec->vm_id > TT_VMID_MAX ||
-        strcmp(spec->engine, BENCH_ENGINE) != 0 || strcmp(spec->image, BENCH_IMAGE) != 0 ||
-        spec->n_ports > TT_MAX_PORTS_PER_VM) {
-        *status = TTFLEET__STATUS__BAD_REQUEST;
-        snprintf(msg, msglen, "vm %u: this host has only engine %s and image %s", spec->vm_id,
-                 BENCH_ENGINE, BENCH_IMAGE);
-        return vm ? vm->state : TTFLEET__VM_STATE__VM_ABSENT;
-    }
-    bool fresh = !vm;
-    if (fresh && !(vm = calloc(1, sizeof *vm))) {
-        *status = TTFLEET__STATUS__WORKER_FAILED;
-        snprintf(msg, msglen, "out of memory");
-        return TTFLEET__VM_STATE__VM_ABSENT;
-    }
-    vm->vm_id = spec->vm_id;
-    snprintf(vm->env, sizeof vm->env, "%s", spec->env);
-    snprintf(vm->image, sizeof vm->image, "%s", spec->image);
-    snprintf(vm->engine, sizeof vm->engine, "%s", spec->engine);
-    vm->cpu = spec->cpu;
-    vm->mem_mib = spec->mem_mib;
-    vm->disk_mib = spec->disk_mib;
-    snprintf(vm->ip, sizeof vm->ip, "%s", spec->ip);
-    snprintf(vm->mac, sizeof vm->mac, "%s", spec->mac);
-    vm->n_ports = (uint32_t)spec->n_ports;
-    for (size_t i = 0; i < spec->n_ports; i++) {
-        vm->ports[i].guest = spec->ports[i]->guest;
-        vm->ports[i].public_port = spec->ports[i]->public_;
-    }
-    vm->deny_outgoing = spec->deny_outgoing;
-    vm->expires_at = spec->expires_at;
-    vm->state = spec->desired;
-    if (vmdb_put(h->db, vm)) {
-        if (fresh)
-            free(vm);
-        goto db_failed;
-    }
-    if (fresh)
-        zhashx_insert(h->vms, key, vm);
-    return vm->state;
-db_failed:
-    *status = TTFLEET__STATUS__WORKER_FAILED;
-    snprintf(msg, msglen, "worker.db: %s", vmdb_errmsg(h->db));
-    return vm ? vm->state : TTFLEET__VM_STATE__VM_ABSENT;
-}
-
-static void s_host_command(shost_t *h, zframe_t *body)
-{
-    Ttfleet__WorkerCommand *cmd =
-        body ? ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
-    if (!cmd)
-        return;
-    h->commands++;
-    if (!h->in_tx && vmdb_begin(h->db) == 0)
-        h->in_tx = true;
-    Ttfleet__WorkerReply rep = TTFLEET__WORKER_REPLY__INIT;
-    rep.op_id = cmd->op_id;
-    char message[160] = "";
-    Ttfleet__VmActual *acts = calloc(cmd->n_vms + 1, sizeof *acts);
-    Ttfleet__VmActual **ptrs = calloc(cmd->n_vms + 1, sizeof *ptrs);
-    for (size_t i = 0; i < cmd->n_vms && acts && ptrs; i++) {
-        int status = TTFLEET__STATUS__OK;
-        char msg[160] = "";
-        ttfleet__vm_actual__init(&acts[i]);
-        acts[i].vm_id = cmd->vms[i]->vm_id;
-        acts[i].state = s_host_apply(h, cmd->vms[i], &status, msg, sizeof msg);
-        acts[i].env = cmd->vms[i]->env;
-        acts[i].expires_at = cmd->vms[i]->expires_at;
-        ptrs[i] = &acts[i];
-        rep.n_vms++;
-        if (status != TTFLEET__STATUS__OK && rep.status == TTFLEET__STATUS__OK) {
-            rep.status = status;
-            snprintf(message, sizeof message, "%s", msg);
-        }
-    }
-    rep.vms = ptrs;
-    rep.message = message;
-    zframe_t *f = s_pack(&rep.base);
-    if (f)
-        zlistx_add_end(h->replies, f);
-    free(acts);
-    free(ptrs);
-    ttfleet__worker_command__free_unpacked(cmd, NULL);
-}
-
 static void s_host_recv(hthread_t *t, shost_t *h)
 {
     zmsg_t *msg;
@@ -411,11 +284,11 @@ static void s_host_recv(hthread_t *t, shost_t *h)
         h->last_recv_ms = tt_mono_ms();
         ttframe_worker_t w;
         if (ttframe_worker_parse(msg, false, TT_MAX_WORKER_BODY, &w) == 0) {
-            int cmd = w.cmd;
-            zframe_t *body = w.body;
-            if (cmd == TT_W_COMMAND)
-                s_host_command(h, body);
-            else if (cmd == TT_W_DISCONNECT) {
+            if (w.cmd == TT_W_COMMAND && w.body) {
+                fleet_submit(h->fleet, zframe_data(w.body), zframe_size(w.body));
+                h->submitted = true;
+                h->commands++;
+            } else if (w.cmd == TT_W_DISCONNECT) {
                 zmsg_destroy(&msg);
                 s_host_connect(t, h);
                 return;
@@ -425,26 +298,15 @@ static void s_host_recv(hthread_t *t, shost_t *h)
     }
 }
 
-/* Commit what this iteration staged, then send its replies: a reply never
- * leaves before the rows it reports are durable. */
+/* The worker's group commit: one worker.db transaction for everything
+ * submitted since the last flush, then the replies it made durable. */
 static void s_host_flush(shost_t *h)
 {
-    if (h->in_tx) {
-        if (vmdb_commit(h->db)) {
-            vmdb_rollback(h->db);
-            fprintf(stderr, "ttbench: %s: commit failed: %s\n", h->id, vmdb_errmsg(h->db));
-        }
-        h->in_tx = false;
-    }
+    fleet_flush(h->fleet);
+    h->submitted = fleet_in_flight(h->fleet) > 0;
     zframe_t *f;
-    while ((f = zlistx_detach(h->replies, NULL)))
+    while ((f = fleet_pop(h->fleet)))
         s_host_send(h, TT_W_REPLY, &f);
-}
-
-static void s_vm_free(void **item)
-{
-    free(*item);
-    *item = NULL;
 }
 
 static void *s_host_thread(void *arg)
@@ -460,16 +322,25 @@ static void *s_host_thread(void *arg)
             snprintf(t->error, sizeof t->error, "mkdir %.120s: %.100s", path, strerror(errno));
             return NULL;
         }
-        snprintf(path, sizeof path, "%s/%s/worker.db", t->state_dir, h->id);
-        h->db = vmdb_open(path, err, sizeof err);
-        if (!h->db) {
-            snprintf(t->error, sizeof t->error, "%s", err);
+        fleet_config_t fc = {
+            .state_dir = path,
+            .images_dir = t->images_dir,
+            .host_id = h->id,
+            .cap = {{cfg->host_cpu, (uint64_t)cfg->host_cpu * 1024,
+                     (uint64_t)cfg->host_cpu * 1024},
+                    1.0,
+                    1.0,
+                    1.0},
+            .engines = {BENCH_ENGINE},
+            .n_engines = 1,
+            .expiry_grace = 300,
+            .stop_timeout_ms = 2000,
+        };
+        h->fleet = fleet_new(&fc, err, sizeof err);
+        if (!h->fleet) {
+            snprintf(t->error, sizeof t->error, "%s: %.200s", h->id, err);
             return NULL;
         }
-        h->vms = zhashx_new();
-        zhashx_set_destructor(h->vms, s_vm_free);
-        h->replies = zlistx_new();
-        zlistx_set_destructor(h->replies, (zlistx_destructor_fn *)zframe_destroy);
         if (s_host_connect(t, h)) {
             snprintf(t->error, sizeof t->error, "cannot connect %s to %s", h->id, t->endpoint);
             return NULL;
@@ -493,7 +364,7 @@ static void *s_host_thread(void *arg)
         }
         for (int j = 0; j < k; j++) {
             shost_t *h = &t->hosts[set.ready[j]];
-            if (h->in_tx || zlistx_size(h->replies)) {
+            if (h->submitted) {
                 s_host_flush(h);
                 zset_touch(&set, set.ready[j]);
             }
@@ -502,6 +373,14 @@ static void *s_host_thread(void *arg)
         if (now >= next_beat) {
             for (int i = 0; i < t->n; i++) {
                 shost_t *h = &t->hosts[i];
+                if (h->submitted) /* a stop in flight (none on hollow VMs) */
+                    s_host_flush(h);
+                if (now - h->last_tick_ms >= 1000) {
+                    zframe_t *ev = fleet_tick(h->fleet, tt_now());
+                    if (ev)
+                        s_host_send(h, TT_W_EVENT, &ev);
+                    h->last_tick_ms = now;
+                }
                 if (now - h->last_recv_ms > (int64_t)cfg->heartbeat_ms * cfg->liveness) {
                     s_host_connect(t, h); /* the broker went silent: start over */
                     zset_watch(&set, i, h->sock);
@@ -524,9 +403,7 @@ static void s_hosts_free(shost_t *hosts, int n)
 {
     for (int i = 0; i < n; i++) {
         zsock_destroy(&hosts[i].sock);
-        vmdb_destroy(&hosts[i].db);
-        zhashx_destroy(&hosts[i].vms);
-        zlistx_destroy(&hosts[i].replies);
+        fleet_destroy(&hosts[i].fleet);
     }
     free(hosts);
 }
@@ -565,6 +442,9 @@ typedef struct {
     char env[48];
     char rid[40];
     uint64_t seq;
+    bool probe; /* shows an env another producer created, then idles */
+    char done_env[48]; /* the last env this producer created (OK) */
+    int64_t next_us;   /* probes: not before (50 shows/s each) */
 } prod_t;
 
 typedef struct {
@@ -662,6 +542,8 @@ static bool s_prod_reply(run_t *run, prod_t *p, int index, zmsg_t *msg, bool run
         }
         bool ok = rep->status == TTFLEET__STATUS__OK;
         ttfleet__reply__free_unpacked(rep, NULL);
+        if (op == OP_CREATE && ok)
+            snprintf(p->done_env, sizeof p->done_env, "%s", p->env);
         /* next op of the cycle; a failed create ends the cycle, and the
          * delete always runs once the create succeeded (even after the
          * window, so the broker is left clean) */
@@ -670,7 +552,7 @@ static bool s_prod_reply(run_t *run, prod_t *p, int index, zmsg_t *msg, bool run
                 return s_prod_send(run, p, OP_SHOW, index) != 0;
             return s_prod_send(run, p, OP_DELETE, index) != 0;
         }
-        if (op == OP_SHOW)
+        if (op == OP_SHOW && !p->probe)
             return s_prod_send(run, p, OP_DELETE, index) != 0;
     }
     p->waiting = -1;
@@ -681,11 +563,15 @@ static void s_run(run_t *run)
 {
     const bench_cfg_t *cfg = run->cfg;
     int m = cfg->producers;
-    prod_t *prods = calloc((size_t)m, sizeof *prods);
+    int probes = cfg->create_only && !run->relay ? cfg->show_probes : 0;
+    int all = m + probes;
+    uint64_t probe_next = 0;
+    prod_t *prods = calloc((size_t)all, sizeof *prods);
     zset_t set;
-    if (zset_init(&set, m) || !prods)
+    if (zset_init(&set, all) || !prods)
         goto done;
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < all; i++) {
+        prods[i].probe = i >= m;
         prods[i].sock = zsock_new(ZMQ_DEALER);
         zsock_set_linger(prods[i].sock, 0);
         if (zsock_connect(prods[i].sock, "%s", run->endpoint) != 0)
@@ -697,13 +583,13 @@ static void s_run(run_t *run)
      * overflow a listen backlog, and a SYN retried after 1 s is not the
      * broker's latency. One MMI request per producer, answered. */
     int warm = 0;
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < all; i++) {
         zmsg_t *msg = ttframe_mdp_request(TT_SERVICE_MMI, TT_SERVICE_ENV, strlen(TT_SERVICE_ENV));
         if (msg && zmsg_send(&msg, prods[i].sock) != 0)
             zmsg_destroy(&msg);
         zset_touch(&set, i);
     }
-    for (int64_t until = s_now_us() + 10000000; warm < m && s_now_us() < until;) {
+    for (int64_t until = s_now_us() + 10000000; warm < all && s_now_us() < until;) {
         int k = zset_wait(&set, 100);
         for (int j = 0; j < k; j++) {
             zmsg_t *msg;
@@ -740,6 +626,22 @@ static void s_run(run_t *run)
                 if (interval)
                     next_due += interval;
             }
+            /* show probes (--mix create): each shows an env some creator
+             * made, one request in flight each */
+            for (int i = m; i < all; i++) {
+                if (prods[i].waiting >= 0 || prods[i].next_us > now)
+                    continue;
+                const prod_t *src = &prods[probe_next++ % (uint64_t)m];
+                if (!src->done_env[0])
+                    continue;
+                prods[i].seq++;
+                prods[i].next_us = now + 20000;
+                snprintf(prods[i].env, sizeof prods[i].env, "%s", src->done_env);
+                if (s_prod_send(run, &prods[i], OP_SHOW, i) == 0) {
+                    busy++;
+                    zset_touch(&set, i);
+                }
+            }
             if (interval && next_due <= now - 1000 * 100) {
                 /* every producer busy and 100 ms behind: count it, do not
                  * build an unbounded backlog */
@@ -772,7 +674,7 @@ static void s_run(run_t *run)
         run->elapsed_s = run->seconds; /* the window; the drain is not counted */
     run->unfinished = (uint64_t)busy;
 done:
-    for (int i = 0; prods && i < m; i++)
+    for (int i = 0; prods && i < all; i++)
         zsock_destroy(&prods[i].sock);
     free(prods);
     zset_fini(&set);
@@ -824,6 +726,7 @@ static pid_t s_start_broker(const bench_cfg_t *cfg, const char *dir, char *clien
         char *argv[] = {(char *)cfg->ttbroker, "--state", state, "--clients", clients, "--workers",
                         workers, "--events", events, "--heartbeat-ms", hb, "--liveness", live,
                         "--request-ttl", ttl, "--admin-tenant", (char *)cfg->admin_tenant,
+                        "--rate", "0", /* the benchmark measures the loop, not the limit */
                         cfg->spread ? "--spread" : NULL, NULL};
         pid_t pid = fork();
         if (pid < 0)
@@ -908,6 +811,74 @@ static int s_wait_online(const bench_cfg_t *cfg, const char *clients, int n, int
     return online >= n ? 0 : -1;
 }
 
+/* The broker's own figures (admin op broker_stats), NULL if it has none. */
+static Ttfleet__Reply *s_broker_stats(const bench_cfg_t *cfg, const char *clients)
+{
+    ttclient_t *c = ttclient_new(clients, cfg->admin_tenant);
+    if (!c)
+        return NULL;
+    ttclient_set_timeout(c, 5000);
+    ttclient_set_retries(c, 1);
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_BROKER_STATS;
+    req.broker_stats = &empty;
+    Ttfleet__Reply *rep = NULL;
+    if (ttclient_call(c, TT_SERVICE_ADMIN, &req, &rep) || rep->status != TTFLEET__STATUS__OK ||
+        rep->result_case != TTFLEET__REPLY__RESULT_BROKER_STATS)
+        ttclient_reply_destroy(&rep);
+    ttclient_destroy(&c);
+    return rep;
+}
+
+/* The q quantile of a cumulative histogram: the upper bound of the bucket
+ * it falls in (what a bucketed histogram can say). */
+static double s_hist_quantile(Ttfleet__HistogramBucket **b, size_t n, uint64_t count, double q)
+{
+    uint64_t want = (uint64_t)(q * (double)count + 0.5);
+    for (size_t i = 0; i < n; i++)
+        if (b[i]->count >= want && count)
+            return b[i]->le;
+    return 0;
+}
+
+static void s_print_hist(const char *name, Ttfleet__HistogramBucket **b, size_t n,
+                         uint64_t count, double sum, double scale, const char *unit)
+{
+    printf("  %s: %llu, mean %.2f %s, p50 <= %g, p99 <= %g %s\n", name,
+           (unsigned long long)count, count ? sum * scale / (double)count : 0.0, unit,
+           s_hist_quantile(b, n, count, 0.5) * scale, s_hist_quantile(b, n, count, 0.99) * scale,
+           unit);
+    printf("   ");
+    uint64_t prev = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i]->count == prev)
+            continue;
+        if (isinf(b[i]->le))
+            printf(" >:%llu", (unsigned long long)(b[i]->count - prev));
+        else
+            printf(" <=%g:%llu", b[i]->le * scale, (unsigned long long)(b[i]->count - prev));
+        prev = b[i]->count;
+    }
+    printf("\n");
+}
+
+static void s_print_stats(const Ttfleet__BrokerStats *bs)
+{
+    printf("broker (broker_stats, whole run incl. warm-up):\n");
+    s_print_hist("commits (COMMIT began -> durable)", bs->commit_latency, bs->n_commit_latency,
+                 bs->commit_latency_count, bs->commit_latency_sum, 1000.0, "ms");
+    s_print_hist("batches (messages per loop batch)", bs->batch_size, bs->n_batch_size,
+                 bs->batch_size_count, bs->batch_size_sum, 1.0, "msgs");
+    for (size_t i = 0; i < bs->n_op_latency; i++) {
+        const Ttfleet__OpLatency *o = bs->op_latency[i];
+        printf("  op %-12s %9llu, in broker p50 <= %g ms, p99 <= %g ms\n", o->op,
+               (unsigned long long)o->count,
+               s_hist_quantile(o->buckets, o->n_buckets, o->count, 0.5) * 1000,
+               s_hist_quantile(o->buckets, o->n_buckets, o->count, 0.99) * 1000);
+    }
+}
+
 /* ---- report ---- */
 
 static json_t *s_json_op(const samples_t *s, double secs)
@@ -957,6 +928,8 @@ static void s_usage(FILE *out)
             "  --broker-clients EP    use a running broker: its clients endpoint ...\n"
             "  --broker-workers EP    ... and its workers endpoint (no idle CPU figure)\n"
             "  --admin-tenant NAME    the broker's admin tenant (default admin)\n"
+            "  --show-probes N        with --mix create: N more producers that only show\n"
+            "                         envs the creators made, 50/s each (default 4: p99 of show under load)\n"
             "  --keep                 keep the temporary directory (state, broker.log)\n"
             "  --json                 print the results as one JSON object\n",
             BENCH_MAX_HOSTS, BENCH_MAX_PRODUCERS);
@@ -992,11 +965,11 @@ int main(int argc, char **argv)
     bench_cfg_t cfg = {.hosts = 100, .producers = 16, .seconds = 10, .host_threads = 2,
                        .io_threads = 1, .relay_seconds = -1, .idle_seconds = 5,
                        .heartbeat_ms = 1000, .liveness = 5, .request_ttl = 600,
-                       .host_cpu = 1000, .admin_tenant = "admin"};
+                       .host_cpu = 1000, .admin_tenant = "admin", .show_probes = 4};
     enum {
         O_HOSTS = 256, O_PRODS, O_SECS, O_RATE, O_JSON, O_MIX, O_SPREAD, O_RELAY, O_IDLE,
         O_HTHREADS, O_IOTHREADS, O_HOSTCPU, O_HB, O_LIVE, O_TTL, O_BROKER, O_BCLIENTS,
-        O_BWORKERS, O_ADMIN, O_KEEP, O_HELP
+        O_BWORKERS, O_ADMIN, O_KEEP, O_PROBES, O_HELP
     };
     static const struct option opts[] = {
         {"hosts", 1, 0, O_HOSTS},          {"producers", 1, 0, O_PRODS},
@@ -1009,6 +982,7 @@ int main(int argc, char **argv)
         {"request-ttl", 1, 0, O_TTL},      {"ttbroker", 1, 0, O_BROKER},
         {"broker-clients", 1, 0, O_BCLIENTS}, {"broker-workers", 1, 0, O_BWORKERS},
         {"admin-tenant", 1, 0, O_ADMIN},   {"keep", 0, 0, O_KEEP},
+        {"show-probes", 1, 0, O_PROBES},
         {"help", 0, 0, O_HELP},            {0, 0, 0, 0}};
     int c, bad = 0, host_cpu = (int)cfg.host_cpu;
     cfg.ttbroker[0] = '\0';
@@ -1043,6 +1017,7 @@ int main(int argc, char **argv)
         case O_BCLIENTS: cfg.clients_ep = optarg; break;
         case O_BWORKERS: cfg.workers_ep = optarg; break;
         case O_ADMIN: cfg.admin_tenant = optarg; break;
+        case O_PROBES: bad = s_opt_int("--show-probes", optarg, 0, 64, &cfg.show_probes); break;
         case O_KEEP: cfg.keep = true; break;
         case O_HELP: s_usage(stdout); return 0;
         default:
@@ -1094,6 +1069,8 @@ int main(int argc, char **argv)
     zsys_set_io_threads((size_t)cfg.io_threads);
     zsys_set_logstream(stderr);
     zsys_init();
+    /* fleet_t logs each VM it makes: thousands a second here, on stdout */
+    zsys_set_logstream(NULL);
 
     int code = 1;
     char dir[] = "/tmp/ttbench-XXXXXX";
@@ -1104,6 +1081,14 @@ int main(int argc, char **argv)
     char hosts_dir[PATH_MAX];
     snprintf(hosts_dir, sizeof hosts_dir, "%s/hosts", dir);
     mkdir(hosts_dir, 0700);
+    /* the hosts' one image: any file named like an image */
+    char images_dir[PATH_MAX + 16], image[PATH_MAX + 32];
+    snprintf(images_dir, sizeof images_dir, "%s/images", dir);
+    mkdir(images_dir, 0700);
+    snprintf(image, sizeof image, "%s/%s", images_dir, BENCH_IMAGE);
+    FILE *imgf = fopen(image, "w");
+    if (imgf)
+        fclose(imgf);
 
     pid_t broker = -1;
     char clients[64], workers[64];
@@ -1127,6 +1112,7 @@ int main(int argc, char **argv)
     for (int i = 0, first = 0; i < cfg.host_threads; i++) {
         int n = cfg.hosts / cfg.host_threads + (i < cfg.hosts % cfg.host_threads);
         threads[i] = (hthread_t){.cfg = &cfg, .endpoint = workers, .state_dir = hosts_dir,
+                                  .images_dir = images_dir,
                                  .hosts = hosts + first, .first = first + 1, .n = n,
                                  .stop = &stop_hosts};
         first += n;
@@ -1233,6 +1219,12 @@ int main(int argc, char **argv)
         if (load.unfinished)
             printf("  %llu requests had no reply %d s after the window\n",
                    (unsigned long long)load.unfinished, BENCH_DRAIN_MS / 1000);
+        Ttfleet__Reply *st = s_interrupted ? NULL : s_broker_stats(&cfg, clients);
+        if (st)
+            s_print_stats(st->broker_stats);
+        else
+            printf("broker: no broker_stats (an older broker?)\n");
+        ttclient_reply_destroy(&st);
     }
     code = load.ops[OP_CREATE].n > 0 && !s_interrupted ? 0 : 1;
     for (int op = 0; op < OP_N; op++) {

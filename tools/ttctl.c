@@ -21,7 +21,7 @@
  * environment (TTFLEET_BROKER, TTFLEET_TENANT, TTFLEET_KEY,
  * TTFLEET_BROKER_KEY, TTFLEET_EVENTS), then the config file
  * ($TTFLEET_CONFIG, else ~/.config/ttfleet/ttctl.conf if it exists) of
- * "name = value" lines (s_config_load). `ttctl keygen` makes the keys.
+ * "name = value" lines read with zconfig (s_config_load). `ttctl keygen` makes the keys.
  */
 #include <czmq.h>
 #include <time.h>
@@ -36,6 +36,7 @@
 
 #include "ttclient.h"
 #include "ttctl_print.h"
+#include "ttguest.h"
 #include "ttproto.h"
 
 #define EXIT_STATUS 1
@@ -96,7 +97,7 @@ static const char *s_global_help =
     "  --json          print results as JSON\n"
     "  --timeout MS    wait per attempt, 1..3600000 (default 10000; 3 attempts)\n"
     "  --help          this help; 'ttctl GROUP VERB --help' for one command\n"
-    "config file: $TTFLEET_CONFIG or ~/.config/ttfleet/ttctl.conf, lines 'name = value'\n"
+    "config file: $TTFLEET_CONFIG or ~/.config/ttfleet/ttctl.conf, ZPL (zconfig) lines 'name = value'\n"
     "  with names broker, tenant, key, broker_key, events; flags and env vars override it\n"
     "exit codes: 0 OK, 1 error status from the broker, 2 usage error, 3 no reply\n";
 
@@ -327,6 +328,9 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
         case TTFLEET__REPLY__RESULT_CONSOLE:
             print_console(stdout, reply->console, ctl->json);
             break;
+        case TTFLEET__REPLY__RESULT_KEYS:
+            print_key_list(stdout, reply->keys, ctl->json);
+            break;
         case TTFLEET__REPLY__RESULT_QUOTAS:
             print_quota_list(stdout, reply->quotas, ctl->json);
             break;
@@ -335,6 +339,12 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
             break;
         case TTFLEET__REPLY__RESULT_AUDIT:
             print_audit(stdout, reply->audit, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_IMAGE:
+            print_image(stdout, reply->image, ctl->json);
+            break;
+        case TTFLEET__REPLY__RESULT_IMAGES:
+            print_image_list(stdout, reply->images, ctl->json);
             break;
         default:
             print_done(stdout, done_text, ctl->json);
@@ -405,8 +415,88 @@ static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, i
     return EXIT_STATUS;
 }
 
+/* A whole small file (at most max bytes) into a malloc'd buffer; a usage
+ * error (exit) if it cannot be read or is larger. */
+static char *s_read_small(ctl_t *ctl, const char *what, const char *path, size_t max, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        s_usage_error(ctl, "%s %s: %s", what, path, strerror(errno));
+    char *buf = malloc(max + 2);
+    size_t n = 0;
+    while (buf && n <= max) {
+        ssize_t r = read(fd, buf + n, max + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!buf)
+        s_usage_error(ctl, "out of memory");
+    if (n > max)
+        s_usage_error(ctl, "%s %s is larger than %zu bytes", what, path, max);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* The bootstrap inputs of env create (--ssh-key, --ssh-key-text,
+ * --user-data), checked here with the rules the broker applies. */
+typedef struct {
+    char *keys[TT_SSH_KEYS_MAX];
+    size_t n_keys;
+    char *files[TT_SSH_KEYS_MAX + 1]; /* buffers to free */
+    size_t n_files;
+} s_boot_t;
+
+static void s_boot_key(ctl_t *ctl, s_boot_t *b, char *key, const char *from, size_t line)
+{
+    char err[256];
+    size_t n = strlen(key);
+    while (n && (key[n - 1] == '\r' || key[n - 1] == ' '))
+        key[--n] = 0;
+    if (tt_ssh_key_valid(key, err, sizeof err)) {
+        if (line)
+            s_usage_error(ctl, "--ssh-key %s line %zu: %s", from, line, err);
+        s_usage_error(ctl, "--ssh-key-text: %s", err);
+    }
+    if (b->n_keys == TT_SSH_KEYS_MAX)
+        s_usage_error(ctl, "at most %d SSH keys", TT_SSH_KEYS_MAX);
+    b->keys[b->n_keys++] = key;
+}
+
+/* --ssh-key FILE: every line that is not blank or a # comment is a key
+ * (an authorized_keys-like file of public keys; a private key fails). */
+static void s_boot_key_file(ctl_t *ctl, s_boot_t *b, const char *path)
+{
+    size_t len;
+    char *text = s_read_small(ctl, "--ssh-key", path, TT_SSH_KEYS_MAX * (TT_SSH_KEY_MAX + 2), &len);
+    if (memchr(text, 0, len))
+        s_usage_error(ctl, "--ssh-key %s: not an SSH public key file (binary)", path);
+    b->files[b->n_files++] = text;
+    size_t line = 0, found = 0;
+    for (char *p = text; p && *p;) {
+        char *nl = strchr(p, '\n');
+        if (nl)
+            *nl = 0;
+        line++;
+        if (*p && *p != '#') {
+            s_boot_key(ctl, b, p, path, line);
+            found++;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    if (!found)
+        s_usage_error(ctl, "--ssh-key %s holds no SSH public key", path);
+}
+
 static int s_env_create(ctl_t *ctl, scan_t *s)
 {
+    s_boot_t boot = {.n_keys = 0};
+    char *user_data = NULL;
+    size_t user_data_len = 0;
     Ttfleet__ImageCount images[TT_MAX_IMAGES_PER_ENV];
     Ttfleet__ImageCount *image_ptrs[TT_MAX_IMAGES_PER_ENV];
     bool dup_given[TT_MAX_IMAGES_PER_ENV] = {false};
@@ -465,6 +555,37 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
         } else if (s_is(s, "--spread")) {
             s_flag(ctl, s);
             create.spread = true;
+        } else if (s_is(s, "--ssh-key")) {
+            if (boot.n_files == TT_SSH_KEYS_MAX)
+                s_usage_error(ctl, "at most %d --ssh-key", TT_SSH_KEYS_MAX);
+            s_boot_key_file(ctl, &boot, s_value(ctl, s));
+        } else if (s_is(s, "--ssh-key-text")) {
+            char *k = strdup(s_value(ctl, s));
+            if (!k)
+                s_usage_error(ctl, "out of memory");
+            boot.files[boot.n_files++] = k;
+            s_boot_key(ctl, &boot, k, NULL, 0);
+        } else if (s_is(s, "--user-data")) {
+            if (user_data)
+                s_usage_error(ctl, "--user-data given twice");
+            const char *path = s_value(ctl, s);
+            char err[256];
+            user_data = s_read_small(ctl, "--user-data", path, TT_USER_DATA_MAX, &user_data_len);
+            if (tt_user_data_valid(user_data, user_data_len, err, sizeof err))
+                s_usage_error(ctl, "--user-data %s: %s", path, err);
+        } else if (s_is(s, "--ready") || s_is(s, "--image-ready")) {
+            bool group = s_is(s, "--image-ready");
+            const char *spec = s_value(ctl, s);
+            tt_ready_t r;
+            char err[256];
+            if (tt_ready_parse(spec, &r, err, sizeof err))
+                s_usage_error(ctl, "%s: %s", group ? "--image-ready" : "--ready", err);
+            if (group) {
+                if (create.n_images == 0)
+                    s_usage_error(ctl, "--image-ready must follow the --image it applies to");
+                images[create.n_images - 1].ready = (char *)spec;
+            } else
+                create.ready = (char *)spec;
         } else if (s_is(s, "--wait")) {
             s_flag(ctl, s);
             wait = true;
@@ -495,10 +616,17 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
         s_usage_error(ctl, "%llu VMs asked for; at most %d in one env", (unsigned long long)vms,
                       TT_MAX_VMS_PER_ENV);
     create.name = (char *)name;
+    create.ssh_keys = boot.keys;
+    create.n_ssh_keys = boot.n_keys;
+    create.user_data.data = (uint8_t *)user_data;
+    create.user_data.len = user_data_len;
 
     ttclient_t *client = s_client(ctl);
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_create(client, &create, &reply);
+    for (size_t i = 0; i < boot.n_files; i++)
+        free(boot.files[i]);
+    free(user_data);
     if (!wait && rc == 0 && reply->status == TTFLEET__STATUS__QUEUED) {
         /* accepted, not yet placed: success for the caller, with the position */
         uint32_t pos = reply->result_case == TTFLEET__REPLY__RESULT_ENV && reply->env
@@ -791,6 +919,140 @@ static int s_host_remove(ctl_t *ctl, scan_t *s)
     return s_host_op_finish(ctl, &client, rc, &reply);
 }
 
+/* host set ID --cpu N --mem MIB --disk MIB | --unpin: an admin's pin of
+ * the capacity placement may use on the host. */
+static int s_host_set(ctl_t *ctl, scan_t *s)
+{
+    Ttfleet__HostSet set = TTFLEET__HOST_SET__INIT;
+    const char *id = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (id)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            id = s_name(ctl, "host id", arg);
+        } else if (s_is(s, "--cpu")) {
+            set.cpu = (uint32_t)s_number(ctl, "--cpu", s_value(ctl, s), 1, TT_MAX_HOST_CPU);
+        } else if (s_is(s, "--mem")) {
+            set.mem_mib = s_number(ctl, "--mem", s_value(ctl, s), 1, TT_MAX_HOST_MEM_MIB);
+        } else if (s_is(s, "--disk")) {
+            set.disk_mib = s_number(ctl, "--disk", s_value(ctl, s), 1, TT_MAX_HOST_DISK_MIB);
+        } else if (s_is(s, "--unpin")) {
+            s_flag(ctl, s);
+            set.unpin = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!id)
+        s_usage_error(ctl, "host id is required");
+    if (set.unpin && (set.cpu || set.mem_mib || set.disk_mib))
+        s_usage_error(ctl, "--unpin takes no --cpu, --mem or --disk");
+    if (!set.unpin && !set.cpu && !set.mem_mib && !set.disk_mib)
+        s_usage_error(ctl, "give --cpu, --mem or --disk, or --unpin");
+    set.id = (char *)id;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_SET;
+    req.host_set = &set;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_host_op_finish(ctl, &client, rc, &reply);
+}
+
+/* ---- key: the operator binds client keys (admin only) ---- */
+
+/* A public key given as 40 characters of Z85 or as a certificate file
+ * (`ttctl keygen`'s PATH, or PATH_secret: only the public key is sent). */
+static void s_key_arg(ctl_t *ctl, const char *arg, char *pub)
+{
+    if (tt_key_valid(arg)) {
+        snprintf(pub, TT_KEY_LEN + 1, "%s", arg);
+        return;
+    }
+    struct stat st;
+    if (stat(arg, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024)
+        s_usage_error(ctl, "'%s' is neither a public key (40 characters of Z85) nor a "
+                           "certificate file", arg);
+    zcert_t *cert = zcert_load(arg);
+    if (!cert)
+        s_usage_error(ctl, "%s is not a CURVE certificate (ttctl keygen makes them)", arg);
+    snprintf(pub, TT_KEY_LEN + 1, "%s", zcert_public_txt(cert));
+    const char *role = zcert_meta(cert, "role"), *tenant = zcert_meta(cert, "tenant");
+    if (role || tenant)
+        fprintf(stderr, "ttctl: note: the tenant/role written in %s (%s/%s) are ignored; "
+                        "the broker uses what you bind\n", arg, tenant ? tenant : "-",
+                role ? role : "-");
+    zcert_destroy(&cert);
+}
+
+static int s_key_add(ctl_t *ctl, scan_t *s)
+{
+    const char *file = NULL, *tenant = NULL, *role = NULL, *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (file)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            file = arg;
+        } else if (s_is(s, "--tenant"))
+            tenant = s_name(ctl, "--tenant", s_value(ctl, s));
+        else if (s_is(s, "--role")) {
+            role = s_value(ctl, s);
+            if (!tt_key_role_valid(role))
+                s_usage_error(ctl, "--role: '%s' is not user, admin or gateway", role);
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!file || !tenant || !role)
+        s_usage_error(ctl, "key add needs PUBLIC_KEY_OR_CERT_FILE, --tenant T and --role R");
+    char pub[TT_KEY_LEN + 1];
+    s_key_arg(ctl, file, pub);
+    /* --tenant here names the key's tenant; the caller's own tenant comes
+     * from its key, so ctl->tenant is not used for this request */
+    Ttfleet__KeyAdd add = TTFLEET__KEY_ADD__INIT;
+    add.public_key = pub;
+    add.tenant = (char *)tenant;
+    add.role = (char *)role;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_KEY_ADD;
+    req.key_add = &add;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_finish(ctl, &client, rc, &reply, "key bound", false);
+}
+
+static int s_key_list(ctl_t *ctl, scan_t *s)
+{
+    s_positionals(ctl, s, NULL, 0);
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_KEY_LIST;
+    req.key_list = &empty;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no keys", false);
+}
+
+static int s_key_rm(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[1] = {NULL};
+    if (s_positionals(ctl, s, pos, 1) != 1)
+        s_usage_error(ctl, "key rm needs PUBLIC_KEY_OR_CERT_FILE");
+    char pub[TT_KEY_LEN + 1];
+    s_key_arg(ctl, pos[0], pub);
+    Ttfleet__KeyRef ref = TTFLEET__KEY_REF__INIT;
+    ref.public_key = pub;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_KEY_RM;
+    req.key_rm = &ref;
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ADMIN, &req, &reply);
+    return s_finish(ctl, &client, rc, &reply, "key removed", false);
+}
+
 /* ---- admission: quota, queue, audit ---- */
 
 /* A quota limit: a whole number in 0..max, or -1 / "none" for no limit. */
@@ -891,6 +1153,87 @@ static int s_queue_list(ctl_t *ctl, scan_t *s)
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_queue_list(client, all, &reply);
     return s_finish(ctl, &client, rc, &reply, "queue empty", false);
+}
+
+/* ---- images (issue 12) ---- */
+
+static int s_image_push(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[2] = {NULL, NULL}, *arg;
+    int npos = 0, kind;
+    bool priv = false;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (npos == 2)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            pos[npos++] = arg;
+        } else if (s_is(s, "--private")) {
+            s_flag(ctl, s);
+            priv = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (npos != 2)
+        s_usage_error(ctl, "give NAME[:TAG] and PATH");
+    tt_image_ref_t ref;
+    char why[256];
+    if (tt_image_ref_parse(pos[0], &ref, why, sizeof why) || ref.digest[0])
+        s_usage_error(ctl, "invalid image name '%s': %s", pos[0],
+                      ref.digest[0] ? "push NAME[:TAG], the digest is the content's" : why);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_push(client, pos[0], pos[1], !priv, NULL, &reply);
+    return s_finish(ctl, &client, rc, &reply, "pushed", false);
+}
+
+static int s_image_list(ctl_t *ctl, scan_t *s)
+{
+    bool all = false;
+    const char *arg;
+    int kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0)
+            s_usage_error(ctl, "unexpected argument '%s'", arg);
+        if (s_is(s, "--all")) {
+            s_flag(ctl, s);
+            all = true;
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_list(client, all, &reply);
+    return s_finish(ctl, &client, rc, &reply, "no images", false);
+}
+
+static const char *s_image_ref_arg(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[1] = {NULL};
+    if (s_positionals(ctl, s, pos, 1) != 1)
+        s_usage_error(ctl, "image NAME[:TAG] or NAME@sha256:... is required");
+    tt_image_ref_t ref;
+    char why[256];
+    if (tt_image_ref_parse(pos[0], &ref, why, sizeof why))
+        s_usage_error(ctl, "invalid image name '%s': %s", pos[0], why);
+    return pos[0];
+}
+
+static int s_image_show(ctl_t *ctl, scan_t *s)
+{
+    const char *ref = s_image_ref_arg(ctl, s);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_show(client, ref, &reply);
+    return s_finish(ctl, &client, rc, &reply, "shown", false);
+}
+
+static int s_image_rm(ctl_t *ctl, scan_t *s)
+{
+    const char *ref = s_image_ref_arg(ctl, s);
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_rm(client, ref, &reply);
+    return s_finish(ctl, &client, rc, &reply, "removed", false);
 }
 
 /* --since: unix seconds, an ISO 8601 UTC time (2026-12-01T20:00:00Z or
@@ -1199,10 +1542,11 @@ static int s_keygen(ctl_t *ctl, scan_t *s)
         s_usage_error(ctl, "--out: path longer than 200 characters");
     if (!role)
         s_usage_error(ctl, "--role is required: user, admin, worker or broker");
-    bool client = strcmp(role, "user") == 0 || strcmp(role, "admin") == 0;
+    bool client = strcmp(role, "user") == 0 || strcmp(role, "admin") == 0 ||
+                  strcmp(role, "gateway") == 0;
     bool worker = strcmp(role, "worker") == 0;
     if (!client && !worker && strcmp(role, "broker") != 0)
-        s_usage_error(ctl, "--role: '%s' is not user, admin, worker or broker", role);
+        s_usage_error(ctl, "--role: '%s' is not user, admin, gateway, worker or broker", role);
     if (client && !tenant)
         s_usage_error(ctl, "--role %s needs --tenant T", role);
     if (!client && tenant)
@@ -1270,41 +1614,29 @@ static struct {
     char events[512];
 } s_config;
 
-static void s_config_error(const char *path, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
+static void s_config_error(const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 
-static void s_config_error(const char *path, int line, const char *fmt, ...)
+static void s_config_error(const char *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (line)
-        fprintf(stderr, "ttctl: %s:%d: ", path, line);
-    else
-        fprintf(stderr, "ttctl: %s: ", path);
+    fprintf(stderr, "ttctl: %s: ", path);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
     exit(EXIT_USAGE);
 }
 
-static char *s_trim(char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    size_t n = strlen(p);
-    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-        p[--n] = '\0';
-    return p;
-}
-
 /* Reads the config file: $TTFLEET_CONFIG (which must exist) or else
- * ~/.config/ttfleet/ttctl.conf (if it exists). The format is deliberately
- * small: one "name = value" per line, blank lines and lines starting with
- * '#' ignored, the value optionally in double quotes. Names: broker, tenant,
- * key, broker_key, events. An unknown name, a name given twice, an empty
- * value or a line without '=' is an error naming the file and line. A key
- * path starting with "~/" is under $HOME; other relative key paths are
- * relative to the config file's directory. */
+ * ~/.config/ttfleet/ttctl.conf (if it exists), with CZMQ's zconfig (ZPL, the
+ * format the daemons' --config files use too): one "name = value" per line,
+ * '#' comments, the value optionally in double quotes. Names: broker,
+ * tenant, key, broker_key, events, at the top level. A syntax error (zconfig
+ * names its line), an unknown or nested name, a name given twice or an
+ * empty value is an error naming the file. A key path starting with "~/" is
+ * under $HOME; other relative key paths are relative to the config file's
+ * directory. */
 static void s_config_load(void)
 {
     const char *env = getenv("TTFLEET_CONFIG");
@@ -1318,12 +1650,32 @@ static void s_config_load(void)
             return;
         snprintf(path, sizeof path, "%s/.config/ttfleet/ttctl.conf", home);
     }
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
         if (!required && errno == ENOENT)
             return;
-        s_config_error(path, 0, "%s", strerror(errno));
+        s_config_error(path, "%s", strerror(errno));
     }
+    if (S_ISDIR(st.st_mode))
+        s_config_error(path, "is a directory");
+    if (st.st_size > 64 * 1024)
+        s_config_error(path, "larger than 64 KiB: not a ttctl config file");
+    /* zconfig reports a syntax error (with its line) through CZMQ's log,
+     * which writes to stdout: point stdout at stderr meanwhile, so the
+     * message reaches the user and never mixes with --json output */
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    if (saved >= 0)
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+    zconfig_t *root = zconfig_load(path);
+    fflush(stdout);
+    if (saved >= 0) {
+        dup2(saved, STDOUT_FILENO);
+        close(saved);
+    }
+    if (!root)
+        s_config_error(path, "not a valid config file (ZPL 'name = value' lines; zconfig "
+                             "said why above)");
     struct {
         const char *name;
         char *value;
@@ -1337,47 +1689,28 @@ static void s_config_load(void)
         {"broker_key", s_config.broker_key, sizeof s_config.broker_key, true, false},
         {"events", s_config.events, sizeof s_config.events, false, false},
     };
-    char buf[1024];
-    int line = 0;
-    while (fgets(buf, sizeof buf, f)) {
-        line++;
-        size_t n = strlen(buf);
-        if (n == sizeof buf - 1 && buf[n - 1] != '\n')
-            s_config_error(path, line, "line longer than %zu characters", sizeof buf - 2);
-        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-            buf[--n] = '\0';
-        char *p = s_trim(buf);
-        if (!*p || *p == '#')
-            continue;
-        char *eq = strchr(p, '=');
-        if (!eq)
-            s_config_error(path, line, "expected 'name = value', got '%.60s'", p);
-        *eq = '\0';
-        char *name = s_trim(p), *value = s_trim(eq + 1);
-        size_t vn = strlen(value);
-        if (vn >= 2 && value[0] == '"' && value[vn - 1] == '"') {
-            value[vn - 1] = '\0';
-            value++;
-        }
-        if (!*value)
-            s_config_error(path, line, "%s has an empty value", name);
-        if (strchr(value, '"'))
-            s_config_error(path, line, "%s: stray '\"' in the value", name);
+    for (zconfig_t *item = zconfig_child(root); item; item = zconfig_next(item)) {
+        const char *name = zconfig_name(item);
+        const char *value = zconfig_value(item);
         size_t i = 0;
         while (i < sizeof fields / sizeof *fields && strcmp(fields[i].name, name) != 0)
             i++;
         if (i == sizeof fields / sizeof *fields)
-            s_config_error(path, line,
+            s_config_error(path,
                            "unknown name '%.40s' (known: broker, tenant, key, broker_key, events)",
                            name);
+        if (zconfig_child(item))
+            s_config_error(path, "%s: a value, not a section, is expected", name);
+        if (!value || !*value)
+            s_config_error(path, "%s has an empty value", name);
         if (fields[i].seen)
-            s_config_error(path, line, "%s given twice", name);
+            s_config_error(path, "%s given twice", name);
         fields[i].seen = true;
         int w;
         if (fields[i].is_path && strncmp(value, "~/", 2) == 0) {
             const char *home = getenv("HOME");
             if (!home || !*home)
-                s_config_error(path, line, "%s: '~/' but HOME is not set", name);
+                s_config_error(path, "%s: '~/' but HOME is not set", name);
             w = snprintf(fields[i].value, fields[i].size, "%s/%s", home, value + 2);
         } else if (fields[i].is_path && value[0] != '/' && strchr(path, '/')) {
             int dir = (int)(strrchr(path, '/') - path);
@@ -1385,28 +1718,26 @@ static void s_config_load(void)
         } else
             w = snprintf(fields[i].value, fields[i].size, "%s", value);
         if (w < 0 || (size_t)w >= fields[i].size)
-            s_config_error(path, line, "%s: value too long", name);
+            s_config_error(path, "%s: value too long", name);
         if (strcmp(name, "tenant") == 0 && !tt_name_valid(value))
-            s_config_error(path, line,
+            s_config_error(path,
                            "invalid tenant '%s': use 1..%d of [A-Za-z0-9._-], not starting "
                            "with '.'",
                            value, TT_MAX_NAME);
         if ((strcmp(name, "broker") == 0 || strcmp(name, "events") == 0) &&
             !strstr(value, "://"))
-            s_config_error(path, line, "%s '%s' is not a ZeroMQ endpoint such as %s", name,
-                           value, TTCLIENT_DEFAULT_ENDPOINT);
+            s_config_error(path, "%s '%s' is not a ZeroMQ endpoint such as %s", name, value,
+                           TTCLIENT_DEFAULT_ENDPOINT);
     }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed)
-        s_config_error(path, 0, "read error");
+    zconfig_destroy(&root);
 }
 
 static const command_t s_commands[] = {
     {"env", "create",
      "env create NAME --image IMG [--dup N] [--image IMG [--dup N]]... [--engine E] [--cpu N] "
      "[--mem MIB] [--disk MIB] [--port P]... [--lifetime SECS] [--deny-outgoing] [--spread] "
-     "[--wait [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
+     "[--ssh-key FILE]... [--ssh-key-text KEY]... [--user-data FILE] [--ready SPEC] "
+     "[--image-ready SPEC] [--wait [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
      "Creates env NAME. Each --image adds VMs of that image, one or --dup N of them.\n"
      "  --engine E        process, hollow, qemu (default: the broker's, process)\n"
      "  --cpu N           cpus per VM, 1..256 (default 2)\n"
@@ -1416,6 +1747,13 @@ static const command_t s_commands[] = {
      "  --lifetime SECS   lease from creation (default 3600; at most 21600 unless admin)\n"
      "  --deny-outgoing   VMs may not open connections out\n"
      "  --spread          place VMs on as many hosts as possible instead of best fit\n"
+     "  --ssh-key FILE    OpenSSH public key(s), one per line, for the guests (qemu engine\n"
+     "                    with a cloud-init image); repeat\n"
+     "  --ssh-key-text KEY  one public key given inline; repeat\n"
+     "  --user-data FILE  cloud-init user-data: #cloud-config or a #! script, <= 64 KiB\n"
+     "  --ready SPEC      when a VM counts as ready: none, ssh, tcp:PORT, http:PORT[/PATH],\n"
+     "                    console:REGEX, agent, cloud-init (default: the image's)\n"
+     "  --image-ready SPEC  the same for the --image it follows\n"
      "  --wait            then wait until every VM runs (progress on a terminal); exit 1\n"
      "                    if they do not within --wait-timeout SECS (default 300)\n"
      "  --queue           if the pool cannot take it now, wait in the admission queue\n"
@@ -1466,6 +1804,38 @@ static const command_t s_commands[] = {
      "Removes host ID from the pool (admin only); refused while it holds VMs unless\n"
      "--force, which drops them.\n",
      s_host_remove, NULL, NULL},
+    {"host", "set", "host set ID [--cpu N] [--mem MIB] [--disk MIB] | --unpin",
+     "Pins the capacity placement may use on host ID (admin only; stored in broker.db):\n"
+     "the pin replaces what its worker advertises, so a compromised worker cannot draw\n"
+     "more VMs. --unpin goes back to the advertised capacity.\n",
+     s_host_set, NULL, NULL},
+    {"key", "add", "key add PUBLIC_KEY_OR_CERT_FILE --tenant T --role user|admin|gateway",
+     "Binds a client key to tenant T and a role (admin only). The key's owner makes it\n"
+     "(ttctl keygen) and sends the public file; what that file says about its tenant\n"
+     "or role is ignored. Refused if the key is already bound (key rm it first).\n",
+     s_key_add, NULL, NULL},
+    {"key", "list", "key list", "Lists the bound client keys (admin only).\n", s_key_list, NULL,
+     NULL},
+    {"key", "rm", "key rm PUBLIC_KEY_OR_CERT_FILE",
+     "Removes a key's binding (admin only): its next request is refused\n"
+     "(UNAUTHENTICATED), new handshakes with it fail, and its events stop.\n",
+     s_key_rm, NULL, NULL},
+    {"image", "push", "image push NAME[:TAG] PATH [--private]",
+     "Pushes an image: a qcow2 file, or a directory with kernel [+ initrd] and/or\n"
+     "disk.qcow2. Only the blobs the broker lacks are sent; an interrupted push resumes\n"
+     "when run again, and nothing is registered until every blob is stored and verified.\n"
+     "A pool image (the default) needs the admin role; --private makes it your tenant's.\n",
+     s_image_push, NULL, NULL},
+    {"image", "list", "image list [--all]",
+     "Lists the pool's images and your tenant's private ones (--all: every tenant's,\n"
+     "admin only).\n",
+     s_image_list, NULL, NULL},
+    {"image", "show", "image show NAME[:TAG] | NAME@sha256:HEX",
+     "Shows an image: digest, kind, size, owner, blobs, VMs that use it.\n", s_image_show,
+     NULL, NULL},
+    {"image", "rm", "image rm NAME[:TAG] | NAME@sha256:HEX",
+     "Removes an image from the catalog; refused (IMAGE_IN_USE) while a VM uses it.\n",
+     s_image_rm, NULL, NULL},
     {"quota", "set",
      "quota set TENANT [--envs N] [--vms N] [--cpu N] [--mem MIB] [--disk MIB] "
      "[--max-lifetime SECS] [--max-priority N]",
@@ -1509,7 +1879,9 @@ static const command_t s_commands[] = {
      "keygen --out PATH (--role user|admin --tenant T | --role worker [--host ID] | --role broker)",
      "Makes a CURVE keypair: PATH (the public certificate, with the role, tenant or host\n"
      "the broker checks) and PATH_secret (mode 0600). Never overwrites an existing file.\n"
-     "  --role user|admin  a client key of tenant T; PATH goes in the broker's --client-keys dir\n"
+     "  --role user|admin|gateway  a client key; send PATH to an admin, who binds it with\n"
+     "                     'ttctl key add PATH --tenant T --role R' (the broker ignores\n"
+     "                     the tenant and role written here)\n"
      "  --role worker      a worker key; --host binds it to that host id; PATH goes in the\n"
      "                     broker's --worker-keys dir\n"
      "  --role broker      the broker's key (ttbroker --curve-secret PATH); give PATH to\n"

@@ -4,6 +4,7 @@
  * Tables are built whole before printing so that each column is as wide as
  * its widest cell: a row is an array of strings owned by the table.
  */
+#define _GNU_SOURCE
 #include "ttctl_print.h"
 
 #include <jansson.h>
@@ -378,17 +379,87 @@ int print_pool(FILE *out, const Ttfleet__PoolStatus *p, bool json)
 
 int print_console(FILE *out, const Ttfleet__ConsoleText *c, bool json)
 {
-    if (json)
-        return s_json_print(out, json_pack("{s:s, s:I, s:s%, s:b}", "host", c->host,
-                                           "vm_id", (json_int_t)c->vm_id, "text",
-                                           (const char *)c->text.data, c->text.len, "truncated",
+    if (json) {
+        /* JSON strings are UTF-8: a console that is not (a guest's binary
+         * output) is given filtered, never dropped */
+        json_t *text = json_stringn((const char *)c->text.data, c->text.len);
+        if (!text) {
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *mem = open_memstream(&buf, &len);
+            if (mem) {
+                print_console_text(mem, c->text.data, c->text.len);
+                fclose(mem);
+                text = json_stringn(buf, len);
+            }
+            free(buf);
+        }
+        return s_json_print(out, json_pack("{s:s, s:I, s:o, s:b}", "host", c->host, "vm_id",
+                                           (json_int_t)c->vm_id, "text", text, "truncated",
                                            c->truncated));
+    }
     if (c->truncated)
         fprintf(out, "[... console of VM %u on %s, last %zu bytes ...]\n", c->vm_id, c->host,
                 c->text.len);
-    if (c->text.len)
-        fwrite(c->text.data, 1, c->text.len, out);
+    print_console_text(out, c->text.data, c->text.len);
     return 0;
+}
+
+/* Length of the UTF-8 sequence at s (at most n bytes) if it is well formed
+ * and encodes a printable code point (not a C1 control U+0080..U+009F,
+ * which some terminals obey like ESC [), else 0. */
+static size_t s_utf8_printable(const uint8_t *s, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        len = 2;
+        cp = s[0] & 0x1Fu;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        len = 3;
+        cp = s[0] & 0x0Fu;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        len = 4;
+        cp = s[0] & 0x07u;
+    } else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3Fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || (cp >= 0x80 && cp <= 0x9F))
+        return 0;
+    return len;
+}
+
+void print_console_text(FILE *out, const uint8_t *text, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        uint8_t c = text[i];
+        if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7F)) {
+            fputc(c, out);
+            i++;
+        } else if (c == '\r' && i + 1 < len && text[i + 1] == '\n') {
+            i++; /* a serial console ends lines with CR LF */
+        } else if (c < 0x20 || c == 0x7F) {
+            /* ESC and every other control byte shown, never obeyed */
+            fprintf(out, "^%c", c == 0x7F ? '?' : c + 0x40);
+            i++;
+        } else {
+            size_t n = s_utf8_printable(text + i, len - i);
+            if (n) {
+                fwrite(text + i, 1, n, out);
+                i += n;
+            } else {
+                fprintf(out, "\\x%02X", c);
+                i++;
+            }
+        }
+    }
 }
 
 int print_mmi(FILE *out, const char *service, const char *code, bool json)
@@ -591,5 +662,91 @@ int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json)
                     tt_status_name(r->status), *r->message ? r->message : "-");
     }
     s_table_print(out, &t);
+    return 0;
+}
+
+int print_key_list(FILE *out, const Ttfleet__KeyInfoList *list, bool json)
+{
+    if (json) {
+        json_t *keys = json_array();
+        for (size_t i = 0; i < list->n_keys; i++) {
+            const Ttfleet__KeyInfo *k = list->keys[i];
+            json_array_append_new(keys, json_pack("{s:s, s:s, s:s, s:I, s:s}", "public_key",
+                                                  k->public_key, "tenant", k->tenant, "role",
+                                                  k->role, "added_at", (json_int_t)k->added_at,
+                                                  "added_by", k->added_by));
+        }
+        return s_json_print(out, json_pack("{s:o}", "keys", keys));
+    }
+    if (list->n_keys == 0) {
+        fprintf(out, "no keys\n");
+        return 0;
+    }
+    fprintf(out, "%-40s  %-8s  %-20s  %s\n", "PUBLIC KEY", "ROLE", "TENANT", "ADDED BY");
+    for (size_t i = 0; i < list->n_keys; i++) {
+        const Ttfleet__KeyInfo *k = list->keys[i];
+        fprintf(out, "%-40s  %-8s  %-20s  %s\n", k->public_key, k->role, k->tenant, k->added_by);
+    }
+    return 0;
+}
+
+/* ---- images (issue 12) ---- */
+
+static json_t *s_image_json(const Ttfleet__ImageInfo *im)
+{
+    json_t *blobs = json_array();
+    for (size_t i = 0; i < im->n_blobs; i++)
+        json_array_append_new(blobs, json_pack("{s:s, s:I, s:s}", "digest", im->blobs[i]->digest,
+                                               "size", (json_int_t)im->blobs[i]->size, "file",
+                                               im->blobs[i]->file));
+    json_t *hosts = json_array();
+    for (size_t i = 0; i < im->n_hosts; i++)
+        json_array_append_new(hosts, json_string(im->hosts[i]));
+    const Ttfleet__ImageDefaults *d = im->defaults;
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:I, s:o, s:o, s:i, s:{s:s, s:s, s:i}}",
+                     "name", im->name, "tag", im->tag, "digest", im->digest, "kind", im->kind,
+                     "size", (json_int_t)im->size, "owner", im->owner, "pool", !*im->owner,
+                     "created_at", (json_int_t)im->created_at, "blobs", blobs, "hosts", hosts,
+                     "users", (int)im->users, "defaults", "readiness",
+                     d && d->readiness ? d->readiness : "", "user", d && d->user ? d->user : "",
+                     "min_disk_mib", d ? (int)d->min_disk_mib : 0);
+}
+
+int print_image(FILE *out, const Ttfleet__ImageInfo *im, bool json)
+{
+    if (json)
+        return s_json_print(out, s_image_json(im));
+    fprintf(out, "image   %s:%s\n", im->name, im->tag);
+    fprintf(out, "digest  %s\n", im->digest);
+    fprintf(out, "kind    %s\n", im->kind);
+    fprintf(out, "size    %llu bytes\n", (unsigned long long)im->size);
+    fprintf(out, "owner   %s\n", *im->owner ? im->owner : "(pool)");
+    fprintf(out, "users   %u VM(s)\n", im->users);
+    for (size_t i = 0; i < im->n_blobs; i++)
+        fprintf(out, "blob    %s %12llu %s\n", im->blobs[i]->digest,
+                (unsigned long long)im->blobs[i]->size, im->blobs[i]->file);
+    return 0;
+}
+
+int print_image_list(FILE *out, const Ttfleet__ImageInfoList *list, bool json)
+{
+    if (json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < list->n_images; i++)
+            json_array_append_new(a, s_image_json(list->images[i]));
+        return s_json_print(out, json_pack("{s:o}", "images", a));
+    }
+    if (list->n_images == 0) {
+        fprintf(out, "no images\n");
+        return 0;
+    }
+    fprintf(out, "%-32s  %-5s  %12s  %-10s  %s\n", "NAME:TAG", "KIND", "SIZE", "OWNER", "DIGEST");
+    for (size_t i = 0; i < list->n_images; i++) {
+        const Ttfleet__ImageInfo *im = list->images[i];
+        char nt[140];
+        snprintf(nt, sizeof nt, "%s:%s", im->name, im->tag);
+        fprintf(out, "%-32s  %-5s  %12llu  %-10s  %.19s\n", nt, im->kind,
+                (unsigned long long)im->size, *im->owner ? im->owner : "(pool)", im->digest);
+    }
     return 0;
 }

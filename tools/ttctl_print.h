@@ -13,6 +13,7 @@
 #define TTCTL_PRINT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "ttfleet.pb-c.h"
@@ -23,9 +24,19 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json);
 int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant, bool json);
 int print_host(FILE *out, const Ttfleet__HostInfo *host, bool json);
 int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json);
+int print_key_list(FILE *out, const Ttfleet__KeyInfoList *list, bool json);
+int print_image(FILE *out, const Ttfleet__ImageInfo *im, bool json);
+int print_image_list(FILE *out, const Ttfleet__ImageInfoList *list, bool json);
 int print_pool(FILE *out, const Ttfleet__PoolStatus *pool, bool json);
-/* Console text as it is (JSON: text as a string; invalid UTF-8 makes jansson fail). */
+/* Console text: human form through print_console_text (a guest cannot drive
+ * the terminal); JSON: text as a string (jansson escapes control bytes;
+ * a text that is not UTF-8 is given through print_console_text). */
 int print_console(FILE *out, const Ttfleet__ConsoleText *c, bool json);
+/* A guest's console bytes made safe for a terminal: printable ASCII,
+ * newlines, tabs and well-formed printable UTF-8 pass; CR LF becomes LF;
+ * ESC and every other control byte print as ^X (ESC [31m -> ^[[31m), DEL
+ * as ^?, anything else (invalid UTF-8, C1 controls) as \xHH. */
+void print_console_text(FILE *out, const uint8_t *text, size_t len);
 /* Prints the answer of an MMI query. */
 int print_mmi(FILE *out, const char *service, const char *code, bool json);
 /* Prints a one-line outcome of an operation without a result ("deleted env

@@ -41,6 +41,17 @@ const engine_t *engine_find(const char *name)
     return NULL;
 }
 
+int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen)
+{
+    if (e && e->bootstraps)
+        return 0;
+    snprintf(err, errlen,
+             "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use the qemu engine "
+             "with a cloud-init image",
+             e ? e->name : "?");
+    return -1;
+}
+
 int engine_vm_path(const engine_ctx_t *ctx, uint32_t vm_id, const char *leaf, char *buf, size_t len)
 {
     int n = leaf ? snprintf(buf, len, "%s/vms/%u/%s", ctx->state_dir, vm_id, leaf)

@@ -71,11 +71,17 @@ typedef struct {
     /* Optional: the grace ran out; kill the VM's process without waiting
      * (NULL: the blocking stop does it). */
     void (*stop_force)(const engine_ctx_t *ctx, vm_t *vm);
+    /* The engine can hand a guest SSH keys and user-data (seed.h). */
+    bool bootstraps;
 } engine_t;
 
 extern const engine_t engine_process;
 extern const engine_t engine_hollow;
 extern const engine_t engine_qemu;
+
+/* 0 if engine e can bootstrap a guest (SSH keys, user-data), else -1 with
+ * a reason for the tenant (the broker answers BAD_REQUEST with it). */
+int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen);
 
 /* The engine called name, or NULL. */
 const engine_t *engine_find(const char *name);

@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/loop.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -58,15 +59,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "console.h"
 #include "images.h"
 #include "proc.h"
 #include "spawn.h"
@@ -74,6 +76,9 @@
 
 #define S_SPAWN_TIMEOUT_MS 5000
 #define S_KILL_TIMEOUT_MS 2000
+#define S_MKFS_MS 30000
+#define S_MIN_DISK_MIB 8
+#define S_LOOP_TRIES 8
 
 /* Records on the spawn pipe. */
 enum { S_MSG_PID = 1, S_MSG_ERR = 2 };
@@ -86,8 +91,10 @@ typedef struct {
 } s_msg_t;
 
 static const char *s_step_names[] = {
-    "ok",          "setsid",     "unshare", "fork",   "mount private",  "mount /proc",
-    "sethostname", "chdir disk", "stdio",   "execve", "read start time", "drop privileges"};
+    "ok",          "setsid",     "unshare", "fork",   "mount private",   "mount /proc",
+    "sethostname", "chdir disk", "stdio",   "execve", "read start time", "drop privileges",
+    "mount disk"};
+#define S_STEPS ((int)(sizeof s_step_names / sizeof *s_step_names))
 
 static int s_mkdir(const char *path)
 {
@@ -96,12 +103,50 @@ static int s_mkdir(const char *path)
     return 0;
 }
 
+/* mkfs.ext4 / e2fsck / resize2fs (e2fsprogs), absolute, or -1. They live
+ * in sbin, which a worker's PATH may lack. */
+static int s_e2prog(const char *name, char *buf, size_t len)
+{
+    static const char *dirs[] = {"/usr/sbin", "/sbin", "/usr/bin", "/bin"};
+    if (spawn_which(name, buf, len) == 0)
+        return 0;
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        snprintf(buf, len, "%s/%s", dirs[i], name);
+        if (access(buf, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static int s_run_e2(const char *prog, char *const args[], char *err, size_t errlen)
+{
+    char path[4096];
+    if (s_e2prog(prog, path, sizeof path)) {
+        snprintf(err, errlen, "%s is not installed (Debian package e2fsprogs)", prog);
+        return -1;
+    }
+    char *argv[16];
+    int n = 0;
+    argv[n++] = path;
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    return spawn_run(argv, S_MKFS_MS, err, errlen);
+}
+
+/* The VM's disk is an ext4 file system in <vm>/disk.img, of the VM's disk
+ * size, that pid 1 mounts (through a loop device) on <vm>/disk inside the
+ * VM's own mount namespace: whatever the VM writes there stops at its disk
+ * size (ENOSPC), and the host never sees the mount. Sparse and without a
+ * journal, so a 40 GiB disk costs a few MiB until it is used. Made once,
+ * grown (e2fsck + resize2fs) when the VM's disk grew while it was stopped. */
 static int s_prepare_disk(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
-    char vms[4096], dir[4096], disk[4096];
+    char vms[4096], dir[4096], disk[4096], img[4096], tmp[4200];
     snprintf(vms, sizeof vms, "%s/vms", ctx->state_dir);
     if (engine_vm_path(ctx, vm->vm_id, NULL, dir, sizeof dir) ||
-        engine_vm_path(ctx, vm->vm_id, "disk", disk, sizeof disk)) {
+        engine_vm_path(ctx, vm->vm_id, "disk", disk, sizeof disk) ||
+        engine_vm_path(ctx, vm->vm_id, "disk.img", img, sizeof img)) {
         snprintf(err, errlen, "state path too long");
         return -1;
     }
@@ -109,9 +154,47 @@ static int s_prepare_disk(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t e
         snprintf(err, errlen, "create %s: %s", disk, strerror(errno));
         return -1;
     }
-    /* the VM's own working directory belongs to the user it runs as */
-    if (ctx->vm_user && chown(disk, ctx->vm_uid, ctx->vm_gid)) {
-        snprintf(err, errlen, "chown %s to %s: %s", disk, ctx->vm_user, strerror(errno));
+    /* ext4 needs some room for itself: a tiny disk gets S_MIN_DISK_MIB */
+    uint32_t mib = vm->disk_mib < S_MIN_DISK_MIB ? S_MIN_DISK_MIB : vm->disk_mib;
+    off_t want = (off_t)mib * 1024 * 1024;
+    struct stat sb;
+    if (stat(img, &sb) == 0) {
+        if (sb.st_size >= want)
+            return 0;
+        if (truncate(img, want)) {
+            snprintf(err, errlen, "grow %s: %s", img, strerror(errno));
+            return -1;
+        }
+        char *fsck[] = {"-f", "-y", "-q", img, NULL};
+        char *grow[] = {"-f", img, NULL};
+        char e2[256];
+        s_run_e2("e2fsck", fsck, e2, sizeof e2); /* 1 = fixed: resize2fs says if it matters */
+        return s_run_e2("resize2fs", grow, err, errlen);
+    }
+    snprintf(tmp, sizeof tmp, "%s.new", img);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, want)) {
+        snprintf(err, errlen, "create %s: %s", tmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    close(fd);
+    /* the file system's root belongs to the user the VM runs as */
+    char ext[128];
+    snprintf(ext, sizeof ext, "lazy_itable_init=1,nodiscard,root_owner=%u:%u",
+             ctx->vm_user ? (unsigned)ctx->vm_uid : 0u, ctx->vm_user ? (unsigned)ctx->vm_gid : 0u);
+    char *mkfs[] = {"-q", "-F", "-m", "0", "-O", "^has_journal", "-E", ext, tmp, NULL};
+    if (s_run_e2("mkfs.ext4", mkfs, err, errlen)) {
+        unlink(tmp);
+        return -1;
+    }
+    /* made under a temporary name: a crash never leaves a half disk */
+    if (rename(tmp, img)) {
+        snprintf(err, errlen, "rename %s: %s", tmp, strerror(errno));
+        unlink(tmp);
         return -1;
     }
     return 0;
@@ -122,6 +205,7 @@ static int s_prepare_disk(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t e
 typedef struct {
     char prog[4096];
     char disk[4096];
+    char img[4096];
     char pidfile[4096];
     char hostname[32];
     char env_id[48], env_ip[48], env_mac[48], env_name[200];
@@ -158,6 +242,55 @@ static void s_lo_up(void)
     close(fd);
 }
 
+/* Attach the disk image to a free loop device (autoclear: it goes with
+ * the last mount) and mount it on the disk directory. Runs in pid 1, in
+ * the VM's new mount namespace: only syscalls. 0 / -1 with errno. */
+static int s_mount_disk(const s_spawn_t *sp)
+{
+    int img = open(sp->img, O_RDWR | O_CLOEXEC);
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    int rc = -1;
+    if (img < 0 || ctl < 0)
+        goto out;
+    for (int i = 0; i < S_LOOP_TRIES && rc; i++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0)
+            goto out;
+        char dev[32] = "/dev/loop";
+        dev[9 + proc_utoa((uint64_t)n, dev + 9)] = 0;
+        int lfd = open(dev, O_RDWR | O_CLOEXEC);
+        if (lfd < 0)
+            goto out;
+        struct loop_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.fd = (uint32_t)img;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        if (ioctl(lfd, LOOP_CONFIGURE, &cfg)) {
+            close(lfd);
+            if (errno == EBUSY)
+                continue; /* another spawn took it first */
+            goto out;
+        }
+        rc = mount(dev, sp->disk, "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "noinit_itable");
+        int e = errno;
+        if (rc)
+            ioctl(lfd, LOOP_CLR_FD, 0);
+        close(lfd);
+        errno = e;
+        if (rc)
+            goto out;
+    }
+out : {
+    int e = errno;
+    if (img >= 0)
+        close(img);
+    if (ctl >= 0)
+        close(ctl);
+    errno = e;
+}
+    return rc;
+}
+
 /* pid 1 of the VM. Never returns. It first waits until the intermediate
  * has read its start time: the intermediate shares the new mount
  * namespace, so once the fresh /proc is mounted over it, the host pid it
@@ -180,6 +313,9 @@ static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd)
     if (sethostname(sp->hostname, strlen(sp->hostname)))
         goto fail;
     s_lo_up();
+    step = 12;
+    if (s_mount_disk(sp))
+        goto fail;
     step = 7;
     if (chdir(sp->disk))
         goto fail;
@@ -272,6 +408,7 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char 
         return -1;
     char console[4096];
     if (engine_vm_path(ctx, vm->vm_id, "disk", sp->disk, sizeof sp->disk) ||
+        engine_vm_path(ctx, vm->vm_id, "disk.img", sp->img, sizeof sp->img) ||
         engine_vm_path(ctx, vm->vm_id, "pid", sp->pidfile, sizeof sp->pidfile) ||
         engine_vm_path(ctx, vm->vm_id, "console.log", console, sizeof console)) {
         snprintf(err, errlen, "state path too long");
@@ -304,11 +441,10 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char 
     sp->envp[e++] = sp->env_ports;
     sp->envp[e++] = sp->env_name;
     sp->envp[e] = NULL;
-    sp->console_fd = open(console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (sp->console_fd < 0) {
-        snprintf(err, errlen, "open %s: %s", console, strerror(errno));
+    /* through the bounded logger (console.h): a VM may write without end */
+    sp->console_fd = console_open(console, err, errlen);
+    if (sp->console_fd < 0)
         return -1;
-    }
     sp->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (sp->null_fd < 0) {
         snprintf(err, errlen, "open /dev/null: %s", strerror(errno));
@@ -475,7 +611,7 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     int got = spawn_read_full(pfd[0], &m, sizeof m, deadline);
     waitpid(mid, NULL, 0); /* it exits right after reporting */
     if (got != 1 || m.kind != S_MSG_PID) {
-        int step = got == 1 && m.step >= 0 && m.step <= 10 ? m.step : 0;
+        int step = got == 1 && m.step >= 0 && m.step < S_STEPS ? m.step : 0;
         snprintf(err, errlen, "spawn failed at %s: %s", got == 1 ? s_step_names[step] : "report",
                  got == 1 ? strerror(m.value) : "no answer from the spawner");
         close(pfd[0]);
@@ -487,7 +623,7 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     got = spawn_read_full(pfd[0], &m, sizeof m, deadline);
     close(pfd[0]);
     if (got != 0) {
-        if (got == 1 && m.kind == S_MSG_ERR && m.step >= 0 && m.step <= 10)
+        if (got == 1 && m.kind == S_MSG_ERR && m.step >= 0 && m.step < S_STEPS)
             snprintf(err, errlen, "VM init failed at %s: %s", s_step_names[m.step],
                      strerror(m.value));
         else

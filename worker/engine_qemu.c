@@ -8,12 +8,23 @@
  *                          tt.ports, tt.env; see tools/guest/init), and/or
  *     disk.qcow2           a base disk: each VM boots from an overlay on it.
  * With neither, the image is not a qemu image. tools/mkguest.sh builds the
- * test guest (kernel + initrd) from Debian packages.
+ * test guest (kernel + initrd) from Debian packages. Optional files:
+ *     cmdline              kernel arguments appended to ours (root=/dev/vda)
+ *     nocloud              the image runs cloud-init: every VM gets a NoCloud
+ *                          seed (seed.iso, rebuilt by seed.c before each
+ *                          start from the VM's identity and the tenant's
+ *                          inputs kept in its directory) on a second virtio
+ *                          disk. tools/mkimage-debian.sh builds such an image.
+ * Every VM gets a virtio-serial port org.qemu.guest_agent.0 served on
+ * qga.sock in its directory (qga.c talks to it).
  *
  * Per VM, under <state>/vms/<id>/: disk.qcow2 (a qcow2 overlay on the
  * base, or a blank qcow2, sized to the VM's disk with qemu-img; kept
  * across stop/start), disk.size (the MiB it was made or grown to),
- * console.log (the serial console), qmp.sock (QMP), pid.
+ * console.log (+ console.log.1: the serial console, QEMU's stdout, written
+ * by the bounded logger of console.h), qmp.sock (QMP), qga.sock (guest
+ * agent), pid; for nocloud images instance-id, seed.iso, seed/ and the
+ * tenant's ssh_keys and user-data (see seed.h).
  *
  * QEMU runs with -sandbox on, -display none, -nodefaults: no VNC, no
  * monitor but the QMP unix socket, no listener at all except the host
@@ -29,7 +40,10 @@
  * Network, by the worker's backend: nft -> a tap tt<id> (made by net.c)
  * and an e1000 NIC with the VM's MAC; user -> slirp with a host forward
  * 127.0.0.1:public -> guest port per port (tcp and udp), restrict=on for
- * deny-outgoing, forwards changed live over QMP (hostfwd_add/remove);
+ * every VM (slirp with restrict=off maps 10.0.2.2 to the host's loopback:
+ * a guest would reach host-local services), so no outgoing network and
+ * deny-outgoing has nothing to add; forwards changed live over QMP
+ * (hostfwd_add/remove);
  * the guest is 10.0.2.15/24 via 10.0.2.2 there, as each VM has its own
  * slirp; none -> no NIC.
  */
@@ -52,10 +66,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "console.h"
 #include "images.h"
 #include "net.h"
 #include "proc.h"
 #include "qmp.h"
+#include "seed.h"
 #include "spawn.h"
 
 #define S_QMP_MS 2000
@@ -70,7 +86,36 @@
 typedef struct {
     char dir[4000];
     char kernel[4096], initrd[4096], base[4096]; /* "" if the image lacks it */
+    char cmdline[512]; /* the image's extra kernel arguments, "" if none */
+    bool nocloud;      /* boots cloud-init from a NoCloud seed */
 } s_image_t;
+
+/* The image's kernel arguments: one line of [A-Za-z0-9=/._,:-] and spaces
+ * (no quote can reach the command line). "" if there is no file. */
+static int s_image_cmdline(const char *dir, char *buf, size_t len, char *err, size_t errlen)
+{
+    char path[4200];
+    buf[0] = 0;
+    snprintf(path, sizeof path, "%s/cmdline", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    if (n < 0)
+        n = 0;
+    buf[n] = 0;
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = 0;
+    for (ssize_t i = 0; i < n; i++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=/._,:- ",
+                    buf[i])) {
+            snprintf(err, errlen,
+                     "image %s: cmdline holds a character other than [A-Za-z0-9=/._,:-]", dir);
+            return -1;
+        }
+    return 0;
+}
 
 static int s_image(const engine_ctx_t *ctx, const vm_t *vm, s_image_t *im, char *err, size_t errlen)
 {
@@ -98,7 +143,10 @@ static int s_image(const engine_ctx_t *ctx, const vm_t *vm, s_image_t *im, char 
                  vm->image);
         return -1;
     }
-    return 0;
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s/nocloud", im->dir);
+    im->nocloud = access(marker, F_OK) == 0;
+    return s_image_cmdline(im->dir, im->cmdline, sizeof im->cmdline, err, errlen);
 }
 
 static int s_path(const engine_ctx_t *ctx, const vm_t *vm, const char *leaf, char *buf, size_t len,
@@ -277,7 +325,7 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     char dir[4096];
     if (s_image(ctx, vm, &im, err, errlen) || s_path(ctx, vm, NULL, dir, sizeof dir, err, errlen))
         return -1;
-    if (strlen(dir) + sizeof "/qmp.sock" > 108) {
+    if (strlen(dir) + sizeof "/qmp.sock" > 108) { /* qga.sock is as long */
         snprintf(err, errlen, "state path %s is too long for a unix socket", dir);
         return -1;
     }
@@ -307,12 +355,24 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     }
     s_arg(a, "-qmp");
     s_arg(a, "unix:%s/qmp.sock,server=on,wait=off", dir);
+    /* the serial console is QEMU's stdout: a pipe to the bounded logger of
+     * console.c (a chardev file would grow without end) */
     s_arg(a, "-chardev");
-    s_arg(a, "file,id=con0,path=%s/console.log,append=on", dir);
+    s_arg(a, "stdio,id=con0,signal=off");
     s_arg(a, "-serial");
     s_arg(a, "chardev:con0");
     s_arg(a, "-drive");
     s_arg(a, "file=%s/disk.qcow2,format=qcow2,if=virtio,cache=writeback", dir);
+    if (im.nocloud) {
+        s_arg(a, "-drive");
+        s_arg(a, "file=%s/seed.iso,format=raw,if=virtio,readonly=on", dir);
+    }
+    s_arg(a, "-chardev");
+    s_arg(a, "socket,id=qga0,path=%s/qga.sock,server=on,wait=off", dir);
+    s_arg(a, "-device");
+    s_arg(a, "virtio-serial-pci,id=vser0");
+    s_arg(a, "-device");
+    s_arg(a, "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0");
     const char *ip = vm->ip, *gw = NET_GATEWAY;
     int prefix = NET_PREFIX;
     if (ctx->net == NET_USER) {
@@ -321,8 +381,12 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
         prefix = 24;
         char fwd[TT_MAX_PORTS_PER_VM * 2 * 64];
         s_hostfwds(vm, fwd, sizeof fwd);
+        /* restrict=on for every VM, whatever deny-outgoing says: with
+         * restrict=off slirp maps 10.0.2.2 to the host's 127.0.0.1, so a
+         * guest would reach every host-local service (the broker's own
+         * endpoints among them). The host forwards still work. */
         s_arg(a, "-netdev");
-        s_arg(a, "user,id=n0,restrict=%s%s", vm->deny_outgoing ? "on" : "off", fwd);
+        s_arg(a, "user,id=n0,restrict=on%s", fwd);
     } else if (ctx->net == NET_NFT) {
         char ifname[16];
         net_ifname(vm->vm_id, ifname, sizeof ifname);
@@ -350,8 +414,9 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
         s_arg(a, "-append");
         s_arg(a,
               "console=ttyS0 quiet panic=-1 tt.id=%u tt.ip=%s tt.prefix=%d tt.gw=%s tt.ports=%s "
-              "tt.env=%s",
-              vm->vm_id, ip, prefix, ctx->net == NET_NONE ? "" : gw, ports, vm->env);
+              "tt.env=%s%s%s",
+              vm->vm_id, ip, prefix, ctx->net == NET_NONE ? "" : gw, ports, vm->env,
+              im.cmdline[0] ? " " : "", im.cmdline);
     }
     if (a->n >= S_MAX_ARGS - 1 || a->used >= sizeof a->store - 1) {
         snprintf(err, errlen, "qemu command line too long");
@@ -361,6 +426,42 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
 }
 
 static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm);
+/* A nocloud image's seed, made again before every start: the tenant's
+ * inputs kept in the VM directory, the VM's identity and network now. */
+static int s_seed(const engine_ctx_t *ctx, const vm_t *vm, char *err, size_t errlen)
+{
+    s_image_t im;
+    if (s_image(ctx, vm, &im, err, errlen))
+        return -1;
+    if (!im.nocloud)
+        return 0;
+    char dir[4096], iso[4200], work[4200], iid[64], host[64];
+    if (s_path(ctx, vm, NULL, dir, sizeof dir, err, errlen))
+        return -1;
+    snprintf(iso, sizeof iso, "%s/seed.iso", dir);
+    snprintf(work, sizeof work, "%s/seed", dir);
+    if (seed_instance_id(dir, vm->vm_id, iid, sizeof iid, err, errlen))
+        return -1;
+    seed_hostname(vm->env, vm->vm_id, host, sizeof host);
+    char **keys, *ud;
+    size_t n_keys, ud_len;
+    if (seed_inputs_load(dir, &keys, &n_keys, &ud, &ud_len, err, errlen))
+        return -1;
+    seed_spec_t spec = {.instance_id = iid,
+                        .hostname = host,
+                        .mac = vm->mac,
+                        .dhcp = ctx->net != NET_NFT,
+                        .ip = vm->ip,
+                        .prefix = NET_PREFIX,
+                        .gateway = NET_GATEWAY,
+                        .keys = (const char *const *)keys,
+                        .n_keys = n_keys,
+                        .user_data = ud,
+                        .user_data_len = ud_len};
+    int rc = seed_build(&spec, work, iso, err, errlen);
+    seed_inputs_free(keys, n_keys, ud);
+    return rc;
+}
 
 static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
@@ -383,15 +484,16 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     if (s_path(ctx, vm, "pid", pidfile, sizeof pidfile, err, errlen) ||
         s_path(ctx, vm, "console.log", console, sizeof console, err, errlen) ||
         s_path(ctx, vm, "qmp.sock", sock, sizeof sock, err, errlen) ||
-        s_build(ctx, vm, a, err, errlen))
+        s_seed(ctx, vm, err, errlen) || s_build(ctx, vm, a, err, errlen))
         goto out;
     unlink(sock);
-    /* QEMU's own messages (not the guest's) go to the console log too */
-    int log = open(console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (log < 0) {
-        snprintf(err, errlen, "open %s: %s", console, strerror(errno));
+    if (engine_vm_path(ctx, vm->vm_id, "qga.sock", sock, sizeof sock) == 0)
+        unlink(sock);
+    /* the guest's serial console and QEMU's own messages, through the
+     * bounded logger (console.h) */
+    int log = console_open(console, err, errlen);
+    if (log < 0)
         goto out;
-    }
     int64_t t0 = tt_mono_ms();
     /* held by the spawner until the pidfile is written (engine.h) */
     s_kill_stray(ctx, vm);
@@ -424,6 +526,8 @@ static void s_forget(const engine_ctx_t *ctx, vm_t *vm)
     if (engine_vm_path(ctx, vm->vm_id, "pid", path, sizeof path) == 0)
         unlink(path);
     if (engine_vm_path(ctx, vm->vm_id, "qmp.sock", path, sizeof path) == 0)
+        unlink(path);
+    if (engine_vm_path(ctx, vm->vm_id, "qga.sock", path, sizeof path) == 0)
         unlink(path);
     vm->pid = 0;
     vm->start_time = 0;
@@ -568,14 +672,12 @@ static int s_destroy(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen
 }
 
 /* User-mode networking carries the host forwards inside QEMU: change them
- * live. Deny-outgoing (restrict=on) cannot change in a running slirp; it
- * applies from the next start. */
+ * live. Deny-outgoing changes nothing there: every user-backend VM runs
+ * with restrict=on (no outgoing network at all). */
 static int s_update(const engine_ctx_t *ctx, const vm_t *old, vm_t *vm, char *err, size_t errlen)
 {
     if (ctx->net != NET_USER || !vm->pid || !proc_alive(vm->pid, vm->start_time))
         return 0;
-    if (old->deny_outgoing != vm->deny_outgoing)
-        zsys_warning("vm %u: deny-outgoing changes at its next start (user networking)", vm->vm_id);
     char cmd[512], ans[512];
     for (int pass = 0; pass < 2; pass++) {
         const vm_t *from = pass ? vm : old, *to = pass ? old : vm;
@@ -755,4 +857,5 @@ const engine_t engine_qemu = {
     .update = s_update,
     .stop_begin = s_stop_begin,
     .stop_force = s_stop_force,
+    .bootstraps = true,
 };

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "net.h"
 
+#include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <nftables/libnftables.h>
@@ -24,10 +25,23 @@
 #include "nl.h"
 #include "proc.h"
 
+/* The deny-outgoing bit of a port's mark (the rest is its group). */
+#define S_DENY_BIT 0x80000000u
+#define S_DENY_HEX "0x80000000"
+
+/* A VM with a NIC this backend gave elements to: the group check of
+ * net_vm_add needs to know who holds which group. */
+typedef struct {
+    uint32_t vm_id, group;
+    char env[VM_ENV_MAX];
+} s_member_t;
+
 struct net_t {
     net_config_t cfg;
     struct nft_ctx *nft;
     int nl; /* rtnetlink socket in our namespace */
+    s_member_t *members;
+    size_t n_members, cap_members;
 };
 
 /* ---- text buffer ---- */
@@ -146,6 +160,46 @@ static bool s_has_port(const vm_t *vm, const vm_port_t *p)
     return false;
 }
 
+/* The network group of an env: VMs of one env share it, and the bridge
+ * and forward rules let a VM reach only VMs of its own group. A hash of
+ * "tenant/name" (31 bits, never 0), so the worker needs nothing the spec
+ * does not carry; two envs that hash alike on one host are caught by
+ * s_collision() and the later VM gets no network. */
+uint32_t net_group(const char *env)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)env; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    h &= ~S_DENY_BIT;
+    return h ? h : 1;
+}
+
+static uint32_t s_mark(const vm_t *vm)
+{
+    return net_group(vm->env) | (vm->deny_outgoing ? S_DENY_BIT : 0);
+}
+
+/* The elements that bind a VM's bridge port to its MAC, IP and group. */
+static void s_port_elements(s_buf_t *b, const vm_t *vm, bool add)
+{
+    char port[16];
+    net_ifname(vm->vm_id, port, sizeof port);
+    uint32_t g = net_group(vm->env);
+    const char *verb = add ? "add" : "delete";
+    s_add(b, "%s element bridge " NET_TABLE " port_mac { \"%s\" . %s }\n", verb, port, vm->mac);
+    s_add(b, "%s element bridge " NET_TABLE " port_ip { \"%s\" . %s }\n", verb, port, vm->ip);
+    if (add)
+        s_add(b, "add element bridge " NET_TABLE " port_grp { \"%s\" : 0x%08x }\n", port,
+              s_mark(vm));
+    else
+        s_add(b, "delete element bridge " NET_TABLE " port_grp { \"%s\" }\n", port);
+    /* a denied VM's mark carries the deny bit: both marks are of its group */
+    s_add(b, "%s element bridge " NET_TABLE " port_in { \"%s\" . 0x%08x, \"%s\" . 0x%08x }\n", verb,
+          port, g, port, g | S_DENY_BIT);
+    s_add(b, "%s element ip " NET_TABLE " member { %s . 0x%08x, %s . 0x%08x }\n", verb, vm->ip, g,
+          vm->ip, g | S_DENY_BIT);
+}
+
 char *net_elements_text(const vm_t *old, const vm_t *vm)
 {
     if (!s_has_nic(old))
@@ -156,6 +210,8 @@ char *net_elements_text(const vm_t *old, const vm_t *vm)
     static const char *maps[] = {"tcp_pub", "udp_pub"};
     /* an ip change is another VM: then every element goes */
     bool same_ip = old && vm && strcmp(old->ip, vm->ip) == 0;
+    bool same_port = same_ip && old->vm_id == vm->vm_id && strcmp(old->mac, vm->mac) == 0 &&
+                     strcmp(old->env, vm->env) == 0;
     for (int m = 0; m < 2; m++) {
         for (uint32_t i = 0; old && i < old->n_ports; i++)
             if (!same_ip || !s_has_port(vm, &old->ports[i]))
@@ -166,51 +222,115 @@ char *net_elements_text(const vm_t *old, const vm_t *vm)
                 s_add(&b, "add element ip " NET_TABLE " %s { %u : %s . %u }\n", maps[m],
                       vm->ports[i].public_port, vm->ip, vm->ports[i].guest);
     }
-    bool was = old && old->deny_outgoing, is = vm && vm->deny_outgoing;
-    if (was && (!is || !same_ip))
-        s_add(&b, "delete element ip " NET_TABLE " deny { %s }\n", old->ip);
-    if (is && (!was || !same_ip))
-        s_add(&b, "add element ip " NET_TABLE " deny { %s }\n", vm->ip);
+    if (same_port) {
+        if (old->deny_outgoing != vm->deny_outgoing) {
+            char port[16];
+            net_ifname(vm->vm_id, port, sizeof port);
+            s_add(&b, "delete element bridge " NET_TABLE " port_grp { \"%s\" }\n", port);
+            s_add(&b, "add element bridge " NET_TABLE " port_grp { \"%s\" : 0x%08x }\n", port,
+                  s_mark(vm));
+        }
+    } else {
+        if (old)
+            s_port_elements(&b, old, false);
+        if (vm)
+            s_port_elements(&b, vm, true);
+    }
     return s_take(&b);
+}
+
+/* True if vms[i] shares its group with a VM of another env that comes
+ * before it (that one keeps the group; vms[i] gets no network). */
+static bool s_collision(vm_t *const *vms, size_t n, size_t i, const char **with)
+{
+    uint32_t g = net_group(vms[i]->env);
+    for (size_t j = 0; j < i && j < n; j++)
+        if (s_has_nic(vms[j]) && net_group(vms[j]->env) == g && strcmp(vms[j]->env, vms[i]->env)) {
+            if (with)
+                *with = vms[j]->env;
+            return true;
+        }
+    return false;
 }
 
 char *net_table_text(vm_t *const *vms, size_t n)
 {
     s_buf_t b = {0};
     /* add + delete: the delete never fails, so the batch replaces whole */
-    s_add(&b, "add table ip " NET_TABLE "\n"
-              "delete table ip " NET_TABLE "\n"
-              "table ip " NET_TABLE " {\n"
-              "  map tcp_pub { type inet_service : ipv4_addr . inet_service; }\n"
-              "  map udp_pub { type inet_service : ipv4_addr . inet_service; }\n"
-              "  set deny { type ipv4_addr; }\n"
-              "  chain pre {\n"
-              "    type nat hook prerouting priority dstnat; policy accept;\n"
-              "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
-              "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
-              "  }\n"
-              "  chain out {\n"
-              "    type nat hook output priority -100; policy accept;\n"
-              "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
-              "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
-              "  }\n"
-              "  chain post {\n"
-              "    type nat hook postrouting priority srcnat; policy accept;\n"
-              "    ip saddr 10.10.0.0/16 ip daddr != 10.10.0.0/16 masquerade;\n"
-              "  }\n"
-              /* `fwd` is an nft keyword: the filter chains have longer names */
-              "  chain filter_forward {\n"
-              "    type filter hook forward priority filter; policy accept;\n"
-              "    ct state established,related accept\n"
-              "    ip saddr @deny drop;\n"
-              "  }\n"
-              "  chain filter_input {\n"
-              "    type filter hook input priority filter; policy accept;\n"
-              "    ct state established,related accept\n"
-              "    ip saddr @deny drop;\n"
-              "  }\n"
-              "}\n");
+    s_add(&b,
+          "add table ip " NET_TABLE "\n"
+          "delete table ip " NET_TABLE "\n"
+          "add table bridge " NET_TABLE "\n"
+          "delete table bridge " NET_TABLE "\n"
+          "table ip " NET_TABLE " {\n"
+          "  map tcp_pub { type inet_service : ipv4_addr . inet_service; }\n"
+          "  map udp_pub { type inet_service : ipv4_addr . inet_service; }\n"
+          "  set member { type ipv4_addr . mark; }\n"
+          "  chain pre {\n"
+          "    type nat hook prerouting priority dstnat; policy accept;\n"
+          "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
+          "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
+          "  }\n"
+          "  chain out {\n"
+          "    type nat hook output priority -100; policy accept;\n"
+          "    fib daddr type local dnat ip to tcp dport map @tcp_pub\n"
+          "    fib daddr type local dnat ip to udp dport map @udp_pub\n"
+          "  }\n"
+          "  chain post {\n"
+          "    type nat hook postrouting priority srcnat; policy accept;\n"
+          "    ip saddr 10.10.0.0/16 ip daddr != 10.10.0.0/16 masquerade;\n"
+          "  }\n"
+          /* `fwd` is an nft keyword: the filter chains have longer names.
+           * The mark was set by the bridge from the port a packet came
+           * in by (never from its addresses). */
+          "  chain filter_forward {\n"
+          "    type filter hook forward priority filter; policy accept;\n"
+          "    iifname \"" NET_BRIDGE "\" ip daddr 10.10.0.0/16 ip daddr . meta mark != "
+          "@member drop;\n"
+          "    ct state established,related accept\n"
+          "    iifname \"" NET_BRIDGE "\" meta mark and " S_DENY_HEX " == " S_DENY_HEX " drop;\n"
+          "  }\n"
+          /* nothing of this host is a service for its VMs: the bridge
+           * address, other local addresses and the namespace's own
+           * services are closed to them (public ports are DNAT'ed in
+           * prerouting and go through forward) */
+          "  chain filter_input {\n"
+          "    type filter hook input priority filter; policy accept;\n"
+          "    ct state established,related accept\n"
+          "    iifname \"" NET_BRIDGE "\" drop;\n"
+          "  }\n"
+          "}\n"
+          /* Every frame a VM port sends: its own MAC, its own IP (and
+           * ARP sender), IPv4 or ARP only; a port without elements
+           * sends nothing. Between ports, a frame goes only to a port
+           * of the sender's group. */
+          "table bridge " NET_TABLE " {\n"
+          "  set port_mac { type ifname . ether_addr; }\n"
+          "  set port_ip { type ifname . ipv4_addr; }\n"
+          "  map port_grp { type ifname : mark; }\n"
+          "  set port_in { type ifname . mark; }\n"
+          "  chain pre {\n"
+          "    type filter hook prerouting priority -300; policy accept;\n"
+          "    iifname \"tt*\" jump vm_port\n"
+          "  }\n"
+          "  chain vm_port {\n"
+          "    iifname . ether saddr != @port_mac drop\n"
+          "    meta mark set iifname map @port_grp\n"
+          "    ether type arp iifname . arp saddr ether != @port_mac drop\n"
+          "    ether type arp iifname . arp saddr ip != @port_ip drop\n"
+          "    ether type arp accept\n"
+          "    ether type ip iifname . ip saddr != @port_ip drop\n"
+          "    ether type ip accept\n"
+          "    drop\n"
+          "  }\n"
+          "  chain filter_forward {\n"
+          "    type filter hook forward priority filter; policy accept;\n"
+          "    oifname \"tt*\" oifname . meta mark != @port_in drop\n"
+          "  }\n"
+          "}\n");
     for (size_t i = 0; i < n; i++) {
+        if (s_collision(vms, n, i, NULL))
+            continue;
         char *el = net_elements_text(NULL, vms[i]);
         if (!el) {
             b.oom = true;
@@ -266,6 +386,25 @@ static int s_bridge(net_t *self, char *err, size_t errlen)
         return -1;
     }
     close(fd);
+    /* Frames between two VM ports are judged by the bridge table only: with
+     * br_netfilter (often built in, and on by default in every namespace)
+     * they would also run through the ip hooks meant for routed traffic.
+     * Per namespace; absent without br_netfilter. */
+    static const char *calls[] = {"iptables", "ip6tables", "arptables"};
+    for (size_t i = 0; i < sizeof calls / sizeof *calls; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/proc/sys/net/bridge/bridge-nf-call-%s", calls[i]);
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+            continue;
+        if (fd < 0 || write(fd, "0\n", 2) != 2) {
+            snprintf(err, errlen, "turn off %s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        close(fd);
+    }
     return 0;
 }
 
@@ -332,6 +471,52 @@ static void s_del_link(net_t *self, uint32_t vm_id)
     nl_link_del(self->nl, name);
 }
 
+/* ---- group members ---- */
+
+static s_member_t *s_member(net_t *self, uint32_t vm_id)
+{
+    for (size_t i = 0; i < self->n_members; i++)
+        if (self->members[i].vm_id == vm_id)
+            return &self->members[i];
+    return NULL;
+}
+
+/* The env of another env whose VMs on this host hold vm's group, or NULL. */
+static const char *s_group_taken(net_t *self, const vm_t *vm)
+{
+    uint32_t g = net_group(vm->env);
+    for (size_t i = 0; i < self->n_members; i++)
+        if (self->members[i].group == g && strcmp(self->members[i].env, vm->env))
+            return self->members[i].env;
+    return NULL;
+}
+
+static int s_member_add(net_t *self, const vm_t *vm)
+{
+    if (s_member(self, vm->vm_id))
+        return 0;
+    if (self->n_members == self->cap_members) {
+        size_t cap = self->cap_members ? self->cap_members * 2 : 64;
+        s_member_t *m = realloc(self->members, cap * sizeof *m);
+        if (!m)
+            return -1;
+        self->members = m;
+        self->cap_members = cap;
+    }
+    s_member_t *m = &self->members[self->n_members++];
+    m->vm_id = vm->vm_id;
+    m->group = net_group(vm->env);
+    snprintf(m->env, sizeof m->env, "%s", vm->env);
+    return 0;
+}
+
+static void s_member_del(net_t *self, uint32_t vm_id)
+{
+    s_member_t *m = s_member(self, vm_id);
+    if (m)
+        *m = self->members[--self->n_members];
+}
+
 /* ---- backend ---- */
 
 net_t *net_new(const net_config_t *cfg, char *err, size_t errlen)
@@ -380,6 +565,7 @@ void net_destroy(net_t **self_p)
         nft_ctx_free(self->nft);
     if (self->nl >= 0)
         close(self->nl);
+    free(self->members);
     free(self);
     *self_p = NULL;
 }
@@ -416,6 +602,20 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
     free(text);
     if (rc)
         return -1;
+    self->n_members = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *with = NULL;
+        if (!s_has_nic(vms[i]))
+            continue;
+        if (s_collision(vms, n, i, &with))
+            zsys_warning("vm %u: env %s has the network group of env %s on this host: "
+                         "it gets no network",
+                         vms[i]->vm_id, vms[i]->env, with);
+        else if (s_member_add(self, vms[i])) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
     /* bridge ports: ours are tt<digits>; one without a VM that should
      * have it is a leftover (a crash between destroy and commit) */
     int br = nl_ifindex(self->nl, NET_BRIDGE);
@@ -461,8 +661,17 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
 
 int net_vm_add(net_t *self, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT)
+    if (self->cfg.kind != NET_NFT || !s_has_nic(vm))
         return 0;
+    const char *with = s_group_taken(self, vm);
+    if (with) {
+        snprintf(err, errlen, "env %s has the network group of env %s on this host", vm->env, with);
+        return -1;
+    }
+    if (s_member_add(self, vm)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     char *text = net_elements_text(NULL, vm);
     int rc = s_nft(self, text, err, errlen);
     free(text);
@@ -471,7 +680,21 @@ int net_vm_add(net_t *self, const vm_t *vm, char *err, size_t errlen)
 
 int net_vm_before_start(net_t *self, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT || !s_is_qemu(vm))
+    if (self->cfg.kind != NET_NFT || !s_has_nic(vm))
+        return 0;
+    if (!s_member(self, vm->vm_id)) {
+        const char *with = s_group_taken(self, vm);
+        if (with)
+            snprintf(err, errlen,
+                     "env %s has the network group of env %s on this host: no "
+                     "network for vm %u",
+                     vm->env, with, vm->vm_id);
+        else
+            snprintf(err, errlen, "vm %u has no network elements yet (a rebuild is pending)",
+                     vm->vm_id);
+        return -1;
+    }
+    if (!s_is_qemu(vm))
         return 0;
     return s_tap(self, vm, err, errlen);
 }
@@ -485,8 +708,8 @@ int net_vm_after_start(net_t *self, const vm_t *vm, char *err, size_t errlen)
 
 int net_vm_update(net_t *self, const vm_t *old, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT)
-        return 0;
+    if (self->cfg.kind != NET_NFT || (s_has_nic(vm) && !s_member(self, vm->vm_id)))
+        return 0; /* a VM without network (group collision) stays without */
     char *text = net_elements_text(old, vm);
     int rc = s_nft(self, text, err, errlen);
     free(text);
@@ -498,6 +721,10 @@ int net_vm_remove(net_t *self, const vm_t *vm, char *err, size_t errlen)
     if (self->cfg.kind != NET_NFT || !s_has_nic(vm))
         return 0;
     s_del_link(self, vm->vm_id);
+    bool had = s_member(self, vm->vm_id) != NULL;
+    s_member_del(self, vm->vm_id);
+    if (!had)
+        return 0; /* it never got elements (group collision) */
     char *text = net_elements_text(vm, NULL);
     int rc = s_nft(self, text, err, errlen);
     free(text);

@@ -5,21 +5,38 @@
  *
  *  - none: a process VM has only lo; a QEMU VM has no NIC.
  *  - user: QEMU user-mode networking (slirp), built by the qemu engine:
- *    each public port is a host forward on 127.0.0.1, deny-outgoing is
- *    `restrict=on`. Needs no root and no namespace. Process VMs get no
+ *    each public port is a host forward on 127.0.0.1, and every VM runs
+ *    with `restrict=on`: no outgoing network at all (with restrict=off
+ *    slirp maps 10.0.2.2 to the host's loopback, which would let a guest
+ *    reach host-local services). Needs no root and no namespace. Process VMs get no
  *    network (as with none). Nothing to do here: every call is a no-op.
  *  - nft: one bridge `ttbr0` (10.10.0.1/16), a persistent tap `tt<id>` per
  *    QEMU VM and a veth `tt<id>` per process VM (its peer is `eth0` inside
  *    the VM's network namespace, with the VM's IP, MAC and a default route
- *    via 10.10.0.1), and one nftables table `ip ttfleet` that we own:
+ *    via 10.10.0.1), and two nftables tables that we own:
+ *    `bridge ttfleet`, for the frames a VM port (tt*) sends, before the
+ *    bridge learns from them:
+ *      sets port_mac (port . MAC), port_ip (port . IPv4): a frame must
+ *          carry its port's MAC, an ARP its MAC and IP as sender, an IPv4
+ *          packet its IP as source; anything else (IPv6...) is dropped;
+ *      map port_grp: port -> mark = the env's group (net_group) | bit 31
+ *          if deny-outgoing: every accepted frame is marked by its port;
+ *      set port_in (port . mark): a frame leaves by a VM port only if the
+ *          port is of the sender's group;
+ *    `ip ttfleet`, for routed traffic:
  *      map tcp_pub, udp_pub: public port -> VM ip . guest port (DNAT on
  *          prerouting and local output, for local destination addresses);
- *      set deny: VM addresses whose new outgoing connections are dropped
- *          (forward and input hooks), after `ct state established,related
- *          accept`, so inbound connections to a denied VM still work;
+ *      set member (VM ip . mark): a routed packet from a VM to 10.10/16
+ *          must go to a VM of its group;
+ *      forward: after `ct state established,related accept`, new
+ *          connections from a port marked deny-outgoing are dropped, so
+ *          inbound connections to a denied VM still work;
+ *      input: nothing new from the bridge (no host service for VMs);
  *      masquerade of 10.10.0.0/16 towards anything else.
+ *    bridge-nf-call-* are off in our namespace: bridged frames are judged
+ *    by the bridge table only.
  *    Per-VM elements are added and deleted exactly by their keys, in one
- *    libnftables batch per change. Worker start rebuilds the table from
+ *    libnftables batch per change. Worker start rebuilds both tables from
  *    worker.db in one atomic batch and removes stray `tt*` bridge ports.
  *
  * The nft backend changes the network of the namespace it runs in: it
@@ -83,6 +100,10 @@ int net_vm_after_start(net_t *self, const vm_t *vm, char *err, size_t errlen);
 int net_vm_update(net_t *self, const vm_t *old, const vm_t *vm, char *err, size_t errlen);
 /* It is destroyed: its elements, tap or veth. */
 int net_vm_remove(net_t *self, const vm_t *vm, char *err, size_t errlen);
+
+/* The network group of an env ("tenant/name"): a VM reaches only VMs of
+ * its group (exposed for unit tests). Never 0, bit 31 clear. */
+uint32_t net_group(const char *env);
 
 /* The nft text of the whole table for vms (exposed for unit tests).
  * Returns a malloc'd string or NULL. */

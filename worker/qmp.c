@@ -1,10 +1,14 @@
 /*
  * qmp: one command per connection, bounded by a deadline. See qmp.h.
+ * Every line QEMU writes is parsed by jansson (qmp_line_kind): an object
+ * with "return", "error", "event" or the "QMP" greeting. No text matching:
+ * an error whose description mentions "return" is still an error.
  */
 #define _GNU_SOURCE
 #include "qmp.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -80,17 +84,46 @@ static int s_send(s_conn_t *c, const char *text)
     return 0;
 }
 
-/* Read lines until an answer: 0 on "return", -1 on "error" or failure. */
+int qmp_line_kind(const char *line, size_t len, char *desc, size_t desclen)
+{
+    if (desc && desclen)
+        desc[0] = 0;
+    json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+    int kind = QMP_LINE_OTHER;
+    if (json_is_object(j)) {
+        json_t *e = json_object_get(j, "error");
+        if (json_object_get(j, "return"))
+            kind = QMP_LINE_RETURN;
+        else if (e) {
+            kind = QMP_LINE_ERROR;
+            const char *d = json_string_value(json_object_get(e, "desc"));
+            if (desc && desclen)
+                snprintf(desc, desclen, "%s", d ? d : "error without a description");
+        } else if (json_object_get(j, "event"))
+            kind = QMP_LINE_EVENT;
+        else if (json_is_object(json_object_get(j, "QMP")))
+            kind = QMP_LINE_GREETING;
+    }
+    json_decref(j);
+    return kind;
+}
+
+/* Read lines until an answer: 0 on "return", -1 on "error" or failure
+ * (the error's description replaces line). */
 static int s_answer(s_conn_t *c, char *line, size_t size)
 {
     for (;;) {
         if (s_line(c, line, size))
             return -1;
-        if (strstr(line, "\"return\""))
+        char desc[512];
+        int kind = qmp_line_kind(line, strlen(line), desc, sizeof desc);
+        if (kind == QMP_LINE_RETURN)
             return 0;
-        if (strstr(line, "\"error\""))
+        if (kind == QMP_LINE_ERROR) {
+            snprintf(line, size, "%s", desc);
             return -1;
-        /* an {"event": ...} or a blank line: keep reading */
+        }
+        /* an {"event": ...}, a blank or foreign line: keep reading */
     }
 }
 
@@ -120,7 +153,8 @@ int qmp_call(const char *path, const char *command, int timeout_ms, char *out, s
         snprintf(err, errlen, "connect %s: %s", path, strerror(errno));
         goto out;
     }
-    if (s_line(&c, line, sizeof line) || !strstr(line, "\"QMP\"")) {
+    if (s_line(&c, line, sizeof line) ||
+        qmp_line_kind(line, strlen(line), NULL, 0) != QMP_LINE_GREETING) {
         snprintf(err, errlen, "no QMP greeting on %s", path);
         goto out;
     }
@@ -150,14 +184,20 @@ int qmp_status(const char *path, int timeout_ms, char *status, size_t len, char 
     char ans[1024];
     if (qmp_call(path, "{\"execute\":\"query-status\"}", timeout_ms, ans, sizeof ans, err, errlen))
         return -1;
-    const char *k = strstr(ans, "\"status\"");
-    const char *q = k ? strchr(k + 8, '"') : NULL;
-    const char *e = q ? strchr(q + 1, '"') : NULL;
-    if (!e || (size_t)(e - q - 1) >= len) {
-        snprintf(err, errlen, "QMP query-status: unexpected answer %.200s", ans);
-        return -1;
-    }
-    memcpy(status, q + 1, (size_t)(e - q - 1));
-    status[e - q - 1] = 0;
-    return 0;
+    return qmp_status_parse(ans, strlen(ans), status, len, err, errlen);
+}
+
+int qmp_status_parse(const char *line, size_t n, char *status, size_t len, char *err, size_t errlen)
+{
+    json_t *j = json_loadb(line, n, JSON_REJECT_DUPLICATES, NULL);
+    const char *s = json_string_value(json_object_get(json_object_get(j, "return"), "status"));
+    int rc = -1;
+    if (s && strlen(s) < len) {
+        snprintf(status, len, "%s", s);
+        rc = 0;
+    } else
+        snprintf(err, errlen, "QMP query-status: unexpected answer %.*s", (int)(n < 200 ? n : 200),
+                 line);
+    json_decref(j);
+    return rc;
 }

@@ -6,8 +6,8 @@
  * and reads until its answer (skipping asynchronous events), then closes:
  * no connection is held between calls, so a worker restart loses nothing
  * and QEMU's single QMP client slot is never kept busy. Every call has a
- * deadline. Answers are matched as text ("return" or "error" objects, one
- * per line as QEMU writes them), which is all the engine needs.
+ * deadline. Each line QEMU writes (one JSON object per line) is parsed
+ * with jansson and classified by its top-level key.
  */
 #ifndef TT_WORKER_QMP_H
 #define TT_WORKER_QMP_H
@@ -25,5 +25,13 @@ int qmp_call(const char *path, const char *command, int timeout_ms, char *out, s
  * "shutdown", ...) into status. 0 / -1. */
 int qmp_status(const char *path, int timeout_ms, char *status, size_t len, char *err,
                size_t errlen);
+
+/* What one line from QEMU is (parsed as JSON): */
+enum { QMP_LINE_OTHER = 0, QMP_LINE_RETURN, QMP_LINE_ERROR, QMP_LINE_EVENT, QMP_LINE_GREETING };
+/* The kind of line; for an error its "desc" into desc (may be NULL). */
+int qmp_line_kind(const char *line, size_t len, char *desc, size_t desclen);
+/* query-status's answer line -> "running" etc. 0 / -1 with a reason. */
+int qmp_status_parse(const char *line, size_t n, char *status, size_t len, char *err,
+                     size_t errlen);
 
 #endif

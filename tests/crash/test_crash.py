@@ -372,11 +372,12 @@ class DiskFull(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(root, "broker.db")))
         must(pool, "create", "before", dup=1)
         filler = os.path.join(root, "filler")
-        with open(filler, "wb") as f:
+        # unbuffered: a write refused with ENOSPC leaves nothing behind for
+        # close() to flush (and fail on) again
+        with open(filler, "wb", buffering=0) as f:
             try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
+                while f.write(b"\0" * 65536):
+                    pass
             except OSError:
                 pass
         statuses = []

@@ -9,12 +9,12 @@ cd "$(dirname "$0")/../.."
 SECS=${1:-30}
 CC=clang cmake -S . -B build-fuzz -DTTFLEET_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" \
-    --target fuzz_broker_client fuzz_broker_worker fuzz_worker_command fuzz_gw_json fuzz_evstream
+    --target fuzz_broker_client fuzz_broker_worker fuzz_worker_command fuzz_gw_json fuzz_evstream fuzz_worker_guest fuzz_broker_ready
 WORK=$(mktemp -d /tmp/ttfuzz-run-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT INT TERM
 mkdir -p build-fuzz/findings
 status=0
-for pair in broker_client:client broker_worker:worker worker_command:worker_cmd gw_json:gw_json evstream:evstream; do
+for pair in broker_client:client broker_worker:worker worker_command:worker_cmd gw_json:gw_json evstream:evstream worker_guest:guest broker_ready:ready; do
     target=${pair%%:*}
     kind=${pair#*:}
     mkdir -p "$WORK/$kind"

@@ -66,6 +66,9 @@ def binary(name):
     return os.path.join(BUILD, sub, name)
 
 
+_ports_given = set()
+
+
 def free_port():
     """A loopback TCP port that nothing listens on right now, outside the
     public port range 40000..59999 (the user network backend binds public
@@ -74,7 +77,10 @@ def free_port():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if not 40000 <= port <= 59999:
+        # The kernel may hand the same free port out twice in a row: never
+        # give one port to two endpoints of the same test process.
+        if not 40000 <= port <= 59999 and port not in _ports_given:
+            _ports_given.add(port)
             return port
     raise RuntimeError("no free loopback port outside 40000..59999")
 

@@ -5,6 +5,7 @@
 # impossible here (no root or no network namespaces; no QEMU installed):
 # the reason is on stdout.
 foreach(spec "qemu_nft:test_qemu_nft_net:300"
+             "nft_isolation:test_nft_isolation:300"
              "qemu_user:test_qemu_user_net:300")
   string(REPLACE ":" ";" parts "${spec}")
   list(GET parts 0 name)
@@ -23,3 +24,14 @@ endforeach()
 # The user backend binds public ports (40000..59999) on the host's loopback,
 # which other tests' connections may hold as ephemeral ports: run it alone.
 set_tests_properties(integration.net.qemu_user PROPERTIES RUN_SERIAL TRUE)
+
+# A guest cannot fill the worker's disk (issue 9 item 10): console logs are
+# capped and rotated, a process VM's disk is bounded at its size.
+add_test(NAME integration.bounds
+         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_console_disk_bounds
+         WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+set_tests_properties(integration.bounds PROPERTIES
+                     TIMEOUT 200
+                     ENVIRONMENT "${TT_IT_ENV}"
+                     SKIP_RETURN_CODE 77
+                     LABELS integration)

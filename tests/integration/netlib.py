@@ -213,10 +213,10 @@ def wait_answer(what, host, port, needle, path="/", netns=None, timeout=90):
     return got, time.monotonic() - t0
 
 
-def nft_elements(netns, name, kind="map"):
+def nft_elements(netns, name, kind="map", family="ip"):
     """The elements of our nftables map or set, as a sorted list of strings
-    ("40001 : 10.10.0.2 . 80", "10.10.0.2")."""
-    r = sh("ip", "netns", "exec", netns, "nft", "list", kind, "ip", "ttfleet", name)
+    ("40001 : 10.10.0.2 . 80", "\"tt2\" . 10.10.0.2")."""
+    r = sh("ip", "netns", "exec", netns, "nft", "list", kind, family, "ttfleet", name)
     m = re.search(r"elements = \{(.*?)\}", r.stdout, re.S)
     if not m:
         return []

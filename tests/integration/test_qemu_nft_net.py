@@ -83,6 +83,15 @@ class QemuNft(unittest.TestCase):
     def qemu_vm(self):
         return self.ok("env", "show", "q")["vms"][0]
 
+    def denied(self):
+        """Ports whose mark carries the deny-outgoing bit (bit 31)."""
+        out = []
+        for e in netlib.nft_elements(self.hns, "port_grp", "map", "bridge"):
+            port, _, mark = e.partition(" : ")
+            if int(mark, 16) & 0x80000000:
+                out.append(port.strip('"'))
+        return sorted(out)
+
     def worker_row(self, vm_id):
         return self.pool.worker_vms("h1")[vm_id]
 
@@ -137,13 +146,12 @@ class QemuNft(unittest.TestCase):
         self.assertIn("ok: hello-from-client", self.outbound(pp[80]))
         self.ok("env", "update", "q", "--deny-outgoing")
         self.ok("env", "update", "p", "--deny-outgoing")
-        self.assertEqual(netlib.nft_elements(self.hns, "deny", "set"),
-                         sorted([q["ip"], p["ip"]]))
+        self.assertEqual(self.denied(), sorted(["tt%d" % q["vm_id"], "tt%d" % p["vm_id"]]))
         self.assertIn("connect %s:%d failed" % (CLIENT_IP, LISTEN_PORT), self.outbound(qp[80]))
         self.assertIn("failed", self.outbound(pp[80]))
         self.assertIn("ttguest vm", self.get(qp[80]) or "")
         self.ok("env", "update", "p", "--allow-outgoing")
-        self.assertEqual(netlib.nft_elements(self.hns, "deny", "set"), [q["ip"]])
+        self.assertEqual(self.denied(), ["tt%d" % q["vm_id"]])
         self.assertIn("ok: hello-from-client", self.outbound(pp[80]))
 
         # ports change live: 80 goes, 8080 comes
@@ -185,6 +193,8 @@ class QemuNft(unittest.TestCase):
         netlib.sh("ip", "-n", self.hns, "link", "set", "tt999", "master", "ttbr0")
         self.ns.run(self.hns, "nft", "add element ip ttfleet tcp_pub { 45999 : 10.10.3.231 . 80 }")
         self.ns.run(self.hns, "nft", "delete element ip ttfleet tcp_pub { %d }" % pp[80])
+        self.ns.run(self.hns, "nft", 'delete element bridge ttfleet port_ip { "%s" . %s }'
+                    % (tp, p["ip"]))
         self.pool.start_worker("h1")
         self.pool.wait_online(["h1"])
         time.sleep(1.5)  # a reconcile round
@@ -198,6 +208,8 @@ class QemuNft(unittest.TestCase):
                       for vm in (q2, p) for x in vm["ports"])
         self.assertEqual(netlib.nft_elements(self.hns, "tcp_pub"), want)
         self.assertNotIn("tt999", netlib.links(self.hns))
+        self.assertEqual(netlib.nft_elements(self.hns, "port_ip", "set", "bridge"),
+                         sorted('"tt%d" . %s' % (vm["vm_id"], vm["ip"]) for vm in (q2, p)))
 
         # delete leaves nothing behind
         self.ok("env", "delete", "q")
@@ -206,7 +218,9 @@ class QemuNft(unittest.TestCase):
             harness.proc_alive(pid, st) for pid, st in before.values()), timeout=15)
         self.assertEqual(netlib.nft_elements(self.hns, "tcp_pub"), [])
         self.assertEqual(netlib.nft_elements(self.hns, "udp_pub"), [])
-        self.assertEqual(netlib.nft_elements(self.hns, "deny", "set"), [])
+        self.assertEqual(netlib.nft_elements(self.hns, "port_grp", "map", "bridge"), [])
+        self.assertEqual(netlib.nft_elements(self.hns, "port_ip", "set", "bridge"), [])
+        self.assertEqual(netlib.nft_elements(self.hns, "member", "set"), [])
         names = netlib.links(self.hns)
         self.assertNotIn(tq, names)
         self.assertNotIn(tp, names)

@@ -2,10 +2,11 @@
 backend (QEMU user-mode networking), no namespaces, no root needed.
 
 Each public port is a QEMU host forward on 127.0.0.1; the guest's outbound
-try goes to 10.0.2.2, which slirp maps to the host's loopback, where the
-test listens. Checks: the guest answers on its public ports; outbound
-works, and is blocked by deny-outgoing (restrict=on, applied at the next
-start: slirp cannot change it live) while inbound still works;
+try goes to 10.0.2.2, which slirp would map to the host's loopback, where
+the test listens (a loopback-only service, like the broker's endpoints).
+Checks: the guest answers on its public ports; it cannot reach the
+host-local listener, with deny-outgoing off (issue 9 item 1: every VM runs
+with restrict=on) and on, while inbound still works;
 `env update --port` changes the forwards live over QMP; stop/start keeps
 IP, MAC and ports; a worker restart keeps the VM running and reachable;
 delete stops QEMU and its forwards.
@@ -42,6 +43,7 @@ class QemuUser(unittest.TestCase):
             self.listener.close()
         self.listener.listen(16)
         self.listen_port = self.listener.getsockname()[1]
+        self.accepted = 0
         self.addCleanup(self.listener.close)
         threading.Thread(target=self._serve, daemon=True).start()
         self.pool = harness.Pool(hosts={"h1": {
@@ -57,6 +59,7 @@ class QemuUser(unittest.TestCase):
                 c, _ = self.listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             try:
                 c.sendall(b"hello-from-host\n")
             except OSError:
@@ -96,7 +99,10 @@ class QemuUser(unittest.TestCase):
         print("env create round trip %.0f ms; request -> guest answers HTTP: %.1f s"
               % ((t1 - t0) * 1000, time.monotonic() - t0))
         self.assertIn("SSH-2.0-ttguest vm %d " % vm["vm_id"], self.get(ports[22], "-") or "")
-        self.assertIn("ok: hello-from-host", self.outbound(ports[80]))
+        # a guest never reaches a service bound on the host's loopback
+        self.assertFalse(self.ok("env", "show", "u")["deny_outgoing"])
+        self.assertIn("connect 10.0.2.2:%d failed" % self.listen_port, self.outbound(ports[80]))
+        self.assertEqual(self.accepted, 0, "the host-local listener was reached")
 
         # forwards change live
         self.ok("env", "update", "u", "--port", 8080)
@@ -106,7 +112,7 @@ class QemuUser(unittest.TestCase):
         netlib.wait_answer("guest on 8080", "127.0.0.1", ports2[8080], "port 8080", timeout=10)
         self.assertIsNone(self.get(ports[80]), "old forward still open")
 
-        # deny-outgoing: restrict=on from the next start; inbound still works
+        # deny-outgoing on: still no way out; inbound still works
         self.ok("env", "update", "u", "--deny-outgoing")
         time.sleep(1.2)
         self.ok("env", "stop", "u")
@@ -118,6 +124,7 @@ class QemuUser(unittest.TestCase):
             self.assertEqual(vm3[k], vm2[k], k)
         netlib.wait_answer("guest after start", "127.0.0.1", ports2[8080], "ttguest vm")
         self.assertIn("failed", self.outbound(ports2[8080]))
+        self.assertEqual(self.accepted, 0, "the host-local listener was reached")
 
         # worker restart: the VM keeps running and answering
         before = {v: (r["pid"], r["start_time"]) for v, r in self.pool.worker_vms("h1").items()}

@@ -2,13 +2,16 @@
 roles, the loopback rule, and hostile input over the real socket.
 
 Curve shares one pool whose broker runs with --curve-secret, --client-keys
-and --worker-keys, and one worker "h1" whose key is bound to host h1. Keys
-(all in the pool's temporary directory, secrets never in the broker's key
-directories):
+and --worker-keys, and one worker "h1" whose key is bound to host h1. Client
+keys are bound by the operator: admin through `ttbroker --admin-key` (tenant
+ops), alice and bob by `ttctl key add` right after the broker starts; their
+public files also lie in --client-keys, as an old deployment left them,
+where they are not bindings. Keys (all in the pool's temporary directory,
+secrets never in the broker's key directories):
 
-    alice, bob   role user, tenants alice and bob (installed)
-    admin        role admin, tenant ops (installed)
-    stranger     role user, tenant alice (NOT installed)
+    alice, bob   role user, tenants alice and bob (bound)
+    admin        role admin, tenant ops (bound with --admin-key)
+    stranger     role user, tenant alice (NOT bound)
     h1, hA       workers bound to hosts h1 and hA (installed)
     rogue        a worker key (NOT installed)
 
@@ -61,6 +64,7 @@ class CurvePool(harness.Pool):
         for name, role, tenant, installed in (("alice", "user", "alice", True),
                                               ("bob", "user", "bob", True),
                                               ("admin", "admin", "ops", True),
+                                              ("gateway", "gateway", "gw", True),
                                               ("stranger", "user", "alice", False)):
             keygen(self.key(name), "--role", role, "--tenant", tenant)
             if installed:
@@ -74,10 +78,28 @@ class CurvePool(harness.Pool):
             if installed:
                 shutil.copy(self.key(name), self.worker_keys)
         self.broker_args += ["--curve-secret", self.broker_cert, "--client-keys",
-                             self.client_keys, "--worker-keys", self.worker_keys]
+                             self.client_keys, "--worker-keys", self.worker_keys,
+                             "--admin-key", self.key("admin"), "--admin-tenant", "ops"]
         for host, spec in self.hosts.items():
             spec.setdefault("args", [])
             spec["args"] += self.worker_curve_args(spec.get("key", host))
+
+    def start(self, wait=True):
+        super().start(wait=wait)
+        for name in ("alice", "bob"):
+            self.bind(name, name, "user")
+        self.bind("gateway", "gw", "gateway")
+        return self
+
+    def bind(self, name, tenant, role, by="admin"):
+        """The operator binds key `name` (an admin runs ttctl key add)."""
+        r = self.ctl("key", "add", self.key(name), "--tenant", tenant, "--role", role, key=by)
+        if r.rc != 0:
+            raise AssertionError("key add %s: %r" % (name, r))
+        return r
+
+    def public(self, name):
+        return zmq.auth.load_certificate(self.key(name))[0].decode()
 
     def key(self, name):
         return os.path.join(self.keys, name)
@@ -252,6 +274,46 @@ class Curve(lifecycle.PoolTest):
         self.assertEqual(self.status(self.ctl("env", "show", "from-key", key="bob")),
                          "NOT_FOUND")
 
+    def test_gateway_on_behalf(self):
+        """docs/GATEWAY.md: only a gateway key takes the tenant from the
+        body, and the admin role only with on_behalf_admin; an ordinary key
+        that sets either still acts as its own tenant and role."""
+        pb = harness.pb2()
+        self.create("gw-a", tenant="alice")
+        self.addCleanup(self.ctl, "env", "delete", "gw-a", key="alice")
+        gw = self.pool.raw("gateway")
+        bob = self.pool.raw("bob")
+        self.addCleanup(gw.close, 0)
+        self.addCleanup(bob.close, 0)
+
+        def ask(sock, tenant, op, admin=False, service=b"tt.env"):
+            req = pb.Request(request_id="gw-%d" % time.monotonic_ns(), tenant=tenant,
+                             on_behalf_admin=admin)
+            if op == "show":
+                req.env_show.name = "gw-a"
+            else:
+                req.host_list.SetInParent()
+            sock.send_multipart([b"", MDP, service, req.SerializeToString()])
+            reply = recv_reply(sock)
+            self.assertIsNotNone(reply, "no reply\n" + self.pool.logs())
+            return reply
+
+        # the gateway acts for alice and sees her env; for bob it does not
+        r = ask(gw, "alice", "show")
+        self.assertEqual(r.status, pb.OK, r)
+        self.assertEqual(r.env.tenant, "alice")
+        self.assertEqual(ask(gw, "bob", "show").status, pb.NOT_FOUND)
+        # an empty tenant from a gateway key is refused
+        self.assertEqual(ask(gw, "", "show").status, pb.BAD_REQUEST)
+        # admin only when it asks
+        self.assertEqual(ask(gw, "alice", "hosts", service=b"tt.admin").status, pb.FORBIDDEN)
+        self.assertEqual(ask(gw, "alice", "hosts", admin=True, service=b"tt.admin").status,
+                         pb.OK)
+        # an ordinary key cannot claim another tenant, nor the admin role
+        self.assertEqual(ask(bob, "alice", "show").status, pb.NOT_FOUND)
+        self.assertEqual(ask(bob, "alice", "hosts", admin=True, service=b"tt.admin").status,
+                         pb.FORBIDDEN)
+
     def test_roles(self):
         self.create("role-a", tenant="alice")
         for args in (("host", "list"), ("host", "show", "h1"), ("env", "list", "--all"),
@@ -299,17 +361,21 @@ class Curve(lifecycle.PoolTest):
         r = run(["--timeout", "500", "env", "list"], TTFLEET_CONFIG=conf,
                 TTFLEET_KEY=pool.key("stranger"))
         self.assertEqual(r.returncode, EXIT_TRANSPORT, r.stderr)
-        # strict parsing, with the file and line
-        for text, what in (("broker tcp://x:1\n", ":1: expected 'name = value'"),
-                           ("key = a\nkey = b\n", ":2: key given twice"),
-                           ("colour = blue\n", ":1: unknown name 'colour'"),
-                           ("tenant = ../x\n", ":1: invalid tenant"),
-                           ("key =\n", ":1: key has an empty value")):
+        # strict parsing (zconfig), with the file; zconfig names the line of
+        # a syntax error
+        for text, what in (("broker tcp://x:1\n", ": not a valid config file"),
+                           ("key = a\nkey = b\n", ": key given twice"),
+                           ("colour = blue\n", ": unknown name 'colour'"),
+                           ("tenant = ../x\n", ": invalid tenant"),
+                           ("key =\n", ": key has an empty value"),
+                           ("key\n    nested = 1\n", ": key: a value, not a section")):
             with open(conf, "w") as f:
                 f.write(text)
             r = run(["env", "list"], TTFLEET_CONFIG=conf)
             self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
             self.assertIn(conf + what, r.stderr)
+            if what.startswith(": not a valid"):
+                self.assertIn("(1) invalid syntax", r.stderr)
         r = run(["env", "list"], TTFLEET_CONFIG=os.path.join(pool.keys, "nope.conf"))
         self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
         self.assertIn("No such file", r.stderr)
@@ -420,6 +486,250 @@ class Curve(lifecycle.PoolTest):
                           if e["name"].startswith("h-")])
         self.ok("mmi", "tt.env", key="bob")
         self.assertTrue(self.pool.broker.running())
+
+class Keys(lifecycle.PoolTest):
+    """Keys bound by the operator (broker/keys.c): what a key's owner writes
+    in its cert counts for nothing; key add/list/rm are admin only; a removal
+    cuts the key's live connection (requests and events); key directories
+    notice in-place edits. Its own pool, since it removes keys."""
+    budget = 230
+
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(cls.budget)
+        cls.pool = CurvePool(min_stop_interval=0).start()
+
+    def status(self, r):
+        self.assertEqual(r.rc, EXIT_STATUS, repr(r))
+        self.assertTrue(r.err.startswith("ttctl: "), repr(r))
+        return r.err.split(":")[1].strip()
+
+    def admin_ask(self, req, service=b"tt.admin", key="admin"):
+        sock = self.pool.raw(key)
+        try:
+            sock.send_multipart([b"", MDP, service, req.SerializeToString()])
+            r = recv_reply(sock)
+            self.assertIsNotNone(r, "no reply")
+            return r
+        finally:
+            sock.close(0)
+
+    def test_self_declared_admin_is_not_admin(self):
+        pool = self.pool
+        # a user makes a key that says admin of tenant ops and the operator
+        # drops its file in --client-keys, as the old docs said
+        keygen(pool.key("mallory"), "--role", "admin", "--tenant", "ops")
+        shutil.copy(pool.key("mallory"), pool.client_keys)
+        r = self.ctl("host", "list", key="mallory", timeout_ms=700)
+        self.assertEqual(r.rc, EXIT_TRANSPORT, repr(r))  # refused at the handshake
+        harness.wait_for("the ignored-metadata warning", lambda: "mallory: the tenant/role "
+                         "written in a client cert are ignored" in pool.broker.log(), timeout=15)
+        # bound by the operator as a user of tenant mallory: that is what it is
+        r = pool.bind("mallory", "mallory", "user")
+        self.assertIn("are ignored", r.err)
+        self.assertEqual(r.data["keys"][0]["role"], "user")
+        self.assertEqual(r.data["keys"][0]["added_by"], "admin:ops")
+        for args in (("host", "list"), ("env", "list", "--all"), ("key", "list")):
+            self.assertEqual(self.status(self.ctl(*args, key="mallory")), "FORBIDDEN")
+        env = self.ok("env", "create", "m1", "--image", "sleeper", *SMALL, "--lifetime", 600,
+                      key="mallory")
+        self.addCleanup(self.ctl, "env", "delete", "m1", key="mallory")
+        self.assertEqual(env["tenant"], "mallory")
+        keys = {k["public_key"]: k for k in self.ok("key", "list")["keys"]}
+        self.assertEqual(keys[pool.public("mallory")]["tenant"], "mallory")
+        self.assertEqual(keys[pool.public("admin")]["added_by"], "--admin-key")
+
+    def test_key_ops_need_admin(self):
+        pool = self.pool
+        keygen(pool.key("eve"), "--role", "user", "--tenant", "eve")
+        r = self.ctl("key", "add", pool.public("eve"), "--tenant", "ops", "--role", "admin",
+                     key="alice")
+        self.assertEqual(self.status(r), "FORBIDDEN", repr(r))
+        self.assertEqual(self.status(self.ctl("key", "list", key="alice")), "FORBIDDEN")
+        r = self.ctl("key", "rm", pool.public("bob"), key="alice")
+        self.assertEqual(self.status(r), "FORBIDDEN", repr(r))
+        # nothing changed: eve unknown, bob still works
+        self.assertNotIn(pool.public("eve"),
+                         [k["public_key"] for k in self.ok("key", "list")["keys"]])
+        self.ok("env", "list", key="bob")
+        self.assertEqual(self.ctl("env", "list", key="eve", timeout_ms=700).rc, EXIT_TRANSPORT)
+
+    def test_bad_input_refused(self):
+        pool = self.pool
+        pb = harness.pb2()
+        keygen(pool.key("fred"), "--role", "user", "--tenant", "fred")
+        fred = pool.public("fred")
+        with open(os.path.join(pool.dir, "not-a-key"), "w") as f:
+            f.write("hello\n")
+        for args in ((os.path.join(pool.dir, "not-a-key"), "--tenant", "t", "--role", "user"),
+                     ("short", "--tenant", "t", "--role", "user"),
+                     (fred, "--tenant", "a/b", "--role", "user"),
+                     (fred, "--tenant", "t", "--role", "root"),
+                     (fred, "--tenant", "t")):
+            r = self.ctl("key", "add", *args)
+            self.assertEqual(r.rc, EXIT_USAGE, "%s: %r" % (args, r))
+        # the broker checks too, whatever a client sends
+        for pub, tenant, role, what in ((fred[:39], "t", "user", "public key"),
+                                        (fred[:39] + "~", "t", "user", "public key"),
+                                        ("%" * 40, "t", "user", "public key"),
+                                        (fred, "../x", "user", "tenant"),
+                                        (fred, "", "user", "tenant"),
+                                        (fred, "t", "root", "role"),
+                                        (fred, "t", "", "role")):
+            req = pb.Request(request_id="bad-%s-%s" % (what.replace(" ", ""), len(pub) + len(
+                tenant) + len(role)))
+            req.key_add.public_key, req.key_add.tenant, req.key_add.role = pub, tenant, role
+            r = self.admin_ask(req)
+            self.assertEqual(r.status, pb.BAD_REQUEST, (pub, tenant, role, r))
+            self.assertIn(what, r.message)
+        req = pb.Request(request_id="bad-rm")
+        req.key_rm.public_key = "x"
+        self.assertEqual(self.admin_ask(req).status, pb.BAD_REQUEST)
+        # bound twice, removed twice
+        self.ok("key", "add", fred, "--tenant", "fred", "--role", "user")
+        self.assertEqual(self.status(self.ctl("key", "add", fred, "--tenant", "ops", "--role",
+                                              "admin")), "ALREADY_EXISTS")
+        self.ok("key", "rm", fred)
+        self.assertEqual(self.status(self.ctl("key", "rm", fred)), "NOT_FOUND")
+        self.assertNotIn(fred, [k["public_key"] for k in self.ok("key", "list")["keys"]])
+
+    def subscriber(self, key):
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        pub, sec = zmq.auth.load_certificate(self.pool.key(key) + "_secret")
+        server, _ = zmq.auth.load_certificate(self.pool.broker_cert)
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, server
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.pool.events_ep)
+        self.addCleanup(sock.close, 0)
+        return sock
+
+    def drain(self, sock):
+        n = 0
+        while sock.poll(0):
+            sock.recv_multipart()
+            n += 1
+        return n
+
+    def test_key_rm_cuts_live_connection(self):
+        pool = self.pool
+        keygen(pool.key("carol"), "--role", "user", "--tenant", "carol")
+        pool.bind("carol", "carol", "user")
+        pb = harness.pb2()
+        sock = pool.raw("carol")
+        self.addCleanup(sock.close, 0)
+        n = [0]
+
+        def ask():
+            n[0] += 1
+            req = pb.Request(request_id="carol-%d" % n[0])
+            req.env_list.SetInParent()
+            sock.send_multipart([b"", MDP, b"tt.env", req.SerializeToString()])
+            return recv_reply(sock)
+
+        self.assertEqual(ask().status, pb.OK)
+        sub_carol, sub_bob = self.subscriber("carol"), self.subscriber("bob")
+
+        def event():
+            """Make events (an env of bob's made and deleted)."""
+            self.ok("env", "create", "ev", "--image", "sleeper", *SMALL, "--lifetime", 600,
+                    key="bob")
+            self.ok("env", "delete", "ev", key="bob")
+
+        # both subscribers hear events while carol is bound
+        harness.wait_for("carol's and bob's subscribers to hear events",
+                         lambda: event() or (sub_carol.poll(1000) and sub_bob.poll(1000)),
+                         timeout=30)
+        self.ok("key", "rm", pool.public("carol"))
+        self.drain(sub_carol)  # what was sent before the removal's reply
+        self.drain(sub_bob)
+        # the live connection's next request is refused, at once
+        r = ask()
+        self.assertIsNotNone(r)
+        self.assertEqual(r.status, pb.UNAUTHENTICATED, r)
+        self.assertIn("not bound", r.message)
+        # a new connection with the key fails its handshake
+        self.assertEqual(self.ctl("env", "list", key="carol", timeout_ms=700).rc,
+                         EXIT_TRANSPORT)
+        # events go on for bob (its subscriber reconnects), never for carol
+        harness.wait_for("bob's subscriber to hear events again",
+                         lambda: event() or sub_bob.poll(1000), timeout=30)
+        event()
+        sub_bob.poll(2000)
+        self.assertGreater(self.drain(sub_bob), 0)
+        self.assertEqual(self.drain(sub_carol), 0)
+        self.assertEqual(ask().status, pb.UNAUTHENTICATED)
+
+    def test_worker_key_edited_in_place_is_noticed(self):
+        pool = self.pool
+        # slot holds key wa (host hw); it is overwritten in place with wb
+        # (also host hw): same size, same inode, mtime set back to the
+        # nanosecond, the directory untouched
+        keygen(pool.key("wa"), "--role", "worker", "--host", "hw")
+        keygen(pool.key("wb"), "--role", "worker", "--host", "hw")
+        slot = os.path.join(pool.worker_keys, "slot")
+        shutil.copy(pool.key("wa"), slot)
+        # the broker has read the directory with wa in it: hw joins with wa
+        pool.hosts["hw"] = {"args": pool.worker_curve_args("wa")}
+        pool.start_worker("hw")
+        self.addCleanup(pool.stop_worker, "hw")
+        pool.wait_online(["hw"], timeout=20)
+        pool.stop_worker("hw")
+        harness.wait_for("hw to be down", lambda: {h["id"]: h["state"] for h in pool.ctl(
+            "host", "list", key="admin").data["hosts"]}.get("hw") != "online", timeout=20)
+        with open(pool.key("wb"), "rb") as f:
+            new = f.read()
+        before = os.stat(slot)
+        dir_before = os.stat(pool.worker_keys)
+        self.assertEqual(before.st_size, len(new))
+        with open(slot, "r+b") as f:
+            f.write(new)
+        os.utime(slot, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = os.stat(slot)
+        self.assertEqual((after.st_ino, after.st_size, after.st_mtime_ns),
+                         (before.st_ino, before.st_size, before.st_mtime_ns))
+        self.assertEqual(os.stat(pool.worker_keys).st_mtime_ns, dir_before.st_mtime_ns)
+        pool.hosts["hw"] = {"args": pool.worker_curve_args("wb")}
+        pool.start_worker("hw")
+        pool.wait_online(["hw"], timeout=20)
+        self.assertTrue(pool.broker.running())
+
+    def test_import_client_keys(self):
+        """The migration path: --import-client-keys binds the certs of an old
+        --client-keys directory by their own metadata, on the operator's word;
+        without it they stay unbound."""
+        pool = self.pool
+        keygen(pool.key("gina"), "--role", "user", "--tenant", "gina")
+        shutil.copy(pool.key("gina"), pool.client_keys)
+        self.assertEqual(self.ctl("env", "list", key="gina", timeout_ms=700).rc, EXIT_TRANSPORT)
+        args = list(pool.broker_args)
+        pool.stop_broker()
+        pool.broker_args = args + ["--import-client-keys"]
+        try:
+            pool.start_broker()
+        finally:
+            pool.broker_args = args
+        self.assertIn("keys: import: bound %s" % pool.public("gina"), pool.broker.log())
+        self.assertEqual(self.ok("env", "list", key="gina")["envs"], [])
+        self.assertEqual(self.status(self.ctl("host", "list", key="gina")), "FORBIDDEN")
+        keys = {k["public_key"]: k for k in self.ok("key", "list")["keys"]}
+        self.assertEqual((keys[pool.public("gina")]["tenant"], keys[pool.public("gina")]["role"],
+                          keys[pool.public("gina")]["added_by"]), ("gina", "user", "import"))
+        pool.stop_broker()
+        pool.start_broker()
+        self.ok("key", "rm", pool.public("gina"))
+        os.unlink(os.path.join(pool.client_keys, "gina"))
+
+    def test_bindings_survive_restart(self):
+        pool = self.pool
+        keygen(pool.key("dave"), "--role", "user", "--tenant", "dave")
+        pool.bind("dave", "dave", "admin")
+        pool.stop_broker()
+        pool.start_broker()
+        self.ok("host", "list", key="dave")
+        self.ok("env", "list", key="alice")
+        self.ok("key", "rm", pool.public("dave"))
+        self.assertEqual(self.ctl("env", "list", key="dave", timeout_ms=700).rc, EXIT_TRANSPORT)
 
 
 class Loopback(unittest.TestCase):

@@ -58,8 +58,10 @@ class VmUser(unittest.TestCase):
         self.assertEqual(st["Gid"], [str(self.nobody.pw_gid)] * 4)
         self.assertEqual(st.get("Groups", []), [])
         self.assertEqual(st["NoNewPrivs"], ["1"])
-        disk = os.readlink("/proc/%d/cwd" % pid)
-        self.assertEqual(os.stat(disk).st_uid, self.nobody.pw_uid)
+        # its working directory as the VM sees it (its disk image is mounted
+        # there in its own mount namespace)
+        self.assertTrue(os.readlink("/proc/%d/cwd" % pid).endswith("/disk"))
+        self.assertEqual(os.stat("/proc/%d/cwd" % pid).st_uid, self.nobody.pw_uid)
         # it is still ours to stop and delete
         r = self.pool.ctl("env", "stop", "conf", tenant="t")
         self.assertEqual(r.rc, 0, repr(r))

@@ -6,7 +6,13 @@
  * idempotency, hostile frames and reload from broker.db.
  */
 #include "broker.h"
+#include "op.h"
+#include "reaper.h"
+#include "reply.h"
+#include "wcmd.h"
+#include "workers.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,6 +460,570 @@ static void s_test_one_request_fails_alone(void)
     s_drain();
 }
 
+/* ---- hardening (issue 9) ---- */
+
+static char g_hdir[64];
+
+/* A fresh broker with two equal hosts "ha" (w-a) and "hb" (w-b). */
+static broker_t *s_hard_open(broker_t **saved)
+{
+    *saved = g_b;
+    snprintf(g_hdir, sizeof g_hdir, "/tmp/ttbroker-hard-XXXXXX");
+    if (!mkdtemp(g_hdir))
+        return NULL;
+    g_b = s_open(g_hdir, 0);
+    if (!g_b)
+        return NULL;
+    s_ready("w-a", "ha", 8, 16384, 10000);
+    s_ready("w-b", "hb", 8, 16384, 10000);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    return g_b;
+}
+
+static void s_hard_close(broker_t *saved)
+{
+    broker_destroy(&g_b);
+    const char *files[] = {"broker.db", "broker.db-wal", "broker.db-shm"};
+    char path[300];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", g_hdir, files[i]);
+        unlink(path);
+    }
+    rmdir(g_hdir);
+    g_b = saved;
+}
+
+/* Send req as tenant with request id rid, run the workers, and return the
+ * reply to rid (others stay queued). */
+static Ttfleet__Reply *s_call_rid(const char *tenant, Ttfleet__Request *req, const char *rid)
+{
+    req->request_id = (char *)rid;
+    req->tenant = (char *)tenant;
+    s_client_send(TT_SERVICE_ENV, req);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    char service[40];
+    return s_reply_for(rid, service, sizeof service);
+}
+
+/* Take the queued console command off the queue: its op id and routing. */
+static uint64_t s_take_console(char *routing, size_t len)
+{
+    zsock_t *sock;
+    zmsg_t *m;
+    uint64_t id = 0;
+    zlistx_t *keep = zlistx_new();
+    while ((m = outq_pop(g_b, &sock))) {
+        if (!id && sock == g_b->workers && zmsg_size(m) == 5) {
+            zframe_t *r = zmsg_first(m);
+            zframe_t *body = zmsg_last(m);
+            Ttfleet__WorkerCommand *cmd =
+                ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
+            if (cmd && cmd->console_vm_id) {
+                id = cmd->op_id;
+                snprintf(routing, len, "%.*s", (int)zframe_size(r), (char *)zframe_data(r));
+                ttfleet__worker_command__free_unpacked(cmd, NULL);
+                zmsg_destroy(&m);
+                continue;
+            }
+            if (cmd)
+                ttfleet__worker_command__free_unpacked(cmd, NULL);
+        }
+        zlistx_add_end(keep, m);
+        (void)sock;
+    }
+    for (m = zlistx_first(keep); m; m = zlistx_next(keep))
+        outq_push(g_b, g_b->workers, &(zmsg_t *){m});
+    zlistx_destroy(&keep);
+    return id;
+}
+
+/* Item 3: a console read in flight while its VM or host is freed by each
+ * of delete, rm-vm, the reaper, evacuate and host remove --force; then the
+ * worker's late answer and the deadline. Under ASan this read freed memory
+ * before the fix; now the console op holds no VM/env pointer and is ended
+ * before its host is freed. Exactly one answer reaches the client. */
+static void s_test_console_race(void)
+{
+    const char *cases[] = {"delete", "rm-vm", "reap", "evacuate", "remove"};
+    for (int k = 0; k < 5; k++) {
+        broker_t *saved;
+        if (!s_hard_open(&saved)) {
+            CHECK(0);
+            return;
+        }
+        Ttfleet__Reply *r = s_create("t1", "con", "img", 1, 1, 256, false, "con-create");
+        CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1);
+        uint32_t vm_id = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+        char host[TT_MAX_NAME + 1] = "";
+        if (r && r->env && r->env->n_vms)
+            snprintf(host, sizeof host, "%s", r->env->vms[0]->host);
+        s_status(r);
+        s_drain();
+        /* the console request; its command stays unanswered */
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvConsole ec = TTFLEET__ENV_CONSOLE__INIT;
+        ec.name = "con";
+        ec.vm_id = vm_id;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_CONSOLE;
+        req.env_console = &ec;
+        req.request_id = "con-read";
+        req.tenant = "t1";
+        s_client_send(TT_SERVICE_ENV, &req);
+        broker_end_batch(g_b);
+        char routing[64] = "";
+        uint64_t op_id = s_take_console(routing, sizeof routing);
+        CHECK(op_id != 0);
+        /* free the VM (or its host) */
+        Ttfleet__Request act = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+        Ttfleet__EnvRmVm rm = TTFLEET__ENV_RM_VM__INIT;
+        Ttfleet__HostDrain dr = TTFLEET__HOST_DRAIN__INIT;
+        Ttfleet__HostRemove hr = TTFLEET__HOST_REMOVE__INIT;
+        ref.name = "con";
+        if (k == 0) {
+            act.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+            act.env_delete = &ref;
+            CHECK(s_status(s_call_rid("t1", &act, "act")) == 0);
+        } else if (k == 1) {
+            rm.name = "con";
+            rm.n_vm_ids = 1;
+            rm.vm_ids = &vm_id;
+            act.op_case = TTFLEET__REQUEST__OP_ENV_RM_VM;
+            act.env_rm_vm = &rm;
+            CHECK(s_status(s_call_rid("t1", &act, "act")) == 0);
+        } else if (k == 2) {
+            env_t *e = model_env_get(g_b, "t1", "con");
+            CHECK(e != NULL);
+            if (e)
+                e->expires_at = e->created_at - 1;
+            reaper_run(g_b, tt_now() + 10 * 86400);
+            broker_end_batch(g_b);
+            CHECK(model_env_get(g_b, "t1", "con") == NULL);
+        } else if (k == 3) {
+            dr.id = host;
+            dr.evacuate = true;
+            act.op_case = TTFLEET__REQUEST__OP_HOST_DRAIN;
+            act.host_drain = &dr;
+            CHECK(s_status(s_call_rid("admin", &act, "act")) == 0);
+            env_t *e = model_env_get(g_b, "t1", "con");
+            CHECK(e && e->n_vms == 1 && strcmp(e->vms[0]->host->id, host) != 0);
+        } else {
+            hr.id = host;
+            hr.force = true;
+            act.op_case = TTFLEET__REQUEST__OP_HOST_REMOVE;
+            act.host_remove = &hr;
+            CHECK(s_status(s_call_rid("admin", &act, "act")) == 0);
+            CHECK(model_host_get(g_b, host) == NULL);
+        }
+        /* the worker's late answer, then the deadline */
+        Ttfleet__WorkerReply wr = TTFLEET__WORKER_REPLY__INIT;
+        wr.op_id = op_id;
+        wr.console.data = (uint8_t *)"boot ok\n";
+        wr.console.len = 8;
+        uint8_t buf[256];
+        size_t len = ttfleet__worker_reply__pack(&wr, buf);
+        s_worker_send(routing, TT_W_REPLY, buf, len);
+        op_tick(g_b, tt_mono_ms() + 3600 * 1000);
+        broker_end_batch(g_b);
+        CHECK(zlistx_size(g_b->all_ops) == 0);
+        char service[40];
+        r = s_reply_for("con-read", service, sizeof service);
+        CHECK(r != NULL); /* answered once: the text, or why not */
+        printf("  console after %s: %s %s\n", cases[k], r ? tt_status_name(r->status) : "none",
+               r ? r->message : "");
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        r = s_reply_for("con-read", service, sizeof service);
+        CHECK(r == NULL);
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        s_drain();
+        s_hard_close(saved);
+    }
+}
+
+/* Item 9: growing several stopped VMs' disks on one host is checked in
+ * total, not VM by VM. */
+static void s_test_disk_total(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    /* 4 VMs of 1000 MiB on host ha (10,000 MiB): 4,000 used */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+    ic.image = "img";
+    ic.dup = 4;
+    cr.name = "disks";
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 1;
+    cr.mem_mib = 256;
+    cr.disk_mib = 1000;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    CHECK(s_status(s_call_rid("t1", &req, "disk-create")) == 0);
+    host_t *ha = model_host_get(g_b, "ha");
+    env_t *e = model_env_get(g_b, "t1", "disks");
+    CHECK(ha && e && e->n_vms == 4);
+    for (int i = 0; e && ha && i < e->n_vms; i++)
+        CHECK(e->vms[i]->host == ha);
+    Ttfleet__Request st = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = "disks";
+    st.op_case = TTFLEET__REQUEST__OP_ENV_STOP;
+    st.env_stop = &ref;
+    CHECK(s_status(s_call_rid("t1", &st, "disk-stop")) == 0);
+    /* each VM to 3,000: +2,000 each fits alone (6,000 free), 8,000 in all does not */
+    Ttfleet__Request up = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvUpdate u = TTFLEET__ENV_UPDATE__INIT;
+    u.name = "disks";
+    u.disk_mib = 3000;
+    up.op_case = TTFLEET__REQUEST__OP_ENV_UPDATE;
+    up.env_update = &u;
+    Ttfleet__Reply *r = s_call_rid("t1", &up, "disk-grow");
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY && strstr(r->message, "disk"));
+    s_status(r);
+    CHECK(ha && ha->disk_used == 4000 && ha->disk_used <= ha->disk_total);
+    /* 2,500 each (+6,000 in all) fits exactly */
+    u.disk_mib = 2500;
+    CHECK(s_status(s_call_rid("t1", &up, "disk-grow2")) == 0);
+    CHECK(ha && ha->disk_used == 10000);
+    s_drain();
+    s_hard_close(saved);
+}
+
+static void s_hello_send(const char *routing, const char *host, uint32_t cpu, uint64_t mem,
+                         uint64_t disk, size_t n_images, size_t n_inv, bool dup_inv)
+{
+    Ttfleet__WorkerHello h = TTFLEET__WORKER_HELLO__INIT;
+    h.host_id = (char *)host;
+    h.cpu_total = cpu;
+    h.mem_total = mem;
+    h.disk_total = disk;
+    char *engines[] = {"process"};
+    h.n_engines = 1;
+    h.engines = engines;
+    char **images = calloc(n_images + 1, sizeof *images);
+    char (*names)[16] = calloc(n_images + 1, sizeof *names);
+    for (size_t i = 0; i < n_images; i++) {
+        snprintf(names[i], sizeof names[i], i == 0 ? "img" : "i%zu", i);
+        images[i] = names[i];
+    }
+    h.n_images = n_images;
+    h.images = images;
+    Ttfleet__VmActual *va = calloc(n_inv + 1, sizeof *va);
+    Ttfleet__VmActual **vap = calloc(n_inv + 1, sizeof *vap);
+    for (size_t i = 0; i < n_inv; i++) {
+        ttfleet__vm_actual__init(&va[i]);
+        va[i].vm_id = dup_inv ? 7 : (uint32_t)(TT_VMID_MIN + i % 65533);
+        va[i].state = TTFLEET__VM_STATE__VM_RUNNING;
+        va[i].env = "x/y";
+        vap[i] = &va[i];
+    }
+    h.n_inventory = n_inv;
+    h.inventory = vap;
+    size_t len = ttfleet__worker_hello__get_packed_size(&h);
+    uint8_t *buf = malloc(len + 1);
+    ttfleet__worker_hello__pack(&h, buf);
+    s_worker_send(routing, TT_W_READY, buf, len);
+    free(buf);
+    free(images);
+    free(names);
+    free(va);
+    free(vap);
+}
+
+/* Worker output waiting for routing: commands and their total bytes. */
+static size_t s_worker_bytes(const char *routing, int *n_msgs)
+{
+    size_t bytes = 0;
+    *n_msgs = 0;
+    zsock_t *sock;
+    zmsg_t *m;
+    zlistx_t *keep = zlistx_new();
+    while ((m = outq_pop(g_b, &sock))) {
+        if (sock == g_b->workers && zframe_streq(zmsg_first(m), routing)) {
+            bytes += zmsg_content_size(m);
+            (*n_msgs)++;
+        }
+        zlistx_add_end(keep, m);
+    }
+    for (m = zlistx_first(keep); m; m = zlistx_next(keep))
+        outq_push(g_b, g_b->workers, &(zmsg_t *){m});
+    zlistx_destroy(&keep);
+    return bytes;
+}
+
+/* Item 7: what a hostile worker says is bounded; an admin's pin wins. */
+static void s_test_hostile_ready(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    int n;
+    /* absurd capacity and 300 images: clipped, not believed */
+    s_hello_send("w-evil", "evil", 4000000000u, 1ull << 50, 1ull << 55, 300, 0, false);
+    broker_end_batch(g_b);
+    host_t *ev = model_host_get(g_b, "evil");
+    CHECK(ev && ev->state == HOST_ONLINE);
+    CHECK(ev && ev->cpu_total == TT_MAX_HOST_CPU && ev->mem_total == TT_MAX_HOST_MEM_MIB &&
+          ev->disk_total == TT_MAX_HOST_DISK_MIB);
+    CHECK(ev && ev->n_images == BROKER_MAX_IMAGES);
+    s_drain();
+    /* an inventory over the VM id space: refused whole, host not taken */
+    s_hello_send("w-evil2", "evil2", 8, 1024, 1024, 1, TT_MAX_INVENTORY + 1, false);
+    broker_end_batch(g_b);
+    CHECK(model_host_get(g_b, "evil2") == NULL);
+    s_worker_bytes("w-evil2", &n);
+    CHECK(n == 1); /* only the DISCONNECT */
+    s_drain();
+    /* the same VM id repeated: refused */
+    s_hello_send("w-evil3", "evil3", 8, 1024, 1024, 1, 1000, true);
+    broker_end_batch(g_b);
+    CHECK(model_host_get(g_b, "evil3") == NULL);
+    s_drain();
+    /* a full inventory of unknown VMs: accepted, destroyed in bounded commands */
+    s_hello_send("w-full", "full", 8, 1024, 1024, 1, TT_MAX_INVENTORY, false);
+    broker_end_batch(g_b);
+    CHECK(model_host_get(g_b, "full") != NULL);
+    size_t bytes = s_worker_bytes("w-full", &n);
+    CHECK(n >= TT_MAX_INVENTORY / 500 && bytes / (size_t)n < 128 * 1024);
+    printf("  full inventory: %d commands, %zu bytes\n", n, bytes);
+    s_drain();
+    /* the loop still answers a client after all that */
+    CHECK(s_status(s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "none")) ==
+          TTFLEET__STATUS__NOT_FOUND);
+
+    /* pin: the evil host claims 4096 cpu; pinned to 2 it takes 2 VMs of 1 cpu */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__HostSet hs = TTFLEET__HOST_SET__INIT;
+    hs.id = "evil";
+    hs.cpu = 2;
+    req.op_case = TTFLEET__REQUEST__OP_HOST_SET;
+    req.host_set = &hs;
+    CHECK(s_status(s_call_rid("t1", &req, "pin-user")) == TTFLEET__STATUS__FORBIDDEN);
+    Ttfleet__Reply *r = s_call_rid("admin", &req, "pin-1");
+    CHECK(r && r->status == 0 && r->host && r->host->pin_cpu == 2 && r->host->cpu_total == 2 &&
+          r->host->advertised_cpu == TT_MAX_HOST_CPU);
+    s_status(r);
+    /* drain the honest hosts so only evil is left */
+    const char *others[] = {"ha", "hb", "full"};
+    for (int i = 0; i < 3; i++) {
+        Ttfleet__Request d = TTFLEET__REQUEST__INIT;
+        Ttfleet__HostDrain dr = TTFLEET__HOST_DRAIN__INIT;
+        char rid[32];
+        snprintf(rid, sizeof rid, "drain-%s", others[i]);
+        dr.id = (char *)others[i];
+        d.op_case = TTFLEET__REQUEST__OP_HOST_DRAIN;
+        d.host_drain = &dr;
+        CHECK(s_status(s_call_rid("admin", &d, rid)) == 0);
+    }
+    CHECK(s_status(s_create("t1", "p1", "img", 2, 1, 64, false, "pin-c1")) == 0);
+    CHECK(s_status(s_create("t1", "p2", "img", 1, 1, 64, false, "pin-c2")) ==
+          TTFLEET__STATUS__NO_CAPACITY);
+    /* a new READY keeps the pin */
+    s_hello_send("w-evil", "evil", 4000000000u, 1ull << 50, 1ull << 55, 3, 0, false);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    ev = model_host_get(g_b, "evil");
+    CHECK(ev && ev->cpu_total == 2);
+    CHECK(s_status(s_create("t1", "p3", "img", 1, 1, 64, false, "pin-c3")) ==
+          TTFLEET__STATUS__NO_CAPACITY);
+    /* the pin survives a restart (broker.db) */
+    broker_end_batch(g_b);
+    broker_destroy(&g_b);
+    g_b = s_open(g_hdir, 0);
+    CHECK(g_b != NULL);
+    if (!g_b) {
+        g_b = saved;
+        return;
+    }
+    ev = model_host_get(g_b, "evil");
+    CHECK(ev && ev->pin_cpu == 2 && ev->cpu_total == 2);
+    /* unpin: back to what it advertises */
+    hs.cpu = 0;
+    hs.unpin = true;
+    r = s_call_rid("admin", &req, "pin-2");
+    CHECK(r && r->status == 0 && r->host && r->host->pin_cpu == 0 &&
+          r->host->cpu_total == TT_MAX_HOST_CPU);
+    s_status(r);
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* Item 6: bounded stored replies, the per-tenant rate limit, extend that
+ * re-sends nothing when the lease did not change. */
+static void s_test_amplification(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+    ic.image = "img";
+    ic.dup = 400;
+    cr.name = "big";
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 0;
+    cr.cpu = 1;
+    cr.mem_mib = 16;
+    cr.disk_mib = 10;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    /* 400 VMs of 1 cpu need a big host */
+    s_ready("w-c", "hc", 1024, 1 << 20, 1 << 20);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    Ttfleet__Reply *r = s_call_rid("t1", &req, "big-create");
+    printf("  big create: %s %s %zu\n", r ? tt_status_name(r->status) : "none", r ? r->message : "", r && r->env ? r->env->n_vms : 0);
+    CHECK(r && r->status == 0 && r->env && r->env->n_vms == 400);
+    s_status(r);
+    Ttfleet__Request x = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvExtend ex = TTFLEET__ENV_EXTEND__INIT;
+    ex.name = "big";
+    ex.lifetime = 7200;
+    x.op_case = TTFLEET__REQUEST__OP_ENV_EXTEND;
+    x.env_extend = &ex;
+    r = s_call_rid("t1", &x, "ext-1");
+    CHECK(r && r->status == 0 && r->env && r->env->n_vms == 400); /* the live reply is whole */
+    size_t live = r ? ttfleet__reply__get_packed_size(r) : 0;
+    s_status(r);
+    request_rec_t *rec = reply_record_find(g_b, "t1", "ext-1");
+    CHECK(rec && rec->done && rec->len <= REPLY_MAX_STORED && live > REPLY_MAX_STORED);
+    printf("  extend of 400 VMs: reply %zu bytes, stored %zu\n", live, rec ? rec->len : 0);
+    /* the retry gets the outcome from the compact copy */
+    r = s_call_rid("t1", &x, "ext-1");
+    CHECK(r && r->status == 0 && r->env && strstr(r->message, "stored copy"));
+    s_status(r);
+    /* the same lease again: no spec is re-sent */
+    x.request_id = "ext-2";
+    x.tenant = "t1";
+    s_client_send(TT_SERVICE_ENV, &x);
+    int n;
+    s_worker_bytes("w-a", &n);
+    int n_all = n;
+    s_worker_bytes("w-b", &n);
+    n_all += n;
+    s_worker_bytes("w-c", &n);
+    n_all += n;
+    CHECK(n_all == 0);
+    broker_end_batch(g_b);
+    s_drain();
+
+    /* per-host bound: an extend storm in one batch queues at most
+     * WCMD_HOST_BATCH_BYTES to a host; the rest is refused and coalesced
+     * into one resync at the next tick */
+    g_b->cfg.rate = 0;
+    for (int i = 0; i < 700; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "storm-%d", i);
+        x.request_id = rid;
+        ex.lifetime = 4000 + (uint64_t)i;
+        s_client_send(TT_SERVICE_ENV, &x);
+    }
+    host_t *hc = model_host_get(g_b, "hc");
+    size_t qbytes = s_worker_bytes("w-c", &n);
+    CHECK(hc && hc->resync && qbytes <= WCMD_HOST_BATCH_BYTES + 64 * 1024);
+    printf("  extend storm: %zu bytes in %d commands queued to hc\n", qbytes, n);
+    broker_end_batch(g_b);
+    s_drain();
+    workers_tick(g_b, tt_mono_ms());
+    s_worker_bytes("w-c", &n);
+    CHECK(hc && !hc->resync && n >= 1 && n <= 2); /* the resync (and a heartbeat) */
+    broker_end_batch(g_b);
+    s_drain();
+
+    /* rate limit: a burst of 5 at 1/s, then RATE_LIMITED (not recorded) */
+    g_b->cfg.rate = 1;
+    g_b->cfg.rate_burst = 5;
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 8; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "rl-%d", i);
+        ex.lifetime = 3600 + (uint64_t)i;
+        int st = s_status(s_call_rid("t2", &x, rid));
+        ok += st == TTFLEET__STATUS__NOT_FOUND; /* t2 has no env: handled, not limited */
+        limited += st == TTFLEET__STATUS__RATE_LIMITED;
+    }
+    CHECK(ok == 5 && limited == 3);
+    CHECK(reply_record_find(g_b, "t2", "rl-7") == NULL);
+    /* another tenant and the admin are not affected */
+    CHECK(s_status(s_call_rid("t3", &x, "rl-other")) == TTFLEET__STATUS__NOT_FOUND);
+    for (int i = 0; i < 8; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "rl-admin-%d", i);
+        CHECK(s_status(s_call_rid("admin", &x, rid)) == TTFLEET__STATUS__NOT_FOUND);
+    }
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* Item 6: a body over the limit gets TOO_LARGE through the real socket
+ * (libzmq used to drop it and the client heard nothing). */
+static void s_test_oversized_body(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    const char *ep = zsock_endpoint(g_b->clients);
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    CHECK(dealer && ep && zsock_connect(dealer, "%s", ep) == 0);
+    size_t big = TT_MAX_BODY + 64 * 1024;
+    uint8_t *body = calloc(1, big);
+    zmsg_t *m = zmsg_new();
+    zmsg_addmem(m, "", 0);
+    zmsg_addstr(m, TT_MDP_CLIENT);
+    zmsg_addstr(m, TT_SERVICE_ENV);
+    zmsg_addmem(m, body, big);
+    free(body);
+    zmsg_send(&m, dealer);
+    zpoller_t *p = zpoller_new(g_b->clients, NULL);
+    void *which = zpoller_wait(p, 5000);
+    CHECK(which == g_b->clients);
+    if (which == g_b->clients) {
+        zmsg_t *in = zmsg_recv(g_b->clients);
+        broker_handle_client(g_b, &in);
+        broker_end_batch(g_b);
+        outq_flush(g_b);
+        zsock_set_rcvtimeo(dealer, 5000);
+        zmsg_t *rep = zmsg_recv(dealer);
+        CHECK(rep && zmsg_size(rep) == 4);
+        if (rep && zmsg_size(rep) == 4) {
+            zframe_t *f = zmsg_last(rep);
+            Ttfleet__Reply *rr = ttfleet__reply__unpack(NULL, zframe_size(f), zframe_data(f));
+            CHECK(rr && rr->status == TTFLEET__STATUS__TOO_LARGE);
+            if (rr)
+                ttfleet__reply__free_unpacked(rr, NULL);
+        }
+        zmsg_destroy(&rep);
+    }
+    zpoller_destroy(&p);
+    zsock_destroy(&dealer);
+    s_drain();
+    s_hard_close(saved);
+}
+
 int main(void)
 {
     zsys_init();
@@ -677,6 +1247,38 @@ int main(void)
     /* host pointers held above are not valid after this (it reloads) */
     s_test_update_undo_two_hosts();
     s_test_one_request_fails_alone();
+    s_test_console_race();
+    s_test_disk_total();
+    s_test_hostile_ready();
+    s_test_amplification();
+    s_test_oversized_body();
+
+    /* broker_stats: admin only; counts what this test did */
+    {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+        req.op_case = TTFLEET__REQUEST__OP_BROKER_STATS;
+        req.broker_stats = &empty;
+        CHECK(s_status(s_call("t1", &req, NULL)) == TTFLEET__STATUS__FORBIDDEN);
+        Ttfleet__Reply *st = s_call("admin", &req, NULL);
+        CHECK(st && st->status == TTFLEET__STATUS__OK && st->broker_stats);
+        if (st && st->broker_stats) {
+            const Ttfleet__BrokerStats *bs = st->broker_stats;
+            CHECK(bs->commit_latency_count > 0 && bs->n_commit_latency > 1);
+            CHECK(isinf(bs->commit_latency[bs->n_commit_latency - 1]->le));
+            CHECK(bs->commit_latency[bs->n_commit_latency - 1]->count == bs->commit_latency_count);
+            bool creates_ok = false, forbidden = false;
+            for (size_t i = 0; i < bs->n_requests_total; i++) {
+                const Ttfleet__RequestCount *rc = bs->requests_total[i];
+                if (!strcmp(rc->op, "env_create") && !strcmp(rc->status, "OK") && rc->count > 0)
+                    creates_ok = true;
+                if (!strcmp(rc->op, "broker_stats") && !strcmp(rc->status, "FORBIDDEN"))
+                    forbidden = rc->count == 1;
+            }
+            CHECK(creates_ok && forbidden);
+        }
+        s_status(st);
+    }
 
     /* reload from disk: the same envs, VMs, ports */
     r = s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "bf");

@@ -279,6 +279,35 @@ static void test_plain(void)
     zsock_destroy(&router);
 }
 
+/* The operator's bindings for the CURVE tests (the broker uses keys.c):
+ * the ZAP handler hears of each key through its pipe, evstream asks
+ * s_identify for the tenant and role. */
+static struct {
+    char pub[41], tenant[65];
+    bool admin;
+} s_bound[4];
+static int s_n_bound;
+
+static void s_bind(zactor_t *auth, zcert_t *cert, const char *tenant, bool admin)
+{
+    snprintf(s_bound[s_n_bound].pub, sizeof s_bound[0].pub, "%s", zcert_public_txt(cert));
+    snprintf(s_bound[s_n_bound].tenant, sizeof s_bound[0].tenant, "%s", tenant);
+    s_bound[s_n_bound++].admin = admin;
+    zstr_sendx(auth, "KEY-SET", zcert_public_txt(cert), NULL);
+}
+
+static int s_identify(void *arg, const char *user_id, char *tenant, bool *admin)
+{
+    (void)arg;
+    for (int i = 0; i < s_n_bound; i++)
+        if (strcmp(s_bound[i].pub, user_id) == 0) {
+            snprintf(tenant, TT_MAX_NAME + 1, "%s", s_bound[i].tenant);
+            *admin = s_bound[i].admin;
+            return 0;
+        }
+    return -1;
+}
+
 /* CURVE with the broker's ZAP handler: tenant from the key, not the body. */
 static void test_curve(void)
 {
@@ -314,6 +343,10 @@ static void test_curve(void)
     snprintf(bcfg.worker_keys, sizeof bcfg.worker_keys, "%s", wk);
     zactor_t *auth = zactor_new(auth_actor, &bcfg);
     CHECK(auth != NULL);
+    s_n_bound = 0;
+    s_bind(auth, ca, "a", false);
+    s_bind(auth, cb, "b", false);
+    s_bind(auth, cadm, "ops", true);
 
     zsock_t *router = zsock_new(ZMQ_ROUTER);
     zcert_apply(server, router);
@@ -322,6 +355,7 @@ static void test_curve(void)
     evstream_config_t cfg;
     evstream_config_defaults(&cfg);
     cfg.curve = true;
+    cfg.identify = s_identify;
     evstream_t *es = evstream_new(router, &cfg);
     int port = zsock_bind(router, "tcp://127.0.0.1:*");
     char ep[64];
@@ -411,6 +445,7 @@ static void s_side(zsock_t *pipe, void *argp)
         zsock_set_curve_server(router, 1);
         zsock_set_zap_domain(router, "clients");
         cfg.curve = true;
+        cfg.identify = s_identify;
     }
     evstream_t *es = evstream_new(router, &cfg);
     int port = zsock_bind(router, "tcp://127.0.0.1:*");
@@ -516,6 +551,8 @@ static void test_client_curve(void)
     snprintf(bcfg.client_keys, sizeof bcfg.client_keys, "%s", ck);
     snprintf(bcfg.worker_keys, sizeof bcfg.worker_keys, "%s", wk);
     zactor_t *auth = zactor_new(auth_actor, &bcfg);
+    s_n_bound = 0;
+    s_bind(auth, cb, "b", false);
     side_args_t args = {server};
     zactor_t *side = zactor_new(s_side, &args);
     int port = 0;

@@ -27,6 +27,8 @@ static vm_t s_vm(uint32_t id, const char *engine, bool deny)
     vm.ports[0] = (vm_port_t){22, 40000 + id};
     vm.ports[1] = (vm_port_t){80, 41000 + id};
     vm.deny_outgoing = deny;
+    snprintf(vm.mac, sizeof vm.mac, "52:54:00:00:00:%02x", id & 0xff);
+    snprintf(vm.env, sizeof vm.env, "t1/web");
     return vm;
 }
 
@@ -44,7 +46,18 @@ static void test_elements(void)
     char *t = net_elements_text(NULL, &a);
     CHECK(t && s_count(t, "add element ip ttfleet tcp_pub { 40005 : 10.10.0.5 . 22 }\n") == 1);
     CHECK(t && s_count(t, "add element ip ttfleet udp_pub { 41005 : 10.10.0.5 . 80 }\n") == 1);
-    CHECK(t && s_count(t, "add element") == 4 && !strstr(t, "deny"));
+    /* the port is bound to the VM's MAC, IP and group */
+    uint32_t g = net_group("t1/web");
+    char want[256];
+    CHECK(t && strstr(t, "add element bridge ttfleet port_mac { \"tt5\" . 52:54:00:00:00:05 }\n"));
+    CHECK(t && strstr(t, "add element bridge ttfleet port_ip { \"tt5\" . 10.10.0.5 }\n"));
+    snprintf(want, sizeof want, "add element bridge ttfleet port_grp { \"tt5\" : 0x%08x }\n", g);
+    CHECK(t && strstr(t, want));
+    snprintf(want, sizeof want,
+             "add element ip ttfleet member { 10.10.0.5 . 0x%08x, 10.10.0.5 . 0x%08x }\n", g,
+             g | 0x80000000u);
+    CHECK(t && strstr(t, want));
+    CHECK(t && s_count(t, "add element") == 9 && !strstr(t, "delete"));
     free(t);
 
     /* same VM, port 80 -> 8080 and deny on: only the difference */
@@ -55,26 +68,36 @@ static void test_elements(void)
     CHECK(t && s_count(t, "delete element ip ttfleet tcp_pub { 41005 }\n") == 1);
     CHECK(t && s_count(t, "delete element ip ttfleet udp_pub { 41005 }\n") == 1);
     CHECK(t && s_count(t, "add element ip ttfleet tcp_pub { 42005 : 10.10.0.5 . 8080 }\n") == 1);
-    CHECK(t && s_count(t, "add element ip ttfleet deny { 10.10.0.5 }\n") == 1);
+    /* deny-outgoing is the port's mark: the deny bit, by port, not by address */
+    CHECK(t && strstr(t, "delete element bridge ttfleet port_grp { \"tt5\" }\n"));
+    snprintf(want, sizeof want, "add element bridge ttfleet port_grp { \"tt5\" : 0x%08x }\n",
+             g | 0x80000000u);
+    CHECK(t && strstr(t, want));
+    CHECK(t && !strstr(t, "port_mac") && !strstr(t, "member"));
     CHECK(t && !strstr(t, "40005")); /* port 22 is kept as it is */
     free(t);
 
-    /* nothing changed: nothing to do */
+    /* no change, no text */
     t = net_elements_text(&b, &b);
     CHECK(t && *t == 0);
     free(t);
 
-    /* removal names every key exactly, deny included */
+    /* removal names every key exactly */
     t = net_elements_text(&b, NULL);
-    CHECK(t && s_count(t, "delete element") == 5 && !strstr(t, "add element"));
-    CHECK(t && strstr(t, "delete element ip ttfleet deny { 10.10.0.5 }\n"));
+    CHECK(t && s_count(t, "delete element") == 9 && !strstr(t, "add element"));
+    CHECK(t && strstr(t, "delete element bridge ttfleet port_grp { \"tt5\" }\n"));
     free(t);
 
     /* a hollow VM has no NIC: no elements */
-    vm_t h = s_vm(7, "hollow", true);
+    vm_t h = s_vm(6, "hollow", true);
     t = net_elements_text(NULL, &h);
     CHECK(t && *t == 0);
     free(t);
+
+    /* groups: one per env, never 0, bit 31 clear */
+    CHECK(net_group("t1/web") == net_group("t1/web"));
+    CHECK(net_group("t1/web") != net_group("t2/web"));
+    CHECK(net_group("") != 0 && (net_group("t2/db") & 0x80000000u) == 0);
 }
 
 static void test_table(void)
@@ -83,12 +106,39 @@ static void test_table(void)
     vm_t *vms[] = {&a, &b};
     char *t = net_table_text(vms, 2);
     CHECK(t && strncmp(t, "add table ip ttfleet\ndelete table ip ttfleet\n", 44) == 0);
+    CHECK(t && strstr(t, "delete table bridge ttfleet\n"));
     CHECK(t && strstr(t, "dnat ip to tcp dport map @tcp_pub"));
-    CHECK(t && strstr(t, "ct state established,related accept\n    ip saddr @deny drop;"));
+    /* anti-spoofing on every VM port, isolation between groups */
+    CHECK(t && strstr(t, "iifname . ether saddr != @port_mac drop"));
+    CHECK(t && strstr(t, "ether type ip iifname . ip saddr != @port_ip drop"));
+    CHECK(t && strstr(t, "ether type arp iifname . arp saddr ip != @port_ip drop"));
+    CHECK(t && strstr(t, "oifname . meta mark != @port_in drop"));
+    CHECK(t && strstr(t, "ip daddr . meta mark != @member drop"));
+    CHECK(t && strstr(t, "meta mark and 0x80000000 == 0x80000000 drop"));
+    CHECK(t && strstr(t, "iifname \"ttbr0\" drop;"));
+    CHECK(t && !strstr(t, "ip saddr @deny"));
     CHECK(t && strstr(t, "masquerade"));
-    CHECK(t && s_count(t, "add element") == 9); /* 2 VMs x 2 ports x tcp/udp + 1 deny */
+    CHECK(t && s_count(t, "add element") == 18); /* 2 VMs x (2 ports x tcp/udp + 5 port) */
     /* `fwd` is an nft keyword: never a name of ours */
     CHECK(t && !strstr(t, " fwd"));
+    /* two envs whose groups collide: the later VM gets no element at all
+     * (no network) rather than a group shared with a stranger */
+    vm_t c = s_vm(7, "qemu", false), d = s_vm(8, "qemu", false);
+    snprintf(c.env, sizeof c.env, "t/e368724");
+    snprintf(d.env, sizeof d.env, "t/e798200");
+    CHECK(net_group(c.env) == net_group(d.env));
+    vm_t *clash[] = {&c, &d};
+    char *t2 = net_table_text(clash, 2);
+    CHECK(t2 && strstr(t2, "\"tt7\"") && !strstr(t2, "\"tt8\"") && !strstr(t2, "10.10.0.8"));
+    free(t2);
+    const char *dump = getenv("TT_NET_TABLE_DUMP");
+    if (dump) {
+        FILE *f = fopen(dump, "w");
+        if (f) {
+            fputs(t, f);
+            fclose(f);
+        }
+    }
     free(t);
     CHECK(net_kind_parse("nft") == NET_NFT && net_kind_parse("user") == NET_USER &&
           net_kind_parse("none") == NET_NONE && net_kind_parse("nftables") == -1);

@@ -1,0 +1,614 @@
+/*
+ * blobsrv: the blob server actor. See blobsrv.h for why it is a thread of
+ * its own and how its credit works, schema/PROTOCOL.md for the frames.
+ *
+ * One iteration of the actor: wait up to 1 s for the pipe or the ROUTER;
+ * handle up to 256 peer messages without blocking (each answered at most
+ * once, never with more than one chunk); close uploads idle past
+ * limits.idle_ms (their .part stays, so the uploader resumes), and every
+ * 10 minutes delete the .part files no upload touched for limits.part_ttl
+ * (an abandoned push does not hold disk forever). Every frame
+ * from a peer is checked before use: frame count, protocol, command,
+ * digest format, decimal numbers, chunk bounds, the declared size against
+ * max_blob and the grant. An upload's state lives in one table keyed by
+ * digest; a PUT from another peer for the same digest is answered BUSY
+ * while the owner is active, and takes the upload over at the stored
+ * offset once the owner has been silent for limits.takeover_ms (a client
+ * that restarted comes back with a new routing id); the previous peer's
+ * DATA is then refused with BUSY. A BUSY peer asks again later and, once
+ * the blob is complete, gets HAVE: two pushes of one image both succeed.
+ */
+#include "blobsrv.h"
+
+#include "blobstore.h"
+#include "ttblob.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BATCH 256
+#define MAX_FDS 64
+
+struct blobsrv_t {
+    zactor_t *actor;
+    blobstore_t *store; /* the owner's handle, for blobsrv_stat */
+    char endpoint[256];
+};
+
+typedef struct {
+    char endpoint[256];
+    char dir[4096];
+    blobsrv_limits_t limits;
+} s_args_t;
+
+typedef struct {
+    uint64_t max;
+    char user[128]; /* "" = any peer */
+} s_grant_t;
+
+typedef struct {
+    blobstore_upload_t *u;
+    zframe_t *owner;
+    int64_t last;
+} s_upload_t;
+
+typedef struct {
+    zsock_t *pipe, *router;
+    blobstore_t *store;
+    blobsrv_limits_t limits;
+    zhashx_t *uploads; /* digest -> s_upload_t */
+    zhashx_t *grants;  /* digest -> s_grant_t */
+    zhashx_t *fds;     /* digest -> int fd (+1) of complete blobs being read */
+    int64_t next_part_sweep;
+} s_server_t;
+
+void blobsrv_limits_defaults(blobsrv_limits_t *limits)
+{
+    memset(limits, 0, sizeof *limits);
+    limits->max_blob = 64ull << 30;
+    limits->max_chunk = TT_BLOB_CHUNK_MAX;
+    limits->credit = TT_BLOB_CREDIT_DEFAULT;
+    limits->max_uploads = 32;
+    limits->idle_ms = 60000;
+    limits->part_ttl = 24 * 3600;
+    limits->takeover_ms = 2000;
+    snprintf(limits->zap_domain, sizeof limits->zap_domain, "blobs");
+}
+
+static void s_upload_free(void **item)
+{
+    s_upload_t *up = *item;
+    if (!up)
+        return;
+    blobstore_upload_close(&up->u);
+    zframe_destroy(&up->owner);
+    free(up);
+    *item = NULL;
+}
+
+static void s_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static void s_fd_free(void **item)
+{
+    intptr_t fd = (intptr_t)*item - 1;
+    if (fd >= 0)
+        close((int)fd);
+    *item = NULL;
+}
+
+/* [id][TTB01][cmd][digest][a][b] with a and b optional strings; data, if
+ * given, is sent as the last frame instead of b. */
+static void s_reply(s_server_t *self, zframe_t *id, const char *cmd, const char *digest,
+                    const char *a, const char *b, zframe_t **data)
+{
+    zmsg_t *msg = zmsg_new();
+    zmsg_append(msg, &(zframe_t *){zframe_dup(id)});
+    zmsg_addstr(msg, TT_BLOB_PROTO);
+    zmsg_addstr(msg, cmd);
+    zmsg_addstr(msg, digest ? digest : "");
+    if (a)
+        zmsg_addstr(msg, a);
+    if (data)
+        zmsg_append(msg, data);
+    else if (b)
+        zmsg_addstr(msg, b);
+    /* ROUTER drops, never blocks, on a full peer queue: the peer's timer
+     * asks again */
+    zmsg_send(&msg, self->router);
+}
+
+static void s_error(s_server_t *self, zframe_t *id, const char *digest, const char *code,
+                    const char *text)
+{
+    s_reply(self, id, TT_B_ERROR, digest, code, text, NULL);
+}
+
+static void s_u64(char *buf, uint64_t v)
+{
+    snprintf(buf, 24, "%llu", (unsigned long long)v);
+}
+
+static void s_offset(s_server_t *self, zframe_t *id, s_upload_t *up)
+{
+    char off[24], credit[24];
+    s_u64(off, blobstore_upload_offset(up->u));
+    s_u64(credit, self->limits.credit);
+    s_reply(self, id, TT_B_OFFSET, blobstore_upload_digest(up->u), off, credit, NULL);
+}
+
+/* All bytes are in: verify, rename, tell the peer and the owner. */
+static void s_commit(s_server_t *self, zframe_t *id, const char *digest)
+{
+    s_upload_t *up = zhashx_lookup(self->uploads, digest);
+    uint64_t size = blobstore_upload_size(up->u);
+    char err[256];
+    int rc = blobstore_upload_commit(&up->u, err, sizeof err);
+    zhashx_delete(self->uploads, digest);
+    if (rc) {
+        zsys_warning("blobsrv: %s: %s", digest, err);
+        s_error(self, id, digest,
+                strncmp(err, "digest mismatch", 15) == 0 ? TT_BE_DIGEST_MISMATCH : TT_BE_INTERNAL,
+                err);
+        return;
+    }
+    zhashx_delete(self->grants, digest);
+    char sz[24];
+    s_u64(sz, size);
+    s_reply(self, id, TT_B_DONE, digest, sz, NULL, NULL);
+    zstr_sendx(self->pipe, "COMPLETE", digest, sz, NULL);
+}
+
+static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char *sizes,
+                  const char *user)
+{
+    uint64_t size = 0, have = 0;
+    char err[256];
+    if (!tt_u64_parse(sizes, &size) || size == 0)
+        return s_error(self, id, digest, TT_BE_BAD_REQUEST, "size must be a decimal > 0");
+    if (size > self->limits.max_blob) {
+        snprintf(err, sizeof err, "%llu bytes is over the limit of %llu bytes",
+                 (unsigned long long)size, (unsigned long long)self->limits.max_blob);
+        return s_error(self, id, digest, TT_BE_TOO_LARGE, err);
+    }
+    int st = blobstore_stat(self->store, digest, &have, err, sizeof err);
+    if (st < 0)
+        return s_error(self, id, digest, TT_BE_INTERNAL, err);
+    if (st == 1) {
+        char sz[24];
+        s_u64(sz, have);
+        return s_reply(self, id, TT_B_HAVE, digest, sz, NULL, NULL);
+    }
+    if (self->limits.require_grant) {
+        s_grant_t *grant = zhashx_lookup(self->grants, digest);
+        if (!grant || (grant->user[0] && strcmp(grant->user, user) != 0))
+            return s_error(self, id, digest, TT_BE_FORBIDDEN, "no push of this digest was granted");
+        if (size > grant->max)
+            return s_error(self, id, digest, TT_BE_TOO_LARGE, "size over the granted size");
+    }
+    s_upload_t *up = zhashx_lookup(self->uploads, digest);
+    if (up && blobstore_upload_size(up->u) != size) {
+        zhashx_delete(self->uploads, digest);
+        up = NULL;
+    }
+    if (!up) {
+        if (zhashx_size(self->uploads) >= self->limits.max_uploads)
+            return s_error(self, id, digest, TT_BE_BUSY, "too many uploads at once; retry later");
+        blobstore_upload_t *u = blobstore_upload_begin(self->store, digest, size, err, sizeof err);
+        if (!u)
+            return s_error(self, id, digest, TT_BE_INTERNAL, err);
+        up = calloc(1, sizeof *up);
+        if (!up) {
+            blobstore_upload_close(&u);
+            return s_error(self, id, digest, TT_BE_INTERNAL, "out of memory");
+        }
+        up->u = u;
+        zhashx_insert(self->uploads, digest, up);
+    }
+    if (up->owner && !zframe_eq(up->owner, id) &&
+        zclock_mono() - up->last < (int64_t)self->limits.takeover_ms)
+        return s_error(self, id, digest, TT_BE_BUSY,
+                       "another peer is uploading this blob; ask again later");
+    zframe_destroy(&up->owner);
+    up->owner = zframe_dup(id);
+    up->last = zclock_mono();
+    if (blobstore_upload_offset(up->u) == size)
+        return s_commit(self, id, digest);
+    s_offset(self, id, up);
+}
+
+static void s_data(s_server_t *self, zframe_t *id, const char *digest, const char *offs,
+                   zframe_t *data)
+{
+    uint64_t off = 0;
+    char err[256];
+    if (!tt_u64_parse(offs, &off))
+        return s_error(self, id, digest, TT_BE_BAD_REQUEST, "offset must be a decimal");
+    size_t len = zframe_size(data);
+    if (len < TT_BLOB_CHUNK_MIN || len > self->limits.max_chunk)
+        return s_error(self, id, digest, TT_BE_BAD_REQUEST, "chunk size out of bounds");
+    s_upload_t *up = zhashx_lookup(self->uploads, digest);
+    if (!up)
+        return s_error(self, id, digest, TT_BE_NO_UPLOAD, "no upload open: send PUT");
+    if (!zframe_eq(up->owner, id))
+        return s_error(self, id, digest, TT_BE_BUSY, "another peer took this upload over");
+    up->last = zclock_mono();
+    if (off != blobstore_upload_offset(up->u))
+        return s_offset(self, id, up); /* resync: the peer rewinds */
+    if (len > blobstore_upload_size(up->u) - off)
+        return s_error(self, id, digest, TT_BE_BAD_REQUEST, "data past the declared size");
+    if (blobstore_upload_write(up->u, off, zframe_data(data), len, err, sizeof err)) {
+        zhashx_delete(self->uploads, digest);
+        return s_error(self, id, digest, TT_BE_INTERNAL, err);
+    }
+    if (blobstore_upload_offset(up->u) == blobstore_upload_size(up->u))
+        return s_commit(self, id, digest);
+    char o[24];
+    s_u64(o, blobstore_upload_offset(up->u));
+    s_reply(self, id, TT_B_ACK, digest, o, NULL, NULL);
+}
+
+static void s_abort(s_server_t *self, zframe_t *id, const char *digest)
+{
+    s_upload_t *up = zhashx_lookup(self->uploads, digest);
+    if (up && zframe_eq(up->owner, id)) {
+        blobstore_upload_abort(&up->u);
+        zhashx_delete(self->uploads, digest);
+    }
+    s_error(self, id, digest, TT_BE_ABORTED, "upload aborted");
+}
+
+static int s_fd(s_server_t *self, const char *digest, uint64_t *size, char *err, size_t errlen)
+{
+    intptr_t fd = (intptr_t)zhashx_lookup(self->fds, digest) - 1;
+    if (fd >= 0) {
+        struct stat sb;
+        if (fstat((int)fd, &sb) == 0 && sb.st_nlink > 0) {
+            *size = (uint64_t)sb.st_size;
+            return (int)fd;
+        }
+        zhashx_delete(self->fds, digest); /* removed meanwhile */
+    }
+    int nfd = blobstore_open(self->store, digest, size, err, errlen);
+    if (nfd < 0)
+        return -1;
+    if (zhashx_size(self->fds) >= MAX_FDS)
+        zhashx_purge(self->fds);
+    zhashx_insert(self->fds, digest, (void *)(intptr_t)(nfd + 1));
+    return nfd;
+}
+
+static void s_get(s_server_t *self, zframe_t *id, const char *digest, const char *offs,
+                  const char *lens)
+{
+    uint64_t off = 0, want = 0, size = 0;
+    char err[256];
+    if (!tt_u64_parse(offs, &off) || !tt_u64_parse(lens, &want))
+        return s_error(self, id, digest, TT_BE_BAD_REQUEST, "offset and length are decimals");
+    if (want < TT_BLOB_CHUNK_MIN || want > self->limits.max_chunk)
+        return s_error(self, id, digest, TT_BE_BAD_REQUEST, "length out of bounds");
+    int fd = s_fd(self, digest, &size, err, sizeof err);
+    if (fd < 0)
+        return s_error(self, id, digest, TT_BE_NOT_FOUND, err);
+    if (off > size)
+        return s_error(self, id, digest, TT_BE_BAD_REQUEST, "offset past the end");
+    size_t len = (size_t)(size - off < want ? size - off : want);
+    zframe_t *chunk = zframe_new(NULL, len);
+    if (!chunk)
+        return s_error(self, id, digest, TT_BE_INTERNAL, "out of memory");
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, zframe_data(chunk) + done, len - done, (off_t)(off + done));
+        if (n <= 0) {
+            zframe_destroy(&chunk);
+            return s_error(self, id, digest, TT_BE_INTERNAL, "read failed");
+        }
+        done += (size_t)n;
+    }
+    char o[24];
+    s_u64(o, off);
+    s_reply(self, id, TT_B_CHUNK, digest, o, NULL, &chunk);
+}
+
+static void s_peer(s_server_t *self, zmsg_t *msg)
+{
+    zframe_t *id = zmsg_pop(msg);
+    size_t n = zmsg_size(msg);
+    /* who the ZAP handler said the peer is (CURVE); "" without CURVE */
+    zframe_t *first = zmsg_first(msg);
+    const char *uid = first ? zframe_meta(first, "User-Id") : NULL;
+    char user[128];
+    snprintf(user, sizeof user, "%s", uid ? uid : "");
+    char *proto = zmsg_popstr(msg);
+    char *cmd = zmsg_popstr(msg);
+    char *digest = zmsg_popstr(msg);
+    if (!id || n < 3 || n > 5 || !proto || strcmp(proto, TT_BLOB_PROTO) != 0 || !cmd) {
+        if (id && n <= 16)
+            s_error(self, id, "", TT_BE_BAD_REQUEST, "want [TTB01][command][digest]...");
+        goto out;
+    }
+    if (!tt_digest_valid(digest)) {
+        s_error(self, id, "", TT_BE_BAD_REQUEST, "invalid digest: want sha256:<64 lowercase hex>");
+        goto out;
+    }
+    bool fetch = strcmp(cmd, TT_B_STAT) == 0 || strcmp(cmd, TT_B_GET) == 0;
+    const char *pre = self->limits.fetch_user_prefix;
+    if (fetch && pre[0] && strncmp(user, pre, strlen(pre)) != 0) {
+        s_error(self, id, digest, TT_BE_FORBIDDEN, "this key may not fetch blobs");
+        goto out;
+    }
+    if (strcmp(cmd, TT_B_STAT) == 0 && n == 3) {
+        uint64_t size = 0;
+        char err[256];
+        int st = blobstore_stat(self->store, digest, &size, err, sizeof err);
+        if (st == 1) {
+            char sz[24];
+            s_u64(sz, size);
+            s_reply(self, id, TT_B_SIZE, digest, sz, NULL, NULL);
+        } else {
+            s_error(self, id, digest, st ? TT_BE_INTERNAL : TT_BE_NOT_FOUND,
+                    st ? err : "no such blob");
+        }
+    } else if (strcmp(cmd, TT_B_GET) == 0 && n == 5) {
+        char *off = zmsg_popstr(msg), *len = zmsg_popstr(msg);
+        s_get(self, id, digest, off, len);
+        zstr_free(&off);
+        zstr_free(&len);
+    } else if (strcmp(cmd, TT_B_PUT) == 0 && n == 4) {
+        char *size = zmsg_popstr(msg);
+        s_put(self, id, digest, size, user);
+        zstr_free(&size);
+    } else if (strcmp(cmd, TT_B_DATA) == 0 && n == 5) {
+        char *off = zmsg_popstr(msg);
+        zframe_t *data = zmsg_pop(msg);
+        s_data(self, id, digest, off, data);
+        zstr_free(&off);
+        zframe_destroy(&data);
+    } else if (strcmp(cmd, TT_B_ABORT) == 0 && n == 3) {
+        s_abort(self, id, digest);
+    } else {
+        s_error(self, id, digest, TT_BE_BAD_REQUEST, "unknown command or wrong frame count");
+    }
+out:
+    zframe_destroy(&id);
+    zstr_free(&proto);
+    zstr_free(&cmd);
+    zstr_free(&digest);
+}
+
+/* Returns false on $TERM. */
+static bool s_pipe(s_server_t *self)
+{
+    zmsg_t *msg = zmsg_recv(self->pipe);
+    if (!msg)
+        return false;
+    char *cmd = zmsg_popstr(msg);
+    bool go = true;
+    if (!cmd || strcmp(cmd, "$TERM") == 0) {
+        go = false;
+    } else if (strcmp(cmd, "GRANT") == 0) {
+        char *digest = zmsg_popstr(msg), *size = zmsg_popstr(msg), *user = zmsg_popstr(msg);
+        uint64_t v = 0;
+        s_grant_t *g =
+            tt_digest_valid(digest) && tt_u64_parse(size, &v) ? calloc(1, sizeof *g) : NULL;
+        if (g) {
+            g->max = v;
+            snprintf(g->user, sizeof g->user, "%s", user ? user : "");
+            zhashx_update(self->grants, digest, g);
+        }
+        zstr_free(&digest);
+        zstr_free(&size);
+        zstr_free(&user);
+    } else if (strcmp(cmd, "REVOKE") == 0) {
+        char *digest = zmsg_popstr(msg);
+        if (digest)
+            zhashx_delete(self->grants, digest);
+        zstr_free(&digest);
+    }
+    zstr_free(&cmd);
+    zmsg_destroy(&msg);
+    return go;
+}
+
+static bool s_open_upload(const char *digest, void *arg)
+{
+    return zhashx_lookup(((s_server_t *)arg)->uploads, digest) != NULL;
+}
+
+static void s_sweep(s_server_t *self)
+{
+    int64_t now = zclock_mono();
+    if (now >= self->next_part_sweep) {
+        int n = blobstore_sweep_parts(self->store, self->limits.part_ttl, s_open_upload, self);
+        if (n)
+            zsys_info("blobsrv: deleted %d abandoned partial uploads", n);
+        self->next_part_sweep = now + 600 * 1000;
+    }
+    zlistx_t *keys = zhashx_keys(self->uploads);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        s_upload_t *up = zhashx_lookup(self->uploads, k);
+        if (up && now - up->last > (int64_t)self->limits.idle_ms)
+            zhashx_delete(self->uploads, k); /* .part kept */
+    }
+    zlistx_destroy(&keys);
+}
+
+static void s_actor(zsock_t *pipe, void *args_)
+{
+    s_args_t *args = args_;
+    s_server_t self = {.pipe = pipe, .limits = args->limits};
+    char err[256] = "";
+    zsock_signal(pipe, 0);
+    self.store = blobstore_new(args->dir, err, sizeof err);
+    self.uploads = zhashx_new();
+    self.grants = zhashx_new();
+    self.fds = zhashx_new();
+    zhashx_set_destructor(self.uploads, s_upload_free);
+    zhashx_set_destructor(self.grants, s_free);
+    zhashx_set_destructor(self.fds, s_fd_free);
+    self.router = zsock_new(ZMQ_ROUTER);
+    if (self.store && self.router) {
+        /* a greedy peer fills at most this many messages per direction */
+        zsock_set_sndhwm(self.router, 2 * TT_BLOB_CREDIT_MAX);
+        zsock_set_rcvhwm(self.router, 2 * TT_BLOB_CREDIT_MAX);
+        zsock_set_maxmsgsize(self.router, (int64_t)self.limits.max_chunk + 4096);
+        zsock_set_linger(self.router, 0);
+        if (self.limits.curve_secret[0]) {
+            zcert_t *cert = zcert_load(self.limits.curve_secret);
+            if (!cert) {
+                snprintf(err, sizeof err, "cannot load %.200s", self.limits.curve_secret);
+            } else {
+                zcert_apply(cert, self.router);
+                zsock_set_curve_server(self.router, 1);
+                zsock_set_zap_domain(self.router, self.limits.zap_domain);
+                zcert_destroy(&cert);
+            }
+        }
+        if (!err[0] && zsock_bind(self.router, "%s", args->endpoint) < 0)
+            snprintf(err, sizeof err, "cannot bind %.120s: %.100s", args->endpoint,
+                     zmq_strerror(zmq_errno()));
+    } else if (!err[0]) {
+        snprintf(err, sizeof err, "cannot make the blob socket");
+    }
+    if (err[0]) {
+        zstr_sendx(pipe, "ERROR", err, NULL);
+    } else {
+        const char *ep = zsock_endpoint(self.router);
+        zstr_sendx(pipe, "OK", ep ? ep : args->endpoint, NULL);
+        zpoller_t *poller = zpoller_new(pipe, self.router, NULL);
+        bool go = true;
+        while (go) {
+            void *which = zpoller_wait(poller, 1000);
+            if (zpoller_terminated(poller))
+                break;
+            if (which == pipe)
+                go = s_pipe(&self);
+            for (int i = 0; go && i < BATCH; i++) {
+                zmsg_t *msg = zmsg_recv_nowait(self.router);
+                if (!msg)
+                    break;
+                s_peer(&self, msg);
+                zmsg_destroy(&msg);
+            }
+            s_sweep(&self);
+        }
+        zpoller_destroy(&poller);
+    }
+    zhashx_destroy(&self.uploads);
+    zhashx_destroy(&self.grants);
+    zhashx_destroy(&self.fds);
+    zsock_destroy(&self.router);
+    blobstore_destroy(&self.store);
+    free(args);
+}
+
+blobsrv_t *blobsrv_new(const char *endpoint, const char *dir, const blobsrv_limits_t *limits,
+                       char *err, size_t errlen)
+{
+    tt_blob_init();
+    blobsrv_t *self = calloc(1, sizeof *self);
+    s_args_t *args = calloc(1, sizeof *args);
+    if (!self || !args) {
+        free(self);
+        free(args);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    snprintf(args->endpoint, sizeof args->endpoint, "%s", endpoint);
+    snprintf(args->dir, sizeof args->dir, "%s", dir);
+    if (limits)
+        args->limits = *limits;
+    else
+        blobsrv_limits_defaults(&args->limits);
+    if (args->limits.max_chunk < TT_BLOB_CHUNK_MIN || args->limits.max_chunk > TT_BLOB_CHUNK_MAX)
+        args->limits.max_chunk = TT_BLOB_CHUNK_MAX;
+    if (args->limits.credit < 1 || args->limits.credit > TT_BLOB_CREDIT_MAX)
+        args->limits.credit = TT_BLOB_CREDIT_DEFAULT;
+    self->store = blobstore_new(dir, err, errlen);
+    if (!self->store) {
+        free(args);
+        free(self);
+        return NULL;
+    }
+    self->actor = zactor_new(s_actor, args); /* the actor frees args */
+    char *status = self->actor ? zstr_recv(self->actor) : NULL;
+    char *text = status ? zstr_recv(self->actor) : NULL;
+    if (!status || strcmp(status, "OK") != 0) {
+        snprintf(err, errlen, "%s", text ? text : "cannot start the blob server");
+        zstr_free(&status);
+        zstr_free(&text);
+        blobsrv_destroy(&self);
+        return NULL;
+    }
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", text);
+    zstr_free(&status);
+    zstr_free(&text);
+    return self;
+}
+
+void blobsrv_destroy(blobsrv_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    zactor_destroy(&(*self_p)->actor);
+    blobstore_destroy(&(*self_p)->store);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+const char *blobsrv_endpoint(const blobsrv_t *self)
+{
+    return self->endpoint;
+}
+
+zsock_t *blobsrv_sock(blobsrv_t *self)
+{
+    return zactor_sock(self->actor);
+}
+
+int blobsrv_recv(blobsrv_t *self, char *digest, uint64_t *size)
+{
+    zmsg_t *msg = zmsg_recv(self->actor);
+    char *cmd = msg ? zmsg_popstr(msg) : NULL;
+    char *d = msg ? zmsg_popstr(msg) : NULL;
+    char *s = msg ? zmsg_popstr(msg) : NULL;
+    int rc = -1;
+    if (cmd && strcmp(cmd, "COMPLETE") == 0 && tt_digest_valid(d) && tt_u64_parse(s, size)) {
+        memcpy(digest, d, TT_DIGEST_LEN + 1);
+        rc = 0;
+    }
+    zstr_free(&cmd);
+    zstr_free(&d);
+    zstr_free(&s);
+    zmsg_destroy(&msg);
+    return rc;
+}
+
+int blobsrv_stat(blobsrv_t *self, const char *digest, uint64_t *size)
+{
+    char err[256];
+    return blobstore_stat(self->store, digest, size, err, sizeof err);
+}
+
+int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user)
+{
+    if (!tt_digest_valid(digest) || (user && strlen(user) >= 128))
+        return -1;
+    char sz[24];
+    s_u64(sz, max_size);
+    return zstr_sendx(self->actor, "GRANT", digest, sz, user ? user : "", NULL);
+}
+
+int blobsrv_revoke(blobsrv_t *self, const char *digest)
+{
+    if (!tt_digest_valid(digest))
+        return -1;
+    return zstr_sendx(self->actor, "REVOKE", digest, NULL);
+}

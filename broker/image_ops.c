@@ -1,0 +1,507 @@
+/*
+ * image_ops: the image catalog and the blob server's place in the broker.
+ * See image_ops.h and docs/IMAGES.md.
+ *
+ * The catalog is the `images` table of broker.db, read and written in the
+ * loop's open transaction (so a row staged by this batch is seen by the
+ * next request of the batch, and the request's savepoint takes it back on
+ * a refusal). A push is two requests: image_push validates the image's
+ * description and grants the blobs the blob server lacks (no row); the
+ * client sends them to the blob server (its own thread, never the loop);
+ * image_commit checks that every blob is complete and verified there (a
+ * stat(2), no round trip) and, for a directory image, that the manifest
+ * blob parses and lists exactly the blobs described, and only then writes
+ * the one row. So an interrupted push leaves at most a resumable .part on
+ * the blob server and nothing in the catalog.
+ *
+ * Visibility: owner "" is a pool image (pushed by an admin), any other
+ * owner a tenant's private image. A tenant sees and resolves pool images
+ * and its own; a name the tenant does not see is NOT_FOUND, the same
+ * answer as a name that does not exist.
+ */
+#include "image_ops.h"
+#include "blobsrv.h"
+#include "persist.h"
+#include "reply.h"
+#include "ttblob.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_MAX_BLOBS (TT_MANIFEST_FILES + 1)
+
+int image_ops_start(broker_t *self, char *err, size_t errlen)
+{
+    if (!self->cfg.blobs_ep[0])
+        return 0;
+    blobsrv_limits_t limits;
+    blobsrv_limits_defaults(&limits);
+    if (self->cfg.max_image)
+        limits.max_blob = self->cfg.max_image;
+    limits.require_grant = true;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/blobs", self->cfg.state_dir);
+    if (self->curve && strncmp(self->cfg.blobs_ep, "tcp://127.", 10) != 0 &&
+        strncmp(self->cfg.blobs_ep, "ipc://", 6) != 0) {
+        snprintf(err, errlen, "--blobs %s: with CURVE the blob server must be on loopback or "
+                              "ipc (its CURVE is not wired yet)", self->cfg.blobs_ep);
+        return -1;
+    }
+    self->blobsrv = blobsrv_new(self->cfg.blobs_ep, dir, &limits, err, errlen);
+    if (!self->blobsrv)
+        return -1;
+    zsys_info("blob server on %s", blobsrv_endpoint(self->blobsrv));
+    return 0;
+}
+
+void image_ops_stop(broker_t *self)
+{
+    blobsrv_destroy(&self->blobsrv);
+}
+
+void *image_ops_sock(broker_t *self)
+{
+    return self->blobsrv ? blobsrv_sock(self->blobsrv) : NULL;
+}
+
+void image_ops_on_blob(broker_t *self)
+{
+    char digest[TT_DIGEST_LEN + 1];
+    uint64_t size;
+    if (self->blobsrv && blobsrv_recv(self->blobsrv, digest, &size) == 0 && self->cfg.verbose)
+        zsys_info("blob %s complete (%llu bytes)", digest, (unsigned long long)size);
+}
+
+/* ---- validation of an image's description ---- */
+
+static int s_fail_fmt(handler_ctx_t *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int s_fail_fmt(handler_ctx_t *c, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* Checks an ImagePush: ref, kind, digests, sizes, the size limit. */
+static int s_check_push(handler_ctx_t *c, const Ttfleet__ImagePush *p, tt_image_ref_t *ref)
+{
+    char why[256];
+    if (!p)
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "image push without a body");
+    if (!p->ref || tt_image_ref_parse(p->ref, ref, why, sizeof why))
+        return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST, "invalid image name: %s", why);
+    if (ref->digest[0])
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                            "push NAME[:TAG], not NAME@sha256:... (the digest is the content's)");
+    bool qcow2 = p->kind && strcmp(p->kind, "qcow2") == 0;
+    bool dir = p->kind && strcmp(p->kind, "dir") == 0;
+    if (!qcow2 && !dir)
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "image kind must be qcow2 or dir");
+    if (!p->digest || !tt_digest_valid(p->digest))
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "image digest is not sha256:<64 hex>");
+    if (p->n_blobs < 1 || p->n_blobs > S_MAX_BLOBS || (qcow2 && p->n_blobs != 1))
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                            "an image has 1 blob (qcow2) or 2..4 (manifest and files)");
+    uint64_t sum = 0;
+    bool image_blob = false;
+    for (size_t i = 0; i < p->n_blobs; i++) {
+        const Ttfleet__ImageBlob *b = p->blobs[i];
+        if (!b || !b->digest || !tt_digest_valid(b->digest))
+            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                                "a blob digest is not sha256:<64 hex>");
+        if (b->size > UINT64_MAX - sum)
+            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "blob sizes overflow");
+        sum += b->size;
+        const char *file = b->file ? b->file : "";
+        if (strcmp(b->digest, p->digest) == 0 &&
+            (qcow2 ? file[0] == 0 : strcmp(file, "manifest") == 0))
+            image_blob = true;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->blobs[j]->file ? p->blobs[j]->file : "", file) == 0)
+                return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "two blobs name one file");
+    }
+    if (!image_blob)
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                            qcow2 ? "a qcow2 image's blob must have the image's digest"
+                                  : "a directory image needs its manifest blob (the image digest)");
+    if (sum != p->size)
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                            "image size is not the sum of its blobs");
+    if (c->self->cfg.max_image && p->size > c->self->cfg.max_image) {
+        snprintf(c->msg, sizeof c->msg, "image of %llu bytes is over the limit of %llu MiB",
+                 (unsigned long long)p->size,
+                 (unsigned long long)(c->self->cfg.max_image >> 20));
+        return TTFLEET__STATUS__TOO_LARGE;
+    }
+    if (p->pool && !c->admin)
+        return handler_fail(c, TTFLEET__STATUS__FORBIDDEN,
+                            "pool images are pushed by an admin (push --private)");
+    if (!c->self->blobsrv)
+        return handler_fail(c, TTFLEET__STATUS__UNAVAILABLE,
+                            "this broker runs no blob server (--blobs)");
+    return 0;
+}
+
+/* ---- image_push: grant what the blob server lacks ---- */
+
+int image_push(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__ImagePush *p = c->req->image_push;
+    tt_image_ref_t ref;
+    int st = s_check_push(c, p, &ref);
+    if (st)
+        return st;
+    char *missing[S_MAX_BLOBS];
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_blobs; i++) {
+        uint64_t have = 0;
+        if (blobsrv_stat(self->blobsrv, p->blobs[i]->digest, &have) == 1 &&
+            have == p->blobs[i]->size)
+            continue;
+        if (blobsrv_grant(self->blobsrv, p->blobs[i]->digest, p->blobs[i]->size, ""))
+            return handler_fail(c, TTFLEET__STATUS__INTERNAL, "cannot grant the upload");
+        missing[n++] = p->blobs[i]->digest;
+    }
+    Ttfleet__ImagePushGrant g = TTFLEET__IMAGE_PUSH_GRANT__INIT;
+    g.endpoint = (char *)blobsrv_endpoint(self->blobsrv);
+    g.server_key = "";
+    g.n_missing = n;
+    g.missing = missing;
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_PUSH_GRANT;
+    rep.push_grant = &g;
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
+               false);
+    return 0;
+}
+
+/* ---- catalog rows ---- */
+
+typedef struct {
+    char owner[TT_MAX_NAME + 1], name[65], tag[65], digest[TT_DIGEST_LEN + 1], kind[8];
+    uint64_t size;
+    int64_t created_at;
+    char blobs[1024];
+    char readiness[256], user[TT_MAX_NAME + 1];
+    uint32_t min_disk_mib;
+} s_row_t;
+
+#define S_COLS                                                                                     \
+    "owner, name, tag, digest, kind, size, blobs, created_at, readiness, user, min_disk_mib"
+
+static void s_row_read(sqlite3_stmt *st, s_row_t *r)
+{
+    memset(r, 0, sizeof *r);
+#define S_T(i, f)                                                                                  \
+    snprintf(r->f, sizeof r->f, "%s",                                                              \
+             sqlite3_column_text(st, i) ? (const char *)sqlite3_column_text(st, i) : "")
+    S_T(0, owner);
+    S_T(1, name);
+    S_T(2, tag);
+    S_T(3, digest);
+    S_T(4, kind);
+    r->size = (uint64_t)sqlite3_column_int64(st, 5);
+    S_T(6, blobs);
+    r->created_at = sqlite3_column_int64(st, 7);
+    S_T(8, readiness);
+    S_T(9, user);
+    r->min_disk_mib = (uint32_t)sqlite3_column_int64(st, 10);
+#undef S_T
+}
+
+/* The row ref names as the tenant sees it: its own first, then the pool's.
+ * 1 found, 0 not, -1 on a database error. */
+static int s_find(broker_t *self, const char *tenant, const tt_image_ref_t *ref, s_row_t *r)
+{
+    sqlite3_stmt *st = NULL;
+    const char *sql = ref->digest[0]
+                          ? "SELECT " S_COLS " FROM images WHERE name = ?1 AND digest = ?3 AND "
+                            "(owner = '' OR owner = ?2) ORDER BY owner = '' LIMIT 1"
+                          : "SELECT " S_COLS " FROM images WHERE name = ?1 AND tag = ?3 AND "
+                            "(owner = '' OR owner = ?2) ORDER BY owner = '' LIMIT 1";
+    if (sqlite3_prepare_v2(store_db(self->store), sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, ref->name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, tenant, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, ref->digest[0] ? ref->digest : ref->tag, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    int found = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+    if (found == 1)
+        s_row_read(st, r);
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* VMs (not being removed) of the owner's envs (any env for a pool image)
+ * whose image is r's NAME:TAG (or NAME for the tag latest): the name a
+ * VM was created with. */
+static uint32_t s_users(broker_t *self, const s_row_t *r)
+{
+    uint32_t n = 0;
+    char ref[2 * TT_MAX_NAME + 4];
+    snprintf(ref, sizeof ref, "%s:%s", r->name, r->tag);
+    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs)) {
+        if (r->owner[0] && strcmp(e->tenant, r->owner) != 0)
+            continue;
+        for (int i = 0; i < e->n_vms; i++)
+            if (!e->vms[i]->doomed &&
+                (strcmp(e->vms[i]->image, ref) == 0 ||
+                 (strcmp(r->tag, "latest") == 0 && strcmp(e->vms[i]->image, r->name) == 0)))
+                n++;
+    }
+    return n;
+}
+
+/* Blobs text "digest size file\n"... -> ImageBlob array in the arena. */
+static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_t *r)
+{
+    Ttfleet__ImageInfo *ii = reply_alloc(a, sizeof *ii);
+    Ttfleet__ImageDefaults *d = reply_alloc(a, sizeof *d);
+    Ttfleet__ImageBlob **bl = reply_alloc(a, sizeof *bl * (S_MAX_BLOBS + 1));
+    Ttfleet__ImageBlob *bs = reply_alloc(a, sizeof *bs * S_MAX_BLOBS);
+    char *text = reply_alloc(a, sizeof *r);
+    if (!ii || !d || !bl || !bs || !text)
+        return NULL;
+    ttfleet__image_info__init(ii);
+    ttfleet__image_defaults__init(d);
+    memcpy(text, r, sizeof *r);
+    const s_row_t *t = (const s_row_t *)text;
+    ii->name = (char *)t->name;
+    ii->tag = (char *)t->tag;
+    ii->digest = (char *)t->digest;
+    ii->kind = (char *)t->kind;
+    ii->size = t->size;
+    ii->owner = (char *)t->owner;
+    ii->created_at = t->created_at;
+    d->readiness = (char *)t->readiness;
+    d->user = (char *)t->user;
+    d->min_disk_mib = t->min_disk_mib;
+    ii->defaults = d;
+    char *blobs = ((s_row_t *)text)->blobs;
+    char *save = NULL;
+    for (char *line = strtok_r(blobs, "\n", &save); line && ii->n_blobs < S_MAX_BLOBS;
+         line = strtok_r(NULL, "\n", &save)) {
+        Ttfleet__ImageBlob *b = &bs[ii->n_blobs];
+        ttfleet__image_blob__init(b);
+        char *sp1 = strchr(line, ' ');
+        if (!sp1)
+            continue;
+        *sp1 = 0;
+        char *sp2 = strchr(sp1 + 1, ' ');
+        b->digest = line;
+        b->size = strtoull(sp1 + 1, NULL, 10);
+        b->file = sp2 ? sp2 + 1 : "";
+        bl[ii->n_blobs++] = b;
+    }
+    ii->blobs = bl;
+    ii->users = s_users(self, r);
+    return ii;
+}
+
+static void s_send_image(handler_ctx_t *c, const s_row_t *r, bool record)
+{
+    reply_arena_t a = reply_arena();
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_IMAGE;
+    rep.image = s_info(c->self, &a, r);
+    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
+               rep.image ? &rep : NULL, record);
+    reply_arena_free(&a);
+}
+
+/* ---- image_commit: every blob complete -> one row ---- */
+
+static int s_check_manifest(handler_ctx_t *c, const Ttfleet__ImagePush *p)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/blobs/sha256/%s", c->self->cfg.state_dir,
+             p->digest + strlen(TT_DIGEST_PREFIX));
+    FILE *f = fopen(path, "rb");
+    char text[TT_MANIFEST_MAX + 1];
+    size_t len = f ? fread(text, 1, sizeof text, f) : 0;
+    if (f)
+        fclose(f);
+    tt_manifest_t m;
+    char why[256];
+    if (!f || len > TT_MANIFEST_MAX || tt_manifest_parse(text, len, &m, why, sizeof why))
+        return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST, "the manifest blob is not valid: %s",
+                          f ? (len > TT_MANIFEST_MAX ? "too long" : why) : "unreadable");
+    if (m.n + 1 != p->n_blobs)
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                            "the manifest does not list the image's blobs");
+    for (size_t i = 0; i < m.n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < p->n_blobs && !found; j++)
+            found = p->blobs[j]->file && strcmp(p->blobs[j]->file, m.files[i].name) == 0 &&
+                    strcmp(p->blobs[j]->digest, m.files[i].digest) == 0 &&
+                    p->blobs[j]->size == m.files[i].size;
+        if (!found)
+            return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST,
+                              "the manifest's file '%s' is not among the image's blobs",
+                              m.files[i].name);
+    }
+    return 0;
+}
+
+int image_commit(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__ImagePush *p = c->req->image_commit;
+    tt_image_ref_t ref;
+    int st = s_check_push(c, p, &ref);
+    if (st)
+        return st;
+    for (size_t i = 0; i < p->n_blobs; i++) {
+        uint64_t have = 0;
+        if (blobsrv_stat(self->blobsrv, p->blobs[i]->digest, &have) != 1 ||
+            have != p->blobs[i]->size)
+            return s_fail_fmt(c, TTFLEET__STATUS__INCOMPLETE,
+                              "blob %s is not complete on the blob server: push it first",
+                              p->blobs[i]->digest);
+    }
+    if (strcmp(p->kind, "dir") == 0 && (st = s_check_manifest(c, p)))
+        return st;
+    s_row_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.owner, sizeof r.owner, "%s", p->pool ? "" : c->tenant);
+    snprintf(r.name, sizeof r.name, "%s", ref.name);
+    snprintf(r.tag, sizeof r.tag, "%s", ref.tag);
+    snprintf(r.digest, sizeof r.digest, "%s", p->digest);
+    snprintf(r.kind, sizeof r.kind, "%s", p->kind);
+    r.size = p->size;
+    r.created_at = tt_now();
+    size_t off = 0;
+    for (size_t i = 0; i < p->n_blobs; i++)
+        off += (size_t)snprintf(r.blobs + off, sizeof r.blobs - off, "%s %llu %s\n",
+                                p->blobs[i]->digest, (unsigned long long)p->blobs[i]->size,
+                                p->blobs[i]->file ? p->blobs[i]->file : "");
+    const Ttfleet__ImageDefaults *d = p->defaults;
+    if (d) {
+        if ((d->readiness && strlen(d->readiness) >= sizeof r.readiness) ||
+            (d->user && *d->user && !tt_name_valid(d->user)))
+            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "invalid image defaults");
+        snprintf(r.readiness, sizeof r.readiness, "%s", d->readiness ? d->readiness : "");
+        snprintf(r.user, sizeof r.user, "%s", d->user ? d->user : "");
+        r.min_disk_mib = d->min_disk_mib;
+    }
+    persist_image_t row = {r.owner, r.name,      r.tag,      r.digest, r.kind,
+                           r.blobs, r.readiness, r.user,     r.size,   r.created_at,
+                           r.min_disk_mib};
+    persist_image_put(self, &row);
+    if (self->failed)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot write the catalog");
+    zsys_info("image %s:%s (%s) registered by %s: %s, %llu bytes", r.name, r.tag,
+              r.owner[0] ? "private" : "pool", c->tenant, r.digest, (unsigned long long)r.size);
+    s_send_image(c, &r, true);
+    return 0;
+}
+
+/* ---- list, show, rm, pull ---- */
+
+int image_list(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    bool all = c->req->image_list && c->req->image_list->all;
+    if (all && !c->admin)
+        return handler_fail_norec(c, TTFLEET__STATUS__FORBIDDEN, "image list --all is for admins");
+    sqlite3_stmt *st = NULL;
+    const char *sql = all ? "SELECT " S_COLS " FROM images ORDER BY name, tag, owner LIMIT 10000"
+                          : "SELECT " S_COLS " FROM images WHERE owner = '' OR owner = ?1 "
+                            "ORDER BY name, tag, owner LIMIT 10000";
+    if (sqlite3_prepare_v2(store_db(self->store), sql, -1, &st, NULL) != SQLITE_OK)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
+    if (!all)
+        sqlite3_bind_text(st, 1, c->tenant, -1, SQLITE_TRANSIENT);
+    reply_arena_t a = reply_arena();
+    Ttfleet__ImageInfoList *l = reply_alloc(&a, sizeof *l);
+    size_t cap = 64;
+    Ttfleet__ImageInfo **items = malloc(sizeof *items * cap);
+    if (l)
+        ttfleet__image_info_list__init(l);
+    while (l && items && sqlite3_step(st) == SQLITE_ROW) {
+        s_row_t r;
+        s_row_read(st, &r);
+        if (l->n_images == cap) {
+            Ttfleet__ImageInfo **more = realloc(items, sizeof *items * cap * 2);
+            if (!more)
+                break;
+            items = more;
+            cap *= 2;
+        }
+        Ttfleet__ImageInfo *ii = s_info(self, &a, &r);
+        if (ii)
+            items[l->n_images++] = ii;
+    }
+    sqlite3_finalize(st);
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_IMAGES;
+    if (l) {
+        l->images = items;
+        rep.images = l;
+    }
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
+               l ? &rep : NULL, false);
+    free(items);
+    reply_arena_free(&a);
+    return 0;
+}
+
+/* The row of c->req's ImageRef, or a status with the reason. */
+static int s_lookup(handler_ctx_t *c, const Ttfleet__ImageRef *q, s_row_t *r)
+{
+    tt_image_ref_t ref;
+    char why[256];
+    if (!q || !q->ref || tt_image_ref_parse(q->ref, &ref, why, sizeof why))
+        return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST, "invalid image name: %s", why);
+    int found = s_find(c->self, c->tenant, &ref, r);
+    if (found < 0)
+        return handler_fail(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
+    if (!found)
+        return s_fail_fmt(c, TTFLEET__STATUS__NOT_FOUND, "no image '%s'", q->ref);
+    return 0;
+}
+
+int image_show(handler_ctx_t *c)
+{
+    s_row_t r;
+    int st = s_lookup(c, c->req->image_show, &r);
+    if (st) {
+        c->no_record = true;
+        return st;
+    }
+    s_send_image(c, &r, false);
+    return 0;
+}
+
+int image_rm(handler_ctx_t *c)
+{
+    s_row_t r;
+    int st = s_lookup(c, c->req->image_rm, &r);
+    if (st)
+        return st;
+    if (!r.owner[0] && !c->admin)
+        return handler_fail(c, TTFLEET__STATUS__FORBIDDEN, "pool images are removed by an admin");
+    uint32_t users = s_users(c->self, &r);
+    if (users) {
+        snprintf(c->msg, sizeof c->msg, "image %s:%s is used by %u VM(s): delete them first",
+                 r.name, r.tag, users);
+        return TTFLEET__STATUS__IMAGE_IN_USE;
+    }
+    persist_image_delete(c->self, r.owner, r.name, r.tag);
+    if (c->self->failed)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot write the catalog");
+    s_send_image(c, &r, true);
+    return 0;
+}
+
+int image_pull(handler_ctx_t *c)
+{
+    return handler_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE,
+                              "image pull (pre-staging on hosts) is not wired yet");
+}

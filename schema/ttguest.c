@@ -1,0 +1,238 @@
+/*
+ * ttguest: the rules for what a tenant hands a guest, shared by ttctl (to
+ * fail early with a clear message), the broker (BAD_REQUEST before anything
+ * is placed) and the worker (which checks again before use): SSH public
+ * keys, user-data and readiness specs. No I/O, no dependency but libc.
+ */
+#define _GNU_SOURCE
+#include "ttguest.h"
+
+#include "ttfleet.pb-c.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Standard base64 (with padding) of exactly len characters into out (room
+ * for len / 4 * 3). Bytes decoded, or -1. */
+static int s_b64decode(const char *in, size_t len, unsigned char *out)
+{
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0, pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char c = in[i];
+        int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+                : c >= 'a' && c <= 'z' ? c - 'a' + 26
+                : c >= '0' && c <= '9' ? c - '0' + 52
+                : c == '+'             ? 62
+                : c == '/'             ? 63
+                                       : -1;
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        if (v < 0 || pad)
+            return -1;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return pad > 2 ? -1 : (int)o;
+}
+
+static const char *s_key_types[] = {"ssh-ed25519",
+                                    "ssh-rsa",
+                                    "ecdsa-sha2-nistp256",
+                                    "ecdsa-sha2-nistp384",
+                                    "ecdsa-sha2-nistp521",
+                                    "sk-ssh-ed25519@openssh.com",
+                                    "sk-ecdsa-sha2-nistp256@openssh.com",
+                                    NULL};
+
+int tt_ssh_key_valid(const char *key, char *err, size_t errlen)
+{
+    size_t len = key ? strlen(key) : 0;
+    if (len == 0 || len > TT_SSH_KEY_MAX) {
+        snprintf(err, errlen, "SSH public key is empty or longer than %d bytes", TT_SSH_KEY_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) {
+            snprintf(err, errlen, "SSH public key has a control character or newline");
+            return -1;
+        }
+    const char *sp = strchr(key, ' ');
+    size_t tlen = sp ? (size_t)(sp - key) : len;
+    int known = 0;
+    for (int i = 0; s_key_types[i]; i++)
+        if (strlen(s_key_types[i]) == tlen && memcmp(s_key_types[i], key, tlen) == 0)
+            known = 1;
+    if (!known || !sp) {
+        snprintf(err, errlen,
+                 "not an SSH public key: expected 'TYPE BASE64 [COMMENT]' with TYPE one of "
+                 "ssh-ed25519, ssh-rsa, ecdsa-sha2-*, sk-*");
+        return -1;
+    }
+    const char *b = sp + 1, *be = strchr(b, ' ');
+    size_t blen = be ? (size_t)(be - b) : strlen(b);
+    if (blen < 16 || blen % 4) {
+        snprintf(err, errlen, "SSH public key: the key data is not base64");
+        return -1;
+    }
+    for (size_t i = 0; i < blen; i++)
+        if (!isalnum((unsigned char)b[i]) && b[i] != '+' && b[i] != '/' &&
+            !(b[i] == '=' && i >= blen - 2)) {
+            snprintf(err, errlen, "SSH public key: the key data is not base64");
+            return -1;
+        }
+    unsigned char *raw = malloc(blen);
+    if (!raw) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int n = s_b64decode(b, blen, raw);
+    /* the blob is string(type) ...: a 4-byte big-endian length, the type */
+    uint32_t tl =
+        n >= 4 ? ((uint32_t)raw[0] << 24 | (uint32_t)raw[1] << 16 | (uint32_t)raw[2] << 8 | raw[3])
+               : 0;
+    int ok = n >= 4 && tl == tlen && (size_t)n >= 4 + tl && memcmp(raw + 4, key, tlen) == 0;
+    free(raw);
+    if (!ok) {
+        snprintf(err, errlen, "SSH public key: the key data does not hold a %.*s key", (int)tlen,
+                 key);
+        return -1;
+    }
+    return 0;
+}
+
+int tt_user_data_valid(const char *data, size_t len, char *err, size_t errlen)
+{
+    if (len > TT_USER_DATA_MAX) {
+        snprintf(err, errlen, "user-data is %zu bytes; at most %d", len, TT_USER_DATA_MAX);
+        return -1;
+    }
+    if (!data || memchr(data, 0, len)) {
+        snprintf(err, errlen, "user-data holds a NUL byte");
+        return -1;
+    }
+    if (!(len >= 13 && memcmp(data, "#cloud-config", 13) == 0) &&
+        !(len >= 2 && memcmp(data, "#!", 2) == 0)) {
+        snprintf(err, errlen, "user-data must start with '#cloud-config' or '#!' (a script)");
+        return -1;
+    }
+    return 0;
+}
+
+int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen)
+{
+    memset(spec, 0, sizeof *spec);
+    size_t n = text ? strlen(text) : 0;
+    if (n == 0 || n > TT_READY_MAX) {
+        snprintf(err, errlen, "ready spec is empty or longer than %d bytes", TT_READY_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f) {
+            snprintf(err, errlen, "ready spec holds a control character");
+            return -1;
+        }
+    const char *colon = strchr(text, ':');
+    size_t kl = colon ? (size_t)(colon - text) : n;
+    const char *arg = colon ? colon + 1 : NULL;
+#define S_IS(w) (kl == strlen(w) && memcmp(text, w, kl) == 0)
+    if (S_IS("none") || S_IS("ssh") || S_IS("agent") || S_IS("cloud-init")) {
+        if (arg) {
+            snprintf(err, errlen, "ready spec '%.*s' takes no argument", (int)kl, text);
+            return -1;
+        }
+        spec->kind = S_IS("none")    ? TT_READY_NONE
+                     : S_IS("ssh")   ? TT_READY_SSH
+                     : S_IS("agent") ? TT_READY_AGENT
+                                     : TT_READY_CLOUD_INIT;
+        spec->port = spec->kind == TT_READY_SSH ? 22 : 0;
+        return 0;
+    }
+    if (S_IS("tcp") || S_IS("http")) {
+        spec->kind = S_IS("tcp") ? TT_READY_TCP : TT_READY_HTTP;
+        const char *p = arg ? arg : "";
+        char *end = NULL;
+        errno = 0;
+        long port = (*p >= '0' && *p <= '9') ? strtol(p, &end, 10) : -1;
+        if (port < 1 || port > 65535 || errno || (spec->kind == TT_READY_TCP && *end) ||
+            (spec->kind == TT_READY_HTTP && *end && *end != '/')) {
+            snprintf(err, errlen, "ready spec: expected %s",
+                     spec->kind == TT_READY_TCP ? "tcp:PORT (1-65535)"
+                                                : "http:PORT[/PATH] (1-65535)");
+            return -1;
+        }
+        spec->port = (uint16_t)port;
+        if (spec->kind == TT_READY_HTTP) {
+            const char *path = *end ? end : "/";
+            for (const char *c = path; *c; c++)
+                if (*c == ' ' || (unsigned char)*c >= 0x7f) {
+                    snprintf(err, errlen, "ready spec: the http path holds a space or non-ASCII");
+                    return -1;
+                }
+            snprintf(spec->arg, sizeof spec->arg, "%s", path);
+        }
+        return 0;
+    }
+    if (S_IS("console")) {
+        if (!arg || !*arg) {
+            snprintf(err, errlen, "ready spec: expected console:REGEX");
+            return -1;
+        }
+        regex_t re;
+        int rc = regcomp(&re, arg, REG_EXTENDED | REG_NOSUB | REG_NEWLINE);
+        if (rc) {
+            char m[128];
+            regerror(rc, &re, m, sizeof m);
+            snprintf(err, errlen, "ready spec: console regex does not compile: %s", m);
+            return -1;
+        }
+        regfree(&re);
+        spec->kind = TT_READY_CONSOLE;
+        snprintf(spec->arg, sizeof spec->arg, "%s", arg);
+        return 0;
+    }
+#undef S_IS
+    snprintf(err, errlen,
+             "unknown ready spec '%.40s': expected none, ssh, tcp:PORT, http:PORT[/PATH], "
+             "console:REGEX, agent or cloud-init",
+             text);
+    return -1;
+}
+
+int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t errlen)
+{
+    char why[256];
+    if (c->n_ssh_keys > TT_SSH_KEYS_MAX) {
+        snprintf(err, errlen, "%zu SSH keys; at most %d", c->n_ssh_keys, TT_SSH_KEYS_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < c->n_ssh_keys; i++)
+        if (tt_ssh_key_valid(c->ssh_keys[i], why, sizeof why)) {
+            snprintf(err, errlen, "ssh key %zu: %s", i + 1, why);
+            return -1;
+        }
+    if (c->user_data.len &&
+        tt_user_data_valid((const char *)c->user_data.data, c->user_data.len, err, errlen))
+        return -1;
+    tt_ready_t r;
+    if (c->ready && *c->ready && tt_ready_parse(c->ready, &r, err, errlen))
+        return -1;
+    for (size_t i = 0; i < c->n_images; i++)
+        if (c->images[i]->ready && *c->images[i]->ready &&
+            tt_ready_parse(c->images[i]->ready, &r, why, sizeof why)) {
+            snprintf(err, errlen, "image %s: %s", c->images[i]->image, why);
+            return -1;
+        }
+    return 0;
+}

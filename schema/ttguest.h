@@ -1,0 +1,51 @@
+/*
+ * ttguest: validation of what a tenant gives a guest (see ttguest.c):
+ * SSH public keys, user-data, readiness specs. Used by ttctl, the broker
+ * and the worker alike; each returns 0 or -1 with a reason for the tenant.
+ */
+#ifndef TT_SCHEMA_TTGUEST_H
+#define TT_SCHEMA_TTGUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TT_SSH_KEY_MAX 8192          /* one public key line */
+#define TT_SSH_KEYS_MAX 32           /* keys per env */
+#define TT_USER_DATA_MAX (64 * 1024) /* bytes */
+#define TT_READY_MAX 300             /* bytes of a readiness spec */
+
+/* "TYPE BASE64 [COMMENT]": a known type (ssh-ed25519, ssh-rsa, ecdsa-sha2-*,
+ * sk-*), a base64 blob that decodes and names the same type, no options, no
+ * control character or newline, at most TT_SSH_KEY_MAX bytes. */
+int tt_ssh_key_valid(const char *key, char *err, size_t errlen);
+
+/* At most TT_USER_DATA_MAX bytes, no NUL, starting with "#cloud-config" or
+ * "#!" (a script). */
+int tt_user_data_valid(const char *data, size_t len, char *err, size_t errlen);
+
+typedef enum {
+    TT_READY_NONE = 0,
+    TT_READY_SSH,
+    TT_READY_TCP,
+    TT_READY_HTTP,
+    TT_READY_CONSOLE,
+    TT_READY_AGENT,
+    TT_READY_CLOUD_INIT
+} tt_ready_kind_t;
+
+typedef struct {
+    tt_ready_kind_t kind;
+    uint16_t port;              /* ssh (22), tcp, http */
+    char arg[TT_READY_MAX + 1]; /* http: path (starts with '/'); console: regex */
+} tt_ready_t;
+
+/* none | ssh | tcp:PORT | http:PORT[/PATH] | console:REGEX (POSIX extended,
+ * must compile) | agent | cloud-init. */
+int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen);
+
+/* The guest fields of an EnvCreate (ssh_keys, user_data, ready, each
+ * ImageCount's ready), for tt_request_validate. */
+struct Ttfleet__EnvCreate;
+int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t errlen);
+
+#endif

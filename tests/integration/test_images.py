@@ -1,0 +1,241 @@
+"""The image catalog (issue 12) against a real broker, its blob server and
+a real worker: push (qcow2 and kernel+initrd directory), list/show, pool
+versus private images across tenants, image rm, bad input with nothing
+half-registered, an interrupted push that resumes, the catalog across a
+broker restart.
+
+Not covered yet (docs/IMAGES.md, "Status"): VMs of catalog images (the
+worker's fetch), placement by digest, image pull.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import unittest
+
+import harness
+
+ADMIN = harness.ADMIN
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def make_qcow2(path, mib, pattern):
+    """A qcow2 of mib MiB whose every cluster holds the byte pattern."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "%dM" % mib], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -q -P %d 0 %dM" % (pattern, mib), path],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+class Images(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(170)
+        cls.pool = harness.Pool(hosts={"h1": {}}, broker_args=["--max-image-mib", "80"])
+        cls.pool.start()
+        cls.dir = os.path.join(cls.pool.dir, "push")
+        os.makedirs(cls.dir)
+        cls.qcow2 = os.path.join(cls.dir, "pattern.qcow2")
+        make_qcow2(cls.qcow2, 64, 0xA5)
+        cls.guest = os.path.join(cls.dir, "guest")
+        os.makedirs(cls.guest)
+        for name, size in (("kernel", 3 << 20), ("initrd", 2 << 20)):
+            with open(os.path.join(cls.guest, name), "wb") as f:
+                f.write(os.urandom(size))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pool.close()
+
+    def ctl(self, *args, tenant=ADMIN, **kw):
+        return self.pool.ctl(*args, tenant=tenant, timeout_ms=20000, **kw)
+
+    def names(self, tenant):
+        r = self.ctl("image", "list", tenant=tenant)
+        self.assertEqual(r.rc, 0, r)
+        return {"%s:%s" % (i["name"], i["tag"]): i for i in r.data["images"]}
+
+    def blob_path(self, digest):
+        return os.path.join(self.pool.dir, "broker", "blobs", "sha256", digest.split(":", 1)[1])
+
+    def test_1_push_qcow2_and_dir(self):
+        r = self.ctl("image", "push", "pattern:v1", self.qcow2)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.data["kind"], "qcow2")
+        self.assertEqual(r.data["digest"], sha256_file(self.qcow2))
+        self.assertEqual(r.data["size"], os.path.getsize(self.qcow2))
+        self.assertTrue(r.data["pool"])
+        # the blob server holds the verified copy, byte for byte
+        self.assertEqual(sha256_file(self.blob_path(r.data["digest"])), r.data["digest"])
+
+        r = self.ctl("image", "push", "guest", self.guest)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.data["kind"], "dir")
+        files = {b["file"]: b for b in r.data["blobs"]}
+        self.assertEqual(set(files), {"manifest", "kernel", "initrd"})
+        for name in ("kernel", "initrd"):
+            self.assertEqual(files[name]["digest"], sha256_file(os.path.join(self.guest, name)))
+            self.assertTrue(os.path.exists(self.blob_path(files[name]["digest"])))
+        self.assertEqual(files["manifest"]["digest"], r.data["digest"])
+
+        # a second push of the same content sends nothing new and answers the same image
+        r2 = self.ctl("image", "push", "guest:again", self.guest)
+        self.assertEqual(r2.rc, 0, r2)
+        self.assertEqual(r2.data["digest"], r.data["digest"])
+
+        r = self.ctl("image", "show", "pattern:v1", tenant="alice")
+        self.assertEqual(r.rc, 0, r)
+        pinned = "pattern@" + r.data["digest"]
+        r = self.ctl("image", "show", pinned, tenant="alice")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.data["tag"], "v1")
+        r = self.ctl("image", "show", "pattern@sha256:" + "0" * 64, tenant="alice")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("NOT_FOUND", r.err)
+
+    def test_2_private_images(self):
+        r = self.ctl("image", "push", "secret", self.guest, "--private", tenant="alice")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.data["owner"], "alice")
+        self.assertIn("secret:latest", self.names("alice"))
+        self.assertNotIn("secret:latest", self.names("bob"))
+        for verb in ("show", "rm"):
+            r = self.ctl("image", verb, "secret", tenant="bob")
+            self.assertNotEqual(r.rc, 0)
+            self.assertIn("NOT_FOUND", r.err)
+        self.assertIn("secret:latest", self.names("alice"))
+        # a tenant cannot push or remove pool images
+        r = self.ctl("image", "push", "mine", self.guest, tenant="bob")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("FORBIDDEN", r.err)
+        r = self.ctl("image", "push", "tmp", self.guest)
+        self.assertEqual(r.rc, 0, r)
+        r = self.ctl("image", "rm", "tmp", tenant="bob")
+        self.assertIn("FORBIDDEN", r.err)
+        r = self.ctl("image", "list", "--all", tenant="bob")
+        self.assertIn("FORBIDDEN", r.err)
+        self.assertIn("secret:latest", self.names(ADMIN) if False else
+                      {"%s:%s" % (i["name"], i["tag"])
+                       for i in self.ctl("image", "list", "--all").data["images"]})
+        r = self.ctl("image", "rm", "secret", tenant="alice")
+        self.assertEqual(r.rc, 0, r)
+        self.assertNotIn("secret:latest", self.names("alice"))
+
+    def test_3_bad_input(self):
+        before = self.names(ADMIN)
+        junk = os.path.join(self.dir, "junk")
+        with open(junk, "wb") as f:
+            f.write(os.urandom(4096))
+        r = self.ctl("image", "push", "junk", junk)
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("not an image", r.err)
+        r = self.ctl("image", "push", "Bad/Name", self.qcow2)
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("invalid image name", r.err)
+        big = os.path.join(self.dir, "big.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", big, "1G"], check=True)
+        with open(big, "r+b") as f:  # a real qcow2 header, 90 MiB of file
+            f.truncate(90 << 20)
+        r = self.ctl("image", "push", "big", big)
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("TOO_LARGE", r.err)
+        self.assertEqual(self.names(ADMIN), before)
+
+        # the broker's own checks, for what ttctl would never send
+        pb = harness.pb2()
+        c = self.pool.client(tenant=ADMIN)
+        try:
+            digest = "sha256:" + "ab" * 32
+
+            def push(op, **kw):
+                req = pb.Request()
+                p = getattr(req, op)
+                p.ref = kw.get("ref", "forged")
+                p.kind = kw.get("kind", "qcow2")
+                p.digest = kw.get("digest", digest)
+                p.size = kw.get("size", 100)
+                for b in kw.get("blobs", [(digest, 100, "")]):
+                    p.blobs.add(digest=b[0], size=b[1], file=b[2])
+                return c.call("tt.env", req)
+
+            # commit before the blob is on the blob server: INCOMPLETE, no row
+            self.assertEqual(push("image_commit").status, pb.INCOMPLETE)
+            for kw in ({"ref": "a/b"}, {"kind": "tar"}, {"digest": "sha256:xyz"},
+                       {"size": 99}, {"blobs": []},
+                       {"blobs": [("sha256:" + "cd" * 32, 100, "")]},
+                       {"kind": "dir", "blobs": [(digest, 100, "kernel")]},
+                       {"ref": "x@sha256:" + "ab" * 32}):
+                rep = push("image_push", **kw)
+                self.assertEqual(rep.status, pb.BAD_REQUEST, (kw, rep))
+                self.assertTrue(rep.message)
+            # a manifest that is not one: the blob exists (pushed as a qcow2
+            # image's blob), but a dir image naming it as manifest is refused
+            qd = sha256_file(self.qcow2)
+            qs = os.path.getsize(self.qcow2)
+            rep = push("image_commit", kind="dir", digest=qd, size=qs + 100,
+                       blobs=[(qd, qs, "manifest"), (digest, 100, "kernel")])
+            self.assertEqual(rep.status, pb.INCOMPLETE, rep)
+        finally:
+            c.close()
+        self.assertEqual(self.names(ADMIN), before)
+
+    def test_4_interrupted_push_resumes(self):
+        other = os.path.join(self.dir, "other.qcow2")
+        make_qcow2(other, 64, 0x3C)
+        argv = [harness.binary("ttctl"), "--broker", self.pool.clients_ep, "--tenant", ADMIN,
+                "image", "push", "other", other]
+        env = dict(os.environ, TTFLEET_CONFIG=os.devnull)
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        part = self.blob_path(sha256_file(other)) + ".part"
+        # kill -9 the pusher once the upload has begun (or when it ends)
+        harness.wait_for("the upload to begin",
+                         lambda: os.path.exists(part) or p.poll() is not None, timeout=30,
+                         interval=0.005)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+        names = self.names(ADMIN)
+        if "other:latest" in names:  # it finished before the kill: whole, then
+            self.assertEqual(names["other:latest"]["digest"], sha256_file(other))
+        else:
+            self.assertFalse(os.path.exists(self.blob_path(sha256_file(other))) and
+                             os.path.getsize(self.blob_path(sha256_file(other))) !=
+                             os.path.getsize(other))
+        r = self.ctl("image", "push", "other", other)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.data["digest"], sha256_file(other))
+        self.assertEqual(sha256_file(self.blob_path(r.data["digest"])), r.data["digest"])
+
+    def test_5_rm_in_use_and_restart(self):
+        # a VM whose image is named "sleeper" counts as a user of the
+        # catalog's sleeper:latest (the worker's host-local image here)
+        r = self.ctl("image", "push", "sleeper", self.guest)
+        self.assertEqual(r.rc, 0, r)
+        r = self.ctl("env", "create", "e1", "--image", "sleeper", "--engine", "process",
+                     tenant="carol")
+        self.assertEqual(r.rc, 0, r)
+        r = self.ctl("image", "rm", "sleeper")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("IMAGE_IN_USE", r.err)
+        r = self.ctl("image", "show", "sleeper")
+        self.assertEqual(r.data["users"], 1)
+        self.assertEqual(self.ctl("env", "delete", "e1", tenant="carol").rc, 0)
+        # the catalog survives a broker restart
+        before = self.names(ADMIN)
+        self.pool.stop_broker(signal.SIGKILL)
+        self.pool.start_broker()
+        self.assertEqual(self.names(ADMIN), before)
+        r = self.ctl("image", "rm", "sleeper")
+        self.assertEqual(r.rc, 0, r)
+        self.assertNotIn("sleeper:latest", self.names(ADMIN))
+
+
+if __name__ == "__main__":
+    unittest.main()
