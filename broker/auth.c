@@ -14,6 +14,10 @@
  *       writes those. Files in --client-keys are not bindings; their
  *       metadata is ignored with a warning (ttbroker --import-client-keys
  *       binds them once, on the operator's word).
+ *   domain "events": the PUB events socket: a bound key whose role is
+ *       admin or gateway (the loop sends it with KEY-SET); every other key is refused,
+ *       since a PUB cannot filter per subscriber (tenants use the private
+ *       stream, evstream.h). The ZAP metadata carries the key as X-Key.
  *   domain "workers": the key must be in the worker key directory; user id
  *       "worker:<host>" where host is the cert's `host` metadata or "*".
  *
@@ -169,8 +173,11 @@ typedef struct {
     bool verbose;
 } auth_t;
 
+/* The ZAP reply. key (Z85, or "") goes into the metadata frame (RFC 27
+ * frame 7, ZMTP property format) as "X-Key", so the broker can read it
+ * next to User-Id with zframe_meta() and audit which key acted. */
 static void s_reply(zsock_t *handler, const char *version, const char *request_id,
-                    const char *code, const char *text, const char *user)
+                    const char *code, const char *text, const char *user, const char *key)
 {
     zmsg_t *m = zmsg_new();
     zmsg_addstr(m, version);
@@ -178,7 +185,16 @@ static void s_reply(zsock_t *handler, const char *version, const char *request_i
     zmsg_addstr(m, code);
     zmsg_addstr(m, text);
     zmsg_addstr(m, user);
-    zmsg_addmem(m, "", 0);
+    size_t klen = key ? strlen(key) : 0;
+    if (klen && strcmp(code, "200") == 0) {
+        uint8_t meta[1 + 5 + 4 + 64];
+        meta[0] = 5;
+        memcpy(meta + 1, "X-Key", 5);
+        meta[6] = 0, meta[7] = 0, meta[8] = 0, meta[9] = (uint8_t)klen;
+        memcpy(meta + 10, key, klen);
+        zmsg_addmem(m, meta, 10 + klen);
+    } else
+        zmsg_addmem(m, "", 0);
     zmsg_send(&m, handler);
 }
 
@@ -206,13 +222,21 @@ static void s_handle(auth_t *self, zsock_t *handler)
     }
     char txt[41];
     zmq_z85_encode(txt, zframe_data(key), 32);
-    bool clients = domain && strcmp(domain, "clients") == 0;
+    /* "events": the PUB events socket, admin client keys only (a PUB
+     * cannot filter per subscriber; tenants use the private stream) */
+    bool events = domain && strcmp(domain, "events") == 0;
+    bool clients = domain && (strcmp(domain, "clients") == 0 || events);
     bool workers = domain && strcmp(domain, "workers") == 0;
     if (clients) {
-        if (!zhashx_lookup(self->bound, txt)) {
+        const char *bound_role = zhashx_lookup(self->bound, txt);
+        if (!bound_role) {
             text = self->clients && s_keydir_lookup(self->clients, txt)
                        ? "unknown key: a file in --client-keys is not a binding (ttctl key add)"
                        : "unknown key";
+            goto answer;
+        }
+        if (events && strcmp(bound_role, "admin") != 0) {
+            text = "the PUB events socket is for admin keys under CURVE; use the private stream";
             goto answer;
         }
         snprintf(user, sizeof user, "%s", txt);
@@ -240,7 +264,7 @@ answer:
     if (self->verbose || strcmp(code, "200") != 0)
         zsys_info("auth: %s %s from %s: %s %s", domain ? domain : "?", mechanism ? mechanism : "?",
                   address ? address : "?", code, text);
-    s_reply(handler, version, request_id, code, text, user);
+    s_reply(handler, version, request_id, code, text, user, strcmp(code, "200") == 0 ? txt : "");
 out:
     zstr_free(&version);
     zstr_free(&request_id);
@@ -255,20 +279,28 @@ out:
 /* A command from the loop: the bound client keys. false on $TERM. */
 static bool s_pipe(auth_t *self, zsock_t *pipe)
 {
-    char *cmd = NULL, *pub = NULL;
-    if (zstr_recvx(pipe, &cmd, &pub, NULL) < 1 || !cmd || strcmp(cmd, "$TERM") == 0) {
+    char *cmd = NULL, *pub = NULL, *role = NULL;
+    if (zstr_recvx(pipe, &cmd, &pub, &role, NULL) < 1 || !cmd || strcmp(cmd, "$TERM") == 0) {
         zstr_free(&cmd);
         zstr_free(&pub);
+        zstr_free(&role);
         return false;
     }
     if (strcmp(cmd, "KEY-CLEAR") == 0)
         zhashx_purge(self->bound);
     else if (strcmp(cmd, "KEY-SET") == 0 && pub)
-        zhashx_update(self->bound, pub, "");
+        /* the value is the key's role as far as the "events" domain cares */
+        /* admin and gateway keys may read the PUB (the gateway filters per
+         * tenant itself, GATEWAY.md) */
+        zhashx_update(self->bound, pub,
+                      role && (strcmp(role, "admin") == 0 || strcmp(role, "gateway") == 0)
+                          ? "admin"
+                          : "");
     else if (strcmp(cmd, "KEY-DEL") == 0 && pub)
         zhashx_delete(self->bound, pub);
     zstr_free(&cmd);
     zstr_free(&pub);
+    zstr_free(&role);
     return true;
 }
 

@@ -31,8 +31,12 @@
  * caller flushes the queue after broker_end_batch as before.
  */
 #include "broker.h"
+#include "admission.h"
+#include "admq.h"
 #include "auth.h"
 #include "image_ops.h"
+#include "evstream.h"
+#include "quota.h"
 #include "keys.h"
 #include "dispatch.h"
 #include "op.h"
@@ -93,6 +97,7 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->cpu_ratio = 1.0;
     cfg->mem_ratio = 1.0;
     cfg->disk_ratio = 1.0;
+    cfg->audit_days = 90;
     cfg->rate = 200;
     cfg->rate_burst = 2000;
 }
@@ -223,6 +228,9 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         admin = strcmp(key->role, "admin") == 0;
         gateway = strcmp(key->role, "gateway") == 0;
     }
+    /* the key itself, for the audit (auth.c puts it in the ZAP metadata) */
+    const char *xkey = self->curve ? zframe_meta(body, "X-Key") : NULL;
+    snprintf(self->cur_key, sizeof self->cur_key, "%s", xkey && strlen(xkey) == 40 ? xkey : "");
     Ttfleet__Request *req =
         ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body));
     if (!req) {
@@ -326,11 +334,12 @@ static void s_recover(broker_t *self)
             model_env_free(self, &e);
         }
     zlistx_destroy(&envs);
+    zhashx_t *queued = admission_queued_requests(self);
     zlistx_t *keys = zhashx_keys(self->requests);
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
         request_rec_t *rec = zhashx_lookup(self->requests, k);
-        if (rec->done)
-            continue;
+        if (rec->done || (queued && zhashx_lookup(queued, k)))
+            continue; /* a queued create is still in progress, not interrupted */
         const char *sep = strchr(k, '\x1f');
         if (!sep)
             continue;
@@ -342,9 +351,30 @@ static void s_recover(broker_t *self)
                   NULL, true);
     }
     zlistx_destroy(&keys);
+    zhashx_destroy(&queued);
     /* every host is down until it says READY again */
     for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
         h->state = HOST_DOWN;
+}
+
+/* evstream's identity of a CURVE subscriber: its key's binding (keys.c),
+ * looked up at SUBSCRIBE like a request's. */
+static int s_event_identify(void *arg, const char *user_id, char *tenant, bool *admin)
+{
+    const key_rec_t *k = keys_find((broker_t *)arg, user_id);
+    if (!k)
+        return -1;
+    snprintf(tenant, TT_MAX_NAME + 1, "%s", k->tenant);
+    *admin = strcmp(k->role, "admin") == 0;
+    return 0;
+}
+
+/* The admission modules' memory follows broker.db too. */
+static int s_admission_load(broker_t *self, char *err, size_t errlen)
+{
+    if (admq_load(self->admq, err, errlen))
+        return -1;
+    return quotas_load(self->quotas, err, errlen);
 }
 
 static int s_reload(broker_t *self)
@@ -352,7 +382,11 @@ static int s_reload(broker_t *self)
     s_model_clear(self);
     self->failed = false;
     self->dirty = false;
-    char kerr[256];
+    char err[256], kerr[256];
+    if (s_admission_load(self, err, sizeof err)) {
+        zsys_error("reload: %s", err);
+        return -1;
+    }
     if (persist_load(self) || keys_load(self, kerr, sizeof kerr))
         return -1;
     s_recover(self);
@@ -393,9 +427,10 @@ static bool s_local_endpoint(const char *ep)
 static int s_security(broker_t *self, const broker_config_t *cfg, char *err, size_t errlen)
 {
     if (!cfg->curve_secret[0]) {
-        const char *eps[] = {cfg->clients_ep, cfg->workers_ep, cfg->events_ep};
-        for (int i = 0; i < 3; i++)
-            if (!s_local_endpoint(eps[i])) {
+        const char *eps[] = {cfg->clients_ep, cfg->workers_ep, cfg->events_ep,
+                             cfg->events_private_ep};
+        for (int i = 0; i < 4; i++)
+            if (eps[i][0] && !s_local_endpoint(eps[i])) {
                 if (!cfg->insecure) {
                     snprintf(err, errlen,
                              "endpoint %s is not loopback and CURVE is off: give --curve-secret "
@@ -433,9 +468,13 @@ static int s_security(broker_t *self, const broker_config_t *cfg, char *err, siz
         return -1;
     }
     keys_auth_sync(self); /* before any socket is bound */
-    zsock_t *socks[3] = {self->clients, self->workers, self->events};
-    const char *domains[3] = {"clients", "workers", "clients"};
-    for (int i = 0; i < 3; i++) {
+    /* the PUB cannot know who subscribed: under CURVE it takes admin keys
+     * only (ZAP domain "events"); tenants use the private stream */
+    zsock_t *socks[4] = {self->clients, self->workers, self->events, self->events_private};
+    const char *domains[4] = {"clients", "workers", "events", "clients"};
+    for (int i = 0; i < 4; i++) {
+        if (!socks[i])
+            continue;
         zcert_apply(cert, socks[i]);
         zsock_set_curve_server(socks[i], 1);
         zsock_set_zap_domain(socks[i], domains[i]);
@@ -484,6 +523,10 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                              errlen);
     if (!self->store)
         goto fail;
+    self->admq = admq_new(self->store, NULL);
+    self->quotas = quotas_new(self->store);
+    if (!self->admq || !self->quotas || s_admission_load(self, err, errlen))
+        goto fail;
     if (persist_load(self)) {
         snprintf(err, errlen, "cannot load %s: %s", path, store_errmsg(self->store));
         goto fail;
@@ -501,7 +544,10 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     self->clients = zsock_new(ZMQ_ROUTER);
     self->workers = zsock_new(ZMQ_ROUTER);
     self->events = zsock_new(ZMQ_PUB);
-    if (!self->clients || !self->workers || !self->events) {
+    if (cfg->events_private_ep[0])
+        self->events_private = zsock_new_router(NULL);
+    if (!self->clients || !self->workers || !self->events ||
+        (cfg->events_private_ep[0] && !self->events_private)) {
         snprintf(err, errlen, "cannot create sockets");
         goto fail;
     }
@@ -535,6 +581,23 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     }
     if (image_ops_start(self, err, errlen))
         goto fail;
+    if (self->events_private) {
+        /* tenant-private events (evstream.h): the stream sets its options
+         * before the bind; CURVE as on the clients endpoint */
+        evstream_config_t ecfg;
+        evstream_config_defaults(&ecfg);
+        ecfg.curve = self->curve;
+        ecfg.identify = s_event_identify;
+        ecfg.identify_arg = self;
+        snprintf(ecfg.admin_tenant, sizeof ecfg.admin_tenant, "%s", cfg->admin_tenant);
+        self->evs = evstream_new(self->events_private, &ecfg);
+        zsock_set_linger(self->events_private, 0);
+        if (!self->evs || zsock_bind(self->events_private, "%s", cfg->events_private_ep) < 0) {
+            snprintf(err, errlen, "cannot bind private events endpoint %s: %s",
+                     cfg->events_private_ep, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+    }
     return self;
 fail:
     broker_destroy(&self);
@@ -559,6 +622,10 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
     image_ops_stop(self);
+    evstream_destroy(&self->evs);
+    zsock_destroy(&self->events_private);
+    admq_destroy(&self->admq);
+    quotas_destroy(&self->quotas);
     zactor_destroy(&self->auth);
     keys_destroy(self);
     zhashx_destroy(&self->hosts);
@@ -772,6 +839,13 @@ int broker_run(broker_t *self)
     int n_items = self->pipelined ? 3 : 2;
     if (image_ops_sock(self)) /* the blob server's pipe (image_ops.c) */
         items[n_items++].socket = zsock_resolve(image_ops_sock(self));
+    if (self->events_private) {
+        /* the private events socket wakes the loop too (read below) */
+        items[n_items].socket = zsock_resolve(self->events_private);
+        items[n_items].fd = 0;
+        items[n_items].events = ZMQ_POLLIN;
+        n_items++;
+    }
     while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
@@ -809,6 +883,18 @@ int broker_run(broker_t *self)
                 zmsg_destroy(&msg);
             }
         }
+        /* private event subscribers: bounded, nothing here changes state */
+        for (int i = 0; self->evs && i < BATCH; i++) {
+            if (!(zsock_events(self->events_private) & ZMQ_POLLIN))
+                break;
+            zmsg_t *emsg = zmsg_recv_nowait(self->events_private);
+            if (!emsg)
+                break;
+            evstream_handle(self->evs, &emsg, tt_mono_ms());
+            zmsg_destroy(&emsg);
+        }
+        if (self->evs)
+            evstream_tick(self->evs, tt_mono_ms());
         if (got)
             stats_batch(self, got);
         while (image_ops_sock(self) && (zsock_events(image_ops_sock(self)) & ZMQ_POLLIN))

@@ -2,6 +2,8 @@
  * dispatch: the table of handlers and the request path. See dispatch.h.
  */
 #include "dispatch.h"
+#include "adm_ops.h"
+#include "admission.h"
 #include "stats_ops.h"
 #include "env_ops.h"
 #include "host_ops.h"
@@ -25,10 +27,16 @@
  *              (tenant, request id), a retry gets the recorded reply, and
  *              its refusals are recorded too;
  *   H_OP     - it may open an op_t that answers later (informational: the
- *              handler opens it; the flag documents which rows can).
+ *              handler opens it; the flag documents which rows can);
+ *   H_AUDIT  - its outcome is written to the audit log (audit.h) in the
+ *              same transaction as its change: time, tenant, role, CURVE
+ *              key, op and target (both read from the request itself, see
+ *              s_audit_names), request id, status. Every state-changing
+ *              row has it; a new one (image ops) only needs the flag.
  * A new operation is a handler `static int s_x(handler_ctx_t *c)` above and one row
  * here; nothing else dispatches on op_case. */
-enum { H_ADMIN = 1, H_RECORD = 2, H_OP = 4 };
+enum { H_ADMIN = 1, H_RECORD = 2, H_OP = 4, H_AUDIT = 8 };
+#define H_CHANGE (H_RECORD | H_AUDIT)
 
 typedef struct {
     int op_case;
@@ -37,35 +45,78 @@ typedef struct {
 } handler_def_t;
 
 static const handler_def_t s_handlers[] = {
-    {TTFLEET__REQUEST__OP_ENV_CREATE, env_create, H_RECORD | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_CREATE, env_create, H_CHANGE | H_OP},
     {TTFLEET__REQUEST__OP_ENV_SHOW, env_show, 0},
     {TTFLEET__REQUEST__OP_ENV_LIST, env_list, 0},
-    {TTFLEET__REQUEST__OP_ENV_STOP, env_stop, H_RECORD | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_START, env_start, H_RECORD | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_PAUSE, env_pause, H_RECORD | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_RESUME, env_resume, H_RECORD | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_DELETE, env_delete, H_RECORD},
-    {TTFLEET__REQUEST__OP_ENV_EXTEND, env_extend, H_RECORD},
-    {TTFLEET__REQUEST__OP_ENV_UPDATE, env_update, H_RECORD},
-    {TTFLEET__REQUEST__OP_ENV_RM_VM, env_rm_vm, H_RECORD},
+    {TTFLEET__REQUEST__OP_ENV_STOP, env_stop, H_CHANGE | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_START, env_start, H_CHANGE | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_PAUSE, env_pause, H_CHANGE | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_RESUME, env_resume, H_CHANGE | H_OP},
+    {TTFLEET__REQUEST__OP_ENV_DELETE, env_delete, H_CHANGE},
+    {TTFLEET__REQUEST__OP_ENV_EXTEND, env_extend, H_CHANGE},
+    {TTFLEET__REQUEST__OP_ENV_UPDATE, env_update, H_CHANGE},
+    {TTFLEET__REQUEST__OP_ENV_RM_VM, env_rm_vm, H_CHANGE},
     {TTFLEET__REQUEST__OP_ENV_CONSOLE, env_console, H_OP},
     {TTFLEET__REQUEST__OP_HOST_LIST, host_list, H_ADMIN},
     {TTFLEET__REQUEST__OP_HOST_SHOW, host_show, H_ADMIN},
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
-    {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_RECORD},
-    {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_CHANGE},
+    {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_CHANGE},
     {TTFLEET__REQUEST__OP_IMAGE_PUSH, image_push, 0},
-    {TTFLEET__REQUEST__OP_IMAGE_COMMIT, image_commit, H_RECORD},
+    {TTFLEET__REQUEST__OP_IMAGE_COMMIT, image_commit, H_CHANGE},
     {TTFLEET__REQUEST__OP_IMAGE_LIST, image_list, 0},
     {TTFLEET__REQUEST__OP_IMAGE_SHOW, image_show, 0},
-    {TTFLEET__REQUEST__OP_IMAGE_RM, image_rm, H_RECORD},
-    {TTFLEET__REQUEST__OP_IMAGE_PULL, image_pull, H_ADMIN},
+    {TTFLEET__REQUEST__OP_IMAGE_RM, image_rm, H_CHANGE},
+    {TTFLEET__REQUEST__OP_IMAGE_PULL, image_pull, H_ADMIN | H_AUDIT},
     {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
-    {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_CHANGE},
     {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},
-    {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_RECORD},
-    {TTFLEET__REQUEST__OP_HOST_SET, host_set, H_ADMIN | H_RECORD},
+    {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_CHANGE},
+    {TTFLEET__REQUEST__OP_HOST_SET, host_set, H_ADMIN | H_CHANGE},
+    {TTFLEET__REQUEST__OP_QUOTA_SET, adm_quota_set, H_ADMIN | H_CHANGE},
+    {TTFLEET__REQUEST__OP_QUOTA_SHOW, adm_quota_show, 0},
+    {TTFLEET__REQUEST__OP_QUEUE_LIST, adm_queue_list, 0},
+    {TTFLEET__REQUEST__OP_AUDIT_QUERY, adm_audit_query, 0},
 };
+
+/* The audit's op and target, read from the request generically: the op is
+ * the name of the Request.op field with its first '_' made a '.'
+ * ("env_create" -> "env.create"), the target the first of the fields
+ * name, id, tenant, image that the op's message has and sets. A new op
+ * needs nothing here. */
+static void s_audit_names(const Ttfleet__Request *req, char *op, size_t oplen,
+                          const char **target)
+{
+    *target = "";
+    snprintf(op, oplen, "op%d", (int)req->op_case);
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&ttfleet__request__descriptor, req->op_case);
+    if (!f)
+        return;
+    snprintf(op, oplen, "%s", f->name);
+    char *us = strchr(op, '_');
+    if (us)
+        *us = '.';
+    if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+        return;
+    const ProtobufCMessage *m = *(const ProtobufCMessage *const *)((const char *)req + f->offset);
+    if (!m)
+        return;
+    static const char *const fields[] = {"name", "id", "tenant", "image", "public_key", "key"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const ProtobufCFieldDescriptor *g =
+            protobuf_c_message_descriptor_get_field_by_name(m->descriptor, fields[i]);
+        if (!g || g->type != PROTOBUF_C_TYPE_STRING || g->label == PROTOBUF_C_LABEL_REPEATED)
+            continue;
+        const char *v = *(const char *const *)((const char *)m + g->offset);
+        if (v && *v) {
+            *target = v;
+            return;
+        }
+    }
+}
+
+static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, bool record);
 
 static const handler_def_t *s_handler_find(int op_case)
 {
@@ -87,6 +138,25 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
         return;
     }
     bool record = def->flags & H_RECORD;
+    char opname[64];
+    audit_ctx_t actx = {opname, "", admin ? "admin" : "user", self->cur_key};
+    if (def->flags & H_AUDIT) {
+        s_audit_names(req, opname, sizeof opname, &actx.target);
+        self->cur_audit = &actx;
+    }
+    s_run(self, &c, def, record);
+    self->cur_audit = NULL;
+    /* capacity freed by this request goes to the queue at once, outside
+     * the request's savepoint: its own outcome is already decided */
+    if (self->admit_wanted)
+        admission_run(self, tt_now());
+}
+
+static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, bool record)
+{
+    handler_ctx_t c = *cp;
+    zmsg_t *envelope = c.envelope;
+    const char *service = c.service;
     if (record) {
         request_rec_t *rec = reply_record_find(self, c.tenant, c.rid);
         if (rec && rec->done && rec->reply) {
@@ -100,13 +170,13 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
             return;
         }
     }
-    if ((def->flags & H_ADMIN) && !admin) {
+    if ((def->flags & H_ADMIN) && !c.admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
-                   "host and key operations need the admin role", NULL, record);
+                   "this operation needs the admin role", NULL, record);
         return;
     }
     int64_t retry_ms = 0;
-    if (record && !admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
+    if (record && !c.admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
         char m[160];
         snprintf(m, sizeof m,
                  "tenant '%s' sends changing requests faster than %g/s (burst %d); retry in "

@@ -12,12 +12,14 @@
  * commit. A refusal returns a status and leaves nothing changed.
  */
 #include "env_ops.h"
+#include "admq.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
 #include "reply.h"
 #include "scheduler.h"
 #include "ttcrash.h"
+#include "usage.h"
 #include "wcmd.h"
 
 #include <stdio.h>
@@ -64,21 +66,82 @@ static char *s_group_ready(const Ttfleet__EnvCreate *cr)
     return out;
 }
 
-int env_create(handler_ctx_t *c)
+/* The resource totals of a create: what quota and queue count. */
+static void s_create_totals(const Ttfleet__EnvCreate *cr, admq_res_t *res)
 {
-    broker_t *self = c->self;
-    const Ttfleet__EnvCreate *cr = c->req->env_create;
-    char msg[512];
-    if (model_env_get(self, c->tenant, cr->name)) {
-        snprintf(msg, sizeof msg, "env '%s' already exists", cr->name);
-        return handler_fail(c, TTFLEET__STATUS__ALREADY_EXISTS, msg);
-    }
+    uint64_t vms = 0;
+    for (size_t i = 0; i < cr->n_images; i++)
+        vms += cr->images[i]->dup ? cr->images[i]->dup : 1;
+    res->vms = vms;
+    res->cpu = vms * (cr->cpu ? cr->cpu : TT_DEFAULT_CPU);
+    res->mem = vms * (cr->mem_mib ? cr->mem_mib : TT_DEFAULT_MEM_MIB);
+    res->disk = vms * (cr->disk_mib ? cr->disk_mib : TT_DEFAULT_DISK_MIB);
+}
+
+/* A queued env as an EnvInfo (state "queued", its position and deadline). */
+static Ttfleet__EnvInfo *s_queued_info(reply_arena_t *a, const admq_entry_t *e, int position)
+{
+    Ttfleet__EnvInfo *ei = reply_alloc(a, sizeof *ei);
+    if (!ei)
+        return NULL;
+    ttfleet__env_info__init(ei);
+    ei->name = (char *)e->env;
+    ei->tenant = (char *)e->tenant;
+    ei->state = "queued";
+    ei->created_at = e->enqueued_at;
+    ei->vm_count = (uint32_t)e->res.vms;
+    ei->queue_position = (uint32_t)position;
+    ei->queue_deadline = e->deadline;
+    ei->priority = (uint32_t)e->priority;
+    return ei;
+}
+
+static void s_reply_queued(handler_ctx_t *c, int status, const char *msg, const admq_entry_t *e,
+                           int position, bool record)
+{
+    reply_arena_t a = reply_arena();
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    if ((rep.env = s_queued_info(&a, e, position)))
+        rep.result_case = TTFLEET__REPLY__RESULT_ENV;
+    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, status, msg, &rep, record);
+    reply_arena_free(&a);
+}
+
+/* An event about a queued create (no env_t exists for it). */
+static void s_queue_event(broker_t *self, const char *kind, const char *tenant, const char *name,
+                          const char *message)
+{
+    env_t tmp;
+    memset(&tmp, 0, sizeof tmp);
+    snprintf(tmp.tenant, sizeof tmp.tenant, "%s", tenant);
+    snprintf(tmp.name, sizeof tmp.name, "%s", name);
+    outq_event(self, kind, &tmp, NULL, NULL, "queued", message);
+}
+
+void env_ops_queue_event(broker_t *self, const char *kind, const char *tenant, const char *name,
+                         const char *message)
+{
+    s_queue_event(self, kind, tenant, name, message);
+}
+
+int env_ops_quota(broker_t *self, const char *tenant, const quota_usage_t *wanted, char *msg,
+                  size_t msglen)
+{
+    quota_t q;
+    quotas_get(self->quotas, tenant, &q);
+    if (!usage_limited(&q))
+        return 0;
+    quota_usage_t used;
+    usage_of(self, tenant, &used);
+    return quota_check(&q, tenant, &used, wanted, NULL, msg, msglen);
+}
+
+int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *tenant,
+                     zmsg_t *envelope, const char *service, const char *rid, bool *settling,
+                     char *msg, size_t msglen)
+{
+    *settling = false;
     int64_t lifetime = cr->lifetime ? (int64_t)cr->lifetime : TT_DEFAULT_LIFETIME;
-    if (lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
-        snprintf(msg, sizeof msg, "lifetime %lld s is over %d s (6 h); only admins may ask more",
-                 (long long)lifetime, TT_MAX_LIFETIME_USER);
-        return handler_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
-    }
     const char *engine = cr->engine && *cr->engine ? cr->engine : self->cfg.default_engine;
     uint32_t cpu = cr->cpu ? cr->cpu : TT_DEFAULT_CPU;
     uint32_t mem = cr->mem_mib ? cr->mem_mib : TT_DEFAULT_MEM_MIB;
@@ -90,27 +153,29 @@ int env_create(handler_ctx_t *c)
         if (cr->ports[i] == 22)
             continue;
         if (n_gports == TT_MAX_PORTS_PER_VM) {
-            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
-                                "too many ports (22 is always added)");
+            snprintf(msg, msglen, "too many ports (22 is always added)");
+            return TTFLEET__STATUS__BAD_REQUEST;
         }
         gports[n_gports++] = cr->ports[i];
     }
 
     if ((cr->n_ssh_keys || cr->user_data.len) && !model_engine_bootstraps(engine)) {
-        snprintf(msg, sizeof msg,
+        snprintf(msg, msglen,
                  "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use the qemu "
                  "engine with a cloud-init image",
                  engine);
-        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, msg);
+        return TTFLEET__STATUS__BAD_REQUEST;
     }
     char *group_ready = s_group_ready(cr);
 
-    env_t *env = model_env_new(self, c->tenant, cr->name);
+    env_t *env = model_env_new(self, tenant, cr->name);
     if (!env || model_env_set_guest(env, cr->ssh_keys, (int)cr->n_ssh_keys, cr->user_data.data,
                                     cr->user_data.len, cr->ready, group_ready)) {
         free(group_ready);
         model_env_free(self, &env);
-        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+        snprintf(msg, msglen, "out of memory");
+        *settling = true; /* not an outcome: a retry decides again */
+        return TTFLEET__STATUS__INTERNAL;
     }
     free(group_ready);
     env->id = self->next_env_id++;
@@ -128,20 +193,20 @@ int env_create(handler_ctx_t *c)
         for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
             sched_want_t want = {engine, cr->images[i]->image,           cpu,  mem,
                                  disk,   cr->spread || self->cfg.spread, NULL, 0};
-            host_t *host = sched_place(self, &want, &status, msg, sizeof msg);
+            host_t *host = sched_place(self, &want, &status, msg, msglen);
             if (!host)
                 break;
             uint32_t vm_id;
             uint64_t mac;
             if (alloc_vm_id(host, &vm_id) || alloc_mac(self, &mac)) {
                 status = TTFLEET__STATUS__NO_CAPACITY;
-                snprintf(msg, sizeof msg, "no free VM id or MAC left on host %s", host->id);
+                snprintf(msg, msglen, "no free VM id or MAC left on host %s", host->id);
                 break;
             }
             vm_t *vm = model_vm_add(self, env, host, vm_id, mac);
             if (!vm) {
                 status = TTFLEET__STATUS__INTERNAL;
-                snprintf(msg, sizeof msg, "out of memory");
+                snprintf(msg, msglen, "out of memory");
                 break;
             }
             vm->uid = self->next_vm_uid++;
@@ -151,7 +216,7 @@ int env_create(handler_ctx_t *c)
             model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);
             if (alloc_vm_ports(vm, env->gports, env->n_gports)) {
                 status = TTFLEET__STATUS__NO_CAPACITY;
-                snprintf(msg, sizeof msg, "no free public port left on host %s (%d..%d)", host->id,
+                snprintf(msg, msglen, "no free public port left on host %s (%d..%d)", host->id,
                          TT_PORT_MIN, TT_PORT_MAX);
             }
         }
@@ -161,25 +226,101 @@ int env_create(handler_ctx_t *c)
         /* Just after a broker start the hosts are still saying READY: "no
          * host" then is not a decision, so it is not recorded and the
          * client's retry (same id) gets the real outcome. */
-        bool settling = status == TTFLEET__STATUS__UNAVAILABLE &&
-                        tt_mono_ms() < self->started_ms + (int64_t)self->cfg.heartbeat_ms *
-                                                              (self->cfg.liveness + 1);
-        if (settling)
-            snprintf(msg + strlen(msg), sizeof msg - strlen(msg),
+        *settling = status == TTFLEET__STATUS__UNAVAILABLE &&
+                    tt_mono_ms() < self->started_ms + (int64_t)self->cfg.heartbeat_ms *
+                                                          (self->cfg.liveness + 1);
+        if (*settling)
+            snprintf(msg + strlen(msg), msglen - strlen(msg),
                      " (the broker just started and hosts are still reconnecting: retry)");
-        c->no_record = settling;
-        return handler_fail(c, status, msg);
+        return status;
     }
     persist_env_insert(self, env);
     for (int i = 0; i < env->n_vms; i++)
         persist_vm_insert(self, env->vms[i]);
-    op_t *op = op_new(self, OP_CREATE, env, c->envelope, c->service, c->tenant, c->rid);
+    op_t *op = op_new(self, OP_CREATE, env, envelope, service, tenant, rid);
     if (!op) {
         /* the savepoint takes the rows back; this takes the model back */
         model_env_free(self, &env);
-        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+        snprintf(msg, msglen, "out of memory");
+        *settling = true;
+        return TTFLEET__STATUS__INTERNAL;
     }
     op_dispatch(self, op);
+    return 0;
+}
+
+
+int env_create(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__EnvCreate *cr = c->req->env_create;
+    char msg[512];
+    if (model_env_get(self, c->tenant, cr->name) || admq_find(self->admq, c->tenant, cr->name)) {
+        snprintf(msg, sizeof msg, "env '%s' already exists%s", cr->name,
+                 model_env_get(self, c->tenant, cr->name) ? "" : " (queued)");
+        return handler_fail(c, TTFLEET__STATUS__ALREADY_EXISTS, msg);
+    }
+    int64_t lifetime = cr->lifetime ? (int64_t)cr->lifetime : TT_DEFAULT_LIFETIME;
+    if (lifetime > TT_MAX_LIFETIME_USER && !c->admin) {
+        snprintf(msg, sizeof msg, "lifetime %lld s is over %d s (6 h); only admins may ask more",
+                 (long long)lifetime, TT_MAX_LIFETIME_USER);
+        return handler_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
+    }
+    /* quotas: the lifetime, the request alone (never queued when it can
+     * never fit), then with what the tenant holds now */
+    quota_t q;
+    quotas_get(self->quotas, c->tenant, &q);
+    if (quota_check_lifetime(&q, c->tenant, lifetime, NULL, msg, sizeof msg))
+        return handler_fail(c, TTFLEET__STATUS__QUOTA_EXCEEDED, msg);
+    admq_res_t res;
+    s_create_totals(cr, &res);
+    quota_usage_t wanted = {1, (int64_t)res.vms, (int64_t)res.cpu, (int64_t)res.mem,
+                            (int64_t)res.disk};
+    quota_usage_t zero = {0, 0, 0, 0, 0};
+    if (quota_check(&q, c->tenant, &zero, &wanted, NULL, msg, sizeof msg))
+        return handler_fail(c, TTFLEET__STATUS__QUOTA_EXCEEDED, msg);
+    if (env_ops_quota(self, c->tenant, &wanted, msg, sizeof msg))
+        return handler_fail(c, TTFLEET__STATUS__QUOTA_EXCEEDED, msg);
+    int cap = quotas_priority_cap(self->quotas, c->tenant, c->admin);
+    if ((int)cr->priority > cap) {
+        snprintf(msg, sizeof msg, "priority %u is above the cap %d of tenant %s (quota show)",
+                 cr->priority, cap, c->tenant);
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, msg);
+    }
+    bool settling;
+    int status = env_create_place(self, cr, c->tenant, c->envelope, c->service, c->rid, &settling,
+                                  msg, sizeof msg);
+    if (status == TTFLEET__STATUS__OK)
+        return 0;
+    if (status != TTFLEET__STATUS__NO_CAPACITY || !cr->queue) {
+        c->no_record = settling;
+        return handler_fail(c, status, msg);
+    }
+    /* no room now and the caller asked to wait: into the durable queue;
+     * the request id stays in progress until admission, expiry or cancel */
+    size_t len = ttfleet__env_create__get_packed_size(cr);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    ttfleet__env_create__pack(cr, buf);
+    int position = 0, qstatus = TTFLEET__STATUS__INTERNAL;
+    char err[300];
+    int rc = persist_open(self);
+    if (rc == 0)
+        rc = admq_push(self->admq, c->tenant, cr->name, c->rid, (int)cr->priority, tt_now(),
+                       cr->max_wait, &res, buf, len, &position, &qstatus, err, sizeof err);
+    free(buf);
+    if (rc) {
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; not queued: %s", err);
+        return handler_fail(c, qstatus, msg);
+    }
+    const admq_entry_t *e = admq_find(self->admq, c->tenant, cr->name);
+    reply_record_begin(self, c->tenant, c->rid);
+    char text[640];
+    snprintf(text, sizeof text, "queued at position %d (%s)", position, msg);
+    reply_audit(self, c->tenant, c->rid, TTFLEET__STATUS__QUEUED, text);
+    s_queue_event(self, "env.queued", c->tenant, cr->name, text);
+    s_reply_queued(c, TTFLEET__STATUS__QUEUED, text, e, position, false);
     return 0;
 }
 
@@ -236,6 +377,16 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
     }
     /* start reserves cpu and mem on every VM's own host (its disk lives
      * there); reserved[] remembers which, so a failure gives them back */
+    if (kind == OP_START) {
+        quota_usage_t more = {0, 0, 0, 0, 0};
+        for (int i = 0; i < env->n_vms; i++)
+            if (!model_vm_holds_cpu(env->vms[i])) {
+                more.cpu += env->vms[i]->cpu;
+                more.mem += env->vms[i]->mem;
+            }
+        if (env_ops_quota(self, c->tenant, &more, msg, sizeof msg))
+            return handler_fail(c, TTFLEET__STATUS__QUOTA_EXCEEDED, msg);
+    }
     bool *reserved = calloc((size_t)env->n_vms + 1, sizeof *reserved);
     if (!reserved)
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
@@ -260,6 +411,8 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
     free(reserved);
     if (kind == OP_STOP || kind == OP_START)
         env->last_mgmt = now;
+    if (kind == OP_STOP)
+        self->admit_wanted = true;
     env->target = to;
     persist_env_update(self, env);
     op_dispatch(self, op);
@@ -271,6 +424,7 @@ void env_ops_delete(broker_t *self, env_t *env, const char *kind)
     tt_crash_point(strcmp(kind, "env.expired") == 0 ? "broker.mid_reap" : "broker.mid_delete");
     outq_event(self, kind, env, NULL, NULL, "deleted", NULL);
     op_env_drop(self, env);
+    self->admit_wanted = true;
 }
 
 int env_extend(handler_ctx_t *c)
@@ -286,6 +440,11 @@ int env_extend(handler_ctx_t *c)
                  (unsigned long long)x->lifetime, TT_MAX_LIFETIME_USER);
         return handler_fail(c, TTFLEET__STATUS__FORBIDDEN, msg);
     }
+    quota_t q;
+    quotas_get(c->self->quotas, c->tenant, &q);
+    char qmsg[300];
+    if (quota_check_lifetime(&q, c->tenant, (int64_t)x->lifetime, NULL, qmsg, sizeof qmsg))
+        return handler_fail(c, TTFLEET__STATUS__QUOTA_EXCEEDED, qmsg);
     int64_t before = env->expires_at;
     env->lifetime = (int64_t)x->lifetime;
     env->expires_at = env->created_at + env->lifetime;
@@ -321,6 +480,18 @@ int env_update(handler_ctx_t *c)
                      u->name, model_env_state(env));
             return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
         }
+        quota_usage_t growth = {0, 0, 0, 0, 0};
+        for (int i = 0; i < env->n_vms; i++) {
+            const vm_t *vm = env->vms[i];
+            if (u->cpu > vm->cpu)
+                growth.cpu += u->cpu - vm->cpu;
+            if (u->mem_mib > vm->mem)
+                growth.mem += u->mem_mib - vm->mem;
+            if (u->disk_mib > vm->disk)
+                growth.disk += u->disk_mib - vm->disk;
+        }
+        if (env_ops_quota(self, c->tenant, &growth, msg, sizeof msg))
+            return handler_fail(c, TTFLEET__STATUS__QUOTA_EXCEEDED, msg);
         /* disk is held while stopped: check the growth of all the env's
          * VMs on a host together (each alone may fit while the sum does
          * not), once per host */
@@ -487,6 +658,7 @@ int env_rm_vm(handler_ctx_t *c)
         model_vm_remove(self, doomed[i]);
     }
     free(doomed);
+    self->admit_wanted = true;
     reply_env(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", env, true);
     return 0;
 }
@@ -547,6 +719,22 @@ static int s_env_cmp(const void *a, const void *b)
     return r ? r : strcmp(x->name, y->name);
 }
 
+typedef struct {
+    reply_arena_t *a;
+    Ttfleet__EnvInfoList *el;
+    size_t max;
+} s_list_arg_t;
+
+static void s_list_queued(const admq_entry_t *e, int position, void *arg)
+{
+    s_list_arg_t *la = arg;
+    if (la->el->n_envs >= la->max)
+        return;
+    Ttfleet__EnvInfo *ei = s_queued_info(la->a, e, position);
+    if (ei)
+        la->el->envs[la->el->n_envs++] = ei;
+}
+
 int env_list(handler_ctx_t *c)
 {
     broker_t *self = c->self;
@@ -574,6 +762,17 @@ int env_list(handler_ctx_t *c)
     for (size_t i = 0; el->envs && i < k; i++)
         if ((el->envs[el->n_envs] = reply_env_info(&a, list[i], false)))
             el->n_envs++;
+    /* then the queued creates, in admission order, positions in one walk */
+    size_t nq = all ? admq_size(self->admq) : admq_tenant_size(self->admq, c->tenant);
+    if (nq && el->envs) {
+        Ttfleet__EnvInfo **grown = reply_alloc(&a, sizeof(Ttfleet__EnvInfo *) * (k + nq + 1));
+        if (grown) {
+            memcpy(grown, el->envs, sizeof(Ttfleet__EnvInfo *) * el->n_envs);
+            el->envs = grown;
+            s_list_arg_t la = {&a, el, k + nq};
+            admq_each(self->admq, all ? NULL : c->tenant, s_list_queued, &la);
+        }
+    }
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_ENVS;
     rep.envs = el;
@@ -587,6 +786,12 @@ int env_list(handler_ctx_t *c)
 int env_show(handler_ctx_t *c)
 {
     env_t *env = model_env_get(c->self, c->tenant, c->req->env_show->name);
+    const admq_entry_t *qe = env ? NULL : admq_find(c->self->admq, c->tenant, c->req->env_show->name);
+    if (qe) {
+        int position = admq_position(c->self->admq, c->tenant, qe->env);
+        s_reply_queued(c, TTFLEET__STATUS__OK, "", qe, position, false);
+        return 0;
+    }
     if (!env) {
         char msg[160];
         snprintf(msg, sizeof msg, "no env named '%s'", c->req->env_show->name);
@@ -599,6 +804,32 @@ int env_show(handler_ctx_t *c)
 
 int env_delete(handler_ctx_t *c)
 {
+    broker_t *self = c->self;
+    const char *name = c->req->env_delete->name;
+    const admq_entry_t *qe =
+        model_env_get(self, c->tenant, name) ? NULL : admq_find(self->admq, c->tenant, name);
+    if (qe) {
+        /* a queued create: take it out and answer its request id */
+        char rid[ADMQ_NAME_MAX + 1];
+        snprintf(rid, sizeof rid, "%s", qe->request_id);
+        if (persist_open(self) || admq_cancel(self->admq, c->tenant, name) < 0)
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot cancel the queued create");
+        char msg[200];
+        snprintf(msg, sizeof msg, "the queued create of env '%s' was cancelled by env delete", name);
+        /* the waiter's outcome is the create's (its context is lost after a restart) */
+        const audit_ctx_t *saved = self->cur_audit;
+        audit_ctx_t actx = {"env.create", name, saved ? saved->role : "user",
+                            saved ? saved->key : ""};
+        self->cur_audit = &actx;
+        reply_send(self, NULL, NULL, c->tenant, rid, TTFLEET__STATUS__QUEUE_CANCELLED, msg, NULL,
+                   true);
+        self->cur_audit = saved;
+        s_queue_event(self, "env.queue_cancelled", c->tenant, name, msg);
+        reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg,
+                   NULL, true);
+        self->admit_wanted = true; /* the order behind it changed */
+        return 0;
+    }
     int status;
     env_t *env = s_env_idle(c, c->req->env_delete->name, &status);
     if (!env)

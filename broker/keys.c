@@ -24,10 +24,12 @@ static void s_rec_free(void **item)
     *item = NULL;
 }
 
-static void s_auth(broker_t *self, const char *cmd, const char *pub)
+/* The role goes along: auth.c's "events" domain takes admin keys only.
+ * (No lookup here: keys_auth_sync calls this while iterating the hash.) */
+static void s_auth(broker_t *self, const char *cmd, const char *pub, const char *role)
 {
     if (self->auth)
-        zstr_sendx(self->auth, cmd, pub, NULL);
+        zstr_sendx(self->auth, cmd, pub, role ? role : "", NULL);
 }
 
 void keys_auth_sync(broker_t *self)
@@ -36,7 +38,7 @@ void keys_auth_sync(broker_t *self)
         return;
     zstr_sendx(self->auth, "KEY-CLEAR", NULL);
     for (key_rec_t *k = zhashx_first(self->keys); k; k = zhashx_next(self->keys))
-        s_auth(self, "KEY-SET", zhashx_cursor(self->keys));
+        s_auth(self, "KEY-SET", zhashx_cursor(self->keys), k->role);
 }
 
 const key_rec_t *keys_find(broker_t *self, const char *pub)
@@ -62,7 +64,7 @@ static key_rec_t *s_put(broker_t *self, const char *pub, const char *tenant, con
     k->added_at = tt_now();
     zhashx_update(self->keys, pub, k);
     persist_key_put(self, pub, tenant, role, k->added_at, by);
-    s_auth(self, "KEY-SET", pub);
+    s_auth(self, "KEY-SET", pub, role);
     return k;
 }
 
@@ -262,7 +264,7 @@ int keys_rm(handler_ctx_t *c)
     /* the reply shows what was removed; the record outlives the binding */
     zsys_info("keys: %s removed %s (%s of tenant %s)", by, pub, copy.role, copy.tenant);
     int rc = s_reply_keys(c, pub, &copy);
-    s_auth(c->self, "KEY-DEL", pub);
+    s_auth(c->self, "KEY-DEL", pub, NULL);
     zhashx_delete(c->self->keys, pub);
     c->self->events_cut = true;
     return rc;

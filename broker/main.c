@@ -30,7 +30,11 @@ static void s_usage(FILE *out)
             "  --state DIR              state directory (default ttfleet-state/broker)\n"
             "  --clients EP             clients endpoint, 7/MDP (default tcp://127.0.0.1:5555)\n"
             "  --workers EP             workers endpoint (default tcp://127.0.0.1:5556)\n"
-            "  --events EP              events PUB endpoint (default tcp://127.0.0.1:5557)\n"
+            "  --events EP              events PUB endpoint (default tcp://127.0.0.1:5557);\n"
+            "                           under CURVE it takes admin keys only\n"
+            "  --events-private EP      tenant-private events (ROUTER, TTE01): each client\n"
+            "                           gets its own tenant's events, admins all (default off)\n"
+            "  --audit-days N           keep audit rows N days, 1..36500 (default 90)\n"
             "  --blobs EP               image blob server endpoint (default tcp://127.0.0.1:*,\n"
             "                           a free loopback port; \"none\" for no image catalog)\n"
             "  --max-image-mib N        largest image a push may register (default 65536)\n"
@@ -109,11 +113,12 @@ enum {
     O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
     O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
-    O_BLOBS, O_MAXIMG
+    O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
     {"workers", 1, 0, O_WORKERS},       {"events", 1, 0, O_EVENTS},
+    {"events-private", 1, 0, O_EVPRIV}, {"audit-days", 1, 0, O_AUDITDAYS},
     {"admin-tenant", 1, 0, O_ADMIN},    {"default-engine", 1, 0, O_ENGINE},
     {"min-stop-interval", 1, 0, O_MINSTOP}, {"heartbeat-ms", 1, 0, O_HB},
     {"liveness", 1, 0, O_LIVE},         {"worker-timeout-ms", 1, 0, O_WTO},
@@ -206,6 +211,13 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
     case O_MAXIMG:
         bad = s_int(flag, val, 1, 1LL << 24, &v);
         cfg->max_image = (uint64_t)v << 20;
+        break;
+    case O_EVPRIV:
+        bad = s_str(flag, val, cfg->events_private_ep, sizeof cfg->events_private_ep);
+        break;
+    case O_AUDITDAYS:
+        bad = s_int(flag, val, 1, 36500, &v);
+        cfg->audit_days = (int)v;
         break;
     case O_REAP:
         bad = s_int(flag, val, 1, 100000, &v);

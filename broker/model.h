@@ -42,6 +42,10 @@ typedef struct broker_t broker_t;
 typedef struct broker_stats_t broker_stats_t;
 typedef struct env_t env_t;
 typedef struct op_t op_t;
+/* admission modules (admq.h, quota.h, evstream.h): opaque here */
+typedef struct admq_t admq_t;
+typedef struct quotas_t quotas_t;
+typedef struct evstream_t evstream_t;
 
 typedef enum { HOST_DOWN = 0, HOST_ONLINE = 1, HOST_SUSPECT = 2 } host_state_t;
 
@@ -177,11 +181,23 @@ typedef struct {
     bool done;
     size_t len;
     uint8_t *reply; /* packed Reply, NULL while in progress */
+    char *audit;    /* in progress: "op\x1ftarget\x1frole\x1fkey" for its final audit row */
 } request_rec_t;
+
+/* Who is asking and what, for the audit row of the request being handled
+ * (dispatch.c sets it, reply.c writes it with the outcome). */
+typedef struct {
+    const char *op;     /* "env.create", "quota.set", ... */
+    const char *target; /* env name, host id, tenant of a quota */
+    const char *role;   /* "user", "admin", "system" */
+    const char *key;    /* the client's CURVE public key (Z85), "" without CURVE */
+} audit_ctx_t;
 
 typedef struct {
     char state_dir[512];
     char clients_ep[256], workers_ep[256], events_ep[256];
+    char events_private_ep[256]; /* evstream ROUTER (tenant-private events), "" = off */
+    int audit_days;              /* audit rows kept this long (default 90) */
     char admin_tenant[TT_MAX_NAME + 1];
     char default_engine[TT_MAX_NAME + 1];
     int heartbeat_ms;
@@ -242,6 +258,15 @@ struct broker_t {
     uint64_t hosts_gen;      /* bumped when the host registry changes */
     zhashx_t *rates;         /* rate.c: tenant -> token bucket */
     bool curve;
+    /* admission (admission.c, adm_ops.c; the modules are admq/quota/audit/evstream) */
+    admq_t *admq;
+    quotas_t *quotas;
+    evstream_t *evs;
+    zsock_t *events_private; /* the evstream ROUTER, NULL when off */
+    bool admit_wanted;       /* capacity was freed: run admission after this request */
+    const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
+    char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
+    int64_t next_audit_prune;
     zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */
     bool events_cut;    /* keys.c: a key was removed; drop every events subscriber */
     bool events_down;   /* broker.c: events endpoint unbound, to be bound again */

@@ -10,6 +10,7 @@
  * loop.
  */
 #include "outq.h"
+#include "evstream.h"
 #include "ttframe.h"
 
 #include <stdlib.h>
@@ -62,10 +63,37 @@ void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *
     zframe_t *body = ttframe_pack((const ProtobufCMessage *)&ev);
     if (!body)
         return;
+    /* the same event for the tenant-private stream (evstream.h), queued
+     * like everything else so a failed request or batch takes it back;
+     * outq_flush hands it to evstream after the commit */
+    if (self->evs) {
+        zmsg_t *priv = zmsg_new();
+        zmsg_addstr(priv, ev.tenant);
+        zmsg_addstr(priv, ev.env);
+        zmsg_addstr(priv, kind);
+        zframe_t *copy = zframe_dup(body);
+        zmsg_append(priv, &copy);
+        outq_push(self, self->events_private, &priv);
+    }
     zmsg_t *msg = zmsg_new();
     zmsg_addstr(msg, kind);
     zmsg_append(msg, &body);
     outq_push(self, self->events, &msg);
+}
+
+/* [tenant][env][topic][Event] queued by outq_event -> the private stream */
+static void s_private_event(broker_t *self, zmsg_t **msg_p)
+{
+    char *tenant = zmsg_popstr(*msg_p), *env = zmsg_popstr(*msg_p), *topic = zmsg_popstr(*msg_p);
+    zframe_t *body = zmsg_pop(*msg_p);
+    if (tenant && env && topic && body)
+        evstream_publish(self->evs, tenant, *env ? env : NULL, topic, zframe_data(body),
+                         zframe_size(body));
+    zstr_free(&tenant);
+    zstr_free(&env);
+    zstr_free(&topic);
+    zframe_destroy(&body);
+    zmsg_destroy(msg_p);
 }
 
 void outq_worker(broker_t *self, host_t *host, int cmd, const void *body, size_t len)
@@ -129,10 +157,17 @@ void outq_keep_durable(broker_t *self)
 void outq_flush(broker_t *self)
 {
     out_t *o;
+    bool events = false;
     while ((o = zlistx_detach(self->outq, NULL))) {
-        ttframe_send_nowait(o->sock, &o->msg);
+        if (o->sock && o->sock == self->events_private && self->evs) {
+            s_private_event(self, &o->msg);
+            events = true;
+        } else
+            ttframe_send_nowait(o->sock, &o->msg);
         free(o);
     }
+    if (events)
+        evstream_flush(self->evs, tt_mono_ms());
 }
 
 void outq_drop(broker_t *self)

@@ -49,6 +49,25 @@ static sqlite3_stmt *s_stmt(broker_t *self, const char *sql)
     return st;
 }
 
+int persist_open(broker_t *self)
+{
+    if (self->failed)
+        return -1;
+    if (store_begin(self->store)) {
+        s_fail(self, "begin");
+        return -1;
+    }
+    if (self->req_active && !self->req_savepoint) {
+        if (store_savepoint(self->store, "req")) {
+            s_fail(self, "savepoint");
+            return -1;
+        }
+        self->req_savepoint = true;
+    }
+    self->dirty = true;
+    return 0;
+}
+
 static void s_done(broker_t *self, sqlite3_stmt *st, const char *what)
 {
     if (store_step_done(self->store, st))
@@ -555,6 +574,7 @@ static void s_rec_free(void **item)
     request_rec_t *rec = *item;
     if (rec) {
         free(rec->reply);
+        free(rec->audit);
         free(rec);
         *item = NULL;
     }

@@ -9,6 +9,10 @@
 #include "model.h"
 
 int persist_load(broker_t *self);
+/* Open the batch transaction (and the request's savepoint) for a module
+ * that stages rows through store/ itself (admq, quota, audit). 0, or -1
+ * when the batch already failed. */
+int persist_open(broker_t *self);
 void persist_host(broker_t *self, host_t *host);
 /* The host's pin row: written, or dropped (drop, or nothing pinned). */
 void persist_host_pin(broker_t *self, const host_t *h, bool drop);

@@ -2,6 +2,7 @@
  * reaper: lease expiry. See reaper.h.
  */
 #include "reaper.h"
+#include "admission.h"
 #include "env_ops.h"
 
 #include <stdio.h>
@@ -32,4 +33,7 @@ void reaper_run(broker_t *self, int64_t now)
         env_ops_delete(self, e, "env.expired");
     }
     zlistx_destroy(&due);
+    /* the queue: max-wait expiry, admission into what the tick freed (a
+     * host up, VMs stopped, failed creates), audit retention */
+    admission_tick(self, now);
 }

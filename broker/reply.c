@@ -8,6 +8,7 @@
  * survives the failure of a later batch.
  */
 #include "reply.h"
+#include "audit.h"
 #include "stats.h"
 #include "outq.h"
 #include "persist.h"
@@ -165,16 +166,67 @@ void reply_replay(broker_t *self, zmsg_t *envelope, const char *service, const r
     outq_client(self, envelope, service, rec->reply, rec->len, rec->batch < self->batch_no);
 }
 
+/* The audit context of a request in progress, kept with its record so
+ * the final outcome (an op's end, queue admission) is audited like the
+ * request that asked for it. */
+static char *s_audit_pack(const audit_ctx_t *a)
+{
+    if (!a)
+        return NULL;
+    char buf[600];
+    snprintf(buf, sizeof buf, "%s\x1f%s\x1f%s\x1f%s", a->op ? a->op : "",
+             a->target ? a->target : "", a->role ? a->role : "", a->key ? a->key : "");
+    return strdup(buf);
+}
+
+void reply_audit(broker_t *self, const char *tenant, const char *rid, int status,
+                 const char *message)
+{
+    if (!tenant || !*tenant)
+        return;
+    request_rec_t *rec = rid && *rid ? reply_record_find(self, tenant, rid) : NULL;
+    audit_ctx_t ctx = {"request", "", "system", ""};
+    char buf[600];
+    if (rec && !rec->done && rec->audit) {
+        /* op \x1f target \x1f role \x1f key */
+        snprintf(buf, sizeof buf, "%s", rec->audit);
+        char *f[4] = {buf, "", "", ""};
+        for (int i = 1; i < 4; i++) {
+            char *sep = strchr(f[i - 1], '\x1f');
+            if (!sep)
+                break;
+            *sep = 0;
+            f[i] = sep + 1;
+        }
+        ctx = (audit_ctx_t){f[0], f[1], f[2], f[3]};
+    } else if (self->cur_audit)
+        ctx = *self->cur_audit;
+    if (persist_open(self))
+        return;
+    audit_rec_t ar = {0,        tt_now(), tenant,     ctx.role, ctx.key,
+                      ctx.op,   ctx.target, rid ? rid : "", status, message ? message : ""};
+    char err[256];
+    if (audit_write(self->store, &ar, err, sizeof err)) {
+        zsys_error("broker.db: %s", err);
+        self->failed = true; /* a change without its audit row must not commit */
+    }
+}
+
 void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
 {
     char key[2 * TT_MAX_REQUEST_ID + 2];
     s_req_key(tenant, rid, key, sizeof key);
+    request_rec_t *old = zhashx_lookup(self->requests, key);
+    char *audit = old && !old->done && old->audit ? strdup(old->audit) : s_audit_pack(self->cur_audit);
     request_rec_t *rec = calloc(1, sizeof *rec);
     if (rec) {
         rec->created_at = tt_now();
         rec->batch = self->batch_no;
+        rec->audit = audit;
+        audit = NULL;
         zhashx_update(self->requests, key, rec);
     }
+    free(audit);
     persist_request_begin(self, tenant, rid);
 }
 
@@ -233,6 +285,8 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
                   tt_status_name(status), message ? message : "");
     size_t slen = 0;
     uint8_t *stored = record && tenant && rid && *rid ? s_stored_copy(rep, buf, len, &slen) : NULL;
+    if (record && tenant && rid && *rid)
+        reply_audit(self, tenant, rid, status, message);
     if (stored) {
         char key[2 * TT_MAX_REQUEST_ID + 2];
         s_req_key(tenant, rid, key, sizeof key);
@@ -252,6 +306,8 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
             rec->len = slen;
             rec->done = true;
             rec->batch = self->batch_no;
+            free(rec->audit);
+            rec->audit = NULL;
         }
         persist_request_done(self, tenant, rid, stored, slen);
         if (stored != buf)

@@ -33,6 +33,13 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
 /* Reply with an env (and its VMs) as the result. */
 void reply_env(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
                const char *rid, int status, const char *msg, const env_t *env, bool record);
+/* Stage the audit row of (tenant, rid)'s outcome in the batch: with the
+ * context its record kept while in progress, else the request being
+ * handled (self->cur_audit), else as a system action. reply_send does
+ * this for every recorded reply; call it for an outcome that is not
+ * recorded yet (QUEUED). */
+void reply_audit(broker_t *self, const char *tenant, const char *rid, int status,
+                 const char *message);
 /* The record of (tenant, rid), NULL if none. */
 request_rec_t *reply_record_find(broker_t *self, const char *tenant, const char *rid);
 /* Open the record of a request that waits for workers (IN_PROGRESS). */

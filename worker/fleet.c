@@ -31,6 +31,7 @@
 
 #include "engine.h"
 #include "images.h"
+#include "jobs.h"
 #include "proc.h"
 #include "seed.h"
 #include "vmready.h"
@@ -42,9 +43,12 @@
 #define S_MSG_LEN 256
 #define S_POLL_MS 50        /* how often a VM being stopped is looked at */
 #define S_KILL_WAIT_MS 2000 /* after SIGKILL, before the blocking stop says why */
+#define S_JOB_POLL_MS 5     /* how often the loop looks for finished engine jobs */
+#define S_JOB_THREADS 4     /* engine calls that run at once (different VMs) */
+#define S_PENDING (-100)    /* s_converge: an engine job carries on with the spec */
 
 /* Where one VM of an op is. */
-enum { S_TODO = 0, S_STOPPING, S_KILLING, S_DONE };
+enum { S_TODO = 0, S_STOPPING, S_KILLING, S_WAITING, S_DONE };
 
 typedef struct {
     int phase;
@@ -60,6 +64,7 @@ typedef struct s_op_s {
     Ttfleet__WorkerCommand *cmd; /* owned */
     bool internal;               /* expiry: an event, no reply */
     bool started;
+    bool persist_failed; /* a worker.db write of this op failed (rolled back alone) */
     size_t left;  /* specs not done */
     s_vmop_t *vs; /* [cmd->n_vms] */
     struct s_op_s *next;
@@ -88,6 +93,11 @@ struct fleet_t {
     s_op_t *done; /* finished, waiting for the commit */
     s_op_t **done_tail;
     s_op_t **owner; /* [TT_VMID_MAX + 1]: the started op that holds a VM id */
+    uint16_t *queued; /* [TT_VMID_MAX + 1]: specs of unfinished ops naming a VM id */
+    jobs_t *jobs;     /* the engine calls that may block (S_WAITING) */
+    s_op_t *cur_op;   /* the op whose spec is being applied (s_put blames it) */
+    size_t cur_i;
+    bool rewrite;     /* a row write was rolled back: rewrite every row next tick */
     uint32_t *mark; /* [TT_VMID_MAX + 1]: scheduling pass that saw it wanted */
     uint32_t gen;
     zlist_t *out;         /* packed replies ready to send */
@@ -186,11 +196,29 @@ static void s_tx(fleet_t *self)
         self->in_tx = true;
 }
 
+/* A row write that failed is rolled back alone (a savepoint around it):
+ * the op being applied is told its changes were not persisted, the rest
+ * of the group commit goes ahead, and the next tick rewrites every row
+ * from the table (which follows reality). */
+static void s_write_failed(fleet_t *self, uint32_t vm_id)
+{
+    zsys_error("worker.db: write of vm %u failed: %s", vm_id, vmdb_errmsg(self->db));
+    if (self->cur_op)
+        self->cur_op->persist_failed = true;
+    self->rewrite = true;
+}
+
 static void s_put(fleet_t *self, const vm_t *vm)
 {
     s_tx(self);
-    if (vmdb_put(self->db, vm))
+    if (!self->in_tx)
+        return; /* dirty: rewritten next tick */
+    if (vmdb_savepoint(self->db) || vmdb_put(self->db, vm)) {
+        s_write_failed(self, vm->vm_id);
+        vmdb_rollback_to(self->db);
+    } else if (vmdb_release(self->db)) {
         self->dirty = true;
+    }
 }
 
 /* If the VM should hold a process and has none, it is DEAD now.
@@ -269,8 +297,14 @@ static int s_check(fleet_t *self, uint32_t vm_id, const res_t *want, char *msg)
 static void s_remove(fleet_t *self, vm_t *vm)
 {
     s_tx(self);
-    if (vmdb_delete(self->db, vm->vm_id))
-        self->dirty = true;
+    if (self->in_tx) {
+        if (vmdb_savepoint(self->db) || vmdb_delete(self->db, vm->vm_id)) {
+            s_write_failed(self, vm->vm_id);
+            vmdb_rollback_to(self->db);
+        } else if (vmdb_release(self->db)) {
+            self->dirty = true;
+        }
+    }
     self->table[vm->vm_id] = NULL;
     self->count--;
     free(vm);
@@ -299,6 +333,71 @@ static int s_destroy_vm(fleet_t *self, vm_t *vm, char *msg)
     return 0;
 }
 
+/* ---- engine calls off the loop ---- */
+
+/* What an engine job does, in this order; it stops at the first step
+ * that fails. */
+enum { S_J_PREPARE = 1, S_J_START = 2, S_J_PAUSE = 4, S_J_RESUME = 8 };
+
+/* One engine job: a copy of the VM the pool thread works on, and where
+ * its result goes (spec i of op, which holds the VM until it is done). */
+typedef struct {
+    const engine_t *eng;
+    const engine_ctx_t *ctx; /* read-only, outlives the pool */
+    vm_t vm;
+    int steps;
+    int failed; /* the step that failed, 0 if none */
+    char err[200];
+    s_op_t *op;
+    size_t i;
+    bool created; /* a new VM: not in worker.db or the network yet */
+    int desired;
+} s_ejob_t;
+
+/* Runs on a pool thread: engine calls only, on the job's own copy. */
+static void s_ejob_run(void *arg)
+{
+    s_ejob_t *j = arg;
+    static const int order[] = {S_J_PREPARE, S_J_START, S_J_PAUSE, S_J_RESUME};
+    for (size_t k = 0; k < sizeof order / sizeof *order; k++) {
+        if (!(j->steps & order[k]))
+            continue;
+        int rc = order[k] == S_J_PREPARE ? j->eng->prepare_disk(j->ctx, &j->vm, j->err, sizeof j->err)
+                 : order[k] == S_J_START ? j->eng->start(j->ctx, &j->vm, j->err, sizeof j->err)
+                 : order[k] == S_J_PAUSE ? j->eng->pause(j->ctx, &j->vm, j->err, sizeof j->err)
+                                         : j->eng->resume(j->ctx, &j->vm, j->err, sizeof j->err);
+        if (rc) {
+            j->failed = order[k];
+            return;
+        }
+    }
+}
+
+/* Hand steps for vm to the pool, for the spec being applied. S_PENDING,
+ * or 0 when it cannot (no pool, no op: the caller runs them itself). */
+static int s_ejob_submit(fleet_t *self, const vm_t *vm, int steps, bool created, int desired)
+{
+    if (!self->jobs || !self->cur_op)
+        return 0;
+    s_ejob_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return 0;
+    j->eng = s_engine(vm);
+    j->ctx = &self->ctx;
+    j->vm = *vm;
+    j->steps = steps;
+    j->op = self->cur_op;
+    j->i = self->cur_i;
+    j->created = created;
+    j->desired = desired;
+    if (jobs_submit(self->jobs, s_ejob_run, j)) {
+        free(j);
+        return 0;
+    }
+    self->cur_op->vs[self->cur_i].phase = S_WAITING;
+    return S_PENDING;
+}
+
 /* Move vm (which exists, spec already copied in) to the desired state.
  * Returns a status; msg says why on failure. */
 static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char *msg)
@@ -320,6 +419,8 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
     }
 
     if (from == TTFLEET__VM_STATE__VM_PAUSED && desired == TTFLEET__VM_STATE__VM_RUNNING) {
+        if (s_ejob_submit(self, vm, S_J_RESUME, false, desired))
+            return S_PENDING;
         if (eng->resume(&self->ctx, vm, err, sizeof err)) {
             snprintf(msg, S_MSG_LEN, "resume vm %u: %s", vm->vm_id, err);
             return TTFLEET__STATUS__WORKER_FAILED;
@@ -336,8 +437,13 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
             return TTFLEET__STATUS__NO_CAPACITY;
         if (from == TTFLEET__VM_STATE__VM_DEAD)
             eng->stop(&self->ctx, vm, err, sizeof err); /* clear leftovers */
-        if (eng->prepare_disk(&self->ctx, vm, err, sizeof err) ||
-            net_vm_before_start(self->net, vm, err, sizeof err) ||
+        if (net_vm_before_start(self->net, vm, err, sizeof err) == 0 &&
+            s_ejob_submit(self, vm,
+                          S_J_PREPARE | S_J_START |
+                              (desired == TTFLEET__VM_STATE__VM_PAUSED ? S_J_PAUSE : 0),
+                          false, desired))
+            return S_PENDING; /* s_ejob_done carries on */
+        if (err[0] || eng->prepare_disk(&self->ctx, vm, err, sizeof err) ||
             eng->start(&self->ctx, vm, err, sizeof err)) {
             snprintf(msg, S_MSG_LEN, "start vm %u: %s", vm->vm_id, err);
             vm->state = TTFLEET__VM_STATE__VM_STOPPED;
@@ -361,6 +467,8 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
     }
 
     /* RUNNING -> PAUSED */
+    if (s_ejob_submit(self, vm, S_J_PAUSE, false, desired))
+        return S_PENDING;
     if (eng->pause(&self->ctx, vm, err, sizeof err)) {
         snprintf(msg, S_MSG_LEN, "pause vm %u: %s", vm->vm_id, err);
         return TTFLEET__STATUS__WORKER_FAILED;
@@ -408,7 +516,20 @@ static void s_net_changed(fleet_t *self, const vm_t *old, vm_t *vm)
     zsys_info("vm %u (%s): ports/outgoing updated live", vm->vm_id, vm->env);
 }
 
-/* Apply one spec. Returns a status; fills *state with the VM's actual
+/* A new VM's disk is ready: record it and give it its network. */
+static void s_created(fleet_t *self, vm_t *vm)
+{
+    char err[300];
+    s_put(self, vm);
+    if (net_vm_add(self->net, vm, err, sizeof err)) {
+        zsys_warning("vm %u: network: %s; rebuilding the network state", vm->vm_id, err);
+        self->net_resync = true;
+    }
+    zsys_info("vm %u (%s): created (%s, %s)", vm->vm_id, vm->env, vm->engine, vm->image);
+}
+
+/* Apply one spec. Returns a status (S_PENDING: an engine job carries it
+ * on, see s_ejob_done); fills *state with the VM's actual
  * state after it and msg on failure. */
 /* Keep the spec's bootstrap inputs (issue 11) in the VM's directory before
  * it is prepared or started, so the engine's seed is built from them on
@@ -529,6 +650,16 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
         s_from_spec(vm, spec);
         vm->state = TTFLEET__VM_STATE__VM_STOPPED;
         const engine_t *eng = s_engine(vm);
+        if (self->jobs && self->cur_op) {
+            /* held by the op while the pool prepares its disk (it counts
+             * in the resource sums already); s_ejob_done records it */
+            self->table[vm->vm_id] = vm;
+            self->count++;
+            if (s_ejob_submit(self, vm, S_J_PREPARE, true, spec->desired))
+                return S_PENDING;
+            self->table[vm->vm_id] = NULL;
+            self->count--;
+        }
         if (eng->prepare_disk(&self->ctx, vm, err, sizeof err)) {
             snprintf(msg, S_MSG_LEN, "prepare disk of vm %u: %s", vm->vm_id, err);
             free(vm);
@@ -536,12 +667,7 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
         }
         self->table[vm->vm_id] = vm;
         self->count++;
-        s_put(self, vm);
-        if (net_vm_add(self->net, vm, err, sizeof err)) {
-            zsys_warning("vm %u: network: %s; rebuilding the network state", vm->vm_id, err);
-            self->net_resync = true;
-        }
-        zsys_info("vm %u (%s): created (%s, %s)", vm->vm_id, vm->env, vm->engine, vm->image);
+        s_created(self, vm);
     }
     int status = s_transition(self, vm, spec->desired, checked, msg);
     s_ready_step(self, vm); /* the reply carries ready (spec none) or its drop */
@@ -561,6 +687,7 @@ static void s_flush_all(fleet_t *self)
     if (vmdb_commit(self->db))
         goto fail;
     self->dirty = false;
+    self->rewrite = false;
     zsys_info("worker.db rewritten from memory after an earlier failure");
     return;
 fail:
@@ -675,6 +802,7 @@ static void s_spec_done(fleet_t *self, s_op_t *op, size_t i, int status, int sta
     snprintf(v->msg, sizeof v->msg, "%s", msg);
     const vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
     if (vm) {
+        s_ready_step(self, vm); /* the reply carries ready (spec none) or its drop */
         snprintf(v->env, sizeof v->env, "%s", vm->env);
         v->expires_at = vm->expires_at;
     } else if (!op->internal) {
@@ -750,8 +878,12 @@ static void s_spec_begin(fleet_t *self, s_op_t *op, size_t i)
             return;
         }
     }
+    self->cur_op = op;
+    self->cur_i = i;
     status = s_converge(self, spec, &state, msg);
-    s_spec_done(self, op, i, status, state, msg);
+    self->cur_op = NULL;
+    if (status != S_PENDING)
+        s_spec_done(self, op, i, status, state, msg);
 }
 
 /* The VM of spec i is off (or past its kill deadline): the blocking stop
@@ -768,10 +900,78 @@ static void s_spec_stopped(fleet_t *self, s_op_t *op, size_t i)
         s_spec_done(self, op, i, TTFLEET__STATUS__WORKER_FAILED, vm->state, msg);
         return;
     }
+    self->cur_op = op;
+    self->cur_i = i;
     vm->state = TTFLEET__VM_STATE__VM_STOPPED;
     s_put(self, vm);
     int status = s_converge(self, spec, &state, msg);
-    s_spec_done(self, op, i, status, state, msg);
+    self->cur_op = NULL;
+    if (status != S_PENDING)
+        s_spec_done(self, op, i, status, state, msg);
+}
+
+/* An engine job finished (on the loop): apply its result to the VM and
+ * its row, then carry the spec on (a new VM goes on to start) or finish
+ * it. */
+static void s_ejob_done(fleet_t *self, s_ejob_t *j)
+{
+    s_op_t *op = j->op;
+    size_t i = j->i;
+    vm_t *vm = self->table[j->vm.vm_id]; /* held by op since the job began */
+    char msg[S_MSG_LEN] = "", err[200];
+    int status = TTFLEET__STATUS__OK;
+    self->cur_op = op;
+    self->cur_i = i;
+    if (j->created) {
+        if (j->failed) {
+            snprintf(msg, sizeof msg, "prepare disk of vm %u: %s", vm->vm_id, j->err);
+            self->table[vm->vm_id] = NULL;
+            self->count--;
+            free(vm);
+            self->cur_op = NULL;
+            s_spec_done(self, op, i, TTFLEET__STATUS__WORKER_FAILED, TTFLEET__VM_STATE__VM_ABSENT,
+                        msg);
+            return;
+        }
+        *vm = j->vm;
+        s_created(self, vm);
+        status = s_transition(self, vm, j->desired, true, msg);
+        self->cur_op = NULL;
+        if (status != S_PENDING)
+            s_spec_done(self, op, i, status, vm->state, msg);
+        return;
+    }
+    *vm = j->vm; /* pid, start time: what the engine did */
+    if (j->steps & S_J_START) {
+        if (j->failed & (S_J_PREPARE | S_J_START)) {
+            snprintf(msg, sizeof msg, "start vm %u: %s", vm->vm_id, j->err);
+            vm->state = TTFLEET__VM_STATE__VM_STOPPED;
+            status = TTFLEET__STATUS__WORKER_FAILED;
+        } else if (net_vm_after_start(self->net, vm, err, sizeof err)) {
+            char e2[200];
+            snprintf(msg, sizeof msg, "network of vm %u: %s", vm->vm_id, err);
+            j->eng->stop(&self->ctx, vm, e2, sizeof e2);
+            vm->state = TTFLEET__VM_STATE__VM_STOPPED;
+            status = TTFLEET__STATUS__WORKER_FAILED;
+        } else {
+            tt_crash_point("worker.after_spawn"); /* started, not yet in worker.db */
+            vm->state = TTFLEET__VM_STATE__VM_RUNNING;
+            zsys_info("vm %u (%s): running, pid %d", vm->vm_id, vm->env, (int)vm->pid);
+        }
+    }
+    if (status == TTFLEET__STATUS__OK && (j->steps & (S_J_PAUSE | S_J_RESUME))) {
+        bool pause = j->steps & S_J_PAUSE;
+        if (j->failed) {
+            snprintf(msg, sizeof msg, "%s vm %u: %s", pause ? "pause" : "resume", vm->vm_id,
+                     j->err);
+            status = TTFLEET__STATUS__WORKER_FAILED;
+        } else {
+            vm->state = pause ? TTFLEET__VM_STATE__VM_PAUSED : TTFLEET__VM_STATE__VM_RUNNING;
+        }
+    }
+    s_put(self, vm);
+    self->cur_op = NULL;
+    s_spec_done(self, op, i, status, vm->state, msg);
 }
 
 /* One timer step of a VM being stopped. True if it finished. */
@@ -854,8 +1054,11 @@ static void s_schedule(fleet_t *self)
             }
             *pp = op->next;
             for (size_t i = 0; i < op->cmd->n_vms; i++)
-                if (s_in_range(op->cmd->vms[i]->vm_id))
+                if (s_in_range(op->cmd->vms[i]->vm_id)) {
                     self->owner[op->cmd->vms[i]->vm_id] = NULL;
+                    if (self->queued[op->cmd->vms[i]->vm_id])
+                        self->queued[op->cmd->vms[i]->vm_id]--;
+                }
             op->next = NULL;
             *self->done_tail = op;
             self->done_tail = &op->next;
@@ -959,7 +1162,7 @@ static int s_commit(fleet_t *self)
                 snprintf(e->env, sizeof e->env, "%s", v->env);
             }
         } else {
-            zframe_t *f = s_op_reply(self, op, rc == 0);
+            zframe_t *f = s_op_reply(self, op, rc == 0 && !op->persist_failed);
             if (f && zlist_append(self->out, f))
                 zframe_destroy(&f);
         }
@@ -969,11 +1172,52 @@ static int s_commit(fleet_t *self)
     return rc;
 }
 
-/* Queue an unpacked command (takes it); applies what can be now. */
+/* Answer a command at once that was not queued: nothing was changed. */
+static void s_refuse(fleet_t *self, Ttfleet__WorkerCommand *cmd, const char *why)
+{
+    zsys_warning("op %llu: refused: %s", (unsigned long long)cmd->op_id, why);
+    Ttfleet__WorkerReply reply = TTFLEET__WORKER_REPLY__INIT;
+    reply.op_id = cmd->op_id;
+    reply.status = TTFLEET__STATUS__WORKER_FAILED;
+    reply.message = (char *)why;
+    zframe_t *f = wire_pack(&reply.base);
+    if (f && zlist_append(self->out, f))
+        zframe_destroy(&f);
+    ttfleet__worker_command__free_unpacked(cmd, NULL);
+}
+
+/* Queue an unpacked command (takes it); applies what can be now. A
+ * command beyond FLEET_MAX_OPS unfinished ops, or naming a VM that
+ * FLEET_MAX_OPS_PER_VM unfinished ops name already, is refused with a
+ * reply (WORKER_FAILED, nothing changed). Expiry destroys are never
+ * refused (one per VM at most: the tick skips VMs an op holds). */
 static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
 {
+    char why[S_MSG_LEN];
+    if (!internal && self->n_ops >= FLEET_MAX_OPS) {
+        snprintf(why, sizeof why, "host %s has %zu commands queued (limit %d): refused, nothing changed",
+                 self->cfg.host_id, self->n_ops, FLEET_MAX_OPS);
+        s_refuse(self, cmd, why);
+        return 0;
+    }
+    for (size_t i = 0; !internal && i < cmd->n_vms; i++) {
+        uint32_t id = cmd->vms[i]->vm_id;
+        if (s_in_range(id) && self->queued[id] >= FLEET_MAX_OPS_PER_VM) {
+            snprintf(why, sizeof why,
+                     "host %s has %u commands queued for vm %u (limit %d): refused, nothing changed",
+                     self->cfg.host_id, self->queued[id], id, FLEET_MAX_OPS_PER_VM);
+            s_refuse(self, cmd, why);
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < cmd->n_vms; i++)
+        if (s_in_range(cmd->vms[i]->vm_id))
+            self->queued[cmd->vms[i]->vm_id]++;
     s_op_t *op = s_op_new(cmd, internal);
     if (!op) {
+        for (size_t i = 0; i < cmd->n_vms; i++)
+            if (s_in_range(cmd->vms[i]->vm_id))
+                self->queued[cmd->vms[i]->vm_id]--;
         zsys_error("op %llu: out of memory: dropped", (unsigned long long)cmd->op_id);
         ttfleet__worker_command__free_unpacked(cmd, NULL);
         return -1;
@@ -997,6 +1241,11 @@ int fleet_submit(fleet_t *self, const byte *body, size_t len)
 
 void fleet_flush(fleet_t *self)
 {
+    s_ejob_t *j;
+    while (self->jobs && (j = jobs_reap(self->jobs))) {
+        s_ejob_done(self, j);
+        free(j);
+    }
     int64_t now = tt_mono_ms();
     for (s_op_t *op = self->ops; op; op = op->next)
         for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
@@ -1013,6 +1262,8 @@ zframe_t *fleet_pop(fleet_t *self)
 
 int fleet_next_ms(const fleet_t *self)
 {
+    if (self->jobs && jobs_pending(self->jobs))
+        return S_JOB_POLL_MS;
     for (const s_op_t *op = self->ops; op; op = op->next)
         for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
             if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
@@ -1175,7 +1426,7 @@ static int s_ready_step(fleet_t *self, const vm_t *vm)
 zframe_t *fleet_tick(fleet_t *self, int64_t now)
 {
     s_commit(self);
-    if (self->dirty)
+    if (self->dirty || self->rewrite)
         s_flush_all(self);
     if (self->net_resync)
         s_net_sync(self);
@@ -1335,12 +1586,14 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->table = calloc(TT_VMID_MAX + 1, sizeof *self->table);
     self->owner = calloc(TT_VMID_MAX + 1, sizeof *self->owner);
     self->mark = calloc(TT_VMID_MAX + 1, sizeof *self->mark);
+    self->queued = calloc(TT_VMID_MAX + 1, sizeof *self->queued);
     self->out = zlist_new();
     self->tail = &self->ops;
     self->done_tail = &self->done;
     self->images = images_new(cfg->images_dir);
     self->rd = vmready_new();
-    if (!self->table || !self->owner || !self->mark || !self->out || !self->images || !self->rd) {
+    if (!self->table || !self->owner || !self->mark || !self->queued || !self->out || !self->images ||
+        !self->rd) {
         snprintf(err, errlen, "out of memory");
         fleet_destroy(&self);
         return NULL;
@@ -1371,6 +1624,12 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     s_reconcile(self);
     if (s_net_sync(self))
         self->net_resync = true; /* tried again every tick */
+    self->jobs = jobs_new(S_JOB_THREADS);
+    if (!self->jobs) {
+        snprintf(err, errlen, "cannot start the engine threads");
+        fleet_destroy(&self);
+        return NULL;
+    }
     return self;
 }
 
@@ -1379,6 +1638,9 @@ void fleet_destroy(fleet_t **self_p)
     if (!self_p || !*self_p)
         return;
     fleet_t *self = *self_p;
+    /* engine calls running finish (each is bounded); their results and
+     * the queued ones are dropped, as a crash would */
+    jobs_destroy(&self->jobs, free);
     vmready_destroy(&self->rd);
     /* ops in flight are dropped unanswered, as a crash would: the broker
      * re-sends after READY; the transaction is rolled back */
@@ -1400,6 +1662,7 @@ void fleet_destroy(fleet_t **self_p)
     zlist_destroy(&self->out);
     free(self->owner);
     free(self->mark);
+    free(self->queued);
     free(self->expired);
     if (self->table) {
         for (uint32_t id = 0; id <= TT_VMID_MAX; id++)

@@ -25,6 +25,29 @@
  *                                              v
  *                                           KILLING --gone or 2 s--> DONE
  *     TODO --anything else, applied at once---------------------------^
+ *       |                                                              ^
+ *       '--engine call that may block--> WAITING --job reaped---------'
+ *                                          (or on to WAITING again: a new
+ *                                           VM's disk, then its start)
+ *
+ * WAITING: prepare_disk (qemu-img), start (spawn), pause and resume (QMP)
+ * run on a pool of engine threads (jobs.c) on a copy of the VM; the loop
+ * reaps finished jobs in fleet_flush (fleet_next_ms asks for a 5 ms poll
+ * while any is out) and applies their results to the table and worker.db
+ * itself. The op holds its VMs meanwhile, so one VM's ops stay in order
+ * while other VMs' ops run.
+ *
+ * Extension point (readiness probes, guest-agent exec/copy): add an
+ * S_J_* step to fleet.c's job (the pool function gets only copies and
+ * the read-only engine context), submit it with s_ejob_submit() from the
+ * spec being applied, and finish the spec in s_ejob_done() on the loop.
+ *
+ * Bounds: a command beyond FLEET_MAX_OPS unfinished ops, or naming a VM
+ * FLEET_MAX_OPS_PER_VM unfinished ops already name, is answered at once
+ * with WORKER_FAILED ("... limit ...: refused, nothing changed").
+ * Every row write has its own savepoint: one that fails is rolled back
+ * alone and fails only the op that made it; the rest of the group commit
+ * goes ahead, and the next tick rewrites every row from the table.
  *
  * so 50 VMs that ignore SIGTERM stop in one grace, together, while the
  * caller keeps heartbeating. An op whose specs are all DONE waits for the
@@ -44,6 +67,8 @@
 #include "resources.h"
 
 #define FLEET_MAX_ENGINES 8
+#define FLEET_MAX_OPS 1024      /* unfinished commands; beyond: refused */
+#define FLEET_MAX_OPS_PER_VM 16 /* unfinished commands naming one VM; beyond: refused */
 
 typedef struct {
     const char *state_dir;  /* absolute, exists */

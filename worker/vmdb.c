@@ -57,6 +57,21 @@ int vmdb_rollback(vmdb_t *self)
     return store_rollback(self->store);
 }
 
+int vmdb_savepoint(vmdb_t *self)
+{
+    return store_savepoint(self->store, "vmdb_row");
+}
+
+int vmdb_release(vmdb_t *self)
+{
+    return store_release(self->store, "vmdb_row");
+}
+
+int vmdb_rollback_to(vmdb_t *self)
+{
+    return store_rollback_to(self->store, "vmdb_row");
+}
+
 const char *vmdb_errmsg(vmdb_t *self)
 {
     return store_errmsg(self->store);

@@ -22,6 +22,11 @@ void vmdb_destroy(vmdb_t **self_p);
 int vmdb_begin(vmdb_t *self);
 int vmdb_commit(vmdb_t *self);
 int vmdb_rollback(vmdb_t *self);
+/* One write inside the open transaction, undone alone if it fails:
+ * savepoint, then release (keep) or rollback_to (undo and release). */
+int vmdb_savepoint(vmdb_t *self);
+int vmdb_release(vmdb_t *self);
+int vmdb_rollback_to(vmdb_t *self);
 
 /* Insert or update the row of vm. 0 / -1 (e.g. ip or mac held by another
  * row: the schema refuses it). */

@@ -613,8 +613,10 @@ class Keys(lifecycle.PoolTest):
 
     def test_key_rm_cuts_live_connection(self):
         pool = self.pool
+        # carol is bound as an admin: under CURVE the PUB events socket takes
+        # admin (and gateway) keys only, and this test watches it
         keygen(pool.key("carol"), "--role", "user", "--tenant", "carol")
-        pool.bind("carol", "carol", "user")
+        pool.bind("carol", "carol", "admin")
         pb = harness.pb2()
         sock = pool.raw("carol")
         self.addCleanup(sock.close, 0)
@@ -628,7 +630,7 @@ class Keys(lifecycle.PoolTest):
             return recv_reply(sock)
 
         self.assertEqual(ask().status, pb.OK)
-        sub_carol, sub_bob = self.subscriber("carol"), self.subscriber("bob")
+        sub_carol, sub_bob = self.subscriber("carol"), self.subscriber("admin")
 
         def event():
             """Make events (an env of bob's made and deleted)."""
