@@ -466,9 +466,9 @@ class Limits(unittest.TestCase):
 
 class Curve(unittest.TestCase):
     """ttgw and the Python client with CURVE keys (ttctl keygen), against a
-    broker with --curve-secret. The broker takes the tenant from the key
-    today, so every token acts as the gateway key's tenant: the reason the
-    broker needs the gateway role of docs/GATEWAY.md."""
+    broker with --curve-secret. ttgw's key is bound with the gateway role,
+    so the broker acts for the tenant of each token (docs/GATEWAY.md), and
+    an ordinary key still cannot claim another tenant (test_security)."""
 
     def test_curve(self):
         import test_security
@@ -476,8 +476,12 @@ class Curve(unittest.TestCase):
         pool = test_security.CurvePool(hosts={"h1": {}})
         self.addCleanup(pool.close)
         pool.start()
+        # the gateway's own key, bound by the operator with the gateway role:
+        # the broker then acts for the tenant each token maps to
+        test_security.keygen(pool.key("gwkey"), "--role", "user", "--tenant", "gw")
+        pool.bind("gwkey", "gw", "gateway")
         gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (OTHER, "bob", "user")],
-                           args=["--key", pool.key("alice"), "--broker-key", pool.broker_cert])
+                           args=["--key", pool.key("gwkey"), "--broker-key", pool.broker_cert])
         self.addCleanup(gw.stop)
         sse = SseReader(gw, USER)
         self.addCleanup(sse.close)
@@ -487,10 +491,12 @@ class Curve(unittest.TestCase):
         self.assertEqual(status, 201, env)
         self.assertEqual(env["tenant"], "alice")
         harness.wait_for("env.created over CURVE", lambda: "env.created" in sse.kinds("curved"))
-        # bob's token reaches the broker as the key's tenant (alice) until the
-        # broker honours Request.tenant from a gateway key
+        # bob's token acts as bob: alice's env is not his to see
         status, _, shown = gw.request("GET", "/v1/envs/curved", token=OTHER)
-        self.assertEqual((status, shown.get("tenant")), (200, "alice"))
+        self.assertEqual(status, 404, shown)
+        # and bob's event stream never carries alice's events
+        sse_bob = SseReader(gw, OTHER)
+        self.addCleanup(sse_bob.close)
         # the Python client with the same kind of keys
         harness.ttfleet_package()
         import ttfleet
@@ -498,6 +504,8 @@ class Curve(unittest.TestCase):
                             broker_key=pool.broker_cert, timeout_ms=5000) as c:
             self.assertEqual(c.env_show("curved").tenant, "alice")
             c.env_delete("curved")
+        harness.wait_for("env.deleted over CURVE", lambda: "env.deleted" in sse.kinds("curved"))
+        self.assertEqual(list(sse_bob.kinds("curved")), [])
         with ttfleet.Client(broker=pool.clients_ep, tenant="alice", timeout_ms=300,
                             retries=1) as plain:
             with self.assertRaises(ttfleet.TransportError):  # no key: silence
