@@ -227,9 +227,12 @@ static ttclient_t *s_client(gw_t *gw, const char *tenant, char *err, size_t errl
 
 /* Sends op (the Request field named op_name, already filled) and returns
  * 0 with *reply_p, or -1 with the transport error in err. */
-static int s_call(gw_t *gw, const char *tenant, const char *service, const char *op_name,
-                  ProtobufCMessage *op, const char *request_id, Ttfleet__Reply **reply_p,
-                  char *err, size_t errlen)
+/* as_admin: the request acts with the admin role. Under CURVE the broker
+ * grants it only to a key bound with the gateway role (Request.on_behalf_admin,
+ * docs/GATEWAY.md); without CURVE it ignores the field and goes by the tenant. */
+static int s_call(gw_t *gw, const char *tenant, bool as_admin, const char *service,
+                  const char *op_name, ProtobufCMessage *op, const char *request_id,
+                  Ttfleet__Reply **reply_p, char *err, size_t errlen)
 {
     const ProtobufCFieldDescriptor *f =
         protobuf_c_message_descriptor_get_field_by_name(&ttfleet__request__descriptor, op_name);
@@ -238,6 +241,7 @@ static int s_call(gw_t *gw, const char *tenant, const char *service, const char 
         return -1;
     }
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.on_behalf_admin = as_admin;
     *(ProtobufCMessage **)((char *)&req + f->offset) = op;
     *(uint32_t *)((char *)&req + f->quantifier_offset) = f->id;
     char rid[TT_MAX_REQUEST_ID + 1] = "";
@@ -429,7 +433,7 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     }
     Ttfleet__Reply *reply = NULL;
     char err[600];
-    int rc = s_call(gw, tenant, rt->service, rt->op, op, idem, &reply, err, sizeof err);
+    int rc = s_call(gw, tenant, tenant == gw->cfg.admin_tenant, rt->service, rt->op, op, idem, &reply, err, sizeof err);
     quota_give(QUOTA_REQUESTS, r->tenant);
     pbjson_arena_destroy(&arena);
     if (rc != 0)
@@ -666,12 +670,12 @@ static void s_write_pool(gw_t *gw, FILE *f)
     Ttfleet__EnvList all = TTFLEET__ENV_LIST__INIT;
     all.all = true;
     const char *admin = gw->cfg.admin_tenant;
-    bool up = s_call(gw, admin, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
+    bool up = s_call(gw, admin, true, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
                      sizeof err) == 0;
     if (up)
-        s_call(gw, admin, "tt.admin", "host_list", &empty.base, NULL, &hosts, err, sizeof err);
+        s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err, sizeof err);
     if (up)
-        s_call(gw, admin, "tt.admin", "env_list", &all.base, NULL, &envs, err, sizeof err);
+        s_call(gw, admin, true, "tt.admin", "env_list", &all.base, NULL, &envs, err, sizeof err);
     fprintf(f, "# HELP ttfleet_broker_up 1 if the broker answered this scrape.\n"
                "# TYPE ttfleet_broker_up gauge\nttfleet_broker_up %d\n", up ? 1 : 0);
     if (pool && pool->status == TTFLEET__STATUS__OK && pool->pool) {
@@ -766,7 +770,7 @@ static void s_write_pool(gw_t *gw, FILE *f)
             Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
             ref.name = l->envs[i]->name;
             Ttfleet__Reply *show = NULL;
-            if (s_call(gw, l->envs[i]->tenant, "tt.env", "env_show", &ref.base, NULL, &show, err,
+            if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show, err,
                        sizeof err) != 0)
                 continue;
             if (show->status == TTFLEET__STATUS__OK && show->env)

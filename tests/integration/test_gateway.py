@@ -480,7 +480,8 @@ class Curve(unittest.TestCase):
         # the broker then acts for the tenant each token maps to
         test_security.keygen(pool.key("gwkey"), "--role", "user", "--tenant", "gw")
         pool.bind("gwkey", "gw", "gateway")
-        gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (OTHER, "bob", "user")],
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (OTHER, "bob", "user"),
+                                  (ADMIN, "ops", "admin")],
                            args=["--key", pool.key("gwkey"), "--broker-key", pool.broker_cert])
         self.addCleanup(gw.stop)
         sse = SseReader(gw, USER)
@@ -491,6 +492,12 @@ class Curve(unittest.TestCase):
         self.assertEqual(status, 201, env)
         self.assertEqual(env["tenant"], "alice")
         harness.wait_for("env.created over CURVE", lambda: "env.created" in sse.kinds("curved"))
+        # an admin token acts as admin through the gateway key (on_behalf_admin)
+        status, _, hosts = gw.request("GET", "/v1/hosts", token=ADMIN)
+        self.assertEqual(status, 200, hosts)
+        self.assertIn("h1", [h["id"] for h in hosts.get("hosts", [])])
+        # a user token does not
+        self.assertEqual(gw.request("GET", "/v1/hosts", token=USER)[0], 403)
         # bob's token acts as bob: alice's env is not his to see
         status, _, shown = gw.request("GET", "/v1/envs/curved", token=OTHER)
         self.assertEqual(status, 404, shown)
