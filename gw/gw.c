@@ -31,6 +31,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -660,6 +661,95 @@ static void s_label(FILE *f, const char *v)
     }
 }
 
+/* One histogram of the broker's stats (cumulative buckets, the last +Inf)
+ * in the text format; label is NULL or a name="value" pair's name. */
+static void s_write_pb_hist(FILE *f, const char *metric, const char *label, const char *value,
+                            Ttfleet__HistogramBucket *const *b, size_t n, double sum,
+                            uint64_t count)
+{
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "%s_bucket{", metric);
+        if (label) {
+            fprintf(f, "%s=\"", label);
+            s_label(f, value);
+            fprintf(f, "\",");
+        }
+        if (isinf(b[i]->le))
+            fprintf(f, "le=\"+Inf\"} %llu\n", (unsigned long long)b[i]->count);
+        else
+            fprintf(f, "le=\"%g\"} %llu\n", b[i]->le, (unsigned long long)b[i]->count);
+    }
+    const char *suffix[] = {"_sum", "_count"};
+    for (int k = 0; k < 2; k++) {
+        fprintf(f, "%s%s", metric, suffix[k]);
+        if (label) {
+            fprintf(f, "{%s=\"", label);
+            s_label(f, value);
+            fprintf(f, "\"}");
+        }
+        if (k == 0)
+            fprintf(f, " %.9g\n", sum);
+        else
+            fprintf(f, " %llu\n", (unsigned long long)count);
+    }
+}
+
+/* The broker's own series (the admin op broker_stats): group-commit latency
+ * and batch sizes, request latency per op, worker command latency per host,
+ * replies by op and status, batches waiting for their fsync. */
+static void s_write_broker_stats(gw_t *gw, FILE *f)
+{
+    char err[300];
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Reply *rep = NULL;
+    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "broker_stats", &empty.base, NULL,
+               &rep, err, sizeof err) != 0)
+        return;
+    if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_BROKER_STATS &&
+        rep->broker_stats) {
+        Ttfleet__BrokerStats *st = rep->broker_stats;
+        fprintf(f, "# HELP ttfleet_broker_commit_latency_seconds Group commit: COMMIT begun to "
+                   "durable (fsync done).\n# TYPE ttfleet_broker_commit_latency_seconds "
+                   "histogram\n");
+        s_write_pb_hist(f, "ttfleet_broker_commit_latency_seconds", NULL, NULL, st->commit_latency,
+                        st->n_commit_latency, st->commit_latency_sum, st->commit_latency_count);
+        fprintf(f, "# HELP ttfleet_broker_batch_size Messages read per broker loop batch.\n"
+                   "# TYPE ttfleet_broker_batch_size histogram\n");
+        s_write_pb_hist(f, "ttfleet_broker_batch_size", NULL, NULL, st->batch_size,
+                        st->n_batch_size, st->batch_size_sum, st->batch_size_count);
+        fprintf(f, "# HELP ttfleet_broker_request_latency_seconds Request received to reply "
+                   "queued inside the broker, by op.\n"
+                   "# TYPE ttfleet_broker_request_latency_seconds histogram\n");
+        for (size_t i = 0; i < st->n_op_latency; i++)
+            s_write_pb_hist(f, "ttfleet_broker_request_latency_seconds", "op",
+                            st->op_latency[i]->op, st->op_latency[i]->buckets,
+                            st->op_latency[i]->n_buckets, st->op_latency[i]->sum,
+                            st->op_latency[i]->count);
+        fprintf(f, "# HELP ttfleet_broker_worker_latency_seconds Worker COMMAND sent to its "
+                   "REPLY received, by host.\n"
+                   "# TYPE ttfleet_broker_worker_latency_seconds histogram\n");
+        for (size_t i = 0; i < st->n_worker_latency; i++)
+            s_write_pb_hist(f, "ttfleet_broker_worker_latency_seconds", "host",
+                            st->worker_latency[i]->host, st->worker_latency[i]->buckets,
+                            st->worker_latency[i]->n_buckets, st->worker_latency[i]->sum,
+                            st->worker_latency[i]->count);
+        fprintf(f, "# HELP ttfleet_broker_requests_total Replies by op and status since the "
+                   "broker started.\n# TYPE ttfleet_broker_requests_total counter\n");
+        for (size_t i = 0; i < st->n_requests_total; i++) {
+            fprintf(f, "ttfleet_broker_requests_total{op=\"");
+            s_label(f, st->requests_total[i]->op);
+            fprintf(f, "\",status=\"");
+            s_label(f, st->requests_total[i]->status);
+            fprintf(f, "\"} %llu\n", (unsigned long long)st->requests_total[i]->count);
+        }
+        fprintf(f, "# HELP ttfleet_broker_commit_queue_depth Committed batches waiting for "
+                   "their fsync.\n# TYPE ttfleet_broker_commit_queue_depth gauge\n"
+                   "ttfleet_broker_commit_queue_depth %llu\n",
+                (unsigned long long)st->queue_depth);
+    }
+    ttclient_reply_destroy(&rep);
+}
+
 /* The pool's series: asks the broker (as the admin tenant) for the pool
  * status, the hosts and every env with its VMs. */
 static void s_write_pool(gw_t *gw, FILE *f)
@@ -802,6 +892,8 @@ static void s_write_pool(gw_t *gw, FILE *f)
     ttclient_reply_destroy(&pool);
     ttclient_reply_destroy(&hosts);
     ttclient_reply_destroy(&envs);
+    if (up)
+        s_write_broker_stats(gw, f);
 }
 
 static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r)

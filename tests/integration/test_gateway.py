@@ -369,6 +369,16 @@ class Gateway(unittest.TestCase):
             self.assertEqual(get("ttgw_request_duration_seconds_bucket", route="env_create",
                                  le="+Inf"),
                              get("ttgw_request_duration_seconds_count", route="env_create"))
+            # the broker's own series (broker_stats)
+            self.assertGreaterEqual(get("ttfleet_broker_requests_total", op="env_create",
+                                        status="OK"), 1)
+            self.assertGreaterEqual(get("ttfleet_broker_commit_latency_seconds_count"), 1)
+            self.assertEqual(get("ttfleet_broker_commit_latency_seconds_bucket", le="+Inf"),
+                             get("ttfleet_broker_commit_latency_seconds_count"))
+            self.assertGreaterEqual(get("ttfleet_broker_request_latency_seconds_count",
+                                        op="env_create"), 1)
+            self.assertGreaterEqual(get("ttfleet_broker_batch_size_count"), 1)
+            self.assertIsNotNone(get("ttfleet_broker_commit_queue_depth"))
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
 
