@@ -748,6 +748,18 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
                 (unsigned long long)st->queue_depth);
     }
     ttclient_reply_destroy(&rep);
+    /* the admission queue's depth */
+    Ttfleet__QueueList ql = TTFLEET__QUEUE_LIST__INIT;
+    ql.all = true;
+    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "queue_list", &ql.base, NULL, &rep, err,
+               sizeof err) != 0)
+        return;
+    if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_QUEUE &&
+        rep->queue)
+        fprintf(f, "# HELP ttfleet_queue_depth Creates waiting in the admission queue.\n"
+                   "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %u\n",
+                rep->queue->total);
+    ttclient_reply_destroy(&rep);
 }
 
 /* The pool's series: asks the broker (as the admin tenant) for the pool

@@ -379,6 +379,7 @@ class Gateway(unittest.TestCase):
                                         op="env_create"), 1)
             self.assertGreaterEqual(get("ttfleet_broker_batch_size_count"), 1)
             self.assertIsNotNone(get("ttfleet_broker_commit_queue_depth"))
+            self.assertEqual(get("ttfleet_queue_depth"), 0)
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
 
