@@ -1034,8 +1034,18 @@ static void s_schedule(fleet_t *self)
                 continue;
             bool blocked = false;
             for (size_t i = 0; i < op->cmd->n_vms && !blocked; i++) {
-                uint32_t id = op->cmd->vms[i]->vm_id;
+                const Ttfleet__VmSpec *spec = op->cmd->vms[i];
+                uint32_t id = spec->vm_id;
                 blocked = s_in_range(id) && (self->owner[id] || self->mark[id] == self->gen);
+                /* A new VM whose address a VM still being stopped or
+                 * destroyed by a running op holds (the broker freed it when
+                 * the delete was recorded) waits for that op instead of
+                 * failing on the clash. */
+                if (!blocked && self->n_ops > 1 && s_in_range(id) && !self->table[id] &&
+                    spec->desired != TTFLEET__VM_STATE__VM_ABSENT) {
+                    const vm_t *other = s_address_clash(self, spec);
+                    blocked = other && self->owner[other->vm_id];
+                }
             }
             if (blocked) {
                 for (size_t i = 0; i < op->cmd->n_vms; i++)

@@ -445,6 +445,32 @@ int main(void)
     for (int k = 0; k < 4; k++)
         left[k].spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
     CHECK(s_run(fleet, 50, left, 4) == TTFLEET__STATUS__OK);
+
+    /* An address freed by a delete the worker is still carrying out: a new
+     * VM given that address (the broker freed it when the delete was
+     * recorded) waits for the destroy instead of failing on the clash. */
+    s_spec_t gone, heir;
+    s_spec(&gone, 60, "process", "stubborn", TTFLEET__VM_STATE__VM_RUNNING);
+    CHECK(s_run(fleet, 60, &gone, 1) == TTFLEET__STATUS__OK);
+    spawn_sleep_ms(300); /* its trap is set: the destroy takes the grace */
+    gone.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    s_submit(fleet, 61, &gone, 1);
+    fleet_flush(fleet);
+    s_spec(&heir, 61, "hollow", "polite", TTFLEET__VM_STATE__VM_RUNNING);
+    heir.spec.ip = gone.ip; /* same IP and MAC as VM 60 */
+    heir.spec.mac = gone.mac;
+    s_submit(fleet, 62, &heir, 1);
+    for (int k = 0; k < 2; k++) {
+        r = s_wait_pop(fleet);
+        CHECK(r != NULL);
+        if (r && r->op_id == 62 && r->status)
+            printf("  op 62: %s\n", r->message);
+        CHECK(r && r->status == TTFLEET__STATUS__OK);
+        CHECK(r && r->op_id == (uint64_t)(61 + k)); /* the heir after the destroy */
+        ttfleet__worker_reply__free_unpacked(r, NULL);
+    }
+    heir.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    CHECK(s_run(fleet, 63, &heir, 1) == TTFLEET__STATUS__OK);
     fleet_destroy(&fleet);
 
     engine_ctx_t ctx = {.state_dir = st_dir, .images_dir = images, .stop_timeout_ms = GRACE_MS};
