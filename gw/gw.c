@@ -28,6 +28,7 @@
 
 #include <czmq.h>
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -662,6 +663,100 @@ static void s_label(FILE *f, const char *v)
     }
 }
 
+/* One histogram of BrokerStats as Prometheus series; label/value may be
+ * NULL (no label). The buckets come cumulative, the last +Inf. */
+static void s_write_bhist(FILE *f, const char *metric, const char *label, const char *value,
+                          Ttfleet__HistogramBucket **b, size_t n, double sum, uint64_t count)
+{
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "%s_bucket{", metric);
+        if (label) {
+            fprintf(f, "%s=\"", label);
+            s_label(f, value);
+            fputs("\",", f);
+        }
+        if (isinf(b[i]->le) || i + 1 == n)
+            fputs("le=\"+Inf\"}", f);
+        else
+            fprintf(f, "le=\"%g\"}", b[i]->le);
+        fprintf(f, " %llu\n", (unsigned long long)b[i]->count);
+    }
+    if (n == 0) {  /* a histogram always has its +Inf bucket */
+        fprintf(f, "%s_bucket{", metric);
+        if (label) {
+            fprintf(f, "%s=\"", label);
+            s_label(f, value);
+            fputs("\",", f);
+        }
+        fprintf(f, "le=\"+Inf\"} %llu\n", (unsigned long long)count);
+    }
+    fprintf(f, "%s_sum", metric);
+    if (label) {
+        fprintf(f, "{%s=\"", label);
+        s_label(f, value);
+        fputs("\"}", f);
+    }
+    fprintf(f, " %.6f\n%s_count", sum, metric);
+    if (label) {
+        fprintf(f, "{%s=\"", label);
+        s_label(f, value);
+        fputs("\"}", f);
+    }
+    fprintf(f, " %llu\n", (unsigned long long)count);
+}
+
+/* The broker's own figures (the broker_stats op): commit latency, per-op
+ * latency inside the broker, worker command latency, replies by op and
+ * status, the fsync queue. A broker without the op writes nothing. */
+static void s_write_broker_stats(gw_t *gw, FILE *f)
+{
+    char err[300];
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Reply *rep = NULL;
+    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "broker_stats", &empty.base, NULL,
+               &rep, err, sizeof err) != 0)
+        return;
+    Ttfleet__BrokerStats *st = rep->status == TTFLEET__STATUS__OK ? rep->broker_stats : NULL;
+    if (st) {
+        fprintf(f, "# HELP ttfleet_commit_seconds Broker group commit: COMMIT began to durable.\n"
+                   "# TYPE ttfleet_commit_seconds histogram\n");
+        s_write_bhist(f, "ttfleet_commit_seconds", NULL, NULL, st->commit_latency,
+                      st->n_commit_latency, st->commit_latency_sum, st->commit_latency_count);
+        fprintf(f, "# HELP ttfleet_op_seconds Broker request latency by op: received to reply queued.\n"
+                   "# TYPE ttfleet_op_seconds histogram\n");
+        for (size_t i = 0; i < st->n_op_latency; i++) {
+            Ttfleet__OpLatency *o = st->op_latency[i];
+            s_write_bhist(f, "ttfleet_op_seconds", "op", o->op, o->buckets, o->n_buckets, o->sum,
+                          o->count);
+        }
+        fprintf(f, "# HELP ttfleet_worker_command_seconds Worker command latency: COMMAND sent to REPLY.\n"
+                   "# TYPE ttfleet_worker_command_seconds histogram\n");
+        for (size_t i = 0; i < st->n_worker_latency; i++) {
+            Ttfleet__HostLatency *h = st->worker_latency[i];
+            s_write_bhist(f, "ttfleet_worker_command_seconds", "host", h->host, h->buckets,
+                          h->n_buckets, h->sum, h->count);
+        }
+        fprintf(f, "# HELP ttfleet_broker_requests_total Broker replies by op and status.\n"
+                   "# TYPE ttfleet_broker_requests_total counter\n");
+        for (size_t i = 0; i < st->n_requests_total; i++) {
+            Ttfleet__RequestCount *c = st->requests_total[i];
+            fputs("ttfleet_broker_requests_total{op=\"", f);
+            s_label(f, c->op);
+            fputs("\",status=\"", f);
+            s_label(f, c->status);
+            fprintf(f, "\"} %llu\n", (unsigned long long)c->count);
+        }
+        fprintf(f, "# HELP ttfleet_queue_depth Broker batches committed, waiting for their fsync.\n"
+                   "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %llu\n",
+                (unsigned long long)st->queue_depth);
+        fprintf(f, "# HELP ttfleet_batch_messages Messages read per broker loop batch.\n"
+                   "# TYPE ttfleet_batch_messages histogram\n");
+        s_write_bhist(f, "ttfleet_batch_messages", NULL, NULL, st->batch_size, st->n_batch_size,
+                      st->batch_size_sum, st->batch_size_count);
+    }
+    ttclient_reply_destroy(&rep);
+}
+
 /* The pool's series: asks the broker (as the admin tenant) for the pool
  * status, the hosts and every env with its VMs. */
 static void s_write_pool(gw_t *gw, FILE *f)
@@ -804,6 +899,8 @@ static void s_write_pool(gw_t *gw, FILE *f)
     ttclient_reply_destroy(&pool);
     ttclient_reply_destroy(&hosts);
     ttclient_reply_destroy(&envs);
+    if (up)
+        s_write_broker_stats(gw, f);
 }
 
 static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r)

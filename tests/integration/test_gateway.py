@@ -369,6 +369,18 @@ class Gateway(unittest.TestCase):
             self.assertEqual(get("ttgw_request_duration_seconds_bucket", route="env_create",
                                  le="+Inf"),
                              get("ttgw_request_duration_seconds_count", route="env_create"))
+            # the broker's own figures (broker_stats): commit latency, per-op latency,
+            # replies by op and status, the fsync queue
+            self.assertGreaterEqual(get("ttfleet_commit_seconds_count"), 1)
+            self.assertEqual(get("ttfleet_commit_seconds_bucket", le="+Inf"),
+                             get("ttfleet_commit_seconds_count"))
+            self.assertGreaterEqual(get("ttfleet_op_seconds_count", op="env_create"), 1)
+            self.assertEqual(get("ttfleet_op_seconds_bucket", op="env_create", le="+Inf"),
+                             get("ttfleet_op_seconds_count", op="env_create"))
+            self.assertGreaterEqual(get("ttfleet_broker_requests_total", op="env_create",
+                                        status="OK"), 1)
+            self.assertIsNotNone(get("ttfleet_queue_depth"))
+            self.assertGreaterEqual(get("ttfleet_batch_messages_count"), 1)
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
 
