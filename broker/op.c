@@ -191,6 +191,13 @@ static void s_op_finish(broker_t *self, op_t *op)
                 persist_vm_update(self, env->vms[i]);
             }
             outq_event(self, "env.created", env, NULL, NULL, "running", NULL);
+            /* VMs that became ready while the create ran: env.ready follows
+             * env.created, never comes before it */
+            bool all_ready = env->n_vms > 0;
+            for (int i = 0; i < env->n_vms; i++)
+                all_ready = all_ready && env->vms[i]->ready;
+            if (all_ready)
+                outq_event(self, "env.ready", env, NULL, NULL, "ready", NULL);
             reply_env(self, op->envelope, op->service, op->tenant, op->request_id,
                       TTFLEET__STATUS__OK, "", env, true);
         } else {
@@ -367,6 +374,8 @@ void op_vm_ready(broker_t *self, vm_t *vm, const Ttfleet__VmActual *va)
         return;
     outq_event(self, "vm.ready", vm->env, vm, vm->host, "ready", vm->ready_detail);
     env_t *env = vm->env;
+    if (env->target == TARGET_CREATING)
+        return; /* the create's end says env.ready (after env.created) */
     for (int i = 0; i < env->n_vms; i++)
         if (!env->vms[i]->ready)
             return;

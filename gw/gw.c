@@ -32,6 +32,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -663,51 +664,42 @@ static void s_label(FILE *f, const char *v)
     }
 }
 
-/* One histogram of BrokerStats as Prometheus series; label/value may be
- * NULL (no label). The buckets come cumulative, the last +Inf. */
-static void s_write_bhist(FILE *f, const char *metric, const char *label, const char *value,
-                          Ttfleet__HistogramBucket **b, size_t n, double sum, uint64_t count)
+/* One histogram of the broker's stats (cumulative buckets, the last +Inf)
+ * in the text format; label is NULL or a name="value" pair's name. */
+static void s_write_pb_hist(FILE *f, const char *metric, const char *label, const char *value,
+                            Ttfleet__HistogramBucket *const *b, size_t n, double sum,
+                            uint64_t count)
 {
     for (size_t i = 0; i < n; i++) {
         fprintf(f, "%s_bucket{", metric);
         if (label) {
             fprintf(f, "%s=\"", label);
             s_label(f, value);
-            fputs("\",", f);
+            fprintf(f, "\",");
         }
-        if (isinf(b[i]->le) || i + 1 == n)
-            fputs("le=\"+Inf\"}", f);
+        if (isinf(b[i]->le))
+            fprintf(f, "le=\"+Inf\"} %llu\n", (unsigned long long)b[i]->count);
         else
-            fprintf(f, "le=\"%g\"}", b[i]->le);
-        fprintf(f, " %llu\n", (unsigned long long)b[i]->count);
+            fprintf(f, "le=\"%g\"} %llu\n", b[i]->le, (unsigned long long)b[i]->count);
     }
-    if (n == 0) {  /* a histogram always has its +Inf bucket */
-        fprintf(f, "%s_bucket{", metric);
+    const char *suffix[] = {"_sum", "_count"};
+    for (int k = 0; k < 2; k++) {
+        fprintf(f, "%s%s", metric, suffix[k]);
         if (label) {
-            fprintf(f, "%s=\"", label);
+            fprintf(f, "{%s=\"", label);
             s_label(f, value);
-            fputs("\",", f);
+            fprintf(f, "\"}");
         }
-        fprintf(f, "le=\"+Inf\"} %llu\n", (unsigned long long)count);
+        if (k == 0)
+            fprintf(f, " %.9g\n", sum);
+        else
+            fprintf(f, " %llu\n", (unsigned long long)count);
     }
-    fprintf(f, "%s_sum", metric);
-    if (label) {
-        fprintf(f, "{%s=\"", label);
-        s_label(f, value);
-        fputs("\"}", f);
-    }
-    fprintf(f, " %.6f\n%s_count", sum, metric);
-    if (label) {
-        fprintf(f, "{%s=\"", label);
-        s_label(f, value);
-        fputs("\"}", f);
-    }
-    fprintf(f, " %llu\n", (unsigned long long)count);
 }
 
-/* The broker's own figures (the broker_stats op): commit latency, per-op
- * latency inside the broker, worker command latency, replies by op and
- * status, the fsync queue. A broker without the op writes nothing. */
+/* The broker's own series (the admin op broker_stats): group-commit latency
+ * and batch sizes, request latency per op, worker command latency per host,
+ * replies by op and status, batches waiting for their fsync. */
 static void s_write_broker_stats(gw_t *gw, FILE *f)
 {
     char err[300];
@@ -716,44 +708,60 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
     if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "broker_stats", &empty.base, NULL,
                &rep, err, sizeof err) != 0)
         return;
-    Ttfleet__BrokerStats *st = rep->status == TTFLEET__STATUS__OK ? rep->broker_stats : NULL;
-    if (st) {
-        fprintf(f, "# HELP ttfleet_commit_seconds Broker group commit: COMMIT began to durable.\n"
-                   "# TYPE ttfleet_commit_seconds histogram\n");
-        s_write_bhist(f, "ttfleet_commit_seconds", NULL, NULL, st->commit_latency,
-                      st->n_commit_latency, st->commit_latency_sum, st->commit_latency_count);
-        fprintf(f, "# HELP ttfleet_op_seconds Broker request latency by op: received to reply queued.\n"
-                   "# TYPE ttfleet_op_seconds histogram\n");
-        for (size_t i = 0; i < st->n_op_latency; i++) {
-            Ttfleet__OpLatency *o = st->op_latency[i];
-            s_write_bhist(f, "ttfleet_op_seconds", "op", o->op, o->buckets, o->n_buckets, o->sum,
-                          o->count);
-        }
-        fprintf(f, "# HELP ttfleet_worker_command_seconds Worker command latency: COMMAND sent to REPLY.\n"
-                   "# TYPE ttfleet_worker_command_seconds histogram\n");
-        for (size_t i = 0; i < st->n_worker_latency; i++) {
-            Ttfleet__HostLatency *h = st->worker_latency[i];
-            s_write_bhist(f, "ttfleet_worker_command_seconds", "host", h->host, h->buckets,
-                          h->n_buckets, h->sum, h->count);
-        }
-        fprintf(f, "# HELP ttfleet_broker_requests_total Broker replies by op and status.\n"
-                   "# TYPE ttfleet_broker_requests_total counter\n");
+    if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_BROKER_STATS &&
+        rep->broker_stats) {
+        Ttfleet__BrokerStats *st = rep->broker_stats;
+        fprintf(f, "# HELP ttfleet_broker_commit_latency_seconds Group commit: COMMIT begun to "
+                   "durable (fsync done).\n# TYPE ttfleet_broker_commit_latency_seconds "
+                   "histogram\n");
+        s_write_pb_hist(f, "ttfleet_broker_commit_latency_seconds", NULL, NULL, st->commit_latency,
+                        st->n_commit_latency, st->commit_latency_sum, st->commit_latency_count);
+        fprintf(f, "# HELP ttfleet_broker_batch_size Messages read per broker loop batch.\n"
+                   "# TYPE ttfleet_broker_batch_size histogram\n");
+        s_write_pb_hist(f, "ttfleet_broker_batch_size", NULL, NULL, st->batch_size,
+                        st->n_batch_size, st->batch_size_sum, st->batch_size_count);
+        fprintf(f, "# HELP ttfleet_broker_request_latency_seconds Request received to reply "
+                   "queued inside the broker, by op.\n"
+                   "# TYPE ttfleet_broker_request_latency_seconds histogram\n");
+        for (size_t i = 0; i < st->n_op_latency; i++)
+            s_write_pb_hist(f, "ttfleet_broker_request_latency_seconds", "op",
+                            st->op_latency[i]->op, st->op_latency[i]->buckets,
+                            st->op_latency[i]->n_buckets, st->op_latency[i]->sum,
+                            st->op_latency[i]->count);
+        fprintf(f, "# HELP ttfleet_broker_worker_latency_seconds Worker COMMAND sent to its "
+                   "REPLY received, by host.\n"
+                   "# TYPE ttfleet_broker_worker_latency_seconds histogram\n");
+        for (size_t i = 0; i < st->n_worker_latency; i++)
+            s_write_pb_hist(f, "ttfleet_broker_worker_latency_seconds", "host",
+                            st->worker_latency[i]->host, st->worker_latency[i]->buckets,
+                            st->worker_latency[i]->n_buckets, st->worker_latency[i]->sum,
+                            st->worker_latency[i]->count);
+        fprintf(f, "# HELP ttfleet_broker_requests_total Replies by op and status since the "
+                   "broker started.\n# TYPE ttfleet_broker_requests_total counter\n");
         for (size_t i = 0; i < st->n_requests_total; i++) {
-            Ttfleet__RequestCount *c = st->requests_total[i];
-            fputs("ttfleet_broker_requests_total{op=\"", f);
-            s_label(f, c->op);
-            fputs("\",status=\"", f);
-            s_label(f, c->status);
-            fprintf(f, "\"} %llu\n", (unsigned long long)c->count);
+            fprintf(f, "ttfleet_broker_requests_total{op=\"");
+            s_label(f, st->requests_total[i]->op);
+            fprintf(f, "\",status=\"");
+            s_label(f, st->requests_total[i]->status);
+            fprintf(f, "\"} %llu\n", (unsigned long long)st->requests_total[i]->count);
         }
-        fprintf(f, "# HELP ttfleet_queue_depth Broker batches committed, waiting for their fsync.\n"
-                   "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %llu\n",
+        fprintf(f, "# HELP ttfleet_broker_commit_queue_depth Committed batches waiting for "
+                   "their fsync.\n# TYPE ttfleet_broker_commit_queue_depth gauge\n"
+                   "ttfleet_broker_commit_queue_depth %llu\n",
                 (unsigned long long)st->queue_depth);
-        fprintf(f, "# HELP ttfleet_batch_messages Messages read per broker loop batch.\n"
-                   "# TYPE ttfleet_batch_messages histogram\n");
-        s_write_bhist(f, "ttfleet_batch_messages", NULL, NULL, st->batch_size, st->n_batch_size,
-                      st->batch_size_sum, st->batch_size_count);
     }
+    ttclient_reply_destroy(&rep);
+    /* the admission queue's depth */
+    Ttfleet__QueueList ql = TTFLEET__QUEUE_LIST__INIT;
+    ql.all = true;
+    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "queue_list", &ql.base, NULL, &rep, err,
+               sizeof err) != 0)
+        return;
+    if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_QUEUE &&
+        rep->queue)
+        fprintf(f, "# HELP ttfleet_queue_depth Creates waiting in the admission queue.\n"
+                   "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %u\n",
+                rep->queue->total);
     ttclient_reply_destroy(&rep);
 }
 

@@ -791,6 +791,23 @@ int main(int argc, char **argv)
         if (!reconnect)
             session_heartbeat(session, now);
     }
+    /* A graceful stop lets the operations in flight finish first (bounded
+     * by the stop grace): a VM being stopped or destroyed when the signal
+     * came is stopped or destroyed, not left half-way until the next start.
+     * Running VMs are left running, as always. */
+    if (fleet_in_flight(fleet) > 0) {
+        int64_t deadline = zclock_mono() + o->stop_timeout_ms + 5000;
+        zsys_info("stopping: finishing %zu operation(s) in flight first",
+                  fleet_in_flight(fleet));
+        while (fleet_in_flight(fleet) > 0 && zclock_mono() < deadline) {
+            int ms = fleet_next_ms(fleet);
+            zclock_sleep(ms < 0 || ms > 50 ? 50 : ms);
+            if (session_sock(session))
+                s_send_replies(session, fleet);
+            else
+                fleet_flush(fleet);
+        }
+    }
     if (session_sock(session)) {
         zsys_info("stopping: DISCONNECT sent, VMs left running");
         session_send(session, TT_W_DISCONNECT, NULL);

@@ -369,18 +369,17 @@ class Gateway(unittest.TestCase):
             self.assertEqual(get("ttgw_request_duration_seconds_bucket", route="env_create",
                                  le="+Inf"),
                              get("ttgw_request_duration_seconds_count", route="env_create"))
-            # the broker's own figures (broker_stats): commit latency, per-op latency,
-            # replies by op and status, the fsync queue
-            self.assertGreaterEqual(get("ttfleet_commit_seconds_count"), 1)
-            self.assertEqual(get("ttfleet_commit_seconds_bucket", le="+Inf"),
-                             get("ttfleet_commit_seconds_count"))
-            self.assertGreaterEqual(get("ttfleet_op_seconds_count", op="env_create"), 1)
-            self.assertEqual(get("ttfleet_op_seconds_bucket", op="env_create", le="+Inf"),
-                             get("ttfleet_op_seconds_count", op="env_create"))
+            # the broker's own series (broker_stats)
             self.assertGreaterEqual(get("ttfleet_broker_requests_total", op="env_create",
                                         status="OK"), 1)
-            self.assertIsNotNone(get("ttfleet_queue_depth"))
-            self.assertGreaterEqual(get("ttfleet_batch_messages_count"), 1)
+            self.assertGreaterEqual(get("ttfleet_broker_commit_latency_seconds_count"), 1)
+            self.assertEqual(get("ttfleet_broker_commit_latency_seconds_bucket", le="+Inf"),
+                             get("ttfleet_broker_commit_latency_seconds_count"))
+            self.assertGreaterEqual(get("ttfleet_broker_request_latency_seconds_count",
+                                        op="env_create"), 1)
+            self.assertGreaterEqual(get("ttfleet_broker_batch_size_count"), 1)
+            self.assertIsNotNone(get("ttfleet_broker_commit_queue_depth"))
+            self.assertEqual(get("ttfleet_queue_depth"), 0)
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
 

@@ -297,7 +297,7 @@ class Placement(PoolCase):
 
     def test_watch_prints_an_envs_events(self):
         argv = [harness.binary("ttctl"), "--tenant", "default", "watch", "--json",
-                "--events", self.pool.events_ep, "--env", "watched", "--count", "2",
+                "--events", self.pool.events_ep, "--env", "watched", "--count", "3",
                 "--timeout", "15000"]
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -311,9 +311,10 @@ class Placement(PoolCase):
                 p.wait()
         self.assertEqual(p.returncode, 0, err)
         lines = [json.loads(l) for l in out.splitlines()]
-        self.assertEqual(len(lines), 2, out)
+        self.assertEqual(len(lines), 3, out)
         self.assertEqual({l["env"] for l in lines}, {"watched"})
-        self.assertEqual({l["kind"] for l in lines}, {"vm.state", "env.created"})
+        # a VM with no readiness check is ready as soon as it runs
+        self.assertEqual({l["kind"] for l in lines}, {"vm.state", "vm.ready", "env.created"})
         # --count not reached before --timeout: exit 1
         r = subprocess.run(argv[:-4] + ["--count", "1", "--timeout", "300"],
                            capture_output=True, text=True, timeout=10)
