@@ -28,7 +28,6 @@
 
 #include <czmq.h>
 #include <jansson.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
