@@ -24,6 +24,7 @@ typedef struct {
     char path[4096];
     char old[4104]; /* path + ".1" */
     char tmp[4104]; /* path + ".n" */
+    char oldtmp[4104]; /* path + ".1n": the next console.log.1 before its rename */
     size_t cap;
     char buf[S_CHUNK];
     char copy[S_CHUNK];
@@ -70,13 +71,16 @@ static void s_logger(s_logger_t *lg, int rfd)
         if (fd < 0 || size + (size_t)n > lg->cap) {
             /* console.log never goes missing (a reader may open it any
              * time) and never starts empty (a reader wants its tail): the
-             * full file becomes console.log.1 by a second name, a fresh one
-             * gets the old tail, then replaces console.log in one rename */
-            unlink(lg->old);
+             * full file becomes console.log.1 by a second name (given
+             * under a temporary name, then renamed over the old .1, so
+             * console.log.1 never goes missing either), a fresh one gets
+             * the old tail, then replaces console.log in one rename */
             int nfd = s_open_log(lg->tmp, O_TRUNC | O_APPEND);
             size_t carried = 0;
             if (fd >= 0) {
-                link(lg->path, lg->old);
+                unlink(lg->oldtmp);
+                if (link(lg->path, lg->oldtmp) == 0 && rename(lg->oldtmp, lg->old) != 0)
+                    unlink(lg->oldtmp);
                 if (nfd >= 0)
                     carried = s_carry(lg, fd, size, nfd);
                 close(fd);
@@ -119,6 +123,7 @@ int console_open_capped(const char *path, size_t cap, char *err, size_t errlen)
     }
     snprintf(lg->old, sizeof lg->old, "%s.1", path);
     snprintf(lg->tmp, sizeof lg->tmp, "%s.n", path);
+    snprintf(lg->oldtmp, sizeof lg->oldtmp, "%s.1n", path);
     lg->cap = cap;
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC)) {
