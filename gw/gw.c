@@ -50,6 +50,7 @@
 #define S_SSE_BLOCK 8192
 #define S_SCRAPE_CACHE_MS 2000
 #define S_SCRAPE_MAX_ENVS 500
+#define S_MAX_DRAIN 4      /* times max_body of a too large body read to its end */
 
 /* route flags */
 #define S_ADMIN 1u        /* needs the admin role */
@@ -66,6 +67,7 @@ typedef struct {
     char *body;
     size_t len;
     bool too_large;
+    size_t drained;         /* bytes of a too large body read and dropped */
     int64_t start_ms;
 } s_conn_t;
 
@@ -971,6 +973,8 @@ static enum MHD_Result s_static(gw_t *gw, s_request_t *r)
             MHD_add_response_header(resp, "Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
             MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+            /* /?token=T must not stay in a cache keyed by that URL */
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
             r->status = 200;
             enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
             MHD_destroy_response(resp);
@@ -1096,12 +1100,18 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     if (*upload_data_size > 0) {
         /* a body that grows past the limit is read and dropped to its end,
          * then refused: answering mid-upload would make the kernel reset
-         * the connection over the unread bytes, losing the answer */
+         * the connection over the unread bytes, losing the answer. But
+         * only up to S_MAX_DRAIN times the limit: a chunked body that never
+         * ends would hold the connection's thread for ever, so past that
+         * the connection is closed without an answer. */
         if (st->too_large || st->len + *upload_data_size > gw->cfg.max_body) {
             st->too_large = true;
             free(st->body);
             st->body = NULL;
             st->len = 0;
+            st->drained += *upload_data_size;
+            if (st->drained > S_MAX_DRAIN * gw->cfg.max_body)
+                return MHD_NO;
         } else {
             char *grown = realloc(st->body, st->len + *upload_data_size + 1);
             if (!grown)
@@ -1136,6 +1146,20 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(st);
         *con_cls = NULL;
     }
+}
+
+/* Percent-decoding of the path and the query: libmicrohttpd's, except
+ * that a value with an escaped NUL (%00) is left as it came, so it cannot
+ * be cut short ("/index.html%00.js", "/v1/envs/web%00x") and matches no
+ * route or name instead. */
+static size_t s_unescape(void *cls, struct MHD_Connection *conn, char *uri)
+{
+    (void)cls;
+    (void)conn;
+    for (const char *p = uri; (p = strchr(p, '%')) != NULL; p++)
+        if (p[1] == '0' && p[2] == '0')
+            return strlen(uri);
+    return MHD_http_unescape(uri);
 }
 
 static void s_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
@@ -1176,6 +1200,7 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)s_completed, NULL},
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)s_log, NULL},
+        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)s_unescape, NULL},
         {tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)tls_cert},
         {tls_cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)tls_key},
         {MHD_OPTION_END, 0, NULL},

@@ -31,6 +31,9 @@ import harness
 CHROMIUM = os.environ.get("TTFLEET_CHROMIUM", "/usr/bin/chromium")
 ADMIN_TOKEN = "d" * 32
 USER_TOKEN = "e" * 32
+PAYLOAD = ('<img src=x onerror="window.__xss=1"></script><script>window.__xss=2</script>'
+           '"><svg onload="window.__xss=3">')
+PAYLOAD_SHOWN = '<img src=x onerror="window.__xss=1"></script><script>window.__xss=2</script>'
 
 
 class DevTools:
@@ -95,7 +98,13 @@ class Dashboard(unittest.TestCase):
         if not os.path.exists(CHROMIUM):
             self.skipTest("no chromium at " + CHROMIUM)
         harness.watchdog(170)
-        self.pool = harness.Pool(hosts={"h1": {"cpu": 8}, "h2": {"cpu": 4}}).start()
+        self.pool = harness.Pool(hosts={"h1": {"cpu": 8}, "h2": {"cpu": 4}})
+        # a guest that prints markup to its console (workers read images at start)
+        with open(os.path.join(self.pool.images, "xss"), "w") as f:
+            f.write("#!/bin/sh\ntrap 'exit 0' TERM INT\necho '%s'\n"
+                    "while :; do sleep 1 & wait $!; done\n" % PAYLOAD)
+        os.chmod(os.path.join(self.pool.images, "xss"), 0o755)
+        self.pool.start()
         self.addCleanup(self.pool.close)
         self.gw = gwlib.Gateway(self.pool, [(ADMIN_TOKEN, harness.ADMIN, "admin"),
                                             (USER_TOKEN, "carol", "user")])
@@ -211,6 +220,56 @@ class Dashboard(unittest.TestCase):
         self.assertFalse(dt.eval("!!document.querySelector('.env[data-env=\"second\"]')"))
         self.assertEqual(dt.eval("document.querySelectorAll('button.drain').length"), 0)
 
+        dt.pump()
+        self.assertEqual(dt.errors(), [])
+
+
+    def test_hostile_text_is_never_markup(self):
+        """A guest's console and every field a tenant or a worker controls
+        go into the page as text: a console tail holding an <img onerror>
+        and a </script> makes no element and runs nothing, and the same
+        holds for each render path (hosts, envs, VMs, events, errors) fed
+        hostile strings in the browser."""
+        env = self.api("POST", "/v1/envs", {"name": "hostile", "images": [{"image": "xss"}],
+                                            "cpu": 1, "mem_mib": 64}, expect=201)
+        vm = env["vms"][0]
+        harness.wait_for("the payload on the console", lambda: "onerror" in base64.b64decode(
+            self.api("GET", "/v1/envs/hostile/vms/%d/console" % vm["vm_id"])["text"]).decode(
+                errors="replace"), timeout=30)
+        dt = self.start_browser()
+        self.addCleanup(dt.close)
+        for domain in ("Runtime", "Log", "Page"):
+            dt.call(domain + ".enable")
+        dt.call("Page.navigate", url="%s/?token=%s" % (self.gw.base, ADMIN_TOKEN))
+        harness.wait_for("env hostile", lambda: dt.eval(
+            "!!document.querySelector('.env[data-env=\"hostile\"] tr[data-vm] button')"),
+            timeout=30)
+        dt.eval("document.querySelector('.env[data-env=\"hostile\"] tr[data-vm] button').click()")
+        harness.wait_for("the console tail", lambda: "onerror" in dt.eval(
+            "document.getElementById('console').textContent"), timeout=20)
+        # every render path with hostile strings where the broker's fields go
+        shown_error = dt.eval("""(() => {
+          const p = %s;
+          renderHosts([{id: p, state: p, accel: p, draining: false, cpu_used: 1, cpu_total: 2,
+                        mem_used: 1, mem_total: 2, disk_used: 1, disk_total: 2, vm_count: p,
+                        engines: [p], images: [p]}]);
+          document.getElementById("envs").append(renderEnv({name: p, state: p, tenant: p,
+            vm_count: p, lifetime: p, expires_at: 0, vms: [{vm_id: p, image: p, engine: p,
+            state: p, ready: true, ip: p, host: p, ports: [{guest: p, public: p}]}]}));
+          addEvent(p, {env: p, host: p, vm_id: p, state: p, message: p, time: 0});
+          document.getElementById("console-title").textContent = p;
+          showError(p);
+          return document.getElementById("error").textContent;
+        })()""" % json.dumps(PAYLOAD))
+        time.sleep(1)  # an onerror would fire once x fails to load
+        self.assertIsNone(dt.eval("window.__xss === undefined ? null : window.__xss"))
+        self.assertEqual(dt.eval("document.querySelectorAll('img').length"), 0)
+        self.assertEqual(dt.eval("Array.from(document.scripts).map(s => s.src)"),
+                         [self.gw.base + "/app.js"])
+        self.assertEqual(dt.eval("document.querySelectorAll('[onerror], [onclick]').length"), 0)
+        self.assertIn(PAYLOAD_SHOWN, dt.eval("document.getElementById('console').textContent"))
+        self.assertEqual(shown_error, PAYLOAD)  # (a refresh may clear it since)
+        self.assertIn(PAYLOAD, dt.eval("document.getElementById('events').textContent"))
         dt.pump()
         self.assertEqual(dt.errors(), [])
 

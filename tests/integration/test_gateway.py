@@ -475,6 +475,157 @@ class Limits(unittest.TestCase):
                          interval=0.3)
 
 
+class Hostile(unittest.TestCase):
+    """An outsider and a hostile tenant at the HTTP layer: endless bodies,
+    path traversal, smuggling-shaped headers, JSON edge cases, the token in
+    a URL. Each answer is a clear 4xx; the gateway and the broker go on."""
+
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(200)
+        cls.pool = harness.Pool().start()
+        cls.gw = gwlib.Gateway(cls.pool, [(USER, "alice", "user"), (ADMIN, harness.ADMIN, "admin")])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw.stop()
+        finally:
+            cls.pool.close()
+            harness.watchdog(0)
+
+    def alive(self):
+        self.assertEqual(self.gw.request("GET", "/v1/status", token=USER)[0], 200)
+        self.assertEqual(self.pool.ctl("host", "list", tenant=harness.ADMIN).rc, 0)
+
+    def raw(self, data, timeout=10):
+        """Sends raw bytes; returns the status line's code (0 if closed)."""
+        with socket.create_connection(("127.0.0.1", self.gw.port), timeout=timeout) as c:
+            c.sendall(data)
+            try:
+                resp = http.client.HTTPResponse(c)
+                resp.begin()
+                body = resp.read()
+                return resp.status, resp.getheader("Content-Type", ""), body
+            except (http.client.HTTPException, OSError):
+                return 0, "", b""
+
+    def test_endless_chunked_body(self):
+        # a chunked body over --max-body that never ends: the gateway stops
+        # reading it after a bound instead of draining it forever
+        sent = 0
+        closed = False
+        with socket.create_connection(("127.0.0.1", self.gw.port), timeout=20) as c:
+            c.sendall(b"POST /v1/envs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                      USER.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"x" * 65536
+            frame = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+            try:
+                while sent < 64 * 1024 * 1024:
+                    c.sendall(frame)
+                    sent += len(chunk)
+            except OSError:
+                closed = True
+        self.assertTrue(closed, "the gateway read %d bytes of an endless body" % sent)
+        self.assertLess(sent, 16 * 1024 * 1024)
+        self.alive()
+
+    def test_static_traversal(self):
+        for path in ("/..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/etc/passwd",
+                     "/app.js/../../etc/passwd", "/../../etc/passwd", "/index.html%00.js",
+                     "//etc/passwd", "/.%2e/gw.c"):
+            status, ctype, body = self.raw(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                                           b"Connection: close\r\n\r\n")
+            self.assertIn(status, (400, 404), path)
+            self.assertNotIn(b"root:", body, path)
+        self.alive()
+
+    def test_smuggling_shapes(self):
+        auth = b"Authorization: Bearer " + USER.encode() + b"\r\n"
+        body = b'{"name":"sm","images":[{"image":"sleeper"}]}'
+        cases = [
+            # two different Content-Lengths
+            b"POST /v1/envs HTTP/1.1\r\nHost: x\r\n" + auth +
+            b"Content-Type: application/json\r\nContent-Length: 5\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body) + body,
+            # Content-Length and chunked together
+            b"POST /v1/envs HTTP/1.1\r\nHost: x\r\n" + auth +
+            b"Content-Type: application/json\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+            # a negative and a non-numeric length
+            b"POST /v1/envs HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: -1\r\n"
+            b"Connection: close\r\n\r\n",
+            b"POST /v1/envs HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 1x\r\n"
+            b"Connection: close\r\n\r\n",
+            # methods no route has, and a broken request line
+            b"FOO /v1/envs HTTP/1.1\r\nHost: x\r\n" + auth + b"Connection: close\r\n\r\n",
+            b"G\x01T /v1/envs HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /v1/envs HTTP/9.9\r\nHost: x\r\n\r\n",
+            # a header over the connection's memory
+            b"GET /v1/envs HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 200000 + b"\r\n\r\n",
+        ]
+        for data in cases:
+            status, _, _ = self.raw(data)
+            self.assertTrue(status == 0 or 400 <= status < 500 or status == 505,
+                            (data[:80], status))
+        # none of them made an env
+        self.assertEqual(self.gw.request("GET", "/v1/envs/sm", token=USER)[0], 404)
+        self.alive()
+
+    def test_json_edges(self):
+        h = {"Content-Type": "application/json"}
+        bodies = [
+            b"[" * 100000 + b"]" * 100000,                         # deep nesting
+            b'{"name":' + b"{\"a\":" * 50000 + b"1" + b"}" * 50001,
+            b'{"name":"x","cpu":1e999}',                           # huge numbers
+            b'{"name":"x","cpu":123456789012345678901234567890}',
+            b'{"name":"x","cpu":-0.5}',
+            b'{"name":"x","name":"y"}',                            # duplicate keys
+            b'{"name":"a\\u0000b"}',                               # NUL
+            b'{"name":"\xff\xfe"}',                                # invalid UTF-8
+            b'{"name":"\xed\xa0\x80"}',                            # a surrogate as UTF-8
+            b'{"name":"\\ud800"}',                                 # a lone surrogate escape
+            b'{"name":"x"} trailing',
+            b"\xef\xbb\xbf{}",                                     # a byte order mark
+            b"",
+        ]
+        for raw in bodies:
+            status, _, data = self.gw.request("POST", "/v1/envs", raw=raw, token=USER, headers=h)
+            self.assertEqual(status, 400, (raw[:60], data))
+            self.assertIn(data["error"]["status"], ("INVALID_JSON", "BAD_REQUEST"), raw[:60])
+            self.assertTrue(data["error"]["message"])
+        self.alive()
+
+    def test_token_stays_out_of_urls_and_logs(self):
+        secret = "t" * 20 + "SECRETTOKEN"
+        self.gw.write_tokens([(USER, "alice", "user"), (ADMIN, harness.ADMIN, "admin"),
+                              (secret, "alice", "user")])
+        try:
+            # the page a ?token= link opens is never cached, sends no Referer
+            status, headers, _ = self.gw.request("GET", "/?token=" + secret)
+            self.assertEqual(status, 200)
+            self.assertIn("no-store", headers.get("Cache-Control", ""))
+            self.assertEqual(headers.get("Referrer-Policy"), "no-referrer")
+            # the API takes the token from the header only: not a query, not a cookie (so a
+            # cross-site form or link cannot act with it: no CSRF)
+            self.assertEqual(self.gw.request("GET", "/v1/envs?token=" + secret)[0], 401)
+            self.assertEqual(self.gw.request("GET", "/v1/envs", headers={
+                "Cookie": "token=" + secret})[0], 401)
+            self.assertEqual(self.gw.request("POST", "/v1/envs", raw=b"name=x", headers={
+                "Cookie": "token=" + secret, "Content-Type": "text/plain"})[0], 401)
+            # no CORS: a preflight gets no Access-Control-Allow-* header
+            status, headers, _ = self.gw.request("OPTIONS", "/v1/envs", headers={
+                "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+            self.assertNotIn("Access-Control-Allow-Origin", headers)
+            self.assertFalse(200 <= status < 300)
+            self.assertEqual(self.gw.request("GET", "/v1/envs", token=secret)[0], 200)
+            self.assertEqual(self.gw.request("GET", "/v1/envs", token=secret + "x")[0], 401)
+            self.assertNotIn("SECRETTOKEN", self.gw.log())
+        finally:
+            self.gw.write_tokens([(USER, "alice", "user"), (ADMIN, harness.ADMIN, "admin")])
+
+
 class Curve(unittest.TestCase):
     """ttgw and the Python client with CURVE keys (ttctl keygen), against a
     broker with --curve-secret. ttgw's key is bound with the gateway role,
