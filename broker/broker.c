@@ -830,15 +830,22 @@ int broker_run(broker_t *self)
 {
     s_pipeline_start(self);
     int rc = 0;
-    zmq_pollitem_t items[4] = {
+    /* workers, clients, the syncer's fd (pipelined), the blob server's
+     * pipe, the private events socket: at most five */
+    zmq_pollitem_t items[5] = {
         {zsock_resolve(self->workers), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->clients), 0, ZMQ_POLLIN, 0},
         {NULL, store_syncer_fd(self->store), ZMQ_POLLIN, 0},
         {NULL, 0, ZMQ_POLLIN, 0},
+        {NULL, 0, ZMQ_POLLIN, 0},
     };
     int n_items = self->pipelined ? 3 : 2;
-    if (image_ops_sock(self)) /* the blob server's pipe (image_ops.c) */
-        items[n_items++].socket = zsock_resolve(image_ops_sock(self));
+    if (image_ops_sock(self)) { /* the blob server's pipe (image_ops.c) */
+        items[n_items].socket = zsock_resolve(image_ops_sock(self));
+        items[n_items].fd = 0;
+        items[n_items].events = ZMQ_POLLIN;
+        n_items++;
+    }
     if (self->events_private) {
         /* the private events socket wakes the loop too (read below) */
         items[n_items].socket = zsock_resolve(self->events_private);

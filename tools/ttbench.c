@@ -215,6 +215,7 @@ static int zset_wait(zset_t *z, int timeout_ms)
 
 typedef struct {
     char id[32];
+    char dir[PATH_MAX]; /* its worker state dir: the fleet borrows the string */
     zsock_t *sock;
     fleet_t *fleet;    /* worker/fleet.c on the hollow engine, its own worker.db */
     bool submitted;    /* commands submitted since the last flush */
@@ -316,8 +317,8 @@ static void *s_host_thread(void *arg)
     for (int i = 0; i < t->n; i++) {
         shost_t *h = &t->hosts[i];
         snprintf(h->id, sizeof h->id, "bench-%04d", t->first + i);
-        char path[PATH_MAX], err[256];
-        snprintf(path, sizeof path, "%s/%s", t->state_dir, h->id);
+        char *path = h->dir, err[256];
+        snprintf(h->dir, sizeof h->dir, "%s/%s", t->state_dir, h->id);
         if (mkdir(path, 0700) && errno != EEXIST) {
             snprintf(t->error, sizeof t->error, "mkdir %.120s: %.100s", path, strerror(errno));
             return NULL;

@@ -879,8 +879,10 @@ static int s_env_ssh(ctl_t *ctl, scan_t *s)
     ttclient_t *client = s_client(ctl);
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_show(client, name, &reply);
-    if (rc != 0 || reply->status != TTFLEET__STATUS__OK)
+    if (rc != 0 || reply->status != TTFLEET__STATUS__OK) {
+        free(cmd);
         return s_finish(ctl, &client, rc, &reply, "", false);
+    }
     const Ttfleet__VmInfo *vm = NULL;
     for (size_t i = 0; i < reply->env->n_vms; i++)
         if (reply->env->vms[i]->vm_id == vm_id)
@@ -895,10 +897,12 @@ static int s_env_ssh(ctl_t *ctl, scan_t *s)
     ttclient_reply_destroy(&reply);
     ttclient_destroy(&client);
     if (!vm) {
+        free(cmd);
         fprintf(stderr, "ttctl: NOT_FOUND: env %s has no VM %u\n", name, vm_id);
         return EXIT_STATUS;
     }
     if (!port || !addr[0]) {
+        free(cmd);
         fprintf(stderr, "ttctl: UNAVAILABLE: VM %u has %s\n", vm_id,
                 !port ? "no public port for guest port 22"
                       : "no public address (start its worker with --public-address)");
@@ -1802,6 +1806,21 @@ static void s_config_load(void)
         s_config_error(path, "is a directory");
     if (st.st_size > 64 * 1024)
         s_config_error(path, "larger than 64 KiB: not a ttctl config file");
+    /* read here (bounded above) and parsed from memory: zconfig_load
+     * leaks its zfile when the text is not valid ZPL */
+    char *text = NULL;
+    FILE *cf = fopen(path, "r");
+    if (cf) {
+        text = calloc(1, (size_t)st.st_size + 2);
+        size_t got = text ? fread(text, 1, (size_t)st.st_size + 1, cf) : 0;
+        if (text && (got > (size_t)st.st_size || ferror(cf))) {
+            free(text);
+            text = NULL;
+        }
+        fclose(cf);
+    }
+    if (!text)
+        s_config_error(path, "cannot read it: %s", errno ? strerror(errno) : "changed size");
     /* zconfig reports a syntax error (with its line) through CZMQ's log,
      * which writes to stdout: point stdout at stderr meanwhile, so the
      * message reaches the user and never mixes with --json output */
@@ -1809,7 +1828,8 @@ static void s_config_load(void)
     int saved = dup(STDOUT_FILENO);
     if (saved >= 0)
         dup2(STDERR_FILENO, STDOUT_FILENO);
-    zconfig_t *root = zconfig_load(path);
+    zconfig_t *root = zconfig_str_load(text);
+    free(text);
     fflush(stdout);
     if (saved >= 0) {
         dup2(saved, STDOUT_FILENO);

@@ -70,6 +70,7 @@
 #define FLEET_MAX_OPS 1024      /* unfinished commands; beyond: refused */
 #define FLEET_MAX_OPS_PER_VM 16 /* unfinished commands naming one VM; beyond: refused */
 
+/* The strings are borrowed: they must outlive the fleet. */
 typedef struct {
     const char *state_dir;  /* absolute, exists */
     const char *images_dir; /* absolute */
