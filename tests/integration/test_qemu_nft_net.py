@@ -216,6 +216,9 @@ class QemuNft(unittest.TestCase):
         self.ok("env", "delete", "p")
         harness.wait_for("VM processes gone", lambda: not any(
             harness.proc_alive(pid, st) for pid, st in before.values()), timeout=15)
+        # the worker removes a VM's elements just after its process is gone
+        harness.wait_for("the DNAT map empty", lambda: netlib.nft_elements(
+            self.hns, "tcp_pub") == [], timeout=15)
         self.assertEqual(netlib.nft_elements(self.hns, "tcp_pub"), [])
         self.assertEqual(netlib.nft_elements(self.hns, "udp_pub"), [])
         self.assertEqual(netlib.nft_elements(self.hns, "port_grp", "map", "bridge"), [])

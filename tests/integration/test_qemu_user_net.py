@@ -141,8 +141,10 @@ class QemuUser(unittest.TestCase):
         harness.wait_for("qemu gone", lambda: not any(
             harness.proc_alive(p, s) for p, s in before.values()), timeout=15)
         self.assertIsNone(self.get(ports2[8080]))
-        self.assertFalse(os.path.exists(os.path.join(self.pool.worker_state("h1"), "vms",
-                                                     str(vm["vm_id"]))))
+        vmdir = os.path.join(self.pool.worker_state("h1"), "vms", str(vm["vm_id"]))
+        # the worker removes the VM's directory just after its process is gone
+        harness.wait_for("the VM directory gone", lambda: not os.path.exists(vmdir),
+                         timeout=15)
 
 
 if __name__ == "__main__":
