@@ -161,6 +161,21 @@ Ttfleet__Event *ttevents_recv(ttevents_t *self, int timeout_ms);
 const char *ttevents_tenant(ttevents_t *self, bool *admin);
 const char *ttevents_error(ttevents_t *self);
 
+/* Waits until every VM of env name runs (ready false) or runs and is ready
+ * (its --ready probe succeeded; ready true) and the env is "running",
+ * polling env show every 250 ms for at most timeout_ms. progress, if not
+ * NULL, is called after every poll with the env, how many VMs are there and
+ * the ms waited so far. Returns 0 when they all are, 1 when the time ran
+ * out, -1 when env show failed (transport: ttclient_error(); a refusal such
+ * as NOT_FOUND: the Reply's status and message). *reply_p is the last
+ * answer in every case but a transport failure: the caller frees it. */
+typedef void (*ttclient_wait_fn)(void *arg, const Ttfleet__EnvInfo *env, size_t done,
+                                 int64_t waited_ms);
+int ttclient_env_wait(ttclient_t *self, const char *name, bool ready, int timeout_ms,
+                      ttclient_wait_fn progress, void *arg, Ttfleet__Reply **reply_p);
+/* How many VMs of env run (ready false), or run and are ready. */
+size_t ttclient_env_count(const Ttfleet__EnvInfo *env, bool ready);
+
 /* Asks mmi.service whether the broker serves service. Copies the reply code
  * ("200", "404" or "501") into code (NUL-terminated, truncated to len).
  * Returns 0 when an answer arrived, -1 on a transport failure. */

@@ -46,7 +46,6 @@
 #define TTCTL_MAX_TIMEOUT 3600000
 #define TTCTL_DEFAULT_EVENTS "tcp://127.0.0.1:5557"
 #define TTCTL_DEFAULT_WAIT 300 /* seconds env create --wait waits */
-#define TTCTL_WAIT_POLL_MS 250
 
 typedef struct command_s command_t;
 
@@ -362,17 +361,6 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
 
 /* ---- env ---- */
 
-/* How many VMs of env are running, of how many. */
-static void s_count_running(const Ttfleet__EnvInfo *env, bool ready, size_t *running,
-                            size_t *total)
-{
-    *running = 0;
-    *total = env->n_vms;
-    for (size_t i = 0; i < env->n_vms; i++)
-        if (env->vms[i]->state == TTFLEET__VM_STATE__VM_RUNNING && (!ready || env->vms[i]->ready))
-            (*running)++;
-}
-
 /* --wait ready timed out: the console tail of every VM not ready, on
  * stderr, through env console. */
 static void s_not_ready_consoles(ttclient_t *client, const Ttfleet__EnvInfo *env)
@@ -400,47 +388,41 @@ static void s_not_ready_consoles(ttclient_t *client, const Ttfleet__EnvInfo *env
     }
 }
 
-/* env create --wait: polls `env show` until every VM of name runs (the
+/* The progress line of env create --wait on a terminal. */
+typedef struct {
+    const char *name;
+    bool ready;
+} wait_line_t;
+
+static void s_wait_line(void *arg, const Ttfleet__EnvInfo *env, size_t done, int64_t waited_ms)
+{
+    const wait_line_t *w = arg;
+    fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs %s, env %s (%llds)   ", w->name, done,
+            env->n_vms, w->ready ? "ready" : "running", env->state, (long long)(waited_ms / 1000));
+}
+
+/* env create --wait: ttclient_env_wait until every VM of name runs (the
  * broker answers a create only when its workers confirmed, so this is
- * usually at once; it matters when a VM died or its host went away), at
- * most wait_secs. On a terminal a progress line on stderr counts the VMs;
- * otherwise nothing is printed until the end. Prints the env as `env show`
- * does; exit 1 if it did not get there in time. */
+ * usually at once; it matters when a VM died, its host went away, or the
+ * env was queued) or is ready, at most wait_secs. On a terminal a progress
+ * line on stderr counts the VMs; otherwise nothing is printed until the
+ * end. Prints the env as `env show` does; exit 1 if it did not get there in
+ * time, with the console tail of every VM not ready. */
 static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, int wait_secs,
                           bool ready)
 {
     bool tty = isatty(STDERR_FILENO);
-    int64_t start = zclock_mono(), deadline = start + (int64_t)wait_secs * 1000;
+    wait_line_t line = {name, ready};
     Ttfleet__Reply *reply = NULL;
-    size_t running = 0, total = 0;
-    for (;;) {
-        ttclient_reply_destroy(&reply);
-        int rc = ttclient_env_show(*client_p, name, &reply);
-        if (rc != 0 || reply->status != TTFLEET__STATUS__OK) {
-            if (tty)
-                fputc('\n', stderr);
-            return s_finish(ctl, client_p, rc, &reply, "", false);
-        }
-        s_count_running(reply->env, ready, &running, &total);
-        bool done = running == total && strcmp(reply->env->state, "running") == 0;
-        int64_t now = zclock_mono();
-        if (tty) {
-            fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs %s, env %s (%llds)   ", name,
-                    running, total, ready ? "ready" : "running", reply->env->state,
-                    (long long)((now - start) / 1000));
-            if (done)
-                fputc('\n', stderr);
-        }
-        if (done)
-            return s_finish(ctl, client_p, 0, &reply, "", false);
-        if (now >= deadline)
-            break;
-        zclock_sleep(TTCTL_WAIT_POLL_MS);
-    }
+    int rc = ttclient_env_wait(*client_p, name, ready, wait_secs * 1000, tty ? s_wait_line : NULL,
+                               &line, &reply);
     if (tty)
         fputc('\n', stderr);
-    fprintf(stderr, "ttctl: env %s: %zu of %zu VMs %s after %d s (env %s)\n", name, running,
-            total, ready ? "ready" : "running", wait_secs, reply->env->state);
+    if (rc <= 0)
+        return s_finish(ctl, client_p, reply ? 0 : -1, &reply, "", false);
+    fprintf(stderr, "ttctl: env %s: %zu of %zu VMs %s after %d s (env %s)\n", name,
+            ttclient_env_count(reply->env, ready), reply->env->n_vms, ready ? "ready" : "running",
+            wait_secs, reply->env->state);
     if (ready)
         s_not_ready_consoles(*client_p, reply->env);
     ttclient_reply_destroy(&reply);

@@ -154,3 +154,27 @@ def test_bad_key_file(tmp_path):
     with pytest.raises(ttfleet.KeyFileError):
         ttfleet.Client(broker="tcp://127.0.0.1:1", key=str(tmp_path / "nope"),
                        broker_key=str(tmp_path / "nope2"))
+
+
+def test_wait_ready(client):
+    """wait(ready=True) returns once every VM's probe succeeded, and times
+    out with each VM that is not ready named, with its console tail."""
+    client.env_create("rdy-none", images=[("sleeper", 2)], cpu=1, mem_mib=64, ready="none")
+    env = client.wait("rdy-none", ready=True, timeout_s=30)
+    assert [vm.ready for vm in env.vms] == [True, True]
+    assert all(vm.ready_at > 0 for vm in env.vms)
+    client.env_create("rdy-never", images=["sleeper"], cpu=1, mem_mib=64, ready="tcp:9")
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError) as e:
+        client.wait("rdy-never", ready=True, timeout_s=2)
+    assert 2 <= time.monotonic() - t0 < 15
+    assert "0 of 1 VMs ready" in str(e.value)
+    assert "VM_RUNNING" in str(e.value)
+    # running (not ready) is enough without ready=True
+    assert client.wait("rdy-never", timeout_s=10).name == "rdy-never"
+    with pytest.raises(ttfleet.NotFound):
+        client.wait("no-such-env", timeout_s=1)
+    with pytest.raises(ttfleet.BadRequest):
+        client.env_create("rdy-bad", images=["sleeper"], ready="tcp:notaport")
+    for name in ("rdy-none", "rdy-never"):
+        client.env_delete(name)

@@ -152,8 +152,15 @@ class Client:
     # ---- one method per ttctl command ----
 
     def env_create(self, name, images, engine="", cpu=0, mem_mib=0, disk_mib=0, ports=(),
-                   lifetime=0, deny_outgoing=False, spread=False, request_id=None):
-        """images: [("image", dup)] or ["image"]; returns the EnvInfo."""
+                   lifetime=0, deny_outgoing=False, spread=False, request_id=None,
+                   ssh_keys=(), user_data=b"", ready="", queue=False, max_wait=0, priority=0):
+        """images: [("image", dup)] or ["image"]; returns the EnvInfo.
+
+        ssh_keys: OpenSSH public key lines; user_data: cloud-config or a
+        script (bytes or str, at most 64 KiB); ready: the readiness spec
+        (none, ssh, tcp:PORT, http:PORT[/PATH], console:REGEX, agent,
+        cloud-init). queue: wait in the admission queue when the pool is
+        full (the reply then has status QUEUED: see wait())."""
         def fill(m):
             m.name = name
             for item in images:
@@ -162,7 +169,41 @@ class Client:
             m.engine, m.cpu, m.mem_mib, m.disk_mib = engine, cpu, mem_mib, disk_mib
             m.ports.extend(ports)
             m.lifetime, m.deny_outgoing, m.spread = lifetime, deny_outgoing, spread
+            m.ssh_keys.extend(ssh_keys)
+            m.user_data = user_data.encode() if isinstance(user_data, str) else user_data
+            m.ready = ready
+            m.queue, m.max_wait, m.priority = queue, max_wait, priority
         return self._op("env_create", fill, request_id=request_id, result="env")
+
+    def wait(self, name, ready=False, timeout_s=300, poll_s=0.25):
+        """Polls env_show until every VM of env name runs (ready=False) or
+        runs and is ready (its readiness probe succeeded) and the env is
+        running. Returns the EnvInfo; raises TimeoutError after timeout_s,
+        its message naming each VM that is not there with its probe detail
+        and console tail (as `ttctl env create --wait ready` prints)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            env = self.env_show(name)
+            there = [vm for vm in env.vms if vm.state == pb.VM_RUNNING and (vm.ready or not ready)]
+            if len(there) == len(env.vms) and env.state == "running":
+                return env
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        lines = ["env %s: %d of %d VMs %s after %g s (env %s)"
+                 % (name, len(there), len(env.vms), "ready" if ready else "running", timeout_s,
+                    env.state)]
+        for vm in env.vms:
+            if vm in there:
+                continue
+            lines.append("vm %d on %s: %s; %s" % (vm.vm_id, vm.host, pb.VmState.Name(vm.state),
+                                                 vm.ready_detail or "no probe result"))
+            try:
+                tail = self.env_console(name, vm.vm_id, host=vm.host, max_bytes=4096)
+                lines.append(tail.text.decode("utf-8", "replace"))
+            except errors.Error as e:
+                lines.append("(console unavailable: %s)" % e)
+        raise TimeoutError("\n".join(lines))
 
     def env_show(self, name):
         return self._op("env_show", lambda m: setattr(m, "name", name), result="env")
