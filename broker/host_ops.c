@@ -8,6 +8,7 @@
 #include "replace.h"
 #include "reply.h"
 #include "scheduler.h"
+#include "stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,7 @@ int host_admin(handler_ctx_t *c)
                  "host %s removed (%d VM(s) dropped); a worker still running "
                  "there joins again when it reconnects",
                  id, dropped);
+        stats_host_gone(self, id);
         zhashx_delete(self->hosts, id);
         sched_invalidate(self);
         h = NULL;

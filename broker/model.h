@@ -160,6 +160,7 @@ struct op_t {
     int n_vms;
     vm_t **vms;
     uint64_t *cmd_ids; /* per host command op id, parallel to hosts[] */
+    int64_t *sent_us;  /* when each was queued (zclock_usecs), parallel to hosts[] */
     host_t **hosts;
     int n_hosts;
     /* create only: hosts that refused or failed, and re-placement rounds */

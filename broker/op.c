@@ -12,6 +12,7 @@
 #include "persist.h"
 #include "replace.h"
 #include "reply.h"
+#include "stats.h"
 #include "wcmd.h"
 
 #include <stdio.h>
@@ -36,7 +37,8 @@ op_t *op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelope, const
     op->vms = calloc((size_t)env->n_vms + 1, sizeof *op->vms);
     op->hosts = calloc((size_t)env->n_vms + 1, sizeof *op->hosts);
     op->cmd_ids = calloc((size_t)env->n_vms + 1, sizeof *op->cmd_ids);
-    if (!op->vms || !op->hosts || !op->cmd_ids) {
+    op->sent_us = calloc((size_t)env->n_vms + 1, sizeof *op->sent_us);
+    if (!op->vms || !op->hosts || !op->cmd_ids || !op->sent_us) {
         op_free(self, &op);
         return NULL;
     }
@@ -73,6 +75,7 @@ void op_free(broker_t *self, op_t **op_p)
     free(op->vms);
     free(op->hosts);
     free(op->cmd_ids);
+    free(op->sent_us);
     free(op);
     *op_p = NULL;
 }
@@ -95,6 +98,7 @@ void op_wait(broker_t *self, op_t *op, host_t *host, uint64_t cmd_id)
 {
     op->hosts[op->n_hosts] = host;
     op->cmd_ids[op->n_hosts] = cmd_id;
+    op->sent_us[op->n_hosts] = zclock_usecs();
     op->n_hosts++;
     char k[32];
     snprintf(k, sizeof k, "%llu", (unsigned long long)cmd_id);
@@ -291,6 +295,7 @@ void op_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
             if (op->hosts[i] != host)
                 return; /* not the host we asked: ignore */
             op->cmd_ids[i] = 0;
+            stats_worker(self, host, zclock_usecs() - op->sent_us[i]);
         }
     zhashx_delete(self->ops, k);
     if (op->kind == OP_CONSOLE) {

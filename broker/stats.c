@@ -26,9 +26,6 @@ typedef struct {
     int64_t t0_us;
 } pending_t;
 
-#include <stdlib.h>
-#include <string.h>
-
 static void s_observe(stats_hist_t *h, const double *le, int n, double v)
 {
     int i = 0;
@@ -45,11 +42,15 @@ broker_stats_t *stats_new(void)
     if (!self)
         return NULL;
     self->pending = zhashx_new();
-    if (!self->pending) {
+    self->worker = zhashx_new();
+    if (!self->pending || !self->worker) {
+        zhashx_destroy(&self->pending);
+        zhashx_destroy(&self->worker);
         free(self);
         return NULL;
     }
     zhashx_set_destructor(self->pending, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_destructor(self->worker, (zhashx_destructor_fn *)zstr_free);
     return self;
 }
 
@@ -59,6 +60,7 @@ void stats_destroy(broker_stats_t **self_p)
     if (!self)
         return;
     zhashx_destroy(&self->pending);
+    zhashx_destroy(&self->worker);
     free(self);
     *self_p = NULL;
 }
@@ -145,7 +147,20 @@ void stats_batch(broker_t *self, int n)
 
 void stats_worker(broker_t *self, const host_t *host, int64_t us)
 {
-    (void)self;
-    (void)host;
-    (void)us; /* not measured yet: needs the command's send time in the op */
+    broker_stats_t *st = self->stats;
+    if (!st || !host)
+        return;
+    stats_hist_t *h = zhashx_lookup(st->worker, host->id);
+    if (!h) {
+        if (zhashx_size(st->worker) >= STATS_HOSTS || !(h = calloc(1, sizeof *h)))
+            return;
+        zhashx_insert(st->worker, host->id, h);
+    }
+    s_observe(h, stats_lat_le, STATS_N_LAT, (double)(us < 0 ? 0 : us) / 1e6);
+}
+
+void stats_host_gone(broker_t *self, const char *host_id)
+{
+    if (self->stats && host_id)
+        zhashx_delete(self->stats->worker, host_id);
 }

@@ -14,6 +14,7 @@
 #define STATS_STATUS 64 /* Status values are below this */
 #define STATS_N_LAT 17  /* latency bucket bounds (seconds), then +Inf */
 #define STATS_N_BATCH 10
+#define STATS_HOSTS 4096 /* hosts with a worker latency histogram */
 extern const double stats_lat_le[STATS_N_LAT];
 extern const double stats_batch_le[STATS_N_BATCH];
 
@@ -29,6 +30,7 @@ struct broker_stats_t {
     stats_hist_t op[STATS_OPS];
     uint64_t requests[STATS_OPS][STATS_STATUS];
     zhashx_t *pending; /* "tenant\x1frid" -> op and start, for ops that answer later */
+    zhashx_t *worker;  /* host id -> stats_hist_t: command sent -> reply (STATS_HOSTS at most) */
     int cur_op;        /* the request being dispatched */
     int64_t cur_t0_us;
     bool cur_replied;
@@ -52,5 +54,7 @@ void stats_commit(broker_t *self, int64_t us);
 void stats_batch(broker_t *self, int n);
 /* A worker answered a command sent us microseconds ago. */
 void stats_worker(broker_t *self, const host_t *host, int64_t us);
+/* A host was removed: forget its histogram. */
+void stats_host_gone(broker_t *self, const char *host_id);
 
 #endif

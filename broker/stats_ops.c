@@ -59,10 +59,16 @@ int broker_stats(handler_ctx_t *c)
     Ttfleet__OpLatency *ol = calloc((size_t)n_ops + 1, sizeof *ol);
     Ttfleet__OpLatency **olp = calloc((size_t)n_ops + 1, sizeof *olp);
     Ttfleet__HistogramBucket *olb = calloc(((size_t)n_ops + 1) * (STATS_N_LAT + 1), sizeof *olb);
+    size_t n_hosts = zhashx_size(st->worker);
+    Ttfleet__HostLatency *hl = calloc(n_hosts + 1, sizeof *hl);
+    Ttfleet__HostLatency **hlp = calloc(n_hosts + 1, sizeof *hlp);
+    Ttfleet__HistogramBucket *hlb = calloc((n_hosts + 1) * (STATS_N_LAT + 1), sizeof *hlb);
+    size_t h = 0;
     Ttfleet__RequestCount *rc = calloc((size_t)n_counts + 1, sizeof *rc);
     Ttfleet__RequestCount **rcp = calloc((size_t)n_counts + 1, sizeof *rcp);
     int status = 0, i = 0, j = 0;
-    if (!ol || !olp || !olb || !rc || !rcp || !bs.commit_latency || !bs.batch_size) {
+    if (!ol || !olp || !olb || !rc || !rcp || !hl || !hlp || !hlb || !bs.commit_latency ||
+        !bs.batch_size) {
         status = handler_fail(c, TTFLEET__STATUS__INTERNAL, "out of memory");
         goto out;
     }
@@ -90,6 +96,20 @@ int broker_stats(handler_ctx_t *c)
                 j++;
             }
     }
+    /* per host: command queued -> its reply */
+    for (stats_hist_t *wh = zhashx_first(st->worker); wh && h < n_hosts;
+         wh = zhashx_next(st->worker)) {
+        ttfleet__host_latency__init(&hl[h]);
+        hl[h].host = (char *)zhashx_cursor(st->worker);
+        hl[h].buckets = s_buckets(wh, stats_lat_le, STATS_N_LAT, hlb + h * (STATS_N_LAT + 1),
+                                  &hl[h].n_buckets);
+        hl[h].sum = wh->sum;
+        hl[h].count = wh->count;
+        hlp[h] = &hl[h];
+        h++;
+    }
+    bs.worker_latency = hlp;
+    bs.n_worker_latency = h;
     bs.op_latency = olp;
     bs.n_op_latency = (size_t)i;
     bs.requests_total = rcp;
@@ -104,6 +124,11 @@ out:
         free(ol[k].buckets);
     free(ol);
     free(olp);
+    for (size_t k = 0; hl && k < h; k++)
+        free(hl[k].buckets);
+    free(hl);
+    free(hlp);
+    free(hlb);
     free(olb);
     free(rc);
     free(rcp);

@@ -379,6 +379,11 @@ class Gateway(unittest.TestCase):
                                         op="env_create"), 1)
             self.assertGreaterEqual(get("ttfleet_broker_batch_size_count"), 1)
             self.assertIsNotNone(get("ttfleet_broker_commit_queue_depth"))
+            # the create waited for h1's worker: its command round trip is timed
+            self.assertGreaterEqual(get("ttfleet_broker_worker_latency_seconds_count", host="h1"), 1)
+            self.assertEqual(get("ttfleet_broker_worker_latency_seconds_bucket", host="h1",
+                                 le="+Inf"),
+                             get("ttfleet_broker_worker_latency_seconds_count", host="h1"))
             self.assertEqual(get("ttfleet_queue_depth"), 0)
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)

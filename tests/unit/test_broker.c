@@ -1276,6 +1276,14 @@ int main(void)
                     forbidden = rc->count == 1;
             }
             CHECK(creates_ok && forbidden);
+            /* the fake workers answered commands: each host has a histogram */
+            CHECK(bs->n_worker_latency > 0);
+            for (size_t i = 0; i < bs->n_worker_latency; i++) {
+                const Ttfleet__HostLatency *hl = bs->worker_latency[i];
+                CHECK(hl->host && *hl->host && hl->count > 0 && hl->n_buckets > 1);
+                CHECK(isinf(hl->buckets[hl->n_buckets - 1]->le));
+                CHECK(hl->buckets[hl->n_buckets - 1]->count == hl->count && hl->sum >= 0);
+            }
         }
         s_status(st);
     }
