@@ -24,6 +24,7 @@
 #include "persist.h"
 #include "reply.h"
 #include "ttblob.h"
+#include "ttguest.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #include <string.h>
 
 #define S_MAX_BLOBS (TT_MANIFEST_FILES + 1)
+#define S_READINESS_MAX 256 /* bytes of a default readiness spec, with its NUL */
 
 int image_ops_start(broker_t *self, char *err, size_t errlen)
 {
@@ -141,6 +143,18 @@ static int s_check_push(handler_ctx_t *c, const Ttfleet__ImagePush *p, tt_image_
     if (p->pool && !c->admin)
         return handler_fail(c, TTFLEET__STATUS__FORBIDDEN,
                             "pool images are pushed by an admin (push --private)");
+    const Ttfleet__ImageDefaults *d = p->defaults;
+    tt_ready_t spec;
+    if (d && d->readiness && *d->readiness &&
+        (strlen(d->readiness) >= S_READINESS_MAX ||
+         tt_ready_parse(d->readiness, &spec, why, sizeof why)))
+        return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST, "invalid default readiness: %s",
+                          strlen(d->readiness) >= S_READINESS_MAX ? "too long" : why);
+    if (d && d->user && *d->user && !tt_name_valid(d->user))
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
+                            "invalid default user (letters, digits, '-', '_', '.')");
+    if (d && d->min_disk_mib > TT_MAX_DISK_MIB)
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "default minimum disk too large");
     if (!c->self->blobsrv)
         return handler_fail(c, TTFLEET__STATUS__UNAVAILABLE,
                             "this broker runs no blob server (--blobs)");
@@ -188,7 +202,7 @@ typedef struct {
     uint64_t size;
     int64_t created_at;
     char blobs[1024];
-    char readiness[256], user[TT_MAX_NAME + 1];
+    char readiness[S_READINESS_MAX], user[TT_MAX_NAME + 1];
     uint32_t min_disk_mib;
 } s_row_t;
 
@@ -382,10 +396,7 @@ int image_commit(handler_ctx_t *c)
                                 p->blobs[i]->digest, (unsigned long long)p->blobs[i]->size,
                                 p->blobs[i]->file ? p->blobs[i]->file : "");
     const Ttfleet__ImageDefaults *d = p->defaults;
-    if (d) {
-        if ((d->readiness && strlen(d->readiness) >= sizeof r.readiness) ||
-            (d->user && *d->user && !tt_name_valid(d->user)))
-            return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, "invalid image defaults");
+    if (d) { /* checked by s_check_push */
         snprintf(r.readiness, sizeof r.readiness, "%s", d->readiness ? d->readiness : "");
         snprintf(r.user, sizeof r.user, "%s", d->user ? d->user : "");
         r.min_disk_mib = d->min_disk_mib;

@@ -682,7 +682,8 @@ int ttclient_image_pull(ttclient_t *self, Ttfleet__ImagePull *pull, Ttfleet__Rep
 }
 
 int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, bool pool,
-                        const ttimage_opts_t *opts, Ttfleet__Reply **reply_p)
+                        const Ttfleet__ImageDefaults *defaults, const ttimage_opts_t *opts,
+                        Ttfleet__Reply **reply_p)
 {
     *reply_p = NULL;
     ttimage_info_t *info = calloc(1, sizeof *info);
@@ -721,6 +722,7 @@ int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, boo
     p.n_blobs = n;
     p.blobs = bl;
     p.pool = pool;
+    p.defaults = (Ttfleet__ImageDefaults *)defaults;
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
     req.op_case = TTFLEET__REQUEST__OP_IMAGE_PUSH;
     req.image_push = &p;

@@ -132,9 +132,12 @@ int ttclient_audit(ttclient_t *self, Ttfleet__AuditQuery *query, Ttfleet__Reply 
  * the broker which blobs it lacks, sends them to the blob server (resumable,
  * see ttimage.h; opts NULL for the defaults) and commits: the reply is the
  * registered image, or the broker's refusal. -1 (ttclient_error) when the
- * path is not an image or a transfer failed; nothing is registered then. */
+ * path is not an image or a transfer failed; nothing is registered then.
+ * defaults (may be NULL) are the image's: readiness spec, SSH user, minimum
+ * disk; the broker checks them before anything is sent. */
 int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, bool pool,
-                        const ttimage_opts_t *opts, Ttfleet__Reply **reply_p);
+                        const Ttfleet__ImageDefaults *defaults, const ttimage_opts_t *opts,
+                        Ttfleet__Reply **reply_p);
 int ttclient_image_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
 int ttclient_image_show(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p);
 int ttclient_image_rm(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p);

@@ -1290,6 +1290,8 @@ static int s_image_push(ctl_t *ctl, scan_t *s)
     const char *pos[2] = {NULL, NULL}, *arg;
     int npos = 0, kind;
     bool priv = false;
+    Ttfleet__ImageDefaults defaults = TTFLEET__IMAGE_DEFAULTS__INIT;
+    char why[256];
     while ((kind = s_scan(ctl, s, &arg)) >= 0) {
         if (kind == 0) {
             if (npos == 2)
@@ -1298,19 +1300,30 @@ static int s_image_push(ctl_t *ctl, scan_t *s)
         } else if (s_is(s, "--private")) {
             s_flag(ctl, s);
             priv = true;
+        } else if (s_is(s, "--ready")) {
+            defaults.readiness = (char *)s_value(ctl, s);
+            tt_ready_t spec;
+            if (tt_ready_parse(defaults.readiness, &spec, why, sizeof why))
+                s_usage_error(ctl, "--ready: %s", why);
+        } else if (s_is(s, "--user")) {
+            defaults.user = (char *)s_value(ctl, s);
+            if (!tt_name_valid(defaults.user))
+                s_usage_error(ctl, "--user: '%s' is not a valid user name", defaults.user);
+        } else if (s_is(s, "--min-disk")) {
+            defaults.min_disk_mib =
+                (uint32_t)s_number(ctl, "--min-disk", s_value(ctl, s), 1, TT_MAX_DISK_MIB);
         } else if (!s_global_option(ctl, s))
             s_unknown_option(ctl, s);
     }
     if (npos != 2)
         s_usage_error(ctl, "give NAME[:TAG] and PATH");
     tt_image_ref_t ref;
-    char why[256];
     if (tt_image_ref_parse(pos[0], &ref, why, sizeof why) || ref.digest[0])
         s_usage_error(ctl, "invalid image name '%s': %s", pos[0],
                       ref.digest[0] ? "push NAME[:TAG], the digest is the content's" : why);
     ttclient_t *client = s_client(ctl);
     Ttfleet__Reply *reply = NULL;
-    int rc = ttclient_image_push(client, pos[0], pos[1], !priv, NULL, &reply);
+    int rc = ttclient_image_push(client, pos[0], pos[1], !priv, &defaults, NULL, &reply);
     return s_finish(ctl, &client, rc, &reply, "pushed", false);
 }
 
@@ -1971,11 +1984,15 @@ static const command_t s_commands[] = {
      "Removes a key's binding (admin only): its next request is refused\n"
      "(UNAUTHENTICATED), new handshakes with it fail, and its events stop.\n",
      s_key_rm, NULL, NULL},
-    {"image", "push", "image push NAME[:TAG] PATH [--private]",
+    {"image", "push",
+     "image push NAME[:TAG] PATH [--private] [--ready SPEC] [--user NAME] [--min-disk MIB]",
      "Pushes an image: a qcow2 file, or a directory with kernel [+ initrd] and/or\n"
      "disk.qcow2. Only the blobs the broker lacks are sent; an interrupted push resumes\n"
      "when run again, and nothing is registered until every blob is stored and verified.\n"
-     "A pool image (the default) needs the admin role; --private makes it your tenant's.\n",
+     "A pool image (the default) needs the admin role; --private makes it your tenant's.\n"
+     "  --ready SPEC     the image's default readiness (as env create --ready)\n"
+     "  --user NAME      the user `env ssh` logs in as by default\n"
+     "  --min-disk MIB   the smallest disk a VM of it gets\n",
      s_image_push, NULL, NULL},
     {"image", "list", "image list [--all]",
      "Lists the pool's images and your tenant's private ones (--all: every tenant's,\n"

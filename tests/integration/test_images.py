@@ -91,6 +91,20 @@ class Images(unittest.TestCase):
         self.assertEqual(r2.rc, 0, r2)
         self.assertEqual(r2.data["digest"], r.data["digest"])
 
+        # the image's defaults are kept and shown
+        r3 = self.ctl("image", "push", "guest:defaults", self.guest, "--ready", "tcp:2222",
+                      "--user", "debian", "--min-disk", 2048)
+        self.assertEqual(r3.rc, 0, r3)
+        self.assertEqual(r3.data["defaults"], {"readiness": "tcp:2222", "user": "debian",
+                                               "min_disk_mib": 2048})
+        r3 = self.ctl("image", "show", "guest:defaults", tenant="alice")
+        self.assertEqual(r3.data["defaults"]["readiness"], "tcp:2222", r3)
+        for bad, why in ((("--ready", "tcp:0"), "--ready"), (("--user", "a b"), "--user"),
+                         (("--min-disk", "-1"), "--min-disk")):
+            r3 = self.ctl("image", "push", "guest:bad", self.guest, *bad)
+            self.assertNotEqual(r3.rc, 0)
+            self.assertIn(why, r3.err)
+
         r = self.ctl("image", "show", "pattern:v1", tenant="alice")
         self.assertEqual(r.rc, 0, r)
         pinned = "pattern@" + r.data["digest"]
@@ -176,6 +190,20 @@ class Images(unittest.TestCase):
                 rep = push("image_push", **kw)
                 self.assertEqual(rep.status, pb.BAD_REQUEST, (kw, rep))
                 self.assertTrue(rep.message)
+            # defaults the broker checks itself (ttctl checks them too)
+            for field, value, why in (("readiness", "bogus", "invalid default readiness"),
+                                      ("readiness", "x" * 300, "too long"),
+                                      ("user", "a b", "invalid default user"),
+                                      ("min_disk_mib", 1 << 31, "too large")):
+                for op in ("image_push", "image_commit"):
+                    req = pb.Request()
+                    p = getattr(req, op)
+                    p.ref, p.kind, p.digest, p.size = "forged", "qcow2", digest, 100
+                    p.blobs.add(digest=digest, size=100, file="")
+                    setattr(p.defaults, field, value)
+                    rep = c.call("tt.env", req)
+                    self.assertEqual(rep.status, pb.BAD_REQUEST, (field, op, rep))
+                    self.assertIn(why, rep.message)
             # a manifest that is not one: the blob exists (pushed as a qcow2
             # image's blob), but a dir image naming it as manifest is refused
             qd = sha256_file(self.qcow2)
