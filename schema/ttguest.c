@@ -2,7 +2,8 @@
  * ttguest: the rules for what a tenant hands a guest, shared by ttctl (to
  * fail early with a clear message), the broker (BAD_REQUEST before anything
  * is placed) and the worker (which checks again before use): SSH public
- * keys, user-data and readiness specs. No I/O, no dependency but libc.
+ * keys, user-data and readiness specs, and the bounded console matcher.
+ * No I/O; libc and PCRE2.
  */
 #define _GNU_SOURCE
 #include "ttguest.h"
@@ -11,7 +12,8 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,15 +191,13 @@ int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen)
             snprintf(err, errlen, "ready spec: expected console:REGEX");
             return -1;
         }
-        regex_t re;
-        int rc = regcomp(&re, arg, REG_EXTENDED | REG_NOSUB | REG_NEWLINE);
-        if (rc) {
-            char m[128];
-            regerror(rc, &re, m, sizeof m);
+        char m[160];
+        tt_console_re_t *re = tt_console_re_new(arg, m, sizeof m);
+        if (!re) {
             snprintf(err, errlen, "ready spec: console regex does not compile: %s", m);
             return -1;
         }
-        regfree(&re);
+        tt_console_re_destroy(&re);
         spec->kind = TT_READY_CONSOLE;
         snprintf(spec->arg, sizeof spec->arg, "%s", arg);
         return 0;
@@ -235,4 +235,80 @@ int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t 
             return -1;
         }
     return 0;
+}
+
+/* ---- the console matcher ---- */
+
+struct tt_console_re_t {
+    pcre2_code *code;
+    pcre2_match_data *md;
+    pcre2_match_context *mc;
+};
+
+#define S_RE_NEST 32         /* nested parentheses */
+#define S_RE_DEPTH 1000      /* backtracking depth */
+#define S_RE_HEAP_KIB 1024   /* heap for backtracking frames */
+
+tt_console_re_t *tt_console_re_new(const char *pattern, char *err, size_t errlen)
+{
+    if (!pattern || !*pattern || strlen(pattern) > TT_READY_MAX) {
+        snprintf(err, errlen, "empty, or longer than %d bytes", TT_READY_MAX);
+        return NULL;
+    }
+    tt_console_re_t *self = calloc(1, sizeof *self);
+    pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
+    if (!self || !cc) {
+        snprintf(err, errlen, "out of memory");
+        free(self);
+        pcre2_compile_context_free(cc);
+        return NULL;
+    }
+    pcre2_set_max_pattern_length(cc, TT_READY_MAX);
+    pcre2_set_parens_nest_limit(cc, S_RE_NEST);
+    int code = 0;
+    PCRE2_SIZE at = 0;
+    self->code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                               PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C | PCRE2_NEVER_UTF |
+                                   PCRE2_NEVER_UCP,
+                               &code, &at, cc);
+    pcre2_compile_context_free(cc);
+    if (!self->code) {
+        PCRE2_UCHAR msg[120];
+        if (pcre2_get_error_message(code, msg, sizeof msg) < 0)
+            snprintf((char *)msg, sizeof msg, "error %d", code);
+        snprintf(err, errlen, "%s at offset %zu", (const char *)msg, (size_t)at);
+        free(self);
+        return NULL;
+    }
+    self->md = pcre2_match_data_create(1, NULL);
+    self->mc = pcre2_match_context_create(NULL);
+    if (!self->md || !self->mc) {
+        snprintf(err, errlen, "out of memory");
+        tt_console_re_destroy(&self);
+        return NULL;
+    }
+    pcre2_set_match_limit(self->mc, TT_CONSOLE_MATCH_LIMIT);
+    pcre2_set_depth_limit(self->mc, S_RE_DEPTH);
+    pcre2_set_heap_limit(self->mc, S_RE_HEAP_KIB);
+    return self;
+}
+
+int tt_console_re_match(tt_console_re_t *self, const char *text, size_t len)
+{
+    int rc = pcre2_match(self->code, (PCRE2_SPTR)text, len, 0, 0, self->md, self->mc);
+    if (rc >= 0)
+        return 1;
+    return rc == PCRE2_ERROR_NOMATCH ? 0 : -1;
+}
+
+void tt_console_re_destroy(tt_console_re_t **self_p)
+{
+    tt_console_re_t *self = *self_p;
+    if (!self)
+        return;
+    pcre2_code_free(self->code);
+    pcre2_match_data_free(self->md);
+    pcre2_match_context_free(self->mc);
+    free(self);
+    *self_p = NULL;
 }

@@ -39,9 +39,23 @@ typedef struct {
     char arg[TT_READY_MAX + 1]; /* http: path (starts with '/'); console: regex */
 } tt_ready_t;
 
-/* none | ssh | tcp:PORT | http:PORT[/PATH] | console:REGEX (POSIX extended,
- * must compile) | agent | cloud-init. */
+/* none | ssh | tcp:PORT | http:PORT[/PATH] | console:REGEX (PCRE2 syntax,
+ * must compile within tt_console_re_new's limits) | agent | cloud-init. */
 int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen);
+
+/* A console:REGEX compiled for matching guest output. The pattern comes
+ * from a tenant and the text from its guest, so both are bounded: PCRE2
+ * (multiline: ^ and $ at each line), at most TT_READY_MAX bytes and 32
+ * nested groups, and each match gives up after TT_CONSOLE_MATCH_LIMIT
+ * backtracking steps (a few ms) instead of running for minutes as POSIX
+ * regexec can on a hostile pattern and line. */
+#define TT_CONSOLE_MATCH_LIMIT 100000
+typedef struct tt_console_re_t tt_console_re_t;
+tt_console_re_t *tt_console_re_new(const char *pattern, char *err, size_t errlen);
+/* 1 when text (len bytes, NULs allowed) matches, 0 when not, -1 when the
+ * match limit was hit or memory ran out (treat as "not yet", say why). */
+int tt_console_re_match(tt_console_re_t *re, const char *text, size_t len);
+void tt_console_re_destroy(tt_console_re_t **re_p);
 
 /* The guest fields of an EnvCreate (ssh_keys, user_data, ready, each
  * ImageCount's ready), for tt_request_validate. */

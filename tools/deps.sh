@@ -15,7 +15,7 @@ python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev clang
 libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64
 libmicrohttpd-dev python3-pytest python3-setuptools python3-pip python3-yaml python3-jsonschema
 python3-prometheus-client python3-websocket chromium scdoc systemd dpkg
-libssl-dev genisoimage mmdebstrap openssh-client"
+libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi
 missing=""
 for p in $PKGS; do

@@ -18,7 +18,6 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +35,8 @@ typedef enum { S_IDLE, S_CONNECT, S_IO } s_state_t;
 struct probe_t {
     probe_spec_t spec;
     probe_target_t target;
-    regex_t re;
-    bool have_re;
+    tt_console_re_t *re;
+    off_t console_seen; /* console size at the last match that failed, -1 before one */
     bool ready;
     s_state_t state;
     int fd;
@@ -64,11 +63,12 @@ probe_t *probe_new(const probe_spec_t *spec, const probe_target_t *target, int64
     self->fd = -1;
     self->due = now_ms;
     if (spec->kind == PROBE_CONSOLE) {
-        if (regcomp(&self->re, spec->arg, REG_EXTENDED | REG_NOSUB | REG_NEWLINE)) {
+        char why[160];
+        if (!(self->re = tt_console_re_new(spec->arg, why, sizeof why))) {
             free(self);
             return NULL;
         }
-        self->have_re = true;
+        self->console_seen = -1;
     }
     snprintf(self->detail, sizeof self->detail, "not probed yet");
     return self;
@@ -94,8 +94,7 @@ void probe_destroy(probe_t **self_p)
         return;
     probe_t *self = *self_p;
     s_end_attempt(self, 0, NULL);
-    if (self->have_re)
-        regfree(&self->re);
+    tt_console_re_destroy(&self->re);
     free(self);
     *self_p = NULL;
 }
@@ -137,23 +136,32 @@ static int s_console(probe_t *self, int64_t now)
         return 0;
     }
     struct stat sb;
-    off_t start = fstat(fd, &sb) == 0 && sb.st_size > PROBE_CONSOLE_TAIL
-                      ? sb.st_size - PROBE_CONSOLE_TAIL
-                      : 0;
-    char *tail = malloc(PROBE_CONSOLE_TAIL + 1);
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        s_end_attempt(self, now, "console log unreadable");
+        return 0;
+    }
+    if (sb.st_size == self->console_seen) {
+        /* nothing new since the last match failed: no need to match again */
+        close(fd);
+        s_end_attempt(self, now, self->detail[0] ? NULL : "the console does not match yet");
+        return 0;
+    }
+    off_t start = sb.st_size > PROBE_CONSOLE_TAIL ? sb.st_size - PROBE_CONSOLE_TAIL : 0;
+    char *tail = malloc(PROBE_CONSOLE_TAIL);
     ssize_t n = tail ? pread(fd, tail, PROBE_CONSOLE_TAIL, start) : -1;
     close(fd);
-    int hit = 0;
-    if (n > 0) {
-        for (ssize_t i = 0; i < n; i++)
-            if (tail[i] == 0)
-                tail[i] = ' ';
-        tail[n] = 0;
-        hit = regexec(&self->re, tail, 0, NULL, 0) == 0;
-    }
+    /* the match is bounded (tt_console_re_match): a hostile pattern or
+     * guest line costs this loop a few ms, not minutes */
+    int hit = n > 0 ? tt_console_re_match(self->re, tail, (size_t)n) : 0;
     free(tail);
-    s_end_attempt(self, now, hit ? NULL : "the console does not match yet");
-    return hit;
+    self->console_seen = hit == 1 ? -1 : sb.st_size;
+    s_end_attempt(self, now,
+                  hit == 1    ? NULL
+                  : hit < 0   ? "the console regex is too costly to match (PCRE2 match limit): "
+                                "simplify it"
+                              : "the console does not match yet");
+    return hit == 1;
 }
 
 static int s_send(probe_t *self, const char *data, size_t len)

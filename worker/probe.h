@@ -8,7 +8,7 @@
  *     ssh               an SSH-2.0 banner on guest port 22
  *     tcp:PORT          a TCP connection to guest port PORT is accepted
  *     http:PORT[/PATH]  GET /PATH answers 2xx or 3xx
- *     console:REGEX     POSIX extended REGEX matches the console log tail
+ *     console:REGEX     the (PCRE2, bounded: ttguest.h) REGEX matches the console log tail
  *     agent             the guest agent answers guest-sync-delimited
  *     cloud-init        cloud-init is done (/run/cloud-init/result.json
  *                       exists, read through the guest agent)

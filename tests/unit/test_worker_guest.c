@@ -323,6 +323,72 @@ static void test_probes(const char *dir)
     p = probe_new(&spec, &t, tt_mono_ms());
     CHECK(probe_step(p, tt_mono_ms()) == 0);
     probe_destroy(&p);
+
+    /* A hostile tenant pattern over a hostile guest line: a 64 KiB line of
+     * 'a' and patterns on which POSIX regexec runs for 13 to 18 s (measured
+     * with glibc 2.36). The bounded matcher gives up at its match limit, the
+     * probe says why and is not ready; a ctest timeout catches a regression
+     * to an unbounded matcher. */
+    f = fopen(log, "w");
+    for (int i = 0; i < PROBE_CONSOLE_TAIL; i++)
+        fputc('a', f);
+    fclose(f);
+    const char *costly[] = {"console:([a-z]+[a-z]+)+[0-9]", "console:(.*a){20}b",
+                            "console:(.*.*.*.*.*.*.*.*=)*x",
+                            "console:(a|b|ab|ba|aa|bb)*(a|b|ab|ba)*c", NULL};
+    for (int i = 0; costly[i]; i++) {
+        CHECK(probe_spec_parse(costly[i], &spec, err, sizeof err) == 0);
+        p = probe_new(&spec, &t, tt_mono_ms());
+        CHECK(p && probe_step(p, tt_mono_ms()) == 0);
+        CHECK(p && (strstr(probe_detail(p), "too costly") ||
+                    strstr(probe_detail(p), "does not match")));
+        probe_destroy(&p);
+    }
+    CHECK(probe_spec_parse(costly[0], &spec, err, sizeof err) == 0);
+    p = probe_new(&spec, &t, tt_mono_ms());
+    CHECK(p && probe_step(p, tt_mono_ms()) == 0 && strstr(probe_detail(p), "too costly"));
+    probe_destroy(&p);
+    /* the same log matched by a sane pattern; an unchanged log is not
+     * matched again (no cost), a grown one is */
+    CHECK(probe_spec_parse("console:a{8}$", &spec, err, sizeof err) == 0);
+    p = probe_new(&spec, &t, tt_mono_ms());
+    CHECK(p && probe_step(p, tt_mono_ms()) == 1);
+    probe_destroy(&p);
+    CHECK(probe_spec_parse("console:^up$", &spec, err, sizeof err) == 0);
+    p = probe_new(&spec, &t, 0);
+    CHECK(p && probe_step(p, 0) == 0);
+    CHECK(p && probe_step(p, 10 * 1000) == 0);
+    f = fopen(log, "a");
+    fputs("\nup\n", f);
+    fclose(f);
+    CHECK(p && probe_step(p, 20 * 1000) == 1);
+    probe_destroy(&p);
+}
+
+/* Patterns that would stall whoever compiles them (the broker validates
+ * every create's spec on its loop): refused at once, with a reason. */
+static void test_console_regex_bounds(void)
+{
+    tt_ready_t r;
+    char err[256];
+    const char *refused[] = {"console:((a{1,255}){1,255}){1,255}",
+                             "console:((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))",
+                             "console:a\\Cb", NULL};
+    for (int i = 0; refused[i]; i++) {
+        err[0] = 0;
+        CHECK(tt_ready_parse(refused[i], &r, err, sizeof err) == -1);
+        CHECK(strstr(err, "does not compile"));
+    }
+    CHECK(tt_ready_parse("console:login: *$", &r, err, sizeof err) == 0);
+    CHECK(tt_ready_parse("console:(a*)*\\1b", &r, err, sizeof err) == 0);
+    tt_console_re_t *re = tt_console_re_new("^ready$", err, sizeof err);
+    CHECK(re);
+    const char text[] = "boot\0\0noise\nready\nmore";
+    CHECK(re && tt_console_re_match(re, text, sizeof text - 1) == 1);
+    CHECK(re && tt_console_re_match(re, text, 10) == 0);
+    tt_console_re_destroy(&re);
+    CHECK(re == NULL);
+    CHECK(tt_console_re_new("", err, sizeof err) == NULL);
 }
 
 static void test_qga_parser(void)
@@ -449,6 +515,7 @@ int main(void)
     test_inputs(dir);
     test_iso(dir);
     test_probe_specs();
+    test_console_regex_bounds();
     test_probes(dir);
     test_qga_parser();
     test_qga_replies();
