@@ -383,6 +383,45 @@ out:
     zstr_free(&digest);
 }
 
+/* GC min_age digest...: the listed digests, the granted ones and the open
+ * uploads stay; other complete blobs older than min_age go. */
+typedef struct {
+    s_server_t *server;
+    zhashx_t *keep;
+} s_gc_t;
+
+static bool s_gc_keep(const char *digest, void *arg)
+{
+    s_gc_t *gc = arg;
+    return zhashx_lookup(gc->keep, digest) || zhashx_lookup(gc->server->grants, digest) ||
+           zhashx_lookup(gc->server->uploads, digest);
+}
+
+static void s_gc(s_server_t *self, zmsg_t *msg)
+{
+    char *age = zmsg_popstr(msg);
+    uint64_t min_age = 0;
+    s_gc_t gc = {self, zhashx_new()};
+    if (!gc.keep || !tt_u64_parse(age, &min_age) || min_age > INT64_MAX) {
+        zsys_warning("blobsrv: GC without a valid minimum age: nothing deleted");
+        zhashx_destroy(&gc.keep);
+        zstr_free(&age);
+        return;
+    }
+    zstr_free(&age);
+    for (char *d = zmsg_popstr(msg); d; d = zmsg_popstr(msg)) {
+        if (tt_digest_valid(d))
+            zhashx_update(gc.keep, d, (void *)1);
+        zstr_free(&d);
+    }
+    uint64_t bytes = 0;
+    int n = blobstore_sweep_blobs(self->store, (int64_t)min_age, s_gc_keep, &gc, &bytes);
+    if (n)
+        zsys_info("blobsrv: garbage collection deleted %d blob(s) no image uses (%llu bytes)", n,
+                  (unsigned long long)bytes);
+    zhashx_destroy(&gc.keep);
+}
+
 /* Returns false on $TERM. */
 static bool s_pipe(s_server_t *self)
 {
@@ -411,6 +450,8 @@ static bool s_pipe(s_server_t *self)
         if (digest)
             zhashx_delete(self->grants, digest);
         zstr_free(&digest);
+    } else if (strcmp(cmd, "GC") == 0) {
+        s_gc(self, msg);
     }
     zstr_free(&cmd);
     zmsg_destroy(&msg);
@@ -611,4 +652,16 @@ int blobsrv_revoke(blobsrv_t *self, const char *digest)
     if (!tt_digest_valid(digest))
         return -1;
     return zstr_sendx(self->actor, "REVOKE", digest, NULL);
+}
+
+int blobsrv_gc(blobsrv_t *self, const char *const *keep, size_t n, int64_t min_age)
+{
+    zmsg_t *msg = min_age >= 0 ? zmsg_new() : NULL;
+    if (!msg)
+        return -1;
+    zmsg_addstr(msg, "GC");
+    zmsg_addstrf(msg, "%lld", (long long)min_age);
+    for (size_t i = 0; i < n; i++)
+        zmsg_addstr(msg, keep[i]);
+    return zmsg_send(&msg, self->actor);
 }

@@ -18,7 +18,9 @@
  *
  * Pipe, owner -> actor: "GRANT" digest max_size user (needed before a PUT
  * when limits.require_grant; user "" = any peer, else only the peer whose
- * ZAP User-Id is user may push it), "REVOKE" digest, "$TERM".
+ * ZAP User-Id is user may push it), "REVOKE" digest, "GC" min_age digest...
+ * (delete the complete blobs older than min_age seconds that are not
+ * listed, not granted and not being uploaded), "$TERM".
  * Pipe, actor -> owner: "COMPLETE" digest size, once per verified upload.
  */
 #ifndef TT_BROKER_BLOBSRV_H
@@ -66,5 +68,9 @@ int blobsrv_stat(blobsrv_t *self, const char *digest, uint64_t *size);
  * whose ZAP User-Id is user (NULL or "": any peer). 0 / -1. */
 int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user);
 int blobsrv_revoke(blobsrv_t *self, const char *digest);
+/* Garbage collection in the actor's thread: every complete blob older than
+ * min_age seconds that is not among the n digests of keep (and has no
+ * grant or open upload) is deleted. Logged there; 0 / -1 (pipe). */
+int blobsrv_gc(blobsrv_t *self, const char *const *keep, size_t n, int64_t min_age);
 
 #endif

@@ -122,8 +122,11 @@ int blobstore_remove(blobstore_t *self, const char *digest, char *err, size_t er
     return 0;
 }
 
-int blobstore_sweep_parts(blobstore_t *self, int64_t max_age, bool (*keep)(const char *, void *),
-                          void *arg)
+/* Deletes the .part files (part) or the complete blobs (!part) older than
+ * max_age seconds that keep does not claim; names that are not ours are
+ * never touched. */
+static int s_sweep(blobstore_t *self, bool part, int64_t max_age,
+                   bool (*keep)(const char *, void *), void *arg, uint64_t *bytes)
 {
     DIR *d = opendir(self->dir);
     if (!d)
@@ -134,19 +137,35 @@ int blobstore_sweep_parts(blobstore_t *self, int64_t max_age, bool (*keep)(const
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name);
         char digest[TT_DIGEST_LEN + 1], path[4200];
-        if (len != TT_HEX_LEN + 5 || strcmp(de->d_name + TT_HEX_LEN, ".part") != 0)
+        if (part ? len != TT_HEX_LEN + 5 || strcmp(de->d_name + TT_HEX_LEN, ".part") != 0
+                 : len != TT_HEX_LEN)
             continue;
         snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
         struct stat sb;
-        if (!tt_digest_valid(digest) || blobstore_path(self, digest, true, path, sizeof path) ||
-            lstat(path, &sb) || (int64_t)(now - sb.st_mtime) < max_age ||
+        if (!tt_digest_valid(digest) || blobstore_path(self, digest, part, path, sizeof path) ||
+            lstat(path, &sb) || !S_ISREG(sb.st_mode) || (int64_t)(now - sb.st_mtime) < max_age ||
             (keep && keep(digest, arg)))
             continue;
-        if (unlink(path) == 0)
+        if (unlink(path) == 0) {
             n++;
+            if (bytes)
+                *bytes += (uint64_t)sb.st_size;
+        }
     }
     closedir(d);
     return n;
+}
+
+int blobstore_sweep_parts(blobstore_t *self, int64_t max_age, bool (*keep)(const char *, void *),
+                          void *arg)
+{
+    return s_sweep(self, true, max_age, keep, arg, NULL);
+}
+
+int blobstore_sweep_blobs(blobstore_t *self, int64_t max_age, bool (*keep)(const char *, void *),
+                          void *arg, uint64_t *bytes)
+{
+    return s_sweep(self, false, max_age, keep, arg, bytes);
 }
 
 blobstore_upload_t *blobstore_upload_begin(blobstore_t *self, const char *digest, uint64_t size,

@@ -48,6 +48,12 @@ int blobstore_remove(blobstore_t *self, const char *digest, char *err, size_t er
  * uploads). Returns how many were deleted. */
 int blobstore_sweep_parts(blobstore_t *self, int64_t max_age, bool (*keep)(const char *, void *),
                           void *arg);
+/* The garbage collection of complete blobs: deletes those not modified for
+ * max_age seconds for which keep(digest, arg) is false (no image, VM or
+ * live grant names them). Adds the bytes freed to *bytes. Returns how
+ * many were deleted. */
+int blobstore_sweep_blobs(blobstore_t *self, int64_t max_age, bool (*keep)(const char *, void *),
+                          void *arg, uint64_t *bytes);
 
 /* Starts or resumes the upload of digest (size bytes in all): opens its
  * .part, keeps what is there when it is not longer than size, re-hashes

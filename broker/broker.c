@@ -34,6 +34,7 @@
 #include "admission.h"
 #include "admq.h"
 #include "auth.h"
+#include "blobgc.h"
 #include "image_ops.h"
 #include "evstream.h"
 #include "quota.h"
@@ -85,6 +86,8 @@ void broker_config_defaults(broker_config_t *cfg)
     snprintf(cfg->events_ep, sizeof cfg->events_ep, "tcp://127.0.0.1:5557");
     snprintf(cfg->blobs_ep, sizeof cfg->blobs_ep, "tcp://127.0.0.1:*");
     cfg->max_image = 64ULL << 30;
+    cfg->max_tenant_image = 256ULL << 30;
+    cfg->blob_gc_grace = 3600;
     snprintf(cfg->admin_tenant, sizeof cfg->admin_tenant, "admin");
     snprintf(cfg->default_engine, sizeof cfg->default_engine, "process");
     cfg->heartbeat_ms = 1000;
@@ -622,6 +625,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
     image_ops_stop(self);
+    blobgc_destroy(self);
     evstream_destroy(&self->evs);
     zsock_destroy(&self->events_private);
     admq_destroy(&self->admq);
@@ -748,6 +752,7 @@ static void s_timers(broker_t *self)
         op_tick(self, now_ms);
         self->next_beat_ms = now_ms + (self->cfg.heartbeat_ms < 250 ? self->cfg.heartbeat_ms : 250);
     }
+    blobgc_tick(self, now_ms);
     if (now_ms >= self->next_reap_ms) {
         reaper_run(self, tt_now());
         self->next_reap_ms = now_ms + 1000;

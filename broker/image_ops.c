@@ -20,6 +20,7 @@
  * answer as a name that does not exist.
  */
 #include "image_ops.h"
+#include "blobgc.h"
 #include "blobsrv.h"
 #include "persist.h"
 #include "reply.h"
@@ -171,8 +172,19 @@ int image_push(handler_ctx_t *c)
     int st = s_check_push(c, p, &ref);
     if (st)
         return st;
+    /* every blob of the image goes in the ledger (charged to a tenant, and
+     * safe from the collection until the commit); only the missing ones
+     * are granted */
     char *missing[S_MAX_BLOBS];
+    const char *all[S_MAX_BLOBS];
+    uint64_t sizes[S_MAX_BLOBS];
     size_t n = 0;
+    for (size_t i = 0; i < p->n_blobs; i++) {
+        all[i] = p->blobs[i]->digest;
+        sizes[i] = p->blobs[i]->size;
+    }
+    if ((st = blobgc_reserve(c, p->pool, all, sizes, p->n_blobs, p->size)))
+        return st;
     for (size_t i = 0; i < p->n_blobs; i++) {
         uint64_t have = 0;
         if (blobsrv_stat(self->blobsrv, p->blobs[i]->digest, &have) == 1 &&
@@ -381,6 +393,8 @@ int image_commit(handler_ctx_t *c)
     }
     if (strcmp(p->kind, "dir") == 0 && (st = s_check_manifest(c, p)))
         return st;
+    if (!p->pool && (st = blobgc_may_register(c, ref.name, ref.tag)))
+        return st;
     s_row_t r;
     memset(&r, 0, sizeof r);
     snprintf(r.owner, sizeof r.owner, "%s", p->pool ? "" : c->tenant);
@@ -409,6 +423,10 @@ int image_commit(handler_ctx_t *c)
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot write the catalog");
     zsys_info("image %s:%s (%s) registered by %s: %s, %llu bytes", r.name, r.tag,
               r.owner[0] ? "private" : "pool", c->tenant, r.digest, (unsigned long long)r.size);
+    const char *done[S_MAX_BLOBS];
+    for (size_t i = 0; i < p->n_blobs; i++)
+        done[i] = p->blobs[i]->digest;
+    blobgc_committed(self, c->tenant, done, p->n_blobs);
     s_send_image(c, &r, true);
     return 0;
 }

@@ -38,6 +38,10 @@ static void s_usage(FILE *out)
             "  --blobs EP               image blob server endpoint (default tcp://127.0.0.1:*,\n"
             "                           a free loopback port; \"none\" for no image catalog)\n"
             "  --max-image-mib N        largest image a push may register (default 65536)\n"
+            "  --max-tenant-image-mib N a tenant's private images and pushes in progress, in\n"
+            "                           all (default 262144; pool images are not counted)\n"
+            "  --blob-gc-grace SECS     a blob no image, VM or push names is deleted once it\n"
+            "                           is this old (default 3600, 2..604800)\n"
             "  --admin-tenant NAME      tenant with the admin role (default admin)\n"
             "  --default-engine NAME    engine when a request names none (default process)\n"
             "  --min-stop-interval SECS seconds between stop/start of one env (default 20)\n"
@@ -113,7 +117,7 @@ enum {
     O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
     O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
-    O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS
+    O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS, O_MAXTIMG, O_GCGRACE
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -130,6 +134,7 @@ static const struct option s_opts[] = {
     {"client-keys", 1, 0, O_CKEYS},     {"worker-keys", 1, 0, O_WKEYS},
     {"insecure", 0, 0, O_INSECURE},     {"config", 1, 0, O_CONFIG},
     {"blobs", 1, 0, O_BLOBS},           {"max-image-mib", 1, 0, O_MAXIMG},
+    {"max-tenant-image-mib", 1, 0, O_MAXTIMG}, {"blob-gc-grace", 1, 0, O_GCGRACE},
     {"admin-key", 1, 0, O_ADMINKEY},    {"import-client-keys", 0, 0, O_IMPORT},
     {"rate", 1, 0, O_RATE},             {"rate-burst", 1, 0, O_BURST},
     {0, 0, 0, 0}};
@@ -211,6 +216,14 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
     case O_MAXIMG:
         bad = s_int(flag, val, 1, 1LL << 24, &v);
         cfg->max_image = (uint64_t)v << 20;
+        break;
+    case O_MAXTIMG:
+        bad = s_int(flag, val, 1, 1LL << 26, &v);
+        cfg->max_tenant_image = (uint64_t)v << 20;
+        break;
+    case O_GCGRACE:
+        bad = s_int(flag, val, 2, 604800, &v);
+        cfg->blob_gc_grace = v;
         break;
     case O_EVPRIV:
         bad = s_str(flag, val, cfg->events_private_ep, sizeof cfg->events_private_ep);

@@ -221,6 +221,8 @@ typedef struct {
     bool import_client_keys; /* keys.c: bind the client_keys certs by their metadata once */
     char blobs_ep[256];      /* image_ops.c: the blob server's endpoint, "" = none */
     uint64_t max_image;      /* image_ops.c: largest image (all blobs), bytes */
+    uint64_t max_tenant_image; /* blobgc.c: a tenant's private images and open pushes, bytes */
+    int64_t blob_gc_grace;   /* blobgc.c: seconds an unused blob is kept (default 3600) */
 } broker_config_t;
 
 struct broker_t {
@@ -273,6 +275,8 @@ struct broker_t {
     bool events_down;   /* broker.c: events endpoint unbound, to be bound again */
     char events_bound[256]; /* broker.c: the events endpoint as bound (resolved) */
     struct blobsrv_t *blobsrv; /* image_ops.c: the blob server (its own thread) */
+    zhashx_t *blob_grants;     /* blobgc.c: "tenant\x1fdigest" -> open grant */
+    int64_t next_blob_gc_ms;   /* blobgc.c */
 };
 
 /* ---- model.c ---- */
