@@ -329,6 +329,26 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("max_bytes %u over %d", c->max_bytes, TT_CONSOLE_MAX);
         return 0;
     }
+    case TTFLEET__REQUEST__OP_ENV_EXEC: {
+        const Ttfleet__EnvExec *x = req->env_exec;
+        if (s_env_name_valid(x->name, err, errlen))
+            return -1;
+        if (x->vm_id < TT_VMID_MIN || x->vm_id > TT_VMID_MAX)
+            FAIL("VM id %u out of range", x->vm_id);
+        if (x->host && *x->host && !tt_name_valid(x->host))
+            FAIL("invalid host id");
+        return tt_exec_valid(x, err, errlen);
+    }
+    case TTFLEET__REQUEST__OP_ENV_COPY: {
+        const Ttfleet__EnvCopy *x = req->env_copy;
+        if (s_env_name_valid(x->name, err, errlen))
+            return -1;
+        if (x->vm_id < TT_VMID_MIN || x->vm_id > TT_VMID_MAX)
+            FAIL("VM id %u out of range", x->vm_id);
+        if (x->host && *x->host && !tt_name_valid(x->host))
+            FAIL("invalid host id");
+        return tt_copy_valid(x, err, errlen);
+    }
     case TTFLEET__REQUEST__OP_HOST_DRAIN:
         if (!tt_name_valid(req->host_drain->id))
             FAIL("invalid host id '%.80s'", req->host_drain->id ? req->host_drain->id : "");
