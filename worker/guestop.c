@@ -373,6 +373,12 @@ void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_ti
     }
     if (a == 0) {
         int32_t rec[2] = {-1, 0};
+        /* only the command's ends: stdin must see EOF when the worker
+         * closes its end */
+        close(sin[0]);
+        close(out[0]);
+        close(er[0]);
+        close(st[0]);
         if (s_ns_enter(&f)) {
             rec[1] = errno;
             spawn_write_all(st[1], rec, sizeof rec);
@@ -433,10 +439,10 @@ void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_ti
         pid_t b = st_n >= 8 ? strec[0] : -1;
         if (!killed && !have_status && now >= deadline) {
             if (b > 0) {
-                kill(-b, SIGKILL);
+                kill(-b, SIGKILL); /* A reports its status */
                 kill(b, SIGKILL);
-            }
-            kill(a, SIGKILL);
+            } else
+                kill(a, SIGKILL);
             killed = true;
             end_by = now + S_KILL_WAIT_MS;
         }
