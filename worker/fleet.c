@@ -1351,7 +1351,7 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
             zlist_remove(self->out, mine);
             return mine;
         }
-        if (!self->n_ops && !self->done)
+        if (!self->n_ops && !self->done && !(self->gop && guestop_pending(self->gop)))
             return NULL; /* its reply could not be built (out of memory) */
         spawn_sleep_ms(fleet_next_ms(self) > 0 ? 10 : 1);
     }
