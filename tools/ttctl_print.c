@@ -756,3 +756,62 @@ int print_image_list(FILE *out, const Ttfleet__ImageInfoList *list, bool json)
     }
     return 0;
 }
+
+/* ---- exec and copy ---- */
+
+static void s_json_bytes(json_t *obj, const char *key, const uint8_t *data, size_t len)
+{
+    json_t *text = json_stringn(len ? (const char *)data : "", len);
+    if (text) {
+        json_object_set_new(obj, key, text);
+        return;
+    }
+    /* not UTF-8: base64, under KEY_base64 */
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *buf = malloc(4 * ((len + 2) / 3) + 1);
+    if (!buf)
+        return;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < len)
+            v |= data[i + 2];
+        buf[o++] = b64[(v >> 18) & 63];
+        buf[o++] = b64[(v >> 12) & 63];
+        buf[o++] = i + 1 < len ? b64[(v >> 6) & 63] : '=';
+        buf[o++] = i + 2 < len ? b64[v & 63] : '=';
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%s_base64", key);
+    json_object_set_new(obj, name, json_stringn(buf, o));
+    free(buf);
+}
+
+int print_exec_json(FILE *out, const char *status, const char *message, const char *host,
+                    int exit_code, int signal, const uint8_t *o, size_t olen, bool otrunc,
+                    const uint8_t *e, size_t elen, bool etrunc)
+{
+    json_t *obj = json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "status", status, "message",
+                            message ? message : "", "host", host ? host : "", "exit_code",
+                            exit_code, "signal", signal, "stdout_size", (json_int_t)olen,
+                            "stdout_truncated", otrunc, "stderr_size", (json_int_t)elen,
+                            "stderr_truncated", etrunc);
+    if (obj) {
+        s_json_bytes(obj, "stdout", o, olen);
+        s_json_bytes(obj, "stderr", e, elen);
+    }
+    return s_json_print(out, obj);
+}
+
+int print_copy_json(FILE *out, const char *direction, const char *guest_path, const char *local,
+                    size_t bytes, const uint8_t sha[32])
+{
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+    return s_json_print(out, json_pack("{s:b,s:s,s:s,s:s,s:I,s:s}", "ok", 1, "direction",
+                                       direction, "path", guest_path, "local", local, "bytes",
+                                       (json_int_t)bytes, "sha256", hex));
+}
