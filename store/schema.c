@@ -172,6 +172,9 @@ const char *const store_worker_migrations[] = {
     "  start_time INTEGER NOT NULL DEFAULT 0,"
     "  updated_at INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 2: a VM of a catalog image (issue 12) names it by digest ("" = a
+     * host-local image of --images) */
+    "ALTER TABLE vms ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';",
 };
 const int store_worker_migrations_n =
     (int)(sizeof store_worker_migrations / sizeof *store_worker_migrations);
