@@ -193,7 +193,11 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
         uint32_t dup = cr->images[i]->dup ? cr->images[i]->dup : 1;
         vm_t cat; /* the catalog image it names, if it does (issue 12) */
         memset(&cat, 0, sizeof cat);
-        int catalog = image_ops_resolve(self, tenant, cr->images[i]->image, &cat, msg, msglen);
+        /* the process engine runs host-local programs only: its names are
+         * never catalog images */
+        int catalog = strcmp(engine, "process") == 0
+                          ? 0
+                          : image_ops_resolve(self, tenant, cr->images[i]->image, &cat, msg, msglen);
         if (catalog < 0) {
             status = TTFLEET__STATUS__INTERNAL;
             break;
