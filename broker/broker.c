@@ -301,6 +301,7 @@ static void s_host_free(void **item)
         free(h->engines[i]);
     for (int i = 0; i < h->n_images; i++)
         free(h->images[i]);
+    zhashx_destroy(&h->image_digests);
     zframe_destroy(&h->routing);
     free(h);
     *item = NULL;

@@ -12,6 +12,7 @@
  * commit. A refusal returns a status and leaves nothing changed.
  */
 #include "env_ops.h"
+#include "image_ops.h"
 #include "admq.h"
 #include "op.h"
 #include "outq.h"
@@ -190,9 +191,21 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
     int status = TTFLEET__STATUS__OK;
     for (size_t i = 0; i < cr->n_images && status == TTFLEET__STATUS__OK; i++) {
         uint32_t dup = cr->images[i]->dup ? cr->images[i]->dup : 1;
+        vm_t cat; /* the catalog image it names, if it does (issue 12) */
+        memset(&cat, 0, sizeof cat);
+        /* the process engine runs host-local programs only: its names are
+         * never catalog images */
+        int catalog = strcmp(engine, "process") == 0
+                          ? 0
+                          : image_ops_resolve(self, tenant, cr->images[i]->image, &cat, msg, msglen);
+        if (catalog < 0) {
+            status = TTFLEET__STATUS__INTERNAL;
+            break;
+        }
         for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
             sched_want_t want = {engine, cr->images[i]->image,           cpu,  mem,
-                                 disk,   cr->spread || self->cfg.spread, NULL, 0};
+                                 disk,   cr->spread || self->cfg.spread, NULL, 0,
+                                 catalog ? cat.image_blobs : NULL};
             host_t *host = sched_place(self, &want, &status, msg, msglen);
             if (!host)
                 break;
@@ -211,6 +224,8 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
             }
             vm->uid = self->next_vm_uid++;
             snprintf(vm->image, sizeof vm->image, "%s", want.image);
+            if (catalog)
+                model_vm_set_image(vm, &cat);
             snprintf(vm->engine, sizeof vm->engine, "%s", engine);
             model_vm_set_hw(vm, cpu, mem, disk);
             model_vm_set_state(vm, TTFLEET__VM_STATE__VM_PENDING);

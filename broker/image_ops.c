@@ -264,24 +264,66 @@ static int s_find(broker_t *self, const char *tenant, const tt_image_ref_t *ref,
     return found;
 }
 
-/* VMs (not being removed) of the owner's envs (any env for a pool image)
- * whose image is r's NAME:TAG (or NAME for the tag latest): the name a
- * VM was created with. */
+/* VMs (not being removed) that run r's digest, unless another catalog
+ * row keeps that digest (then removing r leaves their image in the
+ * catalog). A VM of a catalog image carries the digest it was created
+ * with (vm->image_digest, kept in broker.db), so a tag moved to another
+ * digest since does not matter. */
 static uint32_t s_users(broker_t *self, const s_row_t *r)
 {
-    uint32_t n = 0;
-    char ref[2 * TT_MAX_NAME + 4];
-    snprintf(ref, sizeof ref, "%s:%s", r->name, r->tag);
-    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs)) {
-        if (r->owner[0] && strcmp(e->tenant, r->owner) != 0)
-            continue;
-        for (int i = 0; i < e->n_vms; i++)
-            if (!e->vms[i]->doomed &&
-                (strcmp(e->vms[i]->image, ref) == 0 ||
-                 (strcmp(r->tag, "latest") == 0 && strcmp(e->vms[i]->image, r->name) == 0)))
-                n++;
+    sqlite3_stmt *st = NULL;
+    int others = 0;
+    if (sqlite3_prepare_v2(store_db(self->store),
+                           "SELECT count(*) FROM images WHERE digest = ?1 AND NOT (owner = ?2 AND "
+                           "name = ?3 AND tag = ?4)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, r->digest, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, r->owner, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, r->name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, r->tag, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            others = sqlite3_column_int(st, 0);
     }
+    sqlite3_finalize(st);
+    if (others > 0)
+        return 0;
+    uint32_t n = 0;
+    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
+        for (int i = 0; i < e->n_vms; i++)
+            if (!e->vms[i]->doomed && strcmp(e->vms[i]->image_digest, r->digest) == 0)
+                n++;
     return n;
+}
+
+int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_t *vm, char *msg,
+                      size_t msglen)
+{
+    tt_image_ref_t ref;
+    char why[256];
+    if (!self->blobsrv || tt_image_ref_parse(image, &ref, why, sizeof why))
+        return 0; /* no catalog, or not a catalog name: a host-local image */
+    s_row_t r;
+    int found = s_find(self, tenant, &ref, &r);
+    if (found < 0) {
+        snprintf(msg, msglen, "cannot read the image catalog");
+        return -1;
+    }
+    if (!found)
+        return 0;
+    if (strlen(r.blobs) >= sizeof vm->image_blobs) {
+        snprintf(msg, msglen, "image %s: its blob list is too long", image);
+        return -1;
+    }
+    snprintf(vm->image, sizeof vm->image, "%s", r.name);
+    snprintf(vm->image_digest, sizeof vm->image_digest, "%s", r.digest);
+    snprintf(vm->image_kind, sizeof vm->image_kind, "%s", r.kind);
+    memcpy(vm->image_blobs, r.blobs, strlen(r.blobs) + 1);
+    return 1;
+}
+
+const char *image_ops_endpoint(broker_t *self)
+{
+    return self->blobsrv ? blobsrv_endpoint(self->blobsrv) : "";
 }
 
 /* Blobs text "digest size file\n"... -> ImageBlob array in the arena. */

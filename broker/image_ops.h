@@ -18,6 +18,15 @@ void *image_ops_sock(broker_t *self);
 /* Reads the blob server's events (completed uploads). */
 void image_ops_on_blob(broker_t *self);
 
+/* The catalog image a create names, as the tenant sees it (its own
+ * first, then the pool's): 1 with vm's image, image_digest, image_kind
+ * and image_blobs set; 0 if image is no catalog image (a host-local
+ * image of the workers' --images); -1 with msg on a catalog error. */
+int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_t *vm, char *msg,
+                      size_t msglen);
+/* The blob server's endpoint (what workers fetch from), "" without one. */
+const char *image_ops_endpoint(broker_t *self);
+
 int image_push(handler_ctx_t *c);
 int image_commit(handler_ctx_t *c);
 int image_list(handler_ctx_t *c);

@@ -45,6 +45,21 @@ void model_host_caps(host_t *host)
     host->disk_total = host->pin_disk ? host->pin_disk : host->adv_disk;
 }
 
+void model_vm_set_image(vm_t *vm, const vm_t *from)
+{
+    memcpy(vm->image_digest, from->image_digest, sizeof vm->image_digest);
+    memcpy(vm->image_kind, from->image_kind, sizeof vm->image_kind);
+    memcpy(vm->image_blobs, from->image_blobs, sizeof vm->image_blobs);
+}
+
+bool model_host_has_engine(const host_t *host, const char *engine)
+{
+    for (int i = 0; i < host->n_engines; i++)
+        if (strcmp(host->engines[i], engine) == 0)
+            return true;
+    return false;
+}
+
 bool model_host_has(const host_t *host, const char *engine, const char *image)
 {
     bool eng = false, img = false;
@@ -244,6 +259,8 @@ void model_vm_set_state(vm_t *vm, int state)
 {
     bool before = model_vm_holds_cpu(vm);
     vm->state = state;
+    if (state != TTFLEET__VM_STATE__VM_PENDING)
+        vm->pull_done = vm->pull_total = 0; /* a fetch shows only while pending */
     if (state != TTFLEET__VM_STATE__VM_RUNNING) {
         vm->ready = false; /* probed again after start / resume */
         vm->ready_at = 0;

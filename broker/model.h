@@ -38,6 +38,8 @@
 #define BROKER_MAX_IMAGES 256
 #define BROKER_NPORTS (TT_PORT_MAX - TT_PORT_MIN + 1)
 
+#define MODEL_IMAGE_BLOBS_MAX 512 /* 4 lines of "sha256:<64> <size> <file>" */
+
 typedef struct broker_t broker_t;
 typedef struct broker_stats_t broker_stats_t;
 typedef struct env_t env_t;
@@ -81,6 +83,10 @@ typedef struct host_t {
     uint64_t cmd_batch;  /* batch_no the count is for */
     size_t cmd_bytes;    /* command bytes queued in that batch */
     bool resync;         /* commands were refused: send every spec again */
+    /* its image cache (issue 12), as READY and EVENTs advertise it:
+     * 0 = no cache (no catalog image is placed here) */
+    uint64_t image_cache_mib, image_cache_used_mib;
+    zhashx_t *image_digests; /* blob digests held (keys), NULL = none */
 } host_t;
 
 typedef struct {
@@ -96,6 +102,12 @@ struct vm_t {
     char mac[18];
     char image[TT_MAX_NAME + 1];
     char engine[TT_MAX_NAME + 1];
+    /* a catalog image (issue 12): its digest, kind and blobs (the
+     * catalog's "digest size file" lines), all "" for a host-local image */
+    char image_digest[72];
+    char image_kind[8];
+    char image_blobs[MODEL_IMAGE_BLOBS_MAX];
+    uint64_t pull_done, pull_total; /* its host's fetch, while PENDING (not persisted) */
     uint32_t cpu, mem, disk;
     int state;   /* Ttfleet__VmState as the broker knows it */
     bool active; /* phase: confirmed by its worker once */
@@ -288,6 +300,9 @@ struct broker_t {
 host_t *model_host_get(broker_t *self, const char *id);
 host_t *model_host_ensure(broker_t *self, const char *id);
 bool model_host_has(const host_t *host, const char *engine, const char *image);
+bool model_host_has_engine(const host_t *host, const char *engine);
+/* Copies from's catalog image (digest, kind, blobs) onto vm. */
+void model_vm_set_image(vm_t *vm, const vm_t *from);
 /* Set the totals placement uses from the pin (where set) or adv_*. */
 void model_host_caps(host_t *host);
 env_t *model_env_get(broker_t *self, const char *tenant, const char *name);

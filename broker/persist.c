@@ -14,6 +14,7 @@
  * rows in the batch that answers it, so there is no "deleting" to finish.
  */
 #include "persist.h"
+#include "ttblob.h"
 #include "ttguest.h"
 
 #include <stdio.h>
@@ -279,14 +280,17 @@ static void s_vm_bind(sqlite3_stmt *st, vm_t *vm)
     sqlite3_bind_int64(st, 11, vm->disk);
     sqlite3_bind_int(st, 12, vm->state);
     s_text(st, 13, vm->active ? "active" : "pending");
+    s_text(st, 14, vm->image_digest);
+    s_text(st, 15, vm->image_kind);
+    s_text(st, 16, vm->image_blobs);
 }
 
 void persist_vm_insert(broker_t *self, vm_t *vm)
 {
     sqlite3_stmt *st =
         s_stmt(self, "INSERT INTO vms (uid, env_id, host, vm_id, ip, mac, image, engine, cpu, "
-                     "mem, disk, state, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                     "?10, ?11, ?12, ?13)");
+                     "mem, disk, state, phase, image_digest, image_kind, image_blobs) VALUES (?1, ?2, "
+                     "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
     if (!st)
         return;
     s_vm_bind(st, vm);
@@ -298,7 +302,8 @@ void persist_vm_update(broker_t *self, vm_t *vm)
 {
     sqlite3_stmt *st = s_stmt(self, "UPDATE vms SET env_id = ?2, host = ?3, vm_id = ?4, ip = ?5, "
                                     "mac = ?6, image = ?7, engine = ?8, cpu = ?9, mem = ?10, "
-                                    "disk = ?11, state = ?12, phase = ?13 WHERE uid = ?1");
+                                    "disk = ?11, state = ?12, phase = ?13, image_digest = ?14, "
+                                    "image_kind = ?15, image_blobs = ?16 WHERE uid = ?1");
     if (!st)
         return;
     s_vm_bind(st, vm);
@@ -508,7 +513,8 @@ static int s_load_vms(broker_t *self)
         zhashx_insert(by_id, k, e);
     }
     sqlite3_stmt *st = store_stmt(self->store, "SELECT uid, env_id, host, vm_id, mac, image, "
-                                               "engine, cpu, mem, disk, state, phase FROM vms "
+                                               "engine, cpu, mem, disk, state, phase, "
+                                               "image_digest, image_kind, image_blobs FROM vms "
                                                "ORDER BY uid");
     if (!st) {
         zhashx_destroy(&by_id);
@@ -541,6 +547,15 @@ static int s_load_vms(broker_t *self)
         model_vm_set_state(vm, sqlite3_column_int(st, 10));
         const char *phase = (const char *)sqlite3_column_text(st, 11);
         vm->active = phase && strcmp(phase, "active") == 0;
+        const char *dg = (const char *)sqlite3_column_text(st, 12);
+        const char *kind = (const char *)sqlite3_column_text(st, 13);
+        const char *blobs = (const char *)sqlite3_column_text(st, 14);
+        if (dg && tt_digest_valid(dg) && kind && blobs && strlen(kind) < sizeof vm->image_kind &&
+            strlen(blobs) < sizeof vm->image_blobs) {
+            snprintf(vm->image_digest, sizeof vm->image_digest, "%s", dg);
+            snprintf(vm->image_kind, sizeof vm->image_kind, "%s", kind);
+            snprintf(vm->image_blobs, sizeof vm->image_blobs, "%s", blobs);
+        }
         if (vm->uid >= self->next_vm_uid)
             self->next_vm_uid = vm->uid + 1;
     }

@@ -43,7 +43,8 @@ bool replace_create_round(broker_t *self, op_t *op)
         if (vm->state == TTFLEET__VM_STATE__VM_RUNNING)
             continue;
         sched_want_t want = {vm->engine, vm->image,        vm->cpu,     vm->mem,
-                             vm->disk,   self->cfg.spread, op->refused, op->n_refused};
+                             vm->disk,   self->cfg.spread, op->refused, op->n_refused,
+                             vm->image_digest[0] ? vm->image_blobs : NULL};
         int status;
         host_t *to = sched_place(self, &want, &status, why, sizeof why);
         uint32_t vm_id;
@@ -93,7 +94,8 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
             if (old->host != from || old->doomed)
                 continue;
             sched_want_t want = {old->engine, old->image,       old->cpu, old->mem,
-                                 old->disk,   self->cfg.spread, NULL,     0};
+                                 old->disk,   self->cfg.spread, NULL,     0,
+                                 old->image_digest[0] ? old->image_blobs : NULL};
             int status;
             host_t *to = sched_place(self, &want, &status, why, sizeof why);
             uint32_t vm_id;
@@ -109,6 +111,7 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
             }
             nvm->uid = self->next_vm_uid++;
             snprintf(nvm->image, sizeof nvm->image, "%s", old->image);
+            model_vm_set_image(nvm, old);
             snprintf(nvm->engine, sizeof nvm->engine, "%s", old->engine);
             model_vm_set_hw(nvm, old->cpu, old->mem, old->disk);
             model_vm_set_state(nvm, e->target == TARGET_STOPPED ? TTFLEET__VM_STATE__VM_STOPPED

@@ -63,6 +63,9 @@ static Ttfleet__VmInfo *s_vm_info(reply_arena_t *a, const vm_t *vm)
     vi->ready = vm->ready;
     vi->ready_at = vm->ready_at;
     vi->ready_detail = (char *)vm->ready_detail;
+    vi->pull_done = vm->pull_done;
+    vi->pull_total = vm->pull_total;
+    vi->image_digest = (char *)vm->image_digest;
     vi->public_address = vm->host ? (char *)vm->host->public_address : "";
     vi->n_ports = (size_t)vm->n_ports;
     vi->ports = reply_alloc(a, sizeof(Ttfleet__PortMap *) * (size_t)(vm->n_ports + 1));

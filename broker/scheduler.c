@@ -94,6 +94,31 @@ void sched_invalidate(broker_t *self)
     self->hosts_gen++;
 }
 
+/* Whether h holds every blob of a catalog image (its "digest size file"
+ * lines). */
+static bool s_holds(const host_t *h, const char *blobs)
+{
+    if (!h->image_digests)
+        return false;
+    for (const char *p = blobs; *p;) {
+        char d[72];
+        size_t n = strcspn(p, " \n");
+        if (n != 71)
+            return false;
+        memcpy(d, p, n);
+        d[n] = 0;
+        if (!zhashx_lookup(h->image_digests, d))
+            return false;
+        p = strchr(p, '\n');
+        if (!p)
+            break;
+        p++;
+    }
+    return true;
+}
+
+/* image NULL: a catalog image, offered by every host with the engine and
+ * an image cache. */
 static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
 {
     if (!self->offers) {
@@ -101,7 +126,7 @@ static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
         zhashx_set_destructor(self->offers, s_offer_free);
     }
     char key[2 * TT_MAX_NAME + 2];
-    snprintf(key, sizeof key, "%s\x1f%s", engine, image);
+    snprintf(key, sizeof key, "%s\x1f%s", engine, image ? image : "\x1e");
     s_offer_t *o = zhashx_lookup(self->offers, key);
     if (o && o->gen == self->hosts_gen)
         return o;
@@ -121,7 +146,8 @@ static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
         return NULL;
     }
     for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
-        if (model_host_has(h, engine, image))
+        if (image ? model_host_has(h, engine, image)
+                  : h->image_cache_mib > 0 && model_host_has_engine(h, engine))
             o->hosts[o->n++] = h;
     o->gen = self->hosts_gen;
     return o;
@@ -137,7 +163,8 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
     uint64_t cpu_t = 0, cpu_u = 0, mem_t = 0, mem_u = 0, disk_t = 0, disk_u = 0;
     int short_of = 0;
 
-    s_offer_t *offer = s_offer(self, want->engine, want->image);
+    s_offer_t *offer = s_offer(self, want->engine, want->image_blobs ? NULL : want->image);
+    bool best_holds = false;
     for (size_t k = 0; offer && k < offer->n; k++) {
         host_t *h = offer->hosts[k];
         if (h->state != HOST_ONLINE || h->draining || !h->routing)
@@ -164,17 +191,30 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
         double score = s_free_share(self, h, want);
         bool better = !best || (want->spread ? score > best_score : score < best_score) ||
                       (score == best_score && strcmp(h->id, best->id) < 0);
+        /* a catalog image: hosts that hold it first (no fetch), then fit;
+         * under spread, spreading first and holding breaks ties */
+        bool holds = want->image_blobs && s_holds(h, want->image_blobs);
+        if (want->image_blobs && best && holds != best_holds &&
+            (!want->spread || score == best_score))
+            better = holds;
         if (better) {
             best = h;
             best_score = score;
+            best_holds = holds;
         }
     }
     if (best)
         return best;
     if (candidates == 0) {
         *status = TTFLEET__STATUS__UNAVAILABLE;
-        snprintf(msg, msglen, "no online host offers engine '%s' with image '%s'", want->engine,
-                 want->image);
+        if (want->image_blobs)
+            snprintf(msg, msglen,
+                     "no online host offers engine '%s' with an image cache (for catalog image "
+                     "'%s')",
+                     want->engine, want->image);
+        else
+            snprintf(msg, msglen, "no online host offers engine '%s' with image '%s'",
+                     want->engine, want->image);
         return NULL;
     }
     *status = TTFLEET__STATUS__NO_CAPACITY;

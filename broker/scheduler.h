@@ -14,6 +14,9 @@ typedef struct {
     bool spread;
     host_t *const *exclude; /* hosts not to use (they refused this VM) */
     int n_exclude;
+    /* a catalog image (issue 12): any host with an image cache offers it;
+     * hosts holding all its blobs are preferred. NULL: a host-local image */
+    const char *image_blobs; /* the catalog's "digest size file" lines */
 } sched_want_t;
 /* Choose a host for one VM. NULL with status (NO_CAPACITY / UNAVAILABLE)
  * and a message naming the resource, total, used and wanted. */

@@ -8,6 +8,7 @@
  * are refused and the host gets one full resync at the next tick instead.
  */
 #include "wcmd.h"
+#include "image_ops.h"
 #include "outq.h"
 #include "ttframe.h"
 
@@ -48,6 +49,50 @@ void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__P
     }
     spec->n_ports = (size_t)vm->n_ports;
     spec->ports = pm_ptrs;
+}
+
+/* A catalog image's fields on spec (issue 12): digest, kind, its blobs
+ * (parsed from the catalog's "digest size file" lines) and where to fetch
+ * them. The blobs live in *img, which must outlive the packing. */
+typedef struct {
+    Ttfleet__ImageBlob b[4];
+    Ttfleet__ImageBlob *p[4];
+    char digest[4][72];
+    char file[4][16];
+} s_spec_img_t;
+
+static void s_spec_image(broker_t *self, const vm_t *vm, Ttfleet__VmSpec *spec, s_spec_img_t *img)
+{
+    if (!vm->image_digest[0])
+        return;
+    spec->image_digest = (char *)vm->image_digest;
+    spec->image_kind = (char *)vm->image_kind;
+    spec->blobs_endpoint = (char *)image_ops_endpoint(self);
+    size_t n = 0;
+    for (const char *p = vm->image_blobs; *p && n < 4;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char line[200];
+        unsigned long long size = 0;
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = 0;
+            img->file[n][0] = 0;
+            if (sscanf(line, "%71s %llu %15s", img->digest[n], &size, img->file[n]) >= 2) {
+                ttfleet__image_blob__init(&img->b[n]);
+                img->b[n].digest = img->digest[n];
+                img->b[n].size = size;
+                img->b[n].file = img->file[n];
+                img->p[n] = &img->b[n];
+                n++;
+            }
+        }
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    spec->n_image_blobs = n;
+    spec->image_blobs = img->p;
 }
 
 static int s_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd,
@@ -117,10 +162,12 @@ static uint64_t s_send(broker_t *self, host_t *host, vm_t **vms, const int *desi
     Ttfleet__VmSpec *specs = calloc((size_t)n + 1, sizeof *specs);
     Ttfleet__PortMap *pms = calloc((size_t)n * TT_MAX_PORTS_PER_VM + 1, sizeof *pms);
     Ttfleet__PortMap **pmp = calloc((size_t)n * TT_MAX_PORTS_PER_VM + 1, sizeof *pmp);
-    if (cmd.vms && specs && pms && pmp) {
+    s_spec_img_t *imgs = calloc((size_t)n + 1, sizeof *imgs);
+    if (cmd.vms && specs && pms && pmp && imgs) {
         for (int i = 0; i < n; i++) {
             wcmd_vm_spec(vms[i], desired ? desired[i] : model_vm_desired(vms[i]), &specs[i],
                          &pms[i * TT_MAX_PORTS_PER_VM], &pmp[i * TT_MAX_PORTS_PER_VM]);
+            s_spec_image(self, vms[i], &specs[i], &imgs[i]);
             cmd.vms[i] = &specs[i];
         }
         rc = s_send_raw(self, host, &cmd, bounded);
@@ -133,6 +180,7 @@ static uint64_t s_send(broker_t *self, host_t *host, vm_t **vms, const int *desi
     free(specs);
     free(pms);
     free(pmp);
+    free(imgs);
     return rc == 0 ? cmd.op_id : 0;
 }
 

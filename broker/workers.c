@@ -19,6 +19,7 @@
  * waits for it fails at once.
  */
 #include "workers.h"
+#include "ttblob.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
@@ -220,6 +221,26 @@ done:
     free(ips);
 }
 
+/* A host's image cache as it advertises it (READY, or an EVENT after a
+ * fetch or an eviction): valid digests only, at most 100,000. */
+static void s_image_cache(broker_t *self, host_t *host, char **digests, size_t n, uint64_t mib,
+                          uint64_t used_mib)
+{
+    bool had = host->image_cache_mib > 0;
+    host->image_cache_mib = mib;
+    host->image_cache_used_mib = used_mib;
+    if (!host->image_digests)
+        host->image_digests = zhashx_new();
+    if (!host->image_digests)
+        return;
+    zhashx_purge(host->image_digests);
+    for (size_t i = 0; i < n && i < 100000; i++)
+        if (tt_digest_valid(digests[i]))
+            zhashx_update(host->image_digests, digests[i], (void *)1);
+    if (had != (mib > 0))
+        sched_invalidate(self);
+}
+
 static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t *body)
 {
     if (!body) {
@@ -294,6 +315,8 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
                      inet_pton(AF_INET, hello->public_address, &pa) == 1
                  ? hello->public_address
                  : "");
+    s_image_cache(self, host, hello->image_digests, hello->n_image_digests, hello->image_cache_mib,
+                  hello->image_cache_used_mib);
     host->last_seen = tt_now();
     host->last_recv_ms = tt_mono_ms();
     sched_invalidate(self);
@@ -316,11 +339,30 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
         zsys_warning("host %s: undecodable EVENT; ignored", host->id);
         return;
     }
+    if (ev->image_cache_mib)
+        s_image_cache(self, host, ev->image_digests, ev->n_image_digests, ev->image_cache_mib,
+                      ev->image_cache_used_mib);
     for (size_t i = 0; i < ev->n_vms; i++) {
         Ttfleet__VmActual *va = ev->vms[i];
         vm_t *vm = model_vm_find(self, host->id, va->vm_id);
         if (!vm || vm->doomed)
             continue;
+        if (va->pull_total) {
+            /* its image is being fetched: progress only, the state stays
+             * PENDING until the create's reply */
+            if (vm->state == TTFLEET__VM_STATE__VM_PENDING) {
+                bool first = vm->pull_total == 0;
+                vm->pull_done = va->pull_done < va->pull_total ? va->pull_done : va->pull_total;
+                vm->pull_total = va->pull_total;
+                char m[160];
+                snprintf(m, sizeof m, "pulling %s: %llu/%llu MiB", vm->image,
+                         (unsigned long long)(vm->pull_done >> 20),
+                         (unsigned long long)(vm->pull_total >> 20));
+                outq_event(self, first ? "vm.pulling" : "vm.pull", vm->env, vm, host, "pulling",
+                           m);
+            }
+            continue;
+        }
         int st = va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST
                                                            : (int)va->state;
         if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST)

@@ -148,6 +148,13 @@ const char *const store_broker_migrations[] = {
     "  user_data BLOB,"
     "  ready TEXT NOT NULL DEFAULT '',"
     "  group_ready TEXT NOT NULL DEFAULT '');",
+    /* 7: a VM of a catalog image (issue 12) keeps the image it was created
+     * with: digest, kind and blobs ("digest size file" lines), so image rm
+     * refuses by digest and a re-placed VM fetches the same bytes; all ''
+     * for a host-local image */
+    "ALTER TABLE vms ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE vms ADD COLUMN image_kind TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE vms ADD COLUMN image_blobs TEXT NOT NULL DEFAULT '';",
 };
 const int store_broker_migrations_n =
     (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);
@@ -172,6 +179,9 @@ const char *const store_worker_migrations[] = {
     "  start_time INTEGER NOT NULL DEFAULT 0,"
     "  updated_at INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 2: a VM of a catalog image (issue 12) names it by digest ("" = a
+     * host-local image of --images) */
+    "ALTER TABLE vms ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';",
 };
 const int store_worker_migrations_n =
     (int)(sizeof store_worker_migrations / sizeof *store_worker_migrations);

@@ -118,7 +118,7 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
         json_array_append_new(ports,
                               json_pack("{s:I, s:I}", "guest", (json_int_t)vm->ports[i]->guest,
                                         "public", (json_int_t)vm->ports[i]->public_));
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}",
+    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}",
                      "vm_id", (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image,
                      "engine", vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu,
                      "mem", (json_int_t)vm->mem_mib, "disk", (json_int_t)vm->disk_mib, "state",
@@ -126,6 +126,14 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
                      "ready_at", (json_int_t)vm->ready_at, "ready_detail",
                      vm->ready_detail ? vm->ready_detail : "", "public_address",
                      vm->public_address ? vm->public_address : "");
+    /* images (issue 12): the catalog digest, and a fetch in progress */
+    if (o) {
+        json_object_set_new(o, "image_digest", json_string(vm->image_digest ? vm->image_digest : ""));
+        json_object_set_new(o, "pull_done", json_integer((json_int_t)vm->pull_done));
+        json_object_set_new(o, "pull_total", json_integer((json_int_t)vm->pull_total));
+        json_object_set_new(o, "pulling", json_boolean(vm->pull_total > 0));
+    }
+    return o;
 }
 
 static json_t *s_json_env(const Ttfleet__EnvInfo *env)
@@ -206,8 +214,14 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
         snprintf(mem, sizeof mem, "%u", vm->mem_mib);
         snprintf(disk, sizeof disk, "%u", vm->disk_mib);
         s_port_map(vm, map, sizeof map);
+        char state[64];
+        if (vm->pull_total) /* its host fetches its image (issue 12) */
+            snprintf(state, sizeof state, "pulling %llu%%",
+                     (unsigned long long)(vm->pull_done * 100 / vm->pull_total));
+        else
+            snprintf(state, sizeof state, "%s", tt_vm_state_name(vm->state));
         s_table_row(&t, id, vm->host, vm->image, vm->engine, vm->ip, vm->mac, cpu, mem, disk,
-                    tt_vm_state_name(vm->state), map, vm->ready ? "yes" : "no");
+                    state, map, vm->ready ? "yes" : "no");
     }
     s_table_print(out, &t);
     return 0;

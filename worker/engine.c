@@ -52,6 +52,19 @@ int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen)
     return -1;
 }
 
+int engine_image_dir(const engine_ctx_t *ctx, const vm_t *vm, char *buf, size_t len)
+{
+    int n;
+    if (vm->image_digest[0]) {
+        if (!ctx->image_cache || strncmp(vm->image_digest, "sha256:", 7) != 0)
+            return -1;
+        n = snprintf(buf, len, "%s/%s", ctx->image_cache, vm->image_digest + 7);
+    } else {
+        n = snprintf(buf, len, "%s/%s", ctx->images_dir, vm->image);
+    }
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
 int engine_vm_path(const engine_ctx_t *ctx, uint32_t vm_id, const char *leaf, char *buf, size_t len)
 {
     int n = leaf ? snprintf(buf, len, "%s/vms/%u/%s", ctx->state_dir, vm_id, leaf)

@@ -32,6 +32,7 @@
 typedef struct {
     const char *state_dir;  /* absolute; VM dirs are <state_dir>/vms/<id> */
     const char *images_dir; /* absolute */
+    const char *image_cache; /* catalog images: <cache>/img/<hex> (pull.c), NULL = none */
     int stop_timeout_ms;    /* SIGTERM / ACPI power-off grace before the hard stop */
     const char *qemu;       /* qemu-system-x86_64, absolute; NULL if none */
     const char *qemu_img;   /* qemu-img, absolute; NULL if none */
@@ -85,6 +86,12 @@ int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen);
 
 /* The engine called name, or NULL. */
 const engine_t *engine_find(const char *name);
+
+/* The directory of vm's image: <images_dir>/<image> for a host-local
+ * image, <image_cache>/<hex> for a catalog image (issue 12, pull.c
+ * materialized and verified it). -1 if it does not fit or the VM's
+ * catalog image has no cache on this host. */
+int engine_image_dir(const engine_ctx_t *ctx, const vm_t *vm, char *buf, size_t len);
 
 /* "<state_dir>/vms/<id>" (and a leaf if not NULL) into buf; -1 if it does
  * not fit. */

@@ -121,11 +121,10 @@ static int s_image(const engine_ctx_t *ctx, const vm_t *vm, s_image_t *im, char 
 {
     memset(im, 0, sizeof *im);
     struct stat sb;
-    if (!tt_name_valid(vm->image) ||
-        snprintf(im->dir, sizeof im->dir, "%s/%s", ctx->images_dir, vm->image) >=
-            (int)sizeof im->dir ||
+    if (!tt_name_valid(vm->image) || engine_image_dir(ctx, vm, im->dir, sizeof im->dir) ||
         stat(im->dir, &sb) || !S_ISDIR(sb.st_mode)) {
-        snprintf(err, errlen, "image '%s' is not a directory in %s", vm->image, ctx->images_dir);
+        snprintf(err, errlen, "image '%s' is not a directory in %s", vm->image,
+                 vm->image_digest[0] ? "the image cache" : ctx->images_dir);
         return -1;
     }
     if (snprintf(im->kernel, sizeof im->kernel, "%.4000s/kernel", im->dir) < 0 ||

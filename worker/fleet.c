@@ -32,6 +32,8 @@
 #include "engine.h"
 #include "guestop.h"
 #include "images.h"
+#include "pull.h"
+#include "ttblob.h"
 #include "jobs.h"
 #include "proc.h"
 #include "seed.h"
@@ -49,7 +51,7 @@
 #define S_PENDING (-100)    /* s_converge: an engine job carries on with the spec */
 
 /* Where one VM of an op is. */
-enum { S_TODO = 0, S_STOPPING, S_KILLING, S_WAITING, S_DONE };
+enum { S_TODO = 0, S_STOPPING, S_KILLING, S_WAITING, S_PULLING, S_DONE };
 
 typedef struct {
     int phase;
@@ -58,6 +60,8 @@ typedef struct {
     char msg[S_MSG_LEN];
     char env[VM_ENV_MAX]; /* the VM's env and lease for the reply */
     int64_t expires_at;
+    uint64_t pull_ticket; /* S_PULLING: the image's round (pull.h) */
+    bool pulled;          /* its image is materialized and verified */
 } s_vmop_t;
 
 /* One command in flight (or a destroy the expiry check made). */
@@ -83,6 +87,7 @@ struct fleet_t {
     vmdb_t *db;
     net_t *net;
     images_t *images;
+    pull_t *pull; /* catalog images (issue 12), NULL without --image-cache */
     vm_t **table; /* [TT_VMID_MAX + 1] */
     size_t count;
     bool dirty;      /* a commit failed: rewrite every row */
@@ -244,6 +249,8 @@ static void s_from_spec(vm_t *vm, const Ttfleet__VmSpec *spec)
     snprintf(vm->env, sizeof vm->env, "%s", spec->env);
     snprintf(vm->image, sizeof vm->image, "%s", spec->image);
     snprintf(vm->engine, sizeof vm->engine, "%s", spec->engine);
+    snprintf(vm->image_digest, sizeof vm->image_digest, "%s",
+             spec->image_digest && tt_digest_valid(spec->image_digest) ? spec->image_digest : "");
     vm->cpu = spec->cpu;
     vm->mem_mib = spec->mem_mib;
     vm->disk_mib = spec->disk_mib;
@@ -261,7 +268,9 @@ static void s_from_spec(vm_t *vm, const Ttfleet__VmSpec *spec)
 /* Fields that name what the VM is: changing them means another VM. */
 static int s_immutable_ok(const vm_t *vm, const Ttfleet__VmSpec *spec, char *msg)
 {
+    const char *digest = spec->image_digest ? spec->image_digest : "";
     const char *what = strcmp(vm->image, spec->image)     ? "image"
+                       : strcmp(vm->image_digest, digest) ? "image digest"
                        : strcmp(vm->engine, spec->engine) ? "engine"
                        : strcmp(vm->env, spec->env)       ? "env"
                        : strcasecmp(vm->ip, spec->ip)     ? "ip"
@@ -307,6 +316,8 @@ static void s_remove(fleet_t *self, vm_t *vm)
             self->dirty = true;
         }
     }
+    if (vm->image_digest[0] && self->pull)
+        pull_release(self->pull, vm->image_digest);
     self->table[vm->vm_id] = NULL;
     self->count--;
     if (self->gop)
@@ -525,6 +536,8 @@ static void s_created(fleet_t *self, vm_t *vm)
 {
     char err[300];
     s_put(self, vm);
+    if (vm->image_digest[0] && self->pull && pull_acquire(self->pull, vm->image_digest))
+        zsys_warning("vm %u: image %s is not complete in the cache", vm->vm_id, vm->image_digest);
     if (net_vm_add(self->net, vm, err, sizeof err)) {
         zsys_warning("vm %u: network: %s; rebuilding the network state", vm->vm_id, err);
         self->net_resync = true;
@@ -572,6 +585,41 @@ static int s_guest_save(fleet_t *self, const vm_t *vm, const Ttfleet__VmSpec *sp
 
 static int s_ready_step(fleet_t *self, const vm_t *vm);
 
+/* A new VM of a catalog image: its image must be fetched (or its cached
+ * copy verified) and materialized before the VM is made. The first pass
+ * joins or starts the image's round and parks the spec (S_PULLING, see
+ * s_pull_poll); the pass after a READY round goes on. 0 = go on,
+ * S_PENDING, or a status with msg. */
+static int s_pull_gate(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg)
+{
+    char err[300];
+    if (!self->pull) {
+        snprintf(msg, S_MSG_LEN, "host %s has no image cache (ttworker --image-cache): cannot run "
+                 "catalog image '%s'", self->cfg.host_id, spec->image);
+        return TTFLEET__STATUS__BAD_REQUEST;
+    }
+    if (strcmp(spec->engine, "qemu") != 0 && strcmp(spec->engine, "hollow") != 0) {
+        snprintf(msg, S_MSG_LEN, "catalog images run on the qemu engine, not '%s'", spec->engine);
+        return TTFLEET__STATUS__BAD_REQUEST;
+    }
+    s_vmop_t *v = self->cur_op ? &self->cur_op->vs[self->cur_i] : NULL;
+    if (v && v->pulled)
+        return 0;
+    uint64_t ticket;
+    if (pull_want(self->pull, spec, &ticket, err, sizeof err)) {
+        snprintf(msg, S_MSG_LEN, "vm %u: image '%s' on host %s: %.150s", spec->vm_id,
+                 spec->image, self->cfg.host_id, err);
+        return TTFLEET__STATUS__WORKER_FAILED;
+    }
+    if (!v) { /* the blocking form (tests): no op to park */
+        snprintf(msg, S_MSG_LEN, "vm %u: image '%s' is being fetched", spec->vm_id, spec->image);
+        return TTFLEET__STATUS__UNAVAILABLE;
+    }
+    v->phase = S_PULLING;
+    v->pull_ticket = ticket;
+    return S_PENDING;
+}
+
 static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, char *msg)
 {
     char err[200];
@@ -602,7 +650,12 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
                  self->cfg.host_id);
         return TTFLEET__STATUS__BAD_REQUEST;
     }
-    if (!images_has(self->images, spec->image)) {
+    bool catalog = spec->image_digest && *spec->image_digest;
+    if (catalog && !vm) {
+        int st = s_pull_gate(self, spec, msg);
+        if (st)
+            return st;
+    } else if (!catalog && !images_has(self->images, spec->image)) {
         images_rescan(self->images);
         if (!images_has(self->images, spec->image)) {
             snprintf(msg, S_MSG_LEN, "image '%s' is not present on host %s", spec->image,
@@ -1005,6 +1058,36 @@ static bool s_spec_poll(fleet_t *self, s_op_t *op, size_t i, int64_t now)
     return true;
 }
 
+/* Spec i waits for its image (S_PULLING): on a READY round it is applied
+ * again (now past s_pull_gate); a FAILED round fails it with the reason,
+ * and the broker places the VM elsewhere. */
+static void s_pull_poll(fleet_t *self, s_op_t *op, size_t i)
+{
+    s_vmop_t *v = &op->vs[i];
+    const Ttfleet__VmSpec *spec = op->cmd->vms[i];
+    uint64_t done, total;
+    char dir[4200], err[300], msg[S_MSG_LEN] = "";
+    pull_state_t ps = pull_state(self->pull, spec->image_digest, v->pull_ticket, &done, &total,
+                                 dir, sizeof dir, err, sizeof err);
+    if (ps == PULL_BUSY)
+        return;
+    int state = TTFLEET__VM_STATE__VM_ABSENT;
+    if (ps == PULL_FAILED) {
+        snprintf(msg, sizeof msg, "vm %u: image '%s' on host %s: %.150s", spec->vm_id,
+                 spec->image, self->cfg.host_id, err);
+        s_spec_done(self, op, i, TTFLEET__STATUS__WORKER_FAILED, state, msg);
+        return;
+    }
+    v->phase = S_TODO;
+    v->pulled = true;
+    self->cur_op = op;
+    self->cur_i = i;
+    int status = s_converge(self, spec, &state, msg);
+    self->cur_op = NULL;
+    if (status != S_PENDING)
+        s_spec_done(self, op, i, status, state, msg);
+}
+
 /* Claim op's VMs and apply what needs no waiting. */
 static void s_op_begin(fleet_t *self, s_op_t *op)
 {
@@ -1284,10 +1367,14 @@ void fleet_flush(fleet_t *self)
         free(j);
     }
     int64_t now = tt_mono_ms();
+    if (self->pull)
+        pull_poll(self->pull);
     for (s_op_t *op = self->ops; op; op = op->next)
         for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
             if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
                 s_spec_poll(self, op, i, now);
+            else if (op->vs[i].phase == S_PULLING)
+                s_pull_poll(self, op, i);
     s_schedule(self);
     s_commit(self);
     if (self->gop) {
@@ -1312,8 +1399,11 @@ int fleet_next_ms(const fleet_t *self)
         return GUESTOP_POLL_MS;
     for (const s_op_t *op = self->ops; op; op = op->next)
         for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
-            if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
+            if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING ||
+                op->vs[i].phase == S_PULLING)
                 return S_POLL_MS;
+    if (self->pull && pull_busy(self->pull))
+        return S_POLL_MS;
     return -1;
 }
 
@@ -1357,6 +1447,58 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
     }
 }
 
+/* The cache limit in MiB as advertised: at least 1 (0 would say "no
+ * cache"), UINT32_MAX MiB for "no limit". */
+static uint64_t s_cache_mib(const pull_t *pull)
+{
+    uint64_t lim = pull_limit(pull) >> 20;
+    return pull_limit(pull) == 0 ? UINT32_MAX : lim ? lim : 1;
+}
+
+zframe_t *fleet_pull_event(fleet_t *self)
+{
+    if (!self->pull)
+        return NULL;
+    s_actuals_t acts = {0};
+    size_t n = 0;
+    for (const s_op_t *op = self->ops; op; op = op->next)
+        for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
+            n += op->vs[i].phase == S_PULLING;
+    if (n && s_actuals_init(&acts, n))
+        return NULL;
+    for (const s_op_t *op = self->ops; op; op = op->next)
+        for (size_t i = 0; op->started && i < op->cmd->n_vms; i++) {
+            if (op->vs[i].phase != S_PULLING)
+                continue;
+            const Ttfleet__VmSpec *spec = op->cmd->vms[i];
+            uint64_t done, total;
+            char dir[16], err[300];
+            pull_state(self->pull, spec->image_digest, op->vs[i].pull_ticket, &done, &total, dir,
+                       sizeof dir, err, sizeof err);
+            char *m = s_actuals_add(&acts, spec->vm_id, TTFLEET__VM_STATE__VM_ABSENT, spec->env,
+                                    spec->expires_at);
+            snprintf(m, S_MSG_LEN, "pulling image %s", spec->image);
+            acts.items[acts.n - 1].pull_done = done;
+            acts.items[acts.n - 1].pull_total = total ? total : 1;
+        }
+    bool changed = pull_changed(self->pull);
+    zframe_t *frame = NULL;
+    if (acts.n || changed) {
+        Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
+        ev.n_vms = acts.n;
+        ev.vms = acts.ptrs;
+        if (changed) {
+            ev.image_digests = (char **)pull_digests(self->pull, &ev.n_image_digests);
+            ev.image_cache_mib = s_cache_mib(self->pull);
+            ev.image_cache_used_mib = pull_used(self->pull) >> 20;
+        }
+        frame = wire_pack(&ev.base);
+    }
+    if (n)
+        s_actuals_free(&acts);
+    return frame;
+}
+
 zframe_t *fleet_hello(fleet_t *self)
 {
     images_rescan(self->images);
@@ -1387,6 +1529,12 @@ zframe_t *fleet_hello(fleet_t *self)
     hello.version = (char *)"ttworker " TTFLEET_VERSION;
     hello.accel = (char *)(self->cfg.accel ? self->cfg.accel : "");
     hello.public_address = (char *)(self->cfg.public_address ? self->cfg.public_address : "");
+    if (self->pull) {
+        hello.image_digests = (char **)pull_digests(self->pull, &hello.n_image_digests);
+        hello.image_cache_mib = s_cache_mib(self->pull);
+        hello.image_cache_used_mib = pull_used(self->pull) >> 20;
+        pull_changed(self->pull); /* READY says it all */
+    }
     zframe_t *frame = wire_pack(&hello.base);
     s_actuals_free(&acts);
     return frame;
@@ -1463,8 +1611,8 @@ static int s_ready_step(fleet_t *self, const vm_t *vm)
     }
     engine_vm_path(&self->ctx, vm->vm_id, "console.log", t.console_log, sizeof t.console_log);
     engine_vm_path(&self->ctx, vm->vm_id, "qga.sock", t.agent_sock, sizeof t.agent_sock);
-    char image_dir[4200];
-    snprintf(image_dir, sizeof image_dir, "%s/%s", self->ctx.images_dir, vm->image);
+    char image_dir[4200] = "";
+    engine_image_dir(&self->ctx, vm, image_dir, sizeof image_dir);
     return vmready_step(self->rd, vm->vm_id, vm->state == TTFLEET__VM_STATE__VM_RUNNING, &t,
                         image_dir, zclock_mono());
 }
@@ -1556,6 +1704,9 @@ static void s_load_one(vm_t *vm, void *arg)
     }
     self->table[vm->vm_id] = vm;
     self->count++;
+    if (vm->image_digest[0] && self->pull && pull_acquire(self->pull, vm->image_digest))
+        zsys_warning("vm %u: its image %s is no longer in the cache", vm->vm_id,
+                     vm->image_digest);
 }
 
 /* VM directories without a row: leftovers of a crash between creating the
@@ -1651,6 +1802,16 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    if (cfg->image_cache) {
+        pull_opts_t po = {cfg->image_cache, cfg->image_cache_mib << 20, cfg->blobs_cert,
+                          cfg->blobs_key};
+        self->pull = pull_new(&po, err, errlen);
+        if (!self->pull) {
+            fleet_destroy(&self);
+            return NULL;
+        }
+        self->ctx.image_cache = pull_img_dir(self->pull);
+    }
     snprintf(path, sizeof path, "%s/worker.db", cfg->state_dir);
     self->db = vmdb_open(path, err, errlen);
     if (!self->db) {
@@ -1719,6 +1880,7 @@ void fleet_destroy(fleet_t **self_p)
         free(self->table);
     }
     images_destroy(&self->images);
+    pull_destroy(&self->pull);
     net_destroy(&self->net);
     vmdb_destroy(&self->db);
     free(self);

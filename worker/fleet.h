@@ -88,6 +88,14 @@ typedef struct {
     const char *vm_user; /* unprivileged user the VMs run as, NULL: root */
     uid_t vm_uid;
     gid_t vm_gid;
+    /* catalog images (issue 12, pull.h): the cache directory (NULL: no
+     * cache, catalog images are refused), its limit in MiB (0 = none),
+     * and the CURVE certificate / blob server key for fetching (NULL:
+     * plain) */
+    const char *image_cache;
+    uint64_t image_cache_mib;
+    const char *blobs_cert;
+    const char *blobs_key;
 } fleet_config_t;
 
 typedef struct fleet_t fleet_t;
@@ -134,6 +142,12 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len);
  * packed WorkerEvent listing the deaths and the expiry destroys finished
  * (committed) since the last tick, or NULL if there were none. Commits. */
 zframe_t *fleet_tick(fleet_t *self, int64_t now);
+
+/* Catalog images: a packed WorkerEvent with the progress of every VM
+ * waiting for its image (VmActual.pull_done/pull_total) and, when the
+ * cache's digests changed, the new set; NULL if there is nothing to say.
+ * Call on the 1 s tick. */
+zframe_t *fleet_pull_event(fleet_t *self);
 
 /* Rescan the images directory. */
 void fleet_rescan_images(fleet_t *self);

@@ -77,6 +77,8 @@ typedef struct {
     char public_address[16]; /* --public-address, "" = by backend */
     char qemu[PATH_MAX];
     char qemu_img[PATH_MAX];
+    char image_cache[PATH_MAX]; /* --image-cache, "" = <state>/image-cache, "none" = off */
+    long long image_cache_mib;  /* 0 = no limit */
 } s_opts_t;
 
 static void s_usage(FILE *f)
@@ -91,6 +93,11 @@ static void s_usage(FILE *f)
             "  --broker EP           broker workers endpoint (default tcp://127.0.0.1:5556)\n"
             "  --host-id ID          host name in the pool (default: the hostname)\n"
             "  --images DIR          images directory (default <state>/images)\n"
+            "  --image-cache DIR     cache of catalog images fetched from the broker's blob\n"
+            "                        server (default <state>/image-cache; none: no cache,\n"
+            "                        catalog images are not placed here)\n"
+            "  --image-cache-mib N   size limit of the image cache; least recently used\n"
+            "                        images no VM uses are evicted (default 0: no limit)\n"
             "  --cpu N               cpus offered (default: online cpus)\n"
             "  --mem MIB             memory offered (default: MemTotal)\n"
             "  --disk MIB            disk offered (default: size of the state file system)\n"
@@ -220,7 +227,9 @@ enum {
     O_HELP,
     O_CURVE,
     O_BKEY,
-    O_CONFIG
+    O_CONFIG,
+    O_ICACHE,
+    O_ICACHEMIB
 };
 static const struct option s_options[] = {
     {"state", required_argument, NULL, O_STATE},
@@ -249,6 +258,8 @@ static const struct option s_options[] = {
     {"curve-secret", required_argument, NULL, O_CURVE},
     {"broker-key", required_argument, NULL, O_BKEY},
     {"config", required_argument, NULL, O_CONFIG},
+    {"image-cache", required_argument, NULL, O_ICACHE},
+    {"image-cache-mib", required_argument, NULL, O_ICACHEMIB},
     {"version", no_argument, NULL, O_VERSION},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -275,6 +286,12 @@ static void s_apply(s_opts_t *o, int c, const char *optarg)
         break;
     case O_IMAGES:
         s_copy("--images", o->images, sizeof o->images, optarg);
+        break;
+    case O_ICACHE:
+        s_copy("--image-cache", o->image_cache, sizeof o->image_cache, optarg);
+        break;
+    case O_ICACHEMIB:
+        o->image_cache_mib = s_int("--image-cache-mib", optarg, 0, 1LL << 30);
         break;
     case O_CPU:
         o->cpu = s_int("--cpu", optarg, 1, 1 << 20);
@@ -639,9 +656,17 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!o->images[0])
-        snprintf(o->images, sizeof o->images, "%s/images", o->state);
+        snprintf(o->images, sizeof o->images, "%.4000s/images", o->state);
     if (s_make_dir(o->images, sizeof o->images)) {
         fprintf(stderr, "ttworker: cannot create images directory %s: %s\n", o->images,
+                strerror(errno));
+        return 1;
+    }
+    if (!o->image_cache[0])
+        snprintf(o->image_cache, sizeof o->image_cache, "%.4000s/image-cache", o->state);
+    bool image_cache = strcmp(o->image_cache, "none") != 0;
+    if (image_cache && s_make_dir(o->image_cache, sizeof o->image_cache)) {
+        fprintf(stderr, "ttworker: cannot create image cache directory %s: %s\n", o->image_cache,
                 strerror(errno));
         return 1;
     }
@@ -683,6 +708,8 @@ int main(int argc, char **argv)
         .vm_user = o->vm_user[0] ? o->vm_user : NULL,
         .vm_uid = o->vm_uid,
         .vm_gid = o->vm_gid,
+        .image_cache = image_cache ? o->image_cache : NULL,
+        .image_cache_mib = (uint64_t)o->image_cache_mib,
     };
     for (int i = 0; i < o->n_engines; i++)
         cfg.engines[i] = o->engines[i];
@@ -780,6 +807,8 @@ int main(int argc, char **argv)
                 ;
             zframe_t *ev = fleet_tick(fleet, tt_now());
             if (ev)
+                session_send(session, TT_W_EVENT, &ev);
+            if (!reconnect && (ev = fleet_pull_event(fleet)))
                 session_send(session, TT_W_EVENT, &ev);
             s_send_replies(session, fleet);
             next_tick = now + S_TICK_MS;

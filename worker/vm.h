@@ -16,6 +16,7 @@
 #include "ttproto.h"
 
 #define VM_ENV_MAX (2 * TT_MAX_NAME + 2) /* "tenant/name" + NUL */
+#define VM_DIGEST_MAX 72                 /* "sha256:" + 64 hex + NUL */
 
 typedef struct {
     uint32_t guest;
@@ -27,6 +28,7 @@ typedef struct {
     char env[VM_ENV_MAX];
     char image[TT_MAX_NAME + 1];
     char engine[TT_MAX_NAME + 1];
+    char image_digest[VM_DIGEST_MAX]; /* a catalog image (issue 12), "" = host-local */
     uint32_t cpu;
     uint32_t mem_mib;
     uint32_t disk_mib;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "ttblob.h"
 #include "ttproto.h"
 #include "wire.h"
 
@@ -114,11 +115,13 @@ int vmdb_put(vmdb_t *self, const vm_t *vm)
     sqlite3_stmt *st =
         store_stmt(self->store,
                    "INSERT INTO vms (vm_id, env, image, engine, cpu, mem, disk, ip, mac, ports,"
-                   " deny_outgoing, expires_at, state, pid, start_time, updated_at)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                   " deny_outgoing, expires_at, state, pid, start_time, updated_at, image_digest)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+                   " ?17)"
                    " ON CONFLICT (vm_id) DO UPDATE SET env = ?2, image = ?3, engine = ?4, cpu = ?5,"
                    " mem = ?6, disk = ?7, ip = ?8, mac = ?9, ports = ?10, deny_outgoing = ?11,"
-                   " expires_at = ?12, state = ?13, pid = ?14, start_time = ?15, updated_at = ?16");
+                   " expires_at = ?12, state = ?13, pid = ?14, start_time = ?15, updated_at = ?16,"
+                   " image_digest = ?17");
     if (!st)
         return -1;
     char ports[TT_MAX_PORTS_PER_VM * 12 + 1];
@@ -139,6 +142,7 @@ int vmdb_put(vmdb_t *self, const vm_t *vm)
     sqlite3_bind_int64(st, 14, vm->pid);
     sqlite3_bind_int64(st, 15, (sqlite3_int64)vm->start_time);
     sqlite3_bind_int64(st, 16, tt_now());
+    sqlite3_bind_text(st, 17, vm->image_digest, -1, SQLITE_STATIC);
     return store_step_done(self->store, st);
 }
 
@@ -199,6 +203,10 @@ static int s_row(sqlite3_stmt *st, vm_t *vm)
     sqlite3_int64 pid = sqlite3_column_int64(st, 13);
     vm->pid = pid > 0 && pid <= 4194304 ? (pid_t)pid : 0;
     vm->start_time = (uint64_t)sqlite3_column_int64(st, 14);
+    const unsigned char *dg = sqlite3_column_text(st, 15);
+    if (dg && *dg && (s_copy(vm->image_digest, sizeof vm->image_digest, dg) ||
+                      !tt_digest_valid(vm->image_digest)))
+        return -1;
     return 0;
 }
 
@@ -206,8 +214,8 @@ int vmdb_load(vmdb_t *self, void (*fn)(vm_t *vm, void *arg), void *arg)
 {
     sqlite3_stmt *st =
         store_stmt(self->store, "SELECT vm_id, env, image, engine, cpu, mem, disk, ip, mac,"
-                                " ports, deny_outgoing, expires_at, state, pid, start_time"
-                                " FROM vms ORDER BY vm_id");
+                                " ports, deny_outgoing, expires_at, state, pid, start_time,"
+                                " image_digest FROM vms ORDER BY vm_id");
     if (!st)
         return -1;
     int rc;

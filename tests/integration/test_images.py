@@ -242,13 +242,23 @@ class Images(unittest.TestCase):
         self.assertEqual(sha256_file(self.blob_path(r.data["digest"])), r.data["digest"])
 
     def test_5_rm_in_use_and_restart(self):
-        # a VM whose image is named "sleeper" counts as a user of the
-        # catalog's sleeper:latest (the worker's host-local image here)
-        r = self.ctl("image", "push", "sleeper", self.guest)
+        # a VM of the catalog's sleeper:latest (its worker fetches it; the
+        # hollow engine runs it) holds its digest: a user of the image (its
+        # own bytes: a digest another catalog row keeps may be removed)
+        sleeper = os.path.join(self.dir, "sleeper")
+        os.makedirs(sleeper)
+        with open(os.path.join(sleeper, "kernel"), "wb") as f:
+            f.write(os.urandom(1 << 20))
+        r = self.ctl("image", "push", "sleeper", sleeper)
         self.assertEqual(r.rc, 0, r)
-        r = self.ctl("env", "create", "e1", "--image", "sleeper", "--engine", "process",
+        digest = r.data["digest"]
+        r = self.ctl("env", "create", "e1", "--image", "sleeper", "--engine", "hollow",
                      tenant="carol")
         self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.data["vms"][0]["image_digest"], digest)
+        cache = os.path.join(self.pool.worker_state("h1"), "image-cache", "blobs",
+                             digest.split(":", 1)[1])
+        self.assertEqual(sha256_file(cache), digest)
         r = self.ctl("image", "rm", "sleeper")
         self.assertNotEqual(r.rc, 0)
         self.assertIn("IMAGE_IN_USE", r.err)

@@ -34,8 +34,8 @@ static void s_spec(s_spec_t *s, uint32_t id, const char *engine, int desired)
     s->port.guest = 22;
     s->port.public_ = 40000 + id;
     s->ports[0] = &s->port;
-    snprintf(s->ip, sizeof s->ip, "10.10.%u.%u", id / 256, id % 256);
-    snprintf(s->mac, sizeof s->mac, "52:54:00:00:%02x:%02x", id / 256, id % 256);
+    snprintf(s->ip, sizeof s->ip, "10.10.%u.%u", (id >> 8) & 0xffu, id & 0xffu);
+    snprintf(s->mac, sizeof s->mac, "52:54:00:00:%02x:%02x", (id >> 8) & 0xffu, id & 0xffu);
     s->spec.vm_id = id;
     s->spec.env = "alice/ci";
     s->spec.image = "sleeper";
