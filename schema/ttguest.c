@@ -312,6 +312,7 @@ void tt_console_re_destroy(tt_console_re_t **self_p)
     pcre2_match_context_free(self->mc);
     free(self);
     *self_p = NULL;
+}
 
 /* ---- exec and copy ---- */
 
