@@ -238,6 +238,15 @@ void blobgc_collect(broker_t *self)
     for (s_grant_t *g = self->blob_grants ? zhashx_first(self->blob_grants) : NULL; g;
          g = zhashx_next(self->blob_grants))
         zhashx_update(keep, g->digest, (void *)1);
+    /* a VM's image may have left the catalog (its tag pushed again with
+     * other content): what the VM runs stays fetchable for re-placement */
+    for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
+        for (int i = 0; i < e->n_vms; i++) {
+            const vm_t *vm = e->vms[i];
+            if (vm->image_digest[0] && tt_digest_valid(vm->image_digest))
+                zhashx_update(keep, vm->image_digest, (void *)1);
+            s_keep_blobs(keep, vm->image_blobs);
+        }
     zlistx_t *keys = zhashx_keys(keep);
     size_t n = keys ? zlistx_size(keys) : 0;
     const char **list = calloc(n + 1, sizeof *list);

@@ -9,7 +9,7 @@
  * its grants still open plus this push) pass --max-tenant-image-mib, caps
  * the grants open per tenant and the images per tenant, and every few
  * minutes has the blob server delete complete blobs that no catalog image,
- * no VM and no open grant names, once they are older than the grace time
+ * no VM (its image_digest / image_blobs) and no open grant names, once they are older than the grace time
  * (--blob-gc-grace). Pool images (admin pushes) are not charged to a
  * tenant. Depends on the model, the store and blobsrv.
  */
