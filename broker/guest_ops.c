@@ -113,12 +113,34 @@ static void s_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply 
     op_free(self, &op);
 }
 
+/* Exec and copy ops of tenant waiting for host. */
+static int s_in_flight(broker_t *self, const char *tenant, const char *host_id)
+{
+    int n = 0;
+    for (op_t *op = zlistx_first(self->all_ops); op; op = zlistx_next(self->all_ops))
+        if (op->kind == OP_GUEST && strcmp(op->tenant, tenant) == 0 &&
+            strcmp(op->console_host, host_id) == 0)
+            n++;
+    return n;
+}
+
 /* Open the op and send the command; 0, or a status in c->msg. */
 static int s_forward(handler_ctx_t *c, vm_t *vm, Ttfleet__EnvExec *exec, Ttfleet__EnvCopy *copy,
                      int64_t deadline_ms)
 {
     broker_t *self = c->self;
     host_t *h = vm->host;
+    /* a worker runs GUESTOP_JOBS_MAX guest jobs at once: one tenant takes
+     * at most a quarter of them, so long commands of one tenant never
+     * shut the others out of a host */
+    int busy = s_in_flight(self, c->tenant, h->id);
+    if (busy >= GUEST_TENANT_HOST_MAX) {
+        snprintf(c->msg, sizeof c->msg,
+                 "tenant '%s' has %d exec / copy requests running on host %s (at most %d): "
+                 "wait for one to finish",
+                 c->tenant, busy, h->id, GUEST_TENANT_HOST_MAX);
+        return TTFLEET__STATUS__RATE_LIMITED;
+    }
     op_t *op = op_new(self, OP_GUEST, vm->env, c->envelope, c->service, c->tenant, c->rid);
     if (!op)
         return handler_fail(c, TTFLEET__STATUS__INTERNAL, "out of memory");

@@ -12,6 +12,9 @@
 
 #include "handler.h"
 
+/* Exec / copy requests one tenant may have waiting for one host. */
+#define GUEST_TENANT_HOST_MAX 8
+
 handler_fn guest_exec, guest_copy;
 
 #endif
