@@ -390,17 +390,39 @@ static void s_not_ready_consoles(ttclient_t *client, const Ttfleet__EnvInfo *env
     }
 }
 
-/* The progress line of env create --wait on a terminal. */
+/* The progress of env create --wait: on a terminal one line rewritten
+ * after every poll; otherwise a line every 5 s only while images are
+ * being fetched (a VM's host pulls its catalog image). */
 typedef struct {
     const char *name;
-    bool ready;
+    bool ready, tty;
+    int64_t printed_ms;
 } wait_line_t;
 
 static void s_wait_line(void *arg, const Ttfleet__EnvInfo *env, size_t done, int64_t waited_ms)
 {
-    const wait_line_t *w = arg;
-    fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs %s, env %s (%llds)   ", w->name, done,
-            env->n_vms, w->ready ? "ready" : "running", env->state, (long long)(waited_ms / 1000));
+    wait_line_t *w = arg;
+    uint64_t pulled = 0, pull_total = 0;
+    size_t pulling = 0;
+    for (size_t i = 0; i < env->n_vms; i++)
+        if (env->vms[i]->pull_total) {
+            pulling++;
+            pulled += env->vms[i]->pull_done;
+            pull_total += env->vms[i]->pull_total;
+        }
+    char pull[96] = "";
+    if (pulling)
+        snprintf(pull, sizeof pull, ", %zu pulling their image %llu/%llu MiB", pulling,
+                 (unsigned long long)(pulled >> 20), (unsigned long long)(pull_total >> 20));
+    if (w->tty)
+        fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs %s%s, env %s (%llds)   ", w->name, done,
+                env->n_vms, w->ready ? "ready" : "running", pull, env->state,
+                (long long)(waited_ms / 1000));
+    else if (pulling && (w->printed_ms == 0 || waited_ms - w->printed_ms >= 5000)) {
+        fprintf(stderr, "waiting for env %s: %zu/%zu VMs %s%s (%llds)\n", w->name, done,
+                env->n_vms, w->ready ? "ready" : "running", pull, (long long)(waited_ms / 1000));
+        w->printed_ms = waited_ms ? waited_ms : 1;
+    }
 }
 
 /* env create --wait: ttclient_env_wait until every VM of name runs (the
@@ -414,10 +436,10 @@ static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, i
                           bool ready)
 {
     bool tty = isatty(STDERR_FILENO);
-    wait_line_t line = {name, ready};
+    wait_line_t line = {name, ready, tty, 0};
     Ttfleet__Reply *reply = NULL;
-    int rc = ttclient_env_wait(*client_p, name, ready, wait_secs * 1000, tty ? s_wait_line : NULL,
-                               &line, &reply);
+    int rc = ttclient_env_wait(*client_p, name, ready, wait_secs * 1000, s_wait_line, &line,
+                               &reply);
     if (tty)
         fputc('\n', stderr);
     if (rc <= 0)
