@@ -352,6 +352,7 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
              * PENDING until the create's reply */
             if (vm->state == TTFLEET__VM_STATE__VM_PENDING) {
                 bool first = vm->pull_total == 0;
+                uint64_t before = vm->pull_done;
                 vm->pull_done = va->pull_done < va->pull_total ? va->pull_done : va->pull_total;
                 vm->pull_total = va->pull_total;
                 char m[160];
@@ -360,6 +361,13 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
                          (unsigned long long)(vm->pull_total >> 20));
                 outq_event(self, first ? "vm.pulling" : "vm.pull", vm->env, vm, host, "pulling",
                            m);
+                /* bytes are moving: the create waiting for this host gets
+                 * another --worker-timeout-ms (a stalled fetch still times
+                 * out, and its VMs are re-placed) */
+                op_t *op = vm->env->busy;
+                int64_t until = tt_mono_ms() + self->cfg.worker_timeout_ms;
+                if (op && (first || vm->pull_done > before) && op->deadline_ms < until)
+                    op->deadline_ms = until;
             }
             continue;
         }

@@ -668,6 +668,15 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
     create.user_data.len = user_data_len;
 
     ttclient_t *client = s_client(ctl);
+    if (wait) {
+        /* a create answers once its workers confirmed, which waits for the
+         * fetch of a catalog image a host lacks: with --wait the call itself
+         * may take up to the wait (retries of the same request id get
+         * IN_PROGRESS until the outcome is there) */
+        int per = ctl->timeout > 0 ? ctl->timeout : 10000;
+        long long n = ((long long)wait_secs * 1000 + per - 1) / per;
+        ttclient_set_retries(client, n < 3 ? 3 : n > 100000 ? 100000 : (int)n);
+    }
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_create(client, &create, &reply);
     for (size_t i = 0; i < boot.n_files; i++)
