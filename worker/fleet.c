@@ -871,6 +871,10 @@ static void s_spec_begin(fleet_t *self, s_op_t *op, size_t i)
         }
     int timed = s_wants_timed_stop(self, spec, &status, msg);
     vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
+    if (timed >= 0 && vm && self->gop && vm_holds_cpu(vm) &&
+        (spec->desired == TTFLEET__VM_STATE__VM_STOPPED ||
+         spec->desired == TTFLEET__VM_STATE__VM_ABSENT))
+        guestop_vm_gone(self->gop, vm->vm_id); /* its execs end with it: say why */
     if (timed < 0) {
         s_spec_done(self, op, i, status, vm->state, msg);
         return;

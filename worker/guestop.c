@@ -73,6 +73,7 @@ typedef struct {
     unsigned char *data; /* J_PUT: the file; J_GET: what was read */
     size_t len;
     uint32_t max_bytes; /* J_GET: first chunk wanted */
+    uint16_t gone;      /* self->gone[vm_id] at submit: changed = the VM went away */
     guestop_exec_t ex;  /* J_EXEC result; status and msg of every job */
     unsigned char sha[32];
 } s_job_t;
@@ -100,6 +101,7 @@ struct guestop_t {
     jobs_t *jobs;
     size_t pending;
     uint8_t *per_vm; /* [TT_VMID_MAX + 1] jobs queued or running */
+    uint16_t *gone;  /* [TT_VMID_MAX + 1] times the VM id was removed (guestop_vm_gone) */
     s_result_t *results[GUESTOP_RESULTS_MAX];
     s_xfer_t *xfers[GUESTOP_XFERS_MAX];
     zlist_t *out;
@@ -821,8 +823,9 @@ guestop_t *guestop_new(const guestop_config_t *cfg)
     self->cfg = *cfg;
     self->jobs = jobs_new(GUESTOP_THREADS);
     self->per_vm = calloc(TT_VMID_MAX + 1, 1);
+    self->gone = calloc(TT_VMID_MAX + 1, sizeof *self->gone);
     self->out = zlist_new();
-    if (!self->jobs || !self->per_vm || !self->out) {
+    if (!self->jobs || !self->per_vm || !self->gone || !self->out) {
         guestop_destroy(&self);
         return NULL;
     }
@@ -852,6 +855,7 @@ void guestop_destroy(guestop_t **self_p)
         zlist_destroy(&self->out);
     }
     free(self->per_vm);
+    free(self->gone);
     free(self);
     *self_p = NULL;
 }
@@ -924,6 +928,7 @@ static s_job_t *s_job_new(guestop_t *self, s_kind_t kind, uint64_t op_id, uint32
     j->op_id = op_id;
     j->vm_id = vm_id;
     j->vm = *vm;
+    j->gone = self->gone[vm_id];
     return j;
 }
 
@@ -1132,6 +1137,19 @@ void guestop_submit(guestop_t *self, Ttfleet__WorkerCommand *cmd, const guestop_
 static void s_done(guestop_t *self, s_job_t *j, int64_t now)
 {
     guestop_exec_t *ex = &j->ex;
+    if (j->gone != self->gone[j->vm_id]) {
+        /* deleted (or destroyed) while the job ran: say so, keep nothing */
+        char why[200];
+        snprintf(why, sizeof why, "VM %u on host %s was stopped or deleted while the %s ran",
+                 j->vm_id, self->cfg.host_id, j->kind == J_EXEC ? "command" : "copy");
+        if (j->kind == J_EXEC) {
+            ex->status = TTFLEET__STATUS__GUEST_UNREACHABLE;
+            snprintf(ex->msg, sizeof ex->msg, "%s", why);
+            s_exec_answer(self, j->op_id, ex->status, ex->msg, j->vm_id, ex, NULL, 0, 0);
+        } else
+            s_answer(self, j->op_id, TTFLEET__STATUS__GUEST_UNREACHABLE, why);
+        return;
+    }
     if (j->kind == J_EXEC) {
         const char *id = NULL;
         if (ex->out_len > TT_EXEC_PIECE || ex->err_len > TT_EXEC_PIECE) {
@@ -1234,6 +1252,9 @@ size_t guestop_pending(const guestop_t *self)
 
 void guestop_vm_gone(guestop_t *self, uint32_t vm_id)
 {
+    if (vm_id > TT_VMID_MAX)
+        return;
+    self->gone[vm_id]++;
     for (int i = 0; i < GUESTOP_RESULTS_MAX; i++)
         if (self->results[i] && self->results[i]->vm_id == vm_id)
             s_result_free(&self->results[i]);

@@ -83,7 +83,9 @@ void guestop_flush(guestop_t *self, int64_t now_ms);
 zframe_t *guestop_pop(guestop_t *self);
 /* Jobs queued or running. */
 size_t guestop_pending(const guestop_t *self);
-/* The VM is gone: drop its outputs and transfers. */
+/* The VM is gone or going (a stop or destroy began): drop its outputs and
+ * transfers; its jobs still running answer GUEST_UNREACHABLE ("stopped or
+ * deleted while the command ran"), with the output they had. */
 void guestop_vm_gone(guestop_t *self, uint32_t vm_id);
 /* Kept outputs and transfers (tests). */
 size_t guestop_kept(const guestop_t *self);
