@@ -315,16 +315,6 @@ static int s_drop(const guestop_config_t *cfg)
     return 0;
 }
 
-static void s_child_signals(void)
-{
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            signal(sig, SIG_DFL);
-}
-
 /* Append up to what fits under TT_EXEC_OUTPUT_MAX; drop (and flag) the rest. */
 static void s_keep(unsigned char **buf, size_t *len, bool *trunc, const char *data, size_t n)
 {
@@ -343,6 +333,20 @@ static void s_keep(unsigned char **buf, size_t *len, bool *trunc, const char *da
     }
     memcpy(*buf + *len, data, k);
     *len += k;
+}
+
+/* One read of a command's output pipe: kept (bounded), or the pipe closed
+ * at EOF / error. */
+static void s_drain(int *fd, unsigned char **keep, size_t *len, bool *trunc, char *buf,
+                    size_t size)
+{
+    ssize_t r = read(*fd, buf, size);
+    if (r > 0)
+        s_keep(keep, len, trunc, buf, (size_t)r);
+    else if (r == 0 || errno != EINTR) {
+        close(*fd);
+        *fd = -1;
+    }
 }
 
 void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_time,
@@ -392,7 +396,7 @@ void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_ti
             if (dup2(sin[1], 0) < 0 || dup2(out[1], 1) < 0 || dup2(er[1], 2) < 0)
                 _exit(126);
             close_range(3, ~0U, 0);
-            s_child_signals();
+            spawn_reset_signals();
             if (s_drop(cfg)) {
                 static const char m[] = "ttfleet: cannot take the VM's user\n";
                 spawn_write_all(2, m, sizeof m - 1);
@@ -488,24 +492,10 @@ void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_ti
                 sin[0] = -1;
             }
         }
-        if (oo >= 0 && p[oo].revents) {
-            ssize_t r = read(out[0], buf, sizeof buf);
-            if (r > 0)
-                s_keep(&res->out, &res->out_len, &res->out_trunc, buf, (size_t)r);
-            else if (r == 0 || errno != EINTR) {
-                close(out[0]);
-                out[0] = -1;
-            }
-        }
-        if (eo >= 0 && p[eo].revents) {
-            ssize_t r = read(er[0], buf, sizeof buf);
-            if (r > 0)
-                s_keep(&res->err, &res->err_len, &res->err_trunc, buf, (size_t)r);
-            else if (r == 0 || errno != EINTR) {
-                close(er[0]);
-                er[0] = -1;
-            }
-        }
+        if (oo >= 0 && p[oo].revents)
+            s_drain(&out[0], &res->out, &res->out_len, &res->out_trunc, buf, sizeof buf);
+        if (eo >= 0 && p[eo].revents)
+            s_drain(&er[0], &res->err, &res->err_len, &res->err_trunc, buf, sizeof buf);
         if (so >= 0 && p[so].revents) {
             ssize_t r = read(st[0], (char *)strec + st_n, sizeof strec - st_n);
             if (r > 0)
