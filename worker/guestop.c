@@ -74,6 +74,8 @@ typedef struct {
     size_t len;
     uint32_t max_bytes; /* J_GET: first chunk wanted */
     uint16_t gone;      /* self->gone[vm_id] at submit: changed = the VM went away */
+    int64_t queued_ms;  /* when it was queued: time waiting for a thread counts */
+    int file_ms;        /* J_PUT, J_GET: what is left of S_FILE_MS */
     guestop_exec_t ex;  /* J_EXEC result; status and msg of every job */
     unsigned char sha[32];
 } s_job_t;
@@ -645,7 +647,7 @@ static void s_proc_file(s_job_t *j)
     close(dp[1]);
     close(st[1]);
     dp[1] = st[1] = -1;
-    int64_t deadline = tt_mono_ms() + S_FILE_MS;
+    int64_t deadline = tt_mono_ms() + j->file_ms;
     bool over = false, late = false;
     if (!put) {
         size_t cap = 0;
@@ -701,7 +703,7 @@ static void s_proc_file(s_job_t *j)
     } else if (late || rec[1] < 0) {
         r->status = TTFLEET__STATUS__TIMEOUT;
         snprintf(r->msg, sizeof r->msg, "%s of %s did not finish within %d s",
-                 put ? "write" : "read", j->path, S_FILE_MS / 1000);
+                 put ? "write" : "read", j->path, j->file_ms / 1000);
     } else if (rec[1] != 0) {
         bool big = rec[0] == EFBIG;
         r->status = big ? TTFLEET__STATUS__TOO_LARGE : TTFLEET__STATUS__GUEST_FAILED;
@@ -771,8 +773,8 @@ static void s_agent_file(s_job_t *j)
     char why[300];
     unsigned char sha[32];
     int rc = j->kind == J_PUT
-                 ? qga_file_put(c, j->path, j->data, j->len, sha, S_FILE_MS, why, sizeof why)
-                 : qga_file_get(c, j->path, &j->data, &j->len, sha, S_FILE_MS, why, sizeof why);
+                 ? qga_file_put(c, j->path, j->data, j->len, sha, j->file_ms, why, sizeof why)
+                 : qga_file_get(c, j->path, &j->data, &j->len, sha, j->file_ms, why, sizeof why);
     if (rc) {
         j->ex.status = strstr(why, "larger than") ? TTFLEET__STATUS__TOO_LARGE
                                                   : TTFLEET__STATUS__GUEST_FAILED;
@@ -788,6 +790,22 @@ static void s_run(void *arg)
 {
     s_job_t *j = arg;
     bool qemu = strcmp(j->vm.engine, "qemu") == 0;
+    /* the broker's deadline started when the command was sent: time spent
+     * waiting for a thread comes off the job's own, so the answer still
+     * arrives in time (a command that cannot get 1 s is not started) */
+    int64_t waited = tt_mono_ms() - j->queued_ms;
+    j->file_ms = S_FILE_MS - (int)(waited < S_FILE_MS ? waited : S_FILE_MS);
+    int left = j->kind == J_EXEC ? j->timeout_ms - (int)waited : j->file_ms;
+    if (left < 1000) {
+        j->ex.status = TTFLEET__STATUS__TIMEOUT;
+        j->ex.exit_code = -1;
+        snprintf(j->ex.msg, sizeof j->ex.msg,
+                 "waited %lld ms for a free guest thread of host %s: not started",
+                 (long long)waited, j->cfg.host_id);
+        return;
+    }
+    if (j->kind == J_EXEC)
+        j->timeout_ms = left;
     if (j->kind == J_EXEC) {
         if (qemu)
             s_agent_exec(j);
@@ -898,6 +916,7 @@ static int s_job_room(guestop_t *self, uint32_t vm_id, char *why, size_t len)
 
 static void s_job_start(guestop_t *self, s_job_t *j)
 {
+    j->queued_ms = tt_mono_ms();
     if (jobs_submit(self->jobs, s_run, j)) {
         s_answer(self, j->op_id, TTFLEET__STATUS__WORKER_FAILED, "out of memory");
         s_job_free(j);
