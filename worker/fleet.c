@@ -1675,7 +1675,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     if (s_net_sync(self))
         self->net_resync = true; /* tried again every tick */
     self->jobs = jobs_new(S_JOB_THREADS);
-    guestop_config_t gcfg = {cfg->host_id, cfg->vm_user != NULL, cfg->vm_uid, cfg->vm_gid};
+    guestop_config_t gcfg = {cfg->host_id, cfg->vm_user != NULL, cfg->vm_uid, cfg->vm_gid,
+                             false};
     self->gop = guestop_new(&gcfg);
     if (!self->jobs || !self->gop) {
         snprintf(err, errlen, "cannot start the engine threads");

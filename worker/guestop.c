@@ -1127,6 +1127,10 @@ void guestop_submit(guestop_t *self, Ttfleet__WorkerCommand *cmd, const guestop_
         st = TTFLEET__STATUS__INVALID_STATE;
         snprintf(why, sizeof why, "VM %u is %s on host %s: exec and copy need it running", vm_id,
                  tt_vm_state_name(vm->state), self->cfg.host_id);
+    } else if (strcmp(vm->engine, "process") == 0 && vm->pid <= 0 &&
+               !self->cfg.own_ns_for_pid0) {
+        st = TTFLEET__STATUS__GUEST_UNREACHABLE;
+        snprintf(why, sizeof why, "VM %u has no process on host %s", vm_id, self->cfg.host_id);
     } else if (strcmp(vm->engine, "qemu") != 0 && strcmp(vm->engine, "process") != 0) {
         st = TTFLEET__STATUS__GUEST_UNREACHABLE;
         snprintf(why, sizeof why, "VM %u runs on engine %s, which has no guest to enter", vm_id,

@@ -59,6 +59,9 @@ typedef struct {
     bool drop;           /* run as the VMs' user (process engine) */
     uid_t uid;
     gid_t gid;
+    bool own_ns_for_pid0; /* unit tests only: a process VM with pid 0 runs in the
+                             worker's own namespaces (ttworker never sets it: there a
+                             process VM without a pid is GUEST_UNREACHABLE) */
 } guestop_config_t;
 
 /* What the loop knows of the VM a command names (copied). */

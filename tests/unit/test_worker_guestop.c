@@ -27,7 +27,7 @@
 #include "ttguest.h"
 #include "ttproto.h"
 
-static guestop_config_t s_cfg = {"h1", false, 0, 0};
+static guestop_config_t s_cfg = {"h1", false, 0, 0, true};
 
 /* ---- the process backend ---- */
 
@@ -157,6 +157,15 @@ static void test_refusals(guestop_t *g)
     r = s_run(g, &x, NULL, &hollow);
     CHECK(r && r->status == TTFLEET__STATUS__GUEST_UNREACHABLE);
     s_free(&r);
+    /* a process VM without a pid never runs in the worker's namespaces */
+    guestop_config_t strict = s_cfg;
+    strict.own_ns_for_pid0 = false;
+    guestop_t *g2 = guestop_new(&strict);
+    guestop_vm_t nopid = s_vm("process", TTFLEET__VM_STATE__VM_RUNNING);
+    r = g2 ? s_run(g2, &x, NULL, &nopid) : NULL;
+    CHECK(r && r->status == TTFLEET__STATUS__GUEST_UNREACHABLE);
+    s_free(&r);
+    guestop_destroy(&g2);
     x.n_argv = 0; /* checked again on the worker */
     guestop_vm_t vm = s_vm("process", TTFLEET__VM_STATE__VM_RUNNING);
     r = s_run(g, &x, NULL, &vm);
