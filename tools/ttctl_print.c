@@ -8,6 +8,7 @@
 #include "ttctl_print.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -781,25 +782,13 @@ static void s_json_bytes(json_t *obj, const char *key, const uint8_t *data, size
         return;
     }
     /* not UTF-8: base64, under KEY_base64 */
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char *buf = malloc(4 * ((len + 2) / 3) + 1);
     if (!buf)
         return;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)data[i + 1] << 8;
-        if (i + 2 < len)
-            v |= data[i + 2];
-        buf[o++] = b64[(v >> 18) & 63];
-        buf[o++] = b64[(v >> 12) & 63];
-        buf[o++] = i + 1 < len ? b64[(v >> 6) & 63] : '=';
-        buf[o++] = i + 2 < len ? b64[v & 63] : '=';
-    }
+    int o = EVP_EncodeBlock((unsigned char *)buf, data, (int)len);
     char name[64];
     snprintf(name, sizeof name, "%s_base64", key);
-    json_object_set_new(obj, name, json_stringn(buf, o));
+    json_object_set_new(obj, name, json_stringn(buf, o > 0 ? (size_t)o : 0));
     free(buf);
 }
 

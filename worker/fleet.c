@@ -924,6 +924,10 @@ static void s_spec_begin(fleet_t *self, s_op_t *op, size_t i)
         }
     int timed = s_wants_timed_stop(self, spec, &status, msg);
     vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
+    if (timed >= 0 && vm && self->gop && vm_holds_cpu(vm) &&
+        (spec->desired == TTFLEET__VM_STATE__VM_STOPPED ||
+         spec->desired == TTFLEET__VM_STATE__VM_ABSENT))
+        guestop_vm_gone(self->gop, vm->vm_id); /* its execs end with it: say why */
     if (timed < 0) {
         s_spec_done(self, op, i, status, vm->state, msg);
         return;
@@ -1832,7 +1836,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     if (s_net_sync(self))
         self->net_resync = true; /* tried again every tick */
     self->jobs = jobs_new(S_JOB_THREADS);
-    guestop_config_t gcfg = {cfg->host_id, cfg->vm_user != NULL, cfg->vm_uid, cfg->vm_gid};
+    guestop_config_t gcfg = {cfg->host_id, cfg->vm_user != NULL, cfg->vm_uid, cfg->vm_gid,
+                             false};
     self->gop = guestop_new(&gcfg);
     if (!self->jobs || !self->gop) {
         snprintf(err, errlen, "cannot start the engine threads");

@@ -73,6 +73,9 @@ typedef struct {
     unsigned char *data; /* J_PUT: the file; J_GET: what was read */
     size_t len;
     uint32_t max_bytes; /* J_GET: first chunk wanted */
+    uint16_t gone;      /* self->gone[vm_id] at submit: changed = the VM went away */
+    int64_t queued_ms;  /* when it was queued: time waiting for a thread counts */
+    int file_ms;        /* J_PUT, J_GET: what is left of S_FILE_MS */
     guestop_exec_t ex;  /* J_EXEC result; status and msg of every job */
     unsigned char sha[32];
 } s_job_t;
@@ -100,6 +103,7 @@ struct guestop_t {
     jobs_t *jobs;
     size_t pending;
     uint8_t *per_vm; /* [TT_VMID_MAX + 1] jobs queued or running */
+    uint16_t *gone;  /* [TT_VMID_MAX + 1] times the VM id was removed (guestop_vm_gone) */
     s_result_t *results[GUESTOP_RESULTS_MAX];
     s_xfer_t *xfers[GUESTOP_XFERS_MAX];
     zlist_t *out;
@@ -313,16 +317,6 @@ static int s_drop(const guestop_config_t *cfg)
     return 0;
 }
 
-static void s_child_signals(void)
-{
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            signal(sig, SIG_DFL);
-}
-
 /* Append up to what fits under TT_EXEC_OUTPUT_MAX; drop (and flag) the rest. */
 static void s_keep(unsigned char **buf, size_t *len, bool *trunc, const char *data, size_t n)
 {
@@ -341,6 +335,20 @@ static void s_keep(unsigned char **buf, size_t *len, bool *trunc, const char *da
     }
     memcpy(*buf + *len, data, k);
     *len += k;
+}
+
+/* One read of a command's output pipe: kept (bounded), or the pipe closed
+ * at EOF / error. */
+static void s_drain(int *fd, unsigned char **keep, size_t *len, bool *trunc, char *buf,
+                    size_t size)
+{
+    ssize_t r = read(*fd, buf, size);
+    if (r > 0)
+        s_keep(keep, len, trunc, buf, (size_t)r);
+    else if (r == 0 || errno != EINTR) {
+        close(*fd);
+        *fd = -1;
+    }
 }
 
 void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_time,
@@ -390,7 +398,7 @@ void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_ti
             if (dup2(sin[1], 0) < 0 || dup2(out[1], 1) < 0 || dup2(er[1], 2) < 0)
                 _exit(126);
             close_range(3, ~0U, 0);
-            s_child_signals();
+            spawn_reset_signals();
             if (s_drop(cfg)) {
                 static const char m[] = "ttfleet: cannot take the VM's user\n";
                 spawn_write_all(2, m, sizeof m - 1);
@@ -486,24 +494,10 @@ void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_ti
                 sin[0] = -1;
             }
         }
-        if (oo >= 0 && p[oo].revents) {
-            ssize_t r = read(out[0], buf, sizeof buf);
-            if (r > 0)
-                s_keep(&res->out, &res->out_len, &res->out_trunc, buf, (size_t)r);
-            else if (r == 0 || errno != EINTR) {
-                close(out[0]);
-                out[0] = -1;
-            }
-        }
-        if (eo >= 0 && p[eo].revents) {
-            ssize_t r = read(er[0], buf, sizeof buf);
-            if (r > 0)
-                s_keep(&res->err, &res->err_len, &res->err_trunc, buf, (size_t)r);
-            else if (r == 0 || errno != EINTR) {
-                close(er[0]);
-                er[0] = -1;
-            }
-        }
+        if (oo >= 0 && p[oo].revents)
+            s_drain(&out[0], &res->out, &res->out_len, &res->out_trunc, buf, sizeof buf);
+        if (eo >= 0 && p[eo].revents)
+            s_drain(&er[0], &res->err, &res->err_len, &res->err_trunc, buf, sizeof buf);
         if (so >= 0 && p[so].revents) {
             ssize_t r = read(st[0], (char *)strec + st_n, sizeof strec - st_n);
             if (r > 0)
@@ -653,7 +647,7 @@ static void s_proc_file(s_job_t *j)
     close(dp[1]);
     close(st[1]);
     dp[1] = st[1] = -1;
-    int64_t deadline = tt_mono_ms() + S_FILE_MS;
+    int64_t deadline = tt_mono_ms() + j->file_ms;
     bool over = false, late = false;
     if (!put) {
         size_t cap = 0;
@@ -709,7 +703,7 @@ static void s_proc_file(s_job_t *j)
     } else if (late || rec[1] < 0) {
         r->status = TTFLEET__STATUS__TIMEOUT;
         snprintf(r->msg, sizeof r->msg, "%s of %s did not finish within %d s",
-                 put ? "write" : "read", j->path, S_FILE_MS / 1000);
+                 put ? "write" : "read", j->path, j->file_ms / 1000);
     } else if (rec[1] != 0) {
         bool big = rec[0] == EFBIG;
         r->status = big ? TTFLEET__STATUS__TOO_LARGE : TTFLEET__STATUS__GUEST_FAILED;
@@ -779,8 +773,8 @@ static void s_agent_file(s_job_t *j)
     char why[300];
     unsigned char sha[32];
     int rc = j->kind == J_PUT
-                 ? qga_file_put(c, j->path, j->data, j->len, sha, S_FILE_MS, why, sizeof why)
-                 : qga_file_get(c, j->path, &j->data, &j->len, sha, S_FILE_MS, why, sizeof why);
+                 ? qga_file_put(c, j->path, j->data, j->len, sha, j->file_ms, why, sizeof why)
+                 : qga_file_get(c, j->path, &j->data, &j->len, sha, j->file_ms, why, sizeof why);
     if (rc) {
         j->ex.status = strstr(why, "larger than") ? TTFLEET__STATUS__TOO_LARGE
                                                   : TTFLEET__STATUS__GUEST_FAILED;
@@ -796,6 +790,22 @@ static void s_run(void *arg)
 {
     s_job_t *j = arg;
     bool qemu = strcmp(j->vm.engine, "qemu") == 0;
+    /* the broker's deadline started when the command was sent: time spent
+     * waiting for a thread comes off the job's own, so the answer still
+     * arrives in time (a command that cannot get 1 s is not started) */
+    int64_t waited = tt_mono_ms() - j->queued_ms;
+    j->file_ms = S_FILE_MS - (int)(waited < S_FILE_MS ? waited : S_FILE_MS);
+    int left = j->kind == J_EXEC ? j->timeout_ms - (int)waited : j->file_ms;
+    if (left < 1000) {
+        j->ex.status = TTFLEET__STATUS__TIMEOUT;
+        j->ex.exit_code = -1;
+        snprintf(j->ex.msg, sizeof j->ex.msg,
+                 "waited %lld ms for a free guest thread of host %s: not started",
+                 (long long)waited, j->cfg.host_id);
+        return;
+    }
+    if (j->kind == J_EXEC)
+        j->timeout_ms = left;
     if (j->kind == J_EXEC) {
         if (qemu)
             s_agent_exec(j);
@@ -821,8 +831,9 @@ guestop_t *guestop_new(const guestop_config_t *cfg)
     self->cfg = *cfg;
     self->jobs = jobs_new(GUESTOP_THREADS);
     self->per_vm = calloc(TT_VMID_MAX + 1, 1);
+    self->gone = calloc(TT_VMID_MAX + 1, sizeof *self->gone);
     self->out = zlist_new();
-    if (!self->jobs || !self->per_vm || !self->out) {
+    if (!self->jobs || !self->per_vm || !self->gone || !self->out) {
         guestop_destroy(&self);
         return NULL;
     }
@@ -852,6 +863,7 @@ void guestop_destroy(guestop_t **self_p)
         zlist_destroy(&self->out);
     }
     free(self->per_vm);
+    free(self->gone);
     free(self);
     *self_p = NULL;
 }
@@ -904,6 +916,7 @@ static int s_job_room(guestop_t *self, uint32_t vm_id, char *why, size_t len)
 
 static void s_job_start(guestop_t *self, s_job_t *j)
 {
+    j->queued_ms = tt_mono_ms();
     if (jobs_submit(self->jobs, s_run, j)) {
         s_answer(self, j->op_id, TTFLEET__STATUS__WORKER_FAILED, "out of memory");
         s_job_free(j);
@@ -924,6 +937,7 @@ static s_job_t *s_job_new(guestop_t *self, s_kind_t kind, uint64_t op_id, uint32
     j->op_id = op_id;
     j->vm_id = vm_id;
     j->vm = *vm;
+    j->gone = self->gone[vm_id];
     return j;
 }
 
@@ -1113,6 +1127,10 @@ void guestop_submit(guestop_t *self, Ttfleet__WorkerCommand *cmd, const guestop_
         st = TTFLEET__STATUS__INVALID_STATE;
         snprintf(why, sizeof why, "VM %u is %s on host %s: exec and copy need it running", vm_id,
                  tt_vm_state_name(vm->state), self->cfg.host_id);
+    } else if (strcmp(vm->engine, "process") == 0 && vm->pid <= 0 &&
+               !self->cfg.own_ns_for_pid0) {
+        st = TTFLEET__STATUS__GUEST_UNREACHABLE;
+        snprintf(why, sizeof why, "VM %u has no process on host %s", vm_id, self->cfg.host_id);
     } else if (strcmp(vm->engine, "qemu") != 0 && strcmp(vm->engine, "process") != 0) {
         st = TTFLEET__STATUS__GUEST_UNREACHABLE;
         snprintf(why, sizeof why, "VM %u runs on engine %s, which has no guest to enter", vm_id,
@@ -1132,6 +1150,19 @@ void guestop_submit(guestop_t *self, Ttfleet__WorkerCommand *cmd, const guestop_
 static void s_done(guestop_t *self, s_job_t *j, int64_t now)
 {
     guestop_exec_t *ex = &j->ex;
+    if (j->gone != self->gone[j->vm_id]) {
+        /* deleted (or destroyed) while the job ran: say so, keep nothing */
+        char why[200];
+        snprintf(why, sizeof why, "VM %u on host %s was stopped or deleted while the %s ran",
+                 j->vm_id, self->cfg.host_id, j->kind == J_EXEC ? "command" : "copy");
+        if (j->kind == J_EXEC) {
+            ex->status = TTFLEET__STATUS__GUEST_UNREACHABLE;
+            snprintf(ex->msg, sizeof ex->msg, "%s", why);
+            s_exec_answer(self, j->op_id, ex->status, ex->msg, j->vm_id, ex, NULL, 0, 0);
+        } else
+            s_answer(self, j->op_id, TTFLEET__STATUS__GUEST_UNREACHABLE, why);
+        return;
+    }
     if (j->kind == J_EXEC) {
         const char *id = NULL;
         if (ex->out_len > TT_EXEC_PIECE || ex->err_len > TT_EXEC_PIECE) {
@@ -1234,6 +1265,9 @@ size_t guestop_pending(const guestop_t *self)
 
 void guestop_vm_gone(guestop_t *self, uint32_t vm_id)
 {
+    if (vm_id > TT_VMID_MAX)
+        return;
+    self->gone[vm_id]++;
     for (int i = 0; i < GUESTOP_RESULTS_MAX; i++)
         if (self->results[i] && self->results[i]->vm_id == vm_id)
             s_result_free(&self->results[i]);

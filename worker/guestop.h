@@ -59,6 +59,9 @@ typedef struct {
     bool drop;           /* run as the VMs' user (process engine) */
     uid_t uid;
     gid_t gid;
+    bool own_ns_for_pid0; /* unit tests only: a process VM with pid 0 runs in the
+                             worker's own namespaces (ttworker never sets it: there a
+                             process VM without a pid is GUEST_UNREACHABLE) */
 } guestop_config_t;
 
 /* What the loop knows of the VM a command names (copied). */
@@ -83,7 +86,9 @@ void guestop_flush(guestop_t *self, int64_t now_ms);
 zframe_t *guestop_pop(guestop_t *self);
 /* Jobs queued or running. */
 size_t guestop_pending(const guestop_t *self);
-/* The VM is gone: drop its outputs and transfers. */
+/* The VM is gone or going (a stop or destroy began): drop its outputs and
+ * transfers; its jobs still running answer GUEST_UNREACHABLE ("stopped or
+ * deleted while the command ran"), with the output they had. */
 void guestop_vm_gone(guestop_t *self, uint32_t vm_id);
 /* Kept outputs and transfers (tests). */
 size_t guestop_kept(const guestop_t *self);

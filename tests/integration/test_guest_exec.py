@@ -20,6 +20,7 @@ Needs root (the process engine's namespaces and the VM's disk image).
 
 import hashlib
 import os
+import signal
 import threading
 import time
 import unittest
@@ -352,3 +353,128 @@ class GuestExec(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class GuestExecGone(unittest.TestCase):
+    """What an exec in flight hears when its env is deleted or its host dies."""
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            skip("needs root (namespaces and the VM's disk image)")
+        harness.watchdog(170)
+        self.addCleanup(harness.watchdog, 0)
+        self.pool = harness.Pool(hosts={"h1": {"engines": "process", "cpu": 8, "mem": 8192,
+                                               "args": ["--stop-timeout-ms", "300"]}})
+        self.addCleanup(self.pool.close)
+        self.pool.start()
+
+    def ok(self, *args):
+        r = self.pool.ctl(*args, tenant=A, timeout_ms=20000)
+        self.assertEqual(r.rc, 0, "%r\n%s" % (r, self.pool.logs()))
+        return r.data
+
+    def long_exec(self, env, vm):
+        out = {}
+
+        def run():
+            t0 = time.monotonic()
+            out["r"] = self.pool.ctl("env", "exec", env, vm, "--timeout", 120, "--", "sleep", 60,
+                                     tenant=A, timeout_ms=20000)
+            out["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(2)
+        return t, out
+
+    def test_delete_mid_exec(self):
+        vm = self.ok("env", "create", "d", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                     "--disk", 64, "--lifetime", 600)["vms"][0]["vm_id"]
+        t, out = self.long_exec("d", vm)
+        self.ok("env", "delete", "d")
+        t.join(30)
+        self.assertFalse(t.is_alive())
+        r = out["r"]
+        print("exec when its env was deleted: rc %d after %.1f s: %s" % (r.rc, out["took"],
+                                                                       r.out.strip()))
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("GUEST_UNREACHABLE", r.out)
+        self.assertIn("stopped or deleted while the command ran", r.out)
+        self.assertLess(out["took"], 20)
+        # the broker and worker carry on
+        self.ok("env", "create", "d2", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                "--disk", 64, "--lifetime", 600)
+        r = self.pool.ctl("env", "exec", "d2", self.ok("env", "show", "d2")["vms"][0]["vm_id"],
+                          "--", "true", tenant=A)
+        self.assertEqual(r.rc, 0, r)
+
+    def test_host_down_mid_exec(self):
+        vm = self.ok("env", "create", "k", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                     "--disk", 64, "--lifetime", 600)["vms"][0]["vm_id"]
+        t, out = self.long_exec("k", vm)
+        self.pool.stop_worker("h1", signal.SIGKILL)
+        t.join(40)
+        self.assertFalse(t.is_alive())
+        r = out["r"]
+        print("exec when its host died: rc %d after %.1f s: %s" % (r.rc, out["took"],
+                                                                 r.out.strip()))
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("WORKER_FAILED", r.out)
+        self.assertIn("went down", r.out)
+        self.assertLess(out["took"], 30)
+        r = self.pool.ctl("env", "show", "k", tenant=A)
+        self.assertEqual(r.rc, 0, r)
+
+
+class GuestExecVmUser(unittest.TestCase):
+    """Under `ttworker --vm-user nobody` an exec runs as that user (as the
+    VM's own program does) and a copied file belongs to it."""
+
+    def setUp(self):
+        import pwd
+        if os.geteuid() != 0:
+            skip("needs root to switch users")
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user 'nobody' on this machine")
+        harness.watchdog(100)
+        self.addCleanup(harness.watchdog, 0)
+        self.pool = harness.Pool(hosts={"h1": {"args": ["--vm-user", "nobody"]}})
+        self.addCleanup(self.pool.close)
+        for d in (self.pool.dir, self.pool.images):
+            os.chmod(d, 0o755)
+        self.pool.start()
+
+    def test_exec_as_the_vm_user(self):
+        r = self.pool.ctl("env", "create", "u", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                          "--disk", 64, tenant=A)
+        self.assertEqual(r.rc, 0, repr(r) + self.pool.logs())
+        vm = r.data["vms"][0]["vm_id"]
+        r = self.pool.ctl("env", "exec", "u", vm, "--", "sh", "-c",
+                          "id -u; id -g; grep NoNewPrivs /proc/self/status; pwd", tenant=A)
+        self.assertEqual(r.rc, 0, r)
+        uid, gid, nnp, cwd = r.data["stdout"].split("\n")[:4]
+        self.assertEqual((int(uid), int(gid)), (self.nobody.pw_uid, self.nobody.pw_gid))
+        self.assertEqual(nnp.split()[-1], "1")
+        src = os.path.join(self.pool.dir, "f.txt")
+        with open(src, "w") as f:
+            f.write("owned\n")
+        # the guest's view decides: its disk is its working directory, which the
+        # user reaches by that, not by the worker's path (root's, 0700)
+        r = self.pool.ctl("env", "cp", src, "u:%d:%s/f.txt" % (vm, cwd), tenant=A)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("Permission denied", r.err)
+        # the process engine shares the host's /tmp (no chroot): written as the user
+        dst = "/tmp/ttfleet-exec-test-%d.txt" % os.getpid()
+        self.addCleanup(lambda: os.path.exists(dst) and os.unlink(dst))
+        r = self.pool.ctl("env", "cp", src, "u:%d:%s" % (vm, dst), tenant=A)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(os.stat(dst).st_uid, self.nobody.pw_uid)
+        r = self.pool.ctl("env", "exec", "u", vm, "--", "stat", "-c", "%u", dst, tenant=A)
+        self.assertEqual(int(r.data["stdout"]), self.nobody.pw_uid)
+        # a file the user cannot write is refused by the guest, not written by root
+        r = self.pool.ctl("env", "cp", src, "u:%d:/etc/ttfleet-must-not-exist" % vm, tenant=A)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("GUEST_FAILED", r.err)
+        self.assertFalse(os.path.exists("/etc/ttfleet-must-not-exist"))

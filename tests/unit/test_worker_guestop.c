@@ -27,7 +27,7 @@
 #include "ttguest.h"
 #include "ttproto.h"
 
-static guestop_config_t s_cfg = {"h1", false, 0, 0};
+static guestop_config_t s_cfg = {"h1", false, 0, 0, true};
 
 /* ---- the process backend ---- */
 
@@ -157,6 +157,15 @@ static void test_refusals(guestop_t *g)
     r = s_run(g, &x, NULL, &hollow);
     CHECK(r && r->status == TTFLEET__STATUS__GUEST_UNREACHABLE);
     s_free(&r);
+    /* a process VM without a pid never runs in the worker's namespaces */
+    guestop_config_t strict = s_cfg;
+    strict.own_ns_for_pid0 = false;
+    guestop_t *g2 = guestop_new(&strict);
+    guestop_vm_t nopid = s_vm("process", TTFLEET__VM_STATE__VM_RUNNING);
+    r = g2 ? s_run(g2, &x, NULL, &nopid) : NULL;
+    CHECK(r && r->status == TTFLEET__STATUS__GUEST_UNREACHABLE);
+    s_free(&r);
+    guestop_destroy(&g2);
     x.n_argv = 0; /* checked again on the worker */
     guestop_vm_t vm = s_vm("process", TTFLEET__VM_STATE__VM_RUNNING);
     r = s_run(g, &x, NULL, &vm);
@@ -347,6 +356,42 @@ static void test_copy(guestop_t *g, const char *dir)
     free(data);
 }
 
+/* Jobs are bounded per VM and per host; beyond, UNAVAILABLE at once. */
+static void test_job_limits(guestop_t *g)
+{
+    guestop_vm_t vm = s_vm("process", TTFLEET__VM_STATE__VM_RUNNING);
+    char *argv[] = {"sleep", "0.3"};
+    Ttfleet__EnvExec x = TTFLEET__ENV_EXEC__INIT;
+    x.argv = argv;
+    x.n_argv = 2;
+    int n = 0;
+    for (uint32_t id = 30; n < GUESTOP_JOBS_MAX; id++)
+        for (int k = 0; k < GUESTOP_JOBS_PER_VM && n < GUESTOP_JOBS_MAX; k++, n++) {
+            x.vm_id = id;
+            guestop_submit(g, s_cmd(&x, NULL), &vm);
+        }
+    CHECK(guestop_pending(g) == GUESTOP_JOBS_MAX);
+    x.vm_id = 30; /* full VM and full host */
+    Ttfleet__WorkerReply *r = s_run(g, &x, NULL, &vm);
+    CHECK(r && r->status == TTFLEET__STATUS__UNAVAILABLE);
+    s_free(&r);
+    int ok = 0;
+    int64_t deadline = tt_mono_ms() + 20000;
+    while (ok < GUESTOP_JOBS_MAX && tt_mono_ms() < deadline) {
+        guestop_flush(g, tt_mono_ms());
+        zframe_t *f;
+        while ((f = guestop_pop(g))) {
+            r = ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f));
+            CHECK(r && r->status == TTFLEET__STATUS__OK && r->exec && r->exec->exit_code == 0);
+            ok++;
+            s_free(&r);
+            zframe_destroy(&f);
+        }
+        usleep(10000);
+    }
+    CHECK(ok == GUESTOP_JOBS_MAX && guestop_pending(g) == 0);
+}
+
 /* ---- a fake guest agent ---- */
 
 typedef struct {
@@ -517,6 +562,7 @@ int main(void)
         test_refusals(g);
         test_long_output(g);
         test_copy(g, dir);
+        test_job_limits(g);
         test_agent(g, dir);
         guestop_destroy(&g);
     }
