@@ -271,14 +271,14 @@ class ImagePool(unittest.TestCase):
         self.undrain()
 
     def eviction(self, gst, pat):
-        """h1 restarted with a 100 MiB cache: an image no VM uses is evicted
+        """h1 restarted with a 90 MiB cache (guest 9 MiB + pattern 64 MiB held): an image no VM uses is evicted
         for a new one, the guest its VM runs stays; too big is refused."""
         self.ok("env", "delete", "p")
         harness.wait_for("p gone", lambda: "p" not in [
             e["name"] for e in self.ok("env", "list")["envs"]], timeout=30)
         self.pool.stop_worker("h1")
         self.pool.hosts["h1"]["args"] = self.pool.hosts["h1"]["args"] + [
-            "--image-cache-mib", "100"]
+            "--image-cache-mib", "90"]
         self.pool.start_worker("h1")
         self.pool.wait_online(["h1"])
         mid = self.ok("image", "push", "mid", self.big_dir("mid", 24))
