@@ -43,11 +43,15 @@ int image_ops_start(broker_t *self, char *err, size_t errlen)
     limits.require_grant = true;
     char dir[600];
     snprintf(dir, sizeof dir, "%s/blobs", self->cfg.state_dir);
-    if (self->curve && strncmp(self->cfg.blobs_ep, "tcp://127.", 10) != 0 &&
-        strncmp(self->cfg.blobs_ep, "ipc://", 6) != 0) {
-        snprintf(err, errlen, "--blobs %s: with CURVE the blob server must be on loopback or "
-                              "ipc (its CURVE is not wired yet)", self->cfg.blobs_ep);
-        return -1;
+    if (self->curve) {
+        /* ZAP domain "blobs" (auth.c): pushes by bound client keys (each
+         * digest granted by image_push; the bytes must hash to it), fetches
+         * by worker keys only, of digests granted to that host with the
+         * specs that name them (wcmd.c) */
+        snprintf(limits.curve_secret, sizeof limits.curve_secret, "%s", self->cfg.curve_secret);
+        snprintf(limits.zap_domain, sizeof limits.zap_domain, "blobs");
+        snprintf(limits.fetch_user_prefix, sizeof limits.fetch_user_prefix, "worker:");
+        limits.require_fetch_grant = true;
     }
     self->blobsrv = blobsrv_new(self->cfg.blobs_ep, dir, &limits, err, errlen);
     if (!self->blobsrv)
@@ -170,7 +174,7 @@ int image_push(handler_ctx_t *c)
     }
     Ttfleet__ImagePushGrant g = TTFLEET__IMAGE_PUSH_GRANT__INIT;
     g.endpoint = (char *)blobsrv_endpoint(self->blobsrv);
-    g.server_key = "";
+    g.server_key = (char *)(self->curve ? self->public_key : "");
     g.n_missing = n;
     g.missing = missing;
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
@@ -293,6 +297,24 @@ int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_
     snprintf(vm->image_kind, sizeof vm->image_kind, "%s", r.kind);
     memcpy(vm->image_blobs, r.blobs, strlen(r.blobs) + 1);
     return 1;
+}
+
+void image_ops_fetch_grant(broker_t *self, const host_t *host, const vm_t *vm)
+{
+    if (!self->curve || !self->blobsrv || !vm->image_digest[0] || !host->zap_user[0])
+        return;
+    for (const char *p = vm->image_blobs; *p;) {
+        char d[TT_DIGEST_LEN + 1];
+        if (strlen(p) > TT_DIGEST_LEN) {
+            memcpy(d, p, TT_DIGEST_LEN);
+            d[TT_DIGEST_LEN] = 0;
+            blobsrv_fetch_grant(self->blobsrv, d, host->zap_user);
+        }
+        p = strchr(p, '\n');
+        if (!p)
+            break;
+        p++;
+    }
 }
 
 const char *image_ops_endpoint(broker_t *self)

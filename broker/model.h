@@ -87,6 +87,7 @@ typedef struct host_t {
      * 0 = no cache (no catalog image is placed here) */
     uint64_t image_cache_mib, image_cache_used_mib;
     zhashx_t *image_digests; /* blob digests held (keys), NULL = none */
+    char zap_user[80];       /* CURVE: its key's User-Id ("worker:<host>" or "worker:*") */
 } host_t;
 
 typedef struct {
@@ -270,6 +271,7 @@ struct broker_t {
     uint64_t hosts_gen;      /* bumped when the host registry changes */
     zhashx_t *rates;         /* rate.c: tenant -> token bucket */
     bool curve;
+    char public_key[41]; /* CURVE: the broker's public key (Z85), for push grants */
     /* admission (admission.c, adm_ops.c; the modules are admq/quota/audit/evstream) */
     admq_t *admq;
     quotas_t *quotas;

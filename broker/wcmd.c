@@ -68,6 +68,7 @@ static void s_spec_image(broker_t *self, const vm_t *vm, Ttfleet__VmSpec *spec, 
     spec->image_digest = (char *)vm->image_digest;
     spec->image_kind = (char *)vm->image_kind;
     spec->blobs_endpoint = (char *)image_ops_endpoint(self);
+    image_ops_fetch_grant(self, vm->host, vm);
     size_t n = 0;
     for (const char *p = vm->image_blobs; *p && n < 4;) {
         const char *nl = strchr(p, '\n');
