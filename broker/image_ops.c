@@ -23,6 +23,7 @@
 #include "blobsrv.h"
 #include "persist.h"
 #include "reply.h"
+#include "wcmd.h"
 #include "ttblob.h"
 
 #include <stdarg.h>
@@ -365,6 +366,14 @@ static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_
     }
     ii->blobs = bl;
     ii->users = s_users(self, r);
+    /* hosts that hold every blob, as they advertised (READY, EVENTs) */
+    size_t nh = zhashx_size(self->hosts), k = 0;
+    char **hosts = reply_alloc(a, sizeof *hosts * (nh + 1));
+    for (host_t *h = zhashx_first(self->hosts); hosts && h; h = zhashx_next(self->hosts))
+        if (k < nh && model_host_holds(h, r->blobs))
+            hosts[k++] = h->id;
+    ii->n_hosts = k;
+    ii->hosts = hosts;
     return ii;
 }
 
@@ -564,8 +573,72 @@ int image_rm(handler_ctx_t *c)
     return 0;
 }
 
+/* Pre-staging: each target host (every online host with an image cache,
+ * or the ones named) is asked to fetch the image into its cache. The
+ * answer does not wait for the fetches: it is the image as now, whose
+ * `hosts` fill in as the hosts advertise the blobs (ttctl image pull
+ * polls image show). A named host that is unknown, down or without a
+ * cache refuses the whole request; nothing is sent then. */
 int image_pull(handler_ctx_t *c)
 {
-    return handler_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE,
-                              "image pull (pre-staging on hosts) is not wired yet");
+    broker_t *self = c->self;
+    const Ttfleet__ImagePull *p = c->req->image_pull;
+    if (!p || !p->ref)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "image pull without a body");
+    if (!p->all_hosts && p->n_hosts == 0)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST,
+                                  "image pull needs --hosts all or host ids");
+    if (p->n_hosts > 1000)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "at most 1000 hosts");
+    Ttfleet__ImageRef q = TTFLEET__IMAGE_REF__INIT;
+    q.ref = p->ref;
+    s_row_t r;
+    int st = s_lookup(c, &q, &r);
+    if (st) {
+        c->no_record = true;
+        return st;
+    }
+    vm_t img;
+    memset(&img, 0, sizeof img);
+    char msg[256];
+    if (image_ops_resolve(self, c->tenant, p->ref, &img, msg, sizeof msg) != 1)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot resolve the image");
+    size_t nh = zhashx_size(self->hosts);
+    host_t **targets = calloc(nh + 1, sizeof *targets);
+    if (!targets)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    size_t n = 0;
+    if (p->all_hosts) {
+        for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+            if (h->state == HOST_ONLINE && h->routing && h->image_cache_mib > 0)
+                targets[n++] = h;
+    } else {
+        for (size_t i = 0; i < p->n_hosts; i++) {
+            host_t *h = p->hosts[i] && tt_name_valid(p->hosts[i])
+                            ? model_host_get(self, p->hosts[i])
+                            : NULL;
+            if (!h || h->state != HOST_ONLINE || !h->routing || h->image_cache_mib == 0) {
+                free(targets);
+                return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST,
+                                  "host '%.64s' is %s: nothing pulled", p->hosts[i] ? p->hosts[i] : "",
+                                  !h ? "unknown" : h->image_cache_mib == 0 && h->routing
+                                                       ? "without an image cache"
+                                                       : "not online");
+            }
+            bool dup = false;
+            for (size_t j = 0; j < n && !dup; j++)
+                dup = targets[j] == h;
+            if (!dup && n < nh)
+                targets[n++] = h;
+        }
+    }
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!model_host_holds(targets[i], img.image_blobs) && wcmd_pull(self, targets[i], &img))
+            sent++;
+    free(targets);
+    zsys_info("image %s:%s pull: %zu of %zu host(s) asked to fetch it", r.name, r.tag, sent, n);
+    c->no_record = true;
+    s_send_image(c, &r, false);
+    return 0;
 }

@@ -293,6 +293,9 @@ host_t *model_host_get(broker_t *self, const char *id);
 host_t *model_host_ensure(broker_t *self, const char *id);
 bool model_host_has(const host_t *host, const char *engine, const char *image);
 bool model_host_has_engine(const host_t *host, const char *engine);
+/* Whether host holds every blob of a catalog image (its "digest size
+ * file" lines) as it last advertised. */
+bool model_host_holds(const host_t *host, const char *blobs);
 /* Copies from's catalog image (digest, kind, blobs) onto vm. */
 void model_vm_set_image(vm_t *vm, const vm_t *from);
 /* Set the totals placement uses from the pin (where set) or adv_*. */
