@@ -52,10 +52,10 @@ class ImageCurve(unittest.TestCase):
         self.addCleanup(sock.close)
         return sock
 
-    def stat(self, sock, digest):
-        """The answer to STAT (command, rest), or None in 3 s."""
+    def stat(self, sock, digest, wait_ms=15000):
+        """The answer to STAT (command, rest), or None in wait_ms."""
         sock.send_multipart([b"TTB01", b"STAT", digest.encode()])
-        if not sock.poll(3000):
+        if not sock.poll(wait_ms):
             return None
         frames = sock.recv_multipart()
         return frames[1].decode(), [f.decode(errors="replace") for f in frames[2:]]
@@ -84,7 +84,7 @@ class ImageCurve(unittest.TestCase):
             self.assertEqual(ans[0], "ERROR", ans)
             self.assertEqual(ans[1][1], "FORBIDDEN", ans)
         # a plain peer gets nothing at all
-        self.assertIsNone(self.stat(self.blob_sock("bob", curve=False), digest))
+        self.assertIsNone(self.stat(self.blob_sock("bob", curve=False), digest, 3000))
         # bob neither sees nor runs alice's private image
         r = self.pool.ctl("image", "show", "secret", tenant="bob", timeout_ms=20000)
         self.assertIn("NOT_FOUND", r.err)
