@@ -20,6 +20,8 @@
  *       stream, evstream.h). The ZAP metadata carries the key as X-Key.
  *   domain "workers": the key must be in the worker key directory; user id
  *       "worker:<host>" where host is the cert's `host` metadata or "*".
+ *   domain "blobs": the blob server (issue 12): a bound client key (a
+ *       push) gets the "clients" user id, a worker key the "workers" one.
  *
  * Anything else, an unknown key, or a cert with bad metadata gets 400.
  * Each key directory is re-read when any entry changes: every second its
@@ -227,6 +229,14 @@ static void s_handle(auth_t *self, zsock_t *handler)
     bool events = domain && strcmp(domain, "events") == 0;
     bool clients = domain && (strcmp(domain, "clients") == 0 || events);
     bool workers = domain && strcmp(domain, "workers") == 0;
+    /* "blobs" (issue 12): the blob server; a bound client key (pushes)
+     * or a worker key (fetches), with the user ids of their own domains */
+    if (domain && strcmp(domain, "blobs") == 0) {
+        if (zhashx_lookup(self->bound, txt))
+            clients = true;
+        else
+            workers = true;
+    }
     if (clients) {
         const char *bound_role = zhashx_lookup(self->bound, txt);
         if (!bound_role) {

@@ -62,6 +62,7 @@ typedef struct {
     blobsrv_limits_t limits;
     zhashx_t *uploads; /* digest -> s_upload_t */
     zhashx_t *grants;  /* digest -> s_grant_t */
+    zhashx_t *fgrants; /* "user digest" -> 1: who may fetch what (require_fetch_grant) */
     zhashx_t *fds;     /* digest -> int fd (+1) of complete blobs being read */
     int64_t next_part_sweep;
 } s_server_t;
@@ -344,6 +345,14 @@ static void s_peer(s_server_t *self, zmsg_t *msg)
         s_error(self, id, digest, TT_BE_FORBIDDEN, "this key may not fetch blobs");
         goto out;
     }
+    if (fetch && self->limits.require_fetch_grant) {
+        char key[200];
+        snprintf(key, sizeof key, "%s %s", user, digest);
+        if (!zhashx_lookup(self->fgrants, key)) {
+            s_error(self, id, digest, TT_BE_FORBIDDEN, "no fetch of this digest was granted");
+            goto out;
+        }
+    }
     if (strcmp(cmd, TT_B_STAT) == 0 && n == 3) {
         uint64_t size = 0;
         char err[256];
@@ -445,6 +454,17 @@ static bool s_pipe(s_server_t *self)
         zstr_free(&digest);
         zstr_free(&size);
         zstr_free(&user);
+    } else if (strcmp(cmd, "FGRANT") == 0) {
+        char *digest = zmsg_popstr(msg), *user = zmsg_popstr(msg);
+        if (tt_digest_valid(digest) && user && strlen(user) < 128) {
+            char key[200];
+            snprintf(key, sizeof key, "%s %s", user, digest);
+            if (zhashx_size(self->fgrants) >= 100000)
+                zhashx_purge(self->fgrants); /* bounded; the broker grants again with each spec */
+            zhashx_update(self->fgrants, key, (void *)1);
+        }
+        zstr_free(&digest);
+        zstr_free(&user);
     } else if (strcmp(cmd, "REVOKE") == 0) {
         char *digest = zmsg_popstr(msg);
         if (digest)
@@ -493,6 +513,7 @@ static void s_actor(zsock_t *pipe, void *args_)
     self.fds = zhashx_new();
     zhashx_set_destructor(self.uploads, s_upload_free);
     zhashx_set_destructor(self.grants, s_free);
+    self.fgrants = zhashx_new();
     zhashx_set_destructor(self.fds, s_fd_free);
     self.router = zsock_new(ZMQ_ROUTER);
     if (self.store && self.router) {
@@ -544,6 +565,7 @@ static void s_actor(zsock_t *pipe, void *args_)
     }
     zhashx_destroy(&self.uploads);
     zhashx_destroy(&self.grants);
+    zhashx_destroy(&self.fgrants);
     zhashx_destroy(&self.fds);
     zsock_destroy(&self.router);
     blobstore_destroy(&self.store);
@@ -645,6 +667,13 @@ int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const 
     char sz[24];
     s_u64(sz, max_size);
     return zstr_sendx(self->actor, "GRANT", digest, sz, user ? user : "", NULL);
+}
+
+int blobsrv_fetch_grant(blobsrv_t *self, const char *digest, const char *user)
+{
+    if (!tt_digest_valid(digest) || !user || strlen(user) >= 128)
+        return -1;
+    return zstr_sendx(self->actor, "FGRANT", digest, user, NULL);
 }
 
 int blobsrv_revoke(blobsrv_t *self, const char *digest)

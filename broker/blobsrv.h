@@ -18,7 +18,8 @@
  *
  * Pipe, owner -> actor: "GRANT" digest max_size user (needed before a PUT
  * when limits.require_grant; user "" = any peer, else only the peer whose
- * ZAP User-Id is user may push it), "REVOKE" digest, "GC" min_age digest...
+ * ZAP User-Id is user may push it), "REVOKE" digest, "FGRANT" digest user
+ * (user may fetch it), "GC" min_age digest...
  * (delete the complete blobs older than min_age seconds that are not
  * listed, not granted and not being uploaded), "$TERM".
  * Pipe, actor -> owner: "COMPLETE" digest size, once per verified upload.
@@ -44,6 +45,10 @@ typedef struct {
     /* With CURVE: STAT and GET only from peers whose ZAP User-Id starts
      * with this (e.g. "worker:"), "" for any authenticated peer. */
     char fetch_user_prefix[32];
+    /* STAT and GET only of digests the owner granted to the peer's User-Id
+     * (blobsrv_fetch_grant): a host fetches only the images of the VMs it
+     * was told to run */
+    bool require_fetch_grant;
 } blobsrv_limits_t;
 
 typedef struct blobsrv_t blobsrv_t;
@@ -72,5 +77,10 @@ int blobsrv_revoke(blobsrv_t *self, const char *digest);
  * min_age seconds that is not among the n digests of keep (and has no
  * grant or open upload) is deleted. Logged there; 0 / -1 (pipe). */
 int blobsrv_gc(blobsrv_t *self, const char *const *keep, size_t n, int64_t min_age);
+/* Allows the peer whose ZAP User-Id is user to STAT and GET digest (with
+ * require_fetch_grant). Kept until the server stops; past 100,000
+ * grants all are forgotten (the broker grants again with every spec it
+ * sends). 0 / -1. */
+int blobsrv_fetch_grant(blobsrv_t *self, const char *digest, const char *user);
 
 #endif

@@ -491,6 +491,7 @@ static int s_security(broker_t *self, const broker_config_t *cfg, char *err, siz
         zsock_set_curve_server(socks[i], 1);
         zsock_set_zap_domain(socks[i], domains[i]);
     }
+    snprintf(self->public_key, sizeof self->public_key, "%s", zcert_public_txt(cert));
     zcert_destroy(&cert);
     self->curve = true;
     return 0;

@@ -24,6 +24,7 @@
 #include "blobsrv.h"
 #include "persist.h"
 #include "reply.h"
+#include "wcmd.h"
 #include "ttblob.h"
 #include "ttguest.h"
 
@@ -46,11 +47,15 @@ int image_ops_start(broker_t *self, char *err, size_t errlen)
     limits.require_grant = true;
     char dir[600];
     snprintf(dir, sizeof dir, "%s/blobs", self->cfg.state_dir);
-    if (self->curve && strncmp(self->cfg.blobs_ep, "tcp://127.", 10) != 0 &&
-        strncmp(self->cfg.blobs_ep, "ipc://", 6) != 0) {
-        snprintf(err, errlen, "--blobs %s: with CURVE the blob server must be on loopback or "
-                              "ipc (its CURVE is not wired yet)", self->cfg.blobs_ep);
-        return -1;
+    if (self->curve) {
+        /* ZAP domain "blobs" (auth.c): pushes by bound client keys (each
+         * digest granted by image_push; the bytes must hash to it), fetches
+         * by worker keys only, of digests granted to that host with the
+         * specs that name them (wcmd.c) */
+        snprintf(limits.curve_secret, sizeof limits.curve_secret, "%s", self->cfg.curve_secret);
+        snprintf(limits.zap_domain, sizeof limits.zap_domain, "blobs");
+        snprintf(limits.fetch_user_prefix, sizeof limits.fetch_user_prefix, "worker:");
+        limits.require_fetch_grant = true;
     }
     self->blobsrv = blobsrv_new(self->cfg.blobs_ep, dir, &limits, err, errlen);
     if (!self->blobsrv)
@@ -196,7 +201,7 @@ int image_push(handler_ctx_t *c)
     }
     Ttfleet__ImagePushGrant g = TTFLEET__IMAGE_PUSH_GRANT__INIT;
     g.endpoint = (char *)blobsrv_endpoint(self->blobsrv);
-    g.server_key = "";
+    g.server_key = (char *)(self->curve ? self->public_key : "");
     g.n_missing = n;
     g.missing = missing;
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
@@ -321,6 +326,24 @@ int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_
     return 1;
 }
 
+void image_ops_fetch_grant(broker_t *self, const host_t *host, const vm_t *vm)
+{
+    if (!self->curve || !self->blobsrv || !vm->image_digest[0] || !host->zap_user[0])
+        return;
+    for (const char *p = vm->image_blobs; *p;) {
+        char d[TT_DIGEST_LEN + 1];
+        if (strlen(p) > TT_DIGEST_LEN) {
+            memcpy(d, p, TT_DIGEST_LEN);
+            d[TT_DIGEST_LEN] = 0;
+            blobsrv_fetch_grant(self->blobsrv, d, host->zap_user);
+        }
+        p = strchr(p, '\n');
+        if (!p)
+            break;
+        p++;
+    }
+}
+
 const char *image_ops_endpoint(broker_t *self)
 {
     return self->blobsrv ? blobsrv_endpoint(self->blobsrv) : "";
@@ -369,6 +392,14 @@ static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_
     }
     ii->blobs = bl;
     ii->users = s_users(self, r);
+    /* hosts that hold every blob, as they advertised (READY, EVENTs) */
+    size_t nh = zhashx_size(self->hosts), k = 0;
+    char **hosts = reply_alloc(a, sizeof *hosts * (nh + 1));
+    for (host_t *h = zhashx_first(self->hosts); hosts && h; h = zhashx_next(self->hosts))
+        if (k < nh && model_host_holds(h, r->blobs))
+            hosts[k++] = h->id;
+    ii->n_hosts = k;
+    ii->hosts = hosts;
     return ii;
 }
 
@@ -571,8 +602,72 @@ int image_rm(handler_ctx_t *c)
     return 0;
 }
 
+/* Pre-staging: each target host (every online host with an image cache,
+ * or the ones named) is asked to fetch the image into its cache. The
+ * answer does not wait for the fetches: it is the image as now, whose
+ * `hosts` fill in as the hosts advertise the blobs (ttctl image pull
+ * polls image show). A named host that is unknown, down or without a
+ * cache refuses the whole request; nothing is sent then. */
 int image_pull(handler_ctx_t *c)
 {
-    return handler_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE,
-                              "image pull (pre-staging on hosts) is not wired yet");
+    broker_t *self = c->self;
+    const Ttfleet__ImagePull *p = c->req->image_pull;
+    if (!p || !p->ref)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "image pull without a body");
+    if (!p->all_hosts && p->n_hosts == 0)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST,
+                                  "image pull needs --hosts all or host ids");
+    if (p->n_hosts > 1000)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "at most 1000 hosts");
+    Ttfleet__ImageRef q = TTFLEET__IMAGE_REF__INIT;
+    q.ref = p->ref;
+    s_row_t r;
+    int st = s_lookup(c, &q, &r);
+    if (st) {
+        c->no_record = true;
+        return st;
+    }
+    vm_t img;
+    memset(&img, 0, sizeof img);
+    char msg[256];
+    if (image_ops_resolve(self, c->tenant, p->ref, &img, msg, sizeof msg) != 1)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot resolve the image");
+    size_t nh = zhashx_size(self->hosts);
+    host_t **targets = calloc(nh + 1, sizeof *targets);
+    if (!targets)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    size_t n = 0;
+    if (p->all_hosts) {
+        for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+            if (h->state == HOST_ONLINE && h->routing && h->image_cache_mib > 0)
+                targets[n++] = h;
+    } else {
+        for (size_t i = 0; i < p->n_hosts; i++) {
+            host_t *h = p->hosts[i] && tt_name_valid(p->hosts[i])
+                            ? model_host_get(self, p->hosts[i])
+                            : NULL;
+            if (!h || h->state != HOST_ONLINE || !h->routing || h->image_cache_mib == 0) {
+                free(targets);
+                return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST,
+                                  "host '%.64s' is %s: nothing pulled", p->hosts[i] ? p->hosts[i] : "",
+                                  !h ? "unknown" : h->image_cache_mib == 0 && h->routing
+                                                       ? "without an image cache"
+                                                       : "not online");
+            }
+            bool dup = false;
+            for (size_t j = 0; j < n && !dup; j++)
+                dup = targets[j] == h;
+            if (!dup && n < nh)
+                targets[n++] = h;
+        }
+    }
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!model_host_holds(targets[i], img.image_blobs) && wcmd_pull(self, targets[i], &img))
+            sent++;
+    free(targets);
+    zsys_info("image %s:%s pull: %zu of %zu host(s) asked to fetch it", r.name, r.tag, sent, n);
+    c->no_record = true;
+    s_send_image(c, &r, false);
+    return 0;
 }

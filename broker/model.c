@@ -45,6 +45,29 @@ void model_host_caps(host_t *host)
     host->disk_total = host->pin_disk ? host->pin_disk : host->adv_disk;
 }
 
+/* Whether h holds every blob of a catalog image (its "digest size file"
+ * lines). */
+bool model_host_holds(const host_t *h, const char *blobs)
+{
+    if (!h->image_digests)
+        return false;
+    for (const char *p = blobs; *p;) {
+        char d[72];
+        size_t n = strcspn(p, " \n");
+        if (n != 71)
+            return false;
+        memcpy(d, p, n);
+        d[n] = 0;
+        if (!zhashx_lookup(h->image_digests, d))
+            return false;
+        p = strchr(p, '\n');
+        if (!p)
+            break;
+        p++;
+    }
+    return true;
+}
+
 void model_vm_set_image(vm_t *vm, const vm_t *from)
 {
     memcpy(vm->image_digest, from->image_digest, sizeof vm->image_digest);

@@ -87,6 +87,7 @@ typedef struct host_t {
      * 0 = no cache (no catalog image is placed here) */
     uint64_t image_cache_mib, image_cache_used_mib;
     zhashx_t *image_digests; /* blob digests held (keys), NULL = none */
+    char zap_user[80];       /* CURVE: its key's User-Id ("worker:<host>" or "worker:*") */
 } host_t;
 
 typedef struct {
@@ -278,6 +279,7 @@ struct broker_t {
     uint64_t hosts_gen;      /* bumped when the host registry changes */
     zhashx_t *rates;         /* rate.c: tenant -> token bucket */
     bool curve;
+    char public_key[41]; /* CURVE: the broker's public key (Z85), for push grants */
     /* admission (admission.c, adm_ops.c; the modules are admq/quota/audit/evstream) */
     admq_t *admq;
     quotas_t *quotas;
@@ -301,6 +303,9 @@ host_t *model_host_get(broker_t *self, const char *id);
 host_t *model_host_ensure(broker_t *self, const char *id);
 bool model_host_has(const host_t *host, const char *engine, const char *image);
 bool model_host_has_engine(const host_t *host, const char *engine);
+/* Whether host holds every blob of a catalog image (its "digest size
+ * file" lines) as it last advertised. */
+bool model_host_holds(const host_t *host, const char *blobs);
 /* Copies from's catalog image (digest, kind, blobs) onto vm. */
 void model_vm_set_image(vm_t *vm, const vm_t *from);
 /* Set the totals placement uses from the pin (where set) or adv_*. */

@@ -139,6 +139,9 @@ Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h)
     hi->draining = h->draining;
     hi->accel = (char *)h->accel;
     hi->public_address = (char *)h->public_address;
+    hi->image_cache_mib = h->image_cache_mib;
+    hi->image_cache_used_mib = h->image_cache_used_mib;
+    hi->image_blobs = h->image_digests ? (uint32_t)zhashx_size(h->image_digests) : 0;
     hi->pin_cpu = h->pin_cpu;
     hi->pin_mem_mib = h->pin_mem;
     hi->pin_disk_mib = h->pin_disk;

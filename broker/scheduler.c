@@ -94,29 +94,6 @@ void sched_invalidate(broker_t *self)
     self->hosts_gen++;
 }
 
-/* Whether h holds every blob of a catalog image (its "digest size file"
- * lines). */
-static bool s_holds(const host_t *h, const char *blobs)
-{
-    if (!h->image_digests)
-        return false;
-    for (const char *p = blobs; *p;) {
-        char d[72];
-        size_t n = strcspn(p, " \n");
-        if (n != 71)
-            return false;
-        memcpy(d, p, n);
-        d[n] = 0;
-        if (!zhashx_lookup(h->image_digests, d))
-            return false;
-        p = strchr(p, '\n');
-        if (!p)
-            break;
-        p++;
-    }
-    return true;
-}
-
 /* image NULL: a catalog image, offered by every host with the engine and
  * an image cache. */
 static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
@@ -193,7 +170,7 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
                       (score == best_score && strcmp(h->id, best->id) < 0);
         /* a catalog image: hosts that hold it first (no fetch), then fit;
          * under spread, spreading first and holding breaks ties */
-        bool holds = want->image_blobs && s_holds(h, want->image_blobs);
+        bool holds = want->image_blobs && model_host_holds(h, want->image_blobs);
         if (want->image_blobs && best && holds != best_holds &&
             (!want->spread || score == best_score))
             better = holds;

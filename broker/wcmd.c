@@ -68,6 +68,7 @@ static void s_spec_image(broker_t *self, const vm_t *vm, Ttfleet__VmSpec *spec, 
     spec->image_digest = (char *)vm->image_digest;
     spec->image_kind = (char *)vm->image_kind;
     spec->blobs_endpoint = (char *)image_ops_endpoint(self);
+    image_ops_fetch_grant(self, vm->host, vm);
     size_t n = 0;
     for (const char *p = vm->image_blobs; *p && n < 4;) {
         const char *nl = strchr(p, '\n');
@@ -210,6 +211,24 @@ void wcmd_send_specs(broker_t *self, vm_t **vms, int n)
     }
     free(sent);
     free(group);
+}
+
+uint64_t wcmd_pull(broker_t *self, host_t *host, const vm_t *image)
+{
+    Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+    Ttfleet__VmSpec spec = TTFLEET__VM_SPEC__INIT;
+    s_spec_img_t img;
+    vm_t tmp = *image;
+    tmp.host = host; /* whose key the fetch is granted to */
+    spec.image = (char *)image->image;
+    spec.env = "";
+    spec.engine = "";
+    spec.ip = "";
+    spec.mac = "";
+    s_spec_image(self, &tmp, &spec, &img);
+    cmd.op_id = ++self->next_op_id;
+    cmd.pull = &spec;
+    return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
 }
 
 uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max_bytes)

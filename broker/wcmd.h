@@ -32,6 +32,10 @@ int wcmd_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cm
  * READY and the resync of a host whose commands were refused. */
 void wcmd_resync(broker_t *self, host_t *host);
 /* Queue a console read of vm_id on host; returns the command op id. */
+/* Asks host to fetch a catalog image into its cache (image pull): the
+ * image fields of image (a vm_t filled by image_ops_resolve). The op id,
+ * 0 if it could not be queued. */
+uint64_t wcmd_pull(broker_t *self, host_t *host, const vm_t *image);
 uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max_bytes);
 /* Queue an exec or a copy chunk (one of them set, borrowed) for host;
  * returns the command op id, 0 if refused. */

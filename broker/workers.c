@@ -290,6 +290,8 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         s_forget_route(self, host);
     }
     host->routing = zframe_dup(routing);
+    snprintf(host->zap_user, sizeof host->zap_user, "%s",
+             self->curve && zframe_meta(body, "User-Id") ? zframe_meta(body, "User-Id") : "");
     zhashx_update(self->routes, hex, host);
     host->state = HOST_ONLINE;
     host->adv_cpu = (uint32_t)s_clip(host->id, "cpu", hello->cpu_total, TT_MAX_HOST_CPU);

@@ -45,6 +45,7 @@ struct _ttclient_t {
     zsock_t *sock; /* NULL until the first call, and after a timeout */
     zpoller_t *poller;
     zcert_t *cert;        /* CURVE: our certificate, NULL for plain TCP */
+    char cert_path[4096]; /* its file, for image pushes (the blob server's CURVE) */
     char server_key[41];  /* CURVE: the broker's public key (Z85) */
     char request_id[TT_MAX_REQUEST_ID + 1];
     char dropped[160]; /* why the last dropped reply was dropped */
@@ -176,6 +177,7 @@ int ttclient_set_curve(ttclient_t *self, const char *cert_path, const char *brok
     }
     zcert_destroy(&self->cert);
     self->cert = own;
+    snprintf(self->cert_path, sizeof self->cert_path, "%s", cert_path);
     snprintf(self->server_key, sizeof self->server_key, "%s", zcert_public_txt(broker));
     zcert_destroy(&broker);
     s_disconnect(self); /* the next call connects with the keys */
@@ -744,8 +746,11 @@ int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, boo
         o = *opts;
     else
         ttimage_opts_defaults(&o);
-    if (grant->push_grant->server_key && *grant->push_grant->server_key)
+    if (grant->push_grant->server_key && *grant->push_grant->server_key) {
         snprintf(o.server_key, sizeof o.server_key, "%s", grant->push_grant->server_key);
+        if (!o.client_cert[0]) /* the blob server's CURVE: our own key */
+            snprintf(o.client_cert, sizeof o.client_cert, "%s", self->cert_path);
+    }
     for (size_t m = 0; m < grant->push_grant->n_missing && rc == 0; m++) {
         const char *d = grant->push_grant->missing[m];
         for (size_t i = 0; i < n; i++) {

@@ -1593,6 +1593,106 @@ static int s_image_push(ctl_t *ctl, scan_t *s)
     return s_finish(ctl, &client, rc, &reply, "pushed", false);
 }
 
+/* image pull NAME --hosts all|ID[,ID]... [--no-wait] [--wait-timeout SECS]:
+ * asks the hosts to fetch the image into their caches, then (unless
+ * --no-wait) polls image show until every target host holds it, at most
+ * wait-timeout seconds; prints the image as image show does. */
+static int s_image_pull(ctl_t *ctl, scan_t *s)
+{
+    const char *pos = NULL, *arg;
+    int kind, wait_secs = TTCTL_DEFAULT_WAIT;
+    bool all = false, wait = true;
+    char *ids[64];
+    size_t n_ids = 0;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (pos)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            pos = arg;
+        } else if (s_is(s, "--hosts")) {
+            const char *v = s_value(ctl, s);
+            if (strcmp(v, "all") == 0) {
+                all = true;
+                continue;
+            }
+            char buf[1024];
+            snprintf(buf, sizeof buf, "%s", v);
+            char *save = NULL;
+            for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (!tt_name_valid(t))
+                    s_usage_error(ctl, "--hosts: invalid host id '%s'", t);
+                if (n_ids == 64)
+                    s_usage_error(ctl, "--hosts: at most 64 ids (or all)");
+                ids[n_ids++] = strdup(t);
+            }
+        } else if (s_is(s, "--no-wait")) {
+            s_flag(ctl, s);
+            wait = false;
+        } else if (s_is(s, "--wait-timeout")) {
+            wait_secs = (int)s_number(ctl, "--wait-timeout", s_value(ctl, s), 1, 86400);
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    tt_image_ref_t ref;
+    char why[256];
+    if (!pos || tt_image_ref_parse(pos, &ref, why, sizeof why))
+        s_usage_error(ctl, "image NAME[:TAG] or NAME@sha256:... is required");
+    if (!all && !n_ids)
+        s_usage_error(ctl, "give --hosts all or --hosts ID[,ID]...");
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__ImagePull p = TTFLEET__IMAGE_PULL__INIT;
+    p.ref = (char *)pos;
+    p.all_hosts = all;
+    p.n_hosts = n_ids;
+    p.hosts = ids;
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_pull(client, &p, &reply);
+    /* the targets: the named hosts, or every online host with a cache */
+    char *want[1024];
+    size_t n_want = 0;
+    if (all && rc == 0 && reply->status == TTFLEET__STATUS__OK && wait) {
+        Ttfleet__Reply *hl = NULL;
+        if (ttclient_host_list(client, &hl) == 0 && hl->status == TTFLEET__STATUS__OK &&
+            hl->hosts)
+            for (size_t i = 0; i < hl->hosts->n_hosts && n_want < 1024; i++)
+                if (hl->hosts->hosts[i]->image_cache_mib &&
+                    strcmp(hl->hosts->hosts[i]->state, "online") == 0)
+                    want[n_want++] = strdup(hl->hosts->hosts[i]->id);
+        ttclient_reply_destroy(&hl);
+    } else {
+        for (size_t i = 0; i < n_ids; i++)
+            want[n_want++] = strdup(ids[i]);
+    }
+    int64_t deadline = zclock_mono() + (int64_t)wait_secs * 1000;
+    size_t have = 0;
+    while (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK) {
+        have = 0;
+        for (size_t i = 0; reply->image && i < n_want; i++)
+            for (size_t j = 0; j < reply->image->n_hosts; j++)
+                if (strcmp(reply->image->hosts[j], want[i]) == 0) {
+                    have++;
+                    break;
+                }
+        if (have == n_want || zclock_mono() >= deadline)
+            break;
+        zclock_sleep(TTCTL_WAIT_POLL_MS);
+        ttclient_reply_destroy(&reply);
+        rc = ttclient_image_show(client, pos, &reply);
+    }
+    for (size_t i = 0; i < n_ids; i++)
+        free(ids[i]);
+    for (size_t i = 0; i < n_want; i++)
+        free(want[i]);
+    if (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK && have < n_want) {
+        fprintf(stderr, "ttctl: image %s: %zu of %zu host(s) hold it after %d s\n", pos, have,
+                n_want, wait_secs);
+        ttclient_reply_destroy(&reply);
+        ttclient_destroy(&client);
+        return EXIT_STATUS;
+    }
+    return s_finish(ctl, &client, rc, &reply, "pulled", false);
+}
+
 static int s_image_list(ctl_t *ctl, scan_t *s)
 {
     bool all = false;
@@ -2286,6 +2386,11 @@ static const command_t s_commands[] = {
     {"image", "show", "image show NAME[:TAG] | NAME@sha256:HEX",
      "Shows an image: digest, kind, size, owner, blobs, VMs that use it.\n", s_image_show,
      NULL, NULL},
+    {"image", "pull", "image pull NAME[:TAG] --hosts all|ID[,ID]... [--no-wait] [--wait-timeout SECS]",
+     "Pre-stages an image (admin only): each host fetches it into its image cache, so a\n"
+     "VM of it starts without waiting for a transfer. Waits until every host holds it\n"
+     "(at most --wait-timeout SECS, default 300; exit 1 if not), unless --no-wait.\n",
+     s_image_pull, NULL, NULL},
     {"image", "rm", "image rm NAME[:TAG] | NAME@sha256:HEX",
      "Removes an image from the catalog; refused (IMAGE_IN_USE) while a VM uses it.\n",
      s_image_rm, NULL, NULL},

@@ -1360,6 +1360,19 @@ int fleet_submit(fleet_t *self, const byte *body, size_t len)
         zsys_warning("COMMAND body does not decode (%zu bytes): dropped", len);
         return -1;
     }
+    if (cmd->pull) { /* image pull (issue 12): a round with no VM; the cache's
+                        digests tell the broker when it is done */
+        char err[300];
+        uint64_t ticket;
+        if (!self->pull)
+            zsys_warning("op %llu: image pull, but this host has no image cache",
+                         (unsigned long long)cmd->op_id);
+        else if (pull_want(self->pull, cmd->pull, &ticket, err, sizeof err))
+            zsys_warning("op %llu: image pull: %s", (unsigned long long)cmd->op_id, err);
+        else
+            zsys_info("op %llu: pulling image %s", (unsigned long long)cmd->op_id,
+                      cmd->pull->image_digest);
+    }
     return s_submit(self, cmd, false);
 }
 

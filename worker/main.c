@@ -690,6 +690,14 @@ int main(int argc, char **argv)
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
         zsys_warning("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
 
+    /* the blob server (catalog images) has the broker's key */
+    char blobs_key[41] = "";
+    if (o->curve_secret[0] && o->broker_key[0]) {
+        zcert_t *bk = zcert_load(o->broker_key);
+        if (bk)
+            snprintf(blobs_key, sizeof blobs_key, "%s", zcert_public_txt(bk));
+        zcert_destroy(&bk);
+    }
     fleet_config_t cfg = {
         .state_dir = o->state,
         .images_dir = o->images,
@@ -710,6 +718,8 @@ int main(int argc, char **argv)
         .vm_gid = o->vm_gid,
         .image_cache = image_cache ? o->image_cache : NULL,
         .image_cache_mib = (uint64_t)o->image_cache_mib,
+        .blobs_cert = blobs_key[0] ? o->curve_secret : NULL,
+        .blobs_key = blobs_key[0] ? blobs_key : NULL,
     };
     for (int i = 0; i < o->n_engines; i++)
         cfg.engines[i] = o->engines[i];

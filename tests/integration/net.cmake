@@ -35,3 +35,18 @@ set_tests_properties(integration.bounds PROPERTIES
                      ENVIRONMENT "${TT_IT_ENV}"
                      SKIP_RETURN_CODE 77
                      LABELS integration)
+
+# Images across the pool (issue 12): three workers whose image caches start
+# empty fetch pushed images from the broker's blob server; the test guest
+# boots under QEMU on each (the user backend: public ports on loopback, so
+# alone like qemu_user). Exit 77 only without QEMU.
+add_test(NAME integration.image_pool
+         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_image_pool
+         WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+set_tests_properties(integration.image_pool PROPERTIES
+                     TIMEOUT 420
+                     ENVIRONMENT "${TT_IT_ENV}"
+                     SKIP_RETURN_CODE 77
+                     PROCESSORS 2
+                     RUN_SERIAL TRUE
+                     LABELS "integration;net;images")
