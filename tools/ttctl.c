@@ -48,6 +48,7 @@
 #define TTCTL_MAX_TIMEOUT 3600000
 #define TTCTL_DEFAULT_EVENTS "tcp://127.0.0.1:5557"
 #define TTCTL_DEFAULT_WAIT 300 /* seconds env create --wait waits */
+#define TTCTL_WAIT_POLL_MS 250 /* image pull --wait: how often it asks */
 
 typedef struct command_s command_t;
 
