@@ -42,8 +42,12 @@
 
 #include "ttfleet.pb-c.h"
 
-#define GUESTOP_THREADS 4
-#define GUESTOP_JOBS_MAX 16
+/* As many threads as jobs: a long command (an exec may run an hour) never
+ * makes another job wait for a thread; the broker lets one tenant have at
+ * most GUEST_TENANT_HOST_MAX (8) requests waiting for one host, so one
+ * tenant holds at most a quarter of a worker's guest jobs. */
+#define GUESTOP_JOBS_MAX 32
+#define GUESTOP_THREADS GUESTOP_JOBS_MAX
 #define GUESTOP_JOBS_PER_VM 4
 #define GUESTOP_RESULTS_MAX 16
 #define GUESTOP_KEEP_MS (5 * 60 * 1000)

@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define S_MAX_THREADS 16
+#define S_MAX_THREADS 64
 
 typedef struct s_job_s {
     jobs_fn *fn;

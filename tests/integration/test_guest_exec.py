@@ -350,6 +350,46 @@ class GuestExec(unittest.TestCase):
         self.assertEqual(out["r"].rc, 0, out["r"])
         self.assertGreater(out["took"], 19)
 
+    def test_greedy_tenant_cannot_take_the_host(self):
+        """A tenant that keeps long commands running gets at most 8 of the
+        host's guest jobs (RATE_LIMITED beyond, saying so); another
+        tenant's exec still runs at once."""
+        G = "execgreedy"
+        vms = [v["vm_id"] for v in self.ok("env", "create", "g", "--image", "sleeper", "--dup", 3,
+                                           "--cpu", 1, "--mem", 64, "--disk", 64,
+                                           "--lifetime", 600, tenant=G)["vms"]]
+        self.addCleanup(self.ctl, "env", "delete", "g", tenant=G)
+        results = []
+
+        def run(vm):
+            results.append(self.ctl("env", "exec", "g", vm, "--timeout", 40, "--", "sleep", 20,
+                                    tenant=G, json_out=False, timeout_ms=45000))
+
+        threads = [threading.Thread(target=run, args=(vms[i % 3],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            # once the eight are in flight (each VM takes 4 at most: 3 + 3 + 2;
+            # a probe sent earlier would take the place of the last of them)
+            # a ninth is refused
+            time.sleep(5)
+            r = self.ctl("env", "exec", "g", vms[2], "--", "true", tenant=G, json_out=False)
+            self.assertNotEqual(r.rc, 0, (r, results))
+            self.assertIn("RATE_LIMITED", r.err)
+            self.assertIn("at most 8", r.err)
+            other = self.ok("env", "show", "other", tenant=B)["vms"][0]["vm_id"]
+            t0 = time.monotonic()
+            r = self.ctl("env", "exec", "other", other, "--", "echo", "mine", tenant=B,
+                         json_out=False, timeout_ms=10000)
+            took = time.monotonic() - t0
+            self.assertEqual(r.rc, 0, r)
+            self.assertEqual(r.out.strip(), "mine")
+            print("another tenant's exec while a greedy one holds 8: %.3f s" % took)
+        finally:
+            for t in threads:
+                t.join(60)
+        self.assertEqual([x.rc for x in results], [0] * 8, results)
+
 
 if __name__ == "__main__":
     unittest.main()
