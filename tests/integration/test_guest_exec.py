@@ -201,6 +201,20 @@ class GuestExec(unittest.TestCase):
         self.assertEqual(r.rc, 0, r)
         self.assertIn(hashlib.sha256(data).hexdigest(), r.out)
 
+    def test_copy_empty_and_odd_sizes(self):
+        cwd = self.cwd()
+        for size in (0, 1, 128 * 1024, 128 * 1024 + 1):
+            data = os.urandom(size)
+            src = os.path.join(self.tmp, "s%d" % size)
+            with open(src, "wb") as f:
+                f.write(data)
+            self.ok("env", "cp", src, "e:%d:%s/s%d" % (self.vm, cwd, size))
+            back = os.path.join(self.tmp, "b%d" % size)
+            got = self.ok("env", "cp", "e:%d:%s/s%d" % (self.vm, cwd, size), back)
+            self.assertEqual(got["bytes"], size)
+            with open(back, "rb") as f:
+                self.assertEqual(f.read(), data)
+
     def test_copy_over_64mib_refused(self):
         big = os.path.join(self.tmp, "big.bin")
         with open(big, "wb") as f:
