@@ -12,6 +12,8 @@ engine: ttctl -> ttbroker (broker/guest_ops.c) -> ttworker
   made request: ttctl cannot send one) is refused, a wrong sha256 on the
   last chunk is CHECKSUM_MISMATCH and leaves no file in the guest;
 - refusals: exec on a stopped VM, tenant B in tenant A's env (NOT_FOUND);
+- audit: an exec leaves a row (tenant, env, VM, host, argv with control
+  characters shown as '?');
 - liveness: while `sleep 20` runs in a VM, env show and another tenant's
   requests answer promptly and the host stays online.
 
@@ -115,6 +117,17 @@ class GuestExec(unittest.TestCase):
         # plain form: stdout to stdout, exit code 0
         r = self.ctl("env", "exec", "e", self.vm, "--", "uname", "-r", json_out=False)
         self.assertEqual((r.rc, r.out.strip()), (0, os.uname().release), r)
+
+    def test_audited(self):
+        r, d = self.exec_json("echo", "audit\x1bme")
+        self.assertEqual(r.rc, 0, r)
+        data = self.ok("audit", tenant=harness.ADMIN)
+        rows = data.get("audit", data.get("records", []))
+        mine = [x for x in rows if x.get("op") == "env.exec" and "audit?me" in x.get("message", "")]
+        self.assertTrue(mine, rows[:5])
+        self.assertEqual((mine[0]["tenant"], mine[0]["target"]), (A, "e"))
+        self.assertIn("VM %d on host h1: echo audit?me" % self.vm, mine[0]["message"])
+        print("audit row: %s" % mine[0])
 
     def test_runs_inside_the_vm(self):
         # the VM's working directory is its disk, mounted in its own mount
