@@ -86,8 +86,7 @@ static void s_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply 
     if (!reply) {
         status = op->status != TTFLEET__STATUS__OK ? op->status : TTFLEET__STATUS__TIMEOUT;
         snprintf(msg, sizeof msg, "exec / copy in VM %u on host %s: %s", op->console_vm_id,
-                 op->console_host,
-                 op->message[0] ? op->message : "no answer");
+                 op->console_host, op->message[0] ? op->message : "no answer");
     } else {
         status = reply->status;
         snprintf(msg, sizeof msg, "%s", reply->message ? reply->message : "");
