@@ -34,6 +34,8 @@
  *              key, op and target (both read from the request itself, see
  *              s_audit_names), request id, status. Every state-changing
  *              row has it; a new one (image ops) only needs the flag;
+ *              (exec, copy: not recorded; guest_ops.c writes the row when
+ *              the command goes to the worker);
  *   H_RATE   - not recorded, but rate-limited like a change (exec: each
  *              runs a command; copy is not, a file is hundreds of chunks,
  *              and the worker bounds the transfers per VM and per host).
@@ -61,8 +63,8 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_ENV_UPDATE, env_update, H_CHANGE},
     {TTFLEET__REQUEST__OP_ENV_RM_VM, env_rm_vm, H_CHANGE},
     {TTFLEET__REQUEST__OP_ENV_CONSOLE, env_console, H_OP},
-    {TTFLEET__REQUEST__OP_ENV_EXEC, guest_exec, H_OP | H_RATE},
-    {TTFLEET__REQUEST__OP_ENV_COPY, guest_copy, H_OP},
+    {TTFLEET__REQUEST__OP_ENV_EXEC, guest_exec, H_OP | H_RATE | H_AUDIT},
+    {TTFLEET__REQUEST__OP_ENV_COPY, guest_copy, H_OP | H_AUDIT},
     {TTFLEET__REQUEST__OP_HOST_LIST, host_list, H_ADMIN},
     {TTFLEET__REQUEST__OP_HOST_SHOW, host_show, H_ADMIN},
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},

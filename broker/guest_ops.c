@@ -14,6 +14,8 @@
  * through op_host_down, a deadline through op_tick, both with NULL here.
  * The worker's ExecResult / CopyChunk is relayed into Reply.exec / copy,
  * with its status (GUEST_*, CHECKSUM_MISMATCH, TIMEOUT ...) and message.
+ * Each exec and each copy's first chunk leaves an audit row (what, which VM)
+ * when it is sent; refusals here are answered, not audited.
  */
 #include "guest_ops.h"
 #include "op.h"
@@ -84,8 +86,7 @@ static void s_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply 
     if (!reply) {
         status = op->status != TTFLEET__STATUS__OK ? op->status : TTFLEET__STATUS__TIMEOUT;
         snprintf(msg, sizeof msg, "exec / copy in VM %u on host %s: %s", op->console_vm_id,
-                 op->console_host,
-                 op->message[0] ? op->message : "no answer");
+                 op->console_host, op->message[0] ? op->message : "no answer");
     } else {
         status = reply->status;
         snprintf(msg, sizeof msg, "%s", reply->message ? reply->message : "");
@@ -159,6 +160,25 @@ static int s_forward(handler_ctx_t *c, vm_t *vm, Ttfleet__EnvExec *exec, Ttfleet
     return 0;
 }
 
+/* The audit row of an exec or of a copy's first chunk (dispatch set the
+ * op and target: "env.exec" / "env.copy", the env name): what reached which
+ * VM, control characters shown as '?'. Written when the command is sent,
+ * in the same batch. */
+static void s_audit(handler_ctx_t *c, const vm_t *vm, const char *what, char *const *argv,
+                    size_t argc)
+{
+    char text[400];
+    size_t n = (size_t)snprintf(text, sizeof text, "%s in VM %u on host %s:", what, vm->vm_id,
+                                vm->host->id);
+    for (size_t i = 0; i < argc && n + 2 < sizeof text; i++) {
+        text[n++] = ' ';
+        for (const char *p = argv[i]; *p && n + 1 < sizeof text; p++)
+            text[n++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+    }
+    text[n < sizeof text ? n : sizeof text - 1] = '\0';
+    reply_audit(c->self, c->tenant, c->rid, TTFLEET__STATUS__OK, text);
+}
+
 int guest_exec(handler_ctx_t *c)
 {
     Ttfleet__EnvExec *q = c->req->env_exec;
@@ -168,7 +188,10 @@ int guest_exec(handler_ctx_t *c)
         return st;
     bool more = q->exec_id && *q->exec_id;
     uint32_t t = q->timeout_s ? q->timeout_s : TT_EXEC_TIMEOUT_DEFAULT;
-    return s_forward(c, vm, q, NULL, more ? S_CHUNK_MS : (int64_t)t * 1000 + S_MARGIN_MS);
+    st = s_forward(c, vm, q, NULL, more ? S_CHUNK_MS : (int64_t)t * 1000 + S_MARGIN_MS);
+    if (st == 0 && !more)
+        s_audit(c, vm, "exec", q->argv, q->n_argv);
+    return st;
 }
 
 int guest_copy(handler_ctx_t *c)
@@ -178,6 +201,10 @@ int guest_copy(handler_ctx_t *c)
     int st = s_target(c, q->name, q->vm_id, q->host, "copy", &vm);
     if (st)
         return st;
-    bool whole = q->direction == TTFLEET__COPY_DIRECTION__COPY_GET ? q->offset == 0 : q->last;
-    return s_forward(c, vm, NULL, q, whole ? S_FILE_MS : S_CHUNK_MS);
+    bool get = q->direction == TTFLEET__COPY_DIRECTION__COPY_GET;
+    bool whole = get ? q->offset == 0 : q->last;
+    st = s_forward(c, vm, NULL, q, whole ? S_FILE_MS : S_CHUNK_MS);
+    if (st == 0 && (!q->transfer_id || !*q->transfer_id))
+        s_audit(c, vm, get ? "copy from" : "copy to", &q->path, 1);
+    return st;
 }

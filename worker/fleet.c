@@ -40,6 +40,7 @@
 #include "vmready.h"
 #include "spawn.h"
 #include "ttcrash.h"
+#include "ttguest.h"
 #include "vmdb.h"
 #include "wire.h"
 
@@ -1353,6 +1354,18 @@ static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
     return 0;
 }
 
+/* An exec or copy whose strings hold a NUL the decoder cut off is refused
+ * (ttguest.h: tt_guest_raw_check); true if cmd was answered so. */
+static bool s_guest_nul(fleet_t *self, Ttfleet__WorkerCommand *cmd, const byte *body, size_t len)
+{
+    char why[S_MSG_LEN];
+    if (!(cmd->exec || cmd->copy) ||
+        tt_guest_raw_check(body, len, 100, 101, why, sizeof why) == 0)
+        return false;
+    s_refuse(self, cmd, why);
+    return true;
+}
+
 int fleet_submit(fleet_t *self, const byte *body, size_t len)
 {
     Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
@@ -1360,6 +1373,8 @@ int fleet_submit(fleet_t *self, const byte *body, size_t len)
         zsys_warning("COMMAND body does not decode (%zu bytes): dropped", len);
         return -1;
     }
+    if (s_guest_nul(self, cmd, body, len))
+        return 0;
     if (cmd->pull) { /* image pull (issue 12): a round with no VM; the cache's
                         digests tell the broker when it is done */
         char err[300];
@@ -1437,7 +1452,7 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
         return NULL;
     }
     uint64_t op_id = cmd->op_id;
-    if (s_submit(self, cmd, false))
+    if (!s_guest_nul(self, cmd, body, len) && s_submit(self, cmd, false))
         return NULL;
     /* The blocking form: poll until this op's reply is out (other
      * replies are kept for fleet_pop). */

@@ -52,9 +52,9 @@
 #include "ttproto.h"
 #include "wire.h"
 
-#define S_LINGER_MS 500       /* output read after the command ended */
-#define S_KILL_WAIT_MS 3000   /* after the SIGKILL, for the status */
-#define S_FILE_MS 120000      /* a whole file into / out of the guest */
+#define S_LINGER_MS 500     /* output read after the command ended */
+#define S_KILL_WAIT_MS 3000 /* after the SIGKILL, for the status */
+#define S_FILE_MS 120000    /* a whole file into / out of the guest */
 #define S_AGENT_CONNECT_MS 5000
 
 typedef enum { J_EXEC, J_PUT, J_GET } s_kind_t;
@@ -69,7 +69,7 @@ typedef struct {
     unsigned char *in;
     size_t in_len;
     int timeout_ms;
-    char *path; /* J_PUT, J_GET */
+    char *path;          /* J_PUT, J_GET */
     unsigned char *data; /* J_PUT: the file; J_GET: what was read */
     size_t len;
     uint32_t max_bytes; /* J_GET: first chunk wanted */
@@ -339,8 +339,7 @@ static void s_keep(unsigned char **buf, size_t *len, bool *trunc, const char *da
 
 /* One read of a command's output pipe: kept (bounded), or the pipe closed
  * at EOF / error. */
-static void s_drain(int *fd, unsigned char **keep, size_t *len, bool *trunc, char *buf,
-                    size_t size)
+static void s_drain(int *fd, unsigned char **keep, size_t *len, bool *trunc, char *buf, size_t size)
 {
     ssize_t r = read(*fd, buf, size);
     if (r > 0)
@@ -776,8 +775,8 @@ static void s_agent_file(s_job_t *j)
                  ? qga_file_put(c, j->path, j->data, j->len, sha, j->file_ms, why, sizeof why)
                  : qga_file_get(c, j->path, &j->data, &j->len, sha, j->file_ms, why, sizeof why);
     if (rc) {
-        j->ex.status = strstr(why, "larger than") ? TTFLEET__STATUS__TOO_LARGE
-                                                  : TTFLEET__STATUS__GUEST_FAILED;
+        j->ex.status =
+            strstr(why, "larger than") ? TTFLEET__STATUS__TOO_LARGE : TTFLEET__STATUS__GUEST_FAILED;
         snprintf(j->ex.msg, sizeof j->ex.msg, "%s", why);
     } else
         j->ex.status = TTFLEET__STATUS__OK;
@@ -976,8 +975,7 @@ static void s_exec_submit(guestop_t *self, uint64_t op_id, const Ttfleet__EnvExe
         }
         j->timeout_ms = (int)(e->timeout_s ? e->timeout_s : TT_EXEC_TIMEOUT_DEFAULT) * 1000;
     }
-    if (!j || !j->argv || (e->n_argv && !j->argv[e->n_argv - 1]) ||
-        (e->stdin.len && !j->in)) {
+    if (!j || !j->argv || (e->n_argv && !j->argv[e->n_argv - 1]) || (e->stdin.len && !j->in)) {
         s_job_free(j);
         s_answer(self, op_id, TTFLEET__STATUS__WORKER_FAILED, "out of memory");
         return;
@@ -1127,8 +1125,7 @@ void guestop_submit(guestop_t *self, Ttfleet__WorkerCommand *cmd, const guestop_
         st = TTFLEET__STATUS__INVALID_STATE;
         snprintf(why, sizeof why, "VM %u is %s on host %s: exec and copy need it running", vm_id,
                  tt_vm_state_name(vm->state), self->cfg.host_id);
-    } else if (strcmp(vm->engine, "process") == 0 && vm->pid <= 0 &&
-               !self->cfg.own_ns_for_pid0) {
+    } else if (strcmp(vm->engine, "process") == 0 && vm->pid <= 0 && !self->cfg.own_ns_for_pid0) {
         st = TTFLEET__STATUS__GUEST_UNREACHABLE;
         snprintf(why, sizeof why, "VM %u has no process on host %s", vm_id, self->cfg.host_id);
     } else if (strcmp(vm->engine, "qemu") != 0 && strcmp(vm->engine, "process") != 0) {
@@ -1216,8 +1213,7 @@ static void s_done(guestop_t *self, s_job_t *j, int64_t now)
     s_xfer_t *x = xp ? calloc(1, sizeof *x) : NULL;
     if (!x || s_new_id(x->id)) {
         free(x);
-        s_answer(self, j->op_id, TTFLEET__STATUS__UNAVAILABLE,
-                 xp ? "out of memory" : why);
+        s_answer(self, j->op_id, TTFLEET__STATUS__UNAVAILABLE, xp ? "out of memory" : why);
         return;
     }
     x->vm_id = j->vm_id;

@@ -12,6 +12,8 @@ engine: ttctl -> ttbroker (broker/guest_ops.c) -> ttworker
   made request: ttctl cannot send one) is refused, a wrong sha256 on the
   last chunk is CHECKSUM_MISMATCH and leaves no file in the guest;
 - refusals: exec on a stopped VM, tenant B in tenant A's env (NOT_FOUND);
+- audit: an exec leaves a row (tenant, env, VM, host, argv with control
+  characters shown as '?');
 - liveness: while `sleep 20` runs in a VM, env show and another tenant's
   requests answer promptly and the host stays online.
 
@@ -116,6 +118,17 @@ class GuestExec(unittest.TestCase):
         r = self.ctl("env", "exec", "e", self.vm, "--", "uname", "-r", json_out=False)
         self.assertEqual((r.rc, r.out.strip()), (0, os.uname().release), r)
 
+    def test_audited(self):
+        r, d = self.exec_json("echo", "audit\x1bme")
+        self.assertEqual(r.rc, 0, r)
+        data = self.ok("audit", tenant=harness.ADMIN)
+        rows = data.get("audit", data.get("records", []))
+        mine = [x for x in rows if x.get("op") == "env.exec" and "audit?me" in x.get("message", "")]
+        self.assertTrue(mine, rows[:5])
+        self.assertEqual((mine[0]["tenant"], mine[0]["target"]), (A, "e"))
+        self.assertIn("VM %d on host h1: echo audit?me" % self.vm, mine[0]["message"])
+        print("audit row: %s" % mine[0])
+
     def test_runs_inside_the_vm(self):
         # the VM's working directory is its disk, mounted in its own mount
         # namespace only: a file written there is not in the host's view
@@ -200,6 +213,20 @@ class GuestExec(unittest.TestCase):
         r = self.ctl("env", "cp", "e:%d:%s" % (self.vm, guest), self.tmp + "/", json_out=False)
         self.assertEqual(r.rc, 0, r)
         self.assertIn(hashlib.sha256(data).hexdigest(), r.out)
+
+    def test_copy_empty_and_odd_sizes(self):
+        cwd = self.cwd()
+        for size in (0, 1, 128 * 1024, 128 * 1024 + 1):
+            data = os.urandom(size)
+            src = os.path.join(self.tmp, "s%d" % size)
+            with open(src, "wb") as f:
+                f.write(data)
+            self.ok("env", "cp", src, "e:%d:%s/s%d" % (self.vm, cwd, size))
+            back = os.path.join(self.tmp, "b%d" % size)
+            got = self.ok("env", "cp", "e:%d:%s/s%d" % (self.vm, cwd, size), back)
+            self.assertEqual(got["bytes"], size)
+            with open(back, "rb") as f:
+                self.assertEqual(f.read(), data)
 
     def test_copy_over_64mib_refused(self):
         big = os.path.join(self.tmp, "big.bin")

@@ -446,7 +446,8 @@ static void s_agent_line(s_agent_t *a, int fd, const char *line)
         const char *b = json_string_value(json_object_get(args, "buf-b64"));
         unsigned char tmp[4096];
         int n = b ? EVP_DecodeBlock(tmp, (const unsigned char *)b, (int)strlen(b)) : 0;
-        size_t pad = b && strlen(b) >= 2 ? (b[strlen(b) - 1] == '=') + (b[strlen(b) - 2] == '=') : 0;
+        size_t pad =
+            b && strlen(b) >= 2 ? (b[strlen(b) - 1] == '=') + (b[strlen(b) - 2] == '=') : 0;
         n -= (int)pad;
         if (n > 0 && a->file_len + (size_t)n <= sizeof a->file) {
             memcpy(a->file + a->file_len, tmp, (size_t)n);
