@@ -1807,6 +1807,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    if (self->pull) /* the VMs hold their images now: a lowered limit evicts the rest */
+        pull_trim(self->pull);
     self->net = net_new(&cfg->net, err, errlen);
     if (!self->net) {
         fleet_destroy(&self);

@@ -11,6 +11,7 @@
 #include "ttblob.h"
 
 #include <czmq.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,20 @@ int main(void)
     bad.spec.blobs_endpoint = "http://x";
     CHECK(pull_want(p, &bad.spec, &t1, err, sizeof err) == -1);
 
+    pull_destroy(&p);
+    /* at start, a .part untouched for a day is deleted, a fresh one kept */
+    char oldp[4400], newp[4400];
+    snprintf(oldp, sizeof oldp, "%s/blobs/%064d.part", cache, 1);
+    snprintf(newp, sizeof newp, "%s/blobs/%064d.part", cache, 2);
+    FILE *of = fopen(oldp, "wb"), *nf = fopen(newp, "wb");
+    fputs("x", of);
+    fputs("x", nf);
+    fclose(of);
+    fclose(nf);
+    struct timespec ts[2] = {{.tv_sec = 1000}, {.tv_sec = 1000}};
+    utimensat(AT_FDCWD, oldp, ts, 0);
+    p = pull_new(&po, err, sizeof err);
+    CHECK(p && access(oldp, F_OK) != 0 && access(newp, F_OK) == 0);
     pull_destroy(&p);
     blobsrv_destroy(&srv);
     free(ab);
