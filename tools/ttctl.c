@@ -24,6 +24,8 @@
  * "name = value" lines read with zconfig (s_config_load). `ttctl keygen` makes the keys.
  */
 #include <czmq.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -373,6 +375,69 @@ static void s_count_running(const Ttfleet__EnvInfo *env, bool ready, size_t *run
             (*running)++;
 }
 
+/* env create --wait on a terminal (issue 12): the broker answers a create
+ * only when its hosts made the VMs, which includes fetching a catalog
+ * image. The create runs on a thread of its own (its own client) while
+ * this thread shows the VMs that wait for their image (env show). */
+typedef struct {
+    ttclient_t *client;
+    const Ttfleet__EnvCreate *create;
+    Ttfleet__Reply *reply;
+    int rc;
+    atomic_bool done;
+} s_create_job_t;
+
+static void *s_create_run(void *arg)
+{
+    s_create_job_t *j = arg;
+    j->rc = ttclient_env_create(j->client, (Ttfleet__EnvCreate *)j->create, &j->reply);
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+static int s_create_showing_pulls(ctl_t *ctl, ttclient_t *client, const Ttfleet__EnvCreate *cr,
+                                  Ttfleet__Reply **reply_p)
+{
+    s_create_job_t j = {.client = client, .create = cr};
+    atomic_init(&j.done, false);
+    pthread_t t;
+    if (pthread_create(&t, NULL, s_create_run, &j))
+        return ttclient_env_create(client, (Ttfleet__EnvCreate *)cr, reply_p);
+    ttclient_t *watch = s_client(ctl);
+    bool shown = false;
+    int64_t start = zclock_mono();
+    while (!atomic_load(&j.done)) {
+        zclock_sleep(500);
+        Ttfleet__Reply *r = NULL;
+        if (!atomic_load(&j.done) && ttclient_env_show(watch, cr->name, &r) == 0 &&
+            r->status == TTFLEET__STATUS__OK && r->env) {
+            uint64_t done = 0, total = 0;
+            size_t pulling = 0;
+            for (size_t i = 0; i < r->env->n_vms; i++)
+                if (r->env->vms[i]->pull_total) {
+                    pulling++;
+                    done += r->env->vms[i]->pull_done;
+                    total += r->env->vms[i]->pull_total;
+                }
+            if (pulling) {
+                fprintf(stderr, "\rcreating env %s: %zu VM(s) pulling their image, %llu/%llu MiB "
+                                "(%llds)   ",
+                        cr->name, pulling, (unsigned long long)(done >> 20),
+                        (unsigned long long)(total >> 20),
+                        (long long)((zclock_mono() - start) / 1000));
+                shown = true;
+            }
+        }
+        ttclient_reply_destroy(&r);
+    }
+    pthread_join(t, NULL);
+    ttclient_destroy(&watch);
+    if (shown)
+        fputc('\n', stderr);
+    *reply_p = j.reply;
+    return j.rc;
+}
+
 /* --wait ready timed out: the console tail of every VM not ready, on
  * stderr, through env console. */
 static void s_not_ready_consoles(ttclient_t *client, const Ttfleet__EnvInfo *env)
@@ -663,7 +728,8 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
 
     ttclient_t *client = s_client(ctl);
     Ttfleet__Reply *reply = NULL;
-    int rc = ttclient_env_create(client, &create, &reply);
+    int rc = wait && isatty(STDERR_FILENO) ? s_create_showing_pulls(ctl, client, &create, &reply)
+                                           : ttclient_env_create(client, &create, &reply);
     for (size_t i = 0; i < boot.n_files; i++)
         free(boot.files[i]);
     free(user_data);
