@@ -24,6 +24,8 @@
  * "name = value" lines read with zconfig (s_config_load). `ttctl keygen` makes the keys.
  */
 #include <czmq.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -364,6 +366,69 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
 
 /* ---- env ---- */
 
+/* env create --wait on a terminal (issue 12): the broker answers a create
+ * only when its hosts made the VMs, which includes fetching a catalog
+ * image. The create runs on a thread of its own (its own client) while
+ * this thread shows the VMs that wait for their image (env show). */
+typedef struct {
+    ttclient_t *client;
+    const Ttfleet__EnvCreate *create;
+    Ttfleet__Reply *reply;
+    int rc;
+    atomic_bool done;
+} s_create_job_t;
+
+static void *s_create_run(void *arg)
+{
+    s_create_job_t *j = arg;
+    j->rc = ttclient_env_create(j->client, (Ttfleet__EnvCreate *)j->create, &j->reply);
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+static int s_create_showing_pulls(ctl_t *ctl, ttclient_t *client, const Ttfleet__EnvCreate *cr,
+                                  Ttfleet__Reply **reply_p)
+{
+    s_create_job_t j = {.client = client, .create = cr};
+    atomic_init(&j.done, false);
+    pthread_t t;
+    if (pthread_create(&t, NULL, s_create_run, &j))
+        return ttclient_env_create(client, (Ttfleet__EnvCreate *)cr, reply_p);
+    ttclient_t *watch = s_client(ctl);
+    bool shown = false;
+    int64_t start = zclock_mono();
+    while (!atomic_load(&j.done)) {
+        zclock_sleep(500);
+        Ttfleet__Reply *r = NULL;
+        if (!atomic_load(&j.done) && ttclient_env_show(watch, cr->name, &r) == 0 &&
+            r->status == TTFLEET__STATUS__OK && r->env) {
+            uint64_t done = 0, total = 0;
+            size_t pulling = 0;
+            for (size_t i = 0; i < r->env->n_vms; i++)
+                if (r->env->vms[i]->pull_total) {
+                    pulling++;
+                    done += r->env->vms[i]->pull_done;
+                    total += r->env->vms[i]->pull_total;
+                }
+            if (pulling) {
+                fprintf(stderr, "\rcreating env %s: %zu VM(s) pulling their image, %llu/%llu MiB "
+                                "(%llds)   ",
+                        cr->name, pulling, (unsigned long long)(done >> 20),
+                        (unsigned long long)(total >> 20),
+                        (long long)((zclock_mono() - start) / 1000));
+                shown = true;
+            }
+        }
+        ttclient_reply_destroy(&r);
+    }
+    pthread_join(t, NULL);
+    ttclient_destroy(&watch);
+    if (shown)
+        fputc('\n', stderr);
+    *reply_p = j.reply;
+    return j.rc;
+}
+
 /* --wait ready timed out: the console tail of every VM not ready, on
  * stderr, through env console. */
 static void s_not_ready_consoles(ttclient_t *client, const Ttfleet__EnvInfo *env)
@@ -391,39 +456,18 @@ static void s_not_ready_consoles(ttclient_t *client, const Ttfleet__EnvInfo *env
     }
 }
 
-/* The progress of env create --wait: on a terminal one line rewritten
- * after every poll; otherwise a line every 5 s only while images are
- * being fetched (a VM's host pulls its catalog image). */
+/* The progress line of env create --wait on a terminal (the wait after
+ * the create's answer; s_create_showing_pulls covers the create itself). */
 typedef struct {
     const char *name;
-    bool ready, tty;
-    int64_t printed_ms;
+    bool ready;
 } wait_line_t;
 
 static void s_wait_line(void *arg, const Ttfleet__EnvInfo *env, size_t done, int64_t waited_ms)
 {
-    wait_line_t *w = arg;
-    uint64_t pulled = 0, pull_total = 0;
-    size_t pulling = 0;
-    for (size_t i = 0; i < env->n_vms; i++)
-        if (env->vms[i]->pull_total) {
-            pulling++;
-            pulled += env->vms[i]->pull_done;
-            pull_total += env->vms[i]->pull_total;
-        }
-    char pull[96] = "";
-    if (pulling)
-        snprintf(pull, sizeof pull, ", %zu pulling their image %llu/%llu MiB", pulling,
-                 (unsigned long long)(pulled >> 20), (unsigned long long)(pull_total >> 20));
-    if (w->tty)
-        fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs %s%s, env %s (%llds)   ", w->name, done,
-                env->n_vms, w->ready ? "ready" : "running", pull, env->state,
-                (long long)(waited_ms / 1000));
-    else if (pulling && (w->printed_ms == 0 || waited_ms - w->printed_ms >= 5000)) {
-        fprintf(stderr, "waiting for env %s: %zu/%zu VMs %s%s (%llds)\n", w->name, done,
-                env->n_vms, w->ready ? "ready" : "running", pull, (long long)(waited_ms / 1000));
-        w->printed_ms = waited_ms ? waited_ms : 1;
-    }
+    const wait_line_t *w = arg;
+    fprintf(stderr, "\rwaiting for env %s: %zu/%zu VMs %s, env %s (%llds)   ", w->name, done,
+            env->n_vms, w->ready ? "ready" : "running", env->state, (long long)(waited_ms / 1000));
 }
 
 /* env create --wait: ttclient_env_wait until every VM of name runs (the
@@ -437,10 +481,10 @@ static int s_wait_running(ctl_t *ctl, ttclient_t **client_p, const char *name, i
                           bool ready)
 {
     bool tty = isatty(STDERR_FILENO);
-    wait_line_t line = {name, ready, tty, 0};
+    wait_line_t line = {name, ready};
     Ttfleet__Reply *reply = NULL;
-    int rc = ttclient_env_wait(*client_p, name, ready, wait_secs * 1000, s_wait_line, &line,
-                               &reply);
+    int rc = ttclient_env_wait(*client_p, name, ready, wait_secs * 1000, tty ? s_wait_line : NULL,
+                               &line, &reply);
     if (tty)
         fputc('\n', stderr);
     if (rc <= 0)
@@ -679,7 +723,8 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
         ttclient_set_retries(client, n < 3 ? 3 : n > 100000 ? 100000 : (int)n);
     }
     Ttfleet__Reply *reply = NULL;
-    int rc = ttclient_env_create(client, &create, &reply);
+    int rc = wait && isatty(STDERR_FILENO) ? s_create_showing_pulls(ctl, client, &create, &reply)
+                                           : ttclient_env_create(client, &create, &reply);
     for (size_t i = 0; i < boot.n_files; i++)
         free(boot.files[i]);
     free(user_data);

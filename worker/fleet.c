@@ -63,6 +63,8 @@ typedef struct {
     int64_t expires_at;
     uint64_t pull_ticket; /* S_PULLING: the image's round (pull.h) */
     bool pulled;          /* its image is materialized and verified */
+    bool pull_held;       /* ... and held for the spec until it is done (no eviction
+                             between the round's end and the VM's own hold) */
 } s_vmop_t;
 
 /* One command in flight (or a destroy the expiry check made). */
@@ -854,6 +856,10 @@ static void s_spec_done(fleet_t *self, s_op_t *op, size_t i, int status, int sta
 {
     const Ttfleet__VmSpec *spec = op->cmd->vms[i];
     s_vmop_t *v = &op->vs[i];
+    if (v->pull_held) {
+        pull_release(self->pull, spec->image_digest);
+        v->pull_held = false;
+    }
     v->phase = S_DONE;
     v->status = status;
     v->state = state;
@@ -1085,6 +1091,7 @@ static void s_pull_poll(fleet_t *self, s_op_t *op, size_t i)
     }
     v->phase = S_TODO;
     v->pulled = true;
+    v->pull_held = pull_acquire(self->pull, spec->image_digest) == 0;
     self->cur_op = op;
     self->cur_i = i;
     int status = s_converge(self, spec, &state, msg);
@@ -1855,6 +1862,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    if (self->pull) /* the VMs hold their images now: a lowered limit evicts the rest */
+        pull_trim(self->pull);
     self->net = net_new(&cfg->net, err, errlen);
     if (!self->net) {
         fleet_destroy(&self);

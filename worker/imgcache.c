@@ -121,11 +121,14 @@ imgcache_t *imgcache_new(const char *dir, uint64_t limit, char *err, size_t errl
         qsort(self->e, self->n, sizeof *self->e, s_cmp_tick);
     for (size_t i = 0; i < self->n; i++)
         self->e[i].tick = ++self->tick;
-    /* a limit lowered across a restart: evict down to it */
+    return self;
+}
+
+void imgcache_trim(imgcache_t *self)
+{
     char why[256];
     if (imgcache_reserve(self, 0, why, sizeof why) == 0)
         imgcache_unreserve(self, 0);
-    return self;
 }
 
 void imgcache_destroy(imgcache_t **self_p)

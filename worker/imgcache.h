@@ -34,6 +34,10 @@ typedef struct imgcache_t imgcache_t;
  * limit is in bytes (0: no limit). NULL with a reason. */
 imgcache_t *imgcache_new(const char *dir, uint64_t limit, char *err, size_t errlen);
 void imgcache_destroy(imgcache_t **self_p);
+/* Evicts unused blobs down to the limit (a limit lowered across a
+ * restart). Call once the blobs' users are known (after the VMs of
+ * worker.db acquired theirs), never before: a blob in use stays. */
+void imgcache_trim(imgcache_t *self);
 
 /* DIR/blobs: where imgfetch writes. */
 const char *imgcache_blob_dir(const imgcache_t *self);

@@ -15,11 +15,14 @@
 #include "imgfetch.h"
 
 #include <czmq.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define S_MAX_IMAGES 256
@@ -60,6 +63,30 @@ struct pull_t {
     uint64_t fetched;
 };
 
+/* A .part no fetch took up again for S_PART_TTL seconds (its image went
+ * elsewhere) is deleted at start: it is not counted in the cache's size. */
+#define S_PART_TTL (24 * 3600)
+static void s_sweep_parts(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    time_t now = time(NULL);
+    while (d && (de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        char path[4400];
+        struct stat sb;
+        if (n != TT_HEX_LEN + 5 || strcmp(de->d_name + TT_HEX_LEN, ".part") != 0 ||
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path ||
+            lstat(path, &sb) || !S_ISREG(sb.st_mode) || now - sb.st_mtime < S_PART_TTL)
+            continue;
+        zsys_info("image cache: deleting %s, untouched for %lld s", path,
+                  (long long)(now - sb.st_mtime));
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+}
+
 pull_t *pull_new(const pull_opts_t *opts, char *err, size_t errlen)
 {
     pull_t *self = calloc(1, sizeof *self);
@@ -76,6 +103,7 @@ pull_t *pull_new(const pull_opts_t *opts, char *err, size_t errlen)
         return NULL;
     }
     snprintf(self->img_dir, sizeof self->img_dir, "%.4000s/img", opts->dir);
+    s_sweep_parts(imgcache_blob_dir(self->cache));
     if (opts->curve_cert)
         snprintf(self->curve_cert, sizeof self->curve_cert, "%s", opts->curve_cert);
     if (opts->server_key)
@@ -403,6 +431,12 @@ bool pull_poll(pull_t *self)
         }
     }
     return moved;
+}
+
+void pull_trim(pull_t *self)
+{
+    imgcache_trim(self->cache);
+    self->changed = true;
 }
 
 bool pull_busy(const pull_t *self)

@@ -61,6 +61,9 @@ int pull_want(pull_t *self, const Ttfleet__VmSpec *spec, uint64_t *ticket, char 
  * (dir: the materialized image) or FAILED (err). */
 pull_state_t pull_state(pull_t *self, const char *digest, uint64_t ticket, uint64_t *done,
                         uint64_t *total, char *dir, size_t dirlen, char *err, size_t errlen);
+/* Evicts unused images down to the limit; call after the VMs loaded at
+ * start acquired theirs. */
+void pull_trim(pull_t *self);
 /* Reads the fetcher's events without waiting. True if a round moved. */
 bool pull_poll(pull_t *self);
 /* Whether any round is in progress (the loop then polls pull_poll). */

@@ -148,7 +148,8 @@ int main(void)
     CHECK(!imgcache_has(c, d3) && imgcache_has(c, d4));
     imgcache_destroy(&c);
 
-    /* a smaller limit at start evicts down to it; a .part is never indexed */
+    /* a smaller limit at start evicts down to it once the users are known
+     * (imgcache_trim), never a blob in use; a .part is never indexed */
     c = imgcache_new(dir, 0, err, sizeof err);
     char p1[TT_DIGEST_LEN + 1];
     s_add(c, 6, 2 * MIB, p1);
@@ -159,7 +160,13 @@ int main(void)
     fclose(pf);
     imgcache_destroy(&c);
     c = imgcache_new(dir, 1 * MIB, err, sizeof err);
-    CHECK(c && imgcache_used(c) <= 1 * MIB);
+    CHECK(c && imgcache_used(c) > 2 * MIB); /* nothing evicted before the users are known */
+    CHECK(imgcache_acquire(c, p1) == 0);    /* a VM loaded from worker.db uses p1 */
+    imgcache_trim(c);
+    CHECK(imgcache_has(c, p1) && imgcache_used(c) == 2 * MIB);
+    imgcache_release(c, p1);
+    imgcache_trim(c);
+    CHECK(imgcache_used(c) <= 1 * MIB);
     CHECK(!imgcache_has(c,
                         "sha256:1111111111111111111111111111111111111111111111111111111111111111"));
     imgcache_destroy(&c);
