@@ -202,6 +202,18 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
             status = TTFLEET__STATUS__INTERNAL;
             break;
         }
+        if (!catalog && !tt_name_valid(cr->images[i]->image)) {
+            /* NAME:TAG and NAME@sha256: name catalog images only */
+            status = strcmp(engine, "process") == 0 ? TTFLEET__STATUS__BAD_REQUEST
+                                                    : TTFLEET__STATUS__NOT_FOUND;
+            snprintf(msg, msglen,
+                     strcmp(engine, "process") == 0
+                         ? "image '%.150s': the process engine runs host-local images, named "
+                           "without a tag or digest"
+                         : "no image '%.150s' in the catalog",
+                     cr->images[i]->image);
+            break;
+        }
         for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
             sched_want_t want = {engine, cr->images[i]->image,           cpu,  mem,
                                  disk,   cr->spread || self->cfg.spread, NULL, 0,
@@ -223,7 +235,9 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
                 break;
             }
             vm->uid = self->next_vm_uid++;
-            snprintf(vm->image, sizeof vm->image, "%s", want.image);
+            /* a catalog image's VM shows the image's plain name (a tag or
+             * digest the create named is its image_digest) */
+            snprintf(vm->image, sizeof vm->image, "%s", catalog ? cat.image : want.image);
             if (catalog)
                 model_vm_set_image(vm, &cat);
             snprintf(vm->engine, sizeof vm->engine, "%s", engine);

@@ -6,6 +6,7 @@
  * used without any further range checks on its fields.
  */
 #include "ttproto.h"
+#include "ttblob.h"
 
 #include "ttguest.h"
 
@@ -192,7 +193,12 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
     uint64_t total = 0;
     for (size_t i = 0; i < c->n_images; i++) {
         const Ttfleet__ImageCount *ic = c->images[i];
-        if (!tt_name_valid(ic->image))
+        tt_image_ref_t ref;
+        char why[160];
+        /* a host-local image is a plain name; a catalog image may also be
+         * NAME:TAG or NAME@sha256:<hex> (ttblob.h) */
+        if (!tt_name_valid(ic->image) &&
+            (!ic->image || tt_image_ref_parse(ic->image, &ref, why, sizeof why)))
             FAIL("invalid image name '%.80s'", ic->image ? ic->image : "");
         total += ic->dup ? ic->dup : 1;
         if (total > TT_MAX_VMS_PER_ENV)

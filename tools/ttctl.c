@@ -602,7 +602,14 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
                 s_usage_error(ctl, "at most %d --image", TT_MAX_IMAGES_PER_ENV);
             Ttfleet__ImageCount *ic = &images[create.n_images];
             ttfleet__image_count__init(ic);
-            ic->image = (char *)s_name(ctl, "--image", s_value(ctl, s));
+            const char *img = s_value(ctl, s);
+            tt_image_ref_t ref;
+            char why[160];
+            if (!tt_name_valid(img) && tt_image_ref_parse(img, &ref, why, sizeof why))
+                s_usage_error(ctl, "--image: '%s' is not an image name, NAME:TAG or "
+                                   "NAME@sha256:<64 hex> (%s)",
+                              img, why);
+            ic->image = (char *)img;
             image_ptrs[create.n_images++] = ic;
         } else if (s_is(s, "--dup")) {
             if (create.n_images == 0)
@@ -2308,6 +2315,8 @@ static const command_t s_commands[] = {
      "[--ssh-key FILE]... [--ssh-key-text KEY]... [--user-data FILE] [--ready SPEC] "
      "[--image-ready SPEC] [--wait [ready] [--wait-timeout SECS]] [--queue [--max-wait SECS] [--priority N]]",
      "Creates env NAME. Each --image adds VMs of that image, one or --dup N of them.\n"
+     "IMG is a catalog image (image list): NAME, NAME:TAG or NAME@sha256:<hex> (an exact\n"
+     "digest), or a host-local image of the workers' --images (a plain name).\n"
      "  --engine E        process, hollow, qemu (default: the broker's, process)\n"
      "  --cpu N           cpus per VM, 1..256 (default 2)\n"
      "  --mem MIB         memory per VM in MiB (default 1024)\n"

@@ -277,6 +277,44 @@ class Images(unittest.TestCase):
         self.assertEqual(r.rc, 0, r)
         self.assertNotIn("sleeper:latest", self.names(ADMIN))
 
+    def test_5b_create_by_tag_and_digest(self):
+        """env create --image NAME:TAG and NAME@sha256: run exactly that
+        catalog image; a tag or digest the catalog lacks is NOT_FOUND; the
+        process engine (host-local images) refuses them."""
+        self.pool.wait_online(["h1"])  # test_5 restarted the broker
+        imgs = {}
+        for tag in ("t1", "t2"):
+            d = os.path.join(self.dir, "tagged-" + tag)
+            os.makedirs(d)
+            with open(os.path.join(d, "kernel"), "wb") as f:
+                f.write(os.urandom(1 << 20))
+            r = self.ctl("image", "push", "tagged:" + tag, d)
+            self.assertEqual(r.rc, 0, r)
+            imgs[tag] = r.data["digest"]
+        cases = (("tagged:t1", imgs["t1"]), ("tagged:t2", imgs["t2"]),
+                 ("tagged@" + imgs["t1"], imgs["t1"]))
+        for i, (ref, digest) in enumerate(cases):
+            r = self.ctl("env", "create", "bytag%d" % i, "--image", ref, "--engine", "hollow",
+                         tenant="dave")
+            self.assertEqual(r.rc, 0, r)
+            self.addCleanup(self.ctl, "env", "delete", "bytag%d" % i, tenant="dave")
+            self.assertEqual(r.data["vms"][0]["image_digest"], digest, ref)
+        for ref in ("tagged:t3", "tagged@sha256:" + "0" * 64, "nosuch:t1"):
+            r = self.ctl("env", "create", "bytagx", "--image", ref, "--engine", "hollow",
+                         tenant="dave")
+            self.assertNotEqual(r.rc, 0)
+            self.assertIn("NOT_FOUND", r.err)
+            self.assertIn("in the catalog", r.err)
+        r = self.ctl("env", "create", "bytagp", "--image", "tagged:t1", "--engine", "process",
+                     tenant="dave")
+        self.assertIn("BAD_REQUEST", r.err)
+        self.assertIn("host-local", r.err)
+        r = self.ctl("env", "create", "bytagb", "--image", "tagged@sha256:xyz", tenant="dave")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("is not an image name", r.err)
+        names = [e["name"] for e in self.ctl("env", "list", tenant="dave").data["envs"]]
+        self.assertEqual(sorted(names), ["bytag0", "bytag1", "bytag2"])
+
     def test_6_pull_prestages(self):
         self.pool.wait_online(["h1"])
         r = self.ctl("image", "push", "pre", self.qcow2)
