@@ -21,7 +21,11 @@ CFG
 "$BROKER" --config "$T/b.cfg" --state "$T/from-flag" >"$T/log" 2>&1 &
 pid=$!
 i=0
-while [ ! -e "$T/from-flag/broker.db" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+# the database appears before the endpoints are logged: wait for both
+while { [ ! -e "$T/from-flag/broker.db" ] || ! grep -q "ipc://$T/c" "$T/log"; } && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
 [ -e "$T/from-flag/broker.db" ] || { cat "$T/log"; fail "the --state flag did not override the file"; }
 [ ! -e "$T/from-file" ] || fail "the file's state dir was used although a flag overrode it"
 grep -q "ipc://$T/c" "$T/log" || { cat "$T/log"; fail "the file's clients endpoint was not used"; }
