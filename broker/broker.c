@@ -39,6 +39,7 @@
 #include "quota.h"
 #include "keys.h"
 #include "dispatch.h"
+#include "ttguest.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
@@ -260,7 +261,14 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
     else
         admin = req->tenant && strcmp(req->tenant, self->cfg.admin_tenant) == 0;
     char err[256];
-    if (tt_request_validate(req, err, sizeof err)) {
+    /* exec / copy strings reach a guest: a NUL the decoder cut off must
+     * not shorten a path or an argument unseen (ttguest.h) */
+    bool guest_op = req->op_case == TTFLEET__REQUEST__OP_ENV_EXEC ||
+                    req->op_case == TTFLEET__REQUEST__OP_ENV_COPY;
+    if (tt_request_validate(req, err, sizeof err) ||
+        (guest_op && tt_guest_raw_check(zframe_data(body), zframe_size(body),
+                                        TTFLEET__REQUEST__OP_ENV_EXEC,
+                                        TTFLEET__REQUEST__OP_ENV_COPY, err, sizeof err))) {
         reply_send(self, envelope, service, NULL,
                   tt_request_id_valid(req->request_id) ? req->request_id : NULL,
                   TTFLEET__STATUS__BAD_REQUEST, err, NULL, false);

@@ -6,6 +6,7 @@
 #include "admission.h"
 #include "stats_ops.h"
 #include "env_ops.h"
+#include "guest_ops.h"
 #include "host_ops.h"
 #include "image_ops.h"
 #include "keys.h"
@@ -32,10 +33,15 @@
  *              same transaction as its change: time, tenant, role, CURVE
  *              key, op and target (both read from the request itself, see
  *              s_audit_names), request id, status. Every state-changing
- *              row has it; a new one (image ops) only needs the flag.
+ *              row has it; a new one (image ops) only needs the flag;
+ *              (exec, copy: not recorded; guest_ops.c writes the row when
+ *              the command goes to the worker);
+ *   H_RATE   - not recorded, but rate-limited like a change (exec: each
+ *              runs a command; copy is not, a file is hundreds of chunks,
+ *              and the worker bounds the transfers per VM and per host).
  * A new operation is a handler `static int s_x(handler_ctx_t *c)` above and one row
  * here; nothing else dispatches on op_case. */
-enum { H_ADMIN = 1, H_RECORD = 2, H_OP = 4, H_AUDIT = 8 };
+enum { H_ADMIN = 1, H_RECORD = 2, H_OP = 4, H_AUDIT = 8, H_RATE = 16 };
 #define H_CHANGE (H_RECORD | H_AUDIT)
 
 typedef struct {
@@ -57,6 +63,8 @@ static const handler_def_t s_handlers[] = {
     {TTFLEET__REQUEST__OP_ENV_UPDATE, env_update, H_CHANGE},
     {TTFLEET__REQUEST__OP_ENV_RM_VM, env_rm_vm, H_CHANGE},
     {TTFLEET__REQUEST__OP_ENV_CONSOLE, env_console, H_OP},
+    {TTFLEET__REQUEST__OP_ENV_EXEC, guest_exec, H_OP | H_RATE | H_AUDIT},
+    {TTFLEET__REQUEST__OP_ENV_COPY, guest_copy, H_OP | H_AUDIT},
     {TTFLEET__REQUEST__OP_HOST_LIST, host_list, H_ADMIN},
     {TTFLEET__REQUEST__OP_HOST_SHOW, host_show, H_ADMIN},
     {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
@@ -176,7 +184,7 @@ static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, b
         return;
     }
     int64_t retry_ms = 0;
-    if (record && !c.admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
+    if ((record || (def->flags & H_RATE)) && !c.admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
         char m[160];
         snprintf(m, sizeof m,
                  "tenant '%s' sends changing requests faster than %g/s (burst %d); retry in "

@@ -141,6 +141,7 @@ typedef enum {
     OP_PAUSE,
     OP_RESUME,
     OP_CONSOLE, /* read-only: does not make the env busy */
+    OP_GUEST,   /* exec / copy (guest_ops.c): as OP_CONSOLE, finished by guest_done */
 } op_kind_t;
 
 /* A request in flight: sent to workers, waiting for their replies. */
@@ -172,6 +173,10 @@ struct op_t {
      * cleared by op_host_down before a host is freed. */
     char console_host[TT_MAX_NAME + 1];
     uint32_t console_vm_id;
+    /* OP_GUEST: called with the worker's reply, or with NULL when the host
+     * went down or the deadline passed (op->status / op->message say
+     * which); it answers the client and frees the op */
+    void (*guest_done)(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply *reply);
     void *handle; /* in all_ops, for O(1) removal */
 };
 

@@ -42,14 +42,14 @@ op_t *op_new(broker_t *self, op_kind_t kind, env_t *env, zmsg_t *envelope, const
     }
     for (int i = 0; i < env->n_vms; i++)
         op->vms[op->n_vms++] = env->vms[i];
-    if (kind == OP_CONSOLE) {
+    if (kind == OP_CONSOLE || kind == OP_GUEST) {
         /* read-only: it keeps nothing that others may free (see op_t) */
         op->n_vms = 0;
         op->env = NULL;
     } else
         env->busy = op;
     op->handle = zlistx_add_end(self->all_ops, op);
-    if (rid && *rid && kind != OP_CONSOLE)
+    if (rid && *rid && kind != OP_CONSOLE && kind != OP_GUEST)
         reply_record_begin(self, tenant, rid);
     return op;
 }
@@ -167,6 +167,10 @@ static void s_op_finish(broker_t *self, op_t *op)
 {
     if (op->kind == OP_CONSOLE) {
         s_console_done(self, op, NULL, NULL);
+        return;
+    }
+    if (op->kind == OP_GUEST) {
+        op->guest_done(self, op, NULL, NULL);
         return;
     }
     env_t *env = op->env;
@@ -295,6 +299,10 @@ void op_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
     zhashx_delete(self->ops, k);
     if (op->kind == OP_CONSOLE) {
         s_console_done(self, op, host, reply);
+        return;
+    }
+    if (op->kind == OP_GUEST) {
+        op->guest_done(self, op, host, reply);
         return;
     }
     if (reply->status != TTFLEET__STATUS__OK) {

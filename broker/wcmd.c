@@ -172,3 +172,12 @@ uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max
     cmd.console_max = max_bytes;
     return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
 }
+
+uint64_t wcmd_guest(broker_t *self, host_t *host, Ttfleet__EnvExec *exec, Ttfleet__EnvCopy *copy)
+{
+    Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+    cmd.op_id = ++self->next_op_id;
+    cmd.exec = exec;
+    cmd.copy = copy;
+    return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
+}

@@ -33,5 +33,8 @@ int wcmd_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cm
 void wcmd_resync(broker_t *self, host_t *host);
 /* Queue a console read of vm_id on host; returns the command op id. */
 uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max_bytes);
+/* Queue an exec or a copy chunk (one of them set, borrowed) for host;
+ * returns the command op id, 0 if refused. */
+uint64_t wcmd_guest(broker_t *self, host_t *host, Ttfleet__EnvExec *exec, Ttfleet__EnvCopy *copy);
 
 #endif

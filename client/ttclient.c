@@ -29,7 +29,10 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "ttguest.h"
 #include "ttproto.h"
+
+#include <openssl/evp.h>
 
 /* Pause before asking again about a request the broker says still runs. */
 #define TTCLIENT_IN_PROGRESS_PAUSE 200
@@ -772,4 +775,327 @@ int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, boo
     rc = ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
     free(info);
     return rc;
+}
+
+/* ---- exec and copy (see ttclient.h) ---- */
+
+/* One attempt of timeout_ms: exec and copy are not retried. */
+static int s_call_once(ttclient_t *self, Ttfleet__Request *req, int timeout_ms,
+                       Ttfleet__Reply **reply_p)
+{
+    int timeout = self->timeout, retries = self->retries;
+    self->timeout = timeout_ms > timeout ? timeout_ms : timeout;
+    self->retries = 1;
+    int rc = ttclient_call(self, TT_SERVICE_ENV, req, reply_p);
+    self->timeout = timeout;
+    self->retries = retries;
+    return rc;
+}
+
+void ttclient_exec_free(ttclient_exec_t *res)
+{
+    if (!res)
+        return;
+    free(res->out);
+    free(res->err);
+    res->out = res->err = NULL;
+    res->out_len = res->err_len = 0;
+}
+
+/* Append a piece at offset when it continues what we hold. */
+static int s_piece(uint8_t **buf, size_t *len, uint64_t size, uint64_t offset,
+                   const ProtobufCBinaryData *piece)
+{
+    if (size > TT_EXEC_OUTPUT_MAX || offset != *len || piece->len > size - offset)
+        return -1;
+    if (!*buf) {
+        *buf = calloc(1, (size_t)size + 1);
+        if (!*buf)
+            return -1;
+    }
+    if (piece->len)
+        memcpy(*buf + *len, piece->data, piece->len);
+    *len += piece->len;
+    return 0;
+}
+
+static int s_exec_take(ttclient_t *self, ttclient_exec_t *res, const Ttfleet__Reply *reply)
+{
+    res->status = reply->status;
+    snprintf(res->message, sizeof res->message, "%s", reply->message ? reply->message : "");
+    if (reply->result_case != TTFLEET__REPLY__RESULT_EXEC)
+        return 0;
+    const Ttfleet__ExecResult *e = reply->exec;
+    snprintf(res->host, sizeof res->host, "%s", e->host ? e->host : "");
+    res->exit_code = e->exit_code;
+    res->signal = e->signal;
+    res->out_truncated = e->stdout_truncated;
+    res->err_truncated = e->stderr_truncated;
+    if (s_piece(&res->out, &res->out_len, e->stdout_size, e->stdout_offset, &e->stdout) ||
+        s_piece(&res->err, &res->err_len, e->stderr_size, e->stderr_offset, &e->stderr)) {
+        s_set_error(self, "the broker sent an output piece that does not fit what came before");
+        return -1;
+    }
+    return 0;
+}
+
+int ttclient_env_exec(ttclient_t *self, const char *name, uint32_t vm_id, const char *host,
+                      const char *const *argv, size_t argc, const void *in, size_t in_len,
+                      uint32_t timeout_s, ttclient_exec_t *res)
+{
+    self->error[0] = '\0';
+    memset(res, 0, sizeof *res);
+    res->exit_code = -1;
+    if (!name || !argv || argc < 1 || argc > TT_EXEC_ARGS_MAX || in_len > TT_EXEC_STDIN_MAX ||
+        timeout_s > TT_EXEC_TIMEOUT_MAX) {
+        s_set_error(self, "exec needs an env name, 1..%d arguments, stdin of at most %d bytes "
+                          "and a timeout of at most %d s",
+                    TT_EXEC_ARGS_MAX, TT_EXEC_STDIN_MAX, TT_EXEC_TIMEOUT_MAX);
+        return -1;
+    }
+    Ttfleet__EnvExec x = TTFLEET__ENV_EXEC__INIT;
+    x.name = (char *)name;
+    x.vm_id = vm_id;
+    x.host = (char *)(host ? host : "");
+    x.argv = (char **)argv;
+    x.n_argv = argc;
+    x.stdin.data = (uint8_t *)in;
+    x.stdin.len = in ? in_len : 0;
+    x.timeout_s = timeout_s;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_EXEC;
+    req.env_exec = &x;
+    Ttfleet__Reply *reply = NULL;
+    uint32_t t = timeout_s ? timeout_s : TT_EXEC_TIMEOUT_DEFAULT;
+    if (s_call_once(self, &req, (int)(t + 30) * 1000, &reply))
+        return -1;
+    int rc = s_exec_take(self, res, reply);
+    char exec_id[TT_EXEC_ID_LEN + 1] = "";
+    uint64_t out_size = 0, err_size = 0;
+    if (reply->result_case == TTFLEET__REPLY__RESULT_EXEC) {
+        snprintf(exec_id, sizeof exec_id, "%s", reply->exec->exec_id ? reply->exec->exec_id : "");
+        out_size = reply->exec->stdout_size;
+        err_size = reply->exec->stderr_size;
+    }
+    ttclient_reply_destroy(&reply);
+    /* the rest of a long output, 96 KiB of each per request */
+    while (rc == 0 && exec_id[0] && (res->out_len < out_size || res->err_len < err_size)) {
+        size_t before = res->out_len + res->err_len;
+        Ttfleet__EnvExec m = TTFLEET__ENV_EXEC__INIT;
+        m.name = (char *)name;
+        m.vm_id = vm_id;
+        m.host = (char *)(host ? host : "");
+        m.exec_id = exec_id;
+        m.stdout_offset = res->out_len;
+        m.stderr_offset = res->err_len;
+        req.env_exec = &m;
+        if (s_call_once(self, &req, 30000, &reply)) {
+            rc = -1;
+            break;
+        }
+        int status = res->status;
+        char message[sizeof res->message];
+        snprintf(message, sizeof message, "%s", res->message);
+        if (reply->status != TTFLEET__STATUS__OK) {
+            snprintf(res->message, sizeof res->message, "reading the rest of the output: %s",
+                     reply->message ? reply->message : "");
+            res->status = reply->status;
+            ttclient_reply_destroy(&reply);
+            break;
+        }
+        rc = s_exec_take(self, res, reply);
+        res->status = status; /* the command's, not the read's */
+        snprintf(res->message, sizeof res->message, "%s", message);
+        ttclient_reply_destroy(&reply);
+        if (rc == 0 && res->out_len + res->err_len == before) {
+            s_set_error(self, "the output stopped growing at %zu + %zu bytes", res->out_len,
+                        res->err_len);
+            rc = -1;
+        }
+    }
+    if (rc)
+        ttclient_exec_free(res);
+    return rc;
+}
+
+/* One chunk request; 0 with the reply, a status > 0 (error set, reply
+ * freed) or -1. */
+static int s_copy_call(ttclient_t *self, Ttfleet__EnvCopy *c, int timeout_ms,
+                       Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_COPY;
+    req.env_copy = c;
+    if (s_call_once(self, &req, timeout_ms, reply_p))
+        return -1;
+    Ttfleet__Reply *reply = *reply_p;
+    if (reply->status != TTFLEET__STATUS__OK) {
+        int st = reply->status > 0 ? reply->status : TTFLEET__STATUS__INTERNAL;
+        s_set_error(self, "%s: %s", tt_status_name(reply->status),
+                    reply->message && *reply->message ? reply->message : "(no message)");
+        ttclient_reply_destroy(reply_p);
+        return st;
+    }
+    if (reply->result_case != TTFLEET__REPLY__RESULT_COPY) {
+        s_set_error(self, "the broker answered a copy without a chunk");
+        ttclient_reply_destroy(reply_p);
+        return TTFLEET__STATUS__INTERNAL;
+    }
+    return 0;
+}
+
+static void s_copy_ref(Ttfleet__EnvCopy *c, const char *name, uint32_t vm_id, const char *host,
+                       const char *path, Ttfleet__CopyDirection dir)
+{
+    c->name = (char *)name;
+    c->vm_id = vm_id;
+    c->host = (char *)(host ? host : "");
+    c->path = (char *)path;
+    c->direction = dir;
+}
+
+static int s_copy_args(ttclient_t *self, const char *name, const char *path)
+{
+    char why[256];
+    if (!name || !tt_name_valid(name)) {
+        s_set_error(self, "invalid env name");
+        return -1;
+    }
+    if (tt_guest_path_valid(path, why, sizeof why)) {
+        s_set_error(self, "%s", why);
+        return -1;
+    }
+    return 0;
+}
+
+#define S_COPY_WHOLE_MS 180000 /* the chunk that writes or reads the whole file in the guest */
+#define S_COPY_CHUNK_MS 30000
+
+int ttclient_env_cp_put(ttclient_t *self, const char *name, uint32_t vm_id, const char *host,
+                        const char *path, const void *data, size_t len)
+{
+    self->error[0] = '\0';
+    if (s_copy_args(self, name, path))
+        return -1;
+    if (len > TT_COPY_FILE_MAX) {
+        s_set_error(self, "TOO_LARGE: the file is %zu bytes; a copy is at most %d (64 MiB); "
+                          "nothing was sent",
+                    len, TT_COPY_FILE_MAX);
+        return TTFLEET__STATUS__TOO_LARGE;
+    }
+    unsigned char sha[32];
+    EVP_Digest(data ? data : (const void *)"", len, sha, NULL, EVP_sha256(), NULL);
+    char tid[TT_EXEC_ID_LEN + 1] = "";
+    size_t off = 0;
+    for (;;) {
+        size_t n = len - off > TT_COPY_CHUNK_MAX ? TT_COPY_CHUNK_MAX : len - off;
+        bool last = off + n == len;
+        Ttfleet__EnvCopy c = TTFLEET__ENV_COPY__INIT;
+        s_copy_ref(&c, name, vm_id, host, path, TTFLEET__COPY_DIRECTION__COPY_PUT);
+        c.transfer_id = tid;
+        c.offset = off;
+        c.data.data = (uint8_t *)data + off;
+        c.data.len = n;
+        c.last = last;
+        if (last) {
+            c.total_size = len;
+            c.sha256.data = sha;
+            c.sha256.len = 32;
+        }
+        Ttfleet__Reply *reply = NULL;
+        int st = s_copy_call(self, &c, last ? S_COPY_WHOLE_MS : S_COPY_CHUNK_MS, &reply);
+        if (st)
+            return st;
+        const Ttfleet__CopyChunk *cc = reply->copy;
+        if (last) {
+            bool ok = cc->eof && cc->total_size == len && cc->sha256.len == 32 &&
+                      memcmp(cc->sha256.data, sha, 32) == 0;
+            ttclient_reply_destroy(&reply);
+            if (!ok) {
+                s_set_error(self, "the worker's answer does not confirm the file's size and "
+                                  "sha256");
+                return TTFLEET__STATUS__CHECKSUM_MISMATCH;
+            }
+            return 0;
+        }
+        if (!cc->transfer_id || strlen(cc->transfer_id) != TT_EXEC_ID_LEN ||
+            (tid[0] && strcmp(tid, cc->transfer_id) != 0)) {
+            ttclient_reply_destroy(&reply);
+            s_set_error(self, "the worker answered a chunk without its transfer id");
+            return TTFLEET__STATUS__INTERNAL;
+        }
+        snprintf(tid, sizeof tid, "%s", cc->transfer_id);
+        ttclient_reply_destroy(&reply);
+        off += n;
+    }
+}
+
+int ttclient_env_cp_get(ttclient_t *self, const char *name, uint32_t vm_id, const char *host,
+                        const char *path, uint8_t **data, size_t *len)
+{
+    self->error[0] = '\0';
+    *data = NULL;
+    *len = 0;
+    if (s_copy_args(self, name, path))
+        return -1;
+    char tid[TT_EXEC_ID_LEN + 1] = "";
+    unsigned char sha[32];
+    uint8_t *buf = NULL;
+    size_t total = 0, off = 0;
+    for (;;) {
+        Ttfleet__EnvCopy c = TTFLEET__ENV_COPY__INIT;
+        s_copy_ref(&c, name, vm_id, host, path, TTFLEET__COPY_DIRECTION__COPY_GET);
+        c.transfer_id = tid;
+        c.offset = off;
+        Ttfleet__Reply *reply = NULL;
+        int st = s_copy_call(self, &c, off == 0 ? S_COPY_WHOLE_MS : S_COPY_CHUNK_MS, &reply);
+        if (st) {
+            free(buf);
+            return st;
+        }
+        const Ttfleet__CopyChunk *cc = reply->copy;
+        int bad = 0;
+        if (!buf) {
+            if (cc->total_size > TT_COPY_FILE_MAX || cc->sha256.len != 32 || !cc->transfer_id ||
+                strlen(cc->transfer_id) > TT_EXEC_ID_LEN)
+                bad = 1;
+            else {
+                total = (size_t)cc->total_size;
+                memcpy(sha, cc->sha256.data, 32);
+                snprintf(tid, sizeof tid, "%s", cc->transfer_id);
+                buf = malloc(total + 1);
+                if (!buf)
+                    bad = 1;
+            }
+        }
+        if (!bad && (cc->offset != off || cc->data.len > total - off ||
+                     cc->total_size != total || (!cc->eof && cc->data.len == 0)))
+            bad = 1;
+        if (bad) {
+            ttclient_reply_destroy(&reply);
+            free(buf);
+            s_set_error(self, "the worker sent a chunk that does not fit the file");
+            return TTFLEET__STATUS__INTERNAL;
+        }
+        if (cc->data.len)
+            memcpy(buf + off, cc->data.data, cc->data.len);
+        off += cc->data.len;
+        bool eof = cc->eof;
+        ttclient_reply_destroy(&reply);
+        if (eof)
+            break;
+    }
+    unsigned char got[32];
+    EVP_Digest(buf, off, got, NULL, EVP_sha256(), NULL);
+    if (off != total || memcmp(got, sha, 32) != 0) {
+        free(buf);
+        s_set_error(self, "CHECKSUM_MISMATCH: the %zu bytes received do not have the file's "
+                          "size (%zu) and sha256",
+                    off, total);
+        return TTFLEET__STATUS__CHECKSUM_MISMATCH;
+    }
+    buf[off] = 0;
+    *data = buf;
+    *len = off;
+    return 0;
 }

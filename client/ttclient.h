@@ -140,6 +140,49 @@ int ttclient_image_show(ttclient_t *self, const char *ref, Ttfleet__Reply **repl
 int ttclient_image_rm(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p);
 int ttclient_image_pull(ttclient_t *self, Ttfleet__ImagePull *pull, Ttfleet__Reply **reply_p);
 
+/* ---- exec and copy inside a VM (PROTOCOL.md "Guests") ----
+ * The VM is (name, vm_id) of the caller's env, host NULL or "" unless the
+ * env spans hosts and the VM id is on several. None of these calls is
+ * retried on a timeout (a second run of a command, or a chunk sent twice,
+ * is not the same thing): each waits once, as long as its work may take. */
+
+/* What an exec gave: the broker's status (OK, TIMEOUT: killed at its
+ * timeout, GUEST_UNREACHABLE, GUEST_FAILED, NOT_FOUND, INVALID_STATE, ...)
+ * and its message, the exit code (-1 and the signal when killed), and the
+ * whole of what the worker kept of stdout and stderr (at most 1 MiB each;
+ * *_truncated when the command wrote more). */
+typedef struct {
+    int status;
+    char message[512];
+    char host[65];
+    int exit_code, signal;
+    uint8_t *out, *err; /* malloc'd (NUL-terminated for convenience), may be NULL */
+    size_t out_len, err_len;
+    bool out_truncated, err_truncated;
+} ttclient_exec_t;
+
+/* Runs argv (argc 1..64) in the VM with stdin in (may be NULL), killed
+ * after timeout_s (0: 60, at most 3600), and reads its output to the end
+ * (several requests when it is over 96 KiB). 0 when the broker answered
+ * (see res->status), -1 on a transport failure or bad arguments
+ * (ttclient_error()). Free res with ttclient_exec_free. */
+int ttclient_env_exec(ttclient_t *self, const char *name, uint32_t vm_id, const char *host,
+                      const char *const *argv, size_t argc, const void *in, size_t in_len,
+                      uint32_t timeout_s, ttclient_exec_t *res);
+void ttclient_exec_free(ttclient_exec_t *res);
+
+/* Writes len bytes (at most 64 MiB) to the absolute path in the VM, in
+ * chunks of 128 KiB with the sha256 of the whole on the last; the worker
+ * checks it before it writes anything into the guest. GET reads the file
+ * (at most 64 MiB) into *data (malloc'd) and checks its sha256 end to end.
+ * Both return 0 when done, a Ttfleet status (> 0: CHECKSUM_MISMATCH,
+ * TOO_LARGE, NOT_FOUND, GUEST_FAILED, ...) or -1 (transport, bad
+ * arguments); ttclient_error() says why. */
+int ttclient_env_cp_put(ttclient_t *self, const char *name, uint32_t vm_id, const char *host,
+                        const char *path, const void *data, size_t len);
+int ttclient_env_cp_get(ttclient_t *self, const char *name, uint32_t vm_id, const char *host,
+                        const char *path, uint8_t **data, size_t *len);
+
 /* Private event stream (schema/PROTOCOL.md "Events per tenant"): a DEALER
  * on the broker's events endpoint that receives only the caller's tenant's
  * events (every tenant's for an admin key). With CURVE the keys of client

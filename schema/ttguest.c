@@ -10,6 +10,7 @@
 #include "ttfleet.pb-c.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <regex.h>
 #include <stdio.h>
@@ -234,5 +235,228 @@ int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t 
             snprintf(err, errlen, "image %s: %s", c->images[i]->image, why);
             return -1;
         }
+    return 0;
+}
+
+/* ---- exec and copy ---- */
+
+int tt_guest_path_valid(const char *path, char *err, size_t errlen)
+{
+    size_t n = path ? strlen(path) : 0;
+    if (n == 0 || path[0] != '/') {
+        snprintf(err, errlen, "guest path must be absolute (start with '/')");
+        return -1;
+    }
+    if (n > TT_GUEST_PATH_MAX) {
+        snprintf(err, errlen, "guest path is %zu bytes; at most %d", n, TT_GUEST_PATH_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)path[i] < 0x20 || path[i] == 0x7f) {
+            snprintf(err, errlen, "guest path holds a control character at byte %zu", i);
+            return -1;
+        }
+    return 0;
+}
+
+static bool s_hex_id_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n != TT_EXEC_ID_LEN)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+int tt_exec_valid(const struct Ttfleet__EnvExec *e, char *err, size_t errlen)
+{
+    if (e->timeout_s > TT_EXEC_TIMEOUT_MAX) {
+        snprintf(err, errlen, "timeout %u s over %d", e->timeout_s, TT_EXEC_TIMEOUT_MAX);
+        return -1;
+    }
+    if (e->stdin.len > TT_EXEC_STDIN_MAX) {
+        snprintf(err, errlen, "stdin of %zu bytes over %d", e->stdin.len, TT_EXEC_STDIN_MAX);
+        return -1;
+    }
+    if (e->exec_id && *e->exec_id) {
+        if (!s_hex_id_valid(e->exec_id)) {
+            snprintf(err, errlen, "exec_id is not %d lowercase hex digits", TT_EXEC_ID_LEN);
+            return -1;
+        }
+        if (e->n_argv || e->stdin.len) {
+            snprintf(err, errlen, "a read of an earlier output (exec_id) takes no argv or stdin");
+            return -1;
+        }
+        if (e->stdout_offset > TT_EXEC_OUTPUT_MAX || e->stderr_offset > TT_EXEC_OUTPUT_MAX) {
+            snprintf(err, errlen, "output offset over %d", TT_EXEC_OUTPUT_MAX);
+            return -1;
+        }
+        return 0;
+    }
+    if (e->stdout_offset || e->stderr_offset) {
+        snprintf(err, errlen, "output offsets need an exec_id");
+        return -1;
+    }
+    if (e->n_argv < 1 || e->n_argv > TT_EXEC_ARGS_MAX) {
+        snprintf(err, errlen, "argv has %zu strings; give 1..%d", e->n_argv, TT_EXEC_ARGS_MAX);
+        return -1;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < e->n_argv; i++)
+        total += e->argv[i] ? strlen(e->argv[i]) + 1 : 1;
+    if (total > TT_EXEC_ARGV_BYTES) {
+        snprintf(err, errlen, "argv is %zu bytes in all; at most %d", total, TT_EXEC_ARGV_BYTES);
+        return -1;
+    }
+    if (!e->argv[0] || !*e->argv[0]) {
+        snprintf(err, errlen, "argv[0] (the program) is empty");
+        return -1;
+    }
+    return 0;
+}
+
+int tt_copy_valid(const struct Ttfleet__EnvCopy *c, char *err, size_t errlen)
+{
+    if (tt_guest_path_valid(c->path, err, errlen))
+        return -1;
+    if (c->direction != TTFLEET__COPY_DIRECTION__COPY_PUT &&
+        c->direction != TTFLEET__COPY_DIRECTION__COPY_GET) {
+        snprintf(err, errlen, "unknown copy direction %d", (int)c->direction);
+        return -1;
+    }
+    if (c->transfer_id && *c->transfer_id && !s_hex_id_valid(c->transfer_id)) {
+        snprintf(err, errlen, "transfer_id is not %d lowercase hex digits", TT_EXEC_ID_LEN);
+        return -1;
+    }
+    if (c->offset > TT_COPY_FILE_MAX) {
+        snprintf(err, errlen, "offset %llu over the file limit of %d bytes",
+                 (unsigned long long)c->offset, TT_COPY_FILE_MAX);
+        return -1;
+    }
+    if (c->direction == TTFLEET__COPY_DIRECTION__COPY_GET) {
+        if (c->data.len || c->last || c->sha256.len || c->total_size) {
+            snprintf(err, errlen, "a GET chunk request carries no data, last, size or sha256");
+            return -1;
+        }
+        if (c->max_bytes > TT_COPY_CHUNK_MAX) {
+            snprintf(err, errlen, "max_bytes %u over %d", c->max_bytes, TT_COPY_CHUNK_MAX);
+            return -1;
+        }
+        if (c->offset && !(c->transfer_id && *c->transfer_id)) {
+            snprintf(err, errlen, "a GET past offset 0 needs the transfer_id");
+            return -1;
+        }
+        return 0;
+    }
+    if (c->data.len > TT_COPY_CHUNK_MAX) {
+        snprintf(err, errlen, "chunk of %zu bytes over %d", c->data.len, TT_COPY_CHUNK_MAX);
+        return -1;
+    }
+    if (c->offset + c->data.len > TT_COPY_FILE_MAX) {
+        snprintf(err, errlen, "file would pass %d bytes (64 MiB): refused", TT_COPY_FILE_MAX);
+        return -1;
+    }
+    if (c->offset && !(c->transfer_id && *c->transfer_id)) {
+        snprintf(err, errlen, "a PUT chunk past offset 0 needs the transfer_id");
+        return -1;
+    }
+    if (c->last) {
+        if (c->sha256.len != 32) {
+            snprintf(err, errlen, "the last PUT chunk needs the file's sha256 (32 bytes, got %zu)",
+                     c->sha256.len);
+            return -1;
+        }
+        if (c->total_size != c->offset + c->data.len) {
+            snprintf(err, errlen, "total_size %llu is not offset + data (%llu)",
+                     (unsigned long long)c->total_size,
+                     (unsigned long long)(c->offset + c->data.len));
+            return -1;
+        }
+    } else if (c->sha256.len || c->total_size) {
+        snprintf(err, errlen, "sha256 and total_size come with the last PUT chunk only");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- raw wire check for NULs ---- */
+
+static int s_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*pos >= len)
+            return -1;
+        uint8_t b = p[(*pos)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+/* Walk one message; for a length-delimited field `field`, call back. */
+typedef int (*s_field_fn)(const uint8_t *data, size_t len, void *arg);
+
+static int s_walk(const uint8_t *p, size_t len, uint32_t field, s_field_fn fn, void *arg)
+{
+    size_t pos = 0;
+    while (pos < len) {
+        uint64_t key, v;
+        if (s_varint(p, len, &pos, &key))
+            return -1;
+        uint32_t num = (uint32_t)(key >> 3);
+        switch (key & 7) {
+        case 0:
+            if (s_varint(p, len, &pos, &v))
+                return -1;
+            break;
+        case 1:
+            if (len - pos < 8)
+                return -1;
+            pos += 8;
+            break;
+        case 5:
+            if (len - pos < 4)
+                return -1;
+            pos += 4;
+            break;
+        case 2:
+            if (s_varint(p, len, &pos, &v) || v > len - pos)
+                return -1;
+            if (num == field && fn(p + pos, (size_t)v, arg))
+                return -1;
+            pos += (size_t)v;
+            break;
+        default:
+            return -1; /* groups are not used by proto3 */
+        }
+    }
+    return 0;
+}
+
+static int s_no_nul(const uint8_t *data, size_t len, void *arg)
+{
+    (void)arg;
+    return memchr(data, 0, len) ? -1 : 0;
+}
+
+static int s_inner_argv(const uint8_t *data, size_t len, void *arg)
+{
+    (void)arg;
+    return s_walk(data, len, 4, s_no_nul, NULL);
+}
+
+int tt_guest_raw_check(const uint8_t *body, size_t len, uint32_t exec_field, uint32_t copy_field,
+                       char *err, size_t errlen)
+{
+    if (s_walk(body, len, exec_field, s_inner_argv, NULL) ||
+        s_walk(body, len, copy_field, s_inner_argv, NULL)) {
+        snprintf(err, errlen, "an exec argument or a copy path holds a NUL byte (or the message "
+                              "is malformed)");
+        return -1;
+    }
     return 0;
 }

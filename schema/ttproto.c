@@ -247,6 +247,19 @@ static int s_quota_set_valid(const Ttfleet__QuotaSet *q, char *err, size_t errle
     return 0;
 }
 
+/* One VM of an env: env name, VM id, optional host id. */
+static int s_vm_ref_valid(const char *name, uint32_t vm_id, const char *host, char *err,
+                          size_t errlen)
+{
+    if (s_env_name_valid(name, err, errlen))
+        return -1;
+    if (vm_id < TT_VMID_MIN || vm_id > TT_VMID_MAX)
+        FAIL("VM id %u out of range", vm_id);
+    if (host && *host && !tt_name_valid(host))
+        FAIL("invalid host id");
+    return 0;
+}
+
 int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
 {
     if (!tt_request_id_valid(req->request_id))
@@ -319,15 +332,23 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     }
     case TTFLEET__REQUEST__OP_ENV_CONSOLE: {
         const Ttfleet__EnvConsole *c = req->env_console;
-        if (s_env_name_valid(c->name, err, errlen))
+        if (s_vm_ref_valid(c->name, c->vm_id, c->host, err, errlen))
             return -1;
-        if (c->vm_id < TT_VMID_MIN || c->vm_id > TT_VMID_MAX)
-            FAIL("VM id %u out of range", c->vm_id);
-        if (c->host && *c->host && !tt_name_valid(c->host))
-            FAIL("invalid host id");
         if (c->max_bytes > TT_CONSOLE_MAX)
             FAIL("max_bytes %u over %d", c->max_bytes, TT_CONSOLE_MAX);
         return 0;
+    }
+    case TTFLEET__REQUEST__OP_ENV_EXEC: {
+        const Ttfleet__EnvExec *x = req->env_exec;
+        if (s_vm_ref_valid(x->name, x->vm_id, x->host, err, errlen))
+            return -1;
+        return tt_exec_valid(x, err, errlen);
+    }
+    case TTFLEET__REQUEST__OP_ENV_COPY: {
+        const Ttfleet__EnvCopy *x = req->env_copy;
+        if (s_vm_ref_valid(x->name, x->vm_id, x->host, err, errlen))
+            return -1;
+        return tt_copy_valid(x, err, errlen);
     }
     case TTFLEET__REQUEST__OP_HOST_DRAIN:
         if (!tt_name_valid(req->host_drain->id))

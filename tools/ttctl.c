@@ -39,6 +39,8 @@
 #include "ttguest.h"
 #include "ttproto.h"
 
+#include <openssl/evp.h>
+
 #define EXIT_STATUS 1
 #define EXIT_USAGE 2
 #define EXIT_TRANSPORT 3
@@ -974,6 +976,239 @@ static int s_env_console(ctl_t *ctl, scan_t *s)
     Ttfleet__Reply *reply = NULL;
     int rc = ttclient_env_console(client, &q, &reply);
     return s_finish(ctl, &client, rc, &reply, "(empty console)", false);
+}
+
+/* ---- exec and copy (guestop on the worker; PROTOCOL.md "Guests") ---- */
+
+/* Reads a local file of at most max bytes whole; exits with a message
+ * otherwise. "-" is ttctl's stdin. */
+static uint8_t *s_slurp(ctl_t *ctl, const char *path, size_t max, size_t *len, const char *what)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "ttctl: %s %s: %s\n", what, path, strerror(errno));
+        exit(EXIT_STATUS);
+    }
+    struct stat sb;
+    if (f != stdin && (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode))) {
+        fprintf(stderr, "ttctl: %s %s: not a regular file\n", what, path);
+        exit(EXIT_STATUS);
+    }
+    if (f != stdin && (uint64_t)sb.st_size > max) {
+        fprintf(stderr, "ttctl: TOO_LARGE: %s %s is %lld bytes; at most %zu; nothing was sent\n",
+                what, path, (long long)sb.st_size, max);
+        exit(EXIT_STATUS);
+    }
+    uint8_t *buf = malloc(max + 2);
+    if (!buf)
+        s_usage_error(ctl, "out of memory");
+    size_t n = fread(buf, 1, max + 1, f);
+    bool failed = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (failed || n > max) {
+        fprintf(stderr, "ttctl: %s %s: %s\n", what, path,
+                failed ? "read error" : "over the size limit; nothing was sent");
+        free(buf);
+        exit(EXIT_STATUS);
+    }
+    *len = n;
+    return buf;
+}
+
+static int s_env_exec(ctl_t *ctl, scan_t *s)
+{
+    const char *name = NULL, *host = NULL, *in_path = NULL, *arg;
+    uint32_t vm_id = 0, timeout_s = 0;
+    const char **argv = calloc((size_t)s->argc + 1, sizeof *argv);
+    size_t argc = 0;
+    int kind;
+    if (!argv)
+        s_usage_error(ctl, "out of memory");
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (s->no_more_options && name && vm_id)
+                argv[argc++] = arg;
+            else if (!name)
+                name = s_name(ctl, "env name", arg);
+            else if (!vm_id)
+                vm_id = (uint32_t)s_number(ctl, "VM id", arg, TT_VMID_MIN, TT_VMID_MAX);
+            else
+                s_usage_error(ctl, "unexpected argument '%s' (the command goes after --)", arg);
+        } else if (s_is(s, "--host")) {
+            host = s_name(ctl, "--host", s_value(ctl, s));
+        } else if (s_is(s, "--timeout")) {
+            timeout_s =
+                (uint32_t)s_number(ctl, "--timeout", s_value(ctl, s), 1, TT_EXEC_TIMEOUT_MAX);
+        } else if (s_is(s, "--stdin")) {
+            in_path = s_value(ctl, s);
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!name || !vm_id)
+        s_usage_error(ctl, "env name and VM id are required");
+    if (argc < 1 || argc > TT_EXEC_ARGS_MAX)
+        s_usage_error(ctl, "give the command after --: 1..%d arguments", TT_EXEC_ARGS_MAX);
+    size_t in_len = 0;
+    uint8_t *in = in_path ? s_slurp(ctl, in_path, TT_EXEC_STDIN_MAX, &in_len, "--stdin") : NULL;
+    ttclient_t *client = s_client(ctl);
+    ttclient_exec_t res;
+    int rc = ttclient_env_exec(client, name, vm_id, host, argv, argc, in, in_len, timeout_s, &res);
+    free(argv);
+    free(in);
+    if (rc) {
+        fprintf(stderr, "ttctl: %s\n", ttclient_error(client));
+        ttclient_destroy(&client);
+        return EXIT_TRANSPORT;
+    }
+    ttclient_destroy(&client);
+    int code;
+    bool ran = res.status == TTFLEET__STATUS__OK || res.status == TTFLEET__STATUS__TIMEOUT;
+    if (res.status == TTFLEET__STATUS__OK)
+        code = res.signal ? 128 + res.signal : res.exit_code & 0xff;
+    else if (res.status == TTFLEET__STATUS__TIMEOUT)
+        code = 124; /* as timeout(1) */
+    else
+        code = EXIT_STATUS;
+    if (ctl->json) {
+        print_exec_json(stdout, tt_status_name(res.status), res.message, res.host, res.exit_code,
+                        res.signal, res.out, res.out_len, res.out_truncated, res.err, res.err_len,
+                        res.err_truncated);
+    } else {
+        if (res.out_len)
+            fwrite(res.out, 1, res.out_len, stdout);
+        if (res.err_len)
+            fwrite(res.err, 1, res.err_len, stderr);
+        fflush(stdout);
+        if (res.out_truncated)
+            fprintf(stderr, "ttctl: stdout truncated: the command wrote more than %d bytes; "
+                            "the first %zu are shown\n",
+                    TT_EXEC_OUTPUT_MAX, res.out_len);
+        if (res.err_truncated)
+            fprintf(stderr, "ttctl: stderr truncated: the command wrote more than %d bytes; "
+                            "the first %zu are shown\n",
+                    TT_EXEC_OUTPUT_MAX, res.err_len);
+        if (!ran || res.status == TTFLEET__STATUS__TIMEOUT)
+            fprintf(stderr, "ttctl: %s: %s\n", tt_status_name(res.status),
+                    res.message[0] ? res.message : "(no message)");
+        else if (res.signal)
+            fprintf(stderr, "ttctl: the command was killed by signal %d\n", res.signal);
+    }
+    ttclient_exec_free(&res);
+    if (fflush(stdout) != 0)
+        return EXIT_STATUS;
+    return code;
+}
+
+/* NAME:VMID:/abs/path -> its parts; false if spec is a local path. */
+static bool s_remote(ctl_t *ctl, const char *spec, char *name, size_t nlen, uint32_t *vm_id,
+                     const char **path)
+{
+    const char *c1 = strchr(spec, ':');
+    if (!c1 || spec[0] == '/' || spec[0] == '.')
+        return false;
+    const char *c2 = strchr(c1 + 1, ':');
+    if (!c2 || c2[1] != '/')
+        s_usage_error(ctl, "'%s': a VM side is NAME:VMID:/absolute/path", spec);
+    size_t n = (size_t)(c1 - spec);
+    if (n >= nlen)
+        s_usage_error(ctl, "'%s': env name too long", spec);
+    memcpy(name, spec, n);
+    name[n] = '\0';
+    s_name(ctl, "env name", name);
+    char id[16];
+    size_t k = (size_t)(c2 - c1 - 1);
+    if (k == 0 || k >= sizeof id)
+        s_usage_error(ctl, "'%s': bad VM id", spec);
+    memcpy(id, c1 + 1, k);
+    id[k] = '\0';
+    *vm_id = (uint32_t)s_number(ctl, "VM id", id, TT_VMID_MIN, TT_VMID_MAX);
+    *path = c2 + 1;
+    char why[256];
+    if (tt_guest_path_valid(*path, why, sizeof why))
+        s_usage_error(ctl, "'%s': %s", spec, why);
+    return true;
+}
+
+static int s_env_cp(ctl_t *ctl, scan_t *s)
+{
+    const char *pos[2] = {NULL, NULL}, *host = NULL, *arg;
+    int n = 0, kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (n == 2)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            pos[n++] = arg;
+        } else if (s_is(s, "--host")) {
+            host = s_name(ctl, "--host", s_value(ctl, s));
+        } else if (!s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (n != 2)
+        s_usage_error(ctl, "give SRC and DST");
+    char name[TT_MAX_NAME + 2];
+    uint32_t vm_id = 0;
+    const char *gpath = NULL;
+    bool src_remote = s_remote(ctl, pos[0], name, sizeof name, &vm_id, &gpath);
+    if (src_remote) {
+        char other[TT_MAX_NAME + 2];
+        uint32_t v2;
+        const char *p2;
+        if (s_remote(ctl, pos[1], other, sizeof other, &v2, &p2))
+            s_usage_error(ctl, "exactly one of SRC and DST is a VM (NAME:VMID:/path)");
+    } else if (!s_remote(ctl, pos[1], name, sizeof name, &vm_id, &gpath))
+        s_usage_error(ctl, "one of SRC and DST must be a VM: NAME:VMID:/absolute/path");
+    const char *local = src_remote ? pos[1] : pos[0];
+    ttclient_t *client = s_client(ctl);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc;
+    if (!src_remote) {
+        data = s_slurp(ctl, local, TT_COPY_FILE_MAX, &len, "file");
+        rc = ttclient_env_cp_put(client, name, vm_id, host, gpath, data, len);
+    } else
+        rc = ttclient_env_cp_get(client, name, vm_id, host, gpath, &data, &len);
+    if (rc) {
+        fprintf(stderr, "ttctl: %s\n", ttclient_error(client));
+        ttclient_destroy(&client);
+        free(data);
+        return rc < 0 ? EXIT_TRANSPORT : EXIT_STATUS;
+    }
+    ttclient_destroy(&client);
+    char target[4096 + 256];
+    snprintf(target, sizeof target, "%s", local);
+    if (src_remote) {
+        struct stat sb;
+        if (stat(local, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            const char *base = strrchr(gpath, '/');
+            snprintf(target, sizeof target, "%s/%s", local, base && base[1] ? base + 1 : "file");
+        }
+        char tmp[sizeof target + 16];
+        snprintf(tmp, sizeof tmp, "%s.ttctl-tmp", target);
+        FILE *f = fopen(tmp, "wb");
+        bool ok = f && fwrite(data, 1, len, f) == len;
+        if (f && fclose(f) != 0)
+            ok = false;
+        if (!ok || rename(tmp, target) != 0) {
+            fprintf(stderr, "ttctl: write %s: %s\n", target, strerror(errno));
+            unlink(tmp);
+            free(data);
+            return EXIT_STATUS;
+        }
+    }
+    unsigned char sha[32];
+    EVP_Digest(data ? data : (const uint8_t *)"", len, sha, NULL, EVP_sha256(), NULL);
+    free(data);
+    if (ctl->json)
+        print_copy_json(stdout, src_remote ? "get" : "put", gpath, target, len, sha);
+    else {
+        printf("copied %zu bytes %s %s:%u:%s, sha256 ", len, src_remote ? "from" : "to", name,
+               vm_id, gpath);
+        for (int i = 0; i < 32; i++)
+            printf("%02x", sha[i]);
+        printf("\n");
+    }
+    return fflush(stdout) == 0 ? 0 : EXIT_STATUS;
 }
 
 /* ---- host, status, mmi ---- */
@@ -1959,6 +2194,25 @@ static const command_t s_commands[] = {
     {"env", "console", "env console NAME VMID [--host ID] [--bytes N]",
      "Prints the tail of a VM's console log (default the last 16 KiB, at most 256 KiB).\n",
      s_env_console, NULL, NULL},
+    {"env", "exec", "env exec NAME VMID [--host ID] [--timeout SECS] [--stdin FILE] -- CMD [ARG]...",
+     "Runs CMD in VM VMID without SSH (the guest agent on the qemu engine, the VM's\n"
+     "namespaces on the process engine) and prints its stdout and stderr to ttctl's;\n"
+     "exits with the command's exit code (128+N if killed by signal N, 124 if it ran\n"
+     "over its timeout and was killed, 1/3 for ttctl's own errors).\n"
+     "  --timeout SECS    kill the command after SECS, 1..3600 (default 60); after the\n"
+     "                    command words it is this, not ttctl's per-attempt --timeout MS\n"
+     "  --stdin FILE      feed FILE (at most 64 KiB; - for ttctl's stdin) to the command\n"
+     "  --host ID         the VM's host, on an env that spans hosts\n"
+     "At most 1 MiB of stdout and of stderr is kept; more is cut and ttctl says so.\n"
+     "--json prints {status, exit_code, signal, stdout, stderr, *_truncated, ...}.\n",
+     s_env_exec, NULL, NULL},
+    {"env", "cp", "env cp SRC DST [--host ID]",
+     "Copies a file to or from a VM without SSH: exactly one of SRC and DST is\n"
+     "NAME:VMID:/absolute/path in the guest, the other a local file (a local directory\n"
+     "as DST keeps the guest file's name). Files up to 64 MiB, sent in 128 KiB chunks;\n"
+     "the sha256 is checked end to end (the worker writes nothing into the guest\n"
+     "unless it matches). --json prints {ok, direction, path, local, bytes, sha256}.\n",
+     s_env_cp, NULL, NULL},
     {"env", "delete", "env delete NAME", "Deletes env NAME and all its VMs.\n", NULL,
      ttclient_env_delete, "deleted"},
     {"host", "list", "host list", "Lists the hosts of the pool (admin only).\n", s_host_list, NULL,

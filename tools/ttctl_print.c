@@ -8,6 +8,7 @@
 #include "ttctl_print.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -755,4 +756,51 @@ int print_image_list(FILE *out, const Ttfleet__ImageInfoList *list, bool json)
                 (unsigned long long)im->size, *im->owner ? im->owner : "(pool)", im->digest);
     }
     return 0;
+}
+
+/* ---- exec and copy ---- */
+
+static void s_json_bytes(json_t *obj, const char *key, const uint8_t *data, size_t len)
+{
+    json_t *text = json_stringn(len ? (const char *)data : "", len);
+    if (text) {
+        json_object_set_new(obj, key, text);
+        return;
+    }
+    /* not UTF-8: base64, under KEY_base64 */
+    char *buf = malloc(4 * ((len + 2) / 3) + 1);
+    if (!buf)
+        return;
+    int o = EVP_EncodeBlock((unsigned char *)buf, data, (int)len);
+    char name[64];
+    snprintf(name, sizeof name, "%s_base64", key);
+    json_object_set_new(obj, name, json_stringn(buf, o > 0 ? (size_t)o : 0));
+    free(buf);
+}
+
+int print_exec_json(FILE *out, const char *status, const char *message, const char *host,
+                    int exit_code, int signal, const uint8_t *o, size_t olen, bool otrunc,
+                    const uint8_t *e, size_t elen, bool etrunc)
+{
+    json_t *obj = json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "status", status, "message",
+                            message ? message : "", "host", host ? host : "", "exit_code",
+                            exit_code, "signal", signal, "stdout_size", (json_int_t)olen,
+                            "stdout_truncated", otrunc, "stderr_size", (json_int_t)elen,
+                            "stderr_truncated", etrunc);
+    if (obj) {
+        s_json_bytes(obj, "stdout", o, olen);
+        s_json_bytes(obj, "stderr", e, elen);
+    }
+    return s_json_print(out, obj);
+}
+
+int print_copy_json(FILE *out, const char *direction, const char *guest_path, const char *local,
+                    size_t bytes, const uint8_t sha[32])
+{
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+    return s_json_print(out, json_pack("{s:b,s:s,s:s,s:s,s:I,s:s}", "ok", 1, "direction",
+                                       direction, "path", guest_path, "local", local, "bytes",
+                                       (json_int_t)bytes, "sha256", hex));
 }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "guestop.h"
 #include "images.h"
 #include "jobs.h"
 #include "proc.h"
@@ -37,6 +38,7 @@
 #include "vmready.h"
 #include "spawn.h"
 #include "ttcrash.h"
+#include "ttguest.h"
 #include "vmdb.h"
 #include "wire.h"
 
@@ -95,6 +97,7 @@ struct fleet_t {
     s_op_t **owner; /* [TT_VMID_MAX + 1]: the started op that holds a VM id */
     uint16_t *queued; /* [TT_VMID_MAX + 1]: specs of unfinished ops naming a VM id */
     jobs_t *jobs;     /* the engine calls that may block (S_WAITING) */
+    guestop_t *gop;   /* exec and copy (guestop.h): its own threads, no op */
     s_op_t *cur_op;   /* the op whose spec is being applied (s_put blames it) */
     size_t cur_i;
     bool rewrite;     /* a row write was rolled back: rewrite every row next tick */
@@ -307,6 +310,8 @@ static void s_remove(fleet_t *self, vm_t *vm)
     }
     self->table[vm->vm_id] = NULL;
     self->count--;
+    if (self->gop)
+        guestop_vm_gone(self->gop, vm->vm_id);
     free(vm);
 }
 
@@ -867,6 +872,10 @@ static void s_spec_begin(fleet_t *self, s_op_t *op, size_t i)
         }
     int timed = s_wants_timed_stop(self, spec, &status, msg);
     vm_t *vm = s_in_range(spec->vm_id) ? self->table[spec->vm_id] : NULL;
+    if (timed >= 0 && vm && self->gop && vm_holds_cpu(vm) &&
+        (spec->desired == TTFLEET__VM_STATE__VM_STOPPED ||
+         spec->desired == TTFLEET__VM_STATE__VM_ABSENT))
+        guestop_vm_gone(self->gop, vm->vm_id); /* its execs end with it: say why */
     if (timed < 0) {
         s_spec_done(self, op, i, status, vm->state, msg);
         return;
@@ -1201,9 +1210,32 @@ static void s_refuse(fleet_t *self, Ttfleet__WorkerCommand *cmd, const char *why
  * FLEET_MAX_OPS_PER_VM unfinished ops name already, is refused with a
  * reply (WORKER_FAILED, nothing changed). Expiry destroys are never
  * refused (one per VM at most: the tick skips VMs an op holds). */
+/* An exec or copy (guestop.h): no VM state changes, so no op and no
+ * commit; guestop answers through fleet_flush. */
+static void s_guest_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd)
+{
+    uint32_t id = cmd->exec ? cmd->exec->vm_id : cmd->copy ? cmd->copy->vm_id : 0;
+    const vm_t *vm = s_in_range(id) ? self->table[id] : NULL;
+    guestop_vm_t snap;
+    memset(&snap, 0, sizeof snap);
+    if (vm) {
+        snprintf(snap.engine, sizeof snap.engine, "%s", vm->engine);
+        snap.state = vm->state;
+        snap.pid = vm->pid;
+        snap.start_time = vm->start_time;
+        if (engine_vm_path(&self->ctx, id, "qga.sock", snap.agent_sock, sizeof snap.agent_sock))
+            snap.agent_sock[0] = '\0';
+    }
+    guestop_submit(self->gop, cmd, vm ? &snap : NULL);
+}
+
 static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
 {
     char why[S_MSG_LEN];
+    if (!internal && (cmd->exec || cmd->copy) && self->gop) {
+        s_guest_submit(self, cmd);
+        return 0;
+    }
     if (!internal && self->n_ops >= FLEET_MAX_OPS) {
         snprintf(why, sizeof why, "host %s has %zu commands queued (limit %d): refused, nothing changed",
                  self->cfg.host_id, self->n_ops, FLEET_MAX_OPS);
@@ -1239,6 +1271,18 @@ static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
     return 0;
 }
 
+/* An exec or copy whose strings hold a NUL the decoder cut off is refused
+ * (ttguest.h: tt_guest_raw_check); true if cmd was answered so. */
+static bool s_guest_nul(fleet_t *self, Ttfleet__WorkerCommand *cmd, const byte *body, size_t len)
+{
+    char why[S_MSG_LEN];
+    if (!(cmd->exec || cmd->copy) ||
+        tt_guest_raw_check(body, len, 100, 101, why, sizeof why) == 0)
+        return false;
+    s_refuse(self, cmd, why);
+    return true;
+}
+
 int fleet_submit(fleet_t *self, const byte *body, size_t len)
 {
     Ttfleet__WorkerCommand *cmd = ttfleet__worker_command__unpack(NULL, len, body);
@@ -1246,6 +1290,8 @@ int fleet_submit(fleet_t *self, const byte *body, size_t len)
         zsys_warning("COMMAND body does not decode (%zu bytes): dropped", len);
         return -1;
     }
+    if (s_guest_nul(self, cmd, body, len))
+        return 0;
     return s_submit(self, cmd, false);
 }
 
@@ -1263,6 +1309,13 @@ void fleet_flush(fleet_t *self)
                 s_spec_poll(self, op, i, now);
     s_schedule(self);
     s_commit(self);
+    if (self->gop) {
+        guestop_flush(self->gop, now);
+        zframe_t *f;
+        while ((f = guestop_pop(self->gop)))
+            if (zlist_append(self->out, f))
+                zframe_destroy(&f);
+    }
 }
 
 zframe_t *fleet_pop(fleet_t *self)
@@ -1274,6 +1327,8 @@ int fleet_next_ms(const fleet_t *self)
 {
     if (self->jobs && jobs_pending(self->jobs))
         return S_JOB_POLL_MS;
+    if (self->gop && guestop_pending(self->gop))
+        return GUESTOP_POLL_MS;
     for (const s_op_t *op = self->ops; op; op = op->next)
         for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
             if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
@@ -1294,7 +1349,7 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
         return NULL;
     }
     uint64_t op_id = cmd->op_id;
-    if (s_submit(self, cmd, false))
+    if (!s_guest_nul(self, cmd, body, len) && s_submit(self, cmd, false))
         return NULL;
     /* The blocking form: poll until this op's reply is out (other
      * replies are kept for fleet_pop). */
@@ -1315,7 +1370,7 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
             zlist_remove(self->out, mine);
             return mine;
         }
-        if (!self->n_ops && !self->done)
+        if (!self->n_ops && !self->done && !(self->gop && guestop_pending(self->gop)))
             return NULL; /* its reply could not be built (out of memory) */
         spawn_sleep_ms(fleet_next_ms(self) > 0 ? 10 : 1);
     }
@@ -1635,7 +1690,10 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     if (s_net_sync(self))
         self->net_resync = true; /* tried again every tick */
     self->jobs = jobs_new(S_JOB_THREADS);
-    if (!self->jobs) {
+    guestop_config_t gcfg = {cfg->host_id, cfg->vm_user != NULL, cfg->vm_uid, cfg->vm_gid,
+                             false};
+    self->gop = guestop_new(&gcfg);
+    if (!self->jobs || !self->gop) {
         snprintf(err, errlen, "cannot start the engine threads");
         fleet_destroy(&self);
         return NULL;
@@ -1651,6 +1709,7 @@ void fleet_destroy(fleet_t **self_p)
     /* engine calls running finish (each is bounded); their results and
      * the queued ones are dropped, as a crash would */
     jobs_destroy(&self->jobs, free);
+    guestop_destroy(&self->gop);
     vmready_destroy(&self->rd);
     /* ops in flight are dropped unanswered, as a crash would: the broker
      * re-sends after READY; the transaction is rolled back */

@@ -89,12 +89,7 @@ static void s_exec(char *const argv[], int in_fd, int out_fd, int report_fd)
         _exit(127);
     }
     closefrom(4);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            signal(sig, SIG_DFL);
+    spawn_reset_signals();
     execv(argv[0], argv);
     int e = errno;
     spawn_write_all(3, &e, sizeof e);
@@ -320,4 +315,14 @@ int spawn_wait_gone(pid_t pid, uint64_t start_time, int timeout_ms)
             return -1;
         spawn_sleep_ms(10);
     }
+}
+
+void spawn_reset_signals(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
 }

@@ -58,5 +58,9 @@ int spawn_wait_gone(pid_t pid, uint64_t start_time, int timeout_ms);
 void spawn_write_all(int fd, const void *buf, size_t len);
 int spawn_read_full(int fd, void *buf, size_t len, int64_t deadline);
 void spawn_sleep_ms(int ms);
+/* In a forked child before exec: no signal blocked, every disposition the
+ * default (an ignored signal would stay ignored across exec).
+ * Async-signal-safe. */
+void spawn_reset_signals(void);
 
 #endif

@@ -71,6 +71,25 @@ write("client", "hosts", client(b"tt.admin", r))
 r = pb.Request(request_id="s-drain", tenant="admin")
 r.host_drain.id, r.host_drain.evacuate = "fuzzhost", True
 write("client", "drain", client(b"tt.admin", r))
+r = pb.Request(request_id="s-exec", tenant="t")
+r.env_exec.name, r.env_exec.vm_id, r.env_exec.timeout_s = "e1", 2, 5
+r.env_exec.argv.extend(["uname", "-r"])
+r.env_exec.stdin = b"input"
+write("client", "env_exec", client(b"tt.env", r))
+r = pb.Request(request_id="s-exec-more", tenant="t")
+r.env_exec.name, r.env_exec.vm_id, r.env_exec.exec_id = "e1", 2, "0123456789abcdef0123456789abcdef"
+r.env_exec.stdout_offset = 98304
+write("client", "env_exec_more", client(b"tt.env", r))
+r = pb.Request(request_id="s-copy", tenant="t")
+c = r.env_copy
+c.name, c.vm_id, c.path, c.data, c.last, c.total_size = "e1", 2, "/tmp/f", b"abc", True, 3
+c.sha256 = bytes(32)
+write("client", "env_copy", client(b"tt.env", r))
+r = pb.Request(request_id="s-copy-get", tenant="t")
+c = r.env_copy
+c.name, c.vm_id, c.path, c.direction = "e1", 2, "/etc/hostname", pb.COPY_GET
+c.transfer_id, c.offset = "0123456789abcdef0123456789abcdef", 131072
+write("client", "env_copy_get", client(b"tt.env", r))
 write("client", "mmi", frames(b"cli", b"", b"MDPC01", b"mmi.service", b"tt.env"))
 
 
@@ -101,4 +120,11 @@ s = cmd.vms.add(vm_id=5, env="t/e1", image="img", engine="hollow", cpu=1, mem_mi
                 desired=pb.VM_RUNNING)
 s.ports.add(guest=22, public=40000)
 write("worker_cmd", "command", frames(b"", b"TTW01", bytes([2]), cmd.SerializeToString()))
+cmd = pb.WorkerCommand(op_id=10)
+cmd.exec.vm_id = 5
+cmd.exec.argv.extend(["true"])
+write("worker_cmd", "exec", frames(b"", b"TTW01", bytes([2]), cmd.SerializeToString()))
+cmd = pb.WorkerCommand(op_id=11)
+cmd.copy.vm_id, cmd.copy.path, cmd.copy.data = 5, "/tmp/f", b"abc"
+write("worker_cmd", "copy", frames(b"", b"TTW01", bytes([2]), cmd.SerializeToString()))
 write("worker_cmd", "heartbeat", frames(b"", b"TTW01", bytes([4])))

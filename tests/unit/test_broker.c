@@ -510,8 +510,9 @@ static Ttfleet__Reply *s_call_rid(const char *tenant, Ttfleet__Request *req, con
     return s_reply_for(rid, service, sizeof service);
 }
 
-/* Take the queued console command off the queue: its op id and routing. */
-static uint64_t s_take_console(char *routing, size_t len)
+/* Take the queued console command (exec: an exec command) off the queue:
+ * its op id and routing. */
+static uint64_t s_take_cmd(char *routing, size_t len, bool exec)
 {
     zsock_t *sock;
     zmsg_t *m;
@@ -523,7 +524,7 @@ static uint64_t s_take_console(char *routing, size_t len)
             zframe_t *body = zmsg_last(m);
             Ttfleet__WorkerCommand *cmd =
                 ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
-            if (cmd && cmd->console_vm_id) {
+            if (cmd && (exec ? cmd->exec != NULL : cmd->console_vm_id != 0)) {
                 id = cmd->op_id;
                 snprintf(routing, len, "%.*s", (int)zframe_size(r), (char *)zframe_data(r));
                 ttfleet__worker_command__free_unpacked(cmd, NULL);
@@ -576,7 +577,7 @@ static void s_test_console_race(void)
         s_client_send(TT_SERVICE_ENV, &req);
         broker_end_batch(g_b);
         char routing[64] = "";
-        uint64_t op_id = s_take_console(routing, sizeof routing);
+        uint64_t op_id = s_take_cmd(routing, sizeof routing, false);
         CHECK(op_id != 0);
         /* free the VM (or its host) */
         Ttfleet__Request act = TTFLEET__REQUEST__INIT;
@@ -639,6 +640,129 @@ static void s_test_console_race(void)
         if (r)
             ttfleet__reply__free_unpacked(r, NULL);
         r = s_reply_for("con-read", service, sizeof service);
+        CHECK(r == NULL);
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        s_drain();
+        s_hard_close(saved);
+    }
+}
+
+/* Exec (guest_ops.c): the command reaches the VM's host as
+ * WorkerCommand.exec, the worker's ExecResult comes back as Reply.exec with
+ * the host filled in; and, as for the console, an exec in flight while its
+ * VM or host is freed (delete, rm-vm, reaper, evacuate, host remove) is
+ * answered exactly once, holding no pointer to what was freed (ASan): with
+ * the worker's late result (the command did run) or, when the host is
+ * gone, WORKER_FAILED. */
+static void s_test_exec_relay_and_race(void)
+{
+    const char *cases[] = {"none", "delete", "rm-vm", "reap", "evacuate", "remove"};
+    for (int k = 0; k < 6; k++) {
+        broker_t *saved;
+        if (!s_hard_open(&saved)) {
+            CHECK(0);
+            return;
+        }
+        Ttfleet__Reply *r = s_create("t1", "ex", "img", 1, 1, 256, false, "ex-create");
+        CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1);
+        uint32_t vm_id = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+        char host[TT_MAX_NAME + 1] = "";
+        if (r && r->env && r->env->n_vms)
+            snprintf(host, sizeof host, "%s", r->env->vms[0]->host);
+        s_status(r);
+        s_drain();
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvExec ee = TTFLEET__ENV_EXEC__INIT;
+        char *argv[] = {"uname", "-r"};
+        ee.name = "ex";
+        ee.vm_id = vm_id;
+        ee.argv = argv;
+        ee.n_argv = 2;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_EXEC;
+        req.env_exec = &ee;
+        req.request_id = "ex-run";
+        req.tenant = "t2"; /* another tenant: NOT_FOUND, nothing sent */
+        s_client_send(TT_SERVICE_ENV, &req);
+        broker_end_batch(g_b);
+        broker_end_batch(g_b);
+        char routing[64] = "", service[40];
+        r = s_reply_for("ex-run", service, sizeof service);
+        CHECK(r && r->status == TTFLEET__STATUS__NOT_FOUND);
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        CHECK(s_take_cmd(routing, sizeof routing, true) == 0);
+        req.tenant = "t1";
+        s_client_send(TT_SERVICE_ENV, &req);
+        broker_end_batch(g_b);
+        uint64_t op_id = s_take_cmd(routing, sizeof routing, true);
+        CHECK(op_id != 0);
+        Ttfleet__Request act = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+        Ttfleet__EnvRmVm rm = TTFLEET__ENV_RM_VM__INIT;
+        Ttfleet__HostDrain dr = TTFLEET__HOST_DRAIN__INIT;
+        Ttfleet__HostRemove hr = TTFLEET__HOST_REMOVE__INIT;
+        ref.name = "ex";
+        if (k == 1) {
+            act.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+            act.env_delete = &ref;
+            CHECK(s_status(s_call_rid("t1", &act, "act")) == 0);
+        } else if (k == 2) {
+            rm.name = "ex";
+            rm.n_vm_ids = 1;
+            rm.vm_ids = &vm_id;
+            act.op_case = TTFLEET__REQUEST__OP_ENV_RM_VM;
+            act.env_rm_vm = &rm;
+            CHECK(s_status(s_call_rid("t1", &act, "act")) == 0);
+        } else if (k == 3) {
+            env_t *e = model_env_get(g_b, "t1", "ex");
+            if (e)
+                e->expires_at = e->created_at - 1;
+            reaper_run(g_b, tt_now() + 10 * 86400);
+            broker_end_batch(g_b);
+            CHECK(model_env_get(g_b, "t1", "ex") == NULL);
+        } else if (k == 4) {
+            dr.id = host;
+            dr.evacuate = true;
+            act.op_case = TTFLEET__REQUEST__OP_HOST_DRAIN;
+            act.host_drain = &dr;
+            CHECK(s_status(s_call_rid("admin", &act, "act")) == 0);
+        } else if (k == 5) {
+            hr.id = host;
+            hr.force = true;
+            act.op_case = TTFLEET__REQUEST__OP_HOST_REMOVE;
+            act.host_remove = &hr;
+            CHECK(s_status(s_call_rid("admin", &act, "act")) == 0);
+        }
+        /* the worker's answer (late for k > 0), then the deadline */
+        Ttfleet__ExecResult er = TTFLEET__EXEC_RESULT__INIT;
+        er.host = "whatever-the-worker-says";
+        er.exit_code = 3;
+        er.stdout.data = (uint8_t *)"6.1.0\n";
+        er.stdout.len = 6;
+        er.stdout_size = 6;
+        Ttfleet__WorkerReply wr = TTFLEET__WORKER_REPLY__INIT;
+        wr.op_id = op_id;
+        wr.exec = &er;
+        uint8_t buf[512];
+        size_t len = ttfleet__worker_reply__pack(&wr, buf);
+        s_worker_send(routing, TT_W_REPLY, buf, len);
+        op_tick(g_b, tt_mono_ms() + 3600 * 1000);
+        broker_end_batch(g_b);
+        CHECK(zlistx_size(g_b->all_ops) == 0);
+        r = s_reply_for("ex-run", service, sizeof service);
+        CHECK(r != NULL);
+        if (k == 0) {
+            CHECK(r && r->status == TTFLEET__STATUS__OK &&
+                  r->result_case == TTFLEET__REPLY__RESULT_EXEC);
+            CHECK(r && r->exec && r->exec->exit_code == 3 && r->exec->vm_id == vm_id &&
+                  strcmp(r->exec->host, host) == 0 && r->exec->stdout.len == 6);
+        }
+        printf("  exec after %s: %s %s\n", cases[k], r ? tt_status_name(r->status) : "none",
+               r ? r->message : "");
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        r = s_reply_for("ex-run", service, sizeof service);
         CHECK(r == NULL);
         if (r)
             ttfleet__reply__free_unpacked(r, NULL);
@@ -1248,6 +1372,7 @@ int main(void)
     s_test_update_undo_two_hosts();
     s_test_one_request_fails_alone();
     s_test_console_race();
+    s_test_exec_relay_and_race();
     s_test_disk_total();
     s_test_hostile_ready();
     s_test_amplification();

@@ -142,6 +142,26 @@ int main(void)
     json_decref(j);
     free(text);
 
+    /* exec: text output as strings, bytes that are not UTF-8 as base64 */
+    const uint8_t bin[] = {0xff, 0x00, 0xfe};
+    CAPTURE(text, print_exec_json(out, "OK", "", "h1", 7, 0, (const uint8_t *)"hi\n", 3, true,
+                                  bin, sizeof bin, false));
+    j = json_loads(text, 0, &jerr);
+    CHECK(j && json_integer_value(json_object_get(j, "exit_code")) == 7);
+    CHECK(j && strcmp(json_string_value(json_object_get(j, "stdout")), "hi\n") == 0);
+    CHECK(j && json_is_true(json_object_get(j, "stdout_truncated")));
+    CHECK(j && !json_object_get(j, "stderr") &&
+          strcmp(json_string_value(json_object_get(j, "stderr_base64")), "/wD+") == 0);
+    json_decref(j);
+    free(text);
+    uint8_t sha[32] = {0xab};
+    CAPTURE(text, print_copy_json(out, "put", "/tmp/x", "x", 5, sha));
+    j = json_loads(text, 0, &jerr);
+    CHECK(j && json_integer_value(json_object_get(j, "bytes")) == 5);
+    CHECK(j && strncmp(json_string_value(json_object_get(j, "sha256")), "ab00", 4) == 0);
+    json_decref(j);
+    free(text);
+
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;

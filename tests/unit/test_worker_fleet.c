@@ -230,6 +230,39 @@ int main(void)
     ttfleet__worker_reply__free_unpacked(r, NULL);
     CHECK(fleet_command(fleet, (const byte *)"\xff\xff\xff", 3) == NULL);
 
+    /* exec through the fleet (guestop.c): a hollow VM has no guest; an
+     * argument with a NUL the decoder would cut is refused */
+    {
+        char *argv[] = {"true", "abc"};
+        Ttfleet__EnvExec x = TTFLEET__ENV_EXEC__INIT;
+        x.vm_id = 2;
+        x.argv = argv;
+        x.n_argv = 2;
+        Ttfleet__WorkerCommand c = TTFLEET__WORKER_COMMAND__INIT;
+        c.op_id = 40;
+        c.exec = &x;
+        uint8_t buf[256];
+        size_t len = ttfleet__worker_command__pack(&c, buf);
+        zframe_t *f = fleet_command(fleet, buf, len);
+        Ttfleet__WorkerReply *g =
+            f ? ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f)) : NULL;
+        CHECK(g && g->op_id == 40 && g->status == TTFLEET__STATUS__GUEST_UNREACHABLE);
+        if (g)
+            ttfleet__worker_reply__free_unpacked(g, NULL);
+        zframe_destroy(&f);
+        uint8_t *abc = memmem(buf, len, "abc", 3);
+        CHECK(abc != NULL);
+        if (abc)
+            abc[1] = 0; /* "a\0c" */
+        f = fleet_command(fleet, buf, len);
+        g = f ? ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f)) : NULL;
+        CHECK(g && g->op_id == 40 && g->status != TTFLEET__STATUS__OK &&
+              strstr(g->message, "NUL"));
+        if (g)
+            ttfleet__worker_reply__free_unpacked(g, NULL);
+        zframe_destroy(&f);
+    }
+
     /* ABSENT destroys; ABSENT of an unknown VM is fine. */
     s_spec(&s[0], 2, "hollow", TTFLEET__VM_STATE__VM_ABSENT);
     CHECK(s_one(fleet, 18, &s[0], &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);

@@ -62,6 +62,29 @@ def test_env_lifecycle(client):
     assert e.value.status == "NOT_FOUND" and e.value.message
 
 
+def test_exec_and_copy(client):
+    env = client.env_create("guest", images=["sleeper"], cpu=1, mem_mib=64)
+    vm = env.vms[0].vm_id
+    try:
+        res = client.env_exec("guest", vm, ["sh", "-c", "uname -r; echo e >&2; exit 4"])
+        assert res.status == "OK" and res.exit_code == 4
+        assert res.stdout.decode().strip() == os.uname().release and res.stderr == b"e\n"
+        big = client.env_exec("guest", vm, ["sh", "-c", "seq 1 100000"])
+        assert big.stdout == b"".join(b"%d\n" % i for i in range(1, 100001))
+        assert not big.stdout_truncated
+        late = client.env_exec("guest", vm, ["sleep", "30"], timeout_s=1)
+        assert late.status == "TIMEOUT" and late.signal == 9
+        data = os.urandom(300 * 1024)
+        cwd = client.env_exec("guest", vm, ["pwd"]).stdout.decode().strip()
+        client.env_cp_put("guest", vm, cwd + "/blob", data)
+        assert client.env_cp_get("guest", vm, cwd + "/blob") == data
+        with pytest.raises(ttfleet.BrokerError) as e:
+            client.env_cp_get("guest", vm, cwd + "/missing-file-xyz")
+        assert e.value.status == "GUEST_FAILED" and "No such file" in e.value.message
+    finally:
+        client.env_delete("guest")
+
+
 def test_exceptions(client):
     client.env_create("taken", images=["sleeper"], cpu=1, mem_mib=64)
     try:

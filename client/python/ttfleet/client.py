@@ -12,7 +12,9 @@ error reply without any id is taken (the broker could not decode ours).
 A Client is not thread-safe: use one per thread.
 """
 
+import hashlib
 import time
+import types
 import uuid
 
 import zmq
@@ -221,6 +223,114 @@ class Client:
         def fill(m):
             m.name, m.vm_id, m.host, m.max_bytes = name, vm_id, host, max_bytes
         return self._op("env_console", fill, result="console")
+
+    # ---- exec and copy (schema/PROTOCOL.md "Guests"; ttctl env exec / env cp) ----
+
+    def _once(self, op, fill, timeout_ms):
+        """One attempt of timeout_ms (exec and copy are not retried: a second
+        run of a command, or a chunk sent twice, is not the same thing)."""
+        saved = self.timeout_ms, self.retries
+        self.timeout_ms, self.retries = max(timeout_ms, self.timeout_ms), 1
+        try:
+            req = pb.Request()
+            msg = getattr(req, op)
+            msg.SetInParent()
+            fill(msg)
+            return self.call("tt.env", req)
+        finally:
+            self.timeout_ms, self.retries = saved
+
+    def _raise(self, reply, op):
+        name = pb.Status.Name(reply.status) if reply.status in pb.Status.values() else str(
+            reply.status)
+        raise errors.for_status(name)(reply.message or name, reply.request_id, op)
+
+    def env_exec(self, name, vm_id, argv, host="", timeout_s=0, stdin=b""):
+        """Runs argv in the VM (killed after timeout_s, 0 = 60) and reads its
+        whole output. Returns an object with status ("OK", or "TIMEOUT": killed
+        at the timeout), message, host, exit_code, signal, stdout and stderr
+        (bytes: all that the worker kept, at most 1 MiB each) and
+        stdout_truncated / stderr_truncated; raises the status's exception
+        for any other status."""
+        def fill(m):
+            m.name, m.vm_id, m.host, m.timeout_s, m.stdin = name, vm_id, host, timeout_s, stdin
+            m.argv.extend(argv)
+        reply = self._once("env_exec", fill, ((timeout_s or 60) + 30) * 1000)
+        if reply.status not in (pb.OK, pb.TIMEOUT) or not reply.HasField("exec"):
+            self._raise(reply, "env_exec")
+        e = reply.exec
+        res = types.SimpleNamespace(
+            status=pb.Status.Name(reply.status), message=reply.message, host=e.host,
+            exit_code=e.exit_code, signal=e.signal, stdout=e.stdout, stderr=e.stderr,
+            stdout_truncated=e.stdout_truncated, stderr_truncated=e.stderr_truncated)
+        while e.exec_id and (len(res.stdout) < e.stdout_size or
+                             len(res.stderr) < e.stderr_size):
+            def more(m):
+                m.name, m.vm_id, m.host, m.exec_id = name, vm_id, host, e.exec_id
+                m.stdout_offset, m.stderr_offset = len(res.stdout), len(res.stderr)
+            r = self._once("env_exec", more, 30000)
+            if r.status != pb.OK:
+                self._raise(r, "env_exec")
+            if (r.exec.stdout_offset != len(res.stdout) or
+                    r.exec.stderr_offset != len(res.stderr) or
+                    not (r.exec.stdout or r.exec.stderr)):
+                raise errors.Error("env_exec: the output pieces do not follow each other")
+            res.stdout += r.exec.stdout
+            res.stderr += r.exec.stderr
+        return res
+
+    def env_cp_put(self, name, vm_id, path, data, host=""):
+        """Writes data (at most 64 MiB) to the absolute path in the VM in
+        128 KiB chunks; the worker checks the sha256 before it writes
+        anything. Returns the sha256 (hex)."""
+        if len(data) > 64 * 1024 * 1024:
+            raise errors.for_status("TOO_LARGE")("the file is over 64 MiB; nothing was sent",
+                                                 "", "env_cp_put")
+        digest = hashlib.sha256(data).digest()
+        tid, off = "", 0
+        while True:
+            chunk = data[off:off + 128 * 1024]
+            last = off + len(chunk) == len(data)
+
+            def fill(m):
+                m.name, m.vm_id, m.host, m.path = name, vm_id, host, path
+                m.direction, m.transfer_id, m.offset, m.data = pb.COPY_PUT, tid, off, chunk
+                if last:
+                    m.last, m.total_size, m.sha256 = True, len(data), digest
+            r = self._once("env_copy", fill, 180000 if last else 30000)
+            if r.status != pb.OK:
+                self._raise(r, "env_cp_put")
+            if last:
+                if not r.copy.eof or r.copy.sha256 != digest:
+                    raise errors.Error("env_cp_put: the worker did not confirm the sha256")
+                return digest.hex()
+            tid, off = r.copy.transfer_id, off + len(chunk)
+
+    def env_cp_get(self, name, vm_id, path, host=""):
+        """Reads the file at the absolute path in the VM (at most 64 MiB),
+        checking its sha256 end to end; returns its bytes."""
+        parts, tid, off, total, digest = [], "", 0, None, None
+        while True:
+            def fill(m):
+                m.name, m.vm_id, m.host, m.path = name, vm_id, host, path
+                m.direction, m.transfer_id, m.offset = pb.COPY_GET, tid, off
+            r = self._once("env_copy", fill, 180000 if off == 0 else 30000)
+            if r.status != pb.OK:
+                self._raise(r, "env_cp_get")
+            c = r.copy
+            if total is None:
+                total, digest, tid = c.total_size, c.sha256, c.transfer_id
+            if c.offset != off or off + len(c.data) > total or (not c.eof and not c.data):
+                raise errors.Error("env_cp_get: a chunk does not fit the file")
+            parts.append(c.data)
+            off += len(c.data)
+            if c.eof:
+                break
+        data = b"".join(parts)
+        if len(data) != total or hashlib.sha256(data).digest() != digest:
+            raise errors.for_status("CHECKSUM_MISMATCH")(
+                "the bytes received do not have the file's size and sha256", "", "env_cp_get")
+        return data
 
     def host_list(self):
         return list(self._op("host_list", None, "tt.admin", result="hosts").hosts)

@@ -1,0 +1,188 @@
+/*
+ * guest_ops: exec and copy through the VM's worker. See guest_ops.h.
+ *
+ * The request is validated whole before it gets here (ttproto.c with
+ * ttguest.c's rules, plus tt_guest_raw_check for NULs the decoder would
+ * hide). The handler finds the caller's env (another tenant's env is
+ * NOT_FOUND, as everywhere), the one VM the id (and host) names, insists
+ * that it is RUNNING (INVALID_STATE otherwise: a stopped or paused VM runs
+ * nothing), forwards the EnvExec / EnvCopy unchanged in a WorkerCommand
+ * and opens an OP_GUEST op with a deadline of the command's own timeout
+ * plus a margin. The op holds the VM by value (host id, VM id), never a
+ * pointer to the env or VM: a delete, rm-vm or the reaper may free them
+ * while the worker runs the command; a host that goes down fails the op
+ * through op_host_down, a deadline through op_tick, both with NULL here.
+ * The worker's ExecResult / CopyChunk is relayed into Reply.exec / copy,
+ * with its status (GUEST_*, CHECKSUM_MISMATCH, TIMEOUT ...) and message.
+ * Each exec and each copy's first chunk leaves an audit row (what, which VM)
+ * when it is sent; refusals here are answered, not audited.
+ */
+#include "guest_ops.h"
+#include "op.h"
+#include "reply.h"
+#include "ttguest.h"
+#include "wcmd.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Beyond the command's own timeout: the worker's guest agent connect, the
+ * hop to and from the worker. */
+#define S_MARGIN_MS 15000
+/* A chunk served from memory, or a read of more output. */
+#define S_CHUNK_MS 15000
+/* A whole file read from or written into the guest (64 MiB at most). */
+#define S_FILE_MS 150000
+
+/* The caller's running VM named by (env, vm_id, host), and its host, or a
+ * status with the reason in c->msg. */
+static int s_target(handler_ctx_t *c, const char *name, uint32_t vm_id, const char *host_id,
+                    const char *what, vm_t **vm_p)
+{
+    env_t *env = model_env_get(c->self, c->tenant, name);
+    char msg[256];
+    if (!env) {
+        snprintf(msg, sizeof msg, "no env named '%s'", name);
+        return handler_fail(c, TTFLEET__STATUS__NOT_FOUND, msg);
+    }
+    vm_t *vm = NULL;
+    int found = 0;
+    for (int i = 0; i < env->n_vms; i++)
+        if (env->vms[i]->vm_id == vm_id && !env->vms[i]->doomed &&
+            (!host_id || !*host_id || strcmp(host_id, env->vms[i]->host->id) == 0)) {
+            vm = env->vms[i];
+            found++;
+        }
+    if (found != 1) {
+        if (found)
+            snprintf(msg, sizeof msg, "VM id %u is on several hosts; name the host", vm_id);
+        else
+            snprintf(msg, sizeof msg, "env '%s' has no VM %u%s%s", name, vm_id,
+                     host_id && *host_id ? " on host " : "", host_id ? host_id : "");
+        return handler_fail(c, found ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND,
+                            msg);
+    }
+    if (vm->state != TTFLEET__VM_STATE__VM_RUNNING) {
+        snprintf(msg, sizeof msg, "VM %u of env '%s' is %s: %s needs it running", vm_id, name,
+                 tt_vm_state_name(vm->state), what);
+        return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
+    }
+    host_t *h = vm->host;
+    if (!h->routing || h->state == HOST_DOWN) {
+        snprintf(msg, sizeof msg, "host %s of VM %u is down", h->id, vm_id);
+        return handler_fail(c, TTFLEET__STATUS__UNAVAILABLE, msg);
+    }
+    *vm_p = vm;
+    return 0;
+}
+
+/* The worker's answer (or NULL: host down, deadline) to the client. */
+static void s_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply *reply)
+{
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    char msg[900];
+    char *worker_host = NULL;
+    int status;
+    if (!reply) {
+        status = op->status != TTFLEET__STATUS__OK ? op->status : TTFLEET__STATUS__TIMEOUT;
+        snprintf(msg, sizeof msg, "exec / copy in VM %u on host %s: %s", op->console_vm_id,
+                 op->console_host, op->message[0] ? op->message : "no answer");
+    } else {
+        status = reply->status;
+        snprintf(msg, sizeof msg, "%s", reply->message ? reply->message : "");
+        if (status != TTFLEET__STATUS__OK && !msg[0])
+            snprintf(msg, sizeof msg, "host %s: %s", host->id, tt_status_name(status));
+        if (reply->exec) {
+            worker_host = reply->exec->host;
+            reply->exec->host = host->id;
+            reply->exec->vm_id = op->console_vm_id;
+            rep.result_case = TTFLEET__REPLY__RESULT_EXEC;
+            rep.exec = reply->exec;
+        } else if (reply->copy) {
+            rep.result_case = TTFLEET__REPLY__RESULT_COPY;
+            rep.copy = reply->copy;
+        } else if (status == TTFLEET__STATUS__OK) {
+            status = TTFLEET__STATUS__WORKER_FAILED;
+            snprintf(msg, sizeof msg, "host %s answered without a result", host->id);
+        }
+    }
+    reply_send(self, op->envelope, op->service, op->tenant, op->request_id, status, msg,
+               rep.result_case ? &rep : NULL, false);
+    if (reply && reply->exec)
+        reply->exec->host = worker_host; /* host->id was borrowed */
+    op->env = NULL;
+    op_free(self, &op);
+}
+
+/* Open the op and send the command; 0, or a status in c->msg. */
+static int s_forward(handler_ctx_t *c, vm_t *vm, Ttfleet__EnvExec *exec, Ttfleet__EnvCopy *copy,
+                     int64_t deadline_ms)
+{
+    broker_t *self = c->self;
+    host_t *h = vm->host;
+    op_t *op = op_new(self, OP_GUEST, vm->env, c->envelope, c->service, c->tenant, c->rid);
+    if (!op)
+        return handler_fail(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    snprintf(op->console_host, sizeof op->console_host, "%s", h->id);
+    op->console_vm_id = vm->vm_id;
+    op->guest_done = s_done;
+    op->deadline_ms = tt_mono_ms() + deadline_ms;
+    uint64_t cmd_id = wcmd_guest(self, h, exec, copy);
+    if (!cmd_id) {
+        op_free(self, &op);
+        char msg[200];
+        snprintf(msg, sizeof msg, "host %s has too many commands queued; try again", h->id);
+        return handler_fail(c, TTFLEET__STATUS__UNAVAILABLE, msg);
+    }
+    op_wait(self, op, h, cmd_id);
+    return 0;
+}
+
+/* The audit row of an exec or of a copy's first chunk (dispatch set the
+ * op and target: "env.exec" / "env.copy", the env name): what reached which
+ * VM, control characters shown as '?'. Written when the command is sent,
+ * in the same batch. */
+static void s_audit(handler_ctx_t *c, const vm_t *vm, const char *what, char *const *argv,
+                    size_t argc)
+{
+    char text[400];
+    size_t n = (size_t)snprintf(text, sizeof text, "%s in VM %u on host %s:", what, vm->vm_id,
+                                vm->host->id);
+    for (size_t i = 0; i < argc && n + 2 < sizeof text; i++) {
+        text[n++] = ' ';
+        for (const char *p = argv[i]; *p && n + 1 < sizeof text; p++)
+            text[n++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+    }
+    text[n < sizeof text ? n : sizeof text - 1] = '\0';
+    reply_audit(c->self, c->tenant, c->rid, TTFLEET__STATUS__OK, text);
+}
+
+int guest_exec(handler_ctx_t *c)
+{
+    Ttfleet__EnvExec *q = c->req->env_exec;
+    vm_t *vm;
+    int st = s_target(c, q->name, q->vm_id, q->host, "exec", &vm);
+    if (st)
+        return st;
+    bool more = q->exec_id && *q->exec_id;
+    uint32_t t = q->timeout_s ? q->timeout_s : TT_EXEC_TIMEOUT_DEFAULT;
+    st = s_forward(c, vm, q, NULL, more ? S_CHUNK_MS : (int64_t)t * 1000 + S_MARGIN_MS);
+    if (st == 0 && !more)
+        s_audit(c, vm, "exec", q->argv, q->n_argv);
+    return st;
+}
+
+int guest_copy(handler_ctx_t *c)
+{
+    Ttfleet__EnvCopy *q = c->req->env_copy;
+    vm_t *vm;
+    int st = s_target(c, q->name, q->vm_id, q->host, "copy", &vm);
+    if (st)
+        return st;
+    bool get = q->direction == TTFLEET__COPY_DIRECTION__COPY_GET;
+    bool whole = get ? q->offset == 0 : q->last;
+    st = s_forward(c, vm, NULL, q, whole ? S_FILE_MS : S_CHUNK_MS);
+    if (st == 0 && (!q->transfer_id || !*q->transfer_id))
+        s_audit(c, vm, get ? "copy from" : "copy to", &q->path, 1);
+    return st;
+}

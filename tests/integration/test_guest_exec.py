@@ -1,0 +1,507 @@
+"""Exec and copy without SSH (issue 11 part 4), end to end on the process
+engine: ttctl -> ttbroker (broker/guest_ops.c) -> ttworker
+(worker/guestop.c, setns into the VM's namespaces) and back.
+
+- exec: `uname -r` is the host's (same kernel), an exit code comes back
+  faithfully, stdout over 1 MiB is cut at 1 MiB and flagged (and read
+  back in 96 KiB pieces), stderr stays separate, a command over its
+  timeout is killed and reported, the command runs inside the VM (its
+  working directory is the VM's own disk, a mount only its namespace has);
+- cp: a 10 MiB random file PUT then GET is byte-exact (sha256), a file
+  over 64 MiB is refused with nothing written, a path with a NUL (a hand
+  made request: ttctl cannot send one) is refused, a wrong sha256 on the
+  last chunk is CHECKSUM_MISMATCH and leaves no file in the guest;
+- refusals: exec on a stopped VM, tenant B in tenant A's env (NOT_FOUND);
+- audit: an exec leaves a row (tenant, env, VM, host, argv with control
+  characters shown as '?');
+- liveness: while `sleep 20` runs in a VM, env show and another tenant's
+  requests answer promptly and the host stays online.
+
+Needs root (the process engine's namespaces and the VM's disk image).
+"""
+
+import hashlib
+import os
+import signal
+import threading
+import time
+import unittest
+
+import harness
+
+A, B = "execa", "execb"
+
+
+def skip(why):
+    print("SKIP: " + why)
+    os._exit(77)
+
+
+class Raw:
+    """A bare 7/MDP client for requests ttctl will not make."""
+
+    def __init__(self, endpoint, tenant):
+        import zmq
+        self.pb = harness.pb2()
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.tenant = tenant
+        self.n = 0
+
+    def call(self, req, timeout=20.0):
+        self.n += 1
+        req.request_id = "raw%d-%d" % (os.getpid(), self.n)
+        req.tenant = self.tenant
+        self.sock.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+        if not self.sock.poll(int(timeout * 1000)):
+            raise AssertionError("no reply to a raw request")
+        frames = self.sock.recv_multipart()
+        rep = self.pb.Reply()
+        rep.ParseFromString(frames[-1])
+        return rep
+
+    def close(self):
+        self.sock.close(0)
+
+
+class GuestExec(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            skip("needs root (namespaces and the VM's disk image)")
+        harness.watchdog(280)
+        cls.pool = harness.Pool(hosts={"h1": {"engines": "process", "cpu": 8, "mem": 8192,
+                                              "args": ["--stop-timeout-ms", "300"]}})
+        cls.pool.start()
+        cls.vm = cls.ok_cls(A, "env", "create", "e", "--image", "sleeper", "--cpu", 1,
+                            "--mem", 64, "--disk", 128, "--lifetime", 900)["vms"][0]["vm_id"]
+        cls.ok_cls(B, "env", "create", "other", "--image", "sleeper", "--cpu", 1,
+                   "--mem", 64, "--disk", 64, "--lifetime", 900)
+        cls.tmp = os.path.join(cls.pool.dir, "files")
+        os.makedirs(cls.tmp)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pool.close()
+        harness.watchdog(0)
+
+    @classmethod
+    def ok_cls(cls, tenant, *args, json_out=True, timeout_ms=20000):
+        r = cls.pool.ctl(*args, tenant=tenant, timeout_ms=timeout_ms, json_out=json_out)
+        if r.rc != 0:
+            raise AssertionError("%r\n%s" % (r, cls.pool.logs()))
+        return r.data if json_out else r.out
+
+    def ok(self, *args, tenant=A, **kw):
+        return self.ok_cls(tenant, *args, **kw)
+
+    def ctl(self, *args, tenant=A, json_out=True, timeout_ms=20000):
+        return self.pool.ctl(*args, tenant=tenant, json_out=json_out, timeout_ms=timeout_ms)
+
+    def exec_json(self, *cmd, tenant=A, opts=()):
+        r = self.ctl("env", "exec", "e", self.vm, *opts, "--", *cmd, tenant=tenant)
+        import json
+        data = json.loads(r.out) if r.out.strip().startswith("{") else None
+        return r, data
+
+    # ---- exec ----
+
+    def test_uname_is_the_hosts(self):
+        r, d = self.exec_json("uname", "-r")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(d["status"], "OK")
+        self.assertEqual(d["stdout"].strip(), os.uname().release)
+        self.assertEqual(d["exit_code"], 0)
+        # plain form: stdout to stdout, exit code 0
+        r = self.ctl("env", "exec", "e", self.vm, "--", "uname", "-r", json_out=False)
+        self.assertEqual((r.rc, r.out.strip()), (0, os.uname().release), r)
+
+    def test_audited(self):
+        r, d = self.exec_json("echo", "audit\x1bme")
+        self.assertEqual(r.rc, 0, r)
+        data = self.ok("audit", tenant=harness.ADMIN)
+        rows = data.get("audit", data.get("records", []))
+        mine = [x for x in rows if x.get("op") == "env.exec" and "audit?me" in x.get("message", "")]
+        self.assertTrue(mine, rows[:5])
+        self.assertEqual((mine[0]["tenant"], mine[0]["target"]), (A, "e"))
+        self.assertIn("VM %d on host h1: echo audit?me" % self.vm, mine[0]["message"])
+        print("audit row: %s" % mine[0])
+
+    def test_runs_inside_the_vm(self):
+        # the VM's working directory is its disk, mounted in its own mount
+        # namespace only: a file written there is not in the host's view
+        r, d = self.exec_json("sh", "-c", "pwd; hostname; echo inside > marker; cat marker")
+        self.assertEqual(r.rc, 0, r)
+        cwd, hostname, text = d["stdout"].split("\n")[:3]
+        self.assertEqual(hostname, "vm-%d" % self.vm)
+        self.assertEqual(text, "inside")
+        self.assertFalse(os.path.exists(os.path.join(cwd, "marker")),
+                         "the exec wrote into the host's directory, not the VM's disk")
+
+    def test_exit_code_and_stderr(self):
+        r, d = self.exec_json("sh", "-c", "echo out; echo err >&2; exit 7")
+        self.assertEqual(r.rc, 7, r)
+        self.assertEqual((d["exit_code"], d["stdout"], d["stderr"]), (7, "out\n", "err\n"))
+        r = self.ctl("env", "exec", "e", self.vm, "--", "sh", "-c", "echo out; echo err >&2; "
+                     "exit 3", json_out=False)
+        self.assertEqual((r.rc, r.out, r.err), (3, "out\n", "err\n"), r)
+        r, d = self.exec_json("no-such-program-here")
+        self.assertEqual(r.rc, 127, r)
+        self.assertIn("cannot run", d["stderr"])
+
+    def test_stdin(self):
+        path = os.path.join(self.tmp, "in.txt")
+        with open(path, "w") as f:
+            f.write("hello from stdin\n")
+        r, d = self.exec_json("sh", "-c", "tr a-z A-Z", opts=("--stdin", path))
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(d["stdout"], "HELLO FROM STDIN\n")
+
+    def test_big_stdout_is_truncated_and_flagged(self):
+        cmd = ("head -c 1500000 /dev/zero | tr '\\0' x; echo done >&2")
+        r, d = self.exec_json("sh", "-c", cmd)
+        self.assertEqual(r.rc, 0, r)
+        self.assertTrue(d["stdout_truncated"])
+        self.assertFalse(d["stderr_truncated"])
+        self.assertEqual(d["stdout_size"], 1024 * 1024)
+        self.assertEqual(d["stdout"], "x" * (1024 * 1024))  # read back in 96 KiB pieces
+        self.assertEqual(d["stderr"], "done\n")
+        r = self.ctl("env", "exec", "e", self.vm, "--", "sh", "-c", cmd, json_out=False)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(len(r.out), 1024 * 1024)
+        self.assertIn("stdout truncated", r.err)
+        self.assertIn("done\n", r.err)
+
+    def test_timeout_kills(self):
+        t0 = time.monotonic()
+        r, d = self.exec_json("sh", "-c", "echo started; exec sleep 60", opts=("--timeout", 2))
+        took = time.monotonic() - t0
+        self.assertEqual(r.rc, 124, r)
+        self.assertEqual(d["status"], "TIMEOUT")
+        self.assertEqual(d["signal"], 9)
+        self.assertEqual(d["stdout"], "started\n")
+        self.assertIn("timeout", d["message"])
+        self.assertLess(took, 10, "the timeout did not kill the command")
+        # nothing of it lives on in the VM
+        r, d = self.exec_json("sh", "-c", "ps -o args= 2>/dev/null || ls /proc")
+        self.assertNotIn("sleep 60", d["stdout"])
+
+    # ---- copy ----
+
+    def cwd(self):
+        return self.exec_json("pwd")[1]["stdout"].strip()
+
+    def test_copy_10mib_roundtrip(self):
+        data = os.urandom(10 * 1024 * 1024)
+        src = os.path.join(self.tmp, "ten.bin")
+        with open(src, "wb") as f:
+            f.write(data)
+        guest = self.cwd() + "/ten.bin"
+        put = self.ok("env", "cp", src, "e:%d:%s" % (self.vm, guest))
+        self.assertEqual((put["bytes"], put["sha256"]), (len(data), hashlib.sha256(data).hexdigest()))
+        # in the guest (its own disk), with the same sha256
+        r, d = self.exec_json("sha256sum", guest)
+        self.assertEqual(d["stdout"].split()[0], hashlib.sha256(data).hexdigest())
+        back = os.path.join(self.tmp, "back.bin")
+        got = self.ok("env", "cp", "e:%d:%s" % (self.vm, guest), back)
+        with open(back, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(data).digest())
+        self.assertEqual(got["sha256"], put["sha256"])
+        # plain form, into a directory: keeps the guest file's name
+        r = self.ctl("env", "cp", "e:%d:%s" % (self.vm, guest), self.tmp + "/", json_out=False)
+        self.assertEqual(r.rc, 0, r)
+        self.assertIn(hashlib.sha256(data).hexdigest(), r.out)
+
+    def test_copy_empty_and_odd_sizes(self):
+        cwd = self.cwd()
+        for size in (0, 1, 128 * 1024, 128 * 1024 + 1):
+            data = os.urandom(size)
+            src = os.path.join(self.tmp, "s%d" % size)
+            with open(src, "wb") as f:
+                f.write(data)
+            self.ok("env", "cp", src, "e:%d:%s/s%d" % (self.vm, cwd, size))
+            back = os.path.join(self.tmp, "b%d" % size)
+            got = self.ok("env", "cp", "e:%d:%s/s%d" % (self.vm, cwd, size), back)
+            self.assertEqual(got["bytes"], size)
+            with open(back, "rb") as f:
+                self.assertEqual(f.read(), data)
+
+    def test_copy_over_64mib_refused(self):
+        big = os.path.join(self.tmp, "big.bin")
+        with open(big, "wb") as f:
+            f.truncate(64 * 1024 * 1024 + 1)
+        guest = self.cwd() + "/big.bin"
+        r = self.ctl("env", "cp", big, "e:%d:%s" % (self.vm, guest))
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("TOO_LARGE", r.err)
+        # the broker refuses a chunk past 64 MiB too (a client that does not check)
+        raw = Raw(self.pool.clients_ep, A)
+        try:
+            pb = raw.pb
+            req = pb.Request()
+            req.env_copy.name, req.env_copy.vm_id, req.env_copy.path = "e", self.vm, guest
+            req.env_copy.transfer_id = "0" * 32
+            req.env_copy.offset = 64 * 1024 * 1024
+            req.env_copy.data = b"x"
+            rep = raw.call(req)
+            self.assertEqual(rep.status, pb.BAD_REQUEST, rep)
+            self.assertIn("64 MiB", rep.message)
+        finally:
+            raw.close()
+        r, d = self.exec_json("test", "-e", guest)
+        self.assertEqual(d["exit_code"], 1, "a refused copy left a file in the guest")
+        # a guest file over 64 MiB cannot be read either
+        r, d = self.exec_json("sh", "-c", "truncate -s 67108865 huge.bin 2>/dev/null || "
+                              "dd if=/dev/zero of=huge.bin bs=1 count=0 seek=67108865")
+        r = self.ctl("env", "cp", "e:%d:%s/huge.bin" % (self.vm, self.cwd()),
+                     os.path.join(self.tmp, "huge"))
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("64 MiB", r.err)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "huge")))
+
+    def test_nul_in_path_refused(self):
+        raw = Raw(self.pool.clients_ep, A)
+        try:
+            pb = raw.pb
+            req = pb.Request()
+            req.env_copy.name, req.env_copy.vm_id = "e", self.vm
+            req.env_copy.path = self.cwd() + "/nul\x00tail"
+            req.env_copy.last, req.env_copy.data = True, b"abc"
+            req.env_copy.total_size = 3
+            req.env_copy.sha256 = hashlib.sha256(b"abc").digest()
+            rep = raw.call(req)
+            self.assertEqual(rep.status, pb.BAD_REQUEST, rep)
+            self.assertIn("NUL", rep.message)
+            req = pb.Request()
+            req.env_exec.name, req.env_exec.vm_id = "e", self.vm
+            req.env_exec.argv.extend(["touch", "a\x00b"])
+            rep = raw.call(req)
+            self.assertEqual(rep.status, pb.BAD_REQUEST, rep)
+        finally:
+            raw.close()
+        r, d = self.exec_json("sh", "-c", "ls")
+        self.assertNotIn("nul", d["stdout"])
+        self.assertNotIn("a\n", d["stdout"].replace("marker", ""))
+        # ttctl refuses relative paths and control characters itself
+        r = self.ctl("env", "cp", "/etc/hostname", "e:%d:relative/x" % self.vm)
+        self.assertEqual(r.rc, harness.EXIT_USAGE, r)
+
+    def test_wrong_sha256_leaves_nothing(self):
+        raw = Raw(self.pool.clients_ep, A)
+        guest = self.cwd() + "/badsum.bin"
+        try:
+            pb = raw.pb
+            req = pb.Request()
+            c = req.env_copy
+            c.name, c.vm_id, c.path, c.data = "e", self.vm, guest, b"a" * 1000
+            rep = raw.call(req)
+            self.assertEqual(rep.status, pb.OK, rep)
+            tid = rep.copy.transfer_id
+            self.assertEqual(len(tid), 32)
+            req = pb.Request()
+            c = req.env_copy
+            c.name, c.vm_id, c.path, c.transfer_id = "e", self.vm, guest, tid
+            c.offset, c.data, c.last, c.total_size = 1000, b"b" * 1000, True, 2000
+            c.sha256 = hashlib.sha256(b"a" * 2000).digest()  # not what was sent
+            rep = raw.call(req)
+            self.assertEqual(rep.status, pb.CHECKSUM_MISMATCH, rep)
+            self.assertIn("nothing was written", rep.message)
+        finally:
+            raw.close()
+        r, d = self.exec_json("test", "-e", guest)
+        self.assertEqual(d["exit_code"], 1, "a file was written despite the wrong sha256")
+
+    # ---- refusals ----
+
+    def test_other_tenant_not_found(self):
+        r = self.ctl("env", "exec", "e", self.vm, "--", "true", tenant=B)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("NOT_FOUND", r.out + r.err)
+        r = self.ctl("env", "cp", "/etc/hostname", "e:%d:/tmp/x" % self.vm, tenant=B)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("NOT_FOUND", r.err)
+        r = self.ctl("env", "cp", "e:%d:/etc/hostname" % self.vm, self.tmp + "/y", tenant=B)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("NOT_FOUND", r.err)
+        # and B's own VM works for B
+        vm_b = self.ok("env", "show", "other", tenant=B)["vms"][0]["vm_id"]
+        r = self.ctl("env", "exec", "other", vm_b, "--", "true", tenant=B)
+        self.assertEqual(r.rc, 0, r)
+
+    def test_stopped_vm_refused(self):
+        vm = self.ok("env", "create", "s", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                     "--disk", 64, "--lifetime", 600)["vms"][0]["vm_id"]
+        time.sleep(1.2)
+        self.ok("env", "stop", "s")
+        r = self.ctl("env", "exec", "s", vm, "--", "true")
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("INVALID_STATE", r.out + r.err)
+        self.assertIn("stopped", r.out + r.err)
+        r = self.ctl("env", "cp", "/etc/hostname", "s:%d:/tmp/x" % vm)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("INVALID_STATE", r.err)
+        self.ok("env", "delete", "s")
+
+    # ---- the loop stays live ----
+
+    def test_long_exec_keeps_the_pool_live(self):
+        out = {}
+
+        def run():
+            t0 = time.monotonic()
+            out["r"] = self.ctl("env", "exec", "e", self.vm, "--timeout", 60, "--", "sleep", 20,
+                                json_out=False, timeout_ms=40000)
+            out["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(2)
+        worst = 0.0
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            self.ok("env", "show", "e")
+            self.ok("env", "list", tenant=B)
+            self.ok("env", "exec", "other", self.ok("env", "show", "other", tenant=B)
+                    ["vms"][0]["vm_id"], "--", "true", tenant=B)
+            worst = max(worst, time.monotonic() - t0)
+            hosts = self.ok("host", "list", tenant=harness.ADMIN)["hosts"]
+            self.assertEqual(hosts[0]["state"], "online")
+            time.sleep(0.5)
+        t.join(60)
+        self.assertFalse(t.is_alive())
+        print("while sleep 20 ran: worst env show + list + another exec took %.3f s" % worst)
+        self.assertLess(worst, 3.0)
+        self.assertEqual(out["r"].rc, 0, out["r"])
+        self.assertGreater(out["took"], 19)
+
+
+if __name__ == "__main__":
+    unittest.main()
+
+
+class GuestExecGone(unittest.TestCase):
+    """What an exec in flight hears when its env is deleted or its host dies."""
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            skip("needs root (namespaces and the VM's disk image)")
+        harness.watchdog(170)
+        self.addCleanup(harness.watchdog, 0)
+        self.pool = harness.Pool(hosts={"h1": {"engines": "process", "cpu": 8, "mem": 8192,
+                                               "args": ["--stop-timeout-ms", "300"]}})
+        self.addCleanup(self.pool.close)
+        self.pool.start()
+
+    def ok(self, *args):
+        r = self.pool.ctl(*args, tenant=A, timeout_ms=20000)
+        self.assertEqual(r.rc, 0, "%r\n%s" % (r, self.pool.logs()))
+        return r.data
+
+    def long_exec(self, env, vm):
+        out = {}
+
+        def run():
+            t0 = time.monotonic()
+            out["r"] = self.pool.ctl("env", "exec", env, vm, "--timeout", 120, "--", "sleep", 60,
+                                     tenant=A, timeout_ms=20000)
+            out["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(2)
+        return t, out
+
+    def test_delete_mid_exec(self):
+        vm = self.ok("env", "create", "d", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                     "--disk", 64, "--lifetime", 600)["vms"][0]["vm_id"]
+        t, out = self.long_exec("d", vm)
+        self.ok("env", "delete", "d")
+        t.join(30)
+        self.assertFalse(t.is_alive())
+        r = out["r"]
+        print("exec when its env was deleted: rc %d after %.1f s: %s" % (r.rc, out["took"],
+                                                                       r.out.strip()))
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("GUEST_UNREACHABLE", r.out)
+        self.assertIn("stopped or deleted while the command ran", r.out)
+        self.assertLess(out["took"], 20)
+        # the broker and worker carry on
+        self.ok("env", "create", "d2", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                "--disk", 64, "--lifetime", 600)
+        r = self.pool.ctl("env", "exec", "d2", self.ok("env", "show", "d2")["vms"][0]["vm_id"],
+                          "--", "true", tenant=A)
+        self.assertEqual(r.rc, 0, r)
+
+    def test_host_down_mid_exec(self):
+        vm = self.ok("env", "create", "k", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                     "--disk", 64, "--lifetime", 600)["vms"][0]["vm_id"]
+        t, out = self.long_exec("k", vm)
+        self.pool.stop_worker("h1", signal.SIGKILL)
+        t.join(40)
+        self.assertFalse(t.is_alive())
+        r = out["r"]
+        print("exec when its host died: rc %d after %.1f s: %s" % (r.rc, out["took"],
+                                                                 r.out.strip()))
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("WORKER_FAILED", r.out)
+        self.assertIn("went down", r.out)
+        self.assertLess(out["took"], 30)
+        r = self.pool.ctl("env", "show", "k", tenant=A)
+        self.assertEqual(r.rc, 0, r)
+
+
+class GuestExecVmUser(unittest.TestCase):
+    """Under `ttworker --vm-user nobody` an exec runs as that user (as the
+    VM's own program does) and a copied file belongs to it."""
+
+    def setUp(self):
+        import pwd
+        if os.geteuid() != 0:
+            skip("needs root to switch users")
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user 'nobody' on this machine")
+        harness.watchdog(100)
+        self.addCleanup(harness.watchdog, 0)
+        self.pool = harness.Pool(hosts={"h1": {"args": ["--vm-user", "nobody"]}})
+        self.addCleanup(self.pool.close)
+        for d in (self.pool.dir, self.pool.images):
+            os.chmod(d, 0o755)
+        self.pool.start()
+
+    def test_exec_as_the_vm_user(self):
+        r = self.pool.ctl("env", "create", "u", "--image", "sleeper", "--cpu", 1, "--mem", 64,
+                          "--disk", 64, tenant=A)
+        self.assertEqual(r.rc, 0, repr(r) + self.pool.logs())
+        vm = r.data["vms"][0]["vm_id"]
+        r = self.pool.ctl("env", "exec", "u", vm, "--", "sh", "-c",
+                          "id -u; id -g; grep NoNewPrivs /proc/self/status; pwd", tenant=A)
+        self.assertEqual(r.rc, 0, r)
+        uid, gid, nnp, cwd = r.data["stdout"].split("\n")[:4]
+        self.assertEqual((int(uid), int(gid)), (self.nobody.pw_uid, self.nobody.pw_gid))
+        self.assertEqual(nnp.split()[-1], "1")
+        src = os.path.join(self.pool.dir, "f.txt")
+        with open(src, "w") as f:
+            f.write("owned\n")
+        # the guest's view decides: its disk is its working directory, which the
+        # user reaches by that, not by the worker's path (root's, 0700)
+        r = self.pool.ctl("env", "cp", src, "u:%d:%s/f.txt" % (vm, cwd), tenant=A)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("Permission denied", r.err)
+        # the process engine shares the host's /tmp (no chroot): written as the user
+        dst = "/tmp/ttfleet-exec-test-%d.txt" % os.getpid()
+        self.addCleanup(lambda: os.path.exists(dst) and os.unlink(dst))
+        r = self.pool.ctl("env", "cp", src, "u:%d:%s" % (vm, dst), tenant=A)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(os.stat(dst).st_uid, self.nobody.pw_uid)
+        r = self.pool.ctl("env", "exec", "u", vm, "--", "stat", "-c", "%u", dst, tenant=A)
+        self.assertEqual(int(r.data["stdout"]), self.nobody.pw_uid)
+        # a file the user cannot write is refused by the guest, not written by root
+        r = self.pool.ctl("env", "cp", src, "u:%d:/etc/ttfleet-must-not-exist" % vm, tenant=A)
+        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
+        self.assertIn("GUEST_FAILED", r.err)
+        self.assertFalse(os.path.exists("/etc/ttfleet-must-not-exist"))
