@@ -544,7 +544,10 @@ class GuestDebianFleet(unittest.TestCase):
                      timeout_ms=60000)
         self.assertEqual(r.rc, harness.EXIT_STATUS, repr(r))
         self.assertIn("0 of 1 VMs ready", r.err)
-        self.assertRegex(r.err, r"vm \d+ on h1 not ready \(.+\); its console tail:")
+        # with the probe's latest reason (the guest refuses port 1), not the
+        # first step's "not probed yet"
+        self.assertRegex(r.err, r"vm \d+ on h1 not ready \(connect: Connection refused\); "
+                                r"its console tail:")
         # the guest's own console line, from the worker's console log
         self.assertRegex(r.err, r"ttguest: vm \d+ ip 10\.10\.")
         self.ok("env", "delete", "never")
