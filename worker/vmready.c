@@ -142,6 +142,8 @@ int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_targ
     /* a step is due when its fd could be ready or its time has come; the
      * probe never blocks, so stepping each tick is safe */
     int r = probe_step(e->probe, now_ms);
+    char before[sizeof e->detail];
+    memcpy(before, e->detail, sizeof before);
     snprintf(e->detail, sizeof e->detail, "%s", probe_detail(e->probe));
     if (r == 1) {
         e->ready = true;
@@ -149,7 +151,12 @@ int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_targ
         probe_destroy(&e->probe);
         return 1;
     }
-    return 0;
+    /* A new reason for not being ready is worth reporting too: the fleet
+     * sends actuals only when this returns 1, and without it the broker
+     * kept the first step's "not probed yet" for as long as the VM stayed
+     * not ready (what `--wait ready` prints on its timeout). The reasons
+     * carry no counters, so this is a few reports per boot, not one a tick. */
+    return strcmp(before, e->detail) != 0;
 }
 
 void vmready_fill(const vmready_t *self, uint32_t vm_id, Ttfleet__VmActual *va)

@@ -28,9 +28,10 @@ void vmready_forget(vmready_t *self, uint32_t vm_id);
 
 /* One step for vm_id: running says whether it runs now; target says where
  * to probe; image_dir is the VM's image directory (for its `ready` file),
- * or NULL. Returns 1 when a probe succeeded in this step (worth an event),
- * else 0: a VM with spec none is ready at once and a VM that stopped loses
- * ready, both reported by the reply to the command that did it. */
+ * or NULL. Returns 1 when a probe succeeded in this step or the reason a
+ * running VM is not ready changed (either is worth an event), else 0: a VM
+ * with spec none is ready at once and a VM that stopped loses ready, both
+ * reported by the reply to the command that did it. */
 int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_target_t *target,
                  const char *image_dir, int64_t now_ms);
 

@@ -19,6 +19,7 @@
 #include "qga.h"
 #include "seed.h"
 #include "ttproto.h"
+#include "vmready.h"
 
 #define KEY_ED                                                                                     \
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3 me@x"
@@ -391,6 +392,40 @@ static void test_console_regex_bounds(void)
     CHECK(tt_console_re_new("", err, sizeof err) == NULL);
 }
 
+/* vmready reports a new reason for not being ready (the fleet sends actuals
+ * when a step returns 1), once per change, not every step. */
+static void test_vmready_detail(void)
+{
+    uint16_t port;
+    close(s_listen(&port)); /* nothing listens there now */
+    vmready_t *rd = vmready_new();
+    vmready_set_spec(rd, 7, "tcp:1");
+    probe_target_t t = {0};
+    snprintf(t.host, sizeof t.host, "127.0.0.1");
+    t.n_ports = 1;
+    t.ports[0].guest = 1;
+    t.ports[0].dial = port;
+    Ttfleet__VmActual va = TTFLEET__VM_ACTUAL__INIT;
+    int reports = 0, refused_at = -1;
+    int64_t now = tt_mono_ms();
+    for (int i = 0; i < 12; i++, now += 600) {
+        int r = vmready_step(rd, 7, true, &t, NULL, now);
+        CHECK(r == 0 || r == 1);
+        reports += r;
+        vmready_fill(rd, 7, &va);
+        CHECK(!va.ready && va.ready_detail);
+        if (refused_at < 0 && strstr(va.ready_detail, "refused")) {
+            refused_at = i;
+            CHECK(r == 1); /* the step that found the new reason reports it */
+        }
+        poll(NULL, 0, 20); /* let a loopback connect finish */
+    }
+    CHECK(refused_at >= 0);
+    /* the first reason (not probed yet / the refusal) and the refusal: not 12 */
+    CHECK(reports >= 1 && reports <= 2);
+    vmready_destroy(&rd);
+}
+
 static void test_qga_parser(void)
 {
     char err[256];
@@ -517,6 +552,7 @@ int main(void)
     test_probe_specs();
     test_console_regex_bounds();
     test_probes(dir);
+    test_vmready_detail();
     test_qga_parser();
     test_qga_replies();
     return s_report("test_worker_guest");
