@@ -366,6 +366,29 @@ static int s_finish(ctl_t *ctl, ttclient_t **client_p, int rc, Ttfleet__Reply **
 
 /* ---- env ---- */
 
+/* --wait [running|ready] (also --wait=ready) and --wait-timeout SECS, of
+ * env create, start and resume: true if the option was one of them. */
+static bool s_wait_option(ctl_t *ctl, scan_t *s, bool *wait, bool *ready, int *secs)
+{
+    if (s_is(s, "--wait")) {
+        const char *what = s->inline_value;
+        if (!what && s->i < s->argc &&
+            (strcmp(s->argv[s->i], "ready") == 0 || strcmp(s->argv[s->i], "running") == 0))
+            what = s->argv[s->i++];
+        if (what && strcmp(what, "ready") && strcmp(what, "running"))
+            s_usage_error(ctl, "--wait takes 'running' or 'ready', not '%s'", what);
+        *wait = true;
+        *ready = *ready || (what && strcmp(what, "ready") == 0);
+        return true;
+    }
+    if (s_is(s, "--wait-timeout")) {
+        *secs = (int)s_number(ctl, "--wait-timeout", s_value(ctl, s), 1, 86400);
+        *wait = true;
+        return true;
+    }
+    return false;
+}
+
 /* env create --wait on a terminal (issue 12): the broker answers a create
  * only when its hosts made the VMs, which includes fetching a catalog
  * image. The create runs on a thread of its own (its own client) while
@@ -677,19 +700,8 @@ static int s_env_create(ctl_t *ctl, scan_t *s)
                 images[create.n_images - 1].ready = (char *)spec;
             } else
                 create.ready = (char *)spec;
-        } else if (s_is(s, "--wait")) {
-            /* --wait [running|ready] (also --wait=ready) */
-            const char *what = s->inline_value;
-            if (!what && s->i < s->argc &&
-                (strcmp(s->argv[s->i], "ready") == 0 || strcmp(s->argv[s->i], "running") == 0))
-                what = s->argv[s->i++];
-            if (what && strcmp(what, "ready") && strcmp(what, "running"))
-                s_usage_error(ctl, "--wait takes 'running' or 'ready', not '%s'", what);
-            wait = true;
-            wait_ready = wait_ready || (what && strcmp(what, "ready") == 0);
-        } else if (s_is(s, "--wait-timeout")) {
-            wait_secs = (int)s_number(ctl, "--wait-timeout", s_value(ctl, s), 1, 86400);
-            wait = true;
+        } else if (s_wait_option(ctl, s, &wait, &wait_ready, &wait_secs)) {
+            continue;
         } else if (s_is(s, "--queue")) {
             s_flag(ctl, s);
             create.queue = true;
@@ -782,7 +794,37 @@ static int s_env_list(ctl_t *ctl, scan_t *s)
     return s_finish(ctl, &client, rc, &reply, "no envs", all);
 }
 
-/* show, stop, start, pause, resume, delete: one env name, nothing else. */
+/* start, resume: one env name, and --wait [ready] [--wait-timeout SECS] as
+ * env create has them. */
+static int s_env_wake(ctl_t *ctl, scan_t *s)
+{
+    const char *name = NULL, *arg;
+    bool wait = false, wait_ready = false;
+    int wait_secs = TTCTL_DEFAULT_WAIT, kind;
+    while ((kind = s_scan(ctl, s, &arg)) >= 0) {
+        if (kind == 0) {
+            if (name)
+                s_usage_error(ctl, "unexpected argument '%s'", arg);
+            name = s_name(ctl, "env name", arg);
+        } else if (!s_wait_option(ctl, s, &wait, &wait_ready, &wait_secs) &&
+                   !s_global_option(ctl, s))
+            s_unknown_option(ctl, s);
+    }
+    if (!name)
+        s_usage_error(ctl, "env name is required");
+    ttclient_t *client = s_client(ctl);
+    Ttfleet__Reply *reply = NULL;
+    int rc = ctl->cmd->ref(client, name, &reply);
+    if (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK) {
+        ttclient_reply_destroy(&reply);
+        return s_wait_running(ctl, &client, name, wait_secs, wait_ready);
+    }
+    char text[128];
+    snprintf(text, sizeof text, "env %s %s", name, ctl->cmd->done);
+    return s_finish(ctl, &client, rc, &reply, text, false);
+}
+
+/* show, stop, pause, delete: one env name, nothing else. */
 static int s_env_ref(ctl_t *ctl, scan_t *s)
 {
     const char *name = s_one_name(ctl, s, "env name");
@@ -2348,12 +2390,15 @@ static const command_t s_commands[] = {
     {"env", "stop", "env stop NAME",
      "Powers off the VMs of NAME, keeping disks, addresses and ports.\n", NULL, ttclient_env_stop,
      "stopped"},
-    {"env", "start", "env start NAME", "Boots the VMs of a stopped env again.\n", NULL,
-     ttclient_env_start, "started"},
+    {"env", "start", "env start NAME [--wait [ready] [--wait-timeout SECS]]",
+     "Boots the VMs of a stopped env again. --wait: then wait until every VM runs (or, with\n"
+     "ready, is ready again: ready is dropped on stop), as env create --wait.\n",
+     s_env_wake, ttclient_env_start, "started"},
     {"env", "pause", "env pause NAME", "Freezes the VMs of NAME (resources stay held).\n", NULL,
      ttclient_env_pause, "paused"},
-    {"env", "resume", "env resume NAME", "Thaws the VMs of a paused env.\n", NULL,
-     ttclient_env_resume, "resumed"},
+    {"env", "resume", "env resume NAME [--wait [ready] [--wait-timeout SECS]]",
+     "Thaws the VMs of a paused env. --wait as env start.\n", s_env_wake, ttclient_env_resume,
+     "resumed"},
     {"env", "extend", "env extend NAME SECS",
      "Sets the lifetime of NAME to SECS counted from its creation.\n", s_env_extend, NULL, NULL},
     {"env", "update",

@@ -108,8 +108,16 @@ class GuestBroker(PoolTest):
         # ready is dropped on stop and probed again on start
         self.ok("env", "stop", "talk")
         self.assertEqual(self._ready("talk"), [False, False])
-        self.ok("env", "start", "talk")
-        harness.wait_for("ready again", lambda: self._ready("talk") == [True, True], timeout=30)
+        r = self.ctl("env", "start", "talk", "--wait", "ready", "--wait-timeout", 30)
+        self.assertEqual(r.rc, 0, repr(r) + self.pool.logs())
+        self.assertEqual([v["ready"] for v in r.data["vms"]], [True, True])
+        # pause/resume with --wait (running is enough without ready)
+        self.ok("env", "pause", "talk")
+        r = self.ctl("env", "resume", "talk", "--wait", "--wait-timeout", 30)
+        self.assertEqual(r.rc, 0, repr(r))
+        r = self.ctl("env", "start", "talk", "--wait=soon")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("--wait takes", r.err)
 
     def test_ssh_helper_and_public_address(self):
         env = self.create("sshy")
