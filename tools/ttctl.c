@@ -956,7 +956,7 @@ static int s_env_rm_vm(ctl_t *ctl, scan_t *s)
  * port 22 (from env show). --print prints the command instead. */
 static int s_env_ssh(ctl_t *ctl, scan_t *s)
 {
-    const char *name = NULL, *key = NULL, *user = "root", *arg;
+    const char *name = NULL, *key = NULL, *user = NULL, *arg;
     uint32_t vm_id = 0;
     bool print = false;
     const char **cmd = calloc((size_t)s->argc + 1, sizeof *cmd);
@@ -1001,9 +1001,22 @@ static int s_env_ssh(ctl_t *ctl, scan_t *s)
     for (size_t i = 0; vm && i < vm->n_ports; i++)
         if (vm->ports[i]->guest == 22)
             port = vm->ports[i]->public_;
-    char addr[64] = "", portbuf[16], target[128];
+    char addr[64] = "", portbuf[16], target[128], image_user[TT_MAX_NAME + 1] = "";
     if (vm && vm->public_address)
         snprintf(addr, sizeof addr, "%s", vm->public_address);
+    if (vm && !user && vm->image_digest && *vm->image_digest) {
+        /* a catalog image may name the user its keys go to (image push --user) */
+        char ref[2 * TT_MAX_NAME + 80];
+        snprintf(ref, sizeof ref, "%s@%s", vm->image, vm->image_digest);
+        Ttfleet__Reply *im = NULL;
+        if (ttclient_image_show(client, ref, &im) == 0 && im->status == TTFLEET__STATUS__OK &&
+            im->image && im->image->defaults && im->image->defaults->user &&
+            tt_name_valid(im->image->defaults->user))
+            snprintf(image_user, sizeof image_user, "%s", im->image->defaults->user);
+        ttclient_reply_destroy(&im);
+    }
+    if (!user)
+        user = image_user[0] ? image_user : "root";
     ttclient_reply_destroy(&reply);
     ttclient_destroy(&client);
     if (!vm) {
@@ -2415,7 +2428,8 @@ static const command_t s_commands[] = {
     {"env", "ssh", "env ssh NAME VMID [-i|--identity KEY] [--user USER] [--print] [-- CMD...]",
      "Runs the system OpenSSH client (ssh) to VM VMID: its host's public address\n"
      "(ttworker --public-address) and the public port of guest port 22, as USER\n"
-     "(default root). --print prints the command instead of running it.\n",
+     "(default: the user its catalog image names (image push --user), else root).\n"
+     "--print prints the command instead of running it.\n",
      s_env_ssh, NULL, NULL},
     {"env", "console", "env console NAME VMID [--host ID] [--bytes N]",
      "Prints the tail of a VM's console log (default the last 16 KiB, at most 256 KiB).\n",

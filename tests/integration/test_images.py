@@ -39,7 +39,8 @@ class Images(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         harness.watchdog(170)
-        cls.pool = harness.Pool(hosts={"h1": {}}, broker_args=["--max-image-mib", "80"])
+        cls.pool = harness.Pool(hosts={"h1": {"args": ["--public-address", "127.0.0.1"]}},
+                                broker_args=["--max-image-mib", "80"])
         cls.pool.start()
         cls.dir = os.path.join(cls.pool.dir, "push")
         os.makedirs(cls.dir)
@@ -288,7 +289,7 @@ class Images(unittest.TestCase):
             os.makedirs(d)
             with open(os.path.join(d, "kernel"), "wb") as f:
                 f.write(os.urandom(1 << 20))
-            r = self.ctl("image", "push", "tagged:" + tag, d)
+            r = self.ctl("image", "push", "tagged:" + tag, d, "--user", "user" + tag)
             self.assertEqual(r.rc, 0, r)
             imgs[tag] = r.data["digest"]
         cases = (("tagged:t1", imgs["t1"]), ("tagged:t2", imgs["t2"]),
@@ -299,6 +300,15 @@ class Images(unittest.TestCase):
             self.assertEqual(r.rc, 0, r)
             self.addCleanup(self.ctl, "env", "delete", "bytag%d" % i, tenant="dave")
             self.assertEqual(r.data["vms"][0]["image_digest"], digest, ref)
+            # env ssh logs in as the user that image names (--user wins)
+            vm = r.data["vms"][0]["vm_id"]
+            user = "usert1" if digest == imgs["t1"] else "usert2"
+            p = self.ctl("env", "ssh", "bytag%d" % i, vm, "--print", tenant="dave", json_out=False)
+            self.assertEqual(p.rc, 0, p)
+            self.assertIn(user + "@127.0.0.1", p.out)
+            p = self.ctl("env", "ssh", "bytag%d" % i, vm, "--print", "--user", "me",
+                         tenant="dave", json_out=False)
+            self.assertIn("me@127.0.0.1", p.out)
         for ref in ("tagged:t3", "tagged@sha256:" + "0" * 64, "nosuch:t1"):
             r = self.ctl("env", "create", "bytagx", "--image", ref, "--engine", "hollow",
                          tenant="dave")
