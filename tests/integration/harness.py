@@ -131,10 +131,21 @@ def wait_for(what, predicate, timeout=20.0, interval=0.1):
 _pools = []
 
 
+_watchdog_cleanups = []
+
+
+def at_watchdog(fn):
+    """Also run fn when the watchdog fires (after the pools close): its
+    exit skips atexit handlers, so what they would remove (network
+    namespaces, say) registers here too."""
+    _watchdog_cleanups.append(fn)
+
+
 def watchdog(seconds):
     """Arms an alarm that, after seconds, closes every pool (daemons, VMs,
-    temp dirs) and exits: run it with a budget below the ctest TIMEOUT so
-    the cleanup happens before ctest resorts to SIGKILL. 0 disarms."""
+    temp dirs), runs the at_watchdog cleanups and exits: run it with a
+    budget below the ctest TIMEOUT so the cleanup happens before ctest
+    resorts to SIGKILL. 0 disarms."""
     def fire(_sig, _frame):
         print("harness: watchdog: test ran longer than %d s; cleaning up" % seconds,
               file=sys.stderr)
@@ -144,6 +155,11 @@ def watchdog(seconds):
                 pool.close()
             except AssertionError as e:  # valgrind's findings: say them, still exit
                 print(e, file=sys.stderr)
+        for fn in reversed(_watchdog_cleanups):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - cleanup goes on
+                print("harness: watchdog cleanup: %s" % e, file=sys.stderr)
         os._exit(124)
     signal.signal(signal.SIGALRM, fire)
     signal.alarm(seconds)

@@ -74,6 +74,7 @@ class Netns:
         self.procs = []
         import atexit
         atexit.register(self.close)
+        harness.at_watchdog(self.close)  # the watchdog's exit skips atexit
 
     def add(self, name):
         sh("ip", "netns", "add", name)
