@@ -482,10 +482,28 @@ int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t i
     }
     json_int_t p = json_integer_value(pid);
     json_decref(ret);
+    bool kill_sent = false;
     for (int delay = 20;; delay = delay < 200 ? delay * 2 : 200) {
         int64_t left = deadline - tt_mono_ms();
+        if (left <= 0 && !kill_sent) {
+            /* over its timeout: the guest's own kill, then a last look */
+            kill_sent = true;
+            char pidtext[32];
+            snprintf(pidtext, sizeof pidtext, "%lld", (long long)p);
+            json_t *kret = NULL;
+            char kerr[200];
+            if (qga_call(self, "guest-exec",
+                         json_pack("{s:s,s:[s,s]}", "path", "kill", "arg", "-KILL", pidtext),
+                         QGA_KILL_MS, &kret, kerr, sizeof kerr) == 0)
+                json_decref(kret);
+            deadline = tt_mono_ms() + QGA_KILL_MS;
+            left = QGA_KILL_MS;
+        }
         if (left <= 0) {
-            snprintf(err, errlen, "exec: the command did not end within %d ms", timeout_ms);
+            snprintf(err, errlen,
+                     "exec: the command did not end within %d ms, nor after kill -KILL in the "
+                     "guest",
+                     timeout_ms);
             return -1;
         }
         if (qga_call(self, "guest-exec-status", json_pack("{s:I}", "pid", p), (int)left, &ret, err,
@@ -495,8 +513,10 @@ int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t i
         json_decref(ret);
         if (rc)
             return -1;
-        if (res->exited)
+        if (res->exited) {
+            res->killed = kill_sent;
             return 0;
+        }
         qga_exec_free(res);
         usleep((useconds_t)delay * 1000);
     }

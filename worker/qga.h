@@ -62,6 +62,7 @@ typedef struct {
     unsigned char *out, *errb; /* decoded, at most QGA_OUTPUT_MAX each (malloc'd) */
     size_t out_len, err_len;
     bool out_truncated, err_truncated;
+    bool killed; /* qga_exec: it ran over its timeout and `kill -KILL PID` ended it */
 } qga_exec_t;
 
 /* Read a guest-exec-status "return" object. 0 / -1 with a reason. */
@@ -83,7 +84,11 @@ void qga_close(qga_conn_t **self_p);
 int qga_call(qga_conn_t *self, const char *command, json_t *args, int timeout_ms, json_t **ret,
              char *err, size_t errlen);
 /* guest-exec argv (argv[0] a program the guest finds), optional stdin, wait
- * up to timeout_ms for it to end. 0 with the result, -1 on failure. */
+ * up to timeout_ms for it to end. 0 with the result, -1 on failure. The
+ * agent has no kill: past the timeout this runs `kill -KILL PID` in the
+ * guest (another guest-exec) and waits QGA_KILL_MS more; if the command
+ * then ended, 0 with res->killed (and what it wrote), else -1. */
+#define QGA_KILL_MS 3000
 int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t in_len,
              int timeout_ms, qga_exec_t *res, char *err, size_t errlen);
 /* Write data (at most QGA_FILE_MAX) to guest_path in chunks; the sha256 of

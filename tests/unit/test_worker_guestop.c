@@ -398,6 +398,8 @@ typedef struct {
     int lfd;
     unsigned char file[4096];
     size_t file_len, read_off;
+    bool hang;          /* the last command runs until killed */
+    char killed[32];    /* the pid `kill -KILL` was asked for */
 } s_agent_t;
 
 static void s_send(int fd, json_t *ret)
@@ -429,7 +431,26 @@ static void s_agent_line(s_agent_t *a, int fd, const char *line)
         CHECK(write(fd, "\xff", 1) == 1);
         s_send(fd, json_incref(json_object_get(args, "id")));
     } else if (strcmp(cmd, "guest-exec") == 0) {
-        s_send(fd, json_pack("{s:i}", "pid", 42));
+        const char *path = json_string_value(json_object_get(args, "path"));
+        json_t *av = json_object_get(args, "arg");
+        if (path && strcmp(path, "kill") == 0) {
+            const char *sig = json_string_value(json_array_get(av, 0));
+            const char *pid = json_string_value(json_array_get(av, 1));
+            if (sig && strcmp(sig, "-KILL") == 0 && pid)
+                snprintf(a->killed, sizeof a->killed, "%s", pid);
+            s_send(fd, json_pack("{s:i}", "pid", 43));
+        } else {
+            const char *a0 = json_string_value(json_array_get(av, 0));
+            a->hang = a0 && strcmp(a0, "hang") == 0;
+            a->killed[0] = 0;
+            s_send(fd, json_pack("{s:i}", "pid", 42));
+        }
+    } else if (strcmp(cmd, "guest-exec-status") == 0 && a->hang && !a->killed[0]) {
+        s_send(fd, json_pack("{s:b}", "exited", 0));
+    } else if (strcmp(cmd, "guest-exec-status") == 0 && a->hang) {
+        char *o = s_b64("partial\n", 8);
+        s_send(fd, json_pack("{s:b,s:i,s:s}", "exited", 1, "signal", 9, "out-data", o));
+        free(o);
     } else if (strcmp(cmd, "guest-exec-status") == 0) {
         char *o = s_b64("agent out\n", 10), *e = s_b64("agent err\n", 10);
         s_send(fd, json_pack("{s:b,s:i,s:s,s:s}", "exited", 1, "exitcode", 5, "out-data", o,
@@ -542,6 +563,23 @@ static void test_agent(guestop_t *g, const char *dir)
         CHECK(r->copy->data.len == sizeof text - 1 &&
               memcmp(r->copy->data.data, text, sizeof text - 1) == 0);
         CHECK(r->copy->sha256.len == 32 && memcmp(r->copy->sha256.data, sha, 32) == 0);
+    }
+    s_free(&r);
+
+    /* over its timeout: the worker has the guest kill it, and says so */
+    char *hang[] = {"/bin/sleep", "hang"};
+    Ttfleet__EnvExec h = TTFLEET__ENV_EXEC__INIT;
+    h.vm_id = 20;
+    h.argv = hang;
+    h.n_argv = 2;
+    h.timeout_s = 1;
+    r = s_run(g, &h, NULL, &vm);
+    CHECK(r && r->status == TTFLEET__STATUS__TIMEOUT && r->exec);
+    CHECK(strcmp(a.killed, "42") == 0);
+    CHECK(r && r->message && strstr(r->message, "killed"));
+    if (r && r->exec) {
+        CHECK(r->exec->signal == 9);
+        CHECK(r->exec->stdout.len == 8 && memcmp(r->exec->stdout.data, "partial\n", 8) == 0);
     }
     s_free(&r);
 
