@@ -750,25 +750,17 @@ static void s_agent_exec(s_job_t *j)
         j->ex.status = late ? TTFLEET__STATUS__TIMEOUT : TTFLEET__STATUS__GUEST_FAILED;
         snprintf(j->ex.msg, sizeof j->ex.msg, "%s%s", why,
                  late ? " (kill -KILL in the guest did not end it: it may still run)" : "");
-    } else if (qx.killed) {
-        /* as the process backend: TIMEOUT with what it wrote */
-        j->ex.status = TTFLEET__STATUS__TIMEOUT;
-        snprintf(j->ex.msg, sizeof j->ex.msg,
-                 "the command ran over its timeout of %d s and was killed (kill -KILL in the "
-                 "guest)",
-                 j->timeout_ms / 1000);
-        j->ex.exit_code = -1;
-        j->ex.signal = qx.signal > 0 ? qx.signal : 9;
-        j->ex.out = qx.out;
-        j->ex.out_len = qx.out_len;
-        j->ex.out_trunc = qx.out_truncated;
-        j->ex.err = qx.errb;
-        j->ex.err_len = qx.err_len;
-        j->ex.err_trunc = qx.err_truncated;
     } else {
-        j->ex.status = TTFLEET__STATUS__OK;
-        j->ex.exit_code = qx.signal > 0 ? -1 : qx.exit_code;
-        j->ex.signal = qx.signal > 0 ? qx.signal : 0;
+        /* killed past its timeout: TIMEOUT with what it wrote, as the
+         * process backend answers */
+        j->ex.status = qx.killed ? TTFLEET__STATUS__TIMEOUT : TTFLEET__STATUS__OK;
+        if (qx.killed)
+            snprintf(j->ex.msg, sizeof j->ex.msg,
+                     "the command ran over its timeout of %d s and was killed (kill -KILL in "
+                     "the guest)",
+                     j->timeout_ms / 1000);
+        j->ex.exit_code = qx.signal > 0 || qx.killed ? -1 : qx.exit_code;
+        j->ex.signal = qx.signal > 0 ? qx.signal : qx.killed ? 9 : 0;
         j->ex.out = qx.out;
         j->ex.out_len = qx.out_len;
         j->ex.out_trunc = qx.out_truncated;
