@@ -1724,6 +1724,41 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
     return frame;
 }
 
+zframe_t *fleet_probe_tick(fleet_t *self)
+{
+    if (!self->count)
+        return NULL;
+    s_actuals_t acts = {0};
+    bool init = false;
+    for (uint32_t id = TT_VMID_MIN, seen = 0; id <= TT_VMID_MAX && seen < self->count; id++) {
+        vm_t *vm = self->table[id];
+        if (!vm)
+            continue;
+        seen++;
+        if (self->owner[id] || vm->state != TTFLEET__VM_STATE__VM_RUNNING)
+            continue; /* an op owns it, or fleet_tick reports what it is */
+        if (!s_ready_step(self, vm))
+            continue;
+        if (!init) {
+            if (s_actuals_init(&acts, self->count))
+                return NULL;
+            acts.rd = self->rd;
+            init = true;
+        }
+        s_actuals_add(&acts, vm->vm_id, vm->state, vm->env, vm->expires_at);
+    }
+    zframe_t *frame = NULL;
+    if (init && acts.n) {
+        Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
+        ev.n_vms = acts.n;
+        ev.vms = acts.ptrs;
+        frame = wire_pack(&ev.base);
+    }
+    if (init)
+        s_actuals_free(&acts);
+    return frame;
+}
+
 void fleet_rescan_images(fleet_t *self)
 {
     images_rescan(self->images);

@@ -143,6 +143,12 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len);
  * (committed) since the last tick, or NULL if there were none. Commits. */
 zframe_t *fleet_tick(fleet_t *self, int64_t now);
 
+/* Readiness between ticks (call every ~200 ms): steps the probes of the
+ * running VMs no op owns, so a probe's connect, banner and retry are not
+ * each a second apart. A packed WorkerEvent of the VMs whose readiness
+ * changed, or NULL. Never blocks; commits nothing. */
+zframe_t *fleet_probe_tick(fleet_t *self);
+
 /* Catalog images: a packed WorkerEvent with the progress of every VM
  * waiting for its image (VmActual.pull_done/pull_total) and, when the
  * cache's digests changed, the new set; NULL if there is nothing to say.

@@ -49,6 +49,7 @@
 #include "ttproto.h"
 
 #define S_TICK_MS 1000
+#define S_PROBE_MS 200 /* readiness probes step this often (fleet_probe_tick) */
 #define S_SCAN_MS 10000
 
 static volatile sig_atomic_t s_stop = 0;
@@ -763,6 +764,7 @@ int main(int argc, char **argv)
     zpoller_t *poller = NULL;
     bool reconnect = true;
     int64_t next_tick = zclock_mono() + S_TICK_MS;
+    int64_t next_probe = zclock_mono() + S_PROBE_MS;
     int64_t next_scan = zclock_mono() + S_SCAN_MS;
     int rc = 0;
     while (!s_stop) {
@@ -785,6 +787,8 @@ int main(int argc, char **argv)
         int64_t wait = session_next_ms(session, now);
         if (next_tick - now < wait)
             wait = next_tick - now;
+        if (next_probe - now < wait)
+            wait = next_probe - now;
         int ops = fleet_next_ms(fleet);
         if (ops >= 0 && ops < wait)
             wait = ops;
@@ -822,6 +826,12 @@ int main(int argc, char **argv)
                 session_send(session, TT_W_EVENT, &ev);
             s_send_replies(session, fleet);
             next_tick = now + S_TICK_MS;
+        }
+        if (now >= next_probe) {
+            zframe_t *ev = reconnect ? NULL : fleet_probe_tick(fleet);
+            if (ev)
+                session_send(session, TT_W_EVENT, &ev);
+            next_probe = now + S_PROBE_MS;
         }
         if (now >= next_scan) {
             fleet_rescan_images(fleet);
