@@ -503,6 +503,14 @@ class GuestDebianFleet(unittest.TestCase):
             self.assertIn("to-err", r.err, repr(r))
             r = self.ctl("env", "exec", "deb", vid, "--", "false")
             self.assertEqual(r.rc, 1, repr(r))
+            # over its timeout: ended in the guest (kill -KILL through the agent),
+            # exit 124, and nothing of it is left running there
+            r = self.ctl("env", "exec", "deb", vid, "--timeout", 3, "--", "/bin/sh", "-c",
+                         "echo started; exec sleep 600")
+            self.assertEqual(r.rc, 124, repr(r))
+            self.assertIn("killed", r.err, repr(r))
+            left = self.env_ssh(vid, "pgrep", "-x", "sleep")
+            self.assertNotEqual(left.returncode, 0, "sleep still runs in the guest: %r" % left)
             times = []
             for _ in range(N_EXEC):
                 t0 = time.monotonic()
