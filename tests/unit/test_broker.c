@@ -773,6 +773,85 @@ static void s_test_exec_relay_and_race(void)
 
 /* Item 9: growing several stopped VMs' disks on one host is checked in
  * total, not VM by VM. */
+/* A create whose host is still fetching the VM's image: each EVENT whose
+ * pull_done grew gives the create another worker timeout; the same figure
+ * again (a stalled fetch, or a worker repeating itself) does not, so the
+ * create still times out. */
+static void s_pull_event(const char *routing, uint32_t vm_id, uint64_t done)
+{
+    Ttfleet__VmActual va = TTFLEET__VM_ACTUAL__INIT, *vap = &va;
+    va.vm_id = vm_id;
+    va.state = TTFLEET__VM_STATE__VM_PENDING;
+    va.pull_done = done;
+    va.pull_total = 64u << 20;
+    Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
+    ev.n_vms = 1;
+    ev.vms = &vap;
+    uint8_t buf[256];
+    size_t len = ttfleet__worker_event__pack(&ev, buf);
+    s_worker_send(routing, TT_W_EVENT, buf, len);
+}
+
+static void s_test_pull_extends_deadline(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+    ic.image = "img";
+    cr.name = "pl";
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 1;
+    cr.mem_mib = 256;
+    cr.disk_mib = 1000;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    req.request_id = "pl-create";
+    req.tenant = "t1";
+    s_client_send(TT_SERVICE_ENV, &req);
+    broker_end_batch(g_b); /* the command is out; nobody answers it yet */
+    env_t *env = model_env_get(g_b, "t1", "pl");
+    op_t *op = env ? env->busy : NULL;
+    CHECK(env && op && env->n_vms == 1);
+    if (op && env->n_vms == 1) {
+        vm_t *vm = env->vms[0];
+        const char *routing = strcmp(vm->host->id, "ha") == 0 ? "w-a" : "w-b";
+        int64_t soon = tt_mono_ms() + 10;
+        op->deadline_ms = soon;
+        s_pull_event(routing, vm->vm_id, 1u << 20);
+        CHECK(op->deadline_ms > tt_mono_ms() + g_b->cfg.worker_timeout_ms / 2);
+        CHECK(vm->pull_done == 1u << 20 && vm->pull_total == 64u << 20);
+        op->deadline_ms = soon;
+        s_pull_event(routing, vm->vm_id, 1u << 20); /* no progress */
+        CHECK(op->deadline_ms == soon);
+        s_pull_event(routing, vm->vm_id, 2u << 20);
+        CHECK(op->deadline_ms > soon);
+        /* no more progress: the deadline passes and the VM goes to the
+         * other host (the create's re-placement), which answers */
+        char first[TT_MAX_NAME + 1];
+        snprintf(first, sizeof first, "%s", vm->host->id);
+        op->deadline_ms = tt_mono_ms() - 1;
+        op_tick(g_b, tt_mono_ms());
+        broker_end_batch(g_b);
+        env = model_env_get(g_b, "t1", "pl");
+        CHECK(env && env->n_vms == 1 && strcmp(env->vms[0]->host->id, first) != 0);
+        s_answer_commands(0);
+        broker_end_batch(g_b);
+        char service[40];
+        Ttfleet__Reply *r = s_reply_for("pl-create", service, sizeof service);
+        CHECK(r && r->status == TTFLEET__STATUS__OK);
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+    }
+    s_drain();
+    s_hard_close(saved);
+}
+
 static void s_test_disk_total(void)
 {
     broker_t *saved;
@@ -1373,6 +1452,7 @@ int main(void)
     s_test_one_request_fails_alone();
     s_test_console_race();
     s_test_exec_relay_and_race();
+    s_test_pull_extends_deadline();
     s_test_disk_total();
     s_test_hostile_ready();
     s_test_amplification();
