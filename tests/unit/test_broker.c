@@ -5,6 +5,7 @@
  * scheduler (best-fit / spread), allocations, accounting, the env rules,
  * idempotency, hostile frames and reload from broker.db.
  */
+#define _GNU_SOURCE /* nftw */
 #include "broker.h"
 #include "op.h"
 #include "reaper.h"
@@ -12,6 +13,7 @@
 #include "wcmd.h"
 #include "workers.h"
 
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -483,16 +485,25 @@ static broker_t *s_hard_open(broker_t **saved)
     return g_b;
 }
 
+static int s_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes dir and everything in it (the broker.db files, the blob
+ * server's STATE/blobs). */
+static void s_rm_tree(const char *dir)
+{
+    nftw(dir, s_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void s_hard_close(broker_t *saved)
 {
     broker_destroy(&g_b);
-    const char *files[] = {"broker.db", "broker.db-wal", "broker.db-shm"};
-    char path[300];
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", g_hdir, files[i]);
-        unlink(path);
-    }
-    rmdir(g_hdir);
+    s_rm_tree(g_hdir);
     g_b = saved;
 }
 
@@ -1537,13 +1548,7 @@ int main(void)
     }
 
     broker_destroy(&g_b);
-    const char *files[] = {"broker.db", "broker.db-wal", "broker.db-shm"};
-    char path[300];
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+    s_rm_tree(dir);
     if (failures)
         fprintf(stderr, "%d check(s) failed\n", failures);
     else
