@@ -165,6 +165,22 @@ static const char *s_name(ctl_t *ctl, const char *what, const char *text)
     return text;
 }
 
+/* A public key is 40 characters of Z85, whose alphabet has '-' and '=': one in
+ * 85 keys starts with '-'. Such an argument is the key, not an option, unless
+ * it reads as an option: "--" and a name of [a-z-] up to '=' or its end (then
+ * `--` before it still makes it a positional). */
+static bool s_is_key_text(const char *arg)
+{
+    if (!tt_key_valid(arg))
+        return false;
+    if (arg[1] != '-')
+        return true;
+    for (const char *p = arg + 2; *p && *p != '='; p++)
+        if (!((*p >= 'a' && *p <= 'z') || *p == '-'))
+            return true;
+    return false;
+}
+
 /* Moves to the next argument. Returns 1 for an option (name in scan->name),
  * 0 for a positional (in *pos), -1 at the end. */
 static int s_scan(ctl_t *ctl, scan_t *s, const char **pos)
@@ -176,7 +192,7 @@ static int s_scan(ctl_t *ctl, scan_t *s, const char **pos)
         s->no_more_options = true;
         return s_scan(ctl, s, pos);
     }
-    if (s->no_more_options || arg[0] != '-' || arg[1] == '\0') {
+    if (s->no_more_options || arg[0] != '-' || arg[1] == '\0' || s_is_key_text(arg)) {
         *pos = arg;
         return 0;
     }
@@ -2475,7 +2491,9 @@ static const command_t s_commands[] = {
     {"key", "add", "key add PUBLIC_KEY_OR_CERT_FILE --tenant T --role user|admin|gateway",
      "Binds a client key to tenant T and a role (admin only). The key's owner makes it\n"
      "(ttctl keygen) and sends the public file; what that file says about its tenant\n"
-     "or role is ignored. Refused if the key is already bound (key rm it first).\n",
+     "or role is ignored. Refused if the key is already bound (key rm it first).\n"
+     "A key given as text may start with '-' (Z85 has it); the options first and the\n"
+     "key after `--` is read as a key whatever it looks like.\n",
      s_key_add, NULL, NULL},
     {"key", "list", "key list", "Lists the bound client keys (admin only).\n", s_key_list, NULL,
      NULL},

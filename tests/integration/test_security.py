@@ -593,6 +593,33 @@ class Keys(lifecycle.PoolTest):
         self.assertEqual(self.status(self.ctl("key", "rm", fred)), "NOT_FOUND")
         self.assertNotIn(fred, [k["public_key"] for k in self.ok("key", "list")["keys"]])
 
+    def test_key_text_starting_with_dash(self):
+        """Z85 has '-' in its alphabet: one key in 85 starts with it, and such a
+        key given as text is the key, not an unknown option (CI once drew one)."""
+        def key_with(prefix, rest_ok=lambda k: True):
+            for _ in range(200000):
+                pub, _ = zmq.curve_keypair()
+                pub = pub.decode()
+                if pub.startswith(prefix) and rest_ok(pub):
+                    return pub
+            self.fail("no key starting with %r drawn" % prefix)
+        one = key_with("-", lambda k: k[1] != "-")
+        # "--" and then a character no option name has
+        two = key_with("--", lambda k: not all(c.islower() or c == "-" for c in
+                                               k[2:].split("=")[0]))
+        for pub in (one, two):
+            self.ok("key", "add", pub, "--tenant", "dash", "--role", "user")
+            self.assertIn(pub, [k["public_key"] for k in self.ok("key", "list")["keys"]])
+            self.ok("key", "rm", pub)
+            self.assertNotIn(pub, [k["public_key"] for k in self.ok("key", "list")["keys"]])
+        # options before `--` and the key after it: the way for any key at all
+        self.ok("key", "add", "--tenant", "dash", "--role", "user", "--", one)
+        self.ok("key", "rm", "--", one)
+        # a real option that is not a key is still refused as one
+        r = self.ctl("key", "add", one, "--tenant", "dash", "--role", "user", "-x")
+        self.assertEqual(r.rc, EXIT_USAGE, r)
+        self.assertIn("unknown option '-x'", r.err)
+
     def subscriber(self, key):
         sock = zmq.Context.instance().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
