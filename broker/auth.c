@@ -46,6 +46,7 @@ typedef struct {
     zhashx_t *certs; /* public key (Z85) -> zcert_t* */
     uint64_t fingerprint;
     int64_t checked_ms;
+    uint64_t gen;  /* bumped by each load */
     bool clients; /* warn that client cert metadata is ignored */
 } keydir_t;
 
@@ -89,6 +90,7 @@ static uint64_t s_keydir_fingerprint(const char *dir)
 
 static void s_keydir_load(keydir_t *kd)
 {
+    kd->gen++;
     zhashx_purge(kd->certs);
     DIR *d = opendir(kd->dir);
     if (!d) {
@@ -153,7 +155,8 @@ static void s_keydir_destroy(keydir_t **kd_p)
     *kd_p = NULL;
 }
 
-static zcert_t *s_keydir_lookup(keydir_t *kd, const char *key)
+/* Reads the directory again if it changed; looked at once a second at most. */
+static void s_keydir_refresh(keydir_t *kd)
 {
     int64_t now = zclock_mono();
     if (now - kd->checked_ms >= 1000) {
@@ -165,7 +168,31 @@ static zcert_t *s_keydir_lookup(keydir_t *kd, const char *key)
             s_keydir_load(kd);
         }
     }
+}
+
+static zcert_t *s_keydir_lookup(keydir_t *kd, const char *key)
+{
+    s_keydir_refresh(kd);
     return zhashx_lookup(kd->certs, key);
+}
+
+/* Tells the loop the worker keys there are now ("WORKER-KEYS" and one frame
+ * of 40-character keys end to end), so a connection whose key was removed
+ * is cut (workers.c) instead of living on until it reconnects. */
+static void s_send_worker_keys(zsock_t *pipe, keydir_t *kd)
+{
+    size_t n = zhashx_size(kd->certs);
+    char *all = malloc(n * TT_KEY_LEN + 1);
+    if (!all)
+        return;
+    size_t k = 0;
+    for (zcert_t *c = zhashx_first(kd->certs); c && k < n; c = zhashx_next(kd->certs), k++)
+        memcpy(all + k * TT_KEY_LEN, zcert_public_txt(c), TT_KEY_LEN);
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, "WORKER-KEYS");
+    zmsg_addmem(m, all, k * TT_KEY_LEN);
+    free(all);
+    zmsg_send(&m, pipe);
 }
 
 typedef struct {
@@ -335,9 +362,17 @@ void auth_actor(zsock_t *pipe, void *args)
     zsock_signal(pipe, 0);
     zpoller_t *poller = zpoller_new(pipe, handler, NULL);
     bool run = true;
+    uint64_t sent_gen = 0;
     while (run) {
-        void *which = zpoller_wait(poller, -1);
-        if (!which)
+        /* the worker key directory is looked at every second even with no
+         * handshake, so a removed key cuts its live connection */
+        s_keydir_refresh(self.workers);
+        if (self.workers->gen != sent_gen) {
+            sent_gen = self.workers->gen;
+            s_send_worker_keys(pipe, self.workers);
+        }
+        void *which = zpoller_wait(poller, 1000);
+        if (!which && zpoller_terminated(poller))
             break;
         /* the loop's key changes first, so a removed key fails the next
          * handshake even when both arrived together */

@@ -56,6 +56,8 @@ typedef struct {
     int64_t last;
 } s_upload_t;
 
+#define S_KEY_LEN 40 /* a CURVE public key in Z85 */
+
 typedef struct {
     zsock_t *pipe, *router;
     blobstore_t *store;
@@ -63,6 +65,7 @@ typedef struct {
     zhashx_t *uploads; /* digest -> s_upload_t */
     zhashx_t *grants;  /* digest -> s_grant_t */
     zhashx_t *fgrants; /* "user digest" -> 1: who may fetch what (require_fetch_grant) */
+    zhashx_t *worker_keys; /* the worker keys there are (Z85), NULL = not told */
     zhashx_t *fds;     /* digest -> int fd (+1) of complete blobs being read */
     int64_t next_part_sweep;
 } s_server_t;
@@ -327,6 +330,9 @@ static void s_peer(s_server_t *self, zmsg_t *msg)
     const char *uid = first ? zframe_meta(first, "User-Id") : NULL;
     char user[128];
     snprintf(user, sizeof user, "%s", uid ? uid : "");
+    const char *xk = first ? zframe_meta(first, "X-Key") : NULL;
+    char xkey[S_KEY_LEN + 1];
+    snprintf(xkey, sizeof xkey, "%s", xk ? xk : "");
     char *proto = zmsg_popstr(msg);
     char *cmd = zmsg_popstr(msg);
     char *digest = zmsg_popstr(msg);
@@ -343,6 +349,13 @@ static void s_peer(s_server_t *self, zmsg_t *msg)
     const char *pre = self->limits.fetch_user_prefix;
     if (fetch && pre[0] && strncmp(user, pre, strlen(pre)) != 0) {
         s_error(self, id, digest, TT_BE_FORBIDDEN, "this key may not fetch blobs");
+        goto out;
+    }
+    /* a worker whose key was removed keeps its connection until it
+     * reconnects; it fetches nothing more on it */
+    if (fetch && self->worker_keys && strncmp(user, "worker:", 7) == 0 &&
+        !zhashx_lookup(self->worker_keys, xkey)) {
+        s_error(self, id, digest, TT_BE_FORBIDDEN, "this worker key was removed");
         goto out;
     }
     if (fetch && self->limits.require_fetch_grant) {
@@ -465,6 +478,19 @@ static bool s_pipe(s_server_t *self)
         }
         zstr_free(&digest);
         zstr_free(&user);
+    } else if (strcmp(cmd, "WORKER-KEYS") == 0) {
+        zframe_t *f = zmsg_first(msg);
+        zhashx_t *set = f ? zhashx_new() : NULL;
+        for (size_t i = 0; set && i + S_KEY_LEN <= zframe_size(f); i += S_KEY_LEN) {
+            char k[S_KEY_LEN + 1];
+            memcpy(k, zframe_data(f) + i, S_KEY_LEN);
+            k[S_KEY_LEN] = '\0';
+            zhashx_update(set, k, (void *)1);
+        }
+        if (set) {
+            zhashx_destroy(&self->worker_keys);
+            self->worker_keys = set;
+        }
     } else if (strcmp(cmd, "REVOKE") == 0) {
         char *digest = zmsg_popstr(msg);
         if (digest)
@@ -566,6 +592,7 @@ static void s_actor(zsock_t *pipe, void *args_)
     zhashx_destroy(&self.uploads);
     zhashx_destroy(&self.grants);
     zhashx_destroy(&self.fgrants);
+    zhashx_destroy(&self.worker_keys);
     zhashx_destroy(&self.fds);
     zsock_destroy(&self.router);
     blobstore_destroy(&self.store);
@@ -681,6 +708,16 @@ int blobsrv_revoke(blobsrv_t *self, const char *digest)
     if (!tt_digest_valid(digest))
         return -1;
     return zstr_sendx(self->actor, "REVOKE", digest, NULL);
+}
+
+int blobsrv_worker_keys(blobsrv_t *self, const void *keys, size_t n)
+{
+    zmsg_t *m = zmsg_new();
+    if (!m)
+        return -1;
+    zmsg_addstr(m, "WORKER-KEYS");
+    zmsg_addmem(m, keys, n);
+    return zmsg_send(&m, self->actor);
 }
 
 int blobsrv_gc(blobsrv_t *self, const char *const *keep, size_t n, int64_t min_age)

@@ -19,7 +19,9 @@
  * Pipe, owner -> actor: "GRANT" digest max_size user (needed before a PUT
  * when limits.require_grant; user "" = any peer, else only the peer whose
  * ZAP User-Id is user may push it), "REVOKE" digest, "FGRANT" digest user
- * (user may fetch it), "GC" min_age digest...
+ * (user may fetch it), "WORKER-KEYS" keys (the worker keys there are now,
+ * 40-character Z85 keys end to end: a fetch from a worker key not among them
+ * is refused, live connection or not), "GC" min_age digest...
  * (delete the complete blobs older than min_age seconds that are not
  * listed, not granted and not being uploaded), "$TERM".
  * Pipe, actor -> owner: "COMPLETE" digest size, once per verified upload.
@@ -73,6 +75,7 @@ int blobsrv_stat(blobsrv_t *self, const char *digest, uint64_t *size);
  * whose ZAP User-Id is user (NULL or "": any peer). 0 / -1. */
 int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user);
 int blobsrv_revoke(blobsrv_t *self, const char *digest);
+int blobsrv_worker_keys(blobsrv_t *self, const void *keys, size_t n);
 /* Garbage collection in the actor's thread: every complete blob older than
  * min_age seconds that is not among the n digests of keep (and has no
  * grant or open upload) is deleted. Logged there; 0 / -1 (pipe). */

@@ -641,6 +641,7 @@ void broker_destroy(broker_t **self_p)
     admq_destroy(&self->admq);
     quotas_destroy(&self->quotas);
     zactor_destroy(&self->auth);
+    zhashx_destroy(&self->worker_keys);
     keys_destroy(self);
     zhashx_destroy(&self->hosts);
     zhashx_destroy(&self->offers);
@@ -841,20 +842,41 @@ static void s_events_check(broker_t *self)
         s_events_rebind(self);
 }
 
+/* What the ZAP handler says: the worker keys there are now. */
+static void s_on_auth(broker_t *self)
+{
+    zmsg_t *msg = zmsg_recv_nowait(self->auth);
+    if (!msg)
+        return;
+    char *cmd = zmsg_popstr(msg);
+    zframe_t *keys = zmsg_first(msg);
+    if (cmd && strcmp(cmd, "WORKER-KEYS") == 0 && keys)
+        workers_keys_update(self, zframe_data(keys), zframe_size(keys));
+    zstr_free(&cmd);
+    zmsg_destroy(&msg);
+}
+
 int broker_run(broker_t *self)
 {
     s_pipeline_start(self);
     int rc = 0;
     /* workers, clients, the syncer's fd (pipelined), the blob server's
-     * pipe, the private events socket: at most five */
-    zmq_pollitem_t items[5] = {
+     * pipe, the private events socket, the ZAP handler's pipe: at most six */
+    zmq_pollitem_t items[6] = {
         {zsock_resolve(self->workers), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->clients), 0, ZMQ_POLLIN, 0},
         {NULL, store_syncer_fd(self->store), ZMQ_POLLIN, 0},
         {NULL, 0, ZMQ_POLLIN, 0},
         {NULL, 0, ZMQ_POLLIN, 0},
+        {NULL, 0, ZMQ_POLLIN, 0},
     };
     int n_items = self->pipelined ? 3 : 2;
+    if (self->auth) {
+        items[n_items].socket = zsock_resolve(self->auth);
+        items[n_items].fd = 0;
+        items[n_items].events = ZMQ_POLLIN;
+        n_items++;
+    }
     if (image_ops_sock(self)) { /* the blob server's pipe (image_ops.c) */
         items[n_items].socket = zsock_resolve(image_ops_sock(self));
         items[n_items].fd = 0;
@@ -921,6 +943,8 @@ int broker_run(broker_t *self)
             stats_batch(self, got);
         while (image_ops_sock(self) && (zsock_events(image_ops_sock(self)) & ZMQ_POLLIN))
             image_ops_on_blob(self);
+        while (self->auth && (zsock_events(self->auth) & ZMQ_POLLIN))
+            s_on_auth(self);
         s_timers(self);
         bool committed = broker_end_batch(self);
         if (self->pipelined) {

@@ -88,6 +88,7 @@ typedef struct host_t {
     uint64_t image_cache_mib, image_cache_used_mib;
     zhashx_t *image_digests; /* blob digests held (keys), NULL = none */
     char zap_user[80];       /* CURVE: its key's User-Id ("worker:<host>" or "worker:*") */
+    char zap_key[41];        /* CURVE: its key (Z85, ZAP metadata X-Key) */
 } host_t;
 
 typedef struct {
@@ -275,6 +276,8 @@ struct broker_t {
     bool req_active;         /* persist: inside persist_savepoint_begin .. _end */
     bool req_savepoint;      /* the request's savepoint is open */
     zactor_t *auth;          /* ZAP handler when CURVE is on */
+    zhashx_t *worker_keys;   /* workers.c: the keys in --worker-keys as the ZAP handler
+                                last read them (Z85 -> ""); NULL until it said */
     zhashx_t *offers;        /* scheduler.c: (engine, image) -> hosts offering it */
     uint64_t hosts_gen;      /* bumped when the host registry changes */
     zhashx_t *rates;         /* rate.c: tenant -> token bucket */

@@ -19,6 +19,7 @@
  * waits for it fails at once.
  */
 #include "workers.h"
+#include "blobsrv.h"
 #include "ttblob.h"
 #include "op.h"
 #include "outq.h"
@@ -267,12 +268,22 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         ttfleet__worker_hello__free_unpacked(hello, NULL);
         return;
     }
+    const char *xkey = self->curve ? zframe_meta(body, "X-Key") : NULL;
     if (self->curve) {
         const char *user = zframe_meta(body, "User-Id");
         const char *bound = user && strncmp(user, "worker:", 7) == 0 ? user + 7 : NULL;
         if (!bound || (strcmp(bound, "*") != 0 && strcmp(bound, hello->host_id) != 0)) {
             zsys_warning("worker key is not allowed to act as host '%s'; disconnecting it",
                          hello->host_id);
+            outq_worker_raw(self, routing, TT_W_DISCONNECT);
+            ttfleet__worker_hello__free_unpacked(hello, NULL);
+            return;
+        }
+        /* the handshake was good, but the key may have left --worker-keys
+         * since: this connection says READY again after it was cut */
+        if (self->worker_keys && (!xkey || !zhashx_lookup(self->worker_keys, xkey))) {
+            zsys_warning("worker READY for host '%s' on a connection whose key was removed "
+                         "from --worker-keys; disconnecting it", hello->host_id);
             outq_worker_raw(self, routing, TT_W_DISCONNECT);
             ttfleet__worker_hello__free_unpacked(hello, NULL);
             return;
@@ -292,6 +303,8 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
     host->routing = zframe_dup(routing);
     snprintf(host->zap_user, sizeof host->zap_user, "%s",
              self->curve && zframe_meta(body, "User-Id") ? zframe_meta(body, "User-Id") : "");
+    snprintf(host->zap_key, sizeof host->zap_key, "%s",
+             xkey && strlen(xkey) == TT_KEY_LEN ? xkey : "");
     zhashx_update(self->routes, hex, host);
     host->state = HOST_ONLINE;
     host->adv_cpu = (uint32_t)s_clip(host->id, "cpu", hello->cpu_total, TT_MAX_HOST_CPU);
@@ -439,6 +452,34 @@ void workers_handle(broker_t *self, zmsg_t *msg)
         }
     }
     free(hex);
+}
+
+void workers_keys_update(broker_t *self, const void *keys, size_t n)
+{
+    zhashx_t *set = zhashx_new();
+    if (!set)
+        return;
+    const char *p = keys;
+    for (size_t i = 0; i + TT_KEY_LEN <= n; i += TT_KEY_LEN) {
+        char k[TT_KEY_LEN + 1];
+        memcpy(k, p + i, TT_KEY_LEN);
+        k[TT_KEY_LEN] = '\0';
+        if (tt_key_valid(k))
+            zhashx_update(set, k, (void *)"");
+    }
+    zhashx_destroy(&self->worker_keys);
+    self->worker_keys = set;
+    if (self->blobsrv)
+        blobsrv_worker_keys(self->blobsrv, keys, n);
+    zlistx_t *cut = zlistx_new();
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+        if (h->routing && h->zap_key[0] && !zhashx_lookup(set, h->zap_key))
+            zlistx_add_end(cut, h);
+    for (host_t *h = zlistx_first(cut); h; h = zlistx_next(cut)) {
+        outq_worker_raw(self, h->routing, TT_W_DISCONNECT);
+        s_host_down(self, h, "its worker key was removed from --worker-keys");
+    }
+    zlistx_destroy(&cut);
 }
 
 void workers_tick(broker_t *self, int64_t now_ms)

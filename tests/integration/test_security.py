@@ -723,6 +723,76 @@ class Keys(lifecycle.PoolTest):
         pool.wait_online(["hw"], timeout=20)
         self.assertTrue(pool.broker.running())
 
+    def test_worker_key_removed_cuts_live_connection(self):
+        """A compromised worker's key is taken out of --worker-keys: its live
+        connection is cut within seconds (host down, VMs lost), it cannot come
+        back (the new handshake fails), and a hostile worker that ignores
+        DISCONNECT and says READY again on the same connection stays out;
+        the key put back lets the real worker in again."""
+        pool = self.pool
+        pb = harness.pb2()
+        keygen(pool.key("wr"), "--role", "worker", "--host", "hr")
+        keygen(pool.key("wx"), "--role", "worker", "--host", "hx")
+        reads = pool.broker.log().count("worker-keys changed; re-reading it")
+        for name in ("wr", "wx"):
+            shutil.copy(pool.key(name), os.path.join(pool.worker_keys, name))
+        # the ZAP handler reads the directory again within a second; a
+        # handshake before that is refused (and this raw socket would not retry)
+        harness.wait_for("the broker to read the new worker keys", lambda: pool.broker.log(
+        ).count("worker-keys changed; re-reading it") > reads, timeout=10)
+        pool.hosts["hr"] = {"args": pool.worker_curve_args("wr")}
+        pool.start_worker("hr")
+        self.addCleanup(pool.stop_worker, "hr")
+        # hx: a raw DEALER with wx's key, that answers nothing it is told
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDTIMEO, 5000)  # a send never blocks the test for good
+        pub, sec = zmq.auth.load_certificate(pool.key("wx") + "_secret")
+        server, _ = zmq.auth.load_certificate(pool.broker_cert)
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, server
+        sock.connect(pool.workers_ep)
+        self.addCleanup(sock.close, 0)
+        hello = pb.WorkerHello(host_id="hx", cpu_total=4, mem_total=4096, disk_total=100000,
+                               engines=["process"]).SerializeToString()
+        told = []
+
+        def beat():
+            sock.send_multipart([b"", b"TTW01", b"\x04"])
+            while sock.poll(0):
+                told.append(sock.recv_multipart()[2])
+
+        def states():
+            beat()
+            r = pool.ctl("host", "list", key="admin")
+            return {h["id"]: h["state"] for h in r.data["hosts"]} if r.rc == 0 else {}
+
+        sock.send_multipart([b"", b"TTW01", b"\x01", hello])
+        harness.wait_for("hr and hx online", lambda: states().get("hr") == "online" and
+                         states().get("hx") == "online", timeout=20, interval=0.3)
+        for name in ("wr", "wx"):
+            os.remove(os.path.join(pool.worker_keys, name))
+        # well inside the broker's heartbeat liveness (both keep beating)
+        harness.wait_for("hr and hx cut", lambda: states().get("hr") != "online" and
+                         states().get("hx") != "online", timeout=8, interval=0.3)
+        self.assertIn(b"\x05", told)  # hx was told DISCONNECT
+        # hx says READY again on its live, once-authenticated connection
+        told.clear()
+        sock.send_multipart([b"", b"TTW01", b"\x01", hello])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            st = states()
+            self.assertNotEqual(st.get("hx"), "online", st)
+            self.assertNotEqual(st.get("hr"), "online", st)  # its reconnect is refused
+            time.sleep(0.3)
+        self.assertIn(b"\x05", told)
+        self.assertIn("removed from --worker-keys", pool.broker.log())
+        self.assertTrue(pool.broker.running())
+        # the operator puts hr's key back: the real worker comes back by itself
+        shutil.copy(pool.key("wr"), os.path.join(pool.worker_keys, "wr"))
+        harness.wait_for("hr back", lambda: states().get("hr") == "online", timeout=30,
+                         interval=0.3)
+        self.assertNotEqual(states().get("hx"), "online")
+
     def test_import_client_keys(self):
         """The migration path: --import-client-keys binds the certs of an old
         --client-keys directory by their own metadata, on the operator's word;

