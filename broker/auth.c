@@ -90,13 +90,16 @@ static uint64_t s_keydir_fingerprint(const char *dir)
 
 static void s_keydir_load(keydir_t *kd)
 {
-    kd->gen++;
-    zhashx_purge(kd->certs);
     DIR *d = opendir(kd->dir);
     if (!d) {
-        zsys_warning("auth: cannot read key directory %s", kd->dir);
+        /* a directory being replaced is not a revocation of every key:
+         * what was read before stays until it can be read again */
+        zsys_warning("auth: cannot read key directory %s; keeping the %zu key(s) read before",
+                     kd->dir, zhashx_size(kd->certs));
         return;
     }
+    kd->gen++;
+    zhashx_purge(kd->certs);
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);

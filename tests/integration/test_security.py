@@ -792,6 +792,20 @@ class Keys(lifecycle.PoolTest):
         harness.wait_for("hr back", lambda: states().get("hr") == "online", timeout=30,
                          interval=0.3)
         self.assertNotEqual(states().get("hx"), "online")
+        # the directory moved away for a moment (a deploy tool replacing it)
+        # revokes nothing: hr stays online all the while
+        away = pool.worker_keys + ".away"
+        os.rename(pool.worker_keys, away)
+        try:
+            harness.wait_for("the broker to notice", lambda: "cannot read key directory" in
+                             pool.broker.log(), timeout=10, interval=0.3)
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                self.assertEqual(states().get("hr"), "online")
+                time.sleep(0.3)
+        finally:
+            os.rename(away, pool.worker_keys)
+        self.assertIn("keeping the", pool.broker.log())
 
     def test_import_client_keys(self):
         """The migration path: --import-client-keys binds the certs of an old
