@@ -798,11 +798,14 @@ static void s_run(void *arg)
     bool qemu = strcmp(j->vm.engine, "qemu") == 0;
     /* the broker's deadline started when the command was sent: time spent
      * waiting for a thread comes off the job's own, so the answer still
-     * arrives in time (a command that cannot get 1 s is not started) */
+     * arrives in time (a transfer that cannot get 1 s, or a command that
+     * cannot get half its timeout up to 1 s, is not started: a 1 s
+     * timeout after a wait of a few ms still runs) */
     int64_t waited = tt_mono_ms() - j->queued_ms;
     j->file_ms = S_FILE_MS - (int)(waited < S_FILE_MS ? waited : S_FILE_MS);
     int left = j->kind == J_EXEC ? j->timeout_ms - (int)waited : j->file_ms;
-    if (left < 1000) {
+    int least = j->kind == J_EXEC ? (j->timeout_ms / 2 < 1000 ? j->timeout_ms / 2 : 1000) : 1000;
+    if (left < least || left <= 0) {
         j->ex.status = TTFLEET__STATUS__TIMEOUT;
         j->ex.exit_code = -1;
         snprintf(j->ex.msg, sizeof j->ex.msg,
