@@ -24,7 +24,7 @@ struct _tokens_t {
     pthread_mutex_t lock;
     s_entry_t *entries;
     size_t count;
-    struct stat st;  /* of the file as last read */
+    struct stat st; /* of the file as last read */
 };
 
 /* Reads the file into a new table. Returns 0, or -1 (errno-style reason in
@@ -136,7 +136,8 @@ void tokens_destroy(tokens_t **self_p)
     *self_p = NULL;
 }
 
-/* Re-reads the file if it changed since the last read (lock held). */
+/* Re-reads the file if its size, inode, device, mtime or ctime changed
+ * since the last read (lock held). */
 static void s_refresh(tokens_t *self)
 {
     struct stat st;
@@ -145,9 +146,13 @@ static void s_refresh(tokens_t *self)
                 self->path, strerror(errno));
         return;
     }
+    /* ctime too: an in-place rewrite that keeps size and mtime (cp -p,
+     * rsync -t, touch -d) still moves ctime, which no caller can set */
     if (st.st_size == self->st.st_size && st.st_ino == self->st.st_ino &&
-        st.st_mtim.tv_sec == self->st.st_mtim.tv_sec &&
-        st.st_mtim.tv_nsec == self->st.st_mtim.tv_nsec)
+        st.st_dev == self->st.st_dev && st.st_mtim.tv_sec == self->st.st_mtim.tv_sec &&
+        st.st_mtim.tv_nsec == self->st.st_mtim.tv_nsec &&
+        st.st_ctim.tv_sec == self->st.st_ctim.tv_sec &&
+        st.st_ctim.tv_nsec == self->st.st_ctim.tv_nsec)
         return;
     char err[256];
     if (s_load(self, err, sizeof err) != 0)

@@ -6,9 +6,9 @@
  * not parse (short token, bad tenant name, unknown role) is skipped with a
  * warning naming its line, so one typo does not lock everyone out. The file
  * is checked on every lookup (one stat) and read again when its size,
- * mtime or inode changed; if it cannot be read the previous table stays in
- * force, with a warning. A token removed from the file stops working at the
- * next request.
+ * inode, mtime or ctime changed (ctime catches an in-place rewrite that
+ * keeps size and mtime, as `cp -p` or `rsync -t` do); if it cannot be read the previous table stays
+ * in force, with a warning. A token removed from the file stops working at the next request.
  *
  * Lookups compare the presented token against every entry in constant time
  * per entry and never stop early, so timing says nothing about how much of

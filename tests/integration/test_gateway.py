@@ -29,6 +29,7 @@ USER = "u" * 24
 OTHER = "o" * 24
 ADMIN = "a" * 24
 GONE = "g" * 24
+OPS = "p" * 24
 
 
 class SseReader(threading.Thread):
@@ -83,7 +84,8 @@ class Gateway(unittest.TestCase):
         harness.watchdog(280)
         cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}}).start()
         cls.tokens = [(USER, "alice", "user"), (OTHER, "bob", "user"),
-                      (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user")]
+                      (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user"),
+                      (OPS, "ops", "admin")]
         cls.gw = gwlib.Gateway(cls.pool, cls.tokens)
 
     @classmethod
@@ -294,6 +296,24 @@ class Gateway(unittest.TestCase):
         self.call("GET", "/v1/envs", token=USER, expect=200)
         self.gw.write_tokens(self.tokens)
         self.call("GET", "/v1/envs", token=GONE, expect=200)
+        # demoted by an in-place rewrite that keeps size and mtime (cp -p,
+        # rsync -t): only the ctime moves, and that is enough
+        self.call("GET", "/v1/hosts", token=OPS, expect=200)
+        st = os.stat(self.gw.tokens_path)
+        with open(self.gw.tokens_path, "r+") as f:
+            text = f.read()
+            demoted = text.replace(OPS + " ops admin\n", OPS + " ops user \n")
+            self.assertNotEqual(demoted, text)
+            self.assertEqual(len(demoted), len(text))
+            f.seek(0)
+            f.write(demoted)
+        os.utime(self.gw.tokens_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        st2 = os.stat(self.gw.tokens_path)
+        self.assertEqual((st2.st_size, st2.st_mtime_ns, st2.st_ino),
+                         (st.st_size, st.st_mtime_ns, st.st_ino))
+        self.err("GET", "/v1/hosts", 403, "FORBIDDEN", token=OPS)
+        self.gw.write_tokens(self.tokens)
+        self.call("GET", "/v1/hosts", token=OPS, expect=200)
 
     def test_whoami(self):
         _, _, me = self.call("GET", "/v1/whoami", expect=200)

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pbjson.h"
@@ -204,9 +206,34 @@ static void test_tokens(void)
     CHECK(tokens_lookup(t, "aaaaaaaaaaaaaaaaaaaa", tenant, role) != 0);
     CHECK(tokens_lookup(t, "eeeeeeeeeeeeeeeeeeeeeeee", tenant, role) == 0 &&
           strcmp(tenant, "erin") == 0);
+    /* rewritten in place with the same size and the old mtime (what cp -p or
+     * rsync -t leave): the ctime moved, so the demotion is seen */
+    f = fopen(path, "w");
+    fputs("ffffffffffffffffffffffff frank admin\n", f);
+    fclose(f);
+    CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0 &&
+          strcmp(role, "admin") == 0);
+    struct stat before;
+    CHECK(stat(path, &before) == 0);
+    usleep(20 * 1000);  /* a later ctime tick than the read above */
+    fd = open(path, O_WRONLY);
+    CHECK(fd >= 0);
+    const char *demoted = "ffffffffffffffffffffffff frank user \n";
+    CHECK(strlen(demoted) == (size_t)before.st_size);
+    CHECK(pwrite(fd, demoted, strlen(demoted), 0) == (ssize_t)strlen(demoted));
+    struct timespec times[2] = {before.st_atim, before.st_mtim};
+    CHECK(futimens(fd, times) == 0);
+    close(fd);
+    struct stat after;
+    CHECK(stat(path, &after) == 0);
+    CHECK(after.st_size == before.st_size && after.st_ino == before.st_ino &&
+          after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+          after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+    CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0 &&
+          strcmp(role, "user") == 0);
     /* removed file: the last table stays */
     unlink(path);
-    CHECK(tokens_lookup(t, "eeeeeeeeeeeeeeeeeeeeeeee", tenant, role) == 0);
+    CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0);
     tokens_destroy(&t);
     CHECK(t == NULL);
     CHECK(tokens_new("/nonexistent/tokens", err, sizeof err) == NULL && strstr(err, "cannot read"));
