@@ -44,7 +44,8 @@ static void s_usage(FILE *out)
 "  --listen HOST:PORT address to serve HTTP on (default 127.0.0.1:8080; port 0\n"
 "                     picks a free one, printed at start)\n"
 "  --tokens FILE      bearer tokens, one `TOKEN TENANT ROLE` per line (role user\n"
-"                     or admin); re-read when it changes\n"
+"                     or admin; a user line may not name the admin tenant);\n"
+"                     re-read when it changes\n"
 "  --key CERT         CURVE: the gateway's certificate (CERT and CERT_secret, from\n"
 "                     `ttctl keygen`)\n"
 "  --broker-key CERT  CURVE: the broker's public certificate\n"
@@ -218,7 +219,7 @@ int main(int argc, char **argv)
             s_die("%s", probe ? ttclient_error(probe) : "cannot create a client");
         ttclient_destroy(&probe);
     }
-    cfg.tokens = tokens_new(tokens_path, err, sizeof err);
+    cfg.tokens = tokens_new(tokens_path, cfg.admin_tenant, err, sizeof err);
     if (!cfg.tokens)
         s_die("%s", err);
 

@@ -21,6 +21,7 @@ typedef struct {
 
 struct _tokens_t {
     char *path;
+    char admin_tenant[TT_MAX_NAME + 1];
     pthread_mutex_t lock;
     s_entry_t *entries;
     size_t count;
@@ -76,6 +77,10 @@ static int s_load(tokens_t *self, char *err, size_t errlen)
             why = "tenant must be 1..64 of [A-Za-z0-9._-]";
         else if (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0)
             why = "role must be user or admin";
+        else if (strcmp(role, "user") == 0 &&
+                 (strcmp(tenant, self->admin_tenant) == 0 || strcmp(tenant, "admin") == 0))
+            why = "a user token may not act in the admin tenant (the broker gives that tenant "
+                  "the admin role); use role admin, or another tenant";
         if (why) {
             fprintf(stderr, "ttgw: %s:%d: %s; line skipped\n", self->path, lineno, why);
             continue;
@@ -108,14 +113,19 @@ static int s_load(tokens_t *self, char *err, size_t errlen)
     return 0;
 }
 
-tokens_t *tokens_new(const char *path, char *err, size_t errlen)
+tokens_t *tokens_new(const char *path, const char *admin_tenant, char *err, size_t errlen)
 {
+    if (!tt_name_valid(admin_tenant)) {
+        snprintf(err, errlen, "admin tenant '%s' is not a valid tenant name", admin_tenant);
+        return NULL;
+    }
     tokens_t *self = calloc(1, sizeof *self);
     if (!self || !(self->path = strdup(path))) {
         free(self);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    snprintf(self->admin_tenant, sizeof self->admin_tenant, "%s", admin_tenant);
     pthread_mutex_init(&self->lock, NULL);
     if (s_load(self, err, errlen) != 0) {
         tokens_destroy(&self);

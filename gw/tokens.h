@@ -25,9 +25,13 @@
 
 typedef struct _tokens_t tokens_t;
 
-/* Loads path. Returns NULL with a reason in err if the file cannot be read
- * at all (a file with no valid line is accepted, with a warning). */
-tokens_t *tokens_new(const char *path, char *err, size_t errlen);
+/* Loads path. admin_tenant is the tenant the broker treats as admin
+ * (ttgw's --admin-tenant): a `user` line naming it, or naming `admin` (the
+ * broker's default admin tenant), is skipped with a warning, since every
+ * request in that tenant would carry the admin role. Returns NULL with a
+ * reason in err if the file cannot be read at all (a file with no valid
+ * line is accepted, with a warning). */
+tokens_t *tokens_new(const char *path, const char *admin_tenant, char *err, size_t errlen);
 void tokens_destroy(tokens_t **self_p);
 
 /* Looks token up (thread-safe). On a match copies its tenant and role into

@@ -30,6 +30,7 @@ OTHER = "o" * 24
 ADMIN = "a" * 24
 GONE = "g" * 24
 OPS = "p" * 24
+SNEAK = "s" * 24
 
 
 class SseReader(threading.Thread):
@@ -85,7 +86,7 @@ class Gateway(unittest.TestCase):
         cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}}).start()
         cls.tokens = [(USER, "alice", "user"), (OTHER, "bob", "user"),
                       (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user"),
-                      (OPS, "ops", "admin")]
+                      (OPS, "ops", "admin"), (SNEAK, harness.ADMIN, "user")]
         cls.gw = gwlib.Gateway(cls.pool, cls.tokens)
 
     @classmethod
@@ -314,6 +315,18 @@ class Gateway(unittest.TestCase):
         self.err("GET", "/v1/hosts", 403, "FORBIDDEN", token=OPS)
         self.gw.write_tokens(self.tokens)
         self.call("GET", "/v1/hosts", token=OPS, expect=200)
+
+    def test_user_token_never_admin(self):
+        """A `user` line in the admin tenant is refused at load with a clear
+        line: its env ops would carry the admin role at the broker."""
+        self.assertRegex(self.gw.log(), r"tokens:\d+: a user token may not act in the admin tenant")
+        self.err("GET", "/v1/whoami", 401, "UNAUTHENTICATED", token=SNEAK)
+        month = {"name": "longlived", "images": [{"image": "sleeper"}], "cpu": 1, "mem_mib": 128,
+                 "lifetime": 30 * 86400}
+        self.err("POST", "/v1/envs", 401, "UNAUTHENTICATED", token=SNEAK, body=month)
+        # a user's lifetime limit holds for a real user token
+        self.err("POST", "/v1/envs", 403, "FORBIDDEN", body=month)
+        self.err("GET", "/v1/envs/longlived", 404, "NOT_FOUND", token=ADMIN)
 
     def test_whoami(self):
         _, _, me = self.call("GET", "/v1/whoami", expect=200)

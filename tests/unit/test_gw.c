@@ -183,13 +183,20 @@ static void test_tokens(void)
                        "bbbbbbbbbbbbbbbbbbbb bad/tenant user\n"  /* bad tenant */
                        "cccccccccccccccccccc carol root\n"       /* bad role */
                        "dddddddddddddddddddd dave admin # ops\n"
+                       "gggggggggggggggggggg admin user\n"      /* user in the admin tenant */
+                       "hhhhhhhhhhhhhhhhhhhh ops user\n"        /* ... as --admin-tenant names it */
+                       "iiiiiiiiiiiiiiiiiiii ops admin\n"
                        "\n";
     CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
     close(fd);
     char err[256], tenant[65], role[16];
-    tokens_t *t = tokens_new(path, err, sizeof err);
+    tokens_t *t = tokens_new(path, "ops", err, sizeof err);
     CHECK(t != NULL);
-    CHECK(tokens_count(t) == 2);
+    CHECK(tokens_count(t) == 3);
+    CHECK(tokens_lookup(t, "gggggggggggggggggggg", tenant, role) != 0);
+    CHECK(tokens_lookup(t, "hhhhhhhhhhhhhhhhhhhh", tenant, role) != 0);
+    CHECK(tokens_lookup(t, "iiiiiiiiiiiiiiiiiiii", tenant, role) == 0 &&
+          strcmp(tenant, "ops") == 0 && strcmp(role, "admin") == 0);
     CHECK(tokens_lookup(t, "aaaaaaaaaaaaaaaaaaaa", tenant, role) == 0 &&
           strcmp(tenant, "alice") == 0 && strcmp(role, "user") == 0);
     CHECK(tokens_lookup(t, "dddddddddddddddddddd", tenant, role) == 0 &&
@@ -236,7 +243,7 @@ static void test_tokens(void)
     CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0);
     tokens_destroy(&t);
     CHECK(t == NULL);
-    CHECK(tokens_new("/nonexistent/tokens", err, sizeof err) == NULL && strstr(err, "cannot read"));
+    CHECK(tokens_new("/nonexistent/tokens", "admin", err, sizeof err) == NULL && strstr(err, "cannot read"));
 }
 
 int main(int argc, char **argv)
