@@ -42,6 +42,7 @@
 #include "metrics.h"
 #include "pbjson.h"
 #include "quota.h"
+#include "status.h"
 #include "ttclient.h"
 #include "ttproto.h"
 
@@ -97,6 +98,7 @@ struct s_request {
     char tenant[TT_MAX_NAME + 1];
     char role[16];
     int status;             /* HTTP status sent */
+    int retry_after;        /* seconds for Retry-After; 0: 1 s on 429/503; -1: none */
 };
 
 static enum MHD_Result s_api(gw_t *gw, s_request_t *r);
@@ -149,8 +151,11 @@ static enum MHD_Result s_send(s_request_t *r, int status, const char *type, char
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"ttgw\"");
     if (status == 405 && allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    if (status == 409 || status == 429 || status == 503)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (r->retry_after > 0 || (r->retry_after == 0 && (status == 429 || status == 503))) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%d", r->retry_after > 0 ? r->retry_after : 1);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    }
     r->status = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -184,29 +189,6 @@ static enum MHD_Result s_error(s_request_t *r, int status, const char *name, con
     if (request_id && *request_id)
         json_object_set_new(err, "request_id", json_string(request_id));
     return s_send_json(r, status, json_pack("{s:o}", "error", err), NULL);
-}
-
-/* HTTP status for a broker Status. */
-static int s_http_status(int status)
-{
-    switch (status) {
-    case TTFLEET__STATUS__OK: return 200;
-    case TTFLEET__STATUS__BAD_REQUEST: return 422;
-    case TTFLEET__STATUS__NOT_FOUND: return 404;
-    case TTFLEET__STATUS__ALREADY_EXISTS: return 409;
-    case TTFLEET__STATUS__NO_CAPACITY: return 503;
-    case TTFLEET__STATUS__TOO_SOON: return 429;
-    case TTFLEET__STATUS__INVALID_STATE: return 409;
-    case TTFLEET__STATUS__FORBIDDEN: return 403;
-    case TTFLEET__STATUS__IN_PROGRESS: return 409;
-    case TTFLEET__STATUS__WORKER_FAILED: return 502;
-    case TTFLEET__STATUS__TIMEOUT: return 504;
-    case TTFLEET__STATUS__INTERNAL: return 500;
-    case TTFLEET__STATUS__UNKNOWN_SERVICE: return 500;
-    case TTFLEET__STATUS__UNAVAILABLE: return 503;
-    case TTFLEET__STATUS__TOO_LARGE: return 413;
-    default: return 500;
-    }
 }
 
 /* ---- broker calls ---- */
@@ -442,10 +424,18 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     if (rc != 0)
         return s_error(r, 504, "BROKER_TIMEOUT", idem, "%s", err);
     enum MHD_Result ret;
-    if (reply->status != TTFLEET__STATUS__OK) {
-        ret = s_error(r, s_http_status(reply->status), tt_status_name(reply->status),
-                      reply->request_id, "%s", reply->message && *reply->message ? reply->message
-                                                              : tt_status_name(reply->status));
+    int http = gw_status_http(reply->status);
+    const char *name = gw_status_name(reply->status);
+    if (http == 0) {
+        fprintf(stderr, "ttgw: the broker answered status %d, which ttgw does not know\n",
+                reply->status);
+        http = 500;
+    }
+    if (reply->status != TTFLEET__STATUS__OK && reply->status != TTFLEET__STATUS__QUEUED) {
+        int retry = gw_status_retry_after(reply->status, reply->message);
+        r->retry_after = retry > 0 ? retry : -1;
+        ret = s_error(r, http, name, reply->request_id, "%s",
+                      reply->message && *reply->message ? reply->message : name);
     } else {
         json_t *body = NULL;
         const ProtobufCMessageDescriptor *rd = &ttfleet__reply__descriptor;
@@ -462,7 +452,10 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
             body = json_object();
         if (reply->message && *reply->message)
             json_object_set_new(body, "message", json_string(reply->message));
-        ret = s_send_json(r, rt->ok_status, body, NULL);
+        /* a queued create: 202 with the env as the queue holds it (state
+         * "queued", queue_position, queue_deadline) */
+        ret = s_send_json(r, reply->status == TTFLEET__STATUS__QUEUED ? http : rt->ok_status, body,
+                          NULL);
     }
     ttclient_reply_destroy(&reply);
     return ret;

@@ -120,6 +120,13 @@ class Gateway(unittest.TestCase):
             concrete = path.replace("*", "x") if path != "/*" else "/index.html"
             openapi_check.operation(method, concrete)
 
+    def test_openapi_matches_proto(self):
+        """Every field of every message the API carries is in
+        docs/openapi.yaml and nothing else is (openapi_check.drift)."""
+        problems = openapi_check.drift()
+        self.assertEqual(problems, [], "docs/openapi.yaml has drifted from schema/ttfleet.proto:\n" +
+                         "\n".join(problems))
+
     # ---- end to end ----
 
     def test_lifecycle(self):
@@ -420,6 +427,72 @@ class Gateway(unittest.TestCase):
             self.assertEqual(get("ttfleet_queue_depth"), 0)
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
+
+
+class Outcomes(unittest.TestCase):
+    """Ordinary broker outcomes have their own HTTP status, not 500: a
+    queued create is 202 with the env and its queue position, a quota 403,
+    the rate limit 429 with Retry-After, a cancelled queue entry 409."""
+
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(120)
+        cls.pool = harness.Pool(hosts={"h1": {"cpu": 2, "mem": 1024}},
+                                broker_args=["--rate", "1", "--rate-burst", "6"]).start()
+        cls.gw = gwlib.Gateway(cls.pool, [(USER, "alice", "user"), (OTHER, "bob", "user"),
+                                          (GONE, "rita", "user"),
+                                          (ADMIN, harness.ADMIN, "admin")])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw.stop()
+        finally:
+            cls.pool.close()
+            harness.watchdog(0)
+
+    call = Gateway.call
+    err = Gateway.err
+
+    def test_queued_create(self):
+        fill = {"name": "fill", "images": [{"image": "sleeper"}], "cpu": 2, "mem_mib": 256}
+        self.call("POST", "/v1/envs", fill, expect=201)
+        self.err("POST", "/v1/envs", 503, "NO_CAPACITY",
+                 body={"name": "nowait", "images": [{"image": "sleeper"}], "cpu": 1})
+        wait = {"name": "waiter", "images": [{"image": "sleeper"}], "cpu": 1, "mem_mib": 128,
+                "queue": True, "max_wait": 600, "priority": 0}
+        _, h, env = self.call("POST", "/v1/envs", wait, expect=202)
+        self.assertEqual((env["name"], env["tenant"], env["state"]), ("waiter", "alice", "queued"))
+        self.assertEqual(env["queue_position"], 1)
+        self.assertGreater(env["queue_deadline"], time.time())
+        self.assertTrue(env.get("message"))
+        # the queued env is listed as such; deleting it cancels it
+        _, _, lst = self.call("GET", "/v1/envs", expect=200)
+        self.assertIn(("waiter", "queued"), [(e["name"], e["state"]) for e in lst["envs"]])
+        self.call("DELETE", "/v1/envs/waiter", expect=200)
+        self.call("DELETE", "/v1/envs/fill", expect=200)
+
+    def test_quota_exceeded(self):
+        r = self.pool.ctl("quota", "set", "bob", "--envs", "0", tenant=harness.ADMIN)
+        self.assertEqual(r.rc, 0, r)
+        _, h, data = self.call("POST", "/v1/envs", {"name": "q", "images": [{"image": "sleeper"}],
+                                                    "cpu": 1, "mem_mib": 128},
+                               token=OTHER, expect=403)
+        self.assertEqual(data["error"]["status"], "QUOTA_EXCEEDED")
+        self.assertNotIn("Retry-After", h)
+
+    def test_rate_limited(self):
+        seen = None
+        for i in range(12):
+            status, h, data = self.call("POST", "/v1/envs/none%d/stop" % i, token=GONE)
+            if status == 429:
+                seen = (h, data)
+                break
+            self.assertEqual(status, 404, data)
+        self.assertIsNotNone(seen, "12 changing requests at once under --rate 1 --rate-burst 6")
+        h, data = seen
+        self.assertEqual(data["error"]["status"], "RATE_LIMITED")
+        self.assertGreaterEqual(int(h["Retry-After"]), 1)
 
 
 class ListenPolicy(unittest.TestCase):

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "pbjson.h"
+#include "status.h"
 #include "tokens.h"
 #include "ttfleet.pb-c.h"
 
@@ -246,6 +247,44 @@ static void test_tokens(void)
     CHECK(tokens_new("/nonexistent/tokens", "admin", err, sizeof err) == NULL && strstr(err, "cannot read"));
 }
 
+/* Every value of the Status enum, as the schema has it now, has its own
+ * HTTP status: a value added later fails here until gw/status.c maps it. */
+static void test_status(void)
+{
+    const ProtobufCEnumDescriptor *d = &ttfleet__status__descriptor;
+    CHECK(d->n_values >= 28);
+    for (unsigned i = 0; i < d->n_values; i++) {
+        int v = d->values[i].value;
+        int http = gw_status_http(v);
+        if (http == 0)
+            fprintf(stderr, "status %s (%d) has no HTTP status in gw/status.c\n",
+                    d->values[i].name, v);
+        CHECK(http >= 200 && http <= 599);
+        CHECK(strcmp(gw_status_name(v), d->values[i].name) == 0);
+        /* only OK and QUEUED are successes */
+        CHECK((http < 300) == (v == TTFLEET__STATUS__OK || v == TTFLEET__STATUS__QUEUED));
+    }
+    CHECK(gw_status_http(9999) == 0 && gw_status_http(-1) == 0);
+    CHECK(strcmp(gw_status_name(9999), "UNKNOWN") == 0);
+    CHECK(gw_status_http(TTFLEET__STATUS__QUEUED) == 202);
+    CHECK(gw_status_http(TTFLEET__STATUS__QUOTA_EXCEEDED) == 403);
+    CHECK(gw_status_http(TTFLEET__STATUS__RATE_LIMITED) == 429);
+    CHECK(gw_status_http(TTFLEET__STATUS__UNAUTHENTICATED) == 401);
+    CHECK(gw_status_http(TTFLEET__STATUS__IMAGE_IN_USE) == 409);
+    CHECK(gw_status_http(TTFLEET__STATUS__GUEST_UNREACHABLE) == 503);
+    CHECK(gw_status_http(TTFLEET__STATUS__QUEUE_FULL) == 503);
+    /* Retry-After: the broker's "retry in N ms", rounded up to seconds */
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__RATE_LIMITED,
+                                "tenant 'a' sends ... (burst 2); retry in 2500 ms") == 3);
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__RATE_LIMITED, "retry in 10 ms") == 1);
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__RATE_LIMITED, "retry in -5 ms") == 1);
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__RATE_LIMITED, "retry in 99999999999999 ms") == 1);
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__RATE_LIMITED, "retry in x ms") == 1);
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__RATE_LIMITED, NULL) == 1);
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__QUOTA_EXCEEDED, "x") == 0);
+    CHECK(gw_status_retry_after(TTFLEET__STATUS__ALREADY_EXISTS, "x") == 0);
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "all";
@@ -256,6 +295,8 @@ int main(int argc, char **argv)
         test_hostile();
     if (all || strcmp(which, "tokens") == 0)
         test_tokens();
+    if (all || strcmp(which, "status") == 0)
+        test_status();
     if (s_failures)
         fprintf(stderr, "%d checks failed\n", s_failures);
     return s_failures ? 1 : 0;
