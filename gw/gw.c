@@ -36,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dashboard_files.h"
 #include "metrics.h"
@@ -52,6 +54,7 @@
 #define S_SCRAPE_CACHE_MS 2000
 #define S_SCRAPE_MAX_ENVS 500
 #define S_MAX_DRAIN 4      /* times max_body of a too large body read to its end */
+#define S_SWEEP_MS 200     /* how often request deadlines are checked */
 
 /* route flags */
 #define S_ADMIN 1u        /* needs the admin role */
@@ -59,9 +62,27 @@
 #define S_NEED_BODY 4u
 #define S_PUBLIC 8u       /* no token needed */
 
+/* One TCP connection, from accept to close: the deadline of the request it
+ * is receiving. The sweeper shuts down the socket of a connection whose
+ * request (headers and body) is not complete request_timeout_ms after the
+ * connection opened or its previous answer was sent; the connection's own
+ * thread then sees the end of the stream and libmicrohttpd closes it. */
+typedef struct s_sock {
+    struct s_sock *prev, *next;
+    int fd;
+    int64_t start_ms;
+    bool receiving;  /* the current request is not complete yet */
+    bool cut;        /* the sweeper shut it down */
+} s_sock_t;
+
 struct _gw_t {
     gw_config_t cfg;
     struct MHD_Daemon *daemon;
+    pthread_mutex_t socks_lock;  /* socks, and every s_sock_t's fields */
+    s_sock_t *socks;
+    pthread_t sweeper;
+    bool sweeper_started;
+    atomic_bool sweeper_stop;
 };
 
 typedef struct {
@@ -1071,6 +1092,90 @@ static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, con
     return s_error(r, 404, "NOT_FOUND", NULL, "no route for this path");
 }
 
+/* ---- request deadlines ---- */
+
+/* receiving: a new request may start on conn (its clock starts now);
+ * otherwise its request is complete (no deadline while it is answered). */
+static void s_sock_mark(gw_t *gw, struct MHD_Connection *conn, bool receiving)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    s_sock_t *sk = info ? info->socket_context : NULL;
+    if (!sk)
+        return;
+    pthread_mutex_lock(&gw->socks_lock);
+    sk->receiving = receiving;
+    if (receiving)
+        sk->start_ms = tt_mono_ms();
+    pthread_mutex_unlock(&gw->socks_lock);
+}
+
+static void s_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    gw_t *gw = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        s_sock_t *sk = info ? calloc(1, sizeof *sk) : NULL;
+        if (!sk) {
+            *socket_context = NULL;  /* no deadline for it; the idle timeout still holds */
+            return;
+        }
+        sk->fd = info->connect_fd;
+        sk->start_ms = tt_mono_ms();
+        sk->receiving = true;
+        pthread_mutex_lock(&gw->socks_lock);
+        sk->next = gw->socks;
+        if (gw->socks)
+            gw->socks->prev = sk;
+        gw->socks = sk;
+        pthread_mutex_unlock(&gw->socks_lock);
+        *socket_context = sk;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        /* libmicrohttpd closes the descriptor only after this returns, so
+         * the sweeper (under the same lock) never shuts down a reused one */
+        s_sock_t *sk = *socket_context;
+        if (!sk)
+            return;
+        pthread_mutex_lock(&gw->socks_lock);
+        if (sk->prev)
+            sk->prev->next = sk->next;
+        else
+            gw->socks = sk->next;
+        if (sk->next)
+            sk->next->prev = sk->prev;
+        pthread_mutex_unlock(&gw->socks_lock);
+        free(sk);
+        *socket_context = NULL;
+    }
+}
+
+static void *s_sweeper(void *arg)
+{
+    gw_t *gw = arg;
+    while (!atomic_load(&gw->sweeper_stop)) {
+        usleep(S_SWEEP_MS * 1000);
+        int64_t now = tt_mono_ms();
+        unsigned cut = 0;
+        pthread_mutex_lock(&gw->socks_lock);
+        for (s_sock_t *sk = gw->socks; sk; sk = sk->next)
+            if (sk->receiving && !sk->cut && now - sk->start_ms > gw->cfg.request_timeout_ms) {
+                shutdown(sk->fd, SHUT_RDWR);
+                sk->cut = true;
+                cut++;
+            }
+        pthread_mutex_unlock(&gw->socks_lock);
+        if (cut) {
+            metrics_deadline_cut(cut);
+            fprintf(stderr,
+                    "ttgw: closed %u connection(s) that did not send a whole request within %d ms\n",
+                    cut, gw->cfg.request_timeout_ms);
+        }
+    }
+    return NULL;
+}
+
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const char *url,
                                 const char *method, const char *version, const char *upload_data,
                                 size_t *upload_data_size, void **con_cls)
@@ -1118,6 +1223,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         return MHD_YES;
     }
     *upload_data_size = 0;
+    s_sock_mark(gw, conn, false);
     s_request_t r = {.conn = conn, .state = st};
     enum MHD_Result ret;
     if (st->too_large)
@@ -1133,6 +1239,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
 static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                         enum MHD_RequestTerminationCode toe)
 {
+    /* the next request on this connection has its own deadline from now */
+    s_sock_mark(cls, conn, true);
     s_conn_t *st = *con_cls;
     if (st) {
         free(st->body);
@@ -1180,6 +1288,8 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         return NULL;
     }
     self->cfg = *cfg;
+    pthread_mutex_init(&self->socks_lock, NULL);
+    atomic_store(&self->sweeper_stop, false);
     atomic_store(&s_stopping, false);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG;
@@ -1187,12 +1297,13 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         flags |= MHD_USE_TLS;
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)s_log, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns, NULL},
-        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_conns / 2 ? cfg->max_conns / 2 : 1, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_conns_per_ip, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)s_completed, NULL},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)s_log, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)s_completed, self},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)s_notify_conn, self},
         {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)s_unescape, NULL},
         {tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)tls_cert},
         {tls_cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)tls_key},
@@ -1202,9 +1313,18 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
                                     MHD_OPTION_END);
     if (!self->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or bad TLS files?)", host, port);
+        pthread_mutex_destroy(&self->socks_lock);
         free(self);
         return NULL;
     }
+    if (pthread_create(&self->sweeper, NULL, s_sweeper, self) != 0) {
+        snprintf(err, errlen, "cannot start the request deadline thread");
+        MHD_stop_daemon(self->daemon);
+        pthread_mutex_destroy(&self->socks_lock);
+        free(self);
+        return NULL;
+    }
+    self->sweeper_started = true;
     return self;
 }
 
@@ -1220,7 +1340,11 @@ void gw_stop(gw_t **self_p)
         return;
     gw_t *self = *self_p;
     atomic_store(&s_stopping, true);
+    atomic_store(&self->sweeper_stop, true);
+    if (self->sweeper_started)
+        pthread_join(self->sweeper, NULL);
     MHD_stop_daemon(self->daemon);
+    pthread_mutex_destroy(&self->socks_lock);
     pthread_mutex_lock(&s_scrape_lock);
     free(s_scrape_text);
     s_scrape_text = NULL;

@@ -3,9 +3,12 @@
  * 7/MDP, Server-Sent Events from the broker's events socket, /metrics and
  * the dashboard's static files.
  *
- * libmicrohttpd runs one thread per connection (bounded by max_conns), and
- * every API request makes its own libttclient connection to the broker, so
- * a slow request (an env create that waits for QEMU) holds only its own
+ * libmicrohttpd runs one thread per connection (bounded by max_conns, and
+ * by max_conns_per_ip from one address); a request whose headers and body
+ * are not whole within request_timeout_ms has its connection shut down by a
+ * sweeper thread, so a slow sender cannot keep a slot past that. Every API
+ * request makes its own libttclient connection to the broker, so a slow
+ * request (an env create that waits for QEMU) holds only its own
  * connection and never delays another. An event stream holds its thread
  * and its SUB socket for as long as the client stays.
  */
@@ -27,6 +30,8 @@ typedef struct {
     int retries;
     size_t max_body;           /* bytes of one request body */
     unsigned max_conns;
+    unsigned max_conns_per_ip; /* connections from one address */
+    int request_timeout_ms;    /* headers and body of one request must arrive within */
     unsigned max_streams;      /* concurrent /v1/events streams */
     unsigned max_tenant_streams; /* ... of one tenant */
     unsigned max_inflight;     /* API requests of one tenant waiting on the broker */

@@ -55,6 +55,11 @@ static void s_usage(FILE *out)
 "  --retries N        attempts per request, same request id (default 3)\n"
 "  --max-body BYTES   largest request body (default 1048576)\n"
 "  --max-conns N      concurrent HTTP connections (default 64)\n"
+"  --max-conns-per-ip N  connections from one address (default half of\n"
+"                     --max-conns; behind a proxy every client has its address)\n"
+"  --request-timeout S  a request's headers and body must arrive within S\n"
+"                     seconds of its connection opening or the previous\n"
+"                     answer, or the connection is closed (default 15)\n"
 "  --max-streams N    concurrent /v1/events streams (default 16)\n"
 "  --max-tenant-streams N  event streams of one tenant (default 4)\n"
 "  --max-inflight N   API requests of one tenant waiting on the broker\n"
@@ -121,6 +126,7 @@ int main(int argc, char **argv)
         .retries = TTCLIENT_DEFAULT_RETRIES,
         .max_body = 1024 * 1024,
         .max_conns = 64,
+        .request_timeout_ms = 15000,
         .max_streams = 16,
         .max_tenant_streams = 4,
         .max_inflight = 16,
@@ -162,6 +168,10 @@ int main(int argc, char **argv)
             cfg.max_body = (size_t)s_number(a, v, 1024, 64L * 1024 * 1024);
         } else if (S_OPT("--max-conns")) {
             cfg.max_conns = (unsigned)s_number(a, v, 2, 10000);
+        } else if (S_OPT("--max-conns-per-ip")) {
+            cfg.max_conns_per_ip = (unsigned)s_number(a, v, 1, 10000);
+        } else if (S_OPT("--request-timeout")) {
+            cfg.request_timeout_ms = (int)s_number(a, v, 1, 3600) * 1000;
         } else if (S_OPT("--max-streams")) {
             cfg.max_streams = (unsigned)s_number(a, v, 1, 10000);
         } else if (S_OPT("--max-tenant-streams")) {
@@ -179,6 +189,10 @@ int main(int argc, char **argv)
         }
 #undef S_OPT
     }
+    if (cfg.max_conns_per_ip == 0)
+        cfg.max_conns_per_ip = cfg.max_conns / 2;
+    if (cfg.max_conns_per_ip > cfg.max_conns)
+        s_die("--max-conns-per-ip %u is over --max-conns %u", cfg.max_conns_per_ip, cfg.max_conns);
     if (!tokens_path)
         s_die("%s", "--tokens FILE is required (lines TOKEN TENANT ROLE)");
     if (!tt_name_valid(cfg.admin_tenant))

@@ -16,7 +16,7 @@ static const double s_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 #define S_MAX_STATUS 16
 
 typedef struct {
-    unsigned long long counts[S_NBUCKETS + 1];  /* last: +Inf */
+    unsigned long long counts[S_NBUCKETS + 1]; /* last: +Inf */
     double sum;
     unsigned long long n;
 } s_hist_t;
@@ -27,7 +27,7 @@ typedef struct {
     unsigned long long count[S_MAX_STATUS];
     int n_status;
     s_hist_t latency;
-    unsigned long long failures;  /* ops: calls without a reply */
+    unsigned long long failures; /* ops: calls without a reply */
 } s_series_t;
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -35,6 +35,7 @@ static s_series_t s_routes[METRICS_MAX_ROUTES];
 static int s_n_routes;
 static s_series_t s_ops[METRICS_MAX_ROUTES];
 static int s_n_ops;
+static unsigned long long s_deadline_cuts;
 
 static int s_register(s_series_t *table, int *n, const char *name)
 {
@@ -147,5 +148,18 @@ void metrics_write_gateway(FILE *f)
     for (int i = 0; i < s_n_ops; i++)
         fprintf(f, "ttgw_broker_failures_total{op=\"%s\"} %llu\n", s_ops[i].name,
                 s_ops[i].failures);
+    fprintf(f,
+            "# HELP ttgw_request_deadline_closed_total Connections closed because their "
+            "request did not arrive whole within --request-timeout.\n"
+            "# TYPE ttgw_request_deadline_closed_total counter\n"
+            "ttgw_request_deadline_closed_total %llu\n",
+            s_deadline_cuts);
+    pthread_mutex_unlock(&s_lock);
+}
+
+void metrics_deadline_cut(unsigned n)
+{
+    pthread_mutex_lock(&s_lock);
+    s_deadline_cuts += n;
     pthread_mutex_unlock(&s_lock);
 }

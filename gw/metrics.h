@@ -31,4 +31,7 @@ void metrics_broker(int op, int ok, double seconds);
 /* Writes the gateway's own series to f. */
 void metrics_write_gateway(FILE *f);
 
+/* n connections closed by the request deadline. */
+void metrics_deadline_cut(unsigned n);
+
 #endif

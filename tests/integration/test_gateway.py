@@ -10,6 +10,7 @@ serve the whole class; each test uses its own env names.
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -584,6 +585,135 @@ class Limits(unittest.TestCase):
                 return False
         harness.wait_for("service after the idle connections left", served, timeout=15,
                          interval=0.3)
+
+
+class Dribbler(threading.Thread):
+    """A slowloris connection: the start of a request, then one header byte
+    every `every` seconds, never the end. self.closed_after is how long the
+    gateway let it stay (None while open)."""
+
+    def __init__(self, port, source, every=0.5):
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                             source_address=(source, 0))
+        self.every = every
+        self.t0 = time.monotonic()
+        self.closed_after = None
+        self.stopping = False
+        self.start()
+
+    def run(self):
+        try:
+            self.sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            while not self.stopping:
+                self.sock.sendall(b"a")
+                r, _, _ = select.select([self.sock], [], [], self.every)
+                if r and not self.sock.recv(4096):
+                    break
+        except OSError:
+            pass
+        if not self.stopping:
+            self.closed_after = time.monotonic() - self.t0
+
+    def close(self):
+        self.stopping = True
+        self.join(5)
+        self.sock.close()
+
+
+class Slowloris(unittest.TestCase):
+    """Connections that send a header byte now and then, from one address
+    and from several: one address holds at most --max-conns-per-ip slots,
+    and no connection holds one past --request-timeout, so a valid request
+    with a token is answered within a bound."""
+
+    @classmethod
+    def setUpClass(cls):
+        harness.watchdog(120)
+        cls.pool = harness.Pool().start()
+        cls.gw = gwlib.Gateway(cls.pool, [(USER, "alice", "user")],
+                               args=["--max-conns", "16", "--max-conns-per-ip", "8",
+                                     "--request-timeout", "2"])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw.stop()
+        finally:
+            cls.pool.close()
+            harness.watchdog(0)
+
+    def valid(self, source="127.0.0.2", timeout=3):
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=timeout,
+                                          source_address=(source, 0))
+        try:
+            conn.request("GET", "/v1/status", headers={"Authorization": "Bearer " + USER})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
+    def served_within(self, bound):
+        """Seconds until a valid request from another address got 200."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < bound:
+            try:
+                if self.valid() == 200:
+                    return time.monotonic() - t0
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.1)
+        return None
+
+    def test_one_address_cannot_take_every_slot(self):
+        slow = [Dribbler(self.gw.port, "127.0.0.1") for _ in range(16)]
+        try:
+            time.sleep(0.5)
+            took = self.served_within(3)
+            self.assertIsNotNone(took, "16 slow connections from 127.0.0.1 kept 127.0.0.2 out")
+            self.assertLess(took, 1.5)
+        finally:
+            for d in slow:
+                d.close()
+
+    def test_request_deadline(self):
+        # one byte every 0.5 s never lets the 60 s idle timeout fire; the
+        # request deadline (2 s here) closes it all the same
+        d = Dribbler(self.gw.port, "127.0.0.1")
+        try:
+            harness.wait_for("the slow connection closed", lambda: d.closed_after is not None,
+                             timeout=8, interval=0.1)
+            self.assertLess(d.closed_after, 4)
+            self.assertGreaterEqual(d.closed_after, 1.9)
+        finally:
+            d.close()
+        self.assertRegex(self.gw.log(), r"closed \d+ connection\(s\) that did not send a whole request")
+        status, _, text = self.gw.request("GET", "/metrics")
+        self.assertEqual(status, 200)
+        cut = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "ttgw_request_deadline_closed_total"]
+        self.assertEqual(len(cut), 1)
+        self.assertGreaterEqual(cut[0], 1)
+
+    def test_many_addresses_fill_every_slot(self):
+        # 8 from each of two addresses: all 16 slots; the valid client gets
+        # one as soon as the deadline frees them
+        slow = [Dribbler(self.gw.port, src) for src in ("127.0.0.1", "127.0.0.3")
+                for _ in range(8)]
+        try:
+            time.sleep(0.3)
+            try:
+                refused = self.valid(timeout=1) != 200
+            except (OSError, http.client.HTTPException):
+                refused = True
+            self.assertTrue(refused, "16 slow connections did not fill --max-conns 16")
+            took = self.served_within(6)
+            self.assertIsNotNone(took, "slow connections held every slot past the deadline")
+            self.assertLess(took, 4)
+        finally:
+            for d in slow:
+                d.close()
 
 
 class Hostile(unittest.TestCase):
