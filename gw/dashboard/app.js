@@ -108,36 +108,59 @@ function renderEnv(env) {
        el("tbody", {}, ...rows)));
 }
 
+// The envs table: every env the token may list, one row each; for an admin
+// that is every tenant's, with a tenant column.
+function renderEnvList(envs, myTenant) {
+  const head = ["env", "tenant", "state", "VMs", "expires", "queue"].filter(t => isAdmin || t !== "tenant");
+  const rows = envs.map(e => {
+    const cells = [el("td", {}, e.name)];
+    if (isAdmin) cells.push(el("td", { class: "tenant" }, e.tenant));
+    cells.push(el("td", {}, stateSpan(e.state)), el("td", {}, e.vm_count),
+      el("td", {}, e.expires_at ? new Date(e.expires_at * 1000).toLocaleString() : ""),
+      el("td", {}, e.state === "queued" ? "#" + e.queue_position : ""));
+    return el("tr", { "data-env": e.name, "data-tenant": e.tenant, class: e.tenant === myTenant ? "mine" : "" }, ...cells);
+  });
+  $("env-list").replaceChildren(el("thead", {}, el("tr", {}, ...head.map(t => el("th", {}, t)))),
+    el("tbody", {}, ...rows));
+  $("env-list").hidden = envs.length === 0;
+}
+
 async function refresh() {
   refreshTimer = null;
   try {
-    const st = await api("GET", "/v1/status");
-    if (st.ok) {
-      const p = st.data;
-      $("summary").replaceChildren(
-        el("div", {}, el("b", {}, p.hosts_online + "/" + p.hosts_total), "hosts online"),
-        el("div", {}, el("b", {}, p.envs), "envs"),
-        el("div", {}, el("b", {}, p.vms), "VMs"),
-        el("div", {}, el("b", {}, p.cpu_used + "/" + p.cpu_total), "cpu used"));
-    }
     const me = await api("GET", "/v1/whoami");
-    if (me.ok) {
-      isAdmin = me.data.role === "admin";
-      $("who").textContent = me.data.tenant + " (" + me.data.role + ")";
-    }
+    if (!me.ok) { showError(me.data && me.data.error ? me.data.error.message : "who am I?"); return; }
+    isAdmin = me.data.role === "admin";
+    const myTenant = me.data.tenant;
+    $("who").textContent = myTenant + " (" + me.data.role + ")";
     $("pool-note").hidden = isAdmin;
     $("hosts").hidden = !isAdmin;
     if (isAdmin) {  // users would get 403: the pool is admin-only
       const hosts = await api("GET", "/v1/hosts");
       if (hosts.ok) renderHosts(hosts.data.hosts || []);
     }
-    const list = await api("GET", "/v1/envs");
+    // an admin lists every tenant's envs; a user its own
+    const list = await api("GET", isAdmin ? "/v1/envs?all=true" : "/v1/envs");
     if (!list.ok) { showError(list.data && list.data.error ? list.data.error.message : "cannot list envs"); return; }
-    const shown = await Promise.all((list.data.envs || []).map(async e => {
+    const envs = list.data.envs || [];
+    const st = await api("GET", "/v1/status");
+    const p = st.ok ? st.data : null;
+    // the env count is what the table lists, so the two always agree
+    $("summary").replaceChildren(
+      el("div", {}, el("b", {}, p ? p.hosts_online + "/" + p.hosts_total : "?"), "hosts online"),
+      el("div", { id: "env-count" }, el("b", {}, envs.length), isAdmin ? "envs, all tenants" : "envs"),
+      el("div", {}, el("b", {}, p ? p.vms : "?"), "VMs"),
+      el("div", {}, el("b", {}, p ? p.cpu_used + "/" + p.cpu_total : "?"), "cpu used"));
+    renderEnvList(envs, myTenant);
+    // the details (VMs, actions) of the envs of the token's own tenant: env
+    // show and the actions name an env within the caller's tenant
+    const own = envs.filter(e => e.tenant === myTenant);
+    const shown = await Promise.all(own.map(async e => {
+      if (e.state === "queued") return e;
       const one = await api("GET", "/v1/envs/" + encodeURIComponent(e.name));
       return one.ok ? one.data : e;
     }));
-    $("envs").replaceChildren(...(shown.length ? shown.map(renderEnv) : [el("p", { class: "hint" }, "No envs.")]));
+    $("envs").replaceChildren(...(shown.length ? shown.map(renderEnv) : [el("p", { class: "hint" }, envs.length ? "No envs of tenant " + myTenant + "." : "No envs.")]));
     showError("");
   } catch (e) {
     if (e.message !== "unauthenticated") showError("cannot reach ttgw: " + e.message);

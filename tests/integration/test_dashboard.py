@@ -157,6 +157,10 @@ class Dashboard(unittest.TestCase):
     def test_dashboard(self):
         self.api("POST", "/v1/envs", {"name": "first", "images": [{"image": "sleeper", "dup": 2}],
                                       "cpu": 1, "mem_mib": 256}, expect=201)
+        # another tenant's env: the admin's page lists it too, with its tenant
+        status, _, _ = self.gw.request("POST", "/v1/envs", {"name": "carols", "images": [
+            {"image": "sleeper"}], "cpu": 1, "mem_mib": 64}, token=USER_TOKEN)
+        self.assertEqual(status, 201)
         dt = self.start_browser()
         self.addCleanup(dt.close)
         for domain in ("Runtime", "Log", "Page"):
@@ -175,6 +179,22 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(dt.eval("location.search"), "")
         self.assertEqual(dt.eval("sessionStorage.getItem('ttfleet.token')"), ADMIN_TOKEN)
         self.assertEqual(dt.eval("document.querySelectorAll('.env[data-env=\"first\"] tr[data-vm]').length"), 2)
+        # every tenant's envs in the admin's table, with a tenant column, and
+        # the header's count is the number of envs listed
+        harness.wait_for("carol's env in the admin's list",
+                         shows('#env-list tr[data-env="carols"][data-tenant="carol"]'), timeout=30)
+        self.assertEqual(dt.eval("document.querySelector('#env-list tr[data-env=\"carols\"] "
+                                 "td.tenant').textContent"), "carol")
+        self.assertEqual(dt.eval("Array.from(document.querySelectorAll('#env-list thead th'))"
+                                 ".map(t => t.textContent)"),
+                         ["env", "tenant", "state", "VMs", "expires", "queue"])
+        every = self.api("GET", "/v1/envs?all=true")["envs"]
+        self.assertEqual(sorted((e["tenant"], e["name"]) for e in every),
+                         [("admin", "first"), ("carol", "carols")])
+        rows = dt.eval("Array.from(document.querySelectorAll('#env-list tbody tr'))"
+                       ".map(r => r.dataset.tenant + '/' + r.dataset.env).sort()")
+        self.assertEqual(rows, ["admin/first", "carol/carols"])
+        self.assertEqual(dt.eval("document.querySelector('#env-count b').textContent"), "2")
 
         # live: an env made now shows up without a reload (the page does not poll)
         self.api("POST", "/v1/envs", {"name": "second", "images": [{"image": "sleeper"}],
@@ -219,6 +239,12 @@ class Dashboard(unittest.TestCase):
         self.assertTrue(dt.eval("document.getElementById('hosts').hidden"))
         self.assertFalse(dt.eval("!!document.querySelector('.env[data-env=\"second\"]')"))
         self.assertEqual(dt.eval("document.querySelectorAll('button.drain').length"), 0)
+        # a user's table: its own envs, no tenant column, and the count agrees
+        harness.wait_for("carol's table", lambda: dt.eval(
+            "Array.from(document.querySelectorAll('#env-list tbody tr'))"
+            ".map(r => r.dataset.env).sort().join(',')") == "carols,mine", timeout=30)
+        self.assertEqual(dt.eval("document.querySelectorAll('#env-list td.tenant').length"), 0)
+        self.assertEqual(dt.eval("document.querySelector('#env-count b').textContent"), "2")
 
         dt.pump()
         self.assertEqual(dt.errors(), [])
@@ -256,6 +282,9 @@ class Dashboard(unittest.TestCase):
           document.getElementById("envs").append(renderEnv({name: p, state: p, tenant: p,
             vm_count: p, lifetime: p, expires_at: 0, vms: [{vm_id: p, image: p, engine: p,
             state: p, ready: true, ip: p, host: p, ports: [{guest: p, public: p}]}]}));
+          isAdmin = true;
+          renderEnvList([{name: p, tenant: p, state: p, vm_count: p, expires_at: 0,
+                          queue_position: p}], p);
           addEvent(p, {env: p, host: p, vm_id: p, state: p, message: p, time: 0});
           document.getElementById("console-title").textContent = p;
           showError(p);
