@@ -32,6 +32,7 @@ ADMIN = "a" * 24
 GONE = "g" * 24
 OPS = "p" * 24
 SNEAK = "s" * 24
+README_T = "r" * 32
 
 
 class SseReader(threading.Thread):
@@ -87,7 +88,8 @@ class Gateway(unittest.TestCase):
         cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}}).start()
         cls.tokens = [(USER, "alice", "user"), (OTHER, "bob", "user"),
                       (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user"),
-                      (OPS, "ops", "admin"), (SNEAK, harness.ADMIN, "user")]
+                      (OPS, "ops", "admin"), (SNEAK, harness.ADMIN, "user"),
+                      (README_T, "me", "user")]
         cls.gw = gwlib.Gateway(cls.pool, cls.tokens)
 
     @classmethod
@@ -335,6 +337,42 @@ class Gateway(unittest.TestCase):
         # a user's lifetime limit holds for a real user token
         self.err("POST", "/v1/envs", 403, "FORBIDDEN", body=month)
         self.err("GET", "/v1/envs/longlived", 404, "NOT_FOUND", token=ADMIN)
+
+    def test_readme_example(self):
+        """The README's token recipe and its first REST call, run as written
+        (only the port is this gateway's): the file is for its owner only,
+        and the create is answered 201, not 415."""
+        with open(os.path.join(harness.SOURCE, "README.md")) as f:
+            readme = f.read()
+        block = readme[readme.index("`ttgw` puts a REST API"):]
+        block = block[:block.index("\n- Dashboard")]
+        lines = [l[4:] for l in block.splitlines() if l.startswith("    ")]
+        recipe = [l for l in lines if "tokens" in l and not l.startswith(("build/", "T="))
+                  and "--tokens" not in l]
+        self.assertGreaterEqual(len(recipe), 2, recipe)
+        i = next(k for k, l in enumerate(lines) if l.startswith("curl -H"))
+        curl = lines[i]
+        while curl.endswith("\\"):
+            i += 1
+            curl = curl[:-1] + lines[i]
+        self.assertIn("http://127.0.0.1:8080/v1/envs", curl)
+        with tempfile.TemporaryDirectory() as d:
+            subprocess.run(["bash", "-ec", "umask 022; " + "\n".join(recipe)], cwd=d, check=True,
+                           timeout=10)
+            mode = os.stat(os.path.join(d, "tokens")).st_mode & 0o777
+            self.assertEqual(mode, 0o600, oct(mode))
+            with open(os.path.join(d, "tokens")) as f:
+                entries = [l.split() for l in f]
+            self.assertEqual([(e[1], e[2]) for e in entries], [("me", "user"), ("admin", "admin")])
+            self.assertTrue(all(16 <= len(e[0]) <= 256 for e in entries))
+        out = subprocess.run(["bash", "-ec", curl.replace("http://127.0.0.1:8080", self.gw.base)],
+                             env=dict(os.environ, T=README_T), capture_output=True, text=True,
+                             timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        env = json.loads(out.stdout)
+        self.assertEqual((env.get("name"), env.get("tenant"), env.get("vm_count")), ("web", "me", 2),
+                         out.stdout)
+        self.call("DELETE", "/v1/envs/web", token=README_T, expect=200)
 
     def test_whoami(self):
         _, _, me = self.call("GET", "/v1/whoami", expect=200)
