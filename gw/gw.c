@@ -71,14 +71,14 @@ typedef struct s_sock {
     struct s_sock *prev, *next;
     int fd;
     int64_t start_ms;
-    bool receiving;  /* the current request is not complete yet */
-    bool cut;        /* the sweeper shut it down */
+    bool receiving; /* the current request is not complete yet */
+    bool cut;       /* the sweeper shut it down */
 } s_sock_t;
 
 struct _gw_t {
     gw_config_t cfg;
     struct MHD_Daemon *daemon;
-    pthread_mutex_t socks_lock;  /* socks, and every s_sock_t's fields */
+    pthread_mutex_t socks_lock; /* socks, and every s_sock_t's fields */
     s_sock_t *socks;
     pthread_t sweeper;
     bool sweeper_started;
@@ -1119,7 +1119,7 @@ static void s_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         s_sock_t *sk = info ? calloc(1, sizeof *sk) : NULL;
         if (!sk) {
-            *socket_context = NULL;  /* no deadline for it; the idle timeout still holds */
+            *socket_context = NULL; /* no deadline for it; the idle timeout still holds */
             return;
         }
         sk->fd = info->connect_fd;
@@ -1168,8 +1168,8 @@ static void *s_sweeper(void *arg)
         pthread_mutex_unlock(&gw->socks_lock);
         if (cut) {
             metrics_deadline_cut(cut);
-            fprintf(stderr,
-                    "ttgw: closed %u connection(s) that did not send a whole request within %d ms\n",
+            fprintf(stderr, "ttgw: closed %u connection(s) that did not send a whole request "
+                            "within %d ms\n",
                     cut, gw->cfg.request_timeout_ms);
         }
     }
