@@ -1297,7 +1297,6 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         flags |= MHD_USE_TLS;
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)s_log, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns, NULL},
         {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_conns_per_ip, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
@@ -1309,8 +1308,10 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         {tls_cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)tls_key},
         {MHD_OPTION_END, 0, NULL},
     };
-    self->daemon = MHD_start_daemon(flags, 0, NULL, NULL, s_access, self, MHD_OPTION_ARRAY, opts,
-                                    MHD_OPTION_END);
+    /* the logger first, so that no message goes to libmicrohttpd's own */
+    self->daemon = MHD_start_daemon(flags, 0, NULL, NULL, s_access, self,
+                                    MHD_OPTION_EXTERNAL_LOGGER, s_log, NULL, MHD_OPTION_ARRAY,
+                                    opts, MHD_OPTION_END);
     if (!self->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or bad TLS files?)", host, port);
         pthread_mutex_destroy(&self->socks_lock);
