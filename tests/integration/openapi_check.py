@@ -103,10 +103,15 @@ def check_schema(name, value):
 
 
 def server_routes():
-    """(method, path template) of every route in gw/gw.c's table, with the
-    table's `*` written as `{}`."""
+    """(method, path template) of every route ttgw serves: the registry's
+    rows with a REST route (schema/ops.def) and gw/gw.c's own table, with
+    `*` written as `{}`."""
+    with open(os.path.join(harness.SOURCE, "schema", "ops.def")) as f:
+        ops = f.read()
+    routes = [(m, p) for m, p in re.findall(r'^TT_OP\([^"]*?\b(GET|POST|PATCH|DELETE|PUT),\s*"([^"]+)"',
+                                           ops, re.M)]
     with open(os.path.join(harness.SOURCE, "gw", "gw.c")) as f:
         text = f.read()
-    table = text[text.index("static s_route_t s_routes[] = {"):]
+    table = text[text.index("static const s_route_t s_own_routes[] = {"):]
     table = table[:table.index("};")]
-    return re.findall(r'\{"([A-Z]+)", "([^"]+)"', table)
+    return routes + re.findall(r'\{"([A-Z]+)", "([^"]+)"', table)
