@@ -8,18 +8,16 @@
 
 Each method sends one Request (schema/ttfleet.proto) over 7/MDP and returns
 the reply's result message (EnvInfo, HostInfo, ...), or raises the
-BrokerError subclass of the reply's status (ttfleet.NotFound, ...) or
-ttfleet.TransportError when no reply came after every attempt.
+BrokerError subclass of the reply's status (every status of the .proto's
+Status enum has one: ttfleet.NotFound, ttfleet.QuotaExceeded, ...; see
+ttfleet.errors) or ttfleet.TransportError when no reply came after every
+attempt. A create with queue=True that waits in the admission queue returns
+its EnvInfo (state "queued", queue_position) rather than raising.
 """
 
-from .errors import (AlreadyExists, BadRequest, BrokerError, Error, Forbidden, InProgress,
-                     Internal, InvalidState, KeyFileError, NoCapacity, NotFound, TooLarge,
-                     TooSoon, TransportError, Unavailable, UnknownService, WorkerFailed,
-                     WorkerTimeout)
+from . import errors
+from .errors import *  # noqa: F401,F403 (Error, BrokerError, one class per Status)
 from .client import Client, pb
 
-__all__ = ["Client", "pb", "Error", "BrokerError", "TransportError", "KeyFileError",
-           "BadRequest", "NotFound", "AlreadyExists", "NoCapacity", "TooSoon", "InvalidState",
-           "Forbidden", "InProgress", "WorkerFailed", "WorkerTimeout", "Internal",
-           "UnknownService", "Unavailable", "TooLarge"]
+__all__ = ["Client", "pb", "errors"] + errors.__all__
 __version__ = "0.1.0"

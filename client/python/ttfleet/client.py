@@ -134,16 +134,17 @@ class Client:
             return None
         return reply
 
-    def _op(self, op, fill, service="tt.env", request_id=None, result=None):
+    def _op(self, op, fill, service="tt.env", request_id=None, result=None, ok=(pb.OK,)):
         """Builds a Request with op set by fill(msg), sends it, raises the
-        status's exception, returns the named result (or the Reply)."""
+        status's exception unless the status is in ok, returns the named
+        result (or the Reply)."""
         req = pb.Request(request_id=request_id or "")
         msg = getattr(req, op)
         msg.SetInParent()
         if fill:
             fill(msg)
         reply = self.call(service, req)
-        if reply.status != pb.OK:
+        if reply.status not in ok:
             name = pb.Status.Name(reply.status) if reply.status in pb.Status.values() else str(
                 reply.status)
             raise errors.for_status(name)(reply.message or name, reply.request_id, op)
@@ -162,7 +163,10 @@ class Client:
         script (bytes or str, at most 64 KiB); ready: the readiness spec
         (none, ssh, tcp:PORT, http:PORT[/PATH], console:REGEX, agent,
         cloud-init). queue: wait in the admission queue when the pool is
-        full (the reply then has status QUEUED: see wait())."""
+        full: the create then returns the EnvInfo with state "queued" and
+        queue_position (1 = admitted next); wait() waits through the queue.
+        A queued create that later fails (max_wait passed, cancelled) is
+        seen by env_show (NOT_FOUND) and in the events."""
         def fill(m):
             m.name = name
             for item in images:
@@ -175,7 +179,8 @@ class Client:
             m.user_data = user_data.encode() if isinstance(user_data, str) else user_data
             m.ready = ready
             m.queue, m.max_wait, m.priority = queue, max_wait, priority
-        return self._op("env_create", fill, request_id=request_id, result="env")
+        return self._op("env_create", fill, request_id=request_id, result="env",
+                        ok=(pb.OK, pb.QUEUED))
 
     def wait(self, name, ready=False, timeout_s=300, poll_s=0.25):
         """Polls env_show until every VM of env name runs (ready=False) or
