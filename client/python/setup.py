@@ -46,4 +46,6 @@ setup(
     python_requires=">=3.9",
     install_requires=[],  # pyzmq and protobuf come from Debian (python3-zmq, python3-protobuf)
     cmdclass={"build_py": BuildPy},
+    # the ttfleet_env / ttfleet_client fixtures (ttfleet/pytest_plugin.py)
+    entry_points={"pytest11": ["ttfleet = ttfleet.pytest_plugin"]},
 )
