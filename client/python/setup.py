@@ -43,6 +43,7 @@ setup(
     version="0.1.0",
     description="Client for the ttfleet broker (7/MDP over ZeroMQ)",
     packages=["ttfleet"],
+    package_data={"ttfleet": ["py.typed"]},  # PEP 561: the package has type hints
     python_requires=">=3.9",
     install_requires=[],  # pyzmq and protobuf come from Debian (python3-zmq, python3-protobuf)
     cmdclass={"build_py": BuildPy},

@@ -176,6 +176,11 @@ def test_put_get_and_ssh_command(client, tmp_path):
             "debian@127.0.0.1", "--", "uname"]
         with pytest.raises(ttfleet.Unavailable):
             dataclasses.replace(vm, public_address="").ssh_command()
+        for user in ("-oProxyCommand=x", "a b", "", "x" * 65, "r@h"):
+            with pytest.raises(ValueError):
+                vm.ssh_command(user=user)
+        with pytest.raises(ttfleet.Error):
+            dataclasses.replace(vm, public_address="-oProxyCommand=x").ssh_command()
         assert isinstance(vm.console(), str)
 
 
@@ -302,3 +307,13 @@ def test_ci_job_example(pool, tmp_path):
     assert "FAILED (exit 4)" in p.stdout and "test_foo failed" in p.stdout
     with ttfleet.Client(broker=pool.clients_ep, tenant="sdk-ci", timeout_ms=5000) as c:
         assert c.list_envs() == []
+
+
+def test_installed_with_type_marker_and_plugin_entry_point():
+    """PEP 561 marker and the pytest11 entry point are in the installed package."""
+    from importlib import metadata
+    here = os.path.dirname(ttfleet.__file__)
+    assert here.startswith(harness.ttfleet_package())
+    assert os.path.exists(os.path.join(here, "py.typed"))
+    eps = [ep for ep in metadata.distribution("ttfleet").entry_points if ep.group == "pytest11"]
+    assert [(ep.name, ep.value) for ep in eps] == [("ttfleet", "ttfleet.pytest_plugin")]

@@ -16,6 +16,7 @@ dataclasses with methods. Keyword names are the .proto's (EnvCreate,
 ImageCount); durations may be strings ("90s", "10m", "2h", "1d").
 """
 
+import ipaddress
 import os
 import re
 import secrets
@@ -32,6 +33,7 @@ Command = Union[str, Sequence[str]]
 PathOrBytes = Union[str, bytes, "os.PathLike[str]"]
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$")
 
 
 class ExecError(errors.Error):
@@ -168,7 +170,16 @@ class VM(VmInfo):
         fresh VM has a new key each time), identity as -i. Raises
         Unavailable when the VM has no public port 22 or its host no public
         address."""
+        if not isinstance(user, str) or not _USER.match(user):
+            raise ValueError("ssh_command: user %r: 1..64 of A-Z a-z 0-9 . _ -, not starting "
+                             "with -" % (user,))
         port = self.public_port(22)
+        try:
+            ipaddress.ip_address(self.public_address)
+        except ValueError:
+            if self.public_address:
+                raise errors.Error("ssh_command: the broker gave public address %r, not an IP"
+                                   % (self.public_address,))
         if not port or not self.public_address:
             raise errors.for_status("UNAVAILABLE")(
                 "VM %d has %s" % (self.vm_id, "no public port for guest port 22" if not port
