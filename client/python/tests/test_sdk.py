@@ -317,3 +317,14 @@ def test_installed_with_type_marker_and_plugin_entry_point():
     assert os.path.exists(os.path.join(here, "py.typed"))
     eps = [ep for ep in metadata.distribution("ttfleet").entry_points if ep.group == "pytest11"]
     assert [(ep.name, ep.value) for ep in eps] == [("ttfleet", "ttfleet.pytest_plugin")]
+
+
+def test_type_stubs_name_every_status_class():
+    """errors.pyi (generated at install) spells out every class errors.py
+    makes at import, so type checkers see ttfleet.QuotaExceeded & co."""
+    here = os.path.dirname(ttfleet.__file__)
+    with open(os.path.join(here, "errors.pyi")) as f:
+        stub = f.read()
+    for cls in ttfleet.errors.BY_STATUS.values():
+        assert "class %s(BrokerError): ...  # %s\n" % (cls.__name__, cls.status) in stub
+    assert os.path.exists(os.path.join(here, "ttfleet_pb2.pyi"))
