@@ -536,6 +536,11 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                              errlen);
     if (!self->store)
         goto fail;
+    const double ratios[3] = {cfg->cpu_ratio, cfg->mem_ratio, cfg->disk_ratio};
+    if (store_meta_ratios(self->store, ratios)) {
+        snprintf(err, errlen, "cannot write %s: %s", path, store_errmsg(self->store));
+        goto fail;
+    }
     self->admq = admq_new(self->store, NULL);
     self->quotas = quotas_new(self->store);
     if (!self->admq || !self->quotas || s_admission_load(self, err, errlen))

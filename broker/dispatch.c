@@ -2,6 +2,7 @@
  * dispatch: the table of handlers and the request path. See dispatch.h.
  */
 #include "dispatch.h"
+#include "ttops.h"
 #include "adm_ops.h"
 #include "admission.h"
 #include "stats_ops.h"
@@ -21,29 +22,13 @@
 
 /* ---- the table of handlers ----
  *
- * One row per Request.op case, in the shape of Redis's commands.def. The
- * dispatcher does what every handler would otherwise repeat:
- *   H_ADMIN  - the caller must hold the admin role (FORBIDDEN otherwise);
- *   H_RECORD - the request changes state: it is idempotent under
- *              (tenant, request id), a retry gets the recorded reply, and
- *              its refusals are recorded too;
- *   H_OP     - it may open an op_t that answers later (informational: the
- *              handler opens it; the flag documents which rows can);
- *   H_AUDIT  - its outcome is written to the audit log (audit.h) in the
- *              same transaction as its change: time, tenant, role, CURVE
- *              key, op and target (both read from the request itself, see
- *              s_audit_names), request id, status. Every state-changing
- *              row has it; a new one (image ops) only needs the flag;
- *              (exec, copy: not recorded; guest_ops.c writes the row when
- *              the command goes to the worker);
- *   H_RATE   - not recorded, but rate-limited like a change (exec: each
- *              runs a command; copy is not, a file is hundreds of chunks,
- *              and the worker bounds the transfers per VM and per host).
- * A new operation is a handler `static int s_x(handler_ctx_t *c)` above and one row
- * here; nothing else dispatches on op_case. */
-enum { H_ADMIN = 1, H_RECORD = 2, H_OP = 4, H_AUDIT = 8, H_RATE = 16 };
-#define H_CHANGE (H_RECORD | H_AUDIT)
-
+ * One row per Request.op case, expanded from the registry
+ * (schema/ops.def: its header says what each flag means). The dispatcher
+ * does what every handler would otherwise repeat: the admin check
+ * (TT_OPF_ADMIN), idempotency records (TT_OPF_RECORD), the audit row
+ * (TT_OPF_AUDIT; exec and copy write theirs when the command goes to the
+ * worker), the rate limit (TT_OPF_RECORD or TT_OPF_RATE). Nothing else
+ * dispatches on op_case. */
 typedef struct {
     int op_case;
     handler_fn *handler;
@@ -51,40 +36,10 @@ typedef struct {
 } handler_def_t;
 
 static const handler_def_t s_handlers[] = {
-    {TTFLEET__REQUEST__OP_ENV_CREATE, env_create, H_CHANGE | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_SHOW, env_show, 0},
-    {TTFLEET__REQUEST__OP_ENV_LIST, env_list, 0},
-    {TTFLEET__REQUEST__OP_ENV_STOP, env_stop, H_CHANGE | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_START, env_start, H_CHANGE | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_PAUSE, env_pause, H_CHANGE | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_RESUME, env_resume, H_CHANGE | H_OP},
-    {TTFLEET__REQUEST__OP_ENV_DELETE, env_delete, H_CHANGE},
-    {TTFLEET__REQUEST__OP_ENV_EXTEND, env_extend, H_CHANGE},
-    {TTFLEET__REQUEST__OP_ENV_UPDATE, env_update, H_CHANGE},
-    {TTFLEET__REQUEST__OP_ENV_RM_VM, env_rm_vm, H_CHANGE},
-    {TTFLEET__REQUEST__OP_ENV_CONSOLE, env_console, H_OP},
-    {TTFLEET__REQUEST__OP_ENV_EXEC, guest_exec, H_OP | H_RATE | H_AUDIT},
-    {TTFLEET__REQUEST__OP_ENV_COPY, guest_copy, H_OP | H_AUDIT},
-    {TTFLEET__REQUEST__OP_HOST_LIST, host_list, H_ADMIN},
-    {TTFLEET__REQUEST__OP_HOST_SHOW, host_show, H_ADMIN},
-    {TTFLEET__REQUEST__OP_POOL_STATUS, host_pool_status, 0},
-    {TTFLEET__REQUEST__OP_HOST_DRAIN, host_admin, H_ADMIN | H_CHANGE},
-    {TTFLEET__REQUEST__OP_HOST_REMOVE, host_admin, H_ADMIN | H_CHANGE},
-    {TTFLEET__REQUEST__OP_IMAGE_PUSH, image_push, 0},
-    {TTFLEET__REQUEST__OP_IMAGE_COMMIT, image_commit, H_CHANGE},
-    {TTFLEET__REQUEST__OP_IMAGE_LIST, image_list, 0},
-    {TTFLEET__REQUEST__OP_IMAGE_SHOW, image_show, 0},
-    {TTFLEET__REQUEST__OP_IMAGE_RM, image_rm, H_CHANGE},
-    {TTFLEET__REQUEST__OP_IMAGE_PULL, image_pull, H_ADMIN | H_AUDIT},
-    {TTFLEET__REQUEST__OP_BROKER_STATS, broker_stats, H_ADMIN},
-    {TTFLEET__REQUEST__OP_KEY_ADD, keys_add, H_ADMIN | H_CHANGE},
-    {TTFLEET__REQUEST__OP_KEY_LIST, keys_list, H_ADMIN},
-    {TTFLEET__REQUEST__OP_KEY_RM, keys_rm, H_ADMIN | H_CHANGE},
-    {TTFLEET__REQUEST__OP_HOST_SET, host_set, H_ADMIN | H_CHANGE},
-    {TTFLEET__REQUEST__OP_QUOTA_SET, adm_quota_set, H_ADMIN | H_CHANGE},
-    {TTFLEET__REQUEST__OP_QUOTA_SHOW, adm_quota_show, 0},
-    {TTFLEET__REQUEST__OP_QUEUE_LIST, adm_queue_list, 0},
-    {TTFLEET__REQUEST__OP_AUDIT_QUERY, adm_audit_query, 0},
+#define TT_OP(CASE, field, handler, service, flags, method, path, params, query, ok, cli)          \
+    {TTFLEET__REQUEST__OP_##CASE, handler, flags},
+#include "ops.def"
+#undef TT_OP
 };
 
 /* The audit's op and target, read from the request generically: the op is
@@ -145,10 +100,10 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
                    "request has no known operation", NULL, false);
         return;
     }
-    bool record = def->flags & H_RECORD;
+    bool record = def->flags & TT_OPF_RECORD;
     char opname[64];
     audit_ctx_t actx = {opname, "", admin ? "admin" : "user", self->cur_key};
-    if (def->flags & H_AUDIT) {
+    if (def->flags & TT_OPF_AUDIT) {
         s_audit_names(req, opname, sizeof opname, &actx.target);
         self->cur_audit = &actx;
     }
@@ -178,13 +133,13 @@ static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, b
             return;
         }
     }
-    if ((def->flags & H_ADMIN) && !c.admin) {
+    if ((def->flags & TT_OPF_ADMIN) && !c.admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
                    "this operation needs the admin role", NULL, record);
         return;
     }
     int64_t retry_ms = 0;
-    if ((record || (def->flags & H_RATE)) && !c.admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
+    if ((record || (def->flags & TT_OPF_RATE)) && !c.admin && !rate_take(self, c.tenant, tt_mono_ms(), &retry_ms)) {
         char m[160];
         snprintf(m, sizeof m,
                  "tenant '%s' sends changing requests faster than %g/s (burst %d); retry in "

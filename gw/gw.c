@@ -46,6 +46,7 @@
 #include "quota.h"
 #include "status.h"
 #include "ttclient.h"
+#include "ttops.h"
 #include "ttproto.h"
 
 #define S_MAX_SEGMENTS 8
@@ -103,8 +104,8 @@ typedef struct {
     const char *op;         /* NULL: a special handler */
     const char *service;
     unsigned flags;
-    const char *params[2];  /* op fields the "*" segments fill, in order */
-    const char *query[4];   /* op fields the query string may set */
+    const char *params[TT_OP_MAX_PARAMS]; /* op fields the "*" segments fill, in order */
+    const char *query[TT_OP_MAX_QUERY];   /* op fields the query string may set */
     int ok_status;
     s_handler_fn fn;
     int metric;             /* index from metrics_route() */
@@ -128,29 +129,42 @@ static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_static(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r);
 
-static s_route_t s_routes[] = {
-    {"POST", "/v1/envs", "env_create", "env_create", "tt.env", S_BODY | S_NEED_BODY, {0}, {0}, 201, s_api, 0},
-    {"GET", "/v1/envs", "env_list", "env_list", "tt.env", 0, {0}, {"all"}, 200, s_api, 0},
-    {"GET", "/v1/envs/*", "env_show", "env_show", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
-    {"DELETE", "/v1/envs/*", "env_delete", "env_delete", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
-    {"PATCH", "/v1/envs/*", "env_update", "env_update", "tt.env", S_BODY | S_NEED_BODY, {"name"}, {0}, 200, s_api, 0},
-    {"POST", "/v1/envs/*/stop", "env_stop", "env_stop", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
-    {"POST", "/v1/envs/*/start", "env_start", "env_start", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
-    {"POST", "/v1/envs/*/pause", "env_pause", "env_pause", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
-    {"POST", "/v1/envs/*/resume", "env_resume", "env_resume", "tt.env", 0, {"name"}, {0}, 200, s_api, 0},
-    {"POST", "/v1/envs/*/extend", "env_extend", "env_extend", "tt.env", S_BODY | S_NEED_BODY, {"name"}, {0}, 200, s_api, 0},
-    {"GET", "/v1/envs/*/vms/*/console", "env_console", "env_console", "tt.env", 0, {"name", "vm_id"}, {"host", "max_bytes"}, 200, s_api, 0},
-    {"GET", "/v1/hosts", "host_list", "host_list", "tt.admin", S_ADMIN, {0}, {0}, 200, s_api, 0},
-    {"GET", "/v1/hosts/*", "host_show", "host_show", "tt.admin", S_ADMIN, {"id"}, {0}, 200, s_api, 0},
-    {"POST", "/v1/hosts/*/drain", "host_drain", "host_drain", "tt.admin", S_ADMIN | S_BODY, {"id"}, {0}, 200, s_api, 0},
-    {"GET", "/v1/status", "pool_status", "pool_status", "tt.admin", 0, {0}, {0}, 200, s_api, 0},
+/* The routes: one per operation of the registry (schema/ops.def) that has
+ * a REST route, built from its row, then the gateway's own. */
+static const s_route_t s_own_routes[] = {
     {"GET", "/v1/whoami", "whoami", NULL, NULL, 0, {0}, {0}, 200, s_whoami, 0},
     {"GET", "/v1/events", "events", NULL, NULL, 0, {0}, {"topic", "env"}, 200, s_events, 0},
     {"GET", "/metrics", "metrics", NULL, NULL, S_PUBLIC, {0}, {0}, 200, s_metrics, 0},
     {"GET", "/", "dashboard", NULL, NULL, S_PUBLIC, {0}, {"token"}, 200, s_static, 0},
     {"GET", "/*", "dashboard", NULL, NULL, S_PUBLIC, {0}, {0}, 200, s_static, 0},
 };
-#define S_N_ROUTES (sizeof s_routes / sizeof s_routes[0])
+#define S_MAX_ROUTES 96
+static s_route_t s_routes[S_MAX_ROUTES];
+static size_t s_n_routes;
+
+static void s_routes_build(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < tt_ops_n && n < S_MAX_ROUTES; i++) {
+        const tt_op_t *op = &tt_ops[i];
+        if (!op->method)
+            continue;
+        s_route_t *rt = &s_routes[n++];
+        *rt = (s_route_t){op->method, op->path, op->field, op->field, op->service, 0,
+                          {0}, {0}, op->ok_status, s_api, 0};
+        if (op->flags & TT_OPF_ADMIN)
+            rt->flags |= S_ADMIN;
+        if (op->flags & TT_OPF_BODY)
+            rt->flags |= S_BODY;
+        if ((op->flags & TT_OPF_NEED_BODY) == TT_OPF_NEED_BODY)
+            rt->flags |= S_NEED_BODY;
+        memcpy(rt->params, op->params, sizeof rt->params);
+        memcpy(rt->query, op->query, sizeof rt->query);
+    }
+    for (size_t i = 0; i < sizeof s_own_routes / sizeof s_own_routes[0] && n < S_MAX_ROUTES; i++)
+        s_routes[n++] = s_own_routes[i];
+    s_n_routes = n;
+}
 
 static int s_unmatched_metric = -1;
 static atomic_uint s_streams;
@@ -1050,7 +1064,7 @@ static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, con
     if (s_split(r, copy) != 0)
         return s_error(r, 404, "NOT_FOUND", NULL, "no route for this path");
     char allow[128] = "";
-    for (size_t i = 0; i < S_N_ROUTES; i++) {
+    for (size_t i = 0; i < s_n_routes; i++) {
         const s_route_t *rt = &s_routes[i];
         if (!s_match(rt->path, r->segments, r->n_segments))
             continue;
@@ -1279,7 +1293,8 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         snprintf(err, errlen, "listen address '%s' is not an IPv4 address", host);
         return NULL;
     }
-    for (size_t i = 0; i < S_N_ROUTES; i++)
+    s_routes_build();
+    for (size_t i = 0; i < s_n_routes; i++)
         s_routes[i].metric = metrics_route(s_routes[i].name);
     s_unmatched_metric = metrics_route("unmatched");
     gw_t *self = calloc(1, sizeof *self);

@@ -220,6 +220,23 @@ int store_step_done(store_t *self, sqlite3_stmt *st)
     return 0;
 }
 
+int store_meta_ratios(store_t *self, const double ratios[3])
+{
+    static const char *const keys[3] = {"cpu_overcommit", "mem_overcommit", "disk_overcommit"};
+    sqlite3_stmt *st = store_stmt(self, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)");
+    if (!st)
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        char text[40];
+        snprintf(text, sizeof text, "%.17g", ratios[i]);
+        sqlite3_bind_text(st, 1, keys[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, text, -1, SQLITE_TRANSIENT);
+        if (store_step_done(self, st))
+            return -1;
+    }
+    return 0;
+}
+
 int store_begin(store_t *self)
 {
     if (self->in_tx)

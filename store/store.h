@@ -96,6 +96,12 @@ int store_syncer_wait(store_t *self, uint64_t seq, int timeout_ms);
 /* Stop and join the thread (waits for the sync in flight). */
 void store_syncer_stop(store_t *self);
 
+/* Record the daemon's overcommit ratios (cpu, mem, disk) in the meta table
+ * (keys cpu_overcommit, mem_overcommit, disk_overcommit; both schemas have
+ * it), for tools/ttcheck to read. Outside a transaction it commits at once.
+ * 0 / -1. */
+int store_meta_ratios(store_t *self, const double ratios[3]);
+
 /* Last error text. */
 const char *store_errmsg(store_t *self);
 

@@ -1892,6 +1892,12 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    const double ratios[3] = {cfg->cap.cpu_ratio, cfg->cap.mem_ratio, cfg->cap.disk_ratio};
+    if (vmdb_set_ratios(self->db, ratios)) {
+        snprintf(err, errlen, "write %s: %s", path, vmdb_errmsg(self->db));
+        fleet_destroy(&self);
+        return NULL;
+    }
     if (vmdb_load(self->db, s_load_one, self)) {
         snprintf(err, errlen, "load %s: %s", path, vmdb_errmsg(self->db));
         fleet_destroy(&self);

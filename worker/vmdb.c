@@ -34,6 +34,11 @@ vmdb_t *vmdb_open(const char *path, char *err, size_t errlen)
     return self;
 }
 
+int vmdb_set_ratios(vmdb_t *self, const double ratios[3])
+{
+    return store_meta_ratios(self->store, ratios);
+}
+
 void vmdb_destroy(vmdb_t **self_p)
 {
     if (!self_p || !*self_p)

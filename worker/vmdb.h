@@ -18,6 +18,9 @@ typedef struct vmdb_t vmdb_t;
 
 vmdb_t *vmdb_open(const char *path, char *err, size_t errlen);
 void vmdb_destroy(vmdb_t **self_p);
+/* Record the overcommit ratios (cpu, mem, disk) the worker checks with in
+ * the meta table (tools/ttcheck reads them). 0 / -1. */
+int vmdb_set_ratios(vmdb_t *self, const double ratios[3]);
 
 int vmdb_begin(vmdb_t *self);
 int vmdb_commit(vmdb_t *self);

@@ -33,12 +33,15 @@ CREATE TABLE vms (uid INTEGER, env_id INTEGER, host TEXT, vm_id INTEGER, ip TEXT
                   state INTEGER, phase TEXT);
 CREATE TABLE ports (host TEXT, public_port INTEGER, vm_uid INTEGER, guest_port INTEGER);
 CREATE TABLE requests (tenant TEXT, request_id TEXT, created_at INTEGER, reply BLOB);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE host_pins (host TEXT PRIMARY KEY, cpu INTEGER, mem INTEGER, disk INTEGER);
 """
 WORKER_SQL = """
 CREATE TABLE vms (vm_id INTEGER, env TEXT, image TEXT, engine TEXT, cpu INTEGER, mem INTEGER,
                   disk INTEGER, ip TEXT, mac TEXT, ports TEXT, deny_outgoing INTEGER,
                   expires_at INTEGER, state INTEGER, pid INTEGER, start_time INTEGER,
                   updated_at INTEGER);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -68,6 +71,13 @@ class Pool:
         con = sqlite3.connect(path)
         con.executescript(WORKER_SQL)
         self.workers[hid] = (path, con, state)
+
+    def ratios(self, con, cpu, mem, disk):
+        """Record overcommit ratios in a database's meta table, as the
+        daemons do at start."""
+        con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        [("cpu_overcommit", str(cpu)), ("mem_overcommit", str(mem)),
+                         ("disk_overcommit", str(disk))])
 
     def env(self, eid, name, state="running", tenant="t"):
         self.b.execute("INSERT INTO envs VALUES (?, ?, ?, ?, 0)", (eid, tenant, name, state))
@@ -297,6 +307,75 @@ class TtcheckTest(unittest.TestCase):
         self.assertEqual(kinds(v), ["overcommit", "overcommit"])
         self.assertEqual(p.check("--overcommit", "1,1,2.5"), (0, []))
 
+    def overcommitted(self, cpu_each, n):
+        """env t/e with n running hollow VMs of cpu_each cpus on h1 (2 cpus)."""
+        p = self.p
+        p.b.execute("UPDATE hosts SET cpu_total = 2")
+        p.env(1, "e")
+        for i in range(n):
+            _, mac = p.bvm(1, "h1", 5 + i, cpu=cpu_each)
+            p.wvm("h1", 5 + i, "t/e", mac=mac, cpu=cpu_each, engine="hollow")
+        p.b.execute("UPDATE vms SET engine = 'hollow'")
+
+    def test_ratios_from_the_databases(self):
+        """The quick start's pool: broker --cpu-overcommit 4, worker default
+        4; 6 cpus on a 2-cpu host is within both, not a violation."""
+        p = self.p
+        self.overcommitted(2, 3)
+        p.ratios(p.b, 4, 1, 1)
+        p.ratios(p.workers["h1"][1], 4, 1, 1)
+        self.assertEqual(p.check(), (0, []))
+        # over both sides' limit of 2 x 4
+        _, mac = p.bvm(1, "h1", 9, cpu=3)
+        p.b.execute("UPDATE vms SET engine = 'hollow'")
+        p.wvm("h1", 9, "t/e", mac=mac, cpu=3, engine="hollow")
+        rc, v = p.check()
+        self.assertEqual(kinds(v), ["overcommit", "overcommit"])
+        self.assertIn("broker side: cpu used 9 is over the capacity 2 x 4", v[0]["message"])
+        self.assertIn("worker side: cpu used 9 is over the capacity 2 x 4", v[1]["message"])
+
+    def test_each_side_has_its_own_ratios(self):
+        """The broker places with 1.5, the worker checks with 8: 4 cpus on 2
+        are over the broker's 3 only."""
+        p = self.p
+        self.overcommitted(2, 2)
+        p.ratios(p.b, 1.5, 1, 1)
+        p.ratios(p.workers["h1"][1], 8, 1, 1)
+        rc, v = p.check()
+        self.assertEqual(kinds(v), ["overcommit"])
+        self.assertIn("broker side: cpu used 4 is over the capacity 2 x 1.5", v[0]["message"])
+        # --overcommit overrides both
+        self.assertEqual(p.check("--overcommit", "2,1,1"), (0, []))
+
+    def test_daemon_defaults_without_recorded_ratios(self):
+        """Databases of older daemons record no ratios: the broker's default
+        is 1, the worker's cpu default 4."""
+        self.overcommitted(2, 2)
+        rc, v = self.p.check()
+        self.assertEqual(kinds(v), ["overcommit"])
+        self.assertIn("broker side", v[0]["message"])
+
+    def test_pin_is_the_broker_capacity(self):
+        p = self.p
+        self.overcommitted(1, 2)
+        p.ratios(p.b, 4, 1, 1)
+        p.ratios(p.workers["h1"][1], 4, 1, 1)
+        self.assertEqual(p.check(), (0, []))
+        p.b.execute("INSERT INTO host_pins VALUES ('h1', 0, 100, 0)")  # mem 100 MiB
+        rc, v = p.check()
+        self.assertEqual(kinds(v), ["overcommit"])
+        self.assertIn("broker side: mem used 512 is over the capacity 100 x 1", v[0]["message"])
+
+    def test_bad_recorded_ratio(self):
+        p = self.p
+        for bad in ("0", "-1", "nan", "lots"):
+            p.b.execute("INSERT OR REPLACE INTO meta VALUES ('cpu_overcommit', ?)", (bad,))
+            rc, err = p.check()
+            self.assertEqual(rc, 2, bad)
+            self.assertIn("meta cpu_overcommit is '%s'" % bad, err)
+        rc, err = p.check("--overcommit", "1,0,1")
+        self.assertEqual(rc, 2)
+
     def test_hollow_has_no_process(self):
         p = self.p
         p.env(1, "e")
@@ -355,6 +434,36 @@ class TtcheckTest(unittest.TestCase):
         self.assertEqual(ttcheck.decode_reply(b""), ("", 0))
         self.assertIsNone(ttcheck.decode_reply(b"\x0a\x05ab"))
         self.assertIsNone(ttcheck.decode_reply(struct.pack("B", 0x0F)))
+
+
+class RealPoolRatios(unittest.TestCase):
+    """A real broker (--cpu-overcommit 4, as tools/quickstart.sh starts it)
+    and worker (default cpu ratio 4) record their ratios; ttcheck, run as
+    the README shows it, finds their overcommitted pool clean."""
+
+    def test_quickstart_pool_is_clean(self):
+        import crashlib
+        pool = crashlib.CrashPool(hosts={"h1": {"cpu": 2, "mem": 4096}},
+                                  broker_args=["--cpu-overcommit", "4"])
+        self.addCleanup(pool.close)
+        crashlib.harness.watchdog(50)
+        self.addCleanup(crashlib.harness.watchdog, 0)
+        pool.start()
+        for name in ("a", "b", "c"):
+            r = pool.ctl("env", "create", name, "--image", "sleeper", "--cpu", 2, "--mem", 64,
+                         "--disk", 64, tenant="me")
+            self.assertEqual(r.rc, 0, repr(r))
+        self.assertEqual(pool.check(), [])
+        r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "tools", "ttcheck"),
+                            "--broker-db", pool.broker_db(),
+                            "--worker-db", "h1=" + pool.worker_db("h1")],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual((r.returncode, r.stdout), (0, ""), r.stderr)
+        con = sqlite3.connect("file:%s?mode=ro" % pool.broker_db(), uri=True)
+        self.assertEqual(dict(con.execute("SELECT key, value FROM meta WHERE key LIKE "
+                                          "'%_overcommit'")),
+                         {"cpu_overcommit": "4", "mem_overcommit": "1", "disk_overcommit": "1"})
+        con.close()
 
 
 if __name__ == "__main__":

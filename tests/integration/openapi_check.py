@@ -103,13 +103,27 @@ def check_schema(name, value):
 
 
 def server_routes():
-    """(method, path template) of every route in gw/gw.c's table, with the
-    table's `*` written as `{}`."""
+    """(method, path template) of every route ttgw serves: the registry's
+    rows with a REST route (schema/ops.def) and gw/gw.c's own table, with
+    `*` written as `{}`."""
+    with open(os.path.join(harness.SOURCE, "schema", "ops.def")) as f:
+        ops = f.read()
+    routes = [(m, p) for m, p in re.findall(r'^TT_OP\([^"]*?\b(GET|POST|PATCH|DELETE|PUT),\s*"([^"]+)"',
+                                           ops, re.M)]
     with open(os.path.join(harness.SOURCE, "gw", "gw.c")) as f:
         text = f.read()
-    table = text[text.index("static s_route_t s_routes[] = {"):]
+    table = text[text.index("static const s_route_t s_own_routes[] = {"):]
     table = table[:table.index("};")]
-    return re.findall(r'\{"([A-Z]+)", "([^"]+)"', table)
+    return routes + re.findall(r'\{"([A-Z]+)", "([^"]+)"', table)
+
+
+def op_routes():
+    """(method, path with `*`, op field) of every registry row with a REST
+    route (schema/ops.def)."""
+    with open(os.path.join(harness.SOURCE, "schema", "ops.def")) as f:
+        ops = f.read()
+    return [(m, p, f) for f, m, p in re.findall(
+        r'^TT_OP\(\s*\w+,\s*(\w+),[^"]*?\b(GET|POST|PATCH|DELETE|PUT),\s*"([^"]+)"', ops, re.M)]
 
 
 # ---- the document against the protobuf schema, both ways ----
@@ -237,12 +251,10 @@ def drift():
             _check_value(where, f, prop, by_proto, problems)
     # the routes: path + query + body == the op's fields
     request = pb.DESCRIPTOR.message_types_by_name["Request"]
-    with open(os.path.join(harness.SOURCE, "gw", "gw.c")) as f:
-        text = f.read()
-    table = text[text.index("static s_route_t s_routes[] = {"):]
-    table = table[:table.index("};")]
-    for method, path, op_name in re.findall(r'\{"([A-Z]+)", "([^"]+)", "[^"]+", "([a-z_]+)"',
-                                            table):
+    routes = op_routes()
+    if len(routes) < 10:
+        problems.append("schema/ops.def: only %d REST routes read" % len(routes))
+    for method, path, op_name in routes:
         concrete = path.replace("*", "x")
         template, op = operation(method, concrete)
         item = _resolve(doc()["paths"][template])

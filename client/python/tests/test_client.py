@@ -201,3 +201,56 @@ def test_wait_ready(client):
         client.env_create("rdy-bad", images=["sleeper"], ready="tcp:notaport")
     for name in ("rdy-none", "rdy-never"):
         client.env_delete(name)
+
+
+def test_every_status_has_an_exported_class():
+    """Each value of the .proto's Status enum but OK has its own exported,
+    documented BrokerError subclass (walks the enum of the schema the
+    package was built from)."""
+    names = [v.name for v in pb.Status.DESCRIPTOR.values]
+    assert "QUOTA_EXCEEDED" in names and "GUEST_UNREACHABLE" in names and "QUEUED" in names
+    for v in pb.Status.DESCRIPTOR.values:
+        if v.name == "OK":
+            continue
+        cls = ttfleet.errors.BY_STATUS.get(v.name)
+        assert cls is not None, "no exception class for status %s" % v.name
+        assert getattr(ttfleet, cls.__name__) is cls, "%s is not exported" % cls.__name__
+        assert cls.__name__ in ttfleet.__all__, "%s is not in __all__" % cls.__name__
+        assert issubclass(cls, ttfleet.BrokerError)
+        assert (cls.status, cls.code) == (v.name, v.number)
+        assert v.name in ttfleet.errors.STATUS_DOCS, "status %s is not documented" % v.name
+        assert ttfleet.errors.STATUS_DOCS[v.name] in cls.__doc__
+        assert ttfleet.errors.for_status(v.name) is cls
+    assert ttfleet.QuotaExceeded.status == "QUOTA_EXCEEDED"
+    assert ttfleet.GuestUnreachable.status == "GUEST_UNREACHABLE"
+    assert ttfleet.Queued.status == "QUEUED"
+    assert ttfleet.WorkerTimeout.status == "TIMEOUT"
+    unknown = ttfleet.errors.for_status("99")
+    assert issubclass(unknown, ttfleet.BrokerError) and unknown.status == "99"
+
+
+def test_queued_create_returns_its_position(client, pool):
+    """A create with queue=True on a full pool returns normally, with state
+    "queued" and its position; it runs once the capacity frees. A quota
+    refusal raises the exported QuotaExceeded."""
+    client.env_create("q-fill", images=["sleeper"], cpu=8, mem_mib=64)
+    try:
+        env = client.env_create("q-wait", images=["sleeper"], cpu=4, mem_mib=64, queue=True,
+                                max_wait=60)
+        assert env.state == "queued" and env.queue_position == 1, env
+        second = client.env_create("q-wait2", images=["sleeper"], cpu=4, mem_mib=64,
+                                   queue=True, max_wait=60)
+        assert second.queue_position == 2
+        assert client.env_show("q-wait").state == "queued"
+    finally:
+        client.env_delete("q-fill")
+    assert client.wait("q-wait", timeout_s=30).state == "running"
+    assert client.wait("q-wait2", timeout_s=30).state == "running"
+    client.env_delete("q-wait")
+    client.env_delete("q-wait2")
+    r = pool.ctl("quota", "set", "pyt-quota", "--envs", 0, tenant=harness.ADMIN)
+    assert r.rc == 0, repr(r)
+    with ttfleet.Client(broker=pool.clients_ep, tenant="pyt-quota", timeout_ms=5000) as c:
+        with pytest.raises(ttfleet.QuotaExceeded) as e:
+            c.env_create("q-over", images=["sleeper"], cpu=1, mem_mib=64)
+    assert e.value.status == "QUOTA_EXCEEDED" and "envs" in e.value.message

@@ -16,11 +16,13 @@ import hashlib
 import time
 import types
 import uuid
+from typing import List, Optional, Sequence, Tuple, Union
 
 import zmq
 
-from . import errors
+from . import durations, errors, sdk
 from . import ttfleet_pb2 as pb
+from .models import EnvInfo
 
 MDP_CLIENT = b"MDPC01"
 IN_PROGRESS_PAUSE = 0.2
@@ -134,22 +136,75 @@ class Client:
             return None
         return reply
 
-    def _op(self, op, fill, service="tt.env", request_id=None, result=None):
+    def _op(self, op, fill, service="tt.env", request_id=None, result=None, ok=(pb.OK,)):
         """Builds a Request with op set by fill(msg), sends it, raises the
-        status's exception, returns the named result (or the Reply)."""
+        status's exception unless the status is in ok, returns the named
+        result (or the Reply)."""
         req = pb.Request(request_id=request_id or "")
         msg = getattr(req, op)
         msg.SetInParent()
         if fill:
             fill(msg)
         reply = self.call(service, req)
-        if reply.status != pb.OK:
+        if reply.status not in ok:
             name = pb.Status.Name(reply.status) if reply.status in pb.Status.values() else str(
                 reply.status)
             raise errors.for_status(name)(reply.message or name, reply.request_id, op)
         if result:
             return getattr(reply, result)
         return reply
+
+    # ---- the high-level API (ttfleet.sdk): Env and VM objects, dataclasses ----
+
+    def env(self, name: str, image: Optional[str] = None, dup: int = 1,
+            images: Optional[Sequence[Union[str, Tuple[str, int]]]] = None, cpu: int = 0,
+            mem_mib: int = 0, disk_mib: int = 0, ports: Sequence[int] = (),
+            lifetime: durations.Duration = 0, deny_outgoing: bool = False,
+            spread: bool = False, engine: str = "", ready: str = "",
+            ssh_keys: Sequence[str] = (), user_data: Union[bytes, str] = b"",
+            queue: bool = False, max_wait: durations.Duration = 0, priority: int = 0,
+            timeout: durations.Duration = "10m", wait: bool = True,
+            keep: bool = False) -> "sdk.EnvContext":
+        """A context manager: `with client.env("ci", image="debian12", dup=3,
+        cpu=2, mem_mib=2048, ready="ssh", timeout="10m") as env:` creates the
+        env, waits (bounded by timeout) until every VM is ready and yields
+        the sdk.Env; the env is deleted when the block ends, also on an
+        exception or when the wait times out (keep=True leaves it).
+
+        Keywords are EnvCreate's (schema/ttfleet.proto): image and dup for
+        one image group, or images=[(image, dup), ...]; lifetime and
+        max_wait are durations ("2h", "90m", seconds); 0 is the broker's
+        default. ready: none, ssh, tcp:PORT, http:PORT[/PATH],
+        console:REGEX, agent, cloud-init ("" = the image's default).
+        queue=True waits in the admission queue when the pool is full (the
+        wait then covers the queue)."""
+        groups, life, mw = sdk.create_spec(name, image, dup, images, lifetime, max_wait)
+        create = dict(images=groups, engine=engine, cpu=cpu, mem_mib=mem_mib,
+                      disk_mib=disk_mib, ports=list(ports), lifetime=life,
+                      deny_outgoing=deny_outgoing, spread=spread, ssh_keys=list(ssh_keys),
+                      user_data=user_data, ready=ready, queue=queue, max_wait=mw,
+                      priority=priority)
+        return sdk.EnvContext(self, name, create, durations.seconds(timeout, "timeout"), wait,
+                              keep)
+
+    def get_env(self, name: str) -> "sdk.Env":
+        """The env as an sdk.Env (env show), to act on one made elsewhere."""
+        return sdk.Env.bind(EnvInfo.from_pb(self.env_show(name)), self)
+
+    def list_envs(self, all: bool = False) -> List[EnvInfo]:
+        """The caller's envs (every tenant's with all=True, admin) as
+        EnvInfo dataclasses (vms empty, as in env list)."""
+        return [EnvInfo.from_pb(e) for e in self.env_list(all=all)]
+
+    def events(self, topic: str = "", env: Optional[str] = None,
+               timeout: Optional[durations.Duration] = None,
+               count: Optional[int] = None):
+        """watch() as an iterator of ttfleet.models.Event dataclasses;
+        timeout: a duration of silence that ends it (None: no end)."""
+        from .models import Event
+        ms = None if timeout is None else durations.seconds(timeout, "timeout") * 1000
+        for ev in self.watch(topic=topic, env=env, timeout_ms=ms, count=count):
+            yield Event.from_pb(ev)
 
     # ---- one method per ttctl command ----
 
@@ -162,7 +217,10 @@ class Client:
         script (bytes or str, at most 64 KiB); ready: the readiness spec
         (none, ssh, tcp:PORT, http:PORT[/PATH], console:REGEX, agent,
         cloud-init). queue: wait in the admission queue when the pool is
-        full (the reply then has status QUEUED: see wait())."""
+        full: the create then returns the EnvInfo with state "queued" and
+        queue_position (1 = admitted next); wait() waits through the queue.
+        A queued create that later fails (max_wait passed, cancelled) is
+        seen by env_show (NOT_FOUND) and in the events."""
         def fill(m):
             m.name = name
             for item in images:
@@ -175,7 +233,8 @@ class Client:
             m.user_data = user_data.encode() if isinstance(user_data, str) else user_data
             m.ready = ready
             m.queue, m.max_wait, m.priority = queue, max_wait, priority
-        return self._op("env_create", fill, request_id=request_id, result="env")
+        return self._op("env_create", fill, request_id=request_id, result="env",
+                        ok=(pb.OK, pb.QUEUED))
 
     def wait(self, name, ready=False, timeout_s=300, poll_s=0.25):
         """Polls env_show until every VM of env name runs (ready=False) or
