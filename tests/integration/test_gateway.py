@@ -718,7 +718,7 @@ class Slowloris(unittest.TestCase):
     def test_request_deadline(self):
         # one byte every 0.5 s never lets the 60 s idle timeout fire; the
         # request deadline (2 s here) closes it all the same
-        d = Dribbler(self.gw.port, "127.0.0.1")
+        d = Dribbler(self.gw.port, "127.0.0.4")  # an address no other test uses
         try:
             harness.wait_for("the slow connection closed", lambda: d.closed_after is not None,
                              timeout=8, interval=0.1)
@@ -737,7 +737,7 @@ class Slowloris(unittest.TestCase):
     def test_many_addresses_fill_every_slot(self):
         # 8 from each of two addresses: all 16 slots; the valid client gets
         # one as soon as the deadline frees them
-        slow = [Dribbler(self.gw.port, src) for src in ("127.0.0.1", "127.0.0.3")
+        slow = [Dribbler(self.gw.port, src) for src in ("127.0.0.5", "127.0.0.6")
                 for _ in range(8)]
         try:
             time.sleep(0.3)
