@@ -64,7 +64,7 @@ const char *const store_broker_migrations[] = {
     "  PRIMARY KEY (tenant, request_id));"
     "CREATE INDEX requests_age ON requests(created_at);"
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    /* 2: admission (broker/admq.c, quota.c, audit.c): the queue of creates
+    /* 2: admission (broker/admission/admq.c, quota.c, audit.c): the queue of creates
      * waiting for capacity with the round of each priority level, tenant
      * quotas (-1 = no limit), and the audit log */
     "CREATE TABLE admq ("
@@ -108,7 +108,7 @@ const char *const store_broker_migrations[] = {
     "  message TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX audit_time ON audit(time);"
     "CREATE INDEX audit_tenant ON audit(tenant, time);",
-    /* 3: client keys bound by the operator (broker/keys.c) */
+    /* 3: client keys bound by the operator (broker/auth/keys.c) */
     "CREATE TABLE keys ("
     "  public TEXT PRIMARY KEY CHECK (length(public) = 40),"
     "  tenant TEXT NOT NULL,"
@@ -123,7 +123,7 @@ const char *const store_broker_migrations[] = {
     "  cpu INTEGER NOT NULL DEFAULT 0 CHECK (cpu >= 0),"
     "  mem INTEGER NOT NULL DEFAULT 0 CHECK (mem >= 0),"
     "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",
-    /* 5: the image catalog (broker/image_ops.c, issue 12): owner '' is a
+    /* 5: the image catalog (broker/ops/image_ops.c, issue 12): owner '' is a
      * pool image; blobs is "digest size file" per line */
     "CREATE TABLE images ("
     "  owner TEXT NOT NULL,"

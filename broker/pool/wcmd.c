@@ -8,8 +8,9 @@
  * are refused and the host gets one full resync at the next tick instead.
  */
 #include "wcmd.h"
-#include "image_ops.h"
+#include "blobsrv.h"
 #include "outq.h"
+#include "ttblob.h"
 #include "ttframe.h"
 
 #include <stdio.h>
@@ -17,6 +18,32 @@
 #include <string.h>
 
 /* ---- worker commands ---- */
+
+/* Under CURVE: lets host's key fetch the blobs of vm's catalog image
+ * (with each spec sent to it). */
+static void s_fetch_grant(broker_t *self, const host_t *host, const vm_t *vm)
+{
+    if (!self->curve || !self->blobsrv || !vm->image_digest[0] || !host->zap_user[0])
+        return;
+    for (const char *p = vm->image_blobs; *p;) {
+        char d[TT_DIGEST_LEN + 1];
+        if (strlen(p) > TT_DIGEST_LEN) {
+            memcpy(d, p, TT_DIGEST_LEN);
+            d[TT_DIGEST_LEN] = 0;
+            blobsrv_fetch_grant(self->blobsrv, d, host->zap_user);
+        }
+        p = strchr(p, '\n');
+        if (!p)
+            break;
+        p++;
+    }
+}
+
+/* The blob server's endpoint (what workers fetch from), "" without one. */
+static const char *s_blobs_endpoint(broker_t *self)
+{
+    return self->blobsrv ? blobsrv_endpoint(self->blobsrv) : "";
+}
 
 void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__PortMap *pm_store,
                   Ttfleet__PortMap **pm_ptrs)
@@ -67,8 +94,8 @@ static void s_spec_image(broker_t *self, const vm_t *vm, Ttfleet__VmSpec *spec, 
         return;
     spec->image_digest = (char *)vm->image_digest;
     spec->image_kind = (char *)vm->image_kind;
-    spec->blobs_endpoint = (char *)image_ops_endpoint(self);
-    image_ops_fetch_grant(self, vm->host, vm);
+    spec->blobs_endpoint = (char *)s_blobs_endpoint(self);
+    s_fetch_grant(self, vm->host, vm);
     size_t n = 0;
     for (const char *p = vm->image_blobs; *p && n < 4;) {
         const char *nl = strchr(p, '\n');

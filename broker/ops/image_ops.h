@@ -1,6 +1,6 @@
 /*
  * image_ops: the image catalog (issue 12). Requests image push, commit,
- * list, show, rm and pull, and the broker's blob server (broker/blobsrv.c,
+ * list, show, rm and pull, and the broker's blob server (broker/images/blobsrv.c,
  * its own thread), which this module starts and whose events it reads.
  * See docs/IMAGES.md.
  */
@@ -24,11 +24,6 @@ void image_ops_on_blob(broker_t *self);
  * image of the workers' --images); -1 with msg on a catalog error. */
 int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_t *vm, char *msg,
                       size_t msglen);
-/* Under CURVE: lets host's key fetch the blobs of vm's catalog image
- * (with each spec sent to it). */
-void image_ops_fetch_grant(broker_t *self, const host_t *host, const vm_t *vm);
-/* The blob server's endpoint (what workers fetch from), "" without one. */
-const char *image_ops_endpoint(broker_t *self);
 
 int image_push(handler_ctx_t *c);
 int image_commit(handler_ctx_t *c);

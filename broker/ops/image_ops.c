@@ -326,29 +326,6 @@ int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_
     return 1;
 }
 
-void image_ops_fetch_grant(broker_t *self, const host_t *host, const vm_t *vm)
-{
-    if (!self->curve || !self->blobsrv || !vm->image_digest[0] || !host->zap_user[0])
-        return;
-    for (const char *p = vm->image_blobs; *p;) {
-        char d[TT_DIGEST_LEN + 1];
-        if (strlen(p) > TT_DIGEST_LEN) {
-            memcpy(d, p, TT_DIGEST_LEN);
-            d[TT_DIGEST_LEN] = 0;
-            blobsrv_fetch_grant(self->blobsrv, d, host->zap_user);
-        }
-        p = strchr(p, '\n');
-        if (!p)
-            break;
-        p++;
-    }
-}
-
-const char *image_ops_endpoint(broker_t *self)
-{
-    return self->blobsrv ? blobsrv_endpoint(self->blobsrv) : "";
-}
-
 /* Blobs text "digest size file\n"... -> ImageBlob array in the arena. */
 static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_t *r)
 {
