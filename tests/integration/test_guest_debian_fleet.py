@@ -548,7 +548,7 @@ class GuestDebianFleet(unittest.TestCase):
     def check_never_ready(self):
         r = self.ctl("env", "create", "never", "--image", "ttguest", "--engine", "qemu",
                      "--cpu", 1, "--mem", 256, "--disk", 1024, "--lifetime", 600,
-                     "--ready", "tcp:1", "--wait", "ready", "--wait-timeout", 45,
+                     "--ready", "tcp:1", "--port", 1, "--wait", "ready", "--wait-timeout", 45,
                      timeout_ms=60000)
         self.assertEqual(r.rc, harness.EXIT_STATUS, repr(r))
         self.assertIn("0 of 1 VMs ready", r.err)

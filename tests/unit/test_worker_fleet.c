@@ -6,8 +6,12 @@
  */
 #include "test_worker_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -129,6 +133,68 @@ static void s_kill_vm10(void)
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
     }
+}
+
+/* A readiness probe reaches only the VM: a host service on 127.0.0.1 (a
+ * listener this test holds, answering as an HTTP server would) is never
+ * dialled for a guest port the VM does not forward, under the user backend
+ * and without one; the VM stays not ready and says why, and no byte of the
+ * host service's answer reaches ready_detail. */
+static void s_probe_stays_in_vm(fleet_t *fleet, uint64_t op, uint32_t id, const char *kind)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 8) == 0 &&
+          getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+    char ready[64];
+    snprintf(ready, sizeof ready, "%s:%u", kind, (unsigned)ntohs(sa.sin_port));
+    s_spec_t v;
+    s_spec(&v, id, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    v.spec.cpu = 1;
+    v.spec.ready = ready;
+    int accepted = 0, ready_seen = 0;
+    char detail[256] = "";
+    Ttfleet__WorkerReply *r = s_cmd(fleet, op, &v, 1);
+    CHECK(r && r->status == 0 && r->n_vms == 1 &&
+          r->vms[0]->state == TTFLEET__VM_STATE__VM_RUNNING);
+    if (r && r->n_vms == 1) {
+        ready_seen |= r->vms[0]->ready;
+        snprintf(detail, sizeof detail, "%s", r->vms[0]->ready_detail);
+    }
+    if (r)
+        ttfleet__worker_reply__free_unpacked(r, NULL);
+    for (int64_t t0 = tt_mono_ms(); tt_mono_ms() - t0 < 2500;) {
+        int c = accept(lfd, NULL, NULL);
+        if (c >= 0) {
+            accepted++;
+            if (write(c, "HTTP/1.0 200 host-secret\r\n\r\n", 29) < 0)
+                accepted += 0;
+            close(c);
+        }
+        zframe_t *ev = fleet_probe_tick(fleet);
+        Ttfleet__WorkerEvent *e =
+            ev ? ttfleet__worker_event__unpack(NULL, zframe_size(ev), zframe_data(ev)) : NULL;
+        for (size_t i = 0; e && i < e->n_vms; i++)
+            if (e->vms[i]->vm_id == id) {
+                ready_seen |= e->vms[i]->ready;
+                snprintf(detail, sizeof detail, "%s", e->vms[i]->ready_detail);
+            }
+        if (e)
+            ttfleet__worker_event__free_unpacked(e, NULL);
+        zframe_destroy(&ev);
+        poll(NULL, 0, 50);
+    }
+    CHECK(accepted == 0);
+    CHECK(!ready_seen);
+    CHECK(strstr(detail, "not one of this VM's ports") != NULL);
+    CHECK(strstr(detail, "host-secret") == NULL);
+    if (accepted || !strstr(detail, "not one of"))
+        fprintf(stderr, "  %s: accepted %d, detail '%s'\n", ready, accepted, detail);
+    close(lfd);
+    v.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    int st;
+    CHECK(s_one(fleet, op + 1, &v, &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
 }
 
 int main(void)
@@ -256,8 +322,7 @@ int main(void)
             abc[1] = 0; /* "a\0c" */
         f = fleet_command(fleet, buf, len);
         g = f ? ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f)) : NULL;
-        CHECK(g && g->op_id == 40 && g->status != TTFLEET__STATUS__OK &&
-              strstr(g->message, "NUL"));
+        CHECK(g && g->op_id == 40 && g->status != TTFLEET__STATUS__OK && strstr(g->message, "NUL"));
         if (g)
             ttfleet__worker_reply__free_unpacked(g, NULL);
         zframe_destroy(&f);
@@ -269,6 +334,17 @@ int main(void)
     CHECK(s_one(fleet, 19, &s[0], &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
     s_spec(&dup[0], 7, "hollow", TTFLEET__VM_STATE__VM_ABSENT);
     CHECK(s_one(fleet, 20, &dup[0], &st) == 0);
+
+    s_probe_stays_in_vm(fleet, 30, 11, "tcp");
+    s_probe_stays_in_vm(fleet, 32, 11, "http");
+    s_cfg.net.kind = NET_USER;
+    fleet_destroy(&fleet);
+    fleet = fleet_new(&s_cfg, err, sizeof err);
+    CHECK(fleet != NULL);
+    if (!fleet)
+        return s_report("unit.worker.fleet");
+    s_probe_stays_in_vm(fleet, 34, 11, "http");
+    s_cfg.net.kind = NET_NONE;
 
     /* Expiry: vm 3 expired long ago -> destroyed by the tick with an event. */
     s_spec(&s[1], 3, "hollow", TTFLEET__VM_STATE__VM_STOPPED);
