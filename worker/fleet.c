@@ -1913,7 +1913,7 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
                              false};
     self->gop = guestop_new(&gcfg);
     if (!self->jobs || !self->gop) {
-        snprintf(err, errlen, "cannot start the engine threads");
+        snprintf(err, errlen, "out of memory for the engine and guest job pools");
         fleet_destroy(&self);
         return NULL;
     }

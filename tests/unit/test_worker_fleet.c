@@ -7,6 +7,7 @@
 #include "test_worker_util.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 
 #include "engine.h"
 #include "fleet.h"
+#include "jobs.h"
 #include "proc.h"
 #include "ttproto.h"
 
@@ -197,6 +199,57 @@ static void s_probe_stays_in_vm(fleet_t *fleet, uint64_t op, uint32_t id, const 
     CHECK(s_one(fleet, op + 1, &v, &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
 }
 
+/* Threads of this process now (/proc/self/task). */
+static int s_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int s_wait_threads(int at_most, int ms)
+{
+    int n = s_threads();
+    for (int64_t t0 = tt_mono_ms(); n > at_most && tt_mono_ms() - t0 < ms; n = s_threads())
+        poll(NULL, 0, 50);
+    return n;
+}
+
+static void s_job_sleep(void *arg)
+{
+    poll(NULL, 0, 100);
+    __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A pool starts threads when work comes (at most its n), runs it all, and
+ * its threads exit after JOBS_IDLE_MS without work. */
+static void test_jobs_on_demand(void)
+{
+    int base = s_threads();
+    jobs_t *j = jobs_new(4);
+    CHECK(j && s_threads() == base && jobs_threads(j) == 0);
+    int ran = 0;
+    for (int i = 0; i < 10; i++)
+        CHECK(jobs_submit(j, s_job_sleep, &ran) == 0);
+    CHECK(jobs_threads(j) >= 1 && jobs_threads(j) <= 4);
+    int reaped = 0;
+    for (int64_t t0 = tt_mono_ms(); reaped < 10 && tt_mono_ms() - t0 < 5000;)
+        if (jobs_reap(j))
+            reaped++;
+        else
+            poll(NULL, 0, 10);
+    CHECK(reaped == 10 && __atomic_load_n(&ran, __ATOMIC_SEQ_CST) == 10);
+    CHECK(s_wait_threads(base, JOBS_IDLE_MS + 2000) == base && jobs_threads(j) == 0);
+    /* work after the threads left starts one again */
+    CHECK(jobs_submit(j, s_job_sleep, &ran) == 0 && jobs_threads(j) == 1);
+    jobs_destroy(&j, NULL);
+    CHECK(s_threads() == base);
+}
+
 int main(void)
 {
     const char *images = getenv("TTFLEET_IMAGES");
@@ -218,11 +271,18 @@ int main(void)
         .expiry_grace = 10,
         .stop_timeout_ms = 2000,
     };
+    test_jobs_on_demand();
+    /* An idle fleet holds no pool thread (the store's syncer is its one
+     * thread), so a process can hold a thousand of them (ttbench). */
+    int threads0 = s_threads();
     char err[256];
     fleet_t *fleet = fleet_new(&s_cfg, err, sizeof err);
     CHECK(fleet != NULL);
     if (!fleet)
         return s_report("unit.worker.fleet");
+    CHECK(s_threads() <= threads0 + 2);
+    if (s_threads() > threads0 + 2)
+        fprintf(stderr, "  an idle fleet holds %d threads\n", s_threads() - threads0);
 
     Ttfleet__WorkerHello *h = s_hello(fleet);
     CHECK(h && strcmp(h->host_id, "h1") == 0 && h->cpu_total == 4 && h->n_engines == 2);
@@ -371,6 +431,7 @@ int main(void)
     CHECK(s_one(fleet, 22, &pv, &st) == 0 && st == TTFLEET__VM_STATE__VM_RUNNING);
     pid_t pid = s_vm_pid(10);
     CHECK(pid > 0);
+    CHECK(s_wait_threads(threads0 + 2, JOBS_IDLE_MS + 2000) <= threads0 + 2);
     fleet_destroy(&fleet);
     CHECK(pid > 0 && kill(pid, 0) == 0); /* the VM outlives its worker */
     fleet = fleet_new(&s_cfg, err, sizeof err);
