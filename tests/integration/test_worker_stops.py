@@ -12,6 +12,7 @@ complete while A's delete is still stopping its VMs.
 """
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -56,6 +57,36 @@ class TermIgnoringStops(unittest.TestCase):
     def live_vm_pids(self):
         return [(row["pid"], row["start_time"]) for row in self.pool.worker_vms("h1").values()
                 if row["pid"] > 0 and harness.proc_alive(row["pid"], row["start_time"])]
+
+    def test_sigterm_right_after_delete(self):
+        """SIGTERM to the worker just after `env delete` answered (what
+        `tools/quickstart.sh stop` does): the worker takes the destroys the
+        broker sent, finishes them within its bounded stop, and exits with no
+        VM process left."""
+        small = ["--cpu", "1", "--mem", "64", "--disk", "64", "--lifetime", "600"]
+        self.ok("env", "create", "gone", "--image", "stubborn", "--dup", 3, *small,
+                tenant="ta")
+        pids = self.live_vm_pids()
+        self.assertEqual(len(pids), 3)
+        self.addCleanup(lambda: [os.kill(p, 9) for p, st in pids if harness.proc_alive(p, st)])
+        # as the script does: the signal follows ttctl's exit at once (from
+        # Python the worker has read the command before the signal)
+        worker = self.pool.workers["h1"].proc
+        argv = [harness.binary("ttctl"), "--broker", self.pool.clients_ep, "--tenant", "ta",
+                "env", "delete", "gone"]
+        env = dict(os.environ, TTFLEET_CONFIG=os.devnull)
+        t0 = time.monotonic()
+        r = subprocess.run(["sh", "-c", '"$@" && kill -TERM %d' % worker.pid, "sh"] + argv,
+                           capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(r.returncode, 0, r)
+        rc = worker.wait(GRACE_MS / 1000 + 15)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, self.pool.logs())
+        left = [p for p, st in pids if harness.proc_alive(p, st)]
+        self.assertEqual(left, [], "VM processes left running after the worker's stop:\n" +
+                         self.pool.logs())
+        # bounded: one grace (the VMs ignore TERM) and the drain, not more
+        self.assertLess(took, GRACE_MS / 1000 + 8)
 
     def test_delete_of_50_term_ignoring_vms(self):
         small = ["--cpu", "1", "--mem", "64", "--disk", "64", "--lifetime", "600"]
