@@ -159,10 +159,10 @@ static int s_console(probe_t *self, int64_t now)
     free(tail);
     self->console_seen = hit == 1 ? -1 : sb.st_size;
     s_end_attempt(self, now,
-                  hit == 1  ? NULL
-                  : hit < 0 ? "the console regex is too costly to match (PCRE2 match limit): "
-                              "simplify it"
-                            : "the console does not match yet");
+                  hit == 1    ? NULL
+                  : hit < 0   ? "the console regex is too costly to match (PCRE2 match limit): "
+                                "simplify it"
+                              : "the console does not match yet");
     return hit == 1;
 }
 

@@ -382,7 +382,8 @@ int main(void)
             abc[1] = 0; /* "a\0c" */
         f = fleet_command(fleet, buf, len);
         g = f ? ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f)) : NULL;
-        CHECK(g && g->op_id == 40 && g->status != TTFLEET__STATUS__OK && strstr(g->message, "NUL"));
+        CHECK(g && g->op_id == 40 && g->status != TTFLEET__STATUS__OK &&
+              strstr(g->message, "NUL"));
         if (g)
             ttfleet__worker_reply__free_unpacked(g, NULL);
         zframe_destroy(&f);
