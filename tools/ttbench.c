@@ -1066,7 +1066,10 @@ int main(int argc, char **argv)
     sa.sa_handler = s_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    zsys_set_max_sockets((size_t)(cfg.hosts + 2 * cfg.producers + 64));
+    /* twice the hosts: a host told to reconnect opens its new socket while
+     * ZeroMQ's reaper may still hold the old one (zsock_new asserts when
+     * the limit is hit) */
+    zsys_set_max_sockets((size_t)(2 * cfg.hosts + 2 * cfg.producers + 64));
     zsys_set_io_threads((size_t)cfg.io_threads);
     zsys_set_logstream(stderr);
     zsys_init();

@@ -20,12 +20,18 @@ bool replace_create_round(broker_t *self, op_t *op)
     env_t *env = op->env;
     if (op->kind != OP_CREATE || op->rounds >= 3 || op->status == TTFLEET__STATUS__INTERNAL)
         return false;
+    /* A worker that could not bind a public port (another program holds
+     * it) can run the VM on other ports: its host stays eligible, and the
+     * move below hands out new ports (the port cursor has moved on). */
+    bool port_in_use = strstr(op->message, "is in use on this host") != NULL;
     int n_bad = 0;
     for (int i = 0; i < env->n_vms; i++) {
         vm_t *vm = env->vms[i];
         if (vm->state == TTFLEET__VM_STATE__VM_RUNNING)
             continue;
         n_bad++;
+        if (port_in_use)
+            continue;
         bool known = false;
         for (int k = 0; k < op->n_refused; k++)
             known |= op->refused[k] == vm->host;

@@ -426,6 +426,37 @@ static void test_vmready_detail(void)
     vmready_destroy(&rd);
 }
 
+/* A VM's ports change (env update) while its probe waits for an answer:
+ * the probe starts again on the new target and never dials the old public
+ * port, which may be handed to another VM. */
+static void test_vmready_target_change(void)
+{
+    uint16_t port;
+    int lfd = s_listen(&port); /* accepts (backlog), never answers */
+    vmready_t *rd = vmready_new();
+    vmready_set_spec(rd, 8, "http:80/");
+    probe_target_t t = {0};
+    snprintf(t.host, sizeof t.host, "127.0.0.1");
+    t.mapped_only = true;
+    t.n_ports = 1;
+    t.ports[0].guest = 80;
+    t.ports[0].dial = port;
+    int64_t now = tt_mono_ms();
+    vmready_step(rd, 8, true, &t, NULL, now);
+    poll(NULL, 0, 20);
+    vmready_step(rd, 8, true, &t, NULL, now + 20); /* connected, waiting for the answer */
+    t.n_ports = 0;                                 /* port 80 is no longer the VM's */
+    memset(&t.ports, 0, sizeof t.ports);
+    vmready_step(rd, 8, true, &t, NULL, now + 40);
+    Ttfleet__VmActual va = TTFLEET__VM_ACTUAL__INIT;
+    vmready_fill(rd, 8, &va);
+    CHECK(!va.ready && va.ready_detail && strstr(va.ready_detail, "not one of this VM's ports"));
+    if (va.ready_detail && !strstr(va.ready_detail, "not one of"))
+        fprintf(stderr, "  detail after the ports changed: %s\n", va.ready_detail);
+    vmready_destroy(&rd);
+    close(lfd);
+}
+
 static void test_qga_parser(void)
 {
     char err[256];
@@ -551,6 +582,7 @@ int main(void)
     test_iso(dir);
     test_probe_specs();
     test_console_regex_bounds();
+    test_vmready_target_change();
     test_probes(dir);
     test_vmready_detail();
     test_qga_parser();

@@ -291,7 +291,12 @@ static void s_hostfwds(const vm_t *vm, char *buf, size_t len)
  * fail the start with a reason: a port the broker handed out may be held
  * by another program (often an outgoing connection's ephemeral port: the
  * public range 40000..59999 lies inside Linux's default ephemeral range;
- * reserve it with net.ipv4.ip_local_reserved_ports). */
+ * reserve it with net.ipv4.ip_local_reserved_ports). The check binds as
+ * slirp does: SO_REUSEADDR for tcp (a TIME_WAIT leftover does not count),
+ * none for udp (with it, another program's SO_REUSEADDR udp socket would
+ * pass the check and still make QEMU exit). A port taken between this
+ * check and QEMU's bind (a second worker on the machine) is caught by
+ * s_start_check. */
 static int s_ports_free(const vm_t *vm, char *err, size_t errlen)
 {
     for (uint32_t i = 0; i < vm->n_ports; i++)
@@ -300,7 +305,8 @@ static int s_ports_free(const vm_t *vm, char *err, size_t errlen)
             if (fd < 0)
                 continue;
             int one = 1;
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (!u)
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
             struct sockaddr_in sa = {.sin_family = AF_INET,
                                      .sin_port = htons((uint16_t)vm->ports[i].public_port),
                                      .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -309,7 +315,7 @@ static int s_ports_free(const vm_t *vm, char *err, size_t errlen)
             close(fd);
             if (rc) {
                 snprintf(err, errlen,
-                         "public port %u (%s) on 127.0.0.1 is taken on this host: %s (reserve "
+                         "public port %u (%s) is in use on this host: %s (reserve "
                          "40000-59999 with net.ipv4.ip_local_reserved_ports)",
                          vm->ports[i].public_port, u ? "udp" : "tcp", strerror(e));
                 return -1;
@@ -462,6 +468,83 @@ static int s_seed(const engine_ctx_t *ctx, const vm_t *vm, char *err, size_t err
     return rc;
 }
 
+/* The last line QEMU wrote about itself ("qemu-system-x86_64: ...") in
+ * the console log, or "". The logger writes it after QEMU's exit, so look
+ * a few times, bounded. */
+static void s_qemu_said(const char *console, char *out, size_t outlen)
+{
+    out[0] = 0;
+    for (int tries = 0; tries < 20 && !out[0]; tries++) {
+        if (tries)
+            poll(NULL, 0, 50);
+        int fd = open(console, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        char buf[8192];
+        struct stat sb;
+        off_t at = fstat(fd, &sb) == 0 && sb.st_size > (off_t)sizeof buf - 1
+                       ? sb.st_size - (off_t)sizeof buf + 1
+                       : 0;
+        ssize_t n = pread(fd, buf, sizeof buf - 1, at);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = 0;
+        for (size_t i = 0; i < (size_t)n; i++)
+            if (buf[i] == 0)
+                buf[i] = ' ';
+        char *line = NULL;
+        for (char *p = strstr(buf, "qemu-system"); p; p = strstr(p + 1, "qemu-system"))
+            line = p;
+        if (line) {
+            line[strcspn(line, "\r\n")] = 0;
+            for (char *c = line; *c; c++)
+                if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+                    *c = ' ';
+            snprintf(out, outlen, "%s", line);
+        }
+    }
+}
+
+/* QEMU sets up its disks and host forwards before it serves QMP: wait
+ * (bounded) for one QMP answer or for the process to go. A QEMU that
+ * exits in that time failed its start; say why from its own words, and
+ * name the public port when a host forward could not be set up, so the
+ * broker can hand out another. A QEMU that stays up but does not answer
+ * within the bound counts as started (the tick notices a later death). */
+#define S_START_CHECK_MS 10000
+static int s_start_check(const engine_ctx_t *ctx, vm_t *vm, const char *console, char *err,
+                         size_t errlen)
+{
+    char sock[4096], status[32], e2[256];
+    if (engine_vm_path(ctx, vm->vm_id, "qmp.sock", sock, sizeof sock))
+        return 0;
+    int64_t t0 = tt_mono_ms();
+    while (proc_alive(vm->pid, vm->start_time)) {
+        if (tt_mono_ms() - t0 >= S_START_CHECK_MS ||
+            qmp_status(sock, 500, status, sizeof status, e2, sizeof e2) == 0)
+            return 0;
+        poll(NULL, 0, 50);
+    }
+    char said[512];
+    s_qemu_said(console, said, sizeof said);
+    const char *rule = strstr(said, "host forwarding rule '");
+    unsigned port = 0;
+    char proto[4] = "";
+    if (rule && sscanf(rule, "host forwarding rule '%3[a-z]:127.0.0.1:%u-", proto, &port) == 2)
+        snprintf(err, errlen,
+                 "public port %u (%s) is in use on this host: qemu could not forward it and "
+                 "exited (%.200s)",
+                 port, proto, said);
+    else
+        snprintf(err, errlen, "qemu exited at start: %.300s",
+                 said[0] ? said : "it wrote nothing (see the console log)");
+    zsys_warning("vm %u: %s", vm->vm_id, err);
+    vm->pid = 0;
+    vm->start_time = 0;
+    return -1;
+}
+
 static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
     if (vm->pid && proc_alive(vm->pid, vm->start_time))
@@ -505,6 +588,8 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     if (rc == 0)
         zsys_info("vm %u: qemu (%s) exec'd as pid %d in %lld ms", vm->vm_id,
                   ctx->accel ? ctx->accel : "tcg", (int)vm->pid, (long long)(tt_mono_ms() - t0));
+    if (rc == 0)
+        rc = s_start_check(ctx, vm, console, err, errlen);
 out:
     free(a);
     return rc;

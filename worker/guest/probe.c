@@ -120,12 +120,14 @@ unsigned probe_attempts(const probe_t *self)
     return self->attempts;
 }
 
+/* The port to dial for the spec's guest port; 0 when the target maps only
+ * its own ports and this is not one of them. */
 static uint16_t s_dial_port(const probe_t *self)
 {
     for (uint32_t i = 0; i < self->target.n_ports && i < PROBE_MAP_MAX; i++)
         if (self->target.ports[i].guest == self->spec.port)
             return self->target.ports[i].dial;
-    return self->spec.port;
+    return self->target.mapped_only ? 0 : self->spec.port;
 }
 
 static int s_console(probe_t *self, int64_t now)
@@ -197,7 +199,17 @@ static void s_connect(probe_t *self, int64_t now)
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s", self->target.agent_sock);
         rc = connect(self->fd, (struct sockaddr *)&sa, sizeof sa);
     } else {
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(s_dial_port(self))};
+        uint16_t dial = s_dial_port(self);
+        if (dial == 0) {
+            char why[200];
+            snprintf(why, sizeof why,
+                     "guest port %u is not one of this VM's ports: a probe reaches only the VM "
+                     "(add the port to the env)",
+                     (unsigned)self->spec.port);
+            s_end_attempt(self, now, why);
+            return;
+        }
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(dial)};
         if (inet_pton(AF_INET, self->target.host, &sa.sin_addr) != 1) {
             s_end_attempt(self, now, "the VM has no IPv4 address to probe");
             return;

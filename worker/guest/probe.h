@@ -21,7 +21,10 @@
  * The caller decides how long to wait overall and drops the probe on
  * stop/pause. Network probes dial target->host: the VM's IP under the nft
  * backend, or 127.0.0.1 and the public port mapped to the guest port under
- * the user backend (target->ports).
+ * the user backend (target->ports, with target->mapped_only set). A probe
+ * reaches only the VM: with mapped_only, a guest port that is not one of the
+ * VM's forwarded ports is never dialled (the host's own services listen on
+ * 127.0.0.1 too); the attempt fails with a reason that says so.
  */
 #ifndef TT_WORKER_PROBE_H
 #define TT_WORKER_PROBE_H
@@ -59,7 +62,8 @@ typedef struct {
     uint32_t n_ports;
     struct {
         uint16_t guest, dial;
-    } ports[PROBE_MAP_MAX]; /* guest port -> port to dial; unmapped: the guest port */
+    } ports[PROBE_MAP_MAX]; /* guest port -> port to dial */
+    bool mapped_only;       /* unmapped guest ports are refused, not dialled as is */
     char console_log[4096];
     char agent_sock[108];
 } probe_target_t;

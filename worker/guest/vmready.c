@@ -19,6 +19,7 @@
 typedef struct {
     char spec[TT_READY_MAX + 1];
     probe_t *probe;
+    probe_target_t target; /* what the probe dials: a changed one (ports, address) restarts it */
     bool running, ready;
     int64_t ready_at;
     char detail[128];
@@ -116,6 +117,8 @@ int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_targ
     }
     if (e->ready)
         return 0;
+    if (e->probe && memcmp(&e->target, target, sizeof *target) != 0)
+        probe_destroy(&e->probe); /* never dial a port the VM no longer holds */
     if (!e->probe) {
         char text[TT_READY_MAX + 1], err[200];
         if (e->spec[0])
@@ -134,6 +137,7 @@ int vmready_step(vmready_t *self, uint32_t vm_id, bool running, const probe_targ
             return 0; /* the reply that started it carries it */
         }
         e->probe = probe_new(&spec, target, now_ms);
+        e->target = *target;
         if (!e->probe) {
             snprintf(e->detail, sizeof e->detail, "out of memory");
             return 0;
