@@ -46,7 +46,7 @@ static struct {
     pid_t owner; /* only this process cleans up (not forked children) */
 } sk_reg;
 
-static void sk_track(const vm_t *vm)
+static inline void sk_track(const vm_t *vm)
 {
     if (vm->pid && sk_reg.n < SK_MAX_PIDS) {
         sk_reg.pid[sk_reg.n] = vm->pid;
@@ -56,21 +56,21 @@ static void sk_track(const vm_t *vm)
 }
 
 /* async-signal-safe part: SIGKILL every tracked QEMU still alive */
-static void sk_kill_all(void)
+static inline void sk_kill_all(void)
 {
     for (int i = 0; i < sk_reg.n; i++)
         if (proc_alive(sk_reg.pid[i], sk_reg.st[i]))
             kill(sk_reg.pid[i], SIGKILL);
 }
 
-static int sk_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+static inline int sk_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
     (void)ftw;
     return flag == FTW_DP ? rmdir(path) : unlink(path);
 }
 
-static void sk_cleanup(void)
+static inline void sk_cleanup(void)
 {
     if (getpid() != sk_reg.owner)
         return;
@@ -81,7 +81,7 @@ static void sk_cleanup(void)
         nftw(sk_reg.root, sk_rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
-static void sk_on_signal(int sig)
+static inline void sk_on_signal(int sig)
 {
     static const char msg[] = "snapkit: signal: killing every QEMU started\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
@@ -101,7 +101,7 @@ typedef struct {
 } sk_env_t;
 
 /* 0, 77 when impossible here (no QEMU, no guest inputs), 1 on error. */
-static int sk_env_init(sk_env_t *e, const char *source, const char *build, int overall_s)
+static inline int sk_env_init(sk_env_t *e, const char *source, const char *build, int overall_s)
 {
     memset(e, 0, sizeof *e);
     sk_reg.owner = getpid();
@@ -151,7 +151,7 @@ static int sk_env_init(sk_env_t *e, const char *source, const char *build, int o
 }
 
 /* A loopback TCP+UDP port that binds now, from 41000..58999. */
-static uint16_t sk_free_port(void)
+static inline uint16_t sk_free_port(void)
 {
     static unsigned seed;
     if (!seed)
@@ -175,7 +175,7 @@ static uint16_t sk_free_port(void)
     return 0;
 }
 
-static vm_t sk_vm(uint32_t id, uint32_t mem_mib, uint16_t port)
+static inline vm_t sk_vm(uint32_t id, uint32_t mem_mib, uint16_t port)
 {
     vm_t vm;
     memset(&vm, 0, sizeof vm);
@@ -196,7 +196,7 @@ static vm_t sk_vm(uint32_t id, uint32_t mem_mib, uint16_t port)
 
 /* One HTTP/1.0 GET on 127.0.0.1:port within timeout_ms; the body into
  * body. 0 / -1. */
-static int sk_http(uint16_t port, const char *path, char *body, size_t len, int timeout_ms)
+static inline int sk_http(uint16_t port, const char *path, char *body, size_t len, int timeout_ms)
 {
     int64_t deadline = tt_mono_ms() + timeout_ms;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -255,7 +255,8 @@ out:
 }
 
 /* Retry sk_http until it answers; ms from now until it did, -1 on timeout. */
-static int64_t sk_wait_http(uint16_t port, const char *path, char *body, size_t len, int timeout_ms)
+static inline int64_t sk_wait_http(uint16_t port, const char *path, char *body, size_t len,
+                                   int timeout_ms)
 {
     int64_t t0 = tt_mono_ms(), deadline = t0 + timeout_ms;
     while (tt_mono_ms() < deadline) {
@@ -268,7 +269,7 @@ static int64_t sk_wait_http(uint16_t port, const char *path, char *body, size_t 
 }
 
 /* The value of "key V" in a /cgi-bin/state answer into out. 0 / -1. */
-static int sk_field(const char *body, const char *key, char *out, size_t len)
+static inline int sk_field(const char *body, const char *key, char *out, size_t len)
 {
     size_t kl = strlen(key);
     for (const char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
@@ -283,7 +284,7 @@ static int sk_field(const char *body, const char *key, char *out, size_t len)
 
 /* Drive one snapshot operation to its end: poll every SNAP_POLL_MS, then
  * finish. 0 / -1 with a reason. */
-static int sk_run(const sk_env_t *e, vm_t *vm, snap_op_t *op, char *err, size_t errlen)
+static inline int sk_run(const sk_env_t *e, vm_t *vm, snap_op_t *op, char *err, size_t errlen)
 {
     for (;;) {
         int rc = engine_qemu.snap_poll(&e->ctx, vm, op, err, errlen);
@@ -298,7 +299,7 @@ static int sk_run(const sk_env_t *e, vm_t *vm, snap_op_t *op, char *err, size_t 
 }
 
 /* Sum of Pss (kB) of pid from /proc/PID/smaps_rollup, -1 if unreadable. */
-__attribute__((unused)) static long sk_pss_kb(pid_t pid)
+static inline long sk_pss_kb(pid_t pid)
 {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
@@ -315,7 +316,31 @@ __attribute__((unused)) static long sk_pss_kb(pid_t pid)
     return kb;
 }
 
-static long long sk_file_size(const char *path)
+/* Pss (kB) of pid's guest RAM: the mapping of exactly mib MiB (the
+ * memory backend ram0), -1 if none. */
+static inline long sk_ram_pss_kb(pid_t pid, uint32_t mib)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/smaps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    bool in = false;
+    while (fgets(line, sizeof line, f)) {
+        long v;
+        if (sscanf(line, "Size: %ld kB", &v) == 1)
+            in = v == (long)mib * 1024;
+        else if (in && sscanf(line, "Pss: %ld kB", &v) == 1) {
+            kb = v;
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+static inline long long sk_file_size(const char *path)
 {
     struct stat sb;
     return stat(path, &sb) ? -1 : (long long)sb.st_size;

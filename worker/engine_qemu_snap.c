@@ -155,7 +155,7 @@ static void s_op_start(snap_op_t *op, int kind)
     op->phase = P_NONE;
     op->started_ms = tt_mono_ms();
     op->deadline_ms = op->started_ms + SNAP_SAVE_MS;
-    op->migrated_ms = op->done_ms = 0;
+    op->incoming_ms = op->migrated_ms = op->done_ms = 0;
     op->state_bytes = 0;
 }
 
@@ -379,6 +379,7 @@ static int s_poll_incoming(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, cha
     /* the socket may not be there yet: not an error until the deadline */
     if (s_ignore_shared(ctx, vm, op->kind == SNAP_CLONE_RESTORE, S_QMP_PROBE_MS, e2, sizeof e2))
         return SNAP_PENDING;
+    op->incoming_ms = tt_mono_ms();
     if (s_migrate(ctx, vm, "migrate-incoming", file, err, errlen))
         return -1;
     op->phase = P_MIGRATING;

@@ -64,6 +64,7 @@ typedef struct {
     char vmgenid[SNAP_GUID_LEN];
     int64_t started_ms;   /* monotonic, set by begin */
     int64_t deadline_ms;  /* the operation fails after it */
+    int64_t incoming_ms;  /* a restore: when QMP answered and the stream began */
     int64_t migrated_ms;  /* when the migration completed (0 = not yet) */
     int64_t done_ms;      /* when the VM ran again / QEMU was gone */
     uint64_t state_bytes; /* the state file's size once written */
