@@ -196,6 +196,35 @@ int qsnap_template_boot(const engine_ctx_t *ctx, vm_t *vm, const char *dir, char
     return engine_qemu_spawn(ctx, vm, &boot, err, errlen);
 }
 
+/* The VM's RAM is the backend ram0 (query-memdev): a QEMU started with
+ * another RAM layout (a plain -m) could be saved but never restored by
+ * this engine's command line, so it is refused before anything stops. */
+static int s_has_ram0(const engine_ctx_t *ctx, const vm_t *vm, char *err, size_t errlen)
+{
+    char ans[8192];
+    if (engine_qemu_qmp(ctx, vm, "{\"execute\":\"query-memdev\"}", SNAP_QMP_MS, ans, sizeof ans,
+                        err, errlen))
+        return -1;
+    json_t *j = json_loads(ans, JSON_REJECT_DUPLICATES, NULL);
+    json_t *list = json_object_get(j, "return"), *m;
+    size_t i;
+    bool found = false;
+    json_array_foreach(list, i, m)
+    {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        found |= id && strcmp(id, "ram0") == 0;
+    }
+    json_decref(j);
+    if (!found) {
+        snprintf(err, errlen,
+                 "qemu of vm %u runs without the RAM backend ram0 (started by an older "
+                 "worker): restart it before a snapshot",
+                 vm->vm_id);
+        return -1;
+    }
+    return 0;
+}
+
 /* stop + migrate to file: the common begin of a template save and a
  * suspend. */
 static int s_save_begin(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, const char *file,
@@ -205,6 +234,8 @@ static int s_save_begin(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, const 
         snprintf(err, errlen, "qemu of vm %u is not running", vm->vm_id);
         return -1;
     }
+    if (s_has_ram0(ctx, vm, err, errlen))
+        return -1;
     /* the file QEMU's `cat` writes: made here so a VM user can write it */
     int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0 || (ctx->vm_user && fchown(fd, ctx->vm_uid, ctx->vm_gid))) {
