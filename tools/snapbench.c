@@ -5,13 +5,17 @@
  *   snapbench [-n N] [-m MIB] SOURCE_DIR BUILD_DIR
  *
  * Prints, one "name value" per line:
- *   cold boot (anonymous RAM) -> HTTP answer, alone;
- *   cold boot of a template builder (RAM in a shared file) -> HTTP, alone;
- *   N-1 more cold VMs booted at once -> all answer HTTP;
+ *   cold boot of a template builder (RAM in a shared file) -> HTTP, alone,
+ *   and the bytes it caused to be written (/proc/PID/io write_bytes);
  *   template save time, state file and RAM file sizes;
- *   N clones restored at once: per clone the begin call (qcow2 overlay +
- *   QEMU spawn), restore -> running, and -> HTTP answer;
- *   Pss (sum of /proc/PID/smaps_rollup) of the N clones and the N cold VMs;
+ *   cold boot (anonymous RAM) -> HTTP answer, alone, and its write_bytes;
+ *   one clone alone, then N clones restored at once: per clone the begin
+ *   call (qcow2 overlay + QEMU spawn), QMP up, restore -> running, and ->
+ *   HTTP answer (ms from the begin call);
+ *   N-1 more cold VMs booted at once -> all answer HTTP;
+ *   Pss (sum of /proc/PID/smaps_rollup) of the N clones and the N cold VMs,
+ *   of their guest RAM mappings alone, and the template RAM file's pages
+ *   in the page cache (shared by the clones, in nobody's Pss);
  *   suspend and resume of one clone and one cold VM (times, file size);
  *   the load average before and after.
  * Every QEMU it starts is killed on exit (snapkit.h).
@@ -50,6 +54,22 @@ static long s_cached_kb(const char *path)
     free(vec);
     munmap(m, len);
     return kb;
+}
+
+/* write_bytes of /proc/PID/io: what the process caused to be written to
+ * storage, pages it dirtied in a shared file mapping included. */
+static long long s_write_bytes(pid_t pid)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
+    FILE *f = fopen(path, "r");
+    long long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "write_bytes: %lld", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
 }
 
 static void s_load(const char *label)
@@ -159,16 +179,11 @@ int main(int argc, char **argv)
     printf("qemu %s\naccel tcg\nguest_mem_mib %d\nn %d\n", E.qver, mem, n);
     s_load("start");
 
-    /* cold boots, each alone */
+    /* each alone: the template builder (RAM in a shared file), its save,
+     * then a cold VM (anonymous RAM) */
     vm_t cold[20];
     for (int i = 0; i < n; i++)
         cold[i] = sk_vm(100 + (uint32_t)i, (uint32_t)mem, sk_free_port());
-    if (engine_qemu.prepare_disk(&E.ctx, &cold[0], err, sizeof err) ||
-        engine_qemu.start(&E.ctx, &cold[0], err, sizeof err))
-        s_die("cold start", err);
-    sk_track(&cold[0]);
-    printf("cold_boot_to_http_ms %lld\n", (long long)s_boot_wait(cold, 1, 600000));
-
     vm_t b = sk_vm(1, (uint32_t)mem, sk_free_port());
     char key[SNAP_KEY_MAX], tdir[1024];
     if (snapstore_key(b.image, b.image_digest, b.cpu, b.mem_mib, E.qver, key, sizeof key, err,
@@ -180,6 +195,7 @@ int main(int argc, char **argv)
     sk_track(&b);
     printf("template_builder_boot_to_http_ms %lld\n", (long long)s_boot_wait(&b, 1, 600000));
 
+    printf("template_builder_write_bytes %lld\n", s_write_bytes(b.pid));
     /* the template */
     snap_op_t op;
     memset(&op, 0, sizeof op);
@@ -197,6 +213,13 @@ int main(int argc, char **argv)
            (unsigned long long)op.state_bytes, sk_file_size(path));
     engine_qemu.destroy(&E.ctx, &b, err, sizeof err);
 
+    if (engine_qemu.prepare_disk(&E.ctx, &cold[0], err, sizeof err) ||
+        engine_qemu.start(&E.ctx, &cold[0], err, sizeof err))
+        s_die("cold start", err);
+    sk_track(&cold[0]);
+    printf("cold_boot_to_http_ms %lld\n", (long long)s_boot_wait(cold, 1, 600000));
+
+    printf("cold_write_bytes %lld\n", s_write_bytes(cold[0].pid));
     /* one clone alone */
     {
         vm_t one = sk_vm(199, (uint32_t)mem, sk_free_port());
