@@ -240,8 +240,17 @@ int main(void)
     CHECK(engine_snapshot_check(&engine_qemu, &ctx, err, sizeof err) == -1 &&
           strstr(err, "QEMU version"));
     engine_ctx_t qctx = ctx;
+    snap_op_t op0;
+    memset(&op0, 0, sizeof op0);
     qctx.qemu_version = "QEMU emulator version 7.2.22";
     CHECK(engine_snapshot_check(&engine_qemu, &qctx, err, sizeof err) == 0);
+    qctx.qemu = "/usr/bin/qemu-system-x86_64"; /* never run here */
+    qctx.vm_user = "nobody";
+    CHECK(engine_snapshot_check(&engine_qemu, &qctx, err, sizeof err) == -1 &&
+          strstr(err, "--vm-user"));
+    CHECK(engine_qemu.suspend(&qctx, &s_vm, &op0, err, sizeof err) == -1 &&
+          strstr(err, "--vm-user"));
+    qctx.vm_user = NULL;
     /* the migration URIs are shell commands: a state dir that a shell
      * would split is refused before QEMU sees it */
     qctx.state_dir = "/tmp/tt snap;touch x";
@@ -257,31 +266,31 @@ int main(void)
     CHECK(engine_qemu.template_boot(&qctx, &q, "/tmp/t;x", err, sizeof err) == -1 &&
           strstr(err, "[A-Za-z0-9/._+-]"));
     /* A QEMU whose RAM is not the backend ram0 (started by an older
-         * worker with a plain -m) is refused before anything stops; one with
-         * ram0 goes on to the save. */
-        qctx.state_dir = state;
-        q.vm_id = 79;
-        snprintf(path, sizeof path, "%s/vms", state);
-        mkdir(path, 0750);
-        snprintf(path, sizeof path, "%s/vms/79", state);
-        mkdir(path, 0750);
-        snprintf(path, sizeof path, "%s/vms/79/qmp.sock", state);
-        q.pid = s_fake_qmp(path, "[{\"id\": \"pc.ram\", \"size\": 134217728}]");
-        CHECK(q.pid > 0 && proc_stat_read(q.pid, &st, &q.start_time) == 0);
-        CHECK(engine_qemu.suspend(&qctx, &q, &op, err, sizeof err) == -1 && strstr(err, "ram0"));
-        snprintf(path, sizeof path, "%s/vms/79/suspend.partial", state);
-        CHECK(lstat(path, &sb) != 0); /* nothing was started */
-        kill(q.pid, SIGKILL);
-        waitpid(q.pid, NULL, 0);
-        snprintf(path, sizeof path, "%s/vms/79/qmp.sock", state);
-        q.pid = s_fake_qmp(path, "[{\"id\": \"ram0\", \"size\": 134217728}]");
-        CHECK(q.pid > 0 && proc_stat_read(q.pid, &st, &q.start_time) == 0);
-        CHECK(engine_qemu.suspend(&qctx, &q, &op, err, sizeof err) == 0);
-        engine_qemu.snap_abort(&qctx, &q, &op);
-        CHECK(lstat(path, &sb) == 0);
-        snprintf(path, sizeof path, "%s/vms/79/suspend.partial", state);
-        CHECK(lstat(path, &sb) != 0); /* the abort removed the partial file */
-        kill(q.pid, SIGKILL);
-        waitpid(q.pid, NULL, 0);
-        return s_report("unit.worker.engine");
+     * worker with a plain -m) is refused before anything stops; one with
+     * ram0 goes on to the save. */
+    qctx.state_dir = state;
+    q.vm_id = 79;
+    snprintf(path, sizeof path, "%s/vms", state);
+    mkdir(path, 0750);
+    snprintf(path, sizeof path, "%s/vms/79", state);
+    mkdir(path, 0750);
+    snprintf(path, sizeof path, "%s/vms/79/qmp.sock", state);
+    q.pid = s_fake_qmp(path, "[{\"id\": \"pc.ram\", \"size\": 134217728}]");
+    CHECK(q.pid > 0 && proc_stat_read(q.pid, &st, &q.start_time) == 0);
+    CHECK(engine_qemu.suspend(&qctx, &q, &op, err, sizeof err) == -1 && strstr(err, "ram0"));
+    snprintf(path, sizeof path, "%s/vms/79/suspend.partial", state);
+    CHECK(lstat(path, &sb) != 0); /* nothing was started */
+    kill(q.pid, SIGKILL);
+    waitpid(q.pid, NULL, 0);
+    snprintf(path, sizeof path, "%s/vms/79/qmp.sock", state);
+    q.pid = s_fake_qmp(path, "[{\"id\": \"ram0\", \"size\": 134217728}]");
+    CHECK(q.pid > 0 && proc_stat_read(q.pid, &st, &q.start_time) == 0);
+    CHECK(engine_qemu.suspend(&qctx, &q, &op, err, sizeof err) == 0);
+    engine_qemu.snap_abort(&qctx, &q, &op);
+    CHECK(lstat(path, &sb) == 0);
+    snprintf(path, sizeof path, "%s/vms/79/suspend.partial", state);
+    CHECK(lstat(path, &sb) != 0); /* the abort removed the partial file */
+    kill(q.pid, SIGKILL);
+    waitpid(q.pid, NULL, 0);
+    return s_report("unit.worker.engine");
 }
