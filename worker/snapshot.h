@@ -140,8 +140,7 @@ int snapstore_remove(const char *root, const char *key, char *err, size_t errlen
  * is gone, .rm.* leftovers, and, when qemu_version is not NULL, templates
  * that are not usable with it (a template's disk backs its clones' disks:
  * the caller runs this when no clone of those templates exists, as
- * snapstore_remove). The
- * number removed. */
+ * snapstore_remove). The number removed. */
 int snapstore_gc(const char *root, const char *qemu_version);
 
 #endif
