@@ -10,9 +10,12 @@
  *    worker.snap_before_rename: the child is SIGKILLed with every file of
  *    the template written and fsynced but not renamed. No template is
  *    found or listed; snapstore_gc removes the leftover.
- * 3. A note is written into A's RAM (a tmpfs file) through HTTP; A is
- *    saved as a template: the store lists it as usable, its state file is
- *    small (the RAM stays in its file).
+ * 3. A note is written into A's RAM (a tmpfs file) through HTTP. A's save
+ *    runs in a child killed right after it issued the migration (crash
+ *    point worker.snap_mid_save): QEMU completes the stream, no template
+ *    is usable. Then A (cont) is saved as a template to the end: the store
+ *    lists it as usable, its state file is small (the RAM stays in its
+ *    file).
  * 4. Three clones restore concurrently on distinct ports: each answers
  *    HTTP, holds A's note, has the VM generation ID it was given (distinct),
  *    logged an RNG reseed for it, reads different urandom bytes, and its
@@ -195,6 +198,46 @@ int main(int argc, char **argv)
           "A's state page");
     char tmpl_mac[64];
     CHECK(sk_field(body, "mac", tmpl_mac, sizeof tmpl_mac) == 0, "no mac in %s", body);
+    /* a saving process of A killed right after it issued the migration
+     * (crash point worker.snap_mid_save): QEMU finishes writing the state
+     * on its own, but nothing renames it into the store */
+    pid_t child = fork();
+    CHECK(child >= 0, "fork");
+    if (child == 0) {
+        setenv("TTFLEET_CRASH_AT", "worker.snap_mid_save", 1);
+        snap_op_t cop;
+        memset(&cop, 0, sizeof cop);
+        snprintf(cop.dir, sizeof cop.dir, "%s", tdir_a);
+        if (engine_qemu.template_save(&E.ctx, &a, &cop, err, sizeof err))
+            fprintf(stderr, "child: %s\n", err);
+        _exit(3);
+    }
+    int status = 0;
+    CHECK(spawn_wait(child, 60000, &status) == 0 && WIFSIGNALED(status) &&
+              WTERMSIG(status) == SIGKILL,
+          "the saving child was not killed mid-save (status %d)", status);
+    int64_t until = tt_mono_ms() + 60000;
+    while (tt_mono_ms() < until) {
+        if (engine_qemu_qmp(&E.ctx, &a, "{\"execute\":\"query-migrate\"}", 2000, body, sizeof body,
+                            err, sizeof err) == 0 &&
+            !strstr(body, "\"active\"") && !strstr(body, "\"setup\""))
+            break;
+        spawn_sleep_ms(20);
+    }
+    CHECK(strstr(body, "\"completed\""), "the orphaned migration: %s", body);
+    CHECK(s_usable() == 0, "a save killed mid-migration left a usable template");
+    char key_a[SNAP_KEY_MAX];
+    CHECK(snapstore_key("guest", "", 1, 128, E.qver, key_a, sizeof key_a, err, sizeof err) == 0,
+          "%s", err);
+    snap_tmpl_t t;
+    CHECK(snapstore_get(E.troot, key_a, E.qver, &t) == -1, "template %s exists", key_a);
+    printf("ok: a save killed mid-migration left no usable template\n");
+
+    /* the save again, to the end: QEMU 7.2 refuses a second migration of
+     * a VM paused by a completed one until it ran again (cont) */
+    CHECK(engine_qemu_qmp(&E.ctx, &a, "{\"execute\":\"cont\"}", 2000, NULL, 0, err, sizeof err) ==
+              0,
+          "%s", err);
     snap_op_t op;
     memset(&op, 0, sizeof op);
     snprintf(op.dir, sizeof op.dir, "%s", tdir_a);
@@ -204,7 +247,6 @@ int main(int argc, char **argv)
     CHECK(a.pid == 0, "the builder's QEMU is still recorded");
     char tmpl[1024];
     snprintf(tmpl, sizeof tmpl, "%s", op.dir);
-    snap_tmpl_t t;
     CHECK(snapstore_get(E.troot, strrchr(tmpl, '/') + 1, E.qver, &t) == 0 && t.usable,
           "template %s not usable: %s", tmpl, t.reason);
     CHECK(s_usable() == 1, "the store lists %d usable templates", s_usable());
