@@ -11,6 +11,7 @@
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -55,6 +56,17 @@ static inline void sk_track(const vm_t *vm)
     }
 }
 
+/* Any other process to kill at exit (a forked helper). */
+static inline void sk_track_pid(pid_t pid)
+{
+    char state;
+    vm_t v;
+    memset(&v, 0, sizeof v);
+    v.pid = pid;
+    if (proc_stat_read(pid, &state, &v.start_time) == 0)
+        sk_track(&v);
+}
+
 /* async-signal-safe part: SIGKILL every tracked QEMU still alive */
 static inline void sk_kill_all(void)
 {
@@ -86,10 +98,15 @@ static inline void sk_on_signal(int sig)
     static const char msg[] = "snapkit: signal: killing every QEMU started\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
-    if (getpid() == sk_reg.owner)
-        sk_kill_all();
-    signal(sig, SIG_DFL);
-    raise(sig);
+    if (getpid() != sk_reg.owner) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    sk_kill_all();
+    /* not async-signal-safe, but a test process: exit runs sk_cleanup
+     * (reap, remove the temporary root) */
+    exit(128 + sig);
 }
 
 /* The test environment: a temporary root with state/ (the VMs and the
@@ -105,6 +122,11 @@ static inline int sk_env_init(sk_env_t *e, const char *source, const char *build
 {
     memset(e, 0, sizeof *e);
     sk_reg.owner = getpid();
+    /* czmq (the engine logs through zsys) would install its own SIGINT and
+     * SIGTERM handlers on first use, which only set a flag: set it up now
+     * without them, so ours below stay */
+    zsys_init();
+    zsys_handler_set(NULL);
     atexit(sk_cleanup);
     signal(SIGINT, sk_on_signal);
     signal(SIGTERM, sk_on_signal);

@@ -110,6 +110,7 @@ static void s_crash_start(s_crash_t *k)
         _exit(3); /* the crash point should have killed us */
     }
     close(p[1]);
+    sk_track_pid(k->child);
     char line[1200];
     memset(line, 0, sizeof line);
     size_t got = 0;
@@ -212,6 +213,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "child: %s\n", err);
         _exit(3);
     }
+    sk_track_pid(child);
     int status = 0;
     CHECK(spawn_wait(child, 60000, &status) == 0 && WIFSIGNALED(status) &&
               WTERMSIG(status) == SIGKILL,
