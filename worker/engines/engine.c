@@ -52,6 +52,28 @@ int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen)
     return -1;
 }
 
+int engine_snapshot_check(const engine_t *e, const engine_ctx_t *ctx, char *err, size_t errlen)
+{
+    if (!e || !e->snapshots) {
+        snprintf(err, errlen,
+                 "engine '%s' cannot take memory snapshots (suspend, templates, clones): use the "
+                 "qemu engine",
+                 e ? e->name : "?");
+        return -1;
+    }
+    if (!ctx || !ctx->qemu_version || !ctx->qemu_version[0]) {
+        snprintf(err, errlen, "this host does not know its QEMU version: no snapshots here");
+        return -1;
+    }
+    if (ctx->vm_user) {
+        snprintf(err, errlen, "snapshots do not work on a host that runs VMs as another user "
+                              "(--vm-user): QEMU's migration stream could not reach the state "
+                              "directory");
+        return -1;
+    }
+    return 0;
+}
+
 int engine_image_dir(const engine_ctx_t *ctx, const vm_t *vm, char *buf, size_t len)
 {
     int n;

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "snapshot.h"
 #include "vm.h"
 
 /* What every engine needs to know about the host it runs on. */
@@ -41,6 +42,9 @@ typedef struct {
     const char *vm_user;    /* run VMs as this user (NULL: as the worker, root) */
     uid_t vm_uid;
     gid_t vm_gid;
+    /* The first line of `qemu --version` (snapstore_qemu_version): a
+     * template is only used by the QEMU that made it. NULL: no snapshots. */
+    const char *qemu_version;
 } engine_ctx_t;
 
 typedef struct {
@@ -74,6 +78,39 @@ typedef struct {
     void (*stop_force)(const engine_ctx_t *ctx, vm_t *vm);
     /* The engine can hand a guest SSH keys and user-data (seed.h). */
     bool bootstraps;
+    /* Memory snapshots (snapshot.h, docs/SNAPSHOTS.md); all NULL when
+     * false. Each begins one operation in op and returns 0 (then
+     * snap_poll drives it) or -1 with a reason (nothing changed). All are
+     * bounded like start and run on the job pool; snap_poll makes at most
+     * a few QMP round trips and never waits for the migration.
+     *   template_boot  start vm cold with its RAM in the shared file
+     *                  <dir>/ram (dir from snapstore_begin)
+     *   template_save  save such a VM as the template op->dir (its QEMU
+     *                  ends, its disk moves into the template)
+     *   clone_restore  start vm from the template op->dir (vm's disk
+     *                  must not exist yet: a copy-on-write overlay is made)
+     *   suspend        vm's RAM and device state to its directory; QEMU ends
+     *   resume_saved   a suspended vm back
+     *   snap_poll      SNAP_PENDING / SNAP_FINISH / SNAP_DONE, or -1 with
+     *                  a reason (undone)
+     *   snap_finish    after SNAP_FINISH: fsync and rename into place (or
+     *                  drop the consumed suspend file); 0 = SNAP_DONE
+     *   snap_abort     give up an operation in flight (a restoring QEMU is
+     *                  killed; partial files removed)
+     *   suspended      vm has a complete suspend file (resume_saved works) */
+    bool snapshots;
+    int (*template_boot)(const engine_ctx_t *ctx, vm_t *vm, const char *dir, char *err,
+                         size_t errlen);
+    int (*template_save)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err,
+                         size_t errlen);
+    int (*clone_restore)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err,
+                         size_t errlen);
+    int (*suspend)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, size_t errlen);
+    int (*resume_saved)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, size_t errlen);
+    int (*snap_poll)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, size_t errlen);
+    int (*snap_finish)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, size_t errlen);
+    void (*snap_abort)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op);
+    bool (*suspended)(const engine_ctx_t *ctx, const vm_t *vm);
 } engine_t;
 
 extern const engine_t engine_process;
@@ -83,6 +120,10 @@ extern const engine_t engine_qemu;
 /* 0 if engine e can bootstrap a guest (SSH keys, user-data), else -1 with
  * a reason for the tenant (the broker answers BAD_REQUEST with it). */
 int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen);
+
+/* 0 if engine e can take memory snapshots (and ctx knows the QEMU
+ * version), else -1 with a reason for the tenant (BAD_REQUEST). */
+int engine_snapshot_check(const engine_t *e, const engine_ctx_t *ctx, char *err, size_t errlen);
 
 /* The engine called name, or NULL. */
 const engine_t *engine_find(const char *name);

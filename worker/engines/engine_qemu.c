@@ -26,6 +26,14 @@
  * agent), pid; for nocloud images instance-id, seed.iso, seed/ and the
  * tenant's ssh_keys and user-data (see seed.h).
  *
+ * Every VM's RAM is the memory backend ram0 (anonymous memory for a cold
+ * start: the cost of a plain -m), and every VM has a vmgenid device and a
+ * virtio-rng, so any VM's device state can be saved and restored into
+ * another QEMU of the same command line: memory snapshots
+ * (engine_qemu_snap.c, docs/SNAPSHOTS.md) boot templates with a shared RAM
+ * file, clones with that file mapped copy-on-write and a fresh generation
+ * ID.
+ *
  * QEMU runs with -sandbox on, -display none, -nodefaults: no VNC, no
  * monitor but the QMP unix socket, no listener at all except the host
  * forwards of the user network backend (on 127.0.0.1). It is started by
@@ -67,6 +75,7 @@
 #include <unistd.h>
 
 #include "console.h"
+#include "engine_qemu_snap.h"
 #include "images.h"
 #include "net.h"
 #include "proc.h"
@@ -78,7 +87,7 @@
 #define S_QUIT_MS 1000
 #define S_KILL_MS 2000
 #define S_IMG_MS 30000
-#define S_MAX_ARGS 64
+#define S_MAX_ARGS 80
 
 #define S_USER_IP "10.0.2.15"
 #define S_USER_GW "10.0.2.2"
@@ -324,8 +333,12 @@ static int s_ports_free(const vm_t *vm, char *err, size_t errlen)
     return 0;
 }
 
-static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *err, size_t errlen)
+static int s_build(const engine_ctx_t *ctx, const vm_t *vm, const qemu_boot_t *boot, s_args_t *a,
+                   char *err, size_t errlen)
 {
+    static const qemu_boot_t cold = {.kind = QBOOT_COLD};
+    if (!boot)
+        boot = &cold;
     s_image_t im;
     char dir[4096];
     if (s_image(ctx, vm, &im, err, errlen) || s_path(ctx, vm, NULL, dir, sizeof dir, err, errlen))
@@ -340,13 +353,21 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     s_arg(a, "-name");
     s_arg(a, "vm-%u,process=ttvm-%u", vm->vm_id, vm->vm_id);
     s_arg(a, "-machine");
-    s_arg(a, "pc,accel=%s", kvm ? "kvm" : "tcg");
+    s_arg(a, "pc,accel=%s,memory-backend=ram0", kvm ? "kvm" : "tcg");
     s_arg(a, "-cpu");
     s_arg(a, "%s", kvm ? "host" : "max");
     s_arg(a, "-smp");
     s_arg(a, "%u", vm->cpu);
     s_arg(a, "-m");
     s_arg(a, "%u", vm->mem_mib);
+    /* the RAM is the backend ram0 for every VM, so a device state saved
+     * from one kind names the RAM block another kind restores into */
+    s_arg(a, "-object");
+    if (boot->kind == QBOOT_TEMPLATE || boot->kind == QBOOT_CLONE)
+        s_arg(a, "memory-backend-file,id=ram0,size=%uM,mem-path=%s,share=%s", vm->mem_mib,
+              boot->ram_file, boot->kind == QBOOT_TEMPLATE ? "on" : "off");
+    else
+        s_arg(a, "memory-backend-ram,id=ram0,size=%uM", vm->mem_mib);
     s_arg(a, "-nodefaults");
     s_arg(a, "-no-user-config");
     s_arg(a, "-display");
@@ -378,6 +399,17 @@ static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_args_t *a, char *e
     s_arg(a, "virtio-serial-pci,id=vser0");
     s_arg(a, "-device");
     s_arg(a, "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0");
+    /* a clone gets a new generation ID: the guest kernel reseeds its RNG */
+    s_arg(a, "-device");
+    s_arg(a, "vmgenid,guid=%s", boot->vmgenid ? boot->vmgenid : "auto");
+    s_arg(a, "-device");
+    s_arg(a, "virtio-rng-pci");
+    if (boot->kind == QBOOT_CLONE || boot->kind == QBOOT_RESUME) {
+        /* paused until the restore's cont: a half-restored guest never runs */
+        s_arg(a, "-S");
+        s_arg(a, "-incoming");
+        s_arg(a, "defer");
+    }
     const char *ip = vm->ip, *gw = NET_GATEWAY;
     int prefix = NET_PREFIX;
     if (ctx->net == NET_USER) {
@@ -545,7 +577,8 @@ static int s_start_check(const engine_ctx_t *ctx, vm_t *vm, const char *console,
     return -1;
 }
 
-static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+int engine_qemu_spawn(const engine_ctx_t *ctx, vm_t *vm, const qemu_boot_t *boot, char *err,
+                      size_t errlen)
 {
     if (vm->pid && proc_alive(vm->pid, vm->start_time))
         return 0; /* already running: starting is idempotent */
@@ -566,7 +599,7 @@ static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
     if (s_path(ctx, vm, "pid", pidfile, sizeof pidfile, err, errlen) ||
         s_path(ctx, vm, "console.log", console, sizeof console, err, errlen) ||
         s_path(ctx, vm, "qmp.sock", sock, sizeof sock, err, errlen) ||
-        s_seed(ctx, vm, err, errlen) || s_build(ctx, vm, a, err, errlen))
+        s_seed(ctx, vm, err, errlen) || s_build(ctx, vm, boot, a, err, errlen))
         goto out;
     unlink(sock);
     if (engine_vm_path(ctx, vm->vm_id, "qga.sock", sock, sizeof sock) == 0)
@@ -595,6 +628,11 @@ out:
     return rc;
 }
 
+static int s_start(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
+{
+    return engine_qemu_spawn(ctx, vm, NULL, err, errlen);
+}
+
 static int s_qmp(const engine_ctx_t *ctx, const vm_t *vm, const char *cmd, int timeout_ms,
                  char *out, size_t outlen, char *err, size_t errlen)
 {
@@ -604,7 +642,13 @@ static int s_qmp(const engine_ctx_t *ctx, const vm_t *vm, const char *cmd, int t
     return qmp_call(sock, cmd, timeout_ms, out, outlen, err, errlen);
 }
 
-static void s_forget(const engine_ctx_t *ctx, vm_t *vm)
+int engine_qemu_qmp(const engine_ctx_t *ctx, const vm_t *vm, const char *cmd, int timeout_ms,
+                    char *out, size_t outlen, char *err, size_t errlen)
+{
+    return s_qmp(ctx, vm, cmd, timeout_ms, out, outlen, err, errlen);
+}
+
+void engine_qemu_forget(const engine_ctx_t *ctx, vm_t *vm)
 {
     char path[4096];
     if (engine_vm_path(ctx, vm->vm_id, "pid", path, sizeof path) == 0)
@@ -669,7 +713,7 @@ static int s_stop(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen)
 {
     if (vm->pid && s_halt(ctx, vm, vm->pid, vm->start_time, err, errlen))
         return -1;
-    s_forget(ctx, vm);
+    engine_qemu_forget(ctx, vm);
     return 0;
 }
 
@@ -743,7 +787,7 @@ static int s_adopt(const engine_ctx_t *ctx, vm_t *vm)
                          err);
         return 0;
     }
-    s_forget(ctx, vm);
+    engine_qemu_forget(ctx, vm);
     return -1;
 }
 
@@ -942,4 +986,14 @@ const engine_t engine_qemu = {
     .stop_begin = s_stop_begin,
     .stop_force = s_stop_force,
     .bootstraps = true,
+    .snapshots = true,
+    .template_boot = qsnap_template_boot,
+    .template_save = qsnap_template_save,
+    .clone_restore = qsnap_clone_restore,
+    .suspend = qsnap_suspend,
+    .resume_saved = qsnap_resume_saved,
+    .snap_poll = qsnap_poll,
+    .snap_finish = qsnap_finish,
+    .snap_abort = qsnap_abort,
+    .suspended = qsnap_suspended,
 };
