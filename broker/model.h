@@ -182,6 +182,9 @@ struct op_t {
     host_t *refused[8];
     int n_refused;
     int rounds;
+    /* create admitted from the admission queue: a copy of its entry (owned),
+     * put back in its place when the worker refuses for capacity */
+    struct admq_entry_t *queued;
     /* console only: the VM by value. A console op holds no env or VM
      * pointer (it does not make the env busy, so delete, rm-vm, the reaper
      * or evacuate may free them while it waits); its one host pointer is
@@ -290,6 +293,7 @@ struct broker_t {
     zsock_t *events_private; /* the evstream ROUTER, NULL when off */
     bool admit_wanted;       /* capacity was freed: run admission after this request */
     const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
+    const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */
     char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
     int64_t next_audit_prune;
     zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */

@@ -6,6 +6,8 @@
  * idempotency, hostile frames and reload from broker.db.
  */
 #define _GNU_SOURCE /* nftw */
+#include "admission.h"
+#include "admq.h"
 #include "broker.h"
 #include "op.h"
 #include "reaper.h"
@@ -863,6 +865,113 @@ static void s_test_pull_extends_deadline(void)
     s_hard_close(saved);
 }
 
+/* A create queued with `queue`, admitted when an env is deleted, that the
+ * worker refuses (still destroying the deleted VMs: NO_CAPACITY) goes back
+ * to its place in the queue with its max-wait; the next admission that the
+ * worker accepts answers its request id OK. */
+static Ttfleet__Reply *s_send_queued(const char *tenant, const char *name, const char *rid)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+    ic.image = "img";
+    cr.name = (char *)name;
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 8;
+    cr.mem_mib = 1024;
+    cr.disk_mib = 100;
+    cr.queue = true;
+    cr.max_wait = 600;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    return s_call(tenant, &req, rid);
+}
+
+static void s_test_queued_refused_requeued(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    /* both hosts full (8 cpu each) */
+    CHECK(s_status(s_create("tf", "fill1", "img", 1, 8, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_create("tf", "fill2", "img", 1, 8, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_send_queued("tq", "waiting", "q-wait")) == TTFLEET__STATUS__QUEUED);
+    CHECK(s_status(s_send_queued("tr", "later", "q-later")) == TTFLEET__STATUS__QUEUED);
+    const admq_entry_t *qe = admq_find(g_b->admq, "tq", "waiting");
+    int64_t deadline = qe ? qe->deadline : -1, seq = qe ? qe->seq : -1;
+    CHECK(qe && admq_position(g_b->admq, "tq", "waiting") == 1);
+
+    /* delete fill1: "waiting" is admitted at once; the worker refuses it */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = "fill1";
+    req.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+    req.env_delete = &ref;
+    req.request_id = "del-fill1";
+    req.tenant = "tf";
+    s_client_send(TT_SERVICE_ENV, &req);
+    broker_end_batch(g_b);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL); /* admitted */
+    CHECK(model_env_get(g_b, "tq", "waiting") != NULL);
+    for (int round = 0; round < 4; round++) {
+        s_answer_commands(TTFLEET__STATUS__NO_CAPACITY);
+        broker_end_batch(g_b);
+    }
+    char service[64];
+    Ttfleet__Reply *r = s_reply_for("del-fill1", service, sizeof service);
+    CHECK(r && r->status == 0);
+    s_status(r);
+    /* not answered: still in progress, back at the head with the same
+     * place and max-wait */
+    r = s_send_queued("tq", "waiting", "q-wait");
+    CHECK(r && r->status == TTFLEET__STATUS__IN_PROGRESS);
+    s_status(r);
+    CHECK(model_env_get(g_b, "tq", "waiting") == NULL);
+    qe = admq_find(g_b->admq, "tq", "waiting");
+    CHECK(qe && qe->deadline == deadline && qe->seq == seq);
+    CHECK(admq_position(g_b->admq, "tq", "waiting") == 1);
+    CHECK(admq_position(g_b->admq, "tr", "later") == 2);
+    r = s_simple("tq", TTFLEET__REQUEST__OP_ENV_SHOW, "waiting");
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->state, "queued") == 0);
+    s_status(r);
+    s_drain();
+
+    /* it survives a restart in that place */
+    broker_end_batch(g_b);
+    broker_destroy(&g_b);
+    g_b = s_open(g_hdir, 0);
+    CHECK(g_b != NULL);
+    if (!g_b) {
+        g_b = saved;
+        return;
+    }
+    CHECK(admq_position(g_b->admq, "tq", "waiting") == 1);
+    s_ready("w-a", "ha", 8, 16384, 10000);
+    s_ready("w-b", "hb", 8, 16384, 10000);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+
+    /* the destroy is done now: the next admission places it and answers OK */
+    admission_run(g_b, tt_now());
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    /* the waiter's retry of its request id gets the outcome */
+    r = s_send_queued("tq", "waiting", "q-wait");
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->state, "running") == 0);
+    s_status(r);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL);
+    CHECK(admq_position(g_b->admq, "tr", "later") == 1);
+    s_drain();
+    s_hard_close(saved);
+}
+
 static void s_test_disk_total(void)
 {
     broker_t *saved;
@@ -1465,6 +1574,7 @@ int main(void)
     s_test_exec_relay_and_race();
     s_test_pull_extends_deadline();
     s_test_disk_total();
+    s_test_queued_refused_requeued();
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
