@@ -195,6 +195,12 @@ struct op_t {
      * went down or the deadline passed (op->status / op->message say
      * which); it answers the client and frees the op */
     void (*guest_done)(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply *reply);
+    /* OP_GUEST: the audit row written when the command was sent (status
+     * IN_PROGRESS until the answer sets the outcome), 0 if none; and the
+     * audit context and text "op\x1ftarget\x1frole\x1fkey\x1ftext" (owned)
+     * for that outcome, or for a row when a later chunk fails */
+    int64_t audit_id;
+    char *audit;
     void *handle; /* in all_ops, for O(1) removal */
 };
 

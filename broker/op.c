@@ -75,6 +75,7 @@ void op_free(broker_t *self, op_t **op_p)
         zlistx_detach(self->all_ops, op->handle);
     zmsg_destroy(&op->envelope);
     admq_entry_free(&op->queued);
+    free(op->audit);
     free(op->vms);
     free(op->hosts);
     free(op->cmd_ids);

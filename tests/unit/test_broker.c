@@ -8,6 +8,7 @@
 #define _GNU_SOURCE /* nftw */
 #include "admission.h"
 #include "admq.h"
+#include "audit.h"
 #include "broker.h"
 #include "op.h"
 #include "reaper.h"
@@ -782,6 +783,162 @@ static void s_test_exec_relay_and_race(void)
         s_drain();
         s_hard_close(saved);
     }
+}
+
+/* The audit row of each call: the status the client was answered. */
+typedef struct {
+    const char *op, *rid;
+    int status, n;
+    char message[600];
+    char role[16];
+} s_audit_find_t;
+
+static void s_audit_row(const audit_rec_t *rec, void *arg)
+{
+    s_audit_find_t *f = arg;
+    if (strcmp(rec->op, f->op) != 0 || (f->rid && strcmp(rec->request_id, f->rid) != 0))
+        return;
+    if (f->n++ == 0) { /* newest first */
+        f->status = rec->status;
+        snprintf(f->message, sizeof f->message, "%s", rec->message);
+        snprintf(f->role, sizeof f->role, "%s", rec->role);
+    }
+}
+
+static s_audit_find_t s_audit_of(const char *tenant, const char *op, const char *rid)
+{
+    s_audit_find_t f = {op, rid, -1, 0, "", ""};
+    audit_filter_t flt = {tenant, NULL, 0, 0};
+    audit_query(g_b->store, &flt, s_audit_row, &f);
+    return f;
+}
+
+/* Answer the guest command op_id on routing with status (and an exec
+ * result or a copy chunk when OK). */
+static void s_guest_answer(const char *routing, uint64_t op_id, int status, bool exec)
+{
+    Ttfleet__ExecResult er = TTFLEET__EXEC_RESULT__INIT;
+    Ttfleet__CopyChunk cc = TTFLEET__COPY_CHUNK__INIT;
+    Ttfleet__WorkerReply wr = TTFLEET__WORKER_REPLY__INIT;
+    wr.op_id = op_id;
+    wr.status = status;
+    wr.message = status ? "no such file in the guest" : "";
+    if (!status && exec) {
+        er.exit_code = 7;
+        wr.exec = &er;
+    } else if (!status) {
+        cc.eof = true;
+        wr.copy = &cc;
+    }
+    uint8_t buf[512];
+    size_t len = ttfleet__worker_reply__pack(&wr, buf);
+    s_worker_send(routing, TT_W_REPLY, buf, len);
+    broker_end_batch(g_b);
+}
+
+/* Audit rows carry the outcome the client got: a failed exec or copy is
+ * not OK, an exec's exit code is recorded, and the reaper's deletions are
+ * audited in the env's tenant with the role "system". */
+static void s_test_audit_outcomes(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    Ttfleet__Reply *r = s_create("ta", "au", "img", 1, 1, 256, false, "au-create");
+    uint32_t vm_id = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+    CHECK(s_status(r) == 0);
+    s_drain();
+    char routing[64] = "", service[40];
+    /* an exec the worker answers GUEST_FAILED; one that exits 7 */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvExec ee = TTFLEET__ENV_EXEC__INIT;
+    char *argv[] = {"cat", "/nope"};
+    ee.name = "au";
+    ee.vm_id = vm_id;
+    ee.argv = argv;
+    ee.n_argv = 2;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_EXEC;
+    req.env_exec = &ee;
+    req.tenant = "ta";
+    const char *rids[] = {"au-exec-1", "au-exec-2"};
+    int answers[] = {TTFLEET__STATUS__GUEST_FAILED, TTFLEET__STATUS__OK};
+    for (int i = 0; i < 2; i++) {
+        req.request_id = (char *)rids[i];
+        s_client_send(TT_SERVICE_ENV, &req);
+        broker_end_batch(g_b);
+        s_audit_find_t f = s_audit_of("ta", "env.exec", rids[i]);
+        CHECK(f.n == 1 && f.status == TTFLEET__STATUS__IN_PROGRESS); /* on record when sent */
+        uint64_t op_id = s_take_cmd(routing, sizeof routing, true);
+        CHECK(op_id != 0);
+        s_guest_answer(routing, op_id, answers[i], true);
+        r = s_reply_for(rids[i], service, sizeof service);
+        CHECK(r && (int)r->status == answers[i]);
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        f = s_audit_of("ta", "env.exec", rids[i]);
+        CHECK(f.n == 1 && f.status == answers[i]);
+        CHECK(strstr(f.message, "cat /nope") != NULL);
+        CHECK(i == 0 ? strstr(f.message, "GUEST_FAILED") != NULL
+                     : strstr(f.message, "exit 7") != NULL);
+        printf("  audit of exec: %s %s\n", tt_status_name(f.status), f.message);
+    }
+    /* a copy from the guest that fails */
+    Ttfleet__Request creq = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCopy cp = TTFLEET__ENV_COPY__INIT;
+    cp.name = "au";
+    cp.vm_id = vm_id;
+    cp.path = "/nope";
+    cp.direction = TTFLEET__COPY_DIRECTION__COPY_GET;
+    creq.op_case = TTFLEET__REQUEST__OP_ENV_COPY;
+    creq.env_copy = &cp;
+    creq.tenant = "ta";
+    creq.request_id = "au-copy-1";
+    s_client_send(TT_SERVICE_ENV, &creq);
+    broker_end_batch(g_b);
+    uint64_t op_id = 0;
+    {
+        zsock_t *sock;
+        zmsg_t *m;
+        while (!op_id && (m = outq_pop(g_b, &sock))) {
+            if (sock == g_b->workers && zmsg_size(m) == 5) {
+                zframe_t *rt = zmsg_first(m);
+                zframe_t *body = zmsg_last(m);
+                Ttfleet__WorkerCommand *cmd =
+                    ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
+                if (cmd && cmd->copy) {
+                    op_id = cmd->op_id;
+                    snprintf(routing, sizeof routing, "%.*s", (int)zframe_size(rt),
+                             (char *)zframe_data(rt));
+                }
+                if (cmd)
+                    ttfleet__worker_command__free_unpacked(cmd, NULL);
+            }
+            zmsg_destroy(&m);
+        }
+    }
+    CHECK(op_id != 0);
+    s_guest_answer(routing, op_id, TTFLEET__STATUS__GUEST_FAILED, false);
+    r = s_reply_for("au-copy-1", service, sizeof service);
+    CHECK(r && r->status == TTFLEET__STATUS__GUEST_FAILED);
+    if (r)
+        ttfleet__reply__free_unpacked(r, NULL);
+    s_audit_find_t f = s_audit_of("ta", "env.copy", "au-copy-1");
+    CHECK(f.n == 1 && f.status == TTFLEET__STATUS__GUEST_FAILED);
+    printf("  audit of copy: %s %s\n", tt_status_name(f.status), f.message);
+    /* lease expiry: a row in the env's tenant, role system */
+    env_t *e = model_env_get(g_b, "ta", "au");
+    if (e)
+        e->expires_at = e->created_at - 1;
+    reaper_run(g_b, tt_now() + 10 * 86400);
+    broker_end_batch(g_b);
+    CHECK(model_env_get(g_b, "ta", "au") == NULL);
+    f = s_audit_of("ta", "env.expired", NULL);
+    CHECK(f.n == 1 && f.status == TTFLEET__STATUS__OK && strcmp(f.role, "system") == 0 &&
+          strstr(f.message, "reaper") != NULL);
+    s_drain();
+    s_hard_close(saved);
 }
 
 /* Item 9: growing several stopped VMs' disks on one host is checked in
@@ -1575,6 +1732,7 @@ int main(void)
     s_test_pull_extends_deadline();
     s_test_disk_total();
     s_test_queued_refused_requeued();
+    s_test_audit_outcomes();
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
