@@ -649,6 +649,7 @@ void broker_destroy(broker_t **self_p)
     zhashx_destroy(&self->routes);
     zhashx_destroy(&self->ops);
     zhashx_destroy(&self->requests);
+    zhashx_destroy(&self->guest_xfers);
     zhashx_destroy(&self->vm_index);
     rate_destroy(self);
     zlistx_destroy(&self->outq);

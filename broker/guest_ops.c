@@ -82,6 +82,90 @@ static int s_target(handler_ctx_t *c, const char *name, uint32_t vm_id, const ch
     return 0;
 }
 
+/* ---- open copy transfers, per tenant and host ---- */
+
+typedef struct {
+    char tenant[TT_MAX_NAME + 1];
+    char host[TT_MAX_NAME + 1];
+    int64_t last_ms;
+} s_xfer_t;
+
+static void s_xfer_destroy(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static bool s_xfer_id_ok(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > TT_EXEC_ID_LEN)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* Transfers tenant holds open on host (idle ones are forgotten first),
+ * plus its first chunks still waiting for an answer. */
+static int s_xfers_open(broker_t *self, const char *tenant, const char *host)
+{
+    int n = 0;
+    int64_t now = tt_mono_ms();
+    if (self->guest_xfers) {
+        zlistx_t *gone = zlistx_new();
+        for (s_xfer_t *x = zhashx_first(self->guest_xfers); x; x = zhashx_next(self->guest_xfers))
+            if (now - x->last_ms > GUEST_XFER_IDLE_MS)
+                zlistx_add_end(gone, (void *)zhashx_cursor(self->guest_xfers));
+            else if (strcmp(x->tenant, tenant) == 0 && strcmp(x->host, host) == 0)
+                n++;
+        for (const char *k = zlistx_first(gone); k; k = zlistx_next(gone))
+            zhashx_delete(self->guest_xfers, k);
+        zlistx_destroy(&gone);
+    }
+    for (op_t *op = zlistx_first(self->all_ops); op; op = zlistx_next(self->all_ops))
+        if (op->kind == OP_GUEST && op->guest_copy && !op->guest_xfer[0] &&
+            strcmp(op->tenant, tenant) == 0 && strcmp(op->console_host, host) == 0)
+            n++;
+    return n;
+}
+
+/* After a copy chunk's answer: a transfer left open is (re)recorded for
+ * its tenant, one that ended or failed is forgotten. */
+static void s_xfer_track(broker_t *self, op_t *op, int status, const Ttfleet__WorkerReply *reply)
+{
+    const char *id = reply && reply->copy && s_xfer_id_ok(reply->copy->transfer_id)
+                         ? reply->copy->transfer_id
+                         : op->guest_xfer;
+    if (!s_xfer_id_ok(id))
+        return;
+    if (!self->guest_xfers) {
+        self->guest_xfers = zhashx_new();
+        if (!self->guest_xfers)
+            return;
+        zhashx_set_destructor(self->guest_xfers, s_xfer_destroy);
+    }
+    char key[TT_MAX_NAME + TT_EXEC_ID_LEN + 2];
+    snprintf(key, sizeof key, "%s\x1f%s", op->console_host, id);
+    s_xfer_t *x = zhashx_lookup(self->guest_xfers, key);
+    if (x && strcmp(x->tenant, op->tenant) != 0)
+        return; /* not this tenant's to change */
+    if (status != TTFLEET__STATUS__OK || !reply || !reply->copy || reply->copy->eof) {
+        zhashx_delete(self->guest_xfers, key);
+        return;
+    }
+    if (!x) {
+        x = calloc(1, sizeof *x);
+        if (!x)
+            return;
+        snprintf(x->tenant, sizeof x->tenant, "%s", op->tenant);
+        snprintf(x->host, sizeof x->host, "%s", op->console_host);
+        zhashx_insert(self->guest_xfers, key, x);
+    }
+    x->last_ms = tt_mono_ms();
+}
+
 /* The outcome of an audited guest op: into the row written when it was
  * sent, or (a later chunk) a row of its own when it failed. */
 static void s_audit_outcome(broker_t *self, op_t *op, int status, const char *msg,
@@ -155,6 +239,8 @@ static void s_done(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply 
         }
     }
     s_audit_outcome(self, op, status, msg, reply);
+    if (op->guest_copy)
+        s_xfer_track(self, op, status, reply);
     reply_send(self, op->envelope, op->service, op->tenant, op->request_id, status, msg,
                rep.result_case ? &rep : NULL, false);
     if (reply && reply->exec)
@@ -191,9 +277,24 @@ static int s_forward(handler_ctx_t *c, vm_t *vm, Ttfleet__EnvExec *exec, Ttfleet
                  c->tenant, busy, h->id, GUEST_TENANT_HOST_MAX);
         return TTFLEET__STATUS__RATE_LIMITED;
     }
+    if (copy && (!copy->transfer_id || !*copy->transfer_id)) {
+        int open = s_xfers_open(self, c->tenant, h->id);
+        if (open >= GUEST_TENANT_XFERS_MAX) {
+            snprintf(c->msg, sizeof c->msg,
+                     "tenant '%s' has %d copies open on host %s (at most %d): finish one, or "
+                     "it is dropped after %d s idle",
+                     c->tenant, open, h->id, GUEST_TENANT_XFERS_MAX, GUEST_XFER_IDLE_MS / 1000);
+            return TTFLEET__STATUS__RATE_LIMITED;
+        }
+    }
     op_t *op = op_new(self, OP_GUEST, vm->env, c->envelope, c->service, c->tenant, c->rid);
     if (!op)
         return handler_fail(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    if (copy) {
+        op->guest_copy = true;
+        snprintf(op->guest_xfer, sizeof op->guest_xfer, "%s",
+                 copy->transfer_id ? copy->transfer_id : "");
+    }
     snprintf(op->console_host, sizeof op->console_host, "%s", h->id);
     op->console_vm_id = vm->vm_id;
     op->guest_done = s_done;

@@ -201,6 +201,10 @@ struct op_t {
      * for that outcome, or for a row when a later chunk fails */
     int64_t audit_id;
     char *audit;
+    /* OP_GUEST copy: the transfer id the request named ("" = a first
+     * chunk), for guest_ops' per-tenant count of open transfers */
+    bool guest_copy;
+    char guest_xfer[33];
     void *handle; /* in all_ops, for O(1) removal */
 };
 
@@ -300,6 +304,7 @@ struct broker_t {
     bool admit_wanted;       /* capacity was freed: run admission after this request */
     const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
     const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */
+    zhashx_t *guest_xfers;   /* guest_ops.c: open copy transfers, "host\x1fid" -> owner */
     char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
     int64_t next_audit_prune;
     zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */

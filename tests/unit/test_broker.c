@@ -10,6 +10,7 @@
 #include "admq.h"
 #include "audit.h"
 #include "broker.h"
+#include "guest_ops.h"
 #include "op.h"
 #include "reaper.h"
 #include "reply.h"
@@ -941,6 +942,149 @@ static void s_test_audit_outcomes(void)
     s_hard_close(saved);
 }
 
+/* Send a copy PUT chunk as tenant (first chunk when tid is NULL); the
+ * worker's command op id, 0 if none was sent; the client's answer is
+ * left queued. */
+static uint64_t s_copy_send(const char *tenant, const char *env, uint32_t vm_id, const char *tid,
+                            bool last, const char *rid, char *routing, size_t rlen)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCopy cp = TTFLEET__ENV_COPY__INIT;
+    static uint8_t sum[32];
+    cp.name = (char *)env;
+    cp.vm_id = vm_id;
+    cp.path = "/tmp/f";
+    cp.direction = TTFLEET__COPY_DIRECTION__COPY_PUT;
+    cp.transfer_id = (char *)(tid ? tid : "");
+    cp.offset = tid ? 4 : 0;
+    cp.data.data = (uint8_t *)"abcd";
+    cp.data.len = 4;
+    cp.last = last;
+    if (last) {
+        cp.total_size = tid ? 8 : 4;
+        cp.sha256.data = sum;
+        cp.sha256.len = 32;
+    }
+    req.op_case = TTFLEET__REQUEST__OP_ENV_COPY;
+    req.env_copy = &cp;
+    req.tenant = (char *)tenant;
+    req.request_id = (char *)rid;
+    s_client_send(TT_SERVICE_ENV, &req);
+    broker_end_batch(g_b);
+    uint64_t op_id = 0;
+    zsock_t *sock;
+    zmsg_t *m;
+    zlistx_t *keep = zlistx_new();
+    while ((m = outq_pop(g_b, &sock))) {
+        if (!op_id && sock == g_b->workers && zmsg_size(m) == 5) {
+            zframe_t *rt = zmsg_first(m);
+            zframe_t *body = zmsg_last(m);
+            Ttfleet__WorkerCommand *cmd =
+                ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
+            bool mine = cmd && cmd->copy;
+            if (mine) {
+                op_id = cmd->op_id;
+                snprintf(routing, rlen, "%.*s", (int)zframe_size(rt), (char *)zframe_data(rt));
+            }
+            if (cmd)
+                ttfleet__worker_command__free_unpacked(cmd, NULL);
+            if (mine) {
+                zmsg_destroy(&m);
+                continue;
+            }
+        }
+        zlistx_add_end(keep, m);
+    }
+    for (m = zlistx_first(keep); m; m = zlistx_next(keep))
+        outq_push(g_b, g_b->clients, &(zmsg_t *){m});
+    zlistx_destroy(&keep);
+    return op_id;
+}
+
+/* The worker's answer to a copy chunk: the transfer tid stays open
+ * (eof false) or ends (eof true). */
+static void s_copy_answer(const char *routing, uint64_t op_id, const char *tid, bool eof)
+{
+    Ttfleet__CopyChunk cc = TTFLEET__COPY_CHUNK__INIT;
+    Ttfleet__WorkerReply wr = TTFLEET__WORKER_REPLY__INIT;
+    cc.transfer_id = (char *)tid;
+    cc.eof = eof;
+    wr.op_id = op_id;
+    wr.copy = &cc;
+    uint8_t buf[256];
+    size_t len = ttfleet__worker_reply__pack(&wr, buf);
+    s_worker_send(routing, TT_W_REPLY, buf, len);
+    broker_end_batch(g_b);
+}
+
+/* One tenant's open (idle) copy transfers take at most its share of a
+ * host's transfer slots; another tenant's copy still goes through. */
+static void s_test_copy_share(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    /* four one-VM envs of tenant ta and one of tb, all on host ha */
+    const char *names[] = {"c1", "c2", "c3", "c4"};
+    uint32_t vms[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        Ttfleet__Reply *r = s_create("ta", names[i], "img", 1, 1, 256, false, NULL);
+        vms[i] = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+        CHECK(r && r->status == 0 && r->env && strcmp(r->env->vms[0]->host, "ha") == 0);
+        s_status(r);
+    }
+    Ttfleet__Reply *r = s_create("tb", "cb", "img", 1, 1, 256, false, NULL);
+    uint32_t vm_b = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->vms[0]->host, "ha") == 0);
+    s_status(r);
+    s_drain();
+    char routing[64] = "", service[40], rid[32], tid[40];
+    /* ta opens transfers on its VMs and leaves them idle */
+    int opened = 0;
+    for (int i = 0; i < 4; i++) {
+        snprintf(rid, sizeof rid, "cp-a%d", i);
+        uint64_t op_id =
+            s_copy_send("ta", names[i], vms[i], NULL, false, rid, routing, sizeof routing);
+        r = s_reply_for(rid, service, sizeof service);
+        if (op_id) {
+            snprintf(tid, sizeof tid, "%032x", i + 1);
+            s_copy_answer(routing, op_id, tid, false);
+            Ttfleet__Reply *a = s_reply_for(rid, service, sizeof service);
+            CHECK(a && a->status == 0);
+            s_status(a);
+            opened++;
+        } else {
+            CHECK(r && r->status == TTFLEET__STATUS__RATE_LIMITED &&
+                  strstr(r->message, "copies open"));
+        }
+        s_status(r);
+    }
+    CHECK(opened == GUEST_TENANT_XFERS_MAX);
+    /* tb's copy on the same host goes to the worker */
+    uint64_t op_b = s_copy_send("tb", "cb", vm_b, NULL, false, "cp-b", routing, sizeof routing);
+    CHECK(op_b != 0);
+    if (op_b)
+        s_copy_answer(routing, op_b, "00000000000000000000000000000099", false);
+    s_status(s_reply_for("cp-b", service, sizeof service));
+    /* ta ends one transfer: it may open another */
+    uint64_t op_end = s_copy_send("ta", names[0], vms[0], "00000000000000000000000000000001", true,
+                                  "cp-a-end", routing, sizeof routing);
+    CHECK(op_end != 0);
+    if (op_end)
+        s_copy_answer(routing, op_end, "00000000000000000000000000000001", true);
+    s_status(s_reply_for("cp-a-end", service, sizeof service));
+    uint64_t op_again =
+        s_copy_send("ta", names[2], vms[2], NULL, false, "cp-a-again", routing, sizeof routing);
+    CHECK(op_again != 0);
+    s_drain();
+    op_tick(g_b, tt_mono_ms() + 3600 * 1000);
+    broker_end_batch(g_b);
+    s_drain();
+    s_hard_close(saved);
+}
+
 /* Item 9: growing several stopped VMs' disks on one host is checked in
  * total, not VM by VM. */
 /* A create whose host is still fetching the VM's image: each EVENT whose
@@ -1733,6 +1877,7 @@ int main(void)
     s_test_disk_total();
     s_test_queued_refused_requeued();
     s_test_audit_outcomes();
+    s_test_copy_share();
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
