@@ -24,6 +24,7 @@
 #include "audit.h"
 #include "op.h"
 #include "persist.h"
+#include "rate.h"
 #include "reply.h"
 #include "ttguest.h"
 #include "wcmd.h"
@@ -371,6 +372,19 @@ int guest_copy(handler_ctx_t *c)
     bool get = q->direction == TTFLEET__COPY_DIRECTION__COPY_GET;
     bool whole = get ? q->offset == 0 : q->last;
     bool first = !q->transfer_id || !*q->transfer_id;
+    /* each copy's start costs a token of the tenant's rate, as an exec does
+     * (its later chunks do not: they are one transfer) */
+    int64_t retry_ms = 0;
+    if (first && !c->admin && !rate_take(c->self, c->tenant, tt_mono_ms(), &retry_ms)) {
+        snprintf(c->msg, sizeof c->msg,
+                 "tenant '%s' starts copies and other changing requests faster than %g/s "
+                 "(burst %d); retry in %lld ms",
+                 c->tenant, c->self->cfg.rate,
+                 c->self->cfg.rate_burst > 0 ? c->self->cfg.rate_burst : (int)c->self->cfg.rate,
+                 (long long)retry_ms);
+        c->no_record = true;
+        return TTFLEET__STATUS__RATE_LIMITED;
+    }
     char *audit = s_audit(c, vm, get ? "copy from" : "copy to", &q->path, 1);
     st = s_forward(c, vm, NULL, q, whole ? S_FILE_MS : S_CHUNK_MS, audit, first);
     if (st)

@@ -1085,6 +1085,59 @@ static void s_test_copy_share(void)
     s_hard_close(saved);
 }
 
+/* The start of each copy takes a token of the tenant's rate (as an exec
+ * does); the later chunks of a transfer do not. */
+static void s_test_copy_rate(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    Ttfleet__Reply *r = s_create("tr", "cr", "img", 1, 1, 256, false, NULL);
+    uint32_t vm = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+    CHECK(r && r->status == 0);
+    s_status(r);
+    s_drain();
+    g_b->cfg.rate = 1;
+    g_b->cfg.rate_burst = 3;
+    char routing[64] = "", service[40], rid[32];
+    int sent = 0, limited = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(rid, sizeof rid, "cr-%d", i);
+        uint64_t op_id = s_copy_send("tr", "cr", vm, NULL, true, rid, routing, sizeof routing);
+        if (op_id) {
+            sent++;
+            s_copy_answer(routing, op_id, "", true);
+        }
+        r = s_reply_for(rid, service, sizeof service);
+        if (r && r->status == TTFLEET__STATUS__RATE_LIMITED)
+            limited++;
+        s_status(r);
+    }
+    printf("  copies under --rate 1 --rate-burst 3: %d sent, %d RATE_LIMITED\n", sent, limited);
+    CHECK(sent >= 3 && sent <= 4 && limited == 10 - sent);
+    /* the chunks of one open transfer pass, however many */
+    g_b->cfg.rate = 0;
+    uint64_t op_id = s_copy_send("tr", "cr", vm, NULL, false, "cr-open", routing, sizeof routing);
+    CHECK(op_id != 0);
+    if (op_id)
+        s_copy_answer(routing, op_id, "000000000000000000000000000000aa", false);
+    s_status(s_reply_for("cr-open", service, sizeof service));
+    g_b->cfg.rate = 1;
+    for (int i = 0; i < 6; i++) {
+        snprintf(rid, sizeof rid, "cr-chunk-%d", i);
+        op_id = s_copy_send("tr", "cr", vm, "000000000000000000000000000000aa", false, rid, routing,
+                            sizeof routing);
+        CHECK(op_id != 0);
+        if (op_id)
+            s_copy_answer(routing, op_id, "000000000000000000000000000000aa", false);
+        s_status(s_reply_for(rid, service, sizeof service));
+    }
+    s_drain();
+    s_hard_close(saved);
+}
+
 /* Item 9: growing several stopped VMs' disks on one host is checked in
  * total, not VM by VM. */
 /* A create whose host is still fetching the VM's image: each EVENT whose
@@ -1878,6 +1931,7 @@ int main(void)
     s_test_queued_refused_requeued();
     s_test_audit_outcomes();
     s_test_copy_share();
+    s_test_copy_rate();
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
