@@ -14,6 +14,13 @@
  * the one row. So an interrupted push leaves at most a resumable .part on
  * the blob server and nothing in the catalog.
  *
+ * Possession: a tenant registers only content it holds. A blob of an
+ * image the tenant sees (a pool image or its own) counts as held; any
+ * other blob is granted as a proof upload (blobsrv_grant_proof) and listed
+ * missing whether or not the server has it, so `missing` tells nothing
+ * about other tenants' content, and image_commit accepts it only once a
+ * verified upload by the tenant's own key (blobgc_uploaded) proved it.
+ *
  * Visibility: owner "" is a pool image (pushed by an admin), any other
  * owner a tenant's private image. A tenant sees and resolves pool images
  * and its own; a name the tenant does not see is NOT_FOUND, the same
@@ -76,10 +83,30 @@ void *image_ops_sock(broker_t *self)
 
 void image_ops_on_blob(broker_t *self)
 {
-    char digest[TT_DIGEST_LEN + 1];
+    char digest[TT_DIGEST_LEN + 1], user[128];
     uint64_t size;
-    if (self->blobsrv && blobsrv_recv(self->blobsrv, digest, &size) == 0 && self->cfg.verbose)
+    if (!self->blobsrv || blobsrv_recv_from(self->blobsrv, digest, &size, user, sizeof user))
+        return;
+    blobgc_uploaded(self, digest, user);
+    if (self->cfg.verbose)
         zsys_info("blob %s complete (%llu bytes)", digest, (unsigned long long)size);
+}
+
+/* Whether digest is a blob of an image tenant sees (a pool image or its
+ * own): 1 yes, 0 no, -1 store error. */
+static int s_visible_blob(broker_t *self, const char *tenant, const char *digest)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(store_db(self->store),
+                           "SELECT 1 FROM images WHERE (owner = '' OR owner = ?1)"
+                           " AND instr(blobs, ?2) > 0 LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, tenant, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, digest, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* ---- validation of an image's description ---- */
@@ -191,11 +218,19 @@ int image_push(handler_ctx_t *c)
     if ((st = blobgc_reserve(c, p->pool, all, sizes, p->n_blobs, p->size)))
         return st;
     for (size_t i = 0; i < p->n_blobs; i++) {
+        const char *d = p->blobs[i]->digest;
+        int seen = s_visible_blob(self, c->tenant, d);
+        if (seen < 0)
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
         uint64_t have = 0;
-        if (blobsrv_stat(self->blobsrv, p->blobs[i]->digest, &have) == 1 &&
-            have == p->blobs[i]->size)
+        bool complete = blobsrv_stat(self->blobsrv, d, &have) == 1 && have == p->blobs[i]->size;
+        if (complete && (seen || blobgc_proven(self, c->tenant, d)))
             continue;
-        if (blobsrv_grant(self->blobsrv, p->blobs[i]->digest, p->blobs[i]->size, ""))
+        /* content the tenant does not see is uploaded by it, held here or
+         * not: a proof grant, bound to its key under CURVE */
+        int rc = seen ? blobsrv_grant(self->blobsrv, d, p->blobs[i]->size, "")
+                      : blobsrv_grant_proof(self->blobsrv, d, p->blobs[i]->size, self->cur_key);
+        if (rc)
             return handler_fail(c, TTFLEET__STATUS__INTERNAL, "cannot grant the upload");
         missing[n++] = p->blobs[i]->digest;
     }
@@ -456,13 +491,21 @@ int image_commit(handler_ctx_t *c)
     int st = s_check_push(c, p, &ref);
     if (st)
         return st;
+    /* uploads the blob server finished before its DONE reached the client */
+    while (zsock_events(blobsrv_sock(self->blobsrv)) & ZMQ_POLLIN)
+        image_ops_on_blob(self);
     for (size_t i = 0; i < p->n_blobs; i++) {
         uint64_t have = 0;
-        if (blobsrv_stat(self->blobsrv, p->blobs[i]->digest, &have) != 1 ||
-            have != p->blobs[i]->size)
+        const char *d = p->blobs[i]->digest;
+        int seen = s_visible_blob(self, c->tenant, d);
+        if (seen < 0)
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
+        /* one answer whether the server lacks the blob or this tenant has
+         * not uploaded it: nothing about other tenants' content */
+        if (blobsrv_stat(self->blobsrv, d, &have) != 1 || have != p->blobs[i]->size ||
+            (!seen && !blobgc_proven(self, c->tenant, d)))
             return s_fail_fmt(c, TTFLEET__STATUS__INCOMPLETE,
-                              "blob %s is not complete on the blob server: push it first",
-                              p->blobs[i]->digest);
+                              "blob %s was not uploaded by this tenant's push: push it first", d);
     }
     if (strcmp(p->kind, "dir") == 0 && (st = s_check_manifest(c, p)))
         return st;

@@ -240,6 +240,29 @@ int main(void)
     const char *get[] = {"TTB01", "GET", good, "3145720", "100"};
     s_raw(raw, get, 5, out, sizeof out);
     CHECK(strstr(out, "CHUNK") && strstr(out, "3145720"));
+    /* once revoked, a PUT of a complete blob learns nothing (FORBIDDEN,
+     * not HAVE); a proof grant makes the peer upload it although it is
+     * here, and the verified upload is reported again */
+    blobsrv_revoke(srv, good);
+    const char *put[] = {"TTB01", "PUT", good, "3145728"};
+    for (int i = 0; i < 50; i++) { /* the pipe command is asynchronous */
+        s_raw(raw, put, 4, out, sizeof out);
+        if (!strstr(out, "HAVE"))
+            break;
+        zclock_sleep(20);
+    }
+    CHECK(strstr(out, "ERROR") && strstr(out, "FORBIDDEN"));
+    blobsrv_grant_proof(srv, good, 3u << 20, NULL);
+    zclock_sleep(50);
+    s_raw(raw, put, 4, out, sizeof out);
+    CHECK(strstr(out, "OFFSET") && strstr(out, " 0 "));
+    const char *abort_put[] = {"TTB01", "ABORT", good};
+    s_raw(raw, abort_put, 3, out, sizeof out);
+    CHECK(ttimage_push_file(&po, ep, file, good, err, sizeof err) == 0);
+    char user[64] = "x";
+    CHECK(zpoller_wait(sp, 5000) && blobsrv_recv_from(srv, d, &size, user, sizeof user) == 0 &&
+          strcmp(d, good) == 0 && user[0] == 0);
+    CHECK(blobsrv_stat(srv, good, &size) == 1 && size == 3u << 20);
     zsock_destroy(&raw);
 
     /* twenty ensures, one fetch */
