@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define BATCH 256
@@ -85,7 +86,11 @@ typedef struct {
     zhashx_t *worker_keys; /* the worker keys there are (Z85), NULL = not told */
     zhashx_t *fds;     /* digest -> int fd (+1) of complete blobs being read */
     int64_t next_part_sweep;
+    char dir[4096]; /* the store's directory, for the free-space reserve */
 } s_server_t;
+
+/* 0 when `more` bytes fit above limits.reserve; else NO_SPACE is sent. */
+static int s_room(s_server_t *self, zframe_t *id, const char *digest, uint64_t more);
 
 void blobsrv_limits_defaults(blobsrv_limits_t *limits)
 {
@@ -155,6 +160,29 @@ static void s_error(s_server_t *self, zframe_t *id, const char *digest, const ch
 static void s_u64(char *buf, uint64_t v)
 {
     snprintf(buf, 24, "%llu", (unsigned long long)v);
+}
+
+static int s_room(s_server_t *self, zframe_t *id, const char *digest, uint64_t more)
+{
+    if (!self->limits.reserve)
+        return 0;
+    struct statvfs vfs;
+    char err[300];
+    if (statvfs(self->dir, &vfs)) {
+        snprintf(err, sizeof err, "cannot read the free space: %s", strerror(errno));
+        s_error(self, id, digest, TT_BE_INTERNAL, err);
+        return -1;
+    }
+    uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    if (avail >= self->limits.reserve && avail - self->limits.reserve >= more)
+        return 0;
+    snprintf(err, sizeof err,
+             "the broker's disk has %llu MiB free and keeps %llu MiB for its database; this "
+             "needs %llu MiB more: try later or ask the operator",
+             (unsigned long long)(avail >> 20), (unsigned long long)(self->limits.reserve >> 20),
+             (unsigned long long)((more + (1 << 20) - 1) >> 20));
+    s_error(self, id, digest, TT_BE_NO_SPACE, err);
+    return -1;
 }
 
 static void s_offset(s_server_t *self, zframe_t *id, s_upload_t *up)
@@ -254,6 +282,13 @@ static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char
             return s_error(self, id, digest, TT_BE_INTERNAL, err);
         }
     }
+    if (s_room(self, id, digest, size - blobstore_upload_offset(up->u))) {
+        if (!up->owner && blobstore_upload_offset(up->u) == 0) {
+            blobstore_upload_abort(&up->u); /* the empty .part it just made */
+            zhashx_delete(self->uploads, digest);
+        }
+        return;
+    }
     zframe_destroy(&up->owner);
     up->owner = zframe_dup(id);
     snprintf(up->user, sizeof up->user, "%s", user);
@@ -283,6 +318,8 @@ static void s_data(s_server_t *self, zframe_t *id, const char *digest, const cha
         return s_offset(self, id, up); /* resync: the peer rewinds */
     if (len > blobstore_upload_size(up->u) - off)
         return s_error(self, id, digest, TT_BE_BAD_REQUEST, "data past the declared size");
+    if (s_room(self, id, digest, len))
+        return; /* the upload stays open: the peer may resume when there is room */
     if (blobstore_upload_write(up->u, off, zframe_data(data), len, err, sizeof err)) {
         zhashx_delete(self->uploads, digest);
         return s_error(self, id, digest, TT_BE_INTERNAL, err);
@@ -541,8 +578,18 @@ static bool s_pipe(s_server_t *self)
         }
     } else if (strcmp(cmd, "REVOKE") == 0) {
         char *digest = zmsg_popstr(msg);
-        if (digest)
+        if (digest && tt_digest_valid(digest)) {
             zhashx_delete(self->grants, digest);
+            /* no grant, no partial bytes: an unfinished upload's .part goes
+             * with the grant that was charged for it */
+            s_upload_t *up = zhashx_lookup(self->uploads, digest);
+            if (up)
+                blobstore_upload_abort(&up->u);
+            zhashx_delete(self->uploads, digest);
+            char part[4200];
+            if (!up && blobstore_path(self->store, digest, true, part, sizeof part) == 0)
+                unlink(part);
+        }
         zstr_free(&digest);
     } else if (strcmp(cmd, "GC") == 0) {
         s_gc(self, msg);
@@ -579,6 +626,7 @@ static void s_actor(zsock_t *pipe, void *args_)
 {
     s_args_t *args = args_;
     s_server_t self = {.pipe = pipe, .limits = args->limits};
+    snprintf(self.dir, sizeof self.dir, "%s", args->dir);
     char err[256] = "";
     zsock_signal(pipe, 0);
     self.store = blobstore_new(args->dir, err, sizeof err);

@@ -20,12 +20,15 @@
  * a PUT when limits.require_grant, checked before anything else about the
  * digest is told; user "" = any peer, else only the peers whose ZAP User-Id
  * is one granted may push it; proof "1": the peer must upload the bytes
- * even when the blob is complete; a grant lasts until "REVOKE"), "REVOKE" digest, "FGRANT" digest
- * user (user may fetch it), "WORKER-KEYS" keys (the worker keys there are now, 40-character Z85
- * keys end to end: a fetch from a worker key not among them is refused, live connection or not),
- * "GC" min_age digest... (delete the complete blobs older than min_age seconds that are not listed,
- * not granted and not being uploaded), "$TERM". Pipe, actor -> owner: "COMPLETE" digest size user,
- * once per verified upload (user: the uploader's ZAP User-Id, "" without CURVE).
+ * even when the blob is complete; a grant lasts until "REVOKE"), "REVOKE"
+ * digest (the grant, and the digest's unfinished upload and .part),
+ * "FGRANT" digest user (user may fetch it), "WORKER-KEYS" keys (the worker
+ * keys there are now, 40-character Z85 keys end to end: a fetch from a
+ * worker key not among them is refused, live connection or not), "GC"
+ * min_age digest... (delete the complete blobs older than min_age seconds
+ * that are not listed, not granted and not being uploaded), "$TERM".
+ * Pipe, actor -> owner: "COMPLETE" digest size user, once per verified
+ * upload (user: the uploader's ZAP User-Id, "" without CURVE).
  */
 #ifndef TT_BROKER_BLOBSRV_H
 #define TT_BROKER_BLOBSRV_H
@@ -43,6 +46,10 @@ typedef struct {
     uint32_t takeover_ms;    /* another peer may take an upload over after this silence (2 s) */
     uint32_t part_ttl;       /* an abandoned .part is deleted after this many s (24 h) */
     bool require_grant;      /* PUT only for digests the owner granted */
+    /* bytes the store's filesystem keeps free (for the owner's database):
+     * a PUT whose remaining bytes, or a DATA chunk, would take the free
+     * space under it is refused NO_SPACE (0 = no reserve) */
+    uint64_t reserve;
     char curve_secret[4096]; /* the server certificate, "" for no CURVE */
     char zap_domain[64];     /* ZAP domain with CURVE ("blobs") */
     /* With CURVE: STAT and GET only from peers whose ZAP User-Id starts

@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #define S_MAX_BLOBS (TT_MANIFEST_FILES + 1)
 #define S_READINESS_MAX 256 /* bytes of a default readiness spec, with its NUL */
@@ -52,6 +53,7 @@ int image_ops_start(broker_t *self, char *err, size_t errlen)
     if (self->cfg.max_image)
         limits.max_blob = self->cfg.max_image;
     limits.require_grant = true;
+    limits.reserve = self->cfg.blob_reserve;
     char dir[600];
     snprintf(dir, sizeof dir, "%s/blobs", self->cfg.state_dir);
     if (self->curve) {
@@ -204,21 +206,18 @@ int image_push(handler_ctx_t *c)
     int st = s_check_push(c, p, &ref);
     if (st)
         return st;
-    /* every blob of the image goes in the ledger (charged to a tenant, and
-     * safe from the collection until the commit); only the missing ones
-     * are granted */
+    /* which blobs the tenant sends: content it does not see (pool or its
+     * own images) always, held here or not, as a proof upload bound to its
+     * key under CURVE; content it sees only when the server lacks it */
     char *missing[S_MAX_BLOBS];
+    bool proof[S_MAX_BLOBS];
     const char *all[S_MAX_BLOBS];
-    uint64_t sizes[S_MAX_BLOBS];
+    uint64_t sizes[S_MAX_BLOBS], need = 0;
     size_t n = 0;
     for (size_t i = 0; i < p->n_blobs; i++) {
-        all[i] = p->blobs[i]->digest;
-        sizes[i] = p->blobs[i]->size;
-    }
-    if ((st = blobgc_reserve(c, p->pool, all, sizes, p->n_blobs, p->size)))
-        return st;
-    for (size_t i = 0; i < p->n_blobs; i++) {
         const char *d = p->blobs[i]->digest;
+        all[i] = d;
+        sizes[i] = p->blobs[i]->size;
         int seen = s_visible_blob(self, c->tenant, d);
         if (seen < 0)
             return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
@@ -226,13 +225,42 @@ int image_push(handler_ctx_t *c)
         bool complete = blobsrv_stat(self->blobsrv, d, &have) == 1 && have == p->blobs[i]->size;
         if (complete && (seen || blobgc_proven(self, c->tenant, d)))
             continue;
-        /* content the tenant does not see is uploaded by it, held here or
-         * not: a proof grant, bound to its key under CURVE */
-        int rc = seen ? blobsrv_grant(self->blobsrv, d, p->blobs[i]->size, "")
-                      : blobsrv_grant_proof(self->blobsrv, d, p->blobs[i]->size, self->cur_key);
+        proof[n] = !seen;
+        missing[n++] = p->blobs[i]->digest;
+        need += p->blobs[i]->size;
+    }
+    /* the state filesystem keeps its reserve for broker.db: a push that
+     * cannot fit above it is refused before anything is granted (the blob
+     * server checks again for each upload and chunk) */
+    struct statvfs vfs;
+    if (n && self->cfg.blob_reserve && statvfs(self->cfg.state_dir, &vfs) == 0) {
+        uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+        if (avail < self->cfg.blob_reserve || avail - self->cfg.blob_reserve < need) {
+            snprintf(c->msg, sizeof c->msg,
+                     "the broker's disk has %llu MiB free and keeps %llu MiB for its database "
+                     "(--blob-reserve-mib); this push needs %llu MiB: try later or ask the "
+                     "operator",
+                     (unsigned long long)(avail >> 20),
+                     (unsigned long long)(self->cfg.blob_reserve >> 20),
+                     (unsigned long long)((need + (1 << 20) - 1) >> 20));
+            c->no_record = true;
+            return TTFLEET__STATUS__NO_CAPACITY;
+        }
+    }
+    /* every blob of the image goes in the ledger (charged to a tenant, and
+     * safe from the collection until the commit); only the missing ones
+     * are granted */
+    if ((st = blobgc_reserve(c, p->pool, all, sizes, p->n_blobs, p->size)))
+        return st;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t size = 0;
+        for (size_t j = 0; j < p->n_blobs; j++)
+            if (p->blobs[j]->digest == missing[i])
+                size = p->blobs[j]->size;
+        int rc = proof[i] ? blobsrv_grant_proof(self->blobsrv, missing[i], size, self->cur_key)
+                          : blobsrv_grant(self->blobsrv, missing[i], size, "");
         if (rc)
             return handler_fail(c, TTFLEET__STATUS__INTERNAL, "cannot grant the upload");
-        missing[n++] = p->blobs[i]->digest;
     }
     Ttfleet__ImagePushGrant g = TTFLEET__IMAGE_PUSH_GRANT__INIT;
     g.endpoint = (char *)blobsrv_endpoint(self->blobsrv);

@@ -255,6 +255,7 @@ typedef struct {
     uint64_t max_image;      /* image_ops.c: largest image (all blobs), bytes */
     uint64_t max_tenant_image; /* blobgc.c: a tenant's private images and open pushes, bytes */
     int64_t blob_gc_grace;   /* blobgc.c: seconds an unused blob is kept (default 3600) */
+    uint64_t blob_reserve;   /* image_ops.c: bytes of free space pushes leave on the state fs */
 } broker_config_t;
 
 struct broker_t {
