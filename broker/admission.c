@@ -112,6 +112,7 @@ int admission_requeue(broker_t *self, admq_entry_t *entry, const char *why)
     }
     char text[900];
     snprintf(text, sizeof text, "back in the queue at position %d: %s", position, why);
+    zsys_info("env %s/%s: %s", tenant, env, text);
     env_ops_queue_event(self, "env.queued", tenant, env, text);
     return 0;
 }
