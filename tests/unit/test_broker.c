@@ -9,6 +9,7 @@
 #include "admission.h"
 #include "admq.h"
 #include "audit.h"
+#include "blobgc.h"
 #include "broker.h"
 #include "guest_ops.h"
 #include "op.h"
@@ -1138,6 +1139,37 @@ static void s_test_copy_rate(void)
     s_hard_close(saved);
 }
 
+/* Possession of a blob is proven per uploader: a verified upload by one
+ * key proves the open grants of that key only (under CURVE each tenant
+ * pushes with its own key); another tenant's open grant of the same
+ * digest stays unproven. */
+static void s_test_blob_proof_per_key(void)
+{
+    const char *digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const char *digests[] = {digest};
+    uint64_t sizes[] = {1000};
+    handler_ctx_t ca = {.self = g_b, .tenant = "pa", .rid = "x"};
+    handler_ctx_t cb = {.self = g_b, .tenant = "pb", .rid = "y"};
+    char saved[sizeof g_b->cur_key];
+    memcpy(saved, g_b->cur_key, sizeof saved);
+    snprintf(g_b->cur_key, sizeof g_b->cur_key, "%s", "keyA");
+    CHECK(blobgc_reserve(&ca, false, digests, sizes, 1, 1000) == 0);
+    snprintf(g_b->cur_key, sizeof g_b->cur_key, "%s", "keyB");
+    CHECK(blobgc_reserve(&cb, false, digests, sizes, 1, 1000) == 0);
+    CHECK(!blobgc_proven(g_b, "pa", digest) && !blobgc_proven(g_b, "pb", digest));
+    blobgc_uploaded(g_b, digest, "keyB");
+    CHECK(!blobgc_proven(g_b, "pa", digest));
+    CHECK(blobgc_proven(g_b, "pb", digest));
+    /* a new push of the digest by another key does not inherit the proof */
+    snprintf(g_b->cur_key, sizeof g_b->cur_key, "%s", "keyC");
+    CHECK(blobgc_reserve(&cb, false, digests, sizes, 1, 1000) == 0);
+    CHECK(!blobgc_proven(g_b, "pb", digest));
+    blobgc_committed(g_b, "pa", digests, 1);
+    blobgc_committed(g_b, "pb", digests, 1);
+    CHECK(!blobgc_proven(g_b, "pb", digest));
+    memcpy(g_b->cur_key, saved, sizeof saved);
+}
+
 /* Item 9: growing several stopped VMs' disks on one host is checked in
  * total, not VM by VM. */
 /* A create whose host is still fetching the VM's image: each EVENT whose
@@ -1932,6 +1964,7 @@ int main(void)
     s_test_audit_outcomes();
     s_test_copy_share();
     s_test_copy_rate();
+    s_test_blob_proof_per_key();
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
