@@ -116,9 +116,12 @@ static int s_xfers_open(broker_t *self, const char *tenant, const char *host)
     int64_t now = tt_mono_ms();
     if (self->guest_xfers) {
         zlistx_t *gone = zlistx_new();
+        if (!gone)
+            return GUEST_TENANT_XFERS_MAX; /* out of memory: refuse rather than overbook */
+        zlistx_set_destructor(gone, (zlistx_destructor_fn *)zstr_free);
         for (s_xfer_t *x = zhashx_first(self->guest_xfers); x; x = zhashx_next(self->guest_xfers))
             if (now - x->last_ms > GUEST_XFER_IDLE_MS)
-                zlistx_add_end(gone, (void *)zhashx_cursor(self->guest_xfers));
+                zlistx_add_end(gone, strdup((const char *)zhashx_cursor(self->guest_xfers)));
             else if (strcmp(x->tenant, tenant) == 0 && strcmp(x->host, host) == 0)
                 n++;
         for (const char *k = zlistx_first(gone); k; k = zlistx_next(gone))
