@@ -90,6 +90,7 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->max_image = 64ULL << 30;
     cfg->max_tenant_image = 256ULL << 30;
     cfg->blob_gc_grace = 3600;
+    cfg->blob_reserve = 1024ULL << 20;
     snprintf(cfg->admin_tenant, sizeof cfg->admin_tenant, "admin");
     snprintf(cfg->default_engine, sizeof cfg->default_engine, "process");
     cfg->heartbeat_ms = 1000;
@@ -655,6 +656,7 @@ void broker_destroy(broker_t **self_p)
     zhashx_destroy(&self->routes);
     zhashx_destroy(&self->ops);
     zhashx_destroy(&self->requests);
+    zhashx_destroy(&self->guest_xfers);
     zhashx_destroy(&self->vm_index);
     rate_destroy(self);
     zlistx_destroy(&self->outq);

@@ -64,6 +64,7 @@
 #define TT_BE_NO_UPLOAD "NO_UPLOAD"
 #define TT_BE_ABORTED "ABORTED"
 #define TT_BE_INTERNAL "INTERNAL"
+#define TT_BE_NO_SPACE "NO_SPACE" /* the server keeps its free-space reserve */
 
 /* "sha256:" + 64 lowercase hex digits, nothing else. */
 bool tt_digest_valid(const char *s);

@@ -422,6 +422,73 @@ store_fail:
     return -1;
 }
 
+admq_entry_t *admq_entry_dup(const admq_entry_t *entry)
+{
+    admq_entry_t *e = malloc(sizeof *e);
+    uint8_t *copy = malloc(entry->request_len ? entry->request_len : 1);
+    if (!e || !copy) {
+        free(e);
+        free(copy);
+        return NULL;
+    }
+    *e = *entry;
+    memcpy(copy, entry->request, entry->request_len);
+    e->request = copy;
+    e->prev = e->next = NULL;
+    e->pos = 0;
+    e->pos_gen = 0;
+    return e;
+}
+
+void admq_entry_free(admq_entry_t **entry_p)
+{
+    if (!*entry_p)
+        return;
+    free((*entry_p)->request);
+    free(*entry_p);
+    *entry_p = NULL;
+}
+
+int admq_restore(admq_t *self, admq_entry_t *e, int *position, char *err, size_t errlen)
+{
+    if (admq_find(self, e->tenant, e->env)) {
+        snprintf(err, errlen, "env %s is queued again", e->env);
+        return -1;
+    }
+    if (e->priority < 0 || e->priority > ADMQ_PRIO_MAX) {
+        snprintf(err, errlen, "queue: priority %d out of range", e->priority);
+        return -1;
+    }
+    static const char *sql =
+        "INSERT INTO admq (seq, tenant, env, request_id, priority, round, enqueued_at, deadline,"
+        " cpu, mem, disk, vms, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    sqlite3_stmt *st = s_stmt(self, sql);
+    if (!st) {
+        snprintf(err, errlen, "queue: cannot persist: %s", store_errmsg(self->store));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, e->seq);
+    sqlite3_bind_text(st, 2, e->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, e->env, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, e->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, e->priority);
+    sqlite3_bind_int64(st, 6, e->round);
+    sqlite3_bind_int64(st, 7, e->enqueued_at);
+    sqlite3_bind_int64(st, 8, e->deadline);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)e->res.cpu);
+    sqlite3_bind_int64(st, 10, (sqlite3_int64)e->res.mem);
+    sqlite3_bind_int64(st, 11, (sqlite3_int64)e->res.disk);
+    sqlite3_bind_int64(st, 12, (sqlite3_int64)e->res.vms);
+    sqlite3_bind_blob(st, 13, e->request, (int)e->request_len, SQLITE_STATIC);
+    if (store_step_done(self->store, st)) {
+        snprintf(err, errlen, "queue: cannot persist: %s", store_errmsg(self->store));
+        return -1;
+    }
+    s_link(self, e);
+    *position = admq_position(self, e->tenant, e->env);
+    return 0;
+}
+
 const admq_entry_t *admq_find(admq_t *self, const char *tenant, const char *env)
 {
     char key[2 * ADMQ_NAME_MAX + 2];

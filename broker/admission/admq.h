@@ -117,6 +117,17 @@ int admq_push(admq_t *self, const char *tenant, const char *env, const char *req
               const uint8_t *request, size_t request_len, int *position, int *status, char *err,
               size_t errlen);
 
+/* A copy of an entry (its request bytes too) that outlives its removal,
+ * NULL when out of memory; admq_entry_free frees a copy. */
+admq_entry_t *admq_entry_dup(const admq_entry_t *entry);
+void admq_entry_free(admq_entry_t **entry_p);
+/* Put an admitted entry back (a copy from admq_entry_dup, taken on
+ * success) with its own sequence number, priority, round and deadline, so
+ * it gets back the place it had, ahead of what came later. Stages an INSERT
+ * into the open transaction. 0 and *position / -1 with a reason (the name
+ * is queued again, or a store error; the caller keeps the copy). */
+int admq_restore(admq_t *self, admq_entry_t *entry, int *position, char *err, size_t errlen);
+
 /* The queued entry of (tenant, env), NULL if none. */
 const admq_entry_t *admq_find(admq_t *self, const char *tenant, const char *env);
 /* 1-based position of (tenant, env) in admission order, 0 if not queued.

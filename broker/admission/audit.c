@@ -60,6 +60,21 @@ int audit_write(store_t *store, const audit_rec_t *rec, char *err, size_t errlen
     return 0;
 }
 
+int audit_set_outcome(store_t *store, int64_t id, int status, const char *message)
+{
+    if (!store_in_tx(store))
+        return -1;
+    static const char *sql = "UPDATE audit SET status = ?, message = ? WHERE id = ?";
+    sqlite3_stmt *st = store_stmt(store, sql);
+    if (!st)
+        return -1;
+    const char *m = message ? message : "";
+    sqlite3_bind_int(st, 1, status);
+    sqlite3_bind_text(st, 2, m, (int)strnlen(m, AUDIT_MAX_TEXT), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, id);
+    return store_step_done(store, st);
+}
+
 int audit_prune(store_t *store, int64_t cutoff, int batch)
 {
     if (batch <= 0)

@@ -52,6 +52,10 @@ typedef struct {
  * (no open transaction, bad field, store error). */
 int audit_write(store_t *store, const audit_rec_t *rec, char *err, size_t errlen);
 
+/* Set the outcome of row id (a row written when a request was sent, whose
+ * answer comes later). Stages into the open transaction. 0 / -1. */
+int audit_set_outcome(store_t *store, int64_t id, int status, const char *message);
+
 /* Delete at most batch rows with time < cutoff. Returns how many, -1 on
  * error. Stages into the open transaction (or opens one: store_begin). */
 int audit_prune(store_t *store, int64_t cutoff, int batch);

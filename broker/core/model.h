@@ -182,6 +182,9 @@ struct op_t {
     host_t *refused[8];
     int n_refused;
     int rounds;
+    /* create admitted from the admission queue: a copy of its entry (owned),
+     * put back in its place when the worker refuses for capacity */
+    struct admq_entry_t *queued;
     /* console only: the VM by value. A console op holds no env or VM
      * pointer (it does not make the env busy, so delete, rm-vm, the reaper
      * or evacuate may free them while it waits); its one host pointer is
@@ -192,6 +195,16 @@ struct op_t {
      * went down or the deadline passed (op->status / op->message say
      * which); it answers the client and frees the op */
     void (*guest_done)(broker_t *self, op_t *op, host_t *host, Ttfleet__WorkerReply *reply);
+    /* OP_GUEST: the audit row written when the command was sent (status
+     * IN_PROGRESS until the answer sets the outcome), 0 if none; and the
+     * audit context and text "op\x1ftarget\x1frole\x1fkey\x1ftext" (owned)
+     * for that outcome, or for a row when a later chunk fails */
+    int64_t audit_id;
+    char *audit;
+    /* OP_GUEST copy: the transfer id the request named ("" = a first
+     * chunk), for guest_ops' per-tenant count of open transfers */
+    bool guest_copy;
+    char guest_xfer[33];
     void *handle; /* in all_ops, for O(1) removal */
 };
 
@@ -242,6 +255,7 @@ typedef struct {
     uint64_t max_image;      /* image_ops.c: largest image (all blobs), bytes */
     uint64_t max_tenant_image; /* blobgc.c: a tenant's private images and open pushes, bytes */
     int64_t blob_gc_grace;   /* blobgc.c: seconds an unused blob is kept (default 3600) */
+    uint64_t blob_reserve;   /* image_ops.c: bytes of free space pushes leave on the state fs */
 } broker_config_t;
 
 struct broker_t {
@@ -290,6 +304,8 @@ struct broker_t {
     zsock_t *events_private; /* the evstream ROUTER, NULL when off */
     bool admit_wanted;       /* capacity was freed: run admission after this request */
     const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
+    const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */
+    zhashx_t *guest_xfers;   /* guest_ops.c: open copy transfers, "host\x1fid" -> owner */
     char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
     int64_t next_audit_prune;
     zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */

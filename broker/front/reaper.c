@@ -4,6 +4,7 @@
 #include "reaper.h"
 #include "admission.h"
 #include "env_ops.h"
+#include "reply.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +29,17 @@ void reaper_run(broker_t *self, int64_t now)
         }
     }
     for (env_t *e = zlistx_first(due); e; e = zlistx_next(due)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "lease ended at %lld: deleted by the broker's reaper",
+                 (long long)e->expires_at);
         zsys_info("env %s/%s expired (lease ended at %lld)", e->tenant, e->name,
                   (long long)e->expires_at);
+        /* a system action in the env's tenant: audited like a delete */
+        audit_ctx_t actx = {"env.expired", e->name, "system", ""};
+        const audit_ctx_t *saved = self->cur_audit;
+        self->cur_audit = &actx;
+        reply_audit(self, e->tenant, "", TTFLEET__STATUS__OK, msg);
+        self->cur_audit = saved;
         env_ops_delete(self, e, "env.expired");
     }
     zlistx_destroy(&due);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define BATCH 256
@@ -45,16 +46,33 @@ typedef struct {
     blobsrv_limits_t limits;
 } s_args_t;
 
+#define S_GRANT_USERS 8
+
 typedef struct {
     uint64_t max;
-    char user[128]; /* "" = any peer */
+    /* who may push it: "" among them = any peer; at most S_GRANT_USERS
+     * (a further one replaces the last) */
+    char users[S_GRANT_USERS][128];
+    int n_users;
+    /* a proof of possession: the peer uploads the bytes even when the
+     * blob is complete here (no HAVE) */
+    bool proof;
 } s_grant_t;
 
 typedef struct {
     blobstore_upload_t *u;
     zframe_t *owner;
+    char user[128]; /* the owner's ZAP User-Id, "" without CURVE */
     int64_t last;
 } s_upload_t;
+
+static bool s_grant_allows(const s_grant_t *g, const char *user)
+{
+    for (int i = 0; i < g->n_users; i++)
+        if (!g->users[i][0] || strcmp(g->users[i], user) == 0)
+            return true;
+    return false;
+}
 
 #define S_KEY_LEN 40 /* a CURVE public key in Z85 */
 
@@ -68,7 +86,11 @@ typedef struct {
     zhashx_t *worker_keys; /* the worker keys there are (Z85), NULL = not told */
     zhashx_t *fds;     /* digest -> int fd (+1) of complete blobs being read */
     int64_t next_part_sweep;
+    char dir[4096]; /* the store's directory, for the free-space reserve */
 } s_server_t;
+
+/* 0 when `more` bytes fit above limits.reserve; else NO_SPACE is sent. */
+static int s_room(s_server_t *self, zframe_t *id, const char *digest, uint64_t more);
 
 void blobsrv_limits_defaults(blobsrv_limits_t *limits)
 {
@@ -140,6 +162,29 @@ static void s_u64(char *buf, uint64_t v)
     snprintf(buf, 24, "%llu", (unsigned long long)v);
 }
 
+static int s_room(s_server_t *self, zframe_t *id, const char *digest, uint64_t more)
+{
+    if (!self->limits.reserve)
+        return 0;
+    struct statvfs vfs;
+    char err[300];
+    if (statvfs(self->dir, &vfs)) {
+        snprintf(err, sizeof err, "cannot read the free space: %s", strerror(errno));
+        s_error(self, id, digest, TT_BE_INTERNAL, err);
+        return -1;
+    }
+    uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    if (avail >= self->limits.reserve && avail - self->limits.reserve >= more)
+        return 0;
+    snprintf(err, sizeof err,
+             "the broker's disk has %llu MiB free and keeps %llu MiB for its database; this "
+             "needs %llu MiB more: try later or ask the operator",
+             (unsigned long long)(avail >> 20), (unsigned long long)(self->limits.reserve >> 20),
+             (unsigned long long)((more + (1 << 20) - 1) >> 20));
+    s_error(self, id, digest, TT_BE_NO_SPACE, err);
+    return -1;
+}
+
 static void s_offset(s_server_t *self, zframe_t *id, s_upload_t *up)
 {
     char off[24], credit[24];
@@ -153,7 +198,8 @@ static void s_commit(s_server_t *self, zframe_t *id, const char *digest)
 {
     s_upload_t *up = zhashx_lookup(self->uploads, digest);
     uint64_t size = blobstore_upload_size(up->u);
-    char err[256];
+    char err[256], user[128];
+    snprintf(user, sizeof user, "%s", up->user);
     int rc = blobstore_upload_commit(&up->u, err, sizeof err);
     zhashx_delete(self->uploads, digest);
     if (rc) {
@@ -163,11 +209,13 @@ static void s_commit(s_server_t *self, zframe_t *id, const char *digest)
                 err);
         return;
     }
-    zhashx_delete(self->grants, digest);
+    /* the grant stays until the owner revokes it: a second push of the
+     * same blob under it gets HAVE (or, for a proof, uploads again) */
     char sz[24];
     s_u64(sz, size);
+    /* the owner hears first: a commit sent after DONE finds it queued */
+    zstr_sendx(self->pipe, "COMPLETE", digest, sz, user, NULL);
     s_reply(self, id, TT_B_DONE, digest, sz, NULL, NULL);
-    zstr_sendx(self->pipe, "COMPLETE", digest, sz, NULL);
 }
 
 static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char *sizes,
@@ -182,20 +230,23 @@ static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char
                  (unsigned long long)size, (unsigned long long)self->limits.max_blob);
         return s_error(self, id, digest, TT_BE_TOO_LARGE, err);
     }
-    int st = blobstore_stat(self->store, digest, &have, err, sizeof err);
-    if (st < 0)
-        return s_error(self, id, digest, TT_BE_INTERNAL, err);
-    if (st == 1) {
-        char sz[24];
-        s_u64(sz, have);
-        return s_reply(self, id, TT_B_HAVE, digest, sz, NULL, NULL);
-    }
+    /* the grant first: a peer without one learns nothing, not even
+     * whether the blob is here */
+    s_grant_t *grant = NULL;
     if (self->limits.require_grant) {
-        s_grant_t *grant = zhashx_lookup(self->grants, digest);
-        if (!grant || (grant->user[0] && strcmp(grant->user, user) != 0))
+        grant = zhashx_lookup(self->grants, digest);
+        if (!grant || !s_grant_allows(grant, user))
             return s_error(self, id, digest, TT_BE_FORBIDDEN, "no push of this digest was granted");
         if (size > grant->max)
             return s_error(self, id, digest, TT_BE_TOO_LARGE, "size over the granted size");
+    }
+    int st = blobstore_stat(self->store, digest, &have, err, sizeof err);
+    if (st < 0)
+        return s_error(self, id, digest, TT_BE_INTERNAL, err);
+    if (st == 1 && !(grant && grant->proof)) {
+        char sz[24];
+        s_u64(sz, have);
+        return s_reply(self, id, TT_B_HAVE, digest, sz, NULL, NULL);
     }
     s_upload_t *up = zhashx_lookup(self->uploads, digest);
     if (up && blobstore_upload_size(up->u) != size) {
@@ -220,8 +271,27 @@ static void s_put(s_server_t *self, zframe_t *id, const char *digest, const char
         zclock_mono() - up->last < (int64_t)self->limits.takeover_ms)
         return s_error(self, id, digest, TT_BE_BUSY,
                        "another peer is uploading this blob; ask again later");
+    /* a proof of possession is uploaded whole by its own user: it never
+     * resumes bytes another user (or an upload no longer open) wrote */
+    if (grant && grant->proof && blobstore_upload_offset(up->u) > 0 &&
+        (!up->owner || strcmp(up->user, user) != 0)) {
+        blobstore_upload_abort(&up->u);
+        up->u = blobstore_upload_begin(self->store, digest, size, err, sizeof err);
+        if (!up->u) {
+            zhashx_delete(self->uploads, digest);
+            return s_error(self, id, digest, TT_BE_INTERNAL, err);
+        }
+    }
+    if (s_room(self, id, digest, size - blobstore_upload_offset(up->u))) {
+        if (!up->owner && blobstore_upload_offset(up->u) == 0) {
+            blobstore_upload_abort(&up->u); /* the empty .part it just made */
+            zhashx_delete(self->uploads, digest);
+        }
+        return;
+    }
     zframe_destroy(&up->owner);
     up->owner = zframe_dup(id);
+    snprintf(up->user, sizeof up->user, "%s", user);
     up->last = zclock_mono();
     if (blobstore_upload_offset(up->u) == size)
         return s_commit(self, id, digest);
@@ -248,6 +318,8 @@ static void s_data(s_server_t *self, zframe_t *id, const char *digest, const cha
         return s_offset(self, id, up); /* resync: the peer rewinds */
     if (len > blobstore_upload_size(up->u) - off)
         return s_error(self, id, digest, TT_BE_BAD_REQUEST, "data past the declared size");
+    if (s_room(self, id, digest, len))
+        return; /* the upload stays open: the peer may resume when there is room */
     if (blobstore_upload_write(up->u, off, zframe_data(data), len, err, sizeof err)) {
         zhashx_delete(self->uploads, digest);
         return s_error(self, id, digest, TT_BE_INTERNAL, err);
@@ -456,17 +528,30 @@ static bool s_pipe(s_server_t *self)
         go = false;
     } else if (strcmp(cmd, "GRANT") == 0) {
         char *digest = zmsg_popstr(msg), *size = zmsg_popstr(msg), *user = zmsg_popstr(msg);
+        char *proof = zmsg_popstr(msg);
         uint64_t v = 0;
-        s_grant_t *g =
-            tt_digest_valid(digest) && tt_u64_parse(size, &v) ? calloc(1, sizeof *g) : NULL;
+        bool ok = tt_digest_valid(digest) && tt_u64_parse(size, &v);
+        s_grant_t *g = ok ? zhashx_lookup(self->grants, digest) : NULL;
+        if (ok && !g && (g = calloc(1, sizeof *g)) != NULL)
+            zhashx_insert(self->grants, digest, g);
         if (g) {
-            g->max = v;
-            snprintf(g->user, sizeof g->user, "%s", user ? user : "");
-            zhashx_update(self->grants, digest, g);
+            /* one grant per digest: the largest size, every user asked for */
+            if (v > g->max)
+                g->max = v;
+            g->proof = g->proof || (proof && strcmp(proof, "1") == 0);
+            const char *u = user ? user : "";
+            bool listed = false;
+            for (int i = 0; i < g->n_users; i++)
+                listed = listed || strcmp(g->users[i], u) == 0;
+            if (!listed) {
+                int slot = g->n_users < S_GRANT_USERS ? g->n_users++ : S_GRANT_USERS - 1;
+                snprintf(g->users[slot], sizeof g->users[slot], "%s", u);
+            }
         }
         zstr_free(&digest);
         zstr_free(&size);
         zstr_free(&user);
+        zstr_free(&proof);
     } else if (strcmp(cmd, "FGRANT") == 0) {
         char *digest = zmsg_popstr(msg), *user = zmsg_popstr(msg);
         if (tt_digest_valid(digest) && user && strlen(user) < 128) {
@@ -493,8 +578,18 @@ static bool s_pipe(s_server_t *self)
         }
     } else if (strcmp(cmd, "REVOKE") == 0) {
         char *digest = zmsg_popstr(msg);
-        if (digest)
+        if (digest && tt_digest_valid(digest)) {
             zhashx_delete(self->grants, digest);
+            /* no grant, no partial bytes: an unfinished upload's .part goes
+             * with the grant that was charged for it */
+            s_upload_t *up = zhashx_lookup(self->uploads, digest);
+            if (up)
+                blobstore_upload_abort(&up->u);
+            zhashx_delete(self->uploads, digest);
+            char part[4200];
+            if (!up && blobstore_path(self->store, digest, true, part, sizeof part) == 0)
+                unlink(part);
+        }
         zstr_free(&digest);
     } else if (strcmp(cmd, "GC") == 0) {
         s_gc(self, msg);
@@ -531,6 +626,7 @@ static void s_actor(zsock_t *pipe, void *args_)
 {
     s_args_t *args = args_;
     s_server_t self = {.pipe = pipe, .limits = args->limits};
+    snprintf(self.dir, sizeof self.dir, "%s", args->dir);
     char err[256] = "";
     zsock_signal(pipe, 0);
     self.store = blobstore_new(args->dir, err, sizeof err);
@@ -665,18 +761,27 @@ zsock_t *blobsrv_sock(blobsrv_t *self)
 
 int blobsrv_recv(blobsrv_t *self, char *digest, uint64_t *size)
 {
+    return blobsrv_recv_from(self, digest, size, NULL, 0);
+}
+
+int blobsrv_recv_from(blobsrv_t *self, char *digest, uint64_t *size, char *user, size_t userlen)
+{
     zmsg_t *msg = zmsg_recv(self->actor);
     char *cmd = msg ? zmsg_popstr(msg) : NULL;
     char *d = msg ? zmsg_popstr(msg) : NULL;
     char *s = msg ? zmsg_popstr(msg) : NULL;
+    char *u = msg ? zmsg_popstr(msg) : NULL;
     int rc = -1;
     if (cmd && strcmp(cmd, "COMPLETE") == 0 && tt_digest_valid(d) && tt_u64_parse(s, size)) {
         memcpy(digest, d, TT_DIGEST_LEN + 1);
+        if (user && userlen)
+            snprintf(user, userlen, "%s", u ? u : "");
         rc = 0;
     }
     zstr_free(&cmd);
     zstr_free(&d);
     zstr_free(&s);
+    zstr_free(&u);
     zmsg_destroy(&msg);
     return rc;
 }
@@ -694,6 +799,15 @@ int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const 
     char sz[24];
     s_u64(sz, max_size);
     return zstr_sendx(self->actor, "GRANT", digest, sz, user ? user : "", NULL);
+}
+
+int blobsrv_grant_proof(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user)
+{
+    if (!tt_digest_valid(digest) || (user && strlen(user) >= 128))
+        return -1;
+    char sz[24];
+    s_u64(sz, max_size);
+    return zstr_sendx(self->actor, "GRANT", digest, sz, user ? user : "", "1", NULL);
 }
 
 int blobsrv_fetch_grant(blobsrv_t *self, const char *digest, const char *user)

@@ -16,15 +16,19 @@
  * (OFFSET tells it the credit), and each ACK returns one. High-water marks
  * on the socket bound what one greedy peer can queue.
  *
- * Pipe, owner -> actor: "GRANT" digest max_size user (needed before a PUT
- * when limits.require_grant; user "" = any peer, else only the peer whose
- * ZAP User-Id is user may push it), "REVOKE" digest, "FGRANT" digest user
- * (user may fetch it), "WORKER-KEYS" keys (the worker keys there are now,
- * 40-character Z85 keys end to end: a fetch from a worker key not among them
- * is refused, live connection or not), "GC" min_age digest...
- * (delete the complete blobs older than min_age seconds that are not
- * listed, not granted and not being uploaded), "$TERM".
- * Pipe, actor -> owner: "COMPLETE" digest size, once per verified upload.
+ * Pipe, owner -> actor: "GRANT" digest max_size user [proof] (needed before
+ * a PUT when limits.require_grant, checked before anything else about the
+ * digest is told; user "" = any peer, else only the peers whose ZAP User-Id
+ * is one granted may push it; proof "1": the peer must upload the bytes
+ * even when the blob is complete; a grant lasts until "REVOKE"), "REVOKE"
+ * digest (the grant, and the digest's unfinished upload and .part),
+ * "FGRANT" digest user (user may fetch it), "WORKER-KEYS" keys (the worker
+ * keys there are now, 40-character Z85 keys end to end: a fetch from a
+ * worker key not among them is refused, live connection or not), "GC"
+ * min_age digest... (delete the complete blobs older than min_age seconds
+ * that are not listed, not granted and not being uploaded), "$TERM".
+ * Pipe, actor -> owner: "COMPLETE" digest size user, once per verified
+ * upload (user: the uploader's ZAP User-Id, "" without CURVE).
  */
 #ifndef TT_BROKER_BLOBSRV_H
 #define TT_BROKER_BLOBSRV_H
@@ -42,6 +46,10 @@ typedef struct {
     uint32_t takeover_ms;    /* another peer may take an upload over after this silence (2 s) */
     uint32_t part_ttl;       /* an abandoned .part is deleted after this many s (24 h) */
     bool require_grant;      /* PUT only for digests the owner granted */
+    /* bytes the store's filesystem keeps free (for the owner's database):
+     * a PUT whose remaining bytes, or a DATA chunk, would take the free
+     * space under it is refused NO_SPACE (0 = no reserve) */
+    uint64_t reserve;
     char curve_secret[4096]; /* the server certificate, "" for no CURVE */
     char zap_domain[64];     /* ZAP domain with CURVE ("blobs") */
     /* With CURVE: STAT and GET only from peers whose ZAP User-Id starts
@@ -68,12 +76,17 @@ zsock_t *blobsrv_sock(blobsrv_t *self);
 /* Reads one event: 0 with digest (TT_DIGEST_LEN + 1 bytes) and size of a
  * completed upload, -1 if the pipe held nothing valid. */
 int blobsrv_recv(blobsrv_t *self, char *digest, uint64_t *size);
+/* The same, and the uploader's ZAP User-Id into user ("" without CURVE). */
+int blobsrv_recv_from(blobsrv_t *self, char *digest, uint64_t *size, char *user, size_t userlen);
 /* 1 and *size if digest is complete, 0 if not, -1 on a bad digest. Any
  * thread; no round trip to the actor. */
 int blobsrv_stat(blobsrv_t *self, const char *digest, uint64_t *size);
-/* Allows one upload of digest of at most max_size bytes, by the peer
+/* Allows uploads of digest of at most max_size bytes until blobsrv_revoke, by the peer
  * whose ZAP User-Id is user (NULL or "": any peer). 0 / -1. */
 int blobsrv_grant(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user);
+/* A grant that asks for a proof of possession: the peer must upload the
+ * bytes even when the blob is complete here. 0 / -1. */
+int blobsrv_grant_proof(blobsrv_t *self, const char *digest, uint64_t max_size, const char *user);
 int blobsrv_revoke(blobsrv_t *self, const char *digest);
 int blobsrv_worker_keys(blobsrv_t *self, const void *keys, size_t n);
 /* Garbage collection in the actor's thread: every complete blob older than

@@ -50,9 +50,16 @@ static admq_fit_t s_fit(const admq_entry_t *e, void *arg)
         goto out;
     }
     bool settling;
+    self->admitting = e;
     int status = env_create_place(self, cr, e->tenant, NULL, TT_SERVICE_ENV, e->request_id,
                                   &settling, msg, sizeof msg);
-    if (status == TTFLEET__STATUS__OK) {
+    self->admitting = NULL;
+    if (status == TTFLEET__STATUS__OK && !model_env_get(self, e->tenant, e->env)) {
+        /* the create ended at once (no worker took its command): answered,
+         * or still queued in its place (admission_requeue) */
+        request_rec_t *rec = reply_record_find(self, e->tenant, e->request_id);
+        r = rec && rec->done ? ADMQ_DROP : ADMQ_NOFIT;
+    } else if (status == TTFLEET__STATUS__OK) {
         env_ops_queue_event(self, "env.admitted", e->tenant, e->env, "admitted from the queue");
         r = ADMQ_FIT;
     } else if (status == TTFLEET__STATUS__NO_CAPACITY || status == TTFLEET__STATUS__UNAVAILABLE ||
@@ -84,6 +91,30 @@ void admission_run(broker_t *self, int64_t now)
         self->failed = true;
     } else if (n > 0 && self->cfg.verbose)
         zsys_info("admission: %d queued create(s) admitted", n);
+}
+
+int admission_requeue(broker_t *self, admq_entry_t *entry, const char *why)
+{
+    if (!self->admq || persist_open(self))
+        return -1;
+    char tenant[ADMQ_NAME_MAX + 1], env[ADMQ_NAME_MAX + 1], err[300];
+    snprintf(tenant, sizeof tenant, "%s", entry->tenant);
+    snprintf(env, sizeof env, "%s", entry->env);
+    int position = 0;
+    const admq_entry_t *cur = admq_find(self->admq, tenant, env);
+    if (cur && cur->seq == entry->seq) {
+        /* refused before admission took it out: it is still in its place */
+        position = admq_position(self->admq, tenant, env);
+        admq_entry_free(&entry);
+    } else if (admq_restore(self->admq, entry, &position, err, sizeof err)) {
+        zsys_warning("admission: cannot put %s/%s back in the queue: %s", tenant, env, err);
+        return -1;
+    }
+    char text[900];
+    snprintf(text, sizeof text, "back in the queue at position %d: %s", position, why);
+    zsys_info("env %s/%s: %s", tenant, env, text);
+    env_ops_queue_event(self, "env.queued", tenant, env, text);
+    return 0;
 }
 
 static void s_expire(const admq_entry_t *e, void *arg)

@@ -14,6 +14,11 @@
 
 /* Admit what fits now, in queue order. */
 void admission_run(broker_t *self, int64_t now);
+/* Put a queued create that was admitted and then refused for capacity
+ * back in its place (entry: a copy from admq_entry_dup, taken on success),
+ * with an env.queued event saying why. 0 / -1 (the caller keeps the copy
+ * and answers the request). */
+int admission_requeue(broker_t *self, struct admq_entry_t *entry, const char *why);
 /* The tick: expiry, admission, bounded audit pruning. */
 void admission_tick(broker_t *self, int64_t now);
 /* "tenant\x1frequest id" of every queued create (the caller destroys the

@@ -22,6 +22,8 @@ typedef struct {
     uint64_t size;
     bool pool; /* an admin's pool push: kept, not charged */
     int64_t expires_ms;
+    char user[41]; /* the pushing key (Z85) under CURVE, "" without */
+    bool proven;   /* this tenant's user uploaded the bytes since the grant */
 } s_grant_t;
 
 static zhashx_t *s_ledger(broker_t *self)
@@ -116,8 +118,11 @@ int blobgc_reserve(handler_ctx_t *c, bool pool, const char *const *digests,
         g->size = sizes[i];
         g->pool = !charged;
         g->expires_ms = now + BLOBGC_GRANT_TTL_S * 1000LL;
+        snprintf(g->user, sizeof g->user, "%s", self->cur_key);
         char key[TT_MAX_NAME + TT_DIGEST_LEN + 4];
         s_key(c->tenant, digests[i], key, sizeof key);
+        const s_grant_t *old = zhashx_lookup(ledger, key);
+        g->proven = old && old->proven && strcmp(old->user, g->user) == 0;
         zhashx_update(ledger, key, g);
     }
     return 0;
@@ -150,6 +155,27 @@ int blobgc_may_register(handler_ctx_t *c, const char *name, const char *tag)
     return 0;
 }
 
+void blobgc_uploaded(broker_t *self, const char *digest, const char *user)
+{
+    if (!self->blob_grants)
+        return;
+    int64_t now = tt_mono_ms();
+    for (s_grant_t *g = zhashx_first(self->blob_grants); g; g = zhashx_next(self->blob_grants))
+        if (g->expires_ms > now && strcmp(g->digest, digest) == 0 &&
+            strcmp(g->user, user ? user : "") == 0)
+            g->proven = true;
+}
+
+bool blobgc_proven(broker_t *self, const char *tenant, const char *digest)
+{
+    if (!self->blob_grants)
+        return false;
+    char key[TT_MAX_NAME + TT_DIGEST_LEN + 4];
+    s_key(tenant, digest, key, sizeof key);
+    const s_grant_t *g = zhashx_lookup(self->blob_grants, key);
+    return g && g->proven && g->expires_ms > tt_mono_ms();
+}
+
 void blobgc_committed(broker_t *self, const char *tenant, const char *const *digests, size_t n)
 {
     if (!self->blob_grants)
@@ -158,6 +184,15 @@ void blobgc_committed(broker_t *self, const char *tenant, const char *const *dig
         char key[TT_MAX_NAME + TT_DIGEST_LEN + 4];
         s_key(tenant, digests[i], key, sizeof key);
         zhashx_delete(self->blob_grants, key);
+        /* the blob server's grant of the digest goes with the last live
+         * ledger grant that names it (a proof grant outlives its upload) */
+        bool live = false;
+        int64_t now = tt_mono_ms();
+        for (s_grant_t *g = zhashx_first(self->blob_grants); g && !live;
+             g = zhashx_next(self->blob_grants))
+            live = g->expires_ms > now && strcmp(g->digest, digests[i]) == 0;
+        if (!live && self->blobsrv)
+            blobsrv_revoke(self->blobsrv, digests[i]);
     }
 }
 

@@ -31,7 +31,14 @@ int blobgc_reserve(handler_ctx_t *c, bool pool, const char *const *digests,
 /* image_commit of a new private (name, tag) of tenant: 0, or QUOTA_EXCEEDED
  * when the tenant has BLOBGC_TENANT_IMAGES already. */
 int blobgc_may_register(handler_ctx_t *c, const char *name, const char *tag);
-/* The image's blobs are registered: their grants leave the ledger. */
+/* A verified upload of digest by the blob server peer user (its ZAP
+ * User-Id: the client key under CURVE, "" without): every live grant of
+ * that digest to that user is proven (the tenant holds the bytes). */
+void blobgc_uploaded(broker_t *self, const char *digest, const char *user);
+/* Whether tenant proved it holds digest (blobgc_uploaded since its grant). */
+bool blobgc_proven(broker_t *self, const char *tenant, const char *digest);
+/* The image's blobs are registered: their grants leave the ledger (and
+ * the blob server's grant of a digest no live grant names). */
 void blobgc_committed(broker_t *self, const char *tenant, const char *const *digests, size_t n);
 /* On the loop's timers: expires grants, runs the collection when due. */
 void blobgc_tick(broker_t *self, int64_t now_ms);

@@ -267,6 +267,8 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
     for (int i = 0; i < env->n_vms; i++)
         persist_vm_insert(self, env->vms[i]);
     op_t *op = op_new(self, OP_CREATE, env, envelope, service, tenant, rid);
+    if (op && self->admitting)
+        op->queued = admq_entry_dup(self->admitting);
     if (!op) {
         /* the savepoint takes the rows back; this takes the model back */
         model_env_free(self, &env);

@@ -14,6 +14,13 @@
 
 /* Exec / copy requests one tenant may have waiting for one host. */
 #define GUEST_TENANT_HOST_MAX 8
+/* Copy transfers one tenant may hold open on one host: a quarter of the
+ * worker's GUESTOP_XFERS_MAX (8), so one tenant's idle transfers never
+ * take all of a host's. A transfer is open from the answer to its first
+ * chunk until the chunk that ends it, a failure, or GUEST_XFER_IDLE_MS
+ * without a chunk (the worker drops it then too). */
+#define GUEST_TENANT_XFERS_MAX 2
+#define GUEST_XFER_IDLE_MS (2 * 60 * 1000)
 
 handler_fn guest_exec, guest_copy;
 

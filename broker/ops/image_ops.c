@@ -14,6 +14,13 @@
  * the one row. So an interrupted push leaves at most a resumable .part on
  * the blob server and nothing in the catalog.
  *
+ * Possession: a tenant registers only content it holds. A blob of an
+ * image the tenant sees (a pool image or its own) counts as held; any
+ * other blob is granted as a proof upload (blobsrv_grant_proof) and listed
+ * missing whether or not the server has it, so `missing` tells nothing
+ * about other tenants' content, and image_commit accepts it only once a
+ * verified upload by the tenant's own key (blobgc_uploaded) proved it.
+ *
  * Visibility: owner "" is a pool image (pushed by an admin), any other
  * owner a tenant's private image. A tenant sees and resolves pool images
  * and its own; a name the tenant does not see is NOT_FOUND, the same
@@ -32,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #define S_MAX_BLOBS (TT_MANIFEST_FILES + 1)
 #define S_READINESS_MAX 256 /* bytes of a default readiness spec, with its NUL */
@@ -45,6 +53,7 @@ int image_ops_start(broker_t *self, char *err, size_t errlen)
     if (self->cfg.max_image)
         limits.max_blob = self->cfg.max_image;
     limits.require_grant = true;
+    limits.reserve = self->cfg.blob_reserve;
     char dir[600];
     snprintf(dir, sizeof dir, "%s/blobs", self->cfg.state_dir);
     if (self->curve) {
@@ -76,10 +85,30 @@ void *image_ops_sock(broker_t *self)
 
 void image_ops_on_blob(broker_t *self)
 {
-    char digest[TT_DIGEST_LEN + 1];
+    char digest[TT_DIGEST_LEN + 1], user[128];
     uint64_t size;
-    if (self->blobsrv && blobsrv_recv(self->blobsrv, digest, &size) == 0 && self->cfg.verbose)
+    if (!self->blobsrv || blobsrv_recv_from(self->blobsrv, digest, &size, user, sizeof user))
+        return;
+    blobgc_uploaded(self, digest, user);
+    if (self->cfg.verbose)
         zsys_info("blob %s complete (%llu bytes)", digest, (unsigned long long)size);
+}
+
+/* Whether digest is a blob of an image tenant sees (a pool image or its
+ * own): 1 yes, 0 no, -1 store error. */
+static int s_visible_blob(broker_t *self, const char *tenant, const char *digest)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(store_db(self->store),
+                           "SELECT 1 FROM images WHERE (owner = '' OR owner = ?1)"
+                           " AND instr(blobs, ?2) > 0 LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, tenant, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, digest, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* ---- validation of an image's description ---- */
@@ -177,27 +206,61 @@ int image_push(handler_ctx_t *c)
     int st = s_check_push(c, p, &ref);
     if (st)
         return st;
+    /* which blobs the tenant sends: content it does not see (pool or its
+     * own images) always, held here or not, as a proof upload bound to its
+     * key under CURVE; content it sees only when the server lacks it */
+    char *missing[S_MAX_BLOBS];
+    bool proof[S_MAX_BLOBS];
+    const char *all[S_MAX_BLOBS];
+    uint64_t sizes[S_MAX_BLOBS], need = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_blobs; i++) {
+        const char *d = p->blobs[i]->digest;
+        all[i] = d;
+        sizes[i] = p->blobs[i]->size;
+        int seen = s_visible_blob(self, c->tenant, d);
+        if (seen < 0)
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
+        uint64_t have = 0;
+        bool complete = blobsrv_stat(self->blobsrv, d, &have) == 1 && have == p->blobs[i]->size;
+        if (complete && (seen || blobgc_proven(self, c->tenant, d)))
+            continue;
+        proof[n] = !seen;
+        missing[n++] = p->blobs[i]->digest;
+        need += p->blobs[i]->size;
+    }
+    /* the state filesystem keeps its reserve for broker.db: a push that
+     * cannot fit above it is refused before anything is granted (the blob
+     * server checks again for each upload and chunk) */
+    struct statvfs vfs;
+    if (n && self->cfg.blob_reserve && statvfs(self->cfg.state_dir, &vfs) == 0) {
+        uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+        if (avail < self->cfg.blob_reserve || avail - self->cfg.blob_reserve < need) {
+            snprintf(c->msg, sizeof c->msg,
+                     "the broker's disk has %llu MiB free and keeps %llu MiB for its database "
+                     "(--blob-reserve-mib); this push needs %llu MiB: try later or ask the "
+                     "operator",
+                     (unsigned long long)(avail >> 20),
+                     (unsigned long long)(self->cfg.blob_reserve >> 20),
+                     (unsigned long long)((need + (1 << 20) - 1) >> 20));
+            c->no_record = true;
+            return TTFLEET__STATUS__NO_CAPACITY;
+        }
+    }
     /* every blob of the image goes in the ledger (charged to a tenant, and
      * safe from the collection until the commit); only the missing ones
      * are granted */
-    char *missing[S_MAX_BLOBS];
-    const char *all[S_MAX_BLOBS];
-    uint64_t sizes[S_MAX_BLOBS];
-    size_t n = 0;
-    for (size_t i = 0; i < p->n_blobs; i++) {
-        all[i] = p->blobs[i]->digest;
-        sizes[i] = p->blobs[i]->size;
-    }
     if ((st = blobgc_reserve(c, p->pool, all, sizes, p->n_blobs, p->size)))
         return st;
-    for (size_t i = 0; i < p->n_blobs; i++) {
-        uint64_t have = 0;
-        if (blobsrv_stat(self->blobsrv, p->blobs[i]->digest, &have) == 1 &&
-            have == p->blobs[i]->size)
-            continue;
-        if (blobsrv_grant(self->blobsrv, p->blobs[i]->digest, p->blobs[i]->size, ""))
+    for (size_t i = 0; i < n; i++) {
+        uint64_t size = 0;
+        for (size_t j = 0; j < p->n_blobs; j++)
+            if (p->blobs[j]->digest == missing[i])
+                size = p->blobs[j]->size;
+        int rc = proof[i] ? blobsrv_grant_proof(self->blobsrv, missing[i], size, self->cur_key)
+                          : blobsrv_grant(self->blobsrv, missing[i], size, "");
+        if (rc)
             return handler_fail(c, TTFLEET__STATUS__INTERNAL, "cannot grant the upload");
-        missing[n++] = p->blobs[i]->digest;
     }
     Ttfleet__ImagePushGrant g = TTFLEET__IMAGE_PUSH_GRANT__INIT;
     g.endpoint = (char *)blobsrv_endpoint(self->blobsrv);
@@ -433,13 +496,21 @@ int image_commit(handler_ctx_t *c)
     int st = s_check_push(c, p, &ref);
     if (st)
         return st;
+    /* uploads the blob server finished before its DONE reached the client */
+    while (zsock_events(blobsrv_sock(self->blobsrv)) & ZMQ_POLLIN)
+        image_ops_on_blob(self);
     for (size_t i = 0; i < p->n_blobs; i++) {
         uint64_t have = 0;
-        if (blobsrv_stat(self->blobsrv, p->blobs[i]->digest, &have) != 1 ||
-            have != p->blobs[i]->size)
+        const char *d = p->blobs[i]->digest;
+        int seen = s_visible_blob(self, c->tenant, d);
+        if (seen < 0)
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
+        /* one answer whether the server lacks the blob or this tenant has
+         * not uploaded it: nothing about other tenants' content */
+        if (blobsrv_stat(self->blobsrv, d, &have) != 1 || have != p->blobs[i]->size ||
+            (!seen && !blobgc_proven(self, c->tenant, d)))
             return s_fail_fmt(c, TTFLEET__STATUS__INCOMPLETE,
-                              "blob %s is not complete on the blob server: push it first",
-                              p->blobs[i]->digest);
+                              "blob %s was not uploaded by this tenant's push: push it first", d);
     }
     if (strcmp(p->kind, "dir") == 0 && (st = s_check_manifest(c, p)))
         return st;

@@ -8,6 +8,8 @@
  * VMs in whatever state the workers reported, and the client hears which.
  */
 #include "op.h"
+#include "admission.h"
+#include "admq.h"
 #include "outq.h"
 #include "persist.h"
 #include "replace.h"
@@ -72,6 +74,8 @@ void op_free(broker_t *self, op_t **op_p)
     if (op->handle)
         zlistx_detach(self->all_ops, op->handle);
     zmsg_destroy(&op->envelope);
+    admq_entry_free(&op->queued);
+    free(op->audit);
     free(op->vms);
     free(op->hosts);
     free(op->cmd_ids);
@@ -208,6 +212,15 @@ static void s_op_finish(broker_t *self, op_t *op)
                 outq_event(self, "env.ready", env, NULL, NULL, "ready", NULL);
             reply_env(self, op->envelope, op->service, op->tenant, op->request_id,
                       TTFLEET__STATUS__OK, "", env, true);
+        } else if (op->queued &&
+                   (op->status == TTFLEET__STATUS__NO_CAPACITY ||
+                    op->status == TTFLEET__STATUS__UNAVAILABLE) &&
+                   admission_requeue(self, op->queued, op->message) == 0) {
+            /* a capacity refusal is transient (the worker may still be
+             * destroying what freed the room): the queued create waits
+             * again in its place, its request id still in progress */
+            op->queued = NULL;
+            op_env_drop(self, env);
         } else {
             snprintf(msg, sizeof msg,
                      "create of env '%s' failed: %s; everything made for it "
