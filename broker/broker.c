@@ -544,6 +544,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
         goto fail;
     }
     self->admq = admq_new(self->store, NULL);
+    self->requeue = admission_requeue;
     self->quotas = quotas_new(self->store);
     if (!self->admq || !self->quotas || s_admission_load(self, err, errlen))
         goto fail;

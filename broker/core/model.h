@@ -305,6 +305,10 @@ struct broker_t {
     bool admit_wanted;       /* capacity was freed: run admission after this request */
     const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
     const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */
+    /* ops/admission.c's admission_requeue, set by broker.c: pool/op.c puts
+     * a queued create that a worker refused for capacity back through it
+     * (a call upward, so through this pointer rather than an include) */
+    int (*requeue)(struct broker_t *self, struct admq_entry_t *entry, const char *why);
     zhashx_t *guest_xfers;   /* guest_ops.c: open copy transfers, "host\x1fid" -> owner */
     char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
     int64_t next_audit_prune;

@@ -8,7 +8,6 @@
  * VMs in whatever state the workers reported, and the client hears which.
  */
 #include "op.h"
-#include "admission.h"
 #include "admq.h"
 #include "outq.h"
 #include "persist.h"
@@ -215,7 +214,7 @@ static void s_op_finish(broker_t *self, op_t *op)
         } else if (op->queued &&
                    (op->status == TTFLEET__STATUS__NO_CAPACITY ||
                     op->status == TTFLEET__STATUS__UNAVAILABLE) &&
-                   admission_requeue(self, op->queued, op->message) == 0) {
+                   self->requeue && self->requeue(self, op->queued, op->message) == 0) {
             /* a capacity refusal is transient (the worker may still be
              * destroying what freed the room): the queued create waits
              * again in its place, its request id still in progress */
