@@ -18,6 +18,10 @@
 
 #include "ttfleet.pb-c.h"
 
+/* How the JSON forms are written: as YAML (the same tree, with libyaml)
+ * instead of JSON; wide: tables with more columns (env list). */
+void print_set_format(bool yaml, bool wide);
+
 /* Prints an env in detail: header lines and one table row per VM. */
 int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json);
 /* Prints a list of envs; with_tenant adds the tenant column. */
