@@ -931,11 +931,27 @@ static void s_json_bytes(json_t *obj, const char *key, const uint8_t *data, size
     free(buf);
 }
 
-int print_exec_json(FILE *out, const char *status, const char *message, const char *host,
-                    int exit_code, int signal, const uint8_t *o, size_t olen, bool otrunc,
-                    const uint8_t *e, size_t elen, bool etrunc)
+static json_t *s_exec_list;
+
+void print_exec_list(bool open)
 {
-    json_t *obj = json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "status", status, "message",
+    json_decref(s_exec_list);
+    s_exec_list = open ? json_array() : NULL;
+}
+
+int print_exec_list_print(FILE *out)
+{
+    json_t *list = s_exec_list;
+    s_exec_list = NULL;
+    return s_json_print(out, list ? json_pack("{s:o}", "results", list) : NULL);
+}
+
+int print_exec_json(FILE *out, uint32_t vm_id, const char *status, const char *message,
+                    const char *host, int exit_code, int signal, const uint8_t *o, size_t olen,
+                    bool otrunc, const uint8_t *e, size_t elen, bool etrunc)
+{
+    json_t *obj = json_pack("{s:I,s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "vm_id",
+                            (json_int_t)vm_id, "status", status, "message",
                             message ? message : "", "host", host ? host : "", "exit_code",
                             exit_code, "signal", signal, "stdout_size", (json_int_t)olen,
                             "stdout_truncated", otrunc, "stderr_size", (json_int_t)elen,
@@ -944,6 +960,8 @@ int print_exec_json(FILE *out, const char *status, const char *message, const ch
         s_json_bytes(obj, "stdout", o, olen);
         s_json_bytes(obj, "stderr", e, elen);
     }
+    if (s_exec_list && obj)
+        return json_array_append_new(s_exec_list, obj);
     return s_json_print(out, obj);
 }
 

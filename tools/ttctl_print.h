@@ -60,12 +60,16 @@ int print_quota_list(FILE *out, const Ttfleet__QuotaInfoList *list, bool json);
 int print_queue(FILE *out, const Ttfleet__QueueEntryList *list, bool json);
 int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json);
 
-/* The outcome of an exec as JSON: status, message, host, exit_code,
+/* The outcome of an exec as JSON: vm_id, status, message, host, exit_code,
  * signal, stdout / stderr (strings when UTF-8, else stdout_base64 /
- * stderr_base64), their sizes and *_truncated. */
-int print_exec_json(FILE *out, const char *status, const char *message, const char *host,
-                    int exit_code, int signal, const uint8_t *o, size_t olen, bool otrunc,
-                    const uint8_t *e, size_t elen, bool etrunc);
+ * stderr_base64), their sizes and *_truncated. While a list is open
+ * (print_exec_list(true)) the outcome is added to it instead, and
+ * print_exec_list_print prints {"results": [...]} and closes it. */
+int print_exec_json(FILE *out, uint32_t vm_id, const char *status, const char *message,
+                    const char *host, int exit_code, int signal, const uint8_t *o, size_t olen,
+                    bool otrunc, const uint8_t *e, size_t elen, bool etrunc);
+void print_exec_list(bool open);
+int print_exec_list_print(FILE *out);
 /* The outcome of a copy as JSON: ok, direction, path (in the guest), local,
  * bytes, sha256 (hex). */
 int print_copy_json(FILE *out, const char *direction, const char *guest_path, const char *local,

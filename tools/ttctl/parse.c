@@ -208,6 +208,8 @@ static int s_option(ctl_t *ctl, void *args, int argc, char **argv, int i)
         arg = "--identity";
     else if (strcmp(arg, "-o") == 0)
         arg = "--output";
+    else if (strcmp(arg, "-r") == 0) /* env cp -r, as cp spells it */
+        arg = "--recursive";
     if (arg[1] != '-')
         ctl_usage_error(ctl, "unknown option '%s' (options are spelled --name)", arg);
     char name[48];
