@@ -419,7 +419,7 @@ static json_t *s_json_host(const Ttfleet__HostInfo *h)
                      "cpu_used", (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total,
                      "mem_used", (json_int_t)h->mem_used, "disk_total", (json_int_t)h->disk_total,
                      "disk_used", (json_int_t)h->disk_used, "vm_count", (json_int_t)h->vm_count,
-                     "last_seen_at", (json_int_t)h->last_seen, "last_seen",
+                     "last_seen", (json_int_t)h->last_seen, "last_seen_iso",
                      s_iso(h->last_seen, seen, sizeof seen));
 }
 

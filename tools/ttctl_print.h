@@ -3,7 +3,11 @@
  *
  * Two forms of every result: a human one (aligned tables, ISO times) and a
  * JSON one for scripts, built with jansson so quoting is never hand-made.
- * The JSON shapes are a contract with scripts and the integration tests:
+ * The JSON shapes are a contract with scripts and the integration tests.
+ * Field names are the proto's (mem_mib, disk_mib, last_seen in unix
+ * seconds), enum values their names in lower case without prefix
+ * ("running"); ISO 8601 forms of times sit beside them (created, expires,
+ * last_seen_iso).
  * an env is an object with name, tenant, state, created_at / expires_at
  * (unix seconds) and created / expires (ISO 8601 UTC), lifetime,
  * deny_outgoing, vm_count, ports and vms; lists are objects holding one

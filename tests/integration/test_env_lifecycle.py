@@ -441,6 +441,9 @@ class EnvLifecycle(PoolTest):
         self.assertEqual(h["state"], "online")
         self.assertEqual((h["cpu_total"], h["mem_total"], h["disk_total"]), (8, 8192, 409600))
         self.assertEqual(sorted(h["engines"]), ["hollow", "process"])
+        # the proto's field: unix seconds; the ISO form beside it
+        self.assertIsInstance(h["last_seen"], int)
+        self.assertTrue(h["last_seen_iso"].endswith("Z"), h)
         self.assertIn("sleeper", h["images"])
         self.assertIn("bravo-sleeper", h["images"])
         self.assertEqual(self.host("h1")["id"], "h1")
