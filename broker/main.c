@@ -326,6 +326,8 @@ static int s_config_file(broker_config_t *cfg, const char *path)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) /* one line: ttbroker's version */
+        return printf("ttbroker %s\n", TTFLEET_VERSION) < 0;
     broker_config_t cfg;
     broker_config_defaults(&cfg);
     /* the file first, so the flags override it */

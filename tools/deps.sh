@@ -11,7 +11,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config libczmq-dev libzmq3-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libsqlite3-dev sqlite3 python3 python3-zmq
-python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev clang
+python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev libyaml-dev python3-yaml clang
 libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64
 libmicrohttpd-dev python3-pytest python3-setuptools python3-pip python3-yaml python3-jsonschema
 python3-prometheus-client python3-websocket chromium scdoc systemd dpkg

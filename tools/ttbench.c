@@ -963,6 +963,8 @@ static int s_rm_rf(const char *dir)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) /* one line: ttbench's version */
+        return printf("ttbench %s\n", TTFLEET_VERSION) < 0;
     bench_cfg_t cfg = {.hosts = 100, .producers = 16, .seconds = 10, .host_threads = 2,
                        .io_threads = 1, .relay_seconds = -1, .idle_seconds = 5,
                        .heartbeat_ms = 1000, .liveness = 5, .request_ttl = 600,

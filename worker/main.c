@@ -635,6 +635,8 @@ static void s_send_replies(session_t *session, fleet_t *fleet)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) /* one line: ttworker's version */
+        return printf("ttworker %s\n", TTFLEET_VERSION) < 0;
     s_opts_t *o = calloc(1, sizeof *o);
     if (!o)
         return 1;

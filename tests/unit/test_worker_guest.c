@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "probe.h"
@@ -571,6 +572,24 @@ static void test_qga_replies(void)
     CHECK(qga_path_valid("/tmp/\nx", err, sizeof err) == -1);
 }
 
+/* A socket that accepts but never answers (QEMU's agent chardev with no
+ * agent in the guest): qga_open says the image has no guest agent. */
+static void test_qga_silent(const char *dir)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int w = snprintf(sa.sun_path, sizeof sa.sun_path, "%.60s/qga-silent.sock", dir);
+    CHECK(w > 0 && (size_t)w < sizeof sa.sun_path);
+    const char *path = sa.sun_path;
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(l, 4) == 0);
+    char err[512] = "";
+    qga_conn_t *c = qga_open(path, 200, err, sizeof err);
+    CHECK(c == NULL);
+    CHECK(strstr(err, "the guest agent did not answer") && strstr(err, "has no guest agent"));
+    qga_close(&c);
+    close(l);
+}
+
 int main(void)
 {
     const char *dir = s_tmpdir_make("guest");
@@ -587,5 +606,6 @@ int main(void)
     test_vmready_detail();
     test_qga_parser();
     test_qga_replies();
+    test_qga_silent(dir);
     return s_report("test_worker_guest");
 }

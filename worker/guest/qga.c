@@ -403,6 +403,14 @@ qga_conn_t *qga_open(const char *sock_path, int timeout_ms, char *err, size_t er
         return NULL;
     }
     if (s_sync(self, tt_mono_ms() + timeout_ms, err, errlen)) {
+        /* the socket is QEMU's: no answer to the first sync means no agent
+         * runs in the guest (an image without one, or not started yet) */
+        char why[160];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen,
+                 "the guest agent did not answer (%s): the image has no guest agent "
+                 "(qemu-guest-agent) or it has not started",
+                 why);
         qga_close(&self);
         return NULL;
     }
