@@ -30,7 +30,7 @@
 #include <uv.h>
 
 #define HA_MAGIC "TTH1"
-#define HA_HEADER 20 /* magic, generation, sequence */
+#define HA_HEADER 24 /* magic, changeset length, generation, sequence */
 #define HA_TICK_MS 20
 
 typedef struct s_item_t {
@@ -317,12 +317,21 @@ static int s_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void
     if (self->fatal)
         return 0;
     if (buf->len < HA_HEADER || memcmp(buf->base, HA_MAGIC, 4) != 0) {
-        s_fatal(self, "a Raft entry of %zu bytes is not a ttfleet batch", buf->len);
+        const unsigned char *b = buf->base;
+        s_fatal(self, "a Raft entry of %zu bytes is not a ttfleet batch (starts %02x%02x%02x%02x)",
+                buf->len, buf->len > 0 ? b[0] : 0, buf->len > 1 ? b[1] : 0, buf->len > 2 ? b[2] : 0,
+                buf->len > 3 ? b[3] : 0);
         return 0;
     }
     uint64_t gen, seq;
-    memcpy(&gen, (char *)buf->base + 4, 8);
-    memcpy(&seq, (char *)buf->base + 12, 8);
+    uint32_t n;
+    memcpy(&n, (char *)buf->base + 4, 4);
+    memcpy(&gen, (char *)buf->base + 8, 8);
+    memcpy(&seq, (char *)buf->base + 16, 8);
+    if (n > buf->len - HA_HEADER) {
+        s_fatal(self, "a Raft entry of %zu bytes says it holds %u", buf->len, n);
+        return 0;
+    }
     if (self->serving && gen == self->gen) {
         /* our own batch: already in broker.db */
         pthread_mutex_lock(&self->mu);
@@ -334,8 +343,7 @@ static int s_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void
         return 0;
     }
     char why[300];
-    if (buf->len > HA_HEADER && s_apply_changeset(self, (char *)buf->base + HA_HEADER,
-                                                  (int)(buf->len - HA_HEADER), why, sizeof why))
+    if (n > 0 && s_apply_changeset(self, (char *)buf->base + HA_HEADER, (int)n, why, sizeof why))
         s_fatal(self,
                 "cannot apply Raft entry (batch %llu): %s; a restart rebuilds broker.db "
                 "from the Raft log",
@@ -465,14 +473,19 @@ static void s_submit_all(ha_t *self)
         list = it->next;
         if (!self->fatal) {
             struct raft_apply *req = calloc(1, sizeof *req);
-            struct raft_buffer b = {.len = (size_t)it->size + HA_HEADER};
+            /* C-Raft's disk format pads entries to 8 bytes: so do we, or
+             * the next entry of a batch loads back shifted */
+            struct raft_buffer b = {.len = ((size_t)it->size + HA_HEADER + 7) & ~(size_t)7};
             b.base = raft_malloc(b.len);
             int rv = RAFT_NOMEM;
             if (req && b.base && self->serving) {
+                uint32_t n = (uint32_t)it->size;
+                memset(b.base, 0, b.len);
                 memcpy(b.base, HA_MAGIC, 4);
-                memcpy((char *)b.base + 4, &self->gen, 8);
-                memcpy((char *)b.base + 12, &it->seq, 8);
-                memcpy((char *)b.base + HA_HEADER, it->data, (size_t)it->size);
+                memcpy((char *)b.base + 4, &n, 4);
+                memcpy((char *)b.base + 8, &self->gen, 8);
+                memcpy((char *)b.base + 16, &it->seq, 8);
+                memcpy((char *)b.base + HA_HEADER, it->data, n);
                 req->data = self;
                 rv = raft_apply(&self->raft, req, &b, 1, s_apply_cb);
             } else if (!self->serving)

@@ -28,8 +28,10 @@
  * (otherwise the copy could hold a batch the snapshot's index does not
  * cover); a lagging or wiped follower installs one with the backup API.
  *
- * Entry format: "TTH1" | generation (8 bytes) | commit sequence (8 bytes) |
- * changeset. The generation is drawn at random each time this broker becomes
+ * Entry format: "TTH1" | changeset length (4 bytes) | generation (8 bytes) |
+ * commit sequence (8 bytes) | changeset | zeros up to a multiple of 8 bytes
+ * (C-Raft's disk format pads each entry: one of another length loads back
+ * shifted). The generation is drawn at random each time this broker becomes
  * leader; the leader's own entries (its generation) are already in its
  * broker.db and are not applied twice.
  */
