@@ -35,6 +35,7 @@
 #include "admq.h"
 #include "auth.h"
 #include "blobgc.h"
+#include "broker_schema.h"
 #include "image_ops.h"
 #include "evstream.h"
 #include "ha.h"
@@ -594,7 +595,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
             }
         }
     }
-    self->store = store_open(path, store_broker_migrations, store_broker_migrations_n, err,
+    self->store = store_open(path, broker_migrations, broker_migrations_n, err,
                              errlen);
     if (!self->store)
         goto fail;

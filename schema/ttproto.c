@@ -427,7 +427,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("limit %u over %d", a->limit, TT_AUDIT_LIMIT_MAX);
         return 0;
     }
-    /* images (issue 12): the shape here, the rules in broker/image_ops.c */
+    /* images (issue 12): the shape here, the rules in broker/ops/image_ops.c */
     case TTFLEET__REQUEST__OP_IMAGE_PUSH:
     case TTFLEET__REQUEST__OP_IMAGE_COMMIT: {
         const Ttfleet__ImagePush *p = req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH

@@ -33,7 +33,7 @@
  * right now) does not take the reservation: it must not block others.
  *
  * Durability. Rows live in broker.db tables `admq` and `admq_rounds`
- * (migration 2 in store/schema.c). Every change is staged into the caller's
+ * (migration 2 in broker/db/broker_schema.c). Every change is staged into the caller's
  * open transaction (store_begin joins it); admq never commits. If the
  * caller rolls its batch back it must call admq_load() to re-read memory
  * from the file. admq_load() at start rebuilds the same order.

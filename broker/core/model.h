@@ -342,7 +342,7 @@ int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t
                         size_t ud_len, const char *ready, const char *group_ready);
 
 /* True when the engine can bootstrap a guest (ssh keys, user-data). The
- * broker's rule by engine name: only "qemu" does (worker/engine.c
+ * broker's rule by engine name: only "qemu" does (worker/engines/engine.c
  * engine_bootstrap_check says the same on the worker). */
 bool model_engine_bootstraps(const char *engine);
 /* Move vm to another host with new allocations (re-placement). The old

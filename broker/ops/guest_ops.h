@@ -4,7 +4,7 @@
  * changes the broker's state: each is tenant-checked like every env op,
  * needs the VM running and its host up, and opens a read-only op
  * (OP_GUEST, as env_console) that waits for the VM's worker, which does
- * the work off its loop (worker/guestop.c). Depends on handler.h, the
+ * the work off its loop (worker/guest/guestop.c). Depends on handler.h, the
  * model, wcmd, op and reply.
  */
 #ifndef TT_BROKER_GUEST_OPS_H

@@ -1,6 +1,6 @@
 """Exec and copy without SSH (issue 11 part 4), end to end on the process
-engine: ttctl -> ttbroker (broker/guest_ops.c) -> ttworker
-(worker/guestop.c, setns into the VM's namespaces) and back.
+engine: ttctl -> ttbroker (broker/ops/guest_ops.c) -> ttworker
+(worker/guest/guestop.c, setns into the VM's namespaces) and back.
 
 - exec: `uname -r` is the host's (same kernel), an exit code comes back
   faithfully, stdout over 1 MiB is cut at 1 MiB and flagged (and read

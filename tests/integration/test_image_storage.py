@@ -1,4 +1,4 @@
-"""A greedy tenant and the blob store (issue 12, broker/blobgc.c): a
+"""A greedy tenant and the blob store (issue 12, broker/ops/blobgc.c): a
 tenant's private images and open pushes are bounded in bytes
 (--max-tenant-image-mib) and in grants not committed; pool images are not
 charged; blobs no image names are deleted after --blob-gc-grace, while

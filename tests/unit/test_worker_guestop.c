@@ -1,5 +1,5 @@
 /*
- * guestop (worker/guestop.c): the bounds of exec and copy on the worker
+ * guestop (worker/guest/guestop.c): the bounds of exec and copy on the worker
  * side, without a broker.
  *
  * - the process backend in the worker's own namespaces (pid 0): stdout

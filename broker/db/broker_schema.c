@@ -1,14 +1,14 @@
 /*
- * The schemas of broker.db and worker.db as migration lists.
+ * broker_schema: the schema of broker.db as a migration list.
  *
  * Append only: a released migration is never edited, a change is a new
  * entry. Uniqueness that protects allocations (VM id, IP, MAC, public port,
  * env name) lives here as constraints, so a bug elsewhere fails a commit
  * instead of handing out something twice.
  */
-#include "store.h"
+#include "broker_schema.h"
 
-const char *const store_broker_migrations[] = {
+const char *const broker_migrations[] = {
     /* 1: the initial schema */
     "CREATE TABLE hosts ("
     "  id TEXT PRIMARY KEY,"
@@ -64,7 +64,7 @@ const char *const store_broker_migrations[] = {
     "  PRIMARY KEY (tenant, request_id));"
     "CREATE INDEX requests_age ON requests(created_at);"
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    /* 2: admission (broker/admq.c, quota.c, audit.c): the queue of creates
+    /* 2: admission (broker/admission/admq.c, quota.c, audit.c): the queue of creates
      * waiting for capacity with the round of each priority level, tenant
      * quotas (-1 = no limit), and the audit log */
     "CREATE TABLE admq ("
@@ -108,7 +108,7 @@ const char *const store_broker_migrations[] = {
     "  message TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX audit_time ON audit(time);"
     "CREATE INDEX audit_tenant ON audit(tenant, time);",
-    /* 3: client keys bound by the operator (broker/keys.c) */
+    /* 3: client keys bound by the operator (broker/auth/keys.c) */
     "CREATE TABLE keys ("
     "  public TEXT PRIMARY KEY CHECK (length(public) = 40),"
     "  tenant TEXT NOT NULL,"
@@ -123,7 +123,7 @@ const char *const store_broker_migrations[] = {
     "  cpu INTEGER NOT NULL DEFAULT 0 CHECK (cpu >= 0),"
     "  mem INTEGER NOT NULL DEFAULT 0 CHECK (mem >= 0),"
     "  disk INTEGER NOT NULL DEFAULT 0 CHECK (disk >= 0));",
-    /* 5: the image catalog (broker/image_ops.c, issue 12): owner '' is a
+    /* 5: the image catalog (broker/ops/image_ops.c, issue 12): owner '' is a
      * pool image; blobs is "digest size file" per line */
     "CREATE TABLE images ("
     "  owner TEXT NOT NULL,"
@@ -172,32 +172,5 @@ const char *const store_broker_migrations[] = {
     "ALTER TABLE ports_pk RENAME TO ports;"
     "CREATE INDEX ports_vm ON ports(vm_uid);",
 };
-const int store_broker_migrations_n =
-    (int)(sizeof store_broker_migrations / sizeof *store_broker_migrations);
-
-const char *const store_worker_migrations[] = {
-    /* 1: the initial schema */
-    "CREATE TABLE vms ("
-    "  vm_id INTEGER PRIMARY KEY CHECK (vm_id BETWEEN 2 AND 65534),"
-    "  env TEXT NOT NULL,"
-    "  image TEXT NOT NULL,"
-    "  engine TEXT NOT NULL,"
-    "  cpu INTEGER NOT NULL,"
-    "  mem INTEGER NOT NULL,"
-    "  disk INTEGER NOT NULL,"
-    "  ip TEXT NOT NULL UNIQUE,"
-    "  mac TEXT NOT NULL UNIQUE,"
-    "  ports TEXT NOT NULL DEFAULT '',"
-    "  deny_outgoing INTEGER NOT NULL DEFAULT 0,"
-    "  expires_at INTEGER NOT NULL,"
-    "  state INTEGER NOT NULL,"
-    "  pid INTEGER NOT NULL DEFAULT 0,"
-    "  start_time INTEGER NOT NULL DEFAULT 0,"
-    "  updated_at INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    /* 2: a VM of a catalog image (issue 12) names it by digest ("" = a
-     * host-local image of --images) */
-    "ALTER TABLE vms ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';",
-};
-const int store_worker_migrations_n =
-    (int)(sizeof store_worker_migrations / sizeof *store_worker_migrations);
+const int broker_migrations_n =
+    (int)(sizeof broker_migrations / sizeof *broker_migrations);

@@ -1,5 +1,5 @@
 /*
- * vmdb: the worker's VM rows in worker.db (schema: store_worker_migrations).
+ * vmdb: the worker's VM rows in worker.db (schema: worker_migrations).
  *
  * One row per VM the worker holds: the spec it last accepted, its actual
  * state, and the pid + start time of its process. The converge logic

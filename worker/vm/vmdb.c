@@ -14,6 +14,7 @@
 #include "ttblob.h"
 #include "ttproto.h"
 #include "wire.h"
+#include "worker_schema.h"
 
 struct vmdb_t {
     store_t *store;
@@ -26,7 +27,7 @@ vmdb_t *vmdb_open(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    self->store = store_open(path, store_worker_migrations, store_worker_migrations_n, err, errlen);
+    self->store = store_open(path, worker_migrations, worker_migrations_n, err, errlen);
     if (!self->store) {
         free(self);
         return NULL;

@@ -4,7 +4,7 @@
  *
  * Layout under the cache directory (ttworker --image-cache DIR):
  *     blobs/<hex>        a complete blob, verified against its digest
- *     blobs/<hex>.part   a fetch in progress (worker/imgfetch.c), resumed
+ *     blobs/<hex>.part   a fetch in progress (worker/images/imgfetch.c), resumed
  *                        after a restart; never used, never indexed
  *     img/<hex>/...      a materialized image: hard links named like an
  *                        --images entry (disk.qcow2, kernel, initrd), so
