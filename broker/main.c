@@ -79,6 +79,8 @@ static void s_usage(FILE *out)
             "                           rebuilt from them at every start\n"
             "  --raft-election-ms N     election timeout (default 1000; heartbeats every\n"
             "                           tenth of it)\n"
+            "  --raft-snapshot-every N  snapshot broker.db every N entries, 4..10000000 (default\n"
+            "                           1024; N/4 entries are kept behind it)\n"
             "  --verbose                log every error reply and dropped message\n"
             "  --config FILE            read these options from FILE (zconfig: `key = value`\n"
             "                           lines, top level or in a `broker` section; a key is a\n"
@@ -128,7 +130,7 @@ enum {
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
     O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
     O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS, O_MAXTIMG, O_GCGRACE, O_RAFTID, O_RAFTPEERS,
-    O_RAFTCLIENTS, O_RAFTWORKERS, O_RAFTDIR, O_RAFTELECT
+    O_RAFTCLIENTS, O_RAFTWORKERS, O_RAFTDIR, O_RAFTELECT, O_RAFTSNAP
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -151,6 +153,7 @@ static const struct option s_opts[] = {
     {"raft-id", 1, 0, O_RAFTID},        {"raft-peers", 1, 0, O_RAFTPEERS},
     {"raft-clients", 1, 0, O_RAFTCLIENTS}, {"raft-workers", 1, 0, O_RAFTWORKERS},
     {"raft-dir", 1, 0, O_RAFTDIR},      {"raft-election-ms", 1, 0, O_RAFTELECT},
+    {"raft-snapshot-every", 1, 0, O_RAFTSNAP},
     {0, 0, 0, 0}};
 
 static int s_bool(const char *flag, const char *v, bool *out)
@@ -313,6 +316,11 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
         bad = s_int(flag, val, 100, 60000, &v);
         cfg->ha.election_ms = (unsigned)v;
         cfg->ha.heartbeat_ms = (unsigned)v / 10;
+        break;
+    case O_RAFTSNAP:
+        bad = s_int(flag, val, 4, 10000000, &v);
+        cfg->ha.snapshot_threshold = (unsigned)v;
+        cfg->ha.snapshot_trailing = (unsigned)v / 4;
         break;
     default:
         return -1;
