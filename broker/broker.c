@@ -147,8 +147,8 @@ static void s_not_leader(broker_t *self, zmsg_t *envelope, const char *service, 
         self->ha_leader ? ha_config_member(&self->cfg.ha, self->ha_leader) : NULL;
     char msg[400];
     if (m)
-        snprintf(msg, sizeof msg, "not the leader: broker %u leads the cluster, at %s",
-                 m->id, m->clients);
+        snprintf(msg, sizeof msg, "not the leader: broker %u leads the cluster, at %s", m->id,
+                 m->clients);
     else
         snprintf(msg, sizeof msg,
                  "no leader: this broker (member %u of %d) is not the leader and knows of "

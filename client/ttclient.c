@@ -41,10 +41,10 @@
 #define TTCLIENT_IN_PROGRESS_PAUSE 200
 
 struct _ttclient_t {
-    char *endpoint;  /* as given: one endpoint or a comma-separated list */
+    char *endpoint;                  /* as given: one endpoint or a comma-separated list */
     char *eps[TTCLIENT_MAX_BROKERS]; /* the list's members (a broker cluster) */
     int n_eps;
-    int cur;         /* the member asked now */
+    int cur; /* the member asked now */
     char *tenant;
     int timeout;   /* ms per attempt */
     int retries;   /* attempts in all */
@@ -390,8 +390,7 @@ static int s_exchange(ttclient_t *self, const char *service, const void *body, s
             bool not_leader = rc == S_GOT_REPLY && reply_p && *reply_p &&
                               (*reply_p)->status == TTFLEET__STATUS__NOT_LEADER;
             bool names = not_leader && (*reply_p)->leader && *(*reply_p)->leader;
-            if (not_leader &&
-                (attempt < self->retries || (names && hops < 2 * self->n_eps)) &&
+            if (not_leader && (attempt < self->retries || (names && hops < 2 * self->n_eps)) &&
                 s_follow_leader(self, *reply_p, &named)) {
                 snprintf(self->dropped, sizeof self->dropped, "NOT_LEADER: %.120s",
                          (*reply_p)->message ? (*reply_p)->message : "");

@@ -7,16 +7,16 @@
 #include "wire.h"
 
 struct session_t {
-    char *endpoint;   /* the broker endpoints, comma-separated */
-    char *current;    /* the one connected now (inside endpoint) */
-    size_t next;      /* offset in endpoint of the one the next connect takes */
+    char *endpoint; /* the broker endpoints, comma-separated */
+    char *current;  /* the one connected now (inside endpoint) */
+    size_t next;    /* offset in endpoint of the one the next connect takes */
     zsock_t *sock;
     int heartbeat_ms;
     int liveness;
     int64_t last_recv; /* monotonic ms */
     int64_t last_send;
-    zcert_t *cert;         /* CURVE: our certificate, NULL for plain TCP */
-    char server_key[41];   /* CURVE: the broker's public key */
+    zcert_t *cert;       /* CURVE: our certificate, NULL for plain TCP */
+    char server_key[41]; /* CURVE: the broker's public key */
 };
 
 void session_set_curve(session_t *self, zcert_t **own_p, const char *server_key)
