@@ -69,14 +69,6 @@ const char *tt_vm_state_name(int state)
     return s_state_names[state];
 }
 
-int tt_vm_state_parse(const char *name)
-{
-    for (size_t i = 0; i < sizeof s_state_names / sizeof *s_state_names; i++)
-        if (name && strcmp(name, s_state_names[i]) == 0)
-            return (int)i;
-    return -1;
-}
-
 bool tt_name_valid(const char *s)
 {
     if (!s || !*s || *s == '.')

@@ -108,8 +108,6 @@ static inline bool tt_vm_state_uses_cpu(int state)
 {
     return state == TTFLEET__VM_STATE__VM_RUNNING || state == TTFLEET__VM_STATE__VM_PAUSED;
 }
-/* Parse a VM state name; returns -1 if unknown. */
-int tt_vm_state_parse(const char *name);
 
 /* True if s is a valid env / tenant / image / host name:
  * [A-Za-z0-9._-], 1..64 chars, no leading dot. */

@@ -40,12 +40,6 @@ void outq_push(broker_t *self, zsock_t *sock, zmsg_t **msg_p)
     s_push(self, sock, msg_p, false);
 }
 
-void outq_push_durable(broker_t *self, zsock_t *sock, zmsg_t **msg_p)
-{
-    s_push(self, sock, msg_p, true);
-    self->cur_answered = true;
-}
-
 void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
                 const char *state, const char *message)
 {

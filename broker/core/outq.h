@@ -19,8 +19,6 @@
 
 /* Queue msg (taking ownership) for sock. */
 void outq_push(broker_t *self, zsock_t *sock, zmsg_t **msg_p);
-/* The same, for a message that stays true if this batch fails. */
-void outq_push_durable(broker_t *self, zsock_t *sock, zmsg_t **msg_p);
 /* Queue an event for the PUB socket. */
 void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
                 const char *state, const char *message);

@@ -109,11 +109,6 @@ int net_kind_parse(const char *name)
     return -1;
 }
 
-net_kind_t net_kind(const net_t *self)
-{
-    return self->cfg.kind;
-}
-
 void net_ifname(uint32_t vm_id, char *buf, size_t len)
 {
     snprintf(buf, len, "tt%u", vm_id);

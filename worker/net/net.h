@@ -73,7 +73,6 @@ net_t *net_new(const net_config_t *cfg, char *err, size_t errlen);
 /* Frees the backend; the bridge, taps and table stay for the VMs. */
 void net_destroy(net_t **self_p);
 
-net_kind_t net_kind(const net_t *self);
 const char *net_kind_name(net_kind_t kind);
 /* "none", "user", "nft" -> kind; -1 if unknown. */
 int net_kind_parse(const char *name);
