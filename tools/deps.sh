@@ -5,7 +5,8 @@
 # kernel and busybox-static). The one after is ttgw and what its tests use:
 # libmicrohttpd, pytest, the OpenAPI checker (yaml, jsonschema), the
 # Prometheus text parser, Chromium and its DevTools client (websocket), scdoc
-# for the man pages, systemd-analyze and dpkg for the package tests.
+# for the man pages, systemd-analyze and dpkg for the package tests;
+# libseccomp-dev for the process engine's system-call filter.
 # Runs `apt-get update` once, and only when something is missing, so a second
 # run is fast.
 set -eu
@@ -15,7 +16,7 @@ python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev clang
 libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64
 libmicrohttpd-dev python3-pytest python3-setuptools python3-pip python3-yaml python3-jsonschema
 python3-prometheus-client python3-websocket chromium scdoc systemd dpkg
-libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client"
+libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client libseccomp-dev"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi
 missing=""
 for p in $PKGS; do

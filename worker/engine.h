@@ -41,6 +41,8 @@ typedef struct {
     const char *vm_user;    /* run VMs as this user (NULL: as the worker, root) */
     uid_t vm_uid;
     gid_t vm_gid;
+    uid_t vm_id_base; /* process VMs without vm_user: uid/gid 0 inside is this id
+                         outside (0: VMJAIL_ID_BASE_DEFAULT) */
 } engine_ctx_t;
 
 typedef struct {

@@ -116,9 +116,24 @@ int main(void)
     /* the first tick reaches the disk a moment after "up": the stop below
      * checks the disk kept it, so wait for it (else the test races) */
     /* the disk is an ext4 image mounted in the VM's own mount namespace:
-     * seen from the host only through the VM's root */
-    snprintf(path, sizeof path, "/proc/%d/root%s/vms/77/disk/ticks", (int)s_vm.pid, state);
+     * seen from the host only through the VM's root, at /disk */
+    snprintf(path, sizeof path, "/proc/%d/root/disk/ticks", (int)s_vm.pid);
     CHECK(s_file_has(path, "1", 3000));
+    /* written by the VM's root, owned by the unprivileged id it maps to */
+    struct stat tsb;
+    CHECK(stat(path, &tsb) == 0 && tsb.st_uid == 100000 && tsb.st_gid == 100000);
+    /* its root is the image's tree, not the host's: no state dir, no /etc/shadow */
+    snprintf(path, sizeof path, "/proc/%d/root%s", (int)s_vm.pid, state);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/etc/shadow", (int)s_vm.pid);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/run", (int)s_vm.pid);
+    CHECK(access(path, X_OK) == 0);
+    /* its own user namespace: uid 0 inside is 100000 outside */
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)s_vm.pid);
+    CHECK(s_file_has(path, "0     100000      65536", 1000));
+    CHECK(s_ns_differs(s_vm.pid, "user"));
+    CHECK(s_ns_differs(s_vm.pid, "ipc"));
     snprintf(pidfile, sizeof pidfile, "%s/vms/77/pid", state);
     pid_t fpid;
     uint64_t fst;
@@ -163,7 +178,7 @@ int main(void)
 
     /* Start again from the kept disk, then adopt as after a restart. */
     CHECK(eng->start(&ctx, &s_vm, err, sizeof err) == 0);
-    snprintf(path, sizeof path, "/proc/%d/root%s/vms/77/disk/ticks", (int)s_vm.pid, state);
+    snprintf(path, sizeof path, "/proc/%d/root/disk/ticks", (int)s_vm.pid);
     CHECK(s_file_has(path, "1", 3000));
     vm_t copy = s_vm;
     CHECK(eng->adopt(&ctx, &copy) == 0 && copy.pid == s_vm.pid);
