@@ -199,6 +199,26 @@ int main(void)
     CHECK(eng->start(&ctx, &bad, err, sizeof err) == -1 && strstr(err, "not present"));
     CHECK(eng->destroy(&ctx, &bad, err, sizeof err) == 0);
 
+    /* Another id base (--vm-id-base): a file image (sleeper, copied into
+     * the VM's root as /run) mapped to 300000.. */
+    vm_t other = s_vm;
+    other.vm_id = 79;
+    other.pid = 0;
+    other.start_time = 0;
+    strcpy(other.image, "sleeper");
+    engine_ctx_t ctx2 = ctx;
+    ctx2.vm_id_base = 300000;
+    CHECK(eng->prepare_disk(&ctx2, &other, err, sizeof err) == 0);
+    CHECK(eng->start(&ctx2, &other, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)other.pid);
+    CHECK(s_file_has(path, "0     300000      65536", 1000));
+    snprintf(path, sizeof path, "/proc/%d/root/disk", (int)other.pid);
+    struct stat dsb;
+    CHECK(stat(path, &dsb) == 0 && dsb.st_uid == 300000);
+    snprintf(path, sizeof path, "%s/vms/79/console.log", state);
+    CHECK(s_file_has(path, "vm 79 up", 3000));
+    CHECK(eng->destroy(&ctx2, &other, err, sizeof err) == 0);
+
     /* Destroy: process gone, directory gone. */
     old = s_vm.pid;
     old_st = s_vm.start_time;
