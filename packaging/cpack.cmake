@@ -11,7 +11,7 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libczmq4, libzmq5, libprotobuf-c1, libsqlite3-0, libjansson4, libmicrohttpd12, libnftables1, python3, python3-zmq, python3-protobuf")
+    "libczmq4, libzmq5, libprotobuf-c1, libsqlite3-0, libjansson4, libmicrohttpd12, libnftables1, libseccomp2, python3, python3-zmq, python3-protobuf")
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "qemu-system-x86, qemu-utils, nftables, genisoimage")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${PROJECT_SOURCE_DIR}/packaging/postinst ${PROJECT_BINARY_DIR}/packaging/conffiles)
