@@ -358,8 +358,27 @@ static int s_put_file(const char *path, const char *text, mode_t mode)
     return rc;
 }
 
+/* A directory of the VM's root that pid 1 mounts on or writes into, while
+ * the host's tree is still its root: whatever else is there (a symlink the
+ * VM left in its upper layer, which would lead outside) is removed first.
+ * 0, or -1 with errno. */
+static int s_own_dir(const char *name)
+{
+    struct stat sb;
+    if (lstat(name, &sb) == 0 && !S_ISDIR(sb.st_mode) && unlink(name))
+        return -1;
+    if (mkdir(name, 0755) && errno != EEXIST)
+        return -1;
+    if (lstat(name, &sb) || !S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
 /* In pid 1, the working directory the VM's merged root: the host system
- * directories, /etc, /dev, /tmp and the disk's mount point. Only syscalls. */
+ * directories, /etc, /dev, /tmp and the disk's mount point. Only syscalls;
+ * no path it follows is one the VM could have made a symlink. */
 static int s_populate_root(const s_spawn_t *sp)
 {
     for (int i = 0; i < sp->n_sys; i++) {
@@ -369,14 +388,14 @@ static int s_populate_root(const s_spawn_t *sp)
                 return -1;
             continue;
         }
-        if (mkdir(n, 0755) && errno != EEXIST)
+        if (s_own_dir(n))
             return -1;
         if (mount(sp->sys[i].host, n, NULL, MS_BIND | MS_REC, NULL) ||
             mount(NULL, n, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL))
             return -1;
     }
     if (sp->make_etc) {
-        if (mkdir("etc", 0755) && errno != EEXIST)
+        if (s_own_dir("etc"))
             return -1;
         if (s_put_file("etc/passwd", sp->passwd, 0644) ||
             s_put_file("etc/group", "root:x:0:\nnogroup:x:65534:\n", 0644) ||
@@ -385,7 +404,7 @@ static int s_populate_root(const s_spawn_t *sp)
     }
     static const char *const dirs[] = {"proc", "dev", "tmp", "disk"};
     for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++)
-        if (mkdir(dirs[i], 0755) && errno != EEXIST)
+        if (s_own_dir(dirs[i]))
             return -1;
     if (mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=64"))
         return -1;

@@ -176,8 +176,29 @@ int main(void)
     CHECK(access(path, F_OK) != 0); /* never on the host's own file system */
     CHECK(!eng->is_alive(&ctx, &s_vm));
 
+    /* The VM's root may have left symlinks where pid 1 mounts and writes
+     * (its /etc, /dev, /tmp live in its upper layer): the next start
+     * replaces them, never following them into the host's tree. */
+    char up[4096], host_dir[2048];
+    snprintf(host_dir, sizeof host_dir, "%s/host-dir", state);
+    CHECK(mkdir(host_dir, 0755) == 0);
+    static const char *const traps[] = {"etc", "tmp", "dev", "disk"};
+    for (size_t i = 0; i < sizeof traps / sizeof *traps; i++) {
+        snprintf(up, sizeof up, "%s/vms/77/root/upper/%s", state, traps[i]);
+        char cmd[8400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", up);
+        CHECK(system(cmd) == 0);
+        CHECK(symlink(host_dir, up) == 0);
+    }
+
     /* Start again from the kept disk, then adopt as after a restart. */
     CHECK(eng->start(&ctx, &s_vm, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/passwd", host_dir);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "%s/null", host_dir);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/etc/passwd", (int)s_vm.pid);
+    CHECK(access(path, F_OK) == 0);
     snprintf(path, sizeof path, "/proc/%d/root/disk/ticks", (int)s_vm.pid);
     CHECK(s_file_has(path, "1", 3000));
     vm_t copy = s_vm;
