@@ -111,7 +111,8 @@ static const char *s_step_names[] = {"ok",
                                      "user namespace",
                                      "uid/gid map",
                                      "capabilities",
-                                     "seccomp filter"};
+                                     "seccomp filter",
+                                     "open low ports"};
 #define S_STEPS ((int)(sizeof s_step_names / sizeof *s_step_names))
 
 static int s_mkdir(const char *path)
@@ -425,6 +426,20 @@ static int s_populate_root(const s_spawn_t *sp)
     return 0;
 }
 
+/* Write a sysctl of pid 1's namespaces. 0, or -1 with errno. */
+static int s_put_sysctl(const char *path, const char *value)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(value);
+    int rc = write(fd, value, len) == (ssize_t)len ? 0 : -1;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 /* pid 1 of the VM. Never returns. It first waits until the intermediate
  * has written the pidfile, makes its own mount namespace and root (the
  * intermediate stays in the host's, where it writes the uid/gid maps), and
@@ -464,6 +479,11 @@ static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd, int up_fd, int ac
     if (sethostname(sp->hostname, strlen(sp->hostname)))
         goto fail;
     s_lo_up();
+    /* its root owns no capability over its network namespace (the host's
+     * user namespace owns it): every port of its own stack is its to bind */
+    step = 20;
+    if (s_put_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"))
+        goto fail;
     step = 7;
     if (chdir("/disk"))
         goto fail;

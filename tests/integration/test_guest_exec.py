@@ -191,6 +191,10 @@ class GuestExec(unittest.TestCase):
         r, d = self.exec_json("unshare", "-U", "true")
         self.assertNotEqual(r.rc, 0, r)
         self.assertIn("Operation not permitted", d["stderr"])
+        # its own network stack's low ports are still its to bind
+        r, d = self.exec_json("python3", "-c", "import socket; s = socket.socket(); "
+                              "s.bind(('0.0.0.0', 80)); print('bound')")
+        self.assertEqual((r.rc, d["stdout"]), (0, "bound\n"), d)
         # and no capability beyond an unprivileged container root's
         r, d = self.exec_json("sh", "-c", "grep CapBnd /proc/self/status")
         self.assertEqual(int(d["stdout"].split()[1], 16), 0xa00405fb, d)
