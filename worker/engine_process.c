@@ -2,17 +2,26 @@
  * engine_process: a VM is a process tree in its own Linux namespaces.
  *
  * A light container: the image's program runs as pid 1 of a new pid
- * namespace, with its own mount, UTS (hostname vm-<id>) and network
- * namespaces (network backend `none`: only lo, brought up), its working
- * directory on the VM's disk (<state>/vms/<id>/disk, kept across
- * stop/start), its output appended to <state>/vms/<id>/console.log.
+ * namespace, with its own mount, UTS (hostname vm-<id>), network (backend
+ * `none`: only lo, brought up), IPC and user namespaces, in a root of its
+ * own: the image's tree under an overlayfs whose upper layer is
+ * <state>/vms/<id>/root/upper (docs/SECURITY.md "VM confinement"), its
+ * working directory /disk, the VM's disk (kept across stop/start), its
+ * output appended to <state>/vms/<id>/console.log.
  *
  * Spawn, so the VM outlives the worker:
- *   worker --fork--> intermediate: setsid, unshare(NS|UTS|NET|PID)
- *                    --fork--> VM pid 1: private mounts, fresh /proc,
- *                                        hostname, lo up, chdir, execve
- *                    writes <vm>/pid ("PID STARTTIME") and reports the pid
- *                    on a pipe, then exits; the worker reaps it.
+ *   worker --fork--> intermediate: setsid, unshare(UTS|NET|PID|IPC)
+ *                    --fork--> VM pid 1: (after the pidfile) its own mount
+ *                                namespace, disk, overlay root, /dev, /tmp,
+ *                                pivot_root, fresh /proc, hostname, lo up,
+ *                                chdir /disk, unshare(USER), waits for the
+ *                                maps, becomes the VM's root (or
+ *                                --vm-user), vmjail bounding set, filter,
+ *                                execve /run
+ *                    writes <vm>/pid ("PID STARTTIME"), lets pid 1 go,
+ *                    writes pid 1's uid_map and gid_map once it is in its
+ *                    user namespace, reports the pid on a pipe, then
+ *                    exits; the worker reaps it.
  * The pidfile is written by the intermediate, not the worker, so even a
  * worker killed mid-spawn leaves proof of what it started: the next start
  * finds it and kills it instead of leaking an orphan VM. The pipe is
