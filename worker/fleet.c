@@ -1859,6 +1859,7 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->ctx.vm_user = cfg->vm_user;
     self->ctx.vm_uid = cfg->vm_uid;
     self->ctx.vm_gid = cfg->vm_gid;
+    self->ctx.vm_id_base = cfg->vm_id_base;
     self->table = calloc(TT_VMID_MAX + 1, sizeof *self->table);
     self->owner = calloc(TT_VMID_MAX + 1, sizeof *self->owner);
     self->mark = calloc(TT_VMID_MAX + 1, sizeof *self->mark);

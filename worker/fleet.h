@@ -88,6 +88,7 @@ typedef struct {
     const char *vm_user; /* unprivileged user the VMs run as, NULL: root */
     uid_t vm_uid;
     gid_t vm_gid;
+    uid_t vm_id_base; /* process VMs: uid/gid 0 inside is this id outside */
     /* catalog images (issue 12, pull.h): the cache directory (NULL: no
      * cache, catalog images are refused), its limit in MiB (0 = none),
      * and the CURVE certificate / blob server key for fetching (NULL:

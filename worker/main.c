@@ -71,6 +71,7 @@ typedef struct {
     char vm_user[64]; /* --vm-user, "" = VMs run as the worker */
     uid_t vm_uid;
     gid_t vm_gid;
+    long long vm_id_base; /* --vm-id-base */
     char curve_secret[PATH_MAX]; /* this worker's cert (CURVE), "" = plain */
     char broker_key[PATH_MAX];   /* the broker's public cert */
     int net;                     /* net_kind_t */
@@ -132,6 +133,9 @@ static void s_usage(FILE *f)
             "  --stop-timeout-ms N   SIGTERM grace of a VM before SIGKILL (default 2000)\n"
             "  --vm-user NAME        run VM programs and QEMU as this unprivileged user\n"
             "                        (default: as the worker); images must be readable by it\n"
+            "  --vm-id-base N        process VMs without --vm-user: uid/gid 0 of a VM's user\n"
+            "                        namespace is N outside, 0..65535 map to N..N+65535\n"
+            "                        (default 100000)\n"
             "  --curve-secret CERT   talk CURVE with this worker certificate (CERT and\n"
             "                        CERT_secret, made by `ttctl keygen --role worker`)\n"
             "  --broker-key CERT     the broker's public certificate (with --curve-secret)\n"
@@ -221,6 +225,7 @@ enum {
     O_GRACE,
     O_STOPTO,
     O_VMUSER,
+    O_VMIDBASE,
     O_VERBOSE,
     O_NET,
     O_NETNS,
@@ -253,6 +258,7 @@ static const struct option s_options[] = {
     {"expiry-grace", required_argument, NULL, O_GRACE},
     {"stop-timeout-ms", required_argument, NULL, O_STOPTO},
     {"vm-user", required_argument, NULL, O_VMUSER},
+    {"vm-id-base", required_argument, NULL, O_VMIDBASE},
     {"verbose", no_argument, NULL, O_VERBOSE},
     {"net", required_argument, NULL, O_NET},
     {"netns", required_argument, NULL, O_NETNS},
@@ -347,6 +353,10 @@ static void s_apply(s_opts_t *o, int c, const char *optarg)
         o->vm_gid = pw->pw_gid;
         break;
     }
+    case O_VMIDBASE:
+        /* the range ends below 2^32 - 1 (the invalid id) */
+        o->vm_id_base = s_int("--vm-id-base", optarg, 1, 4294967295LL - 65536 - 1);
+        break;
     case O_STOPTO:
         o->stop_timeout_ms = s_int("--stop-timeout-ms", optarg, 0, 60000);
         break;
@@ -442,6 +452,7 @@ static void s_parse(int argc, char **argv, s_opts_t *o)
     o->liveness = 5;
     o->grace = 300;
     o->stop_timeout_ms = 2000;
+    o->vm_id_base = 100000;
     s_engines(o, "process,hollow");
     strcpy(o->accel_mode, "auto");
     /* the file first, so every flag given overrides it */
@@ -731,6 +742,7 @@ int main(int argc, char **argv)
         .vm_user = o->vm_user[0] ? o->vm_user : NULL,
         .vm_uid = o->vm_uid,
         .vm_gid = o->vm_gid,
+        .vm_id_base = (uid_t)o->vm_id_base,
         .image_cache = image_cache ? o->image_cache : NULL,
         .image_cache_mib = (uint64_t)o->image_cache_mib,
         .blobs_cert = blobs_key[0] ? o->curve_secret : NULL,

@@ -14,6 +14,11 @@ engine: ttctl -> ttbroker (broker/ops/guest_ops.c) -> ttworker
 - refusals: exec on a stopped VM, tenant B in tenant A's env (NOT_FOUND);
 - audit: an exec leaves a row (tenant, env, VM, host, argv with control
   characters shown as '?');
+- isolation: the VM's root is its image's tree (a host file is neither read
+  nor written, no /etc/shadow), its root is uid 100000 outside (a file it
+  makes belongs to 100000), seccomp refuses bpf, keyctl, unshare of a user
+  namespace, mount and perf_event_open with EPERM, the bounding set is a
+  container root's;
 - liveness: while `sleep 20` runs in a VM, env show and another tenant's
   requests answer promptly and the host stays online.
 
@@ -139,6 +144,60 @@ class GuestExec(unittest.TestCase):
         self.assertEqual(text, "inside")
         self.assertFalse(os.path.exists(os.path.join(cwd, "marker")),
                          "the exec wrote into the host's directory, not the VM's disk")
+
+    def test_host_files_out_of_reach(self):
+        # the VM's root is its image's tree under an overlay: a file the
+        # test puts on the host is neither readable nor writable from it
+        marker = os.path.join(self.tmp, "host-marker")
+        with open(marker, "w") as f:
+            f.write("host secret\n")
+        r, d = self.exec_json("cat", marker)
+        self.assertNotEqual(r.rc, 0, r)
+        self.assertNotIn("host secret", d["stdout"])
+        r, d = self.exec_json("sh", "-c", "echo changed > %s; echo new > %s.new" % (marker, marker))
+        with open(marker) as f:
+            self.assertEqual(f.read(), "host secret\n", "the VM wrote a host file")
+        self.assertFalse(os.path.exists(marker + ".new"), "the VM made a host file")
+        r, d = self.exec_json("cat", "/etc/shadow")
+        self.assertNotEqual(r.rc, 0, r)
+        self.assertEqual(d["stdout"], "")
+        # as root inside (uid 0 in its namespace), so the permissions that
+        # stop it are those of an unprivileged id outside
+        r, d = self.exec_json("sh", "-c", "id -u; cat /proc/self/uid_map; echo made > /made-by-vm")
+        self.assertEqual(r.rc, 0, r)
+        lines = d["stdout"].split("\n")
+        self.assertEqual(lines[0], "0")
+        self.assertEqual(lines[1].split(), ["0", "100000", "65536"])
+        made = os.path.join(self.pool.worker_state("h1"), "vms", str(self.vm), "root", "upper",
+                            "made-by-vm")
+        st = os.stat(made)
+        self.assertEqual((st.st_uid, st.st_gid), (100000, 100000))
+        # its processes are those of its own pid namespace only
+        r, d = self.exec_json("sh", "-c", "ls /proc | grep -c '^[0-9]'")
+        self.assertLess(int(d["stdout"]), 10, d)
+
+    def test_forbidden_syscalls(self):
+        # seccomp: bpf, keyctl, a new user namespace, mount: EPERM (1)
+        code = ("import ctypes\n"
+                "l = ctypes.CDLL(None, use_errno=True)\n"
+                "for nr, args in ((321, (0, 0, 0)), (250, (0, 0, 0)), (272, (0x10000000,)),\n"
+                "                 (165, (0, 0, 0, 0, 0)), (298, (0, 0, 0, 0, 0))):\n"
+                "    r = l.syscall(nr, *args)\n"
+                "    print(nr, r, ctypes.get_errno())\n")
+        r, d = self.exec_json("python3", "-c", code)
+        self.assertEqual(r.rc, 0, r)
+        got = [line.split() for line in d["stdout"].strip().split("\n")]
+        self.assertEqual(got, [[nr, "-1", "1"] for nr in ("321", "250", "272", "165", "298")], d)
+        r, d = self.exec_json("unshare", "-U", "true")
+        self.assertNotEqual(r.rc, 0, r)
+        self.assertIn("Operation not permitted", d["stderr"])
+        # its own network stack's low ports are still its to bind
+        r, d = self.exec_json("python3", "-c", "import socket; s = socket.socket(); "
+                              "s.bind(('0.0.0.0', 80)); print('bound')")
+        self.assertEqual((r.rc, d["stdout"]), (0, "bound\n"), d)
+        # and no capability beyond an unprivileged container root's
+        r, d = self.exec_json("sh", "-c", "grep CapBnd /proc/self/status")
+        self.assertEqual(int(d["stdout"].split()[1], 16), 0xa00405fb, d)
 
     def test_exit_code_and_stderr(self):
         r, d = self.exec_json("sh", "-c", "echo out; echo err >&2; exit 7")
@@ -582,17 +641,20 @@ class GuestExecVmUser(unittest.TestCase):
         src = os.path.join(self.pool.dir, "f.txt")
         with open(src, "w") as f:
             f.write("owned\n")
-        # the guest's view decides: its disk is its working directory, which the
-        # user reaches by that, not by the worker's path (root's, 0700)
-        r = self.pool.ctl("env", "cp", src, "u:%d:%s/f.txt" % (vm, cwd), tenant=A)
-        self.assertEqual(r.rc, harness.EXIT_STATUS, r)
-        self.assertIn("Permission denied", r.err)
-        # the process engine shares the host's /tmp (no chroot): written as the user
+        # the guest's view decides: its disk, its working directory at /disk,
+        # belongs to the user; the file is written as the user
+        self.assertEqual(cwd, "/disk")
+        r = self.pool.ctl("env", "cp", src, "u:%d:/disk/f.txt" % vm, tenant=A)
+        self.assertEqual(r.rc, 0, r)
+        r = self.pool.ctl("env", "exec", "u", vm, "--", "stat", "-c", "%u", "/disk/f.txt",
+                          tenant=A)
+        self.assertEqual(int(r.data["stdout"]), self.nobody.pw_uid)
+        # the VM's /tmp is its own (a tmpfs in its root), not the host's
         dst = "/tmp/ttfleet-exec-test-%d.txt" % os.getpid()
         self.addCleanup(lambda: os.path.exists(dst) and os.unlink(dst))
         r = self.pool.ctl("env", "cp", src, "u:%d:%s" % (vm, dst), tenant=A)
         self.assertEqual(r.rc, 0, r)
-        self.assertEqual(os.stat(dst).st_uid, self.nobody.pw_uid)
+        self.assertFalse(os.path.exists(dst), "the VM wrote the host's /tmp")
         r = self.pool.ctl("env", "exec", "u", vm, "--", "stat", "-c", "%u", dst, tenant=A)
         self.assertEqual(int(r.data["stdout"]), self.nobody.pw_uid)
         # a file the user cannot write is refused by the guest, not written by root

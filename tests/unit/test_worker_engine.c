@@ -153,9 +153,24 @@ int main(void)
     /* the first tick reaches the disk a moment after "up": the stop below
      * checks the disk kept it, so wait for it (else the test races) */
     /* the disk is an ext4 image mounted in the VM's own mount namespace:
-     * seen from the host only through the VM's root */
-    snprintf(path, sizeof path, "/proc/%d/root%s/vms/77/disk/ticks", (int)s_vm.pid, state);
+     * seen from the host only through the VM's root, at /disk */
+    snprintf(path, sizeof path, "/proc/%d/root/disk/ticks", (int)s_vm.pid);
     CHECK(s_file_has(path, "1", 3000));
+    /* written by the VM's root, owned by the unprivileged id it maps to */
+    struct stat tsb;
+    CHECK(stat(path, &tsb) == 0 && tsb.st_uid == 100000 && tsb.st_gid == 100000);
+    /* its root is the image's tree, not the host's: no state dir, no /etc/shadow */
+    snprintf(path, sizeof path, "/proc/%d/root%s", (int)s_vm.pid, state);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/etc/shadow", (int)s_vm.pid);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/run", (int)s_vm.pid);
+    CHECK(access(path, X_OK) == 0);
+    /* its own user namespace: uid 0 inside is 100000 outside */
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)s_vm.pid);
+    CHECK(s_file_has(path, "0     100000      65536", 1000));
+    CHECK(s_ns_differs(s_vm.pid, "user"));
+    CHECK(s_ns_differs(s_vm.pid, "ipc"));
     snprintf(pidfile, sizeof pidfile, "%s/vms/77/pid", state);
     pid_t fpid;
     uint64_t fst;
@@ -198,9 +213,30 @@ int main(void)
     CHECK(access(path, F_OK) != 0); /* never on the host's own file system */
     CHECK(!eng->is_alive(&ctx, &s_vm));
 
+    /* The VM's root may have left symlinks where pid 1 mounts and writes
+     * (its /etc, /dev, /tmp live in its upper layer): the next start
+     * replaces them, never following them into the host's tree. */
+    char up[4096], host_dir[2048];
+    snprintf(host_dir, sizeof host_dir, "%s/host-dir", state);
+    CHECK(mkdir(host_dir, 0755) == 0);
+    static const char *const traps[] = {"etc", "tmp", "dev", "disk"};
+    for (size_t i = 0; i < sizeof traps / sizeof *traps; i++) {
+        snprintf(up, sizeof up, "%s/vms/77/root/upper/%s", state, traps[i]);
+        char cmd[8400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", up);
+        CHECK(system(cmd) == 0);
+        CHECK(symlink(host_dir, up) == 0);
+    }
+
     /* Start again from the kept disk, then adopt as after a restart. */
     CHECK(eng->start(&ctx, &s_vm, err, sizeof err) == 0);
-    snprintf(path, sizeof path, "/proc/%d/root%s/vms/77/disk/ticks", (int)s_vm.pid, state);
+    snprintf(path, sizeof path, "%s/passwd", host_dir);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "%s/null", host_dir);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/etc/passwd", (int)s_vm.pid);
+    CHECK(access(path, F_OK) == 0);
+    snprintf(path, sizeof path, "/proc/%d/root/disk/ticks", (int)s_vm.pid);
     CHECK(s_file_has(path, "1", 3000));
     vm_t copy = s_vm;
     CHECK(eng->adopt(&ctx, &copy) == 0 && copy.pid == s_vm.pid);
@@ -220,6 +256,26 @@ int main(void)
     CHECK(eng->prepare_disk(&ctx, &bad, err, sizeof err) == 0);
     CHECK(eng->start(&ctx, &bad, err, sizeof err) == -1 && strstr(err, "not present"));
     CHECK(eng->destroy(&ctx, &bad, err, sizeof err) == 0);
+
+    /* Another id base (--vm-id-base): a file image (sleeper, copied into
+     * the VM's root as /run) mapped to 300000.. */
+    vm_t other = s_vm;
+    other.vm_id = 79;
+    other.pid = 0;
+    other.start_time = 0;
+    strcpy(other.image, "sleeper");
+    engine_ctx_t ctx2 = ctx;
+    ctx2.vm_id_base = 300000;
+    CHECK(eng->prepare_disk(&ctx2, &other, err, sizeof err) == 0);
+    CHECK(eng->start(&ctx2, &other, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)other.pid);
+    CHECK(s_file_has(path, "0     300000      65536", 1000));
+    snprintf(path, sizeof path, "/proc/%d/root/disk", (int)other.pid);
+    struct stat dsb;
+    CHECK(stat(path, &dsb) == 0 && dsb.st_uid == 300000);
+    snprintf(path, sizeof path, "%s/vms/79/console.log", state);
+    CHECK(s_file_has(path, "vm 79 up", 3000));
+    CHECK(eng->destroy(&ctx2, &other, err, sizeof err) == 0);
 
     /* Destroy: process gone, directory gone. */
     old = s_vm.pid;

@@ -45,6 +45,8 @@ typedef struct {
     /* The first line of `qemu --version` (snapstore_qemu_version): a
      * template is only used by the QEMU that made it. NULL: no snapshots. */
     const char *qemu_version;
+    uid_t vm_id_base; /* process VMs without vm_user: uid/gid 0 inside is this id
+                         outside (0: VMJAIL_ID_BASE_DEFAULT) */
 } engine_ctx_t;
 
 typedef struct {

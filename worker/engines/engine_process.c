@@ -2,17 +2,26 @@
  * engine_process: a VM is a process tree in its own Linux namespaces.
  *
  * A light container: the image's program runs as pid 1 of a new pid
- * namespace, with its own mount, UTS (hostname vm-<id>) and network
- * namespaces (network backend `none`: only lo, brought up), its working
- * directory on the VM's disk (<state>/vms/<id>/disk, kept across
- * stop/start), its output appended to <state>/vms/<id>/console.log.
+ * namespace, with its own mount, UTS (hostname vm-<id>), network (backend
+ * `none`: only lo, brought up), IPC and user namespaces, in a root of its
+ * own: the image's tree under an overlayfs whose upper layer is
+ * <state>/vms/<id>/root/upper (docs/SECURITY.md "VM confinement"), its
+ * working directory /disk, the VM's disk (kept across stop/start), its
+ * output appended to <state>/vms/<id>/console.log.
  *
  * Spawn, so the VM outlives the worker:
- *   worker --fork--> intermediate: setsid, unshare(NS|UTS|NET|PID)
- *                    --fork--> VM pid 1: private mounts, fresh /proc,
- *                                        hostname, lo up, chdir, execve
- *                    writes <vm>/pid ("PID STARTTIME") and reports the pid
- *                    on a pipe, then exits; the worker reaps it.
+ *   worker --fork--> intermediate: setsid, unshare(UTS|NET|PID|IPC)
+ *                    --fork--> VM pid 1: (after the pidfile) its own mount
+ *                                namespace, disk, overlay root, /dev, /tmp,
+ *                                pivot_root, fresh /proc, hostname, lo up,
+ *                                chdir /disk, unshare(USER), waits for the
+ *                                maps, becomes the VM's root (or
+ *                                --vm-user), vmjail bounding set, filter,
+ *                                execve /run
+ *                    writes <vm>/pid ("PID STARTTIME"), lets pid 1 go,
+ *                    writes pid 1's uid_map and gid_map once it is in its
+ *                    user namespace, reports the pid on a pipe, then
+ *                    exits; the worker reaps it.
  * The pidfile is written by the intermediate, not the worker, so even a
  * worker killed mid-spawn leaves proof of what it started: the next start
  * finds it and kills it instead of leaking an orphan VM. The pipe is
@@ -64,6 +73,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +83,7 @@
 #include "proc.h"
 #include "spawn.h"
 #include "ttcrash.h"
+#include "vmjail.h"
 
 #define S_SPAWN_TIMEOUT_MS 5000
 #define S_KILL_TIMEOUT_MS 2000
@@ -90,10 +101,27 @@ typedef struct {
     uint64_t start_time;
 } s_msg_t;
 
-static const char *s_step_names[] = {
-    "ok",          "setsid",     "unshare", "fork",   "mount private",   "mount /proc",
-    "sethostname", "chdir disk", "stdio",   "execve", "read start time", "drop privileges",
-    "mount disk"};
+static const char *s_step_names[] = {"ok",
+                                     "setsid",
+                                     "unshare",
+                                     "fork",
+                                     "mount private",
+                                     "mount /proc",
+                                     "sethostname",
+                                     "chdir disk",
+                                     "stdio",
+                                     "execve",
+                                     "read start time",
+                                     "drop privileges",
+                                     "mount disk",
+                                     "mount root (overlayfs)",
+                                     "populate root",
+                                     "pivot_root",
+                                     "user namespace",
+                                     "uid/gid map",
+                                     "capabilities",
+                                     "seccomp filter",
+                                     "open low ports"};
 #define S_STEPS ((int)(sizeof s_step_names / sizeof *s_step_names))
 
 static int s_mkdir(const char *path)
@@ -101,6 +129,19 @@ static int s_mkdir(const char *path)
     if (mkdir(path, 0750) && errno != EEXIST)
         return -1;
     return 0;
+}
+
+/* Who the VM's root (or, under --vm-user, the VM's user) is outside its
+ * user namespace: the owner of its disk's root and of its root directory. */
+static void s_root_ids(const engine_ctx_t *ctx, uid_t *uid, gid_t *gid)
+{
+    if (ctx->vm_user) {
+        *uid = ctx->vm_uid;
+        *gid = ctx->vm_gid;
+        return;
+    }
+    *uid = ctx->vm_id_base ? ctx->vm_id_base : VMJAIL_ID_BASE_DEFAULT;
+    *gid = (gid_t)*uid;
 }
 
 /* mkfs.ext4 / e2fsck / resize2fs (e2fsprogs), absolute, or -1. They live
@@ -184,8 +225,11 @@ static int s_prepare_disk(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t e
     close(fd);
     /* the file system's root belongs to the user the VM runs as */
     char ext[128];
-    snprintf(ext, sizeof ext, "lazy_itable_init=1,nodiscard,root_owner=%u:%u",
-             ctx->vm_user ? (unsigned)ctx->vm_uid : 0u, ctx->vm_user ? (unsigned)ctx->vm_gid : 0u);
+    uid_t ru;
+    gid_t rg;
+    s_root_ids(ctx, &ru, &rg);
+    snprintf(ext, sizeof ext, "lazy_itable_init=1,nodiscard,root_owner=%u:%u", (unsigned)ru,
+             (unsigned)rg);
     char *mkfs[] = {"-q", "-F", "-m", "0", "-O", "^has_journal", "-E", ext, tmp, NULL};
     if (s_run_e2("mkfs.ext4", mkfs, err, errlen)) {
         unlink(tmp);
@@ -218,7 +262,28 @@ typedef struct {
     uid_t uid;
     gid_t gid;
     int delay_ms; /* TTFLEET_SPAWN_DELAY_MS: tests hold the pidfile window open */
+    /* the VM's root: overlayfs of the image tree under <vm>/root/upper */
+    char merged[4096];
+    char ovl_opts[3 * 4096 + 64];
+    /* host system directories bound read-only (or symlinked) into it */
+    int n_sys;
+    struct {
+        char name[16];
+        char host[24];
+        char link[256]; /* "": a directory to bind */
+    } sys[8];
+    bool make_etc; /* the image has no etc: a minimal one */
+    char passwd[256];
+    uid_t root_uid; /* the VM's root (or its user) outside */
+    gid_t root_gid;
+    char uid_map[64], gid_map[64];
+    const struct sock_fprog *filter;
 } s_spawn_t;
+
+/* Bound into every VM's fresh /dev from the host's. */
+static const char *const s_devs[] = {"null", "zero", "full", "random", "urandom", "tty"};
+/* Host directories a VM's root gets read-only when its image has none. */
+static const char *const s_sysdirs[] = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"};
 
 static void s_report(int fd, int kind, int value, int step, uint64_t start_time)
 {
@@ -291,11 +356,105 @@ out : {
     return rc;
 }
 
+/* Create a file (0, or -1 with errno; an existing one is kept). */
+static int s_put_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return errno == EEXIST ? 0 : -1;
+    size_t len = strlen(text);
+    int rc = write(fd, text, len) == (ssize_t)len ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+/* A directory of the VM's root that pid 1 mounts on or writes into, while
+ * the host's tree is still its root: whatever else is there (a symlink the
+ * VM left in its upper layer, which would lead outside) is removed first.
+ * 0, or -1 with errno. */
+static int s_own_dir(const char *name)
+{
+    struct stat sb;
+    if (lstat(name, &sb) == 0 && !S_ISDIR(sb.st_mode) && unlink(name))
+        return -1;
+    if (mkdir(name, 0755) && errno != EEXIST)
+        return -1;
+    if (lstat(name, &sb) || !S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+/* In pid 1, the working directory the VM's merged root: the host system
+ * directories, /etc, /dev, /tmp and the disk's mount point. Only syscalls;
+ * no path it follows is one the VM could have made a symlink. */
+static int s_populate_root(const s_spawn_t *sp)
+{
+    for (int i = 0; i < sp->n_sys; i++) {
+        const char *n = sp->sys[i].name;
+        if (sp->sys[i].link[0]) {
+            if (symlink(sp->sys[i].link, n) && errno != EEXIST)
+                return -1;
+            continue;
+        }
+        if (s_own_dir(n))
+            return -1;
+        if (mount(sp->sys[i].host, n, NULL, MS_BIND | MS_REC, NULL) ||
+            mount(NULL, n, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL))
+            return -1;
+    }
+    if (sp->make_etc) {
+        if (s_own_dir("etc"))
+            return -1;
+        if (s_put_file("etc/passwd", sp->passwd, 0644) ||
+            s_put_file("etc/group", "root:x:0:\nnogroup:x:65534:\n", 0644) ||
+            s_put_file("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n", 0644))
+            return -1;
+    }
+    static const char *const dirs[] = {"proc", "dev", "tmp", "disk"};
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++)
+        if (s_own_dir(dirs[i]))
+            return -1;
+    if (mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=64"))
+        return -1;
+    for (size_t i = 0; i < sizeof s_devs / sizeof *s_devs; i++) {
+        char host[32] = "/dev/", in[32] = "dev/";
+        memcpy(host + 5, s_devs[i], strlen(s_devs[i]) + 1);
+        memcpy(in + 4, s_devs[i], strlen(s_devs[i]) + 1);
+        if (s_put_file(in, "", 0666) || mount(host, in, NULL, MS_BIND, NULL))
+            return -1;
+    }
+    if (symlink("/proc/self/fd", "dev/fd") || symlink("/proc/self/fd/0", "dev/stdin") ||
+        symlink("/proc/self/fd/1", "dev/stdout") || symlink("/proc/self/fd/2", "dev/stderr"))
+        return -1;
+    if (mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m,nr_inodes=4096"))
+        return -1;
+    if (mount(sp->disk, "disk", NULL, MS_BIND | MS_REC, NULL))
+        return -1;
+    return 0;
+}
+
+/* Write a sysctl of pid 1's namespaces. 0, or -1 with errno. */
+static int s_put_sysctl(const char *path, const char *value)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(value);
+    int rc = write(fd, value, len) == (ssize_t)len ? 0 : -1;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 /* pid 1 of the VM. Never returns. It first waits until the intermediate
- * has read its start time: the intermediate shares the new mount
- * namespace, so once the fresh /proc is mounted over it, the host pid it
- * must read is gone from its view. */
-static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd)
+ * has written the pidfile, makes its own mount namespace and root (the
+ * intermediate stays in the host's, where it writes the uid/gid maps), and
+ * as the last privileged step enters a new user namespace, tells the
+ * intermediate (up_fd) and waits for the maps (ack_fd). */
+static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd, int up_fd, int ack_fd)
 {
     int step = 4;
     char go;
@@ -304,7 +463,23 @@ static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd)
         got = read(go_fd, &go, 1);
     while (got < 0 && errno == EINTR);
     close(go_fd);
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+    if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+        goto fail;
+    step = 12;
+    if (s_mount_disk(sp))
+        goto fail;
+    /* a disk made for a VM without a user namespace: its root to the VM's root */
+    struct stat sb;
+    if (stat(sp->disk, &sb) || (sb.st_uid == 0 && chown(sp->disk, sp->root_uid, sp->root_gid)))
+        goto fail;
+    step = 13;
+    if (mount("overlay", sp->merged, "overlay", MS_NOSUID | MS_NODEV, sp->ovl_opts))
+        goto fail;
+    step = 14;
+    if (chdir(sp->merged) || s_populate_root(sp))
+        goto fail;
+    step = 15;
+    if (syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
         goto fail;
     step = 5;
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL))
@@ -313,11 +488,29 @@ static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd)
     if (sethostname(sp->hostname, strlen(sp->hostname)))
         goto fail;
     s_lo_up();
-    step = 12;
-    if (s_mount_disk(sp))
+    /* its root owns no capability over its network namespace (the host's
+     * user namespace owns it): every port of its own stack is its to bind */
+    step = 20;
+    if (s_put_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"))
         goto fail;
     step = 7;
-    if (chdir(sp->disk))
+    if (chdir("/disk"))
+        goto fail;
+    step = 16;
+    if (unshare(CLONE_NEWUSER) || write(up_fd, "u", 1) != 1)
+        goto fail;
+    close(up_fd);
+    do
+        got = read(ack_fd, &go, 1);
+    while (got < 0 && errno == EINTR);
+    close(ack_fd);
+    step = 17;
+    if (got != 1) {
+        errno = EPROTO;
+        goto fail;
+    }
+    step = 18;
+    if (vmjail_bound())
         goto fail;
     step = 8;
     /* The pipe goes to fd 3 (close-on-exec), stdio to /dev/null and the
@@ -340,18 +533,40 @@ static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd)
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
+    step = 11;
     if (sp->drop) {
-        /* last, after everything that needs root (mounts, hostname, lo) */
-        step = 11;
+        /* the user's own id is all the namespace maps: 0 stays out of reach */
         if (setgroups(0, NULL) || setgid(sp->gid) || setuid(sp->uid) ||
             prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || setuid(0) != -1)
             goto fail;
+    } else if (setgroups(0, NULL) || setresgid(0, 0, 0) || setresuid(0, 0, 0)) {
+        goto fail;
     }
+    step = 19;
+    if (vmjail_confine(sp->filter))
+        goto fail;
     step = 9;
     execve(sp->prog, sp->argv, sp->envp);
 fail:
     s_report(wfd, S_MSG_ERR, errno, step, 0);
     _exit(127);
+}
+
+/* In the intermediate: write "map" to /proc/<pid>/<file>. 0 / -1. */
+static int s_write_map(pid_t pid, const char *file, const char *map)
+{
+    char path[64] = "/proc/";
+    size_t n = 6 + proc_utoa((uint64_t)pid, path + 6);
+    path[n++] = '/';
+    memcpy(path + n, file, strlen(file) + 1);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t w = write(fd, map, strlen(map));
+    int e = errno;
+    close(fd);
+    errno = e;
+    return w == (ssize_t)strlen(map) ? 0 : -1;
 }
 
 /* The intermediate: new namespaces, fork pid 1, pidfile, report. */
@@ -361,20 +576,24 @@ static void s_intermediate(const s_spawn_t *sp, int wfd)
     if (setsid() < 0)
         goto fail;
     step = 2;
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID))
+    if (unshare(CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC))
         goto fail;
     step = 3;
-    int go[2];
-    if (pipe2(go, O_CLOEXEC))
+    int go[2], up[2], ack[2];
+    if (pipe2(go, O_CLOEXEC) || pipe2(up, O_CLOEXEC) || pipe2(ack, O_CLOEXEC))
         goto fail;
     pid_t pid = fork();
     if (pid < 0)
         goto fail;
     if (pid == 0) {
         close(go[1]);
-        s_vm_init(sp, wfd, go[0]);
+        close(up[0]);
+        close(ack[1]);
+        s_vm_init(sp, wfd, go[0], up[1], ack[0]);
     }
     close(go[0]);
+    close(up[1]);
+    close(ack[0]);
     char state;
     uint64_t start_time;
     step = 10;
@@ -394,7 +613,26 @@ static void s_intermediate(const s_spawn_t *sp, int wfd)
         spawn_write_all(fd, line, n);
         close(fd);
     }
-    close(go[1]); /* pid 1 may mount its /proc now */
+    close(go[1]); /* pid 1 may make its mounts now */
+    /* pid 1 in its user namespace: map it. EOF: pid 1 failed and reported. */
+    struct pollfd pfd = {.fd = up[0], .events = POLLIN};
+    char u;
+    int ready = poll(&pfd, 1, S_SPAWN_TIMEOUT_MS);
+    if (ready <= 0 || read(up[0], &u, 1) != 1) {
+        kill(pid, SIGKILL);
+        if (ready > 0)
+            _exit(1);
+        errno = ETIMEDOUT;
+        step = 16;
+        goto fail;
+    }
+    step = 17;
+    if (s_write_map(pid, "uid_map", sp->uid_map) || s_write_map(pid, "gid_map", sp->gid_map) ||
+        write(ack[1], "m", 1) != 1) {
+        kill(pid, SIGKILL);
+        goto fail;
+    }
+    close(ack[1]);
     s_report(wfd, S_MSG_PID, pid, 0, start_time);
     _exit(0);
 fail:
@@ -402,10 +640,150 @@ fail:
     _exit(1);
 }
 
+/* Copy the file image src to dir/run (executable), through a temporary
+ * name. 0 / -1 with err. */
+static int s_copy_image(const char *src, const char *dir, char *err, size_t errlen)
+{
+    char dst[4200], tmp[4200];
+    if (snprintf(dst, sizeof dst, "%s/run", dir) >= (int)sizeof dst ||
+        snprintf(tmp, sizeof tmp, "%s/.run.new", dir) >= (int)sizeof tmp) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    int out = in < 0 ? -1 : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0755);
+    int rc = -1;
+    if (in < 0 || out < 0) {
+        snprintf(err, errlen, "copy the image %s: %s", src, strerror(errno));
+        goto out;
+    }
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n == 0)
+            break;
+        if (n < 0 || write(out, buf, (size_t)n) != n) {
+            snprintf(err, errlen, "copy the image %s: %s", src,
+                     n < 0 ? strerror(errno) : "short write");
+            goto out;
+        }
+    }
+    if (fchmod(out, 0755) || rename(tmp, dst)) {
+        snprintf(err, errlen, "copy the image to %s: %s", dst, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+/* The VM's root, <vm>/root: lower = the image's directory (a directory
+ * image) or <vm>/root/image holding a copy of a file image as `run`;
+ * upper and work of the overlay; mnt where pid 1 mounts it. The program
+ * is /run inside. */
+static int s_build_root(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char *err,
+                        size_t errlen)
+{
+    char root[4096], image[4096], upper[4200], work[4200], lower[4200];
+    if (engine_vm_path(ctx, vm->vm_id, "root", root, sizeof root) ||
+        snprintf(image, sizeof image, "%s/%s", ctx->images_dir, vm->image) >= (int)sizeof image) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    if (snprintf(upper, sizeof upper, "%s/upper", root) >= (int)sizeof upper ||
+        snprintf(work, sizeof work, "%s/work", root) >= (int)sizeof work ||
+        snprintf(sp->merged, sizeof sp->merged, "%s/mnt", root) >= (int)sizeof sp->merged) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    if (s_mkdir(root) || s_mkdir(upper) || s_mkdir(work) || s_mkdir(sp->merged)) {
+        snprintf(err, errlen, "create %s: %s", root, strerror(errno));
+        return -1;
+    }
+    /* the root directory of the merged tree takes upper's owner and mode */
+    if (chown(upper, sp->root_uid, sp->root_gid) || chmod(upper, 0755)) {
+        snprintf(err, errlen, "chown %s: %s", upper, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (stat(image, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(lower, sizeof lower, "%s", image);
+    } else {
+        if (snprintf(lower, sizeof lower, "%s/image", root) >= (int)sizeof lower) {
+            snprintf(err, errlen, "state path too long");
+            return -1;
+        }
+        if (s_mkdir(lower) || s_copy_image(sp->prog, lower, err, errlen))
+            return -1;
+    }
+    /* overlayfs options separate with ',' and ':': such a path cannot be said */
+    if (strpbrk(lower, ",:\\") || strpbrk(upper, ",:\\") || strpbrk(work, ",:\\")) {
+        snprintf(err, errlen, "the image or state path has ',', ':' or '\\': %s", lower);
+        return -1;
+    }
+    if (snprintf(sp->ovl_opts, sizeof sp->ovl_opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower,
+                 upper, work) >= (int)sizeof sp->ovl_opts) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    snprintf(sp->prog, sizeof sp->prog, "/run");
+    sp->n_sys = 0;
+    for (size_t i = 0; i < sizeof s_sysdirs / sizeof *s_sysdirs; i++) {
+        char host[24], in[4300];
+        snprintf(host, sizeof host, "/%s", s_sysdirs[i]);
+        snprintf(in, sizeof in, "%s/%s", lower, s_sysdirs[i]);
+        if (lstat(in, &sb) == 0 || lstat(host, &sb))
+            continue; /* the image has its own, or the host none */
+        int k = sp->n_sys;
+        snprintf(sp->sys[k].name, sizeof sp->sys[k].name, "%s", s_sysdirs[i]);
+        snprintf(sp->sys[k].host, sizeof sp->sys[k].host, "/%s", s_sysdirs[i]);
+        sp->sys[k].link[0] = 0;
+        if (S_ISLNK(sb.st_mode)) {
+            ssize_t n = readlink(host, sp->sys[k].link, sizeof sp->sys[k].link - 1);
+            if (n <= 0)
+                continue;
+            sp->sys[k].link[n] = 0;
+        } else if (!S_ISDIR(sb.st_mode)) {
+            continue;
+        }
+        sp->n_sys++;
+    }
+    char etc[4300];
+    snprintf(etc, sizeof etc, "%s/etc", lower);
+    sp->make_etc = lstat(etc, &sb) != 0;
+    return 0;
+}
+
 static int s_build(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char *err, size_t errlen)
 {
     if (images_resolve(ctx->images_dir, vm->image, sp->prog, sizeof sp->prog, err, errlen))
         return -1;
+    s_root_ids(ctx, &sp->root_uid, &sp->root_gid);
+    if (s_build_root(ctx, vm, sp, err, errlen))
+        return -1;
+    sp->filter = vmjail_filter(err, errlen);
+    if (!sp->filter)
+        return -1;
+    if (ctx->vm_user) {
+        snprintf(sp->uid_map, sizeof sp->uid_map, "%u %u 1\n", (unsigned)ctx->vm_uid,
+                 (unsigned)ctx->vm_uid);
+        snprintf(sp->gid_map, sizeof sp->gid_map, "%u %u 1\n", (unsigned)ctx->vm_gid,
+                 (unsigned)ctx->vm_gid);
+        snprintf(sp->passwd, sizeof sp->passwd, "vm:x:%u:%u:vm:/disk:/bin/sh\n",
+                 (unsigned)ctx->vm_uid, (unsigned)ctx->vm_gid);
+    } else {
+        snprintf(sp->uid_map, sizeof sp->uid_map, "0 %u %u\n", (unsigned)sp->root_uid,
+                 VMJAIL_ID_COUNT);
+        snprintf(sp->gid_map, sizeof sp->gid_map, "0 %u %u\n", (unsigned)sp->root_gid,
+                 VMJAIL_ID_COUNT);
+        snprintf(sp->passwd, sizeof sp->passwd, "root:x:0:0:root:/disk:/bin/sh\n");
+    }
     char console[4096];
     if (engine_vm_path(ctx, vm->vm_id, "disk", sp->disk, sizeof sp->disk) ||
         engine_vm_path(ctx, vm->vm_id, "disk.img", sp->img, sizeof sp->img) ||

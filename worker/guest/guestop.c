@@ -8,12 +8,15 @@
  * results back; the loop applies them when it reaps the job.
  *
  * The process backend enters a VM the way its pid 1 lives (see
- * engine_process.c): the thread opens /proc/<pid>/ns/{pid,net,uts,mnt} and
- * /proc/<pid>/cwd, checking pid *and* start time before and after (a pid
- * reused meanwhile is refused), then forks A, which setns()es into each
- * and forks B: B is in the VM's pid namespace, a session leader, as the
- * VMs' user when the worker drops them, with the pipes on 0/1/2 and every
- * other descriptor closed, and execs the command (PATH search). A reports
+ * engine_process.c): the thread opens /proc/<pid>/ns/{pid,net,uts,ipc,mnt,
+ * user} and /proc/<pid>/cwd, checking pid *and* start time before and after
+ * (a pid reused meanwhile is refused), then forks A, which setns()es into
+ * each (the user namespace last; the mount namespace brings the VM's own
+ * root) and forks B: B is in the VM's pid namespace, a session leader, the
+ * VM's root (or the VMs' user when the worker drops them) in its user
+ * namespace, with the capabilities and seccomp filter of vmjail.h, the
+ * pipes on 0/1/2 and every other descriptor closed, and execs the command
+ * (PATH search). A reports
  * B's pid and, when B ends, its wait status on a pipe, so the worker's
  * loop reaping children (waitpid(-1)) cannot steal the result. stdin is a
  * socketpair written with MSG_NOSIGNAL: a command that exits without
@@ -50,6 +53,7 @@
 #include "spawn.h"
 #include "ttguest.h"
 #include "ttproto.h"
+#include "vmjail.h"
 #include "wire.h"
 
 #define S_LINGER_MS 500     /* output read after the command ended */
@@ -241,14 +245,18 @@ static void s_copy_answer(guestop_t *self, uint64_t op_id, s_xfer_t *x, uint64_t
 
 /* ---- the process backend (pool threads) ---- */
 
+#define S_NS_N 6
 typedef struct {
-    int ns[4];
+    int ns[S_NS_N]; /* pid net uts ipc mnt user: user last (it takes the
+                       capabilities the others need) */
     int cwd;
+    bool userns; /* the VM has a user namespace of its own */
+    const struct sock_fprog *filter;
 } s_nsfds_t;
 
 static void s_ns_close(s_nsfds_t *f)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < S_NS_N; i++)
         if (f->ns[i] >= 0)
             close(f->ns[i]);
     if (f->cwd >= 0)
@@ -259,10 +267,12 @@ static void s_ns_close(s_nsfds_t *f)
  * start_time); pid 0: none (stay in the worker's, unit tests). */
 static int s_ns_open(pid_t pid, uint64_t start_time, s_nsfds_t *f, char *err, size_t errlen)
 {
-    static const char *const names[4] = {"pid", "net", "uts", "mnt"};
-    for (int i = 0; i < 4; i++)
+    static const char *const names[S_NS_N] = {"pid", "net", "uts", "ipc", "mnt", "user"};
+    for (int i = 0; i < S_NS_N; i++)
         f->ns[i] = -1;
     f->cwd = -1;
+    f->userns = false;
+    f->filter = NULL;
     if (pid == 0)
         return 0;
     if (!proc_alive(pid, start_time)) {
@@ -275,11 +285,30 @@ static int s_ns_open(pid_t pid, uint64_t start_time, s_nsfds_t *f, char *err, si
         return -1;
     }
     char path[64];
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < S_NS_N; i++) {
         snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, names[i]);
         f->ns[i] = open(path, O_RDONLY | O_CLOEXEC);
         if (f->ns[i] < 0) {
             snprintf(err, errlen, "open %s: %s", path, strerror(errno));
+            s_ns_close(f);
+            return -1;
+        }
+    }
+    /* a VM in the worker's own user namespace (started by a worker that
+     * made none) is entered without one */
+    struct stat vs, ws;
+    if (fstat(f->ns[S_NS_N - 1], &vs) || stat("/proc/self/ns/user", &ws)) {
+        snprintf(err, errlen, "user namespace of %d: %s", (int)pid, strerror(errno));
+        s_ns_close(f);
+        return -1;
+    }
+    if (vs.st_ino == ws.st_ino && vs.st_dev == ws.st_dev) {
+        close(f->ns[S_NS_N - 1]);
+        f->ns[S_NS_N - 1] = -1;
+    } else {
+        f->userns = true;
+        f->filter = vmjail_filter(err, errlen);
+        if (!f->filter) {
             s_ns_close(f);
             return -1;
         }
@@ -298,7 +327,7 @@ static int s_ns_open(pid_t pid, uint64_t start_time, s_nsfds_t *f, char *err, si
  * Async-signal-safe. */
 static int s_ns_enter(const s_nsfds_t *f)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < S_NS_N; i++)
         if (f->ns[i] >= 0 && setns(f->ns[i], 0))
             return -1;
     if (f->cwd >= 0 && fchdir(f->cwd))
@@ -306,11 +335,18 @@ static int s_ns_enter(const s_nsfds_t *f)
     return 0;
 }
 
-/* In a forked child: the VMs' user, as engine_process does for pid 1. */
-static int s_drop(const guestop_config_t *cfg)
+/* In a forked child: the VMs' user, as engine_process does for pid 1 (in
+ * the VM's user namespace: its root, or the --vm-user id it maps, with the
+ * capability bounding set of vmjail.h). */
+static int s_drop(const guestop_config_t *cfg, const s_nsfds_t *f)
 {
-    if (!cfg->drop)
+    if (f->userns && vmjail_bound())
+        return -1;
+    if (!cfg->drop) {
+        if (f->userns && (setgroups(0, NULL) || setresgid(0, 0, 0) || setresuid(0, 0, 0)))
+            return -1;
         return 0;
+    }
     if (setgroups(0, NULL) || setgid(cfg->gid) || setuid(cfg->uid) ||
         prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         return -1;
@@ -398,7 +434,7 @@ void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_ti
                 _exit(126);
             close_range(3, ~0U, 0);
             spawn_reset_signals();
-            if (s_drop(cfg)) {
+            if (s_drop(cfg, &f) || (f.userns && vmjail_confine(f.filter))) {
                 static const char m[] = "ttfleet: cannot take the VM's user\n";
                 spawn_write_all(2, m, sizeof m - 1);
                 _exit(126);
@@ -585,7 +621,7 @@ static void s_proc_file(s_job_t *j)
     if (c == 0) {
         int32_t rec[2] = {0, 0};
         int fd = -1;
-        if (s_ns_enter(&f) || s_drop(&j->cfg)) {
+        if (s_ns_enter(&f) || s_drop(&j->cfg, &f)) {
             rec[1] = 1;
             goto fail;
         }
