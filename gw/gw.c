@@ -28,10 +28,10 @@
 
 #include <czmq.h>
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,14 +54,14 @@
 #define S_SSE_BLOCK 8192
 #define S_SCRAPE_CACHE_MS 2000
 #define S_SCRAPE_MAX_ENVS 500
-#define S_MAX_DRAIN 4      /* times max_body of a too large body read to its end */
-#define S_SWEEP_MS 200     /* how often request deadlines are checked */
+#define S_MAX_DRAIN 4  /* times max_body of a too large body read to its end */
+#define S_SWEEP_MS 200 /* how often request deadlines are checked */
 
 /* route flags */
-#define S_ADMIN 1u        /* needs the admin role */
-#define S_BODY 2u         /* takes a JSON body (optional unless S_NEED_BODY) */
+#define S_ADMIN 1u /* needs the admin role */
+#define S_BODY 2u  /* takes a JSON body (optional unless S_NEED_BODY) */
 #define S_NEED_BODY 4u
-#define S_PUBLIC 8u       /* no token needed */
+#define S_PUBLIC 8u /* no token needed */
 
 /* One TCP connection, from accept to close: the deadline of the request it
  * is receiving. The sweeper shuts down the socket of a connection whose
@@ -90,7 +90,7 @@ typedef struct {
     char *body;
     size_t len;
     bool too_large;
-    size_t drained;         /* bytes of a too large body read and dropped */
+    size_t drained; /* bytes of a too large body read and dropped */
     int64_t start_ms;
 } s_conn_t;
 
@@ -99,16 +99,16 @@ typedef enum MHD_Result (*s_handler_fn)(gw_t *gw, s_request_t *r);
 
 typedef struct {
     const char *method;
-    const char *path;       /* segments; "*" matches one segment */
-    const char *name;       /* metrics label; also the op (Request field) */
-    const char *op;         /* NULL: a special handler */
+    const char *path; /* segments; "*" matches one segment */
+    const char *name; /* metrics label; also the op (Request field) */
+    const char *op;   /* NULL: a special handler */
     const char *service;
     unsigned flags;
     const char *params[TT_OP_MAX_PARAMS]; /* op fields the "*" segments fill, in order */
     const char *query[TT_OP_MAX_QUERY];   /* op fields the query string may set */
     int ok_status;
     s_handler_fn fn;
-    int metric;             /* index from metrics_route() */
+    int metric; /* index from metrics_route() */
 } s_route_t;
 
 struct s_request {
@@ -119,8 +119,8 @@ struct s_request {
     int n_segments;
     char tenant[TT_MAX_NAME + 1];
     char role[16];
-    int status;             /* HTTP status sent */
-    int retry_after;        /* seconds for Retry-After; 0: 1 s on 429/503; -1: none */
+    int status;      /* HTTP status sent */
+    int retry_after; /* seconds for Retry-After; 0: 1 s on 429/503; -1: none */
 };
 
 static enum MHD_Result s_api(gw_t *gw, s_request_t *r);
@@ -150,8 +150,8 @@ static void s_routes_build(void)
         if (!op->method)
             continue;
         s_route_t *rt = &s_routes[n++];
-        *rt = (s_route_t){op->method, op->path, op->field, op->field, op->service, 0,
-                          {0}, {0}, op->ok_status, s_api, 0};
+        *rt = (s_route_t){op->method, op->path,      op->field, op->field, op->service, 0, {0},
+                          {0},        op->ok_status, s_api,     0};
         if (op->flags & TT_OPF_ADMIN)
             rt->flags |= S_ADMIN;
         if (op->flags & TT_OPF_BODY)
@@ -309,7 +309,8 @@ static enum MHD_Result s_query_arg(void *cls, enum MHD_ValueKind kind, const cha
     }
     if (!q->obj || !q->desc)
         return MHD_YES;
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(q->desc, key);
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(q->desc, key);
     json_t *v;
     if (f && f->type == PROTOBUF_C_TYPE_BOOL) {
         if (!value || strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
@@ -366,8 +367,8 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     json_t *obj;
     if (r->state->len > 0) {
         if (!(rt->flags & S_BODY))
-            return s_error(r, 400, "BAD_REQUEST", NULL, "%s %s takes no request body",
-                           rt->method, rt->path);
+            return s_error(r, 400, "BAD_REQUEST", NULL, "%s %s takes no request body", rt->method,
+                           rt->path);
         const char *type = s_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (type && strncasecmp(type, "application/json", 16) != 0)
             return s_error(r, 415, "UNSUPPORTED_MEDIA_TYPE", NULL,
@@ -453,7 +454,8 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     }
     Ttfleet__Reply *reply = NULL;
     char err[600];
-    int rc = s_call(gw, tenant, tenant == gw->cfg.admin_tenant, rt->service, rt->op, op, idem, &reply, err, sizeof err);
+    int rc = s_call(gw, tenant, tenant == gw->cfg.admin_tenant, rt->service, rt->op, op, idem,
+                    &reply, err, sizeof err);
     quota_give(QUOTA_REQUESTS, r->tenant);
     pbjson_arena_destroy(&arena);
     if (rc != 0)
@@ -503,8 +505,7 @@ static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r)
     char bad[200];
     if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
         return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
-    return s_send_json(r, 200, json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role),
-                       NULL);
+    return s_send_json(r, 200, json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role), NULL);
 }
 
 /* ---- Server-Sent Events ---- */
@@ -532,10 +533,10 @@ static bool s_stream_next(s_stream_t *st)
             if (!msg)
                 continue;
             zframe_t *topic = zmsg_first(msg), *body = zmsg_next(msg);
-            Ttfleet__Event *ev = body ? ttfleet__event__unpack(NULL, zframe_size(body),
-                                                               zframe_data(body))
-                                      : NULL;
-            bool show = ev && topic && (st->admin || (ev->tenant && strcmp(ev->tenant, st->tenant) == 0));
+            Ttfleet__Event *ev =
+                body ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
+            bool show =
+                ev && topic && (st->admin || (ev->tenant && strcmp(ev->tenant, st->tenant) == 0));
             if (show && st->env[0] && (!ev->env || strcmp(ev->env, st->env) != 0))
                 show = false;
             if (show) {
@@ -613,7 +614,8 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
     const char *topic = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "topic");
     const char *env = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "env");
     if (topic && !s_topic_valid(topic))
-        return s_error(r, 400, "BAD_REQUEST", NULL, "topic must be a prefix such as env. or vm.state");
+        return s_error(r, 400, "BAD_REQUEST", NULL,
+                       "topic must be a prefix such as env. or vm.state");
     if (env && !tt_name_valid(env))
         return s_error(r, 400, "BAD_REQUEST", NULL, "env must be an env name");
     if (quota_take(QUOTA_STREAMS, r->tenant, gw->cfg.max_tenant_streams) != 0)
@@ -656,9 +658,8 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
     snprintf(st->env, sizeof st->env, "%s", env ? env : "");
     /* the first block goes out at once, so the client sees the headers */
     st->len = (size_t)snprintf(st->buf, sizeof st->buf, "retry: 2000\n: connected\n\n");
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, S_SSE_BLOCK, s_stream_read, st,
-                                          s_stream_free);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, S_SSE_BLOCK,
+                                                                  s_stream_read, st, s_stream_free);
     if (!resp) {
         s_stream_free(st);
         return MHD_NO;
@@ -732,11 +733,11 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
     char err[300];
     Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
     Ttfleet__Reply *rep = NULL;
-    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "broker_stats", &empty.base, NULL,
-               &rep, err, sizeof err) != 0)
+    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "broker_stats", &empty.base, NULL, &rep,
+               err, sizeof err) != 0)
         return;
-    if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_BROKER_STATS &&
-        rep->broker_stats) {
+    if (rep->status == TTFLEET__STATUS__OK &&
+        rep->result_case == TTFLEET__REPLY__RESULT_BROKER_STATS && rep->broker_stats) {
         Ttfleet__BrokerStats *st = rep->broker_stats;
         fprintf(f, "# HELP ttfleet_broker_commit_latency_seconds Group commit: COMMIT begun to "
                    "durable (fsync done).\n# TYPE ttfleet_broker_commit_latency_seconds "
@@ -772,9 +773,10 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
             s_label(f, st->requests_total[i]->status);
             fprintf(f, "\"} %llu\n", (unsigned long long)st->requests_total[i]->count);
         }
-        fprintf(f, "# HELP ttfleet_broker_commit_queue_depth Committed batches waiting for "
-                   "their fsync.\n# TYPE ttfleet_broker_commit_queue_depth gauge\n"
-                   "ttfleet_broker_commit_queue_depth %llu\n",
+        fprintf(f,
+                "# HELP ttfleet_broker_commit_queue_depth Committed batches waiting for "
+                "their fsync.\n# TYPE ttfleet_broker_commit_queue_depth gauge\n"
+                "ttfleet_broker_commit_queue_depth %llu\n",
                 (unsigned long long)st->queue_depth);
     }
     ttclient_reply_destroy(&rep);
@@ -785,10 +787,22 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
                sizeof err) != 0)
         return;
     if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_QUEUE &&
-        rep->queue)
-        fprintf(f, "# HELP ttfleet_queue_depth Creates waiting in the admission queue.\n"
-                   "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %u\n",
-                rep->queue->total);
+        rep->queue) {
+        /* how long the longest-waiting create of those listed has waited */
+        int64_t now = (int64_t)time(NULL), oldest = now;
+        for (size_t i = 0; i < rep->queue->n_entries; i++)
+            if (rep->queue->entries[i]->enqueued_at > 0 &&
+                rep->queue->entries[i]->enqueued_at < oldest)
+                oldest = rep->queue->entries[i]->enqueued_at;
+        fprintf(f,
+                "# HELP ttfleet_queue_depth Creates waiting in the admission queue.\n"
+                "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %u\n"
+                "# HELP ttfleet_queue_oldest_wait_seconds How long the create waiting longest "
+                "in the admission queue has waited (0: none waits).\n"
+                "# TYPE ttfleet_queue_oldest_wait_seconds gauge\n"
+                "ttfleet_queue_oldest_wait_seconds %lld\n",
+                rep->queue->total, (long long)(now - oldest));
+    }
     ttclient_reply_destroy(&rep);
 }
 
@@ -805,27 +819,32 @@ static void s_write_pool(gw_t *gw, FILE *f)
     bool up = s_call(gw, admin, true, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
                      sizeof err) == 0;
     if (up)
-        s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err, sizeof err);
+        s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err,
+               sizeof err);
     if (up)
         s_call(gw, admin, true, "tt.admin", "env_list", &all.base, NULL, &envs, err, sizeof err);
-    fprintf(f, "# HELP ttfleet_broker_up 1 if the broker answered this scrape.\n"
-               "# TYPE ttfleet_broker_up gauge\nttfleet_broker_up %d\n", up ? 1 : 0);
+    fprintf(f,
+            "# HELP ttfleet_broker_up 1 if the broker answered this scrape.\n"
+            "# TYPE ttfleet_broker_up gauge\nttfleet_broker_up %d\n",
+            up ? 1 : 0);
+    double ratio[3] = {1, 1, 1};
     if (pool && pool->status == TTFLEET__STATUS__OK && pool->pool) {
         Ttfleet__PoolStatus *p = pool->pool;
-        fprintf(f, "# HELP ttfleet_pool_cpu CPUs of online hosts, total and used.\n"
-                   "# TYPE ttfleet_pool_cpu gauge\n"
-                   "ttfleet_pool_cpu{kind=\"total\"} %u\nttfleet_pool_cpu{kind=\"used\"} %u\n"
-                   "# HELP ttfleet_pool_mem_mib Memory of online hosts in MiB.\n"
-                   "# TYPE ttfleet_pool_mem_mib gauge\n"
-                   "ttfleet_pool_mem_mib{kind=\"total\"} %llu\nttfleet_pool_mem_mib{kind=\"used\"} %llu\n"
-                   "# HELP ttfleet_pool_disk_mib Disk of online hosts in MiB.\n"
-                   "# TYPE ttfleet_pool_disk_mib gauge\n"
-                   "ttfleet_pool_disk_mib{kind=\"total\"} %llu\nttfleet_pool_disk_mib{kind=\"used\"} %llu\n"
-                   "# HELP ttfleet_broker_started_seconds When the broker started (unix time).\n"
-                   "# TYPE ttfleet_broker_started_seconds gauge\nttfleet_broker_started_seconds %lld\n",
-                p->cpu_total, p->cpu_used, (unsigned long long)p->mem_total,
-                (unsigned long long)p->mem_used, (unsigned long long)p->disk_total,
-                (unsigned long long)p->disk_used, (long long)p->started_at);
+        const double got[3] = {p->cpu_overcommit, p->mem_overcommit, p->disk_overcommit};
+        for (int k = 0; k < 3; k++)
+            if (isfinite(got[k]) && got[k] > 0)
+                ratio[k] = got[k];
+        fprintf(f,
+                "# HELP ttfleet_broker_start_time_seconds When the broker started, unix time.\n"
+                "# TYPE ttfleet_broker_start_time_seconds gauge\n"
+                "ttfleet_broker_start_time_seconds %lld\n"
+                "# HELP ttfleet_pool_overcommit_ratio A host takes VMs up to its capacity "
+                "times this ratio, by resource.\n"
+                "# TYPE ttfleet_pool_overcommit_ratio gauge\n"
+                "ttfleet_pool_overcommit_ratio{resource=\"cpu\"} %g\n"
+                "ttfleet_pool_overcommit_ratio{resource=\"memory\"} %g\n"
+                "ttfleet_pool_overcommit_ratio{resource=\"disk\"} %g\n",
+                (long long)p->started_at, ratio[0], ratio[1], ratio[2]);
     }
     if (hosts && hosts->status == TTFLEET__STATUS__OK && hosts->hosts) {
         Ttfleet__HostInfoList *l = hosts->hosts;
@@ -840,27 +859,51 @@ static void s_write_pool(gw_t *gw, FILE *f)
         unsigned draining = 0;
         for (size_t i = 0; i < l->n_hosts; i++)
             draining += l->hosts[i]->draining;
-        fprintf(f, "# HELP ttfleet_hosts_draining Hosts that take no new placements.\n"
-                   "# TYPE ttfleet_hosts_draining gauge\nttfleet_hosts_draining %u\n", draining);
-        static const char *res[][2] = {{"cpu", "CPUs"}, {"mem_mib", "memory in MiB"},
-                                       {"disk_mib", "disk in MiB"}};
+        fprintf(f,
+                "# HELP ttfleet_hosts_draining Hosts that take no new placements.\n"
+                "# TYPE ttfleet_hosts_draining gauge\nttfleet_hosts_draining %u\n",
+                draining);
+        /* capacity, allocatable (capacity x the overcommit ratio, what the
+         * scheduler places against) and allocated, per host and summed over
+         * the online hosts; memory and disk in bytes */
+        static const char *res[3][2] = {
+            {"cpus", "CPUs"}, {"memory_bytes", "Memory in bytes"}, {"disk_bytes", "Disk in bytes"}};
+        static const char *what[3][2] = {
+            {"capacity", "the host's capacity"},
+            {"allocatable", "capacity times the overcommit ratio, what VMs may take"},
+            {"allocated", "taken by the VMs placed"}};
         for (size_t k = 0; k < 3; k++)
-            for (size_t u = 0; u < 2; u++) {
-                const char *kind = u ? "used" : "total";
-                fprintf(f, "# HELP ttfleet_host_%s_%s %s of a host, %s.\n"
-                           "# TYPE ttfleet_host_%s_%s gauge\n",
-                        res[k][0], kind, res[k][1], kind, res[k][0], kind);
+            for (size_t w = 0; w < 3; w++) {
+                double sum = 0;
+                fprintf(f,
+                        "# HELP ttfleet_host_%s_%s %s of a host: %s.\n"
+                        "# TYPE ttfleet_host_%s_%s gauge\n",
+                        what[w][0], res[k][0], res[k][1], what[w][1], what[w][0], res[k][0]);
                 for (size_t i = 0; i < l->n_hosts; i++) {
                     Ttfleet__HostInfo *h = l->hosts[i];
-                    unsigned long long v = k == 0 ? (u ? h->cpu_used : h->cpu_total)
-                                         : k == 1 ? (u ? h->mem_used : h->mem_total)
-                                                  : (u ? h->disk_used : h->disk_total);
-                    fprintf(f, "ttfleet_host_%s_%s{host=\"", res[k][0], kind);
+                    double cap = k == 0   ? h->cpu_total
+                                 : k == 1 ? (double)h->mem_total * 1048576.0
+                                          : (double)h->disk_total * 1048576.0;
+                    double used = k == 0   ? h->cpu_used
+                                  : k == 1 ? (double)h->mem_used * 1048576.0
+                                           : (double)h->disk_used * 1048576.0;
+                    /* the broker's floor(total x ratio), in the unit it counts in */
+                    double unit = k == 0 ? 1 : 1048576.0;
+                    double v = w == 0 ? cap : w == 1 ? floor(cap / unit * ratio[k]) * unit : used;
+                    fprintf(f, "ttfleet_host_%s_%s{host=\"", what[w][0], res[k][0]);
                     s_label(f, h->id);
-                    fprintf(f, "\"} %llu\n", v);
+                    fprintf(f, "\"} %.0f\n", v);
+                    if (strcmp(h->state, "online") == 0)
+                        sum += v;
                 }
+                fprintf(f,
+                        "# HELP ttfleet_pool_%s_%s %s of the online hosts, summed: %s.\n"
+                        "# TYPE ttfleet_pool_%s_%s gauge\nttfleet_pool_%s_%s %.0f\n",
+                        what[w][0], res[k][0], res[k][1], what[w][1], what[w][0], res[k][0],
+                        what[w][0], res[k][0], sum);
             }
-        fprintf(f, "# HELP ttfleet_host_vms VMs placed on a host.\n# TYPE ttfleet_host_vms gauge\n");
+        fprintf(f,
+                "# HELP ttfleet_host_vms VMs placed on a host.\n# TYPE ttfleet_host_vms gauge\n");
         for (size_t i = 0; i < l->n_hosts; i++) {
             fputs("ttfleet_host_vms{host=\"", f);
             s_label(f, l->hosts[i]->id);
@@ -880,8 +923,8 @@ static void s_write_pool(gw_t *gw, FILE *f)
     }
     if (envs && envs->status == TTFLEET__STATUS__OK && envs->envs) {
         Ttfleet__EnvInfoList *l = envs->envs;
-        static const char *states[] = {"creating", "running", "stopped", "paused", "degraded",
-                                       "deleting"};
+        static const char *states[] = {"creating", "running",  "stopped",
+                                       "paused",   "degraded", "deleting"};
         fprintf(f, "# HELP ttfleet_envs Envs by state.\n# TYPE ttfleet_envs gauge\n");
         for (size_t s = 0; s < 6; s++) {
             unsigned n = 0;
@@ -902,8 +945,8 @@ static void s_write_pool(gw_t *gw, FILE *f)
             Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
             ref.name = l->envs[i]->name;
             Ttfleet__Reply *show = NULL;
-            if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show, err,
-                       sizeof err) != 0)
+            if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show,
+                       err, sizeof err) != 0)
                 continue;
             if (show->status == TTFLEET__STATUS__OK && show->env)
                 for (size_t v = 0; v < show->env->n_vms; v++) {
@@ -966,6 +1009,7 @@ static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r)
         if (s_scrape_text)
             fwrite(s_scrape_text, 1, s_scrape_len, f);
         metrics_write_gateway(f);
+        metrics_write_process(f, TTFLEET_VERSION);
         fclose(f);
     }
     pthread_mutex_unlock(&s_scrape_lock);
@@ -998,8 +1042,9 @@ static enum MHD_Result s_static(gw_t *gw, s_request_t *r)
                 return MHD_NO;
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, dashboard_files[i].type);
             MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-            MHD_add_response_header(resp, "Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+            MHD_add_response_header(
+                resp, "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
             MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
             /* /?token=T must not stay in a cache keyed by that URL */
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
@@ -1025,7 +1070,8 @@ static bool s_match(const char *pattern, char **segments, int n)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (k >= n)
             return false;
-        if (!(len == 1 && *p == '*') && (strlen(segments[k]) != len || strncmp(p, segments[k], len) != 0))
+        if (!(len == 1 && *p == '*') &&
+            (strlen(segments[k]) != len || strncmp(p, segments[k], len) != 0))
             return false;
         k++;
         p += len;
@@ -1071,8 +1117,8 @@ static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, con
         if (rt->fn == s_static && r->n_segments == 1 && !s_static_known(r->segments[0]))
             continue;
         /* HEAD only where a GET is cheap and ends: static files, metrics */
-        bool get_like = strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0 &&
-                        (rt->flags & S_PUBLIC);
+        bool get_like =
+            strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0 && (rt->flags & S_PUBLIC);
         if (strcmp(rt->method, method) != 0 && !get_like) {
             if (!strstr(allow, rt->method))
                 snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
@@ -1182,8 +1228,9 @@ static void *s_sweeper(void *arg)
         pthread_mutex_unlock(&gw->socks_lock);
         if (cut) {
             metrics_deadline_cut(cut);
-            fprintf(stderr, "ttgw: closed %u connection(s) that did not send a whole request "
-                            "within %d ms\n",
+            fprintf(stderr,
+                    "ttgw: closed %u connection(s) that did not send a whole request "
+                    "within %d ms\n",
                     cut, gw->cfg.request_timeout_ms);
         }
     }
@@ -1202,8 +1249,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
             return MHD_NO;
         st->start_ms = tt_mono_ms();
         *con_cls = st;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > gw->cfg.max_body)
             st->too_large = true;
         else
@@ -1306,8 +1353,8 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
     pthread_mutex_init(&self->socks_lock, NULL);
     atomic_store(&self->sweeper_stop, false);
     atomic_store(&s_stopping, false);
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (tls_cert)
         flags |= MHD_USE_TLS;
     struct MHD_OptionItem opts[] = {
@@ -1324,9 +1371,9 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         {MHD_OPTION_END, 0, NULL},
     };
     /* the logger first, so that no message goes to libmicrohttpd's own */
-    self->daemon = MHD_start_daemon(flags, 0, NULL, NULL, s_access, self,
-                                    MHD_OPTION_EXTERNAL_LOGGER, s_log, NULL, MHD_OPTION_ARRAY,
-                                    opts, MHD_OPTION_END);
+    self->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER, s_log,
+                         NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!self->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or bad TLS files?)", host, port);
         pthread_mutex_destroy(&self->socks_lock);

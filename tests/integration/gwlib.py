@@ -30,7 +30,9 @@ class Gateway:
                 "--listen", "127.0.0.1:0", "--tokens", self.tokens_path,
                 "--admin-tenant", harness.ADMIN, "--timeout", "5000",
                 "--keepalive-ms", "1000"] + list(args)
+        self.binary = argv[0]
         self.daemon = harness.Daemon("ttgw", argv, os.path.join(pool.dir, "ttgw.log"))
+        self.started = time.time()
         self.daemon.start()
         self.port = harness.wait_for("ttgw to listen", self._port, timeout=20)
         self.base = "%s://127.0.0.1:%d" % (scheme, self.port)

@@ -10,6 +10,7 @@ serve the whole class; each test uses its own env names.
 import http.client
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -85,7 +86,9 @@ class Gateway(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         harness.watchdog(280)
-        cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}}).start()
+        cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}},
+                                broker_args=["--cpu-overcommit", "4",
+                                             "--mem-overcommit", "1.5"]).start()
         cls.tokens = [(USER, "alice", "user"), (OTHER, "bob", "user"),
                       (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user"),
                       (OPS, "ops", "admin"), (SNEAK, harness.ADMIN, "user"),
@@ -435,9 +438,32 @@ class Gateway(unittest.TestCase):
             self.assertEqual(get("ttfleet_broker_up"), 1)
             self.assertEqual(get("ttfleet_hosts", state="online"), 1)
             self.assertEqual(get("ttfleet_hosts", state="down"), 0)
-            self.assertEqual(get("ttfleet_host_cpu_total", host="h1"), 8)
-            self.assertGreaterEqual(get("ttfleet_host_cpu_used", host="h1"), 3)
-            self.assertEqual(get("ttfleet_host_mem_mib_total", host="h1"), 8192)
+            # capacity, allocatable (capacity x the broker's overcommit
+            # ratio) and allocated, per host and for the pool; bytes
+            mib = 1 << 20
+            self.assertEqual(get("ttfleet_host_capacity_cpus", host="h1"), 8)
+            self.assertEqual(get("ttfleet_host_allocatable_cpus", host="h1"), 32)
+            self.assertGreaterEqual(get("ttfleet_host_allocated_cpus", host="h1"), 3)
+            self.assertEqual(get("ttfleet_host_capacity_memory_bytes", host="h1"), 8192 * mib)
+            self.assertEqual(get("ttfleet_host_allocatable_memory_bytes", host="h1"), 12288 * mib)
+            self.assertGreaterEqual(get("ttfleet_host_allocated_memory_bytes", host="h1"),
+                                    300 * mib)
+            self.assertEqual(get("ttfleet_pool_allocatable_cpus"), 32)
+            self.assertEqual(get("ttfleet_pool_capacity_memory_bytes"), 8192 * mib)
+            self.assertEqual(get("ttfleet_pool_allocated_cpus"),
+                             get("ttfleet_host_allocated_cpus", host="h1"))
+            self.assertEqual(get("ttfleet_pool_overcommit_ratio", resource="cpu"), 4)
+            self.assertEqual(get("ttfleet_pool_overcommit_ratio", resource="memory"), 1.5)
+            self.assertEqual(get("ttfleet_pool_overcommit_ratio", resource="disk"), 1)
+            self.assertGreater(get("ttfleet_broker_start_time_seconds"), time.time() - 600)
+            # the gateway's build and process
+            version = subprocess.run([self.gw.binary, "--version"], capture_output=True,
+                                     text=True, timeout=10).stdout.split()[-1]
+            self.assertEqual(get("ttfleet_build_info", version=version), 1)
+            self.assertGreater(get("process_cpu_seconds_total"), 0)
+            self.assertGreater(get("process_resident_memory_bytes"), 1 << 20)
+            self.assertGreater(get("process_open_fds"), 3)
+            self.assertAlmostEqual(get("process_start_time_seconds"), self.gw.started, delta=5)
             self.assertGreaterEqual(get("ttfleet_envs", state="running"), 1)
             self.assertGreaterEqual(get("ttfleet_vms", state="running", engine="process"), 3)
             self.assertGreaterEqual(get("ttgw_requests_total", route="env_create", code="201"), 1)
@@ -464,8 +490,74 @@ class Gateway(unittest.TestCase):
                                  le="+Inf"),
                              get("ttfleet_broker_worker_latency_seconds_count", host="h1"))
             self.assertEqual(get("ttfleet_queue_depth"), 0)
+            self.assertEqual(get("ttfleet_queue_oldest_wait_seconds"), 0)
+            lint_metrics(self, text)
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
+
+    def test_packaged_alerts_and_grafana(self):
+        """packaging/prometheus/ttfleet.rules.yml passes `promtool check
+        rules`; it and packaging/grafana/ttfleet.json (parsed) name only
+        series /metrics exposes, and each alert the issue asks for is there."""
+        root = os.path.join(os.path.dirname(__file__), "..", "..", "packaging")
+        rules = os.path.join(root, "prometheus", "ttfleet.rules.yml")
+        r = subprocess.run(["promtool", "check", "rules", rules], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.call("POST", "/v1/envs", {"name": "graphed", "images": [{"image": "sleeper"}],
+                                       "cpu": 1, "mem_mib": 64}, expect=201)
+        try:
+            time.sleep(2.1)  # past the scrape cache
+            _, _, text = self.gw.request("GET", "/metrics")
+        finally:
+            self.call("DELETE", "/v1/envs/graphed", expect=200)
+        exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        import yaml
+        exprs = {}
+        for group in yaml.safe_load(open(rules))["groups"]:
+            for rule in group["rules"]:
+                exprs["rule " + rule["alert"]] = rule["expr"]
+        self.assertLessEqual({"TtfleetHostDown", "TtfleetPoolFull", "TtfleetQueueWaiting",
+                              "TtfleetCommitLatencyHigh"},
+                             {k[5:] for k in exprs})
+        dash = json.load(open(os.path.join(root, "grafana", "ttfleet.json")))
+        titles = []
+        for panel in dash["panels"]:
+            titles.append(panel["title"])
+            for t in panel["targets"]:
+                exprs["panel %s/%s" % (panel["title"], t["refId"])] = t["expr"]
+        for v in dash["templating"]["list"]:
+            if isinstance(v.get("query"), dict):
+                exprs["variable " + v["name"]] = v["query"]["query"]
+        for want in ("Pool utilisation", "Envs by state", "VMs by state", "Admission queue",
+                     "Create latency", "Commit latency"):
+            self.assertTrue([t for t in titles if t.startswith(want)], (want, titles))
+        for where, expr in exprs.items():
+            names = set(re.findall(r"\b(?:ttfleet|ttgw|process)_[a-z0-9_]+", expr))
+            self.assertTrue(names, "%s names no ttfleet series: %s" % (where, expr))
+            self.assertLessEqual(names, exposed, "%s: %s" % (where, names - exposed))
+
+
+def lint_metrics(test, text):
+    """`promtool check metrics` finds nothing in text, and the naming rules
+    it does not check hold: base units (bytes and seconds, never MiB or
+    milliseconds), `_total` only on counters, every counter ends in it, no
+    total/used in a label (a series per quantity)."""
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    test.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""))
+    for fam in text_string_to_metric_families(text):
+        test.assertTrue(fam.documentation, fam.name)
+        test.assertNotRegex(fam.name, r"_(mib|kib|gib|mb|kb|ms|milliseconds|minutes)(_|$)")
+        for s in fam.samples:
+            test.assertNotIn(s.labels.get("kind"), ("total", "used"), s)
+        if fam.type == "counter":
+            test.assertTrue(all(s.name.endswith("_total") or s.name.endswith("_created")
+                                for s in fam.samples), fam.name)
+        else:
+            test.assertFalse(fam.name.endswith("_total"), fam.name)
+        if re.search(r"(memory|disk)", fam.name) and fam.type == "gauge":
+            test.assertTrue(fam.name.endswith("_bytes"), fam.name)
 
 
 class Outcomes(unittest.TestCase):
@@ -508,6 +600,15 @@ class Outcomes(unittest.TestCase):
         # the queued env is listed as such; deleting it cancels it
         _, _, lst = self.call("GET", "/v1/envs", expect=200)
         self.assertIn(("waiter", "queued"), [(e["name"], e["state"]) for e in lst["envs"]])
+        # /metrics: one create waits, for as long as it has been queued
+        time.sleep(2.1)  # past the scrape cache
+        _, _, text = self.gw.request("GET", "/metrics")
+        got = {s.name: s.value for f in text_string_to_metric_families(text)
+               for s in f.samples if s.name.startswith("ttfleet_queue_")}
+        self.assertEqual(got["ttfleet_queue_depth"], 1)
+        self.assertGreaterEqual(got["ttfleet_queue_oldest_wait_seconds"], 2)
+        self.assertLess(got["ttfleet_queue_oldest_wait_seconds"], 60)
+        lint_metrics(self, text)
         self.call("DELETE", "/v1/envs/waiter", expect=200)
         self.call("DELETE", "/v1/envs/fill", expect=200)
 
