@@ -27,6 +27,7 @@
 #include "gw.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -83,6 +84,9 @@ struct _gw_t {
     s_sock_t *socks;
     pthread_t sweeper;
     bool sweeper_started;
+    zsock_t *events_sub; /* the recorder's SUB on cfg.events */
+    pthread_t recorder;
+    bool recorder_started;
     atomic_bool sweeper_stop;
 };
 
@@ -510,63 +514,193 @@ static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r)
 
 /* ---- Server-Sent Events ---- */
 
+/* The event log: one subscriber thread (s_recorder) takes every event from
+ * the broker's PUB endpoint, gives it the next id and keeps it in a ring of
+ * at most cfg.event_log_max events no older than cfg.event_log_age_s; each
+ * stream reads the ring from its own position, so a client that reconnects
+ * with Last-Event-ID gets what it missed. Ids start at the unix time in ms
+ * x 1000 when ttgw starts, so a restarted ttgw's ids are above the ones the
+ * last one gave, and a Last-Event-ID it never gave is told apart. */
 typedef struct {
-    gw_t *gw;
-    zsock_t *sub;
+    uint64_t id;
+    int64_t at_ms; /* tt_mono_ms() when it arrived */
     char tenant[TT_MAX_NAME + 1];
-    bool admin;
     char env[TT_MAX_NAME + 1];
-    char buf[S_SSE_BLOCK];
-    size_t len, off;
-} s_stream_t;
+    char *topic;
+    char *block; /* "event: ...\ndata: ...\n\n" */
+} s_logged_t;
 
-/* Formats the next event this stream may see into st->buf, or a comment
- * line after the keepalive interval; returns false when the gateway stops. */
-static bool s_stream_next(s_stream_t *st)
+static pthread_mutex_t s_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t s_log_cond;
+static s_logged_t *s_evlog;                   /* ring of s_log_cap */
+static size_t s_log_cap, s_log_head, s_log_n; /* head: oldest */
+static uint64_t s_log_next_id;                /* the id the next event gets */
+
+static void s_logged_free(s_logged_t *e)
 {
-    int waited = 0;
+    free(e->topic);
+    free(e->block);
+    e->topic = e->block = NULL;
+}
+
+/* Drops events past the age bound (under s_log_lock). */
+static void s_log_expire(const gw_t *gw, int64_t now_ms)
+{
+    while (s_log_n &&
+           now_ms - s_evlog[s_log_head].at_ms > (int64_t)gw->cfg.event_log_age_s * 1000) {
+        s_logged_free(&s_evlog[s_log_head]);
+        s_log_head = (s_log_head + 1) % s_log_cap;
+        s_log_n--;
+    }
+}
+
+/* The oldest id the log still holds (the next one when it is empty). */
+static uint64_t s_log_first_id(void)
+{
+    return s_log_n ? s_evlog[s_log_head].id : s_log_next_id;
+}
+
+static void s_log_add(gw_t *gw, const char *topic, Ttfleet__Event *ev)
+{
+    json_t *j = pbjson_encode(&ev->base);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    const char *kind = ev->kind && *ev->kind ? ev->kind : "event";
+    size_t blen = text ? strlen(kind) + strlen(text) + 32 : 0;
+    char *block = text ? malloc(blen) : NULL;
+    if (block)
+        snprintf(block, blen, "event: %s\ndata: %s\n\n", kind, text);
+    free(text);
+    char *t = strdup(topic);
+    if (!block || !t || strlen(block) > S_SSE_BLOCK - 64) {
+        free(block);
+        free(t);
+        return;
+    }
+    pthread_mutex_lock(&s_log_lock);
+    int64_t now = tt_mono_ms();
+    s_log_expire(gw, now);
+    if (s_log_n == s_log_cap) {
+        s_logged_free(&s_evlog[s_log_head]);
+        s_log_head = (s_log_head + 1) % s_log_cap;
+        s_log_n--;
+    }
+    s_logged_t *e = &s_evlog[(s_log_head + s_log_n) % s_log_cap];
+    e->id = s_log_next_id++;
+    e->at_ms = now;
+    snprintf(e->tenant, sizeof e->tenant, "%s", ev->tenant ? ev->tenant : "");
+    snprintf(e->env, sizeof e->env, "%s", ev->env ? ev->env : "");
+    e->topic = t;
+    e->block = block;
+    s_log_n++;
+    pthread_cond_broadcast(&s_log_cond);
+    pthread_mutex_unlock(&s_log_lock);
+}
+
+/* The recorder thread: subscribes to every event (with the gateway's key
+ * when CURVE is on) until the gateway stops. */
+static void *s_recorder(void *arg)
+{
+    gw_t *gw = arg;
     while (!atomic_load(&s_stopping)) {
-        zmq_pollitem_t item = {zsock_resolve(st->sub), 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t item = {zsock_resolve(gw->events_sub), 0, ZMQ_POLLIN, 0};
         int n = zmq_poll(&item, 1, 500);
         if (n > 0) {
-            zmsg_t *msg = zmsg_recv(st->sub);
+            zmsg_t *msg = zmsg_recv(gw->events_sub);
             if (!msg)
                 continue;
             zframe_t *topic = zmsg_first(msg), *body = zmsg_next(msg);
             Ttfleet__Event *ev =
-                body ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
-            bool show =
-                ev && topic && (st->admin || (ev->tenant && strcmp(ev->tenant, st->tenant) == 0));
-            if (show && st->env[0] && (!ev->env || strcmp(ev->env, st->env) != 0))
-                show = false;
-            if (show) {
-                json_t *j = pbjson_encode(&ev->base);
-                char *text = json_dumps(j, JSON_COMPACT);
-                json_decref(j);
-                int len = text ? snprintf(st->buf, sizeof st->buf, "event: %s\ndata: %s\n\n",
-                                          ev->kind && *ev->kind ? ev->kind : "event", text)
-                               : -1;
-                free(text);
-                if (len > 0 && (size_t)len < sizeof st->buf) {
-                    st->len = (size_t)len;
-                    st->off = 0;
-                }
-            }
-            if (ev)
+                topic && body && zframe_size(topic) <= TT_MAX_NAME
+                    ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body))
+                    : NULL;
+            if (ev) {
+                char t[TT_MAX_NAME + 1];
+                memcpy(t, zframe_data(topic), zframe_size(topic));
+                t[zframe_size(topic)] = '\0';
+                s_log_add(gw, t, ev);
                 ttfleet__event__free_unpacked(ev, NULL);
+            }
             zmsg_destroy(&msg);
-            if (st->len)
-                return true;
-            continue;
         }
-        waited += 500;
-        if (waited >= st->gw->cfg.sse_keepalive_ms) {
+        pthread_mutex_lock(&s_log_lock);
+        s_log_expire(gw, tt_mono_ms());
+        pthread_mutex_unlock(&s_log_lock);
+    }
+    return NULL;
+}
+
+typedef struct {
+    gw_t *gw;
+    char tenant[TT_MAX_NAME + 1];
+    bool admin;
+    char env[TT_MAX_NAME + 1];
+    char topic[TT_MAX_NAME + 1];
+    uint64_t next; /* the id of the next event to look at */
+    bool gap;      /* Last-Event-ID older than the log: say so first */
+    uint64_t gap_from;
+    char buf[S_SSE_BLOCK];
+    size_t len, off;
+} s_stream_t;
+
+static bool s_stream_sees(const s_stream_t *st, const s_logged_t *e)
+{
+    if (!st->admin && (!e->tenant[0] || strcmp(e->tenant, st->tenant) != 0))
+        return false;
+    if (st->env[0] && strcmp(e->env, st->env) != 0)
+        return false;
+    return strncmp(e->topic, st->topic, strlen(st->topic)) == 0;
+}
+
+/* Formats the next event this stream may see into st->buf (with its id),
+ * or a comment line after the keepalive interval; returns false when the
+ * gateway stops. */
+static bool s_stream_next(s_stream_t *st)
+{
+    int64_t start = tt_mono_ms();
+    pthread_mutex_lock(&s_log_lock);
+    if (st->gap) {
+        st->gap = false;
+        st->len = (size_t)snprintf(
+            st->buf, sizeof st->buf,
+            "event: gap\ndata: {\"last_event_id\":\"%llu\",\"oldest_event_id\":\"%llu\"}\n\n",
+            (unsigned long long)st->gap_from, (unsigned long long)s_log_first_id());
+        st->off = 0;
+        pthread_mutex_unlock(&s_log_lock);
+        return true;
+    }
+    while (!atomic_load(&s_stopping)) {
+        uint64_t first = s_log_first_id();
+        if (st->next < first)
+            st->next = first; /* evicted while this stream was slow */
+        while (st->next < s_log_next_id) {
+            const s_logged_t *e = &s_evlog[(s_log_head + (st->next - first)) % s_log_cap];
+            st->next++;
+            if (s_stream_sees(st, e)) {
+                st->len = (size_t)snprintf(st->buf, sizeof st->buf, "id: %llu\n%s",
+                                           (unsigned long long)e->id, e->block);
+                st->off = 0;
+                pthread_mutex_unlock(&s_log_lock);
+                return true;
+            }
+        }
+        if (tt_mono_ms() - start >= st->gw->cfg.sse_keepalive_ms) {
+            pthread_mutex_unlock(&s_log_lock);
             st->len = (size_t)snprintf(st->buf, sizeof st->buf, ": keepalive %lld\n\n",
                                        (long long)tt_now());
             st->off = 0;
             return true;
         }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 500 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s_log_cond, &s_log_lock, &until);
     }
+    pthread_mutex_unlock(&s_log_lock);
     return false;
 }
 
@@ -589,7 +723,6 @@ static ssize_t s_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void s_stream_free(void *cls)
 {
     s_stream_t *st = cls;
-    zsock_destroy(&st->sub);
     quota_give(QUOTA_STREAMS, st->tenant);
     free(st);
     atomic_fetch_sub(&s_streams, 1);
@@ -618,6 +751,20 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
                        "topic must be a prefix such as env. or vm.state");
     if (env && !tt_name_valid(env))
         return s_error(r, 400, "BAD_REQUEST", NULL, "env must be an env name");
+    /* Last-Event-ID: the id of the last event the client got (a browser's
+     * EventSource sends it when it reconnects) */
+    const char *last_h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    uint64_t last = 0;
+    bool have_last = last_h && *last_h;
+    if (have_last) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(last_h, &end, 10);
+        if (*last_h < '0' || *last_h > '9' || *end || errno || strlen(last_h) > 20)
+            return s_error(r, 400, "BAD_REQUEST", NULL,
+                           "Last-Event-ID must be the decimal id of an event this gateway sent");
+        last = v;
+    }
     if (quota_take(QUOTA_STREAMS, r->tenant, gw->cfg.max_tenant_streams) != 0)
         return s_error(r, 429, "TOO_MANY_STREAMS", NULL,
                        "tenant %s has %u event streams open already", r->tenant,
@@ -629,33 +776,30 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
                        gw->cfg.max_streams);
     }
     s_stream_t *st = calloc(1, sizeof *st);
-    char err[300] = "out of memory";
-    ttclient_t *keys = st ? s_client(gw, r->tenant, err, sizeof err) : NULL;
-    if (st)
-        snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);
-    if (keys) {
-        st->gw = gw;
-        st->sub = zsock_new(ZMQ_SUB);
-        if (st->sub) {
-            ttclient_curve_apply(keys, st->sub);
-            zsock_set_subscribe(st->sub, topic ? topic : "");
-            zsock_set_rcvhwm(st->sub, 10000);
-            if (zsock_connect(st->sub, "%s", gw->cfg.events) != 0)
-                zsock_destroy(&st->sub);
-        }
-        ttclient_destroy(&keys);
-    }
-    if (!st || !st->sub) {
-        if (st && !st->sub)
-            snprintf(err, sizeof err, "cannot connect to the broker's events endpoint");
-        free(st);
+    if (!st) {
         atomic_fetch_sub(&s_streams, 1);
         quota_give(QUOTA_STREAMS, r->tenant);
-        return s_error(r, 502, "EVENTS_UNAVAILABLE", NULL, "%s", err);
+        return s_error(r, 500, "INTERNAL", NULL, "out of memory");
     }
+    st->gw = gw;
     snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);
     st->admin = strcmp(r->role, "admin") == 0;
     snprintf(st->env, sizeof st->env, "%s", env ? env : "");
+    snprintf(st->topic, sizeof st->topic, "%s", topic ? topic : "");
+    pthread_mutex_lock(&s_log_lock);
+    st->next = s_log_next_id;
+    if (have_last) {
+        if (last >= s_log_first_id() - 1 && last < s_log_next_id) {
+            st->next = last + 1;
+        } else {
+            /* older than the log holds, or not an id this ttgw gave (an
+             * earlier ttgw's): what is missing cannot be replayed */
+            st->gap = true;
+            st->gap_from = last;
+            st->next = last < s_log_next_id ? s_log_first_id() : s_log_next_id;
+        }
+    }
+    pthread_mutex_unlock(&s_log_lock);
     /* the first block goes out at once, so the client sees the headers */
     st->len = (size_t)snprintf(st->buf, sizeof st->buf, "retry: 2000\n: connected\n\n");
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, S_SSE_BLOCK,
@@ -1332,6 +1476,49 @@ static void s_log(void *cls, const char *fmt, va_list ap)
     vfprintf(stderr, fmt, ap);
 }
 
+/* The event log and its recorder thread. */
+static int s_recorder_start(gw_t *self, char *err, size_t errlen)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s_log_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    s_log_cap = self->cfg.event_log_max;
+    s_evlog = calloc(s_log_cap, sizeof *s_evlog);
+    s_log_head = s_log_n = 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    s_log_next_id = ((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000) * 1000;
+    if (!s_evlog) {
+        snprintf(err, errlen, "out of memory for the event log");
+        return -1;
+    }
+    ttclient_t *keys = s_client(self, self->cfg.admin_tenant, err, errlen);
+    if (!keys)
+        return -1;
+    self->events_sub = zsock_new(ZMQ_SUB);
+    if (self->events_sub) {
+        ttclient_curve_apply(keys, self->events_sub);
+        zsock_set_subscribe(self->events_sub, "");
+        zsock_set_rcvhwm(self->events_sub, 100000);
+        if (zsock_connect(self->events_sub, "%s", self->cfg.events) != 0)
+            zsock_destroy(&self->events_sub);
+    }
+    ttclient_destroy(&keys);
+    if (!self->events_sub) {
+        snprintf(err, errlen, "cannot connect to the broker's events endpoint %s",
+                 self->cfg.events);
+        return -1;
+    }
+    if (pthread_create(&self->recorder, NULL, s_recorder, self) != 0) {
+        snprintf(err, errlen, "cannot start the event recorder thread");
+        return -1;
+    }
+    self->recorder_started = true;
+    return 0;
+}
+
 gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *tls_cert,
                const char *tls_key, char *err, size_t errlen)
 {
@@ -1388,6 +1575,10 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         return NULL;
     }
     self->sweeper_started = true;
+    if (s_recorder_start(self, err, errlen) != 0) {
+        gw_stop(&self);
+        return NULL;
+    }
     return self;
 }
 
@@ -1406,7 +1597,20 @@ void gw_stop(gw_t **self_p)
     atomic_store(&self->sweeper_stop, true);
     if (self->sweeper_started)
         pthread_join(self->sweeper, NULL);
+    pthread_mutex_lock(&s_log_lock);
+    pthread_cond_broadcast(&s_log_cond);
+    pthread_mutex_unlock(&s_log_lock);
     MHD_stop_daemon(self->daemon);
+    if (self->recorder_started)
+        pthread_join(self->recorder, NULL);
+    zsock_destroy(&self->events_sub);
+    pthread_mutex_lock(&s_log_lock);
+    for (size_t i = 0; i < s_log_n; i++)
+        s_logged_free(&s_evlog[(s_log_head + i) % s_log_cap]);
+    free(s_evlog);
+    s_evlog = NULL;
+    s_log_n = s_log_head = s_log_cap = 0;
+    pthread_mutex_unlock(&s_log_lock);
     pthread_mutex_destroy(&self->socks_lock);
     pthread_mutex_lock(&s_scrape_lock);
     free(s_scrape_text);

@@ -39,20 +39,24 @@ README_T = "r" * 32
 class SseReader(threading.Thread):
     """Reads GET /v1/events into self.events [(kind, data)] until close()."""
 
-    def __init__(self, gw, token, query=""):
+    def __init__(self, gw, token, query="", last_id=None):
         super().__init__(daemon=True)
         self.conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
-        self.conn.request("GET", "/v1/events" + query,
-                          headers={"Authorization": "Bearer " + token})
+        headers = {"Authorization": "Bearer " + token}
+        if last_id is not None:
+            headers["Last-Event-ID"] = str(last_id)
+        self.conn.request("GET", "/v1/events" + query, headers=headers)
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.ctype = self.resp.getheader("Content-Type")
         self.events = []
+        self.ids = []  # the id: of each event in self.events (None: none)
         self.comments = 0
-        self.start()
+        if self.status == 200:
+            self.start()
 
     def run(self):
-        kind, data = None, ""
+        kind, data, eid = None, "", None
         try:
             while True:
                 line = self.resp.fp.readline()
@@ -61,13 +65,16 @@ class SseReader(threading.Thread):
                 line = line.decode().rstrip("\n")
                 if line.startswith(":"):
                     self.comments += 1
+                elif line.startswith("id: "):
+                    eid = int(line[4:])
                 elif line.startswith("event: "):
                     kind = line[7:]
                 elif line.startswith("data: "):
                     data += line[6:]
                 elif line == "" and kind:
+                    self.ids.append(eid)
                     self.events.append((kind, json.loads(data)))
-                    kind, data = None, ""
+                    kind, data, eid = None, "", None
         except (OSError, ValueError, AttributeError):
             return
 
@@ -536,6 +543,113 @@ class Gateway(unittest.TestCase):
             names = set(re.findall(r"\b(?:ttfleet|ttgw|process)_[a-z0-9_]+", expr))
             self.assertTrue(names, "%s names no ttfleet series: %s" % (where, expr))
             self.assertLessEqual(names, exposed, "%s: %s" % (where, names - exposed))
+
+
+    # ---- events: ids, Last-Event-ID replay, order ----
+
+    def test_events_resume(self):
+        """A stream that reconnects with Last-Event-ID gets every event of
+        its tenant it missed, once, in order; another tenant's events that
+        happened meanwhile are not replayed to it; ids only grow."""
+        ref = SseReader(self.gw, USER, "?env=resumed")
+        first = SseReader(self.gw, USER, "?env=resumed")
+        noise = None
+        again = None
+        try:
+            self.call("POST", "/v1/envs", {"name": "resumed", "images": [{"image": "sleeper",
+                                           "dup": 2}], "cpu": 1, "mem_mib": 64}, expect=201)
+            harness.wait_for("the first stream sees env.created",
+                             lambda: "env.created" in first.kinds())
+            first.close()
+            seen = len(first.events)
+            last = first.ids[seen - 1]
+            # while it is away: its env changes, another tenant is busy
+            self.call("POST", "/v1/envs/resumed/stop", expect=200)
+            self.call("POST", "/v1/envs", {"name": "resumed", "images": [{"image": "sleeper"}],
+                                           "cpu": 1, "mem_mib": 64}, token=OTHER, expect=201)
+            noise = True
+            self.call("DELETE", "/v1/envs/resumed", expect=200)
+            harness.wait_for("the reference stream sees env.deleted",
+                             lambda: "env.deleted" in ref.kinds())
+            again = SseReader(self.gw, USER, "?env=resumed", last_id=last)
+            self.assertEqual(again.status, 200)
+            want = ref.ids[ref.ids.index(last) + 1:]
+            self.assertTrue(want)
+            harness.wait_for("the replay to catch up",
+                             lambda: len(again.ids) >= len(want), timeout=20)
+            time.sleep(0.5)  # nothing more (no duplicates) may follow
+            self.assertEqual(first.ids[:seen] + again.ids, ref.ids)
+            self.assertEqual([e for e in first.events[:seen]] + again.events, ref.events)
+            self.assertNotIn(None, ref.ids)
+            self.assertEqual(ref.ids, sorted(set(ref.ids)))
+            self.assertTrue(all(d["tenant"] == "alice" for _, d in again.events), again.events)
+            self.assertIn("env.deleted", again.kinds())
+            self.assertIn("env.state", again.kinds())
+            # a malformed Last-Event-ID is refused
+            for bad in ("abc", "-1", "1x", "9" * 21):
+                r = SseReader(self.gw, USER, last_id=bad)
+                self.assertEqual(r.status, 400, bad)
+                self.assertEqual(json.loads(r.resp.read())["error"]["status"], "BAD_REQUEST")
+                r.close()
+        finally:
+            for r in (ref, first, again):
+                if r:
+                    r.close()
+            if noise:
+                self.call("DELETE", "/v1/envs/resumed", token=OTHER, expect=200)
+
+    def test_events_log_bounded(self):
+        """The log keeps --event-log events: a Last-Event-ID older than that
+        (or one this ttgw never gave) starts with event: gap, then what is
+        kept."""
+        small = gwlib.Gateway(self.pool, self.tokens, args=["--event-log", "3"])
+        watch = None
+        try:
+            watch = SseReader(small, ADMIN, "?env=bounded")
+            self.call("POST", "/v1/envs", {"name": "bounded", "images": [{"image": "sleeper",
+                                           "dup": 3}], "cpu": 1, "mem_mib": 64}, expect=201)
+            self.call("DELETE", "/v1/envs/bounded", expect=200)
+            harness.wait_for("env.deleted", lambda: "env.deleted" in watch.kinds())
+            self.assertGreater(len(watch.ids), 4)
+            old = SseReader(small, ADMIN, "?env=bounded", last_id=watch.ids[0])
+            harness.wait_for("the gap and the kept events", lambda: len(old.events) >= 4)
+            time.sleep(0.3)
+            kind, gap = old.events[0]
+            self.assertEqual(kind, "gap")
+            self.assertEqual(int(gap["last_event_id"]), watch.ids[0])
+            self.assertEqual(old.ids[1:], watch.ids[-3:])
+            self.assertEqual(old.events[1:], watch.events[-3:])
+            old.close()
+            # an id from before this ttgw started
+            ancient = SseReader(small, ADMIN, "?env=bounded", last_id=1)
+            harness.wait_for("the gap", lambda: ancient.events)
+            self.assertEqual(ancient.events[0][0], "gap")
+            ancient.close()
+        finally:
+            if watch:
+                watch.close()
+            small.stop()
+
+    def test_events_order(self):
+        """env.created comes before every event of the env's VMs, and
+        env.state running (message created) after them: the create's end."""
+        sse = SseReader(self.gw, USER, "?env=ordered")
+        try:
+            self.call("POST", "/v1/envs", {"name": "ordered", "images": [{"image": "sleeper",
+                                           "dup": 3}], "cpu": 1, "mem_mib": 64}, expect=201)
+            harness.wait_for("env.ready", lambda: "env.ready" in sse.kinds())
+            kinds = sse.kinds()
+            self.assertEqual(kinds[0], "env.created", kinds)
+            self.assertEqual(sse.events[0][1]["state"], "creating")
+            vm_at = [i for i, k in enumerate(kinds) if k.startswith("vm.")]
+            self.assertGreaterEqual(len(vm_at), 3, kinds)
+            done = [i for i, (k, d) in enumerate(sse.events)
+                    if k == "env.state" and d["state"] == "running" and d["message"] == "created"]
+            self.assertEqual(len(done), 1, sse.events)
+            self.assertLess(done[0], kinds.index("env.ready"))
+        finally:
+            sse.close()
+            self.call("DELETE", "/v1/envs/ordered", expect=200)
 
 
 def lint_metrics(test, text):
