@@ -85,6 +85,8 @@ struct _gw_t {
     pthread_t sweeper;
     bool sweeper_started;
     zsock_t *events_sub; /* the recorder's SUB on cfg.events */
+    pthread_t sampler;
+    bool sampler_started;
     pthread_t recorder;
     bool recorder_started;
     atomic_bool sweeper_stop;
@@ -132,11 +134,13 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_static(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r);
+static enum MHD_Result s_dashboard(gw_t *gw, s_request_t *r);
 
 /* The routes: one per operation of the registry (schema/ops.def) that has
  * a REST route, built from its row, then the gateway's own. */
 static const s_route_t s_own_routes[] = {
     {"GET", "/v1/whoami", "whoami", NULL, NULL, 0, {0}, {0}, 200, s_whoami, 0},
+    {"GET", "/v1/dashboard", "dashboard_state", NULL, NULL, 0, {0}, {0}, 200, s_dashboard, 0},
     {"GET", "/v1/events", "events", NULL, NULL, 0, {0}, {"topic", "env"}, 200, s_events, 0},
     {"GET", "/metrics", "metrics", NULL, NULL, S_PUBLIC, {0}, {0}, 200, s_metrics, 0},
     {"GET", "/", "dashboard", NULL, NULL, S_PUBLIC, {0}, {"token"}, 200, s_static, 0},
@@ -1163,6 +1167,224 @@ static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r)
                   MHD_RESPMEM_MUST_FREE, NULL);
 }
 
+/* ---- the pool's history (the dashboard's charts) ---- */
+
+/* One sample every cfg.history_interval_s, the last S_HIST_MAX kept: the
+ * pool's allocated and allocatable CPUs and memory, envs and VMs by state,
+ * the admission queue. Read from the broker by s_sampler, a thread of its
+ * own, as the admin tenant. */
+#define S_HIST_MAX 2160
+#define S_ENV_STATES 7
+#define S_VM_STATES 8
+static const char *s_env_states[S_ENV_STATES] = {"creating", "running",  "stopped", "paused",
+                                                 "degraded", "deleting", "queued"};
+typedef struct {
+    int64_t t;
+    double cpu_used, cpu_alloc, mem_used, mem_alloc; /* CPUs; bytes */
+    unsigned envs[S_ENV_STATES];
+    unsigned vms[S_VM_STATES]; /* by tt_vm_state_name of the VmState value */
+    unsigned queue;
+} s_sample_t;
+
+static pthread_mutex_t s_hist_lock = PTHREAD_MUTEX_INITIALIZER;
+static s_sample_t s_hist[S_HIST_MAX];
+static size_t s_hist_head, s_hist_n;
+
+static bool s_sample(gw_t *gw, s_sample_t *out)
+{
+    char err[300];
+    const char *admin = gw->cfg.admin_tenant;
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Reply *pool = NULL, *hosts = NULL, *envs = NULL, *q = NULL;
+    memset(out, 0, sizeof *out);
+    out->t = tt_now();
+    if (s_call(gw, admin, true, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
+               sizeof err) != 0)
+        return false;
+    double ratio[2] = {1, 1};
+    if (pool->status == TTFLEET__STATUS__OK && pool->pool) {
+        if (pool->pool->cpu_overcommit > 0)
+            ratio[0] = pool->pool->cpu_overcommit;
+        if (pool->pool->mem_overcommit > 0)
+            ratio[1] = pool->pool->mem_overcommit;
+    }
+    ttclient_reply_destroy(&pool);
+    if (s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err,
+               sizeof err) == 0 &&
+        hosts->status == TTFLEET__STATUS__OK && hosts->hosts)
+        for (size_t i = 0; i < hosts->hosts->n_hosts; i++) {
+            Ttfleet__HostInfo *h = hosts->hosts->hosts[i];
+            if (strcmp(h->state, "online") != 0)
+                continue;
+            out->cpu_used += h->cpu_used;
+            out->cpu_alloc += floor(h->cpu_total * ratio[0]);
+            out->mem_used += (double)h->mem_used * 1048576.0;
+            out->mem_alloc += floor((double)h->mem_total * ratio[1]) * 1048576.0;
+        }
+    ttclient_reply_destroy(&hosts);
+    Ttfleet__EnvList all = TTFLEET__ENV_LIST__INIT;
+    all.all = true;
+    if (s_call(gw, admin, true, "tt.admin", "env_list", &all.base, NULL, &envs, err, sizeof err) ==
+            0 &&
+        envs->status == TTFLEET__STATUS__OK && envs->envs) {
+        Ttfleet__EnvInfoList *l = envs->envs;
+        for (size_t i = 0; i < l->n_envs; i++)
+            for (int k = 0; k < S_ENV_STATES; k++)
+                if (strcmp(l->envs[i]->state, s_env_states[k]) == 0)
+                    out->envs[k]++;
+        size_t limit = l->n_envs < S_SCRAPE_MAX_ENVS ? l->n_envs : S_SCRAPE_MAX_ENVS;
+        for (size_t i = 0; i < limit; i++) {
+            if (strcmp(l->envs[i]->state, "queued") == 0)
+                continue;
+            Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+            ref.name = l->envs[i]->name;
+            Ttfleet__Reply *show = NULL;
+            if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show,
+                       err, sizeof err) != 0)
+                continue;
+            if (show->status == TTFLEET__STATUS__OK && show->env)
+                for (size_t v = 0; v < show->env->n_vms; v++)
+                    if ((unsigned)show->env->vms[v]->state < S_VM_STATES)
+                        out->vms[show->env->vms[v]->state]++;
+            ttclient_reply_destroy(&show);
+        }
+    }
+    ttclient_reply_destroy(&envs);
+    Ttfleet__QueueList ql = TTFLEET__QUEUE_LIST__INIT;
+    ql.all = true;
+    if (s_call(gw, admin, true, "tt.admin", "queue_list", &ql.base, NULL, &q, err, sizeof err) ==
+            0 &&
+        q->status == TTFLEET__STATUS__OK && q->queue)
+        out->queue = q->queue->total;
+    ttclient_reply_destroy(&q);
+    return true;
+}
+
+static void *s_sampler(void *arg)
+{
+    gw_t *gw = arg;
+    int64_t next = tt_mono_ms();
+    while (!atomic_load(&s_stopping)) {
+        if (tt_mono_ms() < next) {
+            usleep(100 * 1000);
+            continue;
+        }
+        next += (int64_t)gw->cfg.history_interval_s * 1000;
+        s_sample_t smp;
+        if (!s_sample(gw, &smp))
+            continue; /* the broker did not answer: a gap in the charts */
+        pthread_mutex_lock(&s_hist_lock);
+        if (s_hist_n == S_HIST_MAX) {
+            s_hist_head = (s_hist_head + 1) % S_HIST_MAX;
+            s_hist_n--;
+        }
+        s_hist[(s_hist_head + s_hist_n) % S_HIST_MAX] = smp;
+        s_hist_n++;
+        pthread_mutex_unlock(&s_hist_lock);
+    }
+    return NULL;
+}
+
+static json_t *s_history_json(gw_t *gw)
+{
+    json_t *t = json_array(), *cu = json_array(), *ca = json_array(), *mu = json_array(),
+           *ma = json_array(), *qd = json_array(), *envs = json_object(), *vms = json_object();
+    json_t *es[S_ENV_STATES], *vs[S_VM_STATES];
+    for (int k = 0; k < S_ENV_STATES; k++) {
+        es[k] = json_array();
+        json_object_set_new(envs, s_env_states[k], es[k]);
+    }
+    for (int k = 0; k < S_VM_STATES; k++) {
+        vs[k] = json_array();
+        json_object_set_new(vms, tt_vm_state_name(k), vs[k]);
+    }
+    pthread_mutex_lock(&s_hist_lock);
+    for (size_t i = 0; i < s_hist_n; i++) {
+        const s_sample_t *x = &s_hist[(s_hist_head + i) % S_HIST_MAX];
+        json_array_append_new(t, json_integer(x->t));
+        json_array_append_new(cu, json_real(x->cpu_used));
+        json_array_append_new(ca, json_real(x->cpu_alloc));
+        json_array_append_new(mu, json_real(x->mem_used));
+        json_array_append_new(ma, json_real(x->mem_alloc));
+        json_array_append_new(qd, json_integer(x->queue));
+        for (int k = 0; k < S_ENV_STATES; k++)
+            json_array_append_new(es[k], json_integer(x->envs[k]));
+        for (int k = 0; k < S_VM_STATES; k++)
+            json_array_append_new(vs[k], json_integer(x->vms[k]));
+    }
+    pthread_mutex_unlock(&s_hist_lock);
+    return json_pack("{s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "interval_s",
+                     gw->cfg.history_interval_s, "t", t, "cpu_used", cu, "cpu_allocatable", ca,
+                     "mem_used_bytes", mu, "mem_allocatable_bytes", ma, "queue", qd, "envs", envs,
+                     "vms", vms);
+}
+
+/* GET /v1/dashboard: everything the dashboard shows, in one answer: who
+ * the token is, the envs it may list with their VMs (an admin: every
+ * tenant's), and for an admin the pool (status with the overcommit ratios,
+ * hosts) and its history. */
+static enum MHD_Result s_dashboard(gw_t *gw, s_request_t *r)
+{
+    char bad[200], err[300];
+    if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    bool admin = strcmp(r->role, "admin") == 0;
+    json_t *out = json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role);
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Reply *rep = NULL;
+    if (admin) {
+        const char *calls[2] = {"pool_status", "host_list"};
+        const char *keys[2] = {"pool", "hosts"};
+        for (int k = 0; k < 2; k++) {
+            if (s_call(gw, r->tenant, true, "tt.admin", calls[k], &empty.base, NULL, &rep, err,
+                       sizeof err) != 0) {
+                json_decref(out);
+                return s_error(r, 504, "BROKER_TIMEOUT", NULL, "%s", err);
+            }
+            if (rep->status == TTFLEET__STATUS__OK) {
+                json_t *j = pbjson_encode(&rep->base);
+                json_t *v = json_object_get(j, keys[k]);
+                if (v && k == 1) /* a HostInfoList: its array */
+                    v = json_object_get(v, "hosts");
+                if (v)
+                    json_object_set(out, keys[k], v);
+                json_decref(j);
+            }
+            ttclient_reply_destroy(&rep);
+        }
+        json_object_set_new(out, "history", s_history_json(gw));
+    }
+    Ttfleet__EnvList list = TTFLEET__ENV_LIST__INIT;
+    list.all = admin;
+    if (s_call(gw, r->tenant, admin, "tt.env", "env_list", &list.base, NULL, &rep, err,
+               sizeof err) != 0) {
+        json_decref(out);
+        return s_error(r, 504, "BROKER_TIMEOUT", NULL, "%s", err);
+    }
+    json_t *envs = json_array();
+    if (rep->status == TTFLEET__STATUS__OK && rep->envs) {
+        Ttfleet__EnvInfoList *l = rep->envs;
+        size_t limit = l->n_envs < S_SCRAPE_MAX_ENVS ? l->n_envs : S_SCRAPE_MAX_ENVS;
+        for (size_t i = 0; i < l->n_envs; i++) {
+            Ttfleet__Reply *show = NULL;
+            Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+            ref.name = l->envs[i]->name;
+            /* with its VMs (env_show as the env's tenant), up to the bound */
+            if (i < limit && strcmp(l->envs[i]->state, "queued") != 0 &&
+                s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show,
+                       err, sizeof err) == 0 &&
+                show->status == TTFLEET__STATUS__OK && show->env)
+                json_array_append_new(envs, pbjson_encode(&show->env->base));
+            else
+                json_array_append_new(envs, pbjson_encode(&l->envs[i]->base));
+            ttclient_reply_destroy(&show);
+        }
+    }
+    ttclient_reply_destroy(&rep);
+    json_object_set_new(out, "envs", envs);
+    return s_send_json(r, 200, out, NULL);
+}
+
 /* ---- dashboard ---- */
 
 static bool s_static_known(const char *name)
@@ -1516,6 +1738,11 @@ static int s_recorder_start(gw_t *self, char *err, size_t errlen)
         return -1;
     }
     self->recorder_started = true;
+    if (pthread_create(&self->sampler, NULL, s_sampler, self) != 0) {
+        snprintf(err, errlen, "cannot start the history sampler thread");
+        return -1;
+    }
+    self->sampler_started = true;
     return 0;
 }
 
@@ -1603,6 +1830,11 @@ void gw_stop(gw_t **self_p)
     MHD_stop_daemon(self->daemon);
     if (self->recorder_started)
         pthread_join(self->recorder, NULL);
+    if (self->sampler_started)
+        pthread_join(self->sampler, NULL);
+    pthread_mutex_lock(&s_hist_lock);
+    s_hist_head = s_hist_n = 0;
+    pthread_mutex_unlock(&s_hist_lock);
     zsock_destroy(&self->events_sub);
     pthread_mutex_lock(&s_log_lock);
     for (size_t i = 0; i < s_log_n; i++)

@@ -36,8 +36,10 @@ typedef struct {
     unsigned max_tenant_streams; /* ... of one tenant */
     unsigned max_inflight;       /* API requests of one tenant waiting on the broker */
     int sse_keepalive_ms;
-    unsigned event_log_max;   /* events kept for Last-Event-ID replay */
-    unsigned event_log_age_s; /* ... and for at most this long */
+    unsigned event_log_max; /* events kept for Last-Event-ID replay */
+    unsigned event_log_age_s;
+    unsigned history_interval_s;
+        /* the dashboard's charts: a sample every ... */ /* ... and for at most this long */
     tokens_t *tokens;
 } gw_config_t;
 

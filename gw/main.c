@@ -67,6 +67,8 @@ static void s_usage(FILE *out)
             "  --keepalive-ms MS  comment line on idle event streams (default 15000)\n"
             "  --event-log N      events kept for Last-Event-ID replay (default 10000)\n"
             "  --event-log-age S  ... for at most S seconds (default 3600)\n"
+            "  --history-interval S  the dashboard's charts: a pool sample every S seconds,\n"
+            "                     the last 2160 kept (default 10: 6 hours)\n"
             "  --tls-cert PEM     serve HTTPS with this certificate (chain) ...\n"
             "  --tls-key PEM      ... and this private key\n"
             "  --behind-proxy     allow plain HTTP on a non-loopback address, for a TLS\n"
@@ -135,6 +137,7 @@ int main(int argc, char **argv)
         .sse_keepalive_ms = 15000,
         .event_log_max = 10000,
         .event_log_age_s = 3600,
+        .history_interval_s = 10,
     };
     const char *listen = "127.0.0.1:8080", *tokens_path = NULL, *tls_cert = NULL, *tls_key = NULL;
     bool behind_proxy = false;
@@ -188,6 +191,8 @@ int main(int argc, char **argv)
             cfg.event_log_max = (unsigned)s_number(a, v, 1, 1000000);
         } else if (S_OPT("--event-log-age")) {
             cfg.event_log_age_s = (unsigned)s_number(a, v, 1, 7 * 86400);
+        } else if (S_OPT("--history-interval")) {
+            cfg.history_interval_s = (unsigned)s_number(a, v, 1, 3600);
         } else if (S_OPT("--tls-cert")) {
             tls_cert = v;
         } else if (S_OPT("--tls-key")) {

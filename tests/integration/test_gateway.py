@@ -100,7 +100,7 @@ class Gateway(unittest.TestCase):
                       (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user"),
                       (OPS, "ops", "admin"), (SNEAK, harness.ADMIN, "user"),
                       (README_T, "me", "user")]
-        cls.gw = gwlib.Gateway(cls.pool, cls.tokens)
+        cls.gw = gwlib.Gateway(cls.pool, cls.tokens, args=["--history-interval", "1"])
 
     @classmethod
     def tearDownClass(cls):
@@ -651,6 +651,39 @@ class Gateway(unittest.TestCase):
             sse.close()
             self.call("DELETE", "/v1/envs/ordered", expect=200)
 
+
+    def test_dashboard_state(self):
+        """GET /v1/dashboard: one answer with the envs (with VMs) the token
+        may list, and for an admin the pool, hosts and history; as the
+        OpenAPI document says."""
+        self.call("POST", "/v1/envs", {"name": "dash", "images": [{"image": "sleeper",
+                                       "dup": 2}], "cpu": 1, "mem_mib": 64}, expect=201)
+        self.call("POST", "/v1/envs", {"name": "dash", "images": [{"image": "sleeper"}],
+                                       "cpu": 1, "mem_mib": 64}, token=OTHER, expect=201)
+        try:
+            _, _, me = self.call("GET", "/v1/dashboard", expect=200)
+            self.assertEqual((me["tenant"], me["role"]), ("alice", "user"))
+            self.assertNotIn("pool", me)
+            self.assertNotIn("history", me)
+            self.assertEqual({e["tenant"] for e in me["envs"]}, {"alice"})
+            mine = [e for e in me["envs"] if e["name"] == "dash"][0]
+            self.assertEqual(len(mine["vms"]), 2)
+            harness.wait_for("two history samples", lambda: len(
+                self.call("GET", "/v1/dashboard", token=ADMIN)[2]["history"]["t"]) >= 2,
+                timeout=30)
+            _, _, adm = self.call("GET", "/v1/dashboard", token=ADMIN, expect=200)
+            self.assertLessEqual({("alice", "dash"), ("bob", "dash")},
+                                 {(e["tenant"], e["name"]) for e in adm["envs"]})
+            self.assertEqual(adm["pool"]["cpu_overcommit"], 4)
+            self.assertEqual([h["id"] for h in adm["hosts"]], ["h1"])
+            h = adm["history"]
+            self.assertEqual(len(h["t"]), len(h["cpu_used"]))
+            self.assertEqual(h["cpu_allocatable"][-1], 32)
+            self.assertGreaterEqual(h["vms"]["running"][-1], 3)
+            self.assertGreaterEqual(h["envs"]["running"][-1], 2)
+        finally:
+            self.call("DELETE", "/v1/envs/dash", expect=200)
+            self.call("DELETE", "/v1/envs/dash", token=OTHER, expect=200)
 
 def lint_metrics(test, text):
     """`promtool check metrics` finds nothing in text, and the naming rules
