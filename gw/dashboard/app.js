@@ -260,8 +260,13 @@ async function refresh() {
   }
 }
 
+// Refreshes follow events, at most one every 1.5 s: a busy pool's stream
+// must not turn into a request per event (each one reads every env).
+let lastRefreshAt = 0;
 function scheduleRefresh() {
-  if (!refreshTimer) refreshTimer = setTimeout(refresh, 250);
+  if (refreshTimer) return;
+  const wait = Math.max(250, 1500 - (Date.now() - lastRefreshAt));
+  refreshTimer = setTimeout(() => { lastRefreshAt = Date.now(); refresh(); }, wait);
 }
 
 async function deleteEnv(name) {
