@@ -39,7 +39,7 @@ typedef struct {
     unsigned event_log_max; /* events kept for Last-Event-ID replay */
     unsigned event_log_age_s;
     unsigned history_interval_s;
-        /* the dashboard's charts: a sample every ... */ /* ... and for at most this long */
+    /* the dashboard's charts: a sample every ... */ /* ... and for at most this long */
     tokens_t *tokens;
 } gw_config_t;
 
