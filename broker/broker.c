@@ -35,6 +35,7 @@
 #include "admq.h"
 #include "auth.h"
 #include "blobgc.h"
+#include "broker_schema.h"
 #include "image_ops.h"
 #include "evstream.h"
 #include "quota.h"
@@ -89,6 +90,7 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->max_image = 64ULL << 30;
     cfg->max_tenant_image = 256ULL << 30;
     cfg->blob_gc_grace = 3600;
+    cfg->blob_reserve = 1024ULL << 20;
     snprintf(cfg->admin_tenant, sizeof cfg->admin_tenant, "admin");
     snprintf(cfg->default_engine, sizeof cfg->default_engine, "process");
     cfg->heartbeat_ms = 1000;
@@ -532,7 +534,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     }
     char path[600];
     snprintf(path, sizeof path, "%s/broker.db", cfg->state_dir);
-    self->store = store_open(path, store_broker_migrations, store_broker_migrations_n, err,
+    self->store = store_open(path, broker_migrations, broker_migrations_n, err,
                              errlen);
     if (!self->store)
         goto fail;
@@ -542,6 +544,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
         goto fail;
     }
     self->admq = admq_new(self->store, NULL);
+    self->requeue = admission_requeue;
     self->quotas = quotas_new(self->store);
     if (!self->admq || !self->quotas || s_admission_load(self, err, errlen))
         goto fail;
@@ -654,6 +657,7 @@ void broker_destroy(broker_t **self_p)
     zhashx_destroy(&self->routes);
     zhashx_destroy(&self->ops);
     zhashx_destroy(&self->requests);
+    zhashx_destroy(&self->guest_xfers);
     zhashx_destroy(&self->vm_index);
     rate_destroy(self);
     zlistx_destroy(&self->outq);

@@ -10,7 +10,7 @@
  * the commit loses nothing a client was told; a crash after it loses only
  * unsent messages, which retries and reconciliation recover.
  *
- * The file layout and who may include whom: docs/DESIGN.md "Broker layout".
+ * The file layout and who may include whom: docs/DESIGN.md "Broker and worker layout".
  * broker.c is the top: it includes every module, none includes it.
  */
 #ifndef TT_BROKER_H

@@ -42,6 +42,8 @@ static void s_usage(FILE *out)
             "                           all (default 262144; pool images are not counted)\n"
             "  --blob-gc-grace SECS     a blob no image, VM or push names is deleted once it\n"
             "                           is this old (default 3600, 2..604800)\n"
+            "  --blob-reserve-mib N     free space image pushes leave on the state filesystem\n"
+            "                           for broker.db (default 1024; 0 = none)\n"
             "  --admin-tenant NAME      tenant with the admin role (default admin)\n"
             "  --default-engine NAME    engine when a request names none (default process)\n"
             "  --min-stop-interval SECS seconds between stop/start of one env (default 20)\n"
@@ -117,7 +119,7 @@ enum {
     O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
     O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
-    O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS, O_MAXTIMG, O_GCGRACE
+    O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS, O_MAXTIMG, O_GCGRACE, O_BLOBRES
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -135,6 +137,7 @@ static const struct option s_opts[] = {
     {"insecure", 0, 0, O_INSECURE},     {"config", 1, 0, O_CONFIG},
     {"blobs", 1, 0, O_BLOBS},           {"max-image-mib", 1, 0, O_MAXIMG},
     {"max-tenant-image-mib", 1, 0, O_MAXTIMG}, {"blob-gc-grace", 1, 0, O_GCGRACE},
+    {"blob-reserve-mib", 1, 0, O_BLOBRES},
     {"admin-key", 1, 0, O_ADMINKEY},    {"import-client-keys", 0, 0, O_IMPORT},
     {"rate", 1, 0, O_RATE},             {"rate-burst", 1, 0, O_BURST},
     {0, 0, 0, 0}};
@@ -224,6 +227,10 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
     case O_GCGRACE:
         bad = s_int(flag, val, 2, 604800, &v);
         cfg->blob_gc_grace = v;
+        break;
+    case O_BLOBRES:
+        bad = s_int(flag, val, 0, 1LL << 30, &v);
+        cfg->blob_reserve = (uint64_t)v << 20;
         break;
     case O_EVPRIV:
         bad = s_str(flag, val, cfg->events_private_ep, sizeof cfg->events_private_ep);
@@ -319,6 +326,8 @@ static int s_config_file(broker_config_t *cfg, const char *path)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) /* one line: ttbroker's version */
+        return printf("ttbroker %s\n", TTFLEET_VERSION) < 0;
     broker_config_t cfg;
     broker_config_defaults(&cfg);
     /* the file first, so the flags override it */

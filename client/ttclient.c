@@ -50,6 +50,8 @@ struct _ttclient_t {
     char request_id[TT_MAX_REQUEST_ID + 1];
     char dropped[160]; /* why the last dropped reply was dropped */
     char error[512];
+    int connect_timeout; /* ms to wait for the first connection; 0: no check */
+    bool connected_once; /* a connection to the endpoint was made once */
 };
 
 /* What waiting for one reply can end in. */
@@ -117,6 +119,11 @@ void ttclient_set_timeout(ttclient_t *self, int timeout_ms)
     self->timeout = timeout_ms > 0 ? timeout_ms : 1;
     if (self->sock)
         zsock_set_sndtimeo(self->sock, self->timeout);
+}
+
+void ttclient_set_connect_timeout(ttclient_t *self, int timeout_ms)
+{
+    self->connect_timeout = timeout_ms > 0 ? timeout_ms : 0;
 }
 
 void ttclient_set_retries(ttclient_t *self, int retries)
@@ -210,6 +217,59 @@ void ttclient_reply_destroy(Ttfleet__Reply **reply_p)
     *reply_p = NULL;
 }
 
+/* With a connect timeout and no connection made yet, the socket is
+ * watched (a libzmq socket monitor, set before the connect so no event is
+ * missed) until it has connected to the endpoint, at most connect_timeout
+ * ms. A refused or silent endpoint then fails at once with "no broker at
+ * EP" instead of after every attempt's reply timeout; once connected, the
+ * attempts and their timeouts are as usual. Returns the monitor's PAIR
+ * socket, NULL when no check is made. */
+static zsock_t *s_watch_connect(ttclient_t *self)
+{
+    if (!self->connect_timeout || self->connected_once)
+        return NULL;
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://ttclient-connect-%p", (void *)self);
+    if (zmq_socket_monitor(zsock_resolve(self->sock), mon, ZMQ_EVENT_CONNECTED) != 0)
+        return NULL; /* no monitor: no early answer, the attempts decide */
+    zsock_t *pair = zsock_new(ZMQ_PAIR);
+    if (!pair || zsock_connect(pair, "%s", mon) != 0) {
+        zsock_destroy(&pair);
+        zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
+        return NULL;
+    }
+    return pair;
+}
+
+static int s_wait_connected(ttclient_t *self, zsock_t **pair_p)
+{
+    zsock_t *pair = *pair_p;
+    if (!pair)
+        return 0;
+    bool connected = false;
+    zsock_set_rcvtimeo(pair, 50);
+    int64_t deadline = tt_mono_ms() + self->connect_timeout;
+    while (!connected && tt_mono_ms() < deadline) {
+        zmsg_t *ev = zmsg_recv(pair);
+        zframe_t *f = ev ? zmsg_first(ev) : NULL;
+        if (f && zframe_size(f) >= 2) {
+            uint16_t id;
+            memcpy(&id, zframe_data(f), sizeof id);
+            connected = id == ZMQ_EVENT_CONNECTED;
+        }
+        zmsg_destroy(&ev);
+    }
+    zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
+    zsock_destroy(pair_p);
+    if (!connected) {
+        s_set_error(self, "no broker at %s: nothing accepted a connection within %d ms",
+                    self->endpoint, self->connect_timeout);
+        return -1;
+    }
+    self->connected_once = true;
+    return 0;
+}
+
 static int s_connect(ttclient_t *self)
 {
     s_disconnect(self);
@@ -221,8 +281,16 @@ static int s_connect(ttclient_t *self)
     zsock_set_linger(self->sock, 0);
     zsock_set_sndtimeo(self->sock, self->timeout);
     ttclient_curve_apply(self, self->sock);
+    zsock_t *watch = s_watch_connect(self);
     if (zsock_connect(self->sock, "%s", self->endpoint) != 0) {
         s_set_error(self, "cannot connect to '%s': %s", self->endpoint, zmq_strerror(zmq_errno()));
+        if (watch)
+            zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
+        zsock_destroy(&watch);
+        s_disconnect(self);
+        return -1;
+    }
+    if (s_wait_connected(self, &watch) != 0) {
         s_disconnect(self);
         return -1;
     }

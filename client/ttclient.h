@@ -53,6 +53,13 @@ void ttclient_destroy(ttclient_t **self_p);
 /* Time to wait for the reply of one attempt, in ms (at least 1). */
 void ttclient_set_timeout(ttclient_t *self, int timeout_ms);
 
+/* When timeout_ms > 0: the first call fails after timeout_ms with "no
+ * broker at EP" unless the socket connects to the endpoint (a TCP or IPC
+ * connection accepted) by then, instead of after all attempts' reply
+ * timeouts; once it connected, calls retry as usual. 0 (the default): no
+ * such check. */
+void ttclient_set_connect_timeout(ttclient_t *self, int timeout_ms);
+
 /* Attempts in all before a call fails (at least 1). */
 void ttclient_set_retries(ttclient_t *self, int retries);
 

@@ -122,6 +122,8 @@ static long s_number(const char *opt, const char *v, long min, long max)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) /* one line: ttgw's version */
+        return printf("ttgw %s\n", TTFLEET_VERSION) < 0;
     gw_config_t cfg = {
         .broker = TTCLIENT_DEFAULT_ENDPOINT,
         .events = "tcp://127.0.0.1:5557",

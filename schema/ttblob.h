@@ -3,8 +3,8 @@
  * schema/PROTOCOL.md "Blob transfer"), sha256 digests and image manifests.
  *
  * A blob is a file named by its content: "sha256:" + 64 lowercase hex
- * digits. The broker's blob server (broker/blobsrv.c), the worker's fetcher
- * (worker/imgfetch.c) and the client's pusher (client/ttimage.c) share this
+ * digits. The broker's blob server (broker/images/blobsrv.c), the worker's fetcher
+ * (worker/images/imgfetch.c) and the client's pusher (client/ttimage.c) share this
  * one copy of the frame names, limits and validators. sha256 is OpenSSL's
  * (libcrypto EVP). Nothing here touches a socket.
  *
@@ -64,6 +64,7 @@
 #define TT_BE_NO_UPLOAD "NO_UPLOAD"
 #define TT_BE_ABORTED "ABORTED"
 #define TT_BE_INTERNAL "INTERNAL"
+#define TT_BE_NO_SPACE "NO_SPACE" /* the server keeps its free-space reserve */
 
 /* "sha256:" + 64 lowercase hex digits, nothing else. */
 bool tt_digest_valid(const char *s);

@@ -9,8 +9,8 @@
  * Bodies are protobuf messages packed straight into a frame.
  *
  * Everything that builds or checks one of these frames calls this module:
- * the broker (broker/outq.c, broker.c, workers.c), the worker
- * (worker/wire.c), libttclient and ttbench. Depends on CZMQ and the
+ * the broker (broker/core/outq.c, broker.c, workers.c), the worker
+ * (worker/vm/wire.c), libttclient and ttbench. Depends on CZMQ and the
  * generated protobuf code only.
  */
 #ifndef TT_TTFRAME_H

@@ -211,6 +211,26 @@ int tt_ready_parse(const char *text, tt_ready_t *spec, char *err, size_t errlen)
     return -1;
 }
 
+/* A network probe reaches only the VM: its guest port must be one the env
+ * exposes (22 always is). Under the user backend any other port would be
+ * the host's own 127.0.0.1; the worker refuses it too. */
+static int s_ready_port_valid(const struct Ttfleet__EnvCreate *c, const tt_ready_t *r, char *err,
+                              size_t errlen)
+{
+    if (r->kind != TT_READY_TCP && r->kind != TT_READY_HTTP)
+        return 0;
+    if (r->port == 22)
+        return 0;
+    for (size_t i = 0; i < c->n_ports; i++)
+        if (c->ports[i] == r->port)
+            return 0;
+    snprintf(err, errlen,
+             "ready spec: guest port %u is not one of the env's ports (a probe reaches only the "
+             "VM): add it with --port %u",
+             (unsigned)r->port, (unsigned)r->port);
+    return -1;
+}
+
 int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t errlen)
 {
     char why[256];
@@ -227,11 +247,13 @@ int tt_guest_create_valid(const struct Ttfleet__EnvCreate *c, char *err, size_t 
         tt_user_data_valid((const char *)c->user_data.data, c->user_data.len, err, errlen))
         return -1;
     tt_ready_t r;
-    if (c->ready && *c->ready && tt_ready_parse(c->ready, &r, err, errlen))
+    if (c->ready && *c->ready &&
+        (tt_ready_parse(c->ready, &r, err, errlen) || s_ready_port_valid(c, &r, err, errlen)))
         return -1;
     for (size_t i = 0; i < c->n_images; i++)
         if (c->images[i]->ready && *c->images[i]->ready &&
-            tt_ready_parse(c->images[i]->ready, &r, why, sizeof why)) {
+            (tt_ready_parse(c->images[i]->ready, &r, why, sizeof why) ||
+             s_ready_port_valid(c, &r, why, sizeof why))) {
             snprintf(err, errlen, "image %s: %s", c->images[i]->image, why);
             return -1;
         }

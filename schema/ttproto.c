@@ -67,14 +67,6 @@ const char *tt_vm_state_name(int state)
     return s_state_names[state];
 }
 
-int tt_vm_state_parse(const char *name)
-{
-    for (size_t i = 0; i < sizeof s_state_names / sizeof *s_state_names; i++)
-        if (name && strcmp(name, s_state_names[i]) == 0)
-            return (int)i;
-    return -1;
-}
-
 bool tt_name_valid(const char *s)
 {
     if (!s || !*s || *s == '.')
@@ -425,7 +417,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             FAIL("limit %u over %d", a->limit, TT_AUDIT_LIMIT_MAX);
         return 0;
     }
-    /* images (issue 12): the shape here, the rules in broker/image_ops.c */
+    /* images (issue 12): the shape here, the rules in broker/ops/image_ops.c */
     case TTFLEET__REQUEST__OP_IMAGE_PUSH:
     case TTFLEET__REQUEST__OP_IMAGE_COMMIT: {
         const Ttfleet__ImagePush *p = req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH

@@ -27,7 +27,7 @@
 #define TT_W_DISCONNECT 0x05
 #define TT_W_EVENT 0x06
 
-/* Private event stream (broker/evstream.h, client ttevents): the second
+/* Private event stream (broker/admission/evstream.h, client ttevents): the second
  * frame of every message is TT_EVENTS_PROTO, the third one command byte. */
 #define TT_EVENTS_PROTO "TTE01"
 #define TT_E_SUBSCRIBE 0x01
@@ -77,7 +77,7 @@
 #define TT_VMID_MIN 2       /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
 #define TT_VMID_MAX 65534   /* 10.10.255.255 is broadcast */
 
-/* Admission (broker/admq.h, quota.h): the bounds of what a client may ask. */
+/* Admission (broker/admission/admq.h, quota.h): the bounds of what a client may ask. */
 #define TT_PRIO_MAX 99                       /* EnvCreate.priority 0..99 */
 #define TT_QUEUE_WAIT_MAX (7LL * 24 * 3600)  /* EnvCreate.max_wait on the wire */
 #define TT_QUOTA_MAX_ENVS 100000LL
@@ -108,8 +108,6 @@ static inline bool tt_vm_state_uses_cpu(int state)
 {
     return state == TTFLEET__VM_STATE__VM_RUNNING || state == TTFLEET__VM_STATE__VM_PAUSED;
 }
-/* Parse a VM state name; returns -1 if unknown. */
-int tt_vm_state_parse(const char *name);
 
 /* True if s is a valid env / tenant / image / host name:
  * [A-Za-z0-9._-], 1..64 chars, no leading dot. */

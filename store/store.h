@@ -24,12 +24,6 @@
 
 typedef struct store_t store_t;
 
-/* The migrations of each daemon; index i moves user_version i -> i+1. */
-extern const char *const store_broker_migrations[];
-extern const int store_broker_migrations_n;
-extern const char *const store_worker_migrations[];
-extern const int store_worker_migrations_n;
-
 /* Open (creating if needed) the database at path and migrate it.
  * Returns NULL with a reason in err on failure. */
 store_t *store_open(const char *path, const char *const *migrations, int n_migrations, char *err,

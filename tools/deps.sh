@@ -5,18 +5,19 @@
 # kernel and busybox-static). The one after is ttgw and what its tests use:
 # libmicrohttpd, pytest, the OpenAPI checker (yaml, jsonschema), the
 # Prometheus text parser and promtool (the prometheus package: the metrics
-# and alert rules linter), Chart.js for the dashboard's charts, Chromium and its DevTools client (websocket), scdoc
-# for the man pages, systemd-analyze and dpkg for the package tests.
+# and alert rules linter), Chart.js for the dashboard's charts, Chromium and
+# its DevTools client (websocket), scdoc for the man pages, systemd-analyze,
+# dpkg and lintian for the package tests.
 # Runs `apt-get update` once, and only when something is missing, so a second
 # run is fast.
 set -eu
 PKGS="build-essential cmake pkg-config libczmq-dev libzmq3-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libsqlite3-dev sqlite3 python3 python3-zmq
-python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev clang
+python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev libyaml-dev python3-yaml clang
 libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64
 libmicrohttpd-dev python3-pytest python3-setuptools python3-pip python3-yaml python3-jsonschema
 python3-prometheus-client prometheus libjs-chart.js python3-websocket chromium scdoc systemd dpkg
-libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client"
+libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client lintian"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi
 missing=""
 for p in $PKGS; do

@@ -6,7 +6,7 @@
 #   tools/mkguest.sh OUTDIR     # writes OUTDIR/kernel and OUTDIR/initrd
 #
 # OUTDIR is then a qemu image for ttworker (an image directory with
-# `kernel` and `initrd`, see worker/engine_qemu.c). Nothing binary is kept
+# `kernel` and `initrd`, see worker/engines/engine_qemu.c). Nothing binary is kept
 # in the repository: this runs at build or test time. The output is
 # rebuilt only when an input is newer than it.
 set -eu

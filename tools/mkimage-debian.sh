@@ -6,12 +6,12 @@
 #
 #   tools/mkimage-debian.sh OUTDIR
 #
-# OUTDIR becomes a qemu image directory for ttworker (worker/engine_qemu.c):
+# OUTDIR becomes a qemu image directory for ttworker (worker/engines/engine_qemu.c):
 #   kernel, initrd   the guest's own kernel and initramfs (direct boot)
 #   disk.qcow2       its root filesystem (ext4, no partition table: /dev/vda)
 #   cmdline          kernel arguments the engine appends (root=/dev/vda rw)
-#   nocloud          marker: every VM gets a NoCloud seed (worker/seed.c)
-#   ready            the image's default readiness probe (worker/probe.h)
+#   nocloud          marker: every VM gets a NoCloud seed (worker/guest/seed.c)
+#   ready            the image's default readiness probe (worker/guest/probe.h)
 #   inputs.sha256    what it was built from; the build is skipped when the
 #                    inputs (this script, the suite, the package list) are
 #                    unchanged and every output is present.

@@ -20,8 +20,24 @@ CTL="$BIN/tools/ttctl --broker tcp://127.0.0.1:5555 --tenant demo"
 
 stop_all() {
     if [ -x "$BIN/tools/ttctl" ]; then
-        $CTL env delete demo >/dev/null 2>&1 || true
-        $CTL env delete guest >/dev/null 2>&1 || true
+        # the broker answers a delete at once; the worker destroys the VMs
+        # after it (a QEMU guest takes its power-off grace): wait, bounded,
+        # until their directories are gone, so no QEMU or console logger
+        # outlives the worker
+        ids=""
+        for env in demo guest; do
+            ids="$ids $($CTL --json env show "$env" 2>/dev/null | /usr/bin/python3 -c \
+                'import json,sys; print(" ".join(str(v["vm_id"]) for v in json.load(sys.stdin)["vms"]))' \
+                2>/dev/null || true)"
+            $CTL env delete "$env" >/dev/null 2>&1 || true
+        done
+        i=0
+        for id in $ids; do
+            while [ -e "$RUN/worker/vms/$id" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+        done
+        if [ $i -ge 600 ]; then
+            echo "quickstart: VMs$ids not destroyed within 60 s; see $RUN/worker.log" >&2
+        fi
     fi
     for name in worker broker; do
         pidfile=$RUN/$name.pid
@@ -31,8 +47,13 @@ stop_all() {
             if kill -0 "$pid" 2>/dev/null &&
                grep -q "tt$name" "/proc/$pid/cmdline" 2>/dev/null; then
                 kill "$pid"
+                # the worker finishes the operations in flight first, bounded
+                # by its stop grace (2 s) + 5 s and 2 s to read what was sent
                 i=0
-                while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+                while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+                if kill -0 "$pid" 2>/dev/null; then
+                    echo "quickstart: tt$name $pid still runs after 15 s" >&2
+                fi
             fi
             rm -f "$pidfile"
         fi

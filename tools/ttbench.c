@@ -963,6 +963,8 @@ static int s_rm_rf(const char *dir)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) /* one line: ttbench's version */
+        return printf("ttbench %s\n", TTFLEET_VERSION) < 0;
     bench_cfg_t cfg = {.hosts = 100, .producers = 16, .seconds = 10, .host_threads = 2,
                        .io_threads = 1, .relay_seconds = -1, .idle_seconds = 5,
                        .heartbeat_ms = 1000, .liveness = 5, .request_ttl = 600,
@@ -1066,7 +1068,10 @@ int main(int argc, char **argv)
     sa.sa_handler = s_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    zsys_set_max_sockets((size_t)(cfg.hosts + 2 * cfg.producers + 64));
+    /* twice the hosts: a host told to reconnect opens its new socket while
+     * ZeroMQ's reaper may still hold the old one (zsock_new asserts when
+     * the limit is hit) */
+    zsys_set_max_sockets((size_t)(2 * cfg.hosts + 2 * cfg.producers + 64));
     zsys_set_io_threads((size_t)cfg.io_threads);
     zsys_set_logstream(stderr);
     zsys_init();

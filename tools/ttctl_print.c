@@ -8,11 +8,13 @@
 #include "ttctl_print.h"
 
 #include <jansson.h>
+#include <yaml.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "ttproto.h"
@@ -92,11 +94,127 @@ static const char *s_iso(int64_t t, char *buf, size_t len)
     return buf;
 }
 
+static bool s_yaml, s_wide;
+
+void print_set_format(bool yaml, bool wide)
+{
+    s_yaml = yaml;
+    s_wide = wide;
+}
+
+/* Whether a YAML reader could take text, written plain, as something other
+ * than a string (a number, a time, a boolean, null): such text is quoted.
+ * Anything that starts like a number or a date is. */
+static bool s_yaml_needs_quotes(const char *text)
+{
+    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "null",
+                                        "y", "n", "~", ".inf", "-.inf", ".nan"};
+    if (!*text || strchr("0123456789+-.~", text[0]))
+        return true;
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (strcasecmp(text, words[i]) == 0)
+            return true;
+    return false;
+}
+
+static int s_yaml_scalar(yaml_emitter_t *em, const char *text, bool is_string)
+{
+    yaml_event_t ev;
+    bool plain = !is_string || !s_yaml_needs_quotes(text);
+    if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text, (int)strlen(text),
+                                      plain, 1, YAML_ANY_SCALAR_STYLE))
+        return -1;
+    return yaml_emitter_emit(em, &ev) ? 0 : -1;
+}
+
+/* The same tree as the JSON output, as YAML events. */
+static int s_yaml_node(yaml_emitter_t *em, json_t *v)
+{
+    yaml_event_t ev;
+    char buf[64];
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        if (!yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1, YAML_ANY_MAPPING_STYLE) ||
+            !yaml_emitter_emit(em, &ev))
+            return -1;
+        const char *key;
+        json_t *val;
+        json_object_foreach(v, key, val)
+        {
+            if (s_yaml_scalar(em, key, true) || s_yaml_node(em, val))
+                return -1;
+        }
+        return yaml_mapping_end_event_initialize(&ev) && yaml_emitter_emit(em, &ev) ? 0 : -1;
+    }
+    case JSON_ARRAY: {
+        if (!yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_ANY_SEQUENCE_STYLE) ||
+            !yaml_emitter_emit(em, &ev))
+            return -1;
+        size_t i;
+        json_t *val;
+        json_array_foreach(v, i, val)
+        {
+            if (s_yaml_node(em, val))
+                return -1;
+        }
+        return yaml_sequence_end_event_initialize(&ev) && yaml_emitter_emit(em, &ev) ? 0 : -1;
+    }
+    case JSON_STRING:
+        return s_yaml_scalar(em, json_string_value(v), true);
+    case JSON_INTEGER:
+        snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return s_yaml_scalar(em, buf, false);
+    case JSON_REAL:
+        snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
+        return s_yaml_scalar(em, buf, false);
+    case JSON_TRUE:
+        return s_yaml_scalar(em, "true", false);
+    case JSON_FALSE:
+        return s_yaml_scalar(em, "false", false);
+    default:
+        return s_yaml_scalar(em, "null", false);
+    }
+}
+
+/* One YAML document ("---" first) of obj on out, with libyaml. */
+static int s_yaml_print(FILE *out, json_t *obj)
+{
+    yaml_emitter_t em;
+    yaml_event_t ev;
+    if (!yaml_emitter_initialize(&em))
+        return -1;
+    yaml_emitter_set_output_file(&em, out);
+    yaml_emitter_set_unicode(&em, 1);
+    int rc = yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING) &&
+                     yaml_emitter_emit(&em, &ev) &&
+                     yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 0) &&
+                     yaml_emitter_emit(&em, &ev)
+                 ? 0
+                 : -1;
+    if (rc == 0)
+        rc = s_yaml_node(&em, obj);
+    if (rc == 0)
+        rc = yaml_document_end_event_initialize(&ev, 1) && yaml_emitter_emit(&em, &ev) &&
+                     yaml_stream_end_event_initialize(&ev) && yaml_emitter_emit(&em, &ev) &&
+                     yaml_emitter_flush(&em)
+                 ? 0
+                 : -1;
+    if (rc)
+        fprintf(stderr, "ttctl: cannot write YAML: %s\n", em.problem ? em.problem : "error");
+    yaml_emitter_delete(&em);
+    return rc;
+}
+
 static int s_json_print(FILE *out, json_t *obj)
 {
     if (!obj) {
         fprintf(stderr, "ttctl: out of memory building JSON\n");
         return -1;
+    }
+    if (s_yaml) {
+        int yrc = s_yaml_print(out, obj);
+        json_decref(obj);
+        return yrc;
     }
     int rc = json_dumpf(obj, out, JSON_INDENT(2));
     fputc('\n', out);
@@ -122,7 +240,7 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
     json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}",
                      "vm_id", (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image,
                      "engine", vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu,
-                     "mem", (json_int_t)vm->mem_mib, "disk", (json_int_t)vm->disk_mib, "state",
+                     "mem_mib", (json_int_t)vm->mem_mib, "disk_mib", (json_int_t)vm->disk_mib, "state",
                      tt_vm_state_name(vm->state), "ports", ports, "ready", (int)vm->ready,
                      "ready_at", (json_int_t)vm->ready_at, "ready_detail",
                      vm->ready_detail ? vm->ready_detail : "", "public_address",
@@ -241,6 +359,25 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
         return 0;
     }
     table_t t;
+    if (s_wide) {
+        /* -o wide: the tenant, lifetime, outgoing access and ports too */
+        s_table_init(&t, 9);
+        s_table_row(&t, "NAME", "TENANT", "STATE", "VMS", "CREATED", "EXPIRES", "LIFETIME",
+                    "OUTGOING", "PORTS");
+        for (size_t i = 0; i < list->n_envs; i++) {
+            const Ttfleet__EnvInfo *env = list->envs[i];
+            char vms[16], created[32], expires[32], life[32], ports[512];
+            snprintf(vms, sizeof vms, "%u", env->vm_count);
+            snprintf(life, sizeof life, "%llus", (unsigned long long)env->lifetime);
+            s_port_list(env->n_ports, env->ports, ports, sizeof ports);
+            s_iso(env->created_at, created, sizeof created);
+            s_iso(env->expires_at, expires, sizeof expires);
+            s_table_row(&t, env->name, env->tenant, env->state, vms, created, expires, life,
+                        env->deny_outgoing ? "denied" : "allowed", ports);
+        }
+        s_table_print(out, &t);
+        return 0;
+    }
     s_table_init(&t, with_tenant ? 6 : 5);
     if (with_tenant)
         s_table_row(&t, "NAME", "TENANT", "STATE", "VMS", "CREATED", "EXPIRES");
@@ -282,7 +419,7 @@ static json_t *s_json_host(const Ttfleet__HostInfo *h)
                      "cpu_used", (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total,
                      "mem_used", (json_int_t)h->mem_used, "disk_total", (json_int_t)h->disk_total,
                      "disk_used", (json_int_t)h->disk_used, "vm_count", (json_int_t)h->vm_count,
-                     "last_seen_at", (json_int_t)h->last_seen, "last_seen",
+                     "last_seen", (json_int_t)h->last_seen, "last_seen_iso",
                      s_iso(h->last_seen, seen, sizeof seen));
 }
 
@@ -524,6 +661,8 @@ int print_event(FILE *out, const Ttfleet__Event *ev, bool json)
                                 "state", ev->state, "message", ev->message);
         if (!obj)
             return -1;
+        if (s_yaml) /* one YAML document per event */
+            return s_json_print(out, obj);
         int rc = json_dumpf(obj, out, JSON_COMPACT);
         fputc('\n', out);
         json_decref(obj);
@@ -792,11 +931,27 @@ static void s_json_bytes(json_t *obj, const char *key, const uint8_t *data, size
     free(buf);
 }
 
-int print_exec_json(FILE *out, const char *status, const char *message, const char *host,
-                    int exit_code, int signal, const uint8_t *o, size_t olen, bool otrunc,
-                    const uint8_t *e, size_t elen, bool etrunc)
+static json_t *s_exec_list;
+
+void print_exec_list(bool open)
 {
-    json_t *obj = json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "status", status, "message",
+    json_decref(s_exec_list);
+    s_exec_list = open ? json_array() : NULL;
+}
+
+int print_exec_list_print(FILE *out)
+{
+    json_t *list = s_exec_list;
+    s_exec_list = NULL;
+    return s_json_print(out, list ? json_pack("{s:o}", "results", list) : NULL);
+}
+
+int print_exec_json(FILE *out, uint32_t vm_id, const char *status, const char *message,
+                    const char *host, int exit_code, int signal, const uint8_t *o, size_t olen,
+                    bool otrunc, const uint8_t *e, size_t elen, bool etrunc)
+{
+    json_t *obj = json_pack("{s:I,s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "vm_id",
+                            (json_int_t)vm_id, "status", status, "message",
                             message ? message : "", "host", host ? host : "", "exit_code",
                             exit_code, "signal", signal, "stdout_size", (json_int_t)olen,
                             "stdout_truncated", otrunc, "stderr_size", (json_int_t)elen,
@@ -805,6 +960,8 @@ int print_exec_json(FILE *out, const char *status, const char *message, const ch
         s_json_bytes(obj, "stdout", o, olen);
         s_json_bytes(obj, "stderr", e, elen);
     }
+    if (s_exec_list && obj)
+        return json_array_append_new(s_exec_list, obj);
     return s_json_print(out, obj);
 }
 

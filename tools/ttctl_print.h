@@ -3,7 +3,11 @@
  *
  * Two forms of every result: a human one (aligned tables, ISO times) and a
  * JSON one for scripts, built with jansson so quoting is never hand-made.
- * The JSON shapes are a contract with scripts and the integration tests:
+ * The JSON shapes are a contract with scripts and the integration tests.
+ * Field names are the proto's (mem_mib, disk_mib, last_seen in unix
+ * seconds), enum values their names in lower case without prefix
+ * ("running"); ISO 8601 forms of times sit beside them (created, expires,
+ * last_seen_iso).
  * an env is an object with name, tenant, state, created_at / expires_at
  * (unix seconds) and created / expires (ISO 8601 UTC), lifetime,
  * deny_outgoing, vm_count, ports and vms; lists are objects holding one
@@ -17,6 +21,10 @@
 #include <stdio.h>
 
 #include "ttfleet.pb-c.h"
+
+/* How the JSON forms are written: as YAML (the same tree, with libyaml)
+ * instead of JSON; wide: tables with more columns (env list). */
+void print_set_format(bool yaml, bool wide);
 
 /* Prints an env in detail: header lines and one table row per VM. */
 int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json);
@@ -56,12 +64,16 @@ int print_quota_list(FILE *out, const Ttfleet__QuotaInfoList *list, bool json);
 int print_queue(FILE *out, const Ttfleet__QueueEntryList *list, bool json);
 int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json);
 
-/* The outcome of an exec as JSON: status, message, host, exit_code,
+/* The outcome of an exec as JSON: vm_id, status, message, host, exit_code,
  * signal, stdout / stderr (strings when UTF-8, else stdout_base64 /
- * stderr_base64), their sizes and *_truncated. */
-int print_exec_json(FILE *out, const char *status, const char *message, const char *host,
-                    int exit_code, int signal, const uint8_t *o, size_t olen, bool otrunc,
-                    const uint8_t *e, size_t elen, bool etrunc);
+ * stderr_base64), their sizes and *_truncated. While a list is open
+ * (print_exec_list(true)) the outcome is added to it instead, and
+ * print_exec_list_print prints {"results": [...]} and closes it. */
+int print_exec_json(FILE *out, uint32_t vm_id, const char *status, const char *message,
+                    const char *host, int exit_code, int signal, const uint8_t *o, size_t olen,
+                    bool otrunc, const uint8_t *e, size_t elen, bool etrunc);
+void print_exec_list(bool open);
+int print_exec_list_print(FILE *out);
 /* The outcome of a copy as JSON: ok, direction, path (in the guest), local,
  * bytes, sha256 (hex). */
 int print_copy_json(FILE *out, const char *direction, const char *guest_path, const char *local,

@@ -1635,14 +1635,15 @@ done:
 }
 
 /* One readiness step for vm (see vmready.h): where to probe is the VM's
- * address under nft, else 127.0.0.1 with its public ports. 1 when its
- * ready changed. */
+ * address under nft, else 127.0.0.1 with its public ports and no other
+ * (127.0.0.1 is the host's). 1 when its ready changed. */
 static int s_ready_step(fleet_t *self, const vm_t *vm)
 {
     probe_target_t t;
     memset(&t, 0, sizeof t);
     bool nft = self->ctx.net == NET_NFT;
     snprintf(t.host, sizeof t.host, "%s", nft ? vm->ip : "127.0.0.1");
+    t.mapped_only = !nft;
     for (uint32_t i = 0; !nft && i < vm->n_ports && t.n_ports < PROBE_MAP_MAX; i++) {
         t.ports[t.n_ports].guest = (uint16_t)vm->ports[i].guest;
         t.ports[t.n_ports].dial = (uint16_t)vm->ports[i].public_port;
@@ -1918,7 +1919,7 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
                              false};
     self->gop = guestop_new(&gcfg);
     if (!self->jobs || !self->gop) {
-        snprintf(err, errlen, "cannot start the engine threads");
+        snprintf(err, errlen, "out of memory for the engine and guest job pools");
         fleet_destroy(&self);
         return NULL;
     }

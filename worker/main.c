@@ -51,6 +51,8 @@
 #define S_TICK_MS 1000
 #define S_PROBE_MS 200 /* readiness probes step this often (fleet_probe_tick) */
 #define S_SCAN_MS 10000
+#define S_DRAIN_MS 2000      /* at a graceful stop: reading the commands already sent */
+#define S_DRAIN_QUIET_MS 300 /* ... until the socket is quiet this long */
 
 static volatile sig_atomic_t s_stop = 0;
 static bool s_verbose = false;
@@ -633,6 +635,8 @@ static void s_send_replies(session_t *session, fleet_t *fleet)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) /* one line: ttworker's version */
+        return printf("ttworker %s\n", TTFLEET_VERSION) < 0;
     s_opts_t *o = calloc(1, sizeof *o);
     if (!o)
         return 1;
@@ -839,6 +843,37 @@ int main(int argc, char **argv)
         }
         if (!reconnect)
             session_heartbeat(session, now);
+    }
+    /* Commands the broker sent before the signal (the destroys of an env
+     * delete it has answered already) may wait in the socket unread: take
+     * them, until the socket stays quiet for S_DRAIN_QUIET_MS (S_DRAIN_MS at
+     * most), so their ops run in the wait below instead of leaving the VMs
+     * running until the next start. */
+    if (poller && !reconnect && session_sock(session)) {
+        int64_t end = zclock_mono() + S_DRAIN_MS;
+        int64_t now;
+        while ((now = zclock_mono()) < end) {
+            int ms = (int)(end - now < S_DRAIN_QUIET_MS ? end - now : S_DRAIN_QUIET_MS);
+            if (!zpoller_wait(poller, ms)) {
+                if (zpoller_expired(poller))
+                    break; /* quiet: nothing more was sent */
+                continue;  /* a signal (another SIGTERM) */
+            }
+            for (int k = 0; k < 100 && !reconnect; k++) {
+                int cmd;
+                zmsg_t *msg = NULL;
+                int got = session_recv(session, &cmd, &msg);
+                if (got == 0)
+                    break;
+                if (got < 0)
+                    continue;
+                s_handle(session, fleet, cmd, msg, &reconnect);
+                zmsg_destroy(&msg);
+            }
+            s_send_replies(session, fleet);
+            if (reconnect)
+                break;
+        }
     }
     /* A graceful stop lets the operations in flight finish first (bounded
      * by the stop grace): a VM being stopped or destroyed when the signal

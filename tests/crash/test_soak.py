@@ -28,7 +28,7 @@ half the worker restarts arm worker.mid_spawn (the worker dies right after
 forking a spawner).
 SpawnWindow hits that window on purpose with the crash point
 worker.mid_spawn. Both failed with orphan-process before the spawn lock
-(worker/engine.h), and pass with it.
+(worker/engines/engine.h), and pass with it.
 """
 
 import os

@@ -6,14 +6,16 @@ each test uses its own env names and deletes them. Restart stops and starts
 the daemons of its own pool and checks that nothing moved.
 """
 
+import json
 import os
+import time
 import unittest
 
 import harness
 from harness import ADMIN, EXIT_STATUS, EXIT_TRANSPORT, EXIT_USAGE
 
 SMALL = ["--cpu", "1", "--mem", "64", "--disk", "64"]
-VM_KEYS = ("vm_id", "host", "image", "engine", "ip", "mac", "cpu", "mem", "disk", "state",
+VM_KEYS = ("vm_id", "host", "image", "engine", "ip", "mac", "cpu", "mem_mib", "disk_mib", "state",
            "ports")
 
 
@@ -114,7 +116,7 @@ class EnvLifecycle(PoolTest):
         for vm in env["vms"]:
             self.assertEqual((vm["host"], vm["image"], vm["engine"], vm["state"]),
                              ("h1", "sleeper", "process", "running"))
-            self.assertEqual((vm["cpu"], vm["mem"], vm["disk"]), (1, 64, 64))
+            self.assertEqual((vm["cpu"], vm["mem_mib"], vm["disk_mib"]), (1, 64, 64))
 
         shown = self.show("basic")
         self.check_env_shape(shown, "basic")
@@ -157,7 +159,7 @@ class EnvLifecycle(PoolTest):
         self.assertEqual(env["ports"], [22])
         self.assertFalse(env["deny_outgoing"])
         vm = env["vms"][0]
-        self.assertEqual((vm["cpu"], vm["mem"], vm["disk"], vm["engine"]),
+        self.assertEqual((vm["cpu"], vm["mem_mib"], vm["disk_mib"], vm["engine"]),
                          (2, 1024, 40960, "process"))
 
     def test_multiple_images_and_hollow(self):
@@ -292,6 +294,45 @@ class EnvLifecycle(PoolTest):
         self.assertEqual(self.show("ext")["expires_at"], env["created_at"] + 300)
         self.fails("FORBIDDEN", "env", "extend", "ext", 6 * 3600 + 1)
         self.assertEqual(self.show("ext")["lifetime"], 300)
+        # durations: 20m sets the lifetime, +1h adds to the current one
+        self.ok("env", "extend", "ext", "20m")
+        self.assertEqual(self.show("ext")["lifetime"], 1200)
+        self.ok("env", "extend", "ext", "+1h")
+        self.assertEqual(self.show("ext")["lifetime"], 4800)
+        self.ok("env", "extend", "ext", "1h30m")
+        self.assertEqual(self.show("ext")["lifetime"], 5400)
+        self.fails("FORBIDDEN", "env", "extend", "ext", "+5h")
+        self.assertEqual(self.show("ext")["lifetime"], 5400)
+        for bad in ("10x", "+", "1h30", "0", "1ms"):
+            self.assertIn("not a duration", self.usage("env", "extend", "ext", bad))
+
+    def test_durations_state_filter_and_formats(self):
+        self.create("dur", "--lifetime", "2h")
+        self.assertEqual(self.show("dur")["lifetime"], 7200)
+        self.create("parked")
+        self.ok("env", "stop", "parked")
+        names = lambda *a: [e["name"] for e in self.ok("env", "list", *a)["envs"]]
+        self.assertIn("parked", names("--state", "stopped"))
+        self.assertNotIn("dur", names("--state", "stopped"))
+        self.assertIn("dur", names("--state", "running"))
+        self.assertNotIn("parked", names("--state", "running"))
+        self.assertIn("--state takes", self.usage("env", "list", "--state", "sleepy"))
+        # -o yaml is the JSON tree, -o json the same as --json
+        import yaml
+        shown = self.show("dur")
+        r = self.ctl("-o", "yaml", "env", "show", "dur", json_out=False)
+        self.assertEqual(r.rc, 0, repr(r))
+        self.assertEqual(yaml.safe_load(r.out), shown)
+        r = self.ctl("env", "show", "dur", "--output=json", json_out=False)
+        self.assertEqual(json.loads(r.out), shown)
+        # the JSON dialect: proto field names, lower-case enum names
+        self.assertEqual(shown["vms"][0]["state"], "running")
+        self.assertEqual((shown["vms"][0]["mem_mib"], shown["vms"][0]["disk_mib"]), (64, 64))
+        r = self.ctl("env", "list", "-o", "wide", json_out=False)
+        self.assertRegex(r.out, r"(?m)^NAME\s+TENANT\s+STATE\s+VMS\s+CREATED\s+EXPIRES\s+LIFETIME")
+        self.assertRegex(r.out, r"(?m)^dur\s+default\s+running\s+1\s+\S+\s+\S+\s+7200s\s+allowed")
+        r = self.ctl("env", "list", json_out=False)
+        self.assertNotIn("LIFETIME", r.out)
 
     def test_stop_start(self):
         env = self.create("ss", "--dup", 2, "--port", 8080)
@@ -348,7 +389,7 @@ class EnvLifecycle(PoolTest):
         self.ok("env", "stop", "upd")
         self.ok("env", "update", "upd", "--cpu", 2, "--mem", 128, "--disk", 256)
         vm = self.show("upd")["vms"][0]
-        self.assertEqual((vm["cpu"], vm["mem"], vm["disk"]), (2, 128, 256))
+        self.assertEqual((vm["cpu"], vm["mem_mib"], vm["disk_mib"]), (2, 128, 256))
         self.fails("NO_CAPACITY", "env", "update", "upd", "--cpu", 200)
         self.ok("env", "start", "upd")
         shown = self.show("upd")
@@ -400,6 +441,9 @@ class EnvLifecycle(PoolTest):
         self.assertEqual(h["state"], "online")
         self.assertEqual((h["cpu_total"], h["mem_total"], h["disk_total"]), (8, 8192, 409600))
         self.assertEqual(sorted(h["engines"]), ["hollow", "process"])
+        # the proto's field: unix seconds; the ISO form beside it
+        self.assertIsInstance(h["last_seen"], int)
+        self.assertTrue(h["last_seen_iso"].endswith("Z"), h)
         self.assertIn("sleeper", h["images"])
         self.assertIn("bravo-sleeper", h["images"])
         self.assertEqual(self.host("h1")["id"], "h1")
@@ -447,10 +491,24 @@ class EnvLifecycle(PoolTest):
         self.assertEqual(self.show("idem")["vm_count"], 1)
 
     def test_transport_failure(self):
+        # nothing listens: "no broker at EP" after about 1 s, not after the
+        # attempts (3 x 10 s by default)
         dead = "tcp://127.0.0.1:%d" % harness.free_port()
-        r = self.ctl("--broker", dead, "env", "list", timeout_ms=100)
+        t0 = time.monotonic()
+        r = self.ctl("--broker", dead, "env", "list", timeout_ms=10000)
+        took = time.monotonic() - t0
         self.assertEqual(r.rc, EXIT_TRANSPORT, repr(r))
-        self.assertIn("no reply from %s after 3 attempts of 100 ms" % dead, r.err)
+        self.assertIn("no broker at %s" % dead, r.err)
+        self.assertLess(took, 5, "a dead endpoint took %.1f s" % took)
+        # something accepts the connection but never answers: the attempts
+        import socket
+        with socket.socket() as mute:
+            mute.bind(("127.0.0.1", 0))
+            mute.listen(8)
+            silent = "tcp://127.0.0.1:%d" % mute.getsockname()[1]
+            r = self.ctl("--broker", silent, "env", "list", timeout_ms=100)
+        self.assertEqual(r.rc, EXIT_TRANSPORT, repr(r))
+        self.assertIn("no reply from %s after 3 attempts of 100 ms" % silent, r.err)
         r = self.ctl("env", "list", timeout_ms=100, env={"TTFLEET_BROKER": dead})
         self.assertEqual(r.rc, 0, "--broker must win over TTFLEET_BROKER: %r" % r)
 
@@ -481,6 +539,21 @@ class TooSoon(PoolTest):
         # Other envs are not held back by this one.
         self.create("other")
         self.ok("env", "stop", "other")
+
+    def test_start_wait_waits_out_too_soon(self):
+        self.create("patient")
+        self.create("hasty")
+        self.ok("env", "stop", "patient")
+        self.ok("env", "stop", "hasty")
+        # a --wait-timeout shorter than the spacing: TOO_SOON at once
+        t0 = time.monotonic()
+        self.fails("TOO_SOON", "env", "start", "hasty", "--wait", "--wait-timeout", "2s")
+        self.assertLess(time.monotonic() - t0, 4)
+        # --wait waits the spacing out (said on stderr), then starts
+        r = self.ctl("env", "start", "patient", "--wait", "--wait-timeout", "1m")
+        self.assertEqual(r.rc, 0, repr(r))
+        self.assertIn("TOO_SOON (stop/start spacing); waiting", r.err)
+        self.assertEqual(self.show("patient")["state"], "running")
 
 
 class Restart(PoolTest):

@@ -64,7 +64,7 @@ class GuestBroker(PoolTest):
 
     def test_ready_spec_kept_across_restart(self):
         env = self.create("rdy", "--ready", "tcp:8080", "--image", "sleeper",
-                          "--image-ready", "http:80/health")
+                          "--image-ready", "http:80/health", "--port", 8080, "--port", 80)
         for vm in env["vms"]:
             self.assertIn("ready", vm)
             self.assertFalse(vm["ready"])
@@ -81,9 +81,21 @@ class GuestBroker(PoolTest):
                          lambda: not (ids & set(self.pool.worker_vms("h1"))), timeout=30)
         harness.wait_for("env_guest row gone", lambda: _guest_rows(self.pool) == [], timeout=20)
 
+    def test_ready_port_must_be_the_envs(self):
+        # a probe reaches only the VM: a port the env does not expose would
+        # be the host's own 127.0.0.1 under the user backend
+        for ready in (("--ready", "tcp:8081"), ("--ready", "http:631/"),
+                      ("--image", "sleeper", "--image-ready", "tcp:25")):
+            err = self.fails("BAD_REQUEST", "env", "create", "probe", "--image", "sleeper",
+                             *SMALL, "--port", 80, *ready)
+            self.assertIn("is not one of the env's ports", err)
+        self.assertNotIn("probe", [e["name"] for e in self.ok("env", "list")["envs"]])
+        self.create("probe2", "--ready", "ssh")  # 22 always is one
+
     def test_wait_ready_times_out_with_console(self):
         r = self.ctl("env", "create", "never", "--image", "sleeper", *SMALL, "--lifetime", 600,
-                     "--ready", "tcp:9", "--wait", "ready", "--wait-timeout", 3, json_out=False)
+                     "--ready", "tcp:9", "--port", 9, "--wait", "ready", "--wait-timeout", 3,
+                     json_out=False)
         self.addCleanup(self.ctl, "env", "delete", "never")
         self.assertEqual(r.rc, EXIT_STATUS, repr(r))
         self.assertIn("0 of 1 VMs ready", r.err)

@@ -1,8 +1,8 @@
 """A real cloud-init guest, end to end (issue 11), on the worker's own code.
 
 tools/mkimage-debian.sh builds the Debian 12 image (cached in the build
-directory); guest_drive (a small C driver over worker/seed.c, the qemu
-engine, worker/probe.c and worker/qga.c) saves a generated SSH key and a
+directory); guest_drive (a small C driver over worker/guest/seed.c, the qemu
+engine, worker/guest/probe.c and worker/guest/qga.c) saves a generated SSH key and a
 user-data script for the VM, starts QEMU (TCG, user network, guest 22 on a
 free loopback port) with its NoCloud seed and guest-agent socket, and waits
 with the ssh probe. Then the real OpenSSH client logs in with the key and

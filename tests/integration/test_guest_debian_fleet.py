@@ -511,6 +511,18 @@ class GuestDebianFleet(unittest.TestCase):
             self.assertIn("killed", r.err, repr(r))
             left = self.env_ssh(vid, "pgrep", "-x", "sleep")
             self.assertNotEqual(left.returncode, 0, "sleep still runs in the guest: %r" % left)
+            # a background child and a grandchild hold the output pipes: the
+            # whole tree is killed (the agent reports the exit only once the
+            # pipes close), and what it wrote comes back
+            r = self.ctl("env", "exec", "deb", vid, "--timeout", 3, "--", "/bin/sh", "-c",
+                         "sh -c 'sleep 611; :' & sleep 612 & echo started; sleep 613")
+            self.assertEqual(r.rc, 124, repr(r))
+            self.assertIn("killed", r.err, repr(r))
+            self.assertEqual(r.out, "started\n", repr(r))
+            # one word for the remote shell; 1 = nothing matched (2 would be
+            # a usage error, which must not pass)
+            left = self.env_ssh(vid, "pgrep -f 'sleep 61[123]'")
+            self.assertEqual(left.returncode, 1, "the tree still runs in the guest: %r" % left)
             times = []
             for _ in range(N_EXEC):
                 t0 = time.monotonic()
@@ -548,7 +560,7 @@ class GuestDebianFleet(unittest.TestCase):
     def check_never_ready(self):
         r = self.ctl("env", "create", "never", "--image", "ttguest", "--engine", "qemu",
                      "--cpu", 1, "--mem", 256, "--disk", 1024, "--lifetime", 600,
-                     "--ready", "tcp:1", "--wait", "ready", "--wait-timeout", 45,
+                     "--ready", "tcp:1", "--port", 1, "--wait", "ready", "--wait-timeout", 45,
                      timeout_ms=60000)
         self.assertEqual(r.rc, harness.EXIT_STATUS, repr(r))
         self.assertIn("0 of 1 VMs ready", r.err)

@@ -1,6 +1,6 @@
 """Exec and copy without SSH (issue 11 part 4), end to end on the process
-engine: ttctl -> ttbroker (broker/guest_ops.c) -> ttworker
-(worker/guestop.c, setns into the VM's namespaces) and back.
+engine: ttctl -> ttbroker (broker/ops/guest_ops.c) -> ttworker
+(worker/guest/guestop.c, setns into the VM's namespaces) and back.
 
 - exec: `uname -r` is the host's (same kernel), an exit code comes back
   faithfully, stdout over 1 MiB is cut at 1 MiB and flagged (and read
@@ -192,6 +192,61 @@ class GuestExec(unittest.TestCase):
 
     def cwd(self):
         return self.exec_json("pwd")[1]["stdout"].strip()
+
+    def test_exec_all_vms(self):
+        env = self.ok("env", "create", "multi", "--image", "sleeper", "--dup", 2, "--cpu", 1,
+                      "--mem", 64, "--disk", 64, "--lifetime", "15m")
+        self.addCleanup(self.ctl, "env", "delete", "multi")
+        ids = sorted(v["vm_id"] for v in env["vms"])
+        # each VM exits with its own id: the exit status is the highest
+        cmd = ("sh", "-c", 'h=$(hostname); echo "$h"; exit ${h#vm-}')
+        r = self.ctl("env", "exec", "multi", "--all", "--", *cmd)
+        import json
+        d = json.loads(r.out)
+        self.assertEqual(r.rc, max(ids), r)
+        self.assertEqual(sorted((x["vm_id"], x["exit_code"], x["stdout"]) for x in d["results"]),
+                         [(i, i, "vm-%d\n" % i) for i in ids])
+        r = self.ctl("env", "exec", "multi", "--all", "--", *cmd, json_out=False)
+        self.assertEqual(r.rc, max(ids), r)
+        for i in ids:
+            self.assertIn("==> vm %d on h1 <==\nvm-%d\n" % (i, i), r.out)
+            self.assertIn("ttctl: vm %d on h1: exit %d" % (i, i), r.err)
+        r = self.ctl("env", "exec", "multi", ids[0], "--all", "--", "true")
+        self.assertEqual(r.rc, 2, r)
+
+    def test_copy_into_guest_dir_and_tree(self):
+        base = self.cwd()
+        src = os.path.join(self.tmp, "note.txt")
+        with open(src, "w") as f:
+            f.write("note\n")
+        self.exec_json("mkdir", "-p", base + "/into")
+        # DST ending in '/', and DST that is a directory: the file keeps its name
+        for dst in (base + "/into/", base + "/into"):
+            self.exec_json("rm", "-f", base + "/into/note.txt")
+            put = self.ok("env", "cp", src, "e:%d:%s" % (self.vm, dst))
+            self.assertEqual(put["path"], base + "/into/note.txt")
+            r, d = self.exec_json("cat", base + "/into/note.txt")
+            self.assertEqual(d["stdout"], "note\n")
+        # -r: a tree in and out again, as a tar in the checked chunks
+        tree = os.path.join(self.tmp, "tree")
+        os.makedirs(os.path.join(tree, "sub", "deeper"))
+        files = {"a.txt": b"alpha\n", "sub/b.bin": os.urandom(300000), "sub/deeper/c": b""}
+        for rel, data in files.items():
+            with open(os.path.join(tree, rel), "wb") as f:
+                f.write(data)
+        r = self.ctl("env", "cp", src, "e:%d:%s/t" % (self.vm, base), "--recursive")
+        self.assertNotEqual(r.rc, 0, "a file with -r: %r" % (r,))
+        self.ok("env", "cp", "-r", tree, "e:%d:%s/t" % (self.vm, base))
+        r, d = self.exec_json("sh", "-c", "cd %s/t && find . -type f | sort && ls -a" % base)
+        self.assertEqual(d["stdout"].split("\n")[:3], ["./a.txt", "./sub/b.bin", "./sub/deeper/c"])
+        self.assertNotIn(".ttctl-cp.tar", d["stdout"])
+        back = os.path.join(self.tmp, "back-tree")
+        self.ok("env", "cp", "-r", "e:%d:%s/t" % (self.vm, base), back)
+        for rel, data in files.items():
+            with open(os.path.join(back, rel), "rb") as f:
+                self.assertEqual(f.read(), data, rel)
+        r, d = self.exec_json("ls", base)
+        self.assertNotIn("t.ttctl-cp.tar", d["stdout"])
 
     def test_copy_10mib_roundtrip(self):
         data = os.urandom(10 * 1024 * 1024)

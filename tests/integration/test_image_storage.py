@@ -1,4 +1,4 @@
-"""A greedy tenant and the blob store (issue 12, broker/blobgc.c): a
+"""A greedy tenant and the blob store (issue 12, broker/ops/blobgc.c): a
 tenant's private images and open pushes are bounded in bytes
 (--max-tenant-image-mib) and in grants not committed; pool images are not
 charged; blobs no image names are deleted after --blob-gc-grace, while
@@ -123,6 +123,37 @@ class ImageStorage(unittest.TestCase):
         r = self.ctl("image", "show", "keep")
         self.assertEqual(r.rc, 0, r)
         self.assertIn("garbage collection deleted", self.pool.logs())
+
+
+    def test_9_disk_reserve(self):
+        """The broker keeps --blob-reserve-mib free on its state filesystem
+        for broker.db: a push that would go under it is refused cleanly
+        (NO_CAPACITY, nothing granted or registered) and the broker serves
+        on; with room again the same push goes through."""
+        d = self.image_dir("res1", 1, 1)
+        vfs = os.statvfs(self.pool.dir)
+        free_mib = vfs.f_bavail * vfs.f_frsize // MiB
+        args = list(self.pool.broker_args)
+        self.pool.stop_broker()
+        self.pool.broker_args = args + ["--blob-reserve-mib", str(free_mib + 4096)]
+        try:
+            self.pool.start_broker()
+            before = self.blobs()
+            r = self.ctl("image", "push", "res1", d, "--private", tenant="dave")
+            self.assertNotEqual(r.rc, 0)
+            self.assertIn("NO_CAPACITY", r.err)
+            self.assertIn("keeps %d MiB for its database" % (free_mib + 4096), r.err)
+            self.assertNotIn("res1:latest", self.names("dave"))
+            self.assertEqual(self.blobs(), before)
+            parts = os.path.join(self.pool.dir, "broker", "blobs", "sha256")
+            self.assertEqual([n for n in os.listdir(parts) if n.endswith(".part")], [])
+        finally:
+            self.pool.stop_broker()
+            self.pool.broker_args = args
+            self.pool.start_broker()
+        r = self.ctl("image", "push", "res1", d, "--private", tenant="dave")
+        self.assertEqual(r.rc, 0, r)
+        self.assertIn("res1:latest", self.names("dave"))
 
 
 if __name__ == "__main__":

@@ -144,6 +144,46 @@ class Images(unittest.TestCase):
         self.assertEqual(r.rc, 0, r)
         self.assertNotIn("secret:latest", self.names("alice"))
 
+    def test_2b_no_claim_by_digest(self):
+        """A tenant that knows another tenant's digests but not the bytes
+        cannot register the image: its push lists every blob missing (no
+        hint that the content is here) and its commit is INCOMPLETE; a
+        tenant that holds the bytes uploads them and registers."""
+        d = os.path.join(self.dir, "claim")
+        os.makedirs(d)
+        for name, size in (("kernel", 1 << 20), ("initrd", 1 << 20)):
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(os.urandom(size))
+        r = self.ctl("image", "push", "claim", d, "--private", tenant="alice")
+        self.assertEqual(r.rc, 0, r)
+        blobs = [(b["digest"], b["size"], b.get("file", "")) for b in r.data["blobs"]]
+        pb = harness.pb2()
+        c = self.pool.client(tenant="bob")
+        try:
+            def send(op):
+                req = pb.Request()
+                p = getattr(req, op)
+                p.ref, p.kind, p.digest, p.size = "stolen", "dir", r.data["digest"], r.data["size"]
+                for b in blobs:
+                    p.blobs.add(digest=b[0], size=b[1], file=b[2])
+                return c.call("tt.env", req)
+            rep = send("image_push")
+            self.assertEqual(rep.status, pb.OK, rep)
+            self.assertEqual(sorted(rep.push_grant.missing), sorted(b[0] for b in blobs))
+            rep = send("image_commit")
+            self.assertEqual(rep.status, pb.INCOMPLETE, rep)
+            self.assertIn("not uploaded by this tenant", rep.message)
+        finally:
+            c.close()
+        self.assertNotIn("stolen:latest", self.names("bob"))
+        # a tenant with the bytes uploads them (stored once) and registers
+        r = self.ctl("image", "push", "mine", d, "--private", tenant="carol")
+        self.assertEqual(r.rc, 0, r)
+        self.assertIn("mine:latest", self.names("carol"))
+        # alice's own second push of it sends nothing and succeeds
+        r = self.ctl("image", "push", "claim2", d, "--private", tenant="alice")
+        self.assertEqual(r.rc, 0, r)
+
     def test_3_bad_input(self):
         before = self.names(ADMIN)
         junk = os.path.join(self.dir, "junk")

@@ -87,6 +87,45 @@ class QemuUser(unittest.TestCase):
             print(netlib.diagnostics(self.pool))
             raise
 
+    def test_public_port_in_use(self):
+        """Another program holds the first public port the broker hands out
+        (a udp socket with SO_REUSEADDR, which a bind check made with
+        SO_REUSEADDR lets by; QEMU's forward cannot bind it and QEMU exits).
+        The worker finds out before it answers, says which port, and the
+        broker runs the VM on other ports of the same host."""
+        probe = socket.socket()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", 40000))
+        except OSError:
+            self.skipTest("127.0.0.1:40000/tcp is in use already")
+        finally:
+            probe.close()
+        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            held.bind(("127.0.0.1", 40000))
+        except OSError:
+            held.close()
+            self.skipTest("127.0.0.1:40000/udp is in use already")
+        self.addCleanup(held.close)
+        try:
+            vm = self.ok("env", "create", "p", "--image", "ttguest", "--engine", "qemu",
+                         "--cpu", 1, "--mem", 256, "--disk", 1024, "--lifetime", 900)["vms"][0]
+            self.assertEqual(vm["state"], "running", vm)
+            ports = [p["public"] for p in vm["ports"]]
+            self.assertNotIn(40000, ports)
+            logs = self.pool.logs()
+            self.assertRegex(logs, r"public port 40000 \(udp\) is in use on this host")
+            self.assertIn("re-placed after", logs)
+            # it stays up (a QEMU that lost its forward exits within ms)
+            time.sleep(2)
+            self.assertEqual(self.ok("env", "show", "p")["vms"][0]["state"], "running")
+            self.ok("env", "delete", "p")
+        except BaseException:
+            print(netlib.diagnostics(self.pool))
+            raise
+
     def flow(self):
         print("host h1 accel (host show): %s" % netlib.host_accel(self.pool, "h1"))
         t0 = time.monotonic()

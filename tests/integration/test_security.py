@@ -488,7 +488,7 @@ class Curve(lifecycle.PoolTest):
         self.assertTrue(self.pool.broker.running())
 
 class Keys(lifecycle.PoolTest):
-    """Keys bound by the operator (broker/keys.c): what a key's owner writes
+    """Keys bound by the operator (broker/auth/keys.c): what a key's owner writes
     in its cert counts for nothing; key add/list/rm are admin only; a removal
     cuts the key's live connection (requests and events); key directories
     notice in-place edits. Its own pool, since it removes keys."""

@@ -12,6 +12,7 @@ complete while A's delete is still stopping its VMs.
 """
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -56,6 +57,38 @@ class TermIgnoringStops(unittest.TestCase):
     def live_vm_pids(self):
         return [(row["pid"], row["start_time"]) for row in self.pool.worker_vms("h1").values()
                 if row["pid"] > 0 and harness.proc_alive(row["pid"], row["start_time"])]
+
+    def test_sigterm_right_after_delete(self):
+        """SIGTERM to the worker just after `env delete` answered (what
+        `tools/quickstart.sh stop` does), before the worker has read the
+        destroy the broker sent: the worker takes it, finishes it within its
+        bounded stop, and exits with no VM process left. The worker is
+        held (SIGSTOP) while the delete is answered and the command sent, so
+        the signal always comes first, as it sometimes did in the script."""
+        small = ["--cpu", "1", "--mem", "64", "--disk", "64", "--lifetime", "600"]
+        self.ok("env", "create", "gone", "--image", "stubborn", "--dup", 3, *small,
+                tenant="ta")
+        pids = self.live_vm_pids()
+        self.assertEqual(len(pids), 3)
+        self.addCleanup(lambda: [os.kill(p, signal.SIGKILL) for p, st in pids
+                                 if harness.proc_alive(p, st)])
+        worker = self.pool.workers["h1"].proc
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            self.ok("env", "delete", "gone", tenant="ta")
+            time.sleep(0.3)  # the broker's command is in the worker's socket
+            os.kill(worker.pid, signal.SIGTERM)
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        t0 = time.monotonic()
+        rc = worker.wait(GRACE_MS / 1000 + 15)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, self.pool.logs())
+        left = [p for p, st in pids if harness.proc_alive(p, st)]
+        self.assertEqual(left, [], "VM processes left running after the worker's stop:\n" +
+                         self.pool.logs())
+        # bounded: one grace (the VMs ignore TERM) and the drain, not more
+        self.assertLess(took, GRACE_MS / 1000 + 8)
 
     def test_delete_of_50_term_ignoring_vms(self):
         small = ["--cpu", "1", "--mem", "64", "--disk", "64", "--lifetime", "600"]

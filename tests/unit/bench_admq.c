@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "admq.h"
+#include "broker_schema.h"
 #include "store.h"
 
 #define QUEUED 10000
@@ -57,7 +58,7 @@ int main(void)
         return 1;
     snprintf(path, sizeof path, "%s/broker.db", dir);
     store_t *s =
-        store_open(path, store_broker_migrations, store_broker_migrations_n, err, sizeof err);
+        store_open(path, broker_migrations, broker_migrations_n, err, sizeof err);
     if (!s) {
         fprintf(stderr, "%s\n", err);
         return 1;

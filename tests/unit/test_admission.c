@@ -10,6 +10,7 @@
 
 #include "admq.h"
 #include "audit.h"
+#include "broker_schema.h"
 #include "quota.h"
 #include "store.h"
 #include "ttproto.h"
@@ -30,7 +31,7 @@ static store_t *s_open(const char *name)
     char path[512], err[256];
     snprintf(path, sizeof path, "%s/%s", s_dir, name);
     store_t *s =
-        store_open(path, store_broker_migrations, store_broker_migrations_n, err, sizeof err);
+        store_open(path, broker_migrations, broker_migrations_n, err, sizeof err);
     if (!s)
         fprintf(stderr, "store_open: %s\n", err);
     return s;

@@ -240,7 +240,67 @@ int main(void)
     const char *get[] = {"TTB01", "GET", good, "3145720", "100"};
     s_raw(raw, get, 5, out, sizeof out);
     CHECK(strstr(out, "CHUNK") && strstr(out, "3145720"));
+    /* once revoked, a PUT of a complete blob learns nothing (FORBIDDEN,
+     * not HAVE); a proof grant makes the peer upload it although it is
+     * here, and the verified upload is reported again */
+    blobsrv_revoke(srv, good);
+    const char *put[] = {"TTB01", "PUT", good, "3145728"};
+    for (int i = 0; i < 50; i++) { /* the pipe command is asynchronous */
+        s_raw(raw, put, 4, out, sizeof out);
+        if (!strstr(out, "HAVE"))
+            break;
+        zclock_sleep(20);
+    }
+    CHECK(strstr(out, "ERROR") && strstr(out, "FORBIDDEN"));
+    blobsrv_grant_proof(srv, good, 3u << 20, NULL);
+    zclock_sleep(50);
+    s_raw(raw, put, 4, out, sizeof out);
+    CHECK(strstr(out, "OFFSET") && strstr(out, " 0 "));
+    const char *abort_put[] = {"TTB01", "ABORT", good};
+    s_raw(raw, abort_put, 3, out, sizeof out);
+    CHECK(ttimage_push_file(&po, ep, file, good, err, sizeof err) == 0);
+    char user[64] = "x";
+    CHECK(zpoller_wait(sp, 5000) && blobsrv_recv_from(srv, d, &size, user, sizeof user) == 0 &&
+          strcmp(d, good) == 0 && user[0] == 0);
+    CHECK(blobsrv_stat(srv, good, &size) == 1 && size == 3u << 20);
+    /* an unfinished upload's .part goes with its grant */
+    const char *half = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+    blobsrv_grant(srv, half, 1000, NULL);
+    zclock_sleep(50);
+    const char *hput[] = {"TTB01", "PUT", half, "1000"};
+    s_raw(raw, hput, 4, out, sizeof out);
+    CHECK(strstr(out, "OFFSET"));
+    const char *hdata[] = {"TTB01", "DATA", half, "0", "some bytes"};
+    s_raw(raw, hdata, 5, out, sizeof out);
+    CHECK(strstr(out, "ACK"));
+    snprintf(part, sizeof part, "%s/sha256/%s.part", srvdir, half + 7);
+    CHECK(access(part, F_OK) == 0);
+    blobsrv_revoke(srv, half);
+    for (int i = 0; i < 50 && access(part, F_OK) == 0; i++)
+        zclock_sleep(20);
+    CHECK(access(part, F_OK) != 0);
     zsock_destroy(&raw);
+
+    /* a server that keeps more free space than the disk has refuses the
+     * upload cleanly (NO_SPACE), writes nothing and keeps serving */
+    {
+        char rdir[160];
+        snprintf(rdir, sizeof rdir, "%s/reserve", s_dir);
+        blobsrv_limits_t rl = lim;
+        rl.reserve = 1ULL << 62;
+        blobsrv_t *rs = blobsrv_new("tcp://127.0.0.1:*", rdir, &rl, err, sizeof err);
+        CHECK(rs);
+        if (rs) {
+            blobsrv_grant(rs, good, 3u << 20, NULL);
+            zclock_sleep(50);
+            CHECK(ttimage_push_file(&po, blobsrv_endpoint(rs), file, good, err, sizeof err) == -1 &&
+                  strstr(err, "NO_SPACE") && strstr(err, "keeps"));
+            CHECK(blobsrv_stat(rs, good, &size) == 0);
+            snprintf(part, sizeof part, "%s/sha256/%s.part", rdir, good + 7);
+            CHECK(access(part, F_OK) != 0);
+            blobsrv_destroy(&rs);
+        }
+    }
 
     /* twenty ensures, one fetch */
     imgcache_t *cache = imgcache_new(cachedir, 0, err, sizeof err);

@@ -1,5 +1,5 @@
 /*
- * Unit tests of broker/blobstore.c and schema/ttblob.c: digests, resumed
+ * Unit tests of broker/images/blobstore.c and schema/ttblob.c: digests, resumed
  * uploads, verification before a blob becomes visible, path safety,
  * manifests and image references.
  */

@@ -6,7 +6,12 @@
  * idempotency, hostile frames and reload from broker.db.
  */
 #define _GNU_SOURCE /* nftw */
+#include "admission.h"
+#include "admq.h"
+#include "audit.h"
+#include "blobgc.h"
 #include "broker.h"
+#include "guest_ops.h"
 #include "op.h"
 #include "reaper.h"
 #include "reply.h"
@@ -782,6 +787,389 @@ static void s_test_exec_relay_and_race(void)
     }
 }
 
+/* The audit row of each call: the status the client was answered. */
+typedef struct {
+    const char *op, *rid;
+    int status, n;
+    char message[600];
+    char role[16];
+} s_audit_find_t;
+
+static void s_audit_row(const audit_rec_t *rec, void *arg)
+{
+    s_audit_find_t *f = arg;
+    if (strcmp(rec->op, f->op) != 0 || (f->rid && strcmp(rec->request_id, f->rid) != 0))
+        return;
+    if (f->n++ == 0) { /* newest first */
+        f->status = rec->status;
+        snprintf(f->message, sizeof f->message, "%s", rec->message);
+        snprintf(f->role, sizeof f->role, "%s", rec->role);
+    }
+}
+
+static s_audit_find_t s_audit_of(const char *tenant, const char *op, const char *rid)
+{
+    s_audit_find_t f = {op, rid, -1, 0, "", ""};
+    audit_filter_t flt = {tenant, NULL, 0, 0};
+    audit_query(g_b->store, &flt, s_audit_row, &f);
+    return f;
+}
+
+/* Answer the guest command op_id on routing with status (and an exec
+ * result or a copy chunk when OK). */
+static void s_guest_answer(const char *routing, uint64_t op_id, int status, bool exec)
+{
+    Ttfleet__ExecResult er = TTFLEET__EXEC_RESULT__INIT;
+    Ttfleet__CopyChunk cc = TTFLEET__COPY_CHUNK__INIT;
+    Ttfleet__WorkerReply wr = TTFLEET__WORKER_REPLY__INIT;
+    wr.op_id = op_id;
+    wr.status = status;
+    wr.message = status ? "no such file in the guest" : "";
+    if (!status && exec) {
+        er.exit_code = 7;
+        wr.exec = &er;
+    } else if (!status) {
+        cc.eof = true;
+        wr.copy = &cc;
+    }
+    uint8_t buf[512];
+    size_t len = ttfleet__worker_reply__pack(&wr, buf);
+    s_worker_send(routing, TT_W_REPLY, buf, len);
+    broker_end_batch(g_b);
+}
+
+/* Audit rows carry the outcome the client got: a failed exec or copy is
+ * not OK, an exec's exit code is recorded, and the reaper's deletions are
+ * audited in the env's tenant with the role "system". */
+static void s_test_audit_outcomes(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    Ttfleet__Reply *r = s_create("ta", "au", "img", 1, 1, 256, false, "au-create");
+    uint32_t vm_id = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+    CHECK(s_status(r) == 0);
+    s_drain();
+    char routing[64] = "", service[40];
+    /* an exec the worker answers GUEST_FAILED; one that exits 7 */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvExec ee = TTFLEET__ENV_EXEC__INIT;
+    char *argv[] = {"cat", "/nope"};
+    ee.name = "au";
+    ee.vm_id = vm_id;
+    ee.argv = argv;
+    ee.n_argv = 2;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_EXEC;
+    req.env_exec = &ee;
+    req.tenant = "ta";
+    const char *rids[] = {"au-exec-1", "au-exec-2"};
+    int answers[] = {TTFLEET__STATUS__GUEST_FAILED, TTFLEET__STATUS__OK};
+    for (int i = 0; i < 2; i++) {
+        req.request_id = (char *)rids[i];
+        s_client_send(TT_SERVICE_ENV, &req);
+        broker_end_batch(g_b);
+        s_audit_find_t f = s_audit_of("ta", "env.exec", rids[i]);
+        CHECK(f.n == 1 && f.status == TTFLEET__STATUS__IN_PROGRESS); /* on record when sent */
+        uint64_t op_id = s_take_cmd(routing, sizeof routing, true);
+        CHECK(op_id != 0);
+        s_guest_answer(routing, op_id, answers[i], true);
+        r = s_reply_for(rids[i], service, sizeof service);
+        CHECK(r && (int)r->status == answers[i]);
+        if (r)
+            ttfleet__reply__free_unpacked(r, NULL);
+        f = s_audit_of("ta", "env.exec", rids[i]);
+        CHECK(f.n == 1 && f.status == answers[i]);
+        CHECK(strstr(f.message, "cat /nope") != NULL);
+        CHECK(i == 0 ? strstr(f.message, "GUEST_FAILED") != NULL
+                     : strstr(f.message, "exit 7") != NULL);
+        printf("  audit of exec: %s %s\n", tt_status_name(f.status), f.message);
+    }
+    /* a copy from the guest that fails */
+    Ttfleet__Request creq = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCopy cp = TTFLEET__ENV_COPY__INIT;
+    cp.name = "au";
+    cp.vm_id = vm_id;
+    cp.path = "/nope";
+    cp.direction = TTFLEET__COPY_DIRECTION__COPY_GET;
+    creq.op_case = TTFLEET__REQUEST__OP_ENV_COPY;
+    creq.env_copy = &cp;
+    creq.tenant = "ta";
+    creq.request_id = "au-copy-1";
+    s_client_send(TT_SERVICE_ENV, &creq);
+    broker_end_batch(g_b);
+    uint64_t op_id = 0;
+    {
+        zsock_t *sock;
+        zmsg_t *m;
+        while (!op_id && (m = outq_pop(g_b, &sock))) {
+            if (sock == g_b->workers && zmsg_size(m) == 5) {
+                zframe_t *rt = zmsg_first(m);
+                zframe_t *body = zmsg_last(m);
+                Ttfleet__WorkerCommand *cmd =
+                    ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
+                if (cmd && cmd->copy) {
+                    op_id = cmd->op_id;
+                    snprintf(routing, sizeof routing, "%.*s", (int)zframe_size(rt),
+                             (char *)zframe_data(rt));
+                }
+                if (cmd)
+                    ttfleet__worker_command__free_unpacked(cmd, NULL);
+            }
+            zmsg_destroy(&m);
+        }
+    }
+    CHECK(op_id != 0);
+    s_guest_answer(routing, op_id, TTFLEET__STATUS__GUEST_FAILED, false);
+    r = s_reply_for("au-copy-1", service, sizeof service);
+    CHECK(r && r->status == TTFLEET__STATUS__GUEST_FAILED);
+    if (r)
+        ttfleet__reply__free_unpacked(r, NULL);
+    s_audit_find_t f = s_audit_of("ta", "env.copy", "au-copy-1");
+    CHECK(f.n == 1 && f.status == TTFLEET__STATUS__GUEST_FAILED);
+    printf("  audit of copy: %s %s\n", tt_status_name(f.status), f.message);
+    /* lease expiry: a row in the env's tenant, role system */
+    env_t *e = model_env_get(g_b, "ta", "au");
+    if (e)
+        e->expires_at = e->created_at - 1;
+    reaper_run(g_b, tt_now() + 10 * 86400);
+    broker_end_batch(g_b);
+    CHECK(model_env_get(g_b, "ta", "au") == NULL);
+    f = s_audit_of("ta", "env.expired", NULL);
+    CHECK(f.n == 1 && f.status == TTFLEET__STATUS__OK && strcmp(f.role, "system") == 0 &&
+          strstr(f.message, "reaper") != NULL);
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* Send a copy PUT chunk as tenant (first chunk when tid is NULL); the
+ * worker's command op id, 0 if none was sent; the client's answer is
+ * left queued. */
+static uint64_t s_copy_send(const char *tenant, const char *env, uint32_t vm_id, const char *tid,
+                            bool last, const char *rid, char *routing, size_t rlen)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCopy cp = TTFLEET__ENV_COPY__INIT;
+    static uint8_t sum[32];
+    cp.name = (char *)env;
+    cp.vm_id = vm_id;
+    cp.path = "/tmp/f";
+    cp.direction = TTFLEET__COPY_DIRECTION__COPY_PUT;
+    cp.transfer_id = (char *)(tid ? tid : "");
+    cp.offset = tid ? 4 : 0;
+    cp.data.data = (uint8_t *)"abcd";
+    cp.data.len = 4;
+    cp.last = last;
+    if (last) {
+        cp.total_size = tid ? 8 : 4;
+        cp.sha256.data = sum;
+        cp.sha256.len = 32;
+    }
+    req.op_case = TTFLEET__REQUEST__OP_ENV_COPY;
+    req.env_copy = &cp;
+    req.tenant = (char *)tenant;
+    req.request_id = (char *)rid;
+    s_client_send(TT_SERVICE_ENV, &req);
+    broker_end_batch(g_b);
+    uint64_t op_id = 0;
+    zsock_t *sock;
+    zmsg_t *m;
+    zlistx_t *keep = zlistx_new();
+    while ((m = outq_pop(g_b, &sock))) {
+        if (!op_id && sock == g_b->workers && zmsg_size(m) == 5) {
+            zframe_t *rt = zmsg_first(m);
+            zframe_t *body = zmsg_last(m);
+            Ttfleet__WorkerCommand *cmd =
+                ttfleet__worker_command__unpack(NULL, zframe_size(body), zframe_data(body));
+            bool mine = cmd && cmd->copy;
+            if (mine) {
+                op_id = cmd->op_id;
+                snprintf(routing, rlen, "%.*s", (int)zframe_size(rt), (char *)zframe_data(rt));
+            }
+            if (cmd)
+                ttfleet__worker_command__free_unpacked(cmd, NULL);
+            if (mine) {
+                zmsg_destroy(&m);
+                continue;
+            }
+        }
+        zlistx_add_end(keep, m);
+    }
+    for (m = zlistx_first(keep); m; m = zlistx_next(keep))
+        outq_push(g_b, g_b->clients, &(zmsg_t *){m});
+    zlistx_destroy(&keep);
+    return op_id;
+}
+
+/* The worker's answer to a copy chunk: the transfer tid stays open
+ * (eof false) or ends (eof true). */
+static void s_copy_answer(const char *routing, uint64_t op_id, const char *tid, bool eof)
+{
+    Ttfleet__CopyChunk cc = TTFLEET__COPY_CHUNK__INIT;
+    Ttfleet__WorkerReply wr = TTFLEET__WORKER_REPLY__INIT;
+    cc.transfer_id = (char *)tid;
+    cc.eof = eof;
+    wr.op_id = op_id;
+    wr.copy = &cc;
+    uint8_t buf[256];
+    size_t len = ttfleet__worker_reply__pack(&wr, buf);
+    s_worker_send(routing, TT_W_REPLY, buf, len);
+    broker_end_batch(g_b);
+}
+
+/* One tenant's open (idle) copy transfers take at most its share of a
+ * host's transfer slots; another tenant's copy still goes through. */
+static void s_test_copy_share(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    /* four one-VM envs of tenant ta and one of tb, all on host ha */
+    const char *names[] = {"c1", "c2", "c3", "c4"};
+    uint32_t vms[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        Ttfleet__Reply *r = s_create("ta", names[i], "img", 1, 1, 256, false, NULL);
+        vms[i] = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+        CHECK(r && r->status == 0 && r->env && strcmp(r->env->vms[0]->host, "ha") == 0);
+        s_status(r);
+    }
+    Ttfleet__Reply *r = s_create("tb", "cb", "img", 1, 1, 256, false, NULL);
+    uint32_t vm_b = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->vms[0]->host, "ha") == 0);
+    s_status(r);
+    s_drain();
+    char routing[64] = "", service[40], rid[32], tid[40];
+    /* ta opens transfers on its VMs and leaves them idle */
+    int opened = 0;
+    for (int i = 0; i < 4; i++) {
+        snprintf(rid, sizeof rid, "cp-a%d", i);
+        uint64_t op_id =
+            s_copy_send("ta", names[i], vms[i], NULL, false, rid, routing, sizeof routing);
+        r = s_reply_for(rid, service, sizeof service);
+        if (op_id) {
+            snprintf(tid, sizeof tid, "%032x", i + 1);
+            s_copy_answer(routing, op_id, tid, false);
+            Ttfleet__Reply *a = s_reply_for(rid, service, sizeof service);
+            CHECK(a && a->status == 0);
+            s_status(a);
+            opened++;
+        } else {
+            CHECK(r && r->status == TTFLEET__STATUS__RATE_LIMITED &&
+                  strstr(r->message, "copies open"));
+        }
+        s_status(r);
+    }
+    CHECK(opened == GUEST_TENANT_XFERS_MAX);
+    /* tb's copy on the same host goes to the worker */
+    uint64_t op_b = s_copy_send("tb", "cb", vm_b, NULL, false, "cp-b", routing, sizeof routing);
+    CHECK(op_b != 0);
+    if (op_b)
+        s_copy_answer(routing, op_b, "00000000000000000000000000000099", false);
+    s_status(s_reply_for("cp-b", service, sizeof service));
+    /* ta ends one transfer: it may open another */
+    uint64_t op_end = s_copy_send("ta", names[0], vms[0], "00000000000000000000000000000001", true,
+                                  "cp-a-end", routing, sizeof routing);
+    CHECK(op_end != 0);
+    if (op_end)
+        s_copy_answer(routing, op_end, "00000000000000000000000000000001", true);
+    s_status(s_reply_for("cp-a-end", service, sizeof service));
+    uint64_t op_again =
+        s_copy_send("ta", names[2], vms[2], NULL, false, "cp-a-again", routing, sizeof routing);
+    CHECK(op_again != 0);
+    s_drain();
+    op_tick(g_b, tt_mono_ms() + 3600 * 1000);
+    broker_end_batch(g_b);
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* The start of each copy takes a token of the tenant's rate (as an exec
+ * does); the later chunks of a transfer do not. */
+static void s_test_copy_rate(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    Ttfleet__Reply *r = s_create("tr", "cr", "img", 1, 1, 256, false, NULL);
+    uint32_t vm = r && r->env && r->env->n_vms ? r->env->vms[0]->vm_id : 0;
+    CHECK(r && r->status == 0);
+    s_status(r);
+    s_drain();
+    g_b->cfg.rate = 1;
+    g_b->cfg.rate_burst = 3;
+    char routing[64] = "", service[40], rid[32];
+    int sent = 0, limited = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(rid, sizeof rid, "cr-%d", i);
+        uint64_t op_id = s_copy_send("tr", "cr", vm, NULL, true, rid, routing, sizeof routing);
+        if (op_id) {
+            sent++;
+            s_copy_answer(routing, op_id, "", true);
+        }
+        r = s_reply_for(rid, service, sizeof service);
+        if (r && r->status == TTFLEET__STATUS__RATE_LIMITED)
+            limited++;
+        s_status(r);
+    }
+    printf("  copies under --rate 1 --rate-burst 3: %d sent, %d RATE_LIMITED\n", sent, limited);
+    CHECK(sent >= 3 && sent <= 4 && limited == 10 - sent);
+    /* the chunks of one open transfer pass, however many */
+    g_b->cfg.rate = 0;
+    uint64_t op_id = s_copy_send("tr", "cr", vm, NULL, false, "cr-open", routing, sizeof routing);
+    CHECK(op_id != 0);
+    if (op_id)
+        s_copy_answer(routing, op_id, "000000000000000000000000000000aa", false);
+    s_status(s_reply_for("cr-open", service, sizeof service));
+    g_b->cfg.rate = 1;
+    for (int i = 0; i < 6; i++) {
+        snprintf(rid, sizeof rid, "cr-chunk-%d", i);
+        op_id = s_copy_send("tr", "cr", vm, "000000000000000000000000000000aa", false, rid, routing,
+                            sizeof routing);
+        CHECK(op_id != 0);
+        if (op_id)
+            s_copy_answer(routing, op_id, "000000000000000000000000000000aa", false);
+        s_status(s_reply_for(rid, service, sizeof service));
+    }
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* Possession of a blob is proven per uploader: a verified upload by one
+ * key proves the open grants of that key only (under CURVE each tenant
+ * pushes with its own key); another tenant's open grant of the same
+ * digest stays unproven. */
+static void s_test_blob_proof_per_key(void)
+{
+    const char *digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const char *digests[] = {digest};
+    uint64_t sizes[] = {1000};
+    handler_ctx_t ca = {.self = g_b, .tenant = "pa", .rid = "x"};
+    handler_ctx_t cb = {.self = g_b, .tenant = "pb", .rid = "y"};
+    char saved[sizeof g_b->cur_key];
+    memcpy(saved, g_b->cur_key, sizeof saved);
+    snprintf(g_b->cur_key, sizeof g_b->cur_key, "%s", "keyA");
+    CHECK(blobgc_reserve(&ca, false, digests, sizes, 1, 1000) == 0);
+    snprintf(g_b->cur_key, sizeof g_b->cur_key, "%s", "keyB");
+    CHECK(blobgc_reserve(&cb, false, digests, sizes, 1, 1000) == 0);
+    CHECK(!blobgc_proven(g_b, "pa", digest) && !blobgc_proven(g_b, "pb", digest));
+    blobgc_uploaded(g_b, digest, "keyB");
+    CHECK(!blobgc_proven(g_b, "pa", digest));
+    CHECK(blobgc_proven(g_b, "pb", digest));
+    /* a new push of the digest by another key does not inherit the proof */
+    snprintf(g_b->cur_key, sizeof g_b->cur_key, "%s", "keyC");
+    CHECK(blobgc_reserve(&cb, false, digests, sizes, 1, 1000) == 0);
+    CHECK(!blobgc_proven(g_b, "pb", digest));
+    blobgc_committed(g_b, "pa", digests, 1);
+    blobgc_committed(g_b, "pb", digests, 1);
+    CHECK(!blobgc_proven(g_b, "pb", digest));
+    memcpy(g_b->cur_key, saved, sizeof saved);
+}
+
 /* Item 9: growing several stopped VMs' disks on one host is checked in
  * total, not VM by VM. */
 /* A create whose host is still fetching the VM's image: each EVENT whose
@@ -859,6 +1247,113 @@ static void s_test_pull_extends_deadline(void)
         if (r)
             ttfleet__reply__free_unpacked(r, NULL);
     }
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* A create queued with `queue`, admitted when an env is deleted, that the
+ * worker refuses (still destroying the deleted VMs: NO_CAPACITY) goes back
+ * to its place in the queue with its max-wait; the next admission that the
+ * worker accepts answers its request id OK. */
+static Ttfleet__Reply *s_send_queued(const char *tenant, const char *name, const char *rid)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+    ic.image = "img";
+    cr.name = (char *)name;
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 8;
+    cr.mem_mib = 1024;
+    cr.disk_mib = 100;
+    cr.queue = true;
+    cr.max_wait = 600;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    return s_call(tenant, &req, rid);
+}
+
+static void s_test_queued_refused_requeued(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    /* both hosts full (8 cpu each) */
+    CHECK(s_status(s_create("tf", "fill1", "img", 1, 8, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_create("tf", "fill2", "img", 1, 8, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_send_queued("tq", "waiting", "q-wait")) == TTFLEET__STATUS__QUEUED);
+    CHECK(s_status(s_send_queued("tr", "later", "q-later")) == TTFLEET__STATUS__QUEUED);
+    const admq_entry_t *qe = admq_find(g_b->admq, "tq", "waiting");
+    int64_t deadline = qe ? qe->deadline : -1, seq = qe ? qe->seq : -1;
+    CHECK(qe && admq_position(g_b->admq, "tq", "waiting") == 1);
+
+    /* delete fill1: "waiting" is admitted at once; the worker refuses it */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = "fill1";
+    req.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+    req.env_delete = &ref;
+    req.request_id = "del-fill1";
+    req.tenant = "tf";
+    s_client_send(TT_SERVICE_ENV, &req);
+    broker_end_batch(g_b);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL); /* admitted */
+    CHECK(model_env_get(g_b, "tq", "waiting") != NULL);
+    for (int round = 0; round < 4; round++) {
+        s_answer_commands(TTFLEET__STATUS__NO_CAPACITY);
+        broker_end_batch(g_b);
+    }
+    char service[64];
+    Ttfleet__Reply *r = s_reply_for("del-fill1", service, sizeof service);
+    CHECK(r && r->status == 0);
+    s_status(r);
+    /* not answered: still in progress, back at the head with the same
+     * place and max-wait */
+    r = s_send_queued("tq", "waiting", "q-wait");
+    CHECK(r && r->status == TTFLEET__STATUS__IN_PROGRESS);
+    s_status(r);
+    CHECK(model_env_get(g_b, "tq", "waiting") == NULL);
+    qe = admq_find(g_b->admq, "tq", "waiting");
+    CHECK(qe && qe->deadline == deadline && qe->seq == seq);
+    CHECK(admq_position(g_b->admq, "tq", "waiting") == 1);
+    CHECK(admq_position(g_b->admq, "tr", "later") == 2);
+    r = s_simple("tq", TTFLEET__REQUEST__OP_ENV_SHOW, "waiting");
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->state, "queued") == 0);
+    s_status(r);
+    s_drain();
+
+    /* it survives a restart in that place */
+    broker_end_batch(g_b);
+    broker_destroy(&g_b);
+    g_b = s_open(g_hdir, 0);
+    CHECK(g_b != NULL);
+    if (!g_b) {
+        g_b = saved;
+        return;
+    }
+    CHECK(admq_position(g_b->admq, "tq", "waiting") == 1);
+    s_ready("w-a", "ha", 8, 16384, 10000);
+    s_ready("w-b", "hb", 8, 16384, 10000);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+
+    /* the destroy is done now: the next admission places it and answers OK */
+    admission_run(g_b, tt_now());
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    /* the waiter's retry of its request id gets the outcome */
+    r = s_send_queued("tq", "waiting", "q-wait");
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->state, "running") == 0);
+    s_status(r);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL);
+    CHECK(admq_position(g_b->admq, "tr", "later") == 1);
     s_drain();
     s_hard_close(saved);
 }
@@ -1160,6 +1655,10 @@ static void s_test_amplification(void)
     printf("  extend storm: %zu bytes in %d commands queued to hc\n", qbytes, n);
     broker_end_batch(g_b);
     s_drain();
+    /* the simulated worker is alive (this checks the resync, not liveness:
+     * on a loaded machine the storm can outlast the heartbeat liveness) */
+    if (hc)
+        hc->last_recv_ms = tt_mono_ms();
     workers_tick(g_b, tt_mono_ms());
     s_worker_bytes("w-c", &n);
     CHECK(hc && !hc->resync && n >= 1 && n <= 2); /* the resync (and a heartbeat) */
@@ -1465,6 +1964,11 @@ int main(void)
     s_test_exec_relay_and_race();
     s_test_pull_extends_deadline();
     s_test_disk_total();
+    s_test_queued_refused_requeued();
+    s_test_audit_outcomes();
+    s_test_copy_share();
+    s_test_copy_rate();
+    s_test_blob_proof_per_key();
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();

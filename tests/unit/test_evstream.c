@@ -1,4 +1,4 @@
-/* Unit tests of broker/evstream.c with real ZeroMQ sockets: a ROUTER
+/* Unit tests of broker/admission/evstream.c with real ZeroMQ sockets: a ROUTER
  * (the broker side) and DEALER subscribers over loopback TCP. Each tenant
  * sees only its own events, admins all; filters; hostile SUBSCRIBEs; a slow
  * subscriber loses events without blocking; silent subscribers expire; and

@@ -1,6 +1,8 @@
 /* Unit tests of store/: pragmas, migrations, and the UNIQUE constraints that
  * make double allocation impossible. */
 #include "store.h"
+#include "broker_schema.h"
+#include "worker_schema.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +50,7 @@ int main(void)
     char path[256], err[256], buf[64];
     snprintf(path, sizeof path, "%s/broker.db", dir);
 
-    store_t *s = store_open(path, store_broker_migrations, store_broker_migrations_n, err,
+    store_t *s = store_open(path, broker_migrations, broker_migrations_n, err,
                             sizeof err);
     CHECK(s != NULL);
     if (!s) {
@@ -58,8 +60,8 @@ int main(void)
     CHECK(strcmp(s_text_pragma(s, "PRAGMA journal_mode", buf, sizeof buf), "wal") == 0);
     CHECK(s_pragma(s, "PRAGMA synchronous") == 2); /* FULL */
     CHECK(s_pragma(s, "PRAGMA foreign_keys") == 1);
-    CHECK(s_pragma(s, "PRAGMA user_version") == store_broker_migrations_n);
-    CHECK(store_version(s) == store_broker_migrations_n);
+    CHECK(s_pragma(s, "PRAGMA user_version") == broker_migrations_n);
+    CHECK(store_version(s) == broker_migrations_n);
 
     CHECK(store_exec(s, "INSERT INTO hosts (id, cpu_total, mem_total, disk_total) VALUES "
                         "('h1', 4, 4096, 100000)") == 0);
@@ -124,14 +126,14 @@ int main(void)
     CHECK(s == NULL);
 
     /* reopen: no migration runs again, data is there */
-    s = store_open(path, store_broker_migrations, store_broker_migrations_n, err, sizeof err);
+    s = store_open(path, broker_migrations, broker_migrations_n, err, sizeof err);
     CHECK(s && s_pragma(s, "SELECT count(*) FROM meta") == 1);
     store_destroy(&s);
 
     /* deferred sync and the syncer: commits return at once, the syncer
      * reports them durable in order, a stop waits for the sync in flight,
      * and the rows are there after a reopen */
-    s = store_open(path, store_broker_migrations, store_broker_migrations_n, err, sizeof err);
+    s = store_open(path, broker_migrations, broker_migrations_n, err, sizeof err);
     CHECK(s && store_defer_sync(s) == 0);
     CHECK(s && s_pragma(s, "PRAGMA synchronous") == 1); /* NORMAL: the WAL fsync is ours */
     CHECK(s && store_sync(s) == 0);
@@ -152,23 +154,23 @@ int main(void)
     if (s)
         store_syncer_stop(s);
     store_destroy(&s);
-    s = store_open(path, store_broker_migrations, store_broker_migrations_n, err, sizeof err);
+    s = store_open(path, broker_migrations, broker_migrations_n, err, sizeof err);
     CHECK(s && s_pragma(s, "SELECT count(*) FROM meta") == 51);
     store_destroy(&s);
 
     /* a file from a newer version is refused, not touched */
-    s = store_open(path, store_broker_migrations, 0, err, sizeof err);
+    s = store_open(path, broker_migrations, 0, err, sizeof err);
     CHECK(s == NULL && strstr(err, "newer") != NULL);
 
     /* the worker schema opens too */
     snprintf(path, sizeof path, "%s/worker.db", dir);
-    s = store_open(path, store_worker_migrations, store_worker_migrations_n, err, sizeof err);
+    s = store_open(path, worker_migrations, worker_migrations_n, err, sizeof err);
     CHECK(s != NULL);
     store_destroy(&s);
 
     /* a path that cannot be created gives an error, not a crash */
-    s = store_open("/nonexistent-dir/x/broker.db", store_broker_migrations,
-                   store_broker_migrations_n, err, sizeof err);
+    s = store_open("/nonexistent-dir/x/broker.db", broker_migrations,
+                   broker_migrations_n, err, sizeof err);
     CHECK(s == NULL && strlen(err) > 0);
 
     const char *files[] = {"broker.db", "broker.db-wal", "broker.db-shm",

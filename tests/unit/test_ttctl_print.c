@@ -144,15 +144,40 @@ int main(void)
 
     /* exec: text output as strings, bytes that are not UTF-8 as base64 */
     const uint8_t bin[] = {0xff, 0x00, 0xfe};
-    CAPTURE(text, print_exec_json(out, "OK", "", "h1", 7, 0, (const uint8_t *)"hi\n", 3, true,
+    CAPTURE(text, print_exec_json(out, 2, "OK", "", "h1", 7, 0, (const uint8_t *)"hi\n", 3, true,
                                   bin, sizeof bin, false));
     j = json_loads(text, 0, &jerr);
     CHECK(j && json_integer_value(json_object_get(j, "exit_code")) == 7);
+    CHECK(j && json_integer_value(json_object_get(j, "vm_id")) == 2);
     CHECK(j && strcmp(json_string_value(json_object_get(j, "stdout")), "hi\n") == 0);
     CHECK(j && json_is_true(json_object_get(j, "stdout_truncated")));
     CHECK(j && !json_object_get(j, "stderr") &&
           strcmp(json_string_value(json_object_get(j, "stderr_base64")), "/wD+") == 0);
     json_decref(j);
+    free(text);
+    /* exec --all: the outcomes of every VM in one {"results": [...]} */
+    print_exec_list(true);
+    CAPTURE(text, print_exec_json(out, 1, "OK", "", "h1", 0, 0, NULL, 0, false, NULL, 0, false);
+            print_exec_json(out, 2, "GUEST_FAILED", "no agent", "h2", 0, 0, NULL, 0, false, NULL,
+                            0, false);
+            print_exec_list_print(out));
+    j = json_loads(text, 0, &jerr);
+    CHECK(j && json_array_size(json_object_get(j, "results")) == 2);
+    CHECK(j && json_integer_value(json_object_get(
+                   json_array_get(json_object_get(j, "results"), 1), "vm_id")) == 2);
+    json_decref(j);
+    free(text);
+    /* -o yaml: the same tree through libyaml; texts a reader would take for
+     * a number, a time or a boolean are quoted */
+    print_set_format(true, false);
+    CAPTURE(text, print_exec_json(out, 3, "OK", "2026-12-07T14:21:41Z", "true", 0, 0,
+                                  (const uint8_t *)"007", 3, false, NULL, 0, false));
+    print_set_format(false, false);
+    CHECK(strncmp(text, "---", 3) == 0);
+    CHECK(strstr(text, "\nvm_id: 3\n") && strstr(text, "\nstatus: OK\n"));
+    CHECK(strstr(text, "\nmessage: '2026-12-07T14:21:41Z'\n"));
+    CHECK(strstr(text, "\nhost: 'true'\n") && strstr(text, "\nstdout: '007'\n"));
+    CHECK(strstr(text, "\nstdout_truncated: false\n"));
     free(text);
     uint8_t sha[32] = {0xab};
     CAPTURE(text, print_copy_json(out, "put", "/tmp/x", "x", 5, sha));

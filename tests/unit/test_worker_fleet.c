@@ -6,13 +6,19 @@
  */
 #include "test_worker_util.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "engine.h"
 #include "fleet.h"
+#include "jobs.h"
 #include "proc.h"
 #include "ttproto.h"
 
@@ -131,6 +137,119 @@ static void s_kill_vm10(void)
     }
 }
 
+/* A readiness probe reaches only the VM: a host service on 127.0.0.1 (a
+ * listener this test holds, answering as an HTTP server would) is never
+ * dialled for a guest port the VM does not forward, under the user backend
+ * and without one; the VM stays not ready and says why, and no byte of the
+ * host service's answer reaches ready_detail. */
+static void s_probe_stays_in_vm(fleet_t *fleet, uint64_t op, uint32_t id, const char *kind)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 8) == 0 &&
+          getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+    char ready[64];
+    snprintf(ready, sizeof ready, "%s:%u", kind, (unsigned)ntohs(sa.sin_port));
+    s_spec_t v;
+    s_spec(&v, id, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    v.spec.cpu = 1;
+    v.spec.ready = ready;
+    int accepted = 0, ready_seen = 0;
+    char detail[256] = "";
+    Ttfleet__WorkerReply *r = s_cmd(fleet, op, &v, 1);
+    CHECK(r && r->status == 0 && r->n_vms == 1 &&
+          r->vms[0]->state == TTFLEET__VM_STATE__VM_RUNNING);
+    if (r && r->n_vms == 1) {
+        ready_seen |= r->vms[0]->ready;
+        snprintf(detail, sizeof detail, "%s", r->vms[0]->ready_detail);
+    }
+    if (r)
+        ttfleet__worker_reply__free_unpacked(r, NULL);
+    for (int64_t t0 = tt_mono_ms(); tt_mono_ms() - t0 < 2500;) {
+        int c = accept(lfd, NULL, NULL);
+        if (c >= 0) {
+            accepted++;
+            if (write(c, "HTTP/1.0 200 host-secret\r\n\r\n", 29) < 0)
+                accepted += 0;
+            close(c);
+        }
+        zframe_t *ev = fleet_probe_tick(fleet);
+        Ttfleet__WorkerEvent *e =
+            ev ? ttfleet__worker_event__unpack(NULL, zframe_size(ev), zframe_data(ev)) : NULL;
+        for (size_t i = 0; e && i < e->n_vms; i++)
+            if (e->vms[i]->vm_id == id) {
+                ready_seen |= e->vms[i]->ready;
+                snprintf(detail, sizeof detail, "%s", e->vms[i]->ready_detail);
+            }
+        if (e)
+            ttfleet__worker_event__free_unpacked(e, NULL);
+        zframe_destroy(&ev);
+        poll(NULL, 0, 50);
+    }
+    CHECK(accepted == 0);
+    CHECK(!ready_seen);
+    CHECK(strstr(detail, "not one of this VM's ports") != NULL);
+    CHECK(strstr(detail, "host-secret") == NULL);
+    if (accepted || !strstr(detail, "not one of"))
+        fprintf(stderr, "  %s: accepted %d, detail '%s'\n", ready, accepted, detail);
+    close(lfd);
+    v.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    int st;
+    CHECK(s_one(fleet, op + 1, &v, &st) == 0 && st == TTFLEET__VM_STATE__VM_ABSENT);
+}
+
+/* Threads of this process now (/proc/self/task). */
+static int s_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int s_wait_threads(int at_most, int ms)
+{
+    int n = s_threads();
+    for (int64_t t0 = tt_mono_ms(); n > at_most && tt_mono_ms() - t0 < ms; n = s_threads())
+        poll(NULL, 0, 50);
+    return n;
+}
+
+static void s_job_sleep(void *arg)
+{
+    poll(NULL, 0, 100);
+    __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A pool starts threads when work comes (at most its n), runs it all, and
+ * its threads exit after JOBS_IDLE_MS without work. */
+static void test_jobs_on_demand(void)
+{
+    int base = s_threads();
+    jobs_t *j = jobs_new(4);
+    CHECK(j && s_threads() == base && jobs_threads(j) == 0);
+    int ran = 0;
+    for (int i = 0; i < 10; i++)
+        CHECK(jobs_submit(j, s_job_sleep, &ran) == 0);
+    CHECK(jobs_threads(j) >= 1 && jobs_threads(j) <= 4);
+    int reaped = 0;
+    for (int64_t t0 = tt_mono_ms(); reaped < 10 && tt_mono_ms() - t0 < 5000;)
+        if (jobs_reap(j))
+            reaped++;
+        else
+            poll(NULL, 0, 10);
+    CHECK(reaped == 10 && __atomic_load_n(&ran, __ATOMIC_SEQ_CST) == 10);
+    CHECK(s_wait_threads(base, JOBS_IDLE_MS + 2000) == base && jobs_threads(j) == 0);
+    /* work after the threads left starts one again */
+    CHECK(jobs_submit(j, s_job_sleep, &ran) == 0 && jobs_threads(j) == 1);
+    jobs_destroy(&j, NULL);
+    CHECK(s_threads() == base);
+}
+
 int main(void)
 {
     const char *images = getenv("TTFLEET_IMAGES");
@@ -152,11 +271,18 @@ int main(void)
         .expiry_grace = 10,
         .stop_timeout_ms = 2000,
     };
+    test_jobs_on_demand();
+    /* An idle fleet holds no pool thread (the store's syncer is its one
+     * thread), so a process can hold a thousand of them (ttbench). */
+    int threads0 = s_threads();
     char err[256];
     fleet_t *fleet = fleet_new(&s_cfg, err, sizeof err);
     CHECK(fleet != NULL);
     if (!fleet)
         return s_report("unit.worker.fleet");
+    CHECK(s_threads() <= threads0 + 2);
+    if (s_threads() > threads0 + 2)
+        fprintf(stderr, "  an idle fleet holds %d threads\n", s_threads() - threads0);
 
     Ttfleet__WorkerHello *h = s_hello(fleet);
     CHECK(h && strcmp(h->host_id, "h1") == 0 && h->cpu_total == 4 && h->n_engines == 2);
@@ -270,6 +396,17 @@ int main(void)
     s_spec(&dup[0], 7, "hollow", TTFLEET__VM_STATE__VM_ABSENT);
     CHECK(s_one(fleet, 20, &dup[0], &st) == 0);
 
+    s_probe_stays_in_vm(fleet, 30, 11, "tcp");
+    s_probe_stays_in_vm(fleet, 32, 11, "http");
+    s_cfg.net.kind = NET_USER;
+    fleet_destroy(&fleet);
+    fleet = fleet_new(&s_cfg, err, sizeof err);
+    CHECK(fleet != NULL);
+    if (!fleet)
+        return s_report("unit.worker.fleet");
+    s_probe_stays_in_vm(fleet, 34, 11, "http");
+    s_cfg.net.kind = NET_NONE;
+
     /* Expiry: vm 3 expired long ago -> destroyed by the tick with an event. */
     s_spec(&s[1], 3, "hollow", TTFLEET__VM_STATE__VM_STOPPED);
     s[1].spec.expires_at = tt_now() - 100;
@@ -295,6 +432,7 @@ int main(void)
     CHECK(s_one(fleet, 22, &pv, &st) == 0 && st == TTFLEET__VM_STATE__VM_RUNNING);
     pid_t pid = s_vm_pid(10);
     CHECK(pid > 0);
+    CHECK(s_wait_threads(threads0 + 2, JOBS_IDLE_MS + 2000) <= threads0 + 2);
     fleet_destroy(&fleet);
     CHECK(pid > 0 && kill(pid, 0) == 0); /* the VM outlives its worker */
     fleet = fleet_new(&s_cfg, err, sizeof err);

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "probe.h"
@@ -426,6 +427,37 @@ static void test_vmready_detail(void)
     vmready_destroy(&rd);
 }
 
+/* A VM's ports change (env update) while its probe waits for an answer:
+ * the probe starts again on the new target and never dials the old public
+ * port, which may be handed to another VM. */
+static void test_vmready_target_change(void)
+{
+    uint16_t port;
+    int lfd = s_listen(&port); /* accepts (backlog), never answers */
+    vmready_t *rd = vmready_new();
+    vmready_set_spec(rd, 8, "http:80/");
+    probe_target_t t = {0};
+    snprintf(t.host, sizeof t.host, "127.0.0.1");
+    t.mapped_only = true;
+    t.n_ports = 1;
+    t.ports[0].guest = 80;
+    t.ports[0].dial = port;
+    int64_t now = tt_mono_ms();
+    vmready_step(rd, 8, true, &t, NULL, now);
+    poll(NULL, 0, 20);
+    vmready_step(rd, 8, true, &t, NULL, now + 20); /* connected, waiting for the answer */
+    t.n_ports = 0;                                 /* port 80 is no longer the VM's */
+    memset(&t.ports, 0, sizeof t.ports);
+    vmready_step(rd, 8, true, &t, NULL, now + 40);
+    Ttfleet__VmActual va = TTFLEET__VM_ACTUAL__INIT;
+    vmready_fill(rd, 8, &va);
+    CHECK(!va.ready && va.ready_detail && strstr(va.ready_detail, "not one of this VM's ports"));
+    if (va.ready_detail && !strstr(va.ready_detail, "not one of"))
+        fprintf(stderr, "  detail after the ports changed: %s\n", va.ready_detail);
+    vmready_destroy(&rd);
+    close(lfd);
+}
+
 static void test_qga_parser(void)
 {
     char err[256];
@@ -540,6 +572,24 @@ static void test_qga_replies(void)
     CHECK(qga_path_valid("/tmp/\nx", err, sizeof err) == -1);
 }
 
+/* A socket that accepts but never answers (QEMU's agent chardev with no
+ * agent in the guest): qga_open says the image has no guest agent. */
+static void test_qga_silent(const char *dir)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int w = snprintf(sa.sun_path, sizeof sa.sun_path, "%.60s/qga-silent.sock", dir);
+    CHECK(w > 0 && (size_t)w < sizeof sa.sun_path);
+    const char *path = sa.sun_path;
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(l, 4) == 0);
+    char err[512] = "";
+    qga_conn_t *c = qga_open(path, 200, err, sizeof err);
+    CHECK(c == NULL);
+    CHECK(strstr(err, "the guest agent did not answer") && strstr(err, "has no guest agent"));
+    qga_close(&c);
+    close(l);
+}
+
 int main(void)
 {
     const char *dir = s_tmpdir_make("guest");
@@ -551,9 +601,11 @@ int main(void)
     test_iso(dir);
     test_probe_specs();
     test_console_regex_bounds();
+    test_vmready_target_change();
     test_probes(dir);
     test_vmready_detail();
     test_qga_parser();
     test_qga_replies();
+    test_qga_silent(dir);
     return s_report("test_worker_guest");
 }

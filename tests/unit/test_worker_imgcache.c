@@ -1,5 +1,5 @@
 /*
- * Unit tests of worker/imgcache.c: size limit, least-recently-used
+ * Unit tests of worker/images/imgcache.c: size limit, least-recently-used
  * eviction of unused blobs only, the order kept across a restart,
  * corruption detection, materialized images, the advertised digests.
  */

@@ -1,5 +1,5 @@
 /*
- * Unit test of the /proc readers (worker/proc.c).
+ * Unit test of the /proc readers (worker/os/proc.c).
  */
 #include "test_worker_util.h"
 

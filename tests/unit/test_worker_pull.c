@@ -1,5 +1,5 @@
 /*
- * worker/pull.c against the real blob server in one process: two wants of
+ * worker/images/pull.c against the real blob server in one process: two wants of
  * one image are one round and one fetch; a directory image materializes
  * its files; a blob a VM uses is never evicted (a fetch that cannot fit
  * is refused with the reason), an unused one is; a corrupted cached copy

@@ -1,5 +1,5 @@
 /*
- * Unit test of the worker's resource check arithmetic (worker/resources.c).
+ * Unit test of the worker's resource check arithmetic (worker/os/resources.c).
  */
 #include "test_worker_util.h"
 

@@ -1,5 +1,5 @@
 /*
- * Unit test of TTW01 frame checks and VmSpec validation (worker/wire.c).
+ * Unit test of TTW01 frame checks and VmSpec validation (worker/vm/wire.c).
  */
 #include "test_worker_util.h"
 

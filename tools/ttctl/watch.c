@@ -1,0 +1,196 @@
+/*
+ * watch.c: ttctl watch, the broker's events as they happen.
+ */
+#include "ttctl.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+#define S_OPT(n, k, type, field, lo, hi, m, h)                                                     \
+    {                                                                                              \
+        n, k, offsetof(type, field), lo, hi, m, h, NULL, NULL, false                               \
+    }
+
+static volatile sig_atomic_t s_stop;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+/* Subscribes to the broker's events (PUB) and prints each one until
+ * SIGINT/SIGTERM, --count events, or --timeout ms (after the verb: here it
+ * bounds the whole watch). With --env only that env's events of the
+ * caller's tenant are shown. Exit 0, or 1 when --count was not reached
+ * before --timeout. With --key/--broker-key the SUB socket talks CURVE
+ * like the request socket (the broker's events endpoint takes client keys). */
+/* watch --private: the tenant-private ROUTER stream (TTE01) through
+ * libttclient's ttevents; the broker filters by the key's tenant. */
+static int s_watch_private(ctl_t *ctl, const char *events, const char *env, const char *topic,
+                           long long count, long long timeout)
+{
+    ttclient_t *keys = ctl_client(ctl);
+    ttevents_t *ev_sock = ttevents_new(keys, events, ctl->tenant);
+    const char *topics[1] = {topic};
+    int code = 0;
+    if (!ev_sock || ttevents_subscribe(ev_sock, topics, *topic ? 1 : 0, env, ctl->timeout) != 0) {
+        fprintf(stderr, "ttctl: %s\n",
+                ev_sock ? ttevents_error(ev_sock) : "cannot make the events socket");
+        ttevents_destroy(&ev_sock);
+        ttclient_destroy(&keys);
+        return EXIT_TRANSPORT;
+    }
+    int64_t deadline = timeout ? zclock_mono() + timeout : 0;
+    long long seen = 0;
+    while (!s_stop && (!count || seen < count)) {
+        int wait = 1000;
+        if (deadline) {
+            int64_t left = deadline - zclock_mono();
+            if (left <= 0)
+                break;
+            if (left < wait)
+                wait = (int)left;
+        }
+        Ttfleet__Event *ev = ttevents_recv(ev_sock, wait);
+        if (!ev) {
+            if (*ttevents_error(ev_sock)) {
+                fprintf(stderr, "ttctl: %s\n", ttevents_error(ev_sock));
+                code = EXIT_TRANSPORT;
+                break;
+            }
+            continue;
+        }
+        print_event(stdout, ev, ctl->json);
+        fflush(stdout);
+        seen++;
+        ttfleet__event__free_unpacked(ev, NULL);
+    }
+    if (!code && count && seen < count && !s_stop) {
+        fprintf(stderr, "ttctl: %lld of %lld events before the timeout\n", seen, count);
+        code = EXIT_STATUS;
+    }
+    ttevents_destroy(&ev_sock);
+    ttclient_destroy(&keys);
+    return code;
+}
+
+typedef struct {
+    const char *events, *env, *topic;
+    uint64_t count, timeout;
+    bool private_stream;
+} watch_args_t;
+
+static const ctl_opt_t s_watch_opts[] = {
+    S_OPT("--env", CTL_NAME, watch_args_t, env, 0, 0, "NAME",
+          "only events of env NAME of your tenant"),
+    S_OPT("--topic", CTL_STRING, watch_args_t, topic, 0, 0, "PREFIX",
+          "only topics starting with PREFIX (env., vm., host.)"),
+    S_OPT("--events", CTL_STRING, watch_args_t, events, 0, 0, "EP",
+          "events endpoint (env TTFLEET_EVENTS, default " TTCTL_DEFAULT_EVENTS ")"),
+    S_OPT("--count", CTL_INT, watch_args_t, count, 1, 1000000000, "N",
+          "stop after N events (exit 1 if --timeout comes first)"),
+    S_OPT("--timeout", CTL_MS, watch_args_t, timeout, 1, 86400000ULL * 30, "MS",
+          "stop after MS milliseconds (or 30s, 5m; here: the whole watch)"),
+    S_OPT("--private", CTL_FLAG, watch_args_t, private_stream, 0, 0, NULL,
+          "use the tenant-private stream (TTE01): the broker sends only your\n"
+          "tenant's events (an admin all), filtered on the broker side"),
+    CTL_OPT_END,
+};
+
+static int s_watch(ctl_t *ctl, void *args)
+{
+    watch_args_t *a = args;
+    bool private_stream = a->private_stream;
+    const char *events = a->events ? a->events : ctl->events, *env = a->env;
+    const char *topic = a->topic ? a->topic : "";
+    if (!events || !*events)
+        events = TTCTL_DEFAULT_EVENTS;
+    long long count = (long long)a->count, timeout = (long long)a->timeout;
+    if (!strstr(events, "://"))
+        ctl_usage_error(ctl, "events endpoint '%s' is not a ZeroMQ endpoint such as %s", events,
+                        TTCTL_DEFAULT_EVENTS);
+    if (strlen(topic) > TT_MAX_NAME)
+        ctl_usage_error(ctl, "--topic: at most %d characters", TT_MAX_NAME);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if (private_stream)
+        return s_watch_private(ctl, events, env, topic, count, timeout);
+    zsock_t *sub = zsock_new(ZMQ_SUB);
+    const char *tenant = ctl->tenant;
+    char key_tenant[TT_MAX_NAME + 1] = "";
+    if (sub && ctl->key && *ctl->key) {
+        /* the events socket takes the same client keys as the clients one */
+        ttclient_t *keys = ctl_client(ctl);
+        ttclient_curve_apply(keys, sub);
+        ttclient_destroy(&keys);
+        /* under CURVE the broker knows us by the key's tenant, not --tenant */
+        zcert_t *cert = zcert_load(ctl->key);
+        const char *t = cert ? zcert_meta(cert, "tenant") : NULL;
+        if (t && tt_name_valid(t)) {
+            snprintf(key_tenant, sizeof key_tenant, "%s", t);
+            tenant = key_tenant;
+        }
+        zcert_destroy(&cert);
+    }
+    if (!sub || zsock_connect(sub, "%s", events) != 0) {
+        fprintf(stderr, "ttctl: cannot connect to events endpoint %s\n", events);
+        zsock_destroy(&sub);
+        return EXIT_TRANSPORT;
+    }
+    zsock_set_subscribe(sub, topic);
+    int64_t deadline = timeout ? zclock_mono() + timeout : 0;
+    long long seen = 0;
+    int code = 0;
+    while (!s_stop && (!count || seen < count)) {
+        int wait = 1000;
+        if (deadline) {
+            int64_t left = deadline - zclock_mono();
+            if (left <= 0)
+                break;
+            if (left < wait)
+                wait = (int)left;
+        }
+        zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, wait);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (rc == 0)
+            continue;
+        zmsg_t *msg = zmsg_recv(sub);
+        if (!msg)
+            continue;
+        zframe_t *body = zmsg_size(msg) == 2 ? zmsg_last(msg) : NULL;
+        Ttfleet__Event *ev =
+            body ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
+        if (ev && (!env || (strcmp(ev->env, env) == 0 && strcmp(ev->tenant, tenant) == 0))) {
+            print_event(stdout, ev, ctl->json);
+            fflush(stdout);
+            seen++;
+        }
+        if (ev)
+            ttfleet__event__free_unpacked(ev, NULL);
+        zmsg_destroy(&msg);
+    }
+    if (count && seen < count && !s_stop) {
+        fprintf(stderr, "ttctl: %lld of %lld events before the timeout\n", seen, count);
+        code = EXIT_STATUS;
+    }
+    zsock_destroy(&sub);
+    return code;
+}
+
+const ctl_cmd_t ctl_watch_cmds[] = {
+    {NULL, "watch", NULL, NULL,
+     "Prints the broker's events as they happen, one per line (-o json: one JSON object\n"
+     "per line), until Ctrl-C, N events, or MS milliseconds.\n",
+     s_watch_opts, sizeof(watch_args_t), 0, 0, NULL, s_watch, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL},
+};
