@@ -38,6 +38,7 @@
 #include "broker_schema.h"
 #include "image_ops.h"
 #include "evstream.h"
+#include "ha.h"
 #include "quota.h"
 #include "keys.h"
 #include "dispatch.h"
@@ -59,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define BATCH 512
 
@@ -106,6 +108,10 @@ void broker_config_defaults(broker_config_t *cfg)
     cfg->audit_days = 90;
     cfg->rate = 200;
     cfg->rate_burst = 2000;
+    cfg->ha.election_ms = 1000;
+    cfg->ha.heartbeat_ms = 100;
+    cfg->ha.snapshot_threshold = 1024;
+    cfg->ha.snapshot_trailing = 256;
 }
 
 
@@ -128,6 +134,44 @@ static void s_client_error_body(broker_t *self, zmsg_t *envelope, const char *se
             : NULL;
     const char *rid = req && tt_request_id_valid(req->request_id) ? req->request_id : NULL;
     reply_send(self, envelope, service, NULL, rid, status, message, NULL, false);
+    if (req)
+        ttfleet__request__free_unpacked(req, NULL);
+}
+
+/* A follower serves nobody: NOT_LEADER, with the leader's clients endpoint
+ * in Reply.leader and the message ("" and "no leader" while none is known),
+ * echoing the request id so the client matches it and retries the same id
+ * at the leader. */
+static void s_not_leader(broker_t *self, zmsg_t *envelope, const char *service, zframe_t *body)
+{
+    const ha_member_t *m =
+        self->ha_leader ? ha_config_member(&self->cfg.ha, self->ha_leader) : NULL;
+    char msg[400];
+    if (m)
+        snprintf(msg, sizeof msg, "not the leader: broker %u leads the cluster, at %s", m->id,
+                 m->clients);
+    else
+        snprintf(msg, sizeof msg,
+                 "no leader: this broker (member %u of %d) is not the leader and knows of "
+                 "none (no majority reachable, or an election is running); nothing can be "
+                 "changed until one is elected: retry",
+                 self->cfg.ha.id, self->cfg.ha.n_members);
+    Ttfleet__Request *req =
+        body && zframe_size(body) <= TT_MAX_BODY
+            ? ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body))
+            : NULL;
+    Ttfleet__Reply r = TTFLEET__REPLY__INIT;
+    r.request_id = req && tt_request_id_valid(req->request_id) ? req->request_id : "";
+    r.status = TTFLEET__STATUS__NOT_LEADER;
+    r.message = msg;
+    r.leader = m ? (char *)m->clients : "";
+    size_t n = ttfleet__reply__get_packed_size(&r);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf) {
+        ttfleet__reply__pack(&r, buf);
+        outq_client(self, envelope, service, buf, n, false);
+        free(buf);
+    }
     if (req)
         ttfleet__request__free_unpacked(req, NULL);
 }
@@ -209,6 +253,10 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         snprintf(m, sizeof m, "unknown service '%s': use tt.env, tt.admin or mmi.service",
                  service);
         s_client_error_body(self, envelope, service, body, TTFLEET__STATUS__UNKNOWN_SERVICE, m);
+        goto out;
+    }
+    if (self->ha && !self->ha_serving) {
+        s_not_leader(self, envelope, service, body);
         goto out;
     }
     if (zframe_size(body) > TT_MAX_BODY) {
@@ -534,6 +582,20 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     }
     char path[600];
     snprintf(path, sizeof path, "%s/broker.db", cfg->state_dir);
+    if (cfg->ha.id) {
+        /* with Raft, the log and its snapshots are the truth: broker.db is
+         * rebuilt from them (ha.h), never trusted from an earlier run */
+        const char *sfx[3] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            char f[620];
+            snprintf(f, sizeof f, "%s%s", path, sfx[i]);
+            if (unlink(f) && errno != ENOENT) {
+                snprintf(err, errlen, "cannot remove %s to rebuild it from the Raft log: %s", f,
+                         strerror(errno));
+                goto fail;
+            }
+        }
+    }
     self->store = store_open(path, broker_migrations, broker_migrations_n, err,
                              errlen);
     if (!self->store)
@@ -548,13 +610,15 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     self->quotas = quotas_new(self->store);
     if (!self->admq || !self->quotas || s_admission_load(self, err, errlen))
         goto fail;
-    if (persist_load(self)) {
+    /* a Raft member loads the model when it becomes the leader */
+    if (!cfg->ha.id && persist_load(self)) {
         snprintf(err, errlen, "cannot load %s: %s", path, store_errmsg(self->store));
         goto fail;
     }
-    if (keys_load(self, err, errlen))
+    if (!cfg->ha.id && keys_load(self, err, errlen))
         goto fail;
-    s_recover(self);
+    if (!cfg->ha.id)
+        s_recover(self);
     if (store_commit(self->store) || self->failed) {
         snprintf(err, errlen, "cannot write %s: %s", path, store_errmsg(self->store));
         goto fail;
@@ -619,6 +683,8 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
             goto fail;
         }
     }
+    if (cfg->ha.id && !(self->ha = ha_new(&cfg->ha, path, err, errlen)))
+        goto fail;
     return self;
 fail:
     broker_destroy(&self);
@@ -639,6 +705,7 @@ void broker_destroy(broker_t **self_p)
         else
             outq_drop(self);
     }
+    ha_destroy(&self->ha);
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
@@ -705,6 +772,9 @@ bool broker_end_batch(broker_t *self)
 {
     bool committed = false;
     int64_t t0 = zclock_usecs();
+    bool ship = self->ha && self->ha_serving && (self->dirty || self->failed);
+    if (ship)
+        ha_hold(self->ha); /* no snapshot between this COMMIT and its entry */
     if (self->dirty || self->failed) {
         tt_crash_point("broker.before_commit");
         if (self->failed || store_commit(self->store))
@@ -727,6 +797,10 @@ bool broker_end_batch(broker_t *self)
         self->dirty = false;
         self->failed = false;
     }
+    /* what the batch (or the reload after a failed one) committed becomes
+     * its Raft entry; its output waits for it in s_release */
+    if (ship && ha_ship(self->ha, self->commit_seq))
+        self->ha_broken = true;
     zlistx_purge(self->batch_clients);
     self->batch_no++;
     if (self->pipelined && (committed || zlistx_size(self->outq) > 0)) {
@@ -748,6 +822,12 @@ static int s_release(broker_t *self)
                    store_errmsg(self->store));
         outq_drop_sealed(self);
         return -1;
+    }
+    if (self->ha) {
+        /* durable here and applied by a majority */
+        uint64_t bound = ha_bound(self->ha, self->commit_seq);
+        if (bound < durable)
+            durable = bound;
     }
     bool committed;
     int64_t t0;
@@ -865,16 +945,94 @@ static void s_on_auth(broker_t *self)
     zmsg_destroy(&msg);
 }
 
+/* A follower takes no worker: DISCONNECT, so the worker tries its next
+ * broker endpoint (ttworker --broker EP1,EP2,...). */
+static void s_ha_refuse_worker(broker_t *self, zmsg_t *msg)
+{
+    zframe_t *routing = zmsg_first(msg);
+    if (!routing)
+        return;
+    const ha_member_t *m =
+        self->ha_leader ? ha_config_member(&self->cfg.ha, self->ha_leader) : NULL;
+    if (self->cfg.verbose)
+        zsys_info("ha: a worker is refused: not the leader (the leader's workers endpoint: %s)",
+                  m ? m->workers : "none elected");
+    outq_worker_raw(self, routing, TT_W_DISCONNECT);
+}
+
+/* What the Raft thread said. -1: stop the broker. */
+static int s_ha_events(broker_t *self)
+{
+    ha_event_t ev;
+    while (ha_next(self->ha, &ev)) {
+        switch (ev.kind) {
+        case HA_EV_APPLIED: /* s_release reads ha_bound */
+            break;
+        case HA_EV_LEADER: {
+            /* every earlier entry is applied: load the model as a restart
+             * does (leases that ran out while no leader existed get the
+             * restart grace), record what the reload repairs, serve */
+            self->ha_term = ev.term;
+            self->ha_leader = self->cfg.ha.id;
+            self->started_at = tt_now();
+            self->started_ms = tt_mono_ms();
+            if (ha_session_start(self->ha, store_db(self->store))) {
+                zsys_error("ha: cannot record changes on broker.db (session extension)");
+                return -1;
+            }
+            ha_hold(self->ha);
+            int rc = s_reload(self);
+            if (ha_ship(self->ha, self->commit_seq) || rc) {
+                zsys_error("ha: cannot load the model from broker.db as the new leader");
+                return -1;
+            }
+            self->ha_serving = true;
+            zsys_info("ha: member %u is the leader in term %llu: model loaded (%zu envs, %zu "
+                      "hosts), serving",
+                      self->cfg.ha.id, (unsigned long long)ev.term, zhashx_size(self->envs),
+                      zhashx_size(self->hosts));
+            break;
+        }
+        case HA_EV_FOLLOWER:
+            self->ha_leader = ev.leader_id;
+            if (self->ha_serving) {
+                /* nothing of ours is in flight (else HA_EV_FATAL): the file
+                 * holds what the cluster applied; the new leader serves */
+                self->ha_serving = false;
+                ha_session_stop(self->ha);
+                s_model_clear(self);
+                zsys_warning("ha: member %u is no longer the leader (term %llu); leader now: "
+                             "%u (0 = none)",
+                             self->cfg.ha.id, (unsigned long long)ev.term, ev.leader_id);
+            } else
+                zsys_info("ha: the leader is member %u (0 = none) in term %llu", ev.leader_id,
+                          (unsigned long long)ev.term);
+            break;
+        case HA_EV_FATAL:
+            zsys_error("ha: %s", ev.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int broker_run(broker_t *self)
 {
     s_pipeline_start(self);
     int rc = 0;
+    if (self->ha && !self->pipelined) {
+        zsys_error("ha: Raft needs the commit pipeline (replies wait for their entry), and it "
+                   "did not start: stopping");
+        return -1;
+    }
     /* workers, clients, the syncer's fd (pipelined), the blob server's
-     * pipe, the private events socket, the ZAP handler's pipe: at most six */
-    zmq_pollitem_t items[6] = {
+     * pipe, the private events socket, the ZAP handler's pipe, the Raft
+     * thread's pipe: at most seven */
+    zmq_pollitem_t items[7] = {
         {zsock_resolve(self->workers), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->clients), 0, ZMQ_POLLIN, 0},
         {NULL, store_syncer_fd(self->store), ZMQ_POLLIN, 0},
+        {NULL, 0, ZMQ_POLLIN, 0},
         {NULL, 0, ZMQ_POLLIN, 0},
         {NULL, 0, ZMQ_POLLIN, 0},
         {NULL, 0, ZMQ_POLLIN, 0},
@@ -899,6 +1057,12 @@ int broker_run(broker_t *self)
         items[n_items].events = ZMQ_POLLIN;
         n_items++;
     }
+    if (self->ha) {
+        items[n_items].socket = NULL;
+        items[n_items].fd = ha_fd(self->ha);
+        items[n_items].events = ZMQ_POLLIN;
+        n_items++;
+    }
     while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
@@ -909,6 +1073,10 @@ int broker_run(broker_t *self)
         if (zmq_poll(items, n_items, (long)wait) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
+            break;
+        }
+        if (self->ha && (s_ha_events(self) || self->ha_broken)) {
+            rc = -1;
             break;
         }
         if (self->pipelined && s_release(self)) {
@@ -931,6 +1099,8 @@ int broker_run(broker_t *self)
                 got++;
                 if (socks[s] == self->clients)
                     broker_handle_client(self, &msg);
+                else if (self->ha && !self->ha_serving)
+                    s_ha_refuse_worker(self, msg);
                 else
                     broker_handle_worker(self, &msg);
                 zmsg_destroy(&msg);
@@ -954,7 +1124,8 @@ int broker_run(broker_t *self)
             image_ops_on_blob(self);
         while (self->auth && (zsock_events(self->auth) & ZMQ_POLLIN))
             s_on_auth(self);
-        s_timers(self);
+        if (!self->ha || self->ha_serving)
+            s_timers(self); /* a follower reaps nothing and watches no worker */
         bool committed = broker_end_batch(self);
         if (self->pipelined) {
             if (s_release(self)) {

@@ -71,6 +71,18 @@ static void s_usage(FILE *out)
             "                           own tenant/role metadata (once, after reading them)\n"
             "  --worker-keys DIR        worker public certs allowed to join as hosts\n"
             "  --insecure               allow plain TCP on a non-loopback endpoint\n"
+            "  --raft-id N              broker HA: this broker's member id in the cluster\n"
+            "  --raft-peers LIST        every member's Raft address: 1=HOST:PORT,2=HOST:PORT,...\n"
+            "                           (3 or 5 members; this one included)\n"
+            "  --raft-clients LIST      every member's clients endpoint, as clients reach it:\n"
+            "                           1=tcp://HOST:PORT,... (named in NOT_LEADER replies)\n"
+            "  --raft-workers LIST      every member's workers endpoint, as workers reach it\n"
+            "  --raft-dir DIR           the Raft log and snapshots; with Raft, broker.db is\n"
+            "                           rebuilt from them at every start\n"
+            "  --raft-election-ms N     election timeout (default 1000; heartbeats every\n"
+            "                           tenth of it)\n"
+            "  --raft-snapshot-every N  snapshot broker.db every N entries, 4..10000000 (default\n"
+            "                           1024; N/4 entries are kept behind it)\n"
             "  --verbose                log every error reply and dropped message\n"
             "  --config FILE            read these options from FILE (zconfig: `key = value`\n"
             "                           lines, top level or in a `broker` section; a key is a\n"
@@ -119,7 +131,8 @@ enum {
     O_STATE = 256, O_CLIENTS, O_WORKERS, O_EVENTS, O_ADMIN, O_ENGINE, O_MINSTOP, O_HB,
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
     O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
-    O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS, O_MAXTIMG, O_GCGRACE, O_BLOBRES
+    O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS, O_MAXTIMG, O_GCGRACE, O_BLOBRES, O_RAFTID,
+    O_RAFTPEERS, O_RAFTCLIENTS, O_RAFTWORKERS, O_RAFTDIR, O_RAFTELECT, O_RAFTSNAP
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -140,6 +153,10 @@ static const struct option s_opts[] = {
     {"blob-reserve-mib", 1, 0, O_BLOBRES},
     {"admin-key", 1, 0, O_ADMINKEY},    {"import-client-keys", 0, 0, O_IMPORT},
     {"rate", 1, 0, O_RATE},             {"rate-burst", 1, 0, O_BURST},
+    {"raft-id", 1, 0, O_RAFTID},        {"raft-peers", 1, 0, O_RAFTPEERS},
+    {"raft-clients", 1, 0, O_RAFTCLIENTS}, {"raft-workers", 1, 0, O_RAFTWORKERS},
+    {"raft-dir", 1, 0, O_RAFTDIR},      {"raft-election-ms", 1, 0, O_RAFTELECT},
+    {"raft-snapshot-every", 1, 0, O_RAFTSNAP},
     {0, 0, 0, 0}};
 
 static int s_bool(const char *flag, const char *v, bool *out)
@@ -284,6 +301,34 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
     case O_IMPORT:
         bad = s_bool(flag, val, &cfg->import_client_keys);
         break;
+    case O_RAFTID:
+        bad = s_int(flag, val, 1, 65535, &v);
+        cfg->ha.id = (unsigned)v;
+        break;
+    case O_RAFTPEERS:
+    case O_RAFTCLIENTS:
+    case O_RAFTWORKERS: {
+        char err[300];
+        char what = c == O_RAFTPEERS ? 'r' : c == O_RAFTCLIENTS ? 'c' : 'w';
+        if (ha_config_members(&cfg->ha, val, what, err, sizeof err)) {
+            fprintf(stderr, "ttbroker: %s: %s\n", flag, err);
+            bad = 1;
+        }
+        break;
+    }
+    case O_RAFTDIR:
+        bad = s_str(flag, val, cfg->ha.dir, sizeof cfg->ha.dir);
+        break;
+    case O_RAFTELECT:
+        bad = s_int(flag, val, 100, 60000, &v);
+        cfg->ha.election_ms = (unsigned)v;
+        cfg->ha.heartbeat_ms = (unsigned)v / 10;
+        break;
+    case O_RAFTSNAP:
+        bad = s_int(flag, val, 4, 10000000, &v);
+        cfg->ha.snapshot_threshold = (unsigned)v;
+        cfg->ha.snapshot_trailing = (unsigned)v / 4;
+        break;
     default:
         return -1;
     }
@@ -322,6 +367,36 @@ static int s_config_file(broker_config_t *cfg, const char *path)
         }
     zconfig_destroy(&root);
     return rc;
+}
+
+/* The --raft-* options go together, and the Raft transport has neither
+ * encryption nor authentication: loopback only unless --insecure, and not
+ * with CURVE, whose promise it would break. 0 / -1 (said why). */
+static int s_raft_check(broker_config_t *cfg)
+{
+    ha_config_t *ha = &cfg->ha;
+    if (!ha->id && !ha->dir[0] && ha->n_members == 0)
+        return 0;
+    char err[300];
+    if (ha_config_check(ha, err, sizeof err)) {
+        fprintf(stderr, "ttbroker: %s\n", err);
+        return -1;
+    }
+    if (cfg->curve_secret[0]) {
+        fprintf(stderr, "ttbroker: --raft-* cannot be combined with --curve-secret yet: the "
+                        "Raft transport between brokers is not encrypted\n");
+        return -1;
+    }
+    for (int i = 0; i < ha->n_members; i++)
+        if (strncmp(ha->members[i].raft, "127.", 4) != 0 &&
+            strncmp(ha->members[i].raft, "localhost:", 10) != 0 && !cfg->insecure) {
+            fprintf(stderr, "ttbroker: Raft address %s of member %u is not loopback and the "
+                            "Raft transport has no encryption or authentication: give "
+                            "--insecure to accept that\n",
+                    ha->members[i].raft, ha->members[i].id);
+            return -1;
+        }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -366,6 +441,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ttbroker: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    if (s_raft_check(&cfg))
+        return 2;
     zsys_init();
     zsys_set_logident("ttbroker");
     zsys_catch_interrupts();

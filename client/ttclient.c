@@ -35,10 +35,16 @@
 #include <openssl/evp.h>
 
 /* Pause before asking again about a request the broker says still runs. */
+#define TTCLIENT_MAX_BROKERS 7
+/* Pause before the next broker when one says NOT_LEADER and names none. */
+#define TTCLIENT_NO_LEADER_PAUSE 250
 #define TTCLIENT_IN_PROGRESS_PAUSE 200
 
 struct _ttclient_t {
-    char *endpoint;
+    char *endpoint;                  /* as given: one endpoint or a comma-separated list */
+    char *eps[TTCLIENT_MAX_BROKERS]; /* the list's members (a broker cluster) */
+    int n_eps;
+    int cur; /* the member asked now */
     char *tenant;
     int timeout;   /* ms per attempt */
     int retries;   /* attempts in all */
@@ -90,6 +96,17 @@ ttclient_t *ttclient_new(const char *endpoint, const char *tenant)
         ttclient_destroy(&self);
         return NULL;
     }
+    /* EP1,EP2,...: the members of a broker cluster; none may be empty */
+    for (const char *p = endpoint;; p += strcspn(p, ",") + 1) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || self->n_eps == TTCLIENT_MAX_BROKERS ||
+            !(self->eps[self->n_eps++] = strndup(p, n))) {
+            ttclient_destroy(&self);
+            return NULL;
+        }
+        if (!p[n])
+            break;
+    }
     self->timeout = TTCLIENT_DEFAULT_TIMEOUT;
     self->retries = TTCLIENT_DEFAULT_RETRIES;
     return self;
@@ -109,6 +126,8 @@ void ttclient_destroy(ttclient_t **self_p)
     s_disconnect(self);
     zcert_destroy(&self->cert);
     free(self->endpoint);
+    for (int i = 0; i < self->n_eps; i++)
+        free(self->eps[i]);
     free(self->tenant);
     free(self);
     *self_p = NULL;
@@ -282,8 +301,8 @@ static int s_connect(ttclient_t *self)
     zsock_set_sndtimeo(self->sock, self->timeout);
     ttclient_curve_apply(self, self->sock);
     zsock_t *watch = s_watch_connect(self);
-    if (zsock_connect(self->sock, "%s", self->endpoint) != 0) {
-        s_set_error(self, "cannot connect to '%s': %s", self->endpoint, zmq_strerror(zmq_errno()));
+    if (zsock_connect(self->sock, "%s", self->eps[self->cur]) != 0) {
+        s_set_error(self, "cannot connect to '%s': %s", self->eps[self->cur], zmq_strerror(zmq_errno()));
         if (watch)
             zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
         zsock_destroy(&watch);
@@ -395,13 +414,38 @@ static s_wait_t s_wait(ttclient_t *self, const char *service, const char *want_i
     }
 }
 
+/* After NOT_LEADER: the leader it names when that is one of our endpoints,
+ * else the next endpoint. true when there is somewhere else to ask (a
+ * list, or a leader named); the socket is closed for the new connect. */
+static bool s_follow_leader(ttclient_t *self, const Ttfleet__Reply *reply, bool *named)
+{
+    *named = false;
+    if (self->n_eps < 2)
+        return false;
+    int to = (self->cur + 1) % self->n_eps;
+    for (int i = 0; reply->leader && *reply->leader && i < self->n_eps; i++)
+        if (strcmp(self->eps[i], reply->leader) == 0 && i != self->cur) {
+            to = i;
+            *named = true;
+        }
+    self->cur = to;
+    s_disconnect(self);
+    return true;
+}
+
 /* Sends body to service and waits for the answer, retrying as the header
- * says. Returns 0 with the reply, -1 with self->error set. */
+ * says. With a list of brokers (a cluster), a NOT_LEADER answer sends the
+ * same request, same id, to the leader it names (bounded hops, not counted
+ * as attempts) or, naming none, to the next broker after a pause (counted);
+ * an attempt that times out moves to the next broker too. A retry that
+ * reaches the leader meets the idempotency record of the first, so it gets
+ * the first answer. Returns 0 with the reply, -1 with self->error set. */
 static int s_exchange(ttclient_t *self, const char *service, const void *body, size_t size,
                       const char *want_id, Ttfleet__Reply **reply_p, char *code, size_t len)
 {
     self->dropped[0] = '\0';
     bool in_progress = false;
+    int hops = 0;
     for (int attempt = 1; attempt <= self->retries; attempt++) {
         if (!self->sock && s_connect(self) != 0)
             return -1;
@@ -409,6 +453,22 @@ static int s_exchange(ttclient_t *self, const char *service, const void *body, s
         bool sent = s_send(self, service, body, size) == 0;
         while (sent) {
             s_wait_t rc = s_wait(self, service, want_id, deadline, reply_p, code, len);
+            bool named = false;
+            bool not_leader = rc == S_GOT_REPLY && reply_p && *reply_p &&
+                              (*reply_p)->status == TTFLEET__STATUS__NOT_LEADER;
+            bool names = not_leader && (*reply_p)->leader && *(*reply_p)->leader;
+            if (not_leader && (attempt < self->retries || (names && hops < 2 * self->n_eps)) &&
+                s_follow_leader(self, *reply_p, &named)) {
+                snprintf(self->dropped, sizeof self->dropped, "NOT_LEADER: %.120s",
+                         (*reply_p)->message ? (*reply_p)->message : "");
+                ttfleet__reply__free_unpacked(*reply_p, NULL);
+                *reply_p = NULL;
+                if (named && hops++ < 2 * self->n_eps)
+                    attempt--; /* a redirect, not a failed attempt */
+                else
+                    zclock_sleep(TTCLIENT_NO_LEADER_PAUSE);
+                break;
+            }
             if (rc == S_GOT_REPLY)
                 return 0;
             if (rc == S_FAILED)
@@ -427,7 +487,10 @@ static int s_exchange(ttclient_t *self, const char *service, const void *body, s
             sent = s_send(self, service, body, size) == 0;
         }
         /* No answer on this socket: a fresh one, so nothing late on the old
-         * one can be mistaken for the answer to the next attempt. */
+         * one can be mistaken for the answer to the next attempt; with a
+         * list, on the next broker. */
+        if (self->sock && self->n_eps > 1)
+            self->cur = (self->cur + 1) % self->n_eps;
         s_disconnect(self);
     }
     s_set_error(self, "no reply from %s after %d attempt%s of %d ms%s%s%s", self->endpoint,

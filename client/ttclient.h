@@ -42,9 +42,13 @@ extern "C" {
 typedef struct _ttclient_t ttclient_t;
 
 /* Creates a client for the broker at endpoint (a ZeroMQ endpoint such as
- * "tcp://127.0.0.1:5555") acting as tenant. NULL for either picks the
- * default. Returns NULL if the tenant is not a valid name. The socket is
- * connected on the first call, so a bad endpoint shows in ttclient_error(). */
+ * "tcp://127.0.0.1:5555"; for a broker cluster the members' clients
+ * endpoints, comma-separated, at most 7: a NOT_LEADER reply or no reply sends
+ * the same request, same id, to the leader named or the next one) acting as
+ * tenant. NULL for either picks the default. Returns NULL if the tenant is
+ * not a valid name or the list has an empty member or more than 7. The
+ * socket is connected on the first call, so a bad endpoint shows in
+ * ttclient_error(). */
 ttclient_t *ttclient_new(const char *endpoint, const char *tenant);
 
 /* Destroys the client and its socket; sets *self_p to NULL. */

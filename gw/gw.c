@@ -65,15 +65,19 @@
 #define S_PUBLIC 8u /* no token needed */
 
 /* One TCP connection, from accept to close: the deadline of the request it
- * is receiving. The sweeper shuts down the socket of a connection whose
- * request (headers and body) is not complete request_timeout_ms after the
- * connection opened or its previous answer was sent; the connection's own
- * thread then sees the end of the stream and libmicrohttpd closes it. */
+ * is receiving, and of the answer it is sending. The sweeper shuts down the
+ * socket of a connection whose request (headers and body) is not complete
+ * request_timeout_ms after the connection opened or its previous answer was
+ * sent, or whose answer (an event stream excepted) the client has not taken
+ * request_timeout_ms after it was ready (a slow reader of pipelined answers
+ * would hold the slot for ever); the connection's own thread then sees the
+ * end of the stream and libmicrohttpd closes it. */
 typedef struct s_sock {
     struct s_sock *prev, *next;
     int fd;
     int64_t start_ms;
     bool receiving; /* the current request is not complete yet */
+    bool sending;   /* its answer is ready and not all sent yet (since start_ms) */
     bool cut;       /* the sweeper shut it down */
 } s_sock_t;
 
@@ -1521,8 +1525,9 @@ static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, con
 /* ---- request deadlines ---- */
 
 /* receiving: a new request may start on conn (its clock starts now);
- * otherwise its request is complete (no deadline while it is answered). */
-static void s_sock_mark(gw_t *gw, struct MHD_Connection *conn, bool receiving)
+ * sending: its answer is ready to go (its clock starts now); neither: its
+ * request is complete and being answered (no deadline). */
+static void s_sock_mark(gw_t *gw, struct MHD_Connection *conn, bool receiving, bool sending)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -1531,7 +1536,8 @@ static void s_sock_mark(gw_t *gw, struct MHD_Connection *conn, bool receiving)
         return;
     pthread_mutex_lock(&gw->socks_lock);
     sk->receiving = receiving;
-    if (receiving)
+    sk->sending = sending;
+    if (receiving || sending)
         sk->start_ms = tt_mono_ms();
     pthread_mutex_unlock(&gw->socks_lock);
 }
@@ -1586,7 +1592,8 @@ static void *s_sweeper(void *arg)
         unsigned cut = 0;
         pthread_mutex_lock(&gw->socks_lock);
         for (s_sock_t *sk = gw->socks; sk; sk = sk->next)
-            if (sk->receiving && !sk->cut && now - sk->start_ms > gw->cfg.request_timeout_ms) {
+            if ((sk->receiving || sk->sending) && !sk->cut &&
+                now - sk->start_ms > gw->cfg.request_timeout_ms) {
                 shutdown(sk->fd, SHUT_RDWR);
                 sk->cut = true;
                 cut++;
@@ -1594,9 +1601,8 @@ static void *s_sweeper(void *arg)
         pthread_mutex_unlock(&gw->socks_lock);
         if (cut) {
             metrics_deadline_cut(cut);
-            fprintf(stderr,
-                    "ttgw: closed %u connection(s) that did not send a whole request "
-                    "within %d ms\n",
+            fprintf(stderr, "ttgw: closed %u connection(s) that did not send a whole request "
+                            "or take its answer within %d ms\n",
                     cut, gw->cfg.request_timeout_ms);
         }
     }
@@ -1650,7 +1656,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         return MHD_YES;
     }
     *upload_data_size = 0;
-    s_sock_mark(gw, conn, false);
+    s_sock_mark(gw, conn, false, false);
     s_request_t r = {.conn = conn, .state = st};
     enum MHD_Result ret;
     if (st->too_large)
@@ -1658,6 +1664,10 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
                       gw->cfg.max_body);
     else
         ret = s_dispatch(gw, &r, url, method);
+    /* the answer is queued: the client has request_timeout_ms to take it
+     * (an event stream lasts; --max-streams bounds those) */
+    if (!r.route || r.route->fn != s_events)
+        s_sock_mark(gw, conn, false, true);
     metrics_request(r.route ? r.route->metric : s_unmatched_metric, r.status,
                     (double)(tt_mono_ms() - st->start_ms) / 1000.0);
     return ret;
@@ -1667,7 +1677,7 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                         enum MHD_RequestTerminationCode toe)
 {
     /* the next request on this connection has its own deadline from now */
-    s_sock_mark(cls, conn, true);
+    s_sock_mark(cls, conn, true, false);
     s_conn_t *st = *con_cls;
     if (st) {
         free(st->body);

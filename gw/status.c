@@ -42,6 +42,10 @@ int gw_status_http(int status)
         return 500;
     case TTFLEET__STATUS__UNAVAILABLE:
         return 503;
+    /* a broker cluster's follower: ttgw talks to one broker; until it
+     * follows the leader itself, the caller retries later */
+    case TTFLEET__STATUS__NOT_LEADER:
+        return 503;
     case TTFLEET__STATUS__TOO_LARGE:
         return 413;
     /* admission: a quota does not free itself by waiting, so 403 (not 429);
@@ -101,6 +105,7 @@ int gw_status_retry_after(int status, const char *message)
     case TTFLEET__STATUS__TOO_SOON:
     case TTFLEET__STATUS__NO_CAPACITY:
     case TTFLEET__STATUS__UNAVAILABLE:
+    case TTFLEET__STATUS__NOT_LEADER:
     case TTFLEET__STATUS__QUEUE_FULL:
     case TTFLEET__STATUS__GUEST_UNREACHABLE:
     case TTFLEET__STATUS__IN_PROGRESS:

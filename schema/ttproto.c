@@ -35,6 +35,8 @@ const char *tt_status_name(int status)
         return "QUEUE_CANCELLED";
     case TTFLEET__STATUS__RATE_LIMITED:
         return "RATE_LIMITED";
+    case TTFLEET__STATUS__NOT_LEADER:
+        return "NOT_LEADER";
     default:
         break;
     }

@@ -7,7 +7,8 @@
 # Prometheus text parser and promtool (the prometheus package: the metrics
 # and alert rules linter), Chart.js for the dashboard's charts, Chromium and
 # its DevTools client (websocket), scdoc for the man pages, systemd-analyze,
-# dpkg and lintian for the package tests.
+# dpkg and lintian for the package tests; libyaml for ttctl -o yaml. libraft
+# and libuv are broker HA (broker/ha): C-Raft and its I/O.
 # Runs `apt-get update` once, and only when something is missing, so a second
 # run is fast.
 set -eu
@@ -17,7 +18,7 @@ python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev libyaml-dev
 libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64
 libmicrohttpd-dev python3-pytest python3-setuptools python3-pip python3-yaml python3-jsonschema
 python3-prometheus-client prometheus libjs-chart.js python3-websocket chromium scdoc systemd dpkg
-libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client lintian"
+libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client lintian libraft-dev libuv1-dev"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi
 missing=""
 for p in $PKGS; do

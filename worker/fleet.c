@@ -1636,7 +1636,10 @@ done:
 
 /* One readiness step for vm (see vmready.h): where to probe is the VM's
  * address under nft, else 127.0.0.1 with its public ports and no other
- * (127.0.0.1 is the host's). 1 when its ready changed. */
+ * (127.0.0.1 is the host's). Only QEMU's user networking forwards those
+ * ports; for another engine or --net none nothing of the VM listens on
+ * them (the broker's port may be another program's), so no network probe
+ * dials. 1 when its ready changed. */
 static int s_ready_step(fleet_t *self, const vm_t *vm)
 {
     probe_target_t t;
@@ -1644,6 +1647,7 @@ static int s_ready_step(fleet_t *self, const vm_t *vm)
     bool nft = self->ctx.net == NET_NFT;
     snprintf(t.host, sizeof t.host, "%s", nft ? vm->ip : "127.0.0.1");
     t.mapped_only = !nft;
+    t.unreachable = !nft && !(self->ctx.net == NET_USER && strcmp(vm->engine, "qemu") == 0);
     for (uint32_t i = 0; !nft && i < vm->n_ports && t.n_ports < PROBE_MAP_MAX; i++) {
         t.ports[t.n_ports].guest = (uint16_t)vm->ports[i].guest;
         t.ports[t.n_ports].dial = (uint16_t)vm->ports[i].public_port;

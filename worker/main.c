@@ -93,7 +93,9 @@ static void s_usage(FILE *f)
             "\n"
             "  --state DIR           state directory: worker.db, VM dirs (default\n"
             "                        ttfleet-state/worker)\n"
-            "  --broker EP           broker workers endpoint (default tcp://127.0.0.1:5556)\n"
+            "  --broker EP           broker workers endpoint (default tcp://127.0.0.1:5556); a\n"
+            "                        broker cluster: EP1,EP2,EP3, tried in turn until the\n"
+            "                        leader takes the READY\n"
             "  --host-id ID          host name in the pool (default: the hostname)\n"
             "  --images DIR          images directory (default <state>/images)\n"
             "  --image-cache DIR     cache of catalog images fetched from the broker's blob\n"
@@ -277,9 +279,17 @@ static void s_apply(s_opts_t *o, int c, const char *optarg)
         break;
     case O_BROKER:
         s_copy("--broker", o->broker, sizeof o->broker, optarg);
-        if (strncmp(optarg, "tcp://", 6) && strncmp(optarg, "ipc://", 6) &&
-            strncmp(optarg, "inproc://", 9))
-            s_die("invalid --broker value '%.80s' (want tcp://, ipc:// or inproc://)", optarg);
+        /* one endpoint, or the members of a Raft cluster, comma-separated */
+        for (const char *p = optarg;; p += strcspn(p, ",") + 1) {
+            if ((strncmp(p, "tcp://", 6) && strncmp(p, "ipc://", 6) &&
+                 strncmp(p, "inproc://", 9)) ||
+                strcspn(p, ",") < 7)
+                s_die("invalid --broker value '%.80s' (want tcp://, ipc:// or inproc://, or a "
+                      "comma-separated list of them)",
+                      optarg);
+            if (!p[strcspn(p, ",")])
+                break;
+        }
         break;
     case O_HOST:
         if (!tt_name_valid(optarg))

@@ -7,14 +7,16 @@
 #include "wire.h"
 
 struct session_t {
-    char *endpoint;
+    char *endpoint; /* the broker endpoints, comma-separated */
+    char *current;  /* the one connected now (inside endpoint) */
+    size_t next;    /* offset in endpoint of the one the next connect takes */
     zsock_t *sock;
     int heartbeat_ms;
     int liveness;
     int64_t last_recv; /* monotonic ms */
     int64_t last_send;
-    zcert_t *cert;         /* CURVE: our certificate, NULL for plain TCP */
-    char server_key[41];   /* CURVE: the broker's public key */
+    zcert_t *cert;       /* CURVE: our certificate, NULL for plain TCP */
+    char server_key[41]; /* CURVE: the broker's public key */
 };
 
 void session_set_curve(session_t *self, zcert_t **own_p, const char *server_key)
@@ -48,13 +50,31 @@ void session_destroy(session_t **self_p)
     zsock_destroy(&self->sock);
     zcert_destroy(&self->cert);
     free(self->endpoint);
+    free(self->current);
     free(self);
     *self_p = NULL;
+}
+
+/* The endpoint list in turn, starting over after the last: a broker that
+ * is down or a follower of a Raft cluster (which says DISCONNECT) is left
+ * for the next one. One endpoint: always that one. */
+static const char *s_next_endpoint(session_t *self)
+{
+    free(self->current);
+    const char *start = self->endpoint + self->next;
+    const char *comma = strchr(start, ',');
+    size_t len = comma ? (size_t)(comma - start) : strlen(start);
+    self->current = strndup(start, len);
+    self->next = comma ? (size_t)(comma + 1 - self->endpoint) : 0;
+    return self->current;
 }
 
 int session_connect(session_t *self)
 {
     zsock_destroy(&self->sock);
+    const char *ep = s_next_endpoint(self);
+    if (!ep)
+        return -1;
     self->sock = zsock_new(ZMQ_DEALER);
     if (!self->sock)
         return -1;
@@ -69,8 +89,8 @@ int session_connect(session_t *self)
         zcert_apply(self->cert, self->sock);
         zsock_set_curve_serverkey(self->sock, self->server_key);
     }
-    if (zsock_connect(self->sock, "%s", self->endpoint)) {
-        zsys_error("connect %s failed: %s", self->endpoint, zmq_strerror(zmq_errno()));
+    if (zsock_connect(self->sock, "%s", ep)) {
+        zsys_error("connect %s failed: %s", ep, zmq_strerror(zmq_errno()));
         zsock_destroy(&self->sock);
         return -1;
     }

@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ha.h"
 #include "store.h"
 #include "ttproto.h"
 
@@ -256,6 +257,7 @@ typedef struct {
     uint64_t max_tenant_image; /* blobgc.c: a tenant's private images and open pushes, bytes */
     int64_t blob_gc_grace;   /* blobgc.c: seconds an unused blob is kept (default 3600) */
     uint64_t blob_reserve;   /* image_ops.c: bytes of free space pushes leave on the state fs */
+    ha_config_t ha;          /* broker HA (ha.h); ha.id 0 = a lone broker, no Raft */
 } broker_config_t;
 
 struct broker_t {
@@ -319,6 +321,12 @@ struct broker_t {
     struct blobsrv_t *blobsrv; /* image_ops.c: the blob server (its own thread) */
     zhashx_t *blob_grants;     /* blobgc.c: "tenant\x1fdigest" -> open grant */
     int64_t next_blob_gc_ms;   /* blobgc.c */
+    /* broker HA (broker.c with ha.h); all unused when cfg.ha.id is 0 */
+    struct ha_t *ha;           /* the Raft thread and the leader's changesets */
+    bool ha_serving;           /* this broker leads and has loaded the model */
+    unsigned ha_leader;        /* the leader's member id as last heard, 0 = none */
+    uint64_t ha_term;          /* the Raft term this broker leads in */
+    bool ha_broken;            /* a batch could not be shipped: the loop stops */
 };
 
 /* ---- model.c ---- */

@@ -155,6 +155,22 @@ const char *const broker_migrations[] = {
     "ALTER TABLE vms ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE vms ADD COLUMN image_kind TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE vms ADD COLUMN image_blobs TEXT NOT NULL DEFAULT '';",
+    /* 8: ports get a primary key (the rowid they had, now named), so the
+     * SQLite session extension records their changes: broker HA replicates
+     * each batch as a changeset, and a table without one is left out */
+    "CREATE TABLE ports_pk ("
+    "  id INTEGER PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  public_port INTEGER NOT NULL CHECK (public_port BETWEEN 40000 AND 59999),"
+    "  vm_uid INTEGER NOT NULL REFERENCES vms(uid) ON DELETE CASCADE,"
+    "  guest_port INTEGER NOT NULL CHECK (guest_port BETWEEN 1 AND 65535),"
+    "  UNIQUE (host, public_port),"
+    "  UNIQUE (vm_uid, guest_port));"
+    "INSERT INTO ports_pk (id, host, public_port, vm_uid, guest_port)"
+    "  SELECT rowid, host, public_port, vm_uid, guest_port FROM ports;"
+    "DROP TABLE ports;"
+    "ALTER TABLE ports_pk RENAME TO ports;"
+    "CREATE INDEX ports_vm ON ports(vm_uid);",
 };
 const int broker_migrations_n =
     (int)(sizeof broker_migrations / sizeof *broker_migrations);

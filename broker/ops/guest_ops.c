@@ -135,6 +135,17 @@ static int s_xfers_open(broker_t *self, const char *tenant, const char *host)
     return n;
 }
 
+/* Whether id is a transfer tenant holds open on host (not idle). */
+static bool s_xfer_mine(broker_t *self, const char *tenant, const char *host, const char *id)
+{
+    if (!self->guest_xfers || !s_xfer_id_ok(id))
+        return false;
+    char key[TT_MAX_NAME + TT_EXEC_ID_LEN + 2];
+    snprintf(key, sizeof key, "%s\x1f%s", host, id);
+    const s_xfer_t *x = zhashx_lookup(self->guest_xfers, key);
+    return x && strcmp(x->tenant, tenant) == 0 && tt_mono_ms() - x->last_ms <= GUEST_XFER_IDLE_MS;
+}
+
 /* After a copy chunk's answer: a transfer left open is (re)recorded for
  * its tenant, one that ended or failed is forgotten. */
 static void s_xfer_track(broker_t *self, op_t *op, int status, const Ttfleet__WorkerReply *reply)
@@ -376,9 +387,12 @@ int guest_copy(handler_ctx_t *c)
     bool whole = get ? q->offset == 0 : q->last;
     bool first = !q->transfer_id || !*q->transfer_id;
     /* each copy's start costs a token of the tenant's rate, as an exec does
-     * (its later chunks do not: they are one transfer) */
+     * (its later chunks do not: they are one transfer); so does a chunk
+     * naming a transfer this tenant does not hold open on the VM's host
+     * (made up, or forgotten), which the worker would refuse */
+    bool open = !first && s_xfer_mine(c->self, c->tenant, vm->host->id, q->transfer_id);
     int64_t retry_ms = 0;
-    if (first && !c->admin && !rate_take(c->self, c->tenant, tt_mono_ms(), &retry_ms)) {
+    if (!open && !c->admin && !rate_take(c->self, c->tenant, tt_mono_ms(), &retry_ms)) {
         snprintf(c->msg, sizeof c->msg,
                  "tenant '%s' starts copies and other changing requests faster than %g/s "
                  "(burst %d); retry in %lld ms",

@@ -91,7 +91,7 @@ class Pool:
                        "?, ?, ?)", (uid, env_id, host, vm_id, ip or ttcheck.vm_ip(vm_id), mac,
                                     cpu, mem, disk, state, phase))
         for g, p in ports:
-            self.b.execute("INSERT INTO ports VALUES (?, ?, ?, ?)", (host, p, uid, g))
+            self.b.execute("INSERT INTO ports (host, public_port, vm_uid, guest_port) VALUES (?, ?, ?, ?)", (host, p, uid, g))
         return uid, mac
 
     def wvm(self, host, vm_id, env, state=RUNNING, mac="52:54:00:00:00:01", ports="",
@@ -293,7 +293,7 @@ class TtcheckTest(unittest.TestCase):
     def test_orphan_rows(self):
         p = self.p
         p.bvm(42, "h1", 5, state=STOPPED)
-        p.b.execute("INSERT INTO ports VALUES ('h1', 40009, 777, 22)")
+        p.b.execute("INSERT INTO ports (host, public_port, vm_uid, guest_port) VALUES ('h1', 40009, 777, 22)")
         rc, v = p.check()
         self.assertIn("orphan-row", kinds(v))
         self.assertEqual(kinds(v).count("orphan-row"), 2)

@@ -1001,6 +1001,40 @@ class Slowloris(unittest.TestCase):
             for d in slow:
                 d.close()
 
+    def test_slow_readers_do_not_hold_slots(self):
+        # no token, no reconnect: pipelined requests for a public page on a
+        # tiny receive window, the answers taken a few bytes at a time; the
+        # answer deadline (--request-timeout 2 s) closes them like senders
+        slow = []
+        try:
+            for src in ("127.0.0.7", "127.0.0.8"):
+                for _ in range(8):
+                    s = socket.socket()
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                    s.bind((src, 0))
+                    s.connect(("127.0.0.1", self.gw.port))
+                    s.settimeout(0.2)
+                    s.sendall(b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+                    slow.append(s)
+            t0 = time.monotonic()
+            served = None
+            while served is None and time.monotonic() - t0 < 8:
+                for s in slow:
+                    try:
+                        s.recv(64)
+                    except OSError:
+                        pass
+                try:
+                    if self.valid(timeout=0.5) == 200:
+                        served = time.monotonic() - t0
+                except (OSError, http.client.HTTPException):
+                    pass
+            self.assertIsNotNone(served, "slow readers held every slot past the deadline")
+            self.assertLess(served, 5)
+        finally:
+            for s in slow:
+                s.close()
+
 
 class Hostile(unittest.TestCase):
     """An outsider and a hostile tenant at the HTTP layer: endless bodies,

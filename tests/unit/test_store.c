@@ -99,10 +99,14 @@ int main(void)
                         "mem, disk, state, phase) VALUES (3, 1, 'nohost', 4, '10.10.0.4', "
                         "'52:54:00:00:00:03', 'img', 'process', 1, 1, 1, 1, 'active')") != 0);
     /* public ports: unique per host and in range */
-    CHECK(store_exec(s, "INSERT INTO ports VALUES ('h1', 40000, 1, 22)") == 0);
-    CHECK(store_exec(s, "INSERT INTO ports VALUES ('h1', 40000, 1, 80)") != 0);
-    CHECK(store_exec(s, "INSERT INTO ports VALUES ('h1', 39999, 1, 80)") != 0);
-    CHECK(store_exec(s, "INSERT INTO ports VALUES ('h1', 60000, 1, 80)") != 0);
+    CHECK(store_exec(s, "INSERT INTO ports (host, public_port, vm_uid, guest_port) "
+                        "VALUES ('h1', 40000, 1, 22)") == 0);
+    CHECK(store_exec(s, "INSERT INTO ports (host, public_port, vm_uid, guest_port) "
+                        "VALUES ('h1', 40000, 1, 80)") != 0);
+    CHECK(store_exec(s, "INSERT INTO ports (host, public_port, vm_uid, guest_port) "
+                        "VALUES ('h1', 39999, 1, 80)") != 0);
+    CHECK(store_exec(s, "INSERT INTO ports (host, public_port, vm_uid, guest_port) "
+                        "VALUES ('h1', 60000, 1, 80)") != 0);
     /* deleting the env cascades to its VMs and their ports */
     CHECK(store_exec(s, "DELETE FROM envs WHERE id = 1") == 0);
     CHECK(s_pragma(s, "SELECT count(*) FROM vms") == 0);

@@ -141,18 +141,31 @@ static void s_kill_vm10(void)
  * listener this test holds, answering as an HTTP server would) is never
  * dialled for a guest port the VM does not forward, under the user backend
  * and without one; the VM stays not ready and says why, and no byte of the
- * host service's answer reaches ready_detail. */
-static void s_probe_stays_in_vm(fleet_t *fleet, uint64_t op, uint32_t id, const char *kind)
+ * host service's answer reaches ready_detail. With as_public, the listener's
+ * port is the VM's own public port for guest port 22 (the broker's choice,
+ * which another program or another worker's VM on the machine may hold):
+ * a VM whose engine does not forward its ports there (hollow, process, or
+ * any engine without the user backend) is not dialled there either. */
+static void s_probe_stays_in_vm(fleet_t *fleet, uint64_t op, uint32_t id, const char *kind,
+                                bool as_public)
 {
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sa;
-    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 8) == 0 &&
+    /* a public port is in the worker's range (40000..59999) */
+    for (unsigned i = 0; as_public && i < 500; i++) {
+        sa.sin_port = htons((uint16_t)(40000 + (getpid() * 7 + i * 131) % 20000));
+        if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0)
+            break;
+    }
+    CHECK((as_public || bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0) && listen(lfd, 8) == 0 &&
           getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
     char ready[64];
-    snprintf(ready, sizeof ready, "%s:%u", kind, (unsigned)ntohs(sa.sin_port));
+    snprintf(ready, sizeof ready, "%s:%u", kind, as_public ? 22u : (unsigned)ntohs(sa.sin_port));
     s_spec_t v;
     s_spec(&v, id, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    if (as_public)
+        v.port.public_ = ntohs(sa.sin_port);
     v.spec.cpu = 1;
     v.spec.ready = ready;
     int accepted = 0, ready_seen = 0;
@@ -189,9 +202,10 @@ static void s_probe_stays_in_vm(fleet_t *fleet, uint64_t op, uint32_t id, const 
     }
     CHECK(accepted == 0);
     CHECK(!ready_seen);
-    CHECK(strstr(detail, "not one of this VM's ports") != NULL);
+    const char *why = as_public ? "not forwarded on the host" : "not one of this VM's ports";
+    CHECK(strstr(detail, why) != NULL);
     CHECK(strstr(detail, "host-secret") == NULL);
-    if (accepted || !strstr(detail, "not one of"))
+    if (accepted || !strstr(detail, why))
         fprintf(stderr, "  %s: accepted %d, detail '%s'\n", ready, accepted, detail);
     close(lfd);
     v.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
@@ -396,15 +410,17 @@ int main(void)
     s_spec(&dup[0], 7, "hollow", TTFLEET__VM_STATE__VM_ABSENT);
     CHECK(s_one(fleet, 20, &dup[0], &st) == 0);
 
-    s_probe_stays_in_vm(fleet, 30, 11, "tcp");
-    s_probe_stays_in_vm(fleet, 32, 11, "http");
+    s_probe_stays_in_vm(fleet, 30, 11, "tcp", false);
+    s_probe_stays_in_vm(fleet, 32, 11, "http", false);
+    s_probe_stays_in_vm(fleet, 36, 11, "tcp", true);
     s_cfg.net.kind = NET_USER;
     fleet_destroy(&fleet);
     fleet = fleet_new(&s_cfg, err, sizeof err);
     CHECK(fleet != NULL);
     if (!fleet)
         return s_report("unit.worker.fleet");
-    s_probe_stays_in_vm(fleet, 34, 11, "http");
+    s_probe_stays_in_vm(fleet, 34, 11, "http", false);
+    s_probe_stays_in_vm(fleet, 38, 11, "http", true);
     s_cfg.net.kind = NET_NONE;
 
     /* Expiry: vm 3 expired long ago -> destroyed by the tick with an event. */

@@ -27,7 +27,8 @@
 const char *ctl_global_help =
     "global options (before or after the command words):\n"
     "  --broker EP     broker clients endpoint (env TTFLEET_BROKER, "
-    "default " TTCLIENT_DEFAULT_ENDPOINT ")\n"
+    "default " TTCLIENT_DEFAULT_ENDPOINT "); a broker cluster:\n"
+    "                  EP1,EP2,EP3 (NOT_LEADER is followed, same request id)\n"
     "  --tenant T      tenant to act as (env TTFLEET_TENANT, default " TTCLIENT_DEFAULT_TENANT ")\n"
     "  --key CERT      CURVE: this client's certificate, CERT and CERT_secret as\n"
     "                  'ttctl keygen' writes them (env TTFLEET_KEY)\n"

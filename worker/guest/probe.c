@@ -209,6 +209,13 @@ static void s_connect(probe_t *self, int64_t now)
             s_end_attempt(self, now, why);
             return;
         }
+        if (self->target.unreachable) {
+            s_end_attempt(self, now,
+                          "this VM's ports are not forwarded on the host (only QEMU VMs under "
+                          "--net user, or VMs under --net nft, are reachable): a network probe "
+                          "would reach another program; use console:REGEX, agent or none");
+            return;
+        }
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(dial)};
         if (inet_pton(AF_INET, self->target.host, &sa.sin_addr) != 1) {
             s_end_attempt(self, now, "the VM has no IPv4 address to probe");

@@ -24,7 +24,9 @@
  * the user backend (target->ports, with target->mapped_only set). A probe
  * reaches only the VM: with mapped_only, a guest port that is not one of the
  * VM's forwarded ports is never dialled (the host's own services listen on
- * 127.0.0.1 too); the attempt fails with a reason that says so.
+ * 127.0.0.1 too); the attempt fails with a reason that says so. With
+ * unreachable set (a VM whose engine does not forward its public ports, or
+ * no network backend), no network probe dials anything.
  */
 #ifndef TT_WORKER_PROBE_H
 #define TT_WORKER_PROBE_H
@@ -64,6 +66,7 @@ typedef struct {
         uint16_t guest, dial;
     } ports[PROBE_MAP_MAX]; /* guest port -> port to dial */
     bool mapped_only;       /* unmapped guest ports are refused, not dialled as is */
+    bool unreachable;       /* nothing on the host reaches the VM: network probes refused */
     char console_log[4096];
     char agent_sock[108];
 } probe_target_t;

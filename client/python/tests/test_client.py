@@ -187,7 +187,8 @@ def test_wait_ready(client):
     env = client.wait("rdy-none", ready=True, timeout_s=30)
     assert [vm.ready for vm in env.vms] == [True, True]
     assert all(vm.ready_at > 0 for vm in env.vms)
-    client.env_create("rdy-never", images=["sleeper"], cpu=1, mem_mib=64, ready="tcp:9")
+    client.env_create("rdy-never", images=["sleeper"], cpu=1, mem_mib=64, ports=[9],
+                      ready="tcp:9")
     t0 = time.monotonic()
     with pytest.raises(TimeoutError) as e:
         client.wait("rdy-never", ready=True, timeout_s=2)

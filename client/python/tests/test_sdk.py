@@ -102,7 +102,7 @@ def test_deleted_on_exception_and_failed_wait(client):
     # a readiness probe that never succeeds: the wait times out, the env goes
     t0 = time.monotonic()
     with pytest.raises(TimeoutError) as e:
-        with client.env("sdk-never", ready="tcp:9", timeout="2s", **SMALL):
+        with client.env("sdk-never", ready="tcp:9", ports=[9], timeout="2s", **SMALL):
             pytest.fail("the block ran without a ready env")
     assert 2 <= time.monotonic() - t0 < 20
     assert "0 of 1 VMs ready" in str(e.value)

@@ -77,6 +77,8 @@ STATUS_DOCS: Dict[str, str] = {
     "IMAGE_IN_USE": "image rm of an image a VM uses.",
     "DIGEST_MISMATCH": "Pushed bytes do not hash to the digest given.",
     "INCOMPLETE": "image commit before every blob is on the blob server.",
+    "NOT_LEADER": "A follower of a broker cluster answered; the reply's leader field names "
+                  "the leader's endpoint (retry there with the same request id).",
     "UNAUTHENTICATED": "The CURVE key is not bound by the operator (or was removed since).",
     "RATE_LIMITED": "The tenant sent more changing requests than its rate allows; retry "
                     "later.",

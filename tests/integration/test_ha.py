@@ -1,0 +1,279 @@
+"""Broker HA (broker/ha): three ttbroker processes in one Raft cluster on
+loopback, one hollow ttworker that knows all three, and clients.
+
+What it checks, in one run (the cluster takes a few seconds to form, so the
+steps share it):
+  - a follower answers NOT_LEADER naming the leader's clients endpoint, and
+    takes no worker (the worker's READY lands on the leader);
+  - ttctl with --broker FOLLOWER,...,LEADER follows NOT_LEADER to the leader;
+  - creates acknowledged by the leader are all there after kill -9 of the
+    leader, on the new leader, and on every member's broker.db;
+  - a retry of an acknowledged create with the same request id gets the
+    first answer and makes no second env;
+  - with one member down the cluster serves (the failover's create), and
+    prints the failover time: kill -9 -> first successful create;
+  - with two members down the survivor refuses writes with NOT_LEADER and
+    "no leader", and stays up;
+  - a killed member restarts, rebuilds broker.db from the Raft log (it
+    removes the old file) and the cluster serves again;
+  - a member wiped clean (state and Raft directory) rejoins from a snapshot.
+"""
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+import unittest
+
+import zmq
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import Daemon, binary, free_port, pb2, wait_for  # noqa: E402
+
+ELECTION_MS = 1000
+
+
+class Member:
+    def __init__(self, mid, root):
+        self.id = mid
+        self.raft = "127.0.0.1:%d" % free_port()
+        self.clients = "tcp://127.0.0.1:%d" % free_port()
+        self.workers = "tcp://127.0.0.1:%d" % free_port()
+        self.events = "tcp://127.0.0.1:%d" % free_port()
+        self.state = os.path.join(root, "b%d" % mid)
+        self.raft_dir = os.path.join(root, "raft%d" % mid)
+        self.log = os.path.join(root, "broker%d.log" % mid)
+        self.daemon = None
+
+
+class Ha(unittest.TestCase):
+    def setUp(self):
+        harness.watchdog(170)
+        self.dir = tempfile.mkdtemp(prefix="ttfleet-ha-")
+        self.members = [Member(i, self.dir) for i in (1, 2, 3)]
+        self.worker = None
+        self.ctx = zmq.Context.instance()
+        self.pb = pb2()
+        images = os.path.join(self.dir, "images")
+        os.makedirs(images)
+        with open(os.path.join(images, "sleeper"), "w") as f:
+            f.write("#!/bin/sh\nexec sleep 100000\n")
+        os.chmod(os.path.join(images, "sleeper"), 0o755)
+        try:
+            for m in self.members:
+                self.start_broker(m)
+            wstate = os.path.join(self.dir, "worker")
+            os.makedirs(wstate)
+            self.worker = Daemon("ttworker", [
+                binary("ttworker"), "--state", wstate, "--broker",
+                ",".join(m.workers for m in self.members), "--host-id", "h1",
+                "--images", images, "--cpu", "64", "--mem", "65536", "--disk", "409600",
+                "--engines", "hollow", "--heartbeat-ms", "200"],
+                os.path.join(self.dir, "worker.log"))
+            self.worker.start()
+        except Exception:
+            self.tearDown()
+            raise
+
+    def tearDown(self):
+        failed = any(e for _, e in getattr(self._outcome, "errors", []) if e) or \
+            (hasattr(self._outcome, "result") and not self._outcome.result.wasSuccessful())
+        for d in [self.worker] + [m.daemon for m in self.members]:
+            if d:
+                d.stop(signal.SIGKILL)
+        if failed:
+            for m in self.members:
+                print("---- broker %d\n%s" % (m.id, self.read(m.log)[-4000:]), file=sys.stderr)
+            print("---- worker\n%s" % self.read(os.path.join(self.dir, "worker.log"))[-3000:],
+                  file=sys.stderr)
+        shutil.rmtree(self.dir, True)
+        harness.watchdog(0)
+
+    @staticmethod
+    def read(path):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def start_broker(self, m):
+        peers = ",".join("%d=%s" % (x.id, x.raft) for x in self.members)
+        clients = ",".join("%d=%s" % (x.id, x.clients) for x in self.members)
+        workers = ",".join("%d=%s" % (x.id, x.workers) for x in self.members)
+        m.daemon = Daemon("ttbroker%d" % m.id, [
+            binary("ttbroker"), "--state", m.state, "--clients", m.clients,
+            "--workers", m.workers, "--events", m.events, "--blobs", "none",
+            "--heartbeat-ms", "200", "--raft-id", str(m.id), "--raft-peers", peers,
+            "--raft-clients", clients, "--raft-workers", workers, "--raft-dir", m.raft_dir,
+            "--raft-election-ms", str(ELECTION_MS), "--raft-snapshot-every", "4"], m.log)
+        m.daemon.start()
+
+    # ---- a raw 7/MDP client: the request id is ours to repeat ----
+
+    def call(self, ep, op, body, rid, tenant="t1", timeout=1.0):
+        req = self.pb.Request(request_id=rid, tenant=tenant)
+        getattr(req, op).CopyFrom(body)
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        try:
+            s.connect(ep)
+            s.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+            if not s.poll(int(timeout * 1000)):
+                return None
+            frames = s.recv_multipart()
+            rep = self.pb.Reply()
+            rep.ParseFromString(frames[-1])
+            return rep
+        finally:
+            s.close()
+
+    def create_body(self, name):
+        return self.pb.EnvCreate(name=name, engine="hollow", cpu=1, mem_mib=64, disk_mib=100,
+                                 lifetime=3600,
+                                 images=[self.pb.ImageCount(image="sleeper", dup=1)])
+
+    def env_names(self, ep):
+        r = self.call(ep, "env_list", self.pb.EnvList(), "list-%f" % time.monotonic())
+        if r is None or r.status != self.pb.OK:
+            return None
+        return sorted(e.name for e in r.envs.envs)
+
+    def leader(self, alive):
+        """The member that serves (answers a read with OK), or None."""
+        for m in alive:
+            r = self.call(m.clients, "env_list", self.pb.EnvList(), "probe-%f" % time.monotonic(),
+                          timeout=0.5)
+            if r is not None and r.status == self.pb.OK:
+                return m
+        return None
+
+    def db_envs(self, m):
+        try:
+            con = sqlite3.connect("file:%s?mode=ro" % os.path.join(m.state, "broker.db"),
+                                  uri=True, timeout=5)
+        except sqlite3.Error:
+            return None  # not there yet
+        try:
+            return sorted(r[0] for r in con.execute("SELECT name FROM envs"))
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+
+    def create_until_ok(self, alive, name, rid, timeout):
+        """The same create (same id) to each live member in turn until one
+        answers OK: what a client does through a failover."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            for m in alive:
+                r = self.call(m.clients, "env_create", self.create_body(name), rid, timeout=0.5)
+                if r is not None:
+                    last = (m.id, self.pb.Status.Name(r.status), r.message)
+                    if r.status == self.pb.OK:
+                        return m, r
+            time.sleep(0.05)
+        raise AssertionError("create %s not acknowledged in %.0f s (last: %r)"
+                             % (name, timeout, last))
+
+    def test_failover(self):
+        pb = self.pb
+        lead = wait_for("a leader", lambda: self.leader(self.members), timeout=20)
+        followers = [m for m in self.members if m is not lead]
+        # a follower names the leader
+        r = self.call(followers[0].clients, "env_list", pb.EnvList(), "f-1")
+        self.assertEqual(r.status, pb.NOT_LEADER, r)
+        self.assertEqual(r.leader, lead.clients)
+        self.assertIn(lead.clients, r.message)
+        self.assertEqual(r.request_id, "f-1")
+        # the worker's READY lands on the leader (followers DISCONNECT it)
+        def host_online():
+            r = self.call(lead.clients, "host_list", pb.Empty(), "h-%f" % time.monotonic(),
+                          tenant="admin")
+            return r is not None and r.status == pb.OK and \
+                [h.state for h in r.hosts.hosts] == ["online"]
+        wait_for("h1 online on the leader", host_online, timeout=20)
+
+        # acknowledged creates on the leader
+        acked = {}
+        for i in range(5):
+            rid = "ha-create-%d" % i
+            r = self.call(lead.clients, "env_create", self.create_body("e%d" % i), rid,
+                          timeout=10)
+            self.assertIsNotNone(r)
+            self.assertEqual(r.status, pb.OK, r.message)
+            acked["e%d" % i] = (rid, r.env.vms[0].vm_id)
+        # libttclient follows NOT_LEADER from a follower to the leader
+        eps = ",".join([followers[0].clients, followers[1].clients, lead.clients])
+        import subprocess
+        p = subprocess.run([binary("ttctl"), "--broker", eps, "--tenant", "t1", "--json",
+                            "env", "create", "via-ctl", "--image", "sleeper", "--engine",
+                            "hollow", "--cpu", "1", "--mem", "64", "--disk", "100"],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, TTFLEET_CONFIG=os.devnull))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        names = sorted(list(acked) + ["via-ctl"])
+        self.assertEqual(self.env_names(lead.clients), names)
+
+        # kill -9 the leader; the same create id is retried across the rest
+        lead.daemon.stop(signal.SIGKILL)
+        t0 = time.monotonic()
+        new, r = self.create_until_ok(followers, "after-failover", "ha-after-1", timeout=30)
+        failover = time.monotonic() - t0
+        print("\nha: failover (kill -9 of the leader -> first successful create): %.2f s"
+              % failover, file=sys.stderr)
+        # every acknowledged create survived, none twice
+        self.assertEqual(self.env_names(new.clients), sorted(names + ["after-failover"]))
+        for name, (rid, vm_id) in acked.items():
+            r = self.call(new.clients, "env_create", self.create_body(name), rid, timeout=5)
+            self.assertEqual(r.status, pb.OK, "retry of %s: %s" % (name, r.message))
+            self.assertEqual(r.env.name, name)
+            self.assertEqual(r.env.vms[0].vm_id, vm_id)
+        # a new id for an existing name is a new request: refused, not a 2nd env
+        r = self.call(new.clients, "env_create", self.create_body("e0"), "ha-new-id", timeout=5)
+        self.assertEqual(r.status, pb.ALREADY_EXISTS, r.message)
+        self.assertEqual(len(self.env_names(new.clients)), len(names) + 1)
+        other = [m for m in followers if m is not new][0]
+        wait_for("the follower's broker.db has every env",
+                 lambda: self.db_envs(other) == sorted(names + ["after-failover"]),
+                 timeout=10)
+
+        # two members down: the survivor refuses writes, clearly, and stays up
+        other.daemon.stop(signal.SIGKILL)
+        def no_leader():
+            r = self.call(new.clients, "env_list", pb.EnvList(), "nl-%f" % time.monotonic())
+            return r is not None and r.status == pb.NOT_LEADER and r.leader == ""
+        wait_for("the survivor steps down", no_leader, timeout=5 * ELECTION_MS / 1000.0)
+        r = self.call(new.clients, "env_create", self.create_body("lonely"), "ha-lonely")
+        self.assertEqual(r.status, pb.NOT_LEADER)
+        self.assertIn("no leader", r.message)
+        self.assertTrue(new.daemon.running(), "the survivor exited:\n" + self.read(new.log))
+
+        # the first leader comes back: it rebuilds broker.db from the Raft log
+        self.start_broker(lead)
+        m, r = self.create_until_ok([new, lead], "back", "ha-back-1", timeout=30)
+        final = sorted(names + ["after-failover", "back"])
+        self.assertEqual(self.env_names(m.clients), final)
+        wait_for("the restarted member's broker.db has every env",
+                 lambda: self.db_envs(lead) == final, timeout=10)
+        self.assertNotIn("lonely", self.env_names(m.clients))
+
+        # a member wiped clean (state and Raft log) rejoins: the leader's log
+        # was compacted behind its snapshots (every 4 entries), so it catches
+        # up from a snapshot of broker.db
+        other.daemon.stop(signal.SIGKILL)
+        shutil.rmtree(other.state)
+        shutil.rmtree(other.raft_dir)
+        self.start_broker(other)
+        wait_for("the wiped member's broker.db has every env",
+                 lambda: self.db_envs(other) == final, timeout=20)
+        self.assertIn("installed a snapshot", self.read(other.log))
+        self.assertTrue(all(x.daemon.running() for x in self.members))
+
+
+if __name__ == "__main__":
+    unittest.main()
