@@ -27,11 +27,12 @@
 #include "gw.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,14 +55,14 @@
 #define S_SSE_BLOCK 8192
 #define S_SCRAPE_CACHE_MS 2000
 #define S_SCRAPE_MAX_ENVS 500
-#define S_MAX_DRAIN 4      /* times max_body of a too large body read to its end */
-#define S_SWEEP_MS 200     /* how often request deadlines are checked */
+#define S_MAX_DRAIN 4  /* times max_body of a too large body read to its end */
+#define S_SWEEP_MS 200 /* how often request deadlines are checked */
 
 /* route flags */
-#define S_ADMIN 1u        /* needs the admin role */
-#define S_BODY 2u         /* takes a JSON body (optional unless S_NEED_BODY) */
+#define S_ADMIN 1u /* needs the admin role */
+#define S_BODY 2u  /* takes a JSON body (optional unless S_NEED_BODY) */
 #define S_NEED_BODY 4u
-#define S_PUBLIC 8u       /* no token needed */
+#define S_PUBLIC 8u /* no token needed */
 
 /* One TCP connection, from accept to close: the deadline of the request it
  * is receiving, and of the answer it is sending. The sweeper shuts down the
@@ -87,6 +88,11 @@ struct _gw_t {
     s_sock_t *socks;
     pthread_t sweeper;
     bool sweeper_started;
+    zsock_t *events_sub; /* the recorder's SUB on cfg.events */
+    pthread_t sampler;
+    bool sampler_started;
+    pthread_t recorder;
+    bool recorder_started;
     atomic_bool sweeper_stop;
 };
 
@@ -94,7 +100,7 @@ typedef struct {
     char *body;
     size_t len;
     bool too_large;
-    size_t drained;         /* bytes of a too large body read and dropped */
+    size_t drained; /* bytes of a too large body read and dropped */
     int64_t start_ms;
 } s_conn_t;
 
@@ -103,16 +109,16 @@ typedef enum MHD_Result (*s_handler_fn)(gw_t *gw, s_request_t *r);
 
 typedef struct {
     const char *method;
-    const char *path;       /* segments; "*" matches one segment */
-    const char *name;       /* metrics label; also the op (Request field) */
-    const char *op;         /* NULL: a special handler */
+    const char *path; /* segments; "*" matches one segment */
+    const char *name; /* metrics label; also the op (Request field) */
+    const char *op;   /* NULL: a special handler */
     const char *service;
     unsigned flags;
     const char *params[TT_OP_MAX_PARAMS]; /* op fields the "*" segments fill, in order */
     const char *query[TT_OP_MAX_QUERY];   /* op fields the query string may set */
     int ok_status;
     s_handler_fn fn;
-    int metric;             /* index from metrics_route() */
+    int metric; /* index from metrics_route() */
 } s_route_t;
 
 struct s_request {
@@ -123,8 +129,8 @@ struct s_request {
     int n_segments;
     char tenant[TT_MAX_NAME + 1];
     char role[16];
-    int status;             /* HTTP status sent */
-    int retry_after;        /* seconds for Retry-After; 0: 1 s on 429/503; -1: none */
+    int status;      /* HTTP status sent */
+    int retry_after; /* seconds for Retry-After; 0: 1 s on 429/503; -1: none */
 };
 
 static enum MHD_Result s_api(gw_t *gw, s_request_t *r);
@@ -132,11 +138,13 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_static(gw_t *gw, s_request_t *r);
 static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r);
+static enum MHD_Result s_dashboard(gw_t *gw, s_request_t *r);
 
 /* The routes: one per operation of the registry (schema/ops.def) that has
  * a REST route, built from its row, then the gateway's own. */
 static const s_route_t s_own_routes[] = {
     {"GET", "/v1/whoami", "whoami", NULL, NULL, 0, {0}, {0}, 200, s_whoami, 0},
+    {"GET", "/v1/dashboard", "dashboard_state", NULL, NULL, 0, {0}, {0}, 200, s_dashboard, 0},
     {"GET", "/v1/events", "events", NULL, NULL, 0, {0}, {"topic", "env"}, 200, s_events, 0},
     {"GET", "/metrics", "metrics", NULL, NULL, S_PUBLIC, {0}, {0}, 200, s_metrics, 0},
     {"GET", "/", "dashboard", NULL, NULL, S_PUBLIC, {0}, {"token"}, 200, s_static, 0},
@@ -154,8 +162,8 @@ static void s_routes_build(void)
         if (!op->method)
             continue;
         s_route_t *rt = &s_routes[n++];
-        *rt = (s_route_t){op->method, op->path, op->field, op->field, op->service, 0,
-                          {0}, {0}, op->ok_status, s_api, 0};
+        *rt = (s_route_t){op->method, op->path,      op->field, op->field, op->service, 0, {0},
+                          {0},        op->ok_status, s_api,     0};
         if (op->flags & TT_OPF_ADMIN)
             rt->flags |= S_ADMIN;
         if (op->flags & TT_OPF_BODY)
@@ -313,7 +321,8 @@ static enum MHD_Result s_query_arg(void *cls, enum MHD_ValueKind kind, const cha
     }
     if (!q->obj || !q->desc)
         return MHD_YES;
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(q->desc, key);
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(q->desc, key);
     json_t *v;
     if (f && f->type == PROTOBUF_C_TYPE_BOOL) {
         if (!value || strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
@@ -370,8 +379,8 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     json_t *obj;
     if (r->state->len > 0) {
         if (!(rt->flags & S_BODY))
-            return s_error(r, 400, "BAD_REQUEST", NULL, "%s %s takes no request body",
-                           rt->method, rt->path);
+            return s_error(r, 400, "BAD_REQUEST", NULL, "%s %s takes no request body", rt->method,
+                           rt->path);
         const char *type = s_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (type && strncasecmp(type, "application/json", 16) != 0)
             return s_error(r, 415, "UNSUPPORTED_MEDIA_TYPE", NULL,
@@ -457,7 +466,8 @@ static enum MHD_Result s_api(gw_t *gw, s_request_t *r)
     }
     Ttfleet__Reply *reply = NULL;
     char err[600];
-    int rc = s_call(gw, tenant, tenant == gw->cfg.admin_tenant, rt->service, rt->op, op, idem, &reply, err, sizeof err);
+    int rc = s_call(gw, tenant, tenant == gw->cfg.admin_tenant, rt->service, rt->op, op, idem,
+                    &reply, err, sizeof err);
     quota_give(QUOTA_REQUESTS, r->tenant);
     pbjson_arena_destroy(&arena);
     if (rc != 0)
@@ -507,69 +517,198 @@ static enum MHD_Result s_whoami(gw_t *gw, s_request_t *r)
     char bad[200];
     if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
         return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
-    return s_send_json(r, 200, json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role),
-                       NULL);
+    return s_send_json(r, 200, json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role), NULL);
 }
 
 /* ---- Server-Sent Events ---- */
 
+/* The event log: one subscriber thread (s_recorder) takes every event from
+ * the broker's PUB endpoint, gives it the next id and keeps it in a ring of
+ * at most cfg.event_log_max events no older than cfg.event_log_age_s; each
+ * stream reads the ring from its own position, so a client that reconnects
+ * with Last-Event-ID gets what it missed. Ids start at the unix time in ms
+ * x 1000 when ttgw starts, so a restarted ttgw's ids are above the ones the
+ * last one gave, and a Last-Event-ID it never gave is told apart. */
+typedef struct {
+    uint64_t id;
+    int64_t at_ms; /* tt_mono_ms() when it arrived */
+    char tenant[TT_MAX_NAME + 1];
+    char env[TT_MAX_NAME + 1];
+    char *topic;
+    char *block; /* "event: ...\ndata: ...\n\n" */
+} s_logged_t;
+
+static pthread_mutex_t s_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t s_log_cond;
+static s_logged_t *s_evlog;                   /* ring of s_log_cap */
+static size_t s_log_cap, s_log_head, s_log_n; /* head: oldest */
+static uint64_t s_log_next_id;                /* the id the next event gets */
+
+static void s_logged_free(s_logged_t *e)
+{
+    free(e->topic);
+    free(e->block);
+    e->topic = e->block = NULL;
+}
+
+/* Drops events past the age bound (under s_log_lock). */
+static void s_log_expire(const gw_t *gw, int64_t now_ms)
+{
+    while (s_log_n &&
+           now_ms - s_evlog[s_log_head].at_ms > (int64_t)gw->cfg.event_log_age_s * 1000) {
+        s_logged_free(&s_evlog[s_log_head]);
+        s_log_head = (s_log_head + 1) % s_log_cap;
+        s_log_n--;
+    }
+}
+
+/* The oldest id the log still holds (the next one when it is empty). */
+static uint64_t s_log_first_id(void)
+{
+    return s_log_n ? s_evlog[s_log_head].id : s_log_next_id;
+}
+
+static void s_log_add(gw_t *gw, const char *topic, Ttfleet__Event *ev)
+{
+    json_t *j = pbjson_encode(&ev->base);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    const char *kind = ev->kind && *ev->kind ? ev->kind : "event";
+    size_t blen = text ? strlen(kind) + strlen(text) + 32 : 0;
+    char *block = text ? malloc(blen) : NULL;
+    if (block)
+        snprintf(block, blen, "event: %s\ndata: %s\n\n", kind, text);
+    free(text);
+    char *t = strdup(topic);
+    if (!block || !t || strlen(block) > S_SSE_BLOCK - 64) {
+        free(block);
+        free(t);
+        return;
+    }
+    pthread_mutex_lock(&s_log_lock);
+    int64_t now = tt_mono_ms();
+    s_log_expire(gw, now);
+    if (s_log_n == s_log_cap) {
+        s_logged_free(&s_evlog[s_log_head]);
+        s_log_head = (s_log_head + 1) % s_log_cap;
+        s_log_n--;
+    }
+    s_logged_t *e = &s_evlog[(s_log_head + s_log_n) % s_log_cap];
+    e->id = s_log_next_id++;
+    e->at_ms = now;
+    snprintf(e->tenant, sizeof e->tenant, "%s", ev->tenant ? ev->tenant : "");
+    snprintf(e->env, sizeof e->env, "%s", ev->env ? ev->env : "");
+    e->topic = t;
+    e->block = block;
+    s_log_n++;
+    pthread_cond_broadcast(&s_log_cond);
+    pthread_mutex_unlock(&s_log_lock);
+}
+
+/* The recorder thread: subscribes to every event (with the gateway's key
+ * when CURVE is on) until the gateway stops. */
+static void *s_recorder(void *arg)
+{
+    gw_t *gw = arg;
+    while (!atomic_load(&s_stopping)) {
+        zmq_pollitem_t item = {zsock_resolve(gw->events_sub), 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&item, 1, 500);
+        if (n > 0) {
+            zmsg_t *msg = zmsg_recv(gw->events_sub);
+            if (!msg)
+                continue;
+            zframe_t *topic = zmsg_first(msg), *body = zmsg_next(msg);
+            Ttfleet__Event *ev =
+                topic && body && zframe_size(topic) <= TT_MAX_NAME
+                    ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body))
+                    : NULL;
+            if (ev) {
+                char t[TT_MAX_NAME + 1];
+                memcpy(t, zframe_data(topic), zframe_size(topic));
+                t[zframe_size(topic)] = '\0';
+                s_log_add(gw, t, ev);
+                ttfleet__event__free_unpacked(ev, NULL);
+            }
+            zmsg_destroy(&msg);
+        }
+        pthread_mutex_lock(&s_log_lock);
+        s_log_expire(gw, tt_mono_ms());
+        pthread_mutex_unlock(&s_log_lock);
+    }
+    return NULL;
+}
+
 typedef struct {
     gw_t *gw;
-    zsock_t *sub;
     char tenant[TT_MAX_NAME + 1];
     bool admin;
     char env[TT_MAX_NAME + 1];
+    char topic[TT_MAX_NAME + 1];
+    uint64_t next; /* the id of the next event to look at */
+    bool gap;      /* Last-Event-ID older than the log: say so first */
+    uint64_t gap_from;
     char buf[S_SSE_BLOCK];
     size_t len, off;
 } s_stream_t;
 
-/* Formats the next event this stream may see into st->buf, or a comment
- * line after the keepalive interval; returns false when the gateway stops. */
+static bool s_stream_sees(const s_stream_t *st, const s_logged_t *e)
+{
+    if (!st->admin && (!e->tenant[0] || strcmp(e->tenant, st->tenant) != 0))
+        return false;
+    if (st->env[0] && strcmp(e->env, st->env) != 0)
+        return false;
+    return strncmp(e->topic, st->topic, strlen(st->topic)) == 0;
+}
+
+/* Formats the next event this stream may see into st->buf (with its id),
+ * or a comment line after the keepalive interval; returns false when the
+ * gateway stops. */
 static bool s_stream_next(s_stream_t *st)
 {
-    int waited = 0;
+    int64_t start = tt_mono_ms();
+    pthread_mutex_lock(&s_log_lock);
+    if (st->gap) {
+        st->gap = false;
+        st->len = (size_t)snprintf(
+            st->buf, sizeof st->buf,
+            "event: gap\ndata: {\"last_event_id\":\"%llu\",\"oldest_event_id\":\"%llu\"}\n\n",
+            (unsigned long long)st->gap_from, (unsigned long long)s_log_first_id());
+        st->off = 0;
+        pthread_mutex_unlock(&s_log_lock);
+        return true;
+    }
     while (!atomic_load(&s_stopping)) {
-        zmq_pollitem_t item = {zsock_resolve(st->sub), 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&item, 1, 500);
-        if (n > 0) {
-            zmsg_t *msg = zmsg_recv(st->sub);
-            if (!msg)
-                continue;
-            zframe_t *topic = zmsg_first(msg), *body = zmsg_next(msg);
-            Ttfleet__Event *ev = body ? ttfleet__event__unpack(NULL, zframe_size(body),
-                                                               zframe_data(body))
-                                      : NULL;
-            bool show = ev && topic && (st->admin || (ev->tenant && strcmp(ev->tenant, st->tenant) == 0));
-            if (show && st->env[0] && (!ev->env || strcmp(ev->env, st->env) != 0))
-                show = false;
-            if (show) {
-                json_t *j = pbjson_encode(&ev->base);
-                char *text = json_dumps(j, JSON_COMPACT);
-                json_decref(j);
-                int len = text ? snprintf(st->buf, sizeof st->buf, "event: %s\ndata: %s\n\n",
-                                          ev->kind && *ev->kind ? ev->kind : "event", text)
-                               : -1;
-                free(text);
-                if (len > 0 && (size_t)len < sizeof st->buf) {
-                    st->len = (size_t)len;
-                    st->off = 0;
-                }
-            }
-            if (ev)
-                ttfleet__event__free_unpacked(ev, NULL);
-            zmsg_destroy(&msg);
-            if (st->len)
+        uint64_t first = s_log_first_id();
+        if (st->next < first)
+            st->next = first; /* evicted while this stream was slow */
+        while (st->next < s_log_next_id) {
+            const s_logged_t *e = &s_evlog[(s_log_head + (st->next - first)) % s_log_cap];
+            st->next++;
+            if (s_stream_sees(st, e)) {
+                st->len = (size_t)snprintf(st->buf, sizeof st->buf, "id: %llu\n%s",
+                                           (unsigned long long)e->id, e->block);
+                st->off = 0;
+                pthread_mutex_unlock(&s_log_lock);
                 return true;
-            continue;
+            }
         }
-        waited += 500;
-        if (waited >= st->gw->cfg.sse_keepalive_ms) {
+        if (tt_mono_ms() - start >= st->gw->cfg.sse_keepalive_ms) {
+            pthread_mutex_unlock(&s_log_lock);
             st->len = (size_t)snprintf(st->buf, sizeof st->buf, ": keepalive %lld\n\n",
                                        (long long)tt_now());
             st->off = 0;
             return true;
         }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 500 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s_log_cond, &s_log_lock, &until);
     }
+    pthread_mutex_unlock(&s_log_lock);
     return false;
 }
 
@@ -592,7 +731,6 @@ static ssize_t s_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void s_stream_free(void *cls)
 {
     s_stream_t *st = cls;
-    zsock_destroy(&st->sub);
     quota_give(QUOTA_STREAMS, st->tenant);
     free(st);
     atomic_fetch_sub(&s_streams, 1);
@@ -617,9 +755,24 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
     const char *topic = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "topic");
     const char *env = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "env");
     if (topic && !s_topic_valid(topic))
-        return s_error(r, 400, "BAD_REQUEST", NULL, "topic must be a prefix such as env. or vm.state");
+        return s_error(r, 400, "BAD_REQUEST", NULL,
+                       "topic must be a prefix such as env. or vm.state");
     if (env && !tt_name_valid(env))
         return s_error(r, 400, "BAD_REQUEST", NULL, "env must be an env name");
+    /* Last-Event-ID: the id of the last event the client got (a browser's
+     * EventSource sends it when it reconnects) */
+    const char *last_h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    uint64_t last = 0;
+    bool have_last = last_h && *last_h;
+    if (have_last) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(last_h, &end, 10);
+        if (*last_h < '0' || *last_h > '9' || *end || errno || strlen(last_h) > 20)
+            return s_error(r, 400, "BAD_REQUEST", NULL,
+                           "Last-Event-ID must be the decimal id of an event this gateway sent");
+        last = v;
+    }
     if (quota_take(QUOTA_STREAMS, r->tenant, gw->cfg.max_tenant_streams) != 0)
         return s_error(r, 429, "TOO_MANY_STREAMS", NULL,
                        "tenant %s has %u event streams open already", r->tenant,
@@ -631,38 +784,34 @@ static enum MHD_Result s_events(gw_t *gw, s_request_t *r)
                        gw->cfg.max_streams);
     }
     s_stream_t *st = calloc(1, sizeof *st);
-    char err[300] = "out of memory";
-    ttclient_t *keys = st ? s_client(gw, r->tenant, err, sizeof err) : NULL;
-    if (st)
-        snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);
-    if (keys) {
-        st->gw = gw;
-        st->sub = zsock_new(ZMQ_SUB);
-        if (st->sub) {
-            ttclient_curve_apply(keys, st->sub);
-            zsock_set_subscribe(st->sub, topic ? topic : "");
-            zsock_set_rcvhwm(st->sub, 10000);
-            if (zsock_connect(st->sub, "%s", gw->cfg.events) != 0)
-                zsock_destroy(&st->sub);
-        }
-        ttclient_destroy(&keys);
-    }
-    if (!st || !st->sub) {
-        if (st && !st->sub)
-            snprintf(err, sizeof err, "cannot connect to the broker's events endpoint");
-        free(st);
+    if (!st) {
         atomic_fetch_sub(&s_streams, 1);
         quota_give(QUOTA_STREAMS, r->tenant);
-        return s_error(r, 502, "EVENTS_UNAVAILABLE", NULL, "%s", err);
+        return s_error(r, 500, "INTERNAL", NULL, "out of memory");
     }
+    st->gw = gw;
     snprintf(st->tenant, sizeof st->tenant, "%s", r->tenant);
     st->admin = strcmp(r->role, "admin") == 0;
     snprintf(st->env, sizeof st->env, "%s", env ? env : "");
+    snprintf(st->topic, sizeof st->topic, "%s", topic ? topic : "");
+    pthread_mutex_lock(&s_log_lock);
+    st->next = s_log_next_id;
+    if (have_last) {
+        if (last >= s_log_first_id() - 1 && last < s_log_next_id) {
+            st->next = last + 1;
+        } else {
+            /* older than the log holds, or not an id this ttgw gave (an
+             * earlier ttgw's): what is missing cannot be replayed */
+            st->gap = true;
+            st->gap_from = last;
+            st->next = last < s_log_next_id ? s_log_first_id() : s_log_next_id;
+        }
+    }
+    pthread_mutex_unlock(&s_log_lock);
     /* the first block goes out at once, so the client sees the headers */
     st->len = (size_t)snprintf(st->buf, sizeof st->buf, "retry: 2000\n: connected\n\n");
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, S_SSE_BLOCK, s_stream_read, st,
-                                          s_stream_free);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, S_SSE_BLOCK,
+                                                                  s_stream_read, st, s_stream_free);
     if (!resp) {
         s_stream_free(st);
         return MHD_NO;
@@ -736,11 +885,11 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
     char err[300];
     Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
     Ttfleet__Reply *rep = NULL;
-    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "broker_stats", &empty.base, NULL,
-               &rep, err, sizeof err) != 0)
+    if (s_call(gw, gw->cfg.admin_tenant, true, "tt.admin", "broker_stats", &empty.base, NULL, &rep,
+               err, sizeof err) != 0)
         return;
-    if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_BROKER_STATS &&
-        rep->broker_stats) {
+    if (rep->status == TTFLEET__STATUS__OK &&
+        rep->result_case == TTFLEET__REPLY__RESULT_BROKER_STATS && rep->broker_stats) {
         Ttfleet__BrokerStats *st = rep->broker_stats;
         fprintf(f, "# HELP ttfleet_broker_commit_latency_seconds Group commit: COMMIT begun to "
                    "durable (fsync done).\n# TYPE ttfleet_broker_commit_latency_seconds "
@@ -776,9 +925,10 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
             s_label(f, st->requests_total[i]->status);
             fprintf(f, "\"} %llu\n", (unsigned long long)st->requests_total[i]->count);
         }
-        fprintf(f, "# HELP ttfleet_broker_commit_queue_depth Committed batches waiting for "
-                   "their fsync.\n# TYPE ttfleet_broker_commit_queue_depth gauge\n"
-                   "ttfleet_broker_commit_queue_depth %llu\n",
+        fprintf(f,
+                "# HELP ttfleet_broker_commit_queue_depth Committed batches waiting for "
+                "their fsync.\n# TYPE ttfleet_broker_commit_queue_depth gauge\n"
+                "ttfleet_broker_commit_queue_depth %llu\n",
                 (unsigned long long)st->queue_depth);
     }
     ttclient_reply_destroy(&rep);
@@ -789,10 +939,22 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
                sizeof err) != 0)
         return;
     if (rep->status == TTFLEET__STATUS__OK && rep->result_case == TTFLEET__REPLY__RESULT_QUEUE &&
-        rep->queue)
-        fprintf(f, "# HELP ttfleet_queue_depth Creates waiting in the admission queue.\n"
-                   "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %u\n",
-                rep->queue->total);
+        rep->queue) {
+        /* how long the longest-waiting create of those listed has waited */
+        int64_t now = (int64_t)time(NULL), oldest = now;
+        for (size_t i = 0; i < rep->queue->n_entries; i++)
+            if (rep->queue->entries[i]->enqueued_at > 0 &&
+                rep->queue->entries[i]->enqueued_at < oldest)
+                oldest = rep->queue->entries[i]->enqueued_at;
+        fprintf(f,
+                "# HELP ttfleet_queue_depth Creates waiting in the admission queue.\n"
+                "# TYPE ttfleet_queue_depth gauge\nttfleet_queue_depth %u\n"
+                "# HELP ttfleet_queue_oldest_wait_seconds How long the create waiting longest "
+                "in the admission queue has waited (0: none waits).\n"
+                "# TYPE ttfleet_queue_oldest_wait_seconds gauge\n"
+                "ttfleet_queue_oldest_wait_seconds %lld\n",
+                rep->queue->total, (long long)(now - oldest));
+    }
     ttclient_reply_destroy(&rep);
 }
 
@@ -809,27 +971,32 @@ static void s_write_pool(gw_t *gw, FILE *f)
     bool up = s_call(gw, admin, true, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
                      sizeof err) == 0;
     if (up)
-        s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err, sizeof err);
+        s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err,
+               sizeof err);
     if (up)
         s_call(gw, admin, true, "tt.admin", "env_list", &all.base, NULL, &envs, err, sizeof err);
-    fprintf(f, "# HELP ttfleet_broker_up 1 if the broker answered this scrape.\n"
-               "# TYPE ttfleet_broker_up gauge\nttfleet_broker_up %d\n", up ? 1 : 0);
+    fprintf(f,
+            "# HELP ttfleet_broker_up 1 if the broker answered this scrape.\n"
+            "# TYPE ttfleet_broker_up gauge\nttfleet_broker_up %d\n",
+            up ? 1 : 0);
+    double ratio[3] = {1, 1, 1};
     if (pool && pool->status == TTFLEET__STATUS__OK && pool->pool) {
         Ttfleet__PoolStatus *p = pool->pool;
-        fprintf(f, "# HELP ttfleet_pool_cpu CPUs of online hosts, total and used.\n"
-                   "# TYPE ttfleet_pool_cpu gauge\n"
-                   "ttfleet_pool_cpu{kind=\"total\"} %u\nttfleet_pool_cpu{kind=\"used\"} %u\n"
-                   "# HELP ttfleet_pool_mem_mib Memory of online hosts in MiB.\n"
-                   "# TYPE ttfleet_pool_mem_mib gauge\n"
-                   "ttfleet_pool_mem_mib{kind=\"total\"} %llu\nttfleet_pool_mem_mib{kind=\"used\"} %llu\n"
-                   "# HELP ttfleet_pool_disk_mib Disk of online hosts in MiB.\n"
-                   "# TYPE ttfleet_pool_disk_mib gauge\n"
-                   "ttfleet_pool_disk_mib{kind=\"total\"} %llu\nttfleet_pool_disk_mib{kind=\"used\"} %llu\n"
-                   "# HELP ttfleet_broker_started_seconds When the broker started (unix time).\n"
-                   "# TYPE ttfleet_broker_started_seconds gauge\nttfleet_broker_started_seconds %lld\n",
-                p->cpu_total, p->cpu_used, (unsigned long long)p->mem_total,
-                (unsigned long long)p->mem_used, (unsigned long long)p->disk_total,
-                (unsigned long long)p->disk_used, (long long)p->started_at);
+        const double got[3] = {p->cpu_overcommit, p->mem_overcommit, p->disk_overcommit};
+        for (int k = 0; k < 3; k++)
+            if (isfinite(got[k]) && got[k] > 0)
+                ratio[k] = got[k];
+        fprintf(f,
+                "# HELP ttfleet_broker_start_time_seconds When the broker started, unix time.\n"
+                "# TYPE ttfleet_broker_start_time_seconds gauge\n"
+                "ttfleet_broker_start_time_seconds %lld\n"
+                "# HELP ttfleet_pool_overcommit_ratio A host takes VMs up to its capacity "
+                "times this ratio, by resource.\n"
+                "# TYPE ttfleet_pool_overcommit_ratio gauge\n"
+                "ttfleet_pool_overcommit_ratio{resource=\"cpu\"} %g\n"
+                "ttfleet_pool_overcommit_ratio{resource=\"memory\"} %g\n"
+                "ttfleet_pool_overcommit_ratio{resource=\"disk\"} %g\n",
+                (long long)p->started_at, ratio[0], ratio[1], ratio[2]);
     }
     if (hosts && hosts->status == TTFLEET__STATUS__OK && hosts->hosts) {
         Ttfleet__HostInfoList *l = hosts->hosts;
@@ -844,27 +1011,51 @@ static void s_write_pool(gw_t *gw, FILE *f)
         unsigned draining = 0;
         for (size_t i = 0; i < l->n_hosts; i++)
             draining += l->hosts[i]->draining;
-        fprintf(f, "# HELP ttfleet_hosts_draining Hosts that take no new placements.\n"
-                   "# TYPE ttfleet_hosts_draining gauge\nttfleet_hosts_draining %u\n", draining);
-        static const char *res[][2] = {{"cpu", "CPUs"}, {"mem_mib", "memory in MiB"},
-                                       {"disk_mib", "disk in MiB"}};
+        fprintf(f,
+                "# HELP ttfleet_hosts_draining Hosts that take no new placements.\n"
+                "# TYPE ttfleet_hosts_draining gauge\nttfleet_hosts_draining %u\n",
+                draining);
+        /* capacity, allocatable (capacity x the overcommit ratio, what the
+         * scheduler places against) and allocated, per host and summed over
+         * the online hosts; memory and disk in bytes */
+        static const char *res[3][2] = {
+            {"cpus", "CPUs"}, {"memory_bytes", "Memory in bytes"}, {"disk_bytes", "Disk in bytes"}};
+        static const char *what[3][2] = {
+            {"capacity", "the host's capacity"},
+            {"allocatable", "capacity times the overcommit ratio, what VMs may take"},
+            {"allocated", "taken by the VMs placed"}};
         for (size_t k = 0; k < 3; k++)
-            for (size_t u = 0; u < 2; u++) {
-                const char *kind = u ? "used" : "total";
-                fprintf(f, "# HELP ttfleet_host_%s_%s %s of a host, %s.\n"
-                           "# TYPE ttfleet_host_%s_%s gauge\n",
-                        res[k][0], kind, res[k][1], kind, res[k][0], kind);
+            for (size_t w = 0; w < 3; w++) {
+                double sum = 0;
+                fprintf(f,
+                        "# HELP ttfleet_host_%s_%s %s of a host: %s.\n"
+                        "# TYPE ttfleet_host_%s_%s gauge\n",
+                        what[w][0], res[k][0], res[k][1], what[w][1], what[w][0], res[k][0]);
                 for (size_t i = 0; i < l->n_hosts; i++) {
                     Ttfleet__HostInfo *h = l->hosts[i];
-                    unsigned long long v = k == 0 ? (u ? h->cpu_used : h->cpu_total)
-                                         : k == 1 ? (u ? h->mem_used : h->mem_total)
-                                                  : (u ? h->disk_used : h->disk_total);
-                    fprintf(f, "ttfleet_host_%s_%s{host=\"", res[k][0], kind);
+                    double cap = k == 0   ? h->cpu_total
+                                 : k == 1 ? (double)h->mem_total * 1048576.0
+                                          : (double)h->disk_total * 1048576.0;
+                    double used = k == 0   ? h->cpu_used
+                                  : k == 1 ? (double)h->mem_used * 1048576.0
+                                           : (double)h->disk_used * 1048576.0;
+                    /* the broker's floor(total x ratio), in the unit it counts in */
+                    double unit = k == 0 ? 1 : 1048576.0;
+                    double v = w == 0 ? cap : w == 1 ? floor(cap / unit * ratio[k]) * unit : used;
+                    fprintf(f, "ttfleet_host_%s_%s{host=\"", what[w][0], res[k][0]);
                     s_label(f, h->id);
-                    fprintf(f, "\"} %llu\n", v);
+                    fprintf(f, "\"} %.0f\n", v);
+                    if (strcmp(h->state, "online") == 0)
+                        sum += v;
                 }
+                fprintf(f,
+                        "# HELP ttfleet_pool_%s_%s %s of the online hosts, summed: %s.\n"
+                        "# TYPE ttfleet_pool_%s_%s gauge\nttfleet_pool_%s_%s %.0f\n",
+                        what[w][0], res[k][0], res[k][1], what[w][1], what[w][0], res[k][0],
+                        what[w][0], res[k][0], sum);
             }
-        fprintf(f, "# HELP ttfleet_host_vms VMs placed on a host.\n# TYPE ttfleet_host_vms gauge\n");
+        fprintf(f,
+                "# HELP ttfleet_host_vms VMs placed on a host.\n# TYPE ttfleet_host_vms gauge\n");
         for (size_t i = 0; i < l->n_hosts; i++) {
             fputs("ttfleet_host_vms{host=\"", f);
             s_label(f, l->hosts[i]->id);
@@ -884,8 +1075,8 @@ static void s_write_pool(gw_t *gw, FILE *f)
     }
     if (envs && envs->status == TTFLEET__STATUS__OK && envs->envs) {
         Ttfleet__EnvInfoList *l = envs->envs;
-        static const char *states[] = {"creating", "running", "stopped", "paused", "degraded",
-                                       "deleting"};
+        static const char *states[] = {"creating", "running",  "stopped",
+                                       "paused",   "degraded", "deleting"};
         fprintf(f, "# HELP ttfleet_envs Envs by state.\n# TYPE ttfleet_envs gauge\n");
         for (size_t s = 0; s < 6; s++) {
             unsigned n = 0;
@@ -906,8 +1097,8 @@ static void s_write_pool(gw_t *gw, FILE *f)
             Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
             ref.name = l->envs[i]->name;
             Ttfleet__Reply *show = NULL;
-            if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show, err,
-                       sizeof err) != 0)
+            if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show,
+                       err, sizeof err) != 0)
                 continue;
             if (show->status == TTFLEET__STATUS__OK && show->env)
                 for (size_t v = 0; v < show->env->n_vms; v++) {
@@ -970,6 +1161,7 @@ static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r)
         if (s_scrape_text)
             fwrite(s_scrape_text, 1, s_scrape_len, f);
         metrics_write_gateway(f);
+        metrics_write_process(f, TTFLEET_VERSION);
         fclose(f);
     }
     pthread_mutex_unlock(&s_scrape_lock);
@@ -977,6 +1169,224 @@ static enum MHD_Result s_metrics(gw_t *gw, s_request_t *r)
         return MHD_NO;
     return s_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len,
                   MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+/* ---- the pool's history (the dashboard's charts) ---- */
+
+/* One sample every cfg.history_interval_s, the last S_HIST_MAX kept: the
+ * pool's allocated and allocatable CPUs and memory, envs and VMs by state,
+ * the admission queue. Read from the broker by s_sampler, a thread of its
+ * own, as the admin tenant. */
+#define S_HIST_MAX 2160
+#define S_ENV_STATES 7
+#define S_VM_STATES 8
+static const char *s_env_states[S_ENV_STATES] = {"creating", "running",  "stopped", "paused",
+                                                 "degraded", "deleting", "queued"};
+typedef struct {
+    int64_t t;
+    double cpu_used, cpu_alloc, mem_used, mem_alloc; /* CPUs; bytes */
+    unsigned envs[S_ENV_STATES];
+    unsigned vms[S_VM_STATES]; /* by tt_vm_state_name of the VmState value */
+    unsigned queue;
+} s_sample_t;
+
+static pthread_mutex_t s_hist_lock = PTHREAD_MUTEX_INITIALIZER;
+static s_sample_t s_hist[S_HIST_MAX];
+static size_t s_hist_head, s_hist_n;
+
+static bool s_sample(gw_t *gw, s_sample_t *out)
+{
+    char err[300];
+    const char *admin = gw->cfg.admin_tenant;
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Reply *pool = NULL, *hosts = NULL, *envs = NULL, *q = NULL;
+    memset(out, 0, sizeof *out);
+    out->t = tt_now();
+    if (s_call(gw, admin, true, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
+               sizeof err) != 0)
+        return false;
+    double ratio[2] = {1, 1};
+    if (pool->status == TTFLEET__STATUS__OK && pool->pool) {
+        if (pool->pool->cpu_overcommit > 0)
+            ratio[0] = pool->pool->cpu_overcommit;
+        if (pool->pool->mem_overcommit > 0)
+            ratio[1] = pool->pool->mem_overcommit;
+    }
+    ttclient_reply_destroy(&pool);
+    if (s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err,
+               sizeof err) == 0 &&
+        hosts->status == TTFLEET__STATUS__OK && hosts->hosts)
+        for (size_t i = 0; i < hosts->hosts->n_hosts; i++) {
+            Ttfleet__HostInfo *h = hosts->hosts->hosts[i];
+            if (strcmp(h->state, "online") != 0)
+                continue;
+            out->cpu_used += h->cpu_used;
+            out->cpu_alloc += floor(h->cpu_total * ratio[0]);
+            out->mem_used += (double)h->mem_used * 1048576.0;
+            out->mem_alloc += floor((double)h->mem_total * ratio[1]) * 1048576.0;
+        }
+    ttclient_reply_destroy(&hosts);
+    Ttfleet__EnvList all = TTFLEET__ENV_LIST__INIT;
+    all.all = true;
+    if (s_call(gw, admin, true, "tt.admin", "env_list", &all.base, NULL, &envs, err, sizeof err) ==
+            0 &&
+        envs->status == TTFLEET__STATUS__OK && envs->envs) {
+        Ttfleet__EnvInfoList *l = envs->envs;
+        for (size_t i = 0; i < l->n_envs; i++)
+            for (int k = 0; k < S_ENV_STATES; k++)
+                if (strcmp(l->envs[i]->state, s_env_states[k]) == 0)
+                    out->envs[k]++;
+        size_t limit = l->n_envs < S_SCRAPE_MAX_ENVS ? l->n_envs : S_SCRAPE_MAX_ENVS;
+        for (size_t i = 0; i < limit; i++) {
+            if (strcmp(l->envs[i]->state, "queued") == 0)
+                continue;
+            Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+            ref.name = l->envs[i]->name;
+            Ttfleet__Reply *show = NULL;
+            if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show,
+                       err, sizeof err) != 0)
+                continue;
+            if (show->status == TTFLEET__STATUS__OK && show->env)
+                for (size_t v = 0; v < show->env->n_vms; v++)
+                    if ((unsigned)show->env->vms[v]->state < S_VM_STATES)
+                        out->vms[show->env->vms[v]->state]++;
+            ttclient_reply_destroy(&show);
+        }
+    }
+    ttclient_reply_destroy(&envs);
+    Ttfleet__QueueList ql = TTFLEET__QUEUE_LIST__INIT;
+    ql.all = true;
+    if (s_call(gw, admin, true, "tt.admin", "queue_list", &ql.base, NULL, &q, err, sizeof err) ==
+            0 &&
+        q->status == TTFLEET__STATUS__OK && q->queue)
+        out->queue = q->queue->total;
+    ttclient_reply_destroy(&q);
+    return true;
+}
+
+static void *s_sampler(void *arg)
+{
+    gw_t *gw = arg;
+    int64_t next = tt_mono_ms();
+    while (!atomic_load(&s_stopping)) {
+        if (tt_mono_ms() < next) {
+            usleep(100 * 1000);
+            continue;
+        }
+        next += (int64_t)gw->cfg.history_interval_s * 1000;
+        s_sample_t smp;
+        if (!s_sample(gw, &smp))
+            continue; /* the broker did not answer: a gap in the charts */
+        pthread_mutex_lock(&s_hist_lock);
+        if (s_hist_n == S_HIST_MAX) {
+            s_hist_head = (s_hist_head + 1) % S_HIST_MAX;
+            s_hist_n--;
+        }
+        s_hist[(s_hist_head + s_hist_n) % S_HIST_MAX] = smp;
+        s_hist_n++;
+        pthread_mutex_unlock(&s_hist_lock);
+    }
+    return NULL;
+}
+
+static json_t *s_history_json(gw_t *gw)
+{
+    json_t *t = json_array(), *cu = json_array(), *ca = json_array(), *mu = json_array(),
+           *ma = json_array(), *qd = json_array(), *envs = json_object(), *vms = json_object();
+    json_t *es[S_ENV_STATES], *vs[S_VM_STATES];
+    for (int k = 0; k < S_ENV_STATES; k++) {
+        es[k] = json_array();
+        json_object_set_new(envs, s_env_states[k], es[k]);
+    }
+    for (int k = 0; k < S_VM_STATES; k++) {
+        vs[k] = json_array();
+        json_object_set_new(vms, tt_vm_state_name(k), vs[k]);
+    }
+    pthread_mutex_lock(&s_hist_lock);
+    for (size_t i = 0; i < s_hist_n; i++) {
+        const s_sample_t *x = &s_hist[(s_hist_head + i) % S_HIST_MAX];
+        json_array_append_new(t, json_integer(x->t));
+        json_array_append_new(cu, json_real(x->cpu_used));
+        json_array_append_new(ca, json_real(x->cpu_alloc));
+        json_array_append_new(mu, json_real(x->mem_used));
+        json_array_append_new(ma, json_real(x->mem_alloc));
+        json_array_append_new(qd, json_integer(x->queue));
+        for (int k = 0; k < S_ENV_STATES; k++)
+            json_array_append_new(es[k], json_integer(x->envs[k]));
+        for (int k = 0; k < S_VM_STATES; k++)
+            json_array_append_new(vs[k], json_integer(x->vms[k]));
+    }
+    pthread_mutex_unlock(&s_hist_lock);
+    return json_pack("{s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "interval_s",
+                     gw->cfg.history_interval_s, "t", t, "cpu_used", cu, "cpu_allocatable", ca,
+                     "mem_used_bytes", mu, "mem_allocatable_bytes", ma, "queue", qd, "envs", envs,
+                     "vms", vms);
+}
+
+/* GET /v1/dashboard: everything the dashboard shows, in one answer: who
+ * the token is, the envs it may list with their VMs (an admin: every
+ * tenant's), and for an admin the pool (status with the overcommit ratios,
+ * hosts) and its history. */
+static enum MHD_Result s_dashboard(gw_t *gw, s_request_t *r)
+{
+    char bad[200], err[300];
+    if (s_query(r, NULL, NULL, bad, sizeof bad) != 0)
+        return s_error(r, 400, "BAD_REQUEST", NULL, "%s", bad);
+    bool admin = strcmp(r->role, "admin") == 0;
+    json_t *out = json_pack("{s:s,s:s}", "tenant", r->tenant, "role", r->role);
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Reply *rep = NULL;
+    if (admin) {
+        const char *calls[2] = {"pool_status", "host_list"};
+        const char *keys[2] = {"pool", "hosts"};
+        for (int k = 0; k < 2; k++) {
+            if (s_call(gw, r->tenant, true, "tt.admin", calls[k], &empty.base, NULL, &rep, err,
+                       sizeof err) != 0) {
+                json_decref(out);
+                return s_error(r, 504, "BROKER_TIMEOUT", NULL, "%s", err);
+            }
+            if (rep->status == TTFLEET__STATUS__OK) {
+                json_t *j = pbjson_encode(&rep->base);
+                json_t *v = json_object_get(j, keys[k]);
+                if (v && k == 1) /* a HostInfoList: its array */
+                    v = json_object_get(v, "hosts");
+                if (v)
+                    json_object_set(out, keys[k], v);
+                json_decref(j);
+            }
+            ttclient_reply_destroy(&rep);
+        }
+        json_object_set_new(out, "history", s_history_json(gw));
+    }
+    Ttfleet__EnvList list = TTFLEET__ENV_LIST__INIT;
+    list.all = admin;
+    if (s_call(gw, r->tenant, admin, "tt.env", "env_list", &list.base, NULL, &rep, err,
+               sizeof err) != 0) {
+        json_decref(out);
+        return s_error(r, 504, "BROKER_TIMEOUT", NULL, "%s", err);
+    }
+    json_t *envs = json_array();
+    if (rep->status == TTFLEET__STATUS__OK && rep->envs) {
+        Ttfleet__EnvInfoList *l = rep->envs;
+        size_t limit = l->n_envs < S_SCRAPE_MAX_ENVS ? l->n_envs : S_SCRAPE_MAX_ENVS;
+        for (size_t i = 0; i < l->n_envs; i++) {
+            Ttfleet__Reply *show = NULL;
+            Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+            ref.name = l->envs[i]->name;
+            /* with its VMs (env_show as the env's tenant), up to the bound */
+            if (i < limit && strcmp(l->envs[i]->state, "queued") != 0 &&
+                s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show,
+                       err, sizeof err) == 0 &&
+                show->status == TTFLEET__STATUS__OK && show->env)
+                json_array_append_new(envs, pbjson_encode(&show->env->base));
+            else
+                json_array_append_new(envs, pbjson_encode(&l->envs[i]->base));
+            ttclient_reply_destroy(&show);
+        }
+    }
+    ttclient_reply_destroy(&rep);
+    json_object_set_new(out, "envs", envs);
+    return s_send_json(r, 200, out, NULL);
 }
 
 /* ---- dashboard ---- */
@@ -1002,8 +1412,9 @@ static enum MHD_Result s_static(gw_t *gw, s_request_t *r)
                 return MHD_NO;
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, dashboard_files[i].type);
             MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-            MHD_add_response_header(resp, "Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+            MHD_add_response_header(
+                resp, "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
             MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
             /* /?token=T must not stay in a cache keyed by that URL */
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
@@ -1029,7 +1440,8 @@ static bool s_match(const char *pattern, char **segments, int n)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (k >= n)
             return false;
-        if (!(len == 1 && *p == '*') && (strlen(segments[k]) != len || strncmp(p, segments[k], len) != 0))
+        if (!(len == 1 && *p == '*') &&
+            (strlen(segments[k]) != len || strncmp(p, segments[k], len) != 0))
             return false;
         k++;
         p += len;
@@ -1075,8 +1487,8 @@ static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, con
         if (rt->fn == s_static && r->n_segments == 1 && !s_static_known(r->segments[0]))
             continue;
         /* HEAD only where a GET is cheap and ends: static files, metrics */
-        bool get_like = strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0 &&
-                        (rt->flags & S_PUBLIC);
+        bool get_like =
+            strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0 && (rt->flags & S_PUBLIC);
         if (strcmp(rt->method, method) != 0 && !get_like) {
             if (!strstr(allow, rt->method))
                 snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
@@ -1209,8 +1621,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
             return MHD_NO;
         st->start_ms = tt_mono_ms();
         *con_cls = st;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > gw->cfg.max_body)
             st->too_large = true;
         else
@@ -1296,6 +1708,54 @@ static void s_log(void *cls, const char *fmt, va_list ap)
     vfprintf(stderr, fmt, ap);
 }
 
+/* The event log and its recorder thread. */
+static int s_recorder_start(gw_t *self, char *err, size_t errlen)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s_log_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    s_log_cap = self->cfg.event_log_max;
+    s_evlog = calloc(s_log_cap, sizeof *s_evlog);
+    s_log_head = s_log_n = 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    s_log_next_id = ((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000) * 1000;
+    if (!s_evlog) {
+        snprintf(err, errlen, "out of memory for the event log");
+        return -1;
+    }
+    ttclient_t *keys = s_client(self, self->cfg.admin_tenant, err, errlen);
+    if (!keys)
+        return -1;
+    self->events_sub = zsock_new(ZMQ_SUB);
+    if (self->events_sub) {
+        ttclient_curve_apply(keys, self->events_sub);
+        zsock_set_subscribe(self->events_sub, "");
+        zsock_set_rcvhwm(self->events_sub, 100000);
+        if (zsock_connect(self->events_sub, "%s", self->cfg.events) != 0)
+            zsock_destroy(&self->events_sub);
+    }
+    ttclient_destroy(&keys);
+    if (!self->events_sub) {
+        snprintf(err, errlen, "cannot connect to the broker's events endpoint %s",
+                 self->cfg.events);
+        return -1;
+    }
+    if (pthread_create(&self->recorder, NULL, s_recorder, self) != 0) {
+        snprintf(err, errlen, "cannot start the event recorder thread");
+        return -1;
+    }
+    self->recorder_started = true;
+    if (pthread_create(&self->sampler, NULL, s_sampler, self) != 0) {
+        snprintf(err, errlen, "cannot start the history sampler thread");
+        return -1;
+    }
+    self->sampler_started = true;
+    return 0;
+}
+
 gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *tls_cert,
                const char *tls_key, char *err, size_t errlen)
 {
@@ -1317,8 +1777,8 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
     pthread_mutex_init(&self->socks_lock, NULL);
     atomic_store(&self->sweeper_stop, false);
     atomic_store(&s_stopping, false);
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (tls_cert)
         flags |= MHD_USE_TLS;
     struct MHD_OptionItem opts[] = {
@@ -1335,9 +1795,9 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         {MHD_OPTION_END, 0, NULL},
     };
     /* the logger first, so that no message goes to libmicrohttpd's own */
-    self->daemon = MHD_start_daemon(flags, 0, NULL, NULL, s_access, self,
-                                    MHD_OPTION_EXTERNAL_LOGGER, s_log, NULL, MHD_OPTION_ARRAY,
-                                    opts, MHD_OPTION_END);
+    self->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER, s_log,
+                         NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!self->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or bad TLS files?)", host, port);
         pthread_mutex_destroy(&self->socks_lock);
@@ -1352,6 +1812,10 @@ gw_t *gw_start(const gw_config_t *cfg, const char *host, int port, const char *t
         return NULL;
     }
     self->sweeper_started = true;
+    if (s_recorder_start(self, err, errlen) != 0) {
+        gw_stop(&self);
+        return NULL;
+    }
     return self;
 }
 
@@ -1370,7 +1834,25 @@ void gw_stop(gw_t **self_p)
     atomic_store(&self->sweeper_stop, true);
     if (self->sweeper_started)
         pthread_join(self->sweeper, NULL);
+    pthread_mutex_lock(&s_log_lock);
+    pthread_cond_broadcast(&s_log_cond);
+    pthread_mutex_unlock(&s_log_lock);
     MHD_stop_daemon(self->daemon);
+    if (self->recorder_started)
+        pthread_join(self->recorder, NULL);
+    if (self->sampler_started)
+        pthread_join(self->sampler, NULL);
+    pthread_mutex_lock(&s_hist_lock);
+    s_hist_head = s_hist_n = 0;
+    pthread_mutex_unlock(&s_hist_lock);
+    zsock_destroy(&self->events_sub);
+    pthread_mutex_lock(&s_log_lock);
+    for (size_t i = 0; i < s_log_n; i++)
+        s_logged_free(&s_evlog[(s_log_head + i) % s_log_cap]);
+    free(s_evlog);
+    s_evlog = NULL;
+    s_log_n = s_log_head = s_log_cap = 0;
+    pthread_mutex_unlock(&s_log_lock);
     pthread_mutex_destroy(&self->socks_lock);
     pthread_mutex_lock(&s_scrape_lock);
     free(s_scrape_text);

@@ -21,21 +21,25 @@
 #include "tokens.h"
 
 typedef struct {
-    const char *broker;        /* clients endpoint */
-    const char *events;        /* events (PUB) endpoint */
-    const char *key;           /* CURVE: our certificate (NULL: plain TCP) */
-    const char *broker_key;    /* CURVE: the broker's public certificate */
-    const char *admin_tenant;  /* tenant the broker treats as admin (no CURVE) */
-    int timeout_ms;            /* per attempt */
+    const char *broker;       /* clients endpoint */
+    const char *events;       /* events (PUB) endpoint */
+    const char *key;          /* CURVE: our certificate (NULL: plain TCP) */
+    const char *broker_key;   /* CURVE: the broker's public certificate */
+    const char *admin_tenant; /* tenant the broker treats as admin (no CURVE) */
+    int timeout_ms;           /* per attempt */
     int retries;
-    size_t max_body;           /* bytes of one request body */
+    size_t max_body; /* bytes of one request body */
     unsigned max_conns;
-    unsigned max_conns_per_ip; /* connections from one address */
-    int request_timeout_ms;    /* headers and body of one request must arrive within */
-    unsigned max_streams;      /* concurrent /v1/events streams */
+    unsigned max_conns_per_ip;   /* connections from one address */
+    int request_timeout_ms;      /* headers and body of one request must arrive within */
+    unsigned max_streams;        /* concurrent /v1/events streams */
     unsigned max_tenant_streams; /* ... of one tenant */
-    unsigned max_inflight;     /* API requests of one tenant waiting on the broker */
+    unsigned max_inflight;       /* API requests of one tenant waiting on the broker */
     int sse_keepalive_ms;
+    unsigned event_log_max; /* events kept for Last-Event-ID replay */
+    unsigned event_log_age_s;
+    unsigned history_interval_s;
+    /* the dashboard's charts: a sample every ... */ /* ... and for at most this long */
     tokens_t *tokens;
 } gw_config_t;
 

@@ -33,43 +33,47 @@ static void s_on_signal(int sig)
 static void s_usage(FILE *out)
 {
     fprintf(out,
-"usage: ttgw --tokens FILE [options]\n"
-"\n"
-"HTTP gateway of ttfleet: a REST API over the broker's tt.env and tt.admin\n"
-"services, live events as Server-Sent Events, Prometheus metrics and a web\n"
-"dashboard. See docs/GATEWAY.md and docs/openapi.yaml.\n"
-"\n"
-"  --broker EP        broker clients endpoint (default " TTCLIENT_DEFAULT_ENDPOINT ")\n"
-"  --events EP        broker events endpoint (default tcp://127.0.0.1:5557)\n"
-"  --listen HOST:PORT address to serve HTTP on (default 127.0.0.1:8080; port 0\n"
-"                     picks a free one, printed at start)\n"
-"  --tokens FILE      bearer tokens, one `TOKEN TENANT ROLE` per line (role user\n"
-"                     or admin; a user line may not name the admin tenant);\n"
-"                     re-read when it changes\n"
-"  --key CERT         CURVE: the gateway's certificate (CERT and CERT_secret, from\n"
-"                     `ttctl keygen`)\n"
-"  --broker-key CERT  CURVE: the broker's public certificate\n"
-"  --admin-tenant T   tenant the broker treats as admin without CURVE, used for\n"
-"                     admin-role requests and /metrics (default admin)\n"
-"  --timeout MS       broker reply timeout per attempt (default 10000)\n"
-"  --retries N        attempts per request, same request id (default 3)\n"
-"  --max-body BYTES   largest request body (default 1048576)\n"
-"  --max-conns N      concurrent HTTP connections (default 64)\n"
-"  --max-conns-per-ip N  connections from one address (default half of\n"
-"                     --max-conns; behind a proxy every client has its address)\n"
-"  --request-timeout S  a request's headers and body must arrive within S\n"
-"                     seconds of its connection opening or the previous\n"
-"                     answer, or the connection is closed (default 15)\n"
-"  --max-streams N    concurrent /v1/events streams (default 16)\n"
-"  --max-tenant-streams N  event streams of one tenant (default 4)\n"
-"  --max-inflight N   API requests of one tenant waiting on the broker\n"
-"                     (default 16; more get 429)\n"
-"  --keepalive-ms MS  comment line on idle event streams (default 15000)\n"
-"  --tls-cert PEM     serve HTTPS with this certificate (chain) ...\n"
-"  --tls-key PEM      ... and this private key\n"
-"  --behind-proxy     allow plain HTTP on a non-loopback address, for a TLS\n"
-"                     reverse proxy in front (see docs/GATEWAY.md)\n"
-"  --help, --version\n");
+            "usage: ttgw --tokens FILE [options]\n"
+            "\n"
+            "HTTP gateway of ttfleet: a REST API over the broker's tt.env and tt.admin\n"
+            "services, live events as Server-Sent Events, Prometheus metrics and a web\n"
+            "dashboard. See docs/GATEWAY.md and docs/openapi.yaml.\n"
+            "\n"
+            "  --broker EP        broker clients endpoint (default " TTCLIENT_DEFAULT_ENDPOINT ")\n"
+            "  --events EP        broker events endpoint (default tcp://127.0.0.1:5557)\n"
+            "  --listen HOST:PORT address to serve HTTP on (default 127.0.0.1:8080; port 0\n"
+            "                     picks a free one, printed at start)\n"
+            "  --tokens FILE      bearer tokens, one `TOKEN TENANT ROLE` per line (role user\n"
+            "                     or admin; a user line may not name the admin tenant);\n"
+            "                     re-read when it changes\n"
+            "  --key CERT         CURVE: the gateway's certificate (CERT and CERT_secret, from\n"
+            "                     `ttctl keygen`)\n"
+            "  --broker-key CERT  CURVE: the broker's public certificate\n"
+            "  --admin-tenant T   tenant the broker treats as admin without CURVE, used for\n"
+            "                     admin-role requests and /metrics (default admin)\n"
+            "  --timeout MS       broker reply timeout per attempt (default 10000)\n"
+            "  --retries N        attempts per request, same request id (default 3)\n"
+            "  --max-body BYTES   largest request body (default 1048576)\n"
+            "  --max-conns N      concurrent HTTP connections (default 64)\n"
+            "  --max-conns-per-ip N  connections from one address (default half of\n"
+            "                     --max-conns; behind a proxy every client has its address)\n"
+            "  --request-timeout S  a request's headers and body must arrive within S\n"
+            "                     seconds of its connection opening or the previous\n"
+            "                     answer, or the connection is closed (default 15)\n"
+            "  --max-streams N    concurrent /v1/events streams (default 16)\n"
+            "  --max-tenant-streams N  event streams of one tenant (default 4)\n"
+            "  --max-inflight N   API requests of one tenant waiting on the broker\n"
+            "                     (default 16; more get 429)\n"
+            "  --keepalive-ms MS  comment line on idle event streams (default 15000)\n"
+            "  --event-log N      events kept for Last-Event-ID replay (default 10000)\n"
+            "  --event-log-age S  ... for at most S seconds (default 3600)\n"
+            "  --history-interval S  the dashboard's charts: a pool sample every S seconds,\n"
+            "                     the last 2160 kept (default 10: 6 hours)\n"
+            "  --tls-cert PEM     serve HTTPS with this certificate (chain) ...\n"
+            "  --tls-key PEM      ... and this private key\n"
+            "  --behind-proxy     allow plain HTTP on a non-loopback address, for a TLS\n"
+            "                     reverse proxy in front (see docs/GATEWAY.md)\n"
+            "  --help, --version\n");
 }
 
 static char *s_read_file(const char *path, char *err, size_t errlen)
@@ -133,6 +137,9 @@ int main(int argc, char **argv)
         .max_tenant_streams = 4,
         .max_inflight = 16,
         .sse_keepalive_ms = 15000,
+        .event_log_max = 10000,
+        .event_log_age_s = 3600,
+        .history_interval_s = 10,
     };
     const char *listen = "127.0.0.1:8080", *tokens_path = NULL, *tls_cert = NULL, *tls_key = NULL;
     bool behind_proxy = false;
@@ -182,6 +189,12 @@ int main(int argc, char **argv)
             cfg.max_inflight = (unsigned)s_number(a, v, 1, 10000);
         } else if (S_OPT("--keepalive-ms")) {
             cfg.sse_keepalive_ms = (int)s_number(a, v, 500, 3600000);
+        } else if (S_OPT("--event-log")) {
+            cfg.event_log_max = (unsigned)s_number(a, v, 1, 1000000);
+        } else if (S_OPT("--event-log-age")) {
+            cfg.event_log_age_s = (unsigned)s_number(a, v, 1, 7 * 86400);
+        } else if (S_OPT("--history-interval")) {
+            cfg.history_interval_s = (unsigned)s_number(a, v, 1, 3600);
         } else if (S_OPT("--tls-cert")) {
             tls_cert = v;
         } else if (S_OPT("--tls-key")) {
@@ -219,7 +232,8 @@ int main(int argc, char **argv)
     bool loopback = strncmp(host, "127.", 4) == 0;
     if (!loopback && !tls_cert && !behind_proxy)
         s_die("refusing plain HTTP on %s, which is not loopback: give --tls-cert and --tls-key, "
-              "or --behind-proxy with a TLS reverse proxy (docs/GATEWAY.md)", host);
+              "or --behind-proxy with a TLS reverse proxy (docs/GATEWAY.md)",
+              host);
 
     char err[512];
     char *cert_pem = NULL, *key_pem = NULL;
@@ -256,7 +270,7 @@ int main(int argc, char **argv)
             tls_cert ? "https" : "http", host, gw_port(gw), cfg.broker, cfg.events,
             tokens_count(cfg.tokens));
     while (!s_signalled)
-        usleep(200 * 1000);  /* a signal also cuts the sleep short */
+        usleep(200 * 1000); /* a signal also cuts the sleep short */
     fprintf(stderr, "ttgw: stopping\n");
     gw_stop(&gw);
     tokens_destroy(&cfg.tokens);

@@ -34,4 +34,22 @@ void metrics_write_gateway(FILE *f);
 /* n connections closed by the request deadline. */
 void metrics_deadline_cut(unsigned n);
 
+/* This process's figures from /proc/self (stat, fd) and getrlimit. */
+typedef struct {
+    double cpu_seconds;        /* user + system */
+    double start_time_seconds; /* unix time */
+    unsigned long long resident_memory_bytes;
+    unsigned long long virtual_memory_bytes;
+    unsigned open_fds;
+    unsigned long long max_fds; /* 0: unlimited */
+} metrics_process_t;
+
+/* Fills out; 0, or -1 when /proc cannot be read (out is zeroed then). */
+int metrics_process_read(metrics_process_t *out);
+
+/* Writes ttfleet_build_info{version} and the process_* series (the
+ * Prometheus client libraries' names and units) to f; the process_* series
+ * are left out when /proc cannot be read. */
+void metrics_write_process(FILE *f, const char *version);
+
 #endif

@@ -4,11 +4,12 @@
 # and what tools/mkguest.sh builds the test guest from (the distribution
 # kernel and busybox-static). The one after is ttgw and what its tests use:
 # libmicrohttpd, pytest, the OpenAPI checker (yaml, jsonschema), the
-# Prometheus text parser, Chromium and its DevTools client (websocket), scdoc
-# for the man pages, systemd-analyze, dpkg and lintian for the package tests;
-# libyaml for ttctl -o yaml. libraft and libuv are broker HA (broker/ha):
-# C-Raft and its I/O; libseccomp-dev for the process engine's system-call
-# filter.
+# Prometheus text parser and promtool (the prometheus package: the metrics
+# and alert rules linter), Chart.js for the dashboard's charts, Chromium and
+# its DevTools client (websocket), scdoc for the man pages, systemd-analyze,
+# dpkg and lintian for the package tests; libyaml for ttctl -o yaml. libraft
+# and libuv are broker HA (broker/ha): C-Raft and its I/O; libseccomp-dev for
+# the process engine's system-call filter.
 # Runs `apt-get update` once, and only when something is missing, so a second
 # run is fast.
 set -eu
@@ -17,7 +18,7 @@ protobuf-c-compiler protobuf-compiler libsqlite3-dev sqlite3 python3 python3-zmq
 python3-protobuf iproute2 procps util-linux e2fsprogs libjansson-dev libyaml-dev python3-yaml clang
 libnftables-dev nftables qemu-system-x86 qemu-utils busybox-static linux-image-amd64
 libmicrohttpd-dev python3-pytest python3-setuptools python3-pip python3-yaml python3-jsonschema
-python3-prometheus-client python3-websocket chromium scdoc systemd dpkg
+python3-prometheus-client prometheus libjs-chart.js python3-websocket chromium scdoc systemd dpkg
 libssl-dev libpcre2-dev genisoimage mmdebstrap openssh-client lintian libraft-dev libuv1-dev
 libseccomp-dev"
 if [ -n "${TTFLEET_EXTRA_PKGS:-}" ]; then PKGS="$PKGS $TTFLEET_EXTRA_PKGS"; fi

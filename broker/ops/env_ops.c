@@ -276,6 +276,8 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
         *settling = true;
         return TTFLEET__STATUS__INTERNAL;
     }
+    /* announced with its record, before any event of its VMs */
+    outq_event(self, "env.created", env, NULL, NULL, "creating", NULL);
     op_dispatch(self, op);
     return 0;
 }

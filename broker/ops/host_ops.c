@@ -75,6 +75,9 @@ int host_pool_status(handler_ctx_t *c)
         if (admin || strcmp(e->tenant, c->tenant) == 0)
             ps.envs++;
     ps.started_at = self->started_at;
+    ps.cpu_overcommit = self->cfg.cpu_ratio;
+    ps.mem_overcommit = self->cfg.mem_ratio;
+    ps.disk_overcommit = self->cfg.disk_ratio;
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_POOL;
     rep.pool = &ps;

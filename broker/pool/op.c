@@ -201,9 +201,9 @@ static void s_op_finish(broker_t *self, op_t *op)
                 env->vms[i]->active = true;
                 persist_vm_update(self, env->vms[i]);
             }
-            outq_event(self, "env.created", env, NULL, NULL, "running", NULL);
+            outq_event(self, "env.state", env, NULL, NULL, "running", "created");
             /* VMs that became ready while the create ran: env.ready follows
-             * env.created, never comes before it */
+             * the create's end, never comes before it */
             bool all_ready = env->n_vms > 0;
             for (int i = 0; i < env->n_vms; i++)
                 all_ready = all_ready && env->vms[i]->ready;
@@ -225,6 +225,7 @@ static void s_op_finish(broker_t *self, op_t *op)
                      "create of env '%s' failed: %s; everything made for it "
                      "was undone",
                      env->name, op->message);
+            outq_event(self, "env.failed", env, NULL, NULL, "deleted", msg);
             op_env_drop(self, env);
             reply_send(self, op->envelope, op->service, op->tenant, op->request_id, op->status, msg,
                        NULL, true);
@@ -400,7 +401,7 @@ void op_vm_ready(broker_t *self, vm_t *vm, const Ttfleet__VmActual *va)
     outq_event(self, "vm.ready", vm->env, vm, vm->host, "ready", vm->ready_detail);
     env_t *env = vm->env;
     if (env->target == TARGET_CREATING)
-        return; /* the create's end says env.ready (after env.created) */
+        return; /* the create's end says env.ready */
     for (int i = 0; i < env->n_vms; i++)
         if (!env->vms[i]->ready)
             return;

@@ -30,7 +30,16 @@ class Gateway:
                 "--listen", "127.0.0.1:0", "--tokens", self.tokens_path,
                 "--admin-tenant", harness.ADMIN, "--timeout", "5000",
                 "--keepalive-ms", "1000"] + list(args)
-        self.daemon = harness.Daemon("ttgw", argv, os.path.join(pool.dir, "ttgw.log"))
+        self.binary = argv[0]
+        # a second ttgw on the same pool gets a log of its own (its port is
+        # read from it)
+        log = os.path.join(pool.dir, "ttgw.log")
+        n = 1
+        while os.path.exists(log):
+            n += 1
+            log = os.path.join(pool.dir, "ttgw-%d.log" % n)
+        self.daemon = harness.Daemon("ttgw", argv, log)
+        self.started = time.time()
         self.daemon.start()
         self.port = harness.wait_for("ttgw to listen", self._port, timeout=20)
         self.base = "%s://127.0.0.1:%d" % (scheme, self.port)

@@ -171,6 +171,9 @@ def _check_value(where, field, prop, by_proto, problems):
         want = ["integer", "string"] if t in _WIDE else ["integer"]
         if "integer" not in types or any(x not in want for x in types if x):
             problems.append("%s: %s is %s, documented as %r" % (where, field.name, t, types))
+    elif t in ("TYPE_DOUBLE", "TYPE_FLOAT"):
+        if types != ["number"]:
+            problems.append("%s: %s is %s, documented as %r" % (where, field.name, t, types))
     elif t == "TYPE_BOOL":
         if types != ["boolean"]:
             problems.append("%s: %s is bool, documented as %r" % (where, field.name, types))

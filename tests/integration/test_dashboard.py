@@ -98,7 +98,9 @@ class Dashboard(unittest.TestCase):
         if not os.path.exists(CHROMIUM):
             self.skipTest("no chromium at " + CHROMIUM)
         harness.watchdog(170)
-        self.pool = harness.Pool(hosts={"h1": {"cpu": 8}, "h2": {"cpu": 4}})
+        # cpu overcommitted 4x: the page must say used / (capacity x 4)
+        self.pool = harness.Pool(hosts={"h1": {"cpu": 8}, "h2": {"cpu": 4}},
+                                 broker_args=["--cpu-overcommit", "4"])
         # a guest that prints markup to its console (workers read images at start)
         with open(os.path.join(self.pool.images, "xss"), "w") as f:
             f.write("#!/bin/sh\ntrap 'exit 0' TERM INT\necho '%s'\n"
@@ -107,7 +109,8 @@ class Dashboard(unittest.TestCase):
         self.pool.start()
         self.addCleanup(self.pool.close)
         self.gw = gwlib.Gateway(self.pool, [(ADMIN_TOKEN, harness.ADMIN, "admin"),
-                                            (USER_TOKEN, "carol", "user")])
+                                            (USER_TOKEN, "carol", "user")],
+                                args=["--history-interval", "1"])
         self.addCleanup(self.gw.stop)
         self.profile = tempfile.mkdtemp(prefix="ttfleet-chromium-")
         self.addCleanup(shutil.rmtree, self.profile, True)
@@ -186,8 +189,29 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(dt.eval("document.querySelector('#env-list tr[data-env=\"carols\"] "
                                  "td.tenant').textContent"), "carol")
         self.assertEqual(dt.eval("Array.from(document.querySelectorAll('#env-list thead th'))"
-                                 ".map(t => t.textContent)"),
+                                 ".map(t => t.textContent.replace(/ .$/, ''))"),
                          ["env", "tenant", "state", "VMs", "expires", "queue"])
+        # expiry is relative ("in 58 min"), and counts are words ("1 VM")
+        expires = dt.eval("document.querySelector('#env-list tr[data-env=\"first\"] td:nth-child(5)')"
+                          ".textContent")
+        self.assertRegex(expires, r"^in \d+ (min|h)")
+        # allocatable capacity with overcommit: used / (capacity x ratio)
+        self.assertRegex(dt.eval("document.querySelector('#hosts tr[data-host=\"h1\"] td.cpu')"
+                                 ".textContent"), r"^\d / 32 \(8 \u00d7 4\)$")
+        self.assertIn("(12 \u00d7 4)", dt.eval("document.getElementById('cpu-alloc').textContent"))
+        # search, state filter and sort of the env table
+        def rows_now():
+            return dt.eval("Array.from(document.querySelectorAll('#env-list tbody tr'))"
+                           ".map(r => r.dataset.env)")
+        dt.eval("(() => { const s = document.getElementById('env-search'); s.value = 'caro';"
+                " s.dispatchEvent(new Event('input')); })()")
+        self.assertEqual(rows_now(), ["carols"])
+        dt.eval("(() => { const s = document.getElementById('env-search'); s.value = '';"
+                " s.dispatchEvent(new Event('input')); })()")
+        dt.eval("document.querySelector('#env-list th[data-sort=\"tenant\"]').click()")
+        self.assertEqual(rows_now(), ["first", "carols"])  # tenants admin, carol
+        dt.eval("document.querySelector('#env-list th[data-sort=\"tenant\"]').click()")
+        self.assertEqual(rows_now(), ["carols", "first"])
         every = self.api("GET", "/v1/envs?all=true")["envs"]
         self.assertEqual(sorted((e["tenant"], e["name"]) for e in every),
                          [("admin", "first"), ("carol", "carols")])
@@ -200,6 +224,47 @@ class Dashboard(unittest.TestCase):
         self.api("POST", "/v1/envs", {"name": "second", "images": [{"image": "sleeper"}],
                                       "cpu": 1, "mem_mib": 128}, expect=201)
         harness.wait_for("env second, live", shows('.env[data-env="second"]'), timeout=30)
+        harness.wait_for("1 VM, not 1 VMs", lambda: "1 VM," in dt.eval(
+            "document.querySelector('.env[data-env=\"second\"] .env-head').textContent"),
+            timeout=10)
+
+        # a create through the form, with human sizes and durations
+        dt.eval("""(() => { const f = document.getElementById('create-form');
+          f.elements.name.value = 'formed'; f.elements.image.value = 'sleeper';
+          f.elements.dup.value = '2'; f.elements.cpu.value = '1';
+          f.elements.mem.value = '64M'; f.elements.lifetime.value = '2h';
+          f.requestSubmit(); })()""")
+        harness.wait_for("formed made", lambda: self.gw.request(
+            "GET", "/v1/envs/formed", token=ADMIN_TOKEN)[0] == 200, timeout=30)
+        formed = self.api("GET", "/v1/envs/formed")
+        self.assertEqual((formed["vm_count"], formed["lifetime"], formed["vms"][0]["mem_mib"]),
+                         (2, 7200, 64))
+        harness.wait_for("formed's card", shows('.env[data-env="formed"] button.stop'), timeout=30)
+        # stop, then start (after the pool's --min-stop-interval, 1 s, so
+        # the broker does not answer TOO_SOON)
+        dt.eval("document.querySelector('button.stop[data-env=\"formed\"]').click()")
+        harness.wait_for("formed stopped", lambda: self.api("GET", "/v1/envs/formed")["state"]
+                         == "stopped", timeout=30)
+        harness.wait_for("the start button", shows('button.start[data-env="formed"]'), timeout=30)
+        time.sleep(1.5)
+        dt.eval("document.querySelector('button.start[data-env=\"formed\"]').click()")
+        harness.wait_for("formed started", lambda: self.api("GET", "/v1/envs/formed")["state"]
+                         == "running", timeout=30)
+        # extend by a duration: +30m on a 2 h lifetime
+        harness.wait_for("the stop button again", shows('button.stop[data-env="formed"]'),
+                         timeout=30)
+        dt.eval("""(() => { const c = document.querySelector('.env[data-env="formed"]');
+          c.querySelector('input.extend-by').value = '+30m';
+          c.querySelector('button.extend').click(); })()""")
+        harness.wait_for("formed extended", lambda: self.api("GET", "/v1/envs/formed")["lifetime"]
+                         == 9000, timeout=20)
+        # the charts: points of the history ttgw samples (every second here)
+        harness.wait_for("a chart with points", lambda: dt.eval(
+            "!!charts['chart-states'] && charts['chart-states'].data.labels.length >= 3 && "
+            "charts['chart-states'].data.datasets.some(d => d.label === 'VMs running' && "
+            "d.data.some(v => v >= 5))"), timeout=40)
+        self.assertTrue(dt.eval("charts['chart-util'].data.datasets[0].data.some(v => v > 0)"))
+        self.assertFalse(dt.eval("document.getElementById('charts').hidden"))
         harness.wait_for("the event in the list", shows('#events li[data-kind="env.created"]'),
                          timeout=30)
 
@@ -207,6 +272,17 @@ class Dashboard(unittest.TestCase):
         dt.eval("document.querySelector('.env[data-env=\"first\"] tr[data-vm] button').click()")
         harness.wait_for("console title", lambda: "first" in dt.eval(
             "document.getElementById('console-title').textContent"), timeout=20)
+        # one console, in the side panel, not under each card
+        self.assertFalse(dt.eval("document.getElementById('console-panel').hidden"))
+        self.assertEqual(dt.eval("document.querySelectorAll('pre.console').length"), 1)
+        self.assertEqual(dt.eval("document.querySelectorAll('.env pre').length"), 0)
+        time.sleep(0.5)
+        shot = dt.call("Page.captureScreenshot", format="png")
+        base = os.environ.get("TTFLEET_SCREENSHOT") or os.path.join(harness.SOURCE, "docs",
+                                                                     "dashboard.png")
+        with open(base.replace("dashboard.png", "dashboard-env.png"), "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+        dt.eval("document.getElementById('console-close').click()")
 
         time.sleep(0.5)
         shot = dt.call("Page.captureScreenshot", format="png")
@@ -239,6 +315,7 @@ class Dashboard(unittest.TestCase):
         self.assertTrue(dt.eval("document.getElementById('hosts').hidden"))
         self.assertFalse(dt.eval("!!document.querySelector('.env[data-env=\"second\"]')"))
         self.assertEqual(dt.eval("document.querySelectorAll('button.drain').length"), 0)
+        self.assertTrue(dt.eval("document.getElementById('charts').hidden"))
         # a user's table: its own envs, no tenant column, and the count agrees
         harness.wait_for("carol's table", lambda: dt.eval(
             "Array.from(document.querySelectorAll('#env-list tbody tr'))"
@@ -294,7 +371,7 @@ class Dashboard(unittest.TestCase):
         self.assertIsNone(dt.eval("window.__xss === undefined ? null : window.__xss"))
         self.assertEqual(dt.eval("document.querySelectorAll('img').length"), 0)
         self.assertEqual(dt.eval("Array.from(document.scripts).map(s => s.src)"),
-                         [self.gw.base + "/app.js"])
+                         [self.gw.base + "/chart.min.js", self.gw.base + "/app.js"])
         self.assertEqual(dt.eval("document.querySelectorAll('[onerror], [onclick]').length"), 0)
         self.assertIn(PAYLOAD_SHOWN, dt.eval("document.getElementById('console').textContent"))
         self.assertEqual(shown_error, PAYLOAD)  # (a refresh may clear it since)

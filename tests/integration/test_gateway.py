@@ -10,6 +10,7 @@ serve the whole class; each test uses its own env names.
 import http.client
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -38,20 +39,24 @@ README_T = "r" * 32
 class SseReader(threading.Thread):
     """Reads GET /v1/events into self.events [(kind, data)] until close()."""
 
-    def __init__(self, gw, token, query=""):
+    def __init__(self, gw, token, query="", last_id=None):
         super().__init__(daemon=True)
         self.conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
-        self.conn.request("GET", "/v1/events" + query,
-                          headers={"Authorization": "Bearer " + token})
+        headers = {"Authorization": "Bearer " + token}
+        if last_id is not None:
+            headers["Last-Event-ID"] = str(last_id)
+        self.conn.request("GET", "/v1/events" + query, headers=headers)
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.ctype = self.resp.getheader("Content-Type")
         self.events = []
+        self.ids = []  # the id: of each event in self.events (None: none)
         self.comments = 0
-        self.start()
+        if self.status == 200:
+            self.start()
 
     def run(self):
-        kind, data = None, ""
+        kind, data, eid = None, "", None
         try:
             while True:
                 line = self.resp.fp.readline()
@@ -60,13 +65,16 @@ class SseReader(threading.Thread):
                 line = line.decode().rstrip("\n")
                 if line.startswith(":"):
                     self.comments += 1
+                elif line.startswith("id: "):
+                    eid = int(line[4:])
                 elif line.startswith("event: "):
                     kind = line[7:]
                 elif line.startswith("data: "):
                     data += line[6:]
                 elif line == "" and kind:
+                    self.ids.append(eid)
                     self.events.append((kind, json.loads(data)))
-                    kind, data = None, ""
+                    kind, data, eid = None, "", None
         except (OSError, ValueError, AttributeError):
             return
 
@@ -85,12 +93,14 @@ class Gateway(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         harness.watchdog(280)
-        cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}}).start()
+        cls.pool = harness.Pool(hosts={"h1": {"cpu": 8, "mem": 8192}},
+                                broker_args=["--cpu-overcommit", "4",
+                                             "--mem-overcommit", "1.5"]).start()
         cls.tokens = [(USER, "alice", "user"), (OTHER, "bob", "user"),
                       (ADMIN, harness.ADMIN, "admin"), (GONE, "carol", "user"),
                       (OPS, "ops", "admin"), (SNEAK, harness.ADMIN, "user"),
                       (README_T, "me", "user")]
-        cls.gw = gwlib.Gateway(cls.pool, cls.tokens)
+        cls.gw = gwlib.Gateway(cls.pool, cls.tokens, args=["--history-interval", "1"])
 
     @classmethod
     def tearDownClass(cls):
@@ -435,9 +445,32 @@ class Gateway(unittest.TestCase):
             self.assertEqual(get("ttfleet_broker_up"), 1)
             self.assertEqual(get("ttfleet_hosts", state="online"), 1)
             self.assertEqual(get("ttfleet_hosts", state="down"), 0)
-            self.assertEqual(get("ttfleet_host_cpu_total", host="h1"), 8)
-            self.assertGreaterEqual(get("ttfleet_host_cpu_used", host="h1"), 3)
-            self.assertEqual(get("ttfleet_host_mem_mib_total", host="h1"), 8192)
+            # capacity, allocatable (capacity x the broker's overcommit
+            # ratio) and allocated, per host and for the pool; bytes
+            mib = 1 << 20
+            self.assertEqual(get("ttfleet_host_capacity_cpus", host="h1"), 8)
+            self.assertEqual(get("ttfleet_host_allocatable_cpus", host="h1"), 32)
+            self.assertGreaterEqual(get("ttfleet_host_allocated_cpus", host="h1"), 3)
+            self.assertEqual(get("ttfleet_host_capacity_memory_bytes", host="h1"), 8192 * mib)
+            self.assertEqual(get("ttfleet_host_allocatable_memory_bytes", host="h1"), 12288 * mib)
+            self.assertGreaterEqual(get("ttfleet_host_allocated_memory_bytes", host="h1"),
+                                    300 * mib)
+            self.assertEqual(get("ttfleet_pool_allocatable_cpus"), 32)
+            self.assertEqual(get("ttfleet_pool_capacity_memory_bytes"), 8192 * mib)
+            self.assertEqual(get("ttfleet_pool_allocated_cpus"),
+                             get("ttfleet_host_allocated_cpus", host="h1"))
+            self.assertEqual(get("ttfleet_pool_overcommit_ratio", resource="cpu"), 4)
+            self.assertEqual(get("ttfleet_pool_overcommit_ratio", resource="memory"), 1.5)
+            self.assertEqual(get("ttfleet_pool_overcommit_ratio", resource="disk"), 1)
+            self.assertGreater(get("ttfleet_broker_start_time_seconds"), time.time() - 600)
+            # the gateway's build and process
+            version = subprocess.run([self.gw.binary, "--version"], capture_output=True,
+                                     text=True, timeout=10).stdout.split()[-1]
+            self.assertEqual(get("ttfleet_build_info", version=version), 1)
+            self.assertGreater(get("process_cpu_seconds_total"), 0)
+            self.assertGreater(get("process_resident_memory_bytes"), 1 << 20)
+            self.assertGreater(get("process_open_fds"), 3)
+            self.assertAlmostEqual(get("process_start_time_seconds"), self.gw.started, delta=5)
             self.assertGreaterEqual(get("ttfleet_envs", state="running"), 1)
             self.assertGreaterEqual(get("ttfleet_vms", state="running", engine="process"), 3)
             self.assertGreaterEqual(get("ttgw_requests_total", route="env_create", code="201"), 1)
@@ -464,8 +497,214 @@ class Gateway(unittest.TestCase):
                                  le="+Inf"),
                              get("ttfleet_broker_worker_latency_seconds_count", host="h1"))
             self.assertEqual(get("ttfleet_queue_depth"), 0)
+            self.assertEqual(get("ttfleet_queue_oldest_wait_seconds"), 0)
+            lint_metrics(self, text)
         finally:
             self.call("DELETE", "/v1/envs/metered", expect=200)
+
+    def test_packaged_alerts_and_grafana(self):
+        """packaging/prometheus/ttfleet.rules.yml passes `promtool check
+        rules`; it and packaging/grafana/ttfleet.json (parsed) name only
+        series /metrics exposes, and each alert the issue asks for is there."""
+        root = os.path.join(os.path.dirname(__file__), "..", "..", "packaging")
+        rules = os.path.join(root, "prometheus", "ttfleet.rules.yml")
+        r = subprocess.run(["promtool", "check", "rules", rules], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.call("POST", "/v1/envs", {"name": "graphed", "images": [{"image": "sleeper"}],
+                                       "cpu": 1, "mem_mib": 64}, expect=201)
+        try:
+            time.sleep(2.1)  # past the scrape cache
+            _, _, text = self.gw.request("GET", "/metrics")
+        finally:
+            self.call("DELETE", "/v1/envs/graphed", expect=200)
+        exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        import yaml
+        exprs = {}
+        for group in yaml.safe_load(open(rules))["groups"]:
+            for rule in group["rules"]:
+                exprs["rule " + rule["alert"]] = rule["expr"]
+        self.assertLessEqual({"TtfleetHostDown", "TtfleetPoolFull", "TtfleetQueueWaiting",
+                              "TtfleetCommitLatencyHigh"},
+                             {k[5:] for k in exprs})
+        dash = json.load(open(os.path.join(root, "grafana", "ttfleet.json")))
+        titles = []
+        for panel in dash["panels"]:
+            titles.append(panel["title"])
+            for t in panel["targets"]:
+                exprs["panel %s/%s" % (panel["title"], t["refId"])] = t["expr"]
+        for v in dash["templating"]["list"]:
+            if isinstance(v.get("query"), dict):
+                exprs["variable " + v["name"]] = v["query"]["query"]
+        for want in ("Pool utilisation", "Envs by state", "VMs by state", "Admission queue",
+                     "Create latency", "Commit latency"):
+            self.assertTrue([t for t in titles if t.startswith(want)], (want, titles))
+        for where, expr in exprs.items():
+            names = set(re.findall(r"\b(?:ttfleet|ttgw|process)_[a-z0-9_]+", expr))
+            self.assertTrue(names, "%s names no ttfleet series: %s" % (where, expr))
+            self.assertLessEqual(names, exposed, "%s: %s" % (where, names - exposed))
+
+
+    # ---- events: ids, Last-Event-ID replay, order ----
+
+    def test_events_resume(self):
+        """A stream that reconnects with Last-Event-ID gets every event of
+        its tenant it missed, once, in order; another tenant's events that
+        happened meanwhile are not replayed to it; ids only grow."""
+        ref = SseReader(self.gw, USER, "?env=resumed")
+        first = SseReader(self.gw, USER, "?env=resumed")
+        noise = None
+        again = None
+        try:
+            self.call("POST", "/v1/envs", {"name": "resumed", "images": [{"image": "sleeper",
+                                           "dup": 2}], "cpu": 1, "mem_mib": 64}, expect=201)
+            harness.wait_for("the first stream sees env.created",
+                             lambda: "env.created" in first.kinds())
+            first.close()
+            seen = len(first.events)
+            last = first.ids[seen - 1]
+            # while it is away: its env changes, another tenant is busy
+            self.call("POST", "/v1/envs/resumed/stop", expect=200)
+            self.call("POST", "/v1/envs", {"name": "resumed", "images": [{"image": "sleeper"}],
+                                           "cpu": 1, "mem_mib": 64}, token=OTHER, expect=201)
+            noise = True
+            self.call("DELETE", "/v1/envs/resumed", expect=200)
+            harness.wait_for("the reference stream sees env.deleted",
+                             lambda: "env.deleted" in ref.kinds())
+            again = SseReader(self.gw, USER, "?env=resumed", last_id=last)
+            self.assertEqual(again.status, 200)
+            want = ref.ids[ref.ids.index(last) + 1:]
+            self.assertTrue(want)
+            harness.wait_for("the replay to catch up",
+                             lambda: len(again.ids) >= len(want), timeout=20)
+            time.sleep(0.5)  # nothing more (no duplicates) may follow
+            self.assertEqual(first.ids[:seen] + again.ids, ref.ids)
+            self.assertEqual([e for e in first.events[:seen]] + again.events, ref.events)
+            self.assertNotIn(None, ref.ids)
+            self.assertEqual(ref.ids, sorted(set(ref.ids)))
+            self.assertTrue(all(d["tenant"] == "alice" for _, d in again.events), again.events)
+            self.assertIn("env.deleted", again.kinds())
+            self.assertIn("env.state", again.kinds())
+            # a malformed Last-Event-ID is refused
+            for bad in ("abc", "-1", "1x", "9" * 21):
+                r = SseReader(self.gw, USER, last_id=bad)
+                self.assertEqual(r.status, 400, bad)
+                self.assertEqual(json.loads(r.resp.read())["error"]["status"], "BAD_REQUEST")
+                r.close()
+        finally:
+            for r in (ref, first, again):
+                if r:
+                    r.close()
+            if noise:
+                self.call("DELETE", "/v1/envs/resumed", token=OTHER, expect=200)
+
+    def test_events_log_bounded(self):
+        """The log keeps --event-log events: a Last-Event-ID older than that
+        (or one this ttgw never gave) starts with event: gap, then what is
+        kept."""
+        small = gwlib.Gateway(self.pool, self.tokens, args=["--event-log", "3"])
+        watch = None
+        try:
+            watch = SseReader(small, ADMIN, "?env=bounded")
+            self.call("POST", "/v1/envs", {"name": "bounded", "images": [{"image": "sleeper",
+                                           "dup": 3}], "cpu": 1, "mem_mib": 64}, expect=201)
+            self.call("DELETE", "/v1/envs/bounded", expect=200)
+            harness.wait_for("env.deleted", lambda: "env.deleted" in watch.kinds())
+            self.assertGreater(len(watch.ids), 4)
+            old = SseReader(small, ADMIN, "?env=bounded", last_id=watch.ids[0])
+            harness.wait_for("the gap and the kept events", lambda: len(old.events) >= 4)
+            time.sleep(0.3)
+            kind, gap = old.events[0]
+            self.assertEqual(kind, "gap")
+            self.assertEqual(int(gap["last_event_id"]), watch.ids[0])
+            self.assertEqual(old.ids[1:], watch.ids[-3:])
+            self.assertEqual(old.events[1:], watch.events[-3:])
+            old.close()
+            # an id from before this ttgw started
+            ancient = SseReader(small, ADMIN, "?env=bounded", last_id=1)
+            harness.wait_for("the gap", lambda: ancient.events)
+            self.assertEqual(ancient.events[0][0], "gap")
+            ancient.close()
+        finally:
+            if watch:
+                watch.close()
+            small.stop()
+
+    def test_events_order(self):
+        """env.created comes before every event of the env's VMs, and
+        env.state running (message created) after them: the create's end."""
+        sse = SseReader(self.gw, USER, "?env=ordered")
+        try:
+            self.call("POST", "/v1/envs", {"name": "ordered", "images": [{"image": "sleeper",
+                                           "dup": 3}], "cpu": 1, "mem_mib": 64}, expect=201)
+            harness.wait_for("env.ready", lambda: "env.ready" in sse.kinds())
+            kinds = sse.kinds()
+            self.assertEqual(kinds[0], "env.created", kinds)
+            self.assertEqual(sse.events[0][1]["state"], "creating")
+            vm_at = [i for i, k in enumerate(kinds) if k.startswith("vm.")]
+            self.assertGreaterEqual(len(vm_at), 3, kinds)
+            done = [i for i, (k, d) in enumerate(sse.events)
+                    if k == "env.state" and d["state"] == "running" and d["message"] == "created"]
+            self.assertEqual(len(done), 1, sse.events)
+            self.assertLess(done[0], kinds.index("env.ready"))
+        finally:
+            sse.close()
+            self.call("DELETE", "/v1/envs/ordered", expect=200)
+
+
+    def test_dashboard_state(self):
+        """GET /v1/dashboard: one answer with the envs (with VMs) the token
+        may list, and for an admin the pool, hosts and history; as the
+        OpenAPI document says."""
+        self.call("POST", "/v1/envs", {"name": "dash", "images": [{"image": "sleeper",
+                                       "dup": 2}], "cpu": 1, "mem_mib": 64}, expect=201)
+        self.call("POST", "/v1/envs", {"name": "dash", "images": [{"image": "sleeper"}],
+                                       "cpu": 1, "mem_mib": 64}, token=OTHER, expect=201)
+        try:
+            _, _, me = self.call("GET", "/v1/dashboard", expect=200)
+            self.assertEqual((me["tenant"], me["role"]), ("alice", "user"))
+            self.assertNotIn("pool", me)
+            self.assertNotIn("history", me)
+            self.assertEqual({e["tenant"] for e in me["envs"]}, {"alice"})
+            mine = [e for e in me["envs"] if e["name"] == "dash"][0]
+            self.assertEqual(len(mine["vms"]), 2)
+            harness.wait_for("two history samples", lambda: len(
+                self.call("GET", "/v1/dashboard", token=ADMIN)[2]["history"]["t"]) >= 2,
+                timeout=30)
+            _, _, adm = self.call("GET", "/v1/dashboard", token=ADMIN, expect=200)
+            self.assertLessEqual({("alice", "dash"), ("bob", "dash")},
+                                 {(e["tenant"], e["name"]) for e in adm["envs"]})
+            self.assertEqual(adm["pool"]["cpu_overcommit"], 4)
+            self.assertEqual([h["id"] for h in adm["hosts"]], ["h1"])
+            h = adm["history"]
+            self.assertEqual(len(h["t"]), len(h["cpu_used"]))
+            self.assertEqual(h["cpu_allocatable"][-1], 32)
+            self.assertGreaterEqual(h["vms"]["running"][-1], 3)
+            self.assertGreaterEqual(h["envs"]["running"][-1], 2)
+        finally:
+            self.call("DELETE", "/v1/envs/dash", expect=200)
+            self.call("DELETE", "/v1/envs/dash", token=OTHER, expect=200)
+
+def lint_metrics(test, text):
+    """`promtool check metrics` finds nothing in text, and the naming rules
+    it does not check hold: base units (bytes and seconds, never MiB or
+    milliseconds), `_total` only on counters, every counter ends in it, no
+    total/used in a label (a series per quantity)."""
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    test.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""))
+    for fam in text_string_to_metric_families(text):
+        test.assertTrue(fam.documentation, fam.name)
+        test.assertNotRegex(fam.name, r"_(mib|kib|gib|mb|kb|ms|milliseconds|minutes)(_|$)")
+        for s in fam.samples:
+            test.assertNotIn(s.labels.get("kind"), ("total", "used"), s)
+        if fam.type == "counter":
+            test.assertTrue(all(s.name.endswith("_total") or s.name.endswith("_created")
+                                for s in fam.samples), fam.name)
+        else:
+            test.assertFalse(fam.name.endswith("_total"), fam.name)
+        if re.search(r"(memory|disk)", fam.name) and fam.type == "gauge":
+            test.assertTrue(fam.name.endswith("_bytes"), fam.name)
 
 
 class Outcomes(unittest.TestCase):
@@ -508,6 +747,15 @@ class Outcomes(unittest.TestCase):
         # the queued env is listed as such; deleting it cancels it
         _, _, lst = self.call("GET", "/v1/envs", expect=200)
         self.assertIn(("waiter", "queued"), [(e["name"], e["state"]) for e in lst["envs"]])
+        # /metrics: one create waits, for as long as it has been queued
+        time.sleep(2.1)  # past the scrape cache
+        _, _, text = self.gw.request("GET", "/metrics")
+        got = {s.name: s.value for f in text_string_to_metric_families(text)
+               for s in f.samples if s.name.startswith("ttfleet_queue_")}
+        self.assertEqual(got["ttfleet_queue_depth"], 1)
+        self.assertGreaterEqual(got["ttfleet_queue_oldest_wait_seconds"], 2)
+        self.assertLess(got["ttfleet_queue_oldest_wait_seconds"], 60)
+        lint_metrics(self, text)
         self.call("DELETE", "/v1/envs/waiter", expect=200)
         self.call("DELETE", "/v1/envs/fill", expect=200)
 

@@ -4,13 +4,15 @@
  * Hostile input is the point: every bad document must come back as NULL
  * with a reason, never a crash (run under ASan in CI's sanitizer pass).
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "pbjson.h"
 #include "status.h"
 #include "tokens.h"
@@ -18,12 +20,12 @@
 
 static int s_failures;
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            s_failures++;                                                   \
-        }                                                                   \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            s_failures++;                                                                          \
+        }                                                                                          \
     } while (0)
 
 /* Decodes text as desc; returns the message (arena owns it) or NULL. */
@@ -57,7 +59,7 @@ static void test_roundtrip(void)
               c->images[0]->dup == 2);
         CHECK(c->cpu == 1 && c->mem_mib == 256 && c->lifetime == 7200);
         CHECK(c->n_ports == 2 && c->ports[1] == 443 && c->deny_outgoing);
-        CHECK(c->engine && c->engine[0] == 0);  /* missing string: "" */
+        CHECK(c->engine && c->engine[0] == 0); /* missing string: "" */
         /* the packed message is what the wire would carry */
         size_t len = protobuf_c_message_get_packed_size(&c->base);
         uint8_t *buf = malloc(len);
@@ -112,13 +114,13 @@ static void test_hostile(void)
 {
     static const struct {
         const char *json;
-        const char *reason;  /* a part of the expected message */
+        const char *reason; /* a part of the expected message */
     } bad[] = {
         {"{\"name\":5}", "name"},
         {"{\"cpu\":-1}", "cpu"},
         {"{\"cpu\":4294967296}", "out of range"},
         {"{\"cpu\":1.5}", "integer"},
-        {"{\"lifetime\":3.3e92}", "out of range"},  /* a fuzzer finding: UB cast */
+        {"{\"lifetime\":3.3e92}", "out of range"}, /* a fuzzer finding: UB cast */
         {"{\"lifetime\":-1e300}", "out of range"},
         {"{\"cpu\":\"12x\"}", "cpu"},
         {"{\"cpu\":\"-3\"}", "cpu"},
@@ -140,12 +142,11 @@ static void test_hostile(void)
         json_error_t jerr;
         json_t *j = json_loads(bad[i].json, JSON_ALLOW_NUL, &jerr);
         CHECK(j != NULL);
-        ProtobufCMessage *m = j ? pbjson_decode(&ttfleet__env_create__descriptor, j, arena, err,
-                                                sizeof err)
-                                : NULL;
+        ProtobufCMessage *m =
+            j ? pbjson_decode(&ttfleet__env_create__descriptor, j, arena, err, sizeof err) : NULL;
         if (m || !strstr(err, bad[i].reason)) {
-            fprintf(stderr, "input %s: got %s, reason '%s'\n", bad[i].json, m ? "a message" : "NULL",
-                    err);
+            fprintf(stderr, "input %s: got %s, reason '%s'\n", bad[i].json,
+                    m ? "a message" : "NULL", err);
             s_failures++;
         }
         json_decref(j);
@@ -153,7 +154,8 @@ static void test_hostile(void)
     }
     /* bytes that are not base64; an enum that does not exist */
     pbjson_arena_t *arena = pbjson_arena_new();
-    CHECK(!s_decode(&ttfleet__console_text__descriptor, "{\"text\":\"!!!\"}", arena, err, sizeof err));
+    CHECK(!s_decode(&ttfleet__console_text__descriptor, "{\"text\":\"!!!\"}", arena, err,
+                    sizeof err));
     CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":\"SOMETIMES\"}", arena, err,
                     sizeof err));
     CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":99}", arena, err, sizeof err));
@@ -180,12 +182,12 @@ static void test_tokens(void)
     CHECK(fd >= 0);
     const char *text = "# comment\n"
                        "aaaaaaaaaaaaaaaaaaaa alice user\n"
-                       "short bob user\n"                        /* too short: skipped */
-                       "bbbbbbbbbbbbbbbbbbbb bad/tenant user\n"  /* bad tenant */
-                       "cccccccccccccccccccc carol root\n"       /* bad role */
+                       "short bob user\n"                       /* too short: skipped */
+                       "bbbbbbbbbbbbbbbbbbbb bad/tenant user\n" /* bad tenant */
+                       "cccccccccccccccccccc carol root\n"      /* bad role */
                        "dddddddddddddddddddd dave admin # ops\n"
-                       "gggggggggggggggggggg admin user\n"      /* user in the admin tenant */
-                       "hhhhhhhhhhhhhhhhhhhh ops user\n"        /* ... as --admin-tenant names it */
+                       "gggggggggggggggggggg admin user\n" /* user in the admin tenant */
+                       "hhhhhhhhhhhhhhhhhhhh ops user\n"   /* ... as --admin-tenant names it */
                        "iiiiiiiiiiiiiiiiiiii ops admin\n"
                        "\n";
     CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
@@ -223,7 +225,7 @@ static void test_tokens(void)
           strcmp(role, "admin") == 0);
     struct stat before;
     CHECK(stat(path, &before) == 0);
-    usleep(20 * 1000);  /* a later ctime tick than the read above */
+    usleep(20 * 1000); /* a later ctime tick than the read above */
     fd = open(path, O_WRONLY);
     CHECK(fd >= 0);
     const char *demoted = "ffffffffffffffffffffffff frank user \n";
@@ -244,7 +246,8 @@ static void test_tokens(void)
     CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0);
     tokens_destroy(&t);
     CHECK(t == NULL);
-    CHECK(tokens_new("/nonexistent/tokens", "admin", err, sizeof err) == NULL && strstr(err, "cannot read"));
+    CHECK(tokens_new("/nonexistent/tokens", "admin", err, sizeof err) == NULL &&
+          strstr(err, "cannot read"));
 }
 
 /* Every value of the Status enum, as the schema has it now, has its own
@@ -257,8 +260,8 @@ static void test_status(void)
         int v = d->values[i].value;
         int http = gw_status_http(v);
         if (http == 0)
-            fprintf(stderr, "status %s (%d) has no HTTP status in gw/status.c\n",
-                    d->values[i].name, v);
+            fprintf(stderr, "status %s (%d) has no HTTP status in gw/status.c\n", d->values[i].name,
+                    v);
         CHECK(http >= 200 && http <= 599);
         CHECK(strcmp(gw_status_name(v), d->values[i].name) == 0);
         /* only OK and QUEUED are successes */
@@ -285,6 +288,70 @@ static void test_status(void)
     CHECK(gw_status_retry_after(TTFLEET__STATUS__ALREADY_EXISTS, "x") == 0);
 }
 
+/* process_*: the figures match what this process can see of itself */
+static void test_process(void)
+{
+    metrics_process_t p;
+    CHECK(metrics_process_read(&p) == 0);
+    /* 600 more descriptors than before: process_open_fds counts them */
+    unsigned before = p.open_fds;
+    int fds[600];
+    int n = 0;
+    for (; n < 600; n++)
+        if ((fds[n] = open("/dev/null", O_RDONLY)) < 0)
+            break;
+    CHECK(metrics_process_read(&p) == 0);
+    CHECK(p.open_fds == before + (unsigned)n);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    /* 64 MiB touched: resident memory grows by at least that */
+    unsigned long long rss0 = p.resident_memory_bytes;
+    size_t big = 64u << 20;
+    char *m = malloc(big);
+    CHECK(m != NULL);
+    if (m)
+        memset(m, 1, big);
+    CHECK(metrics_process_read(&p) == 0);
+    CHECK(p.resident_memory_bytes >= rss0 + big - (1u << 20));
+    CHECK(p.virtual_memory_bytes >= p.resident_memory_bytes);
+    /* CPU: spin until this process used 0.3 s more CPU time (by its own
+     * clock, so a loaded machine only makes it slower; bounded at 30 s) */
+    double cpu0 = p.cpu_seconds;
+    volatile unsigned long long x = 0;
+    struct timespec c0, c1, w0, w1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    clock_gettime(CLOCK_MONOTONIC, &w0);
+    do {
+        for (int i = 0; i < 1000000; i++)
+            x += (unsigned long long)i * (m ? (unsigned char)m[i] : 1u);
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+        clock_gettime(CLOCK_MONOTONIC, &w1);
+    } while ((c1.tv_sec - c0.tv_sec) * 1000 + (c1.tv_nsec - c0.tv_nsec) / 1000000 < 300 &&
+             w1.tv_sec - w0.tv_sec < 30);
+    free(m);
+    CHECK(metrics_process_read(&p) == 0);
+    CHECK(p.cpu_seconds >= cpu0 + 0.25);
+    /* started within the last minute, not in the future */
+    time_t now = time(NULL);
+    CHECK(p.start_time_seconds <= (double)now + 1 && p.start_time_seconds > (double)now - 60);
+    /* the text: build info with the version escaped, every process_ series */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    metrics_write_process(f, "1.2\"3\n");
+    fclose(f);
+    CHECK(strstr(text, "ttfleet_build_info{version=\"1.2\\\"3\"} 1\n") != NULL);
+    const char *names[] = {"process_cpu_seconds_total ",    "process_resident_memory_bytes ",
+                           "process_virtual_memory_bytes ", "process_open_fds ",
+                           "process_start_time_seconds ",   "process_max_fds "};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        CHECK(strstr(text, names[i]) != NULL);
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "all";
@@ -297,6 +364,8 @@ int main(int argc, char **argv)
         test_tokens();
     if (all || strcmp(which, "status") == 0)
         test_status();
+    if (all || strcmp(which, "process") == 0)
+        test_process();
     if (s_failures)
         fprintf(stderr, "%d checks failed\n", s_failures);
     return s_failures ? 1 : 0;

@@ -160,7 +160,7 @@ def test_retry_reaches_a_late_broker(pool):
 def test_watch(client, pool):
     got = []
     t = threading.Thread(target=lambda: got.extend(
-        client.watch(topic="env.", env="watched", timeout_ms=15000, count=3)))
+        client.watch(topic="env.", env="watched", timeout_ms=15000, count=4)))
     t.start()
     time.sleep(0.5)
     c2 = ttfleet.Client(broker=pool.clients_ep, tenant="pyt", timeout_ms=5000)
@@ -168,9 +168,10 @@ def test_watch(client, pool):
     c2.env_delete("watched")
     c2.close()
     t.join(20)
-    # env.ready follows env.created (a VM with no readiness check is ready
-    # as soon as it runs)
-    assert [e.kind for e in got] == ["env.created", "env.ready", "env.deleted"]
+    # env.created when it is placed, env.state (running) when the create
+    # ends, then env.ready (a VM with no readiness check is ready as soon as
+    # it runs)
+    assert [e.kind for e in got] == ["env.created", "env.state", "env.ready", "env.deleted"]
 
 
 def test_bad_key_file(tmp_path):
