@@ -671,6 +671,16 @@ class Gateway(unittest.TestCase):
             harness.wait_for("two history samples", lambda: len(
                 self.call("GET", "/v1/dashboard", token=ADMIN)[2]["history"]["t"]) >= 2,
                 timeout=30)
+
+            def sampled_running():
+                # a sample taken while a VM was still starting counts it
+                # elsewhere: wait for one taken after all three run
+                d = self.call("GET", "/v1/dashboard", token=ADMIN)[2]
+                h = d["history"]
+                return d if h["vms"]["running"][-1] >= 3 and h["envs"]["running"][-1] >= 2 \
+                    else None
+            harness.wait_for("a history sample with the three VMs running", sampled_running,
+                             timeout=40)
             _, _, adm = self.call("GET", "/v1/dashboard", token=ADMIN, expect=200)
             self.assertLessEqual({("alice", "dash"), ("bob", "dash")},
                                  {(e["tenant"], e["name"]) for e in adm["envs"]})
