@@ -1850,6 +1850,7 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     }
     self->cfg = *cfg;
     self->ctx.state_dir = cfg->state_dir;
+    engine_trash_sweep(&self->ctx);
     self->ctx.images_dir = cfg->images_dir;
     self->ctx.stop_timeout_ms = cfg->stop_timeout_ms;
     self->ctx.qemu = cfg->qemu;

@@ -18,6 +18,8 @@
 #include "engine.h"
 
 #include <czmq.h>
+#include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -100,15 +102,10 @@ static int s_rm_entry(const char *path, const struct stat *sb, int flag, struct 
     return 0;
 }
 
-int engine_vm_rmdir(const engine_ctx_t *ctx, uint32_t vm_id, char *err, size_t errlen)
+/* Remove dir and everything under it: depth first, no symlinks followed,
+ * never crossing a mount (the disk holds whatever the VM wrote). 0 / -1. */
+static int s_rmtree(const char *dir, char *err, size_t errlen)
 {
-    char dir[4096];
-    if (engine_vm_path(ctx, vm_id, NULL, dir, sizeof dir)) {
-        snprintf(err, errlen, "state path too long");
-        return -1;
-    }
-    /* Depth first, no symlinks followed, never crossing a mount: the disk
-     * holds whatever the VM wrote. */
     if (nftw(dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT) {
         snprintf(err, errlen, "remove %s: %s", dir, strerror(errno));
         return -1;
@@ -119,6 +116,135 @@ int engine_vm_rmdir(const engine_ctx_t *ctx, uint32_t vm_id, char *err, size_t e
         return -1;
     }
     return 0;
+}
+
+/* ---- the trash ----
+ *
+ * Walking a VM's directory takes tens of milliseconds (a process VM's
+ * root has an overlay's upper and work trees), and the worker's loop
+ * destroys VMs: fifty of them in one delete held it past the broker's
+ * heartbeat liveness. So engine_vm_rmdir renames <state>/vms/<id> into
+ * <state>/trash/ (one rename on the same file system: the VM's path is
+ * free at once, a new VM with that id starts clean) and one background
+ * thread, started when there is work and gone when there is none, removes
+ * what is in the trash. A worker that stops first leaves the rest for
+ * engine_trash_sweep at its next start. */
+typedef struct s_trash_item {
+    struct s_trash_item *next;
+    char path[];
+} s_trash_item_t;
+
+static pthread_mutex_t s_trash_mu = PTHREAD_MUTEX_INITIALIZER;
+static s_trash_item_t *s_trash_head, *s_trash_tail;
+static bool s_trash_running;
+
+static void *s_trash_thread(void *arg)
+{
+    for (;;) {
+        pthread_mutex_lock(&s_trash_mu);
+        s_trash_item_t *it = s_trash_head;
+        if (it) {
+            s_trash_head = it->next;
+            if (!s_trash_head)
+                s_trash_tail = NULL;
+        } else {
+            s_trash_running = false;
+        }
+        pthread_mutex_unlock(&s_trash_mu);
+        if (!it)
+            return NULL;
+        char err[256];
+        if (s_rmtree(it->path, err, sizeof err))
+            zsys_warning("trash: %s", err);
+        free(it);
+    }
+}
+
+/* Queue path for removal; 0 / -1 (not queued: the caller removes it). */
+static int s_trash_push(const char *path)
+{
+    size_t len = strlen(path) + 1;
+    s_trash_item_t *it = malloc(sizeof *it + len);
+    if (!it)
+        return -1;
+    it->next = NULL;
+    memcpy(it->path, path, len);
+    pthread_mutex_lock(&s_trash_mu);
+    if (s_trash_tail)
+        s_trash_tail->next = it;
+    else
+        s_trash_head = it;
+    s_trash_tail = it;
+    int rc = 0;
+    if (!s_trash_running) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, s_trash_thread, NULL) == 0) {
+            s_trash_running = true;
+        } else {
+            /* no thread: take it back, the caller removes it inline */
+            s_trash_item_t **pp = &s_trash_head;
+            while (*pp != it)
+                pp = &(*pp)->next;
+            *pp = NULL;
+            s_trash_tail = s_trash_head;
+            while (s_trash_tail && s_trash_tail->next)
+                s_trash_tail = s_trash_tail->next;
+            free(it);
+            rc = -1;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    pthread_mutex_unlock(&s_trash_mu);
+    return rc;
+}
+
+void engine_trash_sweep(const engine_ctx_t *ctx)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s/trash", ctx->state_dir) >= (int)sizeof dir)
+        return;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096 + 256];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        char err[256];
+        if (s_trash_push(path) && s_rmtree(path, err, sizeof err))
+            zsys_warning("trash: %s", err);
+    }
+    closedir(d);
+}
+
+int engine_vm_rmdir(const engine_ctx_t *ctx, uint32_t vm_id, char *err, size_t errlen)
+{
+    char dir[4096];
+    if (engine_vm_path(ctx, vm_id, NULL, dir, sizeof dir)) {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+    static unsigned s_seq;
+    char trash[4096], to[4096 + 64];
+    if (snprintf(trash, sizeof trash, "%s/trash", ctx->state_dir) < (int)sizeof trash &&
+        (mkdir(trash, 0700) == 0 || errno == EEXIST)) {
+        snprintf(to, sizeof to, "%s/%u.%lld.%u", trash, vm_id, (long long)tt_mono_ms(),
+                 __atomic_add_fetch(&s_seq, 1, __ATOMIC_RELAXED));
+        if (rename(dir, to) == 0) {
+            if (s_trash_push(to) == 0)
+                return 0;
+            return s_rmtree(to, err, errlen);
+        }
+        if (errno == ENOENT)
+            return 0;
+    }
+    /* no trash (another file system, no room for the directory): here */
+    return s_rmtree(dir, err, errlen);
 }
 
 int engine_spawn_lock(const engine_ctx_t *ctx, uint32_t vm_id, int timeout_ms, char *err,

@@ -142,8 +142,12 @@ int engine_vm_path(const engine_ctx_t *ctx, uint32_t vm_id, const char *leaf, ch
                    size_t len);
 
 /* Remove <state>/vms/<id> and everything under it (no symlink followed,
- * no mount crossed). 0 / -1 with a reason. */
+ * no mount crossed): the directory moves into <state>/trash at once and a
+ * background thread removes it (engine.c, "the trash"). 0 / -1 with a
+ * reason. */
 int engine_vm_rmdir(const engine_ctx_t *ctx, uint32_t vm_id, char *err, size_t errlen);
+/* Queue what an earlier worker left in <state>/trash for removal (start). */
+void engine_trash_sweep(const engine_ctx_t *ctx);
 
 /* A process named by the VM's pidfile that is alive but is not the one vm
  * records: started by a worker that died before its commit. 0 and its
