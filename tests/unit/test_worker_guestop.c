@@ -15,17 +15,12 @@
  */
 #include "test_worker_util.h"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "guestop.h"
@@ -403,82 +398,9 @@ typedef struct {
     int lfd;
     unsigned char file[4096];
     size_t file_len, read_off;
-    bool hang;       /* the last command runs until killed */
-    char killed[32]; /* the pid `kill -KILL` was asked for */
-    pid_t tree;      /* "tree": a real command with a child and a grandchild */
-    int tree_out;    /* its stdout+stderr, as the agent reads them */
-    bool tree_reaped, tree_eof, tree_script;
-    char tree_text[64];
-    size_t tree_len;
+    bool hang;          /* the last command runs until killed */
+    char killed[32];    /* the pid `kill -KILL` was asked for */
 } s_agent_t;
-
-/* A command whose background child and grandchild hold its output pipe:
- * sh -> (sh -> sleep), sleep; in a process group of its own. */
-static void s_tree_start(s_agent_t *a)
-{
-    int p[2];
-    CHECK(pipe(p) == 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        setpgid(0, 0);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        execl("/bin/sh", "sh", "-c", "sh -c 'sleep 120; :' & sleep 121 & echo partial; sleep 122",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    fcntl(p[0], F_SETFL, O_NONBLOCK);
-    setpgid(pid, pid);
-    a->tree = pid;
-    a->tree_out = p[0];
-    a->tree_reaped = a->tree_eof = a->tree_script = false;
-    a->tree_len = 0;
-}
-
-/* The agent's view: exited once the command is reaped and its pipe closed
- * (qemu-ga reports an exit only then). */
-static bool s_tree_exited(s_agent_t *a)
-{
-    if (!a->tree_reaped && waitpid(a->tree, NULL, WNOHANG) == a->tree)
-        a->tree_reaped = true;
-    for (ssize_t n = 1; n > 0 && !a->tree_eof;) {
-        char b[256];
-        n = read(a->tree_out, b, sizeof b);
-        if (n == 0)
-            a->tree_eof = true;
-        for (ssize_t i = 0; i < n && a->tree_len < sizeof a->tree_text; i++)
-            a->tree_text[a->tree_len++] = b[i];
-    }
-    return a->tree_reaped && a->tree_eof;
-}
-
-/* A live (not zombie) process in process group pgid. */
-static bool s_group_alive(pid_t pgid)
-{
-    DIR *d = opendir("/proc");
-    bool alive = false;
-    for (struct dirent *e; d && !alive && (e = readdir(d));) {
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        FILE *f = e->d_name[0] >= '1' && e->d_name[0] <= '9' ? fopen(path, "r") : NULL;
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        char *rp = strrchr(buf, ')');
-        char st;
-        int ppid, pg;
-        if (rp && sscanf(rp + 1, " %c %d %d", &st, &ppid, &pg) == 3 && pg == pgid && st != 'Z')
-            alive = true;
-    }
-    if (d)
-        closedir(d);
-    return alive;
-}
 
 static void s_send(int fd, json_t *ret)
 {
@@ -511,45 +433,18 @@ static void s_agent_line(s_agent_t *a, int fd, const char *line)
     } else if (strcmp(cmd, "guest-exec") == 0) {
         const char *path = json_string_value(json_object_get(args, "path"));
         json_t *av = json_object_get(args, "arg");
-        const char *a0 = json_string_value(json_array_get(av, 0));
         if (path && strcmp(path, "kill") == 0) {
             const char *sig = json_string_value(json_array_get(av, 0));
             const char *pid = json_string_value(json_array_get(av, 1));
             if (sig && strcmp(sig, "-KILL") == 0 && pid)
                 snprintf(a->killed, sizeof a->killed, "%s", pid);
-            if (a->tree > 0 && pid && atoi(pid) == a->tree)
-                kill(a->tree, SIGKILL); /* what the guest's kill does */
             s_send(fd, json_pack("{s:i}", "pid", 43));
-        } else if (path && strcmp(path, "/bin/sh") == 0 && a0 && strcmp(a0, "-c") == 0) {
-            /* a shell snippet for the guest: run it here, on the real tree */
-            const char *script = json_string_value(json_array_get(av, 1));
-            const char *name = json_string_value(json_array_get(av, 2));
-            const char *pid = json_string_value(json_array_get(av, 3));
-            a->tree_script = script && name && pid && atoi(pid) == a->tree;
-            pid_t c = script && name && pid ? fork() : -1;
-            if (c == 0) {
-                execl("/bin/sh", "sh", "-c", script, name, pid, (char *)NULL);
-                _exit(127);
-            }
-            if (c > 0)
-                waitpid(c, NULL, 0);
-            s_send(fd, json_pack("{s:i}", "pid", 44));
-        } else if (a0 && strcmp(a0, "tree") == 0) {
-            s_tree_start(a);
-            s_send(fd, json_pack("{s:i}", "pid", (int)a->tree));
         } else {
+            const char *a0 = json_string_value(json_array_get(av, 0));
             a->hang = a0 && strcmp(a0, "hang") == 0;
             a->killed[0] = 0;
             s_send(fd, json_pack("{s:i}", "pid", 42));
         }
-    } else if (strcmp(cmd, "guest-exec-status") == 0 && a->tree > 0 &&
-               json_integer_value(json_object_get(args, "pid")) == a->tree) {
-        if (s_tree_exited(a)) {
-            char *o = s_b64(a->tree_text, a->tree_len);
-            s_send(fd, json_pack("{s:b,s:i,s:s}", "exited", 1, "signal", 9, "out-data", o));
-            free(o);
-        } else
-            s_send(fd, json_pack("{s:b}", "exited", 0));
     } else if (strcmp(cmd, "guest-exec-status") == 0 && a->hang && !a->killed[0]) {
         s_send(fd, json_pack("{s:b}", "exited", 0));
     } else if (strcmp(cmd, "guest-exec-status") == 0 && a->hang) {
@@ -687,32 +582,6 @@ static void test_agent(guestop_t *g, const char *dir)
         CHECK(r->exec->stdout.len == 8 && memcmp(r->exec->stdout.data, "partial\n", 8) == 0);
     }
     s_free(&r);
-
-    /* over its timeout with a background child and a grandchild holding
-     * its output pipe: the guest kills the whole tree (the agent reports
-     * the exit only once the pipe closes), and what it wrote comes back */
-    char *tree[] = {"/bin/sh", "tree"};
-    h.argv = tree;
-    r = s_run(g, &h, NULL, &vm);
-    CHECK(a.tree > 0 && a.tree_script);
-    CHECK(r && r->status == TTFLEET__STATUS__TIMEOUT && r->exec);
-    if (r && r->status != TTFLEET__STATUS__TIMEOUT)
-        fprintf(stderr, "  tree exec: %s: %s\n", tt_status_name(r->status), r->message);
-    if (r && r->exec)
-        CHECK(r->exec->stdout.len == 8 && memcmp(r->exec->stdout.data, "partial\n", 8) == 0);
-    s_free(&r);
-    bool alive = a.tree > 0 && s_group_alive(a.tree);
-    for (int i = 0; i < 40 && alive; i++) { /* SIGKILLed ones vanish within ms */
-        poll(NULL, 0, 25);
-        alive = s_group_alive(a.tree);
-    }
-    CHECK(!alive);
-    if (a.tree > 0) {
-        kill(-a.tree, SIGKILL); /* whatever is left, on failure */
-        waitpid(a.tree, NULL, WNOHANG);
-        close(a.tree_out);
-        a.tree = 0;
-    }
 
     /* no agent: unreachable, quickly */
     guestop_vm_t gone = vm;

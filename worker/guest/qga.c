@@ -460,24 +460,6 @@ static char *s_b64enc(const void *data, size_t len)
     return out;
 }
 
-/* The guest-side kill of a command's tree ($1: its pid), for /bin/sh:
- * each process is stopped before its children are read (a stopped process
- * cannot fork more), top-down through /proc/PID/task/TID/children, then
- * all are killed. The shell itself and its parent, the agent, are never in
- * the command's tree, and are skipped should a pid name them. A process
- * that left the tree (daemonised to pid 1) is not found. */
-#define QGA_KILL_TREE_SH                                                                           \
-    "s() {\n"                                                                                      \
-    "  { [ \"$1\" = \"$$\" ] || [ \"$1\" = \"$PPID\" ]; } && return\n"                             \
-    "  kill -STOP \"$1\" 2>/dev/null || return\n"                                                  \
-    "  echo \"$1\"\n"                                                                              \
-    "  for t in /proc/\"$1\"/task/*/children; do\n"                                                \
-    "    for c in $(cat \"$t\" 2>/dev/null); do s \"$c\"; done\n"                                  \
-    "  done\n"                                                                                     \
-    "}\n"                                                                                          \
-    "kill -KILL $(s \"$1\") 2>/dev/null\n"                                                         \
-    "exit 0\n"
-
 int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t in_len,
              int timeout_ms, qga_exec_t *res, char *err, size_t errlen)
 {
@@ -512,21 +494,12 @@ int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t i
     for (int delay = 20;; delay = delay < 200 ? delay * 2 : 200) {
         int64_t left = deadline - tt_mono_ms();
         if (left <= 0 && !kill_sent) {
-            /* over its timeout: the guest kills the command's whole tree
-             * (its children may hold the output pipes, and the agent
-             * reports an exit only once they close), then the command
-             * itself in case the guest has no /bin/sh; then a last look */
+            /* over its timeout: the guest's own kill, then a last look */
             kill_sent = true;
             char pidtext[32];
             snprintf(pidtext, sizeof pidtext, "%lld", (long long)p);
             json_t *kret = NULL;
             char kerr[200];
-            if (qga_call(self, "guest-exec",
-                         json_pack("{s:s,s:[s,s,s,s]}", "path", "/bin/sh", "arg", "-c",
-                                   QGA_KILL_TREE_SH, "sh", pidtext),
-                         QGA_KILL_MS, &kret, kerr, sizeof kerr) == 0)
-                json_decref(kret);
-            kret = NULL;
             if (qga_call(self, "guest-exec",
                          json_pack("{s:s,s:[s,s]}", "path", "kill", "arg", "-KILL", pidtext),
                          QGA_KILL_MS, &kret, kerr, sizeof kerr) == 0)

@@ -85,9 +85,8 @@ int qga_call(qga_conn_t *self, const char *command, json_t *args, int timeout_ms
              char *err, size_t errlen);
 /* guest-exec argv (argv[0] a program the guest finds), optional stdin, wait
  * up to timeout_ms for it to end. 0 with the result, -1 on failure. The
- * agent has no kill: past the timeout this has the guest (another
- * guest-exec, of /bin/sh) stop and kill the command's whole process tree,
- * then runs `kill -KILL PID`, and waits QGA_KILL_MS more; if the command
+ * agent has no kill: past the timeout this runs `kill -KILL PID` in the
+ * guest (another guest-exec) and waits QGA_KILL_MS more; if the command
  * then ended, 0 with res->killed (and what it wrote), else -1. */
 #define QGA_KILL_MS 3000
 int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t in_len,
