@@ -348,5 +348,58 @@ int main(void)
     CHECK(lstat(path, &sb) != 0); /* the abort removed the partial file */
     kill(q.pid, SIGKILL);
     waitpid(q.pid, NULL, 0);
+
+    /* the trash: a VM's directory leaves <state>/vms at once and the
+     * background thread empties <state>/trash; what a worker killed before
+     * that left behind (a hostile VM's deep tree and a symlink out of it
+     * included) is removed after engine_trash_sweep, the symlink's target
+     * untouched */
+    char tdir[4096], outside[4096];
+    snprintf(outside, sizeof outside, "%s/outside-marker", state);
+    FILE *mf = fopen(outside, "w");
+    CHECK(mf != NULL);
+    if (mf)
+        fclose(mf);
+    snprintf(path, sizeof path, "%s/vms/81", state);
+    mkdir(path, 0750);
+    for (int depth = 0; depth < 40; depth++) {
+        size_t plen = strlen(path);
+        snprintf(path + plen, sizeof path - plen, "/d");
+        CHECK(mkdir(path, 0700) == 0);
+    }
+    snprintf(tdir, sizeof tdir, "%s/vms/81/link", state);
+    CHECK(symlink(outside, tdir) == 0);
+    CHECK(engine_vm_rmdir(&ctx, 81, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/vms/81", state);
+    CHECK(lstat(path, &sb) != 0); /* gone from vms/ at once */
+    snprintf(tdir, sizeof tdir, "%s/trash", state);
+    bool emptied = false;
+    for (int i = 0; i < 300 && !emptied; i++) {
+        DIR *d = opendir(tdir);
+        int entries = 0;
+        for (struct dirent *e; d && (e = readdir(d));)
+            entries += e->d_name[0] != '.';
+        if (d)
+            closedir(d);
+        emptied = d && entries == 0;
+        if (!emptied)
+            usleep(10000);
+    }
+    CHECK(emptied);
+    CHECK(access(outside, F_OK) == 0);
+    snprintf(path, sizeof path, "%s/trash/82.1.1", state);
+    CHECK(mkdir(path, 0700) == 0);
+    snprintf(path, sizeof path, "%s/trash/82.1.1/upper", state);
+    CHECK(mkdir(path, 0700) == 0);
+    engine_trash_sweep(&ctx);
+    snprintf(path, sizeof path, "%s/trash/82.1.1", state);
+    bool swept = false;
+    for (int i = 0; i < 300 && !swept; i++) {
+        swept = lstat(path, &sb) != 0;
+        if (!swept)
+            usleep(10000);
+    }
+    CHECK(swept);
+    CHECK(access(outside, F_OK) == 0);
     return s_report("unit.worker.engine");
 }
