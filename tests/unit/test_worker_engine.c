@@ -9,6 +9,8 @@
 #include "test_worker_util.h"
 
 #include <czmq.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -131,9 +133,19 @@ int main(void)
     s_vm.ports[1].guest = 80;
 
     CHECK(eng->prepare_disk(&ctx, &s_vm, err, sizeof err) == 0);
+    /* a descriptor the worker holds without close-on-exec, and a variable
+     * of the worker's environment: neither may reach the VM */
+    char marker[4096];
+    snprintf(marker, sizeof marker, "%s/fd-marker", state);
+    int leak = open(marker, O_CREAT | O_RDWR, 0600);
+    CHECK(leak >= 0);
+    setenv("TTFLEET_TEST_WORKER_ONLY", "1", 1);
     int64_t t0 = zclock_usecs();
     int rc = eng->start(&ctx, &s_vm, err, sizeof err);
     int64_t spawn_us = zclock_usecs() - t0;
+    unsetenv("TTFLEET_TEST_WORKER_ONLY");
+    if (leak >= 0)
+        close(leak);
     if (rc) {
         fprintf(stderr, "start: %s\n", err);
         CHECK(rc == 0);
@@ -188,6 +200,40 @@ int main(void)
             envbuf[i] = '\n';
     CHECK(strstr(envbuf, "TTFLEET_VM_ID=77\n") && strstr(envbuf, "TTFLEET_VM_PORTS=22,80\n") &&
           strstr(envbuf, "TTFLEET_VM_MAC=52:54:00:00:00:4d\n"));
+    /* a clean environment: PATH, HOME and the VM's own variables, nothing
+     * of the worker's */
+    int foreign = 0;
+    for (char *line = envbuf, *next; n && *line; line = next + 1) {
+        next = strchr(line, '\n');
+        if (!next)
+            break;
+        if (strncmp(line, "PATH=", 5) && strncmp(line, "HOME=", 5) &&
+            strncmp(line, "TTFLEET_VM_", 11)) {
+            fprintf(stderr, "  VM environment has %.*s\n", (int)(next - line), line);
+            foreign++;
+        }
+    }
+    CHECK(n > 0 && foreign == 0);
+    /* no descriptor of the worker: only what the spawner placed */
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)s_vm.pid);
+    DIR *fds = opendir(path);
+    CHECK(fds != NULL);
+    int leaked = 0;
+    for (struct dirent *e; fds && (e = readdir(fds));) {
+        char fdp[4400], target[4096];
+        snprintf(fdp, sizeof fdp, "%s/%s", path, e->d_name);
+        ssize_t tl = readlink(fdp, target, sizeof target - 1);
+        if (tl > 0) {
+            target[tl] = 0;
+            if (strstr(target, "fd-marker")) {
+                fprintf(stderr, "  VM holds the worker's fd %s -> %s\n", e->d_name, target);
+                leaked++;
+            }
+        }
+    }
+    if (fds)
+        closedir(fds);
+    CHECK(leaked == 0);
 
     /* Pause: pid 1 shows state T; resume: running again. */
     CHECK(eng->pause(&ctx, &s_vm, err, sizeof err) == 0);
