@@ -14,6 +14,8 @@ line per finding) when:
     method of a class the ctest's unittest targets (or a function of the
     pytest file) found with ast; for a C test program, a function defined in
     the program's source (tests/.../<program>.c) and called there;
+  - a backquoted source path (`broker/auth/auth.c`, `tests/fuzz/`) that is
+    not in the tree;
   - a control (a paragraph that starts with a bold title under "## Controls"
     in SECURITY.md) or a guarantee (a "###" section under "## Guarantees" in
     RELIABILITY.md) names no test at all: a claim without a test belongs in
@@ -29,6 +31,8 @@ import sys
 
 CTEST_LIKE = re.compile(r"^(?:unit|integration|crash|lint|bench|packaging)(?:\.[A-Za-z0-9_]+)+$")
 FUNC = re.compile(r"^(?:(?P<cls>[A-Z][A-Za-z0-9_]*)\.)?(?P<fn>(?:s_)?test_[A-Za-z0-9_]+)$")
+SOURCE = re.compile(r"^(?:broker|worker|gw|client|store|schema|tools|tests|docs|packaging)/"
+                    r"[A-Za-z0-9_./-]*$")
 SPAN = re.compile(r"`([^`\n]+)`")
 ADD_TEST = re.compile(r"^add_test\(\s*(\S+)\s+(.*)\)\s*$")
 WORKDIR = re.compile(r'^set_tests_properties\(\s*(\S+)\s+PROPERTIES\s.*\bWORKING_DIRECTORY\s+"([^"]*)"')
@@ -189,6 +193,9 @@ def check_doc(root, path, ctests, problems):
         current = None
         for span in SPAN.findall(text):
             span = span.strip()
+            if SOURCE.match(span) and not os.path.exists(os.path.join(root, span)):
+                problems.append("%s:%d: `%s` is not in the tree" % (rel, line, span))
+                continue
             if CTEST_LIKE.match(span):
                 if span not in ctests:
                     problems.append("%s:%d: `%s` is not a ctest name" % (rel, line, span))
