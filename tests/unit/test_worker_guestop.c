@@ -357,6 +357,20 @@ static void test_copy(guestop_t *g, const char *dir)
 }
 
 /* Jobs are bounded per VM and per host; beyond, UNAVAILABLE at once. */
+/* Submit and take the answer given at once, without a flush: only a
+ * refusal is answered on submit. NULL when nothing was. */
+static Ttfleet__WorkerReply *s_refused_now(guestop_t *g, Ttfleet__EnvExec *x,
+                                           const guestop_vm_t *vm)
+{
+    guestop_submit(g, s_cmd(x, NULL), vm);
+    zframe_t *f = guestop_pop(g);
+    if (!f)
+        return NULL;
+    Ttfleet__WorkerReply *r = ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f));
+    zframe_destroy(&f);
+    return r;
+}
+
 static void test_job_limits(guestop_t *g)
 {
     guestop_vm_t vm = s_vm("process", TTFLEET__VM_STATE__VM_RUNNING);
@@ -365,15 +379,26 @@ static void test_job_limits(guestop_t *g)
     x.argv = argv;
     x.n_argv = 2;
     int n = 0;
-    for (uint32_t id = 30; n < GUESTOP_JOBS_MAX; id++)
+    Ttfleet__WorkerReply *r;
+    for (uint32_t id = 30; n < GUESTOP_JOBS_MAX; id++) {
         for (int k = 0; k < GUESTOP_JOBS_PER_VM && n < GUESTOP_JOBS_MAX; k++, n++) {
             x.vm_id = id;
             guestop_submit(g, s_cmd(&x, NULL), &vm);
         }
+        if (id == 30) {
+            /* a full VM on a host with room: refused at once (answered
+             * on submit, so popped without a flush) */
+            r = s_refused_now(g, &x, &vm);
+            CHECK(r && r->status == TTFLEET__STATUS__UNAVAILABLE && r->message &&
+                  strstr(r->message, "VM 30 runs 4 guest operations"));
+            s_free(&r);
+        }
+    }
     CHECK(guestop_pending(g) == GUESTOP_JOBS_MAX);
-    x.vm_id = 30; /* full VM and full host */
-    Ttfleet__WorkerReply *r = s_run(g, &x, NULL, &vm);
-    CHECK(r && r->status == TTFLEET__STATUS__UNAVAILABLE);
+    x.vm_id = 99; /* a VM with room on a full host */
+    r = s_refused_now(g, &x, &vm);
+    CHECK(r && r->status == TTFLEET__STATUS__UNAVAILABLE && r->message &&
+          strstr(r->message, "guest operations (limit 32)") && !strstr(r->message, "VM 99"));
     s_free(&r);
     int ok = 0;
     int64_t deadline = tt_mono_ms() + 20000;
@@ -398,8 +423,8 @@ typedef struct {
     int lfd;
     unsigned char file[4096];
     size_t file_len, read_off;
-    bool hang;          /* the last command runs until killed */
-    char killed[32];    /* the pid `kill -KILL` was asked for */
+    bool hang;       /* the last command runs until killed */
+    char killed[32]; /* the pid `kill -KILL` was asked for */
 } s_agent_t;
 
 static void s_send(int fd, json_t *ret)
