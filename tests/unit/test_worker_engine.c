@@ -49,6 +49,28 @@ static bool s_file_has(const char *path, const char *text, int timeout_ms)
     return false;
 }
 
+/* The mount options of pid's mount at point (its mountinfo line from the
+ * point on: per-mount options, then " - fstype source super-options"), or
+ * "" when it has none there. */
+static void s_mount_line(pid_t pid, const char *point, char *out, size_t len)
+{
+    char path[64], line[1024], want[128];
+    snprintf(path, sizeof path, "/proc/%d/mountinfo", (int)pid);
+    snprintf(want, sizeof want, " %s ", point);
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        /* fields: id parent major:minor root point options ... */
+        char *p = line;
+        for (int field = 0; p && field < 4; field++)
+            p = strchr(p + 1, ' ');
+        if (p && strncmp(p, want, strlen(want)) == 0)
+            snprintf(out, len, "%s", p);
+    }
+    if (f)
+        fclose(f);
+}
+
 static bool s_ns_differs(pid_t pid, const char *ns)
 {
     char a[64], b[64], pa[64], pb[64];
@@ -214,6 +236,41 @@ int main(void)
         }
     }
     CHECK(n > 0 && foreign == 0);
+    /* seccomp filter and no_new_privs, without --vm-user too */
+    snprintf(path, sizeof path, "/proc/%d/status", (int)s_vm.pid);
+    CHECK(s_file_has(path, "NoNewPrivs:\t1\n", 0) && s_file_has(path, "Seccomp:\t2\n", 0));
+    /* /tmp: 64 MiB, 4096 inodes, nosuid, nodev; /dev: 64 KiB, noexec,
+     * holding six devices and the fd links, nothing else of the host's */
+    char mnt[1024];
+    s_mount_line(s_vm.pid, "/tmp", mnt, sizeof mnt);
+    CHECK(strstr(mnt, "nosuid") && strstr(mnt, "nodev") && strstr(mnt, " tmpfs ") &&
+          strstr(mnt, "size=65536k") && strstr(mnt, "nr_inodes=4096"));
+    if (!strstr(mnt, "size=65536k"))
+        fprintf(stderr, "  /tmp mount: %s", mnt[0] ? mnt : "none\n");
+    s_mount_line(s_vm.pid, "/dev", mnt, sizeof mnt);
+    CHECK(strstr(mnt, "nosuid") && strstr(mnt, "noexec") && strstr(mnt, " tmpfs ") &&
+          strstr(mnt, "size=64k"));
+    if (!strstr(mnt, "size=64k"))
+        fprintf(stderr, "  /dev mount: %s", mnt[0] ? mnt : "none\n");
+    static const char *const devs[] = {".",       "..",  "null", "zero",  "full",   "random",
+                                       "urandom", "tty", "fd",   "stdin", "stdout", "stderr"};
+    snprintf(path, sizeof path, "/proc/%d/root/dev", (int)s_vm.pid);
+    DIR *dev = opendir(path);
+    CHECK(dev != NULL);
+    int n_dev = 0, unknown = 0;
+    for (struct dirent *e; dev && (e = readdir(dev));) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
+            known = known || strcmp(e->d_name, devs[i]) == 0;
+        if (!known) {
+            fprintf(stderr, "  VM /dev has %s\n", e->d_name);
+            unknown++;
+        }
+        n_dev++;
+    }
+    if (dev)
+        closedir(dev);
+    CHECK(unknown == 0 && n_dev == (int)(sizeof devs / sizeof *devs));
     /* no descriptor of the worker: only what the spawner placed */
     snprintf(path, sizeof path, "/proc/%d/fd", (int)s_vm.pid);
     DIR *fds = opendir(path);
