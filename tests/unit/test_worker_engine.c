@@ -252,6 +252,11 @@ int main(void)
           strstr(mnt, "size=64k"));
     if (!strstr(mnt, "size=64k"))
         fprintf(stderr, "  /dev mount: %s", mnt[0] ? mnt : "none\n");
+    /* the host's /usr, the image having none: read-only, nosuid, nodev */
+    s_mount_line(s_vm.pid, "/usr", mnt, sizeof mnt);
+    CHECK(strncmp(mnt, " /usr ro,", 9) == 0 && strstr(mnt, "nosuid") && strstr(mnt, "nodev"));
+    if (strncmp(mnt, " /usr ro,", 9) != 0)
+        fprintf(stderr, "  /usr mount: %s", mnt[0] ? mnt : "none\n");
     static const char *const devs[] = {".",       "..",  "null", "zero",  "full",   "random",
                                        "urandom", "tty", "fd",   "stdin", "stdout", "stderr"};
     snprintf(path, sizeof path, "/proc/%d/root/dev", (int)s_vm.pid);
