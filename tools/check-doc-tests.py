@@ -14,6 +14,7 @@ line per finding) when:
     method of a class the ctest's unittest targets (or a function of the
     pytest file) found with ast; for a C test program, a function defined in
     the program's source (tests/.../<program>.c) and called there;
+  - a paragraph with an odd number of backquotes;
   - a backquoted source path (`broker/auth/auth.c`, `tests/fuzz/`) that is
     not in the tree;
   - a control (a paragraph that starts with a bold title under "## Controls"
@@ -33,7 +34,7 @@ CTEST_LIKE = re.compile(r"^(?:unit|integration|crash|lint|bench|packaging)(?:\.[
 FUNC = re.compile(r"^(?:(?P<cls>[A-Z][A-Za-z0-9_]*)\.)?(?P<fn>(?:s_)?test_[A-Za-z0-9_]+)$")
 SOURCE = re.compile(r"^(?:broker|worker|gw|client|store|schema|tools|tests|docs|packaging)/"
                     r"[A-Za-z0-9_./-]*$")
-SPAN = re.compile(r"`([^`\n]+)`")
+SPAN = re.compile(r"`([^`]+)`")  # a code span may wrap onto the next line
 ADD_TEST = re.compile(r"^add_test\(\s*(\S+)\s+(.*)\)\s*$")
 WORKDIR = re.compile(r'^set_tests_properties\(\s*(\S+)\s+PROPERTIES\s.*\bWORKING_DIRECTORY\s+"([^"]*)"')
 DOCS = ("docs/SECURITY.md", "docs/RELIABILITY.md")
@@ -146,7 +147,8 @@ def scopes_for(root, name, argv, workdir, problems):
 
 
 def blocks(path):
-    """(line number, heading path, text) of each paragraph and list item."""
+    """(line number, section, subsection, text) of each paragraph and list
+    item, outside code blocks."""
     out, cur, start, h2, h3 = [], [], 0, "", ""
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
@@ -156,7 +158,14 @@ def blocks(path):
             out.append((start, h2, h3, "\n".join(cur)))
             cur.clear()
 
+    fenced = False
     for i, line in enumerate(lines, 1):
+        if line.startswith("```"):  # a code block is not prose: skipped whole
+            flush()
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
         if line.startswith("#"):
             flush()
             if line.startswith("### "):
@@ -191,8 +200,11 @@ def check_doc(root, path, ctests, problems):
         else:
             control = None
         current = None
+        if text.count("`") % 2:
+            problems.append("%s:%d: a backquote without its pair (the names after it are not read)"
+                            % (rel, line))
         for span in SPAN.findall(text):
-            span = span.strip()
+            span = " ".join(span.split())
             if SOURCE.match(span) and not os.path.exists(os.path.join(root, span)):
                 problems.append("%s:%d: `%s` is not in the tree" % (rel, line, span))
                 continue
