@@ -1826,6 +1826,29 @@ int main(void)
     s_status(r);
     /* the same id from another tenant is another request */
     CHECK(s_status(s_create("t3", "idem", "img", 1, 1, 512, false, "fixed-id-1")) == 0);
+    /* the same id with another request is refused, not answered with the
+     * first one's outcome: a delete under the create's id deletes nothing
+     * and must not say OK */
+    {
+        Ttfleet__Request dq = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+        ref.name = "idem";
+        dq.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+        dq.env_delete = &ref;
+        r = s_call("t1", &dq, "fixed-id-1");
+        CHECK(r && r->status == TTFLEET__STATUS__BAD_REQUEST && r->message &&
+              strstr(r->message, "already used for a different request"));
+        s_status(r);
+        CHECK(model_env_get(g_b, "t1", "idem") != NULL);
+        /* a create of another env under it too; the first request still replays */
+        CHECK(s_status(s_create("t1", "idem2", "img", 1, 1, 512, false, "fixed-id-1")) ==
+              TTFLEET__STATUS__BAD_REQUEST);
+        CHECK(model_env_get(g_b, "t1", "idem2") == NULL);
+        r = s_create("t1", "idem", "img", 1, 1, 512, false, "fixed-id-1");
+        CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
+              r->env->vms[0]->vm_id == first_vm);
+        s_status(r);
+    }
 
     /* a worker that refuses: the create fails cleanly and undoes everything */
     {
