@@ -103,12 +103,14 @@ void print_set_format(bool yaml, bool wide)
 }
 
 /* Whether a YAML reader could take text, written plain, as something other
- * than a string (a number, a time, a boolean, null): such text is quoted.
- * Anything that starts like a number or a date is. */
+ * than a string (a number, a time, a boolean, null, YAML 1.1's value "="
+ * and merge "<<", which PyYAML's safe_load refuses whole): such text is
+ * quoted. Anything that starts like a number or a date is. */
 static bool s_yaml_needs_quotes(const char *text)
 {
-    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "null",
-                                        "y", "n", "~", ".inf", "-.inf", ".nan"};
+    static const char *const words[] = {"true", "false", "yes",  "no", "on",
+                                        "off",  "null",  "y",    "n",  "~",
+                                        ".inf", "-.inf", ".nan", "=",  "<<"};
     if (!*text || strchr("0123456789+-.~", text[0]))
         return true;
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)

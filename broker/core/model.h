@@ -216,6 +216,11 @@ typedef struct {
     size_t len;
     uint8_t *reply; /* packed Reply, NULL while in progress */
     char *audit;    /* in progress: "op\x1ftarget\x1frole\x1fkey" for its final audit row */
+    /* SHA-1 of the request it answers, without its id and tenant (set once
+     * the request ran in this process; a record read back from broker.db
+     * has none): the same id with another request is refused */
+    bool has_fp;
+    uint8_t fp[20];
 } request_rec_t;
 
 /* Who is asking and what, for the audit row of the request being handled

@@ -230,6 +230,11 @@ void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
         rec->batch = self->batch_no;
         rec->audit = audit;
         audit = NULL;
+        if (old && old->has_fp) {
+            /* still the request it was begun for (a queued create admitted) */
+            rec->has_fp = true;
+            memcpy(rec->fp, old->fp, sizeof rec->fp);
+        }
         zhashx_update(self->requests, key, rec);
     }
     free(audit);

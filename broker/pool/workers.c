@@ -242,6 +242,72 @@ static void s_image_cache(broker_t *self, host_t *host, char **digests, size_t n
         sched_invalidate(self);
 }
 
+/* Every string a worker sends reaches clients (messages, ready_detail,
+ * events): in place, a byte that is not part of well-formed UTF-8, a C0
+ * control other than tab and newline, DEL and a C1 control become '?'. A
+ * protobuf client that checks strings (Python) refuses a whole reply with
+ * one bad byte, so a host must not be able to spoil other hosts' replies
+ * (an admin's env list), nor send escapes to a terminal. */
+static void s_clean_text(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        if (c < 0x80) {
+            if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f)
+                *p = '?';
+            p++;
+            continue;
+        }
+        size_t len = c >= 0xC2 && c <= 0xDF   ? 2
+                     : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xF0 && c <= 0xF4 ? 4
+                                              : 0;
+        uint32_t cp = len == 2 ? c & 0x1Fu : len == 3 ? c & 0x0Fu : c & 0x07u;
+        size_t i = 1;
+        for (; len && i < len && (p[i] & 0xC0) == 0x80; i++)
+            cp = cp << 6 | (p[i] & 0x3Fu);
+        bool ok = len && i == len && !(len == 3 && cp < 0x800) &&
+                  !(len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) &&
+                  !(cp >= 0xD800 && cp <= 0xDFFF) && !(cp >= 0x80 && cp <= 0x9F);
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += len;
+    }
+}
+
+static void s_clean_message(ProtobufCMessage *m, int depth)
+{
+    if (!m || depth > 16)
+        return;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        char *at = (char *)m + f->offset;
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(uint32_t *)((char *)m + f->quantifier_offset) != f->id)
+            continue;
+        size_t n = 1;
+        void **items = (void **)at;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(size_t *)((char *)m + f->quantifier_offset);
+            items = *(void ***)at;
+        }
+        for (size_t k = 0; items && k < n; k++) {
+            if (!items[k])
+                continue;
+            if (f->type == PROTOBUF_C_TYPE_STRING)
+                s_clean_text(items[k]);
+            else
+                s_clean_message(items[k], depth + 1);
+        }
+    }
+}
+
 static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t *body)
 {
     if (!body) {
@@ -254,6 +320,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         zsys_warning("worker READY with an undecodable body; ignored");
         return;
     }
+    s_clean_message(&hello->base, 0);
     if (!tt_name_valid(hello->host_id) || hello->cpu_total == 0 || hello->mem_total == 0) {
         zsys_warning("worker READY with an invalid host id or no capacity; disconnecting it");
         outq_worker_raw(self, routing, TT_W_DISCONNECT);
@@ -354,6 +421,7 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
         zsys_warning("host %s: undecodable EVENT; ignored", host->id);
         return;
     }
+    s_clean_message(&ev->base, 0);
     if (ev->image_cache_mib)
         s_image_cache(self, host, ev->image_digests, ev->n_image_digests, ev->image_cache_mib,
                       ev->image_cache_used_mib);
@@ -435,6 +503,7 @@ void workers_handle(broker_t *self, zmsg_t *msg)
                 body ? ttfleet__worker_reply__unpack(NULL, zframe_size(body), zframe_data(body))
                      : NULL;
             if (rep) {
+                s_clean_message(&rep->base, 0);
                 op_worker_reply(self, host, rep);
                 ttfleet__worker_reply__free_unpacked(rep, NULL);
             } else

@@ -1788,6 +1788,30 @@ int main(void)
         CHECK(vm->cpu == 2 && vm->mem_mib == 1024 && vm->disk_mib == 1000);
     }
     s_status(r);
+    /* a worker's strings reach clients as clean UTF-8: a host that sends a
+     * byte that is not UTF-8 or an escape spoils no reply (a Python client
+     * refuses a whole reply with one bad byte) */
+    {
+        env_t *bf = model_env_get(g_b, "t1", "bf");
+        Ttfleet__VmActual va = TTFLEET__VM_ACTUAL__INIT, *vap = &va;
+        va.vm_id = bf && bf->n_vms ? bf->vms[0]->vm_id : 0;
+        va.state = TTFLEET__VM_STATE__VM_RUNNING;
+        va.ready_detail = "\xff\x1b[2J\xc2\x9b\x7f\xe2\x82 caf\xc3\xa9 \xed\xa0\x80";
+        Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
+        ev.n_vms = 1;
+        ev.vms = &vap;
+        uint8_t buf[256];
+        size_t len = ttfleet__worker_event__pack(&ev, buf);
+        s_worker_send("w-small", TT_W_EVENT, buf, len);
+        broker_end_batch(g_b);
+        s_drain();
+        r = s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "bf");
+        const char *d = r && r->env && r->env->n_vms ? r->env->vms[0]->ready_detail : NULL;
+        CHECK(d && strcmp(d, "??[2J????? caf\xc3\xa9 ???") == 0);
+        if (d && strcmp(d, "??[2J????? caf\xc3\xa9 ???") != 0)
+            fprintf(stderr, "  ready_detail kept: %s\n", d);
+        s_status(r);
+    }
     /* spread puts it on the big host */
     r = s_create("t1", "sp", "img", 1, 2, 1024, true, NULL);
     CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
@@ -1826,6 +1850,29 @@ int main(void)
     s_status(r);
     /* the same id from another tenant is another request */
     CHECK(s_status(s_create("t3", "idem", "img", 1, 1, 512, false, "fixed-id-1")) == 0);
+    /* the same id with another request is refused, not answered with the
+     * first one's outcome: a delete under the create's id deletes nothing
+     * and must not say OK */
+    {
+        Ttfleet__Request dq = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+        ref.name = "idem";
+        dq.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+        dq.env_delete = &ref;
+        r = s_call("t1", &dq, "fixed-id-1");
+        CHECK(r && r->status == TTFLEET__STATUS__BAD_REQUEST && r->message &&
+              strstr(r->message, "already used for a different request"));
+        s_status(r);
+        CHECK(model_env_get(g_b, "t1", "idem") != NULL);
+        /* a create of another env under it too; the first request still replays */
+        CHECK(s_status(s_create("t1", "idem2", "img", 1, 1, 512, false, "fixed-id-1")) ==
+              TTFLEET__STATUS__BAD_REQUEST);
+        CHECK(model_env_get(g_b, "t1", "idem2") == NULL);
+        r = s_create("t1", "idem", "img", 1, 1, 512, false, "fixed-id-1");
+        CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
+              r->env->vms[0]->vm_id == first_vm);
+        s_status(r);
+    }
 
     /* a worker that refuses: the create fails cleanly and undoes everything */
     {

@@ -249,6 +249,8 @@ static int s_listen(uint16_t *port)
     return fd;
 }
 
+static char s_last_detail[256]; /* the detail of s_run_probe's probe at its end */
+
 static int s_run_probe(const char *specs, int lfd, const char *answer, int max_ms)
 {
     probe_spec_t spec;
@@ -281,6 +283,7 @@ static int s_run_probe(const char *specs, int lfd, const char *answer, int max_m
         }
         ready = probe_step(p, tt_mono_ms());
     }
+    snprintf(s_last_detail, sizeof s_last_detail, "%s", probe_detail(p));
     probe_destroy(&p);
     return ready;
 }
@@ -294,6 +297,13 @@ static void test_probes(const char *dir)
     CHECK(s_run_probe("tcp:22", lfd, "", 3000) == 1);
     CHECK(s_run_probe("http:80/x", lfd, "HTTP/1.1 302 Found\r\n\r\n", 3000) == 1);
     CHECK(s_run_probe("http:80/x", lfd, "HTTP/1.1 500 Oops\r\n\r\n", 2500) == 0);
+    /* a hostile guest's answer reaches the detail as printable ASCII only
+     * (no ESC, DEL, C1 or bytes that are not UTF-8) */
+    CHECK(s_run_probe("http:80/x", lfd, "HTTP/1.1 500 \x1b[2J\x9b\xff\xc3\x28\x7fOops\r\n\r\n",
+                      2500) == 0);
+    CHECK(strstr(s_last_detail, "unexpected answer: HTTP/1.1 500"));
+    for (const char *c = s_last_detail; *c; c++)
+        CHECK((unsigned char)*c >= 0x20 && (unsigned char)*c < 0x7f);
     close(lfd);
     /* nothing listens: pending, never ready, never blocks */
     lfd = s_listen(&port);

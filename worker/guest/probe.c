@@ -372,9 +372,13 @@ static int s_io(probe_t *self, int64_t now)
     }
     char why[128];
     snprintf(why, sizeof why, "unexpected answer: %.60s", self->buf);
+    /* the guest's bytes, shown as printable ASCII only: a control byte
+     * would reach a terminal (ttctl watch), and a byte that is not UTF-8
+     * makes every reply that carries this VM (an admin's env list too)
+     * unreadable to a protobuf client that checks strings (Python) */
     for (char *c = why; *c; c++)
-        if ((unsigned char)*c < 0x20)
-            *c = ' ';
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            *c = (unsigned char)*c < 0x20 ? ' ' : '?';
     s_end_attempt(self, now, hit ? NULL : why);
     return hit;
 }
