@@ -1648,6 +1648,8 @@ static int s_ready_step(fleet_t *self, const vm_t *vm)
     snprintf(t.host, sizeof t.host, "%s", nft ? vm->ip : "127.0.0.1");
     t.mapped_only = !nft;
     t.unreachable = !nft && !(self->ctx.net == NET_USER && strcmp(vm->engine, "qemu") == 0);
+    if (!nft && !t.unreachable)
+        t.owner_pid = vm->pid; /* only QEMU's own forwards are dialled */
     for (uint32_t i = 0; !nft && i < vm->n_ports && t.n_ports < PROBE_MAP_MAX; i++) {
         t.ports[t.n_ports].guest = (uint16_t)vm->ports[i].guest;
         t.ports[t.n_ports].dial = (uint16_t)vm->ports[i].public_port;

@@ -67,6 +67,12 @@ typedef struct host_t {
     uint64_t pin_mem, pin_disk;
     uint32_t cpu_used;
     uint64_t mem_used, disk_used;
+    /* wcmd.c: what the VMs this host was told to destroy held (removed from
+     * the model, their sums above gone) until its worker answers that
+     * command; placement counts it as used, so no VM is placed on capacity
+     * the worker still holds */
+    uint32_t cpu_freeing;
+    uint64_t mem_freeing, disk_freeing;
     uint32_t vm_count;
     int n_engines, n_images;
     char *engines[BROKER_MAX_ENGINES];
@@ -317,6 +323,7 @@ struct broker_t {
      * (a call upward, so through this pointer rather than an include) */
     int (*requeue)(struct broker_t *self, struct admq_entry_t *entry, const char *why);
     zhashx_t *guest_xfers;   /* guest_ops.c: open copy transfers, "host\x1fid" -> owner */
+    zhashx_t *freeing;       /* wcmd.c: destroy command op id -> what it frees on its host */
     char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
     int64_t next_audit_prune;
     zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */

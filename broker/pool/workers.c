@@ -157,6 +157,7 @@ static void s_host_down(broker_t *self, host_t *host, const char *why)
     zsys_warning("host %s is down: %s", host->id, why);
     host->state = HOST_DOWN;
     s_forget_route(self, host);
+    wcmd_freeing_drop(self, host); /* its READY says what it still holds */
     outq_event(self, "host.down", NULL, NULL, host, "down", why);
     op_host_down(self, host);
     s_host_lost(self, host);
@@ -361,6 +362,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         ttfleet__worker_hello__free_unpacked(hello, NULL);
         return;
     }
+    wcmd_freeing_drop(self, host); /* the inventory below is what it holds */
     bool was_up = host->routing != NULL;
     if (was_up) {
         /* the same host on a new connection: the old one is dead */
@@ -575,4 +577,6 @@ void workers_tick(broker_t *self, int64_t now_ms)
     for (host_t *h = zlistx_first(dead); h; h = zlistx_next(dead))
         s_host_down(self, h, "missed heartbeats");
     zlistx_destroy(&dead);
+    if (wcmd_freeing_tick(self, now_ms))
+        self->admit_wanted = true; /* the reaper's tick runs admission */
 }

@@ -1266,10 +1266,11 @@ static void s_test_pull_extends_deadline(void)
     s_hard_close(saved);
 }
 
-/* A create queued with `queue`, admitted when an env is deleted, that the
- * worker refuses (still destroying the deleted VMs: NO_CAPACITY) goes back
- * to its place in the queue with its max-wait; the next admission that the
- * worker accepts answers its request id OK. */
+/* A create queued with `queue`, admitted when the worker confirmed the
+ * destroy of a deleted env, that the worker still refuses for capacity
+ * (NO_CAPACITY: its own check disagrees with the broker's) goes back to its
+ * place in the queue with its max-wait; the next admission that the worker
+ * accepts answers its request id OK. */
 static Ttfleet__Reply *s_send_queued(const char *tenant, const char *name, const char *rid)
 {
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
@@ -1305,7 +1306,8 @@ static void s_test_queued_refused_requeued(void)
     int64_t deadline = qe ? qe->deadline : -1, seq = qe ? qe->seq : -1;
     CHECK(qe && admq_position(g_b->admq, "tq", "waiting") == 1);
 
-    /* delete fill1: "waiting" is admitted at once; the worker refuses it */
+    /* delete fill1: "waiting" is admitted when the worker answers the
+     * destroy; the worker refuses it */
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
     Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
     ref.name = "fill1";
@@ -1315,12 +1317,13 @@ static void s_test_queued_refused_requeued(void)
     req.tenant = "tf";
     s_client_send(TT_SERVICE_ENV, &req);
     broker_end_batch(g_b);
-    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL); /* admitted */
-    CHECK(model_env_get(g_b, "tq", "waiting") != NULL);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") != NULL); /* not before the answer */
+    int seen = 0;
     for (int round = 0; round < 4; round++) {
-        s_answer_commands(TTFLEET__STATUS__NO_CAPACITY);
+        seen += s_answer_commands(TTFLEET__STATUS__NO_CAPACITY);
         broker_end_batch(g_b);
     }
+    CHECK(seen >= 2); /* the destroy, then the admitted create */
     char service[64];
     Ttfleet__Reply *r = s_reply_for("del-fill1", service, sizeof service);
     CHECK(r && r->status == 0);
@@ -1369,6 +1372,168 @@ static void s_test_queued_refused_requeued(void)
     s_status(r);
     CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL);
     CHECK(admq_position(g_b->admq, "tr", "later") == 1);
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* Send req as tenant without answering any worker command; its reply. */
+static Ttfleet__Reply *s_call_unanswered(const char *tenant, Ttfleet__Request *req, const char *rid)
+{
+    req->request_id = (char *)rid;
+    req->tenant = (char *)tenant;
+    s_client_send(TT_SERVICE_ENV, req);
+    broker_end_batch(g_b);
+    /* take the reply; every other message goes back to its own socket */
+    zlistx_t *socks = zlistx_new(), *msgs = zlistx_new();
+    Ttfleet__Reply *rep = NULL;
+    zsock_t *sock;
+    zmsg_t *m;
+    while ((m = outq_pop(g_b, &sock))) {
+        if (!rep && sock == g_b->clients && zmsg_size(m) == 5) {
+            zframe_t *body = zmsg_last(m);
+            Ttfleet__Reply *r = ttfleet__reply__unpack(NULL, zframe_size(body), zframe_data(body));
+            if (r && strcmp(r->request_id, rid) == 0) {
+                rep = r;
+                zmsg_destroy(&m);
+                continue;
+            }
+            if (r)
+                ttfleet__reply__free_unpacked(r, NULL);
+        }
+        zlistx_add_end(socks, sock);
+        zlistx_add_end(msgs, m);
+    }
+    for (m = zlistx_first(msgs), sock = zlistx_first(socks); m;
+         m = zlistx_next(msgs), sock = zlistx_next(socks))
+        outq_push(g_b, sock, &(zmsg_t *){m});
+    zlistx_destroy(&socks);
+    zlistx_destroy(&msgs);
+    return rep;
+}
+
+/* Capacity is handed on only once the worker confirms it free: a deleted
+ * env's VMs hold their host's cpu, memory and disk for placement until the
+ * worker answers the destroy (it may still be in a stop grace, and its own
+ * resource check would refuse whatever the broker put there). Checked for
+ * a queued create (not admitted before the answer, admitted at it), a start
+ * of a stopped env, an evacuation, and a host that goes down or says READY
+ * (its holds go: the inventory is reconciled). */
+static void s_test_capacity_handoff(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    host_t *ha = model_host_get(g_b, "ha"), *hb = model_host_get(g_b, "hb");
+    CHECK(ha && hb);
+    if (!ha || !hb) {
+        s_hard_close(saved);
+        return;
+    }
+    /* both hosts full (8 cpu each), a create queued */
+    CHECK(s_status(s_create("tf", "fill1", "img", 1, 8, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_create("tf", "fill2", "img", 1, 8, 1024, false, NULL)) == 0);
+    env_t *f1 = model_env_get(g_b, "tf", "fill1");
+    CHECK(f1 && f1->n_vms == 1 && f1->vms[0]->host == ha);
+    CHECK(s_status(s_send_queued("tq", "waiting", "h-wait")) == TTFLEET__STATUS__QUEUED);
+
+    /* delete fill1; the worker has not answered the destroy */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = "fill1";
+    req.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+    req.env_delete = &ref;
+    CHECK(s_status(s_call_unanswered("tf", &req, "h-del1")) == 0);
+    CHECK(model_env_get(g_b, "tf", "fill1") == NULL);
+    CHECK(ha->cpu_used == 0 && ha->cpu_freeing == 8 && ha->mem_freeing == 1024 &&
+          ha->disk_freeing == 1000);
+    admission_run(g_b, tt_now());
+    broker_end_batch(g_b);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") != NULL); /* still queued */
+    CHECK(model_env_get(g_b, "tq", "waiting") == NULL);
+    /* a plain create is refused by the broker and says why; then (in
+     * s_call) the worker answers the destroy, and the queued create is
+     * admitted at once */
+    Ttfleet__Reply *r = s_create("tp", "plain", "img", 1, 8, 1024, false, "h-plain");
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY && strstr(r->message, "being freed"));
+    s_status(r);
+    CHECK(ha->cpu_freeing == 0 && ha->mem_freeing == 0 && ha->disk_freeing == 0);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL);
+    env_t *w = model_env_get(g_b, "tq", "waiting");
+    CHECK(w && w->n_vms == 1 && w->vms[0]->host == ha);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    r = s_send_queued("tq", "waiting", "h-wait");
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->state, "running") == 0);
+    s_status(r);
+    s_drain();
+
+    /* start of a stopped env on a host whose freed room is still being freed:
+     * hb holds fill2 (8); make room (delete fill2, answered), put a stopped
+     * 4-cpu env and a 4-cpu filler there, delete the filler unanswered */
+    ref.name = "fill2";
+    CHECK(s_status(s_call_rid("tf", &req, "h-del2")) == 0);
+    s_drain();
+    /* ha is full (waiting, 8), so both go to hb */
+    CHECK(s_status(s_create("ts", "sleeper", "img", 1, 4, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_create("tf", "fill3", "img", 1, 4, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_simple("ts", TTFLEET__REQUEST__OP_ENV_STOP, "sleeper")) == 0);
+    CHECK(s_status(s_create("tf", "fill4", "img", 1, 4, 1024, false, NULL)) == 0);
+    env_t *f4 = model_env_get(g_b, "tf", "fill4");
+    CHECK(f4 && f4->vms[0]->host == hb && hb->cpu_used == 8);
+    ref.name = "fill3";
+    CHECK(s_status(s_call_unanswered("tf", &req, "h-del3")) == 0);
+    CHECK(hb->cpu_used == 4 && hb->cpu_freeing == 4);
+    Ttfleet__Request st = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef sref = TTFLEET__ENV_REF__INIT;
+    sref.name = "sleeper";
+    st.op_case = TTFLEET__REQUEST__OP_ENV_START;
+    st.env_start = &sref;
+    r = s_call_unanswered("ts", &st, "h-start1");
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY && strstr(r->message, "being freed"));
+    s_status(r);
+    env_t *sl = model_env_get(g_b, "ts", "sleeper");
+    CHECK(sl && !sl->busy && sl->vms[0]->state == TTFLEET__VM_STATE__VM_STOPPED);
+    CHECK(s_answer_commands(0) == 1); /* the destroy alone: no start was sent */
+    broker_end_batch(g_b);
+    CHECK(hb->cpu_freeing == 0);
+    CHECK(s_status(s_call_rid("ts", &st, "h-start2")) == 0);
+    CHECK(sl && sl->vms[0]->state == TTFLEET__VM_STATE__VM_RUNNING && hb->cpu_used == 8);
+    s_drain();
+
+    /* evacuation: a VM is not moved onto room still being freed */
+    ref.name = "waiting";
+    CHECK(s_status(s_call_unanswered("tq", &req, "h-del4")) == 0);
+    CHECK(ha->cpu_freeing == 8);
+    Ttfleet__Request act = TTFLEET__REQUEST__INIT;
+    Ttfleet__HostDrain dr = TTFLEET__HOST_DRAIN__INIT;
+    dr.id = "hb";
+    dr.evacuate = true;
+    act.op_case = TTFLEET__REQUEST__OP_HOST_DRAIN;
+    act.host_drain = &dr;
+    r = s_call_unanswered("admin", &act, "h-evac1");
+    CHECK(r && r->status == 0 && strstr(r->message, "0 VM(s) moved"));
+    s_status(r);
+    CHECK(f4->vms[0]->host == hb);
+    CHECK(s_answer_commands(0) >= 1);
+    broker_end_batch(g_b);
+    CHECK(ha->cpu_freeing == 0);
+    r = s_call_rid("admin", &act, "h-evac2");
+    CHECK(r && r->status == 0 && strstr(r->message, "2 VM(s) moved"));
+    s_status(r);
+    CHECK(f4->vms[0]->host == ha && sl->vms[0]->host == ha);
+    s_drain();
+
+    /* a host that says READY again (or goes down) drops its holds: its
+     * inventory is reconciled instead */
+    ref.name = "fill4";
+    CHECK(s_status(s_call_unanswered("tf", &req, "h-del5")) == 0);
+    CHECK(ha->cpu_freeing == 4);
+    s_drain();
+    s_ready("w-a", "ha", 8, 16384, 10000);
+    broker_end_batch(g_b);
+    CHECK(ha->cpu_freeing == 0 && zhashx_size(g_b->freeing) == 0);
     s_drain();
     s_hard_close(saved);
 }
@@ -2027,6 +2192,7 @@ int main(void)
     s_test_pull_extends_deadline();
     s_test_disk_total();
     s_test_queued_refused_requeued();
+    s_test_capacity_handoff();
     s_test_audit_outcomes();
     s_test_copy_share();
     s_test_copy_rate();
