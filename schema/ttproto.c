@@ -15,9 +15,9 @@
 #include <time.h>
 
 static const char *s_status_names[] = {
-    "OK",           "BAD_REQUEST",   "NOT_FOUND", "ALREADY_EXISTS",  "NO_CAPACITY",
-    "TOO_SOON",     "INVALID_STATE", "FORBIDDEN", "IN_PROGRESS",     "WORKER_FAILED",
-    "TIMEOUT",      "INTERNAL",      "UNKNOWN_SERVICE", "UNAVAILABLE", "TOO_LARGE",
+    "OK",       "BAD_REQUEST",   "NOT_FOUND",       "ALREADY_EXISTS", "NO_CAPACITY",
+    "TOO_SOON", "INVALID_STATE", "FORBIDDEN",       "IN_PROGRESS",    "WORKER_FAILED",
+    "TIMEOUT",  "INTERNAL",      "UNKNOWN_SERVICE", "UNAVAILABLE",    "TOO_LARGE",
 };
 
 const char *tt_status_name(int status)
@@ -67,6 +67,34 @@ const char *tt_vm_state_name(int state)
     if (state < 0 || (size_t)state >= sizeof s_state_names / sizeof *s_state_names)
         return "unknown";
     return s_state_names[state];
+}
+
+static const char *const s_cap_names[] = {"catalog", "bootstrap", "guest",  "snapshots",
+                                          "nic-tap", "nic-veth",  "hostfwd"};
+
+const char *tt_cap_name(uint32_t cap)
+{
+    for (size_t i = 0; i < sizeof s_cap_names / sizeof *s_cap_names; i++)
+        if (cap == 1u << i)
+            return s_cap_names[i];
+    return NULL;
+}
+
+uint32_t tt_cap_parse(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof s_cap_names / sizeof *s_cap_names; i++)
+        if (strcmp(name, s_cap_names[i]) == 0)
+            return 1u << i;
+    return 0;
+}
+
+size_t tt_cap_names(uint32_t caps, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof s_cap_names / sizeof *s_cap_names && n < max; i++)
+        if (caps & (1u << i))
+            names[n++] = s_cap_names[i];
+    return n;
 }
 
 bool tt_name_valid(const char *s)
@@ -137,10 +165,10 @@ int64_t tt_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-#define FAIL(...)                                                                              \
-    do {                                                                                       \
-        snprintf(err, errlen, __VA_ARGS__);                                                    \
-        return -1;                                                                             \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, errlen, __VA_ARGS__);                                                        \
+        return -1;                                                                                 \
     } while (0)
 
 static int s_ports_valid(size_t n, const uint32_t *ports, char *err, size_t errlen)
@@ -235,8 +263,7 @@ static int s_quota_set_valid(const Ttfleet__QuotaSet *q, char *err, size_t errle
         s_quota_value_valid(q->cpu, TT_QUOTA_MAX_CPU, "cpu", err, errlen) ||
         s_quota_value_valid(q->mem_mib, TT_QUOTA_MAX_MEM_MIB, "mem", err, errlen) ||
         s_quota_value_valid(q->disk_mib, TT_QUOTA_MAX_DISK_MIB, "disk", err, errlen) ||
-        s_quota_value_valid(q->max_lifetime, TT_MAX_LIFETIME_ADMIN, "max-lifetime", err,
-                            errlen) ||
+        s_quota_value_valid(q->max_lifetime, TT_MAX_LIFETIME_ADMIN, "max-lifetime", err, errlen) ||
         s_quota_value_valid(q->max_priority, TT_PRIO_MAX, "max-priority", err, errlen))
         return -1;
     if (q->max_lifetime && q->max_lifetime->value == 0)
@@ -389,8 +416,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         if (h->mem_mib > TT_MAX_HOST_MEM_MIB)
             FAIL("mem %llu MiB over %llu", (unsigned long long)h->mem_mib, TT_MAX_HOST_MEM_MIB);
         if (h->disk_mib > TT_MAX_HOST_DISK_MIB)
-            FAIL("disk %llu MiB over %llu", (unsigned long long)h->disk_mib,
-                 TT_MAX_HOST_DISK_MIB);
+            FAIL("disk %llu MiB over %llu", (unsigned long long)h->disk_mib, TT_MAX_HOST_DISK_MIB);
         return 0;
     }
     case TTFLEET__REQUEST__OP_HOST_SHOW:
@@ -422,9 +448,8 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     /* images (issue 12): the shape here, the rules in broker/ops/image_ops.c */
     case TTFLEET__REQUEST__OP_IMAGE_PUSH:
     case TTFLEET__REQUEST__OP_IMAGE_COMMIT: {
-        const Ttfleet__ImagePush *p = req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH
-                                          ? req->image_push
-                                          : req->image_commit;
+        const Ttfleet__ImagePush *p =
+            req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH ? req->image_push : req->image_commit;
         if (!p->ref || strlen(p->ref) > 200 || !p->kind || strlen(p->kind) > 8 || !p->digest ||
             strlen(p->digest) > 80 || p->n_blobs > 4)
             FAIL("malformed image push (ref, kind, digest or blobs out of bounds)");
@@ -438,9 +463,8 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         return 0;
     case TTFLEET__REQUEST__OP_IMAGE_SHOW:
     case TTFLEET__REQUEST__OP_IMAGE_RM: {
-        const Ttfleet__ImageRef *r = req->op_case == TTFLEET__REQUEST__OP_IMAGE_SHOW
-                                         ? req->image_show
-                                         : req->image_rm;
+        const Ttfleet__ImageRef *r =
+            req->op_case == TTFLEET__REQUEST__OP_IMAGE_SHOW ? req->image_show : req->image_rm;
         if (!r->ref || strlen(r->ref) > 200)
             FAIL("image reference missing or over 200 characters");
         return 0;

@@ -41,8 +41,8 @@
 #define TT_SERVICE_MMI "mmi.service"
 
 /* Limits on what comes from outside. */
-#define TT_MAX_FRAMES 8           /* frames in one client message (after routing) */
-#define TT_MAX_BODY (256 * 1024)  /* bytes of one protobuf body */
+#define TT_MAX_FRAMES 8                      /* frames in one client message (after routing) */
+#define TT_MAX_BODY (256 * 1024)             /* bytes of one protobuf body */
 #define TT_MAX_SOCKET_BODY (4 * TT_MAX_BODY) /* broker's ZMQ_MAXMSGSIZE: over it, no reply */
 #define TT_MAX_WORKER_BODY (8 * 1024 * 1024) /* READY with a big inventory */
 #define TT_MAX_NAME 64
@@ -51,7 +51,7 @@
 #define TT_MAX_PORTS_PER_VM 32
 #define TT_MAX_IMAGES_PER_ENV 32
 #define TT_MAX_CPU 256
-#define TT_MAX_MEM_MIB (1024u * 1024u)       /* 1 TiB */
+#define TT_MAX_MEM_MIB (1024u * 1024u)        /* 1 TiB */
 #define TT_MAX_DISK_MIB (64u * 1024u * 1024u) /* 64 TiB */
 
 /* What a worker may say about its host (the broker clips or refuses
@@ -60,7 +60,7 @@
 #define TT_MAX_HOST_MEM_MIB (64ull * 1024 * 1024)    /* 64 TiB */
 #define TT_MAX_HOST_DISK_MIB (1024ull * 1024 * 1024) /* 1 PiB */
 #define TT_MAX_INVENTORY 65533                       /* VM ids 2..65534 */
-#define TT_MAX_WORKER_MESSAGE 1024 /* bytes of a VmActual message kept */
+#define TT_MAX_WORKER_MESSAGE 1024                   /* bytes of a VmActual message kept */
 
 #define TT_CONSOLE_DEFAULT (16 * 1024)
 #define TT_CONSOLE_MAX (256 * 1024)
@@ -74,16 +74,16 @@
 
 #define TT_PORT_MIN 40000
 #define TT_PORT_MAX 59999
-#define TT_VMID_MIN 2       /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
-#define TT_VMID_MAX 65534   /* 10.10.255.255 is broadcast */
+#define TT_VMID_MIN 2     /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
+#define TT_VMID_MAX 65534 /* 10.10.255.255 is broadcast */
 
 /* Admission (broker/admission/admq.h, quota.h): the bounds of what a client may ask. */
-#define TT_PRIO_MAX 99                       /* EnvCreate.priority 0..99 */
-#define TT_QUEUE_WAIT_MAX (7LL * 24 * 3600)  /* EnvCreate.max_wait on the wire */
+#define TT_PRIO_MAX 99                      /* EnvCreate.priority 0..99 */
+#define TT_QUEUE_WAIT_MAX (7LL * 24 * 3600) /* EnvCreate.max_wait on the wire */
 #define TT_QUOTA_MAX_ENVS 100000LL
 #define TT_QUOTA_MAX_VMS 1000000LL
 #define TT_QUOTA_MAX_CPU 10000000LL
-#define TT_QUOTA_MAX_MEM_MIB (1LL << 40)     /* 1 EiB in MiB: far above any pool */
+#define TT_QUOTA_MAX_MEM_MIB (1LL << 40) /* 1 EiB in MiB: far above any pool */
 #define TT_QUOTA_MAX_DISK_MIB (1LL << 40)
 #define TT_AUDIT_LIMIT_DEFAULT 100
 #define TT_AUDIT_LIMIT_MAX 1000
@@ -108,6 +108,30 @@ static inline bool tt_vm_state_uses_cpu(int state)
 {
     return state == TTFLEET__VM_STATE__VM_RUNNING || state == TTFLEET__VM_STATE__VM_PAUSED;
 }
+
+/* Engine capabilities: what an engine can do, declared by the engine
+ * (worker/engines/engine_*.c, engine_t.caps), sent by the worker in
+ * READY (WorkerHello.engine_caps, by name) and decided on by the broker
+ * (placement, create checks) and the worker alike. Nothing decides from an
+ * engine's name. */
+#define TT_CAP_CATALOG (1u << 0)   /* "catalog": runs catalog images (pulled into the image cache) \
+                                    */
+#define TT_CAP_BOOTSTRAP (1u << 1) /* "bootstrap": hands a guest SSH keys and user-data (seed) */
+#define TT_CAP_GUEST (1u << 2)     /* "guest": exec and copy inside the guest */
+#define TT_CAP_SNAPSHOTS (1u << 3) /* "snapshots": memory snapshots, templates, clones */
+#define TT_CAP_NIC_TAP (1u << 4)   /* "nic-tap": its NIC is a tap device made before start (nft) */
+#define TT_CAP_NIC_VETH (1u << 5)  /* "nic-veth": a veth moved into its netns after start (nft) */
+#define TT_CAP_HOSTFWD                                                                             \
+    (1u << 6) /* "hostfwd": under --net user it forwards its public ports itself */
+#define TT_CAP_ALL ((1u << 7) - 1)
+/* The name of one capability bit ("catalog"), NULL for a bit that has none. */
+const char *tt_cap_name(uint32_t cap);
+/* The bit a name stands for, 0 for an unknown name (a newer worker's:
+ * ignored, so a capability never appears by accident). */
+uint32_t tt_cap_parse(const char *name);
+/* The names of the bits in caps into names (at most max), in bit order;
+ * returns how many. The strings are static. */
+size_t tt_cap_names(uint32_t caps, const char **names, size_t max);
 
 /* True if s is a valid env / tenant / image / host name:
  * [A-Za-z0-9._-], 1..64 chars, no leading dot. */

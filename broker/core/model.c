@@ -523,8 +523,8 @@ int alloc_mac_parse(const char *s, uint64_t *mac)
 
 /* ---- guest inputs (issue 11) ---- */
 
-int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
-                        size_t ud_len, const char *ready, const char *group_ready)
+int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud, size_t ud_len,
+                        const char *ready, const char *group_ready)
 {
     for (int i = 0; i < env->n_ssh_keys; i++)
         free(env->ssh_keys[i]);
@@ -583,7 +583,22 @@ char *model_vm_ready_spec(const vm_t *vm)
     return strdup(vm->env->ready ? vm->env->ready : "");
 }
 
-bool model_engine_bootstraps(const char *engine)
+uint32_t model_host_engine_caps(const host_t *host, const char *engine)
 {
-    return engine && strcmp(engine, "qemu") == 0;
+    for (int i = 0; engine && i < host->n_engines; i++)
+        if (strcmp(host->engines[i], engine) == 0)
+            return host->engine_caps[i];
+    return 0;
+}
+
+uint32_t model_engine_caps(broker_t *self, const char *engine, bool *said)
+{
+    uint32_t caps = 0;
+    *said = false;
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+        if (h->caps_said && model_host_has_engine(h, engine)) {
+            caps |= model_host_engine_caps(h, engine);
+            *said = true;
+        }
+    return caps;
 }

@@ -9,9 +9,9 @@
  */
 #include "reply.h"
 #include "audit.h"
-#include "stats.h"
 #include "outq.h"
 #include "persist.h"
+#include "stats.h"
 #include "ttframe.h"
 
 #include <stdio.h>
@@ -148,6 +148,24 @@ Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h)
     hi->advertised_cpu = h->adv_cpu;
     hi->advertised_mem_mib = h->adv_mem;
     hi->advertised_disk_mib = h->adv_disk;
+    if (h->caps_said && h->n_engines > 0) {
+        Ttfleet__EngineCaps **ecs = reply_alloc(a, (size_t)h->n_engines * sizeof *ecs);
+        if (!ecs)
+            return NULL;
+        for (int i = 0; i < h->n_engines; i++) {
+            Ttfleet__EngineCaps *ec = reply_alloc(a, sizeof *ec);
+            const char **names = reply_alloc(a, 32 * sizeof *names);
+            if (!ec || !names)
+                return NULL;
+            ttfleet__engine_caps__init(ec);
+            ec->engine = h->engines[i];
+            ec->n_caps = tt_cap_names(h->engine_caps[i], names, 32);
+            ec->caps = (char **)names;
+            ecs[i] = ec;
+        }
+        hi->n_engine_caps = (size_t)h->n_engines;
+        hi->engine_caps = ecs;
+    }
     return hi;
 }
 
@@ -209,8 +227,8 @@ void reply_audit(broker_t *self, const char *tenant, const char *rid, int status
         ctx = *self->cur_audit;
     if (persist_open(self))
         return;
-    audit_rec_t ar = {0,        tt_now(), tenant,     ctx.role, ctx.key,
-                      ctx.op,   ctx.target, rid ? rid : "", status, message ? message : ""};
+    audit_rec_t ar = {0,      tt_now(),   tenant,         ctx.role, ctx.key,
+                      ctx.op, ctx.target, rid ? rid : "", status,   message ? message : ""};
     char err[256];
     if (audit_write(self->store, &ar, err, sizeof err)) {
         zsys_error("broker.db: %s", err);
@@ -223,7 +241,8 @@ void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
     char key[2 * TT_MAX_REQUEST_ID + 2];
     s_req_key(tenant, rid, key, sizeof key);
     request_rec_t *old = zhashx_lookup(self->requests, key);
-    char *audit = old && !old->done && old->audit ? strdup(old->audit) : s_audit_pack(self->cur_audit);
+    char *audit =
+        old && !old->done && old->audit ? strdup(old->audit) : s_audit_pack(self->cur_audit);
     request_rec_t *rec = calloc(1, sizeof *rec);
     if (rec) {
         rec->created_at = tt_now();
@@ -248,7 +267,8 @@ static uint8_t *s_stored_copy(Ttfleet__Reply *rep, uint8_t *full, size_t len, si
         return full;
     char *message = rep->message;
     char note[900];
-    snprintf(note, sizeof note, "%s%s(the stored copy of this reply omits the details: %zu bytes "
+    snprintf(note, sizeof note,
+             "%s%s(the stored copy of this reply omits the details: %zu bytes "
              "over %d; see env show)",
              message, *message ? " " : "", len, REPLY_MAX_STORED);
     rep->message = note;

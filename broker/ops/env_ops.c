@@ -12,8 +12,8 @@
  * commit. A refusal returns a status and leaves nothing changed.
  */
 #include "env_ops.h"
-#include "image_ops.h"
 #include "admq.h"
+#include "image_ops.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
@@ -160,13 +160,21 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
         gports[n_gports++] = cr->ports[i];
     }
 
-    if ((cr->n_ssh_keys || cr->user_data.len) && !model_engine_bootstraps(engine)) {
+    /* what the engine can do, as the hosts that offer it declared; a host
+     * is then chosen among those whose engine declares what the env needs */
+    bool said;
+    uint32_t caps = model_engine_caps(self, engine, &said);
+    uint32_t need = cr->n_ssh_keys || cr->user_data.len ? TT_CAP_BOOTSTRAP : 0;
+    if (need && said && !(caps & TT_CAP_BOOTSTRAP)) {
         snprintf(msg, msglen,
-                 "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use the qemu "
-                 "engine with a cloud-init image",
+                 "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use an engine "
+                 "that can (the qemu engine with a cloud-init image)",
                  engine);
         return TTFLEET__STATUS__BAD_REQUEST;
     }
+    /* an engine known to run host-local images only: its names are never
+     * catalog images */
+    bool local_only = said && !(caps & TT_CAP_CATALOG);
     char *group_ready = s_group_ready(cr);
 
     env_t *env = model_env_new(self, tenant, cr->name);
@@ -193,31 +201,36 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
         uint32_t dup = cr->images[i]->dup ? cr->images[i]->dup : 1;
         vm_t cat; /* the catalog image it names, if it does (issue 12) */
         memset(&cat, 0, sizeof cat);
-        /* the process engine runs host-local programs only: its names are
-         * never catalog images */
-        int catalog = strcmp(engine, "process") == 0
-                          ? 0
-                          : image_ops_resolve(self, tenant, cr->images[i]->image, &cat, msg, msglen);
+        int catalog =
+            local_only ? 0
+                       : image_ops_resolve(self, tenant, cr->images[i]->image, &cat, msg, msglen);
         if (catalog < 0) {
             status = TTFLEET__STATUS__INTERNAL;
             break;
         }
         if (!catalog && !tt_name_valid(cr->images[i]->image)) {
             /* NAME:TAG and NAME@sha256: name catalog images only */
-            status = strcmp(engine, "process") == 0 ? TTFLEET__STATUS__BAD_REQUEST
-                                                    : TTFLEET__STATUS__NOT_FOUND;
-            snprintf(msg, msglen,
-                     strcmp(engine, "process") == 0
-                         ? "image '%.150s': the process engine runs host-local images, named "
-                           "without a tag or digest"
-                         : "no image '%.150s' in the catalog",
-                     cr->images[i]->image);
+            status = local_only ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND;
+            if (local_only)
+                snprintf(msg, msglen,
+                         "image '%.150s': the %.64s engine runs host-local images, named without "
+                         "a tag or digest",
+                         cr->images[i]->image, engine);
+            else
+                snprintf(msg, msglen, "no image '%.150s' in the catalog", cr->images[i]->image);
             break;
         }
         for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
-            sched_want_t want = {engine, cr->images[i]->image,           cpu,  mem,
-                                 disk,   cr->spread || self->cfg.spread, NULL, 0,
-                                 catalog ? cat.image_blobs : NULL};
+            sched_want_t want = {engine,
+                                 cr->images[i]->image,
+                                 cpu,
+                                 mem,
+                                 disk,
+                                 cr->spread || self->cfg.spread,
+                                 NULL,
+                                 0,
+                                 catalog ? cat.image_blobs : NULL,
+                                 need};
             host_t *host = sched_place(self, &want, &status, msg, msglen);
             if (!host)
                 break;
@@ -256,8 +269,8 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
          * host" then is not a decision, so it is not recorded and the
          * client's retry (same id) gets the real outcome. */
         *settling = status == TTFLEET__STATUS__UNAVAILABLE &&
-                    tt_mono_ms() < self->started_ms + (int64_t)self->cfg.heartbeat_ms *
-                                                          (self->cfg.liveness + 1);
+                    tt_mono_ms() < self->started_ms +
+                                       (int64_t)self->cfg.heartbeat_ms * (self->cfg.liveness + 1);
         if (*settling)
             snprintf(msg + strlen(msg), msglen - strlen(msg),
                      " (the broker just started and hosts are still reconnecting: retry)");
@@ -281,7 +294,6 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
     op_dispatch(self, op);
     return 0;
 }
-
 
 int env_create(handler_ctx_t *c)
 {
@@ -819,7 +831,8 @@ int env_list(handler_ctx_t *c)
 int env_show(handler_ctx_t *c)
 {
     env_t *env = model_env_get(c->self, c->tenant, c->req->env_show->name);
-    const admq_entry_t *qe = env ? NULL : admq_find(c->self->admq, c->tenant, c->req->env_show->name);
+    const admq_entry_t *qe =
+        env ? NULL : admq_find(c->self->admq, c->tenant, c->req->env_show->name);
     if (qe) {
         int position = admq_position(c->self->admq, c->tenant, qe->env);
         s_reply_queued(c, TTFLEET__STATUS__OK, "", qe, position, false);
@@ -846,9 +859,11 @@ int env_delete(handler_ctx_t *c)
         char rid[ADMQ_NAME_MAX + 1];
         snprintf(rid, sizeof rid, "%s", qe->request_id);
         if (persist_open(self) || admq_cancel(self->admq, c->tenant, name) < 0)
-            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot cancel the queued create");
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL,
+                                      "cannot cancel the queued create");
         char msg[200];
-        snprintf(msg, sizeof msg, "the queued create of env '%s' was cancelled by env delete", name);
+        snprintf(msg, sizeof msg, "the queued create of env '%s' was cancelled by env delete",
+                 name);
         /* the waiter's outcome is the create's (its context is lost after a restart) */
         const audit_ctx_t *saved = self->cur_audit;
         audit_ctx_t actx = {"env.create", name, saved ? saved->role : "user",
@@ -858,8 +873,8 @@ int env_delete(handler_ctx_t *c)
                    true);
         self->cur_audit = saved;
         s_queue_event(self, "env.queue_cancelled", c->tenant, name, msg);
-        reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg,
-                   NULL, true);
+        reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, NULL,
+                   true);
         self->admit_wanted = true; /* the order behind it changed */
         return 0;
     }

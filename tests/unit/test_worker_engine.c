@@ -292,7 +292,8 @@ int main(void)
           strstr(err, "'process' cannot take memory snapshots"));
     CHECK(engine_snapshot_check(&engine_hollow, &ctx, err, sizeof err) == -1 &&
           strstr(err, "'hollow' cannot"));
-    CHECK(!engine_process.snapshots && !engine_process.suspend && !engine_hollow.snapshots);
+    CHECK(!(engine_process.caps & TT_CAP_SNAPSHOTS) && !engine_process.suspend &&
+          !(engine_hollow.caps & TT_CAP_SNAPSHOTS));
     CHECK(engine_snapshot_check(&engine_qemu, &ctx, err, sizeof err) == -1 &&
           strstr(err, "QEMU version"));
     engine_ctx_t qctx = ctx;
