@@ -15,9 +15,9 @@
 #include <time.h>
 
 static const char *s_status_names[] = {
-    "OK",       "BAD_REQUEST",   "NOT_FOUND",       "ALREADY_EXISTS", "NO_CAPACITY",
-    "TOO_SOON", "INVALID_STATE", "FORBIDDEN",       "IN_PROGRESS",    "WORKER_FAILED",
-    "TIMEOUT",  "INTERNAL",      "UNKNOWN_SERVICE", "UNAVAILABLE",    "TOO_LARGE",
+    "OK",           "BAD_REQUEST",   "NOT_FOUND", "ALREADY_EXISTS",  "NO_CAPACITY",
+    "TOO_SOON",     "INVALID_STATE", "FORBIDDEN", "IN_PROGRESS",     "WORKER_FAILED",
+    "TIMEOUT",      "INTERNAL",      "UNKNOWN_SERVICE", "UNAVAILABLE", "TOO_LARGE",
 };
 
 const char *tt_status_name(int status)
@@ -165,10 +165,10 @@ int64_t tt_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        snprintf(err, errlen, __VA_ARGS__);                                                        \
-        return -1;                                                                                 \
+#define FAIL(...)                                                                              \
+    do {                                                                                       \
+        snprintf(err, errlen, __VA_ARGS__);                                                    \
+        return -1;                                                                             \
     } while (0)
 
 static int s_ports_valid(size_t n, const uint32_t *ports, char *err, size_t errlen)
@@ -263,7 +263,8 @@ static int s_quota_set_valid(const Ttfleet__QuotaSet *q, char *err, size_t errle
         s_quota_value_valid(q->cpu, TT_QUOTA_MAX_CPU, "cpu", err, errlen) ||
         s_quota_value_valid(q->mem_mib, TT_QUOTA_MAX_MEM_MIB, "mem", err, errlen) ||
         s_quota_value_valid(q->disk_mib, TT_QUOTA_MAX_DISK_MIB, "disk", err, errlen) ||
-        s_quota_value_valid(q->max_lifetime, TT_MAX_LIFETIME_ADMIN, "max-lifetime", err, errlen) ||
+        s_quota_value_valid(q->max_lifetime, TT_MAX_LIFETIME_ADMIN, "max-lifetime", err,
+                            errlen) ||
         s_quota_value_valid(q->max_priority, TT_PRIO_MAX, "max-priority", err, errlen))
         return -1;
     if (q->max_lifetime && q->max_lifetime->value == 0)
@@ -416,7 +417,8 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         if (h->mem_mib > TT_MAX_HOST_MEM_MIB)
             FAIL("mem %llu MiB over %llu", (unsigned long long)h->mem_mib, TT_MAX_HOST_MEM_MIB);
         if (h->disk_mib > TT_MAX_HOST_DISK_MIB)
-            FAIL("disk %llu MiB over %llu", (unsigned long long)h->disk_mib, TT_MAX_HOST_DISK_MIB);
+            FAIL("disk %llu MiB over %llu", (unsigned long long)h->disk_mib,
+                 TT_MAX_HOST_DISK_MIB);
         return 0;
     }
     case TTFLEET__REQUEST__OP_HOST_SHOW:
@@ -448,8 +450,9 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     /* images (issue 12): the shape here, the rules in broker/ops/image_ops.c */
     case TTFLEET__REQUEST__OP_IMAGE_PUSH:
     case TTFLEET__REQUEST__OP_IMAGE_COMMIT: {
-        const Ttfleet__ImagePush *p =
-            req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH ? req->image_push : req->image_commit;
+        const Ttfleet__ImagePush *p = req->op_case == TTFLEET__REQUEST__OP_IMAGE_PUSH
+                                          ? req->image_push
+                                          : req->image_commit;
         if (!p->ref || strlen(p->ref) > 200 || !p->kind || strlen(p->kind) > 8 || !p->digest ||
             strlen(p->digest) > 80 || p->n_blobs > 4)
             FAIL("malformed image push (ref, kind, digest or blobs out of bounds)");
@@ -463,8 +466,9 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         return 0;
     case TTFLEET__REQUEST__OP_IMAGE_SHOW:
     case TTFLEET__REQUEST__OP_IMAGE_RM: {
-        const Ttfleet__ImageRef *r =
-            req->op_case == TTFLEET__REQUEST__OP_IMAGE_SHOW ? req->image_show : req->image_rm;
+        const Ttfleet__ImageRef *r = req->op_case == TTFLEET__REQUEST__OP_IMAGE_SHOW
+                                         ? req->image_show
+                                         : req->image_rm;
         if (!r->ref || strlen(r->ref) > 200)
             FAIL("image reference missing or over 200 characters");
         return 0;

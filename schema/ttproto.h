@@ -41,8 +41,8 @@
 #define TT_SERVICE_MMI "mmi.service"
 
 /* Limits on what comes from outside. */
-#define TT_MAX_FRAMES 8                      /* frames in one client message (after routing) */
-#define TT_MAX_BODY (256 * 1024)             /* bytes of one protobuf body */
+#define TT_MAX_FRAMES 8           /* frames in one client message (after routing) */
+#define TT_MAX_BODY (256 * 1024)  /* bytes of one protobuf body */
 #define TT_MAX_SOCKET_BODY (4 * TT_MAX_BODY) /* broker's ZMQ_MAXMSGSIZE: over it, no reply */
 #define TT_MAX_WORKER_BODY (8 * 1024 * 1024) /* READY with a big inventory */
 #define TT_MAX_NAME 64
@@ -51,7 +51,7 @@
 #define TT_MAX_PORTS_PER_VM 32
 #define TT_MAX_IMAGES_PER_ENV 32
 #define TT_MAX_CPU 256
-#define TT_MAX_MEM_MIB (1024u * 1024u)        /* 1 TiB */
+#define TT_MAX_MEM_MIB (1024u * 1024u)       /* 1 TiB */
 #define TT_MAX_DISK_MIB (64u * 1024u * 1024u) /* 64 TiB */
 
 /* What a worker may say about its host (the broker clips or refuses
@@ -60,7 +60,7 @@
 #define TT_MAX_HOST_MEM_MIB (64ull * 1024 * 1024)    /* 64 TiB */
 #define TT_MAX_HOST_DISK_MIB (1024ull * 1024 * 1024) /* 1 PiB */
 #define TT_MAX_INVENTORY 65533                       /* VM ids 2..65534 */
-#define TT_MAX_WORKER_MESSAGE 1024                   /* bytes of a VmActual message kept */
+#define TT_MAX_WORKER_MESSAGE 1024 /* bytes of a VmActual message kept */
 
 #define TT_CONSOLE_DEFAULT (16 * 1024)
 #define TT_CONSOLE_MAX (256 * 1024)
@@ -74,16 +74,16 @@
 
 #define TT_PORT_MIN 40000
 #define TT_PORT_MAX 59999
-#define TT_VMID_MIN 2     /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
-#define TT_VMID_MAX 65534 /* 10.10.255.255 is broadcast */
+#define TT_VMID_MIN 2       /* 10.10.0.0 is the network, 10.10.0.1 the bridge */
+#define TT_VMID_MAX 65534   /* 10.10.255.255 is broadcast */
 
 /* Admission (broker/admission/admq.h, quota.h): the bounds of what a client may ask. */
-#define TT_PRIO_MAX 99                      /* EnvCreate.priority 0..99 */
-#define TT_QUEUE_WAIT_MAX (7LL * 24 * 3600) /* EnvCreate.max_wait on the wire */
+#define TT_PRIO_MAX 99                       /* EnvCreate.priority 0..99 */
+#define TT_QUEUE_WAIT_MAX (7LL * 24 * 3600)  /* EnvCreate.max_wait on the wire */
 #define TT_QUOTA_MAX_ENVS 100000LL
 #define TT_QUOTA_MAX_VMS 1000000LL
 #define TT_QUOTA_MAX_CPU 10000000LL
-#define TT_QUOTA_MAX_MEM_MIB (1LL << 40) /* 1 EiB in MiB: far above any pool */
+#define TT_QUOTA_MAX_MEM_MIB (1LL << 40)     /* 1 EiB in MiB: far above any pool */
 #define TT_QUOTA_MAX_DISK_MIB (1LL << 40)
 #define TT_AUDIT_LIMIT_DEFAULT 100
 #define TT_AUDIT_LIMIT_MAX 1000

@@ -107,8 +107,8 @@ void print_set_format(bool yaml, bool wide)
  * Anything that starts like a number or a date is. */
 static bool s_yaml_needs_quotes(const char *text)
 {
-    static const char *const words[] = {"true", "false", "yes", "no",   "on",    "off", "null",
-                                        "y",    "n",     "~",   ".inf", "-.inf", ".nan"};
+    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "null",
+                                        "y", "n", "~", ".inf", "-.inf", ".nan"};
     if (!*text || strchr("0123456789+-.~", text[0]))
         return true;
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
@@ -237,18 +237,17 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
         json_array_append_new(ports,
                               json_pack("{s:I, s:I}", "guest", (json_int_t)vm->ports[i]->guest,
                                         "public", (json_int_t)vm->ports[i]->public_));
-    json_t *o = json_pack(
-        "{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}", "vm_id",
-        (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image, "engine", vm->engine, "ip",
-        vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu, "mem_mib", (json_int_t)vm->mem_mib,
-        "disk_mib", (json_int_t)vm->disk_mib, "state", tt_vm_state_name(vm->state), "ports", ports,
-        "ready", (int)vm->ready, "ready_at", (json_int_t)vm->ready_at, "ready_detail",
-        vm->ready_detail ? vm->ready_detail : "", "public_address",
-        vm->public_address ? vm->public_address : "");
+    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}",
+                     "vm_id", (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image,
+                     "engine", vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu,
+                     "mem_mib", (json_int_t)vm->mem_mib, "disk_mib", (json_int_t)vm->disk_mib, "state",
+                     tt_vm_state_name(vm->state), "ports", ports, "ready", (int)vm->ready,
+                     "ready_at", (json_int_t)vm->ready_at, "ready_detail",
+                     vm->ready_detail ? vm->ready_detail : "", "public_address",
+                     vm->public_address ? vm->public_address : "");
     /* images (issue 12): the catalog digest, and a fetch in progress */
     if (o) {
-        json_object_set_new(o, "image_digest",
-                            json_string(vm->image_digest ? vm->image_digest : ""));
+        json_object_set_new(o, "image_digest", json_string(vm->image_digest ? vm->image_digest : ""));
         json_object_set_new(o, "pull_done", json_integer((json_int_t)vm->pull_done));
         json_object_set_new(o, "pull_total", json_integer((json_int_t)vm->pull_total));
         json_object_set_new(o, "pulling", json_boolean(vm->pull_total > 0));
@@ -340,8 +339,8 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
                      (unsigned long long)(vm->pull_done * 100 / vm->pull_total));
         else
             snprintf(state, sizeof state, "%s", tt_vm_state_name(vm->state));
-        s_table_row(&t, id, vm->host, vm->image, vm->engine, vm->ip, vm->mac, cpu, mem, disk, state,
-                    map, vm->ready ? "yes" : "no");
+        s_table_row(&t, id, vm->host, vm->image, vm->engine, vm->ip, vm->mac, cpu, mem, disk,
+                    state, map, vm->ready ? "yes" : "no");
     }
     s_table_print(out, &t);
     return 0;
@@ -463,8 +462,7 @@ int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
         fprintf(out, "%-9s %s: %s\n", i ? "" : "can", h->engine_caps[i]->engine, caps);
     }
     fprintf(out, "accel     %s\n", h->accel && *h->accel ? h->accel : "-");
-    fprintf(out, "public    %s\n",
-            h->public_address && *h->public_address ? h->public_address : "-");
+    fprintf(out, "public    %s\n", h->public_address && *h->public_address ? h->public_address : "-");
     fprintf(out, "images    %s\n", images);
     fprintf(out, "cpu       %u / %u\n", h->cpu_used, h->cpu_total);
     fprintf(out, "mem       %llu / %llu MiB\n", (unsigned long long)h->mem_used,
@@ -675,10 +673,10 @@ int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host,
 int print_event(FILE *out, const Ttfleet__Event *ev, bool json)
 {
     if (json) {
-        json_t *obj =
-            json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "kind", ev->kind, "time",
-                      (json_int_t)ev->time, "tenant", ev->tenant, "env", ev->env, "host", ev->host,
-                      "vm_id", (json_int_t)ev->vm_id, "state", ev->state, "message", ev->message);
+        json_t *obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "kind", ev->kind,
+                                "time", (json_int_t)ev->time, "tenant", ev->tenant, "env",
+                                ev->env, "host", ev->host, "vm_id", (json_int_t)ev->vm_id,
+                                "state", ev->state, "message", ev->message);
         if (!obj)
             return -1;
         if (s_yaml) /* one YAML document per event */
@@ -729,17 +727,18 @@ int print_quota_list(FILE *out, const Ttfleet__QuotaInfoList *list, bool json)
         for (size_t i = 0; i < list->n_quotas; i++) {
             const Ttfleet__QuotaInfo *q = list->quotas[i];
             const Ttfleet__QuotaUsage *u = q->used;
-            json_t *used =
-                u ? json_pack("{s:I, s:I, s:I, s:I, s:I}", "envs", (json_int_t)u->envs, "vms",
-                              (json_int_t)u->vms, "cpu", (json_int_t)u->cpu, "mem",
-                              (json_int_t)u->mem_mib, "disk", (json_int_t)u->disk_mib)
-                  : json_null();
+            json_t *used = u ? json_pack("{s:I, s:I, s:I, s:I, s:I}", "envs", (json_int_t)u->envs,
+                                         "vms", (json_int_t)u->vms, "cpu", (json_int_t)u->cpu,
+                                         "mem", (json_int_t)u->mem_mib, "disk",
+                                         (json_int_t)u->disk_mib)
+                             : json_null();
             json_array_append_new(
-                arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "tenant", q->tenant,
-                               "envs", (json_int_t)q->envs, "vms", (json_int_t)q->vms, "cpu",
-                               (json_int_t)q->cpu, "mem", (json_int_t)q->mem_mib, "disk",
-                               (json_int_t)q->disk_mib, "max_lifetime", (json_int_t)q->max_lifetime,
-                               "max_priority", (json_int_t)q->max_priority, "used", used));
+                arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "tenant",
+                               q->tenant, "envs", (json_int_t)q->envs, "vms", (json_int_t)q->vms,
+                               "cpu", (json_int_t)q->cpu, "mem", (json_int_t)q->mem_mib, "disk",
+                               (json_int_t)q->disk_mib, "max_lifetime",
+                               (json_int_t)q->max_lifetime, "max_priority",
+                               (json_int_t)q->max_priority, "used", used));
         }
         return s_json_print(out, json_pack("{s:o}", "quotas", arr));
     }
@@ -778,13 +777,14 @@ int print_queue(FILE *out, const Ttfleet__QueueEntryList *list, bool json)
                 arr, json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
                                "position", (json_int_t)e->position, "tenant", e->tenant, "env",
                                e->env, "request_id", e->request_id, "priority",
-                               (json_int_t)e->priority, "enqueued_at", (json_int_t)e->enqueued_at,
-                               "deadline", (json_int_t)e->deadline, "cpu", (json_int_t)e->cpu,
-                               "mem", (json_int_t)e->mem_mib, "disk", (json_int_t)e->disk_mib,
-                               "vms", (json_int_t)e->vms, "blocked_head", e->blocked_head));
+                               (json_int_t)e->priority, "enqueued_at",
+                               (json_int_t)e->enqueued_at, "deadline", (json_int_t)e->deadline,
+                               "cpu", (json_int_t)e->cpu, "mem", (json_int_t)e->mem_mib, "disk",
+                               (json_int_t)e->disk_mib, "vms", (json_int_t)e->vms,
+                               "blocked_head", e->blocked_head));
         }
-        return s_json_print(
-            out, json_pack("{s:o, s:I}", "entries", arr, "total", (json_int_t)list->total));
+        return s_json_print(out, json_pack("{s:o, s:I}", "entries", arr, "total",
+                                           (json_int_t)list->total));
     }
     if (list->n_entries == 0) {
         fprintf(out, "queue empty (%u queued in all)\n", list->total);
@@ -818,10 +818,10 @@ int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json)
             const Ttfleet__AuditRecord *r = list->records[i];
             json_array_append_new(
                 arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
-                               (json_int_t)r->id, "time", (json_int_t)r->time, "tenant", r->tenant,
-                               "role", r->role, "key", r->key, "op", r->op, "target", r->target,
-                               "request_id", r->request_id, "status", tt_status_name(r->status),
-                               "message", r->message));
+                               (json_int_t)r->id, "time", (json_int_t)r->time, "tenant",
+                               r->tenant, "role", r->role, "key", r->key, "op", r->op, "target",
+                               r->target, "request_id", r->request_id, "status",
+                               tt_status_name(r->status), "message", r->message));
         }
         return s_json_print(out, json_pack("{s:o}", "audit", arr));
     }
@@ -968,11 +968,12 @@ int print_exec_json(FILE *out, uint32_t vm_id, const char *status, const char *m
                     const char *host, int exit_code, int signal, const uint8_t *o, size_t olen,
                     bool otrunc, const uint8_t *e, size_t elen, bool etrunc)
 {
-    json_t *obj =
-        json_pack("{s:I,s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "vm_id", (json_int_t)vm_id, "status",
-                  status, "message", message ? message : "", "host", host ? host : "", "exit_code",
-                  exit_code, "signal", signal, "stdout_size", (json_int_t)olen, "stdout_truncated",
-                  otrunc, "stderr_size", (json_int_t)elen, "stderr_truncated", etrunc);
+    json_t *obj = json_pack("{s:I,s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "vm_id",
+                            (json_int_t)vm_id, "status", status, "message",
+                            message ? message : "", "host", host ? host : "", "exit_code",
+                            exit_code, "signal", signal, "stdout_size", (json_int_t)olen,
+                            "stdout_truncated", otrunc, "stderr_size", (json_int_t)elen,
+                            "stderr_truncated", etrunc);
     if (obj) {
         s_json_bytes(obj, "stdout", o, olen);
         s_json_bytes(obj, "stderr", e, elen);
@@ -988,7 +989,7 @@ int print_copy_json(FILE *out, const char *direction, const char *guest_path, co
     char hex[65];
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", sha[i]);
-    return s_json_print(out, json_pack("{s:b,s:s,s:s,s:s,s:I,s:s}", "ok", 1, "direction", direction,
-                                       "path", guest_path, "local", local, "bytes",
+    return s_json_print(out, json_pack("{s:b,s:s,s:s,s:s,s:I,s:s}", "ok", 1, "direction",
+                                       direction, "path", guest_path, "local", local, "bytes",
                                        (json_int_t)bytes, "sha256", hex));
 }

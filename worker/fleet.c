@@ -32,16 +32,16 @@
 #include "engine.h"
 #include "guestop.h"
 #include "images.h"
+#include "pull.h"
+#include "ttblob.h"
 #include "jobs.h"
 #include "proc.h"
-#include "pull.h"
 #include "seed.h"
+#include "vmready.h"
 #include "spawn.h"
-#include "ttblob.h"
 #include "ttcrash.h"
 #include "ttguest.h"
 #include "vmdb.h"
-#include "vmready.h"
 #include "wire.h"
 
 #define S_MSG_LEN 256
@@ -73,8 +73,8 @@ typedef struct s_op_s {
     bool internal;               /* expiry: an event, no reply */
     bool started;
     bool persist_failed; /* a worker.db write of this op failed (rolled back alone) */
-    size_t left;         /* specs not done */
-    s_vmop_t *vs;        /* [cmd->n_vms] */
+    size_t left;  /* specs not done */
+    s_vmop_t *vs; /* [cmd->n_vms] */
     struct s_op_s *next;
 } s_op_t;
 
@@ -101,13 +101,13 @@ struct fleet_t {
     size_t n_ops;
     s_op_t *done; /* finished, waiting for the commit */
     s_op_t **done_tail;
-    s_op_t **owner;   /* [TT_VMID_MAX + 1]: the started op that holds a VM id */
+    s_op_t **owner; /* [TT_VMID_MAX + 1]: the started op that holds a VM id */
     uint16_t *queued; /* [TT_VMID_MAX + 1]: specs of unfinished ops naming a VM id */
     jobs_t *jobs;     /* the engine calls that may block (S_WAITING) */
     guestop_t *gop;   /* exec and copy (guestop.h): its own threads, no op */
     s_op_t *cur_op;   /* the op whose spec is being applied (s_put blames it) */
     size_t cur_i;
-    bool rewrite;   /* a row write was rolled back: rewrite every row next tick */
+    bool rewrite;     /* a row write was rolled back: rewrite every row next tick */
     uint32_t *mark; /* [TT_VMID_MAX + 1]: scheduling pass that saw it wanted */
     uint32_t gen;
     zlist_t *out;         /* packed replies ready to send */
@@ -380,8 +380,7 @@ static void s_ejob_run(void *arg)
     for (size_t k = 0; k < sizeof order / sizeof *order; k++) {
         if (!(j->steps & order[k]))
             continue;
-        int rc = order[k] == S_J_PREPARE
-                     ? j->eng->prepare_disk(j->ctx, &j->vm, j->err, sizeof j->err)
+        int rc = order[k] == S_J_PREPARE ? j->eng->prepare_disk(j->ctx, &j->vm, j->err, sizeof j->err)
                  : order[k] == S_J_START ? j->eng->start(j->ctx, &j->vm, j->err, sizeof j->err)
                  : order[k] == S_J_PAUSE ? j->eng->pause(j->ctx, &j->vm, j->err, sizeof j->err)
                                          : j->eng->resume(j->ctx, &j->vm, j->err, sizeof j->err);
@@ -598,10 +597,8 @@ static int s_pull_gate(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg)
 {
     char err[300];
     if (!self->pull) {
-        snprintf(msg, S_MSG_LEN,
-                 "host %s has no image cache (ttworker --image-cache): cannot run "
-                 "catalog image '%s'",
-                 self->cfg.host_id, spec->image);
+        snprintf(msg, S_MSG_LEN, "host %s has no image cache (ttworker --image-cache): cannot run "
+                 "catalog image '%s'", self->cfg.host_id, spec->image);
         return TTFLEET__STATUS__BAD_REQUEST;
     }
     if (!(engine_caps_of(spec->engine) & TT_CAP_CATALOG)) {
@@ -613,8 +610,8 @@ static int s_pull_gate(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg)
         return 0;
     uint64_t ticket;
     if (pull_want(self->pull, spec, &ticket, err, sizeof err)) {
-        snprintf(msg, S_MSG_LEN, "vm %u: image '%s' on host %s: %.150s", spec->vm_id, spec->image,
-                 self->cfg.host_id, err);
+        snprintf(msg, S_MSG_LEN, "vm %u: image '%s' on host %s: %.150s", spec->vm_id,
+                 spec->image, self->cfg.host_id, err);
         return TTFLEET__STATUS__WORKER_FAILED;
     }
     if (!v) { /* the blocking form (tests): no op to park */
@@ -1081,14 +1078,14 @@ static void s_pull_poll(fleet_t *self, s_op_t *op, size_t i)
     const Ttfleet__VmSpec *spec = op->cmd->vms[i];
     uint64_t done, total;
     char dir[4200], err[300], msg[S_MSG_LEN] = "";
-    pull_state_t ps = pull_state(self->pull, spec->image_digest, v->pull_ticket, &done, &total, dir,
-                                 sizeof dir, err, sizeof err);
+    pull_state_t ps = pull_state(self->pull, spec->image_digest, v->pull_ticket, &done, &total,
+                                 dir, sizeof dir, err, sizeof err);
     if (ps == PULL_BUSY)
         return;
     int state = TTFLEET__VM_STATE__VM_ABSENT;
     if (ps == PULL_FAILED) {
-        snprintf(msg, sizeof msg, "vm %u: image '%s' on host %s: %.150s", spec->vm_id, spec->image,
-                 self->cfg.host_id, err);
+        snprintf(msg, sizeof msg, "vm %u: image '%s' on host %s: %.150s", spec->vm_id,
+                 spec->image, self->cfg.host_id, err);
         s_spec_done(self, op, i, TTFLEET__STATUS__WORKER_FAILED, state, msg);
         return;
     }
@@ -1332,8 +1329,7 @@ static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
         return 0;
     }
     if (!internal && self->n_ops >= FLEET_MAX_OPS) {
-        snprintf(why, sizeof why,
-                 "host %s has %zu commands queued (limit %d): refused, nothing changed",
+        snprintf(why, sizeof why, "host %s has %zu commands queued (limit %d): refused, nothing changed",
                  self->cfg.host_id, self->n_ops, FLEET_MAX_OPS);
         s_refuse(self, cmd, why);
         return 0;
@@ -1341,10 +1337,9 @@ static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
     for (size_t i = 0; !internal && i < cmd->n_vms; i++) {
         uint32_t id = cmd->vms[i]->vm_id;
         if (s_in_range(id) && self->queued[id] >= FLEET_MAX_OPS_PER_VM) {
-            snprintf(
-                why, sizeof why,
-                "host %s has %u commands queued for vm %u (limit %d): refused, nothing changed",
-                self->cfg.host_id, self->queued[id], id, FLEET_MAX_OPS_PER_VM);
+            snprintf(why, sizeof why,
+                     "host %s has %u commands queued for vm %u (limit %d): refused, nothing changed",
+                     self->cfg.host_id, self->queued[id], id, FLEET_MAX_OPS_PER_VM);
             s_refuse(self, cmd, why);
             return 0;
         }
@@ -1373,7 +1368,8 @@ static int s_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd, bool internal)
 static bool s_guest_nul(fleet_t *self, Ttfleet__WorkerCommand *cmd, const byte *body, size_t len)
 {
     char why[S_MSG_LEN];
-    if (!(cmd->exec || cmd->copy) || tt_guest_raw_check(body, len, 100, 101, why, sizeof why) == 0)
+    if (!(cmd->exec || cmd->copy) ||
+        tt_guest_raw_check(body, len, 100, 101, why, sizeof why) == 0)
         return false;
     s_refuse(self, cmd, why);
     return true;
@@ -1803,7 +1799,8 @@ static void s_load_one(vm_t *vm, void *arg)
     self->table[vm->vm_id] = vm;
     self->count++;
     if (vm->image_digest[0] && self->pull && pull_acquire(self->pull, vm->image_digest))
-        zsys_warning("vm %u: its image %s is no longer in the cache", vm->vm_id, vm->image_digest);
+        zsys_warning("vm %u: its image %s is no longer in the cache", vm->vm_id,
+                     vm->image_digest);
 }
 
 /* VM directories without a row: leftovers of a crash between creating the
@@ -1888,8 +1885,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->done_tail = &self->done;
     self->images = images_new(cfg->images_dir);
     self->rd = vmready_new();
-    if (!self->table || !self->owner || !self->mark || !self->queued || !self->out ||
-        !self->images || !self->rd) {
+    if (!self->table || !self->owner || !self->mark || !self->queued || !self->out || !self->images ||
+        !self->rd) {
         snprintf(err, errlen, "out of memory");
         fleet_destroy(&self);
         return NULL;
@@ -1941,7 +1938,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     if (s_net_sync(self))
         self->net_resync = true; /* tried again every tick */
     self->jobs = jobs_new(S_JOB_THREADS);
-    guestop_config_t gcfg = {cfg->host_id, cfg->vm_user != NULL, cfg->vm_uid, cfg->vm_gid, false};
+    guestop_config_t gcfg = {cfg->host_id, cfg->vm_user != NULL, cfg->vm_uid, cfg->vm_gid,
+                             false};
     self->gop = guestop_new(&gcfg);
     if (!self->jobs || !self->gop) {
         snprintf(err, errlen, "out of memory for the engine and guest job pools");

@@ -21,9 +21,9 @@
  * VMs take their grace to stop.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <czmq.h>
 #include <dirent.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -71,7 +71,7 @@ typedef struct {
     char vm_user[64]; /* --vm-user, "" = VMs run as the worker */
     uid_t vm_uid;
     gid_t vm_gid;
-    long long vm_id_base;        /* --vm-id-base */
+    long long vm_id_base; /* --vm-id-base */
     char curve_secret[PATH_MAX]; /* this worker's cert (CURVE), "" = plain */
     char broker_key[PATH_MAX];   /* the broker's public cert */
     int net;                     /* net_kind_t */
@@ -736,7 +736,7 @@ int main(int argc, char **argv)
         .qemu = o->qemu[0] ? o->qemu : NULL,
         .qemu_img = o->qemu_img[0] ? o->qemu_img : NULL,
         .accel = accel[0] ? accel : NULL,
-        .public_address = o->public_address[0]      ? o->public_address
+        .public_address = o->public_address[0]       ? o->public_address
                           : o->net == (int)NET_USER ? "127.0.0.1"
                                                     : NULL,
         .vm_user = o->vm_user[0] ? o->vm_user : NULL,
@@ -903,7 +903,8 @@ int main(int argc, char **argv)
      * Running VMs are left running, as always. */
     if (fleet_in_flight(fleet) > 0) {
         int64_t deadline = zclock_mono() + o->stop_timeout_ms + 5000;
-        zsys_info("stopping: finishing %zu operation(s) in flight first", fleet_in_flight(fleet));
+        zsys_info("stopping: finishing %zu operation(s) in flight first",
+                  fleet_in_flight(fleet));
         while (fleet_in_flight(fleet) > 0 && zclock_mono() < deadline) {
             int ms = fleet_next_ms(fleet);
             zclock_sleep(ms < 0 || ms > 50 ? 50 : ms);

@@ -76,19 +76,19 @@ typedef struct host_t {
     uint32_t engine_caps[BROKER_MAX_ENGINES];
     bool caps_said;
     char *images[BROKER_MAX_IMAGES];
-    char accel[8];           /* the worker's qemu acceleration ("kvm", "tcg", "") */
+    char accel[8];        /* the worker's qemu acceleration ("kvm", "tcg", "") */
     char public_address[16]; /* IPv4 that reaches its public ports ("" = unknown) */
-    int64_t last_seen;       /* wall clock, for display */
-    int64_t last_recv_ms;    /* monotonic */
+    int64_t last_seen;    /* wall clock, for display */
+    int64_t last_recv_ms; /* monotonic */
     int64_t last_sent_ms;
     uint8_t vmid_used[65536 / 8];
     uint8_t port_used[(BROKER_NPORTS + 7) / 8];
     uint32_t vmid_cursor, port_cursor;
     vm_t *vms; /* this host's VMs (vm->host_next), kept by model.c */
     /* wcmd.c: the bound on what one batch queues to this host */
-    uint64_t cmd_batch; /* batch_no the count is for */
-    size_t cmd_bytes;   /* command bytes queued in that batch */
-    bool resync;        /* commands were refused: send every spec again */
+    uint64_t cmd_batch;  /* batch_no the count is for */
+    size_t cmd_bytes;    /* command bytes queued in that batch */
+    bool resync;         /* commands were refused: send every spec again */
     /* its image cache (issue 12), as READY and EVENTs advertise it:
      * 0 = no cache (no catalog image is placed here) */
     uint64_t image_cache_mib, image_cache_used_mib;
@@ -249,20 +249,20 @@ typedef struct {
     double cpu_ratio, mem_ratio, disk_ratio;
     bool spread;
     bool verbose;
-    double rate;               /* rate.c: changing requests per second per tenant (0: no limit) */
-    int rate_burst;            /* rate.c: bucket size (0: = rate) */
-    char curve_secret[512];    /* broker cert (base name; NAME_secret holds the secret) */
-    char client_keys[512];     /* dir of client public certs (tenant, role metadata) */
-    char worker_keys[512];     /* dir of worker public certs */
-    bool insecure;             /* allow plain TCP on a non-loopback endpoint */
-    char admin_key[512];       /* keys.c: bind this cert as admin of admin_tenant at start */
-    bool import_client_keys;   /* keys.c: bind the client_keys certs by their metadata once */
-    char blobs_ep[256];        /* image_ops.c: the blob server's endpoint, "" = none */
-    uint64_t max_image;        /* image_ops.c: largest image (all blobs), bytes */
+    double rate;    /* rate.c: changing requests per second per tenant (0: no limit) */
+    int rate_burst; /* rate.c: bucket size (0: = rate) */
+    char curve_secret[512]; /* broker cert (base name; NAME_secret holds the secret) */
+    char client_keys[512];  /* dir of client public certs (tenant, role metadata) */
+    char worker_keys[512];  /* dir of worker public certs */
+    bool insecure;          /* allow plain TCP on a non-loopback endpoint */
+    char admin_key[512];    /* keys.c: bind this cert as admin of admin_tenant at start */
+    bool import_client_keys; /* keys.c: bind the client_keys certs by their metadata once */
+    char blobs_ep[256];      /* image_ops.c: the blob server's endpoint, "" = none */
+    uint64_t max_image;      /* image_ops.c: largest image (all blobs), bytes */
     uint64_t max_tenant_image; /* blobgc.c: a tenant's private images and open pushes, bytes */
-    int64_t blob_gc_grace;     /* blobgc.c: seconds an unused blob is kept (default 3600) */
-    uint64_t blob_reserve;     /* image_ops.c: bytes of free space pushes leave on the state fs */
-    ha_config_t ha;            /* broker HA (ha.h); ha.id 0 = a lone broker, no Raft */
+    int64_t blob_gc_grace;   /* blobgc.c: seconds an unused blob is kept (default 3600) */
+    uint64_t blob_reserve;   /* image_ops.c: bytes of free space pushes leave on the state fs */
+    ha_config_t ha;          /* broker HA (ha.h); ha.id 0 = a lone broker, no Raft */
 } broker_config_t;
 
 struct broker_t {
@@ -284,54 +284,54 @@ struct broker_t {
     int64_t started_at;
     int64_t started_ms; /* monotonic */
     int64_t next_reap_ms, next_beat_ms, next_prune_ms;
-    bool dirty;                   /* rows staged in the open transaction */
-    bool failed;                  /* a statement failed in this batch: roll back and reload */
-    uint64_t batch_no;            /* the batch being staged; earlier ones are committed */
-    uint64_t commit_seq;          /* broker.c: COMMITs that returned */
-    bool pipelined;               /* broker_run: the store's syncer makes commits durable behind
-                                     the loop; each batch's output waits in outq's sealed list */
-    zlistx_t *sealed;             /* outq.c: outputs of batches waiting for their commit's fsync */
+    bool dirty;              /* rows staged in the open transaction */
+    bool failed;             /* a statement failed in this batch: roll back and reload */
+    uint64_t batch_no;       /* the batch being staged; earlier ones are committed */
+    uint64_t commit_seq;     /* broker.c: COMMITs that returned */
+    bool pipelined;          /* broker_run: the store's syncer makes commits durable behind
+                                the loop; each batch's output waits in outq's sealed list */
+    zlistx_t *sealed;        /* outq.c: outputs of batches waiting for their commit's fsync */
     struct broker_stats_t *stats; /* stats.c: counters and histograms (broker_stats op) */
-    zlistx_t *batch_clients;      /* batch_client_t of this batch, for a failed commit */
-    bool cur_answered;            /* outq: the request being handled got a durable answer */
-    bool req_active;              /* persist: inside persist_savepoint_begin .. _end */
-    bool req_savepoint;           /* the request's savepoint is open */
-    zactor_t *auth;               /* ZAP handler when CURVE is on */
-    zhashx_t *worker_keys;        /* workers.c: the keys in --worker-keys as the ZAP handler
-                                     last read them (Z85 -> ""); NULL until it said */
-    zhashx_t *offers;             /* scheduler.c: (engine, image) -> hosts offering it */
-    uint64_t hosts_gen;           /* bumped when the host registry changes */
-    zhashx_t *rates;              /* rate.c: tenant -> token bucket */
+    zlistx_t *batch_clients; /* batch_client_t of this batch, for a failed commit */
+    bool cur_answered;       /* outq: the request being handled got a durable answer */
+    bool req_active;         /* persist: inside persist_savepoint_begin .. _end */
+    bool req_savepoint;      /* the request's savepoint is open */
+    zactor_t *auth;          /* ZAP handler when CURVE is on */
+    zhashx_t *worker_keys;   /* workers.c: the keys in --worker-keys as the ZAP handler
+                                last read them (Z85 -> ""); NULL until it said */
+    zhashx_t *offers;        /* scheduler.c: (engine, image) -> hosts offering it */
+    uint64_t hosts_gen;      /* bumped when the host registry changes */
+    zhashx_t *rates;         /* rate.c: tenant -> token bucket */
     bool curve;
     char public_key[41]; /* CURVE: the broker's public key (Z85), for push grants */
     /* admission (admission.c, adm_ops.c; the modules are admq/quota/audit/evstream) */
     admq_t *admq;
     quotas_t *quotas;
     evstream_t *evs;
-    zsock_t *events_private;              /* the evstream ROUTER, NULL when off */
-    bool admit_wanted;                    /* capacity was freed: run admission after this request */
-    const audit_ctx_t *cur_audit;         /* the request being handled, NULL otherwise */
+    zsock_t *events_private; /* the evstream ROUTER, NULL when off */
+    bool admit_wanted;       /* capacity was freed: run admission after this request */
+    const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
     const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */
     /* ops/admission.c's admission_requeue, set by broker.c: pool/op.c puts
      * a queued create that a worker refused for capacity back through it
      * (a call upward, so through this pointer rather than an include) */
     int (*requeue)(struct broker_t *self, struct admq_entry_t *entry, const char *why);
-    zhashx_t *guest_xfers; /* guest_ops.c: open copy transfers, "host\x1fid" -> owner */
-    char cur_key[41];      /* its CURVE key (from ZAP metadata X-Key) */
+    zhashx_t *guest_xfers;   /* guest_ops.c: open copy transfers, "host\x1fid" -> owner */
+    char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
     int64_t next_audit_prune;
-    zhashx_t *keys;            /* keys.c: bound client keys, Z85 public key -> key_rec_t* */
-    bool events_cut;           /* keys.c: a key was removed; drop every events subscriber */
-    bool events_down;          /* broker.c: events endpoint unbound, to be bound again */
-    char events_bound[256];    /* broker.c: the events endpoint as bound (resolved) */
+    zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */
+    bool events_cut;    /* keys.c: a key was removed; drop every events subscriber */
+    bool events_down;   /* broker.c: events endpoint unbound, to be bound again */
+    char events_bound[256]; /* broker.c: the events endpoint as bound (resolved) */
     struct blobsrv_t *blobsrv; /* image_ops.c: the blob server (its own thread) */
     zhashx_t *blob_grants;     /* blobgc.c: "tenant\x1fdigest" -> open grant */
     int64_t next_blob_gc_ms;   /* blobgc.c */
     /* broker HA (broker.c with ha.h); all unused when cfg.ha.id is 0 */
-    struct ha_t *ha;    /* the Raft thread and the leader's changesets */
-    bool ha_serving;    /* this broker leads and has loaded the model */
-    unsigned ha_leader; /* the leader's member id as last heard, 0 = none */
-    uint64_t ha_term;   /* the Raft term this broker leads in */
-    bool ha_broken;     /* a batch could not be shipped: the loop stops */
+    struct ha_t *ha;           /* the Raft thread and the leader's changesets */
+    bool ha_serving;           /* this broker leads and has loaded the model */
+    unsigned ha_leader;        /* the leader's member id as last heard, 0 = none */
+    uint64_t ha_term;          /* the Raft term this broker leads in */
+    bool ha_broken;            /* a batch could not be shipped: the loop stops */
 };
 
 /* ---- model.c ---- */
@@ -363,8 +363,8 @@ void model_vm_set_state(vm_t *vm, int state);
 char *model_vm_ready_spec(const vm_t *vm);
 
 /* Set an env's guest inputs (copies). 0, or -1 when out of memory. */
-int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud, size_t ud_len,
-                        const char *ready, const char *group_ready);
+int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
+                        size_t ud_len, const char *ready, const char *group_ready);
 
 /* What engine can do on host (TT_CAP_*), as its worker declared in READY;
  * 0 when host does not offer engine. */

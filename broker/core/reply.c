@@ -9,9 +9,9 @@
  */
 #include "reply.h"
 #include "audit.h"
+#include "stats.h"
 #include "outq.h"
 #include "persist.h"
-#include "stats.h"
 #include "ttframe.h"
 
 #include <stdio.h>
@@ -227,8 +227,8 @@ void reply_audit(broker_t *self, const char *tenant, const char *rid, int status
         ctx = *self->cur_audit;
     if (persist_open(self))
         return;
-    audit_rec_t ar = {0,      tt_now(),   tenant,         ctx.role, ctx.key,
-                      ctx.op, ctx.target, rid ? rid : "", status,   message ? message : ""};
+    audit_rec_t ar = {0,        tt_now(), tenant,     ctx.role, ctx.key,
+                      ctx.op,   ctx.target, rid ? rid : "", status, message ? message : ""};
     char err[256];
     if (audit_write(self->store, &ar, err, sizeof err)) {
         zsys_error("broker.db: %s", err);
@@ -241,8 +241,7 @@ void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
     char key[2 * TT_MAX_REQUEST_ID + 2];
     s_req_key(tenant, rid, key, sizeof key);
     request_rec_t *old = zhashx_lookup(self->requests, key);
-    char *audit =
-        old && !old->done && old->audit ? strdup(old->audit) : s_audit_pack(self->cur_audit);
+    char *audit = old && !old->done && old->audit ? strdup(old->audit) : s_audit_pack(self->cur_audit);
     request_rec_t *rec = calloc(1, sizeof *rec);
     if (rec) {
         rec->created_at = tt_now();
@@ -267,8 +266,7 @@ static uint8_t *s_stored_copy(Ttfleet__Reply *rep, uint8_t *full, size_t len, si
         return full;
     char *message = rep->message;
     char note[900];
-    snprintf(note, sizeof note,
-             "%s%s(the stored copy of this reply omits the details: %zu bytes "
+    snprintf(note, sizeof note, "%s%s(the stored copy of this reply omits the details: %zu bytes "
              "over %d; see env show)",
              message, *message ? " " : "", len, REPLY_MAX_STORED);
     rep->message = note;

@@ -12,8 +12,8 @@
  * commit. A refusal returns a status and leaves nothing changed.
  */
 #include "env_ops.h"
-#include "admq.h"
 #include "image_ops.h"
+#include "admq.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
@@ -269,8 +269,8 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
          * host" then is not a decision, so it is not recorded and the
          * client's retry (same id) gets the real outcome. */
         *settling = status == TTFLEET__STATUS__UNAVAILABLE &&
-                    tt_mono_ms() < self->started_ms +
-                                       (int64_t)self->cfg.heartbeat_ms * (self->cfg.liveness + 1);
+                    tt_mono_ms() < self->started_ms + (int64_t)self->cfg.heartbeat_ms *
+                                                          (self->cfg.liveness + 1);
         if (*settling)
             snprintf(msg + strlen(msg), msglen - strlen(msg),
                      " (the broker just started and hosts are still reconnecting: retry)");
@@ -294,6 +294,7 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
     op_dispatch(self, op);
     return 0;
 }
+
 
 int env_create(handler_ctx_t *c)
 {
@@ -831,8 +832,7 @@ int env_list(handler_ctx_t *c)
 int env_show(handler_ctx_t *c)
 {
     env_t *env = model_env_get(c->self, c->tenant, c->req->env_show->name);
-    const admq_entry_t *qe =
-        env ? NULL : admq_find(c->self->admq, c->tenant, c->req->env_show->name);
+    const admq_entry_t *qe = env ? NULL : admq_find(c->self->admq, c->tenant, c->req->env_show->name);
     if (qe) {
         int position = admq_position(c->self->admq, c->tenant, qe->env);
         s_reply_queued(c, TTFLEET__STATUS__OK, "", qe, position, false);
@@ -859,11 +859,9 @@ int env_delete(handler_ctx_t *c)
         char rid[ADMQ_NAME_MAX + 1];
         snprintf(rid, sizeof rid, "%s", qe->request_id);
         if (persist_open(self) || admq_cancel(self->admq, c->tenant, name) < 0)
-            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL,
-                                      "cannot cancel the queued create");
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot cancel the queued create");
         char msg[200];
-        snprintf(msg, sizeof msg, "the queued create of env '%s' was cancelled by env delete",
-                 name);
+        snprintf(msg, sizeof msg, "the queued create of env '%s' was cancelled by env delete", name);
         /* the waiter's outcome is the create's (its context is lost after a restart) */
         const audit_ctx_t *saved = self->cur_audit;
         audit_ctx_t actx = {"env.create", name, saved ? saved->role : "user",
@@ -873,8 +871,8 @@ int env_delete(handler_ctx_t *c)
                    true);
         self->cur_audit = saved;
         s_queue_event(self, "env.queue_cancelled", c->tenant, name, msg);
-        reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, NULL,
-                   true);
+        reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg,
+                   NULL, true);
         self->admit_wanted = true; /* the order behind it changed */
         return 0;
     }

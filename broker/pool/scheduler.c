@@ -42,12 +42,13 @@ bool sched_fits(broker_t *self, const host_t *h, uint32_t cpu, uint64_t mem, uin
     if (!msg)
         return false;
     if (which == 1)
-        snprintf(msg, msglen, "not enough cpu on host %s: total %llu, used %u, wanted %u", h->id,
-                 (unsigned long long)s_cap(h->cpu_total, self->cfg.cpu_ratio), h->cpu_used, cpu);
+        snprintf(msg, msglen, "not enough cpu on host %s: total %llu, used %u, wanted %u",
+                 h->id, (unsigned long long)s_cap(h->cpu_total, self->cfg.cpu_ratio),
+                 h->cpu_used, cpu);
     else if (which == 2)
         snprintf(msg, msglen,
-                 "not enough mem on host %s: total %llu MiB, used %llu MiB, wanted %llu MiB", h->id,
-                 (unsigned long long)s_cap(h->mem_total, self->cfg.mem_ratio),
+                 "not enough mem on host %s: total %llu MiB, used %llu MiB, wanted %llu MiB",
+                 h->id, (unsigned long long)s_cap(h->mem_total, self->cfg.mem_ratio),
                  (unsigned long long)h->mem_used, (unsigned long long)mem);
     else
         snprintf(msg, msglen,
@@ -129,7 +130,8 @@ static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
     return o;
 }
 
-host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char *msg, size_t msglen)
+host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char *msg,
+                    size_t msglen)
 {
     host_t *best = NULL;
     double best_score = 0;
@@ -201,8 +203,8 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
             snprintf(msg, msglen, "no online host offers engine '%s'%s with image '%s'",
                      want->engine, need, want->image);
         else
-            snprintf(msg, msglen, "no online host offers engine '%s' with image '%s'", want->engine,
-                     want->image);
+            snprintf(msg, msglen, "no online host offers engine '%s' with image '%s'",
+                     want->engine, want->image);
         return NULL;
     }
     *status = TTFLEET__STATUS__NO_CAPACITY;

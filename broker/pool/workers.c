@@ -20,11 +20,11 @@
  */
 #include "workers.h"
 #include "blobsrv.h"
+#include "ttblob.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
 #include "scheduler.h"
-#include "ttblob.h"
 #include "ttframe.h"
 #include "wcmd.h"
 
@@ -188,7 +188,7 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
     size_t n_unknown = 0;
     Ttfleet__VmSpec *absent = calloc(hello->n_inventory + 1, sizeof *absent);
     Ttfleet__VmSpec **absent_p = calloc(hello->n_inventory + 1, sizeof *absent_p);
-    char(*ips)[16] = calloc(hello->n_inventory + 1, sizeof *ips);
+    char (*ips)[16] = calloc(hello->n_inventory + 1, sizeof *ips);
     if (!absent || !absent_p || !ips)
         goto done;
     for (size_t i = 0; i < hello->n_inventory; i++) {
@@ -202,7 +202,8 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
             if (st >= 0 && st <= TTFLEET__VM_STATE__VM_LOST && st != vm->state) {
                 model_vm_set_state(vm, st);
                 persist_vm_update(self, vm);
-                outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st), "reconciled");
+                outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st),
+                             "reconciled");
             }
             op_vm_ready(self, vm, va);
             continue;
@@ -231,7 +232,8 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
             break; /* the next READY finds them again */
     }
     if (n_unknown)
-        zsys_info("host %s: %zu VM(s) are not ours any more; destroying them", host->id, n_unknown);
+        zsys_info("host %s: %zu VM(s) are not ours any more; destroying them", host->id,
+                  n_unknown);
     /* known VMs: send the desired state of each (idempotent on the worker) */
     wcmd_resync(self, host);
 done:
@@ -301,8 +303,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
          * since: this connection says READY again after it was cut */
         if (self->worker_keys && (!xkey || !zhashx_lookup(self->worker_keys, xkey))) {
             zsys_warning("worker READY for host '%s' on a connection whose key was removed "
-                         "from --worker-keys; disconnecting it",
-                         hello->host_id);
+                         "from --worker-keys; disconnecting it", hello->host_id);
             outq_worker_raw(self, routing, TT_W_DISCONNECT);
             ttfleet__worker_hello__free_unpacked(hello, NULL);
             return;
@@ -394,7 +395,8 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
                 snprintf(m, sizeof m, "pulling %s: %llu/%llu MiB", vm->image,
                          (unsigned long long)(vm->pull_done >> 20),
                          (unsigned long long)(vm->pull_total >> 20));
-                outq_event(self, first ? "vm.pulling" : "vm.pull", vm->env, vm, host, "pulling", m);
+                outq_event(self, first ? "vm.pulling" : "vm.pull", vm->env, vm, host, "pulling",
+                           m);
                 /* bytes are moving: the create waiting for this host gets
                  * another --worker-timeout-ms (a stalled fetch still times
                  * out, and its VMs are re-placed) */
@@ -405,8 +407,8 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
             }
             continue;
         }
-        int st =
-            va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST : (int)va->state;
+        int st = va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST
+                                                           : (int)va->state;
         if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST)
             continue;
         if (st == vm->state) {
@@ -416,7 +418,8 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
         model_vm_set_state(vm, st);
         persist_vm_update(self, vm);
         outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st), va->message);
-        outq_event(self, "env.state", vm->env, NULL, NULL, model_env_state(vm->env), va->message);
+        outq_event(self, "env.state", vm->env, NULL, NULL, model_env_state(vm->env),
+                     va->message);
         op_vm_ready(self, vm, va);
     }
     ttfleet__worker_event__free_unpacked(ev, NULL);

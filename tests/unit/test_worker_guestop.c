@@ -401,8 +401,8 @@ typedef struct {
     int lfd;
     unsigned char file[4096];
     size_t file_len, read_off;
-    bool hang;       /* the last command runs until killed */
-    char killed[32]; /* the pid `kill -KILL` was asked for */
+    bool hang;          /* the last command runs until killed */
+    char killed[32];    /* the pid `kill -KILL` was asked for */
 } s_agent_t;
 
 static void s_send(int fd, json_t *ret)

@@ -74,10 +74,9 @@ int engine_snapshot_check(const engine_t *e, const engine_ctx_t *ctx, char *err,
         return -1;
     }
     if (ctx->vm_user) {
-        snprintf(err, errlen,
-                 "snapshots do not work on a host that runs VMs as another user "
-                 "(--vm-user): QEMU's migration stream could not reach the state "
-                 "directory");
+        snprintf(err, errlen, "snapshots do not work on a host that runs VMs as another user "
+                              "(--vm-user): QEMU's migration stream could not reach the state "
+                              "directory");
         return -1;
     }
     return 0;

@@ -33,15 +33,15 @@
 
 /* What every engine needs to know about the host it runs on. */
 typedef struct {
-    const char *state_dir;   /* absolute; VM dirs are <state_dir>/vms/<id> */
-    const char *images_dir;  /* absolute */
+    const char *state_dir;  /* absolute; VM dirs are <state_dir>/vms/<id> */
+    const char *images_dir; /* absolute */
     const char *image_cache; /* catalog images: <cache>/img/<hex> (pull.c), NULL = none */
-    int stop_timeout_ms;     /* SIGTERM / ACPI power-off grace before the hard stop */
-    const char *qemu;        /* qemu-system-x86_64, absolute; NULL if none */
-    const char *qemu_img;    /* qemu-img, absolute; NULL if none */
-    const char *accel;       /* "kvm" or "tcg" (engine_qemu_probe chose) */
-    int net;                 /* net_kind_t of the worker's network backend */
-    const char *vm_user;     /* run VMs as this user (NULL: as the worker, root) */
+    int stop_timeout_ms;    /* SIGTERM / ACPI power-off grace before the hard stop */
+    const char *qemu;       /* qemu-system-x86_64, absolute; NULL if none */
+    const char *qemu_img;   /* qemu-img, absolute; NULL if none */
+    const char *accel;      /* "kvm" or "tcg" (engine_qemu_probe chose) */
+    int net;                /* net_kind_t of the worker's network backend */
+    const char *vm_user;    /* run VMs as this user (NULL: as the worker, root) */
     uid_t vm_uid;
     gid_t vm_gid;
     /* The first line of `qemu --version` (snapstore_qemu_version): a
