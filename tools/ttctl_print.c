@@ -8,7 +8,6 @@
 #include "ttctl_print.h"
 
 #include <jansson.h>
-#include <yaml.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -16,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <yaml.h>
 
 #include "ttproto.h"
 
@@ -408,21 +408,34 @@ static json_t *s_json_strings(size_t n, char **s)
     return arr;
 }
 
+/* {"engine": ["cap", ...], ...}: what each engine of a host declared. */
+static json_t *s_json_engine_caps(const Ttfleet__HostInfo *h)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < h->n_engine_caps; i++)
+        if (h->engine_caps[i]->engine)
+            json_object_set_new(o, h->engine_caps[i]->engine,
+                                s_json_strings(h->engine_caps[i]->n_caps, h->engine_caps[i]->caps));
+    return o;
+}
+
 static json_t *s_json_host(const Ttfleet__HostInfo *h)
 {
     char seen[32];
-    return json_pack("{s:s, s:s, s:b, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-                     "s:s}",
-                     "id", h->id, "state", h->state, "draining", (int)h->draining, "accel",
-                     h->accel ? h->accel : "", "public_address",
-                     h->public_address ? h->public_address : "", "engines",
-                     s_json_strings(h->n_engines, h->engines), "images",
-                     s_json_strings(h->n_images, h->images), "cpu_total", (json_int_t)h->cpu_total,
-                     "cpu_used", (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total,
-                     "mem_used", (json_int_t)h->mem_used, "disk_total", (json_int_t)h->disk_total,
-                     "disk_used", (json_int_t)h->disk_used, "vm_count", (json_int_t)h->vm_count,
-                     "last_seen", (json_int_t)h->last_seen, "last_seen_iso",
-                     s_iso(h->last_seen, seen, sizeof seen));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:b, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:s}",
+        "id", h->id, "state", h->state, "draining", (int)h->draining, "accel",
+        h->accel ? h->accel : "", "public_address", h->public_address ? h->public_address : "",
+        "engines", s_json_strings(h->n_engines, h->engines), "images",
+        s_json_strings(h->n_images, h->images), "cpu_total", (json_int_t)h->cpu_total, "cpu_used",
+        (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total, "mem_used",
+        (json_int_t)h->mem_used, "disk_total", (json_int_t)h->disk_total, "disk_used",
+        (json_int_t)h->disk_used, "vm_count", (json_int_t)h->vm_count, "last_seen",
+        (json_int_t)h->last_seen, "last_seen_iso", s_iso(h->last_seen, seen, sizeof seen));
+    if (j)
+        json_object_set_new(j, "engine_caps", s_json_engine_caps(h));
+    return j;
 }
 
 static void s_join(size_t n, char **s, char *buf, size_t len)
@@ -445,6 +458,11 @@ int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
     fprintf(out, "host      %s\n", h->id);
     fprintf(out, "state     %s%s\n", h->state, h->draining ? " (draining)" : "");
     fprintf(out, "engines   %s\n", engines);
+    for (size_t i = 0; i < h->n_engine_caps; i++) {
+        char caps[256];
+        s_join(h->engine_caps[i]->n_caps, h->engine_caps[i]->caps, caps, sizeof caps);
+        fprintf(out, "%-9s %s: %s\n", i ? "" : "can", h->engine_caps[i]->engine, caps);
+    }
     fprintf(out, "accel     %s\n", h->accel && *h->accel ? h->accel : "-");
     fprintf(out, "public    %s\n", h->public_address && *h->public_address ? h->public_address : "-");
     fprintf(out, "images    %s\n", images);

@@ -76,6 +76,11 @@ typedef struct host_t {
     uint32_t vm_count;
     int n_engines, n_images;
     char *engines[BROKER_MAX_ENGINES];
+    /* what each of engines[] declared it can do (TT_CAP_*), from the
+     * worker's READY; caps_said is false until this broker heard one
+     * (memory only: a host is placed on only while online) */
+    uint32_t engine_caps[BROKER_MAX_ENGINES];
+    bool caps_said;
     char *images[BROKER_MAX_IMAGES];
     char accel[8];        /* the worker's qemu acceleration ("kvm", "tcg", "") */
     char public_address[16]; /* IPv4 that reaches its public ports ("" = unknown) */
@@ -373,10 +378,14 @@ char *model_vm_ready_spec(const vm_t *vm);
 int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
                         size_t ud_len, const char *ready, const char *group_ready);
 
-/* True when the engine can bootstrap a guest (ssh keys, user-data). The
- * broker's rule by engine name: only "qemu" does (worker/engines/engine.c
- * engine_bootstrap_check says the same on the worker). */
-bool model_engine_bootstraps(const char *engine);
+/* What engine can do on host (TT_CAP_*), as its worker declared in READY;
+ * 0 when host does not offer engine. */
+uint32_t model_host_engine_caps(const host_t *host, const char *engine);
+/* What engine can do on any host that offers it and declared its
+ * capabilities (their union, TT_CAP_*); *said is false when no such host
+ * has declared (no host offers engine, or none said READY to this broker
+ * yet): then nothing can be concluded before placement. */
+uint32_t model_engine_caps(broker_t *self, const char *engine, bool *said);
 /* Move vm to another host with new allocations (re-placement). The old
  * VM id, MAC and public ports are released. -1 if the new host ran out. */
 int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,

@@ -2,12 +2,12 @@
  * sched: where a VM goes.
  *
  * Constraints first: the host is online and not draining, offers the
- * engine and the image, and has room for cpu, mem and disk after the
- * overcommit ratios (capacity a worker is still freeing, wcmd.h, counts
- * as used). Among the hosts that pass, best-fit picks the one left
- * with the least free share after placement (it packs hosts, keeping big
- * holes for big VMs); spread picks the one left with the most. Ties go to
- * the lower host id so a placement is reproducible.
+ * engine and the image, its engine declares the capabilities the VM needs
+ * (a catalog image: TT_CAP_CATALOG and an image cache), and has room for cpu, mem and disk after
+ * the overcommit ratios (capacity a worker is still freeing, wcmd.h, counts as used). Among the
+ * hosts that pass, best-fit picks the one left with the least free share after placement (it
+ * packs hosts, keeping big holes for big VMs); spread picks the one left with the most. Ties go
+ * to the lower host id so a placement is reproducible.
  *
  * The scan is linear in hosts: 1,000 hosts cost a few microseconds per VM,
  * which is below the cost of decoding the request.
@@ -158,7 +158,7 @@ static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
     }
     for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
         if (image ? model_host_has(h, engine, image)
-                  : h->image_cache_mib > 0 && model_host_has_engine(h, engine))
+                  : h->image_cache_mib > 0 && (model_host_engine_caps(h, engine) & TT_CAP_CATALOG))
             o->hosts[o->n++] = h;
     o->gen = self->hosts_gen;
     return o;
@@ -180,6 +180,8 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
     for (size_t k = 0; offer && k < offer->n; k++) {
         host_t *h = offer->hosts[k];
         if (h->state != HOST_ONLINE || h->draining || !h->routing)
+            continue;
+        if ((model_host_engine_caps(h, want->engine) & want->caps) != want->caps)
             continue;
         bool excluded = false;
         for (int i = 0; i < want->n_exclude && !excluded; i++)
@@ -222,11 +224,22 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
         return best;
     if (candidates == 0) {
         *status = TTFLEET__STATUS__UNAVAILABLE;
+        char need[96] = "";
+        const char *names[32];
+        size_t n = tt_cap_names(want->caps, names, 32);
+        for (size_t i = 0, off = 0; i < n && off < sizeof need; i++)
+            off +=
+                (size_t)snprintf(need + off, sizeof need - off, "%s%s", i ? "," : " (", names[i]);
+        if (n)
+            snprintf(need + strlen(need), sizeof need - strlen(need), ")");
         if (want->image_blobs)
             snprintf(msg, msglen,
-                     "no online host offers engine '%s' with an image cache (for catalog image "
-                     "'%s')",
-                     want->engine, want->image);
+                     "no online host offers engine '%s' running catalog images with an image "
+                     "cache%s (for catalog image '%s')",
+                     want->engine, need, want->image);
+        else if (n)
+            snprintf(msg, msglen, "no online host offers engine '%s'%s with image '%s'",
+                     want->engine, need, want->image);
         else
             snprintf(msg, msglen, "no online host offers engine '%s' with image '%s'",
                      want->engine, want->image);

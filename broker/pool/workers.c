@@ -51,6 +51,26 @@ static void s_free_names(char **names, int *n)
     *n = 0;
 }
 
+/* What each engine of host declared in READY: the entry naming it (the
+ * first, if a worker repeats one), its known capability names; an engine
+ * without an entry declares nothing. Bounded by the engines kept and by
+ * the message size the worker protocol allows. */
+static void s_engine_caps(host_t *host, const Ttfleet__WorkerHello *hello)
+{
+    for (int i = 0; i < host->n_engines; i++) {
+        host->engine_caps[i] = 0;
+        for (size_t k = 0; k < hello->n_engine_caps; k++) {
+            const Ttfleet__EngineCaps *ec = hello->engine_caps[k];
+            if (!ec->engine || strcmp(ec->engine, host->engines[i]) != 0)
+                continue;
+            for (size_t c = 0; c < ec->n_caps; c++)
+                host->engine_caps[i] |= tt_cap_parse(ec->caps[c]);
+            break;
+        }
+    }
+    host->caps_said = true;
+}
+
 /* Copy a worker's engine or image names: valid names only, each once, at
  * most max (the rest is dropped with a warning). */
 static void s_copy_names(char **dst, int *n, int max, char **src, size_t n_src, const char *what,
@@ -387,8 +407,9 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
                   (unsigned long long)host->pin_disk);
     s_copy_names(host->engines, &host->n_engines, BROKER_MAX_ENGINES, hello->engines,
                  hello->n_engines, "engine", host->id);
-    s_copy_names(host->images, &host->n_images, BROKER_MAX_IMAGES, hello->images,
-                 hello->n_images, "image", host->id);
+    s_engine_caps(host, hello);
+    s_copy_names(host->images, &host->n_images, BROKER_MAX_IMAGES, hello->images, hello->n_images,
+                 "image", host->id);
     snprintf(host->accel, sizeof host->accel, "%s",
              hello->accel && (strcmp(hello->accel, "kvm") == 0 || strcmp(hello->accel, "tcg") == 0)
                  ? hello->accel

@@ -15,6 +15,7 @@
 #include "op.h"
 #include "reaper.h"
 #include "reply.h"
+#include "scheduler.h"
 #include "wcmd.h"
 #include "workers.h"
 
@@ -1872,6 +1873,124 @@ static void s_test_amplification(void)
 
 /* Item 6: a body over the limit gets TOO_LARGE through the real socket
  * (libzmq used to drop it and the client heard nothing). */
+/* READY from a host offering one engine with the capability names caps
+ * (NULL: no engine_caps at all) and an image cache. */
+static void s_ready_caps(const char *routing, const char *host, const char *engine, char **caps,
+                         size_t n_caps)
+{
+    Ttfleet__WorkerHello h = TTFLEET__WORKER_HELLO__INIT;
+    h.host_id = (char *)host;
+    h.cpu_total = 8;
+    h.mem_total = 16384;
+    h.disk_total = 100000;
+    char *engines[] = {(char *)engine};
+    char *images[] = {"capimg"};
+    h.n_engines = 1;
+    h.engines = engines;
+    h.n_images = 1;
+    h.images = images;
+    h.image_cache_mib = 1024;
+    Ttfleet__EngineCaps ec = TTFLEET__ENGINE_CAPS__INIT, *ecp = &ec;
+    ec.engine = (char *)engine;
+    ec.n_caps = n_caps;
+    ec.caps = caps;
+    if (caps) {
+        h.n_engine_caps = 1;
+        h.engine_caps = &ecp;
+    }
+    uint8_t buf[1024];
+    size_t len = ttfleet__worker_hello__pack(&h, buf);
+    s_worker_send(routing, TT_W_READY, buf, len);
+}
+
+/* The broker decides from what an engine declares, never from its name:
+ * an engine called "fancy" that declares bootstrap and catalog images gets
+ * creates with SSH keys and catalog placements; a host whose engine is
+ * called "qemu" but declares nothing gets neither. HostInfo shows it. */
+static void s_test_engine_caps(void)
+{
+    char *fancy_caps[] = {"catalog", "bootstrap", "no-such-capability"};
+    char *none[] = {NULL};
+    s_ready_caps("w-fancy", "fancy-host", "fancy", fancy_caps, 3);
+    s_ready_caps("w-plainq", "plainq-host", "qemu", none, 0);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    host_t *fh = model_host_get(g_b, "fancy-host"), *qh = model_host_get(g_b, "plainq-host");
+    CHECK(fh && qh);
+    if (!fh || !qh)
+        return;
+    CHECK(model_host_engine_caps(fh, "fancy") == (TT_CAP_CATALOG | TT_CAP_BOOTSTRAP));
+    CHECK(model_host_engine_caps(qh, "qemu") == 0);
+    bool said = false;
+    CHECK(model_engine_caps(g_b, "fancy", &said) == (TT_CAP_CATALOG | TT_CAP_BOOTSTRAP) && said);
+    CHECK(model_engine_caps(g_b, "nosuch", &said) == 0 && !said);
+
+    /* HostInfo carries the declared names, the unknown one dropped */
+    reply_arena_t arena = reply_arena();
+    Ttfleet__HostInfo *hi = reply_host_info(&arena, fh);
+    CHECK(hi && hi->n_engine_caps == 1 && strcmp(hi->engine_caps[0]->engine, "fancy") == 0 &&
+          hi->engine_caps[0]->n_caps == 2 && strcmp(hi->engine_caps[0]->caps[0], "catalog") == 0 &&
+          strcmp(hi->engine_caps[0]->caps[1], "bootstrap") == 0);
+    reply_arena_free(&arena);
+
+    /* a catalog image goes only where the engine declares catalog images */
+    sched_want_t want = {
+        "fancy",
+        "capimg",
+        1,
+        256,
+        100,
+        false,
+        NULL,
+        0,
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000 1 f\n",
+        0};
+    int status = 0;
+    char msg[512];
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == fh);
+    want.engine = "qemu";
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == NULL &&
+          status == TTFLEET__STATUS__UNAVAILABLE);
+
+    /* SSH keys: refused for the "qemu" that cannot bootstrap, placed on the
+     * "fancy" engine that can */
+    char *keys[] = {"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3 me@x"};
+    const char *engines[] = {"qemu", "fancy"};
+    int want_status[] = {TTFLEET__STATUS__BAD_REQUEST, TTFLEET__STATUS__OK};
+    for (int i = 0; i < 2; i++) {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+        Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+        ic.image = "capimg";
+        ic.dup = 1;
+        char name[32];
+        snprintf(name, sizeof name, "caps%d", i);
+        cr.name = name;
+        cr.engine = (char *)engines[i];
+        cr.n_images = 1;
+        cr.images = &icp;
+        cr.cpu = 1;
+        cr.mem_mib = 256;
+        cr.disk_mib = 100;
+        cr.n_ssh_keys = 1;
+        cr.ssh_keys = keys;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+        req.env_create = &cr;
+        Ttfleet__Reply *r = s_call("tcaps", &req, NULL);
+        CHECK(r && (int)r->status == want_status[i]);
+        if (r && i == 0)
+            CHECK(strstr(r->message, "cannot bootstrap") != NULL);
+        if (r && i == 1)
+            CHECK(r->env && r->env->n_vms == 1 && strcmp(r->env->vms[0]->host, "fancy-host") == 0);
+        s_status(r);
+    }
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+}
+
 static void s_test_oversized_body(void)
 {
     broker_t *saved;
@@ -2200,6 +2319,7 @@ int main(void)
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
+    s_test_engine_caps();
 
     /* broker_stats: admin only; counts what this test did */
     {

@@ -400,7 +400,17 @@ int main(void)
           strstr(err, "'process' cannot take memory snapshots"));
     CHECK(engine_snapshot_check(&engine_hollow, &ctx, err, sizeof err) == -1 &&
           strstr(err, "'hollow' cannot"));
-    CHECK(!engine_process.snapshots && !engine_process.suspend && !engine_hollow.snapshots);
+    /* what an engine declares matches what it has: exec/copy with a guest
+     * backend, snapshots with the snapshot functions */
+    const engine_t *all[] = {&engine_process, &engine_hollow, &engine_qemu};
+    for (size_t i = 0; i < 3; i++) {
+        CHECK(!(all[i]->caps & TT_CAP_GUEST) == !all[i]->guest);
+        CHECK(!(all[i]->caps & TT_CAP_SNAPSHOTS) == !all[i]->template_boot);
+        CHECK(engine_caps_of(all[i]->name) == all[i]->caps);
+    }
+    CHECK(engine_caps_of("nosuch") == 0);
+    CHECK(!(engine_process.caps & TT_CAP_SNAPSHOTS) && !engine_process.suspend &&
+          !(engine_hollow.caps & TT_CAP_SNAPSHOTS));
     CHECK(engine_snapshot_check(&engine_qemu, &ctx, err, sizeof err) == -1 &&
           strstr(err, "QEMU version"));
     engine_ctx_t qctx = ctx;

@@ -2,7 +2,7 @@
  * guestop (worker/guest/guestop.c): the bounds of exec and copy on the worker
  * side, without a broker.
  *
- * - the process backend in the worker's own namespaces (pid 0): stdout
+ * - the process engine's backend in the worker's own namespaces (pid 0): stdout
  *   kept to 1 MiB and flagged, stderr apart, exit code and signal, stdin,
  *   a timeout that kills, a command that leaves a child holding its pipes;
  * - guestop_submit / guestop_flush: a VM that is not there, not running, or
@@ -10,7 +10,7 @@
  *   under an exec_id and read back by offsets, then dropped with its VM;
  *   PUT in order only, a wrong sha256 writes nothing, a right one writes
  *   the file, GET in chunks with size and sha256; transfers per VM bounded;
- * - the qemu backend against a fake guest agent on a unix socket (the
+ * - the qemu engine's backend against a fake guest agent on a unix socket (the
  *   protocol qga.c speaks): exec with its output, a file PUT and GET.
  */
 #include "test_worker_util.h"
@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "guestop.h"
 #include "ttguest.h"
 #include "ttproto.h"
@@ -33,7 +34,7 @@ static guestop_config_t s_cfg = {"h1", false, 0, 0, true};
 
 static void s_exec(char *const *argv, const char *in, int timeout_ms, guestop_exec_t *r)
 {
-    guestop_proc_exec(&s_cfg, 0, 0, argv, in, in ? strlen(in) : 0, timeout_ms, r);
+    engine_process_exec(&s_cfg, 0, 0, argv, in, in ? strlen(in) : 0, timeout_ms, r);
 }
 
 static void test_proc_exec(void)
@@ -135,6 +136,8 @@ static guestop_vm_t s_vm(const char *engine, int state)
     guestop_vm_t vm;
     memset(&vm, 0, sizeof vm);
     snprintf(vm.engine, sizeof vm.engine, "%s", engine);
+    const engine_t *e = engine_find(engine);
+    vm.guest = e ? e->guest : NULL; /* as fleet.c hands it over */
     vm.state = state;
     return vm;
 }
