@@ -784,17 +784,16 @@ static void s_agent_exec(s_job_t *j)
                  sizeof why)) {
         bool late = tt_mono_ms() >= deadline - 50;
         j->ex.status = late ? TTFLEET__STATUS__TIMEOUT : TTFLEET__STATUS__GUEST_FAILED;
-        snprintf(j->ex.msg, sizeof j->ex.msg, "%s%s", why,
-                 late ? " (kill -KILL in the guest did not end it: it may still run)" : "");
+        snprintf(j->ex.msg, sizeof j->ex.msg, "%s%s", why, late ? " (it may still run)" : "");
     } else {
         /* killed past its timeout: TIMEOUT with what it wrote, as the
          * process backend answers */
         j->ex.status = qx.killed ? TTFLEET__STATUS__TIMEOUT : TTFLEET__STATUS__OK;
         if (qx.killed)
             snprintf(j->ex.msg, sizeof j->ex.msg,
-                     "the command ran over its timeout of %d s and was killed (kill -KILL in "
-                     "the guest)",
-                     j->timeout_ms / 1000);
+                     "the command ran over its timeout of %d s and was killed (kill -KILL of its "
+                     "%s in the guest)",
+                     j->timeout_ms / 1000, qx.group ? "process group" : "pid");
         j->ex.exit_code = qx.signal > 0 || qx.killed ? -1 : qx.exit_code;
         j->ex.signal = qx.signal > 0 ? qx.signal : qx.killed ? 9 : 0;
         j->ex.out = qx.out;
