@@ -41,17 +41,16 @@ static void s_exec(const guestop_config_t *cfg, const guestop_vm_t *vm, char *co
     if (qga_exec(c, (const char *const *)argv, in, in_len, timeout_ms, &qx, why, sizeof why)) {
         bool late = tt_mono_ms() >= deadline - 50;
         res->status = late ? TTFLEET__STATUS__TIMEOUT : TTFLEET__STATUS__GUEST_FAILED;
-        snprintf(res->msg, sizeof res->msg, "%s%s", why,
-                 late ? " (kill -KILL in the guest did not end it: it may still run)" : "");
+        snprintf(res->msg, sizeof res->msg, "%s%s", why, late ? " (it may still run)" : "");
     } else {
         /* killed past its timeout: TIMEOUT with what it wrote, as the
          * process backend answers */
         res->status = qx.killed ? TTFLEET__STATUS__TIMEOUT : TTFLEET__STATUS__OK;
         if (qx.killed)
             snprintf(res->msg, sizeof res->msg,
-                     "the command ran over its timeout of %d s and was killed (kill -KILL in "
-                     "the guest)",
-                     timeout_ms / 1000);
+                     "the command ran over its timeout of %d s and was killed (kill -KILL of its "
+                     "%s in the guest)",
+                     timeout_ms / 1000, qx.group ? "process group" : "pid");
         res->exit_code = qx.signal > 0 || qx.killed ? -1 : qx.exit_code;
         res->signal = qx.signal > 0 ? qx.signal : qx.killed ? 9 : 0;
         res->out = qx.out;

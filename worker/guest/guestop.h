@@ -25,7 +25,9 @@
  *     GUESTOP_RESULTS_MAX at most (the oldest dropped), GUESTOP_KEEP_MS
  *     each, and dropped with their VM;
  *   - a command is killed at its timeout (process: SIGKILL to its process
- *     group; qemu: `kill -KILL PID` through the agent, which has no kill of its own);
+ *     group; qemu: the command leads a process group of its own through
+ *     the guest's setsid, and `kill -KILL -- -PID` through the agent, which
+ *     has no kill of its own, ends that group);
  *   - a transfer holds at most TT_COPY_FILE_MAX bytes; at most
  *     GUESTOP_XFERS_MAX transfers per worker and GUESTOP_XFERS_PER_VM per
  *     VM; one idle for GUESTOP_XFER_IDLE_MS is dropped;
