@@ -164,6 +164,16 @@ class Ha(unittest.TestCase):
         finally:
             con.close()
 
+    def worker_term(self):
+        """The highest broker term the worker recorded (worker.db meta)."""
+        con = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.dir, "worker", "worker.db"),
+                              uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'broker_term'").fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            con.close()
+
     def create_until_ok(self, alive, name, rid, timeout):
         """The same create (same id) to each live member in turn until one
         answers OK: what a client does through a failover."""
@@ -218,6 +228,9 @@ class Ha(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         names = sorted(list(acked) + ["via-ctl"])
         self.assertEqual(self.env_names(lead.clients), names)
+        # the worker's commands carried the leader's term; it keeps the highest
+        term1 = self.worker_term()
+        self.assertGreaterEqual(term1, 1)
 
         # kill -9 the leader; the same create id is retried across the rest
         lead.daemon.stop(signal.SIGKILL)
@@ -226,6 +239,8 @@ class Ha(unittest.TestCase):
         failover = time.monotonic() - t0
         print("\nha: failover (kill -9 of the leader -> first successful create): %.2f s"
               % failover, file=sys.stderr)
+        # the new leader's commands carry a newer term, which the worker keeps
+        self.assertGreater(self.worker_term(), term1)
         # every acknowledged create survived, none twice
         self.assertEqual(self.env_names(new.clients), sorted(names + ["after-failover"]))
         for name, (rid, vm_id) in acked.items():
