@@ -174,6 +174,48 @@ class Ha(unittest.TestCase):
         finally:
             con.close()
 
+    def ctl_status(self):
+        """`ttctl status --json` given every member (a follower first)."""
+        import json
+        import subprocess
+        eps = ",".join(m.clients for m in reversed(self.members))
+        p = subprocess.run([binary("ttctl"), "--broker", eps, "--tenant", "admin", "--json",
+                            "status"], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, TTFLEET_CONFIG=os.devnull))
+        return p.returncode, json.loads(p.stdout) if p.stdout.strip() else None, p.stderr
+
+    def check_gateway(self, lead):
+        """ttgw given every member (followers first) serves through the
+        leader, and its /metrics has the Raft series, promtool-clean."""
+        import gwlib
+        from test_gateway import lint_metrics
+
+        class Stub:
+            pass
+        stub = Stub()
+        stub.dir = self.dir
+        stub.clients_ep = ",".join(m.clients for m in self.members if m is not lead) + \
+            "," + lead.clients
+        stub.events_ep = ",".join(m.events for m in self.members)
+        gw = gwlib.Gateway(stub, [("a" * 24, "admin", "admin")])
+        try:
+            status, _, body = gw.request("GET", "/v1/hosts", token="a" * 24)
+            self.assertEqual(status, 200, body)
+            status, _, text = gw.request("GET", "/metrics")
+            self.assertEqual(status, 200)
+            lint_metrics(self, text)
+            for series in ("ttfleet_raft_term{member=\"%d\"}" % lead.id,
+                           "ttfleet_raft_role{member=\"%d\",role=\"leader\"} 1" % lead.id,
+                           "ttfleet_raft_commit_index{", "ttfleet_raft_applied_index{",
+                           "ttfleet_raft_leader_changes_total{",
+                           "ttfleet_raft_apply_latency_seconds_count{"):
+                self.assertIn(series, text)
+            count = [l for l in text.splitlines()
+                     if l.startswith("ttfleet_raft_apply_latency_seconds_count")]
+            self.assertGreater(int(count[0].split()[-1]), 0, count)
+        finally:
+            gw.stop()
+
     def create_until_ok(self, alive, name, rid, timeout):
         """The same create (same id) to each live member in turn until one
         answers OK: what a client does through a failover."""
@@ -231,6 +273,20 @@ class Ha(unittest.TestCase):
         # the worker's commands carried the leader's term; it keeps the highest
         term1 = self.worker_term()
         self.assertGreaterEqual(term1, 1)
+        # ttctl status: every member with its own view
+        rc, st, err = self.ctl_status()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(st["hosts_online"], 1)
+        roles = {c["id"]: c for c in st["cluster"]}
+        self.assertEqual(sorted(roles), [1, 2, 3])
+        self.assertEqual(roles[lead.id]["role"], "leader")
+        self.assertEqual(roles[lead.id]["endpoint"], lead.clients)
+        self.assertEqual(sorted(roles[f.id]["role"] for f in followers), ["follower"] * 2)
+        self.assertTrue(all(c["term"] == term1 for c in st["cluster"]), st)
+        self.assertGreater(roles[lead.id]["commit_index"], 0)
+        self.assertGreater(roles[lead.id]["match_index"], 0)
+        # ttgw with the endpoint list, and the Raft metrics
+        self.check_gateway(lead)
 
         # kill -9 the leader; the same create id is retried across the rest
         lead.daemon.stop(signal.SIGKILL)
@@ -241,6 +297,11 @@ class Ha(unittest.TestCase):
               % failover, file=sys.stderr)
         # the new leader's commands carry a newer term, which the worker keeps
         self.assertGreater(self.worker_term(), term1)
+        rc, st, err = self.ctl_status()
+        self.assertEqual(rc, 0, err)
+        roles = {c["id"]: c["role"] for c in st["cluster"]}
+        self.assertEqual(roles[lead.id], "unreachable")
+        self.assertEqual(roles[new.id], "leader")
         # every acknowledged create survived, none twice
         self.assertEqual(self.env_names(new.clients), sorted(names + ["after-failover"]))
         for name, (rid, vm_id) in acked.items():
