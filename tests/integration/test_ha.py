@@ -6,6 +6,18 @@ steps share it):
   - a follower answers NOT_LEADER naming the leader's clients endpoint, and
     takes no worker (the worker's READY lands on the leader);
   - ttctl with --broker FOLLOWER,...,LEADER follows NOT_LEADER to the leader;
+  - ttctl status lists every member (leader, followers, unreachable after a
+    kill), and ttgw given every member serves, with the Raft series in its
+    /metrics (promtool-clean);
+  - every worker command carries the leader's term: the worker's recorded
+    term rises across a failover;
+  - SIGSTOP of the leader past the election timeout: the others elect a
+    leader and serve; a create queued to the stopped leader is never
+    acknowledged by it after SIGCONT (it steps down, or stops to rebuild),
+    and the same request id at the new leader runs there once;
+  - kill -9 of the leader with a create in flight: the retry with the same
+    id gets the one outcome (the first answer if one came; else OK, or the
+    create rolled back as after a restart, recorded), never a second env;
   - creates acknowledged by the leader are all there after kill -9 of the
     leader, on the new leader, and on every member's broker.db;
   - a retry of an acknowledged create with the same request id gets the
@@ -288,13 +300,89 @@ class Ha(unittest.TestCase):
         # ttgw with the endpoint list, and the Raft metrics
         self.check_gateway(lead)
 
-        # kill -9 the leader; the same create id is retried across the rest
+        # SIGSTOP the leader past the election timeout: the others elect a
+        # leader; a create queued to the stopped one meanwhile is never
+        # acknowledged by it once it resumes (it steps down, or stops to
+        # rebuild), and its id, sent to the new leader, runs there once
+        lead.daemon.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            new, r = self.create_until_ok(followers, "during-stop", "ha-stop-1", timeout=30)
+            print("\nha: failover (SIGSTOP of the leader -> first successful create): %.2f s"
+                  % (time.monotonic() - t0), file=sys.stderr)
+            stale = self.ctx.socket(zmq.DEALER)
+            stale.setsockopt(zmq.LINGER, 0)
+            stale.connect(lead.clients)
+            req = pb.Request(request_id="ha-stale-1", tenant="t1")
+            req.env_create.CopyFrom(self.create_body("stale"))
+            stale.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+            time.sleep(0.2)
+        finally:
+            lead.daemon.proc.send_signal(signal.SIGCONT)
+        try:
+            if stale.poll(3000):
+                rep = pb.Reply()
+                rep.ParseFromString(stale.recv_multipart()[-1])
+                self.assertNotEqual(rep.status, pb.OK, "the deposed leader acknowledged: %s" % rep)
+        finally:
+            stale.close()
+        def stepped_down():
+            if not lead.daemon.running():
+                return True  # it stopped to rebuild broker.db from the Raft log
+            r = self.call(lead.clients, "env_list", pb.EnvList(), "sd-%f" % time.monotonic(),
+                          timeout=0.5)
+            return r is not None and r.status == pb.NOT_LEADER and r.leader == new.clients
+        wait_for("the resumed leader steps down", stepped_down, timeout=10)
+        if not lead.daemon.running():
+            self.start_broker(lead)
+        r = self.call(new.clients, "env_create", self.create_body("stale"), "ha-stale-1",
+                      timeout=10)
+        self.assertEqual(r.status, pb.OK, r.message)
+        names = sorted(names + ["during-stop", "stale"])
+        self.assertEqual(self.env_names(new.clients), names)
+        wait_for("the resumed member's broker.db has every env",
+                 lambda: self.db_envs(lead) == names, timeout=15)
+        lead, followers = new, [m for m in self.members if m is not new]
+
+        # kill -9 the leader with a create in flight; the same create id is
+        # retried across the rest: one env, and the first answer if one came
+        inflight = self.ctx.socket(zmq.DEALER)
+        inflight.setsockopt(zmq.LINGER, 0)
+        inflight.connect(lead.clients)
+        req = pb.Request(request_id="ha-inflight-1", tenant="t1")
+        req.env_create.CopyFrom(self.create_body("inflight"))
+        inflight.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+        time.sleep(0.02)
         lead.daemon.stop(signal.SIGKILL)
+        first = None
+        if inflight.poll(0):
+            first = pb.Reply()
+            first.ParseFromString(inflight.recv_multipart()[-1])
+        inflight.close()
         t0 = time.monotonic()
         new, r = self.create_until_ok(followers, "after-failover", "ha-after-1", timeout=30)
         failover = time.monotonic() - t0
         print("\nha: failover (kill -9 of the leader -> first successful create): %.2f s"
               % failover, file=sys.stderr)
+        # the retry gets the one outcome: the first answer when one came;
+        # else the create ran to its end (OK) or, caught mid-way, was rolled
+        # back as after a restart (INTERNAL, recorded; no env)
+        r = self.call(new.clients, "env_create", self.create_body("inflight"), "ha-inflight-1",
+                      timeout=10)
+        self.assertIsNotNone(r)
+        if first is not None and first.status == pb.OK:
+            self.assertEqual(r.status, pb.OK, r.message)
+            self.assertEqual(r.env.vms[0].vm_id, first.env.vms[0].vm_id)
+        if r.status == pb.OK:
+            names = sorted(names + ["inflight"])
+        else:
+            self.assertEqual(r.status, pb.INTERNAL, r.message)
+            self.assertIn("interrupted by a broker restart", r.message)
+        print("ha: the create in flight at kill -9: %s" % pb.Status.Name(r.status),
+              file=sys.stderr)
+        again = self.call(new.clients, "env_create", self.create_body("inflight"),
+                          "ha-inflight-1", timeout=10)
+        self.assertEqual((again.status, again.message), (r.status, r.message))
         # the new leader's commands carry a newer term, which the worker keeps
         self.assertGreater(self.worker_term(), term1)
         rc, st, err = self.ctl_status()

@@ -21,8 +21,15 @@ static int s_status(ctl_t *ctl, void *args)
     (void)args;
     ttclient_t *client = ctl_client(ctl);
     Ttfleet__Reply *cl = NULL;
-    /* whoever answers first (a follower too) lists the members */
-    if (ttclient_cluster_status(client, &cl) != 0 || cl->status != TTFLEET__STATUS__OK ||
+    /* whoever answers first (a follower too) lists the members; a dead
+     * endpoint fails the call and the client moves to the next */
+    int tries = 1;
+    for (const char *p = ctl->broker; *p; p++)
+        tries += *p == ',';
+    int crc = -1;
+    for (int t = 0; t < tries && tries <= 16 && crc != 0; t++)
+        crc = ttclient_cluster_status(client, &cl);
+    if (crc != 0 || cl->status != TTFLEET__STATUS__OK ||
         cl->result_case != TTFLEET__REPLY__RESULT_CLUSTER || cl->cluster->n_members == 0) {
         ttclient_reply_destroy(&cl);
         Ttfleet__Reply *reply = NULL;
