@@ -1079,6 +1079,9 @@ int broker_run(broker_t *self)
     while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
+        if (self->ha && !self->ha_serving)
+            wait = 250; /* a follower runs no timers (next_beat_ms stays behind): it
+                           waits for its sockets and the Raft thread's pipe */
         if (wait < 0)
             wait = 0;
         if (wait > 250)

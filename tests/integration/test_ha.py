@@ -248,6 +248,17 @@ class Ha(unittest.TestCase):
         pb = self.pb
         lead = wait_for("a leader", lambda: self.leader(self.members), timeout=20)
         followers = [m for m in self.members if m is not lead]
+        # an idle follower sleeps in its poll (it runs no timers): well
+        # under 5 % of a core, where a loop spinning on a zero timeout takes
+        # whatever the machine gives it
+        def cpu(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        before = [cpu(f.daemon.proc.pid) for f in followers]
+        time.sleep(2)
+        spent = [cpu(f.daemon.proc.pid) - b for f, b in zip(followers, before)]
+        self.assertLess(max(spent), 0.1, "follower CPU over 2 s idle: %r" % spent)
         # a follower names the leader
         r = self.call(followers[0].clients, "env_list", pb.EnvList(), "f-1")
         self.assertEqual(r.status, pb.NOT_LEADER, r)
