@@ -29,8 +29,10 @@ static int s_status(ctl_t *ctl, void *args)
     int crc = -1;
     for (int t = 0; t < tries && tries <= 16 && crc != 0; t++)
         crc = ttclient_cluster_status(client, &cl);
-    if (crc != 0 || cl->status != TTFLEET__STATUS__OK ||
-        cl->result_case != TTFLEET__REPLY__RESULT_CLUSTER || cl->cluster->n_members == 0) {
+    if (crc != 0) /* no broker answered: say so at once */
+        return ctl_finish(ctl, &client, crc, &cl, "status", false);
+    if (cl->status != TTFLEET__STATUS__OK || cl->result_case != TTFLEET__REPLY__RESULT_CLUSTER ||
+        cl->cluster->n_members == 0) {
         ttclient_reply_destroy(&cl);
         Ttfleet__Reply *reply = NULL;
         int rc = ttclient_pool_status(client, &reply);
