@@ -186,11 +186,15 @@ class Ha(unittest.TestCase):
         finally:
             con.close()
 
-    def ctl_status(self):
-        """`ttctl status --json` given every member (a follower first)."""
+    def ctl_status(self, last=None):
+        """`ttctl status --json` given every member (a follower first;
+        last, e.g. a dead one, at the end of the list)."""
         import json
         import subprocess
-        eps = ",".join(m.clients for m in reversed(self.members))
+        order = list(reversed(self.members))
+        if last is not None:
+            order = [m for m in order if m is not last] + [last]
+        eps = ",".join(m.clients for m in order)
         p = subprocess.run([binary("ttctl"), "--broker", eps, "--tenant", "admin", "--json",
                             "status"], capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, TTFLEET_CONFIG=os.devnull))
@@ -396,7 +400,7 @@ class Ha(unittest.TestCase):
         self.assertEqual((again.status, again.message), (r.status, r.message))
         # the new leader's commands carry a newer term, which the worker keeps
         self.assertGreater(self.worker_term(), term1)
-        rc, st, err = self.ctl_status()
+        rc, st, err = self.ctl_status(last=lead)  # the dead leader last
         self.assertEqual(rc, 0, err)
         roles = {c["id"]: c["role"] for c in st["cluster"]}
         self.assertEqual(roles[lead.id], "unreachable")
