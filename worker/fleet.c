@@ -36,6 +36,7 @@
 #include "ttblob.h"
 #include "jobs.h"
 #include "proc.h"
+#include "snapops.h"
 #include "seed.h"
 #include "vmready.h"
 #include "spawn.h"
@@ -90,8 +91,10 @@ struct fleet_t {
     vmdb_t *db;
     net_t *net;
     images_t *images;
-    pull_t *pull; /* catalog images (issue 12), NULL without --image-cache */
-    vm_t **table; /* [TT_VMID_MAX + 1] */
+    pull_t *pull;      /* catalog images (issue 12), NULL without --image-cache */
+    snapops_t *snap;   /* memory-snapshot templates (snapops.h), NULL without qemu */
+    zhashx_t *tmpl_of; /* "vm_id" -> the key of the template the VM was cloned from */
+    vm_t **table;      /* [TT_VMID_MAX + 1] */
     size_t count;
     bool dirty;      /* a commit failed: rewrite every row */
     bool net_resync; /* an exact network change failed: rebuild it whole */
@@ -115,6 +118,13 @@ struct fleet_t {
     s_expired_t *expired; /* expiry destroys committed, for the next event */
     size_t n_expired, cap_expired;
 };
+
+/* Memory-snapshot templates (the section at the end). */
+static int s_snap_open(fleet_t *self, char *err, size_t errlen);
+static void s_snap_close(fleet_t *self);
+static void s_snap_vm_loaded(fleet_t *self, uint32_t vm_id);
+static void s_snap_vm_gone(fleet_t *self, uint32_t vm_id);
+static zframe_t *s_snap_event(fleet_t *self);
 
 /* A list of VmActual being built for a reply or an event. */
 typedef struct {
@@ -321,6 +331,7 @@ static void s_remove(fleet_t *self, vm_t *vm)
     }
     if (vm->image_digest[0] && self->pull)
         pull_release(self->pull, vm->image_digest);
+    s_snap_vm_gone(self, vm->vm_id);
     self->table[vm->vm_id] = NULL;
     self->count--;
     if (self->gop)
@@ -1497,7 +1508,7 @@ static uint64_t s_cache_mib(const pull_t *pull)
 zframe_t *fleet_pull_event(fleet_t *self)
 {
     if (!self->pull)
-        return NULL;
+        return s_snap_event(self);
     s_actuals_t acts = {0};
     size_t n = 0;
     for (const s_op_t *op = self->ops; op; op = op->next)
@@ -1521,17 +1532,26 @@ zframe_t *fleet_pull_event(fleet_t *self)
             acts.items[acts.n - 1].pull_total = total ? total : 1;
         }
     bool changed = pull_changed(self->pull);
+    bool tchanged = self->snap && snapops_changed(self->snap);
+    changed |= tchanged;
     zframe_t *frame = NULL;
     if (acts.n || changed) {
         Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
         ev.n_vms = acts.n;
         ev.vms = acts.ptrs;
+        Ttfleet__TemplateInfo *ti = NULL, **tp = NULL;
         if (changed) {
             ev.image_digests = (char **)pull_digests(self->pull, &ev.n_image_digests);
             ev.image_cache_mib = s_cache_mib(self->pull);
             ev.image_cache_used_mib = pull_used(self->pull) >> 20;
         }
+        if (tchanged && snapops_infos(self->snap, &ti, &tp, &ev.n_templates) == 0) {
+            ev.templates = tp;
+            ev.templates_set = true;
+        }
         frame = wire_pack(&ev.base);
+        free(ti);
+        free(tp);
     }
     if (n)
         s_actuals_free(&acts);
@@ -1574,7 +1594,14 @@ zframe_t *fleet_hello(fleet_t *self)
         hello.image_cache_used_mib = pull_used(self->pull) >> 20;
         pull_changed(self->pull); /* READY says it all */
     }
+    Ttfleet__TemplateInfo *ti = NULL, **tp = NULL;
+    if (self->snap && snapops_infos(self->snap, &ti, &tp, &hello.n_templates) == 0) {
+        hello.templates = tp;
+        snapops_changed(self->snap);
+    }
     zframe_t *frame = wire_pack(&hello.base);
+    free(ti);
+    free(tp);
     s_actuals_free(&acts);
     return frame;
 }
@@ -1786,6 +1813,7 @@ static void s_load_one(vm_t *vm, void *arg)
     if (vm->image_digest[0] && self->pull && pull_acquire(self->pull, vm->image_digest))
         zsys_warning("vm %u: its image %s is no longer in the cache", vm->vm_id,
                      vm->image_digest);
+    s_snap_vm_loaded(self, vm->vm_id);
 }
 
 /* VM directories without a row: leftovers of a crash between creating the
@@ -1861,6 +1889,7 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->ctx.vm_uid = cfg->vm_uid;
     self->ctx.vm_gid = cfg->vm_gid;
     self->ctx.vm_id_base = cfg->vm_id_base;
+    self->ctx.qemu_version = cfg->qemu_version;
     self->table = calloc(TT_VMID_MAX + 1, sizeof *self->table);
     self->owner = calloc(TT_VMID_MAX + 1, sizeof *self->owner);
     self->mark = calloc(TT_VMID_MAX + 1, sizeof *self->mark);
@@ -1893,6 +1922,10 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         }
         self->ctx.image_cache = pull_img_dir(self->pull);
     }
+    if (s_snap_open(self, err, errlen)) {
+        fleet_destroy(&self);
+        return NULL;
+    }
     snprintf(path, sizeof path, "%s/worker.db", cfg->state_dir);
     self->db = vmdb_open(path, err, errlen);
     if (!self->db) {
@@ -1910,6 +1943,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    if (self->snap) /* the clones hold their templates now */
+        snapops_gc(self->snap);
     if (self->pull) /* the VMs hold their images now: a lowered limit evicts the rest */
         pull_trim(self->pull);
     self->net = net_new(&cfg->net, err, errlen);
@@ -1936,6 +1971,7 @@ void fleet_destroy(fleet_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    s_snap_close(*self_p);
     fleet_t *self = *self_p;
     /* engine calls running finish (each is bounded); their results and
      * the queued ones are dropped, as a crash would */
@@ -1975,4 +2011,67 @@ void fleet_destroy(fleet_t **self_p)
     vmdb_destroy(&self->db);
     free(self);
     *self_p = NULL;
+}
+
+/* ---- memory-snapshot templates (snapops.h, docs/SNAPSHOTS.md) ---- */
+
+static int s_snap_open(fleet_t *self, char *err, size_t errlen)
+{
+    if (!self->cfg.qemu_version || !s_engine_enabled(self, "qemu") || !engine_qemu.snapshots)
+        return 0;
+    self->tmpl_of = zhashx_new();
+    if (!self->tmpl_of) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    zhashx_set_destructor(self->tmpl_of, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_duplicator(self->tmpl_of, (zhashx_duplicator_fn *)strdup);
+    self->snap = snapops_new(self->cfg.state_dir, self->cfg.qemu_version,
+                             self->pull ? pull_cache(self->pull) : NULL, err, errlen);
+    return self->snap ? 0 : -1;
+}
+
+static void s_snap_close(fleet_t *self)
+{
+    snapops_destroy(&self->snap);
+    zhashx_destroy(&self->tmpl_of);
+}
+
+static void s_snap_vm_loaded(fleet_t *self, uint32_t vm_id)
+{
+    char dir[4096], key[SNAP_KEY_MAX], id[16];
+    if (!self->snap || engine_vm_path(&self->ctx, vm_id, NULL, dir, sizeof dir))
+        return;
+    snapops_vm_loaded(self->snap, dir, key, sizeof key);
+    snprintf(id, sizeof id, "%u", vm_id);
+    if (key[0])
+        zhashx_update(self->tmpl_of, id, key);
+}
+
+static void s_snap_vm_gone(fleet_t *self, uint32_t vm_id)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%u", vm_id);
+    const char *key = self->snap ? zhashx_lookup(self->tmpl_of, id) : NULL;
+    if (!key)
+        return;
+    snapops_release(self->snap, key);
+    zhashx_delete(self->tmpl_of, id);
+}
+
+/* The templates changed on a worker without an image cache. */
+static zframe_t *s_snap_event(fleet_t *self)
+{
+    if (!self->snap || !snapops_changed(self->snap))
+        return NULL;
+    Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
+    Ttfleet__TemplateInfo *ti = NULL, **tp = NULL;
+    if (snapops_infos(self->snap, &ti, &tp, &ev.n_templates))
+        return NULL;
+    ev.templates = tp;
+    ev.templates_set = true;
+    zframe_t *frame = wire_pack(&ev.base);
+    free(ti);
+    free(tp);
+    return frame;
 }

@@ -88,9 +88,22 @@ typedef struct host_t {
      * 0 = no cache (no catalog image is placed here) */
     uint64_t image_cache_mib, image_cache_used_mib;
     zhashx_t *image_digests; /* blob digests held (keys), NULL = none */
+    /* its memory-snapshot templates, as READY and EVENTs advertise them
+     * (docs/SNAPSHOTS.md), at most HOST_MAX_TEMPLATES */
+    struct host_tmpl_s *tmpl;
+    size_t n_tmpl;
     char zap_user[80];       /* CURVE: its key's User-Id ("worker:<host>" or "worker:*") */
     char zap_key[41];        /* CURVE: its key (Z85, ZAP metadata X-Key) */
 } host_t;
+
+#define HOST_MAX_TEMPLATES 1024
+typedef struct host_tmpl_s {
+    char image[TT_MAX_NAME + 1];
+    char digest[80]; /* "" = a host-local image */
+    uint32_t cpu, mem_mib, users;
+    uint64_t bytes;
+    int64_t created;
+} host_tmpl_t;
 
 typedef struct {
     uint32_t guest, public_port;

@@ -439,6 +439,30 @@ static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_
         if (k < nh && model_host_holds(h, r->blobs))
             hosts[k++] = h->id;
     ii->n_hosts = k;
+    /* the hosts' templates of this image (docs/SNAPSHOTS.md) */
+    size_t nt = 0;
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+        nt += h->n_tmpl;
+    Ttfleet__TemplateInfo **tp = nt ? reply_alloc(a, sizeof *tp * (nt + 1)) : NULL;
+    Ttfleet__TemplateInfo *ts = nt ? reply_alloc(a, sizeof *ts * nt) : NULL;
+    for (host_t *h = zhashx_first(self->hosts); tp && ts && h; h = zhashx_next(self->hosts))
+        for (size_t i = 0; i < h->n_tmpl; i++) {
+            const host_tmpl_t *ht = &h->tmpl[i];
+            if (strcmp(ht->digest, r->digest) != 0)
+                continue;
+            Ttfleet__TemplateInfo *ti = &ts[ii->n_templates];
+            ttfleet__template_info__init(ti);
+            ti->host = h->id;
+            ti->image = (char *)ht->image;
+            ti->image_digest = (char *)ht->digest;
+            ti->cpu = ht->cpu;
+            ti->mem_mib = ht->mem_mib;
+            ti->bytes = ht->bytes;
+            ti->created = ht->created;
+            ti->users = ht->users;
+            tp[ii->n_templates++] = ti;
+        }
+    ii->templates = tp;
     ii->hosts = hosts;
     return ii;
 }
