@@ -450,6 +450,17 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
             req->image_pull->n_hosts > 1024)
             FAIL("malformed image pull");
         return 0;
+    case TTFLEET__REQUEST__OP_IMAGE_PREPARE:
+        if (!req->image_prepare->ref || strlen(req->image_prepare->ref) > 200 ||
+            req->image_prepare->n_hosts > 1024)
+            FAIL("malformed image prepare");
+        if (req->image_prepare->cpu > TT_MAX_CPU)
+            FAIL("image prepare: cpu %u out of range (1..%u)", req->image_prepare->cpu, TT_MAX_CPU);
+        if (req->image_prepare->mem_mib && (req->image_prepare->mem_mib < 16 ||
+                                            req->image_prepare->mem_mib > TT_MAX_MEM_MIB))
+            FAIL("image prepare: mem %u MiB out of range (16..%u)", req->image_prepare->mem_mib,
+                 TT_MAX_MEM_MIB);
+        return 0;
     default:
         FAIL("request has no known operation");
     }

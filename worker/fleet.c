@@ -36,6 +36,7 @@
 #include "ttblob.h"
 #include "jobs.h"
 #include "proc.h"
+#include "snapbuild.h"
 #include "snapops.h"
 #include "seed.h"
 #include "vmready.h"
@@ -94,6 +95,7 @@ struct fleet_t {
     pull_t *pull;      /* catalog images (issue 12), NULL without --image-cache */
     snapops_t *snap;   /* memory-snapshot templates (snapops.h), NULL without qemu */
     zhashx_t *tmpl_of; /* "vm_id" -> the key of the template the VM was cloned from */
+    snapbuild_t *build; /* makes templates (image prepare), NULL without snap */
     vm_t **table;      /* [TT_VMID_MAX + 1] */
     size_t count;
     bool dirty;      /* a commit failed: rewrite every row */
@@ -125,6 +127,7 @@ static void s_snap_close(fleet_t *self);
 static void s_snap_vm_loaded(fleet_t *self, uint32_t vm_id);
 static void s_snap_vm_gone(fleet_t *self, uint32_t vm_id);
 static zframe_t *s_snap_event(fleet_t *self);
+static bool s_snap_prepare(fleet_t *self, Ttfleet__WorkerCommand *cmd);
 
 /* A list of VmActual being built for a reply or an event. */
 typedef struct {
@@ -1393,6 +1396,8 @@ int fleet_submit(fleet_t *self, const byte *body, size_t len)
     }
     if (s_guest_nul(self, cmd, body, len))
         return 0;
+    if (cmd->prepare && s_snap_prepare(self, cmd))
+        return 0;
     if (cmd->pull) { /* image pull (issue 12): a round with no VM; the cache's
                         digests tell the broker when it is done */
         char err[300];
@@ -1419,6 +1424,8 @@ void fleet_flush(fleet_t *self)
     int64_t now = tt_mono_ms();
     if (self->pull)
         pull_poll(self->pull);
+    if (self->build)
+        snapbuild_step(self->build, now);
     for (s_op_t *op = self->ops; op; op = op->next)
         for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
             if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
@@ -1454,6 +1461,11 @@ int fleet_next_ms(const fleet_t *self)
                 return S_POLL_MS;
     if (self->pull && pull_busy(self->pull))
         return S_POLL_MS;
+    if (self->build) {
+        int ms = snapbuild_next_ms(self->build, tt_mono_ms());
+        if (ms >= 0)
+            return ms < S_JOB_POLL_MS ? S_JOB_POLL_MS : ms;
+    }
     return -1;
 }
 
@@ -2028,11 +2040,19 @@ static int s_snap_open(fleet_t *self, char *err, size_t errlen)
     zhashx_set_duplicator(self->tmpl_of, (zhashx_duplicator_fn *)strdup);
     self->snap = snapops_new(self->cfg.state_dir, self->cfg.qemu_version,
                              self->pull ? pull_cache(self->pull) : NULL, err, errlen);
-    return self->snap ? 0 : -1;
+    if (!self->snap)
+        return -1;
+    self->build = snapbuild_new(&self->ctx, self->snap, self->images, self->pull);
+    if (!self->build) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 static void s_snap_close(fleet_t *self)
 {
+    snapbuild_destroy(&self->build);
     snapops_destroy(&self->snap);
     zhashx_destroy(&self->tmpl_of);
 }
@@ -2074,4 +2094,32 @@ static zframe_t *s_snap_event(fleet_t *self)
     free(ti);
     free(tp);
     return frame;
+}
+
+/* image prepare: queue a template of the command's image. The reply says
+ * whether it was taken (the template itself shows in a later EVENT); true
+ * when the command was answered here. */
+static bool s_snap_prepare(fleet_t *self, Ttfleet__WorkerCommand *cmd)
+{
+    char err[300] = "";
+    int status = TTFLEET__STATUS__OK;
+    if (!self->build) {
+        status = TTFLEET__STATUS__BAD_REQUEST;
+        snprintf(err, sizeof err, "host %s cannot make templates: %s", self->cfg.host_id,
+                 !s_engine_enabled(self, "qemu") ? "it does not offer the qemu engine"
+                                                 : "its QEMU version is unknown");
+    } else if (snapbuild_want(self->build, cmd->prepare, &status, err, sizeof err) == 0) {
+        snprintf(err, sizeof err, "template of %s queued on host %s", cmd->prepare->image,
+                 self->cfg.host_id);
+    }
+    zsys_info("op %llu: image prepare: %s", (unsigned long long)cmd->op_id, err);
+    Ttfleet__WorkerReply reply = TTFLEET__WORKER_REPLY__INIT;
+    reply.op_id = cmd->op_id;
+    reply.status = status;
+    reply.message = err;
+    zframe_t *f = wire_pack(&reply.base);
+    if (f && zlist_append(self->out, f))
+        zframe_destroy(&f);
+    ttfleet__worker_command__free_unpacked(cmd, NULL);
+    return true;
 }

@@ -258,6 +258,29 @@ uint64_t wcmd_pull(broker_t *self, host_t *host, const vm_t *image)
     return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
 }
 
+uint64_t wcmd_prepare(broker_t *self, host_t *host, const vm_t *image, uint32_t cpu,
+                      uint32_t mem_mib, uint32_t disk_mib, const char *ready)
+{
+    Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+    Ttfleet__VmSpec spec = TTFLEET__VM_SPEC__INIT;
+    s_spec_img_t img;
+    vm_t tmp = *image;
+    tmp.host = host;
+    spec.image = (char *)image->image;
+    spec.env = "";
+    spec.engine = "qemu";
+    spec.ip = "";
+    spec.mac = "";
+    spec.cpu = cpu;
+    spec.mem_mib = mem_mib;
+    spec.disk_mib = disk_mib;
+    spec.ready = (char *)ready;
+    s_spec_image(self, &tmp, &spec, &img);
+    cmd.op_id = ++self->next_op_id;
+    cmd.prepare = &spec;
+    return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
+}
+
 uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max_bytes)
 {
     Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
