@@ -180,6 +180,9 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
 {
     if (s_env_name_valid(c->name, err, errlen))
         return -1;
+    if (c->boot && *c->boot && strcmp(c->boot, "auto") != 0 && strcmp(c->boot, "snapshot") != 0 &&
+        strcmp(c->boot, "cold") != 0)
+        FAIL("boot '%.20s' is not auto, snapshot or cold", c->boot);
     if (c->n_images == 0)
         FAIL("at least one image is required");
     if (c->n_images > TT_MAX_IMAGES_PER_ENV)

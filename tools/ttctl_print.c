@@ -251,6 +251,8 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
         json_object_set_new(o, "pull_done", json_integer((json_int_t)vm->pull_done));
         json_object_set_new(o, "pull_total", json_integer((json_int_t)vm->pull_total));
         json_object_set_new(o, "pulling", json_boolean(vm->pull_total > 0));
+        /* memory snapshots: "snapshot" (from a template), "cold", "" (not yet) */
+        json_object_set_new(o, "boot", json_string(vm->boot ? vm->boot : ""));
     }
     return o;
 }

@@ -95,6 +95,7 @@ struct fleet_t {
     pull_t *pull;      /* catalog images (issue 12), NULL without --image-cache */
     snapops_t *snap;   /* memory-snapshot templates (snapops.h), NULL without qemu */
     zhashx_t *tmpl_of; /* "vm_id" -> the key of the template the VM was cloned from */
+    zhashx_t *restore; /* "vm_id" -> the key a VM being made is to be restored from */
     snapbuild_t *build; /* makes templates (image prepare), NULL without snap */
     vm_t **table;      /* [TT_VMID_MAX + 1] */
     size_t count;
@@ -113,6 +114,7 @@ struct fleet_t {
     s_op_t *cur_op;   /* the op whose spec is being applied (s_put blames it) */
     size_t cur_i;
     bool rewrite;     /* a row write was rolled back: rewrite every row next tick */
+    char restore_dir[1024]; /* s_snap_take -> s_ejob_submit: the template of an S_J_RESTORE */
     uint32_t *mark; /* [TT_VMID_MAX + 1]: scheduling pass that saw it wanted */
     uint32_t gen;
     zlist_t *out;         /* packed replies ready to send */
@@ -127,6 +129,8 @@ static void s_snap_close(fleet_t *self);
 static void s_snap_vm_loaded(fleet_t *self, uint32_t vm_id);
 static void s_snap_vm_gone(fleet_t *self, uint32_t vm_id);
 static zframe_t *s_snap_event(fleet_t *self);
+static bool s_snap_take(fleet_t *self, const vm_t *vm);
+static int s_snap_choose(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg);
 static bool s_snap_prepare(fleet_t *self, Ttfleet__WorkerCommand *cmd);
 
 /* A list of VmActual being built for a reply or an event. */
@@ -136,6 +140,7 @@ typedef struct {
     char (*msgs)[S_MSG_LEN];
     size_t n, cap;
     const vmready_t *rd; /* readiness to fill in, if set */
+    zhashx_t *tmpl_of;   /* the fleet's clones (boot kind), if set */
 } s_actuals_t;
 
 static int s_actuals_init(s_actuals_t *a, size_t cap)
@@ -174,6 +179,11 @@ static char *s_actuals_add(s_actuals_t *a, uint32_t vm_id, int state, const char
     it->message = a->msgs[a->n];
     a->ptrs[a->n] = it;
     vmready_fill(a->rd, vm_id, it);
+    if (a->rd && state != TTFLEET__VM_STATE__VM_ABSENT) { /* a reply, READY or a tick */
+        char id[16];
+        snprintf(id, sizeof id, "%u", vm_id);
+        it->boot = (char *)(a->tmpl_of && zhashx_lookup(a->tmpl_of, id) ? "snapshot" : "cold");
+    }
     return a->msgs[a->n++];
 }
 
@@ -369,7 +379,7 @@ static int s_destroy_vm(fleet_t *self, vm_t *vm, char *msg)
 
 /* What an engine job does, in this order; it stops at the first step
  * that fails. */
-enum { S_J_PREPARE = 1, S_J_START = 2, S_J_PAUSE = 4, S_J_RESUME = 8 };
+enum { S_J_PREPARE = 1, S_J_START = 2, S_J_PAUSE = 4, S_J_RESUME = 8, S_J_RESTORE = 16 };
 
 /* One engine job: a copy of the VM the pool thread works on, and where
  * its result goes (spec i of op, which holds the VM until it is done). */
@@ -384,16 +394,27 @@ typedef struct {
     size_t i;
     bool created; /* a new VM: not in worker.db or the network yet */
     int desired;
+    char tmpl_dir[1024]; /* S_J_RESTORE: the template */
+    int64_t restore_ms;  /* S_J_RESTORE: begin -> the clone runs */
 } s_ejob_t;
+
+static int s_restore_run(s_ejob_t *j);
 
 /* Runs on a pool thread: engine calls only, on the job's own copy. */
 static void s_ejob_run(void *arg)
 {
     s_ejob_t *j = arg;
-    static const int order[] = {S_J_PREPARE, S_J_START, S_J_PAUSE, S_J_RESUME};
+    static const int order[] = {S_J_PREPARE, S_J_START, S_J_RESTORE, S_J_PAUSE, S_J_RESUME};
     for (size_t k = 0; k < sizeof order / sizeof *order; k++) {
         if (!(j->steps & order[k]))
             continue;
+        if (order[k] == S_J_RESTORE) {
+            if (s_restore_run(j)) {
+                j->failed = S_J_RESTORE;
+                return;
+            }
+            continue;
+        }
         int rc = order[k] == S_J_PREPARE ? j->eng->prepare_disk(j->ctx, &j->vm, j->err, sizeof j->err)
                  : order[k] == S_J_START ? j->eng->start(j->ctx, &j->vm, j->err, sizeof j->err)
                  : order[k] == S_J_PAUSE ? j->eng->pause(j->ctx, &j->vm, j->err, sizeof j->err)
@@ -422,6 +443,8 @@ static int s_ejob_submit(fleet_t *self, const vm_t *vm, int steps, bool created,
     j->i = self->cur_i;
     j->created = created;
     j->desired = desired;
+    if (steps & S_J_RESTORE)
+        snprintf(j->tmpl_dir, sizeof j->tmpl_dir, "%s", self->restore_dir);
     if (jobs_submit(self->jobs, s_ejob_run, j)) {
         free(j);
         return 0;
@@ -469,6 +492,16 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
             return TTFLEET__STATUS__NO_CAPACITY;
         if (from == TTFLEET__VM_STATE__VM_DEAD)
             eng->stop(&self->ctx, vm, err, sizeof err); /* clear leftovers */
+        if (s_snap_take(self, vm)) {
+            if (net_vm_before_start(self->net, vm, err, sizeof err) == 0 &&
+                s_ejob_submit(self, vm,
+                              S_J_RESTORE |
+                                  (desired == TTFLEET__VM_STATE__VM_PAUSED ? S_J_PAUSE : 0),
+                              false, desired))
+                return S_PENDING; /* from its template: s_ejob_done carries on */
+            s_snap_vm_gone(self, vm->vm_id); /* cold, then */
+            err[0] = '\0';
+        }
         if (net_vm_before_start(self->net, vm, err, sizeof err) == 0 &&
             s_ejob_submit(self, vm,
                           S_J_PREPARE | S_J_START |
@@ -716,6 +749,9 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
         if (s_check(self, spec->vm_id, &want, msg))
             return TTFLEET__STATUS__NO_CAPACITY;
         checked = true;
+        int sst = s_snap_choose(self, spec, msg);
+        if (sst)
+            return sst;
         vm = calloc(1, sizeof *vm);
         if (!vm) {
             snprintf(msg, S_MSG_LEN, "out of memory");
@@ -1024,11 +1060,14 @@ static void s_ejob_done(fleet_t *self, s_ejob_t *j)
         return;
     }
     *vm = j->vm; /* pid, start time: what the engine did */
-    if (j->steps & S_J_START) {
-        if (j->failed & (S_J_PREPARE | S_J_START)) {
-            snprintf(msg, sizeof msg, "start vm %u: %s", vm->vm_id, j->err);
+    if (j->steps & (S_J_START | S_J_RESTORE)) {
+        if (j->failed & (S_J_PREPARE | S_J_START | S_J_RESTORE)) {
+            snprintf(msg, sizeof msg, "%s vm %u: %s",
+                     j->failed == S_J_RESTORE ? "restore" : "start", vm->vm_id, j->err);
             vm->state = TTFLEET__VM_STATE__VM_STOPPED;
             status = TTFLEET__STATUS__WORKER_FAILED;
+            if (j->failed == S_J_RESTORE)
+                s_snap_vm_gone(self, vm->vm_id); /* a later start boots it cold */
         } else if (net_vm_after_start(self->net, vm, err, sizeof err)) {
             char e2[200];
             snprintf(msg, sizeof msg, "network of vm %u: %s", vm->vm_id, err);
@@ -1038,7 +1077,11 @@ static void s_ejob_done(fleet_t *self, s_ejob_t *j)
         } else {
             tt_crash_point("worker.after_spawn"); /* started, not yet in worker.db */
             vm->state = TTFLEET__VM_STATE__VM_RUNNING;
-            zsys_info("vm %u (%s): running, pid %d", vm->vm_id, vm->env, (int)vm->pid);
+            if (j->steps & S_J_RESTORE)
+                zsys_info("vm %u (%s): running, restored from its template in %lld ms, pid %d",
+                          vm->vm_id, vm->env, (long long)j->restore_ms, (int)vm->pid);
+            else
+                zsys_info("vm %u (%s): running, pid %d", vm->vm_id, vm->env, (int)vm->pid);
         }
     }
     if (status == TTFLEET__STATUS__OK && (j->steps & (S_J_PAUSE | S_J_RESUME))) {
@@ -1205,6 +1248,7 @@ static zframe_t *s_op_reply(fleet_t *self, s_op_t *op, bool persisted)
     s_actuals_t acts;
     int arc = s_actuals_init(&acts, cmd->n_vms);
     acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
     if (arc) {
         zsys_error("op %llu: out of memory for its reply", (unsigned long long)cmd->op_id);
         return NULL;
@@ -1577,6 +1621,7 @@ zframe_t *fleet_hello(fleet_t *self)
     if (s_actuals_init(&acts, self->count))
         return NULL;
     acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
     for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++) {
         vm_t *vm = self->table[id];
         if (!vm)
@@ -1714,6 +1759,7 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
         if (s_actuals_init(&acts, 2 * self->count + self->n_expired))
             return NULL;
         acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
         ids = calloc(self->count + 1, sizeof *ids);
         if (!ids) {
             s_actuals_free(&acts);
@@ -1787,6 +1833,7 @@ zframe_t *fleet_probe_tick(fleet_t *self)
             if (s_actuals_init(&acts, self->count))
                 return NULL;
             acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
             init = true;
         }
         s_actuals_add(&acts, vm->vm_id, vm->state, vm->env, vm->expires_at);
@@ -2032,12 +2079,15 @@ static int s_snap_open(fleet_t *self, char *err, size_t errlen)
     if (!self->cfg.qemu_version || !s_engine_enabled(self, "qemu") || !engine_qemu.snapshots)
         return 0;
     self->tmpl_of = zhashx_new();
-    if (!self->tmpl_of) {
+    self->restore = zhashx_new();
+    if (!self->tmpl_of || !self->restore) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     zhashx_set_destructor(self->tmpl_of, (zhashx_destructor_fn *)zstr_free);
     zhashx_set_duplicator(self->tmpl_of, (zhashx_duplicator_fn *)strdup);
+    zhashx_set_destructor(self->restore, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_duplicator(self->restore, (zhashx_duplicator_fn *)strdup);
     self->snap = snapops_new(self->cfg.state_dir, self->cfg.qemu_version,
                              self->pull ? pull_cache(self->pull) : NULL, err, errlen);
     if (!self->snap)
@@ -2055,6 +2105,7 @@ static void s_snap_close(fleet_t *self)
     snapbuild_destroy(&self->build);
     snapops_destroy(&self->snap);
     zhashx_destroy(&self->tmpl_of);
+    zhashx_destroy(&self->restore);
 }
 
 static void s_snap_vm_loaded(fleet_t *self, uint32_t vm_id)
@@ -2077,6 +2128,9 @@ static void s_snap_vm_gone(fleet_t *self, uint32_t vm_id)
         return;
     snapops_release(self->snap, key);
     zhashx_delete(self->tmpl_of, id);
+    char path[4200];
+    if (engine_vm_path(&self->ctx, vm_id, "template", path, sizeof path) == 0)
+        unlink(path);
 }
 
 /* The templates changed on a worker without an image cache. */
@@ -2122,4 +2176,107 @@ static bool s_snap_prepare(fleet_t *self, Ttfleet__WorkerCommand *cmd)
         zframe_destroy(&f);
     ttfleet__worker_command__free_unpacked(cmd, NULL);
     return true;
+}
+
+/* A new VM (spec): from a template or cold (spec->boot: "", auto,
+ * snapshot, cold). A usable template of its image, cpu and mem is noted
+ * for s_snap_take; with boot snapshot and none, BAD_REQUEST with the
+ * reason. With auto and none, a template is queued for the next create
+ * when the builder is idle. 0 or a status with msg. */
+static int s_snap_choose(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg)
+{
+    const char *boot = spec->boot ? spec->boot : "";
+    if (spec->vm_id == SNAPBUILD_VM_ID && self->build && snapbuild_busy(self->build)) {
+        snprintf(msg, S_MSG_LEN, "vm id %u is held by a template builder on host %s: retry",
+                 spec->vm_id, self->cfg.host_id);
+        return TTFLEET__STATUS__WORKER_FAILED;
+    }
+    if (strcmp(boot, "cold") == 0 || spec->desired != TTFLEET__VM_STATE__VM_RUNNING)
+        return 0;
+    bool can = self->snap && strcmp(spec->engine, "qemu") == 0;
+    char key[SNAP_KEY_MAX], err[256] = "";
+    bool found = can &&
+                 snapops_key(self->snap, spec->image, spec->image_digest, spec->cpu, spec->mem_mib,
+                             key, sizeof key, err, sizeof err) == 0 &&
+                 snapops_find(self->snap, key);
+    if (!found) {
+        if (strcmp(boot, "snapshot") == 0) {
+            if (!can)
+                snprintf(msg, S_MSG_LEN, "--boot snapshot: host %s cannot restore %s VMs%s",
+                         self->cfg.host_id, spec->engine,
+                         strcmp(spec->engine, "qemu") == 0 ? " (no QEMU version)" : "");
+            else
+                snprintf(msg, S_MSG_LEN,
+                         "--boot snapshot: no template of image %s for cpu %u, mem %u MiB on "
+                         "host %s (ttctl image prepare)",
+                         spec->image, spec->cpu, spec->mem_mib, self->cfg.host_id);
+            return TTFLEET__STATUS__BAD_REQUEST;
+        }
+        int st;
+        if (can && self->build && !snapbuild_busy(self->build) && spec->ready && *spec->ready &&
+            snapbuild_want(self->build, spec, &st, err, sizeof err))
+            zsys_info("vm %u: no template made in the background: %s", spec->vm_id, err);
+        return 0;
+    }
+    char id[16];
+    snprintf(id, sizeof id, "%u", spec->vm_id);
+    zhashx_update(self->restore, id, key);
+    return 0;
+}
+
+/* vm is about to start: if s_snap_choose noted a template for it, take it
+ * (its <vm dir>/template names it from here on) and put its directory in
+ * self->restore_dir. True to restore, false to boot cold. */
+static bool s_snap_take(fleet_t *self, const vm_t *vm)
+{
+    char id[16], key[SNAP_KEY_MAX], dir[4096], err[256];
+    snprintf(id, sizeof id, "%u", vm->vm_id);
+    const char *k = self->restore ? zhashx_lookup(self->restore, id) : NULL;
+    if (!k)
+        return false;
+    snprintf(key, sizeof key, "%s", k);
+    zhashx_delete(self->restore, id);
+    if (engine_vm_path(&self->ctx, vm->vm_id, NULL, dir, sizeof dir) ||
+        snapops_acquire(self->snap, dir, key, err, sizeof err)) {
+        zsys_warning("vm %u: boots cold: %s", vm->vm_id, err);
+        return false;
+    }
+    zhashx_update(self->tmpl_of, id, key);
+    snprintf(self->restore_dir, sizeof self->restore_dir, "%.800s/%s", snapops_root(self->snap),
+             key);
+    return true;
+}
+
+/* On a pool thread: vm from the template j->tmpl_dir (a copy-on-write disk
+ * over the template's replaces the one prepare_disk made, nothing was
+ * written to it). The migration is polled here every SNAP_POLL_MS, bounded
+ * by SNAP_SAVE_MS in snap_poll: this holds one pool thread, never the loop. */
+static int s_restore_run(s_ejob_t *j)
+{
+    char disk[4200];
+    if (engine_vm_path(j->ctx, j->vm.vm_id, "disk.qcow2", disk, sizeof disk) == 0)
+        unlink(disk);
+    snap_op_t op;
+    memset(&op, 0, sizeof op);
+    snprintf(op.dir, sizeof op.dir, "%s", j->tmpl_dir);
+    int64_t t0 = zclock_mono();
+    if (j->eng->clone_restore(j->ctx, &j->vm, &op, j->err, sizeof j->err))
+        return -1;
+    for (;;) {
+        int rc = j->eng->snap_poll(j->ctx, &j->vm, &op, j->err, sizeof j->err);
+        if (rc < 0)
+            return -1;
+        if (rc == SNAP_FINISH) {
+            if (j->eng->snap_finish(j->ctx, &j->vm, &op, j->err, sizeof j->err)) {
+                j->eng->snap_abort(j->ctx, &j->vm, &op);
+                return -1;
+            }
+            break;
+        }
+        if (rc == SNAP_DONE)
+            break;
+        zclock_sleep(SNAP_POLL_MS);
+    }
+    j->restore_ms = zclock_mono() - t0;
+    return 0;
 }

@@ -246,14 +246,17 @@ int snapops_acquire(snapops_t *self, const char *vm_dir, const char *key, char *
     }
     en->users++;
     s_touch(self, en);
+    self->changed = true; /* users are advertised */
     return 0;
 }
 
 void snapops_release(snapops_t *self, const char *key)
 {
     snapops_entry_t *en = key && *key ? s_find(self, key) : NULL;
-    if (en && en->users > 0)
+    if (en && en->users > 0) {
         en->users--;
+        self->changed = true;
+    }
 }
 
 void snapops_vm_loaded(snapops_t *self, const char *vm_dir, char *key, size_t len)

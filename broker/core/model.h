@@ -136,6 +136,7 @@ struct vm_t {
     bool ready;
     int64_t ready_at;
     char ready_detail[128];
+    char boot[12]; /* how it booted, as its worker reported: "snapshot", "cold", "" */
 };
 
 typedef enum { TARGET_CREATING = 0, TARGET_RUNNING, TARGET_STOPPED, TARGET_PAUSED } env_target_t;
@@ -154,6 +155,7 @@ struct env_t {
     op_t *busy; /* the op running on this env, if any */
     /* guest bootstrap and readiness (issue 11), fixed at create, kept in
      * env_guest, sent in every VmSpec */
+    char boot[12]; /* EnvCreate.boot ("" = auto); not persisted: it matters when a VM is made */
     int n_ssh_keys;
     char **ssh_keys;
     uint8_t *user_data;

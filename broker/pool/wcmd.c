@@ -68,6 +68,7 @@ void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__P
     spec->user_data.data = vm->env->user_data;
     spec->user_data.len = vm->env->user_data_len;
     spec->ready = model_vm_ready_spec(vm); /* freed by wcmd_send */
+    spec->boot = (char *)vm->env->boot;
     for (int i = 0; i < vm->n_ports; i++) {
         ttfleet__port_map__init(&pm_store[i]);
         pm_store[i].guest = vm->ports[i].guest;

@@ -16,10 +16,10 @@ Every wait is bounded; only the daemons and QEMUs this test started are
 killed.
 """
 
-import glob
 import os
 import signal
 import socket
+import time
 import unittest
 
 import harness
@@ -157,6 +157,64 @@ class Snapshot(unittest.TestCase):
         img = self.ok("image", "show", "ttguest")
         self.assertEqual([(t["host"], t["cpu"], t["mem_mib"]) for t in img["templates"]],
                          [("q1", 1, 128)])
+
+        # creates: --boot snapshot restores from it, --boot cold boots; both
+        # answer HTTP; env show says how each booted. Timed request -> HTTP
+        # answer in the same run (docs/SNAPSHOTS.md, docs/BENCHMARKS.md).
+        snap = self.create_timed("s1", "snapshot")
+        cold = self.create_timed("c1", "cold")
+        print("MEASURE boot=snapshot request->HTTP %.2f s (reply %.2f s), load %s, cpu %.2f s"
+              % snap)
+        print("MEASURE boot=cold     request->HTTP %.2f s (reply %.2f s), load %s, cpu %.2f s"
+              % cold)
+        for name, kind in (("s1", "snapshot"), ("c1", "cold")):
+            vm = self.ok("env", "show", name)["vms"][0]
+            self.assertEqual(vm["boot"], kind, vm)
+        harness.wait_for("the template's clone count", lambda: [
+            t["users"] for t in self.ok("image", "show", "ttguest")["templates"]] == [1],
+            timeout=10)
+        self.assertLess(snap[0], cold[0])
+
+        # --boot snapshot without a template for that (cpu, mem): a clear refusal
+        r = self.ctl("env", "create", "s2", "--image", "ttguest", "--engine", "qemu", "--cpu", "1",
+                     "--mem", "160", "--disk", "1024", "--port", "80", "--boot", "snapshot")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("no template of image ttguest", r.err, r)
+        # on the process engine (a process-only host): refused, auto works
+        r = self.ctl("env", "create", "s3", "--image", "sleeper", "--engine", "process",
+                     "--boot", "snapshot")
+        self.assertNotEqual(r.rc, 0)
+        self.assertIn("cannot restore process VMs", r.err, r)
+        vm = self.ok("env", "create", "s4", "--image", "sleeper", "--engine", "process",
+                     "--boot", "auto")["vms"][0]
+        self.assertEqual(vm["boot"], "cold", vm)
+
+    def cpu_of(self, pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def create_timed(self, name, boot):
+        """Creates a one-VM env of the guest with --boot boot and waits for
+        its HTTP answer: (seconds to the answer, seconds to the create's
+        reply, load average, CPU seconds of the worker and the VM's QEMU)."""
+        wpid = self.pool.workers["q1"].proc.pid
+        w0 = self.cpu_of(wpid)
+        load = "%.1f %.1f %.1f" % os.getloadavg()
+        t0 = time.monotonic()
+        vm = self.ok("env", "create", name, "--image", "ttguest", "--engine", "qemu", "--cpu", "1",
+                     "--mem", "128", "--disk", "1024", "--port", "80", "--boot", boot,
+                     "--lifetime", "900", timeout_ms=60000)["vms"][0]
+        t_reply = time.monotonic() - t0
+        ports = {p["guest"]: p["public"] for p in vm["ports"]}
+        netlib.wait_answer("%s http" % name, "127.0.0.1", ports[80], "ttguest", timeout=600)
+        t = time.monotonic() - t0
+        row = self.pool.worker_vms("q1").get(vm["vm_id"], {})
+        cpu = self.cpu_of(wpid) - w0 + self.cpu_of(row.get("pid") or 0)
+        return (t, t_reply, load, cpu)
 
 
 if __name__ == "__main__":
