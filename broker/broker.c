@@ -365,6 +365,7 @@ static void s_host_free(void **item)
     for (int i = 0; i < h->n_images; i++)
         free(h->images[i]);
     zhashx_destroy(&h->image_digests);
+    free(h->tmpl);
     zframe_destroy(&h->routing);
     free(h);
     *item = NULL;

@@ -826,6 +826,15 @@ int ttclient_image_pull(ttclient_t *self, Ttfleet__ImagePull *pull, Ttfleet__Rep
     return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
 }
 
+int ttclient_image_prepare(ttclient_t *self, Ttfleet__ImagePrepare *prepare,
+                           Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_IMAGE_PREPARE;
+    req.image_prepare = prepare;
+    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+}
+
 int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, bool pool,
                         const Ttfleet__ImageDefaults *defaults, const ttimage_opts_t *opts,
                         Ttfleet__Reply **reply_p)

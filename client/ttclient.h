@@ -156,6 +156,10 @@ int ttclient_image_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
 int ttclient_image_show(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p);
 int ttclient_image_rm(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p);
 int ttclient_image_pull(ttclient_t *self, Ttfleet__ImagePull *pull, Ttfleet__Reply **reply_p);
+/* Memory-snapshot templates of an image on hosts (admin); the reply is the
+ * image as now: its templates fill in as the hosts make them. */
+int ttclient_image_prepare(ttclient_t *self, Ttfleet__ImagePrepare *prepare,
+                           Ttfleet__Reply **reply_p);
 
 /* ---- exec and copy inside a VM (PROTOCOL.md "Guests") ----
  * The VM is (name, vm_id) of the caller's env, host NULL or "" unless the

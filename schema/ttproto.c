@@ -208,6 +208,9 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
 {
     if (s_env_name_valid(c->name, err, errlen))
         return -1;
+    if (c->boot && *c->boot && strcmp(c->boot, "auto") != 0 && strcmp(c->boot, "snapshot") != 0 &&
+        strcmp(c->boot, "cold") != 0)
+        FAIL("boot '%.20s' is not auto, snapshot or cold", c->boot);
     if (c->n_images == 0)
         FAIL("at least one image is required");
     if (c->n_images > TT_MAX_IMAGES_PER_ENV)
@@ -478,6 +481,17 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         if (!req->image_pull->ref || strlen(req->image_pull->ref) > 200 ||
             req->image_pull->n_hosts > 1024)
             FAIL("malformed image pull");
+        return 0;
+    case TTFLEET__REQUEST__OP_IMAGE_PREPARE:
+        if (!req->image_prepare->ref || strlen(req->image_prepare->ref) > 200 ||
+            req->image_prepare->n_hosts > 1024)
+            FAIL("malformed image prepare");
+        if (req->image_prepare->cpu > TT_MAX_CPU)
+            FAIL("image prepare: cpu %u out of range (1..%u)", req->image_prepare->cpu, TT_MAX_CPU);
+        if (req->image_prepare->mem_mib && (req->image_prepare->mem_mib < 16 ||
+                                            req->image_prepare->mem_mib > TT_MAX_MEM_MIB))
+            FAIL("image prepare: mem %u MiB out of range (16..%u)", req->image_prepare->mem_mib,
+                 TT_MAX_MEM_MIB);
         return 0;
     default:
         FAIL("request has no known operation");

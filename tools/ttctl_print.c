@@ -253,6 +253,8 @@ static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
         json_object_set_new(o, "pull_done", json_integer((json_int_t)vm->pull_done));
         json_object_set_new(o, "pull_total", json_integer((json_int_t)vm->pull_total));
         json_object_set_new(o, "pulling", json_boolean(vm->pull_total > 0));
+        /* memory snapshots: "snapshot" (from a template), "cold", "" (not yet) */
+        json_object_set_new(o, "boot", json_string(vm->boot ? vm->boot : ""));
     }
     return o;
 }
@@ -932,11 +934,20 @@ static json_t *s_image_json(const Ttfleet__ImageInfo *im)
     for (size_t i = 0; i < im->n_hosts; i++)
         json_array_append_new(hosts, json_string(im->hosts[i]));
     const Ttfleet__ImageDefaults *d = im->defaults;
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:I, s:o, s:o, s:i, s:{s:s, s:s, s:i}}",
+    json_t *tmpl = json_array();
+    for (size_t i = 0; i < im->n_templates; i++) {
+        const Ttfleet__TemplateInfo *t = im->templates[i];
+        json_array_append_new(tmpl, json_pack("{s:s, s:i, s:i, s:I, s:I, s:i}", "host", t->host,
+                                              "cpu", (int)t->cpu, "mem_mib", (int)t->mem_mib,
+                                              "bytes", (json_int_t)t->bytes, "created",
+                                              (json_int_t)t->created, "users", (int)t->users));
+    }
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:I, s:o, s:o, s:o, s:i, s:{s:s, s:s, "
+                     "s:i}}",
                      "name", im->name, "tag", im->tag, "digest", im->digest, "kind", im->kind,
                      "size", (json_int_t)im->size, "owner", im->owner, "pool", !*im->owner,
                      "created_at", (json_int_t)im->created_at, "blobs", blobs, "hosts", hosts,
-                     "users", (int)im->users, "defaults", "readiness",
+                     "templates", tmpl, "users", (int)im->users, "defaults", "readiness",
                      d && d->readiness ? d->readiness : "", "user", d && d->user ? d->user : "",
                      "min_disk_mib", d ? (int)d->min_disk_mib : 0);
 }
@@ -954,6 +965,11 @@ int print_image(FILE *out, const Ttfleet__ImageInfo *im, bool json)
     for (size_t i = 0; i < im->n_blobs; i++)
         fprintf(out, "blob    %s %12llu %s\n", im->blobs[i]->digest,
                 (unsigned long long)im->blobs[i]->size, im->blobs[i]->file);
+    for (size_t i = 0; i < im->n_templates; i++) {
+        const Ttfleet__TemplateInfo *t = im->templates[i];
+        fprintf(out, "template host %s cpu %u mem %u MiB, %llu MiB, %u clone(s)\n", t->host, t->cpu,
+                t->mem_mib, (unsigned long long)(t->bytes >> 20), t->users);
+    }
     return 0;
 }
 

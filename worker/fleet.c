@@ -36,6 +36,8 @@
 #include "ttblob.h"
 #include "jobs.h"
 #include "proc.h"
+#include "snapbuild.h"
+#include "snapops.h"
 #include "seed.h"
 #include "vmready.h"
 #include "spawn.h"
@@ -90,8 +92,12 @@ struct fleet_t {
     vmdb_t *db;
     net_t *net;
     images_t *images;
-    pull_t *pull; /* catalog images (issue 12), NULL without --image-cache */
-    vm_t **table; /* [TT_VMID_MAX + 1] */
+    pull_t *pull;      /* catalog images (issue 12), NULL without --image-cache */
+    snapops_t *snap;   /* memory-snapshot templates (snapops.h), NULL without qemu */
+    zhashx_t *tmpl_of; /* "vm_id" -> the key of the template the VM was cloned from */
+    zhashx_t *restore; /* "vm_id" -> the key a VM being made is to be restored from */
+    snapbuild_t *build; /* makes templates (image prepare), NULL without snap */
+    vm_t **table;      /* [TT_VMID_MAX + 1] */
     size_t count;
     bool dirty;      /* a commit failed: rewrite every row */
     bool net_resync; /* an exact network change failed: rebuild it whole */
@@ -108,6 +114,7 @@ struct fleet_t {
     s_op_t *cur_op;   /* the op whose spec is being applied (s_put blames it) */
     size_t cur_i;
     bool rewrite;     /* a row write was rolled back: rewrite every row next tick */
+    char restore_dir[1024]; /* s_snap_take -> s_ejob_submit: the template of an S_J_RESTORE */
     uint32_t *mark; /* [TT_VMID_MAX + 1]: scheduling pass that saw it wanted */
     uint32_t gen;
     zlist_t *out;         /* packed replies ready to send */
@@ -118,6 +125,16 @@ struct fleet_t {
     size_t n_stale; /* commands refused for an older term (fleet_stale) */
 };
 
+/* Memory-snapshot templates (the section at the end). */
+static int s_snap_open(fleet_t *self, char *err, size_t errlen);
+static void s_snap_close(fleet_t *self);
+static void s_snap_vm_loaded(fleet_t *self, uint32_t vm_id);
+static void s_snap_vm_gone(fleet_t *self, uint32_t vm_id);
+static zframe_t *s_snap_event(fleet_t *self);
+static bool s_snap_take(fleet_t *self, const vm_t *vm);
+static int s_snap_choose(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg);
+static bool s_snap_prepare(fleet_t *self, Ttfleet__WorkerCommand *cmd);
+
 /* A list of VmActual being built for a reply or an event. */
 typedef struct {
     Ttfleet__VmActual *items;
@@ -125,6 +142,7 @@ typedef struct {
     char (*msgs)[S_MSG_LEN];
     size_t n, cap;
     const vmready_t *rd; /* readiness to fill in, if set */
+    zhashx_t *tmpl_of;   /* the fleet's clones (boot kind), if set */
 } s_actuals_t;
 
 static int s_actuals_init(s_actuals_t *a, size_t cap)
@@ -163,6 +181,11 @@ static char *s_actuals_add(s_actuals_t *a, uint32_t vm_id, int state, const char
     it->message = a->msgs[a->n];
     a->ptrs[a->n] = it;
     vmready_fill(a->rd, vm_id, it);
+    if (a->rd && state != TTFLEET__VM_STATE__VM_ABSENT) { /* a reply, READY or a tick */
+        char id[16];
+        snprintf(id, sizeof id, "%u", vm_id);
+        it->boot = (char *)(a->tmpl_of && zhashx_lookup(a->tmpl_of, id) ? "snapshot" : "cold");
+    }
     return a->msgs[a->n++];
 }
 
@@ -323,6 +346,7 @@ static void s_remove(fleet_t *self, vm_t *vm)
     }
     if (vm->image_digest[0] && self->pull)
         pull_release(self->pull, vm->image_digest);
+    s_snap_vm_gone(self, vm->vm_id);
     self->table[vm->vm_id] = NULL;
     self->count--;
     if (self->gop)
@@ -357,7 +381,7 @@ static int s_destroy_vm(fleet_t *self, vm_t *vm, char *msg)
 
 /* What an engine job does, in this order; it stops at the first step
  * that fails. */
-enum { S_J_PREPARE = 1, S_J_START = 2, S_J_PAUSE = 4, S_J_RESUME = 8 };
+enum { S_J_PREPARE = 1, S_J_START = 2, S_J_PAUSE = 4, S_J_RESUME = 8, S_J_RESTORE = 16 };
 
 /* One engine job: a copy of the VM the pool thread works on, and where
  * its result goes (spec i of op, which holds the VM until it is done). */
@@ -372,16 +396,27 @@ typedef struct {
     size_t i;
     bool created; /* a new VM: not in worker.db or the network yet */
     int desired;
+    char tmpl_dir[1024]; /* S_J_RESTORE: the template */
+    int64_t restore_ms;  /* S_J_RESTORE: begin -> the clone runs */
 } s_ejob_t;
+
+static int s_restore_run(s_ejob_t *j);
 
 /* Runs on a pool thread: engine calls only, on the job's own copy. */
 static void s_ejob_run(void *arg)
 {
     s_ejob_t *j = arg;
-    static const int order[] = {S_J_PREPARE, S_J_START, S_J_PAUSE, S_J_RESUME};
+    static const int order[] = {S_J_PREPARE, S_J_START, S_J_RESTORE, S_J_PAUSE, S_J_RESUME};
     for (size_t k = 0; k < sizeof order / sizeof *order; k++) {
         if (!(j->steps & order[k]))
             continue;
+        if (order[k] == S_J_RESTORE) {
+            if (s_restore_run(j)) {
+                j->failed = S_J_RESTORE;
+                return;
+            }
+            continue;
+        }
         int rc = order[k] == S_J_PREPARE ? j->eng->prepare_disk(j->ctx, &j->vm, j->err, sizeof j->err)
                  : order[k] == S_J_START ? j->eng->start(j->ctx, &j->vm, j->err, sizeof j->err)
                  : order[k] == S_J_PAUSE ? j->eng->pause(j->ctx, &j->vm, j->err, sizeof j->err)
@@ -410,6 +445,8 @@ static int s_ejob_submit(fleet_t *self, const vm_t *vm, int steps, bool created,
     j->i = self->cur_i;
     j->created = created;
     j->desired = desired;
+    if (steps & S_J_RESTORE)
+        snprintf(j->tmpl_dir, sizeof j->tmpl_dir, "%s", self->restore_dir);
     if (jobs_submit(self->jobs, s_ejob_run, j)) {
         free(j);
         return 0;
@@ -457,6 +494,16 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
             return TTFLEET__STATUS__NO_CAPACITY;
         if (from == TTFLEET__VM_STATE__VM_DEAD)
             eng->stop(&self->ctx, vm, err, sizeof err); /* clear leftovers */
+        if (s_snap_take(self, vm)) {
+            if (net_vm_before_start(self->net, vm, err, sizeof err) == 0 &&
+                s_ejob_submit(self, vm,
+                              S_J_RESTORE |
+                                  (desired == TTFLEET__VM_STATE__VM_PAUSED ? S_J_PAUSE : 0),
+                              false, desired))
+                return S_PENDING; /* from its template: s_ejob_done carries on */
+            s_snap_vm_gone(self, vm->vm_id); /* cold, then */
+            err[0] = '\0';
+        }
         if (net_vm_before_start(self->net, vm, err, sizeof err) == 0 &&
             s_ejob_submit(self, vm,
                           S_J_PREPARE | S_J_START |
@@ -704,6 +751,9 @@ static int s_converge(fleet_t *self, const Ttfleet__VmSpec *spec, int *state, ch
         if (s_check(self, spec->vm_id, &want, msg))
             return TTFLEET__STATUS__NO_CAPACITY;
         checked = true;
+        int sst = s_snap_choose(self, spec, msg);
+        if (sst)
+            return sst;
         vm = calloc(1, sizeof *vm);
         if (!vm) {
             snprintf(msg, S_MSG_LEN, "out of memory");
@@ -1012,11 +1062,14 @@ static void s_ejob_done(fleet_t *self, s_ejob_t *j)
         return;
     }
     *vm = j->vm; /* pid, start time: what the engine did */
-    if (j->steps & S_J_START) {
-        if (j->failed & (S_J_PREPARE | S_J_START)) {
-            snprintf(msg, sizeof msg, "start vm %u: %s", vm->vm_id, j->err);
+    if (j->steps & (S_J_START | S_J_RESTORE)) {
+        if (j->failed & (S_J_PREPARE | S_J_START | S_J_RESTORE)) {
+            snprintf(msg, sizeof msg, "%s vm %u: %s",
+                     j->failed == S_J_RESTORE ? "restore" : "start", vm->vm_id, j->err);
             vm->state = TTFLEET__VM_STATE__VM_STOPPED;
             status = TTFLEET__STATUS__WORKER_FAILED;
+            if (j->failed == S_J_RESTORE)
+                s_snap_vm_gone(self, vm->vm_id); /* a later start boots it cold */
         } else if (net_vm_after_start(self->net, vm, err, sizeof err)) {
             char e2[200];
             snprintf(msg, sizeof msg, "network of vm %u: %s", vm->vm_id, err);
@@ -1026,7 +1079,11 @@ static void s_ejob_done(fleet_t *self, s_ejob_t *j)
         } else {
             tt_crash_point("worker.after_spawn"); /* started, not yet in worker.db */
             vm->state = TTFLEET__VM_STATE__VM_RUNNING;
-            zsys_info("vm %u (%s): running, pid %d", vm->vm_id, vm->env, (int)vm->pid);
+            if (j->steps & S_J_RESTORE)
+                zsys_info("vm %u (%s): running, restored from its template in %lld ms, pid %d",
+                          vm->vm_id, vm->env, (long long)j->restore_ms, (int)vm->pid);
+            else
+                zsys_info("vm %u (%s): running, pid %d", vm->vm_id, vm->env, (int)vm->pid);
         }
     }
     if (status == TTFLEET__STATUS__OK && (j->steps & (S_J_PAUSE | S_J_RESUME))) {
@@ -1193,6 +1250,7 @@ static zframe_t *s_op_reply(fleet_t *self, s_op_t *op, bool persisted)
     s_actuals_t acts;
     int arc = s_actuals_init(&acts, cmd->n_vms);
     acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
     if (arc) {
         zsys_error("op %llu: out of memory for its reply", (unsigned long long)cmd->op_id);
         return NULL;
@@ -1425,6 +1483,8 @@ int fleet_submit(fleet_t *self, const byte *body, size_t len)
         return 0;
     if (s_guest_nul(self, cmd, body, len))
         return 0;
+    if (cmd->prepare && s_snap_prepare(self, cmd))
+        return 0;
     if (cmd->pull) { /* image pull (issue 12): a round with no VM; the cache's
                         digests tell the broker when it is done */
         char err[300];
@@ -1451,6 +1511,8 @@ void fleet_flush(fleet_t *self)
     int64_t now = tt_mono_ms();
     if (self->pull)
         pull_poll(self->pull);
+    if (self->build)
+        snapbuild_step(self->build, now);
     for (s_op_t *op = self->ops; op; op = op->next)
         for (size_t i = 0; op->started && i < op->cmd->n_vms; i++)
             if (op->vs[i].phase == S_STOPPING || op->vs[i].phase == S_KILLING)
@@ -1486,6 +1548,11 @@ int fleet_next_ms(const fleet_t *self)
                 return S_POLL_MS;
     if (self->pull && pull_busy(self->pull))
         return S_POLL_MS;
+    if (self->build) {
+        int ms = snapbuild_next_ms(self->build, tt_mono_ms());
+        if (ms >= 0)
+            return ms < S_JOB_POLL_MS ? S_JOB_POLL_MS : ms;
+    }
     return -1;
 }
 
@@ -1551,7 +1618,7 @@ static uint64_t s_cache_mib(const pull_t *pull)
 zframe_t *fleet_pull_event(fleet_t *self)
 {
     if (!self->pull)
-        return NULL;
+        return s_snap_event(self);
     s_actuals_t acts = {0};
     size_t n = 0;
     for (const s_op_t *op = self->ops; op; op = op->next)
@@ -1575,17 +1642,26 @@ zframe_t *fleet_pull_event(fleet_t *self)
             acts.items[acts.n - 1].pull_total = total ? total : 1;
         }
     bool changed = pull_changed(self->pull);
+    bool tchanged = self->snap && snapops_changed(self->snap);
+    changed |= tchanged;
     zframe_t *frame = NULL;
     if (acts.n || changed) {
         Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
         ev.n_vms = acts.n;
         ev.vms = acts.ptrs;
+        Ttfleet__TemplateInfo *ti = NULL, **tp = NULL;
         if (changed) {
             ev.image_digests = (char **)pull_digests(self->pull, &ev.n_image_digests);
             ev.image_cache_mib = s_cache_mib(self->pull);
             ev.image_cache_used_mib = pull_used(self->pull) >> 20;
         }
+        if (tchanged && snapops_infos(self->snap, &ti, &tp, &ev.n_templates) == 0) {
+            ev.templates = tp;
+            ev.templates_set = true;
+        }
         frame = wire_pack(&ev.base);
+        free(ti);
+        free(tp);
     }
     if (n)
         s_actuals_free(&acts);
@@ -1599,6 +1675,7 @@ zframe_t *fleet_hello(fleet_t *self)
     if (s_actuals_init(&acts, self->count))
         return NULL;
     acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
     for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++) {
         vm_t *vm = self->table[id];
         if (!vm)
@@ -1640,7 +1717,14 @@ zframe_t *fleet_hello(fleet_t *self)
         hello.image_cache_used_mib = pull_used(self->pull) >> 20;
         pull_changed(self->pull); /* READY says it all */
     }
+    Ttfleet__TemplateInfo *ti = NULL, **tp = NULL;
+    if (self->snap && snapops_infos(self->snap, &ti, &tp, &hello.n_templates) == 0) {
+        hello.templates = tp;
+        snapops_changed(self->snap);
+    }
     zframe_t *frame = wire_pack(&hello.base);
+    free(ti);
+    free(tp);
     s_actuals_free(&acts);
     return frame;
 }
@@ -1744,6 +1828,7 @@ zframe_t *fleet_tick(fleet_t *self, int64_t now)
         if (s_actuals_init(&acts, 2 * self->count + self->n_expired))
             return NULL;
         acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
         ids = calloc(self->count + 1, sizeof *ids);
         if (!ids) {
             s_actuals_free(&acts);
@@ -1817,6 +1902,7 @@ zframe_t *fleet_probe_tick(fleet_t *self)
             if (s_actuals_init(&acts, self->count))
                 return NULL;
             acts.rd = self->rd;
+    acts.tmpl_of = self->tmpl_of;
             init = true;
         }
         s_actuals_add(&acts, vm->vm_id, vm->state, vm->env, vm->expires_at);
@@ -1855,6 +1941,7 @@ static void s_load_one(vm_t *vm, void *arg)
     if (vm->image_digest[0] && self->pull && pull_acquire(self->pull, vm->image_digest))
         zsys_warning("vm %u: its image %s is no longer in the cache", vm->vm_id,
                      vm->image_digest);
+    s_snap_vm_loaded(self, vm->vm_id);
 }
 
 /* VM directories without a row: leftovers of a crash between creating the
@@ -1930,6 +2017,7 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     self->ctx.vm_uid = cfg->vm_uid;
     self->ctx.vm_gid = cfg->vm_gid;
     self->ctx.vm_id_base = cfg->vm_id_base;
+    self->ctx.qemu_version = cfg->qemu_version;
     self->table = calloc(TT_VMID_MAX + 1, sizeof *self->table);
     self->owner = calloc(TT_VMID_MAX + 1, sizeof *self->owner);
     self->mark = calloc(TT_VMID_MAX + 1, sizeof *self->mark);
@@ -1962,6 +2050,10 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         }
         self->ctx.image_cache = pull_img_dir(self->pull);
     }
+    if (s_snap_open(self, err, errlen)) {
+        fleet_destroy(&self);
+        return NULL;
+    }
     snprintf(path, sizeof path, "%s/worker.db", cfg->state_dir);
     self->db = vmdb_open(path, err, errlen);
     if (!self->db) {
@@ -1980,6 +2072,8 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    if (self->snap) /* the clones hold their templates now */
+        snapops_gc(self->snap);
     if (self->pull) /* the VMs hold their images now: a lowered limit evicts the rest */
         pull_trim(self->pull);
     net_config_t ncfg = cfg->net;
@@ -2008,6 +2102,7 @@ void fleet_destroy(fleet_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    s_snap_close(*self_p);
     fleet_t *self = *self_p;
     /* engine calls running finish (each is bounded); their results and
      * the queued ones are dropped, as a crash would */
@@ -2047,4 +2142,215 @@ void fleet_destroy(fleet_t **self_p)
     vmdb_destroy(&self->db);
     free(self);
     *self_p = NULL;
+}
+
+/* ---- memory-snapshot templates (snapops.h, docs/SNAPSHOTS.md) ---- */
+
+static int s_snap_open(fleet_t *self, char *err, size_t errlen)
+{
+    if (!self->cfg.qemu_version || !s_engine_enabled(self, "qemu") ||
+        !(engine_qemu.caps & TT_CAP_SNAPSHOTS))
+        return 0;
+    self->tmpl_of = zhashx_new();
+    self->restore = zhashx_new();
+    if (!self->tmpl_of || !self->restore) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    zhashx_set_destructor(self->tmpl_of, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_duplicator(self->tmpl_of, (zhashx_duplicator_fn *)strdup);
+    zhashx_set_destructor(self->restore, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_duplicator(self->restore, (zhashx_duplicator_fn *)strdup);
+    self->snap = snapops_new(self->cfg.state_dir, self->cfg.qemu_version,
+                             self->pull ? pull_cache(self->pull) : NULL, err, errlen);
+    if (!self->snap)
+        return -1;
+    self->build = snapbuild_new(&self->ctx, self->snap, self->images, self->pull);
+    if (!self->build) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void s_snap_close(fleet_t *self)
+{
+    snapbuild_destroy(&self->build);
+    snapops_destroy(&self->snap);
+    zhashx_destroy(&self->tmpl_of);
+    zhashx_destroy(&self->restore);
+}
+
+static void s_snap_vm_loaded(fleet_t *self, uint32_t vm_id)
+{
+    char dir[4096], key[SNAP_KEY_MAX], id[16];
+    if (!self->snap || engine_vm_path(&self->ctx, vm_id, NULL, dir, sizeof dir))
+        return;
+    snapops_vm_loaded(self->snap, dir, key, sizeof key);
+    snprintf(id, sizeof id, "%u", vm_id);
+    if (key[0])
+        zhashx_update(self->tmpl_of, id, key);
+}
+
+static void s_snap_vm_gone(fleet_t *self, uint32_t vm_id)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%u", vm_id);
+    const char *key = self->snap ? zhashx_lookup(self->tmpl_of, id) : NULL;
+    if (!key)
+        return;
+    snapops_release(self->snap, key);
+    zhashx_delete(self->tmpl_of, id);
+    char path[4200];
+    if (engine_vm_path(&self->ctx, vm_id, "template", path, sizeof path) == 0)
+        unlink(path);
+}
+
+/* The templates changed on a worker without an image cache. */
+static zframe_t *s_snap_event(fleet_t *self)
+{
+    if (!self->snap || !snapops_changed(self->snap))
+        return NULL;
+    Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
+    Ttfleet__TemplateInfo *ti = NULL, **tp = NULL;
+    if (snapops_infos(self->snap, &ti, &tp, &ev.n_templates))
+        return NULL;
+    ev.templates = tp;
+    ev.templates_set = true;
+    zframe_t *frame = wire_pack(&ev.base);
+    free(ti);
+    free(tp);
+    return frame;
+}
+
+/* image prepare: queue a template of the command's image. The reply says
+ * whether it was taken (the template itself shows in a later EVENT); true
+ * when the command was answered here. */
+static bool s_snap_prepare(fleet_t *self, Ttfleet__WorkerCommand *cmd)
+{
+    char err[300] = "";
+    int status = TTFLEET__STATUS__OK;
+    if (!self->build) {
+        status = TTFLEET__STATUS__BAD_REQUEST;
+        snprintf(err, sizeof err, "host %s cannot make templates: %s", self->cfg.host_id,
+                 !s_engine_enabled(self, "qemu") ? "it does not offer the qemu engine"
+                                                 : "its QEMU version is unknown");
+    } else if (snapbuild_want(self->build, cmd->prepare, &status, err, sizeof err) == 0) {
+        snprintf(err, sizeof err, "template of %s queued on host %s", cmd->prepare->image,
+                 self->cfg.host_id);
+    }
+    zsys_info("op %llu: image prepare: %s", (unsigned long long)cmd->op_id, err);
+    Ttfleet__WorkerReply reply = TTFLEET__WORKER_REPLY__INIT;
+    reply.op_id = cmd->op_id;
+    reply.status = status;
+    reply.message = err;
+    zframe_t *f = wire_pack(&reply.base);
+    if (f && zlist_append(self->out, f))
+        zframe_destroy(&f);
+    ttfleet__worker_command__free_unpacked(cmd, NULL);
+    return true;
+}
+
+/* A new VM (spec): from a template or cold (spec->boot: "", auto,
+ * snapshot, cold). A usable template of its image, cpu and mem is noted
+ * for s_snap_take; with boot snapshot and none, BAD_REQUEST with the
+ * reason. With auto and none, a template is queued for the next create
+ * when the builder is idle. 0 or a status with msg. */
+static int s_snap_choose(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg)
+{
+    const char *boot = spec->boot ? spec->boot : "";
+    if (spec->vm_id == SNAPBUILD_VM_ID && self->build && snapbuild_busy(self->build)) {
+        snprintf(msg, S_MSG_LEN, "vm id %u is held by a template builder on host %s: retry",
+                 spec->vm_id, self->cfg.host_id);
+        return TTFLEET__STATUS__WORKER_FAILED;
+    }
+    if (strcmp(boot, "cold") == 0 || spec->desired != TTFLEET__VM_STATE__VM_RUNNING)
+        return 0;
+    bool snaps = engine_caps_of(spec->engine) & TT_CAP_SNAPSHOTS;
+    bool can = self->snap && snaps;
+    char key[SNAP_KEY_MAX], err[256] = "";
+    bool found = can &&
+                 snapops_key(self->snap, spec->image, spec->image_digest, spec->cpu, spec->mem_mib,
+                             key, sizeof key, err, sizeof err) == 0 &&
+                 snapops_find(self->snap, key);
+    if (!found) {
+        if (strcmp(boot, "snapshot") == 0) {
+            if (!can)
+                snprintf(msg, S_MSG_LEN, "--boot snapshot: host %s cannot restore %s VMs%s",
+                         self->cfg.host_id, spec->engine,
+                         snaps ? " (no QEMU version)" : "");
+            else
+                snprintf(msg, S_MSG_LEN,
+                         "--boot snapshot: no template of image %s for cpu %u, mem %u MiB on "
+                         "host %s (ttctl image prepare)",
+                         spec->image, spec->cpu, spec->mem_mib, self->cfg.host_id);
+            return TTFLEET__STATUS__BAD_REQUEST;
+        }
+        int st;
+        if (can && self->build && !snapbuild_busy(self->build) && spec->ready && *spec->ready &&
+            snapbuild_want(self->build, spec, &st, err, sizeof err))
+            zsys_info("vm %u: no template made in the background: %s", spec->vm_id, err);
+        return 0;
+    }
+    char id[16];
+    snprintf(id, sizeof id, "%u", spec->vm_id);
+    zhashx_update(self->restore, id, key);
+    return 0;
+}
+
+/* vm is about to start: if s_snap_choose noted a template for it, take it
+ * (its <vm dir>/template names it from here on) and put its directory in
+ * self->restore_dir. True to restore, false to boot cold. */
+static bool s_snap_take(fleet_t *self, const vm_t *vm)
+{
+    char id[16], key[SNAP_KEY_MAX], dir[4096], err[256];
+    snprintf(id, sizeof id, "%u", vm->vm_id);
+    const char *k = self->restore ? zhashx_lookup(self->restore, id) : NULL;
+    if (!k)
+        return false;
+    snprintf(key, sizeof key, "%s", k);
+    zhashx_delete(self->restore, id);
+    if (engine_vm_path(&self->ctx, vm->vm_id, NULL, dir, sizeof dir) ||
+        snapops_acquire(self->snap, dir, key, err, sizeof err)) {
+        zsys_warning("vm %u: boots cold: %s", vm->vm_id, err);
+        return false;
+    }
+    zhashx_update(self->tmpl_of, id, key);
+    snprintf(self->restore_dir, sizeof self->restore_dir, "%.800s/%s", snapops_root(self->snap),
+             key);
+    return true;
+}
+
+/* On a pool thread: vm from the template j->tmpl_dir (a copy-on-write disk
+ * over the template's replaces the one prepare_disk made, nothing was
+ * written to it). The migration is polled here every SNAP_POLL_MS, bounded
+ * by SNAP_SAVE_MS in snap_poll: this holds one pool thread, never the loop. */
+static int s_restore_run(s_ejob_t *j)
+{
+    char disk[4200];
+    if (engine_vm_path(j->ctx, j->vm.vm_id, "disk.qcow2", disk, sizeof disk) == 0)
+        unlink(disk);
+    snap_op_t op;
+    memset(&op, 0, sizeof op);
+    snprintf(op.dir, sizeof op.dir, "%s", j->tmpl_dir);
+    int64_t t0 = zclock_mono();
+    if (j->eng->clone_restore(j->ctx, &j->vm, &op, j->err, sizeof j->err))
+        return -1;
+    for (;;) {
+        int rc = j->eng->snap_poll(j->ctx, &j->vm, &op, j->err, sizeof j->err);
+        if (rc < 0)
+            return -1;
+        if (rc == SNAP_FINISH) {
+            if (j->eng->snap_finish(j->ctx, &j->vm, &op, j->err, sizeof j->err)) {
+                j->eng->snap_abort(j->ctx, &j->vm, &op);
+                return -1;
+            }
+            break;
+        }
+        if (rc == SNAP_DONE)
+            break;
+        zclock_sleep(SNAP_POLL_MS);
+    }
+    j->restore_ms = zclock_mono() - t0;
+    return 0;
 }

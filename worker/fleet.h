@@ -83,6 +83,7 @@ typedef struct {
     net_config_t net; /* the network backend (--net) */
     const char *qemu; /* qemu-system-x86_64 and qemu-img (absolute), or NULL */
     const char *qemu_img;
+    const char *qemu_version; /* the first line of `qemu --version`, NULL: no snapshots */
     const char *accel;   /* "kvm" or "tcg": advertised in READY */
     const char *public_address; /* reaches the public ports: advertised in READY */
     const char *vm_user; /* unprivileged user the VMs run as, NULL: root */

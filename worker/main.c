@@ -560,7 +560,7 @@ static int s_probe_kernel(const char *images, char *buf, size_t len)
 
 /* With the qemu engine: find qemu and qemu-img, decide the acceleration.
  * 0 / -1 (said on stderr). */
-static int s_qemu_setup(s_opts_t *o, char *accel, size_t len)
+static int s_qemu_setup(s_opts_t *o, char *accel, size_t len, char *qver, size_t qlen)
 {
     bool want = false;
     for (int i = 0; i < o->n_engines; i++)
@@ -588,6 +588,13 @@ static int s_qemu_setup(s_opts_t *o, char *accel, size_t len)
     }
     zsys_info("qemu: %s, acceleration %s (%s, decided in %lld ms)", o->qemu, accel, o->accel_mode,
               (long long)(zclock_mono() - t0));
+    /* once, before the loop: templates are kept per QEMU version */
+    if (snapstore_qemu_version(o->qemu, qver, qlen, err, sizeof err)) {
+        zsys_warning("qemu: %s: memory snapshots are off", err);
+        qver[0] = '\0';
+    } else {
+        zsys_info("qemu: %s", qver);
+    }
     return 0;
 }
 
@@ -719,8 +726,8 @@ int main(int argc, char **argv)
         total.disk_mib = (uint64_t)o->disk;
     /* VM processes re-parent to us while we run, so we reap them and see
      * their death at once; after we exit they re-parent to init. */
-    char accel[8] = "";
-    if (s_qemu_setup(o, accel, sizeof accel))
+    char accel[8] = "", qver[128] = "";
+    if (s_qemu_setup(o, accel, sizeof accel, qver, sizeof qver))
         return 1;
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
         zsys_warning("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
@@ -744,6 +751,7 @@ int main(int argc, char **argv)
         .net = {(net_kind_t)o->net, o->net_allow_host, o->netns[0] != 0},
         .qemu = o->qemu[0] ? o->qemu : NULL,
         .qemu_img = o->qemu_img[0] ? o->qemu_img : NULL,
+        .qemu_version = qver[0] ? qver : NULL,
         .accel = accel[0] ? accel : NULL,
         .public_address = o->public_address[0]       ? o->public_address
                           : o->net == (int)NET_USER ? "127.0.0.1"

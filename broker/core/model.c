@@ -523,8 +523,8 @@ int alloc_mac_parse(const char *s, uint64_t *mac)
 
 /* ---- guest inputs (issue 11) ---- */
 
-int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
-                        size_t ud_len, const char *ready, const char *group_ready)
+int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud, size_t ud_len,
+                        const char *ready, const char *group_ready)
 {
     for (int i = 0; i < env->n_ssh_keys; i++)
         free(env->ssh_keys[i]);
@@ -601,4 +601,12 @@ uint32_t model_engine_caps(broker_t *self, const char *engine, bool *said)
             *said = true;
         }
     return caps;
+}
+
+const char *model_host_engine_with(const host_t *host, uint32_t caps)
+{
+    for (int i = 0; i < host->n_engines; i++)
+        if ((model_host_engine_caps(host, host->engines[i]) & caps) == caps)
+            return host->engines[i];
+    return NULL;
 }

@@ -99,9 +99,22 @@ typedef struct host_t {
      * 0 = no cache (no catalog image is placed here) */
     uint64_t image_cache_mib, image_cache_used_mib;
     zhashx_t *image_digests; /* blob digests held (keys), NULL = none */
+    /* its memory-snapshot templates, as READY and EVENTs advertise them
+     * (docs/SNAPSHOTS.md), at most HOST_MAX_TEMPLATES */
+    struct host_tmpl_s *tmpl;
+    size_t n_tmpl;
     char zap_user[80];       /* CURVE: its key's User-Id ("worker:<host>" or "worker:*") */
     char zap_key[41];        /* CURVE: its key (Z85, ZAP metadata X-Key) */
 } host_t;
+
+#define HOST_MAX_TEMPLATES 1024
+typedef struct host_tmpl_s {
+    char image[TT_MAX_NAME + 1];
+    char digest[80]; /* "" = a host-local image */
+    uint32_t cpu, mem_mib, users;
+    uint64_t bytes;
+    int64_t created;
+} host_tmpl_t;
 
 typedef struct {
     uint32_t guest, public_port;
@@ -134,6 +147,7 @@ struct vm_t {
     bool ready;
     int64_t ready_at;
     char ready_detail[128];
+    char boot[12]; /* how it booted, as its worker reported: "snapshot", "cold", "" */
 };
 
 typedef enum { TARGET_CREATING = 0, TARGET_RUNNING, TARGET_STOPPED, TARGET_PAUSED } env_target_t;
@@ -152,6 +166,7 @@ struct env_t {
     op_t *busy; /* the op running on this env, if any */
     /* guest bootstrap and readiness (issue 11), fixed at create, kept in
      * env_guest, sent in every VmSpec */
+    char boot[12]; /* EnvCreate.boot ("" = auto); not persisted: it matters when a VM is made */
     int n_ssh_keys;
     char **ssh_keys;
     uint8_t *user_data;
@@ -386,6 +401,8 @@ uint32_t model_host_engine_caps(const host_t *host, const char *engine);
  * has declared (no host offers engine, or none said READY to this broker
  * yet): then nothing can be concluded before placement. */
 uint32_t model_engine_caps(broker_t *self, const char *engine, bool *said);
+/* The first engine of host that declares every capability of caps, or NULL. */
+const char *model_host_engine_with(const host_t *host, uint32_t caps);
 /* Move vm to another host with new allocations (re-placement). The old
  * VM id, MAC and public ports are released. -1 if the new host ran out. */
 int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,

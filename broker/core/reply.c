@@ -63,6 +63,7 @@ static Ttfleet__VmInfo *s_vm_info(reply_arena_t *a, const vm_t *vm)
     vi->ready = vm->ready;
     vi->ready_at = vm->ready_at;
     vi->ready_detail = (char *)vm->ready_detail;
+    vi->boot = (char *)vm->boot;
     vi->pull_done = vm->pull_done;
     vi->pull_total = vm->pull_total;
     vi->image_digest = (char *)vm->image_digest;

@@ -193,6 +193,7 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
     env->lifetime = lifetime;
     env->expires_at = env->created_at + lifetime;
     env->deny_outgoing = cr->deny_outgoing;
+    snprintf(env->boot, sizeof env->boot, "%s", cr->boot ? cr->boot : "");
     env->n_gports = n_gports;
     memcpy(env->gports, gports, sizeof gports);
 

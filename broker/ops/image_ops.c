@@ -439,6 +439,30 @@ static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_
         if (k < nh && model_host_holds(h, r->blobs))
             hosts[k++] = h->id;
     ii->n_hosts = k;
+    /* the hosts' templates of this image (docs/SNAPSHOTS.md) */
+    size_t nt = 0;
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+        nt += h->n_tmpl;
+    Ttfleet__TemplateInfo **tp = nt ? reply_alloc(a, sizeof *tp * (nt + 1)) : NULL;
+    Ttfleet__TemplateInfo *ts = nt ? reply_alloc(a, sizeof *ts * nt) : NULL;
+    for (host_t *h = zhashx_first(self->hosts); tp && ts && h; h = zhashx_next(self->hosts))
+        for (size_t i = 0; i < h->n_tmpl; i++) {
+            const host_tmpl_t *ht = &h->tmpl[i];
+            if (strcmp(ht->digest, r->digest) != 0)
+                continue;
+            Ttfleet__TemplateInfo *ti = &ts[ii->n_templates];
+            ttfleet__template_info__init(ti);
+            ti->host = h->id;
+            ti->image = (char *)ht->image;
+            ti->image_digest = (char *)ht->digest;
+            ti->cpu = ht->cpu;
+            ti->mem_mib = ht->mem_mib;
+            ti->bytes = ht->bytes;
+            ti->created = ht->created;
+            ti->users = ht->users;
+            tp[ii->n_templates++] = ti;
+        }
+    ii->templates = tp;
     ii->hosts = hosts;
     return ii;
 }
@@ -715,6 +739,99 @@ int image_pull(handler_ctx_t *c)
             sent++;
     free(targets);
     zsys_info("image %s:%s pull: %zu of %zu host(s) asked to fetch it", r.name, r.tag, sent, n);
+    c->no_record = true;
+    s_send_image(c, &r, false);
+    return 0;
+}
+
+/* A host offers an engine that takes memory snapshots. */
+static bool s_host_qemu(const host_t *h)
+{
+    return model_host_engine_with(h, TT_CAP_SNAPSHOTS) != NULL;
+}
+
+/* Memory-snapshot templates (docs/SNAPSHOTS.md): each target host (every
+ * online host with an image cache and the qemu engine, or the ones named)
+ * is asked to make a template of the image for (cpu, mem). The answer
+ * does not wait for them: it is the image as now, whose `templates` fill
+ * in as the hosts advertise them (ttctl image prepare polls image show).
+ * A named host that is unknown, down, without a cache or without the qemu
+ * engine refuses the whole request; nothing is sent then. */
+int image_prepare(handler_ctx_t *c)
+{
+    broker_t *self = c->self;
+    const Ttfleet__ImagePrepare *p = c->req->image_prepare;
+    if (!p || !p->ref)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "image prepare without a body");
+    if (!p->all_hosts && p->n_hosts == 0)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST,
+                                  "image prepare needs --hosts all or host ids");
+    if (p->n_hosts > 1000)
+        return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "at most 1000 hosts");
+    uint32_t cpu = p->cpu ? p->cpu : 2, mem = p->mem_mib ? p->mem_mib : 1024;
+    if (cpu > TT_MAX_CPU || mem < 16 || mem > TT_MAX_MEM_MIB)
+        return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST,
+                          "cpu %u or mem %u MiB out of range (cpu 1..%u, mem 16..%u MiB)", cpu, mem,
+                          TT_MAX_CPU, TT_MAX_MEM_MIB);
+    Ttfleet__ImageRef q = TTFLEET__IMAGE_REF__INIT;
+    q.ref = p->ref;
+    s_row_t r;
+    int st = s_lookup(c, &q, &r);
+    if (st) {
+        c->no_record = true;
+        return st;
+    }
+    vm_t img;
+    memset(&img, 0, sizeof img);
+    char msg[256];
+    if (image_ops_resolve(self, c->tenant, p->ref, &img, msg, sizeof msg) != 1)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot resolve the image");
+    size_t nh = zhashx_size(self->hosts);
+    host_t **targets = calloc(nh + 1, sizeof *targets);
+    if (!targets)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    size_t n = 0;
+    if (p->all_hosts) {
+        for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+            if (h->state == HOST_ONLINE && h->routing && h->image_cache_mib > 0 && s_host_qemu(h))
+                targets[n++] = h;
+        if (n == 0) {
+            free(targets);
+            return handler_fail_norec(c, TTFLEET__STATUS__UNAVAILABLE,
+                                      "no online host with an image cache offers the qemu engine");
+        }
+    } else {
+        for (size_t i = 0; i < p->n_hosts; i++) {
+            host_t *h = p->hosts[i] && tt_name_valid(p->hosts[i])
+                            ? model_host_get(self, p->hosts[i])
+                            : NULL;
+            const char *why = !h                                      ? "unknown"
+                              : h->state != HOST_ONLINE || !h->routing ? "not online"
+                              : h->image_cache_mib == 0                ? "without an image cache"
+                              : !s_host_qemu(h) ? "without the qemu engine (templates are memory "
+                                                  "snapshots of qemu VMs)"
+                                                : NULL;
+            if (why) {
+                free(targets);
+                return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST,
+                                  "host '%.64s' is %s: nothing prepared",
+                                  p->hosts[i] ? p->hosts[i] : "", why);
+            }
+            bool dup = false;
+            for (size_t j = 0; j < n && !dup; j++)
+                dup = targets[j] == h;
+            if (!dup && n < nh)
+                targets[n++] = h;
+        }
+    }
+    uint32_t disk = r.min_disk_mib > 40960 ? r.min_disk_mib : 40960;
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++)
+        if (wcmd_prepare(self, targets[i], &img, cpu, mem, disk, r.readiness))
+            sent++;
+    free(targets);
+    zsys_info("image %s:%s prepare (cpu %u, mem %u MiB): %zu of %zu host(s) asked", r.name, r.tag,
+              cpu, mem, sent, n);
     c->no_record = true;
     s_send_image(c, &r, false);
     return 0;

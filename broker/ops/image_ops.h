@@ -31,5 +31,6 @@ int image_list(handler_ctx_t *c);
 int image_show(handler_ctx_t *c);
 int image_rm(handler_ctx_t *c);
 int image_pull(handler_ctx_t *c);
+int image_prepare(handler_ctx_t *c);
 
 #endif

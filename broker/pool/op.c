@@ -393,6 +393,8 @@ void op_tick(broker_t *self, int64_t now_ms)
 void op_vm_ready(broker_t *self, vm_t *vm, const Ttfleet__VmActual *va)
 {
     bool ready = va->ready && vm->state == TTFLEET__VM_STATE__VM_RUNNING;
+    if (va->boot && (strcmp(va->boot, "snapshot") == 0 || strcmp(va->boot, "cold") == 0))
+        snprintf(vm->boot, sizeof vm->boot, "%s", va->boot);
     if (va->ready_detail && strcmp(va->ready_detail, vm->ready_detail) != 0)
         snprintf(vm->ready_detail, sizeof vm->ready_detail, "%s", va->ready_detail);
     if (ready == vm->ready)

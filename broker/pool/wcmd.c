@@ -68,6 +68,7 @@ void wcmd_vm_spec(const vm_t *vm, int desired, Ttfleet__VmSpec *spec, Ttfleet__P
     spec->user_data.data = vm->env->user_data;
     spec->user_data.len = vm->env->user_data_len;
     spec->ready = model_vm_ready_spec(vm); /* freed by wcmd_send */
+    spec->boot = (char *)vm->env->boot;
     for (int i = 0; i < vm->n_ports; i++) {
         ttfleet__port_map__init(&pm_store[i]);
         pm_store[i].guest = vm->ports[i].guest;
@@ -380,6 +381,30 @@ uint64_t wcmd_pull(broker_t *self, host_t *host, const vm_t *image)
     s_spec_image(self, &tmp, &spec, &img);
     cmd.op_id = ++self->next_op_id;
     cmd.pull = &spec;
+    return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
+}
+
+uint64_t wcmd_prepare(broker_t *self, host_t *host, const vm_t *image, uint32_t cpu,
+                      uint32_t mem_mib, uint32_t disk_mib, const char *ready)
+{
+    Ttfleet__WorkerCommand cmd = TTFLEET__WORKER_COMMAND__INIT;
+    Ttfleet__VmSpec spec = TTFLEET__VM_SPEC__INIT;
+    s_spec_img_t img;
+    vm_t tmp = *image;
+    tmp.host = host;
+    spec.image = (char *)image->image;
+    spec.env = "";
+    const char *snap_engine = model_host_engine_with(host, TT_CAP_SNAPSHOTS);
+    spec.engine = (char *)(snap_engine ? snap_engine : "");
+    spec.ip = "";
+    spec.mac = "";
+    spec.cpu = cpu;
+    spec.mem_mib = mem_mib;
+    spec.disk_mib = disk_mib;
+    spec.ready = (char *)ready;
+    s_spec_image(self, &tmp, &spec, &img);
+    cmd.op_id = ++self->next_op_id;
+    cmd.prepare = &spec;
     return wcmd_send_raw(self, host, &cmd) == 0 ? cmd.op_id : 0;
 }
 

@@ -36,6 +36,11 @@ void wcmd_resync(broker_t *self, host_t *host);
  * image fields of image (a vm_t filled by image_ops_resolve). The op id,
  * 0 if it could not be queued. */
 uint64_t wcmd_pull(broker_t *self, host_t *host, const vm_t *image);
+/* image prepare: ask host to make a memory-snapshot template of image for
+ * (cpu, mem_mib), its disk disk_mib, taken once ready answers. The op id,
+ * 0 if it could not be queued. */
+uint64_t wcmd_prepare(broker_t *self, host_t *host, const vm_t *image, uint32_t cpu,
+                      uint32_t mem_mib, uint32_t disk_mib, const char *ready);
 uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max_bytes);
 /* Queue an exec or a copy chunk (one of them set, borrowed) for host;
  * returns the command op id, 0 if refused. */

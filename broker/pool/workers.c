@@ -329,6 +329,34 @@ static void s_clean_message(ProtobufCMessage *m, int depth)
     }
 }
 
+/* A host's templates as it advertises them: well-formed entries only,
+ * at most HOST_MAX_TEMPLATES. */
+static void s_templates(host_t *host, Ttfleet__TemplateInfo **ti, size_t n)
+{
+    free(host->tmpl);
+    host->tmpl = NULL;
+    host->n_tmpl = 0;
+    if (n > HOST_MAX_TEMPLATES)
+        n = HOST_MAX_TEMPLATES;
+    if (!n || !(host->tmpl = calloc(n, sizeof *host->tmpl)))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const Ttfleet__TemplateInfo *t = ti[i];
+        if (!t || !t->image || !tt_name_valid(t->image) || !t->image_digest ||
+            (*t->image_digest && !tt_digest_valid(t->image_digest)) || t->cpu == 0 ||
+            t->cpu > TT_MAX_CPU || t->mem_mib == 0 || t->mem_mib > TT_MAX_MEM_MIB)
+            continue;
+        host_tmpl_t *h = &host->tmpl[host->n_tmpl++];
+        snprintf(h->image, sizeof h->image, "%s", t->image);
+        snprintf(h->digest, sizeof h->digest, "%s", t->image_digest);
+        h->cpu = t->cpu;
+        h->mem_mib = t->mem_mib;
+        h->users = t->users;
+        h->bytes = t->bytes;
+        h->created = t->created;
+    }
+}
+
 static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t *body)
 {
     if (!body) {
@@ -422,6 +450,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
                  : "");
     s_image_cache(self, host, hello->image_digests, hello->n_image_digests, hello->image_cache_mib,
                   hello->image_cache_used_mib);
+    s_templates(host, hello->templates, hello->n_templates);
     host->last_seen = tt_now();
     host->last_recv_ms = tt_mono_ms();
     sched_invalidate(self);
@@ -448,6 +477,8 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
     if (ev->image_cache_mib)
         s_image_cache(self, host, ev->image_digests, ev->n_image_digests, ev->image_cache_mib,
                       ev->image_cache_used_mib);
+    if (ev->templates_set)
+        s_templates(host, ev->templates, ev->n_templates);
     for (size_t i = 0; i < ev->n_vms; i++) {
         Ttfleet__VmActual *va = ev->vms[i];
         vm_t *vm = model_vm_find(self, host->id, va->vm_id);

@@ -249,7 +249,7 @@ typedef struct {
     s_boot_t boot;
     char *user_data;
     size_t user_data_len;
-    const char *engine, *ready;
+    const char *engine, *ready, *boot_kind;
     uint64_t cpu, mem, disk, lifetime, max_wait, priority;
     bool deny_outgoing, spread, queue;
     wait_args_t w;
@@ -394,6 +394,10 @@ static const ctl_opt_t s_create_opts[] = {
     S_CALL("--ssh-key-text", s_create_ssh_key_text, "KEY", "one public key given inline; repeat"),
     S_CALL("--user-data", s_create_user_data, "FILE",
            "cloud-init user-data: #cloud-config or a #! script, <= 64 KiB"),
+    {"--boot", CTL_CHOICE, offsetof(create_args_t, boot_kind), 0, 0, "auto|snapshot|cold",
+     "auto (default): from a memory-snapshot template when the host has one (image prepare),\n"
+     "else cold; snapshot: a template is required; cold: a full boot (docs/SNAPSHOTS.md)",
+     NULL, "auto|snapshot|cold", false},
     S_CALL("--ready", s_create_ready, "SPEC",
            "when a VM counts as ready: none, ssh, tcp:PORT, http:PORT[/PATH],\n"
            "console:REGEX, agent, cloud-init (default: the image's)"),
@@ -426,6 +430,7 @@ static int s_env_create(ctl_t *ctl, void *args)
     create.deny_outgoing = a->deny_outgoing;
     create.spread = a->spread;
     create.ready = (char *)a->ready;
+    create.boot = (char *)(a->boot_kind ? a->boot_kind : "");
     create.queue = a->queue;
     create.max_wait = (uint32_t)a->max_wait;
     create.priority = (uint32_t)a->priority;

@@ -159,6 +159,113 @@ static int s_image_pull(ctl_t *ctl, void *args)
     return ctl_finish(ctl, &client, rc, &reply, "pulled", false);
 }
 
+/* image prepare NAME --hosts all|ID[,ID]... [--cpu N] [--mem MIB] [--no-wait]
+ * [--wait-timeout DUR]: the hosts' part is pull's (s_pull_hosts). */
+typedef struct {
+    pull_args_t h;
+    uint64_t cpu, mem;
+} prepare_args_t;
+
+static const ctl_opt_t s_prepare_opts[] = {
+    {"--hosts", CTL_CALL, 0, 0, 0, "all|ID[,ID]...",
+     "the hosts that make it (required; all: every online host with the qemu engine)",
+     s_pull_hosts, NULL, false},
+    S_OPT("--cpu", CTL_INT, prepare_args_t, cpu, 1, TT_MAX_CPU, "N",
+          "cpus of the VMs it serves, 1..256 (default 2)"),
+    S_OPT("--mem", CTL_SIZE, prepare_args_t, mem, 16, TT_MAX_MEM_MIB, "MIB",
+          "memory of the VMs it serves in MiB, or 2G (default 1024)"),
+    S_OPT("--no-wait", CTL_FLAG, prepare_args_t, h.no_wait, 0, 0, NULL,
+          "do not wait for the templates"),
+    S_OPT("--wait-timeout", CTL_DURATION, prepare_args_t, h.wait_timeout, 1, 86400, "SECS",
+          "how long to wait: seconds or 5m, 1h (default 300)"),
+    CTL_OPT_END,
+};
+
+/* True if im lists a template of (cpu, mem) on host. */
+static bool s_has_template(const Ttfleet__ImageInfo *im, const char *host, uint32_t cpu,
+                           uint32_t mem)
+{
+    for (size_t i = 0; im && i < im->n_templates; i++)
+        if (strcmp(im->templates[i]->host, host) == 0 && im->templates[i]->cpu == cpu &&
+            im->templates[i]->mem_mib == mem)
+            return true;
+    return false;
+}
+
+/* Asks the hosts for templates, then (unless --no-wait) polls image show
+ * until every target host lists one of (cpu, mem), at most wait-timeout
+ * seconds (a host that failed to make it is seen as not listing it: its
+ * log says why). Prints the image as image show does. */
+static int s_image_prepare(ctl_t *ctl, void *args)
+{
+    prepare_args_t *a = args;
+    const char *pos = ctl->pos[0];
+    int wait_secs = a->h.wait_timeout ? (int)a->h.wait_timeout : TTCTL_DEFAULT_WAIT;
+    bool wait = !a->h.no_wait;
+    tt_image_ref_t ref;
+    char why[256];
+    if (!pos || tt_image_ref_parse(pos, &ref, why, sizeof why))
+        ctl_usage_error(ctl, "image NAME[:TAG] or NAME@sha256:... is required");
+    if (!a->h.all && !a->h.n_ids)
+        ctl_usage_error(ctl, "give --hosts all or --hosts ID[,ID]...");
+    uint32_t cpu = a->cpu ? (uint32_t)a->cpu : 2, mem = a->mem ? (uint32_t)a->mem : 1024;
+    ttclient_t *client = ctl_client(ctl);
+    Ttfleet__ImagePrepare p = TTFLEET__IMAGE_PREPARE__INIT;
+    p.ref = (char *)pos;
+    p.all_hosts = a->h.all;
+    p.n_hosts = a->h.n_ids;
+    p.hosts = a->h.ids;
+    p.cpu = cpu;
+    p.mem_mib = mem;
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_image_prepare(client, &p, &reply);
+    char *want[1024];
+    size_t n_want = 0;
+    if (a->h.all && rc == 0 && reply->status == TTFLEET__STATUS__OK && wait) {
+        Ttfleet__Reply *hl = NULL;
+        if (ttclient_host_list(client, &hl) == 0 && hl->status == TTFLEET__STATUS__OK && hl->hosts)
+            for (size_t i = 0; i < hl->hosts->n_hosts && n_want < 1024; i++) {
+                const Ttfleet__HostInfo *hi = hl->hosts->hosts[i];
+                bool qemu = false; /* an engine that takes memory snapshots */
+                for (size_t k = 0; k < hi->n_engine_caps; k++)
+                    for (size_t c = 0; hi->engine_caps[k] && c < hi->engine_caps[k]->n_caps; c++)
+                        qemu |= strcmp(hi->engine_caps[k]->caps[c], "snapshots") == 0;
+                if (qemu && hi->image_cache_mib && strcmp(hi->state, "online") == 0)
+                    want[n_want++] = strdup(hi->id);
+            }
+        ttclient_reply_destroy(&hl);
+    } else {
+        for (size_t i = 0; i < a->h.n_ids; i++)
+            want[n_want++] = strdup(a->h.ids[i]);
+    }
+    int64_t deadline = zclock_mono() + (int64_t)wait_secs * 1000;
+    size_t have = 0;
+    while (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK) {
+        have = 0;
+        for (size_t i = 0; i < n_want; i++)
+            have += s_has_template(reply->image, want[i], cpu, mem);
+        if (have == n_want || zclock_mono() >= deadline)
+            break;
+        zclock_sleep(TTCTL_WAIT_POLL_MS);
+        ttclient_reply_destroy(&reply);
+        rc = ttclient_image_show(client, pos, &reply);
+    }
+    for (size_t i = 0; i < a->h.n_ids; i++)
+        free(a->h.ids[i]);
+    for (size_t i = 0; i < n_want; i++)
+        free(want[i]);
+    if (wait && rc == 0 && reply->status == TTFLEET__STATUS__OK && have < n_want) {
+        fprintf(stderr,
+                "ttctl: image %s: %zu of %zu host(s) hold a template (cpu %u, mem %u MiB) after "
+                "%d s (the worker's log says why)\n",
+                pos, have, n_want, cpu, mem, wait_secs);
+        ttclient_reply_destroy(&reply);
+        ttclient_destroy(&client);
+        return EXIT_STATUS;
+    }
+    return ctl_finish(ctl, &client, rc, &reply, "prepared", false);
+}
+
 typedef struct {
     bool all;
 } image_list_args_t;
@@ -226,6 +333,13 @@ const ctl_cmd_t ctl_image_cmds[] = {
      "VM of it starts without waiting for a transfer. Waits until every host holds it\n"
      "(exit 1 if not within --wait-timeout), unless --no-wait.\n",
      s_pull_opts, sizeof(pull_args_t), 0, 1, NULL, s_image_pull, NULL, NULL},
+    {"image", "prepare", "image_prepare", "NAME[:TAG]",
+     "Makes memory-snapshot templates of an image (admin only): each host boots a VM of\n"
+     "it once, waits until it is ready and saves its memory, so a VM of that image,\n"
+     "--cpu and --mem starts from the snapshot instead of a cold boot (qemu engine,\n"
+     "docs/SNAPSHOTS.md). Waits until every host lists one (exit 1 if not within\n"
+     "--wait-timeout), unless --no-wait.\n",
+     s_prepare_opts, sizeof(prepare_args_t), 0, 1, NULL, s_image_prepare, NULL, NULL},
     {"image", "rm", "image_rm", "NAME[:TAG] | NAME@sha256:HEX",
      "Removes an image from the catalog; refused (IMAGE_IN_USE) while a VM uses it.\n", NULL, 0, 1,
      1, S_REF_NEED, s_image_rm, NULL, NULL},

@@ -33,7 +33,37 @@ struct imgcache_t {
     s_entry_t *e;
     size_t n, cap;
     const char **list;
+    imgcache_extra_t x; /* other entries in the accounting (templates), x.arg NULL = none */
 };
+
+/* A fresh last-use tick: wall-clock nanoseconds (a file's mtime is the
+ * tick it had when the worker stopped), strictly increasing. */
+static uint64_t s_tick(imgcache_t *self)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    self->tick = now > self->tick ? now : self->tick + 1;
+    return self->tick;
+}
+
+uint64_t imgcache_tick(imgcache_t *self)
+{
+    return s_tick(self);
+}
+
+void imgcache_set_extra(imgcache_t *self, const imgcache_extra_t *x)
+{
+    if (x)
+        self->x = *x;
+    else
+        memset(&self->x, 0, sizeof self->x);
+}
+
+static uint64_t s_used(const imgcache_t *self)
+{
+    return self->used + (self->x.arg ? self->x.used(self->x.arg) : 0);
+}
 
 static int s_cmp_tick(const void *a, const void *b)
 {
@@ -116,11 +146,11 @@ imgcache_t *imgcache_new(const char *dir, uint64_t limit, char *err, size_t errl
     }
     if (d)
         closedir(d);
-    /* mtime order becomes tick order 1..n */
+    /* the mtimes are the ticks: the newest is where s_tick goes on */
     if (self->n)
         qsort(self->e, self->n, sizeof *self->e, s_cmp_tick);
-    for (size_t i = 0; i < self->n; i++)
-        self->e[i].tick = ++self->tick;
+    if (self->n && self->e[self->n - 1].tick > self->tick)
+        self->tick = self->e[self->n - 1].tick;
     return self;
 }
 
@@ -173,10 +203,10 @@ int imgcache_add(imgcache_t *self, const char *digest, uint64_t reserved, char *
         self->used -= en->size;
         en->size = (uint64_t)sb.st_size;
         self->used += en->size;
-        en->tick = ++self->tick;
+        en->tick = s_tick(self);
         return 0;
     }
-    if (s_push(self, digest, (uint64_t)sb.st_size, ++self->tick))
+    if (s_push(self, digest, (uint64_t)sb.st_size, s_tick(self)))
         FAIL("out of memory");
     return 0;
 }
@@ -197,26 +227,39 @@ static void s_remove_at(imgcache_t *self, size_t i)
     }
     rmdir(img);
     self->used -= self->e[i].size;
+    char gone[TT_DIGEST_LEN + 1];
+    memcpy(gone, self->e[i].digest, sizeof gone);
     self->e[i] = self->e[--self->n];
+    /* what was made from this image (its templates) goes with it */
+    if (self->x.arg && self->x.blob_gone)
+        self->x.blob_gone(self->x.arg, gone);
 }
 
 int imgcache_reserve(imgcache_t *self, uint64_t size, char *err, size_t errlen)
 {
     if (self->limit && size > self->limit)
-        FAIL("image of %llu MiB is over the image cache limit of %llu MiB",
-             (unsigned long long)(size >> 20), (unsigned long long)(self->limit >> 20));
-    while (self->limit && self->used + self->reserved + size > self->limit) {
+        FAIL("%llu MiB is over the image cache limit of %llu MiB", (unsigned long long)(size >> 20),
+             (unsigned long long)(self->limit >> 20));
+    while (self->limit && s_used(self) + self->reserved + size > self->limit) {
         size_t victim = self->n;
         for (size_t i = 0; i < self->n; i++)
             if (self->e[i].users == 0 &&
                 (victim == self->n || self->e[i].tick < self->e[victim].tick))
                 victim = i;
+        uint64_t xt = 0;
+        bool x = self->x.arg && self->x.oldest(self->x.arg, &xt) == 0;
+        if (x && (victim == self->n || xt < self->e[victim].tick)) {
+            self->x.evict_oldest(self->x.arg);
+            continue;
+        }
         if (victim == self->n) {
             uint64_t busy = 0;
             for (size_t i = 0; i < self->n; i++)
                 busy += self->e[i].users ? self->e[i].size : 0;
-            FAIL("image cache full: %llu MiB in use by VMs, %llu MiB being fetched, limit %llu "
-                 "MiB, %llu MiB wanted",
+            if (self->x.arg)
+                busy += self->x.used(self->x.arg);
+            FAIL("image cache full: %llu MiB in use by VMs, %llu MiB being fetched or made, limit "
+                 "%llu MiB, %llu MiB wanted",
                  (unsigned long long)(busy >> 20), (unsigned long long)(self->reserved >> 20),
                  (unsigned long long)(self->limit >> 20), (unsigned long long)(size >> 20));
         }
@@ -237,7 +280,7 @@ int imgcache_acquire(imgcache_t *self, const char *digest)
     if (!en)
         return -1;
     en->users++;
-    en->tick = ++self->tick;
+    en->tick = s_tick(self);
     s_touch(self, digest);
     return 0;
 }
@@ -283,7 +326,7 @@ const char **imgcache_digests(imgcache_t *self, size_t *n)
 
 uint64_t imgcache_used(const imgcache_t *self)
 {
-    return self->used;
+    return s_used(self);
 }
 
 uint64_t imgcache_limit(const imgcache_t *self)

@@ -61,9 +61,30 @@ int imgcache_users(const imgcache_t *self, const char *digest);
 /* Drops a blob from the index and the disk (found corrupted). */
 void imgcache_forget(imgcache_t *self, const char *digest);
 
+/* Other things the cache's limit covers (the templates of memory
+ * snapshots, worker/snapops.c), in the same least-recently-used order:
+ *   used          bytes they hold (counted in imgcache_used and the limit)
+ *   oldest        0 and the tick of the least recently used one no VM
+ *                 uses, or -1 if there is none
+ *   evict_oldest  remove that one
+ *   blob_gone     a blob left the cache: drop what was made from it
+ * Ticks come from imgcache_tick. x NULL removes them. */
+typedef struct {
+    void *arg;
+    uint64_t (*used)(void *arg);
+    int (*oldest)(void *arg, uint64_t *tick);
+    void (*evict_oldest)(void *arg);
+    void (*blob_gone)(void *arg, const char *digest);
+} imgcache_extra_t;
+void imgcache_set_extra(imgcache_t *self, const imgcache_extra_t *x);
+/* A fresh last-use tick (wall-clock ns, strictly increasing): a file
+ * whose mtime is set to it keeps its place in the order across a restart. */
+uint64_t imgcache_tick(imgcache_t *self);
+
 /* Digests held, sorted (for READY); *n set. Valid until the next call
  * that changes the cache. */
 const char **imgcache_digests(imgcache_t *self, size_t *n);
+/* Bytes held: blobs and the extra entries. */
 uint64_t imgcache_used(const imgcache_t *self);
 uint64_t imgcache_limit(const imgcache_t *self);
 

@@ -530,3 +530,8 @@ uint64_t pull_fetched(const pull_t *self)
 {
     return self->fetched;
 }
+
+imgcache_t *pull_cache(pull_t *self)
+{
+    return self->cache;
+}

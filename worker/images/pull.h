@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "imgcache.h"
 #include "ttproto.h"
 
 typedef enum { PULL_BUSY = 0, PULL_READY, PULL_FAILED } pull_state_t;
@@ -84,6 +85,9 @@ uint64_t pull_used(const pull_t *self);
 uint64_t pull_limit(const pull_t *self);
 /* True once after the set of digests held changed (fetch, eviction). */
 bool pull_changed(pull_t *self);
+/* The blob cache itself (imgcache.h): other things in its accounting
+ * register there (snapops.h). */
+imgcache_t *pull_cache(pull_t *self);
 /* Blobs fetched (moved over the network, not just verified) since start. */
 uint64_t pull_fetched(const pull_t *self);
 
