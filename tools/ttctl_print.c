@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "pbjson.h"
 #include "ttproto.h"
 
 #define TABLE_MAX_COLS 12
@@ -222,58 +223,11 @@ static int s_json_print(FILE *out, json_t *obj)
     return rc;
 }
 
-static json_t *s_json_ports(size_t n, uint32_t *ports)
+/* The JSON of a reply message: the gateway's dialect (gw/pbjson.h), so
+ * ttctl --json, REST and the Python SDK's to_dict() agree field for field. */
+static json_t *s_json_pb(const void *msg)
 {
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_integer(ports[i]));
-    return arr;
-}
-
-static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
-{
-    json_t *ports = json_array();
-    for (size_t i = 0; i < vm->n_ports; i++)
-        json_array_append_new(ports,
-                              json_pack("{s:I, s:I}", "guest", (json_int_t)vm->ports[i]->guest,
-                                        "public", (json_int_t)vm->ports[i]->public_));
-    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}",
-                     "vm_id", (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image,
-                     "engine", vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu,
-                     "mem_mib", (json_int_t)vm->mem_mib, "disk_mib", (json_int_t)vm->disk_mib, "state",
-                     tt_vm_state_name(vm->state), "ports", ports, "ready", (int)vm->ready,
-                     "ready_at", (json_int_t)vm->ready_at, "ready_detail",
-                     vm->ready_detail ? vm->ready_detail : "", "public_address",
-                     vm->public_address ? vm->public_address : "");
-    /* images (issue 12): the catalog digest, and a fetch in progress */
-    if (o) {
-        json_object_set_new(o, "image_digest", json_string(vm->image_digest ? vm->image_digest : ""));
-        json_object_set_new(o, "pull_done", json_integer((json_int_t)vm->pull_done));
-        json_object_set_new(o, "pull_total", json_integer((json_int_t)vm->pull_total));
-        json_object_set_new(o, "pulling", json_boolean(vm->pull_total > 0));
-    }
-    return o;
-}
-
-static json_t *s_json_env(const Ttfleet__EnvInfo *env)
-{
-    char created[32], expires[32];
-    json_t *vms = json_array();
-    for (size_t i = 0; i < env->n_vms; i++)
-        json_array_append_new(vms, s_json_vm(env->vms[i]));
-    json_t *obj = json_pack(
-        "{s:s, s:s, s:s, s:I, s:s, s:I, s:s, s:I, s:b, s:I, s:o, s:o}", "name", env->name, "tenant",
-        env->tenant, "state", env->state, "created_at", (json_int_t)env->created_at, "created",
-        s_iso(env->created_at, created, sizeof created), "expires_at", (json_int_t)env->expires_at,
-        "expires", s_iso(env->expires_at, expires, sizeof expires), "lifetime",
-        (json_int_t)env->lifetime, "deny_outgoing", (int)env->deny_outgoing, "vm_count",
-        (json_int_t)env->vm_count, "ports", s_json_ports(env->n_ports, env->ports), "vms", vms);
-    if (obj && env->queue_position) {
-        json_object_set_new(obj, "queue_position", json_integer(env->queue_position));
-        json_object_set_new(obj, "queue_deadline", json_integer(env->queue_deadline));
-        json_object_set_new(obj, "priority", json_integer(env->priority));
-    }
-    return obj;
+    return pbjson_encode((const ProtobufCMessage *)msg);
 }
 
 /* "22,80" from a port list; "-" when empty. */
@@ -302,7 +256,7 @@ static void s_port_map(const Ttfleet__VmInfo *vm, char *buf, size_t len)
 int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
 {
     if (json)
-        return s_json_print(out, s_json_env(env));
+        return s_json_print(out, s_json_pb(env));
     char created[32], expires[32], ports[512];
     s_port_list(env->n_ports, env->ports, ports, sizeof ports);
     fprintf(out, "env       %s (tenant %s)\n", env->name, env->tenant);
@@ -351,7 +305,7 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
     if (json) {
         json_t *envs = json_array();
         for (size_t i = 0; i < list->n_envs; i++)
-            json_array_append_new(envs, s_json_env(list->envs[i]));
+            json_array_append_new(envs, s_json_pb(list->envs[i]));
         return s_json_print(out, json_pack("{s:o}", "envs", envs));
     }
     if (list->n_envs == 0) {
@@ -398,31 +352,6 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
     return 0;
 }
 
-static json_t *s_json_strings(size_t n, char **s)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_string(s[i]));
-    return arr;
-}
-
-static json_t *s_json_host(const Ttfleet__HostInfo *h)
-{
-    char seen[32];
-    return json_pack("{s:s, s:s, s:b, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-                     "s:s}",
-                     "id", h->id, "state", h->state, "draining", (int)h->draining, "accel",
-                     h->accel ? h->accel : "", "public_address",
-                     h->public_address ? h->public_address : "", "engines",
-                     s_json_strings(h->n_engines, h->engines), "images",
-                     s_json_strings(h->n_images, h->images), "cpu_total", (json_int_t)h->cpu_total,
-                     "cpu_used", (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total,
-                     "mem_used", (json_int_t)h->mem_used, "disk_total", (json_int_t)h->disk_total,
-                     "disk_used", (json_int_t)h->disk_used, "vm_count", (json_int_t)h->vm_count,
-                     "last_seen", (json_int_t)h->last_seen, "last_seen_iso",
-                     s_iso(h->last_seen, seen, sizeof seen));
-}
-
 static void s_join(size_t n, char **s, char *buf, size_t len)
 {
     size_t off = 0;
@@ -436,7 +365,7 @@ static void s_join(size_t n, char **s, char *buf, size_t len)
 int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
 {
     if (json)
-        return s_json_print(out, s_json_host(h));
+        return s_json_print(out, s_json_pb(h));
     char engines[256], images[2048], seen[32];
     s_join(h->n_engines, h->engines, engines, sizeof engines);
     s_join(h->n_images, h->images, images, sizeof images);
@@ -479,7 +408,7 @@ int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json)
     if (json) {
         json_t *hosts = json_array();
         for (size_t i = 0; i < list->n_hosts; i++)
-            json_array_append_new(hosts, s_json_host(list->hosts[i]));
+            json_array_append_new(hosts, s_json_pb(list->hosts[i]));
         return s_json_print(out, json_pack("{s:o}", "hosts", hosts));
     }
     if (list->n_hosts == 0) {
@@ -513,16 +442,7 @@ int print_pool(FILE *out, const Ttfleet__PoolStatus *p, bool json)
 {
     char started[32];
     if (json)
-        return s_json_print(
-            out,
-            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "hosts_total",
-                      (json_int_t)p->hosts_total, "hosts_online", (json_int_t)p->hosts_online,
-                      "envs", (json_int_t)p->envs, "vms", (json_int_t)p->vms, "cpu_total",
-                      (json_int_t)p->cpu_total, "cpu_used", (json_int_t)p->cpu_used, "mem_total",
-                      (json_int_t)p->mem_total, "mem_used", (json_int_t)p->mem_used, "disk_total",
-                      (json_int_t)p->disk_total, "disk_used", (json_int_t)p->disk_used,
-                      "started_at", (json_int_t)p->started_at, "started",
-                      s_iso(p->started_at, started, sizeof started)));
+        return s_json_print(out, s_json_pb(p));
     fprintf(out, "hosts     %u online of %u\n", p->hosts_online, p->hosts_total);
     fprintf(out, "envs      %u\n", p->envs);
     fprintf(out, "vms       %u\n", p->vms);
@@ -641,7 +561,7 @@ int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host,
     if (json) {
         json_t *obj = json_pack("{s:b, s:s}", "ok", 1, "message", message ? message : "");
         if (obj && host)
-            json_object_set_new(obj, "host", s_json_host(host));
+            json_object_set_new(obj, "host", s_json_pb(host));
         return s_json_print(out, obj);
     }
     fprintf(out, "%s\n", message && *message ? message : "done");
@@ -655,10 +575,7 @@ int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host,
 int print_event(FILE *out, const Ttfleet__Event *ev, bool json)
 {
     if (json) {
-        json_t *obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "kind", ev->kind,
-                                "time", (json_int_t)ev->time, "tenant", ev->tenant, "env",
-                                ev->env, "host", ev->host, "vm_id", (json_int_t)ev->vm_id,
-                                "state", ev->state, "message", ev->message);
+        json_t *obj = s_json_pb(ev);
         if (!obj)
             return -1;
         if (s_yaml) /* one YAML document per event */

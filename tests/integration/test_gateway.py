@@ -140,6 +140,43 @@ class Gateway(unittest.TestCase):
         self.assertEqual(problems, [], "docs/openapi.yaml has drifted from schema/ttfleet.proto:\n" +
                          "\n".join(problems))
 
+    def test_one_json_dialect(self):
+        """One env as GET /v1/envs/NAME, ttctl --json env show and the Python
+        SDK's EnvInfo.to_dict() write it: the same keys and values (the
+        .proto's field names, enums as lower-case text)."""
+        harness.ttfleet_package()
+        import ttfleet
+        body = {"name": "dialect", "images": [{"image": "sleeper", "dup": 2}], "cpu": 1,
+                "mem_mib": 128, "ports": [80]}
+        self.call("POST", "/v1/envs", body, expect=201)
+        try:
+            _, _, rest = self.call("GET", "/v1/envs/dialect", expect=200)
+            ctl = self.pool.ctl("env", "show", "dialect", tenant="alice")
+            self.assertEqual(ctl.rc, 0, ctl.err)
+            with ttfleet.Client(broker=self.pool.clients_ep, tenant="alice") as client:
+                py = client.get_env("dialect").to_dict()
+                py_list = [e.to_dict() for e in client.list_envs()]
+            self.assertEqual(rest, ctl.data)
+            self.assertEqual(rest, py)
+            self.assertEqual({vm["state"] for vm in rest["vms"]}, {"running"})
+            self.assertEqual({vm["mem_mib"] for vm in rest["vms"]}, {128})
+            self.assertNotIn("mem", rest["vms"][0])
+            # the list: every env the same in all three
+            _, _, rest_list = self.call("GET", "/v1/envs", expect=200)
+            ctl_list = self.pool.ctl("env", "list", tenant="alice")
+            self.assertEqual(ctl_list.rc, 0, ctl_list.err)
+            self.assertEqual(rest_list, ctl_list.data)
+            self.assertEqual(rest_list["envs"], py_list)
+            # hosts and the pool status: the same keys
+            _, _, rest_host = self.call("GET", "/v1/hosts/h1", token=ADMIN, expect=200)
+            ctl_host = self.pool.ctl("host", "show", "h1", tenant=harness.ADMIN)
+            self.assertEqual(sorted(rest_host), sorted(ctl_host.data))
+            _, _, rest_pool = self.call("GET", "/v1/status", expect=200)
+            ctl_pool = self.pool.ctl("status", tenant="alice")
+            self.assertEqual(sorted(rest_pool), sorted(ctl_pool.data))
+        finally:
+            self.call("DELETE", "/v1/envs/dialect", expect=200)
+
     # ---- end to end ----
 
     def test_lifecycle(self):
@@ -166,7 +203,7 @@ class Gateway(unittest.TestCase):
             self.err("POST", "/v1/envs", 409, "ALREADY_EXISTS", body=body)
             _, _, shown = self.call("GET", "/v1/envs/web", expect=200)
             self.assertEqual(shown["vm_count"], 2)
-            self.assertTrue(all(vm["state"] == "VM_RUNNING" for vm in shown["vms"]))
+            self.assertTrue(all(vm["state"] == "running" for vm in shown["vms"]))
             _, _, lst = self.call("GET", "/v1/envs", expect=200)
             self.assertIn("web", [e["name"] for e in lst["envs"]])
             # another tenant: exactly like a missing env

@@ -6,8 +6,8 @@ A string enum compares equal to its text: ``vm.state == "running"``.
 """
 
 import enum
-from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Union
 
 from . import ttfleet_pb2 as pb
 
@@ -61,11 +61,31 @@ def env_state(text: str) -> Union[EnvState, str]:
         return text
 
 
+def _plain(value: Any) -> Any:
+    """value as JSON has it: a string enum as its text, a dataclass of this
+    module as its dict, lists element by element."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+def _dict_of(obj: Any, cls: type) -> Dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in fields(cls)}
+
+
 @dataclass
 class PortMap:
     """A guest port and the public port on its host that reaches it."""
     guest: int
     public: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON of ttctl --json and REST (gw/pbjson.h)."""
+        return _dict_of(self, PortMap)
 
 
 @dataclass
@@ -100,6 +120,11 @@ class VmInfo:
                    public_address=m.public_address, pull_done=m.pull_done,
                    pull_total=m.pull_total, image_digest=m.image_digest)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The VM as ttctl --json and REST write it: the .proto's field
+        names, enums as lower-case text ("running")."""
+        return _dict_of(self, VmInfo)
+
     def public_port(self, guest: int) -> Optional[int]:
         """The public port of a guest port (None when it has none)."""
         for p in self.ports:
@@ -133,6 +158,11 @@ class EnvInfo:
                    vms=[VmInfo.from_pb(v) for v in m.vms], ports=list(m.ports),
                    queue_position=m.queue_position, queue_deadline=m.queue_deadline,
                    priority=m.priority)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The env as ttctl --json and GET /v1/envs/NAME write it: the
+        .proto's field names, enums as lower-case text."""
+        return _dict_of(self, EnvInfo)
 
 
 @dataclass
