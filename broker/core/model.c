@@ -370,7 +370,16 @@ void alloc_vm_id_mark(host_t *host, uint32_t vm_id, bool used)
         BIT_CLR(host->vmid_used, vm_id);
 }
 
-int alloc_vm_id(host_t *host, uint32_t *vm_id)
+/* Whether a VM of env other than skip has that id (on any host). */
+static bool s_env_has_vm_id(const env_t *env, const vm_t *skip, uint32_t vm_id)
+{
+    for (int i = 0; env && i < env->n_vms; i++)
+        if (env->vms[i] != skip && env->vms[i]->vm_id == vm_id)
+            return true;
+    return false;
+}
+
+int alloc_vm_id_in_env(host_t *host, const env_t *env, const vm_t *skip, uint32_t *vm_id)
 {
     uint32_t span = TT_VMID_MAX - TT_VMID_MIN + 1;
     for (uint32_t i = 0; i < span; i++) {
@@ -378,12 +387,17 @@ int alloc_vm_id(host_t *host, uint32_t *vm_id)
         if (c < TT_VMID_MIN || c > TT_VMID_MAX)
             c = TT_VMID_MIN;
         host->vmid_cursor = c + 1;
-        if (!BIT_GET(host->vmid_used, c)) {
+        if (!BIT_GET(host->vmid_used, c) && !s_env_has_vm_id(env, skip, c)) {
             *vm_id = c;
             return 0;
         }
     }
     return -1;
+}
+
+int alloc_vm_id(host_t *host, uint32_t *vm_id)
+{
+    return alloc_vm_id_in_env(host, NULL, NULL, vm_id);
 }
 
 void alloc_port_mark(host_t *host, uint32_t port, bool used)

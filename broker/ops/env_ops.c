@@ -223,7 +223,7 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
                 break;
             uint32_t vm_id;
             uint64_t mac;
-            if (alloc_vm_id(host, &vm_id) || alloc_mac(self, &mac)) {
+            if (alloc_vm_id_in_env(host, env, NULL, &vm_id) || alloc_mac(self, &mac)) {
                 status = TTFLEET__STATUS__NO_CAPACITY;
                 snprintf(msg, msglen, "no free VM id or MAC left on host %s", host->id);
                 break;

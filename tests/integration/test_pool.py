@@ -250,6 +250,12 @@ class Placement(PoolCase):
         for vm in env["vms"]:
             self.assertEqual(vm["state"], "running")
             self.assertTrue(vm["ip"].startswith("10.10."))
+        # a VM id names one VM of the env across its hosts: exec by id alone
+        ids = [vm["vm_id"] for vm in env["vms"]]
+        self.assertEqual(len(set(ids)), len(ids), env["vms"])
+        h1_vm = [vm["vm_id"] for vm in env["vms"] if vm["host"] == "h1"][0]
+        r = self.pool.ctl("env", "exec", "span", h1_vm, "--", "true", json_out=False)
+        self.assertEqual(r.rc, EXIT_OK, r.err)
 
     def test_engine_constraint(self):
         self.create("eng", engine="process", dup=4, mem=256, disk=1000)

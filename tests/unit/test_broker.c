@@ -354,6 +354,41 @@ static void s_test_update_undo_two_hosts(void)
     CHECK(s_status(s_simple("greedy", TTFLEET__REQUEST__OP_ENV_DELETE, "g2")) == 0);
 }
 
+/* An env over two hosts whose id cursors stand at the same free id: its
+ * VMs still get different ids, and rm-vm by id alone (no host) finds the
+ * one VM. */
+static void s_test_vm_ids_unique_in_env(void)
+{
+    host_t *small = model_host_get(g_b, "small"), *big = model_host_get(g_b, "big");
+    uint32_t left = small ? small->cpu_total - small->cpu_used : 0;
+    CHECK(big && left >= 1);
+    if (!big || left < 1)
+        return;
+    uint32_t c = TT_VMID_MIN;
+    while (c < TT_VMID_MAX && (((small->vmid_used[c >> 3] >> (c & 7)) & 1) ||
+                               ((big->vmid_used[c >> 3] >> (c & 7)) & 1)))
+        c++;
+    small->vmid_cursor = big->vmid_cursor = c;
+    CHECK(s_status(s_create("ids", "u2", "img", 2, left, 256, false, NULL)) == 0);
+    env_t *e = model_env_get(g_b, "ids", "u2");
+    CHECK(e && e->n_vms == 2 && e->vms[0]->host != e->vms[1]->host);
+    if (!e || e->n_vms != 2)
+        return;
+    uint32_t id0 = e->vms[0]->vm_id, id1 = e->vms[1]->vm_id;
+    CHECK(id0 != id1);
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRmVm rm = TTFLEET__ENV_RM_VM__INIT;
+    rm.name = "u2";
+    rm.n_vm_ids = 1;
+    rm.vm_ids = &id1;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_RM_VM;
+    req.env_rm_vm = &rm;
+    CHECK(s_status(s_call("ids", &req, NULL)) == 0);
+    e = model_env_get(g_b, "ids", "u2");
+    CHECK(e && e->n_vms == 1 && e->vms[0]->vm_id == id0);
+    CHECK(s_status(s_simple("ids", TTFLEET__REQUEST__OP_ENV_DELETE, "u2")) == 0);
+}
+
 /* One batch in which a greedy tenant's `env update` runs out of public
  * ports and another tenant creates an env: the create succeeds, only the
  * update fails, nothing of it stays, and the batch is not rolled back. */
@@ -1974,6 +2009,7 @@ int main(void)
 
     /* host pointers held above are not valid after this (it reloads) */
     s_test_update_undo_two_hosts();
+    s_test_vm_ids_unique_in_env();
     s_test_one_request_fails_alone();
     s_test_console_race();
     s_test_exec_relay_and_race();

@@ -690,7 +690,7 @@ static void s_rm_vm_image(ctl_t *ctl, void *args, const char *value)
 static const ctl_opt_t s_rm_vm_opts[] = {
     S_CALL("--image", s_rm_vm_image, "PREFIX", "remove every VM whose image starts with PREFIX"),
     S_OPT("--host", CTL_NAME, rm_vm_args_t, host, 0, 0, "ID",
-          "the VMs' host, on an env that spans hosts"),
+          "the VMs' host: only for an older env whose VMs share an id"),
     CTL_OPT_END,
 };
 
@@ -763,7 +763,7 @@ const ctl_cmd_t ctl_env_cmds[] = {
      "changes live.\n",
      s_update_opts, sizeof(update_args_t), 1, 1, "env name is required", s_env_update, NULL, NULL},
     {"env", "rm-vm", "env_rm_vm", "NAME [VMID...]",
-     "Removes VMs from NAME by id (with --host on an env that spans hosts) or all VMs\n"
+     "Removes VMs from NAME by id (unique within the env) or all VMs\n"
      "whose image starts with PREFIX.\n",
      s_rm_vm_opts, sizeof(rm_vm_args_t), 1, -1, "env name is required", s_env_rm_vm, NULL, NULL},
     S_NAME_CMD("delete", "env_delete", "Deletes env NAME and all its VMs.\n", ttclient_env_delete,
