@@ -340,6 +340,16 @@ static enum MHD_Result s_query_arg(void *cls, enum MHD_ValueKind kind, const cha
             return MHD_NO;
         }
     }
+    if (f && f->label == PROTOBUF_C_LABEL_REPEATED) {
+        /* a repeated field: each occurrence adds one element */
+        json_t *arr = json_object_get(q->obj, key);
+        if (!json_is_array(arr)) {
+            arr = json_array();
+            json_object_set_new(q->obj, key, arr);
+        }
+        json_array_append_new(arr, v);
+        return MHD_YES;
+    }
     json_object_set_new(q->obj, key, v);
     return MHD_YES;
 }

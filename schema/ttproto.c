@@ -84,6 +84,51 @@ bool tt_name_valid(const char *s)
     return true;
 }
 
+static bool s_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool tt_label_valid(const char *s)
+{
+    if (!s || !s_alnum(*s))
+        return false;
+    const char *eq = strchr(s, '=');
+    if (!eq || eq - s > TT_MAX_LABEL_KEY || strlen(eq + 1) > TT_MAX_LABEL_VALUE)
+        return false;
+    for (const char *p = s; p < eq; p++)
+        if (!s_alnum(*p) && *p != '.' && *p != '_' && *p != '-' && *p != '/')
+            return false;
+    for (const char *p = eq + 1; *p; p++)
+        if (!s_alnum(*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    return true;
+}
+
+int tt_labels_check(char *const *labels, size_t n, char *err, size_t errlen)
+{
+    if (n > TT_MAX_LABELS) {
+        snprintf(err, errlen, "too many labels: %zu (at most %d)", n, TT_MAX_LABELS);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!tt_label_valid(labels[i])) {
+            snprintf(err, errlen,
+                     "invalid label '%.80s': KEY=VALUE, KEY 1..%d of A-Z a-z 0-9 . _ - / "
+                     "starting with a letter or digit, VALUE 0..%d of A-Z a-z 0-9 . _ -",
+                     labels[i] ? labels[i] : "", TT_MAX_LABEL_KEY, TT_MAX_LABEL_VALUE);
+            return -1;
+        }
+        size_t klen = (size_t)(strchr(labels[i], '=') - labels[i]);
+        for (size_t k = 0; k < i; k++)
+            if (strncmp(labels[k], labels[i], klen + 1) == 0) {
+                snprintf(err, errlen, "label key '%.*s' given twice", (int)klen, labels[i]);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 bool tt_key_valid(const char *s)
 {
     static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -179,6 +224,8 @@ static int s_hw_valid(uint32_t cpu, uint32_t mem, uint32_t disk, char *err, size
 static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
 {
     if (s_env_name_valid(c->name, err, errlen))
+        return -1;
+    if (tt_labels_check(c->labels, c->n_labels, err, errlen))
         return -1;
     if (c->n_images == 0)
         FAIL("at least one image is required");
@@ -282,6 +329,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     case TTFLEET__REQUEST__OP_ENV_DELETE:
         return s_env_name_valid(req->env_delete->name, err, errlen);
     case TTFLEET__REQUEST__OP_ENV_LIST:
+        return tt_labels_check(req->env_list->labels, req->env_list->n_labels, err, errlen);
     case TTFLEET__REQUEST__OP_HOST_LIST:
     case TTFLEET__REQUEST__OP_POOL_STATUS:
         return 0;

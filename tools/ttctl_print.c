@@ -223,6 +223,8 @@ static int s_json_print(FILE *out, json_t *obj)
     return rc;
 }
 
+static void s_join(size_t n, char **s, char *buf, size_t len);
+
 /* The JSON of a reply message: the gateway's dialect (gw/pbjson.h), so
  * ttctl --json, REST and the Python SDK's to_dict() agree field for field. */
 static json_t *s_json_pb(const void *msg)
@@ -267,6 +269,11 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
     fprintf(out, "outgoing  %s\n", env->deny_outgoing ? "denied" : "allowed");
     fprintf(out, "ports     %s\n", ports);
     fprintf(out, "vms       %u\n", env->vm_count);
+    if (env->n_labels) {
+        char labels[TT_MAX_LABELS * (TT_MAX_LABEL + 1) + 1];
+        s_join(env->n_labels, env->labels, labels, sizeof labels);
+        fprintf(out, "labels    %s\n", labels);
+    }
     if (env->queue_position) {
         char deadline[32];
         fprintf(out, "queued    position %u, priority %u, gives up %s\n", env->queue_position,
@@ -314,20 +321,22 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
     }
     table_t t;
     if (s_wide) {
-        /* -o wide: the tenant, lifetime, outgoing access and ports too */
-        s_table_init(&t, 9);
+        /* -o wide: the tenant, lifetime, outgoing access, ports and labels too */
+        s_table_init(&t, 10);
         s_table_row(&t, "NAME", "TENANT", "STATE", "VMS", "CREATED", "EXPIRES", "LIFETIME",
-                    "OUTGOING", "PORTS");
+                    "OUTGOING", "PORTS", "LABELS");
         for (size_t i = 0; i < list->n_envs; i++) {
             const Ttfleet__EnvInfo *env = list->envs[i];
             char vms[16], created[32], expires[32], life[32], ports[512];
+            char labels[TT_MAX_LABELS * (TT_MAX_LABEL + 1) + 1];
+            s_join(env->n_labels, env->labels, labels, sizeof labels);
             snprintf(vms, sizeof vms, "%u", env->vm_count);
             snprintf(life, sizeof life, "%llus", (unsigned long long)env->lifetime);
             s_port_list(env->n_ports, env->ports, ports, sizeof ports);
             s_iso(env->created_at, created, sizeof created);
             s_iso(env->expires_at, expires, sizeof expires);
             s_table_row(&t, env->name, env->tenant, env->state, vms, created, expires, life,
-                        env->deny_outgoing ? "denied" : "allowed", ports);
+                        env->deny_outgoing ? "denied" : "allowed", ports, labels);
         }
         s_table_print(out, &t);
         return 0;

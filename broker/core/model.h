@@ -147,6 +147,9 @@ struct env_t {
     size_t user_data_len;
     char *ready;       /* the env's readiness spec ("" = each image's default) */
     char *group_ready; /* per image group: lines "IMAGE\tSPEC\n" */
+    /* labels "KEY=VALUE" (validated by tt_labels_check), fixed at create */
+    int n_labels;
+    char labels[TT_MAX_LABELS][TT_MAX_LABEL + 1];
 };
 
 typedef enum {
@@ -358,6 +361,14 @@ void model_vm_set_state(vm_t *vm, int state);
 char *model_vm_ready_spec(const vm_t *vm);
 
 /* Set an env's guest inputs (copies). 0, or -1 when out of memory. */
+/* Sets env's labels (n at most TT_MAX_LABELS, each checked already). */
+void model_env_set_labels(env_t *env, char *const *labels, size_t n);
+/* Sets env's labels from broker.db's text (one a line); bad lines dropped. */
+void model_env_set_labels_text(env_t *env, const char *text);
+/* env's labels one a line ("" for none) into buf. */
+void model_env_labels_text(const env_t *env, char *buf, size_t len);
+/* Whether env has every label of want ("KEY=VALUE"). */
+bool model_env_has_labels(const env_t *env, char *const *want, size_t n);
 int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
                         size_t ud_len, const char *ready, const char *group_ready);
 

@@ -54,6 +54,10 @@ void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *
     ev.vm_id = vm ? vm->vm_id : 0;
     ev.state = (char *)(state ? state : "");
     ev.message = (char *)(message ? message : "");
+    char *labels[TT_MAX_LABELS];
+    for (int i = 0; env && i < env->n_labels && i < TT_MAX_LABELS; i++)
+        labels[ev.n_labels++] = env->labels[i];
+    ev.labels = labels;
     zframe_t *body = ttframe_pack((const ProtobufCMessage *)&ev);
     if (!body)
         return;

@@ -177,6 +177,61 @@ class Gateway(unittest.TestCase):
         finally:
             self.call("DELETE", "/v1/envs/dialect", expect=200)
 
+    def test_labels(self):
+        """Labels given at create (REST, ttctl, Python) are in env show/list
+        and in the events; env list filters on them in all three."""
+        harness.ttfleet_package()
+        import ttfleet
+        sse = SseReader(self.gw, USER)
+        time.sleep(0.5)
+        made = []
+        try:
+            body = {"name": "lab1", "images": [{"image": "sleeper"}], "cpu": 1, "mem_mib": 128,
+                    "labels": ["team=ci", "run=42"]}
+            _, _, env = self.call("POST", "/v1/envs", body, expect=201)
+            made.append("lab1")
+            self.assertEqual(env["labels"], ["team=ci", "run=42"])
+            for bad in (["team"], ["team=c i"], ["a=1", "a=2"], ["k%d=v" % i for i in range(17)],
+                        ["x" * 64 + "=v"]):
+                self.err("POST", "/v1/envs", 422, "BAD_REQUEST",
+                         body=dict(body, name="labbad", labels=bad))
+            r = self.pool.ctl("env", "create", "lab2", "--image", "sleeper", "--cpu", 1, "--mem",
+                              128, "--label", "team=qa", tenant="alice")
+            self.assertEqual(r.rc, 0, r.err)
+            made.append("lab2")
+            r = self.pool.ctl("env", "create", "labx", "--image", "sleeper", "--label", "a=1",
+                              "--label", "a=2", tenant="alice")
+            self.assertNotEqual(r.rc, 0)
+            self.assertIn("given twice", r.err)
+            with ttfleet.Client(broker=self.pool.clients_ep, tenant="alice") as client:
+                client.env_create("lab3", ["sleeper"], cpu=1, mem_mib=128,
+                                  labels={"team": "ci", "run": "43"})
+                made.append("lab3")
+                py = [e.name for e in client.list_envs(labels={"team": "qa"})]
+                py2 = [e.name for e in client.list_envs(labels=["team=ci", "run=43"])]
+                self.assertEqual(client.get_env("lab3").label_dict, {"team": "ci", "run": "43"})
+            self.assertEqual(py, ["lab2"])
+            self.assertEqual(py2, ["lab3"])
+            _, _, ci = self.call("GET", "/v1/envs?labels=team%3Dci", expect=200)
+            self.assertEqual([e["name"] for e in ci["envs"]], ["lab1", "lab3"])
+            _, _, one = self.call("GET", "/v1/envs?labels=team=ci&labels=run=42", expect=200)
+            self.assertEqual([e["name"] for e in one["envs"]], ["lab1"])
+            self.err("GET", "/v1/envs?labels=bad", 422, "BAD_REQUEST")
+            r = self.pool.ctl("env", "list", "--label", "team=qa", tenant="alice")
+            self.assertEqual([e["name"] for e in r.data["envs"]], ["lab2"])
+            self.assertEqual(r.data["envs"][0]["labels"], ["team=qa"])
+            r = self.pool.ctl("env", "show", "lab1", tenant="alice", json_out=False)
+            self.assertIn("labels    team=ci,run=42", r.out)
+            r = self.pool.ctl("-o", "wide", "env", "list", tenant="alice", json_out=False)
+            self.assertIn("LABELS", r.out.splitlines()[0])
+            harness.wait_for("env.created of lab1 with its labels", lambda: any(
+                k == "env.created" and d.get("labels") == ["team=ci", "run=42"]
+                for k, d in sse.events if d.get("env") == "lab1"))
+        finally:
+            sse.close()
+            for name in made:
+                self.call("DELETE", "/v1/envs/" + name, expect=200)
+
     # ---- end to end ----
 
     def test_lifecycle(self):

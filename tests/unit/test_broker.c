@@ -873,6 +873,95 @@ static void s_guest_answer(const char *routing, uint64_t op_id, int status, bool
     broker_end_batch(g_b);
 }
 
+/* env create with labels, env list filtered by them, the labels after a
+ * restart (broker.db), and bad labels refused. */
+static Ttfleet__Reply *s_create_labeled(const char *name, char **labels, size_t n)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT;
+    Ttfleet__ImageCount *icp = &ic;
+    ic.image = "img";
+    cr.name = (char *)name;
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 1;
+    cr.mem_mib = 256;
+    cr.disk_mib = 1000;
+    cr.labels = labels;
+    cr.n_labels = n;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    return s_call("tl", &req, NULL);
+}
+
+static size_t s_list_labeled(char **want, size_t n, const char *first)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvList el = TTFLEET__ENV_LIST__INIT;
+    el.labels = want;
+    el.n_labels = n;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_LIST;
+    req.env_list = &el;
+    Ttfleet__Reply *r = s_call("tl", &req, NULL);
+    size_t found = r && r->status == 0 && r->envs ? r->envs->n_envs : (size_t)-1;
+    if (first && found != (size_t)-1)
+        CHECK(found >= 1 && strcmp(r->envs->envs[0]->name, first) == 0 &&
+              r->envs->envs[0]->n_labels >= 1);
+    s_status(r);
+    return found;
+}
+
+static void s_test_labels(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    char *ab[] = {"team=ci", "branch=main"}, *a[] = {"team=ci"}, *c[] = {"team=qa"};
+    Ttfleet__Reply *r = s_create_labeled("l1", ab, 2);
+    CHECK(r && r->status == 0 && r->env && r->env->n_labels == 2 &&
+          strcmp(r->env->labels[1], "branch=main") == 0);
+    s_status(r);
+    CHECK(s_status(s_create_labeled("l2", a, 1)) == 0);
+    CHECK(s_status(s_create_labeled("l3", NULL, 0)) == 0);
+    CHECK(s_list_labeled(NULL, 0, NULL) == 3);
+    CHECK(s_list_labeled(a, 1, "l1") == 2);
+    CHECK(s_list_labeled(ab, 2, "l1") == 1);
+    CHECK(s_list_labeled(c, 1, NULL) == 0);
+    /* refused: bad charset, no '=', too long, a key twice, too many */
+    char long_key[80];
+    memset(long_key, 'k', 64);
+    snprintf(long_key + 64, sizeof long_key - 64, "=v");
+    char *bad[][2] = {{"team=c i", NULL}, {"team", NULL}, {"-x=1", NULL},
+                      {long_key, NULL},   {"a=1", "a=2"}, {"k=v;rm", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(s_status(s_create_labeled("lbad", bad[i], bad[i][1] ? 2 : 1)) ==
+              TTFLEET__STATUS__BAD_REQUEST);
+    char *many[TT_MAX_LABELS + 1], buf[TT_MAX_LABELS + 1][16];
+    for (int i = 0; i <= TT_MAX_LABELS; i++) {
+        snprintf(buf[i], sizeof buf[i], "k%d=v", i);
+        many[i] = buf[i];
+    }
+    CHECK(s_status(s_create_labeled("lmany", many, TT_MAX_LABELS + 1)) ==
+          TTFLEET__STATUS__BAD_REQUEST);
+    CHECK(s_list_labeled(bad[0], 1, NULL) == (size_t)-1);
+    CHECK(s_status(s_create_labeled("lfull", many, TT_MAX_LABELS)) == 0);
+    /* a restart reads them back from broker.db */
+    broker_destroy(&g_b);
+    g_b = s_open(g_hdir, 0);
+    CHECK(g_b != NULL);
+    if (g_b) {
+        env_t *e = model_env_get(g_b, "tl", "l1");
+        CHECK(e && e->n_labels == 2 && strcmp(e->labels[0], "team=ci") == 0);
+        e = model_env_get(g_b, "tl", "lfull");
+        CHECK(e && e->n_labels == TT_MAX_LABELS);
+        CHECK(s_list_labeled(ab, 2, "l1") == 1);
+    }
+    s_hard_close(saved);
+}
+
 /* Audit rows carry the outcome the client got: a failed exec or copy is
  * not OK, an exec's exit code is recorded, and the reaper's deletions are
  * audited in the env's tenant with the role "system". */
@@ -2017,6 +2106,7 @@ int main(void)
     s_test_disk_total();
     s_test_queued_refused_requeued();
     s_test_audit_outcomes();
+    s_test_labels();
     s_test_copy_share();
     s_test_copy_rate();
     s_test_blob_proof_per_key();

@@ -7,7 +7,7 @@ A string enum compares equal to its text: ``vm.state == "running"``.
 
 import enum
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import ttfleet_pb2 as pb
 
@@ -59,6 +59,22 @@ def env_state(text: str) -> Union[EnvState, str]:
         return EnvState(text)
     except ValueError:
         return text
+
+
+Labels = Union[Dict[str, str], Sequence[str]]
+
+
+def label_list(labels: Optional[Labels]) -> List[str]:
+    """["KEY=VALUE", ...] of a dict {KEY: VALUE} or of such strings (the
+    broker checks them: KEY 1..63 of A-Z a-z 0-9 . _ - / starting with a
+    letter or digit, VALUE 0..63 of A-Z a-z 0-9 . _ -, at most 16)."""
+    if not labels:
+        return []
+    if isinstance(labels, dict):
+        return ["%s=%s" % (k, v) for k, v in labels.items()]
+    if isinstance(labels, str):
+        raise TypeError("labels: a dict or a list of KEY=VALUE strings, not one string")
+    return [str(x) for x in labels]
 
 
 def _plain(value: Any) -> Any:
@@ -149,6 +165,7 @@ class EnvInfo:
     queue_position: int = 0
     queue_deadline: int = 0
     priority: int = 0
+    labels: List[str] = field(default_factory=list)
 
     @classmethod
     def from_pb(cls, m: "pb.EnvInfo") -> "EnvInfo":
@@ -157,7 +174,12 @@ class EnvInfo:
                    deny_outgoing=m.deny_outgoing, vm_count=m.vm_count,
                    vms=[VmInfo.from_pb(v) for v in m.vms], ports=list(m.ports),
                    queue_position=m.queue_position, queue_deadline=m.queue_deadline,
-                   priority=m.priority)
+                   priority=m.priority, labels=list(m.labels))
+
+    @property
+    def label_dict(self) -> Dict[str, str]:
+        """The labels as {KEY: VALUE}."""
+        return dict(x.split("=", 1) for x in self.labels)
 
     def to_dict(self) -> Dict[str, Any]:
         """The env as ttctl --json and GET /v1/envs/NAME write it: the
@@ -203,8 +225,9 @@ class Event:
     vm_id: int
     state: str
     message: str
+    labels: List[str] = field(default_factory=list)
 
     @classmethod
     def from_pb(cls, m: "pb.Event") -> "Event":
         return cls(kind=m.kind, time=m.time, tenant=m.tenant, env=m.env, host=m.host,
-                   vm_id=m.vm_id, state=m.state, message=m.message)
+                   vm_id=m.vm_id, state=m.state, message=m.message, labels=list(m.labels))
