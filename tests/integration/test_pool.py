@@ -327,6 +327,38 @@ class Placement(PoolCase):
         self.assertEqual(r.returncode, EXIT_STATUS, r)
 
 
+    def test_watch_shows_the_callers_tenant(self):
+        """A plain watch shows only its tenant's events; --all-tenants every
+        tenant's (the plain PUB stream has no CURVE here)."""
+        base = [harness.binary("ttctl"), "--tenant", "default", "watch", "--json", "--events",
+                self.pool.events_ep, "--topic", "env.created", "--timeout", "15000"]
+        mine = subprocess.Popen(base + ["--count", "1"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        every = subprocess.Popen(base + ["--count", "2", "--all-tenants"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.7)  # let the SUBs connect and subscribe
+            r = self.pool.ctl("env", "create", "bobs", "--image", "sleeper", "--engine", "hollow",
+                              "--cpu", 1, "--mem", 64, "--disk", 64, tenant="bob")
+            self.assertEqual(r.rc, EXIT_OK, r)
+            self.create("mine")
+            out, err = mine.communicate(timeout=20)
+            out_all, err_all = every.communicate(timeout=20)
+        finally:
+            for p in (mine, every):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            self.pool.ctl("env", "delete", "bobs", tenant="bob")
+        self.assertEqual(mine.returncode, 0, err)
+        self.assertEqual([(e["tenant"], e["env"]) for e in map(json.loads, out.splitlines())],
+                         [("default", "mine")])
+        self.assertEqual(every.returncode, 0, err_all)
+        self.assertEqual([(e["tenant"], e["env"]) for e in map(json.loads, out_all.splitlines())],
+                         [("bob", "bobs"), ("default", "mine")])
+        r = self.pool.ctl("watch", "--all-tenants", "--env", "x", tenant="default")
+        self.assertEqual(r.rc, harness.EXIT_USAGE, r)
+
 class Failures(PoolCase):
     HOSTS = {h: host_spec(8, 8192, 80000) for h in ("h1", "h2", "h3", "h4", "h5")}
 

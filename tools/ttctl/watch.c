@@ -22,14 +22,15 @@ static void s_on_signal(int sig)
 
 /* Subscribes to the broker's events (PUB) and prints each one until
  * SIGINT/SIGTERM, --count events, or --timeout ms (after the verb: here it
- * bounds the whole watch). With --env only that env's events of the
- * caller's tenant are shown. Exit 0, or 1 when --count was not reached
+ * bounds the whole watch). Only the caller's tenant's events are shown
+ * (the key's tenant under CURVE, else --tenant) unless --all-tenants; with
+ * --env only that env's. Exit 0, or 1 when --count was not reached
  * before --timeout. With --key/--broker-key the SUB socket talks CURVE
  * like the request socket (the broker's events endpoint takes client keys). */
 /* watch --private: the tenant-private ROUTER stream (TTE01) through
  * libttclient's ttevents; the broker filters by the key's tenant. */
 static int s_watch_private(ctl_t *ctl, const char *events, const char *env, const char *topic,
-                           long long count, long long timeout)
+                           long long count, long long timeout, bool all_tenants)
 {
     ttclient_t *keys = ctl_client(ctl);
     ttevents_t *ev_sock = ttevents_new(keys, events, ctl->tenant);
@@ -41,6 +42,20 @@ static int s_watch_private(ctl_t *ctl, const char *events, const char *env, cons
         ttevents_destroy(&ev_sock);
         ttclient_destroy(&keys);
         return EXIT_TRANSPORT;
+    }
+    /* the broker sends an admin every tenant's events: only --all-tenants
+     * shows them all, and only an admin may ask for that */
+    bool admin = false;
+    char own[TT_MAX_NAME + 1];
+    snprintf(own, sizeof own, "%s", ttevents_tenant(ev_sock, &admin));
+    if (all_tenants && !admin) {
+        fprintf(stderr,
+                "ttctl: --all-tenants needs the admin role (the broker knows you as "
+                "tenant %s)\n",
+                own);
+        ttevents_destroy(&ev_sock);
+        ttclient_destroy(&keys);
+        return EXIT_STATUS;
     }
     int64_t deadline = timeout ? zclock_mono() + timeout : 0;
     long long seen = 0;
@@ -54,6 +69,10 @@ static int s_watch_private(ctl_t *ctl, const char *events, const char *env, cons
                 wait = (int)left;
         }
         Ttfleet__Event *ev = ttevents_recv(ev_sock, wait);
+        if (ev && !all_tenants && strcmp(ev->tenant, own) != 0) {
+            ttfleet__event__free_unpacked(ev, NULL);
+            continue;
+        }
         if (!ev) {
             if (*ttevents_error(ev_sock)) {
                 fprintf(stderr, "ttctl: %s\n", ttevents_error(ev_sock));
@@ -79,7 +98,7 @@ static int s_watch_private(ctl_t *ctl, const char *events, const char *env, cons
 typedef struct {
     const char *events, *env, *topic;
     uint64_t count, timeout;
-    bool private_stream;
+    bool private_stream, all_tenants;
 } watch_args_t;
 
 static const ctl_opt_t s_watch_opts[] = {
@@ -96,6 +115,9 @@ static const ctl_opt_t s_watch_opts[] = {
     S_OPT("--private", CTL_FLAG, watch_args_t, private_stream, 0, 0, NULL,
           "use the tenant-private stream (TTE01): the broker sends only your\n"
           "tenant's events (an admin all), filtered on the broker side"),
+    S_OPT("--all-tenants", CTL_FLAG, watch_args_t, all_tenants, 0, 0, NULL,
+          "every tenant's events and the hosts' (admin; without it only your\n"
+          "tenant's are shown)"),
     CTL_OPT_END,
 };
 
@@ -118,8 +140,10 @@ static int s_watch(ctl_t *ctl, void *args)
     sa.sa_handler = s_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (a->all_tenants && env)
+        ctl_usage_error(ctl, "--env shows one env of your tenant: not with --all-tenants");
     if (private_stream)
-        return s_watch_private(ctl, events, env, topic, count, timeout);
+        return s_watch_private(ctl, events, env, topic, count, timeout, a->all_tenants);
     zsock_t *sub = zsock_new(ZMQ_SUB);
     const char *tenant = ctl->tenant;
     char key_tenant[TT_MAX_NAME + 1] = "";
@@ -170,7 +194,8 @@ static int s_watch(ctl_t *ctl, void *args)
         zframe_t *body = zmsg_size(msg) == 2 ? zmsg_last(msg) : NULL;
         Ttfleet__Event *ev =
             body ? ttfleet__event__unpack(NULL, zframe_size(body), zframe_data(body)) : NULL;
-        if (ev && (!env || (strcmp(ev->env, env) == 0 && strcmp(ev->tenant, tenant) == 0))) {
+        if (ev && (a->all_tenants || strcmp(ev->tenant, tenant) == 0) &&
+            (!env || strcmp(ev->env, env) == 0)) {
             print_event(stdout, ev, ctl->json);
             fflush(stdout);
             seen++;
@@ -189,8 +214,9 @@ static int s_watch(ctl_t *ctl, void *args)
 
 const ctl_cmd_t ctl_watch_cmds[] = {
     {NULL, "watch", NULL, NULL,
-     "Prints the broker's events as they happen, one per line (-o json: one JSON object\n"
-     "per line), until Ctrl-C, N events, or MS milliseconds.\n",
+     "Prints your tenant's events as they happen (an admin with --all-tenants: every\n"
+     "tenant's and the hosts'), one per line (-o json: one JSON object per line), until\n"
+     "Ctrl-C, N events, or MS milliseconds.\n",
      s_watch_opts, sizeof(watch_args_t), 0, 0, NULL, s_watch, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
