@@ -455,6 +455,16 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     case TTFLEET__REQUEST__OP_QUEUE_LIST:
     case TTFLEET__REQUEST__OP_BROKER_STATS:
         return 0;
+    case TTFLEET__REQUEST__OP_EVENT_HISTORY: {
+        const Ttfleet__EventQuery *q = req->event_history;
+        if (q->env && *q->env && !tt_name_valid(q->env))
+            FAIL("invalid env name '%.80s'", q->env);
+        if (q->topic && strlen(q->topic) > TT_MAX_NAME)
+            FAIL("topic: at most %d characters", TT_MAX_NAME);
+        if (q->since < 0)
+            FAIL("since %lld is negative", (long long)q->since);
+        return 0;
+    }
     case TTFLEET__REQUEST__OP_AUDIT_QUERY: {
         const Ttfleet__AuditQuery *a = req->audit_query;
         if (a->tenant && *a->tenant && !tt_name_valid(a->tenant))

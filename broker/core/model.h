@@ -35,6 +35,8 @@
 #include "store.h"
 #include "ttproto.h"
 
+#define BROKER_EVLOG 4096 /* events kept for event_history */
+
 #define BROKER_MAX_ENGINES 8
 #define BROKER_MAX_IMAGES 256
 #define BROKER_NPORTS (TT_PORT_MAX - TT_PORT_MIN + 1)
@@ -307,6 +309,11 @@ struct broker_t {
     quotas_t *quotas;
     evstream_t *evs;
     zsock_t *events_private; /* the evstream ROUTER, NULL when off */
+    /* outq.c: the last BROKER_EVLOG published events (packed Event),
+     * oldest at evlog_head, for event_history */
+    zframe_t *evlog[BROKER_EVLOG];
+    int64_t evlog_time[BROKER_EVLOG];
+    size_t evlog_head, evlog_count;
     bool admit_wanted;       /* capacity was freed: run admission after this request */
     const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
     const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */

@@ -359,6 +359,44 @@ class Placement(PoolCase):
         r = self.pool.ctl("watch", "--all-tenants", "--env", "x", tenant="default")
         self.assertEqual(r.rc, harness.EXIT_USAGE, r)
 
+    def test_watch_since_replays_the_log(self):
+        """watch --since prints the broker's recent events first: the
+        caller's tenant's, every tenant's for an admin with --all-tenants."""
+        r = self.pool.ctl("env", "create", "bobs2", "--image", "sleeper", "--engine", "hollow",
+                          "--cpu", 1, "--mem", 64, "--disk", 64, tenant="bob")
+        self.assertEqual(r.rc, EXIT_OK, r)
+        try:
+            self.create("past")
+            base = [harness.binary("ttctl"), "--broker", self.pool.clients_ep, "watch", "--json",
+                    "--events", self.pool.events_ep, "--topic", "env.created", "--since", "5m",
+                    "--timeout", "3000"]
+            env = dict(os.environ, TTFLEET_CONFIG=os.devnull)
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            got = [(e["tenant"], e["env"]) for e in map(json.loads, p.stdout.splitlines())]
+            self.assertIn(("default", "past"), got)
+            self.assertEqual({t for t, _ in got}, {"default"}, got)
+            # one env.created of "past" in the log, and no second one comes
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:] +
+                               ["--env", "past", "--count", "2"],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, EXIT_STATUS, p.stderr)
+            self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:] + ["--all-tenants"],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, EXIT_STATUS, p)
+            self.assertIn("admin role", p.stderr)
+            p = subprocess.run(base[:1] + ["--tenant", ADMIN] + base[1:] +
+                               ["--all-tenants"],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            got = [(e["tenant"], e["env"]) for e in map(json.loads, p.stdout.splitlines())]
+            self.assertIn(("bob", "bobs2"), got)
+            self.assertIn(("default", "past"), got)
+        finally:
+            self.pool.ctl("env", "delete", "bobs2", tenant="bob")
+
 class Failures(PoolCase):
     HOSTS = {h: host_spec(8, 8192, 80000) for h in ("h1", "h2", "h3", "h4", "h5")}
 
