@@ -217,6 +217,8 @@ function renderCharts(h) {
   for (const [k, v] of Object.entries(h.vms)) if (v.some(x => x > 0)) sets.push({ label: "VMs " + k, data: v, borderDash: [4, 3], borderColor: colors[k] || "#444" });
   chart("chart-states", sets, labels);
   chart("chart-queue", [{ label: "waiting creates", data: h.queue, borderColor: "#777" }], labels);
+  chart("chart-latency", [{ label: "create → ready, s (mean of the envs ready since the sample before)",
+    data: h.ready_latency_s, borderColor: "#2c8a4b", spanGaps: true, pointRadius: 3 }], labels);
 }
 
 async function refresh() {

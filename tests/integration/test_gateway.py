@@ -783,6 +783,12 @@ class Gateway(unittest.TestCase):
             self.assertEqual(h["cpu_allocatable"][-1], 32)
             self.assertGreaterEqual(h["vms"]["running"][-1], 3)
             self.assertGreaterEqual(h["envs"]["running"][-1], 2)
+            # the envs became ready while ttgw sampled: latency points (null
+            # in the samples where no env became ready)
+            lat = [x for x in h["ready_latency_s"] if x is not None]
+            self.assertTrue(lat and all(0 <= x < 30 for x in lat), h)
+            self.assertIn(None, h["ready_latency_s"])
+            self.assertEqual(len(h["ready_latency_s"]), len(h["t"]))
         finally:
             self.call("DELETE", "/v1/envs/dash", expect=200)
             self.call("DELETE", "/v1/envs/dash", token=OTHER, expect=200)
