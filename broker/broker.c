@@ -376,6 +376,8 @@ static void s_model_clear(broker_t *self)
     zhashx_purge(self->ops);
     zhashx_purge(self->requests);
     zhashx_purge(self->vm_index);
+    if (self->freeing)
+        zhashx_purge(self->freeing);
     stats_forget_pending(self);
     memset(self->mac_used, 0, (1u << 24) / 8);
 }
@@ -726,6 +728,7 @@ void broker_destroy(broker_t **self_p)
     zhashx_destroy(&self->ops);
     zhashx_destroy(&self->requests);
     zhashx_destroy(&self->guest_xfers);
+    zhashx_destroy(&self->freeing);
     zhashx_destroy(&self->vm_index);
     rate_destroy(self);
     zlistx_destroy(&self->outq);
@@ -767,6 +770,9 @@ void broker_handle_worker(broker_t *self, zmsg_t **msg_p)
 {
     workers_handle(self, *msg_p);
     zmsg_destroy(msg_p);
+    /* capacity a worker confirmed free goes to the queue at once */
+    if (self->admit_wanted)
+        admission_run(self, tt_now());
 }
 
 bool broker_end_batch(broker_t *self)

@@ -13,6 +13,7 @@
  */
 #include "broker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -369,6 +370,23 @@ static int s_config_file(broker_config_t *cfg, const char *path)
     return rc;
 }
 
+/* Whether a Raft HOST:PORT names loopback: "localhost" or a dotted IPv4
+ * address in 127.0.0.0/8. A name is resolved by the Raft transport, so a
+ * name that merely starts with "127." (127.example.com) may be anywhere. */
+static bool s_raft_loopback(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    char host[64];
+    if (!colon || (size_t)(colon - addr) >= sizeof host)
+        return false;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    struct in_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
 /* The --raft-* options go together, and the Raft transport has neither
  * encryption nor authentication: loopback only unless --insecure, and not
  * with CURVE, whose promise it would break. 0 / -1 (said why). */
@@ -388,8 +406,7 @@ static int s_raft_check(broker_config_t *cfg)
         return -1;
     }
     for (int i = 0; i < ha->n_members; i++)
-        if (strncmp(ha->members[i].raft, "127.", 4) != 0 &&
-            strncmp(ha->members[i].raft, "localhost:", 10) != 0 && !cfg->insecure) {
+        if (!s_raft_loopback(ha->members[i].raft) && !cfg->insecure) {
             fprintf(stderr, "ttbroker: Raft address %s of member %u is not loopback and the "
                             "Raft transport has no encryption or authentication: give "
                             "--insecure to accept that\n",

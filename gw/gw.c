@@ -182,6 +182,47 @@ static int s_unmatched_metric = -1;
 static atomic_uint s_streams;
 static atomic_bool s_stopping;
 
+/* Whether the broker's admin tenant is ours (--admin-tenant): checked on
+ * every pool_status ttgw asks as admin (the history sampler, /metrics).
+ * While they differ every token request is refused: a user token in the
+ * broker's real admin tenant would act in it, and admin ops would go out
+ * in a tenant the broker does not treat as admin. */
+static atomic_bool s_admin_bad;
+static pthread_mutex_t s_admin_lock = PTHREAD_MUTEX_INITIALIZER;
+static char s_admin_why[300];
+
+static void s_admin_note(gw_t *gw, const Ttfleet__Reply *pool)
+{
+    if (!pool)
+        return;
+    char why[300] = "";
+    if (pool->status == TTFLEET__STATUS__OK && pool->pool) {
+        const char *theirs = pool->pool->admin_tenant ? pool->pool->admin_tenant : "";
+        if (!*theirs)
+            snprintf(why, sizeof why, "the broker does not treat tenant '%s' as admin",
+                     gw->cfg.admin_tenant);
+        else if (strcmp(theirs, gw->cfg.admin_tenant) != 0)
+            snprintf(why, sizeof why, "the broker's admin tenant is '%s', not '%s'", theirs,
+                     gw->cfg.admin_tenant);
+    } else if (pool->status == TTFLEET__STATUS__FORBIDDEN) {
+        snprintf(why, sizeof why, "the broker refused tenant '%s' the admin role",
+                 gw->cfg.admin_tenant);
+    } else {
+        return; /* no verdict */
+    }
+    pthread_mutex_lock(&s_admin_lock);
+    bool was = atomic_load(&s_admin_bad);
+    if (why[0] && (!was || strcmp(why, s_admin_why) != 0))
+        fprintf(stderr, "ttgw: %s: refusing every token request until --admin-tenant matches\n",
+                why);
+    else if (!why[0] && was)
+        fprintf(stderr, "ttgw: the broker's admin tenant is '%s' again: serving\n",
+                gw->cfg.admin_tenant);
+    snprintf(s_admin_why, sizeof s_admin_why, "%s", why);
+    atomic_store(&s_admin_bad, why[0] != 0);
+    pthread_mutex_unlock(&s_admin_lock);
+}
+
 /* ---- responses ---- */
 
 static enum MHD_Result s_send(s_request_t *r, int status, const char *type, char *text, size_t len,
@@ -981,6 +1022,8 @@ static void s_write_pool(gw_t *gw, FILE *f)
     bool up = s_call(gw, admin, true, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
                      sizeof err) == 0;
     if (up)
+        s_admin_note(gw, pool);
+    if (up)
         s_call(gw, admin, true, "tt.admin", "host_list", &empty.base, NULL, &hosts, err,
                sizeof err);
     if (up)
@@ -1224,6 +1267,7 @@ static bool s_sample(gw_t *gw, s_sample_t *out)
     if (s_call(gw, admin, true, "tt.admin", "pool_status", &empty.base, NULL, &pool, err,
                sizeof err) != 0)
         return false;
+    s_admin_note(gw, pool);
     double ratio[2] = {1, 1};
     if (pool->status == TTFLEET__STATUS__OK && pool->pool) {
         if (pool->pool->cpu_overcommit > 0)
@@ -1557,6 +1601,16 @@ static enum MHD_Result s_dispatch(gw_t *gw, s_request_t *r, const char *url, con
                 token++;
             if (tokens_lookup(gw->cfg.tokens, token, r->tenant, r->role) != 0)
                 return s_error(r, 401, "UNAUTHENTICATED", NULL, "unknown or revoked token");
+            if (atomic_load(&s_admin_bad)) {
+                char why[300];
+                pthread_mutex_lock(&s_admin_lock);
+                snprintf(why, sizeof why, "%s", s_admin_why);
+                pthread_mutex_unlock(&s_admin_lock);
+                return s_error(r, 503, "UNAVAILABLE", NULL,
+                               "ttgw is misconfigured: %s (ttgw --admin-tenant must be the "
+                               "broker's)",
+                               why);
+            }
             if ((rt->flags & S_ADMIN) && strcmp(r->role, "admin") != 0)
                 return s_error(r, 403, "FORBIDDEN", NULL, "%s needs the admin role", rt->name);
         }

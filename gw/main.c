@@ -50,7 +50,9 @@ static void s_usage(FILE *out)
             "                     `ttctl keygen`)\n"
             "  --broker-key CERT  CURVE: the broker's public certificate\n"
             "  --admin-tenant T   tenant the broker treats as admin without CURVE, used for\n"
-            "                     admin-role requests and /metrics (default admin)\n"
+            "                     admin-role requests and /metrics (default admin); must be\n"
+            "                     the broker's --admin-tenant: ttgw exits, or refuses token\n"
+            "                     requests, while the broker says otherwise\n"
             "  --timeout MS       broker reply timeout per attempt (default 10000)\n"
             "  --retries N        attempts per request, same request id (default 3)\n"
             "  --max-body BYTES   largest request body (default 1048576)\n"
@@ -118,6 +120,69 @@ static long s_number(const char *opt, const char *v, long min, long max)
         exit(2);
     }
     return n;
+}
+
+#define S_ADMIN_CHECK_MS 2000
+
+/* The broker's admin tenant must be ttgw's --admin-tenant: ttgw sends
+ * admin-only ops as that tenant and refuses user tokens in it. On a
+ * mismatch a user token in the broker's real admin tenant would act in it,
+ * or the real admin would be refused. Asks pool_status as that tenant with
+ * the admin role (the broker names its admin tenant only to an admin), one
+ * bounded attempt: 1 when the broker answers that they differ (the reason
+ * printed), 0 otherwise. A broker that does not answer yet is checked again
+ * at every history sample (gw.c), and token requests are refused while
+ * they differ. */
+static int s_admin_disagrees(const gw_config_t *cfg)
+{
+    ttclient_t *c = ttclient_new(cfg->broker, cfg->admin_tenant);
+    if (!c)
+        return 0;
+    ttclient_set_timeout(c,
+                         cfg->timeout_ms < S_ADMIN_CHECK_MS ? cfg->timeout_ms : S_ADMIN_CHECK_MS);
+    ttclient_set_retries(c, 1);
+    if (cfg->key && ttclient_set_curve(c, cfg->key, cfg->broker_key) != 0) {
+        ttclient_destroy(&c);
+        return 0; /* said when the first request makes its client */
+    }
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_POOL_STATUS;
+    req.pool_status = &empty;
+    req.on_behalf_admin = true;
+    Ttfleet__Reply *rep = NULL;
+    if (ttclient_call(c, TT_SERVICE_ADMIN, &req, &rep) != 0) {
+        fprintf(stderr,
+                "ttgw: the broker at %s did not answer (%s); its admin tenant is checked at "
+                "every history sample\n",
+                cfg->broker, ttclient_error(c));
+        ttclient_destroy(&c);
+        return 0;
+    }
+    ttclient_destroy(&c);
+    int bad = 0;
+    if (rep->status == TTFLEET__STATUS__OK && rep->pool) {
+        const char *theirs = rep->pool->admin_tenant ? rep->pool->admin_tenant : "";
+        if (*theirs && strcmp(theirs, cfg->admin_tenant) != 0)
+            fprintf(stderr,
+                    "ttgw: --admin-tenant is '%s' but the broker's admin tenant is '%s': start "
+                    "ttgw with --admin-tenant %s\n",
+                    cfg->admin_tenant, theirs, theirs);
+        else if (!*theirs)
+            fprintf(stderr,
+                    "ttgw: the broker does not treat tenant '%s' as admin: give ttgw the "
+                    "broker's --admin-tenant\n",
+                    cfg->admin_tenant);
+        bad = strcmp(theirs, cfg->admin_tenant) != 0;
+    } else if (rep->status == TTFLEET__STATUS__FORBIDDEN) {
+        fprintf(stderr,
+                "ttgw: the broker refused tenant '%s' the admin role (%s): --admin-tenant must "
+                "be the broker's, and under CURVE ttgw's key needs the gateway role\n",
+                cfg->admin_tenant, rep->message ? rep->message : "");
+        bad = 1;
+    }
+    ttclient_reply_destroy(&rep);
+    return bad;
 }
 
 int main(int argc, char **argv)
@@ -260,6 +325,13 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = s_on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (s_admin_disagrees(&cfg)) {
+        tokens_destroy(&cfg.tokens);
+        free(cert_pem);
+        free(key_pem);
+        zsys_shutdown();
+        return 1;
+    }
 
     gw_t *gw = gw_start(&cfg, host, port, cert_pem, key_pem, err, sizeof err);
     if (!gw) {

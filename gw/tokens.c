@@ -25,7 +25,8 @@ struct _tokens_t {
     pthread_mutex_t lock;
     s_entry_t *entries;
     size_t count;
-    struct stat st; /* of the file as last read */
+    struct stat st;  /* of the file as last read (zeroed while it cannot be read) */
+    bool unreadable; /* the last look failed: no token is in force */
 };
 
 /* Reads the file into a new table. Returns 0, or -1 (errno-style reason in
@@ -40,6 +41,11 @@ static int s_load(tokens_t *self, char *err, size_t errlen)
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         snprintf(err, errlen, "cannot stat %s: %s", self->path, strerror(errno));
+        fclose(f);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "token file %s is not a regular file", self->path);
         fclose(f);
         return -1;
     }
@@ -103,6 +109,12 @@ static int s_load(tokens_t *self, char *err, size_t errlen)
         snprintf(e->tenant, sizeof e->tenant, "%s", tenant);
         snprintf(e->role, sizeof e->role, "%s", role);
     }
+    if (ferror(f)) {
+        snprintf(err, errlen, "cannot read token file %s: %s", self->path, strerror(errno));
+        free(entries);
+        fclose(f);
+        return -1;
+    }
     fclose(f);
     if (count == 0)
         fprintf(stderr, "ttgw: warning: token file %s has no valid token\n", self->path);
@@ -146,14 +158,29 @@ void tokens_destroy(tokens_t **self_p)
     *self_p = NULL;
 }
 
+/* The file is gone or cannot be read: fail closed. Every token is revoked
+ * (said once per outage, not per request) until it can be read again. */
+static void s_revoke_all(tokens_t *self, const char *why)
+{
+    if (!self->unreadable)
+        fprintf(stderr, "ttgw: %s; all %zu tokens revoked until it can be read\n", why,
+                self->count);
+    free(self->entries);
+    self->entries = NULL;
+    self->count = 0;
+    memset(&self->st, 0, sizeof self->st); /* whatever comes back is read */
+    self->unreadable = true;
+}
+
 /* Re-reads the file if its size, inode, device, mtime or ctime changed
  * since the last read (lock held). */
 static void s_refresh(tokens_t *self)
 {
     struct stat st;
     if (stat(self->path, &st) != 0) {
-        fprintf(stderr, "ttgw: warning: token file %s: %s; keeping the tokens read before\n",
-                self->path, strerror(errno));
+        char why[300];
+        snprintf(why, sizeof why, "token file %s: %s", self->path, strerror(errno));
+        s_revoke_all(self, why);
         return;
     }
     /* ctime too: an in-place rewrite that keeps size and mtime (cp -p,
@@ -165,10 +192,12 @@ static void s_refresh(tokens_t *self)
         st.st_ctim.tv_nsec == self->st.st_ctim.tv_nsec)
         return;
     char err[256];
-    if (s_load(self, err, sizeof err) != 0)
-        fprintf(stderr, "ttgw: warning: %s; keeping the tokens read before\n", err);
-    else
-        fprintf(stderr, "ttgw: token file %s re-read: %zu tokens\n", self->path, self->count);
+    if (s_load(self, err, sizeof err) != 0) {
+        s_revoke_all(self, err);
+        return;
+    }
+    self->unreadable = false;
+    fprintf(stderr, "ttgw: token file %s re-read: %zu tokens\n", self->path, self->count);
 }
 
 /* 1 if a (len alen) equals b (len blen), in time that depends only on blen. */

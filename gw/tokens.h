@@ -7,8 +7,11 @@
  * warning naming its line, so one typo does not lock everyone out. The file
  * is checked on every lookup (one stat) and read again when its size,
  * inode, mtime or ctime changed (ctime catches an in-place rewrite that
- * keeps size and mtime, as `cp -p` or `rsync -t` do); if it cannot be read the previous table stays
- * in force, with a warning. A token removed from the file stops working at the next request.
+ * keeps size and mtime, as `cp -p` or `rsync -t` do). A token removed from
+ * the file stops working at the next request. A file that is deleted or
+ * cannot be read (permissions, I/O error, out of memory) fails closed: every
+ * token is revoked, with one log line, until it can be read again; a token
+ * file is the only grant, so a missing one grants nothing.
  *
  * Lookups compare the presented token against every entry in constant time
  * per entry and never stop early, so timing says nothing about how much of

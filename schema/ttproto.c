@@ -69,6 +69,34 @@ const char *tt_vm_state_name(int state)
     return s_state_names[state];
 }
 
+static const char *const s_cap_names[] = {"catalog", "bootstrap", "guest",  "snapshots",
+                                          "nic-tap", "nic-veth",  "hostfwd"};
+
+const char *tt_cap_name(uint32_t cap)
+{
+    for (size_t i = 0; i < sizeof s_cap_names / sizeof *s_cap_names; i++)
+        if (cap == 1u << i)
+            return s_cap_names[i];
+    return NULL;
+}
+
+uint32_t tt_cap_parse(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof s_cap_names / sizeof *s_cap_names; i++)
+        if (strcmp(name, s_cap_names[i]) == 0)
+            return 1u << i;
+    return 0;
+}
+
+size_t tt_cap_names(uint32_t caps, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof s_cap_names / sizeof *s_cap_names && n < max; i++)
+        if (caps & (1u << i))
+            names[n++] = s_cap_names[i];
+    return n;
+}
+
 bool tt_name_valid(const char *s)
 {
     if (!s || !*s || *s == '.')

@@ -120,6 +120,30 @@ static inline bool tt_vm_state_uses_cpu(int state)
     return state == TTFLEET__VM_STATE__VM_RUNNING || state == TTFLEET__VM_STATE__VM_PAUSED;
 }
 
+/* Engine capabilities: what an engine can do, declared by the engine
+ * (worker/engines/engine_*.c, engine_t.caps), sent by the worker in
+ * READY (WorkerHello.engine_caps, by name) and decided on by the broker
+ * (placement, create checks) and the worker alike. Nothing decides from an
+ * engine's name. */
+#define TT_CAP_CATALOG (1u << 0)   /* "catalog": runs catalog images (pulled into the image cache) \
+                                    */
+#define TT_CAP_BOOTSTRAP (1u << 1) /* "bootstrap": hands a guest SSH keys and user-data (seed) */
+#define TT_CAP_GUEST (1u << 2)     /* "guest": exec and copy inside the guest */
+#define TT_CAP_SNAPSHOTS (1u << 3) /* "snapshots": memory snapshots, templates, clones */
+#define TT_CAP_NIC_TAP (1u << 4)   /* "nic-tap": its NIC is a tap device made before start (nft) */
+#define TT_CAP_NIC_VETH (1u << 5)  /* "nic-veth": a veth moved into its netns after start (nft) */
+#define TT_CAP_HOSTFWD                                                                             \
+    (1u << 6) /* "hostfwd": under --net user it forwards its public ports itself */
+#define TT_CAP_ALL ((1u << 7) - 1)
+/* The name of one capability bit ("catalog"), NULL for a bit that has none. */
+const char *tt_cap_name(uint32_t cap);
+/* The bit a name stands for, 0 for an unknown name (a newer worker's:
+ * ignored, so a capability never appears by accident). */
+uint32_t tt_cap_parse(const char *name);
+/* The names of the bits in caps into names (at most max), in bit order;
+ * returns how many. The strings are static. */
+size_t tt_cap_names(uint32_t caps, const char **names, size_t max);
+
 /* True if s is a valid env / tenant / image / host name:
  * [A-Za-z0-9._-], 1..64 chars, no leading dot. */
 bool tt_name_valid(const char *s);

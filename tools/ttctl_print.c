@@ -8,7 +8,6 @@
 #include "ttctl_print.h"
 
 #include <jansson.h>
-#include <yaml.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -16,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <yaml.h>
 
 #include "pbjson.h"
 #include "ttproto.h"
@@ -104,12 +104,14 @@ void print_set_format(bool yaml, bool wide)
 }
 
 /* Whether a YAML reader could take text, written plain, as something other
- * than a string (a number, a time, a boolean, null): such text is quoted.
- * Anything that starts like a number or a date is. */
+ * than a string (a number, a time, a boolean, null, YAML 1.1's value "="
+ * and merge "<<", which PyYAML's safe_load refuses whole): such text is
+ * quoted. Anything that starts like a number or a date is. */
 static bool s_yaml_needs_quotes(const char *text)
 {
-    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "null",
-                                        "y", "n", "~", ".inf", "-.inf", ".nan"};
+    static const char *const words[] = {"true", "false", "yes",  "no", "on",
+                                        "off",  "null",  "y",    "n",  "~",
+                                        ".inf", "-.inf", ".nan", "=",  "<<"};
     if (!*text || strchr("0123456789+-.~", text[0]))
         return true;
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
@@ -381,6 +383,11 @@ int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
     fprintf(out, "host      %s\n", h->id);
     fprintf(out, "state     %s%s\n", h->state, h->draining ? " (draining)" : "");
     fprintf(out, "engines   %s\n", engines);
+    for (size_t i = 0; i < h->n_engine_caps; i++) {
+        char caps[256];
+        s_join(h->engine_caps[i]->n_caps, h->engine_caps[i]->caps, caps, sizeof caps);
+        fprintf(out, "%-9s %s: %s\n", i ? "" : "can", h->engine_caps[i]->engine, caps);
+    }
     fprintf(out, "accel     %s\n", h->accel && *h->accel ? h->accel : "-");
     fprintf(out, "public    %s\n", h->public_address && *h->public_address ? h->public_address : "-");
     fprintf(out, "images    %s\n", images);

@@ -601,8 +601,8 @@ static int s_pull_gate(fleet_t *self, const Ttfleet__VmSpec *spec, char *msg)
                  "catalog image '%s'", self->cfg.host_id, spec->image);
         return TTFLEET__STATUS__BAD_REQUEST;
     }
-    if (strcmp(spec->engine, "qemu") != 0 && strcmp(spec->engine, "hollow") != 0) {
-        snprintf(msg, S_MSG_LEN, "catalog images run on the qemu engine, not '%s'", spec->engine);
+    if (!(engine_caps_of(spec->engine) & TT_CAP_CATALOG)) {
+        snprintf(msg, S_MSG_LEN, "engine '%s' does not run catalog images", spec->engine);
         return TTFLEET__STATUS__BAD_REQUEST;
     }
     s_vmop_t *v = self->cur_op ? &self->cur_op->vs[self->cur_i] : NULL;
@@ -1310,6 +1310,8 @@ static void s_guest_submit(fleet_t *self, Ttfleet__WorkerCommand *cmd)
     memset(&snap, 0, sizeof snap);
     if (vm) {
         snprintf(snap.engine, sizeof snap.engine, "%s", vm->engine);
+        const engine_t *e = engine_find(vm->engine);
+        snap.guest = e ? e->guest : NULL;
         snap.state = vm->state;
         snap.pid = vm->pid;
         snap.start_time = vm->start_time;
@@ -1561,6 +1563,18 @@ zframe_t *fleet_hello(fleet_t *self)
     hello.disk_total = self->cfg.cap.total.disk_mib;
     hello.n_engines = (size_t)self->cfg.n_engines;
     hello.engines = (char **)self->cfg.engines;
+    /* what each engine can do: the broker places by it */
+    Ttfleet__EngineCaps ec[FLEET_MAX_ENGINES], *ecp[FLEET_MAX_ENGINES];
+    const char *capn[FLEET_MAX_ENGINES][32];
+    for (int i = 0; i < self->cfg.n_engines && i < FLEET_MAX_ENGINES; i++) {
+        ttfleet__engine_caps__init(&ec[i]);
+        ec[i].engine = (char *)self->cfg.engines[i];
+        ec[i].n_caps = tt_cap_names(engine_caps_of(self->cfg.engines[i]), capn[i], 32);
+        ec[i].caps = (char **)capn[i];
+        ecp[i] = &ec[i];
+        hello.n_engine_caps = (size_t)i + 1;
+    }
+    hello.engine_caps = ecp;
     hello.n_images = images_count(self->images);
     hello.images = images_names(self->images);
     hello.n_inventory = acts.n;
@@ -1647,7 +1661,10 @@ static int s_ready_step(fleet_t *self, const vm_t *vm)
     bool nft = self->ctx.net == NET_NFT;
     snprintf(t.host, sizeof t.host, "%s", nft ? vm->ip : "127.0.0.1");
     t.mapped_only = !nft;
-    t.unreachable = !nft && !(self->ctx.net == NET_USER && strcmp(vm->engine, "qemu") == 0);
+    t.unreachable =
+        !nft && !(self->ctx.net == NET_USER && (engine_caps_of(vm->engine) & TT_CAP_HOSTFWD));
+    if (!nft && !t.unreachable)
+        t.owner_pid = vm->pid; /* only QEMU's own forwards are dialled */
     for (uint32_t i = 0; !nft && i < vm->n_ports && t.n_ports < PROBE_MAP_MAX; i++) {
         t.ports[t.n_ports].guest = (uint16_t)vm->ports[i].guest;
         t.ports[t.n_ports].dial = (uint16_t)vm->ports[i].public_port;
@@ -1912,7 +1929,9 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
     }
     if (self->pull) /* the VMs hold their images now: a lowered limit evicts the rest */
         pull_trim(self->pull);
-    self->net = net_new(&cfg->net, err, errlen);
+    net_config_t ncfg = cfg->net;
+    ncfg.engine_caps = engine_caps_of; /* a VM's NIC is what its engine declares */
+    self->net = net_new(&ncfg, err, errlen);
     if (!self->net) {
         fleet_destroy(&self);
         return NULL;

@@ -564,7 +564,7 @@ static int s_qemu_setup(s_opts_t *o, char *accel, size_t len)
 {
     bool want = false;
     for (int i = 0; i < o->n_engines; i++)
-        want |= strcmp(o->engines[i], "qemu") == 0;
+        want |= engine_find(o->engines[i]) && engine_find(o->engines[i])->needs_qemu;
     if (!want)
         return 0;
     char path[PATH_MAX];

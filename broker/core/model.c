@@ -642,7 +642,22 @@ char *model_vm_ready_spec(const vm_t *vm)
     return strdup(vm->env->ready ? vm->env->ready : "");
 }
 
-bool model_engine_bootstraps(const char *engine)
+uint32_t model_host_engine_caps(const host_t *host, const char *engine)
 {
-    return engine && strcmp(engine, "qemu") == 0;
+    for (int i = 0; engine && i < host->n_engines; i++)
+        if (strcmp(host->engines[i], engine) == 0)
+            return host->engine_caps[i];
+    return 0;
+}
+
+uint32_t model_engine_caps(broker_t *self, const char *engine, bool *said)
+{
+    uint32_t caps = 0;
+    *said = false;
+    for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
+        if (h->caps_said && model_host_has_engine(h, engine)) {
+            caps |= model_host_engine_caps(h, engine);
+            *said = true;
+        }
+    return caps;
 }

@@ -69,9 +69,20 @@ typedef struct host_t {
     uint64_t pin_mem, pin_disk;
     uint32_t cpu_used;
     uint64_t mem_used, disk_used;
+    /* wcmd.c: what the VMs this host was told to destroy held (removed from
+     * the model, their sums above gone) until its worker answers that
+     * command; placement counts it as used, so no VM is placed on capacity
+     * the worker still holds */
+    uint32_t cpu_freeing;
+    uint64_t mem_freeing, disk_freeing;
     uint32_t vm_count;
     int n_engines, n_images;
     char *engines[BROKER_MAX_ENGINES];
+    /* what each of engines[] declared it can do (TT_CAP_*), from the
+     * worker's READY; caps_said is false until this broker heard one
+     * (memory only: a host is placed on only while online) */
+    uint32_t engine_caps[BROKER_MAX_ENGINES];
+    bool caps_said;
     char *images[BROKER_MAX_IMAGES];
     char accel[8];        /* the worker's qemu acceleration ("kvm", "tcg", "") */
     char public_address[16]; /* IPv4 that reaches its public ports ("" = unknown) */
@@ -221,6 +232,11 @@ typedef struct {
     size_t len;
     uint8_t *reply; /* packed Reply, NULL while in progress */
     char *audit;    /* in progress: "op\x1ftarget\x1frole\x1fkey" for its final audit row */
+    /* SHA-1 of the request it answers, without its id and tenant (set once
+     * the request ran in this process; a record read back from broker.db
+     * has none): the same id with another request is refused */
+    bool has_fp;
+    uint8_t fp[20];
 } request_rec_t;
 
 /* Who is asking and what, for the audit row of the request being handled
@@ -322,6 +338,7 @@ struct broker_t {
      * (a call upward, so through this pointer rather than an include) */
     int (*requeue)(struct broker_t *self, struct admq_entry_t *entry, const char *why);
     zhashx_t *guest_xfers;   /* guest_ops.c: open copy transfers, "host\x1fid" -> owner */
+    zhashx_t *freeing;       /* wcmd.c: destroy command op id -> what it frees on its host */
     char cur_key[41];        /* its CURVE key (from ZAP metadata X-Key) */
     int64_t next_audit_prune;
     zhashx_t *keys;     /* keys.c: bound client keys, Z85 public key -> key_rec_t* */
@@ -379,10 +396,14 @@ bool model_env_has_labels(const env_t *env, char *const *want, size_t n);
 int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
                         size_t ud_len, const char *ready, const char *group_ready);
 
-/* True when the engine can bootstrap a guest (ssh keys, user-data). The
- * broker's rule by engine name: only "qemu" does (worker/engines/engine.c
- * engine_bootstrap_check says the same on the worker). */
-bool model_engine_bootstraps(const char *engine);
+/* What engine can do on host (TT_CAP_*), as its worker declared in READY;
+ * 0 when host does not offer engine. */
+uint32_t model_host_engine_caps(const host_t *host, const char *engine);
+/* What engine can do on any host that offers it and declared its
+ * capabilities (their union, TT_CAP_*); *said is false when no such host
+ * has declared (no host offers engine, or none said READY to this broker
+ * yet): then nothing can be concluded before placement. */
+uint32_t model_engine_caps(broker_t *self, const char *engine, bool *said);
 /* Move vm to another host with new allocations (re-placement). The old
  * VM id, MAC and public ports are released. -1 if the new host ran out. */
 int model_vm_move(broker_t *self, vm_t *vm, host_t *to, uint32_t vm_id, uint64_t mac,

@@ -153,6 +153,24 @@ Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h)
     hi->advertised_cpu = h->adv_cpu;
     hi->advertised_mem_mib = h->adv_mem;
     hi->advertised_disk_mib = h->adv_disk;
+    if (h->caps_said && h->n_engines > 0) {
+        Ttfleet__EngineCaps **ecs = reply_alloc(a, (size_t)h->n_engines * sizeof *ecs);
+        if (!ecs)
+            return NULL;
+        for (int i = 0; i < h->n_engines; i++) {
+            Ttfleet__EngineCaps *ec = reply_alloc(a, sizeof *ec);
+            const char **names = reply_alloc(a, 32 * sizeof *names);
+            if (!ec || !names)
+                return NULL;
+            ttfleet__engine_caps__init(ec);
+            ec->engine = h->engines[i];
+            ec->n_caps = tt_cap_names(h->engine_caps[i], names, 32);
+            ec->caps = (char **)names;
+            ecs[i] = ec;
+        }
+        hi->n_engine_caps = (size_t)h->n_engines;
+        hi->engine_caps = ecs;
+    }
     return hi;
 }
 
@@ -235,6 +253,11 @@ void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
         rec->batch = self->batch_no;
         rec->audit = audit;
         audit = NULL;
+        if (old && old->has_fp) {
+            /* still the request it was begun for (a queued create admitted) */
+            rec->has_fp = true;
+            memcpy(rec->fp, old->fp, sizeof rec->fp);
+        }
         zhashx_update(self->requests, key, rec);
     }
     free(audit);

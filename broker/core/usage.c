@@ -41,9 +41,10 @@ void usage_pool_free(broker_t *self, admq_res_t *out)
     for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts)) {
         if (h->state != HOST_ONLINE || h->draining)
             continue;
-        out->cpu += s_left(h->cpu_total, self->cfg.cpu_ratio, h->cpu_used);
-        out->mem += s_left(h->mem_total, self->cfg.mem_ratio, h->mem_used);
-        out->disk += s_left(h->disk_total, self->cfg.disk_ratio, h->disk_used);
+        /* capacity still being freed on the host is not free yet */
+        out->cpu += s_left(h->cpu_total, self->cfg.cpu_ratio, h->cpu_used + h->cpu_freeing);
+        out->mem += s_left(h->mem_total, self->cfg.mem_ratio, h->mem_used + h->mem_freeing);
+        out->disk += s_left(h->disk_total, self->cfg.disk_ratio, h->disk_used + h->disk_freeing);
         out->vms += h->vm_count < 65533 ? 65533 - h->vm_count : 0;
     }
 }

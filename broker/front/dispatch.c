@@ -115,13 +115,62 @@ void dispatch_request(broker_t *self, zmsg_t *envelope, const char *service, Ttf
         admission_run(self, tt_now());
 }
 
+/* fp = SHA-1 of req packed without its request id and tenant. 0 / -1. */
+static int s_fingerprint(const Ttfleet__Request *req, uint8_t fp[20])
+{
+    Ttfleet__Request bare = *req; /* shallow: the op is shared, only packed */
+    bare.request_id = (char *)"";
+    bare.tenant = (char *)"";
+    size_t len = protobuf_c_message_get_packed_size(&bare.base);
+    uint8_t *buf = malloc(len ? len : 1);
+    zdigest_t *d = buf ? zdigest_new() : NULL;
+    if (!d) {
+        free(buf);
+        return -1;
+    }
+    protobuf_c_message_pack(&bare.base, buf);
+    zdigest_update(d, buf, len);
+    memcpy(fp, zdigest_data(d), 20);
+    zdigest_destroy(&d);
+    free(buf);
+    return 0;
+}
+
+/* After a recorded request ran: its record (made by the handler or its
+ * reply) remembers which request it answers. */
+static void s_fingerprint_keep(broker_t *self, const handler_ctx_t *c, const uint8_t *fp)
+{
+    if (!fp || !c->rid || !*c->rid)
+        return;
+    request_rec_t *rec = reply_record_find(self, c->tenant, c->rid);
+    if (rec && !rec->has_fp) {
+        memcpy(rec->fp, fp, sizeof rec->fp);
+        rec->has_fp = true;
+    }
+}
+
 static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, bool record)
 {
     handler_ctx_t c = *cp;
     zmsg_t *envelope = c.envelope;
     const char *service = c.service;
+    uint8_t fp[20];
+    bool has_fp = record && s_fingerprint(c.req, fp) == 0;
     if (record) {
         request_rec_t *rec = reply_record_find(self, c.tenant, c.rid);
+        if (rec && rec->has_fp && has_fp && memcmp(rec->fp, fp, sizeof fp) != 0) {
+            /* a replay answers only the request that made it: another
+             * request under the same id would get an outcome (an env,
+             * OK) for something it did not ask, and not be done */
+            char m[TT_MAX_REQUEST_ID + 160];
+            snprintf(m, sizeof m,
+                     "request id '%s' was already used for a different request; give each "
+                     "request its own id (Idempotency-Key)",
+                     c.rid);
+            reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__BAD_REQUEST, m,
+                       NULL, false);
+            return;
+        }
         if (rec && rec->done && rec->reply) {
             /* a retry: the first outcome, byte for byte */
             reply_replay(self, envelope, service, rec);
@@ -136,6 +185,7 @@ static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, b
     if ((def->flags & TT_OPF_ADMIN) && !c.admin) {
         reply_send(self, envelope, service, c.tenant, c.rid, TTFLEET__STATUS__FORBIDDEN,
                    "this operation needs the admin role", NULL, record);
+        s_fingerprint_keep(self, &c, has_fp ? fp : NULL);
         return;
     }
     int64_t retry_ms = 0;
@@ -155,9 +205,10 @@ static void s_run(broker_t *self, handler_ctx_t *cp, const handler_def_t *def, b
     size_t mark = outq_mark(self);
     int status = def->handler(&c);
     persist_savepoint_end(self, status == 0);
-    if (status == 0)
-        return;
-    outq_truncate(self, mark);
-    reply_send(self, envelope, service, c.tenant, c.rid, status, c.msg, NULL,
-               record && !c.no_record);
+    if (status != 0) {
+        outq_truncate(self, mark);
+        reply_send(self, envelope, service, c.tenant, c.rid, status, c.msg, NULL,
+                   record && !c.no_record);
+    }
+    s_fingerprint_keep(self, &c, has_fp ? fp : NULL);
 }

@@ -175,13 +175,21 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
         gports[n_gports++] = cr->ports[i];
     }
 
-    if ((cr->n_ssh_keys || cr->user_data.len) && !model_engine_bootstraps(engine)) {
+    /* what the engine can do, as the hosts that offer it declared; a host
+     * is then chosen among those whose engine declares what the env needs */
+    bool said;
+    uint32_t caps = model_engine_caps(self, engine, &said);
+    uint32_t need = cr->n_ssh_keys || cr->user_data.len ? TT_CAP_BOOTSTRAP : 0;
+    if (need && said && !(caps & TT_CAP_BOOTSTRAP)) {
         snprintf(msg, msglen,
-                 "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use the qemu "
-                 "engine with a cloud-init image",
+                 "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use an engine "
+                 "that can (the qemu engine with a cloud-init image)",
                  engine);
         return TTFLEET__STATUS__BAD_REQUEST;
     }
+    /* an engine known to run host-local images only: its names are never
+     * catalog images */
+    bool local_only = said && !(caps & TT_CAP_CATALOG);
     char *group_ready = s_group_ready(cr);
 
     env_t *env = model_env_new(self, tenant, cr->name);
@@ -209,31 +217,36 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
         uint32_t dup = cr->images[i]->dup ? cr->images[i]->dup : 1;
         vm_t cat; /* the catalog image it names, if it does (issue 12) */
         memset(&cat, 0, sizeof cat);
-        /* the process engine runs host-local programs only: its names are
-         * never catalog images */
-        int catalog = strcmp(engine, "process") == 0
-                          ? 0
-                          : image_ops_resolve(self, tenant, cr->images[i]->image, &cat, msg, msglen);
+        int catalog =
+            local_only ? 0
+                       : image_ops_resolve(self, tenant, cr->images[i]->image, &cat, msg, msglen);
         if (catalog < 0) {
             status = TTFLEET__STATUS__INTERNAL;
             break;
         }
         if (!catalog && !tt_name_valid(cr->images[i]->image)) {
             /* NAME:TAG and NAME@sha256: name catalog images only */
-            status = strcmp(engine, "process") == 0 ? TTFLEET__STATUS__BAD_REQUEST
-                                                    : TTFLEET__STATUS__NOT_FOUND;
-            snprintf(msg, msglen,
-                     strcmp(engine, "process") == 0
-                         ? "image '%.150s': the process engine runs host-local images, named "
-                           "without a tag or digest"
-                         : "no image '%.150s' in the catalog",
-                     cr->images[i]->image);
+            status = local_only ? TTFLEET__STATUS__BAD_REQUEST : TTFLEET__STATUS__NOT_FOUND;
+            if (local_only)
+                snprintf(msg, msglen,
+                         "image '%.150s': the %.64s engine runs host-local images, named without "
+                         "a tag or digest",
+                         cr->images[i]->image, engine);
+            else
+                snprintf(msg, msglen, "no image '%.150s' in the catalog", cr->images[i]->image);
             break;
         }
         for (uint32_t d = 0; d < dup && status == TTFLEET__STATUS__OK; d++) {
-            sched_want_t want = {engine, cr->images[i]->image,           cpu,  mem,
-                                 disk,   cr->spread || self->cfg.spread, NULL, 0,
-                                 catalog ? cat.image_blobs : NULL};
+            sched_want_t want = {engine,
+                                 cr->images[i]->image,
+                                 cpu,
+                                 mem,
+                                 disk,
+                                 cr->spread || self->cfg.spread,
+                                 NULL,
+                                 0,
+                                 catalog ? cat.image_blobs : NULL,
+                                 need};
             host_t *host = sched_place(self, &want, &status, msg, msglen);
             if (!host)
                 break;

@@ -78,6 +78,7 @@ int host_pool_status(handler_ctx_t *c)
     ps.cpu_overcommit = self->cfg.cpu_ratio;
     ps.mem_overcommit = self->cfg.mem_ratio;
     ps.disk_overcommit = self->cfg.disk_ratio;
+    ps.admin_tenant = admin ? self->cfg.admin_tenant : "";
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_POOL;
     rep.pool = &ps;

@@ -279,6 +279,9 @@ static void s_console_done(broker_t *self, op_t *op, host_t *host, Ttfleet__Work
 
 void op_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
 {
+    /* a destroy answered: what its VMs held is free for placement now */
+    if (wcmd_freed(self, host, reply->op_id))
+        self->admit_wanted = true;
     /* The states are truth whatever op they belong to. */
     for (size_t i = 0; i < reply->n_vms; i++) {
         Ttfleet__VmActual *va = reply->vms[i];

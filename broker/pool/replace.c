@@ -11,6 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What a VM of env needs of its new host's engine besides its image: the
+ * bootstrap when the env hands its guests SSH keys or user-data. */
+static uint32_t s_needs(const env_t *env)
+{
+    return env && (env->n_ssh_keys || env->user_data_len) ? TT_CAP_BOOTSTRAP : 0;
+}
+
 /* A create some of whose VMs a worker refused or lost: place those VMs on
  * other hosts and try again, a few rounds at most. The refused copies are
  * destroyed (fire and forget; READY reconciliation catches a lost one).
@@ -48,9 +55,11 @@ bool replace_create_round(broker_t *self, op_t *op)
         vm_t *vm = env->vms[i];
         if (vm->state == TTFLEET__VM_STATE__VM_RUNNING)
             continue;
-        sched_want_t want = {vm->engine, vm->image,        vm->cpu,     vm->mem,
-                             vm->disk,   self->cfg.spread, op->refused, op->n_refused,
-                             vm->image_digest[0] ? vm->image_blobs : NULL};
+        sched_want_t want = {
+            vm->engine,      vm->image,     vm->cpu,
+            vm->mem,         vm->disk,      self->cfg.spread,
+            op->refused,     op->n_refused, vm->image_digest[0] ? vm->image_blobs : NULL,
+            s_needs(vm->env)};
         int status;
         host_t *to = sched_place(self, &want, &status, why, sizeof why);
         uint32_t vm_id;
@@ -99,9 +108,16 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
             vm_t *old = e->vms[i];
             if (old->host != from || old->doomed)
                 continue;
-            sched_want_t want = {old->engine, old->image,       old->cpu, old->mem,
-                                 old->disk,   self->cfg.spread, NULL,     0,
-                                 old->image_digest[0] ? old->image_blobs : NULL};
+            sched_want_t want = {old->engine,
+                                 old->image,
+                                 old->cpu,
+                                 old->mem,
+                                 old->disk,
+                                 self->cfg.spread,
+                                 NULL,
+                                 0,
+                                 old->image_digest[0] ? old->image_blobs : NULL,
+                                 s_needs(old->env)};
             int status;
             host_t *to = sched_place(self, &want, &status, why, sizeof why);
             uint32_t vm_id;

@@ -17,6 +17,9 @@ typedef struct {
     /* a catalog image (issue 12): any host with an image cache offers it;
      * hosts holding all its blobs are preferred. NULL: a host-local image */
     const char *image_blobs; /* the catalog's "digest size file" lines */
+    /* what the host's engine must declare (TT_CAP_*) besides
+     * TT_CAP_CATALOG, which a catalog image asks for itself */
+    uint32_t caps;
 } sched_want_t;
 /* Choose a host for one VM. NULL with status (NO_CAPACITY / UNAVAILABLE)
  * and a message naming the resource, total, used and wanted. */

@@ -179,6 +179,125 @@ uint64_t wcmd_send(broker_t *self, host_t *host, vm_t **vms, const int *desired,
     return s_send(self, host, vms, desired, n, true);
 }
 
+/* ---- capacity being freed (see wcmd.h) ---- */
+
+typedef struct {
+    char host[TT_MAX_NAME + 1]; /* by id: a host may be removed and come back */
+    uint32_t cpu;
+    uint64_t mem, disk;
+    int64_t deadline_ms;
+} s_hold_t;
+
+static void s_hold_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static void s_hold_release(broker_t *self, const s_hold_t *hold)
+{
+    host_t *h = model_host_get(self, hold->host);
+    if (!h)
+        return;
+    h->cpu_freeing -= hold->cpu < h->cpu_freeing ? hold->cpu : h->cpu_freeing;
+    h->mem_freeing -= hold->mem < h->mem_freeing ? hold->mem : h->mem_freeing;
+    h->disk_freeing -= hold->disk < h->disk_freeing ? hold->disk : h->disk_freeing;
+}
+
+/* Command op_id to host destroys the VMs of vms[] whose desired state is
+ * ABSENT: keep what the model charges for them on host until the answer. */
+static void s_hold(broker_t *self, host_t *host, uint64_t op_id, vm_t **vms, const int *desired,
+                   int n)
+{
+    s_hold_t hold = {"", 0, 0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        int d = desired ? desired[i] : model_vm_desired(vms[i]);
+        if (d != TTFLEET__VM_STATE__VM_ABSENT || vms[i]->host != host)
+            continue;
+        if (model_vm_holds_cpu(vms[i])) {
+            hold.cpu += vms[i]->cpu;
+            hold.mem += vms[i]->mem;
+        }
+        hold.disk += vms[i]->disk;
+    }
+    if (!hold.cpu && !hold.mem && !hold.disk)
+        return;
+    if (!self->freeing) {
+        self->freeing = zhashx_new();
+        if (!self->freeing)
+            return;
+        zhashx_set_destructor(self->freeing, s_hold_free);
+    }
+    s_hold_t *h = malloc(sizeof *h);
+    if (!h)
+        return; /* out of memory: placement sees the room a little early */
+    *h = hold;
+    snprintf(h->host, sizeof h->host, "%s", host->id);
+    h->deadline_ms = tt_mono_ms() + self->cfg.worker_timeout_ms;
+    char k[32];
+    snprintf(k, sizeof k, "%llu", (unsigned long long)op_id);
+    if (zhashx_insert(self->freeing, k, h)) {
+        free(h);
+        return;
+    }
+    host->cpu_freeing += h->cpu;
+    host->mem_freeing += h->mem;
+    host->disk_freeing += h->disk;
+}
+
+bool wcmd_freed(broker_t *self, const host_t *host, uint64_t op_id)
+{
+    if (!self->freeing)
+        return false;
+    char k[32];
+    snprintf(k, sizeof k, "%llu", (unsigned long long)op_id);
+    s_hold_t *h = zhashx_lookup(self->freeing, k);
+    if (!h || strcmp(h->host, host->id) != 0)
+        return false; /* not a destroy, or not this host's to answer */
+    s_hold_release(self, h);
+    zhashx_delete(self->freeing, k);
+    return true;
+}
+
+void wcmd_freeing_drop(broker_t *self, const host_t *host)
+{
+    if (self->freeing) {
+        zlistx_t *keys = zhashx_keys(self->freeing);
+        for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+            s_hold_t *h = zhashx_lookup(self->freeing, k);
+            if (strcmp(h->host, host->id) == 0)
+                zhashx_delete(self->freeing, k);
+        }
+        zlistx_destroy(&keys);
+    }
+    host_t *live = model_host_get(self, host->id);
+    if (live) {
+        live->cpu_freeing = 0;
+        live->mem_freeing = live->disk_freeing = 0;
+    }
+}
+
+bool wcmd_freeing_tick(broker_t *self, int64_t now_ms)
+{
+    if (!self->freeing || zhashx_size(self->freeing) == 0)
+        return false;
+    bool any = false;
+    zlistx_t *keys = zhashx_keys(self->freeing);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        s_hold_t *h = zhashx_lookup(self->freeing, k);
+        if (h->deadline_ms > now_ms)
+            continue;
+        zsys_warning("host %s: no answer to destroy command %s in %d ms; its capacity counts "
+                     "as free again",
+                     h->host, k, self->cfg.worker_timeout_ms);
+        s_hold_release(self, h);
+        zhashx_delete(self->freeing, k);
+        any = true;
+    }
+    zlistx_destroy(&keys);
+    return any;
+}
+
 static uint64_t s_send(broker_t *self, host_t *host, vm_t **vms, const int *desired, int n,
                        bool bounded)
 {
@@ -199,6 +318,8 @@ static uint64_t s_send(broker_t *self, host_t *host, vm_t **vms, const int *desi
             cmd.vms[i] = &specs[i];
         }
         rc = s_send_raw(self, host, &cmd, bounded);
+        if (rc == 0)
+            s_hold(self, host, cmd.op_id, vms, desired, n);
         for (int i = 0; i < n; i++) {
             free(specs[i].env);
             free(specs[i].ready);

@@ -41,4 +41,19 @@ uint64_t wcmd_console(broker_t *self, host_t *host, uint32_t vm_id, uint32_t max
  * returns the command op id, 0 if refused. */
 uint64_t wcmd_guest(broker_t *self, host_t *host, Ttfleet__EnvExec *exec, Ttfleet__EnvCopy *copy);
 
+/* Capacity being freed. A command that destroys VMs (desired ABSENT) keeps
+ * what the broker accounted for them charged on their host (host_t
+ * cpu_freeing etc.) until that host's worker answers the command, whatever
+ * the answer: the broker removes a deleted VM from its model at once, but
+ * the worker holds its cpu, memory and disk until the VM is gone (a stop
+ * grace can take --stop-timeout-ms), and its own resource check would
+ * refuse a VM placed there meanwhile. wcmd_freed: host answered op_id (true
+ * if that released something: the caller runs admission). Dropped too when
+ * the host goes down or says READY (its inventory is reconciled then), and
+ * after --worker-timeout-ms without an answer (wcmd_freeing_tick). */
+bool wcmd_freed(broker_t *self, const host_t *host, uint64_t op_id);
+void wcmd_freeing_drop(broker_t *self, const host_t *host);
+/* Holds past their deadline are dropped; true if any was. */
+bool wcmd_freeing_tick(broker_t *self, int64_t now_ms);
+
 #endif

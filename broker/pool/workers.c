@@ -51,6 +51,26 @@ static void s_free_names(char **names, int *n)
     *n = 0;
 }
 
+/* What each engine of host declared in READY: the entry naming it (the
+ * first, if a worker repeats one), its known capability names; an engine
+ * without an entry declares nothing. Bounded by the engines kept and by
+ * the message size the worker protocol allows. */
+static void s_engine_caps(host_t *host, const Ttfleet__WorkerHello *hello)
+{
+    for (int i = 0; i < host->n_engines; i++) {
+        host->engine_caps[i] = 0;
+        for (size_t k = 0; k < hello->n_engine_caps; k++) {
+            const Ttfleet__EngineCaps *ec = hello->engine_caps[k];
+            if (!ec->engine || strcmp(ec->engine, host->engines[i]) != 0)
+                continue;
+            for (size_t c = 0; c < ec->n_caps; c++)
+                host->engine_caps[i] |= tt_cap_parse(ec->caps[c]);
+            break;
+        }
+    }
+    host->caps_said = true;
+}
+
 /* Copy a worker's engine or image names: valid names only, each once, at
  * most max (the rest is dropped with a warning). */
 static void s_copy_names(char **dst, int *n, int max, char **src, size_t n_src, const char *what,
@@ -157,6 +177,7 @@ static void s_host_down(broker_t *self, host_t *host, const char *why)
     zsys_warning("host %s is down: %s", host->id, why);
     host->state = HOST_DOWN;
     s_forget_route(self, host);
+    wcmd_freeing_drop(self, host); /* its READY says what it still holds */
     outq_event(self, "host.down", NULL, NULL, host, "down", why);
     op_host_down(self, host);
     s_host_lost(self, host);
@@ -242,6 +263,72 @@ static void s_image_cache(broker_t *self, host_t *host, char **digests, size_t n
         sched_invalidate(self);
 }
 
+/* Every string a worker sends reaches clients (messages, ready_detail,
+ * events): in place, a byte that is not part of well-formed UTF-8, a C0
+ * control other than tab and newline, DEL and a C1 control become '?'. A
+ * protobuf client that checks strings (Python) refuses a whole reply with
+ * one bad byte, so a host must not be able to spoil other hosts' replies
+ * (an admin's env list), nor send escapes to a terminal. */
+static void s_clean_text(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        if (c < 0x80) {
+            if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f)
+                *p = '?';
+            p++;
+            continue;
+        }
+        size_t len = c >= 0xC2 && c <= 0xDF   ? 2
+                     : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xF0 && c <= 0xF4 ? 4
+                                              : 0;
+        uint32_t cp = len == 2 ? c & 0x1Fu : len == 3 ? c & 0x0Fu : c & 0x07u;
+        size_t i = 1;
+        for (; len && i < len && (p[i] & 0xC0) == 0x80; i++)
+            cp = cp << 6 | (p[i] & 0x3Fu);
+        bool ok = len && i == len && !(len == 3 && cp < 0x800) &&
+                  !(len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) &&
+                  !(cp >= 0xD800 && cp <= 0xDFFF) && !(cp >= 0x80 && cp <= 0x9F);
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += len;
+    }
+}
+
+static void s_clean_message(ProtobufCMessage *m, int depth)
+{
+    if (!m || depth > 16)
+        return;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        char *at = (char *)m + f->offset;
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(uint32_t *)((char *)m + f->quantifier_offset) != f->id)
+            continue;
+        size_t n = 1;
+        void **items = (void **)at;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(size_t *)((char *)m + f->quantifier_offset);
+            items = *(void ***)at;
+        }
+        for (size_t k = 0; items && k < n; k++) {
+            if (!items[k])
+                continue;
+            if (f->type == PROTOBUF_C_TYPE_STRING)
+                s_clean_text(items[k]);
+            else
+                s_clean_message(items[k], depth + 1);
+        }
+    }
+}
+
 static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t *body)
 {
     if (!body) {
@@ -254,6 +341,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         zsys_warning("worker READY with an undecodable body; ignored");
         return;
     }
+    s_clean_message(&hello->base, 0);
     if (!tt_name_valid(hello->host_id) || hello->cpu_total == 0 || hello->mem_total == 0) {
         zsys_warning("worker READY with an invalid host id or no capacity; disconnecting it");
         outq_worker_raw(self, routing, TT_W_DISCONNECT);
@@ -294,6 +382,7 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
         ttfleet__worker_hello__free_unpacked(hello, NULL);
         return;
     }
+    wcmd_freeing_drop(self, host); /* the inventory below is what it holds */
     bool was_up = host->routing != NULL;
     if (was_up) {
         /* the same host on a new connection: the old one is dead */
@@ -318,8 +407,9 @@ static void s_ready(broker_t *self, zframe_t *routing, const char *hex, zframe_t
                   (unsigned long long)host->pin_disk);
     s_copy_names(host->engines, &host->n_engines, BROKER_MAX_ENGINES, hello->engines,
                  hello->n_engines, "engine", host->id);
-    s_copy_names(host->images, &host->n_images, BROKER_MAX_IMAGES, hello->images,
-                 hello->n_images, "image", host->id);
+    s_engine_caps(host, hello);
+    s_copy_names(host->images, &host->n_images, BROKER_MAX_IMAGES, hello->images, hello->n_images,
+                 "image", host->id);
     snprintf(host->accel, sizeof host->accel, "%s",
              hello->accel && (strcmp(hello->accel, "kvm") == 0 || strcmp(hello->accel, "tcg") == 0)
                  ? hello->accel
@@ -354,6 +444,7 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
         zsys_warning("host %s: undecodable EVENT; ignored", host->id);
         return;
     }
+    s_clean_message(&ev->base, 0);
     if (ev->image_cache_mib)
         s_image_cache(self, host, ev->image_digests, ev->n_image_digests, ev->image_cache_mib,
                       ev->image_cache_used_mib);
@@ -435,6 +526,7 @@ void workers_handle(broker_t *self, zmsg_t *msg)
                 body ? ttfleet__worker_reply__unpack(NULL, zframe_size(body), zframe_data(body))
                      : NULL;
             if (rep) {
+                s_clean_message(&rep->base, 0);
                 op_worker_reply(self, host, rep);
                 ttfleet__worker_reply__free_unpacked(rep, NULL);
             } else
@@ -506,4 +598,6 @@ void workers_tick(broker_t *self, int64_t now_ms)
     for (host_t *h = zlistx_first(dead); h; h = zlistx_next(dead))
         s_host_down(self, h, "missed heartbeats");
     zlistx_destroy(&dead);
+    if (wcmd_freeing_tick(self, now_ms))
+        self->admit_wanted = true; /* the reaper's tick runs admission */
 }

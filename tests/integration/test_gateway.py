@@ -1313,7 +1313,8 @@ class Curve(unittest.TestCase):
         pool.bind("gwkey", "gw", "gateway")
         gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (OTHER, "bob", "user"),
                                   (ADMIN, "ops", "admin")],
-                           args=["--key", pool.key("gwkey"), "--broker-key", pool.broker_cert])
+                           args=["--key", pool.key("gwkey"), "--broker-key", pool.broker_cert,
+                                 "--admin-tenant", "ops"])  # the broker's (CurvePool)
         self.addCleanup(gw.stop)
         sse = SseReader(gw, USER)
         self.addCleanup(sse.close)
@@ -1390,6 +1391,46 @@ class GreedyTenant(unittest.TestCase):
         other = SseReader(gw, OTHER)
         self.addCleanup(other.close)
         self.assertEqual(other.status, 200)
+
+
+class AdminTenant(unittest.TestCase):
+    """ttgw's --admin-tenant must be the broker's: ttgw exits at start when
+    the broker says otherwise, and refuses token requests (503) while a
+    broker it could not ask at start says otherwise."""
+
+    def test_mismatch_refused_at_start(self):
+        harness.watchdog(100)
+        pool = harness.Pool().start()  # its broker's admin tenant is harness.ADMIN
+        self.addCleanup(pool.close)
+        tokens = os.path.join(pool.dir, "tokens-ops")
+        with open(tokens, "w") as f:
+            f.write("%s alice user\n%s ops admin\n" % (USER, ADMIN))
+        os.chmod(tokens, 0o600)
+        r = subprocess.run([gwlib.ttgw_binary(), "--broker", pool.clients_ep, "--events",
+                            pool.events_ep, "--listen", "127.0.0.1:0", "--tokens", tokens,
+                            "--admin-tenant", "ops"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("the broker does not treat tenant 'ops' as admin", r.stderr)
+
+    def test_mismatch_refused_while_running(self):
+        harness.watchdog(100)
+        pool = harness.Pool()  # not started yet: ttgw cannot ask at start
+        self.addCleanup(pool.close)
+        gw = gwlib.Gateway(pool, [(USER, "alice", "user"), (ADMIN, "ops", "admin")],
+                           args=["--admin-tenant", "ops", "--history-interval", "1",
+                                 "--timeout", "500", "--retries", "1"])
+        self.addCleanup(gw.stop)
+        pool.start()
+
+        def refused():
+            status, _, data = gw.request("GET", "/v1/envs", token=USER)
+            return status == 503 and "misconfigured" in data["error"]["message"] and data
+
+        data = harness.wait_for("ttgw to refuse on the admin tenant mismatch", refused,
+                                timeout=30)
+        self.assertEqual(data["error"]["status"], "UNAVAILABLE")
+        self.assertIn("does not treat tenant 'ops' as admin", data["error"]["message"])
+        self.assertIn("refusing every token request", gw.log())
 
 
 class BrokerDown(unittest.TestCase):

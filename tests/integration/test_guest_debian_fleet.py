@@ -15,7 +15,10 @@ backend a pool (ttbroker + one ttworker) is started and:
     the worker namespace's public address) logs in, `--print` shows the
     command, another key is refused, and the file user-data wrote is there
     with the VM's hostname;
-  - `ttctl env exec` returns `uname -r` and a non-zero exit code faithfully
+  - `ttctl env exec` returns `uname -r` and a non-zero exit code faithfully;
+    past its timeout the command is killed with its whole process group (a
+    background child and a grandchild holding the output pipes end too, a
+    follow-up exec finds none of them) and exits 124 with what it wrote;
     and `ttctl env cp` round-trips a 10 MiB random file byte-exact both
     ways (a subtest skipped, saying so, only while ttctl has no such
     command);
@@ -511,6 +514,20 @@ class GuestDebianFleet(unittest.TestCase):
             self.assertIn("killed", r.err, repr(r))
             left = self.env_ssh(vid, "pgrep", "-x", "sleep")
             self.assertNotEqual(left.returncode, 0, "sleep still runs in the guest: %r" % left)
+            # a background child and a grandchild hold the output pipes (the
+            # agent reports the exit only once they close): the command's
+            # whole process group is killed, and what it wrote comes back
+            r = self.ctl("env", "exec", "deb", vid, "--timeout", 3, "--", "/bin/sh", "-c",
+                         "sh -c 'sleep 611; :' & sleep 612 & echo started; sleep 613")
+            self.assertEqual(r.rc, 124, repr(r))
+            self.assertIn("killed (kill -KILL of its process group", r.err, repr(r))
+            self.assertEqual(r.out, "started\n", repr(r))
+            # a follow-up exec: pgrep exits 1 when nothing matched (2 would
+            # be a usage error, which must not pass)
+            left = self.ctl("env", "exec", "deb", vid, "--timeout", 60, "--", "/bin/sh", "-c",
+                            "pgrep -af 'sleep 61[123]'; echo rc=$?")
+            self.assertEqual(left.rc, 0, repr(left))
+            self.assertEqual(left.out, "rc=1\n", "the tree still runs in the guest: %r" % left)
             times = []
             for _ in range(N_EXEC):
                 t0 = time.monotonic()

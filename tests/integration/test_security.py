@@ -317,9 +317,20 @@ class Curve(lifecycle.PoolTest):
     def test_roles(self):
         self.create("role-a", tenant="alice")
         for args in (("host", "list"), ("host", "show", "h1"), ("env", "list", "--all"),
-                     ("host", "drain", "h1")):
+                     ("host", "drain", "h1"), ("host", "remove", "h1")):
             r = self.ctl(*args, key="alice")
             self.assertEqual(self.status(r), "FORBIDDEN", repr(r))
+        # whatever service the request is sent to
+        pb = harness.pb2()
+        sock = self.pool.raw("alice")
+        self.addCleanup(sock.close, 0)
+        for service in (b"tt.env", b"tt.admin"):
+            req = pb.Request(request_id="role-svc-%s" % service.decode())
+            req.host_list.SetInParent()
+            sock.send_multipart([b"", MDP, service, req.SerializeToString()])
+            reply = recv_reply(sock)
+            self.assertIsNotNone(reply, "no reply on %s\n%s" % (service, self.pool.logs()))
+            self.assertEqual(reply.status, pb.FORBIDDEN, (service, reply))
         r = self.ctl("env", "create", "role-long", "--image", "sleeper", *SMALL, "--lifetime",
                      6 * 3600 + 1, key="alice")
         self.assertEqual(self.status(r), "FORBIDDEN", repr(r))

@@ -16,6 +16,7 @@
 #include "outq.h"
 #include "reaper.h"
 #include "reply.h"
+#include "scheduler.h"
 #include "wcmd.h"
 #include "workers.h"
 
@@ -1466,10 +1467,11 @@ static void s_test_pull_extends_deadline(void)
     s_hard_close(saved);
 }
 
-/* A create queued with `queue`, admitted when an env is deleted, that the
- * worker refuses (still destroying the deleted VMs: NO_CAPACITY) goes back
- * to its place in the queue with its max-wait; the next admission that the
- * worker accepts answers its request id OK. */
+/* A create queued with `queue`, admitted when the worker confirmed the
+ * destroy of a deleted env, that the worker still refuses for capacity
+ * (NO_CAPACITY: its own check disagrees with the broker's) goes back to its
+ * place in the queue with its max-wait; the next admission that the worker
+ * accepts answers its request id OK. */
 static Ttfleet__Reply *s_send_queued(const char *tenant, const char *name, const char *rid)
 {
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
@@ -1505,7 +1507,8 @@ static void s_test_queued_refused_requeued(void)
     int64_t deadline = qe ? qe->deadline : -1, seq = qe ? qe->seq : -1;
     CHECK(qe && admq_position(g_b->admq, "tq", "waiting") == 1);
 
-    /* delete fill1: "waiting" is admitted at once; the worker refuses it */
+    /* delete fill1: "waiting" is admitted when the worker answers the
+     * destroy; the worker refuses it */
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
     Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
     ref.name = "fill1";
@@ -1515,12 +1518,13 @@ static void s_test_queued_refused_requeued(void)
     req.tenant = "tf";
     s_client_send(TT_SERVICE_ENV, &req);
     broker_end_batch(g_b);
-    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL); /* admitted */
-    CHECK(model_env_get(g_b, "tq", "waiting") != NULL);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") != NULL); /* not before the answer */
+    int seen = 0;
     for (int round = 0; round < 4; round++) {
-        s_answer_commands(TTFLEET__STATUS__NO_CAPACITY);
+        seen += s_answer_commands(TTFLEET__STATUS__NO_CAPACITY);
         broker_end_batch(g_b);
     }
+    CHECK(seen >= 2); /* the destroy, then the admitted create */
     char service[64];
     Ttfleet__Reply *r = s_reply_for("del-fill1", service, sizeof service);
     CHECK(r && r->status == 0);
@@ -1569,6 +1573,168 @@ static void s_test_queued_refused_requeued(void)
     s_status(r);
     CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL);
     CHECK(admq_position(g_b->admq, "tr", "later") == 1);
+    s_drain();
+    s_hard_close(saved);
+}
+
+/* Send req as tenant without answering any worker command; its reply. */
+static Ttfleet__Reply *s_call_unanswered(const char *tenant, Ttfleet__Request *req, const char *rid)
+{
+    req->request_id = (char *)rid;
+    req->tenant = (char *)tenant;
+    s_client_send(TT_SERVICE_ENV, req);
+    broker_end_batch(g_b);
+    /* take the reply; every other message goes back to its own socket */
+    zlistx_t *socks = zlistx_new(), *msgs = zlistx_new();
+    Ttfleet__Reply *rep = NULL;
+    zsock_t *sock;
+    zmsg_t *m;
+    while ((m = outq_pop(g_b, &sock))) {
+        if (!rep && sock == g_b->clients && zmsg_size(m) == 5) {
+            zframe_t *body = zmsg_last(m);
+            Ttfleet__Reply *r = ttfleet__reply__unpack(NULL, zframe_size(body), zframe_data(body));
+            if (r && strcmp(r->request_id, rid) == 0) {
+                rep = r;
+                zmsg_destroy(&m);
+                continue;
+            }
+            if (r)
+                ttfleet__reply__free_unpacked(r, NULL);
+        }
+        zlistx_add_end(socks, sock);
+        zlistx_add_end(msgs, m);
+    }
+    for (m = zlistx_first(msgs), sock = zlistx_first(socks); m;
+         m = zlistx_next(msgs), sock = zlistx_next(socks))
+        outq_push(g_b, sock, &(zmsg_t *){m});
+    zlistx_destroy(&socks);
+    zlistx_destroy(&msgs);
+    return rep;
+}
+
+/* Capacity is handed on only once the worker confirms it free: a deleted
+ * env's VMs hold their host's cpu, memory and disk for placement until the
+ * worker answers the destroy (it may still be in a stop grace, and its own
+ * resource check would refuse whatever the broker put there). Checked for
+ * a queued create (not admitted before the answer, admitted at it), a start
+ * of a stopped env, an evacuation, and a host that goes down or says READY
+ * (its holds go: the inventory is reconciled). */
+static void s_test_capacity_handoff(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    host_t *ha = model_host_get(g_b, "ha"), *hb = model_host_get(g_b, "hb");
+    CHECK(ha && hb);
+    if (!ha || !hb) {
+        s_hard_close(saved);
+        return;
+    }
+    /* both hosts full (8 cpu each), a create queued */
+    CHECK(s_status(s_create("tf", "fill1", "img", 1, 8, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_create("tf", "fill2", "img", 1, 8, 1024, false, NULL)) == 0);
+    env_t *f1 = model_env_get(g_b, "tf", "fill1");
+    CHECK(f1 && f1->n_vms == 1 && f1->vms[0]->host == ha);
+    CHECK(s_status(s_send_queued("tq", "waiting", "h-wait")) == TTFLEET__STATUS__QUEUED);
+
+    /* delete fill1; the worker has not answered the destroy */
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = "fill1";
+    req.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+    req.env_delete = &ref;
+    CHECK(s_status(s_call_unanswered("tf", &req, "h-del1")) == 0);
+    CHECK(model_env_get(g_b, "tf", "fill1") == NULL);
+    CHECK(ha->cpu_used == 0 && ha->cpu_freeing == 8 && ha->mem_freeing == 1024 &&
+          ha->disk_freeing == 1000);
+    admission_run(g_b, tt_now());
+    broker_end_batch(g_b);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") != NULL); /* still queued */
+    CHECK(model_env_get(g_b, "tq", "waiting") == NULL);
+    /* a plain create is refused by the broker and says why; then (in
+     * s_call) the worker answers the destroy, and the queued create is
+     * admitted at once */
+    Ttfleet__Reply *r = s_create("tp", "plain", "img", 1, 8, 1024, false, "h-plain");
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY && strstr(r->message, "being freed"));
+    s_status(r);
+    CHECK(ha->cpu_freeing == 0 && ha->mem_freeing == 0 && ha->disk_freeing == 0);
+    CHECK(admq_find(g_b->admq, "tq", "waiting") == NULL);
+    env_t *w = model_env_get(g_b, "tq", "waiting");
+    CHECK(w && w->n_vms == 1 && w->vms[0]->host == ha);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    r = s_send_queued("tq", "waiting", "h-wait");
+    CHECK(r && r->status == 0 && r->env && strcmp(r->env->state, "running") == 0);
+    s_status(r);
+    s_drain();
+
+    /* start of a stopped env on a host whose freed room is still being freed:
+     * hb holds fill2 (8); make room (delete fill2, answered), put a stopped
+     * 4-cpu env and a 4-cpu filler there, delete the filler unanswered */
+    ref.name = "fill2";
+    CHECK(s_status(s_call_rid("tf", &req, "h-del2")) == 0);
+    s_drain();
+    /* ha is full (waiting, 8), so both go to hb */
+    CHECK(s_status(s_create("ts", "sleeper", "img", 1, 4, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_create("tf", "fill3", "img", 1, 4, 1024, false, NULL)) == 0);
+    CHECK(s_status(s_simple("ts", TTFLEET__REQUEST__OP_ENV_STOP, "sleeper")) == 0);
+    CHECK(s_status(s_create("tf", "fill4", "img", 1, 4, 1024, false, NULL)) == 0);
+    env_t *f4 = model_env_get(g_b, "tf", "fill4");
+    CHECK(f4 && f4->vms[0]->host == hb && hb->cpu_used == 8);
+    ref.name = "fill3";
+    CHECK(s_status(s_call_unanswered("tf", &req, "h-del3")) == 0);
+    CHECK(hb->cpu_used == 4 && hb->cpu_freeing == 4);
+    Ttfleet__Request st = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef sref = TTFLEET__ENV_REF__INIT;
+    sref.name = "sleeper";
+    st.op_case = TTFLEET__REQUEST__OP_ENV_START;
+    st.env_start = &sref;
+    r = s_call_unanswered("ts", &st, "h-start1");
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY && strstr(r->message, "being freed"));
+    s_status(r);
+    env_t *sl = model_env_get(g_b, "ts", "sleeper");
+    CHECK(sl && !sl->busy && sl->vms[0]->state == TTFLEET__VM_STATE__VM_STOPPED);
+    CHECK(s_answer_commands(0) == 1); /* the destroy alone: no start was sent */
+    broker_end_batch(g_b);
+    CHECK(hb->cpu_freeing == 0);
+    CHECK(s_status(s_call_rid("ts", &st, "h-start2")) == 0);
+    CHECK(sl && sl->vms[0]->state == TTFLEET__VM_STATE__VM_RUNNING && hb->cpu_used == 8);
+    s_drain();
+
+    /* evacuation: a VM is not moved onto room still being freed */
+    ref.name = "waiting";
+    CHECK(s_status(s_call_unanswered("tq", &req, "h-del4")) == 0);
+    CHECK(ha->cpu_freeing == 8);
+    Ttfleet__Request act = TTFLEET__REQUEST__INIT;
+    Ttfleet__HostDrain dr = TTFLEET__HOST_DRAIN__INIT;
+    dr.id = "hb";
+    dr.evacuate = true;
+    act.op_case = TTFLEET__REQUEST__OP_HOST_DRAIN;
+    act.host_drain = &dr;
+    r = s_call_unanswered("admin", &act, "h-evac1");
+    CHECK(r && r->status == 0 && strstr(r->message, "0 VM(s) moved"));
+    s_status(r);
+    CHECK(f4->vms[0]->host == hb);
+    CHECK(s_answer_commands(0) >= 1);
+    broker_end_batch(g_b);
+    CHECK(ha->cpu_freeing == 0);
+    r = s_call_rid("admin", &act, "h-evac2");
+    CHECK(r && r->status == 0 && strstr(r->message, "2 VM(s) moved"));
+    s_status(r);
+    CHECK(f4->vms[0]->host == ha && sl->vms[0]->host == ha);
+    s_drain();
+
+    /* a host that says READY again (or goes down) drops its holds: its
+     * inventory is reconciled instead */
+    ref.name = "fill4";
+    CHECK(s_status(s_call_unanswered("tf", &req, "h-del5")) == 0);
+    CHECK(ha->cpu_freeing == 4);
+    s_drain();
+    s_ready("w-a", "ha", 8, 16384, 10000);
+    broker_end_batch(g_b);
+    CHECK(ha->cpu_freeing == 0 && zhashx_size(g_b->freeing) == 0);
     s_drain();
     s_hard_close(saved);
 }
@@ -1907,6 +2073,124 @@ static void s_test_amplification(void)
 
 /* Item 6: a body over the limit gets TOO_LARGE through the real socket
  * (libzmq used to drop it and the client heard nothing). */
+/* READY from a host offering one engine with the capability names caps
+ * (NULL: no engine_caps at all) and an image cache. */
+static void s_ready_caps(const char *routing, const char *host, const char *engine, char **caps,
+                         size_t n_caps)
+{
+    Ttfleet__WorkerHello h = TTFLEET__WORKER_HELLO__INIT;
+    h.host_id = (char *)host;
+    h.cpu_total = 8;
+    h.mem_total = 16384;
+    h.disk_total = 100000;
+    char *engines[] = {(char *)engine};
+    char *images[] = {"capimg"};
+    h.n_engines = 1;
+    h.engines = engines;
+    h.n_images = 1;
+    h.images = images;
+    h.image_cache_mib = 1024;
+    Ttfleet__EngineCaps ec = TTFLEET__ENGINE_CAPS__INIT, *ecp = &ec;
+    ec.engine = (char *)engine;
+    ec.n_caps = n_caps;
+    ec.caps = caps;
+    if (caps) {
+        h.n_engine_caps = 1;
+        h.engine_caps = &ecp;
+    }
+    uint8_t buf[1024];
+    size_t len = ttfleet__worker_hello__pack(&h, buf);
+    s_worker_send(routing, TT_W_READY, buf, len);
+}
+
+/* The broker decides from what an engine declares, never from its name:
+ * an engine called "fancy" that declares bootstrap and catalog images gets
+ * creates with SSH keys and catalog placements; a host whose engine is
+ * called "qemu" but declares nothing gets neither. HostInfo shows it. */
+static void s_test_engine_caps(void)
+{
+    char *fancy_caps[] = {"catalog", "bootstrap", "no-such-capability"};
+    char *none[] = {NULL};
+    s_ready_caps("w-fancy", "fancy-host", "fancy", fancy_caps, 3);
+    s_ready_caps("w-plainq", "plainq-host", "qemu", none, 0);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    host_t *fh = model_host_get(g_b, "fancy-host"), *qh = model_host_get(g_b, "plainq-host");
+    CHECK(fh && qh);
+    if (!fh || !qh)
+        return;
+    CHECK(model_host_engine_caps(fh, "fancy") == (TT_CAP_CATALOG | TT_CAP_BOOTSTRAP));
+    CHECK(model_host_engine_caps(qh, "qemu") == 0);
+    bool said = false;
+    CHECK(model_engine_caps(g_b, "fancy", &said) == (TT_CAP_CATALOG | TT_CAP_BOOTSTRAP) && said);
+    CHECK(model_engine_caps(g_b, "nosuch", &said) == 0 && !said);
+
+    /* HostInfo carries the declared names, the unknown one dropped */
+    reply_arena_t arena = reply_arena();
+    Ttfleet__HostInfo *hi = reply_host_info(&arena, fh);
+    CHECK(hi && hi->n_engine_caps == 1 && strcmp(hi->engine_caps[0]->engine, "fancy") == 0 &&
+          hi->engine_caps[0]->n_caps == 2 && strcmp(hi->engine_caps[0]->caps[0], "catalog") == 0 &&
+          strcmp(hi->engine_caps[0]->caps[1], "bootstrap") == 0);
+    reply_arena_free(&arena);
+
+    /* a catalog image goes only where the engine declares catalog images */
+    sched_want_t want = {
+        "fancy",
+        "capimg",
+        1,
+        256,
+        100,
+        false,
+        NULL,
+        0,
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000 1 f\n",
+        0};
+    int status = 0;
+    char msg[512];
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == fh);
+    want.engine = "qemu";
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == NULL &&
+          status == TTFLEET__STATUS__UNAVAILABLE);
+
+    /* SSH keys: refused for the "qemu" that cannot bootstrap, placed on the
+     * "fancy" engine that can */
+    char *keys[] = {"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1jw7R4xwdKDnuMnLfxNt59tJmxYANG/S9aWgUzWXJ3 me@x"};
+    const char *engines[] = {"qemu", "fancy"};
+    int want_status[] = {TTFLEET__STATUS__BAD_REQUEST, TTFLEET__STATUS__OK};
+    for (int i = 0; i < 2; i++) {
+        Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+        Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+        ic.image = "capimg";
+        ic.dup = 1;
+        char name[32];
+        snprintf(name, sizeof name, "caps%d", i);
+        cr.name = name;
+        cr.engine = (char *)engines[i];
+        cr.n_images = 1;
+        cr.images = &icp;
+        cr.cpu = 1;
+        cr.mem_mib = 256;
+        cr.disk_mib = 100;
+        cr.n_ssh_keys = 1;
+        cr.ssh_keys = keys;
+        req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+        req.env_create = &cr;
+        Ttfleet__Reply *r = s_call("tcaps", &req, NULL);
+        CHECK(r && (int)r->status == want_status[i]);
+        if (r && i == 0)
+            CHECK(strstr(r->message, "cannot bootstrap") != NULL);
+        if (r && i == 1)
+            CHECK(r->env && r->env->n_vms == 1 && strcmp(r->env->vms[0]->host, "fancy-host") == 0);
+        s_status(r);
+    }
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+}
+
 static void s_test_oversized_body(void)
 {
     broker_t *saved;
@@ -1988,6 +2272,30 @@ int main(void)
         CHECK(vm->cpu == 2 && vm->mem_mib == 1024 && vm->disk_mib == 1000);
     }
     s_status(r);
+    /* a worker's strings reach clients as clean UTF-8: a host that sends a
+     * byte that is not UTF-8 or an escape spoils no reply (a Python client
+     * refuses a whole reply with one bad byte) */
+    {
+        env_t *bf = model_env_get(g_b, "t1", "bf");
+        Ttfleet__VmActual va = TTFLEET__VM_ACTUAL__INIT, *vap = &va;
+        va.vm_id = bf && bf->n_vms ? bf->vms[0]->vm_id : 0;
+        va.state = TTFLEET__VM_STATE__VM_RUNNING;
+        va.ready_detail = "\xff\x1b[2J\xc2\x9b\x7f\xe2\x82 caf\xc3\xa9 \xed\xa0\x80";
+        Ttfleet__WorkerEvent ev = TTFLEET__WORKER_EVENT__INIT;
+        ev.n_vms = 1;
+        ev.vms = &vap;
+        uint8_t buf[256];
+        size_t len = ttfleet__worker_event__pack(&ev, buf);
+        s_worker_send("w-small", TT_W_EVENT, buf, len);
+        broker_end_batch(g_b);
+        s_drain();
+        r = s_simple("t1", TTFLEET__REQUEST__OP_ENV_SHOW, "bf");
+        const char *d = r && r->env && r->env->n_vms ? r->env->vms[0]->ready_detail : NULL;
+        CHECK(d && strcmp(d, "??[2J????? caf\xc3\xa9 ???") == 0);
+        if (d && strcmp(d, "??[2J????? caf\xc3\xa9 ???") != 0)
+            fprintf(stderr, "  ready_detail kept: %s\n", d);
+        s_status(r);
+    }
     /* spread puts it on the big host */
     r = s_create("t1", "sp", "img", 1, 2, 1024, true, NULL);
     CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
@@ -2026,6 +2334,29 @@ int main(void)
     s_status(r);
     /* the same id from another tenant is another request */
     CHECK(s_status(s_create("t3", "idem", "img", 1, 1, 512, false, "fixed-id-1")) == 0);
+    /* the same id with another request is refused, not answered with the
+     * first one's outcome: a delete under the create's id deletes nothing
+     * and must not say OK */
+    {
+        Ttfleet__Request dq = TTFLEET__REQUEST__INIT;
+        Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+        ref.name = "idem";
+        dq.op_case = TTFLEET__REQUEST__OP_ENV_DELETE;
+        dq.env_delete = &ref;
+        r = s_call("t1", &dq, "fixed-id-1");
+        CHECK(r && r->status == TTFLEET__STATUS__BAD_REQUEST && r->message &&
+              strstr(r->message, "already used for a different request"));
+        s_status(r);
+        CHECK(model_env_get(g_b, "t1", "idem") != NULL);
+        /* a create of another env under it too; the first request still replays */
+        CHECK(s_status(s_create("t1", "idem2", "img", 1, 1, 512, false, "fixed-id-1")) ==
+              TTFLEET__STATUS__BAD_REQUEST);
+        CHECK(model_env_get(g_b, "t1", "idem2") == NULL);
+        r = s_create("t1", "idem", "img", 1, 1, 512, false, "fixed-id-1");
+        CHECK(r && r->status == 0 && r->env && r->env->n_vms == 1 &&
+              r->env->vms[0]->vm_id == first_vm);
+        s_status(r);
+    }
 
     /* a worker that refuses: the create fails cleanly and undoes everything */
     {
@@ -2181,6 +2512,7 @@ int main(void)
     s_test_pull_extends_deadline();
     s_test_disk_total();
     s_test_queued_refused_requeued();
+    s_test_capacity_handoff();
     s_test_audit_outcomes();
     s_test_labels();
     s_test_event_history();
@@ -2190,6 +2522,7 @@ int main(void)
     s_test_hostile_ready();
     s_test_amplification();
     s_test_oversized_body();
+    s_test_engine_caps();
 
     /* broker_stats: admin only; counts what this test did */
     {

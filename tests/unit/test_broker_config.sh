@@ -39,7 +39,8 @@ printf 'liveness = 1\n' > "$T/bad2.cfg"
 grep -q "liveness wants an integer in 2..100" "$T/err" || fail "no reason for the bad value"
 # broker HA: the --raft-* options go together and are checked, from flags
 # and from the file alike, before anything starts
-raft() { "$BROKER" --state "$T/raft" --clients "ipc://$T/rc" --workers "ipc://$T/rw" \
+# (bounded: a broker that accepts runs on, and the check fails at once)
+raft() { timeout 10 "$BROKER" --state "$T/raft" --clients "ipc://$T/rc" --workers "ipc://$T/rw" \
     --events "ipc://$T/re" "$@" 2>"$T/err" && fail "accepted: $*"; }
 P="1=127.0.0.1:17901,2=127.0.0.1:17902,3=127.0.0.1:17903"
 C="1=tcp://127.0.0.1:17911,2=tcp://127.0.0.1:17912,3=tcp://127.0.0.1:17913"
@@ -61,6 +62,11 @@ grep -q "use an odd number" "$T/err" || fail "no reason for two members"
 raft --raft-id 1 --raft-peers "1=10.1.2.3:5,2=10.1.2.4:5,3=10.1.2.5:5" --raft-clients "$C" \
     --raft-workers "$W" --raft-dir "$T/r"
 grep -q "is not loopback" "$T/err" || fail "no reason for a non-loopback Raft address"
+# a name that only starts like a loopback address resolves anywhere
+raft --raft-id 1 --raft-peers "1=127.0.0.1:5,2=127.0.0.1.example.com:5,3=127.evil.example:5" \
+    --raft-clients "$C" --raft-workers "$W" --raft-dir "$T/r"
+grep -q "Raft address 127.0.0.1.example.com:5 of member 2 is not loopback" "$T/err" ||
+    fail "a host name starting with 127. passed as loopback"
 raft --raft-id 1 --raft-peers "1=127.0.0.1:5" --raft-clients "1=http://x" --raft-dir "$T/r"
 grep -q "want a tcp:// or ipc:// endpoint" "$T/err" || fail "no reason for a bad clients endpoint"
 printf 'broker\n    raft-id = 1\n    raft-peers = "%s"\n' "$P" > "$T/raft.cfg"

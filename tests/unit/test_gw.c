@@ -265,9 +265,29 @@ static void test_tokens(void)
           after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
     CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0 &&
           strcmp(role, "user") == 0);
-    /* removed file: the last table stays */
-    unlink(path);
-    CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0);
+    /* removed file: fails closed, every token is revoked... */
+    CHECK(unlink(path) == 0);
+    CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) != 0);
+    CHECK(tokens_count(t) == 0);
+    /* ... until it is back */
+    f = fopen(path, "w");
+    fputs("ffffffffffffffffffffffff frank user\n", f);
+    fclose(f);
+    CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) == 0 &&
+          strcmp(tenant, "frank") == 0 && tokens_count(t) == 1);
+    /* unreadable (not root: mode 0; as root, which reads anyway, a directory
+     * in its place makes fopen fail the same way): revoked as well */
+    if (geteuid() != 0) {
+        CHECK(chmod(path, 0) == 0);
+    } else {
+        CHECK(unlink(path) == 0 && mkdir(path, 0700) == 0);
+    }
+    CHECK(tokens_lookup(t, "ffffffffffffffffffffffff", tenant, role) != 0);
+    CHECK(tokens_count(t) == 0);
+    if (geteuid() == 0)
+        rmdir(path);
+    else
+        unlink(path);
     tokens_destroy(&t);
     CHECK(t == NULL);
     CHECK(tokens_new("/nonexistent/tokens", "admin", err, sizeof err) == NULL &&

@@ -179,6 +179,14 @@ int main(void)
     CHECK(strstr(text, "\nhost: 'true'\n") && strstr(text, "\nstdout: '007'\n"));
     CHECK(strstr(text, "\nstdout_truncated: false\n"));
     free(text);
+    /* a guest's output "=" or "<<" (YAML 1.1's value and merge), which a
+     * reader such as PyYAML refuses written plain */
+    print_set_format(true, false);
+    CAPTURE(text, print_exec_json(out, 3, "OK", "<<", "h1", 0, 0, (const uint8_t *)"=", 1,
+                                  false, NULL, 0, false));
+    print_set_format(false, false);
+    CHECK(strstr(text, "\nmessage: '<<'\n") && strstr(text, "\nstdout: '='\n"));
+    free(text);
     uint8_t sha[32] = {0xab};
     CAPTURE(text, print_copy_json(out, "put", "/tmp/x", "x", 5, sha));
     j = json_loads(text, 0, &jerr);

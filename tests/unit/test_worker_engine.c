@@ -9,6 +9,8 @@
 #include "test_worker_util.h"
 
 #include <czmq.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -45,6 +47,28 @@ static bool s_file_has(const char *path, const char *text, int timeout_ms)
         usleep(20000);
     }
     return false;
+}
+
+/* The mount options of pid's mount at point (its mountinfo line from the
+ * point on: per-mount options, then " - fstype source super-options"), or
+ * "" when it has none there. */
+static void s_mount_line(pid_t pid, const char *point, char *out, size_t len)
+{
+    char path[64], line[1024], want[128];
+    snprintf(path, sizeof path, "/proc/%d/mountinfo", (int)pid);
+    snprintf(want, sizeof want, " %s ", point);
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        /* fields: id parent major:minor root point options ... */
+        char *p = line;
+        for (int field = 0; p && field < 4; field++)
+            p = strchr(p + 1, ' ');
+        if (p && strncmp(p, want, strlen(want)) == 0)
+            snprintf(out, len, "%s", p);
+    }
+    if (f)
+        fclose(f);
 }
 
 static bool s_ns_differs(pid_t pid, const char *ns)
@@ -131,9 +155,19 @@ int main(void)
     s_vm.ports[1].guest = 80;
 
     CHECK(eng->prepare_disk(&ctx, &s_vm, err, sizeof err) == 0);
+    /* a descriptor the worker holds without close-on-exec, and a variable
+     * of the worker's environment: neither may reach the VM */
+    char marker[4096];
+    snprintf(marker, sizeof marker, "%s/fd-marker", state);
+    int leak = open(marker, O_CREAT | O_RDWR, 0600);
+    CHECK(leak >= 0);
+    setenv("TTFLEET_TEST_WORKER_ONLY", "1", 1);
     int64_t t0 = zclock_usecs();
     int rc = eng->start(&ctx, &s_vm, err, sizeof err);
     int64_t spawn_us = zclock_usecs() - t0;
+    unsetenv("TTFLEET_TEST_WORKER_ONLY");
+    if (leak >= 0)
+        close(leak);
     if (rc) {
         fprintf(stderr, "start: %s\n", err);
         CHECK(rc == 0);
@@ -188,6 +222,80 @@ int main(void)
             envbuf[i] = '\n';
     CHECK(strstr(envbuf, "TTFLEET_VM_ID=77\n") && strstr(envbuf, "TTFLEET_VM_PORTS=22,80\n") &&
           strstr(envbuf, "TTFLEET_VM_MAC=52:54:00:00:00:4d\n"));
+    /* a clean environment: PATH, HOME and the VM's own variables, nothing
+     * of the worker's */
+    int foreign = 0;
+    for (char *line = envbuf, *next; n && *line; line = next + 1) {
+        next = strchr(line, '\n');
+        if (!next)
+            break;
+        if (strncmp(line, "PATH=", 5) && strncmp(line, "HOME=", 5) &&
+            strncmp(line, "TTFLEET_VM_", 11)) {
+            fprintf(stderr, "  VM environment has %.*s\n", (int)(next - line), line);
+            foreign++;
+        }
+    }
+    CHECK(n > 0 && foreign == 0);
+    /* seccomp filter and no_new_privs, without --vm-user too */
+    snprintf(path, sizeof path, "/proc/%d/status", (int)s_vm.pid);
+    CHECK(s_file_has(path, "NoNewPrivs:\t1\n", 0) && s_file_has(path, "Seccomp:\t2\n", 0));
+    /* /tmp: 64 MiB, 4096 inodes, nosuid, nodev; /dev: 64 KiB, noexec,
+     * holding six devices and the fd links, nothing else of the host's */
+    char mnt[1024];
+    s_mount_line(s_vm.pid, "/tmp", mnt, sizeof mnt);
+    CHECK(strstr(mnt, "nosuid") && strstr(mnt, "nodev") && strstr(mnt, " tmpfs ") &&
+          strstr(mnt, "size=65536k") && strstr(mnt, "nr_inodes=4096"));
+    if (!strstr(mnt, "size=65536k"))
+        fprintf(stderr, "  /tmp mount: %s", mnt[0] ? mnt : "none\n");
+    s_mount_line(s_vm.pid, "/dev", mnt, sizeof mnt);
+    CHECK(strstr(mnt, "nosuid") && strstr(mnt, "noexec") && strstr(mnt, " tmpfs ") &&
+          strstr(mnt, "size=64k"));
+    if (!strstr(mnt, "size=64k"))
+        fprintf(stderr, "  /dev mount: %s", mnt[0] ? mnt : "none\n");
+    /* the host's /usr, the image having none: read-only, nosuid, nodev */
+    s_mount_line(s_vm.pid, "/usr", mnt, sizeof mnt);
+    CHECK(strncmp(mnt, " /usr ro,", 9) == 0 && strstr(mnt, "nosuid") && strstr(mnt, "nodev"));
+    if (strncmp(mnt, " /usr ro,", 9) != 0)
+        fprintf(stderr, "  /usr mount: %s", mnt[0] ? mnt : "none\n");
+    static const char *const devs[] = {".",       "..",  "null", "zero",  "full",   "random",
+                                       "urandom", "tty", "fd",   "stdin", "stdout", "stderr"};
+    snprintf(path, sizeof path, "/proc/%d/root/dev", (int)s_vm.pid);
+    DIR *dev = opendir(path);
+    CHECK(dev != NULL);
+    int n_dev = 0, unknown = 0;
+    for (struct dirent *e; dev && (e = readdir(dev));) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
+            known = known || strcmp(e->d_name, devs[i]) == 0;
+        if (!known) {
+            fprintf(stderr, "  VM /dev has %s\n", e->d_name);
+            unknown++;
+        }
+        n_dev++;
+    }
+    if (dev)
+        closedir(dev);
+    CHECK(unknown == 0 && n_dev == (int)(sizeof devs / sizeof *devs));
+    /* no descriptor of the worker: only what the spawner placed */
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)s_vm.pid);
+    DIR *fds = opendir(path);
+    CHECK(fds != NULL);
+    int leaked = 0;
+    for (struct dirent *e; fds && (e = readdir(fds));) {
+        char fdp[4400], target[4096];
+        snprintf(fdp, sizeof fdp, "%s/%s", path, e->d_name);
+        ssize_t tl = readlink(fdp, target, sizeof target - 1);
+        if (tl > 0) {
+            target[tl] = 0;
+            if (strstr(target, "fd-marker")) {
+                fprintf(stderr, "  VM holds the worker's fd %s -> %s\n", e->d_name, target);
+                leaked++;
+            }
+        }
+    }
+    if (fds)
+        closedir(fds);
+    CHECK(leaked == 0);
 
     /* Pause: pid 1 shows state T; resume: running again. */
     CHECK(eng->pause(&ctx, &s_vm, err, sizeof err) == 0);
@@ -292,7 +400,17 @@ int main(void)
           strstr(err, "'process' cannot take memory snapshots"));
     CHECK(engine_snapshot_check(&engine_hollow, &ctx, err, sizeof err) == -1 &&
           strstr(err, "'hollow' cannot"));
-    CHECK(!engine_process.snapshots && !engine_process.suspend && !engine_hollow.snapshots);
+    /* what an engine declares matches what it has: exec/copy with a guest
+     * backend, snapshots with the snapshot functions */
+    const engine_t *all[] = {&engine_process, &engine_hollow, &engine_qemu};
+    for (size_t i = 0; i < 3; i++) {
+        CHECK(!(all[i]->caps & TT_CAP_GUEST) == !all[i]->guest);
+        CHECK(!(all[i]->caps & TT_CAP_SNAPSHOTS) == !all[i]->template_boot);
+        CHECK(engine_caps_of(all[i]->name) == all[i]->caps);
+    }
+    CHECK(engine_caps_of("nosuch") == 0);
+    CHECK(!(engine_process.caps & TT_CAP_SNAPSHOTS) && !engine_process.suspend &&
+          !(engine_hollow.caps & TT_CAP_SNAPSHOTS));
     CHECK(engine_snapshot_check(&engine_qemu, &ctx, err, sizeof err) == -1 &&
           strstr(err, "QEMU version"));
     engine_ctx_t qctx = ctx;

@@ -11,9 +11,11 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "probe.h"
@@ -249,6 +251,8 @@ static int s_listen(uint16_t *port)
     return fd;
 }
 
+static char s_last_detail[256]; /* the detail of s_run_probe's probe at its end */
+
 static int s_run_probe(const char *specs, int lfd, const char *answer, int max_ms)
 {
     probe_spec_t spec;
@@ -281,6 +285,7 @@ static int s_run_probe(const char *specs, int lfd, const char *answer, int max_m
         }
         ready = probe_step(p, tt_mono_ms());
     }
+    snprintf(s_last_detail, sizeof s_last_detail, "%s", probe_detail(p));
     probe_destroy(&p);
     return ready;
 }
@@ -294,6 +299,13 @@ static void test_probes(const char *dir)
     CHECK(s_run_probe("tcp:22", lfd, "", 3000) == 1);
     CHECK(s_run_probe("http:80/x", lfd, "HTTP/1.1 302 Found\r\n\r\n", 3000) == 1);
     CHECK(s_run_probe("http:80/x", lfd, "HTTP/1.1 500 Oops\r\n\r\n", 2500) == 0);
+    /* a hostile guest's answer reaches the detail as printable ASCII only
+     * (no ESC, DEL, C1 or bytes that are not UTF-8) */
+    CHECK(s_run_probe("http:80/x", lfd, "HTTP/1.1 500 \x1b[2J\x9b\xff\xc3\x28\x7fOops\r\n\r\n",
+                      2500) == 0);
+    CHECK(strstr(s_last_detail, "unexpected answer: HTTP/1.1 500"));
+    for (const char *c = s_last_detail; *c; c++)
+        CHECK((unsigned char)*c >= 0x20 && (unsigned char)*c < 0x7f);
     close(lfd);
     /* nothing listens: pending, never ready, never blocks */
     lfd = s_listen(&port);
@@ -458,6 +470,79 @@ static void test_vmready_target_change(void)
     close(lfd);
 }
 
+/* A VM's QEMU forwards its public ports (user networking). A port it does
+ * not forward (a live port update it could not apply because another
+ * program holds the port) is never dialled, even though it is one of the
+ * VM's ports now: the probe dials a port only while the listener on it is
+ * the VM process's own socket. Here the "VM" is a child with its own
+ * listener and "another program" is this process's listener. */
+static void test_probe_owner(void)
+{
+    uint16_t other_port;
+    int other = s_listen(&other_port); /* another program's, accepts, never answers */
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    pid_t vm = fork();
+    if (vm == 0) {
+        close(other); /* not the VM's (an exec'd QEMU inherits no such fd) */
+        uint16_t p;
+        int l = s_listen(&p);
+        if (write(pfd[1], &p, sizeof p) != sizeof p)
+            _exit(1);
+        pause();
+        close(l);
+        _exit(0);
+    }
+    uint16_t vm_port = 0;
+    CHECK(vm > 0 && read(pfd[0], &vm_port, sizeof vm_port) == sizeof vm_port);
+    close(pfd[0]);
+    close(pfd[1]);
+    probe_spec_t spec;
+    char err[256];
+    CHECK(probe_spec_parse("tcp:80", &spec, err, sizeof err) == 0);
+    probe_target_t t = {0};
+    snprintf(t.host, sizeof t.host, "127.0.0.1");
+    t.mapped_only = true;
+    t.owner_pid = vm;
+    t.n_ports = 1;
+    t.ports[0].guest = 80;
+    /* the VM's port 80 maps to a public port the other program holds */
+    t.ports[0].dial = other_port;
+    int64_t t0 = tt_mono_ms();
+    probe_t *p = probe_new(&spec, &t, t0);
+    int ready = 0;
+    while (!ready && tt_mono_ms() - t0 < 1500) {
+        short ev;
+        int fd = probe_fd(p, &ev);
+        struct pollfd pf = {.fd = fd, .events = ev};
+        poll(&pf, fd >= 0 ? 1 : 0, 50);
+        ready = probe_step(p, tt_mono_ms());
+    }
+    CHECK(!ready && probe_attempts(p) >= 1);
+    CHECK(strstr(probe_detail(p), "not forwarded by this VM"));
+    probe_destroy(&p);
+    /* never connected to: nothing waits to be accepted */
+    struct pollfd lp = {.fd = other, .events = POLLIN};
+    CHECK(poll(&lp, 1, 0) == 0);
+    /* the VM's own listener is dialled */
+    t.ports[0].dial = vm_port;
+    t0 = tt_mono_ms();
+    p = probe_new(&spec, &t, t0);
+    ready = 0;
+    while (!ready && tt_mono_ms() - t0 < 3000) {
+        short ev;
+        int fd = probe_fd(p, &ev);
+        struct pollfd pf = {.fd = fd, .events = ev};
+        poll(&pf, fd >= 0 ? 1 : 0, 50);
+        ready = probe_step(p, tt_mono_ms());
+    }
+    CHECK(ready == 1);
+    probe_destroy(&p);
+    kill(vm, SIGKILL);
+    waitpid(vm, NULL, 0);
+    close(other);
+}
+
 static void test_qga_parser(void)
 {
     char err[256];
@@ -602,6 +687,7 @@ int main(void)
     test_probe_specs();
     test_console_regex_bounds();
     test_vmready_target_change();
+    test_probe_owner();
     test_probes(dir);
     test_vmready_detail();
     test_qga_parser();

@@ -11,18 +11,28 @@
  *   PUT in order only, a wrong sha256 writes nothing, a right one writes
  *   the file, GET in chunks with size and sha256; transfers per VM bounded;
  * - the qemu backend against a fake guest agent on a unix socket (the
- *   protocol qga.c speaks): exec with its output, a file PUT and GET.
+ *   protocol qga.c speaks, running real processes as qemu-ga does): exec
+ *   with its output in a session of its own (setsid); past the timeout the
+ *   command's process group is killed, a background child and a grandchild
+ *   holding the output pipes too, and the partial output comes back; an
+ *   agent without setsid runs the command as it is and kills its pid; a
+ *   file PUT and GET.
  */
 #include "test_worker_util.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "guestop.h"
 #include "ttguest.h"
 #include "ttproto.h"
@@ -33,7 +43,7 @@ static guestop_config_t s_cfg = {"h1", false, 0, 0, true};
 
 static void s_exec(char *const *argv, const char *in, int timeout_ms, guestop_exec_t *r)
 {
-    guestop_proc_exec(&s_cfg, 0, 0, argv, in, in ? strlen(in) : 0, timeout_ms, r);
+    engine_process_exec(&s_cfg, 0, 0, argv, in, in ? strlen(in) : 0, timeout_ms, r);
 }
 
 static void test_proc_exec(void)
@@ -135,6 +145,8 @@ static guestop_vm_t s_vm(const char *engine, int state)
     guestop_vm_t vm;
     memset(&vm, 0, sizeof vm);
     snprintf(vm.engine, sizeof vm.engine, "%s", engine);
+    const engine_t *e = engine_find(engine);
+    vm.guest = e ? e->guest : NULL; /* as fleet.c hands it over */
     vm.state = state;
     return vm;
 }
@@ -394,12 +406,30 @@ static void test_job_limits(guestop_t *g)
 
 /* ---- a fake guest agent ---- */
 
+/* It runs what guest-exec asks for, as qemu-ga does: a real process (the
+ * program looked up in PATH) in the agent's own process group, its output
+ * captured through pipes, reported exited only once it is reaped and both
+ * pipes are closed; `kill` and `setsid` are the host's. */
+#define S_AGENT_PROCS 16
+typedef struct {
+    pid_t pid;
+    int out, err; /* -1 once closed */
+    bool reaped;
+    bool nocap; /* no output captured: reaped when a slot is wanted */
+    int status;
+    char text[2][256];
+    size_t len[2];
+} s_proc_t;
+
 typedef struct {
     int lfd;
     unsigned char file[4096];
     size_t file_len, read_off;
-    bool hang;          /* the last command runs until killed */
-    char killed[32];    /* the pid `kill -KILL` was asked for */
+    bool no_setsid;     /* answer a guest-exec of setsid as an agent without it does */
+    int setsid_execs;   /* guest-execs of setsid it ran */
+    int setsid_refused; /* ... and refused */
+    char last_kill[64]; /* the arguments of the last guest-exec of kill */
+    s_proc_t procs[S_AGENT_PROCS];
 } s_agent_t;
 
 static void s_send(int fd, json_t *ret)
@@ -412,11 +442,111 @@ static void s_send(int fd, json_t *ret)
     json_decref(j);
 }
 
+static void s_send_error(int fd, const char *desc)
+{
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "class", "GenericError", "desc", desc);
+    char *t = json_dumps(j, JSON_COMPACT);
+    size_t n = strlen(t);
+    CHECK(write(fd, t, n) == (ssize_t)n && write(fd, "\n", 1) == 1);
+    free(t);
+    json_decref(j);
+}
+
 static char *s_b64(const void *d, size_t n)
 {
     char *o = malloc(4 * ((n + 2) / 3) + 1);
     EVP_EncodeBlock((unsigned char *)o, d, (int)n);
     return o;
+}
+
+/* guest-exec: start path with args; its pid, or -1. */
+static pid_t s_agent_spawn(s_agent_t *a, const char *path, json_t *args, bool capture)
+{
+    s_proc_t *pr = NULL;
+    for (int i = 0; i < S_AGENT_PROCS; i++)
+        if (a->procs[i].nocap && waitpid(a->procs[i].pid, NULL, WNOHANG) == a->procs[i].pid)
+            a->procs[i].pid = 0;
+    for (int i = 0; i < S_AGENT_PROCS && !pr; i++)
+        if (a->procs[i].pid == 0)
+            pr = &a->procs[i];
+    size_t n = json_array_size(args);
+    if (!pr || n > 30)
+        return -1;
+    char *av[32];
+    av[0] = (char *)path;
+    for (size_t i = 0; i < n; i++)
+        av[i + 1] = (char *)json_string_value(json_array_get(args, i));
+    av[n + 1] = NULL;
+    int o[2] = {-1, -1}, e[2] = {-1, -1};
+    if (capture && (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC)))
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(capture ? o[1] : null, 1);
+        dup2(capture ? e[1] : null, 2);
+        execvp(path, av);
+        _exit(127);
+    }
+    if (capture) {
+        close(o[1]);
+        close(e[1]);
+        fcntl(o[0], F_SETFL, O_NONBLOCK);
+        fcntl(e[0], F_SETFL, O_NONBLOCK);
+    }
+    if (pid < 0)
+        return -1;
+    memset(pr, 0, sizeof *pr);
+    pr->pid = pid;
+    pr->out = o[0];
+    pr->err = e[0];
+    pr->nocap = !capture;
+    return pid;
+}
+
+/* guest-exec-status: exited once reaped and both pipes closed. */
+static void s_agent_status(s_agent_t *a, int fd, json_int_t pid)
+{
+    s_proc_t *pr = NULL;
+    for (int i = 0; i < S_AGENT_PROCS && !pr; i++)
+        if (pid > 0 && a->procs[i].pid == pid)
+            pr = &a->procs[i];
+    if (!pr) {
+        s_send_error(fd, "Invalid parameter 'pid'");
+        return;
+    }
+    if (!pr->reaped && waitpid(pr->pid, &pr->status, WNOHANG) == pr->pid)
+        pr->reaped = true;
+    int *fds[2] = {&pr->out, &pr->err};
+    for (int k = 0; k < 2; k++) {
+        char b[256];
+        ssize_t r;
+        while (*fds[k] >= 0 && (r = read(*fds[k], b, sizeof b)) != 0) {
+            if (r < 0)
+                break; /* EAGAIN: still open */
+            for (ssize_t i = 0; i < r && pr->len[k] < sizeof pr->text[k]; i++)
+                pr->text[k][pr->len[k]++] = b[i];
+        }
+        if (*fds[k] >= 0 && r == 0) {
+            close(*fds[k]);
+            *fds[k] = -1;
+        }
+    }
+    if (!pr->reaped || pr->out >= 0 || pr->err >= 0) {
+        s_send(fd, json_pack("{s:b}", "exited", 0));
+        return;
+    }
+    char *o = s_b64(pr->text[0], pr->len[0]), *e = s_b64(pr->text[1], pr->len[1]);
+    json_t *ret = json_pack("{s:b,s:s,s:s}", "exited", 1, "out-data", o, "err-data", e);
+    if (WIFSIGNALED(pr->status))
+        json_object_set_new(ret, "signal", json_integer(WTERMSIG(pr->status)));
+    else
+        json_object_set_new(ret, "exitcode", json_integer(WEXITSTATUS(pr->status)));
+    s_send(fd, ret);
+    free(o);
+    free(e);
+    pr->pid = 0;
 }
 
 static void s_agent_line(s_agent_t *a, int fd, const char *line)
@@ -433,30 +563,34 @@ static void s_agent_line(s_agent_t *a, int fd, const char *line)
     } else if (strcmp(cmd, "guest-exec") == 0) {
         const char *path = json_string_value(json_object_get(args, "path"));
         json_t *av = json_object_get(args, "arg");
+        bool capture = json_is_true(json_object_get(args, "capture-output"));
         if (path && strcmp(path, "kill") == 0) {
-            const char *sig = json_string_value(json_array_get(av, 0));
-            const char *pid = json_string_value(json_array_get(av, 1));
-            if (sig && strcmp(sig, "-KILL") == 0 && pid)
-                snprintf(a->killed, sizeof a->killed, "%s", pid);
-            s_send(fd, json_pack("{s:i}", "pid", 43));
-        } else {
-            const char *a0 = json_string_value(json_array_get(av, 0));
-            a->hang = a0 && strcmp(a0, "hang") == 0;
-            a->killed[0] = 0;
-            s_send(fd, json_pack("{s:i}", "pid", 42));
+            a->last_kill[0] = 0;
+            for (size_t i = 0; i < json_array_size(av); i++) {
+                const char *w = json_string_value(json_array_get(av, i));
+                size_t l = strlen(a->last_kill);
+                snprintf(a->last_kill + l, sizeof a->last_kill - l, "%s%s", i ? " " : "",
+                         w ? w : "?");
+            }
         }
-    } else if (strcmp(cmd, "guest-exec-status") == 0 && a->hang && !a->killed[0]) {
-        s_send(fd, json_pack("{s:b}", "exited", 0));
-    } else if (strcmp(cmd, "guest-exec-status") == 0 && a->hang) {
-        char *o = s_b64("partial\n", 8);
-        s_send(fd, json_pack("{s:b,s:i,s:s}", "exited", 1, "signal", 9, "out-data", o));
-        free(o);
+        if (path && strcmp(path, "setsid") == 0) {
+            a->setsid_execs++;
+            if (a->no_setsid) {
+                a->setsid_refused++;
+                s_send_error(fd, "Guest agent command failed, error was 'Failed to execute child "
+                                 "process \xe2\x80\x9csetsid\xe2\x80\x9d (No such file or "
+                                 "directory)'");
+                json_decref(j);
+                return;
+            }
+        }
+        pid_t pid = path ? s_agent_spawn(a, path, av, capture) : -1;
+        if (pid > 0)
+            s_send(fd, json_pack("{s:i}", "pid", (int)pid));
+        else
+            s_send_error(fd, "Guest agent command failed");
     } else if (strcmp(cmd, "guest-exec-status") == 0) {
-        char *o = s_b64("agent out\n", 10), *e = s_b64("agent err\n", 10);
-        s_send(fd, json_pack("{s:b,s:i,s:s,s:s}", "exited", 1, "exitcode", 5, "out-data", o,
-                             "err-data", e));
-        free(o);
-        free(e);
+        s_agent_status(a, fd, json_integer_value(json_object_get(args, "pid")));
     } else if (strcmp(cmd, "guest-file-open") == 0) {
         const char *mode = json_string_value(json_object_get(args, "mode"));
         if (mode && mode[0] == 'w')
@@ -518,6 +652,40 @@ static void *s_agent_run(void *arg)
     }
 }
 
+/* No live process runs `sleep TAG<d>` for a digit d of which (waits up to
+ * 2 s: SIGKILLed ones go within ms); kills any that stayed, so a failure
+ * leaves nothing behind. */
+static bool s_sleepers_gone(const char *tag, const char *which)
+{
+    bool gone = false;
+    for (int i = 0; i < 40 && !gone; i++) {
+        if (i)
+            usleep(50 * 1000);
+        gone = true;
+        DIR *d = opendir("/proc");
+        for (struct dirent *e; d && (e = readdir(d));) {
+            char path[300], buf[128] = {0};
+            if (e->d_name[0] < '1' || e->d_name[0] > '9')
+                continue;
+            snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+            int fd = open(path, O_RDONLY);
+            ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+            if (fd >= 0)
+                close(fd);
+            size_t tl = strlen(tag);
+            if (n > 6 && memcmp(buf, "sleep", 6) == 0 && strncmp(buf + 6, tag, tl) == 0 &&
+                buf[6 + tl] && strchr(which, buf[6 + tl]) && !buf[7 + tl]) {
+                gone = false;
+                if (i == 39)
+                    kill(atoi(e->d_name), SIGKILL);
+            }
+        }
+        if (d)
+            closedir(d);
+    }
+    return gone;
+}
+
 static void test_agent(guestop_t *g, const char *dir)
 {
     static s_agent_t a;
@@ -532,11 +700,14 @@ static void test_agent(guestop_t *g, const char *dir)
     CHECK(pthread_create(&t, NULL, s_agent_run, &a) == 0);
     pthread_detach(t);
 
-    char *argv[] = {"/bin/true", "x"};
+    /* the command leads a session of its own (through setsid) */
+    char *argv[] = {"/bin/sh", "-c",
+                    "echo agent out; echo agent err >&2; "
+                    "[ \"$(cut -d' ' -f6 /proc/$$/stat)\" = $$ ] && exit 5; exit 6"};
     Ttfleet__EnvExec x = TTFLEET__ENV_EXEC__INIT;
     x.vm_id = 20;
     x.argv = argv;
-    x.n_argv = 2;
+    x.n_argv = 3;
     Ttfleet__WorkerReply *r = s_run(g, &x, NULL, &vm);
     CHECK(r && r->status == TTFLEET__STATUS__OK && r->exec);
     if (r && r->exec) {
@@ -545,6 +716,18 @@ static void test_agent(guestop_t *g, const char *dir)
         CHECK(r->exec->stderr.len == 10 && memcmp(r->exec->stderr.data, "agent err\n", 10) == 0);
     }
     s_free(&r);
+    CHECK(a.setsid_execs == 1);
+    /* a program whose name looks like an option is still the program */
+    char *dash[] = {"-tt-no-such-program"};
+    x.argv = dash;
+    x.n_argv = 1;
+    r = s_run(g, &x, NULL, &vm);
+    CHECK(r && r->status == TTFLEET__STATUS__OK && r->exec && r->exec->exit_code == 127);
+    if (r && r->exec)
+        CHECK(memmem(r->exec->stderr.data, r->exec->stderr.len, "-tt-no-such-program", 19));
+    s_free(&r);
+    x.argv = argv;
+    x.n_argv = 3;
 
     const char text[] = "a file through the guest agent\n";
     unsigned char sha[32];
@@ -566,22 +749,51 @@ static void test_agent(guestop_t *g, const char *dir)
     }
     s_free(&r);
 
-    /* over its timeout: the worker has the guest kill it, and says so */
-    char *hang[] = {"/bin/sleep", "hang"};
+    /* over its timeout, with a background child and a grandchild holding
+     * its output pipes (the agent reports the exit only once they close):
+     * the guest kills the command's process group, all of it ends, and
+     * what it wrote comes back */
+    char tree_sh[200], tag[32];
+    snprintf(tag, sizeof tag, "1%d", (int)getpid());
+    snprintf(tree_sh, sizeof tree_sh, "sh -c 'sleep %s1; :' & sleep %s2 & echo partial; sleep %s3",
+             tag, tag, tag);
+    char *tree[] = {"/bin/sh", "-c", tree_sh};
     Ttfleet__EnvExec h = TTFLEET__ENV_EXEC__INIT;
     h.vm_id = 20;
-    h.argv = hang;
-    h.n_argv = 2;
-    h.timeout_s = 1;
+    h.argv = tree;
+    h.n_argv = 3;
+    h.timeout_s = 2; /* the shell writes within it under load too */
     r = s_run(g, &h, NULL, &vm);
     CHECK(r && r->status == TTFLEET__STATUS__TIMEOUT && r->exec);
-    CHECK(strcmp(a.killed, "42") == 0);
-    CHECK(r && r->message && strstr(r->message, "killed"));
+    if (r && r->status != TTFLEET__STATUS__TIMEOUT)
+        fprintf(stderr, "  tree exec: %s: %s\n", tt_status_name(r->status), r->message);
+    CHECK(r && r->message && strstr(r->message, "killed") && strstr(r->message, "process group"));
     if (r && r->exec) {
         CHECK(r->exec->signal == 9);
         CHECK(r->exec->stdout.len == 8 && memcmp(r->exec->stdout.data, "partial\n", 8) == 0);
     }
     s_free(&r);
+    CHECK(strncmp(a.last_kill, "-KILL -- -", 10) == 0);
+    CHECK(s_sleepers_gone(tag, "123"));
+
+    /* an agent that cannot start setsid: the command runs as it is and its
+     * pid is killed */
+    a.no_setsid = true;
+    char one_sh[100];
+    snprintf(one_sh, sizeof one_sh, "echo partial; exec sleep %s4", tag);
+    char *one[] = {"/bin/sh", "-c", one_sh};
+    h.argv = one;
+    r = s_run(g, &h, NULL, &vm);
+    CHECK(a.setsid_refused == 1);
+    CHECK(r && r->status == TTFLEET__STATUS__TIMEOUT && r->exec);
+    CHECK(r && r->message && strstr(r->message, "killed") && strstr(r->message, "its pid"));
+    if (r && r->exec)
+        CHECK(r->exec->stdout.len == 8 && memcmp(r->exec->stdout.data, "partial\n", 8) == 0);
+    s_free(&r);
+    CHECK(strncmp(a.last_kill, "-KILL -- ", 9) == 0 && a.last_kill[9] >= '1' &&
+          a.last_kill[9] <= '9');
+    CHECK(s_sleepers_gone(tag, "4"));
+    a.no_setsid = false;
 
     /* no agent: unreachable, quickly */
     guestop_vm_t gone = vm;

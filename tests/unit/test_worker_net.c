@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "net.h"
 #include "proc.h"
 #include "spawn.h"
@@ -40,10 +41,16 @@ static int s_count(const char *hay, const char *needle)
     return n;
 }
 
+/* A registry in which "fancy" has a tap NIC and "qemu" nothing. */
+static uint32_t s_fake_caps(const char *engine)
+{
+    return strcmp(engine, "fancy") == 0 ? TT_CAP_NIC_TAP : 0;
+}
+
 static void test_elements(void)
 {
     vm_t a = s_vm(5, "qemu", false);
-    char *t = net_elements_text(NULL, &a);
+    char *t = net_elements_text(engine_caps_of, NULL, &a);
     CHECK(t && s_count(t, "add element ip ttfleet tcp_pub { 40005 : 10.10.0.5 . 22 }\n") == 1);
     CHECK(t && s_count(t, "add element ip ttfleet udp_pub { 41005 : 10.10.0.5 . 80 }\n") == 1);
     /* the port is bound to the VM's MAC, IP and group */
@@ -64,7 +71,7 @@ static void test_elements(void)
     vm_t b = a;
     b.ports[1] = (vm_port_t){8080, 42005};
     b.deny_outgoing = true;
-    t = net_elements_text(&a, &b);
+    t = net_elements_text(engine_caps_of, &a, &b);
     CHECK(t && s_count(t, "delete element ip ttfleet tcp_pub { 41005 }\n") == 1);
     CHECK(t && s_count(t, "delete element ip ttfleet udp_pub { 41005 }\n") == 1);
     CHECK(t && s_count(t, "add element ip ttfleet tcp_pub { 42005 : 10.10.0.5 . 8080 }\n") == 1);
@@ -78,19 +85,31 @@ static void test_elements(void)
     free(t);
 
     /* no change, no text */
-    t = net_elements_text(&b, &b);
+    t = net_elements_text(engine_caps_of, &b, &b);
     CHECK(t && *t == 0);
     free(t);
 
     /* removal names every key exactly */
-    t = net_elements_text(&b, NULL);
+    t = net_elements_text(engine_caps_of, &b, NULL);
     CHECK(t && s_count(t, "delete element") == 9 && !strstr(t, "add element"));
     CHECK(t && strstr(t, "delete element bridge ttfleet port_grp { \"tt5\" }\n"));
     free(t);
 
     /* a hollow VM has no NIC: no elements */
     vm_t h = s_vm(6, "hollow", true);
-    t = net_elements_text(NULL, &h);
+    t = net_elements_text(engine_caps_of, NULL, &h);
+    CHECK(t && *t == 0);
+    free(t);
+
+    /* the NIC comes from what the engine declares, not from its name: an
+     * engine called "fancy" that declares a tap NIC gets elements, one
+     * called "qemu" that declares none gets none */
+    vm_t f = s_vm(9, "fancy", false);
+    t = net_elements_text(s_fake_caps, NULL, &f);
+    CHECK(t && s_count(t, "add element") == 9);
+    free(t);
+    vm_t q = s_vm(10, "qemu", false);
+    t = net_elements_text(s_fake_caps, NULL, &q);
     CHECK(t && *t == 0);
     free(t);
 
@@ -104,7 +123,7 @@ static void test_table(void)
 {
     vm_t a = s_vm(2, "qemu", true), b = s_vm(3, "process", false);
     vm_t *vms[] = {&a, &b};
-    char *t = net_table_text(vms, 2);
+    char *t = net_table_text(engine_caps_of, vms, 2);
     CHECK(t && strncmp(t, "add table ip ttfleet\ndelete table ip ttfleet\n", 44) == 0);
     CHECK(t && strstr(t, "delete table bridge ttfleet\n"));
     CHECK(t && strstr(t, "dnat ip to tcp dport map @tcp_pub"));
@@ -128,7 +147,7 @@ static void test_table(void)
     snprintf(d.env, sizeof d.env, "t/e798200");
     CHECK(net_group(c.env) == net_group(d.env));
     vm_t *clash[] = {&c, &d};
-    char *t2 = net_table_text(clash, 2);
+    char *t2 = net_table_text(engine_caps_of, clash, 2);
     CHECK(t2 && strstr(t2, "\"tt7\"") && !strstr(t2, "\"tt8\"") && !strstr(t2, "10.10.0.8"));
     free(t2);
     const char *dump = getenv("TT_NET_TABLE_DUMP");

@@ -471,6 +471,36 @@ int main(void)
     }
     heir.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
     CHECK(s_run(fleet, 63, &heir, 1) == TTFLEET__STATUS__OK);
+
+    /* A VM in its stop grace still holds its memory and cpu: a VM that fits
+     * only without it is refused at once (NO_CAPACITY), not started over
+     * the host's capacity; after the stop it fits. */
+    s_spec_t big, late;
+    s_spec(&big, 70, "process", "stubborn", TTFLEET__VM_STATE__VM_RUNNING);
+    big.spec.mem_mib = 60000;
+    CHECK(s_run(fleet, 70, &big, 1) == TTFLEET__STATUS__OK);
+    spawn_sleep_ms(300); /* its trap is set: the stop takes the grace */
+    big.spec.desired = TTFLEET__VM_STATE__VM_STOPPED;
+    int64_t g0 = tt_mono_ms();
+    s_submit(fleet, 71, &big, 1);
+    fleet_flush(fleet);
+    s_spec(&late, 71, "hollow", "polite", TTFLEET__VM_STATE__VM_RUNNING);
+    late.spec.mem_mib = 30000;
+    s_submit(fleet, 72, &late, 1);
+    r = s_wait_pop(fleet);
+    CHECK(r && r->op_id == 72 && r->status == TTFLEET__STATUS__NO_CAPACITY &&
+          strstr(r->message, "mem"));
+    CHECK(tt_mono_ms() - g0 < GRACE_MS); /* refused during the grace, not after it */
+    if (r)
+        ttfleet__worker_reply__free_unpacked(r, NULL);
+    r = s_wait_pop(fleet);
+    CHECK(r && r->op_id == 71 && r->status == TTFLEET__STATUS__OK);
+    if (r)
+        ttfleet__worker_reply__free_unpacked(r, NULL);
+    CHECK(s_run(fleet, 73, &late, 1) == TTFLEET__STATUS__OK);
+    big.spec.desired = late.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    CHECK(s_run(fleet, 74, &big, 1) == TTFLEET__STATUS__OK);
+    CHECK(s_run(fleet, 75, &late, 1) == TTFLEET__STATUS__OK);
     fleet_destroy(&fleet);
 
     engine_ctx_t ctx = {.state_dir = st_dir, .images_dir = images, .stop_timeout_ms = GRACE_MS};

@@ -19,10 +19,10 @@
 
 #include <czmq.h>
 #include <dirent.h>
-#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -43,9 +43,15 @@ const engine_t *engine_find(const char *name)
     return NULL;
 }
 
+uint32_t engine_caps_of(const char *name)
+{
+    const engine_t *e = engine_find(name);
+    return e ? e->caps : 0;
+}
+
 int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen)
 {
-    if (e && e->bootstraps)
+    if (e && (e->caps & TT_CAP_BOOTSTRAP))
         return 0;
     snprintf(err, errlen,
              "engine '%s' cannot bootstrap a guest (SSH keys, user-data): use the qemu engine "
@@ -56,7 +62,7 @@ int engine_bootstrap_check(const engine_t *e, char *err, size_t errlen)
 
 int engine_snapshot_check(const engine_t *e, const engine_ctx_t *ctx, char *err, size_t errlen)
 {
-    if (!e || !e->snapshots) {
+    if (!e || !(e->caps & TT_CAP_SNAPSHOTS)) {
         snprintf(err, errlen,
                  "engine '%s' cannot take memory snapshots (suspend, templates, clones): use the "
                  "qemu engine",

@@ -26,7 +26,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "guestop.h"
 #include "snapshot.h"
+#include "ttproto.h"
 #include "vm.h"
 
 /* What every engine needs to know about the host it runs on. */
@@ -51,6 +53,13 @@ typedef struct {
 
 typedef struct {
     const char *name;
+    /* What the engine can do (ttproto.h TT_CAP_*): the worker sends it in
+     * READY and every decision about an engine, the broker's and the
+     * worker's, reads it, never the name. */
+    uint32_t caps;
+    /* The engine runs qemu-system-x86_64 and qemu-img (ttworker finds them
+     * and probes the acceleration when such an engine is offered). */
+    bool needs_qemu;
     int (*prepare_disk)(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen);
     int (*start)(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen);
     int (*stop)(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen);
@@ -78,8 +87,9 @@ typedef struct {
     /* Optional: the grace ran out; kill the VM's process without waiting
      * (NULL: the blocking stop does it). */
     void (*stop_force)(const engine_ctx_t *ctx, vm_t *vm);
-    /* The engine can hand a guest SSH keys and user-data (seed.h). */
-    bool bootstraps;
+    /* exec and copy inside its guests (guestop.h), with TT_CAP_GUEST in
+     * caps; NULL when the engine has no guest to enter */
+    const guest_backend_t *guest;
     /* Memory snapshots (snapshot.h, docs/SNAPSHOTS.md); all NULL when
      * false. Each begins one operation in op and returns 0 (then
      * snap_poll drives it) or -1 with a reason (nothing changed). All are
@@ -99,8 +109,8 @@ typedef struct {
      *                  drop the consumed suspend file); 0 = SNAP_DONE
      *   snap_abort     give up an operation in flight (a restoring QEMU is
      *                  killed; partial files removed)
-     *   suspended      vm has a complete suspend file (resume_saved works) */
-    bool snapshots;
+     *   suspended      vm has a complete suspend file (resume_saved works)
+     * (with TT_CAP_SNAPSHOTS in caps) */
     int (*template_boot)(const engine_ctx_t *ctx, vm_t *vm, const char *dir, char *err,
                          size_t errlen);
     int (*template_save)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err,
@@ -118,6 +128,15 @@ typedef struct {
 extern const engine_t engine_process;
 extern const engine_t engine_hollow;
 extern const engine_t engine_qemu;
+extern const guest_backend_t engine_process_guest; /* engine_process_guest.c */
+extern const guest_backend_t engine_qemu_guest;    /* engine_qemu_guest.c */
+
+/* Run argv in the namespaces of the process VM whose pid 1 is pid (pid 0:
+ * in the worker's own, for the unit test only) with stdin, killed at
+ * timeout_ms (engine_process_guest.c). */
+void engine_process_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_time,
+                         char *const *argv, const void *in, size_t in_len, int timeout_ms,
+                         guestop_exec_t *res);
 
 /* 0 if engine e can bootstrap a guest (SSH keys, user-data), else -1 with
  * a reason for the tenant (the broker answers BAD_REQUEST with it). */
@@ -129,6 +148,9 @@ int engine_snapshot_check(const engine_t *e, const engine_ctx_t *ctx, char *err,
 
 /* The engine called name, or NULL. */
 const engine_t *engine_find(const char *name);
+/* The capabilities of the engine called name (TT_CAP_*), 0 if there is
+ * no such engine. */
+uint32_t engine_caps_of(const char *name);
 
 /* The directory of vm's image: <images_dir>/<image> for a host-local
  * image, <image_cache>/<hex> for a catalog image (issue 12, pull.c

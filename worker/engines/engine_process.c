@@ -1109,6 +1109,9 @@ static int s_destroy(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen
 
 const engine_t engine_process = {
     .name = "process",
+    /* host-local programs only: no catalog images */
+    .caps = TT_CAP_GUEST | TT_CAP_NIC_VETH,
+    .guest = &engine_process_guest,
     .prepare_disk = s_prepare_disk,
     .start = s_start,
     .stop = s_stop,

@@ -974,6 +974,10 @@ int engine_qemu_probe(const char *qemu, const char *mode, const char *work_dir, 
 
 const engine_t engine_qemu = {
     .name = "qemu",
+    .caps = TT_CAP_CATALOG | TT_CAP_BOOTSTRAP | TT_CAP_GUEST | TT_CAP_SNAPSHOTS | TT_CAP_NIC_TAP |
+            TT_CAP_HOSTFWD,
+    .needs_qemu = true,
+    .guest = &engine_qemu_guest,
     .prepare_disk = s_prepare_disk,
     .start = s_start,
     .stop = s_stop,
@@ -985,8 +989,6 @@ const engine_t engine_qemu = {
     .update = s_update,
     .stop_begin = s_stop_begin,
     .stop_force = s_stop_force,
-    .bootstraps = true,
-    .snapshots = true,
     .template_boot = qsnap_template_boot,
     .template_save = qsnap_template_save,
     .clone_restore = qsnap_clone_restore,

@@ -11,10 +11,11 @@
  * offsets), a PUT chunk appended to its transfer, a GET chunk of a file
  * read already. Replies come out of guestop_pop as packed WorkerReplys.
  *
- * Backends: qemu through the guest agent (qga.c: guest-exec,
- * guest-file-*), process through the VM's namespaces (fork, setns into
- * /proc/<pid 1>/ns/{mnt,uts,net,pid}, the VM's working directory and user,
- * then exec / open), hollow: GUEST_UNREACHABLE (nothing runs).
+ * How the guest is reached is its engine's (guest_backend_t below, which
+ * engine_t.guest names): the qemu engine's goes through the guest agent
+ * (engines/engine_qemu_guest.c), the process engine's through the VM's
+ * namespaces (engines/engine_process_guest.c); a VM whose engine has none
+ * (hollow) answers GUEST_UNREACHABLE.
  *
  * Bounds, all fixed here so that no guest and no client can make the
  * worker buffer or wait without end:
@@ -24,7 +25,9 @@
  *     GUESTOP_RESULTS_MAX at most (the oldest dropped), GUESTOP_KEEP_MS
  *     each, and dropped with their VM;
  *   - a command is killed at its timeout (process: SIGKILL to its process
- *     group; qemu: `kill -KILL PID` through the agent, which has no kill of its own);
+ *     group; qemu: the command leads a process group of its own through
+ *     the guest's setsid, and `kill -KILL -- -PID` through the agent, which
+ *     has no kill of its own, ends that group);
  *   - a transfer holds at most TT_COPY_FILE_MAX bytes; at most
  *     GUESTOP_XFERS_MAX transfers per worker and GUESTOP_XFERS_PER_VM per
  *     VM; one idle for GUESTOP_XFER_IDLE_MS is dropped;
@@ -68,11 +71,14 @@ typedef struct {
                              process VM without a pid is GUEST_UNREACHABLE) */
 } guestop_config_t;
 
+typedef struct guest_backend_t guest_backend_t;
+
 /* What the loop knows of the VM a command names (copied). */
 typedef struct {
     char engine[65];
-    int state; /* Ttfleet__VmState */
-    pid_t pid; /* process engine: pid 1 of the VM */
+    const guest_backend_t *guest; /* its engine's backend, NULL: no guest to enter */
+    int state;                    /* Ttfleet__VmState */
+    pid_t pid;                    /* process engine: pid 1 of the VM */
     uint64_t start_time;
     char agent_sock[4096]; /* qemu engine: <vm dir>/qga.sock */
 } guestop_vm_t;
@@ -97,7 +103,7 @@ void guestop_vm_gone(guestop_t *self, uint32_t vm_id);
 /* Kept outputs and transfers (tests). */
 size_t guestop_kept(const guestop_t *self);
 
-/* ---- the process backend, exported for the unit test ---- */
+/* The result of one exec (and the status and message of a copy). */
 typedef struct {
     int status; /* Ttfleet__Status */
     char msg[512];
@@ -107,11 +113,24 @@ typedef struct {
     bool out_trunc, err_trunc;
 } guestop_exec_t;
 
-/* Run argv in the namespaces of pid (pid 0: in the worker's own, for the
- * unit test only) with stdin, killed at timeout_ms. */
-void guestop_proc_exec(const guestop_config_t *cfg, pid_t pid, uint64_t start_time,
-                       char *const *argv, const void *in, size_t in_len, int timeout_ms,
-                       guestop_exec_t *res);
 void guestop_exec_free(guestop_exec_t *res);
+
+/* An engine's way into its guests. Each function runs on one of guestop's
+ * threads with copies of what it needs, bounded by the time it is given. */
+struct guest_backend_t {
+    /* Optional, on the loop, never waits: TTFLEET__STATUS__OK if a
+     * command may go to VM vm_id now, else a status with a reason. */
+    int (*check)(const guestop_config_t *cfg, const guestop_vm_t *vm, uint32_t vm_id, char *why,
+                 size_t len);
+    /* Run argv (NULL-terminated) with stdin in, killed at timeout_ms;
+     * output, exit code and status into res (memset by exec). */
+    void (*exec)(const guestop_config_t *cfg, const guestop_vm_t *vm, char *const *argv,
+                 const void *in, size_t in_len, int timeout_ms, guestop_exec_t *res);
+    /* put: write *len bytes of *data to path; else read path into *data
+     * (malloc'd) and *len, at most TT_COPY_FILE_MAX. Within file_ms.
+     * Status and message into res. */
+    void (*file)(const guestop_config_t *cfg, const guestop_vm_t *vm, bool put, const char *path,
+                 unsigned char **data, size_t *len, int file_ms, guestop_exec_t *res);
+};
 
 #endif

@@ -13,6 +13,7 @@
 #include "probe.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -130,6 +131,82 @@ static uint16_t s_dial_port(const probe_t *self)
     return self->target.mapped_only ? 0 : self->spec.port;
 }
 
+#define S_OWNER_INODES 16
+
+/* Does process pid hold a TCP socket listening on 127.0.0.1:port or
+ * *:port (IPv4, in pid's network namespace)? 1 yes, 0 no. Reads
+ * /proc/PID/net/tcp for the listeners' inodes and owners, then /proc/PID/fd
+ * for a socket with one of those inodes. Where the fds cannot be read (a
+ * worker without CAP_SYS_PTRACE and a QEMU under --vm-user: readlink needs
+ * ptrace access), the listener must belong to pid's user instead. */
+static int s_port_owned(int pid, uint16_t port)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/net/tcp", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    unsigned long inodes[S_OWNER_INODES];
+    unsigned uids[S_OWNER_INODES];
+    int n = 0;
+    char line[512];
+    if (!fgets(line, sizeof line, f)) { /* the header */
+        fclose(f);
+        return 0;
+    }
+    while (n < S_OWNER_INODES && fgets(line, sizeof line, f)) {
+        unsigned laddr, lport, st, uid;
+        unsigned long inode;
+        /* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+        if (sscanf(line, " %*u: %8x:%4x %*8x:%*4x %2x %*x:%*x %*x:%*x %*x %u %*u %lu", &laddr,
+                   &lport, &st, &uid, &inode) != 5)
+            continue;
+        /* the address is printed as the word in memory: network order */
+        bool local = ntohl(laddr) == INADDR_LOOPBACK || laddr == 0;
+        if (st == 0x0A && lport == port && local && inode) {
+            inodes[n] = inode;
+            uids[n++] = uid;
+        }
+    }
+    fclose(f);
+    if (n == 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *d = opendir(path);
+    int found = 0;
+    bool denied = d == NULL;
+    struct dirent *de;
+    while (d && !found && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char fdpath[600], link[64];
+        snprintf(fdpath, sizeof fdpath, "%s/%s", path, de->d_name);
+        ssize_t len = readlink(fdpath, link, sizeof link - 1);
+        unsigned long inode;
+        if (len <= 0) {
+            denied |= errno == EACCES || errno == EPERM;
+            continue;
+        }
+        link[len] = 0;
+        if (sscanf(link, "socket:[%lu]", &inode) != 1)
+            continue;
+        for (int i = 0; i < n && !found; i++)
+            found = inodes[i] == inode;
+    }
+    if (d)
+        closedir(d);
+    if (found || !denied)
+        return found;
+    struct stat ps;
+    snprintf(path, sizeof path, "/proc/%d", pid);
+    if (stat(path, &ps) != 0)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (uids[i] == (unsigned)ps.st_uid)
+            return 1;
+    return 0;
+}
+
 static int s_console(probe_t *self, int64_t now)
 {
     int fd = open(self->target.console_log, O_RDONLY | O_CLOEXEC);
@@ -214,6 +291,15 @@ static void s_connect(probe_t *self, int64_t now)
                           "this VM's ports are not forwarded on the host (only QEMU VMs under "
                           "--net user, or VMs under --net nft, are reachable): a network probe "
                           "would reach another program; use console:REGEX, agent or none");
+            return;
+        }
+        if (self->target.owner_pid > 0 && s_port_owned(self->target.owner_pid, dial) != 1) {
+            char why[200];
+            snprintf(why, sizeof why,
+                     "public port %u is not forwarded by this VM's process (its live update "
+                     "failed, or another program holds the port): a probe reaches only the VM",
+                     (unsigned)dial);
+            s_end_attempt(self, now, why);
             return;
         }
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(dial)};
@@ -372,9 +458,13 @@ static int s_io(probe_t *self, int64_t now)
     }
     char why[128];
     snprintf(why, sizeof why, "unexpected answer: %.60s", self->buf);
+    /* the guest's bytes, shown as printable ASCII only: a control byte
+     * would reach a terminal (ttctl watch), and a byte that is not UTF-8
+     * makes every reply that carries this VM (an admin's env list too)
+     * unreadable to a protobuf client that checks strings (Python) */
     for (char *c = why; *c; c++)
-        if ((unsigned char)*c < 0x20)
-            *c = ' ';
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            *c = (unsigned char)*c < 0x20 ? ' ' : '?';
     s_end_attempt(self, now, hit ? NULL : why);
     return hit;
 }

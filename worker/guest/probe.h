@@ -25,8 +25,12 @@
  * reaches only the VM: with mapped_only, a guest port that is not one of the
  * VM's forwarded ports is never dialled (the host's own services listen on
  * 127.0.0.1 too); the attempt fails with a reason that says so. With
- * unreachable set (a VM whose engine does not forward its public ports, or
- * no network backend), no network probe dials anything.
+ * owner_pid set, a mapped port is dialled only while the listener on it is
+ * that process's own socket (read from /proc/PID/net/tcp and /proc/PID/fd
+ * at each attempt): a public port the VM's QEMU does not forward (a live
+ * port update it could not apply, or another program that took the port
+ * first) is never dialled. With unreachable set (a VM whose engine does not forward its public
+ * ports, or no network backend), no network probe dials anything.
  */
 #ifndef TT_WORKER_PROBE_H
 #define TT_WORKER_PROBE_H
@@ -67,6 +71,9 @@ typedef struct {
     } ports[PROBE_MAP_MAX]; /* guest port -> port to dial */
     bool mapped_only;       /* unmapped guest ports are refused, not dialled as is */
     bool unreachable;       /* nothing on the host reaches the VM: network probes refused */
+    int owner_pid;          /* > 0: a mapped port is dialled only while a listening TCP socket
+                               on it belongs to this process (the VM's QEMU, whose user
+                               networking forwards the ports) */
     char console_log[4096];
     char agent_sock[108];
 } probe_target_t;

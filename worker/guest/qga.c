@@ -428,10 +428,13 @@ void qga_close(qga_conn_t **self_p)
     *self_p = NULL;
 }
 
-int qga_call(qga_conn_t *self, const char *command, json_t *args, int timeout_ms, json_t **ret,
-             char *err, size_t errlen)
+/* One command; *replied tells an agent's refusal (an error reply) from
+ * no answer at all. */
+static int s_call(qga_conn_t *self, const char *command, json_t *args, int timeout_ms, json_t **ret,
+                  bool *replied, char *err, size_t errlen)
 {
     *ret = NULL;
+    *replied = false;
     int64_t deadline = tt_mono_ms() + timeout_ms;
     char *req = qga_request(command, args);
     if (!req) {
@@ -445,11 +448,19 @@ int qga_call(qga_conn_t *self, const char *command, json_t *args, int timeout_ms
     json_t *j = s_wait_reply(self, deadline, err, errlen), *r;
     if (!j)
         return -1;
+    *replied = true;
     rc = qga_reply(j, &r, err, errlen);
     if (rc == 0)
         *ret = json_incref(r);
     json_decref(j);
     return rc;
+}
+
+int qga_call(qga_conn_t *self, const char *command, json_t *args, int timeout_ms, json_t **ret,
+             char *err, size_t errlen)
+{
+    bool replied;
+    return s_call(self, command, args, timeout_ms, ret, &replied, err, errlen);
 }
 
 static char *s_b64enc(const void *data, size_t len)
@@ -458,6 +469,40 @@ static char *s_b64enc(const void *data, size_t len)
     if (out)
         EVP_EncodeBlock((unsigned char *)out, data, (int)len);
     return out;
+}
+
+/* guest-exec of argv; through setsid when own_group (the guest's setsid
+ * does not fork, the agent's child being no group leader: the pid the agent
+ * answers leads a new session and process group). */
+static int s_spawn(qga_conn_t *self, const char *const *argv, const char *in_b64, bool own_group,
+                   int timeout_ms, json_int_t *pid, bool *replied, char *err, size_t errlen)
+{
+    json_t *arg = json_array();
+    size_t first = 1;
+    if (own_group) {
+        /* setsid takes options up to the first word that is none */
+        if (argv[0][0] == '-')
+            json_array_append_new(arg, json_string("--"));
+        first = 0;
+    }
+    for (size_t i = first; argv[i]; i++)
+        json_array_append_new(arg, json_string(argv[i]));
+    json_t *args = json_pack("{s:s,s:b,s:o}", "path", own_group ? "setsid" : argv[0],
+                             "capture-output", 1, "arg", arg);
+    if (in_b64)
+        json_object_set_new(args, "input-data", json_string(in_b64));
+    json_t *ret;
+    if (s_call(self, "guest-exec", args, timeout_ms, &ret, replied, err, errlen))
+        return -1;
+    json_t *p = json_object_get(ret, "pid");
+    int ok = json_is_integer(p) && json_integer_value(p) > 1;
+    *pid = ok ? json_integer_value(p) : 0;
+    json_decref(ret);
+    if (!ok) {
+        snprintf(err, errlen, "guest agent: guest-exec answer without a pid");
+        return -1;
+    }
+    return 0;
 }
 
 int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t in_len,
@@ -469,60 +514,66 @@ int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t i
         return -1;
     }
     int64_t deadline = tt_mono_ms() + timeout_ms;
-    json_t *args = json_pack("{s:s,s:b}", "path", argv[0], "capture-output", 1);
-    json_t *arg = json_array();
-    for (size_t i = 1; argv[i]; i++)
-        json_array_append_new(arg, json_string(argv[i]));
-    json_object_set_new(args, "arg", arg);
-    if (in && in_len) {
-        char *b = s_b64enc(in, in_len);
-        json_object_set_new(args, "input-data", json_string(b ? b : ""));
-        free(b);
-    }
-    json_t *ret;
-    if (qga_call(self, "guest-exec", args, timeout_ms, &ret, err, errlen))
-        return -1;
-    json_t *pid = json_object_get(ret, "pid");
-    if (!json_is_integer(pid)) {
-        json_decref(ret);
-        snprintf(err, errlen, "guest agent: guest-exec answer without pid");
+    char *in_b64 = NULL;
+    if (in && in_len && !(in_b64 = s_b64enc(in, in_len))) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    json_int_t p = json_integer_value(pid);
-    json_decref(ret);
+    /* In a process group of its own, so that at the timeout its whole group
+     * is killed: children holding the output pipes too (the agent reports
+     * an exit only once they close). A guest without setsid (the agent
+     * cannot start it) runs the command as it is, and only its pid is
+     * killed. */
+    json_int_t p;
+    bool replied, group = true;
+    int rc = s_spawn(self, argv, in_b64, true, timeout_ms, &p, &replied, err, errlen);
+    if (rc && replied && strstr(err, "setsid")) {
+        group = false;
+        int64_t left = deadline - tt_mono_ms();
+        rc = left > 0 ? s_spawn(self, argv, in_b64, false, (int)left, &p, &replied, err, errlen)
+                      : -1;
+        if (left <= 0)
+            snprintf(err, errlen, "guest agent: no answer in time");
+    }
+    free(in_b64);
+    if (rc)
+        return -1;
     bool kill_sent = false;
+    json_t *ret;
     for (int delay = 20;; delay = delay < 200 ? delay * 2 : 200) {
         int64_t left = deadline - tt_mono_ms();
         if (left <= 0 && !kill_sent) {
-            /* over its timeout: the guest's own kill, then a last look */
+            /* over its timeout: the guest's own kill (of the process group
+             * the command leads, else of its pid), then a last look */
             kill_sent = true;
-            char pidtext[32];
-            snprintf(pidtext, sizeof pidtext, "%lld", (long long)p);
+            char target[32];
+            snprintf(target, sizeof target, "%s%lld", group ? "-" : "", (long long)p);
             json_t *kret = NULL;
             char kerr[200];
             if (qga_call(self, "guest-exec",
-                         json_pack("{s:s,s:[s,s]}", "path", "kill", "arg", "-KILL", pidtext),
-                         QGA_KILL_MS, &kret, kerr, sizeof kerr) == 0)
+                         json_pack("{s:s,s:[s,s,s]}", "path", "kill", "arg", "-KILL", "--", target),
+                         QGA_KILL_CALL_MS, &kret, kerr, sizeof kerr) == 0)
                 json_decref(kret);
             deadline = tt_mono_ms() + QGA_KILL_MS;
             left = QGA_KILL_MS;
         }
         if (left <= 0) {
             snprintf(err, errlen,
-                     "exec: the command did not end within %d ms, nor after kill -KILL in the "
-                     "guest",
-                     timeout_ms);
+                     "exec: the command did not end within %d ms, nor after kill -KILL of its %s "
+                     "in the guest",
+                     timeout_ms, group ? "process group" : "pid");
             return -1;
         }
         if (qga_call(self, "guest-exec-status", json_pack("{s:I}", "pid", p), (int)left, &ret, err,
                      errlen))
             return -1;
-        int rc = qga_exec_status_parse(ret, res, err, errlen);
+        rc = qga_exec_status_parse(ret, res, err, errlen);
         json_decref(ret);
         if (rc)
             return -1;
         if (res->exited) {
             res->killed = kill_sent;
+            res->group = group;
             return 0;
         }
         qga_exec_free(res);

@@ -62,7 +62,8 @@ typedef struct {
     unsigned char *out, *errb; /* decoded, at most QGA_OUTPUT_MAX each (malloc'd) */
     size_t out_len, err_len;
     bool out_truncated, err_truncated;
-    bool killed; /* qga_exec: it ran over its timeout and `kill -KILL PID` ended it */
+    bool killed; /* qga_exec: it ran over its timeout and the guest's `kill -KILL` ended it */
+    bool group;  /* qga_exec: it led a process group of its own (setsid in the guest) */
 } qga_exec_t;
 
 /* Read a guest-exec-status "return" object. 0 / -1 with a reason. */
@@ -85,10 +86,19 @@ int qga_call(qga_conn_t *self, const char *command, json_t *args, int timeout_ms
              char *err, size_t errlen);
 /* guest-exec argv (argv[0] a program the guest finds), optional stdin, wait
  * up to timeout_ms for it to end. 0 with the result, -1 on failure. The
- * agent has no kill: past the timeout this runs `kill -KILL PID` in the
- * guest (another guest-exec) and waits QGA_KILL_MS more; if the command
- * then ended, 0 with res->killed (and what it wrote), else -1. */
-#define QGA_KILL_MS 3000
+ * command runs through the guest's setsid (no fork: its pid leads a new
+ * session and process group); a guest whose agent cannot start setsid runs
+ * it as it is. The agent has no kill: past the timeout this runs
+ * `kill -KILL -- -PID` in the guest (another guest-exec), which ends every
+ * process of the group, children holding the output pipes too (without
+ * setsid `kill -KILL -- PID`, the command only), and waits QGA_KILL_MS
+ * more (a kill under TCG took 2.5 s to start; with the agent's answer
+ * bounded by QGA_KILL_CALL_MS and its connect, this stays within the
+ * broker's 15 s margin over the timeout); if the command then ended, 0
+ * with res->killed (and what it wrote), else -1. A process that left the
+ * group (setsid, setpgid) is not found. */
+#define QGA_KILL_CALL_MS 3000
+#define QGA_KILL_MS 6000
 int qga_exec(qga_conn_t *self, const char *const *argv, const void *in, size_t in_len,
              int timeout_ms, qga_exec_t *res, char *err, size_t errlen);
 /* Write data (at most QGA_FILE_MAX) to guest_path in chunks; the sha256 of

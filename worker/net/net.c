@@ -130,19 +130,21 @@ bool net_in_host_netns(void)
     return true; /* pid 1 hidden (a sandbox) and an older kernel: cannot tell */
 }
 
-static bool s_is_qemu(const vm_t *vm)
+/* The VM's NIC, by what its engine declares: a tap made before start
+ * (the engine opens it), a veth moved into its namespace after start. */
+static bool s_is_tap(net_caps_fn caps, const vm_t *vm)
 {
-    return strcmp(vm->engine, "qemu") == 0;
+    return caps && (caps(vm->engine) & TT_CAP_NIC_TAP);
 }
 
-static bool s_is_process(const vm_t *vm)
+static bool s_is_veth(net_caps_fn caps, const vm_t *vm)
 {
-    return strcmp(vm->engine, "process") == 0;
+    return caps && (caps(vm->engine) & TT_CAP_NIC_VETH);
 }
 
-static bool s_has_nic(const vm_t *vm)
+static bool s_has_nic(net_caps_fn caps, const vm_t *vm)
 {
-    return vm && (s_is_qemu(vm) || s_is_process(vm));
+    return vm && (s_is_tap(caps, vm) || s_is_veth(caps, vm));
 }
 
 /* ---- nftables text ---- */
@@ -195,11 +197,11 @@ static void s_port_elements(s_buf_t *b, const vm_t *vm, bool add)
           vm->ip, g | S_DENY_BIT);
 }
 
-char *net_elements_text(const vm_t *old, const vm_t *vm)
+char *net_elements_text(net_caps_fn caps, const vm_t *old, const vm_t *vm)
 {
-    if (!s_has_nic(old))
+    if (!s_has_nic(caps, old))
         old = NULL;
-    if (!s_has_nic(vm))
+    if (!s_has_nic(caps, vm))
         vm = NULL;
     s_buf_t b = {0};
     static const char *maps[] = {"tcp_pub", "udp_pub"};
@@ -236,11 +238,12 @@ char *net_elements_text(const vm_t *old, const vm_t *vm)
 
 /* True if vms[i] shares its group with a VM of another env that comes
  * before it (that one keeps the group; vms[i] gets no network). */
-static bool s_collision(vm_t *const *vms, size_t n, size_t i, const char **with)
+static bool s_collision(net_caps_fn caps, vm_t *const *vms, size_t n, size_t i, const char **with)
 {
     uint32_t g = net_group(vms[i]->env);
     for (size_t j = 0; j < i && j < n; j++)
-        if (s_has_nic(vms[j]) && net_group(vms[j]->env) == g && strcmp(vms[j]->env, vms[i]->env)) {
+        if (s_has_nic(caps, vms[j]) && net_group(vms[j]->env) == g &&
+            strcmp(vms[j]->env, vms[i]->env)) {
             if (with)
                 *with = vms[j]->env;
             return true;
@@ -248,7 +251,7 @@ static bool s_collision(vm_t *const *vms, size_t n, size_t i, const char **with)
     return false;
 }
 
-char *net_table_text(vm_t *const *vms, size_t n)
+char *net_table_text(net_caps_fn caps, vm_t *const *vms, size_t n)
 {
     s_buf_t b = {0};
     /* add + delete: the delete never fails, so the batch replaces whole */
@@ -324,9 +327,9 @@ char *net_table_text(vm_t *const *vms, size_t n)
           "  }\n"
           "}\n");
     for (size_t i = 0; i < n; i++) {
-        if (s_collision(vms, n, i, NULL))
+        if (s_collision(caps, vms, n, i, NULL))
             continue;
-        char *el = net_elements_text(NULL, vms[i]);
+        char *el = net_elements_text(caps, NULL, vms[i]);
         if (!el) {
             b.oom = true;
             break;
@@ -592,7 +595,7 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
 {
     if (self->cfg.kind != NET_NFT)
         return 0;
-    char *text = net_table_text(vms, n);
+    char *text = net_table_text(self->cfg.engine_caps, vms, n);
     int rc = s_nft(self, text, err, errlen);
     free(text);
     if (rc)
@@ -600,9 +603,9 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
     self->n_members = 0;
     for (size_t i = 0; i < n; i++) {
         const char *with = NULL;
-        if (!s_has_nic(vms[i]))
+        if (!s_has_nic(self->cfg.engine_caps, vms[i]))
             continue;
-        if (s_collision(vms, n, i, &with))
+        if (s_collision(self->cfg.engine_caps, vms, n, i, &with))
             zsys_warning("vm %u: env %s has the network group of env %s on this host: "
                          "it gets no network",
                          vms[i]->vm_id, vms[i]->env, with);
@@ -627,7 +630,8 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
             strspn(name + 2, "0123456789") != strlen(name + 2))
             continue;
         const vm_t *vm = s_find(vms, n, name);
-        bool keep = vm && (s_is_qemu(vm) || (s_is_process(vm) && vm_holds_cpu(vm)));
+        bool keep = vm && (s_is_tap(self->cfg.engine_caps, vm) ||
+                           (s_is_veth(self->cfg.engine_caps, vm) && vm_holds_cpu(vm)));
         if (!keep) {
             nl_link_del(self->nl, name);
             fprintf(stderr, "ttworker: net: removed stray link %s\n", name);
@@ -641,9 +645,9 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
         char name[16];
         net_ifname(vm->vm_id, name, sizeof name);
         int r = 0;
-        if (s_is_qemu(vm))
+        if (s_is_tap(self->cfg.engine_caps, vm))
             r = s_tap(self, vm, why, sizeof why);
-        else if (s_is_process(vm) && vm_holds_cpu(vm) && vm->pid &&
+        else if (s_is_veth(self->cfg.engine_caps, vm) && vm_holds_cpu(vm) && vm->pid &&
                  proc_alive(vm->pid, vm->start_time) && !nl_ifindex(self->nl, name))
             r = s_veth(self, vm, why, sizeof why);
         if (r && rc == 0) {
@@ -656,7 +660,7 @@ int net_reconcile(net_t *self, vm_t *const *vms, size_t n, char *err, size_t err
 
 int net_vm_add(net_t *self, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT || !s_has_nic(vm))
+    if (self->cfg.kind != NET_NFT || !s_has_nic(self->cfg.engine_caps, vm))
         return 0;
     const char *with = s_group_taken(self, vm);
     if (with) {
@@ -667,7 +671,7 @@ int net_vm_add(net_t *self, const vm_t *vm, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    char *text = net_elements_text(NULL, vm);
+    char *text = net_elements_text(self->cfg.engine_caps, NULL, vm);
     int rc = s_nft(self, text, err, errlen);
     free(text);
     return rc;
@@ -675,7 +679,7 @@ int net_vm_add(net_t *self, const vm_t *vm, char *err, size_t errlen)
 
 int net_vm_before_start(net_t *self, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT || !s_has_nic(vm))
+    if (self->cfg.kind != NET_NFT || !s_has_nic(self->cfg.engine_caps, vm))
         return 0;
     if (!s_member(self, vm->vm_id)) {
         const char *with = s_group_taken(self, vm);
@@ -689,23 +693,24 @@ int net_vm_before_start(net_t *self, const vm_t *vm, char *err, size_t errlen)
                      vm->vm_id);
         return -1;
     }
-    if (!s_is_qemu(vm))
+    if (!s_is_tap(self->cfg.engine_caps, vm))
         return 0;
     return s_tap(self, vm, err, errlen);
 }
 
 int net_vm_after_start(net_t *self, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT || !s_is_process(vm))
+    if (self->cfg.kind != NET_NFT || !s_is_veth(self->cfg.engine_caps, vm))
         return 0;
     return s_veth(self, vm, err, errlen);
 }
 
 int net_vm_update(net_t *self, const vm_t *old, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT || (s_has_nic(vm) && !s_member(self, vm->vm_id)))
+    if (self->cfg.kind != NET_NFT ||
+        (s_has_nic(self->cfg.engine_caps, vm) && !s_member(self, vm->vm_id)))
         return 0; /* a VM without network (group collision) stays without */
-    char *text = net_elements_text(old, vm);
+    char *text = net_elements_text(self->cfg.engine_caps, old, vm);
     int rc = s_nft(self, text, err, errlen);
     free(text);
     return rc;
@@ -713,14 +718,14 @@ int net_vm_update(net_t *self, const vm_t *old, const vm_t *vm, char *err, size_
 
 int net_vm_remove(net_t *self, const vm_t *vm, char *err, size_t errlen)
 {
-    if (self->cfg.kind != NET_NFT || !s_has_nic(vm))
+    if (self->cfg.kind != NET_NFT || !s_has_nic(self->cfg.engine_caps, vm))
         return 0;
     s_del_link(self, vm->vm_id);
     bool had = s_member(self, vm->vm_id) != NULL;
     s_member_del(self, vm->vm_id);
     if (!had)
         return 0; /* it never got elements (group collision) */
-    char *text = net_elements_text(vm, NULL);
+    char *text = net_elements_text(self->cfg.engine_caps, vm, NULL);
     int rc = s_nft(self, text, err, errlen);
     free(text);
     return rc;

@@ -50,6 +50,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ttproto.h"
 #include "vm.h"
 
 typedef enum { NET_NONE = 0, NET_USER = 1, NET_NFT = 2 } net_kind_t;
@@ -59,10 +60,16 @@ typedef enum { NET_NONE = 0, NET_USER = 1, NET_NFT = 2 } net_kind_t;
 #define NET_PREFIX 16
 #define NET_TABLE "ttfleet"
 
+/* What the engine called engine can do (TT_CAP_*): the network gives a
+ * VM a NIC by TT_CAP_NIC_TAP / TT_CAP_NIC_VETH (the engines wing's
+ * engine_caps_of; NULL: no VM has a NIC). */
+typedef uint32_t (*net_caps_fn)(const char *engine);
+
 typedef struct {
     net_kind_t kind;
     bool allow_host_netns;
     bool entered_netns; /* the worker moved itself into a named namespace (--netns) */
+    net_caps_fn engine_caps;
 } net_config_t;
 
 typedef struct net_t net_t;
@@ -106,9 +113,9 @@ uint32_t net_group(const char *env);
 
 /* The nft text of the whole table for vms (exposed for unit tests).
  * Returns a malloc'd string or NULL. */
-char *net_table_text(vm_t *const *vms, size_t n);
+char *net_table_text(net_caps_fn caps, vm_t *const *vms, size_t n);
 /* The nft text that changes the elements of old into those of vm (either
  * may be NULL: add all / delete all). Malloc'd; "" if nothing changes. */
-char *net_elements_text(const vm_t *old, const vm_t *vm);
+char *net_elements_text(net_caps_fn caps, const vm_t *old, const vm_t *vm);
 
 #endif
