@@ -36,22 +36,23 @@
 #include "auth.h"
 #include "blobgc.h"
 #include "broker_schema.h"
-#include "image_ops.h"
+#include "dispatch.h"
 #include "evstream.h"
 #include "ha.h"
-#include "quota.h"
+#include "image_ops.h"
 #include "keys.h"
-#include "dispatch.h"
-#include "ttguest.h"
 #include "op.h"
 #include "outq.h"
 #include "persist.h"
+#include "quota.h"
 #include "rate.h"
 #include "reaper.h"
 #include "reply.h"
 #include "scheduler.h"
 #include "stats.h"
+#include "stats_ops.h"
 #include "ttcrash.h"
+#include "ttguest.h"
 #include "workers.h"
 
 #include <errno.h>
@@ -256,7 +257,19 @@ void broker_handle_client(broker_t *self, zmsg_t **msg_p)
         goto out;
     }
     if (self->ha && !self->ha_serving) {
-        s_not_leader(self, envelope, service, body);
+        /* every member answers cluster_status (its own view); the rest
+         * goes to the leader */
+        Ttfleet__Request *creq =
+            zframe_size(body) <= TT_MAX_BODY
+                ? ttfleet__request__unpack(NULL, zframe_size(body), zframe_data(body))
+                : NULL;
+        if (creq && creq->op_case == TTFLEET__REQUEST__OP_CLUSTER_STATUS &&
+            tt_request_id_valid(creq->request_id))
+            stats_cluster_reply(self, envelope, service, creq->request_id);
+        else
+            s_not_leader(self, envelope, service, body);
+        if (creq)
+            ttfleet__request__free_unpacked(creq, NULL);
         goto out;
     }
     if (zframe_size(body) > TT_MAX_BODY) {
@@ -1073,6 +1086,9 @@ int broker_run(broker_t *self)
     while (!zsys_interrupted) {
         int64_t now = tt_mono_ms();
         int64_t wait = self->next_beat_ms - now;
+        if (self->ha && !self->ha_serving)
+            wait = 250; /* a follower runs no timers (next_beat_ms stays behind): it
+                           waits for its sockets and the Raft thread's pipe */
         if (wait < 0)
             wait = 0;
         if (wait > 250)

@@ -712,6 +712,15 @@ int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p)
     return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
 }
 
+int ttclient_cluster_status(ttclient_t *self, Ttfleet__Reply **reply_p)
+{
+    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_CLUSTER_STATUS;
+    req.cluster_status = &empty;
+    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+}
+
 int ttclient_host_drain(ttclient_t *self, const char *id, bool undo, bool evacuate,
                         Ttfleet__Reply **reply_p)
 {

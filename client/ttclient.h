@@ -121,6 +121,9 @@ int ttclient_env_console(ttclient_t *self, Ttfleet__EnvConsole *q, Ttfleet__Repl
 int ttclient_host_list(ttclient_t *self, Ttfleet__Reply **reply_p);
 int ttclient_host_show(ttclient_t *self, const char *id, Ttfleet__Reply **reply_p);
 int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p);
+/* Broker HA: the answering member's view of its Raft cluster (Reply.cluster;
+ * any member answers, a follower too; a lone broker says "standalone"). */
+int ttclient_cluster_status(ttclient_t *self, Ttfleet__Reply **reply_p);
 /* Drains host id (no new placements) or, with undo, ends the drain; with
  * evacuate also re-creates the host's VMs on other hosts. */
 int ttclient_host_drain(ttclient_t *self, const char *id, bool undo, bool evacuate,

@@ -928,6 +928,44 @@ static void s_write_pb_hist(FILE *f, const char *metric, const char *label, cons
     }
 }
 
+/* Broker HA: the Raft series of the member that answered (the leader). */
+static void s_write_cluster(FILE *f, const Ttfleet__ClusterStatus *c)
+{
+    static const char *const roles[] = {"leader", "follower", "candidate", "unavailable"};
+    unsigned id = c->id;
+    fprintf(f,
+            "# HELP ttfleet_raft_term The Raft term this broker is in.\n"
+            "# TYPE ttfleet_raft_term gauge\nttfleet_raft_term{member=\"%u\"} %llu\n"
+            "# HELP ttfleet_raft_commit_index The highest Raft entry known committed.\n"
+            "# TYPE ttfleet_raft_commit_index gauge\n"
+            "ttfleet_raft_commit_index{member=\"%u\"} %llu\n"
+            "# HELP ttfleet_raft_applied_index The highest Raft entry applied to broker.db.\n"
+            "# TYPE ttfleet_raft_applied_index gauge\n"
+            "ttfleet_raft_applied_index{member=\"%u\"} %llu\n"
+            "# HELP ttfleet_raft_leader_changes_total Times the known Raft leader changed since "
+            "this broker started.\n# TYPE ttfleet_raft_leader_changes_total counter\n"
+            "ttfleet_raft_leader_changes_total{member=\"%u\"} %llu\n"
+            "# HELP ttfleet_raft_role This broker's Raft role (1 for the role it has).\n"
+            "# TYPE ttfleet_raft_role gauge\n",
+            id, (unsigned long long)c->term, id, (unsigned long long)c->commit_index, id,
+            (unsigned long long)c->applied_index, id, (unsigned long long)c->leader_changes);
+    for (int i = 0; i < 4; i++)
+        fprintf(f, "ttfleet_raft_role{member=\"%u\",role=\"%s\"} %d\n", id, roles[i],
+                c->role && strcmp(c->role, roles[i]) == 0);
+    fprintf(f, "# HELP ttfleet_raft_member_match_index The highest Raft entry the leader knows "
+               "replicated on each member.\n# TYPE ttfleet_raft_member_match_index gauge\n");
+    for (size_t i = 0; i < c->n_members; i++)
+        fprintf(f, "ttfleet_raft_member_match_index{member=\"%u\"} %llu\n", c->members[i]->id,
+                (unsigned long long)c->members[i]->match_index);
+    char idl[16];
+    snprintf(idl, sizeof idl, "%u", id);
+    fprintf(f, "# HELP ttfleet_raft_apply_latency_seconds A leader's batch handed to Raft to "
+               "committed by a majority and applied.\n"
+               "# TYPE ttfleet_raft_apply_latency_seconds histogram\n");
+    s_write_pb_hist(f, "ttfleet_raft_apply_latency_seconds", "member", idl, c->apply_latency,
+                    c->n_apply_latency, c->apply_latency_sum, c->apply_latency_count);
+}
+
 /* The broker's own series (the admin op broker_stats): group-commit latency
  * and batch sizes, request latency per op, worker command latency per host,
  * replies by op and status, batches waiting for their fsync. */
@@ -981,6 +1019,8 @@ static void s_write_broker_stats(gw_t *gw, FILE *f)
                 "their fsync.\n# TYPE ttfleet_broker_commit_queue_depth gauge\n"
                 "ttfleet_broker_commit_queue_depth %llu\n",
                 (unsigned long long)st->queue_depth);
+        if (st->cluster)
+            s_write_cluster(f, st->cluster);
     }
     ttclient_reply_destroy(&rep);
     /* the admission queue's depth */
@@ -1836,8 +1876,16 @@ static int s_recorder_start(gw_t *self, char *err, size_t errlen)
         ttclient_curve_apply(keys, self->events_sub);
         zsock_set_subscribe(self->events_sub, "");
         zsock_set_rcvhwm(self->events_sub, 100000);
-        if (zsock_connect(self->events_sub, "%s", self->cfg.events) != 0)
-            zsock_destroy(&self->events_sub);
+        /* a broker cluster: one SUB connected to every member's events
+         * endpoint (only the leader publishes), so a failover needs no
+         * reconnect */
+        char eps[2048];
+        snprintf(eps, sizeof eps, "%s", self->cfg.events);
+        char *save = NULL;
+        for (char *ep = strtok_r(eps, ",", &save); ep && self->events_sub;
+             ep = strtok_r(NULL, ",", &save))
+            if (zsock_connect(self->events_sub, "%s", ep) != 0)
+                zsock_destroy(&self->events_sub);
     }
     ttclient_destroy(&keys);
     if (!self->events_sub) {

@@ -39,8 +39,11 @@ static void s_usage(FILE *out)
             "services, live events as Server-Sent Events, Prometheus metrics and a web\n"
             "dashboard. See docs/GATEWAY.md and docs/openapi.yaml.\n"
             "\n"
-            "  --broker EP        broker clients endpoint (default " TTCLIENT_DEFAULT_ENDPOINT ")\n"
-            "  --events EP        broker events endpoint (default tcp://127.0.0.1:5557)\n"
+            "  --broker EP        broker clients endpoint (default " TTCLIENT_DEFAULT_ENDPOINT
+            "),\n"
+            "                     or EP1,EP2,EP3 for a broker cluster (follows NOT_LEADER)\n"
+            "  --events EP        broker events endpoint (default tcp://127.0.0.1:5557), or a\n"
+            "                     list: one per cluster member\n"
             "  --listen HOST:PORT address to serve HTTP on (default 127.0.0.1:8080; port 0\n"
             "                     picks a free one, printed at start)\n"
             "  --tokens FILE      bearer tokens, one `TOKEN TENANT ROLE` per line (role user\n"
@@ -279,6 +282,8 @@ int main(int argc, char **argv)
         s_die("--admin-tenant '%s' is not a valid tenant name", cfg.admin_tenant);
     if (!strstr(cfg.broker, "://"))
         s_die("--broker '%s' is not a ZeroMQ endpoint such as tcp://127.0.0.1:5555", cfg.broker);
+    if (strlen(cfg.events) >= 2048)
+        s_die("%s", "--events is longer than 2047 bytes");
     if (!strstr(cfg.events, "://"))
         s_die("--events '%s' is not a ZeroMQ endpoint such as tcp://127.0.0.1:5557", cfg.events);
     if (!cfg.key != !cfg.broker_key)

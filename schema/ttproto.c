@@ -482,6 +482,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         return 0;
     case TTFLEET__REQUEST__OP_QUEUE_LIST:
     case TTFLEET__REQUEST__OP_BROKER_STATS:
+    case TTFLEET__REQUEST__OP_CLUSTER_STATUS:
         return 0;
     case TTFLEET__REQUEST__OP_EVENT_HISTORY: {
         const Ttfleet__EventQuery *q = req->event_history;

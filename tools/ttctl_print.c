@@ -471,6 +471,55 @@ int print_pool(FILE *out, const Ttfleet__PoolStatus *p, bool json)
     return 0;
 }
 
+int print_status(FILE *out, const Ttfleet__PoolStatus *p, const print_member_t *m, int n, bool json)
+{
+    if (json) {
+        json_t *o = json_object();
+        char started[32];
+        if (o && p)
+            json_object_update(
+                o, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+                             "hosts_total", (json_int_t)p->hosts_total, "hosts_online",
+                             (json_int_t)p->hosts_online, "envs", (json_int_t)p->envs, "vms",
+                             (json_int_t)p->vms, "cpu_total", (json_int_t)p->cpu_total, "cpu_used",
+                             (json_int_t)p->cpu_used, "mem_total", (json_int_t)p->mem_total,
+                             "mem_used", (json_int_t)p->mem_used, "disk_total",
+                             (json_int_t)p->disk_total, "disk_used", (json_int_t)p->disk_used,
+                             "started_at", (json_int_t)p->started_at, "started",
+                             s_iso(p->started_at, started, sizeof started)));
+        json_t *arr = n ? json_array() : NULL;
+        for (int i = 0; arr && i < n; i++) {
+            const Ttfleet__ClusterStatus *v = m[i].view;
+            json_array_append_new(
+                arr, json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "id", (json_int_t)m[i].id,
+                               "endpoint", m[i].endpoint ? m[i].endpoint : "", "role",
+                               v ? v->role : "unreachable", "term", (json_int_t)(v ? v->term : 0),
+                               "commit_index", (json_int_t)(v ? v->commit_index : 0),
+                               "applied_index", (json_int_t)(v ? v->applied_index : 0),
+                               "match_index", (json_int_t)m[i].match_index));
+        }
+        if (o && arr)
+            json_object_set_new(o, "cluster", arr);
+        return s_json_print(out, o);
+    }
+    if (p)
+        print_pool(out, p, false);
+    if (n) {
+        fprintf(out, "%sbroker  %-4s %-28s %-11s %6s %10s %10s %10s\n", p ? "\n" : "", "id",
+                "endpoint", "role", "term", "commit", "applied", "match");
+        for (int i = 0; i < n; i++) {
+            const Ttfleet__ClusterStatus *v = m[i].view;
+            fprintf(out, "broker  %-4u %-28s %-11s %6llu %10llu %10llu %10llu\n", m[i].id,
+                    m[i].endpoint ? m[i].endpoint : "", v ? v->role : "unreachable",
+                    (unsigned long long)(v ? v->term : 0),
+                    (unsigned long long)(v ? v->commit_index : 0),
+                    (unsigned long long)(v ? v->applied_index : 0),
+                    (unsigned long long)m[i].match_index);
+        }
+    }
+    return 0;
+}
+
 int print_console(FILE *out, const Ttfleet__ConsoleText *c, bool json)
 {
     if (json) {

@@ -36,6 +36,18 @@ int print_key_list(FILE *out, const Ttfleet__KeyInfoList *list, bool json);
 int print_image(FILE *out, const Ttfleet__ImageInfo *im, bool json);
 int print_image_list(FILE *out, const Ttfleet__ImageInfoList *list, bool json);
 int print_pool(FILE *out, const Ttfleet__PoolStatus *pool, bool json);
+/* One broker of a cluster as `ttctl status` shows it: its endpoint, and
+ * its own view (NULL: it did not answer, "unreachable"). */
+typedef struct {
+    unsigned id;
+    const char *endpoint;
+    const Ttfleet__ClusterStatus *view;
+    uint64_t match_index; /* the leader's view of it */
+} print_member_t;
+/* The pool (NULL when no leader answered) and the cluster's members (n 0:
+ * a lone broker); JSON: the pool's object with "cluster": [...]. */
+int print_status(FILE *out, const Ttfleet__PoolStatus *pool, const print_member_t *m, int n,
+                 bool json);
 /* Console text: human form through print_console_text (a guest cannot drive
  * the terminal); JSON: text as a string (jansson escapes control bytes;
  * a text that is not UTF-8 is given through print_console_text). */

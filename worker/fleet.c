@@ -114,6 +114,8 @@ struct fleet_t {
     vmready_t *rd;        /* readiness per VM (vmready.h) */
     s_expired_t *expired; /* expiry destroys committed, for the next event */
     size_t n_expired, cap_expired;
+    uint64_t term;  /* highest broker Raft term seen (worker.db meta broker_term) */
+    size_t n_stale; /* commands refused for an older term (fleet_stale) */
 };
 
 /* A list of VmActual being built for a reply or an event. */
@@ -744,7 +746,7 @@ static void s_flush_all(fleet_t *self)
     for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++)
         if (self->table[id] && vmdb_put(self->db, self->table[id]))
             goto fail;
-    if (vmdb_commit(self->db))
+    if (vmdb_set_term(self->db, self->term) || vmdb_commit(self->db))
         goto fail;
     self->dirty = false;
     self->rewrite = false;
@@ -1282,17 +1284,54 @@ static int s_commit(fleet_t *self)
 }
 
 /* Answer a command at once that was not queued: nothing was changed. */
-static void s_refuse(fleet_t *self, Ttfleet__WorkerCommand *cmd, const char *why)
+static void s_refuse_status(fleet_t *self, Ttfleet__WorkerCommand *cmd, Ttfleet__Status status,
+                            const char *why)
 {
     zsys_warning("op %llu: refused: %s", (unsigned long long)cmd->op_id, why);
     Ttfleet__WorkerReply reply = TTFLEET__WORKER_REPLY__INIT;
     reply.op_id = cmd->op_id;
-    reply.status = TTFLEET__STATUS__WORKER_FAILED;
+    reply.status = status;
     reply.message = (char *)why;
     zframe_t *f = wire_pack(&reply.base);
     if (f && zlist_append(self->out, f))
         zframe_destroy(&f);
     ttfleet__worker_command__free_unpacked(cmd, NULL);
+}
+
+static void s_refuse(fleet_t *self, Ttfleet__WorkerCommand *cmd, const char *why)
+{
+    s_refuse_status(self, cmd, TTFLEET__STATUS__WORKER_FAILED, why);
+}
+
+/* Term fencing: a command from a Raft term older than the highest this
+ * worker has seen comes from a deposed broker leader and is refused
+ * (NOT_LEADER, nothing applied); a newer term is recorded in the
+ * transaction the command's own changes commit in, so it is on disk
+ * before any reply to that term goes out. True if cmd was refused. */
+static bool s_term_fenced(fleet_t *self, Ttfleet__WorkerCommand *cmd)
+{
+    if (cmd->term < self->term) {
+        char why[S_MSG_LEN];
+        snprintf(why, sizeof why,
+                 "command from broker term %llu refused: this worker has seen term %llu (the "
+                 "sender is no longer the leader)",
+                 (unsigned long long)cmd->term, (unsigned long long)self->term);
+        self->n_stale++;
+        s_refuse_status(self, cmd, TTFLEET__STATUS__NOT_LEADER, why);
+        return true;
+    }
+    if (cmd->term > self->term) {
+        zsys_info("broker term %llu (was %llu)", (unsigned long long)cmd->term,
+                  (unsigned long long)self->term);
+        self->term = cmd->term;
+        s_tx(self);
+        if (!self->in_tx || vmdb_set_term(self->db, self->term)) {
+            zsys_error("worker.db: cannot record broker term %llu: %s",
+                       (unsigned long long)self->term, vmdb_errmsg(self->db));
+            self->dirty = true; /* s_flush_all writes it with every row */
+        }
+    }
+    return false;
 }
 
 /* Queue an unpacked command (takes it); applies what can be now. A
@@ -1382,6 +1421,8 @@ int fleet_submit(fleet_t *self, const byte *body, size_t len)
         zsys_warning("COMMAND body does not decode (%zu bytes): dropped", len);
         return -1;
     }
+    if (s_term_fenced(self, cmd))
+        return 0;
     if (s_guest_nul(self, cmd, body, len))
         return 0;
     if (cmd->pull) { /* image pull (issue 12): a round with no VM; the cache's
@@ -1448,6 +1489,16 @@ int fleet_next_ms(const fleet_t *self)
     return -1;
 }
 
+uint64_t fleet_term(const fleet_t *self)
+{
+    return self->term;
+}
+
+size_t fleet_stale(const fleet_t *self)
+{
+    return self->n_stale;
+}
+
 size_t fleet_in_flight(const fleet_t *self)
 {
     return self->n_ops;
@@ -1461,7 +1512,8 @@ zframe_t *fleet_command(fleet_t *self, const byte *body, size_t len)
         return NULL;
     }
     uint64_t op_id = cmd->op_id;
-    if (!s_guest_nul(self, cmd, body, len) && s_submit(self, cmd, false))
+    if (!s_term_fenced(self, cmd) && !s_guest_nul(self, cmd, body, len) &&
+        s_submit(self, cmd, false))
         return NULL;
     /* The blocking form: poll until this op's reply is out (other
      * replies are kept for fleet_pop). */
@@ -1916,6 +1968,7 @@ fleet_t *fleet_new(const fleet_config_t *cfg, char *err, size_t errlen)
         fleet_destroy(&self);
         return NULL;
     }
+    self->term = vmdb_term(self->db);
     const double ratios[3] = {cfg->cap.cpu_ratio, cfg->cap.mem_ratio, cfg->cap.disk_ratio};
     if (vmdb_set_ratios(self->db, ratios)) {
         snprintf(err, errlen, "write %s: %s", path, vmdb_errmsg(self->db));

@@ -110,8 +110,9 @@ void fleet_destroy(fleet_t **self_p);
 zframe_t *fleet_hello(fleet_t *self);
 
 /* Queue a packed WorkerCommand and apply what needs no waiting. Nothing
- * is committed or answered yet (see fleet_flush). 0, or -1 when the body
- * does not decode (there is no op id to answer: dropped). */
+ * is committed or answered yet (see fleet_flush). A command whose term is
+ * older than fleet_term() is answered NOT_LEADER and not applied. 0, or
+ * -1 when the body does not decode (there is no op id to answer: dropped). */
 int fleet_submit(fleet_t *self, const byte *body, size_t len);
 
 /* Advance the stops in flight, start the ops they unblocked, commit
@@ -128,6 +129,12 @@ zframe_t *fleet_pop(fleet_t *self);
 /* Milliseconds until fleet_flush() has timer work (a stop to look at), or
  * -1 if none. */
 int fleet_next_ms(const fleet_t *self);
+
+/* The highest broker Raft term seen (kept in worker.db across restarts),
+ * and how many commands were refused for carrying an older one (answered
+ * NOT_LEADER: they come from a deposed leader). */
+uint64_t fleet_term(const fleet_t *self);
+size_t fleet_stale(const fleet_t *self);
 
 /* Ops queued or running (not yet finished). */
 size_t fleet_in_flight(const fleet_t *self);

@@ -633,7 +633,16 @@ static void s_handle(session_t *session, fleet_t *fleet, int cmd, zmsg_t *msg, b
          * it finished and was committed */
         zframe_t *body = zmsg_last(msg);
         int64_t t0 = zclock_usecs();
+        size_t stale = fleet_stale(fleet);
         fleet_submit(fleet, zframe_data(body), zframe_size(body));
+        if (fleet_stale(fleet) != stale) {
+            /* a deposed leader: its refusal goes out, then the next
+             * endpoint (ttworker --broker EP1,EP2,...) */
+            zsys_warning("a command from an older broker term (this worker has seen term "
+                         "%llu): reconnecting",
+                         (unsigned long long)fleet_term(fleet));
+            *reconnect = true;
+        }
         if (s_verbose)
             zsys_debug("COMMAND submitted in %lld us", (long long)(zclock_usecs() - t0));
         break;

@@ -69,6 +69,8 @@ struct ha_t {
     bool barrier_out;     /* a barrier is in flight */
     unsigned leader_said; /* the leader id last reported to the broker, +1 (0 = none yet) */
     bool fatal;
+    ha_stats_t st; /* under mu: what ha_stats returns */
+    unsigned last_leader;
     /* the broker thread */
     sqlite3_session *session;
     sqlite3 *session_db;
@@ -431,6 +433,28 @@ static int s_fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 
 /* ---- the Raft thread ---- */
 
+const double ha_lat_le[HA_N_LAT] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,   0.25,   0.5,   1,    2.5};
+
+const char *ha_role_name(ha_role_t role)
+{
+    static const char *const names[] = {"unavailable", "follower", "candidate", "leader"};
+    return role <= HA_ROLE_LEADER ? names[role] : "unavailable";
+}
+
+void ha_stats(ha_t *self, ha_stats_t *out)
+{
+    pthread_mutex_lock(&self->mu);
+    *out = self->st;
+    pthread_mutex_unlock(&self->mu);
+}
+
+/* A raft_apply with the time it was handed to Raft (apply latency). */
+typedef struct {
+    struct raft_apply req; /* first: s_apply_cb gets its address */
+    int64_t t0_us;
+} s_apply_t;
+
 static void s_apply_cb(struct raft_apply *req, int status, void *result)
 {
     (void)result;
@@ -440,7 +464,55 @@ static void s_apply_cb(struct raft_apply *req, int status, void *result)
                 "a batch committed here was not replicated (%s): this broker lost its "
                 "leadership; a restart rebuilds broker.db from the Raft log",
                 raft_strerror(status));
+    else {
+        double sec = (double)(zclock_usecs() - ((s_apply_t *)req)->t0_us) / 1e6;
+        int b = 0;
+        while (b < HA_N_LAT && sec > ha_lat_le[b])
+            b++;
+        pthread_mutex_lock(&self->mu);
+        self->st.apply_count++;
+        self->st.apply_sum += sec;
+        self->st.apply_bucket[b]++;
+        pthread_mutex_unlock(&self->mu);
+    }
     free(req);
+}
+
+/* Copy what ha_stats returns from struct raft (the Raft thread). */
+static void s_publish(ha_t *self)
+{
+    raft_id lid = 0;
+    const char *addr = NULL;
+    raft_leader(&self->raft, &lid, &addr);
+    int state = raft_state(&self->raft);
+    pthread_mutex_lock(&self->mu);
+    ha_stats_t *st = &self->st;
+    st->role = state == RAFT_LEADER      ? HA_ROLE_LEADER
+               : state == RAFT_CANDIDATE ? HA_ROLE_CANDIDATE
+               : state == RAFT_FOLLOWER  ? HA_ROLE_FOLLOWER
+                                         : HA_ROLE_UNAVAILABLE;
+    st->term = self->raft.current_term;
+    st->commit_index = self->raft.commit_index;
+    st->applied_index = self->raft.last_applied;
+    if ((unsigned)lid != self->last_leader && lid != 0)
+        st->leader_changes++;
+    if (lid != 0)
+        self->last_leader = (unsigned)lid;
+    st->leader_id = (unsigned)lid;
+    const struct raft_configuration *c = &self->raft.configuration;
+    st->n_peers = 0;
+    for (unsigned i = 0; i < c->n && st->n_peers < HA_MAX_MEMBERS; i++) {
+        ha_peer_t *p = &st->peers[st->n_peers++];
+        p->id = (unsigned)c->servers[i].id;
+        snprintf(p->raft, sizeof p->raft, "%s", c->servers[i].address ? c->servers[i].address : "");
+        p->voter = c->servers[i].role == RAFT_VOTER;
+        p->match_index = 0;
+        if (state == RAFT_LEADER && self->raft.leader_state.progress)
+            p->match_index = c->servers[i].id == self->raft.id
+                                 ? self->raft.last_stored
+                                 : self->raft.leader_state.progress[i].match_index;
+    }
+    pthread_mutex_unlock(&self->mu);
 }
 
 static void s_barrier_cb(struct raft_barrier *req, int status)
@@ -472,7 +544,10 @@ static void s_submit_all(ha_t *self)
         s_item_t *it = list;
         list = it->next;
         if (!self->fatal) {
-            struct raft_apply *req = calloc(1, sizeof *req);
+            s_apply_t *ap = calloc(1, sizeof *ap);
+            struct raft_apply *req = ap ? &ap->req : NULL;
+            if (ap)
+                ap->t0_us = zclock_usecs();
             /* C-Raft's disk format pads entries to 8 bytes: so do we, or
              * the next entry of a batch loads back shifted */
             struct raft_buffer b = {.len = ((size_t)it->size + HA_HEADER + 7) & ~(size_t)7};
@@ -536,6 +611,7 @@ static void s_async_cb(uv_async_t *h)
 static void s_timer_cb(uv_timer_t *t)
 {
     ha_t *self = t->data;
+    s_publish(self);
     if (self->fatal)
         return;
     int state = raft_state(&self->raft);

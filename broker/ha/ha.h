@@ -115,4 +115,30 @@ uint64_t ha_bound(ha_t *self, uint64_t committed);
 /* Shipped entries not yet applied. */
 size_t ha_in_flight(ha_t *self);
 
+/* What the Raft thread last saw (refreshed every few tens of ms), for
+ * cluster_status and the metrics. apply latency: raft_apply of this
+ * leader's entry -> committed by a majority and applied here. */
+#define HA_N_LAT 12
+extern const double ha_lat_le[HA_N_LAT]; /* seconds; then +Inf */
+typedef enum { HA_ROLE_UNAVAILABLE, HA_ROLE_FOLLOWER, HA_ROLE_CANDIDATE, HA_ROLE_LEADER } ha_role_t;
+typedef struct {
+    unsigned id;
+    char raft[128];
+    bool voter;
+    uint64_t match_index; /* on the leader: the highest entry known replicated there */
+} ha_peer_t;
+typedef struct {
+    ha_role_t role;
+    uint64_t term, commit_index, applied_index;
+    unsigned leader_id;      /* 0 = none known */
+    uint64_t leader_changes; /* times the known leader changed since start */
+    int n_peers;             /* the Raft configuration now */
+    ha_peer_t peers[HA_MAX_MEMBERS];
+    uint64_t apply_count;
+    double apply_sum;
+    uint64_t apply_bucket[HA_N_LAT + 1];
+} ha_stats_t;
+void ha_stats(ha_t *self, ha_stats_t *out);
+const char *ha_role_name(ha_role_t role);
+
 #endif

@@ -46,6 +46,9 @@ int broker_stats(handler_ctx_t *c)
     bs.batch_size_count = st->batch.count;
     bs.queue_depth = outq_sealed(self);
     bs.started_at = self->started_at;
+    stats_cluster_t *cl = malloc(sizeof *cl);
+    if (cl && stats_cluster(self, cl))
+        bs.cluster = &cl->cs;
 
     /* per op and per (op, status) */
     int n_ops = 0, n_counts = 0;
@@ -134,5 +137,90 @@ out:
     free(rcp);
     free(bs.commit_latency);
     free(bs.batch_size);
+    free(cl);
     return status;
+}
+
+bool stats_cluster(broker_t *self, stats_cluster_t *out)
+{
+    ttfleet__cluster_status__init(&out->cs);
+    if (!self->ha) {
+        out->cs.role = "standalone";
+        return false;
+    }
+    ha_stats(self->ha, &out->st);
+    const ha_stats_t *st = &out->st;
+    Ttfleet__ClusterStatus *cs = &out->cs;
+    cs->id = self->cfg.ha.id;
+    cs->role = (char *)ha_role_name(st->role);
+    cs->term = st->term;
+    cs->commit_index = st->commit_index;
+    cs->applied_index = st->applied_index;
+    cs->leader_id = st->leader_id;
+    const ha_member_t *lm = st->leader_id ? ha_config_member(&self->cfg.ha, st->leader_id) : NULL;
+    cs->leader = lm ? (char *)lm->clients : "";
+    cs->leader_changes = st->leader_changes;
+    for (int i = 0; i < st->n_peers; i++) {
+        Ttfleet__ClusterMember *m = &out->m[i];
+        ttfleet__cluster_member__init(m);
+        m->id = st->peers[i].id;
+        m->raft = (char *)st->peers[i].raft;
+        const ha_member_t *cm = ha_config_member(&self->cfg.ha, m->id);
+        m->clients = cm ? (char *)cm->clients : "";
+        m->voter = st->peers[i].voter;
+        m->match_index = st->peers[i].match_index;
+        out->mp[i] = m;
+    }
+    cs->n_members = (size_t)st->n_peers;
+    cs->members = out->mp;
+    uint64_t cum = 0;
+    for (int i = 0; i <= HA_N_LAT; i++) {
+        ttfleet__histogram_bucket__init(&out->b[i]);
+        cum += st->apply_bucket[i];
+        out->b[i].le = i < HA_N_LAT ? ha_lat_le[i] : __builtin_inf();
+        out->b[i].count = cum;
+        out->bp[i] = &out->b[i];
+    }
+    cs->n_apply_latency = HA_N_LAT + 1;
+    cs->apply_latency = out->bp;
+    cs->apply_latency_sum = st->apply_sum;
+    cs->apply_latency_count = st->apply_count;
+    return true;
+}
+
+void stats_cluster_reply(broker_t *self, zmsg_t *envelope, const char *service, const char *rid)
+{
+    stats_cluster_t *cl = malloc(sizeof *cl);
+    if (!cl)
+        return;
+    stats_cluster(self, cl);
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.request_id = (char *)rid;
+    rep.status = TTFLEET__STATUS__OK;
+    rep.message = "";
+    rep.result_case = TTFLEET__REPLY__RESULT_CLUSTER;
+    rep.cluster = &cl->cs;
+    size_t n = ttfleet__reply__get_packed_size(&rep);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf) {
+        ttfleet__reply__pack(&rep, buf);
+        outq_client(self, envelope, service, buf, n, false);
+        free(buf);
+    }
+    free(cl);
+}
+
+int cluster_status(handler_ctx_t *c)
+{
+    stats_cluster_t *cl = malloc(sizeof *cl);
+    if (!cl)
+        return handler_fail(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    stats_cluster(c->self, cl);
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_CLUSTER;
+    rep.cluster = &cl->cs;
+    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
+               false);
+    free(cl);
+    return 0;
 }

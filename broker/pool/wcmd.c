@@ -126,8 +126,12 @@ static void s_spec_image(broker_t *self, const vm_t *vm, Ttfleet__VmSpec *spec, 
 static int s_send_raw(broker_t *self, host_t *host, const Ttfleet__WorkerCommand *cmd,
                       bool bounded)
 {
+    /* every command carries this leader's Raft term (0 alone): a worker
+     * refuses one older than the newest it has seen */
+    Ttfleet__WorkerCommand termed = *cmd;
+    termed.term = self->ha_term;
     size_t len;
-    uint8_t *buf = ttframe_pack_buf(&cmd->base, &len);
+    uint8_t *buf = ttframe_pack_buf(&termed.base, &len);
     if (!buf)
         return -1;
     if (host->cmd_batch != self->batch_no) {

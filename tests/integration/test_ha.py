@@ -6,6 +6,18 @@ steps share it):
   - a follower answers NOT_LEADER naming the leader's clients endpoint, and
     takes no worker (the worker's READY lands on the leader);
   - ttctl with --broker FOLLOWER,...,LEADER follows NOT_LEADER to the leader;
+  - ttctl status lists every member (leader, followers, unreachable after a
+    kill), and ttgw given every member serves, with the Raft series in its
+    /metrics (promtool-clean);
+  - every worker command carries the leader's term: the worker's recorded
+    term rises across a failover;
+  - SIGSTOP of the leader past the election timeout: the others elect a
+    leader and serve; a create queued to the stopped leader is never
+    acknowledged by it after SIGCONT (it steps down, or stops to rebuild),
+    and the same request id at the new leader runs there once;
+  - kill -9 of the leader with a create in flight: the retry with the same
+    id gets the one outcome (the first answer if one came; else OK, or the
+    create rolled back as after a restart, recorded), never a second env;
   - creates acknowledged by the leader are all there after kill -9 of the
     leader, on the new leader, and on every member's broker.db;
   - a retry of an acknowledged create with the same request id gets the
@@ -164,6 +176,62 @@ class Ha(unittest.TestCase):
         finally:
             con.close()
 
+    def worker_term(self):
+        """The highest broker term the worker recorded (worker.db meta)."""
+        con = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.dir, "worker", "worker.db"),
+                              uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'broker_term'").fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            con.close()
+
+    def ctl_status(self, last=None):
+        """`ttctl status --json` given every member (a follower first;
+        last, e.g. a dead one, at the end of the list)."""
+        import json
+        import subprocess
+        order = list(reversed(self.members))
+        if last is not None:
+            order = [m for m in order if m is not last] + [last]
+        eps = ",".join(m.clients for m in order)
+        p = subprocess.run([binary("ttctl"), "--broker", eps, "--tenant", "admin", "--json",
+                            "status"], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, TTFLEET_CONFIG=os.devnull))
+        return p.returncode, json.loads(p.stdout) if p.stdout.strip() else None, p.stderr
+
+    def check_gateway(self, lead):
+        """ttgw given every member (followers first) serves through the
+        leader, and its /metrics has the Raft series, promtool-clean."""
+        import gwlib
+        from test_gateway import lint_metrics
+
+        class Stub:
+            pass
+        stub = Stub()
+        stub.dir = self.dir
+        stub.clients_ep = ",".join(m.clients for m in self.members if m is not lead) + \
+            "," + lead.clients
+        stub.events_ep = ",".join(m.events for m in self.members)
+        gw = gwlib.Gateway(stub, [("a" * 24, "admin", "admin")])
+        try:
+            status, _, body = gw.request("GET", "/v1/hosts", token="a" * 24)
+            self.assertEqual(status, 200, body)
+            status, _, text = gw.request("GET", "/metrics")
+            self.assertEqual(status, 200)
+            lint_metrics(self, text)
+            for series in ("ttfleet_raft_term{member=\"%d\"}" % lead.id,
+                           "ttfleet_raft_role{member=\"%d\",role=\"leader\"} 1" % lead.id,
+                           "ttfleet_raft_commit_index{", "ttfleet_raft_applied_index{",
+                           "ttfleet_raft_leader_changes_total{",
+                           "ttfleet_raft_apply_latency_seconds_count{"):
+                self.assertIn(series, text)
+            count = [l for l in text.splitlines()
+                     if l.startswith("ttfleet_raft_apply_latency_seconds_count")]
+            self.assertGreater(int(count[0].split()[-1]), 0, count)
+        finally:
+            gw.stop()
+
     def create_until_ok(self, alive, name, rid, timeout):
         """The same create (same id) to each live member in turn until one
         answers OK: what a client does through a failover."""
@@ -184,6 +252,17 @@ class Ha(unittest.TestCase):
         pb = self.pb
         lead = wait_for("a leader", lambda: self.leader(self.members), timeout=20)
         followers = [m for m in self.members if m is not lead]
+        # an idle follower sleeps in its poll (it runs no timers): well
+        # under 5 % of a core, where a loop spinning on a zero timeout takes
+        # whatever the machine gives it
+        def cpu(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        before = [cpu(f.daemon.proc.pid) for f in followers]
+        time.sleep(2)
+        spent = [cpu(f.daemon.proc.pid) - b for f, b in zip(followers, before)]
+        self.assertLess(max(spent), 0.1, "follower CPU over 2 s idle: %r" % spent)
         # a follower names the leader
         r = self.call(followers[0].clients, "env_list", pb.EnvList(), "f-1")
         self.assertEqual(r.status, pb.NOT_LEADER, r)
@@ -218,14 +297,114 @@ class Ha(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         names = sorted(list(acked) + ["via-ctl"])
         self.assertEqual(self.env_names(lead.clients), names)
+        # the worker's commands carried the leader's term; it keeps the highest
+        term1 = self.worker_term()
+        self.assertGreaterEqual(term1, 1)
+        # ttctl status: every member with its own view
+        rc, st, err = self.ctl_status()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(st["hosts_online"], 1)
+        roles = {c["id"]: c for c in st["cluster"]}
+        self.assertEqual(sorted(roles), [1, 2, 3])
+        self.assertEqual(roles[lead.id]["role"], "leader")
+        self.assertEqual(roles[lead.id]["endpoint"], lead.clients)
+        self.assertEqual(sorted(roles[f.id]["role"] for f in followers), ["follower"] * 2)
+        self.assertTrue(all(c["term"] == term1 for c in st["cluster"]), st)
+        self.assertGreater(roles[lead.id]["commit_index"], 0)
+        self.assertGreater(roles[lead.id]["match_index"], 0)
+        # ttgw with the endpoint list, and the Raft metrics
+        self.check_gateway(lead)
 
-        # kill -9 the leader; the same create id is retried across the rest
+        # SIGSTOP the leader past the election timeout: the others elect a
+        # leader; a create queued to the stopped one meanwhile is never
+        # acknowledged by it once it resumes (it steps down, or stops to
+        # rebuild), and its id, sent to the new leader, runs there once
+        lead.daemon.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            new, r = self.create_until_ok(followers, "during-stop", "ha-stop-1", timeout=30)
+            print("\nha: failover (SIGSTOP of the leader -> first successful create): %.2f s"
+                  % (time.monotonic() - t0), file=sys.stderr)
+            stale = self.ctx.socket(zmq.DEALER)
+            stale.setsockopt(zmq.LINGER, 0)
+            stale.connect(lead.clients)
+            req = pb.Request(request_id="ha-stale-1", tenant="t1")
+            req.env_create.CopyFrom(self.create_body("stale"))
+            stale.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+            time.sleep(0.2)
+        finally:
+            lead.daemon.proc.send_signal(signal.SIGCONT)
+        try:
+            if stale.poll(3000):
+                rep = pb.Reply()
+                rep.ParseFromString(stale.recv_multipart()[-1])
+                self.assertNotEqual(rep.status, pb.OK, "the deposed leader acknowledged: %s" % rep)
+        finally:
+            stale.close()
+        def stepped_down():
+            if not lead.daemon.running():
+                return True  # it stopped to rebuild broker.db from the Raft log
+            r = self.call(lead.clients, "env_list", pb.EnvList(), "sd-%f" % time.monotonic(),
+                          timeout=0.5)
+            return r is not None and r.status == pb.NOT_LEADER and r.leader == new.clients
+        wait_for("the resumed leader steps down", stepped_down, timeout=10)
+        if not lead.daemon.running():
+            self.start_broker(lead)
+        r = self.call(new.clients, "env_create", self.create_body("stale"), "ha-stale-1",
+                      timeout=10)
+        self.assertEqual(r.status, pb.OK, r.message)
+        names = sorted(names + ["during-stop", "stale"])
+        self.assertEqual(self.env_names(new.clients), names)
+        wait_for("the resumed member's broker.db has every env",
+                 lambda: self.db_envs(lead) == names, timeout=15)
+        lead, followers = new, [m for m in self.members if m is not new]
+
+        # kill -9 the leader with a create in flight; the same create id is
+        # retried across the rest: one env, and the first answer if one came
+        inflight = self.ctx.socket(zmq.DEALER)
+        inflight.setsockopt(zmq.LINGER, 0)
+        inflight.connect(lead.clients)
+        req = pb.Request(request_id="ha-inflight-1", tenant="t1")
+        req.env_create.CopyFrom(self.create_body("inflight"))
+        inflight.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+        time.sleep(0.02)
         lead.daemon.stop(signal.SIGKILL)
+        first = None
+        if inflight.poll(0):
+            first = pb.Reply()
+            first.ParseFromString(inflight.recv_multipart()[-1])
+        inflight.close()
         t0 = time.monotonic()
         new, r = self.create_until_ok(followers, "after-failover", "ha-after-1", timeout=30)
         failover = time.monotonic() - t0
         print("\nha: failover (kill -9 of the leader -> first successful create): %.2f s"
               % failover, file=sys.stderr)
+        # the retry gets the one outcome: the first answer when one came;
+        # else the create ran to its end (OK) or, caught mid-way, was rolled
+        # back as after a restart (INTERNAL, recorded; no env)
+        r = self.call(new.clients, "env_create", self.create_body("inflight"), "ha-inflight-1",
+                      timeout=10)
+        self.assertIsNotNone(r)
+        if first is not None and first.status == pb.OK:
+            self.assertEqual(r.status, pb.OK, r.message)
+            self.assertEqual(r.env.vms[0].vm_id, first.env.vms[0].vm_id)
+        if r.status == pb.OK:
+            names = sorted(names + ["inflight"])
+        else:
+            self.assertEqual(r.status, pb.INTERNAL, r.message)
+            self.assertIn("interrupted by a broker restart", r.message)
+        print("ha: the create in flight at kill -9: %s" % pb.Status.Name(r.status),
+              file=sys.stderr)
+        again = self.call(new.clients, "env_create", self.create_body("inflight"),
+                          "ha-inflight-1", timeout=10)
+        self.assertEqual((again.status, again.message), (r.status, r.message))
+        # the new leader's commands carry a newer term, which the worker keeps
+        self.assertGreater(self.worker_term(), term1)
+        rc, st, err = self.ctl_status(last=lead)  # the dead leader last
+        self.assertEqual(rc, 0, err)
+        roles = {c["id"]: c["role"] for c in st["cluster"]}
+        self.assertEqual(roles[lead.id], "unreachable")
+        self.assertEqual(roles[new.id], "leader")
         # every acknowledged create survived, none twice
         self.assertEqual(self.env_names(new.clients), sorted(names + ["after-failover"]))
         for name, (rid, vm_id) in acked.items():

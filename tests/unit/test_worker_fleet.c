@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,6 +81,35 @@ static Ttfleet__WorkerReply *s_cmd(fleet_t *fleet, uint64_t op, s_spec_t *specs,
         printf("  op %llu: %s: %s\n", (unsigned long long)op, tt_status_name(r->status),
                r->message);
     return r;
+}
+
+/* One spec under a broker Raft term: the reply's status, its VM's state in
+ * *state (-1 when the reply lists none). */
+static int s_term_cmd(fleet_t *fleet, uint64_t op, uint64_t term, s_spec_t *s, int *state,
+                      char *msg, size_t msglen)
+{
+    Ttfleet__WorkerCommand c = TTFLEET__WORKER_COMMAND__INIT;
+    Ttfleet__VmSpec *pp[1] = {&s->spec};
+    c.op_id = op;
+    c.term = term;
+    c.n_vms = 1;
+    c.vms = pp;
+    size_t len = ttfleet__worker_command__get_packed_size(&c);
+    uint8_t *buf = malloc(len + 1);
+    ttfleet__worker_command__pack(&c, buf);
+    zframe_t *f = fleet_command(fleet, buf, len);
+    free(buf);
+    Ttfleet__WorkerReply *r =
+        f ? ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f)) : NULL;
+    zframe_destroy(&f);
+    if (!r)
+        return -1;
+    int status = r->status;
+    *state = r->n_vms == 1 ? (int)r->vms[0]->state : -1;
+    snprintf(msg, msglen, "%s", r->message ? r->message : "");
+    CHECK(r->op_id == op);
+    ttfleet__worker_reply__free_unpacked(r, NULL);
+    return status;
 }
 
 static int s_one(fleet_t *fleet, uint64_t op, s_spec_t *s, int *state)
@@ -262,6 +292,59 @@ static void test_jobs_on_demand(void)
     CHECK(jobs_submit(j, s_job_sleep, &ran) == 0 && jobs_threads(j) == 1);
     jobs_destroy(&j, NULL);
     CHECK(s_threads() == base);
+}
+
+/* Term fencing: a command from an older broker term (a deposed leader)
+ * is answered NOT_LEADER and changes nothing; the highest term survives a
+ * restart of the worker (worker.db). */
+static void test_term_fencing(const char *state)
+{
+    char dir[512], err[256], msg[512];
+    snprintf(dir, sizeof dir, "%s/term", state);
+    CHECK(mkdir(dir, 0700) == 0);
+    fleet_config_t cfg = s_cfg;
+    cfg.state_dir = dir;
+    fleet_t *fleet = fleet_new(&cfg, err, sizeof err);
+    CHECK(fleet && fleet_term(fleet) == 0);
+    if (!fleet)
+        return;
+    s_spec_t v;
+    s_spec(&v, 30, "hollow", TTFLEET__VM_STATE__VM_RUNNING);
+    int st = -1;
+    /* a lone broker (term 0), then a cluster's leader in term 5 */
+    CHECK(s_term_cmd(fleet, 1, 0, &v, &st, msg, sizeof msg) == 0 &&
+          st == TTFLEET__VM_STATE__VM_RUNNING);
+    v.spec.desired = TTFLEET__VM_STATE__VM_STOPPED;
+    CHECK(s_term_cmd(fleet, 2, 5, &v, &st, msg, sizeof msg) == 0 &&
+          st == TTFLEET__VM_STATE__VM_STOPPED);
+    CHECK(fleet_term(fleet) == 5 && fleet_stale(fleet) == 0);
+    /* the deposed leader of term 4 (and a lone broker) are refused */
+    v.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    CHECK(s_term_cmd(fleet, 3, 4, &v, &st, msg, sizeof msg) == TTFLEET__STATUS__NOT_LEADER);
+    CHECK(strstr(msg, "term 4") && strstr(msg, "term 5"));
+    CHECK(s_term_cmd(fleet, 4, 0, &v, &st, msg, sizeof msg) == TTFLEET__STATUS__NOT_LEADER);
+    CHECK(fleet_stale(fleet) == 2 && fleet_term(fleet) == 5);
+    CHECK(s_inventory_state(fleet, 30) == TTFLEET__VM_STATE__VM_STOPPED);
+    fleet_destroy(&fleet);
+    /* a restarted worker still knows term 5 */
+    fleet = fleet_new(&cfg, err, sizeof err);
+    CHECK(fleet && fleet_term(fleet) == 5);
+    if (!fleet)
+        return;
+    CHECK(s_term_cmd(fleet, 5, 4, &v, &st, msg, sizeof msg) == TTFLEET__STATUS__NOT_LEADER);
+    CHECK(s_inventory_state(fleet, 30) == TTFLEET__VM_STATE__VM_STOPPED);
+    /* the same term and a newer one are served */
+    v.spec.desired = TTFLEET__VM_STATE__VM_RUNNING;
+    CHECK(s_term_cmd(fleet, 6, 5, &v, &st, msg, sizeof msg) == 0 &&
+          st == TTFLEET__VM_STATE__VM_RUNNING);
+    v.spec.desired = TTFLEET__VM_STATE__VM_ABSENT;
+    CHECK(s_term_cmd(fleet, 7, 9, &v, &st, msg, sizeof msg) == 0 &&
+          st == TTFLEET__VM_STATE__VM_ABSENT);
+    CHECK(fleet_term(fleet) == 9);
+    fleet_destroy(&fleet);
+    fleet = fleet_new(&cfg, err, sizeof err);
+    CHECK(fleet && fleet_term(fleet) == 9);
+    fleet_destroy(&fleet);
 }
 
 int main(void)
@@ -495,5 +578,6 @@ int main(void)
     snprintf(path, sizeof path, "%s/vms/20", state);
     CHECK(access(path, F_OK) != 0);
     fleet_destroy(&fleet);
+    test_term_fencing(state);
     return s_report("unit.worker.fleet");
 }

@@ -14,13 +14,78 @@
         n, k, offsetof(type, field), lo, hi, m, h, NULL, NULL, false                               \
     }
 
+/* The pool's totals; in a broker cluster also every member as it sees
+ * itself (asked directly, "unreachable" when it does not answer). */
 static int s_status(ctl_t *ctl, void *args)
 {
     (void)args;
     ttclient_t *client = ctl_client(ctl);
-    Ttfleet__Reply *reply = NULL;
-    int rc = ttclient_pool_status(client, &reply);
-    return ctl_finish(ctl, &client, rc, &reply, "status", false);
+    Ttfleet__Reply *cl = NULL;
+    /* whoever answers first (a follower too) lists the members; a dead
+     * endpoint fails the call and the client moves to the next */
+    int tries = 1;
+    for (const char *p = ctl->broker; *p; p++)
+        tries += *p == ',';
+    int crc = -1;
+    for (int t = 0; t < tries && tries <= 16 && crc != 0; t++)
+        crc = ttclient_cluster_status(client, &cl);
+    if (crc != 0) /* no broker answered: say so at once */
+        return ctl_finish(ctl, &client, crc, &cl, "status", false);
+    if (cl->status != TTFLEET__STATUS__OK || cl->result_case != TTFLEET__REPLY__RESULT_CLUSTER ||
+        cl->cluster->n_members == 0) {
+        ttclient_reply_destroy(&cl);
+        Ttfleet__Reply *reply = NULL;
+        int rc = ttclient_pool_status(client, &reply);
+        return ctl_finish(ctl, &client, rc, &reply, "status", false);
+    }
+    const Ttfleet__ClusterStatus *cs = cl->cluster;
+    int n = (int)cs->n_members;
+    print_member_t m[16];
+    Ttfleet__Reply *views[16] = {NULL};
+    if (n > 16)
+        n = 16;
+    const Ttfleet__ClusterStatus *leader = NULL;
+    for (int i = 0; i < n; i++) {
+        m[i] = (print_member_t){cs->members[i]->id, cs->members[i]->clients, NULL, 0};
+        if (!m[i].endpoint || !*m[i].endpoint)
+            continue;
+        ttclient_t *one = ttclient_new(m[i].endpoint, ctl->tenant);
+        if (!one)
+            continue;
+        ttclient_set_timeout(one, 1000);
+        ttclient_set_connect_timeout(one, 1000);
+        ttclient_set_retries(one, 0);
+        if (ttclient_cluster_status(one, &views[i]) == 0 &&
+            views[i]->status == TTFLEET__STATUS__OK &&
+            views[i]->result_case == TTFLEET__REPLY__RESULT_CLUSTER) {
+            m[i].view = views[i]->cluster;
+            if (strcmp(m[i].view->role, "leader") == 0)
+                leader = m[i].view;
+        }
+        ttclient_destroy(&one);
+    }
+    for (int i = 0; leader && i < n; i++)
+        for (size_t k = 0; k < leader->n_members; k++)
+            if (leader->members[k]->id == m[i].id)
+                m[i].match_index = leader->members[k]->match_index;
+    Ttfleet__Reply *pool = NULL;
+    int rc = ttclient_pool_status(client, &pool);
+    int code = 0;
+    if (rc != 0) {
+        fprintf(stderr, "ttctl: %s\n", ttclient_error(client));
+        code = EXIT_TRANSPORT;
+    } else if (pool->status != TTFLEET__STATUS__OK || !pool->pool) {
+        fprintf(stderr, "ttctl: %s: %s\n", tt_status_name(pool->status),
+                pool->message && *pool->message ? pool->message : "(no message)");
+        code = EXIT_STATUS;
+    }
+    print_status(stdout, code ? NULL : pool->pool, m, n, ctl->json);
+    for (int i = 0; i < n; i++)
+        ttclient_reply_destroy(&views[i]);
+    ttclient_reply_destroy(&cl);
+    ttclient_reply_destroy(&pool);
+    ttclient_destroy(&client);
+    return code;
 }
 
 static int s_mmi(ctl_t *ctl, void *args)
@@ -151,8 +216,11 @@ static int s_keygen(ctl_t *ctl, void *args)
 }
 
 const ctl_cmd_t ctl_misc_cmds[] = {
-    {NULL, "status", "pool_status", NULL, "Shows the pool's totals.\n", NULL, 0, 0, 0, NULL,
-     s_status, NULL, NULL},
+    {NULL, "status", "pool_status", NULL,
+     "Shows the pool's totals; in a broker cluster also each broker: id, endpoint, role\n"
+     "(leader, follower, candidate or unreachable), term, commit and applied index, and the\n"
+     "highest entry the leader knows replicated there (match).\n",
+     NULL, 0, 0, 0, NULL, s_status, NULL, NULL},
     {NULL, "mmi", NULL, "SERVICE",
      "Asks the broker (8/MMI) whether it serves SERVICE; exit 0 only for 200.\n", NULL, 0, 1, 1,
      "service name is required", s_mmi, NULL, NULL},

@@ -40,6 +40,35 @@ int vmdb_set_ratios(vmdb_t *self, const double ratios[3])
     return store_meta_ratios(self->store, ratios);
 }
 
+uint64_t vmdb_term(vmdb_t *self)
+{
+    sqlite3_stmt *st = store_stmt(self->store, "SELECT value FROM meta WHERE key = 'broker_term'");
+    if (!st)
+        return 0;
+    uint64_t term = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        char *end = NULL;
+        unsigned long long t = v && v[0] >= '0' && v[0] <= '9' ? strtoull(v, &end, 10) : 0;
+        if (end && !*end)
+            term = t;
+    }
+    sqlite3_reset(st);
+    return term;
+}
+
+int vmdb_set_term(vmdb_t *self, uint64_t term)
+{
+    sqlite3_stmt *st = store_stmt(
+        self->store, "INSERT OR REPLACE INTO meta (key, value) VALUES ('broker_term', ?1)");
+    if (!st)
+        return -1;
+    char text[24];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)term);
+    sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
+    return store_step_done(self->store, st);
+}
+
 void vmdb_destroy(vmdb_t **self_p)
 {
     if (!self_p || !*self_p)

@@ -22,6 +22,12 @@ void vmdb_destroy(vmdb_t **self_p);
  * the meta table (tools/ttcheck reads them). 0 / -1. */
 int vmdb_set_ratios(vmdb_t *self, const double ratios[3]);
 
+/* The highest broker Raft term this worker has seen (meta "broker_term",
+ * 0 when none was recorded or the value does not parse). */
+uint64_t vmdb_term(vmdb_t *self);
+/* Record term (inside the open transaction, if any). 0 / -1. */
+int vmdb_set_term(vmdb_t *self, uint64_t term);
+
 int vmdb_begin(vmdb_t *self);
 int vmdb_commit(vmdb_t *self);
 int vmdb_rollback(vmdb_t *self);

@@ -26,6 +26,7 @@ from .models import EnvInfo
 
 MDP_CLIENT = b"MDPC01"
 IN_PROGRESS_PAUSE = 0.2
+NO_LEADER_PAUSE = 0.1  # before the next broker when one knows no leader
 
 
 def load_curve(key, broker_key):
@@ -48,7 +49,10 @@ def load_curve(key, broker_key):
 class Client:
     def __init__(self, broker="tcp://127.0.0.1:5555", tenant="default", key=None,
                  broker_key=None, timeout_ms=10000, retries=3, events=None):
-        """broker: the clients endpoint; tenant: who asks (ignored by a
+        """broker: the clients endpoint, or "EP1,EP2,EP3" for a broker
+        cluster (a NOT_LEADER reply sends the same request, same request
+        id, to the leader it names, or to the next endpoint when it names
+        none or a broker is silent); tenant: who asks (ignored by a
         CURVE broker, which takes it from the key); key/broker_key: CURVE
         certificates; timeout_ms per attempt; retries: attempts in all;
         events: the broker's events endpoint for watch() (default: the
@@ -56,6 +60,10 @@ class Client:
         if retries < 1 or timeout_ms < 1:
             raise ValueError("timeout_ms and retries must be at least 1")
         self.broker = broker
+        self.endpoints = [e.strip() for e in broker.split(",") if e.strip()]
+        if not self.endpoints or len(self.endpoints) > 16:
+            raise ValueError("broker: one to 16 endpoints, comma-separated")
+        self.cur = 0
         self.tenant = tenant
         self.timeout_ms = timeout_ms
         self.retries = retries
@@ -79,7 +87,7 @@ class Client:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self._apply_curve(self.sock)
-        self.sock.connect(self.broker)
+        self.sock.connect(self.endpoints[self.cur])
 
     def close(self):
         if self.sock is not None:
@@ -99,11 +107,13 @@ class Client:
         request.tenant = request.tenant or self.tenant
         self.last_request_id = request.request_id
         body = request.SerializeToString()
-        for _attempt in range(self.retries):
+        attempt = hops = 0
+        while attempt < self.retries:
             if self.sock is None:
                 self._connect()
             self.sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
             deadline = time.monotonic() + self.timeout_ms / 1000.0
+            reply = None
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
@@ -114,9 +124,26 @@ class Client:
                 if reply.status == pb.IN_PROGRESS:
                     time.sleep(IN_PROGRESS_PAUSE)
                     self.sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
+                    reply = None
                     continue
+                break
+            if reply is not None and (reply.status != pb.NOT_LEADER or
+                                      len(self.endpoints) == 1):
                 return reply
             self.close()  # a fresh socket for the retry
+            if reply is not None and reply.leader in self.endpoints and \
+                    self.endpoints.index(reply.leader) != self.cur and \
+                    hops < 2 * len(self.endpoints):
+                # the leader it names: the same request, same id (not an attempt)
+                self.cur = self.endpoints.index(reply.leader)
+                hops += 1
+                continue
+            attempt += 1
+            if reply is not None and attempt >= self.retries:
+                return reply  # NOT_LEADER, no leader known: the caller sees it
+            self.cur = (self.cur + 1) % len(self.endpoints)
+            if reply is not None:
+                time.sleep(NO_LEADER_PAUSE)
         raise errors.TransportError("no reply from %s after %d attempts of %d ms"
                                     % (self.broker, self.retries, self.timeout_ms))
 
@@ -464,15 +491,16 @@ class Client:
     def watch(self, topic="", env=None, timeout_ms=None, count=None):
         """Yields Events from the broker's events socket (topic prefix; only
         env's with env=), until count events or timeout_ms of silence."""
-        endpoint = self.events
-        if not endpoint:
-            host, port = self.broker.rsplit(":", 1)
-            endpoint = "%s:%d" % (host, int(port) + 2)
+        endpoints = [e for e in (self.events or "").split(",") if e]
+        if not endpoints:  # each broker's host, port + 2
+            endpoints = ["%s:%d" % (h, int(p) + 2)
+                         for h, p in (ep.rsplit(":", 1) for ep in self.endpoints)]
         sub = self.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         self._apply_curve(sub)
         sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        sub.connect(endpoint)
+        for endpoint in endpoints:  # only a cluster's leader publishes
+            sub.connect(endpoint)
         seen = 0
         try:
             while count is None or seen < count:
