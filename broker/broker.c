@@ -725,6 +725,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
+    outq_evlog_free(self);
     image_ops_stop(self);
     blobgc_destroy(self);
     evstream_destroy(&self->evs);

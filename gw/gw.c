@@ -381,6 +381,16 @@ static enum MHD_Result s_query_arg(void *cls, enum MHD_ValueKind kind, const cha
             return MHD_NO;
         }
     }
+    if (f && f->label == PROTOBUF_C_LABEL_REPEATED) {
+        /* a repeated field: each occurrence adds one element */
+        json_t *arr = json_object_get(q->obj, key);
+        if (!json_is_array(arr)) {
+            arr = json_array();
+            json_object_set_new(q->obj, key, arr);
+        }
+        json_array_append_new(arr, v);
+        return MHD_YES;
+    }
     json_object_set_new(q->obj, key, v);
     return MHD_YES;
 }
@@ -1271,7 +1281,16 @@ typedef struct {
     unsigned envs[S_ENV_STATES];
     unsigned vms[S_VM_STATES]; /* by tt_vm_state_name of the VmState value */
     unsigned queue;
+    /* create -> ready: envs whose last VM became ready since the sample
+     * before (each counted once), and the mean of their seconds */
+    unsigned ready_n;
+    double ready_latency;
 } s_sample_t;
+
+/* The envs already counted in a ready_latency ("tenant/name/created_at"),
+ * emptied when it grows past S_READY_SEEN_MAX (the sampler's thread only). */
+#define S_READY_SEEN_MAX 10000
+static zhashx_t *s_ready_seen;
 
 static pthread_mutex_t s_hist_lock = PTHREAD_MUTEX_INITIALIZER;
 static s_sample_t s_hist[S_HIST_MAX];
@@ -1330,10 +1349,29 @@ static bool s_sample(gw_t *gw, s_sample_t *out)
             if (s_call(gw, l->envs[i]->tenant, false, "tt.env", "env_show", &ref.base, NULL, &show,
                        err, sizeof err) != 0)
                 continue;
-            if (show->status == TTFLEET__STATUS__OK && show->env)
-                for (size_t v = 0; v < show->env->n_vms; v++)
-                    if ((unsigned)show->env->vms[v]->state < S_VM_STATES)
-                        out->vms[show->env->vms[v]->state]++;
+            if (show->status == TTFLEET__STATUS__OK && show->env) {
+                const Ttfleet__EnvInfo *e = show->env;
+                int64_t ready_at = 0;
+                bool all_ready = e->n_vms > 0;
+                for (size_t v = 0; v < e->n_vms; v++) {
+                    if ((unsigned)e->vms[v]->state < S_VM_STATES)
+                        out->vms[e->vms[v]->state]++;
+                    all_ready = all_ready && e->vms[v]->ready;
+                    if (e->vms[v]->ready_at > ready_at)
+                        ready_at = e->vms[v]->ready_at;
+                }
+                char key[2 * TT_MAX_NAME + 32];
+                snprintf(key, sizeof key, "%s/%s/%lld", e->tenant, e->name,
+                         (long long)e->created_at);
+                if (all_ready && ready_at >= e->created_at && s_ready_seen &&
+                    !zhashx_lookup(s_ready_seen, key)) {
+                    if (zhashx_size(s_ready_seen) >= S_READY_SEEN_MAX)
+                        zhashx_purge(s_ready_seen);
+                    zhashx_insert(s_ready_seen, key, (void *)1);
+                    out->ready_latency += (double)(ready_at - e->created_at);
+                    out->ready_n++;
+                }
+            }
             ttclient_reply_destroy(&show);
         }
     }
@@ -1345,6 +1383,8 @@ static bool s_sample(gw_t *gw, s_sample_t *out)
         q->status == TTFLEET__STATUS__OK && q->queue)
         out->queue = q->queue->total;
     ttclient_reply_destroy(&q);
+    if (out->ready_n)
+        out->ready_latency /= out->ready_n;
     return true;
 }
 
@@ -1352,6 +1392,12 @@ static void *s_sampler(void *arg)
 {
     gw_t *gw = arg;
     int64_t next = tt_mono_ms();
+    if (!s_ready_seen)
+        s_ready_seen = zhashx_new();
+    /* what was ready before ttgw started is not a latency it saw */
+    s_sample_t first;
+    if (s_sample(gw, &first))
+        next += (int64_t)gw->cfg.history_interval_s * 1000;
     while (!atomic_load(&s_stopping)) {
         if (tt_mono_ms() < next) {
             usleep(100 * 1000);
@@ -1376,7 +1422,8 @@ static void *s_sampler(void *arg)
 static json_t *s_history_json(gw_t *gw)
 {
     json_t *t = json_array(), *cu = json_array(), *ca = json_array(), *mu = json_array(),
-           *ma = json_array(), *qd = json_array(), *envs = json_object(), *vms = json_object();
+           *ma = json_array(), *qd = json_array(), *envs = json_object(), *vms = json_object(),
+           *rl = json_array();
     json_t *es[S_ENV_STATES], *vs[S_VM_STATES];
     for (int k = 0; k < S_ENV_STATES; k++) {
         es[k] = json_array();
@@ -1395,16 +1442,17 @@ static json_t *s_history_json(gw_t *gw)
         json_array_append_new(mu, json_real(x->mem_used));
         json_array_append_new(ma, json_real(x->mem_alloc));
         json_array_append_new(qd, json_integer(x->queue));
+        json_array_append_new(rl, x->ready_n ? json_real(x->ready_latency) : json_null());
         for (int k = 0; k < S_ENV_STATES; k++)
             json_array_append_new(es[k], json_integer(x->envs[k]));
         for (int k = 0; k < S_VM_STATES; k++)
             json_array_append_new(vs[k], json_integer(x->vms[k]));
     }
     pthread_mutex_unlock(&s_hist_lock);
-    return json_pack("{s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "interval_s",
+    return json_pack("{s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "interval_s",
                      gw->cfg.history_interval_s, "t", t, "cpu_used", cu, "cpu_allocatable", ca,
                      "mem_used_bytes", mu, "mem_allocatable_bytes", ma, "queue", qd, "envs", envs,
-                     "vms", vms);
+                     "vms", vms, "ready_latency_s", rl);
 }
 
 /* GET /v1/dashboard: everything the dashboard shows, in one answer: who
@@ -1946,6 +1994,7 @@ void gw_stop(gw_t **self_p)
         pthread_join(self->sampler, NULL);
     pthread_mutex_lock(&s_hist_lock);
     s_hist_head = s_hist_n = 0;
+    zhashx_destroy(&s_ready_seen);
     pthread_mutex_unlock(&s_hist_lock);
     zsock_destroy(&self->events_sub);
     pthread_mutex_lock(&s_log_lock);

@@ -43,6 +43,61 @@ void pbjson_arena_destroy(pbjson_arena_t **self_p)
     *self_p = NULL;
 }
 
+/* The length of the prefix every value name of ed shares, up to and
+ * including an underscore ("VM_" of VmState), 0 when there is none. */
+static size_t s_enum_prefix(const ProtobufCEnumDescriptor *ed)
+{
+    if (ed->n_values < 2)
+        return 0;
+    const char *first = ed->values[0].name;
+    size_t len = 0;
+    for (size_t i = 0; first[i]; i++) {
+        if (first[i] != '_')
+            continue;
+        bool shared = true;
+        for (unsigned k = 1; k < ed->n_values && shared; k++)
+            shared = strncmp(ed->values[k].name, first, i + 1) == 0;
+        if (!shared)
+            break;
+        len = i + 1;
+    }
+    return len;
+}
+
+static bool s_enum_keeps_name(const ProtobufCEnumDescriptor *ed)
+{
+    return strcmp(ed->name, "ttfleet.Status") == 0;
+}
+
+int pbjson_enum_name(const ProtobufCEnumDescriptor *ed, const ProtobufCEnumValue *ev, char *buf,
+                     size_t len)
+{
+    const char *name = ev->name;
+    if (!s_enum_keeps_name(ed))
+        name += s_enum_prefix(ed);
+    size_t n = strlen(name);
+    if (n + 1 > len)
+        return -1;
+    for (size_t i = 0; i <= n; i++)
+        buf[i] = s_enum_keeps_name(ed)
+                     ? name[i]
+                     : (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    return 0;
+}
+
+/* The value a JSON string names: its JSON spelling or the .proto name. */
+static const ProtobufCEnumValue *s_enum_by_name(const ProtobufCEnumDescriptor *ed, const char *s)
+{
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(ed, s);
+    if (ev)
+        return ev;
+    char name[PBJSON_ENUM_NAME_MAX];
+    for (unsigned i = 0; i < ed->n_values; i++)
+        if (pbjson_enum_name(ed, &ed->values[i], name, sizeof name) == 0 && strcmp(name, s) == 0)
+            return &ed->values[i];
+    return NULL;
+}
+
 static void *s_alloc(pbjson_arena_t *self, size_t n)
 {
     if (self->count == self->size) {
@@ -165,9 +220,12 @@ static json_t *s_encode_value(const ProtobufCFieldDescriptor *f, const void *p)
         return json_boolean(*(const protobuf_c_boolean *)p);
     case PROTOBUF_C_TYPE_ENUM: {
         int v = *(const int *)p;
-        const ProtobufCEnumValue *ev =
-            protobuf_c_enum_descriptor_get_value((const ProtobufCEnumDescriptor *)f->descriptor, v);
-        return ev ? json_string(ev->name) : json_integer(v);
+        const ProtobufCEnumDescriptor *ed = f->descriptor;
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, v);
+        char name[PBJSON_ENUM_NAME_MAX];
+        if (!ev || pbjson_enum_name(ed, ev, name, sizeof name) != 0)
+            return json_integer(v);
+        return json_string(name);
     }
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
@@ -358,7 +416,7 @@ static int s_decode_value(s_ctx_t *ctx, const ProtobufCFieldDescriptor *f, json_
         const ProtobufCEnumDescriptor *ed = f->descriptor;
         const ProtobufCEnumValue *ev = NULL;
         if (json_is_string(j))
-            ev = protobuf_c_enum_descriptor_get_value_by_name(ed, json_string_value(j));
+            ev = s_enum_by_name(ed, json_string_value(j));
         else if (json_is_integer(j) && json_integer_value(j) >= INT32_MIN &&
                  json_integer_value(j) <= INT32_MAX)
             ev = protobuf_c_enum_descriptor_get_value(ed, (int)json_integer_value(j));

@@ -112,6 +112,51 @@ bool tt_name_valid(const char *s)
     return true;
 }
 
+static bool s_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool tt_label_valid(const char *s)
+{
+    if (!s || !s_alnum(*s))
+        return false;
+    const char *eq = strchr(s, '=');
+    if (!eq || eq - s > TT_MAX_LABEL_KEY || strlen(eq + 1) > TT_MAX_LABEL_VALUE)
+        return false;
+    for (const char *p = s; p < eq; p++)
+        if (!s_alnum(*p) && *p != '.' && *p != '_' && *p != '-' && *p != '/')
+            return false;
+    for (const char *p = eq + 1; *p; p++)
+        if (!s_alnum(*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    return true;
+}
+
+int tt_labels_check(char *const *labels, size_t n, char *err, size_t errlen)
+{
+    if (n > TT_MAX_LABELS) {
+        snprintf(err, errlen, "too many labels: %zu (at most %d)", n, TT_MAX_LABELS);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!tt_label_valid(labels[i])) {
+            snprintf(err, errlen,
+                     "invalid label '%.80s': KEY=VALUE, KEY 1..%d of A-Z a-z 0-9 . _ - / "
+                     "starting with a letter or digit, VALUE 0..%d of A-Z a-z 0-9 . _ -",
+                     labels[i] ? labels[i] : "", TT_MAX_LABEL_KEY, TT_MAX_LABEL_VALUE);
+            return -1;
+        }
+        size_t klen = (size_t)(strchr(labels[i], '=') - labels[i]);
+        for (size_t k = 0; k < i; k++)
+            if (strncmp(labels[k], labels[i], klen + 1) == 0) {
+                snprintf(err, errlen, "label key '%.*s' given twice", (int)klen, labels[i]);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 bool tt_key_valid(const char *s)
 {
     static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -211,6 +256,8 @@ static int s_create_valid(const Ttfleet__EnvCreate *c, char *err, size_t errlen)
     if (c->boot && *c->boot && strcmp(c->boot, "auto") != 0 && strcmp(c->boot, "snapshot") != 0 &&
         strcmp(c->boot, "cold") != 0)
         FAIL("boot '%.20s' is not auto, snapshot or cold", c->boot);
+    if (tt_labels_check(c->labels, c->n_labels, err, errlen))
+        return -1;
     if (c->n_images == 0)
         FAIL("at least one image is required");
     if (c->n_images > TT_MAX_IMAGES_PER_ENV)
@@ -313,6 +360,7 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     case TTFLEET__REQUEST__OP_ENV_DELETE:
         return s_env_name_valid(req->env_delete->name, err, errlen);
     case TTFLEET__REQUEST__OP_ENV_LIST:
+        return tt_labels_check(req->env_list->labels, req->env_list->n_labels, err, errlen);
     case TTFLEET__REQUEST__OP_HOST_LIST:
     case TTFLEET__REQUEST__OP_POOL_STATUS:
         return 0;
@@ -439,6 +487,16 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     case TTFLEET__REQUEST__OP_BROKER_STATS:
     case TTFLEET__REQUEST__OP_CLUSTER_STATUS:
         return 0;
+    case TTFLEET__REQUEST__OP_EVENT_HISTORY: {
+        const Ttfleet__EventQuery *q = req->event_history;
+        if (q->env && *q->env && !tt_name_valid(q->env))
+            FAIL("invalid env name '%.80s'", q->env);
+        if (q->topic && strlen(q->topic) > TT_MAX_NAME)
+            FAIL("topic: at most %d characters", TT_MAX_NAME);
+        if (q->since < 0)
+            FAIL("since %lld is negative", (long long)q->since);
+        return 0;
+    }
     case TTFLEET__REQUEST__OP_AUDIT_QUERY: {
         const Ttfleet__AuditQuery *a = req->audit_query;
         if (a->tenant && *a->tenant && !tt_name_valid(a->tenant))

@@ -50,6 +50,10 @@
 #define TT_MAX_VMS_PER_ENV 500
 #define TT_MAX_PORTS_PER_VM 32
 #define TT_MAX_IMAGES_PER_ENV 32
+#define TT_MAX_LABELS 16      /* labels of one env */
+#define TT_MAX_LABEL_KEY 63   /* bytes of a label's key */
+#define TT_MAX_LABEL_VALUE 63 /* bytes of a label's value */
+#define TT_MAX_LABEL (TT_MAX_LABEL_KEY + 1 + TT_MAX_LABEL_VALUE)
 #define TT_MAX_CPU 256
 #define TT_MAX_MEM_MIB (1024u * 1024u)       /* 1 TiB */
 #define TT_MAX_DISK_MIB (64u * 1024u * 1024u) /* 64 TiB */
@@ -87,6 +91,13 @@
 #define TT_QUOTA_MAX_DISK_MIB (1LL << 40)
 #define TT_AUDIT_LIMIT_DEFAULT 100
 #define TT_AUDIT_LIMIT_MAX 1000
+
+/* Whether s is a label "KEY=VALUE": KEY 1..63 of [A-Za-z0-9._/-] starting
+ * with a letter or digit, VALUE 0..63 of [A-Za-z0-9._-]. */
+bool tt_label_valid(const char *s);
+/* Checks a label list (each valid, at most TT_MAX_LABELS, keys unique);
+ * -1 with the reason in err. */
+int tt_labels_check(char *const *labels, size_t n, char *err, size_t errlen);
 
 /* Name of a status code ("NOT_FOUND"), "UNKNOWN" for values out of range. */
 const char *tt_status_name(int status);

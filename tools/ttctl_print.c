@@ -17,6 +17,7 @@
 #include <time.h>
 #include <yaml.h>
 
+#include "pbjson.h"
 #include "ttproto.h"
 
 #define TABLE_MAX_COLS 12
@@ -224,60 +225,13 @@ static int s_json_print(FILE *out, json_t *obj)
     return rc;
 }
 
-static json_t *s_json_ports(size_t n, uint32_t *ports)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_integer(ports[i]));
-    return arr;
-}
+static void s_join(size_t n, char **s, char *buf, size_t len);
 
-static json_t *s_json_vm(const Ttfleet__VmInfo *vm)
+/* The JSON of a reply message: the gateway's dialect (gw/pbjson.h), so
+ * ttctl --json, REST and the Python SDK's to_dict() agree field for field. */
+static json_t *s_json_pb(const void *msg)
 {
-    json_t *ports = json_array();
-    for (size_t i = 0; i < vm->n_ports; i++)
-        json_array_append_new(ports,
-                              json_pack("{s:I, s:I}", "guest", (json_int_t)vm->ports[i]->guest,
-                                        "public", (json_int_t)vm->ports[i]->public_));
-    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:b, s:I, s:s, s:s}",
-                     "vm_id", (json_int_t)vm->vm_id, "host", vm->host, "image", vm->image,
-                     "engine", vm->engine, "ip", vm->ip, "mac", vm->mac, "cpu", (json_int_t)vm->cpu,
-                     "mem_mib", (json_int_t)vm->mem_mib, "disk_mib", (json_int_t)vm->disk_mib, "state",
-                     tt_vm_state_name(vm->state), "ports", ports, "ready", (int)vm->ready,
-                     "ready_at", (json_int_t)vm->ready_at, "ready_detail",
-                     vm->ready_detail ? vm->ready_detail : "", "public_address",
-                     vm->public_address ? vm->public_address : "");
-    /* images (issue 12): the catalog digest, and a fetch in progress */
-    if (o) {
-        json_object_set_new(o, "image_digest", json_string(vm->image_digest ? vm->image_digest : ""));
-        json_object_set_new(o, "pull_done", json_integer((json_int_t)vm->pull_done));
-        json_object_set_new(o, "pull_total", json_integer((json_int_t)vm->pull_total));
-        json_object_set_new(o, "pulling", json_boolean(vm->pull_total > 0));
-        /* memory snapshots: "snapshot" (from a template), "cold", "" (not yet) */
-        json_object_set_new(o, "boot", json_string(vm->boot ? vm->boot : ""));
-    }
-    return o;
-}
-
-static json_t *s_json_env(const Ttfleet__EnvInfo *env)
-{
-    char created[32], expires[32];
-    json_t *vms = json_array();
-    for (size_t i = 0; i < env->n_vms; i++)
-        json_array_append_new(vms, s_json_vm(env->vms[i]));
-    json_t *obj = json_pack(
-        "{s:s, s:s, s:s, s:I, s:s, s:I, s:s, s:I, s:b, s:I, s:o, s:o}", "name", env->name, "tenant",
-        env->tenant, "state", env->state, "created_at", (json_int_t)env->created_at, "created",
-        s_iso(env->created_at, created, sizeof created), "expires_at", (json_int_t)env->expires_at,
-        "expires", s_iso(env->expires_at, expires, sizeof expires), "lifetime",
-        (json_int_t)env->lifetime, "deny_outgoing", (int)env->deny_outgoing, "vm_count",
-        (json_int_t)env->vm_count, "ports", s_json_ports(env->n_ports, env->ports), "vms", vms);
-    if (obj && env->queue_position) {
-        json_object_set_new(obj, "queue_position", json_integer(env->queue_position));
-        json_object_set_new(obj, "queue_deadline", json_integer(env->queue_deadline));
-        json_object_set_new(obj, "priority", json_integer(env->priority));
-    }
-    return obj;
+    return pbjson_encode((const ProtobufCMessage *)msg);
 }
 
 /* "22,80" from a port list; "-" when empty. */
@@ -306,7 +260,7 @@ static void s_port_map(const Ttfleet__VmInfo *vm, char *buf, size_t len)
 int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
 {
     if (json)
-        return s_json_print(out, s_json_env(env));
+        return s_json_print(out, s_json_pb(env));
     char created[32], expires[32], ports[512];
     s_port_list(env->n_ports, env->ports, ports, sizeof ports);
     fprintf(out, "env       %s (tenant %s)\n", env->name, env->tenant);
@@ -317,6 +271,11 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
     fprintf(out, "outgoing  %s\n", env->deny_outgoing ? "denied" : "allowed");
     fprintf(out, "ports     %s\n", ports);
     fprintf(out, "vms       %u\n", env->vm_count);
+    if (env->n_labels) {
+        char labels[TT_MAX_LABELS * (TT_MAX_LABEL + 1) + 1];
+        s_join(env->n_labels, env->labels, labels, sizeof labels);
+        fprintf(out, "labels    %s\n", labels);
+    }
     if (env->queue_position) {
         char deadline[32];
         fprintf(out, "queued    position %u, priority %u, gives up %s\n", env->queue_position,
@@ -355,7 +314,7 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
     if (json) {
         json_t *envs = json_array();
         for (size_t i = 0; i < list->n_envs; i++)
-            json_array_append_new(envs, s_json_env(list->envs[i]));
+            json_array_append_new(envs, s_json_pb(list->envs[i]));
         return s_json_print(out, json_pack("{s:o}", "envs", envs));
     }
     if (list->n_envs == 0) {
@@ -364,20 +323,22 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
     }
     table_t t;
     if (s_wide) {
-        /* -o wide: the tenant, lifetime, outgoing access and ports too */
-        s_table_init(&t, 9);
+        /* -o wide: the tenant, lifetime, outgoing access, ports and labels too */
+        s_table_init(&t, 10);
         s_table_row(&t, "NAME", "TENANT", "STATE", "VMS", "CREATED", "EXPIRES", "LIFETIME",
-                    "OUTGOING", "PORTS");
+                    "OUTGOING", "PORTS", "LABELS");
         for (size_t i = 0; i < list->n_envs; i++) {
             const Ttfleet__EnvInfo *env = list->envs[i];
             char vms[16], created[32], expires[32], life[32], ports[512];
+            char labels[TT_MAX_LABELS * (TT_MAX_LABEL + 1) + 1];
+            s_join(env->n_labels, env->labels, labels, sizeof labels);
             snprintf(vms, sizeof vms, "%u", env->vm_count);
             snprintf(life, sizeof life, "%llus", (unsigned long long)env->lifetime);
             s_port_list(env->n_ports, env->ports, ports, sizeof ports);
             s_iso(env->created_at, created, sizeof created);
             s_iso(env->expires_at, expires, sizeof expires);
             s_table_row(&t, env->name, env->tenant, env->state, vms, created, expires, life,
-                        env->deny_outgoing ? "denied" : "allowed", ports);
+                        env->deny_outgoing ? "denied" : "allowed", ports, labels);
         }
         s_table_print(out, &t);
         return 0;
@@ -402,44 +363,6 @@ int print_env_list(FILE *out, const Ttfleet__EnvInfoList *list, bool with_tenant
     return 0;
 }
 
-static json_t *s_json_strings(size_t n, char **s)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_string(s[i]));
-    return arr;
-}
-
-/* {"engine": ["cap", ...], ...}: what each engine of a host declared. */
-static json_t *s_json_engine_caps(const Ttfleet__HostInfo *h)
-{
-    json_t *o = json_object();
-    for (size_t i = 0; o && i < h->n_engine_caps; i++)
-        if (h->engine_caps[i]->engine)
-            json_object_set_new(o, h->engine_caps[i]->engine,
-                                s_json_strings(h->engine_caps[i]->n_caps, h->engine_caps[i]->caps));
-    return o;
-}
-
-static json_t *s_json_host(const Ttfleet__HostInfo *h)
-{
-    char seen[32];
-    json_t *j = json_pack(
-        "{s:s, s:s, s:b, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:s}",
-        "id", h->id, "state", h->state, "draining", (int)h->draining, "accel",
-        h->accel ? h->accel : "", "public_address", h->public_address ? h->public_address : "",
-        "engines", s_json_strings(h->n_engines, h->engines), "images",
-        s_json_strings(h->n_images, h->images), "cpu_total", (json_int_t)h->cpu_total, "cpu_used",
-        (json_int_t)h->cpu_used, "mem_total", (json_int_t)h->mem_total, "mem_used",
-        (json_int_t)h->mem_used, "disk_total", (json_int_t)h->disk_total, "disk_used",
-        (json_int_t)h->disk_used, "vm_count", (json_int_t)h->vm_count, "last_seen",
-        (json_int_t)h->last_seen, "last_seen_iso", s_iso(h->last_seen, seen, sizeof seen));
-    if (j)
-        json_object_set_new(j, "engine_caps", s_json_engine_caps(h));
-    return j;
-}
-
 static void s_join(size_t n, char **s, char *buf, size_t len)
 {
     size_t off = 0;
@@ -453,7 +376,7 @@ static void s_join(size_t n, char **s, char *buf, size_t len)
 int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
 {
     if (json)
-        return s_json_print(out, s_json_host(h));
+        return s_json_print(out, s_json_pb(h));
     char engines[256], images[2048], seen[32];
     s_join(h->n_engines, h->engines, engines, sizeof engines);
     s_join(h->n_images, h->images, images, sizeof images);
@@ -501,7 +424,7 @@ int print_host_list(FILE *out, const Ttfleet__HostInfoList *list, bool json)
     if (json) {
         json_t *hosts = json_array();
         for (size_t i = 0; i < list->n_hosts; i++)
-            json_array_append_new(hosts, s_json_host(list->hosts[i]));
+            json_array_append_new(hosts, s_json_pb(list->hosts[i]));
         return s_json_print(out, json_pack("{s:o}", "hosts", hosts));
     }
     if (list->n_hosts == 0) {
@@ -535,16 +458,7 @@ int print_pool(FILE *out, const Ttfleet__PoolStatus *p, bool json)
 {
     char started[32];
     if (json)
-        return s_json_print(
-            out,
-            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "hosts_total",
-                      (json_int_t)p->hosts_total, "hosts_online", (json_int_t)p->hosts_online,
-                      "envs", (json_int_t)p->envs, "vms", (json_int_t)p->vms, "cpu_total",
-                      (json_int_t)p->cpu_total, "cpu_used", (json_int_t)p->cpu_used, "mem_total",
-                      (json_int_t)p->mem_total, "mem_used", (json_int_t)p->mem_used, "disk_total",
-                      (json_int_t)p->disk_total, "disk_used", (json_int_t)p->disk_used,
-                      "started_at", (json_int_t)p->started_at, "started",
-                      s_iso(p->started_at, started, sizeof started)));
+        return s_json_print(out, s_json_pb(p));
     fprintf(out, "hosts     %u online of %u\n", p->hosts_online, p->hosts_total);
     fprintf(out, "envs      %u\n", p->envs);
     fprintf(out, "vms       %u\n", p->vms);
@@ -712,7 +626,7 @@ int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host,
     if (json) {
         json_t *obj = json_pack("{s:b, s:s}", "ok", 1, "message", message ? message : "");
         if (obj && host)
-            json_object_set_new(obj, "host", s_json_host(host));
+            json_object_set_new(obj, "host", s_json_pb(host));
         return s_json_print(out, obj);
     }
     fprintf(out, "%s\n", message && *message ? message : "done");
@@ -726,10 +640,7 @@ int print_host_op(FILE *out, const char *message, const Ttfleet__HostInfo *host,
 int print_event(FILE *out, const Ttfleet__Event *ev, bool json)
 {
     if (json) {
-        json_t *obj = json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "kind", ev->kind,
-                                "time", (json_int_t)ev->time, "tenant", ev->tenant, "env",
-                                ev->env, "host", ev->host, "vm_id", (json_int_t)ev->vm_id,
-                                "state", ev->state, "message", ev->message);
+        json_t *obj = s_json_pb(ev);
         if (!obj)
             return -1;
         if (s_yaml) /* one YAML document per event */

@@ -358,6 +358,51 @@ const char *model_env_state(const env_t *env)
     return model_target_name(env->target);
 }
 
+void model_env_set_labels(env_t *env, char *const *labels, size_t n)
+{
+    env->n_labels = 0;
+    for (size_t i = 0; i < n && env->n_labels < TT_MAX_LABELS; i++)
+        if (tt_label_valid(labels[i]))
+            snprintf(env->labels[env->n_labels++], TT_MAX_LABEL + 1, "%s", labels[i]);
+}
+
+void model_env_set_labels_text(env_t *env, const char *text)
+{
+    env->n_labels = 0;
+    while (text && *text && env->n_labels < TT_MAX_LABELS) {
+        const char *nl = strchr(text, '\n');
+        size_t len = nl ? (size_t)(nl - text) : strlen(text);
+        char label[TT_MAX_LABEL + 2];
+        if (len <= TT_MAX_LABEL) {
+            memcpy(label, text, len);
+            label[len] = 0;
+            if (tt_label_valid(label))
+                memcpy(env->labels[env->n_labels++], label, len + 1);
+        }
+        text = nl ? nl + 1 : text + len;
+    }
+}
+
+void model_env_labels_text(const env_t *env, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = 0;
+    for (int i = 0; i < env->n_labels && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "\n" : "", env->labels[i]);
+}
+
+bool model_env_has_labels(const env_t *env, char *const *want, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        bool found = false;
+        for (int i = 0; i < env->n_labels && !found; i++)
+            found = strcmp(env->labels[i], want[k]) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 /* ---- allocations ---- */
 
 void alloc_vm_id_mark(host_t *host, uint32_t vm_id, bool used)
@@ -370,7 +415,16 @@ void alloc_vm_id_mark(host_t *host, uint32_t vm_id, bool used)
         BIT_CLR(host->vmid_used, vm_id);
 }
 
-int alloc_vm_id(host_t *host, uint32_t *vm_id)
+/* Whether a VM of env other than skip has that id (on any host). */
+static bool s_env_has_vm_id(const env_t *env, const vm_t *skip, uint32_t vm_id)
+{
+    for (int i = 0; env && i < env->n_vms; i++)
+        if (env->vms[i] != skip && env->vms[i]->vm_id == vm_id)
+            return true;
+    return false;
+}
+
+int alloc_vm_id_in_env(host_t *host, const env_t *env, const vm_t *skip, uint32_t *vm_id)
 {
     uint32_t span = TT_VMID_MAX - TT_VMID_MIN + 1;
     for (uint32_t i = 0; i < span; i++) {
@@ -378,12 +432,17 @@ int alloc_vm_id(host_t *host, uint32_t *vm_id)
         if (c < TT_VMID_MIN || c > TT_VMID_MAX)
             c = TT_VMID_MIN;
         host->vmid_cursor = c + 1;
-        if (!BIT_GET(host->vmid_used, c)) {
+        if (!BIT_GET(host->vmid_used, c) && !s_env_has_vm_id(env, skip, c)) {
             *vm_id = c;
             return 0;
         }
     }
     return -1;
+}
+
+int alloc_vm_id(host_t *host, uint32_t *vm_id)
+{
+    return alloc_vm_id_in_env(host, NULL, NULL, vm_id);
 }
 
 void alloc_port_mark(host_t *host, uint32_t port, bool used)

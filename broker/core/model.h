@@ -35,6 +35,8 @@
 #include "store.h"
 #include "ttproto.h"
 
+#define BROKER_EVLOG 4096 /* events kept for event_history */
+
 #define BROKER_MAX_ENGINES 8
 #define BROKER_MAX_IMAGES 256
 #define BROKER_NPORTS (TT_PORT_MAX - TT_PORT_MIN + 1)
@@ -173,6 +175,9 @@ struct env_t {
     size_t user_data_len;
     char *ready;       /* the env's readiness spec ("" = each image's default) */
     char *group_ready; /* per image group: lines "IMAGE\tSPEC\n" */
+    /* labels "KEY=VALUE" (validated by tt_labels_check), fixed at create */
+    int n_labels;
+    char labels[TT_MAX_LABELS][TT_MAX_LABEL + 1];
 };
 
 typedef enum {
@@ -335,6 +340,11 @@ struct broker_t {
     quotas_t *quotas;
     evstream_t *evs;
     zsock_t *events_private; /* the evstream ROUTER, NULL when off */
+    /* outq.c: the last BROKER_EVLOG published events (packed Event),
+     * oldest at evlog_head, for event_history */
+    zframe_t *evlog[BROKER_EVLOG];
+    int64_t evlog_time[BROKER_EVLOG];
+    size_t evlog_head, evlog_count;
     bool admit_wanted;       /* capacity was freed: run admission after this request */
     const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
     const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */
@@ -390,6 +400,14 @@ void model_vm_set_state(vm_t *vm, int state);
 char *model_vm_ready_spec(const vm_t *vm);
 
 /* Set an env's guest inputs (copies). 0, or -1 when out of memory. */
+/* Sets env's labels (n at most TT_MAX_LABELS, each checked already). */
+void model_env_set_labels(env_t *env, char *const *labels, size_t n);
+/* Sets env's labels from broker.db's text (one a line); bad lines dropped. */
+void model_env_set_labels_text(env_t *env, const char *text);
+/* env's labels one a line ("" for none) into buf. */
+void model_env_labels_text(const env_t *env, char *buf, size_t len);
+/* Whether env has every label of want ("KEY=VALUE"). */
+bool model_env_has_labels(const env_t *env, char *const *want, size_t n);
 int model_env_set_guest(env_t *env, char *const *keys, int n_keys, const uint8_t *ud,
                         size_t ud_len, const char *ready, const char *group_ready);
 
@@ -415,6 +433,9 @@ const char *model_target_name(env_target_t t);
 int model_target_parse(const char *s);
 /* allocations */
 int alloc_vm_id(host_t *host, uint32_t *vm_id);
+/* A VM id free on host that no VM of env but skip has on any host, so a VM
+ * id names one VM of its env (ttctl env exec ENV ID needs no --host). */
+int alloc_vm_id_in_env(host_t *host, const env_t *env, const vm_t *skip, uint32_t *vm_id);
 void alloc_vm_id_mark(host_t *host, uint32_t vm_id, bool used);
 int alloc_port(host_t *host, uint32_t *port);
 void alloc_port_mark(host_t *host, uint32_t port, bool used);

@@ -54,6 +54,10 @@ void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *
     ev.vm_id = vm ? vm->vm_id : 0;
     ev.state = (char *)(state ? state : "");
     ev.message = (char *)(message ? message : "");
+    char *labels[TT_MAX_LABELS];
+    for (int i = 0; env && i < env->n_labels && i < TT_MAX_LABELS; i++)
+        labels[ev.n_labels++] = env->labels[i];
+    ev.labels = labels;
     zframe_t *body = ttframe_pack((const ProtobufCMessage *)&ev);
     if (!body)
         return;
@@ -148,6 +152,32 @@ void outq_keep_durable(broker_t *self)
     outq_attach(self, &keep);
 }
 
+/* Keeps a copy of a published Event in the ring (dropping the oldest). */
+static void s_evlog_add(broker_t *self, zframe_t *body)
+{
+    if (!body)
+        return;
+    zframe_t *copy = zframe_dup(body);
+    if (!copy)
+        return;
+    size_t at = (self->evlog_head + self->evlog_count) % BROKER_EVLOG;
+    if (self->evlog_count == BROKER_EVLOG) {
+        zframe_destroy(&self->evlog[self->evlog_head]);
+        self->evlog_head = (self->evlog_head + 1) % BROKER_EVLOG;
+        at = (self->evlog_head + self->evlog_count - 1) % BROKER_EVLOG;
+    } else
+        self->evlog_count++;
+    self->evlog[at] = copy;
+    self->evlog_time[at] = tt_now();
+}
+
+void outq_evlog_free(broker_t *self)
+{
+    for (size_t i = 0; i < BROKER_EVLOG; i++)
+        zframe_destroy(&self->evlog[i]);
+    self->evlog_head = self->evlog_count = 0;
+}
+
 void outq_flush(broker_t *self)
 {
     out_t *o;
@@ -156,8 +186,11 @@ void outq_flush(broker_t *self)
         if (o->sock && o->sock == self->events_private && self->evs) {
             s_private_event(self, &o->msg);
             events = true;
-        } else
+        } else {
+            if (o->sock && o->sock == self->events)
+                s_evlog_add(self, zmsg_last(o->msg));
             ttframe_send_nowait(o->sock, &o->msg);
+        }
         free(o);
     }
     if (events)

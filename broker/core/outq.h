@@ -20,6 +20,8 @@
 /* Queue msg (taking ownership) for sock. */
 void outq_push(broker_t *self, zsock_t *sock, zmsg_t **msg_p);
 /* Queue an event for the PUB socket. */
+/* Frees the event log (broker_destroy). */
+void outq_evlog_free(broker_t *self);
 void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
                 const char *state, const char *message);
 /* Queue a TTW01 frame [routing][""][TTW01][cmd][body?] to a host (nothing

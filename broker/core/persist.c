@@ -240,6 +240,16 @@ void persist_env_insert(broker_t *self, env_t *env)
     s_env_bind(st, env);
     s_done(self, st, "insert env");
     s_env_guest_insert(self, env);
+    if (env->n_labels) {
+        char text[TT_MAX_LABELS * (TT_MAX_LABEL + 1) + 1];
+        model_env_labels_text(env, text, sizeof text);
+        st = s_stmt(self, "UPDATE envs SET labels = ?2 WHERE id = ?1");
+        if (!st)
+            return;
+        sqlite3_bind_int64(st, 1, env->id);
+        s_text(st, 2, text);
+        s_done(self, st, "insert env labels");
+    }
 }
 
 void persist_env_update(broker_t *self, env_t *env)
@@ -430,7 +440,7 @@ static int s_load_envs(broker_t *self)
 {
     sqlite3_stmt *st =
         store_stmt(self->store, "SELECT id, tenant, name, state, created_at, expires_at, "
-                                "lifetime, deny_outgoing, ports, last_mgmt FROM envs");
+                                "lifetime, deny_outgoing, ports, last_mgmt, labels FROM envs");
     if (!st)
         return -1;
     while (sqlite3_step(st) == SQLITE_ROW) {
@@ -455,6 +465,7 @@ static int s_load_envs(broker_t *self)
         env->n_gports = s_ports_parse((const char *)sqlite3_column_text(st, 8), env->gports,
                                       TT_MAX_PORTS_PER_VM);
         env->last_mgmt = sqlite3_column_int64(st, 9);
+        model_env_set_labels_text(env, (const char *)sqlite3_column_text(st, 10));
         if (env->id >= self->next_env_id)
             self->next_env_id = env->id + 1;
     }

@@ -98,6 +98,11 @@ Ttfleet__EnvInfo *reply_env_info(reply_arena_t *a, const env_t *env, bool with_v
     ei->vm_count = (uint32_t)env->n_vms;
     ei->n_ports = (size_t)env->n_gports;
     ei->ports = (uint32_t *)env->gports;
+    if (env->n_labels && (ei->labels = reply_alloc(a, sizeof(char *) * (size_t)env->n_labels))) {
+        for (int i = 0; i < env->n_labels; i++)
+            ei->labels[i] = (char *)env->labels[i];
+        ei->n_labels = (size_t)env->n_labels;
+    }
     if (with_vms && env->n_vms) {
         ei->vms = reply_alloc(a, sizeof(Ttfleet__VmInfo *) * (size_t)env->n_vms);
         if (!ei->vms)

@@ -171,6 +171,8 @@ const char *const broker_migrations[] = {
     "DROP TABLE ports;"
     "ALTER TABLE ports_pk RENAME TO ports;"
     "CREATE INDEX ports_vm ON ports(vm_uid);",
+    /* 9: an env's labels ("KEY=VALUE", one a line), fixed at create */
+    "ALTER TABLE envs ADD COLUMN labels TEXT NOT NULL DEFAULT '';",
 };
 const int broker_migrations_n =
     (int)(sizeof broker_migrations / sizeof *broker_migrations);

@@ -211,6 +211,66 @@ static void s_audit_one(const audit_rec_t *r, void *arg)
     aa->al->records[aa->al->n_records++] = ar;
 }
 
+#define S_EVENTS_MAX 500
+
+int event_history(handler_ctx_t *c)
+{
+    const Ttfleet__EventQuery *q = c->req->event_history;
+    broker_t *self = c->self;
+    if (q->all && !c->admin)
+        return handler_fail_norec(c, TTFLEET__STATUS__FORBIDDEN,
+                                  "every tenant's events need the admin role");
+    const char *topic = q->topic ? q->topic : "", *env = q->env ? q->env : "";
+    /* the matching events, newest first, until S_EVENTS_MAX */
+    Ttfleet__Event **found = calloc(S_EVENTS_MAX, sizeof *found);
+    if (!found)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    size_t n = 0;
+    bool truncated = self->evlog_count == BROKER_EVLOG && self->evlog_count &&
+                     self->evlog_time[self->evlog_head] >= q->since;
+    for (size_t k = self->evlog_count; k-- > 0;) {
+        size_t at = (self->evlog_head + k) % BROKER_EVLOG;
+        if (self->evlog_time[at] < q->since)
+            break;
+        zframe_t *f = self->evlog[at];
+        Ttfleet__Event *ev = ttfleet__event__unpack(NULL, zframe_size(f), zframe_data(f));
+        if (!ev)
+            continue;
+        bool keep = ev->time >= q->since && strncmp(ev->kind, topic, strlen(topic)) == 0 &&
+                    (q->all || strcmp(ev->tenant, c->tenant) == 0) &&
+                    (!*env || (strcmp(ev->env, env) == 0 && strcmp(ev->tenant, c->tenant) == 0));
+        if (!keep) {
+            ttfleet__event__free_unpacked(ev, NULL);
+            continue;
+        }
+        if (n == S_EVENTS_MAX) {
+            ttfleet__event__free_unpacked(ev, NULL);
+            truncated = true;
+            break;
+        }
+        found[n++] = ev;
+    }
+    /* oldest first */
+    for (size_t i = 0; i < n / 2; i++) {
+        Ttfleet__Event *t = found[i];
+        found[i] = found[n - 1 - i];
+        found[n - 1 - i] = t;
+    }
+    Ttfleet__EventList el = TTFLEET__EVENT_LIST__INIT;
+    el.events = found;
+    el.n_events = n;
+    el.truncated = truncated;
+    Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
+    rep.result_case = TTFLEET__REPLY__RESULT_EVENTS;
+    rep.events = &el;
+    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
+               false);
+    for (size_t i = 0; i < n; i++)
+        ttfleet__event__free_unpacked(found[i], NULL);
+    free(found);
+    return 0;
+}
+
 int adm_audit_query(handler_ctx_t *c)
 {
     const Ttfleet__AuditQuery *q = c->req->audit_query;

@@ -11,5 +11,8 @@
 #include "handler.h"
 
 handler_fn adm_quota_set, adm_quota_show, adm_queue_list, adm_audit_query;
+/* event_history: the events of the broker's log (outq.c) the caller may
+ * see, since EventQuery.since, oldest first, at most S_EVENTS_MAX. */
+handler_fn event_history;
 
 #endif

@@ -94,6 +94,21 @@ static Ttfleet__EnvInfo *s_queued_info(reply_arena_t *a, const admq_entry_t *e, 
     ei->queue_position = (uint32_t)position;
     ei->queue_deadline = e->deadline;
     ei->priority = (uint32_t)e->priority;
+    /* its labels, from the EnvCreate it waits with */
+    Ttfleet__EnvCreate *cr = ttfleet__env_create__unpack(NULL, e->request_len, e->request);
+    if (cr && cr->n_labels && cr->n_labels <= TT_MAX_LABELS &&
+        (ei->labels = reply_alloc(a, sizeof(char *) * cr->n_labels))) {
+        for (size_t i = 0; i < cr->n_labels; i++) {
+            size_t len = strlen(cr->labels[i]);
+            char *copy = reply_alloc(a, len + 1);
+            if (!copy)
+                break;
+            memcpy(copy, cr->labels[i], len + 1);
+            ei->labels[ei->n_labels++] = copy;
+        }
+    }
+    if (cr)
+        ttfleet__env_create__free_unpacked(cr, NULL);
     return ei;
 }
 
@@ -194,6 +209,7 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
     env->expires_at = env->created_at + lifetime;
     env->deny_outgoing = cr->deny_outgoing;
     snprintf(env->boot, sizeof env->boot, "%s", cr->boot ? cr->boot : "");
+    model_env_set_labels(env, cr->labels, cr->n_labels);
     env->n_gports = n_gports;
     memcpy(env->gports, gports, sizeof gports);
 
@@ -237,7 +253,7 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
                 break;
             uint32_t vm_id;
             uint64_t mac;
-            if (alloc_vm_id(host, &vm_id) || alloc_mac(self, &mac)) {
+            if (alloc_vm_id_in_env(host, env, NULL, &vm_id) || alloc_mac(self, &mac)) {
                 status = TTFLEET__STATUS__NO_CAPACITY;
                 snprintf(msg, msglen, "no free VM id or MAC left on host %s", host->id);
                 break;
@@ -770,6 +786,8 @@ typedef struct {
     reply_arena_t *a;
     Ttfleet__EnvInfoList *el;
     size_t max;
+    char *const *want; /* EnvList.labels */
+    size_t n_want;
 } s_list_arg_t;
 
 static void s_list_queued(const admq_entry_t *e, int position, void *arg)
@@ -778,8 +796,17 @@ static void s_list_queued(const admq_entry_t *e, int position, void *arg)
     if (la->el->n_envs >= la->max)
         return;
     Ttfleet__EnvInfo *ei = s_queued_info(la->a, e, position);
-    if (ei)
-        la->el->envs[la->el->n_envs++] = ei;
+    if (!ei)
+        return;
+    /* the filter: every wanted label among the create's */
+    for (size_t k = 0; k < la->n_want; k++) {
+        bool found = false;
+        for (size_t i = 0; i < ei->n_labels && !found; i++)
+            found = strcmp(ei->labels[i], la->want[k]) == 0;
+        if (!found)
+            return;
+    }
+    la->el->envs[la->el->n_envs++] = ei;
 }
 
 int env_list(handler_ctx_t *c)
@@ -801,7 +828,8 @@ int env_list(handler_ctx_t *c)
     }
     size_t k = 0;
     for (env_t *e = zhashx_first(self->envs); e; e = zhashx_next(self->envs))
-        if (all || strcmp(e->tenant, c->tenant) == 0)
+        if ((all || strcmp(e->tenant, c->tenant) == 0) &&
+            model_env_has_labels(e, c->req->env_list->labels, c->req->env_list->n_labels))
             list[k++] = e;
     qsort(list, k, sizeof *list, s_env_cmp);
     ttfleet__env_info_list__init(el);
@@ -816,7 +844,8 @@ int env_list(handler_ctx_t *c)
         if (grown) {
             memcpy(grown, el->envs, sizeof(Ttfleet__EnvInfo *) * el->n_envs);
             el->envs = grown;
-            s_list_arg_t la = {&a, el, k + nq};
+            s_list_arg_t la = {&a, el, k + nq, c->req->env_list->labels,
+                               c->req->env_list->n_labels};
             admq_each(self->admq, all ? NULL : c->tenant, s_list_queued, &la);
         }
     }

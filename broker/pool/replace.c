@@ -64,7 +64,7 @@ bool replace_create_round(broker_t *self, op_t *op)
         host_t *to = sched_place(self, &want, &status, why, sizeof why);
         uint32_t vm_id;
         uint64_t mac;
-        if (!to || alloc_vm_id(to, &vm_id) || alloc_mac(self, &mac))
+        if (!to || alloc_vm_id_in_env(to, env, vm, &vm_id) || alloc_mac(self, &mac))
             break;
         vm_t *copy = vm;
         int desired = TTFLEET__VM_STATE__VM_ABSENT;
@@ -122,7 +122,7 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
             host_t *to = sched_place(self, &want, &status, why, sizeof why);
             uint32_t vm_id;
             uint64_t mac;
-            if (!to || alloc_vm_id(to, &vm_id) || alloc_mac(self, &mac)) {
+            if (!to || alloc_vm_id_in_env(to, e, NULL, &vm_id) || alloc_mac(self, &mac)) {
                 failed++;
                 continue;
             }

@@ -89,7 +89,6 @@ function parseMiB(text) {
   const n = Number(m[1]);
   return Math.round(/^g/i.test(m[2] || "") ? n * 1024 : n);
 }
-function vmState(s) { return String(s).replace(/^VM_/, "").toLowerCase(); }
 
 // used of allocatable (capacity x overcommit ratio): the bar and its text
 // say both, so 8 CPUs used of 2 with ratio 4 reads "8 / 8 (2 × 4)"
@@ -137,7 +136,7 @@ function renderEnv(env) {
     el("td", {}, vm.name || vm.vm_id),
     el("td", {}, vm.image),
     el("td", {}, vm.engine),
-    el("td", {}, stateSpan(vmState(vm.state))),
+    el("td", {}, stateSpan(vm.state)),
     el("td", {}, "ready" in vm ? (vm.ready ? "yes" : "no") : "\u2013"),
     el("td", {}, vm.ip),
     el("td", {}, portsText(vm.ports)),
@@ -215,9 +214,11 @@ function renderCharts(h) {
   const colors = { running: "#2c8a4b", creating: "#3b73b9", stopped: "#b7791f", paused: "#8e6cc0", degraded: "#c0392b", queued: "#777" };
   const sets = [];
   for (const [k, v] of Object.entries(h.envs)) if (v.some(x => x > 0)) sets.push({ label: "envs " + k, data: v, borderColor: colors[k] || "#444" });
-  for (const [k, v] of Object.entries(h.vms)) if (v.some(x => x > 0)) sets.push({ label: "VMs " + vmState(k), data: v, borderDash: [4, 3], borderColor: colors[vmState(k)] || "#444" });
+  for (const [k, v] of Object.entries(h.vms)) if (v.some(x => x > 0)) sets.push({ label: "VMs " + k, data: v, borderDash: [4, 3], borderColor: colors[k] || "#444" });
   chart("chart-states", sets, labels);
   chart("chart-queue", [{ label: "waiting creates", data: h.queue, borderColor: "#777" }], labels);
+  chart("chart-latency", [{ label: "create → ready, s (mean of the envs ready since the sample before)",
+    data: h.ready_latency_s, borderColor: "#2c8a4b", spanGaps: true, pointRadius: 3 }], labels);
 }
 
 async function refresh() {

@@ -37,7 +37,7 @@ try:
         busy.append(lat())
         if len(busy) % 10 == 0:
             r = pool.ctl("env", "show", "b", tenant="t2")
-            if r.rc == 0 and any(v.get("pulling") for v in r.data["vms"]):
+            if r.rc == 0 and any(v.get("pull_total", 0) > 0 for v in r.data["vms"]):
                 pulling += 1
     dt = time.monotonic() - t0
     log = open(os.path.join(pool.dir, "worker-h1.log"), errors="replace").read()

@@ -200,6 +200,21 @@ def _check_value(where, field, prop, by_proto, problems):
             where, field.name, t))
 
 
+def json_enum_names(enum):
+    """The values of an enum descriptor as ttgw writes them (gw/pbjson.h):
+    without the prefix every value shares, lower case; Status as named."""
+    names = [v.name for v in enum.values]
+    if enum.name == "Status" or len(names) < 2:
+        return names
+    prefix = ""
+    for i, c in enumerate(names[0]):
+        if c == "_" and all(n.startswith(names[0][:i + 1]) for n in names):
+            prefix = names[0][:i + 1]
+        elif c == "_":
+            break
+    return [n[len(prefix):].lower() for n in names]
+
+
 def drift():
     """A list of every disagreement between the document and the protobuf
     schema (empty when they agree)."""
@@ -213,7 +228,7 @@ def drift():
             if not enum:
                 problems.append("%s: no enum %s in the schema" % (name, schema["x-proto-enum"]))
                 continue
-            names = [v.name for v in enum.values]
+            names = json_enum_names(enum)
             if sorted(schema.get("enum", [])) != sorted(names):
                 problems.append("%s: enum %r, the schema has %r" % (
                     name, schema.get("enum"), names))

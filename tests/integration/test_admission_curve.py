@@ -101,6 +101,14 @@ class PrivateEvents(unittest.TestCase):
             pub = f.read()
         self.assertTrue(rows[0]["key"] and rows[0]["key"] in pub, rows)
         self.assertEqual(rows[0]["role"], "user")
+        # every tenant's events are for an admin only, also on the private stream
+        r = subprocess.run(
+            [harness.binary("ttctl"), "watch", "--private", "--all-tenants", "--events",
+             self.private_ep, "--timeout", "5000"], capture_output=True, text=True, timeout=30,
+            env=dict(__import__("os").environ, TTFLEET_KEY=self.pool.key("alice"),
+                     TTFLEET_BROKER_KEY=self.pool.broker_cert, TTFLEET_CONFIG="/dev/null"))
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("--all-tenants needs the admin role", r.stderr)
         sub.close()
         dealer.close()
 

@@ -264,6 +264,11 @@ class Dashboard(unittest.TestCase):
             "charts['chart-states'].data.datasets.some(d => d.label === 'VMs running' && "
             "d.data.some(v => v >= 5))"), timeout=40)
         self.assertTrue(dt.eval("charts['chart-util'].data.datasets[0].data.some(v => v > 0)"))
+        # create -> ready: the envs made above became ready while ttgw sampled
+        harness.wait_for("a create -> ready latency point", lambda: dt.eval(
+            "!!charts['chart-latency'] && "
+            "charts['chart-latency'].data.datasets[0].data.some(v => v !== null && v >= 0)"),
+            timeout=30)
         self.assertFalse(dt.eval("document.getElementById('charts').hidden"))
         harness.wait_for("the event in the list", shows('#events li[data-kind="env.created"]'),
                          timeout=30)

@@ -140,6 +140,98 @@ class Gateway(unittest.TestCase):
         self.assertEqual(problems, [], "docs/openapi.yaml has drifted from schema/ttfleet.proto:\n" +
                          "\n".join(problems))
 
+    def test_one_json_dialect(self):
+        """One env as GET /v1/envs/NAME, ttctl --json env show and the Python
+        SDK's EnvInfo.to_dict() write it: the same keys and values (the
+        .proto's field names, enums as lower-case text)."""
+        harness.ttfleet_package()
+        import ttfleet
+        body = {"name": "dialect", "images": [{"image": "sleeper", "dup": 2}], "cpu": 1,
+                "mem_mib": 128, "ports": [80]}
+        self.call("POST", "/v1/envs", body, expect=201)
+        try:
+            _, _, rest = self.call("GET", "/v1/envs/dialect", expect=200)
+            ctl = self.pool.ctl("env", "show", "dialect", tenant="alice")
+            self.assertEqual(ctl.rc, 0, ctl.err)
+            with ttfleet.Client(broker=self.pool.clients_ep, tenant="alice") as client:
+                py = client.get_env("dialect").to_dict()
+                py_list = [e.to_dict() for e in client.list_envs()]
+            self.assertEqual(rest, ctl.data)
+            self.assertEqual(rest, py)
+            self.assertEqual({vm["state"] for vm in rest["vms"]}, {"running"})
+            self.assertEqual({vm["mem_mib"] for vm in rest["vms"]}, {128})
+            self.assertNotIn("mem", rest["vms"][0])
+            # the list: every env the same in all three
+            _, _, rest_list = self.call("GET", "/v1/envs", expect=200)
+            ctl_list = self.pool.ctl("env", "list", tenant="alice")
+            self.assertEqual(ctl_list.rc, 0, ctl_list.err)
+            self.assertEqual(rest_list, ctl_list.data)
+            self.assertEqual(rest_list["envs"], py_list)
+            # hosts and the pool status: the same keys
+            _, _, rest_host = self.call("GET", "/v1/hosts/h1", token=ADMIN, expect=200)
+            ctl_host = self.pool.ctl("host", "show", "h1", tenant=harness.ADMIN)
+            self.assertEqual(sorted(rest_host), sorted(ctl_host.data))
+            _, _, rest_pool = self.call("GET", "/v1/status", expect=200)
+            ctl_pool = self.pool.ctl("status", tenant="alice")
+            self.assertEqual(sorted(rest_pool), sorted(ctl_pool.data))
+        finally:
+            self.call("DELETE", "/v1/envs/dialect", expect=200)
+
+    def test_labels(self):
+        """Labels given at create (REST, ttctl, Python) are in env show/list
+        and in the events; env list filters on them in all three."""
+        harness.ttfleet_package()
+        import ttfleet
+        sse = SseReader(self.gw, USER)
+        time.sleep(0.5)
+        made = []
+        try:
+            body = {"name": "lab1", "images": [{"image": "sleeper"}], "cpu": 1, "mem_mib": 128,
+                    "labels": ["team=ci", "run=42"]}
+            _, _, env = self.call("POST", "/v1/envs", body, expect=201)
+            made.append("lab1")
+            self.assertEqual(env["labels"], ["team=ci", "run=42"])
+            for bad in (["team"], ["team=c i"], ["a=1", "a=2"], ["k%d=v" % i for i in range(17)],
+                        ["x" * 64 + "=v"]):
+                self.err("POST", "/v1/envs", 422, "BAD_REQUEST",
+                         body=dict(body, name="labbad", labels=bad))
+            r = self.pool.ctl("env", "create", "lab2", "--image", "sleeper", "--cpu", 1, "--mem",
+                              128, "--label", "team=qa", tenant="alice")
+            self.assertEqual(r.rc, 0, r.err)
+            made.append("lab2")
+            r = self.pool.ctl("env", "create", "labx", "--image", "sleeper", "--label", "a=1",
+                              "--label", "a=2", tenant="alice")
+            self.assertNotEqual(r.rc, 0)
+            self.assertIn("given twice", r.err)
+            with ttfleet.Client(broker=self.pool.clients_ep, tenant="alice") as client:
+                client.env_create("lab3", ["sleeper"], cpu=1, mem_mib=128,
+                                  labels={"team": "ci", "run": "43"})
+                made.append("lab3")
+                py = [e.name for e in client.list_envs(labels={"team": "qa"})]
+                py2 = [e.name for e in client.list_envs(labels=["team=ci", "run=43"])]
+                self.assertEqual(client.get_env("lab3").label_dict, {"team": "ci", "run": "43"})
+            self.assertEqual(py, ["lab2"])
+            self.assertEqual(py2, ["lab3"])
+            _, _, ci = self.call("GET", "/v1/envs?labels=team%3Dci", expect=200)
+            self.assertEqual([e["name"] for e in ci["envs"]], ["lab1", "lab3"])
+            _, _, one = self.call("GET", "/v1/envs?labels=team=ci&labels=run=42", expect=200)
+            self.assertEqual([e["name"] for e in one["envs"]], ["lab1"])
+            self.err("GET", "/v1/envs?labels=bad", 422, "BAD_REQUEST")
+            r = self.pool.ctl("env", "list", "--label", "team=qa", tenant="alice")
+            self.assertEqual([e["name"] for e in r.data["envs"]], ["lab2"])
+            self.assertEqual(r.data["envs"][0]["labels"], ["team=qa"])
+            r = self.pool.ctl("env", "show", "lab1", tenant="alice", json_out=False)
+            self.assertIn("labels    team=ci,run=42", r.out)
+            r = self.pool.ctl("-o", "wide", "env", "list", tenant="alice", json_out=False)
+            self.assertIn("LABELS", r.out.splitlines()[0])
+            harness.wait_for("env.created of lab1 with its labels", lambda: any(
+                k == "env.created" and d.get("labels") == ["team=ci", "run=42"]
+                for k, d in sse.events if d.get("env") == "lab1"))
+        finally:
+            sse.close()
+            for name in made:
+                self.call("DELETE", "/v1/envs/" + name, expect=200)
+
     # ---- end to end ----
 
     def test_lifecycle(self):
@@ -166,7 +258,7 @@ class Gateway(unittest.TestCase):
             self.err("POST", "/v1/envs", 409, "ALREADY_EXISTS", body=body)
             _, _, shown = self.call("GET", "/v1/envs/web", expect=200)
             self.assertEqual(shown["vm_count"], 2)
-            self.assertTrue(all(vm["state"] == "VM_RUNNING" for vm in shown["vms"]))
+            self.assertTrue(all(vm["state"] == "running" for vm in shown["vms"]))
             _, _, lst = self.call("GET", "/v1/envs", expect=200)
             self.assertIn("web", [e["name"] for e in lst["envs"]])
             # another tenant: exactly like a missing env
@@ -691,6 +783,12 @@ class Gateway(unittest.TestCase):
             self.assertEqual(h["cpu_allocatable"][-1], 32)
             self.assertGreaterEqual(h["vms"]["running"][-1], 3)
             self.assertGreaterEqual(h["envs"]["running"][-1], 2)
+            # the envs became ready while ttgw sampled: latency points (null
+            # in the samples where no env became ready)
+            lat = [x for x in h["ready_latency_s"] if x is not None]
+            self.assertTrue(lat and all(0 <= x < 30 for x in lat), h)
+            self.assertIn(None, h["ready_latency_s"])
+            self.assertEqual(len(h["ready_latency_s"]), len(h["t"]))
         finally:
             self.call("DELETE", "/v1/envs/dash", expect=200)
             self.call("DELETE", "/v1/envs/dash", token=OTHER, expect=200)

@@ -250,6 +250,12 @@ class Placement(PoolCase):
         for vm in env["vms"]:
             self.assertEqual(vm["state"], "running")
             self.assertTrue(vm["ip"].startswith("10.10."))
+        # a VM id names one VM of the env across its hosts: exec by id alone
+        ids = [vm["vm_id"] for vm in env["vms"]]
+        self.assertEqual(len(set(ids)), len(ids), env["vms"])
+        h1_vm = [vm["vm_id"] for vm in env["vms"] if vm["host"] == "h1"][0]
+        r = self.pool.ctl("env", "exec", "span", h1_vm, "--", "true", json_out=False)
+        self.assertEqual(r.rc, EXIT_OK, r.err)
 
     def test_engine_constraint(self):
         self.create("eng", engine="process", dup=4, mem=256, disk=1000)
@@ -320,6 +326,76 @@ class Placement(PoolCase):
                            capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, EXIT_STATUS, r)
 
+
+    def test_watch_shows_the_callers_tenant(self):
+        """A plain watch shows only its tenant's events; --all-tenants every
+        tenant's (the plain PUB stream has no CURVE here)."""
+        base = [harness.binary("ttctl"), "--tenant", "default", "watch", "--json", "--events",
+                self.pool.events_ep, "--topic", "env.created", "--timeout", "15000"]
+        mine = subprocess.Popen(base + ["--count", "1"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        every = subprocess.Popen(base + ["--count", "2", "--all-tenants"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.7)  # let the SUBs connect and subscribe
+            r = self.pool.ctl("env", "create", "bobs", "--image", "sleeper", "--engine", "hollow",
+                              "--cpu", 1, "--mem", 64, "--disk", 64, tenant="bob")
+            self.assertEqual(r.rc, EXIT_OK, r)
+            self.create("mine")
+            out, err = mine.communicate(timeout=20)
+            out_all, err_all = every.communicate(timeout=20)
+        finally:
+            for p in (mine, every):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            self.pool.ctl("env", "delete", "bobs", tenant="bob")
+        self.assertEqual(mine.returncode, 0, err)
+        self.assertEqual([(e["tenant"], e["env"]) for e in map(json.loads, out.splitlines())],
+                         [("default", "mine")])
+        self.assertEqual(every.returncode, 0, err_all)
+        self.assertEqual([(e["tenant"], e["env"]) for e in map(json.loads, out_all.splitlines())],
+                         [("bob", "bobs"), ("default", "mine")])
+        r = self.pool.ctl("watch", "--all-tenants", "--env", "x", tenant="default")
+        self.assertEqual(r.rc, harness.EXIT_USAGE, r)
+
+    def test_watch_since_replays_the_log(self):
+        """watch --since prints the broker's recent events first: the
+        caller's tenant's, every tenant's for an admin with --all-tenants."""
+        r = self.pool.ctl("env", "create", "bobs2", "--image", "sleeper", "--engine", "hollow",
+                          "--cpu", 1, "--mem", 64, "--disk", 64, tenant="bob")
+        self.assertEqual(r.rc, EXIT_OK, r)
+        try:
+            self.create("past")
+            base = [harness.binary("ttctl"), "--broker", self.pool.clients_ep, "watch", "--json",
+                    "--events", self.pool.events_ep, "--topic", "env.created", "--since", "5m",
+                    "--timeout", "3000"]
+            env = dict(os.environ, TTFLEET_CONFIG=os.devnull)
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            got = [(e["tenant"], e["env"]) for e in map(json.loads, p.stdout.splitlines())]
+            self.assertIn(("default", "past"), got)
+            self.assertEqual({t for t, _ in got}, {"default"}, got)
+            # one env.created of "past" in the log, and no second one comes
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:] +
+                               ["--env", "past", "--count", "2"],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, EXIT_STATUS, p.stderr)
+            self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:] + ["--all-tenants"],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, EXIT_STATUS, p)
+            self.assertIn("admin role", p.stderr)
+            p = subprocess.run(base[:1] + ["--tenant", ADMIN] + base[1:] +
+                               ["--all-tenants"],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            got = [(e["tenant"], e["env"]) for e in map(json.loads, p.stdout.splitlines())]
+            self.assertIn(("bob", "bobs2"), got)
+            self.assertIn(("default", "past"), got)
+        finally:
+            self.pool.ctl("env", "delete", "bobs2", tenant="bob")
 
 class Failures(PoolCase):
     HOSTS = {h: host_spec(8, 8192, 80000) for h in ("h1", "h2", "h3", "h4", "h5")}

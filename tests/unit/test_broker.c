@@ -13,6 +13,7 @@
 #include "broker.h"
 #include "guest_ops.h"
 #include "op.h"
+#include "outq.h"
 #include "reaper.h"
 #include "reply.h"
 #include "scheduler.h"
@@ -353,6 +354,41 @@ static void s_test_update_undo_two_hosts(void)
         alloc_port_mark(h1, taken[i], false);
     free(taken);
     CHECK(s_status(s_simple("greedy", TTFLEET__REQUEST__OP_ENV_DELETE, "g2")) == 0);
+}
+
+/* An env over two hosts whose id cursors stand at the same free id: its
+ * VMs still get different ids, and rm-vm by id alone (no host) finds the
+ * one VM. */
+static void s_test_vm_ids_unique_in_env(void)
+{
+    host_t *small = model_host_get(g_b, "small"), *big = model_host_get(g_b, "big");
+    uint32_t left = small ? small->cpu_total - small->cpu_used : 0;
+    CHECK(big && left >= 1);
+    if (!big || left < 1)
+        return;
+    uint32_t c = TT_VMID_MIN;
+    while (c < TT_VMID_MAX && (((small->vmid_used[c >> 3] >> (c & 7)) & 1) ||
+                               ((big->vmid_used[c >> 3] >> (c & 7)) & 1)))
+        c++;
+    small->vmid_cursor = big->vmid_cursor = c;
+    CHECK(s_status(s_create("ids", "u2", "img", 2, left, 256, false, NULL)) == 0);
+    env_t *e = model_env_get(g_b, "ids", "u2");
+    CHECK(e && e->n_vms == 2 && e->vms[0]->host != e->vms[1]->host);
+    if (!e || e->n_vms != 2)
+        return;
+    uint32_t id0 = e->vms[0]->vm_id, id1 = e->vms[1]->vm_id;
+    CHECK(id0 != id1);
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRmVm rm = TTFLEET__ENV_RM_VM__INIT;
+    rm.name = "u2";
+    rm.n_vm_ids = 1;
+    rm.vm_ids = &id1;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_RM_VM;
+    req.env_rm_vm = &rm;
+    CHECK(s_status(s_call("ids", &req, NULL)) == 0);
+    e = model_env_get(g_b, "ids", "u2");
+    CHECK(e && e->n_vms == 1 && e->vms[0]->vm_id == id0);
+    CHECK(s_status(s_simple("ids", TTFLEET__REQUEST__OP_ENV_DELETE, "u2")) == 0);
 }
 
 /* One batch in which a greedy tenant's `env update` runs out of public
@@ -837,6 +873,170 @@ static void s_guest_answer(const char *routing, uint64_t op_id, int status, bool
     size_t len = ttfleet__worker_reply__pack(&wr, buf);
     s_worker_send(routing, TT_W_REPLY, buf, len);
     broker_end_batch(g_b);
+}
+
+/* env create with labels, env list filtered by them, the labels after a
+ * restart (broker.db), and bad labels refused. */
+static Ttfleet__Reply *s_create_labeled(const char *name, char **labels, size_t n)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT;
+    Ttfleet__ImageCount *icp = &ic;
+    ic.image = "img";
+    cr.name = (char *)name;
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 1;
+    cr.mem_mib = 256;
+    cr.disk_mib = 1000;
+    cr.labels = labels;
+    cr.n_labels = n;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    return s_call("tl", &req, NULL);
+}
+
+static size_t s_list_labeled(char **want, size_t n, const char *first)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvList el = TTFLEET__ENV_LIST__INIT;
+    el.labels = want;
+    el.n_labels = n;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_LIST;
+    req.env_list = &el;
+    Ttfleet__Reply *r = s_call("tl", &req, NULL);
+    size_t found = r && r->status == 0 && r->envs ? r->envs->n_envs : (size_t)-1;
+    if (first && found != (size_t)-1)
+        CHECK(found >= 1 && strcmp(r->envs->envs[0]->name, first) == 0 &&
+              r->envs->envs[0]->n_labels >= 1);
+    s_status(r);
+    return found;
+}
+
+static void s_test_labels(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    char *ab[] = {"team=ci", "branch=main"}, *a[] = {"team=ci"}, *c[] = {"team=qa"};
+    Ttfleet__Reply *r = s_create_labeled("l1", ab, 2);
+    CHECK(r && r->status == 0 && r->env && r->env->n_labels == 2 &&
+          strcmp(r->env->labels[1], "branch=main") == 0);
+    s_status(r);
+    CHECK(s_status(s_create_labeled("l2", a, 1)) == 0);
+    CHECK(s_status(s_create_labeled("l3", NULL, 0)) == 0);
+    CHECK(s_list_labeled(NULL, 0, NULL) == 3);
+    CHECK(s_list_labeled(a, 1, "l1") == 2);
+    CHECK(s_list_labeled(ab, 2, "l1") == 1);
+    CHECK(s_list_labeled(c, 1, NULL) == 0);
+    /* refused: bad charset, no '=', too long, a key twice, too many */
+    char long_key[80];
+    memset(long_key, 'k', 64);
+    snprintf(long_key + 64, sizeof long_key - 64, "=v");
+    char *bad[][2] = {{"team=c i", NULL}, {"team", NULL}, {"-x=1", NULL},
+                      {long_key, NULL},   {"a=1", "a=2"}, {"k=v;rm", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(s_status(s_create_labeled("lbad", bad[i], bad[i][1] ? 2 : 1)) ==
+              TTFLEET__STATUS__BAD_REQUEST);
+    char *many[TT_MAX_LABELS + 1], buf[TT_MAX_LABELS + 1][16];
+    for (int i = 0; i <= TT_MAX_LABELS; i++) {
+        snprintf(buf[i], sizeof buf[i], "k%d=v", i);
+        many[i] = buf[i];
+    }
+    CHECK(s_status(s_create_labeled("lmany", many, TT_MAX_LABELS + 1)) ==
+          TTFLEET__STATUS__BAD_REQUEST);
+    CHECK(s_list_labeled(bad[0], 1, NULL) == (size_t)-1);
+    CHECK(s_status(s_create_labeled("lfull", many, TT_MAX_LABELS)) == 0);
+    /* a restart reads them back from broker.db */
+    broker_destroy(&g_b);
+    g_b = s_open(g_hdir, 0);
+    CHECK(g_b != NULL);
+    if (g_b) {
+        env_t *e = model_env_get(g_b, "tl", "l1");
+        CHECK(e && e->n_labels == 2 && strcmp(e->labels[0], "team=ci") == 0);
+        e = model_env_get(g_b, "tl", "lfull");
+        CHECK(e && e->n_labels == TT_MAX_LABELS);
+        CHECK(s_list_labeled(ab, 2, "l1") == 1);
+    }
+    s_hard_close(saved);
+}
+
+/* event_history as tenant with since/all/env: the reply (NULL on error). */
+static Ttfleet__Reply *s_history(const char *tenant, int64_t since, bool all, const char *env)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EventQuery q = TTFLEET__EVENT_QUERY__INIT;
+    q.since = since;
+    q.all = all;
+    q.env = (char *)env;
+    req.op_case = TTFLEET__REQUEST__OP_EVENT_HISTORY;
+    req.event_history = &q;
+    return s_call(tenant, &req, NULL);
+}
+
+/* The broker's event log: a tenant reads its own events only, every
+ * tenant's needs admin, the log keeps the newest BROKER_EVLOG and a reply
+ * at most 500 (truncated says so). */
+static void s_test_event_history(void)
+{
+    broker_t *saved;
+    if (!s_hard_open(&saved)) {
+        CHECK(0);
+        return;
+    }
+    CHECK(s_status(s_create("te", "eh", "img", 1, 1, 256, false, NULL)) == 0);
+    CHECK(s_status(s_create("tx", "ex", "img", 1, 1, 256, false, NULL)) == 0);
+    /* this harness reads the output queue itself: publish two events the
+     * way the loop does (outq_flush after the commit) */
+    s_drain();
+    outq_event(g_b, "env.created", model_env_get(g_b, "te", "eh"), NULL, NULL, "running", "");
+    outq_event(g_b, "env.created", model_env_get(g_b, "tx", "ex"), NULL, NULL, "running", "");
+    outq_flush(g_b);
+    Ttfleet__Reply *r = s_history("te", 0, false, NULL);
+    bool created = false;
+    for (size_t i = 0; r && r->events && i < r->events->n_events; i++) {
+        CHECK(strcmp(r->events->events[i]->tenant, "te") == 0);
+        created |= strcmp(r->events->events[i]->kind, "env.created") == 0 &&
+                   strcmp(r->events->events[i]->env, "eh") == 0;
+    }
+    CHECK(r && r->status == 0 && created && !r->events->truncated);
+    s_status(r);
+    r = s_history("tx", 0, false, NULL);
+    CHECK(r && r->status == 0 && r->events && r->events->n_events == 1 &&
+          strcmp(r->events->events[0]->env, "ex") == 0);
+    s_status(r);
+    r = s_history("tx", 0, false, "eh");
+    CHECK(r && r->status == 0 && r->events && r->events->n_events == 0);
+    s_status(r);
+    CHECK(s_status(s_history("te", 0, true, NULL)) == TTFLEET__STATUS__FORBIDDEN);
+    r = s_history("admin", 0, true, NULL);
+    CHECK(r && r->status == 0 && r->events && r->events->n_events == 2 &&
+          strcmp(r->events->events[1]->tenant, "tx") == 0);
+    s_status(r);
+    /* past the log's size: the oldest go, the newest 500 come back */
+    env_t *e = model_env_get(g_b, "te", "eh");
+    for (int i = 0; e && i < BROKER_EVLOG + 10; i++) {
+        char msg[32];
+        snprintf(msg, sizeof msg, "n%d", i);
+        outq_event(g_b, "env.test", e, NULL, NULL, "", msg);
+        outq_flush(g_b);
+    }
+    CHECK(g_b->evlog_count == BROKER_EVLOG);
+    r = s_history("te", 0, false, NULL);
+    CHECK(r && r->status == 0 && r->events && r->events->n_events == 500 && r->events->truncated);
+    if (r && r->events && r->events->n_events == 500) {
+        char want[32];
+        snprintf(want, sizeof want, "n%d", BROKER_EVLOG + 9);
+        CHECK(strcmp(r->events->events[499]->message, want) == 0);
+    }
+    s_status(r);
+    r = s_history("te", tt_now() + 3600, false, NULL);
+    CHECK(r && r->status == 0 && r->events && r->events->n_events == 0);
+    s_status(r);
+    s_hard_close(saved);
 }
 
 /* Audit rows carry the outcome the client got: a failed exec or copy is
@@ -2305,6 +2505,7 @@ int main(void)
 
     /* host pointers held above are not valid after this (it reloads) */
     s_test_update_undo_two_hosts();
+    s_test_vm_ids_unique_in_env();
     s_test_one_request_fails_alone();
     s_test_console_race();
     s_test_exec_relay_and_race();
@@ -2313,6 +2514,8 @@ int main(void)
     s_test_queued_refused_requeued();
     s_test_capacity_handoff();
     s_test_audit_outcomes();
+    s_test_labels();
+    s_test_event_history();
     s_test_copy_share();
     s_test_copy_rate();
     s_test_blob_proof_per_key();

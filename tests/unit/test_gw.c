@@ -91,7 +91,26 @@ static void test_roundtrip(void)
     Ttfleet__VmInfo vm = TTFLEET__VM_INFO__INIT;
     vm.state = TTFLEET__VM_STATE__VM_RUNNING;
     j = pbjson_encode(&vm.base);
-    CHECK(strcmp(json_string_value(json_object_get(j, "state")), "VM_RUNNING") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(j, "state")), "running") == 0);
+    json_decref(j);
+    /* one spelling for every enum but Status: no shared prefix, lower case */
+    Ttfleet__EnvCopy cp = TTFLEET__ENV_COPY__INIT;
+    cp.direction = TTFLEET__COPY_DIRECTION__COPY_GET;
+    j = pbjson_encode(&cp.base);
+    CHECK(strcmp(json_string_value(json_object_get(j, "direction")), "get") == 0);
+    json_decref(j);
+    Ttfleet__AuditRecord ar = TTFLEET__AUDIT_RECORD__INIT;
+    ar.status = TTFLEET__STATUS__NOT_FOUND;
+    j = pbjson_encode(&ar.base);
+    CHECK(strcmp(json_string_value(json_object_get(j, "status")), "NOT_FOUND") == 0);
+    json_decref(j);
+    u = (Ttfleet__EnvUpdate *)s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":\"deny\"}",
+                                       arena, err, sizeof err);
+    CHECK(u && u->outgoing == TTFLEET__OUTGOING_MODE__OUTGOING_DENY);
+    Ttfleet__EnvUpdate eu = TTFLEET__ENV_UPDATE__INIT;
+    eu.outgoing = TTFLEET__OUTGOING_MODE__OUTGOING_ALLOW;
+    j = pbjson_encode(&eu.base);
+    CHECK(strcmp(json_string_value(json_object_get(j, "outgoing")), "allow") == 0);
     json_decref(j);
     /* bytes in */
     Ttfleet__ConsoleText *in = (Ttfleet__ConsoleText *)s_decode(
@@ -159,6 +178,11 @@ static void test_hostile(void)
     CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":\"SOMETIMES\"}", arena, err,
                     sizeof err));
     CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":99}", arena, err, sizeof err));
+    /* the spelling is exact: no other case, no partial prefix */
+    CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":\"DENY\"}", arena, err,
+                    sizeof err));
+    CHECK(!s_decode(&ttfleet__env_update__descriptor, "{\"outgoing\":\"outgoing_deny\"}", arena,
+                    err, sizeof err));
     /* a long array is bounded */
     char *big = malloc(5000 * 2 + 32);
     strcpy(big, "{\"ports\":[");

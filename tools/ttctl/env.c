@@ -237,6 +237,17 @@ static void s_boot_key_file(ctl_t *ctl, s_boot_t *b, const char *path)
         ctl_usage_error(ctl, "--ssh-key %s holds no SSH public key", path);
 }
 
+/* --label KEY=VALUE, repeated: checked with the broker's rules. */
+static void s_label(ctl_t *ctl, char **labels, size_t *n, const char *value)
+{
+    char err[256];
+    if (*n == TT_MAX_LABELS)
+        ctl_usage_error(ctl, "at most %d --label", TT_MAX_LABELS);
+    labels[(*n)++] = (char *)value;
+    if (tt_labels_check(labels, *n, err, sizeof err))
+        ctl_usage_error(ctl, "--label: %s", err);
+}
+
 /* ---- env create ---- */
 
 typedef struct {
@@ -253,7 +264,15 @@ typedef struct {
     uint64_t cpu, mem, disk, lifetime, max_wait, priority;
     bool deny_outgoing, spread, queue;
     wait_args_t w;
+    char *labels[TT_MAX_LABELS];
+    size_t n_labels;
 } create_args_t;
+
+static void s_create_label(ctl_t *ctl, void *args, const char *value)
+{
+    create_args_t *a = args;
+    s_label(ctl, a->labels, &a->n_labels, value);
+}
 
 static void s_create_image(ctl_t *ctl, void *args, const char *img)
 {
@@ -402,6 +421,9 @@ static const ctl_opt_t s_create_opts[] = {
            "when a VM counts as ready: none, ssh, tcp:PORT, http:PORT[/PATH],\n"
            "console:REGEX, agent, cloud-init (default: the image's)"),
     S_CALL("--image-ready", s_create_image_ready, "SPEC", "the same for the --image it follows"),
+    S_CALL("--label", s_create_label, "KEY=VALUE",
+           "a label of the env (env list --label finds it); repeat, at most 16;\n"
+           "KEY 1..63 of A-Z a-z 0-9 . _ - /, VALUE 0..63 of A-Z a-z 0-9 . _ -"),
     S_WAIT_OPTS(create_args_t),
     S_OPT("--queue", CTL_FLAG, create_args_t, queue, 0, 0, NULL,
           "if the pool cannot take it now, wait in the admission queue\n"
@@ -434,6 +456,8 @@ static int s_env_create(ctl_t *ctl, void *args)
     create.queue = a->queue;
     create.max_wait = (uint32_t)a->max_wait;
     create.priority = (uint32_t)a->priority;
+    create.labels = a->labels;
+    create.n_labels = a->n_labels;
     bool wait = s_wanted(&a->w), wait_ready = s_wait_ready(&a->w);
     int wait_secs = s_wait_secs(&a->w);
     if (!create.queue && (create.max_wait || create.priority))
@@ -497,7 +521,15 @@ static int s_env_create(ctl_t *ctl, void *args)
 typedef struct {
     bool all;
     const char *state;
+    char *labels[TT_MAX_LABELS];
+    size_t n_labels;
 } list_args_t;
+
+static void s_list_label(ctl_t *ctl, void *args, const char *value)
+{
+    list_args_t *a = args;
+    s_label(ctl, a->labels, &a->n_labels, value);
+}
 
 #define S_ENV_STATES                                                                               \
     "running|stopped|paused|creating|queued|degraded|stopping|starting|pausing|resuming"
@@ -506,6 +538,8 @@ static const ctl_opt_t s_list_opts[] = {
     S_OPT("--all", CTL_FLAG, list_args_t, all, 0, 0, NULL, "every tenant's envs (admin only)"),
     {"--state", CTL_CHOICE, offsetof(list_args_t, state), 0, 0, "STATE",
      "only envs in STATE: " S_ENV_STATES, NULL, S_ENV_STATES, false},
+    S_CALL("--label", s_list_label, "KEY=VALUE",
+           "only envs with this label; repeat (all must match)"),
     CTL_OPT_END,
 };
 
@@ -514,7 +548,14 @@ static int s_env_list(ctl_t *ctl, void *args)
     list_args_t *a = args;
     ttclient_t *client = ctl_client(ctl);
     Ttfleet__Reply *reply = NULL;
-    int rc = ttclient_env_list(client, a->all, &reply);
+    Ttfleet__EnvList list = TTFLEET__ENV_LIST__INIT;
+    list.all = a->all;
+    list.labels = a->labels;
+    list.n_labels = a->n_labels;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_LIST;
+    req.env_list = &list;
+    int rc = ttclient_call(client, a->all ? TT_SERVICE_ADMIN : TT_SERVICE_ENV, &req, &reply);
     if (rc == 0 && a->state && reply->status == TTFLEET__STATUS__OK &&
         reply->result_case == TTFLEET__REPLY__RESULT_ENVS && reply->envs) {
         /* the broker lists them all: keep those in the state asked for
@@ -695,7 +736,7 @@ static void s_rm_vm_image(ctl_t *ctl, void *args, const char *value)
 static const ctl_opt_t s_rm_vm_opts[] = {
     S_CALL("--image", s_rm_vm_image, "PREFIX", "remove every VM whose image starts with PREFIX"),
     S_OPT("--host", CTL_NAME, rm_vm_args_t, host, 0, 0, "ID",
-          "the VMs' host, on an env that spans hosts"),
+          "the VMs' host: only for an older env whose VMs share an id"),
     CTL_OPT_END,
 };
 
@@ -768,7 +809,7 @@ const ctl_cmd_t ctl_env_cmds[] = {
      "changes live.\n",
      s_update_opts, sizeof(update_args_t), 1, 1, "env name is required", s_env_update, NULL, NULL},
     {"env", "rm-vm", "env_rm_vm", "NAME [VMID...]",
-     "Removes VMs from NAME by id (with --host on an env that spans hosts) or all VMs\n"
+     "Removes VMs from NAME by id (unique within the env) or all VMs\n"
      "whose image starts with PREFIX.\n",
      s_rm_vm_opts, sizeof(rm_vm_args_t), 1, -1, "env name is required", s_env_rm_vm, NULL, NULL},
     S_NAME_CMD("delete", "env_delete", "Deletes env NAME and all its VMs.\n", ttclient_env_delete,

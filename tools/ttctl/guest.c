@@ -58,7 +58,7 @@ typedef struct {
 
 static const ctl_opt_t s_console_opts[] = {
     S_OPT("--host", CTL_NAME, console_args_t, host, 0, 0, "ID",
-          "the VM's host, on an env that spans hosts"),
+          "the VM's host: only for an older env whose VMs share an id"),
     S_OPT("--bytes", CTL_INT, console_args_t, bytes, 1, TT_CONSOLE_MAX, "N",
           "the last N bytes (default 16 KiB, at most 256 KiB)"),
     CTL_OPT_END,
@@ -72,7 +72,7 @@ typedef struct {
 
 static const ctl_opt_t s_exec_opts[] = {
     S_OPT("--host", CTL_NAME, exec_args_t, host, 0, 0, "ID",
-          "the VM's host, on an env that spans hosts"),
+          "the VM's host: only for an older env whose VMs share an id"),
     S_OPT("--timeout", CTL_DURATION, exec_args_t, timeout, 1, TT_EXEC_TIMEOUT_MAX, "SECS",
           "kill the command after SECS (or 90s, 5m), at most 1 h (default 60 s);\n"
           "after the command words it is this, not ttctl's per-attempt --timeout MS"),
@@ -91,7 +91,7 @@ typedef struct {
 
 static const ctl_opt_t s_cp_opts[] = {
     S_OPT("--host", CTL_NAME, cp_args_t, host, 0, 0, "ID",
-          "the VM's host, on an env that spans hosts"),
+          "the VM's host: only for an older env whose VMs share an id"),
     S_OPT("--recursive", CTL_FLAG, cp_args_t, recursive, 0, 0, NULL,
           "(also -r) copy a directory: a tar of it in the same checked chunks, made\n"
           "and unpacked with tar(1) on each side (at most 64 MiB of tar)"),

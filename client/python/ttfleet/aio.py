@@ -26,7 +26,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import zmq
 import zmq.asyncio
 
-from . import durations, errors, sdk
+from . import durations, errors, models, sdk
 from . import ttfleet_pb2 as pb
 from .client import IN_PROGRESS_PAUSE, MDP_CLIENT, Client as _SyncClient, load_curve
 from .models import EnvInfo, ExecResult, VmInfo
@@ -134,7 +134,8 @@ class Client:
                          deny_outgoing: bool = False, spread: bool = False,
                          ssh_keys: Sequence[str] = (), user_data: Union[bytes, str] = b"",
                          ready: str = "", queue: bool = False,
-                         max_wait: durations.Duration = 0, priority: int = 0) -> EnvInfo:
+                         max_wait: durations.Duration = 0, priority: int = 0,
+                         labels: Optional[models.Labels] = None) -> EnvInfo:
         """As ttfleet.Client.env_create, returning an EnvInfo dataclass (a
         queued create returns state "queued" with queue_position)."""
         life = durations.seconds(lifetime, "lifetime")
@@ -151,6 +152,7 @@ class Client:
             m.ssh_keys.extend(ssh_keys)
             m.user_data = user_data.encode() if isinstance(user_data, str) else user_data
             m.ready, m.queue, m.max_wait, m.priority = ready, queue, mw, priority
+            m.labels.extend(models.label_list(labels))
         reply = await self._op("env_create", fill, ok=(pb.OK, pb.QUEUED))
         return EnvInfo.from_pb(reply.env)
 
@@ -158,10 +160,14 @@ class Client:
         reply = await self._op("env_show", lambda m: setattr(m, "name", name))
         return EnvInfo.from_pb(reply.env)
 
-    async def env_list(self, all: bool = False) -> List[EnvInfo]:
-        """The caller's envs (every tenant's with all=True, admin)."""
-        reply = await self._op("env_list", lambda m: setattr(m, "all", all),
-                               "tt.admin" if all else "tt.env")
+    async def env_list(self, all: bool = False,
+                       labels: Optional[models.Labels] = None) -> List[EnvInfo]:
+        """The caller's envs (every tenant's with all=True, admin); with
+        labels only those with every one."""
+        def fill(m: Any) -> None:
+            m.all = all
+            m.labels.extend(models.label_list(labels))
+        reply = await self._op("env_list", fill, "tt.admin" if all else "tt.env")
         return [EnvInfo.from_pb(e) for e in reply.envs.envs]
 
     async def env_delete(self, name: str) -> None:

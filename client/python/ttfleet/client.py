@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import zmq
 
-from . import durations, errors, sdk
+from . import durations, errors, models, sdk
 from . import ttfleet_pb2 as pb
 from .models import EnvInfo
 
@@ -190,6 +190,7 @@ class Client:
             spread: bool = False, engine: str = "", ready: str = "",
             ssh_keys: Sequence[str] = (), user_data: Union[bytes, str] = b"",
             queue: bool = False, max_wait: durations.Duration = 0, priority: int = 0,
+            labels: Optional[models.Labels] = None,
             timeout: durations.Duration = "10m", wait: bool = True,
             keep: bool = False) -> "sdk.EnvContext":
         """A context manager: `with client.env("ci", image="debian12", dup=3,
@@ -210,7 +211,7 @@ class Client:
                       disk_mib=disk_mib, ports=list(ports), lifetime=life,
                       deny_outgoing=deny_outgoing, spread=spread, ssh_keys=list(ssh_keys),
                       user_data=user_data, ready=ready, queue=queue, max_wait=mw,
-                      priority=priority)
+                      priority=priority, labels=models.label_list(labels))
         return sdk.EnvContext(self, name, create, durations.seconds(timeout, "timeout"), wait,
                               keep)
 
@@ -218,10 +219,12 @@ class Client:
         """The env as an sdk.Env (env show), to act on one made elsewhere."""
         return sdk.Env.bind(EnvInfo.from_pb(self.env_show(name)), self)
 
-    def list_envs(self, all: bool = False) -> List[EnvInfo]:
+    def list_envs(self, all: bool = False,
+                  labels: Optional[models.Labels] = None) -> List[EnvInfo]:
         """The caller's envs (every tenant's with all=True, admin) as
-        EnvInfo dataclasses (vms empty, as in env list)."""
-        return [EnvInfo.from_pb(e) for e in self.env_list(all=all)]
+        EnvInfo dataclasses (vms empty, as in env list); with labels
+        ({KEY: VALUE} or ["KEY=VALUE"]) only those with every one."""
+        return [EnvInfo.from_pb(e) for e in self.env_list(all=all, labels=labels)]
 
     def events(self, topic: str = "", env: Optional[str] = None,
                timeout: Optional[durations.Duration] = None,
@@ -237,7 +240,8 @@ class Client:
 
     def env_create(self, name, images, engine="", cpu=0, mem_mib=0, disk_mib=0, ports=(),
                    lifetime=0, deny_outgoing=False, spread=False, request_id=None,
-                   ssh_keys=(), user_data=b"", ready="", queue=False, max_wait=0, priority=0):
+                   ssh_keys=(), user_data=b"", ready="", queue=False, max_wait=0, priority=0,
+                   labels=None):
         """images: [("image", dup)] or ["image"]; returns the EnvInfo.
 
         ssh_keys: OpenSSH public key lines; user_data: cloud-config or a
@@ -260,6 +264,7 @@ class Client:
             m.user_data = user_data.encode() if isinstance(user_data, str) else user_data
             m.ready = ready
             m.queue, m.max_wait, m.priority = queue, max_wait, priority
+            m.labels.extend(models.label_list(labels))
         return self._op("env_create", fill, request_id=request_id, result="env",
                         ok=(pb.OK, pb.QUEUED))
 
@@ -296,11 +301,15 @@ class Client:
     def env_show(self, name):
         return self._op("env_show", lambda m: setattr(m, "name", name), result="env")
 
-    def env_list(self, all=False):
-        """The caller's envs (every tenant's with all=True, admin)."""
+    def env_list(self, all=False, labels=None):
+        """The caller's envs (every tenant's with all=True, admin); with
+        labels ({KEY: VALUE} or ["KEY=VALUE"]) only those with every one."""
         service = "tt.admin" if all else "tt.env"
-        return list(self._op("env_list", lambda m: setattr(m, "all", all), service,
-                             result="envs").envs)
+
+        def fill(m):
+            m.all = all
+            m.labels.extend(models.label_list(labels))
+        return list(self._op("env_list", fill, service, result="envs").envs)
 
     def _env_ref(self, op, name, request_id=None):
         return self._op(op, lambda m: setattr(m, "name", name), request_id=request_id,

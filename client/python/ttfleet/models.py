@@ -6,8 +6,8 @@ A string enum compares equal to its text: ``vm.state == "running"``.
 """
 
 import enum
-from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import ttfleet_pb2 as pb
 
@@ -61,11 +61,47 @@ def env_state(text: str) -> Union[EnvState, str]:
         return text
 
 
+Labels = Union[Dict[str, str], Sequence[str]]
+
+
+def label_list(labels: Optional[Labels]) -> List[str]:
+    """["KEY=VALUE", ...] of a dict {KEY: VALUE} or of such strings (the
+    broker checks them: KEY 1..63 of A-Z a-z 0-9 . _ - / starting with a
+    letter or digit, VALUE 0..63 of A-Z a-z 0-9 . _ -, at most 16)."""
+    if not labels:
+        return []
+    if isinstance(labels, dict):
+        return ["%s=%s" % (k, v) for k, v in labels.items()]
+    if isinstance(labels, str):
+        raise TypeError("labels: a dict or a list of KEY=VALUE strings, not one string")
+    return [str(x) for x in labels]
+
+
+def _plain(value: Any) -> Any:
+    """value as JSON has it: a string enum as its text, a dataclass of this
+    module as its dict, lists element by element."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+def _dict_of(obj: Any, cls: type) -> Dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in fields(cls)}
+
+
 @dataclass
 class PortMap:
     """A guest port and the public port on its host that reaches it."""
     guest: int
     public: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON of ttctl --json and REST (gw/pbjson.h)."""
+        return _dict_of(self, PortMap)
 
 
 @dataclass
@@ -100,6 +136,11 @@ class VmInfo:
                    public_address=m.public_address, pull_done=m.pull_done,
                    pull_total=m.pull_total, image_digest=m.image_digest)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The VM as ttctl --json and REST write it: the .proto's field
+        names, enums as lower-case text ("running")."""
+        return _dict_of(self, VmInfo)
+
     def public_port(self, guest: int) -> Optional[int]:
         """The public port of a guest port (None when it has none)."""
         for p in self.ports:
@@ -124,6 +165,7 @@ class EnvInfo:
     queue_position: int = 0
     queue_deadline: int = 0
     priority: int = 0
+    labels: List[str] = field(default_factory=list)
 
     @classmethod
     def from_pb(cls, m: "pb.EnvInfo") -> "EnvInfo":
@@ -132,7 +174,17 @@ class EnvInfo:
                    deny_outgoing=m.deny_outgoing, vm_count=m.vm_count,
                    vms=[VmInfo.from_pb(v) for v in m.vms], ports=list(m.ports),
                    queue_position=m.queue_position, queue_deadline=m.queue_deadline,
-                   priority=m.priority)
+                   priority=m.priority, labels=list(m.labels))
+
+    @property
+    def label_dict(self) -> Dict[str, str]:
+        """The labels as {KEY: VALUE}."""
+        return dict(x.split("=", 1) for x in self.labels)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The env as ttctl --json and GET /v1/envs/NAME write it: the
+        .proto's field names, enums as lower-case text."""
+        return _dict_of(self, EnvInfo)
 
 
 @dataclass
@@ -173,8 +225,9 @@ class Event:
     vm_id: int
     state: str
     message: str
+    labels: List[str] = field(default_factory=list)
 
     @classmethod
     def from_pb(cls, m: "pb.Event") -> "Event":
         return cls(kind=m.kind, time=m.time, tenant=m.tenant, env=m.env, host=m.host,
-                   vm_id=m.vm_id, state=m.state, message=m.message)
+                   vm_id=m.vm_id, state=m.state, message=m.message, labels=list(m.labels))
