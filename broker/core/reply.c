@@ -140,6 +140,9 @@ Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h)
     hi->mem_used = h->mem_used;
     hi->disk_total = h->disk_total;
     hi->disk_used = h->disk_used;
+    hi->cpu_freeing = h->cpu_freeing;
+    hi->mem_freeing_mib = h->mem_freeing;
+    hi->disk_freeing_mib = h->disk_freeing;
     hi->vm_count = h->vm_count;
     hi->last_seen = h->last_seen;
     hi->draining = h->draining;

@@ -204,6 +204,13 @@ class Placement(PoolCase):
         envs = self.ctl_ok("env", "list")["envs"]
         for e in envs:
             self.delete(e["name"])
+        # and every destroy answered: room a worker is still freeing counts
+        # as used in placement (docs/RELIABILITY.md 11)
+        deadline = time.monotonic() + 20
+        while any(h.get("cpu_freeing", 0) or h.get("disk_freeing_mib", 0)
+                  for h in self.host_list().values()):
+            self.assertLess(time.monotonic(), deadline, "destroys not answered in 20 s")
+            time.sleep(0.1)
 
     def test_hosts_listed_with_their_engines_and_images(self):
         hosts = self.host_list()

@@ -125,6 +125,7 @@ class VmInfo:
     pull_done: int = 0
     pull_total: int = 0
     image_digest: str = ""
+    boot: str = ""  # "snapshot" (restored from a template), "cold", "" (not yet)
 
     @classmethod
     def from_pb(cls, m: "pb.VmInfo") -> "VmInfo":
@@ -134,7 +135,7 @@ class VmInfo:
                    ports=[PortMap(p.guest, getattr(p, "public")) for p in m.ports],
                    ready=m.ready, ready_at=m.ready_at, ready_detail=m.ready_detail,
                    public_address=m.public_address, pull_done=m.pull_done,
-                   pull_total=m.pull_total, image_digest=m.image_digest)
+                   pull_total=m.pull_total, image_digest=m.image_digest, boot=m.boot)
 
     def to_dict(self) -> Dict[str, Any]:
         """The VM as ttctl --json and REST write it: the .proto's field
