@@ -367,6 +367,18 @@ void persist_request_begin(broker_t *self, const char *tenant, const char *rid)
     s_done(self, st, "insert request");
 }
 
+void persist_request_fp(broker_t *self, const char *tenant, const char *rid, const uint8_t *fp)
+{
+    sqlite3_stmt *st =
+        s_stmt(self, "UPDATE requests SET fp = ?3 WHERE tenant = ?1 AND request_id = ?2");
+    if (!st)
+        return;
+    s_text(st, 1, tenant);
+    s_text(st, 2, rid);
+    sqlite3_bind_blob(st, 3, fp, 20, SQLITE_TRANSIENT);
+    s_done(self, st, "request fingerprint");
+}
+
 void persist_request_done(broker_t *self, const char *tenant, const char *rid,
                           const uint8_t *reply, size_t len)
 {
@@ -610,7 +622,7 @@ static int s_load_requests(broker_t *self)
 {
     zhashx_set_destructor(self->requests, s_rec_free);
     sqlite3_stmt *st =
-        store_stmt(self->store, "SELECT tenant, request_id, created_at, reply FROM requests");
+        store_stmt(self->store, "SELECT tenant, request_id, created_at, reply, fp FROM requests");
     if (!st)
         return -1;
     int interrupted = 0;
@@ -633,6 +645,11 @@ static int s_load_requests(broker_t *self)
                 memcpy(rec->reply, blob, (size_t)len);
         } else
             interrupted++;
+        if (sqlite3_column_type(st, 4) == SQLITE_BLOB &&
+            sqlite3_column_bytes(st, 4) == (int)sizeof rec->fp) {
+            memcpy(rec->fp, sqlite3_column_blob(st, 4), sizeof rec->fp);
+            rec->has_fp = true;
+        }
         char key[2 * TT_MAX_REQUEST_ID + 2];
         snprintf(key, sizeof key, "%s\x1f%s", tenant, rid);
         zhashx_update(self->requests, key, rec);

@@ -25,6 +25,8 @@ void persist_vm_update(broker_t *self, vm_t *vm);
 void persist_vm_delete(broker_t *self, vm_t *vm);
 void persist_vm_ports(broker_t *self, vm_t *vm);
 void persist_request_begin(broker_t *self, const char *tenant, const char *rid);
+/* The SHA-1 (20 bytes) of the request a record answers. */
+void persist_request_fp(broker_t *self, const char *tenant, const char *rid, const uint8_t *fp);
 void persist_request_done(broker_t *self, const char *tenant, const char *rid, const uint8_t *reply,
                           size_t len);
 void persist_requests_prune(broker_t *self, int64_t cutoff);

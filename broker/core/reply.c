@@ -266,6 +266,8 @@ void reply_record_begin(broker_t *self, const char *tenant, const char *rid)
     }
     free(audit);
     persist_request_begin(self, tenant, rid);
+    if (rec && rec->has_fp)
+        persist_request_fp(self, tenant, rid, rec->fp);
 }
 
 /* The copy of a reply kept under its request id, bounded: a big result

@@ -173,6 +173,10 @@ const char *const broker_migrations[] = {
     "CREATE INDEX ports_vm ON ports(vm_uid);",
     /* 9: an env's labels ("KEY=VALUE", one a line), fixed at create */
     "ALTER TABLE envs ADD COLUMN labels TEXT NOT NULL DEFAULT '';",
+    /* 10: a request record keeps the SHA-1 of the request it answers
+     * (without its id and tenant), so after a restart or a failover the
+     * same id with another request is still refused, not replayed */
+    "ALTER TABLE requests ADD COLUMN fp BLOB;",
 };
 const int broker_migrations_n =
     (int)(sizeof broker_migrations / sizeof *broker_migrations);

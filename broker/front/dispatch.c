@@ -146,6 +146,7 @@ static void s_fingerprint_keep(broker_t *self, const handler_ctx_t *c, const uin
     if (rec && !rec->has_fp) {
         memcpy(rec->fp, fp, sizeof rec->fp);
         rec->has_fp = true;
+        persist_request_fp(self, c->tenant, c->rid, fp);
     }
 }
 

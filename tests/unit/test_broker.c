@@ -2586,6 +2586,11 @@ int main(void)
     r = s_create("t1", "idem", "img", 1, 1, 512, false, "fixed-id-1");
     CHECK(r && r->status == 0 && r->env && r->env->vms[0]->vm_id == first_vm);
     s_status(r);
+    /* ... and another request under that id is still refused (the
+     * fingerprint is in broker.db), nothing made */
+    CHECK(s_status(s_create("t1", "idem3", "img", 1, 1, 512, false, "fixed-id-1")) ==
+          TTFLEET__STATUS__BAD_REQUEST);
+    CHECK(model_env_get(g_b, "t1", "idem3") == NULL);
     /* accounting after reload equals the sum of the VMs */
     small = model_host_get(g_b, "small");
     uint32_t sum = 0;
