@@ -674,6 +674,30 @@ int image_rm(handler_ctx_t *c)
     return 0;
 }
 
+/* The start of a fan-out to hosts (image pull, image prepare): the image
+ * the tenant names (its row), resolved to what a worker fetches, and room
+ * for a list of every host. 0, or the status already answered. */
+static int s_fanout_begin(handler_ctx_t *c, const char *ref, s_row_t *r, vm_t *img,
+                          host_t ***targets)
+{
+    broker_t *self = c->self;
+    Ttfleet__ImageRef q = TTFLEET__IMAGE_REF__INIT;
+    q.ref = (char *)ref;
+    int st = s_lookup(c, &q, r);
+    if (st) {
+        c->no_record = true;
+        return st;
+    }
+    memset(img, 0, sizeof *img);
+    char msg[256];
+    if (image_ops_resolve(self, c->tenant, ref, img, msg, sizeof msg) != 1)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot resolve the image");
+    *targets = calloc(zhashx_size(self->hosts) + 1, sizeof **targets);
+    if (!*targets)
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
+    return 0;
+}
+
 /* Pre-staging: each target host (every online host with an image cache,
  * or the ones named) is asked to fetch the image into its cache. The
  * answer does not wait for the fetches: it is the image as now, whose
@@ -691,23 +715,13 @@ int image_pull(handler_ctx_t *c)
                                   "image pull needs --hosts all or host ids");
     if (p->n_hosts > 1000)
         return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "at most 1000 hosts");
-    Ttfleet__ImageRef q = TTFLEET__IMAGE_REF__INIT;
-    q.ref = p->ref;
     s_row_t r;
-    int st = s_lookup(c, &q, &r);
-    if (st) {
-        c->no_record = true;
-        return st;
-    }
     vm_t img;
-    memset(&img, 0, sizeof img);
-    char msg[256];
-    if (image_ops_resolve(self, c->tenant, p->ref, &img, msg, sizeof msg) != 1)
-        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot resolve the image");
+    host_t **targets = NULL;
+    int st = s_fanout_begin(c, p->ref, &r, &img, &targets);
+    if (st)
+        return st;
     size_t nh = zhashx_size(self->hosts);
-    host_t **targets = calloc(nh + 1, sizeof *targets);
-    if (!targets)
-        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     size_t n = 0;
     if (p->all_hosts) {
         for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))
@@ -773,23 +787,13 @@ int image_prepare(handler_ctx_t *c)
         return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST,
                           "cpu %u or mem %u MiB out of range (cpu 1..%u, mem 16..%u MiB)", cpu, mem,
                           TT_MAX_CPU, TT_MAX_MEM_MIB);
-    Ttfleet__ImageRef q = TTFLEET__IMAGE_REF__INIT;
-    q.ref = p->ref;
     s_row_t r;
-    int st = s_lookup(c, &q, &r);
-    if (st) {
-        c->no_record = true;
-        return st;
-    }
     vm_t img;
-    memset(&img, 0, sizeof img);
-    char msg[256];
-    if (image_ops_resolve(self, c->tenant, p->ref, &img, msg, sizeof msg) != 1)
-        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot resolve the image");
+    host_t **targets = NULL;
+    int st = s_fanout_begin(c, p->ref, &r, &img, &targets);
+    if (st)
+        return st;
     size_t nh = zhashx_size(self->hosts);
-    host_t **targets = calloc(nh + 1, sizeof *targets);
-    if (!targets)
-        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     size_t n = 0;
     if (p->all_hosts) {
         for (host_t *h = zhashx_first(self->hosts); h; h = zhashx_next(self->hosts))

@@ -518,3 +518,21 @@ def _on_sigterm(_sig, _frame):
 
 
 signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def create_while_freeing(create, timeout_s=20.0):
+    """Call create() until it is not refused for room a worker is still
+    freeing (the broker counts it as used until the destroy is answered,
+    docs/RELIABILITY.md 11), at most timeout_s. The Python client's
+    NoCapacity with "still being freed" in its message is retried; any
+    other outcome is returned or raised."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return create()
+        except Exception as e:  # ttfleet.NoCapacity: harness does not import ttfleet
+            if (getattr(e, "status", "") != "NO_CAPACITY"
+                    or "still being freed" not in getattr(e, "message", "")
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.2)

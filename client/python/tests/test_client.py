@@ -283,17 +283,9 @@ def test_queued_create_returns_its_position(client, pool):
     """A create with queue=True on a full pool returns normally, with state
     "queued" and its position; it runs once the capacity frees. A quota
     refusal raises the exported QuotaExceeded."""
-    # the earlier tests' deletes may still be in flight on the worker: the
-    # broker refuses room it is still freeing (docs/RELIABILITY.md 11)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.env_create("q-fill", images=["sleeper"], cpu=8, mem_mib=64)
-            break
-        except ttfleet.NoCapacity as e:
-            if "still being freed" not in e.message or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    # the earlier tests' deletes may still be in flight on the worker
+    harness.create_while_freeing(
+        lambda: client.env_create("q-fill", images=["sleeper"], cpu=8, mem_mib=64))
     try:
         env = client.env_create("q-wait", images=["sleeper"], cpu=4, mem_mib=64, queue=True,
                                 max_wait=60)

@@ -206,17 +206,9 @@ def test_extend_and_events(client):
 
 def test_queued_env_context(client, pool):
     """queue=True: the context waits through the admission queue."""
-    # the earlier tests' deletes may still be in flight on the worker: the
-    # broker refuses room it is still freeing (docs/RELIABILITY.md 11)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.env_create("sdk-fill", images=["sleeper"], cpu=16, mem_mib=64)
-            break
-        except ttfleet.NoCapacity as e:
-            if "still being freed" not in e.message or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    # the earlier tests' deletes may still be in flight on the worker
+    harness.create_while_freeing(
+        lambda: client.env_create("sdk-fill", images=["sleeper"], cpu=16, mem_mib=64))
     other = ttfleet.Client(broker=pool.clients_ep, tenant="sdk", timeout_ms=5000)
     freed = threading.Timer(1.5, lambda: other.env_delete("sdk-fill"))
     freed.start()
