@@ -247,7 +247,8 @@ int env_create_place(broker_t *self, const Ttfleet__EnvCreate *cr, const char *t
                                  NULL,
                                  0,
                                  catalog ? cat.image_blobs : NULL,
-                                 need};
+                                 need,
+                                 cr->boot};
             host_t *host = sched_place(self, &want, &status, msg, msglen);
             if (!host)
                 break;

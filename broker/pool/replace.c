@@ -59,7 +59,7 @@ bool replace_create_round(broker_t *self, op_t *op)
             vm->engine,      vm->image,     vm->cpu,
             vm->mem,         vm->disk,      self->cfg.spread,
             op->refused,     op->n_refused, vm->image_digest[0] ? vm->image_blobs : NULL,
-            s_needs(vm->env)};
+            s_needs(vm->env), vm->env->boot};
         int status;
         host_t *to = sched_place(self, &want, &status, why, sizeof why);
         uint32_t vm_id;
@@ -117,7 +117,8 @@ void replace_evacuate(broker_t *self, host_t *from, char *msg, size_t len)
                                  NULL,
                                  0,
                                  old->image_digest[0] ? old->image_blobs : NULL,
-                                 s_needs(old->env)};
+                                 s_needs(old->env),
+                                 old->env->boot};
             int status;
             host_t *to = sched_place(self, &want, &status, why, sizeof why);
             uint32_t vm_id;

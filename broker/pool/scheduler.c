@@ -164,9 +164,22 @@ static s_offer_t *s_offer(broker_t *self, const char *engine, const char *image)
     return o;
 }
 
-host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char *msg,
-                    size_t msglen)
+/* Does h hold a memory-snapshot template of the VM's image, cpu and mem? */
+static bool s_has_template(const host_t *h, const sched_want_t *w)
 {
+    for (size_t i = 0; i < h->n_tmpl; i++)
+        if (h->tmpl[i].cpu == w->cpu && h->tmpl[i].mem_mib == w->mem &&
+            strcmp(h->tmpl[i].image, w->image) == 0)
+            return true;
+    return false;
+}
+
+host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char *msg, size_t msglen)
+{
+    bool wants_tmpl = want->boot && strcmp(want->boot, "cold") != 0;
+    bool must_tmpl = want->boot && strcmp(want->boot, "snapshot") == 0;
+    int no_tmpl = 0; /* hosts left out for want of a template */
+    bool best_tmpl = false;
     host_t *best = NULL;
     double best_score = 0;
     int candidates = 0;
@@ -188,6 +201,11 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
             excluded = want->exclude[i] == h;
         if (excluded)
             continue;
+        bool tmpl = wants_tmpl && s_has_template(h, want);
+        if (must_tmpl && !tmpl && (model_host_engine_caps(h, want->engine) & TT_CAP_SNAPSHOTS)) {
+            no_tmpl++;
+            continue;
+        }
         candidates++;
         cpu_t += s_cap(h->cpu_total, self->cfg.cpu_ratio);
         cpu_u += s_cpu(h);
@@ -214,14 +232,26 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
         if (want->image_blobs && best && holds != best_holds &&
             (!want->spread || score == best_score))
             better = holds;
+        /* a template (a restore, not a boot) before everything else */
+        if (wants_tmpl && best && tmpl != best_tmpl && (!want->spread || score == best_score))
+            better = tmpl;
         if (better) {
             best = h;
             best_score = score;
             best_holds = holds;
+            best_tmpl = tmpl;
         }
     }
     if (best)
         return best;
+    if (candidates == 0 && no_tmpl) {
+        *status = TTFLEET__STATUS__UNAVAILABLE;
+        snprintf(msg, msglen,
+                 "--boot snapshot: no template of image %s for cpu %u, mem %u MiB on any of the "
+                 "%d online host(s) that could take it (ttctl image prepare)",
+                 want->image, want->cpu, want->mem, no_tmpl);
+        return NULL;
+    }
     if (candidates == 0) {
         *status = TTFLEET__STATUS__UNAVAILABLE;
         char need[96] = "";
@@ -241,8 +271,8 @@ host_t *sched_place(broker_t *self, const sched_want_t *want, int *status, char 
             snprintf(msg, msglen, "no online host offers engine '%s'%s with image '%s'",
                      want->engine, need, want->image);
         else
-            snprintf(msg, msglen, "no online host offers engine '%s' with image '%s'",
-                     want->engine, want->image);
+            snprintf(msg, msglen, "no online host offers engine '%s' with image '%s'", want->engine,
+                     want->image);
         return NULL;
     }
     *status = TTFLEET__STATUS__NO_CAPACITY;

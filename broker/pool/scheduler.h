@@ -20,6 +20,10 @@ typedef struct {
     /* what the host's engine must declare (TT_CAP_*) besides
      * TT_CAP_CATALOG, which a catalog image asks for itself */
     uint32_t caps;
+    /* memory snapshots (EnvCreate.boot): "" or "auto" prefers hosts that
+     * hold a template of (image, cpu, mem); "snapshot" places only on such
+     * hosts when the engine takes snapshots there; "cold" or NULL: neither */
+    const char *boot;
 } sched_want_t;
 /* Choose a host for one VM. NULL with status (NO_CAPACITY / UNAVAILABLE)
  * and a message naming the resource, total, used and wanted. */

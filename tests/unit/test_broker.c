@@ -2103,6 +2103,58 @@ static void s_ready_caps(const char *routing, const char *host, const char *engi
     s_worker_send(routing, TT_W_READY, buf, len);
 }
 
+/* Memory-snapshot templates in placement: --boot auto prefers the host that
+ * holds a template of (image, cpu, mem) over a better best-fit; --boot
+ * snapshot places only there and, with none anywhere, says so; cold and a
+ * template of another mem ignore it. */
+static void s_test_template_placement(void)
+{
+    char *snap_caps[] = {"catalog", "snapshots"};
+    s_ready_caps("w-sn1", "sn1", "snapq", snap_caps, 2);
+    s_ready_caps("w-sn2", "sn2", "snapq", snap_caps, 2);
+    broker_end_batch(g_b);
+    s_answer_commands(0);
+    broker_end_batch(g_b);
+    s_drain();
+    host_t *h1 = model_host_get(g_b, "sn1"), *h2 = model_host_get(g_b, "sn2");
+    CHECK(h1 && h2);
+    if (!h1 || !h2)
+        return;
+    /* sn1 is fuller: best-fit takes it unless sn2's template counts */
+    h1->cpu_used = 4;
+    sched_want_t want = {"snapq", "capimg", 1, 256, 100, false, NULL, 0, NULL, 0, "cold"};
+    int status = 0;
+    char msg[512];
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == h1);
+    want.boot = "snapshot";
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == NULL &&
+          status == TTFLEET__STATUS__UNAVAILABLE && strstr(msg, "no template of image capimg"));
+    host_tmpl_t *t = calloc(1, sizeof *t);
+    CHECK(t != NULL);
+    if (!t)
+        return;
+    snprintf(t->image, sizeof t->image, "capimg");
+    t->cpu = 1;
+    t->mem_mib = 256;
+    free(h2->tmpl);
+    h2->tmpl = t;
+    h2->n_tmpl = 1;
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == h2);
+    want.boot = "";
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == h2);
+    want.boot = "auto";
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == h2);
+    want.boot = "cold";
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == h1);
+    /* a template of another size is not this VM's */
+    want.boot = "snapshot";
+    want.mem = 512;
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == NULL);
+    want.boot = "auto";
+    CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == h1);
+    h1->cpu_used = 0;
+}
+
 /* The broker decides from what an engine declares, never from its name:
  * an engine called "fancy" that declares bootstrap and catalog images gets
  * creates with SSH keys and catalog placements; a host whose engine is
@@ -2146,7 +2198,8 @@ static void s_test_engine_caps(void)
         NULL,
         0,
         "sha256:0000000000000000000000000000000000000000000000000000000000000000 1 f\n",
-        0};
+        0,
+        NULL};
     int status = 0;
     char msg[512];
     CHECK(sched_place(g_b, &want, &status, msg, sizeof msg) == fh);
@@ -2189,6 +2242,7 @@ static void s_test_engine_caps(void)
     s_answer_commands(0);
     broker_end_batch(g_b);
     s_drain();
+    s_test_template_placement();
 }
 
 static void s_test_oversized_body(void)
