@@ -2,6 +2,7 @@
 from tests/integration/harness.py). The package is installed by pip from
 this tree (harness.ttfleet_package), as a user would install it."""
 
+import asyncio
 import os
 import sys
 import threading
@@ -15,6 +16,7 @@ import harness  # noqa: E402
 
 harness.ttfleet_package()
 import ttfleet  # noqa: E402
+import ttfleet.aio  # noqa: E402
 from ttfleet import pb  # noqa: E402
 
 
@@ -194,6 +196,25 @@ def test_endpoint_list_follows_not_leader(pool):
                                  request_id="list-1")
             assert again.vms[0].vm_id == env.vms[0].vm_id
             c.env_delete("listed")
+
+        # the asyncio client the same way
+        async def aio_listed():
+            async with ttfleet.aio.Client(broker=eps, tenant="pyt", timeout_ms=2000,
+                                          retries=3) as a:
+                req = pb.Request(request_id="list-aio")
+                req.env_create.name = "listed-aio"
+                img = req.env_create.images.add()
+                img.image, img.dup = "sleeper", 1
+                req.env_create.cpu, req.env_create.mem_mib = 1, 64
+                first = await a.call("tt.env", req)
+                assert first.status == pb.OK, first
+                assert a.endpoints[a.cur] == pool.clients_ep
+                second = await a.call("tt.env", req)
+                assert second.env.vms[0].vm_id == first.env.vms[0].vm_id
+                await a.env_delete("listed-aio")
+        seen.clear()
+        asyncio.run(aio_listed())
+        assert seen == ["list-aio"]
         # a leader outside the list is not followed; every endpoint failing: TransportError
         with ttfleet.Client(broker="tcp://127.0.0.1:%d,%s" % (fport, dead), tenant="pyt",
                             timeout_ms=300, retries=2) as c:

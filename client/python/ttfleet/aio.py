@@ -28,7 +28,8 @@ import zmq.asyncio
 
 from . import durations, errors, models, sdk
 from . import ttfleet_pb2 as pb
-from .client import IN_PROGRESS_PAUSE, MDP_CLIENT, Client as _SyncClient, load_curve
+from .client import IN_PROGRESS_PAUSE, MDP_CLIENT, NO_LEADER_PAUSE, Client as _SyncClient
+from .client import load_curve
 from .models import EnvInfo, ExecResult, VmInfo
 
 __all__ = ["Client", "AsyncEnv", "AsyncVM", "AsyncEnvContext"]
@@ -38,7 +39,10 @@ MAX_IDLE = 16  # sockets kept for reuse; more concurrent requests open their own
 
 class Client:
     """An asyncio ttfleet client. broker, tenant, key, broker_key,
-    timeout_ms and retries as ttfleet.Client."""
+    timeout_ms and retries as ttfleet.Client: broker may list a cluster's
+    brokers ("EP1,EP2,EP3"); a NOT_LEADER reply sends the same request,
+    same request id, to the leader it names when that is in the list, and
+    a broker that does not answer is left for the next one."""
 
     def __init__(self, broker: str = "tcp://127.0.0.1:5555", tenant: str = "default",
                  key: Optional[str] = None, broker_key: Optional[str] = None,
@@ -46,10 +50,15 @@ class Client:
         if retries < 1 or timeout_ms < 1:
             raise ValueError("timeout_ms and retries must be at least 1")
         self.broker, self.tenant = broker, tenant
+        self.endpoints = [e.strip() for e in broker.split(",") if e.strip()]
+        if not self.endpoints or len(self.endpoints) > 16:
+            raise ValueError("broker: one to 16 endpoints, comma-separated")
+        self.cur = 0  # the endpoint requests go to (the leader, once known)
         self.timeout_ms, self.retries = timeout_ms, retries
         self.curve = load_curve(key, broker_key) if key or broker_key else None
         self.ctx = zmq.asyncio.Context.instance()
-        self._idle: List[zmq.asyncio.Socket] = []  # sockets with no request in flight
+        # sockets with no request in flight, each with its endpoint
+        self._idle: List[Tuple[str, zmq.asyncio.Socket]] = []
 
     async def __aenter__(self) -> "Client":
         return self
@@ -60,11 +69,13 @@ class Client:
     def close(self) -> None:
         """Closes the idle sockets (requests in flight close theirs)."""
         while self._idle:
-            self._idle.pop().close(linger=0)
+            self._idle.pop()[1].close(linger=0)
 
-    def _socket(self) -> zmq.asyncio.Socket:
-        if self._idle:
-            return self._idle.pop()
+    def _socket(self, endpoint: str) -> zmq.asyncio.Socket:
+        for i, (ep, sock) in enumerate(self._idle):
+            if ep == endpoint:
+                del self._idle[i]
+                return sock
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         if self.curve:
@@ -72,8 +83,36 @@ class Client:
             sock.curve_publickey = public
             sock.curve_secretkey = secret
             sock.curve_serverkey = server
-        sock.connect(self.broker)
+        sock.connect(endpoint)
         return sock
+
+    async def _attempt(self, endpoint: str, service: str, body: bytes, request_id: str,
+                       timeout_ms: int) -> Optional["pb.Reply"]:
+        """One attempt at one broker: its Reply (IN_PROGRESS waited out),
+        or None when none came within timeout_ms."""
+        sock = self._socket(endpoint)
+        try:
+            await sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
+            deadline = time.monotonic() + timeout_ms / 1000.0
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not await sock.poll(int(left * 1000) + 1):
+                    return None
+                frames = await sock.recv_multipart()
+                reply = _SyncClient._parse(frames, service, request_id)
+                if reply is None:
+                    continue
+                if reply.status == pb.IN_PROGRESS:
+                    await asyncio.sleep(IN_PROGRESS_PAUSE)
+                    await sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
+                    continue
+                if len(self._idle) < MAX_IDLE:
+                    self._idle.append((endpoint, sock))
+                    sock = None
+                return reply
+        finally:
+            if sock is not None:  # timed out, cancelled or failed: never reused
+                sock.close(linger=0)
 
     async def call(self, service: str, request: "pb.Request", timeout_ms: Optional[int] = None,
                    retries: Optional[int] = None) -> "pb.Reply":
@@ -85,30 +124,24 @@ class Client:
         body = request.SerializeToString()
         timeout_ms = timeout_ms or self.timeout_ms
         retries = retries or self.retries
-        for _attempt in range(retries):
-            sock = self._socket()
-            try:
-                await sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
-                deadline = time.monotonic() + timeout_ms / 1000.0
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not await sock.poll(int(left * 1000) + 1):
-                        break
-                    frames = await sock.recv_multipart()
-                    reply = _SyncClient._parse(frames, service, request.request_id)
-                    if reply is None:
-                        continue
-                    if reply.status == pb.IN_PROGRESS:
-                        await asyncio.sleep(IN_PROGRESS_PAUSE)
-                        await sock.send_multipart([b"", MDP_CLIENT, service.encode(), body])
-                        continue
-                    if len(self._idle) < MAX_IDLE:
-                        self._idle.append(sock)
-                        sock = None
-                    return reply
-            finally:
-                if sock is not None:  # timed out, cancelled or failed: never reused
-                    sock.close(linger=0)
+        attempt = hops = 0
+        while attempt < retries:
+            endpoint = self.endpoints[self.cur]
+            reply = await self._attempt(endpoint, service, body, request.request_id, timeout_ms)
+            if reply is not None and (reply.status != pb.NOT_LEADER or len(self.endpoints) == 1):
+                return reply
+            if reply is not None and reply.leader in self.endpoints and \
+                    reply.leader != endpoint and hops < 2 * len(self.endpoints):
+                # the leader it names: the same request, same id (not an attempt)
+                self.cur = self.endpoints.index(reply.leader)
+                hops += 1
+                continue
+            attempt += 1
+            if reply is not None and attempt >= retries:
+                return reply  # NOT_LEADER, no leader known: the caller sees it
+            self.cur = (self.cur + 1) % len(self.endpoints)
+            if reply is not None:
+                await asyncio.sleep(NO_LEADER_PAUSE)
         raise errors.TransportError("no reply from %s after %d attempts of %d ms"
                                     % (self.broker, retries, timeout_ms))
 
