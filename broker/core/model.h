@@ -168,7 +168,7 @@ struct env_t {
     op_t *busy; /* the op running on this env, if any */
     /* guest bootstrap and readiness (issue 11), fixed at create, kept in
      * env_guest, sent in every VmSpec */
-    char boot[12]; /* EnvCreate.boot ("" = auto); not persisted: it matters when a VM is made */
+    char boot[12]; /* EnvCreate.boot ("" = auto), in broker.db (envs.boot) */
     int n_ssh_keys;
     char **ssh_keys;
     uint8_t *user_data;

@@ -250,6 +250,14 @@ void persist_env_insert(broker_t *self, env_t *env)
         s_text(st, 2, text);
         s_done(self, st, "insert env labels");
     }
+    if (env->boot[0]) {
+        st = s_stmt(self, "UPDATE envs SET boot = ?2 WHERE id = ?1");
+        if (!st)
+            return;
+        sqlite3_bind_int64(st, 1, env->id);
+        s_text(st, 2, env->boot);
+        s_done(self, st, "insert env boot");
+    }
 }
 
 void persist_env_update(broker_t *self, env_t *env)
@@ -452,7 +460,7 @@ static int s_load_envs(broker_t *self)
 {
     sqlite3_stmt *st =
         store_stmt(self->store, "SELECT id, tenant, name, state, created_at, expires_at, "
-                                "lifetime, deny_outgoing, ports, last_mgmt, labels FROM envs");
+                                "lifetime, deny_outgoing, ports, last_mgmt, labels, boot FROM envs");
     if (!st)
         return -1;
     while (sqlite3_step(st) == SQLITE_ROW) {
@@ -478,6 +486,10 @@ static int s_load_envs(broker_t *self)
                                       TT_MAX_PORTS_PER_VM);
         env->last_mgmt = sqlite3_column_int64(st, 9);
         model_env_set_labels_text(env, (const char *)sqlite3_column_text(st, 10));
+        const char *boot = (const char *)sqlite3_column_text(st, 11);
+        if (boot && (strcmp(boot, "auto") == 0 || strcmp(boot, "snapshot") == 0 ||
+                     strcmp(boot, "cold") == 0))
+            snprintf(env->boot, sizeof env->boot, "%s", boot);
         if (env->id >= self->next_env_id)
             self->next_env_id = env->id + 1;
     }

@@ -191,6 +191,8 @@ static Ttfleet__Reply *s_call(const char *tenant, Ttfleet__Request *req, const c
     return s_client_reply();
 }
 
+static const char *g_create_boot; /* EnvCreate.boot of s_create (NULL: none) */
+
 static Ttfleet__Reply *s_create(const char *tenant, const char *name, const char *image,
                                 uint32_t dup, uint32_t cpu, uint32_t mem, bool spread,
                                 const char *rid)
@@ -211,6 +213,7 @@ static Ttfleet__Reply *s_create(const char *tenant, const char *name, const char
     cr.n_ports = 1;
     cr.ports = ports;
     cr.spread = spread;
+    cr.boot = (char *)g_create_boot;
     req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
     req.env_create = &cr;
     return s_call(tenant, &req, rid);
@@ -2621,11 +2624,17 @@ int main(void)
     if (r && r->env && r->env->n_vms)
         snprintf(mac, sizeof mac, "%s", r->env->vms[0]->mac);
     s_status(r);
+    /* an env's --boot survives the restart (its VMs' specs carry it) */
+    g_create_boot = "cold";
+    CHECK(s_status(s_create("t1", "bootc", "img", 1, 1, 64, false, NULL)) == 0);
+    g_create_boot = NULL;
     broker_end_batch(g_b);
     size_t n_envs = zhashx_size(g_b->envs);
     broker_destroy(&g_b);
     g_b = s_open(dir, 20);
     CHECK(g_b && zhashx_size(g_b->envs) == n_envs);
+    env_t *bootc = g_b ? model_env_get(g_b, "t1", "bootc") : NULL;
+    CHECK(bootc && strcmp(bootc->boot, "cold") == 0);
     s_ready("w-small2", "small", 4, 8192, 100000);
     s_ready("w-big2", "big", 16, 65536, 1000000);
     broker_end_batch(g_b);
