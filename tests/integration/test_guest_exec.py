@@ -168,8 +168,13 @@ class GuestExec(unittest.TestCase):
         lines = d["stdout"].split("\n")
         self.assertEqual(lines[0], "0")
         self.assertEqual(lines[1].split(), ["0", "100000", "65536"])
-        made = os.path.join(self.pool.worker_state("h1"), "vms", str(self.vm), "root", "upper",
-                            "made-by-vm")
+        # its root's upper layer is on its own disk (<disk>/.root/upper),
+        # seen from the host only through pid 1's mount namespace
+        vmdir = os.path.join(self.pool.worker_state("h1"), "vms", str(self.vm))
+        with open(os.path.join(vmdir, "pid")) as f:
+            pid1 = int(f.read().split()[0])
+        made = "/proc/%d/root/disk/.root/upper/made-by-vm" % pid1
+        self.assertFalse(os.path.exists(os.path.join(vmdir, "root", "upper", "made-by-vm")))
         st = os.stat(made)
         self.assertEqual((st.st_uid, st.st_gid), (100000, 100000))
         # its processes are those of its own pid namespace only
