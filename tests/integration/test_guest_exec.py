@@ -175,6 +175,12 @@ class GuestExec(unittest.TestCase):
             pid1 = int(f.read().split()[0])
         made = "/proc/%d/root/disk/.root/upper/made-by-vm" % pid1
         self.assertFalse(os.path.exists(os.path.join(vmdir, "root", "upper", "made-by-vm")))
+        # the layer's directory is the host root's: the VM's root can
+        # neither list it nor write into its own upper layer there
+        r, d = self.exec_json("sh", "-c", "ls /disk/.root || echo no-list; "
+                              "echo x > /disk/.root/upper/x || echo no-write")
+        self.assertIn("no-list", d["stdout"], d)
+        self.assertIn("no-write", d["stdout"], d)
         st = os.stat(made)
         self.assertEqual((st.st_uid, st.st_gid), (100000, 100000))
         # its processes are those of its own pid namespace only
