@@ -168,8 +168,19 @@ class GuestExec(unittest.TestCase):
         lines = d["stdout"].split("\n")
         self.assertEqual(lines[0], "0")
         self.assertEqual(lines[1].split(), ["0", "100000", "65536"])
-        made = os.path.join(self.pool.worker_state("h1"), "vms", str(self.vm), "root", "upper",
-                            "made-by-vm")
+        # its root's upper layer is on its own disk (<disk>/.root/upper),
+        # seen from the host only through pid 1's mount namespace
+        vmdir = os.path.join(self.pool.worker_state("h1"), "vms", str(self.vm))
+        with open(os.path.join(vmdir, "pid")) as f:
+            pid1 = int(f.read().split()[0])
+        made = "/proc/%d/root/disk/.root/upper/made-by-vm" % pid1
+        self.assertFalse(os.path.exists(os.path.join(vmdir, "root", "upper", "made-by-vm")))
+        # the layer's directory is the host root's: the VM's root can
+        # neither list it nor write into its own upper layer there
+        r, d = self.exec_json("sh", "-c", "ls /disk/.root || echo no-list; "
+                              "echo x > /disk/.root/upper/x || echo no-write")
+        self.assertIn("no-list", d["stdout"], d)
+        self.assertIn("no-write", d["stdout"], d)
         st = os.stat(made)
         self.assertEqual((st.st_uid, st.st_gid), (100000, 100000))
         # its processes are those of its own pid namespace only

@@ -10,7 +10,9 @@
 
 #include <czmq.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -69,6 +71,26 @@ static void s_mount_line(pid_t pid, const char *point, char *out, size_t len)
     }
     if (f)
         fclose(f);
+}
+
+/* Bytes a tree takes on its file system (st_blocks), not crossing mounts
+ * nor following symlinks. */
+static long long s_du_total;
+static int s_du_add(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)flag;
+    (void)ftw;
+    s_du_total += (long long)sb->st_blocks * 512;
+    return 0;
+}
+
+static long long s_du(const char *path)
+{
+    s_du_total = 0;
+    if (nftw(path, s_du_add, 16, FTW_PHYS | FTW_MOUNT))
+        return -1;
+    return s_du_total;
 }
 
 static bool s_ns_differs(pid_t pid, const char *ns)
@@ -153,6 +175,7 @@ int main(void)
     s_vm.n_ports = 2;
     s_vm.ports[0].guest = 22;
     s_vm.ports[1].guest = 80;
+    s_vm.disk_mib = 32;
 
     CHECK(eng->prepare_disk(&ctx, &s_vm, err, sizeof err) == 0);
     /* a descriptor the worker holds without close-on-exec, and a variable
@@ -297,6 +320,52 @@ int main(void)
         closedir(fds);
     CHECK(leaked == 0);
 
+    /* What the VM writes to its root lands on its own disk: a file larger
+     * than the disk stops short with ENOSPC, and the worker's <vm>/root
+     * (on the host's file system) does not grow. */
+    char root_dir[4096];
+    snprintf(root_dir, sizeof root_dir, "%s/vms/77/root", state);
+    long long root_before = s_du(root_dir);
+    snprintf(path, sizeof path, "/proc/%d/root/bigfile", (int)s_vm.pid);
+    int big = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(big >= 0);
+    static char chunk[1 << 20];
+    memset(chunk, 'x', sizeof chunk);
+    long long wrote = 0;
+    int werr = 0;
+    for (int i = 0; big >= 0 && i < 48; i++) {
+        ssize_t w = write(big, chunk, sizeof chunk);
+        if (w > 0)
+            wrote += w;
+        if (w != (ssize_t)sizeof chunk) {
+            werr = w < 0 ? errno : ENOSPC;
+            break;
+        }
+    }
+    if (big >= 0 && fsync(big) && !werr)
+        werr = errno;
+    if (big >= 0)
+        close(big);
+    long long root_after = s_du(root_dir);
+    printf("root write: %lld bytes before %s; <vm>/root %lld -> %lld bytes\n", wrote,
+           werr ? strerror(werr) : "no error", root_before, root_after);
+    CHECK(werr == ENOSPC && wrote < 32LL << 20);
+    CHECK(root_before >= 0 && root_after >= 0 && root_after - root_before < 1LL << 20);
+    CHECK(unlink(path) == 0);
+    /* a file of its root is kept with its disk across stop/start */
+    snprintf(path, sizeof path, "/proc/%d/root/keep", (int)s_vm.pid);
+    FILE *kf = fopen(path, "w");
+    CHECK(kf != NULL);
+    if (kf) {
+        fputs("kept\n", kf);
+        fclose(kf);
+    }
+    /* the layer's directory on the disk is out of the VM's reach */
+    struct stat lsb;
+    snprintf(path, sizeof path, "/proc/%d/root/disk/.root", (int)s_vm.pid);
+    CHECK(lstat(path, &lsb) == 0 && S_ISDIR(lsb.st_mode) && lsb.st_uid == 0 &&
+          (lsb.st_mode & 07777) == 0700);
+
     /* Pause: pid 1 shows state T; resume: running again. */
     CHECK(eng->pause(&ctx, &s_vm, err, sizeof err) == 0);
     char st;
@@ -305,6 +374,21 @@ int main(void)
     CHECK(eng->is_alive(&ctx, &s_vm));
     CHECK(eng->resume(&ctx, &s_vm, err, sizeof err) == 0);
     CHECK(proc_stat_read(s_vm.pid, &st, &stime) == 0 && st != 'T');
+
+    /* The VM's root may have left symlinks where pid 1 mounts and writes
+     * (its /etc, /dev, /tmp live in its upper layer): the next start
+     * replaces them, never following them into the host's tree. */
+    char up[4096], host_dir[2048];
+    snprintf(host_dir, sizeof host_dir, "%s/host-dir", state);
+    CHECK(mkdir(host_dir, 0755) == 0);
+    static const char *const traps[] = {"etc", "tmp", "dev", "disk"};
+    for (size_t i = 0; i < sizeof traps / sizeof *traps; i++) {
+        snprintf(up, sizeof up, "/proc/%d/root/disk/.root/upper/%s", (int)s_vm.pid, traps[i]);
+        char cmd[8400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", up);
+        CHECK(system(cmd) == 0);
+        CHECK(symlink(host_dir, up) == 0);
+    }
 
     /* Stop: gone, disk kept, pidfile removed. */
     pid_t old = s_vm.pid;
@@ -321,20 +405,7 @@ int main(void)
     CHECK(access(path, F_OK) != 0); /* never on the host's own file system */
     CHECK(!eng->is_alive(&ctx, &s_vm));
 
-    /* The VM's root may have left symlinks where pid 1 mounts and writes
-     * (its /etc, /dev, /tmp live in its upper layer): the next start
-     * replaces them, never following them into the host's tree. */
-    char up[4096], host_dir[2048];
-    snprintf(host_dir, sizeof host_dir, "%s/host-dir", state);
-    CHECK(mkdir(host_dir, 0755) == 0);
-    static const char *const traps[] = {"etc", "tmp", "dev", "disk"};
-    for (size_t i = 0; i < sizeof traps / sizeof *traps; i++) {
-        snprintf(up, sizeof up, "%s/vms/77/root/upper/%s", state, traps[i]);
-        char cmd[8400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", up);
-        CHECK(system(cmd) == 0);
-        CHECK(symlink(host_dir, up) == 0);
-    }
+    CHECK(s_du(root_dir) - root_before < 1LL << 20);
 
     /* Start again from the kept disk, then adopt as after a restart. */
     CHECK(eng->start(&ctx, &s_vm, err, sizeof err) == 0);
@@ -346,6 +417,15 @@ int main(void)
     CHECK(access(path, F_OK) == 0);
     snprintf(path, sizeof path, "/proc/%d/root/disk/ticks", (int)s_vm.pid);
     CHECK(s_file_has(path, "1", 3000));
+    snprintf(path, sizeof path, "/proc/%d/root/keep", (int)s_vm.pid);
+    CHECK(s_file_has(path, "kept\n", 0));
+    /* the VM moves the layer's directory away and leaves a symlink to the
+     * host in its place: the next start makes a new one on the disk (the
+     * root starts again from the image), never following the symlink */
+    char moved[4096];
+    snprintf(path, sizeof path, "/proc/%d/root/disk/.root", (int)s_vm.pid);
+    snprintf(moved, sizeof moved, "/proc/%d/root/disk/moved-root", (int)s_vm.pid);
+    CHECK(rename(path, moved) == 0 && symlink(host_dir, path) == 0);
     vm_t copy = s_vm;
     CHECK(eng->adopt(&ctx, &copy) == 0 && copy.pid == s_vm.pid);
     vm_t wrong = s_vm;
@@ -355,6 +435,14 @@ int main(void)
     CHECK(eng->adopt(&ctx, &wrong) == -1);
     CHECK(!proc_alive(s_vm.pid, s_vm.start_time));
     CHECK(eng->start(&ctx, &s_vm, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/upper", host_dir);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/disk/.root", (int)s_vm.pid);
+    CHECK(lstat(path, &lsb) == 0 && S_ISDIR(lsb.st_mode) && lsb.st_uid == 0);
+    snprintf(path, sizeof path, "/proc/%d/root/keep", (int)s_vm.pid);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "/proc/%d/root/etc/passwd", (int)s_vm.pid);
+    CHECK(access(path, F_OK) == 0);
 
     /* A missing image fails cleanly. */
     vm_t bad = s_vm;

@@ -5,9 +5,10 @@
  * namespace, with its own mount, UTS (hostname vm-<id>), network (backend
  * `none`: only lo, brought up), IPC and user namespaces, in a root of its
  * own: the image's tree under an overlayfs whose upper layer is
- * <state>/vms/<id>/root/upper (docs/SECURITY.md "VM confinement"), its
- * working directory /disk, the VM's disk (kept across stop/start), its
- * output appended to <state>/vms/<id>/console.log.
+ * .root/upper on the VM's own disk (docs/SECURITY.md "VM confinement"), so
+ * what it writes to its root counts against its disk size, its working
+ * directory /disk, the VM's disk (kept across stop/start), its output
+ * appended to <state>/vms/<id>/console.log.
  *
  * Spawn, so the VM outlives the worker:
  *   worker --fork--> intermediate: setsid, unshare(UTS|NET|PID|IPC)
@@ -262,9 +263,11 @@ typedef struct {
     uid_t uid;
     gid_t gid;
     int delay_ms; /* TTFLEET_SPAWN_DELAY_MS: tests hold the pidfile window open */
-    /* the VM's root: overlayfs of the image tree under <vm>/root/upper */
+    /* the VM's root: overlayfs of the image tree under an upper layer on
+     * the VM's disk, <disk>/.root/upper (work: <disk>/.root/work) */
     char merged[4096];
-    char ovl_opts[3 * 4096 + 64];
+    char layer[4200], upper[4300], work[4300];
+    char ovl_opts[3 * 4300 + 64];
     /* host system directories bound read-only (or symlinked) into it */
     int n_sys;
     struct {
@@ -386,6 +389,41 @@ static int s_own_dir(const char *name)
     return 0;
 }
 
+/* In pid 1, before the overlay: path a directory of the given owner and
+ * mode, whatever the VM left there (a file, a symlink) removed first. No
+ * process of the VM runs while pid 1 does this (the disk is mounted only
+ * in pid 1's new mount namespace), so what lstat saw stays. 0, or -1 with
+ * errno. */
+static int s_layer_dir(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+    struct stat sb;
+    if (lstat(path, &sb) == 0 && !S_ISDIR(sb.st_mode) && unlink(path))
+        return -1;
+    if (mkdir(path, mode) && errno != EEXIST)
+        return -1;
+    if (lstat(path, &sb) || !S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    if ((sb.st_uid != uid || sb.st_gid != gid) && lchown(path, uid, gid))
+        return -1;
+    return (sb.st_mode & 07777) != mode ? chmod(path, mode) : 0;
+}
+
+/* The overlay's upper and work directories on the VM's mounted disk:
+ * .root is the host's root's, 0700, so the VM (whose ids are others)
+ * cannot enter it, only rename it away from /disk (then the next start
+ * makes an empty one: its root starts again from the image); upper, the
+ * merged tree's root directory, is the VM root's. */
+static int s_root_layer(const s_spawn_t *sp)
+{
+    if (s_layer_dir(sp->layer, 0700, 0, 0) ||
+        s_layer_dir(sp->upper, 0755, sp->root_uid, sp->root_gid) ||
+        s_layer_dir(sp->work, 0700, 0, 0))
+        return -1;
+    return 0;
+}
+
 /* In pid 1, the working directory the VM's merged root: the host system
  * directories, /etc, /dev, /tmp and the disk's mount point. Only syscalls;
  * no path it follows is one the VM could have made a symlink. */
@@ -473,7 +511,8 @@ static void s_vm_init(const s_spawn_t *sp, int wfd, int go_fd, int up_fd, int ac
     if (stat(sp->disk, &sb) || (sb.st_uid == 0 && chown(sp->disk, sp->root_uid, sp->root_gid)))
         goto fail;
     step = 13;
-    if (mount("overlay", sp->merged, "overlay", MS_NOSUID | MS_NODEV, sp->ovl_opts))
+    if (s_root_layer(sp) ||
+        mount("overlay", sp->merged, "overlay", MS_NOSUID | MS_NODEV, sp->ovl_opts))
         goto fail;
     step = 14;
     if (chdir(sp->merged) || s_populate_root(sp))
@@ -683,32 +722,30 @@ out:
     return rc;
 }
 
-/* The VM's root, <vm>/root: lower = the image's directory (a directory
- * image) or <vm>/root/image holding a copy of a file image as `run`;
- * upper and work of the overlay; mnt where pid 1 mounts it. The program
- * is /run inside. */
+/* The VM's root: lower = the image's directory (a directory image) or
+ * <vm>/root/image holding a copy of a file image as `run`; upper and work
+ * of the overlay in .root of the VM's disk (pid 1 makes them once it has
+ * mounted the disk); <vm>/root/mnt where pid 1 mounts the overlay. The
+ * program is /run inside. */
 static int s_build_root(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, char *err,
                         size_t errlen)
 {
-    char root[4096], image[4096], upper[4200], work[4200], lower[4200];
+    char root[4096], image[4096], disk[4096], lower[4200];
     if (engine_vm_path(ctx, vm->vm_id, "root", root, sizeof root) ||
+        engine_vm_path(ctx, vm->vm_id, "disk", disk, sizeof disk) ||
         snprintf(image, sizeof image, "%s/%s", ctx->images_dir, vm->image) >= (int)sizeof image) {
         snprintf(err, errlen, "state path too long");
         return -1;
     }
-    if (snprintf(upper, sizeof upper, "%s/upper", root) >= (int)sizeof upper ||
-        snprintf(work, sizeof work, "%s/work", root) >= (int)sizeof work ||
+    if (snprintf(sp->layer, sizeof sp->layer, "%s/.root", disk) >= (int)sizeof sp->layer ||
+        snprintf(sp->upper, sizeof sp->upper, "%s/upper", sp->layer) >= (int)sizeof sp->upper ||
+        snprintf(sp->work, sizeof sp->work, "%s/work", sp->layer) >= (int)sizeof sp->work ||
         snprintf(sp->merged, sizeof sp->merged, "%s/mnt", root) >= (int)sizeof sp->merged) {
         snprintf(err, errlen, "state path too long");
         return -1;
     }
-    if (s_mkdir(root) || s_mkdir(upper) || s_mkdir(work) || s_mkdir(sp->merged)) {
+    if (s_mkdir(root) || s_mkdir(sp->merged)) {
         snprintf(err, errlen, "create %s: %s", root, strerror(errno));
-        return -1;
-    }
-    /* the root directory of the merged tree takes upper's owner and mode */
-    if (chown(upper, sp->root_uid, sp->root_gid) || chmod(upper, 0755)) {
-        snprintf(err, errlen, "chown %s: %s", upper, strerror(errno));
         return -1;
     }
     struct stat sb;
@@ -723,12 +760,12 @@ static int s_build_root(const engine_ctx_t *ctx, const vm_t *vm, s_spawn_t *sp, 
             return -1;
     }
     /* overlayfs options separate with ',' and ':': such a path cannot be said */
-    if (strpbrk(lower, ",:\\") || strpbrk(upper, ",:\\") || strpbrk(work, ",:\\")) {
+    if (strpbrk(lower, ",:\\") || strpbrk(sp->upper, ",:\\") || strpbrk(sp->work, ",:\\")) {
         snprintf(err, errlen, "the image or state path has ',', ':' or '\\': %s", lower);
         return -1;
     }
     if (snprintf(sp->ovl_opts, sizeof sp->ovl_opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower,
-                 upper, work) >= (int)sizeof sp->ovl_opts) {
+                 sp->upper, sp->work) >= (int)sizeof sp->ovl_opts) {
         snprintf(err, errlen, "state path too long");
         return -1;
     }
