@@ -82,6 +82,11 @@ typedef struct admq_entry_t {
     admq_res_t res;
     uint8_t *request; /* the packed EnvCreate (owned) */
     size_t request_len;
+    /* in memory only: how often a worker refused it after admission, and
+     * the monotonic ms before which admission does not try it again (the
+     * caller's back-off; 0 = now) */
+    int refusals;
+    int64_t retry_at_ms;
     /* private: links, and the position cached for generation pos_gen */
     struct admq_entry_t *prev, *next;
     int pos;

@@ -21,9 +21,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A queued create a worker refused after admission waits 250 ms, then
+ * twice as long after each further refusal, at most 30 s, before it is
+ * tried again: a worker that keeps refusing what the broker thinks fits
+ * costs a round trip and an event now and then, not every admission. */
+#define S_RETRY_FIRST_MS 250
+#define S_RETRY_MAX_MS 30000
+
+static void s_back_off(admq_entry_t *e)
+{
+    int shift = e->refusals < 8 ? e->refusals : 8;
+    int64_t delay = (int64_t)S_RETRY_FIRST_MS << shift;
+    e->refusals++;
+    e->retry_at_ms = tt_mono_ms() + (delay < S_RETRY_MAX_MS ? delay : S_RETRY_MAX_MS);
+}
+
 static admq_fit_t s_fit(const admq_entry_t *e, void *arg)
 {
     broker_t *self = arg;
+    if (e->retry_at_ms && tt_mono_ms() < e->retry_at_ms)
+        return ADMQ_NOFIT; /* backing off: it keeps its reservation */
     char msg[512];
     Ttfleet__EnvCreate *cr = ttfleet__env_create__unpack(NULL, e->request_len, e->request);
     audit_ctx_t actx = {"env.create", e->env, "system", ""};
@@ -106,9 +123,13 @@ int admission_requeue(broker_t *self, admq_entry_t *entry, const char *why)
         /* refused before admission took it out: it is still in its place */
         position = admq_position(self->admq, tenant, env);
         admq_entry_free(&entry);
-    } else if (admq_restore(self->admq, entry, &position, err, sizeof err)) {
-        zsys_warning("admission: cannot put %s/%s back in the queue: %s", tenant, env, err);
-        return -1;
+        s_back_off((admq_entry_t *)cur);
+    } else {
+        s_back_off(entry);
+        if (admq_restore(self->admq, entry, &position, err, sizeof err)) {
+            zsys_warning("admission: cannot put %s/%s back in the queue: %s", tenant, env, err);
+            return -1;
+        }
     }
     char text[900];
     snprintf(text, sizeof text, "back in the queue at position %d: %s", position, why);

@@ -1546,6 +1546,14 @@ static void s_test_queued_refused_requeued(void)
     CHECK(r && r->status == 0 && r->env && strcmp(r->env->state, "queued") == 0);
     s_status(r);
     s_drain();
+    /* it backs off: an admission right after the refusal sends nothing */
+    CHECK(qe && qe->refusals == 1 && qe->retry_at_ms > tt_mono_ms());
+    admission_run(g_b, tt_now());
+    broker_end_batch(g_b);
+    CHECK(s_answer_commands(TTFLEET__STATUS__NO_CAPACITY) == 0);
+    broker_end_batch(g_b);
+    CHECK(admq_position(g_b->admq, "tq", "waiting") == 1);
+    s_drain();
 
     /* it survives a restart in that place */
     broker_end_batch(g_b);
