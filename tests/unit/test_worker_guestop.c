@@ -521,7 +521,7 @@ static void s_agent_status(s_agent_t *a, int fd, json_int_t pid)
     int *fds[2] = {&pr->out, &pr->err};
     for (int k = 0; k < 2; k++) {
         char b[256];
-        ssize_t r;
+        ssize_t r = -1;
         while (*fds[k] >= 0 && (r = read(*fds[k], b, sizeof b)) != 0) {
             if (r < 0)
                 break; /* EAGAIN: still open */
