@@ -302,8 +302,8 @@ int print_env(FILE *out, const Ttfleet__EnvInfo *env, bool json)
                      (unsigned long long)(vm->pull_done * 100 / vm->pull_total));
         else
             snprintf(state, sizeof state, "%s", tt_vm_state_name(vm->state));
-        s_table_row(&t, id, vm->host, vm->image, vm->engine, vm->ip, vm->mac, cpu, mem, disk,
-                    state, map, vm->ready ? "yes" : "no");
+        s_table_row(&t, id, vm->host, vm->image, vm->engine, vm->ip, vm->mac, cpu, mem, disk, state,
+                    map, vm->ready ? "yes" : "no");
     }
     s_table_print(out, &t);
     return 0;
@@ -389,7 +389,8 @@ int print_host(FILE *out, const Ttfleet__HostInfo *h, bool json)
         fprintf(out, "%-9s %s: %s\n", i ? "" : "can", h->engine_caps[i]->engine, caps);
     }
     fprintf(out, "accel     %s\n", h->accel && *h->accel ? h->accel : "-");
-    fprintf(out, "public    %s\n", h->public_address && *h->public_address ? h->public_address : "-");
+    fprintf(out, "public    %s\n",
+            h->public_address && *h->public_address ? h->public_address : "-");
     fprintf(out, "images    %s\n", images);
     fprintf(out, "cpu       %u / %u\n", h->cpu_used, h->cpu_total);
     fprintf(out, "mem       %llu / %llu MiB\n", (unsigned long long)h->mem_used,
@@ -476,17 +477,20 @@ int print_status(FILE *out, const Ttfleet__PoolStatus *p, const print_member_t *
     if (json) {
         json_t *o = json_object();
         char started[32];
-        if (o && p)
-            json_object_update(
-                o, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
-                             "hosts_total", (json_int_t)p->hosts_total, "hosts_online",
-                             (json_int_t)p->hosts_online, "envs", (json_int_t)p->envs, "vms",
-                             (json_int_t)p->vms, "cpu_total", (json_int_t)p->cpu_total, "cpu_used",
-                             (json_int_t)p->cpu_used, "mem_total", (json_int_t)p->mem_total,
-                             "mem_used", (json_int_t)p->mem_used, "disk_total",
-                             (json_int_t)p->disk_total, "disk_used", (json_int_t)p->disk_used,
-                             "started_at", (json_int_t)p->started_at, "started",
-                             s_iso(p->started_at, started, sizeof started)));
+        json_t *totals =
+            p ? json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+                          "hosts_total", (json_int_t)p->hosts_total, "hosts_online",
+                          (json_int_t)p->hosts_online, "envs", (json_int_t)p->envs, "vms",
+                          (json_int_t)p->vms, "cpu_total", (json_int_t)p->cpu_total, "cpu_used",
+                          (json_int_t)p->cpu_used, "mem_total", (json_int_t)p->mem_total,
+                          "mem_used", (json_int_t)p->mem_used, "disk_total",
+                          (json_int_t)p->disk_total, "disk_used", (json_int_t)p->disk_used,
+                          "started_at", (json_int_t)p->started_at, "started",
+                          s_iso(p->started_at, started, sizeof started))
+              : NULL;
+        if (o && totals)
+            json_object_update(o, totals); /* copies: totals is still ours */
+        json_decref(totals);
         json_t *arr = n ? json_array() : NULL;
         for (int i = 0; arr && i < n; i++) {
             const Ttfleet__ClusterStatus *v = m[i].view;
@@ -691,18 +695,17 @@ int print_quota_list(FILE *out, const Ttfleet__QuotaInfoList *list, bool json)
         for (size_t i = 0; i < list->n_quotas; i++) {
             const Ttfleet__QuotaInfo *q = list->quotas[i];
             const Ttfleet__QuotaUsage *u = q->used;
-            json_t *used = u ? json_pack("{s:I, s:I, s:I, s:I, s:I}", "envs", (json_int_t)u->envs,
-                                         "vms", (json_int_t)u->vms, "cpu", (json_int_t)u->cpu,
-                                         "mem", (json_int_t)u->mem_mib, "disk",
-                                         (json_int_t)u->disk_mib)
-                             : json_null();
+            json_t *used =
+                u ? json_pack("{s:I, s:I, s:I, s:I, s:I}", "envs", (json_int_t)u->envs, "vms",
+                              (json_int_t)u->vms, "cpu", (json_int_t)u->cpu, "mem",
+                              (json_int_t)u->mem_mib, "disk", (json_int_t)u->disk_mib)
+                  : json_null();
             json_array_append_new(
-                arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "tenant",
-                               q->tenant, "envs", (json_int_t)q->envs, "vms", (json_int_t)q->vms,
-                               "cpu", (json_int_t)q->cpu, "mem", (json_int_t)q->mem_mib, "disk",
-                               (json_int_t)q->disk_mib, "max_lifetime",
-                               (json_int_t)q->max_lifetime, "max_priority",
-                               (json_int_t)q->max_priority, "used", used));
+                arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "tenant", q->tenant,
+                               "envs", (json_int_t)q->envs, "vms", (json_int_t)q->vms, "cpu",
+                               (json_int_t)q->cpu, "mem", (json_int_t)q->mem_mib, "disk",
+                               (json_int_t)q->disk_mib, "max_lifetime", (json_int_t)q->max_lifetime,
+                               "max_priority", (json_int_t)q->max_priority, "used", used));
         }
         return s_json_print(out, json_pack("{s:o}", "quotas", arr));
     }
@@ -741,14 +744,13 @@ int print_queue(FILE *out, const Ttfleet__QueueEntryList *list, bool json)
                 arr, json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
                                "position", (json_int_t)e->position, "tenant", e->tenant, "env",
                                e->env, "request_id", e->request_id, "priority",
-                               (json_int_t)e->priority, "enqueued_at",
-                               (json_int_t)e->enqueued_at, "deadline", (json_int_t)e->deadline,
-                               "cpu", (json_int_t)e->cpu, "mem", (json_int_t)e->mem_mib, "disk",
-                               (json_int_t)e->disk_mib, "vms", (json_int_t)e->vms,
-                               "blocked_head", e->blocked_head));
+                               (json_int_t)e->priority, "enqueued_at", (json_int_t)e->enqueued_at,
+                               "deadline", (json_int_t)e->deadline, "cpu", (json_int_t)e->cpu,
+                               "mem", (json_int_t)e->mem_mib, "disk", (json_int_t)e->disk_mib,
+                               "vms", (json_int_t)e->vms, "blocked_head", e->blocked_head));
         }
-        return s_json_print(out, json_pack("{s:o, s:I}", "entries", arr, "total",
-                                           (json_int_t)list->total));
+        return s_json_print(
+            out, json_pack("{s:o, s:I}", "entries", arr, "total", (json_int_t)list->total));
     }
     if (list->n_entries == 0) {
         fprintf(out, "queue empty (%u queued in all)\n", list->total);
@@ -782,10 +784,10 @@ int print_audit(FILE *out, const Ttfleet__AuditRecordList *list, bool json)
             const Ttfleet__AuditRecord *r = list->records[i];
             json_array_append_new(
                 arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
-                               (json_int_t)r->id, "time", (json_int_t)r->time, "tenant",
-                               r->tenant, "role", r->role, "key", r->key, "op", r->op, "target",
-                               r->target, "request_id", r->request_id, "status",
-                               tt_status_name(r->status), "message", r->message));
+                               (json_int_t)r->id, "time", (json_int_t)r->time, "tenant", r->tenant,
+                               "role", r->role, "key", r->key, "op", r->op, "target", r->target,
+                               "request_id", r->request_id, "status", tt_status_name(r->status),
+                               "message", r->message));
         }
         return s_json_print(out, json_pack("{s:o}", "audit", arr));
     }
@@ -946,12 +948,11 @@ int print_exec_json(FILE *out, uint32_t vm_id, const char *status, const char *m
                     const char *host, int exit_code, int signal, const uint8_t *o, size_t olen,
                     bool otrunc, const uint8_t *e, size_t elen, bool etrunc)
 {
-    json_t *obj = json_pack("{s:I,s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "vm_id",
-                            (json_int_t)vm_id, "status", status, "message",
-                            message ? message : "", "host", host ? host : "", "exit_code",
-                            exit_code, "signal", signal, "stdout_size", (json_int_t)olen,
-                            "stdout_truncated", otrunc, "stderr_size", (json_int_t)elen,
-                            "stderr_truncated", etrunc);
+    json_t *obj =
+        json_pack("{s:I,s:s,s:s,s:s,s:i,s:i,s:I,s:b,s:I,s:b}", "vm_id", (json_int_t)vm_id, "status",
+                  status, "message", message ? message : "", "host", host ? host : "", "exit_code",
+                  exit_code, "signal", signal, "stdout_size", (json_int_t)olen, "stdout_truncated",
+                  otrunc, "stderr_size", (json_int_t)elen, "stderr_truncated", etrunc);
     if (obj) {
         s_json_bytes(obj, "stdout", o, olen);
         s_json_bytes(obj, "stderr", e, elen);
@@ -967,7 +968,7 @@ int print_copy_json(FILE *out, const char *direction, const char *guest_path, co
     char hex[65];
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", sha[i]);
-    return s_json_print(out, json_pack("{s:b,s:s,s:s,s:s,s:I,s:s}", "ok", 1, "direction",
-                                       direction, "path", guest_path, "local", local, "bytes",
+    return s_json_print(out, json_pack("{s:b,s:s,s:s,s:s,s:I,s:s}", "ok", 1, "direction", direction,
+                                       "path", guest_path, "local", local, "bytes",
                                        (json_int_t)bytes, "sha256", hex));
 }
