@@ -176,10 +176,10 @@ const char *const broker_migrations[] = {
     /* 10: a request record keeps the SHA-1 of the request it answers
      * (without its id and tenant), so after a restart or a failover the
      * same id with another request is still refused, not replayed */
-    "ALTER TABLE requests ADD COLUMN fp BLOB;"
     /* ... and an env its EnvCreate.boot (auto, snapshot, cold; '' = auto),
      * which every VmSpec of the env carries, also after a restart */
-    "ALTER TABLE envs ADD COLUMN boot TEXT NOT NULL DEFAULT '';",
+    ("ALTER TABLE requests ADD COLUMN fp BLOB;"
+     "ALTER TABLE envs ADD COLUMN boot TEXT NOT NULL DEFAULT '';"),
 };
 const int broker_migrations_n =
     (int)(sizeof broker_migrations / sizeof *broker_migrations);
