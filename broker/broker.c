@@ -36,6 +36,7 @@
 #include "auth.h"
 #include "blobgc.h"
 #include "broker_schema.h"
+#include "cluster_ops.h"
 #include "dispatch.h"
 #include "evstream.h"
 #include "ha.h"
@@ -145,9 +146,10 @@ static void s_client_error_body(broker_t *self, zmsg_t *envelope, const char *se
  * at the leader. */
 static void s_not_leader(broker_t *self, zmsg_t *envelope, const char *service, zframe_t *body)
 {
+    ha_member_t lm;
     const ha_member_t *m =
-        self->ha_leader ? ha_config_member(&self->cfg.ha, self->ha_leader) : NULL;
-    char msg[400];
+        self->ha_leader && cluster_member_find(self, self->ha_leader, &lm) ? &lm : NULL;
+    char msg[640];
     if (m)
         snprintf(msg, sizeof msg, "not the leader: broker %u leads the cluster, at %s", m->id,
                  m->clients);
@@ -721,6 +723,7 @@ void broker_destroy(broker_t **self_p)
         else
             outq_drop(self);
     }
+    cluster_ops_drop(self);
     ha_destroy(&self->ha);
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
@@ -973,8 +976,9 @@ static void s_ha_refuse_worker(broker_t *self, zmsg_t *msg)
     zframe_t *routing = zmsg_first(msg);
     if (!routing)
         return;
+    ha_member_t lm;
     const ha_member_t *m =
-        self->ha_leader ? ha_config_member(&self->cfg.ha, self->ha_leader) : NULL;
+        self->ha_leader && cluster_member_find(self, self->ha_leader, &lm) ? &lm : NULL;
     if (self->cfg.verbose)
         zsys_info("ha: a worker is refused: not the leader (the leader's workers endpoint: %s)",
                   m ? m->workers : "none elected");
@@ -1014,8 +1018,13 @@ static int s_ha_events(broker_t *self)
                       zhashx_size(self->hosts));
             break;
         }
+        case HA_EV_MEMBER:
+            if (self->ha_serving)
+                cluster_ops_done(self, &ev);
+            break;
         case HA_EV_FOLLOWER:
             self->ha_leader = ev.leader_id;
+            cluster_ops_drop(self);
             if (self->ha_serving) {
                 /* nothing of ours is in flight (else HA_EV_FATAL): the file
                  * holds what the cluster applied; the new leader serves */

@@ -84,6 +84,10 @@ static void s_usage(FILE *out)
             "                           tenth of it)\n"
             "  --raft-snapshot-every N  snapshot broker.db every N entries, 4..10000000 (default\n"
             "                           1024; N/4 entries are kept behind it)\n"
+            "  --raft-join              a new member: start with an empty --raft-dir and no\n"
+            "                           configuration, and wait for the leader's `ttctl\n"
+            "                           cluster add` (the --raft-* lists may name only this\n"
+            "                           member; an even count is allowed)\n"
             "  --verbose                log every error reply and dropped message\n"
             "  --config FILE            read these options from FILE (zconfig: `key = value`\n"
             "                           lines, top level or in a `broker` section; a key is a\n"
@@ -133,7 +137,7 @@ enum {
     O_LIVE, O_WTO, O_TTL, O_GRACE, O_REAP, O_CPU, O_MEM, O_DISK, O_SPREAD, O_VERBOSE, O_HELP,
     O_CURVE, O_CKEYS, O_WKEYS, O_INSECURE, O_ADMINKEY, O_IMPORT, O_CONFIG, O_RATE, O_BURST,
     O_BLOBS, O_MAXIMG, O_EVPRIV, O_AUDITDAYS, O_MAXTIMG, O_GCGRACE, O_BLOBRES, O_RAFTID,
-    O_RAFTPEERS, O_RAFTCLIENTS, O_RAFTWORKERS, O_RAFTDIR, O_RAFTELECT, O_RAFTSNAP
+    O_RAFTPEERS, O_RAFTCLIENTS, O_RAFTWORKERS, O_RAFTDIR, O_RAFTELECT, O_RAFTSNAP, O_RAFTJOIN
 };
 static const struct option s_opts[] = {
     {"state", 1, 0, O_STATE},           {"clients", 1, 0, O_CLIENTS},
@@ -157,7 +161,7 @@ static const struct option s_opts[] = {
     {"raft-id", 1, 0, O_RAFTID},        {"raft-peers", 1, 0, O_RAFTPEERS},
     {"raft-clients", 1, 0, O_RAFTCLIENTS}, {"raft-workers", 1, 0, O_RAFTWORKERS},
     {"raft-dir", 1, 0, O_RAFTDIR},      {"raft-election-ms", 1, 0, O_RAFTELECT},
-    {"raft-snapshot-every", 1, 0, O_RAFTSNAP},
+    {"raft-snapshot-every", 1, 0, O_RAFTSNAP}, {"raft-join", 0, 0, O_RAFTJOIN},
     {0, 0, 0, 0}};
 
 static int s_bool(const char *flag, const char *v, bool *out)
@@ -324,6 +328,9 @@ static int s_apply(broker_config_t *cfg, int c, const char *flag, const char *va
         bad = s_int(flag, val, 100, 60000, &v);
         cfg->ha.election_ms = (unsigned)v;
         cfg->ha.heartbeat_ms = (unsigned)v / 10;
+        break;
+    case O_RAFTJOIN:
+        bad = s_bool(flag, val, &cfg->ha.join);
         break;
     case O_RAFTSNAP:
         bad = s_int(flag, val, 4, 10000000, &v);

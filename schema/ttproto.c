@@ -487,6 +487,16 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
     case TTFLEET__REQUEST__OP_BROKER_STATS:
     case TTFLEET__REQUEST__OP_CLUSTER_STATUS:
         return 0;
+    case TTFLEET__REQUEST__OP_CLUSTER_ADD: {
+        /* the broker checks the values (cluster_ops.c); here only sizes */
+        const Ttfleet__ClusterAdd *ca = req->cluster_add;
+        if ((ca->raft && strlen(ca->raft) > 127) || (ca->clients && strlen(ca->clients) > 255) ||
+            (ca->workers && strlen(ca->workers) > 255))
+            FAIL("cluster add: the Raft address is at most 127 characters, each endpoint 255");
+        return 0;
+    }
+    case TTFLEET__REQUEST__OP_CLUSTER_REMOVE:
+        return 0;
     case TTFLEET__REQUEST__OP_EVENT_HISTORY: {
         const Ttfleet__EventQuery *q = req->event_history;
         if (q->env && *q->env && !tt_name_valid(q->env))

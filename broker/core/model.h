@@ -369,6 +369,7 @@ struct broker_t {
     unsigned ha_leader;        /* the leader's member id as last heard, 0 = none */
     uint64_t ha_term;          /* the Raft term this broker leads in */
     bool ha_broken;            /* a batch could not be shipped: the loop stops */
+    struct cluster_pending_t *cluster_pending; /* cluster_ops.c: the change in flight */
 };
 
 /* ---- model.c ---- */

@@ -180,6 +180,15 @@ const char *const broker_migrations[] = {
      * which every VmSpec of the env carries, also after a restart */
     ("ALTER TABLE requests ADD COLUMN fp BLOB;"
      "ALTER TABLE envs ADD COLUMN boot TEXT NOT NULL DEFAULT '';"),
+    /* 11: broker HA: the endpoints of every member of the Raft cluster, as
+     * cluster_add wrote them (replicated like every row), so members that
+     * were not in a broker's --raft-* lists are named in NOT_LEADER and
+     * cluster_status; the Raft configuration itself lives in the Raft log */
+    "CREATE TABLE cluster_members ("
+    "  id INTEGER PRIMARY KEY CHECK (id BETWEEN 1 AND 65535),"
+    "  raft TEXT NOT NULL,"
+    "  clients TEXT NOT NULL,"
+    "  workers TEXT NOT NULL);",
 };
 const int broker_migrations_n =
     (int)(sizeof broker_migrations / sizeof *broker_migrations);

@@ -6,6 +6,7 @@
 #include "adm_ops.h"
 #include "admission.h"
 #include "stats_ops.h"
+#include "cluster_ops.h"
 #include "env_ops.h"
 #include "guest_ops.h"
 #include "host_ops.h"

@@ -71,6 +71,20 @@ struct ha_t {
     bool fatal;
     ha_stats_t st; /* under mu: what ha_stats returns */
     unsigned last_leader;
+    /* the Raft thread: when the leader last saw each member's recent_recv
+     * set (C-Raft clears it every election timeout) */
+    struct {
+        unsigned id;
+        int64_t ms;
+    } seen[HA_MAX_MEMBERS];
+    /* a membership change asked for (under mu) and the one C-Raft runs
+     * (the Raft thread) */
+    struct {
+        bool want, add;
+        uint64_t token;
+        unsigned id;
+        char raft[128];
+    } chg_in;
     /* the broker thread */
     sqlite3_session *session;
     sqlite3 *session_db;
@@ -88,7 +102,7 @@ const ha_member_t *ha_config_member(const ha_config_t *cfg, unsigned id)
     return NULL;
 }
 
-static bool s_host_port_valid(const char *v)
+bool ha_host_port_valid(const char *v)
 {
     const char *colon = strrchr(v, ':');
     if (!colon || colon == v || strlen(v) >= sizeof((ha_member_t *)0)->raft)
@@ -104,7 +118,7 @@ static bool s_host_port_valid(const char *v)
     return true;
 }
 
-static bool s_endpoint_valid(const char *v)
+bool ha_endpoint_valid(const char *v)
 {
     return strlen(v) < sizeof((ha_member_t *)0)->clients &&
            (strncmp(v, "tcp://", 6) == 0 || strncmp(v, "ipc://", 6) == 0) && strlen(v) > 6 &&
@@ -132,7 +146,7 @@ int ha_config_members(ha_config_t *cfg, const char *spec, char what, char *err, 
             return -1;
         }
         const char *val = eq + 1;
-        if (what == 'r' ? !s_host_port_valid(val) : !s_endpoint_valid(val)) {
+        if (what == 'r' ? !ha_host_port_valid(val) : !ha_endpoint_valid(val)) {
             snprintf(err, errlen, "'%.80s' in the %s list: %s", tok, kind,
                      what == 'r' ? "want HOST:PORT (an address or name, port 1..65535)"
                                  : "want a tcp:// or ipc:// endpoint");
@@ -196,7 +210,7 @@ int ha_config_check(const ha_config_t *cfg, char *err, size_t errlen)
                 return -1;
             }
     }
-    if (cfg->n_members == 2 || cfg->n_members == 4 || cfg->n_members == 6) {
+    if (!cfg->join && (cfg->n_members == 2 || cfg->n_members == 4 || cfg->n_members == 6)) {
         snprintf(err, errlen,
                  "%d members: use an odd number (3 or 5; an even one survives "
                  "no more failures than one member fewer)",
@@ -478,6 +492,37 @@ static void s_apply_cb(struct raft_apply *req, int status, void *result)
     free(req);
 }
 
+/* Whether the leader heard from member id within the last election
+ * timeout: recent_recv now, or seen set within that time (it is cleared at
+ * each election timeout and set again by the member's next answer). */
+static bool s_reachable(ha_t *self, unsigned id, bool recent_recv)
+{
+    int64_t now = zclock_mono();
+    int slot = -1;
+    for (int i = 0; i < HA_MAX_MEMBERS; i++) {
+        if (self->seen[i].id == id) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 && self->seen[i].id == 0)
+            slot = i;
+    }
+    if (slot < 0) { /* a full table of members no longer there: forget the oldest */
+        slot = 0;
+        for (int i = 1; i < HA_MAX_MEMBERS; i++)
+            if (self->seen[i].ms < self->seen[slot].ms)
+                slot = i;
+        self->seen[slot].id = 0;
+    }
+    if (self->seen[slot].id != id) {
+        self->seen[slot].id = id;
+        self->seen[slot].ms = 0;
+    }
+    if (recent_recv)
+        self->seen[slot].ms = now;
+    return self->seen[slot].ms > 0 && now - self->seen[slot].ms <= (int64_t)self->cfg.election_ms;
+}
+
 /* Copy what ha_stats returns from struct raft (the Raft thread). */
 static void s_publish(ha_t *self)
 {
@@ -507,10 +552,15 @@ static void s_publish(ha_t *self)
         snprintf(p->raft, sizeof p->raft, "%s", c->servers[i].address ? c->servers[i].address : "");
         p->voter = c->servers[i].role == RAFT_VOTER;
         p->match_index = 0;
-        if (state == RAFT_LEADER && self->raft.leader_state.progress)
+        p->reachable = c->servers[i].id == self->raft.id;
+        if (state == RAFT_LEADER && self->raft.leader_state.progress) {
             p->match_index = c->servers[i].id == self->raft.id
                                  ? self->raft.last_stored
                                  : self->raft.leader_state.progress[i].match_index;
+            if (c->servers[i].id != self->raft.id)
+                p->reachable = s_reachable(self, (unsigned)c->servers[i].id,
+                                           self->raft.leader_state.progress[i].recent_recv);
+        }
     }
     pthread_mutex_unlock(&self->mu);
 }
@@ -579,6 +629,103 @@ static void s_submit_all(ha_t *self)
     }
 }
 
+/* ---- membership changes (the Raft thread) ---- */
+
+typedef struct {
+    struct raft_change req; /* first: the callbacks get its address */
+    ha_t *self;
+    uint64_t token;
+    unsigned id;
+} s_change_t;
+
+static void s_change_done(ha_t *self, uint64_t token, int rv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_change_done(ha_t *self, uint64_t token, int rv, const char *fmt, ...)
+{
+    ha_event_t ev = {.kind = HA_EV_MEMBER, .seq = token, .rv = rv};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev.msg, sizeof ev.msg, fmt, ap);
+    va_end(ap);
+    s_event(self, &ev);
+}
+
+static void s_remove_cb(struct raft_change *req, int status)
+{
+    s_change_t *ch = (s_change_t *)req;
+    if (status)
+        s_change_done(ch->self, ch->token, status, "removing member %u was not committed: %s",
+                      ch->id, raft_strerror(status));
+    else
+        s_change_done(ch->self, ch->token, 0, "%s", "");
+    free(ch);
+}
+
+static void s_assign_cb(struct raft_change *req, int status)
+{
+    s_change_t *ch = (s_change_t *)req;
+    if (status)
+        s_change_done(ch->self, ch->token, status,
+                      "member %u was added but not made a voter: %s (it stays a spare: remove "
+                      "it, or add it again once it runs with --raft-join)",
+                      ch->id, raft_strerror(status));
+    else
+        s_change_done(ch->self, ch->token, 0, "%s", "");
+    free(ch);
+}
+
+static void s_add_cb(struct raft_change *req, int status)
+{
+    s_change_t *ch = (s_change_t *)req;
+    ha_t *self = ch->self;
+    if (status) {
+        s_change_done(self, ch->token, status, "adding member %u was not committed: %s", ch->id,
+                      raft_strerror(status));
+        free(ch);
+        return;
+    }
+    /* a voter only once its log caught up: C-Raft runs the catch-up rounds */
+    int rv = raft_assign(&self->raft, &ch->req, ch->id, RAFT_VOTER, s_assign_cb);
+    if (rv) {
+        s_change_done(self, ch->token, rv,
+                      "member %u was added as a spare but cannot be made a voter: %s", ch->id,
+                      raft_strerror(rv));
+        free(ch);
+    }
+}
+
+static void s_change_start(ha_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    bool want = self->chg_in.want;
+    bool add = self->chg_in.add;
+    uint64_t token = self->chg_in.token;
+    unsigned id = self->chg_in.id;
+    char raft[128];
+    snprintf(raft, sizeof raft, "%s", self->chg_in.raft);
+    self->chg_in.want = false;
+    pthread_mutex_unlock(&self->mu);
+    if (!want)
+        return;
+    s_change_t *ch = calloc(1, sizeof *ch);
+    if (!ch) {
+        s_change_done(self, token, RAFT_NOMEM, "out of memory");
+        return;
+    }
+    ch->self = self;
+    ch->token = token;
+    ch->id = id;
+    int rv = !self->serving ? RAFT_NOTLEADER
+             : add          ? raft_add(&self->raft, &ch->req, id, raft, s_add_cb)
+                            : raft_remove(&self->raft, &ch->req, id, s_remove_cb);
+    if (rv) {
+        s_change_done(self, token, rv, "%s member %u: %s", add ? "cannot add" : "cannot remove", id,
+                      raft_strerror(rv));
+        free(ch);
+    }
+}
+
 static void s_close_cb(struct raft *r)
 {
     ha_t *self = r->data;
@@ -603,6 +750,7 @@ static void s_async_cb(uv_async_t *h)
         return;
     }
     s_submit_all(self);
+    s_change_start(self);
 }
 
 /* Follow the Raft state: a new leader waits for its barrier (every earlier
@@ -762,7 +910,9 @@ ha_t *ha_new(const ha_config_t *cfg, const char *db_path, char *err, size_t errl
         if ((rv = raft_configuration_add(&conf, cfg->members[i].id, cfg->members[i].raft,
                                          RAFT_VOTER)))
             break;
-    if (!rv)
+    /* a joining member starts with no configuration: the leader's
+     * cluster_add sends it one (with the log or a snapshot) */
+    if (!rv && !cfg->join)
         rv = raft_bootstrap(&self->raft, &conf);
     raft_configuration_close(&conf);
     if (rv && rv != RAFT_CANTBOOTSTRAP) {
@@ -929,6 +1079,19 @@ int ha_ship(ha_t *self, uint64_t seq)
     }
     sqlite3_free(data);
     return rc;
+}
+
+int ha_member_change(ha_t *self, uint64_t token, bool add, unsigned id, const char *raft)
+{
+    pthread_mutex_lock(&self->mu);
+    self->chg_in.want = true;
+    self->chg_in.add = add;
+    self->chg_in.token = token;
+    self->chg_in.id = id;
+    snprintf(self->chg_in.raft, sizeof self->chg_in.raft, "%s", raft ? raft : "");
+    pthread_mutex_unlock(&self->mu);
+    uv_async_send(&self->async);
+    return 0;
 }
 
 uint64_t ha_bound(ha_t *self, uint64_t committed)

@@ -61,6 +61,7 @@ typedef struct {
     unsigned heartbeat_ms;       /* default 100 */
     unsigned snapshot_threshold; /* entries between snapshots (default 1024) */
     unsigned snapshot_trailing;  /* entries kept behind a snapshot (default 256) */
+    bool join;                   /* --raft-join: never bootstrap; wait to be added (cluster_add) */
 } ha_config_t;
 
 /* Parse "1=VALUE,2=VALUE,..." into the members' raft (what = 'r'), clients
@@ -70,6 +71,10 @@ int ha_config_members(ha_config_t *cfg, const char *spec, char what, char *err, 
  * test cluster is allowed too), each with raft, clients and workers set,
  * ids and raft addresses unique, a directory. 0 / -1 with err. */
 int ha_config_check(const ha_config_t *cfg, char *err, size_t errlen);
+/* HOST:PORT with a name or address and a port 1..65535; a tcp:// or ipc://
+ * endpoint without ',' or ' '. */
+bool ha_host_port_valid(const char *v);
+bool ha_endpoint_valid(const char *v);
 /* The member with this id, or NULL. */
 const ha_member_t *ha_config_member(const ha_config_t *cfg, unsigned id);
 
@@ -80,6 +85,8 @@ typedef enum {
     HA_EV_LEADER,      /* this broker leads (term); every earlier entry is applied */
     HA_EV_FOLLOWER,    /* this broker does not lead; leader_id (0 = none known) */
     HA_EV_FATAL,       /* msg: stop the broker (its broker.db cannot be trusted) */
+    HA_EV_MEMBER,      /* seq: the token of ha_member_change; rv 0 = the new
+                          configuration is committed, else msg says why not */
 } ha_ev_kind_t;
 
 typedef struct {
@@ -87,6 +94,7 @@ typedef struct {
     uint64_t seq;
     uint64_t term;
     unsigned leader_id;
+    int rv;
     char msg[256];
 } ha_event_t;
 
@@ -109,6 +117,12 @@ int ha_session_start(ha_t *self, sqlite3 *db);
 void ha_session_stop(ha_t *self);
 void ha_hold(ha_t *self);
 int ha_ship(ha_t *self, uint64_t seq);
+/* Membership change on the leader (one at a time: the caller waits for its
+ * HA_EV_MEMBER). add: raft_add as a spare, then raft_assign to voter, which
+ * C-Raft does once the member's log caught up; remove: raft_remove. raft is
+ * the new member's HOST:PORT (add only). 0 queued / -1 out of memory. */
+int ha_member_change(ha_t *self, uint64_t token, bool add, unsigned id, const char *raft);
+
 /* Highest commit seq <= committed whose entry, and every earlier one, is
  * applied (committed is the caller's count of COMMITs). */
 uint64_t ha_bound(ha_t *self, uint64_t committed);
@@ -125,6 +139,7 @@ typedef struct {
     unsigned id;
     char raft[128];
     bool voter;
+    bool reachable;       /* on the leader: heard from within an election timeout (itself: yes) */
     uint64_t match_index; /* on the leader: the highest entry known replicated there */
 } ha_peer_t;
 typedef struct {

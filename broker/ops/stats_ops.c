@@ -4,6 +4,7 @@
  * ttbench and the gateway's /metrics (docs/GATEWAY.md).
  */
 #include "stats_ops.h"
+#include "cluster_ops.h"
 #include "outq.h"
 #include "reply.h"
 #include "stats.h"
@@ -157,16 +158,16 @@ bool stats_cluster(broker_t *self, stats_cluster_t *out)
     cs->commit_index = st->commit_index;
     cs->applied_index = st->applied_index;
     cs->leader_id = st->leader_id;
-    const ha_member_t *lm = st->leader_id ? ha_config_member(&self->cfg.ha, st->leader_id) : NULL;
-    cs->leader = lm ? (char *)lm->clients : "";
+    cs->leader = "";
+    if (st->leader_id && cluster_member_find(self, st->leader_id, &out->lm))
+        cs->leader = out->lm.clients;
     cs->leader_changes = st->leader_changes;
     for (int i = 0; i < st->n_peers; i++) {
         Ttfleet__ClusterMember *m = &out->m[i];
         ttfleet__cluster_member__init(m);
         m->id = st->peers[i].id;
         m->raft = (char *)st->peers[i].raft;
-        const ha_member_t *cm = ha_config_member(&self->cfg.ha, m->id);
-        m->clients = cm ? (char *)cm->clients : "";
+        m->clients = cluster_member_find(self, m->id, &out->mm[i]) ? out->mm[i].clients : "";
         m->voter = st->peers[i].voter;
         m->match_index = st->peers[i].match_index;
         out->mp[i] = m;

@@ -21,6 +21,7 @@ typedef struct {
     Ttfleet__ClusterMember *mp[HA_MAX_MEMBERS];
     Ttfleet__HistogramBucket b[HA_N_LAT + 1];
     Ttfleet__HistogramBucket *bp[HA_N_LAT + 1];
+    ha_member_t lm, mm[HA_MAX_MEMBERS]; /* the endpoints the strings point into */
 } stats_cluster_t;
 /* Fill out from the Raft thread's last view; false for a lone broker. */
 bool stats_cluster(broker_t *self, stats_cluster_t *out);

@@ -28,7 +28,16 @@ steps share it):
     "no leader", and stays up;
   - a killed member restarts, rebuilds broker.db from the Raft log (it
     removes the old file) and the cluster serves again;
-  - a member wiped clean (state and Raft directory) rejoins from a snapshot.
+  - a member wiped clean (state and Raft directory) rejoins from a snapshot;
+  - membership: cluster_add refuses a duplicate id or Raft address and a bad
+    address, cluster_remove the leader and an unknown id, a follower answers
+    NOT_LEADER; `ttctl cluster add` of a 4th broker started with --raft-join
+    and an empty Raft dir: it catches up from a snapshot (same envs in its
+    broker.db) and names the leader; `ttctl status` lists it; `ttctl cluster
+    remove` of a follower: with it and one more member killed the cluster
+    still serves creates (2 of the 3 voters left; 2 of 4 would be no
+    majority), status no longer lists it, and removing a live member that
+    would leave no reachable majority is refused.
 """
 import os
 import shutil
@@ -112,28 +121,32 @@ class Ha(unittest.TestCase):
         except OSError:
             return ""
 
-    def start_broker(self, m):
-        peers = ",".join("%d=%s" % (x.id, x.raft) for x in self.members)
-        clients = ",".join("%d=%s" % (x.id, x.clients) for x in self.members)
-        workers = ",".join("%d=%s" % (x.id, x.workers) for x in self.members)
+    def start_broker(self, m, join=False):
+        # a joining member is given only itself: it learns the others from
+        # the leader (the Raft configuration and the cluster_members rows)
+        lists = [m] if join else self.members
+        peers = ",".join("%d=%s" % (x.id, x.raft) for x in lists)
+        clients = ",".join("%d=%s" % (x.id, x.clients) for x in lists)
+        workers = ",".join("%d=%s" % (x.id, x.workers) for x in lists)
         m.daemon = Daemon("ttbroker%d" % m.id, [
             binary("ttbroker"), "--state", m.state, "--clients", m.clients,
             "--workers", m.workers, "--events", m.events, "--blobs", "none",
             "--heartbeat-ms", "200", "--raft-id", str(m.id), "--raft-peers", peers,
             "--raft-clients", clients, "--raft-workers", workers, "--raft-dir", m.raft_dir,
-            "--raft-election-ms", str(ELECTION_MS), "--raft-snapshot-every", "4"], m.log)
+            "--raft-election-ms", str(ELECTION_MS), "--raft-snapshot-every", "4"] +
+            (["--raft-join"] if join else []), m.log)
         m.daemon.start()
 
     # ---- a raw 7/MDP client: the request id is ours to repeat ----
 
-    def call(self, ep, op, body, rid, tenant="t1", timeout=1.0):
+    def call(self, ep, op, body, rid, tenant="t1", timeout=1.0, service=b"tt.env"):
         req = self.pb.Request(request_id=rid, tenant=tenant)
         getattr(req, op).CopyFrom(body)
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         try:
             s.connect(ep)
-            s.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+            s.send_multipart([b"", b"MDPC01", service, req.SerializeToString()])
             if not s.poll(int(timeout * 1000)):
                 return None
             frames = s.recv_multipart()
@@ -452,6 +465,107 @@ class Ha(unittest.TestCase):
                  lambda: self.db_envs(other) == final, timeout=20)
         self.assertIn("installed a snapshot", self.read(other.log))
         self.assertTrue(all(x.daemon.running() for x in self.members))
+        self.check_membership(final)
+
+    def ctl(self, eps, *args, timeout=60):
+        import subprocess
+        return subprocess.run([binary("ttctl"), "--broker", eps, "--tenant", "admin"] +
+                              list(args), capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, TTFLEET_CONFIG=os.devnull))
+
+    def check_membership(self, final):
+        pb = self.pb
+        lead = wait_for("a leader", lambda: self.leader(self.members), timeout=20)
+        followers = [m for m in self.members if m is not lead]
+        n = [0]
+
+        def admin(ep, op, body):
+            n[0] += 1
+            return self.call(ep, op, body, "member-%d" % n[0], tenant="admin", timeout=30,
+                             service=b"tt.admin")
+
+        def add_body(mid, raft):
+            return pb.ClusterAdd(id=mid, raft=raft, clients="tcp://127.0.0.1:1",
+                                 workers="tcp://127.0.0.1:2")
+        # refusals, each with its reason
+        r = admin(lead.clients, "cluster_add", add_body(followers[0].id, "127.0.0.1:1"))
+        self.assertEqual(r.status, pb.ALREADY_EXISTS, r)
+        self.assertIn("member %d is already in the cluster" % followers[0].id, r.message)
+        r = admin(lead.clients, "cluster_add", add_body(9, followers[0].raft))
+        self.assertEqual(r.status, pb.ALREADY_EXISTS, r)
+        self.assertIn("is member %d's" % followers[0].id, r.message)
+        for bad in ("127.0.0.1", "127.0.0.1:0", "a b:7000", ""):
+            r = admin(lead.clients, "cluster_add", add_body(9, bad))
+            self.assertEqual(r.status, pb.BAD_REQUEST, (bad, r))
+            self.assertIn("want HOST:PORT", r.message)
+        r = admin(lead.clients, "cluster_add", pb.ClusterAdd(id=9, raft="127.0.0.1:9",
+                                                             clients="nope", workers="tcp://x:1"))
+        self.assertEqual(r.status, pb.BAD_REQUEST, r)
+        self.assertIn("clients endpoint", r.message)
+        r = admin(lead.clients, "cluster_remove", pb.ClusterRemove(id=lead.id))
+        self.assertEqual(r.status, pb.INVALID_STATE, r)
+        self.assertIn("is the leader", r.message)
+        r = admin(lead.clients, "cluster_remove", pb.ClusterRemove(id=42))
+        self.assertEqual(r.status, pb.NOT_FOUND, r)
+        r = admin(followers[0].clients, "cluster_add", add_body(9, "127.0.0.1:9"))
+        self.assertEqual(r.status, pb.NOT_LEADER, r)
+        self.assertEqual(r.leader, lead.clients)
+        r = self.call(lead.clients, "cluster_remove", pb.ClusterRemove(id=followers[0].id),
+                      "member-user", tenant="t1", service=b"tt.admin")
+        self.assertEqual(r.status, pb.FORBIDDEN, r)
+
+        # a 4th broker, empty, joins: it catches up from a snapshot (the
+        # leader's log is compacted every 4 entries) and becomes a voter
+        m4 = Member(4, self.dir)
+        self.members.append(m4)  # tearDown stops it
+        self.start_broker(m4, join=True)
+        t0 = time.monotonic()
+        p = self.ctl(lead.clients, "cluster", "add", "4=%s" % m4.raft, "--clients", m4.clients,
+                     "--workers", m4.workers)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        print("\nha: cluster add of an empty member answered in %.2f s"
+              % (time.monotonic() - t0), file=sys.stderr)
+        wait_for("the new member's broker.db has every env",
+                 lambda: self.db_envs(m4) == final, timeout=20)
+        self.assertIn("installed a snapshot", self.read(m4.log))
+        # it names the leader, though its own lists name only itself
+        r = self.call(m4.clients, "env_list", pb.EnvList(), "m4-1")
+        self.assertEqual(r.status, pb.NOT_LEADER, r)
+        self.assertEqual(r.leader, lead.clients)
+        rc, st, err = self.ctl_status()
+        self.assertEqual(rc, 0, err)
+        roles = {c["id"]: c for c in st["cluster"]}
+        self.assertEqual(sorted(roles), [1, 2, 3, 4])
+        self.assertEqual(roles[4]["role"], "follower")
+        self.assertEqual(roles[4]["endpoint"], m4.clients)
+        # the same add again: the member exists now
+        r = admin(lead.clients, "cluster_add", add_body(4, m4.raft))
+        self.assertEqual(r.status, pb.ALREADY_EXISTS, r)
+
+        # remove a follower, then lose it and one more: the 3 voters left
+        # have 2 alive, a majority (of the 4 before, 2 would not be one)
+        x, y = followers
+        p = self.ctl(lead.clients, "cluster", "remove", str(x.id))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        x.daemon.stop(signal.SIGKILL)
+        y.daemon.stop(signal.SIGKILL)
+        t0 = time.monotonic()
+        m, r = self.create_until_ok([lead, m4], "after-remove", "ha-after-remove", timeout=15)
+        self.assertIs(m, lead)
+        # the removed member is not listed, nor counted
+        rc, st, err = self.ctl_status()
+        self.assertEqual(rc, 0, err)
+        roles = {c["id"]: c["role"] for c in st["cluster"]}
+        self.assertEqual(sorted(roles), sorted([lead.id, y.id, 4]))
+        self.assertEqual(roles[y.id], "unreachable")
+        # removing the live member 4 would leave the leader and dead y: no
+        # majority. The leader counts a member reachable if it heard from it
+        # within an election timeout: wait past two
+        time.sleep(2.5 * ELECTION_MS / 1000.0)
+        r = admin(lead.clients, "cluster_remove", pb.ClusterRemove(id=4))
+        self.assertEqual(r.status, pb.INVALID_STATE, r)
+        self.assertIn("no majority", r.message)
+        m, r = self.create_until_ok([lead], "still-serving", "ha-still-serving", timeout=10)
 
 
 if __name__ == "__main__":

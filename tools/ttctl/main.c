@@ -114,7 +114,7 @@ const ctl_opt_t ctl_global_opts[] = {
 
 const ctl_cmd_t *const ctl_groups[] = {ctl_env_cmds,   ctl_guest_cmds, ctl_host_cmds,
                                        ctl_key_cmds,   ctl_image_cmds, ctl_admission_cmds,
-                                       ctl_watch_cmds, ctl_misc_cmds,  NULL};
+                                       ctl_watch_cmds, ctl_misc_cmds,  ctl_cluster_cmds, NULL};
 
 #define FOR_EACH_CMD(c)                                                                            \
     for (const ctl_cmd_t *const *c##_g = ctl_groups; *c##_g; c##_g++)                              \

@@ -110,7 +110,7 @@ struct ctl_cmd_s {
 
 /* The command tables of the groups, each ending with a row whose verb is NULL. */
 extern const ctl_cmd_t ctl_env_cmds[], ctl_guest_cmds[], ctl_host_cmds[], ctl_key_cmds[],
-    ctl_image_cmds[], ctl_admission_cmds[], ctl_watch_cmds[], ctl_misc_cmds[];
+    ctl_image_cmds[], ctl_admission_cmds[], ctl_watch_cmds[], ctl_misc_cmds[], ctl_cluster_cmds[];
 /* All commands in the order `ttctl --help` lists them. */
 extern const ctl_cmd_t *const ctl_groups[];
 extern const char *ctl_global_help;
