@@ -667,8 +667,8 @@ static void s_assign_cb(struct raft_change *req, int status)
     s_change_t *ch = (s_change_t *)req;
     if (status)
         s_change_done(ch->self, ch->token, status,
-                      "member %u was added but not made a voter: %s (it stays a spare: remove "
-                      "it, or add it again once it runs with --raft-join)",
+                      "member %u was added but not made a voter: %s (it stays a non-voting "
+                      "spare: cluster remove it, start it with --raft-join, add it again)",
                       ch->id, raft_strerror(status));
     else
         s_change_done(ch->self, ch->token, 0, "%s", "");

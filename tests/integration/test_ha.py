@@ -514,6 +514,17 @@ class Ha(unittest.TestCase):
                       "member-user", tenant="t1", service=b"tt.admin")
         self.assertEqual(r.status, pb.FORBIDDEN, r)
 
+        # a member that never answers: C-Raft gives its catch-up up, the add
+        # is answered UNAVAILABLE, and the spare it left can be removed
+        t0 = time.monotonic()
+        r = admin(lead.clients, "cluster_add", add_body(5, "127.0.0.1:%d" % free_port()))
+        self.assertEqual(r.status, pb.UNAVAILABLE, r)
+        self.assertIn("not made a voter", r.message)
+        print("\nha: cluster add of a member that never answers refused in %.2f s"
+              % (time.monotonic() - t0), file=sys.stderr)
+        r = admin(lead.clients, "cluster_remove", pb.ClusterRemove(id=5))
+        self.assertEqual(r.status, pb.OK, r)
+
         # a 4th broker, empty, joins: it catches up from a snapshot (the
         # leader's log is compacted every 4 entries) and becomes a voter
         m4 = Member(4, self.dir)
