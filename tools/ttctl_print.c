@@ -495,12 +495,13 @@ int print_status(FILE *out, const Ttfleet__PoolStatus *p, const print_member_t *
         for (int i = 0; arr && i < n; i++) {
             const Ttfleet__ClusterStatus *v = m[i].view;
             json_array_append_new(
-                arr, json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "id", (json_int_t)m[i].id,
-                               "endpoint", m[i].endpoint ? m[i].endpoint : "", "role",
-                               v ? v->role : "unreachable", "term", (json_int_t)(v ? v->term : 0),
-                               "commit_index", (json_int_t)(v ? v->commit_index : 0),
-                               "applied_index", (json_int_t)(v ? v->applied_index : 0),
-                               "match_index", (json_int_t)m[i].match_index));
+                arr,
+                json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "id", (json_int_t)m[i].id,
+                          "endpoint", m[i].endpoint ? m[i].endpoint : "", "role",
+                          v ? v->role : "unreachable", "term", (json_int_t)(v ? v->term : 0),
+                          "commit_index", (json_int_t)(v ? v->commit_index : 0), "applied_index",
+                          (json_int_t)(v ? v->applied_index : 0), "match_index",
+                          (json_int_t)m[i].match_index, "voter", m[i].voter));
         }
         if (o && arr)
             json_object_set_new(o, "cluster", arr);
@@ -509,16 +510,16 @@ int print_status(FILE *out, const Ttfleet__PoolStatus *p, const print_member_t *
     if (p)
         print_pool(out, p, false);
     if (n) {
-        fprintf(out, "%sbroker  %-4s %-28s %-11s %6s %10s %10s %10s\n", p ? "\n" : "", "id",
-                "endpoint", "role", "term", "commit", "applied", "match");
+        fprintf(out, "%sbroker  %-4s %-28s %-11s %6s %10s %10s %10s %s\n", p ? "\n" : "", "id",
+                "endpoint", "role", "term", "commit", "applied", "match", "voter");
         for (int i = 0; i < n; i++) {
             const Ttfleet__ClusterStatus *v = m[i].view;
-            fprintf(out, "broker  %-4u %-28s %-11s %6llu %10llu %10llu %10llu\n", m[i].id,
+            fprintf(out, "broker  %-4u %-28s %-11s %6llu %10llu %10llu %10llu %s\n", m[i].id,
                     m[i].endpoint ? m[i].endpoint : "", v ? v->role : "unreachable",
                     (unsigned long long)(v ? v->term : 0),
                     (unsigned long long)(v ? v->commit_index : 0),
                     (unsigned long long)(v ? v->applied_index : 0),
-                    (unsigned long long)m[i].match_index);
+                    (unsigned long long)m[i].match_index, m[i].voter ? "yes" : "spare");
         }
     }
     return 0;

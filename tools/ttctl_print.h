@@ -43,6 +43,7 @@ typedef struct {
     const char *endpoint;
     const Ttfleet__ClusterStatus *view;
     uint64_t match_index; /* the leader's view of it */
+    bool voter;           /* false: a non-voting spare (counted in no majority) */
 } print_member_t;
 /* The pool (NULL when no leader answered) and the cluster's members (n 0:
  * a lone broker); JSON: the pool's object with "cluster": [...]. */

@@ -520,6 +520,10 @@ class Ha(unittest.TestCase):
         r = admin(lead.clients, "cluster_add", add_body(5, "127.0.0.1:%d" % free_port()))
         self.assertEqual(r.status, pb.UNAVAILABLE, r)
         self.assertIn("not made a voter", r.message)
+        rc, st, err = self.ctl_status()
+        self.assertEqual(rc, 0, err)
+        spare = [c for c in st["cluster"] if c["id"] == 5]
+        self.assertEqual([(c["voter"], c["role"]) for c in spare], [(False, "unreachable")], st)
         print("\nha: cluster add of a member that never answers refused in %.2f s"
               % (time.monotonic() - t0), file=sys.stderr)
         r = admin(lead.clients, "cluster_remove", pb.ClusterRemove(id=5))
@@ -548,6 +552,7 @@ class Ha(unittest.TestCase):
         roles = {c["id"]: c for c in st["cluster"]}
         self.assertEqual(sorted(roles), [1, 2, 3, 4])
         self.assertEqual(roles[4]["role"], "follower")
+        self.assertTrue(all(c["voter"] for c in st["cluster"]), st)
         self.assertEqual(roles[4]["endpoint"], m4.clients)
         # the same add again: the member exists now
         r = admin(lead.clients, "cluster_add", add_body(4, m4.raft))

@@ -46,7 +46,8 @@ static int s_status(ctl_t *ctl, void *args)
         n = 16;
     const Ttfleet__ClusterStatus *leader = NULL;
     for (int i = 0; i < n; i++) {
-        m[i] = (print_member_t){cs->members[i]->id, cs->members[i]->clients, NULL, 0};
+        m[i] = (print_member_t){cs->members[i]->id, cs->members[i]->clients, NULL, 0,
+                                cs->members[i]->voter};
         if (!m[i].endpoint || !*m[i].endpoint)
             continue;
         ttclient_t *one = ttclient_new(m[i].endpoint, ctl->tenant);
@@ -219,7 +220,8 @@ const ctl_cmd_t ctl_misc_cmds[] = {
     {NULL, "status", "pool_status", NULL,
      "Shows the pool's totals; in a broker cluster also each broker: id, endpoint, role\n"
      "(leader, follower, candidate or unreachable), term, commit and applied index, and the\n"
-     "highest entry the leader knows replicated there (match).\n",
+     "highest entry the leader knows replicated there (match), and whether it votes (a\n"
+     "member added by `cluster add` that never caught up stays a non-voting spare).\n",
      NULL, 0, 0, 0, NULL, s_status, NULL, NULL},
     {NULL, "mmi", NULL, "SERVICE",
      "Asks the broker (8/MMI) whether it serves SERVICE; exit 0 only for 200.\n", NULL, 0, 1, 1,
