@@ -239,6 +239,18 @@ class Ha(unittest.TestCase):
                            "ttfleet_raft_leader_changes_total{",
                            "ttfleet_raft_apply_latency_seconds_count{"):
                 self.assertIn(series, text)
+            # the membership routes reach the leader's handlers
+            status, _, body = gw.request("DELETE", "/v1/cluster/members/42", token="a" * 24)
+            self.assertEqual((status, body["error"]["status"]), (404, "NOT_FOUND"), body)
+            status, _, body = gw.request("DELETE", "/v1/cluster/members/%d" % lead.id,
+                                         token="a" * 24)
+            self.assertEqual((status, body["error"]["status"]), (409, "INVALID_STATE"), body)
+            self.assertIn("is the leader", body["error"]["message"])
+            status, _, body = gw.request("POST", "/v1/cluster/members", token="a" * 24,
+                                         body={"id": 9, "raft": "no-port",
+                                               "clients": "tcp://127.0.0.1:1",
+                                               "workers": "tcp://127.0.0.1:2"})
+            self.assertEqual((status, body["error"]["status"]), (422, "BAD_REQUEST"), body)
             count = [l for l in text.splitlines()
                      if l.startswith("ttfleet_raft_apply_latency_seconds_count")]
             self.assertGreater(int(count[0].split()[-1]), 0, count)
