@@ -68,8 +68,9 @@ typedef struct {
  * ('c') or workers ('w') field. 0 / -1 with err. */
 int ha_config_members(ha_config_t *cfg, const char *spec, char what, char *err, size_t errlen);
 /* Whole-config check: id among the members, 3..7 members (1 for a lone
- * test cluster is allowed too), each with raft, clients and workers set,
- * ids and raft addresses unique, a directory. 0 / -1 with err. */
+ * test cluster is allowed too; with join any count: a joining member may
+ * name only itself), each with raft, clients and workers set, ids and raft
+ * addresses unique, a directory. 0 / -1 with err. */
 int ha_config_check(const ha_config_t *cfg, char *err, size_t errlen);
 /* HOST:PORT with a name or address and a port 1..65535; a tcp:// or ipc://
  * endpoint without ',' or ' '. */
