@@ -128,7 +128,7 @@ class Ha(unittest.TestCase):
         peers = ",".join("%d=%s" % (x.id, x.raft) for x in lists)
         clients = ",".join("%d=%s" % (x.id, x.clients) for x in lists)
         workers = ",".join("%d=%s" % (x.id, x.workers) for x in lists)
-        m.daemon = Daemon("ttbroker%d" % m.id, [
+        m.daemon = Daemon("ttbroker%d" % m.id, self.broker_prefix(m) + [
             binary("ttbroker"), "--state", m.state, "--clients", m.clients,
             "--workers", m.workers, "--events", m.events, "--blobs", "none",
             "--heartbeat-ms", "200", "--raft-id", str(m.id), "--raft-peers", peers,
@@ -136,6 +136,9 @@ class Ha(unittest.TestCase):
             "--raft-election-ms", str(ELECTION_MS), "--raft-snapshot-every", "4"] +
             (["--raft-join"] if join else []), m.log)
         m.daemon.start()
+
+    def broker_prefix(self, m):
+        return []
 
     # ---- a raw 7/MDP client: the request id is ours to repeat ----
 
@@ -594,6 +597,116 @@ class Ha(unittest.TestCase):
         self.assertEqual(r.status, pb.INVALID_STATE, r)
         self.assertIn("no majority", r.message)
         m, r = self.create_until_ok([lead], "still-serving", "ha-still-serving", timeout=10)
+
+
+PARTITION_GID = 4240  # + member id: each broker's group, which nft matches
+
+
+class Partition(unittest.TestCase):
+    """The leader cut off from the other brokers (Raft traffic only; its
+    clients endpoint stays reachable), by nftables in a network namespace
+    this test makes (`unshare -n`, which the run inside lives in: the
+    namespace, its rules and every daemon go when it ends):
+      - a create sent to the cut-off leader is never acknowledged by it;
+      - the other two elect a leader and serve creates (failover printed);
+      - healed, the old leader follows (or restarts to rebuild), the create
+        sent to it runs once at the new leader with the same id, and every
+        member's broker.db holds the same envs."""
+
+    def test_partition(self):
+        import subprocess
+        if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "nft", "setpriv")):
+            self.skipTest("needs root, unshare, nft and setpriv")
+        p = subprocess.run(["unshare", "-n", sys.executable, "-m", "unittest", "-v",
+                            "test_ha._PartitionInner"], cwd=os.path.dirname(__file__),
+                           env=dict(os.environ, TT_HA_NETNS="1"), capture_output=True,
+                           text=True, timeout=170)
+        for line in p.stderr.splitlines():
+            if line.startswith("ha:"):
+                print(line, file=sys.stderr)
+        self.assertEqual(p.returncode, 0, p.stdout[-3000:] + p.stderr[-12000:])
+        self.assertIn("OK", p.stderr)
+        self.assertNotIn("skipped", p.stderr)
+
+
+@unittest.skipUnless(os.environ.get("TT_HA_NETNS") == "1",
+                     "run by Partition inside the network namespace it makes")
+class _PartitionInner(Ha):
+    test_failover = None  # only the partition runs here
+
+    def setUp(self):
+        import subprocess
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        super().setUp()
+
+    def broker_prefix(self, m):
+        return ["setpriv", "--regid", str(PARTITION_GID + m.id), "--clear-groups", "--"]
+
+    def test_partition(self):
+        import subprocess
+        pb = self.pb
+        lead = wait_for("a leader", lambda: self.leader(self.members), timeout=20)
+        followers = [m for m in self.members if m is not lead]
+
+        def host_online():
+            r = self.call(lead.clients, "host_list", pb.Empty(), "h-%f" % time.monotonic(),
+                          tenant="admin")
+            return r is not None and r.status == pb.OK and \
+                [h.state for h in r.hosts.hosts] == ["online"]
+        wait_for("h1 online on the leader", host_online, timeout=20)
+        r = self.call(lead.clients, "env_create", self.create_body("p0"), "part-0", timeout=10)
+        self.assertEqual(r.status, pb.OK, r.message)
+
+        port = lambda m: int(m.raft.rsplit(":", 1)[1])  # noqa: E731
+        rules = ("table inet ttpart {\n chain out {\n"
+                 "  type filter hook output priority 0; policy accept;\n"
+                 "  tcp dport %d drop\n  tcp sport %d drop\n"
+                 "  meta skgid %d tcp dport { %d, %d } drop\n }\n}\n"
+                 % (port(lead), port(lead), PARTITION_GID + lead.id,
+                    port(followers[0]), port(followers[1])))
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+        t0 = time.monotonic()
+        stale = self.ctx.socket(zmq.DEALER)
+        stale.setsockopt(zmq.LINGER, 0)
+        try:
+            # a create to the cut-off leader: it cannot commit it
+            stale.connect(lead.clients)
+            req = pb.Request(request_id="part-stale", tenant="t1")
+            req.env_create.CopyFrom(self.create_body("stale"))
+            stale.send_multipart([b"", b"MDPC01", b"tt.env", req.SerializeToString()])
+            new, r = self.create_until_ok(followers, "during", "part-during", timeout=30)
+            print("\nha: failover (leader partitioned -> first successful create): %.2f s"
+                  % (time.monotonic() - t0), file=sys.stderr)
+            if stale.poll(2000):
+                rep = pb.Reply()
+                rep.ParseFromString(stale.recv_multipart()[-1])
+                self.assertNotEqual(rep.status, pb.OK, "the cut-off leader acknowledged: %s" % rep)
+        finally:
+            stale.close()
+            subprocess.run(["nft", "delete", "table", "inet", "ttpart"], check=True)
+
+        # healed: the old leader follows the new one (or stopped to rebuild
+        # broker.db from the Raft log: restart it)
+        def follows():
+            if not lead.daemon.running():
+                return True
+            r = self.call(lead.clients, "env_list", pb.EnvList(), "pf-%f" % time.monotonic(),
+                          timeout=0.5)
+            return r is not None and r.status == pb.NOT_LEADER and r.leader == new.clients
+        wait_for("the old leader follows after the heal", follows, timeout=15)
+        if not lead.daemon.running():
+            self.start_broker(lead)
+        r = self.call(new.clients, "env_create", self.create_body("stale"), "part-stale",
+                      timeout=10)
+        self.assertEqual(r.status, pb.OK, r.message)
+        again = self.call(new.clients, "env_create", self.create_body("stale"), "part-stale",
+                          timeout=10)
+        self.assertEqual((again.status, again.env.vms[0].vm_id), (pb.OK, r.env.vms[0].vm_id))
+        final = sorted(["p0", "during", "stale"])
+        self.assertEqual(self.env_names(new.clients), final)
+        for m in self.members:
+            wait_for("broker %d's broker.db has every env" % m.id,
+                     lambda m=m: self.db_envs(m) == final, timeout=15)
 
 
 if __name__ == "__main__":
