@@ -389,6 +389,10 @@ static void s_env_snapshot(vm_t *a, vm_t *b)
     CHECK(qenv_remove(root, "S", err, sizeof err) == 0, "%s", err);
     CHECK(qenv_info(root, "S", ids, 4, &bytes, &created, err, sizeof err) == -1,
           "a removed snapshot is listed");
+    /* its layers are under the reset disks: gc keeps them */
+    for (int i = 0; i < 2; i++)
+        CHECK(qenv_gc_layers(&E.ctx, vms[i]) == 0 && s_disk_has(vms[i], 0xaa),
+              "vm %u: gc removed a layer under its disk", vms[i]->vm_id);
     memset(op, 0, sizeof op);
     CHECK(qenv_reset_begin(&E.ctx, a, root, "S", &op[0], err, sizeof err) == -1 &&
               strstr(err, "no state"),

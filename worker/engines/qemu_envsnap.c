@@ -625,12 +625,22 @@ int qenv_gc_layers(const engine_ctx_t *ctx, const vm_t *vm)
     DIR *d = opendir(layers);
     if (!d)
         return 0;
-    /* the chain of the VM's disk: layers a reset put under it stay */
-    char chain[16][4400];
+    /* the chain of the VM's disk, by inode (a path may be spelled
+     * otherwise): layers a reset put under it stay; when a link of the
+     * chain cannot be read, no layer is removed */
+    dev_t cdev[16];
+    ino_t cino[16];
     int n_chain = 0;
+    bool whole = true;
     snprintf(cur, sizeof cur, "%s/disk.qcow2", dir);
-    while (n_chain < 16 && s_backing(cur, next, sizeof next) == 0) {
-        snprintf(chain[n_chain++], sizeof chain[0], "%s", next);
+    while (s_backing(cur, next, sizeof next) == 0) {
+        struct stat cb;
+        if (n_chain == 16 || stat(next, &cb)) {
+            whole = false;
+            break;
+        }
+        cdev[n_chain] = cb.st_dev;
+        cino[n_chain++] = cb.st_ino;
         snprintf(cur, sizeof cur, "%s", next);
     }
     int removed = 0;
@@ -646,11 +656,11 @@ int qenv_gc_layers(const engine_ctx_t *ctx, const vm_t *vm)
                 continue;
             snprintf(snap, sizeof snap, "%s/envsnaps/%.*s/meta.json", ctx->state_dir, (int)(l - 6),
                      de->d_name);
-            struct stat sb;
-            keep = stat(snap, &sb) == 0;
-            snprintf(cur, sizeof cur, "%s/%s", layers, de->d_name);
+            struct stat sb, lb;
+            keep = !whole || stat(snap, &sb) == 0 ||
+                   fstatat(dirfd(d), de->d_name, &lb, AT_SYMLINK_NOFOLLOW);
             for (int i = 0; !keep && i < n_chain; i++)
-                keep = strcmp(chain[i], cur) == 0;
+                keep = cdev[i] == lb.st_dev && cino[i] == lb.st_ino;
         }
         if (!keep && unlinkat(dirfd(d), de->d_name, 0) == 0)
             removed++;

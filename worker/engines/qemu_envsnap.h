@@ -83,8 +83,10 @@ int qenv_reset_begin(const engine_ctx_t *ctx, vm_t *vm, const char *root, const 
 int qenv_poll(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, size_t errlen);
 
 /* Remove vm's disk layers that neither a committed snapshot under
- * <state dir>/envsnaps nor its disk's backing chain names, and leftover
- * .tmp copies. The number removed. */
+ * <state dir>/envsnaps nor its disk's backing chain (compared by inode)
+ * names, and leftover .tmp copies; nothing but .tmp copies when a link of
+ * the chain cannot be read. Only while no snapshot of vm is being made
+ * (its layer has no meta.json until the commit). The number removed. */
 int qenv_gc_layers(const engine_ctx_t *ctx, const vm_t *vm);
 
 /* After a crash: put vm's disk files and its stopped guest in order (see
