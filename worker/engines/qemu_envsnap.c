@@ -293,8 +293,10 @@ int qenv_save_begin(const engine_ctx_t *ctx, vm_t *vm, const char *tmpdir, const
         return -1;
     }
     close(fd);
-    if (s_freeze_disk(ctx, vm, id, err, errlen))
-        goto fail;
+    if (s_freeze_disk(ctx, vm, id, err, errlen)) {
+        unlink(file);
+        return -1;
+    }
     if (s_cmd(ctx, vm,
               json_pack("{s:s, s:{s:[{s:s, s:b}]}}", "execute", "migrate-set-capabilities",
                         "arguments", "capabilities", "capability", "x-ignore-shared", "state", 0),
@@ -308,7 +310,7 @@ int qenv_save_begin(const engine_ctx_t *ctx, vm_t *vm, const char *tmpdir, const
     tt_crash_point("worker.envsnap_mid_save");
     return 0;
 fail:
-    unlink(file);
+    qenv_save_abort(ctx, vm, tmpdir, id);
     return -1;
 }
 
@@ -320,6 +322,43 @@ static void s_kill(const engine_ctx_t *ctx, vm_t *vm)
     }
     if (vm->pid)
         engine_qemu_forget(ctx, vm);
+}
+
+/* After migrate_cancel: wait (at most SNAP_QMP_MS) until the migration
+ * ended, when QEMU has reaped its `cat`, so the state file is not made
+ * again after it is removed. */
+static void s_migration_settle(const engine_ctx_t *ctx, const vm_t *vm)
+{
+    int64_t until = tt_mono_ms() + SNAP_QMP_MS;
+    char ans[8192], e2[256];
+    while (tt_mono_ms() < until) {
+        if (engine_qemu_qmp(ctx, vm, "{\"execute\":\"query-migrate\"}", SNAP_QMP_MS, ans,
+                            sizeof ans, e2, sizeof e2))
+            return;
+        json_t *j = json_loads(ans, JSON_REJECT_DUPLICATES, NULL);
+        const char *st = json_string_value(json_object_get(json_object_get(j, "return"), "status"));
+        bool over = !st || strcmp(st, "cancelled") == 0 || strcmp(st, "failed") == 0 ||
+                    strcmp(st, "completed") == 0;
+        json_decref(j);
+        if (over)
+            return;
+        spawn_sleep_ms(SNAP_POLL_MS);
+    }
+}
+
+void qenv_save_abort(const engine_ctx_t *ctx, vm_t *vm, const char *tmpdir, const char *id)
+{
+    char file[1300], layer[4400], e2[256];
+    if (s_running(vm) && engine_qemu_qmp(ctx, vm, "{\"execute\":\"migrate_cancel\"}", SNAP_QMP_MS,
+                                         NULL, 0, e2, sizeof e2) == 0)
+        s_migration_settle(ctx, vm);
+    if (snprintf(file, sizeof file, "%s/vm%u.state", tmpdir, vm->vm_id) < (int)sizeof file)
+        unlink(file);
+    if (qenv_id_ok(id) && engine_vm_path(ctx, vm->vm_id, "layers", layer, 4096) == 0) {
+        size_t l = strlen(layer);
+        snprintf(layer + l, sizeof layer - l, "/%s.qcow2", id);
+        unlink(layer);
+    }
 }
 
 int qenv_reset_begin(const engine_ctx_t *ctx, vm_t *vm, const char *root, const char *id,
@@ -677,6 +716,11 @@ void qenv_recover(const engine_ctx_t *ctx, vm_t *vm)
     snprintf(marker, sizeof marker, "%s/envsnap.stopped", dir);
     snprintf(tmp, sizeof tmp, "%s/disk.reset.qcow2.tmp", dir);
     unlink(tmp);
+    /* snapshots cut by a crash: their .tmp.* directories first (their
+     * layers have no meta.json then) */
+    char root[1200];
+    if (snprintf(root, sizeof root, "%s/envsnaps", ctx->state_dir) < (int)sizeof root)
+        snapstore_gc(root, NULL);
     int n = qenv_gc_layers(ctx, vm);
     if (n > 0)
         zsys_info("vm %u: removed %d disk layer(s) of no snapshot", vm->vm_id, n);

@@ -63,6 +63,11 @@ int qenv_cont(const engine_ctx_t *ctx, vm_t *vm, char *err, size_t errlen);
 int qenv_save_begin(const engine_ctx_t *ctx, vm_t *vm, const char *tmpdir, const char *id,
                     snap_op_t *op, char *err, size_t errlen);
 
+/* Give up vm's part of a snapshot that will not be committed (a save
+ * that failed, or another VM's): cancel its migration, remove its state
+ * file in tmpdir and its layer. The VM stays stopped: qenv_cont it. */
+void qenv_save_abort(const engine_ctx_t *ctx, vm_t *vm, const char *tmpdir, const char *id);
+
 /* Complete the snapshot in tmpdir: every vm<ID>.state of ids[] is there
  * and not empty; writes meta.json, fsyncs, renames it to <root>/<id>.
  * Its size in bytes (states + layers) into *bytes. 0 / -1. */
