@@ -1991,6 +1991,8 @@ static void s_reconcile(fleet_t *self)
                          vm->env, tt_vm_state_name(was));
             vm->state = TTFLEET__VM_STATE__VM_DEAD;
         }
+        if (eng && eng->snap_recover)
+            eng->snap_recover(&self->ctx, vm);
         s_put(self, vm);
     }
     s_commit(self);

@@ -26,10 +26,19 @@
  *    with the note and a larger uptime; the suspend file is consumed.
  * 6. A template of another QEMU version is not usable; a damaged one
  *    neither; removal works.
+ * 7. Env snapshot and reset (qemu_envsnap.h) of clones 0 and 2 as one
+ *    env: a note in each guest's RAM and a pattern on each disk (qemu-io
+ *    through the monitor: the test guest mounts no disk); a snapshot whose
+ *    maker is killed mid-save (crash point worker.envsnap_mid_save) leaves
+ *    nothing listed, qenv_recover resumes both guests and gc removes the
+ *    leftover; a snapshot S of both (all stopped, all saved, all resumed);
+ *    a new note and pattern; a reset of both to S brings back S's note and
+ *    pattern; S is removed and a reset to it refused.
  * Exit 77 = skipped (no QEMU or guest inputs here). Every QEMU started is
  * killed on any exit (snapkit.h).
  */
 #include "../../tools/snapkit.h"
+#include "qemu_envsnap.h"
 
 static int s_fails;
 
@@ -160,6 +169,275 @@ typedef struct {
     int64_t t0, restored_ms, http_ms;
 } s_clone_t;
 
+/* ---- 7. env snapshot and reset ---- */
+
+/* qemu-io on vm's disk through the monitor; the HMP output into out. */
+static int s_qemu_io(vm_t *vm, const char *io, char *out, size_t len)
+{
+    char cmd[512], err[256];
+    snprintf(cmd, sizeof cmd,
+             "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":"
+             "\"qemu-io virtio0 \\\"%s\\\"\"}}",
+             io);
+    return engine_qemu_qmp(&E.ctx, vm, cmd, 5000, out, len, err, sizeof err);
+}
+
+/* Whether vm's disk holds pattern in its first 4 KiB: QEMU flushes its
+ * qcow2 caches, then qemu-io reads the image beside it (-U: shared). */
+static bool s_disk_has(vm_t *vm, int pattern)
+{
+    char io[64], out[2048], disk[1024], err[256];
+    if (s_qemu_io(vm, "flush", out, sizeof out) ||
+        engine_vm_path(&E.ctx, vm->vm_id, "disk.qcow2", disk, sizeof disk))
+        return false;
+    snprintf(io, sizeof io, "read -P 0x%02x 0 4k", pattern);
+    /* qemu-io sits beside qemu-img (Debian qemu-utils) */
+    char qio[600];
+    snprintf(qio, sizeof qio, "%s", E.ctx.qemu_img ? E.ctx.qemu_img : "/usr/bin/qemu-img");
+    char *slash = strrchr(qio, '/');
+    snprintf(slash ? slash + 1 : qio, sizeof qio - (size_t)(slash ? slash + 1 - qio : 0),
+             "qemu-io");
+    char *argv[] = {qio, "-U", "-r", "-f", "qcow2", "-c", io, disk, NULL};
+    return spawn_run(argv, 20000, err, sizeof err) == 0;
+}
+
+static void s_mark(vm_t *vm, const char *note, int pattern)
+{
+    char body[4096], io[64], out[2048], path[128];
+    snprintf(path, sizeof path, "/cgi-bin/note?%s", note);
+    CHECK(sk_http(vm->ports[0].public_port, path, body, sizeof body, 10000) == 0 &&
+              strstr(body, note),
+          "vm %u: note %s: %s", vm->vm_id, note, body);
+    snprintf(io, sizeof io, "write -P 0x%02x 0 4k", pattern);
+    CHECK(s_qemu_io(vm, io, out, sizeof out) == 0, "vm %u: disk write: %s", vm->vm_id, out);
+    CHECK(s_disk_has(vm, pattern), "vm %u: pattern 0x%02x not read back", vm->vm_id, pattern);
+}
+
+static bool s_has_note(vm_t *vm, const char *note)
+{
+    char body[4096], v[256];
+    return sk_wait_http(vm->ports[0].public_port, "/cgi-bin/state", body, sizeof body, 30000) >=
+               0 &&
+           sk_field(body, "note", v, sizeof v) == 0 && strcmp(v, note) == 0;
+}
+
+/* CPU seconds (user + system) pid has used, -1 if unreadable. */
+static double s_cpu_s(pid_t pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Stop both, save both into a new snapshot id, commit, cont both. */
+static int s_take(vm_t **vms, const char *root, const char *id, uint64_t *bytes, char *err,
+                  size_t errlen)
+{
+    char tmp[1024];
+    snap_op_t op[2];
+    bool paused;
+    memset(op, 0, sizeof op);
+    if (snapstore_begin(root, id, tmp, sizeof tmp, err, errlen))
+        return -1;
+    for (int i = 0; i < 2; i++)
+        if (qenv_stop(&E.ctx, vms[i], &paused, err, errlen))
+            return -1;
+    for (int i = 0; i < 2; i++)
+        if (qenv_save_begin(&E.ctx, vms[i], tmp, id, &op[i], err, errlen))
+            return -1;
+    for (int i = 0; i < 2; i++)
+        for (;;) {
+            int rc = qenv_poll(&E.ctx, vms[i], &op[i], err, errlen);
+            if (rc < 0)
+                return -1;
+            if (rc == SNAP_DONE)
+                break;
+            spawn_sleep_ms(SNAP_POLL_MS);
+        }
+    uint32_t ids[2] = {vms[0]->vm_id, vms[1]->vm_id};
+    if (qenv_commit(&E.ctx, root, tmp, id, ids, 2, bytes, err, errlen))
+        return -1;
+    for (int i = 0; i < 2; i++)
+        if (qenv_cont(&E.ctx, vms[i], err, errlen))
+            return -1;
+    return 0;
+}
+
+static void s_env_snapshot(vm_t *a, vm_t *b)
+{
+    char root[600], err[512], body[4096];
+    vm_t *vms[2] = {a, b};
+    snprintf(root, sizeof root, "%s/envsnaps", E.state);
+    CHECK(mkdir(root, 0750) == 0 || errno == EEXIST, "mkdir %s", root);
+    for (int i = 0; i < 2; i++)
+        s_mark(vms[i], "env-a", 0xaa);
+
+    /* a maker killed mid-save (both VMs stopped, disks copied, both
+     * migrations issued: where crash point worker.envsnap_mid_save is):
+     * nothing listed, both guests run on, no layer or .tmp left */
+    pid_t child = fork();
+    CHECK(child >= 0, "fork");
+    if (child == 0) {
+        char tmp[1024];
+        snap_op_t cop[2];
+        bool paused;
+        memset(cop, 0, sizeof cop);
+        if (snapstore_begin(root, "crashed", tmp, sizeof tmp, err, sizeof err) ||
+            qenv_stop(&E.ctx, a, &paused, err, sizeof err) ||
+            qenv_stop(&E.ctx, b, &paused, err, sizeof err) ||
+            qenv_save_begin(&E.ctx, a, tmp, "crashed", &cop[0], err, sizeof err) ||
+            qenv_save_begin(&E.ctx, b, tmp, "crashed", &cop[1], err, sizeof err)) {
+            fprintf(stderr, "snapshot maker: %s\n", err);
+            _exit(3);
+        }
+        raise(SIGKILL);
+        _exit(4);
+    }
+    int status = 0;
+    CHECK(spawn_wait(child, 60000, &status) == 0 && WIFSIGNALED(status) &&
+              WTERMSIG(status) == SIGKILL,
+          "the snapshot maker did not get to its kill (status %d)", status);
+    uint32_t ids[4];
+    uint64_t bytes = 0;
+    int64_t created = 0;
+    CHECK(qenv_info(root, "crashed", ids, 4, &bytes, &created, err, sizeof err) == -1,
+          "a killed snapshot is listed");
+    CHECK(sk_http(a->ports[0].public_port, "/", body, sizeof body, 1500) == -1,
+          "a guest the killed maker stopped still answers");
+    for (int i = 0; i < 2; i++)
+        qenv_recover(&E.ctx, vms[i]);
+    for (int i = 0; i < 2; i++) {
+        char layer[1024];
+        CHECK(s_has_note(vms[i], "env-a") && s_disk_has(vms[i], 0xaa),
+              "vm %u does not run on after the killed snapshot", vms[i]->vm_id);
+        CHECK(engine_vm_path(&E.ctx, vms[i]->vm_id, "layers/crashed.qcow2", layer, sizeof layer) ==
+                      0 &&
+                  sk_file_size(layer) < 0,
+              "vm %u: the killed snapshot's disk layer is left", vms[i]->vm_id);
+    }
+    /* qenv_recover ran snapstore_gc: the killed maker's .tmp.* is gone */
+    {
+        DIR *rd = opendir(root);
+        struct dirent *de;
+        int left = 0;
+        while (rd && (de = readdir(rd)))
+            left += strncmp(de->d_name, ".tmp.crashed.", 13) == 0;
+        if (rd)
+            closedir(rd);
+        CHECK(rd && left == 0, "the killed snapshot's .tmp directory is left");
+    }
+    printf("ok: a snapshot killed mid-save left nothing listed; both guests run on\n");
+
+    /* a save given up: no state file or layer left, the VM runs on */
+    {
+        char tmp[1024], layer[1024], state[1200];
+        snap_op_t gop;
+        bool paused;
+        memset(&gop, 0, sizeof gop);
+        CHECK(snapstore_begin(root, "given-up", tmp, sizeof tmp, err, sizeof err) == 0, "%s", err);
+        CHECK(qenv_save_begin(&E.ctx, a, tmp, "given-up", &gop, err, sizeof err) == -1 &&
+                  strstr(err, "stop it first"),
+              "a save of a running VM: %s", err);
+        CHECK(qenv_stop(&E.ctx, a, &paused, err, sizeof err) == 0 && !paused, "%s", err);
+        CHECK(qenv_save_begin(&E.ctx, a, tmp, "given-up", &gop, err, sizeof err) == 0, "%s", err);
+        CHECK(engine_vm_path(&E.ctx, a->vm_id, "layers/given-up.qcow2", layer, sizeof layer) == 0 &&
+                  sk_file_size(layer) > 0,
+              "no layer copied");
+        qenv_save_abort(&E.ctx, a, tmp, "given-up");
+        snprintf(state, sizeof state, "%s/vm%u.state", tmp, a->vm_id);
+        CHECK(sk_file_size(layer) < 0 && sk_file_size(state) < 0,
+              "an aborted save left its layer or state file");
+        CHECK(qenv_cont(&E.ctx, a, err, sizeof err) == 0 && s_has_note(a, "env-a"), "%s", err);
+        CHECK(snapstore_gc(root, NULL) == 0 && rmdir(tmp) == 0, "the given-up directory");
+    }
+
+    /* snapshot S of both */
+    double cpu0 = s_cpu_s(a->pid) + s_cpu_s(b->pid);
+    int64_t t0 = tt_mono_ms();
+    CHECK(s_take(vms, root, "S", &bytes, err, sizeof err) == 0, "%s", err);
+    int64_t snap_ms = tt_mono_ms() - t0;
+    double snap_cpu = s_cpu_s(a->pid) + s_cpu_s(b->pid) - cpu0;
+    CHECK(qenv_info(root, "S", ids, 4, &bytes, &created, err, sizeof err) == 2 &&
+              ids[0] == a->vm_id && ids[1] == b->vm_id,
+          "snapshot S: %s", err);
+    CHECK(bytes > 2 * (8u << 20), "snapshot S is %llu bytes: no RAM in it",
+          (unsigned long long)bytes);
+    for (int i = 0; i < 2; i++) {
+        CHECK(sk_http(vms[i]->ports[0].public_port, "/", body, sizeof body, 10000) == 0,
+              "vm %u does not answer after the snapshot", vms[i]->vm_id);
+        s_mark(vms[i], "env-b", 0xbb);
+    }
+    printf("ok: snapshot S of 2 VMs in %lld ms, %llu bytes; both run on\n", (long long)snap_ms,
+           (unsigned long long)bytes);
+
+    /* reset both to S */
+    snap_op_t op[2];
+    memset(op, 0, sizeof op);
+    t0 = tt_mono_ms();
+    for (int i = 0; i < 2; i++) {
+        CHECK(qenv_reset_begin(&E.ctx, vms[i], root, "S", &op[i], err, sizeof err) == 0, "%s", err);
+        sk_track(vms[i]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (;;) {
+            int rc = qenv_poll(&E.ctx, vms[i], &op[i], err, sizeof err);
+            CHECK(rc >= 0, "reset of vm %u: %s", vms[i]->vm_id, err);
+            if (rc != SNAP_PENDING)
+                break;
+            spawn_sleep_ms(SNAP_POLL_MS);
+        }
+    int64_t restored_ms = tt_mono_ms() - t0;
+    for (int i = 0; i < 2; i++)
+        CHECK(s_has_note(vms[i], "env-a"), "vm %u: the reset did not bring back its RAM",
+              vms[i]->vm_id);
+    int64_t http_ms = tt_mono_ms() - t0;
+    double reset_cpu = s_cpu_s(a->pid) + s_cpu_s(b->pid);
+    for (int i = 0; i < 2; i++)
+        CHECK(s_disk_has(vms[i], 0xaa) && !s_disk_has(vms[i], 0xbb),
+              "vm %u: the reset did not bring back its disk", vms[i]->vm_id);
+    printf("ok: reset of 2 VMs to S: restored in %lld ms, both answered HTTP with S's note "
+           "after %lld ms; S's disk pattern back\n",
+           (long long)restored_ms, (long long)http_ms);
+    /* twice: a snapshot can be reset to again */
+    memset(op, 0, sizeof op);
+    s_mark(a, "env-c", 0xcc);
+    CHECK(qenv_reset_begin(&E.ctx, a, root, "S", &op[0], err, sizeof err) == 0, "%s", err);
+    sk_track(a);
+    int rc;
+    while ((rc = qenv_poll(&E.ctx, a, &op[0], err, sizeof err)) == SNAP_PENDING)
+        spawn_sleep_ms(SNAP_POLL_MS);
+    CHECK(rc == SNAP_DONE && s_has_note(a, "env-a") && s_disk_has(a, 0xaa),
+          "a second reset to S: %s", err);
+    /* removal */
+    CHECK(qenv_remove(root, "S", err, sizeof err) == 0, "%s", err);
+    CHECK(qenv_info(root, "S", ids, 4, &bytes, &created, err, sizeof err) == -1,
+          "a removed snapshot is listed");
+    /* its layers are under the reset disks: gc keeps them */
+    for (int i = 0; i < 2; i++)
+        CHECK(qenv_gc_layers(&E.ctx, vms[i]) == 0 && s_disk_has(vms[i], 0xaa),
+              "vm %u: gc removed a layer under its disk", vms[i]->vm_id);
+    memset(op, 0, sizeof op);
+    CHECK(qenv_reset_begin(&E.ctx, a, root, "S", &op[0], err, sizeof err) == -1 &&
+              strstr(err, "no state"),
+          "a reset to a removed snapshot: %s", err);
+    CHECK(s_has_note(a, "env-a"), "a refused reset stopped the VM");
+    CHECK(!qenv_id_ok("../x") && !qenv_id_ok(".x") && !qenv_id_ok("") && qenv_id_ok("a-1.B_2"),
+          "snapshot id validation");
+    printf("MEASURE env_snapshot_ms=%lld env_snapshot_qemu_cpu_s=%.2f env_reset_restored_ms=%lld "
+           "env_reset_http_ms=%lld env_reset_qemu_cpu_s=%.2f vms=2\n",
+           (long long)snap_ms, snap_cpu, (long long)restored_ms, (long long)http_ms, reset_cpu);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -185,6 +463,8 @@ int main(int argc, char **argv)
     CHECK(strstr(body, "ttguest vm 1 ") != NULL, "A answered %s", body);
     printf("ok: builder A answered HTTP after %.1f s cold boot\n",
            (double)(tt_mono_ms() - t0) / 1000);
+    printf("MEASURE cold_boot_http_ms=%lld cold_boot_qemu_cpu_s=%.2f\n",
+           (long long)(tt_mono_ms() - t0), s_cpu_s(a.pid));
 
     /* 2. the saving process of B killed mid-save */
     s_crash_check(&k);
@@ -371,6 +651,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i += 2)
         CHECK(sk_http(c[i].vm.ports[0].public_port, "/", body, sizeof body, 10000) == 0,
               "clone %d stopped answering", i);
+    s_env_snapshot(&c[0].vm, &c[2].vm);
     /* a suspend with nothing running, a resume with nothing suspended */
     for (int i = 0; i < 3; i++)
         CHECK(engine_qemu.destroy(&E.ctx, &c[i].vm, err, sizeof err) == 0, "%s", err);

@@ -123,6 +123,10 @@ typedef struct {
     int (*snap_finish)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, size_t errlen);
     void (*snap_abort)(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op);
     bool (*suspended)(const engine_ctx_t *ctx, const vm_t *vm);
+    /* At start, after adopt: put in order what an env snapshot or reset
+     * cut by a crash left in vm's directory and guest (qemu_envsnap.h);
+     * NULL when the engine takes no env snapshots. */
+    void (*snap_recover)(const engine_ctx_t *ctx, vm_t *vm);
 } engine_t;
 
 extern const engine_t engine_process;

@@ -79,6 +79,7 @@
 #include "images.h"
 #include "net.h"
 #include "proc.h"
+#include "qemu_envsnap.h"
 #include "qmp.h"
 #include "seed.h"
 #include "spawn.h"
@@ -998,4 +999,5 @@ const engine_t engine_qemu = {
     .snap_finish = qsnap_finish,
     .snap_abort = qsnap_abort,
     .suspended = qsnap_suspended,
+    .snap_recover = qenv_recover,
 };
