@@ -109,7 +109,9 @@ void ttclient_reply_destroy(Ttfleet__Reply **reply_p);
  * ttclient_error() for a case the registry does not have. The typed form of
  * each op, ttclient_op_FIELD(self, msg, reply_p) (ttclient_op_env_show,
  * ttclient_op_key_list, ...), is generated from the registry into
- * ttclient_ops.h, included below: every op of the registry has one. */
+ * ttclient_ops.h, included below: every op of the registry has one. Each
+ * retries like ttclient_call(); for exec and copy use ttclient_env_exec and
+ * ttclient_env_cp_put/get, which send each piece once. */
 int ttclient_op(ttclient_t *self, int op_case, void *msg, Ttfleet__Reply **reply_p);
 
 /* Convenience calls for the common operations: each fills the op's message
