@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "ttguest.h"
+#include "ttops.h"
 #include "ttproto.h"
 
 #include <openssl/evp.h>
@@ -172,8 +173,8 @@ static zcert_t *s_load_cert(ttclient_t *self, const char *what, const char *path
     }
     zcert_t *cert = zcert_load(path);
     if (!cert) {
-        s_set_error(self, "%s %s is not a CURVE certificate (make one with 'ttctl keygen')",
-                    what, path);
+        s_set_error(self, "%s %s is not a CURVE certificate (make one with 'ttctl keygen')", what,
+                    path);
         return NULL;
     }
     static const byte zero[32];
@@ -302,7 +303,8 @@ static int s_connect(ttclient_t *self)
     ttclient_curve_apply(self, self->sock);
     zsock_t *watch = s_watch_connect(self);
     if (zsock_connect(self->sock, "%s", self->eps[self->cur]) != 0) {
-        s_set_error(self, "cannot connect to '%s': %s", self->eps[self->cur], zmq_strerror(zmq_errno()));
+        s_set_error(self, "cannot connect to '%s': %s", self->eps[self->cur],
+                    zmq_strerror(zmq_errno()));
         if (watch)
             zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
         zsock_destroy(&watch);
@@ -566,273 +568,192 @@ int ttclient_mmi(ttclient_t *self, const char *service, char *code, size_t len)
     return s_exchange(self, TT_SERVICE_MMI, service, strlen(service), NULL, NULL, code, len);
 }
 
-int ttclient_env_create(ttclient_t *self, Ttfleet__EnvCreate *create, Ttfleet__Reply **reply_p)
+/* ---- the registry's operations ----
+ *
+ * ttclient_op_FIELD() for each row of schema/ops.def is generated at build
+ * time (schema/opsgen.py -> ttclient_ops.c) and calls this, which finds the
+ * op's Request field and service from the registry and the protocol's
+ * descriptors, so a new row needs nothing here. */
+int ttclient_op(ttclient_t *self, int op_case, void *msg, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
-    req.env_create = create;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
-}
-
-/* The operations whose argument is just an env name. */
-static int s_env_ref_call(ttclient_t *self, Ttfleet__Request__OpCase op, const char *name,
-                          Ttfleet__Reply **reply_p)
-{
-    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
-    ref.name = (char *)(name ? name : "");
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = op;
-    switch (op) {
-    case TTFLEET__REQUEST__OP_ENV_SHOW:
-        req.env_show = &ref;
-        break;
-    case TTFLEET__REQUEST__OP_ENV_STOP:
-        req.env_stop = &ref;
-        break;
-    case TTFLEET__REQUEST__OP_ENV_START:
-        req.env_start = &ref;
-        break;
-    case TTFLEET__REQUEST__OP_ENV_PAUSE:
-        req.env_pause = &ref;
-        break;
-    case TTFLEET__REQUEST__OP_ENV_RESUME:
-        req.env_resume = &ref;
-        break;
-    case TTFLEET__REQUEST__OP_ENV_DELETE:
-        req.env_delete = &ref;
-        break;
-    default:
-        assert(!"not an env-ref operation");
+    const tt_op_t *op = tt_op_find(op_case);
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&ttfleet__request__descriptor, (unsigned)op_case);
+    if (!op || !f || f->type != PROTOBUF_C_TYPE_MESSAGE || !f->descriptor) {
+        s_set_error(self, "ttclient_op: %d is not an operation of the registry", op_case);
         return -1;
     }
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    const ProtobufCMessageDescriptor *md = f->descriptor;
+    void *empty = NULL;
+    if (!msg) {
+        empty = calloc(1, md->sizeof_message);
+        if (!empty) {
+            s_set_error(self, "out of memory");
+            return -1;
+        }
+        protobuf_c_message_init(md, empty);
+        msg = empty;
+    }
+    /* a listing of every tenant's rows is an admin request */
+    const char *service = op->service;
+    const ProtobufCFieldDescriptor *all =
+        protobuf_c_message_descriptor_get_field_by_name(md, "all");
+    if (all && all->type == PROTOBUF_C_TYPE_BOOL && all->label != PROTOBUF_C_LABEL_REPEATED &&
+        *(const protobuf_c_boolean *)((const char *)msg + all->offset))
+        service = TT_SERVICE_ADMIN;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = (Ttfleet__Request__OpCase)op_case;
+    *(void **)((char *)&req + f->offset) = msg;
+    int rc = ttclient_call(self, service, &req, reply_p);
+    free(empty);
+    return rc;
 }
 
-int ttclient_env_show(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
+/* The convenience calls of ttclient.h: the op's message from the
+ * arguments, then the generated request function. */
+#define S_STR(s) ((char *)((s) ? (s) : ""))
+
+int ttclient_env_create(ttclient_t *self, Ttfleet__EnvCreate *create, Ttfleet__Reply **reply_p)
 {
-    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_SHOW, name, reply_p);
+    return ttclient_op_env_create(self, create, reply_p);
 }
 
-int ttclient_env_stop(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
-{
-    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_STOP, name, reply_p);
-}
-
-int ttclient_env_start(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
-{
-    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_START, name, reply_p);
-}
-
-int ttclient_env_pause(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
-{
-    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_PAUSE, name, reply_p);
-}
-
-int ttclient_env_resume(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
-{
-    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_RESUME, name, reply_p);
-}
-
-int ttclient_env_delete(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)
-{
-    return s_env_ref_call(self, TTFLEET__REQUEST__OP_ENV_DELETE, name, reply_p);
-}
+#define S_ENV_REF(verb)                                                                            \
+    int ttclient_env_##verb(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p)          \
+    {                                                                                              \
+        Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;                                              \
+        ref.name = S_STR(name);                                                                    \
+        return ttclient_op_env_##verb(self, &ref, reply_p);                                        \
+    }
+S_ENV_REF(show)
+S_ENV_REF(stop)
+S_ENV_REF(start)
+S_ENV_REF(pause)
+S_ENV_REF(resume)
+S_ENV_REF(delete)
 
 int ttclient_env_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p)
 {
     Ttfleet__EnvList list = TTFLEET__ENV_LIST__INIT;
     list.all = all;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_ENV_LIST;
-    req.env_list = &list;
-    return ttclient_call(self, all ? TT_SERVICE_ADMIN : TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_env_list(self, &list, reply_p);
 }
 
 int ttclient_env_extend(ttclient_t *self, const char *name, uint64_t lifetime,
                         Ttfleet__Reply **reply_p)
 {
     Ttfleet__EnvExtend extend = TTFLEET__ENV_EXTEND__INIT;
-    extend.name = (char *)(name ? name : "");
+    extend.name = S_STR(name);
     extend.lifetime = lifetime;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_ENV_EXTEND;
-    req.env_extend = &extend;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_env_extend(self, &extend, reply_p);
 }
 
 int ttclient_env_update(ttclient_t *self, Ttfleet__EnvUpdate *update, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_ENV_UPDATE;
-    req.env_update = update;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_env_update(self, update, reply_p);
 }
 
 int ttclient_env_rm_vm(ttclient_t *self, Ttfleet__EnvRmVm *rm, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_ENV_RM_VM;
-    req.env_rm_vm = rm;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_env_rm_vm(self, rm, reply_p);
 }
 
 int ttclient_env_console(ttclient_t *self, Ttfleet__EnvConsole *q, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_ENV_CONSOLE;
-    req.env_console = q;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_env_console(self, q, reply_p);
 }
 
 int ttclient_host_list(ttclient_t *self, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_HOST_LIST;
-    req.host_list = &empty;
-    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+    return ttclient_op_host_list(self, NULL, reply_p);
 }
 
 int ttclient_host_show(ttclient_t *self, const char *id, Ttfleet__Reply **reply_p)
 {
     Ttfleet__HostRef ref = TTFLEET__HOST_REF__INIT;
-    ref.id = (char *)(id ? id : "");
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_HOST_SHOW;
-    req.host_show = &ref;
-    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+    ref.id = S_STR(id);
+    return ttclient_op_host_show(self, &ref, reply_p);
 }
 
 int ttclient_pool_status(ttclient_t *self, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_POOL_STATUS;
-    req.pool_status = &empty;
-    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+    return ttclient_op_pool_status(self, NULL, reply_p);
 }
 
 int ttclient_cluster_status(ttclient_t *self, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Empty empty = TTFLEET__EMPTY__INIT;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_CLUSTER_STATUS;
-    req.cluster_status = &empty;
-    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+    return ttclient_op_cluster_status(self, NULL, reply_p);
 }
 
 int ttclient_host_drain(ttclient_t *self, const char *id, bool undo, bool evacuate,
                         Ttfleet__Reply **reply_p)
 {
     Ttfleet__HostDrain drain = TTFLEET__HOST_DRAIN__INIT;
-    drain.id = (char *)(id ? id : "");
+    drain.id = S_STR(id);
     drain.undo = undo;
     drain.evacuate = evacuate;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_HOST_DRAIN;
-    req.host_drain = &drain;
-    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+    return ttclient_op_host_drain(self, &drain, reply_p);
 }
 
 int ttclient_host_remove(ttclient_t *self, const char *id, bool force, Ttfleet__Reply **reply_p)
 {
     Ttfleet__HostRemove rm = TTFLEET__HOST_REMOVE__INIT;
-    rm.id = (char *)(id ? id : "");
+    rm.id = S_STR(id);
     rm.force = force;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_HOST_REMOVE;
-    req.host_remove = &rm;
-    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+    return ttclient_op_host_remove(self, &rm, reply_p);
 }
 
 int ttclient_quota_set(ttclient_t *self, Ttfleet__QuotaSet *set, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_QUOTA_SET;
-    req.quota_set = set;
-    return ttclient_call(self, TT_SERVICE_ADMIN, &req, reply_p);
+    return ttclient_op_quota_set(self, set, reply_p);
 }
 
-int ttclient_quota_show(ttclient_t *self, const char *tenant, bool all,
-                        Ttfleet__Reply **reply_p)
+int ttclient_quota_show(ttclient_t *self, const char *tenant, bool all, Ttfleet__Reply **reply_p)
 {
     Ttfleet__QuotaShow show = TTFLEET__QUOTA_SHOW__INIT;
-    show.tenant = (char *)(tenant ? tenant : "");
+    show.tenant = S_STR(tenant);
     show.all = all;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_QUOTA_SHOW;
-    req.quota_show = &show;
-    return ttclient_call(self, all ? TT_SERVICE_ADMIN : TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_quota_show(self, &show, reply_p);
 }
 
 int ttclient_queue_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p)
 {
     Ttfleet__QueueList list = TTFLEET__QUEUE_LIST__INIT;
     list.all = all;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_QUEUE_LIST;
-    req.queue_list = &list;
-    return ttclient_call(self, all ? TT_SERVICE_ADMIN : TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_queue_list(self, &list, reply_p);
 }
 
 int ttclient_audit(ttclient_t *self, Ttfleet__AuditQuery *query, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_AUDIT_QUERY;
-    req.audit_query = query;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_audit_query(self, query, reply_p);
 }
 
-/* ---- images (issue 12) ---- */
-
-static int s_image_ref_call(ttclient_t *self, int op, const char *ref, Ttfleet__Reply **reply_p)
-{
-    Ttfleet__ImageRef r = TTFLEET__IMAGE_REF__INIT;
-    r.ref = (char *)(ref ? ref : "");
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = (Ttfleet__Request__OpCase)op;
-    if (op == TTFLEET__REQUEST__OP_IMAGE_SHOW)
-        req.image_show = &r;
-    else
-        req.image_rm = &r;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
-}
-
-int ttclient_image_show(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p)
-{
-    return s_image_ref_call(self, TTFLEET__REQUEST__OP_IMAGE_SHOW, ref, reply_p);
-}
-
-int ttclient_image_rm(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p)
-{
-    return s_image_ref_call(self, TTFLEET__REQUEST__OP_IMAGE_RM, ref, reply_p);
-}
+#define S_IMAGE_REF(verb)                                                                          \
+    int ttclient_image_##verb(ttclient_t *self, const char *ref, Ttfleet__Reply **reply_p)         \
+    {                                                                                              \
+        Ttfleet__ImageRef r = TTFLEET__IMAGE_REF__INIT;                                            \
+        r.ref = S_STR(ref);                                                                        \
+        return ttclient_op_image_##verb(self, &r, reply_p);                                        \
+    }
+S_IMAGE_REF(show)
+S_IMAGE_REF(rm)
 
 int ttclient_image_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p)
 {
     Ttfleet__ImageList l = TTFLEET__IMAGE_LIST__INIT;
     l.all = all;
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_IMAGE_LIST;
-    req.image_list = &l;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_image_list(self, &l, reply_p);
 }
 
 int ttclient_image_pull(ttclient_t *self, Ttfleet__ImagePull *pull, Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_IMAGE_PULL;
-    req.image_pull = pull;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_image_pull(self, pull, reply_p);
 }
 
 int ttclient_image_prepare(ttclient_t *self, Ttfleet__ImagePrepare *prepare,
                            Ttfleet__Reply **reply_p)
 {
-    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
-    req.op_case = TTFLEET__REQUEST__OP_IMAGE_PREPARE;
-    req.image_prepare = prepare;
-    return ttclient_call(self, TT_SERVICE_ENV, &req, reply_p);
+    return ttclient_op_image_prepare(self, prepare, reply_p);
 }
 
 int ttclient_image_push(ttclient_t *self, const char *ref, const char *path, bool pool,
@@ -1004,8 +925,9 @@ int ttclient_env_exec(ttclient_t *self, const char *name, uint32_t vm_id, const 
     res->exit_code = -1;
     if (!name || !argv || argc < 1 || argc > TT_EXEC_ARGS_MAX || in_len > TT_EXEC_STDIN_MAX ||
         timeout_s > TT_EXEC_TIMEOUT_MAX) {
-        s_set_error(self, "exec needs an env name, 1..%d arguments, stdin of at most %d bytes "
-                          "and a timeout of at most %d s",
+        s_set_error(self,
+                    "exec needs an env name, 1..%d arguments, stdin of at most %d bytes "
+                    "and a timeout of at most %d s",
                     TT_EXEC_ARGS_MAX, TT_EXEC_STDIN_MAX, TT_EXEC_TIMEOUT_MAX);
         return -1;
     }
@@ -1134,8 +1056,9 @@ int ttclient_env_cp_put(ttclient_t *self, const char *name, uint32_t vm_id, cons
     if (s_copy_args(self, name, path))
         return -1;
     if (len > TT_COPY_FILE_MAX) {
-        s_set_error(self, "TOO_LARGE: the file is %zu bytes; a copy is at most %d (64 MiB); "
-                          "nothing was sent",
+        s_set_error(self,
+                    "TOO_LARGE: the file is %zu bytes; a copy is at most %d (64 MiB); "
+                    "nothing was sent",
                     len, TT_COPY_FILE_MAX);
         return TTFLEET__STATUS__TOO_LARGE;
     }
@@ -1224,8 +1147,8 @@ int ttclient_env_cp_get(ttclient_t *self, const char *name, uint32_t vm_id, cons
                     bad = 1;
             }
         }
-        if (!bad && (cc->offset != off || cc->data.len > total - off ||
-                     cc->total_size != total || (!cc->eof && cc->data.len == 0)))
+        if (!bad && (cc->offset != off || cc->data.len > total - off || cc->total_size != total ||
+                     (!cc->eof && cc->data.len == 0)))
             bad = 1;
         if (bad) {
             ttclient_reply_destroy(&reply);
@@ -1245,8 +1168,9 @@ int ttclient_env_cp_get(ttclient_t *self, const char *name, uint32_t vm_id, cons
     EVP_Digest(buf, off, got, NULL, EVP_sha256(), NULL);
     if (off != total || memcmp(got, sha, 32) != 0) {
         free(buf);
-        s_set_error(self, "CHECKSUM_MISMATCH: the %zu bytes received do not have the file's "
-                          "size (%zu) and sha256",
+        s_set_error(self,
+                    "CHECKSUM_MISMATCH: the %zu bytes received do not have the file's "
+                    "size (%zu) and sha256",
                     off, total);
         return TTFLEET__STATUS__CHECKSUM_MISMATCH;
     }

@@ -102,8 +102,20 @@ int ttclient_call(ttclient_t *self, const char *service, Ttfleet__Request *req,
 /* Frees a Reply from one of the calls below; sets *reply_p to NULL. */
 void ttclient_reply_destroy(Ttfleet__Reply **reply_p);
 
-/* One call per operation. Env operations go to service tt.env, pool
- * operations and the list of every tenant's envs go to tt.admin. */
+/* Sends msg, a Request.op message of the op registry's op_case (a
+ * Ttfleet__Request__OpCase of a row of schema/ops.def), to the op's service
+ * (tt.admin instead of tt.env when the message has a field `all` that is
+ * set); msg NULL sends the message with every field at its default. -1 with
+ * ttclient_error() for a case the registry does not have. The typed form of
+ * each op, ttclient_op_FIELD(self, msg, reply_p) (ttclient_op_env_show,
+ * ttclient_op_key_list, ...), is generated from the registry into
+ * ttclient_ops.h, included below: every op of the registry has one. Each
+ * retries like ttclient_call(); for exec and copy use ttclient_env_exec and
+ * ttclient_env_cp_put/get, which send each piece once. */
+int ttclient_op(ttclient_t *self, int op_case, void *msg, Ttfleet__Reply **reply_p);
+
+/* Convenience calls for the common operations: each fills the op's message
+ * from its arguments and calls ttclient_op_FIELD. */
 int ttclient_env_create(ttclient_t *self, Ttfleet__EnvCreate *create, Ttfleet__Reply **reply_p);
 int ttclient_env_show(ttclient_t *self, const char *name, Ttfleet__Reply **reply_p);
 int ttclient_env_list(ttclient_t *self, bool all, Ttfleet__Reply **reply_p);
@@ -244,6 +256,8 @@ size_t ttclient_env_count(const Ttfleet__EnvInfo *env, bool ready);
  * ("200", "404" or "501") into code (NUL-terminated, truncated to len).
  * Returns 0 when an answer arrived, -1 on a transport failure. */
 int ttclient_mmi(ttclient_t *self, const char *service, char *code, size_t len);
+
+#include "ttclient_ops.h"
 
 #ifdef __cplusplus
 }

@@ -1,13 +1,16 @@
 """ttfleet Python client. The protobuf module (ttfleet/ttfleet_pb2.py) is
-generated from schema/ttfleet.proto by protoc when the package is built,
+generated from schema/ttfleet.proto by protoc, and ttfleet/_ops.py from the
+op registry schema/ops.def by schema/opsgen.py, when the package is built,
 never committed: `pip install --no-build-isolation ./client/python` from the
 repository root needs only Debian's python3-setuptools, python3-zmq,
 python3-protobuf and protobuf-compiler. TTFLEET_PROTO names another
-ttfleet.proto (for a copy of this directory outside the repository)."""
+ttfleet.proto (for a copy of this directory outside the repository), with
+ops.def and opsgen.py beside it."""
 
 import os
 import shutil
 import subprocess
+import sys
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -37,6 +40,15 @@ class BuildPy(build_py):
         subprocess.run([protoc, "--proto_path=" + os.path.dirname(proto), "--python_out=" + out,
                         "--pyi_out=" + out, proto], check=True)
         _write_errors_stub(os.path.join(out, "ttfleet_pb2.py"), os.path.join(out, "errors.pyi"))
+        # ttfleet/_ops.py: the op registry (ops.def beside the .proto) as
+        # data and a low-level method per op
+        schema = os.path.dirname(proto)
+        opsgen, ops_def = os.path.join(schema, "opsgen.py"), os.path.join(schema, "ops.def")
+        for path in (opsgen, ops_def):
+            if not os.path.exists(path):
+                raise SystemExit("ttfleet: %s not found (it belongs beside %s)" % (path, proto))
+        subprocess.run([sys.executable, opsgen, ops_def, proto, "--python",
+                        os.path.join(out, "_ops.py")], check=True)
 
 
 def _write_errors_stub(pb2_path, stub_path):

@@ -112,7 +112,7 @@ def server_routes():
                                            ops, re.M)]
     with open(os.path.join(harness.SOURCE, "gw", "gw.c")) as f:
         text = f.read()
-    table = text[text.index("static const s_route_t s_own_routes[] = {"):]
+    table = text[text.index("static const gw_route_t s_own_routes[] = {"):]
     table = table[:table.index("};")]
     return routes + re.findall(r'\{"([A-Z]+)", "([^"]+)"', table)
 

@@ -491,6 +491,20 @@ class Gateway(unittest.TestCase):
         _, _, shown = self.call("GET", "/v1/hosts/h1", token=ADMIN, expect=200)
         self.assertFalse(shown["draining"])
 
+    def test_host_remove(self):
+        """DELETE /v1/hosts/{id}: the registry row of host_remove is its
+        whole route (admin only, ?force= from the query)."""
+        self.err("DELETE", "/v1/hosts/nohost", 404, "NOT_FOUND", token=ADMIN)
+        self.pool.hosts["hx"] = {"cpu": 1, "mem": 256}
+        self.pool.start_worker("hx")
+        self.pool.wait_online(["hx"])
+        self.pool.stop_worker("hx")
+        self.err("DELETE", "/v1/hosts/hx", 403, "FORBIDDEN")
+        self.call("GET", "/v1/hosts/hx", token=ADMIN, expect=200)
+        self.call("DELETE", "/v1/hosts/hx?force=true", token=ADMIN, expect=200)
+        self.err("GET", "/v1/hosts/hx", 404, "NOT_FOUND", token=ADMIN)
+        self.err("DELETE", "/v1/hosts/hx?force=maybe", 400, "BAD_REQUEST", token=ADMIN)
+
     def test_slow_client_does_not_block(self):
         """A connection that sends half a body and stalls, and an open
         event stream, do not hold up other requests."""

@@ -404,16 +404,29 @@ static void s_test_ops(void)
     qset.tenant = "t2";
     qset.cpu = &cpu;
     s_expect(c, ttclient_quota_set(c, &qset, &r), &r, admin, TTFLEET__REQUEST__OP_QUOTA_SET);
-    s_expect(c, ttclient_quota_show(c, NULL, false, &r), &r, env,
-             TTFLEET__REQUEST__OP_QUOTA_SHOW);
-    s_expect(c, ttclient_quota_show(c, NULL, true, &r), &r, admin,
-             TTFLEET__REQUEST__OP_QUOTA_SHOW);
+    s_expect(c, ttclient_quota_show(c, NULL, false, &r), &r, env, TTFLEET__REQUEST__OP_QUOTA_SHOW);
+    s_expect(c, ttclient_quota_show(c, NULL, true, &r), &r, admin, TTFLEET__REQUEST__OP_QUOTA_SHOW);
     s_expect(c, ttclient_queue_list(c, false, &r), &r, env, TTFLEET__REQUEST__OP_QUEUE_LIST);
     s_expect(c, ttclient_queue_list(c, true, &r), &r, admin, TTFLEET__REQUEST__OP_QUEUE_LIST);
     Ttfleet__AuditQuery aq = TTFLEET__AUDIT_QUERY__INIT;
     aq.env = "e1";
     aq.limit = 10;
     s_expect(c, ttclient_audit(c, &aq, &r), &r, env, TTFLEET__REQUEST__OP_AUDIT_QUERY);
+
+    /* Every row of the registry has its generated request function, which
+     * sends the row's op to the row's service (a row without one does not
+     * compile here). */
+#define S_SVC_ENV TT_SERVICE_ENV
+#define S_SVC_ADMIN TT_SERVICE_ADMIN
+#define TT_OP(CASE, field, handler, service, flags, method, path, params, query, ok, cli)          \
+    s_expect(c, ttclient_op_##field(c, NULL, &r), &r, S_SVC_##service, TTFLEET__REQUEST__OP_##CASE);
+#include "ops.def"
+#undef TT_OP
+    Ttfleet__EnvList all = TTFLEET__ENV_LIST__INIT;
+    all.all = true;
+    s_expect(c, ttclient_op_env_list(c, &all, &r), &r, admin, TTFLEET__REQUEST__OP_ENV_LIST);
+    CHECK(ttclient_op(c, 9999, NULL, &r) == -1 && r == NULL);
+    CHECK(strstr(ttclient_error(c), "not an operation of the registry"));
 
     /* The caller's request id and tenant are used when given, and the
      * request keeps no pointer into the client afterwards. */

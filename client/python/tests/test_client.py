@@ -45,6 +45,95 @@ def test_installed_from_tree():
     assert hasattr(ttfleet.pb, "EnvCreate")
 
 
+def _registry_rows():
+    """The Request.op fields of schema/ops.def's rows, read from the file
+    itself (not from the generated ttfleet._ops)."""
+    import re
+    with open(os.path.join(harness.SOURCE, "schema", "ops.def")) as f:
+        text = re.sub(r'"(?:[^"\\\n]|\\.)*"|/\*.*?\*/', lambda m: m.group(0)
+                      if m.group(0)[0] == '"' else "", f.read(), flags=re.S)
+    return re.findall(r"^TT_OP\(\s*[A-Z_0-9]+\s*,\s*([a-z_0-9]+)\s*,", text, re.M)
+
+
+def test_every_registry_row_has_a_method():
+    """Every row of ops.def is a method of ttfleet.Client and a coroutine
+    method of ttfleet.aio.Client, and ttfleet._ops.OPS holds exactly the
+    rows (a row added without its methods fails here)."""
+    import inspect
+    from ttfleet import _ops
+    rows = _registry_rows()
+    assert len(rows) >= 30 and len(set(rows)) == len(rows)
+    assert list(_ops.OPS) == rows
+    for op in rows:
+        assert callable(getattr(ttfleet.Client, op, None)), op
+        assert inspect.iscoroutinefunction(getattr(ttfleet.aio.Client, op, None)), op
+        assert _ops.OPS[op].service in ("tt.env", "tt.admin")
+
+
+@pytest.fixture
+def fake_broker():
+    """A ROUTER that answers every request OK with "SERVICE OP" as the
+    message (and an EnvInfo for an env_show that names an env)."""
+    import zmq
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            if not sock.poll(50):
+                continue
+            frames = sock.recv_multipart()
+            req = pb.Request()
+            req.ParseFromString(frames[-1])
+            op = req.WhichOneof("op")
+            rep = pb.Reply(request_id=req.request_id, status=pb.OK,
+                           message="%s %s" % (frames[-2].decode(), op))
+            if op == "env_show" and req.env_show.name:
+                rep.env.name = req.env_show.name
+            if op == "host_remove" and req.host_remove.id == "refuse":
+                rep.status, rep.message = pb.FORBIDDEN, "no"
+            sock.send_multipart(frames[:-1] + [rep.SerializeToString()])
+    t = threading.Thread(target=serve)
+    t.start()
+    yield "tcp://127.0.0.1:%d" % port
+    stop.set()
+    t.join()
+    sock.close(linger=0)
+
+
+def test_registry_methods_send_their_op(fake_broker):
+    """The generated method of every row (sync and asyncio) sends that op to
+    the row's service; fields go positionally in the message's order or by
+    name; the Reply's result comes back; a refusal raises."""
+    from ttfleet import _ops
+    with ttfleet.Client(broker=fake_broker, tenant="pyt", timeout_ms=2000, retries=1) as c:
+        for op, spec in _ops.OPS.items():
+            rep = getattr(_ops.Ops, op)(c)
+            assert rep.message == "%s %s" % (spec.service, op)
+        assert c.env_show("e1").name == "e1"
+        assert c.env_extend("e1", 60).message == "tt.env env_extend"
+        assert c.key_list().message == "tt.admin key_list"
+        assert c.image_list(all=True).message == "tt.admin image_list"
+        with pytest.raises(TypeError):
+            c.env_stop("e1", name="e2")
+        with pytest.raises(TypeError):
+            c.host_drain(nonsense=1)
+        with pytest.raises(ttfleet.errors.Forbidden):
+            c.host_remove("refuse", True)
+
+    async def aio():
+        async with ttfleet.aio.Client(broker=fake_broker, tenant="pyt", timeout_ms=2000,
+                                      retries=1) as c:
+            for op, spec in _ops.OPS.items():
+                rep = await getattr(_ops.AsyncOps, op)(c)
+                assert rep.message == "%s %s" % (spec.service, op)
+            assert (await c.env_stop("e1")).message == "tt.env env_stop"
+            assert (await c.queue_list(all=True)).message == "tt.admin queue_list"
+    asyncio.run(aio())
+
+
 def test_env_lifecycle(client):
     env = client.env_create("life", images=[("sleeper", 2)], cpu=1, mem_mib=128, ports=[80])
     assert env.name == "life" and env.tenant == "pyt" and len(env.vms) == 2

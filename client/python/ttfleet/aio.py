@@ -26,10 +26,10 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import zmq
 import zmq.asyncio
 
-from . import durations, errors, models, sdk
+from . import _ops, durations, errors, models, sdk
 from . import ttfleet_pb2 as pb
 from .client import IN_PROGRESS_PAUSE, MDP_CLIENT, NO_LEADER_PAUSE, Client as _SyncClient
-from .client import load_curve
+from .client import load_curve, raise_status, registry_request, registry_result
 from .models import EnvInfo, ExecResult, VmInfo
 
 __all__ = ["Client", "AsyncEnv", "AsyncVM", "AsyncEnvContext"]
@@ -37,9 +37,13 @@ __all__ = ["Client", "AsyncEnv", "AsyncVM", "AsyncEnvContext"]
 MAX_IDLE = 16  # sockets kept for reuse; more concurrent requests open their own
 
 
-class Client:
+class Client(_ops.AsyncOps):
     """An asyncio ttfleet client. broker, tenant, key, broker_key,
-    timeout_ms and retries as ttfleet.Client: broker may list a cluster's
+    timeout_ms and retries as ttfleet.Client. Like it, a coroutine method
+    per operation of the registry (ttfleet._ops.AsyncOps: the op's message
+    fields positionally or by name, returning the Reply's result); env_create,
+    env_show, env_list, env_delete, env_extend and exec are convenience
+    forms returning ttfleet.models dataclasses. broker may list a cluster's
     brokers ("EP1,EP2,EP3"); a NOT_LEADER reply sends the same request,
     same request id, to the leader it names when that is in the list, and
     a broker that does not answer is left for the next one."""
@@ -154,10 +158,16 @@ class Client:
             fill(msg)
         reply = await self.call(service, req, timeout_ms, retries)
         if reply.status not in ok:
-            name = (pb.Status.Name(reply.status) if reply.status in pb.Status.values()
-                    else str(reply.status))
-            raise errors.for_status(name)(reply.message or name, reply.request_id, op)
+            raise_status(reply, op)
         return reply
+
+    async def _registry_call(self, op: str, args: Sequence[Any], fields: dict,
+                             request_id: Optional[str]) -> Any:
+        req, service = registry_request(op, args, fields, request_id)
+        reply = await self.call(service, req)
+        if reply.status != pb.OK:
+            raise_status(reply, op)
+        return registry_result(reply)
 
     # ---- envs ----
 

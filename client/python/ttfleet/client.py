@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import zmq
 
-from . import durations, errors, models, sdk
+from . import _ops, durations, errors, models, sdk
 from . import ttfleet_pb2 as pb
 from .models import EnvInfo
 
@@ -46,7 +46,54 @@ def load_curve(key, broker_key):
     return public, secret, server
 
 
-class Client:
+def registry_request(op, args, fields, request_id=None):
+    """The Request of registry op (ttfleet._ops.OPS) with its message built
+    from args (the message's fields in its order) and fields (by name), and
+    the service to send it to: the op's, or tt.admin when the message has a
+    field `all` that is set. Raises TypeError for a field the message does
+    not have, a field given twice or a value of the wrong type."""
+    spec = _ops.OPS[op]
+    req = pb.Request(request_id=request_id or "")
+    msg = getattr(req, op)
+    msg.SetInParent()
+    names = [f.name for f in msg.DESCRIPTOR.fields]
+    if len(args) > len(names):
+        raise TypeError("%s() takes at most %d positional arguments (%s), %d given"
+                        % (op, len(names), ", ".join(names), len(args)))
+    for name, value in zip(names, args):
+        if name in fields:
+            raise TypeError("%s() got multiple values for %r" % (op, name))
+        fields[name] = value
+    try:
+        msg.MergeFrom(type(msg)(**fields))
+    except ValueError as e:  # protobuf's "has no field" for an unknown name
+        raise TypeError("%s(): %s" % (op, e)) from e
+    service = "tt.admin" if "all" in names and getattr(msg, "all") is True else spec.service
+    return req, service
+
+
+def registry_result(reply):
+    """What a registry method returns: the Reply's result, or the Reply
+    when it has none."""
+    which = reply.WhichOneof("result")
+    return getattr(reply, which) if which else reply
+
+
+def raise_status(reply, op):
+    """Raises the exception (ttfleet.errors) of reply's status."""
+    name = pb.Status.Name(reply.status) if reply.status in pb.Status.values() else str(
+        reply.status)
+    raise errors.for_status(name)(reply.message or name, reply.request_id, op)
+
+
+class Client(_ops.Ops):
+    """The low-level client: a method per operation of the registry
+    (schema/ops.def, generated into ttfleet._ops.Ops: the op's message
+    fields positionally in its order or by name, returning the Reply's
+    result), convenience forms of some (env_create, env_list, env_update,
+    host_list, env_exec, env_cp_put / env_cp_get, wait, watch), and the
+    high-level API of ttfleet.sdk (env, get_env, list_envs, events)."""
+
     def __init__(self, broker="tcp://127.0.0.1:5555", tenant="default", key=None,
                  broker_key=None, timeout_ms=10000, retries=3, events=None):
         """broker: the clients endpoint, or "EP1,EP2,EP3" for a broker
@@ -174,12 +221,17 @@ class Client:
             fill(msg)
         reply = self.call(service, req)
         if reply.status not in ok:
-            name = pb.Status.Name(reply.status) if reply.status in pb.Status.values() else str(
-                reply.status)
-            raise errors.for_status(name)(reply.message or name, reply.request_id, op)
+            raise_status(reply, op)
         if result:
             return getattr(reply, result)
         return reply
+
+    def _registry_call(self, op, args, fields, request_id):
+        req, service = registry_request(op, args, fields, request_id)
+        reply = self.call(service, req)
+        if reply.status != pb.OK:
+            raise_status(reply, op)
+        return registry_result(reply)
 
     # ---- the high-level API (ttfleet.sdk): Env and VM objects, dataclasses ----
 
@@ -236,7 +288,7 @@ class Client:
         for ev in self.watch(topic=topic, env=env, timeout_ms=ms, count=count):
             yield Event.from_pb(ev)
 
-    # ---- one method per ttctl command ----
+    # ---- convenience forms of registry ops ----
 
     def env_create(self, name, images, engine="", cpu=0, mem_mib=0, disk_mib=0, ports=(),
                    lifetime=0, deny_outgoing=False, spread=False, request_id=None,
@@ -298,9 +350,6 @@ class Client:
                 lines.append("(console unavailable: %s)" % e)
         raise TimeoutError("\n".join(lines))
 
-    def env_show(self, name):
-        return self._op("env_show", lambda m: setattr(m, "name", name), result="env")
-
     def env_list(self, all=False, labels=None):
         """The caller's envs (every tenant's with all=True, admin); with
         labels ({KEY: VALUE} or ["KEY=VALUE"]) only those with every one."""
@@ -310,30 +359,6 @@ class Client:
             m.all = all
             m.labels.extend(models.label_list(labels))
         return list(self._op("env_list", fill, service, result="envs").envs)
-
-    def _env_ref(self, op, name, request_id=None):
-        return self._op(op, lambda m: setattr(m, "name", name), request_id=request_id,
-                        result="env")
-
-    def env_stop(self, name, request_id=None):
-        return self._env_ref("env_stop", name, request_id)
-
-    def env_start(self, name, request_id=None):
-        return self._env_ref("env_start", name, request_id)
-
-    def env_pause(self, name, request_id=None):
-        return self._env_ref("env_pause", name, request_id)
-
-    def env_resume(self, name, request_id=None):
-        return self._env_ref("env_resume", name, request_id)
-
-    def env_delete(self, name, request_id=None):
-        self._op("env_delete", lambda m: setattr(m, "name", name), request_id=request_id)
-
-    def env_extend(self, name, lifetime, request_id=None):
-        def fill(m):
-            m.name, m.lifetime = name, lifetime
-        return self._op("env_extend", fill, request_id=request_id, result="env")
 
     def env_update(self, name, cpu=0, mem_mib=0, disk_mib=0, ports=None, outgoing=None,
                    request_id=None):
@@ -347,18 +372,6 @@ class Client:
             if outgoing is not None:
                 m.outgoing = {"deny": pb.OUTGOING_DENY, "allow": pb.OUTGOING_ALLOW}[outgoing]
         return self._op("env_update", fill, request_id=request_id, result="env")
-
-    def env_rm_vm(self, name, vm_ids=(), image_prefix="", host=""):
-        def fill(m):
-            m.name, m.image_prefix, m.host = name, image_prefix, host
-            m.vm_ids.extend(vm_ids)
-        return self._op("env_rm_vm", fill, result="env")
-
-    def env_console(self, name, vm_id, host="", max_bytes=0):
-        """The ConsoleText (text is bytes)."""
-        def fill(m):
-            m.name, m.vm_id, m.host, m.max_bytes = name, vm_id, host, max_bytes
-        return self._op("env_console", fill, result="console")
 
     # ---- exec and copy (schema/PROTOCOL.md "Guests"; ttctl env exec / env cp) ----
 
@@ -376,11 +389,6 @@ class Client:
         finally:
             self.timeout_ms, self.retries = saved
 
-    def _raise(self, reply, op):
-        name = pb.Status.Name(reply.status) if reply.status in pb.Status.values() else str(
-            reply.status)
-        raise errors.for_status(name)(reply.message or name, reply.request_id, op)
-
     def env_exec(self, name, vm_id, argv, host="", timeout_s=0, stdin=b""):
         """Runs argv in the VM (killed after timeout_s, 0 = 60) and reads its
         whole output. Returns an object with status ("OK", or "TIMEOUT": killed
@@ -393,7 +401,7 @@ class Client:
             m.argv.extend(argv)
         reply = self._once("env_exec", fill, ((timeout_s or 60) + 30) * 1000)
         if reply.status not in (pb.OK, pb.TIMEOUT) or not reply.HasField("exec"):
-            self._raise(reply, "env_exec")
+            raise_status(reply, "env_exec")
         e = reply.exec
         res = types.SimpleNamespace(
             status=pb.Status.Name(reply.status), message=reply.message, host=e.host,
@@ -406,7 +414,7 @@ class Client:
                 m.stdout_offset, m.stderr_offset = len(res.stdout), len(res.stderr)
             r = self._once("env_exec", more, 30000)
             if r.status != pb.OK:
-                self._raise(r, "env_exec")
+                raise_status(r, "env_exec")
             if (r.exec.stdout_offset != len(res.stdout) or
                     r.exec.stderr_offset != len(res.stderr) or
                     not (r.exec.stdout or r.exec.stderr)):
@@ -435,7 +443,7 @@ class Client:
                     m.last, m.total_size, m.sha256 = True, len(data), digest
             r = self._once("env_copy", fill, 180000 if last else 30000)
             if r.status != pb.OK:
-                self._raise(r, "env_cp_put")
+                raise_status(r, "env_cp_put")
             if last:
                 if not r.copy.eof or r.copy.sha256 != digest:
                     raise errors.Error("env_cp_put: the worker did not confirm the sha256")
@@ -452,7 +460,7 @@ class Client:
                 m.direction, m.transfer_id, m.offset = pb.COPY_GET, tid, off
             r = self._once("env_copy", fill, 180000 if off == 0 else 30000)
             if r.status != pb.OK:
-                self._raise(r, "env_cp_get")
+                raise_status(r, "env_cp_get")
             c = r.copy
             if total is None:
                 total, digest, tid = c.total_size, c.sha256, c.transfer_id
@@ -470,23 +478,6 @@ class Client:
 
     def host_list(self):
         return list(self._op("host_list", None, "tt.admin", result="hosts").hosts)
-
-    def host_show(self, host_id):
-        return self._op("host_show", lambda m: setattr(m, "id", host_id), "tt.admin",
-                        result="host")
-
-    def host_drain(self, host_id, undo=False, evacuate=False):
-        def fill(m):
-            m.id, m.undo, m.evacuate = host_id, undo, evacuate
-        return self._op("host_drain", fill, "tt.admin")
-
-    def host_remove(self, host_id, force=False):
-        def fill(m):
-            m.id, m.force = host_id, force
-        return self._op("host_remove", fill, "tt.admin")
-
-    def pool_status(self):
-        return self._op("pool_status", None, "tt.admin", result="pool")
 
     def watch(self, topic="", env=None, timeout_ms=None, count=None):
         """Yields Events from the broker's events socket (topic prefix; only
