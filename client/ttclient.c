@@ -604,7 +604,12 @@ int ttclient_op(ttclient_t *self, int op_case, void *msg, Ttfleet__Reply **reply
     Ttfleet__Request req = TTFLEET__REQUEST__INIT;
     req.op_case = (Ttfleet__Request__OpCase)op_case;
     *(void **)((char *)&req + f->offset) = msg;
+    /* an op flagged ONCE is not idempotent (exec, copy): one attempt */
+    int retries = self->retries;
+    if (op->flags & TT_OPF_ONCE)
+        self->retries = 1;
     int rc = ttclient_call(self, service, &req, reply_p);
+    self->retries = retries;
     free(empty);
     return rc;
 }

@@ -110,8 +110,9 @@ void ttclient_reply_destroy(Ttfleet__Reply **reply_p);
  * each op, ttclient_op_FIELD(self, msg, reply_p) (ttclient_op_env_show,
  * ttclient_op_key_list, ...), is generated from the registry into
  * ttclient_ops.h, included below: every op of the registry has one. Each
- * retries like ttclient_call(); for exec and copy use ttclient_env_exec and
- * ttclient_env_cp_put/get, which send each piece once. */
+ * retries like ttclient_call(), except an op flagged TT_OPF_ONCE (not
+ * idempotent: env_exec, env_copy), which is sent once; ttclient_env_exec and
+ * ttclient_env_cp_put/get split and bound those. */
 int ttclient_op(ttclient_t *self, int op_case, void *msg, Ttfleet__Reply **reply_p);
 
 /* Convenience calls for the common operations: each fills the op's message

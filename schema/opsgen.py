@@ -220,8 +220,9 @@ def python(rows):
                 '    """A method per registry op: its message\'s fields positionally in the',
                 "    message's order or by name; returns the Reply's result (the Reply when",
                 "    it has none) and raises the status's exception (ttfleet.errors) on",
-                "    anything but OK. Each retries like call(); env_exec and env_copy have",
-                '    the single-attempt forms env_exec, env_cp_put and env_cp_get."""', ""]
+                "    anything but OK. Each retries like call(), but an op flagged ONCE",
+                "    (not idempotent: env_exec, env_copy) is sent once; the higher-level",
+                '    env_exec, env_cp_put and env_cp_get split and bound those."""', ""]
         for row in rows:
             out += ["    %s %s(self, *args: Any, request_id: Optional[str] = None,"
                     % (kw, row["field"]),

@@ -18,6 +18,7 @@ enum {
     TT_OPF_RATE = 16,
     TT_OPF_BODY = 32,
     TT_OPF_NEED_BODY = 64 | 32,
+    TT_OPF_ONCE = 128,
 };
 #define TT_OPF_CHANGE (TT_OPF_RECORD | TT_OPF_AUDIT)
 

@@ -70,6 +70,9 @@ def test_every_registry_row_has_a_method():
         assert _ops.OPS[op].service in ("tt.env", "tt.admin")
 
 
+SILENT = {}  # fake_broker: requests of each op naming env "silent"
+
+
 @pytest.fixture
 def fake_broker():
     """A ROUTER that answers every request OK with "SERVICE OP" as the
@@ -88,6 +91,9 @@ def fake_broker():
             req = pb.Request()
             req.ParseFromString(frames[-1])
             op = req.WhichOneof("op")
+            if getattr(getattr(req, op), "name", "") == "silent":
+                SILENT[op] = SILENT.get(op, 0) + 1  # counted, never answered
+                continue
             rep = pb.Reply(request_id=req.request_id, status=pb.OK,
                            message="%s %s" % (frames[-2].decode(), op))
             if op == "env_show" and req.env_show.name:
@@ -132,6 +138,30 @@ def test_registry_methods_send_their_op(fake_broker):
             assert (await c.env_stop("e1")).message == "tt.env env_stop"
             assert (await c.queue_list(all=True)).message == "tt.admin queue_list"
     asyncio.run(aio())
+
+
+def test_once_ops_are_not_retried(fake_broker):
+    """An op flagged ONCE in the registry (env_exec, env_copy: a retry would
+    run the command or write the chunk again) is sent once by the generated
+    methods, sync and asyncio; other ops retry as call() does."""
+    from ttfleet import _ops
+    assert "ONCE" in _ops.OPS["env_exec"].flags and "ONCE" in _ops.OPS["env_copy"].flags
+    assert "ONCE" not in _ops.OPS["env_show"].flags
+    SILENT.clear()
+    with ttfleet.Client(broker=fake_broker, tenant="pyt", timeout_ms=200, retries=3) as c:
+        for op in ("env_exec", "env_copy", "env_show"):
+            with pytest.raises(ttfleet.errors.TransportError):
+                getattr(_ops.Ops, op)(c, name="silent")
+
+    async def aio():
+        async with ttfleet.aio.Client(broker=fake_broker, tenant="pyt", timeout_ms=200,
+                                      retries=3) as c:
+            for op in ("env_exec", "env_copy", "env_show"):
+                with pytest.raises(ttfleet.errors.TransportError):
+                    await getattr(_ops.AsyncOps, op)(c, name="silent")
+    asyncio.run(aio())
+    time.sleep(0.2)
+    assert SILENT == {"env_exec": 2, "env_copy": 2, "env_show": 6}
 
 
 def test_env_lifecycle(client):

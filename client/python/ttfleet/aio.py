@@ -164,7 +164,9 @@ class Client(_ops.AsyncOps):
     async def _registry_call(self, op: str, args: Sequence[Any], fields: dict,
                              request_id: Optional[str]) -> Any:
         req, service = registry_request(op, args, fields, request_id)
-        reply = await self.call(service, req)
+        # an op flagged ONCE is not idempotent (exec, copy): one attempt
+        once = "ONCE" in _ops.OPS[op].flags
+        reply = await self.call(service, req, retries=1 if once else None)
         if reply.status != pb.OK:
             raise_status(reply, op)
         return registry_result(reply)

@@ -228,7 +228,14 @@ class Client(_ops.Ops):
 
     def _registry_call(self, op, args, fields, request_id):
         req, service = registry_request(op, args, fields, request_id)
-        reply = self.call(service, req)
+        # an op flagged ONCE is not idempotent (exec, copy): one attempt
+        saved = self.retries
+        if "ONCE" in _ops.OPS[op].flags:
+            self.retries = 1
+        try:
+            reply = self.call(service, req)
+        finally:
+            self.retries = saved
         if reply.status != pb.OK:
             raise_status(reply, op)
         return registry_result(reply)
