@@ -180,6 +180,17 @@ const char *const broker_migrations[] = {
      * which every VmSpec of the env carries, also after a restart */
     ("ALTER TABLE requests ADD COLUMN fp BLOB;"
      "ALTER TABLE envs ADD COLUMN boot TEXT NOT NULL DEFAULT '';"),
+    /* 11: the log of committed events (event_history, ttctl watch --since):
+     * each row is written in the batch of the change that made it, so it
+     * is replicated with it; body is the packed Event, whose id is the
+     * row's. AUTOINCREMENT: an id is never reused, even once every row was
+     * trimmed (persist.c keeps the newest BROKER_EVLOG, younger than
+     * BROKER_EVLOG_AGE) */
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  time INTEGER NOT NULL,"
+    "  tenant TEXT NOT NULL,"
+    "  body BLOB NOT NULL);",
 };
 const int broker_migrations_n =
     (int)(sizeof broker_migrations / sizeof *broker_migrations);
