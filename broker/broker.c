@@ -728,7 +728,6 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->clients);
     zsock_destroy(&self->workers);
     zsock_destroy(&self->events);
-    outq_evlog_free(self);
     image_ops_stop(self);
     blobgc_destroy(self);
     evstream_destroy(&self->evs);
@@ -891,6 +890,7 @@ static void s_timers(broker_t *self)
         }
         zlistx_destroy(&keys);
         persist_requests_prune(self, cutoff);
+        persist_events_prune(self, tt_now() - BROKER_EVLOG_AGE);
         self->next_prune_ms = now_ms + 60000;
     }
 }

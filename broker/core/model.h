@@ -35,7 +35,8 @@
 #include "store.h"
 #include "ttproto.h"
 
-#define BROKER_EVLOG 4096 /* events kept for event_history */
+#define BROKER_EVLOG 4096            /* events kept in broker.db for event_history */
+#define BROKER_EVLOG_AGE (24 * 3600) /* ... for at most this many seconds */
 
 #define BROKER_MAX_ENGINES 8
 #define BROKER_MAX_IMAGES 256
@@ -340,11 +341,9 @@ struct broker_t {
     quotas_t *quotas;
     evstream_t *evs;
     zsock_t *events_private; /* the evstream ROUTER, NULL when off */
-    /* outq.c: the last BROKER_EVLOG published events (packed Event),
-     * oldest at evlog_head, for event_history */
-    zframe_t *evlog[BROKER_EVLOG];
-    int64_t evlog_time[BROKER_EVLOG];
-    size_t evlog_head, evlog_count;
+    /* outq.c: the id the next event gets (persist_load: above every id
+     * broker.db's event log ever gave) */
+    uint64_t next_event_id;
     bool admit_wanted;       /* capacity was freed: run admission after this request */
     const audit_ctx_t *cur_audit; /* the request being handled, NULL otherwise */
     const struct admq_entry_t *admitting; /* the queue entry being placed, NULL otherwise */

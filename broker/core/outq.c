@@ -11,6 +11,7 @@
  */
 #include "outq.h"
 #include "evstream.h"
+#include "persist.h"
 #include "ttframe.h"
 
 #include <stdlib.h>
@@ -58,9 +59,13 @@ void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *
     for (int i = 0; env && i < env->n_labels && i < TT_MAX_LABELS; i++)
         labels[ev.n_labels++] = env->labels[i];
     ev.labels = labels;
+    ev.id = self->next_event_id++;
     zframe_t *body = ttframe_pack((const ProtobufCMessage *)&ev);
     if (!body)
         return;
+    /* its row in the event log, in this batch (and request) like the
+     * change it reports, so both commit, replicate or roll back together */
+    persist_event(self, ev.id, ev.time, ev.tenant, zframe_data(body), zframe_size(body));
     /* the same event for the tenant-private stream (evstream.h), queued
      * like everything else so a failed request or batch takes it back;
      * outq_flush hands it to evstream after the commit */
@@ -152,32 +157,6 @@ void outq_keep_durable(broker_t *self)
     outq_attach(self, &keep);
 }
 
-/* Keeps a copy of a published Event in the ring (dropping the oldest). */
-static void s_evlog_add(broker_t *self, zframe_t *body)
-{
-    if (!body)
-        return;
-    zframe_t *copy = zframe_dup(body);
-    if (!copy)
-        return;
-    size_t at = (self->evlog_head + self->evlog_count) % BROKER_EVLOG;
-    if (self->evlog_count == BROKER_EVLOG) {
-        zframe_destroy(&self->evlog[self->evlog_head]);
-        self->evlog_head = (self->evlog_head + 1) % BROKER_EVLOG;
-        at = (self->evlog_head + self->evlog_count - 1) % BROKER_EVLOG;
-    } else
-        self->evlog_count++;
-    self->evlog[at] = copy;
-    self->evlog_time[at] = tt_now();
-}
-
-void outq_evlog_free(broker_t *self)
-{
-    for (size_t i = 0; i < BROKER_EVLOG; i++)
-        zframe_destroy(&self->evlog[i]);
-    self->evlog_head = self->evlog_count = 0;
-}
-
 void outq_flush(broker_t *self)
 {
     out_t *o;
@@ -186,11 +165,8 @@ void outq_flush(broker_t *self)
         if (o->sock && o->sock == self->events_private && self->evs) {
             s_private_event(self, &o->msg);
             events = true;
-        } else {
-            if (o->sock && o->sock == self->events)
-                s_evlog_add(self, zmsg_last(o->msg));
+        } else
             ttframe_send_nowait(o->sock, &o->msg);
-        }
         free(o);
     }
     if (events)

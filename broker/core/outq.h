@@ -10,7 +10,8 @@
  * that fails takes back what it queued (outq_mark / outq_truncate).
  *
  * Every broker module may call down into outq; outq calls nothing of the
- * broker but the model's types.
+ * broker but the model's types and persist_event (an event's row in the
+ * event log is staged with the event).
  */
 #ifndef TT_BROKER_OUTQ_H
 #define TT_BROKER_OUTQ_H
@@ -19,9 +20,8 @@
 
 /* Queue msg (taking ownership) for sock. */
 void outq_push(broker_t *self, zsock_t *sock, zmsg_t **msg_p);
-/* Queue an event for the PUB socket. */
-/* Frees the event log (broker_destroy). */
-void outq_evlog_free(broker_t *self);
+/* Queue an event for the PUB socket (and the private stream), with the
+ * next event id, and stage its row in broker.db's event log. */
 void outq_event(broker_t *self, const char *kind, env_t *env, vm_t *vm, host_t *host,
                 const char *state, const char *message);
 /* Queue a TTW01 frame [routing][""][TTW01][cmd][body?] to a host (nothing

@@ -412,6 +412,97 @@ void persist_requests_prune(broker_t *self, int64_t cutoff)
     s_done(self, st, "prune requests");
 }
 
+/* ---- the event log ---- */
+
+void persist_event(broker_t *self, uint64_t id, int64_t time, const char *tenant,
+                   const uint8_t *body, size_t len)
+{
+    sqlite3_stmt *st =
+        s_stmt(self, "INSERT INTO events (id, time, tenant, body) VALUES (?1, ?2, ?3, ?4)");
+    if (!st)
+        return;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, time);
+    s_text(st, 3, tenant ? tenant : "");
+    sqlite3_bind_blob(st, 4, body, (int)len, SQLITE_TRANSIENT);
+    s_done(self, st, "insert event");
+    if (id <= BROKER_EVLOG)
+        return;
+    /* ids only grow, so this keeps at most the newest BROKER_EVLOG */
+    st = s_stmt(self, "DELETE FROM events WHERE id <= ?1");
+    if (!st)
+        return;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)(id - BROKER_EVLOG));
+    s_done(self, st, "trim events");
+}
+
+void persist_events_prune(broker_t *self, int64_t cutoff)
+{
+    sqlite3_stmt *st = s_stmt(self, "DELETE FROM events WHERE time < ?1");
+    if (!st)
+        return;
+    sqlite3_bind_int64(st, 1, cutoff);
+    s_done(self, st, "prune events");
+}
+
+int persist_events_scan(broker_t *self, int64_t since, const char *tenant,
+                        bool (*f)(void *arg, const uint8_t *body, size_t len), void *arg)
+{
+    sqlite3_stmt *st = store_stmt(self->store, "SELECT body FROM events WHERE time >= ?1 AND "
+                                               "(?2 IS NULL OR tenant = ?2) ORDER BY id DESC");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, since);
+    if (tenant)
+        s_text(st, 2, tenant);
+    else
+        sqlite3_bind_null(st, 2);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const uint8_t *body = sqlite3_column_blob(st, 0);
+        int len = sqlite3_column_bytes(st, 0);
+        if (body && len > 0 && !f(arg, body, (size_t)len)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+bool persist_events_trimmed(broker_t *self, int64_t *oldest)
+{
+    *oldest = 0;
+    sqlite3_stmt *st = store_stmt(self->store, "SELECT id, time FROM events ORDER BY id LIMIT 1");
+    if (!st)
+        return false;
+    bool trimmed;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        trimmed = sqlite3_column_int64(st, 0) > 1;
+        *oldest = sqlite3_column_int64(st, 1);
+    } else
+        trimmed = self->next_event_id > 1; /* every event was trimmed */
+    sqlite3_reset(st);
+    return trimmed;
+}
+
+/* The id after every one the log ever gave (AUTOINCREMENT's counter
+ * outlives the rows). */
+static int s_load_event_id(broker_t *self)
+{
+    sqlite3_stmt *st = store_stmt(self->store, "SELECT max(coalesce((SELECT seq FROM "
+                                               "sqlite_sequence WHERE name = 'events'), 0), "
+                                               "coalesce((SELECT max(id) FROM events), 0))");
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        self->next_event_id = (uint64_t)sqlite3_column_int64(st, 0) + 1;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
 /* ---- load ---- */
 
 static int s_load_hosts(broker_t *self)
@@ -676,7 +767,7 @@ int persist_load(broker_t *self)
     self->next_env_id = 1;
     self->next_vm_uid = 1;
     if (s_load_hosts(self) || s_load_envs(self) || s_load_env_guest(self) || s_load_vms(self) ||
-        s_load_requests(self))
+        s_load_requests(self) || s_load_event_id(self))
         return -1;
     return 0;
 }

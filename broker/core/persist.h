@@ -31,6 +31,20 @@ void persist_request_done(broker_t *self, const char *tenant, const char *rid, c
                           size_t len);
 void persist_requests_prune(broker_t *self, int64_t cutoff);
 
+/* The event log (outq_event, event_history): a packed Event with its id,
+ * trimming the ids BROKER_EVLOG or more below it; _prune drops the events
+ * before cutoff (unix s). */
+void persist_event(broker_t *self, uint64_t id, int64_t time, const char *tenant,
+                   const uint8_t *body, size_t len);
+void persist_events_prune(broker_t *self, int64_t cutoff);
+/* f for each logged event at or after since, of tenant (NULL: every
+ * tenant), newest first, until it returns false. 0, or -1 on a read error. */
+int persist_events_scan(broker_t *self, int64_t since, const char *tenant,
+                        bool (*f)(void *arg, const uint8_t *body, size_t len), void *arg);
+/* The time of the oldest event in the log and whether older ones were
+ * trimmed (false when the log never dropped one). */
+bool persist_events_trimmed(broker_t *self, int64_t *oldest);
+
 /* keys.c: a bound client key (insert or replace) and its removal. */
 void persist_key_put(broker_t *self, const char *pub, const char *tenant, const char *role,
                      int64_t added_at, const char *added_by);

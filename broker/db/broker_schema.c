@@ -189,6 +189,17 @@ const char *const broker_migrations[] = {
     "  raft TEXT NOT NULL,"
     "  clients TEXT NOT NULL,"
     "  workers TEXT NOT NULL);",
+    /* 12: the log of committed events (event_history, ttctl watch --since):
+     * each row is written in the batch of the change that made it, so it
+     * is replicated with it; body is the packed Event, whose id is the
+     * row's. AUTOINCREMENT: an id is never reused, even once every row was
+     * trimmed (persist.c keeps the newest BROKER_EVLOG, younger than
+     * BROKER_EVLOG_AGE) */
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  time INTEGER NOT NULL,"
+    "  tenant TEXT NOT NULL,"
+    "  body BLOB NOT NULL);",
 };
 const int broker_migrations_n =
     (int)(sizeof broker_migrations / sizeof *broker_migrations);

@@ -213,6 +213,34 @@ static void s_audit_one(const audit_rec_t *r, void *arg)
 
 #define S_EVENTS_MAX 500
 
+typedef struct {
+    const char *tenant, *topic, *env;
+    Ttfleet__Event **found;
+    size_t n;
+    bool full; /* a match past S_EVENTS_MAX */
+} s_history_t;
+
+/* One logged event, newest first: kept when it matches, until the limit. */
+static bool s_history_one(void *arg, const uint8_t *body, size_t len)
+{
+    s_history_t *h = arg;
+    Ttfleet__Event *ev = ttfleet__event__unpack(NULL, len, body);
+    if (!ev)
+        return true;
+    bool keep = strncmp(ev->kind, h->topic, strlen(h->topic)) == 0 &&
+                (!*h->env || (strcmp(ev->env, h->env) == 0 && strcmp(ev->tenant, h->tenant) == 0));
+    if (keep && h->n == S_EVENTS_MAX) {
+        ttfleet__event__free_unpacked(ev, NULL);
+        h->full = true;
+        return false;
+    }
+    if (keep)
+        h->found[h->n++] = ev;
+    else
+        ttfleet__event__free_unpacked(ev, NULL);
+    return true;
+}
+
 int event_history(handler_ctx_t *c)
 {
     const Ttfleet__EventQuery *q = c->req->event_history;
@@ -220,36 +248,22 @@ int event_history(handler_ctx_t *c)
     if (q->all && !c->admin)
         return handler_fail_norec(c, TTFLEET__STATUS__FORBIDDEN,
                                   "every tenant's events need the admin role");
-    const char *topic = q->topic ? q->topic : "", *env = q->env ? q->env : "";
-    /* the matching events, newest first, until S_EVENTS_MAX */
-    Ttfleet__Event **found = calloc(S_EVENTS_MAX, sizeof *found);
-    if (!found)
+    /* the matching events of broker.db's log, newest first, until S_EVENTS_MAX */
+    s_history_t h = {c->tenant, q->topic ? q->topic : "", q->env ? q->env : "", NULL, 0, false};
+    h.found = calloc(S_EVENTS_MAX, sizeof *h.found);
+    if (!h.found)
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
-    size_t n = 0;
-    bool truncated = self->evlog_count == BROKER_EVLOG && self->evlog_count &&
-                     self->evlog_time[self->evlog_head] >= q->since;
-    for (size_t k = self->evlog_count; k-- > 0;) {
-        size_t at = (self->evlog_head + k) % BROKER_EVLOG;
-        if (self->evlog_time[at] < q->since)
-            break;
-        zframe_t *f = self->evlog[at];
-        Ttfleet__Event *ev = ttfleet__event__unpack(NULL, zframe_size(f), zframe_data(f));
-        if (!ev)
-            continue;
-        bool keep = ev->time >= q->since && strncmp(ev->kind, topic, strlen(topic)) == 0 &&
-                    (q->all || strcmp(ev->tenant, c->tenant) == 0) &&
-                    (!*env || (strcmp(ev->env, env) == 0 && strcmp(ev->tenant, c->tenant) == 0));
-        if (!keep) {
-            ttfleet__event__free_unpacked(ev, NULL);
-            continue;
-        }
-        if (n == S_EVENTS_MAX) {
-            ttfleet__event__free_unpacked(ev, NULL);
-            truncated = true;
-            break;
-        }
-        found[n++] = ev;
+    int64_t oldest;
+    bool truncated = persist_events_trimmed(self, &oldest) && oldest >= q->since;
+    if (persist_events_scan(self, q->since, q->all ? NULL : c->tenant, s_history_one, &h) < 0) {
+        for (size_t i = 0; i < h.n; i++)
+            ttfleet__event__free_unpacked(h.found[i], NULL);
+        free(h.found);
+        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the event log");
     }
+    truncated |= h.full;
+    Ttfleet__Event **found = h.found;
+    size_t n = h.n;
     /* oldest first */
     for (size_t i = 0; i < n / 2; i++) {
         Ttfleet__Event *t = found[i];

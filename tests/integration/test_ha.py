@@ -192,6 +192,28 @@ class Ha(unittest.TestCase):
         finally:
             con.close()
 
+    def db_events(self, m):
+        """(id, kind) of every event in m's broker.db event log, None when
+        it cannot be read."""
+        try:
+            con = sqlite3.connect("file:%s?mode=ro" % os.path.join(m.state, "broker.db"),
+                                  uri=True, timeout=5)
+        except sqlite3.Error:
+            return None
+        try:
+            out = []
+            for i, body in con.execute("SELECT id, body FROM events ORDER BY id"):
+                ev = self.pb.Event()
+                ev.ParseFromString(body)
+                if ev.id != i:
+                    return None
+                out.append((i, ev.kind))
+            return out
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+
     def worker_term(self):
         """The highest broker term the worker recorded (worker.db meta)."""
         con = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.dir, "worker", "worker.db"),
@@ -448,6 +470,12 @@ class Ha(unittest.TestCase):
         wait_for("the follower's broker.db has every env",
                  lambda: self.db_envs(other) == sorted(names + ["after-failover"]),
                  timeout=10)
+        # the event log is replicated with the batches: the follower's holds
+        # the new leader's events, with the same ids
+        wait_for("the follower's event log is the leader's",
+                 lambda: self.db_events(other) == self.db_events(new) is not None, timeout=10)
+        kinds = [k for _, k in self.db_events(new)]
+        self.assertIn("env.created", kinds)
 
         # two members down: the survivor refuses writes, clearly, and stays up
         other.daemon.stop(signal.SIGKILL)

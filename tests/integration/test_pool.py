@@ -384,6 +384,26 @@ class Placement(PoolCase):
             got = [(e["tenant"], e["env"]) for e in map(json.loads, p.stdout.splitlines())]
             self.assertIn(("default", "past"), got)
             self.assertEqual({t for t, _ in got}, {"default"}, got)
+            # the log is in broker.db: a restarted broker replays the same
+            # events with the same ids, and later events get higher ones
+            ids = [(int(e["id"]), e["env"]) for e in map(json.loads, p.stdout.splitlines())]
+            self.assertTrue(all(i > 0 for i, _ in ids), ids)
+            self.assertEqual(self.pool.stop_broker(), 0, self.pool.logs())
+            self.pool.start_broker()
+            self.pool.wait_online(list(self.pool.hosts))
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            again = [(int(e["id"]), e["env"]) for e in map(json.loads, p.stdout.splitlines())]
+            self.assertEqual(again[:len(ids)], ids)
+            self.create("after")
+            p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:] +
+                               ["--env", "after", "--count", "1"],
+                               capture_output=True, text=True, timeout=20, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            after = [int(e["id"]) for e in map(json.loads, p.stdout.splitlines())]
+            self.assertEqual(len(after), 1, p.stdout)
+            self.assertGreater(after[0], max(i for i, _ in ids))
             # one env.created of "past" in the log, and no second one comes
             p = subprocess.run(base[:1] + ["--tenant", "default"] + base[1:] +
                                ["--env", "past", "--count", "2"],
@@ -403,6 +423,7 @@ class Placement(PoolCase):
             self.assertIn(("default", "past"), got)
         finally:
             self.pool.ctl("env", "delete", "bobs2", tenant="bob")
+            self.pool.ctl("env", "delete", "after")
 
 class Failures(PoolCase):
     HOSTS = {h: host_spec(8, 8192, 80000) for h in ("h1", "h2", "h3", "h4", "h5")}

@@ -54,12 +54,12 @@ class Units(unittest.TestCase):
             self.assertEqual(ours, [], "%s:\n%s" % (unit, "\n".join(ours)))
 
     def test_worker_exposure(self):
-        """systemd-analyze security rates ttworker at most 4.4 (it runs as
-        root with the capabilities its unit lists and explains; the user and
-        ipc namespaces that confine process VMs cost 0.4 of it)."""
+        """systemd-analyze security rates ttworker at most 4.1 (it runs as
+        root with the capabilities its unit lists and explains; libzmq's
+        scheduling calls, which it cannot run without, cost 0.2)."""
         if not shutil.which("systemd-analyze"):
             self.skipTest("no systemd-analyze")
-        for unit, limit in (("ttworker", 4.4), ("ttbroker", 2.0), ("ttgw", 2.0)):
+        for unit, limit in (("ttworker", 4.1), ("ttbroker", 2.0), ("ttgw", 2.0)):
             p = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
                                 os.path.join(SOURCE, "packaging", "systemd", unit + ".service")],
                                capture_output=True, text=True, timeout=60)

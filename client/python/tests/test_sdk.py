@@ -199,6 +199,7 @@ def test_extend_and_events(client):
         t.join(20)
         assert len(got) == 1 and isinstance(got[0], ttfleet.Event), got
         assert got[0].env == "sdk-ext" and got[0].kind.startswith("env.")
+        assert got[0].id > 0  # the broker's event log id
         assert env.state == "paused"
         assert env.resume().state == "running"
         assert env.refresh().vms[0].state == "running"

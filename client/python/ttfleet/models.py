@@ -227,8 +227,10 @@ class Event:
     state: str
     message: str
     labels: List[str] = field(default_factory=list)
+    id: int = 0  # its id in the broker's event log: grows across restarts
 
     @classmethod
     def from_pb(cls, m: "pb.Event") -> "Event":
         return cls(kind=m.kind, time=m.time, tenant=m.tenant, env=m.env, host=m.host,
-                   vm_id=m.vm_id, state=m.state, message=m.message, labels=list(m.labels))
+                   vm_id=m.vm_id, state=m.state, message=m.message, labels=list(m.labels),
+                   id=m.id)
