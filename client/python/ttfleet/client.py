@@ -325,7 +325,15 @@ class Client:
         return self._env_ref("env_pause", name, request_id)
 
     def env_resume(self, name, request_id=None):
+        """Thaws a paused env, or restores a suspended one from its saved
+        memory (NoCapacity when its hosts lack the cpu or memory now)."""
         return self._env_ref("env_resume", name, request_id)
+
+    def env_suspend(self, name, request_id=None):
+        """Saves every VM's RAM and device state to its host's disk; the VM
+        processes end and their cpu and memory are free (BadRequest on an
+        engine that cannot save memory)."""
+        return self._env_ref("env_suspend", name, request_id)
 
     def env_delete(self, name, request_id=None):
         self._op("env_delete", lambda m: setattr(m, "name", name), request_id=request_id)
