@@ -12,6 +12,14 @@ readiness http:80.
   lists it for the host with its cpu and mem, the builder's QEMU and
   directory are gone, and it is listed again after a worker restart.
 
+Suspend (env suspend / resume with memory, on a 2-cpu host running qemu
+and process VMs): the suspended VM's QEMU ends and the host's cpu and mem
+are free; a resume while the room is taken is NO_CAPACITY; the resume keeps
+the guest's tmpfs note and uptime; it survives a restart of both daemons
+and a kill -9 of the worker at worker.snap_mid_save and
+worker.snap_suspend_before_quit; the process engine is refused; the suspend
+and resume are timed against the cold create (MEASURE lines).
+
 Every wait is bounded; only the daemons and QEMUs this test started are
 killed.
 """
