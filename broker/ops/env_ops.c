@@ -448,7 +448,9 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
     /* A degraded env may be driven again to the target it already has,
      * which retries the VMs that did not get there. */
     bool retry = env->target == to && strcmp(model_env_state(env), "degraded") == 0;
-    if (env->target != from_ok1 && env->target != from_ok2 && !retry) {
+    /* a suspended env may also be stopped: its saved memory is dropped */
+    bool stop_suspended = kind == OP_STOP && env->target == TARGET_SUSPENDED;
+    if (env->target != from_ok1 && env->target != from_ok2 && !retry && !stop_suspended) {
         snprintf(msg, sizeof msg, "cannot %s env '%s': it is %s", verb, name, model_env_state(env));
         return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
     }

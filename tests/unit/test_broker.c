@@ -2239,6 +2239,17 @@ static void s_test_suspend_capacity(void)
     s_status(r);
     CHECK(h->cpu_used == cpu0 && h->mem_used == mem0);
 
+    /* a suspended env can be stopped (its memory dropped) and started cold */
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_SUSPEND, "susp1");
+    s_status(r);
+    r = s_simple("tsusp", TTFLEET__REQUEST__OP_ENV_STOP, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__OK && r->env && strcmp(r->env->state, "stopped") == 0);
+    s_status(r);
+    CHECK(h->cpu_used == cpu0 - 3 && h->mem_used == mem0 - 512);
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_RESUME, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__INVALID_STATE);
+    s_status(r);
+
     /* an engine without snapshots ("fancy", env caps1 of s_test_engine_caps) */
     r = s_env_ref_op("tcaps", TTFLEET__REQUEST__OP_ENV_SUSPEND, "caps1");
     CHECK(r && r->status == TTFLEET__STATUS__BAD_REQUEST &&
