@@ -405,6 +405,14 @@ class Suspend(Snapshot):
         self.assertIn("cannot save a VM's memory", r.err, r)
         self.assertEqual(self.ok("env", "show", "pe")["state"], "running")
 
+        # a suspended env stopped: its saved memory is dropped, the disk kept
+        self.ok("env", "suspend", "e1", "--wait", timeout_ms=60000)
+        env = self.ok("env", "stop", "e1", timeout_ms=60000)
+        self.assertEqual(env["state"], "stopped", env)
+        files = os.listdir(self.vm_dir(vm_id))
+        self.assertNotIn("suspend.state", files)
+        self.assertIn("disk.qcow2", files)
+
 
 if __name__ == "__main__":
     unittest.main()
