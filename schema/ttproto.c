@@ -60,7 +60,7 @@ const char *tt_status_name(int status)
 }
 
 static const char *s_state_names[] = {"absent", "running", "stopped", "paused",
-                                      "dead",   "pending", "lost"};
+                                      "dead",   "pending", "lost",    "suspended"};
 
 const char *tt_vm_state_name(int state)
 {
@@ -357,6 +357,8 @@ int tt_request_validate(const Ttfleet__Request *req, char *err, size_t errlen)
         return s_env_name_valid(req->env_pause->name, err, errlen);
     case TTFLEET__REQUEST__OP_ENV_RESUME:
         return s_env_name_valid(req->env_resume->name, err, errlen);
+    case TTFLEET__REQUEST__OP_ENV_SUSPEND:
+        return s_env_name_valid(req->env_suspend->name, err, errlen);
     case TTFLEET__REQUEST__OP_ENV_DELETE:
         return s_env_name_valid(req->env_delete->name, err, errlen);
     case TTFLEET__REQUEST__OP_ENV_LIST:

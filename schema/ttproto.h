@@ -105,15 +105,15 @@ const char *tt_status_name(int status);
 const char *tt_vm_state_name(int state);
 /* The two "holds cpu" rules, written once, on purpose different:
  * - reserves: the broker's accounting. A VM reserves cpu and mem on its host
- *   unless it is STOPPED: PENDING (being started), DEAD and LOST included,
- *   so a VM that comes back (a worker reconnects, a restart) never finds its
- *   room given away. Disk is reserved while the VM exists.
+ *   unless it is STOPPED or SUSPENDED (no process; its RAM is on disk):
+ *   PENDING (being started), DEAD and LOST included, so a VM that comes
+ *   back (a worker reconnects, a restart) never finds its room given away. Disk is reserved while the VM exists.
  * - uses: the worker's, about what runs right now. Only a RUNNING or PAUSED
  *   VM has a process that uses cpu and mem on the host.
  * A VM that uses cpu always reserves it, never the other way round. */
 static inline bool tt_vm_state_reserves_cpu(int state)
 {
-    return state != TTFLEET__VM_STATE__VM_STOPPED;
+    return state != TTFLEET__VM_STATE__VM_STOPPED && state != TTFLEET__VM_STATE__VM_SUSPENDED;
 }
 static inline bool tt_vm_state_uses_cpu(int state)
 {

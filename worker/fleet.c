@@ -41,6 +41,7 @@
 #include "seed.h"
 #include "vmready.h"
 #include "spawn.h"
+#include "suspend.h"
 #include "ttcrash.h"
 #include "ttguest.h"
 #include "vmdb.h"
@@ -381,7 +382,15 @@ static int s_destroy_vm(fleet_t *self, vm_t *vm, char *msg)
 
 /* What an engine job does, in this order; it stops at the first step
  * that fails. */
-enum { S_J_PREPARE = 1, S_J_START = 2, S_J_PAUSE = 4, S_J_RESUME = 8, S_J_RESTORE = 16 };
+enum {
+    S_J_PREPARE = 1,
+    S_J_START = 2,
+    S_J_PAUSE = 4,
+    S_J_RESUME = 8,
+    S_J_RESTORE = 16,
+    S_J_SUSPEND = 32, /* RAM and device state to disk, QEMU ends (suspend.h) */
+    S_J_WAKE = 64,    /* a suspended VM back from its file */
+};
 
 /* One engine job: a copy of the VM the pool thread works on, and where
  * its result goes (spec i of op, which holds the VM until it is done). */
@@ -398,6 +407,7 @@ typedef struct {
     int desired;
     char tmpl_dir[1024]; /* S_J_RESTORE: the template */
     int64_t restore_ms;  /* S_J_RESTORE: begin -> the clone runs */
+    int64_t snap_ms;     /* S_J_SUSPEND, S_J_WAKE: the operation's time */
 } s_ejob_t;
 
 static int s_restore_run(s_ejob_t *j);
@@ -406,10 +416,19 @@ static int s_restore_run(s_ejob_t *j);
 static void s_ejob_run(void *arg)
 {
     s_ejob_t *j = arg;
-    static const int order[] = {S_J_PREPARE, S_J_START, S_J_RESTORE, S_J_PAUSE, S_J_RESUME};
+    static const int order[] = {S_J_PREPARE, S_J_START,  S_J_RESTORE, S_J_WAKE,
+                                S_J_PAUSE,   S_J_RESUME, S_J_SUSPEND};
     for (size_t k = 0; k < sizeof order / sizeof *order; k++) {
         if (!(j->steps & order[k]))
             continue;
+        if (order[k] == S_J_SUSPEND || order[k] == S_J_WAKE) {
+            if (suspend_run(j->eng, j->ctx, &j->vm, order[k] == S_J_WAKE, &j->snap_ms, j->err,
+                            sizeof j->err)) {
+                j->failed = order[k];
+                return;
+            }
+            continue;
+        }
         if (order[k] == S_J_RESTORE) {
             if (s_restore_run(j)) {
                 j->failed = S_J_RESTORE;
@@ -455,6 +474,73 @@ static int s_ejob_submit(fleet_t *self, const vm_t *vm, int steps, bool created,
     return S_PENDING;
 }
 
+#define S_GO_ON (-101) /* s_suspend_transition: not a suspend or wake, s_transition goes on */
+
+/* The steps of s_transition into or out of VM_SUSPENDED: a running or
+ * paused VM is suspended (S_J_SUSPEND), a suspended VM is woken
+ * (S_J_WAKE, after the capacity check, as a start) or stopped (its saved
+ * memory dropped). A status, S_PENDING, or S_GO_ON for any other step. */
+static int s_suspend_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char *msg)
+{
+    const engine_t *eng = s_engine(vm);
+    char err[200] = "";
+    int from = vm->state;
+    if (desired == TTFLEET__VM_STATE__VM_SUSPENDED) {
+        if (from != TTFLEET__VM_STATE__VM_RUNNING && from != TTFLEET__VM_STATE__VM_PAUSED) {
+            snprintf(msg, S_MSG_LEN, "suspend vm %u: it is %s, not running", vm->vm_id,
+                     tt_vm_state_name(from));
+            return TTFLEET__STATUS__WORKER_FAILED;
+        }
+        if (suspend_check(eng, &self->ctx, err, sizeof err)) {
+            snprintf(msg, S_MSG_LEN, "suspend vm %u: %s", vm->vm_id, err);
+            return TTFLEET__STATUS__BAD_REQUEST;
+        }
+        if (self->gop)
+            guestop_vm_gone(self->gop, vm->vm_id); /* its execs end with its process */
+        if (s_ejob_submit(self, vm, S_J_SUSPEND, false, desired))
+            return S_PENDING;
+        int64_t ms;
+        if (suspend_run(eng, &self->ctx, vm, false, &ms, err, sizeof err)) {
+            snprintf(msg, S_MSG_LEN, "suspend vm %u: %s", vm->vm_id, err);
+            return TTFLEET__STATUS__WORKER_FAILED;
+        }
+        vm->state = TTFLEET__VM_STATE__VM_SUSPENDED;
+        s_put(self, vm);
+        return TTFLEET__STATUS__OK;
+    }
+    if (from != TTFLEET__VM_STATE__VM_SUSPENDED)
+        return S_GO_ON;
+    if (desired == TTFLEET__VM_STATE__VM_STOPPED) {
+        suspend_discard(&self->ctx, vm);
+        vm->state = TTFLEET__VM_STATE__VM_STOPPED;
+        s_put(self, vm);
+        zsys_info("vm %u (%s): suspended -> stopped, its saved memory dropped", vm->vm_id, vm->env);
+        return TTFLEET__STATUS__OK;
+    }
+    /* RUNNING or PAUSED: about to hold cpu and memory it does not hold now */
+    res_t want = {vm->cpu, vm->mem_mib, 0};
+    if (!checked && s_check(self, vm->vm_id, &want, msg))
+        return TTFLEET__STATUS__NO_CAPACITY;
+    if (suspend_check(eng, &self->ctx, err, sizeof err) ||
+        net_vm_before_start(self->net, vm, err, sizeof err)) {
+        snprintf(msg, S_MSG_LEN, "resume vm %u: %s", vm->vm_id, err);
+        return TTFLEET__STATUS__WORKER_FAILED;
+    }
+    if (s_ejob_submit(self, vm,
+                      S_J_WAKE | (desired == TTFLEET__VM_STATE__VM_PAUSED ? S_J_PAUSE : 0), false,
+                      desired))
+        return S_PENDING;
+    int64_t ms;
+    if (suspend_run(eng, &self->ctx, vm, true, &ms, err, sizeof err) ||
+        net_vm_after_start(self->net, vm, err, sizeof err)) {
+        snprintf(msg, S_MSG_LEN, "resume vm %u: %s", vm->vm_id, err);
+        return TTFLEET__STATUS__WORKER_FAILED;
+    }
+    vm->state = TTFLEET__VM_STATE__VM_RUNNING;
+    s_put(self, vm);
+    return desired == TTFLEET__VM_STATE__VM_RUNNING ? TTFLEET__STATUS__OK : S_GO_ON;
+}
+
 /* Move vm (which exists, spec already copied in) to the desired state.
  * Returns a status; msg says why on failure. */
 static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char *msg)
@@ -464,6 +550,10 @@ static int s_transition(fleet_t *self, vm_t *vm, int desired, bool checked, char
     int from = vm->state;
     if (from == desired)
         return TTFLEET__STATUS__OK;
+    int sst = s_suspend_transition(self, vm, desired, checked, msg);
+    if (sst != S_GO_ON)
+        return sst;
+    from = vm->state;
 
     if (desired == TTFLEET__VM_STATE__VM_STOPPED) {
         if (eng->stop(&self->ctx, vm, err, sizeof err)) {
@@ -815,6 +905,8 @@ static const char *s_mid_point(int desired)
         return "worker.mid_stop";
     case TTFLEET__VM_STATE__VM_PAUSED:
         return "worker.mid_pause";
+    case TTFLEET__VM_STATE__VM_SUSPENDED:
+        return "worker.mid_suspend";
     case TTFLEET__VM_STATE__VM_ABSENT:
         return "worker.mid_destroy";
     default:
@@ -1030,6 +1122,40 @@ static void s_spec_stopped(fleet_t *self, s_op_t *op, size_t i)
         s_spec_done(self, op, i, status, state, msg);
 }
 
+/* The result of an S_J_SUSPEND or S_J_WAKE job on vm (already copied
+ * back from the job): its state and a status, msg on failure. */
+static int s_suspend_done(fleet_t *self, const s_ejob_t *j, vm_t *vm, char *msg)
+{
+    char err[200], e2[200];
+    bool wake = j->steps & S_J_WAKE;
+    if (j->failed & (S_J_SUSPEND | S_J_WAKE)) {
+        snprintf(msg, S_MSG_LEN, "%s vm %u: %s", wake ? "resume" : "suspend", vm->vm_id, j->err);
+        if (suspend_present(j->eng, &self->ctx, vm) && !j->eng->is_alive(&self->ctx, vm))
+            vm->state = TTFLEET__VM_STATE__VM_SUSPENDED; /* its memory is in the file */
+        else if (wake)
+            vm->state = TTFLEET__VM_STATE__VM_STOPPED; /* no file, no process: disk kept */
+        else if (!j->eng->is_alive(&self->ctx, vm))
+            vm->state = TTFLEET__VM_STATE__VM_DEAD;
+        return TTFLEET__STATUS__WORKER_FAILED;
+    }
+    if (!wake) {
+        vm->state = TTFLEET__VM_STATE__VM_SUSPENDED;
+        zsys_info("vm %u (%s): suspended in %lld ms, its QEMU ended", vm->vm_id, vm->env,
+                  (long long)j->snap_ms);
+        return TTFLEET__STATUS__OK;
+    }
+    if (net_vm_after_start(self->net, vm, err, sizeof err)) {
+        snprintf(msg, S_MSG_LEN, "network of vm %u: %s", vm->vm_id, err);
+        j->eng->stop(&self->ctx, vm, e2, sizeof e2);
+        vm->state = TTFLEET__VM_STATE__VM_STOPPED;
+        return TTFLEET__STATUS__WORKER_FAILED;
+    }
+    vm->state = TTFLEET__VM_STATE__VM_RUNNING;
+    zsys_info("vm %u (%s): running, resumed from its suspend file in %lld ms, pid %d", vm->vm_id,
+              vm->env, (long long)j->snap_ms, (int)vm->pid);
+    return TTFLEET__STATUS__OK;
+}
+
 /* An engine job finished (on the loop): apply its result to the VM and
  * its row, then carry the spec on (a new VM goes on to start) or finish
  * it. */
@@ -1086,6 +1212,8 @@ static void s_ejob_done(fleet_t *self, s_ejob_t *j)
                 zsys_info("vm %u (%s): running, pid %d", vm->vm_id, vm->env, (int)vm->pid);
         }
     }
+    if (j->steps & (S_J_SUSPEND | S_J_WAKE))
+        status = s_suspend_done(self, j, vm, msg);
     if (status == TTFLEET__STATUS__OK && (j->steps & (S_J_PAUSE | S_J_RESUME))) {
         bool pause = j->steps & S_J_PAUSE;
         if (j->failed) {
@@ -1972,6 +2100,30 @@ static void s_sweep_dirs(fleet_t *self)
     closedir(d);
 }
 
+/* After a restart, a VM's saved memory decides what it is: with no
+ * process and a complete suspend file it is suspended (also when the
+ * worker died after the engine committed the file and before worker.db
+ * said so); recorded suspended without the file, it is stopped (disk
+ * kept). A partial file of a VM without a process is dropped. */
+static void s_suspend_adopt(fleet_t *self, const engine_t *eng, vm_t *vm, int was)
+{
+    if (vm_holds_cpu(vm))
+        return; /* running: the engine's adopt dealt with an interrupted suspend */
+    bool saved = suspend_present(eng, &self->ctx, vm);
+    if (saved && vm->state != TTFLEET__VM_STATE__VM_SUSPENDED) {
+        zsys_warning("vm %u (%s): recorded %s, found suspended to its file", vm->vm_id, vm->env,
+                     tt_vm_state_name(was));
+        vm->state = TTFLEET__VM_STATE__VM_SUSPENDED;
+    } else if (!saved && vm->state == TTFLEET__VM_STATE__VM_SUSPENDED) {
+        zsys_warning("vm %u (%s): recorded suspended but its suspend file is gone: stopped, "
+                     "disk kept",
+                     vm->vm_id, vm->env);
+        vm->state = TTFLEET__VM_STATE__VM_STOPPED;
+    }
+    if (!saved)
+        suspend_discard(&self->ctx, vm);
+}
+
 static void s_reconcile(fleet_t *self)
 {
     for (uint32_t id = TT_VMID_MIN; id <= TT_VMID_MAX && self->count; id++) {
@@ -1991,6 +2143,8 @@ static void s_reconcile(fleet_t *self)
                          vm->env, tt_vm_state_name(was));
             vm->state = TTFLEET__VM_STATE__VM_DEAD;
         }
+        if (eng)
+            s_suspend_adopt(self, eng, vm, was);
         if (eng && eng->snap_recover)
             eng->snap_recover(&self->ctx, vm);
         s_put(self, vm);

@@ -312,21 +312,24 @@ int model_vm_desired(const vm_t *vm)
         return TTFLEET__VM_STATE__VM_STOPPED;
     case TARGET_PAUSED:
         return TTFLEET__VM_STATE__VM_PAUSED;
+    case TARGET_SUSPENDED:
+        return TTFLEET__VM_STATE__VM_SUSPENDED;
     default:
         return TTFLEET__VM_STATE__VM_RUNNING;
     }
 }
 
-static const char *s_target_names[] = {"creating", "running", "stopped", "paused"};
+static const char *s_target_names[] = {"creating", "running", "stopped", "paused", "suspended"};
+#define S_N_TARGETS ((int)(sizeof s_target_names / sizeof *s_target_names))
 
 const char *model_target_name(env_target_t t)
 {
-    return (unsigned)t < 4 ? s_target_names[t] : "unknown";
+    return (int)t >= 0 && (int)t < S_N_TARGETS ? s_target_names[t] : "unknown";
 }
 
 int model_target_parse(const char *s)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < S_N_TARGETS; i++)
         if (strcmp(s, s_target_names[i]) == 0)
             return i;
     return -1;
@@ -346,6 +349,8 @@ const char *model_env_state(const env_t *env)
             return "pausing";
         case OP_RESUME:
             return "resuming";
+        case OP_SUSPEND:
+            return "suspending";
         default:
             break;
         }

@@ -153,7 +153,13 @@ struct vm_t {
     char boot[12]; /* how it booted, as its worker reported: "snapshot", "cold", "" */
 };
 
-typedef enum { TARGET_CREATING = 0, TARGET_RUNNING, TARGET_STOPPED, TARGET_PAUSED } env_target_t;
+typedef enum {
+    TARGET_CREATING = 0,
+    TARGET_RUNNING,
+    TARGET_STOPPED,
+    TARGET_PAUSED,
+    TARGET_SUSPENDED /* RAM on disk, no process, cpu and mem free */
+} env_target_t;
 
 struct env_t {
     int64_t id;
@@ -187,6 +193,7 @@ typedef enum {
     OP_START,
     OP_PAUSE,
     OP_RESUME,
+    OP_SUSPEND,
     OP_CONSOLE, /* read-only: does not make the env busy */
     OP_GUEST,   /* exec / copy (guest_ops.c): as OP_CONSOLE, finished by guest_done */
 } op_kind_t;
@@ -215,6 +222,8 @@ struct op_t {
     host_t *refused[8];
     int n_refused;
     int rounds;
+    /* OP_RESUME of a suspended env: its success is announced as env.resumed */
+    bool from_suspend;
     /* create admitted from the admission queue: a copy of its entry (owned),
      * put back in its place when the worker refuses for capacity */
     struct admq_entry_t *queued;

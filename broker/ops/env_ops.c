@@ -396,7 +396,27 @@ static void s_unreserve(env_t *env, const bool *reserved)
             model_vm_set_state(env->vms[i], TTFLEET__VM_STATE__VM_STOPPED);
 }
 
-/* stop, start, pause, resume: move every VM of the env to a new target. */
+/* 0 if every VM of env runs on an engine its host declares able to take
+ * memory snapshots (TT_CAP_SNAPSHOTS); else -1 with the reason in msg. */
+static int s_suspend_check(broker_t *self, const env_t *env, char *msg, size_t len)
+{
+    (void)self;
+    for (int i = 0; i < env->n_vms; i++) {
+        const vm_t *vm = env->vms[i];
+        if (!(model_host_engine_caps(vm->host, vm->engine) & TT_CAP_SNAPSHOTS)) {
+            snprintf(msg, len,
+                     "cannot suspend env '%s': VM %u runs on engine '%s' of host %s, which "
+                     "cannot save a VM's memory (no snapshots capability); use env pause or "
+                     "env stop",
+                     env->name, vm->vm_id, vm->engine, vm->host->id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* stop, start, pause, resume, suspend: move every VM of the env to a new
+ * target. */
 static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
 {
     broker_t *self = c->self;
@@ -417,17 +437,27 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
     case OP_PAUSE:
         from_ok1 = TARGET_RUNNING, from_ok2 = TARGET_RUNNING, to = TARGET_PAUSED, verb = "pause";
         break;
+    case OP_SUSPEND:
+        from_ok1 = TARGET_RUNNING, from_ok2 = TARGET_PAUSED, to = TARGET_SUSPENDED,
+        verb = "suspend";
+        break;
     default:
-        from_ok1 = TARGET_PAUSED, from_ok2 = TARGET_PAUSED, to = TARGET_RUNNING, verb = "resume";
+        from_ok1 = TARGET_PAUSED, from_ok2 = TARGET_SUSPENDED, to = TARGET_RUNNING, verb = "resume";
         break;
     }
     /* A degraded env may be driven again to the target it already has,
      * which retries the VMs that did not get there. */
     bool retry = env->target == to && strcmp(model_env_state(env), "degraded") == 0;
-    if (env->target != from_ok1 && env->target != from_ok2 && !retry) {
+    /* a suspended env may also be stopped: its saved memory is dropped */
+    bool stop_suspended = kind == OP_STOP && env->target == TARGET_SUSPENDED;
+    if (env->target != from_ok1 && env->target != from_ok2 && !retry && !stop_suspended) {
         snprintf(msg, sizeof msg, "cannot %s env '%s': it is %s", verb, name, model_env_state(env));
         return handler_fail(c, TTFLEET__STATUS__INVALID_STATE, msg);
     }
+    if (kind == OP_SUSPEND && s_suspend_check(self, env, msg, sizeof msg))
+        return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST, msg);
+    /* a resume of a suspended env takes its cpu and mem back, as a start */
+    bool takes_cpu = kind == OP_START || (kind == OP_RESUME && env->target == TARGET_SUSPENDED);
     int64_t now = tt_now();
     if ((kind == OP_STOP || kind == OP_START) && env->last_mgmt &&
         now - env->last_mgmt < self->cfg.min_stop_interval) {
@@ -441,7 +471,7 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
     }
     /* start reserves cpu and mem on every VM's own host (its disk lives
      * there); reserved[] remembers which, so a failure gives them back */
-    if (kind == OP_START) {
+    if (takes_cpu) {
         quota_usage_t more = {0, 0, 0, 0, 0};
         for (int i = 0; i < env->n_vms; i++)
             if (!model_vm_holds_cpu(env->vms[i])) {
@@ -454,7 +484,7 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
     bool *reserved = calloc((size_t)env->n_vms + 1, sizeof *reserved);
     if (!reserved)
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
-    for (int i = 0; kind == OP_START && i < env->n_vms; i++) {
+    for (int i = 0; takes_cpu && i < env->n_vms; i++) {
         vm_t *vm = env->vms[i];
         if (model_vm_holds_cpu(vm))
             continue;
@@ -473,9 +503,10 @@ static int s_power(handler_ctx_t *c, op_kind_t kind, const char *name)
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "out of memory");
     }
     free(reserved);
+    op->from_suspend = kind == OP_RESUME && env->target == TARGET_SUSPENDED;
     if (kind == OP_STOP || kind == OP_START)
         env->last_mgmt = now;
-    if (kind == OP_STOP)
+    if (kind == OP_STOP || kind == OP_SUSPEND)
         self->admit_wanted = true;
     env->target = to;
     persist_env_update(self, env);
@@ -935,4 +966,9 @@ int env_pause(handler_ctx_t *c)
 int env_resume(handler_ctx_t *c)
 {
     return s_power(c, OP_RESUME, c->req->env_resume->name);
+}
+
+int env_suspend(handler_ctx_t *c)
+{
+    return s_power(c, OP_SUSPEND, c->req->env_suspend->name);
 }

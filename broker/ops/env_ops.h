@@ -10,8 +10,8 @@
 #include "handler.h"
 #include "quota.h"
 
-handler_fn env_create, env_show, env_list, env_stop, env_start, env_pause, env_resume, env_delete,
-    env_extend, env_update, env_rm_vm, env_console;
+handler_fn env_create, env_show, env_list, env_stop, env_start, env_pause, env_resume, env_suspend,
+    env_delete, env_extend, env_update, env_rm_vm, env_console;
 /* Place and start a create for tenant (the normal path, and queue
  * admission with envelope NULL). 0 when an op was opened; else a status
  * with the reason in msg, nothing changed; *settling when the outcome must

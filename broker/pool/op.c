@@ -236,6 +236,11 @@ static void s_op_finish(broker_t *self, op_t *op)
             persist_vm_update(self, env->vms[i]);
         const char *state = model_env_state(env);
         outq_event(self, "env.state", env, NULL, NULL, state, NULL);
+        if (op->status == TTFLEET__STATUS__OK && (op->kind == OP_SUSPEND || op->from_suspend))
+            outq_event(self, op->kind == OP_SUSPEND ? "env.suspended" : "env.resumed", env, NULL,
+                       NULL, state, NULL);
+        if (op->kind == OP_SUSPEND)
+            self->admit_wanted = true; /* the cpu and mem the VMs gave back */
         if (op->status == TTFLEET__STATUS__OK) {
             reply_env(self, op->envelope, op->service, op->tenant, op->request_id,
                       TTFLEET__STATUS__OK, "", env, true);
@@ -291,7 +296,7 @@ void op_worker_reply(broker_t *self, host_t *host, Ttfleet__WorkerReply *reply)
         int st = va->state;
         if (st == TTFLEET__VM_STATE__VM_ABSENT)
             st = TTFLEET__VM_STATE__VM_LOST;
-        if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST)
+        if (st < 0 || st > TTFLEET__VM_STATE__VM_SUSPENDED)
             continue;
         if (vm->state != st) {
             const char *env_before = model_env_state(vm->env);

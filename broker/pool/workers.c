@@ -200,7 +200,7 @@ static void s_reconcile(broker_t *self, host_t *host, Ttfleet__WorkerHello *hell
         if (vm && !vm->doomed) {
             int st = va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST
                                                                : (int)va->state;
-            if (st >= 0 && st <= TTFLEET__VM_STATE__VM_LOST && st != vm->state) {
+            if (st >= 0 && st <= TTFLEET__VM_STATE__VM_SUSPENDED && st != vm->state) {
                 model_vm_set_state(vm, st);
                 persist_vm_update(self, vm);
                 outq_event(self, "vm.state", vm->env, vm, host, tt_vm_state_name(st),
@@ -510,7 +510,7 @@ static void s_event(broker_t *self, host_t *host, zframe_t *body)
         }
         int st = va->state == TTFLEET__VM_STATE__VM_ABSENT ? TTFLEET__VM_STATE__VM_LOST
                                                            : (int)va->state;
-        if (st < 0 || st > TTFLEET__VM_STATE__VM_LOST)
+        if (st < 0 || st > TTFLEET__VM_STATE__VM_SUSPENDED)
             continue;
         if (st == vm->state) {
             op_vm_ready(self, vm, va);

@@ -2234,6 +2234,99 @@ static void s_test_template_placement(void)
     h1->cpu_used = 0;
 }
 
+/* env suspend / resume (docs/SNAPSHOTS.md): a suspend releases the VMs'
+ * cpu and mem on their host; a resume re-checks them like a start
+ * (NO_CAPACITY when the host is full, the env staying suspended) and
+ * takes them back; an engine that does not declare snapshots is refused
+ * with the reason, by its caps ("fancy" declares none). */
+static Ttfleet__Reply *s_env_ref_op(const char *tenant, int op, const char *name)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = (char *)name;
+    req.op_case = op;
+    if (op == TTFLEET__REQUEST__OP_ENV_SUSPEND)
+        req.env_suspend = &ref;
+    else
+        req.env_resume = &ref;
+    return s_call(tenant, &req, NULL);
+}
+
+static void s_test_suspend_capacity(void)
+{
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    Ttfleet__EnvCreate cr = TTFLEET__ENV_CREATE__INIT;
+    Ttfleet__ImageCount ic = TTFLEET__IMAGE_COUNT__INIT, *icp = &ic;
+    ic.image = "capimg";
+    ic.dup = 1;
+    cr.name = "susp1";
+    cr.engine = "snapq";
+    cr.n_images = 1;
+    cr.images = &icp;
+    cr.cpu = 3;
+    cr.mem_mib = 512;
+    cr.disk_mib = 100;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_CREATE;
+    req.env_create = &cr;
+    Ttfleet__Reply *r = s_call("tsusp", &req, NULL);
+    CHECK(r && r->status == TTFLEET__STATUS__OK && r->env && r->env->n_vms == 1);
+    host_t *h = r && r->env && r->env->n_vms ? model_host_get(g_b, r->env->vms[0]->host) : NULL;
+    s_status(r);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    uint32_t cpu0 = h->cpu_used;
+    uint64_t mem0 = h->mem_used;
+    CHECK(cpu0 >= 3 && mem0 >= 512);
+
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_SUSPEND, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__OK && r->env &&
+          strcmp(r->env->state, "suspended") == 0 && r->env->n_vms == 1 &&
+          r->env->vms[0]->state == TTFLEET__VM_STATE__VM_SUSPENDED);
+    s_status(r);
+    CHECK(h->cpu_used == cpu0 - 3 && h->mem_used == mem0 - 512);
+    /* suspended twice: refused, nothing changes */
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_SUSPEND, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__INVALID_STATE);
+    s_status(r);
+
+    /* the room is taken meanwhile: the resume is refused, still suspended */
+    uint32_t saved = h->cpu_used;
+    h->cpu_used = h->cpu_total - 2;
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_RESUME, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__NO_CAPACITY && strstr(r->message, "cpu"));
+    s_status(r);
+    CHECK(h->cpu_used == h->cpu_total - 2);
+    h->cpu_used = saved;
+    env_t *env = model_env_get(g_b, "tsusp", "susp1");
+    CHECK(env && strcmp(model_env_state(env), "suspended") == 0);
+
+    /* room again: resumed, cpu and mem taken back */
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_RESUME, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__OK && r->env && strcmp(r->env->state, "running") == 0);
+    s_status(r);
+    CHECK(h->cpu_used == cpu0 && h->mem_used == mem0);
+
+    /* a suspended env can be stopped (its memory dropped) and started cold */
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_SUSPEND, "susp1");
+    s_status(r);
+    r = s_simple("tsusp", TTFLEET__REQUEST__OP_ENV_STOP, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__OK && r->env && strcmp(r->env->state, "stopped") == 0);
+    s_status(r);
+    CHECK(h->cpu_used == cpu0 - 3 && h->mem_used == mem0 - 512);
+    r = s_env_ref_op("tsusp", TTFLEET__REQUEST__OP_ENV_RESUME, "susp1");
+    CHECK(r && r->status == TTFLEET__STATUS__INVALID_STATE);
+    s_status(r);
+
+    /* an engine without snapshots ("fancy", env caps1 of s_test_engine_caps) */
+    r = s_env_ref_op("tcaps", TTFLEET__REQUEST__OP_ENV_SUSPEND, "caps1");
+    CHECK(r && r->status == TTFLEET__STATUS__BAD_REQUEST &&
+          strstr(r->message, "cannot save a VM's memory"));
+    s_status(r);
+    r = s_simple("tsusp", TTFLEET__REQUEST__OP_ENV_DELETE, "susp1");
+    s_status(r);
+}
+
 /* The broker decides from what an engine declares, never from its name:
  * an engine called "fancy" that declares bootstrap and catalog images gets
  * creates with SSH keys and catalog placements; a host whose engine is
@@ -2322,6 +2415,7 @@ static void s_test_engine_caps(void)
     broker_end_batch(g_b);
     s_drain();
     s_test_template_placement();
+    s_test_suspend_capacity();
 }
 
 static void s_test_oversized_body(void)

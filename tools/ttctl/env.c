@@ -631,6 +631,60 @@ static int s_env_wake(ctl_t *ctl, void *args)
     return ctl_finish(ctl, &client, rc, &reply, text, false);
 }
 
+/* ---- suspend ---- */
+
+typedef struct {
+    bool wait;
+    uint64_t wait_timeout;
+} suspend_args_t;
+
+static const ctl_opt_t s_suspend_opts[] = {
+    {"--wait", CTL_FLAG, offsetof(suspend_args_t, wait), 0, 0, NULL,
+     "then wait until env show says suspended (every VM's memory on disk, its process\n"
+     "gone); exit 1 if it does not within --wait-timeout",
+     NULL, NULL, false},
+    {"--wait-timeout", CTL_DURATION, offsetof(suspend_args_t, wait_timeout), 1, 86400, "SECS",
+     "how long --wait waits (default 300 s)", NULL, NULL, false},
+    CTL_OPT_END,
+};
+
+/* env suspend NAME [--wait]: the broker answers once every VM's worker
+ * answered; --wait then also sees the env say suspended (env show). */
+static int s_env_suspend(ctl_t *ctl, void *args)
+{
+    suspend_args_t *a = args;
+    const char *name = ctl_name(ctl, "env name", ctl->pos[0]);
+    ttclient_t *client = ctl_client(ctl);
+    Ttfleet__EnvRef ref = TTFLEET__ENV_REF__INIT;
+    ref.name = (char *)name;
+    Ttfleet__Request req = TTFLEET__REQUEST__INIT;
+    req.op_case = TTFLEET__REQUEST__OP_ENV_SUSPEND;
+    req.env_suspend = &ref;
+    Ttfleet__Reply *reply = NULL;
+    int rc = ttclient_call(client, TT_SERVICE_ENV, &req, &reply);
+    int64_t deadline = zclock_mono() + (int64_t)(a->wait_timeout ? a->wait_timeout : 300) * 1000;
+    while (a->wait && rc == 0 && reply->status == TTFLEET__STATUS__OK &&
+           !(reply->result_case == TTFLEET__REPLY__RESULT_ENV && reply->env &&
+             strcmp(reply->env->state, "suspended") == 0)) {
+        if (zclock_mono() >= deadline) {
+            fprintf(stderr, "ttctl: env %s: not suspended after %llu s (env %s)\n", name,
+                    (unsigned long long)(a->wait_timeout ? a->wait_timeout : 300),
+                    reply->result_case == TTFLEET__REPLY__RESULT_ENV && reply->env
+                        ? reply->env->state
+                        : "?");
+            ttclient_reply_destroy(&reply);
+            ttclient_destroy(&client);
+            return EXIT_STATUS;
+        }
+        ttclient_reply_destroy(&reply);
+        zclock_sleep(200);
+        rc = ttclient_env_show(client, name, &reply);
+    }
+    char text[128];
+    snprintf(text, sizeof text, "env %s suspended", name);
+    return ctl_finish(ctl, &client, rc, &reply, text, false);
+}
+
 /* ---- extend ---- */
 
 /* env extend NAME DUR sets the lifetime (counted from creation) to DUR;
@@ -795,7 +849,17 @@ const ctl_cmd_t ctl_env_cmds[] = {
      "started"},
     S_NAME_CMD("pause", "env_pause", "Freezes the VMs of NAME (resources stay held).\n",
                ttclient_env_pause, "paused"),
-    {"env", "resume", "env_resume", "NAME", "Thaws the VMs of a paused env. --wait as env start.\n",
+    {"env", "suspend", "env_suspend", "NAME",
+     "Saves the RAM and device state of every VM of NAME to its host's disk; the VM\n"
+     "processes end and their cpu and memory are free for others (disks, addresses, ports\n"
+     "and the lease are kept). env resume brings them back with their memory. Only on\n"
+     "engines that can take memory snapshots (qemu).\n",
+     s_suspend_opts, sizeof(suspend_args_t), 1, 1, "env name is required", s_env_suspend, NULL,
+     NULL},
+    {"env", "resume", "env_resume", "NAME",
+     "Thaws the VMs of a paused env, or restores a suspended env from its saved memory\n"
+     "(its hosts must have the cpu and memory free again, else NO_CAPACITY). --wait as\n"
+     "env start.\n",
      s_wake_opts, sizeof(wake_args_t), 1, 1, "env name is required", s_env_wake,
      ttclient_env_resume, "resumed"},
     {"env", "extend", "env_extend", "NAME [+]DUR",

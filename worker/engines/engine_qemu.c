@@ -775,10 +775,42 @@ static void s_kill_stray(const engine_ctx_t *ctx, vm_t *vm)
     }
 }
 
+/* A suspend the worker did not see to its end (it died): a live QEMU with
+ * a committed suspend.state saved the whole guest and is stopped (its
+ * quit was due): it ends, the file is the VM (1). With only a
+ * suspend.partial the stream may be incomplete: the migration is
+ * cancelled and the guest runs on as it was, the partial file removed
+ * (0). Nothing to do: 0. */
+static int s_adopt_suspend(const engine_ctx_t *ctx, vm_t *vm)
+{
+    char file[4200], e2[256];
+    struct stat sb;
+    if (engine_vm_path(ctx, vm->vm_id, "suspend.state", file, sizeof file) == 0 &&
+        stat(file, &sb) == 0 && sb.st_size > 0) {
+        zsys_warning("vm %u: qemu %d was suspended to its file, ending it", vm->vm_id,
+                     (int)vm->pid);
+        kill(vm->pid, SIGKILL);
+        spawn_wait_gone(vm->pid, vm->start_time, S_KILL_MS);
+        return 1;
+    }
+    if (engine_vm_path(ctx, vm->vm_id, "suspend.partial", file, sizeof file) == 0 &&
+        stat(file, &sb) == 0) {
+        zsys_warning("vm %u: a suspend was interrupted: the guest runs on, its partial file "
+                     "is removed",
+                     vm->vm_id);
+        engine_qemu_qmp(ctx, vm, "{\"execute\":\"migrate_cancel\"}", S_QMP_MS, NULL, 0, e2,
+                        sizeof e2);
+        if (engine_qemu_qmp(ctx, vm, "{\"execute\":\"cont\"}", S_QMP_MS, NULL, 0, e2, sizeof e2))
+            zsys_warning("vm %u: cont after the interrupted suspend: %s", vm->vm_id, e2);
+        unlink(file);
+    }
+    return 0;
+}
+
 static int s_adopt(const engine_ctx_t *ctx, vm_t *vm)
 {
     s_kill_stray(ctx, vm);
-    if (vm->pid && proc_alive(vm->pid, vm->start_time)) {
+    if (vm->pid && proc_alive(vm->pid, vm->start_time) && s_adopt_suspend(ctx, vm) == 0) {
         char sock[4096], status[32], err[256];
         if (engine_vm_path(ctx, vm->vm_id, "qmp.sock", sock, sizeof sock) == 0 &&
             qmp_status(sock, S_QMP_MS, status, sizeof status, err, sizeof err) == 0)

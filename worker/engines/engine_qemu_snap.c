@@ -403,6 +403,39 @@ int qsnap_resume_saved(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *e
 
 /* ---- poll ---- */
 
+static int s_fsync_file(const char *path, char *err, size_t errlen);
+
+/* A suspend's stream is complete and QEMU still runs (stopped): make the
+ * file durable under its final name before QEMU is asked to quit, so a
+ * crash after QEMU's exit never leaves the memory in a file nothing
+ * reads. 0 / -1 (the VM is then given back running by the abort). */
+static int s_suspend_commit(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err,
+                            size_t errlen)
+{
+    char dir[4096], from[4200], to[4200];
+    struct stat sb;
+    if (s_vm_path(ctx, vm, NULL, dir, sizeof dir, err, errlen))
+        return -1;
+    snprintf(from, sizeof from, "%s/suspend.partial", dir);
+    snprintf(to, sizeof to, "%s/suspend.state", dir);
+    if (stat(from, &sb) || sb.st_size == 0) {
+        snprintf(err, errlen, "suspend file %s is missing or empty", from);
+        return -1;
+    }
+    op->state_bytes = (uint64_t)sb.st_size;
+    if (s_fsync_file(from, err, errlen))
+        return -1;
+    tt_crash_point("worker.snap_suspend_before_rename");
+    if (rename(from, to)) {
+        snprintf(err, errlen, "rename %s: %s", from, strerror(errno));
+        return -1;
+    }
+    if (s_fsync_file(dir, err, errlen))
+        return -1;
+    tt_crash_point("worker.snap_suspend_before_quit");
+    return 0;
+}
+
 /* A restoring QEMU (-incoming defer): once QMP answers, start reading. */
 static int s_poll_incoming(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err,
                            size_t errlen)
@@ -482,6 +515,12 @@ int qsnap_poll(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, size
         op->phase = P_DONE;
         return SNAP_DONE;
     }
+    if (op->kind == SNAP_SUSPEND && s_suspend_commit(ctx, vm, op, err, errlen)) {
+        char file[4200];
+        if (engine_vm_path(ctx, vm->vm_id, "suspend.state", file, sizeof file) == 0)
+            unlink(file);
+        goto fail;
+    }
     engine_qemu_qmp(ctx, vm, "{\"execute\":\"quit\"}", SNAP_QMP_MS, NULL, 0, e2, sizeof e2);
     op->phase = P_QUITTING;
     return SNAP_PENDING;
@@ -525,22 +564,14 @@ int qsnap_finish(const engine_ctx_t *ctx, vm_t *vm, snap_op_t *op, char *err, si
         return s_fsync_file(dir, err, errlen) ? -1 : SNAP_DONE;
     }
     if (op->kind == SNAP_SUSPEND) {
-        snprintf(from, sizeof from, "%s/suspend.partial", dir);
+        /* committed by the poll before QEMU was asked to quit */
         snprintf(to, sizeof to, "%s/suspend.state", dir);
-        if (stat(from, &sb) || sb.st_size == 0) {
-            snprintf(err, errlen, "suspend file %s is missing or empty", from);
-            return -1;
-        }
-        op->state_bytes = (uint64_t)sb.st_size;
-        if (s_fsync_file(from, err, errlen))
-            return -1;
-        tt_crash_point("worker.snap_suspend_before_rename");
-        if (rename(from, to)) {
-            snprintf(err, errlen, "rename %s: %s", from, strerror(errno));
+        if (stat(to, &sb) || sb.st_size == 0) {
+            snprintf(err, errlen, "suspend file %s is missing or empty", to);
             return -1;
         }
         op->phase = P_DONE;
-        return s_fsync_file(dir, err, errlen) ? -1 : SNAP_DONE;
+        return SNAP_DONE;
     }
     if (op->kind != SNAP_TEMPLATE_SAVE) {
         snprintf(err, errlen, "nothing to finish for this operation");

@@ -232,7 +232,8 @@ static int s_row(sqlite3_stmt *st, vm_t *vm)
     vm->expires_at = sqlite3_column_int64(st, 11);
     int state = sqlite3_column_int(st, 12);
     if (state != TTFLEET__VM_STATE__VM_RUNNING && state != TTFLEET__VM_STATE__VM_STOPPED &&
-        state != TTFLEET__VM_STATE__VM_PAUSED && state != TTFLEET__VM_STATE__VM_DEAD)
+        state != TTFLEET__VM_STATE__VM_PAUSED && state != TTFLEET__VM_STATE__VM_DEAD &&
+        state != TTFLEET__VM_STATE__VM_SUSPENDED)
         return -1;
     vm->state = state;
     sqlite3_int64 pid = sqlite3_column_int64(st, 13);

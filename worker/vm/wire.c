@@ -118,9 +118,11 @@ int wire_spec_validate(const Ttfleet__VmSpec *spec, char *err, size_t errlen)
     case TTFLEET__VM_STATE__VM_RUNNING:
     case TTFLEET__VM_STATE__VM_STOPPED:
     case TTFLEET__VM_STATE__VM_PAUSED:
+    case TTFLEET__VM_STATE__VM_SUSPENDED:
         break;
     default:
-        FAIL("desired state %d is not one of absent, running, stopped, paused", (int)spec->desired);
+        FAIL("desired state %d is not one of absent, running, stopped, paused, suspended",
+             (int)spec->desired);
     }
     if (!wire_env_valid(spec->env))
         FAIL("invalid env '%.140s': want tenant/name of [A-Za-z0-9._-]",

@@ -203,6 +203,12 @@ def test_extend_and_events(client):
         assert env.state == "paused"
         assert env.resume().state == "running"
         assert env.refresh().vms[0].state == "running"
+        # suspend needs an engine that saves memory (qemu): the process
+        # engine is refused with the reason, the env untouched
+        with pytest.raises(ttfleet.BadRequest) as e:
+            env.suspend()
+        assert "cannot save a VM's memory" in str(e.value)
+        assert env.refresh().state == "running"
 
 
 def test_queued_env_context(client, pool):
@@ -244,6 +250,11 @@ def test_aio(pool):
                 assert [e.name for e in await c.env_list()] == ["aio-ctx"]
                 shown = await c.env_show("aio-ctx")
                 assert shown.vms[0].state == "running"
+                with pytest.raises(ttfleet.BadRequest) as e:
+                    await env.suspend()
+                assert "cannot save a VM's memory" in str(e.value)
+                with pytest.raises(ttfleet.InvalidState):
+                    await env.resume()  # running: nothing to resume
             with pytest.raises(ttfleet.NotFound):
                 await c.env_show("aio-ctx")
             with pytest.raises(RuntimeError):

@@ -218,6 +218,16 @@ class Client(_ops.AsyncOps):
     async def env_delete(self, name: str) -> None:
         await self._op("env_delete", lambda m: setattr(m, "name", name))
 
+    async def env_suspend(self, name: str) -> EnvInfo:
+        """As ttfleet.Client.env_suspend."""
+        return EnvInfo.from_pb((await self._op("env_suspend",
+                                               lambda m: setattr(m, "name", name))).env)
+
+    async def env_resume(self, name: str) -> EnvInfo:
+        """As ttfleet.Client.env_resume: a paused or a suspended env."""
+        return EnvInfo.from_pb((await self._op("env_resume",
+                                               lambda m: setattr(m, "name", name))).env)
+
     async def env_extend(self, name: str, lifetime: durations.Duration) -> EnvInfo:
         """lifetime as AsyncEnv.extend: "2h" from creation, "+1h" more."""
         secs, relative = durations.parse(lifetime, "lifetime")
@@ -344,6 +354,12 @@ class AsyncEnv(EnvInfo):
 
     async def extend(self, lifetime: durations.Duration) -> "AsyncEnv":
         return self._take(await self._client.env_extend(self.name, lifetime))
+
+    async def suspend(self) -> "AsyncEnv":
+        return self._take(await self._client.env_suspend(self.name))
+
+    async def resume(self) -> "AsyncEnv":
+        return self._take(await self._client.env_resume(self.name))
 
     async def delete(self) -> None:
         await self._client.env_delete(self.name)

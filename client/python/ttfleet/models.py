@@ -21,6 +21,7 @@ class VmState(str, enum.Enum):
     DEAD = "dead"
     PENDING = "pending"
     LOST = "lost"
+    SUSPENDED = "suspended"
 
     def __str__(self) -> str:
         return self.value
@@ -37,6 +38,8 @@ class EnvState(str, enum.Enum):
     PAUSING = "pausing"
     PAUSED = "paused"
     RESUMING = "resuming"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
     DEGRADED = "degraded"
     DELETING = "deleting"
 

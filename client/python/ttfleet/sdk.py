@@ -254,7 +254,13 @@ class Env(EnvInfo):
         return self._update(self._client.env_pause(self.name))
 
     def resume(self) -> "Env":
+        """Thaws a paused env or restores a suspended one with its memory."""
         return self._update(self._client.env_resume(self.name))
+
+    def suspend(self) -> "Env":
+        """Every VM's memory to disk, its process ended, cpu and memory
+        freed; resume() brings it back as it was."""
+        return self._update(self._client.env_suspend(self.name))
 
     def delete(self) -> None:
         """Deletes the env (a queued one leaves the queue)."""
