@@ -6,6 +6,8 @@
  * idempotency, hostile frames and reload from broker.db.
  */
 #define _GNU_SOURCE /* nftw */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "admission.h"
 #include "admq.h"
 #include "audit.h"
@@ -26,15 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int failures;
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-            failures++;                                                                        \
-        }                                                                                      \
-    } while (0)
 
 static broker_t *g_b;
 static int g_rid;
@@ -530,25 +523,10 @@ static broker_t *s_hard_open(broker_t **saved)
     return g_b;
 }
 
-static int s_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-/* Removes dir and everything in it (the broker.db files, the blob
- * server's STATE/blobs). */
-static void s_rm_tree(const char *dir)
-{
-    nftw(dir, s_rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void s_hard_close(broker_t *saved)
 {
     broker_destroy(&g_b);
-    s_rm_tree(g_hdir);
+    s_rmtree(g_hdir);
     g_b = saved;
 }
 
@@ -2679,10 +2657,6 @@ int main(void)
     }
 
     broker_destroy(&g_b);
-    s_rm_tree(dir);
-    if (failures)
-        fprintf(stderr, "%d check(s) failed\n", failures);
-    else
-        printf("test_broker: all checks passed\n");
-    return failures ? 1 : 0;
+    s_rmtree(dir);
+    return s_report("broker");
 }

@@ -4,7 +4,7 @@
  * adoption after a "restart" (fleet destroyed and created again on the
  * same state dir) and death detection.
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>

@@ -3,6 +3,8 @@
  * eviction of unused blobs only, the order kept across a restart,
  * corruption detection, materialized images, the advertised digests.
  */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "imgcache.h"
 #include "ttblob.h"
 
@@ -13,15 +15,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static int s_failed;
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                  \
-            s_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 #define MIB (1024 * 1024)
 
@@ -171,13 +164,6 @@ int main(void)
                         "sha256:1111111111111111111111111111111111111111111111111111111111111111"));
     imgcache_destroy(&c);
 
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
-    if (s_failed)
-        fprintf(stderr, "%d checks failed\n", s_failed);
-    else
-        printf("ok\n");
-    return s_failed ? 1 : 0;
+    s_rmtree(dir);
+    return s_report("imgcache");
 }

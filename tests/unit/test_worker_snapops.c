@@ -6,6 +6,8 @@
  * restart; a template of another QEMU version is removed by gc only once
  * no VM names it.
  */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "imgcache.h"
 #include "snapops.h"
 #include "ttblob.h"
@@ -16,15 +18,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int s_failed;
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                  \
-            s_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 #define MIB (1024 * 1024)
 
@@ -188,7 +181,5 @@ int main(void)
     snprintf(cmd, sizeof cmd, "chmod -R u+w %s; rm -rf %s", base, base);
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", base);
-    if (s_failed)
-        fprintf(stderr, "%d check(s) failed\n", s_failed);
-    return s_failed ? 1 : 0;
+    return s_report("snapops");
 }
