@@ -252,8 +252,7 @@ int image_push(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_PUSH_GRANT;
     rep.push_grant = &g;
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     return 0;
 }
 
@@ -387,8 +386,7 @@ static void s_send_image(handler_ctx_t *c, const catalog_row_t *r, bool record)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_IMAGE;
     rep.image = s_info(c->self, &a, r);
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
-               rep.image ? &rep : NULL, record);
+    reply_ok(c, "", rep.image ? &rep : NULL, record);
     reply_arena_free(&a);
 }
 
@@ -538,8 +536,7 @@ int image_list(handler_ctx_t *c)
         l->images = list.items;
         rep.images = l;
     }
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
-               l ? &rep : NULL, false);
+    reply_ok(c, "", l ? &rep : NULL, false);
     free(list.items);
     reply_arena_free(&a);
     return 0;
