@@ -131,17 +131,8 @@ static int s_read(const s_src_t *src, uint64_t off, void *buf, size_t len)
 static int s_send(zsock_t *s, const char *cmd, const char *digest, const char *a, zframe_t **data,
                   const char *b)
 {
-    zmsg_t *msg = zmsg_new();
-    zmsg_addstr(msg, TT_BLOB_PROTO);
-    zmsg_addstr(msg, cmd);
-    zmsg_addstr(msg, digest);
-    if (a)
-        zmsg_addstr(msg, a);
-    if (data)
-        zmsg_append(msg, data);
-    else if (b)
-        zmsg_addstr(msg, b);
-    int rc = zmsg_send(&msg, s);
+    zmsg_t *msg = tt_blob_msg(cmd, digest, a, b, data);
+    int rc = msg ? zmsg_send(&msg, s) : -1;
     zmsg_destroy(&msg);
     return rc;
 }

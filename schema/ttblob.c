@@ -3,6 +3,7 @@
  */
 #include "ttblob.h"
 
+#include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -287,4 +288,22 @@ int tt_image_ref_parse(const char *s, tt_image_ref_t *ref, char *err, size_t err
 bool tt_qcow2_is(const void *data, size_t len)
 {
     return len >= 4 && memcmp(data, "QFI\xfb", 4) == 0;
+}
+
+zmsg_t *tt_blob_msg(const char *cmd, const char *digest, const char *a, const char *b,
+                    zframe_t **data)
+{
+    zmsg_t *msg = zmsg_new();
+    if (!msg)
+        return NULL;
+    zmsg_addstr(msg, TT_BLOB_PROTO);
+    zmsg_addstr(msg, cmd);
+    zmsg_addstr(msg, digest ? digest : "");
+    if (a)
+        zmsg_addstr(msg, a);
+    if (data)
+        zmsg_append(msg, data);
+    else if (b)
+        zmsg_addstr(msg, b);
+    return msg;
 }

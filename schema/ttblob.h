@@ -5,8 +5,9 @@
  * A blob is a file named by its content: "sha256:" + 64 lowercase hex
  * digits. The broker's blob server (broker/images/blobsrv.c), the worker's fetcher
  * (worker/images/imgfetch.c) and the client's pusher (client/ttimage.c) share this
- * one copy of the frame names, limits and validators. sha256 is OpenSSL's
- * (libcrypto EVP). Nothing here touches a socket.
+ * one copy of the frame names, limits, validators and the message builder
+ * (tt_blob_msg). sha256 is OpenSSL's (libcrypto EVP). Nothing here touches
+ * a socket.
  *
  * An image is either one blob (a qcow2 disk) or a directory image: a small
  * text manifest blob naming the blobs of its files (kernel, initrd,
@@ -65,6 +66,16 @@
 #define TT_BE_ABORTED "ABORTED"
 #define TT_BE_INTERNAL "INTERNAL"
 #define TT_BE_NO_SPACE "NO_SPACE" /* the server keeps its free-space reserve */
+
+typedef struct _zmsg_t zmsg_t;     /* CZMQ's */
+typedef struct _zframe_t zframe_t; /* CZMQ's */
+
+/* A TTB01 message [TTB01][cmd][digest][a][b], a and b optional strings
+ * (NULL: no frame); data, if given, is the last frame instead of b and is
+ * taken (*data set to NULL). A ROUTER side adds the peer's id in front.
+ * NULL when out of memory. */
+zmsg_t *tt_blob_msg(const char *cmd, const char *digest, const char *a, const char *b,
+                    zframe_t **data);
 
 /* "sha256:" + 64 lowercase hex digits, nothing else. */
 bool tt_digest_valid(const char *s);

@@ -24,9 +24,9 @@ uint8_t *ttframe_pack_buf(const ProtobufCMessage *msg, size_t *len)
     return buf;
 }
 
-zmsg_t *ttframe_mdp_request(const char *service, const void *body, size_t len)
+/* Appends [""][MDPC01][service][body] to msg and returns it. */
+static zmsg_t *s_mdp_append(zmsg_t *msg, const char *service, const void *body, size_t len)
 {
-    zmsg_t *msg = zmsg_new();
     if (!msg)
         return NULL;
     zmsg_addmem(msg, "", 0);
@@ -36,18 +36,14 @@ zmsg_t *ttframe_mdp_request(const char *service, const void *body, size_t len)
     return msg;
 }
 
+zmsg_t *ttframe_mdp_request(const char *service, const void *body, size_t len)
+{
+    return s_mdp_append(zmsg_new(), service, body, len);
+}
+
 zmsg_t *ttframe_mdp_reply(zmsg_t *envelope, const char *service, const void *body, size_t len)
 {
-    if (!envelope)
-        return NULL;
-    zmsg_t *msg = zmsg_dup(envelope);
-    if (!msg)
-        return NULL;
-    zmsg_addmem(msg, "", 0);
-    zmsg_addstr(msg, TT_MDP_CLIENT);
-    zmsg_addstr(msg, service);
-    zmsg_addmem(msg, body, len);
-    return msg;
+    return envelope ? s_mdp_append(zmsg_dup(envelope), service, body, len) : NULL;
 }
 
 int ttframe_mdp_reply_parse(zmsg_t *msg, const char *want_service, size_t max_body, zframe_t **body,

@@ -72,14 +72,6 @@ const char *tt_vm_state_name(int state)
 static const char *const s_cap_names[] = {"catalog", "bootstrap", "guest",  "snapshots",
                                           "nic-tap", "nic-veth",  "hostfwd"};
 
-const char *tt_cap_name(uint32_t cap)
-{
-    for (size_t i = 0; i < sizeof s_cap_names / sizeof *s_cap_names; i++)
-        if (cap == 1u << i)
-            return s_cap_names[i];
-    return NULL;
-}
-
 uint32_t tt_cap_parse(const char *name)
 {
     for (size_t i = 0; name && i < sizeof s_cap_names / sizeof *s_cap_names; i++)

@@ -103,21 +103,14 @@ int tt_labels_check(char *const *labels, size_t n, char *err, size_t errlen);
 const char *tt_status_name(int status);
 /* Name of a VM state in lower case ("running"). */
 const char *tt_vm_state_name(int state);
-/* The two "holds cpu" rules, written once, on purpose different:
- * - reserves: the broker's accounting. A VM reserves cpu and mem on its host
- *   unless it is STOPPED or SUSPENDED (no process; its RAM is on disk):
- *   PENDING (being started), DEAD and LOST included, so a VM that comes
- *   back (a worker reconnects, a restart) never finds its room given away. Disk is reserved while the VM exists.
- * - uses: the worker's, about what runs right now. Only a RUNNING or PAUSED
- *   VM has a process that uses cpu and mem on the host.
- * A VM that uses cpu always reserves it, never the other way round. */
+/* The broker's "holds cpu" rule: a VM reserves cpu and mem on its host
+ * unless it is STOPPED or SUSPENDED (no process; its RAM is on disk):
+ * PENDING (being started), DEAD and LOST included, so a VM that comes back
+ * (a worker reconnects, a restart) never finds its room given away. Disk is
+ * reserved while the VM exists. */
 static inline bool tt_vm_state_reserves_cpu(int state)
 {
     return state != TTFLEET__VM_STATE__VM_STOPPED && state != TTFLEET__VM_STATE__VM_SUSPENDED;
-}
-static inline bool tt_vm_state_uses_cpu(int state)
-{
-    return state == TTFLEET__VM_STATE__VM_RUNNING || state == TTFLEET__VM_STATE__VM_PAUSED;
 }
 
 /* Engine capabilities: what an engine can do, declared by the engine
@@ -135,8 +128,6 @@ static inline bool tt_vm_state_uses_cpu(int state)
 #define TT_CAP_HOSTFWD                                                                             \
     (1u << 6) /* "hostfwd": under --net user it forwards its public ports itself */
 #define TT_CAP_ALL ((1u << 7) - 1)
-/* The name of one capability bit ("catalog"), NULL for a bit that has none. */
-const char *tt_cap_name(uint32_t cap);
 /* The bit a name stands for, 0 for an unknown name (a newer worker's:
  * ignored, so a capability never appears by accident). */
 uint32_t tt_cap_parse(const char *name);

@@ -311,6 +311,31 @@ static sqlite3_stmt *s_stmt(admq_t *self, const char *sql)
     return store_stmt(self->store, sql);
 }
 
+/* Writes e's row into the admq table (in the open transaction): 0 / -1. */
+static int s_insert_row(admq_t *self, const admq_entry_t *e)
+{
+    static const char *sql =
+        "INSERT INTO admq (seq, tenant, env, request_id, priority, round, enqueued_at, deadline,"
+        " cpu, mem, disk, vms, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    sqlite3_stmt *st = s_stmt(self, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, e->seq);
+    sqlite3_bind_text(st, 2, e->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, e->env, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, e->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, e->priority);
+    sqlite3_bind_int64(st, 6, e->round);
+    sqlite3_bind_int64(st, 7, e->enqueued_at);
+    sqlite3_bind_int64(st, 8, e->deadline);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)e->res.cpu);
+    sqlite3_bind_int64(st, 10, (sqlite3_int64)e->res.mem);
+    sqlite3_bind_int64(st, 11, (sqlite3_int64)e->res.disk);
+    sqlite3_bind_int64(st, 12, (sqlite3_int64)e->res.vms);
+    sqlite3_bind_blob(st, 13, e->request, (int)e->request_len, SQLITE_STATIC);
+    return store_step_done(self->store, st) ? -1 : 0;
+}
+
 int admq_push(admq_t *self, const char *tenant, const char *env, const char *request_id,
               int priority, int64_t now, int64_t max_wait, const admq_res_t *res,
               const uint8_t *request, size_t request_len, int *position, int *status, char *err,
@@ -387,26 +412,7 @@ int admq_push(admq_t *self, const char *tenant, const char *env, const char *req
     e->request = copy;
     e->request_len = request_len;
 
-    static const char *sql =
-        "INSERT INTO admq (seq, tenant, env, request_id, priority, round, enqueued_at, deadline,"
-        " cpu, mem, disk, vms, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    sqlite3_stmt *st = s_stmt(self, sql);
-    if (!st)
-        goto store_fail;
-    sqlite3_bind_int64(st, 1, e->seq);
-    sqlite3_bind_text(st, 2, e->tenant, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, e->env, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, e->request_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 5, e->priority);
-    sqlite3_bind_int64(st, 6, e->round);
-    sqlite3_bind_int64(st, 7, e->enqueued_at);
-    sqlite3_bind_int64(st, 8, e->deadline);
-    sqlite3_bind_int64(st, 9, (sqlite3_int64)e->res.cpu);
-    sqlite3_bind_int64(st, 10, (sqlite3_int64)e->res.mem);
-    sqlite3_bind_int64(st, 11, (sqlite3_int64)e->res.disk);
-    sqlite3_bind_int64(st, 12, (sqlite3_int64)e->res.vms);
-    sqlite3_bind_blob(st, 13, e->request, (int)e->request_len, SQLITE_STATIC);
-    if (store_step_done(self->store, st))
+    if (s_insert_row(self, e))
         goto store_fail;
     self->next_seq++;
     *last = e->round;
@@ -459,28 +465,7 @@ int admq_restore(admq_t *self, admq_entry_t *e, int *position, char *err, size_t
         snprintf(err, errlen, "queue: priority %d out of range", e->priority);
         return -1;
     }
-    static const char *sql =
-        "INSERT INTO admq (seq, tenant, env, request_id, priority, round, enqueued_at, deadline,"
-        " cpu, mem, disk, vms, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    sqlite3_stmt *st = s_stmt(self, sql);
-    if (!st) {
-        snprintf(err, errlen, "queue: cannot persist: %s", store_errmsg(self->store));
-        return -1;
-    }
-    sqlite3_bind_int64(st, 1, e->seq);
-    sqlite3_bind_text(st, 2, e->tenant, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, e->env, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, e->request_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 5, e->priority);
-    sqlite3_bind_int64(st, 6, e->round);
-    sqlite3_bind_int64(st, 7, e->enqueued_at);
-    sqlite3_bind_int64(st, 8, e->deadline);
-    sqlite3_bind_int64(st, 9, (sqlite3_int64)e->res.cpu);
-    sqlite3_bind_int64(st, 10, (sqlite3_int64)e->res.mem);
-    sqlite3_bind_int64(st, 11, (sqlite3_int64)e->res.disk);
-    sqlite3_bind_int64(st, 12, (sqlite3_int64)e->res.vms);
-    sqlite3_bind_blob(st, 13, e->request, (int)e->request_len, SQLITE_STATIC);
-    if (store_step_done(self->store, st)) {
+    if (s_insert_row(self, e)) {
         snprintf(err, errlen, "queue: cannot persist: %s", store_errmsg(self->store));
         return -1;
     }

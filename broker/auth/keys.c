@@ -221,8 +221,7 @@ static int s_reply_keys(handler_ctx_t *c, const char *pub, const key_rec_t *one)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_KEYS;
     rep.keys = &list;
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               pub != NULL);
+    reply_ok(c, "", &rep, pub != NULL);
     reply_arena_free(&a);
     return 0;
 }

@@ -445,11 +445,6 @@ int alloc_vm_id_in_env(host_t *host, const env_t *env, const vm_t *skip, uint32_
     return -1;
 }
 
-int alloc_vm_id(host_t *host, uint32_t *vm_id)
-{
-    return alloc_vm_id_in_env(host, NULL, NULL, vm_id);
-}
-
 void alloc_port_mark(host_t *host, uint32_t port, bool used)
 {
     if (port < TT_PORT_MIN || port > TT_PORT_MAX)

@@ -441,7 +441,6 @@ const char *model_env_state(const env_t *env);
 const char *model_target_name(env_target_t t);
 int model_target_parse(const char *s);
 /* allocations */
-int alloc_vm_id(host_t *host, uint32_t *vm_id);
 /* A VM id free on host that no VM of env but skip has on any host, so a VM
  * id names one VM of its env (ttctl env exec ENV ID needs no --host). */
 int alloc_vm_id_in_env(host_t *host, const env_t *env, const vm_t *skip, uint32_t *vm_id);

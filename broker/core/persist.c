@@ -813,7 +813,7 @@ void persist_key_delete(broker_t *self, const char *pub)
     s_done(self, st, "delete key");
 }
 
-/* ---- images (image_ops.c) ---- */
+/* ---- images (catalog.c) ---- */
 
 void persist_image_put(broker_t *self, const persist_image_t *im)
 {

@@ -55,7 +55,7 @@ void persist_key_delete(broker_t *self, const char *pub);
 void persist_savepoint_begin(broker_t *self);
 void persist_savepoint_end(broker_t *self, bool keep);
 
-/* The image catalog (image_ops.c): one row per (owner, name, tag). */
+/* The image catalog (catalog.c, its one caller): one row per (owner, name, tag). */
 typedef struct {
     const char *owner, *name, *tag, *digest, *kind, *blobs, *readiness, *user;
     uint64_t size;

@@ -357,6 +357,13 @@ void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const cha
     free(buf);
 }
 
+int reply_ok(const handler_ctx_t *c, const char *message, Ttfleet__Reply *result, bool record)
+{
+    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, message,
+               result, record);
+    return 0;
+}
+
 /* Reply with an env (and its VMs) as the result. */
 void reply_env(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
                const char *rid, int status, const char *msg, const env_t *env, bool record)

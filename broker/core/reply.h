@@ -8,6 +8,7 @@
 #ifndef TT_BROKER_REPLY_H
 #define TT_BROKER_REPLY_H
 
+#include "handler.h"
 #include "model.h"
 
 /* Bytes of a reply kept under its request id (24 h); bigger replies are
@@ -30,6 +31,9 @@ Ttfleet__HostInfo *reply_host_info(reply_arena_t *a, const host_t *h);
 void reply_send(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
                 const char *rid, int status, const char *message, Ttfleet__Reply *result,
                 bool record);
+/* A handler's OK answer to its request c, with message ("" for none) and
+ * result (NULL for none); returns 0, the handler's "answered". */
+int reply_ok(const handler_ctx_t *c, const char *message, Ttfleet__Reply *result, bool record);
 /* Reply with an env (and its VMs) as the result. */
 void reply_env(broker_t *self, zmsg_t *envelope, const char *service, const char *tenant,
                const char *rid, int status, const char *msg, const env_t *env, bool record);

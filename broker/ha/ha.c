@@ -1101,7 +1101,3 @@ uint64_t ha_bound(ha_t *self, uint64_t committed)
     return self->shipped[self->shipped_head] - 1;
 }
 
-size_t ha_in_flight(ha_t *self)
-{
-    return self->shipped_n;
-}

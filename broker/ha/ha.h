@@ -127,8 +127,6 @@ int ha_member_change(ha_t *self, uint64_t token, bool add, unsigned id, const ch
 /* Highest commit seq <= committed whose entry, and every earlier one, is
  * applied (committed is the caller's count of COMMITs). */
 uint64_t ha_bound(ha_t *self, uint64_t committed);
-/* Shipped entries not yet applied. */
-size_t ha_in_flight(ha_t *self);
 
 /* What the Raft thread last saw (refreshed every few tens of ms), for
  * cluster_status and the metrics. apply latency: raft_apply of this

@@ -135,17 +135,10 @@ static void s_fd_free(void **item)
 static void s_reply(s_server_t *self, zframe_t *id, const char *cmd, const char *digest,
                     const char *a, const char *b, zframe_t **data)
 {
-    zmsg_t *msg = zmsg_new();
-    zmsg_append(msg, &(zframe_t *){zframe_dup(id)});
-    zmsg_addstr(msg, TT_BLOB_PROTO);
-    zmsg_addstr(msg, cmd);
-    zmsg_addstr(msg, digest ? digest : "");
-    if (a)
-        zmsg_addstr(msg, a);
-    if (data)
-        zmsg_append(msg, data);
-    else if (b)
-        zmsg_addstr(msg, b);
+    zmsg_t *msg = tt_blob_msg(cmd, digest, a, b, data);
+    if (!msg)
+        return;
+    zmsg_prepend(msg, &(zframe_t *){zframe_dup(id)});
     /* ROUTER drops, never blocks, on a full peer queue: the peer's timer
      * asks again */
     zmsg_send(&msg, self->router);

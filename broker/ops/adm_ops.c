@@ -41,8 +41,7 @@ int adm_quota_set(handler_ctx_t *c)
     c->self->admit_wanted = true;
     char msg[200];
     snprintf(msg, sizeof msg, "quota of tenant %s set", qs->tenant);
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, NULL,
-               true);
+    reply_ok(c, msg, NULL, true);
     return 0;
 }
 
@@ -107,8 +106,7 @@ int adm_quota_show(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_QUOTAS;
     rep.quotas = ql;
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     reply_arena_free(&a);
     return 0;
 }
@@ -168,8 +166,7 @@ int adm_queue_list(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_QUEUE;
     rep.queue = ql;
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     reply_arena_free(&a);
     return 0;
 }
@@ -277,8 +274,7 @@ int event_history(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_EVENTS;
     rep.events = &el;
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     for (size_t i = 0; i < n; i++)
         ttfleet__event__free_unpacked(found[i], NULL);
     free(found);
@@ -313,8 +309,7 @@ int adm_audit_query(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_AUDIT;
     rep.audit = al;
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     reply_arena_free(&a);
     return 0;
 }

@@ -4,12 +4,13 @@
  * The ledger is in memory only: after a restart, open grants are gone
  * (the blob server's too), a client's push asks again, and blobs that an
  * interrupted push had completed wait for the collection's grace time.
- * The collection's keep list is built on the loop from broker.db (every
+ * The collection's keep list is built on the loop from the catalog (every
  * catalog image's blobs) and the ledger; the directory walk and the
  * unlinks run in the blob server's thread (blobsrv_gc).
  */
 #include "blobgc.h"
 #include "blobsrv.h"
+#include "catalog.h"
 #include "ttblob.h"
 
 #include <stdio.h>
@@ -41,24 +42,6 @@ static void s_key(const char *tenant, const char *digest, char *key, size_t len)
     snprintf(key, len, "%s\x1f%s", tenant, digest);
 }
 
-/* Bytes of the tenant's registered private images (each tag counts). */
-static int s_registered(broker_t *self, const char *tenant, uint64_t *bytes, uint64_t *images)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(store_db(self->store),
-                           "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM images WHERE owner = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, tenant, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *bytes = (uint64_t)sqlite3_column_int64(st, 0);
-        *images = (uint64_t)sqlite3_column_int64(st, 1);
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : -1;
-}
-
 int blobgc_reserve(handler_ctx_t *c, bool pool, const char *const *digests,
                    const uint64_t *sizes, size_t n, uint64_t image_size)
 {
@@ -82,7 +65,7 @@ int blobgc_reserve(handler_ctx_t *c, bool pool, const char *const *digests,
     }
     if (charged) {
         uint64_t have = 0, images = 0, limit = self->cfg.max_tenant_image;
-        if (s_registered(self, c->tenant, &have, &images))
+        if (catalog_tenant_usage(self, c->tenant, &have, &images))
             return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
         if (open_n + n > BLOBGC_TENANT_GRANTS) {
             snprintf(c->msg, sizeof c->msg,
@@ -130,22 +113,10 @@ int blobgc_reserve(handler_ctx_t *c, bool pool, const char *const *digests,
 
 int blobgc_may_register(handler_ctx_t *c, const char *name, const char *tag)
 {
-    broker_t *self = c->self;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(store_db(self->store),
-                           "SELECT COUNT(*), SUM(name = ?2 AND tag = ?3) FROM images "
-                           "WHERE owner = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
+    int64_t count = 0;
+    bool same = false;
+    if (catalog_tenant_has(c->self, c->tenant, name, tag, &count, &same))
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
-    sqlite3_bind_text(st, 1, c->tenant, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, tag, -1, SQLITE_TRANSIENT);
-    int64_t count = 0, same = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        count = sqlite3_column_int64(st, 0);
-        same = sqlite3_column_int64(st, 1);
-    }
-    sqlite3_finalize(st);
     if (!same && count >= BLOBGC_TENANT_IMAGES) {
         snprintf(c->msg, sizeof c->msg,
                  "tenant '%s' has %lld private images (at most %d): remove some first",
@@ -246,26 +217,24 @@ static void s_keep_blobs(zhashx_t *keep, const char *text)
     }
 }
 
+/* Adds a catalog row's image digest and blobs. */
+static void s_keep_row(void *arg, const char *digest, const char *blobs)
+{
+    zhashx_t *keep = arg;
+    if (digest && tt_digest_valid(digest))
+        zhashx_update(keep, digest, (void *)1);
+    s_keep_blobs(keep, blobs);
+}
+
 void blobgc_collect(broker_t *self)
 {
     if (!self->blobsrv)
         return;
     zhashx_t *keep = zhashx_new();
-    sqlite3_stmt *st = NULL;
-    if (!keep || sqlite3_prepare_v2(store_db(self->store), "SELECT digest, blobs FROM images",
-                                    -1, &st, NULL) != SQLITE_OK) {
-        zhashx_destroy(&keep);
+    if (!keep)
         return;
-    }
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *d = (const char *)sqlite3_column_text(st, 0);
-        if (d && tt_digest_valid(d))
-            zhashx_update(keep, d, (void *)1);
-        s_keep_blobs(keep, (const char *)sqlite3_column_text(st, 1));
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) { /* a partial list would delete what it missed */
+    if (catalog_each_digest(self, s_keep_row, keep)) {
+        /* a partial list would delete what it missed */
         zsys_warning("blob collection skipped: cannot read the catalog");
         zhashx_destroy(&keep);
         return;

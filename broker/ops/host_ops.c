@@ -48,8 +48,7 @@ static int s_hosts(handler_ctx_t *c, const char *id)
         rep.result_case = TTFLEET__REPLY__RESULT_HOSTS;
         rep.hosts = hl;
     }
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     reply_arena_free(&a);
     return 0;
 }
@@ -82,8 +81,7 @@ int host_pool_status(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_POOL;
     rep.pool = &ps;
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     return 0;
 }
 
@@ -159,8 +157,7 @@ int host_admin(handler_ctx_t *c)
         rep.result_case = TTFLEET__REPLY__RESULT_HOST;
         rep.host = reply_host_info(&a, h);
     }
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
-               true);
+    reply_ok(c, msg, &rep, true);
     reply_arena_free(&a);
     return 0;
 }
@@ -201,8 +198,7 @@ int host_set(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_HOST;
     rep.host = reply_host_info(&a, h);
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, msg, &rep,
-               true);
+    reply_ok(c, msg, &rep, true);
     reply_arena_free(&a);
     return 0;
 }

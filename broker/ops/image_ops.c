@@ -29,7 +29,7 @@
 #include "image_ops.h"
 #include "blobgc.h"
 #include "blobsrv.h"
-#include "persist.h"
+#include "catalog.h"
 #include "reply.h"
 #include "wcmd.h"
 #include "ttblob.h"
@@ -42,7 +42,6 @@
 #include <sys/statvfs.h>
 
 #define S_MAX_BLOBS (TT_MANIFEST_FILES + 1)
-#define S_READINESS_MAX 256 /* bytes of a default readiness spec, with its NUL */
 
 int image_ops_start(broker_t *self, char *err, size_t errlen)
 {
@@ -92,23 +91,6 @@ void image_ops_on_blob(broker_t *self)
     blobgc_uploaded(self, digest, user);
     if (self->cfg.verbose)
         zsys_info("blob %s complete (%llu bytes)", digest, (unsigned long long)size);
-}
-
-/* Whether digest is a blob of an image tenant sees (a pool image or its
- * own): 1 yes, 0 no, -1 store error. */
-static int s_visible_blob(broker_t *self, const char *tenant, const char *digest)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(store_db(self->store),
-                           "SELECT 1 FROM images WHERE (owner = '' OR owner = ?1)"
-                           " AND instr(blobs, ?2) > 0 LIMIT 1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, tenant, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, digest, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* ---- validation of an image's description ---- */
@@ -181,10 +163,10 @@ static int s_check_push(handler_ctx_t *c, const Ttfleet__ImagePush *p, tt_image_
     const Ttfleet__ImageDefaults *d = p->defaults;
     tt_ready_t spec;
     if (d && d->readiness && *d->readiness &&
-        (strlen(d->readiness) >= S_READINESS_MAX ||
+        (strlen(d->readiness) >= CATALOG_READINESS_MAX ||
          tt_ready_parse(d->readiness, &spec, why, sizeof why)))
         return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST, "invalid default readiness: %s",
-                          strlen(d->readiness) >= S_READINESS_MAX ? "too long" : why);
+                          strlen(d->readiness) >= CATALOG_READINESS_MAX ? "too long" : why);
     if (d && d->user && *d->user && !tt_name_valid(d->user))
         return handler_fail(c, TTFLEET__STATUS__BAD_REQUEST,
                             "invalid default user (letters, digits, '-', '_', '.')");
@@ -218,7 +200,7 @@ int image_push(handler_ctx_t *c)
         const char *d = p->blobs[i]->digest;
         all[i] = d;
         sizes[i] = p->blobs[i]->size;
-        int seen = s_visible_blob(self, c->tenant, d);
+        int seen = catalog_visible_blob(self, c->tenant, d);
         if (seen < 0)
             return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
         uint64_t have = 0;
@@ -270,89 +252,20 @@ int image_push(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_PUSH_GRANT;
     rep.push_grant = &g;
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     return 0;
 }
 
 /* ---- catalog rows ---- */
-
-typedef struct {
-    char owner[TT_MAX_NAME + 1], name[65], tag[65], digest[TT_DIGEST_LEN + 1], kind[8];
-    uint64_t size;
-    int64_t created_at;
-    char blobs[1024];
-    char readiness[S_READINESS_MAX], user[TT_MAX_NAME + 1];
-    uint32_t min_disk_mib;
-} s_row_t;
-
-#define S_COLS                                                                                     \
-    "owner, name, tag, digest, kind, size, blobs, created_at, readiness, user, min_disk_mib"
-
-static void s_row_read(sqlite3_stmt *st, s_row_t *r)
-{
-    memset(r, 0, sizeof *r);
-#define S_T(i, f)                                                                                  \
-    snprintf(r->f, sizeof r->f, "%s",                                                              \
-             sqlite3_column_text(st, i) ? (const char *)sqlite3_column_text(st, i) : "")
-    S_T(0, owner);
-    S_T(1, name);
-    S_T(2, tag);
-    S_T(3, digest);
-    S_T(4, kind);
-    r->size = (uint64_t)sqlite3_column_int64(st, 5);
-    S_T(6, blobs);
-    r->created_at = sqlite3_column_int64(st, 7);
-    S_T(8, readiness);
-    S_T(9, user);
-    r->min_disk_mib = (uint32_t)sqlite3_column_int64(st, 10);
-#undef S_T
-}
-
-/* The row ref names as the tenant sees it: its own first, then the pool's.
- * 1 found, 0 not, -1 on a database error. */
-static int s_find(broker_t *self, const char *tenant, const tt_image_ref_t *ref, s_row_t *r)
-{
-    sqlite3_stmt *st = NULL;
-    const char *sql = ref->digest[0]
-                          ? "SELECT " S_COLS " FROM images WHERE name = ?1 AND digest = ?3 AND "
-                            "(owner = '' OR owner = ?2) ORDER BY owner = '' LIMIT 1"
-                          : "SELECT " S_COLS " FROM images WHERE name = ?1 AND tag = ?3 AND "
-                            "(owner = '' OR owner = ?2) ORDER BY owner = '' LIMIT 1";
-    if (sqlite3_prepare_v2(store_db(self->store), sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, ref->name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, tenant, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, ref->digest[0] ? ref->digest : ref->tag, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    int found = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
-    if (found == 1)
-        s_row_read(st, r);
-    sqlite3_finalize(st);
-    return found;
-}
 
 /* VMs (not being removed) that run r's digest, unless another catalog
  * row keeps that digest (then removing r leaves their image in the
  * catalog). A VM of a catalog image carries the digest it was created
  * with (vm->image_digest, kept in broker.db), so a tag moved to another
  * digest since does not matter. */
-static uint32_t s_users(broker_t *self, const s_row_t *r)
+static uint32_t s_users(broker_t *self, const catalog_row_t *r)
 {
-    sqlite3_stmt *st = NULL;
-    int others = 0;
-    if (sqlite3_prepare_v2(store_db(self->store),
-                           "SELECT count(*) FROM images WHERE digest = ?1 AND NOT (owner = ?2 AND "
-                           "name = ?3 AND tag = ?4)",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, r->digest, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, r->owner, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, r->name, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 4, r->tag, -1, SQLITE_TRANSIENT);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            others = sqlite3_column_int(st, 0);
-    }
-    sqlite3_finalize(st);
+    int others = catalog_digest_others(self, r);
     if (others > 0)
         return 0;
     uint32_t n = 0;
@@ -370,8 +283,8 @@ int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_
     char why[256];
     if (!self->blobsrv || tt_image_ref_parse(image, &ref, why, sizeof why))
         return 0; /* no catalog, or not a catalog name: a host-local image */
-    s_row_t r;
-    int found = s_find(self, tenant, &ref, &r);
+    catalog_row_t r;
+    int found = catalog_find(self, tenant, &ref, &r);
     if (found < 0) {
         snprintf(msg, msglen, "cannot read the image catalog");
         return -1;
@@ -390,7 +303,7 @@ int image_ops_resolve(broker_t *self, const char *tenant, const char *image, vm_
 }
 
 /* Blobs text "digest size file\n"... -> ImageBlob array in the arena. */
-static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_t *r)
+static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const catalog_row_t *r)
 {
     Ttfleet__ImageInfo *ii = reply_alloc(a, sizeof *ii);
     Ttfleet__ImageDefaults *d = reply_alloc(a, sizeof *d);
@@ -402,7 +315,7 @@ static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_
     ttfleet__image_info__init(ii);
     ttfleet__image_defaults__init(d);
     memcpy(text, r, sizeof *r);
-    const s_row_t *t = (const s_row_t *)text;
+    const catalog_row_t *t = (const catalog_row_t *)text;
     ii->name = (char *)t->name;
     ii->tag = (char *)t->tag;
     ii->digest = (char *)t->digest;
@@ -414,7 +327,7 @@ static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_
     d->user = (char *)t->user;
     d->min_disk_mib = t->min_disk_mib;
     ii->defaults = d;
-    char *blobs = ((s_row_t *)text)->blobs;
+    char *blobs = ((catalog_row_t *)text)->blobs;
     char *save = NULL;
     for (char *line = strtok_r(blobs, "\n", &save); line && ii->n_blobs < S_MAX_BLOBS;
          line = strtok_r(NULL, "\n", &save)) {
@@ -467,14 +380,13 @@ static Ttfleet__ImageInfo *s_info(broker_t *self, reply_arena_t *a, const s_row_
     return ii;
 }
 
-static void s_send_image(handler_ctx_t *c, const s_row_t *r, bool record)
+static void s_send_image(handler_ctx_t *c, const catalog_row_t *r, bool record)
 {
     reply_arena_t a = reply_arena();
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_IMAGE;
     rep.image = s_info(c->self, &a, r);
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
-               rep.image ? &rep : NULL, record);
+    reply_ok(c, "", rep.image ? &rep : NULL, record);
     reply_arena_free(&a);
 }
 
@@ -526,7 +438,7 @@ int image_commit(handler_ctx_t *c)
     for (size_t i = 0; i < p->n_blobs; i++) {
         uint64_t have = 0;
         const char *d = p->blobs[i]->digest;
-        int seen = s_visible_blob(self, c->tenant, d);
+        int seen = catalog_visible_blob(self, c->tenant, d);
         if (seen < 0)
             return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
         /* one answer whether the server lacks the blob or this tenant has
@@ -540,7 +452,7 @@ int image_commit(handler_ctx_t *c)
         return st;
     if (!p->pool && (st = blobgc_may_register(c, ref.name, ref.tag)))
         return st;
-    s_row_t r;
+    catalog_row_t r;
     memset(&r, 0, sizeof r);
     snprintf(r.owner, sizeof r.owner, "%s", p->pool ? "" : c->tenant);
     snprintf(r.name, sizeof r.name, "%s", ref.name);
@@ -560,10 +472,7 @@ int image_commit(handler_ctx_t *c)
         snprintf(r.user, sizeof r.user, "%s", d->user ? d->user : "");
         r.min_disk_mib = d->min_disk_mib;
     }
-    persist_image_t row = {r.owner, r.name,      r.tag,      r.digest, r.kind,
-                           r.blobs, r.readiness, r.user,     r.size,   r.created_at,
-                           r.min_disk_mib};
-    persist_image_put(self, &row);
+    catalog_put(self, &r);
     if (self->failed)
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot write the catalog");
     zsys_info("image %s:%s (%s) registered by %s: %s, %llu bytes", r.name, r.tag,
@@ -578,62 +487,69 @@ int image_commit(handler_ctx_t *c)
 
 /* ---- list, show, rm, pull ---- */
 
+/* image_list's rows as they are read: each row's ImageInfo in the arena. */
+typedef struct {
+    broker_t *self;
+    reply_arena_t *a;
+    Ttfleet__ImageInfo **items;
+    size_t n, cap;
+} s_list_t;
+
+static int s_list_add(void *arg, const catalog_row_t *r)
+{
+    s_list_t *l = arg;
+    if (l->n == l->cap) {
+        Ttfleet__ImageInfo **more = realloc(l->items, sizeof *more * l->cap * 2);
+        if (!more)
+            return 1;
+        l->items = more;
+        l->cap *= 2;
+    }
+    Ttfleet__ImageInfo *ii = s_info(l->self, l->a, r);
+    if (ii)
+        l->items[l->n++] = ii;
+    return 0;
+}
+
 int image_list(handler_ctx_t *c)
 {
     broker_t *self = c->self;
     bool all = c->req->image_list && c->req->image_list->all;
     if (all && !c->admin)
         return handler_fail_norec(c, TTFLEET__STATUS__FORBIDDEN, "image list --all is for admins");
-    sqlite3_stmt *st = NULL;
-    const char *sql = all ? "SELECT " S_COLS " FROM images ORDER BY name, tag, owner LIMIT 10000"
-                          : "SELECT " S_COLS " FROM images WHERE owner = '' OR owner = ?1 "
-                            "ORDER BY name, tag, owner LIMIT 10000";
-    if (sqlite3_prepare_v2(store_db(self->store), sql, -1, &st, NULL) != SQLITE_OK)
-        return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
-    if (!all)
-        sqlite3_bind_text(st, 1, c->tenant, -1, SQLITE_TRANSIENT);
     reply_arena_t a = reply_arena();
     Ttfleet__ImageInfoList *l = reply_alloc(&a, sizeof *l);
-    size_t cap = 64;
-    Ttfleet__ImageInfo **items = malloc(sizeof *items * cap);
+    s_list_t list = {self, &a, malloc(sizeof *list.items * 64), 0, 64};
     if (l)
         ttfleet__image_info_list__init(l);
-    while (l && items && sqlite3_step(st) == SQLITE_ROW) {
-        s_row_t r;
-        s_row_read(st, &r);
-        if (l->n_images == cap) {
-            Ttfleet__ImageInfo **more = realloc(items, sizeof *items * cap * 2);
-            if (!more)
-                break;
-            items = more;
-            cap *= 2;
+    if (l && list.items) {
+        if (catalog_each(self, c->tenant, all, 10000, s_list_add, &list)) {
+            free(list.items);
+            reply_arena_free(&a);
+            return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
         }
-        Ttfleet__ImageInfo *ii = s_info(self, &a, &r);
-        if (ii)
-            items[l->n_images++] = ii;
+        l->n_images = list.n;
     }
-    sqlite3_finalize(st);
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_IMAGES;
     if (l) {
-        l->images = items;
+        l->images = list.items;
         rep.images = l;
     }
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "",
-               l ? &rep : NULL, false);
-    free(items);
+    reply_ok(c, "", l ? &rep : NULL, false);
+    free(list.items);
     reply_arena_free(&a);
     return 0;
 }
 
 /* The row of c->req's ImageRef, or a status with the reason. */
-static int s_lookup(handler_ctx_t *c, const Ttfleet__ImageRef *q, s_row_t *r)
+static int s_lookup(handler_ctx_t *c, const Ttfleet__ImageRef *q, catalog_row_t *r)
 {
     tt_image_ref_t ref;
     char why[256];
     if (!q || !q->ref || tt_image_ref_parse(q->ref, &ref, why, sizeof why))
         return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST, "invalid image name: %s", why);
-    int found = s_find(c->self, c->tenant, &ref, r);
+    int found = catalog_find(c->self, c->tenant, &ref, r);
     if (found < 0)
         return handler_fail(c, TTFLEET__STATUS__INTERNAL, "cannot read the catalog");
     if (!found)
@@ -643,7 +559,7 @@ static int s_lookup(handler_ctx_t *c, const Ttfleet__ImageRef *q, s_row_t *r)
 
 int image_show(handler_ctx_t *c)
 {
-    s_row_t r;
+    catalog_row_t r;
     int st = s_lookup(c, c->req->image_show, &r);
     if (st) {
         c->no_record = true;
@@ -655,7 +571,7 @@ int image_show(handler_ctx_t *c)
 
 int image_rm(handler_ctx_t *c)
 {
-    s_row_t r;
+    catalog_row_t r;
     int st = s_lookup(c, c->req->image_rm, &r);
     if (st)
         return st;
@@ -667,7 +583,7 @@ int image_rm(handler_ctx_t *c)
                  r.name, r.tag, users);
         return TTFLEET__STATUS__IMAGE_IN_USE;
     }
-    persist_image_delete(c->self, r.owner, r.name, r.tag);
+    catalog_delete(c->self, &r);
     if (c->self->failed)
         return handler_fail_norec(c, TTFLEET__STATUS__INTERNAL, "cannot write the catalog");
     s_send_image(c, &r, true);
@@ -677,7 +593,7 @@ int image_rm(handler_ctx_t *c)
 /* The start of a fan-out to hosts (image pull, image prepare): the image
  * the tenant names (its row), resolved to what a worker fetches, and room
  * for a list of every host. 0, or the status already answered. */
-static int s_fanout_begin(handler_ctx_t *c, const char *ref, s_row_t *r, vm_t *img,
+static int s_fanout_begin(handler_ctx_t *c, const char *ref, catalog_row_t *r, vm_t *img,
                           host_t ***targets)
 {
     broker_t *self = c->self;
@@ -715,7 +631,7 @@ int image_pull(handler_ctx_t *c)
                                   "image pull needs --hosts all or host ids");
     if (p->n_hosts > 1000)
         return handler_fail_norec(c, TTFLEET__STATUS__BAD_REQUEST, "at most 1000 hosts");
-    s_row_t r;
+    catalog_row_t r;
     vm_t img;
     host_t **targets = NULL;
     int st = s_fanout_begin(c, p->ref, &r, &img, &targets);
@@ -787,7 +703,7 @@ int image_prepare(handler_ctx_t *c)
         return s_fail_fmt(c, TTFLEET__STATUS__BAD_REQUEST,
                           "cpu %u or mem %u MiB out of range (cpu 1..%u, mem 16..%u MiB)", cpu, mem,
                           TT_MAX_CPU, TT_MAX_MEM_MIB);
-    s_row_t r;
+    catalog_row_t r;
     vm_t img;
     host_t **targets = NULL;
     int st = s_fanout_begin(c, p->ref, &r, &img, &targets);

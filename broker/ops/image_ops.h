@@ -1,5 +1,5 @@
 /*
- * image_ops: the image catalog (issue 12). Requests image push, commit,
+ * image_ops: the image catalog's requests: image push, commit,
  * list, show, rm and pull, and the broker's blob server (broker/images/blobsrv.c,
  * its own thread), which this module starts and whose events it reads.
  * See docs/IMAGES.md.

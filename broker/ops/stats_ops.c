@@ -121,8 +121,7 @@ int broker_stats(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_BROKER_STATS;
     rep.broker_stats = &bs;
-    reply_send(self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
 out:
     for (int k = 0; ol && k < i; k++)
         free(ol[k].buckets);
@@ -220,8 +219,7 @@ int cluster_status(handler_ctx_t *c)
     Ttfleet__Reply rep = TTFLEET__REPLY__INIT;
     rep.result_case = TTFLEET__REPLY__RESULT_CLUSTER;
     rep.cluster = &cl->cs;
-    reply_send(c->self, c->envelope, c->service, c->tenant, c->rid, TTFLEET__STATUS__OK, "", &rep,
-               false);
+    reply_ok(c, "", &rep, false);
     free(cl);
     return 0;
 }

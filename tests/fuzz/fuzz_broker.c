@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* nftw() in fuzz_frames.h */
 #include "broker.h"
+#include "broker_fake.h"
 #include "persist.h"
 #include "fuzz_frames.h"
 
@@ -36,49 +37,23 @@ static void s_ready(broker_t *b)
     h.images = images;
     uint8_t buf[512];
     size_t len = ttfleet__worker_hello__pack(&h, buf);
-    zmsg_t *m = zmsg_new();
-    zmsg_addstr(m, "fuzz-worker");
-    zmsg_addmem(m, "", 0);
-    zmsg_addstr(m, TT_WORKER_PROTO);
-    zmsg_addmem(m, "\x01", 1);
-    zmsg_addmem(m, buf, len);
-    broker_handle_worker(b, &m);
+    fake_worker_send(b, "fuzz-worker", TT_W_READY, buf, len);
     broker_end_batch(b);
-}
-
-static void s_drain(broker_t *b)
-{
-    zmsg_t *m;
-    while ((m = outq_pop(b, NULL)))
-        zmsg_destroy(&m);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    zsys_init();
-    zsys_set_logstream(NULL);
-    zsys_handler_set(NULL);
-    static char dir[] = "/tmp/ttfuzz-broker-XXXXXX";
-    if (!mkdtemp(dir))
-        abort();
-    fuzz_tmpdir_own(dir);
+    const char *dir = fuzz_setup("broker");
     broker_config_t cfg;
-    broker_config_defaults(&cfg);
-    snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", dir);
-    snprintf(cfg.clients_ep, sizeof cfg.clients_ep, "tcp://127.0.0.1:*");
-    snprintf(cfg.workers_ep, sizeof cfg.workers_ep, "tcp://127.0.0.1:*");
-    snprintf(cfg.events_ep, sizeof cfg.events_ep, "tcp://127.0.0.1:*");
+    fake_broker_config(&cfg, dir);
     cfg.min_stop_interval = 0;
-    char err[256];
-    g_broker = broker_new(&cfg, err, sizeof err);
-    if (!g_broker) {
-        fprintf(stderr, "broker_new: %s\n", err);
+    g_broker = fake_broker_new(&cfg);
+    if (!g_broker)
         abort();
-    }
     s_ready(g_broker);
-    s_drain(g_broker);
+    fake_drain(g_broker);
     return 0;
 }
 
@@ -92,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #endif
     zmsg_destroy(&msg);
     broker_end_batch(g_broker);
-    s_drain(g_broker);
+    fake_drain(g_broker);
     /* keep the model small so memory stays flat over millions of runs */
     if (zhashx_size(g_broker->envs) > 200) {
         zlistx_t *envs = zhashx_values(g_broker->envs);
@@ -103,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         zlistx_destroy(&envs);
         broker_end_batch(g_broker);
-        s_drain(g_broker);
+        fake_drain(g_broker);
     }
     return 0;
 }

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE /* nftw() in fuzz_frames.h */
 #include "broker.h"
+#include "broker_fake.h"
 #include "fuzz_frames.h"
 #include "persist.h"
 #include "scheduler.h"
@@ -23,21 +24,13 @@ static broker_t *g_broker;
 
 static void s_send(const char *routing, int cmd, const void *body, size_t len)
 {
-    zmsg_t *m = zmsg_new();
-    zmsg_addstr(m, routing);
-    zmsg_addmem(m, "", 0);
-    zmsg_addstr(m, TT_WORKER_PROTO);
-    uint8_t c = (uint8_t)cmd;
-    zmsg_addmem(m, &c, 1);
-    zmsg_addmem(m, body, len);
-    broker_handle_worker(g_broker, &m);
+    /* an empty body is a frame of its own, as the fuzzer gives it */
+    fake_worker_send(g_broker, routing, cmd, body ? body : "", len);
 }
 
 static void s_drain(void)
 {
-    zmsg_t *m;
-    while ((m = outq_pop(g_broker, NULL)))
-        zmsg_destroy(&m);
+    fake_drain(g_broker);
 }
 
 static void s_create(const char *name, uint32_t dup)
@@ -57,15 +50,7 @@ static void s_create(const char *name, uint32_t dup)
     req.env_create = &cr;
     req.request_id = (char *)name;
     req.tenant = "t";
-    uint8_t buf[512];
-    size_t len = ttfleet__request__pack(&req, buf);
-    zmsg_t *m = zmsg_new();
-    zmsg_addstr(m, "client");
-    zmsg_addmem(m, "", 0);
-    zmsg_addstr(m, TT_MDP_CLIENT);
-    zmsg_addstr(m, TT_SERVICE_ENV);
-    zmsg_addmem(m, buf, len);
-    broker_handle_client(g_broker, &m);
+    fake_client_send(g_broker, "client", TT_SERVICE_ENV, &req);
     broker_end_batch(g_broker);
 }
 
@@ -73,26 +58,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    zsys_init();
-    zsys_set_logstream(NULL);
-    zsys_handler_set(NULL);
-    static char dir[] = "/tmp/ttfuzz-ready-XXXXXX";
-    if (!mkdtemp(dir))
-        abort();
-    fuzz_tmpdir_own(dir);
+    const char *dir = fuzz_setup("ready");
     broker_config_t cfg;
-    broker_config_defaults(&cfg);
-    snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", dir);
-    snprintf(cfg.clients_ep, sizeof cfg.clients_ep, "tcp://127.0.0.1:*");
-    snprintf(cfg.workers_ep, sizeof cfg.workers_ep, "tcp://127.0.0.1:*");
-    snprintf(cfg.events_ep, sizeof cfg.events_ep, "tcp://127.0.0.1:*");
+    fake_broker_config(&cfg, dir);
     cfg.rate = 0;
-    char err[256];
-    g_broker = broker_new(&cfg, err, sizeof err);
-    if (!g_broker) {
-        fprintf(stderr, "broker_new: %s\n", err);
+    g_broker = fake_broker_new(&cfg);
+    if (!g_broker)
         abort();
-    }
     /* a host "h1" with two envs on it, made while a good worker answered */
     Ttfleet__WorkerHello h = TTFLEET__WORKER_HELLO__INIT;
     char *engines[] = {"process"};

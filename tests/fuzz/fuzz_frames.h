@@ -38,6 +38,22 @@ static inline void fuzz_tmpdir_own(const char *dir)
     atexit(fuzz_tmpdir_remove);
 }
 
+/* Quiets CZMQ's log and signal handling and makes the target's temporary
+ * directory /tmp/ttfuzz-<tag>-XXXXXX, removed at exit; returns its path
+ * (static). Aborts when it cannot. */
+static inline const char *fuzz_setup(const char *tag)
+{
+    zsys_init();
+    zsys_set_logstream(NULL);
+    zsys_handler_set(NULL);
+    static char dir[200];
+    snprintf(dir, sizeof dir, "/tmp/ttfuzz-%s-XXXXXX", tag);
+    if (!mkdtemp(dir))
+        abort();
+    fuzz_tmpdir_own(dir);
+    return dir;
+}
+
 static inline zmsg_t *fuzz_frames(const uint8_t *data, size_t size)
 {
     zmsg_t *msg = zmsg_new();

@@ -25,13 +25,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    zsys_init();
-    zsys_set_logstream(NULL);
-    zsys_handler_set(NULL);
-    static char dir[] = "/tmp/ttfuzz-worker-XXXXXX";
-    if (!mkdtemp(dir))
-        abort();
-    fuzz_tmpdir_own(dir);
+    const char *dir = fuzz_setup("worker");
     static char images[300];
     snprintf(images, sizeof images, "%s/images", dir);
     char path[400];

@@ -256,6 +256,43 @@ def host_accel(pool, host):
     return rep.host.accel
 
 
+def veth_pair(ns, prefix, dev, host_ip, client_ip):
+    """Two namespaces of ns, <prefix>h<pid> (the worker's host) and
+    <prefix>c<pid> (a client), joined by a veth pair <dev>h<pid> /
+    <dev>c<pid> with host_ip/24 and client_ip/24, both up. Returns
+    (host ns, client ns)."""
+    tag = str(os.getpid())
+    hns = ns.add(prefix + "h" + tag)
+    cns = ns.add(prefix + "c" + tag)
+    hdev, cdev = dev + "h" + tag, dev + "c" + tag
+    sh("ip", "link", "add", hdev, "netns", hns, "type", "veth", "peer", "name", cdev,
+       "netns", cns)
+    for name, dev, ip in ((hns, hdev, host_ip), (cns, cdev, client_ip)):
+        sh("ip", "-n", name, "addr", "add", ip + "/24", "dev", dev)
+        sh("ip", "-n", name, "link", "set", dev, "up")
+    return hns, cns
+
+
+def install_images(pool, guest, responder=False):
+    """Puts the test guest (as "ttguest") and, with responder, the RESPONDER
+    process image into pool's image folder."""
+    shutil.copytree(guest, os.path.join(pool.images, "ttguest"))
+    if responder:
+        path = os.path.join(pool.images, "responder")
+        with open(path, "w") as f:
+            f.write(RESPONDER)
+        os.chmod(path, 0o755)
+
+
+def diagnosed(pool, fn):
+    """Runs fn(); on a failure prints diagnostics(pool), then raises it on."""
+    try:
+        return fn()
+    except BaseException:
+        print(diagnostics(pool))
+        raise
+
+
 def diagnostics(pool):
     """The daemons' logs and the tail of every VM console, for a failure."""
     out = [pool.logs()]

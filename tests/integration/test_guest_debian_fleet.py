@@ -269,15 +269,7 @@ class GuestDebianFleet(unittest.TestCase):
         self.ns = netlib.Netns()
         _namespaces.append(self.ns)
         self.addCleanup(self.ns.close)  # runs last: after the pool is gone
-        tag = str(os.getpid())
-        self.hns = self.ns.add("tdh" + tag)
-        self.cns = self.ns.add("tdc" + tag)
-        netlib.sh("ip", "link", "add", "dh" + tag, "netns", self.hns, "type", "veth",
-                  "peer", "name", "dc" + tag, "netns", self.cns)
-        netlib.sh("ip", "-n", self.hns, "addr", "add", HOST_IP + "/24", "dev", "dh" + tag)
-        netlib.sh("ip", "-n", self.cns, "addr", "add", CLIENT_IP + "/24", "dev", "dc" + tag)
-        netlib.sh("ip", "-n", self.hns, "link", "set", "dh" + tag, "up")
-        netlib.sh("ip", "-n", self.cns, "link", "set", "dc" + tag, "up")
+        self.hns, self.cns = netlib.veth_pair(self.ns, "td", "d", HOST_IP, CLIENT_IP)
         return IpcPool(hosts={"h1": {
             "engines": "qemu", "cpu": 4, "mem": 4096, "disk": 40960,
             "args": ["--net", "nft", "--netns", self.hns, "--public-address", HOST_IP,
@@ -295,7 +287,7 @@ class GuestDebianFleet(unittest.TestCase):
         self.pool = pool
         self.addCleanup(pool.close)
         os.symlink(self.image_dir, os.path.join(pool.images, IMAGE))
-        shutil.copytree(self.ttguest, os.path.join(pool.images, "ttguest"))
+        netlib.install_images(pool, self.ttguest)
         pool.start()
         self.addCleanup(self._delete_envs)
 
@@ -350,11 +342,8 @@ class GuestDebianFleet(unittest.TestCase):
         def ready():
             vms = self.vms()
             return vms if all(v["ready"] and v["state"] == "running" for v in vms) else None
-        try:
-            return harness.wait_for(what, ready, timeout=READY_S, interval=1.0)
-        except AssertionError:
-            print(netlib.diagnostics(self.pool))
-            raise
+        return netlib.diagnosed(
+            self.pool, lambda: harness.wait_for(what, ready, timeout=READY_S, interval=1.0))
 
     # ---- the flow ----
 

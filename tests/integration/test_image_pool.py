@@ -124,11 +124,7 @@ class ImagePool(unittest.TestCase):
     # ---- the flow ----
 
     def test_flow(self):
-        try:
-            self.flow()
-        except BaseException:
-            print(netlib.diagnostics(self.pool))
-            raise
+        netlib.diagnosed(self.pool, self.flow)
 
     def flow(self):
         for h in HOSTS:

@@ -20,7 +20,6 @@ public-port traffic. Delete leaves no bridge element.
 """
 
 import os
-import shutil
 import sys
 import time
 import unittest
@@ -44,15 +43,7 @@ class NftIsolation(unittest.TestCase):
         guest = netlib.build_guest()
         self.ns = netlib.Netns()
         self.addCleanup(self.ns.close)  # runs last: after the pool is gone
-        tag = str(os.getpid())
-        self.hns = self.ns.add("tth" + tag)
-        self.cns = self.ns.add("ttc" + tag)
-        netlib.sh("ip", "link", "add", "vh" + tag, "netns", self.hns, "type", "veth",
-                  "peer", "name", "vc" + tag, "netns", self.cns)
-        netlib.sh("ip", "-n", self.hns, "addr", "add", HOST_IP + "/24", "dev", "vh" + tag)
-        netlib.sh("ip", "-n", self.cns, "addr", "add", CLIENT_IP + "/24", "dev", "vc" + tag)
-        netlib.sh("ip", "-n", self.hns, "link", "set", "vh" + tag, "up")
-        netlib.sh("ip", "-n", self.cns, "link", "set", "vc" + tag, "up")
+        self.hns, self.cns = netlib.veth_pair(self.ns, "tt", "v", HOST_IP, CLIENT_IP)
         self.ns.spawn(self.cns, [sys.executable, "-c", netlib.LISTENER, CLIENT_IP,
                                  str(LISTEN_PORT)])
         # a service of the host namespace, on every address it has
@@ -62,10 +53,7 @@ class NftIsolation(unittest.TestCase):
             "engines": "qemu,process", "cpu": 6, "mem": 4096,
             "args": ["--net", "nft", "--netns", self.hns, "--stop-timeout-ms", "300"]}})
         self.addCleanup(self.pool.close)
-        shutil.copytree(guest, os.path.join(self.pool.images, "ttguest"))
-        with open(os.path.join(self.pool.images, "responder"), "w") as f:
-            f.write(netlib.RESPONDER)
-        os.chmod(os.path.join(self.pool.images, "responder"), 0o755)
+        netlib.install_images(self.pool, guest, responder=True)
         self.pool.start()
 
     def ok(self, *args):
@@ -86,11 +74,7 @@ class NftIsolation(unittest.TestCase):
                       "vm %d reached %s:%d" % (vm["vm_id"], ip, port))
 
     def test_flow(self):
-        try:
-            self.flow()
-        except BaseException:
-            print(netlib.diagnostics(self.pool))
-            raise
+        netlib.diagnosed(self.pool, self.flow)
 
     def flow(self):
         a = self.ok("env", "create", "a", "--image", "ttguest", "--dup", 2, "--engine", "qemu",

@@ -13,7 +13,6 @@ delete stops QEMU and its forwards.
 """
 
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -50,7 +49,7 @@ class QemuUser(unittest.TestCase):
             "engines": "qemu", "cpu": 4, "mem": 4096,
             "args": ["--net", "user", "--stop-timeout-ms", "300"]}})
         self.addCleanup(self.pool.close)
-        shutil.copytree(guest, os.path.join(self.pool.images, "ttguest"))
+        netlib.install_images(self.pool, guest)
         self.pool.start()
 
     def _serve(self):
@@ -81,11 +80,7 @@ class QemuUser(unittest.TestCase):
         return self.get(port, "/cgi-bin/connect?10.0.2.2:%d" % self.listen_port) or ""
 
     def test_flow(self):
-        try:
-            self.flow()
-        except BaseException:
-            print(netlib.diagnostics(self.pool))
-            raise
+        netlib.diagnosed(self.pool, self.flow)
 
     def test_public_port_in_use(self):
         """Another program holds the first public port the broker hands out
@@ -109,22 +104,21 @@ class QemuUser(unittest.TestCase):
             held.close()
             self.skipTest("127.0.0.1:40000/udp is in use already")
         self.addCleanup(held.close)
-        try:
-            vm = self.ok("env", "create", "p", "--image", "ttguest", "--engine", "qemu",
-                         "--cpu", 1, "--mem", 256, "--disk", 1024, "--lifetime", 900)["vms"][0]
-            self.assertEqual(vm["state"], "running", vm)
-            ports = [p["public"] for p in vm["ports"]]
-            self.assertNotIn(40000, ports)
-            logs = self.pool.logs()
-            self.assertRegex(logs, r"public port 40000 \(udp\) is in use on this host")
-            self.assertIn("re-placed after", logs)
-            # it stays up (a QEMU that lost its forward exits within ms)
-            time.sleep(2)
-            self.assertEqual(self.ok("env", "show", "p")["vms"][0]["state"], "running")
-            self.ok("env", "delete", "p")
-        except BaseException:
-            print(netlib.diagnostics(self.pool))
-            raise
+        netlib.diagnosed(self.pool, self._port_in_use_flow)
+
+    def _port_in_use_flow(self):
+        vm = self.ok("env", "create", "p", "--image", "ttguest", "--engine", "qemu",
+                     "--cpu", 1, "--mem", 256, "--disk", 1024, "--lifetime", 900)["vms"][0]
+        self.assertEqual(vm["state"], "running", vm)
+        ports = [p["public"] for p in vm["ports"]]
+        self.assertNotIn(40000, ports)
+        logs = self.pool.logs()
+        self.assertRegex(logs, r"public port 40000 \(udp\) is in use on this host")
+        self.assertIn("re-placed after", logs)
+        # it stays up (a QEMU that lost its forward exits within ms)
+        time.sleep(2)
+        self.assertEqual(self.ok("env", "show", "p")["vms"][0]["state"], "running")
+        self.ok("env", "delete", "p")
 
     def flow(self):
         print("host h1 accel (host show): %s" % netlib.host_accel(self.pool, "h1"))

@@ -2,6 +2,8 @@
  * admq order (priority, round-robin, FIFO), no starvation of a big head,
  * max-wait expiry, restart keeps order, bounds; quota checks per dimension
  * and bad values; audit rows share the change's transaction. */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include <czmq.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,15 +16,6 @@
 #include "quota.h"
 #include "store.h"
 #include "ttproto.h"
-
-static int failures;
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static char s_dir[256];
 
@@ -777,10 +770,5 @@ int main(void)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", s_dir);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("admission: all tests passed\n");
-    return 0;
+    return s_report("admission");
 }

@@ -6,6 +6,8 @@
  * an unknown digest, image inspection of things that are not images.
  * Every wait is bounded.
  */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "blobsrv.h"
 #include "imgcache.h"
 #include "imgfetch.h"
@@ -18,15 +20,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int s_failed;
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                  \
-            s_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static char s_dir[64];
 
@@ -453,13 +446,6 @@ int main(void)
     imgcache_destroy(&cache);
     zpoller_destroy(&sp);
     blobsrv_destroy(&srv);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", s_dir);
-    if (system(cmd)) {
-    }
-    if (s_failed)
-        fprintf(stderr, "%d checks failed\n", s_failed);
-    else
-        printf("ok\n");
-    return s_failed ? 1 : 0;
+    s_rmtree(s_dir);
+    return s_report("blobsrv");
 }

@@ -3,6 +3,8 @@
  * uploads, verification before a blob becomes visible, path safety,
  * manifests and image references.
  */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "blobstore.h"
 #include "ttblob.h"
 
@@ -13,15 +15,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static int s_failed;
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                  \
-            s_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static void s_digest_of(const void *data, size_t len, char *digest)
 {
@@ -202,13 +195,6 @@ int main(void)
     test_upload(dir);
     test_manifest();
     test_ref();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
-    if (s_failed)
-        fprintf(stderr, "%d checks failed\n", s_failed);
-    else
-        printf("ok\n");
-    return s_failed ? 1 : 0;
+    s_rmtree(dir);
+    return s_report("blobstore");
 }

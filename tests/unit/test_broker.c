@@ -6,7 +6,10 @@
  * idempotency, hostile frames and reload from broker.db.
  */
 #define _GNU_SOURCE /* nftw */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "admission.h"
+#include "broker_fake.h"
 #include "admq.h"
 #include "audit.h"
 #include "blobgc.h"
@@ -28,15 +31,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-            failures++;                                                                        \
-        }                                                                                      \
-    } while (0)
-
 static broker_t *g_b;
 static int g_rid;
 
@@ -44,15 +38,7 @@ static int g_rid;
 
 static void s_worker_send(const char *routing, int cmd, const void *body, size_t len)
 {
-    zmsg_t *m = zmsg_new();
-    zmsg_addstr(m, routing);
-    zmsg_addmem(m, "", 0);
-    zmsg_addstr(m, TT_WORKER_PROTO);
-    uint8_t c = (uint8_t)cmd;
-    zmsg_addmem(m, &c, 1);
-    if (body)
-        zmsg_addmem(m, body, len);
-    broker_handle_worker(g_b, &m);
+    fake_worker_send(g_b, routing, cmd, body, len);
 }
 
 static void s_ready(const char *routing, const char *host, uint32_t cpu, uint64_t mem,
@@ -137,17 +123,7 @@ static int s_answer_commands(int refuse_status)
 
 static void s_client_send(const char *service, Ttfleet__Request *req)
 {
-    size_t len = ttfleet__request__get_packed_size(req);
-    uint8_t *buf = malloc(len + 1);
-    ttfleet__request__pack(req, buf);
-    zmsg_t *m = zmsg_new();
-    zmsg_addstr(m, "client-1");
-    zmsg_addmem(m, "", 0);
-    zmsg_addstr(m, TT_MDP_CLIENT);
-    zmsg_addstr(m, service);
-    zmsg_addmem(m, buf, len);
-    free(buf);
-    broker_handle_client(g_b, &m);
+    fake_client_send(g_b, "client-1", service, req);
 }
 
 /* Pop the first client reply in the queue (others stay). */
@@ -174,9 +150,7 @@ static Ttfleet__Reply *s_client_reply(void)
 
 static void s_drain(void)
 {
-    zmsg_t *m;
-    while ((m = outq_pop(g_b, NULL)))
-        zmsg_destroy(&m);
+    fake_drain(g_b);
 }
 
 static Ttfleet__Reply *s_call(const char *tenant, Ttfleet__Request *req, const char *rid)
@@ -261,17 +235,9 @@ static int s_status(Ttfleet__Reply *r)
 static broker_t *s_open(const char *dir, int min_stop)
 {
     broker_config_t cfg;
-    broker_config_defaults(&cfg);
-    snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", dir);
-    snprintf(cfg.clients_ep, sizeof cfg.clients_ep, "tcp://127.0.0.1:*");
-    snprintf(cfg.workers_ep, sizeof cfg.workers_ep, "tcp://127.0.0.1:*");
-    snprintf(cfg.events_ep, sizeof cfg.events_ep, "tcp://127.0.0.1:*");
+    fake_broker_config(&cfg, dir);
     cfg.min_stop_interval = min_stop;
-    char err[256];
-    broker_t *b = broker_new(&cfg, err, sizeof err);
-    if (!b)
-        fprintf(stderr, "broker_new: %s\n", err);
-    return b;
+    return fake_broker_new(&cfg);
 }
 
 /* Pop the client reply with request id rid; its service frame into service. */
@@ -531,25 +497,10 @@ static broker_t *s_hard_open(broker_t **saved)
     return g_b;
 }
 
-static int s_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-/* Removes dir and everything in it (the broker.db files, the blob
- * server's STATE/blobs). */
-static void s_rm_tree(const char *dir)
-{
-    nftw(dir, s_rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void s_hard_close(broker_t *saved)
 {
     broker_destroy(&g_b);
-    s_rm_tree(g_hdir);
+    s_rmtree(g_hdir);
     g_b = saved;
 }
 
@@ -2841,10 +2792,6 @@ int main(void)
     }
 
     broker_destroy(&g_b);
-    s_rm_tree(dir);
-    if (failures)
-        fprintf(stderr, "%d check(s) failed\n", failures);
-    else
-        printf("test_broker: all checks passed\n");
-    return failures ? 1 : 0;
+    s_rmtree(dir);
+    return s_report("broker");
 }

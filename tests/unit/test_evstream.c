@@ -4,6 +4,8 @@
  * subscriber loses events without blocking; silent subscribers expire; and
  * under CURVE (with the broker's real ZAP handler, auth.c) a key of tenant
  * b that claims tenant a in its SUBSCRIBE still gets b's events only. */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include <czmq.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,15 +17,6 @@
 #include "evstream.h"
 #include "ttclient.h"
 #include "ttproto.h"
-
-static int failures;
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 /* Every wait is bounded: 5 s per message. */
 #define WAIT_MS 5000
@@ -592,10 +585,5 @@ int main(void)
     test_curve();
     test_client_plain();
     test_client_curve();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("evstream: all tests passed\n");
-    return 0;
+    return s_report("evstream");
 }

@@ -4,6 +4,8 @@
  * Hostile input is the point: every bad document must come back as NULL
  * with a reason, never a crash (run under ASan in CI's sanitizer pass).
  */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,16 +19,6 @@
 #include "status.h"
 #include "tokens.h"
 #include "ttfleet.pb-c.h"
-
-static int s_failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            s_failures++;                                                                          \
-        }                                                                                          \
-    } while (0)
 
 /* Decodes text as desc; returns the message (arena owns it) or NULL. */
 static ProtobufCMessage *s_decode(const ProtobufCMessageDescriptor *desc, const char *text,
@@ -410,7 +402,5 @@ int main(int argc, char **argv)
         test_status();
     if (all || strcmp(which, "process") == 0)
         test_process();
-    if (s_failures)
-        fprintf(stderr, "%d checks failed\n", s_failures);
-    return s_failures ? 1 : 0;
+    return s_report("gw");
 }

@@ -1,5 +1,7 @@
 /* Unit tests of store/: pragmas, migrations, and the UNIQUE constraints that
  * make double allocation impossible. */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "store.h"
 #include "broker_schema.h"
 #include "worker_schema.h"
@@ -8,15 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int failures;
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-            failures++;                                                                        \
-        }                                                                                      \
-    } while (0)
 
 static long long s_pragma(store_t *s, const char *sql)
 {
@@ -185,9 +178,5 @@ int main(void)
     }
     if (rmdir(dir) != 0)
         fprintf(stderr, "cleanup of %s failed\n", dir);
-    if (failures)
-        fprintf(stderr, "%d check(s) failed\n", failures);
-    else
-        printf("test_store: all checks passed\n");
-    return failures ? 1 : 0;
+    return s_report("store");
 }

@@ -1,6 +1,8 @@
 /* Unit tests of ttctl's output for the admission replies: tables name what
  * they show ("-" for no limit, used/limit, the blocked head marked), and the
  * JSON parses back with the same values. */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,15 +10,6 @@
 
 #include "ttctl_print.h"
 #include "ttproto.h"
-
-static int failures;
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 /* Run print into a memory buffer; returns it (caller frees). */
 #define CAPTURE(buf, call)                                                                         \
@@ -195,10 +188,5 @@ int main(void)
     json_decref(j);
     free(text);
 
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("ttctl_print: all tests passed\n");
-    return 0;
+    return s_report("ttctl_print");
 }

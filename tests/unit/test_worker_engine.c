@@ -6,7 +6,7 @@
  * bounded, and an exit handler kills the VM and removes the temp dir even
  * when a check fails. Prints how long a spawn takes.
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <czmq.h>
 #include <dirent.h>

@@ -4,7 +4,7 @@
  * adoption after a "restart" (fleet destroyed and created again on the
  * same state dir) and death detection.
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -58,6 +58,21 @@ static void s_spec(s_spec_t *s, uint32_t id, const char *engine, int desired)
     s->spec.desired = (Ttfleet__VmState)desired;
 }
 
+/* Runs command c on the fleet; returns the unpacked reply (caller frees),
+ * NULL when there is none. */
+static Ttfleet__WorkerReply *s_run(fleet_t *fleet, const Ttfleet__WorkerCommand *c)
+{
+    size_t len = ttfleet__worker_command__get_packed_size(c);
+    uint8_t *buf = malloc(len + 1);
+    ttfleet__worker_command__pack(c, buf);
+    zframe_t *f = fleet_command(fleet, buf, len);
+    free(buf);
+    Ttfleet__WorkerReply *r =
+        f ? ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f)) : NULL;
+    zframe_destroy(&f);
+    return r;
+}
+
 /* Send one command of n specs; returns the unpacked reply (caller frees). */
 static Ttfleet__WorkerReply *s_cmd(fleet_t *fleet, uint64_t op, s_spec_t *specs, size_t n)
 {
@@ -68,15 +83,7 @@ static Ttfleet__WorkerReply *s_cmd(fleet_t *fleet, uint64_t op, s_spec_t *specs,
     c.op_id = op;
     c.n_vms = n;
     c.vms = pp;
-    size_t len = ttfleet__worker_command__get_packed_size(&c);
-    uint8_t *buf = malloc(len + 1);
-    ttfleet__worker_command__pack(&c, buf);
-    zframe_t *f = fleet_command(fleet, buf, len);
-    free(buf);
-    if (!f)
-        return NULL;
-    Ttfleet__WorkerReply *r = ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f));
-    zframe_destroy(&f);
+    Ttfleet__WorkerReply *r = s_run(fleet, &c);
     if (r && r->status)
         printf("  op %llu: %s: %s\n", (unsigned long long)op, tt_status_name(r->status),
                r->message);
@@ -94,14 +101,7 @@ static int s_term_cmd(fleet_t *fleet, uint64_t op, uint64_t term, s_spec_t *s, i
     c.term = term;
     c.n_vms = 1;
     c.vms = pp;
-    size_t len = ttfleet__worker_command__get_packed_size(&c);
-    uint8_t *buf = malloc(len + 1);
-    ttfleet__worker_command__pack(&c, buf);
-    zframe_t *f = fleet_command(fleet, buf, len);
-    free(buf);
-    Ttfleet__WorkerReply *r =
-        f ? ttfleet__worker_reply__unpack(NULL, zframe_size(f), zframe_data(f)) : NULL;
-    zframe_destroy(&f);
+    Ttfleet__WorkerReply *r = s_run(fleet, &c);
     if (!r)
         return -1;
     int status = r->status;

@@ -5,7 +5,7 @@
  * local listeners, and qga's parser and reply readers on canned answers
  * (hostile ones included).
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>

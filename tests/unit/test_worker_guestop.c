@@ -18,7 +18,7 @@
  *   agent without setsid runs the command as it is and kills its pid; a
  *   file PUT and GET.
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -3,7 +3,9 @@
  * eviction of unused blobs only, the order kept across a restart,
  * corruption detection, materialized images, the advertised digests.
  */
-#include "imgcache.h"
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
+#include "test_imgcache.h"
 #include "ttblob.h"
 
 #include <fcntl.h>
@@ -14,44 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int s_failed;
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                  \
-            s_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
 #define MIB (1024 * 1024)
-
-/* Writes a blob of size bytes (pattern seed) into the cache as a fetch
- * would, and returns its digest. */
-static void s_blob(imgcache_t *c, int seed, size_t size, char *digest)
-{
-    unsigned char *data = malloc(size);
-    for (size_t i = 0; i < size; i++)
-        data[i] = (unsigned char)(seed * 31 + i);
-    tt_sha256_t *h = tt_sha256_new();
-    tt_sha256_update(h, data, size);
-    tt_sha256_final(h, digest);
-    tt_sha256_destroy(&h);
-    char path[4200];
-    CHECK(imgcache_path(c, digest, false, path, sizeof path) == 0);
-    FILE *f = fopen(path, "wb");
-    CHECK(f && fwrite(data, 1, size, f) == size);
-    if (f)
-        fclose(f);
-    free(data);
-}
-
-static void s_add(imgcache_t *c, int seed, size_t size, char *digest)
-{
-    char err[256];
-    CHECK(imgcache_reserve(c, size, err, sizeof err) == 0);
-    s_blob(c, seed, size, digest);
-    CHECK(imgcache_add(c, digest, size, err, sizeof err) == 0);
-}
 
 int main(void)
 {
@@ -62,15 +27,15 @@ int main(void)
     imgcache_t *c = imgcache_new(dir, 10 * MIB, err, sizeof err);
     CHECK(c);
     char a[TT_DIGEST_LEN + 1], b[TT_DIGEST_LEN + 1], d3[TT_DIGEST_LEN + 1], d4[TT_DIGEST_LEN + 1];
-    s_add(c, 1, 4 * MIB, a);
-    s_add(c, 2, 4 * MIB, b);
+    s_cache_blob(c, 1, 4 * MIB, a);
+    s_cache_blob(c, 2, 4 * MIB, b);
     CHECK(imgcache_used(c) == 8 * MIB);
     CHECK(imgcache_has(c, a) && imgcache_has(c, b));
 
     /* a is in use: the next blob evicts b (unused) although a is older */
     CHECK(imgcache_acquire(c, a) == 0);
     CHECK(imgcache_acquire(c, "sha256:nothex") == -1);
-    s_add(c, 3, 4 * MIB, d3);
+    s_cache_blob(c, 3, 4 * MIB, d3);
     CHECK(imgcache_has(c, a) && !imgcache_has(c, b) && imgcache_has(c, d3));
     char path[4200];
     imgcache_path(c, b, false, path, sizeof path);
@@ -98,7 +63,7 @@ int main(void)
     imgcache_release(c, d3);
 
     /* digests advertised */
-    s_add(c, 4, 1 * MIB, d4);
+    s_cache_blob(c, 4, 1 * MIB, d4);
     size_t n = 0;
     const char **list = imgcache_digests(c, &n);
     CHECK(n == 2 && strcmp(list[0], list[1]) < 0);
@@ -120,7 +85,7 @@ int main(void)
     snprintf(f, sizeof f, "%s/disk.qcow2", out);
     struct stat sb;
     CHECK(stat(f, &sb) == 0 && sb.st_size == 4 * MIB);
-    s_add(c, 5, 1000, d4);
+    s_cache_blob(c, 5, 1000, d4);
     tt_manifest_t m = {.n = 2};
     snprintf(m.files[0].name, sizeof m.files[0].name, "initrd");
     memcpy(m.files[0].digest, d4, sizeof d4);
@@ -152,7 +117,7 @@ int main(void)
      * (imgcache_trim), never a blob in use; a .part is never indexed */
     c = imgcache_new(dir, 0, err, sizeof err);
     char p1[TT_DIGEST_LEN + 1];
-    s_add(c, 6, 2 * MIB, p1);
+    s_cache_blob(c, 6, 2 * MIB, p1);
     imgcache_path(c, "sha256:1111111111111111111111111111111111111111111111111111111111111111",
                   true, path, sizeof path);
     FILE *pf = fopen(path, "wb");
@@ -171,13 +136,6 @@ int main(void)
                         "sha256:1111111111111111111111111111111111111111111111111111111111111111"));
     imgcache_destroy(&c);
 
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
-    if (s_failed)
-        fprintf(stderr, "%d checks failed\n", s_failed);
-    else
-        printf("ok\n");
-    return s_failed ? 1 : 0;
+    s_rmtree(dir);
+    return s_report("imgcache");
 }

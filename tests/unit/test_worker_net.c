@@ -4,7 +4,7 @@
  * touches the host's network: the kernel-facing parts run in the
  * integration tests, inside namespaces.
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <signal.h>
 #include <sys/prctl.h>

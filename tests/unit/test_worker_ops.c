@@ -6,7 +6,7 @@
  * timer, and the spawn lock that closes the pidfile window of issue 9
  * item 12.
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <signal.h>
 #include <sqlite3.h>

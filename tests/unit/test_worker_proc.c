@@ -1,7 +1,7 @@
 /*
  * Unit test of the /proc readers (worker/os/proc.c).
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <signal.h>
 #include <unistd.h>

@@ -6,6 +6,8 @@
  * is fetched again before the image is READY; a bad description is
  * refused. Every wait is bounded.
  */
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "blobsrv.h"
 #include "pull.h"
 #include "ttblob.h"
@@ -17,15 +19,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int s_failed;
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                  \
-            s_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static char s_dir[64], s_store[128], s_ep[256];
 
@@ -244,13 +237,6 @@ int main(void)
     free(ab);
     free(bb);
     free(kb);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", s_dir);
-    if (system(cmd)) {
-    }
-    if (s_failed)
-        fprintf(stderr, "%d check(s) failed\n", s_failed);
-    else
-        printf("pull: all checks passed\n");
-    return s_failed ? 1 : 0;
+    s_rmtree(s_dir);
+    return s_report("pull");
 }

@@ -1,7 +1,7 @@
 /*
  * Unit test of the worker's resource check arithmetic (worker/os/resources.c).
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include "resources.h"
 

@@ -5,7 +5,7 @@
  * DISCONNECT, and finally stops it with SIGTERM and gets its DISCONNECT.
  * argv[1] is the path of ttworker.
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include <czmq.h>
 #include <signal.h>

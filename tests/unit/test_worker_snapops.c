@@ -6,8 +6,10 @@
  * restart; a template of another QEMU version is removed by gc only once
  * no VM names it.
  */
-#include "imgcache.h"
+#include "test_util.h" /* first: it sets _GNU_SOURCE */
+
 #include "snapops.h"
+#include "test_imgcache.h"
 #include "ttblob.h"
 
 #include <fcntl.h>
@@ -17,50 +19,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int s_failed;
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                  \
-            s_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
 #define MIB (1024 * 1024)
 
 static void s_file(const char *dir, const char *name, size_t size, int seed)
 {
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    unsigned char *data = malloc(size ? size : 1);
-    for (size_t i = 0; i < size; i++)
-        data[i] = (unsigned char)(seed * 31 + i);
-    FILE *f = fopen(path, "wb");
-    CHECK(f && fwrite(data, 1, size, f) == size);
-    if (f)
-        fclose(f);
+    unsigned char *data = s_pattern(seed, size);
+    s_write(path, data, size);
     free(data);
-}
-
-/* A blob of size bytes in the cache, as a fetch leaves it. */
-static void s_blob(imgcache_t *c, int seed, size_t size, char *digest)
-{
-    unsigned char *data = malloc(size);
-    for (size_t i = 0; i < size; i++)
-        data[i] = (unsigned char)(seed * 31 + i);
-    tt_sha256_t *h = tt_sha256_new();
-    tt_sha256_update(h, data, size);
-    tt_sha256_final(h, digest);
-    tt_sha256_destroy(&h);
-    char path[4200], err[256];
-    CHECK(imgcache_reserve(c, size, err, sizeof err) == 0);
-    CHECK(imgcache_path(c, digest, false, path, sizeof path) == 0);
-    FILE *f = fopen(path, "wb");
-    CHECK(f && fwrite(data, 1, size, f) == size);
-    if (f)
-        fclose(f);
-    free(data);
-    CHECK(imgcache_add(c, digest, size, err, sizeof err) == 0);
 }
 
 /* A template of (img, digest, cpu, mem) made as a save makes it: room
@@ -113,7 +80,7 @@ int main(void)
     imgcache_t *c = imgcache_new(cache_dir, 12 * MIB, err, sizeof err);
     CHECK(c);
     char a[TT_DIGEST_LEN + 1], b[TT_DIGEST_LEN + 1];
-    s_blob(c, 1, 2 * MIB, a);
+    s_cache_blob(c, 1, 2 * MIB, a);
     snapops_t *s = snapops_new(state, "QEMU emulator version 1.0", c, err, sizeof err);
     CHECK(s);
     CHECK(snapops_new(state, "", c, err, sizeof err) == NULL && strstr(err, "QEMU version"));
@@ -150,7 +117,7 @@ int main(void)
     /* the blob is in use; room for 4 MiB more: the unused template k1
      * goes, the clone's k2 stays */
     CHECK(imgcache_acquire(c, a) == 0);
-    s_blob(c, 2, 4 * MIB, b);
+    s_cache_blob(c, 2, 4 * MIB, b);
     CHECK(!snapops_find(s, k1) && !s_exists(s, k1));
     CHECK(snapops_find(s, k2) && s_exists(s, k2));
     /* nothing else can go: a clear refusal */
@@ -188,7 +155,5 @@ int main(void)
     snprintf(cmd, sizeof cmd, "chmod -R u+w %s; rm -rf %s", base, base);
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", base);
-    if (s_failed)
-        fprintf(stderr, "%d check(s) failed\n", s_failed);
-    return s_failed ? 1 : 0;
+    return s_report("snapops");
 }

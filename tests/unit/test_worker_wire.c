@@ -1,7 +1,7 @@
 /*
  * Unit test of TTW01 frame checks and VmSpec validation (worker/vm/wire.c).
  */
-#include "test_worker_util.h"
+#include "test_util.h"
 
 #include "wire.h"
 

@@ -69,14 +69,9 @@ static void s_path(s_fetcher_t *self, const char *digest, bool part, char *buf, 
 static void s_send(s_fetcher_t *self, const char *cmd, const char *digest, const char *a,
                    const char *b)
 {
-    zmsg_t *msg = zmsg_new();
-    zmsg_addstr(msg, TT_BLOB_PROTO);
-    zmsg_addstr(msg, cmd);
-    zmsg_addstr(msg, digest);
-    if (a)
-        zmsg_addstr(msg, a);
-    if (b)
-        zmsg_addstr(msg, b);
+    zmsg_t *msg = tt_blob_msg(cmd, digest, a, b, NULL);
+    if (!msg)
+        return;
     /* never block the actor: a full queue is a lost request the timer asks again */
     zsock_set_sndtimeo(self->dealer, 0);
     zmsg_send(&msg, self->dealer);
