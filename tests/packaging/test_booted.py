@@ -42,7 +42,8 @@ def _mirror():
             for f in (os.listdir("/etc/apt/sources.list.d")
                       if os.path.isdir("/etc/apt/sources.list.d") else [])):
         try:
-            text = open(path).read()
+            with open(path) as f:
+                text = f.read()
         except OSError:
             continue
         uris += re.findall(r"^URIs:\s*(\S+)", text, re.M)
